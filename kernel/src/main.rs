@@ -1,0 +1,57 @@
+//! The kernel: boot-time init, self-test runner and demonstrations.
+//!
+//! Start-up order (see `kernel_main`): console and boot info come from the
+//! arch crate, which has already switched to the kernel's own page tables;
+//! then the command line, the frame allocator and heap, interrupts and the
+//! timer, and finally whatever the command line asks for (`selftest`, demos).
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+mod arch;
+mod cmdline;
+#[macro_use]
+mod log;
+mod memory;
+mod selftest;
+
+use mm::bootinfo::BootInfo;
+
+/// Timer frequency for the scheduler tick.
+const TICK_HZ: u32 = 1000;
+
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
+    let boot_ns = arch::now_ns();
+    let info: &'static BootInfo = info;
+    cmdline::init(info.cmdline());
+    if let Some(l) = cmdline::value("loglevel").and_then(log::parse_level) {
+        log::set_level(l);
+    }
+    println!("mthp kernel ({}) starting; cmdline: '{}'", arch::NAME, cmdline::raw());
+    memory::init(info);
+    arch::init_interrupts();
+    arch::timer_init(TICK_HZ);
+    arch::irq_enable();
+    info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);
+
+    let mut ok = true;
+    if cmdline::has("selftest") {
+        let filter = cmdline::value("selftest").unwrap_or("");
+        let (p, f) = selftest::run(filter);
+        println!("{} passed, {} failed", p, f);
+        ok = f == 0;
+    }
+    arch::exit(ok);
+}
+
+#[panic_handler]
+fn panic(pi: &core::panic::PanicInfo) -> ! {
+    arch::irq_disable();
+    log::print_unlocked(format_args!("\nKERNEL PANIC: {}\n", pi));
+    selftest::on_panic();
+    arch::exit(false);
+}

@@ -1,0 +1,82 @@
+//! Runs the `ktest!` self-tests registered by every crate in the kernel.
+//!
+//! Output format (parsed by `tests/`):
+//! ```text
+//! test <name> ... ok
+//! test <name> ... FAILED: <reason>
+//! N passed, N failed
+//! ```
+//! A failing test does not stop the others.  A panic cannot be unwound
+//! (panic=abort), so the panic handler reports the running test as FAILED,
+//! prints the summary counting it, and fails the run.
+use crate::{arch, println};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use ktest::KTest;
+
+static PASSED: AtomicUsize = AtomicUsize::new(0);
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+static CURRENT: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
+
+#[allow(unsafe_code)]
+fn all_tests() -> &'static [KTest] {
+    unsafe extern "C" {
+        static __ktest_start: KTest;
+        static __ktest_end: KTest;
+    }
+    // SAFETY: the linker script places every `.ktest_array` input section
+    // (each one `KTest` static, all of the same type and alignment) between
+    // these two symbols, so the range is a valid, immutable array.
+    unsafe {
+        let start = &raw const __ktest_start;
+        let end = &raw const __ktest_end;
+        let n = (end as usize - start as usize) / core::mem::size_of::<KTest>();
+        core::slice::from_raw_parts(start, n)
+    }
+}
+
+/// Run every test whose name contains `filter` (all when empty).
+/// Returns `(passed, failed)`.
+pub fn run(filter: &str) -> (usize, usize) {
+    let mut tests: alloc::vec::Vec<&KTest> =
+        all_tests().iter().filter(|t| t.name.contains(filter)).collect();
+    tests.sort_by_key(|t| t.name);
+    println!("running {} self-tests (filter '{}')", tests.len(), filter);
+    for t in tests {
+        *CURRENT.lock() = Some(t.name);
+        let t0 = arch::now_ns();
+        let r = (t.func)();
+        let ms = (arch::now_ns() - t0) / 1_000_000;
+        *CURRENT.lock() = None;
+        match r {
+            Ok(()) => {
+                PASSED.fetch_add(1, Ordering::Relaxed);
+                println!("test {} ... ok ({} ms)", t.name, ms);
+            }
+            Err(why) => {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                println!("test {} ... FAILED: {}", t.name, why);
+            }
+        }
+    }
+    summary()
+}
+
+pub fn summary() -> (usize, usize) {
+    (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed))
+}
+
+/// Called by the panic handler: if a test was running, report it as failed
+/// and print the summary line.  Returns true if a test was running.
+pub fn on_panic() -> bool {
+    // The panic may have happened with CURRENT locked; don't wait for it.
+    let cur = CURRENT.try_lock().and_then(|g| *g);
+    if let Some(name) = cur {
+        crate::log::print_unlocked(format_args!("test {} ... FAILED: panic (see above)\n", name));
+        FAILED.fetch_add(1, Ordering::Relaxed);
+        let (p, f) = summary();
+        crate::log::print_unlocked(format_args!("{} passed, {} failed\n", p, f));
+        true
+    } else {
+        false
+    }
+}

@@ -1,0 +1,29 @@
+//! Access to physical memory.
+//!
+//! `mm` never dereferences a physical address itself.  The kernel implements
+//! [`PhysMem`] over its direct map; the host tests implement it over a
+//! `Vec<u64>`.  Page-table entries are loaded and stored atomically because
+//! the MMU walks (and on x86 sets accessed/dirty bits) concurrently.
+
+/// Physical memory as seen by `mm`.  All addresses are physical; `pa` of a
+/// 64-bit access is 8-byte aligned.
+pub trait PhysMem: Sync {
+    /// Atomically load a 64-bit word (a page-table entry).
+    fn load(&self, pa: u64) -> u64;
+    /// Atomically store a 64-bit word (a page-table entry).
+    fn store(&self, pa: u64, val: u64);
+    /// Atomic compare-exchange; returns the previous value.
+    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64;
+    /// Fill `len` bytes at `pa` with zero.
+    fn zero(&self, pa: u64, len: u64);
+    /// Copy `len` bytes from `src` to `dst` (non-overlapping).
+    fn copy(&self, dst: u64, src: u64, len: u64);
+    /// Fill `len` bytes at `pa` with `byte`.
+    fn fill(&self, pa: u64, len: u64, byte: u8);
+    /// Read bytes starting at `pa` into `buf`.
+    fn read(&self, pa: u64, buf: &mut [u8]);
+    /// Write `buf` to memory starting at `pa`.
+    fn write(&self, pa: u64, buf: &[u8]);
+    /// True if the `len` bytes at `pa` are all zero.
+    fn is_zero(&self, pa: u64, len: u64) -> bool;
+}
