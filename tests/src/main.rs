@@ -1,1 +1,149 @@
-fn main() {}
+//! Host-side test runner: builds the kernels, boots them under QEMU, streams
+//! and checks what they report.
+//!
+//! ```text
+//! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M]
+//! ```
+//!
+//! A kernel run passes only if every `test … ok/FAILED` line is `ok`, the
+//! kernel printed its `N passed, N failed` summary (agreeing with the lines
+//! seen), QEMU exited with the architecture's success status (x86
+//! isa-debug-exit 33 — a triple fault under `-no-reboot` exits 0, so the
+//! status alone is not trusted; arm64 semihosting 0), and it did so before
+//! the timeout.  The last line printed is always `N passed, N failed`,
+//! counting host and in-kernel tests together.
+//!
+//! No dependencies beyond `std`, so the runner builds in a second.
+mod qemu;
+mod suites;
+
+use std::process::{Command, ExitCode};
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Tally) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        return usage();
+    };
+    let mut arches: Vec<String> = Vec::new();
+    let mut accel = String::from("tcg");
+    let mut cmdline = String::new();
+    let mut machine: Option<String> = None;
+    let mut release = false;
+    let mut gdb = false;
+    let mut host = true;
+    let mut filter = String::new();
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--arch" => arches.push(it.next().cloned().unwrap_or_default()),
+            "--accel" => accel = it.next().cloned().unwrap_or_default(),
+            "--cmdline" => cmdline = it.next().cloned().unwrap_or_default(),
+            "--machine" => machine = it.next().cloned(),
+            "--filter" => filter = it.next().cloned().unwrap_or_default(),
+            "--release" => release = true,
+            "--gdb" => gdb = true,
+            "--no-host" => host = false,
+            _ => return usage(),
+        }
+    }
+    for a in &arches {
+        if qemu::Arch::parse(a).is_none() {
+            eprintln!("unknown arch '{a}'");
+            return usage();
+        }
+    }
+    let accel = qemu::Accel::resolve(&accel);
+    match cmd.as_str() {
+        "test" => {
+            if arches.is_empty() {
+                arches = vec!["x86_64".into(), "aarch64".into()];
+            }
+            let mut total = Tally::default();
+            let mut broken = false;
+            if host {
+                match suites::host_tests() {
+                    Ok(t) => total += t,
+                    Err(e) => {
+                        println!("host tests: FAILED: {e}");
+                        total.failed += 1;
+                        broken = true;
+                    }
+                }
+            }
+            for a in &arches {
+                let arch = qemu::Arch::parse(a).expect("checked");
+                total += suites::kernel_suites(arch, accel, &filter);
+            }
+            let _ = broken;
+            println!("{} passed, {} failed", total.passed, total.failed);
+            if total.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        "run" => {
+            let arch = qemu::Arch::parse(arches.first().map(|s| s.as_str()).unwrap_or("x86_64"))
+                .expect("checked");
+            let profile = if release { "release" } else { "ktest" };
+            let kernel = match qemu::build_kernel(arch, profile) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut spec = qemu::RunSpec::new(arch, accel, kernel, &cmdline);
+            if let Some(m) = machine {
+                spec.machine = m;
+            }
+            spec.gdb = gdb;
+            let mut c: Command = spec.command();
+            if gdb {
+                eprintln!(
+                    "QEMU is waiting for GDB on localhost:1234. In another terminal:\n  gdb {} -ex 'target remote :1234'",
+                    spec.kernel.display()
+                );
+            }
+            eprintln!("+ {}", qemu::show(&c));
+            let status = c.status();
+            match status {
+                Ok(s) => {
+                    let code = s.code().unwrap_or(255);
+                    if arch.success_status(code) {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("kernel exited with QEMU status {code}");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("cannot start QEMU: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => usage(),
+    }
+}

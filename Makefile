@@ -1,0 +1,61 @@
+# Top-level entry points.  See README.md.
+ARCH    ?= x86_64
+ACCEL   ?= tcg
+CMDLINE ?= demo
+FILTER  ?=
+
+CARGO   ?= cargo
+RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all run test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean
+
+all: build
+
+## Install QEMU when missing (--no-install-recommends: a plain install fails
+## here because of a qemu-utils version conflict).
+deps:
+	@missing=""; \
+	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
+	command -v qemu-system-aarch64 >/dev/null || missing="$$missing qemu-system-arm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build:
+	$(CARGO) build -p kernel --target x86_64-unknown-none --release
+	$(CARGO) build -p kernel --target aarch64-unknown-none --release
+
+## Boot one kernel and run the demonstration (or whatever CMDLINE says).
+run: deps
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --release --cmdline "$(CMDLINE)"
+
+## Host unit tests plus both kernels' self-tests; last line "N passed, N failed".
+test: deps
+	$(RUNNER) test --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
+
+test-host:
+	$(CARGO) test --workspace --exclude kernel
+
+test-kernel: deps
+	$(RUNNER) test --no-host --arch $(ARCH) --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
+
+## QEMU waits for GDB on :1234 (see README).
+debug: deps
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --gdb --cmdline "$(CMDLINE)"
+
+bench-alloc:
+	$(CARGO) run --release -p mm --example bench_alloc
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --exclude kernel --all-targets
+	$(CARGO) clippy -p kernel --target x86_64-unknown-none
+	$(CARGO) clippy -p kernel --target aarch64-unknown-none
+
+clean:
+	$(CARGO) clean

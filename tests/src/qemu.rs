@@ -1,0 +1,233 @@
+//! Building kernels and composing QEMU command lines: the one place that
+//! knows each architecture's QEMU flags and exit conventions.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "x86_64" | "x86" => Some(Arch::X86_64),
+            "aarch64" | "arm64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-none",
+            Arch::Aarch64 => "aarch64-unknown-none",
+        }
+    }
+    /// x86: isa-debug-exit turns the kernel's 0x10 into (0x10<<1)|1 = 33.
+    /// arm64: semihosting SYS_EXIT passes the code through; 0 is success.
+    pub fn success_status(self, code: i32) -> bool {
+        match self {
+            Arch::X86_64 => code == 33,
+            Arch::Aarch64 => code == 0,
+        }
+    }
+    pub fn default_machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "microvm",
+            Arch::Aarch64 => "virt",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    /// `kvm` is honoured only when /dev/kvm can be opened; otherwise TCG.
+    pub fn resolve(s: &str) -> Accel {
+        if s == "kvm" {
+            if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
+                return Accel::Kvm;
+            }
+            eprintln!("note: /dev/kvm is not usable here; using TCG");
+        }
+        Accel::Tcg
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("workspace root")
+}
+
+/// `cargo build` the kernel for `arch` with `profile` (ktest: optimised with
+/// debug assertions; release: optimised).
+pub fn build_kernel(arch: Arch, profile: &str) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", "kernel", "--target", arch.target(), "--profile", profile])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the {} kernel failed", arch.name()));
+    }
+    Ok(root.join("target").join(arch.target()).join(profile).join("kernel"))
+}
+
+pub struct RunSpec {
+    pub arch: Arch,
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    pub cmdline: String,
+    pub machine: String,
+    pub mem: String,
+    pub gdb: bool,
+    pub initrd: Option<PathBuf>,
+}
+
+impl RunSpec {
+    pub fn new(arch: Arch, accel: Accel, kernel: PathBuf, cmdline: &str) -> RunSpec {
+        RunSpec {
+            arch,
+            accel,
+            kernel,
+            cmdline: cmdline.to_string(),
+            machine: arch.default_machine().to_string(),
+            mem: "1G".into(),
+            gdb: false,
+            initrd: None,
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c;
+        match self.arch {
+            Arch::X86_64 => {
+                c = Command::new("qemu-system-x86_64");
+                c.args(["-M", &self.machine]);
+                match self.accel {
+                    Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+                    Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+                };
+                c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+            }
+            Arch::Aarch64 => {
+                c = Command::new("qemu-system-aarch64");
+                c.args(["-M", &self.machine, "-cpu", "max", "-semihosting"]);
+            }
+        }
+        c.args(["-m", &self.mem, "-nodefaults", "-display", "none", "-serial", "stdio"]);
+        c.args(["-no-reboot", "-kernel"]).arg(&self.kernel);
+        if !self.cmdline.is_empty() {
+            c.args(["-append", &self.cmdline]);
+        }
+        if let Some(i) = &self.initrd {
+            c.arg("-initrd").arg(i);
+        }
+        if self.gdb {
+            c.args(["-s", "-S"]);
+        }
+        c
+    }
+}
+
+pub fn show(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        let a = a.to_string_lossy();
+        if a.contains(' ') || a.is_empty() {
+            s.push_str(&format!(" '{a}'"));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// What one boot produced.
+pub struct Outcome {
+    pub lines: Vec<String>,
+    /// QEMU's exit status; None if it was killed at the timeout.
+    pub status: Option<i32>,
+    pub elapsed: Duration,
+}
+
+/// Boot `spec`, calling `on_line` for every console line as it arrives, and
+/// kill QEMU after `timeout`.
+pub fn boot(spec: &RunSpec, timeout: Duration, mut on_line: impl FnMut(&str)) -> Result<Outcome, String> {
+    let mut cmd = spec.command();
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", show(&cmd)))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let tx2 = tx.clone();
+    let r1 = std::thread::spawn(move || {
+        for l in BufReader::new(out).split(b'\n') {
+            let Ok(l) = l else { break };
+            let s = String::from_utf8_lossy(&l).trim_end_matches('\r').to_string();
+            if tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    let r2 = std::thread::spawn(move || {
+        for l in BufReader::new(err).lines() {
+            let Ok(l) = l else { break };
+            if tx2.send(format!("qemu: {l}")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = t0 + timeout;
+    let status;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            status = None;
+            break;
+        }
+        match rx.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
+            Ok(l) => {
+                on_line(&l);
+                lines.push(l);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let s = child.wait().map_err(|e| e.to_string())?;
+                status = Some(s.code().unwrap_or(255));
+                break;
+            }
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            // Drain what is left.
+            let _ = r1.is_finished();
+            while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                on_line(&l);
+                lines.push(l);
+            }
+            status = Some(s.code().unwrap_or(255));
+            break;
+        }
+    }
+    drop(r1);
+    drop(r2);
+    Ok(Outcome { lines, status, elapsed: t0.elapsed() })
+}

@@ -1,0 +1,207 @@
+//! The suites `make test` runs: host unit tests, then each kernel booted
+//! with a list of command lines.
+use crate::Tally;
+use crate::qemu::{self, Accel, Arch, RunSpec};
+use std::process::Command;
+use std::time::Duration;
+
+/// One boot of a kernel: a name, the machine, the command line and a timeout.
+struct Suite {
+    name: &'static str,
+    machine: Option<&'static str>,
+    cmdline: &'static str,
+    timeout_s: u64,
+}
+
+fn suites(arch: Arch) -> Vec<Suite> {
+    let mut v = vec![Suite { name: "selftest", machine: None, cmdline: "selftest", timeout_s: 600 }];
+    // The other machine configurations the kernel must boot on; they run the
+    // arch self-tests only (boot, tables, W^X, timer), which is what differs.
+    match arch {
+        Arch::X86_64 => {
+            v.push(Suite { name: "q35", machine: Some("q35"), cmdline: "selftest=arch_", timeout_s: 120 })
+        }
+        Arch::Aarch64 => {
+            v.push(Suite {
+                name: "el2-entry",
+                machine: Some("virt,virtualization=on"),
+                cmdline: "selftest=arch_",
+                timeout_s: 120,
+            });
+            v.push(Suite {
+                name: "gicv3",
+                machine: Some("virt,gic-version=3"),
+                cmdline: "selftest=arch_",
+                timeout_s: 120,
+            });
+        }
+    }
+    v
+}
+
+/// Run `cargo test` over the host crates and add up the per-binary results.
+pub fn host_tests() -> Result<Tally, String> {
+    let root = qemu::workspace_root();
+    println!("== host unit tests (cargo test)");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["test", "--workspace", "--exclude", "kernel", "--no-fail-fast"])
+        .output()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut t = Tally::default();
+    let mut current = String::new();
+    let mut seen = 0;
+    for l in stderr.lines().chain(stdout.lines()) {
+        if let Some(rest) = l.trim().strip_prefix("Running ") {
+            current = rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+        if l.contains("... FAILED") || l.starts_with("---- ") || l.contains("panicked at") {
+            println!("  {l}");
+        }
+        if let Some(rest) = l.strip_prefix("test result: ") {
+            seen += 1;
+            let p = number_before(rest, " passed");
+            let f = number_before(rest, " failed");
+            if p + f > 0 {
+                println!("  {:<60} {p} passed, {f} failed", short(&current));
+            }
+            t.passed += p;
+            t.failed += f;
+        }
+    }
+    if seen == 0 || (!out.status.success() && t.failed == 0) {
+        // A build failure: show cargo's own error output.
+        for l in stderr.lines().filter(|l| l.starts_with("error") || l.starts_with("  -->")) {
+            println!("  {l}");
+        }
+        return Err("cargo test did not run (build error?)".into());
+    }
+    Ok(t)
+}
+
+fn short(path: &str) -> String {
+    let p = path.rsplit('/').next().unwrap_or(path);
+    // Drop cargo's hash suffix: name-0123abcd…
+    match p.rsplit_once('-') {
+        Some((n, h)) if h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()) => n.into(),
+        _ => p.into(),
+    }
+}
+
+fn number_before(s: &str, word: &str) -> usize {
+    s.find(word)
+        .and_then(|i| s[..i].rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Build the test kernel for `arch` and run every suite.
+pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
+    let mut total = Tally::default();
+    println!("== {} kernel (accel {:?})", arch.name(), accel);
+    let kernel = match qemu::build_kernel(arch, "ktest") {
+        Ok(k) => k,
+        Err(e) => {
+            println!("[{}] build: FAILED: {e}", arch.name());
+            total.failed += 1;
+            return total;
+        }
+    };
+    for s in suites(arch) {
+        let mut cmdline = s.cmdline.to_string();
+        if !filter.is_empty() && s.name == "selftest" {
+            cmdline = format!("selftest={filter}");
+        }
+        let mut spec = RunSpec::new(arch, accel, kernel.clone(), &cmdline);
+        if let Some(m) = s.machine {
+            spec.machine = m.into();
+        }
+        total += run_suite(arch, s.name, &spec, Duration::from_secs(s.timeout_s));
+    }
+    total
+}
+
+/// Boot once and judge the report.  A suite that does not end properly
+/// (timeout, missing summary, bad exit status, panic) counts one extra failure.
+fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally {
+    let tag = format!("{}/{}", arch.name(), name);
+    println!("[{tag}] + {}", qemu::show(&spec.command()));
+    let mut t = Tally::default();
+    let mut summary: Option<(usize, usize)> = None;
+    let mut first_test_ms: Option<u128> = None;
+    let start = std::time::Instant::now();
+    let verbose = std::env::var_os("VERBOSE").is_some();
+    let res = qemu::boot(spec, timeout, |l| {
+        if let Some(rest) = l.strip_prefix("test ") {
+            if first_test_ms.is_none() {
+                first_test_ms = Some(start.elapsed().as_millis());
+            }
+            if rest.contains(" ... ok") {
+                t.passed += 1;
+            } else if rest.contains(" ... FAILED") {
+                t.failed += 1;
+            }
+            println!("[{tag}] {l}");
+        } else if let Some(s) = parse_summary(l) {
+            summary = Some(s);
+            println!("[{tag}] kernel: {l}");
+        } else if verbose
+            || l.contains("PANIC")
+            || l.contains("ERROR")
+            || l.contains("WARN")
+            || l.starts_with("qemu:")
+            || l.contains("EXCEPTION")
+        {
+            println!("[{tag}] {l}");
+        }
+    });
+    let out = match res {
+        Ok(o) => o,
+        Err(e) => {
+            println!("[{tag}] boot: FAILED: {e}");
+            t.failed += 1;
+            return t;
+        }
+    };
+    let mut problems = Vec::new();
+    match out.status {
+        None => problems.push(format!("timed out after {} s", timeout.as_secs())),
+        Some(c) if !arch.success_status(c) => problems.push(format!("QEMU exit status {c}")),
+        _ => {}
+    }
+    match summary {
+        None => problems.push("no 'N passed, N failed' summary from the kernel".into()),
+        Some((p, f)) if (p, f) != (t.passed, t.failed) => {
+            problems.push(format!("summary says {p}/{f} but the runner saw {}/{}", t.passed, t.failed))
+        }
+        _ => {}
+    }
+    if t.passed + t.failed == 0 {
+        problems.push("no self-test ran".into());
+    }
+    if !problems.is_empty() {
+        println!("[{tag}] boot: FAILED: {}", problems.join("; "));
+        // Show the tail of the console for diagnosis.
+        for l in out.lines.iter().rev().take(25).collect::<Vec<_>>().into_iter().rev() {
+            println!("[{tag}]   | {l}");
+        }
+        t.failed += 1;
+    } else {
+        println!(
+            "[{tag}] {} passed, {} failed in {:.1} s (first self-test after {} ms)",
+            t.passed,
+            t.failed,
+            out.elapsed.as_secs_f64(),
+            first_test_ms.unwrap_or(0)
+        );
+    }
+    t
+}
+
+fn parse_summary(l: &str) -> Option<(usize, usize)> {
+    let (a, b) = l.trim().split_once(" passed, ")?;
+    let f = b.strip_suffix(" failed")?;
+    Some((a.parse().ok()?, f.parse().ok()?))
+}
