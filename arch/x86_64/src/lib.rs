@@ -1,1 +1,78 @@
-//! placeholder
+//! x86_64 support for the kernel: PVH boot hand-off, kernel page tables,
+//! exceptions, the LAPIC timer and the serial console.
+//!
+//! The crate root exports the API in `arch/API.md`.  Everything that touches
+//! hardware (and all asm) is compiled only for the bare-metal target
+//! (`target_os = "none"`), so on the host this crate is nearly empty and
+//! only its portable modules build.
+#![no_std]
+
+// Portable modules (built on the host too) go here, e.g. `pub mod pte;`.
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
+mod gdt;
+#[cfg(target_os = "none")]
+mod paging;
+#[cfg(target_os = "none")]
+mod probe;
+#[cfg(target_os = "none")]
+mod selftests;
+#[cfg(target_os = "none")]
+mod serial;
+#[cfg(target_os = "none")]
+mod timer;
+#[cfg(target_os = "none")]
+mod trap;
+
+#[cfg(target_os = "none")]
+pub use cpu::invlpg as flush_tlb_page;
+#[cfg(target_os = "none")]
+pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save};
+#[cfg(target_os = "none")]
+pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, set_kernel_stack};
+#[cfg(target_os = "none")]
+pub use paging::{
+    KernelLayout, PHYS_OFFSET, Translation, VirtRange, kernel_layout, kernel_translate,
+};
+#[cfg(target_os = "none")]
+pub use probe::{probe_exec, probe_read, probe_write};
+#[cfg(target_os = "none")]
+pub use timer::{now_ns, ticks, timer_hz, timer_init, tsc_hz};
+#[cfg(target_os = "none")]
+pub use trap::{Access, FaultInfo, set_fault_handler, set_tick_hook};
+
+/// Architecture name.
+#[cfg(target_os = "none")]
+pub const NAME: &str = "x86_64";
+
+/// Polled serial output; usable from any context, including panics.
+#[cfg(target_os = "none")]
+pub fn console_write(s: &str) {
+    serial::write(s);
+}
+
+/// Install the exception vectors (already done at boot; this reloads the
+/// IDT and is idempotent).
+#[cfg(target_os = "none")]
+pub fn init_interrupts() {
+    trap::init();
+}
+
+/// End the QEMU run through isa-debug-exit (port 0xf4): status 33 on
+/// success, 35 on failure.  Without the device, halt forever.
+#[cfg(target_os = "none")]
+pub fn exit(success: bool) -> ! {
+    // SAFETY: port 0xf4 is QEMU's isa-debug-exit (or nothing at all).
+    unsafe { cpu::outl(0xf4, if success { 0x10 } else { 0x11 }) };
+    loop {
+        cpu::irq_disable();
+        cpu::halt();
+    }
+}
