@@ -18,4 +18,6 @@ extern crate std;
 
 pub mod addr;
 pub mod bootinfo;
+pub mod errno;
 pub mod phys;
+pub mod thp;

@@ -1,0 +1,61 @@
+//! Transparent huge page policy, knobs and statistics.
+//!
+//! * [`policy`]: the knobs ([`ThpConfig`]) and Linux's order-resolution
+//!   rule ([`PolicySnapshot::allowable_orders`], [`suitable_orders`]).
+//! * [`stats`]: per-size counters with Linux's names, khugepaged's
+//!   counters and a `/proc/vmstat` subset ([`ThpStats`]).
+//! * [`registry`]: read/write/list by Linux's sysfs paths.
+//! * [`cmdline`]: `transparent_hugepage=`, `thp_anon=` and our
+//!   `khugepaged.<knob>=` boot parameters.
+//!
+//! Everything hangs off a [`Thp`] value.  The kernel uses the one global
+//! [`THP`]; host tests create their own so they can run in parallel without
+//! seeing each other's settings.
+//!
+//! # Defaults
+//!
+//! Linux's upstream defaults: global `enabled` = `always` (the default of
+//! the Kconfig choice, `CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS`; distributions
+//! such as Ubuntu pick `madvise`, which is one boot parameter away:
+//! `transparent_hugepage=madvise`), PMD size `inherit`, every other size
+//! `never`, `defrag` = `madvise`, `use_zero_page` = 1,
+//! `shrink_underused` = 1, khugepaged as in [`policy::khugepaged_defaults`].
+
+pub mod cmdline;
+pub mod policy;
+pub mod registry;
+pub mod stats;
+
+pub use policy::{
+    DefragMode, GlobalMode, OrderMode, PolicySnapshot, THP_MAX_ORDER, THP_MIN_ORDER,
+    THP_ORDERS_ALL_ANON, ThpConfig, VmaThpHints, suitable_orders,
+};
+pub use stats::{MthpStat, ThpStats, VmEvent};
+
+/// One kernel's THP state: knobs and counters.
+#[derive(Debug, Default)]
+pub struct Thp {
+    /// Runtime knobs.
+    pub config: ThpConfig,
+    /// Counters.
+    pub stats: ThpStats,
+}
+
+impl Thp {
+    /// Linux's defaults, all counters zero.
+    pub const fn new() -> Self {
+        Thp {
+            config: ThpConfig::new(),
+            stats: ThpStats::new(),
+        }
+    }
+
+    /// Back to defaults and zero counters (tests).
+    pub fn reset(&self) {
+        self.config.reset();
+        self.stats.reset();
+    }
+}
+
+/// The kernel's THP state.
+pub static THP: Thp = Thp::new();
