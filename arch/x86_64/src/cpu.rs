@@ -252,5 +252,7 @@ pub fn irq_save() -> bool {
 pub fn irq_restore(enabled: bool) {
     if enabled {
         irq_enable();
+    } else {
+        irq_disable();
     }
 }

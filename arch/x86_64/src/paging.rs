@@ -146,6 +146,18 @@ static DM_LEAF: AtomicU64 = AtomicU64::new(0);
 static mut DM_RANGES: [PhysRange; MAX_RAM_RANGES + 1] = [PhysRange::new(0, 0); MAX_RAM_RANGES + 1];
 static DM_NR: AtomicUsize = AtomicUsize::new(0);
 
+/// A copy of the boot RAM ranges (the `BootInfo` itself belongs to the kernel).
+static mut BOOT_RAM: [PhysRange; MAX_RAM_RANGES] = [PhysRange::new(0, 0); MAX_RAM_RANGES];
+static BOOT_RAM_NR: AtomicUsize = AtomicUsize::new(0);
+
+pub fn boot_ram() -> &'static [PhysRange] {
+    // SAFETY: written once by `init` before anything reads it, never again.
+    unsafe {
+        let all: &[PhysRange; MAX_RAM_RANGES] = &*(&raw const BOOT_RAM);
+        &all[..BOOT_RAM_NR.load(Ordering::Acquire)]
+    }
+}
+
 pub fn direct_map_ranges() -> &'static [PhysRange] {
     // SAFETY: written once by `init` before anything reads it, never again.
     unsafe {
@@ -338,6 +350,12 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     let leaf = if f.pdpe1gb { SIZE_1G } else { SIZE_2M };
     DM_LEAF.store(leaf, Ordering::Relaxed);
 
+    // SAFETY: single-threaded boot; readers only come after `init`.
+    unsafe {
+        let ram = &mut *(&raw mut BOOT_RAM);
+        ram[..info.nr_ram].copy_from_slice(info.ram());
+    }
+    BOOT_RAM_NR.store(info.nr_ram, Ordering::Release);
     let n = compute_direct_ranges(info);
     let ranges = direct_map_ranges();
     let l = kernel_layout();
