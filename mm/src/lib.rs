@@ -21,3 +21,5 @@ pub mod bootinfo;
 pub mod errno;
 pub mod phys;
 pub mod thp;
+pub mod paging;
+pub mod emu;

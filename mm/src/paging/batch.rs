@@ -1,0 +1,396 @@
+//! Batch operations on runs of 4 KiB entries, and contiguous-block (arm64
+//! contpte) maintenance.
+//!
+//! A run `[va, va + n pages)` is processed in *segments*: pieces that lie in
+//! one PTE table and one contiguous block.  A segment covering a whole
+//! contiguous block is changed in place (all 16 entries, the cont bit kept,
+//! one gathered flush); a segment covering only part of a contiguous block
+//! first unfolds the block with break-before-make.
+//!
+//! All of this runs under the page-table lock (`&mut PageTable`).
+
+use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PTE_LEVEL, PagingArch};
+use super::table::{FolioSpan, PageTable, PtError, TableAt};
+use super::tlb::TlbGather;
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
+
+/// What [`PageTable::get_and_clear_ptes`] found in the entries it cleared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClearResult {
+    /// Leaves removed (including `PROT_NONE` ones).
+    pub present: usize,
+    /// Any of them (or, for a contiguous block, any entry of the block) was
+    /// young / dirty.
+    pub young: bool,
+    pub dirty: bool,
+}
+
+/// One piece of a run: inside one PTE table and one contiguous block.
+#[derive(Clone, Copy)]
+struct Seg {
+    va: u64,
+    table: TableAt,
+    /// Index of the first entry in its table, and the number of entries.
+    idx: usize,
+    count: usize,
+}
+
+impl Seg {
+    fn slot(&self, table: u64, i: usize) -> u64 {
+        table + 8 * (self.idx + i) as u64
+    }
+}
+
+impl<'a, A: PagingArch> PageTable<'a, A> {
+    /// Split `[va, va + n pages)` into segments (table lookups are done
+    /// once per PTE table, not once per entry).
+    fn segments(&self, va: u64, n: usize) -> impl Iterator<Item = Seg> + use<'a, '_, A> {
+        let block = A::CONT_PTES.max(1);
+        let mut done = 0usize;
+        let mut cached: Option<(u64, TableAt)> = None;
+        core::iter::from_fn(move || {
+            if done >= n {
+                return None;
+            }
+            let sva = va + (done as u64) * PAGE_SIZE;
+            let idx = super::arch::level_index(sva, PTE_LEVEL);
+            let table_base = sva & !(super::arch::level_size(1) - 1);
+            let table = match cached {
+                Some((b, t)) if b == table_base => t,
+                _ => {
+                    let t = self.table_at(sva, PTE_LEVEL);
+                    cached = Some((table_base, t));
+                    t
+                }
+            };
+            let block_end = (idx / block + 1) * block;
+            let count = (n - done).min(block_end.min(ENTRIES_PER_TABLE) - idx);
+            done += count;
+            Some(Seg { va: sva, table, idx, count })
+        })
+    }
+
+    fn seg_is_cont(&self, table: u64, s: &Seg) -> bool {
+        A::CONT_PTES > 1
+            && matches!(self.read(s.slot(table, 0), PTE_LEVEL), Entry::Leaf(l) if l.cont)
+    }
+
+    fn whole_block(s: &Seg) -> bool {
+        s.count == A::CONT_PTES && s.idx % A::CONT_PTES == 0
+    }
+
+    /// True if every one of the `n` entries from `va` is empty (raw 0).  A
+    /// missing PTE table counts as empty; a huge leaf over the range does
+    /// not.  This is the fault path's "does this order fit" test.
+    pub fn ptes_none(&self, va: u64, n: usize) -> bool {
+        self.segments(va, n).all(|s| match s.table {
+            TableAt::Missing => true,
+            TableAt::Huge => false,
+            TableAt::Table(t) => (0..s.count).all(|i| self.mem().load(s.slot(t, i)) == 0),
+        })
+    }
+
+    /// Map `n` consecutive frames from `first_pfn` (pages of one folio) at
+    /// `va`, all with `attrs`.  The entries must be empty (`Exists`
+    /// otherwise, nothing written).  In a user space on a format with
+    /// contiguous hints, every block the run covers entirely whose frames
+    /// are aligned too gets the contiguous bit directly — no fold needed.
+    /// Entries go from empty to valid, so no TLB flush is needed.
+    pub fn set_ptes(&mut self, va: u64, first_pfn: u64, n: usize, attrs: Attrs) -> Result<(), PtError> {
+        if va & (PAGE_SIZE - 1) != 0 {
+            return Err(PtError::Misaligned);
+        }
+        // Allocate tables first so that a failure leaves no entry written.
+        let mut off = 0;
+        while off < n {
+            let v = va + (off as u64) * PAGE_SIZE;
+            self.ensure_table(v, PTE_LEVEL)?;
+            off += ENTRIES_PER_TABLE - super::arch::level_index(v, PTE_LEVEL);
+        }
+        if !self.ptes_none(va, n) {
+            return Err(PtError::Exists);
+        }
+        let cont_ok = self.cont_enabled();
+        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        for s in segs {
+            let TableAt::Table(t) = s.table else { unreachable!("tables ensured above") };
+            let pfn0 = first_pfn + ((s.va - va) >> PAGE_SHIFT);
+            let cont = cont_ok && Self::whole_block(&s) && pfn0 % A::CONT_PTES as u64 == 0;
+            if cont {
+                self.stats.cont_sets += 1;
+            }
+            for i in 0..s.count {
+                let leaf = Leaf { pfn: pfn0 + i as u64, level: PTE_LEVEL, attrs, cont };
+                self.mem().store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            }
+        }
+        self.env.tlb.sync_tables();
+        Ok(())
+    }
+
+    /// Map one frame at `va` (entry must be empty).  If `folio` is given and
+    /// this entry is the last of a contiguous block whose 16 entries now
+    /// map 16 aligned consecutive frames of that folio with equal
+    /// attributes, the block is folded (break-before-make, one immediate
+    /// flush).  Returns whether it folded.  Faults fill blocks in ascending
+    /// order, so checking on the last entry finds nearly every block.
+    pub fn set_pte(&mut self, va: u64, pfn: u64, attrs: Attrs, folio: Option<FolioSpan>) -> Result<bool, PtError> {
+        self.set_ptes(va, pfn, 1, attrs)?;
+        match folio {
+            Some(f) => Ok(self.try_fold(va, f)),
+            None => Ok(false),
+        }
+    }
+
+    /// Fold the block whose last entry maps `va`, if it qualifies.
+    pub fn try_fold(&mut self, va: u64, folio: FolioSpan) -> bool {
+        let cp = A::CONT_PTES;
+        if !self.cont_enabled() {
+            return false;
+        }
+        let idx = super::arch::level_index(va, PTE_LEVEL);
+        if idx % cp != cp - 1 {
+            return false;
+        }
+        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else { return false };
+        let first = idx + 1 - cp;
+        let base = t + 8 * first as u64;
+        let Some(l0) = self.read(base, PTE_LEVEL).leaf() else { return false };
+        if l0.pfn % cp as u64 != 0 || l0.attrs.special || !l0.attrs.perms.accessible() {
+            return false;
+        }
+        if !folio.contains(l0.pfn, cp as u64) {
+            return false;
+        }
+        let key = l0.attrs.fold_key();
+        let ok = (0..cp).all(|i| match self.read(base + 8 * i as u64, PTE_LEVEL) {
+            Entry::Leaf(l) => !l.cont && l.pfn == l0.pfn + i as u64 && l.attrs.fold_key() == key,
+            _ => false,
+        });
+        if !ok {
+            return false;
+        }
+        let block_va = va - ((cp - 1) as u64) * PAGE_SIZE;
+        self.convert_block(base, block_va, |_, l| Some(Leaf { cont: true, ..l }));
+        self.stats.folds += 1;
+        true
+    }
+
+    /// Rewrite a valid block with break-before-make: clear all entries
+    /// (collecting young/dirty, which the MMU may have recorded in any one
+    /// of them on behalf of the whole block), flush the block from the TLB
+    /// at once, then write `f(i, old with block-wide young/dirty, cont
+    /// cleared)` for each entry (`None` leaves it empty).
+    fn convert_block(&mut self, base: u64, block_va: u64, mut f: impl FnMut(usize, Leaf) -> Option<Leaf>) {
+        let cp = A::CONT_PTES;
+        let mut olds = [None::<Leaf>; 64];
+        let (mut young, mut dirty) = (false, false);
+        for (i, old) in olds.iter_mut().enumerate().take(cp) {
+            let l = A::decode(self.take(base + 8 * i as u64), PTE_LEVEL).leaf();
+            if let Some(l) = l {
+                young |= l.attrs.young;
+                dirty |= l.attrs.dirty;
+            }
+            *old = l;
+        }
+        let end = block_va + cp as u64 * PAGE_SIZE;
+        self.env.tlb.flush_range(self.space, block_va, end, PAGE_SIZE);
+        for (i, old) in olds.iter().enumerate().take(cp) {
+            let Some(mut l) = *old else {
+                debug_assert!(false, "converting a block with an empty entry");
+                continue;
+            };
+            l.attrs.young = young;
+            l.attrs.dirty = dirty;
+            l.cont = false;
+            if let Some(new) = f(i, l) {
+                self.mem().store(base + 8 * i as u64, A::encode(Entry::Leaf(new), PTE_LEVEL));
+            }
+        }
+        self.env.tlb.sync_tables();
+    }
+
+    /// Unfold the block of `s` and apply `f` to the entries of `s` (others
+    /// are rewritten unchanged, without the cont bit).  The BBM flush
+    /// covers the change, so nothing is gathered.
+    fn unfold_apply(&mut self, t: u64, s: &Seg, mut f: impl FnMut(Leaf) -> Option<Leaf>) {
+        let cp = A::CONT_PTES;
+        let first = s.idx - s.idx % cp;
+        let block_va = s.va - ((s.idx - first) as u64) * PAGE_SIZE;
+        let (lo, hi) = (s.idx - first, s.idx - first + s.count);
+        self.convert_block(t + 8 * first as u64, block_va, |i, l| if (lo..hi).contains(&i) { f(l) } else { Some(l) });
+        self.stats.unfolds += 1;
+    }
+
+    /// Clear `n` entries from `va`, returning what they held.  Whole
+    /// contiguous blocks are cleared in place; a block only partly in the
+    /// run is unfolded first (its other entries stay mapped).  The TLB
+    /// flush for cleared entries is gathered.  Missing tables are skipped;
+    /// a huge leaf over the run is left alone (callers split first; debug
+    /// builds assert).
+    pub fn get_and_clear_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> ClearResult {
+        let mut r = ClearResult::default();
+        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        for s in segs {
+            let t = match s.table {
+                TableAt::Table(t) => t,
+                TableAt::Missing => continue,
+                TableAt::Huge => {
+                    debug_assert!(false, "get_and_clear_ptes over a huge leaf");
+                    continue;
+                }
+            };
+            if self.seg_is_cont(t, &s) && !Self::whole_block(&s) {
+                self.unfold_apply(t, &s, |l| {
+                    r.present += 1;
+                    r.young |= l.attrs.young;
+                    r.dirty |= l.attrs.dirty;
+                    None
+                });
+                continue;
+            }
+            let mut any = false;
+            for i in 0..s.count {
+                let old = self.take(s.slot(t, i));
+                if let Entry::Leaf(l) = A::decode(old, PTE_LEVEL) {
+                    r.present += 1;
+                    r.young |= l.attrs.young;
+                    r.dirty |= l.attrs.dirty;
+                }
+                any |= old != 0;
+            }
+            if any {
+                g.add_range(s.va, s.va + s.count as u64 * PAGE_SIZE, PAGE_SIZE);
+            }
+        }
+        r
+    }
+
+    /// Remove write permission from `n` entries from `va` (fork, mprotect).
+    /// Whole contiguous blocks stay folded (all 16 change together); a
+    /// partly covered block is unfolded.  Flushes are gathered.
+    pub fn wrprotect_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) {
+        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        for s in segs {
+            let TableAt::Table(t) = s.table else { continue };
+            if self.seg_is_cont(t, &s) && !Self::whole_block(&s) {
+                self.unfold_apply(t, &s, |mut l| {
+                    l.attrs.perms.write = false;
+                    Some(l)
+                });
+                continue;
+            }
+            let mut changed = false;
+            for i in 0..s.count {
+                if let Some((old, _)) = self.modify_leaf(s.slot(t, i), PTE_LEVEL, |mut l| {
+                    l.attrs.perms.write = false;
+                    l
+                }) {
+                    changed |= old.attrs.perms.write;
+                }
+            }
+            if changed {
+                g.add_range(s.va, s.va + s.count as u64 * PAGE_SIZE, PAGE_SIZE);
+            }
+        }
+    }
+
+    /// Clear young on `n` entries from `va`; returns whether any was young.
+    /// Young is tracked per block on a contiguous block, so the clear
+    /// widens to the whole block and never unfolds.  A flush is gathered
+    /// for entries that were young, so the next access is seen.
+    pub fn clear_young_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> bool {
+        let cp = A::CONT_PTES;
+        let mut young = false;
+        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        for s in segs {
+            let TableAt::Table(t) = s.table else { continue };
+            let (base_idx, count, sva) = if self.seg_is_cont(t, &s) {
+                let first = s.idx - s.idx % cp;
+                (first, cp, s.va - ((s.idx - first) as u64) * PAGE_SIZE)
+            } else {
+                (s.idx, s.count, s.va)
+            };
+            let mut was = false;
+            for i in 0..count {
+                if let Some((old, _)) = self.modify_leaf(t + 8 * (base_idx + i) as u64, PTE_LEVEL, |mut l| {
+                    l.attrs.young = false;
+                    l
+                }) {
+                    was |= old.attrs.young;
+                }
+            }
+            if was {
+                g.add_range(sva, sva + count as u64 * PAGE_SIZE, PAGE_SIZE);
+            }
+            young |= was;
+        }
+        young
+    }
+
+    /// Change the attributes of the single 4 KiB leaf at `va` (frame kept):
+    /// COW reuse making one page writable, an access-flag or dirty-bit fault,
+    /// a one-page mprotect.  Returns the old leaf (young/dirty block-wide
+    /// for a contiguous block).
+    ///
+    /// In a contiguous block, a change that only *sets* young/dirty is
+    /// applied to all 16 entries without unfolding (they are tracked per
+    /// block); any other change unfolds the block.  Outside blocks, a
+    /// change that removes rights or clears young/dirty gathers a flush; a
+    /// pure upgrade does not (a stale, stricter TLB entry only causes a
+    /// spurious fault, which the fault path retries).
+    pub fn update_pte(&mut self, va: u64, attrs: Attrs, g: &mut TlbGather<'a>) -> Result<Leaf, PtError> {
+        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else { return Err(PtError::NotMapped) };
+        let idx = super::arch::level_index(va, PTE_LEVEL);
+        let slot = t + 8 * idx as u64;
+        let Some(cur) = self.read(slot, PTE_LEVEL).leaf() else { return Err(PtError::NotMapped) };
+        if cur.cont {
+            let cp = A::CONT_PTES;
+            let first = idx - idx % cp;
+            let base = t + 8 * first as u64;
+            let (mut by, mut bd) = (false, false);
+            for i in 0..cp {
+                if let Some(l) = self.read(base + 8 * i as u64, PTE_LEVEL).leaf() {
+                    by |= l.attrs.young;
+                    bd |= l.attrs.dirty;
+                }
+            }
+            let old = Leaf { attrs: Attrs { young: by, dirty: bd, ..cur.attrs }, ..cur };
+            let only_sets = attrs.fold_key() == cur.attrs.fold_key() && (attrs.young || !by) && (attrs.dirty || !bd);
+            if only_sets {
+                for i in 0..cp {
+                    self.modify_leaf(base + 8 * i as u64, PTE_LEVEL, |mut l| {
+                        l.attrs.young |= attrs.young;
+                        l.attrs.dirty |= attrs.dirty;
+                        l
+                    });
+                }
+                self.env.tlb.sync_tables();
+            } else {
+                let s = Seg { va, table: TableAt::Table(t), idx, count: 1 };
+                self.unfold_apply(t, &s, |l| Some(Leaf { attrs, ..l }));
+            }
+            return Ok(old);
+        }
+        let (old, _) = self.modify_leaf(slot, PTE_LEVEL, |l| Leaf { attrs, ..l }).ok_or(PtError::NotMapped)?;
+        if !is_upgrade(&old.attrs, &attrs) {
+            g.add_range(va, va + PAGE_SIZE, PAGE_SIZE);
+        } else {
+            self.env.tlb.sync_tables();
+        }
+        Ok(old)
+    }
+}
+
+/// True if going from `old` to `new` only adds rights or sets young/dirty,
+/// so a TLB entry cached from `old` is at worst stricter than `new`.
+fn is_upgrade(old: &Attrs, new: &Attrs) -> bool {
+    let (o, n) = (old.perms, new.perms);
+    let perms_ok = (!o.read || n.read) && (!o.write || n.write) && (!o.exec || n.exec) && o.user == n.user;
+    perms_ok
+        && (!old.young || new.young)
+        && (!old.dirty || new.dirty)
+        && old.global == new.global
+        && old.special == new.special
+        && old.device == new.device
+}

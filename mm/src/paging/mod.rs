@@ -1,0 +1,35 @@
+//! Architecture-neutral page tables.
+//!
+//! * [`arch`]: the [`PagingArch`] trait an entry format implements (the
+//!   x86-64 and arm64 formats live in the arch crates' `pte` modules, which
+//!   are plain portable Rust so the host tests use them), and the neutral
+//!   [`Entry`] / [`Leaf`] / [`Attrs`] / [`Perms`] types.
+//! * [`PageTable`]: walking, table allocation, batch operations on runs of
+//!   PTEs (set / get-and-clear / write-protect / clear-young / none-check),
+//!   arm64 contiguous-block fold and unfold, PMD leaves with deposited
+//!   tables, teardown.
+//! * [`TlbGather`] and [`TlbOps`]: one TLB flush per batch, and freed
+//!   table pages released only after it.
+//!
+//! # Who calls what, under which lock
+//! The owner of an address space keeps its `PageTable` behind the
+//! page-table lock; all mutating methods take `&mut self`, so the borrow
+//! checker enforces "hold the ptl".  A batch is: create a gather with
+//! [`PageTable::gather`], run any number of operations passing it, call
+//! [`TlbGather::finish`].  Break-before-make flushes (contiguous fold and
+//! unfold, PMD split) are issued immediately inside the operation that
+//! needs them; everything else is deferred to the gather.
+
+pub mod arch;
+mod batch;
+mod pmd;
+mod table;
+mod tlb;
+
+pub use arch::{
+    Attrs, ENTRIES_PER_TABLE, Entry, Leaf, NR_LEVELS, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PagingArch, Perms,
+    ROOT_LEVEL, VA_BITS, level_index, level_size,
+};
+pub use batch::ClearResult;
+pub use table::{FolioSpan, PageTable, PtAlloc, PtEnv, PtError, PtStats, Walk};
+pub use tlb::{FULL_FLUSH_THRESHOLD, Space, TlbGather, TlbOps};

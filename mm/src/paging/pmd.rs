@@ -1,0 +1,132 @@
+//! PMD (2 MiB) leaves for PMD-sized folios, with deposited PTE tables.
+//!
+//! Every user PMD leaf is installed together with a preallocated, zeroed
+//! PTE table (the *deposit*), so that splitting it later never allocates
+//! and therefore never fails.  Deposits are interchangeable, so they are
+//! kept per page table as a stack threaded through the deposited pages'
+//! first word (no allocation, no failure); a split withdraws any one.
+//! The count always equals the number of user PMD leaves.
+
+use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PagingArch, level_index};
+use super::table::{NO_DEPOSIT, PageTable, PtError, TableAt};
+use super::tlb::TlbGather;
+use crate::addr::PMD_SIZE;
+
+impl<'a, A: PagingArch> PageTable<'a, A> {
+    fn deposit(&mut self, pt: u64) {
+        self.mem().store(pt, self.deposit_head);
+        self.deposit_head = pt;
+        self.deposits += 1;
+    }
+
+    /// Take one deposited table (zeroed again), if any.
+    pub(crate) fn withdraw(&mut self) -> Option<u64> {
+        if self.deposit_head == NO_DEPOSIT {
+            return None;
+        }
+        let pt = self.deposit_head;
+        self.deposit_head = self.mem().load(pt);
+        self.mem().store(pt, 0);
+        self.deposits -= 1;
+        Some(pt)
+    }
+
+    /// The PMD slot for `va`, if the level-1 table exists.
+    fn pmd_slot(&self, va: u64) -> Option<u64> {
+        match self.table_at(va, PMD_LEVEL) {
+            TableAt::Table(t) => Some(t + 8 * level_index(va, PMD_LEVEL) as u64),
+            _ => None,
+        }
+    }
+
+    /// Map the 512 frames from `pfn` (an order-9 folio, 2 MiB aligned) at
+    /// the 2 MiB-aligned `va` with one PMD leaf, depositing `deposit_pt`
+    /// (a zeroed page from the page-table allocator) for a later split.
+    /// The PMD must be empty — no PTE table either (`Exists`).  On error
+    /// the deposit is not consumed.
+    pub fn set_pmd_leaf(&mut self, va: u64, pfn: u64, attrs: Attrs, deposit_pt: u64) -> Result<(), PtError> {
+        if va % PMD_SIZE != 0 || pfn % ENTRIES_PER_TABLE as u64 != 0 || !A::leaf_allowed(PMD_LEVEL) {
+            return Err(PtError::Misaligned);
+        }
+        let t = self.ensure_table(va, PMD_LEVEL)?;
+        let slot = t + 8 * level_index(va, PMD_LEVEL) as u64;
+        let leaf = Leaf { pfn, level: PMD_LEVEL, attrs, cont: false };
+        if self.mem().cmpxchg(slot, 0, A::encode(Entry::Leaf(leaf), PMD_LEVEL)) != 0 {
+            return Err(PtError::Exists);
+        }
+        if self.space.is_user() {
+            self.deposit(deposit_pt);
+        } else {
+            // Kernel PMD leaves are never split by this path.
+            self.env.alloc.free_pt(deposit_pt);
+        }
+        self.env.tlb.sync_tables();
+        Ok(())
+    }
+
+    /// Replace the PMD leaf at `va` by its deposited table holding 512 PTEs
+    /// for the same frames with the same rights and young/dirty (and, in a
+    /// user space on arm64, the contiguous bit on all 32 blocks: the frames
+    /// are one aligned folio).  Never allocates.
+    ///
+    /// Break-before-make on both formats: the PMD is cleared (capturing
+    /// A/D the MMU set up to then), the 2 MiB range flushed at once, and
+    /// only then is the table published.  arm64 requires it for a block →
+    /// table change; on x86 it keeps 2M and 4K TLB entries for one address
+    /// from coexisting (AMD erratum 383).  The PTE table is filled before
+    /// it becomes reachable, so no walker sees it half written.  While the
+    /// PMD is empty a fault may race in, but it needs the page-table lock,
+    /// which the caller holds, and re-checks under it.
+    pub fn split_pmd(&mut self, va: u64) -> Result<(), PtError> {
+        let va = va & !(PMD_SIZE - 1);
+        let slot = self.pmd_slot(va).ok_or(PtError::NotMapped)?;
+        if self.read(slot, PMD_LEVEL).leaf().is_none() {
+            return Err(PtError::NotMapped);
+        }
+        let pt = self.withdraw().ok_or(PtError::NoDeposit)?;
+        let old = A::decode(self.take(slot), PMD_LEVEL).leaf().expect("checked above under the lock");
+        self.env.tlb.flush_range(self.space, va, va + PMD_SIZE, PMD_SIZE);
+        let cp = A::CONT_PTES as u64;
+        let cont = self.cont_enabled();
+        for i in 0..ENTRIES_PER_TABLE as u64 {
+            let leaf = Leaf { pfn: old.pfn + i, level: PTE_LEVEL, attrs: old.attrs, cont };
+            self.mem().store(pt + 8 * i, A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+        }
+        if cont {
+            self.stats.cont_sets += ENTRIES_PER_TABLE as u64 / cp;
+        }
+        self.mem().store(slot, A::encode(Entry::Table { pa: pt }, PMD_LEVEL));
+        self.env.tlb.sync_tables();
+        Ok(())
+    }
+
+    /// Remove the PMD leaf at `va`: its flush is gathered and its deposit
+    /// is handed to the gather to be freed after the flush.  Returns the
+    /// old leaf (with young/dirty), or `None` if the PMD was empty.
+    pub fn zap_pmd(&mut self, va: u64, g: &mut TlbGather<'a>) -> Result<Option<Leaf>, PtError> {
+        let va = va & !(PMD_SIZE - 1);
+        let Some(slot) = self.pmd_slot(va) else { return Ok(None) };
+        match self.read(slot, PMD_LEVEL) {
+            Entry::Absent => Ok(None),
+            Entry::Table { .. } => Err(PtError::NotMapped),
+            Entry::Leaf(_) => Ok(self.zap_leaf(slot, PMD_LEVEL, va, g)),
+        }
+    }
+
+    /// Write-protect the PMD leaf at `va` (fork).  Returns whether it was
+    /// writable; the flush is gathered.
+    pub fn wrprotect_pmd(&mut self, va: u64, g: &mut TlbGather<'a>) -> Result<bool, PtError> {
+        let va = va & !(PMD_SIZE - 1);
+        let slot = self.pmd_slot(va).ok_or(PtError::NotMapped)?;
+        let (old, _) = self
+            .modify_leaf(slot, PMD_LEVEL, |mut l| {
+                l.attrs.perms.write = false;
+                l
+            })
+            .ok_or(PtError::NotMapped)?;
+        if old.attrs.perms.write {
+            g.add_range(va, va + PMD_SIZE, PMD_SIZE);
+        }
+        Ok(old.attrs.perms.write)
+    }
+}
