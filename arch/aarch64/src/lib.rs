@@ -1,1 +1,150 @@
-//! placeholder
+//! aarch64 support for QEMU `virt`: boot hand-off, kernel page tables,
+//! exceptions, GIC + generic timer, PL011 console, semihosting exit.
+//! The exported API is described in `arch/API.md`.
+//!
+//! Everything touching hardware is built only for `aarch64-unknown-none`
+//! (`cfg(all(target_arch = "aarch64", target_os = "none"))`); on the host
+//! the crate holds just the portable types and constants below.
+//!
+//! Virtual memory layout (48-bit VAs, 4K granule, 4 levels):
+//! | range | what |
+//! |---|---|
+//! | `0x0000_0000_0000_0000..` (TTBR0) | empty; user space later |
+//! | `PHYS_OFFSET + pa` = `0xFFFF_0000_0000_0000..` | direct map of all RAM |
+//! | `DEVICE_VA_BASE + pa` = `0xFFFF_FFFE_0000_0000..` | device MMIO (pa < 4 GiB) |
+//! | `KIMAGE_VOFFSET + pa` = `0xFFFF_FFFF_0000_0000..` | kernel image (at pa 0x4020_0000) |
+#![no_std]
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod boot;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod cpu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod dt;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod exception;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod gic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod mmu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod probe;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod regs;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod selftest;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod timer;
+
+/// Direct-map base: `va = pa + PHYS_OFFSET`.
+pub const PHYS_OFFSET: u64 = 0xFFFF_0000_0000_0000;
+/// The kernel image is linked at `KIMAGE_VOFFSET + pa` (see boot/aarch64/linker.ld).
+pub const KIMAGE_VOFFSET: u64 = 0xFFFF_FFFF_0000_0000;
+/// Device MMIO is mapped at `DEVICE_VA_BASE + pa` for pa below 4 GiB.
+pub const DEVICE_VA_BASE: u64 = 0xFFFF_FFFE_0000_0000;
+pub const NAME: &str = "aarch64";
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Exec,
+}
+
+/// A data or instruction abort, as handed to the fault handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultInfo {
+    /// Faulting virtual address (FAR_EL1).
+    pub addr: u64,
+    /// Address of the faulting instruction (ELR_EL1).
+    pub pc: u64,
+    pub access: Access,
+    /// The access came from EL0.
+    pub user: bool,
+    /// The translation was present: a permission fault (or an access-flag
+    /// fault), not a translation fault.
+    pub permission: bool,
+}
+
+/// Result of walking the live kernel tables for one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// Physical address of the byte at the queried VA.
+    pub pa: u64,
+    /// Size of the leaf mapping it: 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    pub writable: bool,
+    /// Executable at EL1 (PXN clear).
+    pub executable: bool,
+    /// Accessible from EL0 (AP[1]).
+    pub user: bool,
+}
+
+/// Virtual layout of the running kernel (all ranges half-open).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub text: core::ops::Range<u64>,
+    pub rodata: core::ops::Range<u64>,
+    pub data: core::ops::Range<u64>,
+    pub bss: core::ops::Range<u64>,
+    /// The boot stack (the kernel runs on it).
+    pub stack: core::ops::Range<u64>,
+    /// The unmapped page just below `stack`.
+    pub stack_guard: core::ops::Range<u64>,
+    /// Direct-map VAs from the lowest to the highest RAM address.
+    pub direct_map: core::ops::Range<u64>,
+    /// Largest leaf size used by the direct map.
+    pub direct_map_leaf: u64,
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub use hw::*;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod hw {
+    use crate::{FaultInfo, KernelLayout, Translation};
+
+    pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
+    pub use crate::probe::{probe_exec, probe_read, probe_write};
+    pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
+
+    /// Polled serial output; usable from any context, including panics.
+    pub fn console_write(s: &str) {
+        crate::console::write_str(s);
+    }
+
+    /// Install the exception vectors (the entry code already did; this
+    /// re-installs them so the kernel's call order does not matter).
+    pub fn init_interrupts() {
+        crate::exception::install_vectors();
+    }
+
+    /// Route data/instruction aborts to `f` first; `true` = resolved, retry.
+    pub fn set_fault_handler(f: fn(&FaultInfo) -> bool) {
+        crate::exception::set_fault_handler(f);
+    }
+
+    /// Set the lowest usable address of the kernel stack now in use (which
+    /// must have an unmapped guard page below it), for stack-overflow reports.
+    pub fn set_kernel_stack_limit(bottom: u64) {
+        crate::exception::set_stack_limit(bottom);
+    }
+
+    /// Walk the live tables (TTBR1 for upper-half VAs, TTBR0 otherwise).
+    pub fn kernel_translate(va: u64) -> Option<Translation> {
+        crate::mmu::walk(crate::mmu::live_root(va), va)
+    }
+
+    pub fn kernel_layout() -> KernelLayout {
+        crate::mmu::kernel_layout()
+    }
+
+    /// 1 GiB level-1 blocks: always available with the 4K granule, which
+    /// the kernel uses; checked against ID_AA64MMFR0_EL1.TGran4 anyway.
+    pub fn has_1g_pages() -> bool {
+        (crate::regs::read_sysreg!("id_aa64mmfr0_el1") >> 28) & 0xf != 0xf
+    }
+}

@@ -1,0 +1,80 @@
+//! Interrupt mask, idle and exit.
+use crate::boot::PLATFORM;
+use crate::dt::PsciConduit;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+const DAIF_I: u64 = 1 << 7;
+
+pub fn irq_enable() {
+    // SAFETY: unmasking IRQs; the vectors and the GIC are set up before the
+    // kernel calls this.
+    unsafe { core::arch::asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+}
+
+pub fn irq_disable() {
+    // SAFETY: masking IRQs has no other effect.
+    unsafe { core::arch::asm!("msr daifset, #2", options(nostack, preserves_flags)) };
+}
+
+/// Mask IRQs; returns whether they were enabled before.
+pub fn irq_save() -> bool {
+    let daif = crate::regs::read_sysreg!("daif");
+    irq_disable();
+    daif & DAIF_I == 0
+}
+
+pub fn irq_restore(enabled: bool) {
+    if enabled {
+        irq_enable();
+    }
+}
+
+pub fn halt() {
+    // SAFETY: `wfi` only waits for an interrupt (or returns spuriously).
+    unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn cpu_relax() {
+    core::hint::spin_loop();
+}
+
+unsafe extern "C" {
+    fn arch_semihost_exit(code: u64);
+    fn arch_psci_call_hvc(func: u64, a1: u64, a2: u64, a3: u64) -> u64;
+    fn arch_psci_call_smc(func: u64, a1: u64, a2: u64, a3: u64) -> u64;
+}
+
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// End the QEMU run: semihosting SYS_EXIT with 0 (success) or 1; if that
+/// instruction is not available (no `-semihosting`), PSCI SYSTEM_OFF, and
+/// finally a WFI loop.  The exception handler skips an UNDEFINED HLT/HVC/SMC
+/// at these call sites, so this never recurses.
+pub fn exit(success: bool) -> ! {
+    irq_disable();
+    if !EXITING.swap(true, Ordering::SeqCst) {
+        // SAFETY: SYS_EXIT takes a parameter block on the stack; if QEMU does
+        // not handle the HLT the handler skips it and the call returns.
+        unsafe { arch_semihost_exit(if success { 0 } else { 1 }) };
+    }
+    // Before the DT is parsed: QEMU's conduit is SMC when it started us at EL2.
+    let conduit = PLATFORM.get().and_then(|p| p.psci).unwrap_or(
+        if crate::boot::ENTRY_EL.load(Ordering::Relaxed) == 2 {
+            PsciConduit::Smc
+        } else {
+            PsciConduit::Hvc
+        },
+    );
+    // SAFETY: SYSTEM_OFF does not return when PSCI is present; otherwise the
+    // UNDEFINED instruction is skipped by the exception handler.
+    unsafe {
+        match conduit {
+            PsciConduit::Smc => arch_psci_call_smc(PSCI_SYSTEM_OFF, 0, 0, 0),
+            PsciConduit::Hvc => arch_psci_call_hvc(PSCI_SYSTEM_OFF, 0, 0, 0),
+        };
+    }
+    loop {
+        halt();
+    }
+}

@@ -1,0 +1,330 @@
+//! Kernel page tables in the VMSAv8-64 format (4K granule, 48-bit VA, 4 levels).
+//!
+//! Layout of the upper half (TTBR1):
+//! * `PHYS_OFFSET + pa` — direct map of all RAM, Normal WB, RW, never
+//!   executable, with 1 GiB blocks where a whole aligned GiB is RAM, else
+//!   2 MiB blocks, else 4K pages;
+//! * `DEVICE_VA_BASE + pa` — device MMIO (PL011, GIC), Device-nGnRnE, 4K pages;
+//! * `KIMAGE_VOFFSET + pa` — the kernel image, 4K pages, W^X per section,
+//!   with the page below the boot stack left unmapped as a guard.
+//!
+//! The lower half (TTBR0) is an empty table, for user address spaces later.
+//! No contiguous hints are used here (they are reserved for user mappings).
+use crate::regs::{dsb_ishst, read_sysreg, tlbi_vmalle1, write_sysreg};
+use crate::{KernelLayout, PHYS_OFFSET, Translation};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub const PAGE_SIZE: u64 = 4096;
+pub const SIZE_2M: u64 = 2 << 20;
+pub const SIZE_1G: u64 = 1 << 30;
+
+const DESC_VALID: u64 = 1 << 0;
+/// Bit 1: "table" at levels 0-2, "page" at level 3 (0 = block at levels 1-2).
+const DESC_TABLE_OR_PAGE: u64 = 1 << 1;
+const ATTR_DEVICE: u64 = 0 << 2;
+const ATTR_NORMAL: u64 = 1 << 2;
+const AP_USER: u64 = 1 << 6;
+const AP_RO: u64 = 1 << 7;
+const SH_INNER: u64 = 3 << 8;
+const AF: u64 = 1 << 10;
+const PXN: u64 = 1 << 53;
+const UXN: u64 = 1 << 54;
+const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+
+/// Kernel-mapping permission classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prot {
+    /// Kernel text: read + execute at EL1.
+    Text,
+    /// Read-only data.
+    ReadOnly,
+    /// Read-write data, never executable.
+    ReadWrite,
+    /// Device-nGnRnE MMIO, read-write, never executable.
+    Device,
+}
+
+const fn leaf_attrs(p: Prot) -> u64 {
+    match p {
+        Prot::Text => ATTR_NORMAL | SH_INNER | AF | AP_RO | UXN,
+        Prot::ReadOnly => ATTR_NORMAL | SH_INNER | AF | AP_RO | PXN | UXN,
+        Prot::ReadWrite => ATTR_NORMAL | SH_INNER | AF | PXN | UXN,
+        Prot::Device => ATTR_DEVICE | AF | PXN | UXN,
+    }
+}
+
+const fn shift_of(level: usize) -> u32 {
+    39 - 9 * level as u32
+}
+
+const fn index_of(va: u64, level: usize) -> usize {
+    ((va >> shift_of(level)) & 511) as usize
+}
+
+/// The direct-map virtual address of a physical address.
+#[inline]
+pub const fn phys_to_virt(pa: u64) -> u64 {
+    pa + PHYS_OFFSET
+}
+
+/// A page-table frame seen through the direct map.
+///
+/// # Safety
+/// `pa` must be a 4K-aligned frame that holds a page table (or is being made
+/// one) and is mapped by the current direct map; no other reference to it may
+/// be live.
+unsafe fn table_mut(pa: u64) -> &'static mut [u64; 512] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
+}
+
+/// Read entry `idx` of the table at `pa`.
+///
+/// # Safety
+/// `pa` must be a page-table frame reachable through the direct map.
+unsafe fn read_entry(pa: u64, idx: usize) -> u64 {
+    // SAFETY: guaranteed by the caller; a volatile read of one aligned u64.
+    unsafe { core::ptr::read_volatile((phys_to_virt(pa) as *const u64).add(idx)) }
+}
+
+/// Bump allocator of zeroed page-table frames over one free physical range.
+pub struct FrameBump {
+    pub start: u64,
+    pub next: u64,
+    pub limit: u64,
+}
+
+impl FrameBump {
+    pub const fn new(start: u64, limit: u64) -> Self {
+        Self {
+            start,
+            next: start,
+            limit,
+        }
+    }
+
+    pub fn alloc(&mut self) -> u64 {
+        assert!(
+            self.next + PAGE_SIZE <= self.limit,
+            "early page-table frames exhausted"
+        );
+        let pa = self.next;
+        self.next += PAGE_SIZE;
+        // SAFETY: the frame is free RAM owned by this allocator, reachable via
+        // the (early or final) direct map, and not yet referenced anywhere.
+        unsafe { table_mut(pa) }.fill(0);
+        pa
+    }
+}
+
+/// Builds a table tree whose frames come from a `FrameBump`.
+pub struct TableBuilder<'a> {
+    pub root: u64,
+    bump: &'a mut FrameBump,
+    /// Largest leaf size `map` has used (reset by the caller between uses).
+    pub largest_leaf: u64,
+}
+
+impl<'a> TableBuilder<'a> {
+    pub fn new(bump: &'a mut FrameBump) -> Self {
+        let root = bump.alloc();
+        Self {
+            root,
+            bump,
+            largest_leaf: 0,
+        }
+    }
+
+    /// Map `[va, va+size)` to `[pa, pa+size)`.  With `blocks`, 1 GiB and
+    /// 2 MiB blocks are used wherever `va`, `pa` and the remaining size allow.
+    pub fn map(&mut self, mut va: u64, mut pa: u64, size: u64, prot: Prot, blocks: bool) {
+        assert!(
+            va.is_multiple_of(PAGE_SIZE)
+                && pa.is_multiple_of(PAGE_SIZE)
+                && size.is_multiple_of(PAGE_SIZE)
+        );
+        let end = va + size;
+        while va < end {
+            let left = end - va;
+            let fits =
+                |sz: u64| blocks && va.is_multiple_of(sz) && pa.is_multiple_of(sz) && left >= sz;
+            let (level, sz) = if fits(SIZE_1G) {
+                (1, SIZE_1G)
+            } else if fits(SIZE_2M) {
+                (2, SIZE_2M)
+            } else {
+                (3, PAGE_SIZE)
+            };
+            let table = self.table_for(va, level);
+            let idx = index_of(va, level);
+            // SAFETY: `table` is a page-table frame of this tree, allocated
+            // by our bump allocator and reachable through the direct map.
+            let t = unsafe { table_mut(table) };
+            assert!(
+                t[idx] & DESC_VALID == 0,
+                "kernel mapping overlap at {va:#x}"
+            );
+            let kind = if level == 3 { DESC_TABLE_OR_PAGE } else { 0 };
+            t[idx] = pa | leaf_attrs(prot) | kind | DESC_VALID;
+            self.largest_leaf = self.largest_leaf.max(sz);
+            va += sz;
+            pa += sz;
+        }
+    }
+
+    /// The table at `level` covering `va`, creating intermediate tables.
+    fn table_for(&mut self, va: u64, level: usize) -> u64 {
+        let mut table = self.root;
+        for l in 0..level {
+            let idx = index_of(va, l);
+            // SAFETY: `table` is a frame of this tree (see `map`).
+            let t = unsafe { table_mut(table) };
+            let e = t[idx];
+            if e & DESC_VALID == 0 {
+                let next = self.bump.alloc();
+                t[idx] = next | DESC_TABLE_OR_PAGE | DESC_VALID;
+                table = next;
+            } else {
+                assert!(
+                    e & DESC_TABLE_OR_PAGE != 0,
+                    "block in the way at {va:#x} level {l}"
+                );
+                table = e & OA_MASK;
+            }
+        }
+        table
+    }
+}
+
+/// Walk the table tree rooted at `root` for `va`.
+pub fn walk(root: u64, va: u64) -> Option<Translation> {
+    let mut table = root;
+    for level in 0..4 {
+        let idx = index_of(va, level);
+        // SAFETY: `table` comes from TTBRx_EL1 or a table descriptor of the
+        // live kernel tables; all table frames are RAM in the direct map.
+        let e = unsafe { read_entry(table, idx) };
+        if e & DESC_VALID == 0 {
+            return None;
+        }
+        let is_table = e & DESC_TABLE_OR_PAGE != 0;
+        if level < 3 && is_table {
+            table = e & OA_MASK;
+            continue;
+        }
+        if level == 0 || (level == 3 && !is_table) {
+            // Level-0 blocks do not exist with 4K granules; level-3 bit1=0 is reserved.
+            return None;
+        }
+        let size = 1u64 << shift_of(level);
+        let base = e & OA_MASK & !(size - 1);
+        return Some(Translation {
+            pa: base + (va & (size - 1)),
+            size,
+            writable: e & AP_RO == 0,
+            executable: e & PXN == 0,
+            user: e & AP_USER != 0,
+        });
+    }
+    None
+}
+
+/// Root of the live table for `va` (TTBR1 for the upper half, else TTBR0).
+pub fn live_root(va: u64) -> u64 {
+    let ttbr = if va >> 63 != 0 {
+        read_sysreg!("ttbr1_el1")
+    } else {
+        read_sysreg!("ttbr0_el1")
+    };
+    ttbr & OA_MASK
+}
+
+/// Install `ttbr1_root` (and an empty `ttbr0_root`) and flush the TLB.
+///
+/// # Safety
+/// The new TTBR1 tree must map everything the CPU is about to touch (this
+/// code, the stack, statics, MMIO in use) at the same VAs and PAs as before.
+pub unsafe fn switch_tables(ttbr1_root: u64, ttbr0_root: u64) {
+    dsb_ishst();
+    // SAFETY: guaranteed by the caller; TTBR writes take effect after the isb
+    // and stale entries are discarded by the TLB invalidation that follows.
+    unsafe {
+        write_sysreg!("ttbr1_el1", ttbr1_root);
+        write_sysreg!("ttbr0_el1", ttbr0_root);
+    }
+    crate::regs::isb();
+    tlbi_vmalle1();
+}
+
+/// Kernel layout, recorded when the final tables are built.
+pub struct LayoutInfo {
+    pub direct_map_start: AtomicU64,
+    pub direct_map_end: AtomicU64,
+    pub direct_map_leaf: AtomicU64,
+}
+
+pub static LAYOUT: LayoutInfo = LayoutInfo {
+    direct_map_start: AtomicU64::new(0),
+    direct_map_end: AtomicU64::new(0),
+    direct_map_leaf: AtomicU64::new(0),
+};
+
+/// Linker-script and `entry.S` symbols (virtual addresses).
+pub mod sym {
+    unsafe extern "C" {
+        static __kernel_start: u8;
+        static __kernel_end: u8;
+        static __text_start: u8;
+        static __text_end: u8;
+        static __rodata_start: u8;
+        static __rodata_end: u8;
+        static __data_start: u8;
+        static __data_end: u8;
+        static __bss_start: u8;
+        static __bss_end: u8;
+        static boot_stack_guard: u8;
+        static boot_stack_bottom: u8;
+        static boot_stack_top: u8;
+    }
+    macro_rules! addr {
+        ($name:ident, $sym:ident) => {
+            #[inline]
+            pub fn $name() -> u64 {
+                (&raw const $sym) as u64
+            }
+        };
+    }
+    addr!(kernel_start, __kernel_start);
+    addr!(kernel_end, __kernel_end);
+    addr!(text_start, __text_start);
+    addr!(text_end, __text_end);
+    addr!(rodata_start, __rodata_start);
+    addr!(rodata_end, __rodata_end);
+    addr!(data_start, __data_start);
+    addr!(data_end, __data_end);
+    addr!(bss_start, __bss_start);
+    addr!(bss_end, __bss_end);
+    addr!(stack_guard, boot_stack_guard);
+    addr!(stack_bottom, boot_stack_bottom);
+    addr!(stack_top, boot_stack_top);
+}
+
+/// Physical address of a kernel-image virtual address.
+#[inline]
+pub fn kimage_pa(va: u64) -> u64 {
+    va - crate::KIMAGE_VOFFSET
+}
+
+pub fn kernel_layout() -> KernelLayout {
+    KernelLayout {
+        text: sym::text_start()..sym::text_end(),
+        rodata: sym::rodata_start()..sym::rodata_end(),
+        data: sym::data_start()..sym::data_end(),
+        bss: sym::bss_start()..sym::bss_end(),
+        stack: sym::stack_bottom()..sym::stack_top(),
+        stack_guard: sym::stack_guard()..sym::stack_guard() + PAGE_SIZE,
+        direct_map: LAYOUT.direct_map_start.load(Ordering::Relaxed)
+            ..LAYOUT.direct_map_end.load(Ordering::Relaxed),
+        direct_map_leaf: LAYOUT.direct_map_leaf.load(Ordering::Relaxed),
+    }
+}

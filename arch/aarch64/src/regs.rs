@@ -1,0 +1,64 @@
+//! System-register access and barriers: the only raw `mrs`/`msr` in the crate.
+//!
+//! `read_sysreg!` is safe (reading the registers used here has no side
+//! effects); `write_sysreg!` expands to an `asm!` that the caller must wrap in
+//! `unsafe` with its own justification, since writes can change translation,
+//! exception routing or interrupt state.
+
+/// Read a system register by name (or `s3_…` encoding).
+macro_rules! read_sysreg {
+    ($reg:literal) => {{
+        let v: u64;
+        // SAFETY: `mrs` of an EL0/EL1-readable register has no side effects
+        // and touches no memory.
+        unsafe {
+            core::arch::asm!(concat!("mrs {}, ", $reg), out(reg) v,
+                options(nomem, nostack, preserves_flags))
+        };
+        v
+    }};
+}
+
+/// Write a system register.  Must be used inside an `unsafe` block.
+macro_rules! write_sysreg {
+    ($reg:literal, $val:expr) => {
+        core::arch::asm!(concat!("msr ", $reg, ", {}"), in(reg) ($val as u64),
+            options(nostack, preserves_flags))
+    };
+}
+
+pub(crate) use {read_sysreg, write_sysreg};
+
+/// Instruction synchronisation barrier.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: a barrier has no effect other than ordering.
+    unsafe { core::arch::asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Inner-shareable store barrier (before a table walker may see new entries).
+#[inline(always)]
+pub fn dsb_ishst() {
+    // SAFETY: a barrier has no effect other than ordering.
+    unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
+}
+
+/// Invalidate all EL1&0 TLB entries on this CPU and wait for completion.
+#[inline(always)]
+pub fn tlbi_vmalle1() {
+    // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Current exception level (1 or 2).
+pub fn current_el() -> u64 {
+    (read_sysreg!("CurrentEL") >> 2) & 3
+}

@@ -1,0 +1,184 @@
+//! Self-tests of the arch crate (run by the kernel with `selftest`).
+use crate::mmu::{PAGE_SIZE, SIZE_1G, SIZE_2M};
+use crate::probe::arch_probe_ret;
+use crate::{
+    Access, PHYS_OFFSET, kernel_layout, kernel_translate, now_ns, probe_exec, probe_read,
+    probe_write, ticks, timer_hz,
+};
+use ktest::{check, check_eq, ktest};
+use mm::bootinfo::PhysRange;
+
+/// The leaf size the direct map must use for `pa` in RAM range `r`.
+fn expected_leaf(r: &PhysRange, pa: u64) -> u64 {
+    for sz in [SIZE_1G, SIZE_2M] {
+        let b = pa & !(sz - 1);
+        if b >= r.start && b + sz <= r.end {
+            return sz;
+        }
+    }
+    PAGE_SIZE
+}
+
+/// Sample pages of every RAM range: the first, every 2 MiB, the last.
+fn for_each_ram_sample(
+    mut f: impl FnMut(&PhysRange, u64) -> ktest::TestResult,
+) -> ktest::TestResult {
+    let ram = crate::boot::ram_ranges();
+    check!(!ram.is_empty(), "no RAM ranges recorded");
+    for r in ram {
+        let s = r.start.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let e = r.end & !(PAGE_SIZE - 1);
+        if e <= s {
+            continue;
+        }
+        f(r, s)?;
+        let mut pa = s.div_ceil(SIZE_2M) * SIZE_2M;
+        while pa < e {
+            f(r, pa)?;
+            pa += SIZE_2M;
+        }
+        f(r, e - PAGE_SIZE)?;
+    }
+    Ok(())
+}
+
+ktest! {
+    fn direct_map_matches_boot_memory_map() {
+        for_each_ram_sample(|_, pa| {
+            let t = kernel_translate(PHYS_OFFSET + pa);
+            check!(t.is_some(), "direct map of {:#x} missing", pa);
+            let t = t.unwrap();
+            check_eq!(t.pa, pa, "direct map of {:#x}", pa);
+            check!(t.writable && !t.executable && !t.user, "bad permissions for {:#x}: {:?}", pa, t);
+            Ok(())
+        })
+    }
+}
+
+ktest! {
+    fn direct_map_uses_large_leaves() {
+        let mut largest = 0;
+        for_each_ram_sample(|r, pa| {
+            let t = kernel_translate(PHYS_OFFSET + pa).unwrap();
+            check_eq!(t.size, expected_leaf(r, pa), "leaf size for {:#x}", pa);
+            largest = largest.max(t.size);
+            Ok(())
+        })?;
+        check_eq!(kernel_layout().direct_map_leaf, largest);
+        check!(largest >= SIZE_2M, "direct map uses only 4K pages");
+        Ok(())
+    }
+}
+
+/// Two `ret` instructions in writable data.
+static mut RET_IN_DATA: u64 = 0xd65f_03c0_d65f_03c0;
+static RODATA_WORD: u64 = 0x5a5a_1234_8765_a5a5;
+
+ktest! {
+    fn text_is_rx_data_and_rodata_are_not() {
+        let text = arch_probe_ret as *const () as u64;
+        let data = (&raw const RET_IN_DATA) as u64;
+        let ro = core::hint::black_box(&RODATA_WORD as *const u64 as u64);
+
+        let t = kernel_translate(text).unwrap();
+        check!(t.executable && !t.writable, "text {:#x}: {:?}", text, t);
+        let d = kernel_translate(data).unwrap();
+        check!(!d.executable && d.writable, "data {:#x}: {:?}", data, d);
+        let r = kernel_translate(ro).unwrap();
+        check!(!r.executable && !r.writable, "rodata {:#x}: {:?}", ro, r);
+        let l = kernel_layout();
+        check!(l.text.contains(&text) && l.data.contains(&data) && l.rodata.contains(&ro));
+
+        // Executing text works; executing data faults.
+        check!(probe_exec(text).is_ok(), "cannot execute text");
+        let f = probe_exec(data).err();
+        check!(f.is_some(), "executing data at {:#x} did not fault", data);
+        let f = f.unwrap();
+        check_eq!((f.addr, f.access, f.permission, f.user), (data, Access::Exec, true, false));
+
+        // Writing text or rodata faults (write back what is there, just in case).
+        let old = probe_read(text).unwrap();
+        let f = probe_write(text, old).err();
+        check!(f.is_some(), "writing text at {:#x} did not fault", text);
+        let f = f.unwrap();
+        check_eq!((f.addr, f.access, f.permission, f.user), (text, Access::Write, true, false));
+
+        check_eq!(probe_read(ro).ok(), Some(RODATA_WORD));
+        let f = probe_write(ro, RODATA_WORD).err();
+        check!(f.is_some(), "writing rodata at {:#x} did not fault", ro);
+        let f = f.unwrap();
+        check_eq!((f.addr, f.access, f.permission), (ro, Access::Write, true));
+        check!(probe_exec(ro).is_err(), "executing rodata did not fault");
+        Ok(())
+    }
+}
+
+ktest! {
+    fn stack_guard_page_is_unmapped() {
+        let l = kernel_layout();
+        let g = l.stack_guard.start;
+        check_eq!(l.stack_guard.end, l.stack.start);
+        check!(kernel_translate(g).is_none(), "guard page {:#x} is mapped", g);
+        check!(kernel_translate(g + PAGE_SIZE - 8).is_none());
+        check!(kernel_translate(l.stack.start).is_some(), "stack bottom unmapped");
+        let f = probe_read(g + 0x100).err();
+        check!(f.is_some(), "reading the guard page did not fault");
+        let f = f.unwrap();
+        check_eq!((f.addr, f.access, f.permission), (g + 0x100, Access::Read, false));
+        let sp = {
+            let v: u64;
+            // SAFETY: reads the stack pointer only.
+            unsafe { core::arch::asm!("mov {}, sp", out(reg) v, options(nomem, nostack)) };
+            v
+        };
+        check!(l.stack.contains(&sp), "sp {:#x} not on the boot stack {:x?}", sp, l.stack);
+        Ok(())
+    }
+}
+
+ktest! {
+    fn lower_half_is_empty() {
+        check!(kernel_translate(0x4000_0000).is_none());
+        check!(kernel_translate(0).is_none());
+        Ok(())
+    }
+}
+
+ktest! {
+    fn timer_ticks_at_programmed_rate() {
+        let hz = timer_hz() as u64;
+        check!(hz > 0, "timer not started");
+        let daif = crate::regs::read_sysreg!("daif");
+        check!(daif & (1 << 7) == 0, "IRQs are masked");
+        let window = 50_000_000u64;
+        let (t0, k0) = (now_ns(), ticks());
+        let mut t1 = t0;
+        while t1 - t0 < window {
+            crate::cpu_relax();
+            t1 = now_ns();
+        }
+        let got = ticks() - k0;
+        let want = (t1 - t0) * hz / 1_000_000_000;
+        check!(
+            got * 10 >= want * 7 && got * 10 <= want * 13,
+            "{} ticks in {} ns at {} Hz, expected {}",
+            got,
+            t1 - t0,
+            hz,
+            want
+        );
+        Ok(())
+    }
+}
+
+ktest! {
+    fn now_ns_is_monotonic() {
+        let mut last = now_ns();
+        for _ in 0..1000 {
+            let t = now_ns();
+            check!(t >= last, "clock went back: {} < {}", t, last);
+            last = t;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! Generic timer: the virtual timer (CNTV, PPI INTID 27) as the periodic tick,
+//! and CNTVCT_EL0 as the monotonic clock.
+//!
+//! Each tick re-arms the comparator one period after the previous deadline
+//! (CNTV_CVAL += period), so the tick rate does not drift with interrupt
+//! latency; if the kernel fell more than a period behind, the next deadline
+//! is one period from now (missed ticks are dropped, not replayed).
+use crate::console::kprintln;
+use crate::gic;
+use crate::regs::{isb, read_sysreg, write_sysreg};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// The EL1 virtual timer's PPI.
+pub const TIMER_INTID: u32 = 27;
+const CTL_ENABLE: u64 = 1;
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static HZ: AtomicU32 = AtomicU32::new(0);
+static PERIOD: AtomicU64 = AtomicU64::new(0);
+static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+fn counter() -> u64 {
+    isb();
+    read_sysreg!("cntvct_el0")
+}
+
+pub fn frequency() -> u64 {
+    read_sysreg!("cntfrq_el0")
+}
+
+pub fn now_ns() -> u64 {
+    let f = frequency().max(1);
+    (counter() as u128 * 1_000_000_000 / f as u128) as u64
+}
+
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+pub fn timer_hz() -> u32 {
+    HZ.load(Ordering::Relaxed)
+}
+
+pub fn set_tick_hook(f: fn()) {
+    TICK_HOOK.store(f as usize, Ordering::Release);
+}
+
+fn set_deadline(cval: u64) {
+    // SAFETY: programming the EL1 virtual timer comparator and enabling it
+    // only causes timer interrupts, which `handle_irq` services.
+    unsafe {
+        write_sysreg!("cntv_cval_el0", cval);
+        write_sysreg!("cntv_ctl_el0", CTL_ENABLE);
+    }
+    isb();
+}
+
+pub fn timer_init(hz: u32) {
+    assert!(hz > 0);
+    let Some(g) = crate::boot::PLATFORM.get().and_then(|p| p.gic) else {
+        kprintln!("arch: no GIC in the device tree; timer not started");
+        return;
+    };
+    gic::init(&g);
+    gic::enable_ppi(TIMER_INTID);
+    let period = (frequency() / hz as u64).max(1);
+    HZ.store(hz, Ordering::Relaxed);
+    PERIOD.store(period, Ordering::Relaxed);
+    set_deadline(counter() + period);
+    kprintln!(
+        "arch: GICv{} at {:#x}, virtual timer {} Hz (CNTFRQ {} Hz)",
+        gic::version(),
+        g.dist.start,
+        hz,
+        frequency()
+    );
+}
+
+fn tick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    let period = PERIOD.load(Ordering::Relaxed);
+    let mut next = read_sysreg!("cntv_cval_el0") + period;
+    let now = counter();
+    if next <= now {
+        next = now + period;
+    }
+    set_deadline(next);
+}
+
+/// IRQ entry from the vectors.
+pub fn handle_irq() {
+    let id = gic::ack();
+    if id >= 1020 {
+        return;
+    }
+    if id == TIMER_INTID {
+        tick();
+        gic::eoi(id);
+        let h = TICK_HOOK.load(Ordering::Acquire);
+        if h != 0 {
+            // SAFETY: a non-zero value was stored by `set_tick_hook` from a
+            // `fn()` pointer.
+            let f = unsafe { core::mem::transmute::<usize, fn()>(h) };
+            f();
+        }
+    } else {
+        gic::eoi(id);
+        kprintln!("arch: unexpected interrupt {}", id);
+    }
+}
