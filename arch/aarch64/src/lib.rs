@@ -14,6 +14,7 @@
 //! | `DEVICE_VA_BASE + pa` = `0xFFFF_FFFE_0000_0000..` | device MMIO (pa < 4 GiB) |
 //! | `KIMAGE_VOFFSET + pa` = `0xFFFF_FFFF_0000_0000..` | kernel image (at pa 0x4020_0000) |
 #![no_std]
+pub mod pte;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;

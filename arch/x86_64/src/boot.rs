@@ -4,6 +4,7 @@
 use crate::serial::kprint;
 use crate::{cpu, gdt, paging, serial, timer, trap};
 use core::arch::global_asm;
+use core::cell::UnsafeCell;
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
 
 global_asm!(
@@ -11,8 +12,14 @@ global_asm!(
     options(att_syntax)
 );
 
-/// Filled here, then handed to `kernel_main` (the only reference after that).
-static mut BOOT_INFO: BootInfo = BootInfo::empty();
+/// Holds the boot info, filled here, then handed to `kernel_main` as the
+/// only reference.
+struct BootInfoCell(UnsafeCell<BootInfo>);
+
+// SAFETY: accessed only by the boot CPU, exactly once, in `x86_64_boot_entry`.
+unsafe impl Sync for BootInfoCell {}
+
+static BOOT_INFO: BootInfoCell = BootInfoCell(UnsafeCell::new(BootInfo::empty()));
 
 unsafe extern "Rust" {
     fn kernel_main(info: &'static mut BootInfo) -> !;
@@ -66,10 +73,7 @@ fn parse_start_info(si: u64, info: &mut BootInfo) {
     // Reserve the legacy first MiB (the loader's data usually sits there)
     // and the image; anything else of the loader's above 1 MiB as well.
     info.add_reserved(PhysRange::new(0, 1 << 20), ReservedKind::Firmware);
-    info.add_reserved(
-        paging::kernel_layout().image_phys,
-        ReservedKind::KernelImage,
-    );
+    info.add_reserved(paging::image_phys(), ReservedKind::KernelImage);
     let reserve_boot = |info: &mut BootInfo, pa: u64, len: u64| {
         if len != 0 && pa + len > 1 << 20 {
             info.add_reserved(page_range(pa, len), ReservedKind::BootInfo);
@@ -164,7 +168,7 @@ extern "C" fn x86_64_boot_entry(start_info: u64) -> ! {
 
     // SAFETY: single-threaded boot: this is the only reference to BOOT_INFO
     // until it is handed to `kernel_main`, which then owns it.
-    let info = unsafe { &mut *(&raw mut BOOT_INFO) };
+    let info = unsafe { &mut *BOOT_INFO.0.get() };
     parse_start_info(start_info, info);
     timer::calibrate_tsc();
     paging::init(info, timer::lapic_phys());

@@ -8,6 +8,7 @@
 #![no_std]
 
 // Portable modules (built on the host too) go here, e.g. `pub mod pte;`.
+pub mod pte;
 
 #[cfg(target_os = "none")]
 extern crate alloc;
@@ -38,9 +39,7 @@ pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restor
 #[cfg(target_os = "none")]
 pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, set_kernel_stack};
 #[cfg(target_os = "none")]
-pub use paging::{
-    KernelLayout, PHYS_OFFSET, Translation, VirtRange, kernel_layout, kernel_translate,
-};
+pub use paging::{KernelLayout, PHYS_OFFSET, Translation, kernel_layout, kernel_translate};
 #[cfg(target_os = "none")]
 pub use probe::{probe_exec, probe_read, probe_write};
 #[cfg(target_os = "none")]

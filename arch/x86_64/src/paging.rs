@@ -15,8 +15,10 @@
 //! RAM that is then reserved as `ReservedKind::EarlyPageTables`.
 use crate::cpu;
 use crate::serial::kprint;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
+use spin::Once;
 
 /// Direct-map base: `va = pa + PHYS_OFFSET`.
 pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
@@ -55,41 +57,22 @@ pub struct Translation {
     pub user: bool,
 }
 
-/// A half-open virtual range `[start, end)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VirtRange {
-    pub start: u64,
-    pub end: u64,
-}
-
-impl VirtRange {
-    pub const fn len(&self) -> u64 {
-        self.end.saturating_sub(self.start)
-    }
-    pub const fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-    pub const fn contains(&self, va: u64) -> bool {
-        self.start <= va && va < self.end
-    }
-}
-
-/// Where the kernel put things (all virtual except `image_phys`).
-#[derive(Clone, Copy, Debug)]
+/// Virtual layout of the running kernel (all ranges half-open).  Same shape
+/// as the aarch64 crate's.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelLayout {
-    pub text: VirtRange,
-    pub rodata: VirtRange,
-    pub data: VirtRange,
-    pub bss: VirtRange,
-    /// The whole loaded image, physical (includes the 32-bit boot code).
-    pub image_phys: PhysRange,
-    pub boot_stack: VirtRange,
-    /// The unmapped page just below `boot_stack`.
-    pub stack_guard: VirtRange,
-    pub direct_map_base: u64,
-    /// Bytes of physical address space the direct map spans (from 0).
-    pub direct_map_size: u64,
-    /// The preferred direct-map leaf: 1 GiB with `has_1g_pages()`, else 2 MiB.
+    pub text: Range<u64>,
+    pub rodata: Range<u64>,
+    pub data: Range<u64>,
+    pub bss: Range<u64>,
+    /// The boot stack (the kernel runs on it).
+    pub stack: Range<u64>,
+    /// The unmapped page just below `stack`.
+    pub stack_guard: Range<u64>,
+    /// Direct-map VAs from the lowest to the highest mapped physical address
+    /// (RAM rounded out to 2 MiB, plus the legacy first MiB).
+    pub direct_map: Range<u64>,
+    /// Largest leaf size used by the direct map (1 GiB only with `has_1g_pages()`).
     pub direct_map_leaf: u64,
 }
 
@@ -115,55 +98,54 @@ fn sym(p: *const u8) -> u64 {
 
 /// The kernel layout from the linker symbols and the boot-time choices.
 pub fn kernel_layout() -> KernelLayout {
-    let r = |s: *const u8, e: *const u8| VirtRange {
-        start: sym(s),
-        end: sym(e),
-    };
+    let r = |s: *const u8, e: *const u8| sym(s)..sym(e);
+    let dm = direct_map_ranges();
+    let (lo, hi) = (
+        dm.first().map_or(0, |r| r.start),
+        dm.last().map_or(0, |r| r.end),
+    );
     KernelLayout {
         text: r(&raw const __text_start, &raw const __text_end),
         rodata: r(&raw const __rodata_start, &raw const __rodata_end),
         data: r(&raw const __data_start, &raw const __data_end),
         bss: r(&raw const __bss_start, &raw const __bss_end),
-        image_phys: PhysRange::new(
-            sym(&raw const __kernel_phys_start),
-            sym(&raw const __kernel_phys_end),
-        ),
-        boot_stack: r(&raw const boot_stack_bottom, &raw const boot_stack_top),
+        stack: r(&raw const boot_stack_bottom, &raw const boot_stack_top),
         stack_guard: r(&raw const boot_stack_guard, &raw const boot_stack_bottom),
-        direct_map_base: PHYS_OFFSET,
-        direct_map_size: DM_SIZE.load(Ordering::Relaxed),
+        direct_map: PHYS_OFFSET + lo..PHYS_OFFSET + hi,
         direct_map_leaf: DM_LEAF.load(Ordering::Relaxed),
     }
+}
+
+/// The kernel image's physical range (includes the 32-bit boot code).
+pub fn image_phys() -> PhysRange {
+    PhysRange::new(
+        sym(&raw const __kernel_phys_start),
+        sym(&raw const __kernel_phys_end),
+    )
 }
 
 /// Offset at which page-table frames are accessed: 0 while the boot
 /// identity map is live, `PHYS_OFFSET` after the switch.
 static TABLE_VA_OFFSET: AtomicU64 = AtomicU64::new(0);
-static DM_SIZE: AtomicU64 = AtomicU64::new(0);
 static DM_LEAF: AtomicU64 = AtomicU64::new(0);
 
-/// The direct-mapped ranges (RAM rounded out to 2 MiB, merged), for the self-tests.
-static mut DM_RANGES: [PhysRange; MAX_RAM_RANGES + 1] = [PhysRange::new(0, 0); MAX_RAM_RANGES + 1];
-static DM_NR: AtomicUsize = AtomicUsize::new(0);
+/// A fixed-capacity list of physical ranges, written once at boot.
+struct RangeList {
+    r: [PhysRange; MAX_RAM_RANGES + 1],
+    n: usize,
+}
 
 /// A copy of the boot RAM ranges (the `BootInfo` itself belongs to the kernel).
-static mut BOOT_RAM: [PhysRange; MAX_RAM_RANGES] = [PhysRange::new(0, 0); MAX_RAM_RANGES];
-static BOOT_RAM_NR: AtomicUsize = AtomicUsize::new(0);
+static BOOT_RAM: Once<RangeList> = Once::new();
+/// The direct-mapped ranges (RAM rounded out to 2 MiB, merged).
+static DM_RANGES: Once<RangeList> = Once::new();
 
 pub fn boot_ram() -> &'static [PhysRange] {
-    // SAFETY: written once by `init` before anything reads it, never again.
-    unsafe {
-        let all: &[PhysRange; MAX_RAM_RANGES] = &*(&raw const BOOT_RAM);
-        &all[..BOOT_RAM_NR.load(Ordering::Acquire)]
-    }
+    BOOT_RAM.get().map_or(&[], |l| &l.r[..l.n])
 }
 
 pub fn direct_map_ranges() -> &'static [PhysRange] {
-    // SAFETY: written once by `init` before anything reads it, never again.
-    unsafe {
-        let all: &[PhysRange; MAX_RAM_RANGES + 1] = &*(&raw const DM_RANGES);
-        &all[..DM_NR.load(Ordering::Acquire)]
-    }
+    DM_RANGES.get().map_or(&[], |l| &l.r[..l.n])
 }
 
 fn entry_ptr(table_pa: u64, idx: u64) -> *mut u64 {
@@ -216,6 +198,8 @@ struct Builder {
     next: u64,
     end: u64,
     pml4: u64,
+    /// Largest leaf written so far.
+    max_leaf: u64,
 }
 
 impl Builder {
@@ -259,8 +243,11 @@ impl Builder {
             let left = end - va;
             let size = [SIZE_1G, SIZE_2M, SIZE_4K]
                 .into_iter()
-                .find(|&s| s <= max_leaf && va % s == 0 && pa % s == 0 && left >= s)
+                .find(|&s| {
+                    s <= max_leaf && va.is_multiple_of(s) && pa.is_multiple_of(s) && left >= s
+                })
                 .expect("x86_64: unaligned mapping");
+            self.max_leaf = self.max_leaf.max(size);
             let pdpt = self.next_table(self.pml4, (va >> 39) & 511);
             if size == SIZE_1G {
                 self.write(pdpt, (va >> 30) & 511, pa | flags | PTE_PS);
@@ -280,10 +267,11 @@ impl Builder {
 }
 
 /// RAM plus the legacy first MiB, rounded out to 2 MiB, sorted and merged.
-fn compute_direct_ranges(info: &BootInfo) -> usize {
-    // SAFETY: single-threaded boot; `init` is the only writer, before readers.
-    let out = unsafe { &mut *(&raw mut DM_RANGES) };
-    let mut n = 0;
+fn compute_direct_ranges(info: &BootInfo) -> RangeList {
+    let mut out = RangeList {
+        r: [PhysRange::new(0, 0); MAX_RAM_RANGES + 1],
+        n: 0,
+    };
     let legacy = PhysRange::new(0, 1 << 20);
     for r in info.ram().iter().chain(core::iter::once(&legacy)) {
         let start = r.start & !(SIZE_2M - 1);
@@ -292,26 +280,26 @@ fn compute_direct_ranges(info: &BootInfo) -> usize {
             continue;
         }
         // Insert sorted by start.
-        let mut i = n;
-        while i > 0 && out[i - 1].start > start {
-            out[i] = out[i - 1];
+        let mut i = out.n;
+        while i > 0 && out.r[i - 1].start > start {
+            out.r[i] = out.r[i - 1];
             i -= 1;
         }
-        out[i] = PhysRange::new(start, end);
-        n += 1;
+        out.r[i] = PhysRange::new(start, end);
+        out.n += 1;
     }
     // Merge overlapping / touching ranges.
     let mut m = 0;
-    for i in 0..n {
-        if m > 0 && out[i].start <= out[m - 1].end {
-            out[m - 1].end = out[m - 1].end.max(out[i].end);
+    for i in 0..out.n {
+        if m > 0 && out.r[i].start <= out.r[m - 1].end {
+            out.r[m - 1].end = out.r[m - 1].end.max(out.r[i].end);
         } else {
-            out[m] = out[i];
+            out.r[m] = out.r[i];
             m += 1;
         }
     }
-    DM_NR.store(m, Ordering::Release);
-    m
+    out.n = m;
+    out
 }
 
 /// Find `size` bytes of page-aligned free RAM below 4 GiB (identity-mapped
@@ -348,21 +336,22 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     let nx = if f.nx { PTE_NX } else { 0 };
     let g = if f.pge { PTE_G } else { 0 };
     let leaf = if f.pdpe1gb { SIZE_1G } else { SIZE_2M };
-    DM_LEAF.store(leaf, Ordering::Relaxed);
 
-    // SAFETY: single-threaded boot; readers only come after `init`.
-    unsafe {
-        let ram = &mut *(&raw mut BOOT_RAM);
-        ram[..info.nr_ram].copy_from_slice(info.ram());
-    }
-    BOOT_RAM_NR.store(info.nr_ram, Ordering::Release);
-    let n = compute_direct_ranges(info);
+    BOOT_RAM.call_once(|| {
+        let mut l = RangeList {
+            r: [PhysRange::new(0, 0); MAX_RAM_RANGES + 1],
+            n: info.nr_ram,
+        };
+        l.r[..info.nr_ram].copy_from_slice(info.ram());
+        l
+    });
+    DM_RANGES.call_once(|| compute_direct_ranges(info));
     let ranges = direct_map_ranges();
     let l = kernel_layout();
 
     // Upper bound on the tables needed.
     let mut frames = 1 + 3 + 8; // PML4, fixmap PDPT/PD/PT, slack
-    for r in &ranges[..n] {
+    for r in ranges {
         frames += (r.len() >> 39) + 2 + (r.len() >> 30) + 2;
     }
     frames += 2 + ((l.bss.end - l.text.start) >> 21) + 2;
@@ -373,6 +362,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         next: base,
         end: base + chunk,
         pml4: 0,
+        max_leaf: 0,
     };
     b.pml4 = b.alloc();
 
@@ -381,7 +371,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     for r in ranges {
         b.map(PHYS_OFFSET + r.start, r.start, r.len(), dm_flags, leaf);
     }
-    DM_SIZE.store(ranges.last().map_or(0, |r| r.end), Ordering::Relaxed);
+    DM_LEAF.store(b.max_leaf, Ordering::Relaxed);
 
     // Kernel image, W^X, 4 KiB pages; skip the boot stack guard page.
     let sections = [
@@ -393,7 +383,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     for (r, flags) in sections {
         let mut va = r.start;
         while va < r.end {
-            if !l.stack_guard.contains(va) {
+            if !l.stack_guard.contains(&va) {
                 b.map(va, va - KERNEL_VMA, SIZE_4K, flags, SIZE_4K);
             }
             va += SIZE_4K;
@@ -438,8 +428,8 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         "x86_64: page tables: {} frames at {:#x}, direct map {} MiB with {} leaves, NX {}, SMEP {}, PGE {}\n",
         used.len() / SIZE_4K,
         base,
-        DM_SIZE.load(Ordering::Relaxed) >> 20,
-        if leaf == SIZE_1G { "1G" } else { "2M" },
+        ranges.last().map_or(0, |r| r.end) >> 20,
+        if b.max_leaf == SIZE_1G { "1G" } else { "2M" },
         f.nx,
         f.smep,
         f.pge,

@@ -305,6 +305,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
             fatal(frame, None);
         }
+        8 => fatal(frame, Some(cpu::read_cr2())),
         _ => fatal(frame, None),
     }
 }
@@ -354,7 +355,9 @@ fn fatal(f: &TrapFrame, cr2: Option<u64>) -> ! {
         v,
         f.error
     );
-    if let Some(a) = cr2 {
+    if let (8, Some(a)) = (v, cr2) {
+        kprint!("    CR2 {:#018x} (last page-fault address)\n", a);
+    } else if let Some(a) = cr2 {
         let e = f.error;
         kprint!(
             "    CR2 {:#018x}: {} {} {}{}{}\n",
