@@ -78,9 +78,16 @@ impl PagingArch for X86_64 {
             return Entry::Absent;
         }
         if !is_leaf_shape {
-            return Entry::Table { pa: raw & ADDR_MASK };
+            return Entry::Table {
+                pa: raw & ADDR_MASK,
+            };
         }
-        let perms = Perms { read: true, write: raw & RW != 0, exec: raw & NX == 0, user: raw & US != 0 };
+        let perms = Perms {
+            read: true,
+            write: raw & RW != 0,
+            exec: raw & NX == 0,
+            user: raw & US != 0,
+        };
         Entry::Leaf(decode_leaf(raw, level, perms))
     }
 
@@ -135,7 +142,14 @@ impl PagingArch for X86_64 {
 
 fn decode_leaf(raw: u64, level: u8, perms: Perms) -> Leaf {
     // A PROT_NONE leaf keeps the user bit of the mapping it replaced.
-    let perms = if perms.accessible() { perms } else { Perms { user: raw & US != 0, ..Perms::NONE } };
+    let perms = if perms.accessible() {
+        perms
+    } else {
+        Perms {
+            user: raw & US != 0,
+            ..Perms::NONE
+        }
+    };
     Leaf {
         pfn: (raw & leaf_addr_mask(level)) >> 12,
         level,
