@@ -23,9 +23,12 @@ pub fn irq_save() -> bool {
     daif & DAIF_I == 0
 }
 
+/// Restore the state `irq_save` returned: `false` masks IRQs.
 pub fn irq_restore(enabled: bool) {
     if enabled {
         irq_enable();
+    } else {
+        irq_disable();
     }
 }
 

@@ -134,6 +134,11 @@ mod hw {
         crate::exception::set_stack_limit(bottom);
     }
 
+    /// Invalidate the TLB entries for the page at `va` (all ASIDs).
+    pub fn flush_tlb_page(va: u64) {
+        crate::regs::tlbi_va(va);
+    }
+
     /// Walk the live tables (TTBR1 for upper-half VAs, TTBR0 otherwise).
     pub fn kernel_translate(va: u64) -> Option<Translation> {
         crate::mmu::walk(crate::mmu::live_root(va), va)

@@ -121,7 +121,11 @@ impl PagingArch for Aarch64 {
                 let p = a.perms;
                 let mut raw = (l.pfn << 12) & OA_MASK;
                 debug_assert_eq!(raw >> 12, l.pfn, "frame beyond 48-bit output addresses");
-                debug_assert_eq!(raw & (mm::paging::level_size(level) - 1), 0, "block not aligned");
+                debug_assert_eq!(
+                    raw & (mm::paging::level_size(level) - 1),
+                    0,
+                    "block not aligned"
+                );
                 if level == 0 {
                     raw |= TYPE_TABLE_PAGE;
                 }
@@ -178,12 +182,21 @@ fn decode_leaf(raw: u64, level: u8, valid: bool) -> Leaf {
     let hw_writable = raw & AP_RDONLY == 0;
     let perms = if valid {
         let xn = if user { raw & UXN != 0 } else { raw & PXN != 0 };
-        Perms { read: true, write: raw & DBM_WRITE != 0 || hw_writable, exec: !xn, user }
+        Perms {
+            read: true,
+            write: raw & DBM_WRITE != 0 || hw_writable,
+            exec: !xn,
+            user,
+        }
     } else {
-        Perms { user, ..Perms::NONE }
+        Perms {
+            user,
+            ..Perms::NONE
+        }
     };
     Leaf {
-        pfn: (raw & OA_MASK) >> 12,
+        // Output-address bits below the block size are RES0 in a block.
+        pfn: (raw & OA_MASK & !(mm::paging::level_size(level) - 1)) >> 12,
         level,
         attrs: Attrs {
             perms,

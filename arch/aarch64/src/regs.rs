@@ -58,6 +58,18 @@ pub fn tlbi_vmalle1() {
     };
 }
 
+/// Invalidate the TLB entries for the page at `va`, for every ASID, on all
+/// CPUs of the inner-shareable domain, and wait for completion.
+#[inline(always)]
+pub fn tlbi_va(va: u64) {
+    let arg = (va >> 12) & ((1 << 44) - 1);
+    // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
+    unsafe {
+        core::arch::asm!("dsb ishst", "tlbi vaae1is, {}", "dsb ish", "isb", in(reg) arg,
+            options(nostack, preserves_flags))
+    };
+}
+
 /// Current exception level (1 or 2).
 pub fn current_el() -> u64 {
     (read_sysreg!("CurrentEL") >> 2) & 3
