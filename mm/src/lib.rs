@@ -23,3 +23,10 @@ pub mod phys;
 pub mod thp;
 pub mod paging;
 pub mod emu;
+pub mod buddy;
+pub mod folio;
+pub mod frame_flags;
+pub mod memmap;
+pub mod pcp;
+#[cfg(test)]
+mod buddy_tests;

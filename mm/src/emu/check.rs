@@ -21,9 +21,13 @@ pub fn check_cont_blocks<A: PagingArch>(pt: &PageTable<'_, A>) -> Result<(), Str
         }
         for first in (0..ENTRIES_PER_TABLE).step_by(cp.max(1)) {
             let n = cp.max(1);
-            let entries: alloc::vec::Vec<Entry> =
-                (0..n).map(|i| A::decode(mem.load(table + 8 * (first + i) as u64), PTE_LEVEL)).collect();
-            let conts = entries.iter().filter(|e| matches!(e, Entry::Leaf(l) if l.cont)).count();
+            let entries: alloc::vec::Vec<Entry> = (0..n)
+                .map(|i| A::decode(mem.load(table + 8 * (first + i) as u64), PTE_LEVEL))
+                .collect();
+            let conts = entries
+                .iter()
+                .filter(|e| matches!(e, Entry::Leaf(l) if l.cont))
+                .count();
             if conts == 0 {
                 continue;
             }
@@ -33,7 +37,9 @@ pub fn check_cont_blocks<A: PagingArch>(pt: &PageTable<'_, A>) -> Result<(), Str
                 return;
             }
             if conts != n {
-                result = Err(format!("{at}: only {conts} of {n} entries have the cont bit"));
+                result = Err(format!(
+                    "{at}: only {conts} of {n} entries have the cont bit"
+                ));
                 return;
             }
             let l0 = entries[0].leaf().unwrap();
@@ -44,11 +50,17 @@ pub fn check_cont_blocks<A: PagingArch>(pt: &PageTable<'_, A>) -> Result<(), Str
             for (i, e) in entries.iter().enumerate() {
                 let l = e.leaf().unwrap();
                 if l.pfn != l0.pfn + i as u64 {
-                    result = Err(format!("{at}: entry {i} maps frame {:#x}, not consecutive", l.pfn));
+                    result = Err(format!(
+                        "{at}: entry {i} maps frame {:#x}, not consecutive",
+                        l.pfn
+                    ));
                     return;
                 }
                 if l.attrs.fold_key() != l0.attrs.fold_key() {
-                    result = Err(format!("{at}: entry {i} attributes {:?} differ from {:?}", l.attrs, l0.attrs));
+                    result = Err(format!(
+                        "{at}: entry {i} attributes {:?} differ from {:?}",
+                        l.attrs, l0.attrs
+                    ));
                     return;
                 }
             }

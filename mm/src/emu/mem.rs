@@ -31,7 +31,10 @@ impl EmuMem {
         self.base + 8 * self.words.len() as u64
     }
     fn word(&self, pa: u64) -> &AtomicU64 {
-        assert!(pa >= self.base && pa < self.end(), "physical access {pa:#x} outside emulated RAM");
+        assert!(
+            pa >= self.base && pa < self.end(),
+            "physical access {pa:#x} outside emulated RAM"
+        );
         &self.words[((pa - self.base) / 8) as usize]
     }
     fn get_byte(&self, pa: u64) -> u8 {
@@ -61,7 +64,10 @@ impl PhysMem for EmuMem {
         self.word(pa).store(val, Ordering::Release)
     }
     fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
-        match self.word(pa).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .word(pa)
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(v) | Err(v) => v,
         }
     }
@@ -118,7 +124,15 @@ pub struct PtPool {
 
 impl PtPool {
     pub fn new(start: u64, end: u64) -> Self {
-        PtPool { end, st: Mutex::new(PoolState { next: start, free: Vec::new(), live: BTreeSet::new(), limit: None }) }
+        PtPool {
+            end,
+            st: Mutex::new(PoolState {
+                next: start,
+                free: Vec::new(),
+                live: BTreeSet::new(),
+                limit: None,
+            }),
+        }
     }
     /// Pages currently allocated.
     pub fn in_use(&self) -> usize {
@@ -155,7 +169,10 @@ impl PtPool {
     /// would read garbage rather than the old entries.
     pub fn free(&self, mem: &dyn PhysMem, pa: u64) {
         let mut st = self.st.lock();
-        assert!(st.live.remove(&pa), "free_pt({pa:#x}): not a live page-table page");
+        assert!(
+            st.live.remove(&pa),
+            "free_pt({pa:#x}): not a live page-table page"
+        );
         mem.fill(pa, PAGE_SIZE, 0xa5);
         st.free.push(pa);
     }

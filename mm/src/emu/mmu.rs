@@ -23,7 +23,9 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use crate::addr::PAGE_SIZE;
-use crate::paging::{Entry, Leaf, PagingArch, Perms, ROOT_LEVEL, Space, TlbOps, level_index, level_size};
+use crate::paging::{
+    Entry, Leaf, PagingArch, Perms, ROOT_LEVEL, Space, TlbOps, level_index, level_size,
+};
 use crate::phys::PhysMem;
 
 /// Kind of memory access.
@@ -80,7 +82,11 @@ fn check<A: PagingArch>(leaf: &Leaf, access: Access, user: bool) -> Result<(), F
         // Kernel execution of user pages is forbidden (x86 SMEP, arm64 PXN).
         Access::Exec => p.exec && (user || !p.user),
     };
-    if ok { Ok(()) } else { Err(Fault::Permission { level }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Fault::Permission { level })
+    }
 }
 
 /// Walk `root` for `va` and check `access`.  With `update` set, behave like
@@ -104,7 +110,9 @@ pub fn translate<A: PagingArch>(
         check::<A>(&hw, access, user)?;
         loop {
             let raw = mem.load(slot);
-            let Entry::Leaf(cur) = A::decode(raw, level) else { return Err(Fault::NotMapped { level }) };
+            let Entry::Leaf(cur) = A::decode(raw, level) else {
+                return Err(Fault::NotMapped { level });
+            };
             let mut new = cur;
             new.attrs.young |= A::HW_YOUNG;
             new.attrs.dirty |= A::HW_DIRTY && access == Access::Write;
@@ -115,13 +123,26 @@ pub fn translate<A: PagingArch>(
         }
     }
     check::<A>(&leaf, access, user)?;
-    let size = if leaf.cont { level_size(level) * A::CONT_PTES as u64 } else { level_size(level) };
+    let size = if leaf.cont {
+        level_size(level) * A::CONT_PTES as u64
+    } else {
+        level_size(level)
+    };
     let pa = (leaf.pfn << 12) + (va & (level_size(level) - 1));
-    Ok(Translation { pa, leaf, size, slot })
+    Ok(Translation {
+        pa,
+        leaf,
+        size,
+        slot,
+    })
 }
 
 /// The leaf mapping `va` and its slot, without any permission check.
-pub fn walk_leaf<A: PagingArch>(mem: &dyn PhysMem, root: u64, va: u64) -> Result<(u64, Leaf), Fault> {
+pub fn walk_leaf<A: PagingArch>(
+    mem: &dyn PhysMem,
+    root: u64,
+    va: u64,
+) -> Result<(u64, Leaf), Fault> {
     let mut table = root;
     let mut level = ROOT_LEVEL;
     loop {
@@ -140,8 +161,15 @@ pub fn walk_leaf<A: PagingArch>(mem: &dyn PhysMem, root: u64, va: u64) -> Result
 /// One recorded flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flush {
-    Range { space: Space, start: u64, end: u64, stride: u64 },
-    All { space: Space },
+    Range {
+        space: Space,
+        start: u64,
+        end: u64,
+        stride: u64,
+    },
+    All {
+        space: Space,
+    },
 }
 
 /// A cached translation.
@@ -198,8 +226,13 @@ impl EmuTlb {
     ) -> Result<u64, Fault> {
         {
             let mut st = self.st.lock();
-            let hits: Vec<usize> =
-                st.entries.iter().enumerate().filter(|(_, e)| e.covers(space, va)).map(|(i, _)| i).collect();
+            let hits: Vec<usize> = st
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.covers(space, va))
+                .map(|(i, _)| i)
+                .collect();
             if hits.len() > 1 {
                 st.conflicts += 1;
                 return Err(Fault::TlbConflict);
@@ -209,7 +242,12 @@ impl EmuTlb {
                 let leaf_like = Leaf {
                     pfn: 0,
                     level: 0,
-                    attrs: crate::paging::Attrs { perms: e.perms, young: true, dirty: e.dirty, ..Default::default() },
+                    attrs: crate::paging::Attrs {
+                        perms: e.perms,
+                        young: true,
+                        dirty: e.dirty,
+                        ..Default::default()
+                    },
                     cont: false,
                 };
                 let needs_d = A::HW_DIRTY && access == Access::Write && !e.dirty;
@@ -265,10 +303,19 @@ impl EmuTlb {
     /// same entry size, be young, and allow at least what the cached entry
     /// allows (and, where the MMU tracks dirty itself, not be clean while
     /// the cache says dirty).  A failure means a flush was missed.
-    pub fn check_coherent<A: PagingArch>(&self, mem: &dyn PhysMem, root: u64, space: Space) -> Result<(), String> {
+    pub fn check_coherent<A: PagingArch>(
+        &self,
+        mem: &dyn PhysMem,
+        root: u64,
+        space: Space,
+    ) -> Result<(), String> {
         let entries = self.entries();
         for e in entries.iter().filter(|e| e.space == space) {
-            let step = if e.size > level_size(1) { level_size(1) } else { PAGE_SIZE };
+            let step = if e.size > level_size(1) {
+                level_size(1)
+            } else {
+                PAGE_SIZE
+            };
             let mut off = 0;
             while off < e.size {
                 let va = e.va + off;
@@ -277,8 +324,11 @@ impl EmuTlb {
                     Ok(x) => x,
                     Err(_) => return stale("no longer mapped"),
                 };
-                let size =
-                    if leaf.cont { level_size(leaf.level) * A::CONT_PTES as u64 } else { level_size(leaf.level) };
+                let size = if leaf.cont {
+                    level_size(leaf.level) * A::CONT_PTES as u64
+                } else {
+                    level_size(leaf.level)
+                };
                 let pa = (leaf.pfn << 12) + (va & (level_size(leaf.level) - 1));
                 let p = leaf.attrs.perms;
                 let hw_write = p.write && (A::HW_DIRTY || leaf.attrs.dirty);
@@ -291,7 +341,10 @@ impl EmuTlb {
                 if !p.accessible() {
                     return stale("now PROT_NONE");
                 }
-                if (e.perms.write && !hw_write) || (e.perms.exec && !p.exec) || (e.perms.user && !p.user) {
+                if (e.perms.write && !hw_write)
+                    || (e.perms.exec && !p.exec)
+                    || (e.perms.user && !p.user)
+                {
                     return stale(&format!("rights reduced to {p:?}"));
                 }
                 if !leaf.attrs.young {
@@ -310,15 +363,23 @@ impl EmuTlb {
 impl TlbOps for EmuTlb {
     fn flush_range(&self, space: Space, start: u64, end: u64, stride: u64) {
         let mut st = self.st.lock();
-        st.log.push(Flush::Range { space, start, end, stride });
+        st.log.push(Flush::Range {
+            space,
+            start,
+            end,
+            stride,
+        });
         // Kernel (global) invalidations hit every ASID, as TLBI VAAE1IS and
         // invlpg of a global page do.
-        st.entries.retain(|e| !((space == Space::Kernel || e.space == space || e.global) && e.overlaps(start, end)));
+        st.entries.retain(|e| {
+            !((space == Space::Kernel || e.space == space || e.global) && e.overlaps(start, end))
+        });
     }
     fn flush_all(&self, space: Space) {
         let mut st = self.st.lock();
         st.log.push(Flush::All { space });
-        st.entries.retain(|e| !(space == Space::Kernel || (e.space == space && !e.global)));
+        st.entries
+            .retain(|e| !(space == Space::Kernel || (e.space == space && !e.global)));
     }
     fn sync_tables(&self) {
         self.st.lock().syncs += 1;

@@ -34,7 +34,12 @@ impl Emu {
         let mem = EmuMem::new(base, size);
         let pt_end = base + pt_pages * crate::addr::PAGE_SIZE;
         assert!(pt_end <= base + size);
-        Emu { mem, tlb: EmuTlb::new(), pool: PtPool::new(base, pt_end), pt_end }
+        Emu {
+            mem,
+            tlb: EmuTlb::new(),
+            pool: PtPool::new(base, pt_end),
+            pt_end,
+        }
     }
     /// First physical address after the page-table pool.
     pub fn data_start(&self) -> u64 {
@@ -46,7 +51,11 @@ impl Emu {
     }
     /// An environment for a page table on this machine.
     pub fn env(&self) -> PtEnv<'_> {
-        PtEnv { mem: &self.mem, alloc: self, tlb: &self.tlb }
+        PtEnv {
+            mem: &self.mem,
+            alloc: self,
+            tlb: &self.tlb,
+        }
     }
 }
 

@@ -74,19 +74,54 @@ pub struct Perms {
 }
 
 impl Perms {
-    pub const NONE: Perms = Perms { read: false, write: false, exec: false, user: false };
+    pub const NONE: Perms = Perms {
+        read: false,
+        write: false,
+        exec: false,
+        user: false,
+    };
     /// Kernel read-only data.
-    pub const KERNEL_RO: Perms = Perms { read: true, write: false, exec: false, user: false };
+    pub const KERNEL_RO: Perms = Perms {
+        read: true,
+        write: false,
+        exec: false,
+        user: false,
+    };
     /// Kernel data.
-    pub const KERNEL_RW: Perms = Perms { read: true, write: true, exec: false, user: false };
+    pub const KERNEL_RW: Perms = Perms {
+        read: true,
+        write: true,
+        exec: false,
+        user: false,
+    };
     /// Kernel text.
-    pub const KERNEL_RX: Perms = Perms { read: true, write: false, exec: true, user: false };
+    pub const KERNEL_RX: Perms = Perms {
+        read: true,
+        write: false,
+        exec: true,
+        user: false,
+    };
     /// User read-only (zero page, write-protected COW pages).
-    pub const USER_RO: Perms = Perms { read: true, write: false, exec: false, user: true };
+    pub const USER_RO: Perms = Perms {
+        read: true,
+        write: false,
+        exec: false,
+        user: true,
+    };
     /// User anonymous memory.
-    pub const USER_RW: Perms = Perms { read: true, write: true, exec: false, user: true };
+    pub const USER_RW: Perms = Perms {
+        read: true,
+        write: true,
+        exec: false,
+        user: true,
+    };
     /// User text.
-    pub const USER_RX: Perms = Perms { read: true, write: false, exec: true, user: true };
+    pub const USER_RX: Perms = Perms {
+        read: true,
+        write: false,
+        exec: true,
+        user: true,
+    };
 
     /// True if the MMU may use the entry at all (not `PROT_NONE`).
     pub const fn accessible(&self) -> bool {
@@ -118,17 +153,35 @@ impl Attrs {
     /// A normal-memory user mapping with the given rights, young and (if
     /// writable) dirty: what an anonymous write fault installs.
     pub const fn user(perms: Perms) -> Attrs {
-        Attrs { perms, young: true, dirty: perms.write, global: false, special: false, device: false }
+        Attrs {
+            perms,
+            young: true,
+            dirty: perms.write,
+            global: false,
+            special: false,
+            device: false,
+        }
     }
     /// A global kernel mapping, young and dirty so the MMU never needs to
     /// update it (kernel mappings must not take access-flag faults).
     pub const fn kernel(perms: Perms) -> Attrs {
-        Attrs { perms, young: true, dirty: true, global: true, special: false, device: false }
+        Attrs {
+            perms,
+            young: true,
+            dirty: true,
+            global: true,
+            special: false,
+            device: false,
+        }
     }
     /// The attributes that must agree across a contiguous block: all but
     /// the access/dirty state, which is tracked per block anyway.
     pub const fn fold_key(&self) -> Attrs {
-        Attrs { young: false, dirty: false, ..*self }
+        Attrs {
+            young: false,
+            dirty: false,
+            ..*self
+        }
     }
 }
 

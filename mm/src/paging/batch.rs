@@ -66,7 +66,12 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             let block_end = (idx / block + 1) * block;
             let count = (n - done).min(block_end.min(ENTRIES_PER_TABLE) - idx);
             done += count;
-            Some(Seg { va: sva, table, idx, count })
+            Some(Seg {
+                va: sva,
+                table,
+                idx,
+                count,
+            })
         })
     }
 
@@ -96,7 +101,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// contiguous hints, every block the run covers entirely whose frames
     /// are aligned too gets the contiguous bit directly — no fold needed.
     /// Entries go from empty to valid, so no TLB flush is needed.
-    pub fn set_ptes(&mut self, va: u64, first_pfn: u64, n: usize, attrs: Attrs) -> Result<(), PtError> {
+    pub fn set_ptes(
+        &mut self,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> Result<(), PtError> {
         if va & (PAGE_SIZE - 1) != 0 {
             return Err(PtError::Misaligned);
         }
@@ -113,15 +124,23 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         let cont_ok = self.cont_enabled();
         let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
         for s in segs {
-            let TableAt::Table(t) = s.table else { unreachable!("tables ensured above") };
+            let TableAt::Table(t) = s.table else {
+                unreachable!("tables ensured above")
+            };
             let pfn0 = first_pfn + ((s.va - va) >> PAGE_SHIFT);
             let cont = cont_ok && Self::whole_block(&s) && pfn0 % A::CONT_PTES as u64 == 0;
             if cont {
                 self.stats.cont_sets += 1;
             }
             for i in 0..s.count {
-                let leaf = Leaf { pfn: pfn0 + i as u64, level: PTE_LEVEL, attrs, cont };
-                self.mem().store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+                let leaf = Leaf {
+                    pfn: pfn0 + i as u64,
+                    level: PTE_LEVEL,
+                    attrs,
+                    cont,
+                };
+                self.mem()
+                    .store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
             }
         }
         self.env.tlb.sync_tables();
@@ -134,7 +153,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// attributes, the block is folded (break-before-make, one immediate
     /// flush).  Returns whether it folded.  Faults fill blocks in ascending
     /// order, so checking on the last entry finds nearly every block.
-    pub fn set_pte(&mut self, va: u64, pfn: u64, attrs: Attrs, folio: Option<FolioSpan>) -> Result<bool, PtError> {
+    pub fn set_pte(
+        &mut self,
+        va: u64,
+        pfn: u64,
+        attrs: Attrs,
+        folio: Option<FolioSpan>,
+    ) -> Result<bool, PtError> {
         self.set_ptes(va, pfn, 1, attrs)?;
         match folio {
             Some(f) => Ok(self.try_fold(va, f)),
@@ -152,10 +177,14 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         if idx % cp != cp - 1 {
             return false;
         }
-        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else { return false };
+        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
+            return false;
+        };
         let first = idx + 1 - cp;
         let base = t + 8 * first as u64;
-        let Some(l0) = self.read(base, PTE_LEVEL).leaf() else { return false };
+        let Some(l0) = self.read(base, PTE_LEVEL).leaf() else {
+            return false;
+        };
         if l0.pfn % cp as u64 != 0 || l0.attrs.special || !l0.attrs.perms.accessible() {
             return false;
         }
@@ -181,7 +210,12 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// of them on behalf of the whole block), flush the block from the TLB
     /// at once, then write `f(i, old with block-wide young/dirty, cont
     /// cleared)` for each entry (`None` leaves it empty).
-    fn convert_block(&mut self, base: u64, block_va: u64, mut f: impl FnMut(usize, Leaf) -> Option<Leaf>) {
+    fn convert_block(
+        &mut self,
+        base: u64,
+        block_va: u64,
+        mut f: impl FnMut(usize, Leaf) -> Option<Leaf>,
+    ) {
         let cp = A::CONT_PTES;
         let mut olds = [None::<Leaf>; 64];
         let (mut young, mut dirty) = (false, false);
@@ -194,7 +228,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             *old = l;
         }
         let end = block_va + cp as u64 * PAGE_SIZE;
-        self.env.tlb.flush_range(self.space, block_va, end, PAGE_SIZE);
+        self.env
+            .tlb
+            .flush_range(self.space, block_va, end, PAGE_SIZE);
         for (i, old) in olds.iter().enumerate().take(cp) {
             let Some(mut l) = *old else {
                 debug_assert!(false, "converting a block with an empty entry");
@@ -204,7 +240,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             l.attrs.dirty = dirty;
             l.cont = false;
             if let Some(new) = f(i, l) {
-                self.mem().store(base + 8 * i as u64, A::encode(Entry::Leaf(new), PTE_LEVEL));
+                self.mem()
+                    .store(base + 8 * i as u64, A::encode(Entry::Leaf(new), PTE_LEVEL));
             }
         }
         self.env.tlb.sync_tables();
@@ -218,7 +255,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         let first = s.idx - s.idx % cp;
         let block_va = s.va - ((s.idx - first) as u64) * PAGE_SIZE;
         let (lo, hi) = (s.idx - first, s.idx - first + s.count);
-        self.convert_block(t + 8 * first as u64, block_va, |i, l| if (lo..hi).contains(&i) { f(l) } else { Some(l) });
+        self.convert_block(t + 8 * first as u64, block_va, |i, l| {
+            if (lo..hi).contains(&i) { f(l) } else { Some(l) }
+        });
         self.stats.unfolds += 1;
     }
 
@@ -313,10 +352,12 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             };
             let mut was = false;
             for i in 0..count {
-                if let Some((old, _)) = self.modify_leaf(t + 8 * (base_idx + i) as u64, PTE_LEVEL, |mut l| {
-                    l.attrs.young = false;
-                    l
-                }) {
+                if let Some((old, _)) =
+                    self.modify_leaf(t + 8 * (base_idx + i) as u64, PTE_LEVEL, |mut l| {
+                        l.attrs.young = false;
+                        l
+                    })
+                {
                     was |= old.attrs.young;
                 }
             }
@@ -339,11 +380,20 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// change that removes rights or clears young/dirty gathers a flush; a
     /// pure upgrade does not (a stale, stricter TLB entry only causes a
     /// spurious fault, which the fault path retries).
-    pub fn update_pte(&mut self, va: u64, attrs: Attrs, g: &mut TlbGather<'a>) -> Result<Leaf, PtError> {
-        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else { return Err(PtError::NotMapped) };
+    pub fn update_pte(
+        &mut self,
+        va: u64,
+        attrs: Attrs,
+        g: &mut TlbGather<'a>,
+    ) -> Result<Leaf, PtError> {
+        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
+            return Err(PtError::NotMapped);
+        };
         let idx = super::arch::level_index(va, PTE_LEVEL);
         let slot = t + 8 * idx as u64;
-        let Some(cur) = self.read(slot, PTE_LEVEL).leaf() else { return Err(PtError::NotMapped) };
+        let Some(cur) = self.read(slot, PTE_LEVEL).leaf() else {
+            return Err(PtError::NotMapped);
+        };
         if cur.cont {
             let cp = A::CONT_PTES;
             let first = idx - idx % cp;
@@ -355,8 +405,17 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                     bd |= l.attrs.dirty;
                 }
             }
-            let old = Leaf { attrs: Attrs { young: by, dirty: bd, ..cur.attrs }, ..cur };
-            let only_sets = attrs.fold_key() == cur.attrs.fold_key() && (attrs.young || !by) && (attrs.dirty || !bd);
+            let old = Leaf {
+                attrs: Attrs {
+                    young: by,
+                    dirty: bd,
+                    ..cur.attrs
+                },
+                ..cur
+            };
+            let only_sets = attrs.fold_key() == cur.attrs.fold_key()
+                && (attrs.young || !by)
+                && (attrs.dirty || !bd);
             if only_sets {
                 for i in 0..cp {
                     self.modify_leaf(base + 8 * i as u64, PTE_LEVEL, |mut l| {
@@ -367,12 +426,19 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                 }
                 self.env.tlb.sync_tables();
             } else {
-                let s = Seg { va, table: TableAt::Table(t), idx, count: 1 };
+                let s = Seg {
+                    va,
+                    table: TableAt::Table(t),
+                    idx,
+                    count: 1,
+                };
                 self.unfold_apply(t, &s, |l| Some(Leaf { attrs, ..l }));
             }
             return Ok(old);
         }
-        let (old, _) = self.modify_leaf(slot, PTE_LEVEL, |l| Leaf { attrs, ..l }).ok_or(PtError::NotMapped)?;
+        let (old, _) = self
+            .modify_leaf(slot, PTE_LEVEL, |l| Leaf { attrs, ..l })
+            .ok_or(PtError::NotMapped)?;
         if !is_upgrade(&old.attrs, &attrs) {
             g.add_range(va, va + PAGE_SIZE, PAGE_SIZE);
         } else {
@@ -386,7 +452,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
 /// so a TLB entry cached from `old` is at worst stricter than `new`.
 fn is_upgrade(old: &Attrs, new: &Attrs) -> bool {
     let (o, n) = (old.perms, new.perms);
-    let perms_ok = (!o.read || n.read) && (!o.write || n.write) && (!o.exec || n.exec) && o.user == n.user;
+    let perms_ok =
+        (!o.read || n.read) && (!o.write || n.write) && (!o.exec || n.exec) && o.user == n.user;
     perms_ok
         && (!old.young || new.young)
         && (!old.dirty || new.dirty)

@@ -7,7 +7,9 @@
 //! first word (no allocation, no failure); a split withdraws any one.
 //! The count always equals the number of user PMD leaves.
 
-use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PagingArch, level_index};
+use super::arch::{
+    Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PagingArch, level_index,
+};
 use super::table::{NO_DEPOSIT, PageTable, PtError, TableAt};
 use super::tlb::TlbGather;
 use crate::addr::PMD_SIZE;
@@ -44,14 +46,30 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// (a zeroed page from the page-table allocator) for a later split.
     /// The PMD must be empty — no PTE table either (`Exists`).  On error
     /// the deposit is not consumed.
-    pub fn set_pmd_leaf(&mut self, va: u64, pfn: u64, attrs: Attrs, deposit_pt: u64) -> Result<(), PtError> {
-        if va % PMD_SIZE != 0 || pfn % ENTRIES_PER_TABLE as u64 != 0 || !A::leaf_allowed(PMD_LEVEL) {
+    pub fn set_pmd_leaf(
+        &mut self,
+        va: u64,
+        pfn: u64,
+        attrs: Attrs,
+        deposit_pt: u64,
+    ) -> Result<(), PtError> {
+        if va % PMD_SIZE != 0 || pfn % ENTRIES_PER_TABLE as u64 != 0 || !A::leaf_allowed(PMD_LEVEL)
+        {
             return Err(PtError::Misaligned);
         }
         let t = self.ensure_table(va, PMD_LEVEL)?;
         let slot = t + 8 * level_index(va, PMD_LEVEL) as u64;
-        let leaf = Leaf { pfn, level: PMD_LEVEL, attrs, cont: false };
-        if self.mem().cmpxchg(slot, 0, A::encode(Entry::Leaf(leaf), PMD_LEVEL)) != 0 {
+        let leaf = Leaf {
+            pfn,
+            level: PMD_LEVEL,
+            attrs,
+            cont: false,
+        };
+        if self
+            .mem()
+            .cmpxchg(slot, 0, A::encode(Entry::Leaf(leaf), PMD_LEVEL))
+            != 0
+        {
             return Err(PtError::Exists);
         }
         if self.space.is_user() {
@@ -84,18 +102,29 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             return Err(PtError::NotMapped);
         }
         let pt = self.withdraw().ok_or(PtError::NoDeposit)?;
-        let old = A::decode(self.take(slot), PMD_LEVEL).leaf().expect("checked above under the lock");
-        self.env.tlb.flush_range(self.space, va, va + PMD_SIZE, PMD_SIZE);
+        let old = A::decode(self.take(slot), PMD_LEVEL)
+            .leaf()
+            .expect("checked above under the lock");
+        self.env
+            .tlb
+            .flush_range(self.space, va, va + PMD_SIZE, PMD_SIZE);
         let cp = A::CONT_PTES as u64;
         let cont = self.cont_enabled();
         for i in 0..ENTRIES_PER_TABLE as u64 {
-            let leaf = Leaf { pfn: old.pfn + i, level: PTE_LEVEL, attrs: old.attrs, cont };
-            self.mem().store(pt + 8 * i, A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            let leaf = Leaf {
+                pfn: old.pfn + i,
+                level: PTE_LEVEL,
+                attrs: old.attrs,
+                cont,
+            };
+            self.mem()
+                .store(pt + 8 * i, A::encode(Entry::Leaf(leaf), PTE_LEVEL));
         }
         if cont {
             self.stats.cont_sets += ENTRIES_PER_TABLE as u64 / cp;
         }
-        self.mem().store(slot, A::encode(Entry::Table { pa: pt }, PMD_LEVEL));
+        self.mem()
+            .store(slot, A::encode(Entry::Table { pa: pt }, PMD_LEVEL));
         self.env.tlb.sync_tables();
         Ok(())
     }
@@ -105,7 +134,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// old leaf (with young/dirty), or `None` if the PMD was empty.
     pub fn zap_pmd(&mut self, va: u64, g: &mut TlbGather<'a>) -> Result<Option<Leaf>, PtError> {
         let va = va & !(PMD_SIZE - 1);
-        let Some(slot) = self.pmd_slot(va) else { return Ok(None) };
+        let Some(slot) = self.pmd_slot(va) else {
+            return Ok(None);
+        };
         match self.read(slot, PMD_LEVEL) {
             Entry::Absent => Ok(None),
             Entry::Table { .. } => Err(PtError::NotMapped),

@@ -306,7 +306,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// alignment allows (kernel spaces only; user spaces get 4 KiB leaves,
     /// because user PMD leaves must carry a deposit: use `set_ptes` /
     /// `set_pmd_leaf` there).  Fails with `Exists` on any present entry.
-    pub fn map_range(&mut self, va: u64, pa: u64, len: u64, attrs: super::Attrs) -> Result<(), PtError> {
+    pub fn map_range(
+        &mut self,
+        va: u64,
+        pa: u64,
+        len: u64,
+        attrs: super::Attrs,
+    ) -> Result<(), PtError> {
         if (va | pa | len) & (PAGE_SIZE - 1) != 0 {
             return Err(PtError::Misaligned);
         }
@@ -325,8 +331,17 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             }
             let table = self.ensure_table(v, level)?;
             let slot = table + 8 * level_index(v, level) as u64;
-            let leaf = Leaf { pfn: p >> PAGE_SHIFT, level, attrs, cont: false };
-            if self.mem().cmpxchg(slot, 0, A::encode(Entry::Leaf(leaf), level)) != 0 {
+            let leaf = Leaf {
+                pfn: p >> PAGE_SHIFT,
+                level,
+                attrs,
+                cont: false,
+            };
+            if self
+                .mem()
+                .cmpxchg(slot, 0, A::encode(Entry::Leaf(leaf), level))
+                != 0
+            {
                 return Err(PtError::Exists);
             }
             off += level_size(level);
@@ -350,7 +365,14 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         self.unmap_level(self.root, ROOT_LEVEL, va, va + len, g)
     }
 
-    fn unmap_level(&mut self, table: u64, level: u8, start: u64, end: u64, g: &mut TlbGather<'a>) -> Result<(), PtError> {
+    fn unmap_level(
+        &mut self,
+        table: u64,
+        level: u8,
+        start: u64,
+        end: u64,
+        g: &mut TlbGather<'a>,
+    ) -> Result<(), PtError> {
         let size = level_size(level);
         let mut va = start;
         while va < end {
@@ -393,7 +415,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     }
 
     /// Clear a leaf above level 0, returning any deposit to the gather.
-    pub(crate) fn zap_leaf(&mut self, slot: u64, level: u8, va: u64, g: &mut TlbGather<'a>) -> Option<Leaf> {
+    pub(crate) fn zap_leaf(
+        &mut self,
+        slot: u64,
+        level: u8,
+        va: u64,
+        g: &mut TlbGather<'a>,
+    ) -> Option<Leaf> {
         let old = self.take(slot);
         let leaf = A::decode(old, level).leaf();
         if old != 0 {

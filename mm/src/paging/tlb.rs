@@ -78,7 +78,15 @@ impl<'a> TlbGather<'a> {
     /// A gather for `space`; normally obtained from
     /// [`super::PageTable::gather`].
     pub fn new(space: Space, tlb: &'a dyn TlbOps, alloc: &'a dyn PtAlloc) -> Self {
-        TlbGather { space, tlb, alloc, start: u64::MAX, end: 0, stride: u64::MAX, freed: Vec::new() }
+        TlbGather {
+            space,
+            tlb,
+            alloc,
+            start: u64::MAX,
+            end: 0,
+            stride: u64::MAX,
+            freed: Vec::new(),
+        }
     }
 
     pub fn space(&self) -> Space {
@@ -122,11 +130,16 @@ impl<'a> TlbGather<'a> {
     /// must not leave a stale entry behind before continuing).
     pub(crate) fn flush_now(&mut self) {
         if self.start < self.end {
-            let stride = if self.stride == u64::MAX { PAGE_SIZE } else { self.stride };
+            let stride = if self.stride == u64::MAX {
+                PAGE_SIZE
+            } else {
+                self.stride
+            };
             if (self.end - self.start) / stride > FULL_FLUSH_THRESHOLD {
                 self.tlb.flush_all(self.space);
             } else {
-                self.tlb.flush_range(self.space, self.start, self.end, stride);
+                self.tlb
+                    .flush_range(self.space, self.start, self.end, stride);
             }
         } else if !self.freed.is_empty() {
             // Freed tables with no leaf change still need the walk caches

@@ -1,0 +1,500 @@
+//! Folios: the typed handle for an allocated, naturally aligned run of
+//! 2^order frames, and [`Page`], the handle for one frame of it.
+//!
+//! A [`Folio`] is a head index plus a reference to the allocator that owns
+//! it (two words, `Copy`).  Holding one does not by itself hold a reference
+//! count: like a raw `struct folio *`, the code that obtained it must own a
+//! reference (`alloc`, `get`, a mapping) for as long as it uses it, and
+//! `put` drops one.  The last `put` frees the folio through the allocator
+//! the handle points to, so no global allocator is needed.
+//!
+//! # Mapcounts and references (semantics notes §2.7)
+//! * `large_mapcount` counts every PTE and PMD mapping of any page of the
+//!   folio (Linux ≥ 6.11 `_large_mapcount`, without per-page mapcounts).
+//! * `entire_mapcount` counts PMD mappings only.
+//! * Each mapping owns one folio reference: raise the refcount before the
+//!   mapcount when mapping, drop it after when unmapping, so that
+//!   `refcount - large_mapcount` is the number of extra (pinning) references.
+//! * `ANON_EXCLUSIVE` is per page, in each frame's own flags.
+
+use core::fmt;
+use core::sync::atomic::{Ordering::Acquire, Ordering::Relaxed, Ordering::Release, fence};
+
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
+use crate::buddy::BuddyAllocator;
+use crate::frame_flags::PageFlags;
+use crate::memmap::{FrameDesc, FrameDump, NO_FRAME};
+
+/// Bits of the owner word holding the virtual page index (enough for 57-bit
+/// virtual addresses); the address-space id sits above them.
+pub const OWNER_VPN_BITS: u32 = 48;
+/// Largest address-space id `set_anon_owner` accepts.
+pub const MAX_MM_ID: u64 = (1 << (64 - OWNER_VPN_BITS)) - 1;
+
+/// An allocated folio.
+#[derive(Clone, Copy)]
+pub struct Folio<'a> {
+    alloc: &'a BuddyAllocator<'a>,
+    idx: u32,
+}
+
+impl<'a> Folio<'a> {
+    /// Only the allocator makes folios, from a head index it validated.
+    #[inline]
+    pub(crate) fn from_head(alloc: &'a BuddyAllocator<'a>, idx: u32) -> Self {
+        Self { alloc, idx }
+    }
+
+    #[inline]
+    pub(crate) fn idx(&self) -> u32 {
+        self.idx
+    }
+
+    #[inline]
+    fn head(&self) -> &'a FrameDesc {
+        self.alloc.memmap().at(self.idx)
+    }
+
+    /// The allocator the folio came from (and returns to).
+    pub fn allocator(&self) -> &'a BuddyAllocator<'a> {
+        self.alloc
+    }
+
+    #[inline]
+    pub fn order(&self) -> u32 {
+        self.head().order()
+    }
+
+    #[inline]
+    pub fn nr_pages(&self) -> u64 {
+        1 << self.order()
+    }
+
+    /// Size in bytes.
+    #[inline]
+    pub fn size(&self) -> u64 {
+        PAGE_SIZE << self.order()
+    }
+
+    /// PFN of the first frame.
+    #[inline]
+    pub fn pfn(&self) -> u64 {
+        self.alloc.memmap().pfn_of(self.idx)
+    }
+
+    /// Physical address of the first byte.
+    #[inline]
+    pub fn pa(&self) -> u64 {
+        self.pfn() << PAGE_SHIFT
+    }
+
+    /// Page `i` of the folio.
+    ///
+    /// # Panics
+    /// If `i >= nr_pages()`.
+    #[inline]
+    pub fn page(&self, i: u64) -> Page<'a> {
+        assert!(
+            i < self.nr_pages(),
+            "page {i} of an order-{} folio",
+            self.order()
+        );
+        Page {
+            folio: *self,
+            idx: self.idx + i as u32,
+        }
+    }
+
+    /// The page containing physical address `pa`, if inside the folio.
+    pub fn page_at(&self, pa: u64) -> Option<Page<'a>> {
+        let i = (pa >> PAGE_SHIFT).checked_sub(self.pfn())?;
+        (i < self.nr_pages()).then(|| self.page(i))
+    }
+
+    /// All pages in order.
+    pub fn pages(&self) -> impl Iterator<Item = Page<'a>> + 'a {
+        let f = *self;
+        (0..f.nr_pages()).map(move |i| f.page(i))
+    }
+
+    // ----- flags ------------------------------------------------------
+
+    #[inline]
+    pub fn flags(&self) -> PageFlags {
+        self.head().page_flags()
+    }
+
+    #[inline]
+    pub fn test(&self, f: PageFlags) -> bool {
+        self.flags().contains(f)
+    }
+
+    /// Sets `f` (atomically; other bits are untouched).
+    #[inline]
+    pub fn set_flags(&self, f: PageFlags) {
+        self.head().flags.fetch_or(f.bits(), Relaxed);
+    }
+
+    #[inline]
+    pub fn clear_flags(&self, f: PageFlags) {
+        self.head().flags.fetch_and(!f.bits(), Relaxed);
+    }
+
+    /// Sets `f`; returns whether all of it was already set.
+    #[inline]
+    pub fn test_and_set(&self, f: PageFlags) -> bool {
+        self.head().flags.fetch_or(f.bits(), Acquire) & f.bits() == f.bits()
+    }
+
+    /// Takes the folio lock if it is free.
+    #[inline]
+    pub fn trylock(&self) -> bool {
+        !self.test_and_set(PageFlags::LOCKED)
+    }
+
+    /// Releases the folio lock.
+    #[inline]
+    pub fn unlock(&self) {
+        let old = self
+            .head()
+            .flags
+            .fetch_and(!PageFlags::LOCKED.bits(), Release);
+        debug_assert!(
+            old & PageFlags::LOCKED.bits() != 0,
+            "unlocking an unlocked folio: {}",
+            self.dump()
+        );
+    }
+
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        self.order() > 0
+    }
+
+    #[inline]
+    pub fn is_anon(&self) -> bool {
+        self.test(PageFlags::ANON)
+    }
+
+    // ----- references -------------------------------------------------
+
+    #[inline]
+    pub fn refcount(&self) -> u32 {
+        self.head().refcount.load(Relaxed)
+    }
+
+    /// Takes another reference.  The caller must already hold one.
+    #[inline]
+    pub fn get(&self) {
+        let old = self.head().refcount.fetch_add(1, Relaxed);
+        if old == 0 {
+            panic!("folio get on a free folio: {}", self.dump());
+        }
+    }
+
+    /// Takes `n` references at once (mapping `n` PTEs of the folio).
+    #[inline]
+    pub fn get_many(&self, n: u32) {
+        let old = self.head().refcount.fetch_add(n, Relaxed);
+        if old == 0 {
+            panic!("folio get on a free folio: {}", self.dump());
+        }
+    }
+
+    /// Drops a reference; the last one frees the folio.
+    ///
+    /// # Panics
+    /// On a folio whose refcount is already 0 (double put), and — from the
+    /// allocator's debug checks — on freeing a folio still mapped, locked or
+    /// queued for deferred split.
+    #[inline]
+    pub fn put(self) {
+        self.put_many(1);
+    }
+
+    /// Drops `n` references.
+    #[inline]
+    pub fn put_many(self, n: u32) {
+        let old = self.head().refcount.fetch_sub(n, Release);
+        if old == n {
+            // Pair with every other CPU's releasing decrement before we
+            // reuse the memory.
+            fence(Acquire);
+            self.alloc.release_folio(self.idx);
+        } else if old < n {
+            panic!(
+                "folio put below zero (double free?): had {old}, dropping {n}: {}",
+                self.alloc.memmap().dump(self.pfn())
+            );
+        }
+    }
+
+    // ----- mapcounts --------------------------------------------------
+
+    /// Every PTE and PMD mapping of any page of the folio.
+    #[inline]
+    pub fn large_mapcount(&self) -> i32 {
+        self.head().mapcount.load(Relaxed)
+    }
+
+    /// Adds `delta` (negative to unmap) to the large mapcount; returns the
+    /// new value.
+    #[inline]
+    pub fn add_large_mapcount(&self, delta: i32) -> i32 {
+        let new = self.head().mapcount.fetch_add(delta, Relaxed) + delta;
+        debug_assert!(new >= 0, "large mapcount below zero: {}", self.dump());
+        new
+    }
+
+    /// PMD mappings of the whole folio.
+    #[inline]
+    pub fn entire_mapcount(&self) -> i32 {
+        self.head().entire_mapcount.load(Relaxed)
+    }
+
+    /// Adds `delta` to the entire (PMD) mapcount; returns the new value.
+    #[inline]
+    pub fn add_entire_mapcount(&self, delta: i32) -> i32 {
+        let new = self.head().entire_mapcount.fetch_add(delta, Relaxed) + delta;
+        debug_assert!(new >= 0, "entire mapcount below zero: {}", self.dump());
+        new
+    }
+
+    #[inline]
+    pub fn is_mapped(&self) -> bool {
+        self.large_mapcount() > 0
+    }
+
+    /// References beyond one per mapping: pins, or the caller's own.
+    #[inline]
+    pub fn extra_refs(&self) -> i64 {
+        self.refcount() as i64 - self.large_mapcount() as i64
+    }
+
+    // ----- reverse-map owner ------------------------------------------
+
+    /// Marks the folio anonymous and records its owner: address space
+    /// `mm_id` (≤ [`MAX_MM_ID`]) maps page 0 at virtual page index `vpn`
+    /// (`va >> 12`, < 2^48).
+    #[inline]
+    pub fn set_anon_owner(&self, mm_id: u64, vpn: u64) {
+        assert!(mm_id <= MAX_MM_ID && vpn < (1 << OWNER_VPN_BITS));
+        self.head()
+            .owner
+            .store((mm_id << OWNER_VPN_BITS) | vpn, Relaxed);
+        self.set_flags(PageFlags::ANON);
+    }
+
+    /// `(mm_id, vpn)` of an anonymous folio.
+    #[inline]
+    pub fn anon_owner(&self) -> Option<(u64, u64)> {
+        if !self.is_anon() {
+            return None;
+        }
+        let w = self.head().owner.load(Relaxed);
+        Some((w >> OWNER_VPN_BITS, w & ((1 << OWNER_VPN_BITS) - 1)))
+    }
+
+    /// The raw owner word (for non-anonymous owners later).
+    #[inline]
+    pub fn owner_raw(&self) -> u64 {
+        self.head().owner.load(Relaxed)
+    }
+
+    #[inline]
+    pub fn set_owner_raw(&self, w: u64) {
+        self.head().owner.store(w, Relaxed);
+    }
+
+    /// A snapshot of the head descriptor.
+    pub fn dump(&self) -> FrameDump {
+        self.alloc.memmap().dump(self.pfn())
+    }
+}
+
+impl PartialEq for Folio<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.idx == other.idx && core::ptr::eq(self.alloc, other.alloc)
+    }
+}
+
+impl Eq for Folio<'_> {}
+
+impl fmt::Debug for Folio<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Folio({})", self.dump())
+    }
+}
+
+/// One page of a folio.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Page<'a> {
+    folio: Folio<'a>,
+    idx: u32,
+}
+
+impl<'a> Page<'a> {
+    #[inline]
+    fn desc(&self) -> &'a FrameDesc {
+        self.folio.alloc.memmap().at(self.idx)
+    }
+
+    #[inline]
+    pub fn folio(&self) -> Folio<'a> {
+        self.folio
+    }
+
+    /// Index of the page within its folio.
+    #[inline]
+    pub fn index(&self) -> u64 {
+        (self.idx - self.folio.idx) as u64
+    }
+
+    #[inline]
+    pub fn pfn(&self) -> u64 {
+        self.folio.alloc.memmap().pfn_of(self.idx)
+    }
+
+    #[inline]
+    pub fn pa(&self) -> u64 {
+        self.pfn() << PAGE_SHIFT
+    }
+
+    #[inline]
+    pub fn is_anon_exclusive(&self) -> bool {
+        self.desc().page_flags().contains(PageFlags::ANON_EXCLUSIVE)
+    }
+
+    #[inline]
+    pub fn set_anon_exclusive(&self) {
+        self.desc()
+            .flags
+            .fetch_or(PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
+    }
+
+    #[inline]
+    pub fn clear_anon_exclusive(&self) {
+        self.desc()
+            .flags
+            .fetch_and(!PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
+    }
+}
+
+impl fmt::Debug for Page<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Page(pfn {:#x}, #{} of {:?})",
+            self.pfn(),
+            self.index(),
+            self.folio
+        )
+    }
+}
+
+/// An intrusive FIFO of folios threaded through the head descriptors' link
+/// fields — the deferred-split queue.  Membership is the folio's
+/// `DEFERRED_SPLIT` flag, so a folio is on at most one such list.
+///
+/// The list is plain data: the owner wraps it in a lock, and that lock
+/// protects the link fields of every queued folio.  Queued folios hold no
+/// reference; they must be removed before their last `put` (the allocator's
+/// debug checks catch it otherwise).
+pub struct FolioList {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl FolioList {
+    pub const fn new() -> Self {
+        Self {
+            head: NO_FRAME,
+            tail: NO_FRAME,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `f`; false (and no change) if it is already queued.
+    pub fn push_back(&mut self, f: Folio<'_>) -> bool {
+        if f.test_and_set(PageFlags::DEFERRED_SPLIT) {
+            return false;
+        }
+        let mm = f.alloc.memmap();
+        let d = f.head();
+        d.link_next.store(NO_FRAME, Relaxed);
+        d.link_prev.store(self.tail, Relaxed);
+        if self.tail == NO_FRAME {
+            self.head = f.idx;
+        } else {
+            mm.at(self.tail).link_next.store(f.idx, Relaxed);
+        }
+        self.tail = f.idx;
+        self.len += 1;
+        true
+    }
+
+    /// Unlinks `f`; false if it was not queued.
+    pub fn remove(&mut self, f: Folio<'_>) -> bool {
+        if !f.test(PageFlags::DEFERRED_SPLIT) {
+            return false;
+        }
+        let mm = f.alloc.memmap();
+        let d = f.head();
+        let prev = d.link_prev.load(Relaxed);
+        let next = d.link_next.load(Relaxed);
+        if prev == NO_FRAME {
+            self.head = next;
+        } else {
+            mm.at(prev).link_next.store(next, Relaxed);
+        }
+        if next == NO_FRAME {
+            self.tail = prev;
+        } else {
+            mm.at(next).link_prev.store(prev, Relaxed);
+        }
+        d.link_prev.store(NO_FRAME, Relaxed);
+        d.link_next.store(NO_FRAME, Relaxed);
+        f.clear_flags(PageFlags::DEFERRED_SPLIT);
+        self.len -= 1;
+        true
+    }
+
+    /// Removes and returns the oldest folio (`alloc` must be the allocator
+    /// every queued folio came from).
+    pub fn pop_front<'a>(&mut self, alloc: &'a BuddyAllocator<'a>) -> Option<Folio<'a>> {
+        if self.head == NO_FRAME {
+            return None;
+        }
+        let f = Folio::from_head(alloc, self.head);
+        self.remove(f);
+        Some(f)
+    }
+
+    /// The queued folios, oldest first.
+    pub fn iter<'a>(&self, alloc: &'a BuddyAllocator<'a>) -> impl Iterator<Item = Folio<'a>> + 'a {
+        let mut i = self.head;
+        core::iter::from_fn(move || {
+            if i == NO_FRAME {
+                return None;
+            }
+            let f = Folio::from_head(alloc, i);
+            i = alloc.memmap().at(i).link_next.load(Relaxed);
+            Some(f)
+        })
+    }
+}
+
+impl Default for FolioList {
+    fn default() -> Self {
+        Self::new()
+    }
+}

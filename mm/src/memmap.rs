@@ -1,0 +1,325 @@
+//! Per-frame metadata: one [`FrameDesc`] per 4 KiB frame of the physical
+//! span `[base_pfn, end_pfn)`, found from a PFN in O(1) by subtraction.
+//!
+//! The kernel allocates the descriptor array itself (in RAM it then reserves)
+//! and hands it over as a `&'static [FrameDesc]`; it must be initialised to
+//! [`FrameDesc::new`] (all zero), which means "hole".  Holes in the physical
+//! map simply stay holes: they cost 32 bytes a frame, which is cheaper and
+//! simpler than a sparse section table for the few holes QEMU's maps have.
+//!
+//! Descriptors are plain atomics so they can be shared (`&`) between CPUs
+//! without `unsafe`.  Which lock (if any) guards a field depends on the
+//! frame's state; see the field docs.
+
+use core::fmt;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::addr::{PAGE_SHIFT, PMD_ORDER};
+use crate::bootinfo::PhysRange;
+use crate::frame_flags::{
+    FrameState, LIST_UNMOVABLE, ORDER_MASK, PB_UNMOVABLE, POISONED, PageFlags, STATE_MASK, order_of,
+};
+
+/// "No frame" in a u32 link field.
+pub const NO_FRAME: u32 = u32::MAX;
+
+/// Order of a pageblock, the unit of mobility grouping (2 MiB).
+pub const PAGEBLOCK_ORDER: u32 = PMD_ORDER;
+/// Frames per pageblock.
+pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
+
+/// The descriptor of one physical frame.  32 bytes, `#[repr(C)]`, all
+/// atomics, zero-initialisable.
+///
+/// Field use by state (heads carry the folio; tails only point at it):
+///
+/// | field             | `Head` (allocated)          | `Tail`      | `Free`/`Pcp` head     |
+/// |-------------------|-----------------------------|-------------|-----------------------|
+/// | `flags`           | state, order, folio flags   | state, AE   | state, order, list    |
+/// | `refcount`        | references                  | 0           | 0                     |
+/// | `mapcount`        | large mapcount              | 0           | 0                     |
+/// | `entire_mapcount` | PMD mappings                | 0           | 0                     |
+/// | `link_prev/next`  | deferred-split queue links  | prev = head | free/pcp list links   |
+/// | `owner`           | rmap owner (mm id, vpn)     | 0           | 0                     |
+///
+/// Free-list links are protected by the zone lock (buddy lists) or the
+/// owning CPU's pcp lock (pcp lists); deferred-split links by the queue's
+/// lock.  The counters are atomics touched by whoever holds a reference.
+#[repr(C)]
+pub struct FrameDesc {
+    pub(crate) flags: AtomicU32,
+    pub(crate) refcount: AtomicU32,
+    pub(crate) mapcount: AtomicI32,
+    pub(crate) entire_mapcount: AtomicI32,
+    pub(crate) link_prev: AtomicU32,
+    pub(crate) link_next: AtomicU32,
+    pub(crate) owner: AtomicU64,
+}
+
+/// Size of one descriptor in bytes (the README's "bytes per frame").
+pub const FRAME_DESC_SIZE: usize = core::mem::size_of::<FrameDesc>();
+const _: () = assert!(FRAME_DESC_SIZE <= 32, "FrameDesc must stay within 32 bytes");
+
+impl FrameDesc {
+    /// The "hole" descriptor: all zero, so the kernel may also zero the
+    /// array's memory instead of running this.
+    pub const fn new() -> Self {
+        Self {
+            flags: AtomicU32::new(0),
+            refcount: AtomicU32::new(0),
+            mapcount: AtomicI32::new(0),
+            entire_mapcount: AtomicI32::new(0),
+            link_prev: AtomicU32::new(0),
+            link_next: AtomicU32::new(0),
+            owner: AtomicU64::new(0),
+        }
+    }
+
+    /// The frame's current state (a snapshot).
+    #[inline]
+    pub fn state(&self) -> FrameState {
+        FrameState::from_word(self.flags.load(Relaxed))
+    }
+
+    /// The order field (valid for `Free`, `Pcp` and `Head` frames).
+    #[inline]
+    pub fn order(&self) -> u32 {
+        order_of(self.flags.load(Relaxed))
+    }
+
+    /// The folio/page flags part of the flags word.
+    #[inline]
+    pub fn page_flags(&self) -> PageFlags {
+        PageFlags::from_bits_truncate(self.flags.load(Relaxed))
+    }
+
+    /// Changes the state/order/list bits of a frame that stays free or moves
+    /// between free states, keeping the sticky pageblock tag and the
+    /// `POISONED` mark (the memory still holds the poison).
+    ///
+    /// Tag frames need a read-modify-write because the zone lock may retag
+    /// the pageblock while another CPU prepares a folio from a per-CPU cache;
+    /// every other frame has a single writer at a time (the lock holder or
+    /// the folio's last owner) and gets a load and a plain store.
+    #[inline]
+    pub(crate) fn set_state(&self, tag_frame: bool, w: u32) {
+        const KEEP: u32 = PB_UNMOVABLE | POISONED;
+        if tag_frame {
+            let _ = self
+                .flags
+                .fetch_update(Relaxed, Relaxed, |old| Some((old & KEEP) | w));
+        } else {
+            let old = self.flags.load(Relaxed);
+            self.flags.store((old & POISONED) | w, Relaxed);
+        }
+    }
+
+    /// Gives a frame a fresh word when it is handed out (or first given to
+    /// the allocator): only the pageblock tag survives.
+    #[inline]
+    pub(crate) fn set_fresh(&self, tag_frame: bool, w: u32) {
+        if tag_frame {
+            let _ = self
+                .flags
+                .fetch_update(Relaxed, Relaxed, |old| Some((old & PB_UNMOVABLE) | w));
+        } else {
+            self.flags.store(w, Relaxed);
+        }
+    }
+}
+
+impl Default for FrameDesc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A view of the descriptor array: cheap to copy, O(1) PFN lookup.
+#[derive(Clone, Copy)]
+pub struct Memmap<'a> {
+    descs: &'a [FrameDesc],
+    base_pfn: u64,
+}
+
+impl<'a> Memmap<'a> {
+    /// Describes frames `[base_pfn, base_pfn + descs.len())`.  Indices are
+    /// kept in u32 links, so the span is limited to 2^32 - 1 frames (16 TiB).
+    pub fn new(descs: &'a [FrameDesc], base_pfn: u64) -> Self {
+        assert!(
+            (descs.len() as u64) < NO_FRAME as u64,
+            "memmap span too large"
+        );
+        Self { descs, base_pfn }
+    }
+
+    pub fn base_pfn(&self) -> u64 {
+        self.base_pfn
+    }
+
+    /// One past the last described PFN.
+    pub fn end_pfn(&self) -> u64 {
+        self.base_pfn + self.descs.len() as u64
+    }
+
+    /// Number of described frames (RAM and holes).
+    pub fn len(&self) -> usize {
+        self.descs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.descs.is_empty()
+    }
+
+    #[inline]
+    pub fn contains(&self, pfn: u64) -> bool {
+        pfn.wrapping_sub(self.base_pfn) < self.descs.len() as u64
+    }
+
+    /// The descriptor of `pfn`, if described.
+    #[inline]
+    pub fn desc(&self, pfn: u64) -> Option<&'a FrameDesc> {
+        self.descs.get(pfn.wrapping_sub(self.base_pfn) as usize)
+    }
+
+    /// The descriptor at array index `idx` (callers hold indices that came
+    /// from this memmap, so out-of-range is a bug).
+    #[inline]
+    pub(crate) fn at(&self, idx: u32) -> &'a FrameDesc {
+        &self.descs[idx as usize]
+    }
+
+    #[inline]
+    pub(crate) fn idx_of(&self, pfn: u64) -> u32 {
+        (pfn - self.base_pfn) as u32
+    }
+
+    #[inline]
+    pub(crate) fn pfn_of(&self, idx: u32) -> u64 {
+        self.base_pfn + idx as u64
+    }
+
+    /// The state of `pfn` (`Hole` if outside the span).
+    pub fn state(&self, pfn: u64) -> FrameState {
+        self.desc(pfn).map_or(FrameState::Hole, |d| d.state())
+    }
+
+    /// True if `idx` is the frame whose sticky bit tags its pageblock: the
+    /// pageblock's first frame, or the memmap's first frame when the span
+    /// starts inside a pageblock.
+    #[inline]
+    pub(crate) fn is_tag_frame(&self, idx: u32) -> bool {
+        idx == 0 || self.pfn_of(idx).is_multiple_of(PAGEBLOCK_FRAMES)
+    }
+
+    /// Index of the tag frame of the pageblock containing `idx`.
+    #[inline]
+    pub(crate) fn tag_idx(&self, idx: u32) -> u32 {
+        let pb_start = self.pfn_of(idx) & !(PAGEBLOCK_FRAMES - 1);
+        if pb_start < self.base_pfn {
+            0
+        } else {
+            self.idx_of(pb_start)
+        }
+    }
+
+    /// True if the pageblock containing `idx` is tagged unmovable.
+    #[inline]
+    pub(crate) fn pageblock_unmovable(&self, idx: u32) -> bool {
+        self.at(self.tag_idx(idx)).flags.load(Relaxed) & PB_UNMOVABLE != 0
+    }
+
+    /// A printable snapshot of `pfn`'s descriptor for panics and logs.
+    pub fn dump(&self, pfn: u64) -> FrameDump {
+        match self.desc(pfn) {
+            None => FrameDump {
+                pfn,
+                described: false,
+                ..FrameDump::default()
+            },
+            Some(d) => FrameDump {
+                pfn,
+                described: true,
+                flags: d.flags.load(Relaxed),
+                refcount: d.refcount.load(Relaxed),
+                mapcount: d.mapcount.load(Relaxed),
+                entire_mapcount: d.entire_mapcount.load(Relaxed),
+                link_prev: d.link_prev.load(Relaxed),
+                link_next: d.link_next.load(Relaxed),
+                owner: d.owner.load(Relaxed),
+            },
+        }
+    }
+}
+
+/// A copy of one descriptor, formatted for humans.
+#[derive(Clone, Copy, Default)]
+pub struct FrameDump {
+    pub pfn: u64,
+    pub described: bool,
+    pub flags: u32,
+    pub refcount: u32,
+    pub mapcount: i32,
+    pub entire_mapcount: i32,
+    pub link_prev: u32,
+    pub link_next: u32,
+    pub owner: u64,
+}
+
+impl fmt::Display for FrameDump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.described {
+            return write!(f, "pfn {:#x}: not in memmap", self.pfn);
+        }
+        write!(
+            f,
+            "pfn {:#x}: state={:?} order={} flags={:?}{}{}{} ref={} mapcount={} entire={} prev={:#x} next={:#x} owner={:#x} raw={:#x}",
+            self.pfn,
+            FrameState::from_word(self.flags & STATE_MASK),
+            (self.flags & ORDER_MASK) >> crate::frame_flags::ORDER_SHIFT,
+            PageFlags::from_bits_truncate(self.flags),
+            if self.flags & PB_UNMOVABLE != 0 {
+                " pb-unmovable"
+            } else {
+                ""
+            },
+            if self.flags & LIST_UNMOVABLE != 0 {
+                " list-unmovable"
+            } else {
+                ""
+            },
+            if self.flags & POISONED != 0 {
+                " poisoned"
+            } else {
+                ""
+            },
+            self.refcount,
+            self.mapcount,
+            self.entire_mapcount,
+            self.link_prev,
+            self.link_next,
+            self.owner,
+            self.flags,
+        )
+    }
+}
+
+impl fmt::Debug for FrameDump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The PFN span a memmap must describe to cover every RAM range:
+/// `(base_pfn, nr_frames)`, with the base rounded down to a pageblock so
+/// pageblock tags line up.  `None` if there is no RAM.
+pub fn memmap_span(ram: &[PhysRange]) -> Option<(u64, u64)> {
+    let start = ram
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| r.start)
+        .min()?;
+    let end = ram.iter().filter(|r| !r.is_empty()).map(|r| r.end).max()?;
+    let base = (start >> PAGE_SHIFT) & !(PAGEBLOCK_FRAMES - 1);
+    let end_pfn = end.div_ceil(1 << PAGE_SHIFT);
+    Some((base, end_pfn - base))
+}
