@@ -19,6 +19,7 @@ static CURRENT: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
 
 #[allow(unsafe_code)]
 fn all_tests() -> &'static [KTest] {
+    #[allow(improper_ctypes)]
     unsafe extern "C" {
         static __ktest_start: KTest;
         static __ktest_end: KTest;
