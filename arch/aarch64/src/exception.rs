@@ -68,7 +68,15 @@ pub fn set_fault_handler(f: fn(&FaultInfo) -> bool) {
     FAULT_HANDLER.store(f as usize, Ordering::Release);
 }
 
-fn fault_handler() -> Option<fn(&FaultInfo) -> bool> {
+/// Swap the registered handler (`None` = no handler); returns the old one.
+/// For tests that must put the kernel's handler back afterwards.
+pub fn replace_fault_handler(f: Option<fn(&FaultInfo) -> bool>) -> Option<fn(&FaultInfo) -> bool> {
+    let old = fault_handler();
+    FAULT_HANDLER.store(f.map_or(0, |f| f as usize), Ordering::Release);
+    old
+}
+
+pub fn fault_handler() -> Option<fn(&FaultInfo) -> bool> {
     let p = FAULT_HANDLER.load(Ordering::Acquire);
     if p == 0 {
         return None;

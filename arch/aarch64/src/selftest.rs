@@ -182,3 +182,74 @@ ktest! {
         Ok(())
     }
 }
+
+static FAULTS_SEEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn counting_handler(f: &crate::FaultInfo) -> bool {
+    if f.addr == crate::DEVICE_VA_BASE - PAGE_SIZE {
+        FAULTS_SEEN.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    false
+}
+
+ktest! {
+    fn fault_handler_is_called_before_fixup() {
+        use core::sync::atomic::Ordering;
+        // An unmapped upper-half address (just below the device window).
+        let va = crate::DEVICE_VA_BASE - PAGE_SIZE;
+        check!(kernel_translate(va).is_none());
+        FAULTS_SEEN.store(0, Ordering::Relaxed);
+        let old = crate::exception::replace_fault_handler(Some(counting_handler));
+        let r = probe_read(va);
+        crate::exception::replace_fault_handler(old);
+        let f = r.err();
+        check!(f.is_some(), "reading unmapped {:#x} did not fault", va);
+        check_eq!(FAULTS_SEEN.load(Ordering::Relaxed), 1, "fault handler calls");
+        let f = f.unwrap();
+        check_eq!((f.addr, f.access, f.permission, f.user), (va, Access::Read, false, false));
+        Ok(())
+    }
+}
+
+ktest! {
+    fn fp_registers_survive_interrupts() {
+        check!(timer_hz() > 0, "timer not started");
+        let pat: [u128; 8] = core::array::from_fn(|i| 0x0123_4567_89ab_cdef_f00d_0000_0000_0000 + i as u128);
+        let mut out = [0u128; 8];
+        let target = ticks() + 3;
+        let mut spins: u64 = 500_000_000;
+        // SAFETY: loads/stores only `pat` and `out` (8 x 16 bytes each) and
+        // reads the tick counter; q0-q7 are declared clobbered.
+        unsafe {
+            core::arch::asm!(
+                "ldp q0, q1, [{pat}]",
+                "ldp q2, q3, [{pat}, #32]",
+                "ldp q4, q5, [{pat}, #64]",
+                "ldp q6, q7, [{pat}, #96]",
+                "2:",
+                "subs {spins}, {spins}, #1",
+                "b.eq 3f",
+                "ldr {t}, [{tp}]",
+                "cmp {t}, {target}",
+                "b.lo 2b",
+                "3:",
+                "stp q0, q1, [{out}]",
+                "stp q2, q3, [{out}, #32]",
+                "stp q4, q5, [{out}, #64]",
+                "stp q6, q7, [{out}, #96]",
+                pat = in(reg) pat.as_ptr(),
+                out = in(reg) out.as_mut_ptr(),
+                tp = in(reg) crate::timer::ticks_addr(),
+                target = in(reg) target,
+                spins = inout(reg) spins,
+                t = out(reg) _,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                options(nostack),
+            );
+        }
+        check!(spins > 0, "no timer interrupts while spinning");
+        check_eq!(out, pat, "FP/SIMD registers changed across interrupts");
+        Ok(())
+    }
+}

@@ -37,6 +37,11 @@ pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
 
+/// Address of the tick counter, for assembly-level tests.
+pub fn ticks_addr() -> *const u64 {
+    TICKS.as_ptr()
+}
+
 pub fn timer_hz() -> u32 {
     HZ.load(Ordering::Relaxed)
 }
