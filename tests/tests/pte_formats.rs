@@ -88,7 +88,7 @@ fn x86_user_rw_page_bits() {
     let raw = X86_64::encode(Entry::Leaf(l), 0);
     assert_eq!(
         raw,
-        0x1234_000 | x86::P | x86::RW | x86::US | x86::A | x86::D | x86::NX
+        0x0123_4000 | x86::P | x86::RW | x86::US | x86::A | x86::D | x86::NX
     );
 }
 
@@ -138,7 +138,7 @@ fn arm64_user_pages_bits() {
         cont: true,
     };
     let raw = Aarch64::encode(Entry::Leaf(l), 0);
-    let want = 0x1234_000
+    let want = 0x0123_4000
         | a64::VALID
         | a64::TYPE_TABLE_PAGE
         | (1 << 2)

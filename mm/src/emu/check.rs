@@ -43,7 +43,7 @@ pub fn check_cont_blocks<A: PagingArch>(pt: &PageTable<'_, A>) -> Result<(), Str
                 return;
             }
             let l0 = entries[0].leaf().unwrap();
-            if l0.pfn % n as u64 != 0 {
+            if !l0.pfn.is_multiple_of(n as u64) {
                 result = Err(format!("{at}: first frame {:#x} not aligned", l0.pfn));
                 return;
             }

@@ -20,7 +20,7 @@ pub struct EmuMem {
 
 impl EmuMem {
     pub fn new(base: u64, size: u64) -> Self {
-        assert!(base % PAGE_SIZE == 0 && size % PAGE_SIZE == 0);
+        assert!(base.is_multiple_of(PAGE_SIZE) && size.is_multiple_of(PAGE_SIZE));
         let words = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
         EmuMem { base, words }
     }
@@ -56,11 +56,11 @@ impl EmuMem {
 
 impl PhysMem for EmuMem {
     fn load(&self, pa: u64) -> u64 {
-        debug_assert!(pa % 8 == 0);
+        debug_assert!(pa.is_multiple_of(8));
         self.word(pa).load(Ordering::Acquire)
     }
     fn store(&self, pa: u64, val: u64) {
-        debug_assert!(pa % 8 == 0);
+        debug_assert!(pa.is_multiple_of(8));
         self.word(pa).store(val, Ordering::Release)
     }
     fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
@@ -80,7 +80,7 @@ impl PhysMem for EmuMem {
         }
     }
     fn fill(&self, pa: u64, len: u64, byte: u8) {
-        if pa % 8 == 0 && len % 8 == 0 {
+        if pa.is_multiple_of(8) && len.is_multiple_of(8) {
             let w = u64::from_ne_bytes([byte; 8]);
             for i in (0..len).step_by(8) {
                 self.word(pa + i).store(w, Ordering::Relaxed);

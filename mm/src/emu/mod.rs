@@ -1,7 +1,8 @@
 //! Emulated MMU for host tests.
 //!
 //! Host "physical memory" ([`EmuMem`], a [`crate::phys::PhysMem`]), a
-//! page-table page allocator over it ([`EmuAlloc`]), a software table
+//! page-table page pool in it ([`PtPool`], handed out through [`Emu`]'s
+//! [`crate::paging::PtAlloc`] impl), a software table
 //! walker that decodes entries through the real formats ([`translate`]), a
 //! TLB model that is also the host [`crate::paging::TlbOps`] ([`EmuTlb`]),
 //! and invariant checkers ([`check_cont_blocks`]).

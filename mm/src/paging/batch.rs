@@ -81,7 +81,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     }
 
     fn whole_block(s: &Seg) -> bool {
-        s.count == A::CONT_PTES && s.idx % A::CONT_PTES == 0
+        s.count == A::CONT_PTES && s.idx.is_multiple_of(A::CONT_PTES)
     }
 
     /// True if every one of the `n` entries from `va` is empty (raw 0).  A
@@ -128,7 +128,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                 unreachable!("tables ensured above")
             };
             let pfn0 = first_pfn + ((s.va - va) >> PAGE_SHIFT);
-            let cont = cont_ok && Self::whole_block(&s) && pfn0 % A::CONT_PTES as u64 == 0;
+            let cont = cont_ok && Self::whole_block(&s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
             if cont {
                 self.stats.cont_sets += 1;
             }
@@ -217,6 +217,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         mut f: impl FnMut(usize, Leaf) -> Option<Leaf>,
     ) {
         let cp = A::CONT_PTES;
+        // Formats with 4K granules have at most 16 (arm64); 64 leaves room.
+        assert!(cp <= 64, "contiguous block larger than supported");
         let mut olds = [None::<Leaf>; 64];
         let (mut young, mut dirty) = (false, false);
         for (i, old) in olds.iter_mut().enumerate().take(cp) {

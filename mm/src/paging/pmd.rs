@@ -53,7 +53,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
         deposit_pt: u64,
     ) -> Result<(), PtError> {
-        if va % PMD_SIZE != 0 || pfn % ENTRIES_PER_TABLE as u64 != 0 || !A::leaf_allowed(PMD_LEVEL)
+        if !va.is_multiple_of(PMD_SIZE)
+            || !pfn.is_multiple_of(ENTRIES_PER_TABLE as u64)
+            || !A::leaf_allowed(PMD_LEVEL)
         {
             return Err(PtError::Misaligned);
         }

@@ -12,7 +12,7 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::phys::PhysMem;
 
 /// Source of page-table pages.  Implemented by the buddy allocator in the
-/// kernel and by [`crate::emu::EmuAlloc`] on the host.
+/// kernel and by [`crate::emu::Emu`] on the host.
 pub trait PtAlloc: Sync {
     /// A zeroed 4 KiB page, or `None` when memory is exhausted.
     fn alloc_pt(&self) -> Option<u64>;
@@ -272,7 +272,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         TableAt::Table(table)
     }
 
-    /// Like [`Self::table_at`], allocating missing tables on the way.
+    /// The table page at `level` that holds `va`'s entry, allocating missing
+    /// tables on the way (`Huge` if a leaf above covers `va`).
     pub fn ensure_table(&mut self, va: u64, level: u8) -> Result<u64, PtError> {
         let mut table = self.root;
         let mut l = ROOT_LEVEL;
