@@ -24,9 +24,11 @@
 //! # Locking and SMP
 //! `zone` (a `spin::Mutex`) protects the free lists, their counts and the
 //! descriptors of every frame in state `Free` (including their link fields).
-//! Each CPU's cache (see [`crate::pcp`]) has its own lock protecting its
-//! lists and the `Pcp`-state descriptors on them.  Order: pcp lock → zone
-//! lock.  Interrupts are masked through [`CpuOps`] around both.  Preparing a
+//! Each CPU's cache (see [`crate::pcp`]) has no lock: only its own CPU
+//! touches its lists and the `Pcp`-state descriptors on them, with
+//! interrupts masked through [`CpuOps`] (also around every zone-lock hold).
+//! A CPU holding its cache may take the zone lock, never the reverse (the
+//! zone lock is a leaf: nothing is acquired while holding it).  Preparing a
 //! new folio and poisoning a freed one happen outside all locks: the block
 //! is then owned by exactly one CPU (its state is neither `Free` nor `Pcp`,
 //! so no merge can touch it).
@@ -46,10 +48,8 @@ use spin::Mutex;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::bootinfo::BootInfo;
 use crate::folio::Folio;
-use crate::frame_flags::{
-    FrameState, LIST_UNMOVABLE, PB_UNMOVABLE, POISONED, PageFlags, order_of, word,
-};
-use crate::memmap::{Memmap, NO_FRAME, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
+use crate::frame_flags::{FrameState, LIST_UNMOVABLE, POISONED, PageFlags, order_of, word};
+use crate::memmap::{Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
 use crate::pcp::{
     CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_MAX_ORDER, PcpLists, PcpSlot, pcp_batch, pcp_high,
 };
@@ -188,10 +188,7 @@ impl Zone {
     fn add(&mut self, mm: &Memmap<'_>, idx: u32, order: u32, mt: usize) {
         let o = order as usize;
         let d = mm.at(idx);
-        d.set_state(
-            mm.is_tag_frame(idx),
-            word(FrameState::Free, order, list_bit(mt)),
-        );
+        d.set_state(word(FrameState::Free, order, list_bit(mt)));
         let old = self.head[mt][o];
         d.link_prev.store(NO_FRAME, Relaxed);
         d.link_next.store(old, Relaxed);
@@ -244,19 +241,18 @@ impl Zone {
                 };
                 self.add(mm, buddy, cur, bmt);
             }
-            mm.at(idx)
-                .set_state(mm.is_tag_frame(idx), word(FrameState::Body, 0, 0));
+            mm.at(idx).set_state(word(FrameState::Body, 0, 0));
             return Some(idx);
         }
         None
     }
 
     fn retag(mm: &Memmap<'_>, tag_idx: u32, mt: usize) {
-        let f = &mm.at(tag_idx).flags;
+        let o = &mm.at(tag_idx).owner;
         if mt == UNMOVABLE {
-            f.fetch_or(PB_UNMOVABLE, Relaxed);
+            o.fetch_or(OWNER_PB_UNMOVABLE, Relaxed);
         } else {
-            f.fetch_and(!PB_UNMOVABLE, Relaxed);
+            o.fetch_and(!OWNER_PB_UNMOVABLE, Relaxed);
         }
     }
 
@@ -330,8 +326,7 @@ impl Zone {
     /// Returns the block at `idx` to the free lists, merging with free
     /// buddies as far as possible.
     fn free_block(&mut self, mm: &Memmap<'_>, mut idx: u32, mut order: u32) {
-        mm.at(idx)
-            .set_state(mm.is_tag_frame(idx), word(FrameState::Body, 0, 0));
+        mm.at(idx).set_state(word(FrameState::Body, 0, 0));
         while order < MAX_ORDER {
             let bpfn = mm.pfn_of(idx) ^ (1 << order);
             if !mm.contains(bpfn) {
@@ -344,7 +339,7 @@ impl Zone {
                 break;
             }
             self.del(mm, bidx, order, list_mt(bw));
-            bd.set_state(mm.is_tag_frame(bidx), word(FrameState::Body, 0, 0));
+            bd.set_state(word(FrameState::Body, 0, 0));
             idx = idx.min(bidx);
             order += 1;
         }
@@ -440,7 +435,7 @@ pub struct BuddyAllocator<'a> {
     cpu: &'a dyn CpuOps,
     /// The zone lock; see the module docs for what it protects.
     zone: Mutex<Zone>,
-    /// Per-CPU caches, each behind its own lock (taken before `zone`).
+    /// Per-CPU caches, each used only by its CPU with interrupts masked.
     pcp: [PcpSlot; MAX_CPUS],
     /// Failed allocations by order (rare, so a shared atomic is fine).
     failures: [AtomicU64; NR_ORDERS],
@@ -457,7 +452,7 @@ impl<'a> BuddyAllocator<'a> {
             phys,
             cpu,
             zone: Mutex::new(Zone::new()),
-            pcp: [const { PcpSlot(Mutex::new(PcpLists::new())) }; MAX_CPUS],
+            pcp: [const { PcpSlot(PcpLists::new()) }; MAX_CPUS],
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
             poison: AtomicBool::new(cfg!(debug_assertions)),
         }
@@ -502,7 +497,7 @@ impl<'a> BuddyAllocator<'a> {
             let d = mm.at(idx);
             match d.state() {
                 FrameState::Hole => {
-                    d.set_fresh(mm.is_tag_frame(idx), word(FrameState::Reserved, 0, 0));
+                    d.set_fresh(word(FrameState::Reserved, 0, 0));
                     n += 1;
                 }
                 FrameState::Reserved => {}
@@ -548,11 +543,12 @@ impl<'a> BuddyAllocator<'a> {
                     mm.dump(pfn)
                 ),
             }
-            d.set_fresh(mm.is_tag_frame(idx), word(FrameState::Body, 0, 0));
+            d.set_fresh(word(FrameState::Body, 0, 0));
             d.refcount.store(0, Relaxed);
             d.mapcount.store(0, Relaxed);
             d.entire_mapcount.store(0, Relaxed);
-            d.owner.store(0, Relaxed);
+            // Keep only the allocator's bits (a pageblock tag).
+            d.owner.fetch_and(OWNER_PB_UNMOVABLE, Relaxed);
         }
         let mut pfn = s;
         while pfn < e {
@@ -643,7 +639,10 @@ impl<'a> BuddyAllocator<'a> {
             None => {
                 // Free memory may sit in some CPU's cache (including ours,
                 // in other orders): return it all and try once more.
-                self.drain_all();
+                self.drain_cpu(cpu);
+                self.cpu.call_on_others(&|| {
+                    self.drain_local();
+                });
                 match self.take_block(cpu, order, mt) {
                     Some(i) => i,
                     None => {
@@ -663,7 +662,7 @@ impl<'a> BuddyAllocator<'a> {
     fn take_block(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
         let mm = &self.memmap;
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
-            let mut p = self.pcp[cpu].0.lock();
+            let p = self.pcp[cpu].0.enter(cpu);
             let idx = match p.pop_front(mm, mt, order) {
                 Some(i) => i,
                 None => {
@@ -678,7 +677,7 @@ impl<'a> BuddyAllocator<'a> {
                     first
                 }
             };
-            p.allocs[order as usize] += 1;
+            p.count_alloc(order);
             Some(idx)
         } else {
             let mut z = self.zone.lock();
@@ -707,22 +706,18 @@ impl<'a> BuddyAllocator<'a> {
         if mt == UNMOVABLE {
             pf |= PageFlags::KERNEL;
         }
-        head.set_fresh(
-            mm.is_tag_frame(idx),
-            word(FrameState::Head, order, pf.bits()),
-        );
+        head.set_fresh(word(FrameState::Head, order, pf.bits()));
         head.refcount.store(1, Relaxed);
         head.mapcount.store(0, Relaxed);
         head.entire_mapcount.store(0, Relaxed);
         head.link_prev.store(NO_FRAME, Relaxed);
         head.link_next.store(NO_FRAME, Relaxed);
-        head.owner.store(0, Relaxed);
         for i in idx + 1..idx + (1 << order) {
             let d = mm.at(i);
             if d.flags.load(Relaxed) & POISONED != 0 {
                 self.verify_poison(i);
             }
-            d.set_fresh(mm.is_tag_frame(i), word(FrameState::Tail, 0, 0));
+            d.set_fresh(word(FrameState::Tail, 0, 0));
             d.link_prev.store(idx, Relaxed);
         }
         if flags.contains(AllocFlags::ZERO) {
@@ -874,8 +869,7 @@ impl<'a> BuddyAllocator<'a> {
             // stale to keep large frees O(1) in descriptors).
             let extra = if poison { POISONED } else { 0 };
             for i in idx..idx + n {
-                mm.at(i)
-                    .set_fresh(mm.is_tag_frame(i), word(FrameState::Body, 0, extra));
+                mm.at(i).set_fresh(word(FrameState::Body, 0, extra));
             }
         }
         self.free_block(idx, order);
@@ -890,7 +884,7 @@ impl<'a> BuddyAllocator<'a> {
         let _irq = IrqGuard::new(self.cpu);
         let cpu = self.cpu.cpu_id();
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
-            let mut p = self.pcp[cpu].0.lock();
+            let p = self.pcp[cpu].0.enter(cpu);
             p.push(mm, mt, order, idx);
             if p.count(mt, order) > pcp_high(order) {
                 let mut z = self.zone.lock();
@@ -906,14 +900,16 @@ impl<'a> BuddyAllocator<'a> {
         }
     }
 
-    /// Returns everything in `cpu`'s cache to the zone; returns the pages moved.
+    /// Returns everything in `cpu`'s cache to the zone; returns the pages
+    /// moved.  Run it on `cpu` itself, or when `cpu` is quiescent (offline,
+    /// or a host thread that has been joined): caches have no lock.
     pub fn drain_cpu(&self, cpu: usize) -> u64 {
         if cpu >= MAX_CPUS {
             return 0;
         }
         let mm = &self.memmap;
         let _irq = IrqGuard::new(self.cpu);
-        let mut p = self.pcp[cpu].0.lock();
+        let p = self.pcp[cpu].0.enter(cpu);
         let mut z = self.zone.lock();
         let mut pages = 0;
         for mt in 0..NR_MT {
@@ -927,9 +923,21 @@ impl<'a> BuddyAllocator<'a> {
         pages
     }
 
-    /// Drains every CPU's cache, one at a time.
+    /// Drains the running CPU's cache.
+    pub fn drain_local(&self) -> u64 {
+        let _irq = IrqGuard::new(self.cpu);
+        self.drain_cpu(self.cpu.cpu_id())
+    }
+
+    /// Drains the running CPU's cache and, through
+    /// [`CpuOps::call_on_others`], every other CPU's.  Returns the pages
+    /// moved on this CPU.
     pub fn drain_all(&self) -> u64 {
-        (0..MAX_CPUS).map(|c| self.drain_cpu(c)).sum()
+        let n = self.drain_local();
+        self.cpu.call_on_others(&|| {
+            self.drain_local();
+        });
+        n
     }
 
     // ----- lookup and statistics --------------------------------------
@@ -972,10 +980,9 @@ impl<'a> BuddyAllocator<'a> {
         let mut s = MemStats::default();
         let _irq = IrqGuard::new(self.cpu);
         for slot in &self.pcp {
-            let p = slot.0.lock();
-            s.free_pcp += p.pages();
+            s.free_pcp += slot.0.pages();
             for o in 0..NR_ORDERS {
-                s.allocs[o] += p.allocs[o];
+                s.allocs[o] += slot.0.allocs(o);
             }
         }
         let z = self.zone.lock();
@@ -1020,8 +1027,6 @@ impl<'a> BuddyAllocator<'a> {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mm = &self.memmap;
         let _irq = IrqGuard::new(self.cpu);
-        // Multiple pcp locks only in ascending order, then the zone lock.
-        let pcps: alloc::vec::Vec<_> = self.pcp.iter().map(|s| s.0.lock()).collect();
         let z = self.zone.lock();
         let mut err = String::new();
         let mut list_pages = 0u64;
@@ -1060,8 +1065,8 @@ impl<'a> BuddyAllocator<'a> {
             }
         }
         let mut pcp_pages = 0u64;
-        for p in &pcps {
-            p.for_each(mm, |mt, o, i| {
+        for slot in &self.pcp {
+            slot.0.for_each(mm, |mt, o, i| {
                 let w = mm.at(i).flags.load(Relaxed);
                 if FrameState::from_word(w) != FrameState::Pcp
                     || order_of(w) != o

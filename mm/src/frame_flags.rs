@@ -6,16 +6,15 @@
 //! |--------|----------------------------------------------------------------|
 //! | 0..3   | [`FrameState`]: what the frame is right now                    |
 //! | 3..7   | order of the block/folio (valid for `Free`, `Pcp`, `Head`)     |
-//! | 7      | pageblock is unmovable (only in a pageblock's *tag frame*)     |
+//! | 7      | unused                                                         |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
 //! | 10..   | [`PageFlags`]: folio flags (head) and per-page flags           |
 //!
-//! The pageblock bit is *sticky*: it describes the 2 MiB pageblock the frame
-//! opens, not the frame, so every state change of a tag frame preserves it
-//! (see `Memmap::is_tag_frame`).  It lives here rather than in a side bitmap
-//! because the kernel hands `mm` only the descriptor array and no heap exists
-//! when the allocator is set up.
+//! The pageblock mobility tag is *not* here but in the owner word (see
+//! [`crate::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
+//! plain stores on every allocation and free, and a tag sharing it would
+//! need an atomic read-modify-write there to survive a concurrent retag.
 
 use bitflags::bitflags;
 
@@ -23,8 +22,6 @@ use bitflags::bitflags;
 pub(crate) const STATE_MASK: u32 = 0b111;
 pub(crate) const ORDER_SHIFT: u32 = 3;
 pub(crate) const ORDER_MASK: u32 = 0b1111 << ORDER_SHIFT;
-/// Sticky pageblock mobility tag (set: unmovable).
-pub(crate) const PB_UNMOVABLE: u32 = 1 << 7;
 /// On a free block head: which free list (set: the unmovable one).
 pub(crate) const LIST_UNMOVABLE: u32 = 1 << 8;
 /// The frame holds the free poison pattern (set when freed with poisoning on).

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use crate::addr::{PAGE_SHIFT, PMD_ORDER};
 use crate::bootinfo::PhysRange;
 use crate::frame_flags::{
-    FrameState, LIST_UNMOVABLE, ORDER_MASK, PB_UNMOVABLE, POISONED, PageFlags, STATE_MASK, order_of,
+    FrameState, LIST_UNMOVABLE, ORDER_MASK, POISONED, PageFlags, STATE_MASK, order_of,
 };
 
 /// "No frame" in a u32 link field.
@@ -40,11 +40,18 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 /// | `mapcount`        | large mapcount              | 0           | 0                     |
 /// | `entire_mapcount` | PMD mappings                | 0           | 0                     |
 /// | `link_prev/next`  | deferred-split queue links  | prev = head | free/pcp list links   |
-/// | `owner`           | rmap owner (mm id, vpn)     | 0           | 0                     |
+/// | `owner`           | rmap owner (mm id, vpn)     | —           | —                     |
 ///
 /// Free-list links are protected by the zone lock (buddy lists) or the
 /// owning CPU's pcp lock (pcp lists); deferred-split links by the queue's
 /// lock.  The counters are atomics touched by whoever holds a reference.
+///
+/// The owner word's top bits ([`OWNER_ALLOCATOR_BITS`]) belong to the
+/// allocator in every state: in a pageblock's tag frame they hold the
+/// pageblock's mobility type.  They are only changed by read-modify-writes
+/// (the zone lock's retag, `set_anon_owner`), and the owner word is never
+/// reset by a plain store, so the tag survives every state change without
+/// the allocation fast path paying for an atomic RMW.
 #[repr(C)]
 pub struct FrameDesc {
     pub(crate) flags: AtomicU32,
@@ -55,6 +62,11 @@ pub struct FrameDesc {
     pub(crate) link_next: AtomicU32,
     pub(crate) owner: AtomicU64,
 }
+
+/// Owner-word bits reserved for the allocator.
+pub const OWNER_ALLOCATOR_BITS: u64 = 0b11 << 62;
+/// In a pageblock's tag frame: the pageblock is unmovable.
+pub const OWNER_PB_UNMOVABLE: u64 = 1 << 63;
 
 /// Size of one descriptor in bytes (the README's "bytes per frame").
 pub const FRAME_DESC_SIZE: usize = core::mem::size_of::<FrameDesc>();
@@ -94,37 +106,21 @@ impl FrameDesc {
     }
 
     /// Changes the state/order/list bits of a frame that stays free or moves
-    /// between free states, keeping the sticky pageblock tag and the
-    /// `POISONED` mark (the memory still holds the poison).
-    ///
-    /// Tag frames need a read-modify-write because the zone lock may retag
-    /// the pageblock while another CPU prepares a folio from a per-CPU cache;
-    /// every other frame has a single writer at a time (the lock holder or
-    /// the folio's last owner) and gets a load and a plain store.
+    /// between free states, keeping the `POISONED` mark (the memory still
+    /// holds the poison).  The frame has a single writer at a time (the zone
+    /// lock holder, the owning CPU of a cache, or the folio's last owner), so
+    /// a load and a plain store suffice.
     #[inline]
-    pub(crate) fn set_state(&self, tag_frame: bool, w: u32) {
-        const KEEP: u32 = PB_UNMOVABLE | POISONED;
-        if tag_frame {
-            let _ = self
-                .flags
-                .fetch_update(Relaxed, Relaxed, |old| Some((old & KEEP) | w));
-        } else {
-            let old = self.flags.load(Relaxed);
-            self.flags.store((old & POISONED) | w, Relaxed);
-        }
+    pub(crate) fn set_state(&self, w: u32) {
+        let old = self.flags.load(Relaxed);
+        self.flags.store((old & POISONED) | w, Relaxed);
     }
 
-    /// Gives a frame a fresh word when it is handed out (or first given to
-    /// the allocator): only the pageblock tag survives.
+    /// Gives a frame a fresh flags word when it is handed out or first given
+    /// to the allocator.
     #[inline]
-    pub(crate) fn set_fresh(&self, tag_frame: bool, w: u32) {
-        if tag_frame {
-            let _ = self
-                .flags
-                .fetch_update(Relaxed, Relaxed, |old| Some((old & PB_UNMOVABLE) | w));
-        } else {
-            self.flags.store(w, Relaxed);
-        }
+    pub(crate) fn set_fresh(&self, w: u32) {
+        self.flags.store(w, Relaxed);
     }
 }
 
@@ -203,15 +199,9 @@ impl<'a> Memmap<'a> {
         self.desc(pfn).map_or(FrameState::Hole, |d| d.state())
     }
 
-    /// True if `idx` is the frame whose sticky bit tags its pageblock: the
-    /// pageblock's first frame, or the memmap's first frame when the span
-    /// starts inside a pageblock.
-    #[inline]
-    pub(crate) fn is_tag_frame(&self, idx: u32) -> bool {
-        idx == 0 || self.pfn_of(idx).is_multiple_of(PAGEBLOCK_FRAMES)
-    }
-
-    /// Index of the tag frame of the pageblock containing `idx`.
+    /// Index of the pageblock's *tag frame*, whose owner word carries the
+    /// pageblock's mobility type: the pageblock's first frame, or the
+    /// memmap's first frame when the span starts inside the pageblock.
     #[inline]
     pub(crate) fn tag_idx(&self, idx: u32) -> u32 {
         let pb_start = self.pfn_of(idx) & !(PAGEBLOCK_FRAMES - 1);
@@ -225,7 +215,7 @@ impl<'a> Memmap<'a> {
     /// True if the pageblock containing `idx` is tagged unmovable.
     #[inline]
     pub(crate) fn pageblock_unmovable(&self, idx: u32) -> bool {
-        self.at(self.tag_idx(idx)).flags.load(Relaxed) & PB_UNMOVABLE != 0
+        self.at(self.tag_idx(idx)).owner.load(Relaxed) & OWNER_PB_UNMOVABLE != 0
     }
 
     /// A printable snapshot of `pfn`'s descriptor for panics and logs.
@@ -277,7 +267,7 @@ impl fmt::Display for FrameDump {
             FrameState::from_word(self.flags & STATE_MASK),
             (self.flags & ORDER_MASK) >> crate::frame_flags::ORDER_SHIFT,
             PageFlags::from_bits_truncate(self.flags),
-            if self.flags & PB_UNMOVABLE != 0 {
+            if self.owner & OWNER_PB_UNMOVABLE != 0 {
                 " pb-unmovable"
             } else {
                 ""
