@@ -21,6 +21,7 @@ pub mod bootinfo;
 pub mod errno;
 pub mod phys;
 pub mod thp;
+pub mod vma;
 pub mod paging;
 pub mod emu;
 pub mod buddy;

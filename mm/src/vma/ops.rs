@@ -1,0 +1,711 @@
+//! `mmap`, `munmap`, `mprotect`, `madvise` and `mremap` on a [`VmaSet`],
+//! with Linux's argument checks, errno values and order of checks.
+//!
+//! Each function changes only the VMA set and returns what the caller must
+//! do to page tables.  Where Linux applies an operation partially and then
+//! reports an error (`mprotect` and `madvise` across a hole), the outcome
+//! carries both the work done and the final result.
+//!
+//! Deliberate differences from Linux (this kernel maps only private
+//! anonymous memory):
+//! * `MAP_SHARED`, `MAP_SHARED_VALIDATE` and `MAP_DROPPABLE` anonymous
+//!   mappings fail with EINVAL (Linux supports them);
+//! * a non-anonymous mapping fails with EBADF for a negative fd (as Linux)
+//!   and ENODEV otherwise (no file supports mmap here);
+//! * `MAP_HUGETLB` fails with ENOMEM (as Linux with no hugetlb pages);
+//! * `MADV_MERGEABLE`/`UNMERGEABLE` (KSM), `MADV_GUARD_*` and
+//!   `MADV_HWPOISON`/`SOFT_OFFLINE` are EINVAL, as on a Linux built without
+//!   those features;
+//! * no rlimits (`RLIMIT_AS`, `RLIMIT_MEMLOCK`) and no overcommit refusal.
+
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::uapi::*;
+use super::{VmFlags, Vma, VmaSet};
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, align_up};
+use crate::errno::Errno;
+
+/// Linux's `PAGE_ALIGN` on an unsigned long: wraps to 0 on overflow.
+fn page_align(len: u64) -> u64 {
+    align_up(len, PAGE_SIZE).unwrap_or(0)
+}
+
+/// What a successful `mmap` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmapOutcome {
+    /// The mapping's address (the syscall's return value).
+    pub addr: u64,
+    /// Its page-aligned length.
+    pub len: u64,
+    /// The caller should prefault the range (`MAP_POPULATE` without
+    /// `MAP_NONBLOCK`, or `MAP_LOCKED`); a failure there is not reported.
+    pub populate: bool,
+    /// Ranges of older mappings replaced by `MAP_FIXED`: zap their pages.
+    pub unmapped: Vec<Range<u64>>,
+}
+
+/// What `mprotect` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MprotectOutcome {
+    /// Ranges whose flags changed and their new flags, in address order:
+    /// change the PTEs (unfold/split as needed) before returning.
+    pub changed: Vec<(Range<u64>, VmFlags)>,
+    /// The syscall's result, to return after applying `changed`.
+    pub result: Result<(), Errno>,
+}
+
+impl MprotectOutcome {
+    fn err(e: Errno) -> Self {
+        MprotectOutcome {
+            changed: Vec::new(),
+            result: Err(e),
+        }
+    }
+}
+
+/// What the caller must do for an `madvise`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MadviseAction {
+    /// Only VMA flags changed; nothing to do to pages.
+    Flags,
+    /// `MADV_HUGEPAGE`: flags changed; register the mm with khugepaged.
+    Hugepage,
+    /// `MADV_DONTNEED`/`MADV_DONTNEED_LOCKED`: zap the ranges (private
+    /// anonymous memory then reads back as zeroes).
+    Zap,
+    /// `MADV_FREE`: the pages may be freed lazily (zapping is a valid
+    /// implementation).
+    Free,
+    /// `MADV_WILLNEED`: a hint; nothing required.
+    WillNeed,
+    /// `MADV_COLD`: a hint; nothing required.
+    Cold,
+    /// `MADV_PAGEOUT`: a hint; nothing required without swap.
+    Pageout,
+    /// `MADV_POPULATE_READ`: fault the ranges in readable; a fault that
+    /// fails makes the syscall return EFAULT.
+    PopulateRead,
+    /// `MADV_POPULATE_WRITE`: fault the ranges in writable.
+    PopulateWrite,
+    /// `MADV_COLLAPSE`: collapse each range's PMD-aligned parts; the first
+    /// failure is the syscall's result (ENOMEM, EBUSY, EAGAIN, EINVAL).
+    Collapse,
+}
+
+/// What `madvise` did and what remains for the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MadviseOutcome {
+    /// The work to do on `ranges`.
+    pub action: MadviseAction,
+    /// Mapped sub-ranges the advice applies to, in order.
+    pub ranges: Vec<Range<u64>>,
+    /// The result to return once `ranges` are processed (unless processing
+    /// fails first, for `Collapse` and `Populate*`).
+    pub result: Result<(), Errno>,
+}
+
+impl MadviseOutcome {
+    fn err(action: MadviseAction, e: Errno) -> Self {
+        MadviseOutcome {
+            action,
+            ranges: Vec::new(),
+            result: Err(e),
+        }
+    }
+}
+
+/// A page-table move for `mremap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MremapMove {
+    /// Old start.
+    pub from: u64,
+    /// New start.
+    pub to: u64,
+    /// Bytes whose page tables move (the old length, after any shrink).
+    pub len: u64,
+}
+
+/// What a successful `mremap` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MremapPlan {
+    /// The syscall's return value.
+    pub new_addr: u64,
+    /// Ranges unmapped (a shrunk tail, a `MREMAP_FIXED` target): zap them
+    /// first.
+    pub unmapped: Vec<Range<u64>>,
+    /// Page tables to move, if the mapping moved.
+    pub moved: Option<MremapMove>,
+    /// `MREMAP_DONTUNMAP`: the old range stays mapped, now empty.
+    pub dontunmap: bool,
+    /// Range added in place by growing (nothing to do; faults fill it).
+    pub grown: Option<Range<u64>>,
+}
+
+/// How an `madvise` advice is handled.
+enum Advice {
+    /// Change VMA flags: (flags to clear, flags to set).
+    Flags(VmFlags, VmFlags, MadviseAction),
+    /// A per-range action; the flag allows it on `VM_LOCKED` VMAs
+    /// (`MADV_DONTNEED_LOCKED`).
+    Act(MadviseAction, bool),
+    /// Recognised but refused for every (anonymous) VMA.
+    Refuse(Errno),
+}
+
+fn classify(advice: u64) -> Option<Advice> {
+    use MadviseAction as A;
+    use VmFlags as F;
+    let e = F::empty();
+    Some(match advice {
+        MADV_NORMAL => Advice::Flags(F::SEQ_READ | F::RAND_READ, e, A::Flags),
+        MADV_RANDOM => Advice::Flags(F::SEQ_READ, F::RAND_READ, A::Flags),
+        MADV_SEQUENTIAL => Advice::Flags(F::RAND_READ, F::SEQ_READ, A::Flags),
+        MADV_DONTFORK => Advice::Flags(e, F::DONTCOPY, A::Flags),
+        MADV_DOFORK => Advice::Flags(F::DONTCOPY, e, A::Flags),
+        MADV_WIPEONFORK => Advice::Flags(e, F::WIPEONFORK, A::Flags),
+        MADV_KEEPONFORK => Advice::Flags(F::WIPEONFORK, e, A::Flags),
+        MADV_DONTDUMP => Advice::Flags(e, F::DONTDUMP, A::Flags),
+        MADV_DODUMP => Advice::Flags(F::DONTDUMP, e, A::Flags),
+        MADV_HUGEPAGE => Advice::Flags(F::NOHUGEPAGE, F::HUGEPAGE, A::Hugepage),
+        MADV_NOHUGEPAGE => Advice::Flags(F::HUGEPAGE, F::NOHUGEPAGE, A::Flags),
+        MADV_DONTNEED => Advice::Act(A::Zap, false),
+        MADV_DONTNEED_LOCKED => Advice::Act(A::Zap, true),
+        MADV_FREE => Advice::Act(A::Free, false),
+        MADV_WILLNEED => Advice::Act(A::WillNeed, false),
+        MADV_COLD => Advice::Act(A::Cold, false),
+        MADV_PAGEOUT => Advice::Act(A::Pageout, false),
+        MADV_POPULATE_READ => Advice::Act(A::PopulateRead, false),
+        MADV_POPULATE_WRITE => Advice::Act(A::PopulateWrite, false),
+        MADV_COLLAPSE => Advice::Act(A::Collapse, false),
+        // Valid on Linux but refused for private anonymous memory.
+        MADV_REMOVE => Advice::Refuse(Errno::EINVAL),
+        _ => return None,
+    })
+}
+
+impl VmaSet {
+    /// `mmap(addr, len, prot, flags, fd, offset)` for anonymous private
+    /// memory.
+    ///
+    /// Order of checks as Linux: offset alignment (EINVAL); not anonymous
+    /// (EBADF/ENODEV); `MAP_HUGETLB` (ENOMEM); `len == 0` (EINVAL); hint
+    /// rounded down to a page and up to `mmap_min_addr`; length overflow
+    /// on page alignment (ENOMEM); offset overflow (EOVERFLOW); too many
+    /// VMAs (ENOMEM); address selection: too long or beyond the user range
+    /// (ENOMEM), unaligned `MAP_FIXED` address (EINVAL), below
+    /// `mmap_min_addr` (EPERM); `MAP_FIXED_NOREPLACE` overlap (EEXIST);
+    /// mapping type not `MAP_PRIVATE` (EINVAL).  Unknown `prot` bits are
+    /// ignored, as Linux's mmap does (only mprotect validates them).
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        fd: i64,
+        offset: u64,
+    ) -> Result<MmapOutcome, Errno> {
+        if !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        if flags & MAP_ANONYMOUS == 0 {
+            return Err(if fd < 0 { Errno::EBADF } else { Errno::ENODEV });
+        }
+        if flags & MAP_HUGETLB != 0 {
+            return Err(Errno::ENOMEM);
+        }
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
+        let fixed = noreplace || flags & MAP_FIXED != 0;
+        let mut addr = addr;
+        if !fixed {
+            // Linux's round_hint_to_min.
+            addr &= !(PAGE_SIZE - 1);
+            if addr != 0 && addr < self.layout.mmap_min_addr {
+                addr = page_align(self.layout.mmap_min_addr);
+            }
+        }
+        let len = page_align(len);
+        if len == 0 {
+            return Err(Errno::ENOMEM);
+        }
+        let pgoff = offset >> PAGE_SHIFT;
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(Errno::EOVERFLOW);
+        }
+        if self.len() > self.layout.max_map_count {
+            return Err(Errno::ENOMEM);
+        }
+        let addr = self.get_unmapped_area(addr, len, offset, fixed)?;
+        let end = addr + len;
+        if noreplace && self.intersects(addr, end) {
+            return Err(Errno::EEXIST);
+        }
+        if flags & MAP_TYPE != MAP_PRIVATE {
+            return Err(Errno::EINVAL);
+        }
+        let mut vf =
+            VmFlags::from_prot(prot) | VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC;
+        if flags & MAP_GROWSDOWN != 0 {
+            vf |= VmFlags::GROWSDOWN;
+        }
+        if flags & MAP_LOCKED != 0 {
+            vf |= VmFlags::LOCKED;
+        }
+        if flags & MAP_NORESERVE != 0 {
+            vf |= VmFlags::NORESERVE;
+        }
+        if flags & MAP_STACK != 0 {
+            // Linux ≥ 6.7: stacks are not worth THPs.
+            vf |= VmFlags::NOHUGEPAGE;
+        }
+        if vf.contains(VmFlags::WRITE) && !vf.contains(VmFlags::NORESERVE) {
+            vf |= VmFlags::ACCOUNT;
+        }
+        let unmapped = if fixed {
+            self.unmap_range(addr, end)
+        } else {
+            Vec::new()
+        };
+        self.map.insert(
+            addr,
+            Vma {
+                start: addr,
+                end,
+                flags: vf,
+                pgoff: addr >> PAGE_SHIFT,
+                anon_vma: None,
+            },
+        );
+        self.merge_range(addr, end);
+        let populate =
+            vf.contains(VmFlags::LOCKED) || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+        Ok(MmapOutcome {
+            addr,
+            len,
+            populate,
+            unmapped,
+        })
+    }
+
+    /// `munmap(addr, len)`: EINVAL for an unaligned address, a zero length
+    /// or a range outside the user address space; unmapping holes is fine.
+    /// Returns the removed (previously mapped) sub-ranges, to zap.
+    pub fn munmap(&mut self, addr: u64, len: u64) -> Result<Vec<Range<u64>>, Errno> {
+        let ts = self.layout.task_size;
+        if !addr.is_multiple_of(PAGE_SIZE) || addr > ts || len > ts - addr {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_align(len);
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let end = addr + len;
+        let Some(first) = self.find_intersecting(addr, end).next().copied() else {
+            return Ok(Vec::new());
+        };
+        // Punching a hole in one VMA needs one more VMA.
+        if first.start < addr && end < first.end && self.len() >= self.layout.max_map_count {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(self.unmap_range(addr, end))
+    }
+
+    /// `mprotect(addr, len, prot)`.
+    ///
+    /// EINVAL for both `PROT_GROWSDOWN` and `PROT_GROWSUP`, an unaligned
+    /// address, or unknown `prot` bits; success for `len == 0`; ENOMEM for a
+    /// wrapping range or an unmapped start; EACCES beyond `VM_MAY*`.  A hole
+    /// later in the range gives ENOMEM after the VMAs before it were
+    /// changed (as Linux).
+    pub fn mprotect(&mut self, start: u64, len: u64, prot: u64) -> MprotectOutcome {
+        let grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
+        let prot = prot & !grows;
+        if grows == PROT_GROWSDOWN | PROT_GROWSUP {
+            return MprotectOutcome::err(Errno::EINVAL);
+        }
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return MprotectOutcome::err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return MprotectOutcome {
+                changed: Vec::new(),
+                result: Ok(()),
+            };
+        }
+        let len = page_align(len);
+        let end = start.wrapping_add(len);
+        if end <= start {
+            return MprotectOutcome::err(Errno::ENOMEM);
+        }
+        if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM) != 0 {
+            return MprotectOutcome::err(Errno::EINVAL);
+        }
+        let Some(first) = self.find_vma(start).copied().filter(|v| v.start < end) else {
+            return MprotectOutcome::err(Errno::ENOMEM);
+        };
+        let mut start = start;
+        if grows & PROT_GROWSDOWN != 0 {
+            start = first.start;
+            if !first.flags.contains(VmFlags::GROWSDOWN) {
+                return MprotectOutcome::err(Errno::EINVAL);
+            }
+        } else {
+            if first.start > start {
+                return MprotectOutcome::err(Errno::ENOMEM);
+            }
+            if grows & PROT_GROWSUP != 0 {
+                // No grows-up VMAs exist on x86_64 or arm64.
+                return MprotectOutcome::err(Errno::EINVAL);
+            }
+        }
+        let access = VmFlags::from_prot(prot);
+        let vmas: Vec<Vma> = self.find_intersecting(start, end).copied().collect();
+        let mut changed = Vec::new();
+        let mut result = Ok(());
+        let mut tmp = first.start;
+        let mut nstart = start;
+        for v in vmas {
+            if v.start != tmp {
+                result = Err(Errno::ENOMEM);
+                break;
+            }
+            let mut nf = access | (v.flags - VmFlags::ACCESS);
+            let may = VmFlags::from_bits_retain(nf.bits() >> 4);
+            if !(nf & VmFlags::ACCESS).difference(may).is_empty() {
+                result = Err(Errno::EACCES);
+                break;
+            }
+            let seg_end = v.end.min(end);
+            if nf != v.flags {
+                if nf.contains(VmFlags::WRITE)
+                    && !v.flags.intersects(
+                        VmFlags::ACCOUNT | VmFlags::WRITE | VmFlags::SHARED | VmFlags::NORESERVE,
+                    )
+                {
+                    nf |= VmFlags::ACCOUNT;
+                }
+                self.set_flags(nstart, seg_end, nf);
+                changed.push((nstart..seg_end, nf));
+            }
+            tmp = seg_end;
+            nstart = tmp;
+        }
+        if result.is_ok() && tmp < end {
+            result = Err(Errno::ENOMEM);
+        }
+        self.merge_range(start, tmp.max(start));
+        MprotectOutcome { changed, result }
+    }
+
+    /// Give `[start, end)`, which lies inside one VMA, the flags `nf`,
+    /// splitting that VMA as needed (merging is left to the caller).
+    fn set_flags(&mut self, start: u64, end: u64, nf: VmFlags) {
+        self.split_at(start);
+        self.split_at(end);
+        if let Some(v) = self.map.get_mut(&start) {
+            debug_assert_eq!(v.end, end);
+            v.flags = nf;
+        }
+    }
+
+    /// `madvise(addr, len, advice)`.
+    ///
+    /// EINVAL for an unknown advice (checked first), an unaligned address,
+    /// a length that wraps when page-aligned, or a wrapping range; success
+    /// for an empty range.  The advice is applied to every mapped part of
+    /// the range; holes then give ENOMEM (as Linux).  A per-VMA refusal
+    /// (e.g. `MADV_DONTNEED` on a `MAP_LOCKED` VMA) stops the walk there
+    /// with that error.  `MADV_POPULATE_*` stop at the first hole (ENOMEM)
+    /// or at a VMA lacking the needed permission (EINVAL).
+    pub fn madvise(&mut self, start: u64, len: u64, advice: u64) -> MadviseOutcome {
+        let Some(kind) = classify(advice) else {
+            return MadviseOutcome::err(MadviseAction::Flags, Errno::EINVAL);
+        };
+        let action = match kind {
+            Advice::Flags(_, _, a) | Advice::Act(a, _) => a,
+            Advice::Refuse(_) => MadviseAction::Flags,
+        };
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return MadviseOutcome::err(action, Errno::EINVAL);
+        }
+        let alen = page_align(len);
+        if len != 0 && alen == 0 {
+            return MadviseOutcome::err(action, Errno::EINVAL);
+        }
+        let end = start.wrapping_add(alen);
+        if end < start {
+            return MadviseOutcome::err(action, Errno::EINVAL);
+        }
+        let mut out = MadviseOutcome {
+            action,
+            ranges: Vec::new(),
+            result: Ok(()),
+        };
+        if end == start {
+            return out;
+        }
+        if matches!(
+            action,
+            MadviseAction::PopulateRead | MadviseAction::PopulateWrite
+        ) {
+            self.madvise_populate(start, end, &mut out);
+            return out;
+        }
+        let mut unmapped = false;
+        let mut cur = start;
+        loop {
+            let Some(v) = self.find_vma(cur).copied() else {
+                out.result = Err(Errno::ENOMEM);
+                break;
+            };
+            if cur < v.start {
+                unmapped = true;
+                cur = v.start;
+                if cur >= end {
+                    break;
+                }
+            }
+            let seg_end = v.end.min(end);
+            if let Err(e) = self.madvise_visit(&kind, &v, cur, seg_end) {
+                out.result = Err(e);
+                break;
+            }
+            out.ranges.push(cur..seg_end);
+            cur = seg_end;
+            if cur >= end {
+                break;
+            }
+        }
+        if out.result.is_ok() && unmapped {
+            out.result = Err(Errno::ENOMEM);
+        }
+        if matches!(kind, Advice::Flags(..)) {
+            self.merge_range(start, cur.max(start));
+        }
+        out
+    }
+
+    /// Apply one advice to `[start, end)` inside VMA `v`.
+    fn madvise_visit(&mut self, kind: &Advice, v: &Vma, start: u64, end: u64) -> Result<(), Errno> {
+        match *kind {
+            Advice::Refuse(e) => Err(e),
+            Advice::Flags(clear, set, _) => {
+                if set.contains(VmFlags::WIPEONFORK) && v.flags.contains(VmFlags::SHARED) {
+                    return Err(Errno::EINVAL);
+                }
+                let nf = (v.flags - clear) | set;
+                if nf != v.flags {
+                    self.set_flags(start, end, nf);
+                }
+                Ok(())
+            }
+            Advice::Act(a, zap_locked) => {
+                let locked = v.flags.contains(VmFlags::LOCKED);
+                match a {
+                    MadviseAction::Zap if locked && !zap_locked => Err(Errno::EINVAL),
+                    MadviseAction::Free if locked => Err(Errno::EINVAL),
+                    MadviseAction::Cold | MadviseAction::Pageout if locked => Err(Errno::EINVAL),
+                    MadviseAction::Collapse if v.flags.contains(VmFlags::NOHUGEPAGE) => {
+                        Err(Errno::EINVAL)
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn madvise_populate(&self, start: u64, end: u64, out: &mut MadviseOutcome) {
+        let need = if out.action == MadviseAction::PopulateWrite {
+            VmFlags::WRITE
+        } else {
+            VmFlags::READ
+        };
+        let mut cur = start;
+        while cur < end {
+            let Some(v) = self.find(cur) else {
+                out.result = Err(Errno::ENOMEM);
+                return;
+            };
+            if !v.flags.contains(need) {
+                out.result = Err(Errno::EINVAL);
+                return;
+            }
+            let seg_end = v.end.min(end);
+            out.ranges.push(cur..seg_end);
+            cur = seg_end;
+        }
+    }
+
+    /// `mremap(addr, old_len, new_len, flags, new_addr)`.
+    ///
+    /// Checks in Linux's (≥ 6.16) order: unknown flags, unaligned `addr`,
+    /// zero or too large `new_len` (EINVAL); with `MREMAP_FIXED` or
+    /// `MREMAP_DONTUNMAP`: unaligned `new_addr`, missing `MREMAP_MAYMOVE`,
+    /// `DONTUNMAP` with a size change, a target beyond the user range or
+    /// overlapping the source (EINVAL), too many VMAs (ENOMEM).  Then: no
+    /// VMA at `addr` (EFAULT); growing or moving a zero `old_len` of a
+    /// private mapping (EINVAL); a source crossing its VMA's end (EFAULT).
+    /// Shrinking unmaps the tail in place; growing extends in place when the
+    /// source reaches its VMA's end and the space above is free, else moves
+    /// with `MREMAP_MAYMOVE` or fails with ENOMEM.
+    pub fn mremap(
+        &mut self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<MremapPlan, Errno> {
+        let l = self.layout;
+        if flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        let old_len = page_align(old_len);
+        let new_len = page_align(new_len);
+        if new_len == 0 || new_len > l.task_size {
+            return Err(Errno::EINVAL);
+        }
+        let fixed = flags & MREMAP_FIXED != 0;
+        let dontunmap = flags & MREMAP_DONTUNMAP != 0;
+        let maymove = flags & MREMAP_MAYMOVE != 0;
+        let implies_new = fixed || dontunmap;
+        if implies_new {
+            if !new_addr.is_multiple_of(PAGE_SIZE) || !maymove {
+                return Err(Errno::EINVAL);
+            }
+            if dontunmap && old_len != new_len {
+                return Err(Errno::EINVAL);
+            }
+            if new_addr > l.task_size - new_len {
+                return Err(Errno::EINVAL);
+            }
+            let old_end = addr.saturating_add(old_len);
+            if old_end > new_addr && new_addr + new_len > addr {
+                return Err(Errno::EINVAL);
+            }
+            if self.len() + 2 >= l.max_map_count.saturating_sub(3) {
+                return Err(Errno::ENOMEM);
+            }
+        }
+        let vma = *self.find(addr).ok_or(Errno::EFAULT)?;
+        let expand = new_len > old_len;
+        if expand || implies_new {
+            if old_len == 0 {
+                return Err(Errno::EINVAL);
+            }
+            if dontunmap && vma.flags.contains(VmFlags::DONTEXPAND) {
+                return Err(Errno::EINVAL);
+            }
+            if old_len > vma.end - addr {
+                return Err(Errno::EFAULT);
+            }
+            if new_len != old_len && vma.flags.contains(VmFlags::DONTEXPAND) {
+                return Err(Errno::EFAULT);
+            }
+        }
+        let mut plan = MremapPlan {
+            new_addr: addr,
+            unmapped: Vec::new(),
+            moved: None,
+            dontunmap,
+            grown: None,
+        };
+        if implies_new {
+            if fixed {
+                plan.unmapped = self.munmap(new_addr, new_len)?;
+                self.find(addr).ok_or(Errno::EFAULT)?;
+            }
+            let mut old_len = old_len;
+            if old_len > new_len {
+                plan.unmapped
+                    .extend(self.munmap(addr + new_len, old_len - new_len)?);
+                old_len = new_len;
+            }
+            let target = self.mremap_target(addr, new_len, new_addr, fixed)?;
+            self.move_vma(addr, old_len, new_len, target, dontunmap, &mut plan);
+            return Ok(plan);
+        }
+        if new_len == old_len {
+            return Ok(plan);
+        }
+        if old_len > new_len {
+            plan.unmapped = self.munmap(addr + new_len, old_len - new_len)?;
+            return Ok(plan);
+        }
+        // Grow.
+        let delta = new_len - old_len;
+        if old_len == vma.end - addr
+            && let Some(new_end) = vma.end.checked_add(delta)
+            && !self.intersects(vma.end, new_end)
+            && self
+                .get_unmapped_area(vma.start, new_end - vma.start, 0, true)
+                .is_ok()
+        {
+            if let Some(v) = self.map.get_mut(&vma.start) {
+                v.end = new_end;
+            }
+            self.try_merge_at(new_end);
+            plan.grown = Some(vma.end..new_end);
+            return Ok(plan);
+        }
+        if !maymove {
+            return Err(Errno::ENOMEM);
+        }
+        let target = self.mremap_target(addr, new_len, 0, false)?;
+        self.move_vma(addr, old_len, new_len, target, false, &mut plan);
+        Ok(plan)
+    }
+
+    /// Where a moving mremap goes: Linux passes the source's offset so the
+    /// new address keeps the old one's position modulo 2 MiB.
+    fn mremap_target(&self, addr: u64, new_len: u64, hint: u64, fixed: bool) -> Result<u64, Errno> {
+        let v = self.find(addr).ok_or(Errno::EFAULT)?;
+        let pgoff = v.pgoff + ((addr - v.start) >> PAGE_SHIFT);
+        self.get_unmapped_area(hint, new_len, pgoff << PAGE_SHIFT, fixed)
+    }
+
+    /// Create the destination VMA and (unless `dontunmap`) remove the
+    /// source range.
+    fn move_vma(
+        &mut self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        target: u64,
+        dontunmap: bool,
+        plan: &mut MremapPlan,
+    ) {
+        let src = *self.find(addr).expect("source checked");
+        let new = Vma {
+            start: target,
+            end: target + new_len,
+            flags: src.flags,
+            pgoff: src.pgoff + ((addr - src.start) >> PAGE_SHIFT),
+            anon_vma: src.anon_vma,
+        };
+        if dontunmap {
+            // The old range stays mapped; Linux drops VM_LOCKED from it.
+            if src.flags.contains(VmFlags::LOCKED) {
+                self.set_flags(addr, addr + old_len, src.flags - VmFlags::LOCKED);
+                self.merge_range(addr, addr + old_len);
+            }
+        } else {
+            self.unmap_range(addr, addr + old_len);
+        }
+        self.map.insert(target, new);
+        self.merge_range(target, target + new_len);
+        plan.new_addr = target;
+        plan.moved = Some(MremapMove {
+            from: addr,
+            to: target,
+            len: old_len,
+        });
+    }
+}
