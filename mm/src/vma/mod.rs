@@ -340,7 +340,7 @@ impl VmaSet {
         self.map
             .range(lo..)
             .map(|(_, v)| v)
-            .take_while(move |v| first.is_some() && v.start < end)
+            .take_while(move |v| first.is_some() && start < end && v.start < end)
     }
 
     /// Whether any VMA intersects `[start, end)`.

@@ -491,6 +491,8 @@ fn find_and_intersect() {
     assert_eq!(starts(a + 3 * P, a + 9 * P), [a, a + 8 * P]);
     assert_eq!(starts(0, u64::MAX), [a, a + 8 * P]);
     assert_eq!(starts(a + 12 * P, u64::MAX), Vec::<u64>::new());
+    assert_eq!(starts(a + P, a + P), Vec::<u64>::new());
+    assert_eq!(starts(a + 2 * P, a + P), Vec::<u64>::new());
 }
 
 #[test]
