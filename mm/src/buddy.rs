@@ -48,7 +48,9 @@ use spin::Mutex;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::bootinfo::BootInfo;
 use crate::folio::Folio;
-use crate::frame_flags::{FrameState, LIST_UNMOVABLE, POISONED, PageFlags, order_of, word};
+use crate::frame_flags::{
+    FrameState, LIST_UNMOVABLE, POISONED, PageFlags, order_of, tail_offset, tail_word, word,
+};
 use crate::memmap::{Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
 use crate::pcp::{
     CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_MAX_ORDER, PcpLists, PcpSlot, pcp_batch, pcp_high,
@@ -603,8 +605,7 @@ impl<'a> BuddyAllocator<'a> {
     /// Allocates a folio of `order` on the running CPU.
     #[inline]
     pub fn alloc(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
-        let irq = IrqGuard::new(self.cpu);
-        let cpu = self.cpu.cpu_id();
+        let (irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
         self.alloc_inner(cpu, order, flags, irq)
     }
 
@@ -663,7 +664,7 @@ impl<'a> BuddyAllocator<'a> {
         let mm = &self.memmap;
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
-            let idx = match p.pop_front(mm, mt, order) {
+            let idx = match p.pop(mm, mt, order) {
                 Some(i) => i,
                 None => {
                     let mut z = self.zone.lock();
@@ -712,13 +713,12 @@ impl<'a> BuddyAllocator<'a> {
         head.entire_mapcount.store(0, Relaxed);
         head.link_prev.store(NO_FRAME, Relaxed);
         head.link_next.store(NO_FRAME, Relaxed);
-        for i in idx + 1..idx + (1 << order) {
-            let d = mm.at(i);
+        for off in 1..1u32 << order {
+            let d = mm.at(idx + off);
             if d.flags.load(Relaxed) & POISONED != 0 {
-                self.verify_poison(i);
+                self.verify_poison(idx + off);
             }
-            d.set_fresh(word(FrameState::Tail, 0, 0));
-            d.link_prev.store(idx, Relaxed);
+            d.set_fresh(tail_word(off));
         }
         if flags.contains(AllocFlags::ZERO) {
             self.phys
@@ -847,8 +847,8 @@ impl<'a> BuddyAllocator<'a> {
                 self.bad_free(idx, format_args!("freeing a locked folio"));
             }
             for i in idx + 1..idx + n {
-                let t = mm.at(i);
-                if t.state() != FrameState::Tail || t.link_prev.load(Relaxed) != idx {
+                let tw = mm.at(i).flags.load(Relaxed);
+                if FrameState::from_word(tw) != FrameState::Tail || tail_offset(tw) != i - idx {
                     self.bad_free(
                         i,
                         format_args!("corrupt tail of folio {:#x} order {order}", mm.pfn_of(idx)),
@@ -881,15 +881,14 @@ impl<'a> BuddyAllocator<'a> {
     fn free_block(&self, idx: u32, order: u32) {
         let mm = &self.memmap;
         let mt = pageblock_mt(mm, idx);
-        let _irq = IrqGuard::new(self.cpu);
-        let cpu = self.cpu.cpu_id();
+        let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
             p.push(mm, mt, order, idx);
             if p.count(mt, order) > pcp_high(order) {
                 let mut z = self.zone.lock();
                 for _ in 0..pcp_batch(order) {
-                    match p.pop_back(mm, mt, order) {
+                    match p.pop(mm, mt, order) {
                         Some(i) => z.free_block(mm, i, order),
                         None => break,
                     }
@@ -914,7 +913,7 @@ impl<'a> BuddyAllocator<'a> {
         let mut pages = 0;
         for mt in 0..NR_MT {
             for o in 0..=PCP_MAX_ORDER {
-                while let Some(i) = p.pop_back(mm, mt, o) {
+                while let Some(i) = p.pop(mm, mt, o) {
                     z.free_block(mm, i, o);
                     pages += 1 << o;
                 }
@@ -925,8 +924,8 @@ impl<'a> BuddyAllocator<'a> {
 
     /// Drains the running CPU's cache.
     pub fn drain_local(&self) -> u64 {
-        let _irq = IrqGuard::new(self.cpu);
-        self.drain_cpu(self.cpu.cpu_id())
+        let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
+        self.drain_cpu(cpu)
     }
 
     /// Drains the running CPU's cache and, through
@@ -952,8 +951,8 @@ impl<'a> BuddyAllocator<'a> {
         match d.state() {
             FrameState::Head => Some(Folio::from_head(self, idx)),
             FrameState::Tail => {
-                let h = d.link_prev.load(Relaxed);
-                let hd = mm.desc(mm.base_pfn() + h as u64)?;
+                let h = idx.checked_sub(tail_offset(d.flags.load(Relaxed)))?;
+                let hd = mm.at(h);
                 // A stale tail (release builds) may point at a head that was
                 // reused for a smaller folio: check the head covers `pfn`.
                 if h < idx && hd.state() == FrameState::Head && idx - h < (1 << hd.order()) {
@@ -1119,8 +1118,9 @@ impl<'a> BuddyAllocator<'a> {
                         _ => {
                             alloc_scan += n as u64;
                             for t in i + 1..i + n {
-                                let td = mm.at(t);
-                                if td.state() != FrameState::Tail || td.link_prev.load(Relaxed) != i
+                                let tw = mm.at(t).flags.load(Relaxed);
+                                if FrameState::from_word(tw) != FrameState::Tail
+                                    || tail_offset(tw) != t - i
                                 {
                                     let _ = writeln!(
                                         err,

@@ -9,7 +9,8 @@
 //! | 7      | unused                                                         |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
-//! | 10..   | [`PageFlags`]: folio flags (head) and per-page flags           |
+//! | 10..22 | [`PageFlags`]: folio flags (head) and per-page flags           |
+//! | 22..32 | `Tail` frames: distance to the head (1..=1023)                 |
 //!
 //! The pageblock mobility tag is *not* here but in the owner word (see
 //! [`crate::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
@@ -26,6 +27,23 @@ pub(crate) const ORDER_MASK: u32 = 0b1111 << ORDER_SHIFT;
 pub(crate) const LIST_UNMOVABLE: u32 = 1 << 8;
 /// The frame holds the free poison pattern (set when freed with poisoning on).
 pub(crate) const POISONED: u32 = 1 << 9;
+
+/// In a `Tail` frame's word: the distance back to the head.  Keeping it in
+/// the flags word makes pointing a tail at its head one store, which is most
+/// of the cost of preparing a 2 MiB folio (511 tails).
+pub(crate) const TAIL_OFFSET_SHIFT: u32 = 22;
+
+/// The word of a tail `offset` frames after its head.
+#[inline]
+pub(crate) const fn tail_word(offset: u32) -> u32 {
+    FrameState::Tail as u32 | (offset << TAIL_OFFSET_SHIFT)
+}
+
+/// The head distance of a tail's word.
+#[inline]
+pub(crate) const fn tail_offset(w: u32) -> u32 {
+    w >> TAIL_OFFSET_SHIFT
+}
 
 /// What a frame is at this moment.  Stored in bits 0..3 of the flags word.
 ///
@@ -48,7 +66,8 @@ pub enum FrameState {
     Pcp = 3,
     /// Head of an allocated folio; the order field is valid.
     Head = 4,
-    /// Non-head frame of an allocated folio; `link_prev` holds the head index.
+    /// Non-head frame of an allocated folio; its word holds the distance to
+    /// the head.
     Tail = 5,
     /// Non-head frame of a free block.
     Body = 6,
@@ -113,3 +132,6 @@ bitflags! {
         const KERNEL           = 1 << 21;
     }
 }
+
+const _: () = assert!(PageFlags::all().bits() < 1 << TAIL_OFFSET_SHIFT);
+const _: () = assert!((1u32 << crate::buddy::MAX_ORDER) - 1 <= u32::MAX >> TAIL_OFFSET_SHIFT);

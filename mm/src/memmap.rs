@@ -35,11 +35,11 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 ///
 /// | field             | `Head` (allocated)          | `Tail`      | `Free`/`Pcp` head     |
 /// |-------------------|-----------------------------|-------------|-----------------------|
-/// | `flags`           | state, order, folio flags   | state, AE   | state, order, list    |
+/// | `flags`           | state, order, folio flags   | state, AE, head distance | state, order, list |
 /// | `refcount`        | references                  | 0           | 0                     |
 /// | `mapcount`        | large mapcount              | 0           | 0                     |
 /// | `entire_mapcount` | PMD mappings                | 0           | 0                     |
-/// | `link_prev/next`  | deferred-split queue links  | prev = head | free/pcp list links   |
+/// | `link_prev/next`  | deferred-split queue links  | —           | free/pcp list links   |
 /// | `owner`           | rmap owner (mm id, vpn)     | —           | —                     |
 ///
 /// Free-list links are protected by the zone lock (buddy lists) or the
