@@ -15,6 +15,8 @@ mod cmdline;
 #[macro_use]
 mod log;
 mod memory;
+mod memtest;
+mod physmem;
 mod selftest;
 
 use mm::bootinfo::BootInfo;

@@ -1,14 +1,62 @@
-//! Boot-time memory set-up: the kernel heap.
+//! Boot-time memory set-up: the frame descriptors, the buddy allocator and
+//! the kernel heap.
 //!
-//! Free RAM is `BootInfo::ram` minus `BootInfo::reserved`.  The heap is carved
-//! out of it first (sized from RAM: 1/16th, between 4 and 64 MiB).
+//! Order matters:
+//! 1. a 64 KiB static arena lets boot code use `Vec` before anything else;
+//! 2. the memmap (one 32-byte `FrameDesc` per frame of the RAM span) is
+//!    carved out of the first free range large enough, zeroed (all-zero is
+//!    the "hole" state) and handed to `mm` as a safe `&'static [FrameDesc]`;
+//! 3. the buddy allocator takes every RAM frame that is not reserved (kernel
+//!    image, boot data, early page tables, the memmap itself);
+//! 4. the heap is grown with unmovable max-order folios from the allocator,
+//!    so heap memory is counted as allocated and never scattered through
+//!    movable pageblocks.
 use crate::arch;
+use crate::physmem::DIRECT_MAP;
 use buddy_system_allocator::LockedHeap;
 use mm::addr::{PAGE_SIZE, align_down, align_up};
 use mm::bootinfo::{BootInfo, PhysRange};
+use mm::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
+use mm::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
+use mm::pcp::CpuOps;
+use spin::Once;
 
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// The kernel's one frame allocator.
+static BUDDY: Once<BuddyAllocator<'static>> = Once::new();
+
+/// Frames in RAM as the boot memory map reported them (page-granular).
+static BOOT_RAM_FRAMES: Once<u64> = Once::new();
+
+/// The allocator's view of the CPU: interrupt masking from the arch crate;
+/// one CPU today.
+pub struct KernelCpu;
+
+impl CpuOps for KernelCpu {
+    fn cpu_id(&self) -> usize {
+        0
+    }
+    fn irq_save(&self) -> usize {
+        arch::irq_save() as usize
+    }
+    fn irq_restore(&self, saved: usize) {
+        arch::irq_restore(saved != 0)
+    }
+}
+
+static KERNEL_CPU: KernelCpu = KernelCpu;
+
+/// The frame allocator (after `init`).
+pub fn buddy() -> &'static BuddyAllocator<'static> {
+    BUDDY.get().expect("frame allocator not initialised")
+}
+
+/// RAM frames the firmware reported (each range rounded inwards to pages).
+pub fn boot_ram_frames() -> u64 {
+    *BOOT_RAM_FRAMES.get().unwrap_or(&0)
+}
 
 /// Free ranges of `info`: RAM minus reservations, page-aligned, in address order.
 pub fn free_ranges(info: &BootInfo) -> alloc::vec::Vec<PhysRange> {
@@ -45,8 +93,9 @@ pub fn free_ranges(info: &BootInfo) -> alloc::vec::Vec<PhysRange> {
     out
 }
 
-/// A small static arena so `free_ranges` can allocate before the heap exists.
-static mut BOOT_ARENA: [u8; 64 * 1024] = [0; 64 * 1024];
+/// A small static arena so boot code can allocate before the heap exists.
+const ARENA_SIZE: usize = 64 * 1024;
+static mut BOOT_ARENA: [u8; ARENA_SIZE] = [0; ARENA_SIZE];
 
 #[allow(unsafe_code)]
 pub fn init(info: &BootInfo) {
@@ -54,31 +103,70 @@ pub fn init(info: &BootInfo) {
     // arena is only ever handed to the heap here.
     unsafe {
         let arena = &raw mut BOOT_ARENA;
-        HEAP.lock().init(arena as usize, core::mem::size_of::<[u8; 64 * 1024]>());
+        HEAP.lock().init(arena as usize, ARENA_SIZE);
     }
+    BOOT_RAM_FRAMES.call_once(|| {
+        info.ram()
+            .iter()
+            .map(|r| {
+                let s = r.start.div_ceil(PAGE_SIZE);
+                let e = r.end / PAGE_SIZE;
+                e.saturating_sub(s)
+            })
+            .sum()
+    });
+
+    // 2. The memmap.
+    let (base_pfn, nr_frames) = memmap_span(info.ram()).expect("no RAM in the boot memory map");
+    let memmap_bytes = align_up(nr_frames * FRAME_DESC_SIZE as u64, PAGE_SIZE).expect("memmap size");
+    let free = free_ranges(info);
+    let at = free
+        .iter()
+        .find(|r| r.len() >= memmap_bytes)
+        .map(|r| r.start)
+        .expect("no free range large enough for the memmap");
+    let va = at + arch::PHYS_OFFSET;
+    // SAFETY: `[at, at + memmap_bytes)` is free RAM (not reserved, not used by
+    // anything yet), mapped read-write by the direct map.  Zeroing it makes
+    // every descriptor the valid all-zero "hole" state before a reference
+    // to it exists; from here on it is only accessed through the slice, and
+    // it is reserved in the allocator below so nothing else reuses it.
+    let descs: &'static [FrameDesc] = unsafe {
+        core::ptr::write_bytes(va as *mut u8, 0, memmap_bytes as usize);
+        core::slice::from_raw_parts(va as *const FrameDesc, nr_frames as usize)
+    };
+
+    // 3. The buddy allocator.
+    let buddy = BUDDY.call_once(|| {
+        BuddyAllocator::new(Memmap::new(descs, base_pfn), &DIRECT_MAP, &KERNEL_CPU)
+    });
+    buddy.reserve_range(at, at + memmap_bytes);
+    let added = buddy.init_from_bootinfo(info);
+
+    // 4. The heap: 1/16th of RAM, 4..64 MiB, in max-order unmovable folios.
     let total = info.total_ram();
     let heap_size = (total / 16).clamp(4 << 20, 64 << 20);
-    let free = free_ranges(info);
-    let r = free
-        .iter()
-        .filter(|r| r.len() >= heap_size)
-        .max_by_key(|r| r.len())
-        .copied()
-        .expect("no free range large enough for the kernel heap");
-    // SAFETY: `r` is free RAM (not reserved, not used by anything yet), mapped
-    // read-write by the direct map at `PHYS_OFFSET`; the heap owns it from now on.
-    unsafe {
-        HEAP.lock().add_to_heap(
-            (r.start + arch::PHYS_OFFSET) as usize,
-            (r.start + heap_size + arch::PHYS_OFFSET) as usize,
-        );
+    let chunk = PAGE_SIZE << MAX_ORDER;
+    let mut heap = 0;
+    while heap < heap_size {
+        let Ok(f) = buddy.alloc(MAX_ORDER, AllocFlags::KERNEL) else {
+            break;
+        };
+        let start = f.pa() + arch::PHYS_OFFSET;
+        // SAFETY: the folio is ours for good (its reference is never put), and
+        // the direct map covers it read-write; the heap now owns that memory.
+        unsafe { HEAP.lock().add_to_heap(start as usize, (start + chunk) as usize) };
+        let _ = f; // never put: the heap keeps the frames for good
+        heap += chunk;
     }
     crate::info!(
-        "memory: {} MiB RAM in {} ranges, {} reserved, heap {} MiB at {:#x}",
+        "memory: {} MiB RAM in {} ranges, {} frames to the allocator, memmap {} KiB ({} B/frame) at {:#x}, heap {} MiB",
         total >> 20,
         info.nr_ram,
-        info.nr_reserved,
-        heap_size >> 20,
-        r.start
+        added,
+        memmap_bytes >> 10,
+        FRAME_DESC_SIZE,
+        at,
+        heap >> 20
     );
 }

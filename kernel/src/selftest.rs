@@ -9,7 +9,7 @@
 //! A failing test does not stop the others.  A panic cannot be unwound
 //! (panic=abort), so the panic handler reports the running test as FAILED,
 //! prints the summary counting it, and fails the run.
-use crate::{arch, println};
+use crate::arch;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use ktest::KTest;
 

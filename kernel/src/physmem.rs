@@ -1,0 +1,67 @@
+//! `mm::phys::PhysMem` over the kernel's direct map.
+//!
+//! This is the only place the kernel turns `mm`'s physical addresses into
+//! pointers.  Every address `mm` passes is RAM it owns (a frame from the
+//! buddy allocator or a page-table page), and the direct map covers all RAM,
+//! so `pa + PHYS_OFFSET` is always mapped read-write.
+#![allow(unsafe_code)]
+
+use crate::arch::PHYS_OFFSET;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub struct DirectMap;
+
+pub static DIRECT_MAP: DirectMap = DirectMap;
+
+#[inline(always)]
+fn ptr(pa: u64) -> *mut u8 {
+    (pa + PHYS_OFFSET) as *mut u8
+}
+
+#[inline(always)]
+fn word(pa: u64) -> &'static AtomicU64 {
+    debug_assert!(pa % 8 == 0, "unaligned 64-bit physical access at {pa:#x}");
+    // SAFETY: `pa` is 8-byte aligned RAM covered by the direct map (see the
+    // module comment); page-table words are only ever accessed atomically.
+    unsafe { AtomicU64::from_ptr(ptr(pa) as *mut u64) }
+}
+
+impl mm::phys::PhysMem for DirectMap {
+    fn load(&self, pa: u64) -> u64 {
+        word(pa).load(Ordering::Acquire)
+    }
+    fn store(&self, pa: u64, val: u64) {
+        word(pa).store(val, Ordering::Release)
+    }
+    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
+        match word(pa).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+    fn zero(&self, pa: u64, len: u64) {
+        // SAFETY: `[pa, pa+len)` is RAM owned by the caller, mapped by the direct map.
+        unsafe { core::ptr::write_bytes(ptr(pa), 0, len as usize) }
+    }
+    fn copy(&self, dst: u64, src: u64, len: u64) {
+        // SAFETY: both ranges are RAM owned by the caller and do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(ptr(src), ptr(dst), len as usize) }
+    }
+    fn fill(&self, pa: u64, len: u64, byte: u8) {
+        // SAFETY: as for `zero`.
+        unsafe { core::ptr::write_bytes(ptr(pa), byte, len as usize) }
+    }
+    fn read(&self, pa: u64, buf: &mut [u8]) {
+        // SAFETY: `[pa, pa+len)` is RAM owned by the caller; `buf` is a distinct Rust buffer.
+        unsafe { core::ptr::copy_nonoverlapping(ptr(pa), buf.as_mut_ptr(), buf.len()) }
+    }
+    fn write(&self, pa: u64, buf: &[u8]) {
+        // SAFETY: as for `read`.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), ptr(pa), buf.len()) }
+    }
+    fn is_zero(&self, pa: u64, len: u64) -> bool {
+        // SAFETY: `[pa, pa+len)` is RAM owned by the caller; read as u64 words
+        // (callers pass page-aligned, page-sized ranges).
+        let s = unsafe { core::slice::from_raw_parts(ptr(pa) as *const u64, (len / 8) as usize) };
+        s.iter().all(|&w| w == 0)
+    }
+}
