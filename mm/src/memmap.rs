@@ -184,6 +184,13 @@ impl<'a> Memmap<'a> {
         &self.descs[idx as usize]
     }
 
+    /// Descriptors `idx..idx + n` (lets hot loops run without a bounds
+    /// check per frame).
+    #[inline]
+    pub(crate) fn range(&self, idx: u32, n: u32) -> &'a [FrameDesc] {
+        &self.descs[idx as usize..(idx + n) as usize]
+    }
+
     #[inline]
     pub(crate) fn idx_of(&self, pfn: u64) -> u32 {
         (pfn - self.base_pfn) as u32
