@@ -194,7 +194,8 @@ fn pcp_high_mark_bounds_the_cache() {
 #[test]
 fn zeroing_and_poison() {
     with_alloc(0, 4 * MIB, |a, mem| {
-        assert!(a.poison_enabled());
+        assert_eq!(a.poison_enabled(), cfg!(debug_assertions));
+        a.set_poison(true);
         let f = a.alloc(2, AllocFlags::USER).unwrap();
         mem.fill(f.pa(), f.size(), 0xaa);
         let pa = f.pa();
@@ -215,6 +216,7 @@ fn zeroing_and_poison() {
 #[should_panic(expected = "use after free")]
 fn poison_catches_use_after_free() {
     with_alloc(0, 4 * MIB, |a, mem| {
+        a.set_poison(true);
         let f = a.alloc(0, AllocFlags::KERNEL).unwrap();
         let pa = f.pa();
         f.put();
@@ -227,6 +229,7 @@ fn poison_catches_use_after_free() {
 #[should_panic(expected = "use after free")]
 fn poison_checked_before_zeroing_large() {
     with_alloc(0, 4 * MIB, |a, mem| {
+        a.set_poison(true);
         let f = a.alloc(4, AllocFlags::USER).unwrap();
         let pa = f.pa();
         f.put();
@@ -284,6 +287,8 @@ fn freeing_a_referenced_folio_panics() {
     });
 }
 
+/// Debug builds only, like the check.
+#[cfg(debug_assertions)]
 #[test]
 #[should_panic(expected = "still mapped")]
 fn freeing_a_mapped_folio_panics() {
@@ -294,6 +299,8 @@ fn freeing_a_mapped_folio_panics() {
     });
 }
 
+/// Debug builds only, like the check.
+#[cfg(debug_assertions)]
 #[test]
 #[should_panic(expected = "deferred-split")]
 fn freeing_a_queued_folio_panics() {
