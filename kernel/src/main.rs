@@ -17,7 +17,9 @@ mod log;
 mod memory;
 mod memtest;
 mod physmem;
+mod sched;
 mod selftest;
+mod thread;
 
 use mm::bootinfo::BootInfo;
 
@@ -38,6 +40,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::init_interrupts();
     arch::timer_init(TICK_HZ);
     arch::irq_enable();
+    sched::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);
 
     let mut ok = true;

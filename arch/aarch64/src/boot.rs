@@ -79,6 +79,7 @@ extern "C" fn arch_early_main(entry_el: u64) -> ! {
     // stack), the direct map (page tables, DTB) at the same VAs and PAs as
     // the early tables; the console moves to its device VA right after.
     unsafe { mmu::switch_tables(ttbr1_root, ttbr0_root) };
+    mmu::EMPTY_TTBR0.store(ttbr0_root, Ordering::Relaxed);
     console::set_base(device_va(console::UART_PA));
     PLATFORM.call_once(|| plat);
     RAM.call_once(|| (info.ram, info.nr_ram));

@@ -208,7 +208,11 @@ fn abort_info(f: &TrapFrame) -> Option<FaultInfo> {
 #[unsafe(no_mangle)]
 extern "C" fn arch_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
-        1 | 5 | 9 | 13 => crate::timer::handle_irq(),
+        1 | 5 | 9 | 13 => {
+            crate::timer::handle_irq();
+            // After the EOI and the tick hook, still masked: may switch threads.
+            crate::context::run_irq_exit_hook();
+        }
         0 | 4 | 8 | 12 => handle_sync(frame, kind),
         _ => report_and_exit(frame, kind, None),
     }

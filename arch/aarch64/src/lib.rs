@@ -17,9 +17,14 @@
 pub mod pte;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+extern crate alloc;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod context;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod cpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -38,6 +43,8 @@ mod regs;
 mod selftest;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod timer;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod tlb;
 
 /// Direct-map base: `va = pa + PHYS_OFFSET`.
 pub const PHYS_OFFSET: u64 = 0xFFFF_0000_0000_0000;
@@ -108,7 +115,12 @@ pub use hw::*;
 mod hw {
     use crate::{FaultInfo, KernelLayout, Translation};
 
+    pub use crate::context::{
+        Context, asid_bits, current_user_root, set_irq_exit_hook, set_thread_stack, switch_context,
+        switch_user_root, user_root_init, user_root_off,
+    };
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
+    pub use crate::mmu::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
     pub use crate::probe::{probe_exec, probe_read, probe_write};
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
 

@@ -8,6 +8,9 @@
 //! * `KIMAGE_VOFFSET + pa` — the kernel image, 4K pages, W^X per section,
 //!   with the page below the boot stack left unmapped as a guard.
 //!
+//! * `KERNEL_MAP_BASE` (L0 slot 510) — 4K pages mapped at run time with
+//!   `map_kernel_page` (kernel thread stacks with guard pages).
+//!
 //! The lower half (TTBR0) is an empty table, for user address spaces later.
 //! No contiguous hints are used here (they are reserved for user mappings).
 use crate::regs::{dsb_ishst, read_sysreg, tlbi_vmalle1, write_sysreg};
@@ -327,4 +330,136 @@ pub fn kernel_layout() -> KernelLayout {
             ..LAYOUT.direct_map_end.load(Ordering::Relaxed),
         direct_map_leaf: LAYOUT.direct_map_leaf.load(Ordering::Relaxed),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Run-time 4K kernel mappings (level-0 slot 510 of TTBR1).
+
+/// Base of the region where `map_kernel_page` works (one L0 slot, 512 GiB).
+pub const KERNEL_MAP_BASE: u64 = 0xFFFF_FF00_0000_0000;
+/// Size of that region.
+pub const KERNEL_MAP_SIZE: u64 = 1 << 39;
+
+/// The empty lower-half table installed at boot (TTBR0 value, ASID 0).
+pub static EMPTY_TTBR0: AtomicU64 = AtomicU64::new(0);
+/// Serialises changes to the run-time region's tables.  Taken with IRQs
+/// enabled (it allocates); never from interrupt context.
+static KMAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// A zeroed 4K table frame from the kernel heap; returns its physical address.
+fn alloc_table() -> Result<u64, &'static str> {
+    let layout = core::alloc::Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize)
+        .map_err(|_| "layout")?;
+    // SAFETY: a non-zero-sized layout.
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+    if p == 0 {
+        return Err("out of memory for a page table");
+    }
+    // Heap memory is RAM (the direct map or the image's boot arena); the
+    // tables are later reached through the direct map at `pa + PHYS_OFFSET`.
+    match walk(live_root(p), p) {
+        Some(t) => Ok(t.pa),
+        None => {
+            // SAFETY: `p` was just allocated with `layout`.
+            unsafe { alloc::alloc::dealloc(p as *mut u8, layout) };
+            Err("heap memory not mapped")
+        }
+    }
+}
+
+fn check_kmap_va(va: u64) -> Result<(), &'static str> {
+    if !(KERNEL_MAP_BASE..KERNEL_MAP_BASE + KERNEL_MAP_SIZE).contains(&va) {
+        return Err("address outside the kernel map region");
+    }
+    if !va.is_multiple_of(PAGE_SIZE) {
+        return Err("unaligned address");
+    }
+    Ok(())
+}
+
+/// The level-3 table covering `va`, creating missing tables if `create`.
+fn kmap_l3(va: u64, create: bool) -> Result<u64, &'static str> {
+    let mut table = read_sysreg!("ttbr1_el1") & OA_MASK;
+    for level in 0..3 {
+        let idx = index_of(va, level);
+        // SAFETY: `table` is a live table frame of the kernel tree (from
+        // TTBR1 or a table descriptor), reachable through the direct map.
+        let e = unsafe { read_entry(table, idx) };
+        if e & DESC_VALID != 0 {
+            if e & DESC_TABLE_OR_PAGE == 0 {
+                return Err("block in the kernel map region");
+            }
+            table = e & OA_MASK;
+            continue;
+        }
+        if !create {
+            return Err("not mapped");
+        }
+        let next = alloc_table()?;
+        // Zeroes visible to the walker before the descriptor is.
+        dsb_ishst();
+        // SAFETY: as above; only this module changes the run-time region
+        // (under KMAP_LOCK), and the new descriptor points at a zeroed table.
+        unsafe {
+            core::ptr::write_volatile(
+                (phys_to_virt(table) as *mut u64).add(idx),
+                next | DESC_TABLE_OR_PAGE | DESC_VALID,
+            )
+        };
+        table = next;
+    }
+    Ok(table)
+}
+
+/// Map the 4K page `va` (inside `KERNEL_MAP_BASE..+KERNEL_MAP_SIZE`) to the
+/// frame `pa`: Normal WB, global, never executable, writable if asked.
+/// Missing tables come from the kernel heap.  Fails if `va` is mapped.
+/// Not for interrupt context.
+pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static str> {
+    check_kmap_va(va)?;
+    if pa & !OA_MASK != 0 {
+        return Err("unaligned frame");
+    }
+    let _g = KMAP_LOCK.lock();
+    let l3 = kmap_l3(va, true)?;
+    let idx = index_of(va, 3);
+    // SAFETY: `l3` is the live level-3 table for `va`.
+    if unsafe { read_entry(l3, idx) } & DESC_VALID != 0 {
+        return Err("page already mapped");
+    }
+    let prot = if writable {
+        Prot::ReadWrite
+    } else {
+        Prot::ReadOnly
+    };
+    // SAFETY: as in `kmap_l3`; the entry was invalid, so no TLB entry exists.
+    unsafe {
+        core::ptr::write_volatile(
+            (phys_to_virt(l3) as *mut u64).add(idx),
+            pa | leaf_attrs(prot) | DESC_TABLE_OR_PAGE | DESC_VALID,
+        )
+    };
+    dsb_ishst();
+    crate::regs::isb();
+    Ok(())
+}
+
+/// Unmap the 4K page `va` of the run-time region and invalidate it in the
+/// TLB (all ASIDs, inner shareable).  Returns the frame it mapped, or
+/// `None`.  Not for interrupt context.
+pub fn unmap_kernel_page(va: u64) -> Option<u64> {
+    check_kmap_va(va).ok()?;
+    let _g = KMAP_LOCK.lock();
+    let l3 = kmap_l3(va, false).ok()?;
+    let idx = index_of(va, 3);
+    // SAFETY: `l3` is the live level-3 table for `va`.
+    let e = unsafe { read_entry(l3, idx) };
+    if e & DESC_VALID == 0 {
+        return None;
+    }
+    // SAFETY: as in `map_kernel_page`; the page is out of use by contract
+    // and the invalidation below drops cached translations.
+    unsafe { core::ptr::write_volatile((phys_to_virt(l3) as *mut u64).add(idx), 0) };
+    crate::regs::tlbi_va(va);
+    Some(e & OA_MASK)
 }

@@ -16,6 +16,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod context;
+#[cfg(target_os = "none")]
 mod cpu;
 #[cfg(target_os = "none")]
 mod gdt;
@@ -30,8 +32,15 @@ mod serial;
 #[cfg(target_os = "none")]
 mod timer;
 #[cfg(target_os = "none")]
+pub mod tlb;
+#[cfg(target_os = "none")]
 mod trap;
 
+#[cfg(target_os = "none")]
+pub use context::{
+    Context, current_user_root, has_pcid, set_irq_exit_hook, set_thread_stack, switch_context,
+    switch_user_root, user_root_init, user_root_off,
+};
 #[cfg(target_os = "none")]
 pub use cpu::invlpg as flush_tlb_page;
 #[cfg(target_os = "none")]
@@ -39,7 +48,10 @@ pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restor
 #[cfg(target_os = "none")]
 pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, set_kernel_stack};
 #[cfg(target_os = "none")]
-pub use paging::{KernelLayout, PHYS_OFFSET, Translation, kernel_layout, kernel_translate};
+pub use paging::{
+    KERNEL_MAP_BASE, KERNEL_MAP_SIZE, KernelLayout, PHYS_OFFSET, Translation, kernel_layout,
+    kernel_translate, map_kernel_page, unmap_kernel_page,
+};
 #[cfg(target_os = "none")]
 pub use probe::{probe_exec, probe_read, probe_write};
 #[cfg(target_os = "none")]

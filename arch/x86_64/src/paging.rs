@@ -9,6 +9,8 @@
 //! * `KERNEL_VMA + pa` (PML4 slot 511): the kernel image with 4 KiB pages and
 //!   W^X: text RX, rodata R, data/bss RW+NX; the boot stack's guard page is
 //!   left unmapped.
+//! * `KERNEL_MAP_BASE` (PML4 slot 509): 4 KiB pages mapped at run time with
+//!   `map_kernel_page` (kernel thread stacks with guard pages).
 //! * PML4 slots 0..=255 (the lower half) are empty, for user space.
 //!
 //! Table frames come from a bump allocator over one contiguous chunk of free
@@ -413,6 +415,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         cpu::write_cr0(cpu::read_cr0() | cpu::CR0_WP);
         cpu::write_cr3(b.pml4);
     }
+    KERNEL_ROOT.store(b.pml4, Ordering::Relaxed);
     TABLE_VA_OFFSET.store(PHYS_OFFSET, Ordering::Relaxed);
     let mut cr4 = cpu::read_cr4();
     if f.pge {
@@ -434,4 +437,140 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         f.smep,
         f.pge,
     );
+}
+
+// ---------------------------------------------------------------------------
+// Run-time 4 KiB kernel mappings (PML4 slot 509).
+
+/// Base of the region where `map_kernel_page` works (one PML4 slot, 512 GiB).
+pub const KERNEL_MAP_BASE: u64 = 0xFFFF_FE80_0000_0000;
+/// Size of that region.
+pub const KERNEL_MAP_SIZE: u64 = 1 << 39;
+
+/// Physical address of the kernel's PML4 (set by `init`).
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+/// Serialises changes to the run-time region's tables.  Taken with
+/// interrupts enabled (it allocates); never from interrupt context.
+static KMAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Physical address of the kernel's own PML4.
+pub fn kernel_root() -> u64 {
+    KERNEL_ROOT.load(Ordering::Relaxed)
+}
+
+/// Entry `idx` of the root table at `root`.
+pub fn read_root_entry(root: u64, idx: u64) -> u64 {
+    read_entry(root, idx)
+}
+
+/// A zeroed 4 KiB table frame from the kernel heap; returns its physical address.
+fn alloc_table() -> Result<u64, &'static str> {
+    let layout = core::alloc::Layout::from_size_align(SIZE_4K as usize, SIZE_4K as usize)
+        .map_err(|_| "layout")?;
+    // SAFETY: a non-zero-sized layout.
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+    if p == 0 {
+        return Err("out of memory for a page table");
+    }
+    // Heap memory is RAM (the direct map or the image's boot arena); the
+    // tables are later reached through the direct map at `pa + PHYS_OFFSET`.
+    match kernel_translate(p) {
+        Some(t) => Ok(t.pa),
+        None => {
+            // SAFETY: `p` was just allocated with `layout`.
+            unsafe { alloc::alloc::dealloc(p as *mut u8, layout) };
+            Err("heap memory not mapped")
+        }
+    }
+}
+
+/// The table under `table[idx]`, created (present, writable) if missing.
+fn next_table_alloc(table: u64, idx: u64) -> Result<u64, &'static str> {
+    let e = read_entry(table, idx);
+    if e & PTE_P != 0 {
+        if e & PTE_PS != 0 {
+            return Err("large leaf in the kernel map region");
+        }
+        return Ok(e & PTE_ADDR);
+    }
+    let t = alloc_table()?;
+    // SAFETY: `table` is a live page-table frame reached from the kernel
+    // root; the new entry points at a zeroed table frame.
+    unsafe { core::ptr::write_volatile(entry_ptr(table, idx), t | PTE_P | PTE_W) };
+    Ok(t)
+}
+
+/// Create the PML4 entry of the run-time region, so that roots copying the
+/// kernel half (`user_root_init`) see later mappings too.
+pub fn ensure_kernel_map_pml4() {
+    let _g = KMAP_LOCK.lock();
+    next_table_alloc(kernel_root(), (KERNEL_MAP_BASE >> 39) & 511)
+        .expect("x86_64: cannot create the kernel map region");
+}
+
+fn check_kmap_va(va: u64) -> Result<(), &'static str> {
+    if !(KERNEL_MAP_BASE..KERNEL_MAP_BASE + KERNEL_MAP_SIZE).contains(&va) {
+        return Err("address outside the kernel map region");
+    }
+    if !va.is_multiple_of(SIZE_4K) {
+        return Err("unaligned address");
+    }
+    Ok(())
+}
+
+/// Map the 4 KiB page `va` (inside `KERNEL_MAP_BASE..+KERNEL_MAP_SIZE`) to
+/// the frame `pa`: global, never executable, writable if asked.  Missing
+/// tables come from the kernel heap.  Fails if `va` is already mapped.
+/// Not for interrupt context.
+pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static str> {
+    check_kmap_va(va)?;
+    if pa & !PTE_ADDR != 0 {
+        return Err("unaligned frame");
+    }
+    let f = cpu::features();
+    let _g = KMAP_LOCK.lock();
+    let mut t = kernel_root();
+    for shift in [39u32, 30, 21] {
+        t = next_table_alloc(t, (va >> shift) & 511)?;
+    }
+    let idx = (va >> 12) & 511;
+    if read_entry(t, idx) & PTE_P != 0 {
+        return Err("page already mapped");
+    }
+    let leaf = pa
+        | PTE_P
+        | PTE_A
+        | if writable { PTE_W | PTE_D } else { 0 }
+        | if f.pge { PTE_G } else { 0 }
+        | if f.nx { PTE_NX } else { 0 };
+    // SAFETY: `t` is the live page table covering `va`, inside the run-time
+    // region that only this module changes (under KMAP_LOCK).
+    unsafe { core::ptr::write_volatile(entry_ptr(t, idx), leaf) };
+    Ok(())
+}
+
+/// Unmap the 4 KiB page `va` of the run-time region and flush it from the
+/// TLB (global entries included, so every PCID).  Returns the frame it
+/// mapped, or `None` if nothing was mapped.  Not for interrupt context.
+pub fn unmap_kernel_page(va: u64) -> Option<u64> {
+    check_kmap_va(va).ok()?;
+    let _g = KMAP_LOCK.lock();
+    let mut t = kernel_root();
+    for shift in [39u32, 30, 21] {
+        let e = read_entry(t, (va >> shift) & 511);
+        if e & PTE_P == 0 || e & PTE_PS != 0 {
+            return None;
+        }
+        t = e & PTE_ADDR;
+    }
+    let idx = (va >> 12) & 511;
+    let e = read_entry(t, idx);
+    if e & PTE_P == 0 {
+        return None;
+    }
+    // SAFETY: as in `map_kernel_page`; the page is no longer in use by
+    // contract, and the flush below drops any cached translation.
+    unsafe { core::ptr::write_volatile(entry_ptr(t, idx), 0) };
+    cpu::invlpg(va);
+    Some(e & PTE_ADDR)
 }

@@ -188,15 +188,19 @@ unsafe extern "C" fn probe_exec_asm(_va: u64) -> ProbeRet {
 
 /// Read 8 bytes at `va`; a fault is caught and returned.
 pub fn probe_read(va: u64) -> Result<u64, FaultInfo> {
+    // Masked so that no other thread's probe overwrites the recorded fault.
+    let irq = crate::cpu::irq_save();
     // SAFETY: the load is covered by the fixup table, so a fault returns an
     // error instead of crashing; a successful load of mapped memory has no
     // effect beyond reading it.
     let r = unsafe { probe_read_asm(va) };
-    if r.status == 0 {
+    let res = if r.status == 0 {
         Ok(r.val)
     } else {
         Err(last_fault())
-    }
+    };
+    crate::cpu::irq_restore(irq);
+    res
 }
 
 /// Write 8 bytes at `va`; a fault is caught and returned.
@@ -204,14 +208,17 @@ pub fn probe_read(va: u64) -> Result<u64, FaultInfo> {
 /// This really writes when the page is writable: only use it on memory the
 /// caller owns or expects to be read-only.
 pub fn probe_write(va: u64, val: u64) -> Result<(), FaultInfo> {
+    let irq = crate::cpu::irq_save();
     // SAFETY: the store is covered by the fixup table; per the API contract
     // the caller only probes memory it owns or expects to be read-only.
     let r = unsafe { probe_write_asm(va, val) };
-    if r.status == 0 {
+    let res = if r.status == 0 {
         Ok(())
     } else {
         Err(last_fault())
-    }
+    };
+    crate::cpu::irq_restore(irq);
+    res
 }
 
 /// Call `va` (which should hold a `ret`); an instruction-fetch fault at `va`
@@ -224,10 +231,11 @@ pub fn probe_exec(va: u64) -> Result<(), FaultInfo> {
     // the saved stack; per the API contract `va` holds a `ret` otherwise.
     let r = unsafe { probe_exec_asm(va) };
     EXEC_ACTIVE.store(false, Ordering::Relaxed);
-    crate::cpu::irq_restore(irq);
-    if r.status == 0 {
+    let res = if r.status == 0 {
         Ok(())
     } else {
         Err(last_fault())
-    }
+    };
+    crate::cpu::irq_restore(irq);
+    res
 }

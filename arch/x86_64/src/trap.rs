@@ -275,7 +275,11 @@ pub fn page_fault_info(err: u64, addr: u64, pc: u64) -> FaultInfo {
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as u8;
     match v {
-        TIMER_VECTOR => crate::timer::on_tick(tick_hook()),
+        TIMER_VECTOR => {
+            crate::timer::on_tick(tick_hook());
+            // After the EOI and the tick hook, still masked: may switch threads.
+            crate::context::run_irq_exit_hook();
+        }
         SPURIOUS_VECTOR => {}
         14 => {
             let cr2 = cpu::read_cr2();

@@ -1,0 +1,250 @@
+//! Kernel-thread context switching, the IRQ-exit hook used for preemption,
+//! and loading a lower-half (user) root into TTBR0_EL1 with an ASID.
+//!
+//! A switched-out thread's state is its stack pointer: `switch_context`
+//! stores the AAPCS64 callee-saved registers (x19-x28, fp, lr), the
+//! callee-saved FP/SIMD halves d8-d15 and FPCR in a 176-byte frame on the
+//! thread's own stack and keeps SP in its [`Context`].  Everything else is
+//! dead across the call by the ABI; when the switch happens inside an IRQ,
+//! the exception frame (all GPRs and all of q0-q31) already sits on the
+//! interrupted thread's stack.  DAIF is not switched: every switch happens
+//! with IRQs masked, and each side restores its own mask afterwards.
+use crate::mmu;
+use crate::regs::{isb, read_sysreg, write_sysreg};
+use core::arch::naked_asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Bytes `switch_context` keeps on the stack of a switched-out thread.
+const FRAME: u64 = 176;
+
+/// The saved state of a thread that is not running: its stack pointer.
+#[derive(Debug, Default)]
+pub struct Context {
+    sp: AtomicU64,
+}
+
+impl Context {
+    /// A context to be filled by the first `switch_context` away from the
+    /// running thread (the boot thread).
+    pub const fn empty() -> Self {
+        Self {
+            sp: AtomicU64::new(0),
+        }
+    }
+
+    /// Make this context one that, when switched to, starts `entry(arg)` on the stack
+    /// ending at `stack_top` (16-byte aligned), with IRQs masked as at every
+    /// switch: `entry` unmasks them once it has finished its post-switch
+    /// bookkeeping.  `entry` must not return.  `const fn empty` lets
+    /// contexts live in statics.
+    ///
+    /// # Safety
+    /// `[stack_top - 176, stack_top)` must be mapped, writable memory owned
+    /// by the new thread and unused by anything else.
+    pub unsafe fn init_thread(&self, stack_top: u64, entry: extern "C" fn(usize) -> !, arg: usize) {
+        assert!(stack_top.is_multiple_of(16), "unaligned thread stack");
+        let mut frame = [0u64; (FRAME / 8) as usize];
+        frame[0] = entry as usize as u64; // x19
+        frame[1] = arg as u64; // x20
+        frame[11] = thread_trampoline as extern "C" fn() -> ! as usize as u64; // x30
+        frame[20] = read_sysreg!("fpcr");
+        let sp = stack_top - FRAME;
+        // SAFETY: the caller guarantees the frame below `stack_top` is
+        // writable and owned by the new thread.
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), sp as *mut u64, frame.len()) };
+        self.sp.store(sp, Ordering::Release);
+    }
+}
+
+/// First code a new thread runs: `entry(arg)`, with a zeroed frame chain.
+#[unsafe(naked)]
+extern "C" fn thread_trampoline() -> ! {
+    naked_asm!(
+        "mov x0, x20",
+        "mov x29, xzr",
+        "mov x30, xzr",
+        "blr x19",
+        "brk #0x5c",
+    )
+}
+
+#[unsafe(naked)]
+unsafe extern "C" fn switch_asm(prev_sp: *mut u64, next_sp: u64) {
+    naked_asm!(
+        "sub sp, sp, #176",
+        "stp x19, x20, [sp, #0]",
+        "stp x21, x22, [sp, #16]",
+        "stp x23, x24, [sp, #32]",
+        "stp x25, x26, [sp, #48]",
+        "stp x27, x28, [sp, #64]",
+        "stp x29, x30, [sp, #80]",
+        "stp d8, d9, [sp, #96]",
+        "stp d10, d11, [sp, #112]",
+        "stp d12, d13, [sp, #128]",
+        "stp d14, d15, [sp, #144]",
+        "mrs x9, fpcr",
+        "str x9, [sp, #160]",
+        "mov x9, sp",
+        "str x9, [x0]",
+        "mov sp, x1",
+        "ldp x19, x20, [sp, #0]",
+        "ldp x21, x22, [sp, #16]",
+        "ldp x23, x24, [sp, #32]",
+        "ldp x25, x26, [sp, #48]",
+        "ldp x27, x28, [sp, #64]",
+        "ldp x29, x30, [sp, #80]",
+        "ldp d8, d9, [sp, #96]",
+        "ldp d10, d11, [sp, #112]",
+        "ldp d12, d13, [sp, #128]",
+        "ldp d14, d15, [sp, #144]",
+        "ldr x9, [sp, #160]",
+        "msr fpcr, x9",
+        "add sp, sp, #176",
+        "ret",
+    )
+}
+
+/// Save the running thread's callee-saved state in `prev` and resume the
+/// thread saved in `next`.  Returns when some CPU switches back to `prev`.
+///
+/// # Safety
+/// IRQs must be masked.  `next` must hold a context saved by
+/// `switch_context` or made by `Context::init_thread`, whose thread is not
+/// running anywhere and whose stack is still mapped; `prev` must not be
+/// resumed by anyone before this call has stored into it (the caller's lock
+/// hand-over guarantees that).
+pub unsafe fn switch_context(prev: &Context, next: &Context) {
+    let next_sp = next.sp.load(Ordering::Acquire);
+    // SAFETY: per the contract `next_sp` is a frame pushed by `switch_asm` or
+    // built by `init_thread`; `prev.sp` is a valid u64 for the store.
+    unsafe { switch_asm(prev.sp.as_ptr(), next_sp) };
+}
+
+/// Tell the exception code which kernel stack the running thread uses:
+/// `bottom` (with an unmapped guard page below) becomes the stack limit for
+/// overflow reports.  `top` is unused on arm64 (SP_EL1 is the stack itself).
+pub fn set_thread_stack(bottom: u64, _top: u64) {
+    crate::exception::set_stack_limit(bottom);
+}
+
+static IRQ_EXIT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Install the function run at the end of every IRQ, after the EOI and the
+/// tick hook, with IRQs masked, on the interrupted thread's stack.  It may
+/// switch threads; the exception returns when the interrupted thread is
+/// switched back in (its ELR/SPSR are in its own trap frame).
+pub fn set_irq_exit_hook(f: fn()) {
+    IRQ_EXIT_HOOK.store(f as usize, Ordering::Release);
+}
+
+pub(crate) fn run_irq_exit_hook() {
+    let p = IRQ_EXIT_HOOK.load(Ordering::Acquire);
+    if p != 0 {
+        // SAFETY: only `set_irq_exit_hook` stores non-zero values, all `fn()`s.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(p) };
+        f();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lower-half roots (TTBR0_EL1 with ASID).
+
+const TCR_AS: u64 = 1 << 36;
+const TTBR_BADDR: u64 = 0x0000_FFFF_FFFF_FFFE;
+/// ASIDs whose last-loaded root is remembered (others always flush).
+const TRACKED_ASIDS: usize = 256;
+
+static ASID_CHECKED: AtomicBool = AtomicBool::new(false);
+static ASID16: AtomicBool = AtomicBool::new(false);
+/// Last root loaded with each ASID (0 = none yet).
+static LAST_ROOT: [AtomicU64; TRACKED_ASIDS] = [const { AtomicU64::new(0) }; TRACKED_ASIDS];
+
+/// Number of ASID bits in use (8, or 16 when ID_AA64MMFR0_EL1.ASIDBits says
+/// so; TCR_EL1.AS is then set on first use).
+pub fn asid_bits() -> u32 {
+    if !ASID_CHECKED.load(Ordering::Acquire) {
+        let irq = crate::cpu::irq_save();
+        if !ASID_CHECKED.load(Ordering::Relaxed) {
+            let wide = (read_sysreg!("id_aa64mmfr0_el1") >> 4) & 0xf == 0b0010;
+            if wide {
+                let tcr = read_sysreg!("tcr_el1") | TCR_AS;
+                // SAFETY: only ASID 0 (the empty TTBR0 table, which caches
+                // nothing) is in use so far; TCR.AS changes how ASIDs are
+                // compared, so flush everything after the change.
+                unsafe { write_sysreg!("tcr_el1", tcr) };
+                isb();
+                crate::regs::tlbi_vmalle1();
+                ASID16.store(true, Ordering::Relaxed);
+            }
+            ASID_CHECKED.store(true, Ordering::Release);
+        }
+        crate::cpu::irq_restore(irq);
+    }
+    if ASID16.load(Ordering::Relaxed) {
+        16
+    } else {
+        8
+    }
+}
+
+/// Invalidate this CPU's (and inner-shareable peers') TLB entries of `asid`.
+fn tlbi_asid(asid: u64) {
+    // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
+    unsafe {
+        core::arch::asm!("dsb ishst", "tlbi aside1is, {}", "dsb ish", "isb",
+            in(reg) asid << 48, options(nostack, preserves_flags))
+    };
+}
+
+/// Prepare `table` as the root of a new lower-half address space (TTBR0
+/// covers only the lower half on arm64, so it starts empty).
+pub fn user_root_init(table: &mut [u64; 512]) {
+    table.fill(0);
+}
+
+/// Load `root_pa` into TTBR0_EL1 with `asid` (bits 63:48; ASID 0 belongs to
+/// the empty table and is refused).  When the ASID was last used with a
+/// different root (or is not tracked), its TLB entries are invalidated.
+pub fn switch_user_root(root_pa: u64, asid: u16) {
+    assert!(root_pa & !TTBR_BADDR == 0 && root_pa.is_multiple_of(4096));
+    let bits = asid_bits();
+    let asid = u64::from(asid) & ((1u64 << bits) - 1);
+    assert!(asid != 0, "ASID 0 is the kernel's");
+    let irq = crate::cpu::irq_save();
+    let same = LAST_ROOT
+        .get(asid as usize)
+        .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
+    crate::regs::dsb_ishst();
+    // SAFETY: TTBR0 only translates the lower half, where the kernel keeps
+    // nothing; the new table was prepared by the caller.
+    unsafe { write_sysreg!("ttbr0_el1", root_pa | (asid << 48)) };
+    isb();
+    if !same {
+        tlbi_asid(asid);
+    }
+    crate::cpu::irq_restore(irq);
+}
+
+/// Go back to the empty lower-half table (ASID 0).
+pub fn user_root_off() {
+    let irq = crate::cpu::irq_save();
+    let empty = mmu::EMPTY_TTBR0.load(Ordering::Relaxed);
+    if read_sysreg!("ttbr0_el1") != empty {
+        // SAFETY: the empty table maps nothing the kernel uses.
+        unsafe { write_sysreg!("ttbr0_el1", empty) };
+        isb();
+    }
+    crate::cpu::irq_restore(irq);
+}
+
+/// The lower-half root now loaded and its ASID, or `None` when the empty
+/// table is in TTBR0.
+pub fn current_user_root() -> Option<(u64, u16)> {
+    let t = read_sysreg!("ttbr0_el1");
+    let root = t & TTBR_BADDR;
+    if root == mmu::EMPTY_TTBR0.load(Ordering::Relaxed) {
+        None
+    } else {
+        Some((root, (t >> 48) as u16))
+    }
+}

@@ -1,0 +1,233 @@
+//! Kernel-thread context switching, the IRQ-exit hook used for preemption,
+//! and loading a lower-half (user) root into CR3 with PCIDs.
+//!
+//! A switched-out thread's state is its stack pointer: `switch_context`
+//! pushes the System V callee-saved registers (rbx, rbp, r12-r15) and the
+//! return address on the thread's own stack and stores RSP in its
+//! [`Context`].  Caller-saved registers are dead across the call by the ABI;
+//! the target is soft-float, so there is no FP/SIMD state to keep.  RFLAGS is
+//! not switched: every switch happens with interrupts masked, and each side
+//! restores its own interrupt state afterwards.
+use crate::cpu;
+use crate::paging::{self, PTE_ADDR};
+use core::arch::naked_asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// The saved state of a thread that is not running: its stack pointer.
+/// Written only by [`switch_context`] (and [`Context::init_thread`]).
+#[derive(Debug, Default)]
+pub struct Context {
+    sp: AtomicU64,
+}
+
+impl Context {
+    /// A context to be filled by the first `switch_context` away from the
+    /// running thread (the boot thread).
+    pub const fn empty() -> Self {
+        Self {
+            sp: AtomicU64::new(0),
+        }
+    }
+
+    /// Make this context one that, when switched to, starts `entry(arg)` on the stack
+    /// ending at `stack_top` (16-byte aligned), with interrupts masked as
+    /// at every switch: `entry` enables them once it has finished its
+    /// post-switch bookkeeping.  `entry` must not return.
+    ///
+    /// # Safety
+    /// `[stack_top - 64, stack_top)` must be mapped, writable memory owned by
+    /// the new thread and unused by anything else.
+    pub unsafe fn init_thread(&self, stack_top: u64, entry: extern "C" fn(usize) -> !, arg: usize) {
+        assert!(stack_top.is_multiple_of(16), "unaligned thread stack");
+        // Frame popped by `switch_context`, lowest address first:
+        // r15, r14, r13 (= arg), r12 (= entry), rbx, rbp, return address.
+        let frame: [u64; 8] = [
+            0,
+            0,
+            arg as u64,
+            entry as usize as u64,
+            0,
+            0,
+            thread_trampoline as extern "C" fn() -> ! as usize as u64,
+            0,
+        ];
+        let sp = stack_top - 64;
+        // SAFETY: the caller guarantees the 64 bytes below `stack_top` are
+        // writable and owned by the new thread.
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), sp as *mut u64, 8) };
+        self.sp.store(sp, Ordering::Release);
+    }
+}
+
+/// First code a new thread runs: `entry(arg)` with an aligned stack.
+#[unsafe(naked)]
+extern "C" fn thread_trampoline() -> ! {
+    naked_asm!(
+        "and rsp, -16",
+        "xor ebp, ebp",
+        "mov rdi, r13",
+        "call r12",
+        "ud2",
+    )
+}
+
+#[unsafe(naked)]
+unsafe extern "C" fn switch_asm(prev_sp: *mut u64, next_sp: u64) {
+    naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+    )
+}
+
+/// Save the running thread's callee-saved state in `prev` and resume the
+/// thread saved in `next`.  Returns when some CPU switches back to `prev`.
+///
+/// # Safety
+/// Interrupts must be masked.  `next` must hold a context saved by
+/// `switch_context` or made by `Context::init_thread`, whose thread is not
+/// running anywhere and whose stack is still mapped; `prev` must not be
+/// resumed by anyone before this call has stored into it (the caller's lock
+/// hand-over guarantees that).
+pub unsafe fn switch_context(prev: &Context, next: &Context) {
+    let next_sp = next.sp.load(Ordering::Acquire);
+    // SAFETY: per the contract `next_sp` is a frame pushed by `switch_asm` or
+    // built by `init_thread`; `prev.sp` is a valid u64 for the store.
+    unsafe { switch_asm(prev.sp.as_ptr(), next_sp) };
+}
+
+/// Tell the CPU which kernel stack the running thread uses: TSS.RSP0 (for
+/// entries from user mode) is set to `top`.  `bottom` is unused on x86 (a
+/// kernel stack overflow hits the guard page and ends in #DF on IST1).
+pub fn set_thread_stack(_bottom: u64, top: u64) {
+    crate::gdt::set_kernel_stack(top);
+}
+
+static IRQ_EXIT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Install the function run at the end of every timer interrupt, after the
+/// EOI and the tick hook, with interrupts masked, on the interrupted
+/// thread's stack.  It may switch threads; the interrupt returns when the
+/// interrupted thread is switched back in.
+pub fn set_irq_exit_hook(f: fn()) {
+    IRQ_EXIT_HOOK.store(f as usize, Ordering::Release);
+}
+
+pub(crate) fn run_irq_exit_hook() {
+    let p = IRQ_EXIT_HOOK.load(Ordering::Acquire);
+    if p != 0 {
+        // SAFETY: only `set_irq_exit_hook` stores non-zero values, all `fn()`s.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(p) };
+        f();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lower-half roots (CR3 with PCID).
+
+const CR3_NOFLUSH: u64 = 1 << 63;
+const CR4_PCIDE: u64 = 1 << 17;
+/// PCIDs whose last-loaded root is remembered (others always flush).
+const TRACKED_PCIDS: usize = 256;
+
+static PCID_ON: AtomicBool = AtomicBool::new(false);
+static PCID_CHECKED: AtomicBool = AtomicBool::new(false);
+/// Last root loaded with each PCID (0 = none yet).
+static LAST_ROOT: [AtomicU64; TRACKED_PCIDS] = [const { AtomicU64::new(0) }; TRACKED_PCIDS];
+
+/// Whether CR3 carries a PCID (CPUID.1:ECX.PCID and global pages, so that
+/// INVLPG of kernel pages reaches every PCID).  Turned on at first use.
+pub fn has_pcid() -> bool {
+    if !PCID_CHECKED.load(Ordering::Acquire) {
+        let irq = cpu::irq_save();
+        if !PCID_CHECKED.load(Ordering::Relaxed) {
+            let l1 = cpu::cpuid(1);
+            let ok = l1.ecx & (1 << 17) != 0 && cpu::features().pge;
+            if ok && cpu::read_cr3() & 0xFFF == 0 {
+                // SAFETY: CR3[11:0] is 0 and we are in long mode, the two
+                // conditions for setting CR4.PCIDE; the current root keeps PCID 0.
+                unsafe { cpu::write_cr4(cpu::read_cr4() | CR4_PCIDE) };
+                PCID_ON.store(true, Ordering::Relaxed);
+            }
+            PCID_CHECKED.store(true, Ordering::Release);
+        }
+        cpu::irq_restore(irq);
+    }
+    PCID_ON.load(Ordering::Relaxed)
+}
+
+/// Fill `table` as the root of a new address space: the lower half empty,
+/// the upper half (kernel) a copy of the kernel's root entries, so the
+/// kernel keeps running while it is loaded.
+pub fn user_root_init(table: &mut [u64; 512]) {
+    paging::ensure_kernel_map_pml4();
+    let k = paging::kernel_root();
+    table[..256].fill(0);
+    for (i, e) in table.iter_mut().enumerate().skip(256) {
+        *e = paging::read_root_entry(k, i as u64);
+    }
+}
+
+/// Load `root_pa` (a PML4 made by [`user_root_init`]) into CR3 with PCID
+/// `asid` (low 12 bits; 0 is the kernel's and is refused).  The PCID's TLB
+/// entries are kept when it was last loaded with the same root and flushed
+/// otherwise.  Without PCIDs this is a plain CR3 load (full non-global flush).
+pub fn switch_user_root(root_pa: u64, asid: u16) {
+    assert!(root_pa & !PTE_ADDR == 0, "unaligned root");
+    let irq = cpu::irq_save();
+    let cr3 = if has_pcid() {
+        let pcid = u64::from(asid & 0xFFF);
+        assert!(pcid != 0, "PCID 0 is the kernel's");
+        let same = LAST_ROOT
+            .get(pcid as usize)
+            .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
+        root_pa | pcid | if same { CR3_NOFLUSH } else { 0 }
+    } else {
+        root_pa
+    };
+    // SAFETY: the root's upper half mirrors the kernel's (user_root_init), so
+    // everything the kernel uses stays mapped at the same addresses.
+    unsafe { cpu::write_cr3(cr3) };
+    cpu::irq_restore(irq);
+}
+
+/// Go back to the kernel's own root (empty lower half, PCID 0).
+pub fn user_root_off() {
+    let irq = cpu::irq_save();
+    let k = paging::kernel_root();
+    let cr3 = if PCID_ON.load(Ordering::Relaxed) {
+        // PCID 0 only ever holds the kernel root: no user entries to flush.
+        k | CR3_NOFLUSH
+    } else {
+        k
+    };
+    if cpu::read_cr3() & PTE_ADDR != k {
+        // SAFETY: the kernel's own root maps all kernel memory.
+        unsafe { cpu::write_cr3(cr3) };
+    }
+    cpu::irq_restore(irq);
+}
+
+/// The lower-half root now loaded and its PCID, or `None` when the
+/// kernel's own root is in CR3.
+pub fn current_user_root() -> Option<(u64, u16)> {
+    let cr3 = cpu::read_cr3();
+    let root = cr3 & PTE_ADDR;
+    if root == paging::kernel_root() {
+        None
+    } else {
+        Some((root, (cr3 & 0xFFF) as u16))
+    }
+}

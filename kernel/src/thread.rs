@@ -1,0 +1,165 @@
+//! The low-level half of kernel threads: guarded kernel stacks, the saved
+//! CPU contexts, and the three operations that need `unsafe` (preparing a
+//! new context, switching, releasing the scheduler lock handed over across
+//! a switch).  Everything else about threads lives in `sched.rs`, which is
+//! free of `unsafe`.
+//!
+//! Kernel stacks live in the arch's run-time kernel map region
+//! (`arch::KERNEL_MAP_BASE`): stack slot `s` owns `SLOT_SIZE` bytes of
+//! virtual space starting at `KERNEL_MAP_BASE + s * SLOT_SIZE`; its first
+//! page is never mapped (the guard page), the next `STACK_PAGES` pages map
+//! the stack, and the rest of the slot stays unmapped.  The frames come
+//! from the kernel heap (4K-aligned blocks; their physical addresses from
+//! `arch::kernel_translate`, since the heap may also hand out its boot
+//! arena inside the kernel image).
+#![allow(unsafe_code)]
+
+use crate::arch;
+use core::alloc::Layout;
+use core::ops::Range;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Threads (and stack slots, and saved contexts) at most.
+pub const MAX_THREADS: usize = 64;
+/// Pages of each kernel stack (32 KiB).
+pub const STACK_PAGES: u64 = 8;
+const PAGE: u64 = 4096;
+/// Virtual space per stack slot: guard page + stack + unmapped slack.
+const SLOT_SIZE: u64 = 16 * PAGE;
+const _: () = assert!(PAGE + STACK_PAGES * PAGE <= SLOT_SIZE);
+const _: () = assert!(MAX_THREADS as u64 * SLOT_SIZE <= arch::KERNEL_MAP_SIZE);
+
+/// The saved context of the thread in each table slot (see `sched.rs`).
+/// Static, so a context outlives any reference-counted thread object and
+/// can be switched to and from without holding references across a switch.
+pub static CONTEXTS: [arch::Context; MAX_THREADS] = [const { arch::Context::empty() }; MAX_THREADS];
+
+/// Which stack slots are in use (bit `s`).  Slot numbers equal thread ids,
+/// but a slot is released only once its stack is unmapped.
+static STACK_SLOTS: spin::Mutex<u64> = spin::Mutex::new(0);
+/// Pages of all kernel stacks now mapped (for leak checks).
+static LIVE_STACK_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+pub fn live_stack_pages() -> usize {
+    LIVE_STACK_PAGES.load(Ordering::Relaxed)
+}
+
+/// A kernel stack with an unmapped guard page below it.  Dropping it unmaps
+/// the stack and frees its frames; it must no longer be in use by then.
+#[derive(Debug)]
+pub struct KStack {
+    slot: usize,
+    /// Heap block backing the stack (direct-map address).
+    heap: usize,
+}
+
+fn stack_layout() -> Layout {
+    Layout::from_size_align((STACK_PAGES * PAGE) as usize, PAGE as usize).expect("stack layout")
+}
+
+impl KStack {
+    /// Allocate and map the stack of slot `slot` (== the thread id).
+    pub fn new(slot: usize) -> Result<KStack, &'static str> {
+        if slot >= MAX_THREADS {
+            return Err("bad stack slot");
+        }
+        {
+            let mut s = STACK_SLOTS.lock();
+            if *s & (1 << slot) != 0 {
+                return Err("stack slot still in use");
+            }
+            *s |= 1 << slot;
+        }
+        // SAFETY: a non-zero-sized layout.
+        let heap = unsafe { alloc::alloc::alloc(stack_layout()) } as usize;
+        let mut st = KStack { slot, heap: 0 };
+        if heap == 0 {
+            st.release();
+            return Err("out of memory for a kernel stack");
+        }
+        st.heap = heap;
+        let bottom = st.bottom();
+        for i in 0..STACK_PAGES {
+            let Some(t) = arch::kernel_translate(heap as u64 + i * PAGE) else {
+                drop(st);
+                return Err("heap memory not mapped");
+            };
+            if let Err(e) = arch::map_kernel_page(bottom + i * PAGE, t.pa, true) {
+                drop(st);
+                return Err(e);
+            }
+            LIVE_STACK_PAGES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(st)
+    }
+
+    fn base(&self) -> u64 {
+        arch::KERNEL_MAP_BASE + self.slot as u64 * SLOT_SIZE
+    }
+
+    /// The unmapped page just below the stack.
+    pub fn guard(&self) -> Range<u64> {
+        self.base()..self.base() + PAGE
+    }
+
+    /// Lowest address of the stack.
+    pub fn bottom(&self) -> u64 {
+        self.base() + PAGE
+    }
+
+    /// One past the highest address of the stack (the initial SP).
+    pub fn top(&self) -> u64 {
+        self.bottom() + STACK_PAGES * PAGE
+    }
+
+    fn release(&mut self) {
+        let bottom = self.bottom();
+        for i in 0..STACK_PAGES {
+            if arch::unmap_kernel_page(bottom + i * PAGE).is_some() {
+                LIVE_STACK_PAGES.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if self.heap != 0 {
+            // SAFETY: `heap` came from `alloc` with the same layout and its
+            // only mapping other than the direct map was just removed.
+            unsafe { alloc::alloc::dealloc(self.heap as *mut u8, stack_layout()) };
+            self.heap = 0;
+        }
+        *STACK_SLOTS.lock() &= !(1 << self.slot);
+    }
+}
+
+impl Drop for KStack {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Make `CONTEXTS[id]` start `entry(id)` on `stack`.
+pub fn init_context(id: usize, stack: &KStack, entry: extern "C" fn(usize) -> !) {
+    // SAFETY: `stack` is mapped, writable and owned by the new thread, which
+    // has not started yet (its slot is reserved and not runnable).
+    unsafe { CONTEXTS[id].init_thread(stack.top(), entry, id) };
+}
+
+/// Switch from thread `prev` to thread `next` (table ids).
+///
+/// Only `sched::switch_to` calls this, with interrupts masked and the
+/// scheduler lock held (and forgotten): it upholds `arch::switch_context`'s
+/// contract, because a thread's context is only switched to when it is
+/// Ready and not running (the lock is held from choosing `next` until the
+/// switch is complete, and released by the thread switched to), and a slot's
+/// stack is freed only after its thread is Dead and switched away from.
+pub fn switch(prev: usize, next: usize) {
+    // SAFETY: see above.
+    unsafe { arch::switch_context(&CONTEXTS[prev], &CONTEXTS[next]) };
+}
+
+/// Release a spin lock whose guard was forgotten by the thread that switched
+/// to us (the scheduler hands its lock over across a context switch).
+pub fn release_handed_over<T>(m: &spin::Mutex<T>) {
+    debug_assert!(m.is_locked());
+    // SAFETY: by the hand-over protocol in `sched.rs` this CPU owns the lock:
+    // the previous thread locked it, forgot the guard and switched to us.
+    unsafe { m.force_unlock() };
+}
