@@ -17,7 +17,7 @@ pub fn sync_tables() {
 }
 
 /// Drop every translation tagged with `asid`.
-pub fn flush_asid(asid: u16) {
+pub fn flush_user_all(asid: u16) {
     let arg = (asid as u64) << 48;
     // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
     unsafe {
@@ -30,7 +30,7 @@ pub fn flush_asid(asid: u16) {
 pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64) {
     let stride = stride.max(4096);
     if (end - start) / stride > RANGE_LIMIT {
-        flush_asid(asid);
+        flush_user_all(asid);
         return;
     }
     // SAFETY: as above; the DSB before makes the cleared entries visible to
@@ -61,4 +61,10 @@ pub fn flush_kernel_range(start: u64, end: u64, stride: u64) {
         }
         asm!("dsb ish", "isb", options(nostack, preserves_flags));
     }
+}
+
+/// Drop every EL1&0 translation, global ones included.
+pub fn flush_kernel_all() {
+    // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
+    unsafe { asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags)) };
 }
