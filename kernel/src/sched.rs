@@ -382,7 +382,12 @@ fn schedule() {
 pub fn on_tick() {
     let cpu = cpu_id();
     let now = arch::now_ns();
-    let mut g = SCHED.lock();
+    // Never spin here: the lock is only ever held with interrupts masked, so
+    // on this CPU it cannot be held; if another CPU holds it, the work
+    // simply waits for the next tick.
+    let Some(mut g) = SCHED.try_lock() else {
+        return;
+    };
     if now >= g.next_wake {
         g.wake_sleepers(now);
     }
@@ -945,12 +950,15 @@ ktest! {
         let root_pa = arch::kernel_translate(va).map(|t| t.pa).ok_or("root table not mapped")?;
         check!(arch::current_user_root().is_none(), "a user root is loaded before the test");
         static SEEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+        static ASID: AtomicU64 = AtomicU64::new(0);
         for s in &SEEN {
             s.store(0, Ordering::Relaxed);
         }
         let space = AddrSpace { root_pa, asid: 7 };
         let h = spawn_in("in-space", space, || {
-            SEEN[0].store(arch::current_user_root().map_or(0, |r| r.0), Ordering::Relaxed);
+            let r = arch::current_user_root();
+            SEEN[0].store(r.map_or(0, |r| r.0), Ordering::Relaxed);
+            ASID.store(r.map_or(0, |r| u64::from(r.1)), Ordering::Relaxed);
             // Survives being switched out and back in.
             sleep_ms(3);
             yield_now();
@@ -960,6 +968,9 @@ ktest! {
         h.join();
         check_eq!(SEEN[0].load(Ordering::Relaxed), root_pa, "root inside the thread");
         check_eq!(SEEN[1].load(Ordering::Relaxed), root_pa, "root after sleeping");
+        if arch::asid_bits() > 0 {
+            check_eq!(ASID.load(Ordering::Relaxed), 7, "ASID/PCID loaded with the root");
+        }
         check!(arch::current_user_root().is_none(), "root still loaded after the thread");
         // The running thread can enter and leave a space too.
         set_addr_space(Some(space));

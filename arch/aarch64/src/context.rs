@@ -225,6 +225,17 @@ pub fn switch_user_root(root_pa: u64, asid: u16) {
     crate::cpu::irq_restore(irq);
 }
 
+/// Drop every TLB entry tagged with `asid` now (all CPUs of the inner
+/// shareable domain).  For an address space whose tables changed while it
+/// was not loaded, or an id being recycled.
+pub fn invalidate_asid(asid: u16) {
+    let asid = u64::from(asid) & ((1u64 << asid_bits()) - 1);
+    if let Some(l) = LAST_ROOT.get(asid as usize) {
+        l.store(0, Ordering::Relaxed);
+    }
+    tlbi_asid(asid);
+}
+
 /// Go back to the empty lower-half table (ASID 0).
 pub fn user_root_off() {
     let irq = crate::cpu::irq_save();

@@ -116,8 +116,8 @@ mod hw {
     use crate::{FaultInfo, KernelLayout, Translation};
 
     pub use crate::context::{
-        Context, asid_bits, current_user_root, set_irq_exit_hook, set_thread_stack, switch_context,
-        switch_user_root, user_root_init, user_root_off,
+        Context, asid_bits, current_user_root, invalidate_asid, set_irq_exit_hook,
+        set_thread_stack, switch_context, switch_user_root, user_root_init, user_root_off,
     };
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
     pub use crate::mmu::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};

@@ -145,7 +145,8 @@ const TRACKED_PCIDS: usize = 256;
 static PCID_ON: AtomicBool = AtomicBool::new(false);
 static PCID_CHECKED: AtomicBool = AtomicBool::new(false);
 /// Last root loaded with each PCID (0 = none yet).
-static LAST_ROOT: [AtomicU64; TRACKED_PCIDS] = [const { AtomicU64::new(0) }; TRACKED_PCIDS];
+pub(crate) static LAST_ROOT: [AtomicU64; TRACKED_PCIDS] =
+    [const { AtomicU64::new(0) }; TRACKED_PCIDS];
 
 /// Whether CR3 carries a PCID (CPUID.1:ECX.PCID and global pages, so that
 /// INVLPG of kernel pages reaches every PCID).  Turned on at first use.
@@ -166,6 +167,12 @@ pub fn has_pcid() -> bool {
         cpu::irq_restore(irq);
     }
     PCID_ON.load(Ordering::Relaxed)
+}
+
+/// Bits of address-space id that `switch_user_root` really loads: 12 with
+/// PCIDs, 0 without (the id is then ignored and every switch flushes).
+pub fn asid_bits() -> u32 {
+    if has_pcid() { 12 } else { 0 }
 }
 
 /// Fill `table` as the root of a new address space: the lower half empty,
@@ -201,6 +208,15 @@ pub fn switch_user_root(root_pa: u64, asid: u16) {
     // everything the kernel uses stays mapped at the same addresses.
     unsafe { cpu::write_cr3(cr3) };
     cpu::irq_restore(irq);
+}
+
+/// Forget what the TLB may hold for `asid` in other roots' behalf: the next
+/// `switch_user_root` with it flushes its entries.  For an address space
+/// whose tables changed while it was not loaded (or an id being recycled).
+pub fn invalidate_asid(asid: u16) {
+    if let Some(l) = LAST_ROOT.get(usize::from(asid & 0xFFF)) {
+        l.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Go back to the kernel's own root (empty lower half, PCID 0).
