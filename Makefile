@@ -37,7 +37,7 @@ test: deps
 	$(RUNNER) test --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
 
 test-host:
-	$(CARGO) test --workspace --exclude kernel
+	$(CARGO) test --workspace --exclude kernel --exclude mthp-user
 
 test-kernel: deps
 	$(RUNNER) test --no-host --arch $(ARCH) --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
@@ -53,7 +53,7 @@ fmt:
 	$(CARGO) fmt --all
 
 clippy:
-	$(CARGO) clippy --workspace --exclude kernel --all-targets
+	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none
 	$(CARGO) clippy -p kernel --target aarch64-unknown-none
 

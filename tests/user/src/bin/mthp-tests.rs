@@ -1,0 +1,880 @@
+//! The user-space test suite: every test runs in this one process (forking
+//! where a test needs isolation) and prints `test <name> ... ok` or
+//! `... FAILED: <reason>`, then `N passed, N failed`; exit status 0 or 1.
+//!
+//! `mthp-tests [filter]` runs only the tests whose name contains `filter`.
+//! The THP knobs the tests change are saved first and restored at the end,
+//! so running this on a Linux host leaves its settings as they were.
+#![no_std]
+#![no_main]
+// Failure messages live on the stack (no heap): a 240-byte `Msg`.
+#![allow(clippy::result_large_err)]
+
+use mthp_user::sys::{self, check};
+use mthp_user::{
+    Args, Harness, Mem, Outcome, TestResult, ensure, entry, fail, path, println, read_file,
+    wexitstatus, wifexited, wifsignaled, write_file, wtermsig,
+};
+
+const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+const PAGE: usize = 4096;
+const SZ_64K: usize = 64 << 10;
+const SZ_2M: usize = 2 << 20;
+/// Folio sizes with a per-size directory (kB): orders 1..=9.
+const SIZES_KB: [usize; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+
+fn main(args: &Args) -> i32 {
+    println!(
+        "mthp-tests: {} user-space tests, pid {}",
+        TESTS.len(),
+        sys::getpid()
+    );
+    let saved = Knobs::save();
+    let mut h = Harness::new(args.arg(1));
+    for (name, f) in TESTS {
+        h.run(name, *f);
+    }
+    saved.restore();
+    h.finish()
+}
+
+entry!(main);
+
+type Test = (&'static str, fn() -> TestResult);
+
+static TESTS: &[Test] = &[
+    ("startup_stack_abi", startup_stack_abi),
+    ("basic_syscalls", basic_syscalls),
+    ("sysfs_knob_formats", sysfs_knob_formats),
+    ("proc_files", proc_files),
+    ("fault_order_4k", fault_order_4k),
+    ("fault_order_64k", fault_order_64k),
+    ("fault_order_2m", fault_order_2m),
+    ("smaps_anon_huge_pages", smaps_anon_huge_pages),
+    ("fork_cow_integrity", fork_cow_integrity),
+    ("madv_dontneed_in_folio", madv_dontneed_in_folio),
+    ("partial_munmap_in_folio", partial_munmap_in_folio),
+    ("mremap_large_folios", mremap_large_folios),
+    (
+        "mprotect_readonly_kills_writer",
+        mprotect_readonly_kills_writer,
+    ),
+    ("bad_syscall_args", bad_syscall_args),
+    (
+        "stray_access_kills_only_child",
+        stray_access_kills_only_child,
+    ),
+    ("brk_grows_heap", brk_grows_heap),
+];
+
+// ---------------------------------------------------------------- helpers
+
+/// The THP knobs this suite writes, saved so they can be put back.
+struct Knobs {
+    top: [u8; 16],
+    sizes: [[u8; 16]; 9],
+}
+
+/// The selected word of a `a [b] c` file.
+fn selected(buf: &[u8]) -> &[u8] {
+    let (Some(a), Some(b)) = (
+        buf.iter().position(|&c| c == b'['),
+        buf.iter().position(|&c| c == b']'),
+    ) else {
+        return b"";
+    };
+    if a < b { &buf[a + 1..b] } else { b"" }
+}
+
+fn copy_word(dst: &mut [u8; 16], w: &[u8]) {
+    let n = w.len().min(15);
+    dst[..n].copy_from_slice(&w[..n]);
+}
+
+fn word(w: &[u8; 16]) -> &[u8] {
+    let n = w.iter().position(|&c| c == 0).unwrap_or(16);
+    &w[..n]
+}
+
+impl Knobs {
+    fn save() -> Knobs {
+        let mut k = Knobs {
+            top: [0; 16],
+            sizes: [[0; 16]; 9],
+        };
+        let mut buf = [0u8; 128];
+        if let Ok(n) = read_file(path!("{THP}/enabled").c(), &mut buf) {
+            copy_word(&mut k.top, selected(&buf[..n]));
+        }
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut buf) {
+                copy_word(&mut k.sizes[i], selected(&buf[..n]));
+            }
+        }
+        k
+    }
+
+    fn restore(&self) {
+        if !word(&self.top).is_empty() {
+            let _ = write_file(path!("{THP}/enabled").c(), word(&self.top));
+        }
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if !word(&self.sizes[i]).is_empty() {
+                let _ = write_file(
+                    path!("{THP}/hugepages-{kb}kB/enabled").c(),
+                    word(&self.sizes[i]),
+                );
+            }
+        }
+    }
+}
+
+/// Enable exactly the folio size `only_kb` (`None`: none) for anonymous
+/// memory: every per-size knob `never` except that one `always`.
+/// `Err` carries a skip reason (no THP sysfs, or not writable).
+fn thp_only(only_kb: Option<usize>) -> Result<(), mthp_user::Msg> {
+    if let Some(kb) = only_kb
+        && read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut [0u8; 64]).is_err()
+    {
+        return Err(mthp_user::Msg::new(format_args!(
+            "no {kb}kB mTHP size here"
+        )));
+    }
+    for kb in SIZES_KB {
+        let w: &[u8] = if Some(kb) == only_kb {
+            b"always"
+        } else {
+            b"never"
+        };
+        match write_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), w) {
+            Ok(()) | Err(sys::ENOENT) => {}
+            Err(e) => {
+                return Err(mthp_user::Msg::new(format_args!(
+                    "cannot write hugepages-{kb}kB/enabled (errno {e})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A per-size counter, e.g. `stat(64, "anon_fault_alloc")`.
+fn stat(kb: usize, name: &str) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = read_file(path!("{THP}/hugepages-{kb}kB/stats/{name}").c(), &mut buf).ok()?;
+    mthp_user::parse_u64(&buf[..n])
+}
+
+fn minflt() -> i64 {
+    let mut ru = sys::Rusage::default();
+    sys::getrusage(sys::RUSAGE_SELF, &mut ru);
+    ru.minflt
+}
+
+/// An anonymous private read-write mapping of `len` bytes whose start is
+/// aligned to `align` (over-allocate, then trim both ends).
+fn map_aligned(len: usize, align: usize) -> Result<Mem, mthp_user::Msg> {
+    let total = len + align;
+    let r = sys::mmap(
+        0,
+        total,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+        -1,
+        0,
+    );
+    let base = match check(r) {
+        Ok(a) => a,
+        Err(e) => fail!("mmap({total:#x}) failed: errno {e}"),
+    };
+    let start = (base + align - 1) & !(align - 1);
+    if start > base {
+        sys::munmap(base, start - base);
+    }
+    let end = start + len;
+    if base + total > end {
+        sys::munmap(end, base + total - end);
+    }
+    Ok(Mem { addr: start, len })
+}
+
+fn unmap(m: &Mem) {
+    sys::munmap(m.addr, m.len);
+}
+
+/// Write one byte in every 4 KiB page of `m`; return the minor faults taken.
+fn touch_pages(m: &Mem, val: u8) -> i64 {
+    let before = minflt();
+    let mut off = 0;
+    while off < m.len {
+        m.poke(off, val);
+        off += PAGE;
+    }
+    minflt() - before
+}
+
+/// Fork; the child runs `f` and exits with its result (0 = ok).  Returns
+/// the wait status.
+fn in_child(f: impl FnOnce() -> i32) -> Result<i32, mthp_user::Msg> {
+    let pid = sys::fork();
+    if pid == 0 {
+        sys::exit(f());
+    }
+    if pid < 0 {
+        fail!("fork failed: errno {}", -pid);
+    }
+    let mut status = 0;
+    let r = sys::wait4(pid, &mut status, 0);
+    ensure!(r == pid, "wait4 returned {r}, expected {pid}");
+    Ok(status)
+}
+
+fn pattern(off: usize, salt: u64) -> u64 {
+    (off as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt
+}
+
+fn fill(m: &Mem, salt: u64) {
+    let mut off = 0;
+    while off < m.len {
+        m.poke64(off, pattern(off, salt));
+        off += 512;
+    }
+}
+
+/// First offset (stride 512) where `m` differs from `pattern(salt)`.
+fn verify(m: &Mem, from: usize, to: usize, salt: u64) -> Option<usize> {
+    let mut off = from;
+    while off < to {
+        if m.peek64(off) != pattern(off, salt) {
+            return Some(off);
+        }
+        off += 512;
+    }
+    None
+}
+
+fn skip(why: mthp_user::Msg) -> TestResult {
+    Ok(Outcome::Skip(why))
+}
+
+// ------------------------------------------------------------------ tests
+
+fn startup_stack_abi() -> TestResult {
+    let pagesz = mthp_user::args().auxv(mthp_user::AT_PAGESZ);
+    ensure!(pagesz == Some(4096), "AT_PAGESZ = {pagesz:?}");
+    let entry = mthp_user::args().auxv(mthp_user::AT_ENTRY).unwrap_or(0);
+    ensure!(
+        entry == _start_addr(),
+        "AT_ENTRY {entry:#x} != _start {:#x}",
+        _start_addr()
+    );
+    let phnum = mthp_user::args().auxv(mthp_user::AT_PHNUM).unwrap_or(0);
+    let phent = mthp_user::args().auxv(mthp_user::AT_PHENT).unwrap_or(0);
+    let phdr = mthp_user::args().auxv(mthp_user::AT_PHDR).unwrap_or(0);
+    ensure!(
+        phent == 56 && phnum >= 1 && phdr != 0,
+        "AT_PHDR/PHENT/PHNUM = {phdr:#x}/{phent}/{phnum}"
+    );
+    let ph = Mem {
+        addr: phdr,
+        len: phent * phnum,
+    };
+    let mut loads = 0;
+    for i in 0..phnum {
+        let ty = ph.peek64(i * phent) as u32;
+        if ty == 1 {
+            loads += 1;
+        }
+    }
+    ensure!(
+        loads >= 1,
+        "no PT_LOAD among {phnum} program headers at {phdr:#x}"
+    );
+    let rnd = mthp_user::args().auxv(mthp_user::AT_RANDOM).unwrap_or(0);
+    ensure!(rnd != 0, "no AT_RANDOM");
+    let r = Mem { addr: rnd, len: 16 };
+    ensure!(
+        r.peek64(0) != 0 || r.peek64(8) != 0,
+        "AT_RANDOM bytes are all zero"
+    );
+    let argc = mthp_user::args().argc();
+    ensure!(argc >= 1, "argc = {argc}");
+    let a0 = mthp_user::args().arg(0).unwrap_or(b"");
+    ensure!(
+        a0.ends_with(b"mthp-tests"),
+        "argv[0] = {:?}",
+        core::str::from_utf8(a0)
+    );
+    // The stack is 16-byte aligned at entry (checked by _start's caller
+    // contract) and grows down: a big local array must work.
+    let big = [7u8; 96 << 10];
+    ensure!(core::hint::black_box(&big)[95 << 10] == 7, "stack array");
+    Ok(Outcome::Pass)
+}
+
+fn _start_addr() -> usize {
+    unsafe extern "C" {
+        fn _start();
+    }
+    _start as *const () as usize
+}
+
+fn basic_syscalls() -> TestResult {
+    let pid = sys::getpid();
+    ensure!(pid > 0, "getpid = {pid}");
+    let tid = sys::gettid();
+    ensure!(tid == pid, "gettid {tid} != getpid {pid}");
+    ensure!(sys::sched_yield() == 0, "sched_yield");
+    let mut u = sys::Utsname {
+        fields: [[0; 65]; 6],
+    };
+    ensure!(sys::uname(&mut u) == 0, "uname");
+    ensure!(u.fields[0][0] != 0, "empty sysname");
+    let machine = &u.fields[4];
+    let want: &[u8] = if cfg!(target_arch = "x86_64") {
+        b"x86_64\0"
+    } else {
+        b"aarch64\0"
+    };
+    ensure!(
+        machine.starts_with(want),
+        "uname machine is not {:?}",
+        core::str::from_utf8(want)
+    );
+    let mut t0 = sys::Timespec::default();
+    let mut t1 = sys::Timespec::default();
+    ensure!(
+        sys::clock_gettime(sys::CLOCK_MONOTONIC, &mut t0) == 0,
+        "clock_gettime"
+    );
+    let r = sys::nanosleep(&sys::Timespec {
+        sec: 0,
+        nsec: 2_000_000,
+    });
+    ensure!(r == 0, "nanosleep = {r}");
+    sys::clock_gettime(sys::CLOCK_MONOTONIC, &mut t1);
+    let ns = (t1.sec - t0.sec) * 1_000_000_000 + (t1.nsec - t0.nsec);
+    ensure!(ns >= 2_000_000, "nanosleep(2 ms) took {ns} ns");
+    let mut a = [0u8; 32];
+    ensure!(sys::getrandom(&mut a) == 32, "getrandom");
+    ensure!(a.iter().any(|&b| b != 0), "getrandom gave zeros");
+    Ok(Outcome::Pass)
+}
+
+fn sysfs_knob_formats() -> TestResult {
+    let mut buf = [0u8; 128];
+    let n = match read_file(path!("{THP}/enabled").c(), &mut buf) {
+        Ok(n) => n,
+        Err(e) => {
+            return skip(mthp_user::Msg::new(format_args!(
+                "no THP sysfs (errno {e})"
+            )));
+        }
+    };
+    let s = &buf[..n];
+    ensure!(
+        s.ends_with(b"\n") && !selected(s).is_empty(),
+        "enabled = {:?}",
+        core::str::from_utf8(s)
+    );
+    let n = read_file(path!("{THP}/hpage_pmd_size").c(), &mut buf).unwrap_or(0);
+    ensure!(
+        mthp_user::parse_u64(&buf[..n]) == Some(SZ_2M as u64),
+        "hpage_pmd_size"
+    );
+    let r = write_file(path!("{THP}/hugepages-64kB/enabled").c(), b"sometimes");
+    ensure!(
+        r == Err(sys::EINVAL),
+        "writing a bad word gave {r:?}, expected EINVAL"
+    );
+    let n = read_file(path!("{THP}/hugepages-64kB/enabled").c(), &mut buf).unwrap_or(0);
+    ensure!(
+        buf[..n].starts_with(b"always inherit madvise never") || !selected(&buf[..n]).is_empty(),
+        "hugepages-64kB/enabled = {:?}",
+        core::str::from_utf8(&buf[..n])
+    );
+    let r = write_file(
+        path!("{THP}/hugepages-64kB/stats/anon_fault_alloc").c(),
+        b"0",
+    );
+    ensure!(
+        r == Err(sys::EACCES),
+        "writing a counter gave {r:?}, expected EACCES"
+    );
+    ensure!(
+        stat(64, "anon_fault_alloc").is_some(),
+        "cannot read 64kB anon_fault_alloc"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// The number after `key` (e.g. `MemTotal:`) in a `key value` text file.
+fn field(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let i = hay.windows(key.len()).position(|w| w == key)?;
+    mthp_user::parse_u64(&hay[i + key.len()..])
+}
+
+fn proc_files() -> TestResult {
+    let mut buf = [0u8; 4096];
+    let n = match read_file(b"/proc/meminfo\0", &mut buf) {
+        Ok(n) => n,
+        Err(e) => fail!("/proc/meminfo: errno {e}"),
+    };
+    let m = &buf[..n];
+    for k in [
+        &b"MemTotal:"[..],
+        b"MemFree:",
+        b"AnonPages:",
+        b"AnonHugePages:",
+    ] {
+        ensure!(
+            field(m, k).is_some(),
+            "/proc/meminfo lacks {:?}",
+            core::str::from_utf8(k)
+        );
+    }
+    ensure!(
+        field(m, b"MemTotal:") >= field(m, b"MemFree:"),
+        "MemTotal < MemFree"
+    );
+    let mut big = [0u8; 16384];
+    let n = match read_file(b"/proc/vmstat\0", &mut big) {
+        Ok(n) => n,
+        Err(e) => fail!("/proc/vmstat: errno {e}"),
+    };
+    ensure!(
+        field(&big[..n], b"thp_fault_alloc ").is_some(),
+        "/proc/vmstat lacks thp_fault_alloc"
+    );
+    let fd = sys::open(b"/dev/console\0", sys::O_WRONLY);
+    if fd >= 0 {
+        sys::close(fd as i32);
+    }
+    Ok(Outcome::Pass)
+}
+
+/// Map 2 MiB+, enable only `kb` (or nothing), write every page; check the
+/// faults (one per folio) and the per-size counter.
+fn fault_order(kb: Option<usize>) -> TestResult {
+    if let Err(why) = thp_only(kb) {
+        return skip(why);
+    }
+    let folio = kb.map(|k| k << 10).unwrap_or(PAGE);
+    let len = 4 * SZ_2M.max(folio);
+    let m = map_aligned(len, SZ_2M)?;
+    let before = kb.and_then(|k| stat(k, "anon_fault_alloc"));
+    let faults = touch_pages(&m, 1);
+    let after = kb.and_then(|k| stat(k, "anon_fault_alloc"));
+    unmap(&m);
+    let want = (len / folio) as i64;
+    ensure!(
+        faults >= want && faults <= want + 2,
+        "{faults} faults for {len:#x} bytes, expected {want} ({folio:#x} folios)"
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        ensure!(
+            a - b == want as u64,
+            "anon_fault_alloc went up by {}, expected {want}",
+            a - b
+        );
+    }
+    Ok(Outcome::Pass)
+}
+
+fn fault_order_4k() -> TestResult {
+    fault_order(None)
+}
+
+fn fault_order_64k() -> TestResult {
+    fault_order(Some(64))
+}
+
+fn fault_order_2m() -> TestResult {
+    fault_order(Some(2048))
+}
+
+fn smaps_anon_huge_pages() -> TestResult {
+    if let Err(why) = thp_only(Some(2048)) {
+        return skip(why);
+    }
+    let m = map_aligned(2 * SZ_2M, SZ_2M)?;
+    touch_pages(&m, 3);
+    // Find our mapping's block in /proc/self/smaps: the header line starts
+    // with the start address in hex.
+    let mut hdr = [0u8; 20];
+    let hl = hex(m.addr, &mut hdr);
+    let mut buf = [0u8; 32768];
+    let n = match read_file(b"/proc/self/smaps\0", &mut buf) {
+        Ok(n) => n,
+        Err(e) => {
+            unmap(&m);
+            fail!("/proc/self/smaps: errno {e}")
+        }
+    };
+    let s = &buf[..n];
+    let mut found = None;
+    let mut i = 0;
+    while i < s.len() {
+        let line_end = s[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map(|p| i + p)
+            .unwrap_or(s.len());
+        if s[i..line_end].starts_with(&hdr[..hl]) && s.get(i + hl) == Some(&b'-') {
+            found = field(&s[i..], b"AnonHugePages:");
+            break;
+        }
+        i = line_end + 1;
+    }
+    unmap(&m);
+    ensure!(
+        found.is_some(),
+        "mapping {:#x} not found in /proc/self/smaps",
+        m.addr
+    );
+    ensure!(
+        found == Some(4096),
+        "AnonHugePages = {found:?} kB, expected 4096"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn hex(mut v: usize, out: &mut [u8; 20]) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut n = 0;
+    loop {
+        tmp[n] = b"0123456789abcdef"[v & 15];
+        n += 1;
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        out[i] = tmp[n - 1 - i];
+    }
+    n
+}
+
+fn fork_cow_integrity() -> TestResult {
+    let _ = thp_only(Some(64));
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    fill(&m, 0xa5);
+    let half = m.len / 2;
+    let status = in_child(|| {
+        // The child sees the parent's data, then rewrites the first half.
+        if verify(&m, 0, m.len, 0xa5).is_some() {
+            return 2;
+        }
+        let first = Mem {
+            addr: m.addr,
+            len: half,
+        };
+        fill(&first, 0x5a);
+        if verify(&m, 0, half, 0x5a).is_some() || verify(&m, half, m.len, 0xa5).is_some() {
+            return 3;
+        }
+        0
+    })?;
+    ensure!(
+        wifexited(status) && wexitstatus(status) == 0,
+        "child status {status:#x}"
+    );
+    if let Some(off) = verify(&m, 0, m.len, 0xa5) {
+        unmap(&m);
+        fail!("parent data changed at {off:#x} after the child wrote");
+    }
+    // Now the parent writes while a child holds the old copy.
+    let pid = sys::fork();
+    if pid == 0 {
+        // Give the parent time to write, then check we kept the old data.
+        sys::nanosleep(&sys::Timespec {
+            sec: 0,
+            nsec: 20_000_000,
+        });
+        sys::exit(if verify(&m, 0, m.len, 0xa5).is_some() {
+            4
+        } else {
+            0
+        });
+    }
+    ensure!(pid > 0, "fork: errno {}", -pid);
+    fill(&m, 0x77);
+    let mut st = 0;
+    sys::wait4(pid, &mut st, 0);
+    let bad = verify(&m, 0, m.len, 0x77);
+    unmap(&m);
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "second child status {st:#x}"
+    );
+    ensure!(
+        bad.is_none(),
+        "parent lost its own write at {:#x}",
+        bad.unwrap_or(0)
+    );
+    Ok(Outcome::Pass)
+}
+
+fn madv_dontneed_in_folio() -> TestResult {
+    let _ = thp_only(Some(64));
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    fill(&m, 0x31);
+    // One 4 KiB page in the middle of the second 64 KiB folio, and a whole
+    // folio-aligned 64 KiB further on.
+    let a = SZ_64K + 5 * PAGE;
+    let r = sys::madvise(m.addr + a, PAGE, sys::MADV_DONTNEED);
+    ensure!(r == 0, "madvise(DONTNEED) = {r}");
+    let b = 8 * SZ_64K;
+    let r = sys::madvise(m.addr + b, SZ_64K, sys::MADV_DONTNEED);
+    ensure!(r == 0, "madvise(DONTNEED 64K) = {r}");
+    let mut off = 0;
+    while off < m.len {
+        let zero = (a..a + PAGE).contains(&off) || (b..b + SZ_64K).contains(&off);
+        let v = m.peek64(off);
+        let want = if zero { 0 } else { pattern(off, 0x31) };
+        if v != want {
+            unmap(&m);
+            fail!("at {off:#x}: {v:#x}, expected {want:#x}");
+        }
+        off += 512;
+    }
+    // The zapped page can be written again.
+    m.poke64(a, 42);
+    ensure!(m.peek64(a) == 42, "rewrite after DONTNEED");
+    unmap(&m);
+    Ok(Outcome::Pass)
+}
+
+fn partial_munmap_in_folio() -> TestResult {
+    let _ = thp_only(Some(64));
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    fill(&m, 0x42);
+    // Unmap 8 KiB inside the third 64 KiB folio.
+    let hole = 2 * SZ_64K + 3 * PAGE;
+    let r = sys::munmap(m.addr + hole, 2 * PAGE);
+    ensure!(r == 0, "munmap in the middle = {r}");
+    let mut off = 0;
+    while off < m.len {
+        if !(hole..hole + 2 * PAGE).contains(&off) && m.peek64(off) != pattern(off, 0x42) {
+            unmap(&m);
+            fail!("data lost at {off:#x} after the partial munmap");
+        }
+        off += 512;
+    }
+    let addr = m.addr + hole + PAGE;
+    let st = in_child(|| {
+        let hole = Mem { addr, len: 8 };
+        hole.poke(0, 1);
+        0
+    })?;
+    unmap(&m);
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == sys::SIGSEGV,
+        "touching the hole: status {st:#x}, expected SIGSEGV"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn mremap_large_folios() -> TestResult {
+    let _ = thp_only(Some(64));
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    fill(&m, 0x99);
+    // Grow to 4 MiB, letting the kernel move it.
+    let r = sys::mremap(m.addr, m.len, 2 * SZ_2M, sys::MREMAP_MAYMOVE, 0);
+    let new = match check(r) {
+        Ok(a) => Mem {
+            addr: a,
+            len: 2 * SZ_2M,
+        },
+        Err(e) => {
+            unmap(&m);
+            fail!("mremap grow: errno {e}")
+        }
+    };
+    if let Some(off) = verify(&new, 0, SZ_2M, 0x99) {
+        unmap(&new);
+        fail!("data differs at {off:#x} after mremap grow");
+    }
+    for off in (SZ_2M..new.len).step_by(PAGE) {
+        if new.peek64(off) != 0 {
+            unmap(&new);
+            fail!("grown tail not zero at {off:#x}");
+        }
+    }
+    // Move a 64 KiB-aligned middle part (a range of whole folios) to a
+    // fixed place in a fresh reservation.
+    let dst = map_aligned(SZ_2M, SZ_2M)?;
+    let (from, len) = (4 * SZ_64K, 8 * SZ_64K);
+    let r = sys::mremap(
+        new.addr + from,
+        len,
+        len,
+        sys::MREMAP_MAYMOVE | sys::MREMAP_FIXED,
+        dst.addr,
+    );
+    ensure!(
+        r == dst.addr as isize,
+        "mremap fixed = {r:#x}, expected {:#x}",
+        dst.addr
+    );
+    for off in (0..len).step_by(512) {
+        if dst.peek64(off) != pattern(from + off, 0x99) {
+            unmap(&new);
+            unmap(&dst);
+            fail!("moved data differs at {off:#x}");
+        }
+    }
+    // The source range is gone now.
+    let src_addr = new.addr + from;
+    let st = in_child(|| {
+        Mem {
+            addr: src_addr,
+            len: 8,
+        }
+        .peek(0) as i32
+    })?;
+    unmap(&new);
+    unmap(&dst);
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == sys::SIGSEGV,
+        "old range still mapped: status {st:#x}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn mprotect_readonly_kills_writer() -> TestResult {
+    let m = map_aligned(SZ_64K, SZ_64K)?;
+    fill(&m, 5);
+    let r = sys::mprotect(m.addr, m.len, sys::PROT_READ);
+    ensure!(r == 0, "mprotect = {r}");
+    ensure!(m.peek64(512) == pattern(512, 5), "read after mprotect");
+    let addr = m.addr;
+    let st = in_child(|| {
+        Mem { addr, len: 8 }.poke(0, 1);
+        0
+    })?;
+    unmap(&m);
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == sys::SIGSEGV,
+        "write to read-only: status {st:#x}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn bad_syscall_args() -> TestResult {
+    let rw = sys::PROT_READ | sys::PROT_WRITE;
+    let anon = sys::MAP_PRIVATE | sys::MAP_ANONYMOUS;
+    let cases: [(&str, isize, i32); 14] = [
+        ("mmap len 0", sys::mmap(0, 0, rw, anon, -1, 0), sys::EINVAL),
+        (
+            "mmap no MAP_PRIVATE/SHARED",
+            sys::mmap(0, PAGE, rw, sys::MAP_ANONYMOUS, -1, 0),
+            sys::EINVAL,
+        ),
+        (
+            "mmap unaligned fixed",
+            sys::mmap(0x1000_0001, PAGE, rw, anon | sys::MAP_FIXED, -1, 0),
+            sys::EINVAL,
+        ),
+        (
+            "munmap unaligned",
+            sys::munmap(0x1000_0001, PAGE),
+            sys::EINVAL,
+        ),
+        ("munmap len 0", sys::munmap(0x1000_0000, 0), sys::EINVAL),
+        (
+            "mprotect unmapped",
+            sys::mprotect(0x7_0000_0000, PAGE, sys::PROT_READ),
+            sys::ENOMEM,
+        ),
+        (
+            "madvise bad advice",
+            sys::madvise(0x7_0000_0000, PAGE, 9999),
+            sys::EINVAL,
+        ),
+        (
+            "mremap bad flags",
+            sys::mremap(0x7_0000_0000, PAGE, PAGE, 0x100, 0),
+            sys::EINVAL,
+        ),
+        ("write bad fd", sys::write(1234, b"x"), sys::EBADF),
+        (
+            "write bad buffer",
+            sys::syscall(sys::nr::WRITE, &[1, 8, 16]),
+            sys::EFAULT,
+        ),
+        (
+            "read into kernel address",
+            sys::syscall(sys::nr::READ, &[0, usize::MAX - 4095, 16]),
+            sys::EFAULT,
+        ),
+        (
+            "open missing file",
+            sys::open(b"/no/such/file\0", sys::O_RDONLY),
+            sys::ENOENT,
+        ),
+        (
+            "open bad path pointer",
+            sys::syscall(sys::nr::OPENAT, &[sys::AT_FDCWD as usize, 16, 0, 0]),
+            sys::EFAULT,
+        ),
+        ("unknown syscall", sys::syscall(999, &[]), sys::ENOSYS),
+    ];
+    for (what, r, want) in cases {
+        ensure!(r == -(want as isize), "{what}: got {r}, expected -{want}");
+    }
+    let mut st = 0;
+    let r = sys::wait4(-1, &mut st, 0);
+    ensure!(r == -(sys::ECHILD as isize), "wait4 without children: {r}");
+    let r = sys::syscall(sys::nr::WAIT4, &[usize::MAX, 16, 0, 0]);
+    ensure!(
+        r == -(sys::ECHILD as isize),
+        "wait4(bad status ptr) without children: {r}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn stray_access_kills_only_child() -> TestResult {
+    let st = in_child(|| {
+        Mem { addr: 0, len: 8 }.poke64(0, 0xdead);
+        0
+    })?;
+    ensure!(
+        wifsignaled(st),
+        "child was not killed by a signal: status {st:#x}"
+    );
+    ensure!(
+        wtermsig(st) == sys::SIGSEGV,
+        "child killed by signal {}, expected SIGSEGV",
+        wtermsig(st)
+    );
+    // And a jump to an unmapped address.
+    let st = in_child(|| {
+        // SAFETY: deliberately calls an unmapped address to fault.
+        let f: extern "C" fn() -> i32 = unsafe { core::mem::transmute(0x10usize) };
+        f()
+    })?;
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == sys::SIGSEGV,
+        "exec fault: status {st:#x}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn brk_grows_heap() -> TestResult {
+    let cur = sys::brk(0);
+    ensure!(cur > 0, "brk(0) = {cur}");
+    let want = cur as usize + 3 * SZ_64K;
+    let r = sys::brk(want);
+    ensure!(r as usize == want, "brk({want:#x}) = {r:#x}");
+    let heap = Mem {
+        addr: cur as usize,
+        len: 3 * SZ_64K,
+    };
+    fill(&heap, 1);
+    ensure!(verify(&heap, 0, heap.len, 1).is_none(), "heap data");
+    let r = sys::brk(cur as usize);
+    ensure!(r == cur, "brk shrink = {r:#x}");
+    Ok(Outcome::Pass)
+}

@@ -1,0 +1,285 @@
+//! Raw Linux system calls for x86_64 (`syscall`) and arm64 (`svc #0`).
+//!
+//! Every wrapper returns the kernel's raw result: a non-negative value, or
+//! `-errno`.  [`check`] turns that into a `Result`.
+use core::arch::asm;
+
+/// Syscall numbers (Linux's, per architecture).
+#[cfg(target_arch = "x86_64")]
+pub mod nr {
+    pub const READ: usize = 0;
+    pub const WRITE: usize = 1;
+    pub const CLOSE: usize = 3;
+    pub const FSTAT: usize = 5;
+    pub const LSEEK: usize = 8;
+    pub const MMAP: usize = 9;
+    pub const MPROTECT: usize = 10;
+    pub const MUNMAP: usize = 11;
+    pub const BRK: usize = 12;
+    pub const SCHED_YIELD: usize = 24;
+    pub const MREMAP: usize = 25;
+    pub const MADVISE: usize = 28;
+    pub const NANOSLEEP: usize = 35;
+    pub const GETPID: usize = 39;
+    pub const CLONE: usize = 56;
+    pub const EXIT: usize = 60;
+    pub const WAIT4: usize = 61;
+    pub const UNAME: usize = 63;
+    pub const GETRUSAGE: usize = 98;
+    pub const MOUNT: usize = 165;
+    pub const REBOOT: usize = 169;
+    pub const GETTID: usize = 186;
+    pub const CLOCK_GETTIME: usize = 228;
+    pub const EXIT_GROUP: usize = 231;
+    pub const OPENAT: usize = 257;
+    pub const NEWFSTATAT: usize = 262;
+    pub const GETRANDOM: usize = 318;
+}
+
+/// Syscall numbers (Linux's, per architecture).
+#[cfg(target_arch = "aarch64")]
+pub mod nr {
+    pub const OPENAT: usize = 56;
+    pub const CLOSE: usize = 57;
+    pub const LSEEK: usize = 62;
+    pub const READ: usize = 63;
+    pub const WRITE: usize = 64;
+    pub const NEWFSTATAT: usize = 79;
+    pub const FSTAT: usize = 80;
+    pub const EXIT: usize = 93;
+    pub const EXIT_GROUP: usize = 94;
+    pub const NANOSLEEP: usize = 101;
+    pub const CLOCK_GETTIME: usize = 113;
+    pub const SCHED_YIELD: usize = 124;
+    pub const REBOOT: usize = 142;
+    pub const UNAME: usize = 160;
+    pub const GETRUSAGE: usize = 165;
+    pub const GETPID: usize = 172;
+    pub const GETTID: usize = 178;
+    pub const BRK: usize = 214;
+    pub const MUNMAP: usize = 215;
+    pub const MREMAP: usize = 216;
+    pub const CLONE: usize = 220;
+    pub const MMAP: usize = 222;
+    pub const MPROTECT: usize = 226;
+    pub const MADVISE: usize = 233;
+    pub const WAIT4: usize = 260;
+    pub const GETRANDOM: usize = 278;
+    pub const MOUNT: usize = 40;
+}
+
+/// A system call with up to six arguments.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn syscall6(n: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux x86_64 syscall ABI: number in rax, arguments in
+    // rdi/rsi/rdx/r10/r8/r9, result in rax; the instruction clobbers rcx
+    // and r11.  Memory the kernel reads or writes is named by the caller's
+    // arguments, which the safe wrappers below build from live references.
+    unsafe {
+        asm!("syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack));
+    }
+    ret
+}
+
+/// A system call with up to six arguments.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub fn syscall6(n: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the Linux arm64 syscall ABI: number in x8, arguments in
+    // x0..x5, result in x0; nothing else is clobbered.
+    unsafe {
+        asm!("svc #0",
+            inlateout("x0") a[0] as isize => ret,
+            in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4], in("x5") a[5],
+            in("x8") n,
+            options(nostack));
+    }
+    ret
+}
+
+pub fn syscall(n: usize, args: &[usize]) -> isize {
+    let mut a = [0usize; 6];
+    a[..args.len()].copy_from_slice(args);
+    syscall6(n, a)
+}
+
+/// `Ok(value)` or `Err(errno)`.
+pub fn check(r: isize) -> Result<usize, i32> {
+    if (-4095..0).contains(&r) {
+        Err((-r) as i32)
+    } else {
+        Ok(r as usize)
+    }
+}
+
+pub const EPERM: i32 = 1;
+pub const ENOENT: i32 = 2;
+pub const EBADF: i32 = 9;
+pub const ECHILD: i32 = 10;
+pub const ENOMEM: i32 = 12;
+pub const EACCES: i32 = 13;
+pub const EFAULT: i32 = 14;
+pub const EINVAL: i32 = 22;
+pub const ENOSYS: i32 = 38;
+
+pub const PROT_NONE: usize = 0;
+pub const PROT_READ: usize = 1;
+pub const PROT_WRITE: usize = 2;
+pub const MAP_PRIVATE: usize = 0x02;
+pub const MAP_FIXED: usize = 0x10;
+pub const MAP_ANONYMOUS: usize = 0x20;
+pub const MADV_DONTNEED: usize = 4;
+pub const MADV_HUGEPAGE: usize = 14;
+pub const MREMAP_MAYMOVE: usize = 1;
+pub const MREMAP_FIXED: usize = 2;
+pub const O_RDONLY: usize = 0;
+pub const O_WRONLY: usize = 1;
+pub const O_RDWR: usize = 2;
+pub const AT_FDCWD: isize = -100;
+pub const SIGCHLD: usize = 17;
+pub const SIGSEGV: i32 = 11;
+pub const CLOCK_MONOTONIC: usize = 1;
+
+pub fn write(fd: i32, buf: &[u8]) -> isize {
+    syscall(nr::WRITE, &[fd as usize, buf.as_ptr() as usize, buf.len()])
+}
+
+pub fn read(fd: i32, buf: &mut [u8]) -> isize {
+    syscall(
+        nr::READ,
+        &[fd as usize, buf.as_mut_ptr() as usize, buf.len()],
+    )
+}
+
+/// `openat(AT_FDCWD, path, flags)`; `path` must end with a NUL byte.
+pub fn open(path: &[u8], flags: usize) -> isize {
+    debug_assert_eq!(path.last(), Some(&0));
+    syscall(
+        nr::OPENAT,
+        &[AT_FDCWD as usize, path.as_ptr() as usize, flags, 0],
+    )
+}
+
+pub fn close(fd: i32) -> isize {
+    syscall(nr::CLOSE, &[fd as usize])
+}
+
+pub fn mmap(addr: usize, len: usize, prot: usize, flags: usize, fd: isize, off: usize) -> isize {
+    syscall(nr::MMAP, &[addr, len, prot, flags, fd as usize, off])
+}
+
+pub fn munmap(addr: usize, len: usize) -> isize {
+    syscall(nr::MUNMAP, &[addr, len])
+}
+
+pub fn mprotect(addr: usize, len: usize, prot: usize) -> isize {
+    syscall(nr::MPROTECT, &[addr, len, prot])
+}
+
+pub fn madvise(addr: usize, len: usize, advice: usize) -> isize {
+    syscall(nr::MADVISE, &[addr, len, advice])
+}
+
+pub fn mremap(old: usize, old_len: usize, new_len: usize, flags: usize, new_addr: usize) -> isize {
+    syscall(nr::MREMAP, &[old, old_len, new_len, flags, new_addr])
+}
+
+/// `clone(SIGCHLD, 0, …)`: fork.  0 in the child, the child's pid in the parent.
+pub fn fork() -> isize {
+    syscall(nr::CLONE, &[SIGCHLD, 0, 0, 0, 0])
+}
+
+pub fn wait4(pid: isize, status: &mut i32, options: usize) -> isize {
+    syscall(
+        nr::WAIT4,
+        &[pid as usize, status as *mut i32 as usize, options, 0],
+    )
+}
+
+pub fn exit(code: i32) -> ! {
+    syscall(nr::EXIT_GROUP, &[code as usize]);
+    syscall(nr::EXIT, &[code as usize]);
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+pub fn getpid() -> isize {
+    syscall(nr::GETPID, &[])
+}
+
+pub fn gettid() -> isize {
+    syscall(nr::GETTID, &[])
+}
+
+pub fn sched_yield() -> isize {
+    syscall(nr::SCHED_YIELD, &[])
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+pub fn clock_gettime(clock: usize, ts: &mut Timespec) -> isize {
+    syscall(nr::CLOCK_GETTIME, &[clock, ts as *mut Timespec as usize])
+}
+
+pub fn nanosleep(req: &Timespec) -> isize {
+    syscall(nr::NANOSLEEP, &[req as *const Timespec as usize, 0])
+}
+
+/// `struct rusage`: two timevals and fourteen longs.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct Rusage {
+    pub utime: [i64; 2],
+    pub stime: [i64; 2],
+    pub maxrss: i64,
+    pub ixrss: i64,
+    pub idrss: i64,
+    pub isrss: i64,
+    pub minflt: i64,
+    pub majflt: i64,
+    pub nswap: i64,
+    pub inblock: i64,
+    pub oublock: i64,
+    pub msgsnd: i64,
+    pub msgrcv: i64,
+    pub nsignals: i64,
+    pub nvcsw: i64,
+    pub nivcsw: i64,
+}
+
+pub const RUSAGE_SELF: usize = 0;
+
+pub fn getrusage(who: usize, ru: &mut Rusage) -> isize {
+    syscall(nr::GETRUSAGE, &[who, ru as *mut Rusage as usize])
+}
+
+/// `struct utsname`: six 65-byte fields.
+#[repr(C)]
+pub struct Utsname {
+    pub fields: [[u8; 65]; 6],
+}
+
+pub fn uname(u: &mut Utsname) -> isize {
+    syscall(nr::UNAME, &[u as *mut Utsname as usize])
+}
+
+pub fn getrandom(buf: &mut [u8]) -> isize {
+    syscall(nr::GETRANDOM, &[buf.as_mut_ptr() as usize, buf.len(), 0])
+}
+
+pub fn brk(addr: usize) -> isize {
+    syscall(nr::BRK, &[addr])
+}
