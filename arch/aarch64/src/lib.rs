@@ -38,6 +38,8 @@ mod mmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod pmu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod selftest;
