@@ -8,7 +8,11 @@
 //! merges a block with its buddy (the block its address differs from in
 //! exactly bit `order`) for as long as the buddy is a free block of the same
 //! order.  Only a block's head descriptor records that it is free (state
-//! `Free` + order), so splitting and merging touch O(1) descriptors.
+//! `Free` + order), so splitting and merging touch O(1) descriptors.  The
+//! same holds for allocated folios: only the head is written when a folio is
+//! handed out or freed, and the other frames keep the `Body` state they had
+//! while free (see [`Memmap::head_of`] for how a tail finds its head), so a
+//! 2 MiB folio costs no more descriptor traffic than a 4 KiB one.
 //!
 //! # Mobility grouping
 //! Memory is divided into 2 MiB pageblocks, each tagged movable (user
@@ -49,7 +53,7 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::bootinfo::BootInfo;
 use crate::folio::Folio;
 use crate::frame_flags::{
-    FrameState, LIST_UNMOVABLE, POISONED, PageFlags, order_of, tail_offset, tail_word, word,
+    FrameState, LIST_UNMOVABLE, POISONED, PageFlags, STATE_MASK, TAILS_AE, order_of, word,
 };
 use crate::memmap::{Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
 use crate::pcp::{
@@ -444,9 +448,8 @@ pub struct BuddyAllocator<'a> {
     /// Poison freed frames and check the poison on reuse.
     poison: AtomicBool,
     /// Poisoning has been on at some point, so frames may carry the
-    /// `POISONED` mark.  While false, preparing a folio writes its tails
-    /// without reading them first: the read is a cache miss per 32-byte
-    /// descriptor and was half the cost of preparing a 2 MiB folio.
+    /// `POISONED` mark.  While false, preparing a folio does not look at its
+    /// tails at all: reading them is a cache miss per 32-byte descriptor.
     poison_seen: AtomicBool,
 }
 
@@ -703,7 +706,8 @@ impl<'a> BuddyAllocator<'a> {
     }
 
     /// Turns the free block at `idx` into a folio: checks the poison, writes
-    /// the head and points every tail at it, zeroes on request.
+    /// the head, zeroes on request.  Tails are already `Body` with clean
+    /// flags (the free path guarantees it), which is what a tail stores.
     #[inline]
     fn prep_new_folio(&self, idx: u32, order: u32, flags: AllocFlags, mt: usize) -> Folio<'_> {
         let mm = &self.memmap;
@@ -728,11 +732,14 @@ impl<'a> BuddyAllocator<'a> {
         head.entire_mapcount.store(0, Relaxed);
         head.link_prev.store(NO_FRAME, Relaxed);
         head.link_next.store(NO_FRAME, Relaxed);
-        for (off, d) in (1u32..).zip(mm.range(idx + 1, (1 << order) - 1)) {
-            if check && d.flags.load(Relaxed) & POISONED != 0 {
-                self.verify_poison(idx + off);
+        if check {
+            for (off, d) in (1u32..).zip(mm.range(idx + 1, (1 << order) - 1)) {
+                if d.flags.load(Relaxed) & POISONED != 0 {
+                    self.verify_poison(idx + off);
+                    // The folio's user will overwrite the poison.
+                    d.set_fresh(word(FrameState::Body, 0, 0));
+                }
             }
-            d.set_fresh(tail_word(off));
         }
         if flags.contains(AllocFlags::ZERO) {
             self.phys
@@ -792,7 +799,9 @@ impl<'a> BuddyAllocator<'a> {
         let w = d.flags.load(Relaxed);
         match FrameState::from_word(w) {
             FrameState::Head => {}
-            FrameState::Tail => self.bad_free(idx, format_args!("freeing a tail page")),
+            FrameState::Body if mm.head_of(idx).is_some() => {
+                self.bad_free(idx, format_args!("freeing a tail page"))
+            }
             FrameState::Free | FrameState::Pcp | FrameState::Body => {
                 self.bad_free(idx, format_args!("double free"))
             }
@@ -861,8 +870,7 @@ impl<'a> BuddyAllocator<'a> {
                 self.bad_free(idx, format_args!("freeing a locked folio"));
             }
             for i in idx + 1..idx + n {
-                let tw = mm.at(i).flags.load(Relaxed);
-                if FrameState::from_word(tw) != FrameState::Tail || tail_offset(tw) != i - idx {
+                if mm.at(i).state() != FrameState::Body {
                     self.bad_free(
                         i,
                         format_args!("corrupt tail of folio {:#x} order {order}", mm.pfn_of(idx)),
@@ -879,11 +887,17 @@ impl<'a> BuddyAllocator<'a> {
             );
         }
         if poison || cfg!(debug_assertions) {
-            // Tails become `Body` (release builds without poison leave them
-            // stale to keep large frees O(1) in descriptors).
+            // Mark the poison; debug builds also wipe the tails' flags
+            // unconditionally, so a missed `TAILS_AE` cannot hide a bug.
             let extra = if poison { POISONED } else { 0 };
-            for i in idx..idx + n {
-                mm.at(i).set_fresh(word(FrameState::Body, 0, extra));
+            for d in mm.range(idx, n) {
+                d.set_fresh(word(FrameState::Body, 0, extra));
+            }
+        } else if w & TAILS_AE != 0 {
+            // Tails stay `Body` for the next user, but without the
+            // anon-exclusive bits this folio's user left on them.
+            for d in mm.range(idx + 1, n - 1) {
+                d.set_fresh(word(FrameState::Body, 0, 0));
             }
         }
         self.free_block(idx, order);
@@ -960,23 +974,11 @@ impl<'a> BuddyAllocator<'a> {
     /// to the folio (e.g. through a mapping it has locked).
     pub fn folio_from_pfn(&self, pfn: u64) -> Option<Folio<'_>> {
         let mm = &self.memmap;
-        let d = mm.desc(pfn)?;
-        let idx = mm.idx_of(pfn);
-        match d.state() {
-            FrameState::Head => Some(Folio::from_head(self, idx)),
-            FrameState::Tail => {
-                let h = idx.checked_sub(tail_offset(d.flags.load(Relaxed)))?;
-                let hd = mm.at(h);
-                // A stale tail (release builds) may point at a head that was
-                // reused for a smaller folio: check the head covers `pfn`.
-                if h < idx && hd.state() == FrameState::Head && idx - h < (1 << hd.order()) {
-                    Some(Folio::from_head(self, h))
-                } else {
-                    None
-                }
-            }
-            _ => None,
+        if !mm.contains(pfn) {
+            return None;
         }
+        mm.head_of(mm.idx_of(pfn))
+            .map(|h| Folio::from_head(self, h))
     }
 
     /// Free blocks on the buddy lists, per type and order.
@@ -1032,8 +1034,9 @@ impl<'a> BuddyAllocator<'a> {
     }
 
     /// Checks every structural invariant: list membership and counts, each
-    /// managed frame covered by exactly one naturally aligned block, tails
-    /// pointing at their head, no two free buddies left unmerged, counters
+    /// managed frame covered by exactly one naturally aligned block, every
+    /// non-head frame `Body` (anon-exclusive only in a folio whose head has
+    /// the `TAILS_AE` hint), no two free buddies left unmerged, counters
     /// adding up.  Meant for tests and self-tests when no other CPU is
     /// allocating (a block in transit between a list and its new owner
     /// would be reported as lost).
@@ -1129,21 +1132,29 @@ impl<'a> BuddyAllocator<'a> {
                             }
                         }
                         FrameState::Pcp => pcp_scan += n as u64,
-                        _ => {
-                            alloc_scan += n as u64;
-                            for t in i + 1..i + n {
-                                let tw = mm.at(t).flags.load(Relaxed);
-                                if FrameState::from_word(tw) != FrameState::Tail
-                                    || tail_offset(tw) != t - i
-                                {
-                                    let _ = writeln!(
-                                        err,
-                                        "tail not pointing at its head: {}",
-                                        mm.dump(mm.pfn_of(t))
-                                    );
-                                    break;
-                                }
+                        _ => alloc_scan += n as u64,
+                    }
+                    // Tails may hold anon-exclusive bits only where the
+                    // free path will see the hint and clear them.
+                    // Poison marks are cleared when a folio is handed out.
+                    let ok = STATE_MASK
+                        | match st {
+                            FrameState::Head if w & TAILS_AE != 0 => {
+                                PageFlags::ANON_EXCLUSIVE.bits()
                             }
+                            FrameState::Head => 0,
+                            _ => POISONED,
+                        };
+                    for t in i + 1..i + n {
+                        let tw = mm.at(t).flags.load(Relaxed);
+                        if FrameState::from_word(tw) != FrameState::Body || tw & !ok != 0 {
+                            let _ = writeln!(
+                                err,
+                                "non-head frame not a clean Body: {} (block {})",
+                                mm.dump(mm.pfn_of(t)),
+                                mm.dump(pfn)
+                            );
+                            break;
                         }
                     }
                     i += n;

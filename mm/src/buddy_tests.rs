@@ -269,6 +269,83 @@ fn freeing_a_tail_panics() {
 }
 
 #[test]
+#[should_panic(expected = "freeing a tail page")]
+fn freeing_the_last_tail_of_a_pmd_folio_panics() {
+    with_alloc(0, 8 * MIB, |a, _| {
+        let f = a.alloc(9, AllocFlags::USER).unwrap();
+        a.free_pages(f.pfn() + 511, 0);
+    });
+}
+
+#[test]
+fn tails_find_their_head_in_every_order() {
+    // Tails are not written at allocation: the head is found by probing.
+    with_alloc(0, 16 * MIB, |a, _| {
+        for poison in [true, false] {
+            a.set_poison(poison);
+            let live: Vec<Folio<'_>> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 2, 4, 9]
+                .iter()
+                .map(|&o| a.alloc(o, AllocFlags::USER).unwrap())
+                .collect();
+            check(a);
+            for f in &live {
+                for i in 0..f.nr_pages() {
+                    assert_eq!(a.folio_from_pfn(f.pfn() + i), Some(*f));
+                    assert_eq!(f.page(i).folio(), *f);
+                    let st = if i == 0 {
+                        FrameState::Head
+                    } else {
+                        FrameState::Tail
+                    };
+                    assert_eq!(a.memmap().state(f.pfn() + i), st);
+                }
+            }
+            let (first, last) = (live[0].pfn(), live[live.len() - 1].pfn());
+            for f in live {
+                f.put();
+            }
+            a.drain_all();
+            assert_eq!(a.folio_from_pfn(first), None);
+            assert_eq!(a.folio_from_pfn(last + 3), None);
+            assert_eq!(a.memmap().state(last + 3), FrameState::Body);
+            check(a);
+        }
+    });
+}
+
+#[test]
+fn anon_exclusive_tails_do_not_leak_into_the_next_folio() {
+    // Without poisoning (the release configuration) the free path clears
+    // tails only when the head's hint says a tail was marked.
+    with_alloc(0, 8 * MIB, |a, _| {
+        a.set_poison(false);
+        let f = a.alloc(9, AllocFlags::USER).unwrap();
+        for p in f.pages() {
+            p.set_anon_exclusive();
+        }
+        check(a);
+        let pfn = f.pfn();
+        f.put();
+        a.drain_all();
+        check(a);
+        // The same frames come back as one large folio and as small ones.
+        let g = a.alloc(9, AllocFlags::USER).unwrap();
+        assert_eq!(g.pfn(), pfn);
+        assert!(g.pages().all(|p| !p.is_anon_exclusive()));
+        g.put();
+        a.drain_all();
+        let small: Vec<Folio<'_>> = (0..1024)
+            .map(|_| a.alloc(0, AllocFlags::USER).unwrap())
+            .collect();
+        assert!(small.iter().all(|f| !f.page(0).is_anon_exclusive()));
+        for f in small {
+            f.put();
+        }
+        check(a);
+    });
+}
+
+#[test]
 #[should_panic(expected = "wrong order")]
 fn freeing_with_wrong_order_panics() {
     with_alloc(0, 4 * MIB, |a, _| {

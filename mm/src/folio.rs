@@ -22,7 +22,7 @@ use core::sync::atomic::{Ordering::Acquire, Ordering::Relaxed, Ordering::Release
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::buddy::BuddyAllocator;
-use crate::frame_flags::PageFlags;
+use crate::frame_flags::{PageFlags, TAILS_AE};
 use crate::memmap::{FrameDesc, FrameDump, NO_FRAME, OWNER_ALLOCATOR_BITS};
 
 /// Bits of the owner word holding the virtual page index (enough for 58-bit
@@ -392,6 +392,15 @@ impl<'a> Page<'a> {
         self.desc()
             .flags
             .fetch_or(PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
+        if self.idx != self.folio.idx {
+            // Tell the free path this folio's tails need their flags
+            // cleared (it does not touch tails otherwise).  The head is hot
+            // and the hint is set once, so the load saves an atomic per page.
+            let h = &self.folio.head().flags;
+            if h.load(Relaxed) & TAILS_AE == 0 {
+                h.fetch_or(TAILS_AE, Relaxed);
+            }
+        }
     }
 
     #[inline]

@@ -6,11 +6,11 @@
 //! |--------|----------------------------------------------------------------|
 //! | 0..3   | [`FrameState`]: what the frame is right now                    |
 //! | 3..7   | order of the block/folio (valid for `Free`, `Pcp`, `Head`)     |
-//! | 7      | unused                                                         |
+//! | 7      | `Head`: some tail may have `ANON_EXCLUSIVE` set ([`TAILS_AE`]) |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
 //! | 10..22 | [`PageFlags`]: folio flags (head) and per-page flags           |
-//! | 22..32 | `Tail` frames: distance to the head (1..=1023)                 |
+//! | 22..32 | unused                                                         |
 //!
 //! The pageblock mobility tag is *not* here but in the owner word (see
 //! [`crate::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
@@ -28,30 +28,20 @@ pub(crate) const LIST_UNMOVABLE: u32 = 1 << 8;
 /// The frame holds the free poison pattern (set when freed with poisoning on).
 pub(crate) const POISONED: u32 = 1 << 9;
 
-/// In a `Tail` frame's word: the distance back to the head.  Keeping it in
-/// the flags word makes pointing a tail at its head one store, which is most
-/// of the cost of preparing a 2 MiB folio (511 tails).
-pub(crate) const TAIL_OFFSET_SHIFT: u32 = 22;
-
-/// The word of a tail `offset` frames after its head.
-#[inline]
-pub(crate) const fn tail_word(offset: u32) -> u32 {
-    FrameState::Tail as u32 | (offset << TAIL_OFFSET_SHIFT)
-}
-
-/// The head distance of a tail's word.
-#[inline]
-pub(crate) const fn tail_offset(w: u32) -> u32 {
-    w >> TAIL_OFFSET_SHIFT
-}
+/// On an allocated head: `Page::set_anon_exclusive` ran on a tail.  Tails
+/// are not rewritten when a folio is allocated or freed, so a tail's
+/// `ANON_EXCLUSIVE` bit would outlive the folio; this hint tells the free
+/// path to clear the tails, and costs a free that never set one nothing.
+pub(crate) const TAILS_AE: u32 = 1 << 7;
 
 /// What a frame is at this moment.  Stored in bits 0..3 of the flags word.
 ///
-/// Only block heads carry an authoritative state for free memory: the other
-/// frames of a free block are `Body` in debug builds and may keep a stale
-/// `Tail` in release builds (the allocator does not rewrite 511 descriptors on
-/// every order-9 free).  Readers that start from an arbitrary PFN therefore
-/// always validate through the head (see `BuddyAllocator::folio_from_pfn`).
+/// Only block and folio heads carry a state of their own: every other frame
+/// of a free block *or an allocated folio* stores `Body`, so that neither
+/// allocating nor freeing a 2 MiB folio has to rewrite 511 descriptors.
+/// Whether a `Body` frame is a tail is found from the aligned heads around
+/// it (`Memmap::head_of`, at most ten probes); `Memmap::state` does that and
+/// reports such frames as `Tail`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FrameState {
@@ -66,10 +56,10 @@ pub enum FrameState {
     Pcp = 3,
     /// Head of an allocated folio; the order field is valid.
     Head = 4,
-    /// Non-head frame of an allocated folio; its word holds the distance to
-    /// the head.
+    /// Non-head frame of an allocated folio.  Never stored (a tail's
+    /// descriptor holds `Body`): `Memmap::state` derives it.
     Tail = 5,
-    /// Non-head frame of a free block.
+    /// Non-head frame of a free block or of an allocated folio.
     Body = 6,
 }
 
@@ -133,5 +123,5 @@ bitflags! {
     }
 }
 
-const _: () = assert!(PageFlags::all().bits() < 1 << TAIL_OFFSET_SHIFT);
-const _: () = assert!((1u32 << crate::buddy::MAX_ORDER) - 1 <= u32::MAX >> TAIL_OFFSET_SHIFT);
+const _: () = assert!(PageFlags::all().bits() & (STATE_MASK | ORDER_MASK | TAILS_AE) == 0);
+const _: () = assert!(PageFlags::all().bits() & (LIST_UNMOVABLE | POISONED) == 0);
