@@ -452,7 +452,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
 
 /// True if going from `old` to `new` only adds rights or sets young/dirty,
 /// so a TLB entry cached from `old` is at worst stricter than `new`.
-fn is_upgrade(old: &Attrs, new: &Attrs) -> bool {
+pub(super) fn is_upgrade(old: &Attrs, new: &Attrs) -> bool {
     let (o, n) = (old.perms, new.perms);
     let perms_ok =
         (!o.read || n.read) && (!o.write || n.write) && (!o.exec || n.exec) && o.user == n.user;

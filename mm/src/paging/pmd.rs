@@ -146,6 +146,31 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         }
     }
 
+    /// Change the attributes of the PMD leaf at `va`, keeping its frame:
+    /// the fault path's young/dirty fixups and COW reuse of a whole PMD,
+    /// and mprotect of a whole PMD.  As for [`PageTable::update_pte`], a
+    /// change that removes rights or clears young/dirty gathers a flush,
+    /// while a pure upgrade needs none (a stale, stricter TLB entry only
+    /// causes a spurious fault).  Returns the old leaf.
+    pub fn update_pmd(
+        &mut self,
+        va: u64,
+        attrs: Attrs,
+        g: &mut TlbGather<'a>,
+    ) -> Result<Leaf, PtError> {
+        let va = va & !(PMD_SIZE - 1);
+        let slot = self.pmd_slot(va).ok_or(PtError::NotMapped)?;
+        let (old, _) = self
+            .modify_leaf(slot, PMD_LEVEL, |l| Leaf { attrs, ..l })
+            .ok_or(PtError::NotMapped)?;
+        if super::batch::is_upgrade(&old.attrs, &attrs) {
+            self.env.tlb.sync_tables();
+        } else {
+            g.add_range(va, va + PMD_SIZE, PMD_SIZE);
+        }
+        Ok(old)
+    }
+
     /// Write-protect the PMD leaf at `va` (fork).  Returns whether it was
     /// writable; the flush is gathered.
     pub fn wrprotect_pmd(&mut self, va: u64, g: &mut TlbGather<'a>) -> Result<bool, PtError> {

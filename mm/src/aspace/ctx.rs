@@ -1,0 +1,311 @@
+//! The context every address space runs on: the frame allocator, physical
+//! memory, TLB maintenance, THP knobs and counters, the shared zero pages,
+//! identifier pools and the deferred-split queue.
+//!
+//! The kernel builds one `MmCtx<'static>`; host tests build one per test so
+//! they can run in parallel.  The context holds no `Folio` values (only
+//! PFNs) so that it stays covariant in `'a` and a test can borrow it for as
+//! long as its address spaces live.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use spin::Mutex;
+
+use crate::addr::PAGE_SHIFT;
+use crate::buddy::{AllocError, AllocFlags, BuddyAllocator};
+use crate::folio::{Folio, FolioList, MAX_MM_ID};
+use crate::frame_flags::PageFlags;
+use crate::paging::{PtAlloc, TlbOps};
+use crate::phys::PhysMem;
+use crate::thp::{MthpStat, Thp, VmEvent};
+
+/// Page-table pages from the buddy allocator: order 0, unmovable, zeroed,
+/// flagged `PAGETABLE`.  Counts the pages it has out, so leaks show.
+pub struct BuddyPtAlloc<'a> {
+    buddy: &'a BuddyAllocator<'a>,
+    in_use: AtomicUsize,
+}
+
+impl<'a> BuddyPtAlloc<'a> {
+    pub fn new(buddy: &'a BuddyAllocator<'a>) -> Self {
+        BuddyPtAlloc {
+            buddy,
+            in_use: AtomicUsize::new(0),
+        }
+    }
+
+    /// Page-table pages currently allocated (deposits included).
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Relaxed)
+    }
+}
+
+impl PtAlloc for BuddyPtAlloc<'_> {
+    fn alloc_pt(&self) -> Option<u64> {
+        let f = self
+            .buddy
+            .alloc(0, AllocFlags::PAGETABLE | AllocFlags::ZERO)
+            .ok()?;
+        self.in_use.fetch_add(1, Relaxed);
+        Some(f.pa())
+    }
+
+    fn free_pt(&self, pa: u64) {
+        self.in_use.fetch_sub(1, Relaxed);
+        self.buddy.free_pages(pa >> PAGE_SHIFT, 0);
+    }
+}
+
+/// A pool of small integer identifiers `1..=max` (ASIDs, mm ids): freed
+/// ones are reused first, so the numbers stay small.
+struct IdPool {
+    next: u64,
+    max: u64,
+    free: Vec<u64>,
+}
+
+impl IdPool {
+    const fn new(max: u64) -> Self {
+        IdPool {
+            next: 1,
+            max,
+            free: Vec::new(),
+        }
+    }
+    fn get(&mut self) -> Option<u64> {
+        if let Some(id) = self.free.pop() {
+            return Some(id);
+        }
+        if self.next > self.max {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+    fn put(&mut self, id: u64) {
+        debug_assert!(id >= 1 && id < self.next && !self.free.contains(&id));
+        self.free.push(id);
+    }
+}
+
+/// Identifier pools, under one lock (taken only when an `Mm` is created or
+/// destroyed; a leaf lock).
+struct Ids {
+    asids: IdPool,
+    mm_ids: IdPool,
+}
+
+/// No huge zero folio yet.
+const NO_HUGE_ZERO: u64 = u64::MAX;
+
+/// Largest ASID handed out by default: x86 PCIDs have 12 bits, and arm64
+/// ASIDs at least 8 (16 on the CPUs QEMU models); 4095 fits both once the
+/// kernel checks the arm64 width.
+pub const DEFAULT_MAX_ASID: u16 = 4095;
+
+/// The shared state of all address spaces.
+///
+/// # Locks (see [`crate::aspace`] for the full order)
+/// * `deferred` — the deferred-split queue lock: protects the queue and the
+///   link fields of every queued folio (and the `DEFERRED_SPLIT` /
+///   `PARTIALLY_MAPPED` flags together with the `nr_anon_partially_mapped`
+///   gauge).  Taken under a page-table lock; nothing but the buddy zone
+///   lock may be taken under it.
+/// * `huge_zero_lock` — serialises the lazy allocation of the huge zero
+///   folio (taken under a page-table lock, takes only the zone lock).
+/// * `ids` — ASID and mm-id pools; a leaf.
+pub struct MmCtx<'a> {
+    /// The frame allocator every folio and page-table page comes from.
+    pub buddy: &'a BuddyAllocator<'a>,
+    /// Physical memory (the allocator's).
+    pub mem: &'a dyn PhysMem,
+    /// TLB maintenance for every address space.
+    pub tlb: &'a dyn TlbOps,
+    /// THP knobs and counters.
+    pub thp: &'a Thp,
+    pt_alloc: BuddyPtAlloc<'a>,
+    zero_pfn: u64,
+    huge_zero_pfn: AtomicU64,
+    huge_zero_lock: Mutex<()>,
+    ids: Mutex<Ids>,
+    deferred: Mutex<FolioList>,
+}
+
+impl<'a> MmCtx<'a> {
+    /// A context over `buddy`; allocates the shared 4 KiB zero page.  The
+    /// huge zero folio is allocated on first use, as Linux does.
+    pub fn new(
+        buddy: &'a BuddyAllocator<'a>,
+        tlb: &'a dyn TlbOps,
+        thp: &'a Thp,
+    ) -> Result<Self, AllocError> {
+        Self::with_max_asid(buddy, tlb, thp, DEFAULT_MAX_ASID)
+    }
+
+    /// As [`MmCtx::new`] with ASIDs limited to `1..=max_asid`.
+    pub fn with_max_asid(
+        buddy: &'a BuddyAllocator<'a>,
+        tlb: &'a dyn TlbOps,
+        thp: &'a Thp,
+        max_asid: u16,
+    ) -> Result<Self, AllocError> {
+        let zero = buddy.alloc_zero_folio(0)?;
+        Ok(MmCtx {
+            buddy,
+            mem: buddy.phys(),
+            tlb,
+            thp,
+            pt_alloc: BuddyPtAlloc::new(buddy),
+            zero_pfn: zero.pfn(),
+            huge_zero_pfn: AtomicU64::new(NO_HUGE_ZERO),
+            huge_zero_lock: Mutex::new(()),
+            ids: Mutex::new(Ids {
+                asids: IdPool::new(max_asid as u64),
+                mm_ids: IdPool::new(MAX_MM_ID),
+            }),
+            deferred: Mutex::new(FolioList::new()),
+        })
+    }
+
+    /// The page-table page allocator.
+    pub fn pt_alloc(&self) -> &BuddyPtAlloc<'a> {
+        &self.pt_alloc
+    }
+
+    /// Page-table pages in use by all address spaces (deposits included).
+    pub fn pt_pages_in_use(&self) -> usize {
+        self.pt_alloc.in_use()
+    }
+
+    /// PFN of the shared 4 KiB zero page.
+    pub fn zero_pfn(&self) -> u64 {
+        self.zero_pfn
+    }
+
+    /// PFN of the huge zero folio, if allocated.
+    pub fn huge_zero_pfn(&self) -> Option<u64> {
+        let p = self.huge_zero_pfn.load(Relaxed);
+        (p != NO_HUGE_ZERO).then_some(p)
+    }
+
+    /// Frames the context keeps for itself (the zero page and, once
+    /// allocated, the huge zero folio): a test's free-frame baseline is
+    /// `free + frames_held()`, which stays constant.
+    pub fn frames_held(&self) -> u64 {
+        1 + if self.huge_zero_pfn().is_some() {
+            512
+        } else {
+            0
+        }
+    }
+
+    /// True if `pfn` is a frame of the 4K zero page or the huge zero folio
+    /// (special mappings: no references, no mapcounts).
+    pub fn is_zero_pfn(&self, pfn: u64) -> bool {
+        pfn == self.zero_pfn
+            || self
+                .huge_zero_pfn()
+                .is_some_and(|h| pfn >= h && pfn < h + 512)
+    }
+
+    /// The huge zero folio, allocating it on first use
+    /// (`thp_zero_page_alloc` / `thp_zero_page_alloc_failed`).  It is never
+    /// freed (Linux frees it under memory pressure; with no shrinker here
+    /// keeping it is the simplification).
+    pub(crate) fn get_huge_zero(&self) -> Option<u64> {
+        if let Some(p) = self.huge_zero_pfn() {
+            return Some(p);
+        }
+        let _g = self.huge_zero_lock.lock();
+        if let Some(p) = self.huge_zero_pfn() {
+            return Some(p);
+        }
+        match self.buddy.alloc_zero_folio(crate::addr::PMD_ORDER) {
+            Ok(f) => {
+                self.thp.stats.count(VmEvent::ThpZeroPageAlloc);
+                self.huge_zero_pfn.store(f.pfn(), Relaxed);
+                Some(f.pfn())
+            }
+            Err(_) => {
+                self.thp.stats.count(VmEvent::ThpZeroPageAllocFailed);
+                None
+            }
+        }
+    }
+
+    /// The folio holding `pfn` (an anonymous folio's frame).
+    pub(crate) fn folio(&self, pfn: u64) -> Option<Folio<'a>> {
+        self.buddy.folio_from_pfn(pfn)
+    }
+
+    pub(crate) fn alloc_ids(&self) -> Option<(u16, u64)> {
+        let mut ids = self.ids.lock();
+        let asid = ids.asids.get()?;
+        match ids.mm_ids.get() {
+            Some(id) => Some((asid as u16, id)),
+            None => {
+                ids.asids.put(asid);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn free_ids(&self, asid: u16, mm_id: u64) {
+        let mut ids = self.ids.lock();
+        ids.asids.put(asid as u64);
+        ids.mm_ids.put(mm_id);
+    }
+
+    // ----- deferred split ---------------------------------------------
+
+    /// Folios on the deferred-split queue.
+    pub fn deferred_split_len(&self) -> usize {
+        self.deferred.lock().len()
+    }
+
+    /// Whether `f` is on the deferred-split queue.
+    pub fn deferred_split_queued(&self, f: Folio<'_>) -> bool {
+        let _q = self.deferred.lock();
+        f.test(PageFlags::DEFERRED_SPLIT)
+    }
+
+    /// The queued folios, oldest first (a snapshot, for the shrinker to
+    /// come and for tests).
+    pub fn deferred_split_snapshot(&self) -> Vec<Folio<'a>> {
+        self.deferred.lock().iter(self.buddy).collect()
+    }
+
+    /// Queue a partially mapped large anonymous folio (Linux's
+    /// `deferred_split_folio(folio, true)`): counts `split_deferred` and
+    /// raises `nr_anon_partially_mapped` the first time.
+    pub(crate) fn deferred_split_folio(&self, f: Folio<'a>) {
+        let mut q = self.deferred.lock();
+        if f.test(PageFlags::PARTIALLY_MAPPED) {
+            return;
+        }
+        f.set_flags(PageFlags::PARTIALLY_MAPPED);
+        q.push_back(f);
+        drop(q);
+        let order = f.order();
+        self.thp.stats.inc(order, MthpStat::SplitDeferred);
+        self.thp.stats.inc(order, MthpStat::NrAnonPartiallyMapped);
+        if order == crate::addr::PMD_ORDER {
+            self.thp.stats.count(VmEvent::ThpDeferredSplitPage);
+        }
+    }
+
+    /// Take `f` off the queue if it is there (its last mapping went, or a
+    /// split is about to consume it).  Returns whether it was queued.
+    pub fn deferred_split_remove(&self, f: Folio<'a>) -> bool {
+        let mut q = self.deferred.lock();
+        let was = q.remove(f);
+        if f.test(PageFlags::PARTIALLY_MAPPED) {
+            f.clear_flags(PageFlags::PARTIALLY_MAPPED);
+            self.thp
+                .stats
+                .dec(f.order(), MthpStat::NrAnonPartiallyMapped);
+        }
+        was
+    }
+}

@@ -1,0 +1,543 @@
+//! The anonymous fault path (Linux's `handle_mm_fault` for private
+//! anonymous memory): order selection, zero pages, PMD faults, COW and the
+//! arm64 access-flag / dirty fixups.
+//!
+//! # Zero pages
+//! * A read (or exec) fault on an empty PTE maps the shared 4 KiB zero page
+//!   read-only (a special entry: no references, no mapcount).  It never
+//!   allocates an mTHP, as Linux.
+//! * A read fault that qualifies for a PMD mapping maps the huge zero folio
+//!   with a read-only PMD when `use_zero_page` is 1 (with it 0, the read
+//!   fault allocates a PMD folio, as Linux).
+//! * A write to the 4K zero page allocates a zeroed order-0 folio (Linux's
+//!   `wp_page_copy` from the zero page).
+//! * A write to the huge zero PMD first tries to replace it by a fresh
+//!   PMD-sized folio if the order is still allowed (Linux ≥ 6.12,
+//!   `do_huge_zero_wp_pmd`); otherwise (or if allocation fails) the PMD is
+//!   split into 512 read-only PTEs of the huge zero folio's frames and the
+//!   write is handled as a write to a 4K zero page.
+//!
+//! # COW
+//! A write to a read-only anonymous page reuses it in place when the page
+//! is anon-exclusive, or when the folio is exclusive to this address space
+//! by Linux's rules (order 0: the only reference is our mapping; large:
+//! more than one mapping, every reference a mapping, and every mapping in
+//! this space).  Only the faulting PTE becomes writable.  Otherwise one
+//! 4 KiB page is copied into a new order-0 folio; the old folio may become
+//! partly mapped and go on the deferred-split queue.  A PMD-mapped folio is
+//! reused whole when exclusive; otherwise the PMD is split first.
+//!
+//! Linux decides "every mapping is in this space" from the folio's mm-id
+//! slots; this kernel has no such slots, but since anonymous pages only
+//! ever map at their fault-time address (no page-moving mremap yet),
+//! counting this space's entries over the folio's virtual range gives the
+//! same answer exactly.
+
+use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
+use crate::buddy::AllocFlags;
+use crate::folio::Folio;
+use crate::paging::{Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc};
+use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent, suitable_orders};
+use crate::vma::{Vma, VmaSet};
+
+use super::{Access, Fault, Mm, access_allowed, vma_perms};
+
+/// Attributes of a freshly written anonymous page in `vma`.
+fn anon_attrs(vma: &Vma) -> Attrs {
+    Attrs::user(vma_perms(vma.flags))
+}
+
+/// Attributes of a zero-page mapping in `vma`: read-only, special.
+fn zero_attrs(vma: &Vma) -> Attrs {
+    let mut p = vma_perms(vma.flags);
+    p.write = false;
+    Attrs {
+        perms: p,
+        young: true,
+        dirty: false,
+        special: true,
+        ..Attrs::default()
+    }
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// The fault path, with the mmap lock (read or write) and the
+    /// page-table lock held.
+    pub(crate) fn fault_locked(
+        &self,
+        vmas: &VmaSet,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Fault> {
+        let stats = &self.ctx.thp.stats;
+        let Some(vma) = vmas.find(addr).copied() else {
+            stats.count(VmEvent::FaultSegv);
+            return Err(Fault::Segv);
+        };
+        if !access_allowed(vma.flags, access) {
+            stats.count(VmEvent::FaultSegv);
+            return Err(Fault::Segv);
+        }
+        stats.count(VmEvent::PgFault);
+        let w = pt.lookup(addr);
+        match w.entry {
+            Entry::Leaf(l) if w.level == PMD_LEVEL => {
+                self.huge_pmd_fault(&vma, pt, addr, l, access)
+            }
+            Entry::Leaf(l) if w.level == PTE_LEVEL => self.pte_fault(&vma, pt, addr, l, access),
+            Entry::Absent if w.level >= PMD_LEVEL => {
+                if self.pmd_anon_fault(&vma, pt, addr, access)? {
+                    return Ok(());
+                }
+                self.anon_fault(&vma, pt, addr, access)
+            }
+            Entry::Absent => self.anon_fault(&vma, pt, addr, access),
+            // No PUD leaves in user space; tables are descended by lookup.
+            _ => {
+                debug_assert!(false, "unexpected entry {:?} at {addr:#x}", w.entry);
+                Err(Fault::Segv)
+            }
+        }
+    }
+
+    /// Zero a new folio, the page holding `addr` last so it stays cache-hot
+    /// for the access about to retry.
+    fn zero_folio(&self, f: Folio<'a>, base: u64, addr: u64) {
+        let hot = (addr - base) / PAGE_SIZE;
+        let mem = self.ctx.mem;
+        for i in (0..f.nr_pages()).filter(|&i| i != hot) {
+            mem.zero(f.pa() + i * PAGE_SIZE, PAGE_SIZE);
+        }
+        mem.zero(f.pa() + hot * PAGE_SIZE, PAGE_SIZE);
+    }
+
+    /// Orders (bit mask) THP may use for a fault at `addr` in `vma`.
+    fn fault_orders(&self, vma: &Vma, addr: u64) -> u32 {
+        let allowed = self.ctx.thp.config.allowable_orders(vma.thp_hints()) & THP_ORDERS_ALL_ANON;
+        if allowed != 0 {
+            self.register_khugepaged();
+        }
+        suitable_orders(allowed, vma.start, vma.end, addr)
+    }
+
+    /// A fault where no PTE table exists yet: map a PMD if the PMD order is
+    /// allowed and fits.  Ok(false) to fall back to the PTE path.
+    fn pmd_anon_fault(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        access: Access,
+    ) -> Result<bool, Fault> {
+        if self.fault_orders(vma, addr) & (1 << PMD_ORDER) == 0 {
+            return Ok(false);
+        }
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let base = align_down(addr, PMD_SIZE);
+        if access != Access::Write && ctx.thp.config.use_zero_page() {
+            let Some(hz) = ctx.get_huge_zero() else {
+                stats.count(VmEvent::ThpFaultFallback);
+                return Ok(false);
+            };
+            let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
+            if pt.set_pmd_leaf(base, hz, zero_attrs(vma), dep).is_err() {
+                ctx.pt_alloc().free_pt(dep);
+                return Err(Fault::Oom);
+            }
+            stats.count(VmEvent::FaultHugeZeroPage);
+            return Ok(true);
+        }
+        self.map_new_pmd_folio(vma, pt, base, addr)
+    }
+
+    /// Allocate, zero and PMD-map a new order-9 folio at `base`.  Ok(false)
+    /// if the allocation failed (counted as a fallback).
+    fn map_new_pmd_folio(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        base: u64,
+        addr: u64,
+    ) -> Result<bool, Fault> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let Ok(f) = ctx.buddy.alloc(PMD_ORDER, AllocFlags::USER) else {
+            stats.inc(PMD_ORDER, MthpStat::AnonFaultFallback);
+            stats.count(VmEvent::ThpFaultFallback);
+            return Ok(false);
+        };
+        // The deposit is allocated up front, so a later split never fails.
+        let Some(dep) = ctx.pt_alloc().alloc_pt() else {
+            f.put();
+            return Err(Fault::Oom);
+        };
+        self.zero_folio(f, base, addr);
+        if pt
+            .set_pmd_leaf(base, f.pfn(), anon_attrs(vma), dep)
+            .is_err()
+        {
+            ctx.pt_alloc().free_pt(dep);
+            f.put();
+            return Err(Fault::Oom);
+        }
+        ctx.rmap_add_new(f, self.id, base, true);
+        self.rss_add(f.nr_pages());
+        stats.inc(PMD_ORDER, MthpStat::AnonFaultAlloc);
+        stats.count(VmEvent::ThpFaultAlloc);
+        stats.count(VmEvent::FaultAnonAlloc);
+        stats.count(VmEvent::FaultPmd);
+        Ok(true)
+    }
+
+    /// An empty PTE (Linux's `do_anonymous_page` with `alloc_anon_folio`).
+    fn anon_fault(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let va = align_down(addr, PAGE_SIZE);
+        if access != Access::Write {
+            pt.set_pte(va, ctx.zero_pfn(), zero_attrs(vma), None)
+                .map_err(|_| Fault::Oom)?;
+            stats.count(VmEvent::FaultZeroPage);
+            stats.count(VmEvent::ZeroPageMap);
+            return Ok(());
+        }
+        let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
+        // The highest order whose aligned block is entirely empty; every
+        // lower order's block lies inside it, so is empty too.
+        while orders != 0 {
+            let o = 31 - orders.leading_zeros();
+            let size = PAGE_SIZE << o;
+            if pt.ptes_none(align_down(addr, size), 1 << o) {
+                break;
+            }
+            orders &= !(1 << o);
+        }
+        let mut folio = None;
+        while orders != 0 {
+            let o = 31 - orders.leading_zeros();
+            match ctx.buddy.alloc(o, AllocFlags::USER) {
+                Ok(f) => {
+                    folio = Some(f);
+                    break;
+                }
+                Err(_) => stats.inc(o, MthpStat::AnonFaultFallback),
+            }
+            orders &= !(1 << o);
+        }
+        let f = match folio {
+            Some(f) => f,
+            None => ctx
+                .buddy
+                .alloc(0, AllocFlags::USER)
+                .map_err(|_| Fault::Oom)?,
+        };
+        let base = align_down(addr, f.size());
+        self.zero_folio(f, base, addr);
+        if pt
+            .set_ptes(base, f.pfn(), f.nr_pages() as usize, anon_attrs(vma))
+            .is_err()
+        {
+            f.put();
+            return Err(Fault::Oom);
+        }
+        ctx.rmap_add_new(f, self.id, base, false);
+        self.rss_add(f.nr_pages());
+        stats.inc(f.order(), MthpStat::AnonFaultAlloc);
+        stats.count(VmEvent::FaultAnonAlloc);
+        Ok(())
+    }
+
+    /// A fault on a present (or PROT_NONE) 4 KiB entry.
+    fn pte_fault(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        l: Leaf,
+        access: Access,
+    ) -> Result<(), Fault> {
+        let va = align_down(addr, PAGE_SIZE);
+        if !l.attrs.perms.accessible() {
+            // The VMA allows the access but the entry is PROT_NONE: an
+            // mprotect would have rewritten it, so this cannot happen.
+            debug_assert!(false, "PROT_NONE entry in an accessible VMA at {va:#x}");
+            return Err(Fault::Segv);
+        }
+        if access == Access::Write && !l.attrs.perms.write {
+            return self.do_wp_page(vma, pt, va, l);
+        }
+        // Access flag (arm64 AF = 0) or a write to a writable clean entry
+        // (arm64 dirty tracking): set the bits; anything else is spurious.
+        let mut want = l.attrs;
+        want.young = true;
+        if access == Access::Write {
+            want.dirty = true;
+        }
+        if want != l.attrs {
+            let mut g = pt.gather();
+            let r = pt.update_pte(va, want, &mut g);
+            g.finish();
+            debug_assert!(r.is_ok());
+        }
+        Ok(())
+    }
+
+    /// Write to a read-only private page (Linux's `do_wp_page`).
+    fn do_wp_page(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        va: u64,
+        l: Leaf,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        if ctx.is_zero_pfn(l.pfn) {
+            return self.wp_copy(vma, pt, va, None);
+        }
+        let Some(f) = ctx.folio(l.pfn) else {
+            debug_assert!(false, "PTE at {va:#x} maps pfn {:#x}, no folio", l.pfn);
+            return Err(Fault::Segv);
+        };
+        let idx = l.pfn - f.pfn();
+        let page = f.page(idx);
+        if page.is_anon_exclusive() || self.can_reuse(pt, f, va - idx * PAGE_SIZE) {
+            if !page.is_anon_exclusive() {
+                page.set_anon_exclusive();
+            }
+            let start = va - idx * PAGE_SIZE;
+            if f.anon_owner() != Some((self.id, start >> crate::addr::PAGE_SHIFT)) {
+                f.set_anon_owner(self.id, start >> crate::addr::PAGE_SHIFT);
+            }
+            let mut attrs = l.attrs;
+            attrs.perms.write = true;
+            attrs.young = true;
+            attrs.dirty = true;
+            let mut g = pt.gather();
+            let r = pt.update_pte(va, attrs, &mut g);
+            g.finish();
+            debug_assert!(r.is_ok());
+            ctx.thp.stats.count(VmEvent::FaultCowReuse);
+            return Ok(());
+        }
+        self.wp_copy(vma, pt, va, Some((f, idx)))
+    }
+
+    /// Whether folio `f`, mapped (in this space) at `start`, is exclusive
+    /// to this space (Linux's `wp_can_reuse_anon_folio`).
+    fn can_reuse(&self, pt: &PageTable<'a, A>, f: Folio<'a>, start: u64) -> bool {
+        if !f.is_large() {
+            return f.refcount() == 1 && f.large_mapcount() == 1;
+        }
+        let maps = f.large_mapcount();
+        // Linux: with a single mapping left, copying lets the large folio be
+        // freed rather than keeping it alive for one page.
+        if maps <= 1 || maps as i64 != f.refcount() as i64 {
+            return false;
+        }
+        self.count_own_mappings(pt, f, start) == maps as u64
+    }
+
+    /// Entries of this space mapping pages of `f` at their place in the
+    /// folio's virtual range from `start`.
+    pub(crate) fn count_own_mappings(
+        &self,
+        pt: &PageTable<'a, A>,
+        f: Folio<'a>,
+        start: u64,
+    ) -> u64 {
+        let w = pt.lookup(start);
+        if w.level == PMD_LEVEL {
+            return w.entry.leaf().map_or(0, |l| (l.pfn == f.pfn()) as u64);
+        }
+        if w.level != PTE_LEVEL {
+            return 0;
+        }
+        let mem = self.ctx.mem;
+        (0..f.nr_pages())
+            .filter(|&i| {
+                A::decode(mem.load(w.slot + 8 * i), PTE_LEVEL)
+                    .leaf()
+                    .is_some_and(|l| l.pfn == f.pfn() + i)
+            })
+            .count() as u64
+    }
+
+    /// Copy one page (or zero-fill, from a zero page) into a new order-0
+    /// folio and map it writable in place of the old entry.
+    fn wp_copy(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        va: u64,
+        src: Option<(Folio<'a>, u64)>,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let new = ctx
+            .buddy
+            .alloc(0, AllocFlags::USER)
+            .map_err(|_| Fault::Oom)?;
+        match src {
+            Some((f, idx)) => ctx.mem.copy(new.pa(), f.page(idx).pa(), PAGE_SIZE),
+            None => ctx.mem.zero(new.pa(), PAGE_SIZE),
+        }
+        // Break before make: the old translation is gone from every TLB
+        // before the new one is written.
+        let mut g = pt.gather();
+        pt.get_and_clear_ptes(va, 1, &mut g);
+        g.finish();
+        pt.set_pte(va, new.pfn(), anon_attrs(vma), None)
+            .expect("the PTE table exists: an entry was just cleared in it");
+        ctx.rmap_add_new(new, self.id, va, false);
+        match src {
+            Some((f, idx)) => {
+                ctx.rmap_remove_ptes(f, idx, 1);
+                f.put();
+                ctx.thp.stats.count(VmEvent::FaultCowCopy);
+            }
+            None => {
+                self.rss_add(1);
+                ctx.thp.stats.inc(0, MthpStat::AnonFaultAlloc);
+                ctx.thp.stats.count(VmEvent::FaultAnonAlloc);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fault on a PMD leaf.
+    fn huge_pmd_fault(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        l: Leaf,
+        access: Access,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let base = align_down(addr, PMD_SIZE);
+        if access == Access::Write && !l.attrs.perms.write {
+            if ctx.is_zero_pfn(l.pfn) {
+                return self.huge_zero_wp(vma, pt, base, addr);
+            }
+            let f = ctx.folio(l.pfn).ok_or(Fault::Segv)?;
+            let exclusive =
+                f.page(0).is_anon_exclusive() || (f.refcount() == 1 && f.large_mapcount() == 1);
+            if exclusive {
+                for p in f.pages() {
+                    p.set_anon_exclusive();
+                }
+                f.set_anon_owner(self.id, base >> crate::addr::PAGE_SHIFT);
+                let mut attrs = l.attrs;
+                attrs.perms.write = true;
+                attrs.young = true;
+                attrs.dirty = true;
+                let mut g = pt.gather();
+                let r = pt.update_pmd(base, attrs, &mut g);
+                g.finish();
+                debug_assert!(r.is_ok());
+                ctx.thp.stats.count(VmEvent::FaultCowReuse);
+                return Ok(());
+            }
+            self.split_pmd_locked(pt, base);
+            let w = pt.lookup(addr);
+            let l = w.entry.leaf().expect("split PMD maps every page");
+            return self.pte_fault(vma, pt, addr, l, access);
+        }
+        let mut want = l.attrs;
+        want.young = true;
+        if access == Access::Write {
+            want.dirty = true;
+        }
+        if want != l.attrs {
+            let mut g = pt.gather();
+            let r = pt.update_pmd(base, want, &mut g);
+            g.finish();
+            debug_assert!(r.is_ok());
+        }
+        Ok(())
+    }
+
+    /// A write to the huge zero PMD: a new PMD folio if allowed and
+    /// available, else split to PTEs and replace the one page.
+    fn huge_zero_wp(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        base: u64,
+        addr: u64,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        if self.fault_orders(vma, addr) & (1 << PMD_ORDER) != 0 {
+            let mut g = pt.gather();
+            let old = pt.zap_pmd(base, &mut g);
+            g.finish();
+            debug_assert!(matches!(old, Ok(Some(_))));
+            if self.map_new_pmd_folio(vma, pt, base, addr)? {
+                return Ok(());
+            }
+            // Put the huge zero page back and take the PTE route.
+            let hz = ctx.huge_zero_pfn().expect("mapped above");
+            let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
+            pt.set_pmd_leaf(base, hz, zero_attrs(vma), dep)
+                .expect("the PMD was just cleared");
+        }
+        self.split_pmd_locked(pt, base);
+        let w = pt.lookup(addr);
+        let l = w.entry.leaf().expect("split PMD maps every page");
+        self.do_wp_page(vma, pt, align_down(addr, PAGE_SIZE), l)
+    }
+
+    /// Split the PMD leaf at `base` into 512 PTEs (Linux's
+    /// `__split_huge_pmd`): rmap first (references before mapcounts), then
+    /// the table swap, which never allocates.
+    pub(crate) fn split_pmd_locked(&self, pt: &mut PageTable<'a, A>, base: u64) {
+        let ctx = self.ctx;
+        let Some(l) = pt.lookup(base).entry.leaf() else {
+            return;
+        };
+        if ctx.is_zero_pfn(l.pfn) {
+            ctx.thp.stats.count_n(VmEvent::ZeroPageMap, 512);
+        } else if let Some(f) = ctx.folio(l.pfn) {
+            ctx.rmap_split_pmd(f);
+        }
+        pt.split_pmd(base)
+            .expect("every PMD leaf has a deposited table");
+        ctx.thp.stats.count(VmEvent::ThpSplitPmd);
+    }
+
+    /// Split a PMD leaf that `addr` cuts (not 2 MiB aligned), if any.
+    pub(crate) fn split_pmd_at(&self, pt: &mut PageTable<'a, A>, addr: u64) {
+        if addr.is_multiple_of(PMD_SIZE) {
+            return;
+        }
+        let w = pt.lookup(addr);
+        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
+            self.split_pmd_locked(pt, align_down(addr, PMD_SIZE));
+        }
+    }
+
+    /// As [`Self::split_pmd_at`], but only where a VMA boundary now lies
+    /// (after madvise changed flags on part of a VMA).
+    pub(crate) fn split_pmd_at_boundary(
+        &self,
+        vmas: &VmaSet,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+    ) {
+        let boundary = vmas.find(addr).is_some_and(|v| v.start == addr)
+            || addr
+                .checked_sub(1)
+                .and_then(|a| vmas.find(a))
+                .is_some_and(|v| v.end == addr);
+        if boundary {
+            self.split_pmd_at(pt, addr);
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Address spaces: [`Mm`] (a user page table plus its VMAs) with Linux's
+//! `mmap` / `munmap` / `mprotect` / `madvise` / fork semantics and the
+//! anonymous multi-size THP fault path.
+//!
+//! * [`ctx`]: [`MmCtx`], what all address spaces share (allocator, zero
+//!   pages, identifiers, the deferred-split queue).
+//! * `fault`: the fault path — order selection, zero pages, COW.
+//! * `zap`, `fork`, `mprotect`: the page-table side of the system calls.
+//! * `rmap`: folio references, mapcounts and anon-exclusive bits.
+//! * [`report`]: the thpmaps-style report; [`check`]: the invariant checker.
+//!
+//! # Lock order
+//! Outermost first; a lock may only be taken while holding locks above it.
+//!
+//! 1. **mmap lock** — `Mm::vmas`, a `spin::RwLock<VmaSet>`.  Protects the
+//!    VMA set.  Read for faults and reports, write for every system call
+//!    that changes VMAs (mmap, munmap, mprotect, madvise) and for fork (on
+//!    the parent; the child is not yet visible to anyone).
+//! 2. **page-table lock** — `Mm::pt`, a `spin::Mutex` around the
+//!    `PageTable`.  Protects every entry of the table, the PMD deposits, and
+//!    the address space's RSS counter.  Holding `&mut PageTable` *is*
+//!    holding it.  fork holds the parent's and then the child's (the child
+//!    is private to fork, so no other order can exist).
+//! 3. **folio lock bit** — `Folio::trylock`, for split and collapse (next
+//!    issue); only ever try-locked under a page-table lock.
+//! 4. **deferred-split queue lock** — in [`MmCtx`]; protects the queue and
+//!    queued folios' links and `PARTIALLY_MAPPED` flags.
+//! 5. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
+//!    and identifier locks in `MmCtx` sit just above it.
+//!
+//! Folio reference counts and mapcounts are atomics, changed under the
+//! page-table lock of the address space whose mapping changes.
+//!
+//! # Consistency of PTEs with VMAs
+//! Every present entry inside a VMA has the VMA's rights, except that write
+//! is withheld from pages that are not anon-exclusive (COW) and from zero
+//! pages.  PROT_NONE VMAs keep their frames in PROT_NONE leaves.  No entry
+//! exists outside VMAs, and no PMD leaf straddles a VMA boundary (boundaries
+//! that fall inside one split it first, as Linux's `vma_adjust_trans_huge`).
+
+pub mod check;
+pub mod ctx;
+mod fault;
+mod fork;
+mod mprotect;
+pub mod report;
+mod rmap;
+mod zap;
+
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use crate::addr::PAGE_SIZE;
+use crate::errno::Errno;
+use crate::paging::{PageTable, PagingArch, Perms, PtEnv, Space};
+use crate::vma::{Layout, MadviseAction, VmFlags, VmaSet};
+
+pub use check::check_invariants;
+pub use ctx::{BuddyPtAlloc, MmCtx};
+pub use report::{ThpMaps, VmaReport};
+
+/// Kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Exec,
+}
+
+/// Why a fault could not be resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// No VMA at the address, or the VMA does not allow the access: the
+    /// process gets SIGSEGV.
+    Segv,
+    /// Out of memory even for a 4 KiB page or a page-table page: the
+    /// process is killed (Linux's `VM_FAULT_OOM`).
+    Oom,
+}
+
+/// The page-table lock's guard.
+pub(crate) struct PtGuard<'g, 'a, A: PagingArch>(MutexGuard<'g, Option<PageTable<'a, A>>>);
+
+impl<'a, A: PagingArch> Deref for PtGuard<'_, 'a, A> {
+    type Target = PageTable<'a, A>;
+    fn deref(&self) -> &PageTable<'a, A> {
+        self.0.as_ref().expect("page table of a live Mm")
+    }
+}
+
+impl<A: PagingArch> DerefMut for PtGuard<'_, '_, A> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("page table of a live Mm")
+    }
+}
+
+/// A user address space.
+pub struct Mm<'a, A: PagingArch> {
+    ctx: &'a MmCtx<'a>,
+    id: u64,
+    asid: u16,
+    root: u64,
+    /// The mmap lock (level 1 of the lock order).
+    vmas: RwLock<VmaSet>,
+    /// The page-table lock (level 2).  `None` only after teardown.
+    pt: Mutex<Option<PageTable<'a, A>>>,
+    /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
+    /// page-table lock.
+    anon_rss: AtomicU64,
+    /// Registered for khugepaged (set by `MADV_HUGEPAGE` and by faults in
+    /// THP-eligible VMAs; the daemon of the next issue scans these).
+    khugepaged: AtomicBool,
+}
+
+/// The rights a PTE gets in a VMA with `flags` (write still withheld from
+/// shared and zero pages by the callers).
+pub(crate) fn vma_perms(flags: VmFlags) -> Perms {
+    if !flags.intersects(VmFlags::ACCESS) {
+        return Perms {
+            user: true,
+            ..Perms::NONE
+        };
+    }
+    Perms {
+        read: true,
+        write: flags.contains(VmFlags::WRITE),
+        exec: flags.contains(VmFlags::EXEC),
+        user: true,
+    }
+}
+
+/// Whether a VMA with `flags` allows `access` (Linux's `access_error`: any
+/// right allows a read).
+pub(crate) fn access_allowed(flags: VmFlags, access: Access) -> bool {
+    match access {
+        Access::Read => flags.intersects(VmFlags::ACCESS),
+        Access::Write => flags.contains(VmFlags::WRITE),
+        Access::Exec => flags.contains(VmFlags::EXEC),
+    }
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// An empty address space with the default layout.
+    pub fn new(ctx: &'a MmCtx<'a>) -> Result<Self, Errno> {
+        Self::with_layout(ctx, Layout::DEFAULT)
+    }
+
+    /// An empty address space with `layout`.  EAGAIN when ASIDs or mm ids
+    /// run out, ENOMEM without a page for the root table.
+    pub fn with_layout(ctx: &'a MmCtx<'a>, layout: Layout) -> Result<Self, Errno> {
+        let (asid, id) = ctx.alloc_ids().ok_or(Errno::EAGAIN)?;
+        let env = PtEnv {
+            mem: ctx.mem,
+            alloc: ctx.pt_alloc(),
+            tlb: ctx.tlb,
+        };
+        let pt = match PageTable::<A>::new(env, Space::User { asid }) {
+            Ok(pt) => pt,
+            Err(_) => {
+                ctx.free_ids(asid, id);
+                return Err(Errno::ENOMEM);
+            }
+        };
+        Ok(Mm {
+            ctx,
+            id,
+            asid,
+            root: pt.root(),
+            vmas: RwLock::new(VmaSet::new(layout)),
+            pt: Mutex::new(Some(pt)),
+            anon_rss: AtomicU64::new(0),
+            khugepaged: AtomicBool::new(false),
+        })
+    }
+
+    /// The context.
+    pub fn ctx(&self) -> &'a MmCtx<'a> {
+        self.ctx
+    }
+
+    /// The mm id (the rmap owner's address-space part).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// ASID / PCID tagging this space in the TLB.
+    pub fn asid(&self) -> u16 {
+        self.asid
+    }
+
+    /// The TLB space.
+    pub fn space(&self) -> Space {
+        Space::User { asid: self.asid }
+    }
+
+    /// Physical address of the root table (for TTBR0 / CR3).
+    pub fn root_pa(&self) -> u64 {
+        self.root
+    }
+
+    /// Anonymous pages mapped.
+    pub fn anon_rss(&self) -> u64 {
+        self.anon_rss.load(Relaxed)
+    }
+
+    /// Whether the space is registered for khugepaged.
+    pub fn khugepaged_registered(&self) -> bool {
+        self.khugepaged.load(Relaxed)
+    }
+
+    /// The VMA set under the read lock.
+    pub fn vmas(&self) -> RwLockReadGuard<'_, VmaSet> {
+        self.vmas.read()
+    }
+
+    /// Run `f` on the page table under the page-table lock (inspection).
+    pub fn with_page_table<R>(&self, f: impl FnOnce(&PageTable<'a, A>) -> R) -> R {
+        f(&self.lock_pt())
+    }
+
+    pub(crate) fn lock_pt(&self) -> PtGuard<'_, 'a, A> {
+        PtGuard(self.pt.lock())
+    }
+
+    pub(crate) fn rss_add(&self, n: u64) {
+        self.anon_rss.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn rss_sub(&self, n: u64) {
+        let old = self.anon_rss.fetch_sub(n, Relaxed);
+        debug_assert!(old >= n, "anon RSS below zero");
+    }
+
+    pub(crate) fn register_khugepaged(&self) {
+        self.khugepaged.store(true, Relaxed);
+    }
+
+    // ----- system calls -------------------------------------------------
+
+    /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous private memory.
+    /// `MAP_FIXED` zaps what it replaces; `MAP_POPULATE` faults the whole
+    /// range in (writable if the mapping is, as Linux), ignoring failures.
+    pub fn mmap(&self, addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, Errno> {
+        let mut vmas = self.vmas.write();
+        let out = vmas.mmap(addr, len, prot, flags, -1, 0)?;
+        let mut pt = self.lock_pt();
+        for r in &out.unmapped {
+            self.zap_range(&mut pt, r.start, r.end, true);
+        }
+        if out.populate {
+            self.populate(&vmas, &mut pt, out.addr, out.addr + out.len, None);
+        }
+        Ok(out.addr)
+    }
+
+    /// `munmap(addr, len)`.
+    pub fn munmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
+        let mut vmas = self.vmas.write();
+        let ranges = vmas.munmap(addr, len)?;
+        let mut pt = self.lock_pt();
+        for r in ranges {
+            self.zap_range(&mut pt, r.start, r.end, true);
+        }
+        Ok(())
+    }
+
+    /// `mprotect(addr, len, prot)`: changed ranges get their entries
+    /// rewritten (contiguous blocks straddling a boundary unfold, PMDs
+    /// straddling one split); a hole later in the range still reports
+    /// ENOMEM after the earlier part changed, as Linux.
+    pub fn mprotect(&self, addr: u64, len: u64, prot: u64) -> Result<(), Errno> {
+        let mut vmas = self.vmas.write();
+        let out = vmas.mprotect(addr, len, prot);
+        let mut pt = self.lock_pt();
+        for (r, flags) in &out.changed {
+            self.change_protection(&mut pt, r.start, r.end, *flags);
+        }
+        out.result
+    }
+
+    /// `madvise(addr, len, advice)`.  `MADV_DONTNEED` (and `MADV_FREE`,
+    /// implemented as an immediate free) zap; `MADV_HUGEPAGE` registers the
+    /// space for khugepaged; `MADV_POPULATE_*` fault in (EFAULT if a fault
+    /// fails); `MADV_COLLAPSE` is not implemented yet (EINVAL).  VMA splits
+    /// caused by flag changes split the PMD mappings they cut.
+    pub fn madvise(&self, addr: u64, len: u64, advice: u64) -> Result<(), Errno> {
+        let mut vmas = self.vmas.write();
+        let out = vmas.madvise(addr, len, advice);
+        let mut pt = self.lock_pt();
+        match out.action {
+            MadviseAction::Flags | MadviseAction::Hugepage => {
+                for r in &out.ranges {
+                    self.split_pmd_at_boundary(&vmas, &mut pt, r.start);
+                    self.split_pmd_at_boundary(&vmas, &mut pt, r.end);
+                }
+                if out.action == MadviseAction::Hugepage && !out.ranges.is_empty() {
+                    self.register_khugepaged();
+                }
+            }
+            MadviseAction::Zap | MadviseAction::Free => {
+                for r in &out.ranges {
+                    self.zap_range(&mut pt, r.start, r.end, false);
+                }
+            }
+            MadviseAction::PopulateRead | MadviseAction::PopulateWrite => {
+                let acc = if out.action == MadviseAction::PopulateWrite {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                for r in &out.ranges {
+                    if !self.populate(&vmas, &mut pt, r.start, r.end, Some(acc)) {
+                        return Err(Errno::EFAULT);
+                    }
+                }
+            }
+            MadviseAction::Collapse => {
+                if out.result.is_ok() {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            MadviseAction::WillNeed | MadviseAction::Cold | MadviseAction::Pageout => {}
+        }
+        out.result
+    }
+
+    /// Resolve a user fault at `addr`.  `Err(Segv)` for no VMA or an access
+    /// the VMA forbids; `Err(Oom)` when not even a 4 KiB page is left.
+    /// Spurious faults (another CPU resolved it, a stale TLB entry) return
+    /// `Ok` after fixing nothing.
+    pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
+        let vmas = self.vmas.read();
+        let mut pt = self.lock_pt();
+        self.fault_locked(&vmas, &mut pt, addr, access)
+    }
+
+    /// Fault in `[start, end)` (page by page, skipping what is mapped
+    /// with enough rights).  `access` `None`: write if the VMA is writable
+    /// else read, skipping inaccessible VMAs (`MAP_POPULATE`).  Returns
+    /// false if a fault failed.
+    fn populate(
+        &self,
+        vmas: &VmaSet,
+        pt: &mut PageTable<'a, A>,
+        start: u64,
+        end: u64,
+        access: Option<Access>,
+    ) -> bool {
+        let mut va = start;
+        while va < end {
+            let Some(v) = vmas.find(va) else {
+                return false;
+            };
+            let acc = match access {
+                Some(a) => a,
+                None if v.flags.contains(VmFlags::WRITE) => Access::Write,
+                None if v.flags.intersects(VmFlags::ACCESS) => Access::Read,
+                None => {
+                    va = v.end;
+                    continue;
+                }
+            };
+            let w = pt.lookup(va);
+            let done = w.entry.leaf().is_some_and(|l| {
+                let p = l.attrs.perms;
+                p.accessible() && (acc != Access::Write || (p.write && l.attrs.dirty))
+            });
+            if !done && self.fault_locked(vmas, pt, va, acc).is_err() {
+                return false;
+            }
+            let w = pt.lookup(va);
+            let step = if w.entry.leaf().is_some() {
+                crate::paging::level_size(w.level)
+            } else {
+                PAGE_SIZE
+            };
+            va = (va & !(step - 1)) + step;
+        }
+        true
+    }
+
+    /// Duplicate this address space copy-on-write (fork).
+    pub fn fork(&self) -> Result<Mm<'a, A>, Errno> {
+        let vmas = self.vmas.write();
+        let child = Mm::with_layout(self.ctx, *vmas.layout())?;
+        self.copy_into(&vmas, &child)?;
+        Ok(child)
+    }
+
+    /// The thpmaps-style report of every VMA.
+    pub fn thpmaps(&self) -> ThpMaps {
+        let vmas = self.vmas.read();
+        let pt = self.lock_pt();
+        self.report(&vmas, &pt)
+    }
+
+    /// Tear the address space down (also done by `Drop`): zap every VMA,
+    /// free all tables and deposits, return the ASID and mm id.  The caller
+    /// must have switched every CPU away from this root.
+    pub fn destroy(self) {
+        drop(self)
+    }
+}
+
+impl<A: PagingArch> Drop for Mm<'_, A> {
+    fn drop(&mut self) {
+        let ranges: alloc::vec::Vec<(u64, u64)> = self
+            .vmas
+            .get_mut()
+            .iter()
+            .map(|v| (v.start, v.end))
+            .collect();
+        {
+            let mut pt = self.lock_pt();
+            for (s, e) in ranges {
+                self.zap_range(&mut pt, s, e, true);
+            }
+        }
+        if let Some(pt) = self.pt.get_mut().take() {
+            pt.destroy();
+        }
+        debug_assert_eq!(self.anon_rss(), 0, "RSS left after teardown");
+        self.ctx.free_ids(self.asid, self.id);
+    }
+}

@@ -1,0 +1,146 @@
+//! mprotect's page-table side (Linux's `change_protection`).
+//!
+//! PMD leaves the range cuts are split first (their deposit makes that
+//! infallible); whole PMD leaves change in place.  PTEs are handled in runs
+//! (consecutive frames of one folio with equal attributes and equal
+//! anon-exclusive state): every run that changes is cleared, the TLB is
+//! flushed once for all of them, and each is rewritten with one `set_ptes`.
+//! That is break-before-make for everything at once: a contiguous block the
+//! range only partly covers is unfolded by the clear and its changed part
+//! rewritten without the hint (the untouched neighbour blocks stay folded),
+//! while a block covered entirely is rewritten folded.
+//!
+//! Write permission is granted only to anon-exclusive pages (Linux's
+//! `can_change_pte_writable` for private anonymous memory); shared and zero
+//! pages stay read-only and go through the COW fault on a write.
+
+use alloc::vec::Vec;
+
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
+use crate::paging::{Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, level_size};
+use crate::vma::VmFlags;
+
+use super::{Mm, vma_perms};
+
+/// One run of PTEs to rewrite.
+struct Change {
+    va: u64,
+    pfn: u64,
+    nr: usize,
+    attrs: Attrs,
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// The attributes `l` gets in a VMA with `flags`.
+    fn protected_attrs(&self, l: &Leaf, flags: VmFlags, exclusive: bool) -> Attrs {
+        let mut perms = vma_perms(flags);
+        if !exclusive || self.ctx.is_zero_pfn(l.pfn) {
+            perms.write = false;
+        }
+        Attrs { perms, ..l.attrs }
+    }
+
+    /// Whether page `pfn` is anon-exclusive (false for zero pages).
+    fn page_exclusive(&self, pfn: u64) -> bool {
+        if self.ctx.is_zero_pfn(pfn) {
+            return false;
+        }
+        self.ctx
+            .folio(pfn)
+            .is_some_and(|f| f.page(pfn - f.pfn()).is_anon_exclusive())
+    }
+
+    /// Give every entry in `[start, end)` the rights of `flags`.
+    pub(crate) fn change_protection(
+        &self,
+        pt: &mut PageTable<'a, A>,
+        start: u64,
+        end: u64,
+        flags: VmFlags,
+    ) {
+        self.split_pmd_at(pt, start);
+        self.split_pmd_at(pt, end);
+        let mem = self.ctx.mem;
+        let mut g = pt.gather();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut va = start;
+        while va < end {
+            let w = pt.lookup(va);
+            let size = level_size(w.level.max(PMD_LEVEL));
+            let next = align_down(va, size).saturating_add(size).min(end);
+            match w.entry {
+                Entry::Leaf(l) if w.level == PMD_LEVEL => {
+                    let base = align_down(va, PMD_SIZE);
+                    let attrs = self.protected_attrs(&l, flags, self.page_exclusive(l.pfn));
+                    if attrs != l.attrs {
+                        let r = pt.update_pmd(base, attrs, &mut g);
+                        debug_assert!(r.is_ok());
+                    }
+                    va = base + PMD_SIZE;
+                }
+                _ if w.level == PTE_LEVEL => {
+                    let n = ((next - va) >> PAGE_SHIFT) as usize;
+                    let read =
+                        |i: usize| A::decode(mem.load(w.slot + 8 * i as u64), PTE_LEVEL).leaf();
+                    let mut i = 0;
+                    while i < n {
+                        let Some(l) = read(i) else {
+                            i += 1;
+                            continue;
+                        };
+                        let excl = self.page_exclusive(l.pfn);
+                        let limit = if self.ctx.is_zero_pfn(l.pfn) {
+                            l.pfn + 1
+                        } else {
+                            self.ctx
+                                .folio(l.pfn)
+                                .map_or(l.pfn + 1, |f| f.pfn() + f.nr_pages())
+                        };
+                        let key = l.attrs.fold_key();
+                        let mut j = i + 1;
+                        while j < n {
+                            let pfn = l.pfn + (j - i) as u64;
+                            match read(j) {
+                                Some(m)
+                                    if pfn < limit
+                                        && m.pfn == pfn
+                                        && m.attrs.fold_key() == key
+                                        && self.page_exclusive(pfn) == excl =>
+                                {
+                                    j += 1
+                                }
+                                _ => break,
+                            }
+                        }
+                        let attrs = self.protected_attrs(&l, flags, excl);
+                        if attrs.fold_key() != key {
+                            changes.push(Change {
+                                va: va + i as u64 * PAGE_SIZE,
+                                pfn: l.pfn,
+                                nr: j - i,
+                                attrs,
+                            });
+                        }
+                        i = j;
+                    }
+                    va = next;
+                }
+                _ => va = next,
+            }
+        }
+        let mut cleared = Vec::with_capacity(changes.len());
+        for c in &changes {
+            cleared.push(pt.get_and_clear_ptes(c.va, c.nr, &mut g));
+        }
+        g.finish();
+        for (c, r) in changes.iter().zip(cleared) {
+            let attrs = Attrs {
+                young: r.young,
+                dirty: r.dirty,
+                ..c.attrs
+            };
+            pt.set_ptes(c.va, c.pfn, c.nr, attrs)
+                .expect("the entries were just cleared in existing tables");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A thpmaps-style report (after Linux's `tools/mm/thpmaps`): per VMA, how
+//! many bytes each folio order maps, how much of it is contpte- or
+//! PMD-mapped, and how many translation entries (TLB entries, ideally)
+//! cover it: a 4 KiB PTE, a whole contiguous block and a PMD each count 1.
+//! Built from a walk of the real page tables.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::addr::PAGE_SIZE;
+use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
+use crate::vma::{VmFlags, VmaSet};
+
+use super::Mm;
+
+/// Orders 0..=9.
+pub const REPORT_ORDERS: usize = 10;
+
+/// One VMA's line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmaReport {
+    pub start: u64,
+    pub end: u64,
+    pub flags: Option<VmFlags>,
+    /// Bytes mapped by anonymous folios of each order (index = order).
+    pub anon_by_order: [u64; REPORT_ORDERS],
+    /// Bytes mapped to the shared zero page or the huge zero folio.
+    pub zero_bytes: u64,
+    /// Bytes mapped by contiguous-hint PTEs (arm64).
+    pub cont_bytes: u64,
+    /// Bytes mapped by PMD leaves (anonymous and huge zero).
+    pub pmd_bytes: u64,
+    /// Translation entries covering the VMA's mappings.
+    pub entries: u64,
+}
+
+impl VmaReport {
+    /// All bytes mapped (anonymous and zero).
+    pub fn mapped_bytes(&self) -> u64 {
+        self.anon_by_order.iter().sum::<u64>() + self.zero_bytes
+    }
+}
+
+/// The report of one address space.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThpMaps {
+    /// The entry format's name.
+    pub arch: &'static str,
+    pub vmas: Vec<VmaReport>,
+}
+
+impl ThpMaps {
+    /// The sum over all VMAs (start/end/flags left empty).
+    pub fn total(&self) -> VmaReport {
+        let mut t = VmaReport::default();
+        for v in &self.vmas {
+            for (o, b) in v.anon_by_order.iter().enumerate() {
+                t.anon_by_order[o] += b;
+            }
+            t.zero_bytes += v.zero_bytes;
+            t.cont_bytes += v.cont_bytes;
+            t.pmd_bytes += v.pmd_bytes;
+            t.entries += v.entries;
+        }
+        t
+    }
+
+    /// The line of the VMA containing `addr`.
+    pub fn vma_at(&self, addr: u64) -> Option<&VmaReport> {
+        self.vmas.iter().find(|v| v.start <= addr && addr < v.end)
+    }
+}
+
+fn kib(b: u64) -> u64 {
+    b >> 10
+}
+
+impl fmt::Display for VmaReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fl = self.flags.unwrap_or(VmFlags::empty());
+        let rw = |c: VmFlags, ch: char| if fl.contains(c) { ch } else { '-' };
+        write!(
+            f,
+            "{:012x}-{:012x} {}{}{} {:>8}K |",
+            self.start,
+            self.end,
+            rw(VmFlags::READ, 'r'),
+            rw(VmFlags::WRITE, 'w'),
+            rw(VmFlags::EXEC, 'x'),
+            kib(self.end - self.start)
+        )?;
+        for (o, &b) in self.anon_by_order.iter().enumerate() {
+            if b != 0 {
+                write!(f, " {}K:{}K", kib(PAGE_SIZE << o), kib(b))?;
+            }
+        }
+        if self.zero_bytes != 0 {
+            write!(f, " zero:{}K", kib(self.zero_bytes))?;
+        }
+        write!(
+            f,
+            " | cont {}K pmd {}K entries {}",
+            kib(self.cont_bytes),
+            kib(self.pmd_bytes),
+            self.entries
+        )
+    }
+}
+
+impl fmt::Display for ThpMaps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "thpmaps ({}): range prot size | folio-size:bytes ... | cont pmd entries",
+            self.arch
+        )?;
+        for v in &self.vmas {
+            writeln!(f, "{v}")?;
+        }
+        let t = self.total();
+        write!(f, "total:")?;
+        for (o, &b) in t.anon_by_order.iter().enumerate() {
+            if b != 0 {
+                write!(f, " {}K:{}K", kib(PAGE_SIZE << o), kib(b))?;
+            }
+        }
+        writeln!(
+            f,
+            " zero:{}K | cont {}K pmd {}K entries {}",
+            kib(t.zero_bytes),
+            kib(t.cont_bytes),
+            kib(t.pmd_bytes),
+            t.entries
+        )
+    }
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    pub(crate) fn report(&self, vmas: &VmaSet, pt: &PageTable<'a, A>) -> ThpMaps {
+        let ctx = self.ctx;
+        let mut lines: Vec<VmaReport> = vmas
+            .iter()
+            .map(|v| VmaReport {
+                start: v.start,
+                end: v.end,
+                flags: Some(v.flags),
+                ..VmaReport::default()
+            })
+            .collect();
+        let block = A::CONT_PTES as u64 * PAGE_SIZE;
+        pt.for_each_leaf(&mut |va, l| {
+            let Ok(i) = lines.binary_search_by(|r| {
+                if r.end <= va {
+                    core::cmp::Ordering::Less
+                } else if r.start > va {
+                    core::cmp::Ordering::Greater
+                } else {
+                    core::cmp::Ordering::Equal
+                }
+            }) else {
+                return;
+            };
+            let r = &mut lines[i];
+            let size = level_size(l.level);
+            if ctx.is_zero_pfn(l.pfn) {
+                r.zero_bytes += size;
+            } else if let Some(f) = ctx.folio(l.pfn) {
+                r.anon_by_order[(f.order() as usize).min(REPORT_ORDERS - 1)] += size;
+            }
+            if l.level == PMD_LEVEL {
+                r.pmd_bytes += size;
+                r.entries += 1;
+            } else if l.cont {
+                r.cont_bytes += size;
+                // One entry per block, counted at its first page (or at the
+                // VMA's start if a VMA boundary cuts the block).
+                if va.is_multiple_of(block) || va == r.start {
+                    r.entries += 1;
+                }
+            } else {
+                r.entries += 1;
+            }
+        });
+        ThpMaps {
+            arch: A::NAME,
+            vmas: lines,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Mapping accounting for anonymous folios: references, the large and
+//! entire mapcounts, anon-exclusive bits, the rmap owner, the per-order
+//! gauges and the deferred-split queue.
+//!
+//! # The rule (semantics notes §2.7)
+//! Every mapping owns one folio reference, and the large mapcount counts
+//! every mapping:
+//! * a PTE mapping of one page: +1 reference, +1 large mapcount;
+//! * a PMD mapping of the whole folio: +1 reference, +1 large mapcount and
+//!   +1 entire mapcount (one mapping, so one reference — as Linux).
+//!
+//! Splitting a PMD mapping into 512 PTE mappings therefore adds 511 to both
+//! the refcount and the large mapcount and drops the entire mapcount by one.
+//! References are raised before mapcounts on map and dropped after them on
+//! unmap (and, on unmap, only after the TLB flush, so a freed folio is
+//! never reachable through a stale TLB entry — see [`PutList`]).  Thus
+//! `refcount - large_mapcount` is always the number of extra references
+//! (pins, or the fault path's own while it works).
+//!
+//! All of this runs under the page-table lock of the address space whose
+//! mapping changes; the counters are atomics because other address spaces
+//! (fork's sharing) change them under their own locks.
+
+use alloc::vec::Vec;
+
+use crate::folio::Folio;
+use crate::thp::MthpStat;
+
+use super::ctx::MmCtx;
+
+/// Folio references to drop once the gather that unmapped them finished.
+#[derive(Default)]
+pub(crate) struct PutList<'a> {
+    puts: Vec<(Folio<'a>, u32)>,
+}
+
+impl<'a> PutList<'a> {
+    pub(crate) fn new() -> Self {
+        PutList { puts: Vec::new() }
+    }
+    pub(crate) fn push(&mut self, f: Folio<'a>, n: u32) {
+        self.puts.push((f, n));
+    }
+    /// Drop the references.  Call only after `TlbGather::finish`.
+    pub(crate) fn release(self) {
+        for (f, n) in self.puts {
+            f.put_many(n);
+        }
+    }
+}
+
+impl<'a> MmCtx<'a> {
+    /// A freshly allocated folio (holding the allocation's one reference)
+    /// becomes anonymous, owned by `mm_id` at `va` (the folio's first
+    /// page), every page anon-exclusive, and mapped by `nr_maps` PTEs or,
+    /// with `pmd`, by one PMD.  The allocation's reference becomes the
+    /// first mapping's.
+    pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) {
+        f.set_anon_owner(mm_id, va >> crate::addr::PAGE_SHIFT);
+        for p in f.pages() {
+            p.set_anon_exclusive();
+        }
+        if pmd {
+            f.add_entire_mapcount(1);
+            f.add_large_mapcount(1);
+        } else {
+            let n = f.nr_pages() as u32;
+            if n > 1 {
+                f.get_many(n - 1);
+            }
+            f.add_large_mapcount(n as i32);
+        }
+        self.thp.stats.inc(f.order(), MthpStat::NrAnon);
+    }
+
+    /// fork shares `n` pages from page `first` of `f` with a child by PTEs:
+    /// the pages are no longer exclusive.
+    pub(crate) fn rmap_dup_ptes(&self, f: Folio<'a>, first: u64, n: u64) {
+        f.get_many(n as u32);
+        f.add_large_mapcount(n as i32);
+        for i in first..first + n {
+            f.page(i).clear_anon_exclusive();
+        }
+    }
+
+    /// fork shares a PMD-mapped folio with a child.
+    pub(crate) fn rmap_dup_pmd(&self, f: Folio<'a>) {
+        f.get();
+        f.add_large_mapcount(1);
+        f.add_entire_mapcount(1);
+        for p in f.pages() {
+            p.clear_anon_exclusive();
+        }
+    }
+
+    /// A PMD mapping of `f` becomes 512 PTE mappings.
+    pub(crate) fn rmap_split_pmd(&self, f: Folio<'a>) {
+        let extra = f.nr_pages() as u32 - 1;
+        f.get_many(extra);
+        f.add_large_mapcount(extra as i32);
+        f.add_entire_mapcount(-1);
+    }
+
+    /// `n` PTE mappings of pages `first..first + n` of `f` went away; the
+    /// caller drops `n` references after the flush.  Unmapped pages lose
+    /// anon-exclusive (they are mapped nowhere now, and nothing here can
+    /// map them again).  A large folio left partly mapped is queued for
+    /// deferred split — Linux's test: fewer mappings than pages and no PMD
+    /// mapping — and one left unmapped is unqueued and stops counting as
+    /// a live anonymous THP.
+    pub(crate) fn rmap_remove_ptes(&self, f: Folio<'a>, first: u64, n: u64) {
+        for i in first..first + n {
+            f.page(i).clear_anon_exclusive();
+        }
+        let left = f.add_large_mapcount(-(n as i32));
+        self.after_unmap(f, left);
+    }
+
+    /// A PMD mapping of `f` went away; the caller drops one reference after
+    /// the flush.
+    pub(crate) fn rmap_remove_pmd(&self, f: Folio<'a>) {
+        f.add_entire_mapcount(-1);
+        let left = f.add_large_mapcount(-1);
+        if f.entire_mapcount() == 0 && left == 0 {
+            for p in f.pages() {
+                p.clear_anon_exclusive();
+            }
+        }
+        self.after_unmap(f, left);
+    }
+
+    fn after_unmap(&self, f: Folio<'a>, left: i32) {
+        if left == 0 {
+            self.deferred_split_remove(f);
+            self.thp.stats.dec(f.order(), MthpStat::NrAnon);
+        } else if f.order() >= 2 && (left as u64) < f.nr_pages() && f.entire_mapcount() == 0 {
+            self.deferred_split_folio(f);
+        }
+    }
+}
