@@ -114,3 +114,10 @@ pub fn set_kernel_stack(top: u64) {
         core::ptr::write_unaligned(&raw mut (*tss).rsp[0], top);
     }
 }
+
+/// Address of TSS.RSP0 (the syscall entry loads the kernel stack from it).
+pub(crate) fn rsp0_ptr() -> u64 {
+    let tss = &raw const TSS;
+    // SAFETY: only the address of the field is taken, nothing is read.
+    unsafe { (&raw const (*tss).rsp) as u64 }
+}

@@ -35,6 +35,8 @@ mod timer;
 pub mod tlb;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod user;
 
 #[cfg(target_os = "none")]
 pub use context::{
@@ -58,6 +60,11 @@ pub use probe::{probe_exec, probe_read, probe_write};
 pub use timer::{now_ns, ticks, timer_hz, timer_init, tsc_hz};
 #[cfg(target_os = "none")]
 pub use trap::{Access, FaultInfo, set_fault_handler, set_tick_hook};
+#[cfg(target_os = "none")]
+pub use user::{
+    EFault, USER_TOP, UserFrame, copy_from_user, copy_to_user, enter_user, set_syscall_handler,
+    set_user_exception_handler, set_user_tls, smap_enabled, smep_enabled, user_init, user_tls,
+};
 
 /// Architecture name.
 #[cfg(target_os = "none")]

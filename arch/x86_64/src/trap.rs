@@ -290,11 +290,16 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             {
                 return;
             }
+            if frame.cs & 3 == 3 {
+                crate::user::user_exception(frame, Some(&info));
+                return;
+            }
             if crate::probe::fixup(frame, info) {
                 return;
             }
             fatal(frame, Some(cr2));
         }
+        13 if frame.cs & 3 == 3 => crate::user::user_exception(frame, None),
         13 => {
             // A non-canonical probe address raises #GP, not #PF.
             let info = FaultInfo {
@@ -310,6 +315,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             fatal(frame, None);
         }
         8 => fatal(frame, Some(cpu::read_cr2())),
+        0..32 if frame.cs & 3 == 3 => crate::user::user_exception(frame, None),
         _ => fatal(frame, None),
     }
 }

@@ -1,0 +1,391 @@
+//! User mode: ring 3 entry and return, SYSCALL/SYSRET, SMAP-guarded user
+//! copies with fault recovery, and unresolved user exceptions.
+//!
+//! * **System calls** enter at `x86_syscall_entry` (IA32_LSTAR).  The CPU
+//!   does not switch stacks, so the entry `swapgs`es to this CPU's
+//!   [`PerCpu`] (IA32_KERNEL_GS_BASE), parks the user RSP there, loads the
+//!   running thread's kernel stack top (TSS.RSP0, which the scheduler keeps
+//!   current) and swaps GS back at once: the kernel itself never uses GS,
+//!   so nothing else needs `swapgs`, and each CPU only needs its own
+//!   KERNEL_GS_BASE for this to work on SMP.  The entry builds a full
+//!   [`TrapFrame`] (the same layout interrupts use), so `fork` can copy the
+//!   caller's registers and every way back to ring 3 reads one format.
+//!   The handler runs with interrupts enabled; the return is `sysretq`
+//!   (RCX/R11 are clobbered as the Linux ABI allows).
+//! * **First entry / fork child**: [`enter_user`] loads a whole frame and
+//!   `iretq`s.
+//! * **SMAP** (CR4.SMAP when the CPU has it): the kernel touches user memory
+//!   only inside `stac`/`clac` windows in the copy routines below.  A fault
+//!   in a copy goes to the kernel's fault handler first (which resolves
+//!   user faults through the address space) and otherwise to the
+//!   `.x86_extable` fixup: the copy returns failure (EFAULT upstream).
+//! * **User exceptions** the fault handler cannot resolve go to the hook set
+//!   with [`set_user_exception_handler`] (the kernel kills the process).
+use crate::cpu;
+use crate::gdt::{USER_CS, USER_DS};
+use crate::trap::TrapFrame;
+use core::arch::{global_asm, naked_asm};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Registers of a user context: the trap frame.
+pub type UserFrame = TrapFrame;
+
+/// First address above user space (the canonical lower half, minus the
+/// last page so no user mapping touches the non-canonical boundary).
+pub const USER_TOP: u64 = 0x0000_7FFF_FFFF_F000;
+
+/// Vector number the syscall entry stores in its frame.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+const MSR_STAR: u32 = 0xC000_0081;
+const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_FMASK: u32 = 0xC000_0084;
+const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+const EFER_SCE: u64 = 1;
+const CR4_SMAP: u64 = 1 << 21;
+/// RFLAGS bits cleared on SYSCALL: TF, IF, DF, IOPL, NT, AC.
+const FMASK: u64 = 0x4_7700;
+/// RFLAGS a new user context starts with: IF and the always-one bit.
+const USER_RFLAGS: u64 = 0x202;
+
+/// Per-CPU data the syscall entry reaches through GS.
+#[repr(C)]
+pub struct PerCpu {
+    /// Address of this CPU's TSS.RSP0 (the running thread's stack top).
+    rsp0_ptr: u64,
+    /// The user RSP while the entry switches stacks.
+    user_rsp: u64,
+}
+
+/// One CPU today; index by CPU number when more come up.
+static mut PERCPU: [PerCpu; 1] = [PerCpu {
+    rsp0_ptr: 0,
+    user_rsp: 0,
+}];
+
+static SMAP_ON: AtomicBool = AtomicBool::new(false);
+static SYSCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
+static USER_EXC_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+impl TrapFrame {
+    /// A frame that starts ring-3 execution at `pc` with stack `sp`.
+    pub fn new_user(pc: u64, sp: u64) -> TrapFrame {
+        TrapFrame {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rbp: 0,
+            rdi: 0,
+            rsi: 0,
+            rdx: 0,
+            rcx: 0,
+            rbx: 0,
+            rax: 0,
+            vector: 0,
+            error: 0,
+            rip: pc,
+            cs: u64::from(USER_CS),
+            rflags: USER_RFLAGS,
+            rsp: sp,
+            ss: u64::from(USER_DS),
+        }
+    }
+    /// The system call number (RAX).
+    pub fn syscall_nr(&self) -> u64 {
+        self.rax
+    }
+    /// The six system call arguments (RDI, RSI, RDX, R10, R8, R9).
+    pub fn syscall_args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+    /// Set the value the system call returns (RAX).
+    pub fn set_return(&mut self, v: u64) {
+        self.rax = v;
+    }
+    pub fn pc(&self) -> u64 {
+        self.rip
+    }
+    pub fn sp(&self) -> u64 {
+        self.rsp
+    }
+    pub fn set_sp(&mut self, sp: u64) {
+        self.rsp = sp;
+    }
+    /// Whether the frame was taken from ring 3.
+    pub fn is_user_mode(&self) -> bool {
+        self.cs & 3 == 3
+    }
+    /// Short description of an exception frame (vector and error code).
+    pub fn exception_name(&self) -> (u64, u64) {
+        (self.vector, self.error)
+    }
+}
+
+/// Set up SYSCALL/SYSRET, the per-CPU area and SMAP on this CPU.
+pub fn user_init() {
+    let f = cpu::features();
+    // SAFETY: the MSRs below are architectural in long mode; the values
+    // point at this module's entry code and static per-CPU data, and the
+    // STAR selectors match the GDT layout in gdt.rs (0x18 + 16 = user CS
+    // 0x2b, 0x18 + 8 = user SS 0x23; kernel CS 0x08, SS 0x10).
+    unsafe {
+        let pc = &raw mut PERCPU;
+        (*pc)[0].rsp0_ptr = crate::gdt::rsp0_ptr();
+        cpu::wrmsr(MSR_KERNEL_GS_BASE, pc as u64);
+        cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SCE);
+        cpu::wrmsr(
+            MSR_STAR,
+            (0x18u64 << 48) | (u64::from(crate::gdt::KERNEL_CS) << 32),
+        );
+        cpu::wrmsr(MSR_LSTAR, x86_syscall_entry as *const () as u64);
+        cpu::wrmsr(MSR_FMASK, FMASK);
+        if f.smap {
+            cpu::write_cr4(cpu::read_cr4() | CR4_SMAP);
+            SMAP_ON.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether SMAP is enforced (and SMEP, which boot turns on when present).
+pub fn smap_enabled() -> bool {
+    SMAP_ON.load(Ordering::Relaxed)
+}
+
+/// Whether the CPU enforces SMEP (CR4.SMEP).
+pub fn smep_enabled() -> bool {
+    cpu::read_cr4() & cpu::CR4_SMEP != 0
+}
+
+/// Install the system call handler: called with interrupts enabled on the
+/// thread's kernel stack; it reads arguments from and writes the result to
+/// the frame.
+pub fn set_syscall_handler(f: fn(&mut UserFrame)) {
+    SYSCALL_HANDLER.store(f as usize, Ordering::Release);
+}
+
+/// Install the handler for exceptions from ring 3 that nothing resolved
+/// (arguments: the frame and, for page faults, the fault).  It normally
+/// ends the process and does not return; if it returns, the instruction is
+/// retried.
+pub fn set_user_exception_handler(f: fn(&mut UserFrame, Option<&crate::FaultInfo>)) {
+    USER_EXC_HANDLER.store(f as usize, Ordering::Release);
+}
+
+/// Called by the trap dispatcher for an exception from ring 3 that was not
+/// resolved.  Returns if no handler is installed (the caller then reports).
+pub(crate) fn user_exception(frame: &mut TrapFrame, fault: Option<&crate::FaultInfo>) {
+    let p = USER_EXC_HANDLER.load(Ordering::Acquire);
+    if p != 0 {
+        // SAFETY: only `set_user_exception_handler` stores non-zero values,
+        // all of exactly this function type.
+        let f = unsafe {
+            core::mem::transmute::<usize, fn(&mut UserFrame, Option<&crate::FaultInfo>)>(p)
+        };
+        f(frame, fault);
+    }
+}
+
+/// The user FS base (TLS pointer, `arch_prctl(ARCH_SET_FS)`).
+pub fn set_user_tls(v: u64) {
+    // SAFETY: FS_BASE exists in long mode; the kernel does not use FS.
+    unsafe { cpu::wrmsr(MSR_FS_BASE, v) };
+}
+
+pub fn user_tls() -> u64 {
+    // SAFETY: as above.
+    unsafe { cpu::rdmsr(MSR_FS_BASE) }
+}
+
+extern "C" fn syscall_rust(frame: &mut TrapFrame) {
+    let p = SYSCALL_HANDLER.load(Ordering::Acquire);
+    cpu::irq_enable();
+    if p == 0 {
+        frame.rax = (-38i64) as u64; // ENOSYS
+    } else {
+        // SAFETY: only `set_syscall_handler` stores non-zero values, all
+        // `fn(&mut UserFrame)`.
+        let f = unsafe { core::mem::transmute::<usize, fn(&mut UserFrame)>(p) };
+        f(frame);
+    }
+    cpu::irq_disable();
+}
+
+// The SYSCALL entry.  On entry: RCX = user RIP, R11 = user RFLAGS, RSP =
+// user stack, IF/AC/DF cleared by FMASK.  The frame pushed matches
+// `TrapFrame` (ss, rsp, rflags, cs, rip, error, vector, then rax..r15).
+global_asm!(
+    ".section .text.user,\"ax\",@progbits",
+    ".global x86_syscall_entry",
+    "x86_syscall_entry:",
+    "swapgs",
+    "mov gs:[8], rsp",
+    "mov rsp, gs:[0]",
+    "mov rsp, [rsp]",
+    "push {user_ds}",
+    "push qword ptr gs:[8]",
+    "swapgs",
+    "push r11",
+    "push {user_cs}",
+    "push rcx",
+    "push 0",
+    "push {vector}",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rdi, rsp",
+    "call {handler}",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "add rsp, 16",
+    // rip, cs, rflags, rsp, ss: SYSRET takes RIP from RCX, RFLAGS from R11.
+    "pop rcx",
+    "add rsp, 8",
+    "pop r11",
+    "pop rsp",
+    "sysretq",
+    user_ds = const USER_DS as u64,
+    user_cs = const USER_CS as u64,
+    vector = const SYSCALL_VECTOR,
+    handler = sym syscall_rust,
+);
+
+#[unsafe(naked)]
+unsafe extern "C" fn enter_user_asm(frame: *const TrapFrame) -> ! {
+    naked_asm!(
+        "cli",
+        "mov rsp, rdi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        "add rsp, 16",
+        "iretq",
+    )
+}
+
+/// Start (or resume) ring-3 execution with the registers in `frame`.
+/// The frame may live anywhere on the running thread's kernel stack: once
+/// in ring 3, the next entry starts afresh at TSS.RSP0.
+pub fn enter_user(frame: &TrapFrame) -> ! {
+    let mut f = TrapFrame { ..*frame };
+    f.cs = u64::from(USER_CS);
+    f.ss = u64::from(USER_DS);
+    // Keep IF on and IOPL 0 whatever the frame says.
+    f.rflags = (f.rflags & 0xCD5) | USER_RFLAGS;
+    // SAFETY: `f` is a complete ring-3 frame (user selectors, IF set); the
+    // asm loads it and leaves for ring 3, never returning here.
+    unsafe { enter_user_asm(&f) }
+}
+
+// User copies.  `x86_user_copy(dst, src, len)` returns 0, or 1 if a fault
+// was caught (the `rep movsb` has a fixup entry); the caller has checked
+// that the user side lies below USER_TOP.  stac/clac only when SMAP is on
+// (they are #UD on CPUs without it).
+global_asm!(
+    ".section .text.user,\"ax\",@progbits",
+    ".global x86_user_copy",
+    "x86_user_copy:",
+    "xor eax, eax",
+    "mov rcx, rdx",
+    "cmp byte ptr [rip + {smap}], 0",
+    "je 1f",
+    "stac",
+    "1:",
+    "2: rep movsb",
+    "3:",
+    "cmp byte ptr [rip + {smap}], 0",
+    "je 4f",
+    "clac",
+    "4:",
+    "ret",
+    ".pushsection .x86_extable,\"a\"",
+    ".balign 8",
+    ".quad 2b, 3b, 0",
+    ".popsection",
+    smap = sym SMAP_ON,
+);
+
+unsafe extern "C" {
+    fn x86_syscall_entry();
+    fn x86_user_copy(dst: *mut u8, src: *const u8, len: usize) -> u64;
+}
+
+/// A user copy failed: the range is not user space or not mapped (EFAULT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EFault;
+
+fn user_range_ok(addr: u64, len: usize) -> bool {
+    addr.checked_add(len as u64)
+        .is_some_and(|end| end <= USER_TOP)
+}
+
+/// Copy `dst.len()` bytes from user address `src`.  `Err(EFault)` if the range
+/// is not user space or a page cannot be faulted in (EFAULT).
+pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), EFault> {
+    if !user_range_ok(src, dst.len()) {
+        return Err(EFault);
+    }
+    if dst.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: `dst` is a live kernel buffer of `len` bytes; the source is
+    // user space (checked above), read inside the routine's SMAP window, and
+    // any fault there is resolved or caught by its fixup entry.
+    let r = unsafe { x86_user_copy(dst.as_mut_ptr(), src as *const u8, dst.len()) };
+    if r == 0 { Ok(()) } else { Err(EFault) }
+}
+
+/// Copy `src` to user address `dst`.  `Err(EFault)` as for [`copy_from_user`].
+pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), EFault> {
+    if !user_range_ok(dst, src.len()) {
+        return Err(EFault);
+    }
+    if src.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: as for `copy_from_user`, with the roles swapped.
+    let r = unsafe { x86_user_copy(dst as *mut u8, src.as_ptr(), src.len()) };
+    if r == 0 { Ok(()) } else { Err(EFault) }
+}
