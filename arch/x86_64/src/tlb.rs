@@ -27,9 +27,7 @@ fn is_current(asid: u16) -> bool {
     if (read_cr3() & 0xFFF) as u16 == asid & 0xFFF {
         return true;
     }
-    if let Some(slot) = crate::context::LAST_ROOT.get((asid & 0xFFF) as usize) {
-        slot.store(0, core::sync::atomic::Ordering::Relaxed);
-    }
+    crate::context::invalidate_asid(asid);
     false
 }
 
