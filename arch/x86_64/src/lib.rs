@@ -24,6 +24,8 @@ mod gdt;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
+pub mod pmu;
+#[cfg(target_os = "none")]
 mod probe;
 #[cfg(target_os = "none")]
 mod selftests;
