@@ -467,8 +467,21 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         n
     }
 
+    /// Root entries this table owns: a user address space owns only the
+    /// lower half of its root.  The upper half may alias the kernel's own
+    /// tables (x86 copies the kernel's PML4 entries into every user root so
+    /// the kernel stays mapped), which enumeration and teardown must never
+    /// follow or free.
+    fn owned_entries(&self, table: u64, level: u8) -> usize {
+        if level == ROOT_LEVEL && table == self.root && self.space.is_user() {
+            ENTRIES_PER_TABLE / 2
+        } else {
+            ENTRIES_PER_TABLE
+        }
+    }
+
     fn visit(&self, table: u64, level: u8, base: u64, f: &mut dyn FnMut(u64, u8, Entry)) {
-        for i in 0..ENTRIES_PER_TABLE {
+        for i in 0..self.owned_entries(table, level) {
             let mut va = base + (i as u64) * level_size(level);
             if level == ROOT_LEVEL && i >= ENTRIES_PER_TABLE / 2 {
                 va |= !((1u64 << super::arch::VA_BITS) - 1);
@@ -486,7 +499,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         if level == 0 {
             return;
         }
-        for i in 0..ENTRIES_PER_TABLE as u64 {
+        for i in 0..self.owned_entries(table, level) as u64 {
             if let Entry::Table { pa } = self.read(table + 8 * i, level) {
                 self.visit_tables(pa, level - 1, f);
                 f(pa, level - 1);
