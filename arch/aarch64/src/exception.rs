@@ -219,6 +219,13 @@ extern "C" fn arch_exception(frame: &mut TrapFrame, kind: u64) {
 }
 
 fn handle_sync(frame: &mut TrapFrame, kind: u64) {
+    if kind == 8 {
+        let info = abort_info(frame);
+        if crate::user::el0_sync(frame, info) {
+            return;
+        }
+        report_and_exit(frame, kind, info.as_ref());
+    }
     let ec = frame.esr >> 26;
     if ec == ec::UNKNOWN && kind == 4 && is_optional_insn(frame.elr) {
         // HLT without -semihosting, HVC/SMC without a conduit: skip it.

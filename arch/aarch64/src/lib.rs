@@ -47,6 +47,8 @@ mod selftest;
 mod timer;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod tlb;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod user;
 
 /// Direct-map base: `va = pa + PHYS_OFFSET`.
 pub const PHYS_OFFSET: u64 = 0xFFFF_0000_0000_0000;
@@ -125,6 +127,11 @@ mod hw {
     pub use crate::mmu::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
     pub use crate::probe::{probe_exec, probe_read, probe_write};
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
+    pub use crate::user::{
+        EFault, USER_TOP, UserFrame, copy_from_user, copy_to_user, enter_user, pan_enabled,
+        set_syscall_handler, set_user_exception_handler, set_user_tls, smap_enabled,
+        smep_enabled, user_init, user_tls,
+    };
 
     /// Polled serial output; usable from any context, including panics.
     pub fn console_write(s: &str) {

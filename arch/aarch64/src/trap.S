@@ -131,6 +131,10 @@ arch_exc_common:
     mov     x29, xzr
     bl      arch_exception
 
+/* The restore path; `arch_enter_user` (user.rs) enters here with SP = a
+ * frame and x19 = 8 (EL0) to start a user context. */
+.global arch_exc_return
+arch_exc_return:
     add     x9, sp, #304
     ldp     q0, q1, [x9, #0]
     ldp     q2, q3, [x9, #32]

@@ -121,6 +121,10 @@ impl TrapFrame {
     pub fn is_user_mode(&self) -> bool {
         self.cs & 3 == 3
     }
+    /// Copy of the frame.
+    pub fn duplicate(&self) -> TrapFrame {
+        TrapFrame { ..*self }
+    }
     /// Short description of an exception frame (vector and error code).
     pub fn exception_name(&self) -> (u64, u64) {
         (self.vector, self.error)
