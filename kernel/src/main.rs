@@ -16,10 +16,13 @@ mod cmdline;
 mod log;
 mod memory;
 mod memtest;
+mod mmglue;
 mod physmem;
 mod sched;
 mod selftest;
 mod thread;
+mod uspace;
+mod uspace_tests;
 
 use mm::bootinfo::BootInfo;
 
@@ -37,6 +40,10 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     }
     println!("mthp kernel ({}) starting; cmdline: '{}'", arch::NAME, cmdline::raw());
     memory::init(info);
+    for e in mm::thp::THP.apply_cmdline(cmdline::raw()) {
+        warn!("cmdline: {:?}", e);
+    }
+    uspace::init();
     arch::init_interrupts();
     arch::timer_init(TICK_HZ);
     arch::irq_enable();

@@ -1,0 +1,151 @@
+//! User address spaces in the kernel: the one `MmCtx`, the registry of live
+//! `Mm`s, and the MMU fault handler that hands lower-half faults to `mm`.
+//!
+//! Faults come from the MMU for real: a user access (ring 3 / EL0), or a
+//! kernel access through `copy_to_user`/`copy_from_user`, to a lower-half
+//! address of the address space loaded in CR3 / TTBR0 raises #PF / a data
+//! abort; the arch crate calls [`on_fault`], which finds the `Mm` owning the
+//! loaded root and resolves the fault with `Mm::handle_fault`.
+//!
+//! Lock order: the registry lock (`SPACES`) is taken for reading in the
+//! fault path and for writing only with interrupts masked, never while a
+//! `Mm` lock is held; a fault handler therefore never waits for a writer
+//! that waits for it.
+use crate::arch::{self, Paging};
+use crate::memory::buddy;
+use crate::mmglue::KERNEL_TLB;
+use crate::sched;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use mm::aspace::{Access, Fault, Mm, MmCtx};
+use mm::errno::Errno;
+use spin::{Once, RwLock};
+
+/// A user address space on this CPU's page-table format.
+pub type UserMm = Mm<'static, Paging>;
+
+static CTX: Once<MmCtx<'static>> = Once::new();
+
+/// Live address spaces by root-table physical address.
+static SPACES: RwLock<BTreeMap<u64, Arc<UserMm>>> = RwLock::new(BTreeMap::new());
+
+/// The shared context (zero page, ASIDs, deferred-split queue, knobs).
+pub fn ctx() -> &'static MmCtx<'static> {
+    CTX.get().expect("uspace::init not called")
+}
+
+/// Creates the context and installs the fault handler.
+pub fn init() {
+    CTX.call_once(|| {
+        MmCtx::new(buddy(), &KERNEL_TLB, &mm::thp::THP).expect("no memory for the zero page")
+    });
+    arch::set_fault_handler(on_fault);
+}
+
+/// A new, empty address space, registered so its faults can be resolved.
+pub fn new_mm() -> Result<Arc<UserMm>, Errno> {
+    register(Mm::new(ctx())?)
+}
+
+/// Register an address space made elsewhere (e.g. by `Mm::fork`).
+pub fn register(mm: UserMm) -> Result<Arc<UserMm>, Errno> {
+    // The kernel half of the root: copied from the kernel's root on x86 (one
+    // CR3 covers both halves), empty on arm64 (TTBR1 maps the kernel).  The
+    // user page table owns only the lower half, so it never frees these.
+    let mut top = [0u64; 512];
+    arch::user_root_init(&mut top);
+    let root = mm.root_pa();
+    for (i, e) in top.iter().enumerate().skip(256) {
+        if *e != 0 {
+            mm::phys::PhysMem::store(&crate::physmem::DIRECT_MAP, root + 8 * i as u64, *e);
+        }
+    }
+    let mm = Arc::new(mm);
+    let irq = arch::irq_save();
+    SPACES.write().insert(root, mm.clone());
+    arch::irq_restore(irq);
+    Ok(mm)
+}
+
+/// Load `mm` as the running thread's lower half (kept across preemption).
+pub fn activate(mm: &UserMm) {
+    sched::set_addr_space(Some(sched::AddrSpace { root_pa: mm.root_pa(), asid: mm.asid() }));
+}
+
+/// Back to an empty lower half.
+pub fn deactivate() {
+    sched::set_addr_space(None);
+}
+
+/// Unregister and tear down `mm` (every folio and table returns to the
+/// allocator).  Returns false if someone else still holds a reference.
+pub fn release(mm: Arc<UserMm>) -> bool {
+    if arch::current_user_root().is_some_and(|(root, _)| root == mm.root_pa()) {
+        deactivate();
+    }
+    let irq = arch::irq_save();
+    SPACES.write().remove(&mm.root_pa());
+    arch::irq_restore(irq);
+    match Arc::try_unwrap(mm) {
+        Ok(mm) => {
+            mm.destroy();
+            true
+        }
+        Err(mm) => {
+            // Put it back: it is still in use.
+            let irq = arch::irq_save();
+            SPACES.write().insert(mm.root_pa(), mm);
+            arch::irq_restore(irq);
+            false
+        }
+    }
+}
+
+/// The address space whose root is loaded now, if any.
+pub fn current() -> Option<Arc<UserMm>> {
+    let (root, _) = arch::current_user_root()?;
+    SPACES.try_read()?.get(&root).cloned()
+}
+
+/// Faults resolved / refused since boot (shown by the demo).
+pub static FAULTS_RESOLVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The MMU fault hook: `true` if `mm` resolved the fault (retry the access).
+fn on_fault(fi: &arch::FaultInfo) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    if fi.addr >= arch::USER_TOP {
+        return false;
+    }
+    let Some(mm) = current() else {
+        return false;
+    };
+    let access = match fi.access {
+        arch::Access::Read => Access::Read,
+        arch::Access::Write => Access::Write,
+        arch::Access::Exec => Access::Exec,
+    };
+    match mm.handle_fault(fi.addr, access) {
+        Ok(()) => {
+            FAULTS_RESOLVED.fetch_add(1, Relaxed);
+            true
+        }
+        Err(Fault::Segv) | Err(Fault::Oom) => {
+            FAULTS_REFUSED.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}
+
+/// Read a u64 at user address `va` of the loaded address space (faulting
+/// it in through the real MMU).
+pub fn read_u64(va: u64) -> Result<u64, Errno> {
+    let mut b = [0u8; 8];
+    arch::copy_from_user(&mut b, va).map_err(|_| Errno::EFAULT)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// Write a u64 at user address `va` of the loaded address space.
+pub fn write_u64(va: u64, v: u64) -> Result<(), Errno> {
+    arch::copy_to_user(va, &v.to_ne_bytes()).map_err(|_| Errno::EFAULT)
+}

@@ -1,0 +1,322 @@
+//! Self-tests of the anonymous mTHP fault path on the real page tables: each
+//! test builds a user address space, loads it into CR3 / TTBR0, and touches
+//! it through `copy_to_user`/`copy_from_user`, so every fault is raised by
+//! the MMU and resolved by `mm` through the arch fault handler.  Mapping
+//! shapes are checked both with `mm`'s thpmaps walk and with the arch
+//! crate's walk of the live tables.
+use crate::memory::buddy;
+use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
+use crate::arch;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering::Relaxed;
+use ktest::{TestResult, check, check_eq, format, ktest};
+use mm::aspace::ThpMaps;
+use mm::errno::Errno;
+use mm::thp::{GlobalMode, MthpStat, OrderMode, THP};
+use mm::vma::uapi::*;
+
+const KB: u64 = 1024;
+const MB: u64 = 1024 * 1024;
+const RW: u64 = PROT_READ | PROT_WRITE;
+const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+/// Knob settings for one test, restored on drop; free frames checked.
+struct Fixture {
+    modes: [OrderMode; 10],
+    global: GlobalMode,
+    zero: bool,
+    free_base: u64,
+}
+
+impl Fixture {
+    /// Only the orders in `orders` are `always` (global `always`).
+    fn new(orders: &[u32]) -> Fixture {
+        let f = Fixture {
+            modes: THP.config.order_modes(),
+            global: THP.config.global_mode(),
+            zero: THP.config.use_zero_page(),
+            free_base: free_frames(),
+        };
+        THP.config.set_global_mode(GlobalMode::Always);
+        for o in 2..=9 {
+            let m = if orders.contains(&o) { OrderMode::Always } else { OrderMode::Never };
+            THP.config.set_order_mode(o, m);
+        }
+        f
+    }
+
+    /// Tear `mms` down and check every frame came back.
+    fn finish(self, mms: impl IntoIterator<Item = Arc<UserMm>>) -> TestResult {
+        for m in mms {
+            check!(uspace::release(m), "address space still referenced");
+        }
+        let now = free_frames();
+        check_eq!(now, self.free_base, "free frames after teardown vs baseline");
+        Ok(())
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        THP.config.set_all_order_modes(&self.modes);
+        THP.config.set_global_mode(self.global);
+        THP.config.set_use_zero_page(self.zero);
+        uspace::deactivate();
+    }
+}
+
+/// Free frames plus the frames the context keeps (zero pages), so the
+/// lazy huge-zero allocation does not move the baseline.
+fn free_frames() -> u64 {
+    buddy().drain_all();
+    buddy().stats().free + uspace::ctx().frames_held()
+}
+
+fn faults() -> u64 {
+    FAULTS_RESOLVED.load(Relaxed)
+}
+
+fn err(e: Errno) -> ktest::String {
+    format!("{}", e.name())
+}
+
+fn maps(m: &UserMm) -> ThpMaps {
+    m.thpmaps()
+}
+
+fn mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {
+    m.mmap(0, len, RW, ANON).map_err(err)
+}
+
+/// A read-write mapping of `len` bytes at an `align`-aligned address.
+fn aligned_mapping(m: &UserMm, len: u64, align: u64) -> Result<u64, ktest::String> {
+    let probe = m.mmap(0, len + align, PROT_NONE, ANON).map_err(err)?;
+    m.munmap(probe, len + align).map_err(err)?;
+    let va = probe.div_ceil(align) * align;
+    m.mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
+}
+
+/// Write a distinct value to every 4K page of `[va, va+len)`.
+fn fill(va: u64, len: u64, seed: u64) -> TestResult {
+    for p in (va..va + len).step_by(4096) {
+        write_u64(p + 8, p ^ seed).map_err(|e| format!("write {p:#x}: {}", e.name()))?;
+    }
+    Ok(())
+}
+
+fn verify(va: u64, len: u64, seed: u64) -> TestResult {
+    for p in (va..va + len).step_by(4096) {
+        let v = read_u64(p + 8).map_err(|e| format!("read {p:#x}: {}", e.name()))?;
+        check_eq!(v, p ^ seed, "data at {p:#x}");
+    }
+    Ok(())
+}
+
+ktest! {
+    /// 64K always: touching 4 MiB takes exactly 64 faults and yields 64
+    /// order-4 folios, contpte-mapped on arm64 (16 entries per translation).
+    fn mthp_64k_touch_4mib() {
+        let fx = Fixture::new(&[4]);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = mapping(&m, 4 * MB)?;
+        uspace::activate(&m);
+        let (f0, a0) = (faults(), THP.stats.get(4, MthpStat::AnonFaultAlloc));
+        fill(va, 4 * MB, 0x5a5a)?;
+        check_eq!(faults() - f0, 64, "faults");
+        check_eq!(THP.stats.get(4, MthpStat::AnonFaultAlloc) - a0, 64, "anon_fault_alloc(64K)");
+        let t = maps(&m).total();
+        check_eq!(t.anon_by_order[4], 4 * MB, "bytes in order-4 folios");
+        if arch::NAME == "aarch64" {
+            check_eq!(t.cont_bytes, 4 * MB, "contpte-mapped bytes");
+            check_eq!(t.entries, 64, "translation entries");
+        } else {
+            check_eq!(t.cont_bytes, 0);
+            check_eq!(t.entries, 1024, "translation entries");
+        }
+        verify(va, 4 * MB, 0x5a5a)?;
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// 2M always: one write fault in an aligned VMA maps a PMD leaf, seen by
+    /// the hardware walk as a 2 MiB translation.
+    fn pmd_2m_one_fault_maps_pmd() {
+        let fx = Fixture::new(&[9]);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = mapping(&m, 4 * MB)?;
+        check!(va % (2 * MB) == 0, "4 MiB mapping at {va:#x} is not 2 MiB aligned");
+        uspace::activate(&m);
+        let f0 = faults();
+        write_u64(va + 12345 * 8, 77).map_err(err)?;
+        check_eq!(faults() - f0, 1, "faults");
+        let t = arch::kernel_translate(va + 4096).ok_or("not mapped")?;
+        check_eq!(t.size, 2 * MB, "leaf size in the live page table");
+        check!(t.user && t.writable);
+        check_eq!(maps(&m).total().pmd_bytes, 2 * MB);
+        fill(va, 2 * MB, 1)?;
+        check_eq!(faults() - f0, 1, "faults after touching the whole PMD");
+        verify(va, 2 * MB, 1)?;
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// A read fault maps the shared zero page; a later write replaces it.
+    fn read_fault_zero_page_then_write() {
+        let fx = Fixture::new(&[]);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = mapping(&m, 64 * KB)?;
+        uspace::activate(&m);
+        check_eq!(read_u64(va + 64).map_err(err)?, 0);
+        let r = maps(&m).total();
+        check_eq!(r.zero_bytes, 4 * KB, "zero-page bytes after a read");
+        let t = arch::kernel_translate(va).ok_or("not mapped")?;
+        check!(!t.writable, "zero page mapped writable");
+        write_u64(va + 64, 0xfeed).map_err(err)?;
+        check_eq!(read_u64(va + 64).map_err(err)?, 0xfeed);
+        let r = maps(&m).total();
+        check_eq!(r.zero_bytes, 0, "zero page still mapped after the write");
+        check_eq!(r.anon_by_order[0], 4 * KB);
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// 2M always with use_zero_page: a read maps the huge zero folio as a
+    /// PMD; a write then allocates real memory and the data is right.
+    fn huge_zero_page_read_then_write() {
+        let fx = Fixture::new(&[9]);
+        THP.config.set_use_zero_page(true);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = mapping(&m, 2 * MB)?;
+        uspace::activate(&m);
+        check_eq!(read_u64(va + MB).map_err(err)?, 0);
+        let r = maps(&m).total();
+        check_eq!(r.pmd_bytes, 2 * MB, "huge zero PMD");
+        check_eq!(r.zero_bytes, 2 * MB);
+        write_u64(va + 8, 3).map_err(err)?;
+        check_eq!(read_u64(va + 8).map_err(err)?, 3);
+        check_eq!(read_u64(va + MB).map_err(err)?, 0);
+        check_eq!(maps(&m).total().zero_bytes < 2 * MB, true, "huge zero not replaced");
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// A VMA too small for the order falls back to 4K folios; an unaligned
+    /// one gets large folios only for whole aligned blocks.
+    fn small_or_misaligned_vma_falls_back() {
+        let fx = Fixture::new(&[4]);
+        let m = uspace::new_mm().map_err(err)?;
+        let small = mapping(&m, 48 * KB)?;
+        // 64K-aligned base + 16K: blocks [base+64K, base+128K) and
+        // [base+128K, base+192K) are whole, the edges are not.
+        let base = m.mmap(0, 256 * KB, PROT_NONE, ANON).map_err(err)?;
+        m.munmap(base, 256 * KB).map_err(err)?;
+        let odd = (base + 64 * KB - 1) / (64 * KB) * (64 * KB) + 16 * KB;
+        let got = m.mmap(odd, 176 * KB, RW, ANON | MAP_FIXED).map_err(err)?;
+        check_eq!(got, odd);
+        uspace::activate(&m);
+        fill(small, 48 * KB, 9)?;
+        fill(odd, 176 * KB, 10)?;
+        let rs = maps(&m);
+        let s = rs.vma_at(small).ok_or("no report for the small VMA")?;
+        check_eq!(s.anon_by_order[0], 48 * KB, "48K VMA must be order 0");
+        let o = rs.vma_at(odd).ok_or("no report for the odd VMA")?;
+        check_eq!(o.anon_by_order[4], 128 * KB, "whole aligned 64K blocks");
+        check_eq!(o.anon_by_order[0], 48 * KB, "edges");
+        verify(small, 48 * KB, 9)?;
+        verify(odd, 176 * KB, 10)?;
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// After fork each side keeps its own data; once the child is gone the
+    /// parent's writes reuse its pages instead of copying.
+    fn fork_cow_data_integrity_and_reuse() {
+        let fx = Fixture::new(&[4]);
+        let p = uspace::new_mm().map_err(err)?;
+        let va = aligned_mapping(&p, 256 * KB, 64 * KB)?;
+        uspace::activate(&p);
+        fill(va, 256 * KB, 100)?;
+        let c = uspace::register(p.fork().map_err(err)?).map_err(err)?;
+        // Parent writes the first half; the child must still see the old data.
+        fill(va, 128 * KB, 200)?;
+        uspace::activate(&c);
+        verify(va, 256 * KB, 100)?;
+        // Child writes the second half; the parent keeps its own.
+        fill(va + 128 * KB, 128 * KB, 300)?;
+        uspace::activate(&p);
+        verify(va, 128 * KB, 200)?;
+        verify(va + 128 * KB, 128 * KB, 100)?;
+        check!(uspace::release(c), "child still referenced");
+        uspace::activate(&p);
+        let copies = THP.stats.event(mm::thp::VmEvent::FaultCowCopy);
+        fill(va + 128 * KB, 128 * KB, 400)?;
+        check_eq!(THP.stats.event(mm::thp::VmEvent::FaultCowCopy), copies, "copies after the child exited");
+        verify(va + 128 * KB, 128 * KB, 400)?;
+        fx.finish([p])
+    }
+}
+
+ktest! {
+    /// Unmapping half of a 64K folio leaves the other half readable, unfolds
+    /// the block and queues the folio for deferred split.
+    fn munmap_half_of_64k_folio() {
+        let fx = Fixture::new(&[4]);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = aligned_mapping(&m, 128 * KB, 64 * KB)?;
+        uspace::activate(&m);
+        fill(va, 128 * KB, 7)?;
+        let q = uspace::ctx().deferred_split_len();
+        m.munmap(va + 32 * KB, 32 * KB).map_err(err)?;
+        verify(va, 32 * KB, 7)?;
+        verify(va + 64 * KB, 64 * KB, 7)?;
+        check!(read_u64(va + 40 * KB).is_err(), "unmapped half still readable");
+        check_eq!(uspace::ctx().deferred_split_len(), q + 1, "deferred-split queue");
+        if arch::NAME == "aarch64" {
+            check_eq!(maps(&m).total().cont_bytes, 64 * KB, "only the untouched block stays contpte");
+        }
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// mprotect of one page inside a contiguous block unfolds only that
+    /// block; a write there then fails, the data survives.
+    fn mprotect_one_page_unfolds_one_block() {
+        let fx = Fixture::new(&[4]);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = aligned_mapping(&m, 128 * KB, 64 * KB)?;
+        uspace::activate(&m);
+        fill(va, 128 * KB, 11)?;
+        m.mprotect(va + 8 * KB, 4 * KB, PROT_READ).map_err(err)?;
+        if arch::NAME == "aarch64" {
+            check_eq!(maps(&m).total().cont_bytes, 64 * KB, "the neighbour block stays contpte");
+        }
+        check!(write_u64(va + 8 * KB, 1).is_err(), "write to a read-only page succeeded");
+        write_u64(va + 12 * KB + 8, (va + 12 * KB) ^ 11).map_err(err)?;
+        verify(va, 128 * KB, 11)?;
+        fx.finish([m])
+    }
+}
+
+ktest! {
+    /// Bad arguments give Linux's errno values, never a panic.
+    fn bad_arguments_errno() {
+        let fx = Fixture::new(&[]);
+        let m = uspace::new_mm().map_err(err)?;
+        check_eq!(m.mmap(0, 0, RW, ANON), Err(Errno::EINVAL));
+        check_eq!(m.mmap(0x1001, 4096, RW, ANON | MAP_FIXED), Err(Errno::EINVAL));
+        check_eq!(m.mmap(0, u64::MAX - 4095, RW, ANON), Err(Errno::ENOMEM));
+        check_eq!(m.munmap(0x1001, 4096), Err(Errno::EINVAL));
+        check_eq!(m.munmap(0x10000, 0), Err(Errno::EINVAL));
+        let va = mapping(&m, 64 * KB)?;
+        check_eq!(m.mmap(va, 4096, RW, ANON | MAP_FIXED_NOREPLACE), Err(Errno::EEXIST));
+        check_eq!(m.mprotect(va + 1, 4096, PROT_READ), Err(Errno::EINVAL));
+        check_eq!(m.madvise(va, 4096, 9999), Err(Errno::EINVAL));
+        fx.finish([m])
+    }
+}
