@@ -17,6 +17,7 @@ mod log;
 mod memory;
 mod memtest;
 mod mmglue;
+mod perf;
 mod physmem;
 mod sched;
 mod selftest;
@@ -49,6 +50,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::irq_enable();
     sched::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);
+    perf::boot_report();
 
     let mut ok = true;
     if cmdline::has("selftest") {
