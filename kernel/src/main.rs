@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod arch;
 mod cmdline;
+mod demo;
 #[macro_use]
 mod log;
 mod memory;
@@ -58,6 +59,9 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
         let (p, f) = selftest::run(filter);
         println!("{} passed, {} failed", p, f);
         ok = f == 0;
+    }
+    if cmdline::has("demo") {
+        ok &= demo::run();
     }
     arch::exit(ok);
 }
