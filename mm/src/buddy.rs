@@ -688,7 +688,7 @@ impl<'a> BuddyAllocator<'a> {
                     let first = z.rmqueue(mm, order, mt)?;
                     for _ in 1..pcp_batch(order) {
                         match z.rmqueue(mm, order, mt) {
-                            Some(i) => p.push(mm, mt, order, i),
+                            Some(i) => _ = p.push(mm, mt, order, i),
                             None => break,
                         }
                     }
@@ -730,8 +730,9 @@ impl<'a> BuddyAllocator<'a> {
         head.refcount.store(1, Relaxed);
         head.mapcount.store(0, Relaxed);
         head.entire_mapcount.store(0, Relaxed);
-        head.link_prev.store(NO_FRAME, Relaxed);
-        head.link_next.store(NO_FRAME, Relaxed);
+        // The links are left as the free lists left them: they only mean
+        // something while `DEFERRED_SPLIT` is set, and `FolioList` writes
+        // both when it queues the folio.
         if check {
             for (off, d) in (1u32..).zip(mm.range(idx + 1, (1 << order) - 1)) {
                 if d.flags.load(Relaxed) & POISONED != 0 {
@@ -912,8 +913,7 @@ impl<'a> BuddyAllocator<'a> {
         let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
-            p.push(mm, mt, order, idx);
-            if p.count(mt, order) > pcp_high(order) {
+            if p.push(mm, mt, order, idx) > pcp_high(order) {
                 let mut z = self.zone.lock();
                 for _ in 0..pcp_batch(order) {
                     match p.pop(mm, mt, order) {

@@ -137,6 +137,9 @@ impl Default for FrameDesc {
 pub struct Memmap<'a> {
     descs: &'a [FrameDesc],
     base_pfn: u64,
+    /// `base_pfn`'s offset into its pageblock, so finding a pageblock's tag
+    /// frame (on every free) is index arithmetic without a branch.
+    pb_off: u32,
 }
 
 impl<'a> Memmap<'a> {
@@ -147,7 +150,12 @@ impl<'a> Memmap<'a> {
             (descs.len() as u64) < NO_FRAME as u64,
             "memmap span too large"
         );
-        Self { descs, base_pfn }
+        let pb_off = (base_pfn & (PAGEBLOCK_FRAMES - 1)) as u32;
+        Self {
+            descs,
+            base_pfn,
+            pb_off,
+        }
     }
 
     pub fn base_pfn(&self) -> u64 {
@@ -267,12 +275,10 @@ impl<'a> Memmap<'a> {
     /// memmap's first frame when the span starts inside the pageblock.
     #[inline]
     pub(crate) fn tag_idx(&self, idx: u32) -> u32 {
-        let pb_start = self.pfn_of(idx) & !(PAGEBLOCK_FRAMES - 1);
-        if pb_start < self.base_pfn {
-            0
-        } else {
-            self.idx_of(pb_start)
-        }
+        // The pageblock start as an index; below 0 (saturated) for the
+        // partial first pageblock, whose tag frame is index 0.
+        let start = (idx as u64 + self.pb_off as u64) & !(PAGEBLOCK_FRAMES - 1);
+        start.saturating_sub(self.pb_off as u64) as u32
     }
 
     /// True if the pageblock containing `idx` is tagged unmovable.

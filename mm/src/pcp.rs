@@ -102,6 +102,10 @@ impl CpuOps for SingleCpu {
         0
     }
     fn irq_restore(&self, _saved: usize) {}
+    /// Overridden so the fast paths' one dynamic call does no further work.
+    fn irq_save_cpu(&self) -> (usize, usize) {
+        (0, 0)
+    }
 }
 
 /// Interrupts masked for the guard's lifetime.
@@ -199,17 +203,6 @@ impl PcpLists {
         PcpRef { p: self }
     }
 
-    #[inline]
-    pub(crate) fn count(&self, mt: usize, order: u32) -> u32 {
-        self.count[mt][order as usize].load(Relaxed)
-    }
-
-    #[inline]
-    fn bump(c: &AtomicU32, up: bool) {
-        let v = c.load(Relaxed);
-        c.store(if up { v + 1 } else { v - 1 }, Relaxed);
-    }
-
     /// Counts one allocation of `order` (owner only).
     #[inline]
     pub(crate) fn count_alloc(&self, order: u32) {
@@ -232,16 +225,21 @@ impl PcpLists {
         n
     }
 
-    /// Parks the free block at `idx` on top of stack (`mt`, `order`).
+    /// Parks the free block at `idx` on top of stack (`mt`, `order`);
+    /// returns the stack's new length (saves the caller a reload of the
+    /// counter it just stored, which waits on store forwarding).
     #[inline]
-    pub(crate) fn push(&self, mm: &Memmap<'_>, mt: usize, order: u32, idx: u32) {
+    pub(crate) fn push(&self, mm: &Memmap<'_>, mt: usize, order: u32, idx: u32) -> u32 {
         let o = order as usize;
         let d = mm.at(idx);
         let list = if mt == 0 { LIST_UNMOVABLE } else { 0 };
         d.set_state(word(FrameState::Pcp, order, list));
         d.link_next.store(self.head[mt][o].load(Relaxed), Relaxed);
         self.head[mt][o].store(idx, Relaxed);
-        Self::bump(&self.count[mt][o], true);
+        let c = &self.count[mt][o];
+        let n = c.load(Relaxed) + 1;
+        c.store(n, Relaxed);
+        n
     }
 
     /// Takes the top (hottest) block of stack (`mt`, `order`).  The block
@@ -254,7 +252,8 @@ impl PcpLists {
             return None;
         }
         self.head[mt][o].store(mm.at(idx).link_next.load(Relaxed), Relaxed);
-        Self::bump(&self.count[mt][o], false);
+        let c = &self.count[mt][o];
+        c.store(c.load(Relaxed) - 1, Relaxed);
         Some(idx)
     }
 
