@@ -23,6 +23,10 @@ fn cont_entries<'a, A: PagingArch>(
         .count() as u64
 }
 
+fn cp_of<A: PagingArch>() -> u64 {
+    if has_cont::<A>() { 16 } else { 0 }
+}
+
 /// Unmapping half of a 64K folio leaves the other half readable, unfolds
 /// the block (arm64) and queues the folio for deferred split; unmapping the
 /// rest frees it and takes it off the queue.
@@ -43,6 +47,7 @@ fn unmap_half_of_64k_folio<A: PagingArch>() {
                 "neighbour block stays folded"
             );
         }
+        assert_eq!(env.event(VmEvent::ContpteUnfold), cp_of::<A>() / 16);
         assert_eq!((f.refcount(), f.large_mapcount()), (8, 8));
         assert_eq!(env.ctx.deferred_split_len(), 1);
         assert!(env.ctx.deferred_split_queued(f));
@@ -77,6 +82,7 @@ fn mprotect_one_page_in_block<A: PagingArch>() {
         assert_eq!(mm.vmas().len(), 3);
         assert_eq!(cont_entries(env, &mm, va, 16), 0);
         assert_eq!(cont_entries(env, &mm, va + K64, 16), cp);
+        assert_eq!(env.event(VmEvent::ContpteUnfold), cp / 16);
         assert_eq!(env.touch(&mm, va + 3 * K4, Access::Write), Err(Fault::Segv));
         env.check_pages(&mm, va, 2 * K64, 6);
         env.write_u64(&mm, va + 4 * K4, 1);

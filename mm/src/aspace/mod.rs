@@ -54,7 +54,8 @@ use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
-use crate::paging::{PageTable, PagingArch, Perms, PtEnv, Space};
+use crate::paging::{PageTable, PagingArch, Perms, PtEnv, PtStats, Space};
+use crate::thp::VmEvent;
 use crate::vma::{Layout, MadviseAction, VmFlags, VmaSet};
 
 pub use check::check_invariants;
@@ -80,19 +81,36 @@ pub enum Fault {
     Oom,
 }
 
-/// The page-table lock's guard.
-pub(crate) struct PtGuard<'g, 'a, A: PagingArch>(MutexGuard<'g, Option<PageTable<'a, A>>>);
+/// The page-table lock's guard.  On release it adds the contiguous-block
+/// folds and unfolds done under it to the global `contpte_fold` /
+/// `contpte_unfold` counters (the page table counts them per table).
+pub(crate) struct PtGuard<'g, 'a, A: PagingArch> {
+    guard: MutexGuard<'g, Option<PageTable<'a, A>>>,
+    ctx: &'a MmCtx<'a>,
+    start: PtStats,
+}
 
 impl<'a, A: PagingArch> Deref for PtGuard<'_, 'a, A> {
     type Target = PageTable<'a, A>;
     fn deref(&self) -> &PageTable<'a, A> {
-        self.0.as_ref().expect("page table of a live Mm")
+        self.guard.as_ref().expect("page table of a live Mm")
     }
 }
 
 impl<A: PagingArch> DerefMut for PtGuard<'_, '_, A> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.as_mut().expect("page table of a live Mm")
+        self.guard.as_mut().expect("page table of a live Mm")
+    }
+}
+
+impl<A: PagingArch> Drop for PtGuard<'_, '_, A> {
+    fn drop(&mut self) {
+        if let Some(pt) = self.guard.as_ref() {
+            let s = pt.stats();
+            let st = &self.ctx.thp.stats;
+            st.count_n(VmEvent::ContpteFold, s.folds - self.start.folds);
+            st.count_n(VmEvent::ContpteUnfold, s.unfolds - self.start.unfolds);
+        }
     }
 }
 
@@ -221,7 +239,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     pub(crate) fn lock_pt(&self) -> PtGuard<'_, 'a, A> {
-        PtGuard(self.pt.lock())
+        let guard = self.pt.lock();
+        let start = guard.as_ref().map(|pt| pt.stats()).unwrap_or_default();
+        PtGuard {
+            guard,
+            ctx: self.ctx,
+            start,
+        }
     }
 
     pub(crate) fn rss_add(&self, n: u64) {

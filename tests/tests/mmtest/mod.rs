@@ -179,6 +179,18 @@ impl<'a, A: PagingArch> Env<'a, A> {
         u64::from_le_bytes(b.try_into().unwrap())
     }
 
+    /// Store a word at a physical address (after `touch`).
+    pub fn mem_write_u64(&self, pa: u64, v: u64) {
+        self.mem.write(pa, &v.to_le_bytes());
+    }
+
+    /// Load a word from a physical address (after `touch`).
+    pub fn mem_read_u64(&self, pa: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.mem.read(pa, &mut b);
+        u64::from_le_bytes(b)
+    }
+
     /// Write a distinct word at the start of every page of `[va, va+len)`.
     pub fn fill_pages(&self, mm: &Mm<'a, A>, va: u64, len: u64, tag: u64) {
         for p in (va..va + len).step_by(K4 as usize) {
