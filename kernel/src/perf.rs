@@ -457,6 +457,31 @@ mod tests {
     }
 
     ktest! {
+        /// `perf-expect=instructions,cycles` on the command line (the runner's
+        /// `-icount` suite): those events must be available and count.
+        fn perf_pmu_expected_events_count() {
+            let Some(list) = cmdline::value("perf-expect") else {
+                return Ok(());
+            };
+            let mut want = Vec::new();
+            for name in list.split(',') {
+                let e = Event::from_name(name).ok_or_else(|| ktest::format!("unknown event {name}"))?;
+                if let Availability::Unavailable(why) = pmu().event(e) {
+                    return Err(ktest::format!("{name} unavailable: {why}"));
+                }
+                want.push(e);
+            }
+            let s = Session::begin(&want, Filter::KERNEL);
+            spin(10_000);
+            let r = s.end();
+            for e in want {
+                check!(r.get(e).unwrap_or(0) > 0, "{} did not count: {r}", e.name());
+            }
+            Ok(())
+        }
+    }
+
+    ktest! {
         fn perf_faults_by_order_derives_order_0() {
             let st = ThpStats::new();
             for _ in 0..5 {

@@ -95,6 +95,8 @@ pub struct RunSpec {
     pub mem: String,
     pub gdb: bool,
     pub initrd: Option<PathBuf>,
+    /// Appended to the QEMU command line (e.g. `-icount shift=0`).
+    pub extra_args: Vec<String>,
 }
 
 impl RunSpec {
@@ -108,6 +110,7 @@ impl RunSpec {
             mem: "1G".into(),
             gdb: false,
             initrd: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -136,6 +139,7 @@ impl RunSpec {
         if let Some(i) = &self.initrd {
             c.arg("-initrd").arg(i);
         }
+        c.args(&self.extra_args);
         if self.gdb {
             c.args(["-s", "-S"]);
         }

@@ -534,17 +534,55 @@ mod tests {
         }
     }
 
+    /// Retire exactly `2 * n` instructions (n >= 1): a `subs`/`b.ne` loop.
+    #[inline(never)]
+    fn retire(n: u64) {
+        // SAFETY: register arithmetic and a local branch only.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "subs {0}, {0}, #1",
+                "b.ne 2b",
+                inout(reg) n.max(1) => _,
+                options(nomem, nostack),
+            )
+        };
+    }
+
+    /// Instructions counted around `retire(n)`, IRQs masked.
+    fn counted(set: &CounterSet, n: u64) -> u64 {
+        let irq = crate::cpu::irq_save();
+        let a = set.read().get(Event::Instructions).unwrap_or(0);
+        retire(n);
+        let b = set.read().get(Event::Instructions).unwrap_or(0);
+        crate::cpu::irq_restore(irq);
+        b.wrapping_sub(a)
+    }
+
     ktest! {
-        fn arch_pmu_instructions_if_advertised() {
-            // Only with `-icount` under TCG (or real hardware/KVM).
+        fn arch_pmu_instructions_exact_if_advertised() {
+            // Only with `-icount` under TCG (or hardware / a KVM vPMU).
             if !probe().event(Event::Instructions).is_available() {
                 return Ok(());
             }
             let set = start(&[Event::Instructions], Filter::KERNEL)
                 .map_err(|e| ktest::format!("{e:?}"))?;
-            spin(10_000);
-            let n = set.read().get(Event::Instructions).unwrap_or(0);
-            check!(n >= 10_000, "INST_RETIRED counted {n} for a 10000-iteration loop");
+            const K: u64 = 100_000;
+            // The read sequence around the loop costs the same each time, so
+            // the difference is the loop alone: 2 instructions per iteration.
+            let base = counted(&set, 1);
+            let big = counted(&set, 1 + K);
+            let diff = big.wrapping_sub(base);
+            check!(
+                diff.abs_diff(2 * K) <= 8,
+                "INST_RETIRED: {diff} for {} loop instructions (base {base})",
+                2 * K
+            );
+            // Counting EL0 only, kernel code does not count.
+            drop(set);
+            let set = start(&[Event::Instructions], Filter::USER)
+                .map_err(|e| ktest::format!("{e:?}"))?;
+            check_eq!(counted(&set, K), 0, "EL0-only INST_RETIRED counted EL1 code");
             Ok(())
         }
     }

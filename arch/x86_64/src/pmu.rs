@@ -574,10 +574,15 @@ fn discover() -> (PmuInfo, Plan) {
             );
         }
         Ok(false) if plan.ctl0 == AMD_LEGACY_CTL0 => {
+            let arch_pmu = features().max_leaf >= 0xA && cpuid_count(0xA, 0).eax & 0xFF != 0;
             return none(
                 name,
                 version,
-                "CPUID 0x80000001 ECX[23] PerfCtrExtCore = 0 and the legacy K7 counters accept writes but stay 0 (no vPMU)",
+                if arch_pmu {
+                    "PerfCtrExtCore (CPUID 0x80000001 ECX[23]) = 0 and the legacy K7 counters accept writes but stay 0 (no vPMU)"
+                } else {
+                    "CPUID.0xA reports version 0 (no architectural PMU), PerfCtrExtCore (CPUID 0x80000001 ECX[23]) = 0, and the legacy K7 counters accept writes but stay 0 (no vPMU)"
+                },
             );
         }
         Ok(false) => {
