@@ -92,6 +92,9 @@ pub struct Thread {
     space_root: AtomicU64,
     space_asid: AtomicU64,
     detached: AtomicBool,
+    /// The CPU's preemption-disable count, saved while switched out (a
+    /// thread that sleeps with preemption off gets it back when it runs).
+    preempt: AtomicUsize,
     entry: spin::Mutex<Option<Entry>>,
     /// Woken when the thread exits (joiners wait here).
     exited: WaitQueue,
@@ -108,6 +111,7 @@ impl Thread {
             space_root: AtomicU64::new(0),
             space_asid: AtomicU64::new(0),
             detached: AtomicBool::new(false),
+            preempt: AtomicUsize::new(0),
             entry: spin::Mutex::new(entry),
             exited: WaitQueue::new(),
         }
@@ -357,6 +361,14 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
     }
     let (bottom, top) = g.thread(next).stack_range();
     arch::set_thread_stack(bottom, top);
+    g.thread(prev).preempt.store(
+        PREEMPT_COUNT[cpu].load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    PREEMPT_COUNT[cpu].store(
+        g.thread(next).preempt.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     // Hand the lock over: the thread we switch to releases it.
     core::mem::forget(g);
     thread::switch(prev, next);
@@ -414,8 +426,9 @@ pub fn on_irq_exit() {
     }
 }
 
-/// Disable preemption on this CPU until the guard is dropped (nests).
-/// Interrupts stay enabled; explicit `yield_now`/`sleep_ms`/waits still switch.
+/// Disable preemption of the running thread until the guard is dropped
+/// (nests).  Interrupts stay enabled; explicit `yield_now`/`sleep_ms`/waits
+/// still switch, and the count is saved and restored with the thread.
 pub fn preempt_disable() -> PreemptGuard {
     PREEMPT_COUNT[cpu_id()].fetch_add(1, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
@@ -1022,4 +1035,99 @@ ktest! {
 
 fn check_name(want: &str) {
     assert_eq!(current().name, want, "current() inside a thread");
+}
+
+ktest! {
+    fn wait_queue_ping_pong_under_preemption() {
+        // Two threads hand a token back and forth through wait queues,
+        // doing a little work between hand-offs so timer interrupts (and
+        // preemptions) land all over them, while two other threads spin and
+        // yield.  A lost wake-up would leave the token stuck.
+        static TOKEN: AtomicU64 = AtomicU64::new(0);
+        static WQ: [WaitQueue; 2] = [const { WaitQueue::new() }; 2];
+        static STOP: AtomicBool = AtomicBool::new(false);
+        const ROUNDS: u64 = 300;
+        TOKEN.store(0, Ordering::Relaxed);
+        STOP.store(false, Ordering::Relaxed);
+        let mut hs = alloc::vec::Vec::new();
+        for side in 0..2u64 {
+            hs.push(
+                spawn("pingpong", move || {
+                    for r in 0..ROUNDS {
+                        let mine = 2 * r + side;
+                        WQ[side as usize].wait_until(|| TOKEN.load(Ordering::Acquire) == mine);
+                        spin_us((r * 37 + side * 11) % 150);
+                        TOKEN.store(mine + 1, Ordering::Release);
+                        WQ[1 - side as usize].wake_all();
+                    }
+                })
+                .map_err(ktest::String::from)?,
+            );
+        }
+        let mut busy = alloc::vec::Vec::new();
+        for _ in 0..2 {
+            busy.push(
+                spawn("busy", || {
+                    while !STOP.load(Ordering::Relaxed) {
+                        spin_us(100);
+                        yield_now();
+                    }
+                })
+                .map_err(ktest::String::from)?,
+            );
+        }
+        let t0 = arch::now_ns();
+        while TOKEN.load(Ordering::Acquire) != 2 * ROUNDS && ms_since(t0) < 5000 {
+            sleep_ms(1);
+        }
+        let done = TOKEN.load(Ordering::Acquire);
+        STOP.store(true, Ordering::Relaxed);
+        for h in busy {
+            h.join();
+        }
+        check_eq!(done, 2 * ROUNDS, "token stuck (lost wake-up?)");
+        for h in hs {
+            h.join();
+        }
+        Ok(())
+    }
+}
+
+fn spin_us(us: u64) {
+    let t0 = arch::now_ns();
+    while arch::now_ns() - t0 < us * 1000 {
+        core::hint::spin_loop();
+    }
+}
+
+ktest! {
+    fn fp_state_survives_preemption() {
+        // Each thread keeps an f64 accumulator live in FP registers across
+        // many preemptions; a clobbered register would break the identity.
+        static BAD: AtomicU64 = AtomicU64::new(0);
+        BAD.store(0, Ordering::Relaxed);
+        let end = arch::now_ns() + 30_000_000;
+        let mut hs = alloc::vec::Vec::new();
+        for i in 0..3u64 {
+            hs.push(
+                spawn("fp", move || {
+                    let mut x = core::hint::black_box(i as f64 + 0.5);
+                    let mut n = 0u64;
+                    while arch::now_ns() < end {
+                        x = core::hint::black_box(x * 1.0 + 1.0);
+                        n += 1;
+                    }
+                    if x != i as f64 + 0.5 + n as f64 {
+                        BAD.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .map_err(ktest::String::from)?,
+            );
+        }
+        for h in hs {
+            h.join();
+        }
+        check_eq!(BAD.load(Ordering::Relaxed), 0, "threads with a corrupted FP accumulator");
+        Ok(())
+    }
 }
