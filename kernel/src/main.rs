@@ -12,7 +12,9 @@ extern crate alloc;
 
 mod arch;
 mod cmdline;
+mod cpio;
 mod demo;
+mod elf;
 #[macro_use]
 mod log;
 mod memory;
@@ -20,11 +22,14 @@ mod memtest;
 mod mmglue;
 mod perf;
 mod physmem;
+mod process;
 mod sched;
 mod selftest;
+mod syscall;
 mod thread;
 mod uspace;
 mod uspace_tests;
+mod vfs;
 
 use mm::bootinfo::BootInfo;
 
@@ -50,6 +55,8 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::timer_init(TICK_HZ);
     arch::irq_enable();
     sched::init();
+    cpio::init(info.initrd);
+    process::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);
     perf::boot_report();
 
@@ -62,6 +69,10 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     }
     if cmdline::has("demo") {
         ok &= demo::run();
+    }
+    if let Some(path) = cmdline::value("init") {
+        // The run now ends when init exits (see `process::exit_current`).
+        ok &= process::run_init(path);
     }
     arch::exit(ok);
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M]
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--initrd]
 //! ```
 //!
 //! A kernel run passes only if every `test … ok/FAILED` line is `ok`, the
@@ -15,6 +15,7 @@
 //! counting host and in-kernel tests together.
 //!
 //! No dependencies beyond `std`, so the runner builds in a second.
+mod initramfs;
 mod qemu;
 mod suites;
 
@@ -35,7 +36,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd]"
     );
     ExitCode::from(2)
 }
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
     let mut gdb = false;
     let mut host = true;
     let mut filter = String::new();
+    let mut initrd = false;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             "--release" => release = true,
             "--gdb" => gdb = true,
             "--no-host" => host = false,
+            "--initrd" => initrd = true,
             _ => return usage(),
         }
     }
@@ -119,6 +122,15 @@ fn main() -> ExitCode {
                 spec.machine = m;
             }
             spec.gdb = gdb;
+            if initrd {
+                match initramfs::build(arch) {
+                    Ok(p) => spec.initrd = Some(p),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             let mut c: Command = spec.command();
             if gdb {
                 eprintln!(

@@ -16,8 +16,13 @@ struct Suite {
 }
 
 fn suites(arch: Arch) -> Vec<Suite> {
-    let mut v =
-        vec![Suite { name: "selftest", machine: None, cmdline: "selftest", timeout_s: 600, extra_qemu_args: &[] }];
+    let mut v = vec![Suite {
+        name: "selftest",
+        machine: None,
+        cmdline: "selftest",
+        timeout_s: 600,
+        extra_qemu_args: &[],
+    }];
     // The other machine configurations the kernel must boot on; they run the
     // arch self-tests only (boot, tables, W^X, timer), which is what differs.
     match arch {
@@ -63,7 +68,15 @@ pub fn host_tests() -> Result<Tally, String> {
     println!("== host unit tests (cargo test)");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["test", "--workspace", "--exclude", "kernel", "--exclude", "mthp-user", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "kernel",
+            "--exclude",
+            "mthp-user",
+            "--no-fail-fast",
+        ])
         .output()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -91,7 +104,10 @@ pub fn host_tests() -> Result<Tally, String> {
     }
     if seen == 0 || (!out.status.success() && t.failed == 0) {
         // A build failure: show cargo's own error output.
-        for l in stderr.lines().filter(|l| l.starts_with("error") || l.starts_with("  -->")) {
+        for l in stderr
+            .lines()
+            .filter(|l| l.starts_with("error") || l.starts_with("  -->"))
+        {
             println!("  {l}");
         }
         return Err("cargo test did not run (build error?)".into());
@@ -129,7 +145,12 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
     };
     for s in suites(arch) {
         if accel == Accel::Kvm && !s.extra_qemu_args.is_empty() {
-            println!("[{}/{}] skipped: TCG-only QEMU arguments {:?}", arch.name(), s.name, s.extra_qemu_args);
+            println!(
+                "[{}/{}] skipped: TCG-only QEMU arguments {:?}",
+                arch.name(),
+                s.name,
+                s.extra_qemu_args
+            );
             continue;
         }
         let mut cmdline = s.cmdline.to_string();
@@ -143,7 +164,28 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
         spec.extra_args = s.extra_qemu_args.iter().map(|a| a.to_string()).collect();
         total += run_suite(arch, s.name, &spec, Duration::from_secs(s.timeout_s));
     }
+    total += user_suite(arch, accel, kernel, filter);
     total
+}
+
+/// The user-space suite: the kernel boots `init=/mthp-tests` from the
+/// initramfs; the program prints the same `test … ok/FAILED` lines and
+/// summary, and its exit status becomes QEMU's.
+fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str) -> Tally {
+    let initrd = match crate::initramfs::build(arch) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("[{}/user] initramfs: FAILED: {e}", arch.name());
+            return Tally {
+                passed: 0,
+                failed: 1,
+            };
+        }
+    };
+    let _ = filter;
+    let mut spec = RunSpec::new(arch, accel, kernel, "init=/mthp-tests");
+    spec.initrd = Some(initrd);
+    run_suite(arch, "user", &spec, Duration::from_secs(300))
 }
 
 /// Boot once and judge the report.  A suite that does not end properly
@@ -196,9 +238,10 @@ fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally
     }
     match summary {
         None => problems.push("no 'N passed, N failed' summary from the kernel".into()),
-        Some((p, f)) if (p, f) != (t.passed, t.failed) => {
-            problems.push(format!("summary says {p}/{f} but the runner saw {}/{}", t.passed, t.failed))
-        }
+        Some((p, f)) if (p, f) != (t.passed, t.failed) => problems.push(format!(
+            "summary says {p}/{f} but the runner saw {}/{}",
+            t.passed, t.failed
+        )),
         _ => {}
     }
     if t.passed + t.failed == 0 {
@@ -207,7 +250,15 @@ fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally
     if !problems.is_empty() {
         println!("[{tag}] boot: FAILED: {}", problems.join("; "));
         // Show the tail of the console for diagnosis.
-        for l in out.lines.iter().rev().take(25).collect::<Vec<_>>().into_iter().rev() {
+        for l in out
+            .lines
+            .iter()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             println!("[{tag}]   | {l}");
         }
         t.failed += 1;

@@ -1,0 +1,621 @@
+//! User processes: one kernel thread each, running in ring 3 / EL0 with its
+//! own address space (`mm::aspace::Mm`).
+//!
+//! * A process is created by [`start_init`] (the first program, from the
+//!   initramfs) or by `fork` (`clone` without `CLONE_VM`).  Its kernel
+//!   thread is spawned with the space's root loaded (`sched::spawn_in`) and
+//!   drops to user mode with `arch::enter_user`; system calls and user
+//!   faults run on that thread's kernel stack.
+//! * User page faults (and kernel faults on user addresses inside the
+//!   user-copy routines) go to [`on_fault`] → `Mm::handle_fault`; each
+//!   resolved fault counts one `ru_minflt`.  Faults nothing resolves kill the
+//!   process with SIGSEGV semantics (one log line; the parent's `wait4` sees
+//!   the signal status).
+//! * Exit: files closed, the root switched off, the `Mm` destroyed, the
+//!   status kept until the parent reaps it.  When `init` (pid 1) exits the
+//!   kernel reports `init exited with status N` and ends the run with that
+//!   result.
+//!
+//! Locking: the process table and each process's fields are spin locks
+//! taken briefly; nothing here holds one across an `Mm` call that could
+//! fault.  System calls that touch an `Mm` run with preemption disabled (a
+//! fault handler with interrupts masked may need the same allocator locks).
+use crate::arch;
+use crate::sched;
+use crate::uspace::{self, UserMm};
+use crate::vfs::File;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use mm::aspace::Access;
+use mm::errno::Errno;
+use mm::vma::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
+use spin::{Mutex, RwLock};
+
+pub const SIGSEGV: i32 = 11;
+pub const SIGILL: i32 = 4;
+pub const SIGBUS: i32 = 7;
+pub const SIGFPE: i32 = 8;
+pub const SIGTRAP: i32 = 5;
+
+/// User stack: 8 MiB below the top of user space (the mmap area starts
+/// 128 MiB lower, so at least 120 MiB of unmapped gap guards it).
+const STACK_SIZE: u64 = 8 << 20;
+const PAGE: u64 = 4096;
+/// Load base of static-PIE executables (Linux's ELF_ET_DYN_BASE-like).
+const PIE_BASE: u64 = 0x5555_5555_4000 & !0xffff;
+const MAX_FDS: usize = 64;
+
+/// One process.
+pub struct Process {
+    pub pid: u32,
+    pub ppid: AtomicU32,
+    pub name: Mutex<String>,
+    /// The address space; `None` once the process has exited.
+    mm: RwLock<Option<Arc<UserMm>>>,
+    /// Resolved page faults (`ru_minflt`).
+    pub minflt: AtomicU64,
+    /// Faults of reaped children (`RUSAGE_CHILDREN`).
+    pub child_minflt: AtomicU64,
+    /// `[start, current)` of the heap.
+    pub brk: Mutex<(u64, u64)>,
+    pub files: Mutex<Vec<Option<Arc<File>>>>,
+    /// User TLS register (FS base / TPIDR_EL0).
+    pub tls: AtomicU64,
+    /// The wait status once exited.
+    exit_status: Mutex<Option<i32>>,
+    /// Kernel thread running it.
+    thread: AtomicU32,
+}
+
+impl Process {
+    /// Run `f` on the address space (EFAULT-like `ESRCH` if it is gone).
+    pub fn with_mm<R>(&self, f: impl FnOnce(&UserMm) -> R) -> Result<R, Errno> {
+        let mm = self.mm.read().clone().ok_or(Errno::ESRCH)?;
+        Ok(f(&mm))
+    }
+
+    /// The open file at `fd`.
+    pub fn file(&self, fd: u64) -> Result<Arc<File>, Errno> {
+        self.files
+            .lock()
+            .get(fd as usize)
+            .and_then(|f| f.clone())
+            .ok_or(Errno::EBADF)
+    }
+
+    /// Install `f` at the lowest free descriptor.
+    pub fn add_file(&self, f: Arc<File>) -> Result<u64, Errno> {
+        let mut fs = self.files.lock();
+        if let Some(i) = fs.iter().position(|x| x.is_none()) {
+            fs[i] = Some(f);
+            return Ok(i as u64);
+        }
+        if fs.len() >= MAX_FDS {
+            return Err(Errno::EMFILE);
+        }
+        fs.push(Some(f));
+        Ok(fs.len() as u64 - 1)
+    }
+
+    pub fn close(&self, fd: u64) -> Result<(), Errno> {
+        let mut fs = self.files.lock();
+        match fs.get_mut(fd as usize) {
+            Some(slot @ Some(_)) => {
+                *slot = None;
+                Ok(())
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    pub fn exited(&self) -> Option<i32> {
+        *self.exit_status.lock()
+    }
+}
+
+static PROCS: Mutex<Vec<Arc<Process>>> = Mutex::new(Vec::new());
+/// Pid of the process each kernel thread runs (0 = none).
+static THREAD_PID: [AtomicU32; crate::thread::MAX_THREADS] =
+    [const { AtomicU32::new(0) }; crate::thread::MAX_THREADS];
+static NEXT_PID: AtomicU32 = AtomicU32::new(1);
+/// Woken whenever a process exits (parents in `wait4` wait here).
+pub static CHILD_EXIT: sched::WaitQueue = sched::WaitQueue::new();
+
+/// Set up user mode: the arch entry, the fault and exception hooks.
+pub fn init() {
+    arch::user_init();
+    // Replaces `uspace`'s handler with one that also counts each process's
+    // resolved faults (`ru_minflt`); both resolve through `uspace::current`.
+    arch::set_fault_handler(on_fault);
+    arch::set_syscall_handler(crate::syscall::dispatch);
+    arch::set_user_exception_handler(on_user_exception);
+    info!(
+        "user mode ready (SMEP {}, {} {})",
+        if arch::smep_enabled() { "on" } else { "off" },
+        if cfg!(target_arch = "x86_64") {
+            "SMAP"
+        } else {
+            "PAN"
+        },
+        if arch::smap_enabled() { "on" } else { "off" }
+    );
+}
+
+/// The process the running thread belongs to.
+pub fn current() -> Option<Arc<Process>> {
+    let pid = THREAD_PID.get(sched::current_id())?.load(Ordering::Relaxed);
+    if pid == 0 {
+        return None;
+    }
+    find(pid)
+}
+
+pub fn find(pid: u32) -> Option<Arc<Process>> {
+    PROCS.lock().iter().find(|p| p.pid == pid).cloned()
+}
+
+/// Every live (not reaped) process.
+pub fn all() -> Vec<Arc<Process>> {
+    PROCS.lock().clone()
+}
+
+fn new_process(pid: u32, ppid: u32, name: &str, mm: Arc<UserMm>) -> Arc<Process> {
+    Arc::new(Process {
+        pid,
+        ppid: AtomicU32::new(ppid),
+        name: Mutex::new(String::from(name)),
+        mm: RwLock::new(Some(mm)),
+        minflt: AtomicU64::new(0),
+        child_minflt: AtomicU64::new(0),
+        brk: Mutex::new((0, 0)),
+        files: Mutex::new(Vec::new()),
+        tls: AtomicU64::new(0),
+        exit_status: Mutex::new(None),
+        thread: AtomicU32::new(0),
+    })
+}
+
+fn space_of(mm: &Arc<UserMm>) -> sched::AddrSpace {
+    sched::AddrSpace {
+        root_pa: mm.root_pa(),
+        asid: mm.asid(),
+    }
+}
+
+/// Start the first program: `path` from the initramfs with `argv`/`envp`.
+pub fn start_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<u32, Errno> {
+    let entry = crate::cpio::lookup(path)
+        .filter(|e| e.is_file())
+        .ok_or(Errno::ENOENT)?;
+    let mm = uspace::new_mm()?;
+    let space = space_of(&mm);
+    let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let p = new_process(pid, 0, path.rsplit('/').next().unwrap_or(path), mm);
+    for _ in 0..3 {
+        p.add_file(Arc::new(File::console()))?;
+    }
+    PROCS.lock().push(p.clone());
+    let data = entry.data;
+    let path = String::from(path);
+    sched::spawn_in(&path.clone(), space, move || {
+        bind_thread(&p);
+        let frame = {
+            let _np = sched::preempt_disable();
+            load_elf(&p, data, &argv, &envp)
+        };
+        match frame {
+            Ok(f) => arch::enter_user(&f),
+            Err(e) => {
+                warn!("init: cannot load {}: {}", path, e.name());
+                exit_current(127 << 8);
+            }
+        }
+    })
+    .map_err(|_| Errno::EAGAIN)?;
+    Ok(pid)
+}
+
+fn bind_thread(p: &Process) {
+    let tid = sched::current_id();
+    THREAD_PID[tid].store(p.pid, Ordering::Relaxed);
+    p.thread.store(tid as u32, Ordering::Relaxed);
+    arch::set_user_tls(p.tls.load(Ordering::Relaxed));
+}
+
+fn prot_of(flags: u32) -> u64 {
+    use crate::elf::{PF_R, PF_W, PF_X};
+    let mut p = 0;
+    if flags & PF_R != 0 {
+        p |= PROT_READ;
+    }
+    if flags & PF_W != 0 {
+        p |= PROT_WRITE;
+    }
+    if flags & PF_X != 0 {
+        p |= PROT_EXEC;
+    }
+    p
+}
+
+fn efault<T>(r: Result<T, arch::EFault>) -> Result<T, Errno> {
+    r.map_err(|_| Errno::EFAULT)
+}
+
+/// Load a static ELF into the (running, empty) process and build the
+/// initial stack; returns the user register frame to start it with.
+fn load_elf(
+    p: &Process,
+    data: &[u8],
+    argv: &[String],
+    envp: &[String],
+) -> Result<arch::UserFrame, Errno> {
+    let elf = crate::elf::Elf::parse(data)?;
+    let base = if elf.pie { PIE_BASE } else { 0 };
+    let (lo, hi) = elf.span();
+    let (lo, hi) = (base + lo, (base + hi).next_multiple_of(PAGE));
+    let rw = PROT_READ | PROT_WRITE;
+    let fixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+    p.with_mm(|mm| mm.mmap(lo, hi - lo, rw, fixed))??;
+    for ph in elf.loads() {
+        let file = &data[ph.offset as usize..(ph.offset + ph.filesz) as usize];
+        efault(arch::copy_to_user(base + ph.vaddr, file))?;
+    }
+    // Holes between segments stay unmapped; each segment gets its rights.
+    let mut prev_end = lo;
+    for ph in elf.loads() {
+        let s = (base + ph.vaddr) & !(PAGE - 1);
+        let e = (base + ph.vaddr + ph.memsz).next_multiple_of(PAGE);
+        if s > prev_end {
+            p.with_mm(|mm| mm.munmap(prev_end, s - prev_end))??;
+        }
+        p.with_mm(|mm| mm.mprotect(s, e - s, prot_of(ph.flags)))??;
+        prev_end = prev_end.max(e);
+    }
+    *p.brk.lock() = (hi, hi);
+
+    // The stack.
+    let top = arch::USER_TOP.min(0x7fff_ffff_f000);
+    p.with_mm(|mm| mm.mmap(top - STACK_SIZE, STACK_SIZE, rw, fixed))??;
+    let phdr = elf.phdr_vaddr().map(|v| v + base).unwrap_or(0);
+    let sp = build_stack(
+        top,
+        argv,
+        envp,
+        &[
+            (3, phdr),
+            (4, crate::elf::PHENT_SIZE as u64),
+            (5, elf.phnum as u64),
+            (6, PAGE),
+            (7, 0),
+            (8, 0),
+            (9, base + elf.entry),
+            (11, 0),
+            (12, 0),
+            (13, 0),
+            (14, 0),
+            (16, 0),
+            (17, 100),
+            (23, 0),
+        ],
+    )?;
+    Ok(arch::UserFrame::new_user(base + elf.entry, sp))
+}
+
+/// Lay out argc, argv, envp and auxv (Linux ABI) below `top`, with the
+/// strings and 16 AT_RANDOM bytes above the vectors; returns the new SP.
+fn build_stack(
+    top: u64,
+    argv: &[String],
+    envp: &[String],
+    aux: &[(u64, u64)],
+) -> Result<u64, Errno> {
+    let mut strings: Vec<u8> = Vec::new();
+    let mut offs = Vec::new();
+    for s in argv.iter().chain(envp.iter()) {
+        offs.push(strings.len() as u64);
+        strings.extend_from_slice(s.as_bytes());
+        strings.push(0);
+    }
+    if strings.len() > 128 * 1024 {
+        return Err(Errno::E2BIG);
+    }
+    let str_base = (top - 16 - strings.len() as u64) & !15;
+    let random_at = str_base - 16;
+    let mut rnd = [0u8; 16];
+    crate::syscall::fill_random(&mut rnd);
+    let execfn = str_base; // argv[0]
+    let mut words: Vec<u64> = Vec::new();
+    words.push(argv.len() as u64);
+    for o in &offs[..argv.len()] {
+        words.push(str_base + o);
+    }
+    words.push(0);
+    for o in &offs[argv.len()..] {
+        words.push(str_base + o);
+    }
+    words.push(0);
+    for &(k, v) in aux {
+        words.push(k);
+        words.push(v);
+    }
+    words.extend_from_slice(&[25, random_at, 31, execfn, 0, 0]);
+    let sp = (random_at - 8 * words.len() as u64) & !15;
+    let mut vec = Vec::with_capacity(words.len() * 8);
+    for w in &words {
+        vec.extend_from_slice(&w.to_le_bytes());
+    }
+    efault(arch::copy_to_user(str_base, &strings))?;
+    efault(arch::copy_to_user(random_at, &rnd))?;
+    efault(arch::copy_to_user(sp, &vec))?;
+    Ok(sp)
+}
+
+/// `clone` with fork semantics: a copy-on-write child that returns 0 from
+/// the same system call.
+pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno> {
+    let child_mm = {
+        let _np = sched::preempt_disable();
+        uspace::register(parent.with_mm(|mm| mm.fork())??)?
+    };
+    let space = space_of(&child_mm);
+    let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let name = parent.name.lock().clone();
+    let child = new_process(pid, parent.pid, &name, child_mm);
+    *child.files.lock() = parent.files.lock().clone();
+    *child.brk.lock() = *parent.brk.lock();
+    child.tls.store(arch::user_tls(), Ordering::Relaxed);
+    PROCS.lock().push(child.clone());
+    let mut f = frame.duplicate();
+    f.set_return(0);
+    let c2 = child.clone();
+    if sched::spawn_in(&name, space, move || {
+        bind_thread(&c2);
+        drop(c2);
+        arch::enter_user(&f)
+    })
+    .is_err()
+    {
+        PROCS.lock().retain(|p| p.pid != pid);
+        let _np = sched::preempt_disable();
+        if let Some(mm) = child.mm.write().take() {
+            uspace::release(mm);
+        }
+        return Err(Errno::EAGAIN);
+    }
+    Ok(pid)
+}
+
+/// End the running process with wait status `status` (exit code << 8, or
+/// the signal number).  Never returns.
+pub fn exit_current(status: i32) -> ! {
+    let Some(p) = current() else {
+        sched::exit();
+    };
+    p.files.lock().clear();
+    sched::set_addr_space(None);
+    {
+        let _np = sched::preempt_disable();
+        let mm = p.mm.write().take();
+        if let Some(mm) = mm
+            && !uspace::release(mm)
+        {
+            warn!("pid {}: address space still referenced at exit", p.pid);
+        }
+    }
+    *p.exit_status.lock() = Some(status);
+    THREAD_PID[sched::current_id()].store(0, Ordering::Relaxed);
+    // Orphans go to init; a process whose parent is gone is reaped now.
+    let parent_alive = {
+        let mut t = PROCS.lock();
+        for c in t.iter().filter(|c| c.ppid.load(Ordering::Relaxed) == p.pid) {
+            c.ppid.store(1, Ordering::Relaxed);
+        }
+        let pp = p.ppid.load(Ordering::Relaxed);
+        let alive = t.iter().any(|q| q.pid == pp && q.exited().is_none());
+        if !alive {
+            t.retain(|q| q.pid != p.pid);
+        }
+        alive
+    };
+    let _ = parent_alive;
+    if p.pid == 1 {
+        let code = if status & 0x7f == 0 {
+            (status >> 8) & 0xff
+        } else {
+            128 + (status & 0x7f)
+        };
+        println!("init exited with status {}", code);
+        arch::exit(code == 0);
+    }
+    drop(p);
+    CHILD_EXIT.wake_all();
+    sched::exit();
+}
+
+/// `wait4`: reap a child (`pid` > 0: that one; -1: any).  Returns
+/// `(pid, status, child's minflt)`; blocks unless `nohang`.
+pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i32)>, Errno> {
+    loop {
+        let mut found_child = false;
+        let mut reaped = None;
+        {
+            let mut t = PROCS.lock();
+            let mine = |q: &Arc<Process>| {
+                q.ppid.load(Ordering::Relaxed) == me.pid && (pid == -1 || q.pid as i64 == pid)
+            };
+            found_child = found_child || t.iter().any(mine);
+            if let Some(i) = t.iter().position(|q| mine(q) && q.exited().is_some()) {
+                let q = t.remove(i);
+                reaped = Some((
+                    q.pid,
+                    q.exited().unwrap_or(0),
+                    q.minflt.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        if let Some((cpid, st, flt)) = reaped {
+            me.child_minflt.fetch_add(flt, Ordering::Relaxed);
+            return Ok(Some((cpid, st)));
+        }
+        if !found_child {
+            return Err(Errno::ECHILD);
+        }
+        if nohang {
+            return Ok(None);
+        }
+        CHILD_EXIT.wait_until(|| {
+            PROCS.lock().iter().any(|q| {
+                q.ppid.load(Ordering::Relaxed) == me.pid
+                    && (pid == -1 || q.pid as i64 == pid)
+                    && q.exited().is_some()
+            })
+        });
+    }
+}
+
+/// Last kernel-mode fault on a user address that the address space called
+/// resolved: a repeat means the access is refused for another reason
+/// (SMAP/PAN outside a copy window) and must not loop forever.
+static LAST_KERNEL_FAULT: AtomicU64 = AtomicU64::new(0);
+
+/// The MMU fault hook: user faults, and kernel accesses to user memory in
+/// the copy routines.
+fn on_fault(info: &arch::FaultInfo) -> bool {
+    if info.addr >= arch::USER_TOP {
+        return false;
+    }
+    if !info.user && info.access == arch::Access::Exec {
+        return false;
+    }
+    let Some(p) = current() else {
+        return false;
+    };
+    if !info.user {
+        let key = info.addr ^ info.pc.rotate_left(32);
+        if LAST_KERNEL_FAULT.swap(key, Ordering::Relaxed) == key {
+            LAST_KERNEL_FAULT.store(0, Ordering::Relaxed);
+            return false;
+        }
+    }
+    let acc = match info.access {
+        arch::Access::Read => Access::Read,
+        arch::Access::Write => Access::Write,
+        arch::Access::Exec => Access::Exec,
+    };
+    match p.with_mm(|mm| mm.handle_fault(info.addr, acc)) {
+        Ok(Ok(())) => {
+            p.minflt.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// An exception from user mode nothing resolved: kill the process.
+fn on_user_exception(frame: &mut arch::UserFrame, fault: Option<&arch::FaultInfo>) {
+    let sig = match fault {
+        Some(_) => SIGSEGV,
+        None => exception_signal(frame),
+    };
+    let (pid, name) = current()
+        .map(|p| (p.pid, p.name.lock().clone()))
+        .unwrap_or_default();
+    match fault {
+        Some(f) => warn!(
+            "pid {} ({}): segmentation fault: {:?} at {:#x}, pc {:#x}; killed (signal {})",
+            pid, name, f.access, f.addr, f.pc, sig
+        ),
+        None => {
+            let (a, b) = frame.exception_name();
+            warn!(
+                "pid {} ({}): exception {:#x}/{:#x} at pc {:#x}; killed (signal {})",
+                pid,
+                name,
+                a,
+                b,
+                frame.pc(),
+                sig
+            );
+        }
+    }
+    arch::irq_enable();
+    exit_current(sig);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn exception_signal(f: &arch::UserFrame) -> i32 {
+    match f.exception_name().0 {
+        0 => SIGFPE,
+        1 | 3 => SIGTRAP,
+        6 => SIGILL,
+        16 | 19 => SIGFPE,
+        17 => SIGBUS,
+        _ => SIGSEGV,
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn exception_signal(f: &arch::UserFrame) -> i32 {
+    match f.exception_name().0 {
+        0x00 | 0x0e => SIGILL,
+        0x22 | 0x26 => SIGBUS,
+        0x2c => SIGFPE,
+        0x30..=0x3c => SIGTRAP,
+        _ => SIGSEGV,
+    }
+}
+
+/// `brk(addr)`: grow or shrink the heap; returns the (new) break.
+pub fn brk(p: &Process, addr: u64) -> u64 {
+    let (start, cur) = *p.brk.lock();
+    if addr < start || addr == cur {
+        return cur;
+    }
+    let old_end = cur.next_multiple_of(PAGE);
+    let new_end = addr.next_multiple_of(PAGE);
+    let ok = if new_end > old_end {
+        let len = new_end - old_end;
+        let free = p
+            .with_mm(|mm| !mm.vmas().intersects(old_end, new_end))
+            .unwrap_or(false);
+        free && p
+            .with_mm(|mm| {
+                mm.mmap(
+                    old_end,
+                    len,
+                    PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                )
+            })
+            .is_ok_and(|r| r.is_ok())
+    } else if new_end < old_end {
+        p.with_mm(|mm| mm.munmap(new_end, old_end - new_end))
+            .is_ok_and(|r| r.is_ok())
+    } else {
+        true
+    };
+    if ok {
+        p.brk.lock().1 = addr;
+        addr
+    } else {
+        cur
+    }
+}
+
+/// Start `init=<path>` and wait for it; returns false only if it could not
+/// be started (its exit ends the run with its status).
+pub fn run_init(path: &str) -> bool {
+    let argv = alloc::vec![String::from(path)];
+    let envp = alloc::vec![String::from("HOME=/"), String::from("TERM=linux")];
+    match start_init(path, argv, envp) {
+        Ok(_) => loop {
+            sched::sleep_ms(1000);
+        },
+        Err(e) => {
+            println!("init: cannot start {}: {}", path, e.name());
+            false
+        }
+    }
+}

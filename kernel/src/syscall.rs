@@ -1,0 +1,644 @@
+//! System calls: Linux's numbers per architecture and its errno rules, for
+//! the subset static musl/glibc programs exercising anonymous memory need.
+//!
+//! `dispatch` runs on the calling thread's kernel stack with interrupts on.
+//! Results follow the kernel ABI: a value, or `-errno` in the return
+//! register.  Unknown numbers return ENOSYS with one log line per number.
+use crate::arch;
+use crate::process::{self, Process};
+use crate::sched;
+use crate::vfs;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm::errno::Errno;
+
+/// The calls this kernel knows, independent of numbering (some exist on
+/// one architecture only).
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sys {
+    Read,
+    Write,
+    Readv,
+    Writev,
+    Open,
+    Openat,
+    Close,
+    Fstat,
+    Newfstatat,
+    Lseek,
+    Mmap,
+    Munmap,
+    Mprotect,
+    Madvise,
+    Mremap,
+    Brk,
+    Clone,
+    Fork,
+    Vfork,
+    Wait4,
+    Exit,
+    ExitGroup,
+    Getpid,
+    Getppid,
+    Gettid,
+    SchedYield,
+    Nanosleep,
+    ClockGettime,
+    Getrusage,
+    Uname,
+    ArchPrctl,
+    SetTidAddress,
+    SetRobustList,
+    Rseq,
+    RtSigaction,
+    RtSigprocmask,
+    Prlimit64,
+    Getrandom,
+    Ioctl,
+    Mount,
+    Reboot,
+    Kill,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn decode(nr: u64) -> Option<Sys> {
+    use Sys::*;
+    Some(match nr {
+        0 => Read,
+        1 => Write,
+        2 => Open,
+        3 => Close,
+        5 => Fstat,
+        8 => Lseek,
+        9 => Mmap,
+        10 => Mprotect,
+        11 => Munmap,
+        12 => Brk,
+        13 => RtSigaction,
+        14 => RtSigprocmask,
+        16 => Ioctl,
+        19 => Readv,
+        20 => Writev,
+        24 => SchedYield,
+        25 => Mremap,
+        28 => Madvise,
+        35 => Nanosleep,
+        39 => Getpid,
+        56 => Clone,
+        57 => Fork,
+        58 => Vfork,
+        60 => Exit,
+        61 => Wait4,
+        62 => Kill,
+        63 => Uname,
+        98 => Getrusage,
+        110 => Getppid,
+        158 => ArchPrctl,
+        165 => Mount,
+        169 => Reboot,
+        186 => Gettid,
+        218 => SetTidAddress,
+        228 => ClockGettime,
+        231 => ExitGroup,
+        257 => Openat,
+        262 => Newfstatat,
+        273 => SetRobustList,
+        302 => Prlimit64,
+        318 => Getrandom,
+        334 => Rseq,
+        _ => return None,
+    })
+}
+
+#[cfg(target_arch = "aarch64")]
+fn decode(nr: u64) -> Option<Sys> {
+    use Sys::*;
+    Some(match nr {
+        29 => Ioctl,
+        40 => Mount,
+        56 => Openat,
+        57 => Close,
+        62 => Lseek,
+        63 => Read,
+        64 => Write,
+        65 => Readv,
+        66 => Writev,
+        79 => Newfstatat,
+        80 => Fstat,
+        93 => Exit,
+        94 => ExitGroup,
+        96 => SetTidAddress,
+        99 => SetRobustList,
+        101 => Nanosleep,
+        113 => ClockGettime,
+        124 => SchedYield,
+        129 => Kill,
+        134 => RtSigaction,
+        135 => RtSigprocmask,
+        142 => Reboot,
+        160 => Uname,
+        165 => Getrusage,
+        172 => Getpid,
+        173 => Getppid,
+        178 => Gettid,
+        214 => Brk,
+        215 => Munmap,
+        216 => Mremap,
+        220 => Clone,
+        222 => Mmap,
+        226 => Mprotect,
+        233 => Madvise,
+        260 => Wait4,
+        261 => Prlimit64,
+        278 => Getrandom,
+        293 => Rseq,
+        _ => return None,
+    })
+}
+
+/// Numbers already reported as unknown (one log line each; first 64).
+static REPORTED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+fn report_unknown(nr: u64, pid: u32) {
+    if nr < 512 {
+        let bit = 1u64 << (nr % 64);
+        if REPORTED[(nr / 64) as usize % 8].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return;
+        }
+    }
+    info!("pid {}: unknown system call {} -> ENOSYS", pid, nr);
+}
+
+type R = Result<u64, Errno>;
+
+/// The system call entry (installed with `arch::set_syscall_handler`).
+pub fn dispatch(frame: &mut arch::UserFrame) {
+    let nr = frame.syscall_nr();
+    let a = frame.syscall_args();
+    let Some(p) = process::current() else {
+        frame.set_return(neg(Errno::ENOSYS));
+        return;
+    };
+    let r = match decode(nr) {
+        Some(s) => call(&p, s, a, frame),
+        None => {
+            report_unknown(nr, p.pid);
+            Err(Errno::ENOSYS)
+        }
+    };
+    drop(p);
+    frame.set_return(match r {
+        Ok(v) => v,
+        Err(e) => neg(e),
+    });
+}
+
+fn neg(e: Errno) -> u64 {
+    (-(e as i32 as i64)) as u64
+}
+
+fn efault<T>(r: Result<T, arch::EFault>) -> Result<T, Errno> {
+    r.map_err(|_| Errno::EFAULT)
+}
+
+/// Store 64-bit words (little-endian, as both arches) at a user address.
+fn put_words(addr: u64, words: &[u64]) -> Result<(), Errno> {
+    let mut b = Vec::with_capacity(words.len() * 8);
+    for w in words {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    efault(arch::copy_to_user(addr, &b))
+}
+
+fn get_u64s<const N: usize>(addr: u64) -> Result<[u64; N], Errno> {
+    let mut b = [0u8; 64];
+    efault(arch::copy_from_user(&mut b[..N * 8], addr))?;
+    let mut out = [0u64; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    }
+    Ok(out)
+}
+
+/// A NUL-terminated user string (at most 4095 bytes: ENAMETOOLONG).
+fn get_str(addr: u64) -> Result<String, Errno> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 64];
+    let mut a = addr;
+    loop {
+        // Read up to the next 64-byte boundary so we never cross into an
+        // unmapped page past the terminator.
+        let n = (64 - (a % 64)) as usize;
+        efault(arch::copy_from_user(&mut chunk[..n], a))?;
+        if let Some(z) = chunk[..n].iter().position(|&c| c == 0) {
+            out.extend_from_slice(&chunk[..z]);
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+        if out.len() >= 4096 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        a += n as u64;
+    }
+    String::from_utf8(out).map_err(|_| Errno::ENOENT)
+}
+
+fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
+    use Sys::*;
+    match s {
+        Read => sys_read(p, a[0], a[1], a[2]),
+        Write => sys_write(p, a[0], a[1], a[2]),
+        Readv | Writev => sys_rwv(p, s == Writev, a[0], a[1], a[2]),
+        Open => sys_openat(p, -100i64 as u64, a[0], a[1]),
+        Openat => sys_openat(p, a[0], a[1], a[2]),
+        Close => p.close(a[0]).map(|_| 0),
+        Fstat => {
+            let f = p.file(a[0])?;
+            write_stat(a[1], f.mode, f.size())
+        }
+        Newfstatat => {
+            let path = get_str(a[1])?;
+            if path.is_empty() && a[3] & 0x1000 != 0 {
+                let f = p.file(a[0])?;
+                return write_stat(a[2], f.mode, f.size());
+            }
+            let (mode, size) = vfs::stat_path(p, &path)?;
+            write_stat(a[2], mode, size)
+        }
+        Lseek => p.file(a[0])?.lseek(a[1] as i64, a[2]),
+        Mmap => {
+            if a[3] & mm::vma::uapi::MAP_ANONYMOUS == 0 {
+                // Only anonymous memory: a file descriptor is checked first.
+                p.file(a[4])?;
+                return Err(Errno::ENODEV);
+            }
+            let _np = sched::preempt_disable();
+            p.with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]))?
+        }
+        Munmap => {
+            let _np = sched::preempt_disable();
+            p.with_mm(|mm| mm.munmap(a[0], a[1]))?.map(|_| 0)
+        }
+        Mprotect => {
+            let _np = sched::preempt_disable();
+            p.with_mm(|mm| mm.mprotect(a[0], a[1], a[2]))?.map(|_| 0)
+        }
+        Madvise => {
+            let _np = sched::preempt_disable();
+            p.with_mm(|mm| mm.madvise(a[0], a[1], a[2]))?.map(|_| 0)
+        }
+        Mremap => sys_mremap(p, a),
+        Brk => {
+            let _np = sched::preempt_disable();
+            Ok(process::brk(p, a[0]))
+        }
+        Clone => {
+            const CLONE_VM: u64 = 0x100;
+            const CLONE_THREAD: u64 = 0x10000;
+            if a[0] & (CLONE_VM | CLONE_THREAD) != 0 {
+                return Err(Errno::EINVAL);
+            }
+            process::fork(p, frame).map(u64::from)
+        }
+        Fork | Vfork => process::fork(p, frame).map(u64::from),
+        Wait4 => sys_wait4(p, a[0] as i32 as i64, a[1], a[2], a[3]),
+        Exit | ExitGroup => process::exit_current(((a[0] & 0xff) << 8) as i32),
+        Getpid | Gettid => Ok(u64::from(p.pid)),
+        Getppid => Ok(u64::from(p.ppid.load(Ordering::Relaxed))),
+        SchedYield => {
+            sched::yield_now();
+            Ok(0)
+        }
+        Nanosleep => sys_nanosleep(a[0], a[1]),
+        ClockGettime => {
+            let ns = arch::now_ns();
+            match a[0] {
+                0..=7 => {}
+                _ => return Err(Errno::EINVAL),
+            }
+            put_words(a[1], &[ns / 1_000_000_000, ns % 1_000_000_000])?;
+            Ok(0)
+        }
+        Getrusage => {
+            let flt = match a[0] as i64 {
+                0 | 1 => p.minflt.load(Ordering::Relaxed),
+                -1 => p.child_minflt.load(Ordering::Relaxed),
+                _ => return Err(Errno::EINVAL),
+            };
+            let mut ru = [0u64; 18];
+            ru[8] = flt;
+            put_words(a[1], &ru)?;
+            Ok(0)
+        }
+        Uname => {
+            let mut u = [0u8; 65 * 6];
+            let fields = [
+                "Linux",
+                "mthp",
+                "6.12.0-mthp",
+                "#1 mthp",
+                arch::NAME,
+                "(none)",
+            ];
+            for (i, s) in fields.iter().enumerate() {
+                u[65 * i..65 * i + s.len()].copy_from_slice(s.as_bytes());
+            }
+            efault(arch::copy_to_user(a[0], &u))?;
+            Ok(0)
+        }
+        ArchPrctl => sys_arch_prctl(p, a[0], a[1]),
+        SetTidAddress => Ok(u64::from(p.pid)),
+        SetRobustList => {
+            if a[1] != 24 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(0)
+        }
+        Rseq => Err(Errno::ENOSYS),
+        RtSigaction => {
+            if a[0] == 0 || a[0] > 64 || a[3] != 8 {
+                return Err(Errno::EINVAL);
+            }
+            if a[2] != 0 {
+                put_words(a[2], &[0u64; 4])?;
+            }
+            Ok(0)
+        }
+        RtSigprocmask => {
+            if a[3] != 8 {
+                return Err(Errno::EINVAL);
+            }
+            if a[2] != 0 {
+                put_words(a[2], &[0])?;
+            }
+            Ok(0)
+        }
+        Prlimit64 => {
+            if a[0] != 0 && a[0] != u64::from(p.pid) {
+                return Err(Errno::ESRCH);
+            }
+            if a[1] >= 16 {
+                return Err(Errno::EINVAL);
+            }
+            if a[3] != 0 {
+                let v: [u64; 2] = match a[1] {
+                    3 => [8 << 20, u64::MAX], // RLIMIT_STACK
+                    7 => [1024, 4096],        // RLIMIT_NOFILE
+                    _ => [u64::MAX, u64::MAX],
+                };
+                put_words(a[3], &v)?;
+            }
+            Ok(0)
+        }
+        Getrandom => {
+            let len = a[1].min(1 << 16) as usize;
+            let mut buf = vec![0u8; len];
+            fill_random(&mut buf);
+            efault(arch::copy_to_user(a[0], &buf))?;
+            Ok(len as u64)
+        }
+        Ioctl => {
+            p.file(a[0])?;
+            Err(Errno::ENOTTY)
+        }
+        Mount => {
+            let fstype = if a[2] == 0 {
+                String::new()
+            } else {
+                get_str(a[2])?
+            };
+            match fstype.as_str() {
+                "sysfs" | "proc" | "debugfs" | "devtmpfs" => Ok(0),
+                _ => Err(Errno::ENODEV),
+            }
+        }
+        Reboot => {
+            if a[0] != 0xfee1_dead
+                || !matches!(a[1], 672_274_793 | 85_072_278 | 369_367_448 | 537_993_216)
+            {
+                return Err(Errno::EINVAL);
+            }
+            match a[2] {
+                0x4321_fedc | 0xcdef_0123 | 0x0123_4567 => {
+                    println!("reboot: power off requested by pid {}", p.pid);
+                    arch::exit(true);
+                }
+                _ => Err(Errno::EINVAL),
+            }
+        }
+        Kill => {
+            let pid = a[0] as i32;
+            if pid <= 0 || process::find(pid as u32).is_none() {
+                return Err(Errno::ESRCH);
+            }
+            if a[1] == 0 {
+                return Ok(0);
+            }
+            Err(Errno::EPERM)
+        }
+    }
+}
+
+fn sys_read(p: &Process, fd: u64, buf: u64, len: u64) -> R {
+    let f = p.file(fd)?;
+    let len = len.min(1 << 20) as usize;
+    if !f.readable {
+        return Err(Errno::EBADF);
+    }
+    let mut k = vec![0u8; len];
+    // Check the destination before consuming input.
+    if buf
+        .checked_add(len as u64)
+        .is_none_or(|e| e > arch::USER_TOP)
+    {
+        return Err(Errno::EFAULT);
+    }
+    let n = f.read(&mut k)?;
+    efault(arch::copy_to_user(buf, &k[..n]))?;
+    Ok(n as u64)
+}
+
+fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
+    let f = p.file(fd)?;
+    if !f.writable {
+        return Err(Errno::EBADF);
+    }
+    let len = len.min(1 << 20) as usize;
+    let mut k = vec![0u8; len];
+    efault(arch::copy_from_user(&mut k, buf))?;
+    f.write(&k).map(|n| n as u64)
+}
+
+fn sys_rwv(p: &Process, write: bool, fd: u64, iov: u64, cnt: u64) -> R {
+    if cnt > 1024 {
+        return Err(Errno::EINVAL);
+    }
+    let mut total = 0u64;
+    for i in 0..cnt {
+        let [base, len] = get_u64s::<2>(iov + 16 * i)?;
+        if len == 0 {
+            continue;
+        }
+        let n = if write {
+            sys_write(p, fd, base, len)?
+        } else {
+            sys_read(p, fd, base, len)?
+        };
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+fn sys_openat(p: &Process, dirfd: u64, path: u64, flags: u64) -> R {
+    let path = get_str(path)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if !path.starts_with('/') && dirfd as i32 != -100 {
+        p.file(dirfd)?;
+    }
+    let f = vfs::open(p, &path, flags)?;
+    p.add_file(Arc::new(f))
+}
+
+/// `struct stat` in each architecture's layout.
+fn write_stat(addr: u64, mode: u32, size: u64) -> R {
+    let mut st = [0u8; 144];
+    let put32 = |b: &mut [u8], o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 = |b: &mut [u8], o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    let len = if cfg!(target_arch = "x86_64") {
+        // dev, ino, nlink(8), mode(4), uid, gid, pad, rdev, size@48, blksize@56, blocks@64
+        put64(&mut st, 8, 1);
+        put64(&mut st, 16, 1);
+        put32(&mut st, 24, mode);
+        put64(&mut st, 48, size);
+        put64(&mut st, 56, 4096);
+        put64(&mut st, 64, size.div_ceil(512));
+        144
+    } else {
+        // dev, ino, mode(4)@16, nlink(4)@20, uid, gid, rdev@32, pad, size@48, blksize(4)@56, pad, blocks@64
+        put64(&mut st, 8, 1);
+        put32(&mut st, 16, mode);
+        put32(&mut st, 20, 1);
+        put64(&mut st, 48, size);
+        put32(&mut st, 56, 4096);
+        put64(&mut st, 64, size.div_ceil(512));
+        128
+    };
+    efault(arch::copy_to_user(addr, &st[..len]))?;
+    Ok(0)
+}
+
+fn sys_wait4(p: &Process, pid: i64, status: u64, options: u64, rusage: u64) -> R {
+    const WNOHANG: u64 = 1;
+    if options & !(WNOHANG | 2 | 8 | 0x4000_0000 | 0x8000_0000 | 0x2000_0000) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if pid == 0 || pid < -1 {
+        // Process groups: everyone is in one group here.
+    }
+    let pid = if pid <= 0 { -1 } else { pid };
+    match process::wait_child(p, pid, options & WNOHANG != 0)? {
+        None => Ok(0),
+        Some((cpid, st)) => {
+            if status != 0 {
+                efault(arch::copy_to_user(status, &st.to_le_bytes()))?;
+            }
+            if rusage != 0 {
+                put_words(rusage, &[0u64; 18])?;
+            }
+            Ok(u64::from(cpid))
+        }
+    }
+}
+
+fn sys_nanosleep(req: u64, _rem: u64) -> R {
+    let [sec, nsec] = get_u64s::<2>(req)?;
+    if (sec as i64) < 0 || nsec >= 1_000_000_000 {
+        return Err(Errno::EINVAL);
+    }
+    let ns = sec.saturating_mul(1_000_000_000).saturating_add(nsec);
+    let deadline = arch::now_ns().saturating_add(ns);
+    while arch::now_ns() < deadline {
+        let left = deadline - arch::now_ns();
+        sched::sleep_ms(left.div_ceil(1_000_000).max(1));
+    }
+    Ok(0)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn sys_arch_prctl(p: &Process, code: u64, addr: u64) -> R {
+    match code {
+        0x1002 => {
+            if addr >= arch::USER_TOP {
+                return Err(Errno::EPERM);
+            }
+            p.tls.store(addr, Ordering::Relaxed);
+            arch::set_user_tls(addr);
+            Ok(0)
+        }
+        0x1003 => {
+            put_words(addr, &[p.tls.load(Ordering::Relaxed)])?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn sys_arch_prctl(_p: &Process, _code: u64, _addr: u64) -> R {
+    Err(Errno::ENOSYS)
+}
+
+/// `mremap`: the argument rules are checked (EINVAL as Linux); moving or
+/// resizing pages needs `Mm` support that does not exist yet, so valid
+/// requests that change anything fail with ENOMEM ("cannot expand").
+fn sys_mremap(p: &Process, a: [u64; 6]) -> R {
+    const MAYMOVE: u64 = 1;
+    const FIXED: u64 = 2;
+    const DONTUNMAP: u64 = 4;
+    let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3]);
+    if flags & !(MAYMOVE | FIXED | DONTUNMAP) != 0
+        || old & 0xfff != 0
+        || (flags & FIXED != 0 && flags & MAYMOVE == 0)
+        || new_len == 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    let _np = sched::preempt_disable();
+    let mapped = p.with_mm(|mm| mm.vmas().find(old).is_some_and(|v| v.start <= old))?;
+    if !mapped {
+        return Err(Errno::EFAULT);
+    }
+    if old_len.next_multiple_of(4096) == new_len.next_multiple_of(4096) && flags & FIXED == 0 {
+        return Ok(old);
+    }
+    Err(Errno::ENOMEM)
+}
+
+static RNG: AtomicU64 = AtomicU64::new(0);
+
+/// Fill `buf` with pseudo-random bytes (xorshift, seeded from the clock;
+/// not cryptographic).
+pub fn fill_random(buf: &mut [u8]) {
+    let mut x = RNG.load(Ordering::Relaxed);
+    if x == 0 {
+        x = arch::now_ns() | 1;
+    }
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_add(arch::now_ns());
+        let b = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+    RNG.store(x | 1, Ordering::Relaxed);
+}

@@ -1,0 +1,388 @@
+//! The files user programs can open: `/dev/console` (and `/dev/null`), the
+//! initramfs (read-only), the THP sysfs tree
+//! (`/sys/kernel/mm/transparent_hugepage/**`, straight from the
+//! `mm::thp` registry), `/proc/{meminfo,vmstat,self/smaps,<pid>/smaps,
+//! self/maps}` and `/sys/kernel/debug/split_huge_pages`.
+//!
+//! Generated files are snapshots taken at `open` (as a sysfs/seq_file read
+//! from offset 0 would see them); every `write` to a sysfs knob is one store
+//! into the registry, with its errno.
+use crate::process::{self, Process};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use mm::errno::Errno;
+use mm::thp::THP;
+use mm::thp::registry::SYSFS_ROOT;
+use spin::Mutex;
+
+pub const O_ACCMODE: u64 = 3;
+pub const O_WRONLY: u64 = 1;
+pub const O_RDWR: u64 = 2;
+pub const O_CREAT: u64 = 0o100;
+
+const SPLIT_PATH: &str = "/sys/kernel/debug/split_huge_pages";
+
+/// What a descriptor refers to.
+#[derive(Debug)]
+pub enum Node {
+    Console,
+    Null,
+    /// Read-only bytes (an initramfs file).
+    Bytes(&'static [u8]),
+    /// A generated text file; `knob` is the registry path of a sysfs file.
+    Text {
+        data: Vec<u8>,
+        knob: Option<String>,
+    },
+    /// A directory (reads fail with EISDIR).
+    Dir,
+    SplitHugePages,
+}
+
+#[derive(Debug)]
+pub struct File {
+    pub node: Node,
+    pub pos: Mutex<u64>,
+    pub readable: bool,
+    pub writable: bool,
+    /// st_mode for fstat.
+    pub mode: u32,
+}
+
+impl File {
+    pub fn console() -> File {
+        File {
+            node: Node::Console,
+            pos: Mutex::new(0),
+            readable: true,
+            writable: true,
+            mode: 0o020620,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match &self.node {
+            Node::Bytes(b) => b.len() as u64,
+            Node::Text { data, .. } => data.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Read at the file position into `buf` (a kernel buffer).
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        if !self.readable {
+            return Err(Errno::EBADF);
+        }
+        let src: &[u8] = match &self.node {
+            Node::Console | Node::Null => return Ok(0),
+            Node::Bytes(b) => b,
+            Node::Text { data, .. } => data,
+            Node::Dir => return Err(Errno::EISDIR),
+            Node::SplitHugePages => return Err(Errno::EINVAL),
+        };
+        let mut pos = self.pos.lock();
+        let start = (*pos as usize).min(src.len());
+        let n = buf.len().min(src.len() - start);
+        buf[..n].copy_from_slice(&src[start..start + n]);
+        *pos += n as u64;
+        Ok(n)
+    }
+
+    /// Write `data` (a kernel copy of the user buffer).
+    pub fn write(&self, data: &[u8]) -> Result<usize, Errno> {
+        if !self.writable {
+            return Err(Errno::EBADF);
+        }
+        match &self.node {
+            Node::Console => {
+                console_bytes(data);
+                Ok(data.len())
+            }
+            Node::Null => Ok(data.len()),
+            Node::Text {
+                knob: Some(path), ..
+            } => {
+                let s = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+                THP.write(path, s)?;
+                Ok(data.len())
+            }
+            Node::SplitHugePages => split_huge_pages(data).map(|_| data.len()),
+            Node::Dir => Err(Errno::EISDIR),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    pub fn lseek(&self, off: i64, whence: u64) -> Result<u64, Errno> {
+        let mut pos = self.pos.lock();
+        let base = match whence {
+            0 => 0,
+            1 => *pos as i64,
+            2 => self.size() as i64,
+            _ => return Err(Errno::EINVAL),
+        };
+        if matches!(self.node, Node::Console) {
+            return Err(Errno::ESPIPE);
+        }
+        let new = base
+            .checked_add(off)
+            .filter(|&n| n >= 0)
+            .ok_or(Errno::EINVAL)?;
+        *pos = new as u64;
+        Ok(new as u64)
+    }
+}
+
+/// Resolve `path` (relative paths are taken from `/`), collapsing `.`,
+/// `..` and repeated slashes.
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut s = String::new();
+    for p in parts {
+        s.push('/');
+        s.push_str(p);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+fn text(data: String) -> Node {
+    Node::Text {
+        data: data.into_bytes(),
+        knob: None,
+    }
+}
+
+/// Open `path` with `flags` for process `me`.
+pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
+    let path = normalize(path);
+    let acc = flags & O_ACCMODE;
+    let wants_write = acc == O_WRONLY || acc == O_RDWR;
+    let readable = acc != O_WRONLY;
+    let mk = |node: Node, mode: u32| File {
+        node,
+        pos: Mutex::new(0),
+        readable,
+        writable: wants_write,
+        mode,
+    };
+    let dir_ok = |path: &str| -> Result<File, Errno> {
+        let _ = path;
+        if wants_write {
+            return Err(Errno::EISDIR);
+        }
+        Ok(mk(Node::Dir, 0o040755))
+    };
+    match path.as_str() {
+        "/dev/console" | "/dev/tty" => return Ok(mk(Node::Console, 0o020620)),
+        "/dev/null" => return Ok(mk(Node::Null, 0o020666)),
+        "/" | "/dev" | "/proc" | "/sys" | "/sys/kernel" | "/sys/kernel/mm"
+        | "/sys/kernel/debug" | "/proc/self" => return dir_ok(&path),
+        SPLIT_PATH => {
+            if !wants_write {
+                return Err(Errno::EACCES);
+            }
+            return Ok(mk(Node::SplitHugePages, 0o100200));
+        }
+        "/proc/meminfo" | "/proc/vmstat" => {
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            let data = if path == "/proc/meminfo" {
+                meminfo()
+            } else {
+                vmstat()
+            };
+            return Ok(mk(text(data), 0o100444));
+        }
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/proc/") {
+        let (who, file) = rest.split_once('/').ok_or(Errno::ENOENT)?;
+        let target = if who == "self" {
+            process::find(me.pid)
+        } else {
+            who.parse::<u32>().ok().and_then(process::find)
+        }
+        .ok_or(Errno::ENOENT)?;
+        if wants_write {
+            return Err(Errno::EACCES);
+        }
+        let data = match file {
+            "smaps" => smaps(&target, true)?,
+            "maps" => smaps(&target, false)?,
+            _ => return Err(Errno::ENOENT),
+        };
+        return Ok(mk(text(data), 0o100444));
+    }
+    if let Some(rest) = path.strip_prefix(SYSFS_ROOT) {
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return Err(Errno::ENOENT);
+        }
+        let rel = rest.trim_start_matches('/');
+        let info = THP.stat(rel)?;
+        if info.is_dir {
+            return dir_ok(rel);
+        }
+        if wants_write && info.mode & 0o200 == 0 {
+            return Err(Errno::EACCES);
+        }
+        let data = if readable {
+            THP.read(rel)?
+        } else {
+            String::new()
+        };
+        let node = Node::Text {
+            data: data.into_bytes(),
+            knob: Some(String::from(rel)),
+        };
+        return Ok(mk(node, 0o100000 | info.mode));
+    }
+    match crate::cpio::lookup(&path) {
+        Some(e) if e.is_dir() => dir_ok(&path),
+        Some(e) => {
+            if wants_write {
+                return Err(Errno::EROFS);
+            }
+            Ok(mk(Node::Bytes(e.data), e.mode))
+        }
+        None if flags & O_CREAT != 0 => Err(Errno::EROFS),
+        None => Err(Errno::ENOENT),
+    }
+}
+
+/// Whether `path` names something (for `newfstatat`): its mode and size.
+pub fn stat_path(me: &Process, path: &str) -> Result<(u32, u64), Errno> {
+    let f = open(me, path, 0).or_else(|e| {
+        if e == Errno::EACCES {
+            open(me, path, O_WRONLY)
+        } else {
+            Err(e)
+        }
+    })?;
+    Ok((f.mode, f.size()))
+}
+
+fn meminfo() -> String {
+    let st = crate::memory::buddy().stats();
+    let total = crate::memory::boot_ram_frames() * 4;
+    let free = st.free * 4;
+    let mut anon = 0;
+    let mut huge = 0;
+    for p in process::all() {
+        let _ = p.with_mm(|mm| {
+            anon += mm.anon_rss() * 4;
+            huge += mm.thpmaps().total().pmd_bytes >> 10;
+        });
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "MemTotal:       {:8} kB", total);
+    let _ = writeln!(s, "MemFree:        {:8} kB", free);
+    let _ = writeln!(s, "MemAvailable:   {:8} kB", free);
+    let _ = writeln!(s, "AnonPages:      {:8} kB", anon);
+    let _ = writeln!(s, "AnonHugePages:  {:8} kB", huge);
+    s
+}
+
+fn vmstat() -> String {
+    let st = crate::memory::buddy().stats();
+    let mut s = format!("nr_free_pages {}\n", st.free);
+    s.push_str(&THP.stats.vmstat());
+    s
+}
+
+/// `/proc/<pid>/smaps` (or `maps` when `detail` is false).
+fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
+    let rep = p.with_mm(|mm| mm.thpmaps())?;
+    let mut s = String::new();
+    for v in &rep.vmas {
+        let fl = v.flags.unwrap_or(mm::vma::VmFlags::empty());
+        use mm::vma::VmFlags as F;
+        let perm = |f: F, c: char| if fl.contains(f) { c } else { '-' };
+        let _ = writeln!(
+            s,
+            "{:08x}-{:08x} {}{}{}p 00000000 00:00 0 ",
+            v.start,
+            v.end,
+            perm(F::READ, 'r'),
+            perm(F::WRITE, 'w'),
+            perm(F::EXEC, 'x')
+        );
+        if !detail {
+            continue;
+        }
+        let kb = |b: u64| b >> 10;
+        let anon: u64 = v.anon_by_order.iter().sum();
+        let _ = writeln!(s, "Size:           {:8} kB", kb(v.end - v.start));
+        let _ = writeln!(s, "KernelPageSize:        4 kB");
+        let _ = writeln!(s, "MMUPageSize:           4 kB");
+        let _ = writeln!(s, "Rss:            {:8} kB", kb(v.mapped_bytes()));
+        let _ = writeln!(s, "Anonymous:      {:8} kB", kb(anon));
+        let _ = writeln!(s, "AnonHugePages:  {:8} kB", kb(v.pmd_bytes));
+        let _ = writeln!(s, "ContPTEMapped:  {:8} kB", kb(v.cont_bytes));
+        for (o, b) in v.anon_by_order.iter().enumerate() {
+            let _ = writeln!(s, "AnonOrder{}:     {:8} kB", o, kb(*b));
+        }
+        let _ = writeln!(s, "TlbEntries:     {:8}", v.entries);
+        let _ = writeln!(
+            s,
+            "THPeligible:    {:8}",
+            u8::from(!fl.contains(F::NOHUGEPAGE))
+        );
+        let _ = writeln!(s, "VmFlags: {:?}", fl);
+    }
+    Ok(s)
+}
+
+/// `/sys/kernel/debug/split_huge_pages`: Linux's `<pid>,0x<start>,0x<end>[,<order>]`.
+/// The format is checked as Linux does (EINVAL); the split itself is not
+/// in `mm` yet, so a well-formed request fails with EOPNOTSUPP.
+fn split_huge_pages(data: &[u8]) -> Result<(), Errno> {
+    let s = core::str::from_utf8(data)
+        .map_err(|_| Errno::EINVAL)?
+        .trim_end_matches('\n');
+    let f: Vec<&str> = s.split(',').collect();
+    if !(3..=4).contains(&f.len()) {
+        return Err(Errno::EINVAL);
+    }
+    let pid: u32 = f[0].trim().parse().map_err(|_| Errno::EINVAL)?;
+    let hex = |x: &str| {
+        let x = x.trim();
+        let h = x.strip_prefix("0x").ok_or(Errno::EINVAL)?;
+        u64::from_str_radix(h, 16).map_err(|_| Errno::EINVAL)
+    };
+    let (start, end) = (hex(f[1])?, hex(f[2])?);
+    let order: u32 = match f.get(3) {
+        Some(o) => o.trim().parse().map_err(|_| Errno::EINVAL)?,
+        None => 0,
+    };
+    if start >= end || order > 9 {
+        return Err(Errno::EINVAL);
+    }
+    if process::find(pid).is_none() {
+        return Err(Errno::ESRCH);
+    }
+    warn!(
+        "split_huge_pages: pid {} {:#x}-{:#x} order {}: splitting is not implemented yet",
+        pid, start, end, order
+    );
+    Err(Errno::EOPNOTSUPP)
+}
+
+/// User bytes to the console (invalid UTF-8 shown as U+FFFD).
+fn console_bytes(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    print!("{}", s);
+}

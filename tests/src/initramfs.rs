@@ -1,0 +1,105 @@
+//! Building the user programs and packing them into a newc cpio initramfs.
+use crate::qemu::{Arch, workspace_root};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The user programs packed at the root of the initramfs.
+pub const PROGRAMS: &[&str] = &["mthp-tests", "hello"];
+
+/// `cargo build` the user programs for `arch` and write
+/// `target/<target>/initramfs.cpio`; returns its path.
+pub fn build(arch: Arch) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "mthp-user",
+            "--release",
+            "--target",
+            arch.target(),
+        ])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the {} user programs failed", arch.name()));
+    }
+    let dir = root.join("target").join(arch.target()).join("release");
+    let mut files = Vec::new();
+    for p in PROGRAMS {
+        let data = std::fs::read(dir.join(p)).map_err(|e| format!("{p}: {e}"))?;
+        files.push((p.to_string(), 0o100755u32, data));
+    }
+    let out = root
+        .join("target")
+        .join(arch.target())
+        .join("initramfs.cpio");
+    std::fs::write(&out, newc(&files)).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// A newc ("070701") archive of `(name, mode, data)` entries plus the trailer.
+pub fn newc(files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ino = 1u32;
+    let mut entry = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]| {
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        ino += 1;
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    for (n, m, d) in files {
+        entry(&mut out, n, *m, d);
+    }
+    entry(&mut out, "TRAILER!!!", 0, &[]);
+    while out.len() % 512 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newc;
+
+    #[test]
+    fn newc_layout() {
+        let a = newc(&[("abc".into(), 0o100644, b"hello".to_vec())]);
+        assert_eq!(&a[..6], b"070701");
+        // filesize field (7th) and namesize (12th).
+        assert_eq!(&a[6 + 6 * 8..6 + 7 * 8], b"00000005");
+        assert_eq!(&a[6 + 11 * 8..6 + 12 * 8], b"00000004");
+        // name at 110, padded to 116, data after.
+        assert_eq!(&a[110..114], b"abc\0");
+        assert_eq!(&a[116..121], b"hello");
+        assert!(a.windows(10).any(|w| w == b"TRAILER!!!"));
+        assert_eq!(a.len() % 512, 0);
+    }
+}
