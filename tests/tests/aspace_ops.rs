@@ -306,6 +306,29 @@ fn teardown_and_report<A: PagingArch>() {
     });
 }
 
+/// Address spaces get distinct ASIDs and mm ids, recycled on exit; EAGAIN
+/// when the ASIDs run out.  `Mm` can be shared between CPUs.
+fn ids_recycled<A: PagingArch>() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<mm::aspace::Mm<'static, A>>();
+    send_sync::<mm::aspace::MmCtx<'static>>();
+    run_with::<A>(16 * MIB, 2, |env| {
+        let a = env.mm();
+        let b = env.mm();
+        assert_ne!(a.asid(), b.asid());
+        assert_ne!(a.id(), b.id());
+        assert!(matches!(
+            mm::aspace::Mm::<A>::new(env.ctx),
+            Err(Errno::EAGAIN)
+        ));
+        assert_eq!(a.fork().err(), Some(Errno::EAGAIN));
+        let asid = a.asid();
+        drop(a);
+        let c = env.mm();
+        assert_eq!(c.asid(), asid);
+    });
+}
+
 both_formats!(
     unmap_half_of_64k_folio,
     mprotect_one_page_in_block,
@@ -316,4 +339,5 @@ both_formats!(
     map_fixed_replaces,
     bad_arguments,
     teardown_and_report,
+    ids_recycled,
 );

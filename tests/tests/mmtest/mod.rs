@@ -41,13 +41,18 @@ pub struct Env<'a, A: PagingArch> {
 /// frame went back (free + the context's own frames = the baseline) and no
 /// page-table page is left.
 pub fn run<A: PagingArch>(ram: u64, f: impl FnOnce(&Env<'_, A>)) {
+    run_with(ram, mm::aspace::ctx::DEFAULT_MAX_ASID, f)
+}
+
+/// As [`run`], with ASIDs limited to `1..=max_asid`.
+pub fn run_with<A: PagingArch>(ram: u64, max_asid: u16, f: impl FnOnce(&Env<'_, A>)) {
     let mem = EmuMem::new(RAM_BASE, ram);
     let descs: Vec<FrameDesc> = (0..ram / K4).map(|_| FrameDesc::new()).collect();
     let buddy = BuddyAllocator::new(Memmap::new(&descs, RAM_BASE / K4), &mem, &SingleCpu);
     buddy.add_free_range(RAM_BASE, RAM_BASE + ram);
     let tlb = EmuTlb::new();
     let thp = Thp::new();
-    let ctx = MmCtx::new(&buddy, &tlb, &thp).unwrap();
+    let ctx = MmCtx::with_max_asid(&buddy, &tlb, &thp, max_asid).unwrap();
     let baseline = buddy.stats().free + ctx.frames_held();
     let env = Env {
         ctx: &ctx,
