@@ -3,8 +3,10 @@
 //!
 //! Each tick re-arms the comparator one period after the previous deadline
 //! (CNTV_CVAL += period), so the tick rate does not drift with interrupt
-//! latency; if the kernel fell more than a period behind, the next deadline
-//! is one period from now (missed ticks are dropped, not replayed).
+//! latency; if the interrupt came late by more than a period (a loaded
+//! host delays TCG's timer interrupts), the periods that passed are all
+//! counted and the next deadline is the next period boundary, so `ticks()`
+//! keeps the programmed rate against the clock.
 use crate::console::kprintln;
 use crate::gic;
 use crate::regs::{isb, read_sysreg, write_sysreg};
@@ -82,14 +84,13 @@ pub fn timer_init(hz: u32) {
 }
 
 fn tick() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
-    let period = PERIOD.load(Ordering::Relaxed);
-    let mut next = read_sysreg!("cntv_cval_el0") + period;
+    let period = PERIOD.load(Ordering::Relaxed).max(1);
+    let cval = read_sysreg!("cntv_cval_el0");
     let now = counter();
-    if next <= now {
-        next = now + period;
-    }
-    set_deadline(next);
+    // Periods elapsed since the deadline that fired, that one included.
+    let n = 1 + now.saturating_sub(cval) / period;
+    TICKS.fetch_add(n, Ordering::Relaxed);
+    set_deadline(cval + n * period);
 }
 
 /// IRQ entry from the vectors.
