@@ -2,6 +2,8 @@
  * aarch64 entry: QEMU `-M virt -kernel <elf>` jumps here at the *physical*
  * address of `_start` with the MMU and caches off, at EL1 (or EL2 with
  * `virtualization=on`).  x0 is 0 for ELF kernels: the DTB is at 0x4000_0000.
+ * Booted as a Linux `Image` (the objcopy'd binary, needed for `-initrd`),
+ * x0 holds the DTB's physical address.
  *
  * Steps, before any Rust runs:
  *   1. CPACR_EL1.FPEN = 0b11 (Rust code uses FP/SIMD registers);
@@ -34,6 +36,23 @@
 .global _start
 .type _start, %function
 _start:
+    /*
+     * The 64-byte arm64 Linux `Image` header, so the flat binary made with
+     * `llvm-objcopy -O binary` boots like a Linux kernel (QEMU then loads it
+     * at RAM base + text_offset = 0x4020_0000, passes the DTB address in
+     * x0 and fills /chosen linux,initrd-start/end for `-initrd`).  For ELF
+     * boots the first word simply branches over the header.
+     */
+    b       .Lreal_start                /* code0 */
+    .long   0                           /* code1 */
+    .quad   0x200000                    /* text_offset: KIMAGE_PHYS - RAM base */
+    .quad   __kernel_image_size         /* image_size, .bss included (linker.ld) */
+    .quad   0x2                         /* flags: little-endian, 4K pages */
+    .quad   0, 0, 0                     /* res2..res4 */
+    .ascii  "ARM\x64"                  /* magic */
+    .long   0                           /* res5 */
+.Lreal_start:
+    mov     x20, x0                     /* DTB address (0 for ELF boots) */
     mov     x9, #(3 << 20)
     msr     cpacr_el1, x9
     isb
@@ -182,6 +201,7 @@ _start:
     mov     x29, xzr
     mov     x30, xzr
     mov     x0, x19                 /* the EL we were entered at */
+    mov     x1, x20                 /* DTB physical address, or 0 */
     bl      arch_early_main
 .Lhang:
     wfe

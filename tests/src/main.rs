@@ -123,6 +123,15 @@ fn main() -> ExitCode {
             }
             spec.gdb = gdb;
             if initrd {
+                if arch == qemu::Arch::Aarch64 {
+                    match qemu::arm64_image(&spec.kernel) {
+                        Ok(k) => spec.kernel = k,
+                        Err(e) => {
+                            eprintln!("{e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
                 match initramfs::build(arch) {
                     Ok(p) => spec.initrd = Some(p),
                     Err(e) => {

@@ -58,7 +58,12 @@ impl Accel {
     /// `kvm` is honoured only when /dev/kvm can be opened; otherwise TCG.
     pub fn resolve(s: &str) -> Accel {
         if s == "kvm" {
-            if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
+            if std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_ok()
+            {
                 return Accel::Kvm;
             }
             eprintln!("note: /dev/kvm is not usable here; using TCG");
@@ -68,7 +73,10 @@ impl Accel {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// `cargo build` the kernel for `arch` with `profile` (ktest: optimised with
@@ -77,13 +85,26 @@ pub fn build_kernel(arch: Arch, profile: &str) -> Result<PathBuf, String> {
     let root = workspace_root();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["build", "--quiet", "-p", "kernel", "--target", arch.target(), "--profile", profile])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "kernel",
+            "--target",
+            arch.target(),
+            "--profile",
+            profile,
+        ])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!("building the {} kernel failed", arch.name()));
     }
-    Ok(root.join("target").join(arch.target()).join(profile).join("kernel"))
+    Ok(root
+        .join("target")
+        .join(arch.target())
+        .join(profile)
+        .join("kernel"))
 }
 
 pub struct RunSpec {
@@ -131,7 +152,15 @@ impl RunSpec {
                 c.args(["-M", &self.machine, "-cpu", "max", "-semihosting"]);
             }
         }
-        c.args(["-m", &self.mem, "-nodefaults", "-display", "none", "-serial", "stdio"]);
+        c.args([
+            "-m",
+            &self.mem,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ]);
         c.args(["-no-reboot", "-kernel"]).arg(&self.kernel);
         if !self.cmdline.is_empty() {
             c.args(["-append", &self.cmdline]);
@@ -171,11 +200,19 @@ pub struct Outcome {
 
 /// Boot `spec`, calling `on_line` for every console line as it arrives, and
 /// kill QEMU after `timeout`.
-pub fn boot(spec: &RunSpec, timeout: Duration, mut on_line: impl FnMut(&str)) -> Result<Outcome, String> {
+pub fn boot(
+    spec: &RunSpec,
+    timeout: Duration,
+    mut on_line: impl FnMut(&str),
+) -> Result<Outcome, String> {
     let mut cmd = spec.command();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", show(&cmd)))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", show(&cmd)))?;
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
@@ -183,7 +220,9 @@ pub fn boot(spec: &RunSpec, timeout: Duration, mut on_line: impl FnMut(&str)) ->
     let r1 = std::thread::spawn(move || {
         for l in BufReader::new(out).split(b'\n') {
             let Ok(l) = l else { break };
-            let s = String::from_utf8_lossy(&l).trim_end_matches('\r').to_string();
+            let s = String::from_utf8_lossy(&l)
+                .trim_end_matches('\r')
+                .to_string();
             if tx.send(s).is_err() {
                 break;
             }
@@ -233,5 +272,49 @@ pub fn boot(spec: &RunSpec, timeout: Duration, mut on_line: impl FnMut(&str)) ->
     }
     drop(r1);
     drop(r2);
-    Ok(Outcome { lines, status, elapsed: t0.elapsed() })
+    Ok(Outcome {
+        lines,
+        status,
+        elapsed: t0.elapsed(),
+    })
+}
+
+/// The arm64 kernel as a flat Linux `Image` (`llvm-objcopy -O binary`;
+/// the 64-byte Image header is at the start of `.text.boot`).  QEMU loads
+/// `-initrd` only for Image kernels, not for ELF ones.  Written next to the
+/// ELF as `kernel.img`; the ELF stays the file for GDB's symbols.
+pub fn arm64_image(elf: &Path) -> Result<PathBuf, String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    let host = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("rustc -vV: {e}"))?;
+    let host = String::from_utf8_lossy(&host.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into());
+    let objcopy = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-objcopy");
+    let out = elf.with_file_name("kernel.img");
+    let st = Command::new(&objcopy)
+        .args(["-O", "binary"])
+        .arg(elf)
+        .arg(&out)
+        .status()
+        .map_err(|e| {
+            format!(
+                "cannot run {} (rustup component add llvm-tools): {e}",
+                objcopy.display()
+            )
+        })?;
+    if !st.success() {
+        return Err(format!("{} failed", objcopy.display()));
+    }
+    Ok(out)
 }

@@ -183,6 +183,20 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         }
     };
     let _ = filter;
+    let kernel = if arch == Arch::Aarch64 {
+        match qemu::arm64_image(&kernel) {
+            Ok(k) => k,
+            Err(e) => {
+                println!("[{}/user] Image: FAILED: {e}", arch.name());
+                return Tally {
+                    passed: 0,
+                    failed: 1,
+                };
+            }
+        }
+    } else {
+        kernel
+    };
     let mut spec = RunSpec::new(arch, accel, kernel, "init=/mthp-tests");
     spec.initrd = Some(initrd);
     run_suite(arch, "user", &spec, Duration::from_secs(300))

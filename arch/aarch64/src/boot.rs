@@ -42,7 +42,7 @@ pub const fn device_va(pa: u64) -> u64 {
 const GICR_PER_CPU: u64 = 0x2_0000;
 
 #[unsafe(no_mangle)]
-extern "C" fn arch_early_main(entry_el: u64) -> ! {
+extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
     crate::exception::set_stack_limit(sym::stack_bottom());
     ENTRY_EL.store(entry_el, Ordering::Relaxed);
     kprintln!(
@@ -55,7 +55,8 @@ extern "C" fn arch_early_main(entry_el: u64) -> ! {
     // and it runs once; the reference is handed to `kernel_main` below.
     let info: &'static mut BootInfo = unsafe { &mut *p };
 
-    let Some(plat) = dt::parse(info) else {
+    let dtb_pa = if dtb_pa == 0 { dt::DTB_PA } else { dtb_pa };
+    let Some(plat) = dt::parse(info, dtb_pa) else {
         kprintln!("arch: cannot boot without a device tree");
         crate::exit(false);
     };

@@ -39,10 +39,11 @@ pub struct Platform {
 }
 
 /// Parse the DTB and fill `info` (RAM, command line, initrd, DTB reservation).
-/// Returns `None` if there is no valid DTB at `DTB_PA`.
-pub fn parse(info: &mut BootInfo) -> Option<Platform> {
-    let va = (DTB_PA + PHYS_OFFSET) as *const u8;
-    // SAFETY: the early direct map covers DTB_PA as Normal memory; the header
+/// Returns `None` if there is no valid DTB at `dtb_pa` (`DTB_PA` for ELF
+/// boots; x0 at entry for `Image` boots).
+pub fn parse(info: &mut BootInfo, dtb_pa: u64) -> Option<Platform> {
+    let va = (dtb_pa + PHYS_OFFSET) as *const u8;
+    // SAFETY: the early direct map covers the DTB (in RAM) as Normal memory; the header
     // is at least 8 bytes of RAM even if no DTB was loaded.
     let (magic, total) = unsafe {
         (
@@ -51,7 +52,7 @@ pub fn parse(info: &mut BootInfo) -> Option<Platform> {
         )
     };
     if magic != FDT_MAGIC {
-        kprintln!("arch: no DTB at {:#x} (magic {:#x})", DTB_PA, magic);
+        kprintln!("arch: no DTB at {:#x} (magic {:#x})", dtb_pa, magic);
         return None;
     }
     // SAFETY: the magic matched, so `total` bytes from `va` are the blob
@@ -64,7 +65,7 @@ pub fn parse(info: &mut BootInfo) -> Option<Platform> {
             return None;
         }
     };
-    let dtb = PhysRange::new(DTB_PA, DTB_PA + fdt.total_size() as u64);
+    let dtb = PhysRange::new(dtb_pa, dtb_pa + fdt.total_size() as u64);
     info.add_reserved(dtb, ReservedKind::DeviceTree);
 
     // Memory: every node with device_type = "memory" (there may be several).
