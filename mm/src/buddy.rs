@@ -675,34 +675,48 @@ impl<'a> BuddyAllocator<'a> {
     }
 
     /// Takes a block from `cpu`'s cache (refilling it by a batch from the
-    /// zone when empty) or, for uncached orders, from the zone.
-    #[inline]
+    /// zone when empty) or, for uncached orders, from the zone.  Only the
+    /// cache hit is inlined: the zone paths are out of line, so the hit
+    /// needs no callee-saved registers.
+    #[inline(always)]
     fn take_block(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
         let mm = &self.memmap;
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
             let idx = match p.pop(mm, mt, order) {
                 Some(i) => i,
-                None => {
-                    let mut z = self.zone.lock();
-                    let first = z.rmqueue(mm, order, mt)?;
-                    for _ in 1..pcp_batch(order) {
-                        match z.rmqueue(mm, order, mt) {
-                            Some(i) => _ = p.push(mm, mt, order, i),
-                            None => break,
-                        }
-                    }
-                    first
-                }
+                None => self.refill(&p, order, mt)?,
             };
             p.count_alloc(order);
             Some(idx)
         } else {
-            let mut z = self.zone.lock();
-            let idx = z.rmqueue(mm, order, mt)?;
-            z.direct_allocs[order as usize] += 1;
-            Some(idx)
+            self.take_direct(order, mt)
         }
+    }
+
+    /// The cache is empty: takes a block for the caller plus up to
+    /// `batch - 1` more for the cache, in one zone-lock hold.
+    #[inline(never)]
+    fn refill(&self, p: &PcpLists, order: u32, mt: usize) -> Option<u32> {
+        let mm = &self.memmap;
+        let mut z = self.zone.lock();
+        let first = z.rmqueue(mm, order, mt)?;
+        for _ in 1..pcp_batch(order) {
+            match z.rmqueue(mm, order, mt) {
+                Some(i) => _ = p.push(mm, mt, order, i),
+                None => break,
+            }
+        }
+        Some(first)
+    }
+
+    /// An uncached order (or CPU): straight from the zone.
+    #[inline(never)]
+    fn take_direct(&self, order: u32, mt: usize) -> Option<u32> {
+        let mut z = self.zone.lock();
+        let idx = z.rmqueue(&self.memmap, order, mt)?;
+        z.direct_allocs[order as usize] += 1;
+        Some(idx)
     }
 
     /// Turns the free block at `idx` into a folio: checks the poison, writes
@@ -712,9 +726,8 @@ impl<'a> BuddyAllocator<'a> {
     fn prep_new_folio(&self, idx: u32, order: u32, flags: AllocFlags, mt: usize) -> Folio<'_> {
         let mm = &self.memmap;
         let head = mm.at(idx);
-        let check = self.poison_seen.load(Relaxed);
-        if check && head.flags.load(Relaxed) & POISONED != 0 {
-            self.verify_poison(idx);
+        if self.poison_seen.load(Relaxed) {
+            self.check_poison(idx, order);
         }
         let mut pf = PageFlags::empty();
         if order > 0 {
@@ -733,20 +746,26 @@ impl<'a> BuddyAllocator<'a> {
         // The links are left as the free lists left them: they only mean
         // something while `DEFERRED_SPLIT` is set, and `FolioList` writes
         // both when it queues the folio.
-        if check {
-            for (off, d) in (1u32..).zip(mm.range(idx + 1, (1 << order) - 1)) {
-                if d.flags.load(Relaxed) & POISONED != 0 {
-                    self.verify_poison(idx + off);
-                    // The folio's user will overwrite the poison.
-                    d.set_fresh(word(FrameState::Body, 0, 0));
-                }
-            }
-        }
         if flags.contains(AllocFlags::ZERO) {
             self.phys
                 .zero(mm.pfn_of(idx) << PAGE_SHIFT, PAGE_SIZE << order);
         }
         Folio::from_head(self, idx)
+    }
+
+    /// Verifies the poison of every frame of the block at `idx` that carries
+    /// the mark, and clears the tails' marks (the folio's user will
+    /// overwrite the poison; the head's word is rewritten anyway).
+    #[cold]
+    fn check_poison(&self, idx: u32, order: u32) {
+        for (off, d) in (0u32..).zip(self.memmap.range(idx, 1 << order)) {
+            if d.flags.load(Relaxed) & POISONED != 0 {
+                self.verify_poison(idx + off);
+                if off > 0 {
+                    d.set_fresh(word(FrameState::Body, 0, 0));
+                }
+            }
+        }
     }
 
     /// Panics if the frame at `idx` no longer holds the free poison: someone
@@ -840,45 +859,74 @@ impl<'a> BuddyAllocator<'a> {
     }
 
     /// The folio at `idx` lost its last reference: check it, poison it and
-    /// return it to a cache or the zone.
+    /// return it to a cache or the zone.  The common case (release build,
+    /// no poisoning, no anon-exclusive tails) reads the head's word once and
+    /// goes straight to the cache; everything else is out of line.
+    #[inline]
     pub(crate) fn release_folio(&self, idx: u32) {
-        let mm = &self.memmap;
-        let d = mm.at(idx);
-        let w = d.flags.load(Relaxed);
+        let w = self.memmap.at(idx).flags.load(Relaxed);
+        let never = (PageFlags::RESERVED | PageFlags::ZERO_PAGE).bits();
+        if FrameState::from_word(w) != FrameState::Head || w & never != 0 {
+            self.bad_release(idx, w);
+        }
+        if cfg!(debug_assertions) {
+            self.check_release(idx, w);
+        }
+        if cfg!(debug_assertions) || w & TAILS_AE != 0 || self.poison.load(Relaxed) {
+            self.scrub(idx, w);
+        }
+        self.free_block(idx, order_of(w));
+    }
+
+    #[cold]
+    #[track_caller]
+    fn bad_release(&self, idx: u32, w: u32) -> ! {
         if FrameState::from_word(w) != FrameState::Head {
             self.bad_free(
                 idx,
                 format_args!("freeing something that is not a folio head"),
             );
         }
-        let order = order_of(w);
-        let n = 1u32 << order;
+        self.bad_free(idx, format_args!("freeing a reserved or zero folio"))
+    }
+
+    /// Debug builds: the folio must be unmapped, unqueued, unlocked, and its
+    /// tails plain `Body` frames.
+    #[inline(never)]
+    fn check_release(&self, idx: u32, w: u32) {
+        let mm = &self.memmap;
+        let d = mm.at(idx);
         let pf = PageFlags::from_bits_truncate(w);
-        if pf.intersects(PageFlags::RESERVED | PageFlags::ZERO_PAGE) {
-            self.bad_free(idx, format_args!("freeing a reserved or zero folio"));
+        let order = order_of(w);
+        if d.mapcount.load(Relaxed) != 0 || d.entire_mapcount.load(Relaxed) != 0 {
+            self.bad_free(idx, format_args!("freeing a folio that is still mapped"));
         }
-        if cfg!(debug_assertions) {
-            if d.mapcount.load(Relaxed) != 0 || d.entire_mapcount.load(Relaxed) != 0 {
-                self.bad_free(idx, format_args!("freeing a folio that is still mapped"));
-            }
-            if pf.contains(PageFlags::DEFERRED_SPLIT) {
+        if pf.contains(PageFlags::DEFERRED_SPLIT) {
+            self.bad_free(
+                idx,
+                format_args!("freeing a folio on a deferred-split queue"),
+            );
+        }
+        if pf.contains(PageFlags::LOCKED) {
+            self.bad_free(idx, format_args!("freeing a locked folio"));
+        }
+        for i in idx + 1..idx + (1 << order) {
+            if mm.at(i).state() != FrameState::Body {
                 self.bad_free(
-                    idx,
-                    format_args!("freeing a folio on a deferred-split queue"),
+                    i,
+                    format_args!("corrupt tail of folio {:#x} order {order}", mm.pfn_of(idx)),
                 );
             }
-            if pf.contains(PageFlags::LOCKED) {
-                self.bad_free(idx, format_args!("freeing a locked folio"));
-            }
-            for i in idx + 1..idx + n {
-                if mm.at(i).state() != FrameState::Body {
-                    self.bad_free(
-                        i,
-                        format_args!("corrupt tail of folio {:#x} order {order}", mm.pfn_of(idx)),
-                    );
-                }
-            }
         }
+    }
+
+    /// Poisons the freed folio's memory and marks its frames, or (without
+    /// poisoning) clears the anon-exclusive bits its user left on tails.
+    #[inline(never)]
+    fn scrub(&self, idx: u32, w: u32) {
+        let mm = &self.memmap;
+        let order = order_of(w);
+        let n = 1u32 << order;
         let poison = self.poison.load(Relaxed);
         if poison {
             self.phys.fill(
@@ -894,14 +942,13 @@ impl<'a> BuddyAllocator<'a> {
             for d in mm.range(idx, n) {
                 d.set_fresh(word(FrameState::Body, 0, extra));
             }
-        } else if w & TAILS_AE != 0 {
+        } else {
             // Tails stay `Body` for the next user, but without the
             // anon-exclusive bits this folio's user left on them.
             for d in mm.range(idx + 1, n - 1) {
                 d.set_fresh(word(FrameState::Body, 0, 0));
             }
         }
-        self.free_block(idx, order);
     }
 
     /// Puts a free block on the running CPU's cache (draining a batch when
@@ -914,16 +961,24 @@ impl<'a> BuddyAllocator<'a> {
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
             if p.push(mm, mt, order, idx) > pcp_high(order) {
-                let mut z = self.zone.lock();
-                for _ in 0..pcp_batch(order) {
-                    match p.pop(mm, mt, order) {
-                        Some(i) => z.free_block(mm, i, order),
-                        None => break,
-                    }
-                }
+                self.drain_batch(&p, mt, order);
             }
         } else {
             self.zone.lock().free_block(mm, idx, order);
+        }
+    }
+
+    /// A cache list went over its high mark: returns `batch` blocks to the
+    /// zone in one lock hold.
+    #[inline(never)]
+    fn drain_batch(&self, p: &PcpLists, mt: usize, order: u32) {
+        let mm = &self.memmap;
+        let mut z = self.zone.lock();
+        for _ in 0..pcp_batch(order) {
+            match p.pop(mm, mt, order) {
+                Some(i) => z.free_block(mm, i, order),
+                None => break,
+            }
         }
     }
 
