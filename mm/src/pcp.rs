@@ -10,8 +10,14 @@
 //!
 //! A cache is sized in pages, not blocks, so high orders cannot hoard much:
 //! at most [`PCP_HIGH_PAGES`] pages (1 MiB) per order and type, but always
-//! room for one block, so one 2 MiB block per type can stay hot.  Refill and
-//! drain move a quarter of that (`batch`) under a single zone-lock hold.
+//! room for [`PCP_MIN_HIGH`] blocks (four 2 MiB blocks per type at the PMD
+//! order).  Refill and drain move a quarter of that (`batch`, at least two
+//! blocks, as in Linux) under a single zone-lock hold.  The floor matters
+//! for mTHP: with room for one block, a CPU that allocates and frees 2 MiB
+//! folios in random order went to the zone (lock, merge, split) on almost
+//! every operation; with four blocks and batches of two, the cache absorbs
+//! most of that churn, at the cost of up to 8 MiB per type and CPU held
+//! back (returned whenever an allocation would otherwise fail).
 //!
 //! # Exclusion
 //! A CPU's cache has no lock: only its own CPU uses it, with interrupts
@@ -45,18 +51,21 @@ pub const PCP_HIGH_PAGES: u32 = 256;
 /// Number of mobility types (unmovable, movable).
 pub(crate) const NR_MT: usize = 2;
 
+/// Fewest blocks a cache list may hold, whatever the order.
+pub const PCP_MIN_HIGH: u32 = 4;
+
 /// Blocks a list may hold before a free drains `batch` of them.
 #[inline]
 pub const fn pcp_high(order: u32) -> u32 {
     let b = PCP_HIGH_PAGES >> order;
-    if b == 0 { 1 } else { b }
+    if b < PCP_MIN_HIGH { PCP_MIN_HIGH } else { b }
 }
 
 /// Blocks moved per refill or drain.
 #[inline]
 pub const fn pcp_batch(order: u32) -> u32 {
     let b = pcp_high(order) / 4;
-    if b == 0 { 1 } else { b }
+    if b < 2 { 2 } else { b }
 }
 
 /// What the allocator needs from the CPU layer.
