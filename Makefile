@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean
 
 all: build
 
@@ -32,7 +32,20 @@ build:
 run: deps
 	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --release --cmdline "$(CMDLINE)"
 
-## Host unit tests plus both kernels' self-tests; last line "N passed, N failed".
+## The user programs (tests/user) for ARCH; the runner packs them into
+## target/<target>/initramfs.cpio.  The x86_64 ones also run on a Linux host:
+## ./target/x86_64-unknown-none/release/mthp-tests
+user:
+	$(CARGO) build -p mthp-user --release --target $(ARCH)-unknown-none
+
+## Boot ARCH with the initramfs and init=/mthp-tests (or INIT=/path).
+INIT ?= /mthp-tests
+CMDLINE_EXTRA ?=
+run-user: deps
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --initrd --cmdline "init=$(INIT) $(CMDLINE_EXTRA)"
+
+## Host unit tests, both kernels' self-tests, then the user-space suite on
+## both arches; last line "N passed, N failed".
 test: deps
 	$(RUNNER) test --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
 
@@ -46,6 +59,12 @@ test-kernel: deps
 debug: deps
 	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --gdb --cmdline "$(CMDLINE)"
 
+## A long random-operation storm with a fresh seed (printed; replay with SEED=).
+SEED ?= $(shell date +%s)
+OPS  ?= 1000000
+soak: deps
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --cmdline "storm=$(SEED),$(OPS)"
+
 bench-alloc:
 	$(CARGO) run --release -p mm --example bench_alloc
 
@@ -56,6 +75,8 @@ clippy:
 	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets
 	$(CARGO) clippy -p kernel --target x86_64-unknown-none
 	$(CARGO) clippy -p kernel --target aarch64-unknown-none
+	$(CARGO) clippy -p mthp-user --release --target x86_64-unknown-none
+	$(CARGO) clippy -p mthp-user --release --target aarch64-unknown-none
 
 clean:
 	$(CARGO) clean

@@ -25,6 +25,7 @@ mod physmem;
 mod process;
 mod sched;
 mod selftest;
+mod storm;
 mod syscall;
 mod thread;
 mod uspace;
@@ -66,6 +67,28 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
         let (p, f) = selftest::run(filter);
         println!("{} passed, {} failed", p, f);
         ok = f == 0;
+    }
+    if let Some(v) = cmdline::value("storm") {
+        // Reported as one more test line so the runner counts it.
+        let (mut p, mut f) = selftest::summary();
+        match storm::parse(v) {
+            Some((seed, ops)) => match storm::run(seed, ops) {
+                Ok(()) => {
+                    println!("test storm(seed={:#x},ops={}) ... ok", seed, ops);
+                    p += 1;
+                }
+                Err(why) => {
+                    println!("test storm(seed={:#x},ops={}) ... FAILED: {}", seed, ops, why);
+                    f += 1;
+                }
+            },
+            None => {
+                println!("test storm ... FAILED: storm=<seed>,<ops> expected, got '{}'", v);
+                f += 1;
+            }
+        }
+        println!("{} passed, {} failed", p, f);
+        ok &= f == 0;
     }
     if cmdline::has("demo") {
         ok &= demo::run();

@@ -1,0 +1,348 @@
+//! A seeded, reproducible random operation storm over several address
+//! spaces on the real page tables (`storm=<seed>,<ops>` on the command line).
+//!
+//! Every page's expected contents and protection are tracked in a model; each
+//! operation is applied to both, and reads are checked against the model.
+//! Knob settings change randomly along the way, and the invariant checker runs
+//! every `CHECK_EVERY` operations and at the end.  After the storm every
+//! address space is torn down and free frames must be back at the baseline.
+//!
+//! A failure prints the seed, the operation number and the operation, so
+//! `storm=<seed>,<n>` replays it exactly (the storm is deterministic: one CPU,
+//! and nothing else allocates while it runs).
+use crate::memory::buddy;
+use crate::uspace::{self, UserMm, read_u64, write_u64};
+use crate::{arch, println};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use mm::errno::Errno;
+use mm::thp::{GlobalMode, OrderMode, THP};
+use mm::vma::uapi::*;
+
+const PAGE: u64 = 4096;
+const MAX_PROCS: usize = 4;
+/// Pages one process may have mapped (bounds memory use: 32 MiB).
+const MAX_PAGES: usize = 8192;
+const CHECK_EVERY: u64 = 2000;
+
+/// xorshift64*: small, fast, and the same sequence on every arch.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct PageModel {
+    /// Expected value of the word at offset 16 (0 until written).
+    val: u64,
+    prot: u64,
+}
+
+struct Proc {
+    mm: Arc<UserMm>,
+    /// Every mapped page, by address.
+    pages: BTreeMap<u64, PageModel>,
+}
+
+struct Storm {
+    rng: Rng,
+    procs: Vec<Proc>,
+    seed: u64,
+    op: u64,
+}
+
+fn e(x: Errno) -> String {
+    String::from(x.name())
+}
+
+impl Storm {
+    fn activate(&self, i: usize) {
+        uspace::activate(&self.procs[i].mm);
+    }
+
+    fn random_range(&mut self, i: usize) -> Option<(u64, u64)> {
+        let p = &self.procs[i];
+        if p.pages.is_empty() {
+            return None;
+        }
+        let k = self.rng.below(p.pages.len() as u64) as usize;
+        let start = *p.pages.keys().nth(k)?;
+        let span = if self.rng.chance(20) { 600 } else { 40 };
+        let npages = 1 + self.rng.below(span);
+        Some((start, npages * PAGE))
+    }
+
+    fn step(&mut self) -> Result<String, String> {
+        if self.procs.is_empty() {
+            return self.spawn();
+        }
+        let i = self.rng.below(self.procs.len() as u64) as usize;
+        let r = self.rng.below(1000);
+        match r {
+            0..=79 => self.mmap(i),
+            80..=139 => self.munmap(i),
+            140..=189 => self.mprotect(i),
+            190..=229 => self.madvise(i),
+            230..=244 => self.fork(i),
+            245..=254 => self.exit(i),
+            255..=269 => self.knobs(),
+            270..=629 => self.write(i),
+            _ => self.verify(i),
+        }
+    }
+
+    fn spawn(&mut self) -> Result<String, String> {
+        let mm = uspace::new_mm().map_err(e)?;
+        self.procs.push(Proc { mm, pages: BTreeMap::new() });
+        Ok(String::from("new process"))
+    }
+
+    fn mmap(&mut self, i: usize) -> Result<String, String> {
+        if self.procs[i].pages.len() >= MAX_PAGES {
+            return self.munmap(i);
+        }
+        let npages = match self.rng.below(4) {
+            0 => 1 + self.rng.below(16),
+            1 => 16 * (1 + self.rng.below(8)),
+            2 => 512 * (1 + self.rng.below(2)),
+            _ => 1 + self.rng.below(700),
+        };
+        let len = npages * PAGE;
+        let prot = if self.rng.chance(85) { PROT_READ | PROT_WRITE } else { PROT_READ };
+        let mut flags = MAP_PRIVATE | MAP_ANONYMOUS;
+        if self.rng.chance(10) {
+            flags |= MAP_POPULATE;
+        }
+        let va = self.procs[i].mm.mmap(0, len, prot, flags).map_err(e)?;
+        let p = &mut self.procs[i];
+        for pg in (va..va + len).step_by(PAGE as usize) {
+            if p.pages.insert(pg, PageModel { val: 0, prot }).is_some() {
+                return Err(format!("mmap returned {va:#x}+{len:#x}, overlapping a live page {pg:#x}"));
+            }
+        }
+        Ok(format!("p{i} mmap {va:#x} +{len:#x} prot {prot}"))
+    }
+
+    fn munmap(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        self.procs[i].mm.munmap(va, len).map_err(e)?;
+        let p = &mut self.procs[i];
+        let gone: Vec<u64> = p.pages.range(va..va + len).map(|(k, _)| *k).collect();
+        for k in gone {
+            p.pages.remove(&k);
+        }
+        Ok(format!("p{i} munmap {va:#x} +{len:#x}"))
+    }
+
+    fn mprotect(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let prots = [PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE];
+        let prot = prots[self.rng.below(3) as usize];
+        let p = &mut self.procs[i];
+        let full = (va..va + len).step_by(PAGE as usize).all(|pg| p.pages.contains_key(&pg));
+        let r = p.mm.mprotect(va, len, prot);
+        // Linux changes the mapped parts, then reports ENOMEM for a hole.
+        match (r, full) {
+            (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
+            (r, _) => return Err(format!("mprotect {va:#x}+{len:#x} gave {r:?} (range fully mapped: {full})")),
+        }
+        // Linux stops at the first hole: pages after it keep their rights.
+        let mut expect = va;
+        for (pg, m) in p.pages.range_mut(va..va + len) {
+            if *pg != expect {
+                break;
+            }
+            m.prot = prot;
+            expect += PAGE;
+        }
+        Ok(format!("p{i} mprotect {va:#x} +{len:#x} {prot}"))
+    }
+
+    fn madvise(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let advices = [MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE];
+        let advice = advices[self.rng.below(3) as usize];
+        let p = &mut self.procs[i];
+        let full = (va..va + len).step_by(PAGE as usize).all(|pg| p.pages.contains_key(&pg));
+        let r = p.mm.madvise(va, len, advice);
+        match (r, full) {
+            (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
+            (r, _) => return Err(format!("madvise {va:#x}+{len:#x} {advice} gave {r:?} (fully mapped: {full})")),
+        }
+        if advice == MADV_DONTNEED {
+            for (_, m) in p.pages.range_mut(va..va + len) {
+                m.val = 0;
+            }
+        }
+        Ok(format!("p{i} madvise {va:#x} +{len:#x} {advice}"))
+    }
+
+    fn fork(&mut self, i: usize) -> Result<String, String> {
+        if self.procs.len() >= MAX_PROCS {
+            return self.exit(i);
+        }
+        let child = self.procs[i].mm.fork().map_err(e)?;
+        let mm = uspace::register(child).map_err(e)?;
+        let pages = self.procs[i].pages.clone();
+        self.procs.push(Proc { mm, pages });
+        Ok(format!("p{i} fork -> p{}", self.procs.len() - 1))
+    }
+
+    fn exit(&mut self, i: usize) -> Result<String, String> {
+        let p = self.procs.swap_remove(i);
+        if !uspace::release(p.mm) {
+            return Err(String::from("exit: address space still referenced"));
+        }
+        Ok(format!("p{i} exit"))
+    }
+
+    fn knobs(&mut self) -> Result<String, String> {
+        let order = 2 + self.rng.below(8) as u32;
+        let modes = [OrderMode::Always, OrderMode::Never, OrderMode::Madvise, OrderMode::Inherit];
+        let mode = modes[self.rng.below(4) as usize];
+        THP.config.set_order_mode(order, mode);
+        if self.rng.chance(10) {
+            let gs = [GlobalMode::Always, GlobalMode::Madvise, GlobalMode::Never];
+            let g = gs[self.rng.below(3) as usize];
+            THP.config.set_global_mode(g);
+        }
+        if self.rng.chance(10) {
+            let on = self.rng.chance(50);
+            THP.config.set_use_zero_page(on);
+        }
+        Ok(format!("knob order {order} -> {mode:?}"))
+    }
+
+    fn write(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        self.activate(i);
+        let p = &mut self.procs[i];
+        let mut n = 0;
+        for pg in (va..va + len).step_by(PAGE as usize) {
+            let Some(m) = p.pages.get_mut(&pg) else { continue };
+            let v = self.rng.next() | 1;
+            let r = write_u64(pg + 16, v);
+            if m.prot & PROT_WRITE != 0 {
+                r.map_err(|x| format!("write {pg:#x} (prot {}) failed: {}", m.prot, x.name()))?;
+                m.val = v;
+                n += 1;
+            } else if r.is_ok() {
+                let t = arch::kernel_translate(pg);
+                let vma = p.mm.vmas().find(pg).map(|v| format!("{:#x}-{:#x} {:?}", v.start, v.end, v.flags));
+                return Err(format!(
+                    "write to {pg:#x} with prot {} succeeded (live PTE {:?}, VMA {:?})",
+                    m.prot, t, vma
+                ));
+            }
+        }
+        Ok(format!("p{i} write {va:#x} +{len:#x} ({n} pages)"))
+    }
+
+    fn verify(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        self.activate(i);
+        let p = &self.procs[i];
+        for (pg, m) in p.pages.range(va..va + len) {
+            let r = read_u64(pg + 16);
+            if m.prot & PROT_READ != 0 {
+                let got = r.map_err(|x| format!("read {pg:#x} failed: {}", x.name()))?;
+                if got != m.val {
+                    return Err(format!("p{i} page {pg:#x}: read {got:#x}, expected {:#x}", m.val));
+                }
+            } else if r.is_ok() {
+                return Err(format!("read of PROT_NONE page {pg:#x} succeeded"));
+            }
+        }
+        Ok(format!("p{i} verify {va:#x} +{len:#x}"))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mms: Vec<&UserMm> = self.procs.iter().map(|p| &*p.mm).collect();
+        mm::aspace::check_invariants(&mms)
+    }
+}
+
+/// Run `ops` operations from `seed`.  Prints progress; returns Err with the
+/// failing operation (and the seed) on the first problem.
+pub fn run(seed: u64, ops: u64) -> Result<(), String> {
+    let saved = (THP.config.order_modes(), THP.config.global_mode(), THP.config.use_zero_page());
+    buddy().drain_all();
+    let base = buddy().stats().free + uspace::ctx().frames_held();
+    println!("storm: seed {seed}, {ops} operations, invariants every {CHECK_EVERY}");
+    let mut s = Storm { rng: Rng(seed | 1), procs: Vec::new(), seed, op: 0 };
+    let t0 = arch::now_ns();
+    let mut last = String::new();
+    let trace = crate::cmdline::has("storm_trace");
+    let mut result = Ok(());
+    while s.op < ops {
+        s.op += 1;
+        match s.step() {
+            Ok(d) => {
+                if trace {
+                    println!("storm op {}: {}", s.op, d);
+                }
+                last = d
+            }
+            Err(why) => {
+                result = Err(format!("storm seed {} op {}: {} (previous op: {})", s.seed, s.op, why, last));
+                break;
+            }
+        }
+        if s.op % CHECK_EVERY == 0 {
+            if let Err(why) = s.check() {
+                result = Err(format!("storm seed {} op {}: invariant broken after '{}': {}", s.seed, s.op, last, why));
+                break;
+            }
+        }
+        if s.op % (ops / 10).max(1) == 0 {
+            println!("storm: {} / {} ops, {} processes, {} ms", s.op, ops, s.procs.len(), (arch::now_ns() - t0) / 1_000_000);
+        }
+    }
+    if result.is_ok() {
+        result = s.check().map_err(|why| format!("storm seed {} final invariant check: {}", s.seed, why));
+    }
+    for p in s.procs.drain(..) {
+        uspace::release(p.mm);
+    }
+    uspace::deactivate();
+    THP.config.set_all_order_modes(&saved.0);
+    THP.config.set_global_mode(saved.1);
+    THP.config.set_use_zero_page(saved.2);
+    buddy().drain_all();
+    let now = buddy().stats().free + uspace::ctx().frames_held();
+    if result.is_ok() && now != base {
+        result = Err(format!("storm seed {seed}: {} frames leaked ({} free vs {} before)", base as i64 - now as i64, now, base));
+    }
+    result
+}
+
+/// Parse `storm=<seed>,<ops>`.
+pub fn parse(v: &str) -> Option<(u64, u64)> {
+    let (a, b) = v.split_once(',')?;
+    let seed = if let Some(h) = a.strip_prefix("0x") { u64::from_str_radix(h, 16).ok()? } else { a.parse().ok()? };
+    Some((seed, b.parse().ok()?))
+}
+
+ktest::ktest! {
+    /// A short storm (the long ones run as their own boot: `storm=<seed>,<ops>`).
+    fn short_storm() {
+        run(0x5eed, 3000)
+    }
+}
