@@ -11,7 +11,7 @@
 //! `Free` + order), so splitting and merging touch O(1) descriptors.  The
 //! same holds for allocated folios: only the head is written when a folio is
 //! handed out or freed, and the other frames keep the `Body` state they had
-//! while free (see [`Memmap::head_of`] for how a tail finds its head), so a
+//! while free (see `Memmap::head_of` for how a tail finds its head), so a
 //! 2 MiB folio costs no more descriptor traffic than a 4 KiB one.
 //!
 //! # Mobility grouping
@@ -1026,7 +1026,8 @@ impl<'a> BuddyAllocator<'a> {
 
     /// The allocated folio containing `pfn`, or `None` if `pfn` is not part
     /// of one.  The answer is only stable while the caller holds a reference
-    /// to the folio (e.g. through a mapping it has locked).
+    /// to the folio (e.g. through a mapping it has locked).  O(1): at most
+    /// ten descriptor reads for a tail (see `Memmap::head_of`).
     pub fn folio_from_pfn(&self, pfn: u64) -> Option<Folio<'_>> {
         let mm = &self.memmap;
         if !mm.contains(pfn) {

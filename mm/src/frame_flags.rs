@@ -6,7 +6,7 @@
 //! |--------|----------------------------------------------------------------|
 //! | 0..3   | [`FrameState`]: what the frame is right now                    |
 //! | 3..7   | order of the block/folio (valid for `Free`, `Pcp`, `Head`)     |
-//! | 7      | `Head`: some tail may have `ANON_EXCLUSIVE` set ([`TAILS_AE`]) |
+//! | 7      | `Head`: some tail may have `ANON_EXCLUSIVE` set (`TAILS_AE`)   |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
 //! | 10..22 | [`PageFlags`]: folio flags (head) and per-page flags           |

@@ -33,7 +33,7 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 /// atomics, zero-initialisable.
 ///
 /// Field use by state (heads carry the folio; a tail stores only its own
-/// page's flags and finds its head through [`Memmap::head_of`]):
+/// page's flags and finds its head through `Memmap::head_of`):
 ///
 /// | field             | `Head` (allocated)          | tail (`Body`) | `Free`/`Pcp` head   |
 /// |-------------------|-----------------------------|---------------|---------------------|
