@@ -27,6 +27,7 @@ pub mod paging;
 pub mod emu;
 pub mod buddy;
 pub mod folio;
+mod folio_split;
 pub mod frame_flags;
 pub mod memmap;
 pub mod pcp;

@@ -15,7 +15,7 @@
 //! * deposited tables = PMD leaves, per address space;
 //! * each space's anon RSS = anonymous pages mapped;
 //! * queued deferred-split folios are large, mapped and marked partially
-//!   mapped.
+//!   mapped (or PMD-sized: underused-shrinker candidates).
 //!
 //! Give it *every* live address space of the context: mappings in a space
 //! left out look like mapcount errors.
@@ -193,7 +193,8 @@ pub fn check_invariants<'a, A: PagingArch>(mms: &[&Mm<'a, A>]) -> Result<(), Str
         }
     }
     for f in ctx.deferred_split_snapshot() {
-        if f.order() < 2 || !f.is_mapped() || !f.test(PageFlags::PARTIALLY_MAPPED) {
+        let partial = f.test(PageFlags::PARTIALLY_MAPPED);
+        if f.order() < 2 || !f.is_mapped() || !(partial || f.order() == PMD_ORDER) {
             errors.push(format!("deferred-split queue holds {f:?}"));
         }
     }

@@ -107,7 +107,9 @@ pub const DEFAULT_MAX_ASID: u16 = 4095;
 /// The shared state of all address spaces.
 ///
 /// # Locks (see [`crate::aspace`] for the full order)
-/// * `deferred` — the deferred-split queue lock: protects the queue and the
+/// * `deferred` — the deferred-split queue lock: protects the queue (which
+///   holds partially mapped large folios, and PMD folios queued at fault or
+///   collapse for the underused shrinker) and the
 ///   link fields of every queued folio (and the `DEFERRED_SPLIT` /
 ///   `PARTIALLY_MAPPED` flags together with the `nr_anon_partially_mapped`
 ///   gauge).  Taken under a page-table lock; nothing but the buddy zone
@@ -129,7 +131,7 @@ pub struct MmCtx<'a> {
     huge_zero_pfn: AtomicU64,
     huge_zero_lock: Mutex<()>,
     ids: Mutex<Ids>,
-    deferred: Mutex<FolioList>,
+    pub(super) deferred: Mutex<FolioList>,
 }
 
 impl<'a> MmCtx<'a> {
@@ -270,8 +272,8 @@ impl<'a> MmCtx<'a> {
         f.test(PageFlags::DEFERRED_SPLIT)
     }
 
-    /// The queued folios, oldest first (a snapshot, for the shrinker to
-    /// come and for tests).
+    /// The queued folios, oldest first (a snapshot, for tests and the
+    /// invariant checker).
     pub fn deferred_split_snapshot(&self) -> Vec<Folio<'a>> {
         self.deferred.lock().iter(self.buddy).collect()
     }
@@ -293,6 +295,12 @@ impl<'a> MmCtx<'a> {
         if order == crate::addr::PMD_ORDER {
             self.thp.stats.count(VmEvent::ThpDeferredSplitPage);
         }
+    }
+
+    /// Queue a fully mapped PMD folio as a candidate for the underused
+    /// shrinker (no `PARTIALLY_MAPPED`, no `split_deferred` count).
+    pub(crate) fn deferred_split_add_pmd(&self, f: Folio<'a>) {
+        self.deferred.lock().push_back(f);
     }
 
     /// Take `f` off the queue if it is there (its last mapping went, or a

@@ -49,7 +49,11 @@ fn anon_attrs(vma: &Vma) -> Attrs {
 
 /// Attributes of a zero-page mapping in `vma`: read-only, special.
 fn zero_attrs(vma: &Vma) -> Attrs {
-    let mut p = vma_perms(vma.flags);
+    zero_attrs_for(vma_perms(vma.flags))
+}
+
+/// Attributes of a zero-page mapping with at most the rights `p`.
+pub(crate) fn zero_attrs_for(mut p: crate::paging::Perms) -> Attrs {
     p.write = false;
     Attrs {
         perms: p,

@@ -45,6 +45,7 @@ mod fork;
 mod mprotect;
 pub mod report;
 mod rmap;
+pub mod split;
 mod zap;
 
 use core::ops::{Deref, DerefMut};
@@ -61,6 +62,7 @@ use crate::vma::{Layout, MadviseAction, VmFlags, VmaSet};
 pub use check::check_invariants;
 pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use report::{ThpMaps, VmaReport};
+pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
 
 /// Kind of access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

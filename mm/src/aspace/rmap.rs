@@ -63,6 +63,9 @@ impl<'a> MmCtx<'a> {
         if pmd {
             f.add_entire_mapcount(1);
             f.add_large_mapcount(1);
+            // Queued so the shrinker can find it if it turns out underused
+            // (Linux's `deferred_split_folio(folio, false)` at PMD fault).
+            self.deferred_split_add_pmd(f);
         } else {
             let n = f.nr_pages() as u32;
             if n > 1 {
