@@ -390,6 +390,9 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
 /// End the running process with wait status `status` (exit code << 8, or
 /// the signal number).  Never returns.
 pub fn exit_current(status: i32) -> ! {
+    // No preemption from here on (see `syscall::dispatch`); the count dies
+    // with the thread.
+    core::mem::forget(sched::preempt_disable());
     let Some(p) = current() else {
         sched::exit();
     };
@@ -475,41 +478,35 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i
     }
 }
 
-/// Last kernel-mode fault on a user address that the address space called
-/// resolved: a repeat means the access is refused for another reason
-/// (SMAP/PAN outside a copy window) and must not loop forever.
-static LAST_KERNEL_FAULT: AtomicU64 = AtomicU64::new(0);
-
-/// The MMU fault hook: user faults, and kernel accesses to user memory in
-/// the copy routines.
+/// The MMU fault hook (replaces `uspace`'s, doing the same plus the
+/// per-process `ru_minflt` count): user faults, and kernel accesses to user
+/// memory in the copy routines, resolved by the address space loaded now
+/// (a process's, or a kernel thread's in the `uspace` self-tests).
 fn on_fault(info: &arch::FaultInfo) -> bool {
-    if info.addr >= arch::USER_TOP {
+    use core::sync::atomic::Ordering::Relaxed;
+    if info.addr >= arch::USER_TOP || (!info.user && info.access == arch::Access::Exec) {
         return false;
     }
-    if !info.user && info.access == arch::Access::Exec {
-        return false;
-    }
-    let Some(p) = current() else {
+    let Some(mm) = uspace::current() else {
         return false;
     };
-    if !info.user {
-        let key = info.addr ^ info.pc.rotate_left(32);
-        if LAST_KERNEL_FAULT.swap(key, Ordering::Relaxed) == key {
-            LAST_KERNEL_FAULT.store(0, Ordering::Relaxed);
-            return false;
-        }
-    }
     let acc = match info.access {
         arch::Access::Read => Access::Read,
         arch::Access::Write => Access::Write,
         arch::Access::Exec => Access::Exec,
     };
-    match p.with_mm(|mm| mm.handle_fault(info.addr, acc)) {
-        Ok(Ok(())) => {
-            p.minflt.fetch_add(1, Ordering::Relaxed);
+    match mm.handle_fault(info.addr, acc) {
+        Ok(()) => {
+            uspace::FAULTS_RESOLVED.fetch_add(1, Relaxed);
+            if let Some(p) = current() {
+                p.minflt.fetch_add(1, Relaxed);
+            }
             true
         }
-        _ => false,
+        Err(_) => {
+            uspace::FAULTS_REFUSED.fetch_add(1, Relaxed);
+            false
+        }
     }
 }
 

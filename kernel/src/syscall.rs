@@ -1,7 +1,8 @@
 //! System calls: Linux's numbers per architecture and its errno rules, for
 //! the subset static musl/glibc programs exercising anonymous memory need.
 //!
-//! `dispatch` runs on the calling thread's kernel stack with interrupts on.
+//! `dispatch` runs on the calling thread's kernel stack with interrupts on
+//! and preemption off (blocking calls still sleep).
 //! Results follow the kernel ABI: a value, or `-errno` in the return
 //! register.  Unknown numbers return ENOSYS with one log line per number.
 use crate::arch;
@@ -183,6 +184,11 @@ pub fn dispatch(frame: &mut arch::UserFrame) {
         frame.set_return(neg(Errno::ENOSYS));
         return;
     };
+    // The whole call runs without preemption: a user fault on another
+    // thread is handled with interrupts masked and may need the heap,
+    // allocator or console lock this call holds, so the holder must never
+    // be switched out while holding one.  Sleeping calls still switch.
+    let _np = sched::preempt_disable();
     let r = match decode(nr) {
         Some(s) => call(&p, s, a, frame),
         None => {

@@ -186,7 +186,8 @@ pub fn user_tls() -> u64 {
 
 unsafe extern "C" {
     fn arch_enter_user(frame: *const TrapFrame) -> !;
-    fn arch_user_copy(dst: *mut u8, src: *const u8, len: usize, pan: u64) -> u64;
+    fn arch_copy_from_user(dst: *mut u8, src: *const u8, len: usize, pan: u64) -> u64;
+    fn arch_copy_to_user(dst: *mut u8, src: *const u8, len: usize, pan: u64) -> u64;
 }
 
 /// Start (or resume) EL0 execution with the registers in `frame`.  The
@@ -203,9 +204,11 @@ pub fn enter_user(frame: &TrapFrame) -> ! {
 }
 
 // `arch_enter_user(frame)`: restore `frame` as if returning from an EL0
-// exception.  `arch_user_copy(dst, src, len, pan)`: byte copy inside a PAN
-// window (when `pan` != 0); returns 0, or 1 if a fault hit one of the two
-// listed instructions.
+// exception.  `arch_copy_{from,to}_user(dst, src, len, pan)`: byte copies
+// inside a PAN window (when `pan` != 0); they return 0, or 1 if a fault hit
+// a listed instruction.  The user side uses the unprivileged LDTRB/STTRB, so
+// the MMU checks EL0's rights (a PROT_NONE or read-only user page faults as
+// it would for the program itself); the kernel side uses plain LDRB/STRB.
 core::arch::global_asm!(
     ".section .text.user, \"ax\"",
     ".global arch_enter_user",
@@ -214,13 +217,15 @@ core::arch::global_asm!(
     "    mov     x19, #8",
     "    b       arch_exc_return",
     "",
-    ".global arch_user_copy",
-    "arch_user_copy:",
+    ".global arch_copy_from_user",
+    "arch_copy_from_user:",
     "    cbz     x3, 1f",
     "    .inst   0xd500409f", // msr pan, #0
     "1:  cbz     x2, 3f",
-    "2:  ldrb    w4, [x1], #1",
-    "4:  strb    w4, [x0], #1",
+    "2:",
+    ".Lcfu_ld: ldtrb w4, [x1]",
+    "    strb    w4, [x0], #1",
+    "    add     x1, x1, #1",
     "    subs    x2, x2, #1",
     "    b.ne    2b",
     "3:  mov     x5, #0",
@@ -228,12 +233,30 @@ core::arch::global_asm!(
     "    .inst   0xd500419f", // msr pan, #1
     "6:  mov     x0, x5",
     "    ret",
-    "7:  mov     x5, #1",
+    ".Lcfu_fix: mov x5, #1",
+    "    b       5b",
+    "",
+    ".global arch_copy_to_user",
+    "arch_copy_to_user:",
+    "    cbz     x3, 1f",
+    "    .inst   0xd500409f", // msr pan, #0
+    "1:  cbz     x2, 3f",
+    "2:  ldrb    w4, [x1], #1",
+    ".Lctu_st: sttrb w4, [x0]",
+    "    add     x0, x0, #1",
+    "    subs    x2, x2, #1",
+    "    b.ne    2b",
+    "3:  mov     x5, #0",
+    "5:  cbz     x3, 6f",
+    "    .inst   0xd500419f", // msr pan, #1
+    "6:  mov     x0, x5",
+    "    ret",
+    ".Lctu_fix: mov x5, #1",
     "    b       5b",
     ".pushsection .ex_table, \"a\"",
     ".balign 8",
-    ".quad 2b, 7b",
-    ".quad 4b, 7b",
+    ".quad .Lcfu_ld, .Lcfu_fix",
+    ".quad .Lctu_st, .Lctu_fix",
     ".popsection",
 );
 
@@ -258,7 +281,7 @@ pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), EFault> {
     // (checked above), read inside the routine's PAN window, and a fault
     // there is resolved by the fault handler or caught by the fixup.
     let r = unsafe {
-        arch_user_copy(
+        arch_copy_from_user(
             dst.as_mut_ptr(),
             src as *const u8,
             dst.len(),
@@ -278,7 +301,7 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), EFault> {
     }
     // SAFETY: as for `copy_from_user`, with the roles swapped.
     let r = unsafe {
-        arch_user_copy(
+        arch_copy_to_user(
             dst as *mut u8,
             src.as_ptr(),
             src.len(),
