@@ -28,10 +28,13 @@
 //! reused whole when exclusive; otherwise the PMD is split first.
 //!
 //! Linux decides "every mapping is in this space" from the folio's mm-id
-//! slots; this kernel has no such slots, but since anonymous pages only
-//! ever map at their fault-time address (no page-moving mremap yet),
-//! counting this space's entries over the folio's virtual range gives the
-//! same answer exactly.
+//! slots; this kernel has no such slots and counts this space's entries
+//! that map frames of the folio instead, over the folio-sized window around
+//! the faulting page and the window at the rmap owner's address (mremap
+//! moves the owner along with the pages).  Only entries that really map the
+//! folio are counted, each address once, so the count never exceeds the
+//! truth and a reuse is never wrong; it is exact unless mremap scattered
+//! the folio over more than those two windows (then the fault copies).
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
 use crate::buddy::AllocFlags;
@@ -316,8 +319,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if !page.is_anon_exclusive() {
                 page.set_anon_exclusive();
             }
+            // Take ownership if another space had it; an owner address
+            // of our own stays (after mremap it may point at the part of
+            // the folio that is not around this page).
             let start = va - idx * PAGE_SIZE;
-            if f.anon_owner() != Some((self.id, start >> crate::addr::PAGE_SHIFT)) {
+            if f.anon_owner().is_none_or(|(id, _)| id != self.id) {
                 f.set_anon_owner(self.id, start >> crate::addr::PAGE_SHIFT);
             }
             let mut attrs = l.attrs;
@@ -349,29 +355,65 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.count_own_mappings(pt, f, start) == maps as u64
     }
 
-    /// Entries of this space mapping pages of `f` at their place in the
-    /// folio's virtual range from `start`.
+    /// Entries of this space mapping frames of `f`, looked for in the
+    /// folio-sized windows at `start` and at the rmap owner's address (if
+    /// this space owns `f`): where the fault finds the folio and where
+    /// mremap last put it.
     pub(crate) fn count_own_mappings(
         &self,
         pt: &PageTable<'a, A>,
         f: Folio<'a>,
         start: u64,
     ) -> u64 {
-        let w = pt.lookup(start);
-        if w.level == PMD_LEVEL {
-            return w.entry.leaf().map_or(0, |l| (l.pfn == f.pfn()) as u64);
+        let size = f.size();
+        let mut windows = [(start, start.saturating_add(size)), (0, 0)];
+        if let Some((id, vpn)) = f.anon_owner()
+            && id == self.id
+        {
+            let o = vpn << crate::addr::PAGE_SHIFT;
+            let (lo, hi) = (o, o.saturating_add(size));
+            if hi <= windows[0].0 || lo >= windows[0].1 {
+                windows[1] = (lo, hi);
+            } else {
+                windows[0] = (lo.min(windows[0].0), hi.max(windows[0].1));
+            }
         }
-        if w.level != PTE_LEVEL {
-            return 0;
-        }
+        windows
+            .iter()
+            .map(|&(lo, hi)| self.count_mappings_in(pt, f, lo, hi))
+            .sum()
+    }
+
+    /// Entries of this space in `[lo, hi)` mapping frames of `f` (a PMD
+    /// leaf counts once, if its first page lies in the range).
+    fn count_mappings_in(&self, pt: &PageTable<'a, A>, f: Folio<'a>, lo: u64, hi: u64) -> u64 {
+        let frames = f.pfn()..f.pfn() + f.nr_pages();
         let mem = self.ctx.mem;
-        (0..f.nr_pages())
-            .filter(|&i| {
-                A::decode(mem.load(w.slot + 8 * i), PTE_LEVEL)
-                    .leaf()
-                    .is_some_and(|l| l.pfn == f.pfn() + i)
-            })
-            .count() as u64
+        let mut n = 0;
+        let mut va = lo;
+        while va < hi {
+            let w = pt.lookup(va);
+            let size = crate::paging::level_size(w.level.max(PMD_LEVEL));
+            let next = align_down(va, size).saturating_add(size).min(hi);
+            match w.entry {
+                Entry::Leaf(l) if w.level == PMD_LEVEL => {
+                    n += (l.pfn == f.pfn() && va.is_multiple_of(PMD_SIZE)) as u64;
+                }
+                _ if w.level == PTE_LEVEL => {
+                    let k = (next - va) / PAGE_SIZE;
+                    n += (0..k)
+                        .filter(|&i| {
+                            A::decode(mem.load(w.slot + 8 * i), PTE_LEVEL)
+                                .leaf()
+                                .is_some_and(|l| frames.contains(&l.pfn))
+                        })
+                        .count() as u64;
+                }
+                _ => {}
+            }
+            va = next;
+        }
+        n
     }
 
     /// Copy one page (or zero-fill, from a zero page) into a new order-0

@@ -5,7 +5,8 @@
 //! * [`ctx`]: [`MmCtx`], what all address spaces share (allocator, zero
 //!   pages, identifiers, the deferred-split queue).
 //! * `fault`: the fault path — order selection, zero pages, COW.
-//! * `zap`, `fork`, `mprotect`: the page-table side of the system calls.
+//! * `zap`, `fork`, `mprotect`, `mremap`: the page-table side of the system
+//!   calls.
 //! * `rmap`: folio references, mapcounts and anon-exclusive bits.
 //! * [`report`]: the thpmaps-style report; [`check`]: the invariant checker.
 //!
@@ -14,8 +15,8 @@
 //!
 //! 1. **mmap lock** — `Mm::vmas`, a `spin::RwLock<VmaSet>`.  Protects the
 //!    VMA set.  Read for faults and reports, write for every system call
-//!    that changes VMAs (mmap, munmap, mprotect, madvise) and for fork (on
-//!    the parent; the child is not yet visible to anyone).
+//!    that changes VMAs (mmap, munmap, mprotect, madvise, mremap) and for
+//!    fork (on the parent; the child is not yet visible to anyone).
 //! 2. **page-table lock** — `Mm::pt`, a `spin::Mutex` around the
 //!    `PageTable`.  Protects every entry of the table, the PMD deposits, and
 //!    the address space's RSS counter.  Holding `&mut PageTable` *is*
@@ -43,6 +44,7 @@ pub mod ctx;
 mod fault;
 mod fork;
 mod mprotect;
+mod mremap;
 pub mod report;
 mod rmap;
 pub mod split;
@@ -350,6 +352,40 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             MadviseAction::WillNeed | MadviseAction::Cold | MadviseAction::Pageout => {}
         }
         out.result
+    }
+
+    /// `mremap(old_addr, old_len, new_len, flags, new_addr)` for anonymous
+    /// private memory, with Linux's rules (`MREMAP_MAYMOVE`, `MREMAP_FIXED`,
+    /// `MREMAP_DONTUNMAP`; the checks and the VMA changes are
+    /// [`VmaSet::mremap`]'s).  Shrinking zaps the tail, growing in place
+    /// needs nothing (faults fill it), moving moves the page-table entries
+    /// (see `mremap.rs`).  If the destination's page tables cannot be
+    /// allocated nothing moves: ENOMEM, with the source mapping restored
+    /// and whatever the plan unmapped (a `MREMAP_FIXED` target, a shrunk
+    /// tail) left unmapped, as Linux.
+    pub fn mremap(
+        &self,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<u64, Errno> {
+        let mut vmas = self.vmas.write();
+        let saved = (flags & crate::vma::uapi::MREMAP_MAYMOVE != 0).then(|| vmas.clone());
+        let plan = vmas.mremap(old_addr, old_len, new_len, flags, new_addr)?;
+        let mut pt = self.lock_pt();
+        let r = self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref());
+        if let Err(e) = r {
+            let mut old = saved.expect("only a move can fail");
+            for u in &plan.unmapped {
+                let gone = old.munmap(u.start, u.end - u.start);
+                debug_assert!(gone.is_ok(), "{gone:?}");
+            }
+            *vmas = old;
+            return Err(e);
+        }
+        Ok(plan.new_addr)
     }
 
     /// Resolve a user fault at `addr`.  `Err(Segv)` for no VMA or an access
