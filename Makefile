@@ -65,6 +65,14 @@ OPS  ?= 1000000
 soak: deps
 	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --cmdline "storm=$(SEED),$(OPS)"
 
+## User-space workloads (tests/user/src/bin/bench.rs) under QEMU: tables,
+## CSV and SVG plots under target/bench/.  QUICK=1: 64 and 256 MiB only.
+## ICOUNT=1 (ARCH=aarch64): exact instructions per fault under -icount.
+QUICK  ?=
+ICOUNT ?=
+bench: deps
+	$(RUNNER) bench --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
 bench-alloc:
 	$(CARGO) run --release -p mm --example bench_alloc
 

@@ -21,6 +21,7 @@ mod memory;
 mod memtest;
 mod mmglue;
 mod perf;
+mod perfdev;
 mod physmem;
 mod process;
 mod sched;
@@ -50,6 +51,11 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     memory::init(info);
     for e in mm::thp::THP.apply_cmdline(cmdline::raw()) {
         warn!("cmdline: {:?}", e);
+    }
+    if cmdline::value("contpte") == Some("off") {
+        // Before any user mapping exists (see mm::paging::set_cont_hints).
+        mm::paging::set_cont_hints(false);
+        info!("contpte=off: no contiguous hints in user page tables");
     }
     uspace::init();
     arch::init_interrupts();

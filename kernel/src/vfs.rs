@@ -39,6 +39,8 @@ pub enum Node {
     /// A directory (reads fail with EISDIR).
     Dir,
     SplitHugePages,
+    /// `/sys/kernel/debug/mthp/perf` opened for writing (commands).
+    Perf,
 }
 
 #[derive(Debug)]
@@ -80,7 +82,7 @@ impl File {
             Node::Bytes(b) => b,
             Node::Text { data, .. } => data,
             Node::Dir => return Err(Errno::EISDIR),
-            Node::SplitHugePages => return Err(Errno::EINVAL),
+            Node::SplitHugePages | Node::Perf => return Err(Errno::EINVAL),
         };
         let mut pos = self.pos.lock();
         let start = (*pos as usize).min(src.len());
@@ -109,6 +111,7 @@ impl File {
                 Ok(data.len())
             }
             Node::SplitHugePages => split_huge_pages(data).map(|_| data.len()),
+            Node::Perf => crate::perfdev::write(data).map(|_| data.len()),
             Node::Dir => Err(Errno::EISDIR),
             _ => Err(Errno::EBADF),
         }
@@ -190,6 +193,20 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         "/dev/null" => return Ok(mk(Node::Null, 0o020666)),
         "/" | "/dev" | "/proc" | "/sys" | "/sys/kernel" | "/sys/kernel/mm"
         | "/sys/kernel/debug" | "/proc/self" => return dir_ok(&path),
+        crate::perfdev::DIR => return dir_ok(&path),
+        crate::perfdev::PATH => {
+            if wants_write {
+                return Ok(mk(Node::Perf, 0o100600));
+            }
+            return Ok(mk(text(crate::perfdev::read_text()), 0o100600));
+        }
+        "/proc/cmdline" => {
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            let data = format!("{}\n", crate::cmdline::raw());
+            return Ok(mk(text(data), 0o100444));
+        }
         SPLIT_PATH => {
             if !wants_write {
                 return Err(Errno::EACCES);

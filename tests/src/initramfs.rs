@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The user programs packed at the root of the initramfs.
-pub const PROGRAMS: &[&str] = &["mthp-tests", "hello"];
+pub const PROGRAMS: &[&str] = &["mthp-tests", "hello", "bench"];
 
 /// `cargo build` the user programs for `arch` and write
 /// `target/<target>/initramfs.cpio`; returns its path.

@@ -4,6 +4,7 @@
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--initrd]
+//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! ```
 //!
 //! A kernel run passes only if every `test … ok/FAILED` line is `ok`, the
@@ -15,6 +16,7 @@
 //! counting host and in-kernel tests together.
 //!
 //! No dependencies beyond `std`, so the runner builds in a second.
+mod bench;
 mod initramfs;
 mod qemu;
 mod suites;
@@ -36,7 +38,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]"
     );
     ExitCode::from(2)
 }
@@ -55,6 +57,8 @@ fn main() -> ExitCode {
     let mut host = true;
     let mut filter = String::new();
     let mut initrd = false;
+    let mut quick = false;
+    let mut icount = false;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -67,6 +71,8 @@ fn main() -> ExitCode {
             "--gdb" => gdb = true,
             "--no-host" => host = false,
             "--initrd" => initrd = true,
+            "--quick" => quick = true,
+            "--icount" => icount = true,
             _ => return usage(),
         }
     }
@@ -164,6 +170,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        "bench" => {
+            if arches.is_empty() {
+                arches = vec!["x86_64".into(), "aarch64".into()];
+            }
+            let arches: Vec<qemu::Arch> = arches
+                .iter()
+                .map(|a| qemu::Arch::parse(a).expect("checked"))
+                .collect();
+            bench::run(&arches, accel, quick, icount)
         }
         _ => usage(),
     }

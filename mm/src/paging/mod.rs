@@ -22,6 +22,7 @@
 
 pub mod arch;
 mod batch;
+mod collapse;
 mod pmd;
 mod table;
 mod tlb;
@@ -31,5 +32,7 @@ pub use arch::{
     Perms, ROOT_LEVEL, VA_BITS, level_index, level_size,
 };
 pub use batch::ClearResult;
-pub use table::{FolioSpan, PageTable, PtAlloc, PtEnv, PtError, PtStats, Walk};
+pub use table::{
+    FolioSpan, PageTable, PtAlloc, PtEnv, PtError, PtStats, Walk, cont_hints, set_cont_hints,
+};
 pub use tlb::{FULL_FLUSH_THRESHOLD, Space, TlbGather, TlbOps};

@@ -3,6 +3,7 @@
 //! and contiguous-block handling are in `batch.rs`, PMD leaves in `pmd.rs`.
 
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::arch::{
     ENTRIES_PER_TABLE, Entry, Leaf, PagingArch, ROOT_LEVEL, level_index, level_size,
@@ -10,6 +11,22 @@ use super::arch::{
 use super::tlb::{Space, TlbGather, TlbOps};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::phys::PhysMem;
+
+/// Whether user page tables may use contiguous hints (arm64 contpte).
+static CONT_HINTS: AtomicBool = AtomicBool::new(true);
+
+/// Allow or forbid contiguous hints in user page tables from now on (the
+/// kernel's boot parameter `contpte=off`, for measuring what contpte buys).
+/// Set it before any user mapping exists: entries written earlier keep
+/// their hint, and the invariant checker would then reject them.
+pub fn set_cont_hints(on: bool) {
+    CONT_HINTS.store(on, Ordering::Relaxed);
+}
+
+/// See [`set_cont_hints`].
+pub fn cont_hints() -> bool {
+    CONT_HINTS.load(Ordering::Relaxed)
+}
 
 /// Source of page-table pages.  Implemented by the buddy allocator in the
 /// kernel and by [`crate::emu::Emu`] on the host.
@@ -162,8 +179,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Contiguous hints are used only in user address spaces: a fold or
     /// unfold briefly invalidates live entries, and kernel mappings (the
     /// stack, the direct map) cannot take the fault that may cause.
+    /// [`set_cont_hints`]`(false)` (the kernel's `contpte=off`) turns
+    /// them off everywhere.
     pub fn cont_enabled(&self) -> bool {
-        A::CONT_PTES > 1 && self.space.is_user()
+        A::CONT_PTES > 1 && self.space.is_user() && cont_hints()
     }
 
     /// Start a batch: flushes and frees collected here happen at

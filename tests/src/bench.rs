@@ -1,0 +1,827 @@
+//! `runner bench`: boot each kernel with `/bench` (tests/user) as init,
+//! collect its `bench …` lines, and write tables, a CSV and SVG plots under
+//! `target/bench/`.  The host allocator benchmark (`mm`'s `bench_alloc`
+//! example) runs once and its lines go into the same report.
+//!
+//! ```text
+//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]
+//! ```
+//!
+//! * default: regions of 64, 128, 256, 512 and 1024 MiB, 5 runs each;
+//!   `--quick`: 64 and 256 MiB (a couple of minutes per arch);
+//! * arm64 boots a second time with `contpte=off` for the mTHP sizes that
+//!   contpte covers (64K..1M), tagged `-nocont`;
+//! * `--icount` (arm64 TCG): `-icount shift=0`, fault-in only, for exact
+//!   instructions per fault from INST_RETIRED; the Linux baseline's figure
+//!   (`ICOUNT=1 /work/shared/tools/linux-baseline/run.sh aarch64`) is shown
+//!   beside it when a log of such a run exists.
+//!
+//! Timing is the guest's own (`clock_gettime` in the program); nothing here
+//! is a pass/fail test.
+use crate::qemu::{self, Accel, Arch, RunSpec};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// One `bench <work> <cfg> <mib> <metric> <median> <min> <max>` line.
+#[derive(Clone, Debug)]
+struct Rec {
+    work: String,
+    cfg: String,
+    mib: u64,
+    metric: String,
+    med: f64,
+    min: f64,
+    max: f64,
+}
+
+/// Everything one architecture produced.
+struct ArchResult {
+    arch: Arch,
+    accel: Accel,
+    recs: Vec<Rec>,
+    /// `bench-info` lines (without the prefix), in order, all boots.
+    info: Vec<String>,
+    /// Problems (boot failures, missing `bench done`).
+    errors: Vec<String>,
+    qemu: String,
+}
+
+impl ArchResult {
+    fn get(&self, work: &str, cfg: &str, mib: u64, metric: &str) -> Option<&Rec> {
+        self.recs
+            .iter()
+            .find(|r| r.work == work && r.cfg == cfg && r.mib == mib && r.metric == metric)
+    }
+    fn info_value(&self, key: &str) -> Option<&str> {
+        self.info
+            .iter()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+    }
+}
+
+fn parse_rec(l: &str) -> Option<Rec> {
+    let w: Vec<&str> = l.split_whitespace().collect();
+    if w.len() != 8 || w[0] != "bench" {
+        return None;
+    }
+    Some(Rec {
+        work: w[1].into(),
+        cfg: w[2].into(),
+        mib: w[3].parse().ok()?,
+        metric: w[4].into(),
+        med: w[5].parse().ok()?,
+        min: w[6].parse().ok()?,
+        max: w[7].parse().ok()?,
+    })
+}
+
+/// Order of mapping sizes in tables and plots.
+fn cfg_rank(c: &str) -> (u64, bool) {
+    let (base, tagged) = match c.split_once('-') {
+        Some((b, _)) => (b, true),
+        None => (c, false),
+    };
+    let kb = if let Some(k) = base.strip_suffix('K') {
+        k.parse().unwrap_or(0)
+    } else if let Some(m) = base.strip_suffix('M') {
+        m.parse::<u64>().unwrap_or(0) * 1024
+    } else {
+        0
+    };
+    (kb, tagged)
+}
+
+struct Boot {
+    label: &'static str,
+    cmdline: String,
+    extra: Vec<String>,
+}
+
+pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+    let root = qemu::workspace_root();
+    let out_dir = root.join("target").join("bench");
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        eprintln!("{}: {e}", out_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let sizes = if quick {
+        "64,256"
+    } else {
+        "64,128,256,512,1024"
+    };
+    let steps = if quick { 500_000 } else { 1_000_000 };
+    let mut results = Vec::new();
+    for &arch in arches {
+        if icount && (arch != Arch::Aarch64 || accel != Accel::Tcg) {
+            println!(
+                "== {}: -icount mode is for arm64 TCG only (QEMU's x86 TCG has no PMU; KVM does not take -icount); skipped",
+                arch.name()
+            );
+            continue;
+        }
+        let mut boots = Vec::new();
+        if icount {
+            boots.push(Boot {
+                label: "icount",
+                cmdline: "init=/bench bench.work=fault bench.configs=4K,64K,2M bench.sizes=256 bench.runs=3".into(),
+                extra: vec!["-icount".into(), "shift=0".into()],
+            });
+        } else {
+            boots.push(Boot {
+                label: "main",
+                cmdline: format!(
+                    "init=/bench bench.sizes={sizes} bench.runs=5 bench.steps={steps}"
+                ),
+                extra: Vec::new(),
+            });
+            if arch == Arch::Aarch64 {
+                boots.push(Boot {
+                    label: "contpte=off",
+                    cmdline: format!(
+                        "contpte=off init=/bench bench.sizes={sizes} bench.runs=5 bench.steps={steps} bench.configs=64K,128K,256K,512K,1M bench.tag=nocont bench.work=fault,stream,chase"
+                    ),
+                    extra: Vec::new(),
+                });
+            }
+        }
+        match run_arch(arch, accel, quick, &boots) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                println!("== {}: {e}", arch.name());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let alloc = if icount { Vec::new() } else { bench_alloc() };
+    let linux = if icount { linux_icount() } else { None };
+    let mode = if icount {
+        "icount"
+    } else if quick {
+        "quick"
+    } else {
+        "full"
+    };
+    let accel_name = match accel {
+        Accel::Tcg => "tcg",
+        Accel::Kvm => "kvm",
+    };
+    let stem = format!("bench-{accel_name}-{mode}");
+    let mut report = String::new();
+    let mut csv = String::from("arch,accel,workload,config,mib,metric,median,min,max,source\n");
+    for r in &results {
+        if icount {
+            report.push_str(&icount_table(r, linux.as_ref()));
+        } else {
+            report.push_str(&arch_tables(r));
+            for (work, file) in [("chase", "chase"), ("stream", "stream")] {
+                let name = format!("{file}-{}-{accel_name}-{mode}.svg", r.arch.name());
+                let svg = plot(r, work);
+                let p = out_dir.join(&name);
+                match std::fs::write(&p, svg) {
+                    Ok(()) => {
+                        let _ = writeln!(report, "plot: {}\n", p.display());
+                    }
+                    Err(e) => eprintln!("{}: {e}", p.display()),
+                }
+            }
+        }
+        for x in &r.recs {
+            let src = source_of(r, x);
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{},{},{},{},\"{}\"",
+                r.arch.name(),
+                accel_name,
+                x.work,
+                x.cfg,
+                x.mib,
+                x.metric,
+                x.med,
+                x.min,
+                x.max,
+                src.replace('"', "'")
+            );
+        }
+    }
+    if !icount {
+        report.push_str(&other_figures(&results, &alloc));
+    }
+    let mut ok = true;
+    for r in &results {
+        for e in &r.errors {
+            ok = false;
+            let _ = writeln!(report, "ERROR ({}): {e}", r.arch.name());
+        }
+    }
+    println!("\n{report}");
+    for (ext, data) in [("md", &report), ("csv", &csv)] {
+        let p = out_dir.join(format!("{stem}.{ext}"));
+        if let Err(e) = std::fs::write(&p, data) {
+            eprintln!("{}: {e}", p.display());
+        } else {
+            println!("wrote {}", p.display());
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_arch(arch: Arch, accel: Accel, quick: bool, boots: &[Boot]) -> Result<ArchResult, String> {
+    let mut kernel = qemu::build_kernel(arch, "release")?;
+    if arch == Arch::Aarch64 {
+        kernel = qemu::arm64_image(&kernel)?;
+    }
+    let initrd = crate::initramfs::build(arch)?;
+    let qv = Command::new(match arch {
+        Arch::X86_64 => "qemu-system-x86_64",
+        Arch::Aarch64 => "qemu-system-aarch64",
+    })
+    .arg("--version")
+    .output()
+    .map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+    .unwrap_or_default();
+    let mut res = ArchResult {
+        arch,
+        accel,
+        recs: Vec::new(),
+        info: Vec::new(),
+        errors: Vec::new(),
+        qemu: qv,
+    };
+    for b in boots {
+        let mut spec = RunSpec::new(arch, accel, kernel.clone(), &b.cmdline);
+        spec.initrd = Some(initrd.clone());
+        spec.mem = "2G".into();
+        spec.extra_args = b.extra.clone();
+        let accel_word = match accel {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        };
+        spec.cmdline = format!("accel={accel_word} loglevel=warn {}", spec.cmdline);
+        println!(
+            "== bench {} ({}, {accel_word}): {}",
+            arch.name(),
+            b.label,
+            qemu::show(&spec.command())
+        );
+        let timeout = Duration::from_secs(if quick { 1200 } else { 5400 });
+        let mut done = false;
+        let out = qemu::boot(&spec, timeout, |l| {
+            if l.starts_with("bench") || l.contains("PANIC") || l.contains("FAILED") {
+                println!("  {l}");
+            }
+        })?;
+        for l in &out.lines {
+            if l == "bench done" {
+                done = true;
+            } else if let Some(i) = l.strip_prefix("bench-info ") {
+                res.info.push(i.to_string());
+            } else if let Some(r) = parse_rec(l) {
+                res.recs.push(r);
+            }
+        }
+        println!(
+            "== {} ({}) finished in {:.1} s",
+            arch.name(),
+            b.label,
+            out.elapsed.as_secs_f64()
+        );
+        if !done {
+            let tail: Vec<&String> = out.lines.iter().rev().take(15).collect();
+            res.errors.push(format!(
+                "boot '{}' ended without 'bench done' (QEMU status {:?}); last lines:\n{}",
+                b.label,
+                out.status,
+                tail.into_iter()
+                    .rev()
+                    .map(|s| format!("    {s}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+    }
+    Ok(res)
+}
+
+/// Who produced a figure.
+fn source_of(r: &ArchResult, x: &Rec) -> String {
+    let accel = match r.accel {
+        Accel::Tcg => "QEMU TCG",
+        Accel::Kvm => "KVM (kvm-pvm: guest ring 3 native, ring 0 emulated)",
+    };
+    if x.metric.starts_with("pmu:") {
+        format!(
+            "{accel}; PMU via /sys/kernel/debug/mthp/perf: {}",
+            r.info_value("pmu_source").unwrap_or("?")
+        )
+    } else if x.work == "map" {
+        "/proc/self/smaps (kernel page-table walk; 4K PTE, contpte block and PMD count 1 each)"
+            .into()
+    } else if x.metric.starts_with("faults") {
+        "getrusage ru_minflt".into()
+    } else {
+        format!("{accel}; guest clock_gettime(CLOCK_MONOTONIC)")
+    }
+}
+
+fn fmt_v(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn cell(r: Option<&Rec>) -> String {
+    match r {
+        Some(r) => format!("{} ({}–{})", fmt_v(r.med), fmt_v(r.min), fmt_v(r.max)),
+        None => "–".into(),
+    }
+}
+
+fn ratio(r: Option<&Rec>, base: Option<&Rec>) -> String {
+    match (r, base) {
+        (Some(a), Some(b)) if b.med > 0.0 => format!("{:.2}", a.med / b.med),
+        _ => "–".into(),
+    }
+}
+
+fn configs_of(r: &ArchResult) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .recs
+        .iter()
+        .filter(|x| x.work != "collapse" && x.work != "copy" && x.work != "split")
+        .map(|x| x.cfg.clone())
+        .collect();
+    v.sort_by_key(|c| cfg_rank(c));
+    v.dedup();
+    v
+}
+
+fn sizes_of(r: &ArchResult) -> Vec<u64> {
+    let mut v: Vec<u64> = r
+        .recs
+        .iter()
+        .filter(|x| x.work == "chase" || x.work == "fault" || x.work == "stream")
+        .map(|x| x.mib)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn accel_desc(r: &ArchResult) -> &'static str {
+    match r.accel {
+        Accel::Tcg => "TCG",
+        Accel::Kvm => "KVM",
+    }
+}
+
+/// The per-arch tables (markdown).
+fn arch_tables(r: &ArchResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## {} — {} ({}, -m 2G, 1 vCPU)\n",
+        r.arch.name(),
+        accel_desc(r),
+        r.qemu
+    );
+    let _ = writeln!(
+        s,
+        "Medians of {} runs with (min–max). Times: the guest's clock_gettime(CLOCK_MONOTONIC) under {}; faults: getrusage ru_minflt; entries: TlbEntries of /proc/self/smaps (kernel walk of the real page tables: a 4K PTE, a contpte block and a PMD count 1 each); ×4K: median over the 4K median at the same size.\n",
+        r.info_value("params")
+            .and_then(|p| p.split_whitespace().find_map(|w| w.strip_prefix("runs=")))
+            .unwrap_or("?"),
+        accel_desc(r)
+    );
+    let pmu_metrics: Vec<String> = {
+        let mut v: Vec<String> = r
+            .recs
+            .iter()
+            .filter(|x| x.metric.starts_with("pmu:") && x.work == "chase")
+            .map(|x| x.metric.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for mib in sizes_of(r) {
+        let _ = writeln!(s, "### {} — {} MiB\n", r.arch.name(), mib);
+        let mut hdr = String::from(
+            "| map | chase ns/access | ×4K | stream ns/access | ×4K | fault ms/GiB | ×4K | faults/GiB | ns/fault | entries |",
+        );
+        let mut sep = String::from("|---|---|---|---|---|---|---|---|---|---|");
+        for m in &pmu_metrics {
+            let _ = write!(hdr, " chase {} |", m.trim_start_matches("pmu:"));
+            sep.push_str("---|");
+        }
+        let _ = writeln!(s, "{hdr}\n{sep}");
+        for cfg in configs_of(r) {
+            let g = |w: &str, m: &str| r.get(w, &cfg, mib, m);
+            let b = |w: &str, m: &str| r.get(w, "4K", mib, m);
+            if g("chase", "ns_per_access").is_none() && g("fault", "ms_per_gib").is_none() {
+                continue;
+            }
+            let entries = g("map", "tlb_entries")
+                .map(|x| format!("{:.0}", x.med))
+                .unwrap_or_else(|| "–".into());
+            let _ = write!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cfg,
+                cell(g("chase", "ns_per_access")),
+                ratio(g("chase", "ns_per_access"), b("chase", "ns_per_access")),
+                cell(g("stream", "ns_per_access")),
+                ratio(g("stream", "ns_per_access"), b("stream", "ns_per_access")),
+                cell(g("fault", "ms_per_gib")),
+                ratio(g("fault", "ms_per_gib"), b("fault", "ms_per_gib")),
+                g("fault", "faults_per_gib")
+                    .map(|x| format!("{:.0}", x.med))
+                    .unwrap_or_else(|| "–".into()),
+                g("fault", "ns_per_fault")
+                    .map(|x| fmt_v(x.med))
+                    .unwrap_or_else(|| "–".into()),
+                entries
+            );
+            for m in &pmu_metrics {
+                let _ = write!(s, " {} |", cell(g("chase", m)));
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
+    // Counter sources and what is missing.
+    let _ = writeln!(s, "Counters ({}):\n", r.arch.name());
+    let _ = writeln!(s, "- accelerator: {}", source_accel(r));
+    match r.info_value("pmu_source") {
+        Some(src) => {
+            let _ = writeln!(s, "- PMU source: {src}");
+        }
+        None => {
+            if let Some(u) = r.info_value("pmu") {
+                let _ = writeln!(s, "- PMU: {u}");
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    for l in &r.info {
+        if let Some(e) = l.strip_prefix("pmu_event ")
+            && !seen.contains(&e)
+        {
+            seen.push(e);
+            let _ = writeln!(s, "- PMU event {e}");
+        }
+    }
+    for l in &r.info {
+        if l.starts_with("skip ") || l.starts_with("tlb_entries ") || l.starts_with("smaps ") {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
+    s.push('\n');
+    s
+}
+
+fn source_accel(r: &ArchResult) -> &'static str {
+    match (r.accel, r.arch) {
+        (Accel::Tcg, _) => {
+            "QEMU TCG: fault counts, translation entries and instruction counts are real; times are emulation times (TCG's software TLB is per 4K page whatever the guest maps, so TLB reach does not show)"
+        }
+        (Accel::Kvm, _) => {
+            "KVM here is kvm-pvm: the workloads run natively in ring 3 (chase/stream are hardware times, shadow-paged by the host), faults go through an emulated ring 0 (fault times are not hardware figures)"
+        }
+    }
+}
+
+/// `-icount` table: instructions per fault.
+fn icount_table(r: &ArchResult, linux: Option<&(String, BTreeMap<String, f64>)>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## {} — TCG -icount shift=0 ({}): instructions per fault (exact)\n",
+        r.arch.name(),
+        r.qemu
+    );
+    let _ = writeln!(
+        s,
+        "INST_RETIRED (user+kernel, everything on the CPU while the fault loop runs) over ru_minflt faults, 256 MiB touched one byte per 4K page; median of 3 runs (min–max).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| map | faults/GiB | instructions/fault | instructions/4K page | Linux 6.12 instructions/fault | ours/Linux |\n|---|---|---|---|---|---|"
+    );
+    for cfg in ["4K", "64K", "2M"] {
+        let ipf = r.get("fault", cfg, 256, "pmu:instructions_per_fault");
+        let fpg = r.get("fault", cfg, 256, "faults_per_gib");
+        let per_page = match (ipf, fpg) {
+            (Some(i), Some(f)) if f.med > 0.0 => fmt_v(i.med * f.med / 262_144.0),
+            _ => "–".into(),
+        };
+        let lx = linux.and_then(|(_, m)| m.get(cfg).copied());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            cfg,
+            fpg.map(|x| format!("{:.0}", x.med))
+                .unwrap_or_else(|| "–".into()),
+            cell(ipf),
+            per_page,
+            lx.map(fmt_v).unwrap_or_else(|| "–".into()),
+            match (ipf, lx) {
+                (Some(i), Some(l)) if l > 0.0 => format!("{:.2}", i.med / l),
+                _ => "–".into(),
+            }
+        );
+    }
+    s.push('\n');
+    match linux {
+        Some((src, _)) => {
+            let _ = writeln!(s, "Linux figures: {src}\n");
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "Linux figures: none found (run `ICOUNT=1 /work/shared/tools/linux-baseline/run.sh aarch64`; its log is read from ~/.cache/linux-baseline/logs)\n"
+            );
+        }
+    }
+    if r.get("fault", "4K", 256, "pmu:instructions_per_fault")
+        .is_none()
+    {
+        for l in &r.info {
+            if l.starts_with("pmu") {
+                let _ = writeln!(s, "- {l}");
+            }
+        }
+    }
+    s
+}
+
+/// The newest Linux baseline log with `ICOUNT` lines: (description, cfg →
+/// instructions per fault).
+fn linux_icount() -> Option<(String, BTreeMap<String, f64>)> {
+    let dir = std::env::var("LINUX_BASELINE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache/linux-baseline")))
+        .ok()?
+        .join("logs");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("aarch64-2") && n.ends_with(".log"))
+        })
+        .collect();
+    logs.sort();
+    for p in logs.iter().rev() {
+        let text = std::fs::read_to_string(p).ok()?;
+        let mut m = BTreeMap::new();
+        for l in text.lines() {
+            // ICOUNT 4K  256 MiB: min ... => 3282 instr/fault, ...
+            let Some(rest) = l.strip_prefix("ICOUNT ") else {
+                continue;
+            };
+            let cfg = rest.split_whitespace().next().unwrap_or("");
+            if let Some(v) = rest
+                .split("=>")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                m.insert(cfg.to_string(), v);
+            }
+        }
+        if !m.is_empty() {
+            let head = text
+                .lines()
+                .find(|l| l.starts_with("# linux-baseline"))
+                .unwrap_or("")
+                .trim_start_matches("# ");
+            return Some((format!("{} ({})", head, p.display()), m));
+        }
+    }
+    None
+}
+
+/// `cargo run --release -p mm --example bench_alloc` on the host.
+fn bench_alloc() -> Vec<String> {
+    println!("== host: cargo run --release -p mm --example bench_alloc");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(qemu::workspace_root())
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "mm",
+            "--example",
+            "bench_alloc",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        Ok(o) => vec![format!(
+            "bench_alloc failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )],
+        Err(e) => vec![format!("bench_alloc: cannot run cargo: {e}")],
+    }
+}
+
+/// Allocator (host), collapse and split (guest) figures.
+fn other_figures(results: &[ArchResult], alloc: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## Collapse and split (in the guest)\n");
+    for r in results {
+        let _ = writeln!(s, "{} ({}):\n", r.arch.name(), accel_desc(r));
+        let col = r.get("collapse", "2M", 2, "us_per_2m");
+        let cp = r.get("copy", "2M", 2, "us_per_2m");
+        let _ = writeln!(s, "| figure | µs median (min–max) |\n|---|---|");
+        let _ = writeln!(s, "| copy 2 MiB (user memcpy) | {} |", cell(cp));
+        let _ = writeln!(s, "| MADV_COLLAPSE of 2 MiB | {} |", cell(col));
+        if col.is_some() {
+            let _ = writeln!(s, "| collapse / copy | {} |", ratio(col, cp));
+        }
+        let mut splits: Vec<&Rec> = r.recs.iter().filter(|x| x.work == "split").collect();
+        splits.sort_by_key(|x| {
+            x.metric
+                .trim_start_matches("us_per_split_to_order")
+                .parse::<u32>()
+                .unwrap_or(0)
+        });
+        for x in splits {
+            let _ = writeln!(
+                s,
+                "| split 2M → order {} | {} |",
+                x.metric.trim_start_matches("us_per_split_to_order"),
+                cell(Some(x))
+            );
+        }
+        s.push('\n');
+        for l in &r.info {
+            if l.starts_with("collapse ") || l.starts_with("split ") {
+                let _ = writeln!(s, "- {l}");
+            }
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "## Allocator (host: cargo run --release -p mm --example bench_alloc)\n\n```"
+    );
+    for l in alloc {
+        let _ = writeln!(s, "{l}");
+    }
+    let _ = writeln!(s, "```\n");
+    s
+}
+
+/// An SVG line plot of `work`'s ns/access against region size (log2 x),
+/// one line per mapping size.
+fn plot(r: &ArchResult, work: &str) -> String {
+    let (w, h) = (760.0f64, 440.0f64);
+    let (l, rt, t, b) = (70.0, 150.0, 40.0, 50.0);
+    let sizes = sizes_of(r);
+    let cfgs = configs_of(r);
+    let pts = |cfg: &str| -> Vec<(u64, f64)> {
+        sizes
+            .iter()
+            .filter_map(|&m| r.get(work, cfg, m, "ns_per_access").map(|x| (m, x.med)))
+            .collect()
+    };
+    let ymax = cfgs
+        .iter()
+        .flat_map(|c| pts(c))
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let (x0, x1) = (
+        (*sizes.first().unwrap_or(&64) as f64).log2(),
+        (*sizes.last().unwrap_or(&1024) as f64).log2(),
+    );
+    let span = (x1 - x0).max(1.0);
+    let px = |m: u64| l + ((m as f64).log2() - x0) / span * (w - l - rt);
+    let py = |v: f64| t + (1.0 - v / ymax) * (h - t - b);
+    let colors = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
+    ];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(
+        s,
+        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" font-size=\"14\">{} {} ({}): ns per access vs region size</text>",
+        l,
+        r.arch.name(),
+        work,
+        accel_desc(r)
+    );
+    // Axes and grid.
+    let _ = writeln!(
+        s,
+        "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>",
+        h - b,
+        w - rt,
+        h - b,
+        h - b
+    );
+    for i in 0..=5 {
+        let v = ymax * i as f64 / 5.0;
+        let y = py(v);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            w - rt,
+            l - 6.0,
+            y + 4.0,
+            fmt_v(v)
+        );
+    }
+    for &m in &sizes {
+        let x = px(m);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"black\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{m}</text>",
+            h - b,
+            h - b + 5.0,
+            h - b + 20.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">region size (MiB, log scale)</text>",
+        (l + w - rt) / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        "<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">ns per access (median)</text>",
+        (t + h - b) / 2.0
+    );
+    for (i, c) in cfgs.iter().enumerate() {
+        let p = pts(c);
+        if p.is_empty() {
+            continue;
+        }
+        let col = colors[i % colors.len()];
+        let dash = if c.contains('-') {
+            " stroke-dasharray=\"5,3\""
+        } else {
+            ""
+        };
+        let path: Vec<String> = p
+            .iter()
+            .map(|&(m, v)| format!("{:.1},{:.1}", px(m), py(v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+            path.join(" ")
+        );
+        for &(m, v) in &p {
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{col}\"/>",
+                px(m),
+                py(v)
+            );
+        }
+        let ly = t + 16.0 * i as f64;
+        let lx = w - rt + 12.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{col}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{c}</text>",
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

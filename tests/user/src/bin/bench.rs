@@ -1,0 +1,1079 @@
+//! `make bench`'s workloads: what the folio size an anonymous region is
+//! mapped with does to a random pointer chase, a sequential stream and
+//! first-touch fault-in, over regions of N MiB mapped each way (4K only,
+//! each mTHP size, 2M PMD).  Plus collapse (MADV_COLLAPSE against copying
+//! 2 MiB) and split (split_huge_pages per order) when the kernel has them.
+//!
+//! A static Linux binary like the other test programs: it chooses the
+//! mapping size only through the THP sysfs knobs (saved first, restored at
+//! the end), times with `clock_gettime(CLOCK_MONOTONIC)` and counts faults
+//! with `getrusage` (`ru_minflt`), so it runs unchanged on Linux.
+//!
+//! Options are `key=value` words from argv, or `bench.key=value` words of
+//! `/proc/cmdline` (how the runner passes them when this is init):
+//! `sizes=64,256` (MiB), `configs=4K,64K,2M`, `runs=5`, `steps=1000000`
+//! (chase steps per run), `work=fault,stream,chase,collapse,split`,
+//! `tag=nocont` (appended to the configuration names).
+//!
+//! Output, one fact per line (the runner parses these):
+//! * `bench <workload> <config> <MiB> <metric> <median> <min> <max>` over
+//!   `runs` runs; PMU figures have metrics `pmu:<event>_per_<unit>`;
+//! * `bench map <config> <MiB> tlb_entries|pmd_kb|cont_kb|rss_kb v v v`
+//!   from `/proc/self/smaps` of the populated region;
+//! * `bench-info <key> <text>`: environment, counter sources, and the
+//!   reason for every figure that cannot be measured;
+//! * `bench done`.
+#![no_std]
+#![no_main]
+// Messages live on the stack (no heap): a 240-byte `Msg`.
+#![allow(clippy::result_large_err)]
+
+use core::fmt;
+use mthp_user::sys::{self, check};
+use mthp_user::{Args, Msg, entry, parse_u64, path, println, read_file, trim, write_file};
+
+const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+const PERF: &str = "/sys/kernel/debug/mthp/perf";
+const SPLIT: &str = "/sys/kernel/debug/split_huge_pages";
+const PAGE: usize = 4096;
+const MIB: usize = 1 << 20;
+const SZ_2M: usize = 2 << 20;
+const MADV_COLLAPSE: usize = 25;
+/// Folio sizes with a per-size sysfs directory (kB): orders 1..=9.
+const SIZES_KB: [usize; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+const MAX_LIST: usize = 16;
+const MAX_RUNS: usize = 21;
+const MAX_EVENTS: usize = 8;
+/// Bytes of the scratch mapping besides the chase permutation.
+const SCRATCH_EXTRA: usize = 256 << 10;
+
+// ---------------------------------------------------------------- options
+
+#[derive(Clone, Copy)]
+struct List {
+    v: [usize; MAX_LIST],
+    n: usize,
+}
+
+impl List {
+    const fn of(items: &[usize]) -> List {
+        let mut v = [0; MAX_LIST];
+        let mut i = 0;
+        while i < items.len() {
+            v[i] = items[i];
+            i += 1;
+        }
+        List { v, n: items.len() }
+    }
+    fn items(&self) -> &[usize] {
+        &self.v[..self.n]
+    }
+}
+
+const W_FAULT: u32 = 1;
+const W_STREAM: u32 = 2;
+const W_CHASE: u32 = 4;
+const W_COLLAPSE: u32 = 8;
+const W_SPLIT: u32 = 16;
+
+struct Opts {
+    sizes: List,
+    configs: List,
+    runs: usize,
+    steps: usize,
+    work: u32,
+    tag: [u8; 16],
+    tag_len: usize,
+}
+
+impl Opts {
+    fn tag(&self) -> &str {
+        core::str::from_utf8(&self.tag[..self.tag_len]).unwrap_or("")
+    }
+
+    fn set(&mut self, key: &[u8], val: &[u8]) -> Result<(), Msg> {
+        match key {
+            b"sizes" => self.sizes = parse_list(val, parse_mib)?,
+            b"configs" => self.configs = parse_list(val, parse_kb)?,
+            b"runs" => {
+                self.runs = parse_u64(val)
+                    .map(|v| v as usize)
+                    .filter(|&v| (1..=MAX_RUNS).contains(&v))
+                    .ok_or_else(|| bad(key, val))?
+            }
+            b"steps" => {
+                self.steps = parse_u64(val)
+                    .map(|v| v as usize)
+                    .filter(|&v| v > 0)
+                    .ok_or_else(|| bad(key, val))?
+            }
+            b"work" => {
+                self.work = 0;
+                for w in val.split(|&c| c == b',') {
+                    self.work |= match w {
+                        b"fault" => W_FAULT,
+                        b"stream" => W_STREAM,
+                        b"chase" => W_CHASE,
+                        b"collapse" => W_COLLAPSE,
+                        b"split" => W_SPLIT,
+                        _ => return Err(bad(key, w)),
+                    };
+                }
+            }
+            b"tag" => {
+                let n = val.len().min(self.tag.len());
+                self.tag[..n].copy_from_slice(&val[..n]);
+                self.tag_len = n;
+            }
+            _ => return Err(bad(key, val)),
+        }
+        Ok(())
+    }
+}
+
+fn bad(key: &[u8], val: &[u8]) -> Msg {
+    Msg::new(format_args!(
+        "bad option {}={}",
+        core::str::from_utf8(key).unwrap_or("?"),
+        core::str::from_utf8(val).unwrap_or("?")
+    ))
+}
+
+fn parse_list(val: &[u8], f: fn(&[u8]) -> Option<usize>) -> Result<List, Msg> {
+    let mut l = List::of(&[]);
+    for w in val.split(|&c| c == b',') {
+        if l.n == MAX_LIST {
+            return Err(bad(b"list", val));
+        }
+        l.v[l.n] = f(w).ok_or_else(|| bad(b"list item", w))?;
+        l.n += 1;
+    }
+    Ok(l)
+}
+
+/// `64` or `64M` (MiB) or `1G`.
+fn parse_mib(w: &[u8]) -> Option<usize> {
+    let (num, mul) = match w.last()? {
+        b'G' | b'g' => (&w[..w.len() - 1], 1024),
+        b'M' | b'm' => (&w[..w.len() - 1], 1),
+        _ => (w, 1),
+    };
+    let v = parse_u64(num)? as usize * mul;
+    (v > 0 && v.is_multiple_of(2)).then_some(v)
+}
+
+/// `4K`, `64K`, `1M`, `2M` → kB (4 means "no THP": 4K pages only).
+fn parse_kb(w: &[u8]) -> Option<usize> {
+    let (num, mul) = match w.last()? {
+        b'K' | b'k' => (&w[..w.len() - 1], 1),
+        b'M' | b'm' => (&w[..w.len() - 1], 1024),
+        _ => return None,
+    };
+    let v = parse_u64(num)? as usize * mul;
+    (v == 4 || SIZES_KB.contains(&v)).then_some(v)
+}
+
+/// A mapping size as printed: `4K`, `64K`, `1M`, `2M`, plus `-<tag>`.
+struct Cfg<'a>(usize, &'a str);
+
+impl fmt::Display for Cfg<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0 >= 1024 {
+            write!(f, "{}M", self.0 / 1024)?;
+        } else {
+            write!(f, "{}K", self.0)?;
+        }
+        if !self.1.is_empty() {
+            write!(f, "-{}", self.1)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn now_ns() -> u64 {
+    let mut ts = sys::Timespec::default();
+    sys::clock_gettime(sys::CLOCK_MONOTONIC, &mut ts);
+    ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
+}
+
+fn minflt() -> u64 {
+    let mut ru = sys::Rusage::default();
+    sys::getrusage(sys::RUSAGE_SELF, &mut ru);
+    ru.minflt as u64
+}
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        sys::EPERM => "EPERM",
+        sys::ENOENT => "ENOENT",
+        sys::EBADF => "EBADF",
+        sys::ENOMEM => "ENOMEM",
+        sys::EACCES => "EACCES",
+        sys::EFAULT => "EFAULT",
+        sys::EINVAL => "EINVAL",
+        sys::ENOSYS => "ENOSYS",
+        16 => "EBUSY",
+        95 => "EOPNOTSUPP",
+        _ => "errno",
+    }
+}
+
+/// An anonymous private read-write mapping of `len` bytes aligned to 2 MiB
+/// (over-allocate, then trim both ends), so every folio size can map it.
+fn map_region(len: usize) -> Result<usize, i32> {
+    let total = len + SZ_2M;
+    let base = check(sys::mmap(
+        0,
+        total,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+        -1,
+        0,
+    ))?;
+    let start = (base + SZ_2M - 1) & !(SZ_2M - 1);
+    if start > base {
+        sys::munmap(base, start - base);
+    }
+    let end = start + len;
+    if base + total > end {
+        sys::munmap(end, base + total - end);
+    }
+    Ok(start)
+}
+
+/// Write one byte into every 4 KiB page of `addr..addr+len`.
+fn touch(addr: usize, len: usize) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: `addr..addr+len` is a live read-write mapping of ours.
+        unsafe { ((addr + off) as *mut u8).write_volatile(1) };
+        off += PAGE;
+    }
+}
+
+/// Sum of the region as 64-bit words (the sequential stream).
+fn stream(addr: usize, len: usize) -> u64 {
+    // SAFETY: `addr..addr+len` is a live, populated mapping of ours, 8-byte
+    // aligned, and nothing writes it while the slice lives.
+    let words = unsafe { core::slice::from_raw_parts(addr as *const u64, len / 8) };
+    words.iter().fold(0u64, |a, &w| a.wrapping_add(w))
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// The chase node of page `i`: at a pseudo-random cache line of the page.
+fn node(addr: usize, i: usize) -> usize {
+    addr + i * PAGE + (mix(i as u64) & 63) as usize * 64
+}
+
+/// Link one node per page into a single random cycle (Sattolo's
+/// algorithm: `perm` becomes a cyclic permutation, page i → page perm[i]).
+fn build_chase(addr: usize, pages: usize, perm: &mut [u32]) {
+    let perm = &mut perm[..pages];
+    for (i, p) in perm.iter_mut().enumerate() {
+        *p = i as u32;
+    }
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..pages).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let j = (s % i as u64) as usize;
+        perm.swap(i, j);
+    }
+    for (i, &p) in perm.iter().enumerate() {
+        // SAFETY: both nodes lie inside the populated region (page < pages,
+        // line offset < 4096 - 8), 8-byte aligned.
+        unsafe { (node(addr, i) as *mut usize).write(node(addr, p as usize)) };
+    }
+}
+
+/// `steps` dependent loads along the cycle from `start`.
+fn chase(start: usize, steps: usize) -> usize {
+    let mut p = start;
+    for _ in 0..steps {
+        // SAFETY: every node holds the address of another node of the
+        // populated region (`build_chase`).
+        p = unsafe { (p as *const usize).read_volatile() };
+    }
+    p
+}
+
+// ---------------------------------------------------------------- samples
+
+#[derive(Clone, Copy)]
+struct Samples {
+    v: [f64; MAX_RUNS],
+    n: usize,
+}
+
+impl Samples {
+    const fn new() -> Samples {
+        Samples {
+            v: [0.0; MAX_RUNS],
+            n: 0,
+        }
+    }
+    fn push(&mut self, x: f64) {
+        if self.n < MAX_RUNS {
+            self.v[self.n] = x;
+            self.n += 1;
+        }
+    }
+    /// (median, min, max)
+    fn stats(&self) -> Option<(f64, f64, f64)> {
+        if self.n == 0 {
+            return None;
+        }
+        let mut s = self.v;
+        let s = &mut s[..self.n];
+        // Insertion sort: at most MAX_RUNS values, and no float Ord.
+        for i in 1..s.len() {
+            let mut j = i;
+            while j > 0 && s[j - 1] > s[j] {
+                s.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        let m = if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        };
+        Some((m, s[0], s[s.len() - 1]))
+    }
+}
+
+fn emit(work: &str, cfg: &Cfg, mib: usize, metric: &str, s: &Samples) {
+    if let Some((m, lo, hi)) = s.stats() {
+        println!(
+            "bench {} {} {} {} {:.3} {:.3} {:.3}",
+            work, cfg, mib, metric, m, lo, hi
+        );
+    }
+}
+
+// ---------------------------------------------------------------- PMU
+
+/// One event of a perf report: its name and count (None: unavailable).
+#[derive(Clone, Copy)]
+struct Ev {
+    name: [u8; 24],
+    len: usize,
+    count: Option<u64>,
+}
+
+impl Ev {
+    fn name(&self) -> &str {
+        core::str::from_utf8(&self.name[..self.len]).unwrap_or("?")
+    }
+}
+
+struct PerfReport {
+    ev: [Ev; MAX_EVENTS],
+    n: usize,
+}
+
+/// The kernel's counter file (`/sys/kernel/debug/mthp/perf`), if any.
+struct Perf {
+    ok: bool,
+}
+
+impl Perf {
+    fn start(&self, filter: &str) -> bool {
+        self.ok && write_file(path!("{PERF}").c(), filter.as_bytes()).is_ok()
+    }
+
+    /// Stop and read the report; `buf` is scratch space.
+    fn stop(&self, buf: &mut [u8]) -> Option<PerfReport> {
+        if !self.ok {
+            return None;
+        }
+        write_file(path!("{PERF}").c(), b"stop").ok()?;
+        let n = read_file(path!("{PERF}").c(), buf).ok()?;
+        let mut r = PerfReport {
+            ev: [Ev {
+                name: [0; 24],
+                len: 0,
+                count: None,
+            }; MAX_EVENTS],
+            n: 0,
+        };
+        for line in buf[..n].split(|&c| c == b'\n') {
+            let Some(rest) = line.strip_prefix(b"event ") else {
+                continue;
+            };
+            let mut w = rest.splitn(2, |&c| c == b' ');
+            let (Some(name), Some(val)) = (w.next(), w.next()) else {
+                continue;
+            };
+            if r.n == MAX_EVENTS {
+                break;
+            }
+            let e = &mut r.ev[r.n];
+            e.len = name.len().min(24);
+            e.name[..e.len].copy_from_slice(&name[..e.len]);
+            e.count = if val.first() == Some(&b'-') {
+                None
+            } else {
+                parse_u64(val)
+            };
+            r.n += 1;
+        }
+        Some(r)
+    }
+}
+
+/// PMU samples of one workload: per event, counts per unit.
+struct PmuSamples {
+    names: [[u8; 24]; MAX_EVENTS],
+    lens: [usize; MAX_EVENTS],
+    s: [Samples; MAX_EVENTS],
+    n: usize,
+}
+
+impl PmuSamples {
+    const fn new() -> PmuSamples {
+        PmuSamples {
+            names: [[0; 24]; MAX_EVENTS],
+            lens: [0; MAX_EVENTS],
+            s: [Samples::new(); MAX_EVENTS],
+            n: 0,
+        }
+    }
+
+    fn add(&mut self, r: &Option<PerfReport>, per: u64) {
+        let Some(r) = r else { return };
+        if per == 0 {
+            return;
+        }
+        for e in &r.ev[..r.n] {
+            let Some(c) = e.count else { continue };
+            let i = match (0..self.n)
+                .find(|&i| &self.names[i][..self.lens[i]] == e.name().as_bytes())
+            {
+                Some(i) => i,
+                None if self.n < MAX_EVENTS => {
+                    self.names[self.n] = e.name;
+                    self.lens[self.n] = e.len;
+                    self.n += 1;
+                    self.n - 1
+                }
+                None => continue,
+            };
+            self.s[i].push(c as f64 / per as f64);
+        }
+    }
+
+    fn emit(&self, work: &str, cfg: &Cfg, mib: usize, unit: &str) {
+        for i in 0..self.n {
+            let name = core::str::from_utf8(&self.names[i][..self.lens[i]]).unwrap_or("?");
+            let metric = Msg::new(format_args!("pmu:{name}_per_{unit}"));
+            emit(work, cfg, mib, metric.as_str(), &self.s[i]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sysfs
+
+/// The THP knobs this program writes, saved so they can be put back.
+struct Knobs {
+    top: [u8; 16],
+    sizes: [[u8; 16]; 9],
+}
+
+fn selected(buf: &[u8]) -> &[u8] {
+    match (
+        buf.iter().position(|&c| c == b'['),
+        buf.iter().position(|&c| c == b']'),
+    ) {
+        (Some(a), Some(b)) if a < b => &buf[a + 1..b],
+        _ => b"",
+    }
+}
+
+fn word16(w: &[u8]) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    let n = w.len().min(15);
+    d[..n].copy_from_slice(&w[..n]);
+    d
+}
+
+fn unword(w: &[u8; 16]) -> &[u8] {
+    &w[..w.iter().position(|&c| c == 0).unwrap_or(16)]
+}
+
+impl Knobs {
+    fn save() -> Knobs {
+        let mut buf = [0u8; 128];
+        let mut k = Knobs {
+            top: [0; 16],
+            sizes: [[0; 16]; 9],
+        };
+        if let Ok(n) = read_file(path!("{THP}/enabled").c(), &mut buf) {
+            k.top = word16(selected(&buf[..n]));
+        }
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut buf) {
+                k.sizes[i] = word16(selected(&buf[..n]));
+            }
+        }
+        k
+    }
+
+    fn restore(&self) {
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if !unword(&self.sizes[i]).is_empty() {
+                let _ = write_file(
+                    path!("{THP}/hugepages-{kb}kB/enabled").c(),
+                    unword(&self.sizes[i]),
+                );
+            }
+        }
+        if !unword(&self.top).is_empty() {
+            let _ = write_file(path!("{THP}/enabled").c(), unword(&self.top));
+        }
+    }
+}
+
+/// Let anonymous faults use exactly folio size `kb` (4: base pages only).
+fn set_config(kb: usize) -> Result<(), Msg> {
+    // 2M also works through the top-level knob alone (older kernels).
+    if kb != 4
+        && kb != 2048
+        && read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut [0u8; 64]).is_err()
+    {
+        return Err(Msg::new(format_args!("no hugepages-{kb}kB knob here")));
+    }
+    for s in SIZES_KB {
+        let w: &[u8] = if s == kb { b"always" } else { b"never" };
+        match write_file(path!("{THP}/hugepages-{s}kB/enabled").c(), w) {
+            Ok(()) | Err(sys::ENOENT) => {}
+            Err(e) => {
+                return Err(Msg::new(format_args!(
+                    "cannot write hugepages-{s}kB/enabled: {}",
+                    errno_name(e)
+                )));
+            }
+        }
+    }
+    let top: &[u8] = if kb == 2048 { b"always" } else { b"never" };
+    write_file(path!("{THP}/enabled").c(), top).map_err(|e| {
+        Msg::new(format_args!(
+            "cannot write {THP}/enabled: {}",
+            errno_name(e)
+        ))
+    })
+}
+
+/// What `/proc/self/smaps` says about the mapping that starts at `addr`.
+#[derive(Default, Clone, Copy)]
+struct Smaps {
+    found: bool,
+    rss_kb: Option<u64>,
+    pmd_kb: Option<u64>,
+    cont_kb: Option<u64>,
+    entries: Option<u64>,
+}
+
+fn hex(s: &[u8]) -> Option<usize> {
+    let mut v = 0usize;
+    if s.is_empty() {
+        return None;
+    }
+    for &c in s {
+        let d = (c as char).to_digit(16)? as usize;
+        v = v.checked_mul(16)?.checked_add(d)?;
+    }
+    Some(v)
+}
+
+fn smaps(addr: usize, buf: &mut [u8]) -> Smaps {
+    let mut r = Smaps::default();
+    let Ok(n) = read_file(b"/proc/self/smaps\0", buf) else {
+        return r;
+    };
+    let mut inside = false;
+    for line in buf[..n].split(|&c| c == b'\n') {
+        if line
+            .first()
+            .is_some_and(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
+            let start = line.split(|&c| c == b'-').next().and_then(hex);
+            inside = start == Some(addr);
+            r.found |= inside;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let (key, val) = (&line[..colon], parse_u64(trim(&line[colon + 1..])));
+        match key {
+            b"Rss" => r.rss_kb = val,
+            b"AnonHugePages" => r.pmd_kb = val,
+            b"ContPTEMapped" => r.cont_kb = val,
+            b"TlbEntries" => r.entries = val,
+            _ => {}
+        }
+    }
+    r
+}
+
+// ---------------------------------------------------------------- workloads
+
+struct Ctx<'a> {
+    opts: &'a Opts,
+    perf: Perf,
+    perm: &'a mut [u32],
+    buf: &'a mut [u8],
+    said_no_entries: bool,
+}
+
+/// Every workload over one region size mapped one way, `runs` times.
+fn run_config(cx: &mut Ctx, kb: usize, mib: usize) {
+    let tag = cx.opts.tag();
+    let cfg = Cfg(kb, tag);
+    if let Err(m) = set_config(kb) {
+        println!("bench-info skip {} {} {}", cfg, mib, m);
+        return;
+    }
+    let len = mib * MIB;
+    let pages = len / PAGE;
+    let work = cx.opts.work;
+    let (mut f_ms, mut f_nr, mut f_ns) = (Samples::new(), Samples::new(), Samples::new());
+    let (mut s_ns, mut s_gbs, mut c_ns) = (Samples::new(), Samples::new(), Samples::new());
+    let (mut p_fault, mut p_stream, mut p_chase) =
+        (PmuSamples::new(), PmuSamples::new(), PmuSamples::new());
+    let mut sm = Smaps::default();
+    let gib = len as f64 / (1u64 << 30) as f64;
+    let mut sink = 0usize;
+    for run in 0..cx.opts.runs {
+        let addr = match map_region(len) {
+            Ok(a) => a,
+            Err(e) => {
+                println!(
+                    "bench-info skip {} {} mmap of {} MiB failed: {}",
+                    cfg,
+                    mib,
+                    mib,
+                    errno_name(e)
+                );
+                return;
+            }
+        };
+        // Fault-in (always done: the other workloads need the memory).
+        let on = work & W_FAULT != 0 && cx.perf.start("start both");
+        let f0 = minflt();
+        let t0 = now_ns();
+        touch(addr, len);
+        let t1 = now_ns();
+        let faults = minflt() - f0;
+        let rep = if on { cx.perf.stop(cx.buf) } else { None };
+        if work & W_FAULT != 0 {
+            let ns = (t1 - t0) as f64;
+            f_ms.push(ns / 1e6 / gib);
+            f_nr.push(faults as f64 / gib);
+            if faults > 0 {
+                f_ns.push(ns / faults as f64);
+                p_fault.add(&rep, faults);
+            }
+        }
+        if run == 0 {
+            sm = smaps(addr, cx.buf);
+        }
+        if work & W_STREAM != 0 {
+            let on = cx.perf.start("start user");
+            let t0 = now_ns();
+            sink ^= core::hint::black_box(stream(addr, len)) as usize;
+            let t1 = now_ns();
+            let rep = if on { cx.perf.stop(cx.buf) } else { None };
+            let words = (len / 8) as f64;
+            s_ns.push((t1 - t0) as f64 / words);
+            s_gbs.push(gib / ((t1 - t0) as f64 / 1e9));
+            p_stream.add(&rep, (len / 8) as u64);
+        }
+        if work & W_CHASE != 0 {
+            build_chase(addr, pages, cx.perm);
+            let steps = cx.opts.steps;
+            // Warm up (caches, and TCG's software TLB) untimed.
+            let start = chase(node(addr, 0), pages.min(steps / 4));
+            let on = cx.perf.start("start user");
+            let t0 = now_ns();
+            sink ^= core::hint::black_box(chase(start, steps));
+            let t1 = now_ns();
+            let rep = if on { cx.perf.stop(cx.buf) } else { None };
+            c_ns.push((t1 - t0) as f64 / steps as f64);
+            p_chase.add(&rep, steps as u64);
+        }
+        sys::munmap(addr, len);
+    }
+    core::hint::black_box(sink);
+    if work & W_FAULT != 0 {
+        emit("fault", &cfg, mib, "ms_per_gib", &f_ms);
+        emit("fault", &cfg, mib, "faults_per_gib", &f_nr);
+        emit("fault", &cfg, mib, "ns_per_fault", &f_ns);
+        p_fault.emit("fault", &cfg, mib, "fault");
+    }
+    if work & W_STREAM != 0 {
+        emit("stream", &cfg, mib, "ns_per_access", &s_ns);
+        emit("stream", &cfg, mib, "gib_per_s", &s_gbs);
+        p_stream.emit("stream", &cfg, mib, "access");
+    }
+    if work & W_CHASE != 0 {
+        emit("chase", &cfg, mib, "ns_per_access", &c_ns);
+        p_chase.emit("chase", &cfg, mib, "access");
+    }
+    if !sm.found {
+        println!(
+            "bench-info smaps {} {} region not found in /proc/self/smaps",
+            cfg, mib
+        );
+        return;
+    }
+    let one = |metric: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            println!("bench map {} {} {} {} {} {}", cfg, mib, metric, v, v, v);
+        }
+    };
+    one("rss_kb", sm.rss_kb);
+    one("pmd_kb", sm.pmd_kb);
+    one("cont_kb", sm.cont_kb);
+    one("tlb_entries", sm.entries);
+    if sm.entries.is_none() && !cx.said_no_entries {
+        cx.said_no_entries = true;
+        println!(
+            "bench-info tlb_entries unavailable: no TlbEntries line in /proc/self/smaps (not the mthp kernel)"
+        );
+    }
+}
+
+/// MADV_COLLAPSE of a 4K-mapped 2 MiB region, against copying 2 MiB.
+fn bench_collapse(cx: &mut Ctx) {
+    let runs = cx.opts.runs;
+    let cfg = Cfg(2048, "");
+    if let Err(m) = set_config(4) {
+        println!("bench-info collapse unavailable: {}", m);
+        return;
+    }
+    let mut col = Samples::new();
+    for _ in 0..runs {
+        let Ok(a) = map_region(SZ_2M) else {
+            println!("bench-info collapse unavailable: mmap failed");
+            return;
+        };
+        touch(a, SZ_2M);
+        let t0 = now_ns();
+        let r = check(sys::madvise(a, SZ_2M, MADV_COLLAPSE));
+        let t1 = now_ns();
+        let sm = smaps(a, cx.buf);
+        sys::munmap(a, SZ_2M);
+        match r {
+            Err(e) => {
+                println!(
+                    "bench-info collapse unavailable: madvise(MADV_COLLAPSE) failed: {} (not available yet)",
+                    errno_name(e)
+                );
+                break;
+            }
+            Ok(_) if sm.pmd_kb.is_some_and(|k| k < 2048) => {
+                println!(
+                    "bench-info collapse unavailable: MADV_COLLAPSE succeeded but AnonHugePages is {} kB",
+                    sm.pmd_kb.unwrap_or(0)
+                );
+                break;
+            }
+            Ok(_) => col.push((t1 - t0) as f64 / 1e3),
+        }
+    }
+    emit("collapse", &cfg, 2, "us_per_2m", &col);
+    // The reference: copying 2 MiB between populated regions in user space.
+    let mut cp = Samples::new();
+    if let (Ok(s), Ok(d)) = (map_region(SZ_2M), map_region(SZ_2M)) {
+        touch(s, SZ_2M);
+        touch(d, SZ_2M);
+        for _ in 0..runs {
+            let t0 = now_ns();
+            // SAFETY: two distinct live 2 MiB mappings of ours.
+            unsafe { core::ptr::copy_nonoverlapping(s as *const u8, d as *mut u8, SZ_2M) };
+            core::hint::black_box(d);
+            let t1 = now_ns();
+            cp.push((t1 - t0) as f64 / 1e3);
+        }
+        sys::munmap(s, SZ_2M);
+        sys::munmap(d, SZ_2M);
+    }
+    emit("copy", &cfg, 2, "us_per_2m", &cp);
+}
+
+/// Split a PMD-mapped 2 MiB folio to each order through
+/// `/sys/kernel/debug/split_huge_pages` (Linux's debugfs interface).
+fn bench_split(cx: &mut Ctx) {
+    let runs = cx.opts.runs;
+    if let Err(m) = set_config(2048) {
+        println!("bench-info split unavailable: {}", m);
+        return;
+    }
+    let pid = sys::getpid();
+    for order in [0usize, 2, 3, 4, 5, 6, 7, 8] {
+        let mut s = Samples::new();
+        for _ in 0..runs {
+            let Ok(a) = map_region(SZ_2M) else {
+                println!("bench-info split unavailable: mmap failed");
+                return;
+            };
+            touch(a, SZ_2M);
+            let sm = smaps(a, cx.buf);
+            if sm.pmd_kb != Some(2048) {
+                sys::munmap(a, SZ_2M);
+                println!(
+                    "bench-info split unavailable: the 2 MiB region is not PMD-mapped (AnonHugePages {:?} kB)",
+                    sm.pmd_kb
+                );
+                return;
+            }
+            let cmd = Msg::new(format_args!("{},{:#x},{:#x},{}", pid, a, a + SZ_2M, order));
+            let t0 = now_ns();
+            let r = write_file(path!("{SPLIT}").c(), cmd.as_str().as_bytes());
+            let t1 = now_ns();
+            let after = smaps(a, cx.buf);
+            sys::munmap(a, SZ_2M);
+            if let Err(e) = r {
+                println!(
+                    "bench-info split unavailable: write {} to {}: {} (not available yet)",
+                    cmd,
+                    SPLIT,
+                    errno_name(e)
+                );
+                return;
+            }
+            if after.pmd_kb.is_some_and(|k| k > 0) {
+                println!(
+                    "bench-info split unavailable: split to order {} left AnonHugePages {:?} kB",
+                    order, after.pmd_kb
+                );
+                return;
+            }
+            s.push((t1 - t0) as f64 / 1e3);
+        }
+        let metric = Msg::new(format_args!("us_per_split_to_order{order}"));
+        emit("split", &Cfg(2048, ""), 2, metric.as_str(), &s);
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+fn uname_field(i: usize) -> [u8; 65] {
+    let mut u = sys::Utsname {
+        fields: [[0; 65]; 6],
+    };
+    sys::uname(&mut u);
+    u.fields[i]
+}
+
+fn cstr(b: &[u8]) -> &str {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    core::str::from_utf8(&b[..n]).unwrap_or("?")
+}
+
+/// As init (pid 1) on Linux nothing is mounted yet: mount what we read.
+/// Errors are ignored (already mounted, or a kernel that needs no mount).
+fn mount_pseudo_fs() {
+    let m = |src: &[u8], dst: &[u8], ty: &[u8]| {
+        sys::syscall(
+            sys::nr::MOUNT,
+            &[
+                src.as_ptr() as usize,
+                dst.as_ptr() as usize,
+                ty.as_ptr() as usize,
+                0,
+                0,
+            ],
+        )
+    };
+    m(b"proc\0", b"/proc\0", b"proc\0");
+    m(b"sysfs\0", b"/sys\0", b"sysfs\0");
+    m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
+}
+
+/// Power off (when running as init, so the machine stops).
+fn power_off() {
+    sys::syscall(sys::nr::REBOOT, &[0xfee1_dead, 672_274_793, 0x4321_fedc, 0]);
+}
+
+fn main(args: &Args) -> i32 {
+    let init = sys::getpid() == 1;
+    if init {
+        mount_pseudo_fs();
+    }
+    let code = bench_main(args);
+    if init {
+        power_off();
+    }
+    code
+}
+
+fn bench_main(args: &Args) -> i32 {
+    let mut o = Opts {
+        sizes: List::of(&[64, 256]),
+        configs: List::of(&[4, 16, 32, 64, 128, 256, 512, 1024, 2048]),
+        runs: 5,
+        steps: 1_000_000,
+        work: W_FAULT | W_STREAM | W_CHASE | W_COLLAPSE | W_SPLIT,
+        tag: [0; 16],
+        tag_len: 0,
+    };
+    // /proc/cmdline `bench.key=value` words first, then argv `key=value`.
+    let mut cl = [0u8; 1024];
+    let mut contpte_off = false;
+    if let Ok(n) = read_file(b"/proc/cmdline\0", &mut cl) {
+        for w in cl[..n].split(|c| c.is_ascii_whitespace()) {
+            contpte_off |= w == b"contpte=off";
+            let Some(kv) = w.strip_prefix(b"bench.") else {
+                continue;
+            };
+            if let Some(eq) = kv.iter().position(|&c| c == b'=')
+                && let Err(m) = o.set(&kv[..eq], &kv[eq + 1..])
+            {
+                println!("bench-info error {}", m);
+                return 2;
+            }
+        }
+    }
+    for i in 1..args.argc() {
+        let w = args.arg(i).unwrap_or(b"");
+        let Some(eq) = w.iter().position(|&c| c == b'=') else {
+            println!("bench-info error expected key=value, got {}", cstr(w));
+            return 2;
+        };
+        if let Err(m) = o.set(&w[..eq], &w[eq + 1..]) {
+            println!("bench-info error {}", m);
+            return 2;
+        }
+    }
+    let max_mib = o.sizes.items().iter().copied().max().unwrap_or(0);
+    let perm_bytes = (max_mib * MIB / PAGE * 4).next_multiple_of(PAGE);
+    let scratch_len = perm_bytes + SCRATCH_EXTRA;
+    let scratch = match check(sys::mmap(
+        0,
+        scratch_len,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+        -1,
+        0,
+    )) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("bench-info error scratch mmap: {}", errno_name(e));
+            return 1;
+        }
+    };
+    touch(scratch, scratch_len);
+    // SAFETY: `scratch` is a live, populated mapping of `scratch_len` bytes
+    // that nothing else uses; the two slices do not overlap.
+    let (perm, buf) = unsafe {
+        (
+            core::slice::from_raw_parts_mut(scratch as *mut u32, perm_bytes / 4),
+            core::slice::from_raw_parts_mut((scratch + perm_bytes) as *mut u8, SCRATCH_EXTRA),
+        )
+    };
+
+    let machine = uname_field(4);
+    let release = uname_field(2);
+    let version = uname_field(3);
+    println!("bench-info start");
+    println!("bench-info arch {}", cstr(&machine));
+    println!("bench-info kernel {} {}", cstr(&release), cstr(&version));
+    println!(
+        "bench-info clock clock_gettime(CLOCK_MONOTONIC) around each timed loop; faults getrusage(RUSAGE_SELF).ru_minflt"
+    );
+    println!(
+        "bench-info params runs={} steps={} tag={} contpte={}",
+        o.runs,
+        o.steps,
+        o.tag(),
+        if cstr(&machine) != "aarch64" {
+            "n/a"
+        } else if contpte_off {
+            "off"
+        } else {
+            "on"
+        }
+    );
+
+    // Which counters exist: one empty session.
+    let mut perf = Perf {
+        ok: write_file(path!("{PERF}").c(), b"start both").is_ok(),
+    };
+    if !perf.ok {
+        println!(
+            "bench-info pmu unavailable: cannot write {}: no user-space counter interface (not the mthp kernel)",
+            PERF
+        );
+    } else {
+        let _ = write_file(path!("{PERF}").c(), b"stop");
+        match read_file(path!("{PERF}").c(), buf) {
+            Ok(n) => {
+                for line in buf[..n].split(|&c| c == b'\n') {
+                    if let Some(s) = line.strip_prefix(b"source ") {
+                        println!("bench-info pmu_source {}", cstr(s));
+                    } else if let Some(e) = line.strip_prefix(b"event ") {
+                        let mut w = e.splitn(2, |&c| c == b' ');
+                        let name = cstr(w.next().unwrap_or(b""));
+                        let v = w.next().unwrap_or(b"");
+                        if let Some(why) = v.strip_prefix(b"- ") {
+                            println!("bench-info pmu_event {} unavailable: {}", name, cstr(why));
+                        } else {
+                            println!("bench-info pmu_event {} available", name);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                println!(
+                    "bench-info pmu unavailable: read {}: {}",
+                    PERF,
+                    errno_name(e)
+                );
+                perf.ok = false;
+            }
+        }
+    }
+
+    let saved = Knobs::save();
+    let mut cx = Ctx {
+        opts: &o,
+        perf,
+        perm,
+        buf,
+        said_no_entries: false,
+    };
+    if o.work & (W_FAULT | W_STREAM | W_CHASE) != 0 {
+        for &mib in o.sizes.items() {
+            for &kb in o.configs.items() {
+                run_config(&mut cx, kb, mib);
+            }
+        }
+    }
+    if o.work & W_COLLAPSE != 0 {
+        bench_collapse(&mut cx);
+    }
+    if o.work & W_SPLIT != 0 {
+        bench_split(&mut cx);
+    }
+    saved.restore();
+    println!("bench done");
+    0
+}
+
+entry!(main);
