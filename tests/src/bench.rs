@@ -47,6 +47,8 @@ struct ArchResult {
     /// Problems (boot failures, missing `bench done`).
     errors: Vec<String>,
     qemu: String,
+    /// "mthp kernel" or the Linux kernel booted with `--linux`.
+    kernel: String,
 }
 
 impl ArchResult {
@@ -100,7 +102,7 @@ struct Boot {
     extra: Vec<String>,
 }
 
-pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool) -> ExitCode {
     let root = qemu::workspace_root();
     let out_dir = root.join("target").join("bench");
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
@@ -137,7 +139,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode
                 ),
                 extra: Vec::new(),
             });
-            if arch == Arch::Aarch64 {
+            if arch == Arch::Aarch64 && !linux {
                 boots.push(Boot {
                     label: "contpte=off",
                     cmdline: format!(
@@ -147,7 +149,22 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode
                 });
             }
         }
-        match run_arch(arch, accel, quick, &boots) {
+        let lk = if linux {
+            match linux_kernel(arch) {
+                Some(k) => Some(k),
+                None => {
+                    println!(
+                        "== {}: no Linux kernel in the linux-baseline cache (run /work/shared/tools/linux-baseline/run.sh {} once); skipped",
+                        arch.name(),
+                        arch.name()
+                    );
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        match run_arch(arch, accel, quick, &boots, lk) {
             Ok(r) => results.push(r),
             Err(e) => {
                 println!("== {}: {e}", arch.name());
@@ -155,8 +172,12 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode
             }
         }
     }
-    let alloc = if icount { Vec::new() } else { bench_alloc() };
-    let linux = if icount { linux_icount() } else { None };
+    let alloc = if icount || linux {
+        Vec::new()
+    } else {
+        bench_alloc()
+    };
+    let linux_ic = if icount { linux_icount() } else { None };
     let mode = if icount {
         "icount"
     } else if quick {
@@ -168,16 +189,23 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode
         Accel::Tcg => "tcg",
         Accel::Kvm => "kvm",
     };
-    let stem = format!("bench-{accel_name}-{mode}");
+    let stem = format!(
+        "bench-{}{accel_name}-{mode}",
+        if linux { "linux-" } else { "" }
+    );
     let mut report = String::new();
     let mut csv = String::from("arch,accel,workload,config,mib,metric,median,min,max,source\n");
     for r in &results {
         if icount {
-            report.push_str(&icount_table(r, linux.as_ref()));
+            report.push_str(&icount_table(r, linux_ic.as_ref()));
         } else {
             report.push_str(&arch_tables(r));
             for (work, file) in [("chase", "chase"), ("stream", "stream")] {
-                let name = format!("{file}-{}-{accel_name}-{mode}.svg", r.arch.name());
+                let name = format!(
+                    "{file}-{}{}-{accel_name}-{mode}.svg",
+                    if linux { "linux-" } else { "" },
+                    r.arch.name()
+                );
                 let svg = plot(r, work);
                 let p = out_dir.join(&name);
                 match std::fs::write(&p, svg) {
@@ -207,7 +235,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode
         }
     }
     if !icount {
-        report.push_str(&other_figures(&results, &alloc));
+        report.push_str(&other_figures(&results, &alloc, !linux));
     }
     let mut ok = true;
     for r in &results {
@@ -232,12 +260,21 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode
     }
 }
 
-fn run_arch(arch: Arch, accel: Accel, quick: bool, boots: &[Boot]) -> Result<ArchResult, String> {
+fn run_arch(
+    arch: Arch,
+    accel: Accel,
+    quick: bool,
+    boots: &[Boot],
+    linux: Option<PathBuf>,
+) -> Result<ArchResult, String> {
     let mut kernel = qemu::build_kernel(arch, "release")?;
     if arch == Arch::Aarch64 {
         kernel = qemu::arm64_image(&kernel)?;
     }
-    let initrd = crate::initramfs::build(arch)?;
+    let mut initrd = crate::initramfs::build(arch)?;
+    if linux.is_some() {
+        initrd = linux_initrd(arch)?;
+    }
     let qv = Command::new(match arch {
         Arch::X86_64 => "qemu-system-x86_64",
         Arch::Aarch64 => "qemu-system-aarch64",
@@ -259,6 +296,16 @@ fn run_arch(arch: Arch, accel: Accel, quick: bool, boots: &[Boot]) -> Result<Arc
         info: Vec::new(),
         errors: Vec::new(),
         qemu: qv,
+        kernel: match &linux {
+            Some(k) => format!(
+                "Linux {} (same /bench binary as /init)",
+                k.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("?")
+                    .trim_start_matches("vmlinuz-")
+            ),
+            None => "mthp kernel".into(),
+        },
     };
     for b in boots {
         let mut spec = RunSpec::new(arch, accel, kernel.clone(), &b.cmdline);
@@ -269,7 +316,28 @@ fn run_arch(arch: Arch, accel: Accel, quick: bool, boots: &[Boot]) -> Result<Arc
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
         };
-        spec.cmdline = format!("accel={accel_word} loglevel=warn {}", spec.cmdline);
+        match &linux {
+            None => spec.cmdline = format!("loglevel=warn {}", spec.cmdline),
+            Some(k) => {
+                // The Debian kernel: a Linux Image / bzImage with our bench
+                // binary as /init, booted like the baseline's run.sh.
+                spec.kernel = k.clone();
+                spec.cmdline = format!(
+                    "console={} quiet panic=-1 {}",
+                    match arch {
+                        Arch::X86_64 => "ttyS0",
+                        Arch::Aarch64 => "ttyAMA0",
+                    },
+                    spec.cmdline.replace("init=/bench ", "")
+                );
+                match arch {
+                    Arch::X86_64 => spec.machine = "pc".into(),
+                    Arch::Aarch64 => spec
+                        .extra_args
+                        .extend(["-cpu".to_string(), "max,pauth-impdef=on".to_string()]),
+                }
+            }
+        }
         println!(
             "== bench {} ({}, {accel_word}): {}",
             arch.name(),
@@ -396,8 +464,9 @@ fn arch_tables(r: &ArchResult) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "## {} — {} ({}, -m 2G, 1 vCPU)\n",
+        "## {} — {}, {} ({}, -m 2G, 1 vCPU)\n",
         r.arch.name(),
+        r.kernel,
         accel_desc(r),
         r.qemu
     );
@@ -651,11 +720,11 @@ fn bench_alloc() -> Vec<String> {
 }
 
 /// Allocator (host), collapse and split (guest) figures.
-fn other_figures(results: &[ArchResult], alloc: &[String]) -> String {
+fn other_figures(results: &[ArchResult], alloc: &[String], with_alloc: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Collapse and split (in the guest)\n");
     for r in results {
-        let _ = writeln!(s, "{} ({}):\n", r.arch.name(), accel_desc(r));
+        let _ = writeln!(s, "{}, {} ({}):\n", r.arch.name(), r.kernel, accel_desc(r));
         let col = r.get("collapse", "2M", 2, "us_per_2m");
         let cp = r.get("copy", "2M", 2, "us_per_2m");
         let _ = writeln!(s, "| figure | µs median (min–max) |\n|---|---|");
@@ -686,6 +755,9 @@ fn other_figures(results: &[ArchResult], alloc: &[String]) -> String {
             }
         }
         s.push('\n');
+    }
+    if !with_alloc {
+        return s;
     }
     let _ = writeln!(
         s,
@@ -824,4 +896,79 @@ fn plot(r: &ArchResult, work: &str) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The Debian kernel the linux-baseline tool downloaded for `arch`.
+fn linux_kernel(arch: Arch) -> Option<PathBuf> {
+    let cache = std::env::var("LINUX_BASELINE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache/linux-baseline")))
+        .ok()?;
+    let flavour = match arch {
+        Arch::X86_64 => "amd64",
+        Arch::Aarch64 => "arm64",
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("kernel"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("boot")))
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with(flavour))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// An initramfs for Linux: `/init` is the bench program, plus the
+/// directories it mounts on and `/dev/console` (without which Linux's
+/// init has no output).
+fn linux_initrd(arch: Arch) -> Result<PathBuf, String> {
+    let root = qemu::workspace_root();
+    let dir = root.join("target").join(arch.target());
+    let bin =
+        std::fs::read(dir.join("release").join("bench")).map_err(|e| format!("bench: {e}"))?;
+    let mut out = Vec::new();
+    let mut ino = 0u32;
+    let mut put = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        ino += 1;
+        let hdr = [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in hdr {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    };
+    for d in ["dev", "proc", "sys"] {
+        put(d, 0o040755, (0, 0), &[]);
+    }
+    put("dev/console", 0o020600, (5, 1), &[]);
+    put("init", 0o100755, (0, 0), &bin);
+    put("TRAILER!!!", 0, (0, 0), &[]);
+    out.resize(out.len().next_multiple_of(512), 0);
+    let p = dir.join("bench-linux.cpio");
+    std::fs::write(&p, out).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--initrd]
-//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
+//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
 //! ```
 //!
 //! A kernel run passes only if every `test … ok/FAILED` line is `ok`, the
@@ -38,7 +38,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
     );
     ExitCode::from(2)
 }
@@ -59,6 +59,7 @@ fn main() -> ExitCode {
     let mut initrd = false;
     let mut quick = false;
     let mut icount = false;
+    let mut linux = false;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
             "--initrd" => initrd = true,
             "--quick" => quick = true,
             "--icount" => icount = true,
+            "--linux" => linux = true,
             _ => return usage(),
         }
     }
@@ -179,7 +181,7 @@ fn main() -> ExitCode {
                 .iter()
                 .map(|a| qemu::Arch::parse(a).expect("checked"))
                 .collect();
-            bench::run(&arches, accel, quick, icount)
+            bench::run(&arches, accel, quick, icount, linux)
         }
         _ => usage(),
     }
