@@ -4,9 +4,16 @@
 //! pointers.  Every address `mm` passes is RAM it owns (a frame from the
 //! buddy allocator or a page-table page), and the direct map covers all RAM,
 //! so `pa + PHYS_OFFSET` is always mapped read-write.
+//!
+//! Zeroing and copying go through the arch crates' block loops
+//! (`arch::zero_bytes` / `arch::copy_bytes`): arm64 `dc zva`, x86 unrolled
+//! 8-byte moves.  They set the cost of a large-folio fault: under QEMU TCG
+//! the generic `write_bytes` (an 8-byte store loop on arm64) costs about
+//! 1,540 instructions per 4 KiB page against 160 for `dc zva`, and on x86
+//! `rep stos` is 3-10 times slower than the unrolled moves.
 #![allow(unsafe_code)]
 
-use crate::arch::PHYS_OFFSET;
+use crate::arch::{self, PHYS_OFFSET};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub struct DirectMap;
@@ -39,12 +46,13 @@ impl mm::phys::PhysMem for DirectMap {
         }
     }
     fn zero(&self, pa: u64, len: u64) {
-        // SAFETY: `[pa, pa+len)` is RAM owned by the caller, mapped by the direct map.
-        unsafe { core::ptr::write_bytes(ptr(pa), 0, len as usize) }
+        // SAFETY: `[pa, pa+len)` is RAM owned by the caller, mapped by the
+        // direct map (Normal memory, so arm64 `dc zva` is allowed).
+        unsafe { arch::zero_bytes(ptr(pa), len as usize) }
     }
     fn copy(&self, dst: u64, src: u64, len: u64) {
         // SAFETY: both ranges are RAM owned by the caller and do not overlap.
-        unsafe { core::ptr::copy_nonoverlapping(ptr(src), ptr(dst), len as usize) }
+        unsafe { arch::copy_bytes(ptr(dst), ptr(src), len as usize) }
     }
     fn fill(&self, pa: u64, len: u64, byte: u8) {
         // SAFETY: as for `zero`.

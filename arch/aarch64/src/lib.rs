@@ -34,11 +34,13 @@ mod exception;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod gic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod mem;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod mmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod probe;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod pmu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -124,6 +126,7 @@ mod hw {
         set_thread_stack, switch_context, switch_user_root, user_root_init, user_root_off,
     };
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
+    pub use crate::mem::{copy_bytes, zero_bytes};
     pub use crate::mmu::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
     pub use crate::probe::{probe_exec, probe_read, probe_write};
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};

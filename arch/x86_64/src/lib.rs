@@ -22,6 +22,8 @@ mod cpu;
 #[cfg(target_os = "none")]
 mod gdt;
 #[cfg(target_os = "none")]
+pub mod mem;
+#[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
 pub mod pmu;
@@ -51,6 +53,8 @@ pub use cpu::invlpg as flush_tlb_page;
 pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save};
 #[cfg(target_os = "none")]
 pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, set_kernel_stack};
+#[cfg(target_os = "none")]
+pub use mem::{copy_bytes, zero_bytes};
 #[cfg(target_os = "none")]
 pub use paging::{
     KERNEL_MAP_BASE, KERNEL_MAP_SIZE, KernelLayout, PHYS_OFFSET, Translation, kernel_layout,
