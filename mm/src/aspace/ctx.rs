@@ -117,6 +117,8 @@ pub const DEFAULT_MAX_ASID: u16 = 4095;
 /// * `huge_zero_lock` — serialises the lazy allocation of the huge zero
 ///   folio (taken under a page-table lock, takes only the zone lock).
 /// * `ids` — ASID and mm-id pools; a leaf.
+/// * `khugepaged` — khugepaged's registry of mm ids and its scan cursor; a
+///   leaf (registration happens under a page-table lock).
 pub struct MmCtx<'a> {
     /// The frame allocator every folio and page-table page comes from.
     pub buddy: &'a BuddyAllocator<'a>,
@@ -132,6 +134,10 @@ pub struct MmCtx<'a> {
     huge_zero_lock: Mutex<()>,
     ids: Mutex<Ids>,
     pub(super) deferred: Mutex<FolioList>,
+    pub(super) khugepaged: Mutex<super::khugepaged::KhugepagedList>,
+    /// `'static` and in a plain mutex (no drop glue, no lifetime): the
+    /// context must stay covariant in `'a` and droppable while borrowed.
+    reclaim: Mutex<Option<&'static (dyn Fn() -> usize + Sync)>>,
 }
 
 impl<'a> MmCtx<'a> {
@@ -167,6 +173,8 @@ impl<'a> MmCtx<'a> {
                 mm_ids: IdPool::new(MAX_MM_ID),
             }),
             deferred: Mutex::new(FolioList::new()),
+            khugepaged: Mutex::new(Default::default()),
+            reclaim: Mutex::new(None),
         })
     }
 
@@ -257,6 +265,22 @@ impl<'a> MmCtx<'a> {
         let mut ids = self.ids.lock();
         ids.asids.put(asid as u64);
         ids.mm_ids.put(mm_id);
+    }
+
+    // ----- memory pressure --------------------------------------------
+
+    /// Install the reclaim hook the fault path calls once, with no lock
+    /// held, when not even a 4 KiB page is left (then it retries the fault).
+    /// The kernel's hook runs the deferred-split shrinker over every live
+    /// address space; without a hook the fault path shrinks over the
+    /// faulting space alone.  Returns the pages freed (or any progress
+    /// measure; 0 means "nothing helped").  The hook lock is a leaf.
+    pub fn set_reclaim_hook(&self, hook: &'static (dyn Fn() -> usize + Sync)) {
+        *self.reclaim.lock() = Some(hook);
+    }
+
+    pub(crate) fn reclaim_hook(&self) -> Option<&'static (dyn Fn() -> usize + Sync)> {
+        *self.reclaim.lock()
     }
 
     // ----- deferred split ---------------------------------------------

@@ -22,12 +22,23 @@
 //!    the address space's RSS counter.  Holding `&mut PageTable` *is*
 //!    holding it.  fork holds the parent's and then the child's (the child
 //!    is private to fork, so no other order can exist).
-//! 3. **folio lock bit** — `Folio::trylock`, for split and collapse (next
-//!    issue); only ever try-locked under a page-table lock.
+//! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
+//!    ever try-locked under a page-table lock.  A split holds the
+//!    page-table locks of *several* spaces (every one mapping the folio),
+//!    taken in ascending mm-id order; fork, which holds the parent's and
+//!    the child's, is the only other holder of two, and its child is
+//!    invisible to everyone else.  A collapse holds one space's mmap lock
+//!    for writing and its page-table lock; khugepaged only *tries* the mmap
+//!    lock (read to scan, write to collapse) — a holder preempted on this
+//!    CPU would never release a spin lock.
 //! 4. **deferred-split queue lock** — in [`MmCtx`]; protects the queue and
 //!    queued folios' links and `PARTIALLY_MAPPED` flags.
 //! 5. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
-//!    and identifier locks in `MmCtx` sit just above it.
+//!    and identifier locks in `MmCtx` sit just above it, and khugepaged's
+//!    registry lock (in `MmCtx`) is a leaf too.
+//!
+//! The reclaim hook the fault path calls on OOM runs with none of these
+//! held (the fault drops its locks first and retries).
 //!
 //! Folio reference counts and mapcounts are atomics, changed under the
 //! page-table lock of the address space whose mapping changes.
@@ -40,9 +51,11 @@
 //! that fall inside one split it first, as Linux's `vma_adjust_trans_huge`).
 
 pub mod check;
+mod collapse;
 pub mod ctx;
 mod fault;
 mod fork;
+pub mod khugepaged;
 mod mprotect;
 mod mremap;
 pub mod report;
@@ -64,6 +77,8 @@ use crate::vma::{Layout, MadviseAction, VmFlags, VmaSet};
 pub use check::check_invariants;
 pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use report::{ThpMaps, VmaReport};
+pub use collapse::CollapseError;
+pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
 
 /// Kind of access that faulted.
@@ -132,7 +147,8 @@ pub struct Mm<'a, A: PagingArch> {
     /// page-table lock.
     anon_rss: AtomicU64,
     /// Registered for khugepaged (set by `MADV_HUGEPAGE` and by faults in
-    /// THP-eligible VMAs; the daemon of the next issue scans these).
+    /// THP-eligible VMAs; the id is then on the context's khugepaged list,
+    /// see `khugepaged.rs`).
     khugepaged: AtomicBool,
 }
 
@@ -262,7 +278,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     pub(crate) fn register_khugepaged(&self) {
-        self.khugepaged.store(true, Relaxed);
+        if !self.khugepaged.swap(true, Relaxed) {
+            self.ctx.khugepaged_enter(self.id);
+        }
     }
 
     // ----- system calls -------------------------------------------------
@@ -345,8 +363,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
             }
             MadviseAction::Collapse => {
+                // Synchronous, PMD order, no knobs or limits (Linux's
+                // `madvise_collapse`), under the mmap lock held for writing
+                // (Linux drops and retakes it around the allocation; a spin
+                // lock is simply kept).
+                drop(pt);
                 if out.result.is_ok() {
-                    return Err(Errno::EINVAL);
+                    return self.collapse_ranges_locked(&vmas, &out.ranges, crate::addr::PMD_ORDER);
                 }
             }
             MadviseAction::WillNeed | MadviseAction::Cold | MadviseAction::Pageout => {}
@@ -392,7 +415,29 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// the VMA forbids; `Err(Oom)` when not even a 4 KiB page is left.
     /// Spurious faults (another CPU resolved it, a stale TLB entry) return
     /// `Ok` after fixing nothing.
+    ///
+    /// Memory pressure: if the fault runs out of memory, the context's
+    /// reclaim hook (or, without one, the deferred-split shrinker over this
+    /// space) runs once with no lock held and the fault is retried.
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
+        let r = {
+            let vmas = self.vmas.read();
+            let mut pt = self.lock_pt();
+            self.fault_locked(&vmas, &mut pt, addr, access)
+        };
+        if r != Err(Fault::Oom) {
+            return r;
+        }
+        let freed = match self.ctx.reclaim_hook() {
+            Some(hook) => hook(),
+            None => {
+                let c = self.ctx.deferred_split_scan(&[self], 64);
+                c.split + c.underused
+            }
+        };
+        if freed == 0 {
+            return r;
+        }
         let vmas = self.vmas.read();
         let mut pt = self.lock_pt();
         self.fault_locked(&vmas, &mut pt, addr, access)
@@ -448,6 +493,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let vmas = self.vmas.write();
         let child = Mm::with_layout(self.ctx, *vmas.layout())?;
         self.copy_into(&vmas, &child)?;
+        // Linux's `khugepaged_fork`: the child inherits the registration.
+        if self.khugepaged_registered() {
+            child.register_khugepaged();
+        }
         Ok(child)
     }
 
@@ -482,6 +531,9 @@ impl<A: PagingArch> Drop for Mm<'_, A> {
         }
         if let Some(pt) = self.pt.get_mut().take() {
             pt.destroy();
+        }
+        if self.khugepaged_registered() {
+            self.ctx.khugepaged_exit(self.id);
         }
         debug_assert_eq!(self.anon_rss(), 0, "RSS left after teardown");
         self.ctx.free_ids(self.asid, self.id);

@@ -1,0 +1,536 @@
+//! Collapse: replace the small folios mapping an aligned window by one new
+//! folio — a PMD-mapped order-9 folio (Linux's `collapse_huge_page`) or,
+//! beyond Linux's `MADV_COLLAPSE`, an mTHP folio of order 2–8 (Linux's
+//! khugepaged mTHP collapse, 7.2).  Used by khugepaged (`khugepaged.rs`)
+//! and by `MADV_COLLAPSE` / [`Mm::collapse_range`].
+//!
+//! # Steps and locking
+//! 1. **Scan** under the mmap lock (read; khugepaged only *tries* it, as
+//!    Linux, and skips a contended space) and the page-table lock: count
+//!    empty / zero-page entries against `max_ptes_none`, entries of
+//!    maybe-shared folios against `max_ptes_shared` (shared = the folio has
+//!    mappings outside this window of this space), require a writable entry
+//!    and, for khugepaged, a young one; refuse pinned or locked sources.
+//! 2. **Allocate** the new folio with no lock held (khugepaged), counting
+//!    `collapse_alloc` / `collapse_alloc_failed` for the order.
+//! 3. **Lock** the mmap lock for writing — again only tried by khugepaged,
+//!    since a holder preempted on this CPU would never let go of a spin
+//!    lock — which keeps every fault of the space out, then the page-table
+//!    lock; revalidate the VMA and scan again.
+//! 4. **Isolate** the sources: try-lock each source folio and re-check for
+//!    pins (Linux's isolation; EAGAIN-class failures).  Nothing has changed
+//!    yet, so a failure here restores nothing.
+//! 5. **Clear and flush**: a PMD collapse unhooks the PTE table from the
+//!    PMD and flushes the range at once (`pmdp_collapse_flush`); an mTHP
+//!    collapse clears the window's PTEs and flushes.  From here no other
+//!    CPU can write the old pages.
+//! 6. **Copy** each source page; empty and zero-page entries give zeroed
+//!    pages.  Copying cannot fail here (no machine checks), so the old
+//!    mapping never needs restoring after this point; the one fallible step
+//!    left (installing the PMD) puts the old table back if it fails.
+//! 7. **Install**: the old PTE table, zeroed, becomes the PMD's deposit
+//!    (so a later split never allocates) and the PMD leaf is written; an
+//!    mTHP folio is `set_ptes`-mapped (contpte on arm64 from 64 KiB).
+//! 8. **Free the sources**: their mappings are removed from the rmap and
+//!    their references dropped after the flush; a source still mapped
+//!    elsewhere (shared after fork) keeps its other mappings.
+
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::addr::{PAGE_SIZE, PMD_ORDER};
+use crate::buddy::AllocFlags;
+use crate::errno::Errno;
+use crate::folio::Folio;
+use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch};
+use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
+use crate::vma::{Vma, VmaSet};
+
+use super::rmap::PutList;
+use super::{Mm, vma_perms};
+
+/// Why a window was not collapsed (a subset of Linux's `scan_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollapseError {
+    /// Already mapped by one folio of at least the target order (a PMD
+    /// leaf, or an mTHP folio): nothing to do, counts as success for
+    /// `MADV_COLLAPSE`.
+    AlreadyMapped,
+    /// No PTE table under the PMD (nothing was ever mapped there).
+    PmdNull,
+    /// Every entry of the window is empty or the zero page (Linux reports
+    /// `SCAN_PAGE_RO` then, for want of a writable entry).
+    Empty,
+    /// Too many empty or zero-page entries.
+    ExceedNone,
+    /// Too many swap entries (none exist yet: never returned).
+    ExceedSwap,
+    /// Too many entries of maybe-shared folios.
+    ExceedShared,
+    /// No young entry (khugepaged only).
+    NoReferenced,
+    /// No writable entry (Linux's `SCAN_PAGE_RO`).
+    PageRo,
+    /// A source folio has extra references (pins).
+    PageCount,
+    /// A source folio is locked (being split or collapsed elsewhere).
+    PageLock,
+    /// The mmap lock was contended (khugepaged tries it only).
+    LockBusy,
+    /// The new folio could not be allocated.
+    AllocFailed,
+    /// The VMA changed or does not allow the collapse.
+    VmaCheck,
+}
+
+impl CollapseError {
+    /// `MADV_COLLAPSE`'s errno for this result (Linux's
+    /// `madvise_collapse_errno`).
+    pub fn errno(self) -> Errno {
+        match self {
+            CollapseError::AllocFailed => Errno::ENOMEM,
+            CollapseError::ExceedNone => Errno::EBUSY,
+            CollapseError::PageCount | CollapseError::PageLock | CollapseError::LockBusy => {
+                Errno::EAGAIN
+            }
+            _ => Errno::EINVAL,
+        }
+    }
+}
+
+/// The scan limits of one collapse.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    max_none: u64,
+    max_swap: u64,
+    max_shared: u64,
+    /// khugepaged's rules (young check); `MADV_COLLAPSE` has none of the
+    /// limits and no young check.
+    khugepaged: bool,
+}
+
+impl Limits {
+    /// `MADV_COLLAPSE` / `collapse_range`: no limits.
+    pub(crate) const MADVISE: Limits = Limits {
+        max_none: u64::MAX,
+        max_swap: u64::MAX,
+        max_shared: u64::MAX,
+        khugepaged: false,
+    };
+
+    /// khugepaged's limits for `order` from the knobs: the PMD order uses
+    /// them as they are; an mTHP order takes `max_ptes_none` only as 0 or
+    /// 511 (scaled to 2^order − 1; any other value acts as 0, which avoids
+    /// collapses "creeping" up the orders), and tolerates no shared and no
+    /// swap entry.
+    pub(crate) fn khugepaged(thp: &crate::thp::Thp, order: u32) -> Limits {
+        let k = &thp.config.khugepaged;
+        let none = k.max_ptes_none.load(Relaxed) as u64;
+        if order == PMD_ORDER {
+            return Limits {
+                max_none: none,
+                max_swap: k.max_ptes_swap.load(Relaxed) as u64,
+                max_shared: k.max_ptes_shared.load(Relaxed) as u64,
+                khugepaged: true,
+            };
+        }
+        Limits {
+            max_none: if none == 511 { (1 << order) - 1 } else { 0 },
+            max_swap: 0,
+            max_shared: 0,
+            khugepaged: true,
+        }
+    }
+}
+
+/// The attributes of a freshly collapsed folio in a VMA with `v`'s rights.
+fn collapsed_attrs(v: &Vma) -> Attrs {
+    let mut a = Attrs::user(vma_perms(v.flags));
+    a.dirty = true;
+    a
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// The window's entries (present leaves by page index); `None` if there
+    /// is no PTE table (or a PMD leaf: `AlreadyMapped`).
+    fn window_entries(
+        &self,
+        pt: &PageTable<'a, A>,
+        va: u64,
+        order: u32,
+    ) -> Result<Vec<Option<Leaf>>, CollapseError> {
+        let w = pt.lookup(va);
+        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
+            return Err(CollapseError::AlreadyMapped);
+        }
+        if w.level != PTE_LEVEL {
+            return Err(CollapseError::PmdNull);
+        }
+        let mem = self.ctx.mem;
+        Ok((0..1u64 << order)
+            .map(|i| A::decode(mem.load(w.slot + 8 * i), PTE_LEVEL).leaf())
+            .collect())
+    }
+
+    /// Scan the window at `va` for a collapse to `order` under `lim`
+    /// (page-table lock held).  Counts the refusal statistics.
+    fn collapse_scan(
+        &self,
+        pt: &PageTable<'a, A>,
+        va: u64,
+        order: u32,
+        lim: Limits,
+    ) -> Result<(), CollapseError> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let e = self.window_entries(pt, va, order)?;
+        let n = e.len() as u64;
+        // mTHP: already one folio of at least the target order, page for
+        // page?  (A PTE-mapped PMD folio is collapsed like any other source:
+        // the copy gives a PMD mapping, as Linux does for anonymous memory.)
+        if order < PMD_ORDER
+            && let Some(Some(l0)) = e.first()
+            && !ctx.is_zero_pfn(l0.pfn)
+            && let Some(f) = ctx.folio(l0.pfn)
+            && f.order() >= order
+            && e.iter()
+                .enumerate()
+                .all(|(i, l)| l.is_some_and(|l| l.pfn == l0.pfn + i as u64))
+        {
+            return Err(CollapseError::AlreadyMapped);
+        }
+        let mut none = 0u64;
+        let mut shared = 0u64;
+        let (mut young, mut writable) = (false, false);
+        // Distinct source folios with their entry count in the window.
+        let mut folios: Vec<(Folio<'a>, u64)> = Vec::new();
+        for l in &e {
+            let Some(l) = l else {
+                none += 1;
+                continue;
+            };
+            if ctx.is_zero_pfn(l.pfn) {
+                none += 1;
+                continue;
+            }
+            young |= l.attrs.young;
+            writable |= l.attrs.perms.write;
+            let Some(f) = ctx.folio(l.pfn) else {
+                return Err(CollapseError::VmaCheck);
+            };
+            match folios.iter_mut().find(|(g, _)| *g == f) {
+                Some((_, c)) => *c += 1,
+                None => folios.push((f, 1)),
+            }
+        }
+        if none > lim.max_none {
+            stats.inc(order, MthpStat::CollapseExceedNonePte);
+            if order == PMD_ORDER {
+                stats.count(VmEvent::ThpScanExceedNonePte);
+            }
+            return Err(CollapseError::ExceedNone);
+        }
+        for &(f, c) in &folios {
+            if f.large_mapcount() as u64 > c {
+                shared += c;
+            }
+        }
+        if shared > lim.max_shared {
+            stats.inc(order, MthpStat::CollapseExceedSharedPte);
+            if order == PMD_ORDER {
+                stats.count(VmEvent::ThpScanExceedSharePte);
+            }
+            return Err(CollapseError::ExceedShared);
+        }
+        let _ = lim.max_swap; // no swap entries exist yet
+        for &(f, _) in &folios {
+            if f.test(crate::frame_flags::PageFlags::LOCKED) {
+                return Err(CollapseError::PageLock);
+            }
+            if f.extra_refs() != 0 {
+                return Err(CollapseError::PageCount);
+            }
+        }
+        if none == n {
+            // Nothing mapped at all: only MADV_COLLAPSE gets this far.
+            return Err(CollapseError::Empty);
+        }
+        if !writable {
+            return Err(CollapseError::PageRo);
+        }
+        if lim.khugepaged && !young {
+            return Err(CollapseError::NoReferenced);
+        }
+        Ok(())
+    }
+
+    /// Allocate the new folio for a collapse to `order`.
+    fn collapse_alloc(&self, order: u32) -> Result<Folio<'a>, CollapseError> {
+        let stats = &self.ctx.thp.stats;
+        match self.ctx.buddy.alloc(order, AllocFlags::USER) {
+            Ok(f) => {
+                stats.inc(order, MthpStat::CollapseAlloc);
+                if order == PMD_ORDER {
+                    stats.count(VmEvent::ThpCollapseAlloc);
+                }
+                Ok(f)
+            }
+            Err(_) => {
+                stats.inc(order, MthpStat::CollapseAllocFailed);
+                if order == PMD_ORDER {
+                    stats.count(VmEvent::ThpCollapseAllocFailed);
+                }
+                Err(CollapseError::AllocFailed)
+            }
+        }
+    }
+
+    /// Whether `v` can take an order-`order` folio at `va`.
+    fn collapse_vma_ok(v: &Vma, va: u64, order: u32) -> bool {
+        let size = PAGE_SIZE << order;
+        v.is_anonymous() && v.start <= va && va + size <= v.end && va.is_multiple_of(size)
+    }
+
+    /// Collapse the window at `va` to an order-`order` folio.  With `held`
+    /// the caller holds the mmap lock for writing (`MADV_COLLAPSE`) and the
+    /// allocation happens under it; without, the locks are tried as
+    /// khugepaged does (see the module doc), and the VMA must allow the
+    /// order by the THP knobs.
+    pub(crate) fn collapse_window(
+        &self,
+        va: u64,
+        order: u32,
+        lim: Limits,
+        held: Option<&VmaSet>,
+    ) -> Result<(), CollapseError> {
+        if let Some(vmas) = held {
+            let v = *vmas.find(va).ok_or(CollapseError::VmaCheck)?;
+            if !Self::collapse_vma_ok(&v, va, order) {
+                return Err(CollapseError::VmaCheck);
+            }
+            let mut pt = self.lock_pt();
+            self.collapse_scan(&pt, va, order, lim)?;
+            let new = self.collapse_alloc(order)?;
+            return self.collapse_install(&v, &mut pt, va, order, new);
+        }
+        let eligible = |v: &Vma| {
+            Self::collapse_vma_ok(v, va, order)
+                && self.ctx.thp.config.allowable_orders(v.thp_hints())
+                    & THP_ORDERS_ALL_ANON
+                    & (1 << order)
+                    != 0
+        };
+        {
+            let vmas = self.vmas.try_read().ok_or(CollapseError::LockBusy)?;
+            let v = vmas.find(va).ok_or(CollapseError::VmaCheck)?;
+            if !eligible(v) {
+                return Err(CollapseError::VmaCheck);
+            }
+            let pt = self.lock_pt();
+            self.collapse_scan(&pt, va, order, lim)?;
+        }
+        let new = self.collapse_alloc(order)?;
+        let Some(vmas) = self.vmas.try_write() else {
+            new.put();
+            return Err(CollapseError::LockBusy);
+        };
+        let v = match vmas.find(va) {
+            Some(v) if eligible(v) => *v,
+            _ => {
+                new.put();
+                return Err(CollapseError::VmaCheck);
+            }
+        };
+        let mut pt = self.lock_pt();
+        if let Err(e) = self.collapse_scan(&pt, va, order, lim) {
+            new.put();
+            return Err(e);
+        }
+        self.collapse_install(&v, &mut pt, va, order, new)
+    }
+
+    /// Steps 4–8 of the module doc, with the mmap lock held for writing and
+    /// the page-table lock held, after a successful scan.  Consumes `new`
+    /// (freed on failure).
+    fn collapse_install(
+        &self,
+        v: &Vma,
+        pt: &mut PageTable<'a, A>,
+        va: u64,
+        order: u32,
+        new: Folio<'a>,
+    ) -> Result<(), CollapseError> {
+        let ctx = self.ctx;
+        let mem = ctx.mem;
+        let e = match self.window_entries(pt, va, order) {
+            Ok(e) => e,
+            Err(err) => {
+                new.put();
+                return Err(err);
+            }
+        };
+        let n = e.len();
+        // Isolate: lock every source folio and check it is not pinned.
+        let mut locked: Vec<Folio<'a>> = Vec::new();
+        let unlock_all = |locked: &[Folio<'a>]| locked.iter().for_each(|f| f.unlock());
+        for l in e.iter().flatten() {
+            if ctx.is_zero_pfn(l.pfn) {
+                continue;
+            }
+            let f = ctx.folio(l.pfn).expect("scanned above");
+            if locked.contains(&f) {
+                continue;
+            }
+            if !f.trylock() {
+                unlock_all(&locked);
+                new.put();
+                return Err(CollapseError::PageLock);
+            }
+            locked.push(f);
+            if f.extra_refs() != 0 {
+                unlock_all(&locked);
+                new.put();
+                return Err(CollapseError::PageCount);
+            }
+        }
+        // Clear and flush.
+        let pmd = order == PMD_ORDER;
+        let table = if pmd {
+            Some(
+                pt.collapse_detach_table(va)
+                    .expect("a PTE table is there under the lock"),
+            )
+        } else {
+            let mut g = pt.gather();
+            pt.get_and_clear_ptes(va, n, &mut g);
+            g.finish();
+            None
+        };
+        // Copy (entries as scanned: the PTL kept them; only A/D may differ).
+        for (i, l) in e.iter().enumerate() {
+            let dst = new.pa() + i as u64 * PAGE_SIZE;
+            match l {
+                Some(l) if !ctx.is_zero_pfn(l.pfn) => mem.copy(dst, l.pfn * PAGE_SIZE, PAGE_SIZE),
+                _ => mem.zero(dst, PAGE_SIZE),
+            }
+        }
+        // Install.
+        let attrs = collapsed_attrs(v);
+        let installed = match table {
+            Some(t) => {
+                mem.zero(t, PAGE_SIZE);
+                let r = pt.set_pmd_leaf(va, new.pfn(), attrs, t);
+                if r.is_err() {
+                    // Put the old table back exactly: its entries are gone
+                    // (zeroed above), so rewrite them first.
+                    for (i, l) in e.iter().enumerate() {
+                        if let Some(l) = l {
+                            mem.store(
+                                t + 8 * i as u64,
+                                A::encode(crate::paging::Entry::Leaf(*l), PTE_LEVEL),
+                            );
+                        }
+                    }
+                    let back = pt.collapse_restore_table(va, t);
+                    debug_assert!(back.is_ok());
+                }
+                r.is_ok()
+            }
+            None => pt.set_ptes(va, new.pfn(), n, attrs).is_ok(),
+        };
+        if !installed {
+            debug_assert!(pmd, "the mTHP window's entries were just cleared");
+            unlock_all(&locked);
+            new.put();
+            return Err(CollapseError::VmaCheck);
+        }
+        ctx.rmap_add_new(new, self.id, va, pmd);
+        self.rss_add(n as u64);
+        // Free the sources: one rmap update per run of one folio.
+        let mut puts = PutList::new();
+        let mut i = 0;
+        while i < n {
+            let Some(l) = e[i].filter(|l| !ctx.is_zero_pfn(l.pfn)) else {
+                i += 1;
+                continue;
+            };
+            let f = ctx.folio(l.pfn).expect("locked above");
+            let mut j = i + 1;
+            while j < n
+                && e[j].is_some_and(|m| {
+                    m.pfn == l.pfn + (j - i) as u64 && m.pfn < f.pfn() + f.nr_pages()
+                })
+            {
+                j += 1;
+            }
+            let nr = (j - i) as u64;
+            ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr);
+            self.rss_sub(nr);
+            puts.push(f, nr as u32);
+            i = j;
+        }
+        unlock_all(&locked);
+        puts.release();
+        Ok(())
+    }
+
+    /// Collapse `[start, start + len)` to folios of `order` (2..=9),
+    /// synchronously, ignoring the `enabled` knobs and the `max_ptes_*`
+    /// limits — `MADV_COLLAPSE` generalised to mTHP orders (beyond Linux,
+    /// whose `MADV_COLLAPSE` is PMD-only).  Each naturally aligned window
+    /// lying fully inside the range and one VMA is collapsed; windows
+    /// already mapped by a folio of at least `order` count as done, and for
+    /// mTHP orders windows with nothing mapped are left empty (for the PMD
+    /// order they fail with EINVAL, as `MADV_COLLAPSE`).
+    /// Returns Ok only if every window ended up collapsed; otherwise the
+    /// errno of the last failure (ENOMEM, EBUSY, EAGAIN, EINVAL); EINVAL if
+    /// no window fits in the range.
+    pub fn collapse_range(&self, start: u64, len: u64, order: u32) -> Result<(), Errno> {
+        if !(2..=PMD_ORDER).contains(&order) || !start.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        let vmas = self.vmas.write();
+        if vmas
+            .find_intersecting(start, end)
+            .any(|v| v.flags.contains(crate::vma::VmFlags::NOHUGEPAGE))
+        {
+            return Err(Errno::EINVAL);
+        }
+        self.collapse_ranges_locked(&vmas, core::slice::from_ref(&(start..end)), order)
+    }
+
+    /// The windows of `order` inside `ranges`, collapsed one by one with
+    /// the mmap lock (`vmas`) held for writing.
+    pub(crate) fn collapse_ranges_locked(
+        &self,
+        vmas: &VmaSet,
+        ranges: &[core::ops::Range<u64>],
+        order: u32,
+    ) -> Result<(), Errno> {
+        let size = PAGE_SIZE << order;
+        let mut last: Option<CollapseError> = None;
+        let mut windows = 0;
+        for r in ranges {
+            let mut va = r.start.div_ceil(size) * size;
+            while va + size <= r.end {
+                windows += 1;
+                match self.collapse_window(va, order, Limits::MADVISE, Some(vmas)) {
+                    Ok(()) | Err(CollapseError::AlreadyMapped) => {}
+                    Err(CollapseError::Empty | CollapseError::PmdNull) if order < PMD_ORDER => {}
+                    Err(e) => last = Some(e),
+                }
+                va += size;
+            }
+        }
+        if windows == 0 {
+            // No aligned window fits (Linux: the VMA is not suitable for
+            // the order, or the aligned range is inverted): EINVAL.
+            return Err(Errno::EINVAL);
+        }
+        match last {
+            None => Ok(()),
+            Some(e) => Err(e.errno()),
+        }
+    }
+}
