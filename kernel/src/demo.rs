@@ -4,11 +4,15 @@
 //!
 //! For each configuration a fresh address space maps `demo_mib` MiB
 //! (default 64) of anonymous memory, loads it into CR3 / TTBR0 and writes
-//! one word per 4 KiB page, so every fault is raised by the MMU.  Reported:
-//! faults taken, time per fault and per MiB, the folio orders mapped, how
+//! one word per 4 KiB page, so every fault is raised by the MMU; the touch
+//! is repeated `demo_reps` times (default 3) in fresh spaces and the best
+//! is reported, like the Linux baseline's best of 3.  Reported: faults
+//! taken, time per fault and per MiB, instructions per fault where the PMU
+//! counts them (arm64 under `-icount`), the folio orders mapped, how
 //! much is contpte- and PMD-mapped, and how many translation entries cover
 //! the region (a 4K PTE, a contpte block and a PMD each count 1).
 use crate::memory::buddy;
+use crate::perf::{self, Event, Filter};
 use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
 use crate::{arch, cmdline, println};
 use alloc::string::String;
@@ -27,17 +31,36 @@ struct Config {
 }
 
 const CONFIGS: [Config; 5] = [
-    Config { name: "4K", order: None },
-    Config { name: "16K", order: Some(2) },
-    Config { name: "64K", order: Some(4) },
-    Config { name: "512K", order: Some(7) },
-    Config { name: "2M", order: Some(9) },
+    Config {
+        name: "4K",
+        order: None,
+    },
+    Config {
+        name: "16K",
+        order: Some(2),
+    },
+    Config {
+        name: "64K",
+        order: Some(4),
+    },
+    Config {
+        name: "512K",
+        order: Some(7),
+    },
+    Config {
+        name: "2M",
+        order: Some(9),
+    },
 ];
 
 fn set_only(order: Option<u32>) {
     THP.config.set_global_mode(GlobalMode::Always);
     for o in 2..=9 {
-        let m = if Some(o) == order { OrderMode::Always } else { OrderMode::Never };
+        let m = if Some(o) == order {
+            OrderMode::Always
+        } else {
+            OrderMode::Never
+        };
         THP.config.set_order_mode(o, m);
     }
 }
@@ -54,21 +77,55 @@ fn orders_line(by_order: &[u64]) -> String {
 
 fn size_name(order: u32) -> String {
     let kb = 4u64 << order;
-    if kb >= 1024 { alloc::format!("{}M", kb / 1024) } else { alloc::format!("{}K", kb) }
+    if kb >= 1024 {
+        alloc::format!("{}M", kb / 1024)
+    } else {
+        alloc::format!("{}K", kb)
+    }
 }
 
-fn run_one(c: &Config, bytes: u64) -> Result<(), Errno> {
-    set_only(c.order);
+/// One timed first touch of `bytes` in a fresh address space (left
+/// loaded): (space, start, wall ns, faults, instructions if counted).
+fn touch_once(bytes: u64) -> Result<(Arc<UserMm>, u64, u64, u64, Option<u64>), Errno> {
     let m: Arc<UserMm> = uspace::new_mm()?;
-    let va = m.mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)?;
+    let va = m.mmap(
+        0,
+        bytes,
+        PROT_READ | PROT_WRITE,
+        MAP_PRIVATE | MAP_ANONYMOUS,
+    )?;
     uspace::activate(&m);
     let f0 = FAULTS_RESOLVED.load(Relaxed);
+    let session = perf::Session::begin(&[Event::Instructions], Filter::BOTH);
     let t0 = arch::now_ns();
     for p in (va..va + bytes).step_by(4096) {
         write_u64(p, p)?;
     }
     let ns = arch::now_ns() - t0;
+    let instr = session.end().get(Event::Instructions);
     let faults = FAULTS_RESOLVED.load(Relaxed) - f0;
+    Ok((m, va, ns, faults, instr))
+}
+
+fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
+    set_only(c.order);
+    // Best of `reps` (as the Linux baseline): the first touch of guest RAM
+    // also pays QEMU's host-side page faults, later ones reuse the frames.
+    let mut best: Option<(u64, u64, Option<u64>)> = None;
+    let mut last = None;
+    for _ in 0..reps.max(1) {
+        if let Some((m, _)) = last.take() {
+            uspace::release(m);
+        }
+        let (m, va, ns, faults, instr) = touch_once(bytes)?;
+        if best.is_none_or(|(b, _, _)| ns < b) {
+            best = Some((ns, faults, instr));
+        }
+        last = Some((m, va));
+    }
+    let (Some((ns, faults, instr)), Some((m, va))) = (best, last) else {
+        return Err(Errno::EINVAL);
+    };
     let r = m.thpmaps().total();
     // Fork and write half of the parent: COW at 4K granularity.
     let copies0 = THP.stats.event(VmEvent::FaultCowCopy);
@@ -78,7 +135,9 @@ fn run_one(c: &Config, bytes: u64) -> Result<(), Errno> {
     }
     let copies = THP.stats.event(VmEvent::FaultCowCopy) - copies0;
     uspace::activate(&child);
-    let ok = (va..va + bytes).step_by(4096 * 16).all(|p| read_u64(p) == Ok(p));
+    let ok = (va..va + bytes)
+        .step_by(4096 * 16)
+        .all(|p| read_u64(p) == Ok(p));
     uspace::release(child);
     uspace::activate(&m);
     // Unmap a 4K page in the middle of every 64th folio-sized block.
@@ -88,12 +147,17 @@ fn run_one(c: &Config, bytes: u64) -> Result<(), Errno> {
         m.munmap(blk + step / 2, 4096)?;
     }
     let queued = uspace::ctx().deferred_split_len() - q0;
+    let ipf = match instr {
+        Some(i) if faults > 0 => alloc::format!("{}", i / faults),
+        _ => String::from("-"),
+    };
     println!(
-        "{:>5} | {:>7} {:>8} {:>8} | {:>9} {:>9} {:>8} | {:>6} {:>5} {} | {}",
+        "{:>5} | {:>7} {:>8} {:>8} {:>7} | {:>9} {:>9} {:>8} | {:>6} {:>5} {} | {}",
         c.name,
         faults,
         if faults > 0 { ns / faults } else { 0 },
         ns * MB / bytes.max(1) / 1000,
+        ipf,
         r.cont_bytes / MB,
         r.pmd_bytes / MB,
         r.entries,
@@ -108,23 +172,47 @@ fn run_one(c: &Config, bytes: u64) -> Result<(), Errno> {
 
 /// Run the demonstration; returns false if anything failed.
 pub fn run() -> bool {
-    let mib = cmdline::value("demo_mib").and_then(|v| v.parse::<u64>().ok()).unwrap_or(64);
+    let mib = cmdline::value("demo_mib")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(64);
     let bytes = mib.clamp(4, 1024) * MB;
+    let reps = cmdline::value("demo_reps")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(3);
     let saved = (THP.config.order_modes(), THP.config.global_mode());
     println!();
-    println!("mTHP demo on {} ({}): first touch of {} MiB per folio size, real page tables", arch::NAME, accel(), bytes / MB);
-    println!("  faults: MMU faults resolved; ns/fault and us/MiB: wall time of the touch loop (arch clock)");
-    println!("  contpte/PMD: MiB mapped that way; entries: translation entries covering the region");
-    println!("  COW: 4K copies after fork when the parent writes one page per 64K of half the region");
-    println!("  split-q: folios queued for deferred split after unmapping one 4K page of every 64th block");
+    println!(
+        "mTHP demo on {} ({}): first touch of {} MiB per folio size, real page tables, best of {}",
+        arch::NAME,
+        accel(),
+        bytes / MB,
+        reps
+    );
+    println!(
+        "  faults: MMU faults resolved; ns/fault and us/MiB: wall time of the touch loop (arch clock)"
+    );
+    println!(
+        "  instr/f: instructions retired per fault, loop included (PMU; arm64 with -icount only)"
+    );
+    println!(
+        "  contpte/PMD: MiB mapped that way; entries: translation entries covering the region"
+    );
+    println!(
+        "  COW: 4K copies after fork when the parent writes one page per 64K of half the region"
+    );
+    println!(
+        "  split-q: folios queued for deferred split after unmapping one 4K page of every 64th block"
+    );
     println!();
     println!(
-        " size |  faults ns/fault   us/MiB | contpte-M     PMD-M  entries |    COW split-q child | folios"
+        " size |  faults ns/fault   us/MiB instr/f | contpte-M     PMD-M  entries |    COW split-q child | folios"
     );
-    println!("------+---------------------------+------------------------------+---------------------+-------");
+    println!(
+        "------+-----------------------------------+------------------------------+---------------------+-------"
+    );
     let mut ok = true;
     for c in &CONFIGS {
-        if let Err(e) = run_one(c, bytes) {
+        if let Err(e) = run_one(c, bytes, reps) {
             println!("{:>5} | failed: {}", c.name, e.name());
             ok = false;
         }
@@ -138,12 +226,21 @@ pub fn run() -> bool {
         "per-size stats (anon_fault_alloc): {}",
         (2..=9)
             .filter(|&o| THP.stats.get(o, MthpStat::AnonFaultAlloc) > 0)
-            .map(|o| alloc::format!("{}={}", size_name(o), THP.stats.get(o, MthpStat::AnonFaultAlloc)))
+            .map(|o| alloc::format!(
+                "{}={}",
+                size_name(o),
+                THP.stats.get(o, MthpStat::AnonFaultAlloc)
+            ))
             .collect::<alloc::vec::Vec<_>>()
             .join(" ")
     );
     println!("buddyinfo: {}", buddy().buddyinfo());
-    println!("frames: {} free, {} used ({} MiB free)", s.free, s.used, s.free * 4096 / MB);
+    println!(
+        "frames: {} free, {} used ({} MiB free)",
+        s.free,
+        s.used,
+        s.free * 4096 / MB
+    );
     ok
 }
 
