@@ -11,6 +11,7 @@
 //! counts them (arm64 under `-icount`), the folio orders mapped, how
 //! much is contpte- and PMD-mapped, and how many translation entries cover
 //! the region (a 4K PTE, a contpte block and a PMD each count 1).
+//! `demo_sizes=4K,2M` runs only the listed sizes.
 use crate::memory::buddy;
 use crate::perf::{self, Event, Filter};
 use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
@@ -211,7 +212,11 @@ pub fn run() -> bool {
         "------+-----------------------------------+------------------------------+---------------------+-------"
     );
     let mut ok = true;
+    let only = cmdline::value("demo_sizes");
     for c in &CONFIGS {
+        if only.is_some_and(|l| !l.split(',').any(|n| n.eq_ignore_ascii_case(c.name))) {
+            continue;
+        }
         if let Err(e) = run_one(c, bytes, reps) {
             println!("{:>5} | failed: {}", c.name, e.name());
             ok = false;
