@@ -15,6 +15,7 @@ mod cmdline;
 mod cpio;
 mod demo;
 mod elf;
+mod invariants_tests;
 #[macro_use]
 mod log;
 mod memory;

@@ -107,6 +107,15 @@ pub fn current() -> Option<Arc<UserMm>> {
     SPACES.try_read()?.get(&root).cloned()
 }
 
+/// Every registered address space (for the invariant checker, which must
+/// see all of them).
+pub fn all_mms() -> alloc::vec::Vec<Arc<UserMm>> {
+    let irq = arch::irq_save();
+    let v = SPACES.read().values().cloned().collect();
+    arch::irq_restore(irq);
+    v
+}
+
 /// Faults resolved / refused since boot (shown by the demo).
 pub static FAULTS_RESOLVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);

@@ -1,6 +1,8 @@
-//! The address-space invariant checker (tests now; the robustness issue's
-//! storms later).  It walks the real page tables of every given address
-//! space and compares what it finds with the folios' metadata.
+//! The address-space invariant checker (host tests, the kernel's storm and
+//! self-tests).  It walks the real page tables of every given address space
+//! and the allocator's free lists, and compares what it finds with the
+//! folios' metadata.  Portable: no emulator code, so the kernel runs it on
+//! its live tables.
 //!
 //! Checked:
 //! * every entry lies in a VMA and has at most the VMA's rights (write only
@@ -8,17 +10,28 @@
 //! * every non-zero frame belongs to an allocated anonymous folio; PMD
 //!   leaves map a whole order-9 folio;
 //! * per folio: large mapcount = PTE + PMD mappings found, entire mapcount
-//!   = PMD mappings found, refcount ≥ mappings found;
-//! * anon-exclusive only on pages mapped by exactly one address space;
-//! * contiguous blocks obey the hardware rules (aligned, consecutive frames,
-//!   equal attributes) and lie inside one folio;
-//! * deposited tables = PMD leaves, per address space;
+//!   = PMD mappings found, references ≥ mappings found + known pins;
+//! * anon-exclusive only on pages mapped by exactly one address space, and
+//!   every writable entry maps anon-exclusive pages;
+//! * contiguous blocks obey the hardware rules: all entries of an aligned
+//!   block carry the hint, map consecutive frames from an aligned frame,
+//!   inside one folio, with equal attributes (young/dirty aside), and only
+//!   where the table uses hints;
+//! * deposited tables = PMD leaves, per address space (the deposit chain is
+//!   walked, not just its counter);
 //! * each space's anon RSS = anonymous pages mapped;
-//! * queued deferred-split folios are large, mapped and marked partially
-//!   mapped (or PMD-sized: underused-shrinker candidates).
+//! * queued deferred-split folios are large, anonymous and mapped, and
+//!   either partially mapped (a page of theirs is mapped nowhere) or
+//!   PMD-sized underused-shrinker candidates;
+//! * no frame on the buddy free lists is mapped, part of an allocated
+//!   folio, a page-table page or a deposit; and the allocator's own
+//!   structural check (every frame free, allocated or reserved exactly
+//!   once, counters adding up to the boot total) passes.
 //!
-//! Give it *every* live address space of the context: mappings in a space
-//! left out look like mapcount errors.
+//! Give it *every* live address space of the context, at a quiescent
+//! moment (no other CPU changing mappings or allocating): mappings in a
+//! space left out look like mapcount errors.  Errors name the address
+//! space, the virtual address or the pfn, and what broke.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -26,10 +39,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER};
-use crate::emu::check_cont_blocks;
 use crate::folio::Folio;
 use crate::frame_flags::PageFlags;
-use crate::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
+use crate::paging::{Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch};
 
 use super::{Mm, vma_perms};
 
@@ -41,8 +53,18 @@ struct FolioSeen<'a> {
 }
 
 /// Check the invariants over `mms` (all the live address spaces of one
-/// context).  Takes each space's locks in turn.
+/// context), with no known pins.  Takes each space's locks in turn.
 pub fn check_invariants<'a, A: PagingArch>(mms: &[&Mm<'a, A>]) -> Result<(), String> {
+    check_invariants_pinned(mms, &[])
+}
+
+/// As [`check_invariants`], with `pins`: (pfn of a folio's head, extra
+/// references the caller knows it holds), which the folio's references
+/// must cover on top of its mappings.
+pub fn check_invariants_pinned<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    pins: &[(u64, u64)],
+) -> Result<(), String> {
     let Some(first) = mms.first() else {
         return Ok(());
     };
@@ -51,12 +73,15 @@ pub fn check_invariants<'a, A: PagingArch>(mms: &[&Mm<'a, A>]) -> Result<(), Str
     // Page frame -> the address spaces mapping it.
     let mut page_mms: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     let mut errors: Vec<String> = Vec::new();
-    let block = A::CONT_PTES as u64;
+    // Page-table pages and deposits of every space (none may be free).
+    let mut table_pages: BTreeSet<u64> = BTreeSet::new();
     for mm in mms {
         let vmas = mm.vmas.read();
         let pt = mm.lock_pt();
         let mut pmd_leaves = 0usize;
         let mut rss = 0u64;
+        // Contiguous-hint leaves by block address.
+        let mut blocks: BTreeMap<u64, Vec<(u64, Leaf)>> = BTreeMap::new();
         pt.for_each_leaf(&mut |va, l| {
             let err = |e: &mut Vec<String>, what: String| {
                 e.push(format!("mm {} va {va:#x} ({l:?}): {what}", mm.id));
@@ -130,16 +155,25 @@ pub fn check_invariants<'a, A: PagingArch>(mms: &[&Mm<'a, A>]) -> Result<(), Str
                 }
             }
             if l.level == PTE_LEVEL && l.cont {
-                let idx = (va / PAGE_SIZE) % block;
-                let first_pfn = l.pfn.wrapping_sub(idx);
-                if first_pfn < f.pfn() || first_pfn + block > f.pfn() + f.nr_pages() {
-                    err(&mut errors, "contiguous block crosses its folio".into());
-                }
+                let bva = va & !(A::CONT_PTES as u64 * PAGE_SIZE - 1);
+                blocks.entry(bva).or_default().push((va, l));
             }
         });
-        if let Err(e) = check_cont_blocks(&pt) {
-            errors.push(format!("mm {}: {e}", mm.id));
+        check_cont_blocks(mm.id, &pt, &blocks, &mut errors, |pfn| ctx.folio(pfn));
+        pt.for_each_table(&mut |pa, _| {
+            table_pages.insert(pa >> crate::addr::PAGE_SHIFT);
+        });
+        table_pages.insert(pt.root() >> crate::addr::PAGE_SHIFT);
+        let chain = deposit_chain(&pt);
+        if chain.len() != pt.deposited() {
+            errors.push(format!(
+                "mm {}: deposit chain holds {} tables, counter says {}",
+                mm.id,
+                chain.len(),
+                pt.deposited()
+            ));
         }
+        table_pages.extend(chain.iter().map(|pa| pa >> crate::addr::PAGE_SHIFT));
         if pt.deposited() != pmd_leaves {
             errors.push(format!(
                 "mm {}: {} deposited tables for {pmd_leaves} PMD leaves",
@@ -174,9 +208,10 @@ pub fn check_invariants<'a, A: PagingArch>(mms: &[&Mm<'a, A>]) -> Result<(), Str
                 s.pmds
             ));
         }
-        if (f.refcount() as u64) < maps {
+        let pinned: u64 = pins.iter().filter(|p| p.0 == *pfn).map(|p| p.1).sum();
+        if (f.refcount() as u64) < maps + pinned {
             errors.push(format!(
-                "folio {pfn:#x}: refcount {} below {maps} mappings",
+                "folio {pfn:#x}: refcount {} below {maps} mappings + {pinned} pins",
                 f.refcount()
             ));
         }
@@ -194,14 +229,119 @@ pub fn check_invariants<'a, A: PagingArch>(mms: &[&Mm<'a, A>]) -> Result<(), Str
     }
     for f in ctx.deferred_split_snapshot() {
         let partial = f.test(PageFlags::PARTIALLY_MAPPED);
-        if f.order() < 2 || !f.is_mapped() || !(partial || f.order() == PMD_ORDER) {
+        if f.order() < 2 || !f.is_anon() || !f.is_mapped() || !(partial || f.order() == PMD_ORDER) {
             errors.push(format!("deferred-split queue holds {f:?}"));
+        } else if partial && f.pages().all(|p| page_mms.contains_key(&p.pfn())) {
+            errors.push(format!(
+                "folio {:#x}: queued as partially mapped but every page is mapped",
+                f.pfn()
+            ));
         }
+    }
+    // The free lists: no free frame is mapped, in a folio, or a table.
+    let buddy = ctx.buddy;
+    let mut bad_free = 0;
+    buddy.for_each_free_block(|pfn, order, _| {
+        let end = pfn + (1u64 << order);
+        let what = if let Some((p, _)) = page_mms.range(pfn..end).next() {
+            Some(format!("pfn {p:#x} is mapped"))
+        } else if let Some(p) = table_pages.range(pfn..end).next() {
+            Some(format!("pfn {p:#x} is a page-table page or deposit"))
+        } else if ctx.folio(pfn).is_some() || ctx.is_zero_pfn(pfn) {
+            Some(format!("pfn {pfn:#x} is part of an allocated folio"))
+        } else {
+            None
+        };
+        if let Some(w) = what
+            && bad_free < 8
+        {
+            bad_free += 1;
+            errors.push(format!("free block {pfn:#x} order {order}: {w}"));
+        }
+    });
+    if let Err(e) = buddy.check_invariants() {
+        errors.push(format!("allocator: {e}"));
     }
     if errors.is_empty() {
         Ok(())
     } else {
         errors.truncate(20);
         Err(errors.join("\n"))
+    }
+}
+
+/// The deposited tables of `pt`, following the chain threaded through
+/// their first words (bounded, so a corrupt chain cannot loop forever).
+fn deposit_chain<A: PagingArch>(pt: &PageTable<'_, A>) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut p = pt.deposit_head;
+    // `u64::MAX` ends the chain (the page table's `NO_DEPOSIT`).
+    while p != u64::MAX && out.len() <= pt.deposited() {
+        out.push(p);
+        p = pt.env().mem.load(p);
+    }
+    out
+}
+
+/// The hardware rules for every contiguous block (`blocks`: the hinted
+/// leaves found, by block address): all `CONT_PTES` entries hinted, the
+/// first frame aligned, frames consecutive and inside one folio, equal
+/// attributes apart from young/dirty, and hints only where the table may
+/// use them.  (Unhinted entries of a block some of whose entries are
+/// hinted show up as a short block.)
+fn check_cont_blocks<'a, A: PagingArch>(
+    mm_id: u64,
+    pt: &PageTable<'_, A>,
+    blocks: &BTreeMap<u64, Vec<(u64, Leaf)>>,
+    errors: &mut Vec<String>,
+    folio_of: impl Fn(u64) -> Option<Folio<'a>>,
+) {
+    let cp = A::CONT_PTES as u64;
+    for (bva, leaves) in blocks {
+        let at = format!("mm {mm_id} contiguous block at va {bva:#x}");
+        if !pt.cont_enabled() {
+            errors.push(format!("{at}: hint in a table that must not use it"));
+            continue;
+        }
+        if leaves.len() as u64 != cp {
+            errors.push(format!(
+                "{at}: only {} of {cp} entries hinted",
+                leaves.len()
+            ));
+            continue;
+        }
+        let l0 = leaves[0].1;
+        if !l0.pfn.is_multiple_of(cp) {
+            errors.push(format!("{at}: first frame {:#x} not aligned", l0.pfn));
+            continue;
+        }
+        for (i, (va, l)) in leaves.iter().enumerate() {
+            let i = i as u64;
+            if *va != bva + i * PAGE_SIZE || l.pfn != l0.pfn + i {
+                errors.push(format!(
+                    "{at}: va {va:#x} maps pfn {:#x}, not consecutive",
+                    l.pfn
+                ));
+                break;
+            }
+            if l.attrs.fold_key() != l0.attrs.fold_key() {
+                errors.push(format!(
+                    "{at}: va {va:#x} attributes {:?} differ from {:?}",
+                    l.attrs, l0.attrs
+                ));
+                break;
+            }
+        }
+        if l0.attrs.special {
+            continue;
+        }
+        match folio_of(l0.pfn) {
+            Some(f) if f.pfn() <= l0.pfn && l0.pfn + cp <= f.pfn() + f.nr_pages() => {}
+            _ => errors.push(format!(
+                "{at}: frames {:#x}..{:#x} not inside one folio",
+                l0.pfn,
+                l0.pfn + cp
+            )),
+        }
     }
 }
