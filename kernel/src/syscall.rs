@@ -607,26 +607,10 @@ fn sys_arch_prctl(_p: &Process, _code: u64, _addr: u64) -> R {
 /// resizing pages needs `Mm` support that does not exist yet, so valid
 /// requests that change anything fail with ENOMEM ("cannot expand").
 fn sys_mremap(p: &Process, a: [u64; 6]) -> R {
-    const MAYMOVE: u64 = 1;
-    const FIXED: u64 = 2;
-    const DONTUNMAP: u64 = 4;
-    let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3]);
-    if flags & !(MAYMOVE | FIXED | DONTUNMAP) != 0
-        || old & 0xfff != 0
-        || (flags & FIXED != 0 && flags & MAYMOVE == 0)
-        || new_len == 0
-    {
-        return Err(Errno::EINVAL);
-    }
+    // Argument rules, VMA changes and page-table moves are all `Mm::mremap`'s
+    // (Linux's semantics and errno values).
     let _np = sched::preempt_disable();
-    let mapped = p.with_mm(|mm| mm.vmas().find(old).is_some_and(|v| v.start <= old))?;
-    if !mapped {
-        return Err(Errno::EFAULT);
-    }
-    if old_len.next_multiple_of(4096) == new_len.next_multiple_of(4096) && flags & FIXED == 0 {
-        return Ok(old);
-    }
-    Err(Errno::ENOMEM)
+    p.with_mm(|mm| mm.mremap(a[0], a[1], a[2], a[3], a[4]))?
 }
 
 static RNG: AtomicU64 = AtomicU64::new(0);
