@@ -78,7 +78,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         access: Access,
     ) -> Result<(), Fault> {
         let stats = &self.ctx.thp.stats;
-        let Some(vma) = vmas.find(addr).copied() else {
+        let Some(vma) = vmas.find(addr) else {
             stats.count(VmEvent::FaultSegv);
             return Err(Fault::Segv);
         };
@@ -113,10 +113,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     fn zero_folio(&self, f: Folio<'a>, base: u64, addr: u64) {
         let hot = (addr - base) / PAGE_SIZE;
         let mem = self.ctx.mem;
-        for i in (0..f.nr_pages()).filter(|&i| i != hot) {
-            mem.zero(f.pa() + i * PAGE_SIZE, PAGE_SIZE);
+        // At most three calls: the pages below and above the hot one, then it.
+        let (pa, n) = (f.pa(), f.nr_pages());
+        if hot > 0 {
+            mem.zero(pa, hot * PAGE_SIZE);
         }
-        mem.zero(f.pa() + hot * PAGE_SIZE, PAGE_SIZE);
+        if hot + 1 < n {
+            mem.zero(pa + (hot + 1) * PAGE_SIZE, (n - hot - 1) * PAGE_SIZE);
+        }
+        mem.zero(pa + hot * PAGE_SIZE, PAGE_SIZE);
     }
 
     /// Orders (bit mask) THP may use for a fault at `addr` in `vma`.

@@ -45,9 +45,20 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Split `[va, va + n pages)` into segments (table lookups are done
     /// once per PTE table, not once per entry).
     fn segments(&self, va: u64, n: usize) -> impl Iterator<Item = Seg> + use<'a, '_, A> {
+        self.segments_from(va, n, None)
+    }
+
+    /// [`Self::segments`] with the PTE table of one 2 MiB-aligned base
+    /// already known (`(base, table)`), so the walk for it is skipped.
+    fn segments_from(
+        &self,
+        va: u64,
+        n: usize,
+        known: Option<(u64, TableAt)>,
+    ) -> impl Iterator<Item = Seg> + use<'a, '_, A> {
         let block = A::CONT_PTES.max(1);
         let mut done = 0usize;
-        let mut cached: Option<(u64, TableAt)> = None;
+        let mut cached: Option<(u64, TableAt)> = known;
         core::iter::from_fn(move || {
             if done >= n {
                 return None;
@@ -88,7 +99,11 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// missing PTE table counts as empty; a huge leaf over the range does
     /// not.  This is the fault path's "does this order fit" test.
     pub fn ptes_none(&self, va: u64, n: usize) -> bool {
-        self.segments(va, n).all(|s| match s.table {
+        self.ptes_none_from(va, n, None)
+    }
+
+    fn ptes_none_from(&self, va: u64, n: usize, known: Option<(u64, TableAt)>) -> bool {
+        self.segments_from(va, n, known).all(|s| match s.table {
             TableAt::Missing => true,
             TableAt::Huge => false,
             TableAt::Table(t) => (0..s.count).all(|i| self.mem().load(s.slot(t, i)) == 0),
@@ -112,25 +127,30 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             return Err(PtError::Misaligned);
         }
         // Allocate tables first so that a failure leaves no entry written.
+        // The first table is remembered: the checks and stores below then
+        // walk again only for a run crossing into another table.
         let mut off = 0;
+        let mut first = None;
         while off < n {
             let v = va + (off as u64) * PAGE_SIZE;
-            self.ensure_table(v, PTE_LEVEL)?;
+            let t = self.ensure_table(v, PTE_LEVEL)?;
+            first.get_or_insert((v & !(super::arch::level_size(1) - 1), TableAt::Table(t)));
             off += ENTRIES_PER_TABLE - super::arch::level_index(v, PTE_LEVEL);
         }
-        if !self.ptes_none(va, n) {
+        if !self.ptes_none_from(va, n, first) {
             return Err(PtError::Exists);
         }
         let cont_ok = self.cont_enabled();
-        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
-        for s in segs {
+        let mem = self.mem();
+        let mut cont_sets = 0;
+        for s in self.segments_from(va, n, first) {
             let TableAt::Table(t) = s.table else {
                 unreachable!("tables ensured above")
             };
             let pfn0 = first_pfn + ((s.va - va) >> PAGE_SHIFT);
             let cont = cont_ok && Self::whole_block(&s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
             if cont {
-                self.stats.cont_sets += 1;
+                cont_sets += 1;
             }
             for i in 0..s.count {
                 let leaf = Leaf {
@@ -139,10 +159,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                     attrs,
                     cont,
                 };
-                self.mem()
-                    .store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+                mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
             }
         }
+        self.stats.cont_sets += cont_sets;
         self.env.tlb.sync_tables();
         Ok(())
     }

@@ -63,7 +63,13 @@ pub const fn order_from_size(bytes: u64) -> Option<u32> {
 /// Iterate the orders in `mask` from the highest down, the order in which
 /// the fault path tries them.
 pub fn orders_high_to_low(mask: u32) -> impl Iterator<Item = u32> {
-    (0..32u32).rev().filter(move |o| mask & (1 << o) != 0)
+    // Visits only the set bits (this runs on every fault).
+    let mut rest = mask;
+    core::iter::from_fn(move || {
+        let o = 31u32.checked_sub(rest.leading_zeros())?;
+        rest &= !(1 << o);
+        Some(o)
+    })
 }
 
 /// The global `enabled` mode.
@@ -307,9 +313,18 @@ impl PolicySnapshot {
 
     /// Orders whose per-size setting is `mode`.
     pub fn orders_with(self, mode: OrderMode) -> u32 {
-        (THP_MIN_ORDER..=THP_MAX_ORDER)
-            .filter(|&o| self.order(o) == mode)
-            .fold(0, |m, o| m | (1 << o))
+        // Branch-free (this runs on every fault): XOR with the mode's code
+        // copied into every 2-bit field leaves 0 exactly in the fields equal
+        // to it; keep one bit per such field (bit 2o), then gather bit 2o
+        // to bit o.
+        const LOW: u32 = 0x5555_5555;
+        let x = self.0 ^ (mode.code() * LOW);
+        let mut m = !(x | (x >> 1)) & LOW;
+        m = (m | (m >> 1)) & 0x3333_3333;
+        m = (m | (m >> 2)) & 0x0f0f_0f0f;
+        m = (m | (m >> 4)) & 0x00ff_00ff;
+        m = (m | (m >> 8)) & 0x0000_ffff;
+        m & ((1 << (THP_MAX_ORDER + 1)) - 1) & !((1 << THP_MIN_ORDER) - 1)
     }
 
     const fn with_global(self, g: GlobalMode) -> Self {
@@ -569,6 +584,36 @@ impl ThpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orders_with_and_high_to_low_match_naive_forms() {
+        let modes = [
+            OrderMode::Never,
+            OrderMode::Always,
+            OrderMode::Inherit,
+            OrderMode::Madvise,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let snap = PolicySnapshot(seed as u32);
+            for m in modes {
+                let naive = (THP_MIN_ORDER..=THP_MAX_ORDER)
+                    .filter(|&o| snap.order(o) == m)
+                    .fold(0, |acc, o| acc | (1 << o));
+                assert_eq!(snap.orders_with(m), naive, "{snap:?} {m:?}");
+            }
+            let mask = (seed >> 32) as u32;
+            let naive: alloc::vec::Vec<u32> =
+                (0..32u32).rev().filter(|o| mask & (1 << o) != 0).collect();
+            assert_eq!(
+                orders_high_to_low(mask).collect::<alloc::vec::Vec<_>>(),
+                naive
+            );
+        }
+    }
 
     const NONE: VmaThpHints = VmaThpHints {
         hugepage: false,
