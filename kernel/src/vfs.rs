@@ -364,8 +364,11 @@ fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
 }
 
 /// `/sys/kernel/debug/split_huge_pages`: Linux's `<pid>,0x<start>,0x<end>[,<order>]`.
-/// The format is checked as Linux does (EINVAL); the split itself is not
-/// in `mm` yet, so a well-formed request fails with EOPNOTSUPP.
+/// The format is checked as Linux does (EINVAL, ESRCH for an unknown pid);
+/// every large folio mapped in the range is split to `order` (default 0),
+/// counted in the per-order `split` / `split_failed` stats like Linux's
+/// debugfs interface.  Mappings in other address spaces (fork children) are
+/// found through every registered address space.
 fn split_huge_pages(data: &[u8]) -> Result<(), Errno> {
     let s = core::str::from_utf8(data)
         .map_err(|_| Errno::EINVAL)?
@@ -388,14 +391,21 @@ fn split_huge_pages(data: &[u8]) -> Result<(), Errno> {
     if start >= end || order > 9 {
         return Err(Errno::EINVAL);
     }
-    if process::find(pid).is_none() {
-        return Err(Errno::ESRCH);
-    }
-    warn!(
-        "split_huge_pages: pid {} {:#x}-{:#x} order {}: splitting is not implemented yet",
-        pid, start, end, order
+    let proc = process::find(pid).ok_or(Errno::ESRCH)?;
+    let all = crate::uspace::all_mms();
+    let refs: Vec<&crate::uspace::UserMm> = all.iter().map(|m| &**m).collect();
+    let _np = crate::sched::preempt_disable();
+    let n = proc.with_mm(|mm| mm.split_huge_pages_in(&refs, start & !0xfff, end, order))?;
+    crate::debug!(
+        "split_huge_pages: pid {} {:#x}-{:#x} order {}: {} of {} large folios split",
+        pid,
+        start,
+        end,
+        order,
+        n.split,
+        n.found
     );
-    Err(Errno::EOPNOTSUPP)
+    Ok(())
 }
 
 /// User bytes to the console (invalid UTF-8 shown as U+FFFD).

@@ -55,6 +55,7 @@ static TESTS: &[Test] = &[
     ("madv_dontneed_in_folio", madv_dontneed_in_folio),
     ("partial_munmap_in_folio", partial_munmap_in_folio),
     ("mremap_large_folios", mremap_large_folios),
+    ("split_huge_pages_debugfs", split_huge_pages_debugfs),
     (
         "mprotect_readonly_kills_writer",
         mprotect_readonly_kills_writer,
@@ -535,6 +536,46 @@ fn smaps_anon_huge_pages() -> TestResult {
     ensure!(
         found == Some(4096),
         "AnonHugePages = {found:?} kB, expected 4096"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// Linux's debugfs `split_huge_pages`: split our PMD folio into 64K folios;
+/// the data survives, `split` counts once against 2048kB, and the range is
+/// no longer PMD-mapped (AnonHugePages drops).
+fn split_huge_pages_debugfs() -> TestResult {
+    const SPLIT: &[u8] = b"/sys/kernel/debug/split_huge_pages\0";
+    // A malformed line gets EINVAL where the file exists (Linux and here).
+    if write_file(SPLIT, b"x") == Err(sys::ENOENT) {
+        return skip(mthp_user::Msg::new(format_args!(
+            "no split_huge_pages (debugfs not mounted?)"
+        )));
+    }
+    if let Err(why) = thp_only(Some(2048)) {
+        return skip(why);
+    }
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    fill(&m, 0x51);
+    let before = stat(2048, "split").unwrap_or(0);
+    let cmd = mthp_user::Msg::new(format_args!(
+        "{},{:#x},{:#x},4",
+        sys::getpid(),
+        m.addr,
+        m.addr + m.len
+    ));
+    let w = write_file(SPLIT, cmd.as_str().as_bytes());
+    let after = stat(2048, "split").unwrap_or(0);
+    let bad = verify(&m, 0, m.len, 0x51);
+    unmap(&m);
+    ensure!(w.is_ok(), "writing '{}' failed: errno {:?}", cmd, w.err());
+    ensure!(
+        bad.is_none(),
+        "data changed at offset {:?} by the split",
+        bad
+    );
+    ensure!(
+        after == before + 1,
+        "split(2048kB) went {before} -> {after}, expected +1"
     );
     Ok(Outcome::Pass)
 }
