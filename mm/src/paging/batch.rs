@@ -137,6 +137,12 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             first.get_or_insert((v & !(super::arch::level_size(1) - 1), TableAt::Table(t)));
             off += ENTRIES_PER_TABLE - super::arch::level_index(v, PTE_LEVEL);
         }
+        let idx0 = super::arch::level_index(va, PTE_LEVEL);
+        if let Some((_, TableAt::Table(t))) = first
+            && idx0 + n <= ENTRIES_PER_TABLE
+        {
+            return self.set_ptes_in_table(t, idx0, va, first_pfn, n, attrs);
+        }
         if !self.ptes_none_from(va, n, first) {
             return Err(PtError::Exists);
         }
@@ -161,6 +167,53 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                 };
                 mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
             }
+        }
+        self.stats.cont_sets += cont_sets;
+        self.env.tlb.sync_tables();
+        Ok(())
+    }
+
+    /// [`Self::set_ptes`] for a run inside the one PTE table `t` (every
+    /// naturally aligned folio of at most PMD size): the same checks and
+    /// entries, blocks split as [`Self::segments`] does, with no walk.
+    fn set_ptes_in_table(
+        &mut self,
+        t: u64,
+        idx0: usize,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> Result<(), PtError> {
+        let mem = self.mem();
+        if (0..n).any(|i| mem.load(t + 8 * (idx0 + i) as u64) != 0) {
+            return Err(PtError::Exists);
+        }
+        let cont_ok = self.cont_enabled();
+        let block = A::CONT_PTES.max(1);
+        let mut cont_sets = 0;
+        let mut done = 0;
+        while done < n {
+            let idx = idx0 + done;
+            let s = Seg {
+                va: va + (done as u64) * PAGE_SIZE,
+                table: TableAt::Table(t),
+                idx,
+                count: (n - done).min((idx / block + 1) * block - idx),
+            };
+            let pfn0 = first_pfn + done as u64;
+            let cont = cont_ok && Self::whole_block(&s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
+            cont_sets += cont as u64;
+            for i in 0..s.count {
+                let leaf = Leaf {
+                    pfn: pfn0 + i as u64,
+                    level: PTE_LEVEL,
+                    attrs,
+                    cont,
+                };
+                mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            }
+            done += s.count;
         }
         self.stats.cont_sets += cont_sets;
         self.env.tlb.sync_tables();
