@@ -190,8 +190,13 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
         Accel::Kvm => "kvm",
     };
     let stem = format!(
-        "bench-{}{accel_name}-{mode}",
-        if linux { "linux-" } else { "" }
+        "bench-{}{}-{accel_name}-{mode}",
+        if linux { "linux-" } else { "" },
+        arches
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join("+")
     );
     let mut report = String::new();
     let mut csv = String::from("arch,accel,workload,config,mib,metric,median,min,max,source\n");
