@@ -15,6 +15,8 @@ mod cmdline;
 mod cpio;
 mod demo;
 mod elf;
+mod khugepaged;
+mod khugepaged_tests;
 mod invariants_tests;
 #[macro_use]
 mod log;
@@ -63,6 +65,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::timer_init(TICK_HZ);
     arch::irq_enable();
     sched::init();
+    khugepaged::start();
     cpio::init(info.initrd);
     process::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);

@@ -1,0 +1,183 @@
+//! The khugepaged kernel thread: runs `mm`'s portable scan passes
+//! (`mm::aspace::khugepaged`) over the registered user address spaces.
+//!
+//! * Started at boot ([`start`]).  Each pass scans up to `pages_to_scan`
+//!   progress units, then the thread sleeps `scan_sleep_millisecs` — or
+//!   `alloc_sleep_millisecs` after an allocation failure.  It only scans
+//!   while some size is `always`/`madvise` (or `inherit`s a global mode
+//!   other than `never`; `PolicySnapshot::khugepaged_should_run`) and some
+//!   space is registered.  A knob change (the policy generation moves) or
+//!   [`kick`] cuts the sleep short, so runtime changes and the
+//!   `khugepaged.<knob>=` boot words take effect at once.
+//! * Concurrency with faults: the address-space locks are spin locks, so a
+//!   lock holder must never be switched out while a fault handler (which
+//!   runs with interrupts masked) spins for it.  Each range of a pass runs
+//!   with preemption disabled (`with_mm`), and the `mm` side only *tries*
+//!   the mmap lock; between ranges the thread is preemptible, so faults on
+//!   other threads interleave with a pass ("preempted mid-scan").  The
+//!   `Arc` of the space is taken and dropped inside that non-preemptible
+//!   section, so `uspace::release` on this CPU never sees it.
+//! * Under `selftest` the thread starts paused (tests that want it call
+//!   [`resume`]), so other self-tests see no background collapses.
+//! * Memory pressure: [`start`] installs the context's reclaim hook, which
+//!   runs the deferred-split shrinker over every live space; the fault path
+//!   calls it once when out of memory and retries.  Each pass also runs the
+//!   shrinker over a few queued folios (the periodic part).
+use crate::uspace::{self, UserMm};
+use crate::{cmdline, sched};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use mm::aspace::{PassStats, khugepaged_full_scan, khugepaged_scan_pass};
+use mm::thp::THP;
+
+/// Pause depth (0 = running).
+static PAUSED: AtomicUsize = AtomicUsize::new(0);
+/// Set by [`kick`]: skip the current sleep.
+static KICKED: AtomicBool = AtomicBool::new(false);
+/// Passes the thread has completed.
+pub static PASSES: AtomicU64 = AtomicU64::new(0);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Queued folios the periodic shrinker looks at per pass.
+const SHRINK_PER_PASS: usize = 32;
+/// Sleep granularity: how quickly a kick or a knob change is noticed.
+const POLL_MS: u64 = 5;
+
+static RECLAIM: fn() -> usize = reclaim;
+
+/// Start the thread (once) and install the reclaim hook.
+pub fn start() {
+    if STARTED.swap(true, Relaxed) {
+        return;
+    }
+    uspace::ctx().set_reclaim_hook(&RECLAIM);
+    if cmdline::has("selftest") {
+        PAUSED.fetch_add(1, Relaxed);
+    }
+    match sched::spawn("khugepaged", thread_main) {
+        Ok(h) => drop(h), // detached
+        Err(e) => crate::warn!("khugepaged: not started: {}", e),
+    }
+}
+
+/// Stop scanning until [`resume`] (nests).
+pub fn pause() {
+    PAUSED.fetch_add(1, Relaxed);
+}
+
+/// Undo one [`pause`].
+pub fn resume() {
+    let _ = PAUSED.fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1));
+    kick();
+}
+
+/// Cut the thread's current sleep short.
+pub fn kick() {
+    KICKED.store(true, Relaxed);
+}
+
+/// Run `f` on the live space with mm id `id`, without preemption (see the
+/// module doc).  False if there is none.
+fn with_mm(id: u64, f: &mut dyn FnMut(&UserMm)) -> bool {
+    let found = {
+        let _np = sched::preempt_disable();
+        match uspace::all_mms().into_iter().find(|m| m.id() == id) {
+            Some(mm) => {
+                f(&mm);
+                drop(mm);
+                true
+            }
+            None => false,
+        }
+    };
+    // Linux's `cond_resched()` between ranges: a tick that came while
+    // preemption was off only marked the slice as used up, and re-enabling
+    // preemption does not switch, so give the CPU away here.
+    sched::yield_now();
+    found
+}
+
+/// The deferred-split shrinker over every live space; returns the folios
+/// split.  Used as the fault path's reclaim hook (interrupts masked there).
+fn reclaim() -> usize {
+    shrink(usize::MAX)
+}
+
+fn shrink(max: usize) -> usize {
+    let _np = sched::preempt_disable();
+    let ctx = uspace::ctx();
+    let max = max.min(ctx.deferred_split_len());
+    if max == 0 {
+        return 0;
+    }
+    let mms = uspace::all_mms();
+    let refs: Vec<&UserMm> = mms.iter().map(|m| &**m).collect();
+    let c = ctx.deferred_split_scan(&refs, max);
+    drop(refs);
+    drop(mms);
+    c.split + c.underused
+}
+
+/// One pass as the thread does it.
+fn one_pass() -> PassStats {
+    let pages = THP.config.khugepaged.pages_to_scan.load(Relaxed) as u64;
+    let p = khugepaged_scan_pass(uspace::ctx(), &mut with_mm, pages);
+    shrink(SHRINK_PER_PASS);
+    PASSES.fetch_add(1, Relaxed);
+    p
+}
+
+/// A full scan right now, in the calling thread (tests, the demo).
+pub fn scan_now() -> PassStats {
+    khugepaged_full_scan(uspace::ctx(), &mut with_mm, 64)
+}
+
+/// Wake the thread and wait until it completed `n` more full scans, or
+/// `timeout_ms` passed.  Returns whether it did.
+pub fn wait_full_scans(n: u64, timeout_ms: u64) -> bool {
+    let target = THP.stats.full_scans() + n;
+    let t0 = crate::arch::now_ns();
+    kick();
+    while THP.stats.full_scans() < target {
+        if (crate::arch::now_ns() - t0) / 1_000_000 >= timeout_ms {
+            return false;
+        }
+        sched::sleep_ms(1);
+    }
+    true
+}
+
+fn should_run() -> bool {
+    PAUSED.load(Relaxed) == 0
+        && THP.config.snapshot().khugepaged_should_run()
+        && uspace::ctx().khugepaged_has_work()
+}
+
+/// Sleep up to `ms`, waking early on a kick or a knob change.
+fn nap(ms: u64) {
+    let generation = THP.config.generation();
+    let t0 = crate::arch::now_ns();
+    while (crate::arch::now_ns() - t0) / 1_000_000 < ms {
+        if KICKED.swap(false, Relaxed) || THP.config.generation() != generation {
+            return;
+        }
+        sched::sleep_ms(POLL_MS.min(ms));
+    }
+}
+
+fn thread_main() {
+    loop {
+        if !should_run() {
+            nap(100);
+            continue;
+        }
+        let p = one_pass();
+        let k = &THP.config.khugepaged;
+        let ms = if p.alloc_failed {
+            k.alloc_sleep_millisecs.load(Relaxed)
+        } else {
+            k.scan_sleep_millisecs.load(Relaxed)
+        };
+        nap(u64::from(ms));
+    }
+}
