@@ -89,17 +89,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         stats.count(VmEvent::PgFault);
         let w = pt.lookup(addr);
         match w.entry {
-            Entry::Leaf(l) if w.level == PMD_LEVEL => {
-                self.huge_pmd_fault(&vma, pt, addr, l, access)
-            }
-            Entry::Leaf(l) if w.level == PTE_LEVEL => self.pte_fault(&vma, pt, addr, l, access),
+            Entry::Leaf(l) if w.level == PMD_LEVEL => self.huge_pmd_fault(vma, pt, addr, l, access),
+            Entry::Leaf(l) if w.level == PTE_LEVEL => self.pte_fault(vma, pt, addr, l, access),
             Entry::Absent if w.level >= PMD_LEVEL => {
-                if self.pmd_anon_fault(&vma, pt, addr, access)? {
+                if self.pmd_anon_fault(vma, pt, addr, access)? {
                     return Ok(());
                 }
-                self.anon_fault(&vma, pt, addr, access)
+                self.anon_fault(vma, pt, addr, access)
             }
-            Entry::Absent => self.anon_fault(&vma, pt, addr, access),
+            Entry::Absent => self.anon_fault(vma, pt, addr, access),
             // No PUD leaves in user space; tables are descended by lookup.
             _ => {
                 debug_assert!(false, "unexpected entry {:?} at {addr:#x}", w.entry);
