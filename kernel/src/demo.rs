@@ -85,9 +85,17 @@ fn size_name(order: u32) -> String {
     }
 }
 
-/// One timed first touch of `bytes` in a fresh address space (left
-/// loaded): (space, start, wall ns, faults, instructions if counted).
-fn touch_once(bytes: u64) -> Result<(Arc<UserMm>, u64, u64, u64, Option<u64>), Errno> {
+/// One timed first touch of a fresh address space (left loaded).
+struct Touch {
+    mm: Arc<UserMm>,
+    va: u64,
+    ns: u64,
+    faults: u64,
+    /// Instructions retired during the loop, if the PMU counts them.
+    instr: Option<u64>,
+}
+
+fn touch_once(bytes: u64) -> Result<Touch, Errno> {
     let m: Arc<UserMm> = uspace::new_mm()?;
     let va = m.mmap(
         0,
@@ -105,7 +113,13 @@ fn touch_once(bytes: u64) -> Result<(Arc<UserMm>, u64, u64, u64, Option<u64>), E
     let ns = arch::now_ns() - t0;
     let instr = session.end().get(Event::Instructions);
     let faults = FAULTS_RESOLVED.load(Relaxed) - f0;
-    Ok((m, va, ns, faults, instr))
+    Ok(Touch {
+        mm: m,
+        va,
+        ns,
+        faults,
+        instr,
+    })
 }
 
 fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
@@ -118,11 +132,11 @@ fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
         if let Some((m, _)) = last.take() {
             uspace::release(m);
         }
-        let (m, va, ns, faults, instr) = touch_once(bytes)?;
-        if best.is_none_or(|(b, _, _)| ns < b) {
-            best = Some((ns, faults, instr));
+        let t = touch_once(bytes)?;
+        if best.is_none_or(|(b, _, _)| t.ns < b) {
+            best = Some((t.ns, t.faults, t.instr));
         }
-        last = Some((m, va));
+        last = Some((t.mm, t.va));
     }
     let (Some((ns, faults, instr)), Some((m, va))) = (best, last) else {
         return Err(Errno::EINVAL);
@@ -156,7 +170,7 @@ fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
         "{:>5} | {:>7} {:>8} {:>8} {:>7} | {:>9} {:>9} {:>8} | {:>6} {:>5} {} | {}",
         c.name,
         faults,
-        if faults > 0 { ns / faults } else { 0 },
+        ns.checked_div(faults).unwrap_or(0),
         ns * MB / bytes.max(1) / 1000,
         ipf,
         r.cont_bytes / MB,
@@ -225,6 +239,7 @@ pub fn run() -> bool {
     THP.config.set_all_order_modes(&saved.0);
     THP.config.set_global_mode(saved.1);
     uspace::deactivate();
+    ok &= crate::demo_collapse::run();
     let s = buddy().stats();
     println!();
     println!(

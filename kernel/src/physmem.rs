@@ -27,7 +27,10 @@ fn ptr(pa: u64) -> *mut u8 {
 
 #[inline(always)]
 fn word(pa: u64) -> &'static AtomicU64 {
-    debug_assert!(pa % 8 == 0, "unaligned 64-bit physical access at {pa:#x}");
+    debug_assert!(
+        pa.is_multiple_of(8),
+        "unaligned 64-bit physical access at {pa:#x}"
+    );
     // SAFETY: `pa` is 8-byte aligned RAM covered by the direct map (see the
     // module comment); page-table words are only ever accessed atomically.
     unsafe { AtomicU64::from_ptr(ptr(pa) as *mut u64) }
