@@ -14,6 +14,7 @@ mod arch;
 mod cmdline;
 mod cpio;
 mod demo;
+mod demo_collapse;
 mod elf;
 mod khugepaged;
 mod khugepaged_tests;
