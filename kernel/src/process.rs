@@ -125,6 +125,7 @@ pub static CHILD_EXIT: sched::WaitQueue = sched::WaitQueue::new();
 
 /// Set up user mode: the arch entry, the fault and exception hooks.
 pub fn init() {
+    arch::apply_cmdline(crate::cmdline::raw());
     arch::user_init();
     // Replaces `uspace`'s handler with one that also counts each process's
     // resolved faults (`ru_minflt`); both resolve through `uspace::current`.

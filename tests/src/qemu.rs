@@ -162,8 +162,14 @@ impl RunSpec {
             "stdio",
         ]);
         c.args(["-no-reboot", "-kernel"]).arg(&self.kernel);
-        if !self.cmdline.is_empty() {
-            c.args(["-append", &self.cmdline]);
+        // This host's /dev/kvm is kvm-pvm, which emulates guest ring 0 and
+        // cannot execute stac/clac: keep SMAP off there (Linux's `nosmap`).
+        let mut cmdline = self.cmdline.clone();
+        if self.arch == Arch::X86_64 && self.accel == Accel::Kvm && !cmdline.contains("nosmap") {
+            cmdline = format!("{cmdline} nosmap").trim().to_string();
+        }
+        if !cmdline.is_empty() {
+            c.args(["-append", &cmdline]);
         }
         if let Some(i) = &self.initrd {
             c.arg("-initrd").arg(i);

@@ -65,6 +65,15 @@ static mut PERCPU: [PerCpu; 1] = [PerCpu {
 }];
 
 static SMAP_ON: AtomicBool = AtomicBool::new(false);
+/// Set by the `nosmap` boot word (as Linux's): leave CR4.SMAP off even when
+/// the CPU has it.  Needed under this host's kvm-pvm, which cannot emulate
+/// `stac`/`clac` in guest ring 0.
+static SMAP_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Keep SMAP off (call before [`user_init`]).
+pub fn refuse_smap() {
+    SMAP_REFUSED.store(true, Ordering::Relaxed);
+}
 static SYSCALL_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static USER_EXC_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
@@ -149,7 +158,7 @@ pub fn user_init() {
         );
         cpu::wrmsr(MSR_LSTAR, x86_syscall_entry as *const () as u64);
         cpu::wrmsr(MSR_FMASK, FMASK);
-        if f.smap {
+        if f.smap && !SMAP_REFUSED.load(Ordering::Relaxed) {
             cpu::write_cr4(cpu::read_cr4() | CR4_SMAP);
             SMAP_ON.store(true, Ordering::Relaxed);
         }
