@@ -16,7 +16,8 @@
 //! 3. **Lock** the mmap lock for writing — again only tried by khugepaged,
 //!    since a holder preempted on this CPU would never let go of a spin
 //!    lock — which keeps every fault of the space out, then the page-table
-//!    lock; revalidate the VMA and scan again.
+//!    lock (also only tried by khugepaged); revalidate the VMA and scan
+//!    again.
 //! 4. **Isolate** the sources: try-lock each source folio and re-check for
 //!    pins (Linux's isolation; EAGAIN-class failures).  Nothing has changed
 //!    yet, so a failure here restores nothing.
@@ -326,7 +327,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if !eligible(v) {
                 return Err(CollapseError::VmaCheck);
             }
-            let pt = self.lock_pt();
+            let pt = self.try_lock_pt().ok_or(CollapseError::LockBusy)?;
             self.collapse_scan(&pt, va, order, lim)?;
         }
         let new = self.collapse_alloc(order)?;
@@ -341,7 +342,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 return Err(CollapseError::VmaCheck);
             }
         };
-        let mut pt = self.lock_pt();
+        let Some(mut pt) = self.try_lock_pt() else {
+            new.put();
+            return Err(CollapseError::LockBusy);
+        };
         if let Err(e) = self.collapse_scan(&pt, va, order, lim) {
             new.put();
             return Err(e);

@@ -246,7 +246,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// the zero page); `None` if there is no PTE table.
     fn occupied(&self, va: u64) -> Option<[u64; 8]> {
         let _vmas = self.vmas.try_read()?;
-        let pt = self.lock_pt();
+        let pt = self.try_lock_pt()?;
         let w = pt.lookup(va);
         if w.level != PTE_LEVEL {
             return None;

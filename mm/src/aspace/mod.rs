@@ -268,6 +268,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
     }
 
+    /// The page-table lock if it is free.  Background work (khugepaged,
+    /// the shrinker, split) only tries it: on a CPU where the holder was
+    /// switched out with the lock held, spinning with preemption disabled
+    /// would never end.
+    pub(crate) fn try_lock_pt(&self) -> Option<PtGuard<'_, 'a, A>> {
+        let guard = self.pt.try_lock()?;
+        let start = guard.as_ref().map(|pt| pt.stats()).unwrap_or_default();
+        Some(PtGuard {
+            guard,
+            ctx: self.ctx,
+            start,
+        })
+    }
+
     pub(crate) fn rss_add(&self, n: u64) {
         self.anon_rss.fetch_add(n, Relaxed);
     }

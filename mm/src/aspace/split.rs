@@ -22,7 +22,8 @@
 //!    beyond its mappings and the caller's own (pins).
 //! 2. The page-table locks of every address space mapping it are taken, in
 //!    ascending mm-id order (the only other place holding two page-table
-//!    locks is fork, whose child nobody else can see yet).  Under them the
+//!    locks is fork, whose child nobody else can see yet) — only tried: a
+//!    contended one fails the split with EAGAIN.  Under them the
 //!    mappings are counted again (EBUSY if some are elsewhere) and the pin
 //!    check repeated (EAGAIN); then the folio lock is tried (EAGAIN).
 //!    From here nothing can fail.
@@ -185,15 +186,27 @@ fn split_folio_impl<'a, A: PagingArch>(
         return fail(Errno::EAGAIN);
     }
     let va = vpn << PAGE_SHIFT;
-    // Which spaces map it (a snapshot; recounted under the locks).
-    let mut mappers: Vec<&Mm<'a, A>> = mms
-        .iter()
-        .copied()
-        .filter(|m| m.count_own_mappings(&m.lock_pt(), folio, va) > 0)
-        .collect();
+    // Which spaces map it (a snapshot; recounted under the locks).  Locks
+    // are only tried: a contended one makes the split fail with EAGAIN
+    // rather than spin (see `Mm::try_lock_pt`).
+    let mut mappers: Vec<&Mm<'a, A>> = Vec::new();
+    for &m in mms {
+        let Some(pt) = m.try_lock_pt() else {
+            return fail(Errno::EAGAIN);
+        };
+        if m.count_own_mappings(&pt, folio, va) > 0 {
+            mappers.push(m);
+        }
+    }
     mappers.sort_by_key(|m| m.id);
     mappers.dedup_by_key(|m| m.id);
-    let mut guards: Vec<PtGuard<'_, 'a, A>> = mappers.iter().map(|m| m.lock_pt()).collect();
+    let mut guards: Vec<PtGuard<'_, 'a, A>> = Vec::with_capacity(mappers.len());
+    for m in &mappers {
+        match m.try_lock_pt() {
+            Some(g) => guards.push(g),
+            None => return fail(Errno::EAGAIN),
+        }
+    }
     let found: u64 = mappers
         .iter()
         .zip(&guards)
