@@ -6,9 +6,15 @@
 //!   `alloc_sleep_millisecs` after an allocation failure.  It only scans
 //!   while some size is `always`/`madvise` (or `inherit`s a global mode
 //!   other than `never`; `PolicySnapshot::khugepaged_should_run`) and some
-//!   space is registered.  A knob change (the policy generation moves) or
-//!   [`kick`] cuts the sleep short, so runtime changes and the
-//!   `khugepaged.<knob>=` boot words take effect at once.
+//!   space is registered.  A knob change re-reads the sleep time (Linux
+//!   recomputes the expiry on a write) and a change of whether it should
+//!   run, or [`kick`], cuts the sleep short; the `khugepaged.<knob>=` boot
+//!   words are applied before the thread starts.
+//! * Callers of `Mm` operations must not be switched out while holding an
+//!   `Mm` lock (system calls disable preemption around them): a pass that
+//!   met such a holder would spin with preemption off.  `mm`'s background
+//!   paths only *try* the mmap and page-table locks, but the short inner
+//!   locks (deferred-split queue, registry) are plain spin locks.
 //! * Concurrency with faults: the address-space locks are spin locks, so a
 //!   lock holder must never be switched out while a fault handler (which
 //!   runs with interrupts masked) spins for it.  Each range of a pass runs
@@ -51,7 +57,11 @@ pub fn start() {
         return;
     }
     uspace::ctx().set_reclaim_hook(&RECLAIM);
-    if cmdline::has("selftest") {
+    // Self-tests and the storm drive `mm` from threads that may be switched
+    // out inside an `Mm` operation (they do not disable preemption around
+    // each call the way system calls do), and want reproducible runs: the
+    // thread starts paused there; tests that want it `resume` it.
+    if cmdline::has("selftest") || cmdline::has("storm") {
         PAUSED.fetch_add(1, Relaxed);
     }
     match sched::spawn("khugepaged", thread_main) {
@@ -153,13 +163,26 @@ fn should_run() -> bool {
         && uspace::ctx().khugepaged_has_work()
 }
 
-/// Sleep up to `ms`, waking early on a kick or a knob change.
-fn nap(ms: u64) {
-    let generation = THP.config.generation();
+/// Sleep `ms` (re-read through `knob` when the knobs change, as Linux
+/// recomputes `khugepaged_sleep_expire` on a write), waking early on a
+/// kick, or when the thread should stop or start (`should_run` changes).
+fn nap(ms: u64, knob: Option<&core::sync::atomic::AtomicU32>) {
+    let mut generation = THP.config.generation();
+    let mut ms = ms;
+    let run0 = should_run();
     let t0 = crate::arch::now_ns();
     while (crate::arch::now_ns() - t0) / 1_000_000 < ms {
-        if KICKED.swap(false, Relaxed) || THP.config.generation() != generation {
+        if KICKED.swap(false, Relaxed) {
             return;
+        }
+        if THP.config.generation() != generation {
+            generation = THP.config.generation();
+            if should_run() != run0 {
+                return;
+            }
+            if let Some(k) = knob {
+                ms = u64::from(k.load(Relaxed));
+            }
         }
         sched::sleep_ms(POLL_MS.min(ms));
     }
@@ -168,16 +191,16 @@ fn nap(ms: u64) {
 fn thread_main() {
     loop {
         if !should_run() {
-            nap(100);
+            nap(100, None);
             continue;
         }
         let p = one_pass();
         let k = &THP.config.khugepaged;
-        let ms = if p.alloc_failed {
-            k.alloc_sleep_millisecs.load(Relaxed)
+        let knob = if p.alloc_failed {
+            &k.alloc_sleep_millisecs
         } else {
-            k.scan_sleep_millisecs.load(Relaxed)
+            &k.scan_sleep_millisecs
         };
-        nap(u64::from(ms));
+        nap(u64::from(knob.load(Relaxed)), Some(knob));
     }
 }
