@@ -66,6 +66,7 @@ struct Storm {
     procs: Vec<Proc>,
     seed: u64,
     op: u64,
+    trace: bool,
 }
 
 fn e(x: Errno) -> String {
@@ -95,6 +96,9 @@ impl Storm {
         }
         let i = self.rng.below(self.procs.len() as u64) as usize;
         let r = self.rng.below(1000);
+        if self.trace {
+            println!("storm op {} begins: kind {} on p{}", self.op, r, i);
+        }
         match r {
             0..=79 => self.mmap(i),
             80..=139 => self.munmap(i),
@@ -103,14 +107,21 @@ impl Storm {
             230..=244 => self.fork(i),
             245..=254 => self.exit(i),
             255..=269 => self.knobs(),
-            270..=629 => self.write(i),
+            270..=299 => self.mremap(i),
+            300..=314 => self.split(i),
+            315..=324 => self.collapse(i),
+            325..=334 => self.scan(i),
+            335..=629 => self.write(i),
             _ => self.verify(i),
         }
     }
 
     fn spawn(&mut self) -> Result<String, String> {
         let mm = uspace::new_mm().map_err(e)?;
-        self.procs.push(Proc { mm, pages: BTreeMap::new() });
+        self.procs.push(Proc {
+            mm,
+            pages: BTreeMap::new(),
+        });
         Ok(String::from("new process"))
     }
 
@@ -125,7 +136,11 @@ impl Storm {
             _ => 1 + self.rng.below(700),
         };
         let len = npages * PAGE;
-        let prot = if self.rng.chance(85) { PROT_READ | PROT_WRITE } else { PROT_READ };
+        let prot = if self.rng.chance(85) {
+            PROT_READ | PROT_WRITE
+        } else {
+            PROT_READ
+        };
         let mut flags = MAP_PRIVATE | MAP_ANONYMOUS;
         if self.rng.chance(10) {
             flags |= MAP_POPULATE;
@@ -134,14 +149,18 @@ impl Storm {
         let p = &mut self.procs[i];
         for pg in (va..va + len).step_by(PAGE as usize) {
             if p.pages.insert(pg, PageModel { val: 0, prot }).is_some() {
-                return Err(format!("mmap returned {va:#x}+{len:#x}, overlapping a live page {pg:#x}"));
+                return Err(format!(
+                    "mmap returned {va:#x}+{len:#x}, overlapping a live page {pg:#x}"
+                ));
             }
         }
         Ok(format!("p{i} mmap {va:#x} +{len:#x} prot {prot}"))
     }
 
     fn munmap(&mut self, i: usize) -> Result<String, String> {
-        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
         self.procs[i].mm.munmap(va, len).map_err(e)?;
         let p = &mut self.procs[i];
         let gone: Vec<u64> = p.pages.range(va..va + len).map(|(k, _)| *k).collect();
@@ -152,16 +171,24 @@ impl Storm {
     }
 
     fn mprotect(&mut self, i: usize) -> Result<String, String> {
-        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
         let prots = [PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE];
         let prot = prots[self.rng.below(3) as usize];
         let p = &mut self.procs[i];
-        let full = (va..va + len).step_by(PAGE as usize).all(|pg| p.pages.contains_key(&pg));
+        let full = (va..va + len)
+            .step_by(PAGE as usize)
+            .all(|pg| p.pages.contains_key(&pg));
         let r = p.mm.mprotect(va, len, prot);
         // Linux changes the mapped parts, then reports ENOMEM for a hole.
         match (r, full) {
             (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
-            (r, _) => return Err(format!("mprotect {va:#x}+{len:#x} gave {r:?} (range fully mapped: {full})")),
+            (r, _) => {
+                return Err(format!(
+                    "mprotect {va:#x}+{len:#x} gave {r:?} (range fully mapped: {full})"
+                ));
+            }
         }
         // Linux stops at the first hole: pages after it keep their rights.
         let mut expect = va;
@@ -176,15 +203,23 @@ impl Storm {
     }
 
     fn madvise(&mut self, i: usize) -> Result<String, String> {
-        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
         let advices = [MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE];
         let advice = advices[self.rng.below(3) as usize];
         let p = &mut self.procs[i];
-        let full = (va..va + len).step_by(PAGE as usize).all(|pg| p.pages.contains_key(&pg));
+        let full = (va..va + len)
+            .step_by(PAGE as usize)
+            .all(|pg| p.pages.contains_key(&pg));
         let r = p.mm.madvise(va, len, advice);
         match (r, full) {
             (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
-            (r, _) => return Err(format!("madvise {va:#x}+{len:#x} {advice} gave {r:?} (fully mapped: {full})")),
+            (r, _) => {
+                return Err(format!(
+                    "madvise {va:#x}+{len:#x} {advice} gave {r:?} (fully mapped: {full})"
+                ));
+            }
         }
         if advice == MADV_DONTNEED {
             for (_, m) in p.pages.range_mut(va..va + len) {
@@ -192,6 +227,105 @@ impl Storm {
             }
         }
         Ok(format!("p{i} madvise {va:#x} +{len:#x} {advice}"))
+    }
+
+    /// mremap with MREMAP_MAYMOVE of a piece of one VMA: pages move with
+    /// their contents, a grown tail reads zero, a shrunk tail is gone.
+    fn mremap(&mut self, i: usize) -> Result<String, String> {
+        let Some((pg, _)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
+        let p = &mut self.procs[i];
+        let Some((vs, ve)) = p.mm.vmas().find(pg).map(|v| (v.start, v.end)) else {
+            return Err(format!("page {pg:#x} in the model but in no VMA"));
+        };
+        let old = pg;
+        let old_len = PAGE * (1 + self.rng.below((ve - old) / PAGE));
+        let new_len = PAGE * (1 + self.rng.below(2 * old_len / PAGE + 16));
+        if p.pages.len() + (new_len / PAGE) as usize > MAX_PAGES {
+            return Ok(String::from("mremap skipped (size cap)"));
+        }
+        let prot = p.pages.get(&old).map_or(PROT_NONE, |m| m.prot);
+        let r = p.mm.mremap(old, old_len, new_len, MREMAP_MAYMOVE, 0);
+        let new = match r {
+            Ok(a) => a,
+            Err(Errno::ENOMEM) => {
+                return Ok(format!(
+                    "p{i} mremap {old:#x} +{old_len:#x} -> {new_len:#x}: ENOMEM"
+                ));
+            }
+            Err(x) => {
+                return Err(format!(
+                    "mremap {old:#x} +{old_len:#x} -> {new_len:#x} in VMA {vs:#x}-{ve:#x}: {}",
+                    x.name()
+                ));
+            }
+        };
+        let moved: Vec<(u64, PageModel)> = p
+            .pages
+            .range(old..old + old_len)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for (k, _) in &moved {
+            p.pages.remove(k);
+        }
+        for (k, v) in moved {
+            if k - old < new_len {
+                p.pages.insert(new + (k - old), v);
+            }
+        }
+        for off in (old_len..new_len).step_by(PAGE as usize) {
+            p.pages.insert(new + off, PageModel { val: 0, prot });
+        }
+        Ok(format!(
+            "p{i} mremap {old:#x} +{old_len:#x} -> {new:#x} +{new_len:#x}"
+        ))
+    }
+
+    /// Split the large folios of a range to a random order (data unchanged).
+    fn split(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
+        let order = [0u32, 2, 3, 4, 5, 8][self.rng.below(6) as usize];
+        let all: Vec<&UserMm> = self.procs.iter().map(|p| &*p.mm).collect();
+        let n = self.procs[i]
+            .mm
+            .split_huge_pages_in(&all, va, va + len, order);
+        Ok(format!(
+            "p{i} split {va:#x} +{len:#x} to order {order}: {} of {}",
+            n.split, n.found
+        ))
+    }
+
+    /// MADV_COLLAPSE over a 2 MiB-aligned piece (data unchanged; any of
+    /// Linux's errors is allowed).
+    fn collapse(&mut self, i: usize) -> Result<String, String> {
+        let Some((pg, _)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
+        let va = pg & !(2 * 1024 * 1024 - 1);
+        let r = self.procs[i].mm.madvise(va, 2 * 1024 * 1024, MADV_COLLAPSE);
+        match r {
+            Ok(()) | Err(Errno::ENOMEM | Errno::EBUSY | Errno::EAGAIN | Errno::EINVAL) => {}
+            Err(x) => return Err(format!("MADV_COLLAPSE {va:#x}: unexpected {}", x.name())),
+        }
+        Ok(format!("p{i} collapse {va:#x}: {r:?}"))
+    }
+
+    /// One khugepaged scan step over this space from a random address.
+    fn scan(&mut self, i: usize) -> Result<String, String> {
+        let Some((pg, _)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
+        let c0 = THP.stats.pages_collapsed();
+        let _ = self.procs[i]
+            .mm
+            .khugepaged_scan_step(pg & !(2 * 1024 * 1024 - 1), 4096);
+        Ok(format!(
+            "p{i} khugepaged step at {pg:#x}: {} pages collapsed",
+            THP.stats.pages_collapsed() - c0
+        ))
     }
 
     fn fork(&mut self, i: usize) -> Result<String, String> {
@@ -215,7 +349,12 @@ impl Storm {
 
     fn knobs(&mut self) -> Result<String, String> {
         let order = 2 + self.rng.below(8) as u32;
-        let modes = [OrderMode::Always, OrderMode::Never, OrderMode::Madvise, OrderMode::Inherit];
+        let modes = [
+            OrderMode::Always,
+            OrderMode::Never,
+            OrderMode::Madvise,
+            OrderMode::Inherit,
+        ];
         let mode = modes[self.rng.below(4) as usize];
         THP.config.set_order_mode(order, mode);
         if self.rng.chance(10) {
@@ -231,12 +370,16 @@ impl Storm {
     }
 
     fn write(&mut self, i: usize) -> Result<String, String> {
-        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
         self.activate(i);
         let p = &mut self.procs[i];
         let mut n = 0;
         for pg in (va..va + len).step_by(PAGE as usize) {
-            let Some(m) = p.pages.get_mut(&pg) else { continue };
+            let Some(m) = p.pages.get_mut(&pg) else {
+                continue;
+            };
             let v = self.rng.next() | 1;
             let r = write_u64(pg + 16, v);
             if m.prot & PROT_WRITE != 0 {
@@ -245,7 +388,10 @@ impl Storm {
                 n += 1;
             } else if r.is_ok() {
                 let t = arch::kernel_translate(pg);
-                let vma = p.mm.vmas().find(pg).map(|v| format!("{:#x}-{:#x} {:?}", v.start, v.end, v.flags));
+                let vma =
+                    p.mm.vmas()
+                        .find(pg)
+                        .map(|v| format!("{:#x}-{:#x} {:?}", v.start, v.end, v.flags));
                 return Err(format!(
                     "write to {pg:#x} with prot {} succeeded (live PTE {:?}, VMA {:?})",
                     m.prot, t, vma
@@ -256,7 +402,9 @@ impl Storm {
     }
 
     fn verify(&mut self, i: usize) -> Result<String, String> {
-        let Some((va, len)) = self.random_range(i) else { return self.mmap(i) };
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
         self.activate(i);
         let p = &self.procs[i];
         for (pg, m) in p.pages.range(va..va + len) {
@@ -264,7 +412,10 @@ impl Storm {
             if m.prot & PROT_READ != 0 {
                 let got = r.map_err(|x| format!("read {pg:#x} failed: {}", x.name()))?;
                 if got != m.val {
-                    return Err(format!("p{i} page {pg:#x}: read {got:#x}, expected {:#x}", m.val));
+                    return Err(format!(
+                        "p{i} page {pg:#x}: read {got:#x}, expected {:#x}",
+                        m.val
+                    ));
                 }
             } else if r.is_ok() {
                 return Err(format!("read of PROT_NONE page {pg:#x} succeeded"));
@@ -282,11 +433,29 @@ impl Storm {
 /// Run `ops` operations from `seed`.  Prints progress; returns Err with the
 /// failing operation (and the seed) on the first problem.
 pub fn run(seed: u64, ops: u64) -> Result<(), String> {
-    let saved = (THP.config.order_modes(), THP.config.global_mode(), THP.config.use_zero_page());
+    let saved = (
+        THP.config.order_modes(),
+        THP.config.global_mode(),
+        THP.config.use_zero_page(),
+    );
+    // Keep the khugepaged thread out of the way (the storm runs its scans
+    // itself), so a seed replays exactly.
+    let kh = &THP.config.khugepaged;
+    let sleep = kh
+        .scan_sleep_millisecs
+        .load(core::sync::atomic::Ordering::Relaxed);
+    kh.scan_sleep_millisecs
+        .store(u32::MAX as _, core::sync::atomic::Ordering::Relaxed);
     buddy().drain_all();
     let base = buddy().stats().free + uspace::ctx().frames_held();
     println!("storm: seed {seed}, {ops} operations, invariants every {CHECK_EVERY}");
-    let mut s = Storm { rng: Rng(seed | 1), procs: Vec::new(), seed, op: 0 };
+    let mut s = Storm {
+        rng: Rng(seed | 1),
+        procs: Vec::new(),
+        seed,
+        op: 0,
+        trace: crate::cmdline::has("storm_trace"),
+    };
     let t0 = arch::now_ns();
     let mut last = String::new();
     let trace = crate::cmdline::has("storm_trace");
@@ -301,22 +470,36 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
                 last = d
             }
             Err(why) => {
-                result = Err(format!("storm seed {} op {}: {} (previous op: {})", s.seed, s.op, why, last));
+                result = Err(format!(
+                    "storm seed {} op {}: {} (previous op: {})",
+                    s.seed, s.op, why, last
+                ));
                 break;
             }
         }
         if s.op % CHECK_EVERY == 0 {
             if let Err(why) = s.check() {
-                result = Err(format!("storm seed {} op {}: invariant broken after '{}': {}", s.seed, s.op, last, why));
+                result = Err(format!(
+                    "storm seed {} op {}: invariant broken after '{}': {}",
+                    s.seed, s.op, last, why
+                ));
                 break;
             }
         }
         if s.op % (ops / 10).max(1) == 0 {
-            println!("storm: {} / {} ops, {} processes, {} ms", s.op, ops, s.procs.len(), (arch::now_ns() - t0) / 1_000_000);
+            println!(
+                "storm: {} / {} ops, {} processes, {} ms",
+                s.op,
+                ops,
+                s.procs.len(),
+                (arch::now_ns() - t0) / 1_000_000
+            );
         }
     }
     if result.is_ok() {
-        result = s.check().map_err(|why| format!("storm seed {} final invariant check: {}", s.seed, why));
+        result = s
+            .check()
+            .map_err(|why| format!("storm seed {} final invariant check: {}", s.seed, why));
     }
     for p in s.procs.drain(..) {
         uspace::release(p.mm);
@@ -325,10 +508,17 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
     THP.config.set_all_order_modes(&saved.0);
     THP.config.set_global_mode(saved.1);
     THP.config.set_use_zero_page(saved.2);
+    kh.scan_sleep_millisecs
+        .store(sleep, core::sync::atomic::Ordering::Relaxed);
     buddy().drain_all();
     let now = buddy().stats().free + uspace::ctx().frames_held();
     if result.is_ok() && now != base {
-        result = Err(format!("storm seed {seed}: {} frames leaked ({} free vs {} before)", base as i64 - now as i64, now, base));
+        result = Err(format!(
+            "storm seed {seed}: {} frames leaked ({} free vs {} before)",
+            base as i64 - now as i64,
+            now,
+            base
+        ));
     }
     result
 }
@@ -336,7 +526,11 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
 /// Parse `storm=<seed>,<ops>`.
 pub fn parse(v: &str) -> Option<(u64, u64)> {
     let (a, b) = v.split_once(',')?;
-    let seed = if let Some(h) = a.strip_prefix("0x") { u64::from_str_radix(h, 16).ok()? } else { a.parse().ok()? };
+    let seed = if let Some(h) = a.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).ok()?
+    } else {
+        a.parse().ok()?
+    };
     Some((seed, b.parse().ok()?))
 }
 
