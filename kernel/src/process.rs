@@ -10,7 +10,11 @@
 //!   user-copy routines) go to [`on_fault`] → `Mm::handle_fault`; each
 //!   resolved fault counts one `ru_minflt`.  Faults nothing resolves kill the
 //!   process with SIGSEGV semantics (one log line; the parent's `wait4` sees
-//!   the signal status).
+//!   the signal status).  A user fault that runs out of memory (even for a
+//!   4 KiB page or a page table, after the reclaim hook ran) kills the
+//!   faulting process with SIGKILL instead, as Linux's OOM killer would
+//!   (one log line).  Kernel accesses to user memory that run out of memory
+//!   fail the system call with EFAULT.
 //! * Exit: files closed, the root switched off, the `Mm` destroyed, the
 //!   status kept until the parent reaps it.  When `init` (pid 1) exits the
 //!   kernel reports `init exited with status N` and ends the run with that
@@ -38,6 +42,7 @@ pub const SIGILL: i32 = 4;
 pub const SIGBUS: i32 = 7;
 pub const SIGFPE: i32 = 8;
 pub const SIGTRAP: i32 = 5;
+pub const SIGKILL: i32 = 9;
 
 /// User stack: 8 MiB below the top of user space (the mmap area starts
 /// 128 MiB lower, so at least 120 MiB of unmapped gap guards it).
@@ -120,6 +125,10 @@ static PROCS: Mutex<Vec<Arc<Process>>> = Mutex::new(Vec::new());
 static THREAD_PID: [AtomicU32; crate::thread::MAX_THREADS] =
     [const { AtomicU32::new(0) }; crate::thread::MAX_THREADS];
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
+/// Set by [`on_fault`] when a user fault on that kernel thread failed for
+/// lack of memory; [`on_user_exception`] then kills with SIGKILL.
+static OOM_FAULT: [core::sync::atomic::AtomicBool; crate::thread::MAX_THREADS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::thread::MAX_THREADS];
 /// Woken whenever a process exits (parents in `wait4` wait here).
 pub static CHILD_EXIT: sched::WaitQueue = sched::WaitQueue::new();
 
@@ -504,8 +513,14 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
             }
             true
         }
-        Err(_) => {
+        Err(e) => {
             uspace::FAULTS_REFUSED.fetch_add(1, Relaxed);
+            if info.user
+                && e == mm::aspace::Fault::Oom
+                && let Some(f) = OOM_FAULT.get(sched::current_id())
+            {
+                f.store(true, Relaxed);
+            }
             false
         }
     }
@@ -513,7 +528,11 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
 
 /// An exception from user mode nothing resolved: kill the process.
 fn on_user_exception(frame: &mut arch::UserFrame, fault: Option<&arch::FaultInfo>) {
+    let oom = OOM_FAULT
+        .get(sched::current_id())
+        .is_some_and(|f| f.swap(false, Ordering::Relaxed));
     let sig = match fault {
+        Some(_) if oom => SIGKILL,
         Some(_) => SIGSEGV,
         None => exception_signal(frame),
     };
@@ -521,6 +540,10 @@ fn on_user_exception(frame: &mut arch::UserFrame, fault: Option<&arch::FaultInfo
         .map(|p| (p.pid, p.name.lock().clone()))
         .unwrap_or_default();
     match fault {
+        Some(f) if oom => warn!(
+            "pid {} ({}): out of memory: {:?} fault at {:#x}, pc {:#x}; killed (signal {})",
+            pid, name, f.access, f.addr, f.pc, sig
+        ),
         Some(f) => warn!(
             "pid {} ({}): segmentation fault: {:?} at {:#x}, pc {:#x}; killed (signal {})",
             pid, name, f.access, f.addr, f.pc, sig

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The user programs packed at the root of the initramfs.
-pub const PROGRAMS: &[&str] = &["mthp-tests", "hello", "bench"];
+pub const PROGRAMS: &[&str] = &["mthp-tests", "hello", "bench", "exhaust", "fuzz"];
 
 /// `cargo build` the user programs for `arch` and write
 /// `target/<target>/initramfs.cpio`; returns its path.
@@ -67,11 +67,11 @@ pub fn newc(files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
         }
         out.extend_from_slice(name.as_bytes());
         out.push(0);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
         out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     };

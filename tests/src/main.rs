@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--initrd]
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd]
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
 //! ```
 //!
@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut icount = false;
     let mut linux = false;
+    let mut mem: Option<String> = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             "--accel" => accel = it.next().cloned().unwrap_or_default(),
             "--cmdline" => cmdline = it.next().cloned().unwrap_or_default(),
             "--machine" => machine = it.next().cloned(),
+            "--mem" => mem = it.next().cloned(),
             "--filter" => filter = it.next().cloned().unwrap_or_default(),
             "--release" => release = true,
             "--gdb" => gdb = true,
@@ -128,6 +130,9 @@ fn main() -> ExitCode {
             let mut spec = qemu::RunSpec::new(arch, accel, kernel, &cmdline);
             if let Some(m) = machine {
                 spec.machine = m;
+            }
+            if let Some(m) = mem {
+                spec.mem = m;
             }
             spec.gdb = gdb;
             if initrd {

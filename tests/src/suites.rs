@@ -178,9 +178,37 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
     total
 }
 
-/// The user-space suite: the kernel boots `init=/mthp-tests` from the
-/// initramfs; the program prints the same `test … ok/FAILED` lines and
-/// summary, and its exit status becomes QEMU's.
+/// A boot of the initramfs: `init=<program> [args]` on a machine with
+/// `mem` of RAM.
+struct UserSuite {
+    name: &'static str,
+    cmdline: &'static str,
+    mem: &'static str,
+    timeout_s: u64,
+}
+
+/// The user-space suites.  `user`: the kernel boots `init=/mthp-tests`
+/// from the initramfs; the program prints the same `test … ok/FAILED`
+/// lines and summary, and its exit status becomes QEMU's.  `exhaust` and
+/// `fuzz` (issue 8) run on a 256 MiB machine so filling memory is quick:
+/// memory exhaustion with an OOM kill, and the seeded random-argument
+/// system call fuzzer (fixed seed; `make fuzz` runs fresh ones).
+const USER_SUITES: &[UserSuite] = &[
+    UserSuite {
+        name: "user",
+        cmdline: "init=/mthp-tests",
+        mem: "1G",
+        timeout_s: 300,
+    },
+    UserSuite {
+        name: "exhaust",
+        cmdline: "init=/exhaust",
+        mem: "256M",
+        timeout_s: 180,
+    },
+    // FUZZ-SUITE
+];
+
 fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str) -> Tally {
     let initrd = match crate::initramfs::build(arch) {
         Ok(p) => p,
@@ -207,9 +235,14 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
     } else {
         kernel
     };
-    let mut spec = RunSpec::new(arch, accel, kernel, "init=/mthp-tests");
-    spec.initrd = Some(initrd);
-    run_suite(arch, "user", &spec, Duration::from_secs(300))
+    let mut total = Tally::default();
+    for u in USER_SUITES {
+        let mut spec = RunSpec::new(arch, accel, kernel.clone(), u.cmdline);
+        spec.initrd = Some(initrd.clone());
+        spec.mem = u.mem.into();
+        total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s));
+    }
+    total
 }
 
 /// Boot once and judge the report.  A suite that does not end properly

@@ -34,6 +34,16 @@ pub mod nr {
     pub const OPENAT: usize = 257;
     pub const NEWFSTATAT: usize = 262;
     pub const GETRANDOM: usize = 318;
+    pub const KILL: usize = 62;
+    pub const GETPPID: usize = 110;
+    pub const READV: usize = 19;
+    pub const WRITEV: usize = 20;
+    pub const RT_SIGACTION: usize = 13;
+    pub const RT_SIGPROCMASK: usize = 14;
+    pub const IOCTL: usize = 16;
+    pub const SET_TID_ADDRESS: usize = 218;
+    pub const SET_ROBUST_LIST: usize = 273;
+    pub const PRLIMIT64: usize = 302;
 }
 
 /// Syscall numbers (Linux's, per architecture).
@@ -66,6 +76,16 @@ pub mod nr {
     pub const WAIT4: usize = 260;
     pub const GETRANDOM: usize = 278;
     pub const MOUNT: usize = 40;
+    pub const KILL: usize = 129;
+    pub const GETPPID: usize = 173;
+    pub const READV: usize = 65;
+    pub const WRITEV: usize = 66;
+    pub const RT_SIGACTION: usize = 134;
+    pub const RT_SIGPROCMASK: usize = 135;
+    pub const IOCTL: usize = 29;
+    pub const SET_TID_ADDRESS: usize = 96;
+    pub const SET_ROBUST_LIST: usize = 99;
+    pub const PRLIMIT64: usize = 261;
 }
 
 /// A system call with up to six arguments.
@@ -122,12 +142,22 @@ pub fn check(r: isize) -> Result<usize, i32> {
 
 pub const EPERM: i32 = 1;
 pub const ENOENT: i32 = 2;
+pub const ESRCH: i32 = 3;
+pub const E2BIG: i32 = 7;
 pub const EBADF: i32 = 9;
 pub const ECHILD: i32 = 10;
 pub const ENOMEM: i32 = 12;
 pub const EACCES: i32 = 13;
 pub const EFAULT: i32 = 14;
+pub const EEXIST: i32 = 17;
+pub const ENODEV: i32 = 19;
+pub const EISDIR: i32 = 21;
 pub const EINVAL: i32 = 22;
+pub const EMFILE: i32 = 24;
+pub const ENOTTY: i32 = 25;
+pub const ESPIPE: i32 = 29;
+pub const EROFS: i32 = 30;
+pub const ENAMETOOLONG: i32 = 36;
 pub const ENOSYS: i32 = 38;
 
 pub const PROT_NONE: usize = 0;
@@ -146,6 +176,7 @@ pub const O_RDWR: usize = 2;
 pub const AT_FDCWD: isize = -100;
 pub const SIGCHLD: usize = 17;
 pub const SIGSEGV: i32 = 11;
+pub const SIGKILL: i32 = 9;
 pub const CLOCK_MONOTONIC: usize = 1;
 
 pub fn write(fd: i32, buf: &[u8]) -> isize {
@@ -278,6 +309,11 @@ pub fn uname(u: &mut Utsname) -> isize {
 
 pub fn getrandom(buf: &mut [u8]) -> isize {
     syscall(nr::GETRANDOM, &[buf.as_mut_ptr() as usize, buf.len(), 0])
+}
+
+/// `kill(pid, sig)` (`sig` 0: does `pid` exist?).
+pub fn kill(pid: isize, sig: i32) -> isize {
+    syscall(nr::KILL, &[pid as usize, sig as usize])
 }
 
 pub fn brk(addr: usize) -> isize {
