@@ -283,6 +283,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         SPURIOUS_VECTOR => {}
         14 => {
             let cr2 = cpu::read_cr2();
+            // kvm-pvm runs a user SYSCALL without leaving ring 3 (user.rs).
+            if frame.cs & 3 == 3
+                && frame.error & PF_IFETCH != 0
+                && crate::user::pvm_syscall_fault(frame, cr2)
+            {
+                return;
+            }
             let info = page_fault_info(frame.error, cr2, frame.rip);
             if frame.error & PF_RSVD == 0
                 && let Some(h) = fault_handler()

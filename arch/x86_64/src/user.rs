@@ -21,6 +21,14 @@
 //!   `.x86_extable` fixup: the copy returns failure (EFAULT upstream).
 //! * **User exceptions** the fault handler cannot resolve go to the hook set
 //!   with [`set_user_exception_handler`] (the kernel kills the process).
+//! * **kvm-pvm** (this host's `/dev/kvm`: guest ring 3 runs natively, guest
+//!   ring 0 is emulated) executes a user `SYSCALL` only halfway: RCX = return
+//!   RIP, R11 = RFLAGS, RIP = IA32_LSTAR and FMASK applied, but it stays in
+//!   ring 3 (CS/SS keep the user selectors; the STAR layout makes no
+//!   difference), so the fetch at LSTAR faults (#PF, error 0x15) with the
+//!   user frame pushed on TSS.RSP0.  [`pvm_syscall_fault`] recognises that
+//!   fault and runs the system call from the page-fault path; the return is
+//!   the trap path's `iretq`.  Real hardware and TCG never get there.
 use crate::cpu;
 use crate::gdt::{USER_CS, USER_DS};
 use crate::trap::TrapFrame;
@@ -215,6 +223,42 @@ pub fn user_tls() -> u64 {
     unsafe { cpu::rdmsr(MSR_FS_BASE) }
 }
 
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS bits a user context may choose (CF, PF, AF, ZF, SF, DF, OF).
+const USER_RFLAGS_MASK: u64 = 0xCD5;
+
+/// The kvm-pvm workaround (see the module comment): called for a page fault
+/// from ring 3.  If it is an instruction fetch at the SYSCALL entry with
+/// RFLAGS.IF clear, it is a SYSCALL that the hypervisor left in ring 3:
+/// make the frame the one the SYSCALL entry would have built, run the
+/// system call, and return true (the caller `iretq`s to RCX with R11's
+/// flags, as `sysretq` would).  Ring 3 cannot run with IF clear (IOPL is
+/// 0), so a user jump to that address never matches; the flags are
+/// sanitised anyway.
+pub(crate) fn pvm_syscall_fault(frame: &mut TrapFrame, cr2: u64) -> bool {
+    let entry = x86_syscall_entry as *const () as u64;
+    if frame.rip != entry || cr2 != entry || frame.rflags & RFLAGS_IF != 0 {
+        return false;
+    }
+    if !PVM_SYSCALL_SEEN.swap(true, Ordering::Relaxed) {
+        crate::serial::kprint!(
+            "x86_64: SYSCALL from ring 3 stayed in ring 3 (kvm-pvm); system calls go through #PF at LSTAR\n"
+        );
+    }
+    frame.rip = frame.rcx;
+    frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | USER_RFLAGS;
+    frame.cs = u64::from(USER_CS);
+    frame.ss = u64::from(USER_DS);
+    frame.vector = SYSCALL_VECTOR;
+    frame.error = 0;
+    syscall_rust(frame);
+    true
+}
+
+/// Whether [`pvm_syscall_fault`] has fired (it reports the first time).
+static PVM_SYSCALL_SEEN: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn syscall_rust(frame: &mut TrapFrame) {
     let p = SYSCALL_HANDLER.load(Ordering::Acquire);
     cpu::irq_enable();
@@ -326,7 +370,7 @@ pub fn enter_user(frame: &TrapFrame) -> ! {
     f.cs = u64::from(USER_CS);
     f.ss = u64::from(USER_DS);
     // Keep IF on and IOPL 0 whatever the frame says.
-    f.rflags = (f.rflags & 0xCD5) | USER_RFLAGS;
+    f.rflags = (f.rflags & USER_RFLAGS_MASK) | USER_RFLAGS;
     // SAFETY: `f` is a complete ring-3 frame (user selectors, IF set); the
     // asm loads it and leaves for ring 3, never returning here.
     unsafe { enter_user_asm(&f) }
