@@ -228,3 +228,21 @@ both_formats!(
     shrinker_splits_half_unmapped,
     shrinker_splits_underused,
 );
+
+/// `split_huge_pages` (the debugfs form) on a PMD-mapped folio.
+fn split_huge_pages_pmd<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        let mm = env.mm();
+        pmd_folio(env, &mm, 12);
+        let n = mm.split_huge_pages(VA, VA + M2, 4);
+        assert_eq!((n.found, n.split), (1, 1));
+        assert_eq!(env.mthp(9, MthpStat::Split), 1);
+        env.check_pages(&mm, VA, M2, 12);
+        env.check(&[&mm]);
+    });
+}
+
+mod more {
+    use super::*;
+    both_formats!(split_huge_pages_pmd);
+}
