@@ -591,7 +591,9 @@ fn exception_signal(f: &arch::UserFrame) -> i32 {
 /// `brk(addr)`: grow or shrink the heap; returns the (new) break.
 pub fn brk(p: &Process, addr: u64) -> u64 {
     let (start, cur) = *p.brk.lock();
-    if addr < start || addr == cur {
+    // Beyond user space (or so close to the top that rounding up to a page
+    // would wrap): refused, the break stays.
+    if addr < start || addr == cur || addr > arch::USER_TOP {
         return cur;
     }
     let old_end = cur.next_multiple_of(PAGE);

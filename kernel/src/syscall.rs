@@ -256,27 +256,42 @@ fn get_str(addr: u64) -> Result<String, Errno> {
 fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
     use Sys::*;
     match s {
-        Read => sys_read(p, a[0], a[1], a[2]),
-        Write => sys_write(p, a[0], a[1], a[2]),
-        Readv | Writev => sys_rwv(p, s == Writev, a[0], a[1], a[2]),
+        // Descriptors are `unsigned int` in Linux's prototypes: the upper
+        // half of the register is ignored.
+        Read => sys_read(p, fd(a[0]), a[1], a[2]),
+        Write => sys_write(p, fd(a[0]), a[1], a[2]),
+        Readv | Writev => sys_rwv(p, s == Writev, fd(a[0]), a[1], a[2]),
         Open => sys_openat(p, -100i64 as u64, a[0], a[1]),
         Openat => sys_openat(p, a[0], a[1], a[2]),
-        Close => p.close(a[0]).map(|_| 0),
+        Close => p.close(fd(a[0])).map(|_| 0),
         Fstat => {
-            let f = p.file(a[0])?;
+            let f = p.file(fd(a[0]))?;
             write_stat(a[1], f.mode, f.size())
         }
         Newfstatat => {
+            // AT_SYMLINK_NOFOLLOW, AT_NO_AUTOMOUNT, AT_EMPTY_PATH, AT_STATX_*.
+            const AT_EMPTY_PATH: u64 = 0x1000;
+            const VALID: u64 = 0x100 | 0x800 | AT_EMPTY_PATH | 0x6000;
             let path = get_str(a[1])?;
-            if path.is_empty() && a[3] & 0x1000 != 0 {
-                let f = p.file(a[0])?;
+            if a[3] & !VALID != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if path.is_empty() {
+                if a[3] & AT_EMPTY_PATH == 0 {
+                    return Err(Errno::ENOENT);
+                }
+                let f = p.file(u64::from(a[0] as i32 as u32))?;
                 return write_stat(a[2], f.mode, f.size());
             }
             let (mode, size) = vfs::stat_path(p, &path)?;
             write_stat(a[2], mode, size)
         }
-        Lseek => p.file(a[0])?.lseek(a[1] as i64, a[2]),
+        Lseek => p.file(fd(a[0]))?.lseek(a[1] as i64, a[2]),
         Mmap => {
+            // Linux's sys_mmap: the byte offset must be page-aligned.
+            if a[5] & 0xfff != 0 {
+                return Err(Errno::EINVAL);
+            }
             if a[3] & mm::vma::uapi::MAP_ANONYMOUS == 0 {
                 // Only anonymous memory: a file descriptor is checked first.
                 p.file(a[4])?;
@@ -303,9 +318,15 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(process::brk(p, a[0]))
         }
         Clone => {
-            const CLONE_VM: u64 = 0x100;
-            const CLONE_THREAD: u64 = 0x10000;
-            if a[0] & (CLONE_VM | CLONE_THREAD) != 0 {
+            // Only fork: the exit signal in the low byte plus the TID
+            // bookkeeping flags libc's fork passes (ignored; there are no
+            // threads).  Anything else (CLONE_VM, CLONE_THREAD, namespaces,
+            // …) is EINVAL rather than a fork that ignores what was asked.
+            const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+            const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
+            const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+            let ok = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+            if a[0] & !ok != 0 {
                 return Err(Errno::EINVAL);
             }
             process::fork(p, frame).map(u64::from)
@@ -322,8 +343,10 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         Nanosleep => sys_nanosleep(a[0], a[1]),
         ClockGettime => {
             let ns = arch::now_ns();
-            match a[0] {
-                0..=7 => {}
+            // Linux's clock ids (10 is unused); negative ones are CPU-time
+            // and descriptor clocks this kernel does not have.
+            match a[0] as i32 {
+                0..=9 | 11 => {}
                 _ => return Err(Errno::EINVAL),
             }
             put_words(a[1], &[ns / 1_000_000_000, ns % 1_000_000_000])?;
@@ -366,7 +389,17 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         }
         Rseq => Err(Errno::ENOSYS),
         RtSigaction => {
-            if a[0] == 0 || a[0] > 64 || a[3] != 8 {
+            // Linux's order: the set size, the new action (read, so a bad
+            // pointer is EFAULT), the signal (SIGKILL and SIGSTOP cannot be
+            // caught), then the old action.
+            if a[3] != 8 {
+                return Err(Errno::EINVAL);
+            }
+            if a[1] != 0 {
+                get_u64s::<4>(a[1])?;
+            }
+            let sig = a[0] as i32;
+            if !(1..=64).contains(&sig) || (a[1] != 0 && (sig == 9 || sig == 19)) {
                 return Err(Errno::EINVAL);
             }
             if a[2] != 0 {
@@ -378,13 +411,24 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             if a[3] != 8 {
                 return Err(Errno::EINVAL);
             }
+            if a[1] != 0 {
+                get_u64s::<1>(a[1])?;
+                // SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK.
+                if a[0] as i32 > 2 || (a[0] as i32) < 0 {
+                    return Err(Errno::EINVAL);
+                }
+            }
             if a[2] != 0 {
                 put_words(a[2], &[0])?;
             }
             Ok(0)
         }
         Prlimit64 => {
-            if a[0] != 0 && a[0] != u64::from(p.pid) {
+            if a[2] != 0 {
+                // A new limit is read (EFAULT) but never applied.
+                get_u64s::<2>(a[2])?;
+            }
+            if a[0] as i32 != 0 && a[0] as i32 as i64 != i64::from(p.pid) {
                 return Err(Errno::ESRCH);
             }
             if a[1] >= 16 {
@@ -401,6 +445,11 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(0)
         }
         Getrandom => {
+            // GRND_NONBLOCK, GRND_RANDOM, GRND_INSECURE (not the last two
+            // together).
+            if a[2] & !7 != 0 || a[2] & 6 == 6 {
+                return Err(Errno::EINVAL);
+            }
             let len = a[1].min(1 << 16) as usize;
             let mut buf = vec![0u8; len];
             fill_random(&mut buf);
@@ -408,7 +457,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(len as u64)
         }
         Ioctl => {
-            p.file(a[0])?;
+            p.file(fd(a[0]))?;
             Err(Errno::ENOTTY)
         }
         Mount => {
@@ -441,28 +490,38 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             if pid <= 0 || process::find(pid as u32).is_none() {
                 return Err(Errno::ESRCH);
             }
-            if a[1] == 0 {
-                return Ok(0);
+            match a[1] as i32 {
+                0 => Ok(0),
+                1..=64 => Err(Errno::EPERM),
+                _ => Err(Errno::EINVAL),
             }
-            Err(Errno::EPERM)
         }
     }
 }
 
+/// Linux's `access_ok`: `[addr, addr + len)` lies below the top of user
+/// space (whether it is mapped is found out by the copy).
+fn access_ok(addr: u64, len: u64) -> bool {
+    addr.checked_add(len).is_some_and(|e| e <= arch::USER_TOP)
+}
+
+/// A file descriptor argument (`unsigned int` in Linux's prototypes).
+fn fd(v: u64) -> u64 {
+    u64::from(v as u32)
+}
+
 fn sys_read(p: &Process, fd: u64, buf: u64, len: u64) -> R {
     let f = p.file(fd)?;
-    let len = len.min(1 << 20) as usize;
     if !f.readable {
         return Err(Errno::EBADF);
     }
-    let mut k = vec![0u8; len];
-    // Check the destination before consuming input.
-    if buf
-        .checked_add(len as u64)
-        .is_none_or(|e| e > arch::USER_TOP)
-    {
+    // Check the whole destination (as asked for, before the clamp) before
+    // consuming input.
+    if !access_ok(buf, len) {
         return Err(Errno::EFAULT);
     }
+    let len = len.min(1 << 20) as usize;
+    let mut k = vec![0u8; len];
     let n = f.read(&mut k)?;
     efault(arch::copy_to_user(buf, &k[..n]))?;
     Ok(n as u64)
@@ -473,6 +532,9 @@ fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
     if !f.writable {
         return Err(Errno::EBADF);
     }
+    if !access_ok(buf, len) {
+        return Err(Errno::EFAULT);
+    }
     let len = len.min(1 << 20) as usize;
     let mut k = vec![0u8; len];
     efault(arch::copy_from_user(&mut k, buf))?;
@@ -480,12 +542,29 @@ fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
 }
 
 fn sys_rwv(p: &Process, write: bool, fd: u64, iov: u64, cnt: u64) -> R {
+    // Linux's order: the descriptor and its mode, the count, then every
+    // iovec (a negative length is EINVAL, a range above user space EFAULT)
+    // before any data moves.
+    let f = p.file(fd)?;
+    if !(if write { f.writable } else { f.readable }) {
+        return Err(Errno::EBADF);
+    }
     if cnt > 1024 {
         return Err(Errno::EINVAL);
     }
-    let mut total = 0u64;
+    let mut iovs = Vec::with_capacity(cnt as usize);
     for i in 0..cnt {
-        let [base, len] = get_u64s::<2>(iov + 16 * i)?;
+        let [base, len] = get_u64s::<2>(iov.wrapping_add(16 * i))?;
+        if (len as i64) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !access_ok(base, len) {
+            return Err(Errno::EFAULT);
+        }
+        iovs.push((base, len));
+    }
+    let mut total = 0u64;
+    for (base, len) in iovs {
         if len == 0 {
             continue;
         }
@@ -550,6 +629,9 @@ fn sys_wait4(p: &Process, pid: i64, status: u64, options: u64, rusage: u64) -> R
     if pid == 0 || pid < -1 {
         // Process groups: everyone is in one group here.
     }
+    if pid == i64::from(i32::MIN) {
+        return Err(Errno::ESRCH);
+    }
     let pid = if pid <= 0 { -1 } else { pid };
     match process::wait_child(p, pid, options & WNOHANG != 0)? {
         None => Ok(0),
@@ -603,9 +685,7 @@ fn sys_arch_prctl(_p: &Process, _code: u64, _addr: u64) -> R {
     Err(Errno::ENOSYS)
 }
 
-/// `mremap`: the argument rules are checked (EINVAL as Linux); moving or
-/// resizing pages needs `Mm` support that does not exist yet, so valid
-/// requests that change anything fail with ENOMEM ("cannot expand").
+/// `mremap`: `Mm::mremap` (Linux's argument rules and errno values).
 fn sys_mremap(p: &Process, a: [u64; 6]) -> R {
     // Argument rules, VMA changes and page-table moves are all `Mm::mremap`'s
     // (Linux's semantics and errno values).
