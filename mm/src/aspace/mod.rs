@@ -320,8 +320,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut vmas = self.vmas.write();
         let ranges = vmas.munmap(addr, len)?;
         let mut pt = self.lock_pt();
-        for r in ranges {
+        for r in &ranges {
             self.zap_range(&mut pt, r.start, r.end, true);
+        }
+        // Like Linux's free_pgtables: also free the tables the whole
+        // unmapped gap around each range leaves empty, so a later PMD fault
+        // there is not blocked by an empty leftover PTE table.  (After every
+        // range is zapped: a gap may span several of them.)
+        for r in &ranges {
+            let (floor, ceiling) = vmas.gap_around(r.start, r.end);
+            self.free_gap_tables(&mut pt, floor, ceiling.min(1 << 47));
         }
         Ok(())
     }

@@ -74,6 +74,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         puts.release();
     }
 
+    /// Free the page-table pages lying wholly inside `[floor, ceiling)`, a
+    /// range that holds no VMA and therefore no leaf (only empty tables).
+    pub(crate) fn free_gap_tables(&self, pt: &mut PageTable<'a, A>, floor: u64, ceiling: u64) {
+        let floor = floor.next_multiple_of(PAGE_SIZE);
+        let ceiling = align_down(ceiling, PAGE_SIZE);
+        if floor >= ceiling {
+            return;
+        }
+        let mut g = pt.gather();
+        let r = pt.unmap_range(floor, ceiling - floor, &mut g);
+        debug_assert!(r.is_ok(), "{r:?}");
+        g.finish();
+    }
+
     /// Zap the PTEs of `[va, end)`, which lie in the one PTE table whose
     /// entry for `va` is at `slot`.
     fn zap_ptes(

@@ -328,6 +328,16 @@ impl VmaSet {
             .or_else(|| self.map.range(addr..).next().map(|(_, v)| v))
     }
 
+    /// The unmapped gap around `[start, end)` (which holds no VMA): from
+    /// the end of the VMA below to the start of the VMA above (0 and
+    /// `u64::MAX` at the edges).  Page tables wholly inside it map nothing
+    /// and may be freed (Linux's `free_pgtables` floor and ceiling).
+    pub fn gap_around(&self, start: u64, end: u64) -> (u64, u64) {
+        let floor = self.prev_of(start).map_or(0, |v| v.end.min(start));
+        let ceiling = self.find_vma(end).map_or(u64::MAX, |v| v.start.max(end));
+        (floor, ceiling)
+    }
+
     /// The VMA ending below or at `addr` that precedes it.
     fn prev_of(&self, addr: u64) -> Option<&Vma> {
         self.map.range(..addr).next_back().map(|(_, v)| v)
