@@ -8,15 +8,18 @@
 //! loaded root and resolves the fault with `Mm::handle_fault`.
 //!
 //! Lock order: the registry lock (`SPACES`) is taken for reading in the
-//! fault path and for writing only with interrupts masked, never while a
+//! fault path and otherwise only with interrupts masked, never while a
 //! `Mm` lock is held; a fault handler therefore never waits for a writer
-//! that waits for it.
+//! that waits for it.  Nothing allocates or frees heap memory while it is
+//! held with interrupts masked: the heap's lock is not interrupt-safe, so
+//! a thread preempted inside the heap would make that spin forever (the
+//! khugepaged thread's `all_mms` did, under the storm).
 use crate::arch::{self, Paging};
 use crate::memory::buddy;
 use crate::mmglue::KERNEL_TLB;
 use crate::sched;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use mm::aspace::{Access, Fault, Mm, MmCtx};
 use mm::errno::Errno;
 use spin::{Once, RwLock};
@@ -26,8 +29,63 @@ pub type UserMm = Mm<'static, Paging>;
 
 static CTX: Once<MmCtx<'static>> = Once::new();
 
-/// Live address spaces by root-table physical address.
-static SPACES: RwLock<BTreeMap<u64, Arc<UserMm>>> = RwLock::new(BTreeMap::new());
+/// Live address spaces with their root-table physical addresses: a short
+/// list (a linear scan beats a tree at this size), grown by swapping in a
+/// bigger one allocated beforehand (see the module comment).
+static SPACES: RwLock<Vec<(u64, Arc<UserMm>)>> = RwLock::new(Vec::new());
+
+/// Run `f` on the registry, write-locked with interrupts masked.
+fn with_spaces_mut<R>(f: impl FnOnce(&mut Vec<(u64, Arc<UserMm>)>) -> R) -> R {
+    let irq = arch::irq_save();
+    let r = f(&mut SPACES.write());
+    arch::irq_restore(irq);
+    r
+}
+
+/// Run `f` on the registry, read-locked with interrupts masked.
+fn with_spaces<R>(f: impl FnOnce(&[(u64, Arc<UserMm>)]) -> R) -> R {
+    let irq = arch::irq_save();
+    let r = f(&SPACES.read());
+    arch::irq_restore(irq);
+    r
+}
+
+/// Add `mm` under `root`, allocating only with interrupts enabled.
+fn insert(root: u64, mm: Arc<UserMm>) {
+    let mut entry = Some((root, mm));
+    let mut spare: Vec<(u64, Arc<UserMm>)> = Vec::new();
+    loop {
+        let full = with_spaces_mut(|v| {
+            let e = entry.take().expect("inserted once");
+            if v.len() < v.capacity() {
+                v.push(e);
+            } else if spare.capacity() > v.len() {
+                // Within capacity: neither call allocates.
+                spare.append(v);
+                spare.push(e);
+                core::mem::swap(v, &mut spare);
+            } else {
+                entry = Some(e);
+                return Some(v.len());
+            }
+            None
+        });
+        match full {
+            None => break,
+            Some(len) => spare = Vec::with_capacity((len + 1).max(8) * 2),
+        }
+    }
+    // The old, empty list (or the unused spare) is freed here.
+    drop(spare);
+}
+
+/// Remove the entry for `root`; the caller drops it (interrupts enabled).
+fn remove(root: u64) -> Option<Arc<UserMm>> {
+    with_spaces_mut(|v| {
+        let i = v.iter().position(|(r, _)| *r == root)?;
+        Some(v.swap_remove(i).1)
+    })
+}
 
 /// The shared context (zero page, ASIDs, deferred-split queue, knobs).
 pub fn ctx() -> &'static MmCtx<'static> {
@@ -61,15 +119,16 @@ pub fn register(mm: UserMm) -> Result<Arc<UserMm>, Errno> {
         }
     }
     let mm = Arc::new(mm);
-    let irq = arch::irq_save();
-    SPACES.write().insert(root, mm.clone());
-    arch::irq_restore(irq);
+    insert(root, mm.clone());
     Ok(mm)
 }
 
 /// Load `mm` as the running thread's lower half (kept across preemption).
 pub fn activate(mm: &UserMm) {
-    sched::set_addr_space(Some(sched::AddrSpace { root_pa: mm.root_pa(), asid: mm.asid() }));
+    sched::set_addr_space(Some(sched::AddrSpace {
+        root_pa: mm.root_pa(),
+        asid: mm.asid(),
+    }));
 }
 
 /// Back to an empty lower half.
@@ -83,9 +142,7 @@ pub fn release(mm: Arc<UserMm>) -> bool {
     if arch::current_user_root().is_some_and(|(root, _)| root == mm.root_pa()) {
         deactivate();
     }
-    let irq = arch::irq_save();
-    SPACES.write().remove(&mm.root_pa());
-    arch::irq_restore(irq);
+    drop(remove(mm.root_pa()));
     match Arc::try_unwrap(mm) {
         Ok(mm) => {
             mm.destroy();
@@ -93,9 +150,7 @@ pub fn release(mm: Arc<UserMm>) -> bool {
         }
         Err(mm) => {
             // Put it back: it is still in use.
-            let irq = arch::irq_save();
-            SPACES.write().insert(mm.root_pa(), mm);
-            arch::irq_restore(irq);
+            insert(mm.root_pa(), mm);
             false
         }
     }
@@ -104,16 +159,31 @@ pub fn release(mm: Arc<UserMm>) -> bool {
 /// The address space whose root is loaded now, if any.
 pub fn current() -> Option<Arc<UserMm>> {
     let (root, _) = arch::current_user_root()?;
-    SPACES.try_read()?.get(&root).cloned()
+    let spaces = SPACES.try_read()?;
+    spaces
+        .iter()
+        .find(|(r, _)| *r == root)
+        .map(|(_, m)| m.clone())
 }
 
 /// Every registered address space (for the invariant checker, which must
 /// see all of them).
-pub fn all_mms() -> alloc::vec::Vec<Arc<UserMm>> {
-    let irq = arch::irq_save();
-    let v = SPACES.read().values().cloned().collect();
-    arch::irq_restore(irq);
-    v
+pub fn all_mms() -> Vec<Arc<UserMm>> {
+    let mut out = Vec::new();
+    loop {
+        // Reserve with interrupts enabled, copy without allocating.
+        out.reserve(with_spaces(|v| v.len()));
+        let copied = with_spaces(|v| {
+            if v.len() > out.capacity() {
+                return false;
+            }
+            out.extend(v.iter().map(|(_, m)| m.clone()));
+            true
+        });
+        if copied {
+            return out;
+        }
+    }
 }
 
 /// Faults resolved / refused since boot (shown by the demo).
