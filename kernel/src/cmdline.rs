@@ -53,24 +53,3 @@ pub fn value(key: &str) -> Option<&'static str> {
     get().and_then(|c| c.words[..c.n].iter().rev().find(|(k, v)| *k == key && v.is_some()))
         .and_then(|(_, v)| *v)
 }
-
-/// Every `(key, value)` word in order.
-pub fn words() -> impl Iterator<Item = (&'static str, Option<&'static str>)> {
-    get().into_iter().flat_map(|c| c.words[..c.n].iter().copied())
-}
-
-/// Parse a number with an optional `0x` prefix and K/M/G suffix.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.as_bytes().last()? {
-        b'K' | b'k' => (&s[..s.len() - 1], 1u64 << 10),
-        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
-        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let v = if let Some(hex) = num.strip_prefix("0x") {
-        u64::from_str_radix(hex, 16).ok()?
-    } else {
-        num.parse::<u64>().ok()?
-    };
-    v.checked_mul(mult)
-}

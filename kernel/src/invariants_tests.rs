@@ -6,7 +6,7 @@ use crate::memory::buddy;
 use crate::uspace::{self, UserMm};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use ktest::{TestResult, check, check_eq, format, ktest};
+use ktest::{TestResult, check, check_eq, ktest};
 use mm::aspace::check::{check_invariants, check_invariants_pinned};
 use mm::errno::Errno;
 use mm::thp::{GlobalMode, OrderMode, THP};
@@ -18,7 +18,7 @@ const RW: u64 = PROT_READ | PROT_WRITE;
 const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
 
 fn err(e: Errno) -> ktest::String {
-    format!("{}", e.name())
+    ktest::String::from(e.name())
 }
 
 fn free_frames() -> u64 {

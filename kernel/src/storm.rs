@@ -12,7 +12,7 @@
 //! and nothing else allocates while it runs).
 use crate::memory::buddy;
 use crate::uspace::{self, UserMm, read_u64, write_u64};
-use crate::{arch, println};
+use crate::arch;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -477,16 +477,16 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
                 break;
             }
         }
-        if s.op % CHECK_EVERY == 0 {
-            if let Err(why) = s.check() {
+        if s.op.is_multiple_of(CHECK_EVERY)
+            && let Err(why) = s.check()
+        {
                 result = Err(format!(
                     "storm seed {} op {}: invariant broken after '{}': {}",
                     s.seed, s.op, last, why
                 ));
                 break;
-            }
         }
-        if s.op % (ops / 10).max(1) == 0 {
+        if s.op.is_multiple_of((ops / 10).max(1)) {
             println!(
                 "storm: {} / {} ops, {} processes, {} ms",
                 s.op,

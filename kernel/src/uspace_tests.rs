@@ -77,7 +77,7 @@ fn faults() -> u64 {
 }
 
 fn err(e: Errno) -> ktest::String {
-    format!("{}", e.name())
+    ktest::String::from(e.name())
 }
 
 fn maps(m: &UserMm) -> ThpMaps {
@@ -214,7 +214,7 @@ ktest! {
         // [base+128K, base+192K) are whole, the edges are not.
         let base = m.mmap(0, 256 * KB, PROT_NONE, ANON).map_err(err)?;
         m.munmap(base, 256 * KB).map_err(err)?;
-        let odd = (base + 64 * KB - 1) / (64 * KB) * (64 * KB) + 16 * KB;
+        let odd = base.div_ceil(64 * KB) * (64 * KB) + 16 * KB;
         let got = m.mmap(odd, 176 * KB, RW, ANON | MAP_FIXED).map_err(err)?;
         check_eq!(got, odd);
         uspace::activate(&m);
