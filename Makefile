@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean soak fuzz exhaust
 
 all: build
 
@@ -64,6 +64,17 @@ SEED ?= $(shell date +%s)
 OPS  ?= 1000000
 soak: deps
 	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --cmdline "storm=$(SEED),$(OPS)"
+
+## The random-argument system call fuzzer (tests/user/src/bin/fuzz.rs) with a
+## fresh seed (printed; replay with SEED=, add ,v to CALLS to trace calls).
+CALLS ?= 200000
+fuzz: deps
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --initrd --mem 256M --cmdline "init=/fuzz fuzz=$(SEED),$(CALLS)"
+
+## Memory exhaustion (tests/user/src/bin/exhaust.rs) on a MEM machine.
+MEM ?= 256M
+exhaust: deps
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --initrd --mem $(MEM) --cmdline "init=/exhaust"
 
 ## User-space workloads (tests/user/src/bin/bench.rs) under QEMU: tables,
 ## CSV and SVG plots under target/bench/.  QUICK=1: 64 and 256 MiB only.

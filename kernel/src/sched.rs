@@ -525,7 +525,7 @@ pub fn yield_now() {
 
 /// Sleep for at least `ms` milliseconds (woken by the timer tick).
 pub fn sleep_ms(ms: u64) {
-    let until = arch::now_ns() + ms * 1_000_000;
+    let until = arch::now_ns().saturating_add(ms.saturating_mul(1_000_000));
     loop {
         if arch::now_ns() >= until {
             return;

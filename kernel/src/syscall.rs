@@ -656,7 +656,8 @@ fn sys_nanosleep(req: u64, _rem: u64) -> R {
     let deadline = arch::now_ns().saturating_add(ns);
     while arch::now_ns() < deadline {
         let left = deadline - arch::now_ns();
-        sched::sleep_ms(left.div_ceil(1_000_000).max(1));
+        // At most a second per nap: `sleep_ms` adds to the clock.
+        sched::sleep_ms(left.div_ceil(1_000_000).clamp(1, 1000));
     }
     Ok(0)
 }

@@ -206,7 +206,12 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
     },
-    // FUZZ-SUITE
+    UserSuite {
+        name: "fuzz",
+        cmdline: "init=/fuzz fuzz=0xf022,20000",
+        mem: "256M",
+        timeout_s: 180,
+    },
 ];
 
 fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str) -> Tally {

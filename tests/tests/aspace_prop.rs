@@ -297,9 +297,13 @@ fn verify<'a, A: PagingArch>(env: &Env<'a, A>, p: &Proc<'a, A>, va: u64, len: u6
     }
 }
 
+/// 12 cases per run, or `PROPTEST_CASES` (longer runs: see the README).
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 12,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12),
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     }

@@ -199,8 +199,12 @@ fn run<A: PagingArch>(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 fn random_ops<A: PagingArch>() {
+    // 200 cases per run, or `PROPTEST_CASES` (longer runs: see the README).
     let mut runner = TestRunner::new(Config {
-        cases: 200,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200),
         ..Config::default()
     });
     runner
