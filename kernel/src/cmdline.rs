@@ -18,7 +18,11 @@ static CMDLINE: Once<Cmdline> = Once::new();
 /// Parse `raw`.  Words beyond `MAX_WORDS` are ignored with a warning.
 pub fn init(raw: &'static str) {
     CMDLINE.call_once(|| {
-        let mut c = Cmdline { words: [("", None); MAX_WORDS], n: 0, raw };
+        let mut c = Cmdline {
+            words: [("", None); MAX_WORDS],
+            n: 0,
+            raw,
+        };
         for w in raw.split_ascii_whitespace() {
             if c.n == MAX_WORDS {
                 crate::warn!("cmdline: more than {} words, ignoring '{}'", MAX_WORDS, w);
@@ -50,6 +54,12 @@ pub fn has(key: &str) -> bool {
 
 /// The value of the last `key=value` word (later words override earlier ones).
 pub fn value(key: &str) -> Option<&'static str> {
-    get().and_then(|c| c.words[..c.n].iter().rev().find(|(k, v)| *k == key && v.is_some()))
+    get()
+        .and_then(|c| {
+            c.words[..c.n]
+                .iter()
+                .rev()
+                .find(|(k, v)| *k == key && v.is_some())
+        })
         .and_then(|(_, v)| *v)
 }

@@ -37,7 +37,11 @@ fn check_all(pins: &[(u64, u64)]) -> Result<(), ktest::String> {
 fn set_orders(orders: &[u32]) {
     THP.config.set_global_mode(GlobalMode::Always);
     for o in 2..=9 {
-        let m = if orders.contains(&o) { OrderMode::Always } else { OrderMode::Never };
+        let m = if orders.contains(&o) {
+            OrderMode::Always
+        } else {
+            OrderMode::Never
+        };
         THP.config.set_order_mode(o, m);
     }
 }
@@ -49,7 +53,10 @@ fn build_and_check(mms: &mut Vec<Arc<UserMm>>) -> TestResult {
     // A PMD-mapped 2 MiB folio, then part of it unmapped (PMD split).
     set_orders(&[9]);
     let a = m.mmap(0, 4 * MB, RW, ANON).map_err(err)?;
-    check!(a % (2 * MB) == 0, "4 MiB mapping at {a:#x} not 2 MiB aligned");
+    check!(
+        a % (2 * MB) == 0,
+        "4 MiB mapping at {a:#x} not 2 MiB aligned"
+    );
     m.madvise(a, 4 * MB, MADV_POPULATE_WRITE).map_err(err)?;
     check_eq!(m.thpmaps().total().pmd_bytes, 4 * MB, "PMD-mapped bytes");
     m.munmap(a + 2 * MB + 64 * KB, 64 * KB).map_err(err)?;
@@ -58,11 +65,15 @@ fn build_and_check(mms: &mut Vec<Arc<UserMm>>) -> TestResult {
     let b = m.mmap(0, MB, RW, ANON).map_err(err)?;
     m.madvise(b, MB, MADV_POPULATE_WRITE).map_err(err)?;
     m.munmap(b + 12 * KB, 8 * KB).map_err(err)?;
-    check!(uspace::ctx().deferred_split_len() >= 1, "nothing queued for deferred split");
+    check!(
+        uspace::ctx().deferred_split_len() >= 1,
+        "nothing queued for deferred split"
+    );
     // fork: everything shared copy-on-write, then one COW write each side.
     let c = uspace::register(m.fork().map_err(err)?).map_err(err)?;
     mms.push(c.clone());
-    m.madvise(b + 64 * KB, 4 * KB, MADV_POPULATE_WRITE).map_err(err)?;
+    m.madvise(b + 64 * KB, 4 * KB, MADV_POPULATE_WRITE)
+        .map_err(err)?;
     c.madvise(a, 4 * KB, MADV_POPULATE_WRITE).map_err(err)?;
     check_all(&[])?;
 

@@ -16,9 +16,9 @@ mod cpio;
 mod demo;
 mod demo_collapse;
 mod elf;
+mod invariants_tests;
 mod khugepaged;
 mod khugepaged_tests;
-mod invariants_tests;
 #[macro_use]
 mod log;
 mod memory;
@@ -51,7 +51,11 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     if let Some(l) = cmdline::value("loglevel").and_then(log::parse_level) {
         log::set_level(l);
     }
-    println!("mthp kernel ({}) starting; cmdline: '{}'", arch::NAME, cmdline::raw());
+    println!(
+        "mthp kernel ({}) starting; cmdline: '{}'",
+        arch::NAME,
+        cmdline::raw()
+    );
     memory::init(info);
     for e in mm::thp::THP.apply_cmdline(cmdline::raw()) {
         warn!("cmdline: {:?}", e);
@@ -89,12 +93,18 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
                     p += 1;
                 }
                 Err(why) => {
-                    println!("test storm(seed={:#x},ops={}) ... FAILED: {}", seed, ops, why);
+                    println!(
+                        "test storm(seed={:#x},ops={}) ... FAILED: {}",
+                        seed, ops, why
+                    );
                     f += 1;
                 }
             },
             None => {
-                println!("test storm ... FAILED: storm=<seed>,<ops> expected, got '{}'", v);
+                println!(
+                    "test storm ... FAILED: storm=<seed>,<ops> expected, got '{}'",
+                    v
+                );
                 f += 1;
             }
         }

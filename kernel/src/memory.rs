@@ -118,7 +118,8 @@ pub fn init(info: &BootInfo) {
 
     // 2. The memmap.
     let (base_pfn, nr_frames) = memmap_span(info.ram()).expect("no RAM in the boot memory map");
-    let memmap_bytes = align_up(nr_frames * FRAME_DESC_SIZE as u64, PAGE_SIZE).expect("memmap size");
+    let memmap_bytes =
+        align_up(nr_frames * FRAME_DESC_SIZE as u64, PAGE_SIZE).expect("memmap size");
     let free = free_ranges(info);
     let at = free
         .iter()
@@ -137,9 +138,8 @@ pub fn init(info: &BootInfo) {
     };
 
     // 3. The buddy allocator.
-    let buddy = BUDDY.call_once(|| {
-        BuddyAllocator::new(Memmap::new(descs, base_pfn), &DIRECT_MAP, &KERNEL_CPU)
-    });
+    let buddy = BUDDY
+        .call_once(|| BuddyAllocator::new(Memmap::new(descs, base_pfn), &DIRECT_MAP, &KERNEL_CPU));
     buddy.reserve_range(at, at + memmap_bytes);
     let added = buddy.init_from_bootinfo(info);
 
@@ -155,7 +155,10 @@ pub fn init(info: &BootInfo) {
         let start = f.pa() + arch::PHYS_OFFSET;
         // SAFETY: the folio is ours for good (its reference is never put), and
         // the direct map covers it read-write; the heap now owns that memory.
-        unsafe { HEAP.lock().add_to_heap(start as usize, (start + chunk) as usize) };
+        unsafe {
+            HEAP.lock()
+                .add_to_heap(start as usize, (start + chunk) as usize)
+        };
         let _ = f; // never put: the heap keeps the frames for good
         heap += chunk;
     }

@@ -38,8 +38,10 @@ fn all_tests() -> &'static [KTest] {
 /// Run every test whose name contains `filter` (all when empty).
 /// Returns `(passed, failed)`.
 pub fn run(filter: &str) -> (usize, usize) {
-    let mut tests: alloc::vec::Vec<&KTest> =
-        all_tests().iter().filter(|t| t.name.contains(filter)).collect();
+    let mut tests: alloc::vec::Vec<&KTest> = all_tests()
+        .iter()
+        .filter(|t| t.name.contains(filter))
+        .collect();
     tests.sort_by_key(|t| t.name);
     println!("running {} self-tests (filter '{}')", tests.len(), filter);
     for t in tests {
@@ -63,7 +65,10 @@ pub fn run(filter: &str) -> (usize, usize) {
 }
 
 pub fn summary() -> (usize, usize) {
-    (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed))
+    (
+        PASSED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed),
+    )
 }
 
 /// Called by the panic handler: if a test was running, report it as failed
@@ -72,7 +77,10 @@ pub fn on_panic() -> bool {
     // The panic may have happened with CURRENT locked; don't wait for it.
     let cur = CURRENT.try_lock().and_then(|g| *g);
     if let Some(name) = cur {
-        crate::log::print_unlocked(format_args!("test {} ... FAILED: panic (see above)\n", name));
+        crate::log::print_unlocked(format_args!(
+            "test {} ... FAILED: panic (see above)\n",
+            name
+        ));
         FAILED.fetch_add(1, Ordering::Relaxed);
         let (p, f) = summary();
         crate::log::print_unlocked(format_args!("{} passed, {} failed\n", p, f));

@@ -10,9 +10,9 @@
 //! A failure prints the seed, the operation number and the operation, so
 //! `storm=<seed>,<n>` replays it exactly (the storm is deterministic: one CPU,
 //! and nothing else allocates while it runs).
+use crate::arch;
 use crate::memory::buddy;
 use crate::uspace::{self, UserMm, read_u64, write_u64};
-use crate::arch;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -480,11 +480,11 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
         if s.op.is_multiple_of(CHECK_EVERY)
             && let Err(why) = s.check()
         {
-                result = Err(format!(
-                    "storm seed {} op {}: invariant broken after '{}': {}",
-                    s.seed, s.op, last, why
-                ));
-                break;
+            result = Err(format!(
+                "storm seed {} op {}: invariant broken after '{}': {}",
+                s.seed, s.op, last, why
+            ));
+            break;
         }
         if s.op.is_multiple_of((ops / 10).max(1)) {
             println!(

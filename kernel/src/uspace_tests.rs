@@ -4,9 +4,9 @@
 //! the MMU and resolved by `mm` through the arch fault handler.  Mapping
 //! shapes are checked both with `mm`'s thpmaps walk and with the arch
 //! crate's walk of the live tables.
+use crate::arch;
 use crate::memory::buddy;
 use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
-use crate::arch;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{TestResult, check, check_eq, format, ktest};
@@ -39,7 +39,11 @@ impl Fixture {
         };
         THP.config.set_global_mode(GlobalMode::Always);
         for o in 2..=9 {
-            let m = if orders.contains(&o) { OrderMode::Always } else { OrderMode::Never };
+            let m = if orders.contains(&o) {
+                OrderMode::Always
+            } else {
+                OrderMode::Never
+            };
             THP.config.set_order_mode(o, m);
         }
         f
@@ -51,7 +55,11 @@ impl Fixture {
             check!(uspace::release(m), "address space still referenced");
         }
         let now = free_frames();
-        check_eq!(now, self.free_base, "free frames after teardown vs baseline");
+        check_eq!(
+            now,
+            self.free_base,
+            "free frames after teardown vs baseline"
+        );
         Ok(())
     }
 }

@@ -19,17 +19,17 @@ extern crate std;
 pub mod addr;
 pub mod aspace;
 pub mod bootinfo;
-pub mod errno;
-pub mod phys;
-pub mod thp;
-pub mod vma;
-pub mod paging;
-pub mod emu;
 pub mod buddy;
+#[cfg(test)]
+mod buddy_tests;
+pub mod emu;
+pub mod errno;
 pub mod folio;
 mod folio_split;
 pub mod frame_flags;
 pub mod memmap;
+pub mod paging;
 pub mod pcp;
-#[cfg(test)]
-mod buddy_tests;
+pub mod phys;
+pub mod thp;
+pub mod vma;

@@ -132,8 +132,8 @@ mod hw {
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
     pub use crate::user::{
         EFault, USER_TOP, UserFrame, copy_from_user, copy_to_user, enter_user, pan_enabled,
-        set_syscall_handler, set_user_exception_handler, set_user_tls, smap_enabled,
-        smep_enabled, user_init, user_tls,
+        set_syscall_handler, set_user_exception_handler, set_user_tls, smap_enabled, smep_enabled,
+        user_init, user_tls,
     };
 
     /// Polled serial output; usable from any context, including panics.

@@ -66,5 +66,13 @@ pub fn flush_kernel_range(start: u64, end: u64, stride: u64) {
 /// Drop every EL1&0 translation, global ones included.
 pub fn flush_kernel_all() {
     // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
-    unsafe { asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }

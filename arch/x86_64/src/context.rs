@@ -145,8 +145,7 @@ const TRACKED_PCIDS: usize = 256;
 static PCID_ON: AtomicBool = AtomicBool::new(false);
 static PCID_CHECKED: AtomicBool = AtomicBool::new(false);
 /// Last root loaded with each PCID (0 = none yet).
-static LAST_ROOT: [AtomicU64; TRACKED_PCIDS] =
-    [const { AtomicU64::new(0) }; TRACKED_PCIDS];
+static LAST_ROOT: [AtomicU64; TRACKED_PCIDS] = [const { AtomicU64::new(0) }; TRACKED_PCIDS];
 
 /// Whether CR3 carries a PCID (CPUID.1:ECX.PCID and global pages, so that
 /// INVLPG of kernel pages reaches every PCID).  Turned on at first use.

@@ -68,9 +68,9 @@ pub use timer::{now_ns, ticks, timer_hz, timer_init, tsc_hz};
 pub use trap::{Access, FaultInfo, set_fault_handler, set_tick_hook};
 #[cfg(target_os = "none")]
 pub use user::{
-    refuse_smap,
-    EFault, USER_TOP, UserFrame, copy_from_user, copy_to_user, enter_user, set_syscall_handler,
-    set_user_exception_handler, set_user_tls, smap_enabled, smep_enabled, user_init, user_tls,
+    EFault, USER_TOP, UserFrame, copy_from_user, copy_to_user, enter_user, refuse_smap,
+    set_syscall_handler, set_user_exception_handler, set_user_tls, smap_enabled, smep_enabled,
+    user_init, user_tls,
 };
 
 /// Architecture name.

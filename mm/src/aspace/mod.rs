@@ -75,10 +75,10 @@ use crate::thp::VmEvent;
 use crate::vma::{Layout, MadviseAction, VmFlags, VmaSet};
 
 pub use check::check_invariants;
-pub use ctx::{BuddyPtAlloc, MmCtx};
-pub use report::{ThpMaps, VmaReport};
 pub use collapse::CollapseError;
+pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
+pub use report::{ThpMaps, VmaReport};
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
 
 /// Kind of access that faulted.
