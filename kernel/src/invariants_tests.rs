@@ -2,29 +2,14 @@
 //! it must pass over every registered address space after a mix of mTHP,
 //! PMD, fork and partial-munmap operations, and it must catch a state
 //! broken behind its back (an extra mapcount, a pin it is not told about).
-use crate::memory::buddy;
+use crate::testenv::*;
 use crate::uspace::{self, UserMm};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use ktest::{TestResult, check, check_eq, ktest};
 use mm::aspace::check::{check_invariants, check_invariants_pinned};
-use mm::errno::Errno;
 use mm::thp::{GlobalMode, OrderMode, THP};
 use mm::vma::uapi::*;
-
-const KB: u64 = 1024;
-const MB: u64 = 1024 * 1024;
-const RW: u64 = PROT_READ | PROT_WRITE;
-const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-fn err(e: Errno) -> ktest::String {
-    ktest::String::from(e.name())
-}
-
-fn free_frames() -> u64 {
-    buddy().drain_all();
-    buddy().stats().free + uspace::ctx().frames_held()
-}
 
 /// The checker over every registered address space.
 fn check_all(pins: &[(u64, u64)]) -> Result<(), ktest::String> {

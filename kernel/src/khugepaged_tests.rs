@@ -5,9 +5,9 @@
 //! and the arch crate's walk of the live tables, free frames back to the
 //! baseline after each test.
 use crate::memory::buddy;
+use crate::testenv::*;
 use crate::uspace::{self, UserMm, read_u64, write_u64};
 use crate::{arch, khugepaged, sched};
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use ktest::{TestResult, check, check_eq, format, ktest};
@@ -16,115 +16,6 @@ use mm::errno::Errno;
 use mm::folio::Folio;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP};
 use mm::vma::uapi::*;
-
-const KB: u64 = 1024;
-const MB: u64 = 1024 * 1024;
-const RW: u64 = PROT_READ | PROT_WRITE;
-const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-/// Knobs (orders, global mode, khugepaged's) restored on drop; free frames
-/// checked by `finish`.  khugepaged stays paused unless `run_daemon`.
-struct Fixture {
-    modes: [OrderMode; 10],
-    global: GlobalMode,
-    kh: [u32; 5],
-    free_base: u64,
-    resumed: bool,
-}
-
-fn kh_knobs() -> [u32; 5] {
-    let k = &THP.config.khugepaged;
-    [
-        k.pages_to_scan.load(Relaxed),
-        k.scan_sleep_millisecs.load(Relaxed),
-        k.alloc_sleep_millisecs.load(Relaxed),
-        k.max_ptes_none.load(Relaxed),
-        k.max_ptes_shared.load(Relaxed),
-    ]
-}
-
-fn set_kh_knobs(v: [u32; 5]) {
-    let k = &THP.config.khugepaged;
-    k.pages_to_scan.store(v[0], Relaxed);
-    k.scan_sleep_millisecs.store(v[1], Relaxed);
-    k.alloc_sleep_millisecs.store(v[2], Relaxed);
-    k.max_ptes_none.store(v[3], Relaxed);
-    k.max_ptes_shared.store(v[4], Relaxed);
-}
-
-impl Fixture {
-    /// Global `global`; `orders` get `mode`, every other size `never`.
-    fn new(global: GlobalMode, orders: &[u32], mode: OrderMode) -> Fixture {
-        let f = Fixture {
-            modes: THP.config.order_modes(),
-            global: THP.config.global_mode(),
-            kh: kh_knobs(),
-            free_base: free_frames(),
-            resumed: false,
-        };
-        THP.config.set_global_mode(global);
-        for o in 2..=9 {
-            THP.config.set_order_mode(
-                o,
-                if orders.contains(&o) {
-                    mode
-                } else {
-                    OrderMode::Never
-                },
-            );
-        }
-        f
-    }
-
-    /// Let the khugepaged thread run (fast knobs) for this test.
-    fn run_daemon(&mut self, scan_sleep_ms: u32, pages_to_scan: u32) {
-        let k = &THP.config.khugepaged;
-        k.scan_sleep_millisecs.store(scan_sleep_ms, Relaxed);
-        k.pages_to_scan.store(pages_to_scan, Relaxed);
-        k.alloc_sleep_millisecs.store(10, Relaxed);
-        khugepaged::resume();
-        self.resumed = true;
-    }
-
-    fn finish(mut self, mms: impl IntoIterator<Item = Arc<UserMm>>) -> TestResult {
-        if self.resumed {
-            khugepaged::pause();
-            self.resumed = false;
-        }
-        uspace::deactivate();
-        for m in mms {
-            check!(uspace::release(m), "address space still referenced");
-        }
-        let now = free_frames();
-        check_eq!(
-            now,
-            self.free_base,
-            "free frames after teardown vs baseline"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if self.resumed {
-            khugepaged::pause();
-        }
-        THP.config.set_all_order_modes(&self.modes);
-        THP.config.set_global_mode(self.global);
-        set_kh_knobs(self.kh);
-        uspace::deactivate();
-    }
-}
-
-fn free_frames() -> u64 {
-    buddy().drain_all();
-    buddy().stats().free + uspace::ctx().frames_held()
-}
-
-fn err(e: Errno) -> ktest::String {
-    ktest::String::from(e.name())
-}
 
 /// A read-write mapping of `len` bytes at a 2 MiB-aligned address.
 fn pmd_mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {

@@ -32,6 +32,7 @@ mod sched;
 mod selftest;
 mod storm;
 mod syscall;
+mod testenv;
 mod thread;
 mod uspace;
 mod uspace_tests;

@@ -5,87 +5,17 @@
 //! shapes are checked both with `mm`'s thpmaps walk and with the arch
 //! crate's walk of the live tables.
 use crate::arch;
-use crate::memory::buddy;
+use crate::testenv::*;
 use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
-use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{TestResult, check, check_eq, format, ktest};
 use mm::aspace::ThpMaps;
 use mm::errno::Errno;
-use mm::thp::{GlobalMode, MthpStat, OrderMode, THP};
+use mm::thp::{MthpStat, THP};
 use mm::vma::uapi::*;
-
-const KB: u64 = 1024;
-const MB: u64 = 1024 * 1024;
-const RW: u64 = PROT_READ | PROT_WRITE;
-const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-/// Knob settings for one test, restored on drop; free frames checked.
-struct Fixture {
-    modes: [OrderMode; 10],
-    global: GlobalMode,
-    zero: bool,
-    free_base: u64,
-}
-
-impl Fixture {
-    /// Only the orders in `orders` are `always` (global `always`).
-    fn new(orders: &[u32]) -> Fixture {
-        let f = Fixture {
-            modes: THP.config.order_modes(),
-            global: THP.config.global_mode(),
-            zero: THP.config.use_zero_page(),
-            free_base: free_frames(),
-        };
-        THP.config.set_global_mode(GlobalMode::Always);
-        for o in 2..=9 {
-            let m = if orders.contains(&o) {
-                OrderMode::Always
-            } else {
-                OrderMode::Never
-            };
-            THP.config.set_order_mode(o, m);
-        }
-        f
-    }
-
-    /// Tear `mms` down and check every frame came back.
-    fn finish(self, mms: impl IntoIterator<Item = Arc<UserMm>>) -> TestResult {
-        for m in mms {
-            check!(uspace::release(m), "address space still referenced");
-        }
-        let now = free_frames();
-        check_eq!(
-            now,
-            self.free_base,
-            "free frames after teardown vs baseline"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        THP.config.set_all_order_modes(&self.modes);
-        THP.config.set_global_mode(self.global);
-        THP.config.set_use_zero_page(self.zero);
-        uspace::deactivate();
-    }
-}
-
-/// Free frames plus the frames the context keeps (zero pages), so the
-/// lazy huge-zero allocation does not move the baseline.
-fn free_frames() -> u64 {
-    buddy().drain_all();
-    buddy().stats().free + uspace::ctx().frames_held()
-}
 
 fn faults() -> u64 {
     FAULTS_RESOLVED.load(Relaxed)
-}
-
-fn err(e: Errno) -> ktest::String {
-    ktest::String::from(e.name())
 }
 
 fn maps(m: &UserMm) -> ThpMaps {
@@ -94,14 +24,6 @@ fn maps(m: &UserMm) -> ThpMaps {
 
 fn mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {
     m.mmap(0, len, RW, ANON).map_err(err)
-}
-
-/// A read-write mapping of `len` bytes at an `align`-aligned address.
-fn aligned_mapping(m: &UserMm, len: u64, align: u64) -> Result<u64, ktest::String> {
-    let probe = m.mmap(0, len + align, PROT_NONE, ANON).map_err(err)?;
-    m.munmap(probe, len + align).map_err(err)?;
-    let va = probe.div_ceil(align) * align;
-    m.mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
 }
 
 /// Write a distinct value to every 4K page of `[va, va+len)`.
@@ -124,7 +46,7 @@ ktest! {
     /// 64K always: touching 4 MiB takes exactly 64 faults and yields 64
     /// order-4 folios, contpte-mapped on arm64 (16 entries per translation).
     fn mthp_64k_touch_4mib() {
-        let fx = Fixture::new(&[4]);
+        let fx = Fixture::always(&[4]);
         let m = uspace::new_mm().map_err(err)?;
         let va = mapping(&m, 4 * MB)?;
         uspace::activate(&m);
@@ -150,7 +72,7 @@ ktest! {
     /// 2M always: one write fault in an aligned VMA maps a PMD leaf, seen by
     /// the hardware walk as a 2 MiB translation.
     fn pmd_2m_one_fault_maps_pmd() {
-        let fx = Fixture::new(&[9]);
+        let fx = Fixture::always(&[9]);
         let m = uspace::new_mm().map_err(err)?;
         let va = mapping(&m, 4 * MB)?;
         check!(va % (2 * MB) == 0, "4 MiB mapping at {va:#x} is not 2 MiB aligned");
@@ -172,7 +94,7 @@ ktest! {
 ktest! {
     /// A read fault maps the shared zero page; a later write replaces it.
     fn read_fault_zero_page_then_write() {
-        let fx = Fixture::new(&[]);
+        let fx = Fixture::always(&[]);
         let m = uspace::new_mm().map_err(err)?;
         let va = mapping(&m, 64 * KB)?;
         uspace::activate(&m);
@@ -194,7 +116,7 @@ ktest! {
     /// 2M always with use_zero_page: a read maps the huge zero folio as a
     /// PMD; a write then allocates real memory and the data is right.
     fn huge_zero_page_read_then_write() {
-        let fx = Fixture::new(&[9]);
+        let fx = Fixture::always(&[9]);
         THP.config.set_use_zero_page(true);
         let m = uspace::new_mm().map_err(err)?;
         let va = mapping(&m, 2 * MB)?;
@@ -215,7 +137,7 @@ ktest! {
     /// A VMA too small for the order falls back to 4K folios; an unaligned
     /// one gets large folios only for whole aligned blocks.
     fn small_or_misaligned_vma_falls_back() {
-        let fx = Fixture::new(&[4]);
+        let fx = Fixture::always(&[4]);
         let m = uspace::new_mm().map_err(err)?;
         let small = mapping(&m, 48 * KB)?;
         // 64K-aligned base + 16K: blocks [base+64K, base+128K) and
@@ -244,7 +166,7 @@ ktest! {
     /// After fork each side keeps its own data; once the child is gone the
     /// parent's writes reuse its pages instead of copying.
     fn fork_cow_data_integrity_and_reuse() {
-        let fx = Fixture::new(&[4]);
+        let fx = Fixture::always(&[4]);
         let p = uspace::new_mm().map_err(err)?;
         let va = aligned_mapping(&p, 256 * KB, 64 * KB)?;
         uspace::activate(&p);
@@ -273,7 +195,7 @@ ktest! {
     /// Unmapping half of a 64K folio leaves the other half readable, unfolds
     /// the block and queues the folio for deferred split.
     fn munmap_half_of_64k_folio() {
-        let fx = Fixture::new(&[4]);
+        let fx = Fixture::always(&[4]);
         let m = uspace::new_mm().map_err(err)?;
         let va = aligned_mapping(&m, 128 * KB, 64 * KB)?;
         uspace::activate(&m);
@@ -295,7 +217,7 @@ ktest! {
     /// mprotect of one page inside a contiguous block unfolds only that
     /// block; a write there then fails, the data survives.
     fn mprotect_one_page_unfolds_one_block() {
-        let fx = Fixture::new(&[4]);
+        let fx = Fixture::always(&[4]);
         let m = uspace::new_mm().map_err(err)?;
         let va = aligned_mapping(&m, 128 * KB, 64 * KB)?;
         uspace::activate(&m);
@@ -314,7 +236,7 @@ ktest! {
 ktest! {
     /// Bad arguments give Linux's errno values, never a panic.
     fn bad_arguments_errno() {
-        let fx = Fixture::new(&[]);
+        let fx = Fixture::always(&[]);
         let m = uspace::new_mm().map_err(err)?;
         check_eq!(m.mmap(0, 0, RW, ANON), Err(Errno::EINVAL));
         check_eq!(m.mmap(0x1001, 4096, RW, ANON | MAP_FIXED), Err(Errno::EINVAL));
