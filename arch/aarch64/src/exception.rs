@@ -62,6 +62,9 @@ pub fn set_stack_limit(bottom: u64) {
     arch_stack_limit.store(bottom, Ordering::Relaxed);
 }
 
+/// SPSR.I: IRQs masked in the interrupted context.
+const SPSR_I: u64 = 1 << 7;
+
 static FAULT_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn set_fault_handler(f: fn(&FaultInfo) -> bool) {
@@ -235,10 +238,21 @@ fn handle_sync(frame: &mut TrapFrame, kind: u64) {
     let Some(info) = abort_info(frame) else {
         report_and_exit(frame, kind, None);
     };
-    if let Some(h) = fault_handler()
-        && h(&info)
-    {
-        return;
+    if let Some(h) = fault_handler() {
+        // As Linux: resolve the fault with IRQs unmasked when the faulting
+        // code had them unmasked (SPSR.I clear), so the handler can be
+        // preempted while it waits for a lock a preempted thread holds.
+        let irq_on = frame.spsr & SPSR_I == 0;
+        if irq_on {
+            crate::cpu::irq_enable();
+        }
+        let done = h(&info);
+        if irq_on {
+            crate::cpu::irq_disable();
+        }
+        if done {
+            return;
+        }
     }
     if kind == 4 {
         // For an instruction fault the probe is the `blr` before the return address.
