@@ -286,11 +286,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         // Access flag (arm64 AF = 0) or a write to a writable clean entry
         // (arm64 dirty tracking): set the bits; anything else is spurious.
-        let mut want = l.attrs;
-        want.young = true;
-        if access == Access::Write {
-            want.dirty = true;
-        }
+        let want = touched(l.attrs, access);
         if want != l.attrs {
             let mut g = pt.gather();
             let r = pt.update_pte(va, want, &mut g);
@@ -499,11 +495,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let l = w.entry.leaf().expect("split PMD maps every page");
             return self.pte_fault(vma, pt, addr, l, access);
         }
-        let mut want = l.attrs;
-        want.young = true;
-        if access == Access::Write {
-            want.dirty = true;
-        }
+        let want = touched(l.attrs, access);
         if want != l.attrs {
             let mut g = pt.gather();
             let r = pt.update_pmd(base, want, &mut g);
@@ -589,4 +581,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             self.split_pmd_at(pt, addr);
         }
     }
+}
+
+/// The attributes an entry needs after `access` went through it: young,
+/// and dirty for a write (what the hardware sets itself on x86 and the
+/// fault path sets on arm64 without hardware access/dirty management).
+#[inline]
+fn touched(mut attrs: Attrs, access: Access) -> Attrs {
+    attrs.young = true;
+    if access == Access::Write {
+        attrs.dirty = true;
+    }
+    attrs
 }
