@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd]
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
 //! ```
 //!
@@ -38,7 +38,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
     );
     ExitCode::from(2)
 }
@@ -135,6 +135,11 @@ fn main() -> ExitCode {
                 spec.mem = m;
             }
             spec.gdb = gdb;
+            if icount {
+                // Exact instruction counts (1 instruction = 1 ns of virtual
+                // time): `now_ns` deltas become instruction counts.
+                spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
+            }
             if initrd {
                 if arch == qemu::Arch::Aarch64 {
                     match qemu::arm64_image(&spec.kernel) {

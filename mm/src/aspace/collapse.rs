@@ -167,9 +167,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if w.level != PTE_LEVEL {
             return Err(CollapseError::PmdNull);
         }
-        let mem = self.ctx.mem;
-        Ok((0..1u64 << order)
-            .map(|i| A::decode(mem.load(w.slot + 8 * i), PTE_LEVEL).leaf())
+        // One bulk read of the window's entries instead of a load call per
+        // entry.
+        let n = 1usize << order;
+        let mut raw = [0u8; 8 << PMD_ORDER];
+        self.ctx.mem.read(w.slot, &mut raw[..8 * n]);
+        Ok(raw[..8 * n]
+            .chunks_exact(8)
+            .map(|b| {
+                let pte = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                A::decode(pte, PTE_LEVEL).leaf()
+            })
             .collect())
     }
 
@@ -204,7 +212,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut shared = 0u64;
         let (mut young, mut writable) = (false, false);
         // Distinct source folios with their entry count in the window.
-        let mut folios: Vec<(Folio<'a>, u64)> = Vec::new();
+        let mut folios: Vec<(Folio<'a>, u64)> = Vec::with_capacity(e.len());
         for l in &e {
             let Some(l) = l else {
                 none += 1;
@@ -382,7 +390,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mem = ctx.mem;
         let n = e.len();
         // Isolate: lock every source folio and check it is not pinned.
-        let mut locked: Vec<Folio<'a>> = Vec::new();
+        let mut locked: Vec<Folio<'a>> = Vec::with_capacity(n);
         let unlock_all = |locked: &[Folio<'a>]| locked.iter().for_each(|f| f.unlock());
         for l in e.iter().flatten() {
             if ctx.is_zero_pfn(l.pfn) {
@@ -465,7 +473,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         ctx.rmap_add_new(new, self.id, va, pmd);
         self.rss_add(n as u64);
         // Free the sources: one rmap update per run of one folio.
-        let mut puts = PutList::new();
+        let mut puts = PutList::with_capacity(locked.len());
         let mut i = 0;
         while i < n {
             let Some(l) = e[i].filter(|l| !ctx.is_zero_pfn(l.pfn)) else {

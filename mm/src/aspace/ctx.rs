@@ -330,6 +330,11 @@ impl<'a> MmCtx<'a> {
     /// Take `f` off the queue if it is there (its last mapping went, or a
     /// split is about to consume it).  Returns whether it was queued.
     pub fn deferred_split_remove(&self, f: Folio<'a>) -> bool {
+        // Orders 0 and 1 are never queued (as Linux): skip the lock for
+        // them, which is every source page of a 4K-built collapse or zap.
+        if f.order() <= 1 {
+            return false;
+        }
         let mut q = self.deferred.lock();
         let was = q.remove(f);
         if f.test(PageFlags::PARTIALLY_MAPPED) {
