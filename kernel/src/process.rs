@@ -59,8 +59,9 @@ pub struct Process {
     pub name: Mutex<String>,
     /// The address space; `None` once the process has exited.
     mm: RwLock<Option<Arc<UserMm>>>,
-    /// Resolved page faults (`ru_minflt`).
-    pub minflt: AtomicU64,
+    /// Resolved page faults (`ru_minflt`) once the address space is gone;
+    /// while it lives, the space counts them (see [`Process::minflt`]).
+    minflt: AtomicU64,
     /// Faults of reaped children (`RUSAGE_CHILDREN`).
     pub child_minflt: AtomicU64,
     /// `[start, current)` of the heap.
@@ -75,6 +76,25 @@ pub struct Process {
 }
 
 impl Process {
+    /// Resolved page faults (`ru_minflt`): the address space's count
+    /// (`Mm::faults_resolved`), kept here after exit.
+    pub fn minflt(&self) -> u64 {
+        match &*self.mm.read() {
+            Some(mm) => mm.faults_resolved(),
+            None => self.minflt.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Take the address space away (exit, failed fork), keeping its fault
+    /// count.
+    fn take_mm(&self) -> Option<Arc<UserMm>> {
+        let mm = self.mm.write().take();
+        if let Some(m) = &mm {
+            self.minflt.store(m.faults_resolved(), Ordering::Relaxed);
+        }
+        mm
+    }
+
     /// Run `f` on the address space (EFAULT-like `ESRCH` if it is gone).
     pub fn with_mm<R>(&self, f: impl FnOnce(&UserMm) -> R) -> Result<R, Errno> {
         let mm = self.mm.read().clone().ok_or(Errno::ESRCH)?;
@@ -389,7 +409,7 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
     {
         PROCS.lock().retain(|p| p.pid != pid);
         let _np = sched::preempt_disable();
-        if let Some(mm) = child.mm.write().take() {
+        if let Some(mm) = child.take_mm() {
             uspace::release(mm);
         }
         return Err(Errno::EAGAIN);
@@ -410,7 +430,7 @@ pub fn exit_current(status: i32) -> ! {
     sched::set_addr_space(None);
     {
         let _np = sched::preempt_disable();
-        let mm = p.mm.write().take();
+        let mm = p.take_mm();
         if let Some(mm) = mm
             && !uspace::release(mm)
         {
@@ -461,11 +481,7 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i
             found_child = found_child || t.iter().any(mine);
             if let Some(i) = t.iter().position(|q| mine(q) && q.exited().is_some()) {
                 let q = t.remove(i);
-                reaped = Some((
-                    q.pid,
-                    q.exited().unwrap_or(0),
-                    q.minflt.load(Ordering::Relaxed),
-                ));
+                reaped = Some((q.pid, q.exited().unwrap_or(0), q.minflt()));
             }
         }
         if let Some((cpid, st, flt)) = reaped {
@@ -505,12 +521,11 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
         arch::Access::Write => Access::Write,
         arch::Access::Exec => Access::Exec,
     };
+    // The process's `ru_minflt` is the space's own count (one space per
+    // process), so no process lookup here.
     match mm.handle_fault(info.addr, acc) {
         Ok(()) => {
             uspace::FAULTS_RESOLVED.fetch_add(1, Relaxed);
-            if let Some(p) = current() {
-                p.minflt.fetch_add(1, Relaxed);
-            }
             true
         }
         Err(e) => {

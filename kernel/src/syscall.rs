@@ -354,7 +354,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         }
         Getrusage => {
             let flt = match a[0] as i64 {
-                0 | 1 => p.minflt.load(Ordering::Relaxed),
+                0 | 1 => p.minflt(),
                 -1 => p.child_minflt.load(Ordering::Relaxed),
                 _ => return Err(Errno::EINVAL),
             };

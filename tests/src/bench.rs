@@ -128,7 +128,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
         if icount {
             boots.push(Boot {
                 label: "icount",
-                cmdline: "init=/bench bench.work=fault bench.configs=4K,64K,2M bench.sizes=256 bench.runs=3".into(),
+                cmdline: "init=/bench bench.work=fault bench.configs=4K,16K,64K,2M bench.sizes=256 bench.runs=3".into(),
                 extra: vec!["-icount".into(), "shift=0".into()],
             });
         } else {
@@ -598,7 +598,7 @@ fn icount_table(r: &ArchResult, linux: Option<&(String, BTreeMap<String, f64>)>)
         s,
         "| map | faults/GiB | instructions/fault | instructions/4K page | Linux 6.12 instructions/fault | ours/Linux |\n|---|---|---|---|---|---|"
     );
-    for cfg in ["4K", "64K", "2M"] {
+    for cfg in ["4K", "16K", "64K", "2M"] {
         let ipf = r.get("fault", cfg, 256, "pmu:instructions_per_fault");
         let fpg = r.get("fault", cfg, 256, "faults_per_gib");
         let per_page = match (ipf, fpg) {

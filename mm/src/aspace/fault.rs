@@ -39,7 +39,9 @@
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
 use crate::buddy::AllocFlags;
 use crate::folio::Folio;
-use crate::paging::{Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc};
+use crate::paging::{
+    Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, Walk,
+};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent, suitable_orders};
 use crate::vma::{Vma, VmaSet};
 
@@ -97,7 +99,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
                 self.anon_fault(vma, pt, addr, access)
             }
-            Entry::Absent => self.anon_fault(vma, pt, addr, access),
+            Entry::Absent => self.anon_fault_walked(vma, pt, addr, access, Some(&w)),
             // No PUD leaves in user space; tables are descended by lookup.
             _ => {
                 debug_assert!(false, "unexpected entry {:?} at {addr:#x}", w.entry);
@@ -209,6 +211,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
         access: Access,
     ) -> Result<(), Fault> {
+        self.anon_fault_walked(vma, pt, addr, access, None)
+    }
+
+    /// [`Self::anon_fault`] given the walk to `addr` done under this lock
+    /// hold, if any (saves the second walk when installing).
+    fn anon_fault_walked(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        access: Access,
+        walk: Option<&Walk>,
+    ) -> Result<(), Fault> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let va = align_down(addr, PAGE_SIZE);
@@ -251,10 +266,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         let base = align_down(addr, f.size());
         self.zero_folio(f, base, addr);
-        if pt
-            .set_ptes(base, f.pfn(), f.nr_pages() as usize, anon_attrs(vma))
-            .is_err()
-        {
+        let n = f.nr_pages() as usize;
+        let set = match walk {
+            Some(w) => pt.set_ptes_walked(w, addr, base, f.pfn(), n, anon_attrs(vma)),
+            None => pt.set_ptes(base, f.pfn(), n, anon_attrs(vma)),
+        };
+        if set.is_err() {
             f.put();
             return Err(Fault::Oom);
         }

@@ -146,6 +146,10 @@ pub struct Mm<'a, A: PagingArch> {
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
+    /// Faults `handle_fault` resolved in this space: the owning process's
+    /// `ru_minflt` (one space per process), counted here so the fault
+    /// path needs no lookup of the process.
+    faults: AtomicU64,
     /// Registered for khugepaged (set by `MADV_HUGEPAGE` and by faults in
     /// THP-eligible VMAs; the id is then on the context's khugepaged list,
     /// see `khugepaged.rs`).
@@ -209,6 +213,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             vmas: RwLock::new(VmaSet::new(layout)),
             pt: Mutex::new(Some(pt)),
             anon_rss: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
         })
     }
@@ -241,6 +246,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// Anonymous pages mapped.
     pub fn anon_rss(&self) -> u64 {
         self.anon_rss.load(Relaxed)
+    }
+
+    /// Faults resolved by [`Self::handle_fault`] so far.
+    pub fn faults_resolved(&self) -> u64 {
+        self.faults.load(Relaxed)
     }
 
     /// Whether the space is registered for khugepaged.
@@ -448,6 +458,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             self.fault_locked(&vmas, &mut pt, addr, access)
         };
         if r != Err(Fault::Oom) {
+            if r.is_ok() {
+                self.faults.fetch_add(1, Relaxed);
+            }
             return r;
         }
         let freed = match self.ctx.reclaim_hook() {
@@ -462,7 +475,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let vmas = self.vmas.read();
         let mut pt = self.lock_pt();
-        self.fault_locked(&vmas, &mut pt, addr, access)
+        let r = self.fault_locked(&vmas, &mut pt, addr, access);
+        if r.is_ok() {
+            self.faults.fetch_add(1, Relaxed);
+        }
+        r
     }
 
     /// Fault in `[start, end)` (page by page, skipping what is mapped

@@ -10,7 +10,7 @@
 //! All of this runs under the page-table lock (`&mut PageTable`).
 
 use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PTE_LEVEL, PagingArch};
-use super::table::{FolioSpan, PageTable, PtError, TableAt};
+use super::table::{FolioSpan, PageTable, PtError, TableAt, Walk};
 use super::tlb::TlbGather;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -171,6 +171,33 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         self.stats.cont_sets += cont_sets;
         self.env.tlb.sync_tables();
         Ok(())
+    }
+
+    /// [`Self::set_ptes`] when the caller already walked to `va`'s PTE
+    /// table: `w` is [`Self::lookup`]`(walked)` taken under the same
+    /// page-table lock hold (so the table is still there).  Skips the
+    /// second walk of the fault path's common case (an existing PTE table
+    /// covering the run) and falls back to `set_ptes` otherwise.
+    pub fn set_ptes_walked(
+        &mut self,
+        w: &Walk,
+        walked: u64,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> Result<(), PtError> {
+        let idx0 = super::arch::level_index(va, PTE_LEVEL);
+        let table_span = super::arch::level_size(PTE_LEVEL + 1);
+        if w.level == PTE_LEVEL
+            && va & (PAGE_SIZE - 1) == 0
+            && walked / table_span == va / table_span
+            && idx0 + n <= ENTRIES_PER_TABLE
+        {
+            let t = w.slot & !(PAGE_SIZE - 1);
+            return self.set_ptes_in_table(t, idx0, va, first_pfn, n, attrs);
+        }
+        self.set_ptes(va, first_pfn, n, attrs)
     }
 
     /// [`Self::set_ptes`] for a run inside the one PTE table `t` (every
