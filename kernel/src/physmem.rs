@@ -40,6 +40,12 @@ impl mm::phys::PhysMem for DirectMap {
     fn load(&self, pa: u64) -> u64 {
         word(pa).load(Ordering::Acquire)
     }
+    fn load_words(&self, pa: u64, out: &mut [u64]) {
+        // Inlined atomic loads, no call per word.
+        for (i, w) in out.iter_mut().enumerate() {
+            *w = word(pa + 8 * i as u64).load(Ordering::Acquire);
+        }
+    }
     fn store(&self, pa: u64, val: u64) {
         word(pa).store(val, Ordering::Release)
     }

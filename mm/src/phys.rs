@@ -26,4 +26,12 @@ pub trait PhysMem: Sync {
     fn write(&self, pa: u64, buf: &[u8]);
     /// True if the `len` bytes at `pa` are all zero.
     fn is_zero(&self, pa: u64, len: u64) -> bool;
+    /// Load `out.len()` consecutive 64-bit words (page-table entries)
+    /// starting at `pa`, each atomically: one call for a whole window of
+    /// entries instead of one `load` each.
+    fn load_words(&self, pa: u64, out: &mut [u64]) {
+        for (i, w) in out.iter_mut().enumerate() {
+            *w = self.load(pa + 8 * i as u64);
+        }
+    }
 }

@@ -170,14 +170,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // One bulk read of the window's entries instead of a load call per
         // entry.
         let n = 1usize << order;
-        let mut raw = [0u8; 8 << PMD_ORDER];
-        self.ctx.mem.read(w.slot, &mut raw[..8 * n]);
-        Ok(raw[..8 * n]
-            .chunks_exact(8)
-            .map(|b| {
-                let pte = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                A::decode(pte, PTE_LEVEL).leaf()
-            })
+        let mut raw = [0u64; 1 << PMD_ORDER];
+        self.ctx.mem.load_words(w.slot, &mut raw[..n]);
+        Ok(raw[..n]
+            .iter()
+            .map(|&pte| A::decode(pte, PTE_LEVEL).leaf())
             .collect())
     }
 
@@ -471,9 +468,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(CollapseError::VmaCheck);
         }
         ctx.rmap_add_new(new, self.id, va, pmd);
-        self.rss_add(n as u64);
-        // Free the sources: one rmap update per run of one folio.
+        // Free the sources: one rmap update per run of one folio.  RSS
+        // changes once, by the new folio's pages minus the sources'.
         let mut puts = PutList::with_capacity(locked.len());
+        let mut unmapped = 0;
         let mut i = 0;
         while i < n {
             let Some(l) = e[i].filter(|l| !ctx.is_zero_pfn(l.pfn)) else {
@@ -491,10 +489,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             let nr = (j - i) as u64;
             ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr);
-            self.rss_sub(nr);
+            unmapped += nr;
             puts.push(f, nr as u32);
             i = j;
         }
+        self.rss_add(n as u64 - unmapped);
         unlock_all(&locked);
         puts.release();
         Ok(())
