@@ -47,7 +47,6 @@ use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
 use crate::vma::{Vma, VmaSet};
 
-use super::rmap::PutList;
 use super::{Mm, vma_perms};
 
 /// Why a window was not collapsed (a subset of Linux's `scan_result`).
@@ -151,6 +150,16 @@ fn collapsed_attrs(v: &Vma) -> Attrs {
     a
 }
 
+/// What a successful scan found: the window's entries (present leaves by
+/// page index) and its distinct source folios (zero pages excluded), each
+/// with the number of its pages the window maps, in order of first
+/// appearance.  Install works from the folio list, so isolating, unmapping
+/// and freeing take no folio lookups per entry.
+struct Window<'a> {
+    entries: Vec<Option<Leaf>>,
+    folios: Vec<(Folio<'a>, u64)>,
+}
+
 impl<'a, A: PagingArch> Mm<'a, A> {
     /// The window's entries (present leaves by page index); `None` if there
     /// is no PTE table (or a PMD leaf: `AlreadyMapped`).
@@ -186,7 +195,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         va: u64,
         order: u32,
         lim: Limits,
-    ) -> Result<Vec<Option<Leaf>>, CollapseError> {
+    ) -> Result<Window<'a>, CollapseError> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let e = self.window_entries(pt, va, order)?;
@@ -276,7 +285,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if lim.khugepaged && !young {
             return Err(CollapseError::NoReferenced);
         }
-        Ok(e)
+        Ok(Window {
+            entries: e,
+            folios,
+        })
     }
 
     /// Allocate the new folio for a collapse to `order`.
@@ -324,9 +336,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 return Err(CollapseError::VmaCheck);
             }
             let mut pt = self.lock_pt();
-            let e = self.collapse_scan(&pt, va, order, lim)?;
+            let w = self.collapse_scan(&pt, va, order, lim)?;
             let new = self.collapse_alloc(order)?;
-            return self.collapse_install(&v, &mut pt, va, order, new, e);
+            return self.collapse_install(&v, &mut pt, va, order, new, w);
         }
         let eligible = |v: &Vma| {
             Self::collapse_vma_ok(v, va, order)
@@ -360,14 +372,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             new.put();
             return Err(CollapseError::LockBusy);
         };
-        let e = match self.collapse_scan(&pt, va, order, lim) {
-            Ok(e) => e,
+        let w = match self.collapse_scan(&pt, va, order, lim) {
+            Ok(w) => w,
             Err(err) => {
                 new.put();
                 return Err(err);
             }
         };
-        self.collapse_install(&v, &mut pt, va, order, new, e)
+        self.collapse_install(&v, &mut pt, va, order, new, w)
     }
 
     /// Steps 4–8 of the module doc, with the mmap lock held for writing and
@@ -381,37 +393,22 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         va: u64,
         order: u32,
         new: Folio<'a>,
-        e: Vec<Option<Leaf>>,
+        w: Window<'a>,
     ) -> Result<(), CollapseError> {
         let ctx = self.ctx;
         let mem = ctx.mem;
+        let Window { entries: e, folios } = w;
         let n = e.len();
         // Isolate: lock every source folio and check it is not pinned.
-        let mut locked: Vec<Folio<'a>> = Vec::with_capacity(n);
-        let unlock_all = |locked: &[Folio<'a>]| locked.iter().for_each(|f| f.unlock());
-        for l in e.iter().flatten() {
-            if ctx.is_zero_pfn(l.pfn) {
-                continue;
-            }
-            let f = ctx.folio(l.pfn).expect("scanned above");
-            // A folio's pages are usually consecutive entries: compare with
-            // the last one locked, and search the rest only when the lock
-            // is taken (by us, for a folio seen earlier in the window, or
-            // by someone else), keeping the common case linear.
-            if locked.last() == Some(&f) {
-                continue;
-            }
+        let unlock = |fs: &[(Folio<'a>, u64)]| fs.iter().for_each(|(f, _)| f.unlock());
+        for (k, (f, _)) in folios.iter().enumerate() {
             if !f.trylock() {
-                if locked.contains(&f) {
-                    continue;
-                }
-                unlock_all(&locked);
+                unlock(&folios[..k]);
                 new.put();
                 return Err(CollapseError::PageLock);
             }
-            locked.push(f);
             if f.extra_refs() != 0 {
-                unlock_all(&locked);
+                unlock(&folios[..=k]);
                 new.put();
                 return Err(CollapseError::PageCount);
             }
@@ -463,40 +460,49 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         if !installed {
             debug_assert!(pmd, "the mTHP window's entries were just cleared");
-            unlock_all(&locked);
+            unlock(&folios);
             new.put();
             return Err(CollapseError::VmaCheck);
         }
         ctx.rmap_add_new(new, self.id, va, pmd);
-        // Free the sources: one rmap update per run of one folio.  RSS
-        // changes once, by the new folio's pages minus the sources'.
-        let mut puts = PutList::with_capacity(locked.len());
+        // Unmap the sources: a folio whose every mapping was in the window
+        // goes in one step; one also mapped elsewhere (shared, or a large
+        // folio straddling the window) drops its window pages run by run.
+        // RSS changes once, by the new folio's pages minus the sources'.
         let mut unmapped = 0;
+        for &(f, c) in &folios {
+            if f.large_mapcount() as u64 == c && f.entire_mapcount() == 0 {
+                ctx.rmap_remove_all_ptes(f, c);
+            } else {
+                self.collapse_unmap_runs(&e, f);
+            }
+            unmapped += c;
+        }
+        self.rss_add(n as u64 - unmapped);
+        for &(f, c) in &folios {
+            f.unlock();
+            f.put_many(c as u32);
+        }
+        Ok(())
+    }
+
+    /// The window's PTE mappings of `f` went away, `f` being mapped
+    /// elsewhere too: one rmap update per run of its pages.
+    fn collapse_unmap_runs(&self, e: &[Option<Leaf>], f: Folio<'a>) {
+        let (lo, hi) = (f.pfn(), f.pfn() + f.nr_pages());
         let mut i = 0;
-        while i < n {
-            let Some(l) = e[i].filter(|l| !ctx.is_zero_pfn(l.pfn)) else {
+        while i < e.len() {
+            let Some(l) = e[i].filter(|l| (lo..hi).contains(&l.pfn)) else {
                 i += 1;
                 continue;
             };
-            let f = ctx.folio(l.pfn).expect("locked above");
             let mut j = i + 1;
-            while j < n
-                && e[j].is_some_and(|m| {
-                    m.pfn == l.pfn + (j - i) as u64 && m.pfn < f.pfn() + f.nr_pages()
-                })
-            {
+            while j < e.len() && e[j].is_some_and(|m| m.pfn == l.pfn + (j - i) as u64 && m.pfn < hi) {
                 j += 1;
             }
-            let nr = (j - i) as u64;
-            ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr);
-            unmapped += nr;
-            puts.push(f, nr as u32);
+            self.ctx.rmap_remove_ptes(f, l.pfn - lo, (j - i) as u64);
             i = j;
         }
-        self.rss_add(n as u64 - unmapped);
-        unlock_all(&locked);
-        puts.release();
-        Ok(())
     }
 
     /// Collapse `[start, start + len)` to folios of `order` (2..=9),

@@ -38,13 +38,6 @@ impl<'a> PutList<'a> {
     pub(crate) fn new() -> Self {
         PutList { puts: Vec::new() }
     }
-    /// Room for `n` folios up front (a heap reallocation per doubling
-    /// showed up in 512-entry collapses).
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        PutList {
-            puts: Vec::with_capacity(n),
-        }
-    }
     pub(crate) fn push(&mut self, f: Folio<'a>, n: u32) {
         self.puts.push((f, n));
     }
@@ -123,6 +116,23 @@ impl<'a> MmCtx<'a> {
             f.page(i).clear_anon_exclusive();
         }
         let left = f.add_large_mapcount(-(n as i32));
+        self.after_unmap(f, left);
+    }
+
+    /// The last `n` mappings of `f`, all by PTEs, went away (the caller
+    /// checked `large_mapcount() == n` and no PMD mapping, under the
+    /// locks that keep it so) and the caller drops their references next.
+    /// [`Self::rmap_remove_ptes`] without the run bookkeeping; an order-0
+    /// folio keeps its anon-exclusive bit, which the allocator rewrites
+    /// when the frame is freed (nothing can map it in between).
+    pub(crate) fn rmap_remove_all_ptes(&self, f: Folio<'a>, n: u64) {
+        if f.nr_pages() > 1 {
+            for p in f.pages() {
+                p.clear_anon_exclusive();
+            }
+        }
+        let left = f.add_large_mapcount(-(n as i32));
+        debug_assert_eq!(left, 0, "not the last mappings: {}", f.dump());
         self.after_unmap(f, left);
     }
 
