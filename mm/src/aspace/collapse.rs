@@ -285,10 +285,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if lim.khugepaged && !young {
             return Err(CollapseError::NoReferenced);
         }
-        Ok(Window {
-            entries: e,
-            folios,
-        })
+        Ok(Window { entries: e, folios })
     }
 
     /// Allocate the new folio for a collapse to `order`.
@@ -497,7 +494,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 continue;
             };
             let mut j = i + 1;
-            while j < e.len() && e[j].is_some_and(|m| m.pfn == l.pfn + (j - i) as u64 && m.pfn < hi) {
+            while j < e.len() && e[j].is_some_and(|m| m.pfn == l.pfn + (j - i) as u64 && m.pfn < hi)
+            {
                 j += 1;
             }
             self.ctx.rmap_remove_ptes(f, l.pfn - lo, (j - i) as u64);
