@@ -761,6 +761,63 @@ fn smp_threads_as_cpus() {
     assert_eq!(free_blocks(&a), initial);
 }
 
+/// A CPU layer whose `irq_save` reports alternately 0 (interrupts were
+/// already masked) and 1 (it masked them); every restore is checked and
+/// counted.
+struct CountingCpu {
+    saves: core::sync::atomic::AtomicUsize,
+    unmasked: core::sync::atomic::AtomicUsize,
+    restores: core::sync::atomic::AtomicUsize,
+}
+
+impl CpuOps for CountingCpu {
+    fn cpu_id(&self) -> usize {
+        0
+    }
+    fn irq_save(&self) -> usize {
+        use core::sync::atomic::Ordering::Relaxed;
+        let on = self.saves.fetch_add(1, Relaxed) % 2;
+        self.unmasked.fetch_add(on, Relaxed);
+        on
+    }
+    fn irq_restore(&self, saved: usize) {
+        assert_eq!(saved, 1, "irq_restore of a state with nothing to restore");
+        self.restores
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn irq_restore_only_when_irq_save_unmasked() {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let cpu = CountingCpu {
+        saves: AtomicUsize::new(0),
+        unmasked: AtomicUsize::new(0),
+        restores: AtomicUsize::new(0),
+    };
+    let d = descs((32 * MIB) >> PAGE_SHIFT);
+    let mem = EmuMem::new(0, 32 * MIB);
+    let a = BuddyAllocator::new(Memmap::new(&d, 0), &mem, &cpu);
+    a.add_free_range(0, 32 * MIB);
+    a.set_poison(false);
+    // Cached and uncached orders, cache hits, refills and drains.
+    for i in 0..100 {
+        let fs: Vec<_> = (0..i % 7)
+            .map(|j| {
+                a.alloc([0, 2, 9, 10][(i + j) % 4], AllocFlags::USER)
+                    .unwrap()
+            })
+            .collect();
+        for f in fs {
+            f.put();
+        }
+    }
+    a.drain_all();
+    check(&a);
+    assert!(cpu.saves.load(Relaxed) >= 500);
+    assert_eq!(cpu.restores.load(Relaxed), cpu.unmasked.load(Relaxed));
+}
+
 // ----- property test against a model ----------------------------------
 
 #[derive(Clone, Debug)]

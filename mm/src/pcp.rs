@@ -79,9 +79,13 @@ pub const fn pcp_batch(order: u32) -> u32 {
 pub trait CpuOps: Sync {
     /// The id of the running CPU (0-based; ids ≥ [`MAX_CPUS`] bypass the caches).
     fn cpu_id(&self) -> usize;
-    /// Masks interrupts on this CPU; returns the state to restore.
+    /// Masks interrupts on this CPU; returns the state to restore.  The
+    /// state must be 0 exactly when there is nothing to restore (interrupts
+    /// were already masked, or there are none): the allocator skips
+    /// `irq_restore(0)`, which saves a dynamic call per operation in
+    /// interrupt handlers, in code that runs masked, and on hosts.
     fn irq_save(&self) -> usize;
-    /// Restores the state `irq_save` returned.
+    /// Restores the state `irq_save` returned (never called with 0).
     fn irq_restore(&self, saved: usize);
     /// Masks interrupts and reports the CPU in one call: `(saved, cpu)`.
     /// The allocation and free fast paths use this, so a dynamic call is
@@ -141,7 +145,10 @@ impl<'a> IrqGuard<'a> {
 impl Drop for IrqGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.ops.irq_restore(self.saved);
+        // 0: interrupts were masked before `irq_save` and still are.
+        if self.saved != 0 {
+            self.ops.irq_restore(self.saved);
+        }
     }
 }
 
