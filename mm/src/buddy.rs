@@ -22,8 +22,11 @@
 //! so unmovable kernel allocations clump into few pageblocks instead of
 //! pinning one page in every 2 MiB region that a PMD-sized folio needs.
 //! (Linux only steals a whole block when enough of it is free; stealing
-//! always is the simplification.)  Freed blocks go to the list of their
-//! pageblock's current type.
+//! always is the simplification.)  Freed blocks go to the buddy list of
+//! their pageblock's current type; a per-CPU cache keeps a freed folio on
+//! the list of the type it was allocated as (its `KERNEL` flag), which
+//! differs only if a steal retagged the pageblock meanwhile, and saves the
+//! free fast path reading the pageblock's tag.
 //!
 //! # Locking and SMP
 //! `zone` (a `spin::Mutex`) protects the free lists, their counts and the
@@ -57,7 +60,7 @@ use crate::frame_flags::{
 };
 use crate::memmap::{Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
 use crate::pcp::{
-    CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_MAX_ORDER, PcpLists, PcpSlot, pcp_batch, pcp_high,
+    CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_HIGH, PCP_MAX_ORDER, PcpLists, PcpSlot, pcp_batch,
 };
 use crate::phys::PhysMem;
 
@@ -680,7 +683,9 @@ impl<'a> BuddyAllocator<'a> {
     /// needs no callee-saved registers.
     #[inline(always)]
     fn take_block(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
-        let mm = &self.memmap;
+        // A copy, not a reference: `self` has interior mutability, so the
+        // compiler would reload the memmap's fields after every store.
+        let mm = &{ self.memmap };
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
             let idx = match p.pop(mm, mt, order) {
@@ -703,7 +708,10 @@ impl<'a> BuddyAllocator<'a> {
         let first = z.rmqueue(mm, order, mt)?;
         for _ in 1..pcp_batch(order) {
             match z.rmqueue(mm, order, mt) {
-                Some(i) => _ = p.push(mm, mt, order, i),
+                Some(i) => {
+                    let keep = mm.at(i).flags.load(Relaxed) & POISONED;
+                    _ = p.push(mm, mt, order, i, keep);
+                }
                 None => break,
             }
         }
@@ -724,7 +732,7 @@ impl<'a> BuddyAllocator<'a> {
     /// flags (the free path guarantees it), which is what a tail stores.
     #[inline]
     fn prep_new_folio(&self, idx: u32, order: u32, flags: AllocFlags, mt: usize) -> Folio<'_> {
-        let mm = &self.memmap;
+        let mm = &{ self.memmap };
         let head = mm.at(idx);
         if self.poison_seen.load(Relaxed) {
             self.check_poison(idx, order);
@@ -864,7 +872,8 @@ impl<'a> BuddyAllocator<'a> {
     /// goes straight to the cache; everything else is out of line.
     #[inline]
     pub(crate) fn release_folio(&self, idx: u32) {
-        let w = self.memmap.at(idx).flags.load(Relaxed);
+        let mm = self.memmap;
+        let w = mm.at(idx).flags.load(Relaxed);
         let never = (PageFlags::RESERVED | PageFlags::ZERO_PAGE).bits();
         if FrameState::from_word(w) != FrameState::Head || w & never != 0 {
             self.bad_release(idx, w);
@@ -872,10 +881,13 @@ impl<'a> BuddyAllocator<'a> {
         if cfg!(debug_assertions) {
             self.check_release(idx, w);
         }
+        // The head's `POISONED` mark for the cache: a head never has one,
+        // unless `scrub` just poisoned the folio.
+        let mut keep = 0;
         if cfg!(debug_assertions) || w & TAILS_AE != 0 || self.poison.load(Relaxed) {
-            self.scrub(idx, w);
+            keep = self.scrub(idx, w);
         }
-        self.free_block(idx, order_of(w));
+        self.free_block(&mm, idx, w, keep);
     }
 
     #[cold]
@@ -922,8 +934,9 @@ impl<'a> BuddyAllocator<'a> {
 
     /// Poisons the freed folio's memory and marks its frames, or (without
     /// poisoning) clears the anon-exclusive bits its user left on tails.
+    /// Returns the `POISONED` mark now on the head (0 or the bit).
     #[inline(never)]
-    fn scrub(&self, idx: u32, w: u32) {
+    fn scrub(&self, idx: u32, w: u32) -> u32 {
         let mm = &self.memmap;
         let order = order_of(w);
         let n = 1u32 << order;
@@ -942,25 +955,39 @@ impl<'a> BuddyAllocator<'a> {
             for d in mm.range(idx, n) {
                 d.set_fresh(word(FrameState::Body, 0, extra));
             }
+            extra
         } else {
             // Tails stay `Body` for the next user, but without the
             // anon-exclusive bits this folio's user left on them.
             for d in mm.range(idx + 1, n - 1) {
                 d.set_fresh(word(FrameState::Body, 0, 0));
             }
+            0
         }
     }
 
-    /// Puts a free block on the running CPU's cache (draining a batch when
-    /// over the high mark) or straight into the zone.
+    /// Puts the block of the folio whose head word was `w` on the running
+    /// CPU's cache (draining a batch when over the high mark) or straight
+    /// into the zone.
+    ///
+    /// The cache list is the one of the type the folio was allocated as
+    /// (its `KERNEL` flag), not its pageblock's current tag: that tag lives
+    /// in another descriptor, a cache miss on most frees, and differs only
+    /// when a steal retagged the pageblock while the folio was allocated.
+    /// The zone, which groups by pageblock, reads the tag when the block
+    /// leaves the cache.
     #[inline]
-    fn free_block(&self, idx: u32, order: u32) {
-        let mm = &self.memmap;
-        let mt = pageblock_mt(mm, idx);
+    fn free_block(&self, mm: &Memmap<'_>, idx: u32, w: u32, keep: u32) {
+        let order = order_of(w);
+        let mt = if w & PageFlags::KERNEL.bits() != 0 {
+            UNMOVABLE
+        } else {
+            MOVABLE
+        };
         let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             let p = self.pcp[cpu].0.enter(cpu);
-            if p.push(mm, mt, order, idx) > pcp_high(order) {
+            if p.push(mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
                 self.drain_batch(&p, mt, order);
             }
         } else {

@@ -237,11 +237,17 @@ impl<'a> Folio<'a> {
             fence(Acquire);
             self.alloc.release_folio(self.idx);
         } else if old < n {
-            panic!(
-                "folio put below zero (double free?): had {old}, dropping {n}: {}",
-                self.alloc.memmap().dump(self.pfn())
-            );
+            self.put_below_zero(old, n);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn put_below_zero(self, old: u32, n: u32) -> ! {
+        panic!(
+            "folio put below zero (double free?): had {old}, dropping {n}: {}",
+            self.alloc.memmap().dump(self.pfn())
+        );
     }
 
     // ----- mapcounts --------------------------------------------------

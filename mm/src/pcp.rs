@@ -61,6 +61,18 @@ pub const fn pcp_high(order: u32) -> u32 {
     if b < PCP_MIN_HIGH { PCP_MIN_HIGH } else { b }
 }
 
+/// [`pcp_high`] of each cached order, for the free fast path (one load
+/// instead of a variable shift and a compare).
+pub(crate) const PCP_HIGH: [u32; NR_PCP_ORDERS] = {
+    let mut t = [0; NR_PCP_ORDERS];
+    let mut o = 0;
+    while o < NR_PCP_ORDERS {
+        t[o] = pcp_high(o as u32);
+        o += 1;
+    }
+    t
+};
+
 /// Blocks moved per refill or drain.
 #[inline]
 pub const fn pcp_batch(order: u32) -> u32 {
@@ -243,13 +255,15 @@ impl PcpLists {
 
     /// Parks the free block at `idx` on top of stack (`mt`, `order`);
     /// returns the stack's new length (saves the caller a reload of the
-    /// counter it just stored, which waits on store forwarding).
+    /// counter it just stored, which waits on store forwarding).  `keep`
+    /// is the block's `POISONED` mark (0 or the bit), which the caller
+    /// knows: the block's flags word is written, not read.
     #[inline]
-    pub(crate) fn push(&self, mm: &Memmap<'_>, mt: usize, order: u32, idx: u32) -> u32 {
+    pub(crate) fn push(&self, mm: &Memmap<'_>, mt: usize, order: u32, idx: u32, keep: u32) -> u32 {
         let o = order as usize;
         let d = mm.at(idx);
         let list = if mt == 0 { LIST_UNMOVABLE } else { 0 };
-        d.set_state(word(FrameState::Pcp, order, list));
+        d.set_fresh(word(FrameState::Pcp, order, list | keep));
         d.link_next.store(self.head[mt][o].load(Relaxed), Relaxed);
         self.head[mt][o].store(idx, Relaxed);
         let c = &self.count[mt][o];
