@@ -523,7 +523,7 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
     };
     // The process's `ru_minflt` is the space's own count (one space per
     // process), so no process lookup here.
-    match mm.handle_fault(info.addr, acc) {
+    match uspace::resolve_fault(&mm, info.addr, acc) {
         Ok(()) => {
             uspace::FAULTS_RESOLVED.fetch_add(1, Relaxed);
             true

@@ -190,6 +190,24 @@ pub fn all_mms() -> Vec<Arc<UserMm>> {
 pub static FAULTS_RESOLVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// Resolve a fault in `mm` from an exception handler.  The space's locks
+/// are only ever taken with preemption disabled here, and never waited
+/// for: when one is held, its holder must run first (on one CPU it was
+/// preempted, or it is this CPU's interrupted kernel code elsewhere), so
+/// the faulting thread yields and retries instead of spinning, which with
+/// preemption or interrupts off would never end.
+pub fn resolve_fault(mm: &UserMm, addr: u64, access: Access) -> Result<(), Fault> {
+    loop {
+        {
+            let _np = sched::preempt_disable();
+            if let Some(r) = mm.try_handle_fault(addr, access) {
+                return r;
+            }
+        }
+        sched::yield_now();
+    }
+}
+
 /// The MMU fault hook: `true` if `mm` resolved the fault (retry the access).
 fn on_fault(fi: &arch::FaultInfo) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
@@ -204,7 +222,7 @@ fn on_fault(fi: &arch::FaultInfo) -> bool {
         arch::Access::Write => Access::Write,
         arch::Access::Exec => Access::Exec,
     };
-    match mm.handle_fault(fi.addr, access) {
+    match resolve_fault(&mm, fi.addr, access) {
         Ok(()) => {
             FAULTS_RESOLVED.fetch_add(1, Relaxed);
             true

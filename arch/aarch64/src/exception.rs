@@ -240,8 +240,10 @@ fn handle_sync(frame: &mut TrapFrame, kind: u64) {
     };
     if let Some(h) = fault_handler() {
         // As Linux: resolve the fault with IRQs unmasked when the faulting
-        // code had them unmasked (SPSR.I clear), so the handler can be
-        // preempted while it waits for a lock a preempted thread holds.
+        // code had them unmasked (SPSR.I clear), so timer ticks are not
+        // held back by a long fault (zeroing a 2 MiB folio) and the
+        // handler can yield to a preempted lock holder (the kernel's hook
+        // never spins on an address space's locks).
         let irq_on = frame.spsr & SPSR_I == 0;
         if irq_on {
             crate::cpu::irq_enable();

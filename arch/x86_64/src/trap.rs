@@ -221,6 +221,9 @@ pub fn init() {
     }
 }
 
+/// RFLAGS.IF: interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
+
 static FAULT_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
 
@@ -293,9 +296,23 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             let info = page_fault_info(frame.error, cr2, frame.rip);
             if frame.error & PF_RSVD == 0
                 && let Some(h) = fault_handler()
-                && h(&info)
             {
-                return;
+                // As Linux: resolve the fault with interrupts on when the
+                // faulting code had them on, so timer ticks are not held
+                // back by a long fault and the handler can yield to a
+                // preempted lock holder (the kernel's hook never spins on
+                // an address space's locks).  CR2 was read above.
+                let irq_on = frame.rflags & RFLAGS_IF != 0;
+                if irq_on {
+                    cpu::irq_enable();
+                }
+                let done = h(&info);
+                if irq_on {
+                    cpu::irq_disable();
+                }
+                if done {
+                    return;
+                }
             }
             if frame.cs & 3 == 3 {
                 crate::user::user_exception(frame, Some(&info));

@@ -452,16 +452,25 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// reclaim hook (or, without one, the deferred-split shrinker over this
     /// space) runs once with no lock held and the fault is retried.
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
-        let r = {
-            let vmas = self.vmas.read();
-            let mut pt = self.lock_pt();
-            self.fault_locked(&vmas, &mut pt, addr, access)
-        };
+        self.fault_with(addr, access, false)
+            .expect("a blocking attempt always completes")
+    }
+
+    /// [`Self::handle_fault`] that never waits for this space's locks:
+    /// `None` when one is held (nothing changed; retry once the holder has
+    /// run).  For fault handlers that must not spin: on one CPU, with the
+    /// holder preempted, spinning never ends.
+    pub fn try_handle_fault(&self, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+        self.fault_with(addr, access, true)
+    }
+
+    fn fault_with(&self, addr: u64, access: Access, try_only: bool) -> Option<Result<(), Fault>> {
+        let r = self.fault_once(addr, access, try_only)?;
         if r != Err(Fault::Oom) {
             if r.is_ok() {
                 self.faults.fetch_add(1, Relaxed);
             }
-            return r;
+            return Some(r);
         }
         let freed = match self.ctx.reclaim_hook() {
             Some(hook) => hook(),
@@ -471,15 +480,29 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
         };
         if freed == 0 {
-            return r;
+            return Some(r);
         }
-        let vmas = self.vmas.read();
-        let mut pt = self.lock_pt();
-        let r = self.fault_locked(&vmas, &mut pt, addr, access);
+        let r = self.fault_once(addr, access, try_only)?;
         if r.is_ok() {
             self.faults.fetch_add(1, Relaxed);
         }
-        r
+        Some(r)
+    }
+
+    /// One attempt under the mmap lock (read) and the page-table lock;
+    /// `None` if `try_only` and either is held.
+    fn fault_once(&self, addr: u64, access: Access, try_only: bool) -> Option<Result<(), Fault>> {
+        let vmas = if try_only {
+            self.vmas.try_read()?
+        } else {
+            self.vmas.read()
+        };
+        let mut pt = if try_only {
+            self.try_lock_pt()?
+        } else {
+            self.lock_pt()
+        };
+        Some(self.fault_locked(&vmas, &mut pt, addr, access))
     }
 
     /// Fault in `[start, end)` (page by page, skipping what is mapped
