@@ -241,6 +241,28 @@ impl<'a> Folio<'a> {
         }
     }
 
+    /// [`Self::put_many`] that leaves the freeing to the caller: returns
+    /// the folio's index when these were its last references, to be
+    /// passed (with others) to the allocator's batch release.
+    #[inline]
+    pub(crate) fn put_many_deferred(self, n: u32) -> Option<u32> {
+        let rc = &self.head().refcount;
+        if rc.load(Acquire) == n {
+            rc.store(0, Relaxed);
+            return Some(self.idx);
+        }
+        let old = rc.fetch_sub(n, Release);
+        if old == n {
+            fence(Acquire);
+            Some(self.idx)
+        } else {
+            if old < n {
+                self.put_below_zero(old, n);
+            }
+            None
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn put_below_zero(self, old: u32, n: u32) -> ! {

@@ -476,10 +476,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             unmapped += c;
         }
         self.rss_add(n as u64 - unmapped);
+        let mut freed = Vec::with_capacity(folios.len());
         for &(f, c) in &folios {
             f.unlock();
-            f.put_many(c as u32);
+            freed.extend(f.put_many_deferred(c as u32));
         }
+        ctx.buddy.release_folios(&freed);
         Ok(())
     }
 

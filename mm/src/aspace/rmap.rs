@@ -41,11 +41,18 @@ impl<'a> PutList<'a> {
     pub(crate) fn push(&mut self, f: Folio<'a>, n: u32) {
         self.puts.push((f, n));
     }
-    /// Drop the references.  Call only after `TlbGather::finish`.
+    /// Drop the references.  Call only after `TlbGather::finish`.  The
+    /// folios whose last references these were go back to the allocator
+    /// in one batch.
     pub(crate) fn release(self) {
+        let Some(&(first, _)) = self.puts.first() else {
+            return;
+        };
+        let mut freed = Vec::with_capacity(self.puts.len());
         for (f, n) in self.puts {
-            f.put_many(n);
+            freed.extend(f.put_many_deferred(n));
         }
+        first.allocator().release_folios(&freed);
     }
 }
 
