@@ -10,11 +10,20 @@ pub type Paging = arch_aarch64::pte::Aarch64;
 #[cfg(target_arch = "x86_64")]
 pub type Paging = arch_x86_64::pte::X86_64;
 
-/// CPU features the command line can turn off (as Linux's `nosmap`).
+/// CPU features the command line can turn off (as Linux's `nosmap`), and
+/// x86's `tlb_flush_ceiling=<pages>` (Linux's
+/// `tlb_single_page_flush_ceiling`; see `arch_x86_64::tlb`).
 pub fn apply_cmdline(cmdline: &str) {
     #[cfg(target_arch = "x86_64")]
-    if cmdline.split_ascii_whitespace().any(|w| w == "nosmap") {
-        arch_x86_64::refuse_smap();
+    for w in cmdline.split_ascii_whitespace() {
+        if w == "nosmap" {
+            arch_x86_64::refuse_smap();
+        } else if let Some(v) = w.strip_prefix("tlb_flush_ceiling=") {
+            match v.parse::<u64>() {
+                Ok(n) if n > 0 => arch_x86_64::tlb::set_flush_ceiling(n),
+                _ => crate::warn!("tlb_flush_ceiling={v}: not a page count, ignored"),
+            }
+        }
     }
     let _ = cmdline;
 }

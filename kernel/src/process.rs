@@ -155,6 +155,16 @@ pub static CHILD_EXIT: sched::WaitQueue = sched::WaitQueue::new();
 /// Set up user mode: the arch entry, the fault and exception hooks.
 pub fn init() {
     arch::apply_cmdline(crate::cmdline::raw());
+    #[cfg(target_arch = "x86_64")]
+    info!(
+        "tlb: range flushes of up to {} pages use INVLPG, larger ones reload CR3{}",
+        arch::tlb::flush_ceiling(),
+        if arch::tlb::under_tcg() {
+            " (QEMU TCG: a CR3 reload empties QEMU's whole TLB)"
+        } else {
+            ""
+        }
+    );
     arch::user_init();
     // Replaces `uspace`'s handler with one that also counts each process's
     // resolved faults (`ru_minflt`); both resolve through `uspace::current`.

@@ -163,6 +163,8 @@ pub struct Features {
     pub invariant_tsc: bool,
     pub hypervisor: bool,
     pub max_hv_leaf: u32,
+    /// QEMU's TCG emulator (hypervisor signature `TCGTCGTCGTCG`).
+    pub tcg: bool,
 }
 
 static FEATURES: Once<Features> = Once::new();
@@ -202,6 +204,8 @@ pub fn features() -> &'static Features {
             } else {
                 0
             };
+            let r = cpuid(0x4000_0000);
+            f.tcg = (r.ebx, r.ecx, r.edx) == (0x5447_4354, 0x4354_4743, 0x4743_5447);
         }
         f
     })

@@ -7,9 +7,50 @@
 //! `switch_user_root` then loads it without NOFLUSH, dropping all its stale
 //! entries.  One CPU runs today; on SMP these become shootdowns.
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Above this many pages a full flush is cheaper than a run of INVLPGs.
-const RANGE_LIMIT: u64 = 64;
+/// Most pages a range flush invalidates one by one (INVLPG) before it
+/// drops the whole address space instead: Linux's
+/// `tlb_single_page_flush_ceiling`, 33 by default, the hardware trade-off
+/// (with PCIDs and global pages a full flush keeps other spaces' and the
+/// kernel's entries).  Under QEMU TCG the trade-off reverses: QEMU ignores
+/// PCIDs and the global bit, so every CR3 write empties its whole software
+/// TLB and each kernel translation is walked again on next use, while an
+/// INVLPG is one cheap call; [`flush_ceiling`] is then a PMD's worth (512),
+/// which took `MADV_COLLAPSE` of 2 MiB from ~655 to ~585 µs.  Settable at
+/// boot with `tlb_flush_ceiling=` ([`set_flush_ceiling`]).
+static FLUSH_CEILING: AtomicU64 = AtomicU64::new(0);
+
+/// Linux's default ceiling.
+pub const DEFAULT_FLUSH_CEILING: u64 = 33;
+/// The ceiling under QEMU TCG.
+pub const TCG_FLUSH_CEILING: u64 = 512;
+
+/// The current ceiling (see [`FLUSH_CEILING`]).
+pub fn flush_ceiling() -> u64 {
+    match FLUSH_CEILING.load(Ordering::Relaxed) {
+        0 => {
+            let c = if crate::cpu::features().tcg {
+                TCG_FLUSH_CEILING
+            } else {
+                DEFAULT_FLUSH_CEILING
+            };
+            FLUSH_CEILING.store(c, Ordering::Relaxed);
+            c
+        }
+        c => c,
+    }
+}
+
+/// Whether this runs under QEMU TCG (from the CPUID hypervisor signature).
+pub fn under_tcg() -> bool {
+    crate::cpu::features().tcg
+}
+
+/// Override the ceiling (pages; 0 is treated as 1).
+pub fn set_flush_ceiling(pages: u64) {
+    FLUSH_CEILING.store(pages.max(1), Ordering::Relaxed);
+}
 
 fn read_cr3() -> u64 {
     let v: u64;
@@ -46,7 +87,7 @@ pub fn flush_user_all(asid: u16) {
 /// Drop the user translations of `[start, end)` with page stride `stride`.
 pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64) {
     let stride = stride.max(4096);
-    if (end - start) / stride > RANGE_LIMIT {
+    if (end - start) / stride > flush_ceiling() {
         flush_user_all(asid);
         return;
     }
