@@ -143,6 +143,12 @@ impl Limits {
     }
 }
 
+/// The present leaf a raw PTE word holds, if any.
+#[inline(always)]
+fn leaf<A: PagingArch>(raw: u64) -> Option<Leaf> {
+    A::decode(raw, PTE_LEVEL).leaf()
+}
+
 /// The attributes of a freshly collapsed folio in a VMA with `v`'s rights.
 fn collapsed_attrs(v: &Vma) -> Attrs {
     let mut a = Attrs::user(vma_perms(v.flags));
@@ -150,25 +156,26 @@ fn collapsed_attrs(v: &Vma) -> Attrs {
     a
 }
 
-/// What a successful scan found: the window's entries (present leaves by
-/// page index) and its distinct source folios (zero pages excluded), each
+/// What a successful scan found: the window's entries (by page index) and its distinct source folios (zero pages excluded), each
 /// with the number of its pages the window maps, in order of first
 /// appearance.  Install works from the folio list, so isolating, unmapping
 /// and freeing take no folio lookups per entry.
 struct Window<'a> {
-    entries: Vec<Option<Leaf>>,
+    /// Raw PTE words: decoded where used, so each pass computes only the
+    /// fields it reads, and a failed install restores them bit for bit.
+    entries: Vec<u64>,
     folios: Vec<(Folio<'a>, u64)>,
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {
-    /// The window's entries (present leaves by page index); `None` if there
+    /// The window's raw entries (by page index); `PmdNull` if there
     /// is no PTE table (or a PMD leaf: `AlreadyMapped`).
     fn window_entries(
         &self,
         pt: &PageTable<'a, A>,
         va: u64,
         order: u32,
-    ) -> Result<Vec<Option<Leaf>>, CollapseError> {
+    ) -> Result<Vec<u64>, CollapseError> {
         let w = pt.lookup(va);
         if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
             return Err(CollapseError::AlreadyMapped);
@@ -178,13 +185,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         // One bulk read of the window's entries instead of a load call per
         // entry.
-        let n = 1usize << order;
-        let mut raw = [0u64; 1 << PMD_ORDER];
-        self.ctx.mem.load_words(w.slot, &mut raw[..n]);
-        Ok(raw[..n]
-            .iter()
-            .map(|&pte| A::decode(pte, PTE_LEVEL).leaf())
-            .collect())
+        let mut raw = alloc::vec![0u64; 1usize << order];
+        self.ctx.mem.load_words(w.slot, &mut raw);
+        Ok(raw)
     }
 
     /// Scan the window at `va` for a collapse to `order` under `lim`
@@ -204,13 +207,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // page?  (A PTE-mapped PMD folio is collapsed like any other source:
         // the copy gives a PMD mapping, as Linux does for anonymous memory.)
         if order < PMD_ORDER
-            && let Some(Some(l0)) = e.first()
+            && let Some(l0) = e.first().and_then(|&r| leaf::<A>(r))
             && !ctx.is_zero_pfn(l0.pfn)
             && let Some(f) = ctx.folio(l0.pfn)
             && f.order() >= order
             && e.iter()
                 .enumerate()
-                .all(|(i, l)| l.is_some_and(|l| l.pfn == l0.pfn + i as u64))
+                .all(|(i, &r)| leaf::<A>(r).is_some_and(|l| l.pfn == l0.pfn + i as u64))
         {
             return Err(CollapseError::AlreadyMapped);
         }
@@ -219,8 +222,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let (mut young, mut writable) = (false, false);
         // Distinct source folios with their entry count in the window.
         let mut folios: Vec<(Folio<'a>, u64)> = Vec::with_capacity(e.len());
-        for l in &e {
-            let Some(l) = l else {
+        for &r in &e {
+            let Some(l) = leaf::<A>(r) else {
                 none += 1;
                 continue;
             };
@@ -424,9 +427,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             None
         };
         // Copy (entries as scanned: the PTL kept them; only A/D may differ).
-        for (i, l) in e.iter().enumerate() {
+        for (i, &r) in e.iter().enumerate() {
             let dst = new.pa() + i as u64 * PAGE_SIZE;
-            match l {
+            match leaf::<A>(r) {
                 Some(l) if !ctx.is_zero_pfn(l.pfn) => mem.copy(dst, l.pfn * PAGE_SIZE, PAGE_SIZE),
                 _ => mem.zero(dst, PAGE_SIZE),
             }
@@ -440,12 +443,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 if r.is_err() {
                     // Put the old table back exactly: its entries are gone
                     // (zeroed above), so rewrite them first.
-                    for (i, l) in e.iter().enumerate() {
-                        if let Some(l) = l {
-                            mem.store(
-                                t + 8 * i as u64,
-                                A::encode(crate::paging::Entry::Leaf(*l), PTE_LEVEL),
-                            );
+                    for (i, &r) in e.iter().enumerate() {
+                        if r != 0 {
+                            mem.store(t + 8 * i as u64, r);
                         }
                     }
                     let back = pt.collapse_restore_table(va, t);
@@ -487,16 +487,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// The window's PTE mappings of `f` went away, `f` being mapped
     /// elsewhere too: one rmap update per run of its pages.
-    fn collapse_unmap_runs(&self, e: &[Option<Leaf>], f: Folio<'a>) {
+    fn collapse_unmap_runs(&self, e: &[u64], f: Folio<'a>) {
         let (lo, hi) = (f.pfn(), f.pfn() + f.nr_pages());
         let mut i = 0;
         while i < e.len() {
-            let Some(l) = e[i].filter(|l| (lo..hi).contains(&l.pfn)) else {
+            let Some(l) = leaf::<A>(e[i]).filter(|l| (lo..hi).contains(&l.pfn)) else {
                 i += 1;
                 continue;
             };
             let mut j = i + 1;
-            while j < e.len() && e[j].is_some_and(|m| m.pfn == l.pfn + (j - i) as u64 && m.pfn < hi)
+            while j < e.len()
+                && leaf::<A>(e[j]).is_some_and(|m| m.pfn == l.pfn + (j - i) as u64 && m.pfn < hi)
             {
                 j += 1;
             }
