@@ -1101,6 +1101,7 @@ impl<'a> BuddyAllocator<'a> {
     /// of one.  The answer is only stable while the caller holds a reference
     /// to the folio (e.g. through a mapping it has locked).  O(1): at most
     /// ten descriptor reads for a tail (see `Memmap::head_of`).
+    #[inline]
     pub fn folio_from_pfn(&self, pfn: u64) -> Option<Folio<'_>> {
         let mm = &self.memmap;
         if !mm.contains(pfn) {

@@ -66,6 +66,7 @@ impl PagingArch for X86_64 {
         level <= 2
     }
 
+    #[inline]
     fn decode(raw: u64, level: u8) -> Entry {
         if raw == 0 {
             return Entry::Absent;

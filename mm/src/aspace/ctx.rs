@@ -245,6 +245,7 @@ impl<'a> MmCtx<'a> {
     }
 
     /// The folio holding `pfn` (an anonymous folio's frame).
+    #[inline]
     pub(crate) fn folio(&self, pfn: u64) -> Option<Folio<'a>> {
         self.buddy.folio_from_pfn(pfn)
     }
