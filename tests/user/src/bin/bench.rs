@@ -758,9 +758,15 @@ fn run_config(cx: &mut Ctx, kb: usize, mib: usize) {
     }
 }
 
+/// Runs of the collapse and copy figures at least: each takes about a
+/// millisecond under TCG and their spread between runs is wide (the first
+/// run is cold, and QEMU resizes its software TLB as it goes), so a median
+/// of 5 moved by 20% between boots; one of 21 is stable to a few percent.
+const COLLAPSE_MIN_RUNS: usize = 21;
+
 /// MADV_COLLAPSE of a 4K-mapped 2 MiB region, against copying 2 MiB.
 fn bench_collapse(cx: &mut Ctx) {
-    let runs = cx.opts.runs;
+    let runs = cx.opts.runs.max(COLLAPSE_MIN_RUNS);
     let cfg = Cfg(2048, "");
     if let Err(m) = set_config(4) {
         println!("bench-info collapse unavailable: {}", m);
