@@ -276,6 +276,7 @@ pub fn page_fault_info(err: u64, addr: u64, pc: u64) -> FaultInfo {
 
 /// Called by the common stub with interrupts off.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    crate::user::clear_ac();
     let v = frame.vector as u8;
     match v {
         TIMER_VECTOR => {

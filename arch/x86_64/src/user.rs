@@ -178,6 +178,20 @@ pub fn smap_enabled() -> bool {
     SMAP_ON.load(Ordering::Relaxed)
 }
 
+/// Close a user-access window the trapped code had open (RFLAGS.AC, as
+/// Linux's entry code does): handlers run with SMAP enforced, and a fault
+/// handler that yields does not hand the window to the next thread
+/// (threads do not switch RFLAGS).  `iretq` restores the interrupted
+/// code's AC from its frame.
+#[inline]
+pub fn clear_ac() {
+    if smap_enabled() {
+        // SAFETY: CLAC only clears RFLAGS.AC; it exists whenever SMAP_ON
+        // is set (SMAP was detected and enabled).
+        unsafe { core::arch::asm!("clac", options(nomem, nostack)) };
+    }
+}
+
 /// Whether the CPU enforces SMEP (CR4.SMEP).
 pub fn smep_enabled() -> bool {
     cpu::read_cr4() & cpu::CR4_SMEP != 0
