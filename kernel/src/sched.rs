@@ -95,6 +95,10 @@ pub struct Thread {
     /// The CPU's preemption-disable count, saved while switched out (a
     /// thread that sleeps with preemption off gets it back when it runs).
     preempt: AtomicUsize,
+    /// The user TLS register (x86 FS base, arm64 TPIDR_EL0), saved while
+    /// switched out: each process (and, later, each user thread) has its
+    /// own, and the register is per CPU.
+    user_tls: AtomicU64,
     entry: spin::Mutex<Option<Entry>>,
     /// Woken when the thread exits (joiners wait here).
     exited: WaitQueue,
@@ -112,6 +116,7 @@ impl Thread {
             space_asid: AtomicU64::new(0),
             detached: AtomicBool::new(false),
             preempt: AtomicUsize::new(0),
+            user_tls: AtomicU64::new(0),
             entry: spin::Mutex::new(entry),
             exited: WaitQueue::new(),
         }
@@ -369,6 +374,12 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
         g.thread(next).preempt.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
+    let tls = arch::user_tls();
+    g.thread(prev).user_tls.store(tls, Ordering::Relaxed);
+    let next_tls = g.thread(next).user_tls.load(Ordering::Relaxed);
+    if next_tls != tls {
+        arch::set_user_tls(next_tls);
+    }
     // Hand the lock over: the thread we switch to releases it.
     core::mem::forget(g);
     thread::switch(prev, next);

@@ -66,6 +66,7 @@ static TESTS: &[Test] = &[
         stray_access_kills_only_child,
     ),
     ("brk_grows_heap", brk_grows_heap),
+    ("tls_register_per_process", tls_register_per_process),
 ];
 
 // ---------------------------------------------------------------- helpers
@@ -1661,5 +1662,93 @@ fn brk_grows_heap() -> TestResult {
     ensure!(verify(&heap, 0, heap.len, 1).is_none(), "heap data");
     let r = sys::brk(cur as usize);
     ensure!(r == cur, "brk shrink = {r:#x}");
+    Ok(Outcome::Pass)
+}
+
+/// What the user TLS register points at, read through it: the word at
+/// FS:0 on x86 (`arch_prctl(ARCH_GET_FS)` would only report the kernel's
+/// copy), TPIDR_EL0 itself on arm64.
+fn tls_probe() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v: usize;
+        // SAFETY: the test points FS at one of its own live words first.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) v, options(readonly, nostack))
+        };
+        v
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: usize;
+        // SAFETY: EL0 may read TPIDR_EL0.
+        unsafe { core::arch::asm!("mrs {}, tpidr_el0", out(reg) v, options(nomem, nostack)) };
+        v
+    }
+}
+
+/// Point the TLS register at `slot` (x86: `arch_prctl(ARCH_SET_FS)`, as
+/// Linux; arm64: TPIDR_EL0 holds the word's value itself).  Nothing else in
+/// these programs uses the register.
+fn set_tls(slot: &usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        sys::syscall(158, &[0x1002, slot as *const usize as usize]);
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: EL0 may write TPIDR_EL0.
+        unsafe { core::arch::asm!("msr tpidr_el0, {}", in(reg) *slot, options(nomem, nostack)) };
+    }
+}
+
+/// Each process keeps its own TLS register across context switches: a
+/// child inherits the parent's at fork, then points it elsewhere, and both
+/// yield to each other many times, reading through the register each time.
+fn tls_register_per_process() -> TestResult {
+    // Both words exist in both processes (fork copies them); each process
+    // points its register at a different one.
+    let a: usize = 0x7f00_1111_0000;
+    let b: usize = 0x7f00_2222_0000;
+    let (a, b) = (core::hint::black_box(a), core::hint::black_box(b));
+    set_tls(&a);
+    ensure!(
+        tls_probe() == a,
+        "TLS probe reads {:#x}, expected {a:#x}",
+        tls_probe()
+    );
+    let pid = sys::fork();
+    if pid == 0 {
+        if tls_probe() != a {
+            sys::exit(2);
+        }
+        set_tls(&b);
+        for _ in 0..200 {
+            sys::sched_yield();
+            if tls_probe() != b {
+                sys::exit(3);
+            }
+        }
+        sys::exit(0);
+    }
+    ensure!(pid > 0, "fork: errno {}", -pid);
+    let mut bad = 0;
+    for _ in 0..200 {
+        sys::sched_yield();
+        if tls_probe() != a {
+            bad += 1;
+        }
+    }
+    let mut st = 0;
+    sys::wait4(pid, &mut st, 0);
+    let now = tls_probe();
+    ensure!(
+        bad == 0,
+        "parent's TLS register changed in {bad} of 200 yields (reads {now:#x})"
+    );
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "child status {st:#x} (2: not inherited at fork, 3: changed across a yield)"
+    );
     Ok(Outcome::Pass)
 }
