@@ -242,7 +242,39 @@ fn split_huge_pages_pmd<A: PagingArch>() {
     });
 }
 
+/// A 64K folio moved by mremap to an address where it straddles two PTE
+/// tables splits cleanly: every page unmapped and remapped in both tables,
+/// data intact (the split used to walk only the first table and leave the
+/// rest mapped).
+fn split_folio_straddling_tables<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, K64, 21);
+        let f = env.folio_at(&mm, VA).unwrap();
+        assert_eq!(f.order(), 4);
+        let new = VA + 4 * M2 - K64 / 2;
+        let got = mm
+            .mremap(VA, K64, K64, MREMAP_MAYMOVE | MREMAP_FIXED, new)
+            .unwrap();
+        assert_eq!(got, new);
+        assert_eq!(env.folio_at(&mm, new + K64 - K4), Some(f));
+        f.get();
+        split_folio_to_order(&[&mm], f, 0).unwrap();
+        f.put();
+        let fs = folios(env, &mm, new, K64);
+        assert_eq!(fs.len(), 16);
+        assert!(fs.iter().all(|g| g.order() == 0));
+        for i in 0..16 {
+            let (old, now) = (VA + i * K4, new + i * K4);
+            assert_eq!(env.read_u64(&mm, now), 21 ^ old, "page {i}");
+        }
+        env.check(&[&mm]);
+    });
+}
+
 mod more {
     use super::*;
-    both_formats!(split_huge_pages_pmd);
+    both_formats!(split_huge_pages_pmd, split_folio_straddling_tables);
 }
