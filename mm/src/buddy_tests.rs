@@ -186,7 +186,7 @@ fn pcp_high_mark_bounds_the_cache() {
         for f in fs {
             f.put();
         }
-        assert!(a.stats().free_pcp <= crate::pcp::PCP_HIGH_PAGES as u64);
+        assert!(a.stats().free_pcp <= crate::pcp::pcp_high(0) as u64);
         check(a);
     });
 }

@@ -46,13 +46,17 @@ pub const MAX_CPUS: usize = 8;
 /// Highest order with a per-CPU cache (the PMD order).
 pub const PCP_MAX_ORDER: u32 = 9;
 pub(crate) const NR_PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
-/// Page budget of one cache list before it drains back to the zone: 4 MiB,
-/// so the 512 order-0 frees of a PMD collapse or of a 2 MiB munmap stay in
-/// the cache for the faults that follow instead of going through the zone
-/// and back (which was half of a collapse's freeing work).  Linux's
-/// per-CPU lists reach the same size by auto-tuning `high` up when a CPU
-/// frees in bulk.
-pub const PCP_HIGH_PAGES: u32 = 1024;
+/// Page budget of one cache list of order 1 and up before it drains back
+/// to the zone.
+pub const PCP_HIGH_PAGES: u32 = 256;
+/// Page budget of the order-0 lists: 4 MiB, so the 512 order-0 frees of a
+/// PMD collapse or of a 2 MiB munmap stay in the cache for the faults that
+/// follow instead of going through the zone and back (which was half of a
+/// collapse's freeing work).  Linux's per-CPU lists reach that size by
+/// auto-tuning `high` up when a CPU frees in bulk.  Only order 0 gets it:
+/// larger folios come and go a few per 2 MiB, and a 4 MiB budget on every
+/// order would park tens of MiB per CPU.
+pub const PCP_HIGH_PAGES_ORDER0: u32 = 1024;
 /// Pages moved per refill or drain (independent of `high`: refills take
 /// only what a burst needs, which keeps small machines from scattering
 /// their large blocks over every order's cache).
@@ -66,6 +70,9 @@ pub const PCP_MIN_HIGH: u32 = 4;
 /// Blocks a list may hold before a free drains `batch` of them.
 #[inline]
 pub const fn pcp_high(order: u32) -> u32 {
+    if order == 0 {
+        return PCP_HIGH_PAGES_ORDER0;
+    }
     let b = PCP_HIGH_PAGES >> order;
     if b < PCP_MIN_HIGH { PCP_MIN_HIGH } else { b }
 }
