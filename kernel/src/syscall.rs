@@ -654,8 +654,14 @@ fn sys_nanosleep(req: u64, _rem: u64) -> R {
     }
     let ns = sec.saturating_mul(1_000_000_000).saturating_add(nsec);
     let deadline = arch::now_ns().saturating_add(ns);
-    while arch::now_ns() < deadline {
-        let left = deadline - arch::now_ns();
+    loop {
+        // One clock read per round: a second read could already be past
+        // the deadline (an interrupt in between) and underflow `left`.
+        let now = arch::now_ns();
+        if now >= deadline {
+            break;
+        }
+        let left = deadline - now;
         // At most a second per nap: `sleep_ms` adds to the clock.
         sched::sleep_ms(left.div_ceil(1_000_000).clamp(1, 1000));
     }
