@@ -47,6 +47,7 @@ use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
 use crate::vma::{Vma, VmaSet};
 
+use super::rmap::FreeBatch;
 use super::{Mm, vma_perms};
 
 /// Why a window was not collapsed (a subset of Linux's `scan_result`).
@@ -476,12 +477,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             unmapped += c;
         }
         self.rss_add(n as u64 - unmapped);
-        let mut freed = Vec::with_capacity(folios.len());
+        let mut freed = FreeBatch::new();
         for &(f, c) in &folios {
             f.unlock();
-            freed.extend(f.put_many_deferred(c as u32));
+            freed.put(f, c as u32);
         }
-        ctx.buddy.release_folios(&freed);
+        freed.finish();
         Ok(())
     }
 

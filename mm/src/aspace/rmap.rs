@@ -43,16 +43,63 @@ impl<'a> PutList<'a> {
     }
     /// Drop the references.  Call only after `TlbGather::finish`.  The
     /// folios whose last references these were go back to the allocator
-    /// in one batch.
+    /// in batches.
     pub(crate) fn release(self) {
-        let Some(&(first, _)) = self.puts.first() else {
-            return;
-        };
-        let mut freed = Vec::with_capacity(self.puts.len());
+        let mut freed = FreeBatch::new();
         for (f, n) in self.puts {
-            freed.extend(f.put_many_deferred(n));
+            freed.put(f, n);
         }
-        first.allocator().release_folios(&freed);
+        freed.finish();
+    }
+}
+
+/// Drops folio references, collecting the folios whose last references
+/// they were and handing them to the allocator's batch release
+/// (`release_folios`) a fixed-size batch at a time, with no heap
+/// allocation on the way (zap and collapse run it for every unmap).
+pub(crate) struct FreeBatch<'a> {
+    alloc: Option<&'a crate::buddy::BuddyAllocator<'a>>,
+    idx: [u32; 32],
+    n: usize,
+}
+
+impl<'a> FreeBatch<'a> {
+    pub(crate) fn new() -> Self {
+        FreeBatch {
+            alloc: None,
+            idx: [0; 32],
+            n: 0,
+        }
+    }
+
+    /// Drop `n` references to `f`.
+    pub(crate) fn put(&mut self, f: Folio<'a>, n: u32) {
+        if let Some(i) = f.put_many_deferred(n) {
+            self.alloc = Some(f.allocator());
+            self.idx[self.n] = i;
+            self.n += 1;
+            if self.n == self.idx.len() {
+                self.flush();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(a) = self.alloc
+            && self.n > 0
+        {
+            a.release_folios(&self.idx[..self.n]);
+        }
+        self.n = 0;
+    }
+
+    /// Free what is still collected (dropping the batch does the same).
+    pub(crate) fn finish(self) {}
+}
+
+impl Drop for FreeBatch<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
