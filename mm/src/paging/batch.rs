@@ -154,23 +154,36 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                 unreachable!("tables ensured above")
             };
             let pfn0 = first_pfn + ((s.va - va) >> PAGE_SHIFT);
-            let cont = cont_ok && Self::whole_block(&s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
-            if cont {
-                cont_sets += 1;
-            }
-            for i in 0..s.count {
-                let leaf = Leaf {
-                    pfn: pfn0 + i as u64,
-                    level: PTE_LEVEL,
-                    attrs,
-                    cont,
-                };
-                mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
-            }
+            cont_sets += Self::store_seg(mem, t, &s, pfn0, attrs, cont_ok) as u64;
         }
         self.stats.cont_sets += cont_sets;
         self.env.tlb.sync_tables();
         Ok(())
+    }
+
+    /// Write the entries of segment `s` of table `t`: frames from `pfn0`,
+    /// with the contiguous hint when `cont_ok` and the segment is a whole
+    /// aligned block of aligned frames.  Returns whether it set the hint.
+    #[inline]
+    fn store_seg(
+        mem: &dyn crate::phys::PhysMem,
+        t: u64,
+        s: &Seg,
+        pfn0: u64,
+        attrs: Attrs,
+        cont_ok: bool,
+    ) -> bool {
+        let cont = cont_ok && Self::whole_block(s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
+        for i in 0..s.count {
+            let leaf = Leaf {
+                pfn: pfn0 + i as u64,
+                level: PTE_LEVEL,
+                attrs,
+                cont,
+            };
+            mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+        }
+        cont
     }
 
     /// [`Self::set_ptes`] when the caller already walked to `va`'s PTE
@@ -229,17 +242,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                 count: (n - done).min((idx / block + 1) * block - idx),
             };
             let pfn0 = first_pfn + done as u64;
-            let cont = cont_ok && Self::whole_block(&s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
-            cont_sets += cont as u64;
-            for i in 0..s.count {
-                let leaf = Leaf {
-                    pfn: pfn0 + i as u64,
-                    level: PTE_LEVEL,
-                    attrs,
-                    cont,
-                };
-                mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
-            }
+            cont_sets += Self::store_seg(mem, t, &s, pfn0, attrs, cont_ok) as u64;
             done += s.count;
         }
         self.stats.cont_sets += cont_sets;
