@@ -33,21 +33,6 @@ fn remap(m: &UserMm, va: u64, len: u64) -> TestResult {
     Ok(())
 }
 
-fn fill(va: u64, len: u64, seed: u64) -> TestResult {
-    for p in (va..va + len).step_by(4096) {
-        write_u64(p + 8, p ^ seed).map_err(|e| format!("write {p:#x}: {}", e.name()))?;
-    }
-    Ok(())
-}
-
-fn verify(va: u64, len: u64, seed: u64) -> TestResult {
-    for p in (va..va + len).step_by(4096) {
-        let v = read_u64(p + 8).map_err(|e| format!("read {p:#x}: {}", e.name()))?;
-        check_eq!(v, p ^ seed, "data at {p:#x}");
-    }
-    Ok(())
-}
-
 fn verify_zero(va: u64, len: u64) -> TestResult {
     for p in (va..va + len).step_by(4096) {
         check_eq!(read_u64(p + 8).map_err(err)?, 0, "zero at {p:#x}");

@@ -138,3 +138,22 @@ pub fn aligned_mapping(m: &UserMm, len: u64, align: u64) -> Result<u64, ktest::S
     let va = probe.div_ceil(align) * align;
     m.mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
 }
+
+/// Write a distinct value (`page ^ seed`) into every 4K page of
+/// `[va, va+len)` of the loaded address space, through the MMU.
+pub fn fill(va: u64, len: u64, seed: u64) -> TestResult {
+    for p in (va..va + len).step_by(4096) {
+        uspace::write_u64(p + 8, p ^ seed)
+            .map_err(|e| ktest::format!("write {p:#x}: {}", e.name()))?;
+    }
+    Ok(())
+}
+
+/// Check what [`fill`] wrote.
+pub fn verify(va: u64, len: u64, seed: u64) -> TestResult {
+    for p in (va..va + len).step_by(4096) {
+        let v = uspace::read_u64(p + 8).map_err(|e| ktest::format!("read {p:#x}: {}", e.name()))?;
+        check_eq!(v, p ^ seed, "data at {p:#x}");
+    }
+    Ok(())
+}

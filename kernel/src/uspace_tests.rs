@@ -8,7 +8,7 @@ use crate::arch;
 use crate::testenv::*;
 use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
 use core::sync::atomic::Ordering::Relaxed;
-use ktest::{TestResult, check, check_eq, format, ktest};
+use ktest::{check, check_eq, ktest};
 use mm::aspace::ThpMaps;
 use mm::errno::Errno;
 use mm::thp::{MthpStat, THP};
@@ -24,22 +24,6 @@ fn maps(m: &UserMm) -> ThpMaps {
 
 fn mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {
     m.mmap(0, len, RW, ANON).map_err(err)
-}
-
-/// Write a distinct value to every 4K page of `[va, va+len)`.
-fn fill(va: u64, len: u64, seed: u64) -> TestResult {
-    for p in (va..va + len).step_by(4096) {
-        write_u64(p + 8, p ^ seed).map_err(|e| format!("write {p:#x}: {}", e.name()))?;
-    }
-    Ok(())
-}
-
-fn verify(va: u64, len: u64, seed: u64) -> TestResult {
-    for p in (va..va + len).step_by(4096) {
-        let v = read_u64(p + 8).map_err(|e| format!("read {p:#x}: {}", e.name()))?;
-        check_eq!(v, p ^ seed, "data at {p:#x}");
-    }
-    Ok(())
 }
 
 ktest! {
