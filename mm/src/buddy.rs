@@ -60,7 +60,8 @@ use crate::frame_flags::{
 };
 use crate::memmap::{Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
 use crate::pcp::{
-    CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_HIGH, PCP_MAX_ORDER, PcpLists, PcpSlot, pcp_batch,
+    CpuHook, CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_HIGH, PCP_MAX_ORDER, PcpLists, PcpSlot,
+    pcp_batch,
 };
 use crate::phys::PhysMem;
 
@@ -445,7 +446,7 @@ impl fmt::Display for ByType<'_> {
 pub struct BuddyAllocator<'a> {
     memmap: Memmap<'a>,
     phys: &'a dyn PhysMem,
-    cpu: &'a dyn CpuOps,
+    cpu: CpuHook<'a>,
     /// The zone lock; see the module docs for what it protects.
     zone: Mutex<Zone>,
     /// Per-CPU caches, each used only by its CPU with interrupts masked.
@@ -467,7 +468,7 @@ impl<'a> BuddyAllocator<'a> {
         Self {
             memmap,
             phys,
-            cpu,
+            cpu: CpuHook::new(cpu),
             zone: Mutex::new(Zone::new()),
             pcp: [const { PcpSlot(PcpLists::new()) }; MAX_CPUS],
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
@@ -510,7 +511,7 @@ impl<'a> BuddyAllocator<'a> {
         let mm = &self.memmap;
         let s = (pa_start >> PAGE_SHIFT).max(mm.base_pfn());
         let e = pa_end.div_ceil(PAGE_SIZE).min(mm.end_pfn());
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         let mut z = self.zone.lock();
         let mut n = 0;
         for pfn in s..e {
@@ -551,7 +552,7 @@ impl<'a> BuddyAllocator<'a> {
             mm.contains(s) && mm.contains(e - 1),
             "buddy: add_free_range {pa_start:#x}..{pa_end:#x} leaves the memmap"
         );
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         let mut z = self.zone.lock();
         for pfn in s..e {
             let idx = mm.idx_of(pfn);
@@ -627,9 +628,45 @@ impl<'a> BuddyAllocator<'a> {
     // ----- allocation -------------------------------------------------
 
     /// Allocates a folio of `order` on the running CPU.
+    ///
+    /// Only a hit in the CPU's cache is inlined; a miss (refill from the
+    /// zone, uncached orders, the drain-and-retry when memory runs out)
+    /// goes out of line and starts over there, so the hit compiles to code
+    /// that saves no registers and makes no calls.
     #[inline]
     pub fn alloc(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
-        let (irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
+        if self.cpu.trivial() {
+            // No hooks to call: CPU 0, nothing to mask.
+            if let Some(idx) = self.pcp_hit(0, order, flags) {
+                return Ok(self.prep_new_folio(idx, order, flags, flags.migratetype() as usize));
+            }
+        } else if order <= PCP_MAX_ORDER {
+            let (irq, cpu) = self.cpu.irq_guard_on_cpu();
+            if let Some(idx) = self.pcp_hit(cpu, order, flags) {
+                drop(irq);
+                return Ok(self.prep_new_folio(idx, order, flags, flags.migratetype() as usize));
+            }
+        }
+        self.alloc_slow(order, flags)
+    }
+
+    /// A block of `order` from `cpu`'s cache, if the order is cached and
+    /// the cache has one (interrupts masked by the caller).
+    #[inline(always)]
+    fn pcp_hit(&self, cpu: usize, order: u32, flags: AllocFlags) -> Option<u32> {
+        if order > PCP_MAX_ORDER || cpu >= MAX_CPUS {
+            return None;
+        }
+        let p = self.pcp[cpu].0.enter(cpu);
+        let idx = p.pop(&{ self.memmap }, flags.migratetype() as usize, order)?;
+        p.count_alloc(order);
+        Some(idx)
+    }
+
+    /// [`Self::alloc`] after a cache miss.
+    #[inline(never)]
+    fn alloc_slow(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
+        let (irq, cpu) = self.cpu.irq_guard_on_cpu();
         self.alloc_inner(cpu, order, flags, irq)
     }
 
@@ -643,7 +680,7 @@ impl<'a> BuddyAllocator<'a> {
         order: u32,
         flags: AllocFlags,
     ) -> Result<Folio<'_>, AllocError> {
-        let irq = IrqGuard::new(self.cpu);
+        let irq = self.cpu.irq_guard();
         self.alloc_inner(cpu, order, flags, irq)
     }
 
@@ -665,7 +702,7 @@ impl<'a> BuddyAllocator<'a> {
                 // Free memory may sit in some CPU's cache (including ours,
                 // in other orders): return it all and try once more.
                 self.drain_cpu(cpu);
-                self.cpu.call_on_others(&|| {
+                self.cpu.ops.call_on_others(&|| {
                     self.drain_local();
                 });
                 match self.take_block(cpu, order, mt) {
@@ -889,7 +926,7 @@ impl<'a> BuddyAllocator<'a> {
     pub(crate) fn release_folios(&self, idxs: &[u32]) {
         let mm = self.memmap;
         for chunk in idxs.chunks(RELEASE_CHUNK) {
-            let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
+            let (_irq, cpu) = self.cpu.irq_guard_on_cpu();
             let p = (cpu < MAX_CPUS).then(|| self.pcp[cpu].0.enter(cpu));
             for &idx in chunk {
                 let (w, keep) = self.release_checks(&mm, idx);
@@ -1026,18 +1063,31 @@ impl<'a> BuddyAllocator<'a> {
     /// when a steal retagged the pageblock while the folio was allocated.
     /// The zone, which groups by pageblock, reads the tag when the block
     /// leaves the cache.
-    #[inline]
+    #[inline(always)]
     fn free_block(&self, mm: &Memmap<'_>, idx: u32, w: u32, keep: u32) {
         let order = order_of(w);
-        let mt = Self::cache_type(w);
-        let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
+        if self.cpu.trivial() && order <= PCP_MAX_ORDER {
+            // No hooks to call: CPU 0, nothing to mask.
+            self.pcp_put(mm, 0, idx, w, keep);
+            return;
+        }
+        let (_irq, cpu) = self.cpu.irq_guard_on_cpu();
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
-            let p = self.pcp[cpu].0.enter(cpu);
-            if p.push(mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-                self.drain_batch(&p, mt, order);
-            }
+            self.pcp_put(mm, cpu, idx, w, keep);
         } else {
             self.zone.lock().free_block(mm, idx, order);
+        }
+    }
+
+    /// Parks the freed block on `cpu`'s cache (interrupts masked by the
+    /// caller), draining a batch when over the high mark.
+    #[inline(always)]
+    fn pcp_put(&self, mm: &Memmap<'_>, cpu: usize, idx: u32, w: u32, keep: u32) {
+        let order = order_of(w);
+        let mt = Self::cache_type(w);
+        let p = self.pcp[cpu].0.enter(cpu);
+        if p.push(mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
+            self.drain_batch(&p, mt, order);
         }
     }
 
@@ -1063,7 +1113,7 @@ impl<'a> BuddyAllocator<'a> {
             return 0;
         }
         let mm = &self.memmap;
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         let p = self.pcp[cpu].0.enter(cpu);
         let mut z = self.zone.lock();
         let mut pages = 0;
@@ -1080,7 +1130,7 @@ impl<'a> BuddyAllocator<'a> {
 
     /// Drains the running CPU's cache.
     pub fn drain_local(&self) -> u64 {
-        let (_irq, cpu) = IrqGuard::new_on_cpu(self.cpu);
+        let (_irq, cpu) = self.cpu.irq_guard_on_cpu();
         self.drain_cpu(cpu)
     }
 
@@ -1089,7 +1139,7 @@ impl<'a> BuddyAllocator<'a> {
     /// moved on this CPU.
     pub fn drain_all(&self) -> u64 {
         let n = self.drain_local();
-        self.cpu.call_on_others(&|| {
+        self.cpu.ops.call_on_others(&|| {
             self.drain_local();
         });
         n
@@ -1113,7 +1163,7 @@ impl<'a> BuddyAllocator<'a> {
 
     /// Free blocks on the buddy lists, per type and order.
     pub fn buddyinfo(&self) -> BuddyInfo {
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         BuddyInfo {
             free: self.zone.lock().nr_free,
         }
@@ -1123,7 +1173,7 @@ impl<'a> BuddyAllocator<'a> {
     /// numbers are only mutually consistent when nothing else allocates).
     pub fn stats(&self) -> MemStats {
         let mut s = MemStats::default();
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         for slot in &self.pcp {
             s.free_pcp += slot.0.pages();
             for o in 0..NR_ORDERS {
@@ -1150,7 +1200,7 @@ impl<'a> BuddyAllocator<'a> {
     /// Calls `f(pfn, order, type)` for every block on the buddy lists.
     pub fn for_each_free_block(&self, mut f: impl FnMut(u64, u32, Migratetype)) {
         let mm = &self.memmap;
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         let z = self.zone.lock();
         for mt in 0..NR_MT {
             for o in 0..NR_ORDERS {
@@ -1172,7 +1222,7 @@ impl<'a> BuddyAllocator<'a> {
     /// would be reported as lost).
     pub fn check_invariants(&self) -> Result<(), String> {
         let mm = &self.memmap;
-        let _irq = IrqGuard::new(self.cpu);
+        let _irq = self.cpu.irq_guard();
         let z = self.zone.lock();
         let mut err = String::new();
         let mut list_pages = 0u64;

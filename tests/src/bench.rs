@@ -695,9 +695,15 @@ fn linux_icount() -> Option<(String, BTreeMap<String, f64>)> {
 
 /// `cargo run --release -p mm --example bench_alloc` on the host.
 fn bench_alloc() -> Vec<String> {
-    println!("== host: cargo run --release -p mm --example bench_alloc");
+    println!("== host: make bench-alloc (cargo run --release -p mm --example bench_alloc)");
+    // The same flags and target directory as `make bench-alloc`: every
+    // function 64-byte aligned on both sides, so code layout cannot swing
+    // the ratio (see the example's doc comment).
+    let root = qemu::workspace_root();
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(qemu::workspace_root())
+        .current_dir(&root)
+        .env("RUSTFLAGS", "-C llvm-args=-align-all-functions=6")
+        .env("CARGO_TARGET_DIR", root.join("target/bench-alloc"))
         .args([
             "run",
             "--quiet",
