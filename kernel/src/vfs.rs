@@ -1,8 +1,8 @@
 //! The files user programs can open: `/dev/console` (and `/dev/null`), the
 //! initramfs (read-only), the THP sysfs tree
 //! (`/sys/kernel/mm/transparent_hugepage/**`, straight from the
-//! `mm::thp` registry), `/proc/{meminfo,vmstat,self/smaps,<pid>/smaps,
-//! self/maps}` and `/sys/kernel/debug/split_huge_pages`.
+//! `mm::thp` registry), `/proc/{meminfo,vmstat,buddyinfo,pagetypeinfo,
+//! self/smaps,<pid>/smaps,self/maps}` and `/sys/kernel/debug/split_huge_pages`.
 //!
 //! Generated files are snapshots taken at `open` (as a sysfs/seq_file read
 //! from offset 0 would see them); every `write` to a sysfs knob is one store
@@ -213,16 +213,19 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             }
             return Ok(mk(Node::SplitHugePages, 0o100200));
         }
-        "/proc/meminfo" | "/proc/vmstat" => {
+        "/proc/meminfo" | "/proc/vmstat" | "/proc/buddyinfo" | "/proc/pagetypeinfo" => {
             if wants_write {
                 return Err(Errno::EACCES);
             }
-            let data = if path == "/proc/meminfo" {
-                meminfo()
-            } else {
-                vmstat()
+            let b = crate::memory::buddy();
+            let (data, mode) = match path.as_str() {
+                "/proc/meminfo" => (meminfo(), 0o100444),
+                "/proc/vmstat" => (vmstat(), 0o100444),
+                "/proc/buddyinfo" => (format!("{}\n", b.buddyinfo()), 0o100444),
+                // Root-only on Linux too (it walks every pageblock).
+                _ => (b.pagetypeinfo(), 0o100400),
             };
-            return Ok(mk(text(data), 0o100444));
+            return Ok(mk(text(data), mode));
         }
         _ => {}
     }

@@ -386,7 +386,7 @@ pub struct MemStats {
 
 /// Free blocks per order on the buddy lists (per-CPU caches not included,
 /// as in Linux).  `Display` prints one `/proc/buddyinfo` line;
-/// [`BuddyInfo::by_type`] prints a `/proc/pagetypeinfo`-style table.
+/// [`BuddyAllocator::pagetypeinfo`] the per-type `/proc/pagetypeinfo`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BuddyInfo {
     pub free: [[u64; NR_ORDERS]; NR_MT],
@@ -402,11 +402,6 @@ impl BuddyInfo {
     pub fn pages(&self) -> u64 {
         (0..=MAX_ORDER).map(|o| self.blocks(o) << o).sum()
     }
-
-    /// Per-type table.
-    pub fn by_type(&self) -> impl fmt::Display + '_ {
-        ByType(self)
-    }
 }
 
 impl fmt::Display for BuddyInfo {
@@ -414,29 +409,6 @@ impl fmt::Display for BuddyInfo {
         write!(f, "Node 0, zone {:>8} ", "Normal")?;
         for o in 0..=MAX_ORDER {
             write!(f, "{:>6} ", self.blocks(o))?;
-        }
-        Ok(())
-    }
-}
-
-struct ByType<'b>(&'b BuddyInfo);
-
-impl fmt::Display for ByType<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Free pages count per migrate type at order ")?;
-        for o in 0..=MAX_ORDER {
-            write!(f, "{o:>6} ")?;
-        }
-        for mt in 0..NR_MT {
-            writeln!(f)?;
-            write!(
-                f,
-                "Node    0, zone   Normal, type {:>12} ",
-                alloc::format!("{:?}", Migratetype::from_index(mt))
-            )?;
-            for o in 0..NR_ORDERS {
-                write!(f, "{:>6} ", self.0.free[mt][o])?;
-            }
         }
         Ok(())
     }
@@ -1167,6 +1139,65 @@ impl<'a> BuddyAllocator<'a> {
         BuddyInfo {
             free: self.zone.lock().nr_free,
         }
+    }
+
+    /// Pageblocks tagged with each mobility type (indexed like
+    /// [`BuddyInfo::free`]), counting every pageblock of the memmap's span
+    /// with at least one frame of RAM in it, as Linux counts the blocks of
+    /// a zone's span.  Scans one descriptor per pageblock (all 512 only for
+    /// a pageblock that starts in a hole).
+    pub fn pageblock_counts(&self) -> [u64; NR_MT] {
+        let mm = &self.memmap;
+        let mut n = [0; NR_MT];
+        let mut pfn = mm.base_pfn();
+        while pfn < mm.end_pfn() {
+            let next = ((pfn | (PAGEBLOCK_FRAMES - 1)) + 1).min(mm.end_pfn());
+            if (pfn..next).any(|p| mm.state(p) != FrameState::Hole) {
+                n[pageblock_mt(mm, mm.idx_of(pfn))] += 1;
+            }
+            pfn = next;
+        }
+        n
+    }
+
+    /// `/proc/pagetypeinfo` in Linux's layout: free blocks per type and
+    /// order, then pageblocks per type.  Only this allocator's two types
+    /// appear (Linux adds Reclaimable, HighAtomic, Isolate, CMA), one zone.
+    pub fn pagetypeinfo(&self) -> String {
+        let info = self.buddyinfo();
+        let blocks = self.pageblock_counts();
+        let name = |mt: usize| alloc::format!("{:?}", Migratetype::from_index(mt));
+        let mut s = String::new();
+        let _ = writeln!(s, "Page block order: {PAGEBLOCK_ORDER}");
+        let _ = writeln!(s, "Pages per block:  {PAGEBLOCK_FRAMES}\n");
+        let _ = write!(s, "{:<43} ", "Free pages count per migrate type at order");
+        for o in 0..=MAX_ORDER {
+            let _ = write!(s, "{o:>6} ");
+        }
+        s.push('\n');
+        for mt in 0..NR_MT {
+            let _ = write!(
+                s,
+                "Node {:>4}, zone {:>8}, type {:>12} ",
+                0,
+                "Normal",
+                name(mt)
+            );
+            for o in 0..NR_ORDERS {
+                let _ = write!(s, "{:>6} ", info.free[mt][o]);
+            }
+            s.push('\n');
+        }
+        let _ = write!(s, "\n{:<23}", "Number of blocks type ");
+        for mt in 0..NR_MT {
+            let _ = write!(s, "{:>12} ", name(mt));
+        }
+        let _ = write!(s, "\nNode 0, zone {:>8} ", "Normal");
+        for b in blocks {
+            let _ = write!(s, "{b:>12} ");
+        }
+        s.push('\n');
+        s
     }
 
     /// Frame totals and counters (each lock taken briefly in turn, so the

@@ -609,11 +609,56 @@ fn buddyinfo_formats_like_linux() {
         assert_eq!(cols.len(), NR_ORDERS);
         assert_eq!(cols[10], "2");
         assert_eq!(a.buddyinfo().pages(), 2048);
-        let table = a.buddyinfo().by_type().to_string();
+    });
+}
+
+/// The layout of Linux's `/proc/pagetypeinfo` (column widths included, so
+/// tools that parse Linux's file parse ours), with this allocator's numbers:
+/// free blocks per type and order, and the pageblocks of each type.
+#[test]
+fn pagetypeinfo_formats_like_linux() {
+    with_alloc(0, 8 * MIB, |a, _| {
+        let k = a.alloc(0, AllocFlags::KERNEL).unwrap();
+        let text = a.pagetypeinfo();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Page block order: 9");
+        assert_eq!(lines[1], "Pages per block:  512");
+        assert_eq!(lines[2], "");
         assert!(
-            table.contains("Movable") && table.contains("Unmovable"),
-            "{table}"
+            lines[3].starts_with("Free pages count per migrate type at order       0      1 "),
+            "{text}"
         );
+        assert_eq!(lines[3].split_whitespace().count(), 8 + NR_ORDERS);
+        assert!(
+            lines[4].starts_with("Node    0, zone   Normal, type    Unmovable "),
+            "{text}"
+        );
+        assert!(
+            lines[5].starts_with("Node    0, zone   Normal, type      Movable "),
+            "{text}"
+        );
+        assert_eq!(lines[6], "");
+        assert_eq!(
+            lines[7],
+            "Number of blocks type     Unmovable      Movable "
+        );
+        // 8 MiB = 4 pageblocks; the kernel allocation stole the largest
+        // free block, 4 MiB, and both its pageblocks with it (as Linux
+        // claims every pageblock of a stolen block above pageblock order).
+        let blocks: Vec<u64> = lines[8]
+            .trim_start_matches("Node 0, zone   Normal ")
+            .split_whitespace()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert_eq!(blocks, [2, 2], "{text}");
+        // Free pages by type add up to the buddy lists' total.
+        let free: u64 = lines[4..6]
+            .iter()
+            .flat_map(|l| l.split_whitespace().skip(6).enumerate())
+            .map(|(o, c)| c.parse::<u64>().unwrap() << o)
+            .sum();
+        assert_eq!(free, a.buddyinfo().pages());
+        k.put();
     });
 }
 

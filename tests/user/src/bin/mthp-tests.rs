@@ -47,6 +47,7 @@ static TESTS: &[Test] = &[
     ("basic_syscalls", basic_syscalls),
     ("sysfs_knob_formats", sysfs_knob_formats),
     ("proc_files", proc_files),
+    ("buddyinfo_tracks_free_memory", buddyinfo_tracks_free_memory),
     ("fault_order_4k", fault_order_4k),
     ("fault_order_64k", fault_order_64k),
     ("fault_order_2m", fault_order_2m),
@@ -452,6 +453,91 @@ fn proc_files() -> TestResult {
     if fd >= 0 {
         sys::close(fd as i32);
     }
+    Ok(Outcome::Pass)
+}
+
+/// Free pages on the buddy lists per `/proc/buddyinfo`: every line is
+/// `Node N, zone NAME` and one free-block count per order 0..=10 (Linux's
+/// 11 orders with 4 KiB pages); returns the pages they add up to.
+fn buddyinfo_pages() -> Result<u64, mthp_user::Msg> {
+    let mut buf = [0u8; 2048];
+    let n = match read_file(b"/proc/buddyinfo\0", &mut buf) {
+        Ok(n) => n,
+        Err(e) => fail!("/proc/buddyinfo: errno {e}"),
+    };
+    let mut pages = 0u64;
+    let mut zones = 0;
+    for line in buf[..n].split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        let mut words = line.split(|&c| c == b' ').filter(|w| !w.is_empty());
+        let head: [Option<&[u8]>; 4] = core::array::from_fn(|_| words.next());
+        ensure!(
+            head[0] == Some(b"Node") && head[2] == Some(b"zone") && head[3].is_some(),
+            "/proc/buddyinfo line {:?} is not 'Node N, zone NAME ...'",
+            core::str::from_utf8(line)
+        );
+        let mut orders = 0;
+        for w in words {
+            let Some(c) = mthp_user::parse_u64(w) else {
+                fail!("/proc/buddyinfo: count {:?}", core::str::from_utf8(w));
+            };
+            pages += c << orders;
+            orders += 1;
+        }
+        ensure!(
+            orders == 11,
+            "/proc/buddyinfo zone with {orders} orders, expected 11"
+        );
+        zones += 1;
+    }
+    ensure!(zones > 0, "/proc/buddyinfo lists no zone");
+    Ok(pages)
+}
+
+/// `/proc/buddyinfo` (and the root-only `/proc/pagetypeinfo`) in Linux's
+/// layout, and tracking memory: the buddy lists never hold more than
+/// MemFree (which adds the per-CPU caches), and faulting in 16 MiB of 2 MiB
+/// folios takes at least 8 MiB off them (the rest may come from per-CPU
+/// caches) until the munmap.
+fn buddyinfo_tracks_free_memory() -> TestResult {
+    let before = buddyinfo_pages()?;
+    let mut buf = [0u8; 4096];
+    let n = match read_file(b"/proc/meminfo\0", &mut buf) {
+        Ok(n) => n,
+        Err(e) => fail!("/proc/meminfo: errno {e}"),
+    };
+    let free_kb = field(&buf[..n], b"MemFree:").unwrap_or(0);
+    ensure!(
+        before * 4 <= free_kb,
+        "buddyinfo lists {} kB free, more than MemFree {free_kb} kB",
+        before * 4
+    );
+    let mut big = [0u8; 8192];
+    match read_file(b"/proc/pagetypeinfo\0", &mut big) {
+        Ok(n) => {
+            let t = &big[..n];
+            ensure!(
+                t.starts_with(b"Page block order: ")
+                    && t.windows(24).any(|w| w == b"Free pages count per mig")
+                    && t.windows(22).any(|w| w == b"Number of blocks type ")
+                    && t.windows(7).any(|w| w == b"Movable"),
+                "/proc/pagetypeinfo is not in Linux's layout"
+            );
+        }
+        Err(e) => fail!("/proc/pagetypeinfo: errno {e}"),
+    }
+    if let Err(why) = thp_only(Some(2048)) {
+        return skip(why);
+    }
+    let len = 16 << 20;
+    let m = map_aligned(len, SZ_2M)?;
+    touch_pages(&m, 1);
+    let during = buddyinfo_pages()?;
+    unmap(&m);
+    ensure!(
+        during + (len as u64 / PAGE as u64) / 2 <= before,
+        "faulting in 16 MiB took only {} pages off the buddy lists ({before} -> {during})",
+        before.saturating_sub(during)
+    );
     Ok(Outcome::Pass)
 }
 
