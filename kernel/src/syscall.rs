@@ -63,6 +63,7 @@ enum Sys {
     Mount,
     Reboot,
     Kill,
+    Prctl,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -97,6 +98,7 @@ fn decode(nr: u64) -> Option<Sys> {
         62 => Kill,
         63 => Uname,
         98 => Getrusage,
+        157 => Prctl,
         110 => Getppid,
         158 => ArchPrctl,
         165 => Mount,
@@ -143,6 +145,7 @@ fn decode(nr: u64) -> Option<Sys> {
         142 => Reboot,
         160 => Uname,
         165 => Getrusage,
+        167 => Prctl,
         172 => Getpid,
         173 => Getppid,
         178 => Gettid,
@@ -380,6 +383,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(0)
         }
         ArchPrctl => sys_arch_prctl(p, a[0], a[1]),
+        Prctl => sys_prctl(p, a),
         SetTidAddress => Ok(u64::from(p.pid)),
         SetRobustList => {
             if a[1] != 24 {
@@ -666,6 +670,60 @@ fn sys_nanosleep(req: u64, _rem: u64) -> R {
         sched::sleep_ms(left.div_ceil(1_000_000).clamp(1, 1000));
     }
     Ok(0)
+}
+
+/// `prctl`: the process name and the THP switch; any other option is
+/// EINVAL, as Linux answers options it does not know.
+fn sys_prctl(p: &Process, a: [u64; 6]) -> R {
+    const PR_SET_NAME: u64 = 15;
+    const PR_GET_NAME: u64 = 16;
+    const PR_SET_THP_DISABLE: u64 = 41;
+    const PR_GET_THP_DISABLE: u64 = 42;
+    /// `TASK_COMM_LEN`: 15 bytes and the terminator.
+    const COMM: usize = 16;
+    match a[0] as i32 as i64 as u64 {
+        PR_SET_NAME => {
+            // Linux copies up to 15 bytes, stopping at the terminator
+            // (without reading past it, so a name at the end of a mapping
+            // works).
+            let mut name = Vec::with_capacity(COMM);
+            let mut b = [0u8; 1];
+            while name.len() < COMM - 1 {
+                efault(arch::copy_from_user(&mut b, a[1] + name.len() as u64))?;
+                if b[0] == 0 {
+                    break;
+                }
+                name.push(b[0]);
+            }
+            *p.name.lock() = String::from_utf8_lossy(&name).into_owned();
+            Ok(0)
+        }
+        PR_GET_NAME => {
+            let mut out = [0u8; COMM];
+            let name = p.name.lock();
+            let n = name.len().min(COMM - 1);
+            out[..n].copy_from_slice(&name.as_bytes()[..n]);
+            drop(name);
+            efault(arch::copy_to_user(a[1], &out))?;
+            Ok(0)
+        }
+        // Linux's MMF_DISABLE_THP: no THP of any size in this process
+        // (inherited over fork); the unused arguments must be zero.
+        PR_SET_THP_DISABLE => {
+            if a[2] != 0 || a[3] != 0 || a[4] != 0 {
+                return Err(Errno::EINVAL);
+            }
+            p.with_mm(|mm| mm.set_thp_disabled(a[1] != 0))?;
+            Ok(0)
+        }
+        PR_GET_THP_DISABLE => {
+            if a[1] != 0 || a[2] != 0 || a[3] != 0 || a[4] != 0 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(u64::from(p.with_mm(|mm| mm.thp_disabled())?))
+        }
+        _ => Err(Errno::EINVAL),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -356,11 +356,7 @@ fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             let _ = writeln!(s, "AnonOrder{}:     {:8} kB", o, kb(*b));
         }
         let _ = writeln!(s, "TlbEntries:     {:8}", v.entries);
-        let _ = writeln!(
-            s,
-            "THPeligible:    {:8}",
-            u8::from(!fl.contains(F::NOHUGEPAGE))
-        );
+        let _ = writeln!(s, "THPeligible:    {:8}", u8::from(v.thp_eligible));
         let _ = writeln!(s, "VmFlags: {:?}", fl);
     }
     Ok(s)

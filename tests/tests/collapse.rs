@@ -276,6 +276,50 @@ fn madv_collapse<A: PagingArch>() {
     });
 }
 
+/// `PR_SET_THP_DISABLE` (`Mm::set_thp_disabled`): order-0 faults even
+/// where 64K and 2M are "always", khugepaged and `MADV_COLLAPSE` (EINVAL)
+/// leave the space alone, smaps says not eligible, a fork inherits the
+/// setting; switched back on, faults and collapse make large folios again.
+fn thp_disabled_for_the_space<A: PagingArch>() {
+    run::<A>(64 * MIB, |env| {
+        env.knobs(
+            GlobalMode::Always,
+            &[(4, OrderMode::Always), (9, OrderMode::Inherit)],
+        );
+        let mm = env.mm();
+        mm.mmap(VA, 4 * M2, RW, ANON | MAP_FIXED).unwrap();
+        assert!(mm.thpmaps().vma_at(VA).unwrap().thp_eligible);
+        mm.set_thp_disabled(true);
+        assert!(mm.thp_disabled());
+        assert!(!mm.thpmaps().vma_at(VA).unwrap().thp_eligible);
+        env.fill_pages(&mm, VA, 2 * M2, 1);
+        let t = mm.thpmaps().total();
+        assert_eq!(t.anon_by_order[0], 2 * M2, "{t:?}");
+        assert_eq!(t.pmd_bytes, 0);
+        assert_eq!(mm.madvise(VA, M2, MADV_COLLAPSE), Err(Errno::EINVAL));
+        mm.madvise(VA, 4 * M2, MADV_HUGEPAGE).unwrap();
+        full_scan(env, &[&mm]);
+        full_scan(env, &[&mm]);
+        assert_eq!(mm.thpmaps().total().pmd_bytes, 0);
+        assert_eq!(mm.collapse_range(VA, M2, 4), Err(Errno::EINVAL));
+        let child = mm.fork().unwrap();
+        assert!(child.thp_disabled());
+        drop(child);
+        mm.set_thp_disabled(false);
+        env.fill_pages(&mm, VA + 2 * M2, M2, 2);
+        assert!(is_pmd(env, &mm, VA + 2 * M2));
+        // The fork write-protected the parent's PTEs; rewriting makes them
+        // writable again (a window of read-only entries would fail with
+        // EINVAL, Linux's SCAN_PAGE_RO).
+        env.fill_pages(&mm, VA, M2, 1);
+        mm.madvise(VA, M2, MADV_COLLAPSE).unwrap();
+        assert!(is_pmd(env, &mm, VA));
+        env.check_pages(&mm, VA, 2 * M2, 1);
+        env.check_pages(&mm, VA + 2 * M2, M2, 2);
+        env.check(&[&mm]);
+    });
+}
+
 /// With two threads: one faults/writes in the range while khugepaged
 /// passes run on the other; data and invariants hold throughout.
 fn concurrent_faults_and_scans<A: PagingArch>() {
@@ -317,5 +361,6 @@ both_formats!(
     pte_mapped_large_folios_collapse,
     mthp_collapse_populated_windows,
     madv_collapse,
+    thp_disabled_for_the_space,
     concurrent_faults_and_scans,
 );

@@ -343,7 +343,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let eligible = |v: &Vma| {
             Self::collapse_vma_ok(v, va, order)
-                && self.ctx.thp.config.allowable_orders(v.thp_hints())
+                && self.ctx.thp.config.allowable_orders(self.thp_hints(v))
                     & THP_ORDERS_ALL_ANON
                     & (1 << order)
                     != 0
@@ -526,7 +526,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let vmas = self.vmas.write();
         if vmas
             .find_intersecting(start, end)
-            .any(|v| v.flags.contains(crate::vma::VmFlags::NOHUGEPAGE))
+            .any(|v| self.thp_hints(v).nohugepage)
         {
             return Err(Errno::EINVAL);
         }

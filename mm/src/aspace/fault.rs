@@ -126,7 +126,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// Orders (bit mask) THP may use for a fault at `addr` in `vma`.
     fn fault_orders(&self, vma: &Vma, addr: u64) -> u32 {
-        let allowed = self.ctx.thp.config.allowable_orders(vma.thp_hints()) & THP_ORDERS_ALL_ANON;
+        let allowed =
+            self.ctx.thp.config.allowable_orders(self.thp_hints(vma)) & THP_ORDERS_ALL_ANON;
         if allowed != 0 {
             self.register_khugepaged();
         }

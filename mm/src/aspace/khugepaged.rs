@@ -216,7 +216,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let cfg = &self.ctx.thp.config;
             let mut found = None;
             for v in vmas.iter().filter(|v| v.end > from) {
-                let orders = cfg.allowable_orders(v.thp_hints()) & THP_ORDERS_ALL_ANON;
+                let orders = cfg.allowable_orders(self.thp_hints(v)) & THP_ORDERS_ALL_ANON;
                 let lo = v.start.max(from).div_ceil(PMD_SIZE) * PMD_SIZE;
                 let hi = v.end / PMD_SIZE * PMD_SIZE;
                 if orders != 0 && v.is_anonymous() && lo < hi {

@@ -72,7 +72,8 @@ use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
 use crate::paging::{PageTable, PagingArch, Perms, PtEnv, PtStats, Space};
 use crate::thp::VmEvent;
-use crate::vma::{Layout, MadviseAction, VmFlags, VmaSet};
+use crate::thp::policy::VmaThpHints;
+use crate::vma::{Layout, MadviseAction, VmFlags, Vma, VmaSet};
 
 pub use check::check_invariants;
 pub use collapse::CollapseError;
@@ -154,6 +155,11 @@ pub struct Mm<'a, A: PagingArch> {
     /// THP-eligible VMAs; the id is then on the context's khugepaged list,
     /// see `khugepaged.rs`).
     khugepaged: AtomicBool,
+    /// No THP of any size anywhere in this space (Linux's `MMF_DISABLE_THP`,
+    /// set by `prctl(PR_SET_THP_DISABLE)`): faults take order 0,
+    /// khugepaged skips the space, `MADV_COLLAPSE` fails with EINVAL and
+    /// smaps says `THPeligible: 0`.  Inherited by fork.
+    thp_disabled: AtomicBool,
 }
 
 /// The rights a PTE gets in a VMA with `flags` (write still withheld from
@@ -215,6 +221,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             anon_rss: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
+            thp_disabled: AtomicBool::new(false),
         })
     }
 
@@ -400,6 +407,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 // (Linux drops and retakes it around the allocation; a spin
                 // lock is simply kept).
                 drop(pt);
+                if self.thp_disabled() && !out.ranges.is_empty() {
+                    // As `VM_NOHUGEPAGE` on the first VMA visited.
+                    return Err(Errno::EINVAL);
+                }
                 if out.result.is_ok() {
                     return self.collapse_ranges_locked(&vmas, &out.ranges, crate::addr::PMD_ORDER);
                 }
@@ -559,7 +570,28 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if self.khugepaged_registered() {
             child.register_khugepaged();
         }
+        child.set_thp_disabled(self.thp_disabled());
         Ok(child)
+    }
+
+    /// `prctl(PR_SET_THP_DISABLE)`: switch THP off (or back on) for the
+    /// whole space.  Folios already mapped stay as they are, as in Linux.
+    pub fn set_thp_disabled(&self, off: bool) {
+        self.thp_disabled.store(off, Relaxed);
+    }
+
+    /// `prctl(PR_GET_THP_DISABLE)`.
+    pub fn thp_disabled(&self) -> bool {
+        self.thp_disabled.load(Relaxed)
+    }
+
+    /// The THP hints of `v` in this space: the VMA's own, with
+    /// `nohugepage` forced when THP is disabled for the space (Linux's
+    /// `vma_thp_disabled`).
+    pub(crate) fn thp_hints(&self, v: &Vma) -> VmaThpHints {
+        let mut h = v.thp_hints();
+        h.nohugepage |= self.thp_disabled();
+        h
     }
 
     /// The thpmaps-style report of every VMA.

@@ -9,6 +9,7 @@ use core::fmt;
 
 use crate::addr::PAGE_SIZE;
 use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
+use crate::thp::policy::{THP_ORDERS_ALL_ANON, orders_fitting};
 use crate::vma::{VmFlags, VmaSet};
 
 use super::Mm;
@@ -32,6 +33,10 @@ pub struct VmaReport {
     pub pmd_bytes: u64,
     /// Translation entries covering the VMA's mappings.
     pub entries: u64,
+    /// smaps's `THPeligible`: the knobs, the VMA's flags and the space's
+    /// `PR_SET_THP_DISABLE` allow some anonymous THP size that fits in the
+    /// VMA.
+    pub thp_eligible: bool,
 }
 
 impl VmaReport {
@@ -144,6 +149,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 start: v.start,
                 end: v.end,
                 flags: Some(v.flags),
+                thp_eligible: orders_fitting(
+                    ctx.thp.config.allowable_orders(self.thp_hints(v)) & THP_ORDERS_ALL_ANON,
+                    v.start,
+                    v.end,
+                ) != 0,
                 ..VmaReport::default()
             })
             .collect();

@@ -28,7 +28,7 @@ pub mod stats;
 
 pub use policy::{
     DefragMode, GlobalMode, OrderMode, PolicySnapshot, THP_MAX_ORDER, THP_MIN_ORDER,
-    THP_ORDERS_ALL_ANON, ThpConfig, VmaThpHints, suitable_orders,
+    THP_ORDERS_ALL_ANON, ThpConfig, VmaThpHints, orders_fitting, suitable_orders,
 };
 pub use stats::{MthpStat, ThpStats, VmEvent};
 

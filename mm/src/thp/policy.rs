@@ -399,6 +399,23 @@ pub fn suitable_orders(mask: u32, vma_start: u64, vma_end: u64, addr: u64) -> u3
     out
 }
 
+/// Orders of `mask` for which the VMA `[vma_start, vma_end)` holds a
+/// naturally aligned block, as smaps's `THPeligible` asks (Linux checks
+/// the last such block, the one ending at or below `vma_end`; for
+/// anonymous memory there is no file-offset alignment to check).
+pub fn orders_fitting(mask: u32, vma_start: u64, vma_end: u64) -> u32 {
+    let mut out = 0;
+    for order in orders_high_to_low(mask) {
+        let Some(size) = 1u64.checked_shl(PAGE_SHIFT + order) else {
+            continue;
+        };
+        if vma_end >= size && align_down(vma_end - size, size) >= vma_start {
+            out |= 1 << order;
+        }
+    }
+    out
+}
+
 /// All THP knobs of one kernel instance.  The kernel uses the global
 /// [`super::THP`]; host tests build their own so they can run in parallel.
 #[derive(Debug)]
@@ -584,6 +601,22 @@ impl ThpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// smaps's `THPeligible` size check: some naturally aligned block of an
+    /// allowed order lies inside the VMA.
+    #[test]
+    fn orders_fitting_needs_an_aligned_block() {
+        const M2: u64 = 2 << 20;
+        const K64: u64 = 64 << 10;
+        let both = (1 << 4) | (1 << 9);
+        assert_eq!(orders_fitting(both, 0, M2), both);
+        assert_eq!(orders_fitting(both, 4096, M2 + 4096), 1 << 4);
+        assert_eq!(orders_fitting(both, 4096, 2 * M2), both);
+        assert_eq!(orders_fitting(both, K64 + 4096, 2 * K64 + 4096), 0);
+        assert_eq!(orders_fitting(both, 0, 60 << 10), 0);
+        assert_eq!(orders_fitting(0, 0, 4 * M2), 0);
+        assert_eq!(orders_fitting(1 << 9, u64::MAX - M2 + 1, u64::MAX), 0);
+    }
 
     #[test]
     fn orders_with_and_high_to_low_match_naive_forms() {

@@ -34,6 +34,7 @@ pub mod nr {
     pub const OPENAT: usize = 257;
     pub const NEWFSTATAT: usize = 262;
     pub const GETRANDOM: usize = 318;
+    pub const PRCTL: usize = 157;
     pub const KILL: usize = 62;
     pub const GETPPID: usize = 110;
     pub const READV: usize = 19;
@@ -75,6 +76,7 @@ pub mod nr {
     pub const MADVISE: usize = 233;
     pub const WAIT4: usize = 260;
     pub const GETRANDOM: usize = 278;
+    pub const PRCTL: usize = 167;
     pub const MOUNT: usize = 40;
     pub const KILL: usize = 129;
     pub const GETPPID: usize = 173;

@@ -17,6 +17,10 @@ use mthp_user::{
 };
 
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+const PR_SET_NAME: usize = 15;
+const PR_GET_NAME: usize = 16;
+const PR_SET_THP_DISABLE: usize = 41;
+const PR_GET_THP_DISABLE: usize = 42;
 const PAGE: usize = 4096;
 const SZ_64K: usize = 64 << 10;
 const SZ_2M: usize = 2 << 20;
@@ -52,6 +56,7 @@ static TESTS: &[Test] = &[
     ("fault_order_64k", fault_order_64k),
     ("fault_order_2m", fault_order_2m),
     ("smaps_anon_huge_pages", smaps_anon_huge_pages),
+    ("prctl_thp_disable", prctl_thp_disable),
     ("fork_cow_integrity", fork_cow_integrity),
     ("madv_dontneed_in_folio", madv_dontneed_in_folio),
     ("partial_munmap_in_folio", partial_munmap_in_folio),
@@ -623,6 +628,109 @@ fn smaps_anon_huge_pages() -> TestResult {
     ensure!(
         found == Some(4096),
         "AnonHugePages = {found:?} kB, expected 4096"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// The value of `key` (e.g. `b"THPeligible:"`) in the `/proc/self/smaps`
+/// block of the mapping that starts at `addr`.
+fn smaps_field(addr: usize, key: &[u8]) -> Option<u64> {
+    let mut hdr = [0u8; 20];
+    let hl = hex(addr, &mut hdr);
+    let mut buf = [0u8; 32768];
+    let n = read_file(b"/proc/self/smaps\0", &mut buf).ok()?;
+    let s = &buf[..n];
+    let mut i = 0;
+    while i < s.len() {
+        let line_end = s[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(s.len(), |p| i + p);
+        if s[i..line_end].starts_with(&hdr[..hl]) && s.get(i + hl) == Some(&b'-') {
+            return field(&s[i..], key);
+        }
+        i = line_end + 1;
+    }
+    None
+}
+
+/// `prctl(PR_SET_THP_DISABLE)`: in a child, with 2 MiB THP "always", the
+/// switch makes faults map 4K pages (AnonHugePages 0, THPeligible 0), is
+/// reported by `PR_GET_THP_DISABLE`, is inherited by a fork, and switched
+/// back off lets the next mapping get PMD folios.  Also the process name
+/// round-trips through `PR_SET_NAME`/`PR_GET_NAME`.
+fn prctl_thp_disable() -> TestResult {
+    if let Err(why) = thp_only(Some(2048)) {
+        return skip(why);
+    }
+    let pr = |a: &[usize]| sys::syscall(sys::nr::PRCTL, a);
+    let st = in_child(|| {
+        if pr(&[PR_SET_THP_DISABLE, 1, 0, 0, 0]) != 0 {
+            return 1;
+        }
+        if pr(&[PR_GET_THP_DISABLE, 0, 0, 0, 0]) != 1 {
+            return 2;
+        }
+        let Ok(m) = map_aligned(2 * SZ_2M, SZ_2M) else {
+            return 3;
+        };
+        touch_pages(&m, 5);
+        if smaps_field(m.addr, b"AnonHugePages:") != Some(0) {
+            return 4;
+        }
+        if smaps_field(m.addr, b"THPeligible:") != Some(0) {
+            return 5;
+        }
+        unmap(&m);
+        // A fork inherits the switch.
+        let pid = sys::fork();
+        if pid == 0 {
+            sys::exit(if pr(&[PR_GET_THP_DISABLE, 0, 0, 0, 0]) == 1 {
+                0
+            } else {
+                1
+            });
+        }
+        let mut status = 0;
+        if pid < 0
+            || sys::wait4(pid, &mut status, 0) != pid
+            || !wifexited(status)
+            || wexitstatus(status) != 0
+        {
+            return 6;
+        }
+        if pr(&[PR_SET_THP_DISABLE, 0, 0, 0, 0]) != 0 || pr(&[PR_GET_THP_DISABLE, 0, 0, 0, 0]) != 0
+        {
+            return 7;
+        }
+        let Ok(m) = map_aligned(2 * SZ_2M, SZ_2M) else {
+            return 3;
+        };
+        touch_pages(&m, 6);
+        let huge = smaps_field(m.addr, b"AnonHugePages:");
+        let eligible = smaps_field(m.addr, b"THPeligible:");
+        unmap(&m);
+        if huge != Some(4096) {
+            return 8;
+        }
+        if eligible != Some(1) {
+            return 9;
+        }
+        let mut name = [0u8; 16];
+        if pr(&[PR_SET_NAME, c"prctl-test".as_ptr() as usize]) != 0
+            || pr(&[PR_GET_NAME, name.as_mut_ptr() as usize]) != 0
+            || &name[..11] != b"prctl-test\0"
+        {
+            return 10;
+        }
+        0
+    })?;
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "child failed at step {} (status {st:#x}): 1 set, 2 get, 3 mmap, 4 AnonHugePages \
+         while disabled, 5 THPeligible while disabled, 6 fork inheritance, 7 re-enable, \
+         8 AnonHugePages after re-enable, 9 THPeligible after re-enable, 10 name",
+        wexitstatus(st)
     );
     Ok(Outcome::Pass)
 }
@@ -1658,6 +1766,56 @@ fn bad_syscall_args() -> TestResult {
         E(sys::EINVAL),
     );
     t.row("getrandom len 0", sc(nr::GETRANDOM, &[b, 0, 0]), Eq(0));
+    t.row(
+        "prctl unknown option",
+        sc(nr::PRCTL, &[0x7fff_0000, 0, 0, 0, 0]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "prctl SET_THP_DISABLE arg3",
+        sc(nr::PRCTL, &[PR_SET_THP_DISABLE, 0, 1, 0, 0]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "prctl SET_THP_DISABLE arg5",
+        sc(nr::PRCTL, &[PR_SET_THP_DISABLE, 0, 0, 0, 1]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "prctl GET_THP_DISABLE arg2",
+        sc(nr::PRCTL, &[PR_GET_THP_DISABLE, 1, 0, 0, 0]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "prctl GET_THP_DISABLE",
+        sc(nr::PRCTL, &[PR_GET_THP_DISABLE, 0, 0, 0, 0]),
+        Eq(0),
+    );
+    t.row(
+        "prctl GET_NAME NULL",
+        sc(nr::PRCTL, &[PR_GET_NAME, 0]),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "prctl GET_NAME kernel",
+        sc(nr::PRCTL, &[PR_GET_NAME, K]),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "prctl GET_NAME read-only",
+        sc(nr::PRCTL, &[PR_GET_NAME, ro]),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "prctl SET_NAME NULL",
+        sc(nr::PRCTL, &[PR_SET_NAME, 0]),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "prctl SET_NAME unmapped",
+        sc(nr::PRCTL, &[PR_SET_NAME, gone]),
+        E(sys::EFAULT),
+    );
     #[cfg(target_arch = "x86_64")]
     {
         t.row("arch_prctl bad code", sc(158, &[0x9999, 0]), E(sys::EINVAL));
