@@ -64,6 +64,7 @@ enum Sys {
     Reboot,
     Kill,
     Prctl,
+    Pread64,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -83,6 +84,7 @@ fn decode(nr: u64) -> Option<Sys> {
         13 => RtSigaction,
         14 => RtSigprocmask,
         16 => Ioctl,
+        17 => Pread64,
         19 => Readv,
         20 => Writev,
         24 => SchedYield,
@@ -130,6 +132,7 @@ fn decode(nr: u64) -> Option<Sys> {
         64 => Write,
         65 => Readv,
         66 => Writev,
+        67 => Pread64,
         79 => Newfstatat,
         80 => Fstat,
         93 => Exit,
@@ -262,6 +265,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         // Descriptors are `unsigned int` in Linux's prototypes: the upper
         // half of the register is ignored.
         Read => sys_read(p, fd(a[0]), a[1], a[2]),
+        Pread64 => sys_pread(p, fd(a[0]), a[1], a[2], a[3]),
         Write => sys_write(p, fd(a[0]), a[1], a[2]),
         Readv | Writev => sys_rwv(p, s == Writev, fd(a[0]), a[1], a[2]),
         Open => sys_openat(p, -100i64 as u64, a[0], a[1]),
@@ -527,6 +531,30 @@ fn sys_read(p: &Process, fd: u64, buf: u64, len: u64) -> R {
     let len = len.min(1 << 20) as usize;
     let mut k = vec![0u8; len];
     let n = f.read(&mut k)?;
+    efault(arch::copy_to_user(buf, &k[..n]))?;
+    Ok(n as u64)
+}
+
+/// `pread64`: as `read`, at an offset, leaving the file position alone.
+/// Linux's order: a negative offset (EINVAL), the descriptor (EBADF), a
+/// file without positions (ESPIPE), then as `read`.
+fn sys_pread(p: &Process, fd: u64, buf: u64, len: u64, off: u64) -> R {
+    if (off as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let f = p.file(fd)?;
+    if !f.positional() {
+        return Err(Errno::ESPIPE);
+    }
+    if !f.readable {
+        return Err(Errno::EBADF);
+    }
+    if !access_ok(buf, len) {
+        return Err(Errno::EFAULT);
+    }
+    let len = len.min(1 << 20) as usize;
+    let mut k = vec![0u8; len];
+    let n = f.pread(off, &mut k)?;
     efault(arch::copy_to_user(buf, &k[..n]))?;
     Ok(n as u64)
 }

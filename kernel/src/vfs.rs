@@ -41,6 +41,34 @@ pub enum Node {
     SplitHugePages,
     /// `/sys/kernel/debug/mthp/perf` opened for writing (commands).
     Perf,
+    /// `/proc/<pid>/pagemap` of process `pid` (generated at each read).
+    Pagemap {
+        pid: u32,
+    },
+    /// `/proc/kpageflags` (generated at each read).
+    Kpageflags,
+}
+
+/// Linux tracks soft-dirty on x86_64 only (see `Mm::pagemap`).
+const PAGEMAP_SOFT_DIRTY: bool = cfg!(target_arch = "x86_64");
+
+/// The 8-byte entries of a binary `/proc` file at byte offset `pos`: both
+/// the offset and the length must be whole entries (EINVAL otherwise, as
+/// Linux); `fill(first, n)` returns the entries from index `first`, fewer
+/// at the end of the file.
+fn read_entries(
+    pos: u64,
+    buf: &mut [u8],
+    fill: impl FnOnce(u64, usize) -> Vec<u64>,
+) -> Result<usize, Errno> {
+    if !pos.is_multiple_of(8) || !buf.len().is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    let entries = fill(pos / 8, buf.len() / 8);
+    for (chunk, e) in buf.chunks_exact_mut(8).zip(&entries) {
+        chunk.copy_from_slice(&e.to_le_bytes());
+    }
+    Ok(entries.len() * 8)
 }
 
 #[derive(Debug)]
@@ -74,6 +102,25 @@ impl File {
 
     /// Read at the file position into `buf` (a kernel buffer).
     pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        let mut pos = self.pos.lock();
+        let n = self.read_at(*pos, buf)?;
+        *pos += n as u64;
+        Ok(n)
+    }
+
+    /// Whether the file has positions (`pread64`, `lseek`): everything but
+    /// the console, which is a terminal.
+    pub fn positional(&self) -> bool {
+        !matches!(self.node, Node::Console)
+    }
+
+    /// Read at byte offset `pos` into `buf` without moving the file
+    /// position (`pread64`; the caller checks [`Self::positional`]).
+    pub fn pread(&self, pos: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.read_at(pos, buf)
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         if !self.readable {
             return Err(Errno::EBADF);
         }
@@ -83,12 +130,25 @@ impl File {
             Node::Text { data, .. } => data,
             Node::Dir => return Err(Errno::EISDIR),
             Node::SplitHugePages | Node::Perf => return Err(Errno::EINVAL),
+            Node::Pagemap { pid } => {
+                return read_entries(pos, buf, |first, n| {
+                    let va = first.saturating_mul(mm::addr::PAGE_SIZE);
+                    process::find(*pid)
+                        .and_then(|p| p.with_mm(|mm| mm.pagemap(va, n, PAGEMAP_SOFT_DIRTY)).ok())
+                        .unwrap_or_default()
+                });
+            }
+            Node::Kpageflags => {
+                return read_entries(pos, buf, |first, n| {
+                    let b = crate::memory::buddy();
+                    let end = b.kpageflags_end().min(first.saturating_add(n as u64));
+                    (first..end).map(|pfn| b.kpageflags(pfn)).collect()
+                });
+            }
         };
-        let mut pos = self.pos.lock();
-        let start = (*pos as usize).min(src.len());
+        let start = pos.min(src.len() as u64) as usize;
         let n = buf.len().min(src.len() - start);
         buf[..n].copy_from_slice(&src[start..start + n]);
-        *pos += n as u64;
         Ok(n)
     }
 
@@ -213,6 +273,12 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             }
             return Ok(mk(Node::SplitHugePages, 0o100200));
         }
+        "/proc/kpageflags" => {
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            return Ok(mk(Node::Kpageflags, 0o100400));
+        }
         "/proc/meminfo" | "/proc/vmstat" | "/proc/buddyinfo" | "/proc/pagetypeinfo" => {
             if wants_write {
                 return Err(Errno::EACCES);
@@ -243,6 +309,7 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         let data = match file {
             "smaps" => smaps(&target, true)?,
             "maps" => smaps(&target, false)?,
+            "pagemap" => return Ok(mk(Node::Pagemap { pid: target.pid }, 0o100400)),
             _ => return Err(Errno::ENOENT),
         };
         return Ok(mk(text(data), 0o100444));

@@ -27,6 +27,7 @@ pub mod errno;
 pub mod folio;
 mod folio_split;
 pub mod frame_flags;
+pub mod kpageflags;
 pub mod memmap;
 pub mod paging;
 pub mod pcp;

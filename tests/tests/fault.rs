@@ -276,6 +276,108 @@ fn zero_page_then_write<A: PagingArch>() {
     });
 }
 
+/// `/proc/<pid>/pagemap` and `/proc/kpageflags` as Linux reports them: a
+/// PMD-mapped 2 MiB folio, 64K folios and a 4K page show present,
+/// consecutive frames, exclusive until a fork shares them; the frames are
+/// compound heads and tails with `THP` and `ANON`; the zero page is
+/// `ZERO_PAGE` and not exclusive; holes in a VMA carry only the soft-dirty
+/// bit (when asked for), pages outside any VMA nothing.
+fn pagemap_and_kpageflags<A: PagingArch>() {
+    use mm::aspace::pagemap::*;
+    use mm::kpageflags::*;
+    run::<A>(32 * MIB, |env| {
+        env.knobs(
+            GlobalMode::Always,
+            &[(4, OrderMode::Always), (9, OrderMode::Inherit)],
+        );
+        let mm = env.mm();
+        const VA: u64 = 0x7000_0000_0000;
+        mm.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        // 128K: too small for 2M, two 64K folios.
+        mm.mmap(VA + 4 * M2, 2 * K64, RW, ANON | MAP_FIXED).unwrap();
+        // 4K only, then a read fault: the zero page.
+        mm.mmap(VA + 8 * M2, 2 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, M2, 1);
+        env.fill_pages(&mm, VA + 4 * M2, 2 * K64, 2);
+        env.write_u64(&mm, VA + 8 * M2, 7);
+        assert_eq!(env.read_u64(&mm, VA + 8 * M2 + K4), 0);
+
+        let pm = mm.pagemap(VA, 512, false);
+        assert_eq!(pm.len(), 512);
+        let pfn0 = pm[0] & PM_PFN_MASK;
+        for (i, &e) in pm.iter().enumerate() {
+            assert_eq!(
+                e & !PM_PFN_MASK,
+                PM_PRESENT | PM_MMAP_EXCLUSIVE,
+                "page {i}: {e:#x}"
+            );
+            assert_eq!(e & PM_PFN_MASK, pfn0 + i as u64);
+        }
+        let k = |pfn: u64| env.buddy.kpageflags(pfn);
+        let bit = |b: u32| 1u64 << b;
+        let thp_anon = bit(KPF_THP) | bit(KPF_ANON) | bit(KPF_MMAP);
+        assert_eq!(
+            k(pfn0) & (thp_anon | bit(KPF_COMPOUND_HEAD)),
+            thp_anon | bit(KPF_COMPOUND_HEAD)
+        );
+        for i in 1..512 {
+            assert_eq!(
+                k(pfn0 + i) & (thp_anon | bit(KPF_COMPOUND_TAIL)),
+                thp_anon | bit(KPF_COMPOUND_TAIL)
+            );
+            assert_eq!(k(pfn0 + i) & bit(KPF_COMPOUND_HEAD), 0);
+        }
+        let pm = mm.pagemap(VA + 4 * M2, 32, false);
+        for half in [0, 16] {
+            let head = pm[half] & PM_PFN_MASK;
+            assert_eq!(head % 16, 0, "64K folios are naturally aligned");
+            assert_ne!(k(head) & bit(KPF_COMPOUND_HEAD), 0);
+            for i in 1..16 {
+                assert_eq!(pm[half + i] & PM_PFN_MASK, head + i as u64);
+                assert_ne!(k(head + i as u64) & bit(KPF_COMPOUND_TAIL), 0);
+                assert_ne!(k(head + i as u64) & bit(KPF_THP), 0);
+            }
+        }
+        let pm = mm.pagemap(VA + 8 * M2, 3, true);
+        let small = pm[0] & PM_PFN_MASK;
+        assert_eq!(
+            pm[0] & !PM_PFN_MASK,
+            PM_PRESENT | PM_MMAP_EXCLUSIVE | PM_SOFT_DIRTY
+        );
+        assert_eq!(k(small) & (bit(KPF_COMPOUND_HEAD) | bit(KPF_THP)), 0);
+        assert_ne!(k(small) & bit(KPF_ANON), 0);
+        assert_eq!(pm[1], PM_PRESENT | PM_SOFT_DIRTY | env.ctx.zero_pfn());
+        assert_ne!(k(env.ctx.zero_pfn()) & bit(KPF_ZERO_PAGE), 0);
+        assert_eq!(pm[2], 0, "outside every VMA");
+        // A hole inside a VMA: soft-dirty only when asked for.
+        mm.madvise(VA + 8 * M2, K4, MADV_DONTNEED).unwrap();
+        assert_eq!(mm.pagemap(VA + 8 * M2, 1, true), [PM_SOFT_DIRTY]);
+        assert_eq!(mm.pagemap(VA + 8 * M2, 1, false), [0]);
+        // Beyond user space: nothing.
+        assert!(mm.pagemap(0x7fff_ffff_f000, 4, false).is_empty());
+        // A fork shares every page: no longer exclusive, in either space.
+        let child = mm.fork().unwrap();
+        for m in [&mm, &child] {
+            for e in m
+                .pagemap(VA, 512, false)
+                .into_iter()
+                .chain(m.pagemap(VA + 4 * M2, 32, false))
+            {
+                assert_eq!(e & (PM_PRESENT | PM_MMAP_EXCLUSIVE), PM_PRESENT);
+            }
+        }
+        drop(child);
+        // Free memory: the head of some free block is BUDDY; frames beyond
+        // the memmap have no page.
+        let free_heads = (RAM_BASE / K4..env.buddy.kpageflags_end())
+            .filter(|&p| k(p) == bit(KPF_BUDDY))
+            .count();
+        assert!(free_heads > 0);
+        assert_eq!(k(env.buddy.kpageflags_end()), bit(KPF_NOPAGE));
+        env.check(&[&mm]);
+    });
+}
+
 /// Accesses the VMA forbids, and addresses outside every VMA, are SIGSEGV.
 fn segv_cases<A: PagingArch>() {
     run::<A>(16 * MIB, |env| {
@@ -325,6 +427,7 @@ both_formats!(
     occupied_block_falls_to_lower_order,
     alloc_failure_falls_back,
     zero_page_then_write,
+    pagemap_and_kpageflags,
     segv_cases,
     map_populate,
 );

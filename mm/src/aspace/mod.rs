@@ -58,6 +58,7 @@ mod fork;
 pub mod khugepaged;
 mod mprotect;
 mod mremap;
+pub mod pagemap;
 pub mod report;
 mod rmap;
 pub mod split;

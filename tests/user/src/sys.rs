@@ -35,6 +35,7 @@ pub mod nr {
     pub const NEWFSTATAT: usize = 262;
     pub const GETRANDOM: usize = 318;
     pub const PRCTL: usize = 157;
+    pub const PREAD64: usize = 17;
     pub const KILL: usize = 62;
     pub const GETPPID: usize = 110;
     pub const READV: usize = 19;
@@ -77,6 +78,7 @@ pub mod nr {
     pub const WAIT4: usize = 260;
     pub const GETRANDOM: usize = 278;
     pub const PRCTL: usize = 167;
+    pub const PREAD64: usize = 67;
     pub const MOUNT: usize = 40;
     pub const KILL: usize = 129;
     pub const GETPPID: usize = 173;

@@ -301,6 +301,7 @@ fn call_table() -> &'static [(usize, &'static str, [A; 6])] {
     const Z: A = Zero;
     &[
         (nr::READ, "read", [Fd, Ptr, Len, Z, Z, Z]),
+        (nr::PREAD64, "pread64", [Fd, Ptr, Len, Int, Z, Z]),
         (nr::WRITE, "write", [Fd, Ptr, Len, Z, Z, Z]),
         (nr::READV, "readv", [Fd, Iov, Int, Z, Z, Z]),
         (nr::WRITEV, "writev", [Fd, Iov, Int, Z, Z, Z]),
@@ -346,6 +347,7 @@ fn call_table() -> &'static [(usize, &'static str, [A; 6])] {
         ),
         (nr::PRLIMIT64, "prlimit64", [Pid, Int, Ptr, Ptr, Z, Z]),
         (nr::GETRANDOM, "getrandom", [Ptr, Len, Flags, Z, Z, Z]),
+        (nr::PRCTL, "prctl", [Int, Ptr, Int, Int, Int, Z]),
         (nr::IOCTL, "ioctl", [Fd, Int, Ptr, Z, Z, Z]),
         (nr::MOUNT, "mount", [Path, Path, Path, Flags, Ptr, Z]),
         (nr::KILL, "kill", [Pid, Sig, Z, Z, Z, Z]),
@@ -370,6 +372,10 @@ const PATHS: &[&[u8]] = &[
     b"/proc/vmstat\0",
     b"/proc/self/smaps\0",
     b"/proc/self/maps\0",
+    b"/proc/self/pagemap\0",
+    b"/proc/kpageflags\0",
+    b"/proc/buddyinfo\0",
+    b"/proc/pagetypeinfo\0",
     b"/proc/1/smaps\0",
     b"/proc/cmdline\0",
     b"/dev/null\0",

@@ -57,6 +57,7 @@ static TESTS: &[Test] = &[
     ("fault_order_2m", fault_order_2m),
     ("smaps_anon_huge_pages", smaps_anon_huge_pages),
     ("prctl_thp_disable", prctl_thp_disable),
+    ("pagemap_and_kpageflags", pagemap_and_kpageflags),
     ("fork_cow_integrity", fork_cow_integrity),
     ("madv_dontneed_in_folio", madv_dontneed_in_folio),
     ("partial_munmap_in_folio", partial_munmap_in_folio),
@@ -733,6 +734,170 @@ fn prctl_thp_disable() -> TestResult {
         wexitstatus(st)
     );
     Ok(Outcome::Pass)
+}
+
+const PM_PRESENT: u64 = 1 << 63;
+const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+const PM_PFN: u64 = (1 << 55) - 1;
+const KPF_ANON: u64 = 1 << 12;
+const KPF_COMPOUND_HEAD: u64 = 1 << 15;
+const KPF_COMPOUND_TAIL: u64 = 1 << 16;
+const KPF_THP: u64 = 1 << 22;
+const KPF_ZERO_PAGE: u64 = 1 << 24;
+
+/// `n` 8-byte entries of `fd` from entry `first` (pread64).
+fn pread_entries(fd: i32, first: usize, out: &mut [u64]) -> Result<(), mthp_user::Msg> {
+    let len = out.len() * 8;
+    let r = sys::syscall(
+        sys::nr::PREAD64,
+        &[fd as usize, out.as_mut_ptr() as usize, len, first * 8],
+    );
+    ensure!(
+        r == len as isize,
+        "pread64 of {len} bytes at entry {first}: {r}"
+    );
+    Ok(())
+}
+
+/// Checks the pagemap entries of the `pages` pages at `addr` (all present
+/// and exclusive, frames consecutive within each `folio_pages`-aligned
+/// run) and the kpageflags of their frames (compound head, tails, THP and
+/// anonymous for large folios; none of the compound bits for 4K pages).
+fn check_folios(
+    pm: i32,
+    kf: i32,
+    addr: usize,
+    pages: usize,
+    folio_pages: usize,
+) -> Result<(), mthp_user::Msg> {
+    let mut e = [0u64; 512];
+    let e = &mut e[..pages];
+    pread_entries(pm, addr / PAGE, e)?;
+    for (i, &v) in e.iter().enumerate() {
+        ensure!(
+            v & (PM_PRESENT | PM_MMAP_EXCLUSIVE) == PM_PRESENT | PM_MMAP_EXCLUSIVE,
+            "pagemap entry {i} of {addr:#x}: {v:#x}, expected present and exclusive"
+        );
+        let pfn = v & PM_PFN;
+        ensure!(pfn != 0, "pagemap entry {i}: no frame number (not root?)");
+        let mut f = [0u64; 1];
+        pread_entries(kf, pfn as usize, &mut f)?;
+        let f = f[0];
+        let off = i % folio_pages;
+        if off > 0 {
+            ensure!(
+                pfn == (e[i - off] & PM_PFN) + off as u64,
+                "page {i}: frame {pfn:#x} does not follow its folio's head"
+            );
+        }
+        if folio_pages == 1 {
+            ensure!(
+                f & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL | KPF_THP) == 0,
+                "4K page {i}: kpageflags {f:#x} has compound/THP bits"
+            );
+        } else {
+            let want = KPF_THP
+                | KPF_ANON
+                | if off == 0 {
+                    KPF_COMPOUND_HEAD
+                } else {
+                    KPF_COMPOUND_TAIL
+                };
+            ensure!(
+                f & want == want,
+                "page {i} (folio offset {off}): kpageflags {f:#x} lacks {want:#x}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `/proc/self/pagemap` and `/proc/kpageflags` (read with pread64) see
+/// what the fault path built: a PMD-mapped 2 MiB folio, 64K folios and 4K
+/// pages as consecutive present frames, compound heads and tails marked
+/// THP; the zero page behind a read fault; nothing once unmapped; and
+/// reads that are not whole entries fail with EINVAL.
+fn pagemap_and_kpageflags() -> TestResult {
+    let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
+    let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
+    if kf < 0 {
+        if pm >= 0 {
+            sys::close(pm as i32);
+        }
+        return skip(mthp_user::Msg::new(format_args!(
+            "no /proc/kpageflags (errno {}; not root?)",
+            -kf
+        )));
+    }
+    ensure!(pm >= 0, "open /proc/self/pagemap: errno {}", -pm);
+    let (pm, kf) = (pm as i32, kf as i32);
+    let r = (|| {
+        let mut one = [0u8; 8];
+        let bad = sys::syscall(
+            sys::nr::PREAD64,
+            &[pm as usize, one.as_mut_ptr() as usize, 8, 4],
+        );
+        ensure!(
+            bad == -(sys::EINVAL as isize),
+            "pagemap at offset 4: {bad}, expected EINVAL"
+        );
+        let bad = sys::syscall(
+            sys::nr::PREAD64,
+            &[kf as usize, one.as_mut_ptr() as usize, 4, 0],
+        );
+        ensure!(
+            bad == -(sys::EINVAL as isize),
+            "kpageflags of 4 bytes: {bad}, expected EINVAL"
+        );
+        for (kb, pages) in [(Some(2048), 512), (Some(64), 64), (None, 64)] {
+            if let Err(why) = thp_only(kb) {
+                if kb.is_some() {
+                    continue;
+                }
+                return Err(why);
+            }
+            let folio = kb.map_or(1, |k| k * 1024 / PAGE);
+            let m = map_aligned(pages * PAGE, SZ_2M)?;
+            touch_pages(&m, 9);
+            let r = check_folios(pm, kf, m.addr, pages, folio);
+            unmap(&m);
+            r?;
+            let mut e = [0u64; 4];
+            pread_entries(pm, m.addr / PAGE, &mut e)?;
+            ensure!(
+                e.iter().all(|&v| v & PM_PRESENT == 0),
+                "unmapped pages still present: {e:x?}"
+            );
+        }
+        // A read fault maps the shared zero page.
+        thp_only(None)?;
+        let m = map_aligned(PAGE, PAGE)?;
+        let v = m.peek64(0);
+        let mut e = [0u64; 1];
+        pread_entries(pm, m.addr / PAGE, &mut e)?;
+        unmap(&m);
+        ensure!(
+            v == 0 && e[0] & PM_PRESENT != 0,
+            "zero page not mapped: {:#x}",
+            e[0]
+        );
+        ensure!(
+            e[0] & PM_MMAP_EXCLUSIVE == 0,
+            "the zero page reads exclusive: {:#x}",
+            e[0]
+        );
+        let mut f = [0u64; 1];
+        pread_entries(kf, (e[0] & PM_PFN) as usize, &mut f)?;
+        ensure!(
+            f[0] & KPF_ZERO_PAGE != 0,
+            "zero page kpageflags {:#x}",
+            f[0]
+        );
+        Ok(Outcome::Pass)
+    })();
+    sys::close(pm);
+    sys::close(kf);
+    r
 }
 
 /// Linux's debugfs `split_huge_pages`: split our PMD folio into 64K folios;
@@ -1766,6 +1931,36 @@ fn bad_syscall_args() -> TestResult {
         E(sys::EINVAL),
     );
     t.row("getrandom len 0", sc(nr::GETRANDOM, &[b, 0, 0]), Eq(0));
+    t.row(
+        "pread64 fd -1",
+        sc(nr::PREAD64, &[badfd, b, 16, 0]),
+        E(sys::EBADF),
+    );
+    t.row(
+        "pread64 offset -1",
+        sc(nr::PREAD64, &[mi, b, 16, MAX]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "pread64 NULL",
+        sc(nr::PREAD64, &[mi, 0, 16, 0]),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "pread64 write-only",
+        sc(nr::PREAD64, &[nullw, b, 16, 0]),
+        E(sys::EBADF),
+    );
+    t.row(
+        "pread64 directory",
+        sc(nr::PREAD64, &[dir, b, 16, 0]),
+        E(sys::EISDIR),
+    );
+    t.row(
+        "pread64 past the end",
+        sc(nr::PREAD64, &[mi, b, 16, 1 << 40]),
+        Eq(0),
+    );
     t.row(
         "prctl unknown option",
         sc(nr::PRCTL, &[0x7fff_0000, 0, 0, 0, 0]),
