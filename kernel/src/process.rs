@@ -66,6 +66,9 @@ pub struct Process {
     pub child_minflt: AtomicU64,
     /// `[start, current)` of the heap.
     pub brk: Mutex<(u64, u64)>,
+    /// The initial stack pointer (Linux's `mm->start_stack`): smaps and
+    /// maps name the VMA holding it `[stack]`.
+    pub start_stack: AtomicU64,
     pub files: Mutex<Vec<Option<Arc<File>>>>,
     /// User TLS register (FS base / TPIDR_EL0).
     pub tls: AtomicU64,
@@ -210,6 +213,7 @@ fn new_process(pid: u32, ppid: u32, name: &str, mm: Arc<UserMm>) -> Arc<Process>
         minflt: AtomicU64::new(0),
         child_minflt: AtomicU64::new(0),
         brk: Mutex::new((0, 0)),
+        start_stack: AtomicU64::new(0),
         files: Mutex::new(Vec::new()),
         tls: AtomicU64::new(0),
         exit_status: Mutex::new(None),
@@ -340,6 +344,7 @@ fn load_elf(
             (23, 0),
         ],
     )?;
+    p.start_stack.store(sp, Ordering::Relaxed);
     Ok(arch::UserFrame::new_user(base + elf.entry, sp))
 }
 
@@ -405,6 +410,10 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
     let child = new_process(pid, parent.pid, &name, child_mm);
     *child.files.lock() = parent.files.lock().clone();
     *child.brk.lock() = *parent.brk.lock();
+    child.start_stack.store(
+        parent.start_stack.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     child.tls.store(arch::user_tls(), Ordering::Relaxed);
     PROCS.lock().push(child.clone());
     let mut f = frame.duplicate();

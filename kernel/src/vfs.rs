@@ -49,8 +49,10 @@ pub enum Node {
     Kpageflags,
 }
 
-/// Linux tracks soft-dirty on x86_64 only (see `Mm::pagemap`).
-const PAGEMAP_SOFT_DIRTY: bool = cfg!(target_arch = "x86_64");
+/// No soft-dirty bits in pagemap: Linux sets them only when built with
+/// `CONFIG_MEM_SOFT_DIRTY` (off by default, and off in this host's
+/// kernel); see `Mm::pagemap`.
+const PAGEMAP_SOFT_DIRTY: bool = false;
 
 /// The 8-byte entries of a binary `/proc` file at byte offset `pos`: both
 /// the offset and the length must be whole entries (EINVAL otherwise, as
@@ -390,41 +392,120 @@ fn vmstat() -> String {
     s
 }
 
-/// `/proc/<pid>/smaps` (or `maps` when `detail` is false).
+/// Linux's two-letter `VmFlags:` names of the flags this kernel has, in
+/// Linux's order (by bit).
+const VM_FLAG_NAMES: &[(mm::vma::VmFlags, &str)] = {
+    use mm::vma::VmFlags as F;
+    &[
+        (F::READ, "rd"),
+        (F::WRITE, "wr"),
+        (F::EXEC, "ex"),
+        (F::SHARED, "sh"),
+        (F::MAYREAD, "mr"),
+        (F::MAYWRITE, "mw"),
+        (F::MAYEXEC, "me"),
+        (F::MAYSHARE, "ms"),
+        (F::GROWSDOWN, "gd"),
+        (F::LOCKED, "lo"),
+        (F::SEQ_READ, "sr"),
+        (F::RAND_READ, "rr"),
+        (F::DONTCOPY, "dc"),
+        (F::DONTEXPAND, "de"),
+        (F::ACCOUNT, "ac"),
+        (F::NORESERVE, "nr"),
+        (F::WIPEONFORK, "wf"),
+        (F::DONTDUMP, "dd"),
+        (F::HUGEPAGE, "hg"),
+        (F::NOHUGEPAGE, "nh"),
+    ]
+};
+
+/// `/proc/<pid>/smaps` (or `maps` when `detail` is false), in Linux's
+/// layout: the header line (with `[heap]` and `[stack]` named, the name at
+/// column 73), then Linux's fields in Linux's order, this kernel's own
+/// lines (`ContPTEMapped`, `AnonOrder<N>`, `TlbEntries`) after
+/// `THPeligible`, and `VmFlags` last, as parsers that end a block there
+/// expect.  Zero-page mappings are not in `Rss`, as in Linux.
 fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
     let rep = p.with_mm(|mm| mm.thpmaps())?;
+    let (start_brk, brk) = *p.brk.lock();
+    let start_stack = p.start_stack.load(core::sync::atomic::Ordering::Relaxed);
     let mut s = String::new();
     for v in &rep.vmas {
         let fl = v.flags.unwrap_or(mm::vma::VmFlags::empty());
         use mm::vma::VmFlags as F;
         let perm = |f: F, c: char| if fl.contains(f) { c } else { '-' };
-        let _ = writeln!(
+        let line_start = s.len();
+        let _ = write!(
             s,
-            "{:08x}-{:08x} {}{}{}p 00000000 00:00 0 ",
+            "{:08x}-{:08x} {}{}{}{} 00000000 00:00 0 ",
             v.start,
             v.end,
             perm(F::READ, 'r'),
             perm(F::WRITE, 'w'),
-            perm(F::EXEC, 'x')
+            perm(F::EXEC, 'x'),
+            if fl.contains(F::MAYSHARE) { 's' } else { 'p' }
         );
+        // Linux's `vma_is_initial_heap` / `vma_is_initial_stack`.
+        let name = if brk > 0 && v.start <= brk && v.end >= start_brk {
+            Some("[heap]")
+        } else if v.start <= start_stack && v.end >= start_stack {
+            Some("[stack]")
+        } else {
+            None
+        };
+        if let Some(name) = name {
+            while s.len() - line_start < 72 {
+                s.push(' ');
+            }
+            let _ = write!(s, " {name}");
+        }
+        s.push('\n');
         if !detail {
             continue;
         }
         let kb = |b: u64| b >> 10;
         let anon: u64 = v.anon_by_order.iter().sum();
-        let _ = writeln!(s, "Size:           {:8} kB", kb(v.end - v.start));
-        let _ = writeln!(s, "KernelPageSize:        4 kB");
-        let _ = writeln!(s, "MMUPageSize:           4 kB");
-        let _ = writeln!(s, "Rss:            {:8} kB", kb(v.mapped_bytes()));
-        let _ = writeln!(s, "Anonymous:      {:8} kB", kb(anon));
-        let _ = writeln!(s, "AnonHugePages:  {:8} kB", kb(v.pmd_bytes));
+        let pss_kb = |p: u64| p >> (mm::aspace::report::PSS_SHIFT + 10);
+        for (k, val) in [
+            ("Size", kb(v.end - v.start)),
+            ("KernelPageSize", 4),
+            ("MMUPageSize", 4),
+            ("Rss", kb(anon)),
+            ("Pss", pss_kb(v.pss)),
+            ("Pss_Dirty", pss_kb(v.pss_dirty)),
+            ("Shared_Clean", kb(v.shared_clean)),
+            ("Shared_Dirty", kb(v.shared_dirty)),
+            ("Private_Clean", kb(v.private_clean)),
+            ("Private_Dirty", kb(v.private_dirty)),
+            ("Referenced", kb(v.referenced)),
+            ("Anonymous", kb(anon)),
+            ("KSM", 0),
+            ("LazyFree", 0),
+            ("AnonHugePages", kb(v.pmd_bytes)),
+            ("ShmemPmdMapped", 0),
+            ("FilePmdMapped", 0),
+            ("Shared_Hugetlb", 0),
+            ("Private_Hugetlb", 0),
+            ("Swap", 0),
+            ("SwapPss", 0),
+            ("Locked", 0),
+        ] {
+            let _ = writeln!(s, "{:<16}{val:8} kB", format!("{k}:"));
+        }
+        let _ = writeln!(s, "THPeligible:    {:8}", u8::from(v.thp_eligible));
         let _ = writeln!(s, "ContPTEMapped:  {:8} kB", kb(v.cont_bytes));
         for (o, b) in v.anon_by_order.iter().enumerate() {
             let _ = writeln!(s, "AnonOrder{}:     {:8} kB", o, kb(*b));
         }
         let _ = writeln!(s, "TlbEntries:     {:8}", v.entries);
-        let _ = writeln!(s, "THPeligible:    {:8}", u8::from(v.thp_eligible));
-        let _ = writeln!(s, "VmFlags: {:?}", fl);
+        s.push_str("VmFlags:");
+        for (f, n) in VM_FLAG_NAMES {
+            if fl.contains(*f) {
+                let _ = write!(s, " {n}");
+            }
+        }
+        s.push_str(" \n");
     }
     Ok(s)
 }

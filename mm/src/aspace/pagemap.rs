@@ -14,6 +14,7 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::paging::{Entry, PagingArch, level_size};
 
 use super::Mm;
+use super::report::page_mapcount;
 
 /// Bits 0–54: the frame number of a present page.
 pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
@@ -33,19 +34,14 @@ impl<A: PagingArch> Mm<'_, A> {
     /// The pagemap entries of the `n` pages from page-aligned `va`,
     /// stopping at the end of user space.
     ///
-    /// `soft_dirty` says whether the architecture tracks soft-dirty: Linux
-    /// does on x86_64 (and marks every page of a VMA dirty until someone
-    /// clears the bits through `clear_refs`, which does not exist here, so
-    /// every entry inside a VMA has bit 55) but not on arm64 (bit 55 never
-    /// set).
+    /// `soft_dirty` sets bit 55 on every entry inside a VMA: what Linux
+    /// reports when it tracks soft-dirty (`CONFIG_MEM_SOFT_DIRTY`, x86
+    /// only) and nobody has cleared the bits through `clear_refs` (which
+    /// does not exist here).  The kernel passes false: upstream's default
+    /// configuration, and this host's Linux, track no soft-dirty.
     ///
-    /// "Exclusively mapped" is Linux's per-page mapcount of 1.  This
-    /// kernel counts mappings per folio, so the per-page answer is exact
-    /// for small folios and for pages marked anon-exclusive, and otherwise
-    /// derived from the folio: mapped by one PMD only, or by no more PTEs
-    /// than it has pages.  The last rule errs (says exclusive) only for a
-    /// large folio that two forked processes both unmapped parts of, each
-    /// keeping the same few pages.
+    /// "Exclusively mapped" is Linux's per-page mapcount of 1, which this
+    /// kernel estimates for large folios (see [`page_mapcount`]).
     pub fn pagemap(&self, va: u64, n: usize, soft_dirty: bool) -> Vec<u64> {
         let vmas = self.vmas.read();
         let pt = self.lock_pt();
@@ -90,13 +86,10 @@ impl<A: PagingArch> Mm<'_, A> {
         let Some(f) = ctx.folio(pfn) else {
             return 0;
         };
-        let mc = i64::from(f.large_mapcount());
-        let exclusive = f.page(pfn - f.pfn()).is_anon_exclusive()
-            || match f.entire_mapcount() {
-                0 => mc as u64 <= f.nr_pages(),
-                1 => mc == 1,
-                _ => false,
-            };
-        if exclusive { PM_MMAP_EXCLUSIVE } else { 0 }
+        if page_mapcount(&f, pfn - f.pfn()) == 1 {
+            PM_MMAP_EXCLUSIVE
+        } else {
+            0
+        }
     }
 }

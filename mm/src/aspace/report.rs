@@ -37,6 +37,52 @@ pub struct VmaReport {
     /// `PR_SET_THP_DISABLE` allow some anonymous THP size that fits in the
     /// VMA.
     pub thp_eligible: bool,
+    /// smaps's sharing breakdown of the anonymous pages (zero pages are
+    /// not counted, as in Linux): bytes of pages mapped once ("private")
+    /// or more ("shared"), clean or dirty; see [`page_mapcount`].
+    pub shared_clean: u64,
+    pub shared_dirty: u64,
+    pub private_clean: u64,
+    pub private_dirty: u64,
+    /// Bytes of anonymous pages mapped young (accessed).
+    pub referenced: u64,
+    /// Proportional set size in bytes scaled by 2^[`PSS_SHIFT`]: each page
+    /// divided by its mapcount; and the part of it that is dirty.
+    pub pss: u64,
+    pub pss_dirty: u64,
+}
+
+/// Fixed-point shift of [`VmaReport::pss`] (Linux's `PSS_SHIFT`).
+pub const PSS_SHIFT: u32 = 12;
+
+/// How many times page `idx` of `f` is mapped, Linux's per-page mapcount.
+/// This kernel counts mappings per folio (every PTE and PMD of any page,
+/// plus the PMD mappings alone), so the answer is exact for small folios
+/// and for pages marked anon-exclusive, and otherwise estimated: a folio
+/// mapped by one PMD, or by no more PTEs than it has pages, counts each
+/// page once; beyond that the PTE mappings are spread evenly over the
+/// pages.  The estimate says 1 wrongly only for a large folio that two
+/// forked processes both unmapped parts of, each keeping the same few
+/// pages.
+pub fn page_mapcount(f: &crate::folio::Folio<'_>, idx: u64) -> u64 {
+    if f.page(idx).is_anon_exclusive() {
+        return 1;
+    }
+    folio_page_mapcount(f)
+}
+
+/// [`page_mapcount`] of a page that is not anon-exclusive: the same for
+/// every page of the folio.
+fn folio_page_mapcount(f: &crate::folio::Folio<'_>) -> u64 {
+    let mc = f.large_mapcount().max(0) as u64;
+    let entire = f.entire_mapcount().max(0) as u64;
+    let ptes = mc.saturating_sub(entire);
+    let n = f.nr_pages();
+    match entire {
+        0 if ptes <= n => 1,
+        0 => ptes.div_ceil(n),
+        _ => entire + ptes.div_ceil(n),
+    }
 }
 
 impl VmaReport {
@@ -176,6 +222,33 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 r.zero_bytes += size;
             } else if let Some(f) = ctx.folio(l.pfn) {
                 r.anon_by_order[(f.order() as usize).min(REPORT_ORDERS - 1)] += size;
+                if l.attrs.young {
+                    r.referenced += size;
+                }
+                let dirty = l.attrs.dirty || f.test(crate::frame_flags::PageFlags::DIRTY);
+                let mut account = |bytes: u64, mapcount: u64| {
+                    let pss = (bytes << PSS_SHIFT) / mapcount;
+                    r.pss += pss;
+                    let bucket = match (mapcount == 1, dirty) {
+                        (true, false) => &mut r.private_clean,
+                        (true, true) => &mut r.private_dirty,
+                        (false, false) => &mut r.shared_clean,
+                        (false, true) => &mut r.shared_dirty,
+                    };
+                    *bucket += bytes;
+                    if dirty {
+                        r.pss_dirty += pss;
+                    }
+                };
+                if folio_page_mapcount(&f) == 1 {
+                    // Every page mapped once (the common case): no need
+                    // to look at each page's anon-exclusive bit.
+                    account(size, 1);
+                } else {
+                    for p in 0..size / PAGE_SIZE {
+                        account(PAGE_SIZE, page_mapcount(&f, l.pfn + p - f.pfn()));
+                    }
+                }
             }
             if l.level == PMD_LEVEL {
                 r.pmd_bytes += size;

@@ -56,6 +56,7 @@ static TESTS: &[Test] = &[
     ("fault_order_64k", fault_order_64k),
     ("fault_order_2m", fault_order_2m),
     ("smaps_anon_huge_pages", smaps_anon_huge_pages),
+    ("smaps_layout_as_linux", smaps_layout_as_linux),
     ("prctl_thp_disable", prctl_thp_disable),
     ("pagemap_and_kpageflags", pagemap_and_kpageflags),
     ("fork_cow_integrity", fork_cow_integrity),
@@ -653,6 +654,188 @@ fn smaps_field(addr: usize, key: &[u8]) -> Option<u64> {
         i = line_end + 1;
     }
     None
+}
+
+/// The `/proc/self/smaps` block of the mapping starting at `addr`, copied
+/// into `out` (header line included); its length.
+fn smaps_block(addr: usize, out: &mut [u8]) -> usize {
+    let mut hdr = [0u8; 20];
+    let hl = hex(addr, &mut hdr);
+    let mut buf = [0u8; 32768];
+    let Ok(n) = read_file(b"/proc/self/smaps\0", &mut buf) else {
+        return 0;
+    };
+    let s = &buf[..n];
+    let mut i = 0;
+    let mut start: Option<usize> = None;
+    while i < s.len() {
+        let line_end = s[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(s.len(), |p| i + p);
+        let header = s[i..line_end].first().is_some_and(u8::is_ascii_hexdigit)
+            && s[i..line_end].contains(&b'-');
+        if let Some(st) = start {
+            if header {
+                let len = (i - st).min(out.len());
+                out[..len].copy_from_slice(&s[st..st + len]);
+                return len;
+            }
+        } else if header && s[i..line_end].starts_with(&hdr[..hl]) && s.get(i + hl) == Some(&b'-') {
+            start = Some(i);
+        }
+        i = line_end + 1;
+    }
+    start.map_or(0, |st| {
+        let len = (s.len() - st).min(out.len());
+        out[..len].copy_from_slice(&s[st..st + len]);
+        len
+    })
+}
+
+/// The last line of an smaps block (without its newline).
+fn last_line(block: &[u8]) -> &[u8] {
+    let b = block.strip_suffix(b"\n").unwrap_or(block);
+    b.rsplit(|&c| c == b'\n').next().unwrap_or(b"")
+}
+
+/// `/proc/self/smaps` and `maps` as Linux lays them out and counts: a
+/// written PMD folio is Rss = Pss = Private_Dirty = Anonymous =
+/// AnonHugePages; in a forked child it is shared (Pss halves, nothing
+/// private); `VmFlags` is the block's last line, with Linux's names (`rd
+/// wr`, `hg` after MADV_HUGEPAGE, `nh` and THPeligible 0 after
+/// MADV_NOHUGEPAGE); the stack and a grown heap are named `[stack]` and
+/// `[heap]` in `maps`.
+fn smaps_layout_as_linux() -> TestResult {
+    if let Err(why) = thp_only(Some(2048)) {
+        return skip(why);
+    }
+    let m = map_aligned(2 * SZ_2M, SZ_2M)?;
+    touch_pages(&m, 4);
+    let r = (|| {
+        let mut blk = [0u8; 4096];
+        let n = smaps_block(m.addr, &mut blk);
+        let b = &blk[..n];
+        ensure!(n > 0, "mapping {:#x} not in smaps", m.addr);
+        for key in [
+            &b"Rss:"[..],
+            b"Pss:",
+            b"Private_Dirty:",
+            b"Anonymous:",
+            b"AnonHugePages:",
+        ] {
+            let v = field(b, key);
+            ensure!(
+                v == Some(4096),
+                "{:?} = {v:?} kB, expected 4096",
+                core::str::from_utf8(key)
+            );
+        }
+        for key in [
+            &b"Shared_Clean:"[..],
+            b"Shared_Dirty:",
+            b"Private_Clean:",
+            b"Swap:",
+        ] {
+            let v = field(b, key);
+            ensure!(
+                v == Some(0),
+                "{:?} = {v:?} kB, expected 0",
+                core::str::from_utf8(key)
+            );
+        }
+        ensure!(field(b, b"THPeligible:") == Some(1), "THPeligible is not 1");
+        let last = last_line(b);
+        ensure!(
+            last.starts_with(b"VmFlags: rd wr "),
+            "last line {:?} is not 'VmFlags: rd wr ...'",
+            core::str::from_utf8(last)
+        );
+        // A forked child sees the folio shared with its parent.
+        let addr = m.addr;
+        let st = in_child(move || {
+            let mut blk = [0u8; 4096];
+            let n = smaps_block(addr, &mut blk);
+            let b = &blk[..n];
+            let shared =
+                field(b, b"Shared_Clean:").unwrap_or(0) + field(b, b"Shared_Dirty:").unwrap_or(0);
+            let private =
+                field(b, b"Private_Clean:").unwrap_or(1) + field(b, b"Private_Dirty:").unwrap_or(1);
+            match (field(b, b"Pss:"), shared, private) {
+                (Some(2048), 4096, 0) => 0,
+                (Some(2048), _, _) => 2,
+                _ => 1,
+            }
+        })?;
+        ensure!(
+            wifexited(st) && wexitstatus(st) == 0,
+            "in a forked child: {} (status {st:#x})",
+            if wexitstatus(st) == 2 {
+                "not all shared"
+            } else {
+                "Pss is not 2048 kB"
+            }
+        );
+        sys::madvise(m.addr, m.len, sys::MADV_HUGEPAGE);
+        let n = smaps_block(m.addr, &mut blk);
+        let last = last_line(&blk[..n]);
+        ensure!(
+            last.windows(4).any(|w| w == b" hg "),
+            "no 'hg' after MADV_HUGEPAGE: {:?}",
+            core::str::from_utf8(last)
+        );
+        sys::madvise(m.addr, m.len, sys::MADV_NOHUGEPAGE);
+        let n = smaps_block(m.addr, &mut blk);
+        let b = &blk[..n];
+        ensure!(
+            last_line(b).windows(4).any(|w| w == b" nh "),
+            "no 'nh' after MADV_NOHUGEPAGE: {:?}",
+            core::str::from_utf8(last_line(b))
+        );
+        ensure!(
+            field(b, b"THPeligible:") == Some(0),
+            "THPeligible is not 0 under nh"
+        );
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
+    // [stack] holds a local; a grown heap is [heap].
+    let cur = sys::brk(0) as usize;
+    let grown = sys::brk(cur + 4 * PAGE) as usize;
+    let mut buf = [0u8; 16384];
+    let n = match read_file(b"/proc/self/maps\0", &mut buf) {
+        Ok(n) => n,
+        Err(e) => fail!("/proc/self/maps: errno {e}"),
+    };
+    let local = 0u64;
+    let here = core::hint::black_box(&local) as *const u64 as usize;
+    let (mut stack_ok, mut heap_ok) = (false, false);
+    for line in buf[..n].split(|&c| c == b'\n') {
+        let range = line.split(|&c| c == b' ').next().unwrap_or(b"");
+        let mut it = range.split(|&c| c == b'-');
+        let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let lo = usize::from_str_radix(core::str::from_utf8(lo).unwrap_or(""), 16).unwrap_or(0);
+        let hi = usize::from_str_radix(core::str::from_utf8(hi).unwrap_or(""), 16).unwrap_or(0);
+        if line.ends_with(b"[stack]") {
+            ensure!(
+                line.len() == 73 + 7,
+                "[stack] not at column 73: {:?}",
+                core::str::from_utf8(line)
+            );
+            stack_ok |= lo <= here && here < hi;
+        }
+        if line.ends_with(b"[heap]") {
+            heap_ok |= lo < grown && grown <= hi;
+        }
+    }
+    sys::brk(cur);
+    ensure!(stack_ok, "no [stack] line holds {here:#x}");
+    ensure!(grown > cur, "brk did not grow");
+    ensure!(heap_ok, "no [heap] line ends at the grown break {grown:#x}");
+    Ok(Outcome::Pass)
 }
 
 /// `prctl(PR_SET_THP_DISABLE)`: in a child, with 2 MiB THP "always", the
