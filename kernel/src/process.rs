@@ -418,10 +418,13 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
     PROCS.lock().push(child.clone());
     let mut f = frame.duplicate();
     f.set_return(0);
+    // The parent's FP/SIMD registers (x86: live in the CPU, not in `frame`).
+    let fpu = arch::FpuState::capture();
     let c2 = child.clone();
     if sched::spawn_in(&name, space, move || {
         bind_thread(&c2);
         drop(c2);
+        fpu.restore();
         arch::enter_user(&f)
     })
     .is_err()

@@ -99,6 +99,11 @@ pub struct Thread {
     /// switched out: each process (and, later, each user thread) has its
     /// own, and the register is per CPU.
     user_tls: AtomicU64,
+    /// The user FP/SIMD registers, saved while switched out (x86: the
+    /// kernel is soft-float, so the registers hold the last user context's
+    /// state until the next switch; arm64 keeps them in exception frames
+    /// and this is empty).
+    fpu: spin::Mutex<arch::FpuState>,
     entry: spin::Mutex<Option<Entry>>,
     /// Woken when the thread exits (joiners wait here).
     exited: WaitQueue,
@@ -117,6 +122,7 @@ impl Thread {
             detached: AtomicBool::new(false),
             preempt: AtomicUsize::new(0),
             user_tls: AtomicU64::new(0),
+            fpu: spin::Mutex::new(arch::FpuState::initial()),
             entry: spin::Mutex::new(entry),
             exited: WaitQueue::new(),
         }
@@ -380,6 +386,8 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
     if next_tls != tls {
         arch::set_user_tls(next_tls);
     }
+    g.thread(prev).fpu.lock().save();
+    g.thread(next).fpu.lock().restore();
     // Hand the lock over: the thread we switch to releases it.
     core::mem::forget(g);
     thread::switch(prev, next);

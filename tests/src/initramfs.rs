@@ -32,6 +32,34 @@ pub fn build(arch: Arch) -> Result<PathBuf, String> {
         let data = std::fs::read(dir.join(p)).map_err(|e| format!("{p}: {e}"))?;
         files.push((p.to_string(), 0o100755u32, data));
     }
+    // Your own programs: every regular file of $INITRD_EXTRA goes to the
+    // root of the initramfs under its own name (static Linux executables
+    // for this arch; `init=/name` runs one).
+    if let Some(extra) = std::env::var_os("INITRD_EXTRA").filter(|v| !v.is_empty()) {
+        let extra = PathBuf::from(extra);
+        let rd = std::fs::read_dir(&extra)
+            .map_err(|e| format!("INITRD_EXTRA {}: {e}", extra.display()))?;
+        let mut names: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        for path in names {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if name.is_empty() || files.iter().any(|(n, _, _)| *n == name) {
+                return Err(format!(
+                    "INITRD_EXTRA: {} is empty or clashes with a built-in program",
+                    path.display()
+                ));
+            }
+            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            files.push((name, 0o100755u32, data));
+        }
+    }
     let out = root
         .join("target")
         .join(arch.target())

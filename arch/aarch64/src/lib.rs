@@ -32,6 +32,8 @@ mod dt;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod exception;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod fpu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod gic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod mem;
@@ -126,6 +128,7 @@ mod hw {
         set_thread_stack, switch_context, switch_user_root, user_root_init, user_root_off,
     };
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
+    pub use crate::fpu::FpuState;
     pub use crate::mem::{copy_bytes, zero_bytes};
     pub use crate::mmu::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
     pub use crate::probe::{probe_exec, probe_read, probe_write};

@@ -20,6 +20,8 @@ mod context;
 #[cfg(target_os = "none")]
 mod cpu;
 #[cfg(target_os = "none")]
+mod fpu;
+#[cfg(target_os = "none")]
 mod gdt;
 #[cfg(target_os = "none")]
 pub mod mem;
@@ -51,6 +53,8 @@ pub use context::{
 pub use cpu::invlpg as flush_tlb_page;
 #[cfg(target_os = "none")]
 pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save};
+#[cfg(target_os = "none")]
+pub use fpu::FpuState;
 #[cfg(target_os = "none")]
 pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, set_kernel_stack};
 #[cfg(target_os = "none")]

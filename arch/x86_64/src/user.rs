@@ -166,6 +166,7 @@ pub fn user_init() {
         );
         cpu::wrmsr(MSR_LSTAR, x86_syscall_entry as *const () as u64);
         cpu::wrmsr(MSR_FMASK, FMASK);
+        crate::fpu::fpu_init();
         if f.smap && !SMAP_REFUSED.load(Ordering::Relaxed) {
             cpu::write_cr4(cpu::read_cr4() | CR4_SMAP);
             SMAP_ON.store(true, Ordering::Relaxed);

@@ -8,6 +8,7 @@
 // Failure messages live on the stack (no heap): a 240-byte `Msg`.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
+pub mod fpregs;
 pub mod sys;
 
 use core::fmt::{self, Write};
