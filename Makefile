@@ -13,11 +13,14 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 all: build
 
 ## Install QEMU when missing (--no-install-recommends: a plain install fails
-## here because of a qemu-utils version conflict).
+## here because of a qemu-utils version conflict), and a C compiler with the
+## static C library for the `libc` suite (tests/c).
 deps:
 	@missing=""; \
 	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
 	command -v qemu-system-aarch64 >/dev/null || missing="$$missing qemu-system-arm"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
+	[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ "$$(uname -m)" != x86_64 ] || missing="$$missing libc6-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && \

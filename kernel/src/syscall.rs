@@ -65,6 +65,7 @@ enum Sys {
     Kill,
     Prctl,
     Pread64,
+    ClockNanosleep,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -108,6 +109,7 @@ fn decode(nr: u64) -> Option<Sys> {
         186 => Gettid,
         218 => SetTidAddress,
         228 => ClockGettime,
+        230 => ClockNanosleep,
         231 => ExitGroup,
         257 => Openat,
         262 => Newfstatat,
@@ -141,6 +143,7 @@ fn decode(nr: u64) -> Option<Sys> {
         99 => SetRobustList,
         101 => Nanosleep,
         113 => ClockGettime,
+        115 => ClockNanosleep,
         124 => SchedYield,
         129 => Kill,
         134 => RtSigaction,
@@ -348,6 +351,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(0)
         }
         Nanosleep => sys_nanosleep(a[0], a[1]),
+        ClockNanosleep => sys_clock_nanosleep(a[0], a[1], a[2]),
         ClockGettime => {
             let ns = arch::now_ns();
             // Linux's clock ids (10 is unused); negative ones are CPU-time
@@ -680,12 +684,48 @@ fn sys_wait4(p: &Process, pid: i64, status: u64, options: u64, rusage: u64) -> R
 }
 
 fn sys_nanosleep(req: u64, _rem: u64) -> R {
-    let [sec, nsec] = get_u64s::<2>(req)?;
+    let ns = get_timespec(req)?;
+    sleep_until(arch::now_ns().saturating_add(ns));
+    Ok(0)
+}
+
+/// A user `struct timespec` as nanoseconds (EINVAL if negative or with
+/// 10^9 or more nanoseconds, as Linux).
+fn get_timespec(addr: u64) -> Result<u64, Errno> {
+    let [sec, nsec] = get_u64s::<2>(addr)?;
     if (sec as i64) < 0 || nsec >= 1_000_000_000 {
         return Err(Errno::EINVAL);
     }
-    let ns = sec.saturating_mul(1_000_000_000).saturating_add(nsec);
-    let deadline = arch::now_ns().saturating_add(ns);
+    Ok(sec.saturating_mul(1_000_000_000).saturating_add(nsec))
+}
+
+/// `clock_nanosleep(clock, flags, req, rem)`: what glibc's `usleep` and
+/// `nanosleep` call.  Every clock here reads the same time since boot
+/// (see `clock_gettime`); the clocks Linux cannot sleep on are refused as
+/// Linux refuses them.
+fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64) -> R {
+    const TIMER_ABSTIME: u64 = 1;
+    match clock as i32 {
+        // REALTIME, MONOTONIC, PROCESS_CPUTIME_ID, BOOTTIME, the alarm
+        // clocks and TAI.
+        0 | 1 | 2 | 7 | 8 | 9 | 11 => {}
+        // THREAD_CPUTIME_ID, MONOTONIC_RAW and the coarse clocks have no
+        // sleep.
+        3..=6 => return Err(Errno::EOPNOTSUPP),
+        _ => return Err(Errno::EINVAL),
+    }
+    let ns = get_timespec(req)?;
+    let deadline = if flags & TIMER_ABSTIME != 0 {
+        ns
+    } else {
+        arch::now_ns().saturating_add(ns)
+    };
+    sleep_until(deadline);
+    Ok(0)
+}
+
+/// Sleep until the clock reads `deadline` (ns of `arch::now_ns`).
+fn sleep_until(deadline: u64) {
     loop {
         // One clock read per round: a second read could already be past
         // the deadline (an interrupt in between) and underflow `left`.
@@ -697,7 +737,6 @@ fn sys_nanosleep(req: u64, _rem: u64) -> R {
         // At most a second per nap: `sleep_ms` adds to the clock.
         sched::sleep_ms(left.div_ceil(1_000_000).clamp(1, 1000));
     }
-    Ok(0)
 }
 
 /// `prctl`: the process name and the THP switch; any other option is

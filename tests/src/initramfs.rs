@@ -9,6 +9,12 @@ pub const PROGRAMS: &[&str] = &["mthp-tests", "hello", "bench", "exhaust", "fuzz
 /// `cargo build` the user programs for `arch` and write
 /// `target/<target>/initramfs.cpio`; returns its path.
 pub fn build(arch: Arch) -> Result<PathBuf, String> {
+    build_with(arch, &[], "initramfs.cpio")
+}
+
+/// [`build`] with `extra` programs (name, ELF image) added at the root,
+/// written to `target/<target>/<file>`.
+pub fn build_with(arch: Arch, extra: &[(String, Vec<u8>)], file: &str) -> Result<PathBuf, String> {
     let root = workspace_root();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
@@ -60,10 +66,10 @@ pub fn build(arch: Arch) -> Result<PathBuf, String> {
             files.push((name, 0o100755u32, data));
         }
     }
-    let out = root
-        .join("target")
-        .join(arch.target())
-        .join("initramfs.cpio");
+    for (name, data) in extra {
+        files.push((name.clone(), 0o100755u32, data.clone()));
+    }
+    let out = root.join("target").join(arch.target()).join(file);
     std::fs::write(&out, newc(&files)).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
 }

@@ -17,6 +17,7 @@
 //!
 //! No dependencies beyond `std`, so the runner builds in a second.
 mod bench;
+mod cc;
 mod initramfs;
 mod qemu;
 mod suites;

@@ -247,7 +247,47 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         spec.mem = u.mem.into();
         total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s));
     }
+    total += libc_suite(arch, accel, kernel);
     total
+}
+
+/// `libc`: `tests/c/libc-tests.c` built with the system's C compiler and
+/// C library (`-static`), booted as init.  Skipped (and said so) when no
+/// compiler for `arch` is found (see `cc.rs`).
+fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
+    let tag = format!("{}/libc", arch.name());
+    let cc = match crate::cc::find(arch) {
+        Ok(c) => c,
+        Err(why) => {
+            println!("[{tag}] skipped: {why}");
+            return Tally::default();
+        }
+    };
+    let root = qemu::workspace_root();
+    let out = root.join("target").join(arch.target()).join("libc-tests");
+    let failed = |e: String| {
+        println!("[{tag}] build: FAILED: {e}");
+        Tally {
+            passed: 0,
+            failed: 1,
+        }
+    };
+    let exe = match crate::cc::build_static(&cc, &root.join("tests/c/libc-tests.c"), &out) {
+        Ok(b) => b,
+        Err(e) => return failed(e),
+    };
+    println!("[{tag}] built with {}", cc.what);
+    let initrd = match crate::initramfs::build_with(
+        arch,
+        &[("libc-tests".to_string(), exe)],
+        "initramfs-libc.cpio",
+    ) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let mut spec = RunSpec::new(arch, accel, kernel, "init=/libc-tests");
+    spec.initrd = Some(initrd);
+    run_suite(arch, "libc", &spec, Duration::from_secs(180))
 }
 
 /// Boot once and judge the report.  A suite that does not end properly

@@ -20,6 +20,7 @@ pub mod nr {
     pub const MREMAP: usize = 25;
     pub const MADVISE: usize = 28;
     pub const NANOSLEEP: usize = 35;
+    pub const CLOCK_NANOSLEEP: usize = 230;
     pub const GETPID: usize = 39;
     pub const CLONE: usize = 56;
     pub const EXIT: usize = 60;
@@ -61,6 +62,7 @@ pub mod nr {
     pub const EXIT: usize = 93;
     pub const EXIT_GROUP: usize = 94;
     pub const NANOSLEEP: usize = 101;
+    pub const CLOCK_NANOSLEEP: usize = 115;
     pub const CLOCK_GETTIME: usize = 113;
     pub const SCHED_YIELD: usize = 124;
     pub const REBOOT: usize = 142;
@@ -157,6 +159,7 @@ pub const EEXIST: i32 = 17;
 pub const ENODEV: i32 = 19;
 pub const EISDIR: i32 = 21;
 pub const EINVAL: i32 = 22;
+pub const EOPNOTSUPP: i32 = 95;
 pub const EMFILE: i32 = 24;
 pub const ENOTTY: i32 = 25;
 pub const ESPIPE: i32 = 29;

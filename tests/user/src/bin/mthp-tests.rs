@@ -2018,6 +2018,47 @@ fn bad_syscall_args() -> TestResult {
     let ts_zero = [0i64, 0];
     let p = |t: &[i64; 2]| t.as_ptr() as usize;
     t.row("nanosleep NULL", sc(nr::NANOSLEEP, &[0, 0]), E(sys::EFAULT));
+    let cns = nr::CLOCK_NANOSLEEP;
+    t.row(
+        "clock_nanosleep NULL",
+        sc(cns, &[1, 0, 0, 0]),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "clock_nanosleep nsec 1e9",
+        sc(cns, &[1, 0, p(&ts_bad_ns), 0]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "clock_nanosleep sec -1",
+        sc(cns, &[0, 0, p(&ts_neg), 0]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "clock_nanosleep thread cputime",
+        sc(cns, &[3, 0, p(&ts_zero), 0]),
+        E(sys::EOPNOTSUPP),
+    );
+    t.row(
+        "clock_nanosleep clock 99",
+        sc(cns, &[99, 0, p(&ts_zero), 0]),
+        E(sys::EINVAL),
+    );
+    t.row(
+        "clock_nanosleep monotonic_raw",
+        sc(cns, &[4, 0, p(&ts_zero), 0]),
+        E(sys::EOPNOTSUPP),
+    );
+    t.row(
+        "clock_nanosleep zero",
+        sc(cns, &[1, 0, p(&ts_zero), 0]),
+        Eq(0),
+    );
+    t.row(
+        "clock_nanosleep abstime past",
+        sc(cns, &[1, 1, p(&ts_zero), 0]),
+        Eq(0),
+    );
     t.row(
         "nanosleep kernel",
         sc(nr::NANOSLEEP, &[K, 0]),
