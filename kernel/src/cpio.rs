@@ -102,6 +102,11 @@ pub fn entries(a: &'static [u8]) -> impl Iterator<Item = Entry> {
     })
 }
 
+/// Every entry of the initramfs.
+pub fn all() -> impl Iterator<Item = Entry> {
+    entries(archive())
+}
+
 /// Find `path` (absolute or relative to `/`) in the initramfs.
 pub fn lookup(path: &str) -> Option<Entry> {
     let p = path.trim_start_matches('/');

@@ -69,6 +69,26 @@ pub struct Process {
     /// The initial stack pointer (Linux's `mm->start_stack`): smaps and
     /// maps name the VMA holding it `[stack]`.
     pub start_stack: AtomicU64,
+    /// Working directory (absolute, normalized); relative paths start here.
+    pub cwd: Mutex<String>,
+    /// The executable's path (`/proc/self/exe`).
+    pub exe: Mutex<String>,
+    /// File mode creation mask (`umask`; no file is ever created here, but
+    /// programs read and set it).
+    pub umask: AtomicU32,
+    /// Process group and session (`getpgid`, `setsid`, ...).
+    pub pgid: AtomicU32,
+    pub sid: AtomicU32,
+    /// Close-on-exec flag of each descriptor (bit `fd`; there is no
+    /// execve yet, so it is only remembered for `fcntl(F_GETFD)`).
+    pub cloexec: AtomicU64,
+    /// `rt_sigaction` dispositions, Linux's kernel `struct sigaction`
+    /// words (handler, flags, restorer, mask) per signal 1..=64.  Only
+    /// SIG_DFL and SIG_IGN act (SIGPIPE); handlers are remembered and
+    /// reported back but not yet called.
+    pub sigactions: Mutex<[[u64; 4]; 64]>,
+    /// `rt_sigprocmask`'s blocked set (bit `sig - 1`).
+    pub sigmask: AtomicU64,
     pub files: Mutex<Vec<Option<Arc<File>>>>,
     /// User TLS register (FS base / TPIDR_EL0).
     pub tls: AtomicU64,
@@ -128,13 +148,71 @@ impl Process {
     }
 
     pub fn close(&self, fd: u64) -> Result<(), Errno> {
-        let mut fs = self.files.lock();
-        match fs.get_mut(fd as usize) {
-            Some(slot @ Some(_)) => {
-                *slot = None;
-                Ok(())
+        let old = {
+            let mut fs = self.files.lock();
+            match fs.get_mut(fd as usize) {
+                Some(slot @ Some(_)) => slot.take(),
+                _ => return Err(Errno::EBADF),
             }
-            _ => Err(Errno::EBADF),
+        };
+        self.set_cloexec(fd, false);
+        // Dropped outside the table lock: closing a pipe end wakes waiters.
+        drop(old);
+        Ok(())
+    }
+
+    /// Install `f` at the lowest free descriptor at or above `min`
+    /// (`F_DUPFD`): EINVAL if `min` is beyond the table, EMFILE if full.
+    pub fn add_file_from(&self, f: Arc<File>, min: u64) -> Result<u64, Errno> {
+        if min >= MAX_FDS as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let mut fs = self.files.lock();
+        let min = min as usize;
+        if fs.len() < min {
+            fs.resize(min, None);
+        }
+        if let Some(i) = (min..fs.len()).find(|&i| fs[i].is_none()) {
+            fs[i] = Some(f);
+            return Ok(i as u64);
+        }
+        if fs.len() >= MAX_FDS {
+            return Err(Errno::EMFILE);
+        }
+        fs.push(Some(f));
+        Ok(fs.len() as u64 - 1)
+    }
+
+    /// Make `newfd` refer to `f` (`dup2`/`dup3`), closing what it held;
+    /// EBADF if `newfd` is beyond the table.
+    pub fn install_at(&self, f: Arc<File>, newfd: u64) -> Result<u64, Errno> {
+        if newfd >= MAX_FDS as u64 {
+            return Err(Errno::EBADF);
+        }
+        let old = {
+            let mut fs = self.files.lock();
+            let i = newfd as usize;
+            if fs.len() <= i {
+                fs.resize(i + 1, None);
+            }
+            fs[i].replace(f)
+        };
+        self.set_cloexec(newfd, false);
+        drop(old);
+        Ok(newfd)
+    }
+
+    pub fn cloexec_of(&self, fd: u64) -> bool {
+        fd < 64 && self.cloexec.load(Ordering::Relaxed) & (1 << fd) != 0
+    }
+
+    pub fn set_cloexec(&self, fd: u64, on: bool) {
+        if fd < 64 {
+            if on {
+                self.cloexec.fetch_or(1 << fd, Ordering::Relaxed);
+            } else {
+                self.cloexec.fetch_and(!(1 << fd), Ordering::Relaxed);
+            }
         }
     }
 
@@ -214,6 +292,14 @@ fn new_process(pid: u32, ppid: u32, name: &str, mm: Arc<UserMm>) -> Arc<Process>
         child_minflt: AtomicU64::new(0),
         brk: Mutex::new((0, 0)),
         start_stack: AtomicU64::new(0),
+        cwd: Mutex::new(String::from("/")),
+        exe: Mutex::new(String::new()),
+        umask: AtomicU32::new(0o022),
+        pgid: AtomicU32::new(pid),
+        sid: AtomicU32::new(pid),
+        cloexec: AtomicU64::new(0),
+        sigactions: Mutex::new([[0; 4]; 64]),
+        sigmask: AtomicU64::new(0),
         files: Mutex::new(Vec::new()),
         tls: AtomicU64::new(0),
         exit_status: Mutex::new(None),
@@ -237,6 +323,7 @@ pub fn start_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<u3
     let space = space_of(&mm);
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let p = new_process(pid, 0, path.rsplit('/').next().unwrap_or(path), mm);
+    *p.exe.lock() = crate::vfs::normalize(path);
     for _ in 0..3 {
         p.add_file(Arc::new(File::console()))?;
     }
@@ -414,6 +501,22 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
         parent.start_stack.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
+    *child.cwd.lock() = parent.cwd.lock().clone();
+    *child.exe.lock() = parent.exe.lock().clone();
+    *child.sigactions.lock() = *parent.sigactions.lock();
+    child
+        .sigmask
+        .store(parent.sigmask.load(Ordering::Relaxed), Ordering::Relaxed);
+    for (a, b) in [
+        (&child.umask, &parent.umask),
+        (&child.pgid, &parent.pgid),
+        (&child.sid, &parent.sid),
+    ] {
+        a.store(b.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    child
+        .cloexec
+        .store(parent.cloexec.load(Ordering::Relaxed), Ordering::Relaxed);
     child.tls.store(arch::user_tls(), Ordering::Relaxed);
     PROCS.lock().push(child.clone());
     let mut f = frame.duplicate();

@@ -9,6 +9,7 @@ use crate::arch;
 use crate::process::{self, Process};
 use crate::sched;
 use crate::vfs;
+use crate::{fdcalls, idcalls};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -66,6 +67,40 @@ enum Sys {
     Prctl,
     Pread64,
     ClockNanosleep,
+    Dup,
+    Dup2,
+    Dup3,
+    Fcntl,
+    Pipe,
+    Pipe2,
+    Getdents64,
+    Getcwd,
+    Chdir,
+    Fchdir,
+    Access,
+    Faccessat,
+    Faccessat2,
+    Readlink,
+    Readlinkat,
+    Umask,
+    Gettimeofday,
+    Time,
+    Sysinfo,
+    Getuid,
+    Geteuid,
+    Getgid,
+    Getegid,
+    Getresuid,
+    Getresgid,
+    Setpgid,
+    Getpgid,
+    Getpgrp,
+    Getsid,
+    Setsid,
+    Getpriority,
+    Setpriority,
+    SchedSetaffinity,
+    SchedGetaffinity,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -87,6 +122,40 @@ fn decode(nr: u64) -> Option<Sys> {
         16 => Ioctl,
         17 => Pread64,
         19 => Readv,
+        21 => Access,
+        22 => Pipe,
+        32 => Dup,
+        33 => Dup2,
+        72 => Fcntl,
+        79 => Getcwd,
+        80 => Chdir,
+        81 => Fchdir,
+        89 => Readlink,
+        95 => Umask,
+        96 => Gettimeofday,
+        99 => Sysinfo,
+        102 => Getuid,
+        104 => Getgid,
+        107 => Geteuid,
+        108 => Getegid,
+        109 => Setpgid,
+        111 => Getpgrp,
+        112 => Setsid,
+        118 => Getresuid,
+        120 => Getresgid,
+        121 => Getpgid,
+        124 => Getsid,
+        140 => Getpriority,
+        141 => Setpriority,
+        201 => Time,
+        203 => SchedSetaffinity,
+        204 => SchedGetaffinity,
+        217 => Getdents64,
+        267 => Readlinkat,
+        269 => Faccessat,
+        292 => Dup3,
+        293 => Pipe2,
+        439 => Faccessat2,
         20 => Writev,
         24 => SchedYield,
         25 => Mremap,
@@ -125,8 +194,36 @@ fn decode(nr: u64) -> Option<Sys> {
 fn decode(nr: u64) -> Option<Sys> {
     use Sys::*;
     Some(match nr {
+        17 => Getcwd,
+        23 => Dup,
+        24 => Dup3,
+        25 => Fcntl,
         29 => Ioctl,
         40 => Mount,
+        48 => Faccessat,
+        49 => Chdir,
+        50 => Fchdir,
+        59 => Pipe2,
+        61 => Getdents64,
+        78 => Readlinkat,
+        122 => SchedSetaffinity,
+        123 => SchedGetaffinity,
+        140 => Setpriority,
+        141 => Getpriority,
+        148 => Getresuid,
+        150 => Getresgid,
+        154 => Setpgid,
+        155 => Getpgid,
+        156 => Getsid,
+        157 => Setsid,
+        166 => Umask,
+        169 => Gettimeofday,
+        174 => Getuid,
+        175 => Geteuid,
+        176 => Getgid,
+        177 => Getegid,
+        179 => Sysinfo,
+        439 => Faccessat2,
         56 => Openat,
         57 => Close,
         62 => Lseek,
@@ -183,7 +280,7 @@ fn report_unknown(nr: u64, pid: u32) {
     info!("pid {}: unknown system call {} -> ENOSYS", pid, nr);
 }
 
-type R = Result<u64, Errno>;
+pub(crate) type R = Result<u64, Errno>;
 
 /// The system call entry (installed with `arch::set_syscall_handler`).
 pub fn dispatch(frame: &mut arch::UserFrame) {
@@ -216,12 +313,12 @@ fn neg(e: Errno) -> u64 {
     (-(e as i32 as i64)) as u64
 }
 
-fn efault<T>(r: Result<T, arch::EFault>) -> Result<T, Errno> {
+pub(crate) fn efault<T>(r: Result<T, arch::EFault>) -> Result<T, Errno> {
     r.map_err(|_| Errno::EFAULT)
 }
 
 /// Store 64-bit words (little-endian, as both arches) at a user address.
-fn put_words(addr: u64, words: &[u64]) -> Result<(), Errno> {
+pub(crate) fn put_words(addr: u64, words: &[u64]) -> Result<(), Errno> {
     let mut b = Vec::with_capacity(words.len() * 8);
     for w in words {
         b.extend_from_slice(&w.to_le_bytes());
@@ -229,7 +326,7 @@ fn put_words(addr: u64, words: &[u64]) -> Result<(), Errno> {
     efault(arch::copy_to_user(addr, &b))
 }
 
-fn get_u64s<const N: usize>(addr: u64) -> Result<[u64; N], Errno> {
+pub(crate) fn get_u64s<const N: usize>(addr: u64) -> Result<[u64; N], Errno> {
     let mut b = [0u8; 64];
     efault(arch::copy_from_user(&mut b[..N * 8], addr))?;
     let mut out = [0u64; N];
@@ -240,7 +337,7 @@ fn get_u64s<const N: usize>(addr: u64) -> Result<[u64; N], Errno> {
 }
 
 /// A NUL-terminated user string (at most 4095 bytes: ENAMETOOLONG).
-fn get_str(addr: u64) -> Result<String, Errno> {
+pub(crate) fn get_str(addr: u64) -> Result<String, Errno> {
     let mut out = Vec::new();
     let mut chunk = [0u8; 64];
     let mut a = addr;
@@ -269,6 +366,36 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         // half of the register is ignored.
         Read => sys_read(p, fd(a[0]), a[1], a[2]),
         Pread64 => sys_pread(p, fd(a[0]), a[1], a[2], a[3]),
+        Dup => fdcalls::dup(p, fd(a[0])),
+        Dup2 => fdcalls::dup3(p, fd(a[0]), fd(a[1]), 0, true),
+        Dup3 => fdcalls::dup3(p, fd(a[0]), fd(a[1]), a[2], false),
+        Fcntl => fdcalls::fcntl(p, fd(a[0]), a[1], a[2]),
+        Pipe => fdcalls::pipe2(p, a[0], 0),
+        Pipe2 => fdcalls::pipe2(p, a[0], a[1]),
+        Getdents64 => fdcalls::getdents64(p, fd(a[0]), a[1], a[2]),
+        Getcwd => fdcalls::getcwd(p, a[0], a[1]),
+        Chdir => fdcalls::chdir(p, Some(a[0]), 0),
+        Fchdir => fdcalls::chdir(p, None, fd(a[0])),
+        Access => fdcalls::faccessat(p, -100i64 as u64, a[0], a[1], 0),
+        Faccessat => fdcalls::faccessat(p, a[0], a[1], a[2], 0),
+        Faccessat2 => fdcalls::faccessat(p, a[0], a[1], a[2], a[3]),
+        Readlink => fdcalls::readlinkat(p, -100i64 as u64, a[0], a[1], a[2]),
+        Readlinkat => fdcalls::readlinkat(p, a[0], a[1], a[2], a[3]),
+        Umask => idcalls::umask(p, a[0]),
+        Gettimeofday => idcalls::gettimeofday(a[0], a[1]),
+        Time => idcalls::time(a[0]),
+        Sysinfo => idcalls::sysinfo(a[0]),
+        Getuid | Geteuid | Getgid | Getegid => Ok(0),
+        Getresuid | Getresgid => idcalls::getres_ids(a[0], a[1], a[2]),
+        Setpgid => idcalls::setpgid(p, a[0], a[1]),
+        Getpgid => idcalls::getpgid(p, a[0]),
+        Getpgrp => idcalls::getpgid(p, 0),
+        Getsid => idcalls::getsid(p, a[0]),
+        Setsid => idcalls::setsid(p),
+        Getpriority => idcalls::getpriority(p, a[0], a[1]),
+        Setpriority => idcalls::setpriority(p, a[0], a[1]),
+        SchedGetaffinity => idcalls::sched_getaffinity(p, a[0], a[1], a[2]),
+        SchedSetaffinity => idcalls::sched_setaffinity(p, a[0], a[1], a[2]),
         Write => sys_write(p, fd(a[0]), a[1], a[2]),
         Readv | Writev => sys_rwv(p, s == Writev, fd(a[0]), a[1], a[2]),
         Open => sys_openat(p, -100i64 as u64, a[0], a[1]),
@@ -400,41 +527,8 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(0)
         }
         Rseq => Err(Errno::ENOSYS),
-        RtSigaction => {
-            // Linux's order: the set size, the new action (read, so a bad
-            // pointer is EFAULT), the signal (SIGKILL and SIGSTOP cannot be
-            // caught), then the old action.
-            if a[3] != 8 {
-                return Err(Errno::EINVAL);
-            }
-            if a[1] != 0 {
-                get_u64s::<4>(a[1])?;
-            }
-            let sig = a[0] as i32;
-            if !(1..=64).contains(&sig) || (a[1] != 0 && (sig == 9 || sig == 19)) {
-                return Err(Errno::EINVAL);
-            }
-            if a[2] != 0 {
-                put_words(a[2], &[0u64; 4])?;
-            }
-            Ok(0)
-        }
-        RtSigprocmask => {
-            if a[3] != 8 {
-                return Err(Errno::EINVAL);
-            }
-            if a[1] != 0 {
-                get_u64s::<1>(a[1])?;
-                // SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK.
-                if a[0] as i32 > 2 || (a[0] as i32) < 0 {
-                    return Err(Errno::EINVAL);
-                }
-            }
-            if a[2] != 0 {
-                put_words(a[2], &[0])?;
-            }
-            Ok(0)
-        }
+        RtSigaction => idcalls::rt_sigaction(p, a[0], a[1], a[2], a[3]),
+        RtSigprocmask => idcalls::rt_sigprocmask(p, a[0], a[1], a[2], a[3]),
         Prlimit64 => {
             if a[2] != 0 {
                 // A new limit is read (EFAULT) but never applied.
@@ -469,8 +563,16 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(len as u64)
         }
         Ioctl => {
-            p.file(fd(a[0]))?;
-            Err(Errno::ENOTTY)
+            const FIONREAD: u64 = 0x541b;
+            let f = p.file(fd(a[0]))?;
+            match (&f.node, a[1] as u32 as u64) {
+                (vfs::Node::Pipe(end), FIONREAD) => {
+                    let n = end.pipe.available() as u32;
+                    efault(arch::copy_to_user(a[2], &n.to_le_bytes()))?;
+                    Ok(0)
+                }
+                _ => Err(Errno::ENOTTY),
+            }
         }
         Mount => {
             let fstype = if a[2] == 0 {
@@ -513,7 +615,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
 
 /// Linux's `access_ok`: `[addr, addr + len)` lies below the top of user
 /// space (whether it is mapped is found out by the copy).
-fn access_ok(addr: u64, len: u64) -> bool {
+pub(crate) fn access_ok(addr: u64, len: u64) -> bool {
     addr.checked_add(len).is_some_and(|e| e <= arch::USER_TOP)
 }
 
@@ -574,7 +676,24 @@ fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
     let len = len.min(1 << 20) as usize;
     let mut k = vec![0u8; len];
     efault(arch::copy_from_user(&mut k, buf))?;
-    f.write(&k).map(|n| n as u64)
+    let r = f.write(&k).map(|n| n as u64);
+    if r == Err(Errno::EPIPE) {
+        // `sigpipe` may not return: nothing of this call may stay alive.
+        drop(k);
+        drop(f);
+        sigpipe(p);
+    }
+    r
+}
+
+/// A write to a pipe with no reader: SIGPIPE, whose default action ends
+/// the process (as Linux; ignored or blocked, the write fails with EPIPE).
+fn sigpipe(p: &Process) {
+    const SIGPIPE: i32 = 13;
+    let blocked = p.sigmask.load(Ordering::Relaxed) & (1 << (SIGPIPE - 1)) != 0;
+    if idcalls::is_default(p, SIGPIPE) && !blocked {
+        process::exit_current(SIGPIPE);
+    }
 }
 
 fn sys_rwv(p: &Process, write: bool, fd: u64, iov: u64, cnt: u64) -> R {

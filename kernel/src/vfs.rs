@@ -36,8 +36,11 @@ pub enum Node {
         data: Vec<u8>,
         knob: Option<String>,
     },
-    /// A directory (reads fail with EISDIR).
-    Dir,
+    /// A directory, by its normalized path (reads fail with EISDIR;
+    /// `getdents64` lists it, see [`list_dir`]).
+    Dir(String),
+    /// One end of a pipe.
+    Pipe(crate::pipe::PipeEnd),
     SplitHugePages,
     /// `/sys/kernel/debug/mthp/perf` opened for writing (commands).
     Perf,
@@ -73,6 +76,12 @@ fn read_entries(
     Ok(entries.len() * 8)
 }
 
+/// `O_NONBLOCK` and `O_APPEND`: the status flags `fcntl(F_SETFL)` may
+/// change (Linux's `SETFL_MASK` minus what this kernel has no use for).
+pub const O_NONBLOCK: u32 = 0o4000;
+pub const O_APPEND: u32 = 0o2000;
+pub const SETFL_MASK: u32 = O_NONBLOCK | O_APPEND;
+
 #[derive(Debug)]
 pub struct File {
     pub node: Node,
@@ -81,17 +90,41 @@ pub struct File {
     pub writable: bool,
     /// st_mode for fstat.
     pub mode: u32,
+    /// Status flags (`O_NONBLOCK`, `O_APPEND`): `fcntl(F_GETFL/F_SETFL)`.
+    pub status: core::sync::atomic::AtomicU32,
 }
 
 impl File {
     pub fn console() -> File {
+        File::new(Node::Console, true, true, 0o020620)
+    }
+
+    pub fn new(node: Node, readable: bool, writable: bool, mode: u32) -> File {
         File {
-            node: Node::Console,
+            node,
             pos: Mutex::new(0),
-            readable: true,
-            writable: true,
-            mode: 0o020620,
+            readable,
+            writable,
+            mode,
+            status: core::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// A new pipe as two open files: (read end, write end), with `status`
+    /// flags (`O_NONBLOCK` from `pipe2`).
+    pub fn pipe(status: u32) -> (File, File) {
+        let (r, w) = crate::pipe::new();
+        let r = File::new(Node::Pipe(r), true, false, 0o010600);
+        let w = File::new(Node::Pipe(w), false, true, 0o010600);
+        r.status
+            .store(status, core::sync::atomic::Ordering::Relaxed);
+        w.status
+            .store(status, core::sync::atomic::Ordering::Relaxed);
+        (r, w)
+    }
+
+    fn nonblock(&self) -> bool {
+        self.status.load(core::sync::atomic::Ordering::Relaxed) & O_NONBLOCK != 0
     }
 
     pub fn size(&self) -> u64 {
@@ -104,6 +137,13 @@ impl File {
 
     /// Read at the file position into `buf` (a kernel buffer).
     pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        if let Node::Pipe(end) = &self.node {
+            if !self.readable {
+                return Err(Errno::EBADF);
+            }
+            // Blocks: no lock may be held across it.
+            return end.pipe.read(buf, self.nonblock());
+        }
         let mut pos = self.pos.lock();
         let n = self.read_at(*pos, buf)?;
         *pos += n as u64;
@@ -111,9 +151,9 @@ impl File {
     }
 
     /// Whether the file has positions (`pread64`, `lseek`): everything but
-    /// the console, which is a terminal.
+    /// the console (a terminal) and pipes.
     pub fn positional(&self) -> bool {
-        !matches!(self.node, Node::Console)
+        !matches!(self.node, Node::Console | Node::Pipe(_))
     }
 
     /// Read at byte offset `pos` into `buf` without moving the file
@@ -130,8 +170,9 @@ impl File {
             Node::Console | Node::Null => return Ok(0),
             Node::Bytes(b) => b,
             Node::Text { data, .. } => data,
-            Node::Dir => return Err(Errno::EISDIR),
+            Node::Dir(_) => return Err(Errno::EISDIR),
             Node::SplitHugePages | Node::Perf => return Err(Errno::EINVAL),
+            Node::Pipe(_) => return Err(Errno::ESPIPE),
             Node::Pagemap { pid } => {
                 return read_entries(pos, buf, |first, n| {
                     let va = first.saturating_mul(mm::addr::PAGE_SIZE);
@@ -174,7 +215,8 @@ impl File {
             }
             Node::SplitHugePages => split_huge_pages(data).map(|_| data.len()),
             Node::Perf => crate::perfdev::write(data).map(|_| data.len()),
-            Node::Dir => Err(Errno::EISDIR),
+            Node::Pipe(end) => end.pipe.write(data, self.nonblock()),
+            Node::Dir(_) => Err(Errno::EISDIR),
             _ => Err(Errno::EBADF),
         }
     }
@@ -187,7 +229,7 @@ impl File {
             2 => self.size() as i64,
             _ => return Err(Errno::EINVAL),
         };
-        if matches!(self.node, Node::Console) {
+        if !self.positional() {
             return Err(Errno::ESPIPE);
         }
         let new = base
@@ -230,31 +272,138 @@ fn text(data: String) -> Node {
     }
 }
 
+/// `path` made absolute against `me`'s working directory and normalized.
+pub fn absolute(me: &Process, path: &str) -> String {
+    if path.starts_with('/') {
+        normalize(path)
+    } else {
+        normalize(&format!("{}/{}", me.cwd.lock(), path))
+    }
+}
+
+/// `d_type` values of `getdents64`.
+pub const DT_CHR: u8 = 2;
+pub const DT_DIR: u8 = 4;
+pub const DT_REG: u8 = 8;
+pub const DT_LNK: u8 = 10;
+
+/// The entries of directory `path` (normalized, absolute), `.` and `..`
+/// first, as `getdents64` returns them: the synthetic `/dev`, `/proc` and
+/// `/sys` trees, the THP sysfs tree from the registry, and the initramfs.
+pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
+    let mut v: Vec<(String, u8)> = alloc::vec![(".".into(), DT_DIR), ("..".into(), DT_DIR)];
+    let mut add = |names: &[&str], t: u8| {
+        for n in names {
+            v.push((String::from(*n), t));
+        }
+    };
+    match path {
+        "/dev" => add(&["console", "null", "tty"], DT_CHR),
+        "/proc" => {
+            add(
+                &[
+                    "buddyinfo",
+                    "cmdline",
+                    "kpageflags",
+                    "meminfo",
+                    "pagetypeinfo",
+                    "vmstat",
+                ],
+                DT_REG,
+            );
+            add(&["self"], DT_LNK);
+            for p in process::all() {
+                v.push((format!("{}", p.pid), DT_DIR));
+            }
+        }
+        "/sys" => add(&["devices", "kernel"], DT_DIR),
+        "/sys/kernel" => add(&["debug", "mm"], DT_DIR),
+        "/sys/kernel/mm" => add(&["transparent_hugepage"], DT_DIR),
+        "/sys/kernel/debug" => {
+            add(&["mthp"], DT_DIR);
+            add(&["split_huge_pages"], DT_REG);
+        }
+        "/sys/devices" => add(&["system"], DT_DIR),
+        "/sys/devices/system" => add(&["cpu"], DT_DIR),
+        CPU_DIR => add(&["online", "possible", "present"], DT_REG),
+        crate::perfdev::DIR => add(&["perf"], DT_REG),
+        _ if path.starts_with("/proc/") => add(&["maps", "pagemap", "smaps"], DT_REG),
+        _ if path == SYSFS_ROOT || path.starts_with(SYSFS_ROOT) => {
+            let rel = path[SYSFS_ROOT.len()..].trim_start_matches('/');
+            for e in THP.list(rel)? {
+                v.push((e.name, if e.is_dir { DT_DIR } else { DT_REG }));
+            }
+        }
+        _ => {
+            if path == "/" {
+                add(&["dev", "proc", "sys"], DT_DIR);
+            }
+            let prefix = path.trim_start_matches('/');
+            for e in crate::cpio::all() {
+                let rest = if prefix.is_empty() {
+                    Some(e.name)
+                } else {
+                    e.name
+                        .strip_prefix(prefix)
+                        .and_then(|r| r.strip_prefix('/'))
+                };
+                if let Some(name) = rest.filter(|r| !r.is_empty() && !r.contains('/'))
+                    && !v.iter().any(|(n, _)| n == name)
+                {
+                    v.push((String::from(name), if e.is_dir() { DT_DIR } else { DT_REG }));
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// `/sys/devices/system/cpu`: `online`, `possible` and `present` say CPU
+/// 0 (what glibc's `sysconf(_SC_NPROCESSORS_*)` reads).
+const CPU_DIR: &str = "/sys/devices/system/cpu";
+
 /// Open `path` with `flags` for process `me`.
 pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
-    let path = normalize(path);
+    let path = absolute(me, path);
     let acc = flags & O_ACCMODE;
     let wants_write = acc == O_WRONLY || acc == O_RDWR;
     let readable = acc != O_WRONLY;
-    let mk = |node: Node, mode: u32| File {
-        node,
-        pos: Mutex::new(0),
-        readable,
-        writable: wants_write,
-        mode,
+    let mk = |node: Node, mode: u32| {
+        let f = File::new(node, readable, wants_write, mode);
+        f.status.store(
+            flags as u32 & SETFL_MASK,
+            core::sync::atomic::Ordering::Relaxed,
+        );
+        f
     };
     let dir_ok = |path: &str| -> Result<File, Errno> {
-        let _ = path;
         if wants_write {
             return Err(Errno::EISDIR);
         }
-        Ok(mk(Node::Dir, 0o040755))
+        Ok(mk(Node::Dir(String::from(path)), 0o040755))
     };
     match path.as_str() {
         "/dev/console" | "/dev/tty" => return Ok(mk(Node::Console, 0o020620)),
         "/dev/null" => return Ok(mk(Node::Null, 0o020666)),
-        "/" | "/dev" | "/proc" | "/sys" | "/sys/kernel" | "/sys/kernel/mm"
-        | "/sys/kernel/debug" | "/proc/self" => return dir_ok(&path),
+        "/"
+        | "/dev"
+        | "/proc"
+        | "/sys"
+        | "/sys/kernel"
+        | "/sys/kernel/mm"
+        | "/sys/kernel/debug"
+        | "/proc/self"
+        | "/sys/devices"
+        | "/sys/devices/system"
+        | CPU_DIR => return dir_ok(&path),
+        "/sys/devices/system/cpu/online"
+        | "/sys/devices/system/cpu/possible"
+        | "/sys/devices/system/cpu/present" => {
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            return Ok(mk(text(String::from("0\n")), 0o100444));
+        }
         crate::perfdev::DIR => return dir_ok(&path),
         crate::perfdev::PATH => {
             if wants_write {
@@ -298,6 +447,10 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/proc/") {
+        if let Ok(pid) = rest.parse::<u32>() {
+            process::find(pid).ok_or(Errno::ENOENT)?;
+            return dir_ok(&path);
+        }
         let (who, file) = rest.split_once('/').ok_or(Errno::ENOENT)?;
         let target = if who == "self" {
             process::find(me.pid)
@@ -323,7 +476,7 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         let rel = rest.trim_start_matches('/');
         let info = THP.stat(rel)?;
         if info.is_dir {
-            return dir_ok(rel);
+            return dir_ok(&path);
         }
         if wants_write && info.mode & 0o200 == 0 {
             return Err(Errno::EACCES);

@@ -348,6 +348,27 @@ fn call_table() -> &'static [(usize, &'static str, [A; 6])] {
         (nr::PRLIMIT64, "prlimit64", [Pid, Int, Ptr, Ptr, Z, Z]),
         (nr::GETRANDOM, "getrandom", [Ptr, Len, Flags, Z, Z, Z]),
         (nr::PRCTL, "prctl", [Int, Ptr, Int, Int, Int, Z]),
+        (nr::PIPE2, "pipe2", [Ptr, Flags, Z, Z, Z, Z]),
+        (nr::DUP, "dup", [Fd, Z, Z, Z, Z, Z]),
+        (nr::DUP3, "dup3", [Fd, Fd, Flags, Z, Z, Z]),
+        (nr::FCNTL, "fcntl", [Fd, Int, Int, Z, Z, Z]),
+        (nr::GETDENTS64, "getdents64", [Fd, Ptr, Len, Z, Z, Z]),
+        (nr::GETCWD, "getcwd", [Ptr, Len, Z, Z, Z, Z]),
+        (nr::CHDIR, "chdir", [Path, Z, Z, Z, Z, Z]),
+        (nr::FACCESSAT, "faccessat", [DirFd, Path, Int, Z, Z, Z]),
+        (nr::READLINKAT, "readlinkat", [DirFd, Path, Ptr, Len, Z, Z]),
+        (nr::UMASK, "umask", [Int, Z, Z, Z, Z, Z]),
+        (nr::SYSINFO, "sysinfo", [Ptr, Z, Z, Z, Z, Z]),
+        (nr::GETTIMEOFDAY, "gettimeofday", [Ptr, Ptr, Z, Z, Z, Z]),
+        (
+            nr::SCHED_GETAFFINITY,
+            "sched_getaffinity",
+            [Pid, Len, Ptr, Z, Z, Z],
+        ),
+        (nr::GETPGID, "getpgid", [Pid, Z, Z, Z, Z, Z]),
+        (nr::SETPGID, "setpgid", [Pid, Pid, Z, Z, Z, Z]),
+        (nr::GETSID, "getsid", [Pid, Z, Z, Z, Z, Z]),
+        (nr::SETSID, "setsid", [Z, Z, Z, Z, Z, Z]),
         (nr::IOCTL, "ioctl", [Fd, Int, Ptr, Z, Z, Z]),
         (nr::MOUNT, "mount", [Path, Path, Path, Flags, Ptr, Z]),
         (nr::KILL, "kill", [Pid, Sig, Z, Z, Z, Z]),
@@ -358,12 +379,17 @@ fn call_table() -> &'static [(usize, &'static str, [A; 6])] {
 }
 
 /// System call numbers the "unknown" entry must never hit (it draws
-/// random numbers): they could end or fork the child.
+/// random numbers): they could end or fork the child, or (unsanitised)
+/// make blocking pipes, replace the console, restore SIGPIPE or sleep.
 fn forbidden(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    const DENY: &[usize] = &[56, 57, 58, 59, 60, 62, 169, 231, 158, 322, 435];
+    const DENY: &[usize] = &[
+        56, 57, 58, 59, 60, 62, 169, 231, 158, 322, 435, 13, 22, 33, 35, 72, 230, 292, 293,
+    ];
     #[cfg(target_arch = "aarch64")]
-    const DENY: &[usize] = &[93, 94, 129, 142, 220, 221, 281, 435];
+    const DENY: &[usize] = &[
+        93, 94, 129, 142, 220, 221, 281, 435, 24, 25, 59, 101, 115, 134,
+    ];
     DENY.contains(&n)
 }
 
@@ -468,6 +494,10 @@ impl Fuzzer {
     }
 
     fn run(&mut self, calls: u64) -> i32 {
+        // A write to a pipe nobody reads must fail (EPIPE), not end the
+        // run with SIGPIPE; `sanitise` keeps SIGPIPE's disposition.
+        let ign = [1usize, 0, 0, 0];
+        sys::syscall(nr::RT_SIGACTION, &[13, ign.as_ptr() as usize, 0, 8]);
         let table = call_table();
         for i in 0..calls {
             if i % 256 == 255 {
@@ -538,6 +568,20 @@ impl Fuzzer {
         if n == nr::CLOSE && a[0] as u32 <= 2 {
             // Keep the console: failures must still be printed.
             a[0] |= 0x100;
+        }
+        if n == nr::DUP3 && a[1] as u32 <= 2 {
+            a[1] |= 0x100;
+        }
+        // Pipes this program makes are non-blocking (it holds both ends,
+        // so a blocking read or write could wait forever), and stay so.
+        if n == nr::PIPE2 {
+            a[1] |= 0o4000;
+        }
+        if n == nr::FCNTL && a[1] as u32 == 4 {
+            a[2] |= 0o4000;
+        }
+        if n == nr::RT_SIGACTION && a[0] as u32 == 13 {
+            a[0] = 10;
         }
         #[cfg(target_arch = "x86_64")]
         if n == 158 && a[0] as u32 == 0x1002 {

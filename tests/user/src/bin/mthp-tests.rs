@@ -76,6 +76,8 @@ static TESTS: &[Test] = &[
     ("brk_grows_heap", brk_grows_heap),
     ("tls_register_per_process", tls_register_per_process),
     ("fpu_state_per_process", fpu_state_per_process),
+    ("pipe_between_processes", pipe_between_processes),
+    ("descriptors_and_directories", descriptors_and_directories),
 ];
 
 // ---------------------------------------------------------------- helpers
@@ -2459,6 +2461,310 @@ fn fpu_state_per_process() -> TestResult {
     ensure!(
         wifexited(st) && wexitstatus(st) == 0,
         "the child's FP/SIMD registers changed while the parent ran (status {st:#x})"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn pipe2(flags: usize) -> Result<(i32, i32), mthp_user::Msg> {
+    let mut fds = [0i32; 2];
+    let r = sys::syscall(sys::nr::PIPE2, &[fds.as_mut_ptr() as usize, flags]);
+    ensure!(r == 0, "pipe2: {r}");
+    Ok((fds[0], fds[1]))
+}
+
+/// Pipes as Linux has them: a child's writes reach the parent, whose read
+/// blocks until they come (the child sleeps first); end of file once every
+/// write end is closed (the parent's own copy included); O_NONBLOCK reads
+/// of an empty pipe fail with EAGAIN; writing with no reader fails with
+/// EPIPE when SIGPIPE is ignored and kills the writer with SIGPIPE by
+/// default; lseek on a pipe is ESPIPE.
+fn pipe_between_processes() -> TestResult {
+    let (r, w) = pipe2(0)?;
+    let pid = sys::fork();
+    if pid == 0 {
+        sys::close(r);
+        sys::nanosleep(&sys::Timespec {
+            sec: 0,
+            nsec: 20_000_000,
+        });
+        let msg = b"hello through a pipe";
+        let ok = sys::write(w, msg) == msg.len() as isize;
+        sys::exit(if ok { 0 } else { 1 });
+    }
+    ensure!(pid > 0, "fork: {pid}");
+    sys::close(w);
+    let mut buf = [0u8; 64];
+    let n = sys::read(r, &mut buf);
+    ensure!(
+        &buf[..n.max(0) as usize] == b"hello through a pipe",
+        "read {n} bytes: {:?}",
+        core::str::from_utf8(&buf[..n.max(0) as usize])
+    );
+    let n = sys::read(r, &mut buf);
+    ensure!(
+        n == 0,
+        "read after the writer exited: {n}, expected 0 (EOF)"
+    );
+    let mut st = 0;
+    ensure!(
+        sys::wait4(pid, &mut st, 0) == pid && st == 0,
+        "writer status {st:#x}"
+    );
+    let l = sys::syscall(sys::nr::LSEEK, &[r as usize, 0, 0]);
+    ensure!(l == -(sys::ESPIPE as isize), "lseek on a pipe: {l}");
+    sys::close(r);
+
+    let (r, w) = pipe2(0o4000)?; // O_NONBLOCK
+    let n = sys::read(r, &mut buf);
+    ensure!(
+        n == -(sys::EAGAIN as isize),
+        "O_NONBLOCK read of an empty pipe: {n}"
+    );
+    sys::close(r);
+    // No reader: SIGPIPE ignored -> EPIPE.
+    let ign = [1usize, 0, 0, 0]; // SIG_IGN
+    let mut old = [0usize; 4];
+    sys::syscall(
+        sys::nr::RT_SIGACTION,
+        &[13, ign.as_ptr() as usize, old.as_mut_ptr() as usize, 8],
+    );
+    let n = sys::write(w, b"x");
+    sys::syscall(sys::nr::RT_SIGACTION, &[13, old.as_ptr() as usize, 0, 8]);
+    ensure!(
+        n == -(sys::EPIPE as isize),
+        "write with no reader, SIGPIPE ignored: {n}"
+    );
+    // By default the writer dies of SIGPIPE.
+    let st = in_child(|| {
+        sys::write(w, b"x");
+        3
+    })?;
+    sys::close(w);
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == 13,
+        "a writer with no reader: status {st:#x}, expected killed by SIGPIPE"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// `dup`/`dup3`/`fcntl`, `getdents64`, `getcwd`/`chdir`, `readlinkat`,
+/// `faccessat`, the id calls and `sysinfo`, checked as Linux answers them.
+fn descriptors_and_directories() -> TestResult {
+    use sys::nr;
+    let sc = |n: usize, a: &[usize]| sys::syscall(n, a);
+    // Root, as everything here.
+    ensure!(
+        sc(nr::GETUID, &[]) == 0 && sc(nr::GETEUID, &[]) == 0,
+        "not uid 0"
+    );
+    // dup/dup3/fcntl on /proc/meminfo: shared offset, close-on-exec.
+    let fd = sys::open(b"/proc/meminfo\0", sys::O_RDONLY);
+    ensure!(fd >= 0, "open: {fd}");
+    let fd = fd as usize;
+    let d = sc(nr::DUP, &[fd]);
+    ensure!(d > fd as isize, "dup: {d}");
+    let mut a = [0u8; 8];
+    sys::read(fd as i32, &mut a);
+    let mut b = [0u8; 8];
+    sys::read(d as i32, &mut b);
+    ensure!(a[..] != b[..], "dup'ed descriptors do not share the offset");
+    const O_CLOEXEC: usize = 0o2000000;
+    let d3 = sc(nr::DUP3, &[fd, 40, O_CLOEXEC]);
+    ensure!(d3 == 40, "dup3 to 40: {d3}");
+    ensure!(
+        sc(nr::FCNTL, &[40, 1, 0]) == 1,
+        "F_GETFD after dup3(O_CLOEXEC)"
+    );
+    ensure!(
+        sc(nr::FCNTL, &[40, 2, 0]) == 0 && sc(nr::FCNTL, &[40, 1, 0]) == 0,
+        "F_SETFD 0"
+    );
+    ensure!(
+        sc(nr::DUP3, &[fd, fd, 0]) == -(sys::EINVAL as isize),
+        "dup3 to itself"
+    );
+    ensure!(
+        sc(nr::DUP3, &[fd, 41, 1]) == -(sys::EINVAL as isize),
+        "dup3 bad flags"
+    );
+    ensure!(
+        sc(nr::FCNTL, &[fd, 3, 0]) & 3 == 0,
+        "F_GETFL of a read-only file"
+    );
+    let n = sc(nr::FCNTL, &[fd, 0, 50]);
+    ensure!(n == 50, "F_DUPFD from 50: {n}");
+    ensure!(
+        sc(nr::FCNTL, &[fd, 0x7fff, 0]) == -(sys::EINVAL as isize),
+        "unknown fcntl"
+    );
+    ensure!(
+        sc(nr::FCNTL, &[99, 1, 0]) == -(sys::EBADF as isize),
+        "fcntl on fd 99"
+    );
+    for f in [fd as i32, d as i32, 40, 50] {
+        sys::close(f);
+    }
+    // getdents64 of the THP sysfs directory.
+    let dir = sys::open(path!("{THP}").c(), sys::O_RDONLY | 0o200000);
+    ensure!(dir >= 0, "open {THP}: {dir}");
+    let mut buf = [0u8; 4096];
+    let mut names_seen = 0;
+    let (mut has_enabled, mut has_64k, mut has_khugepaged) = (false, false, false);
+    loop {
+        let n = sc(
+            nr::GETDENTS64,
+            &[dir as usize, buf.as_mut_ptr() as usize, buf.len()],
+        );
+        ensure!(n >= 0, "getdents64: {n}");
+        if n == 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            let reclen = u16::from_le_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let dtype = buf[off + 18];
+            let name = &buf[off + 19..off + reclen];
+            let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+            has_enabled |= name == b"enabled" && dtype == 8;
+            has_64k |= name == b"hugepages-64kB" && dtype == 4;
+            has_khugepaged |= name == b"khugepaged" && dtype == 4;
+            names_seen += 1;
+            off += reclen;
+        }
+    }
+    let small = sc(
+        nr::GETDENTS64,
+        &[dir as usize, buf.as_mut_ptr() as usize, 8],
+    );
+    sys::close(dir as i32);
+    ensure!(
+        has_enabled && has_64k && has_khugepaged,
+        "{THP} listing ({names_seen} names) lacks enabled/hugepages-64kB/khugepaged"
+    );
+    ensure!(
+        small == 0 || small == -(sys::EINVAL as isize),
+        "getdents64 at the end: {small}"
+    );
+    let f = sys::open(b"/proc/meminfo\0", sys::O_RDONLY);
+    let nd = sc(
+        nr::GETDENTS64,
+        &[f as usize, buf.as_mut_ptr() as usize, buf.len()],
+    );
+    sys::close(f as i32);
+    ensure!(nd == -(sys::ENOTDIR as isize), "getdents64 of a file: {nd}");
+    // getcwd / chdir.
+    let mut cwd = [0u8; 256];
+    let n = sc(nr::GETCWD, &[cwd.as_mut_ptr() as usize, cwd.len()]);
+    ensure!(n > 0, "getcwd: {n}");
+    let saved = cwd;
+    ensure!(
+        sc(nr::CHDIR, &[path!("{THP}").c().as_ptr() as usize]) == 0,
+        "chdir {THP}"
+    );
+    let n = sc(nr::GETCWD, &[cwd.as_mut_ptr() as usize, cwd.len()]);
+    ensure!(
+        n as usize == THP.len() + 1 && &cwd[..THP.len()] == THP.as_bytes(),
+        "getcwd after chdir: {n}"
+    );
+    let rel = sys::open(b"enabled\0", sys::O_RDONLY);
+    ensure!(rel >= 0, "open of a relative path after chdir: {rel}");
+    sys::close(rel as i32);
+    ensure!(
+        sc(nr::GETCWD, &[cwd.as_mut_ptr() as usize, 3]) == -(sys::ERANGE as isize),
+        "getcwd small"
+    );
+    ensure!(
+        sc(nr::CHDIR, &[b"enabled\0".as_ptr() as usize]) == -(sys::ENOTDIR as isize),
+        "chdir to a file"
+    );
+    ensure!(
+        sc(nr::CHDIR, &[b"/nonexistent\0".as_ptr() as usize]) == -(sys::ENOENT as isize),
+        "chdir to nothing"
+    );
+    ensure!(sc(nr::CHDIR, &[saved.as_ptr() as usize]) == 0, "chdir back");
+    // readlinkat /proc/self/exe; faccessat.
+    let mut l = [0u8; 256];
+    let n = sc(
+        nr::READLINKAT,
+        &[
+            (-100isize) as usize,
+            b"/proc/self/exe\0".as_ptr() as usize,
+            l.as_mut_ptr() as usize,
+            l.len(),
+        ],
+    );
+    ensure!(n > 0 && l[0] == b'/', "readlink /proc/self/exe: {n}");
+    let n = sc(
+        nr::READLINKAT,
+        &[
+            (-100isize) as usize,
+            b"/proc/meminfo\0".as_ptr() as usize,
+            l.as_mut_ptr() as usize,
+            l.len(),
+        ],
+    );
+    ensure!(n == -(sys::EINVAL as isize), "readlink of a file: {n}");
+    let at = (-100isize) as usize;
+    ensure!(
+        sc(
+            nr::FACCESSAT,
+            &[at, b"/proc/meminfo\0".as_ptr() as usize, 4]
+        ) == 0,
+        "access R_OK"
+    );
+    ensure!(
+        sc(nr::FACCESSAT, &[at, b"/nonexistent\0".as_ptr() as usize, 0]) == -(sys::ENOENT as isize),
+        "access missing"
+    );
+    ensure!(
+        sc(
+            nr::FACCESSAT,
+            &[at, b"/proc/meminfo\0".as_ptr() as usize, 8]
+        ) == -(sys::EINVAL as isize),
+        "access bad mode"
+    );
+    // umask, sysinfo, sched_getaffinity, process groups.
+    let old = sc(nr::UMASK, &[0o077]);
+    ensure!(
+        sc(nr::UMASK, &[old as usize]) == 0o077,
+        "umask did not stick"
+    );
+    let mut si = [0u64; 14];
+    ensure!(sc(nr::SYSINFO, &[si.as_mut_ptr() as usize]) == 0, "sysinfo");
+    ensure!(
+        si[4] > 0 && si[5] > 0 && si[5] <= si[4],
+        "sysinfo RAM {} free {}",
+        si[4],
+        si[5]
+    );
+    let mut mask = [0u64; 16];
+    let n = sc(nr::SCHED_GETAFFINITY, &[0, 128, mask.as_mut_ptr() as usize]);
+    ensure!(
+        n > 0 && mask[0] & 1 == 1,
+        "sched_getaffinity: {n} {:#x}",
+        mask[0]
+    );
+    ensure!(
+        sc(nr::SCHED_GETAFFINITY, &[0, 3, mask.as_mut_ptr() as usize]) == -(sys::EINVAL as isize),
+        "affinity len 3"
+    );
+    let st = in_child(|| {
+        let me = sys::getpid() as isize;
+        if sc(nr::GETPGID, &[0]) == me {
+            return 1; // a fork is in its parent's group
+        }
+        if sc(nr::SETSID, &[]) != me || sc(nr::GETSID, &[0]) != me || sc(nr::GETPGID, &[0]) != me {
+            return 2;
+        }
+        if sc(nr::SETSID, &[]) != -(sys::EPERM as isize) {
+            return 3;
+        }
+        0
+    })?;
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "process groups: step {} failed",
+        wexitstatus(st)
     );
     Ok(Outcome::Pass)
 }
