@@ -434,6 +434,41 @@ pub fn on_tick() {
     if g.cpus[cpu].current == g.cpus[cpu].idle && g.cpus[cpu].rq.len > 0 {
         NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
     }
+    if let Some(what) = crate::selftest::overdue(now) {
+        // A self-test has hung with interrupts still arriving: say what
+        // every thread is doing, then fail the run now rather than at the
+        // runner's timeout (the panic reports the test as FAILED).
+        g.dump(cpu, now);
+        drop(g);
+        panic!("self-test watchdog: {what}");
+    }
+}
+
+impl Sched {
+    /// Every thread's state, printed without allocating or taking the
+    /// console lock (this runs in the timer interrupt).
+    fn dump(&self, cpu: usize, now: u64) {
+        crate::log::print_unlocked(format_args!(
+            "watchdog: cpu {} current {} idle {}, run queue {} threads, preempt count {}\n",
+            cpu,
+            self.cpus[cpu].current,
+            self.cpus[cpu].idle,
+            self.cpus[cpu].rq.len,
+            PREEMPT_COUNT[cpu].load(Ordering::Relaxed),
+        ));
+        for t in self.threads.iter().flatten() {
+            let wake = t.wake_at.load(Ordering::Relaxed);
+            crate::log::print_unlocked(format_args!(
+                "watchdog:   thread {} '{}' {:?}, saved preempt {}, wake in {} ms, user root {:#x}\n",
+                t.id,
+                t.name,
+                t.state(),
+                t.preempt.load(Ordering::Relaxed),
+                wake.saturating_sub(now) / 1_000_000,
+                t.space_root.load(Ordering::Relaxed),
+            ));
+        }
+    }
 }
 
 /// IRQ-exit hook (interrupts masked, after the EOI): preempt if due.

@@ -10,8 +10,16 @@
 //! (panic=abort), so the panic handler reports the running test as FAILED,
 //! prints the summary counting it, and fails the run.
 use crate::arch;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use ktest::KTest;
+
+/// A test running longer than this is reported as hung (the timer tick
+/// checks, see [`overdue`]); the slowest test takes a few seconds.
+const WATCHDOG_NS: u64 = 120_000_000_000;
+/// `arch::now_ns` when the running test started (0: none running).
+static STARTED_NS: AtomicU64 = AtomicU64::new(0);
+/// The watchdog fired already (it fires once).
+static FIRED: AtomicBool = AtomicBool::new(false);
 
 static PASSED: AtomicUsize = AtomicUsize::new(0);
 static FAILED: AtomicUsize = AtomicUsize::new(0);
@@ -47,7 +55,9 @@ pub fn run(filter: &str) -> (usize, usize) {
     for t in tests {
         *CURRENT.lock() = Some(t.name);
         let t0 = arch::now_ns();
+        STARTED_NS.store(t0.max(1), Ordering::Relaxed);
         let r = (t.func)();
+        STARTED_NS.store(0, Ordering::Relaxed);
         let ms = (arch::now_ns() - t0) / 1_000_000;
         *CURRENT.lock() = None;
         match r {
@@ -62,6 +72,16 @@ pub fn run(filter: &str) -> (usize, usize) {
         }
     }
     summary()
+}
+
+/// Called on every timer tick: `Some(description)` once, when the
+/// running test has taken longer than [`WATCHDOG_NS`].
+pub fn overdue(now: u64) -> Option<&'static str> {
+    let t0 = STARTED_NS.load(Ordering::Relaxed);
+    if t0 == 0 || now.saturating_sub(t0) < WATCHDOG_NS || FIRED.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    Some("a test ran for over 120 s (hung?); thread states above")
 }
 
 pub fn summary() -> (usize, usize) {

@@ -2674,11 +2674,11 @@ fn descriptors_and_directories() -> TestResult {
         "getcwd small"
     );
     ensure!(
-        sc(nr::CHDIR, &[b"enabled\0".as_ptr() as usize]) == -(sys::ENOTDIR as isize),
+        sc(nr::CHDIR, &[c"enabled".as_ptr() as usize]) == -(sys::ENOTDIR as isize),
         "chdir to a file"
     );
     ensure!(
-        sc(nr::CHDIR, &[b"/nonexistent\0".as_ptr() as usize]) == -(sys::ENOENT as isize),
+        sc(nr::CHDIR, &[c"/nonexistent".as_ptr() as usize]) == -(sys::ENOENT as isize),
         "chdir to nothing"
     );
     ensure!(sc(nr::CHDIR, &[saved.as_ptr() as usize]) == 0, "chdir back");
@@ -2688,7 +2688,7 @@ fn descriptors_and_directories() -> TestResult {
         nr::READLINKAT,
         &[
             (-100isize) as usize,
-            b"/proc/self/exe\0".as_ptr() as usize,
+            c"/proc/self/exe".as_ptr() as usize,
             l.as_mut_ptr() as usize,
             l.len(),
         ],
@@ -2698,7 +2698,7 @@ fn descriptors_and_directories() -> TestResult {
         nr::READLINKAT,
         &[
             (-100isize) as usize,
-            b"/proc/meminfo\0".as_ptr() as usize,
+            c"/proc/meminfo".as_ptr() as usize,
             l.as_mut_ptr() as usize,
             l.len(),
         ],
@@ -2706,21 +2706,15 @@ fn descriptors_and_directories() -> TestResult {
     ensure!(n == -(sys::EINVAL as isize), "readlink of a file: {n}");
     let at = (-100isize) as usize;
     ensure!(
-        sc(
-            nr::FACCESSAT,
-            &[at, b"/proc/meminfo\0".as_ptr() as usize, 4]
-        ) == 0,
+        sc(nr::FACCESSAT, &[at, c"/proc/meminfo".as_ptr() as usize, 4]) == 0,
         "access R_OK"
     );
     ensure!(
-        sc(nr::FACCESSAT, &[at, b"/nonexistent\0".as_ptr() as usize, 0]) == -(sys::ENOENT as isize),
+        sc(nr::FACCESSAT, &[at, c"/nonexistent".as_ptr() as usize, 0]) == -(sys::ENOENT as isize),
         "access missing"
     );
     ensure!(
-        sc(
-            nr::FACCESSAT,
-            &[at, b"/proc/meminfo\0".as_ptr() as usize, 8]
-        ) == -(sys::EINVAL as isize),
+        sc(nr::FACCESSAT, &[at, c"/proc/meminfo".as_ptr() as usize, 8]) == -(sys::EINVAL as isize),
         "access bad mode"
     );
     // umask, sysinfo, sched_getaffinity, process groups.
