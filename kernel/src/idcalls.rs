@@ -214,6 +214,32 @@ pub fn rt_sigprocmask(p: &Process, how: u64, set: u64, old: u64, size: u64) -> R
     Ok(0)
 }
 
+/// A signal the process sends itself (`kill`, `tkill`, `tgkill`: what
+/// `raise` and `abort` do).  Handlers are not called yet, so: SIGKILL, and
+/// any signal whose action is the default and whose default is to
+/// terminate, end the process with that signal (as Linux, no core dump:
+/// the core size limit is 0); signals ignored by default (SIGCHLD,
+/// SIGCONT, SIGURG, SIGWINCH) or by SIG_IGN, blocked ones, the stop
+/// signals (no job control) and caught ones do nothing, the last with one
+/// log line.
+pub fn signal_self(p: &Process, sig: i32) -> R {
+    const IGNORED: [i32; 4] = [17, 18, 23, 28];
+    const STOP: [i32; 4] = [19, 20, 21, 22];
+    let handler = p.sigactions.lock()[sig as usize - 1][0];
+    let blocked = p.sigmask.load(Relaxed) & (1 << (sig - 1)) != 0;
+    if sig == 9 || (handler == 0 && !blocked && !IGNORED.contains(&sig) && !STOP.contains(&sig)) {
+        process::exit_current(sig);
+    }
+    if handler > 1 && !blocked {
+        crate::info!(
+            "pid {}: signal {} has a handler; handlers are not supported, dropped",
+            p.pid,
+            sig
+        );
+    }
+    Ok(0)
+}
+
 /// Whether `sig` is left at its default action (SIG_DFL).
 pub fn is_default(p: &Process, sig: i32) -> bool {
     p.sigactions.lock()[sig as usize - 1][0] == 0

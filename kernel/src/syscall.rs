@@ -64,6 +64,8 @@ enum Sys {
     Mount,
     Reboot,
     Kill,
+    Tkill,
+    Tgkill,
     Prctl,
     Pread64,
     ClockNanosleep,
@@ -147,10 +149,12 @@ fn decode(nr: u64) -> Option<Sys> {
         124 => Getsid,
         140 => Getpriority,
         141 => Setpriority,
+        200 => Tkill,
         201 => Time,
         203 => SchedSetaffinity,
         204 => SchedGetaffinity,
         217 => Getdents64,
+        234 => Tgkill,
         267 => Readlinkat,
         269 => Faccessat,
         292 => Dup3,
@@ -243,6 +247,8 @@ fn decode(nr: u64) -> Option<Sys> {
         115 => ClockNanosleep,
         124 => SchedYield,
         129 => Kill,
+        130 => Tkill,
+        131 => Tgkill,
         134 => RtSigaction,
         135 => RtSigprocmask,
         142 => Reboot,
@@ -606,8 +612,34 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             }
             match a[1] as i32 {
                 0 => Ok(0),
+                // To itself: the default action or nothing (see
+                // `idcalls::signal_self`); to another process: not yet.
+                sig @ 1..=64 if pid as u32 == p.pid => idcalls::signal_self(p, sig),
                 1..=64 => Err(Errno::EPERM),
                 _ => Err(Errno::EINVAL),
+            }
+        }
+        Tkill | Tgkill => {
+            // tkill(tid, sig) / tgkill(tgid, tid, sig); one thread per
+            // process, so a tid is a pid.
+            let (tgid, tid, sig) = if s == Tkill {
+                (None, a[0] as i32, a[1] as i32)
+            } else {
+                (Some(a[0] as i32), a[1] as i32, a[2] as i32)
+            };
+            if tid <= 0 || tgid.is_some_and(|g| g <= 0) {
+                return Err(Errno::EINVAL);
+            }
+            if !(0..=64).contains(&sig) {
+                return Err(Errno::EINVAL);
+            }
+            if process::find(tid as u32).is_none() || tgid.is_some_and(|g| g != tid) {
+                return Err(Errno::ESRCH);
+            }
+            match sig {
+                0 => Ok(0),
+                _ if tid as u32 == p.pid => idcalls::signal_self(p, sig),
+                _ => Err(Errno::EPERM),
             }
         }
     }

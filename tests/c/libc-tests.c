@@ -9,7 +9,9 @@
  * host (as root).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +233,42 @@ static int prctl_thp_disable(void)
 	return 0;
 }
 
+static int pipe_abort_and_dirs(void)
+{
+	/* A child reports through a pipe with stdio, then abort()s. */
+	int fds[2];
+	REQUIRE(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		FILE *w = fdopen(fds[1], "w");
+		fprintf(w, "child %d says hi\n", (int)getpid());
+		fclose(w);
+		abort();
+	}
+	REQUIRE(pid > 0, "fork: %s", strerror(errno));
+	close(fds[1]);
+	char line[64] = "";
+	FILE *r = fdopen(fds[0], "r");
+	REQUIRE(r && fgets(line, sizeof line, r), "nothing read from the pipe");
+	fclose(r);
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
+	REQUIRE(strstr(line, "says hi"), "read %s", line);
+	REQUIRE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "abort(): status %#x", st);
+	/* opendir/readdir of the THP directory. */
+	DIR *d = opendir(THP);
+	REQUIRE(d, "opendir: %s", strerror(errno));
+	int sizes = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		sizes += !strncmp(e->d_name, "hugepages-", 10) && e->d_type == DT_DIR;
+	closedir(d);
+	REQUIRE(sizes >= 8, "%d hugepages-* directories", sizes);
+	REQUIRE(getuid() == 0 || access(THP "/enabled", W_OK) != 0, "uid");
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(void);
@@ -240,6 +278,7 @@ static const struct {
 	{ "libc_fork_cow_and_dontneed", fork_cow_and_dontneed },
 	{ "libc_pmd_thp_in_smaps", pmd_thp_in_smaps },
 	{ "libc_prctl_thp_disable", prctl_thp_disable },
+	{ "libc_pipe_abort_and_dirs", pipe_abort_and_dirs },
 };
 
 int main(void)

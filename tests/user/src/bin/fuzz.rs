@@ -384,11 +384,12 @@ fn call_table() -> &'static [(usize, &'static str, [A; 6])] {
 fn forbidden(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     const DENY: &[usize] = &[
-        56, 57, 58, 59, 60, 62, 169, 231, 158, 322, 435, 13, 22, 33, 35, 72, 230, 292, 293,
+        56, 57, 58, 59, 60, 62, 169, 231, 158, 322, 435, 13, 22, 33, 35, 72, 230, 292, 293, 200,
+        234,
     ];
     #[cfg(target_arch = "aarch64")]
     const DENY: &[usize] = &[
-        93, 94, 129, 142, 220, 221, 281, 435, 24, 25, 59, 101, 115, 134,
+        93, 94, 129, 142, 220, 221, 281, 435, 24, 25, 59, 101, 115, 134, 130, 131,
     ];
     DENY.contains(&n)
 }
@@ -582,6 +583,10 @@ impl Fuzzer {
         }
         if n == nr::RT_SIGACTION && a[0] as u32 == 13 {
             a[0] = 10;
+        }
+        // A signal to itself could end the run: only ignored ones.
+        if n == nr::KILL && (1..=64).contains(&(a[1] as u32)) {
+            a[1] = 17;
         }
         #[cfg(target_arch = "x86_64")]
         if n == 158 && a[0] as u32 == 0x1002 {

@@ -78,6 +78,7 @@ static TESTS: &[Test] = &[
     ("fpu_state_per_process", fpu_state_per_process),
     ("pipe_between_processes", pipe_between_processes),
     ("descriptors_and_directories", descriptors_and_directories),
+    ("signals_to_self", signals_to_self),
 ];
 
 // ---------------------------------------------------------------- helpers
@@ -1931,6 +1932,24 @@ fn bad_syscall_args() -> TestResult {
     );
     t.row("kill self signal 0", sc(nr::KILL, &[me, 0]), Eq(0));
     t.row(
+        "kill self SIGCHLD (ignored)",
+        sc(nr::KILL, &[me, 17]),
+        Eq(0),
+    );
+    t.row("tgkill tgid 0", sc(nr::TGKILL, &[0, me, 0]), E(sys::EINVAL));
+    t.row("tgkill tid 0", sc(nr::TGKILL, &[me, 0, 0]), E(sys::EINVAL));
+    t.row(
+        "tgkill signal 99",
+        sc(nr::TGKILL, &[me, me, 99]),
+        E(sys::EINVAL),
+    );
+    t.row("tgkill self signal 0", sc(nr::TGKILL, &[me, me, 0]), Eq(0));
+    t.row(
+        "tgkill no such thread",
+        sc(nr::TGKILL, &[0x3fff_fff0, 0x3fff_fff0, 0]),
+        E(sys::ESRCH),
+    );
+    t.row(
         "rt_sigaction signal 0",
         sc(nr::RT_SIGACTION, &[0, 0, b, 8]),
         E(sys::EINVAL),
@@ -2759,6 +2778,56 @@ fn descriptors_and_directories() -> TestResult {
         wifexited(st) && wexitstatus(st) == 0,
         "process groups: step {} failed",
         wexitstatus(st)
+    );
+    Ok(Outcome::Pass)
+}
+
+/// Signals a process sends itself, as `raise` and `abort` do: SIGTERM
+/// (kill) and SIGABRT (tgkill) end it with that signal, SIGCHLD is ignored
+/// by default, SIG_IGN ignores SIGTERM, and a blocked signal does nothing
+/// until the process exits.
+fn signals_to_self() -> TestResult {
+    use sys::nr;
+    let sc = |n: usize, a: &[usize]| sys::syscall(n, a);
+    let me = || sys::getpid() as usize;
+    let st = in_child(|| {
+        sc(nr::KILL, &[me(), 15]);
+        1
+    })?;
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == 15,
+        "kill(self, SIGTERM): status {st:#x}"
+    );
+    let st = in_child(|| {
+        sc(nr::TGKILL, &[me(), me(), 6]);
+        1
+    })?;
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == 6,
+        "tgkill(self, SIGABRT): status {st:#x}"
+    );
+    let st = in_child(|| {
+        if sc(nr::KILL, &[me(), 17]) != 0 {
+            return 2;
+        }
+        let ign = [1usize, 0, 0, 0];
+        sc(nr::RT_SIGACTION, &[15, ign.as_ptr() as usize, 0, 8]);
+        if sc(nr::KILL, &[me(), 15]) != 0 {
+            return 3;
+        }
+        let usr1 = 1usize << 9;
+        sc(
+            nr::RT_SIGPROCMASK,
+            &[0, &usr1 as *const usize as usize, 0, 8],
+        );
+        if sc(nr::KILL, &[me(), 10]) != 0 {
+            return 4;
+        }
+        0
+    })?;
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "ignored/blocked signals ended the process or failed (status {st:#x})"
     );
     Ok(Outcome::Pass)
 }
