@@ -22,7 +22,46 @@ use mm::pcp::CpuOps;
 use spin::Once;
 
 #[global_allocator]
-static HEAP: LockedHeap<32> = LockedHeap::empty();
+static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
+
+/// The kernel heap: `buddy_system_allocator`'s heap behind its spin lock,
+/// which is only ever held with interrupts masked.
+///
+/// Why: code that runs with preemption disabled (khugepaged's scans,
+/// system calls, fault handling) allocates, and so does preemptible code
+/// (kernel test threads, boot work).  With a plain spin lock, a
+/// preemptible thread preempted while holding it left any non-preemptible
+/// thread that then allocated spinning forever on one CPU: a self-test
+/// hung that way (khugepaged running with preemption off, the test thread
+/// runnable but never scheduled).  Masking interrupts for the few hundred
+/// instructions of an allocation makes the holder unpreemptible, as
+/// Linux's spin locks disable preemption.
+struct KernelHeap(LockedHeap<32>);
+
+// SAFETY: every call forwards to `LockedHeap`'s own `GlobalAlloc`, which
+// upholds the contract; masking interrupts around it changes no memory.
+#[allow(unsafe_code)]
+unsafe impl core::alloc::GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let irq = arch::irq_save();
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { self.0.alloc(layout) };
+        arch::irq_restore(irq);
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        let irq = arch::irq_save();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.0.dealloc(ptr, layout) };
+        arch::irq_restore(irq);
+    }
+}
+
+/// Whether the heap's lock is held right now (the self-test watchdog's
+/// report).
+pub fn heap_locked() -> bool {
+    HEAP.0.is_locked()
+}
 
 /// The kernel's one frame allocator.
 static BUDDY: Once<BuddyAllocator<'static>> = Once::new();
@@ -103,7 +142,7 @@ pub fn init(info: &BootInfo) {
     // arena is only ever handed to the heap here.
     unsafe {
         let arena = &raw mut BOOT_ARENA;
-        HEAP.lock().init(arena as usize, ARENA_SIZE);
+        HEAP.0.lock().init(arena as usize, ARENA_SIZE);
     }
     BOOT_RAM_FRAMES.call_once(|| {
         info.ram()
@@ -156,7 +195,8 @@ pub fn init(info: &BootInfo) {
         // SAFETY: the folio is ours for good (its reference is never put), and
         // the direct map covers it read-write; the heap now owns that memory.
         unsafe {
-            HEAP.lock()
+            HEAP.0
+                .lock()
                 .add_to_heap(start as usize, (start + chunk) as usize)
         };
         let _ = f; // never put: the heap keeps the frames for good

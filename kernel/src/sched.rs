@@ -449,12 +449,17 @@ impl Sched {
     /// console lock (this runs in the timer interrupt).
     fn dump(&self, cpu: usize, now: u64) {
         crate::log::print_unlocked(format_args!(
-            "watchdog: cpu {} current {} idle {}, run queue {} threads, preempt count {}\n",
+            "watchdog: cpu {} current {} idle {}, run queue {} threads, preempt count {}, heap lock {}\n",
             cpu,
             self.cpus[cpu].current,
             self.cpus[cpu].idle,
             self.cpus[cpu].rq.len,
             PREEMPT_COUNT[cpu].load(Ordering::Relaxed),
+            if crate::memory::heap_locked() {
+                "held"
+            } else {
+                "free"
+            },
         ));
         for t in self.threads.iter().flatten() {
             let wake = t.wake_at.load(Ordering::Relaxed);
