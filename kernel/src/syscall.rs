@@ -658,17 +658,27 @@ fn fd(v: u64) -> u64 {
 
 fn sys_read(p: &Process, fd: u64, buf: u64, len: u64) -> R {
     let f = p.file(fd)?;
+    read_to_user(&f, buf, len, |k| f.read(k))
+}
+
+/// What `read` and `pread64` share after their own checks: EBADF for a
+/// file not open for reading, then the whole destination checked (as
+/// asked for, before the 1 MiB clamp) before `get` consumes input into a
+/// kernel buffer that is copied out.
+fn read_to_user(
+    f: &vfs::File,
+    buf: u64,
+    len: u64,
+    get: impl FnOnce(&mut [u8]) -> Result<usize, Errno>,
+) -> R {
     if !f.readable {
         return Err(Errno::EBADF);
     }
-    // Check the whole destination (as asked for, before the clamp) before
-    // consuming input.
     if !access_ok(buf, len) {
         return Err(Errno::EFAULT);
     }
-    let len = len.min(1 << 20) as usize;
-    let mut k = vec![0u8; len];
-    let n = f.read(&mut k)?;
+    let mut k = vec![0u8; len.min(1 << 20) as usize];
+    let n = get(&mut k)?;
     efault(arch::copy_to_user(buf, &k[..n]))?;
     Ok(n as u64)
 }
@@ -684,17 +694,7 @@ fn sys_pread(p: &Process, fd: u64, buf: u64, len: u64, off: u64) -> R {
     if !f.positional() {
         return Err(Errno::ESPIPE);
     }
-    if !f.readable {
-        return Err(Errno::EBADF);
-    }
-    if !access_ok(buf, len) {
-        return Err(Errno::EFAULT);
-    }
-    let len = len.min(1 << 20) as usize;
-    let mut k = vec![0u8; len];
-    let n = f.pread(off, &mut k)?;
-    efault(arch::copy_to_user(buf, &k[..n]))?;
-    Ok(n as u64)
+    read_to_user(&f, buf, len, |k| f.pread(off, k))
 }
 
 fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
