@@ -1133,6 +1133,13 @@ impl<'a> BuddyAllocator<'a> {
             .map(|h| Folio::from_head(self, h))
     }
 
+    /// Interrupts masked (through the CPU hooks) until the guard drops:
+    /// for short critical sections under spin locks that preemptible and
+    /// non-preemptible code both take (see `MmCtx::irq`).
+    pub(crate) fn irq_guard(&self) -> IrqGuard<'_> {
+        self.cpu.irq_guard()
+    }
+
     /// Free blocks on the buddy lists, per type and order.
     pub fn buddyinfo(&self) -> BuddyInfo {
         let _irq = self.cpu.irq_guard();

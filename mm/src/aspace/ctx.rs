@@ -250,7 +250,19 @@ impl<'a> MmCtx<'a> {
         self.buddy.folio_from_pfn(pfn)
     }
 
+    /// Interrupts masked while the guard lives.  Every context-wide spin
+    /// lock (`ids`, `khugepaged`, `deferred`) is taken under it, because
+    /// both preemptible code (kernel threads calling `Mm` directly) and
+    /// non-preemptible code (khugepaged's passes, system calls, faults)
+    /// take them: on one CPU, a holder preempted inside would leave a
+    /// non-preemptible spinner waiting forever.
+    #[inline]
+    pub(crate) fn irq(&self) -> crate::pcp::IrqGuard<'_> {
+        self.buddy.irq_guard()
+    }
+
     pub(crate) fn alloc_ids(&self) -> Option<(u16, u64)> {
+        let _irq = self.irq();
         let mut ids = self.ids.lock();
         let asid = ids.asids.get()?;
         match ids.mm_ids.get() {
@@ -263,6 +275,7 @@ impl<'a> MmCtx<'a> {
     }
 
     pub(crate) fn free_ids(&self, asid: u16, mm_id: u64) {
+        let _irq = self.irq();
         let mut ids = self.ids.lock();
         ids.asids.put(asid as u64);
         ids.mm_ids.put(mm_id);
@@ -288,11 +301,13 @@ impl<'a> MmCtx<'a> {
 
     /// Folios on the deferred-split queue.
     pub fn deferred_split_len(&self) -> usize {
+        let _irq = self.irq();
         self.deferred.lock().len()
     }
 
     /// Whether `f` is on the deferred-split queue.
     pub fn deferred_split_queued(&self, f: Folio<'_>) -> bool {
+        let _irq = self.irq();
         let _q = self.deferred.lock();
         f.test(PageFlags::DEFERRED_SPLIT)
     }
@@ -300,6 +315,7 @@ impl<'a> MmCtx<'a> {
     /// The queued folios, oldest first (a snapshot, for tests and the
     /// invariant checker).
     pub fn deferred_split_snapshot(&self) -> Vec<Folio<'a>> {
+        let _irq = self.irq();
         self.deferred.lock().iter(self.buddy).collect()
     }
 
@@ -307,6 +323,7 @@ impl<'a> MmCtx<'a> {
     /// `deferred_split_folio(folio, true)`): counts `split_deferred` and
     /// raises `nr_anon_partially_mapped` the first time.
     pub(crate) fn deferred_split_folio(&self, f: Folio<'a>) {
+        let irq = self.irq();
         let mut q = self.deferred.lock();
         if f.test(PageFlags::PARTIALLY_MAPPED) {
             return;
@@ -314,6 +331,7 @@ impl<'a> MmCtx<'a> {
         f.set_flags(PageFlags::PARTIALLY_MAPPED);
         q.push_back(f);
         drop(q);
+        drop(irq);
         let order = f.order();
         self.thp.stats.inc(order, MthpStat::SplitDeferred);
         self.thp.stats.inc(order, MthpStat::NrAnonPartiallyMapped);
@@ -325,6 +343,7 @@ impl<'a> MmCtx<'a> {
     /// Queue a fully mapped PMD folio as a candidate for the underused
     /// shrinker (no `PARTIALLY_MAPPED`, no `split_deferred` count).
     pub(crate) fn deferred_split_add_pmd(&self, f: Folio<'a>) {
+        let _irq = self.irq();
         self.deferred.lock().push_back(f);
     }
 
@@ -336,6 +355,7 @@ impl<'a> MmCtx<'a> {
         if f.order() <= 1 {
             return false;
         }
+        let _irq = self.irq();
         let mut q = self.deferred.lock();
         let was = q.remove(f);
         if f.test(PageFlags::PARTIALLY_MAPPED) {

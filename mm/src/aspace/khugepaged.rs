@@ -92,6 +92,7 @@ impl<'a> MmCtx<'a> {
     /// Register `id` (idempotent).  The registry lock is a leaf (taken
     /// under the page-table lock by the fault path).
     pub(crate) fn khugepaged_enter(&self, id: u64) {
+        let _irq = self.irq();
         let mut l = self.khugepaged.lock();
         if !l.ids.contains(&id) {
             l.ids.push(id);
@@ -100,6 +101,7 @@ impl<'a> MmCtx<'a> {
 
     /// Unregister `id` (the space is going away).
     pub(crate) fn khugepaged_exit(&self, id: u64) {
+        let _irq = self.irq();
         let mut l = self.khugepaged.lock();
         if let Some(i) = l.ids.iter().position(|&x| x == id) {
             l.ids.remove(i);
@@ -116,11 +118,13 @@ impl<'a> MmCtx<'a> {
 
     /// The registered mm ids, in scan order.
     pub fn khugepaged_mm_ids(&self) -> Vec<u64> {
+        let _irq = self.irq();
         self.khugepaged.lock().ids.clone()
     }
 
     /// Whether any space is registered (Linux's `khugepaged_has_work`).
     pub fn khugepaged_has_work(&self) -> bool {
+        let _irq = self.irq();
         !self.khugepaged.lock().ids.is_empty()
     }
 }
@@ -136,6 +140,7 @@ pub fn khugepaged_scan_pass<'a, A: PagingArch>(
     let mut p = PassStats::default();
     while p.progress < pages_to_scan {
         let (id, addr) = {
+            let _irq = ctx.irq();
             let l = ctx.khugepaged.lock();
             match l.ids.get(l.cursor) {
                 Some(&id) => (id, l.addr),
@@ -151,6 +156,7 @@ pub fn khugepaged_scan_pass<'a, A: PagingArch>(
         p.progress += step.progress.max(1);
         p.collapsed += step.collapsed;
         {
+            let _irq = ctx.irq();
             let mut l = ctx.khugepaged.lock();
             if l.ids.get(l.cursor) == Some(&id) {
                 match step.next {

@@ -488,6 +488,7 @@ impl<'a> MmCtx<'a> {
         let mut c = ShrinkCount::default();
         for _ in 0..max {
             let f = {
+                let _irq = self.irq();
                 let mut q = self.deferred.lock();
                 let Some(f) = q.pop_front(self.buddy) else {
                     break;
@@ -527,11 +528,13 @@ impl<'a> MmCtx<'a> {
     /// Put a folio the shrinker took off the queue back at its end, if it
     /// is still a candidate (mapped, not split meanwhile).
     fn requeue(&self, f: Folio<'a>) {
+        let irq = self.irq();
         let mut q = self.deferred.lock();
         if f.is_mapped() && f.is_large() {
             q.push_back(f);
         } else if f.test(PageFlags::PARTIALLY_MAPPED) {
             drop(q);
+            drop(irq);
             self.deferred_split_remove(f);
         }
     }
