@@ -135,27 +135,21 @@ impl Process {
 
     /// Install `f` at the lowest free descriptor.
     pub fn add_file(&self, f: Arc<File>) -> Result<u64, Errno> {
-        let mut fs = self.files.lock();
-        if let Some(i) = fs.iter().position(|x| x.is_none()) {
-            fs[i] = Some(f);
-            return Ok(i as u64);
-        }
-        if fs.len() >= MAX_FDS {
-            return Err(Errno::EMFILE);
-        }
-        fs.push(Some(f));
-        Ok(fs.len() as u64 - 1)
+        self.add_file_from(f, 0)
     }
 
     pub fn close(&self, fd: u64) -> Result<(), Errno> {
         let old = {
             let mut fs = self.files.lock();
-            match fs.get_mut(fd as usize) {
+            let old = match fs.get_mut(fd as usize) {
                 Some(slot @ Some(_)) => slot.take(),
                 _ => return Err(Errno::EBADF),
-            }
+            };
+            // Under the table lock, so a descriptor reused at once starts
+            // without the flag.
+            self.set_cloexec(fd, false);
+            old
         };
-        self.set_cloexec(fd, false);
         // Dropped outside the table lock: closing a pipe end wakes waiters.
         drop(old);
         Ok(())
@@ -195,9 +189,9 @@ impl Process {
             if fs.len() <= i {
                 fs.resize(i + 1, None);
             }
+            self.set_cloexec(newfd, false);
             fs[i].replace(f)
         };
-        self.set_cloexec(newfd, false);
         drop(old);
         Ok(newfd)
     }

@@ -607,16 +607,17 @@ impl<'a> BuddyAllocator<'a> {
     /// that saves no registers and makes no calls.
     #[inline]
     pub fn alloc(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
+        let mt = flags.migratetype() as usize;
         if self.cpu.trivial() {
             // No hooks to call: CPU 0, nothing to mask.
-            if let Some(idx) = self.pcp_hit(0, order, flags) {
-                return Ok(self.prep_new_folio(idx, order, flags, flags.migratetype() as usize));
+            if let Some(idx) = self.pcp_hit(0, order, mt) {
+                return Ok(self.prep_new_folio(idx, order, flags, mt));
             }
         } else if order <= PCP_MAX_ORDER {
             let (irq, cpu) = self.cpu.irq_guard_on_cpu();
-            if let Some(idx) = self.pcp_hit(cpu, order, flags) {
+            if let Some(idx) = self.pcp_hit(cpu, order, mt) {
                 drop(irq);
-                return Ok(self.prep_new_folio(idx, order, flags, flags.migratetype() as usize));
+                return Ok(self.prep_new_folio(idx, order, flags, mt));
             }
         }
         self.alloc_slow(order, flags)
@@ -625,12 +626,12 @@ impl<'a> BuddyAllocator<'a> {
     /// A block of `order` from `cpu`'s cache, if the order is cached and
     /// the cache has one (interrupts masked by the caller).
     #[inline(always)]
-    fn pcp_hit(&self, cpu: usize, order: u32, flags: AllocFlags) -> Option<u32> {
+    fn pcp_hit(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
         if order > PCP_MAX_ORDER || cpu >= MAX_CPUS {
             return None;
         }
         let p = self.pcp[cpu].0.enter(cpu);
-        let idx = p.pop(&{ self.memmap }, flags.migratetype() as usize, order)?;
+        let idx = p.pop(&{ self.memmap }, mt, order)?;
         p.count_alloc(order);
         Some(idx)
     }
