@@ -8,26 +8,17 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
-## Install QEMU when missing (--no-install-recommends: a plain install fails
-## here because of a qemu-utils version conflict), and a C compiler with the
-## static C library for the `libc` suite (tests/c).
+## Install what building and testing need when it is missing (checked
+## offline first): the pinned toolchain's bare-metal targets and llvm-tools,
+## QEMU, and the C compilers for the `libc` suite.  See scripts/deps.sh.
 deps:
-	@missing=""; \
-	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
-	command -v qemu-system-aarch64 >/dev/null || missing="$$missing qemu-system-arm"; \
-	command -v cc >/dev/null || missing="$$missing gcc"; \
-	[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ "$$(uname -m)" != x86_64 ] || missing="$$missing libc6-dev"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing$$missing"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@scripts/deps.sh
 
-build:
+build: deps
 	$(CARGO) build -p kernel --target x86_64-unknown-none --release
 	$(CARGO) build -p kernel --target aarch64-unknown-none --release
 
@@ -38,7 +29,7 @@ run: deps
 ## The user programs (tests/user) for ARCH; the runner packs them into
 ## target/<target>/initramfs.cpio.  The x86_64 ones also run on a Linux host:
 ## ./target/x86_64-unknown-none/release/mthp-tests
-user:
+user: deps
 	$(CARGO) build -p mthp-user --release --target $(ARCH)-unknown-none
 
 ## Boot ARCH with the initramfs and init=/mthp-tests (or INIT=/path).
@@ -52,7 +43,7 @@ run-user: deps
 test: deps
 	$(RUNNER) test --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
 
-test-host:
+test-host: deps
 	$(CARGO) test --workspace --exclude kernel --exclude mthp-user
 
 test-kernel: deps
@@ -91,18 +82,22 @@ bench: deps
 ## target dir of its own so the flag does not rebuild everything else.
 BENCH_ALLOC_ENV = RUSTFLAGS="-C llvm-args=-align-all-functions=6" CARGO_TARGET_DIR=target/bench-alloc
 
-bench-alloc:
+bench-alloc: deps
 	$(BENCH_ALLOC_ENV) $(CARGO) run --release -p mm --example bench_alloc -- $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all
 
-clippy:
-	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets
-	$(CARGO) clippy -p kernel --target x86_64-unknown-none
-	$(CARGO) clippy -p kernel --target aarch64-unknown-none
-	$(CARGO) clippy -p mthp-user --release --target x86_64-unknown-none
-	$(CARGO) clippy -p mthp-user --release --target aarch64-unknown-none
+clippy: deps
+	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets -- -D warnings
+	$(CARGO) clippy -p kernel --target x86_64-unknown-none -- -D warnings
+	$(CARGO) clippy -p kernel --target aarch64-unknown-none -- -D warnings
+	$(CARGO) clippy -p mthp-user --release --target x86_64-unknown-none -- -D warnings
+	$(CARGO) clippy -p mthp-user --release --target aarch64-unknown-none -- -D warnings
+
+## Formatting check (CI): fails on any file `cargo fmt` would change.
+fmt-check:
+	$(CARGO) fmt --all --check
 
 clean:
 	$(CARGO) clean
