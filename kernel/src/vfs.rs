@@ -32,9 +32,12 @@ pub enum Node {
     /// Read-only bytes (an initramfs file).
     Bytes(&'static [u8]),
     /// A generated text file; `knob` is the registry path of a sysfs file.
+    /// Without a knob the file has no write operation and a write fails
+    /// with `no_write`, the errno Linux's file type gives (see [`open`]).
     Text {
         data: Vec<u8>,
         knob: Option<String>,
+        no_write: Errno,
     },
     /// A directory, by its normalized path (reads fail with EISDIR;
     /// `getdents64` lists it, see [`list_dir`]).
@@ -217,6 +220,11 @@ impl File {
             Node::Perf => crate::perfdev::write(data).map(|_| data.len()),
             Node::Pipe(end) => end.pipe.write(data, self.nonblock()),
             Node::Dir(_) => Err(Errno::EISDIR),
+            Node::Text { no_write, .. } => Err(*no_write),
+            // procfs's `proc_reg_write` without a `proc_write`.
+            Node::Kpageflags => Err(Errno::EIO),
+            // No `write` in the file operations: the VFS's EINVAL.
+            Node::Pagemap { .. } => Err(Errno::EINVAL),
             _ => Err(Errno::EBADF),
         }
     }
@@ -265,10 +273,24 @@ pub fn normalize(path: &str) -> String {
     s
 }
 
+/// A procfs file made by a `show` function (Linux's single-open seq
+/// files): a write reaches procfs's `proc_reg_write`, which has no
+/// `proc_write` to call and fails with EIO.
 fn text(data: String) -> Node {
     Node::Text {
         data: data.into_bytes(),
         knob: None,
+        no_write: Errno::EIO,
+    }
+}
+
+/// A per-process procfs file (`smaps`, `maps`): its file operations have no
+/// `write`, so the VFS refuses the write with EINVAL.
+fn seq_text(data: String) -> Node {
+    Node::Text {
+        data: data.into_bytes(),
+        knob: None,
+        no_write: Errno::EINVAL,
     }
 }
 
@@ -363,6 +385,14 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
 const CPU_DIR: &str = "/sys/devices/system/cpu";
 
 /// Open `path` with `flags` for process `me`.
+///
+/// Permissions as Linux decides them for root (every process here runs as
+/// uid 0 with all capabilities): the mode bits never refuse an open
+/// (`CAP_DAC_OVERRIDE`); what refuses is the file's own operations, as in
+/// Linux: sysfs (kernfs) refuses at open a direction its attribute has no
+/// method for (EACCES), procfs files open and fail the write (EIO for the
+/// single-`show` files, EINVAL for `smaps`/`maps`/`pagemap`), debugfs's
+/// write-only file opens for reading and fails the read (EINVAL).
 pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
     let path = absolute(me, path);
     let acc = flags & O_ACCMODE;
@@ -412,28 +442,14 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             return Ok(mk(text(crate::perfdev::read_text()), 0o100600));
         }
         "/proc/cmdline" => {
-            if wants_write {
-                return Err(Errno::EACCES);
-            }
             let data = format!("{}\n", crate::cmdline::raw());
             return Ok(mk(text(data), 0o100444));
         }
-        SPLIT_PATH => {
-            if !wants_write {
-                return Err(Errno::EACCES);
-            }
-            return Ok(mk(Node::SplitHugePages, 0o100200));
-        }
-        "/proc/kpageflags" => {
-            if wants_write {
-                return Err(Errno::EACCES);
-            }
-            return Ok(mk(Node::Kpageflags, 0o100400));
-        }
+        // debugfs's file has only a write operation: opening it for
+        // reading succeeds and a read fails with EINVAL (see `read_at`).
+        SPLIT_PATH => return Ok(mk(Node::SplitHugePages, 0o100200)),
+        "/proc/kpageflags" => return Ok(mk(Node::Kpageflags, 0o100400)),
         "/proc/meminfo" | "/proc/vmstat" | "/proc/buddyinfo" | "/proc/pagetypeinfo" => {
-            if wants_write {
-                return Err(Errno::EACCES);
-            }
             let b = crate::memory::buddy();
             let (data, mode) = match path.as_str() {
                 "/proc/meminfo" => (meminfo(), 0o100444),
@@ -458,16 +474,13 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             who.parse::<u32>().ok().and_then(process::find)
         }
         .ok_or(Errno::ENOENT)?;
-        if wants_write {
-            return Err(Errno::EACCES);
-        }
         let data = match file {
             "smaps" => smaps(&target, true)?,
             "maps" => smaps(&target, false)?,
             "pagemap" => return Ok(mk(Node::Pagemap { pid: target.pid }, 0o100400)),
             _ => return Err(Errno::ENOENT),
         };
-        return Ok(mk(text(data), 0o100444));
+        return Ok(mk(seq_text(data), 0o100444));
     }
     if let Some(rest) = path.strip_prefix(SYSFS_ROOT) {
         if !rest.is_empty() && !rest.starts_with('/') {
@@ -489,6 +502,7 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         let node = Node::Text {
             data: data.into_bytes(),
             knob: Some(String::from(rel)),
+            no_write: Errno::EACCES,
         };
         return Ok(mk(node, 0o100000 | info.mode));
     }
@@ -526,7 +540,7 @@ fn meminfo() -> String {
     for p in process::all() {
         let _ = p.with_mm(|mm| {
             anon += mm.anon_rss() * 4;
-            huge += mm.thpmaps().total().pmd_bytes >> 10;
+            huge += mm.thpmaps().total().anon_huge_bytes >> 10;
         });
     }
     let mut s = String::new();
@@ -635,7 +649,7 @@ fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             ("Anonymous", kb(anon)),
             ("KSM", 0),
             ("LazyFree", 0),
-            ("AnonHugePages", kb(v.pmd_bytes)),
+            ("AnonHugePages", kb(v.anon_huge_bytes)),
             ("ShmemPmdMapped", 0),
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", 0),

@@ -31,6 +31,10 @@ pub struct VmaReport {
     pub cont_bytes: u64,
     /// Bytes mapped by PMD leaves (anonymous and huge zero).
     pub pmd_bytes: u64,
+    /// Bytes of anonymous folios mapped by PMD leaves: smaps's and
+    /// meminfo's `AnonHugePages`.  The huge zero folio is not counted, as in
+    /// Linux: it is nobody's anonymous memory.
+    pub anon_huge_bytes: u64,
     /// Translation entries covering the VMA's mappings.
     pub entries: u64,
     /// smaps's `THPeligible`: the knobs, the VMA's flags and the space's
@@ -111,6 +115,7 @@ impl ThpMaps {
             t.zero_bytes += v.zero_bytes;
             t.cont_bytes += v.cont_bytes;
             t.pmd_bytes += v.pmd_bytes;
+            t.anon_huge_bytes += v.anon_huge_bytes;
             t.entries += v.entries;
         }
         t
@@ -252,6 +257,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             if l.level == PMD_LEVEL {
                 r.pmd_bytes += size;
+                if !ctx.is_zero_pfn(l.pfn) && ctx.folio(l.pfn).is_some() {
+                    r.anon_huge_bytes += size;
+                }
                 r.entries += 1;
             } else if l.cont {
                 r.cont_bytes += size;

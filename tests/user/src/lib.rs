@@ -459,3 +459,35 @@ pub fn wifsignaled(s: i32) -> bool {
 pub fn wtermsig(s: i32) -> i32 {
     s & 0x7f
 }
+
+/// As init (pid 1) on Linux nothing is mounted: mount procfs, sysfs and
+/// debugfs where the tests read them.  Returns whether /proc had to be
+/// mounted (so the program runs as init on Linux and must power off at the
+/// end); on this kernel the files are always there and nothing is mounted.
+pub fn mount_pseudo_fs_if_needed() -> bool {
+    if sys::getpid() != 1 || read_file(b"/proc/meminfo\0", &mut [0u8; 16]).is_ok() {
+        return false;
+    }
+    let m = |src: &[u8], dst: &[u8], ty: &[u8]| {
+        sys::syscall(
+            sys::nr::MOUNT,
+            &[
+                src.as_ptr() as usize,
+                dst.as_ptr() as usize,
+                ty.as_ptr() as usize,
+                0,
+                0,
+            ],
+        )
+    };
+    m(b"proc\0", b"/proc\0", b"proc\0");
+    m(b"sysfs\0", b"/sys\0", b"sysfs\0");
+    m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
+    true
+}
+
+/// Power the machine off (`reboot(LINUX_REBOOT_CMD_POWER_OFF)`), for a
+/// program that runs as init on Linux.
+pub fn power_off() {
+    sys::syscall(sys::nr::REBOOT, &[0xfee1_dead, 672_274_793, 0x4321_fedc, 0]);
+}

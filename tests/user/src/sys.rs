@@ -197,6 +197,7 @@ pub const EACCES: i32 = 13;
 pub const EFAULT: i32 = 14;
 pub const EEXIST: i32 = 17;
 pub const ENODEV: i32 = 19;
+pub const EIO: i32 = 5;
 pub const EISDIR: i32 = 21;
 pub const EINVAL: i32 = 22;
 pub const EOPNOTSUPP: i32 = 95;

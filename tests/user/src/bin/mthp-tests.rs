@@ -27,7 +27,11 @@ const SZ_2M: usize = 2 << 20;
 /// Folio sizes with a per-size directory (kB): orders 1..=9.
 const SIZES_KB: [usize; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
 
+#[path = "mthp-tests/linux_answers.rs"]
+mod linux_answers;
+
 fn main(args: &Args) -> i32 {
+    let linux_init = mthp_user::mount_pseudo_fs_if_needed();
     println!(
         "mthp-tests: {} user-space tests, pid {}",
         TESTS.len(),
@@ -39,7 +43,11 @@ fn main(args: &Args) -> i32 {
         h.run(name, *f);
     }
     saved.restore();
-    h.finish()
+    let code = h.finish();
+    if linux_init {
+        mthp_user::power_off();
+    }
+    code
 }
 
 entry!(main);
@@ -79,6 +87,14 @@ static TESTS: &[Test] = &[
     ("pipe_between_processes", pipe_between_processes),
     ("descriptors_and_directories", descriptors_and_directories),
     ("signals_to_self", signals_to_self),
+    (
+        "huge_zero_page_not_anon_huge",
+        linux_answers::huge_zero_page_not_anon_huge,
+    ),
+    (
+        "root_opens_pseudo_files_as_linux",
+        linux_answers::root_opens_pseudo_files_as_linux,
+    ),
 ];
 
 // ---------------------------------------------------------------- helpers
