@@ -15,10 +15,7 @@ use mm::errno::Errno;
 /// `O_CLOEXEC` (the same on both architectures).
 const O_CLOEXEC: u64 = 0o2000000;
 /// `O_DIRECT` (packet-mode pipes): accepted and ignored.
-#[cfg(target_arch = "x86_64")]
-const O_DIRECT: u64 = 0o40000;
-#[cfg(target_arch = "aarch64")]
-const O_DIRECT: u64 = 0o200000;
+use crate::vfs::O_DIRECT;
 /// `O_LARGEFILE`, which `F_GETFL` shows on every 64-bit open file.
 #[cfg(target_arch = "x86_64")]
 const O_LARGEFILE: u64 = 0o100000;

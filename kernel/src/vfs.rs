@@ -21,6 +21,15 @@ pub const O_ACCMODE: u64 = 3;
 pub const O_WRONLY: u64 = 1;
 pub const O_RDWR: u64 = 2;
 pub const O_CREAT: u64 = 0o100;
+/// `O_DIRECTORY` and `O_DIRECT`, whose values differ between the arches.
+#[cfg(target_arch = "x86_64")]
+pub const O_DIRECTORY: u64 = 0o200000;
+#[cfg(target_arch = "aarch64")]
+pub const O_DIRECTORY: u64 = 0o40000;
+#[cfg(target_arch = "x86_64")]
+pub const O_DIRECT: u64 = 0o40000;
+#[cfg(target_arch = "aarch64")]
+pub const O_DIRECT: u64 = 0o200000;
 
 const SPLIT_PATH: &str = "/sys/kernel/debug/split_huge_pages";
 
@@ -394,6 +403,21 @@ const CPU_DIR: &str = "/sys/devices/system/cpu";
 /// single-`show` files, EINVAL for `smaps`/`maps`/`pagemap`), debugfs's
 /// write-only file opens for reading and fails the read (EINVAL).
 pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
+    let f = open_node(me, path, flags)?;
+    // `O_DIRECTORY` on anything else is ENOTDIR.  `O_DIRECT` needs a file
+    // system with direct I/O: none of the pseudo-files, devices or
+    // directories here has it (Linux: EINVAL at open); initramfs files
+    // accept it, as tmpfs does.
+    if flags & O_DIRECTORY != 0 && !matches!(f.node, Node::Dir(_)) {
+        return Err(Errno::ENOTDIR);
+    }
+    if flags & O_DIRECT != 0 && !matches!(f.node, Node::Bytes(_)) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(f)
+}
+
+fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
     let path = absolute(me, path);
     let acc = flags & O_ACCMODE;
     let wants_write = acc == O_WRONLY || acc == O_RDWR;

@@ -4,7 +4,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The user programs packed at the root of the initramfs.
-pub const PROGRAMS: &[&str] = &["mthp-tests", "hello", "bench", "exhaust", "fuzz"];
+pub const PROGRAMS: &[&str] = &[
+    "mthp-tests",
+    "hello",
+    "bench",
+    "exhaust",
+    "fuzz",
+    "pseudofs-survey",
+];
 
 /// `cargo build` the user programs for `arch` and write
 /// `target/<target>/initramfs.cpio`; returns its path.

@@ -50,7 +50,7 @@ fn touch_4mib_with_64k_always<A: PagingArch>() {
 }
 
 /// 2M always: one write fault maps a PMD; a read fault with use_zero_page
-/// maps the huge zero folio; a later write replaces it with a PMD folio.
+/// maps the huge zero folio; a later write splits it and copies 4K.
 fn pmd_faults<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(9);
@@ -88,17 +88,47 @@ fn pmd_faults<A: PagingArch>() {
         assert_eq!(r.total().pmd_bytes, 2 * M2, "{r}");
         assert_eq!(r.total().entries, 2, "{r}");
         env.check(&[&mm]);
-        // A write replaces it with a PMD-mapped folio.
+        // A write splits it (Linux 6.12): the written page gets a 4K
+        // folio, the rest stays mapped to the zero frames by PTEs.
         env.write_u64(&mm, va + M2 + 16, 5);
         let l = env.leaf(&mm, va + M2).unwrap();
-        assert_eq!(l.level, PMD_LEVEL);
+        assert_eq!(l.level, PTE_LEVEL);
         assert!(!l.attrs.special && l.attrs.perms.write);
-        assert_eq!(env.event(VmEvent::ThpFaultAlloc), 2);
+        assert_eq!(env.event(VmEvent::ThpFaultAlloc), 1);
+        assert_eq!(env.event(VmEvent::ThpSplitPmd), 1);
+        assert_eq!(env.folio_at(&mm, va + M2).unwrap().order(), 0);
+        assert!(env.leaf(&mm, va + M2 + K4).unwrap().attrs.special);
         assert_eq!(env.read_u64(&mm, va + M2 + 8), 0);
         assert_eq!(env.read_u64(&mm, va + M2 + 16), 5);
+        env.check_zero(&mm, va + M2 + K4, M2 - K4);
         env.check(&[&mm]);
-        assert_eq!(mm.anon_rss(), 1024);
-        assert_eq!(mm.thpmaps().total().anon_by_order[9], 4 * MIB);
+        assert_eq!(mm.anon_rss(), 513);
+        assert_eq!(mm.thpmaps().total().anon_by_order[9], M2);
+    });
+}
+
+/// With `huge_zero_wp=alloc` (Linux 6.13's behaviour) a write to the huge
+/// zero PMD replaces it with a PMD-mapped folio.
+fn huge_zero_write_allocates_pmd<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(9);
+        env.thp.config.set_huge_zero_wp_alloc(true);
+        let mm = env.mm();
+        let va = mm.mmap(0, 4 * MIB, RW, ANON).unwrap();
+        let va = va.next_multiple_of(M2);
+        assert_eq!(env.read_u64(&mm, va + 8), 0);
+        assert_eq!(env.event(VmEvent::FaultHugeZeroPage), 1);
+        env.write_u64(&mm, va + 16, 5);
+        let l = env.leaf(&mm, va).unwrap();
+        assert_eq!(l.level, PMD_LEVEL);
+        assert!(!l.attrs.special && l.attrs.perms.write);
+        assert_eq!(env.event(VmEvent::ThpFaultAlloc), 1);
+        assert_eq!(env.event(VmEvent::ThpSplitPmd), 0);
+        assert_eq!(env.read_u64(&mm, va + 8), 0);
+        assert_eq!(env.read_u64(&mm, va + 16), 5);
+        env.check(&[&mm]);
+        assert_eq!(mm.anon_rss(), 512);
+        assert_eq!(mm.thpmaps().total().anon_by_order[9], M2);
     });
 }
 
@@ -423,6 +453,7 @@ both_formats!(
     touch_4mib_with_64k_always,
     pmd_faults,
     huge_zero_write_after_disable,
+    huge_zero_write_allocates_pmd,
     small_and_misaligned_fallback,
     occupied_block_falls_to_lower_order,
     alloc_failure_falls_back,

@@ -11,11 +11,12 @@
 //!   fault allocates a PMD folio, as Linux).
 //! * A write to the 4K zero page allocates a zeroed order-0 folio (Linux's
 //!   `wp_page_copy` from the zero page).
-//! * A write to the huge zero PMD first tries to replace it by a fresh
-//!   PMD-sized folio if the order is still allowed (Linux ≥ 6.12,
-//!   `do_huge_zero_wp_pmd`); otherwise (or if allocation fails) the PMD is
-//!   split into 512 read-only PTEs of the huge zero folio's frames and the
-//!   write is handled as a write to a 4K zero page.
+//! * A write to the huge zero PMD splits it into 512 read-only PTEs of the
+//!   huge zero folio's frames and is handled as a write to a 4K zero page
+//!   (Linux 6.12, measured: `AnonHugePages` stays 0).  With the boot
+//!   parameter `huge_zero_wp=alloc` it first tries to replace the PMD by a
+//!   fresh PMD-sized folio if the order is still allowed (Linux 6.13's
+//!   `do_huge_zero_wp_pmd`), and splits only if that fails.
 //!
 //! # COW
 //! A write to a read-only anonymous page reuses it in place when the page
@@ -533,7 +534,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
     ) -> Result<(), Fault> {
         let ctx = self.ctx;
-        if self.fault_orders(vma, addr) & (1 << PMD_ORDER) != 0 {
+        if ctx.thp.config.huge_zero_wp_alloc()
+            && self.fault_orders(vma, addr) & (1 << PMD_ORDER) != 0
+        {
             let mut g = pt.gather();
             let old = pt.zap_pmd(base, &mut g);
             g.finish();

@@ -33,6 +33,8 @@ pub enum BootParamError {
     TransparentHugepage(String),
     /// `thp_anon=` value of a page or more (Linux's limit).
     ThpAnonTooLong,
+    /// `huge_zero_wp=` with a value other than alloc/split.
+    HugeZeroWp(String),
     /// A `thp_anon=` group without `:<state>`.
     ThpAnonMissingState(String),
     /// A size that is not a power of two or not an mTHP size (16K..2M).
@@ -63,6 +65,7 @@ impl fmt::Display for BootParamError {
                 write!(f, "transparent_hugepage={v}: cannot parse, ignored")
             }
             Self::ThpAnonTooLong => write!(f, "thp_anon=: value too long, ignored"),
+            Self::HugeZeroWp(v) => write!(f, "huge_zero_wp={v}: not alloc or split, ignored"),
             Self::ThpAnonMissingState(t) => write!(f, "thp_anon=: no state in {t:?}, ignored"),
             Self::ThpAnonBadSize(s) => write!(f, "thp_anon=: invalid size {s:?}, ignored"),
             Self::ThpAnonBadRange(s) => write!(f, "thp_anon=: invalid range {s:?}, ignored"),
@@ -204,8 +207,10 @@ impl Thp {
     /// took effect, `Ok(false)` if `key` is not ours, `Err` if it is ours but
     /// was ignored.
     pub fn apply_boot_param(&self, key: &str, value: Option<&str>) -> Result<bool, BootParamError> {
-        let is_ours =
-            key == "transparent_hugepage" || key == "thp_anon" || key.starts_with("khugepaged.");
+        let is_ours = key == "transparent_hugepage"
+            || key == "thp_anon"
+            || key == "huge_zero_wp"
+            || key.starts_with("khugepaged.");
         if !is_ours {
             return Ok(false);
         }
@@ -216,6 +221,14 @@ impl Thp {
             let m = GlobalMode::from_word(value)
                 .ok_or_else(|| BootParamError::TransparentHugepage(value.into()))?;
             self.config.set_global_mode(m);
+        } else if key == "huge_zero_wp" {
+            // This kernel's own switch (not Linux's): `alloc` is Linux
+            // 6.13's write fault on the huge zero page, `split` 6.12's.
+            match value {
+                "alloc" => self.config.set_huge_zero_wp_alloc(true),
+                "split" => self.config.set_huge_zero_wp_alloc(false),
+                _ => return Err(BootParamError::HugeZeroWp(value.into())),
+            }
         } else if key == "thp_anon" {
             let base = if self.config.anon_orders_configured() {
                 self.config.order_modes()

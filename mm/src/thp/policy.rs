@@ -425,6 +425,10 @@ pub struct ThpConfig {
     defrag: AtomicU8,
     use_zero_page: AtomicBool,
     shrink_underused: AtomicBool,
+    /// A write to the huge zero PMD allocates a PMD folio (Linux 6.13's
+    /// `do_huge_zero_wp_pmd`) instead of splitting it and copying 4K
+    /// (Linux 6.12, the reference, and the default).
+    huge_zero_wp_alloc: AtomicBool,
     /// The khugepaged tunables.  Fields are public for the daemon to read;
     /// writers should go through the registry (which validates).
     pub khugepaged: KhugepagedKnobs,
@@ -448,6 +452,7 @@ impl ThpConfig {
             defrag: AtomicU8::new(DefragMode::Madvise as u8),
             use_zero_page: AtomicBool::new(true),
             shrink_underused: AtomicBool::new(true),
+            huge_zero_wp_alloc: AtomicBool::new(false),
             khugepaged: KhugepagedKnobs::new(),
             anon_orders_configured: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -541,6 +546,18 @@ impl ThpConfig {
         self.bump();
     }
 
+    /// Whether a write to the huge zero PMD allocates a PMD folio (boot
+    /// parameter `huge_zero_wp=alloc`, Linux 6.13's behaviour) rather than
+    /// splitting the PMD and copying one 4K page (Linux 6.12: the default).
+    pub fn huge_zero_wp_alloc(&self) -> bool {
+        self.huge_zero_wp_alloc.load(Ordering::Relaxed)
+    }
+
+    /// Set [`Self::huge_zero_wp_alloc`].
+    pub fn set_huge_zero_wp_alloc(&self, on: bool) {
+        self.huge_zero_wp_alloc.store(on, Ordering::Relaxed);
+    }
+
     /// `shrink_underused`: let the deferred-split shrinker split underused
     /// PMD THPs.
     pub fn shrink_underused(&self) -> bool {
@@ -578,6 +595,7 @@ impl ThpConfig {
             .store(DefragMode::Madvise as u8, Ordering::Relaxed);
         self.use_zero_page.store(true, Ordering::Relaxed);
         self.shrink_underused.store(true, Ordering::Relaxed);
+        self.huge_zero_wp_alloc.store(false, Ordering::Relaxed);
         let fresh = KhugepagedKnobs::new();
         let k = &self.khugepaged;
         k.defrag.store(fresh.defrag.into_inner(), Ordering::Relaxed);

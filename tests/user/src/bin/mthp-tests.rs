@@ -2640,7 +2640,7 @@ fn descriptors_and_directories() -> TestResult {
         sys::close(f);
     }
     // getdents64 of the THP sysfs directory.
-    let dir = sys::open(path!("{THP}").c(), sys::O_RDONLY | 0o200000);
+    let dir = sys::open(path!("{THP}").c(), sys::O_RDONLY | sys::O_DIRECTORY);
     ensure!(dir >= 0, "open {THP}: {dir}");
     let mut buf = [0u8; 4096];
     let mut names_seen = 0;
