@@ -23,6 +23,17 @@
 //! | 56 | software | special (zero page, device): no folio behind it |
 //! | 58 | software | `PROT_NONE` leaf (with valid = 0) |
 //!
+//! # Swap and migration entries (valid = 0, bit 58 = 0)
+//! | bit | use |
+//! |---|---|
+//! | 2 | exclusive |
+//! | 7:3 | type |
+//! | 53:8 | offset |
+//! | 59 | software: this is a swap entry (so type 0, offset 0 is not 0) |
+//!
+//! The hardware ignores every bit of an invalid descriptor but bit 0.
+//! Only PTEs and PMDs hold them.
+//!
 //! # Access flag, dirty and write permission
 //! The kernel runs with TCR_EL1.HA = HD = 0 (and QEMU TCG without
 //! FEAT_HAFDBS has no choice), so the MMU never updates descriptors:
@@ -41,7 +52,7 @@
 //! * Entries built elsewhere without the software bits (the boot code's
 //!   kernel tables) decode sensibly: AP\[2\] = 0 reads as writable and dirty.
 
-use mm::paging::{Attrs, Entry, Leaf, PagingArch, Perms};
+use mm::paging::{Attrs, Entry, Leaf, PagingArch, Perms, SwapEntry};
 
 pub const VALID: u64 = 1 << 0;
 pub const TYPE_TABLE_PAGE: u64 = 1 << 1;
@@ -64,6 +75,11 @@ pub const UXN: u64 = 1 << 54;
 pub const SW_DIRTY: u64 = 1 << 55;
 pub const SW_SPECIAL: u64 = 1 << 56;
 pub const SW_PROTNONE: u64 = 1 << 58;
+/// Swap entries: the marker, the exclusive bit, the type and offset fields.
+pub const SW_SWAP: u64 = 1 << 59;
+pub const SWP_EXCLUSIVE: u64 = 1 << 2;
+pub const SWP_TYPE_SHIFT: u32 = 3;
+pub const SWP_OFFSET_SHIFT: u32 = 8;
 
 /// Entries per contiguous block with the 4 KiB granule (64 KiB).
 pub const CONT_PTES: usize = 16;
@@ -98,6 +114,13 @@ impl PagingArch for Aarch64 {
             if raw & SW_PROTNONE != 0 && leaf_shape {
                 return Entry::Leaf(decode_leaf(raw, level, false));
             }
+            if raw & (SW_PROTNONE | SW_SWAP) == SW_SWAP && level <= 1 {
+                return Entry::Swap(SwapEntry {
+                    ty: ((raw >> SWP_TYPE_SHIFT) & ((1 << SwapEntry::TYPE_BITS) - 1)) as u8,
+                    offset: (raw >> SWP_OFFSET_SHIFT) & SwapEntry::OFFSET_MASK,
+                    exclusive: raw & SWP_EXCLUSIVE != 0,
+                });
+            }
             return Entry::Absent;
         }
         match (level, ty) {
@@ -114,6 +137,16 @@ impl PagingArch for Aarch64 {
     fn encode(entry: Entry, level: u8) -> u64 {
         match entry {
             Entry::Absent => 0,
+            Entry::Swap(e) => {
+                debug_assert!(level <= 1 && u32::from(e.ty) < 1 << SwapEntry::TYPE_BITS);
+                let mut raw = SW_SWAP;
+                raw |= (u64::from(e.ty) & ((1 << SwapEntry::TYPE_BITS) - 1)) << SWP_TYPE_SHIFT;
+                raw |= (e.offset & SwapEntry::OFFSET_MASK) << SWP_OFFSET_SHIFT;
+                if e.exclusive {
+                    raw |= SWP_EXCLUSIVE;
+                }
+                raw
+            }
             // No APTable/XNTable restrictions: leaves carry the rights.
             Entry::Table { pa } => (pa & OA_MASK) | TYPE_TABLE_PAGE | VALID,
             Entry::Leaf(l) => {

@@ -20,6 +20,19 @@
 //! | 12.. 51 | address | frame; in a PS leaf bit 12 is PAT (never set) |
 //! | 63 | NX | not executable (EFER.NXE is enabled by the boot code) |
 //!
+//! # Swap and migration entries (P = 0, bit 11 = 0, not zero)
+//! | bit | use |
+//! |---|---|
+//! | 1 | exclusive |
+//! | 6:2 | type |
+//! | 57:12 | offset, inverted |
+//! | 58 | software: this is a swap entry (so no field value encodes as 0) |
+//!
+//! The offset is stored inverted, as Linux does against L1TF: a CPU that
+//! speculatively uses the address bits of a non-present entry then sees a
+//! frame number far above any RAM, not the frame being migrated.
+//! Only PTEs and PMDs hold them.
+//!
 //! # Accessed / dirty
 //! A and D are hardware-managed: the CPU sets them atomically in the entry,
 //! so the generic code changes live entries with compare-exchange and
@@ -28,7 +41,7 @@
 //! still gathers a flush after clearing them, so the next access or write
 //! is recorded again.
 
-use mm::paging::{Attrs, Entry, Leaf, PagingArch, Perms};
+use mm::paging::{Attrs, Entry, Leaf, PagingArch, Perms, SwapEntry};
 
 pub const P: u64 = 1 << 0;
 pub const RW: u64 = 1 << 1;
@@ -42,6 +55,11 @@ pub const G: u64 = 1 << 8;
 pub const SW_SPECIAL: u64 = 1 << 9;
 pub const SW_PROTNONE: u64 = 1 << 11;
 pub const NX: u64 = 1 << 63;
+/// Swap entries: the exclusive bit, the type field and the offset field.
+pub const SW_SWAP: u64 = 1 << 58;
+pub const SWP_EXCLUSIVE: u64 = 1 << 1;
+pub const SWP_TYPE_SHIFT: u32 = 2;
+pub const SWP_OFFSET_SHIFT: u32 = 12;
 /// Physical-address bits of an entry (up to 52-bit physical addresses).
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
@@ -76,6 +94,13 @@ impl PagingArch for X86_64 {
             if raw & SW_PROTNONE != 0 && is_leaf_shape {
                 return Entry::Leaf(decode_leaf(raw, level, Perms::NONE));
             }
+            if raw & (SW_PROTNONE | SW_SWAP) == SW_SWAP && level <= 1 {
+                return Entry::Swap(SwapEntry {
+                    ty: ((raw >> SWP_TYPE_SHIFT) & ((1 << SwapEntry::TYPE_BITS) - 1)) as u8,
+                    offset: (!raw >> SWP_OFFSET_SHIFT) & SwapEntry::OFFSET_MASK,
+                    exclusive: raw & SWP_EXCLUSIVE != 0,
+                });
+            }
             return Entry::Absent;
         }
         if !is_leaf_shape {
@@ -95,6 +120,16 @@ impl PagingArch for X86_64 {
     fn encode(entry: Entry, level: u8) -> u64 {
         match entry {
             Entry::Absent => 0,
+            Entry::Swap(e) => {
+                debug_assert!(level <= 1 && u32::from(e.ty) < 1 << SwapEntry::TYPE_BITS);
+                let mut raw = SW_SWAP;
+                raw |= (u64::from(e.ty) & ((1 << SwapEntry::TYPE_BITS) - 1)) << SWP_TYPE_SHIFT;
+                raw |= ((!e.offset) & SwapEntry::OFFSET_MASK) << SWP_OFFSET_SHIFT;
+                if e.exclusive {
+                    raw |= SWP_EXCLUSIVE;
+                }
+                raw
+            }
             // Tables grant everything; the leaf restricts.  A is preset so
             // the walker need not set it with a locked write.
             Entry::Table { pa } => (pa & ADDR_MASK) | P | RW | US | A,

@@ -195,15 +195,113 @@ pub struct Leaf {
     pub cont: bool,
 }
 
+/// A non-present entry that is not empty (Linux's `swp_entry_t` as kept
+/// in a PTE or PMD): a `ty` and an `offset`.  Types below
+/// [`SwapEntry::MAX_SWAPFILES`] name a swap device and `offset` its slot;
+/// the types above are Linux's special entries, of which this kernel uses
+/// the migration ones (`offset` is then the frame being migrated).  The
+/// MMU never reads it: any access faults, and the fault path decides.
+///
+/// Both formats keep it in the bits the hardware ignores in an invalid
+/// entry and distinguish it from a `PROT_NONE` leaf by its software bit;
+/// see each arch's `pte.rs`.  Every value of the fields within the limits
+/// round-trips (`encode` then `decode`), including type 0 offset 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SwapEntry {
+    /// Swap device (0..`MAX_SWAPFILES`) or special type.
+    pub ty: u8,
+    /// Slot on the device, or the frame of a migration entry.
+    pub offset: u64,
+    /// The page was exclusive to this mapping when it was unmapped
+    /// (Linux's `SWP_EXCLUSIVE`, so swap-in can map it writable without
+    /// a copy); on migration entries the type says it instead.
+    pub exclusive: bool,
+}
+
+impl SwapEntry {
+    /// Bits of the type (32 types).
+    pub const TYPE_BITS: u32 = 5;
+    /// Bits of the offset both formats can hold (2^46 slots of 4 KiB, or
+    /// frames up to 256 TiB).
+    pub const OFFSET_BITS: u32 = 46;
+    /// Largest offset.
+    pub const OFFSET_MASK: u64 = (1 << Self::OFFSET_BITS) - 1;
+    /// Types at and above this are special (not swap devices).
+    pub const MAX_SWAPFILES: u8 = 28;
+    /// Reserved for Linux's PTE markers.
+    pub const PTE_MARKER: u8 = 28;
+    /// Migration entry of a page mapped read-only (Linux's
+    /// `SWP_MIGRATION_READ`).
+    pub const MIGRATION_READ: u8 = 29;
+    /// ... read-only and anon-exclusive (`SWP_MIGRATION_READ_EXCLUSIVE`).
+    pub const MIGRATION_READ_EXCLUSIVE: u8 = 30;
+    /// ... mapped writable (`SWP_MIGRATION_WRITE`).
+    pub const MIGRATION_WRITE: u8 = 31;
+
+    /// A swap entry for `slot` of device `ty`; `None` if out of range.
+    pub const fn swap(ty: u8, slot: u64, exclusive: bool) -> Option<SwapEntry> {
+        if ty >= Self::MAX_SWAPFILES || slot > Self::OFFSET_MASK {
+            return None;
+        }
+        Some(SwapEntry {
+            ty,
+            offset: slot,
+            exclusive,
+        })
+    }
+
+    /// A migration entry for frame `pfn`, by what the mapping allowed.
+    pub const fn migration(pfn: u64, writable: bool, exclusive: bool) -> Option<SwapEntry> {
+        if pfn > Self::OFFSET_MASK {
+            return None;
+        }
+        let ty = if writable {
+            Self::MIGRATION_WRITE
+        } else if exclusive {
+            Self::MIGRATION_READ_EXCLUSIVE
+        } else {
+            Self::MIGRATION_READ
+        };
+        Some(SwapEntry {
+            ty,
+            offset: pfn,
+            exclusive: false,
+        })
+    }
+
+    /// A swap-device entry (not a special type).
+    pub const fn is_swap(&self) -> bool {
+        self.ty < Self::MAX_SWAPFILES
+    }
+
+    /// A migration entry.
+    pub const fn is_migration(&self) -> bool {
+        self.ty >= Self::MIGRATION_READ && self.ty <= Self::MIGRATION_WRITE
+    }
+
+    /// The frame a migration entry stands for.
+    pub const fn migration_pfn(&self) -> Option<u64> {
+        if self.is_migration() {
+            Some(self.offset)
+        } else {
+            None
+        }
+    }
+}
+
 /// One translation-table entry, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Entry {
-    /// Nothing mapped (raw value 0, or a non-present value we do not use).
+    /// Nothing mapped: raw value 0, or a non-present value no variant
+    /// describes.
     Absent,
     /// Points to the next-level table page at physical address `pa`.
     Table { pa: u64 },
     /// Maps memory.  `PROT_NONE` leaves are leaves whose perms are all false.
     Leaf(Leaf),
+    /// Not present, not empty: a swap or migration entry (PTE or PMD level
+    /// only; above that both formats decode such a value as `Absent`).
+    Swap(SwapEntry),
 }
 
 impl Entry {
@@ -213,6 +311,12 @@ impl Entry {
     pub const fn leaf(&self) -> Option<Leaf> {
         match *self {
             Entry::Leaf(l) => Some(l),
+            _ => None,
+        }
+    }
+    pub const fn swap(&self) -> Option<SwapEntry> {
+        match *self {
+            Entry::Swap(e) => Some(e),
             _ => None,
         }
     }

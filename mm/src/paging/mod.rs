@@ -29,7 +29,7 @@ mod tlb;
 
 pub use arch::{
     Attrs, ENTRIES_PER_TABLE, Entry, Leaf, NR_LEVELS, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PagingArch,
-    Perms, ROOT_LEVEL, VA_BITS, level_index, level_size,
+    Perms, ROOT_LEVEL, SwapEntry, VA_BITS, level_index, level_size,
 };
 pub use batch::ClearResult;
 pub use table::{

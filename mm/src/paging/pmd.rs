@@ -142,6 +142,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         match self.read(slot, PMD_LEVEL) {
             Entry::Absent => Ok(None),
             Entry::Table { .. } => Err(PtError::NotMapped),
+            Entry::Swap(_) => Err(PtError::NonPresent { level: PMD_LEVEL }),
             Entry::Leaf(_) => Ok(self.zap_leaf(slot, PMD_LEVEL, va, g)),
         }
     }

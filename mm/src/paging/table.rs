@@ -64,6 +64,9 @@ pub enum PtError {
     NotMapped,
     /// A PMD leaf without a deposited table: a broken invariant.
     NoDeposit,
+    /// A swap or migration entry at `level` covers the address where a
+    /// table or a leaf was needed (swap it in, or wait for the migration).
+    NonPresent { level: u8 },
 }
 
 /// Result of a walk: the entry where the walk stopped, its level and the
@@ -283,7 +286,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             let slot = table + 8 * level_index(va, l) as u64;
             match self.read(slot, l) {
                 Entry::Table { pa } => table = pa,
-                Entry::Absent => return TableAt::Missing,
+                // A PMD swap/migration entry has no table below it either.
+                Entry::Absent | Entry::Swap(_) => return TableAt::Missing,
                 Entry::Leaf(_) => return TableAt::Huge,
             }
             l -= 1;
@@ -301,6 +305,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             match self.read(slot, l) {
                 Entry::Table { pa } => table = pa,
                 Entry::Leaf(_) => return Err(PtError::Huge { level: l }),
+                Entry::Swap(_) => return Err(PtError::NonPresent { level: l }),
                 Entry::Absent => {
                     let pa = self.env.alloc.alloc_pt().ok_or(PtError::NoMem)?;
                     // The page is zeroed, so the walker sees only absent
@@ -402,7 +407,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             let slot = table + 8 * level_index(va, level) as u64;
             match self.read(slot, level) {
                 Entry::Absent => {}
-                Entry::Leaf(_) if level == 0 => {
+                // Swap and migration PTEs are cleared with the leaves (the
+                // caller's rmap/swap accounting reads them first).
+                Entry::Leaf(_) | Entry::Swap(_) if level == 0 => {
                     let n = ((stop - va) >> PAGE_SHIFT) as usize;
                     self.get_and_clear_ptes(va, n, g);
                 }
@@ -411,6 +418,14 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                         return Err(PtError::Huge { level });
                     }
                     self.zap_leaf(slot, level, entry_base, g);
+                }
+                // A whole PMD swap/migration entry: not in any TLB, so it
+                // is just cleared.
+                Entry::Swap(_) => {
+                    if va != entry_base || stop != entry_base + size {
+                        return Err(PtError::NonPresent { level });
+                    }
+                    self.take(slot);
                 }
                 Entry::Table { pa } => {
                     if level == 0 {
