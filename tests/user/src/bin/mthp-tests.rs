@@ -1138,6 +1138,15 @@ fn split_huge_pages_debugfs() -> TestResult {
 /// before the caller tests behaviour on them ([`expect_folios`]).
 /// `Ok(Err(why))`: the knobs cannot be set here (a skip; a failure on this
 /// kernel, see the harness).
+///
+/// Shown to fail (2026-12-04, x86 TCG): with the kernel's per-size knob
+/// write accepting `always` for 64K but not applying it (so faults stay
+/// 4K), `fork_cow_integrity`, `madv_dontneed_in_folio`,
+/// `partial_munmap_in_folio` and `mremap_large_folios` all fail with
+/// "anon_fault_alloc went up by 0 … not 64K folios" (before the change
+/// they passed on 4K pages), and `fault_order_64k` with its fault count;
+/// with the 2M knob write refused (EACCES) every 2M test fails as
+/// "skipped on the mthp kernel" and `pagemap_and_kpageflags` fails.
 fn folios_64k(len: usize, salt: u64) -> Result<Result<Mem, mthp_user::Msg>, mthp_user::Msg> {
     if let Err(why) = thp_only(Some(64)) {
         return Ok(Err(why));
@@ -1218,11 +1227,7 @@ fn hex(mut v: usize, out: &mut [u8; 20]) -> usize {
 /// Fork copies-on-write inside 64 KiB folios: the child sees the parent's
 /// data and its writes stay its own, and the parent's writes while a child
 /// holds the old copy stay the parent's.  The 2 MiB is first shown to be
-/// 64 KiB folios ([`folios_64k`]); verified to fail when they are not: with
-/// `thp_anon=64K:never` on the command line (the knob write still
-/// succeeds, the fault path is then forced to 4K by an injected change)
-/// and with the 64K fault path off, the test reports
-/// `anon_fault_alloc went up by 0`.
+/// 64 KiB folios ([`folios_64k`]).
 fn fork_cow_integrity() -> TestResult {
     let m = match folios_64k(SZ_2M, 0xa5)? {
         Ok(m) => m,
@@ -2627,8 +2632,9 @@ fn spin_rounds(r: &mthp_user::fpregs::Regs) -> (u32, u32) {
 /// round, and must see rounds that took over twice the fastest plus 1 ms
 /// (it was preempted inside the loop; else the test proved nothing and
 /// fails).  `fpu_state_per_process` covers the voluntary switches
-/// (sched_yield, fork).  Verified to fail with the x86 save/restore at
-/// switches disabled.
+/// (sched_yield, fork).  Shown to fail (x86 TCG) with the scheduler's
+/// `fxsave64`/`fxrstor64` at switches removed: "parent's FP/SIMD
+/// registers changed in 28 rounds while preempted".
 fn fpu_state_survives_preemption() -> TestResult {
     use mthp_user::fpregs::Regs;
     let mut old = [0u64; 16];
