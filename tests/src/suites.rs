@@ -362,15 +362,8 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
     let cc = match crate::cc::find(arch) {
         Ok(c) => c,
         Err(why) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                println!("[{tag}] FAILED: the suite cannot run under CI=true: {why}");
-                return Tally::one_failure();
-            }
-            println!("[{tag}] skipped: {why}");
-            return Tally {
-                skipped: 1,
-                ..Tally::default()
-            };
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            return cannot_run(&tag, &why, ci);
         }
     };
     let root = qemu::workspace_root();
@@ -395,6 +388,21 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
     let mut spec = RunSpec::new(arch, accel, kernel, "init=/libc-tests");
     spec.initrd = Some(initrd);
     run_suite(arch, "libc", &spec, Duration::from_secs(180), None)
+}
+
+/// A suite that cannot run here (`why`): one failure under CI (`ci`),
+/// else one skip; said either way.
+fn cannot_run(tag: &str, why: &str, ci: bool) -> Tally {
+    if ci {
+        println!("[{tag}] FAILED: the suite cannot run under CI=true: {why}");
+        Tally::one_failure()
+    } else {
+        println!("[{tag}] skipped: {why}");
+        Tally {
+            skipped: 1,
+            ..Tally::default()
+        }
+    }
 }
 
 /// Boot once and judge the report.  A suite that does not end properly
@@ -520,4 +528,75 @@ fn parse_summary(l: &str) -> Option<Tally> {
         failed: f.parse().ok()?,
         skipped: s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_with_and_without_skips() {
+        let t = parse_summary("12 passed, 1 failed, 3 skipped").unwrap();
+        assert_eq!((t.passed, t.failed, t.skipped), (12, 1, 3));
+        let t = parse_summary("  4 passed, 0 failed").unwrap();
+        assert_eq!((t.passed, t.failed, t.skipped), (4, 0, 0));
+        assert!(parse_summary("4 passed, 0 failed, x skipped").is_none());
+        assert!(parse_summary("test a ... ok").is_none());
+    }
+
+    fn ledger(
+        skipped: &[(&str, &'static str)],
+        ran: &[&str],
+        not_run: &[&'static str],
+    ) -> SkipLedger {
+        SkipLedger {
+            skipped: skipped.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+            ran: ran.iter().map(|n| n.to_string()).collect(),
+            boots_not_run: not_run.to_vec(),
+        }
+    }
+
+    const PMU: &str = "arch_aarch64::pmu::tests::arch_pmu_instructions_exact_if_advertised";
+
+    #[test]
+    fn a_skip_is_fine_when_the_designated_boot_runs_the_test() {
+        let l = ledger(&[(PMU, "selftest"), (PMU, "gicv3")], &[PMU], &[]);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 0);
+    }
+
+    #[test]
+    fn skipped_in_every_boot_including_the_designated_one_fails() {
+        let l = ledger(&[(PMU, "selftest"), (PMU, "pmu-icount")], &[], &[]);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 1);
+    }
+
+    #[test]
+    fn designated_boot_not_run_is_a_note() {
+        let l = ledger(&[(PMU, "selftest")], &[], &["pmu-icount"]);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 0);
+    }
+
+    #[test]
+    fn an_undeclared_test_skipped_everywhere_fails() {
+        let l = ledger(&[("kernel::x::tests::needs_magic", "selftest")], &[], &[]);
+        assert_eq!(l.judge(Arch::X86_64).failed, 1);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 1);
+    }
+
+    #[test]
+    fn allowed_everywhere_only_on_its_arch() {
+        let name = "kernel::perf::tests::perf_pmu_expected_events_count";
+        let l = ledger(&[(name, "selftest")], &[], &[]);
+        assert_eq!(l.judge(Arch::X86_64).failed, 0);
+        // On arm64 it is designated to pmu-icount, which ran: a failure.
+        assert_eq!(l.judge(Arch::Aarch64).failed, 1);
+    }
+
+    #[test]
+    fn a_suite_that_cannot_run_fails_under_ci_only() {
+        let t = cannot_run("x/libc", "no compiler", true);
+        assert_eq!((t.passed, t.failed, t.skipped), (0, 1, 0));
+        let t = cannot_run("x/libc", "no compiler", false);
+        assert_eq!((t.passed, t.failed, t.skipped), (0, 0, 1));
+    }
 }
