@@ -1,6 +1,10 @@
 //! The user-space test suite: every test runs in this one process (forking
-//! where a test needs isolation) and prints `test <name> ... ok` or
-//! `... FAILED: <reason>`, then `N passed, N failed`; exit status 0 or 1.
+//! where a test needs isolation) and prints `test <name> ... ok`,
+//! `... FAILED: <reason>` or `... skipped: <reason>`, then `N passed, N
+//! failed, N skipped`; exit status 0 or 1.  A skip (a knob that cannot be
+//! written, kpageflags that cannot be read) is a failure on the mthp kernel
+//! and a skip on Linux (see `Harness` in the library).  Tests about large
+//! folios first prove the mapping has the folios they are about.
 //!
 //! `mthp-tests [filter]` runs only the tests whose name contains `filter`.
 //! The THP knobs the tests change are saved first and restored at the end,
