@@ -83,13 +83,13 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     let mut ok = true;
     if cmdline::has("selftest") {
         let filter = cmdline::value("selftest").unwrap_or("");
-        let (p, f) = selftest::run(filter);
-        println!("{} passed, {} failed", p, f);
+        let (p, f, s) = selftest::run(filter);
+        println!("{} passed, {} failed, {} skipped", p, f, s);
         ok = f == 0;
     }
     if let Some(v) = cmdline::value("storm") {
         // Reported as one more test line so the runner counts it.
-        let (mut p, mut f) = selftest::summary();
+        let (mut p, mut f, s) = selftest::summary();
         match storm::parse(v) {
             Some((seed, ops)) => match storm::run(seed, ops) {
                 Ok(()) => {
@@ -112,7 +112,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
                 f += 1;
             }
         }
-        println!("{} passed, {} failed", p, f);
+        println!("{} passed, {} failed, {} skipped", p, f, s);
         ok &= f == 0;
     }
     if cmdline::has("demo") {

@@ -4,8 +4,11 @@
 //! ```text
 //! test <name> ... ok
 //! test <name> ... FAILED: <reason>
-//! N passed, N failed
+//! test <name> ... skipped: <reason>
+//! N passed, N failed, N skipped
 //! ```
+//! A test skips with `ktest::skip!` when the hardware or boot configuration
+//! it needs is missing (see the policy there and in `tests/src/suites.rs`).
 //! A failing test does not stop the others.  A panic cannot be unwound
 //! (panic=abort), so the panic handler reports the running test as FAILED,
 //! prints the summary counting it, and fails the run.
@@ -23,6 +26,7 @@ static FIRED: AtomicBool = AtomicBool::new(false);
 
 static PASSED: AtomicUsize = AtomicUsize::new(0);
 static FAILED: AtomicUsize = AtomicUsize::new(0);
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
 static CURRENT: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
 
 #[allow(unsafe_code)]
@@ -44,8 +48,8 @@ fn all_tests() -> &'static [KTest] {
 }
 
 /// Run every test whose name contains `filter` (all when empty).
-/// Returns `(passed, failed)`.
-pub fn run(filter: &str) -> (usize, usize) {
+/// Returns `(passed, failed, skipped)`.
+pub fn run(filter: &str) -> (usize, usize, usize) {
     let mut tests: alloc::vec::Vec<&KTest> = all_tests()
         .iter()
         .filter(|t| t.name.contains(filter))
@@ -64,6 +68,10 @@ pub fn run(filter: &str) -> (usize, usize) {
             Ok(()) => {
                 PASSED.fetch_add(1, Ordering::Relaxed);
                 println!("test {} ... ok ({} ms)", t.name, ms);
+            }
+            Err(ref why) if let Some(reason) = ktest::skip_reason(why) => {
+                SKIPPED.fetch_add(1, Ordering::Relaxed);
+                println!("test {} ... skipped: {}", t.name, reason);
             }
             Err(why) => {
                 FAILED.fetch_add(1, Ordering::Relaxed);
@@ -84,10 +92,11 @@ pub fn overdue(now: u64) -> Option<&'static str> {
     Some("a test ran for over 120 s (hung?); thread states above")
 }
 
-pub fn summary() -> (usize, usize) {
+pub fn summary() -> (usize, usize, usize) {
     (
         PASSED.load(Ordering::Relaxed),
         FAILED.load(Ordering::Relaxed),
+        SKIPPED.load(Ordering::Relaxed),
     )
 }
 
@@ -102,8 +111,8 @@ pub fn on_panic() -> bool {
             name
         ));
         FAILED.fetch_add(1, Ordering::Relaxed);
-        let (p, f) = summary();
-        crate::log::print_unlocked(format_args!("{} passed, {} failed\n", p, f));
+        let (p, f, s) = summary();
+        crate::log::print_unlocked(format_args!("{} passed, {} failed, {} skipped\n", p, f, s));
         true
     } else {
         false

@@ -7,13 +7,19 @@
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
 //! ```
 //!
-//! A kernel run passes only if every `test … ok/FAILED` line is `ok`, the
-//! kernel printed its `N passed, N failed` summary (agreeing with the lines
-//! seen), QEMU exited with the architecture's success status (x86
-//! isa-debug-exit 33 — a triple fault under `-no-reboot` exits 0, so the
-//! status alone is not trusted; arm64 semihosting 0), and it did so before
-//! the timeout.  The last line printed is always `N passed, N failed`,
-//! counting host and in-kernel tests together.
+//! A kernel run passes only if no `test …` line is `FAILED`, the kernel
+//! printed its `N passed, N failed[, N skipped]` summary (agreeing with the
+//! `ok`/`FAILED`/`skipped` lines seen), QEMU exited with the architecture's
+//! success status (x86 isa-debug-exit 33 — a triple fault under
+//! `-no-reboot` exits 0, so the status alone is not trusted; arm64
+//! semihosting 0), and it did so before the timeout.  A test line reading
+//! `test <name> ... skipped: <reason>` is counted as skipped, never as
+//! passed; which skips are allowed is decided in `suites.rs` (in-kernel:
+//! each must run in the boot designed for it; user space: the program
+//! itself turns a skip on this kernel into a failure; a suite that cannot
+//! run at all fails under `CI=true`).  The last line printed is always
+//! `N passed, N failed, N skipped`, counting host and in-kernel tests
+//! together (cargo's `ignored` counts as skipped).
 //!
 //! No dependencies beyond `std`, so the runner builds in a second.
 mod bench;
@@ -28,12 +34,24 @@ use std::process::{Command, ExitCode};
 pub struct Tally {
     pub passed: usize,
     pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Tally {
+    /// One failure (a boot or build that went wrong).
+    pub fn one_failure() -> Tally {
+        Tally {
+            failed: 1,
+            ..Tally::default()
+        }
+    }
 }
 
 impl std::ops::AddAssign for Tally {
     fn add_assign(&mut self, o: Tally) {
         self.passed += o.passed;
         self.failed += o.failed;
+        self.skipped += o.skipped;
     }
 }
 
@@ -110,7 +128,10 @@ fn main() -> ExitCode {
                 total += suites::kernel_suites(arch, accel, &filter);
             }
             let _ = broken;
-            println!("{} passed, {} failed", total.passed, total.failed);
+            println!(
+                "{} passed, {} failed, {} skipped",
+                total.passed, total.failed, total.skipped
+            );
             if total.failed == 0 {
                 ExitCode::SUCCESS
             } else {

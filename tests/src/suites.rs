@@ -105,11 +105,16 @@ pub fn host_tests() -> Result<Tally, String> {
             seen += 1;
             let p = number_before(rest, " passed");
             let f = number_before(rest, " failed");
-            if p + f > 0 {
-                println!("  {:<60} {p} passed, {f} failed", short(&current));
+            let i = number_before(rest, " ignored");
+            if p + f + i > 0 {
+                println!(
+                    "  {:<60} {p} passed, {f} failed, {i} skipped",
+                    short(&current)
+                );
             }
             t.passed += p;
             t.failed += f;
+            t.skipped += i;
         }
     }
     if seen == 0 || (!out.status.success() && t.failed == 0) {
@@ -153,6 +158,7 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
             return total;
         }
     };
+    let mut seen = SkipLedger::default();
     for s in suites(arch) {
         if accel == Accel::Kvm && !s.extra_qemu_args.is_empty() {
             println!(
@@ -161,6 +167,8 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
                 s.name,
                 s.extra_qemu_args
             );
+            seen.boots_not_run.push(s.name);
+            total.skipped += 1;
             continue;
         }
         let mut cmdline = s.cmdline.to_string();
@@ -172,10 +180,108 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
             spec.machine = m.into();
         }
         spec.extra_args = s.extra_qemu_args.iter().map(|a| a.to_string()).collect();
-        total += run_suite(arch, s.name, &spec, Duration::from_secs(s.timeout_s));
+        total += run_suite(
+            arch,
+            s.name,
+            &spec,
+            Duration::from_secs(s.timeout_s),
+            Some(&mut seen),
+        );
     }
+    total += seen.judge(arch);
     total += user_suite(arch, accel, kernel, filter);
     total
+}
+
+/// In-kernel tests that skip in the main `selftest` boot because they need
+/// a machine configuration, and the boot of [`suites`] designed for them.
+/// Policy (issue 21): an in-kernel test may skip only when the
+/// hardware or boot configuration it needs is missing, and then it must
+/// run (pass or fail, not skip) in the boot listed here; a test that
+/// skips in every boot of an architecture fails the run, unless it is
+/// listed in [`MAY_SKIP_EVERYWHERE`] for that architecture or its boot
+/// here was not run (TCG-only boots under KVM: reported, counted as
+/// skipped).  Names are matched as the full `module::test` path's suffix.
+const DESIGNATED_BOOT: &[(Arch, &str, &str)] = &[
+    (
+        Arch::Aarch64,
+        "perf_pmu_expected_events_count",
+        "pmu-icount",
+    ),
+    (
+        Arch::Aarch64,
+        "arch_pmu_instructions_exact_if_advertised",
+        "pmu-icount",
+    ),
+];
+
+/// In-kernel tests no boot of that architecture can run, and why.
+const MAY_SKIP_EVERYWHERE: &[(Arch, &str, &str)] = &[(
+    Arch::X86_64,
+    "perf_pmu_expected_events_count",
+    "TCG's x86 CPU has no PMU, so no x86 boot asks for perf-expect",
+)];
+
+/// What one architecture's kernel boots reported, for the skip policy.
+#[derive(Default)]
+struct SkipLedger {
+    /// Tests that printed `skipped`, with the boot.
+    skipped: Vec<(String, &'static str)>,
+    /// Tests that printed `ok` or `FAILED` in some boot.
+    ran: Vec<String>,
+    /// Boots not run (TCG-only under KVM).
+    boots_not_run: Vec<&'static str>,
+}
+
+impl SkipLedger {
+    /// Applies the policy of [`DESIGNATED_BOOT`]: one failure per test that
+    /// skipped in every boot without being allowed to.
+    fn judge(&self, arch: Arch) -> Tally {
+        let mut t = Tally::default();
+        let mut done: Vec<&str> = Vec::new();
+        for (name, _) in &self.skipped {
+            if self.ran.contains(name) || done.contains(&name.as_str()) {
+                continue;
+            }
+            done.push(name);
+            let boots: Vec<&str> = self
+                .skipped
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, b)| *b)
+                .collect();
+            let tag = arch.name();
+            let matches = |t: &str| name.ends_with(t);
+            if let Some((_, _, boot)) = DESIGNATED_BOOT
+                .iter()
+                .find(|(a, t, _)| *a == arch && matches(t))
+            {
+                if self.boots_not_run.contains(boot) {
+                    println!(
+                        "[{tag}] note: {name} skipped in {boots:?}; its boot '{boot}' was not run"
+                    );
+                } else {
+                    println!(
+                        "[{tag}] {name}: FAILED: skipped in every boot ({boots:?}), \
+                         including '{boot}', the one designed for it"
+                    );
+                    t.failed += 1;
+                }
+            } else if let Some((_, _, why)) = MAY_SKIP_EVERYWHERE
+                .iter()
+                .find(|(a, t, _)| *a == arch && matches(t))
+            {
+                println!("[{tag}] note: {name} skipped in every boot: {why}");
+            } else {
+                println!(
+                    "[{tag}] {name}: FAILED: skipped in every boot ({boots:?}) and no boot \
+                     is designed for it (tests/src/suites.rs DESIGNATED_BOOT)"
+                );
+                t.failed += 1;
+            }
+        }
+        t
+    }
 }
 
 /// A boot of the initramfs: `init=<program> [args]` on a machine with
@@ -219,10 +325,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         Ok(p) => p,
         Err(e) => {
             println!("[{}/user] initramfs: FAILED: {e}", arch.name());
-            return Tally {
-                passed: 0,
-                failed: 1,
-            };
+            return Tally::one_failure();
         }
     };
     let _ = filter;
@@ -231,10 +334,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
             Ok(k) => k,
             Err(e) => {
                 println!("[{}/user] Image: FAILED: {e}", arch.name());
-                return Tally {
-                    passed: 0,
-                    failed: 1,
-                };
+                return Tally::one_failure();
             }
         }
     } else {
@@ -245,32 +345,32 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         let mut spec = RunSpec::new(arch, accel, kernel.clone(), u.cmdline);
         spec.initrd = Some(initrd.clone());
         spec.mem = u.mem.into();
-        total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s));
+        total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s), None);
     }
     total += libc_suite(arch, accel, kernel);
     total
 }
 
 /// `libc`: `tests/c/libc-tests.c` built with the system's C compiler and
-/// C library (`-static`), booted as init.  Skipped (and said so) when no
-/// compiler for `arch` is found (see `cc.rs`).
+/// C library (`-static`), booted as init.  When no compiler for `arch` is
+/// found (see `cc.rs`) the suite cannot run: with `CI=true` in the
+/// environment that is a failure (a CI machine must have the compilers;
+/// issue 20), otherwise it is said and counted as one skip in the final
+/// line.
 fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
     let tag = format!("{}/libc", arch.name());
     let cc = match crate::cc::find(arch) {
         Ok(c) => c,
         Err(why) => {
-            println!("[{tag}] skipped: {why}");
-            return Tally::default();
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            return cannot_run(&tag, &why, ci);
         }
     };
     let root = qemu::workspace_root();
     let out = root.join("target").join(arch.target()).join("libc-tests");
     let failed = |e: String| {
         println!("[{tag}] build: FAILED: {e}");
-        Tally {
-            passed: 0,
-            failed: 1,
-        }
+        Tally::one_failure()
     };
     let exe = match crate::cc::build_static(&cc, &root.join("tests/c/libc-tests.c"), &out) {
         Ok(b) => b,
@@ -287,16 +387,39 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
     };
     let mut spec = RunSpec::new(arch, accel, kernel, "init=/libc-tests");
     spec.initrd = Some(initrd);
-    run_suite(arch, "libc", &spec, Duration::from_secs(180))
+    run_suite(arch, "libc", &spec, Duration::from_secs(180), None)
+}
+
+/// A suite that cannot run here (`why`): one failure under CI (`ci`),
+/// else one skip; said either way.
+fn cannot_run(tag: &str, why: &str, ci: bool) -> Tally {
+    if ci {
+        println!("[{tag}] FAILED: the suite cannot run under CI=true: {why}");
+        Tally::one_failure()
+    } else {
+        println!("[{tag}] skipped: {why}");
+        Tally {
+            skipped: 1,
+            ..Tally::default()
+        }
+    }
 }
 
 /// Boot once and judge the report.  A suite that does not end properly
-/// (timeout, missing summary, bad exit status, panic) counts one extra failure.
-fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally {
+/// (timeout, missing summary, bad exit status, panic) counts one extra
+/// failure.  `ledger` (in-kernel boots) collects which tests skipped and
+/// which ran, for the skip policy ([`DESIGNATED_BOOT`]).
+fn run_suite(
+    arch: Arch,
+    name: &'static str,
+    spec: &RunSpec,
+    timeout: Duration,
+    mut ledger: Option<&mut SkipLedger>,
+) -> Tally {
     let tag = format!("{}/{}", arch.name(), name);
     println!("[{tag}] + {}", qemu::show(&spec.command()));
     let mut t = Tally::default();
-    let mut summary: Option<(usize, usize)> = None;
+    let mut summary: Option<Tally> = None;
     let mut first_test_ms: Option<u128> = None;
     let start = std::time::Instant::now();
     let verbose = std::env::var_os("VERBOSE").is_some();
@@ -305,10 +428,24 @@ fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally
             if first_test_ms.is_none() {
                 first_test_ms = Some(start.elapsed().as_millis());
             }
-            if rest.contains(" ... ok") {
+            let test = rest.split(" ... ").next().unwrap_or(rest).to_string();
+            let ran = if rest.contains(" ... ok") {
                 t.passed += 1;
+                true
             } else if rest.contains(" ... FAILED") {
                 t.failed += 1;
+                true
+            } else if rest.contains(" ... skipped") {
+                t.skipped += 1;
+                if let Some(l) = ledger.as_deref_mut() {
+                    l.skipped.push((test.clone(), name));
+                }
+                false
+            } else {
+                false
+            };
+            if ran && let Some(l) = ledger.as_deref_mut() {
+                l.ran.push(test);
             }
             println!("[{tag}] {l}");
         } else if let Some(s) = parse_summary(l) {
@@ -339,11 +476,12 @@ fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally
         _ => {}
     }
     match summary {
-        None => problems.push("no 'N passed, N failed' summary from the kernel".into()),
-        Some((p, f)) if (p, f) != (t.passed, t.failed) => problems.push(format!(
-            "summary says {p}/{f} but the runner saw {}/{}",
-            t.passed, t.failed
-        )),
+        None => problems.push("no 'N passed, N failed, N skipped' summary from the kernel".into()),
+        Some(s) if (s.passed, s.failed, s.skipped) != (t.passed, t.failed, t.skipped) => problems
+            .push(format!(
+                "summary says {}/{}/{} (passed/failed/skipped) but the runner saw {}/{}/{}",
+                s.passed, s.failed, s.skipped, t.passed, t.failed, t.skipped
+            )),
         _ => {}
     }
     if t.passed + t.failed == 0 {
@@ -366,9 +504,10 @@ fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally
         t.failed += 1;
     } else {
         println!(
-            "[{tag}] {} passed, {} failed in {:.1} s (first self-test after {} ms)",
+            "[{tag}] {} passed, {} failed, {} skipped in {:.1} s (first self-test after {} ms)",
             t.passed,
             t.failed,
+            t.skipped,
             out.elapsed.as_secs_f64(),
             first_test_ms.unwrap_or(0)
         );
@@ -376,8 +515,88 @@ fn run_suite(arch: Arch, name: &str, spec: &RunSpec, timeout: Duration) -> Tally
     t
 }
 
-fn parse_summary(l: &str) -> Option<(usize, usize)> {
+/// `N passed, N failed, N skipped`; the older `N passed, N failed` (no
+/// skips) is still read.
+fn parse_summary(l: &str) -> Option<Tally> {
     let (a, b) = l.trim().split_once(" passed, ")?;
-    let f = b.strip_suffix(" failed")?;
-    Some((a.parse().ok()?, f.parse().ok()?))
+    let (f, s) = match b.split_once(" failed, ") {
+        Some((f, s)) => (f, s.strip_suffix(" skipped")?.parse().ok()?),
+        None => (b.strip_suffix(" failed")?, 0),
+    };
+    Some(Tally {
+        passed: a.parse().ok()?,
+        failed: f.parse().ok()?,
+        skipped: s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_with_and_without_skips() {
+        let t = parse_summary("12 passed, 1 failed, 3 skipped").unwrap();
+        assert_eq!((t.passed, t.failed, t.skipped), (12, 1, 3));
+        let t = parse_summary("  4 passed, 0 failed").unwrap();
+        assert_eq!((t.passed, t.failed, t.skipped), (4, 0, 0));
+        assert!(parse_summary("4 passed, 0 failed, x skipped").is_none());
+        assert!(parse_summary("test a ... ok").is_none());
+    }
+
+    fn ledger(
+        skipped: &[(&str, &'static str)],
+        ran: &[&str],
+        not_run: &[&'static str],
+    ) -> SkipLedger {
+        SkipLedger {
+            skipped: skipped.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+            ran: ran.iter().map(|n| n.to_string()).collect(),
+            boots_not_run: not_run.to_vec(),
+        }
+    }
+
+    const PMU: &str = "arch_aarch64::pmu::tests::arch_pmu_instructions_exact_if_advertised";
+
+    #[test]
+    fn a_skip_is_fine_when_the_designated_boot_runs_the_test() {
+        let l = ledger(&[(PMU, "selftest"), (PMU, "gicv3")], &[PMU], &[]);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 0);
+    }
+
+    #[test]
+    fn skipped_in_every_boot_including_the_designated_one_fails() {
+        let l = ledger(&[(PMU, "selftest"), (PMU, "pmu-icount")], &[], &[]);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 1);
+    }
+
+    #[test]
+    fn designated_boot_not_run_is_a_note() {
+        let l = ledger(&[(PMU, "selftest")], &[], &["pmu-icount"]);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 0);
+    }
+
+    #[test]
+    fn an_undeclared_test_skipped_everywhere_fails() {
+        let l = ledger(&[("kernel::x::tests::needs_magic", "selftest")], &[], &[]);
+        assert_eq!(l.judge(Arch::X86_64).failed, 1);
+        assert_eq!(l.judge(Arch::Aarch64).failed, 1);
+    }
+
+    #[test]
+    fn allowed_everywhere_only_on_its_arch() {
+        let name = "kernel::perf::tests::perf_pmu_expected_events_count";
+        let l = ledger(&[(name, "selftest")], &[], &[]);
+        assert_eq!(l.judge(Arch::X86_64).failed, 0);
+        // On arm64 it is designated to pmu-icount, which ran: a failure.
+        assert_eq!(l.judge(Arch::Aarch64).failed, 1);
+    }
+
+    #[test]
+    fn a_suite_that_cannot_run_fails_under_ci_only() {
+        let t = cannot_run("x/libc", "no compiler", true);
+        assert_eq!((t.passed, t.failed, t.skipped), (0, 1, 0));
+        let t = cannot_run("x/libc", "no compiler", false);
+        assert_eq!((t.passed, t.failed, t.skipped), (0, 0, 1));
+    }
 }

@@ -15,8 +15,42 @@ extern crate alloc;
 pub use alloc::format;
 pub use alloc::string::String;
 
-/// What a self-test returns: `Err(reason)` marks it FAILED with that reason.
+/// What a self-test returns: `Err(reason)` marks it FAILED with that
+/// reason; an `Err` made by [`skip!`] marks it skipped instead.
 pub type TestResult = Result<(), String>;
+
+/// The prefix [`skip!`] puts in front of its reason.  A skip travels in the
+/// `Err` string (rather than as a third `TestResult` variant) so every
+/// existing test, helper and `?` keeps its `Result<(), String>` type; the
+/// control character cannot come from an ordinary failure message.
+const SKIP_MARK: &str = "\u{1}skip\u{1}";
+
+/// The `Err` value of a skip with `why` (what [`skip!`] returns).
+pub fn skipped(why: String) -> String {
+    let mut s = String::from(SKIP_MARK);
+    s.push_str(&why);
+    s
+}
+
+/// `Some(reason)` if `err` came from [`skip!`].
+pub fn skip_reason(err: &str) -> Option<&str> {
+    err.strip_prefix(SKIP_MARK)
+}
+
+/// End the current test as skipped: `skip!("no PMU: {why}")`.  The runner
+/// prints `test <name> ... skipped: <reason>`.
+///
+/// Policy: skip only when the hardware or boot configuration the test
+/// needs is missing, and name it in the reason.  The host runner fails the
+/// run when a test skips in every boot of an architecture, unless
+/// `tests/src/suites.rs` names the boot designed for it (which must run
+/// it) or says why no boot of that architecture can.
+#[macro_export]
+macro_rules! skip {
+    ($($arg:tt)+) => {
+        return Err($crate::skipped($crate::format!($($arg)+)))
+    };
+}
 
 /// One registered test.
 #[repr(C)]

@@ -1,7 +1,8 @@
 //! FP/SIMD register probes for the FPU tests.  [`run`] is one `asm!`
 //! block that loads every vector register and the FP control register
-//! from a pattern, makes system calls (yields, and optionally a fork),
-//! and stores the registers back: nothing compiled by Rust runs in
+//! from a pattern, spins in a register-only loop (where only the timer
+//! can take the CPU away), makes system calls (yields, and optionally a
+//! fork), and stores the registers back: nothing compiled by Rust runs in
 //! between, so what comes back is what the kernel preserved.
 
 /// Vector registers compared: xmm0-15 (x86_64), v0-v31 (arm64).
@@ -45,11 +46,12 @@ impl Regs {
     }
 }
 
-/// Load `input`, call `sched_yield` `yields` times, then fork
-/// (`clone(SIGCHLD)`) if `fork`, and store the registers into `out`.
-/// Returns the last system call's result (0 if none was made).
+/// Load `input`, count `spins` down in a loop without system calls, call
+/// `sched_yield` `yields` times, then fork (`clone(SIGCHLD)`) if `fork`,
+/// and store the registers into `out`.  Returns the last system call's
+/// result (0 if none was made).
 #[cfg(target_arch = "x86_64")]
-pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
+pub fn run(input: &Regs, out: &mut Regs, spins: usize, yields: usize, fork: bool) -> isize {
     let ret: isize;
     // SAFETY: the block reads `input` and writes `out` (both 16-byte
     // aligned `Regs`) and makes system calls, clobbering what the syscall
@@ -69,6 +71,11 @@ pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
             "movdqu xmm12, [r12 + 192]", "movdqu xmm13, [r12 + 208]",
             "movdqu xmm14, [r12 + 224]", "movdqu xmm15, [r12 + 240]",
             "ldmxcsr [r12 + 256]",
+            "5:",
+            "test r9, r9",
+            "jz 2f",
+            "dec r9",
+            "jmp 5b",
             "2:",
             "test r14, r14",
             "jz 3f",
@@ -103,6 +110,7 @@ pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
             "add rsp, 8",
             in("r12") input as *const Regs,
             in("r13") out as *mut Regs,
+            inout("r9") spins => _,
             inout("r14") yields => _,
             in("r15") usize::from(fork),
             out("rax") ret,
@@ -114,7 +122,7 @@ pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
+pub fn run(input: &Regs, out: &mut Regs, spins: usize, yields: usize, fork: bool) -> isize {
     let ret: isize;
     // SAFETY: the block reads `input` and writes `out` (both 16-byte
     // aligned `Regs`) and makes system calls, clobbering what the syscall
@@ -133,6 +141,10 @@ pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
             "ldp q28, q29, [x23, #448]", "ldp q30, q31, [x23, #480]",
             "ldr x9, [x23, #512]",
             "msr fpcr, x9",
+            "5:",
+            "cbz x27, 2f",
+            "sub x27, x27, #1",
+            "b 5b",
             "2:",
             "cbz x25, 3f",
             "mov x8, #124",
@@ -162,6 +174,7 @@ pub fn run(input: &Regs, out: &mut Regs, yields: usize, fork: bool) -> isize {
             "msr fpcr, xzr",
             in("x23") input as *const Regs,
             in("x24") out as *mut Regs,
+            inout("x27") spins => _,
             inout("x25") yields => _,
             in("x26") usize::from(fork),
             out("x0") ret,

@@ -56,6 +56,7 @@ pub mod nr {
     pub const GETSID: usize = 124;
     pub const SETPGID: usize = 109;
     pub const SCHED_GETAFFINITY: usize = 204;
+    pub const SCHED_SETAFFINITY: usize = 203;
     pub const TGKILL: usize = 234;
     pub const KILL: usize = 62;
     pub const GETPPID: usize = 110;
@@ -120,6 +121,7 @@ pub mod nr {
     pub const GETSID: usize = 156;
     pub const SETPGID: usize = 154;
     pub const SCHED_GETAFFINITY: usize = 123;
+    pub const SCHED_SETAFFINITY: usize = 122;
     pub const TGKILL: usize = 131;
     pub const MOUNT: usize = 40;
     pub const KILL: usize = 129;

@@ -56,15 +56,8 @@ type Check = Result<(), Msg>;
 
 fn main(_args: &Args) -> i32 {
     let mut h = Harness::new(None);
-    let mut u = sys::Utsname {
-        fields: [[0; 65]; 6],
-    };
-    sys::uname(&mut u);
-    let rel = &u.fields[2];
-    let n = rel.iter().position(|&c| c == 0).unwrap_or(65);
-    if !rel[..n].ends_with(b"-mthp") {
-        println!("test exhaust ... ok (skipped: not the mthp kernel; this would OOM the host)");
-        h.passed += 1;
+    if !h.on_mthp {
+        h.skip_here("exhaust", "not the mthp kernel; this would OOM the host");
         return h.finish();
     }
     println!("exhaust: pid {}", sys::getpid());

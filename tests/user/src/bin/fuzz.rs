@@ -27,8 +27,8 @@
 
 use mthp_user::sys::{self, check, nr};
 use mthp_user::{
-    Args, Harness, Mem, Msg, entry, println, read_file, wexitstatus, wifexited, wifsignaled,
-    wtermsig,
+    Args, Harness, Mem, Msg, entry, on_mthp, println, read_file, wexitstatus, wifexited,
+    wifsignaled, wtermsig,
 };
 
 const PAGE: usize = 4096;
@@ -44,8 +44,10 @@ const NC: usize = 0x8000_0000_0000_0000;
 fn main(args: &Args) -> i32 {
     let mut h = Harness::new(None);
     if !on_mthp() {
-        println!("test fuzz ... ok (skipped: not the mthp kernel; random calls could harm a host)");
-        h.passed += 1;
+        h.skip_here(
+            "fuzz",
+            "not the mthp kernel; random calls could harm a host",
+        );
         return h.finish();
     }
     let (seed, calls, verbose) = params(args);
@@ -112,15 +114,6 @@ fn report(h: &mut Harness, name: &str, r: Result<(), Msg>) {
             h.failed += 1;
         }
     }
-}
-
-fn on_mthp() -> bool {
-    let mut u = sys::Utsname {
-        fields: [[0; 65]; 6],
-    };
-    sys::uname(&mut u);
-    let n = u.fields[2].iter().position(|&c| c == 0).unwrap_or(65);
-    u.fields[2][..n].ends_with(b"-mthp")
 }
 
 /// Seed, calls and verbosity from the arguments or `fuzz=` on the kernel
