@@ -4,6 +4,7 @@
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
+//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
 //! ```
 //!
@@ -19,6 +20,7 @@
 mod bench;
 mod cc;
 mod initramfs;
+mod linux;
 mod qemu;
 mod suites;
 
@@ -39,7 +41,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
     );
     ExitCode::from(2)
 }
@@ -120,6 +122,15 @@ fn main() -> ExitCode {
         "run" => {
             let arch = qemu::Arch::parse(arches.first().map(|s| s.as_str()).unwrap_or("x86_64"))
                 .expect("checked");
+            if linux {
+                // Debian's Linux 6.12 with our initramfs, the QEMU set-up of
+                // every comparison with Linux (linux.rs).
+                let mut spec = qemu::RunSpec::new(arch, accel, std::path::PathBuf::new(), &cmdline);
+                if icount {
+                    spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
+                }
+                return linux::run(spec, mem);
+            }
             let profile = if release { "release" } else { "ktest" };
             let kernel = match qemu::build_kernel(arch, profile) {
                 Ok(k) => k,
