@@ -613,7 +613,7 @@ fn icount_table(r: &ArchResult, linux: Option<&(String, BTreeMap<String, f64>)>)
         None => {
             let _ = writeln!(
                 s,
-                "Linux figures: none found (run `ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64`; its log is read from ~/.cache/linux-baseline/logs)\n"
+                "Linux figures: none found for a 256 MiB region (run `ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64 fm=256`; its log is read from the linux-baseline cache's logs). `runner bench --linux --icount` measures both kernels with the same /bench and QEMU set-up instead.\n"
             );
         }
     }
@@ -655,7 +655,14 @@ fn linux_icount() -> Option<(String, BTreeMap<String, f64>)> {
             let Some(rest) = l.strip_prefix("ICOUNT ") else {
                 continue;
             };
-            let cfg = rest.split_whitespace().next().unwrap_or("");
+            let mut words = rest.split_whitespace();
+            let cfg = words.next().unwrap_or("");
+            // Only a run over the same region size as ours (256 MiB) is
+            // comparable: per-fault costs change with the region (page
+            // tables, LRU and reclaim work grow with it).
+            if words.next().and_then(|m| m.parse::<u64>().ok()) != Some(256) {
+                continue;
+            }
             if let Some(v) = rest
                 .split("=>")
                 .nth(1)

@@ -5,7 +5,8 @@
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
-//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
+//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
+//! runner bench --linux [--arch A]... [--icount] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! ```
 //!
 //! A kernel run passes only if every `test … ok/FAILED` line is `ok`, the
@@ -19,6 +20,7 @@
 //! No dependencies beyond `std`, so the runner builds in a second.
 mod bench;
 mod cc;
+mod faultcmp;
 mod initramfs;
 mod linux;
 mod qemu;
@@ -41,7 +43,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]"
     );
     ExitCode::from(2)
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
     let mut icount = false;
     let mut linux = false;
     let mut mem: Option<String> = None;
+    let mut boots = 3usize;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--icount" => icount = true,
             "--linux" => linux = true,
+            "--boots" => boots = it.next().and_then(|b| b.parse().ok()).unwrap_or(3),
             _ => return usage(),
         }
     }
@@ -203,7 +207,11 @@ fn main() -> ExitCode {
                 .iter()
                 .map(|a| qemu::Arch::parse(a).expect("checked"))
                 .collect();
-            bench::run(&arches, accel, quick, icount, linux)
+            if linux {
+                // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).
+                return faultcmp::run(&arches, accel, icount, boots.max(1));
+            }
+            bench::run(&arches, accel, quick, icount, false)
         }
         _ => usage(),
     }
