@@ -60,13 +60,14 @@
 //!   our fast paths happened to land in the instruction cache decided it.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use buddy_system_allocator::FrameAllocator;
 use mm::buddy::{AllocFlags, BuddyAllocator};
 use mm::folio::Folio;
 use mm::memmap::{FrameDesc, Memmap};
-use mm::pcp::SingleCpu;
+use mm::pcp::{CpuOps, SingleCpu};
 use mm::phys::PhysMem;
 
 /// Frames managed by both allocators (1 GiB).
@@ -94,6 +95,31 @@ impl PhysMem for NoMem {
     fn write(&self, _: u64, _: &[u8]) {}
     fn is_zero(&self, _: u64, _: u64) -> bool {
         true
+    }
+}
+
+/// A CPU layer with the kernel's shape (`KernelCpu`): not trivial, so the
+/// allocator calls `irq_save`/`irq_restore` through `dyn CpuOps` on every
+/// fast path, and the state returned is real (1 when interrupts were on).
+/// User space cannot mask interrupts, so a flag stands in for the
+/// hardware's: what this measures is the calls, the register saves they
+/// force and the flag's load and store, not the cost of `cli`/`popf` or
+/// `msr daifset` themselves (a few to ~20 cycles on current cores).
+struct IrqCpu;
+
+static IRQ_ON: AtomicBool = AtomicBool::new(true);
+
+impl CpuOps for IrqCpu {
+    fn cpu_id(&self) -> usize {
+        0
+    }
+    #[inline(never)]
+    fn irq_save(&self) -> usize {
+        IRQ_ON.swap(false, Relaxed) as usize
+    }
+    #[inline(never)]
+    fn irq_restore(&self, saved: usize) {
+        IRQ_ON.store(saved != 0, Relaxed)
     }
 }
 
@@ -274,6 +300,20 @@ impl Recorder {
             self.spare.push(s);
         }
     }
+    /// The trace so far (which leaves folios allocated: a state to hold
+    /// while a workload runs) and the trace that frees them afterwards.
+    fn split(mut self) -> (Trace, Trace) {
+        let slots = self.slots;
+        let setup = std::mem::take(&mut self.ops);
+        self.free_rest();
+        (
+            Trace { ops: setup, slots },
+            Trace {
+                ops: self.ops,
+                slots,
+            },
+        )
+    }
     fn finish(self) -> Trace {
         assert!(self.live.is_empty(), "trace leaves folios allocated");
         assert!(self.slots <= Op::SLOT_MASK as usize);
@@ -411,12 +451,140 @@ fn time(f: impl FnOnce() -> usize) -> (Duration, usize) {
     (t.elapsed(), n)
 }
 
-/// Timed runs per workload and side; each figure printed is their median.
-const REPS: usize = 5;
+/// The same loop as [`replay`], without clearing the table first: how a
+/// held state is set up and torn down (untimed).
+fn replay_keep<F: Frames>(a: &mut F, t: &Trace, table: &mut Vec<Option<F::H>>) {
+    if table.len() < t.slots {
+        table.resize(t.slots, None);
+    }
+    for &op in &t.ops {
+        let s = &mut table[op.slot()];
+        if op.is_free() {
+            a.free(s.take().expect("trace frees an empty slot"), op.order());
+        } else {
+            *s = Some(a.alloc(op.order()));
+        }
+    }
+}
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The machine a workload runs on: folios held, untimed, while it runs.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    /// Nothing else allocated: every free merges back to order-10 blocks.
+    /// For `buddy_system_allocator` this is its worst case on order-0 pairs
+    /// (each allocation splits a 4 MiB block ten levels, each free merges it
+    /// back).
+    Fresh,
+    /// One order-0 frame held: the order-0 pairs then split and merge one
+    /// level on the other side.
+    HoldOne,
+    /// After a storm: random orders 0..=9 up to 60% of memory, 300k random
+    /// frees and allocations at that level, then random frees down to 30%,
+    /// so the held folios are scattered over all of memory.
+    Fragmented,
+    /// 95% of memory held in folios of orders 0, 2 and 4, after 200k random
+    /// frees and allocations at that level: the 5% left is scattered holes.
+    NearlyFull,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::HoldOne => "hold-1",
+            Self::Fragmented => "fragmented",
+            Self::NearlyFull => "nearly-full",
+        }
+    }
+
+    /// The trace that sets the state up and the one that undoes it.
+    fn traces(self) -> Option<(Trace, Trace)> {
+        const STORM: [u32; 12] = [0, 0, 0, 0, 0, 1, 2, 2, 3, 4, 6, 9];
+        let mut r = Recorder::new();
+        let mut used = 0u64;
+        let (orders, seed, fill, steps, keep): (&[u32], u64, u64, usize, u64) = match self {
+            Self::Fresh => return None,
+            Self::HoldOne => {
+                r.alloc(0);
+                return Some(r.split());
+            }
+            Self::Fragmented => (
+                &STORM,
+                0x5eed_f4a9_0000_0001,
+                FRAMES * 6 / 10,
+                300_000,
+                FRAMES * 3 / 10,
+            ),
+            Self::NearlyFull => (
+                &MIXED_SMALL,
+                0x5eed_f4a9_0000_0002,
+                FRAMES - FRAMES / 20,
+                200_000,
+                FRAMES,
+            ),
+        };
+        let mut rng = Rng(seed);
+        loop {
+            let o = orders[rng.below(orders.len())];
+            if used + (1 << o) > fill {
+                break;
+            }
+            r.alloc(o);
+            used += 1 << o;
+        }
+        for _ in 0..steps {
+            let i = rng.below(r.live.len());
+            used -= 1 << r.live[i].1;
+            r.free(i);
+            let o = orders[rng.below(orders.len())];
+            if used + (1 << o) <= fill {
+                r.alloc(o);
+                used += 1 << o;
+            }
+        }
+        while used > keep {
+            let i = rng.below(r.live.len());
+            used -= 1 << r.live[i].1;
+            r.free(i);
+        }
+        Some(r.split())
+    }
+}
+
+/// Timed runs per workload and side; each figure printed is their median,
+/// with the smallest and largest run beside it.
+const REPS: usize = 7;
+
+/// (median, min, max).
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn fmt3((m, a, b): (f64, f64, f64)) -> String {
+    format!("{m:.1} ({a:.1}–{b:.1})")
+}
+
+/// The host CPU as `/proc/cpuinfo` names it (every line carries it: a
+/// figure means nothing without the CPU it was measured on).
+fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -425,61 +593,121 @@ fn main() {
     let ours = BuddyAllocator::new(Memmap::new(&descs, BASE_PFN), &mem, &SingleCpu);
     ours.set_poison(false);
     ours.add_free_range(BASE_PFN << 12, (BASE_PFN + FRAMES) << 12);
+    // The same allocator with a CPU layer shaped like the kernel's.
+    let descs_irq: Vec<FrameDesc> = (0..FRAMES).map(|_| FrameDesc::new()).collect();
+    let ours_irq = BuddyAllocator::new(Memmap::new(&descs_irq, BASE_PFN), &mem, &IrqCpu);
+    ours_irq.set_poison(false);
+    ours_irq.add_free_range(BASE_PFN << 12, (BASE_PFN + FRAMES) << 12);
     let mut theirs = Theirs(FrameAllocator::<11>::new());
     theirs
         .0
         .add_frame(BASE_PFN as usize, (BASE_PFN + FRAMES) as usize);
     let mut ours = Ours(&ours);
+    let mut irq = Ours(&ours_irq);
     let mut nothing = Nothing(0);
 
     // An optional argument selects workloads by name (for profiling).
     let filter = std::env::args().nth(1).unwrap_or_default();
-    // Name, and how to build the workload (traces are recorded here, untimed).
-    type Workload = (&'static str, fn() -> Work);
-    let workloads: [Workload; 7] = [
-        ("order0-pairs        ", || Work::Pairs(2_000_000)),
-        ("order0-batch64      ", || Work::Batch(20_000)),
-        ("mixed-0/2/4/9       ", || {
+    // Name, state, and how to build the workload (traces are recorded
+    // here, untimed).  The first seven are the original workloads on a
+    // fresh allocator, unchanged; the rest run the same code in other
+    // states.
+    type Workload = (&'static str, State, fn() -> Work);
+    let workloads: [Workload; 13] = [
+        ("order0-pairs", State::Fresh, || Work::Pairs(2_000_000)),
+        ("order0-batch64", State::Fresh, || Work::Batch(20_000)),
+        ("mixed-0/2/4/9", State::Fresh, || {
             Work::Replay(churn(1_000_000, &MIXED))
         }),
-        ("mixed-0/2/4         ", || {
+        ("mixed-0/2/4", State::Fresh, || {
             Work::Replay(churn(1_000_000, &MIXED_SMALL))
         }),
-        ("mixed-0/2/4/9-walk  ", || {
+        ("mixed-0/2/4/9-walk", State::Fresh, || {
             Work::Replay(walk(1_000_000, &MIXED))
         }),
-        ("mixed-0/2/4-walk    ", || {
+        ("mixed-0/2/4-walk", State::Fresh, || {
             Work::Replay(walk(1_000_000, &MIXED_SMALL))
         }),
-        ("random-order-frees  ", || Work::RandomFrees(8)),
+        ("random-order-frees", State::Fresh, || Work::RandomFrees(8)),
+        ("order0-pairs", State::HoldOne, || Work::Pairs(2_000_000)),
+        ("order0-pairs", State::Fragmented, || Work::Pairs(2_000_000)),
+        ("mixed-0/2/4/9", State::Fragmented, || {
+            Work::Replay(churn(1_000_000, &MIXED))
+        }),
+        ("random-order-frees", State::Fragmented, || {
+            Work::RandomFrees(4)
+        }),
+        ("order0-pairs", State::NearlyFull, || Work::Pairs(2_000_000)),
+        ("mixed-0/2/4", State::NearlyFull, || {
+            Work::Replay(churn(1_000_000, &MIXED_SMALL))
+        }),
     ];
+    let cpu = host_cpu();
     println!(
-        "bench-alloc: {} MiB of frames, max order 10, ns per operation (alloc or free), median of {REPS}",
+        "bench-alloc: host CPU {cpu}, {}; {} MiB of frames, max order 10; ns per operation (alloc or free), median (min–max) of {REPS} runs per side, sides alternating",
+        today(),
         FRAMES >> 8
     );
-    for (name, make) in workloads {
-        if !name.contains(filter.as_str()) {
+    println!(
+        "bench-alloc: ours = SingleCpu (no interrupt masking, is_trivial fast path); ours+irq = a CPU layer shaped like the kernel's KernelCpu (irq_save/irq_restore called on every fast path); ratio = buddy_system_allocator time / ours, per run"
+    );
+    for (name, state, make) in workloads {
+        let label = format!("{name}@{}", state.name());
+        if !label.contains(filter.as_str()) {
             continue;
         }
         let w = make();
+        let held = state.traces();
+        let mut t_o = Vec::new();
+        let mut t_i = Vec::new();
+        let mut t_t = Vec::new();
+        if let Some((up, _)) = &held {
+            replay_keep(&mut ours, up, &mut t_o);
+            replay_keep(&mut irq, up, &mut t_i);
+            replay_keep(&mut theirs, up, &mut t_t);
+        }
         // Warm up once (fills our per-CPU caches, faults in both sides'
-        // memory), then alternate the sides so a noisy moment hits both.
+        // memory), then alternate the sides so a noisy moment hits all.
         w.run(&mut ours);
+        w.run(&mut irq);
         w.run(&mut theirs);
         w.run(&mut nothing);
-        let (mut o, mut t, mut z) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut o, mut i, mut t, mut z) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..REPS {
             o.push(w.ns(&mut ours));
+            i.push(w.ns(&mut irq));
             t.push(w.ns(&mut theirs));
             z.push(w.ns(&mut nothing));
         }
-        let (ns_o, ns_t, ns_z) = (median(o), median(t), median(z));
+        if let Some((_, down)) = &held {
+            replay_keep(&mut ours, down, &mut t_o);
+            replay_keep(&mut irq, down, &mut t_i);
+            replay_keep(&mut theirs, down, &mut t_t);
+        }
+        let r: Vec<f64> = t.iter().zip(&o).map(|(t, o)| t / o).collect();
+        let ri: Vec<f64> = t.iter().zip(&i).map(|(t, i)| t / i).collect();
+        let (so, si, st, sz) = (
+            spread(o.clone()),
+            spread(i.clone()),
+            spread(t.clone()),
+            spread(z),
+        );
+        let (rr, rri) = (spread(r), spread(ri));
         println!(
-            "{name}: ours {ns_o:5.1} ns/op  buddy_system_allocator {ns_t:6.1} ns/op  (loop alone {ns_z:3.1}; without it {:4.1}x)  ratio={:.1}",
-            (ns_t - ns_z) / (ns_o - ns_z).max(0.05),
-            ns_t / ns_o
+            "{label:<32} ours {}  ours+irq {}  buddy_system_allocator {}  (loop alone {:.1}; without it {:.1}x)  ratio={:.1} ({:.1}–{:.1})  ratio+irq={:.1} ({:.1}–{:.1})  cpu=\"{cpu}\"",
+            fmt3(so),
+            fmt3(si),
+            fmt3(st),
+            sz.0,
+            (st.0 - sz.0) / (so.0 - sz.0).max(0.05),
+            rr.0,
+            rr.1,
+            rr.2,
+            rri.0,
+            rri.1,
+            rri.2,
         );
     }
-    let s = ours.0.stats();
-    assert_eq!(s.allocated, 0, "benchmark leaked frames");
+    assert_eq!(ours.0.stats().allocated, 0, "benchmark leaked frames");
+    assert_eq!(irq.0.stats().allocated, 0, "benchmark leaked frames");
 }

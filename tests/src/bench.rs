@@ -13,7 +13,7 @@
 //!   contpte covers (64K..1M), tagged `-nocont`;
 //! * `--icount` (arm64 TCG): `-icount shift=0`, fault-in only, for exact
 //!   instructions per fault from INST_RETIRED; the Linux baseline's figure
-//!   (`ICOUNT=1 /work/shared/tools/linux-baseline/run.sh aarch64`) is shown
+//!   (`ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64`) is shown
 //!   beside it when a log of such a run exists.
 //!
 //! Timing is the guest's own (`clock_gettime` in the program); nothing here
@@ -150,13 +150,13 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
             }
         }
         let lk = if linux {
-            match linux_kernel(arch) {
+            match crate::linux::kernel(arch) {
                 Some(k) => Some(k),
                 None => {
                     println!(
-                        "== {}: no Linux kernel in the linux-baseline cache (run /work/shared/tools/linux-baseline/run.sh {} once); skipped",
+                        "== {}: {}; skipped",
                         arch.name(),
-                        arch.name()
+                        crate::linux::missing(arch)
                     );
                     continue;
                 }
@@ -278,7 +278,7 @@ fn run_arch(
     }
     let mut initrd = crate::initramfs::build(arch)?;
     if linux.is_some() {
-        initrd = linux_initrd(arch)?;
+        initrd = crate::linux::initrd(arch)?;
     }
     let qv = Command::new(match arch {
         Arch::X86_64 => "qemu-system-x86_64",
@@ -303,11 +303,8 @@ fn run_arch(
         qemu: qv,
         kernel: match &linux {
             Some(k) => format!(
-                "Linux {} (same /bench binary as /init)",
-                k.file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("?")
-                    .trim_start_matches("vmlinuz-")
+                "{} (same /bench binary as its first process)",
+                crate::linux::describe(k)
             ),
             None => "mthp kernel".into(),
         },
@@ -324,23 +321,10 @@ fn run_arch(
         match &linux {
             None => spec.cmdline = format!("loglevel=warn {}", spec.cmdline),
             Some(k) => {
-                // The Debian kernel: a Linux Image / bzImage with our bench
-                // binary as /init, booted like the baseline's run.sh.
-                spec.kernel = k.clone();
-                spec.cmdline = format!(
-                    "console={} quiet panic=-1 {}",
-                    match arch {
-                        Arch::X86_64 => "ttyS0",
-                        Arch::Aarch64 => "ttyAMA0",
-                    },
-                    spec.cmdline.replace("init=/bench ", "")
-                );
-                match arch {
-                    Arch::X86_64 => spec.machine = "pc".into(),
-                    Arch::Aarch64 => spec
-                        .extra_args
-                        .extend(["-cpu".to_string(), "max,pauth-impdef=on".to_string()]),
-                }
+                // Debian's kernel with the same /bench as rdinit, the QEMU
+                // set-up of every comparison with Linux (linux.rs).
+                crate::linux::comparable(&mut spec);
+                crate::linux::apply(&mut spec, k, &initrd);
             }
         }
         println!(
@@ -629,7 +613,7 @@ fn icount_table(r: &ArchResult, linux: Option<&(String, BTreeMap<String, f64>)>)
         None => {
             let _ = writeln!(
                 s,
-                "Linux figures: none found (run `ICOUNT=1 /work/shared/tools/linux-baseline/run.sh aarch64`; its log is read from ~/.cache/linux-baseline/logs)\n"
+                "Linux figures: none found for a 256 MiB region (run `ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64 fm=256`; its log is read from the linux-baseline cache's logs). `runner bench --linux --icount` measures both kernels with the same /bench and QEMU set-up instead.\n"
             );
         }
     }
@@ -671,7 +655,14 @@ fn linux_icount() -> Option<(String, BTreeMap<String, f64>)> {
             let Some(rest) = l.strip_prefix("ICOUNT ") else {
                 continue;
             };
-            let cfg = rest.split_whitespace().next().unwrap_or("");
+            let mut words = rest.split_whitespace();
+            let cfg = words.next().unwrap_or("");
+            // Only a run over the same region size as ours (256 MiB) is
+            // comparable: per-fault costs change with the region (page
+            // tables, LRU and reclaim work grow with it).
+            if words.next().and_then(|m| m.parse::<u64>().ok()) != Some(256) {
+                continue;
+            }
             if let Some(v) = rest
                 .split("=>")
                 .nth(1)
@@ -907,79 +898,4 @@ fn plot(r: &ArchResult, work: &str) -> String {
     }
     s.push_str("</svg>\n");
     s
-}
-
-/// The Debian kernel the linux-baseline tool downloaded for `arch`.
-fn linux_kernel(arch: Arch) -> Option<PathBuf> {
-    let cache = std::env::var("LINUX_BASELINE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache/linux-baseline")))
-        .ok()?;
-    let flavour = match arch {
-        Arch::X86_64 => "amd64",
-        Arch::Aarch64 => "arm64",
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("kernel"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("boot")))
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with(flavour))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-/// An initramfs for Linux: `/init` is the bench program, plus the
-/// directories it mounts on and `/dev/console` (without which Linux's
-/// init has no output).
-fn linux_initrd(arch: Arch) -> Result<PathBuf, String> {
-    let root = qemu::workspace_root();
-    let dir = root.join("target").join(arch.target());
-    let bin =
-        std::fs::read(dir.join("release").join("bench")).map_err(|e| format!("bench: {e}"))?;
-    let mut out = Vec::new();
-    let mut ino = 0u32;
-    let mut put = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
-        ino += 1;
-        let hdr = [
-            ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ];
-        out.extend_from_slice(b"070701");
-        for f in hdr {
-            out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend_from_slice(data);
-        out.resize(out.len().next_multiple_of(4), 0);
-    };
-    for d in ["dev", "proc", "sys"] {
-        put(d, 0o040755, (0, 0), &[]);
-    }
-    put("dev/console", 0o020600, (5, 1), &[]);
-    put("init", 0o100755, (0, 0), &bin);
-    put("TRAILER!!!", 0, (0, 0), &[]);
-    out.resize(out.len().next_multiple_of(512), 0);
-    let p = dir.join("bench-linux.cpio");
-    std::fs::write(&p, out).map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(p)
 }

@@ -4,7 +4,9 @@
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
-//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]  # see bench.rs
+//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
+//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
+//! runner bench --linux [--arch A]... [--icount] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! ```
 //!
 //! A kernel run passes only if no `test …` line is `FAILED`, the kernel
@@ -24,7 +26,9 @@
 //! No dependencies beyond `std`, so the runner builds in a second.
 mod bench;
 mod cc;
+mod faultcmp;
 mod initramfs;
+mod linux;
 mod qemu;
 mod suites;
 
@@ -57,7 +61,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--linux]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]"
     );
     ExitCode::from(2)
 }
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
     let mut icount = false;
     let mut linux = false;
     let mut mem: Option<String> = None;
+    let mut boots = 3usize;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--icount" => icount = true,
             "--linux" => linux = true,
+            "--boots" => boots = it.next().and_then(|b| b.parse().ok()).unwrap_or(3),
             _ => return usage(),
         }
     }
@@ -141,6 +147,15 @@ fn main() -> ExitCode {
         "run" => {
             let arch = qemu::Arch::parse(arches.first().map(|s| s.as_str()).unwrap_or("x86_64"))
                 .expect("checked");
+            if linux {
+                // Debian's Linux 6.12 with our initramfs, the QEMU set-up of
+                // every comparison with Linux (linux.rs).
+                let mut spec = qemu::RunSpec::new(arch, accel, std::path::PathBuf::new(), &cmdline);
+                if icount {
+                    spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
+                }
+                return linux::run(spec, mem);
+            }
             let profile = if release { "release" } else { "ktest" };
             let kernel = match qemu::build_kernel(arch, profile) {
                 Ok(k) => k,
@@ -213,7 +228,11 @@ fn main() -> ExitCode {
                 .iter()
                 .map(|a| qemu::Arch::parse(a).expect("checked"))
                 .collect();
-            bench::run(&arches, accel, quick, icount, linux)
+            if linux {
+                // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).
+                return faultcmp::run(&arches, accel, icount, boots.max(1));
+            }
+            bench::run(&arches, accel, quick, icount, false)
         }
         _ => usage(),
     }

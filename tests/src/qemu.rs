@@ -114,6 +114,8 @@ pub struct RunSpec {
     pub cmdline: String,
     pub machine: String,
     pub mem: String,
+    /// `-cpu` (None: `max`, or `host,…` under KVM).
+    pub cpu: Option<String>,
     pub gdb: bool,
     pub initrd: Option<PathBuf>,
     /// Appended to the QEMU command line (e.g. `-icount shift=0`).
@@ -129,6 +131,7 @@ impl RunSpec {
             cmdline: cmdline.to_string(),
             machine: arch.default_machine().to_string(),
             mem: "1G".into(),
+            cpu: None,
             gdb: false,
             initrd: None,
             extra_args: Vec::new(),
@@ -143,13 +146,24 @@ impl RunSpec {
                 c.args(["-M", &self.machine]);
                 match self.accel {
                     Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
-                    Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+                    Accel::Tcg => c.args([
+                        "-accel",
+                        "tcg",
+                        "-cpu",
+                        self.cpu.as_deref().unwrap_or("max"),
+                    ]),
                 };
                 c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
             }
             Arch::Aarch64 => {
                 c = Command::new("qemu-system-aarch64");
-                c.args(["-M", &self.machine, "-cpu", "max", "-semihosting"]);
+                c.args([
+                    "-M",
+                    &self.machine,
+                    "-cpu",
+                    self.cpu.as_deref().unwrap_or("max"),
+                    "-semihosting",
+                ]);
             }
         }
         c.args([
