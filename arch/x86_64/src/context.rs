@@ -12,6 +12,10 @@ use crate::cpu;
 use crate::paging::{self, PTE_ADDR};
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use x86_64::PhysAddr;
+use x86_64::instructions::tlb::Pcid;
+use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::structures::paging::PhysFrame;
 
 /// The saved state of a thread that is not running: its stack pointer.
 /// Written only by [`switch_context`] (and [`Context::init_thread`]).
@@ -137,8 +141,6 @@ pub(crate) fn run_irq_exit_hook() {
 // ---------------------------------------------------------------------------
 // Lower-half roots (CR3 with PCID).
 
-const CR3_NOFLUSH: u64 = 1 << 63;
-const CR4_PCIDE: u64 = 1 << 17;
 /// PCIDs whose last-loaded root is remembered (others always flush).
 const TRACKED_PCIDS: usize = 256;
 
@@ -155,10 +157,10 @@ pub fn has_pcid() -> bool {
         if !PCID_CHECKED.load(Ordering::Relaxed) {
             let l1 = cpu::cpuid(1);
             let ok = l1.ecx & (1 << 17) != 0 && cpu::features().pge;
-            if ok && cpu::read_cr3() & 0xFFF == 0 {
+            if ok && Cr3::read_raw().1 == 0 {
                 // SAFETY: CR3[11:0] is 0 and we are in long mode, the two
                 // conditions for setting CR4.PCIDE; the current root keeps PCID 0.
-                unsafe { cpu::write_cr4(cpu::read_cr4() | CR4_PCIDE) };
+                unsafe { Cr4::update(|c| c.insert(Cr4Flags::PCID)) };
                 PCID_ON.store(true, Ordering::Relaxed);
             }
             PCID_CHECKED.store(true, Ordering::Release);
@@ -192,20 +194,27 @@ pub fn user_root_init(table: &mut [u64; 512]) {
 /// otherwise.  Without PCIDs this is a plain CR3 load (full non-global flush).
 pub fn switch_user_root(root_pa: u64, asid: u16) {
     assert!(root_pa & !PTE_ADDR == 0, "unaligned root");
+    let frame = root_frame(root_pa);
     let irq = cpu::irq_save();
-    let cr3 = if has_pcid() {
-        let pcid = u64::from(asid & 0xFFF);
-        assert!(pcid != 0, "PCID 0 is the kernel's");
-        let same = LAST_ROOT
-            .get(pcid as usize)
-            .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
-        root_pa | pcid | if same { CR3_NOFLUSH } else { 0 }
-    } else {
-        root_pa
-    };
     // SAFETY: the root's upper half mirrors the kernel's (user_root_init), so
     // everything the kernel uses stays mapped at the same addresses.
-    unsafe { cpu::write_cr3(cr3) };
+    unsafe {
+        if has_pcid() {
+            let id = asid & 0xFFF;
+            assert!(id != 0, "PCID 0 is the kernel's");
+            let pcid = Pcid::new(id).expect("12-bit PCID");
+            let same = LAST_ROOT
+                .get(usize::from(id))
+                .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
+            if same {
+                Cr3::write_pcid_no_flush(frame, pcid);
+            } else {
+                Cr3::write_pcid(frame, pcid);
+            }
+        } else {
+            Cr3::write(frame, Cr3Flags::empty());
+        }
+    }
     cpu::irq_restore(irq);
 }
 
@@ -222,15 +231,17 @@ pub fn invalidate_asid(asid: u16) {
 pub fn user_root_off() {
     let irq = cpu::irq_save();
     let k = paging::kernel_root();
-    let cr3 = if PCID_ON.load(Ordering::Relaxed) {
-        // PCID 0 only ever holds the kernel root: no user entries to flush.
-        k | CR3_NOFLUSH
-    } else {
-        k
-    };
     if cpu::read_cr3() & PTE_ADDR != k {
+        let frame = root_frame(k);
         // SAFETY: the kernel's own root maps all kernel memory.
-        unsafe { cpu::write_cr3(cr3) };
+        unsafe {
+            if PCID_ON.load(Ordering::Relaxed) {
+                // PCID 0 only ever holds the kernel root: no user entries to flush.
+                Cr3::write_pcid_no_flush(frame, Pcid::new(0).expect("PCID 0"));
+            } else {
+                Cr3::write(frame, Cr3Flags::empty());
+            }
+        }
     }
     cpu::irq_restore(irq);
 }
@@ -238,11 +249,16 @@ pub fn user_root_off() {
 /// The lower-half root now loaded and its PCID, or `None` when the
 /// kernel's own root is in CR3.
 pub fn current_user_root() -> Option<(u64, u16)> {
-    let cr3 = cpu::read_cr3();
-    let root = cr3 & PTE_ADDR;
+    let (frame, low) = Cr3::read_raw();
+    let root = frame.start_address().as_u64();
     if root == paging::kernel_root() {
         None
     } else {
-        Some((root, (cr3 & 0xFFF) as u16))
+        Some((root, low))
     }
+}
+
+/// A root table's frame (its address is page-aligned by construction).
+fn root_frame(pa: u64) -> PhysFrame {
+    PhysFrame::containing_address(PhysAddr::new(pa))
 }

@@ -3,64 +3,31 @@
 //! Every function here is one instruction (or a fixed short sequence) whose
 //! safety condition is documented at its definition.  Callers in this crate
 //! run at CPL 0.
+//!
+//! Control registers, MSRs, port I/O, INVLPG and the interrupt flag go
+//! through the `x86_64` crate's typed wrappers (`Cr0Flags`, `Cr4Flags`,
+//! `EferFlags`, `Port`, …); what is left here are the helpers several
+//! modules share.
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
 use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::instructions::{interrupts, tlb};
+use x86_64::registers::control::{Cr2, Cr3};
+use x86_64::registers::model_specific::Msr;
 
-/// Write a byte to an I/O port.
-///
-/// # Safety
-/// The port must belong to a device this kernel owns; the write must not
-/// break an invariant the rest of the kernel relies on.
-#[inline]
-pub unsafe fn outb(port: u16, val: u8) {
-    // SAFETY: caller guarantees the port write is harmless (see above).
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags))
-    };
-}
-
-/// Write a dword to an I/O port.
-///
-/// # Safety
-/// As for [`outb`].
-#[inline]
-pub unsafe fn outl(port: u16, val: u32) {
-    // SAFETY: caller guarantees the port write is harmless (see above).
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") val, options(nomem, nostack, preserves_flags))
-    };
-}
-
-/// Read a byte from an I/O port.
-///
-/// # Safety
-/// As for [`outb`] (some device registers have read side effects).
-#[inline]
-pub unsafe fn inb(port: u16) -> u8 {
-    let v: u8;
-    // SAFETY: caller guarantees the port read is harmless (see above).
-    unsafe {
-        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
-    v
-}
-
-/// Read a model-specific register.
+/// Read a model-specific register by number (for the MSRs the `x86_64`
+/// crate has no type for: x2APIC registers, the PMU's).
 ///
 /// # Safety
 /// The MSR must exist on this CPU (otherwise #GP).
 #[inline]
 pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: caller guarantees the MSR exists.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (u64::from(hi) << 32) | u64::from(lo)
+    unsafe { Msr::new(msr).read() }
 }
 
-/// Write a model-specific register.
+/// Write a model-specific register by number.
 ///
 /// # Safety
 /// The MSR must exist and the value must be valid and keep the kernel's
@@ -68,51 +35,25 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 #[inline]
 pub unsafe fn wrmsr(msr: u32, val: u64) {
     // SAFETY: caller guarantees the MSR and value are valid.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") val as u32, in("edx") (val >> 32) as u32,
-             options(nostack, preserves_flags))
-    };
+    unsafe { Msr::new(msr).write(val) }
 }
 
+/// IA32_EFER by number (the PMU self-test reads it raw; everything else
+/// uses `x86_64::registers::model_specific::Efer`).
 pub const MSR_EFER: u32 = 0xC000_0080;
-pub const MSR_APIC_BASE: u32 = 0x1B;
-pub const EFER_NXE: u64 = 1 << 11;
 
-pub const CR0_WP: u64 = 1 << 16;
-pub const CR4_PGE: u64 = 1 << 7;
-pub const CR4_SMEP: u64 = 1 << 20;
-
-macro_rules! cr_rw {
-    ($read:ident, $write:ident, $reg:literal) => {
-        #[inline]
-        pub fn $read() -> u64 {
-            let v: u64;
-            // SAFETY: reading a control register has no side effects at CPL 0.
-            unsafe { asm!(concat!("mov {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) };
-            v
-        }
-
-        /// # Safety
-        /// The new value must keep paging, protection and the current
-        /// mappings of code, stack and data valid.
-        #[inline]
-        pub unsafe fn $write(v: u64) {
-            // SAFETY: caller guarantees the value is valid (see above).
-            unsafe { asm!(concat!("mov ", $reg, ", {}"), in(reg) v, options(nostack, preserves_flags)) };
-        }
-    };
+/// CR3 as one number: the root table's address with the PCID (or PCD/PWT)
+/// in bits 11:0.
+#[inline]
+pub fn read_cr3() -> u64 {
+    let (frame, low) = Cr3::read_raw();
+    frame.start_address().as_u64() | u64::from(low)
 }
-cr_rw!(read_cr0, write_cr0, "cr0");
-cr_rw!(read_cr3, write_cr3, "cr3");
-cr_rw!(read_cr4, write_cr4, "cr4");
 
 /// The faulting linear address of the last page fault.
 #[inline]
 pub fn read_cr2() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR2 has no side effects at CPL 0.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    Cr2::read_raw()
 }
 
 /// Read the time-stamp counter.
@@ -126,11 +67,11 @@ pub fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-/// Flush the TLB entry of one page.
+/// Flush the TLB entry of one page (INVLPG; a non-canonical `va` is
+/// truncated, and INVLPG of it would have been a no-op anyway).
 #[inline]
 pub fn invlpg(va: u64) {
-    // SAFETY: INVLPG only drops a cached translation.
-    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+    tlb::flush(VirtAddr::new_truncate(va));
 }
 
 pub fn cpuid(leaf: u32) -> CpuidResult {
@@ -226,29 +167,26 @@ pub fn cpu_relax() {
 /// interrupts are enabled).
 #[inline]
 pub fn halt() {
-    // SAFETY: HLT only stops the CPU until the next interrupt.
-    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+    x86_64::instructions::hlt();
 }
 
+/// STI (the IDT is installed before the kernel enables interrupts).
 #[inline]
 pub fn irq_enable() {
-    // SAFETY: the IDT is installed before the kernel enables interrupts.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    interrupts::enable();
 }
 
 #[inline]
 pub fn irq_disable() {
-    // SAFETY: masking interrupts is always allowed at CPL 0.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    interrupts::disable();
 }
 
 /// Mask interrupts; returns whether they were enabled before.
 #[inline]
 pub fn irq_save() -> bool {
-    let flags: u64;
-    // SAFETY: reads RFLAGS through the stack, then masks interrupts.
-    unsafe { asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) };
-    flags & (1 << 9) != 0
+    let was = interrupts::are_enabled();
+    interrupts::disable();
+    was
 }
 
 /// Restore the state returned by [`irq_save`].

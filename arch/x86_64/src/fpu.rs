@@ -11,7 +11,7 @@
 //! next one ([`FpuState::save`] / [`FpuState::restore`], `fxsave64` /
 //! `fxrstor64`), and fork copies the parent's live registers
 //! ([`FpuState::capture`]).
-use crate::cpu;
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 
 /// An FXSAVE image: x87 control/status, MXCSR, st0-7 and xmm0-15.
 #[repr(C, align(16))]
@@ -22,13 +22,6 @@ pub struct FpuState([u8; 512]);
 const FCW_INIT: u16 = 0x037f;
 /// MXCSR at reset: every SIMD exception masked, round to nearest.
 const MXCSR_INIT: u32 = 0x1f80;
-
-const CR0_MP: u64 = 1 << 1;
-const CR0_EM: u64 = 1 << 2;
-const CR0_TS: u64 = 1 << 3;
-const CR0_NE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
 
 impl FpuState {
     /// The state a new program starts with (as after FNINIT and a reset
@@ -78,8 +71,11 @@ pub fn fpu_init() {
     // and OSXMMEXCPT in CR4 only enables the FPU/SSE for both rings; the
     // kernel itself does not use it (soft-float target).
     unsafe {
-        cpu::write_cr0((cpu::read_cr0() | CR0_MP | CR0_NE) & !(CR0_EM | CR0_TS));
-        cpu::write_cr4(cpu::read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT);
+        Cr0::update(|f| {
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+        });
+        Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
         core::arch::asm!("fninit", options(nomem, nostack));
     }
     FpuState::initial().restore();

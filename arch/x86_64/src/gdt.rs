@@ -1,11 +1,18 @@
-//! The GDT and TSS.
+//! The GDT and TSS, built with the `x86_64` crate's descriptor types.
 //!
-//! Layout (the user selectors are ordered for a later SYSCALL/SYSRET):
+//! Layout (the user selectors are ordered for SYSCALL/SYSRET):
 //! `0x08` kernel code, `0x10` kernel data, `0x18` user code32 (unused, null),
 //! `0x20` user data, `0x28` user code64, `0x30` the 64-bit TSS (two slots).
-//! The TSS carries IST1, the double-fault stack.
-use core::arch::asm;
+//! The TSS carries IST1, the double-fault stack.  `init` checks that the
+//! selectors the crate hands out are these constants (the syscall and
+//! `iretq` paths and `STAR` use the constants).
 use core::ptr::addr_of;
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, FS, GS, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
@@ -16,102 +23,74 @@ pub const TSS_SEL: u16 = 0x30;
 /// IST index (1-based, as the IDT encodes it) of the double-fault stack.
 pub const IST_DOUBLE_FAULT: u8 = 1;
 
-#[repr(C, packed(4))]
-struct Tss {
-    _reserved0: u32,
-    rsp: [u64; 3],
-    _reserved1: u64,
-    ist: [u64; 7],
-    _reserved2: u64,
-    _reserved3: u16,
-    iomap_base: u16,
-}
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
 
-static mut TSS: Tss = Tss {
-    _reserved0: 0,
-    rsp: [0; 3],
-    _reserved1: 0,
-    ist: [0; 7],
-    _reserved2: 0,
-    _reserved3: 0,
-    iomap_base: core::mem::size_of::<Tss>() as u16,
-};
-
-static mut GDT: [u64; 8] = [
-    0,
-    0x00AF_9A00_0000_FFFF, // kernel code: P, DPL0, code, L
-    0x00CF_9200_0000_FFFF, // kernel data: P, DPL0, data, writable
-    0,                     // user code32: not used
-    0x00CF_F200_0000_FFFF, // user data: P, DPL3
-    0x00AF_FA00_0000_FFFF, // user code64: P, DPL3, L
-    0,                     // TSS low, filled in by `init`
-    0,                     // TSS high
-];
-
-#[repr(C, packed(2))]
-struct DescPtr {
-    limit: u16,
-    base: u64,
-}
+static GDT: spin::Once<GlobalDescriptorTable<8>> = spin::Once::new();
 
 unsafe extern "C" {
     static df_stack_top: u8;
     static boot_stack_top: u8;
 }
 
-/// Build the TSS descriptor, load the GDT, reload the segment registers and
-/// the task register.  Runs once on the boot CPU before interrupts are on.
+/// Build the GDT (with the TSS descriptor), load it, reload the segment
+/// registers and the task register.  Runs once on the boot CPU before
+/// interrupts are on.
 pub fn init() {
-    // SAFETY: single-threaded early boot; nothing else references GDT/TSS yet.
-    // The TSS is a static, so the descriptor's base stays valid forever.
+    let tss = &raw mut TSS;
+    // SAFETY: single-threaded early boot; nothing else uses the TSS yet.
     unsafe {
-        let tss = &raw mut TSS;
-        (*tss).ist[usize::from(IST_DOUBLE_FAULT - 1)] = addr_of!(df_stack_top) as u64;
-        (*tss).rsp[0] = addr_of!(boot_stack_top) as u64;
-        let base = tss as u64;
-        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
-        let low = (limit & 0xFFFF)
-            | ((base & 0xFF_FFFF) << 16)
-            | (0x89 << 40) // present, DPL0, available 64-bit TSS
-            | (((limit >> 16) & 0xF) << 48)
-            | (((base >> 24) & 0xFF) << 56);
-        let gdt = &raw mut GDT;
-        (*gdt)[6] = low;
-        (*gdt)[7] = base >> 32;
-        let ptr = DescPtr {
-            limit: (core::mem::size_of::<[u64; 8]>() - 1) as u16,
-            base: gdt as u64,
-        };
-        asm!(
-            "lgdt [{ptr}]",
-            "push {cs}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov ds, {ds:e}",
-            "mov es, {ds:e}",
-            "mov ss, {ds:e}",
-            "xor {tmp:e}, {tmp:e}",
-            "mov fs, {tmp:e}",
-            "mov gs, {tmp:e}",
-            "ltr {tss:x}",
-            ptr = in(reg) &ptr,
-            cs = const KERNEL_CS as u64,
-            ds = in(reg) u32::from(KERNEL_DS),
-            tss = in(reg) TSS_SEL,
-            tmp = out(reg) _,
+        (*tss).interrupt_stack_table[usize::from(IST_DOUBLE_FAULT - 1)] =
+            VirtAddr::from_ptr(addr_of!(df_stack_top));
+        (*tss).privilege_stack_table[0] = VirtAddr::from_ptr(addr_of!(boot_stack_top));
+    }
+    let gdt = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::empty();
+        // SAFETY: the TSS is a static, so the descriptor's base stays valid
+        // forever; it is only written through raw pointers (no reference
+        // to it exists while the CPU uses it).
+        let tss_desc = unsafe { Descriptor::tss_segment_unchecked(tss) };
+        let sels = [
+            gdt.append(Descriptor::kernel_code_segment()),
+            gdt.append(Descriptor::kernel_data_segment()),
+            gdt.append(Descriptor::UserSegment(0)), // user code32: not used
+            gdt.append(Descriptor::user_data_segment()),
+            gdt.append(Descriptor::user_code_segment()),
+            gdt.append(tss_desc),
+        ];
+        let want = [KERNEL_CS, KERNEL_DS, 0x18, USER_DS, USER_CS, TSS_SEL];
+        assert!(
+            sels.iter().map(|s| s.0).eq(want),
+            "GDT layout: selectors {:?}",
+            sels
         );
+        gdt
+    });
+    gdt.load();
+    // SAFETY: the selectors are the descriptors just loaded (checked above):
+    // a 64-bit code segment, flat data segments, null for FS/GS, and the
+    // TSS, which is available (not busy) the first time it is loaded.
+    unsafe {
+        CS::set_reg(SegmentSelector(KERNEL_CS));
+        DS::set_reg(SegmentSelector(KERNEL_DS));
+        ES::set_reg(SegmentSelector(KERNEL_DS));
+        SS::set_reg(SegmentSelector(KERNEL_DS));
+        FS::set_reg(SegmentSelector(0));
+        GS::set_reg(SegmentSelector(0));
+        load_tss(SegmentSelector(TSS_SEL));
     }
 }
 
 /// Set the stack the CPU switches to on an interrupt from user mode.
 pub fn set_kernel_stack(top: u64) {
-    // SAFETY: a single aligned store into the TSS; the CPU reads it only on a
-    // privilege change, which cannot happen concurrently on this CPU.
+    // SAFETY: a single store into the TSS (packed: unaligned write); the CPU
+    // reads it only on a privilege change, which cannot happen concurrently
+    // on this CPU.
     unsafe {
         let tss = &raw mut TSS;
-        core::ptr::write_unaligned(&raw mut (*tss).rsp[0], top);
+        core::ptr::write_unaligned(
+            &raw mut (*tss).privilege_stack_table[0],
+            VirtAddr::new_truncate(top),
+        );
     }
 }
 
@@ -119,5 +98,5 @@ pub fn set_kernel_stack(top: u64) {
 pub(crate) fn rsp0_ptr() -> u64 {
     let tss = &raw const TSS;
     // SAFETY: only the address of the field is taken, nothing is read.
-    unsafe { (&raw const (*tss).rsp) as u64 }
+    unsafe { (&raw const (*tss).privilege_stack_table) as u64 }
 }

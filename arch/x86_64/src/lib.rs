@@ -98,8 +98,9 @@ pub fn init_interrupts() {
 /// success, 35 on failure.  Without the device, halt forever.
 #[cfg(target_os = "none")]
 pub fn exit(success: bool) -> ! {
+    let mut port = x86_64::instructions::port::PortWriteOnly::<u32>::new(0xf4);
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit (or nothing at all).
-    unsafe { cpu::outl(0xf4, if success { 0x10 } else { 0x11 }) };
+    unsafe { port.write(if success { 0x10 } else { 0x11 }) };
     loop {
         cpu::irq_disable();
         cpu::halt();

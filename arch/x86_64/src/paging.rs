@@ -21,6 +21,10 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
 use spin::Once;
+use x86_64::PhysAddr;
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::structures::paging::PhysFrame;
 
 /// Direct-map base: `va = pa + PHYS_OFFSET`.
 pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
@@ -410,22 +414,21 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     // when the CPU supports it (otherwise bit 63 is never used).
     unsafe {
         if f.nx {
-            cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | cpu::EFER_NXE);
+            Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
         }
-        cpu::write_cr0(cpu::read_cr0() | cpu::CR0_WP);
-        cpu::write_cr3(b.pml4);
+        Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT));
+        Cr3::write(
+            PhysFrame::from_start_address(PhysAddr::new(b.pml4)).expect("PML4 not page-aligned"),
+            Cr3Flags::empty(),
+        );
     }
     KERNEL_ROOT.store(b.pml4, Ordering::Relaxed);
     TABLE_VA_OFFSET.store(PHYS_OFFSET, Ordering::Relaxed);
-    let mut cr4 = cpu::read_cr4();
-    if f.pge {
-        cr4 |= cpu::CR4_PGE;
-    }
-    if f.smep {
-        cr4 |= cpu::CR4_SMEP;
-    }
+    let mut cr4 = Cr4Flags::empty();
+    cr4.set(Cr4Flags::PAGE_GLOBAL, f.pge);
+    cr4.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, f.smep);
     // SAFETY: PGE/SMEP only add checks; the lower half (user) is empty.
-    unsafe { cpu::write_cr4(cr4) };
+    unsafe { Cr4::update(|c| c.insert(cr4)) };
 
     kprint!(
         "x86_64: page tables: {} frames at {:#x}, direct map {} MiB with {} leaves, NX {}, SMEP {}, PGE {}\n",

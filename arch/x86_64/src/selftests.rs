@@ -217,37 +217,24 @@ ktest! {
     }
 }
 
+include!("../../tick_rate.rs");
+
 ktest! {
-    /// Over ~50 ms of `now_ns()`, the tick count advances at the programmed
-    /// rate (within 30%).
+    /// The LAPIC tick comes at the programmed rate: the shortest interval
+    /// between consecutive ticks is within 30% above the period and the
+    /// median within 30% below (the rules and why they survive a loaded
+    /// host are in `arch/tick_rate.rs`).
     fn timer_ticks_at_programmed_rate() {
         let hz = u64::from(crate::timer::timer_hz());
-        check!(hz > 0, "timer not started");
         let irq = crate::cpu::irq_save();
         crate::cpu::irq_enable();
-        let (t0, k0) = (crate::timer::now_ns(), crate::timer::ticks());
-        let mut last = t0;
-        loop {
-            let t = crate::timer::now_ns();
-            check!(t >= last, "now_ns went backwards");
-            last = t;
-            if t - t0 >= 50_000_000 {
-                break;
-            }
-            crate::cpu::halt();
-        }
-        let (t1, k1) = (crate::timer::now_ns(), crate::timer::ticks());
-        crate::cpu::irq_restore(irq);
-        let expected = (t1 - t0) * hz / 1_000_000_000;
-        let got = k1 - k0;
-        check!(
-            got * 10 >= expected * 7 && got * 10 <= expected * 13,
-            "{} ticks in {} us, expected {} at {} Hz",
-            got,
-            (t1 - t0) / 1000,
-            expected,
-            hz
+        let r = check_tick_rate(
+            hz,
+            crate::timer::now_ns,
+            crate::timer::ticks,
+            crate::cpu::cpu_relax,
         );
-        Ok(())
+        crate::cpu::irq_restore(irq);
+        r
     }
 }

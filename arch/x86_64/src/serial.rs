@@ -2,7 +2,13 @@
 //!
 //! Output only, no locking: usable from exception handlers and the panic
 //! path.  The kernel's logger serialises normal output itself.
-use crate::cpu::{inb, outb};
+//!
+//! Not the `uart_16550` crate: its `send` (and `fmt::Write`) spins on the
+//! line status without bound, its `init` enables the receive interrupt and
+//! OUT2 (which nothing here services) at a fixed 38400 baud, and it pulls
+//! in the `x86` crate next to `x86_64` (see docs/crates.md).  Port I/O goes
+//! through `x86_64::instructions::port`.
+use x86_64::instructions::port::{Port, PortWriteOnly};
 
 const COM1: u16 = 0x3F8;
 const THR: u16 = 0; // transmit holding register (DLAB = 0)
@@ -15,16 +21,17 @@ const LSR_THR_EMPTY: u8 = 1 << 5;
 
 /// Program 115200 baud, 8N1, FIFOs on, interrupts off.
 pub fn init() {
-    // SAFETY: COM1 is the kernel's console; these writes only configure it.
-    unsafe {
-        outb(COM1 + IER, 0x00);
-        outb(COM1 + LCR, 0x80); // DLAB: the next two registers are the divisor
-        outb(COM1 + THR, 0x01); // divisor 1 = 115200 baud
-        outb(COM1 + IER, 0x00);
-        outb(COM1 + LCR, 0x03); // 8 data bits, no parity, 1 stop bit
-        outb(COM1 + FCR, 0xC7); // enable + clear FIFOs
-        outb(COM1 + MCR, 0x03); // DTR + RTS
-    }
+    let out = |reg: u16, val: u8| {
+        // SAFETY: COM1 is the kernel's console; these writes only configure it.
+        unsafe { PortWriteOnly::<u8>::new(COM1 + reg).write(val) }
+    };
+    out(IER, 0x00);
+    out(LCR, 0x80); // DLAB: the next two registers are the divisor
+    out(THR, 0x01); // divisor 1 = 115200 baud
+    out(IER, 0x00);
+    out(LCR, 0x03); // 8 data bits, no parity, 1 stop bit
+    out(FCR, 0xC7); // enable + clear FIFOs
+    out(MCR, 0x03); // DTR + RTS
 }
 
 fn put(b: u8) {
@@ -32,13 +39,13 @@ fn put(b: u8) {
     // hang the panic path on a stuck one.
     for _ in 0..100_000 {
         // SAFETY: reading the line status register has no side effects.
-        if unsafe { inb(COM1 + LSR) } & LSR_THR_EMPTY != 0 {
+        if unsafe { Port::<u8>::new(COM1 + LSR).read() } & LSR_THR_EMPTY != 0 {
             break;
         }
         core::hint::spin_loop();
     }
     // SAFETY: writing THR transmits one byte on the console.
-    unsafe { outb(COM1 + THR, b) };
+    unsafe { PortWriteOnly::<u8>::new(COM1 + THR).write(b) };
 }
 
 /// Write a string, turning `\n` into `\r\n`.

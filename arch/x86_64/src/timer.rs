@@ -4,10 +4,12 @@
 //! hypervisor timing leaf 0x40000010, or leaf 0x16) or, failing that, is
 //! measured against PIT channel 0 over ~10 ms.  The APIC timer is then
 //! calibrated against the TSC when the kernel starts the tick.
-use crate::cpu::{self, inb, outb, rdtsc};
+use crate::cpu::{self, rdtsc};
 use crate::paging::LAPIC_VA;
 use crate::serial::kprint;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use x86_64::instructions::port::{Port, PortWriteOnly};
+use x86_64::registers::model_specific::{ApicBase, ApicBaseFlags};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds per TSC cycle, as a 32.32 fixed-point number.
@@ -19,6 +21,19 @@ static HZ: AtomicU32 = AtomicU32::new(0);
 static X2APIC: AtomicBool = AtomicBool::new(false);
 
 const PIT_HZ: u64 = 1_193_182;
+const PIT_CH0: u16 = 0x40;
+const PIT_CMD: u16 = 0x43;
+
+/// Mask every line of both 8259s (the legacy PIC must not deliver
+/// interrupts on vectors that overlap the exceptions).
+fn mask_8259() {
+    // SAFETY: writing the interrupt mask registers of the two 8259s only
+    // masks their lines; the kernel uses the local APIC instead.
+    unsafe {
+        PortWriteOnly::<u8>::new(0x21).write(0xFF);
+        PortWriteOnly::<u8>::new(0xA1).write(0xFF);
+    }
+}
 
 /// TSC frequency from CPUID, if the CPU or hypervisor reports one.
 fn tsc_hz_from_cpuid() -> Option<(u64, &'static str)> {
@@ -48,26 +63,27 @@ fn tsc_hz_from_cpuid() -> Option<(u64, &'static str)> {
 }
 
 fn pit_read() -> u16 {
+    let mut data = Port::<u8>::new(PIT_CH0);
     // SAFETY: latch command for channel 0, then read its count (lo, hi);
     // the PIT belongs to the kernel and its IRQ is masked.
     unsafe {
-        outb(0x43, 0x00);
-        let lo = inb(0x40);
-        let hi = inb(0x40);
+        PortWriteOnly::<u8>::new(PIT_CMD).write(0x00);
+        let lo = data.read();
+        let hi = data.read();
         u16::from_le_bytes([lo, hi])
     }
 }
 
 /// Measure the TSC against PIT channel 0 (mode 2, free-running) for ~10 ms.
 fn tsc_hz_from_pit() -> Option<u64> {
+    mask_8259();
     // SAFETY: program channel 0: lobyte/hibyte access, mode 2 (rate
     // generator), binary, reload 0xFFFF.  IRQ0 is masked at the 8259.
     unsafe {
-        outb(0x21, 0xFF);
-        outb(0xA1, 0xFF);
-        outb(0x43, 0x34);
-        outb(0x40, 0xFF);
-        outb(0x40, 0xFF);
+        PortWriteOnly::<u8>::new(PIT_CMD).write(0x34);
+        let mut data = PortWriteOnly::<u8>::new(PIT_CH0);
+        data.write(0xFF);
+        data.write(0xFF);
     }
     const RELOAD: u64 = 0xFFFF;
     let target = PIT_HZ / 100; // 10 ms
@@ -138,8 +154,6 @@ const APIC_TIMER_CUR: u32 = 0x390;
 const APIC_TIMER_DIV: u32 = 0x3E0;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
-const APIC_BASE_X2: u64 = 1 << 10;
 
 fn apic_read(off: u32) -> u32 {
     if X2APIC.load(Ordering::Relaxed) {
@@ -163,28 +177,24 @@ fn apic_write(off: u32, val: u32) {
 
 /// Physical base of the local APIC (from IA32_APIC_BASE).
 pub fn lapic_phys() -> u64 {
-    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU.
-    let base = unsafe { cpu::rdmsr(cpu::MSR_APIC_BASE) };
-    base & 0x000F_FFFF_FFFF_F000
+    ApicBase::read().0.start_address().as_u64()
 }
 
 /// Start the periodic tick at `hz` on the local APIC timer.
 pub fn timer_init(hz: u32) {
     let hz = hz.max(1);
     let irq = cpu::irq_save();
-    // SAFETY: mask every 8259 line (the legacy PIC must not deliver
-    // interrupts on vectors that overlap the exceptions); make sure the
-    // APIC is globally enabled, keeping the mode firmware chose.
-    let base = unsafe {
-        outb(0x21, 0xFF);
-        outb(0xA1, 0xFF);
-        let b = cpu::rdmsr(cpu::MSR_APIC_BASE);
-        if b & APIC_BASE_ENABLE == 0 {
-            cpu::wrmsr(cpu::MSR_APIC_BASE, b | APIC_BASE_ENABLE);
-        }
-        b
-    };
-    X2APIC.store(base & APIC_BASE_X2 != 0, Ordering::Relaxed);
+    mask_8259();
+    // Make sure the APIC is globally enabled, keeping the mode (xAPIC or
+    // x2APIC) and base firmware chose.
+    let (frame, mut flags) = ApicBase::read();
+    if !flags.contains(ApicBaseFlags::LAPIC_ENABLE) {
+        flags.insert(ApicBaseFlags::LAPIC_ENABLE);
+        // SAFETY: only the global enable bit changes; base and mode stay.
+        unsafe { ApicBase::write(frame, flags) };
+    }
+    let x2 = flags.contains(ApicBaseFlags::X2APIC_ENABLE);
+    X2APIC.store(x2, Ordering::Relaxed);
     apic_write(APIC_SVR, 0x100 | u32::from(crate::trap::SPURIOUS_VECTOR));
     apic_write(APIC_TPR, 0);
     apic_write(APIC_TIMER_DIV, 0x3); // divide by 16
@@ -218,11 +228,7 @@ pub fn timer_init(hz: u32) {
     apic_write(APIC_TIMER_INIT, initial);
     kprint!(
         "x86_64: LAPIC{} timer {} Hz: {} counts/s /16 ({}), initial count {}\n",
-        if base & APIC_BASE_X2 != 0 {
-            " (x2APIC)"
-        } else {
-            ""
-        },
+        if x2 { " (x2APIC)" } else { "" },
         hz,
         per_sec,
         src,

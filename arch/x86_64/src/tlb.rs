@@ -6,8 +6,8 @@
 //! is not loaded instead forgets its PCID's last root: the next
 //! `switch_user_root` then loads it without NOFLUSH, dropping all its stale
 //! entries.  One CPU runs today; on SMP these become shootdowns.
-use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
 /// Most pages a range flush invalidates one by one (INVLPG) before it
 /// drops the whole address space instead: Linux's
@@ -52,20 +52,13 @@ pub fn set_flush_ceiling(pages: u64) {
     FLUSH_CEILING.store(pages.max(1), Ordering::Relaxed);
 }
 
-fn read_cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nostack, preserves_flags)) };
-    v
-}
-
 /// True if `asid`'s translations may be in the TLB under the current CR3
 /// (always true without PCIDs: untagged entries belong to whatever is loaded).
 fn is_current(asid: u16) -> bool {
     if !crate::context::has_pcid() {
         return true;
     }
-    if (read_cr3() & 0xFFF) as u16 == asid & 0xFFF {
+    if Cr3::read_raw().1 == asid & 0xFFF {
         return true;
     }
     crate::context::invalidate_asid(asid);
@@ -79,9 +72,9 @@ pub fn flush_user_all(asid: u16) {
     }
     // Without bit 63 (NOFLUSH) a CR3 write drops the current PCID's
     // non-global entries (all non-global entries without PCIDs).
-    let cr3 = read_cr3() & !(1 << 63);
-    // SAFETY: reloading the current root only flushes TLB entries.
-    unsafe { asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) };
+    let (frame, low) = Cr3::read_raw();
+    // SAFETY: reloading the current root (same PCID) only flushes TLB entries.
+    unsafe { Cr3::write_raw(frame, low) };
 }
 
 /// Drop the user translations of `[start, end)` with page stride `stride`.
@@ -115,10 +108,10 @@ pub fn sync_tables() {}
 
 /// Drop every translation, global ones included (toggling CR4.PGE).
 pub fn flush_kernel_all() {
-    let cr4 = crate::cpu::read_cr4();
+    let cr4 = Cr4::read();
     // SAFETY: clearing and restoring PGE only flushes the TLB (SDM 4.10.4.1).
     unsafe {
-        crate::cpu::write_cr4(cr4 & !(1 << 7));
-        crate::cpu::write_cr4(cr4);
+        Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
+        Cr4::write(cr4);
     }
 }

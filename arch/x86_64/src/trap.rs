@@ -13,6 +13,10 @@ use crate::gdt;
 use crate::serial::kprint;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use x86_64::VirtAddr;
+use x86_64::registers::control::{Cr0, Cr4};
+use x86_64::registers::rflags::RFlags;
+use x86_64::structures::idt::{EntryOptions, InterruptDescriptorTable, PageFaultErrorCode};
 
 pub const TIMER_VECTOR: u8 = 0x20;
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
@@ -147,11 +151,16 @@ macro_rules! stubs {
     };
 }
 
+// The reserved vectors 15, 22-27 and 31 get no stub: the `x86_64` crate
+// keeps their IDT entries private, so they stay not present.  Nothing
+// raises them but `int n` or a misrouted device; delivering one through a
+// not-present gate raises #NP (error code: the vector * 8 + 2), which is
+// reported and fatal like any other unexpected exception.
 stubs!(
     0 noerr, 1 noerr, 2 noerr, 3 noerr, 4 noerr, 5 noerr, 6 noerr, 7 noerr,
-    8 err, 9 noerr, 10 err, 11 err, 12 err, 13 err, 14 err, 15 noerr,
-    16 noerr, 17 err, 18 noerr, 19 noerr, 20 noerr, 21 err, 22 noerr, 23 noerr,
-    24 noerr, 25 noerr, 26 noerr, 27 noerr, 28 noerr, 29 err, 30 err, 31 noerr,
+    8 err, 9 noerr, 10 err, 11 err, 12 err, 13 err, 14 err,
+    16 noerr, 17 err, 18 noerr, 19 noerr, 20 noerr, 21 err,
+    28 noerr, 29 err, 30 err,
     32 noerr, 255 noerr,
 );
 
@@ -167,16 +176,7 @@ unsafe extern "C" {
     static x86_trap_stub_table_end: StubEntry;
 }
 
-#[repr(C, align(16))]
-struct Idt([u64; 512]);
-
-static mut IDT: Idt = Idt([0; 512]);
-
-#[repr(C, packed(2))]
-struct DescPtr {
-    limit: u16,
-    base: u64,
-}
+static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
 fn stub_table() -> &'static [StubEntry] {
     // SAFETY: the asm above emits an array of `StubEntry` between the two
@@ -191,38 +191,59 @@ fn stub_table() -> &'static [StubEntry] {
     }
 }
 
-/// Fill the IDT (interrupt gates, DPL 0; the double fault on IST1) and load it.
-/// Idempotent: the kernel calls it again through `init_interrupts`.
-pub fn init() {
-    // SAFETY: single CPU, interrupts off during init; the IDT is a static so
-    // its address stays valid after `lidt`.
+/// Point vector `v`'s gate at `addr`: present, DPL 0, interrupt gate
+/// (IF cleared on entry), code selector = the current CS (`KERNEL_CS`).
+/// The vectors with an error code or that never return are typed fields
+/// of the crate's table, the others are reached by index.
+///
+/// # Safety
+/// `addr` must be an entry stub of this module for vector `v` (it knows
+/// whether the CPU pushed an error code and ends in `iretq`).
+unsafe fn set_gate(idt: &mut InterruptDescriptorTable, v: u8, addr: VirtAddr) -> &mut EntryOptions {
+    // SAFETY: the caller's guarantee; the stubs are naked asm, so the
+    // handler-function types of the crate's fields do not apply to them.
     unsafe {
-        let idt = &raw mut IDT;
-        for e in stub_table() {
-            let v = e.vector as usize;
-            let ist = if v == 8 {
-                u64::from(gdt::IST_DOUBLE_FAULT)
-            } else {
-                0
-            };
-            let low = (e.addr & 0xFFFF)
-                | (u64::from(gdt::KERNEL_CS) << 16)
-                | (ist << 32)
-                | (0x8E << 40) // present, DPL0, 64-bit interrupt gate
-                | (((e.addr >> 16) & 0xFFFF) << 48);
-            (*idt).0[2 * v] = low;
-            (*idt).0[2 * v + 1] = e.addr >> 32;
+        match v {
+            8 => idt.double_fault.set_handler_addr(addr),
+            10 => idt.invalid_tss.set_handler_addr(addr),
+            11 => idt.segment_not_present.set_handler_addr(addr),
+            12 => idt.stack_segment_fault.set_handler_addr(addr),
+            13 => idt.general_protection_fault.set_handler_addr(addr),
+            14 => idt.page_fault.set_handler_addr(addr),
+            17 => idt.alignment_check.set_handler_addr(addr),
+            18 => idt.machine_check.set_handler_addr(addr),
+            21 => idt.cp_protection_exception.set_handler_addr(addr),
+            29 => idt.vmm_communication_exception.set_handler_addr(addr),
+            30 => idt.security_exception.set_handler_addr(addr),
+            _ => idt[v].set_handler_addr(addr),
         }
-        let ptr = DescPtr {
-            limit: (core::mem::size_of::<Idt>() - 1) as u16,
-            base: idt as u64,
-        };
-        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
     }
 }
 
+/// Fill the IDT (interrupt gates, DPL 0; the double fault on IST1) and load it.
+/// Idempotent: the kernel calls it again through `init_interrupts` (the
+/// table is built once and reloaded).
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        for e in stub_table() {
+            let v = u8::try_from(e.vector).expect("vector");
+            // SAFETY: the address is this vector's stub.  IST1 is the
+            // double-fault stack set up in gdt.rs, used by no other vector.
+            unsafe {
+                let opts = set_gate(&mut idt, v, VirtAddr::new(e.addr));
+                if v == 8 {
+                    opts.set_stack_index(u16::from(gdt::IST_DOUBLE_FAULT - 1));
+                }
+            }
+        }
+        idt
+    });
+    idt.load();
+}
+
 /// RFLAGS.IF: interrupts enabled.
-const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IF: u64 = RFlags::INTERRUPT_FLAG.bits();
 
 static FAULT_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
@@ -250,17 +271,12 @@ fn tick_hook() -> Option<fn()> {
     (p != 0).then(|| unsafe { core::mem::transmute::<usize, fn()>(p) })
 }
 
-const PF_PRESENT: u64 = 1 << 0;
-const PF_WRITE: u64 = 1 << 1;
-const PF_USER: u64 = 1 << 2;
-const PF_RSVD: u64 = 1 << 3;
-const PF_IFETCH: u64 = 1 << 4;
-
 /// Decode a page-fault error code into a `FaultInfo`.
 pub fn page_fault_info(err: u64, addr: u64, pc: u64) -> FaultInfo {
-    let access = if err & PF_IFETCH != 0 {
+    let err = PageFaultErrorCode::from_bits_truncate(err);
+    let access = if err.contains(PageFaultErrorCode::INSTRUCTION_FETCH) {
         Access::Exec
-    } else if err & PF_WRITE != 0 {
+    } else if err.contains(PageFaultErrorCode::CAUSED_BY_WRITE) {
         Access::Write
     } else {
         Access::Read
@@ -269,8 +285,8 @@ pub fn page_fault_info(err: u64, addr: u64, pc: u64) -> FaultInfo {
         addr,
         pc,
         access,
-        user: err & PF_USER != 0,
-        permission: err & PF_PRESENT != 0,
+        user: err.contains(PageFaultErrorCode::USER_MODE),
+        permission: err.contains(PageFaultErrorCode::PROTECTION_VIOLATION),
     }
 }
 
@@ -289,13 +305,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             let cr2 = cpu::read_cr2();
             // kvm-pvm runs a user SYSCALL without leaving ring 3 (user.rs).
             if frame.cs & 3 == 3
-                && frame.error & PF_IFETCH != 0
+                && PageFaultErrorCode::from_bits_truncate(frame.error)
+                    .contains(PageFaultErrorCode::INSTRUCTION_FETCH)
                 && crate::user::pvm_syscall_fault(frame, cr2)
             {
                 return;
             }
             let info = page_fault_info(frame.error, cr2, frame.rip);
-            if frame.error & PF_RSVD == 0
+            if !PageFaultErrorCode::from_bits_truncate(frame.error)
+                .contains(PageFaultErrorCode::MALFORMED_TABLE)
                 && let Some(h) = fault_handler()
             {
                 // As Linux: resolve the fault with interrupts on when the
@@ -393,29 +411,33 @@ fn fatal(f: &TrapFrame, cr2: Option<u64>) -> ! {
     if let (8, Some(a)) = (v, cr2) {
         kprint!("    CR2 {:#018x} (last page-fault address)\n", a);
     } else if let Some(a) = cr2 {
-        let e = f.error;
+        let e = PageFaultErrorCode::from_bits_truncate(f.error);
         kprint!(
             "    CR2 {:#018x}: {} {} {}{}{}\n",
             a,
-            if e & PF_PRESENT != 0 {
+            if e.contains(PageFaultErrorCode::PROTECTION_VIOLATION) {
                 "protection-violation"
             } else {
                 "not-present"
             },
-            if e & PF_IFETCH != 0 {
+            if e.contains(PageFaultErrorCode::INSTRUCTION_FETCH) {
                 "instruction-fetch"
-            } else if e & PF_WRITE != 0 {
+            } else if e.contains(PageFaultErrorCode::CAUSED_BY_WRITE) {
                 "write"
             } else {
                 "read"
             },
-            if e & PF_USER != 0 { "user" } else { "kernel" },
-            if e & PF_RSVD != 0 {
+            if e.contains(PageFaultErrorCode::USER_MODE) {
+                "user"
+            } else {
+                "kernel"
+            },
+            if e.contains(PageFaultErrorCode::MALFORMED_TABLE) {
                 " reserved-bit"
             } else {
                 ""
             },
-            if e & (1 << 5) != 0 {
+            if e.contains(PageFaultErrorCode::PROTECTION_KEY) {
                 " protection-key"
             } else {
                 ""
@@ -464,9 +486,9 @@ fn fatal(f: &TrapFrame, cr2: Option<u64>) -> ! {
     );
     kprint!(
         "    CR0 {:#x} CR3 {:#x} CR4 {:#x}\n",
-        cpu::read_cr0(),
+        Cr0::read_raw(),
         cpu::read_cr3(),
-        cpu::read_cr4()
+        Cr4::read_raw()
     );
     if v == 8 {
         kprint!(

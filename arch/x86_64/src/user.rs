@@ -34,6 +34,13 @@ use crate::gdt::{USER_CS, USER_DS};
 use crate::trap::TrapFrame;
 use core::arch::{global_asm, naked_asm};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use x86_64::VirtAddr;
+use x86_64::registers::control::{Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{
+    Efer, EferFlags, FsBase, KernelGsBase, LStar, SFMask, Star,
+};
+use x86_64::registers::rflags::RFlags;
+use x86_64::registers::segmentation::SegmentSelector;
 
 /// Registers of a user context: the trap frame.
 pub type UserFrame = TrapFrame;
@@ -45,17 +52,17 @@ pub const USER_TOP: u64 = 0x0000_7FFF_FFFF_F000;
 /// Vector number the syscall entry stores in its frame.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
-const MSR_STAR: u32 = 0xC000_0081;
-const MSR_LSTAR: u32 = 0xC000_0082;
-const MSR_FMASK: u32 = 0xC000_0084;
-const MSR_FS_BASE: u32 = 0xC000_0100;
-const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
-const EFER_SCE: u64 = 1;
-const CR4_SMAP: u64 = 1 << 21;
 /// RFLAGS bits cleared on SYSCALL: TF, IF, DF, IOPL, NT, AC.
-const FMASK: u64 = 0x4_7700;
-/// RFLAGS a new user context starts with: IF and the always-one bit.
-const USER_RFLAGS: u64 = 0x202;
+const FMASK: RFlags = RFlags::TRAP_FLAG
+    .union(RFlags::INTERRUPT_FLAG)
+    .union(RFlags::DIRECTION_FLAG)
+    .union(RFlags::IOPL_LOW)
+    .union(RFlags::IOPL_HIGH)
+    .union(RFlags::NESTED_TASK)
+    .union(RFlags::ALIGNMENT_CHECK);
+/// RFLAGS a new user context starts with: IF and the always-one bit 1
+/// (which `RFlags` has no name for).
+const USER_RFLAGS: u64 = RFlags::INTERRUPT_FLAG.bits() | 0x2;
 
 /// Per-CPU data the syscall entry reaches through GS.
 #[repr(C)]
@@ -153,22 +160,26 @@ pub fn user_init() {
     let f = cpu::features();
     // SAFETY: the MSRs below are architectural in long mode; the values
     // point at this module's entry code and static per-CPU data, and the
-    // STAR selectors match the GDT layout in gdt.rs (0x18 + 16 = user CS
-    // 0x2b, 0x18 + 8 = user SS 0x23; kernel CS 0x08, SS 0x10).
+    // STAR selectors match the GDT layout in gdt.rs (SYSRET: user CS 0x2b =
+    // 0x18 + 16, user SS 0x23 = 0x18 + 8; SYSCALL: kernel CS 0x08, SS 0x10;
+    // `Star::write` checks those sums).
     unsafe {
         let pc = &raw mut PERCPU;
         (*pc)[0].rsp0_ptr = crate::gdt::rsp0_ptr();
-        cpu::wrmsr(MSR_KERNEL_GS_BASE, pc as u64);
-        cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SCE);
-        cpu::wrmsr(
-            MSR_STAR,
-            (0x18u64 << 48) | (u64::from(crate::gdt::KERNEL_CS) << 32),
-        );
-        cpu::wrmsr(MSR_LSTAR, x86_syscall_entry as *const () as u64);
-        cpu::wrmsr(MSR_FMASK, FMASK);
+        KernelGsBase::write(VirtAddr::from_ptr(pc));
+        Efer::update(|e| e.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+        Star::write(
+            SegmentSelector(USER_CS),
+            SegmentSelector(USER_DS),
+            SegmentSelector(crate::gdt::KERNEL_CS),
+            SegmentSelector(crate::gdt::KERNEL_DS),
+        )
+        .expect("GDT layout unfit for SYSCALL/SYSRET");
+        LStar::write(VirtAddr::new(x86_syscall_entry as *const () as u64));
+        SFMask::write(FMASK);
         crate::fpu::fpu_init();
         if f.smap && !SMAP_REFUSED.load(Ordering::Relaxed) {
-            cpu::write_cr4(cpu::read_cr4() | CR4_SMAP);
+            Cr4::update(|c| c.insert(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION));
             SMAP_ON.store(true, Ordering::Relaxed);
         }
     }
@@ -195,7 +206,7 @@ pub fn clear_ac() {
 
 /// Whether the CPU enforces SMEP (CR4.SMEP).
 pub fn smep_enabled() -> bool {
-    cpu::read_cr4() & cpu::CR4_SMEP != 0
+    Cr4::read().contains(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION)
 }
 
 /// Install the system call handler: called with interrupts enabled on the
@@ -229,19 +240,27 @@ pub(crate) fn user_exception(frame: &mut TrapFrame, fault: Option<&crate::FaultI
 
 /// The user FS base (TLS pointer, `arch_prctl(ARCH_SET_FS)`).
 pub fn set_user_tls(v: u64) {
-    // SAFETY: FS_BASE exists in long mode; the kernel does not use FS.
-    unsafe { cpu::wrmsr(MSR_FS_BASE, v) };
+    // The kernel does not use FS.  A non-canonical value (which would #GP
+    // on the WRMSR) is sign-extended from bit 47 instead.
+    FsBase::write(VirtAddr::new_truncate(v));
 }
 
 pub fn user_tls() -> u64 {
-    // SAFETY: as above.
-    unsafe { cpu::rdmsr(MSR_FS_BASE) }
+    FsBase::read().as_u64()
 }
 
 /// RFLAGS.IF.
-const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IF: u64 = RFlags::INTERRUPT_FLAG.bits();
 /// RFLAGS bits a user context may choose (CF, PF, AF, ZF, SF, DF, OF).
-const USER_RFLAGS_MASK: u64 = 0xCD5;
+const USER_RFLAGS_MASK: u64 = RFlags::CARRY_FLAG
+    .union(RFlags::PARITY_FLAG)
+    .union(RFlags::AUXILIARY_CARRY_FLAG)
+    .union(RFlags::ZERO_FLAG)
+    .union(RFlags::SIGN_FLAG)
+    .union(RFlags::DIRECTION_FLAG)
+    .union(RFlags::OVERFLOW_FLAG)
+    .bits();
+const _: () = assert!(USER_RFLAGS_MASK == 0xCD5);
 
 /// The kvm-pvm workaround (see the module comment): called for a page fault
 /// from ring 3.  If it is an instruction fetch at the SYSCALL entry with
