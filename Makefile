@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -77,6 +77,10 @@ QUICK  ?=
 ICOUNT ?=
 bench: deps
 	$(RUNNER) bench --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
+## /proc and /sys of this kernel against Linux 6.12 (docs/linux-differences.md).
+pseudofs-diff: deps
+	scripts/pseudofs-diff.sh $(ARCH)
 
 ## Functions 64-byte aligned on both sides (see bench_alloc.rs), in a
 ## target dir of its own so the flag does not rebuild everything else.
