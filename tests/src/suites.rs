@@ -76,8 +76,12 @@ fn suites(arch: Arch) -> Vec<Suite> {
 pub fn host_tests() -> Result<Tally, String> {
     let root = qemu::workspace_root();
     println!("== host unit tests (cargo test)");
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
+    // One pipe for stdout and stderr, so cargo's `Running <binary>` lines
+    // (stderr) stay in order with each binary's `test result:` (stdout)
+    // and the per-binary lines below carry the right names.
+    let (mut reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
         .args([
             "test",
             "--workspace",
@@ -87,16 +91,40 @@ pub fn host_tests() -> Result<Tally, String> {
             "mthp-user",
             "--no-fail-fast",
         ])
-        .output()
+        .stdout(
+            writer
+                .try_clone()
+                .map_err(|e| format!("cannot clone a pipe: {e}"))?,
+        )
+        .stderr(writer);
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The command holds the write ends: drop it so the read sees EOF.
+    drop(cmd);
+    let mut both = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut both)
+        .map_err(|e| format!("reading cargo test's output: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo test: {e}"))?;
+    let text = String::from_utf8_lossy(&both);
     let mut t = Tally::default();
     let mut current = String::new();
     let mut seen = 0;
-    for l in stderr.lines().chain(stdout.lines()) {
-        if let Some(rest) = l.trim().strip_prefix("Running ") {
-            current = rest.split_whitespace().next().unwrap_or("").to_string();
+    for l in text.lines() {
+        let l_trim = l.trim();
+        if let Some(rest) = l_trim.strip_prefix("Running ") {
+            // `Running unittests src/lib.rs (target/debug/deps/mm-<hash>)`:
+            // the binary in parentheses names the crate.
+            current = match rest.split_once(" (") {
+                Some((what, bin)) if what.starts_with("unittests") => {
+                    format!("{} (unit)", short(bin.trim_end_matches(')')))
+                }
+                _ => rest.split_whitespace().next().unwrap_or("").to_string(),
+            };
+        } else if let Some(krate) = l_trim.strip_prefix("Doc-tests ") {
+            current = format!("{krate} (doc)");
         }
         if l.contains("... FAILED") || l.starts_with("---- ") || l.contains("panicked at") {
             println!("  {l}");
@@ -117,9 +145,9 @@ pub fn host_tests() -> Result<Tally, String> {
             t.skipped += i;
         }
     }
-    if seen == 0 || (!out.status.success() && t.failed == 0) {
+    if seen == 0 || (!status.success() && t.failed == 0) {
         // A build failure: show cargo's own error output.
-        for l in stderr
+        for l in text
             .lines()
             .filter(|l| l.starts_with("error") || l.starts_with("  -->"))
         {
