@@ -39,7 +39,7 @@ run-user: deps
 	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --initrd --cmdline "init=$(INIT) $(CMDLINE_EXTRA)"
 
 ## Host unit tests, both kernels' self-tests, then the user-space suite on
-## both arches; last line "N passed, N failed".
+## both arches; last line "N passed, N failed, N skipped".
 test: deps
 	$(RUNNER) test --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
 
