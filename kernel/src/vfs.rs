@@ -567,12 +567,32 @@ fn meminfo() -> String {
             huge += mm.thpmaps().total().anon_huge_bytes >> 10;
         });
     }
+    // Linux's fields in Linux's order, those this kernel can state
+    // truthfully: no page cache, swap or shared memory yet (so those are
+    // really 0), no LRU lists yet (so no Active/Inactive lines rather than
+    // invented ones).
+    let rows: [(&str, u64); 15] = [
+        ("MemTotal", total),
+        ("MemFree", free),
+        ("MemAvailable", free),
+        ("Buffers", 0),
+        ("Cached", 0),
+        ("SwapCached", 0),
+        ("SwapTotal", 0),
+        ("SwapFree", 0),
+        ("AnonPages", anon),
+        ("Mapped", 0),
+        ("Shmem", 0),
+        ("PageTables", crate::perf::pagetable_pages() * 4),
+        ("AnonHugePages", huge),
+        ("ShmemHugePages", 0),
+        ("FileHugePages", 0),
+    ];
     let mut s = String::new();
-    let _ = writeln!(s, "MemTotal:       {:8} kB", total);
-    let _ = writeln!(s, "MemFree:        {:8} kB", free);
-    let _ = writeln!(s, "MemAvailable:   {:8} kB", free);
-    let _ = writeln!(s, "AnonPages:      {:8} kB", anon);
-    let _ = writeln!(s, "AnonHugePages:  {:8} kB", huge);
+    for (k, v) in rows {
+        let _ = writeln!(s, "{:<16}{v:8} kB", format!("{k}:"));
+    }
+    let _ = writeln!(s, "Hugepagesize:   {:8} kB", mm::addr::PMD_SIZE >> 10);
     s
 }
 
