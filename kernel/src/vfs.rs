@@ -657,8 +657,10 @@ fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             perm(F::EXEC, 'x'),
             if fl.contains(F::MAYSHARE) { 's' } else { 'p' }
         );
-        // Linux's `vma_is_initial_heap` / `vma_is_initial_stack`.
-        let name = if brk > 0 && v.start <= brk && v.end >= start_brk {
+        // Linux's `vma_is_initial_heap` (strict: with no heap yet, brk ==
+        // start_brk and the data segment ending there is not the heap) and
+        // `vma_is_initial_stack` (inclusive).
+        let name = if brk > 0 && v.start < brk && v.end > start_brk {
             Some("[heap]")
         } else if v.start <= start_stack && v.end >= start_stack {
             Some("[stack]")
