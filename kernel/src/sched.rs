@@ -856,64 +856,134 @@ fn ms_since(t0: u64) -> u64 {
     (arch::now_ns() - t0) / 1_000_000
 }
 
+/// How long a self-test waits for something that must happen "soon" (a
+/// thread to run, block or be reaped).  Generous on purpose: under QEMU
+/// TCG on a loaded host the timer interrupts that drive preemption can
+/// come tens of milliseconds late, or be dropped (x86 LAPIC), so a test
+/// waits for the event itself, bounded only to catch "never".
+const PATIENCE_MS: u64 = 10_000;
+
+/// Sleep in 1 ms steps until `done()` or [`PATIENCE_MS`]; whether it held.
+fn wait_for(done: impl Fn() -> bool) -> bool {
+    let t0 = arch::now_ns();
+    while !done() {
+        if ms_since(t0) >= PATIENCE_MS {
+            return false;
+        }
+        sleep_ms(1);
+    }
+    true
+}
+
+/// One of two threads that never yield: spin counting in `mine`, and count
+/// how often `theirs` moved while this thread was away, which only
+/// preemption can cause.  Stop after seeing that twice, or once the other
+/// thread stopped, or after [`PATIENCE_MS`].
+fn busy_until_interleaved(
+    mine: &AtomicU64,
+    theirs: &AtomicU64,
+    saw: &AtomicU64,
+    i_stopped: &AtomicBool,
+    they_stopped: &AtomicBool,
+) {
+    let deadline = arch::now_ns() + PATIENCE_MS * 1_000_000;
+    let mut last = theirs.load(Ordering::Relaxed);
+    while saw.load(Ordering::Relaxed) < 2
+        && !they_stopped.load(Ordering::Relaxed)
+        && arch::now_ns() < deadline
+    {
+        mine.fetch_add(1, Ordering::Relaxed);
+        let t = theirs.load(Ordering::Relaxed);
+        if t != last {
+            saw.fetch_add(1, Ordering::Relaxed);
+            last = t;
+        }
+    }
+    i_stopped.store(true, Ordering::Relaxed);
+}
+
 ktest! {
+    /// Two threads that never yield both make progress, each seeing the
+    /// other's counter move while it was switched out: only the timer's
+    /// preemption can do that (without it the first thread spins until
+    /// the deadline and the second never sees it move).  The threads stop
+    /// on what they observe, not after a fixed 50 ms: on a loaded host the
+    /// ticks that drive preemption can come late or be dropped, which only
+    /// makes the test take longer.
     fn two_busy_threads_are_preempted_round_robin() {
         static A: AtomicU64 = AtomicU64::new(0);
         static B: AtomicU64 = AtomicU64::new(0);
         static A_SAW_B: AtomicU64 = AtomicU64::new(0);
         static B_SAW_A: AtomicU64 = AtomicU64::new(0);
+        static A_STOP: AtomicBool = AtomicBool::new(false);
+        static B_STOP: AtomicBool = AtomicBool::new(false);
         for c in [&A, &B, &A_SAW_B, &B_SAW_A] {
             c.store(0, Ordering::Relaxed);
         }
+        A_STOP.store(false, Ordering::Relaxed);
+        B_STOP.store(false, Ordering::Relaxed);
         let sw0 = switches();
-        let end = arch::now_ns() + 50_000_000;
-        let ta = spawn("busy-a", move || {
-            while arch::now_ns() < end {
-                A.fetch_add(1, Ordering::Relaxed);
-            }
-            A_SAW_B.store(B.load(Ordering::Relaxed), Ordering::Relaxed);
+        let ta = spawn("busy-a", || {
+            busy_until_interleaved(&A, &B, &A_SAW_B, &A_STOP, &B_STOP)
         })
         .map_err(ktest::String::from)?;
-        let tb = spawn("busy-b", move || {
-            while arch::now_ns() < end {
-                B.fetch_add(1, Ordering::Relaxed);
-            }
-            B_SAW_A.store(A.load(Ordering::Relaxed), Ordering::Relaxed);
+        let tb = spawn("busy-b", || {
+            busy_until_interleaved(&B, &A, &B_SAW_A, &B_STOP, &A_STOP)
         })
         .map_err(ktest::String::from)?;
         ta.join();
         tb.join();
         let (a, b) = (A.load(Ordering::Relaxed), B.load(Ordering::Relaxed));
         check!(a > 0 && b > 0, "counters {} / {}", a, b);
-        // Neither yields: the other one's progress before the end of the
-        // loop can only come from preemption.
+        let (ab, ba) = (A_SAW_B.load(Ordering::Relaxed), B_SAW_A.load(Ordering::Relaxed));
         check!(
-            A_SAW_B.load(Ordering::Relaxed) > 0 && B_SAW_A.load(Ordering::Relaxed) > 0,
-            "no interleaving: a saw {} of b, b saw {} of a",
-            A_SAW_B.load(Ordering::Relaxed),
-            B_SAW_A.load(Ordering::Relaxed)
+            ab > 0 && ba > 0 && ab + ba >= 3,
+            "no round robin within {} ms: a saw b move {} times, b saw a {} times",
+            PATIENCE_MS,
+            ab,
+            ba
         );
         check!(switches() - sw0 >= 4, "only {} switches", switches() - sw0);
         Ok(())
     }
 }
 
-ktest! {
-    fn sleep_ms_sleeps_between_20_and_60_ms() {
+/// Sleep 20 ms `SLEEPS` times: (shortest, longest) in ms.
+fn sleep_20ms_spread() -> (u64, u64) {
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    for _ in 0..SLEEPS {
         let t0 = arch::now_ns();
         sleep_ms(20);
         let ms = ms_since(t0);
-        check!((20..=60).contains(&ms), "boot thread slept {} ms", ms);
+        lo = lo.min(ms);
+        hi = hi.max(ms);
+    }
+    (lo, hi)
+}
+const SLEEPS: usize = 5;
+
+ktest! {
+    /// `sleep_ms(20)` never returns early (every sleep >= 20 ms) and wakes
+    /// on time: the *shortest* of five sleeps is at most 60 ms.  A loaded
+    /// host delays some wake-ups (the tick that ends the sleep comes late),
+    /// never all five; a sleep that is really too long (wrong unit, a lost
+    /// wake-up left to a later tick) is long every time.
+    fn sleep_ms_sleeps_between_20_and_60_ms() {
+        let (lo, hi) = sleep_20ms_spread();
+        check!(lo >= 20 && lo <= 60, "boot thread: shortest of {} sleeps {} ms", SLEEPS, lo);
+        check!(hi < PATIENCE_MS, "boot thread: a sleep took {} ms", hi);
         static SLEPT: AtomicU64 = AtomicU64::new(0);
+        static LONGEST: AtomicU64 = AtomicU64::new(0);
         let h = spawn("sleeper", || {
-            let t0 = arch::now_ns();
-            sleep_ms(20);
-            SLEPT.store(arch::now_ns() - t0, Ordering::Relaxed);
+            let (lo, hi) = sleep_20ms_spread();
+            SLEPT.store(lo, Ordering::Relaxed);
+            LONGEST.store(hi, Ordering::Relaxed);
         })
         .map_err(ktest::String::from)?;
         h.join();
-        let ms = SLEPT.load(Ordering::Relaxed) / 1_000_000;
-        check!((20..=60).contains(&ms), "thread slept {} ms", ms);
+        let (lo, hi) = (SLEPT.load(Ordering::Relaxed), LONGEST.load(Ordering::Relaxed));
+        check!(lo >= 20 && lo <= 60, "thread: shortest of {} sleeps {} ms", SLEEPS, lo);
+        check!(hi < PATIENCE_MS, "thread: a sleep took {} ms", hi);
         Ok(())
     }
 }
@@ -935,18 +1005,23 @@ ktest! {
                 .map_err(ktest::String::from)?,
             );
         }
-        sleep_ms(5);
+        // Wait for the waiters to run and block (however late the host
+        // lets them run), not for a fixed 5 ms.
+        let all_blocked = |hs: &[JoinHandle]| hs.iter().all(|h| h.thread().state() == State::Blocked);
+        check!(wait_for(|| all_blocked(&hs)), "the waiters did not block within {} ms", PATIENCE_MS);
         check_eq!(DONE.load(Ordering::Acquire), 0, "woke before the condition held");
-        for h in &hs {
-            check_eq!(h.thread().state(), State::Blocked, "waiter {} state", h.thread().id);
-        }
         // One waiter's condition becomes true; wake_one may pick another,
         // which re-checks and blocks again: wake all to be sure of progress.
         FLAG.store(1, Ordering::Release);
         check!(WQ.wake_one(), "wake_one found nobody");
-        sleep_ms(5);
         WQ.wake_all();
-        sleep_ms(5);
+        // The first waiter finishes; the other two re-check and block again.
+        let settled = || {
+            DONE.load(Ordering::Acquire) >= 1
+                && hs[1].thread().state() == State::Blocked
+                && hs[2].thread().state() == State::Blocked
+        };
+        check!(wait_for(settled), "after the first condition: done {}", DONE.load(Ordering::Acquire));
         check_eq!(DONE.load(Ordering::Acquire), 1, "after the first condition");
         FLAG.store(3, Ordering::Release);
         WQ.wake_all();
@@ -975,10 +1050,7 @@ ktest! {
         // Detached threads are reaped too (by idle or the next spawn).
         let d = spawn("detached", || {}).map_err(ktest::String::from)?;
         drop(d);
-        let t0 = arch::now_ns();
-        while thread::live_stack_pages() != pages0 && ms_since(t0) < 100 {
-            sleep_ms(1);
-        }
+        wait_for(|| thread::live_stack_pages() == pages0);
         check_eq!(thread::live_stack_pages(), pages0, "after a detached thread");
         Ok(())
     }
@@ -1069,18 +1141,28 @@ ktest! {
         })
         .map_err(ktest::String::from)?;
         check_eq!(h.thread().name.as_str(), "spinner");
-        let (before, after) = {
+        // Let the spinner start first, so a preemption would show.
+        check!(
+            wait_for(|| OTHER.load(Ordering::Relaxed) > 0),
+            "the spinner never started"
+        );
+        let (before, after, ticked) = {
             let _g = preempt_disable();
             let before = OTHER.load(Ordering::Relaxed);
+            // Three slices' worth of timer *ticks* (each a chance to
+            // preempt), however long a loaded host takes to deliver them.
+            let k0 = arch::ticks();
+            let want = 3 * SLICE_TICKS.load(Ordering::Relaxed);
             let t0 = arch::now_ns();
-            while ms_since(t0) < 3 * SLICE_MS {
+            while arch::ticks() - k0 < want && ms_since(t0) < PATIENCE_MS {
                 core::hint::spin_loop();
             }
-            (before, OTHER.load(Ordering::Relaxed))
+            (before, OTHER.load(Ordering::Relaxed), arch::ticks() - k0)
         };
-        // Preemptible again: the spinner gets the CPU within a slice or two.
+        check!(ticked >= 3, "only {} ticks while preemption was off", ticked);
+        // Preemptible again: the spinner gets the CPU at a coming tick.
         let t0 = arch::now_ns();
-        while OTHER.load(Ordering::Relaxed) == after && ms_since(t0) < 100 {
+        while OTHER.load(Ordering::Relaxed) == after && ms_since(t0) < PATIENCE_MS {
             core::hint::spin_loop();
         }
         let later = OTHER.load(Ordering::Relaxed);
