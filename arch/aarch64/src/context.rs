@@ -11,6 +11,7 @@
 //! with IRQs masked, and each side restores its own mask afterwards.
 use crate::mmu;
 use crate::regs::{isb, read_sysreg, write_sysreg};
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, TCR_EL1, TTBR0_EL1};
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -149,7 +150,6 @@ pub(crate) fn run_irq_exit_hook() {
 // ---------------------------------------------------------------------------
 // Lower-half roots (TTBR0_EL1 with ASID).
 
-const TCR_AS: u64 = 1 << 36;
 const TTBR_BADDR: u64 = 0x0000_FFFF_FFFF_FFFE;
 /// ASIDs whose last-loaded root is remembered (others always flush).
 const TRACKED_ASIDS: usize = 256;
@@ -165,9 +165,9 @@ pub fn asid_bits() -> u32 {
     if !ASID_CHECKED.load(Ordering::Acquire) {
         let irq = crate::cpu::irq_save();
         if !ASID_CHECKED.load(Ordering::Relaxed) {
-            let wide = (read_sysreg!("id_aa64mmfr0_el1") >> 4) & 0xf == 0b0010;
+            let wide = ID_AA64MMFR0_EL1.matches_all(ID_AA64MMFR0_EL1::ASIDBits::Bits_16);
             if wide {
-                let tcr = read_sysreg!("tcr_el1") | TCR_AS;
+                let tcr = TCR_EL1.get() | TCR_EL1::AS::ASID16Bits.value;
                 // SAFETY: only ASID 0 (the empty TTBR0 table, which caches
                 // nothing) is in use so far; TCR.AS changes how ASIDs are
                 // compared, so flush everything after the change.
@@ -240,7 +240,7 @@ pub fn invalidate_asid(asid: u16) {
 pub fn user_root_off() {
     let irq = crate::cpu::irq_save();
     let empty = mmu::EMPTY_TTBR0.load(Ordering::Relaxed);
-    if read_sysreg!("ttbr0_el1") != empty {
+    if TTBR0_EL1.get() != empty {
         // SAFETY: the empty table maps nothing the kernel uses.
         unsafe { write_sysreg!("ttbr0_el1", empty) };
         isb();
@@ -251,11 +251,10 @@ pub fn user_root_off() {
 /// The lower-half root now loaded and its ASID, or `None` when the empty
 /// table is in TTBR0.
 pub fn current_user_root() -> Option<(u64, u16)> {
-    let t = read_sysreg!("ttbr0_el1");
-    let root = t & TTBR_BADDR;
+    let root = TTBR0_EL1.get_baddr();
     if root == mmu::EMPTY_TTBR0.load(Ordering::Relaxed) {
         None
     } else {
-        Some((root, (t >> 48) as u16))
+        Some((root, TTBR0_EL1.read(TTBR0_EL1::ASID) as u16))
     }
 }

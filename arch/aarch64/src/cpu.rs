@@ -1,9 +1,8 @@
 //! Interrupt mask, idle and exit.
 use crate::boot::PLATFORM;
 use crate::dt::PsciConduit;
+use aarch64_cpu::registers::{DAIF, Readable};
 use core::sync::atomic::{AtomicBool, Ordering};
-
-const DAIF_I: u64 = 1 << 7;
 
 pub fn irq_enable() {
     // SAFETY: unmasking IRQs; the vectors and the GIC are set up before the
@@ -18,9 +17,9 @@ pub fn irq_disable() {
 
 /// Mask IRQs; returns whether they were enabled before.
 pub fn irq_save() -> bool {
-    let daif = crate::regs::read_sysreg!("daif");
+    let enabled = DAIF.matches_all(DAIF::I::Unmasked);
     irq_disable();
-    daif & DAIF_I == 0
+    enabled
 }
 
 /// Restore the state `irq_save` returned: `false` masks IRQs.

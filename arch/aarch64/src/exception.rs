@@ -346,7 +346,8 @@ fn report_and_exit(f: &TrapFrame, kind: u64, info: Option<&FaultInfo>) -> ! {
         );
     }
     let sp = if kind == KIND_OVERFLOW {
-        crate::regs::read_sysreg!("sp_el0")
+        use aarch64_cpu::registers::{Readable, SP_EL0};
+        SP_EL0.get()
     } else {
         f.sp
     };

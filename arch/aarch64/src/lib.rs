@@ -178,6 +178,7 @@ mod hw {
     /// 1 GiB level-1 blocks: always available with the 4K granule, which
     /// the kernel uses; checked against ID_AA64MMFR0_EL1.TGran4 anyway.
     pub fn has_1g_pages() -> bool {
-        (crate::regs::read_sysreg!("id_aa64mmfr0_el1") >> 28) & 0xf != 0xf
+        use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
+        !ID_AA64MMFR0_EL1.matches_all(ID_AA64MMFR0_EL1::TGran4::NotSupported)
     }
 }

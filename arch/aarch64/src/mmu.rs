@@ -13,8 +13,9 @@
 //!
 //! The lower half (TTBR0) is an empty table, for user address spaces later.
 //! No contiguous hints are used here (they are reserved for user mappings).
-use crate::regs::{dsb_ishst, read_sysreg, tlbi_vmalle1, write_sysreg};
+use crate::regs::{dsb_ishst, tlbi_vmalle1, write_sysreg};
 use crate::{KernelLayout, PHYS_OFFSET, Translation};
+use aarch64_cpu::registers::{Readable, TTBR0_EL1, TTBR1_EL1};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -235,9 +236,9 @@ pub fn walk(root: u64, va: u64) -> Option<Translation> {
 /// Root of the live table for `va` (TTBR1 for the upper half, else TTBR0).
 pub fn live_root(va: u64) -> u64 {
     let ttbr = if va >> 63 != 0 {
-        read_sysreg!("ttbr1_el1")
+        TTBR1_EL1.get()
     } else {
-        read_sysreg!("ttbr0_el1")
+        TTBR0_EL1.get()
     };
     ttbr & OA_MASK
 }
@@ -379,7 +380,7 @@ fn check_kmap_va(va: u64) -> Result<(), &'static str> {
 
 /// The level-3 table covering `va`, creating missing tables if `create`.
 fn kmap_l3(va: u64, create: bool) -> Result<u64, &'static str> {
-    let mut table = read_sysreg!("ttbr1_el1") & OA_MASK;
+    let mut table = TTBR1_EL1.get() & OA_MASK;
     for level in 0..3 {
         let idx = index_of(va, level);
         // SAFETY: `table` is a live table frame of the kernel tree (from

@@ -1,4 +1,12 @@
-//! System-register access and barriers: the only raw `mrs`/`msr` in the crate.
+//! System-register access and barriers.
+//!
+//! Reads of the registers the `aarch64-cpu` crate knows (ID, TTBR, TCR,
+//! SCTLR, DAIF, timer, TPIDR, SP_EL0) and the timer's writes go through
+//! that crate, with its named fields.  These macros remain for the
+//! registers it lacks (GICv3 `ICC_*_EL1`, the PMU, FPCR, DCZID) and for
+//! every write that changes translation or exception routing (TTBR0/1,
+//! TCR, SCTLR, VBAR): the crate's writes are safe methods, and such a write
+//! must sit in an `unsafe` block with its `// SAFETY:` argument.
 //!
 //! `read_sysreg!` is safe (reading the registers used here has no side
 //! effects); `write_sysreg!` expands to an `asm!` that the caller must wrap in

@@ -9,12 +9,14 @@
 //! keeps the programmed rate against the clock.
 use crate::console::kprintln;
 use crate::gic;
-use crate::regs::{isb, read_sysreg, write_sysreg};
+use crate::regs::isb;
+use aarch64_cpu::registers::{
+    CNTFRQ_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVCT_EL0, Readable, Writeable,
+};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The EL1 virtual timer's PPI.
 pub const TIMER_INTID: u32 = 27;
-const CTL_ENABLE: u64 = 1;
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static HZ: AtomicU32 = AtomicU32::new(0);
@@ -23,11 +25,11 @@ static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
 
 fn counter() -> u64 {
     isb();
-    read_sysreg!("cntvct_el0")
+    CNTVCT_EL0.get()
 }
 
 pub fn frequency() -> u64 {
-    read_sysreg!("cntfrq_el0")
+    CNTFRQ_EL0.get()
 }
 
 pub fn now_ns() -> u64 {
@@ -52,13 +54,11 @@ pub fn set_tick_hook(f: fn()) {
     TICK_HOOK.store(f as usize, Ordering::Release);
 }
 
+/// Programming the EL1 virtual timer comparator and enabling it (unmasked)
+/// only causes timer interrupts, which `handle_irq` services.
 fn set_deadline(cval: u64) {
-    // SAFETY: programming the EL1 virtual timer comparator and enabling it
-    // only causes timer interrupts, which `handle_irq` services.
-    unsafe {
-        write_sysreg!("cntv_cval_el0", cval);
-        write_sysreg!("cntv_ctl_el0", CTL_ENABLE);
-    }
+    CNTV_CVAL_EL0.set(cval);
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
     isb();
 }
 
@@ -85,7 +85,7 @@ pub fn timer_init(hz: u32) {
 
 fn tick() {
     let period = PERIOD.load(Ordering::Relaxed).max(1);
-    let cval = read_sysreg!("cntv_cval_el0");
+    let cval = CNTV_CVAL_EL0.get();
     let now = counter();
     // Periods elapsed since the deadline that fired, that one included.
     let n = 1 + now.saturating_sub(cval) / period;

@@ -27,12 +27,10 @@ static RANGE_TLBI: AtomicU8 = AtomicU8::new(0);
 pub fn has_range_tlbi() -> bool {
     match RANGE_TLBI.load(Ordering::Relaxed) {
         0 => {
-            let isar0: u64;
-            // SAFETY: reading an ID register has no side effects.
-            unsafe {
-                asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0, options(nomem, nostack, preserves_flags))
-            };
-            let yes = (isar0 >> 56) & 0xf >= 2;
+            use aarch64_cpu::registers::{ID_AA64ISAR0_EL1, Readable};
+            // ID_AA64ISAR0_EL1.TLB (bits 59:56; the crate names only RNDR):
+            // 2 = TLBI by range as well as the outer-shareable forms.
+            let yes = (ID_AA64ISAR0_EL1.get() >> 56) & 0xf >= 2;
             RANGE_TLBI.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }

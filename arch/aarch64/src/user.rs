@@ -14,7 +14,8 @@
 //!   routines below.  Faults in a copy go to the kernel's fault handler
 //!   first, then to the `.ex_table` fixup (the copy returns failure).
 use crate::exception::TrapFrame;
-use crate::regs::{read_sysreg, write_sysreg};
+use crate::regs::write_sysreg;
+use aarch64_cpu::registers::{ID_AA64MMFR1_EL1, Readable, SCTLR_EL1, TPIDR_EL0, Writeable};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Registers of a user context: the trap frame.
@@ -24,6 +25,7 @@ pub type UserFrame = TrapFrame;
 pub const USER_TOP: u64 = 0x0000_FFFF_FFFF_F000;
 
 const EC_SVC64: u64 = 0x15;
+/// SCTLR_EL1.SPAN (the `aarch64-cpu` crate's SCTLR_EL1 has no field for it).
 const SCTLR_SPAN: u64 = 1 << 23;
 /// EL0 may use DC ZVA, read CTR_EL0 and run cache maintenance by VA (as
 /// Linux allows; libc string functions use them).
@@ -88,8 +90,8 @@ impl TrapFrame {
 
 /// Enable PAN (when the CPU has it) and EL0 cache/ZVA access.
 pub fn user_init() {
-    let pan = (read_sysreg!("id_aa64mmfr1_el1") >> 20) & 0xf != 0;
-    let sctlr = read_sysreg!("sctlr_el1");
+    let pan = !ID_AA64MMFR1_EL1.matches_all(ID_AA64MMFR1_EL1::PAN::Unsupported);
+    let sctlr = SCTLR_EL1.get();
     let mut want = sctlr | SCTLR_EL0_OPS;
     if pan {
         want &= !SCTLR_SPAN;
@@ -176,12 +178,12 @@ pub(crate) fn el0_sync(frame: &mut TrapFrame, fault: Option<crate::FaultInfo>) -
 
 /// The user TLS register (TPIDR_EL0).
 pub fn set_user_tls(v: u64) {
-    // SAFETY: TPIDR_EL0 is a plain software register; the kernel does not use it.
-    unsafe { write_sysreg!("tpidr_el0", v) };
+    // A plain software register; the kernel does not use it.
+    TPIDR_EL0.set(v);
 }
 
 pub fn user_tls() -> u64 {
-    read_sysreg!("tpidr_el0")
+    TPIDR_EL0.get()
 }
 
 unsafe extern "C" {
