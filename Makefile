@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc fmt clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc bench-alloc-kernel fmt clippy clean soak fuzz exhaust
 
 all: build
 
@@ -91,8 +91,15 @@ bench: deps
 ## target dir of its own so the flag does not rebuild everything else.
 BENCH_ALLOC_ENV = RUSTFLAGS="-C llvm-args=-align-all-functions=6" CARGO_TARGET_DIR=target/bench-alloc
 
-bench-alloc:
+bench-alloc: deps
 	$(BENCH_ALLOC_ENV) $(CARGO) run --release -p mm --example bench_alloc -- $(ARGS)
+	$(MAKE) --no-print-directory bench-alloc-kernel
+
+## The same allocator workloads inside the arm64 kernel (kernel/src/allocbench.rs)
+## under -icount shift=0: exact instructions per alloc or free, KernelCpu's
+## interrupt masking included.
+bench-alloc-kernel: deps
+	$(RUNNER) run --arch aarch64 --release --icount --mem 2G --cmdline "loglevel=warn bench=alloc"
 
 fmt:
 	$(CARGO) fmt --all
