@@ -123,7 +123,7 @@ fn clocked(f: impl FnOnce()) -> u64 {
 fn zeroing() {
     let b = memory::buddy();
     let phys = &crate::physmem::DIRECT_MAP;
-    for (order, label) in [(0u32, "4K"), (9, "2M")] {
+    for (order, label) in [(0u32, "4K"), (2, "16K"), (4, "64K"), (9, "2M")] {
         let f = b
             .alloc(order, AllocFlags::USER)
             .expect("allocbench: zeroing");

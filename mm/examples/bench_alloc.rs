@@ -129,6 +129,10 @@ trait Frames {
     type H: Copy;
     fn alloc(&mut self, order: u32) -> Self::H;
     fn free(&mut self, h: Self::H, order: u32);
+    /// An allocation that may fail (setting up a held state, untimed).
+    fn try_alloc(&mut self, order: u32) -> Option<Self::H> {
+        Some(self.alloc(order))
+    }
 }
 
 struct Ours<'a>(&'a BuddyAllocator<'a>);
@@ -145,6 +149,9 @@ impl<'a> Frames for Ours<'a> {
     fn free(&mut self, h: Folio<'a>, _order: u32) {
         h.put();
     }
+    fn try_alloc(&mut self, order: u32) -> Option<Folio<'a>> {
+        self.0.alloc(order, AllocFlags::USER).ok()
+    }
 }
 
 struct Theirs(FrameAllocator<11>);
@@ -158,6 +165,9 @@ impl Frames for Theirs {
     #[inline]
     fn free(&mut self, h: usize, order: u32) {
         self.0.dealloc(h, 1 << order);
+    }
+    fn try_alloc(&mut self, order: u32) -> Option<usize> {
+        self.0.alloc(1 << order)
     }
 }
 
@@ -280,19 +290,26 @@ fn time(f: impl FnOnce() -> usize) -> (Duration, usize) {
 }
 
 /// The same loop as [`replay`], without clearing the table first: how a
-/// held state is set up and torn down (untimed).
-fn replay_keep<F: Frames>(a: &mut F, t: &Trace, table: &mut Vec<Option<F::H>>) {
+/// held state is set up and torn down (untimed).  An allocation that fails
+/// (the heap is fragmented, or the side keeps frames in caches) is skipped
+/// and counted; the count is printed with the workload's line.
+fn replay_keep<F: Frames>(a: &mut F, t: &Trace, table: &mut Vec<Option<F::H>>) -> usize {
     if table.len() < t.slots {
         table.resize(t.slots, None);
     }
+    let mut failed = 0;
     for &op in &t.ops {
         let s = &mut table[op.slot()];
         if op.is_free() {
-            a.free(s.take().expect("trace frees an empty slot"), op.order());
+            if let Some(h) = s.take() {
+                a.free(h, op.order());
+            }
         } else {
-            *s = Some(a.alloc(op.order()));
+            *s = a.try_alloc(op.order());
+            failed += s.is_none() as usize;
         }
     }
+    failed
 }
 
 /// Timed runs per workload and side; each figure printed is their median,
@@ -405,10 +422,13 @@ fn main() {
         let mut t_o = Vec::new();
         let mut t_i = Vec::new();
         let mut t_t = Vec::new();
+        let mut setup_failed = [0; 3];
         if let Some((up, _)) = &held {
-            replay_keep(&mut ours, up, &mut t_o);
-            replay_keep(&mut irq, up, &mut t_i);
-            replay_keep(&mut theirs, up, &mut t_t);
+            setup_failed = [
+                replay_keep(&mut ours, up, &mut t_o),
+                replay_keep(&mut irq, up, &mut t_i),
+                replay_keep(&mut theirs, up, &mut t_t),
+            ];
         }
         // Warm up once (fills our per-CPU caches, faults in both sides'
         // memory), then alternate the sides so a noisy moment hits all.
@@ -451,6 +471,15 @@ fn main() {
             rri.1,
             rri.2,
         );
+        if setup_failed != [0; 3] {
+            println!(
+                "    (setting up {}: allocations that failed and were skipped: ours {}, ours+irq {}, buddy_system_allocator {})",
+                state.name(),
+                setup_failed[0],
+                setup_failed[1],
+                setup_failed[2]
+            );
+        }
     }
     assert_eq!(ours.0.stats().allocated, 0, "benchmark leaked frames");
     assert_eq!(irq.0.stats().allocated, 0, "benchmark leaked frames");
