@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc bench-alloc-kernel fmt clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-alloc bench-alloc-kernel fmt clippy clean soak fuzz exhaust
 
 all: build
 
@@ -86,6 +86,14 @@ QUICK  ?=
 ICOUNT ?=
 bench: deps
 	$(RUNNER) bench --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
+## Fault-in on our kernel and on Debian's Linux 6.12 with one harness: the
+## same /bench, the same QEMU set-up, BOOTS boots each (tests/src/faultcmp.rs).
+## ICOUNT=1 (ARCH=aarch64): exact instructions per fault.  Needs the kernel
+## ../shared/tools/linux-baseline/run.sh ARCH downloads.
+BOOTS ?= 3
+bench-linux: deps
+	$(RUNNER) bench --linux --arch $(ARCH) --boots $(BOOTS) $(if $(ICOUNT),--icount)
 
 ## Functions 64-byte aligned on both sides (see bench_alloc.rs), in a
 ## target dir of its own so the flag does not rebuild everything else.
