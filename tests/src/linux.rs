@@ -249,3 +249,32 @@ pub fn run(mut spec: RunSpec, mem: Option<String>) -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Accel;
+
+    #[test]
+    fn init_words_become_rdinit_and_status_is_read() {
+        let mut s = RunSpec::new(Arch::Aarch64, Accel::Tcg, PathBuf::new(), "init=/bench a=b");
+        comparable(&mut s);
+        apply(&mut s, Path::new("/k"), Path::new("/rd"));
+        assert_eq!(
+            s.cmdline,
+            "console=ttyAMA0 quiet panic=-1 rdinit=/bench a=b"
+        );
+        assert_eq!(s.cpu.as_deref(), Some("max,pauth-impdef=on"));
+        assert_eq!(s.mem, "2G");
+        let l = |t: &str| vec![t.to_string()];
+        assert_eq!(
+            init_status(&l(
+                "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+            )),
+            Some(1)
+        );
+        assert_eq!(init_status(&l("... exitcode=0x00000009")), Some(137));
+        assert_eq!(init_status(&l("reboot: Power down")), Some(0));
+        assert_eq!(init_status(&l("nothing")), None);
+    }
+}
