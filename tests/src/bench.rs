@@ -330,7 +330,7 @@ fn run_arch(
                 // Debian's kernel with the same /bench as rdinit, the QEMU
                 // set-up of every comparison with Linux (linux.rs).
                 crate::linux::comparable(&mut spec);
-                crate::linux::apply(&mut spec, k, &initrd);
+                crate::linux::apply(&mut spec, k, &initrd, false);
             }
         }
         println!(
