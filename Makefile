@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-alloc pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -82,12 +82,27 @@ bench: deps
 pseudofs-diff: deps
 	scripts/pseudofs-diff.sh $(ARCH)
 
+## Fault-in on our kernel and on Debian's Linux 6.12 with one harness: the
+## same /bench, the same QEMU set-up, BOOTS boots each (tests/src/faultcmp.rs).
+## ICOUNT=1 (ARCH=aarch64): exact instructions per fault.  Needs the kernel
+## ../shared/tools/linux-baseline/run.sh ARCH downloads.
+BOOTS ?= 3
+bench-linux: deps
+	$(RUNNER) bench --linux --arch $(ARCH) --boots $(BOOTS) $(if $(ICOUNT),--icount)
+
 ## Functions 64-byte aligned on both sides (see bench_alloc.rs), in a
 ## target dir of its own so the flag does not rebuild everything else.
 BENCH_ALLOC_ENV = RUSTFLAGS="-C llvm-args=-align-all-functions=6" CARGO_TARGET_DIR=target/bench-alloc
 
 bench-alloc: deps
 	$(BENCH_ALLOC_ENV) $(CARGO) run --release -p mm --example bench_alloc -- $(ARGS)
+	$(MAKE) --no-print-directory bench-alloc-kernel
+
+## The same allocator workloads inside the arm64 kernel (kernel/src/allocbench.rs)
+## under -icount shift=0: exact instructions per alloc or free, KernelCpu's
+## interrupt masking included.
+bench-alloc-kernel: deps
+	$(RUNNER) run --arch aarch64 --release --icount --mem 2G --cmdline "loglevel=warn bench=alloc"
 
 fmt:
 	$(CARGO) fmt --all

@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+mod allocbench;
 mod arch;
 mod cmdline;
 mod cpio;
@@ -117,6 +118,10 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     }
     if cmdline::has("demo") {
         ok &= demo::run();
+    }
+    if cmdline::value("bench") == Some("alloc") {
+        // The allocator's self-benchmark (allocbench.rs).
+        ok &= allocbench::run();
     }
     if let Some(path) = cmdline::value("init") {
         // The run now ends when init exits (see `process::exit_current`).

@@ -6,10 +6,14 @@
 //! so `pa + PHYS_OFFSET` is always mapped read-write.
 //!
 //! Zeroing and copying go through the arch crates' block loops
-//! (`arch::zero_bytes` / `arch::copy_bytes`): arm64 `dc zva`, x86 unrolled
-//! 8-byte moves.  They set the cost of a large-folio fault: under QEMU TCG
-//! the generic `write_bytes` (an 8-byte store loop on arm64) costs about
-//! 1,540 instructions per 4 KiB page against 160 for `dc zva`, and on x86
+//! (`arch::zero_bytes` / `arch::copy_bytes`): arm64 `st1`/`ld1` of four
+//! vector registers, x86 unrolled 8-byte moves.  They set the cost of a
+//! large-folio fault.  Under QEMU 7.2 TCG the generic `write_bytes` (an
+//! 8-byte store loop on arm64) costs about 1,540 instructions per 4 KiB
+//! page; `st1` takes 112 and `dc zva` 176 (`bench=alloc`, `-icount`), and
+//! TCG runs `st1` as inline stores where each `dc zva` is a helper call, a
+//! choice that pays under this emulator and not necessarily on hardware
+//! (see `arch/aarch64/src/mem.rs` and docs/performance.md).  On x86 TCG
 //! `rep stos` is 3-10 times slower than the unrolled moves.
 #![allow(unsafe_code)]
 
@@ -56,7 +60,7 @@ impl mm::phys::PhysMem for DirectMap {
     }
     fn zero(&self, pa: u64, len: u64) {
         // SAFETY: `[pa, pa+len)` is RAM owned by the caller, mapped by the
-        // direct map (Normal memory, so arm64 `dc zva` is allowed).
+        // direct map (Normal memory).
         unsafe { arch::zero_bytes(ptr(pa), len as usize) }
     }
     fn copy(&self, dst: u64, src: u64, len: u64) {

@@ -11,9 +11,9 @@
 //!
 //! # The mixed-order workloads
 //! * `mixed-*` (the workload the ≥ 5× target is about) is steady-state
-//!   churn ([`churn`]): 1024 folios of random orders, then each step frees
+//!   churn (`churn` in `mm::alloc_trace`): 1024 folios of random orders, then each step frees
 //!   a uniformly random live folio and allocates one of a random order.
-//! * `mixed-*-walk` ([`walk`]) lets the working set wander between 64 and
+//! * `mixed-*-walk` (`walk`) lets the working set wander between 64 and
 //!   2048 folios by a coin flip per step.  It is kept because it exercises
 //!   the per-CPU lists' refill and drain harder, but as a measure of the
 //!   allocators it is poor: whether the next step allocates or frees *is*
@@ -25,9 +25,9 @@
 //!   (`buddy_system_allocator` is faster on it: 24 ns against 28).
 //!
 //! # Measuring the allocators, not the harness
-//! * The mixed workloads are recorded before timing ([`Trace`]): the RNG
+//! * The mixed workloads are recorded before timing ([`Trace`] (`mm::alloc_trace`)): the RNG
 //!   makes every decision (allocate or free, which order, which live folio
-//!   is the victim) while a [`Recorder`] keeps the live set as slot
+//!   is the victim) while a `Recorder` keeps the live set as slot
 //!   numbers.  The timed replay then does, per step, one sequential
 //!   4-byte load from the trace, one access to a handle table of at most
 //!   2048 slots and the allocator call.  Every side replays the identical
@@ -64,6 +64,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use buddy_system_allocator::FrameAllocator;
+use mm::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
 use mm::buddy::{AllocFlags, BuddyAllocator};
 use mm::folio::Folio;
 use mm::memmap::{FrameDesc, Memmap};
@@ -123,28 +124,15 @@ impl CpuOps for IrqCpu {
     }
 }
 
-/// xorshift64: deterministic and identical for both sides.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in `0..n` by multiply-shift: a 64-bit `%` is a division
-    /// costing tens of cycles, which would pad both sides' numbers alike.
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() as u128 * n as u128) >> 64) as usize
-    }
-}
-
 /// The operations a workload needs, implemented by both allocators.
 trait Frames {
     type H: Copy;
     fn alloc(&mut self, order: u32) -> Self::H;
     fn free(&mut self, h: Self::H, order: u32);
+    /// An allocation that may fail (setting up a held state, untimed).
+    fn try_alloc(&mut self, order: u32) -> Option<Self::H> {
+        Some(self.alloc(order))
+    }
 }
 
 struct Ours<'a>(&'a BuddyAllocator<'a>);
@@ -161,6 +149,9 @@ impl<'a> Frames for Ours<'a> {
     fn free(&mut self, h: Folio<'a>, _order: u32) {
         h.put();
     }
+    fn try_alloc(&mut self, order: u32) -> Option<Folio<'a>> {
+        self.0.alloc(order, AllocFlags::USER).ok()
+    }
 }
 
 struct Theirs(FrameAllocator<11>);
@@ -174,6 +165,9 @@ impl Frames for Theirs {
     #[inline]
     fn free(&mut self, h: usize, order: u32) {
         self.0.dealloc(h, 1 << order);
+    }
+    fn try_alloc(&mut self, order: u32) -> Option<usize> {
+        self.0.alloc(1 << order)
     }
 }
 
@@ -215,162 +209,6 @@ fn order0_batch<F: Frames>(a: &mut F, rounds: usize) -> usize {
         }
     }
     rounds * 128
-}
-
-/// One step of a recorded workload: allocate a folio of some order into a
-/// slot of the handle table, or free the folio held in a slot (the order
-/// rides along because `FrameAllocator::dealloc` needs it).  Packed into a
-/// `u32` so the trace streams through the cache at 4 bytes a step.
-#[derive(Clone, Copy)]
-struct Op(u32);
-
-impl Op {
-    const FREE: u32 = 1 << 31;
-    const ORDER_SHIFT: u32 = 24;
-    const SLOT_MASK: u32 = (1 << Self::ORDER_SHIFT) - 1;
-
-    fn alloc(order: u32, slot: usize) -> Self {
-        Self(order << Self::ORDER_SHIFT | slot as u32)
-    }
-    fn free(order: u32, slot: usize) -> Self {
-        Self(Self::FREE | order << Self::ORDER_SHIFT | slot as u32)
-    }
-    #[inline]
-    fn is_free(self) -> bool {
-        self.0 & Self::FREE != 0
-    }
-    #[inline]
-    fn order(self) -> u32 {
-        (self.0 & !Self::FREE) >> Self::ORDER_SHIFT
-    }
-    #[inline]
-    fn slot(self) -> usize {
-        (self.0 & Self::SLOT_MASK) as usize
-    }
-}
-
-/// A workload recorded before timing: every decision (alloc or free, which
-/// order, which live folio) is made here, with the RNG, so replaying it
-/// costs the harness one sequential load and one handle-table access per
-/// operation.  Both allocators and the do-nothing one replay the same trace.
-struct Trace {
-    ops: Vec<Op>,
-    /// Size of the handle table (most folios live at once).
-    slots: usize,
-}
-
-/// Records a trace while keeping the live set as slot numbers: `live` lists
-/// the occupied slots (so a uniformly random victim is one `swap_remove`),
-/// `spare` the free ones.
-struct Recorder {
-    ops: Vec<Op>,
-    live: Vec<(usize, u32)>,
-    spare: Vec<usize>,
-    slots: usize,
-}
-
-impl Recorder {
-    fn new() -> Self {
-        Self {
-            ops: Vec::new(),
-            live: Vec::new(),
-            spare: Vec::new(),
-            slots: 0,
-        }
-    }
-    fn alloc(&mut self, order: u32) {
-        let s = self.spare.pop().unwrap_or_else(|| {
-            self.slots += 1;
-            self.slots - 1
-        });
-        self.ops.push(Op::alloc(order, s));
-        self.live.push((s, order));
-    }
-    /// Frees the `i`-th live folio (in `live` order, which `swap_remove`
-    /// changes exactly as it changed the old loop's vector of handles).
-    fn free(&mut self, i: usize) {
-        let (s, o) = self.live.swap_remove(i);
-        self.ops.push(Op::free(o, s));
-        self.spare.push(s);
-    }
-    /// Frees every live folio, first to last.
-    fn free_rest(&mut self) {
-        for (s, o) in self.live.drain(..) {
-            self.ops.push(Op::free(o, s));
-            self.spare.push(s);
-        }
-    }
-    /// The trace so far (which leaves folios allocated: a state to hold
-    /// while a workload runs) and the trace that frees them afterwards.
-    fn split(mut self) -> (Trace, Trace) {
-        let slots = self.slots;
-        let setup = std::mem::take(&mut self.ops);
-        self.free_rest();
-        (
-            Trace { ops: setup, slots },
-            Trace {
-                ops: self.ops,
-                slots,
-            },
-        )
-    }
-    fn finish(self) -> Trace {
-        assert!(self.live.is_empty(), "trace leaves folios allocated");
-        assert!(self.slots <= Op::SLOT_MASK as usize);
-        Trace {
-            ops: self.ops,
-            slots: self.slots,
-        }
-    }
-}
-
-/// Orders 0, 2, 4 and 9, weighted 8:4:2:1.
-const MIXED: [u32; 15] = [0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 9];
-/// The same without order 9: shows what 2 MiB folios add.  (Their tail
-/// descriptors are not written at allocation, so the difference is only
-/// the zone traffic of large blocks; the other side keeps no per-frame
-/// metadata at all.)
-const MIXED_SMALL: [u32; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 4, 4];
-
-/// Steady-state churn: 1024 folios of random orders, then every step frees
-/// a uniformly random live folio and allocates one of a random order, so
-/// the working set keeps its size while its contents and order mix turn
-/// over (a machine whose memory use is flat while processes come and go).
-/// Alloc and free alternate, so the harness's dispatch on them predicts.
-fn churn(steps: usize, orders: &[u32]) -> Trace {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
-    let mut r = Recorder::new();
-    for _ in 0..1024 {
-        r.alloc(orders[rng.below(orders.len())]);
-    }
-    while r.ops.len() < steps {
-        r.free(rng.below(r.live.len()));
-        r.alloc(orders[rng.below(orders.len())]);
-    }
-    r.free_rest();
-    r.finish()
-}
-
-/// Random walk: `steps` random steps: allocate while fewer than 64 folios
-/// live, free while 2048 do, otherwise a coin flip; a free picks its
-/// victim uniformly among the live folios.  Then everything still live is
-/// freed.  The working set grows and shrinks, which exercises the per-CPU
-/// lists' refill and drain more than `churn`; but whether the next step
-/// allocates or frees is itself random, and the harness's branch on it
-/// mispredicts about every other step (most of its "loop alone" time).
-fn walk(steps: usize, orders: &[u32]) -> Trace {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
-    let mut r = Recorder::new();
-    for _ in 0..steps {
-        let n = r.live.len();
-        if n < 64 || (n < 2048 && rng.below(2) == 0) {
-            r.alloc(orders[rng.below(orders.len())]);
-        } else {
-            r.free(rng.below(n));
-        }
-    }
-    r.free_rest();
-    r.finish()
 }
 
 /// Allocate 65536 frames of random orders 0..=3 (weighted towards 0), then
@@ -452,103 +290,26 @@ fn time(f: impl FnOnce() -> usize) -> (Duration, usize) {
 }
 
 /// The same loop as [`replay`], without clearing the table first: how a
-/// held state is set up and torn down (untimed).
-fn replay_keep<F: Frames>(a: &mut F, t: &Trace, table: &mut Vec<Option<F::H>>) {
+/// held state is set up and torn down (untimed).  An allocation that fails
+/// (the heap is fragmented, or the side keeps frames in caches) is skipped
+/// and counted; the count is printed with the workload's line.
+fn replay_keep<F: Frames>(a: &mut F, t: &Trace, table: &mut Vec<Option<F::H>>) -> usize {
     if table.len() < t.slots {
         table.resize(t.slots, None);
     }
+    let mut failed = 0;
     for &op in &t.ops {
         let s = &mut table[op.slot()];
         if op.is_free() {
-            a.free(s.take().expect("trace frees an empty slot"), op.order());
+            if let Some(h) = s.take() {
+                a.free(h, op.order());
+            }
         } else {
-            *s = Some(a.alloc(op.order()));
+            *s = a.try_alloc(op.order());
+            failed += s.is_none() as usize;
         }
     }
-}
-
-/// The machine a workload runs on: folios held, untimed, while it runs.
-#[derive(Clone, Copy, PartialEq)]
-enum State {
-    /// Nothing else allocated: every free merges back to order-10 blocks.
-    /// For `buddy_system_allocator` this is its worst case on order-0 pairs
-    /// (each allocation splits a 4 MiB block ten levels, each free merges it
-    /// back).
-    Fresh,
-    /// One order-0 frame held: the order-0 pairs then split and merge one
-    /// level on the other side.
-    HoldOne,
-    /// After a storm: random orders 0..=9 up to 60% of memory, 300k random
-    /// frees and allocations at that level, then random frees down to 30%,
-    /// so the held folios are scattered over all of memory.
-    Fragmented,
-    /// 95% of memory held in folios of orders 0, 2 and 4, after 200k random
-    /// frees and allocations at that level: the 5% left is scattered holes.
-    NearlyFull,
-}
-
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Fresh => "fresh",
-            Self::HoldOne => "hold-1",
-            Self::Fragmented => "fragmented",
-            Self::NearlyFull => "nearly-full",
-        }
-    }
-
-    /// The trace that sets the state up and the one that undoes it.
-    fn traces(self) -> Option<(Trace, Trace)> {
-        const STORM: [u32; 12] = [0, 0, 0, 0, 0, 1, 2, 2, 3, 4, 6, 9];
-        let mut r = Recorder::new();
-        let mut used = 0u64;
-        let (orders, seed, fill, steps, keep): (&[u32], u64, u64, usize, u64) = match self {
-            Self::Fresh => return None,
-            Self::HoldOne => {
-                r.alloc(0);
-                return Some(r.split());
-            }
-            Self::Fragmented => (
-                &STORM,
-                0x5eed_f4a9_0000_0001,
-                FRAMES * 6 / 10,
-                300_000,
-                FRAMES * 3 / 10,
-            ),
-            Self::NearlyFull => (
-                &MIXED_SMALL,
-                0x5eed_f4a9_0000_0002,
-                FRAMES - FRAMES / 20,
-                200_000,
-                FRAMES,
-            ),
-        };
-        let mut rng = Rng(seed);
-        loop {
-            let o = orders[rng.below(orders.len())];
-            if used + (1 << o) > fill {
-                break;
-            }
-            r.alloc(o);
-            used += 1 << o;
-        }
-        for _ in 0..steps {
-            let i = rng.below(r.live.len());
-            used -= 1 << r.live[i].1;
-            r.free(i);
-            let o = orders[rng.below(orders.len())];
-            if used + (1 << o) <= fill {
-                r.alloc(o);
-                used += 1 << o;
-            }
-        }
-        while used > keep {
-            let i = rng.below(r.live.len());
-            used -= 1 << r.live[i].1;
-            r.free(i);
-        }
-        Some(r.split())
-    }
+    failed
 }
 
 /// Timed runs per workload and side; each figure printed is their median,
@@ -657,14 +418,17 @@ fn main() {
             continue;
         }
         let w = make();
-        let held = state.traces();
+        let held = state.traces(FRAMES);
         let mut t_o = Vec::new();
         let mut t_i = Vec::new();
         let mut t_t = Vec::new();
+        let mut setup_failed = [0; 3];
         if let Some((up, _)) = &held {
-            replay_keep(&mut ours, up, &mut t_o);
-            replay_keep(&mut irq, up, &mut t_i);
-            replay_keep(&mut theirs, up, &mut t_t);
+            setup_failed = [
+                replay_keep(&mut ours, up, &mut t_o),
+                replay_keep(&mut irq, up, &mut t_i),
+                replay_keep(&mut theirs, up, &mut t_t),
+            ];
         }
         // Warm up once (fills our per-CPU caches, faults in both sides'
         // memory), then alternate the sides so a noisy moment hits all.
@@ -707,6 +471,15 @@ fn main() {
             rri.1,
             rri.2,
         );
+        if setup_failed != [0; 3] {
+            println!(
+                "    (setting up {}: allocations that failed and were skipped: ours {}, ours+irq {}, buddy_system_allocator {})",
+                state.name(),
+                setup_failed[0],
+                setup_failed[1],
+                setup_failed[2]
+            );
+        }
     }
     assert_eq!(ours.0.stats().allocated, 0, "benchmark leaked frames");
     assert_eq!(irq.0.stats().allocated, 0, "benchmark leaked frames");

@@ -17,6 +17,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod alloc_trace;
 pub mod aspace;
 pub mod bootinfo;
 pub mod buddy;

@@ -14,7 +14,13 @@
 //! * `--icount` (arm64 TCG): `-icount shift=0`, fault-in only, for exact
 //!   instructions per fault from INST_RETIRED; the Linux baseline's figure
 //!   (`ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64`) is shown
-//!   beside it when a log of such a run exists.
+//!   beside it when a log of such a run over 256 MiB exists (that figure
+//!   counts only the baseline's own process; `runner bench --linux
+//!   --icount` measures both kernels the same way, see `faultcmp.rs`).
+//!
+//! `runner bench --linux` is the fault-in comparison with Linux
+//! (`faultcmp.rs`); `run(.., linux = true)` still boots the whole `/bench`
+//! on Linux with the comparable set-up, for a caller that wants the tables.
 //!
 //! Timing is the guest's own (`clock_gettime` in the program); nothing here
 //! is a pass/fail test.
@@ -324,7 +330,7 @@ fn run_arch(
                 // Debian's kernel with the same /bench as rdinit, the QEMU
                 // set-up of every comparison with Linux (linux.rs).
                 crate::linux::comparable(&mut spec);
-                crate::linux::apply(&mut spec, k, &initrd);
+                crate::linux::apply(&mut spec, k, &initrd, false);
             }
         }
         println!(

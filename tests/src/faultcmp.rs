@@ -96,7 +96,7 @@ fn boot_series(
         }
         let who = match linux {
             Some((k, rd)) => {
-                crate::linux::apply(&mut spec, k, rd);
+                crate::linux::apply(&mut spec, k, rd, false);
                 crate::linux::describe(k)
             }
             None => {

@@ -4,7 +4,8 @@
 //!
 //! * `runner run --linux --arch A --cmdline "init=/prog words…"`: any
 //!   program of the initramfs (`tests/user`, plus `$INITRD_EXTRA`) as
-//!   Linux's first process;
+//!   Linux's first process, with `/proc`, `/sys` and debugfs mounted
+//!   first (`/linux-init`), as our kernel has them;
 //! * `runner bench --linux`: `/bench` on Linux, the figures compared with
 //!   ours (see `bench.rs`).
 //!
@@ -84,15 +85,18 @@ pub fn describe(k: &Path) -> String {
 }
 
 /// Our initramfs (every program of `tests/user` and `$INITRD_EXTRA`) for
-/// Linux: a small archive with `/dev`, `/proc`, `/sys` and `/dev/console`
-/// (without the console node Linux's first process has no output) followed
-/// by ours; Linux unpacks concatenated newc archives in order.
+/// Linux: a small archive with `/dev`, `/proc`, `/sys`, `/dev/console`
+/// (without the console node Linux's first process has no output) and
+/// `/linux-init` (see [`apply`]), followed by ours; Linux unpacks
+/// concatenated newc archives in order.
 pub fn initrd(arch: Arch) -> Result<PathBuf, String> {
     let ours = crate::initramfs::build(arch)?;
     let body = std::fs::read(&ours).map_err(|e| format!("{}: {e}", ours.display()))?;
+    let li = ours.with_file_name("release").join("linux-init");
+    let init = std::fs::read(&li).map_err(|e| format!("{}: {e}", li.display()))?;
     let mut out = Vec::new();
     let mut ino = 0x4000u32;
-    let mut put = |name: &str, mode: u32, rdev: (u32, u32)| {
+    let mut put = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
         ino += 1;
         let hdr = [
             ino,
@@ -101,7 +105,7 @@ pub fn initrd(arch: Arch) -> Result<PathBuf, String> {
             0,
             1,
             0,
-            0,
+            data.len() as u32,
             0,
             0,
             rdev.0,
@@ -116,12 +120,15 @@ pub fn initrd(arch: Arch) -> Result<PathBuf, String> {
         out.extend_from_slice(name.as_bytes());
         out.push(0);
         out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
     };
     for d in ["dev", "proc", "sys"] {
-        put(d, 0o040755, (0, 0));
+        put(d, 0o040755, (0, 0), &[]);
     }
-    put("dev/console", 0o020600, (5, 1));
-    put("TRAILER!!!", 0, (0, 0));
+    put("dev/console", 0o020600, (5, 1), &[]);
+    put("linux-init", 0o100755, (0, 0), &init);
+    put("TRAILER!!!", 0, (0, 0), &[]);
     out.resize(out.len().next_multiple_of(512), 0);
     out.extend_from_slice(&body);
     let p = ours.with_file_name("initramfs-linux.cpio");
@@ -146,13 +153,17 @@ pub fn comparable(spec: &mut RunSpec) {
 /// same QEMU flags: `init=/path` becomes `rdinit=/path` (a program of the
 /// initramfs), the console is named, and a panic (the first process
 /// exiting) powers QEMU off at once (`panic=-1` with `-no-reboot`).
-pub fn apply(spec: &mut RunSpec, k: &Path, initrd: &Path) {
+/// `mount`: start `/linux-init` instead, which mounts `/proc`, `/sys` and
+/// debugfs (which our kernel provides unasked) and then execs `/path` as
+/// pid 1 (`mthp_init=/path`).
+pub fn apply(spec: &mut RunSpec, k: &Path, initrd: &Path, mount: bool) {
     spec.kernel = k.to_path_buf();
     spec.initrd = Some(initrd.to_path_buf());
     let words: Vec<String> = spec
         .cmdline
         .split_whitespace()
         .map(|w| match w.strip_prefix("init=") {
+            Some(p) if mount => format!("rdinit=/linux-init mthp_init={p}"),
             Some(p) => format!("rdinit={p}"),
             None => w.to_string(),
         })
@@ -219,7 +230,7 @@ pub fn run(mut spec: RunSpec, mem: Option<String>) -> std::process::ExitCode {
     if let Some(m) = mem {
         spec.mem = m;
     }
-    apply(&mut spec, &k, &rd);
+    apply(&mut spec, &k, &rd, true);
     eprintln!("+ {}", qemu::show(&spec.command()));
     let out = match qemu::boot(&spec, std::time::Duration::from_secs(3600), |l| {
         println!("{l}")
@@ -247,5 +258,40 @@ pub fn run(mut spec: RunSpec, mem: Option<String>) -> std::process::ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Accel;
+
+    #[test]
+    fn init_words_become_rdinit_and_status_is_read() {
+        let mut s = RunSpec::new(Arch::Aarch64, Accel::Tcg, PathBuf::new(), "init=/bench a=b");
+        comparable(&mut s);
+        apply(&mut s, Path::new("/k"), Path::new("/rd"), false);
+        assert_eq!(
+            s.cmdline,
+            "console=ttyAMA0 quiet panic=-1 rdinit=/bench a=b"
+        );
+        assert_eq!(s.cpu.as_deref(), Some("max,pauth-impdef=on"));
+        assert_eq!(s.mem, "2G");
+        let mut s = RunSpec::new(Arch::X86_64, Accel::Tcg, PathBuf::new(), "init=/hello x");
+        apply(&mut s, Path::new("/k"), Path::new("/rd"), true);
+        assert_eq!(
+            s.cmdline,
+            "console=ttyS0 quiet panic=-1 rdinit=/linux-init mthp_init=/hello x"
+        );
+        let l = |t: &str| vec![t.to_string()];
+        assert_eq!(
+            init_status(&l(
+                "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+            )),
+            Some(1)
+        );
+        assert_eq!(init_status(&l("... exitcode=0x00000009")), Some(137));
+        assert_eq!(init_status(&l("reboot: Power down")), Some(0));
+        assert_eq!(init_status(&l("nothing")), None);
     }
 }
