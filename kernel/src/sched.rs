@@ -973,7 +973,7 @@ ktest! {
     /// wake-up left to a later tick) is long every time.
     fn sleep_ms_sleeps_between_20_and_60_ms() {
         let (lo, hi) = sleep_20ms_spread();
-        check!(lo >= 20 && lo <= 60, "boot thread: shortest of {} sleeps {} ms", SLEEPS, lo);
+        check!((20..=60).contains(&lo), "boot thread: shortest of {} sleeps {} ms", SLEEPS, lo);
         check!(hi < PATIENCE_MS, "boot thread: a sleep took {} ms", hi);
         static SLEPT: AtomicU64 = AtomicU64::new(0);
         static LONGEST: AtomicU64 = AtomicU64::new(0);
@@ -985,7 +985,7 @@ ktest! {
         .map_err(ktest::String::from)?;
         h.join();
         let (lo, hi) = (SLEPT.load(Ordering::Relaxed), LONGEST.load(Ordering::Relaxed));
-        check!(lo >= 20 && lo <= 60, "thread: shortest of {} sleeps {} ms", SLEEPS, lo);
+        check!((20..=60).contains(&lo), "thread: shortest of {} sleeps {} ms", SLEEPS, lo);
         check!(hi < PATIENCE_MS, "thread: a sleep took {} ms", hi);
         Ok(())
     }

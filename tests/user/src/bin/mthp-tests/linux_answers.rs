@@ -91,13 +91,13 @@ fn geteuid() -> isize {
 /// How an open of a pseudo-file by root ends, then what the first read or
 /// write on it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Then {
+enum Refused {
     /// `open` fails with this errno.
-    OpenFails(i32),
+    AtOpen(i32),
     /// `open` succeeds; a one-byte write fails with this errno.
-    WriteFails(i32),
+    OnWrite(i32),
     /// `open` succeeds; a read fails with this errno.
-    ReadFails(i32),
+    OnRead(i32),
 }
 
 /// Root passes every permission check on mode bits (`CAP_DAC_OVERRIDE`);
@@ -115,95 +115,95 @@ pub fn root_opens_pseudo_files_as_linux() -> TestResult {
     if geteuid() != 0 {
         return skip(mthp_user::Msg::new(format_args!("not root")));
     }
-    let rows: &[(&[u8], usize, Then)] = &[
+    let rows: &[(&[u8], usize, Refused)] = &[
         (
             b"/proc/meminfo\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EIO),
+            Refused::OnWrite(sys::EIO),
         ),
-        (b"/proc/vmstat\0", sys::O_WRONLY, Then::WriteFails(sys::EIO)),
+        (b"/proc/vmstat\0", sys::O_WRONLY, Refused::OnWrite(sys::EIO)),
         (
             b"/proc/buddyinfo\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EIO),
+            Refused::OnWrite(sys::EIO),
         ),
         (
             b"/proc/cmdline\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EIO),
+            Refused::OnWrite(sys::EIO),
         ),
         (
             b"/proc/kpageflags\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EIO),
+            Refused::OnWrite(sys::EIO),
         ),
         (
             b"/proc/self/smaps\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EINVAL),
+            Refused::OnWrite(sys::EINVAL),
         ),
         (
             b"/proc/self/maps\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EINVAL),
+            Refused::OnWrite(sys::EINVAL),
         ),
         (
             b"/proc/self/pagemap\0",
             sys::O_WRONLY,
-            Then::WriteFails(sys::EINVAL),
+            Refused::OnWrite(sys::EINVAL),
         ),
         (
             b"/sys/kernel/debug/split_huge_pages\0",
             sys::O_RDONLY,
-            Then::ReadFails(sys::EINVAL),
+            Refused::OnRead(sys::EINVAL),
         ),
         (
             b"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size\0",
             sys::O_WRONLY,
-            Then::OpenFails(sys::EACCES),
+            Refused::AtOpen(sys::EACCES),
         ),
         (
             b"/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc\0",
             sys::O_WRONLY,
-            Then::OpenFails(sys::EACCES),
+            Refused::AtOpen(sys::EACCES),
         ),
         (
             b"/sys/devices/system/cpu/online\0",
             sys::O_WRONLY,
-            Then::OpenFails(sys::EACCES),
+            Refused::AtOpen(sys::EACCES),
         ),
         // Open flags the file's type refuses: O_DIRECTORY on a file, and
         // O_DIRECT where the file system has no direct I/O.
         (
             b"/proc/meminfo\0",
             sys::O_RDONLY | sys::O_DIRECTORY,
-            Then::OpenFails(sys::ENOTDIR),
+            Refused::AtOpen(sys::ENOTDIR),
         ),
         (
             b"/proc/meminfo\0",
             sys::O_RDONLY | sys::O_DIRECT,
-            Then::OpenFails(sys::EINVAL),
+            Refused::AtOpen(sys::EINVAL),
         ),
         (
             b"/sys/kernel/mm/transparent_hugepage/enabled\0",
             sys::O_RDONLY | sys::O_DIRECT,
-            Then::OpenFails(sys::EINVAL),
+            Refused::AtOpen(sys::EINVAL),
         ),
     ];
     for &(path, flags, want) in rows {
         let name = core::str::from_utf8(&path[..path.len() - 1]).unwrap_or("?");
         let fd = sys::open(path, flags);
         let got = if fd < 0 {
-            Then::OpenFails(-fd as i32)
+            Refused::AtOpen(-fd as i32)
         } else {
             let fd = fd as i32;
             let r = match want {
-                Then::ReadFails(_) => {
+                Refused::OnRead(_) => {
                     let r = sys::read(fd, &mut [0u8; 64]);
                     if r < 0 {
-                        Then::ReadFails(-r as i32)
+                        Refused::OnRead(-r as i32)
                     } else {
-                        Then::ReadFails(0)
+                        Refused::OnRead(0)
                     }
                 }
                 _ => {
@@ -211,9 +211,9 @@ pub fn root_opens_pseudo_files_as_linux() -> TestResult {
                     // changed should a write be accepted.
                     let r = sys::write(fd, b"?");
                     if r < 0 {
-                        Then::WriteFails(-r as i32)
+                        Refused::OnWrite(-r as i32)
                     } else {
-                        Then::WriteFails(0)
+                        Refused::OnWrite(0)
                     }
                 }
             };
