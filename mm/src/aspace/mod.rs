@@ -71,7 +71,8 @@ use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
-use crate::paging::{PageTable, PagingArch, Perms, PtEnv, PtStats, Space};
+use crate::folio::Folio;
+use crate::paging::{FolioSpan, PageTable, PagingArch, Perms, PtEnv, PtStats, Space};
 use crate::thp::VmEvent;
 use crate::thp::policy::VmaThpHints;
 use crate::vma::{Layout, MadviseAction, VmFlags, Vma, VmaSet};
@@ -307,6 +308,29 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     pub(crate) fn rss_sub(&self, n: u64) {
         let old = self.anon_rss.fetch_sub(n, Relaxed);
         debug_assert!(old >= n, "anon RSS below zero");
+    }
+
+    /// The folio a PTE batch starting at frame `pfn` belongs to, and the
+    /// frames the batch may run over ([`crate::paging::PteRun::folio_pte_batch`]'s
+    /// span): the folio's, or `pfn` alone for the zero page (not a folio)
+    /// and for a frame outside every folio.
+    pub(crate) fn pte_span(&self, pfn: u64) -> (Option<Folio<'a>>, FolioSpan) {
+        let folio = if self.ctx.is_zero_pfn(pfn) {
+            None
+        } else {
+            self.ctx.folio(pfn)
+        };
+        let span = folio.map_or(
+            FolioSpan {
+                first_pfn: pfn,
+                nr: 1,
+            },
+            |f| FolioSpan {
+                first_pfn: f.pfn(),
+                nr: f.nr_pages(),
+            },
+        );
+        (folio, span)
     }
 
     pub(crate) fn register_khugepaged(&self) {

@@ -28,7 +28,8 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
 use crate::errno::Errno;
 use crate::folio::Folio;
 use crate::paging::{
-    Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtError, TlbGather, level_size,
+    BatchMatch, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtError, TlbGather,
+    level_size,
 };
 use crate::vma::MremapMove;
 
@@ -197,35 +198,26 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         dst: u64,
         g: &mut TlbGather<'a>,
     ) {
-        let ctx = self.ctx;
-        let slot = pt.lookup(va).slot;
         let n = ((end - va) >> PAGE_SHIFT) as usize;
-        let read = |i: usize| A::decode(ctx.mem.load(slot + 8 * i as u64), PTE_LEVEL).leaf();
+        let Some(run) = pt.pte_run(va, n) else {
+            debug_assert!(false, "no PTE table at {va:#x}");
+            return;
+        };
+        debug_assert_eq!(run.end(), end);
         let mut i = 0;
-        while i < n {
-            let Some(l) = read(i) else {
+        while i < run.len() {
+            let Some(l) = run.leaf(i) else {
                 i += 1;
                 continue;
             };
             // The run: consecutive frames of one folio with equal rights
             // (zero-page entries move one at a time and are never folded).
-            let folio = if ctx.is_zero_pfn(l.pfn) {
-                None
-            } else {
-                ctx.folio(l.pfn)
-            };
-            let limit = folio.map_or(l.pfn + 1, |f| f.pfn() + f.nr_pages());
-            let key = l.attrs.fold_key();
-            let mut j = i + 1;
-            while j < n {
-                let pfn = l.pfn + (j - i) as u64;
-                match read(j) {
-                    Some(m) if pfn < limit && m.pfn == pfn && m.attrs.fold_key() == key => j += 1,
-                    _ => break,
-                }
-            }
-            let nr = j - i;
-            let (s, d) = (va + i as u64 * PAGE_SIZE, dst + i as u64 * PAGE_SIZE);
+            let (folio, span) = self.pte_span(l.pfn);
+            let nr = run
+                .folio_pte_batch(i, span, BatchMatch::Attrs)
+                .expect("entry i is a leaf")
+                .nr;
+            let (s, d) = (run.va(i), dst + i as u64 * PAGE_SIZE);
             let r = pt.get_and_clear_ptes(s, nr, g);
             let mut attrs = l.attrs;
             attrs.young = r.young;
@@ -236,7 +228,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.follow_owner(f, d, l.pfn - f.pfn());
                 self.refold_edges(pt, d, nr, f);
             }
-            i = j;
+            i += nr;
         }
     }
 
