@@ -72,7 +72,9 @@ use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
 use crate::folio::Folio;
-use crate::paging::{FolioSpan, PageTable, PagingArch, Perms, PtEnv, PtStats, Space};
+use crate::paging::{
+    FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, Space, Step,
+};
 use crate::thp::VmEvent;
 use crate::thp::policy::VmaThpHints;
 use crate::vma::{Layout, MadviseAction, VmFlags, Vma, VmaSet};
@@ -657,4 +659,31 @@ impl<A: PagingArch> Drop for Mm<'_, A> {
         debug_assert_eq!(self.anon_rss(), 0, "RSS left after teardown");
         self.ctx.free_ids(self.asid, self.id);
     }
+}
+
+/// Entries of `pt` in `[lo, hi)` that map what a caller looks for: a PMD
+/// leaf counts once if `pmd(start, leaf)` holds for it (`start`: where the
+/// range meets it), a PTE leaf if `pte(va, leaf)` does.  The split and
+/// collapse paths count a folio's mappings with it.
+pub(crate) fn count_leaves<A: PagingArch>(
+    pt: &PageTable<'_, A>,
+    lo: u64,
+    hi: u64,
+    pmd: impl Fn(u64, &Leaf) -> bool,
+    pte: impl Fn(u64, &Leaf) -> bool,
+) -> u64 {
+    pt.walk_range(lo, hi)
+        .map(|step| match step {
+            Step::Leaf {
+                start,
+                level: PMD_LEVEL,
+                leaf,
+                ..
+            } => pmd(start, &leaf) as u64,
+            Step::Ptes(run) => (0..run.len())
+                .filter(|&i| run.leaf(i).is_some_and(|l| pte(run.va(i), &l)))
+                .count() as u64,
+            _ => 0,
+        })
+        .sum()
 }

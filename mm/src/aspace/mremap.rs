@@ -157,19 +157,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if !pt.lookup(dst).entry.is_absent() || pt.lookup(dst).level < PMD_LEVEL {
             return false;
         }
-        let sw = pt.lookup(src);
-        let Some(l) = sw.entry.leaf() else {
+        let Ok(old) = pt.move_pmd_leaf(src, dst, g) else {
             return false;
         };
-        // Take the leaf (with the A/D bits the MMU set up to now) and the
-        // deposit, then install both at the destination: deposits are
-        // interchangeable, and the count stays equal to the PMD leaves.
-        let raw = pt.take(sw.slot);
-        let old = A::decode(raw, PMD_LEVEL).leaf().unwrap_or(l);
-        g.add_range(src, src + PMD_SIZE, PMD_SIZE);
-        let dep = pt.withdraw().expect("every PMD leaf has a deposited table");
-        pt.set_pmd_leaf(dst, old.pfn, old.attrs, dep)
-            .expect("destination PMD checked empty, its table prepared");
         if !self.ctx.is_zero_pfn(old.pfn)
             && let Some(f) = self.ctx.folio(old.pfn)
         {
