@@ -17,11 +17,11 @@ fn user_pt<A: PagingArch>(emu: &mm::emu::Emu) -> PageTable<'_, A> {
     PageTable::<A>::new(emu.env(), USER).unwrap()
 }
 
-/// Write `e` raw into the PTE for `va` (whose table exists).
+/// Write `e` raw over the PTE leaf for `va`, found by the MMU model's walk.
 fn store_pte<A: PagingArch>(emu: &mm::emu::Emu, pt: &PageTable<'_, A>, va: u64, e: Entry) {
-    let w = pt.lookup(va);
-    assert_eq!(w.level, PTE_LEVEL);
-    mm::phys::PhysMem::store(&emu.mem, w.slot, A::encode(e, PTE_LEVEL));
+    let (slot, l) = mm::emu::walk_leaf::<A>(&emu.mem, pt.root(), va).unwrap();
+    assert_eq!(l.level, PTE_LEVEL);
+    mm::phys::PhysMem::store(&emu.mem, slot, A::encode(e, PTE_LEVEL));
 }
 
 fn span(first_pfn: u64, nr: u64) -> FolioSpan {
@@ -41,11 +41,11 @@ fn steps<A: PagingArch>(
     pt.walk_range(start, end)
         .map(|s| match s {
             Step::Hole { start, end, .. } => ("hole", start, end),
-            Step::Leaf {
-                start, end, level, ..
-            } => {
-                assert_eq!(level, PMD_LEVEL);
-                ("pmd", start, end)
+            Step::Leaf(h) => {
+                assert_eq!(h.level, PMD_LEVEL);
+                assert_eq!(h.base(), h.start);
+                assert!(h.whole());
+                ("pmd", h.start, h.end)
             }
             Step::NonPresent {
                 start, end, level, ..
@@ -70,6 +70,8 @@ fn cursor_steps<A: PagingArch>() {
         .unwrap();
     let none = Attrs::user(Perms::NONE);
     pt.set_ptes(VA + 505 * 4096, DATA_PFN + 8, 1, none).unwrap();
+    pt.set_ptes(VA + 510 * 4096, DATA_PFN + 9, 1, user_rw())
+        .unwrap();
     store_pte::<A>(&emu, &pt, VA + 510 * 4096, Entry::Swap(swap_entry()));
     // A PMD leaf, then a PMD swap entry.
     let dep = mm::paging::PtAlloc::alloc_pt(&emu).unwrap();
@@ -126,9 +128,9 @@ fn cursor_steps<A: PagingArch>() {
     assert!(w.next().is_none());
     // `again` walks the last step once more (after a change).
     let mut w = pt.walk_range(VA + M2, VA + 2 * M2);
-    assert!(matches!(w.next(), Some(Step::Leaf { .. })));
+    assert!(matches!(w.next(), Some(Step::Leaf(_))));
     w.again();
-    assert!(matches!(w.next(), Some(Step::Leaf { .. })));
+    assert!(matches!(w.next(), Some(Step::Leaf(_))));
     assert!(w.next().is_none());
     // pte_run stops at the table end.
     let r = pt.pte_run(VA + 510 * 4096, 100).unwrap();

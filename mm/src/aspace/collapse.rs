@@ -178,9 +178,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         order: u32,
     ) -> Result<Vec<u64>, CollapseError> {
         let run = match pt.walk_range(va, va + (PAGE_SIZE << order)).next() {
-            Some(Step::Leaf {
-                level: PMD_LEVEL, ..
-            }) => return Err(CollapseError::AlreadyMapped),
+            Some(Step::Leaf(h)) if h.level == PMD_LEVEL => {
+                return Err(CollapseError::AlreadyMapped);
+            }
             Some(Step::Ptes(run)) => run,
             _ => return Err(CollapseError::PmdNull),
         };

@@ -14,10 +14,9 @@
 //! The parent's flushes are gathered into one, done before the mmap lock
 //! is released.
 
-use crate::addr::{PMD_SIZE, align_down};
 use crate::errno::Errno;
 use crate::paging::{
-    BatchMatch, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, PteRun, Step,
+    BatchMatch, HugeLeaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, PteRun, Step,
     TlbGather,
 };
 use crate::vma::{VmFlags, VmaSet};
@@ -65,14 +64,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         for step in ppt.walk_range(start, end) {
             match step {
                 Step::Hole { .. } => {}
-                Step::Leaf {
-                    start: va,
-                    level: PMD_LEVEL,
-                    leaf: l,
-                    ..
-                } => {
-                    let base = align_down(va, PMD_SIZE);
-                    debug_assert!(base >= start && base + PMD_SIZE <= end);
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let (base, l) = (h.base(), h.leaf);
+                    debug_assert!(h.whole(), "VMAs do not cut PMD leaves");
                     cpt.ensure_table(base, PMD_LEVEL)
                         .map_err(|_| Errno::ENOMEM)?;
                     let dep = ctx.pt_alloc().alloc_pt().ok_or(Errno::ENOMEM)?;
@@ -94,7 +88,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     }
                 }
                 Step::Ptes(run) => self.copy_ptes(ppt, cpt, child, run, g)?,
-                Step::Leaf { start, .. } | Step::NonPresent { start, .. } => {
+                Step::Leaf(HugeLeaf { start, .. }) | Step::NonPresent { start, .. } => {
                     debug_assert!(false, "unexpected entry at {start:#x}");
                 }
             }
@@ -118,30 +112,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         cpt.ensure_table(run.start(), PTE_LEVEL)
             .map_err(|_| Errno::ENOMEM)?;
-        let mut i = 0;
-        while i < run.len() {
-            let Some(l) = run.leaf(i) else {
-                i += 1;
-                continue;
-            };
-            let at = run.va(i);
-            let (folio, mut span) = self.pte_span(l.pfn);
-            // A split huge zero PMD leaves PTEs over the huge zero page's
-            // frames, which copy as one run.
-            if folio.is_none()
-                && l.pfn != ctx.zero_pfn()
-                && let Some(h) = ctx.huge_zero_pfn()
-                && (h..h + 512).contains(&l.pfn)
-            {
-                span = FolioSpan {
-                    first_pfn: h,
-                    nr: 512,
-                };
-            }
-            let b = run
-                .folio_pte_batch(i, span, BatchMatch::Attrs)
-                .expect("entry i is a leaf");
-            let nr = b.nr;
+        // Zero-page entries are copied as they are; a split huge zero PMD's
+        // PTEs copy as one run.
+        self.for_each_pte_batch(&run, BatchMatch::Attrs, true, |i, b, folio| {
+            let (l, nr, at) = (b.first, b.nr, run.va(i));
             let mut attrs = l.attrs;
             attrs.dirty = b.dirty;
             if let Some(f) = folio {
@@ -155,8 +129,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             cpt.set_ptes(at, l.pfn, nr, attrs)
                 .expect("child PTE table ensured and empty");
-            i += nr;
-        }
+            nr
+        });
         Ok(())
     }
 }

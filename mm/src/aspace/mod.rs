@@ -73,7 +73,8 @@ use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
 use crate::folio::Folio;
 use crate::paging::{
-    FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, Space, Step,
+    BatchMatch, FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, PteBatch,
+    PteRun, Space, Step,
 };
 use crate::thp::VmEvent;
 use crate::thp::policy::VmaThpHints;
@@ -313,26 +314,63 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// The folio a PTE batch starting at frame `pfn` belongs to, and the
-    /// frames the batch may run over ([`crate::paging::PteRun::folio_pte_batch`]'s
-    /// span): the folio's, or `pfn` alone for the zero page (not a folio)
-    /// and for a frame outside every folio.
-    pub(crate) fn pte_span(&self, pfn: u64) -> (Option<Folio<'a>>, FolioSpan) {
-        let folio = if self.ctx.is_zero_pfn(pfn) {
-            None
-        } else {
-            self.ctx.folio(pfn)
+    /// frames the batch may run over ([`PteRun::folio_pte_batch`]'s span):
+    /// the folio's, or `pfn` alone for the zero page (not a folio) and for
+    /// a frame outside every folio.  With `huge_zero`, a frame of the huge
+    /// zero page spans all of its 512 frames (the PTEs a split huge zero
+    /// PMD leaves, which fork copies as one run).
+    fn pte_span(&self, pfn: u64, huge_zero: bool) -> (Option<Folio<'a>>, FolioSpan) {
+        let ctx = self.ctx;
+        let one = FolioSpan {
+            first_pfn: pfn,
+            nr: 1,
         };
-        let span = folio.map_or(
-            FolioSpan {
-                first_pfn: pfn,
-                nr: 1,
-            },
-            |f| FolioSpan {
+        if !ctx.is_zero_pfn(pfn) {
+            let f = ctx.folio(pfn);
+            let span = f.map_or(one, |f| FolioSpan {
                 first_pfn: f.pfn(),
                 nr: f.nr_pages(),
-            },
-        );
-        (folio, span)
+            });
+            return (f, span);
+        }
+        match ctx.huge_zero_pfn() {
+            Some(h) if huge_zero && (h..h + 512).contains(&pfn) => (
+                None,
+                FolioSpan {
+                    first_pfn: h,
+                    nr: 512,
+                },
+            ),
+            _ => (None, one),
+        }
+    }
+
+    /// The folio-run loop of every PTE walker (zap, fork, mprotect,
+    /// mremap): for each batch of `run` under `m` (entries that are no leaf
+    /// are skipped), `f(i, batch, folio)` with the batch's first entry
+    /// index and its folio (`None` for the zero page).  `f` returns how
+    /// many of the batch's entries it handled (1 to `batch.nr`: mprotect
+    /// stops where anon-exclusive changes); the next batch starts after
+    /// them.  `huge_zero` as for [`Self::pte_span`].
+    pub(crate) fn for_each_pte_batch(
+        &self,
+        run: &PteRun<'a, A>,
+        m: BatchMatch,
+        huge_zero: bool,
+        mut f: impl FnMut(usize, PteBatch, Option<Folio<'a>>) -> usize,
+    ) {
+        let mut i = 0;
+        while i < run.len() {
+            let Some(l) = run.leaf(i) else {
+                i += 1;
+                continue;
+            };
+            let (folio, span) = self.pte_span(l.pfn, huge_zero);
+            let b = run.folio_pte_batch(i, span, m).expect("entry i is a leaf");
+            let done = f(i, b, folio);
+            debug_assert!((1..=b.nr).contains(&done));
+            i += done.max(1);
+        }
     }
 
     pub(crate) fn register_khugepaged(&self) {
@@ -674,12 +712,7 @@ pub(crate) fn count_leaves<A: PagingArch>(
 ) -> u64 {
     pt.walk_range(lo, hi)
         .map(|step| match step {
-            Step::Leaf {
-                start,
-                level: PMD_LEVEL,
-                leaf,
-                ..
-            } => pmd(start, &leaf) as u64,
+            Step::Leaf(h) if h.level == PMD_LEVEL => pmd(h.start, &h.leaf) as u64,
             Step::Ptes(run) => (0..run.len())
                 .filter(|&i| run.leaf(i).is_some_and(|l| pte(run.va(i), &l)))
                 .count() as u64,

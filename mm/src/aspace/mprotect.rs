@@ -16,7 +16,6 @@
 
 use alloc::vec::Vec;
 
-use crate::addr::{PMD_SIZE, align_down};
 use crate::paging::{Attrs, BatchMatch, Leaf, PMD_LEVEL, PageTable, PagingArch, PteRun, Step};
 use crate::vma::VmFlags;
 
@@ -64,16 +63,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut changes: Vec<Change> = Vec::new();
         for step in pt.walk_range(start, end) {
             match step {
-                Step::Leaf {
-                    start: va,
-                    level: PMD_LEVEL,
-                    leaf: l,
-                    ..
-                } => {
-                    let base = align_down(va, PMD_SIZE);
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let l = h.leaf;
                     let attrs = self.protected_attrs(&l, flags, self.page_exclusive(l.pfn));
                     if attrs != l.attrs {
-                        let r = pt.update_pmd(base, attrs, &mut g);
+                        let r = pt.update_pmd(h.base(), attrs, &mut g);
                         debug_assert!(r.is_ok());
                     }
                 }
@@ -101,17 +95,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// pages of one folio with equal attributes and equal anon-exclusive
     /// state.
     fn protect_ptes(&self, run: PteRun<'a, A>, flags: VmFlags, changes: &mut Vec<Change>) {
-        let mut i = 0;
-        while i < run.len() {
-            let Some(l) = run.leaf(i) else {
-                i += 1;
-                continue;
-            };
+        self.for_each_pte_batch(&run, BatchMatch::Attrs, false, |i, b, _| {
+            let l = b.first;
             let excl = self.page_exclusive(l.pfn);
-            let (_, span) = self.pte_span(l.pfn);
-            let b = run
-                .folio_pte_batch(i, span, BatchMatch::Attrs)
-                .expect("entry i is a leaf");
             let nr = (1..b.nr)
                 .find(|&k| self.page_exclusive(l.pfn + k as u64) != excl)
                 .unwrap_or(b.nr);
@@ -124,7 +110,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     attrs,
                 });
             }
-            i += nr;
-        }
+            nr
+        });
     }
 }

@@ -194,19 +194,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return;
         };
         debug_assert_eq!(run.end(), end);
-        let mut i = 0;
-        while i < run.len() {
-            let Some(l) = run.leaf(i) else {
-                i += 1;
-                continue;
-            };
-            // The run: consecutive frames of one folio with equal rights
-            // (zero-page entries move one at a time and are never folded).
-            let (folio, span) = self.pte_span(l.pfn);
-            let nr = run
-                .folio_pte_batch(i, span, BatchMatch::Attrs)
-                .expect("entry i is a leaf")
-                .nr;
+        // The run: consecutive frames of one folio with equal rights
+        // (zero-page entries move one at a time and are never folded).
+        self.for_each_pte_batch(&run, BatchMatch::Attrs, false, |i, b, folio| {
+            let (l, nr) = (b.first, b.nr);
             let (s, d) = (run.va(i), dst + i as u64 * PAGE_SIZE);
             let r = pt.get_and_clear_ptes(s, nr, g);
             let mut attrs = l.attrs;
@@ -218,8 +209,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.follow_owner(f, d, l.pfn - f.pfn());
                 self.refold_edges(pt, d, nr, f);
             }
-            i += nr;
-        }
+            nr
+        });
     }
 
     /// After `set_ptes` of `nr` pages of `f` at `d`: fold the blocks at the

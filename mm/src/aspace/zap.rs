@@ -8,8 +8,10 @@
 //! then are the folios' references dropped, so no freed frame is ever
 //! reachable through a stale TLB entry.
 
-use crate::addr::{PAGE_SIZE, PMD_SIZE, align_down};
-use crate::paging::{BatchMatch, PMD_LEVEL, PageTable, PagingArch, PteRun, Step, TlbGather};
+use crate::addr::{PAGE_SIZE, align_down};
+use crate::paging::{
+    BatchMatch, HugeLeaf, PMD_LEVEL, PageTable, PagingArch, PteRun, Step, TlbGather,
+};
 
 use super::Mm;
 use super::rmap::PutList;
@@ -34,14 +36,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         while let Some(step) = walk.next() {
             match step {
                 Step::Hole { .. } => {}
-                Step::Leaf {
-                    start: va,
-                    end: next,
-                    level: PMD_LEVEL,
-                    leaf: l,
-                } => {
-                    let base = align_down(va, PMD_SIZE);
-                    if va == base && next - base >= PMD_SIZE {
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let (base, l) = (h.base(), h.leaf);
+                    if h.whole() {
                         pt.zap_pmd(base, &mut g)
                             .expect("a PMD leaf is there under the lock");
                         if !self.ctx.is_zero_pfn(l.pfn)
@@ -57,7 +54,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     }
                 }
                 Step::Ptes(run) => self.zap_ptes(pt, run, &mut g, &mut puts),
-                Step::Leaf { start, .. } | Step::NonPresent { start, .. } => {
+                Step::Leaf(HugeLeaf { start, .. }) | Step::NonPresent { start, .. } => {
                     debug_assert!(false, "unexpected entry at {start:#x}");
                 }
             }
@@ -95,16 +92,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         puts: &mut PutList<'a>,
     ) {
         let ctx = self.ctx;
-        let mut i = 0;
-        while i < run.len() {
-            let Some(l) = run.leaf(i) else {
-                i += 1;
-                continue;
-            };
-            let (folio, span) = self.pte_span(l.pfn);
-            let nr = run
-                .folio_pte_batch(i, span, BatchMatch::Frames)
-                .map_or(1, |b| b.nr);
+        self.for_each_pte_batch(&run, BatchMatch::Frames, false, |i, b, folio| {
+            let (l, nr) = (b.first, b.nr);
             pt.get_and_clear_ptes(run.va(i), nr, g);
             match folio {
                 Some(f) => {
@@ -119,7 +108,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     l.pfn
                 ),
             }
-            i += nr;
-        }
+            nr
+        });
     }
 }

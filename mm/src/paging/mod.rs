@@ -44,4 +44,4 @@ pub use table::{
     FolioSpan, PageTable, PtAlloc, PtEnv, PtError, PtStats, Walk, cont_hints, set_cont_hints,
 };
 pub use tlb::{FULL_FLUSH_THRESHOLD, Space, TlbGather, TlbOps};
-pub use walk::{PteRun, RangeWalk, Step};
+pub use walk::{HugeLeaf, PteRun, RangeWalk, Step};

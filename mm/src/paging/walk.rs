@@ -45,15 +45,8 @@ pub enum Step<'a, A: PagingArch> {
     /// at `level` (above the PTEs; absent PTEs inside a table are part of
     /// a [`PteRun`]).
     Hole { start: u64, end: u64, level: u8 },
-    /// A leaf above the PTE level (a PMD or PUD leaf) maps `[start, end)`,
-    /// the part of its span inside the walked range.  The leaf's own span
-    /// starts at `start` rounded down to `level_size(level)`.
-    Leaf {
-        start: u64,
-        end: u64,
-        level: u8,
-        leaf: Leaf,
-    },
+    /// A leaf above the PTE level (a PMD or PUD leaf).
+    Leaf(HugeLeaf),
     /// A swap or migration entry above the PTE level covers `[start, end)`.
     NonPresent {
         start: u64,
@@ -63,6 +56,28 @@ pub enum Step<'a, A: PagingArch> {
     },
     /// The entries of one PTE table that lie in the range.
     Ptes(PteRun<'a, A>),
+}
+
+/// A leaf above the PTE level met by a walk: it maps `[start, end)`, the
+/// part of its span inside the walked range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HugeLeaf {
+    pub start: u64,
+    pub end: u64,
+    pub level: u8,
+    pub leaf: Leaf,
+}
+
+impl HugeLeaf {
+    /// Where the leaf's own span starts.
+    pub fn base(&self) -> u64 {
+        self.start & !(level_size(self.level) - 1)
+    }
+    /// Whether the walked range covers the whole leaf (else a caller that
+    /// changes it must split it first).
+    pub fn whole(&self) -> bool {
+        self.start == self.base() && self.end - self.start == level_size(self.level)
+    }
 }
 
 /// The entries of one PTE table for `[start, start + len pages)`, read by
@@ -205,12 +220,12 @@ impl<'a, A: PagingArch> Iterator for RangeWalk<'a, A> {
                     end,
                     level,
                 },
-                Entry::Leaf(leaf) => Step::Leaf {
+                Entry::Leaf(leaf) => Step::Leaf(HugeLeaf {
                     start: va,
                     end,
                     level,
                     leaf,
-                },
+                }),
                 Entry::Swap(swap) => Step::NonPresent {
                     start: va,
                     end,
