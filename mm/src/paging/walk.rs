@@ -2,8 +2,7 @@
 //! Linux's `mm/pagewalk.c`, in our own shape).
 //!
 //! Every address-space operation that visits a range (zap, fork, mprotect,
-//! mremap, split, collapse, khugepaged, the invariant checker) needs the same
-//! descent: for each piece of the range, is there nothing, a huge leaf, a
+//! mremap, split, collapse, khugepaged) needs the same descent: for each piece of the range, is there nothing, a huge leaf, a
 //! non-present huge entry, or a PTE table, and if a PTE table, which of its
 //! entries fall in the range.  [`PageTable::walk_range`] does that descent
 //! once and hands out [`Step`]s in address order; a PTE table comes as a
@@ -23,10 +22,9 @@
 //!
 //! # Lifetime of a `PteRun`
 //! A run is valid while its PTE table stays hooked in: every operation
-//! under the same page-table lock hold that clears or rewrites entries
-//! keeps it, but [`PageTable::unmap_range`], a collapse that detaches the
-//! table, or a PMD split elsewhere in the same run's range may free or
-//! replace it; take a new step after those.
+//! under the same page-table lock hold that clears, sets or rewrites
+//! entries keeps it, but [`PageTable::unmap_range`] frees the tables it
+//! empties and a collapse detaches the table; take a new step after those.
 
 use core::marker::PhantomData;
 
@@ -175,10 +173,6 @@ impl<'a, A: PagingArch> RangeWalk<'a, A> {
     /// walks it again (after splitting a huge leaf it returned).
     pub fn again(&mut self) {
         self.va = self.last;
-    }
-    /// Continue from `va` (which must lie in the walked range) instead.
-    pub fn skip_to(&mut self, va: u64) {
-        self.va = va.min(self.end);
     }
 }
 
