@@ -560,7 +560,7 @@ fn model_catches_missing_flush<A: PagingArch>() {
     pt.set_ptes(VA, DATA_PFN, 16, user_rw()).unwrap();
     touch(&emu, &pt, VA, Access::Write).unwrap();
     // Write-protect behind the page-table layer's back: no flush.
-    let slot = pt.lookup(VA).slot;
+    let (slot, _) = mm::emu::walk_leaf::<A>(&emu.mem, pt.root(), VA).unwrap();
     let mut l = pt.read_pte(VA).unwrap().leaf().unwrap();
     l.attrs.perms.write = false;
     mm::phys::PhysMem::store(&emu.mem, slot, A::encode(mm::paging::Entry::Leaf(l), 0));

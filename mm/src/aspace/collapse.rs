@@ -43,7 +43,7 @@ use crate::addr::{PAGE_SIZE, PMD_ORDER};
 use crate::buddy::AllocFlags;
 use crate::errno::Errno;
 use crate::folio::Folio;
-use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch};
+use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
 use crate::vma::{Vma, VmaSet};
 
@@ -177,17 +177,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         va: u64,
         order: u32,
     ) -> Result<Vec<u64>, CollapseError> {
-        let w = pt.lookup(va);
-        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
-            return Err(CollapseError::AlreadyMapped);
-        }
-        if w.level != PTE_LEVEL {
-            return Err(CollapseError::PmdNull);
-        }
+        let run = match pt.walk_range(va, va + (PAGE_SIZE << order)).next() {
+            Some(Step::Leaf(h)) if h.level == PMD_LEVEL => {
+                return Err(CollapseError::AlreadyMapped);
+            }
+            Some(Step::Ptes(run)) => run,
+            _ => return Err(CollapseError::PmdNull),
+        };
+        debug_assert_eq!(run.len(), 1 << order, "window in one PTE table");
         // One bulk read of the window's entries instead of a load call per
         // entry.
-        let mut raw = alloc::vec![0u64; 1usize << order];
-        self.ctx.mem.load_words(w.slot, &mut raw);
+        let mut raw = alloc::vec![0u64; run.len()];
+        run.raw_words(0, &mut raw);
         Ok(raw)
     }
 

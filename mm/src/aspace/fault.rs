@@ -406,32 +406,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// leaf counts once, if its first page lies in the range).
     fn count_mappings_in(&self, pt: &PageTable<'a, A>, f: Folio<'a>, lo: u64, hi: u64) -> u64 {
         let frames = f.pfn()..f.pfn() + f.nr_pages();
-        let mem = self.ctx.mem;
-        let mut n = 0;
-        let mut va = lo;
-        while va < hi {
-            let w = pt.lookup(va);
-            let size = crate::paging::level_size(w.level.max(PMD_LEVEL));
-            let next = align_down(va, size).saturating_add(size).min(hi);
-            match w.entry {
-                Entry::Leaf(l) if w.level == PMD_LEVEL => {
-                    n += (l.pfn == f.pfn() && va.is_multiple_of(PMD_SIZE)) as u64;
-                }
-                _ if w.level == PTE_LEVEL => {
-                    let k = (next - va) / PAGE_SIZE;
-                    n += (0..k)
-                        .filter(|&i| {
-                            A::decode(mem.load(w.slot + 8 * i), PTE_LEVEL)
-                                .leaf()
-                                .is_some_and(|l| frames.contains(&l.pfn))
-                        })
-                        .count() as u64;
-                }
-                _ => {}
-            }
-            va = next;
-        }
-        n
+        super::count_leaves(
+            pt,
+            lo,
+            hi,
+            |start, l| l.pfn == f.pfn() && start.is_multiple_of(PMD_SIZE),
+            |_, l| frames.contains(&l.pfn),
+        )
     }
 
     /// Copy one page (or zero-fill, from a zero page) into a new order-0

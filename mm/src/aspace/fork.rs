@@ -14,10 +14,10 @@
 //! The parent's flushes are gathered into one, done before the mmap lock
 //! is released.
 
-use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
 use crate::errno::Errno;
 use crate::paging::{
-    Entry, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, TlbGather, level_size,
+    BatchMatch, HugeLeaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, PteRun, Step,
+    TlbGather,
 };
 use crate::vma::{VmFlags, VmaSet};
 
@@ -61,16 +61,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g: &mut TlbGather<'a>,
     ) -> Result<(), Errno> {
         let ctx = self.ctx;
-        let mut va = start;
-        while va < end {
-            let w = ppt.lookup(va);
-            let size = level_size(w.level.max(PMD_LEVEL));
-            let next = align_down(va, size).saturating_add(size).min(end);
-            match w.entry {
-                Entry::Absent if w.level >= PMD_LEVEL => va = next,
-                Entry::Leaf(l) if w.level == PMD_LEVEL => {
-                    let base = align_down(va, PMD_SIZE);
-                    debug_assert!(base >= start && base + PMD_SIZE <= end);
+        for step in ppt.walk_range(start, end) {
+            match step {
+                Step::Hole { .. } => {}
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let (base, l) = (h.base(), h.leaf);
+                    debug_assert!(h.whole(), "VMAs do not cut PMD leaves");
                     cpt.ensure_table(base, PMD_LEVEL)
                         .map_err(|_| Errno::ENOMEM)?;
                     let dep = ctx.pt_alloc().alloc_pt().ok_or(Errno::ENOMEM)?;
@@ -90,72 +86,38 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         ctx.pt_alloc().free_pt(dep);
                         unreachable!("child PMD table ensured and empty");
                     }
-                    va = base + PMD_SIZE;
                 }
-                _ if w.level == PTE_LEVEL => {
-                    self.copy_ptes(ppt, cpt, child, va, next, w.slot, g)?;
-                    va = next;
-                }
-                _ => {
-                    debug_assert!(false, "unexpected entry {:?} at {va:#x}", w.entry);
-                    va = next;
+                Step::Ptes(run) => self.copy_ptes(ppt, cpt, child, run, g)?,
+                Step::Leaf(HugeLeaf { start, .. }) | Step::NonPresent { start, .. } => {
+                    debug_assert!(false, "unexpected entry at {start:#x}");
                 }
             }
         }
         Ok(())
     }
 
-    /// Copy the PTEs of `[va, end)`, which lie in the parent's PTE table
-    /// whose entry for `va` is at `slot`.
-    #[allow(clippy::too_many_arguments)]
+    /// Copy the PTEs of `run` (the parent's), one batch per run of a
+    /// folio's pages with equal rights.
     fn copy_ptes(
         &self,
         ppt: &mut PageTable<'a, A>,
         cpt: &mut PageTable<'a, A>,
         child: &Mm<'a, A>,
-        va: u64,
-        end: u64,
-        slot: u64,
+        run: PteRun<'a, A>,
         g: &mut TlbGather<'a>,
     ) -> Result<(), Errno> {
         let ctx = self.ctx;
-        let n = ((end - va) >> PAGE_SHIFT) as usize;
-        let read = |i: usize| A::decode(ctx.mem.load(slot + 8 * i as u64), PTE_LEVEL).leaf();
-        if (0..n).all(|i| read(i).is_none()) {
+        if (0..run.len()).all(|i| run.leaf(i).is_none()) {
             return Ok(());
         }
-        cpt.ensure_table(va, PTE_LEVEL).map_err(|_| Errno::ENOMEM)?;
-        let mut i = 0;
-        while i < n {
-            let Some(l) = read(i) else {
-                i += 1;
-                continue;
-            };
-            let at = va + i as u64 * PAGE_SIZE;
-            let zero = ctx.is_zero_pfn(l.pfn);
-            let folio = if zero { None } else { ctx.folio(l.pfn) };
-            // The run: consecutive frames of one folio with equal rights.
-            let limit = match folio {
-                Some(f) => f.pfn() + f.nr_pages(),
-                None if l.pfn == ctx.zero_pfn() => l.pfn + 1,
-                None => ctx.huge_zero_pfn().map_or(l.pfn + 1, |h| h + 512),
-            };
-            let key = l.attrs.fold_key();
-            let mut dirty = l.attrs.dirty;
-            let mut j = i + 1;
-            while j < n {
-                let pfn = l.pfn + (j - i) as u64;
-                match read(j) {
-                    Some(m) if pfn < limit && m.pfn == pfn && m.attrs.fold_key() == key => {
-                        dirty |= m.attrs.dirty;
-                        j += 1;
-                    }
-                    _ => break,
-                }
-            }
-            let nr = j - i;
+        cpt.ensure_table(run.start(), PTE_LEVEL)
+            .map_err(|_| Errno::ENOMEM)?;
+        // Zero-page entries are copied as they are; a split huge zero PMD's
+        // PTEs copy as one run.
+        self.for_each_pte_batch(&run, BatchMatch::Attrs, true, |i, b, folio| {
+            let (l, nr, at) = (b.first, b.nr, run.va(i));
             let mut attrs = l.attrs;
-            attrs.dirty = dirty;
+            attrs.dirty = b.dirty;
             if let Some(f) = folio {
                 ctx.rmap_dup_ptes(f, l.pfn - f.pfn(), nr as u64);
                 child.rss_add(nr as u64);
@@ -167,8 +129,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             cpt.set_ptes(at, l.pfn, nr, attrs)
                 .expect("child PTE table ensured and empty");
-            i = j;
-        }
+            nr
+        });
         Ok(())
     }
 }

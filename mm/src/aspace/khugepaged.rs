@@ -41,7 +41,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE};
-use crate::paging::{PTE_LEVEL, PagingArch};
+use crate::paging::PagingArch;
 use crate::thp::{THP_ORDERS_ALL_ANON, policy::orders_high_to_low};
 
 use super::Mm;
@@ -253,15 +253,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     fn occupied(&self, va: u64) -> Option<[u64; 8]> {
         let _vmas = self.vmas.try_read()?;
         let pt = self.try_lock_pt()?;
-        let w = pt.lookup(va);
-        if w.level != PTE_LEVEL {
-            return None;
-        }
+        let run = pt.pte_run(va, 512)?;
         let mut bits = [0u64; 8];
-        for i in 0..512u64 {
-            let l = A::decode(self.ctx.mem.load(w.slot + 8 * i), PTE_LEVEL).leaf();
-            if l.is_some_and(|l| !self.ctx.is_zero_pfn(l.pfn)) {
-                bits[(i / 64) as usize] |= 1 << (i % 64);
+        for i in 0..run.len() {
+            if run.leaf(i).is_some_and(|l| !self.ctx.is_zero_pfn(l.pfn)) {
+                bits[i / 64] |= 1 << (i % 64);
             }
         }
         Some(bits)

@@ -71,7 +71,11 @@ use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
-use crate::paging::{PageTable, PagingArch, Perms, PtEnv, PtStats, Space};
+use crate::folio::Folio;
+use crate::paging::{
+    BatchMatch, FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, PteBatch,
+    PteRun, Space, Step,
+};
 use crate::thp::VmEvent;
 use crate::thp::policy::VmaThpHints;
 use crate::vma::{Layout, MadviseAction, VmFlags, Vma, VmaSet};
@@ -307,6 +311,66 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     pub(crate) fn rss_sub(&self, n: u64) {
         let old = self.anon_rss.fetch_sub(n, Relaxed);
         debug_assert!(old >= n, "anon RSS below zero");
+    }
+
+    /// The folio a PTE batch starting at frame `pfn` belongs to, and the
+    /// frames the batch may run over ([`PteRun::folio_pte_batch`]'s span):
+    /// the folio's, or `pfn` alone for the zero page (not a folio) and for
+    /// a frame outside every folio.  With `huge_zero`, a frame of the huge
+    /// zero page spans all of its 512 frames (the PTEs a split huge zero
+    /// PMD leaves, which fork copies as one run).
+    fn pte_span(&self, pfn: u64, huge_zero: bool) -> (Option<Folio<'a>>, FolioSpan) {
+        let ctx = self.ctx;
+        let one = FolioSpan {
+            first_pfn: pfn,
+            nr: 1,
+        };
+        if !ctx.is_zero_pfn(pfn) {
+            let f = ctx.folio(pfn);
+            let span = f.map_or(one, |f| FolioSpan {
+                first_pfn: f.pfn(),
+                nr: f.nr_pages(),
+            });
+            return (f, span);
+        }
+        match ctx.huge_zero_pfn() {
+            Some(h) if huge_zero && (h..h + 512).contains(&pfn) => (
+                None,
+                FolioSpan {
+                    first_pfn: h,
+                    nr: 512,
+                },
+            ),
+            _ => (None, one),
+        }
+    }
+
+    /// The folio-run loop of every PTE walker (zap, fork, mprotect,
+    /// mremap): for each batch of `run` under `m` (entries that are no leaf
+    /// are skipped), `f(i, batch, folio)` with the batch's first entry
+    /// index and its folio (`None` for the zero page).  `f` returns how
+    /// many of the batch's entries it handled (1 to `batch.nr`: mprotect
+    /// stops where anon-exclusive changes); the next batch starts after
+    /// them.  `huge_zero` as for [`Self::pte_span`].
+    pub(crate) fn for_each_pte_batch(
+        &self,
+        run: &PteRun<'a, A>,
+        m: BatchMatch,
+        huge_zero: bool,
+        mut f: impl FnMut(usize, PteBatch, Option<Folio<'a>>) -> usize,
+    ) {
+        let mut i = 0;
+        while i < run.len() {
+            let Some(l) = run.leaf(i) else {
+                i += 1;
+                continue;
+            };
+            let (folio, span) = self.pte_span(l.pfn, huge_zero);
+            let b = run.folio_pte_batch(i, span, m).expect("entry i is a leaf");
+            let done = f(i, b, folio);
+            debug_assert!((1..=b.nr).contains(&done));
+            i += done.max(1);
+        }
     }
 
     pub(crate) fn register_khugepaged(&self) {
@@ -633,4 +697,26 @@ impl<A: PagingArch> Drop for Mm<'_, A> {
         debug_assert_eq!(self.anon_rss(), 0, "RSS left after teardown");
         self.ctx.free_ids(self.asid, self.id);
     }
+}
+
+/// Entries of `pt` in `[lo, hi)` that map what a caller looks for: a PMD
+/// leaf counts once if `pmd(start, leaf)` holds for it (`start`: where the
+/// range meets it), a PTE leaf if `pte(va, leaf)` does.  The split and
+/// collapse paths count a folio's mappings with it.
+pub(crate) fn count_leaves<A: PagingArch>(
+    pt: &PageTable<'_, A>,
+    lo: u64,
+    hi: u64,
+    pmd: impl Fn(u64, &Leaf) -> bool,
+    pte: impl Fn(u64, &Leaf) -> bool,
+) -> u64 {
+    pt.walk_range(lo, hi)
+        .map(|step| match step {
+            Step::Leaf(h) if h.level == PMD_LEVEL => pmd(h.start, &h.leaf) as u64,
+            Step::Ptes(run) => (0..run.len())
+                .filter(|&i| run.leaf(i).is_some_and(|l| pte(run.va(i), &l)))
+                .count() as u64,
+            _ => 0,
+        })
+        .sum()
 }

@@ -16,8 +16,7 @@
 
 use alloc::vec::Vec;
 
-use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
-use crate::paging::{Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, level_size};
+use crate::paging::{Attrs, BatchMatch, Leaf, PMD_LEVEL, PageTable, PagingArch, PteRun, Step};
 use crate::vma::VmFlags;
 
 use super::{Mm, vma_perms};
@@ -60,72 +59,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) {
         self.split_pmd_at(pt, start);
         self.split_pmd_at(pt, end);
-        let mem = self.ctx.mem;
         let mut g = pt.gather();
         let mut changes: Vec<Change> = Vec::new();
-        let mut va = start;
-        while va < end {
-            let w = pt.lookup(va);
-            let size = level_size(w.level.max(PMD_LEVEL));
-            let next = align_down(va, size).saturating_add(size).min(end);
-            match w.entry {
-                Entry::Leaf(l) if w.level == PMD_LEVEL => {
-                    let base = align_down(va, PMD_SIZE);
+        for step in pt.walk_range(start, end) {
+            match step {
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let l = h.leaf;
                     let attrs = self.protected_attrs(&l, flags, self.page_exclusive(l.pfn));
                     if attrs != l.attrs {
-                        let r = pt.update_pmd(base, attrs, &mut g);
+                        let r = pt.update_pmd(h.base(), attrs, &mut g);
                         debug_assert!(r.is_ok());
                     }
-                    va = base + PMD_SIZE;
                 }
-                _ if w.level == PTE_LEVEL => {
-                    let n = ((next - va) >> PAGE_SHIFT) as usize;
-                    let read =
-                        |i: usize| A::decode(mem.load(w.slot + 8 * i as u64), PTE_LEVEL).leaf();
-                    let mut i = 0;
-                    while i < n {
-                        let Some(l) = read(i) else {
-                            i += 1;
-                            continue;
-                        };
-                        let excl = self.page_exclusive(l.pfn);
-                        let limit = if self.ctx.is_zero_pfn(l.pfn) {
-                            l.pfn + 1
-                        } else {
-                            self.ctx
-                                .folio(l.pfn)
-                                .map_or(l.pfn + 1, |f| f.pfn() + f.nr_pages())
-                        };
-                        let key = l.attrs.fold_key();
-                        let mut j = i + 1;
-                        while j < n {
-                            let pfn = l.pfn + (j - i) as u64;
-                            match read(j) {
-                                Some(m)
-                                    if pfn < limit
-                                        && m.pfn == pfn
-                                        && m.attrs.fold_key() == key
-                                        && self.page_exclusive(pfn) == excl =>
-                                {
-                                    j += 1
-                                }
-                                _ => break,
-                            }
-                        }
-                        let attrs = self.protected_attrs(&l, flags, excl);
-                        if attrs.fold_key() != key {
-                            changes.push(Change {
-                                va: va + i as u64 * PAGE_SIZE,
-                                pfn: l.pfn,
-                                nr: j - i,
-                                attrs,
-                            });
-                        }
-                        i = j;
-                    }
-                    va = next;
-                }
-                _ => va = next,
+                Step::Ptes(run) => self.protect_ptes(run, flags, &mut changes),
+                _ => {}
             }
         }
         let mut cleared = Vec::with_capacity(changes.len());
@@ -142,5 +89,28 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             pt.set_ptes(c.va, c.pfn, c.nr, attrs)
                 .expect("the entries were just cleared in existing tables");
         }
+    }
+
+    /// The runs of `run` whose rights change under `flags`: consecutive
+    /// pages of one folio with equal attributes and equal anon-exclusive
+    /// state.
+    fn protect_ptes(&self, run: PteRun<'a, A>, flags: VmFlags, changes: &mut Vec<Change>) {
+        self.for_each_pte_batch(&run, BatchMatch::Attrs, false, |i, b, _| {
+            let l = b.first;
+            let excl = self.page_exclusive(l.pfn);
+            let nr = (1..b.nr)
+                .find(|&k| self.page_exclusive(l.pfn + k as u64) != excl)
+                .unwrap_or(b.nr);
+            let attrs = self.protected_attrs(&l, flags, excl);
+            if attrs.fold_key() != l.attrs.fold_key() {
+                changes.push(Change {
+                    va: run.va(i),
+                    pfn: l.pfn,
+                    nr,
+                    attrs,
+                });
+            }
+            nr
+        });
     }
 }

@@ -28,7 +28,8 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
 use crate::errno::Errno;
 use crate::folio::Folio;
 use crate::paging::{
-    Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtError, TlbGather, level_size,
+    BatchMatch, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtError, TlbGather,
+    level_size,
 };
 use crate::vma::MremapMove;
 
@@ -156,19 +157,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if !pt.lookup(dst).entry.is_absent() || pt.lookup(dst).level < PMD_LEVEL {
             return false;
         }
-        let sw = pt.lookup(src);
-        let Some(l) = sw.entry.leaf() else {
+        let Ok(old) = pt.move_pmd_leaf(src, dst, g) else {
             return false;
         };
-        // Take the leaf (with the A/D bits the MMU set up to now) and the
-        // deposit, then install both at the destination: deposits are
-        // interchangeable, and the count stays equal to the PMD leaves.
-        let raw = pt.take(sw.slot);
-        let old = A::decode(raw, PMD_LEVEL).leaf().unwrap_or(l);
-        g.add_range(src, src + PMD_SIZE, PMD_SIZE);
-        let dep = pt.withdraw().expect("every PMD leaf has a deposited table");
-        pt.set_pmd_leaf(dst, old.pfn, old.attrs, dep)
-            .expect("destination PMD checked empty, its table prepared");
         if !self.ctx.is_zero_pfn(old.pfn)
             && let Some(f) = self.ctx.folio(old.pfn)
         {
@@ -197,35 +188,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         dst: u64,
         g: &mut TlbGather<'a>,
     ) {
-        let ctx = self.ctx;
-        let slot = pt.lookup(va).slot;
         let n = ((end - va) >> PAGE_SHIFT) as usize;
-        let read = |i: usize| A::decode(ctx.mem.load(slot + 8 * i as u64), PTE_LEVEL).leaf();
-        let mut i = 0;
-        while i < n {
-            let Some(l) = read(i) else {
-                i += 1;
-                continue;
-            };
-            // The run: consecutive frames of one folio with equal rights
-            // (zero-page entries move one at a time and are never folded).
-            let folio = if ctx.is_zero_pfn(l.pfn) {
-                None
-            } else {
-                ctx.folio(l.pfn)
-            };
-            let limit = folio.map_or(l.pfn + 1, |f| f.pfn() + f.nr_pages());
-            let key = l.attrs.fold_key();
-            let mut j = i + 1;
-            while j < n {
-                let pfn = l.pfn + (j - i) as u64;
-                match read(j) {
-                    Some(m) if pfn < limit && m.pfn == pfn && m.attrs.fold_key() == key => j += 1,
-                    _ => break,
-                }
-            }
-            let nr = j - i;
-            let (s, d) = (va + i as u64 * PAGE_SIZE, dst + i as u64 * PAGE_SIZE);
+        let Some(run) = pt.pte_run(va, n) else {
+            debug_assert!(false, "no PTE table at {va:#x}");
+            return;
+        };
+        debug_assert_eq!(run.end(), end);
+        // The run: consecutive frames of one folio with equal rights
+        // (zero-page entries move one at a time and are never folded).
+        self.for_each_pte_batch(&run, BatchMatch::Attrs, false, |i, b, folio| {
+            let (l, nr) = (b.first, b.nr);
+            let (s, d) = (run.va(i), dst + i as u64 * PAGE_SIZE);
             let r = pt.get_and_clear_ptes(s, nr, g);
             let mut attrs = l.attrs;
             attrs.young = r.young;
@@ -236,8 +209,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.follow_owner(f, d, l.pfn - f.pfn());
                 self.refold_edges(pt, d, nr, f);
             }
-            i = j;
-        }
+            nr
+        });
     }
 
     /// After `set_ptes` of `nr` pages of `f` at `d`: fold the blocks at the

@@ -50,7 +50,7 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE};
 use crate::errno::Errno;
 use crate::folio::Folio;
 use crate::frame_flags::PageFlags;
-use crate::paging::{Attrs, Entry, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Walk};
+use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step};
 use crate::thp::{MthpStat, VmEvent};
 
 use super::ctx::MmCtx;
@@ -117,44 +117,20 @@ fn buddy_plan(order: u32, new_order: u32, at: u64, anon: bool) -> Vec<u32> {
     out
 }
 
-/// The walk to page `i` of a folio mapped from `va`, and how many of its
-/// pages from `i` on (at most `nr - i`) lie in the same page table.
-fn table_run<'a, A: PagingArch>(pt: &PageTable<'a, A>, va: u64, i: u64, nr: u64) -> (Walk, u64) {
-    let at = va + i * PAGE_SIZE;
-    let table_end = (at & !(PMD_SIZE - 1)) + PMD_SIZE;
-    (pt.lookup(at), ((table_end - at) / PAGE_SIZE).min(nr - i))
-}
-
 /// Mappings of `folio` in `pt` in place: page `i` at `va + i` pages, or a
 /// PMD leaf of the whole folio at `va`.  These are what a split unmaps and
 /// remaps; a mapping anywhere else (part of the folio moved by mremap) is
 /// not counted, so the split refuses with EBUSY instead of leaving it
 /// mapped.
 fn count_in_place<'a, A: PagingArch>(pt: &PageTable<'a, A>, folio: Folio<'a>, va: u64) -> u64 {
-    let nr = folio.nr_pages();
-    let mem = pt.mem();
-    let mut n = 0;
-    let mut t0 = 0;
-    while t0 < nr {
-        let (w, in_table) = table_run(pt, va, t0, nr);
-        match w.entry {
-            Entry::Leaf(l) if w.level == PMD_LEVEL => {
-                n += (t0 == 0 && va.is_multiple_of(PMD_SIZE) && l.pfn == folio.pfn()) as u64;
-            }
-            _ if w.level == PTE_LEVEL => {
-                n += (0..in_table)
-                    .filter(|&j| {
-                        A::decode(mem.load(w.slot + 8 * j), PTE_LEVEL)
-                            .leaf()
-                            .is_some_and(|l| l.pfn == folio.pfn() + t0 + j)
-                    })
-                    .count() as u64;
-            }
-            _ => {}
-        }
-        t0 += in_table;
-    }
-    n
+    let end = va + folio.nr_pages() * PAGE_SIZE;
+    super::count_leaves(
+        pt,
+        va,
+        end,
+        |start, l| start == va && va.is_multiple_of(PMD_SIZE) && l.pfn == folio.pfn(),
+        |at, l| l.pfn == folio.pfn() + (at - va) / PAGE_SIZE,
+    )
 }
 
 /// One PTE mapping of the folio being split, cleared and to be rewritten.
@@ -268,43 +244,41 @@ fn split_folio_impl<'a, A: PagingArch>(
         // Table by table: a folio moved by mremap to an address that is not
         // a multiple of its size may straddle two PTE tables.
         let mut g = pt.gather();
-        let mut t0 = 0;
-        while t0 < nr {
-            let (w, in_table) = table_run(pt, va, t0, nr);
-            if w.level != PTE_LEVEL {
-                t0 += in_table;
-                continue;
-            }
-            let read = |i: u64| A::decode(ctx.mem.load(w.slot + 8 * (i - t0)), PTE_LEVEL).leaf();
-            let mine = |i: u64| read(i).filter(|l| l.pfn == folio.pfn() + i);
-            let mut i = t0;
-            while i < t0 + in_table {
-                let Some(_) = mine(i) else {
+        let span = FolioSpan {
+            first_pfn: folio.pfn(),
+            nr,
+        };
+        for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
+            let Step::Ptes(run) = step else { continue };
+            let mut i = 0;
+            while i < run.len() {
+                let page = (run.va(i) - va) / PAGE_SIZE;
+                let Some(b) = run
+                    .leaf(i)
+                    .filter(|l| l.pfn == folio.pfn() + page)
+                    .and_then(|_| run.folio_pte_batch(i, span, BatchMatch::Frames))
+                else {
                     i += 1;
                     continue;
                 };
-                let mut j = i;
-                while j < t0 + in_table
-                    && let Some(l) = mine(j)
-                {
+                for j in 0..b.nr {
+                    let l = run.leaf(i + j).expect("in the batch");
                     saved.push(Saved {
                         mm: k,
-                        page: j,
+                        page: page + j as u64,
                         attrs: l.attrs,
                     });
-                    j += 1;
                 }
-                let r = pt.get_and_clear_ptes(va + i * PAGE_SIZE, (j - i) as usize, &mut g);
+                let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
                 // A contiguous block records young/dirty once for all entries.
                 if r.young || r.dirty {
-                    for s in saved.iter_mut().rev().take((j - i) as usize) {
+                    for s in saved.iter_mut().rev().take(b.nr) {
                         s.attrs.young |= r.young;
                         s.attrs.dirty |= r.dirty;
                     }
                 }
-                i = j;
+                i += b.nr;
             }
-            t0 += in_table;
         }
         g.finish();
     }

@@ -8,8 +8,10 @@
 //! then are the folios' references dropped, so no freed frame is ever
 //! reachable through a stale TLB entry.
 
-use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
-use crate::paging::{Entry, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, TlbGather, level_size};
+use crate::addr::{PAGE_SIZE, align_down};
+use crate::paging::{
+    BatchMatch, HugeLeaf, PMD_LEVEL, PageTable, PagingArch, PteRun, Step, TlbGather,
+};
 
 use super::Mm;
 use super::rmap::PutList;
@@ -30,16 +32,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let mut g = pt.gather();
         let mut puts = PutList::new();
-        let mut va = start;
-        while va < end {
-            let w = pt.lookup(va);
-            let size = level_size(w.level.max(PMD_LEVEL));
-            let next = align_down(va, size).saturating_add(size).min(end);
-            match w.entry {
-                Entry::Absent if w.level >= PMD_LEVEL => va = next,
-                Entry::Leaf(l) if w.level == PMD_LEVEL => {
-                    let base = align_down(va, PMD_SIZE);
-                    if va == base && end - base >= PMD_SIZE {
+        let mut walk = pt.walk_range(start, end);
+        while let Some(step) = walk.next() {
+            match step {
+                Step::Hole { .. } => {}
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let (base, l) = (h.base(), h.leaf);
+                    if h.whole() {
                         pt.zap_pmd(base, &mut g)
                             .expect("a PMD leaf is there under the lock");
                         if !self.ctx.is_zero_pfn(l.pfn)
@@ -49,18 +48,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                             self.rss_sub(f.nr_pages());
                             puts.push(f, 1);
                         }
-                        va = base + PMD_SIZE;
                     } else {
                         self.split_pmd_locked(pt, base);
+                        walk.again();
                     }
                 }
-                _ if w.level == PTE_LEVEL => {
-                    self.zap_ptes(pt, va, next, w.slot, &mut g, &mut puts);
-                    va = next;
-                }
-                _ => {
-                    debug_assert!(false, "unexpected entry {:?} at {va:#x}", w.entry);
-                    va = next;
+                Step::Ptes(run) => self.zap_ptes(pt, run, &mut g, &mut puts),
+                Step::Leaf(HugeLeaf { start, .. }) | Step::NonPresent { start, .. } => {
+                    debug_assert!(false, "unexpected entry at {start:#x}");
                 }
             }
         }
@@ -88,52 +83,32 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g.finish();
     }
 
-    /// Zap the PTEs of `[va, end)`, which lie in the one PTE table whose
-    /// entry for `va` is at `slot`.
+    /// Zap the PTEs of `run`, one batch per run of a folio's pages.
     fn zap_ptes(
         &self,
         pt: &mut PageTable<'a, A>,
-        va: u64,
-        end: u64,
-        slot: u64,
+        run: PteRun<'a, A>,
         g: &mut TlbGather<'a>,
         puts: &mut PutList<'a>,
     ) {
         let ctx = self.ctx;
-        let n = ((end - va) >> PAGE_SHIFT) as usize;
-        let read = |i: usize| A::decode(ctx.mem.load(slot + 8 * i as u64), PTE_LEVEL).leaf();
-        let mut i = 0;
-        while i < n {
-            let Some(l) = read(i) else {
-                i += 1;
-                continue;
-            };
-            let at = va + i as u64 * PAGE_SIZE;
-            if ctx.is_zero_pfn(l.pfn) {
-                pt.get_and_clear_ptes(at, 1, g);
-                i += 1;
-                continue;
+        self.for_each_pte_batch(&run, BatchMatch::Frames, false, |i, b, folio| {
+            let (l, nr) = (b.first, b.nr);
+            pt.get_and_clear_ptes(run.va(i), nr, g);
+            match folio {
+                Some(f) => {
+                    ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr as u64);
+                    self.rss_sub(nr as u64);
+                    puts.push(f, nr as u32);
+                }
+                None => debug_assert!(
+                    ctx.is_zero_pfn(l.pfn),
+                    "PTE at {:#x} maps pfn {:#x}, no folio",
+                    run.va(i),
+                    l.pfn
+                ),
             }
-            let Some(f) = ctx.folio(l.pfn) else {
-                debug_assert!(false, "PTE at {at:#x} maps pfn {:#x}, no folio", l.pfn);
-                pt.get_and_clear_ptes(at, 1, g);
-                i += 1;
-                continue;
-            };
-            let folio_end = f.pfn() + f.nr_pages();
-            let mut j = i + 1;
-            while j < n
-                && l.pfn + ((j - i) as u64) < folio_end
-                && read(j).is_some_and(|m| m.pfn == l.pfn + (j - i) as u64)
-            {
-                j += 1;
-            }
-            let nr = (j - i) as u64;
-            pt.get_and_clear_ptes(at, nr as usize, g);
-            ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr);
-            self.rss_sub(nr);
-            puts.push(f, nr as u32);
-            i = j;
-        }
+            nr
+        });
     }
 }

@@ -8,6 +8,11 @@
 //!   PTEs (set / get-and-clear / write-protect / clear-young / none-check),
 //!   arm64 contiguous-block fold and unfold, PMD leaves with deposited
 //!   tables, teardown.
+//! * [`PageTable::walk_range`]: a cursor over a virtual range yielding
+//!   holes, huge leaves, huge swap entries and runs of PTEs ([`PteRun`]),
+//!   and [`PteRun::folio_pte_batch`], the extent of one folio's run of
+//!   PTEs: the two pieces every range operation of the address-space code
+//!   is built from.
 //! * [`TlbGather`] and [`TlbOps`]: one TLB flush per batch, and freed
 //!   table pages released only after it.
 //!
@@ -24,15 +29,19 @@ pub mod arch;
 mod batch;
 mod collapse;
 mod pmd;
+mod pte_batch;
 mod table;
 mod tlb;
+mod walk;
 
 pub use arch::{
     Attrs, ENTRIES_PER_TABLE, Entry, Leaf, NR_LEVELS, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PagingArch,
     Perms, ROOT_LEVEL, SwapEntry, VA_BITS, level_index, level_size,
 };
 pub use batch::ClearResult;
+pub use pte_batch::{BatchMatch, PteBatch};
 pub use table::{
     FolioSpan, PageTable, PtAlloc, PtEnv, PtError, PtStats, Walk, cont_hints, set_cont_hints,
 };
 pub use tlb::{FULL_FLUSH_THRESHOLD, Space, TlbGather, TlbOps};
+pub use walk::{HugeLeaf, PteRun, RangeWalk, Step};

@@ -188,4 +188,39 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         }
         Ok(old.attrs.perms.write)
     }
+
+    /// Move the PMD leaf at the 2 MiB-aligned `src` to the empty PMD at
+    /// the 2 MiB-aligned `dst` (mremap's whole-PMD move), with the A/D
+    /// bits the MMU set up to the moment it is cleared, and its deposit:
+    /// deposits are interchangeable, so one is withdrawn and deposited
+    /// again and the count stays equal to the PMD leaves.  The source's
+    /// flush is gathered; the destination goes from empty to valid.
+    /// Returns the moved leaf; `NotMapped` if `src` holds no PMD leaf,
+    /// `Exists` if `dst` is not empty or has no PMD table (nothing moved).
+    pub fn move_pmd_leaf(
+        &mut self,
+        src: u64,
+        dst: u64,
+        g: &mut TlbGather<'a>,
+    ) -> Result<Leaf, PtError> {
+        let Some(s) = self.pmd_slot(src) else {
+            return Err(PtError::NotMapped);
+        };
+        if !matches!(self.read(s, PMD_LEVEL), Entry::Leaf(_)) {
+            return Err(PtError::NotMapped);
+        }
+        if self.pmd_slot(dst).is_none_or(|d| self.mem().load(d) != 0) {
+            return Err(PtError::Exists);
+        }
+        let Some(old) = A::decode(self.take(s), PMD_LEVEL).leaf() else {
+            unreachable!("a PMD leaf is there under the lock");
+        };
+        g.add_range(src, src + PMD_SIZE, PMD_SIZE);
+        let dep = self
+            .withdraw()
+            .expect("every PMD leaf has a deposited table");
+        self.set_pmd_leaf(dst, old.pfn, old.attrs, dep)
+            .expect("destination PMD checked empty");
+        Ok(old)
+    }
 }

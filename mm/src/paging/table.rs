@@ -70,12 +70,15 @@ pub enum PtError {
 }
 
 /// Result of a walk: the entry where the walk stopped, its level and the
-/// physical address of the entry itself (the "slot").
+/// physical address of the entry itself (the "slot").  The slot stays
+/// inside `paging`: code outside reads entries through
+/// [`PageTable::walk_range`]'s runs and changes them through the table's
+/// operations, so raw words are decoded and written in one layer only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Walk {
     pub level: u8,
     pub entry: Entry,
-    pub slot: u64,
+    pub(super) slot: u64,
 }
 
 /// The frames of the folio being mapped, for the fold decision: a block is
