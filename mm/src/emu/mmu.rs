@@ -341,7 +341,12 @@ impl EmuTlb {
                 if !p.accessible() {
                     return stale("now PROT_NONE");
                 }
-                if (e.perms.write && !hw_write)
+                // What the cached entry lets the hardware do: on formats
+                // without hardware dirty tracking a writable-but-clean
+                // entry is read-only to the MMU (arm64 AP[2]), and caching
+                // it grants no write.
+                let cached_write = e.perms.write && (A::HW_DIRTY || e.dirty);
+                if (cached_write && !hw_write)
                     || (e.perms.exec && !p.exec)
                     || (e.perms.user && !p.user)
                 {
