@@ -85,7 +85,7 @@ pub fn describe(k: &Path) -> String {
 }
 
 /// Our initramfs (every program of `tests/user` and `$INITRD_EXTRA`) for
-/// Linux: a small archive with `/dev`, `/proc`, `/sys`, `/dev/console`
+/// Linux: a small archive with `/dev`, `/proc`, `/sys`, `/dev/null`, `/dev/console`
 /// (without the console node Linux's first process has no output) and
 /// `/linux-init` (see [`apply`]), followed by ours; Linux unpacks
 /// concatenated newc archives in order.
@@ -127,6 +127,8 @@ pub fn initrd(arch: Arch) -> Result<PathBuf, String> {
         put(d, 0o040755, (0, 0), &[]);
     }
     put("dev/console", 0o020600, (5, 1), &[]);
+    // Our kernel has /dev/null without being asked; tests open it.
+    put("dev/null", 0o020666, (1, 3), &[]);
     put("linux-init", 0o100755, (0, 0), &init);
     put("TRAILER!!!", 0, (0, 0), &[]);
     out.resize(out.len().next_multiple_of(512), 0);

@@ -508,14 +508,10 @@ pub fn wtermsig(s: i32) -> i32 {
     s & 0x7f
 }
 
-/// As init (pid 1) on Linux nothing is mounted: mount procfs, sysfs and
-/// debugfs where the tests read them.  Returns whether /proc had to be
-/// mounted (so the program runs as init on Linux and must power off at the
-/// end); on this kernel the files are always there and nothing is mounted.
-pub fn mount_pseudo_fs_if_needed() -> bool {
-    if sys::getpid() != 1 || read_file(b"/proc/meminfo\0", &mut [0u8; 16]).is_ok() {
-        return false;
-    }
+/// Mount procfs, sysfs and debugfs where the programs read them: what a
+/// program finds without asking on this kernel, and must mount itself when
+/// it is init on Linux.  Errors are ignored (already mounted).
+pub fn mount_pseudo_fs() {
     let m = |src: &[u8], dst: &[u8], ty: &[u8]| {
         sys::syscall(
             sys::nr::MOUNT,
@@ -531,6 +527,17 @@ pub fn mount_pseudo_fs_if_needed() -> bool {
     m(b"proc\0", b"/proc\0", b"proc\0");
     m(b"sysfs\0", b"/sys\0", b"sysfs\0");
     m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
+}
+
+/// [`mount_pseudo_fs`] when this program is init and `/proc` is not there
+/// yet (init on Linux without `linux-init`).  Returns whether it mounted,
+/// so such a program knows to power off at the end; on this kernel the
+/// files are always there and nothing is mounted.
+pub fn mount_pseudo_fs_if_needed() -> bool {
+    if sys::getpid() != 1 || read_file(b"/proc/meminfo\0", &mut [0u8; 16]).is_ok() {
+        return false;
+    }
+    mount_pseudo_fs();
     true
 }
 

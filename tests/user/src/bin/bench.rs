@@ -897,39 +897,14 @@ fn cstr(b: &[u8]) -> &str {
     core::str::from_utf8(&b[..n]).unwrap_or("?")
 }
 
-/// As init (pid 1) on Linux nothing is mounted yet: mount what we read.
-/// Errors are ignored (already mounted, or a kernel that needs no mount).
-fn mount_pseudo_fs() {
-    let m = |src: &[u8], dst: &[u8], ty: &[u8]| {
-        sys::syscall(
-            sys::nr::MOUNT,
-            &[
-                src.as_ptr() as usize,
-                dst.as_ptr() as usize,
-                ty.as_ptr() as usize,
-                0,
-                0,
-            ],
-        )
-    };
-    m(b"proc\0", b"/proc\0", b"proc\0");
-    m(b"sysfs\0", b"/sys\0", b"sysfs\0");
-    m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
-}
-
-/// Power off (when running as init, so the machine stops).
-fn power_off() {
-    sys::syscall(sys::nr::REBOOT, &[0xfee1_dead, 672_274_793, 0x4321_fedc, 0]);
-}
-
 fn main(args: &Args) -> i32 {
     let init = sys::getpid() == 1;
     if init {
-        mount_pseudo_fs();
+        mthp_user::mount_pseudo_fs();
     }
     let code = bench_main(args);
     if init {
-        power_off();
+        mthp_user::power_off();
     }
     code
 }

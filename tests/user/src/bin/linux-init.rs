@@ -20,21 +20,7 @@ const EXECVE: usize = 221;
 const MAX: usize = 64;
 
 fn main(args: &Args) -> i32 {
-    let m = |src: &[u8], dst: &[u8], ty: &[u8]| {
-        sys::syscall(
-            sys::nr::MOUNT,
-            &[
-                src.as_ptr() as usize,
-                dst.as_ptr() as usize,
-                ty.as_ptr() as usize,
-                0,
-                0,
-            ],
-        )
-    };
-    m(b"proc\0", b"/proc\0", b"proc\0");
-    m(b"sysfs\0", b"/sys\0", b"sysfs\0");
-    m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
+    mthp_user::mount_pseudo_fs();
 
     // The strings below all live in the initial stack, NUL-terminated in
     // place, so their addresses can be handed to execve as they are.
