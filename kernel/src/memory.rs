@@ -17,8 +17,8 @@ use buddy_system_allocator::LockedHeap;
 use mm::addr::{PAGE_SIZE, align_down, align_up};
 use mm::bootinfo::{BootInfo, PhysRange};
 use mm::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
+use mm::cpu::CpuOps;
 use mm::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
-use mm::pcp::CpuOps;
 use spin::Once;
 
 #[global_allocator]

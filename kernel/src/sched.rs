@@ -37,8 +37,10 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 use ktest::{check, check_eq, ktest};
 
-/// CPUs the scheduler state is sized for (only CPU 0 runs today).
+/// CPUs the scheduler state is sized for (only CPU 0 runs today; with SMP
+/// this becomes `mm::cpu::MAX_CPUS`, the one bound on CPU ids).
 pub const NR_CPUS: usize = 1;
+const _: () = assert!(NR_CPUS <= mm::cpu::MAX_CPUS);
 /// Time slice in milliseconds.
 pub const SLICE_MS: u64 = 5;
 

@@ -66,9 +66,9 @@ use std::time::{Duration, Instant};
 use buddy_system_allocator::FrameAllocator;
 use mm::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
 use mm::buddy::{AllocFlags, BuddyAllocator};
+use mm::cpu::{CpuOps, SingleCpu};
 use mm::folio::Folio;
 use mm::memmap::{FrameDesc, Memmap};
-use mm::pcp::{CpuOps, SingleCpu};
 use mm::phys::PhysMem;
 
 /// Frames managed by both allocators (1 GiB).

@@ -54,15 +54,13 @@ use spin::Mutex;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::bootinfo::BootInfo;
+use crate::cpu::{CpuHook, CpuOps, IrqGuard, MAX_CPUS};
 use crate::folio::Folio;
 use crate::frame_flags::{
     FrameState, LIST_UNMOVABLE, POISONED, PageFlags, STATE_MASK, TAILS_AE, order_of, word,
 };
 use crate::memmap::{Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER};
-use crate::pcp::{
-    CpuHook, CpuOps, IrqGuard, MAX_CPUS, NR_MT, PCP_HIGH, PCP_MAX_ORDER, PcpLists, PcpSlot,
-    pcp_batch,
-};
+use crate::pcp::{NR_MT, PCP_HIGH, PCP_MAX_ORDER, PcpLists, PcpSlot, pcp_batch};
 use crate::phys::PhysMem;
 
 /// Largest block order: 4 MiB, so 2 MiB (order 9) folios always have a

@@ -14,11 +14,11 @@ use crate::bootinfo::{BootInfo, PhysRange, ReservedKind};
 use crate::buddy::{
     AllocError, AllocFlags, BuddyAllocator, MAX_ORDER, Migratetype, NR_ORDERS, POISON_BYTE,
 };
+use crate::cpu::{CpuOps, MAX_CPUS, SingleCpu};
 use crate::emu::EmuMem;
 use crate::folio::{Folio, FolioList};
 use crate::frame_flags::{FrameState, PageFlags};
 use crate::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, PAGEBLOCK_FRAMES, memmap_span};
-use crate::pcp::{CpuOps, MAX_CPUS, SingleCpu};
 use crate::phys::PhysMem;
 
 const MIB: u64 = 1 << 20;

@@ -23,6 +23,7 @@ pub mod bootinfo;
 pub mod buddy;
 #[cfg(test)]
 mod buddy_tests;
+pub mod cpu;
 pub mod emu;
 pub mod errno;
 pub mod folio;

@@ -21,7 +21,7 @@
 //!
 //! # Exclusion
 //! A CPU's cache has no lock: only its own CPU uses it, with interrupts
-//! masked through [`CpuOps`] — the classic Linux design (`local_irq_save`
+//! masked through [`CpuOps`](crate::cpu::CpuOps) — the classic Linux design (`local_irq_save`
 //! around the pcp lists) rather than today's pcp spinlock.  An atomic
 //! read-modify-write costs about 6 ns on the development host, and a lock
 //! per allocation plus one per free would triple the cost of the
@@ -40,9 +40,6 @@ use crate::buddy::NR_ORDERS;
 use crate::frame_flags::{FrameState, LIST_UNMOVABLE, word};
 use crate::memmap::{Memmap, NO_FRAME};
 
-/// Number of CPUs that get a cache; allocations on a CPU id beyond this go
-/// straight to the zone (correct, just slower).
-pub const MAX_CPUS: usize = 8;
 /// Highest order with a per-CPU cache (the PMD order).
 pub const PCP_MAX_ORDER: u32 = 9;
 pub(crate) const NR_PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
@@ -99,153 +96,7 @@ pub const fn pcp_batch(order: u32) -> u32 {
 /// What the allocator needs from the CPU layer.
 ///
 /// The allocator calls `irq_save` before taking any of its locks and
-/// `irq_restore` after releasing them, and calls `cpu_id` with interrupts
-/// masked (so, with no preemption in this kernel, the id stays valid).
-/// Choosing a hook over "callers must mask interrupts" keeps every entry
-/// point safe to call from anywhere, including `Folio::put` deep in other
-/// code.
-pub trait CpuOps: Sync {
-    /// The id of the running CPU (0-based; ids ≥ [`MAX_CPUS`] bypass the caches).
-    fn cpu_id(&self) -> usize;
-    /// Masks interrupts on this CPU; returns the state to restore.  The
-    /// state must be 0 exactly when there is nothing to restore (interrupts
-    /// were already masked, or there are none): the allocator skips
-    /// `irq_restore(0)`, which saves a dynamic call per operation in
-    /// interrupt handlers, in code that runs masked, and on hosts.
-    fn irq_save(&self) -> usize;
-    /// Restores the state `irq_save` returned (never called with 0).
-    fn irq_restore(&self, saved: usize);
-    /// Masks interrupts and reports the CPU in one call: `(saved, cpu)`.
-    /// The allocation and free fast paths use this, so a dynamic call is
-    /// saved per operation; override it if both come cheaper together.
-    #[inline]
-    fn irq_save_cpu(&self) -> (usize, usize) {
-        let saved = self.irq_save();
-        (saved, self.cpu_id())
-    }
-    /// True for a CPU layer with nothing to do: one CPU (id 0) and no
-    /// interrupts to mask.  The allocator reads this once, at
-    /// construction, and then skips the hooks on its fast paths: a dynamic
-    /// call that returns `(0, 0)` still cost ~1.5 ns per allocation or
-    /// free on the host (the call, and the register saves it forces on
-    /// paths that are otherwise leaf code).
-    fn is_trivial(&self) -> bool {
-        false
-    }
-    /// Runs `f` on every other online CPU (with interrupts masked there) and
-    /// waits for all of them: how an allocation that found no memory drains
-    /// the other CPUs' caches.  The default, for one CPU, does nothing.
-    fn call_on_others(&self, f: &(dyn Fn() + Sync)) {
-        let _ = f;
-    }
-}
-
-/// One CPU and no interrupts to mask: the host tests, and the kernel before
-/// it brings up interrupts.
-pub struct SingleCpu;
-
-impl CpuOps for SingleCpu {
-    fn cpu_id(&self) -> usize {
-        0
-    }
-    fn irq_save(&self) -> usize {
-        0
-    }
-    fn irq_restore(&self, _saved: usize) {}
-    fn irq_save_cpu(&self) -> (usize, usize) {
-        (0, 0)
-    }
-    fn is_trivial(&self) -> bool {
-        true
-    }
-}
-
-/// The allocator's handle on its [`CpuOps`], with [`CpuOps::is_trivial`]
-/// cached so the fast paths test a field instead of making a call.
-#[derive(Clone, Copy)]
-pub(crate) struct CpuHook<'a> {
-    pub(crate) ops: &'a dyn CpuOps,
-    trivial: bool,
-}
-
-impl<'a> CpuHook<'a> {
-    pub(crate) fn new(ops: &'a dyn CpuOps) -> Self {
-        Self {
-            ops,
-            trivial: ops.is_trivial(),
-        }
-    }
-
-    /// [`CpuOps::is_trivial`], as read at construction.
-    #[inline]
-    pub(crate) fn trivial(&self) -> bool {
-        self.trivial
-    }
-
-    /// Masks interrupts for the guard's lifetime.
-    #[inline]
-    pub(crate) fn irq_guard(&self) -> IrqGuard<'a> {
-        if self.trivial {
-            IrqGuard {
-                ops: self.ops,
-                saved: 0,
-            }
-        } else {
-            IrqGuard::new(self.ops)
-        }
-    }
-
-    /// Masks interrupts and returns the running CPU's id with the guard.
-    #[inline]
-    pub(crate) fn irq_guard_on_cpu(&self) -> (IrqGuard<'a>, usize) {
-        if self.trivial {
-            (
-                IrqGuard {
-                    ops: self.ops,
-                    saved: 0,
-                },
-                0,
-            )
-        } else {
-            IrqGuard::new_on_cpu(self.ops)
-        }
-    }
-}
-
-/// Interrupts masked for the guard's lifetime.
-pub(crate) struct IrqGuard<'a> {
-    ops: &'a dyn CpuOps,
-    saved: usize,
-}
-
-impl<'a> IrqGuard<'a> {
-    #[inline]
-    pub(crate) fn new(ops: &'a dyn CpuOps) -> Self {
-        let saved = ops.irq_save();
-        Self { ops, saved }
-    }
-
-    /// Masks interrupts and returns the running CPU's id with the guard.
-    #[inline]
-    pub(crate) fn new_on_cpu(ops: &'a dyn CpuOps) -> (Self, usize) {
-        let (saved, cpu) = ops.irq_save_cpu();
-        (Self { ops, saved }, cpu)
-    }
-}
-
-impl Drop for IrqGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        // 0: interrupts were masked before `irq_save` and still are.
-        if self.saved != 0 {
-            self.ops.irq_restore(self.saved);
-        }
-    }
-}
-
-/// One CPU's cached free blocks: a LIFO stack per (type, order) threaded
-/// through the descriptors' `link_next` fields (state `Pcp`).  Allocation
-/// takes the most recently freed (cache-hot) block.  A stack rather than
+/// `irq_restore` after releasinges the most recently freed (cache-hot) block.  A stack rather than
 /// Linux's doubly linked list because push and pop then touch only the
 /// block's own descriptor, never a neighbour's: with random frees over a
 /// large memmap that neighbour is a cache miss.  The price is that a drain

@@ -257,7 +257,7 @@ impl<'a> MmCtx<'a> {
     /// take them: on one CPU, a holder preempted inside would leave a
     /// non-preemptible spinner waiting forever.
     #[inline]
-    pub(crate) fn irq(&self) -> crate::pcp::IrqGuard<'_> {
+    pub(crate) fn irq(&self) -> crate::cpu::IrqGuard<'_> {
         self.buddy.irq_guard()
     }
 

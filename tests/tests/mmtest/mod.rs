@@ -8,10 +8,10 @@ use std::cell::Cell;
 
 use mm::aspace::{Access, Fault, Mm, MmCtx, check_invariants};
 use mm::buddy::BuddyAllocator;
+use mm::cpu::SingleCpu;
 use mm::emu::{self, EmuMem, EmuTlb};
 use mm::memmap::{FrameDesc, Memmap};
 use mm::paging::PagingArch;
-use mm::pcp::SingleCpu;
 use mm::phys::PhysMem;
 use mm::thp::{GlobalMode, OrderMode, Thp};
 pub use mm::vma::uapi::*;
