@@ -1,0 +1,326 @@
+//! Helpers the topic modules share: the THP knobs (saved, set, restored),
+//! per-size counters, aligned mappings, fill/verify patterns, smaps fields
+//! and the pagemap/kpageflags readers.
+
+use super::*;
+
+pub(crate) const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+pub(crate) const PR_SET_NAME: usize = 15;
+pub(crate) const PR_GET_NAME: usize = 16;
+pub(crate) const PR_SET_THP_DISABLE: usize = 41;
+pub(crate) const PR_GET_THP_DISABLE: usize = 42;
+pub(crate) const PAGE: usize = 4096;
+pub(crate) const SZ_64K: usize = 64 << 10;
+pub(crate) const SZ_2M: usize = 2 << 20;
+/// Folio sizes with a per-size directory (kB): orders 1..=9.
+pub(crate) const SIZES_KB: [usize; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+
+// ---------------------------------------------------------------- helpers
+
+/// The THP knobs this suite writes, saved so they can be put back.
+pub(crate) struct Knobs {
+    top: [u8; 16],
+    sizes: [[u8; 16]; 9],
+}
+
+/// The selected word of a `a [b] c` file.
+pub(crate) fn selected(buf: &[u8]) -> &[u8] {
+    let (Some(a), Some(b)) = (
+        buf.iter().position(|&c| c == b'['),
+        buf.iter().position(|&c| c == b']'),
+    ) else {
+        return b"";
+    };
+    if a < b { &buf[a + 1..b] } else { b"" }
+}
+
+pub(crate) fn copy_word(dst: &mut [u8; 16], w: &[u8]) {
+    let n = w.len().min(15);
+    dst[..n].copy_from_slice(&w[..n]);
+}
+
+pub(crate) fn word(w: &[u8; 16]) -> &[u8] {
+    let n = w.iter().position(|&c| c == 0).unwrap_or(16);
+    &w[..n]
+}
+
+impl Knobs {
+    pub(crate) fn save() -> Knobs {
+        let mut k = Knobs {
+            top: [0; 16],
+            sizes: [[0; 16]; 9],
+        };
+        let mut buf = [0u8; 128];
+        if let Ok(n) = read_file(path!("{THP}/enabled").c(), &mut buf) {
+            copy_word(&mut k.top, selected(&buf[..n]));
+        }
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut buf) {
+                copy_word(&mut k.sizes[i], selected(&buf[..n]));
+            }
+        }
+        k
+    }
+
+    pub(crate) fn restore(&self) {
+        if !word(&self.top).is_empty() {
+            let _ = write_file(path!("{THP}/enabled").c(), word(&self.top));
+        }
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if !word(&self.sizes[i]).is_empty() {
+                let _ = write_file(
+                    path!("{THP}/hugepages-{kb}kB/enabled").c(),
+                    word(&self.sizes[i]),
+                );
+            }
+        }
+    }
+}
+
+/// Enable exactly the folio size `only_kb` (`None`: none) for anonymous
+/// memory: every per-size knob `never` except that one `always`.
+/// `Err` carries a skip reason (no THP sysfs, or not writable).
+pub(crate) fn thp_only(only_kb: Option<usize>) -> Result<(), mthp_user::Msg> {
+    if let Some(kb) = only_kb
+        && read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut [0u8; 64]).is_err()
+    {
+        return Err(mthp_user::Msg::new(format_args!(
+            "no {kb}kB mTHP size here"
+        )));
+    }
+    for kb in SIZES_KB {
+        let w: &[u8] = if Some(kb) == only_kb {
+            b"always"
+        } else {
+            b"never"
+        };
+        match write_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), w) {
+            Ok(()) | Err(sys::ENOENT) => {}
+            Err(e) => {
+                return Err(mthp_user::Msg::new(format_args!(
+                    "cannot write hugepages-{kb}kB/enabled (errno {e})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A per-size counter, e.g. `stat(64, "anon_fault_alloc")`.
+pub(crate) fn stat(kb: usize, name: &str) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = read_file(path!("{THP}/hugepages-{kb}kB/stats/{name}").c(), &mut buf).ok()?;
+    mthp_user::parse_u64(&buf[..n])
+}
+
+pub(crate) fn minflt() -> i64 {
+    let mut ru = sys::Rusage::default();
+    sys::getrusage(sys::RUSAGE_SELF, &mut ru);
+    ru.minflt
+}
+
+/// An anonymous private read-write mapping of `len` bytes whose start is
+/// aligned to `align` (over-allocate, then trim both ends).
+pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Mem, mthp_user::Msg> {
+    let total = len + align;
+    let r = sys::mmap(
+        0,
+        total,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+        -1,
+        0,
+    );
+    let base = match check(r) {
+        Ok(a) => a,
+        Err(e) => fail!("mmap({total:#x}) failed: errno {e}"),
+    };
+    let start = (base + align - 1) & !(align - 1);
+    if start > base {
+        sys::munmap(base, start - base);
+    }
+    let end = start + len;
+    if base + total > end {
+        sys::munmap(end, base + total - end);
+    }
+    Ok(Mem { addr: start, len })
+}
+
+pub(crate) fn unmap(m: &Mem) {
+    sys::munmap(m.addr, m.len);
+}
+
+/// Write one byte in every 4 KiB page of `m`; return the minor faults taken.
+pub(crate) fn touch_pages(m: &Mem, val: u8) -> i64 {
+    let before = minflt();
+    let mut off = 0;
+    while off < m.len {
+        m.poke(off, val);
+        off += PAGE;
+    }
+    minflt() - before
+}
+
+/// Fork; the child runs `f` and exits with its result (0 = ok).  Returns
+/// the wait status.
+pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<i32, mthp_user::Msg> {
+    let pid = sys::fork();
+    if pid == 0 {
+        sys::exit(f());
+    }
+    if pid < 0 {
+        fail!("fork failed: errno {}", -pid);
+    }
+    let mut status = 0;
+    let r = sys::wait4(pid, &mut status, 0);
+    ensure!(r == pid, "wait4 returned {r}, expected {pid}");
+    Ok(status)
+}
+
+pub(crate) fn pattern(off: usize, salt: u64) -> u64 {
+    (off as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt
+}
+
+pub(crate) fn fill(m: &Mem, salt: u64) {
+    let mut off = 0;
+    while off < m.len {
+        m.poke64(off, pattern(off, salt));
+        off += 512;
+    }
+}
+
+/// First offset (stride 512) where `m` differs from `pattern(salt)`.
+pub(crate) fn verify(m: &Mem, from: usize, to: usize, salt: u64) -> Option<usize> {
+    let mut off = from;
+    while off < to {
+        if m.peek64(off) != pattern(off, salt) {
+            return Some(off);
+        }
+        off += 512;
+    }
+    None
+}
+
+pub(crate) fn skip(why: mthp_user::Msg) -> TestResult {
+    Ok(Outcome::Skip(why))
+}
+
+/// The number after `key` (e.g. `MemTotal:`) in a `key value` text file.
+pub(crate) fn field(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let i = hay.windows(key.len()).position(|w| w == key)?;
+    mthp_user::parse_u64(&hay[i + key.len()..])
+}
+
+/// The value of `key` (e.g. `b"THPeligible:"`) in the `/proc/self/smaps`
+/// block of the mapping that starts at `addr`.
+pub(crate) fn smaps_field(addr: usize, key: &[u8]) -> Option<u64> {
+    let mut hdr = [0u8; 20];
+    let hl = hex(addr, &mut hdr);
+    let mut buf = [0u8; 32768];
+    let n = read_file(b"/proc/self/smaps\0", &mut buf).ok()?;
+    let s = &buf[..n];
+    let mut i = 0;
+    while i < s.len() {
+        let line_end = s[i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(s.len(), |p| i + p);
+        if s[i..line_end].starts_with(&hdr[..hl]) && s.get(i + hl) == Some(&b'-') {
+            return field(&s[i..], key);
+        }
+        i = line_end + 1;
+    }
+    None
+}
+
+pub(crate) const PM_PRESENT: u64 = 1 << 63;
+pub(crate) const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+pub(crate) const PM_PFN: u64 = (1 << 55) - 1;
+pub(crate) const KPF_ANON: u64 = 1 << 12;
+pub(crate) const KPF_COMPOUND_HEAD: u64 = 1 << 15;
+pub(crate) const KPF_COMPOUND_TAIL: u64 = 1 << 16;
+pub(crate) const KPF_THP: u64 = 1 << 22;
+
+/// `n` 8-byte entries of `fd` from entry `first` (pread64).
+pub(crate) fn pread_entries(fd: i32, first: usize, out: &mut [u64]) -> Result<(), mthp_user::Msg> {
+    let len = out.len() * 8;
+    let r = sys::syscall(
+        sys::nr::PREAD64,
+        &[fd as usize, out.as_mut_ptr() as usize, len, first * 8],
+    );
+    ensure!(
+        r == len as isize,
+        "pread64 of {len} bytes at entry {first}: {r}"
+    );
+    Ok(())
+}
+
+/// Checks the pagemap entries of the `pages` pages at `addr` (all present
+/// and exclusive, frames consecutive within each `folio_pages`-aligned
+/// run) and the kpageflags of their frames (compound head, tails, THP and
+/// anonymous for large folios; none of the compound bits for 4K pages).
+pub(crate) fn check_folios(
+    pm: i32,
+    kf: i32,
+    addr: usize,
+    pages: usize,
+    folio_pages: usize,
+) -> Result<(), mthp_user::Msg> {
+    let mut e = [0u64; 512];
+    let e = &mut e[..pages];
+    pread_entries(pm, addr / PAGE, e)?;
+    for (i, &v) in e.iter().enumerate() {
+        ensure!(
+            v & (PM_PRESENT | PM_MMAP_EXCLUSIVE) == PM_PRESENT | PM_MMAP_EXCLUSIVE,
+            "pagemap entry {i} of {addr:#x}: {v:#x}, expected present and exclusive"
+        );
+        let pfn = v & PM_PFN;
+        ensure!(pfn != 0, "pagemap entry {i}: no frame number (not root?)");
+        let mut f = [0u64; 1];
+        pread_entries(kf, pfn as usize, &mut f)?;
+        let f = f[0];
+        let off = i % folio_pages;
+        if off > 0 {
+            ensure!(
+                pfn == (e[i - off] & PM_PFN) + off as u64,
+                "page {i}: frame {pfn:#x} does not follow its folio's head"
+            );
+        }
+        if folio_pages == 1 {
+            ensure!(
+                f & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL | KPF_THP) == 0,
+                "4K page {i}: kpageflags {f:#x} has compound/THP bits"
+            );
+        } else {
+            let want = KPF_THP
+                | KPF_ANON
+                | if off == 0 {
+                    KPF_COMPOUND_HEAD
+                } else {
+                    KPF_COMPOUND_TAIL
+                };
+            ensure!(
+                f & want == want,
+                "page {i} (folio offset {off}): kpageflags {f:#x} lacks {want:#x}"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn hex(mut v: usize, out: &mut [u8; 20]) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut n = 0;
+    loop {
+        tmp[n] = b"0123456789abcdef"[v & 15];
+        n += 1;
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        out[i] = tmp[n - 1 - i];
+    }
+    n
+}
