@@ -1,0 +1,91 @@
+//! Wait queues: threads blocked until a condition holds.
+
+use super::*;
+
+/// Threads waiting for a condition.  `wait_until(cond)` returns once `cond`
+/// holds; whoever makes it true calls `wake_all` (or `wake_one`).  Wake-ups
+/// may be spurious (the condition is re-checked), never lost.
+pub struct WaitQueue {
+    /// Waiting thread ids (bit per id).  Taken with interrupts masked,
+    /// before `SCHED` when both are held.
+    pub(super) waiters: spin::Mutex<u64>,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    pub const fn new() -> Self {
+        Self {
+            waiters: spin::Mutex::new(0),
+        }
+    }
+
+    /// Block until `cond()` is true.  `cond` is also evaluated with
+    /// interrupts masked, so it must be quick and must not block or allocate.
+    pub fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+        loop {
+            if cond() {
+                return;
+            }
+            let irq = arch::irq_save();
+            let me = {
+                let mut w = self.waiters.lock();
+                let g = SCHED.lock();
+                let me = g.cpus[cpu_id()].current;
+                *w |= 1 << me;
+                g.thread(me).set_state(State::Blocked);
+                me
+            };
+            // A wake-up from here on makes us Ready, and `schedule` then
+            // keeps us running; so checking once more cannot lose one.
+            if cond() {
+                let g = SCHED.lock();
+                let t = g.thread(me);
+                if matches!(t.state(), State::Blocked | State::Ready) {
+                    t.set_state(State::Running);
+                }
+                drop(g);
+            } else {
+                schedule_locked(SCHED.lock());
+            }
+            *self.waiters.lock() &= !(1 << me);
+            compiler_fence(Ordering::SeqCst);
+            arch::irq_restore(irq);
+        }
+    }
+
+    /// Wake every waiter.  Returns how many were blocked here.
+    pub fn wake_all(&self) -> usize {
+        self.wake(u64::MAX)
+    }
+
+    /// Wake one waiter (the lowest thread id).  Returns whether one was.
+    pub fn wake_one(&self) -> bool {
+        self.wake(1) > 0
+    }
+
+    fn wake(&self, max: u64) -> usize {
+        let irq = arch::irq_save();
+        let mut n = 0;
+        {
+            let mut w = self.waiters.lock();
+            let mut g = SCHED.lock();
+            let mut bits = *w;
+            while bits != 0 && (n as u64) < max {
+                let id = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                *w &= !(1 << id);
+                if g.wake(id, false) {
+                    n += 1;
+                }
+            }
+        }
+        compiler_fence(Ordering::SeqCst);
+        arch::irq_restore(irq);
+        n
+    }
+}
