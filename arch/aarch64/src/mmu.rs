@@ -17,6 +17,7 @@ use crate::regs::{dsb_ishst, tlbi_vmalle1, write_sysreg};
 use crate::{KernelLayout, PHYS_OFFSET, Translation};
 use aarch64_cpu::registers::{Readable, TTBR0_EL1, TTBR1_EL1};
 use core::sync::atomic::{AtomicU64, Ordering};
+use mm::paging::Entry;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const SIZE_2M: u64 = 2 << 20;
@@ -25,7 +26,7 @@ pub const SIZE_1G: u64 = 1 << 30;
 // The descriptor bits are `pte`'s, the format `mm`'s page-table engine
 // encodes and decodes; none is defined here.
 use crate::pte::{
-    AF, AP_RDONLY, AP_USER, ATTRIDX_SHIFT, MAIR_IDX_DEVICE, MAIR_IDX_NORMAL, OA_MASK, PXN,
+    AF, AP_RDONLY, AP_USER, ATTRIDX_SHIFT, Aarch64, MAIR_IDX_DEVICE, MAIR_IDX_NORMAL, OA_MASK, PXN,
     SH_INNER, TYPE_TABLE_PAGE, UXN, VALID,
 };
 /// AttrIndx of Device-nGnRnE memory.
@@ -120,6 +121,9 @@ impl FrameBump {
 }
 
 /// Builds a table tree whose frames come from a `FrameBump`.
+/// The boot-time tables are built by hand with it: it runs before any
+/// allocator exists, where `mm`'s `PageTable` (which takes its table pages
+/// from a `PtAlloc`) cannot yet.
 pub struct TableBuilder<'a> {
     pub root: u64,
     bump: &'a mut FrameBump,
@@ -195,37 +199,40 @@ impl<'a> TableBuilder<'a> {
     }
 }
 
-/// Walk the table tree rooted at `root` for `va`.
+/// Walk the table tree rooted at `root` for `va`, with `mm`'s walker and
+/// `pte`'s decoding.  The rights are what the hardware grants from the leaf
+/// descriptor (AP\[2\] for write, PXN for EL1 execution), not the logical
+/// ones `decode` reports (a writable clean user page is read-only here).
 pub fn walk(root: u64, va: u64) -> Option<Translation> {
-    let mut table = root;
-    for level in 0..4 {
-        let idx = index_of(va, level);
-        // SAFETY: `table` comes from TTBRx_EL1 or a table descriptor of the
-        // live kernel tables; all table frames are RAM in the direct map.
-        let e = unsafe { read_entry(table, idx) };
-        if e & VALID == 0 {
-            return None;
-        }
-        let is_table = e & TYPE_TABLE_PAGE != 0;
-        if level < 3 && is_table {
-            table = e & OA_MASK;
-            continue;
-        }
-        if level == 0 || (level == 3 && !is_table) {
-            // Level-0 blocks do not exist with 4K granules; level-3 bit1=0 is reserved.
-            return None;
-        }
-        let size = 1u64 << shift_of(level);
-        let base = e & OA_MASK & !(size - 1);
-        return Some(Translation {
-            pa: base + (va & (size - 1)),
-            size,
-            writable: e & AP_RDONLY == 0,
-            executable: e & PXN == 0,
-            user: e & AP_USER != 0,
-        });
+    let p = mm::paging::probe::<Aarch64>(root, va, load_slot, |_, _| {});
+    let (Entry::Leaf(leaf), e) = (p.entry, p.raw) else {
+        return None;
+    };
+    // A PROT_NONE leaf decodes as a leaf but is invalid.
+    if e & VALID == 0 {
+        return None;
     }
-    None
+    let size = mm::paging::level_size(leaf.level);
+    Some(Translation {
+        pa: (leaf.pfn << 12) + (va & (size - 1)),
+        size,
+        writable: e & AP_RDONLY == 0,
+        executable: e & PXN == 0,
+        user: e & AP_USER != 0,
+    })
+}
+
+/// The descriptor at physical address `slot` of a live table.
+fn load_slot(slot: u64) -> u64 {
+    // SAFETY: `slot` is an entry of a table frame reached from TTBRx_EL1 or
+    // a table descriptor of the live tables; all table frames are RAM in
+    // the direct map.
+    unsafe {
+        read_entry(
+            slot & !(PAGE_SIZE - 1),
+            ((slot & (PAGE_SIZE - 1)) / 8) as usize,
+        )
+    }
 }
 
 /// Root of the live table for `va` (TTBR1 for the upper half, else TTBR0).

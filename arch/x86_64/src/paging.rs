@@ -18,11 +18,12 @@
 use crate::cpu;
 // The entry bits are `pte`'s, the format `mm`'s page-table engine encodes
 // and decodes; none is defined here.
-use crate::pte;
+use crate::pte::{self, X86_64};
 use crate::serial::kprint;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
+use mm::paging::Entry;
 use spin::Once;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
@@ -159,38 +160,46 @@ fn canonical(va: u64) -> bool {
     ((va as i64) << 16 >> 16) as u64 == va
 }
 
-/// Walk the live kernel page tables for `va`.
+/// The entry at physical address `slot` of a live page table.
+fn load_slot(slot: u64) -> u64 {
+    read_entry(slot & !(SIZE_4K - 1), (slot & (SIZE_4K - 1)) / 8)
+}
+
+/// Walk the live page tables (CR3) for `va`, with `mm`'s walker and
+/// `pte`'s decoding.  The rights are what the hardware grants: those of the
+/// leaf and of every table entry above it (the boot tables' entries carry
+/// no US bit, so no kernel address reads as user).
 pub fn kernel_translate(va: u64) -> Option<Translation> {
     if !canonical(va) {
         return None;
     }
-    let mut table = cpu::read_cr3() & pte::ADDR_MASK;
     let (mut w, mut x, mut u) = (true, true, true);
-    for shift in [39u32, 30, 21, 12] {
-        let e = read_entry(table, (va >> shift) & 511);
-        if e & pte::P == 0 {
-            return None;
-        }
+    let p = mm::paging::probe::<X86_64>(cpu::read_cr3() & pte::ADDR_MASK, va, load_slot, |_, e| {
         w &= e & pte::RW != 0;
         x &= e & pte::NX == 0;
         u &= e & pte::US != 0;
-        if shift == 12 || (shift != 39 && e & pte::PS != 0) {
-            let size = 1u64 << shift;
-            let pa = (e & pte::ADDR_MASK & !(size - 1)) | (va & (size - 1));
-            return Some(Translation {
-                pa,
-                size,
-                writable: w,
-                executable: x,
-                user: u,
-            });
-        }
-        table = e & pte::ADDR_MASK;
+    });
+    let (Entry::Leaf(leaf), e) = (p.entry, p.raw) else {
+        return None;
+    };
+    // A PROT_NONE leaf decodes as a leaf but is not present.
+    if e & pte::P == 0 {
+        return None;
     }
-    None
+    let size = mm::paging::level_size(leaf.level);
+    Some(Translation {
+        pa: (leaf.pfn << 12) | (va & (size - 1)),
+        size,
+        writable: w && e & pte::RW != 0,
+        executable: x && e & pte::NX == 0,
+        user: u && e & pte::US != 0,
+    })
 }
 
 /// Bump allocator of zeroed page-table frames over `[next, end)`.
+/// It builds the boot-time tables by hand: it runs before any allocator
+/// exists, where `mm`'s `PageTable` (which takes its table pages from a
+/// `PtAlloc`) cannot yet.
 struct Builder {
     next: u64,
     end: u64,
