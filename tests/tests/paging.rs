@@ -744,7 +744,70 @@ fn probe_matches_lookup<A: PagingArch>() {
     }
 }
 
+/// A user root linked to the kernel half translates kernel addresses
+/// through the kernel's own tables (so a mapping the kernel adds later
+/// under a linked slot is seen too), while enumeration and teardown of the
+/// user table touch only its lower half.
+fn link_kernel_half_shares_tables<A: PagingArch>() {
+    let emu = emu();
+    let mut kpt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    kpt.map_range(kva, 0x1_0000_0000, M2, Attrs::kernel(Perms::KERNEL_RW))
+        .unwrap();
+    let kernel_tables = emu.pt_in_use();
+    let mut upt = user_pt::<A>(&emu);
+    assert_eq!(upt.link_kernel_half(kpt.root()), 1);
+    upt.set_ptes(VA, DATA_PFN, 1, user_rw()).unwrap();
+    assert_eq!(
+        touch::<A>(&emu, &upt, VA, Access::Write),
+        Ok(DATA_PFN << 12)
+    );
+    let kernel_read = |va| {
+        emu.tlb
+            .access::<A>(&emu.mem, upt.root(), USER, va, Access::Read, false)
+    };
+    assert_eq!(kernel_read(kva + 0x1234), Ok(0x1_0000_1234));
+    // A later kernel mapping in the same root slot: no relink needed.
+    kpt.map_range(
+        kva + M2,
+        0x2_0000_0000,
+        0x1000,
+        Attrs::kernel(Perms::KERNEL_RW),
+    )
+    .unwrap();
+    assert_eq!(kernel_read(kva + M2 + 8), Ok(0x2_0000_0008));
+    // Kernel pages stay out of reach of user mode.
+    let from_user = emu
+        .tlb
+        .access::<A>(&emu.mem, upt.root(), USER, kva, Access::Read, true);
+    assert!(matches!(from_user, Err(Fault::Permission { .. })));
+    let mut leaves = Vec::new();
+    upt.for_each_leaf(&mut |va, _| leaves.push(va));
+    assert_eq!(leaves, vec![VA]);
+    let kernel_tables = kernel_tables + 1; // the PTE table under kva + M2
+    upt.destroy();
+    assert_eq!(
+        emu.pt_in_use(),
+        kernel_tables,
+        "the user teardown freed kernel tables"
+    );
+    assert_eq!(
+        kernel_read_after(&emu, &kpt, kva + 0x1234),
+        Ok(0x1_0000_1234)
+    );
+}
+
+fn kernel_read_after<A: PagingArch>(
+    emu: &mm::emu::Emu,
+    kpt: &PageTable<'_, A>,
+    va: u64,
+) -> Result<u64, Fault> {
+    emu.tlb
+        .access::<A>(&emu.mem, kpt.root(), Space::Kernel, va, Access::Read, false)
+}
+
 both!(
+    link_kernel_half_shares_tables,
     probe_matches_lookup,
     map_and_translate,
     set_ptes_64k_folio,

@@ -376,6 +376,40 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         Ok(table)
     }
 
+    // ----- sharing the kernel half -----
+
+    /// Link the kernel half into this user table's root: copy every present
+    /// upper-half entry of `kernel_root` (a root of the same format, read
+    /// through this table's `PhysMem`) into this root, so the kernel stays
+    /// mapped while this root is loaded (x86, where one CR3 covers both
+    /// halves; arm64's TTBR1 maps the kernel and needs none).  The linked
+    /// entries point at the kernel's own tables, which a user table never
+    /// enumerates or frees (it owns only the lower half of its root);
+    /// upper-half slots empty in `kernel_root` are left as they are.  Call
+    /// it before the root is first loaded.  Returns how many entries it
+    /// linked.
+    pub fn link_kernel_half(&mut self, kernel_root: u64) -> usize {
+        debug_assert!(
+            self.space.is_user(),
+            "only a user root links the kernel half"
+        );
+        let mem = self.mem();
+        let mut linked = 0;
+        for i in ENTRIES_PER_TABLE / 2..ENTRIES_PER_TABLE {
+            let raw = mem.load(kernel_root + 8 * i as u64);
+            if raw == 0 {
+                continue;
+            }
+            debug_assert!(
+                matches!(A::decode(raw, ROOT_LEVEL), Entry::Table { .. }),
+                "kernel root entry {i} is no table"
+            );
+            mem.store(self.root + 8 * i as u64, raw);
+            linked += 1;
+        }
+        linked
+    }
+
     // ----- kernel-style mapping -----
 
     /// Map `[va, va + len)` to `[pa, pa + len)` with the largest leaves that
