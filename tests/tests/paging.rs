@@ -6,8 +6,10 @@ mod common;
 use common::*;
 use mm::emu::{Access, Fault, Flush};
 use mm::paging::{
-    Attrs, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Perms, PtError, Space,
+    Attrs, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Perms, PtError,
+    ROOT_LEVEL, Space, probe,
 };
+use mm::phys::PhysMem;
 
 const VA: u64 = 0x7f00_0000_0000;
 
@@ -699,7 +701,114 @@ fn update_single_entry<A: PagingArch>() {
     pt.destroy();
 }
 
+/// The read-only walker the arch crates use on the live tables (`probe`,
+/// over a raw root and a load function) stops where `lookup` does, hands
+/// back the raw word of that entry and shows each table entry passed
+/// through, root first.
+fn probe_matches_lookup<A: PagingArch>() {
+    let emu = emu();
+    let mut pt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    // One 1G, one 2M and two 4K leaves, as in `map_and_translate`.
+    let len = (1 << 30) + M2 + 0x2000;
+    pt.map_range(kva, 0x1_0000_0000, len, Attrs::kernel(Perms::KERNEL_RW))
+        .unwrap();
+    let load = |pa| emu.mem.load(pa);
+    for (va, tables) in [
+        (kva + 0x1234_5678, vec![ROOT_LEVEL]),
+        (kva + (1 << 30) + 0x1234, vec![ROOT_LEVEL, 2]),
+        (kva + (1 << 30) + M2 + 0x1008, vec![ROOT_LEVEL, 2, 1]),
+        // Holes: past the last 4K leaf, in an empty root slot, in user space.
+        (kva + len, vec![ROOT_LEVEL, 2, 1]),
+        (kva + (1 << 39), vec![]),
+        (VA, vec![]),
+    ] {
+        let w = pt.lookup(va);
+        let mut seen = Vec::new();
+        let p = probe::<A>(pt.root(), va, load, |level, raw| {
+            assert!(matches!(A::decode(raw, level), Entry::Table { .. }));
+            seen.push(level);
+        });
+        assert_eq!((p.level, p.entry), (w.level, w.entry), "va {va:#x}");
+        assert_eq!(A::decode(p.raw, p.level), p.entry);
+        assert_eq!(seen, tables, "tables passed for {va:#x}");
+        if let Entry::Leaf(l) = p.entry {
+            let size = mm::paging::level_size(l.level);
+            assert_eq!(
+                (l.pfn << 12) + (va & (size - 1)),
+                0x1_0000_0000 + (va - kva)
+            );
+        } else {
+            assert_eq!(p.entry, Entry::Absent, "va {va:#x}");
+        }
+    }
+}
+
+/// A user root linked to the kernel half translates kernel addresses
+/// through the kernel's own tables (so a mapping the kernel adds later
+/// under a linked slot is seen too), while enumeration and teardown of the
+/// user table touch only its lower half.
+fn link_kernel_half_shares_tables<A: PagingArch>() {
+    let emu = emu();
+    let mut kpt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    kpt.map_range(kva, 0x1_0000_0000, M2, Attrs::kernel(Perms::KERNEL_RW))
+        .unwrap();
+    let kernel_tables = emu.pt_in_use();
+    let mut upt = user_pt::<A>(&emu);
+    assert_eq!(upt.link_kernel_half(kpt.root()), 1);
+    upt.set_ptes(VA, DATA_PFN, 1, user_rw()).unwrap();
+    assert_eq!(
+        touch::<A>(&emu, &upt, VA, Access::Write),
+        Ok(DATA_PFN << 12)
+    );
+    let kernel_read = |va| {
+        emu.tlb
+            .access::<A>(&emu.mem, upt.root(), USER, va, Access::Read, false)
+    };
+    assert_eq!(kernel_read(kva + 0x1234), Ok(0x1_0000_1234));
+    // A later kernel mapping in the same root slot: no relink needed.
+    kpt.map_range(
+        kva + M2,
+        0x2_0000_0000,
+        0x1000,
+        Attrs::kernel(Perms::KERNEL_RW),
+    )
+    .unwrap();
+    assert_eq!(kernel_read(kva + M2 + 8), Ok(0x2_0000_0008));
+    // Kernel pages stay out of reach of user mode.
+    let from_user = emu
+        .tlb
+        .access::<A>(&emu.mem, upt.root(), USER, kva, Access::Read, true);
+    assert!(matches!(from_user, Err(Fault::Permission { .. })));
+    let mut leaves = Vec::new();
+    upt.for_each_leaf(&mut |va, _| leaves.push(va));
+    assert_eq!(leaves, vec![VA]);
+    let kernel_tables = kernel_tables + 1; // the PTE table under kva + M2
+    upt.destroy();
+    assert_eq!(
+        emu.pt_in_use(),
+        kernel_tables,
+        "the user teardown freed kernel tables"
+    );
+    assert_eq!(
+        kernel_read_after(&emu, &kpt, kva + 0x1234),
+        Ok(0x1_0000_1234)
+    );
+}
+
+fn kernel_read_after<A: PagingArch>(
+    emu: &mm::emu::Emu,
+    kpt: &PageTable<'_, A>,
+    va: u64,
+) -> Result<u64, Fault> {
+    emu.tlb
+        .access::<A>(&emu.mem, kpt.root(), Space::Kernel, va, Access::Read, false)
+}
+
 both!(
+    link_kernel_half_shares_tables,
+    probe_matches_lookup,
     map_and_translate,
     set_ptes_64k_folio,
     fold_on_sixteenth,

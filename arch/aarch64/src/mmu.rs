@@ -17,23 +17,22 @@ use crate::regs::{dsb_ishst, tlbi_vmalle1, write_sysreg};
 use crate::{KernelLayout, PHYS_OFFSET, Translation};
 use aarch64_cpu::registers::{Readable, TTBR0_EL1, TTBR1_EL1};
 use core::sync::atomic::{AtomicU64, Ordering};
+use mm::paging::Entry;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const SIZE_2M: u64 = 2 << 20;
 pub const SIZE_1G: u64 = 1 << 30;
 
-const DESC_VALID: u64 = 1 << 0;
-/// Bit 1: "table" at levels 0-2, "page" at level 3 (0 = block at levels 1-2).
-const DESC_TABLE_OR_PAGE: u64 = 1 << 1;
-const ATTR_DEVICE: u64 = 0 << 2;
-const ATTR_NORMAL: u64 = 1 << 2;
-const AP_USER: u64 = 1 << 6;
-const AP_RO: u64 = 1 << 7;
-const SH_INNER: u64 = 3 << 8;
-const AF: u64 = 1 << 10;
-const PXN: u64 = 1 << 53;
-const UXN: u64 = 1 << 54;
-const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+// The descriptor bits are `pte`'s, the format `mm`'s page-table engine
+// encodes and decodes; none is defined here.
+use crate::pte::{
+    AF, AP_RDONLY, AP_USER, ATTRIDX_SHIFT, Aarch64, MAIR_IDX_DEVICE, MAIR_IDX_NORMAL, OA_MASK, PXN,
+    SH_INNER, TYPE_TABLE_PAGE, UXN, VALID,
+};
+/// AttrIndx of Device-nGnRnE memory.
+const ATTR_DEVICE: u64 = MAIR_IDX_DEVICE << ATTRIDX_SHIFT;
+/// AttrIndx of Normal write-back memory.
+const ATTR_NORMAL: u64 = MAIR_IDX_NORMAL << ATTRIDX_SHIFT;
 
 /// Kernel-mapping permission classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,8 +49,8 @@ pub enum Prot {
 
 const fn leaf_attrs(p: Prot) -> u64 {
     match p {
-        Prot::Text => ATTR_NORMAL | SH_INNER | AF | AP_RO | UXN,
-        Prot::ReadOnly => ATTR_NORMAL | SH_INNER | AF | AP_RO | PXN | UXN,
+        Prot::Text => ATTR_NORMAL | SH_INNER | AF | AP_RDONLY | UXN,
+        Prot::ReadOnly => ATTR_NORMAL | SH_INNER | AF | AP_RDONLY | PXN | UXN,
         Prot::ReadWrite => ATTR_NORMAL | SH_INNER | AF | PXN | UXN,
         Prot::Device => ATTR_DEVICE | AF | PXN | UXN,
     }
@@ -122,6 +121,9 @@ impl FrameBump {
 }
 
 /// Builds a table tree whose frames come from a `FrameBump`.
+/// The boot-time tables are built by hand with it: it runs before any
+/// allocator exists, where `mm`'s `PageTable` (which takes its table pages
+/// from a `PtAlloc`) cannot yet.
 pub struct TableBuilder<'a> {
     pub root: u64,
     bump: &'a mut FrameBump,
@@ -164,12 +166,9 @@ impl<'a> TableBuilder<'a> {
             // SAFETY: `table` is a page-table frame of this tree, allocated
             // by our bump allocator and reachable through the direct map.
             let t = unsafe { table_mut(table) };
-            assert!(
-                t[idx] & DESC_VALID == 0,
-                "kernel mapping overlap at {va:#x}"
-            );
-            let kind = if level == 3 { DESC_TABLE_OR_PAGE } else { 0 };
-            t[idx] = pa | leaf_attrs(prot) | kind | DESC_VALID;
+            assert!(t[idx] & VALID == 0, "kernel mapping overlap at {va:#x}");
+            let kind = if level == 3 { TYPE_TABLE_PAGE } else { 0 };
+            t[idx] = pa | leaf_attrs(prot) | kind | VALID;
             self.largest_leaf = self.largest_leaf.max(sz);
             va += sz;
             pa += sz;
@@ -184,13 +183,13 @@ impl<'a> TableBuilder<'a> {
             // SAFETY: `table` is a frame of this tree (see `map`).
             let t = unsafe { table_mut(table) };
             let e = t[idx];
-            if e & DESC_VALID == 0 {
+            if e & VALID == 0 {
                 let next = self.bump.alloc();
-                t[idx] = next | DESC_TABLE_OR_PAGE | DESC_VALID;
+                t[idx] = next | TYPE_TABLE_PAGE | VALID;
                 table = next;
             } else {
                 assert!(
-                    e & DESC_TABLE_OR_PAGE != 0,
+                    e & TYPE_TABLE_PAGE != 0,
                     "block in the way at {va:#x} level {l}"
                 );
                 table = e & OA_MASK;
@@ -200,37 +199,40 @@ impl<'a> TableBuilder<'a> {
     }
 }
 
-/// Walk the table tree rooted at `root` for `va`.
+/// Walk the table tree rooted at `root` for `va`, with `mm`'s walker and
+/// `pte`'s decoding.  The rights are what the hardware grants from the leaf
+/// descriptor (AP\[2\] for write, PXN for EL1 execution), not the logical
+/// ones `decode` reports (a writable clean user page is read-only here).
 pub fn walk(root: u64, va: u64) -> Option<Translation> {
-    let mut table = root;
-    for level in 0..4 {
-        let idx = index_of(va, level);
-        // SAFETY: `table` comes from TTBRx_EL1 or a table descriptor of the
-        // live kernel tables; all table frames are RAM in the direct map.
-        let e = unsafe { read_entry(table, idx) };
-        if e & DESC_VALID == 0 {
-            return None;
-        }
-        let is_table = e & DESC_TABLE_OR_PAGE != 0;
-        if level < 3 && is_table {
-            table = e & OA_MASK;
-            continue;
-        }
-        if level == 0 || (level == 3 && !is_table) {
-            // Level-0 blocks do not exist with 4K granules; level-3 bit1=0 is reserved.
-            return None;
-        }
-        let size = 1u64 << shift_of(level);
-        let base = e & OA_MASK & !(size - 1);
-        return Some(Translation {
-            pa: base + (va & (size - 1)),
-            size,
-            writable: e & AP_RO == 0,
-            executable: e & PXN == 0,
-            user: e & AP_USER != 0,
-        });
+    let p = mm::paging::probe::<Aarch64>(root, va, load_slot, |_, _| {});
+    let (Entry::Leaf(leaf), e) = (p.entry, p.raw) else {
+        return None;
+    };
+    // A PROT_NONE leaf decodes as a leaf but is invalid.
+    if e & VALID == 0 {
+        return None;
     }
-    None
+    let size = mm::paging::level_size(leaf.level);
+    Some(Translation {
+        pa: (leaf.pfn << 12) + (va & (size - 1)),
+        size,
+        writable: e & AP_RDONLY == 0,
+        executable: e & PXN == 0,
+        user: e & AP_USER != 0,
+    })
+}
+
+/// The descriptor at physical address `slot` of a live table.
+fn load_slot(slot: u64) -> u64 {
+    // SAFETY: `slot` is an entry of a table frame reached from TTBRx_EL1 or
+    // a table descriptor of the live tables; all table frames are RAM in
+    // the direct map.
+    unsafe {
+        read_entry(
+            slot & !(PAGE_SIZE - 1),
+            ((slot & (PAGE_SIZE - 1)) / 8) as usize,
+        )
+    }
 }
 
 /// Root of the live table for `va` (TTBR1 for the upper half, else TTBR0).
@@ -386,8 +388,8 @@ fn kmap_l3(va: u64, create: bool) -> Result<u64, &'static str> {
         // SAFETY: `table` is a live table frame of the kernel tree (from
         // TTBR1 or a table descriptor), reachable through the direct map.
         let e = unsafe { read_entry(table, idx) };
-        if e & DESC_VALID != 0 {
-            if e & DESC_TABLE_OR_PAGE == 0 {
+        if e & VALID != 0 {
+            if e & TYPE_TABLE_PAGE == 0 {
                 return Err("block in the kernel map region");
             }
             table = e & OA_MASK;
@@ -404,7 +406,7 @@ fn kmap_l3(va: u64, create: bool) -> Result<u64, &'static str> {
         unsafe {
             core::ptr::write_volatile(
                 (phys_to_virt(table) as *mut u64).add(idx),
-                next | DESC_TABLE_OR_PAGE | DESC_VALID,
+                next | TYPE_TABLE_PAGE | VALID,
             )
         };
         table = next;
@@ -425,7 +427,7 @@ pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static 
     let l3 = kmap_l3(va, true)?;
     let idx = index_of(va, 3);
     // SAFETY: `l3` is the live level-3 table for `va`.
-    if unsafe { read_entry(l3, idx) } & DESC_VALID != 0 {
+    if unsafe { read_entry(l3, idx) } & VALID != 0 {
         return Err("page already mapped");
     }
     let prot = if writable {
@@ -437,7 +439,7 @@ pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static 
     unsafe {
         core::ptr::write_volatile(
             (phys_to_virt(l3) as *mut u64).add(idx),
-            pa | leaf_attrs(prot) | DESC_TABLE_OR_PAGE | DESC_VALID,
+            pa | leaf_attrs(prot) | TYPE_TABLE_PAGE | VALID,
         )
     };
     dsb_ishst();
@@ -455,7 +457,7 @@ pub fn unmap_kernel_page(va: u64) -> Option<u64> {
     let idx = index_of(va, 3);
     // SAFETY: `l3` is the live level-3 table for `va`.
     let e = unsafe { read_entry(l3, idx) };
-    if e & DESC_VALID == 0 {
+    if e & VALID == 0 {
         return None;
     }
     // SAFETY: as in `map_kernel_page`; the page is out of use by contract

@@ -9,7 +9,8 @@
 //! not switched: every switch happens with interrupts masked, and each side
 //! restores its own interrupt state afterwards.
 use crate::cpu;
-use crate::paging::{self, PTE_ADDR};
+use crate::paging;
+use crate::pte::ADDR_MASK;
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use x86_64::PhysAddr;
@@ -193,7 +194,7 @@ pub fn user_root_init(table: &mut [u64; 512]) {
 /// entries are kept when it was last loaded with the same root and flushed
 /// otherwise.  Without PCIDs this is a plain CR3 load (full non-global flush).
 pub fn switch_user_root(root_pa: u64, asid: u16) {
-    assert!(root_pa & !PTE_ADDR == 0, "unaligned root");
+    assert!(root_pa & !ADDR_MASK == 0, "unaligned root");
     let frame = root_frame(root_pa);
     let irq = cpu::irq_save();
     // SAFETY: the root's upper half mirrors the kernel's (user_root_init), so
@@ -231,7 +232,7 @@ pub fn invalidate_asid(asid: u16) {
 pub fn user_root_off() {
     let irq = cpu::irq_save();
     let k = paging::kernel_root();
-    if cpu::read_cr3() & PTE_ADDR != k {
+    if cpu::read_cr3() & ADDR_MASK != k {
         let frame = root_frame(k);
         // SAFETY: the kernel's own root maps all kernel memory.
         unsafe {

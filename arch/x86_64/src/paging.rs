@@ -16,10 +16,14 @@
 //! Table frames come from a bump allocator over one contiguous chunk of free
 //! RAM that is then reserved as `ReservedKind::EarlyPageTables`.
 use crate::cpu;
+// The entry bits are `pte`'s, the format `mm`'s page-table engine encodes
+// and decodes; none is defined here.
+use crate::pte::{self, X86_64};
 use crate::serial::kprint;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
+use mm::paging::Entry;
 use spin::Once;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
@@ -34,18 +38,6 @@ pub const KERNEL_VMA: u64 = 0xFFFF_FFFF_8000_0000;
 pub const FIXMAP_BASE: u64 = 0xFFFF_FF00_0000_0000;
 /// The local APIC's registers (xAPIC MMIO), mapped uncached.
 pub const LAPIC_VA: u64 = FIXMAP_BASE;
-
-pub const PTE_P: u64 = 1 << 0;
-pub const PTE_W: u64 = 1 << 1;
-pub const PTE_U: u64 = 1 << 2;
-pub const PTE_PWT: u64 = 1 << 3;
-pub const PTE_PCD: u64 = 1 << 4;
-pub const PTE_A: u64 = 1 << 5;
-pub const PTE_D: u64 = 1 << 6;
-pub const PTE_PS: u64 = 1 << 7;
-pub const PTE_G: u64 = 1 << 8;
-pub const PTE_NX: u64 = 1 << 63;
-pub const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 
 const SIZE_4K: u64 = 1 << 12;
 const SIZE_2M: u64 = 1 << 21;
@@ -168,38 +160,46 @@ fn canonical(va: u64) -> bool {
     ((va as i64) << 16 >> 16) as u64 == va
 }
 
-/// Walk the live kernel page tables for `va`.
+/// The entry at physical address `slot` of a live page table.
+fn load_slot(slot: u64) -> u64 {
+    read_entry(slot & !(SIZE_4K - 1), (slot & (SIZE_4K - 1)) / 8)
+}
+
+/// Walk the live page tables (CR3) for `va`, with `mm`'s walker and
+/// `pte`'s decoding.  The rights are what the hardware grants: those of the
+/// leaf and of every table entry above it (the boot tables' entries carry
+/// no US bit, so no kernel address reads as user).
 pub fn kernel_translate(va: u64) -> Option<Translation> {
     if !canonical(va) {
         return None;
     }
-    let mut table = cpu::read_cr3() & PTE_ADDR;
     let (mut w, mut x, mut u) = (true, true, true);
-    for shift in [39u32, 30, 21, 12] {
-        let e = read_entry(table, (va >> shift) & 511);
-        if e & PTE_P == 0 {
-            return None;
-        }
-        w &= e & PTE_W != 0;
-        x &= e & PTE_NX == 0;
-        u &= e & PTE_U != 0;
-        if shift == 12 || (shift != 39 && e & PTE_PS != 0) {
-            let size = 1u64 << shift;
-            let pa = (e & PTE_ADDR & !(size - 1)) | (va & (size - 1));
-            return Some(Translation {
-                pa,
-                size,
-                writable: w,
-                executable: x,
-                user: u,
-            });
-        }
-        table = e & PTE_ADDR;
+    let p = mm::paging::probe::<X86_64>(cpu::read_cr3() & pte::ADDR_MASK, va, load_slot, |_, e| {
+        w &= e & pte::RW != 0;
+        x &= e & pte::NX == 0;
+        u &= e & pte::US != 0;
+    });
+    let (Entry::Leaf(leaf), e) = (p.entry, p.raw) else {
+        return None;
+    };
+    // A PROT_NONE leaf decodes as a leaf but is not present.
+    if e & pte::P == 0 {
+        return None;
     }
-    None
+    let size = mm::paging::level_size(leaf.level);
+    Some(Translation {
+        pa: (leaf.pfn << 12) | (va & (size - 1)),
+        size,
+        writable: w && e & pte::RW != 0,
+        executable: x && e & pte::NX == 0,
+        user: u && e & pte::US != 0,
+    })
 }
 
 /// Bump allocator of zeroed page-table frames over `[next, end)`.
+/// It builds the boot-time tables by hand: it runs before any allocator
+/// exists, where `mm`'s `PageTable` (which takes its table pages from a
+/// `PtAlloc`) cannot yet.
 struct Builder {
     next: u64,
     end: u64,
@@ -230,15 +230,15 @@ impl Builder {
     /// The next-level table under `table[idx]`, created on demand.
     fn next_table(&mut self, table: u64, idx: u64) -> u64 {
         let e = read_entry(table, idx);
-        if e & PTE_P != 0 {
+        if e & pte::P != 0 {
             assert!(
-                e & PTE_PS == 0,
+                e & pte::PS == 0,
                 "x86_64: mapping conflicts with a large leaf"
             );
-            return e & PTE_ADDR;
+            return e & pte::ADDR_MASK;
         }
         let t = self.alloc();
-        self.write(table, idx, t | PTE_P | PTE_W);
+        self.write(table, idx, t | pte::P | pte::RW);
         t
     }
 
@@ -256,11 +256,11 @@ impl Builder {
             self.max_leaf = self.max_leaf.max(size);
             let pdpt = self.next_table(self.pml4, (va >> 39) & 511);
             if size == SIZE_1G {
-                self.write(pdpt, (va >> 30) & 511, pa | flags | PTE_PS);
+                self.write(pdpt, (va >> 30) & 511, pa | flags | pte::PS);
             } else {
                 let pd = self.next_table(pdpt, (va >> 30) & 511);
                 if size == SIZE_2M {
-                    self.write(pd, (va >> 21) & 511, pa | flags | PTE_PS);
+                    self.write(pd, (va >> 21) & 511, pa | flags | pte::PS);
                 } else {
                     let pt = self.next_table(pd, (va >> 21) & 511);
                     self.write(pt, (va >> 12) & 511, pa | flags);
@@ -339,8 +339,8 @@ fn find_free(info: &BootInfo, size: u64) -> Option<u64> {
 /// Also enables NX, WP, global pages and SMEP when available.
 pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     let f = cpu::features();
-    let nx = if f.nx { PTE_NX } else { 0 };
-    let g = if f.pge { PTE_G } else { 0 };
+    let nx = if f.nx { pte::NX } else { 0 };
+    let g = if f.pge { pte::G } else { 0 };
     let leaf = if f.pdpe1gb { SIZE_1G } else { SIZE_2M };
 
     BOOT_RAM.call_once(|| {
@@ -373,7 +373,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     b.pml4 = b.alloc();
 
     // Direct map.
-    let dm_flags = PTE_P | PTE_W | PTE_A | PTE_D | g | nx;
+    let dm_flags = pte::P | pte::RW | pte::A | pte::D | g | nx;
     for r in ranges {
         b.map(PHYS_OFFSET + r.start, r.start, r.len(), dm_flags, leaf);
     }
@@ -381,10 +381,10 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
 
     // Kernel image, W^X, 4 KiB pages; skip the boot stack guard page.
     let sections = [
-        (l.text, PTE_P | PTE_A | g),
-        (l.rodata, PTE_P | PTE_A | g | nx),
-        (l.data, PTE_P | PTE_W | PTE_A | PTE_D | g | nx),
-        (l.bss, PTE_P | PTE_W | PTE_A | PTE_D | g | nx),
+        (l.text, pte::P | pte::A | g),
+        (l.rodata, pte::P | pte::A | g | nx),
+        (l.data, pte::P | pte::RW | pte::A | pte::D | g | nx),
+        (l.bss, pte::P | pte::RW | pte::A | pte::D | g | nx),
     ];
     for (r, flags) in sections {
         let mut va = r.start;
@@ -401,7 +401,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         LAPIC_VA,
         lapic_pa,
         SIZE_4K,
-        PTE_P | PTE_W | PTE_PCD | PTE_PWT | g | nx,
+        pte::P | pte::RW | pte::PCD | pte::PWT | g | nx,
         SIZE_4K,
     );
 
@@ -490,16 +490,16 @@ fn alloc_table() -> Result<u64, &'static str> {
 /// The table under `table[idx]`, created (present, writable) if missing.
 fn next_table_alloc(table: u64, idx: u64) -> Result<u64, &'static str> {
     let e = read_entry(table, idx);
-    if e & PTE_P != 0 {
-        if e & PTE_PS != 0 {
+    if e & pte::P != 0 {
+        if e & pte::PS != 0 {
             return Err("large leaf in the kernel map region");
         }
-        return Ok(e & PTE_ADDR);
+        return Ok(e & pte::ADDR_MASK);
     }
     let t = alloc_table()?;
     // SAFETY: `table` is a live page-table frame reached from the kernel
     // root; the new entry points at a zeroed table frame.
-    unsafe { core::ptr::write_volatile(entry_ptr(table, idx), t | PTE_P | PTE_W) };
+    unsafe { core::ptr::write_volatile(entry_ptr(table, idx), t | pte::P | pte::RW) };
     Ok(t)
 }
 
@@ -527,7 +527,7 @@ fn check_kmap_va(va: u64) -> Result<(), &'static str> {
 /// Not for interrupt context.
 pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static str> {
     check_kmap_va(va)?;
-    if pa & !PTE_ADDR != 0 {
+    if pa & !pte::ADDR_MASK != 0 {
         return Err("unaligned frame");
     }
     let f = cpu::features();
@@ -537,15 +537,15 @@ pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static 
         t = next_table_alloc(t, (va >> shift) & 511)?;
     }
     let idx = (va >> 12) & 511;
-    if read_entry(t, idx) & PTE_P != 0 {
+    if read_entry(t, idx) & pte::P != 0 {
         return Err("page already mapped");
     }
     let leaf = pa
-        | PTE_P
-        | PTE_A
-        | if writable { PTE_W | PTE_D } else { 0 }
-        | if f.pge { PTE_G } else { 0 }
-        | if f.nx { PTE_NX } else { 0 };
+        | pte::P
+        | pte::A
+        | if writable { pte::RW | pte::D } else { 0 }
+        | if f.pge { pte::G } else { 0 }
+        | if f.nx { pte::NX } else { 0 };
     // SAFETY: `t` is the live page table covering `va`, inside the run-time
     // region that only this module changes (under KMAP_LOCK).
     unsafe { core::ptr::write_volatile(entry_ptr(t, idx), leaf) };
@@ -561,19 +561,19 @@ pub fn unmap_kernel_page(va: u64) -> Option<u64> {
     let mut t = kernel_root();
     for shift in [39u32, 30, 21] {
         let e = read_entry(t, (va >> shift) & 511);
-        if e & PTE_P == 0 || e & PTE_PS != 0 {
+        if e & pte::P == 0 || e & pte::PS != 0 {
             return None;
         }
-        t = e & PTE_ADDR;
+        t = e & pte::ADDR_MASK;
     }
     let idx = (va >> 12) & 511;
     let e = read_entry(t, idx);
-    if e & PTE_P == 0 {
+    if e & pte::P == 0 {
         return None;
     }
     // SAFETY: as in `map_kernel_page`; the page is no longer in use by
     // contract, and the flush below drops any cached translation.
     unsafe { core::ptr::write_volatile(entry_ptr(t, idx), 0) };
     cpu::invlpg(va);
-    Some(e & PTE_ADDR)
+    Some(e & pte::ADDR_MASK)
 }

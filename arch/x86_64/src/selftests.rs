@@ -56,7 +56,7 @@ ktest! {
 ktest! {
     /// The lower half (user space) has no mappings at all.
     fn lower_half_is_empty() {
-        let pml4 = crate::cpu::read_cr3() & paging::PTE_ADDR;
+        let pml4 = crate::cpu::read_cr3() & crate::pte::ADDR_MASK;
         for i in 0..256u64 {
             let e = probe_read(PHYS_OFFSET + pml4 + i * 8).map_err(|f| ktest::format!("{:?}", f))?;
             check_eq!(e, 0, "PML4[{}]", i);

@@ -8,6 +8,9 @@
 //!   PTEs (set / get-and-clear / write-protect / clear-young / none-check),
 //!   arm64 contiguous-block fold and unfold, PMD leaves with deposited
 //!   tables, teardown.
+//! * [`probe`]: the read-only descent [`PageTable::lookup`] is built on,
+//!   over a raw root and a load function (the arch crates walk the live
+//!   kernel tables with it).
 //! * [`PageTable::walk_range`]: a cursor over a virtual range yielding
 //!   holes, huge leaves, huge swap entries and runs of PTEs ([`PteRun`]),
 //!   and [`PteRun::folio_pte_batch`], the extent of one folio's run of
@@ -41,7 +44,8 @@ pub use arch::{
 pub use batch::ClearResult;
 pub use pte_batch::{BatchMatch, PteBatch};
 pub use table::{
-    FolioSpan, PageTable, PtAlloc, PtEnv, PtError, PtStats, Walk, cont_hints, set_cont_hints,
+    FolioSpan, PageTable, Probe, PtAlloc, PtEnv, PtError, PtStats, Walk, cont_hints, probe,
+    set_cont_hints,
 };
 pub use tlb::{FULL_FLUSH_THRESHOLD, Space, TlbGather, TlbOps};
 pub use walk::{HugeLeaf, PteRun, RangeWalk, Step};

@@ -81,6 +81,59 @@ pub struct Walk {
     pub(super) slot: u64,
 }
 
+/// Where [`probe`] stopped: the leaf that maps the address (a `PROT_NONE`
+/// one included), or the absent or swap entry that ended the walk, its level in `mm`'s numbering (0 = the 4 KiB level, 3 = the
+/// root) and its raw word, for callers that report what the hardware
+/// itself grants (the arch crates' `kernel_translate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub level: u8,
+    pub entry: Entry,
+    pub raw: u64,
+}
+
+/// The engine's read-only walker over any table tree: descend from the root
+/// table at physical address `root` to `va`, reading entries with `load`
+/// (physical address of an entry to its raw word) and decoding them with
+/// `A`.  `on_table(level, raw)` sees each table entry passed through, root
+/// first.  It needs no [`PageTable`] (no allocator, no TLB), so the arch
+/// crates walk the live tables with it through their direct map;
+/// [`PageTable::lookup`] is the same descent.
+pub fn probe<A: PagingArch>(
+    root: u64,
+    va: u64,
+    load: impl Fn(u64) -> u64,
+    mut on_table: impl FnMut(u8, u64),
+) -> Probe {
+    descend::<A>(root, va, &load, &mut on_table).0
+}
+
+/// The one descent behind [`probe`] and [`PageTable::lookup`]; also returns
+/// the slot (physical address) of the entry where it stopped.
+#[inline]
+fn descend<A: PagingArch>(
+    root: u64,
+    va: u64,
+    load: &impl Fn(u64) -> u64,
+    on_table: &mut impl FnMut(u8, u64),
+) -> (Probe, u64) {
+    let mut table = root;
+    let mut level = ROOT_LEVEL;
+    loop {
+        let slot = table + 8 * level_index(va, level) as u64;
+        let raw = load(slot);
+        let entry = A::decode(raw, level);
+        match entry {
+            Entry::Table { pa } if level > 0 => {
+                on_table(level, raw);
+                table = pa;
+                level -= 1;
+            }
+            _ => return (Probe { level, entry, raw }, slot),
+        }
+    }
+}
+
 /// The frames of the folio being mapped, for the fold decision: a block is
 /// folded only if all 16 of its frames lie inside one folio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,20 +309,15 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     // ----- walking -----
 
     /// Walk to `va`: returns the leaf that maps it, or the absent entry
-    /// where the walk ended, with its level.  Never allocates.
+    /// where the walk ended, with its level.  Never allocates.  The descent
+    /// is [`probe`]'s.
     pub fn lookup(&self, va: u64) -> Walk {
-        let mut table = self.root;
-        let mut level = ROOT_LEVEL;
-        loop {
-            let slot = table + 8 * level_index(va, level) as u64;
-            let entry = self.read(slot, level);
-            match entry {
-                Entry::Table { pa } if level > 0 => {
-                    table = pa;
-                    level -= 1;
-                }
-                _ => return Walk { level, entry, slot },
-            }
+        let mem = self.mem();
+        let (p, slot) = descend::<A>(self.root, va, &|pa| mem.load(pa), &mut |_, _| {});
+        Walk {
+            level: p.level,
+            entry: p.entry,
+            slot,
         }
     }
 
@@ -326,6 +374,40 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             l -= 1;
         }
         Ok(table)
+    }
+
+    // ----- sharing the kernel half -----
+
+    /// Link the kernel half into this user table's root: copy every present
+    /// upper-half entry of `kernel_root` (a root of the same format, read
+    /// through this table's `PhysMem`) into this root, so the kernel stays
+    /// mapped while this root is loaded (x86, where one CR3 covers both
+    /// halves; arm64's TTBR1 maps the kernel and needs none).  The linked
+    /// entries point at the kernel's own tables, which a user table never
+    /// enumerates or frees (it owns only the lower half of its root);
+    /// upper-half slots empty in `kernel_root` are left as they are.  Call
+    /// it before the root is first loaded.  Returns how many entries it
+    /// linked.
+    pub fn link_kernel_half(&mut self, kernel_root: u64) -> usize {
+        debug_assert!(
+            self.space.is_user(),
+            "only a user root links the kernel half"
+        );
+        let mem = self.mem();
+        let mut linked = 0;
+        for i in ENTRIES_PER_TABLE / 2..ENTRIES_PER_TABLE {
+            let raw = mem.load(kernel_root + 8 * i as u64);
+            if raw == 0 {
+                continue;
+            }
+            debug_assert!(
+                matches!(A::decode(raw, ROOT_LEVEL), Entry::Table { .. }),
+                "kernel root entry {i} is no table"
+            );
+            mem.store(self.root + 8 * i as u64, raw);
+            linked += 1;
+        }
+        linked
     }
 
     // ----- kernel-style mapping -----
