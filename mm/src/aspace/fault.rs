@@ -39,7 +39,7 @@
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
 use crate::buddy::AllocFlags;
-use crate::folio::Folio;
+use crate::folio::{Folio, FolioRef};
 use crate::paging::{
     Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, Walk,
 };
@@ -182,21 +182,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             stats.count(VmEvent::ThpFaultFallback);
             return Ok(false);
         };
+        // Freed on every failure below; handed to the PMD once it is set.
+        let f = FolioRef::from_raw(f);
         // The deposit is allocated up front, so a later split never fails.
-        let Some(dep) = ctx.pt_alloc().alloc_pt() else {
-            f.put();
-            return Err(Fault::Oom);
-        };
-        self.zero_folio(f, base, addr);
+        let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
+        self.zero_folio(*f, base, addr);
         if pt
             .set_pmd_leaf(base, f.pfn(), anon_attrs(vma), dep)
             .is_err()
         {
             ctx.pt_alloc().free_pt(dep);
-            f.put();
             return Err(Fault::Oom);
         }
-        ctx.rmap_add_new(f, self.id, base, true);
+        let f = ctx.rmap_add_new(f, self.id, base, true);
         self.rss_add(f.nr_pages());
         stats.inc(PMD_ORDER, MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::ThpFaultAlloc);
@@ -266,18 +264,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 .alloc(0, AllocFlags::USER)
                 .map_err(|_| Fault::Oom)?,
         };
+        // Freed if the entries cannot be written; handed to them otherwise.
+        let f = FolioRef::from_raw(f);
         let base = align_down(addr, f.size());
-        self.zero_folio(f, base, addr);
+        self.zero_folio(*f, base, addr);
         let n = f.nr_pages() as usize;
         let set = match walk {
             Some(w) => pt.set_ptes_walked(w, addr, base, f.pfn(), n, anon_attrs(vma)),
             None => pt.set_ptes(base, f.pfn(), n, anon_attrs(vma)),
         };
         if set.is_err() {
-            f.put();
             return Err(Fault::Oom);
         }
-        ctx.rmap_add_new(f, self.id, base, false);
+        let f = ctx.rmap_add_new(f, self.id, base, false);
         self.rss_add(f.nr_pages());
         stats.inc(f.order(), MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::FaultAnonAlloc);
@@ -425,10 +424,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         src: Option<(Folio<'a>, u64)>,
     ) -> Result<(), Fault> {
         let ctx = self.ctx;
-        let new = ctx
-            .buddy
-            .alloc(0, AllocFlags::USER)
-            .map_err(|_| Fault::Oom)?;
+        let new = FolioRef::from_raw(
+            ctx.buddy
+                .alloc(0, AllocFlags::USER)
+                .map_err(|_| Fault::Oom)?,
+        );
         match src {
             Some((f, idx)) => ctx.mem.copy(new.pa(), f.page(idx).pa(), PAGE_SIZE),
             None => ctx.mem.zero(new.pa(), PAGE_SIZE),
