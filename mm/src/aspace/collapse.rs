@@ -444,7 +444,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             debug_assert!(pmd, "the mTHP window's entries were just cleared");
             return Err(CollapseError::VmaCheck);
         }
-        ctx.rmap_add_new(new, self.id, va, pmd);
+        ctx.rmap_add_new(new.into_raw(), self.id, va, pmd);
         // Unmap the sources: a folio whose every mapping was in the window
         // goes in one step; one also mapped elsewhere (shared, or a large
         // folio straddling the window) drops its window pages run by run.

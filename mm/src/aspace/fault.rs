@@ -194,7 +194,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             ctx.pt_alloc().free_pt(dep);
             return Err(Fault::Oom);
         }
-        let f = ctx.rmap_add_new(f, self.id, base, true);
+        let f = f.into_raw();
+        ctx.rmap_add_new(f, self.id, base, true);
         self.rss_add(f.nr_pages());
         stats.inc(PMD_ORDER, MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::ThpFaultAlloc);
@@ -276,7 +277,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if set.is_err() {
             return Err(Fault::Oom);
         }
-        let f = ctx.rmap_add_new(f, self.id, base, false);
+        let f = f.into_raw();
+        ctx.rmap_add_new(f, self.id, base, false);
         self.rss_add(f.nr_pages());
         stats.inc(f.order(), MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::FaultAnonAlloc);
@@ -440,7 +442,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g.finish();
         pt.set_pte(va, new.pfn(), anon_attrs(vma), None)
             .expect("the PTE table exists: an entry was just cleared in it");
-        ctx.rmap_add_new(new, self.id, va, false);
+        ctx.rmap_add_new(new.into_raw(), self.id, va, false);
         match src {
             Some((f, idx)) => {
                 ctx.rmap_remove_ptes(f, idx, 1);

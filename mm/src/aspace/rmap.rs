@@ -23,7 +23,7 @@
 
 use alloc::vec::Vec;
 
-use crate::folio::{Folio, FolioRef};
+use crate::folio::Folio;
 use crate::thp::MthpStat;
 
 use super::ctx::MmCtx;
@@ -108,17 +108,10 @@ impl<'a> MmCtx<'a> {
     /// becomes anonymous, owned by `mm_id` at `va` (the folio's first
     /// page), every page anon-exclusive, and mapped by all its pages' PTEs
     /// or, with `pmd`, by one PMD — entries the caller has just written.
-    /// The allocation's reference is handed over (not dropped and taken
-    /// again) and becomes the first mapping's; the returned view stays
-    /// valid while the caller holds the page-table lock.
-    pub(crate) fn rmap_add_new(
-        &self,
-        f: FolioRef<'a>,
-        mm_id: u64,
-        va: u64,
-        pmd: bool,
-    ) -> Folio<'a> {
-        let f = f.into_raw();
+    /// The allocation's reference becomes the first mapping's: the caller
+    /// hands it over with [`FolioRef::into_raw`](crate::folio::FolioRef::into_raw)
+    /// (not dropped and taken again).
+    pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) {
         f.set_anon_owner(mm_id, va >> crate::addr::PAGE_SHIFT);
         for p in f.pages() {
             p.set_anon_exclusive();
@@ -137,7 +130,6 @@ impl<'a> MmCtx<'a> {
             f.add_large_mapcount(n as i32);
         }
         self.thp.stats.inc(f.order(), MthpStat::NrAnon);
-        f
     }
 
     /// fork shares `n` pages from page `first` of `f` with a child by PTEs:
