@@ -32,9 +32,11 @@
 //!    flush per address space), remembering each entry's attributes.  With
 //!    the page-table locks held nobody can fault the range back meanwhile —
 //!    the role Linux's migration entries play.
-//! 4. The metadata is split (`Folio::split_meta`): per-page anon-exclusive
-//!    bits stay, the deferred-split queue entry goes, `nr_anon` moves from
-//!    the old order to the new ones, `split` counts on the old order.
+//! 4. The metadata is split (`FolioLockGuard::split_meta`: the folio lock
+//!    passes to a guard per sub-folio, released at the end): per-page
+//!    anon-exclusive bits stay, the deferred-split queue entry goes,
+//!    `nr_anon` moves from the old order to the new ones, `split` counts on
+//!    the old order.
 //! 5. Every cleared entry is written back for its sub-folio with one
 //!    `set_ptes` per run (so arm64 sub-folios of 64 KiB or more come back
 //!    contpte-mapped and smaller ones as plain PTEs).  With zero-page remap
