@@ -16,7 +16,7 @@ use crate::buddy::{
 };
 use crate::cpu::{CpuOps, MAX_CPUS, SingleCpu};
 use crate::emu::EmuMem;
-use crate::folio::{Folio, FolioList};
+use crate::folio::{Folio, FolioList, FolioRef};
 use crate::frame_flags::{FrameState, PageFlags};
 use crate::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, PAGEBLOCK_FRAMES, memmap_span};
 use crate::phys::PhysMem;
@@ -976,4 +976,73 @@ proptest! {
             prop_assert!(false, "{}", e);
         }
     }
+}
+
+#[test]
+fn folio_ref_drop_frees_and_clones_count() {
+    with_alloc(0x100000, 0x100000 + 8 * MIB, |a, _| {
+        let baseline = a.stats().free;
+        let f = FolioRef::from_raw(a.alloc(4, AllocFlags::USER).unwrap());
+        assert_eq!(a.stats().free, baseline - 16);
+        assert_eq!(f.refcount(), 1);
+        let g = f.clone();
+        assert_eq!(*g, *f);
+        assert_eq!(f.refcount(), 2);
+        let h = f.get_ref();
+        assert_eq!(f.refcount(), 3);
+        drop(g);
+        drop(h);
+        assert_eq!(f.refcount(), 1);
+        assert_eq!(a.stats().free, baseline - 16, "still held by one reference");
+        drop(f);
+        assert_eq!(a.stats().free, baseline, "the last reference freed it");
+        check(a);
+    });
+}
+
+#[test]
+fn folio_ref_into_raw_hands_the_reference_over() {
+    with_alloc(0x100000, 0x100000 + 8 * MIB, |a, _| {
+        let baseline = a.stats().free;
+        let f = FolioRef::from_raw(a.alloc(0, AllocFlags::USER).unwrap());
+        // As the fault path does when the reference becomes a mapping's.
+        let raw = f.into_raw();
+        assert_eq!(raw.refcount(), 1);
+        assert_eq!(a.stats().free, baseline - 1);
+        // And back, as whoever unmaps it would drop it.
+        drop(FolioRef::from_raw(raw));
+        assert_eq!(a.stats().free, baseline);
+        check(a);
+    });
+}
+
+#[test]
+fn folio_lock_guard_unlocks_on_early_return() {
+    fn locks_then_bails(f: Folio<'_>, bail: bool) -> Result<(), ()> {
+        let g = f.try_lock().ok_or(())?;
+        assert!(f.try_lock().is_none(), "the lock is held");
+        if bail {
+            return Err(());
+        }
+        drop(g);
+        Ok(())
+    }
+    with_alloc(0x100000, 0x100000 + 8 * MIB, |a, _| {
+        let baseline = a.stats().free;
+        {
+            let f = FolioRef::from_raw(a.alloc(2, AllocFlags::USER).unwrap());
+            assert_eq!(locks_then_bails(*f, true), Err(()));
+            assert!(!f.test(PageFlags::LOCKED), "the early return unlocked it");
+            assert_eq!(locks_then_bails(*f, false), Ok(()));
+            assert!(!f.test(PageFlags::LOCKED));
+            // A held lock makes the next try fail without touching it.
+            let g = f.try_lock().unwrap();
+            assert_eq!(locks_then_bails(*f, false), Err(()));
+            assert!(g.test(PageFlags::LOCKED));
+            // The guard, declared after the reference, goes first: the
+            // folio is never freed locked.
+        }
+        assert_eq!(a.stats().free, baseline);
+        check(a);
+    });
 }

@@ -3,10 +3,40 @@
 //!
 //! A [`Folio`] is a head index plus a reference to the allocator that owns
 //! it (two words, `Copy`).  Holding one does not by itself hold a reference
-//! count: like a raw `struct folio *`, the code that obtained it must own a
-//! reference (`alloc`, `get`, a mapping) for as long as it uses it, and
-//! `put` drops one.  The last `put` frees the folio through the allocator
-//! the handle points to, so no global allocator is needed.
+//! count: like a raw `struct folio *`, it is a borrowed view, valid while
+//! some reference the code can account for keeps the folio alive.  The
+//! last reference dropped frees the folio through the allocator the handle
+//! points to, so no global allocator is needed.
+//!
+//! # Who owns which reference
+//! References come in two kinds, and every one has exactly one owner:
+//! * **Owned by code**: a [`FolioRef`].  It holds one reference and drops
+//!   it when it goes out of scope, so an error path (`?`, an early
+//!   `return`) cannot leak or double-drop it.  The allocator's new folio
+//!   becomes one with [`FolioRef::from_raw`]; [`Folio::get_ref`] and
+//!   `Clone` take another reference from one the caller already has.
+//! * **Owned by a mapping**: each PTE or PMD mapping owns one reference
+//!   (see below).  These are not `FolioRef`s: page tables hold raw entries,
+//!   and the rmap code (`aspace::rmap`) raises and drops them with the
+//!   mapcounts.  A `FolioRef` whose reference becomes a mapping's is handed
+//!   over with [`FolioRef::into_raw`] (no atomic operation: the count does
+//!   not change, only its owner) — the fault and collapse paths do this
+//!   when they pass the folio to `rmap_add_new`, once the entry is written,
+//!   so until then a failure frees the folio by dropping the `FolioRef`.
+//!   (The hand-over is at the call site rather than inside `rmap_add_new`
+//!   because passing and returning the handle through it cost the arm64
+//!   fault 6–38 instructions.)  Mapping
+//!   references are dropped with [`Folio::put_many`] (or the batched
+//!   forms) after the TLB flush that makes them unreachable.
+//!
+//! The folio *lock* (the `LOCKED` flag) is separate from references: a
+//! [`FolioLockGuard`] (from [`Folio::try_lock`]) holds it and releases it
+//! when dropped.  The guard does not hold a reference; whoever locks a
+//! folio must keep a reference (its own, or a mapping's it has pinned down
+//! with the page-table lock) until the guard is gone, and a folio must be
+//! unlocked before its last reference goes (the allocator's debug checks
+//! refuse to free a locked folio).  Where locals hold both, declare the
+//! guard after the reference so it is dropped first.
 //!
 //! # Mapcounts and references (semantics notes §2.7)
 //! * `large_mapcount` counts every PTE and PMD mapping of any page of the
@@ -156,6 +186,16 @@ impl<'a> Folio<'a> {
         !self.test_and_set(PageFlags::LOCKED)
     }
 
+    /// Takes the folio lock if it is free, as a guard that releases it when
+    /// dropped, so no early return can leave the folio locked.  The caller
+    /// keeps a reference for as long as the guard lives.
+    #[inline]
+    pub fn try_lock(&self) -> Option<FolioLockGuard<'a>> {
+        // Lazily: an eagerly built guard would be dropped on failure and
+        // release the other holder's lock.
+        self.trylock().then(|| FolioLockGuard { folio: *self })
+    }
+
     /// Releases the folio lock.
     #[inline]
     pub fn unlock(&self) {
@@ -194,6 +234,14 @@ impl<'a> Folio<'a> {
         if old == 0 {
             panic!("folio get on a free folio: {}", self.dump());
         }
+    }
+
+    /// Takes another reference, owned by the returned handle.  The caller
+    /// must already hold one (references are only taken from live ones).
+    #[inline]
+    pub fn get_ref(&self) -> FolioRef<'a> {
+        self.get();
+        FolioRef { folio: *self }
     }
 
     /// Takes `n` references at once (mapping `n` PTEs of the folio).
@@ -373,6 +421,125 @@ impl Eq for Folio<'_> {}
 impl fmt::Debug for Folio<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Folio({})", self.dump())
+    }
+}
+
+/// One folio reference, owned: dropping it drops the reference (freeing
+/// the folio if it was the last), cloning takes another.  Dereferences to
+/// the borrowed [`Folio`] view.  See the module doc for when a reference
+/// is a `FolioRef` and when it belongs to a mapping.
+#[must_use = "dropping a FolioRef drops its reference at once"]
+pub struct FolioRef<'a> {
+    folio: Folio<'a>,
+}
+
+impl<'a> FolioRef<'a> {
+    /// Takes ownership of a reference the caller holds on `folio` (a fresh
+    /// allocation's, or one `into_raw` handed out), so that it is dropped
+    /// on every path from here.
+    #[inline]
+    pub fn from_raw(folio: Folio<'a>) -> Self {
+        Self { folio }
+    }
+
+    /// Gives the reference away without dropping it: the caller now
+    /// accounts for it by other means — normally a page-table mapping it
+    /// was just written into (the mapping owns it from then on).  No
+    /// atomic operation happens, which is what keeps the fault path's
+    /// allocate-and-map as cheap as a hand-written `put` on failure.
+    #[inline]
+    pub fn into_raw(self) -> Folio<'a> {
+        let f = self.folio;
+        core::mem::forget(self);
+        f
+    }
+
+    /// The borrowed view (also reachable through `Deref`).
+    #[inline]
+    pub fn folio(&self) -> Folio<'a> {
+        self.folio
+    }
+}
+
+impl<'a> core::ops::Deref for FolioRef<'a> {
+    type Target = Folio<'a>;
+
+    #[inline]
+    fn deref(&self) -> &Folio<'a> {
+        &self.folio
+    }
+}
+
+impl Clone for FolioRef<'_> {
+    #[inline]
+    fn clone(&self) -> Self {
+        self.folio.get_ref()
+    }
+}
+
+impl Drop for FolioRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.folio.put();
+    }
+}
+
+impl fmt::Debug for FolioRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FolioRef({})", self.folio.dump())
+    }
+}
+
+/// The folio lock, held: dropping the guard releases it.  Holds no
+/// reference (see the module doc).
+#[must_use = "dropping a FolioLockGuard unlocks the folio at once"]
+pub struct FolioLockGuard<'a> {
+    folio: Folio<'a>,
+}
+
+impl<'a> FolioLockGuard<'a> {
+    /// A guard for a lock the caller already holds and hands over (the
+    /// split protocol's sub-folios come out of `split_meta` locked).
+    #[inline]
+    pub(crate) fn assume_locked(folio: Folio<'a>) -> Self {
+        debug_assert!(
+            folio.test(PageFlags::LOCKED),
+            "not locked: {}",
+            folio.dump()
+        );
+        Self { folio }
+    }
+
+    /// Keeps the folio locked but stops the guard from releasing it: the
+    /// caller takes over the unlock (or hands the lock on, as a split does
+    /// to its sub-folios).
+    #[inline]
+    pub(crate) fn into_raw(self) -> Folio<'a> {
+        let f = self.folio;
+        core::mem::forget(self);
+        f
+    }
+
+    /// The locked folio.
+    #[inline]
+    pub fn folio(&self) -> Folio<'a> {
+        self.folio
+    }
+}
+
+impl<'a> core::ops::Deref for FolioLockGuard<'a> {
+    type Target = Folio<'a>;
+
+    #[inline]
+    fn deref(&self) -> &Folio<'a> {
+        &self.folio
+    }
+}
+
+impl Drop for FolioLockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.folio.unlock();
     }
 }
 

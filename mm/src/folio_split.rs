@@ -13,7 +13,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::folio::Folio;
+use crate::folio::{Folio, FolioLockGuard};
 use crate::frame_flags::{FrameState, PageFlags, TAILS_AE, word};
 
 /// Folio flags a sub-folio inherits from the folio it was split from.  The
@@ -25,37 +25,40 @@ const INHERITED: PageFlags = PageFlags::ANON
     .union(PageFlags::UPTODATE)
     .union(PageFlags::KERNEL);
 
-impl<'a> Folio<'a> {
-    /// Turn this folio into sub-folios of `orders` (address order; each
-    /// naturally aligned, together covering the folio exactly).  Returns the
-    /// sub-folios; the first has the same head as `self`.
+impl<'a> FolioLockGuard<'a> {
+    /// Turn this locked folio into sub-folios of `orders` (address order;
+    /// each naturally aligned, together covering the folio exactly).
+    /// Returns the sub-folios, each locked with its own guard (the lock
+    /// this guard held passes to them); the first has the same head.
     ///
-    /// Preconditions (the caller's split protocol): the folio is locked, not
+    /// Preconditions (the caller's split protocol): the folio is not
     /// mapped anywhere, not on the deferred-split queue, and its refcount is
     /// exactly the caller's one reference.  Afterwards every sub-folio is
     /// locked, unmapped, and holds refcount 1 — the first one the caller's
     /// original reference, every other one a new reference the caller now
-    /// owns and must drop.  Per-page anon-exclusive bits stay where they are.
-    pub(crate) fn split_meta(self, orders: &[u32]) -> Vec<Folio<'a>> {
-        let old = self.order();
+    /// owns and must drop (after the sub-folio's guard).  Per-page
+    /// anon-exclusive bits stay where they are.
+    pub(crate) fn split_meta(self, orders: &[u32]) -> Vec<FolioLockGuard<'a>> {
+        let this = self.into_raw();
+        let old = this.order();
         debug_assert_eq!(
             orders.iter().map(|&o| 1u64 << o).sum::<u64>(),
             1u64 << old,
             "split plan does not cover the folio"
         );
-        debug_assert!(self.test(PageFlags::LOCKED));
-        debug_assert!(!self.test(PageFlags::DEFERRED_SPLIT));
-        debug_assert_eq!(self.large_mapcount(), 0);
-        debug_assert_eq!(self.refcount(), 1);
-        let mm = self.allocator().memmap();
-        let inherit = self.flags() & INHERITED;
+        debug_assert!(this.test(PageFlags::LOCKED));
+        debug_assert!(!this.test(PageFlags::DEFERRED_SPLIT));
+        debug_assert_eq!(this.large_mapcount(), 0);
+        debug_assert_eq!(this.refcount(), 1);
+        let mm = this.allocator().memmap();
+        let inherit = this.flags() & INHERITED;
         let mut out = Vec::with_capacity(orders.len());
         let mut off = 0u32;
         // The first head is rewritten last: until then it still describes
         // the whole folio, so a racy `head_of` probe never finds a hole.
         let mut first_word = 0;
         for &o in orders {
-            let idx = self.idx() + off;
+            let idx = this.idx() + off;
             debug_assert!(off.is_multiple_of(1 << o), "sub-folio not aligned");
             let d = mm.at(idx);
             let own_ae = d.page_flags() & PageFlags::ANON_EXCLUSIVE;
@@ -75,10 +78,13 @@ impl<'a> Folio<'a> {
                 d.entire_mapcount.store(0, Relaxed);
                 d.set_fresh(w);
             }
-            out.push(Folio::from_head(self.allocator(), idx));
+            out.push(FolioLockGuard::assume_locked(Folio::from_head(
+                this.allocator(),
+                idx,
+            )));
             off += 1 << o;
         }
-        let h = mm.at(self.idx());
+        let h = mm.at(this.idx());
         h.entire_mapcount.store(0, Relaxed);
         h.set_fresh(first_word);
         out

@@ -42,7 +42,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::addr::{PAGE_SIZE, PMD_ORDER};
 use crate::buddy::AllocFlags;
 use crate::errno::Errno;
-use crate::folio::Folio;
+use crate::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
 use crate::vma::{Vma, VmaSet};
@@ -293,8 +293,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         Ok(Window { entries: e, folios })
     }
 
-    /// Allocate the new folio for a collapse to `order`.
-    fn collapse_alloc(&self, order: u32) -> Result<Folio<'a>, CollapseError> {
+    /// Allocate the new folio for a collapse to `order`.  Owned, so every
+    /// refusal after this frees it by returning.
+    fn collapse_alloc(&self, order: u32) -> Result<FolioRef<'a>, CollapseError> {
         let stats = &self.ctx.thp.stats;
         match self.ctx.buddy.alloc(order, AllocFlags::USER) {
             Ok(f) => {
@@ -302,7 +303,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 if order == PMD_ORDER {
                     stats.count(VmEvent::ThpCollapseAlloc);
                 }
-                Ok(f)
+                Ok(FolioRef::from_raw(f))
             }
             Err(_) => {
                 stats.inc(order, MthpStat::CollapseAllocFailed);
@@ -359,59 +360,41 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             self.collapse_scan(&pt, va, order, lim)?;
         }
         let new = self.collapse_alloc(order)?;
-        let Some(vmas) = self.vmas.try_write() else {
-            new.put();
-            return Err(CollapseError::LockBusy);
-        };
+        let vmas = self.vmas.try_write().ok_or(CollapseError::LockBusy)?;
         let v = match vmas.find(va) {
             Some(v) if eligible(v) => *v,
-            _ => {
-                new.put();
-                return Err(CollapseError::VmaCheck);
-            }
+            _ => return Err(CollapseError::VmaCheck),
         };
-        let Some(mut pt) = self.try_lock_pt() else {
-            new.put();
-            return Err(CollapseError::LockBusy);
-        };
-        let w = match self.collapse_scan(&pt, va, order, lim) {
-            Ok(w) => w,
-            Err(err) => {
-                new.put();
-                return Err(err);
-            }
-        };
+        let mut pt = self.try_lock_pt().ok_or(CollapseError::LockBusy)?;
+        let w = self.collapse_scan(&pt, va, order, lim)?;
         self.collapse_install(&v, &mut pt, va, order, new, w)
     }
 
     /// Steps 4–8 of the module doc, with the mmap lock held for writing and
     /// the page-table lock held, after a successful scan that returned `e`
     /// under the same page-table lock hold (so only A/D bits may have
-    /// changed since).  Consumes `new` (freed on failure).
+    /// changed since).  Consumes `new`: it becomes the new mapping's
+    /// reference, or is freed on failure.
     fn collapse_install(
         &self,
         v: &Vma,
         pt: &mut PageTable<'a, A>,
         va: u64,
         order: u32,
-        new: Folio<'a>,
+        new: FolioRef<'a>,
         w: Window<'a>,
     ) -> Result<(), CollapseError> {
         let ctx = self.ctx;
         let mem = ctx.mem;
         let Window { entries: e, folios } = w;
         let n = e.len();
-        // Isolate: lock every source folio and check it is not pinned.
-        let unlock = |fs: &[(Folio<'a>, u64)]| fs.iter().for_each(|(f, _)| f.unlock());
-        for (k, (f, _)) in folios.iter().enumerate() {
-            if !f.trylock() {
-                unlock(&folios[..k]);
-                new.put();
-                return Err(CollapseError::PageLock);
-            }
+        // Isolate: lock every source folio and check it is not pinned.  The
+        // sources' mappings keep them alive (the page-table lock holds the
+        // mappings), and a refusal unlocks them by dropping the guards.
+        let mut locked: Vec<FolioLockGuard<'a>> = Vec::with_capacity(folios.len());
+        for &(f, _) in &folios {
+            locked.push(f.try_lock().ok_or(CollapseError::PageLock)?);
             if f.extra_refs() != 0 {
-                unlock(&folios[..=k]);
-                new.put();
                 return Err(CollapseError::PageCount);
             }
         }
@@ -459,11 +442,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         if !installed {
             debug_assert!(pmd, "the mTHP window's entries were just cleared");
-            unlock(&folios);
-            new.put();
             return Err(CollapseError::VmaCheck);
         }
-        ctx.rmap_add_new(new, self.id, va, pmd);
+        ctx.rmap_add_new(new.into_raw(), self.id, va, pmd);
         // Unmap the sources: a folio whose every mapping was in the window
         // goes in one step; one also mapped elsewhere (shared, or a large
         // folio straddling the window) drops its window pages run by run.
@@ -478,9 +459,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             unmapped += c;
         }
         self.rss_add(n as u64 - unmapped);
+        // Each source is unlocked before its window references go (a
+        // folio is never freed locked).
         let mut freed = FreeBatch::new();
-        for &(f, c) in &folios {
-            f.unlock();
+        for (lock, &(f, c)) in locked.into_iter().zip(&folios) {
+            drop(lock);
             freed.put(f, c as u32);
         }
         freed.finish();

@@ -39,7 +39,7 @@
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
 use crate::buddy::AllocFlags;
-use crate::folio::Folio;
+use crate::folio::{Folio, FolioRef};
 use crate::paging::{
     Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, Walk,
 };
@@ -182,20 +182,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             stats.count(VmEvent::ThpFaultFallback);
             return Ok(false);
         };
+        // Freed on every failure below; handed to the PMD once it is set.
+        let f = FolioRef::from_raw(f);
         // The deposit is allocated up front, so a later split never fails.
-        let Some(dep) = ctx.pt_alloc().alloc_pt() else {
-            f.put();
-            return Err(Fault::Oom);
-        };
-        self.zero_folio(f, base, addr);
+        let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
+        self.zero_folio(*f, base, addr);
         if pt
             .set_pmd_leaf(base, f.pfn(), anon_attrs(vma), dep)
             .is_err()
         {
             ctx.pt_alloc().free_pt(dep);
-            f.put();
             return Err(Fault::Oom);
         }
+        let f = f.into_raw();
         ctx.rmap_add_new(f, self.id, base, true);
         self.rss_add(f.nr_pages());
         stats.inc(PMD_ORDER, MthpStat::AnonFaultAlloc);
@@ -266,17 +265,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 .alloc(0, AllocFlags::USER)
                 .map_err(|_| Fault::Oom)?,
         };
+        // Freed if the entries cannot be written; handed to them otherwise.
+        let f = FolioRef::from_raw(f);
         let base = align_down(addr, f.size());
-        self.zero_folio(f, base, addr);
+        self.zero_folio(*f, base, addr);
         let n = f.nr_pages() as usize;
         let set = match walk {
             Some(w) => pt.set_ptes_walked(w, addr, base, f.pfn(), n, anon_attrs(vma)),
             None => pt.set_ptes(base, f.pfn(), n, anon_attrs(vma)),
         };
         if set.is_err() {
-            f.put();
             return Err(Fault::Oom);
         }
+        let f = f.into_raw();
         ctx.rmap_add_new(f, self.id, base, false);
         self.rss_add(f.nr_pages());
         stats.inc(f.order(), MthpStat::AnonFaultAlloc);
@@ -425,10 +426,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         src: Option<(Folio<'a>, u64)>,
     ) -> Result<(), Fault> {
         let ctx = self.ctx;
-        let new = ctx
-            .buddy
-            .alloc(0, AllocFlags::USER)
-            .map_err(|_| Fault::Oom)?;
+        let new = FolioRef::from_raw(
+            ctx.buddy
+                .alloc(0, AllocFlags::USER)
+                .map_err(|_| Fault::Oom)?,
+        );
         match src {
             Some((f, idx)) => ctx.mem.copy(new.pa(), f.page(idx).pa(), PAGE_SIZE),
             None => ctx.mem.zero(new.pa(), PAGE_SIZE),
@@ -440,7 +442,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g.finish();
         pt.set_pte(va, new.pfn(), anon_attrs(vma), None)
             .expect("the PTE table exists: an entry was just cleared in it");
-        ctx.rmap_add_new(new, self.id, va, false);
+        ctx.rmap_add_new(new.into_raw(), self.id, va, false);
         match src {
             Some((f, idx)) => {
                 ctx.rmap_remove_ptes(f, idx, 1);

@@ -106,9 +106,11 @@ impl Drop for FreeBatch<'_> {
 impl<'a> MmCtx<'a> {
     /// A freshly allocated folio (holding the allocation's one reference)
     /// becomes anonymous, owned by `mm_id` at `va` (the folio's first
-    /// page), every page anon-exclusive, and mapped by `nr_maps` PTEs or,
-    /// with `pmd`, by one PMD.  The allocation's reference becomes the
-    /// first mapping's.
+    /// page), every page anon-exclusive, and mapped by all its pages' PTEs
+    /// or, with `pmd`, by one PMD — entries the caller has just written.
+    /// The allocation's reference becomes the first mapping's: the caller
+    /// hands it over with [`FolioRef::into_raw`](crate::folio::FolioRef::into_raw)
+    /// (not dropped and taken again).
     pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) {
         f.set_anon_owner(mm_id, va >> crate::addr::PAGE_SHIFT);
         for p in f.pages() {

@@ -32,9 +32,11 @@
 //!    flush per address space), remembering each entry's attributes.  With
 //!    the page-table locks held nobody can fault the range back meanwhile —
 //!    the role Linux's migration entries play.
-//! 4. The metadata is split (`Folio::split_meta`): per-page anon-exclusive
-//!    bits stay, the deferred-split queue entry goes, `nr_anon` moves from
-//!    the old order to the new ones, `split` counts on the old order.
+//! 4. The metadata is split (`FolioLockGuard::split_meta`: the folio lock
+//!    passes to a guard per sub-folio, released at the end): per-page
+//!    anon-exclusive bits stay, the deferred-split queue entry goes,
+//!    `nr_anon` moves from the old order to the new ones, `split` counts on
+//!    the old order.
 //! 5. Every cleared entry is written back for its sub-folio with one
 //!    `set_ptes` per run (so arm64 sub-folios of 64 KiB or more come back
 //!    contpte-mapped and smaller ones as plain PTEs).  With zero-page remap
@@ -48,7 +50,7 @@ use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE};
 use crate::errno::Errno;
-use crate::folio::Folio;
+use crate::folio::{Folio, FolioRef};
 use crate::frame_flags::PageFlags;
 use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step};
 use crate::thp::{MthpStat, VmEvent};
@@ -230,9 +232,9 @@ fn split_folio_impl<'a, A: PagingArch>(
     if folio.extra_refs() != 1 {
         return fail(Errno::EAGAIN);
     }
-    if !folio.trylock() {
+    let Some(lock) = folio.try_lock() else {
         return fail(Errno::EAGAIN);
-    }
+    };
     // --- nothing fails from here on ---
     let nr = folio.nr_pages();
     let mut saved: Vec<Saved> = Vec::new();
@@ -296,7 +298,15 @@ fn split_folio_impl<'a, A: PagingArch>(
         Some(a) => buddy_plan(order, new_order, a, anon),
     };
     let (owner, _) = folio.anon_owner().expect("checked above");
-    let subs = folio.split_meta(&plan);
+    let subs = lock.split_meta(&plan);
+    // The splitter's new references on all but the first sub-folio (the
+    // first keeps the caller's); dropped last, after the sub-folios'
+    // locks and the page-table locks, so unmapped sub-folios are freed
+    // then.
+    let refs: Vec<FolioRef<'a>> = subs[1..]
+        .iter()
+        .map(|s| FolioRef::from_raw(s.folio()))
+        .collect();
     let stats = &ctx.thp.stats;
     stats.inc(order, MthpStat::Split);
     if order == PMD_ORDER {
@@ -308,10 +318,10 @@ fn split_folio_impl<'a, A: PagingArch>(
     // Remap: runs of consecutive pages of one sub-folio in one space.
     let sub_of = |page: u64| -> Folio<'a> {
         let pfn = folio.pfn() + page;
-        *subs
-            .iter()
+        subs.iter()
             .find(|s| pfn >= s.pfn() && pfn < s.pfn() + s.nr_pages())
             .expect("the plan covers the folio")
+            .folio()
     };
     for s in &subs {
         let first = s.pfn() - folio.pfn();
@@ -363,17 +373,13 @@ fn split_folio_impl<'a, A: PagingArch>(
         if maps > 0 {
             stats.inc(s.order(), MthpStat::NrAnon);
             if s.order() >= 2 && (maps as u64) < s.nr_pages() {
-                ctx.deferred_split_folio(*s);
+                ctx.deferred_split_folio(s.folio());
             }
         }
-        s.unlock();
     }
+    drop(subs);
     drop(guards);
-    // The splitter's references on all but the first sub-folio (the first
-    // keeps the caller's); unmapped sub-folios are freed here.
-    for s in subs.into_iter().skip(1) {
-        s.put();
-    }
+    drop(refs);
     Ok(())
 }
 
@@ -401,21 +407,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         for f in self.large_folios_in(start, end) {
             if f.order() > new_order {
                 count.found += 1;
-                if split_folio_to_order(mms, f, new_order).is_ok() {
+                if split_folio_to_order(mms, *f, new_order).is_ok() {
                     count.split += 1;
                 }
             }
-            f.put();
         }
         count
     }
 
     /// The distinct large anonymous folios mapped in `[start, end)`, each
     /// with a reference taken for the caller.
-    pub(crate) fn large_folios_in(&self, start: u64, end: u64) -> Vec<Folio<'a>> {
+    pub(crate) fn large_folios_in(&self, start: u64, end: u64) -> Vec<FolioRef<'a>> {
         let _vmas = self.vmas.read();
         let pt = self.lock_pt();
-        let mut out: Vec<Folio<'a>> = Vec::new();
+        let mut out: Vec<FolioRef<'a>> = Vec::new();
         let mut va = start & !(PAGE_SIZE - 1);
         while va < end {
             let w = pt.lookup(va);
@@ -425,11 +430,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 && let Some(f) = self.ctx.folio(l.pfn)
                 && f.is_large()
                 && f.is_anon()
-                && out.last() != Some(&f)
-                && !out.contains(&f)
+                && out.last().is_none_or(|g| **g != f)
+                && !out.iter().any(|g| **g == f)
             {
-                f.get();
-                out.push(f);
+                out.push(f.get_ref());
             }
             va = (va & !(step - 1)) + step;
         }
@@ -470,17 +474,16 @@ impl<'a> MmCtx<'a> {
                 // Queued folios are mapped, so alive: the reference is safe
                 // to take under the queue lock (an unmap takes the folio off
                 // the queue, under this lock, before dropping its last one).
-                f.get();
-                f
+                f.get_ref()
             };
             c.scanned += 1;
             let partial = f.test(PageFlags::PARTIALLY_MAPPED);
             let underused = !partial
                 && f.order() == PMD_ORDER
                 && self.thp.config.shrink_underused()
-                && self.thp_underused(f);
+                && self.thp_underused(*f);
             if (partial || underused) && f.is_mapped() {
-                match split_folio_to_order(mms, f, 0) {
+                match split_folio_to_order(mms, *f, 0) {
                     Ok(()) if partial => c.split += 1,
                     Ok(()) => {
                         c.underused += 1;
@@ -488,13 +491,12 @@ impl<'a> MmCtx<'a> {
                     }
                     Err(_) => {
                         c.failed += 1;
-                        self.requeue(f);
+                        self.requeue(*f);
                     }
                 }
             } else {
-                self.requeue(f);
+                self.requeue(*f);
             }
-            f.put();
         }
         c
     }
