@@ -107,17 +107,14 @@ pub fn new_mm() -> Result<Arc<UserMm>, Errno> {
 
 /// Register an address space made elsewhere (e.g. by `Mm::fork`).
 pub fn register(mm: UserMm) -> Result<Arc<UserMm>, Errno> {
-    // The kernel half of the root: copied from the kernel's root on x86 (one
-    // CR3 covers both halves), empty on arm64 (TTBR1 maps the kernel).  The
-    // user page table owns only the lower half, so it never frees these.
-    let mut top = [0u64; 512];
-    arch::user_root_init(&mut top);
-    let root = mm.root_pa();
-    for (i, e) in top.iter().enumerate().skip(256) {
-        if *e != 0 {
-            mm::phys::PhysMem::store(&crate::physmem::DIRECT_MAP, root + 8 * i as u64, *e);
-        }
+    // The kernel half of the root: linked from the kernel's root on x86 (one
+    // CR3 covers both halves) through the page-table engine; none on arm64
+    // (TTBR1 maps the kernel).  The user page table owns only the lower
+    // half, so it never frees the kernel's tables.
+    if let Some(k) = arch::kernel_half_root() {
+        mm.link_kernel_half(k);
     }
+    let root = mm.root_pa();
     let mm = Arc::new(mm);
     insert(root, mm.clone());
     Ok(mm)

@@ -196,6 +196,11 @@ fn tlbi_asid(asid: u64) {
     };
 }
 
+/// None: TTBR1 maps the kernel, so a user root (TTBR0) has no kernel half.
+pub fn kernel_half_root() -> Option<u64> {
+    None
+}
+
 /// Prepare `table` as the root of a new lower-half address space (TTBR0
 /// covers only the lower half on arm64, so it starts empty).
 pub fn user_root_init(table: &mut [u64; 512]) {

@@ -124,8 +124,9 @@ mod hw {
     use crate::{FaultInfo, KernelLayout, Translation};
 
     pub use crate::context::{
-        Context, asid_bits, current_user_root, invalidate_asid, set_irq_exit_hook,
-        set_thread_stack, switch_context, switch_user_root, user_root_init, user_root_off,
+        Context, asid_bits, current_user_root, invalidate_asid, kernel_half_root,
+        set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_init,
+        user_root_off,
     };
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
     pub use crate::fpu::FpuState;

@@ -189,6 +189,14 @@ pub fn user_root_init(table: &mut [u64; 512]) {
     }
 }
 
+/// The root whose upper half every user root must share (one CR3 covers
+/// both halves on x86): the kernel's, once its run-time mapping region has
+/// its PML4 entry (so roots made later see that region's tables).
+pub fn kernel_half_root() -> Option<u64> {
+    paging::ensure_kernel_map_pml4();
+    Some(paging::kernel_root())
+}
+
 /// Load `root_pa` (a PML4 made by [`user_root_init`]) into CR3 with PCID
 /// `asid` (low 12 bits; 0 is the kernel's and is refused).  The PCID's TLB
 /// entries are kept when it was last loaded with the same root and flushed

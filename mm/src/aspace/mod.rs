@@ -255,6 +255,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.root
     }
 
+    /// Link the kernel half of `kernel_root` into this space's root through
+    /// the page-table engine ([`crate::paging::PageTable::link_kernel_half`]):
+    /// on x86, where one CR3 covers both halves, before the space is first
+    /// loaded.  Returns how many root entries were linked.
+    pub fn link_kernel_half(&self, kernel_root: u64) -> usize {
+        self.lock_pt().link_kernel_half(kernel_root)
+    }
+
     /// Anonymous pages mapped.
     pub fn anon_rss(&self) -> u64 {
         self.anon_rss.load(Relaxed)
