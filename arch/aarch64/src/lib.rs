@@ -62,59 +62,7 @@ pub const KIMAGE_VOFFSET: u64 = 0xFFFF_FFFF_0000_0000;
 pub const DEVICE_VA_BASE: u64 = 0xFFFF_FFFE_0000_0000;
 pub const NAME: &str = "aarch64";
 
-/// The kind of access that faulted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-    Exec,
-}
-
-/// A data or instruction abort, as handed to the fault handler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FaultInfo {
-    /// Faulting virtual address (FAR_EL1).
-    pub addr: u64,
-    /// Address of the faulting instruction (ELR_EL1).
-    pub pc: u64,
-    pub access: Access,
-    /// The access came from EL0.
-    pub user: bool,
-    /// The translation was present: a permission fault (or an access-flag
-    /// fault), not a translation fault.
-    pub permission: bool,
-}
-
-/// Result of walking the live kernel tables for one address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Translation {
-    /// Physical address of the byte at the queried VA.
-    pub pa: u64,
-    /// Size of the leaf mapping it: 4 KiB, 2 MiB or 1 GiB.
-    pub size: u64,
-    pub writable: bool,
-    /// Executable at EL1 (PXN clear).
-    pub executable: bool,
-    /// Accessible from EL0 (AP[1]).
-    pub user: bool,
-}
-
-/// Virtual layout of the running kernel (all ranges half-open).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelLayout {
-    pub text: core::ops::Range<u64>,
-    pub rodata: core::ops::Range<u64>,
-    pub data: core::ops::Range<u64>,
-    pub bss: core::ops::Range<u64>,
-    /// The boot stack (the kernel runs on it).
-    pub stack: core::ops::Range<u64>,
-    /// The unmapped page just below `stack`.
-    pub stack_guard: core::ops::Range<u64>,
-    /// Direct-map VAs from the lowest to the highest RAM address.
-    pub direct_map: core::ops::Range<u64>,
-    /// Largest leaf size used by the direct map.
-    pub direct_map_leaf: u64,
-}
+pub use arch_common::{Access, FaultInfo, KernelLayout, Translation};
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use hw::*;

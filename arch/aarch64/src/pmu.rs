@@ -27,7 +27,7 @@ use crate::regs::{isb, read_sysreg, write_sysreg};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Once;
 
-include!("../../pmu_types.rs");
+pub use arch_common::pmu::*;
 
 /// Common event numbers (Arm ARM, "PMU events and event numbers").
 const EV_L1D_TLB_REFILL: u32 = 0x05;

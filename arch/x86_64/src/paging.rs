@@ -20,7 +20,7 @@ use crate::cpu;
 // and decodes; none is defined here.
 use crate::pte::{self, X86_64};
 use crate::serial::kprint;
-use core::ops::Range;
+
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
 use mm::paging::Entry;
@@ -43,36 +43,7 @@ const SIZE_4K: u64 = 1 << 12;
 const SIZE_2M: u64 = 1 << 21;
 const SIZE_1G: u64 = 1 << 30;
 
-/// One page of a live mapping, as reported by [`kernel_translate`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Translation {
-    /// The physical address `va` maps to (not the leaf's base).
-    pub pa: u64,
-    /// Size of the leaf: 4 KiB, 2 MiB or 1 GiB.
-    pub size: u64,
-    pub writable: bool,
-    pub executable: bool,
-    pub user: bool,
-}
-
-/// Virtual layout of the running kernel (all ranges half-open).  Same shape
-/// as the aarch64 crate's.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelLayout {
-    pub text: Range<u64>,
-    pub rodata: Range<u64>,
-    pub data: Range<u64>,
-    pub bss: Range<u64>,
-    /// The boot stack (the kernel runs on it).
-    pub stack: Range<u64>,
-    /// The unmapped page just below `stack`.
-    pub stack_guard: Range<u64>,
-    /// Direct-map VAs from the lowest to the highest mapped physical address
-    /// (RAM rounded out to 2 MiB, plus the legacy first MiB).
-    pub direct_map: Range<u64>,
-    /// Largest leaf size used by the direct map (1 GiB only with `has_1g_pages()`).
-    pub direct_map_leaf: u64,
-}
+pub use arch_common::{KernelLayout, Translation};
 
 unsafe extern "C" {
     static __text_start: u8;

@@ -46,7 +46,7 @@ use spin::Once;
 
 use crate::cpu::{cpuid, cpuid_count, features};
 
-include!("../../pmu_types.rs");
+pub use arch_common::pmu::*;
 
 // ----- #GP-safe MSR access -----
 

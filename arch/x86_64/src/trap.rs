@@ -21,27 +21,7 @@ use x86_64::structures::idt::{EntryOptions, InterruptDescriptorTable, PageFaultE
 pub const TIMER_VECTOR: u8 = 0x20;
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
-/// What the faulting access was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-    Exec,
-}
-
-/// A page fault (or a caught #GP of a probe) as seen by the portable kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FaultInfo {
-    /// The faulting virtual address (CR2; for a non-canonical probe, the probed address).
-    pub addr: u64,
-    /// RIP of the faulting instruction.
-    pub pc: u64,
-    pub access: Access,
-    /// The access came from user mode (CPL 3).
-    pub user: bool,
-    /// The entry was present: a protection fault rather than a missing page.
-    pub permission: bool,
-}
+pub use arch_common::{Access, FaultInfo};
 
 /// Registers saved by the entry stubs, lowest address first.
 #[repr(C)]

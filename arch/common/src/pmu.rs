@@ -1,8 +1,8 @@
-// The portable PMU types, `include!`d by `arch/x86_64/src/pmu.rs` and
-// `arch/aarch64/src/pmu.rs` so that both arch crates export exactly the same
-// definitions (the kernel names them as `arch::pmu::…`).  See arch/API.md,
-// section "PMU".  Only plain data and small helpers live here; everything
-// that touches hardware is in the two drivers.
+//! The portable PMU types, re-exported by `arch/x86_64/src/pmu.rs` and
+//! `arch/aarch64/src/pmu.rs` so that both arch crates export exactly the
+//! same definitions (the kernel names them as `arch::pmu::…`).  See
+//! arch/API.md, section "PMU".  Only plain data and small helpers live here;
+//! everything that touches hardware is in the two drivers.
 
 /// A hardware event, named after what it counts (the arm64 PMUv3 names).
 /// Each driver maps it onto its own encoding, or reports it unavailable.
@@ -171,7 +171,8 @@ impl Counts {
             .into_iter()
             .filter_map(|e| self.get(e).map(|v| (e, v)))
     }
-    fn set(&mut self, e: Event, v: u64, overflowed: bool) {
+    /// Record `v` for `e` (the drivers fill a `Counts` when they read).
+    pub fn set(&mut self, e: Event, v: u64, overflowed: bool) {
         self.vals[e.index()] = Some(v);
         if overflowed {
             self.overflow |= 1 << e.index();

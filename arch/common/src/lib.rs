@@ -1,0 +1,62 @@
+//! The types both arch crates export with the same meaning (see
+//! `arch/API.md`): what a fault handler is told, what a walk of the kernel
+//! tables reports, the kernel's virtual layout, and the PMU's portable
+//! types.  One definition here instead of a copy per arch crate.
+#![no_std]
+
+pub mod pmu;
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Exec,
+}
+
+/// A data or instruction abort, as handed to the fault handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultInfo {
+    /// Faulting virtual address (x86 CR2, or the probed address of a
+    /// non-canonical probe; arm64 FAR_EL1).
+    pub addr: u64,
+    /// Address of the faulting instruction (x86 RIP, arm64 ELR_EL1).
+    pub pc: u64,
+    pub access: Access,
+    /// The access came from user mode (x86 CPL 3, arm64 EL0).
+    pub user: bool,
+    /// The translation was present: a permission fault (or, on arm64, an
+    /// access-flag fault), not a missing page.
+    pub permission: bool,
+}
+
+/// Result of walking the live kernel tables for one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// Physical address of the byte at the queried VA.
+    pub pa: u64,
+    /// Size of the leaf mapping it: 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    pub writable: bool,
+    /// Executable by the kernel (x86 NX clear, arm64 PXN clear).
+    pub executable: bool,
+    /// Accessible from user mode (x86 U/S, arm64 AP\[1\]).
+    pub user: bool,
+}
+
+/// Virtual layout of the running kernel (all ranges half-open).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub text: core::ops::Range<u64>,
+    pub rodata: core::ops::Range<u64>,
+    pub data: core::ops::Range<u64>,
+    pub bss: core::ops::Range<u64>,
+    /// The boot stack (the kernel runs on it).
+    pub stack: core::ops::Range<u64>,
+    /// The unmapped page just below `stack`.
+    pub stack_guard: core::ops::Range<u64>,
+    /// Direct-map VAs from the lowest to the highest RAM address.
+    pub direct_map: core::ops::Range<u64>,
+    /// Largest leaf size used by the direct map.
+    pub direct_map_leaf: u64,
+}
