@@ -6,7 +6,7 @@
 //! a fault here is reported like any other.
 use crate::console::{self, kprintln};
 use crate::dt::{self, GicVersion, Platform};
-use crate::mmu::{self, FrameBump, PAGE_SIZE, Prot, TableBuilder, kimage_pa, sym};
+use crate::paging::{self, FrameBump, PAGE_SIZE, Prot, TableBuilder, kimage_pa, sym};
 use crate::{DEVICE_VA_BASE, PHYS_OFFSET};
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
@@ -43,7 +43,7 @@ const GICR_PER_CPU: u64 = 0x2_0000;
 
 #[unsafe(no_mangle)]
 extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
-    crate::exception::set_stack_limit(sym::stack_bottom());
+    crate::trap::set_stack_limit(sym::stack_bottom());
     ENTRY_EL.store(entry_el, Ordering::Relaxed);
     kprintln!(
         "arch: aarch64 boot (entered at EL{}, running at EL{})",
@@ -79,8 +79,8 @@ extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
     // SAFETY: the new tree maps the kernel image (this code, statics, boot
     // stack), the direct map (page tables, DTB) at the same VAs and PAs as
     // the early tables; the console moves to its device VA right after.
-    unsafe { mmu::switch_tables(ttbr1_root, ttbr0_root) };
-    mmu::EMPTY_TTBR0.store(ttbr0_root, Ordering::Relaxed);
+    unsafe { paging::switch_tables(ttbr1_root, ttbr0_root) };
+    paging::EMPTY_TTBR0.store(ttbr0_root, Ordering::Relaxed);
     console::set_base(device_va(console::UART_PA));
     PLATFORM.call_once(|| plat);
     RAM.call_once(|| (info.ram, info.nr_ram));
@@ -89,7 +89,7 @@ extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
         "arch: kernel tables live: {} KiB of table frames at {:#x}, direct map leaf {} KiB",
         (bump.next - bump.start) / 1024,
         bump.start,
-        mmu::LAYOUT.direct_map_leaf.load(Ordering::Relaxed) / 1024
+        paging::LAYOUT.direct_map_leaf.load(Ordering::Relaxed) / 1024
     );
     // SAFETY: `kernel_main` is defined by the kernel crate with exactly this
     // signature; BOOT_INFO is fully initialised and never touched here again.
@@ -192,7 +192,7 @@ fn build_kernel_tables(bump: &mut FrameBump, info: &BootInfo, plat: &Platform) -
             hi = hi.max(e);
         }
     }
-    let l = &mmu::LAYOUT;
+    let l = &paging::LAYOUT;
     l.direct_map_start
         .store(lo + PHYS_OFFSET, Ordering::Relaxed);
     l.direct_map_end.store(hi + PHYS_OFFSET, Ordering::Relaxed);

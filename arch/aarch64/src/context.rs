@@ -9,7 +9,7 @@
 //! the exception frame (all GPRs and all of q0-q31) already sits on the
 //! interrupted thread's stack.  DAIF is not switched: every switch happens
 //! with IRQs masked, and each side restores its own mask afterwards.
-use crate::mmu;
+use crate::paging;
 use crate::regs::{isb, read_sysreg, write_sysreg};
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, TCR_EL1, TTBR0_EL1};
 use core::arch::naked_asm;
@@ -125,7 +125,7 @@ pub unsafe fn switch_context(prev: &Context, next: &Context) {
 /// `bottom` (with an unmapped guard page below) becomes the stack limit for
 /// overflow reports.  `top` is unused on arm64 (SP_EL1 is the stack itself).
 pub fn set_thread_stack(bottom: u64, _top: u64) {
-    crate::exception::set_stack_limit(bottom);
+    crate::trap::set_stack_limit(bottom);
 }
 
 static IRQ_EXIT_HOOK: AtomicUsize = AtomicUsize::new(0);
@@ -244,7 +244,7 @@ pub fn invalidate_asid(asid: u16) {
 /// Go back to the empty lower-half table (ASID 0).
 pub fn user_root_off() {
     let irq = crate::cpu::irq_save();
-    let empty = mmu::EMPTY_TTBR0.load(Ordering::Relaxed);
+    let empty = paging::EMPTY_TTBR0.load(Ordering::Relaxed);
     if TTBR0_EL1.get() != empty {
         // SAFETY: the empty table maps nothing the kernel uses.
         unsafe { write_sysreg!("ttbr0_el1", empty) };
@@ -257,7 +257,7 @@ pub fn user_root_off() {
 /// table is in TTBR0.
 pub fn current_user_root() -> Option<(u64, u16)> {
     let root = TTBR0_EL1.get_baddr();
-    if root == mmu::EMPTY_TTBR0.load(Ordering::Relaxed) {
+    if root == paging::EMPTY_TTBR0.load(Ordering::Relaxed) {
         None
     } else {
         Some((root, TTBR0_EL1.read(TTBR0_EL1::ASID) as u16))

@@ -30,15 +30,13 @@ mod cpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod dt;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod exception;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod fpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod gic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod mem;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod mmu;
+mod paging;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod pmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -46,11 +44,13 @@ mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod selftest;
+mod selftests;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod timer;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod tlb;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod trap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod user;
 
@@ -79,7 +79,7 @@ mod hw {
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
     pub use crate::fpu::FpuState;
     pub use crate::mem::{copy_bytes, zero_bytes};
-    pub use crate::mmu::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
+    pub use crate::paging::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
     pub use crate::probe::{probe_exec, probe_read, probe_write};
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
     pub use crate::user::{
@@ -96,18 +96,18 @@ mod hw {
     /// Install the exception vectors (the entry code already did; this
     /// re-installs them so the kernel's call order does not matter).
     pub fn init_interrupts() {
-        crate::exception::install_vectors();
+        crate::trap::install_vectors();
     }
 
     /// Route data/instruction aborts to `f` first; `true` = resolved, retry.
     pub fn set_fault_handler(f: fn(&FaultInfo) -> bool) {
-        crate::exception::set_fault_handler(f);
+        crate::trap::set_fault_handler(f);
     }
 
     /// Set the lowest usable address of the kernel stack now in use (which
     /// must have an unmapped guard page below it), for stack-overflow reports.
     pub fn set_kernel_stack_limit(bottom: u64) {
-        crate::exception::set_stack_limit(bottom);
+        crate::trap::set_stack_limit(bottom);
     }
 
     /// Invalidate the TLB entries for the page at `va` (all ASIDs).
@@ -117,11 +117,11 @@ mod hw {
 
     /// Walk the live tables (TTBR1 for upper-half VAs, TTBR0 otherwise).
     pub fn kernel_translate(va: u64) -> Option<Translation> {
-        crate::mmu::walk(crate::mmu::live_root(va), va)
+        crate::paging::walk(crate::paging::live_root(va), va)
     }
 
     pub fn kernel_layout() -> KernelLayout {
-        crate::mmu::kernel_layout()
+        crate::paging::kernel_layout()
     }
 
     /// 1 GiB level-1 blocks: always available with the 4K granule, which

@@ -1,7 +1,7 @@
 //! Fault probes: memory accesses whose faults are caught through the
-//! exception fixup table (`.ex_table`, see trap.S and exception.rs).
+//! exception fixup table (`.ex_table`, see trap.S and trap.rs).
 use crate::FaultInfo;
-use crate::exception::PROBE_FAULT;
+use crate::trap::PROBE_FAULT;
 
 unsafe extern "C" {
     fn arch_probe_read(va: u64, out: *mut u64) -> u64;

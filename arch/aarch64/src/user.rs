@@ -13,8 +13,8 @@
 //!   inside the explicit windows (`msr pan, #0` … `msr pan, #1`) of the copy
 //!   routines below.  Faults in a copy go to the kernel's fault handler
 //!   first, then to the `.ex_table` fixup (the copy returns failure).
-use crate::exception::TrapFrame;
 use crate::regs::write_sysreg;
+use crate::trap::TrapFrame;
 use aarch64_cpu::registers::{ID_AA64MMFR1_EL1, Readable, SCTLR_EL1, TPIDR_EL0, Writeable};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -168,7 +168,7 @@ pub(crate) fn el0_sync(frame: &mut TrapFrame, fault: Option<crate::FaultInfo>) -
         return true;
     }
     if let Some(info) = fault
-        && let Some(h) = crate::exception::fault_handler()
+        && let Some(h) = crate::trap::fault_handler()
         && h(&info)
     {
         return true;

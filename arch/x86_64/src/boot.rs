@@ -1,8 +1,8 @@
 //! PVH entry (the asm lives in boot/x86_64/entry.s) and the Rust early boot:
 //! console, descriptor tables, boot info from the PVH start info, TSC, the
 //! kernel page tables, then `kernel_main`.
-use crate::serial::kprint;
-use crate::{cpu, gdt, paging, serial, timer, trap};
+use crate::console::kprint;
+use crate::{console, cpu, gdt, paging, timer, trap};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
@@ -148,7 +148,7 @@ fn parse_start_info(si: u64, info: &mut BootInfo) {
 /// boot page tables (identity 4 GiB + the image) live.
 #[unsafe(no_mangle)]
 extern "C" fn x86_64_boot_entry(start_info: u64) -> ! {
-    serial::init();
+    console::init();
     kprint!("\nx86_64: PVH entry, start info at {:#x}\n", start_info);
     gdt::init();
     trap::init();

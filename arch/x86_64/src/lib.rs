@@ -16,6 +16,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
 mod context;
 #[cfg(target_os = "none")]
 mod cpu;
@@ -33,8 +35,6 @@ pub mod pmu;
 mod probe;
 #[cfg(target_os = "none")]
 mod selftests;
-#[cfg(target_os = "none")]
-mod serial;
 #[cfg(target_os = "none")]
 mod timer;
 #[cfg(target_os = "none")]
@@ -85,7 +85,7 @@ pub const NAME: &str = "x86_64";
 /// Polled serial output; usable from any context, including panics.
 #[cfg(target_os = "none")]
 pub fn console_write(s: &str) {
-    serial::write(s);
+    console::write(s);
 }
 
 /// Install the exception vectors (already done at boot; this reloads the

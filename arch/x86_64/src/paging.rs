@@ -18,8 +18,8 @@
 use crate::cpu;
 // The entry bits are `pte`'s, the format `mm`'s page-table engine encodes
 // and decodes; none is defined here.
+use crate::console::kprint;
 use crate::pte::{self, X86_64};
-use crate::serial::kprint;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};

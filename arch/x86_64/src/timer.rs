@@ -4,9 +4,9 @@
 //! hypervisor timing leaf 0x40000010, or leaf 0x16) or, failing that, is
 //! measured against PIT channel 0 over ~10 ms.  The APIC timer is then
 //! calibrated against the TSC when the kernel starts the tick.
+use crate::console::kprint;
 use crate::cpu::{self, rdtsc};
 use crate::paging::LAPIC_VA;
-use crate::serial::kprint;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use x86_64::instructions::port::{Port, PortWriteOnly};
 use x86_64::registers::model_specific::{ApicBase, ApicBaseFlags};

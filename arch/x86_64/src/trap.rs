@@ -8,9 +8,9 @@
 //!
 //! Page faults go to the registered fault handler first, then to the
 //! exception fixup table (`probe_*`), and only then are reported as fatal.
+use crate::console::kprint;
 use crate::cpu;
 use crate::gdt;
-use crate::serial::kprint;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use x86_64::VirtAddr;

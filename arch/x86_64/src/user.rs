@@ -276,7 +276,7 @@ pub(crate) fn pvm_syscall_fault(frame: &mut TrapFrame, cr2: u64) -> bool {
         return false;
     }
     if !PVM_SYSCALL_SEEN.swap(true, Ordering::Relaxed) {
-        crate::serial::kprint!(
+        crate::console::kprint!(
             "x86_64: SYSCALL from ring 3 stayed in ring 3 (kvm-pvm); system calls go through #PF at LSTAR\n"
         );
     }

@@ -72,7 +72,7 @@ impl core::fmt::Write for Serial {
 macro_rules! kprint {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
-        let _ = write!($crate::serial::Serial, $($arg)*);
+        let _ = write!($crate::console::Serial, $($arg)*);
     }};
 }
 pub(crate) use kprint;

@@ -1,5 +1,5 @@
 //! Self-tests of the arch crate (run by the kernel with `selftest`).
-use crate::mmu::{PAGE_SIZE, SIZE_1G, SIZE_2M};
+use crate::paging::{PAGE_SIZE, SIZE_1G, SIZE_2M};
 use crate::probe::arch_probe_ret;
 use crate::{
     Access, PHYS_OFFSET, kernel_layout, kernel_translate, now_ns, probe_exec, probe_read,
@@ -311,9 +311,9 @@ ktest! {
         let va = crate::DEVICE_VA_BASE - PAGE_SIZE;
         check!(kernel_translate(va).is_none());
         FAULTS_SEEN.store(0, Ordering::Relaxed);
-        let old = crate::exception::replace_fault_handler(Some(counting_handler));
+        let old = crate::trap::replace_fault_handler(Some(counting_handler));
         let r = probe_read(va);
-        crate::exception::replace_fault_handler(old);
+        crate::trap::replace_fault_handler(old);
         let f = r.err();
         check!(f.is_some(), "reading unmapped {:#x} did not fault", va);
         check_eq!(FAULTS_SEEN.load(Ordering::Relaxed), 1, "fault handler calls");

@@ -359,7 +359,7 @@ fn report_and_exit(f: &TrapFrame, kind: u64, info: Option<&FaultInfo>) -> ! {
         sp
     );
     if kind == KIND_OVERFLOW {
-        let l = crate::mmu::kernel_layout();
+        let l = crate::paging::kernel_layout();
         kprintln!(
             "    kernel stack overflow: SP {:#x} is at the guard page {:#x}..{:#x} (stack {:#x}..{:#x})",
             sp,
