@@ -399,7 +399,8 @@ fn source_of(r: &ArchResult, x: &Rec) -> String {
     }
 }
 
-fn fmt_v(v: f64) -> String {
+/// A figure with the precision its size deserves (shared with `faultcmp`).
+pub(crate) fn fmt_v(v: f64) -> String {
     if v >= 1000.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {

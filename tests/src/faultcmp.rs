@@ -17,6 +17,7 @@
 //!   process, the kernel, interrupts, other threads), on both kernels, read
 //!   the same way.  Every row checks that both kernels' figures are for the
 //!   same region size.
+use crate::bench::fmt_v as fmt;
 use crate::qemu::{self, Accel, Arch, RunSpec};
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -60,16 +61,6 @@ impl Series {
         s.sort();
         s.dedup();
         s
-    }
-}
-
-fn fmt(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
 
