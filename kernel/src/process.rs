@@ -32,7 +32,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use mm::aspace::Access;
 use mm::errno::Errno;
 use mm::vma::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
 use spin::{Mutex, RwLock};
@@ -635,11 +634,7 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
     let Some(mm) = uspace::current() else {
         return false;
     };
-    let acc = match info.access {
-        arch::Access::Read => Access::Read,
-        arch::Access::Write => Access::Write,
-        arch::Access::Exec => Access::Exec,
-    };
+    let acc = info.access;
     // The process's `ru_minflt` is the space's own count (one space per
     // process), so no process lookup here.
     match uspace::resolve_fault(&mm, info.addr, acc) {

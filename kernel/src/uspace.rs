@@ -214,11 +214,7 @@ fn on_fault(fi: &arch::FaultInfo) -> bool {
     let Some(mm) = current() else {
         return false;
     };
-    let access = match fi.access {
-        arch::Access::Read => Access::Read,
-        arch::Access::Write => Access::Write,
-        arch::Access::Exec => Access::Exec,
-    };
+    let access = fi.access;
     match resolve_fault(&mm, fi.addr, access) {
         Ok(()) => {
             FAULTS_RESOLVED.fetch_add(1, Relaxed);

@@ -6,13 +6,9 @@
 
 pub mod pmu;
 
-/// The kind of access that faulted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-    Exec,
-}
+/// The kind of access that faulted: `mm`'s own type, so the fault handler
+/// passes it to the memory manager as it is.
+pub use mm::aspace::Access;
 
 /// A data or instruction abort, as handed to the fault handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,13 +28,8 @@ use crate::paging::{
 };
 use crate::phys::PhysMem;
 
-/// Kind of memory access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-    Exec,
-}
+/// Kind of memory access (the fault path's type).
+pub use crate::aspace::Access;
 
 /// Why an access faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

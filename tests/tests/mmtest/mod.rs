@@ -78,14 +78,6 @@ pub fn run_with<A: PagingArch>(ram: u64, max_asid: u16, f: impl FnOnce(&Env<'_, 
     buddy.check_invariants().unwrap();
 }
 
-fn emu_access(a: Access) -> emu::Access {
-    match a {
-        Access::Read => emu::Access::Read,
-        Access::Write => emu::Access::Write,
-        Access::Exec => emu::Access::Exec,
-    }
-}
-
 impl<'a, A: PagingArch> Env<'a, A> {
     /// A new, empty address space.
     pub fn mm(&self) -> Mm<'a, A> {
@@ -124,14 +116,8 @@ impl<'a, A: PagingArch> Env<'a, A> {
     /// bug).  Returns the physical address, or the fault path's error.
     pub fn touch(&self, mm: &Mm<'a, A>, va: u64, acc: Access) -> Result<u64, Fault> {
         let go = || {
-            self.tlb.access::<A>(
-                self.mem,
-                mm.root_pa(),
-                mm.space(),
-                va,
-                emu_access(acc),
-                true,
-            )
+            self.tlb
+                .access::<A>(self.mem, mm.root_pa(), mm.space(), va, acc, true)
         };
         match go() {
             Ok(pa) => Ok(pa),
