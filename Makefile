@@ -98,7 +98,7 @@ bench-alloc: deps
 	$(BENCH_ALLOC_ENV) $(CARGO) run --release -p mm --example bench_alloc -- $(ARGS)
 	$(MAKE) --no-print-directory bench-alloc-kernel
 
-## The same allocator workloads inside the arm64 kernel (kernel/src/allocbench.rs)
+## The same allocator workloads inside the arm64 kernel (kernel/src/selftest/allocbench.rs)
 ## under -icount shift=0: exact instructions per alloc or free, KernelCpu's
 ## interrupt masking included.
 bench-alloc-kernel: deps

@@ -10,39 +10,24 @@
 
 extern crate alloc;
 
-mod allocbench;
-mod arch;
-mod cmdline;
-mod cpio;
-mod demo;
-mod demo_collapse;
-mod elf;
-mod fdcalls;
-mod idcalls;
-mod invariants_tests;
-mod khugepaged;
-mod khugepaged_tests;
 #[macro_use]
 mod log;
-mod memory;
-mod memtest;
-mod mmglue;
+mod arch;
+mod cmdline;
+mod demo;
+mod fs;
+mod mem;
 mod perf;
-mod perfdev;
-mod physmem;
-mod pipe;
-mod process;
-mod sched;
+mod proc;
 mod selftest;
-mod storm;
 mod syscall;
-mod testenv;
-mod thread;
-mod uspace;
-mod uspace_tests;
-mod vfs;
+mod task;
 
+use fs::cpio;
+use mem::{khugepaged, memory, uspace};
 use mm::bootinfo::BootInfo;
+use proc::process;
+use task::sched;
 
 /// Timer frequency for the scheduler tick.
 const TICK_HZ: u32 = 1000;
@@ -91,8 +76,8 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     if let Some(v) = cmdline::value("storm") {
         // Reported as one more test line so the runner counts it.
         let (mut p, mut f, s) = selftest::summary();
-        match storm::parse(v) {
-            Some((seed, ops)) => match storm::run(seed, ops) {
+        match selftest::storm::parse(v) {
+            Some((seed, ops)) => match selftest::storm::run(seed, ops) {
                 Ok(()) => {
                     println!("test storm(seed={:#x},ops={}) ... ok", seed, ops);
                     p += 1;
@@ -121,7 +106,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     }
     if cmdline::value("bench") == Some("alloc") {
         // The allocator's self-benchmark (allocbench.rs).
-        ok &= allocbench::run();
+        ok &= selftest::allocbench::run();
     }
     if let Some(path) = cmdline::value("init") {
         // The run now ends when init exits (see `process::exit_current`).

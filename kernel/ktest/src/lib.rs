@@ -3,8 +3,8 @@
 //! `ktest!` defines a test function and places a [`KTest`] descriptor in the
 //! `.ktest_array` linker section.  Each kernel linker script keeps that
 //! section and brackets it with `__ktest_start` / `__ktest_end`, so the runner
-//! in `kernel/src/selftest.rs` finds every test of every crate linked into the
-//! kernel without a central list.  Tests therefore live next to the code they
+//! in `kernel/src/selftest/runner.rs` finds every test of every crate linked
+//! into the kernel without a central list.  Tests therefore live next to the code they
 //! test, in any crate.
 //!
 //! On the host (unit tests) the section is simply never read.

@@ -6,10 +6,9 @@
 //! Results follow the kernel ABI: a value, or `-errno` in the return
 //! register.  Unknown numbers return ENOSYS with one log line per number.
 use crate::arch;
-use crate::process::{self, Process};
-use crate::sched;
-use crate::vfs;
-use crate::{fdcalls, idcalls};
+use crate::fs::vfs;
+use crate::proc::process::{self, Process};
+use crate::task::sched;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -107,6 +106,8 @@ enum Sys {
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod fdcalls;
+mod idcalls;
 mod io;
 mod time;
 #[cfg(target_arch = "x86_64")]

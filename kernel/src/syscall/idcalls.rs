@@ -3,7 +3,7 @@
 //! `sysinfo`, scheduling priority and CPU affinity (one CPU).  Linux's
 //! argument checks and errno values.
 use crate::arch;
-use crate::process::{self, Process};
+use crate::proc::process::{self, Process};
 use crate::syscall::{R, efault, get_u64s, put_words};
 use core::sync::atomic::Ordering::Relaxed;
 use mm::errno::Errno;
@@ -92,11 +92,11 @@ pub fn time(tloc: u64) -> R {
 /// `sysinfo(info)`: uptime, RAM and free RAM in bytes (`mem_unit` 1), no
 /// swap, the number of processes.
 pub fn sysinfo(info: u64) -> R {
-    let st = crate::memory::buddy().stats();
+    let st = crate::mem::memory::buddy().stats();
     let mut b = [0u8; 112];
     let put = |b: &mut [u8], off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_le_bytes());
     put(&mut b, 0, arch::now_ns() / 1_000_000_000);
-    put(&mut b, 32, crate::memory::boot_ram_frames() * 4096);
+    put(&mut b, 32, crate::mem::memory::boot_ram_frames() * 4096);
     put(&mut b, 40, st.free * 4096);
     let procs = process::all().len().min(u16::MAX as usize) as u16;
     b[80..82].copy_from_slice(&procs.to_le_bytes());

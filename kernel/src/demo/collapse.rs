@@ -3,8 +3,9 @@
 //! and by a khugepaged scan — with timings, and a PMD folio is split into
 //! 64K folios (contpte-mapped on arm64).  All on the real page tables, the
 //! data checked through the MMU after every step.
-use crate::uspace::{self, UserMm, read_u64, write_u64};
-use crate::{arch, khugepaged, println};
+use crate::arch;
+use crate::mem::khugepaged;
+use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
@@ -106,7 +107,7 @@ fn steps() -> Result<(), Errno> {
         // Split the first PMD folio into 64K folios.
         let f = m
             .with_page_table(|pt| pt.lookup(va).entry.leaf())
-            .and_then(|l| crate::memory::buddy().folio_from_pfn(l.pfn))
+            .and_then(|l| crate::mem::memory::buddy().folio_from_pfn(l.pfn))
             .ok_or(Errno::EFAULT)?;
         f.get();
         let t0 = arch::now_ns();

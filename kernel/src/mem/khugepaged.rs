@@ -29,8 +29,9 @@
 //!   runs the deferred-split shrinker over every live space; the fault path
 //!   calls it once when out of memory and retries.  Each pass also runs the
 //!   shrinker over a few queued folios (the periodic part).
-use crate::uspace::{self, UserMm};
-use crate::{cmdline, sched};
+use crate::cmdline;
+use crate::mem::uspace::{self, UserMm};
+use crate::task::sched;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use mm::aspace::{PassStats, khugepaged_full_scan, khugepaged_scan_pass};

@@ -12,7 +12,7 @@
 //!    so heap memory is counted as allocated and never scattered through
 //!    movable pageblocks.
 use crate::arch;
-use crate::physmem::DIRECT_MAP;
+use crate::mem::physmem::DIRECT_MAP;
 use buddy_system_allocator::LockedHeap;
 use mm::addr::{PAGE_SIZE, align_down, align_up};
 use mm::bootinfo::{BootInfo, PhysRange};

@@ -23,7 +23,8 @@
 //! core would use (see docs/performance.md).
 #![allow(unsafe_code)]
 
-use crate::{arch, memory, println};
+use crate::arch;
+use crate::mem::memory;
 use alloc::vec::Vec;
 use mm::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
 use mm::buddy::AllocFlags;
@@ -122,7 +123,7 @@ fn clocked(f: impl FnOnce()) -> u64 {
 
 fn zeroing() {
     let b = memory::buddy();
-    let phys = &crate::physmem::DIRECT_MAP;
+    let phys = &crate::mem::physmem::DIRECT_MAP;
     for (order, label) in [(0u32, "4K"), (2, "16K"), (4, "64K"), (9, "2M")] {
         let f = b
             .alloc(order, AllocFlags::USER)

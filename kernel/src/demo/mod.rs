@@ -12,10 +12,10 @@
 //! much is contpte- and PMD-mapped, and how many translation entries cover
 //! the region (a 4K PTE, a contpte block and a PMD each count 1).
 //! `demo_sizes=4K,2M` runs only the listed sizes.
-use crate::memory::buddy;
+use crate::mem::memory::buddy;
+use crate::mem::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
 use crate::perf::{self, Event, Filter};
-use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
-use crate::{arch, cmdline, println};
+use crate::{arch, cmdline};
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
@@ -23,6 +23,8 @@ use core::sync::atomic::Ordering::Relaxed;
 use mm::errno::Errno;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP, VmEvent};
 use mm::vma::uapi::*;
+
+mod collapse;
 
 const MB: u64 = 1 << 20;
 
@@ -239,7 +241,7 @@ pub fn run() -> bool {
     THP.config.set_all_order_modes(&saved.0);
     THP.config.set_global_mode(saved.1);
     uspace::deactivate();
-    ok &= crate::demo_collapse::run();
+    ok &= crate::demo::collapse::run();
     let s = buddy().stats();
     println!();
     println!(

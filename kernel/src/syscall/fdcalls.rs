@@ -3,9 +3,9 @@
 //! `readlinkat`.  Linux's argument checks and errno values, in Linux's
 //! order.
 use crate::arch;
-use crate::process::Process;
+use crate::fs::vfs::{self, File, Node};
+use crate::proc::process::Process;
 use crate::syscall::{R, access_ok, efault, get_str};
-use crate::vfs::{self, File, Node};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -15,7 +15,7 @@ use mm::errno::Errno;
 /// `O_CLOEXEC` (the same on both architectures).
 const O_CLOEXEC: u64 = 0o2000000;
 /// `O_DIRECT` (packet-mode pipes): accepted and ignored.
-use crate::vfs::O_DIRECT;
+use crate::fs::vfs::O_DIRECT;
 /// `O_LARGEFILE`, which `F_GETFL` shows on every 64-bit open file.
 #[cfg(target_arch = "x86_64")]
 const O_LARGEFILE: u64 = 0o100000;
@@ -202,7 +202,7 @@ pub fn faccessat(p: &Process, dirfd: u64, path: u64, mode: u64, flags: u64) -> R
     }
     let (st_mode, _) = vfs::stat_path(p, &path)?;
     let abs = vfs::absolute(p, &path);
-    let in_initramfs = crate::cpio::lookup(&abs).is_some();
+    let in_initramfs = crate::fs::cpio::lookup(&abs).is_some();
     if mode & W_OK != 0 && in_initramfs {
         return Err(Errno::EROFS);
     }
@@ -235,9 +235,9 @@ pub fn readlinkat(p: &Process, dirfd: u64, path: u64, buf: u64, size: u64) -> R 
         .and_then(|r| r.strip_suffix("/exe"))
     {
         let t = if who == "self" {
-            crate::process::find(p.pid)
+            crate::proc::process::find(p.pid)
         } else {
-            who.parse().ok().and_then(crate::process::find)
+            who.parse().ok().and_then(crate::proc::process::find)
         }
         .ok_or(Errno::ENOENT)?;
         t.exe.lock().clone()

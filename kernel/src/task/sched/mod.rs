@@ -30,7 +30,7 @@
 //! reference to each thread; it is dropped (freeing the stack) only in
 //! thread context with interrupts enabled, never under `SCHED`.
 use crate::arch;
-use crate::thread::{self, KStack, MAX_THREADS};
+use crate::task::thread::{self, KStack, MAX_THREADS};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -456,7 +456,7 @@ impl Sched {
             self.cpus[cpu].idle,
             self.cpus[cpu].rq.len,
             PREEMPT_COUNT[cpu].load(Ordering::Relaxed),
-            if crate::memory::heap_locked() {
+            if crate::mem::memory::heap_locked() {
                 "held"
             } else {
                 "free"

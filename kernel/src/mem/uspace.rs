@@ -15,9 +15,9 @@
 //! a thread preempted inside the heap would make that spin forever (the
 //! khugepaged thread's `all_mms` did, under the storm).
 use crate::arch::{self, Paging};
-use crate::memory::buddy;
-use crate::mmglue::KERNEL_TLB;
-use crate::sched;
+use crate::mem::memory::buddy;
+use crate::mem::mmglue::KERNEL_TLB;
+use crate::task::sched;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use mm::aspace::{Access, Fault, Mm, MmCtx};

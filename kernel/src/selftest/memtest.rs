@@ -1,7 +1,7 @@
 //! Self-tests of the frame allocator as wired into the kernel: the
 //! accounting matches the boot memory map, every order can be exhausted and
 //! recovered, the per-CPU caches drain completely, zeroing works.
-use crate::memory::{boot_ram_frames, buddy};
+use crate::mem::memory::{boot_ram_frames, buddy};
 use alloc::vec::Vec;
 use ktest::{check, check_eq, ktest};
 use mm::buddy::{AllocError, AllocFlags, MAX_ORDER};

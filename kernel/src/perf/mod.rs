@@ -20,13 +20,16 @@
 //!   thpmaps report (`Mm::thpmaps()`, a walk of the real page tables where a
 //!   4K PTE, a contpte block and a PMD each count 1), see
 //!   [`translation_entries`].
-use crate::{arch, cmdline, memory};
+use crate::mem::memory;
+use crate::{arch, cmdline};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use mm::aspace::ThpMaps;
 use mm::frame_flags::{FrameState, PageFlags};
 use mm::thp::{MthpStat, THP, THP_MAX_ORDER, ThpStats, VmEvent};
+
+pub mod dev;
 
 pub use arch::pmu::{Availability, CounterSet, Counts, Event, Filter, PmuError, PmuInfo};
 

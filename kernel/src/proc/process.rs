@@ -25,9 +25,9 @@
 //! fault.  System calls that touch an `Mm` run with preemption disabled (a
 //! fault handler with interrupts masked may need the same allocator locks).
 use crate::arch;
-use crate::sched;
-use crate::uspace::{self, UserMm};
-use crate::vfs::File;
+use crate::fs::vfs::File;
+use crate::mem::uspace::{self, UserMm};
+use crate::task::sched;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -216,13 +216,13 @@ impl Process {
 
 static PROCS: Mutex<Vec<Arc<Process>>> = Mutex::new(Vec::new());
 /// Pid of the process each kernel thread runs (0 = none).
-static THREAD_PID: [AtomicU32; crate::thread::MAX_THREADS] =
-    [const { AtomicU32::new(0) }; crate::thread::MAX_THREADS];
+static THREAD_PID: [AtomicU32; crate::task::thread::MAX_THREADS] =
+    [const { AtomicU32::new(0) }; crate::task::thread::MAX_THREADS];
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 /// Set by [`on_fault`] when a user fault on that kernel thread failed for
 /// lack of memory; [`on_user_exception`] then kills with SIGKILL.
-static OOM_FAULT: [core::sync::atomic::AtomicBool; crate::thread::MAX_THREADS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; crate::thread::MAX_THREADS];
+static OOM_FAULT: [core::sync::atomic::AtomicBool; crate::task::thread::MAX_THREADS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::task::thread::MAX_THREADS];
 /// Woken whenever a process exits (parents in `wait4` wait here).
 pub static CHILD_EXIT: sched::WaitQueue = sched::WaitQueue::new();
 
@@ -309,14 +309,14 @@ fn space_of(mm: &Arc<UserMm>) -> sched::AddrSpace {
 
 /// Start the first program: `path` from the initramfs with `argv`/`envp`.
 pub fn start_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<u32, Errno> {
-    let entry = crate::cpio::lookup(path)
+    let entry = crate::fs::cpio::lookup(path)
         .filter(|e| e.is_file())
         .ok_or(Errno::ENOENT)?;
     let mm = uspace::new_mm()?;
     let space = space_of(&mm);
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let p = new_process(pid, 0, path.rsplit('/').next().unwrap_or(path), mm);
-    *p.exe.lock() = crate::vfs::normalize(path);
+    *p.exe.lock() = crate::fs::vfs::normalize(path);
     for _ in 0..3 {
         p.add_file(Arc::new(File::console()))?;
     }
@@ -349,7 +349,7 @@ fn bind_thread(p: &Process) {
 }
 
 fn prot_of(flags: u32) -> u64 {
-    use crate::elf::{PF_R, PF_W, PF_X};
+    use crate::proc::elf::{PF_R, PF_W, PF_X};
     let mut p = 0;
     if flags & PF_R != 0 {
         p |= PROT_READ;
@@ -375,7 +375,7 @@ fn load_elf(
     argv: &[String],
     envp: &[String],
 ) -> Result<arch::UserFrame, Errno> {
-    let elf = crate::elf::Elf::parse(data)?;
+    let elf = crate::proc::elf::Elf::parse(data)?;
     let base = if elf.pie { PIE_BASE } else { 0 };
     let (lo, hi) = elf.span();
     let (lo, hi) = (base + lo, (base + hi).next_multiple_of(PAGE));
@@ -409,7 +409,7 @@ fn load_elf(
         envp,
         &[
             (3, phdr),
-            (4, crate::elf::PHENT_SIZE as u64),
+            (4, crate::proc::elf::PHENT_SIZE as u64),
             (5, elf.phnum as u64),
             (6, PAGE),
             (7, 0),

@@ -11,7 +11,7 @@
 //! Locking: `buf` is a leaf lock, held only to move bytes; `len` mirrors
 //! its length so the wait conditions (evaluated with interrupts masked)
 //! need no lock.
-use crate::sched::WaitQueue;
+use crate::task::sched::WaitQueue;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};

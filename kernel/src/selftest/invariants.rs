@@ -2,8 +2,8 @@
 //! it must pass over every registered address space after a mix of mTHP,
 //! PMD, fork and partial-munmap operations, and it must catch a state
 //! broken behind its back (an extra mapcount, a pin it is not told about).
-use crate::testenv::*;
-use crate::uspace::{self, UserMm};
+use crate::mem::uspace::{self, UserMm};
+use crate::selftest::testenv::*;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use ktest::{TestResult, check, check_eq, ktest};

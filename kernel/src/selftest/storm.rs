@@ -11,8 +11,8 @@
 //! `storm=<seed>,<n>` replays it exactly (the storm is deterministic: one CPU,
 //! and nothing else allocates while it runs).
 use crate::arch;
-use crate::memory::buddy;
-use crate::uspace::{self, UserMm, read_u64, write_u64};
+use crate::mem::memory::buddy;
+use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;

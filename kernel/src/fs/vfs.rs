@@ -7,11 +7,12 @@
 //! Generated files are snapshots taken at `open` (as a sysfs/seq_file read
 //! from offset 0 would see them); every `write` to a sysfs knob is one store
 //! into the registry, with its errno.
-use crate::process::{self, Process};
+use super::debugfs::{SPLIT_PATH, split_huge_pages};
+use super::procfs::{PAGEMAP_SOFT_DIRTY, meminfo, read_entries, seq_text, smaps, text, vmstat};
+use crate::proc::process::{self, Process};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
 use mm::errno::Errno;
 use mm::thp::THP;
 use mm::thp::registry::SYSFS_ROOT;
@@ -30,8 +31,6 @@ pub const O_DIRECTORY: u64 = 0o40000;
 pub const O_DIRECT: u64 = 0o40000;
 #[cfg(target_arch = "aarch64")]
 pub const O_DIRECT: u64 = 0o200000;
-
-const SPLIT_PATH: &str = "/sys/kernel/debug/split_huge_pages";
 
 /// What a descriptor refers to.
 #[derive(Debug)]
@@ -52,7 +51,7 @@ pub enum Node {
     /// `getdents64` lists it, see [`list_dir`]).
     Dir(String),
     /// One end of a pipe.
-    Pipe(crate::pipe::PipeEnd),
+    Pipe(crate::fs::pipe::PipeEnd),
     SplitHugePages,
     /// `/sys/kernel/debug/mthp/perf` opened for writing (commands).
     Perf,
@@ -62,30 +61,6 @@ pub enum Node {
     },
     /// `/proc/kpageflags` (generated at each read).
     Kpageflags,
-}
-
-/// No soft-dirty bits in pagemap: Linux sets them only when built with
-/// `CONFIG_MEM_SOFT_DIRTY` (off by default, and off in this host's
-/// kernel); see `Mm::pagemap`.
-const PAGEMAP_SOFT_DIRTY: bool = false;
-
-/// The 8-byte entries of a binary `/proc` file at byte offset `pos`: both
-/// the offset and the length must be whole entries (EINVAL otherwise, as
-/// Linux); `fill(first, n)` returns the entries from index `first`, fewer
-/// at the end of the file.
-fn read_entries(
-    pos: u64,
-    buf: &mut [u8],
-    fill: impl FnOnce(u64, usize) -> Vec<u64>,
-) -> Result<usize, Errno> {
-    if !pos.is_multiple_of(8) || !buf.len().is_multiple_of(8) {
-        return Err(Errno::EINVAL);
-    }
-    let entries = fill(pos / 8, buf.len() / 8);
-    for (chunk, e) in buf.chunks_exact_mut(8).zip(&entries) {
-        chunk.copy_from_slice(&e.to_le_bytes());
-    }
-    Ok(entries.len() * 8)
 }
 
 /// `O_NONBLOCK` and `O_APPEND`: the status flags `fcntl(F_SETFL)` may
@@ -125,7 +100,7 @@ impl File {
     /// A new pipe as two open files: (read end, write end), with `status`
     /// flags (`O_NONBLOCK` from `pipe2`).
     pub fn pipe(status: u32) -> (File, File) {
-        let (r, w) = crate::pipe::new();
+        let (r, w) = crate::fs::pipe::new();
         let r = File::new(Node::Pipe(r), true, false, 0o010600);
         let w = File::new(Node::Pipe(w), false, true, 0o010600);
         r.status
@@ -195,7 +170,7 @@ impl File {
             }
             Node::Kpageflags => {
                 return read_entries(pos, buf, |first, n| {
-                    let b = crate::memory::buddy();
+                    let b = crate::mem::memory::buddy();
                     let end = b.kpageflags_end().min(first.saturating_add(n as u64));
                     (first..end).map(|pfn| b.kpageflags(pfn)).collect()
                 });
@@ -226,7 +201,7 @@ impl File {
                 Ok(data.len())
             }
             Node::SplitHugePages => split_huge_pages(data).map(|_| data.len()),
-            Node::Perf => crate::perfdev::write(data).map(|_| data.len()),
+            Node::Perf => crate::perf::dev::write(data).map(|_| data.len()),
             Node::Pipe(end) => end.pipe.write(data, self.nonblock()),
             Node::Dir(_) => Err(Errno::EISDIR),
             Node::Text { no_write, .. } => Err(*no_write),
@@ -280,27 +255,6 @@ pub fn normalize(path: &str) -> String {
         s.push('/');
     }
     s
-}
-
-/// A procfs file made by a `show` function (Linux's single-open seq
-/// files): a write reaches procfs's `proc_reg_write`, which has no
-/// `proc_write` to call and fails with EIO.
-fn text(data: String) -> Node {
-    Node::Text {
-        data: data.into_bytes(),
-        knob: None,
-        no_write: Errno::EIO,
-    }
-}
-
-/// A per-process procfs file (`smaps`, `maps`): its file operations have no
-/// `write`, so the VFS refuses the write with EINVAL.
-fn seq_text(data: String) -> Node {
-    Node::Text {
-        data: data.into_bytes(),
-        knob: None,
-        no_write: Errno::EINVAL,
-    }
 }
 
 /// `path` made absolute against `me`'s working directory and normalized.
@@ -357,7 +311,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         "/sys/devices" => add(&["system"], DT_DIR),
         "/sys/devices/system" => add(&["cpu"], DT_DIR),
         CPU_DIR => add(&["online", "possible", "present"], DT_REG),
-        crate::perfdev::DIR => add(&["perf"], DT_REG),
+        crate::perf::dev::DIR => add(&["perf"], DT_REG),
         _ if path.starts_with("/proc/") => add(&["maps", "pagemap", "smaps"], DT_REG),
         _ if path == SYSFS_ROOT || path.starts_with(SYSFS_ROOT) => {
             let rel = path[SYSFS_ROOT.len()..].trim_start_matches('/');
@@ -370,7 +324,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
                 add(&["dev", "proc", "sys"], DT_DIR);
             }
             let prefix = path.trim_start_matches('/');
-            for e in crate::cpio::all() {
+            for e in crate::fs::cpio::all() {
                 let rest = if prefix.is_empty() {
                     Some(e.name)
                 } else {
@@ -458,12 +412,12 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             }
             return Ok(mk(text(String::from("0\n")), 0o100444));
         }
-        crate::perfdev::DIR => return dir_ok(&path),
-        crate::perfdev::PATH => {
+        crate::perf::dev::DIR => return dir_ok(&path),
+        crate::perf::dev::PATH => {
             if wants_write {
                 return Ok(mk(Node::Perf, 0o100600));
             }
-            return Ok(mk(text(crate::perfdev::read_text()), 0o100600));
+            return Ok(mk(text(crate::perf::dev::read_text()), 0o100600));
         }
         "/proc/cmdline" => {
             let data = format!("{}\n", crate::cmdline::raw());
@@ -474,7 +428,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         SPLIT_PATH => return Ok(mk(Node::SplitHugePages, 0o100200)),
         "/proc/kpageflags" => return Ok(mk(Node::Kpageflags, 0o100400)),
         "/proc/meminfo" | "/proc/vmstat" | "/proc/buddyinfo" | "/proc/pagetypeinfo" => {
-            let b = crate::memory::buddy();
+            let b = crate::mem::memory::buddy();
             let (data, mode) = match path.as_str() {
                 "/proc/meminfo" => (meminfo(), 0o100444),
                 "/proc/vmstat" => (vmstat(), 0o100444),
@@ -530,7 +484,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         };
         return Ok(mk(node, 0o100000 | info.mode));
     }
-    match crate::cpio::lookup(&path) {
+    match crate::fs::cpio::lookup(&path) {
         Some(e) if e.is_dir() => dir_ok(&path),
         Some(e) => {
             if wants_write {
@@ -553,219 +507,6 @@ pub fn stat_path(me: &Process, path: &str) -> Result<(u32, u64), Errno> {
         }
     })?;
     Ok((f.mode, f.size()))
-}
-
-fn meminfo() -> String {
-    let st = crate::memory::buddy().stats();
-    let total = crate::memory::boot_ram_frames() * 4;
-    let free = st.free * 4;
-    let mut anon = 0;
-    let mut huge = 0;
-    for p in process::all() {
-        let _ = p.with_mm(|mm| {
-            anon += mm.anon_rss() * 4;
-            huge += mm.thpmaps().total().anon_huge_bytes >> 10;
-        });
-    }
-    // Linux's fields in Linux's order, those this kernel can state
-    // truthfully: no page cache, swap or shared memory yet (so those are
-    // really 0), no LRU lists yet (so no Active/Inactive lines rather than
-    // invented ones).
-    let rows: [(&str, u64); 15] = [
-        ("MemTotal", total),
-        ("MemFree", free),
-        ("MemAvailable", free),
-        ("Buffers", 0),
-        ("Cached", 0),
-        ("SwapCached", 0),
-        ("SwapTotal", 0),
-        ("SwapFree", 0),
-        ("AnonPages", anon),
-        ("Mapped", 0),
-        ("Shmem", 0),
-        ("PageTables", crate::perf::pagetable_pages() * 4),
-        ("AnonHugePages", huge),
-        ("ShmemHugePages", 0),
-        ("FileHugePages", 0),
-    ];
-    let mut s = String::new();
-    for (k, v) in rows {
-        let _ = writeln!(s, "{:<16}{v:8} kB", format!("{k}:"));
-    }
-    let _ = writeln!(s, "Hugepagesize:   {:8} kB", mm::addr::PMD_SIZE >> 10);
-    s
-}
-
-fn vmstat() -> String {
-    let st = crate::memory::buddy().stats();
-    let mut s = format!("nr_free_pages {}\n", st.free);
-    s.push_str(&THP.stats.vmstat());
-    s
-}
-
-/// Linux's two-letter `VmFlags:` names of the flags this kernel has, in
-/// Linux's order (by bit).
-const VM_FLAG_NAMES: &[(mm::vma::VmFlags, &str)] = {
-    use mm::vma::VmFlags as F;
-    &[
-        (F::READ, "rd"),
-        (F::WRITE, "wr"),
-        (F::EXEC, "ex"),
-        (F::SHARED, "sh"),
-        (F::MAYREAD, "mr"),
-        (F::MAYWRITE, "mw"),
-        (F::MAYEXEC, "me"),
-        (F::MAYSHARE, "ms"),
-        (F::GROWSDOWN, "gd"),
-        (F::LOCKED, "lo"),
-        (F::SEQ_READ, "sr"),
-        (F::RAND_READ, "rr"),
-        (F::DONTCOPY, "dc"),
-        (F::DONTEXPAND, "de"),
-        (F::ACCOUNT, "ac"),
-        (F::NORESERVE, "nr"),
-        (F::WIPEONFORK, "wf"),
-        (F::DONTDUMP, "dd"),
-        (F::HUGEPAGE, "hg"),
-        (F::NOHUGEPAGE, "nh"),
-    ]
-};
-
-/// `/proc/<pid>/smaps` (or `maps` when `detail` is false), in Linux's
-/// layout: the header line (with `[heap]` and `[stack]` named, the name at
-/// column 73), then Linux's fields in Linux's order, this kernel's own
-/// lines (`ContPTEMapped`, `AnonOrder<N>`, `TlbEntries`) after
-/// `THPeligible`, and `VmFlags` last, as parsers that end a block there
-/// expect.  Zero-page mappings are not in `Rss`, as in Linux.
-fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
-    let rep = p.with_mm(|mm| mm.thpmaps())?;
-    let (start_brk, brk) = *p.brk.lock();
-    let start_stack = p.start_stack.load(core::sync::atomic::Ordering::Relaxed);
-    let mut s = String::new();
-    for v in &rep.vmas {
-        let fl = v.flags.unwrap_or(mm::vma::VmFlags::empty());
-        use mm::vma::VmFlags as F;
-        let perm = |f: F, c: char| if fl.contains(f) { c } else { '-' };
-        let line_start = s.len();
-        let _ = write!(
-            s,
-            "{:08x}-{:08x} {}{}{}{} 00000000 00:00 0 ",
-            v.start,
-            v.end,
-            perm(F::READ, 'r'),
-            perm(F::WRITE, 'w'),
-            perm(F::EXEC, 'x'),
-            if fl.contains(F::MAYSHARE) { 's' } else { 'p' }
-        );
-        // Linux's `vma_is_initial_heap` (strict: with no heap yet, brk ==
-        // start_brk and the data segment ending there is not the heap) and
-        // `vma_is_initial_stack` (inclusive).
-        let name = if brk > 0 && v.start < brk && v.end > start_brk {
-            Some("[heap]")
-        } else if v.start <= start_stack && v.end >= start_stack {
-            Some("[stack]")
-        } else {
-            None
-        };
-        if let Some(name) = name {
-            while s.len() - line_start < 72 {
-                s.push(' ');
-            }
-            let _ = write!(s, " {name}");
-        }
-        s.push('\n');
-        if !detail {
-            continue;
-        }
-        let kb = |b: u64| b >> 10;
-        let anon: u64 = v.anon_by_order.iter().sum();
-        let pss_kb = |p: u64| p >> (mm::aspace::report::PSS_SHIFT + 10);
-        for (k, val) in [
-            ("Size", kb(v.end - v.start)),
-            ("KernelPageSize", 4),
-            ("MMUPageSize", 4),
-            ("Rss", kb(anon)),
-            ("Pss", pss_kb(v.pss)),
-            ("Pss_Dirty", pss_kb(v.pss_dirty)),
-            ("Shared_Clean", kb(v.shared_clean)),
-            ("Shared_Dirty", kb(v.shared_dirty)),
-            ("Private_Clean", kb(v.private_clean)),
-            ("Private_Dirty", kb(v.private_dirty)),
-            ("Referenced", kb(v.referenced)),
-            ("Anonymous", kb(anon)),
-            ("KSM", 0),
-            ("LazyFree", 0),
-            ("AnonHugePages", kb(v.anon_huge_bytes)),
-            ("ShmemPmdMapped", 0),
-            ("FilePmdMapped", 0),
-            ("Shared_Hugetlb", 0),
-            ("Private_Hugetlb", 0),
-            ("Swap", 0),
-            ("SwapPss", 0),
-            ("Locked", 0),
-        ] {
-            let _ = writeln!(s, "{:<16}{val:8} kB", format!("{k}:"));
-        }
-        let _ = writeln!(s, "THPeligible:    {:8}", u8::from(v.thp_eligible));
-        let _ = writeln!(s, "ContPTEMapped:  {:8} kB", kb(v.cont_bytes));
-        for (o, b) in v.anon_by_order.iter().enumerate() {
-            let _ = writeln!(s, "AnonOrder{}:     {:8} kB", o, kb(*b));
-        }
-        let _ = writeln!(s, "TlbEntries:     {:8}", v.entries);
-        s.push_str("VmFlags:");
-        for (f, n) in VM_FLAG_NAMES {
-            if fl.contains(*f) {
-                let _ = write!(s, " {n}");
-            }
-        }
-        s.push_str(" \n");
-    }
-    Ok(s)
-}
-
-/// `/sys/kernel/debug/split_huge_pages`: Linux's `<pid>,0x<start>,0x<end>[,<order>]`.
-/// The format is checked as Linux does (EINVAL, ESRCH for an unknown pid);
-/// every large folio mapped in the range is split to `order` (default 0),
-/// counted in the per-order `split` / `split_failed` stats like Linux's
-/// debugfs interface.  Mappings in other address spaces (fork children) are
-/// found through every registered address space.
-fn split_huge_pages(data: &[u8]) -> Result<(), Errno> {
-    let s = core::str::from_utf8(data)
-        .map_err(|_| Errno::EINVAL)?
-        .trim_end_matches('\n');
-    let f: Vec<&str> = s.split(',').collect();
-    if !(3..=4).contains(&f.len()) {
-        return Err(Errno::EINVAL);
-    }
-    let pid: u32 = f[0].trim().parse().map_err(|_| Errno::EINVAL)?;
-    let hex = |x: &str| {
-        let x = x.trim();
-        let h = x.strip_prefix("0x").ok_or(Errno::EINVAL)?;
-        u64::from_str_radix(h, 16).map_err(|_| Errno::EINVAL)
-    };
-    let (start, end) = (hex(f[1])?, hex(f[2])?);
-    let order: u32 = match f.get(3) {
-        Some(o) => o.trim().parse().map_err(|_| Errno::EINVAL)?,
-        None => 0,
-    };
-    if start >= end || order > 9 {
-        return Err(Errno::EINVAL);
-    }
-    let proc = process::find(pid).ok_or(Errno::ESRCH)?;
-    let all = crate::uspace::all_mms();
-    let refs: Vec<&crate::uspace::UserMm> = all.iter().map(|m| &**m).collect();
-    let _np = crate::sched::preempt_disable();
-    let n = proc.with_mm(|mm| mm.split_huge_pages_in(&refs, start & !0xfff, end, order))?;
-    crate::debug!(
-        "split_huge_pages: pid {} {:#x}-{:#x} order {}: {} of {} large folios split",
-        pid,
-        start,
-        end,
-        order,
-        n.split,
-        n.found
-    );
-    Ok(())
 }
 
 /// User bytes to the console (invalid UTF-8 shown as U+FFFD).

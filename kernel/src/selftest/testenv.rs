@@ -1,9 +1,9 @@
 //! What the address-space self-tests share: the knob fixture that restores
 //! every THP and khugepaged setting a test changes, the free-frame baseline
 //! every test must return to, and a few mapping helpers.
-use crate::khugepaged;
-use crate::memory::buddy;
-use crate::uspace::{self, UserMm};
+use crate::mem::khugepaged;
+use crate::mem::memory::buddy;
+use crate::mem::uspace::{self, UserMm};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{TestResult, check, check_eq};

@@ -5,8 +5,8 @@
 //! shapes are checked both with `mm`'s thpmaps walk and with the arch
 //! crate's walk of the live tables.
 use crate::arch;
-use crate::testenv::*;
-use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
+use crate::mem::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
+use crate::selftest::testenv::*;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{check, check_eq, ktest};
 use mm::aspace::ThpMaps;

@@ -4,10 +4,12 @@
 //! raised by the hardware), mapping shapes checked with `mm`'s thpmaps walk
 //! and the arch crate's walk of the live tables, free frames back to the
 //! baseline after each test.
-use crate::memory::buddy;
-use crate::testenv::*;
-use crate::uspace::{self, UserMm, read_u64, write_u64};
-use crate::{arch, khugepaged, sched};
+use crate::arch;
+use crate::mem::khugepaged;
+use crate::mem::memory::buddy;
+use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
+use crate::selftest::testenv::*;
+use crate::task::sched;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use ktest::{TestResult, check, check_eq, format, ktest};

@@ -1,0 +1,17 @@
+//! The kernel side of memory management: the glue between the portable
+//! `mm` crate and this kernel.
+//!
+//! `memory.rs` sets up the frame descriptors, the buddy allocator and the
+//! kernel heap at boot; `physmem.rs` is `mm`'s window onto physical memory
+//! (the direct map) and `mmglue.rs` its TLB hooks; `uspace.rs` keeps the
+//! registry of user address spaces and resolves MMU faults through `mm`;
+//! `khugepaged.rs` is the kernel thread that runs `mm`'s collapse scans.
+//! (Named `mem`, not `mm`, so it never shadows the `mm` crate.)  The policy
+//! itself stays in `mm`; what needs threads, interrupts or devices comes
+//! here: the reclaim and compaction threads (kswapd, kcompactd), the swap
+//! I/O path to a block device, and the per-CPU parts of SMP shootdowns.
+pub mod khugepaged;
+pub mod memory;
+pub mod mmglue;
+pub mod physmem;
+pub mod uspace;

@@ -1,0 +1,10 @@
+//! User processes: what turns a kernel thread into a Linux process.
+//!
+//! `process.rs` holds the process table, fork, exit and wait, the open-file
+//! table and the user fault entry that counts `ru_minflt` and kills with
+//! SIGSEGV; `elf.rs` parses the static executables it loads.  The system
+//! calls that operate on processes are in `syscall/`, their address spaces
+//! in `mem/uspace.rs`.  Later process work goes here: `execve`, user signal
+//! delivery, `CLONE_VM` threads sharing one address space.
+pub mod elf;
+pub mod process;
