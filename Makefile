@@ -22,9 +22,16 @@ build: deps
 	$(CARGO) build -p kernel --target x86_64-unknown-none --release
 	$(CARGO) build -p kernel --target aarch64-unknown-none --release
 
+## The kernel's optional code (kernel/Cargo.toml): `selftest` (self-tests
+## and the storm), `demo`, `bench` (bench=alloc).  `make build` and the
+## user-program targets build without; targets that take any CMDLINE build
+## with all of them (FEATURES= overrides).
+ALL_FEATURES := selftest,demo,bench
+FEATURES ?= $(ALL_FEATURES)
+
 ## Boot one kernel and run the demonstration (or whatever CMDLINE says).
 run: deps
-	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --release --cmdline "$(CMDLINE)"
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --release --features "$(FEATURES)" --cmdline "$(CMDLINE)"
 
 ## The user programs (tests/user) for ARCH; the runner packs them into
 ## target/<target>/initramfs.cpio.  The x86_64 ones also run on a Linux host:
@@ -51,13 +58,13 @@ test-kernel: deps
 
 ## QEMU waits for GDB on :1234 (see README).
 debug: deps
-	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --gdb --cmdline "$(CMDLINE)"
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --gdb --features "$(FEATURES)" --cmdline "$(CMDLINE)"
 
 ## A long random-operation storm with a fresh seed (printed; replay with SEED=).
 SEED ?= $(shell date +%s)
 OPS  ?= 1000000
 soak: deps
-	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --cmdline "storm=$(SEED),$(OPS)"
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --features selftest --cmdline "storm=$(SEED),$(OPS)"
 
 ## The random-argument system call fuzzer (tests/user/src/bin/fuzz.rs) with a
 ## fresh seed (printed; replay with SEED=, add ,v to CALLS to trace calls).
@@ -102,15 +109,19 @@ bench-alloc: deps
 ## under -icount shift=0: exact instructions per alloc or free, KernelCpu's
 ## interrupt masking included.
 bench-alloc-kernel: deps
-	$(RUNNER) run --arch aarch64 --release --icount --mem 2G --cmdline "loglevel=warn bench=alloc"
+	$(RUNNER) run --arch aarch64 --release --icount --mem 2G --features bench --cmdline "loglevel=warn bench=alloc"
 
 fmt:
 	$(CARGO) fmt --all
 
 clippy: deps
 	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets -- -D warnings
-	$(CARGO) clippy -p kernel --target x86_64-unknown-none -- -D warnings
-	$(CARGO) clippy -p kernel --target aarch64-unknown-none -- -D warnings
+	for f in "" selftest demo bench $(ALL_FEATURES); do \
+	  for t in x86_64 aarch64; do \
+	    echo "clippy kernel $$t features '$$f'"; \
+	    $(CARGO) clippy -q -p kernel --target $$t-unknown-none --features "$$f" -- -D warnings || exit 1; \
+	  done; \
+	done
 	$(CARGO) clippy -p mthp-user --release --target x86_64-unknown-none -- -D warnings
 	$(CARGO) clippy -p mthp-user --release --target aarch64-unknown-none -- -D warnings
 

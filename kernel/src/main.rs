@@ -14,6 +14,7 @@ extern crate alloc;
 mod log;
 mod arch;
 mod cmdline;
+#[cfg(feature = "demo")]
 mod demo;
 mod fs;
 mod mem;
@@ -28,6 +29,27 @@ use mem::{khugepaged, memory, uspace};
 use mm::bootinfo::BootInfo;
 use proc::process;
 use task::sched;
+
+/// `$run` (a `bool`: whether it succeeded) in a kernel built with cargo
+/// feature `$feature`.  In one built without it the command-line word
+/// `$word` asks for code this kernel does not contain: say so and fail the
+/// run, rather than boot on as if the word had been obeyed.
+macro_rules! built_in {
+    ($feature:literal, $word:literal, $run:expr) => {{
+        #[cfg(feature = $feature)]
+        let ok: bool = $run;
+        #[cfg(not(feature = $feature))]
+        let ok: bool = not_built($word, $feature);
+        ok
+    }};
+}
+
+/// See [`built_in!`]: ends the run with a failure.
+#[cfg(not(all(feature = "selftest", feature = "demo", feature = "bench")))]
+fn not_built(word: &str, feature: &str) -> bool {
+    println!("{word}: not built into this kernel (feature \"{feature}\")");
+    arch::exit(false)
+}
 
 /// Timer frequency for the scheduler tick.
 const TICK_HZ: u32 = 1000;
@@ -68,45 +90,17 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
 
     let mut ok = true;
     if cmdline::has("selftest") {
-        let filter = cmdline::value("selftest").unwrap_or("");
-        let (p, f, s) = selftest::run(filter);
-        println!("{} passed, {} failed, {} skipped", p, f, s);
-        ok = f == 0;
+        ok &= built_in!("selftest", "selftest", selftest::run_word());
     }
-    if let Some(v) = cmdline::value("storm") {
-        // Reported as one more test line so the runner counts it.
-        let (mut p, mut f, s) = selftest::summary();
-        match selftest::storm::parse(v) {
-            Some((seed, ops)) => match selftest::storm::run(seed, ops) {
-                Ok(()) => {
-                    println!("test storm(seed={:#x},ops={}) ... ok", seed, ops);
-                    p += 1;
-                }
-                Err(why) => {
-                    println!(
-                        "test storm(seed={:#x},ops={}) ... FAILED: {}",
-                        seed, ops, why
-                    );
-                    f += 1;
-                }
-            },
-            None => {
-                println!(
-                    "test storm ... FAILED: storm=<seed>,<ops> expected, got '{}'",
-                    v
-                );
-                f += 1;
-            }
-        }
-        println!("{} passed, {} failed, {} skipped", p, f, s);
-        ok &= f == 0;
+    if cmdline::value("storm").is_some() {
+        ok &= built_in!("selftest", "storm", selftest::storm_word());
     }
     if cmdline::has("demo") {
-        ok &= demo::run();
+        ok &= built_in!("demo", "demo", demo::run());
     }
     if cmdline::value("bench") == Some("alloc") {
-        // The allocator's self-benchmark (allocbench.rs).
-        ok &= selftest::allocbench::run();
+        // The allocator's self-benchmark (selftest/allocbench.rs).
+        ok &= built_in!("bench", "bench=alloc", selftest::allocbench::run());
     }
     if let Some(path) = cmdline::value("init") {
         // The run now ends when init exits (see `process::exit_current`).

@@ -278,7 +278,7 @@ fn run_arch(
     boots: &[Boot],
     linux: Option<PathBuf>,
 ) -> Result<ArchResult, String> {
-    let mut kernel = qemu::build_kernel(arch, "release")?;
+    let mut kernel = qemu::build_kernel(arch, "release", "")?;
     if arch == Arch::Aarch64 {
         kernel = qemu::arm64_image(&kernel)?;
     }

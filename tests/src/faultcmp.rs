@@ -178,7 +178,7 @@ pub fn run(arches: &[Arch], accel: Accel, icount: bool, boots: usize) -> ExitCod
             ok = false;
             continue;
         };
-        let built = qemu::build_kernel(arch, "release").and_then(|k| {
+        let built = qemu::build_kernel(arch, "release", "").and_then(|k| {
             if arch == Arch::Aarch64 {
                 qemu::arm64_image(&k)
             } else {

@@ -3,11 +3,17 @@
 //!
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! ```
+//!
+//! `run` builds the kernel with the cargo features `--features` names
+//! (none by default: the kernel that runs `init=` programs; `selftest`,
+//! `demo` and `bench` add the code of those command-line words, see
+//! `kernel/Cargo.toml`); the Makefile passes what each target needs.
+//! `test` builds with [`qemu::TEST_FEATURES`], `bench` with none.
 //!
 //! A kernel run passes only if no `test …` line is `FAILED`, the kernel
 //! printed its `N passed, N failed[, N skipped]` summary (agreeing with the
@@ -61,7 +67,7 @@ impl std::ops::AddAssign for Tally {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]"
     );
     ExitCode::from(2)
 }
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
     let mut linux = false;
     let mut mem: Option<String> = None;
     let mut boots = 3usize;
+    let mut features = String::new();
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
             "--machine" => machine = it.next().cloned(),
             "--mem" => mem = it.next().cloned(),
             "--filter" => filter = it.next().cloned().unwrap_or_default(),
+            "--features" => features = it.next().cloned().unwrap_or_default(),
             "--release" => release = true,
             "--gdb" => gdb = true,
             "--no-host" => host = false,
@@ -157,7 +165,7 @@ fn main() -> ExitCode {
                 return linux::run(spec, mem);
             }
             let profile = if release { "release" } else { "ktest" };
-            let kernel = match qemu::build_kernel(arch, profile) {
+            let kernel = match qemu::build_kernel(arch, profile, &features) {
                 Ok(k) => k,
                 Err(e) => {
                     eprintln!("{e}");

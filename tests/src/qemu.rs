@@ -72,6 +72,11 @@ impl Accel {
     }
 }
 
+/// The features of the kernel `runner test` boots: every suite there runs
+/// either the self-tests and the storm (`selftest`) or user programs, which
+/// need none.
+pub const TEST_FEATURES: &str = "selftest";
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -80,21 +85,26 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// `cargo build` the kernel for `arch` with `profile` (ktest: optimised with
-/// debug assertions; release: optimised).
-pub fn build_kernel(arch: Arch, profile: &str) -> Result<PathBuf, String> {
+/// debug assertions; release: optimised) and the cargo `features` (a comma
+/// list, empty for none) its boots need: see `kernel/Cargo.toml`; a kernel
+/// without a feature fails a boot whose command line asks for it.
+pub fn build_kernel(arch: Arch, profile: &str, features: &str) -> Result<PathBuf, String> {
     let root = workspace_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "kernel",
-            "--target",
-            arch.target(),
-            "--profile",
-            profile,
-        ])
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "kernel",
+        "--target",
+        arch.target(),
+        "--profile",
+        profile,
+    ]);
+    if !features.is_empty() {
+        cargo.args(["--features", features]);
+    }
+    let status = cargo
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {

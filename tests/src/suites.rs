@@ -178,7 +178,7 @@ fn number_before(s: &str, word: &str) -> usize {
 pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
     let mut total = Tally::default();
     println!("== {} kernel (accel {:?})", arch.name(), accel);
-    let kernel = match qemu::build_kernel(arch, "ktest") {
+    let kernel = match qemu::build_kernel(arch, "ktest", qemu::TEST_FEATURES) {
         Ok(k) => k,
         Err(e) => {
             println!("[{}] build: FAILED: {e}", arch.name());

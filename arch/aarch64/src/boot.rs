@@ -22,6 +22,7 @@ pub static PLATFORM: spin::Once<Platform> = spin::Once::new();
 /// A copy of the RAM ranges, for the self-tests (the kernel owns BootInfo).
 static RAM: spin::Once<([PhysRange; mm::bootinfo::MAX_RAM_RANGES], usize)> = spin::Once::new();
 
+#[cfg(feature = "selftest")]
 pub fn ram_ranges() -> &'static [PhysRange] {
     RAM.get().map(|(r, n)| &r[..*n]).unwrap_or(&[])
 }

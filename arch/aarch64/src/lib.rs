@@ -43,7 +43,7 @@ pub mod pmu;
 mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[cfg(all(target_arch = "aarch64", target_os = "none", feature = "selftest"))]
 mod selftests;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod timer;

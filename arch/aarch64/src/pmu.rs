@@ -46,6 +46,7 @@ const PMCR_LP: u64 = 1 << 7;
 pub(crate) const TYPER_P: u64 = 1 << 31;
 pub(crate) const TYPER_U: u64 = 1 << 30;
 /// Event number field of PMEVTYPERn_EL0 (16 bits with PMUv3p1+).
+#[cfg(feature = "selftest")]
 const TYPER_EVT: u64 = 0xFFFF;
 /// PMCNTENSET/CLR, PMOVSSET/CLR bit of the cycle counter.
 const CYCLE_BIT: u32 = 31;
@@ -419,6 +420,7 @@ impl Drop for CounterSet {
     }
 }
 
+#[cfg(feature = "selftest")]
 mod tests {
     use super::*;
     use ktest::{check, check_eq, ktest};

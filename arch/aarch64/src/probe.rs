@@ -8,6 +8,7 @@ unsafe extern "C" {
     fn arch_probe_write(va: u64, val: u64) -> u64;
     fn arch_probe_exec(va: u64) -> u64;
     /// A text-section function consisting of `ret` only.
+    #[cfg(feature = "selftest")]
     pub fn arch_probe_ret();
 }
 

@@ -42,6 +42,7 @@ pub fn ticks() -> u64 {
 }
 
 /// Address of the tick counter, for assembly-level tests.
+#[cfg(feature = "selftest")]
 pub fn ticks_addr() -> *const u64 {
     TICKS.as_ptr()
 }

@@ -73,6 +73,7 @@ pub fn set_fault_handler(f: fn(&FaultInfo) -> bool) {
 
 /// Swap the registered handler (`None` = no handler); returns the old one.
 /// For tests that must put the kernel's handler back afterwards.
+#[cfg(feature = "selftest")]
 pub fn replace_fault_handler(f: Option<fn(&FaultInfo) -> bool>) -> Option<fn(&FaultInfo) -> bool> {
     let old = fault_handler();
     FAULT_HANDLER.store(f.map_or(0, |f| f as usize), Ordering::Release);

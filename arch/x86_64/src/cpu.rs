@@ -40,6 +40,7 @@ pub unsafe fn wrmsr(msr: u32, val: u64) {
 
 /// IA32_EFER by number (the PMU self-test reads it raw; everything else
 /// uses `x86_64::registers::model_specific::Efer`).
+#[cfg(feature = "selftest")]
 pub const MSR_EFER: u32 = 0xC000_0080;
 
 /// CR3 as one number: the root table's address with the PCID (or PCD/PWT)

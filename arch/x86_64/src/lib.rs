@@ -33,7 +33,7 @@ mod paging;
 pub mod pmu;
 #[cfg(target_os = "none")]
 mod probe;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "selftest"))]
 mod selftests;
 #[cfg(target_os = "none")]
 mod timer;

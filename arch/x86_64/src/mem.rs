@@ -148,7 +148,7 @@ pub unsafe fn copy_blocks(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "selftest"))]
 mod tests {
     use super::*;
     use alloc::alloc::{Layout, alloc, dealloc};

@@ -754,6 +754,7 @@ impl Drop for CounterSet {
     }
 }
 
+#[cfg(feature = "selftest")]
 mod tests {
     use super::*;
     use ktest::{check, check_eq, ktest};

@@ -34,7 +34,9 @@ use crate::mem::uspace::{self, UserMm};
 use crate::task::sched;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use mm::aspace::{PassStats, khugepaged_full_scan, khugepaged_scan_pass};
+#[cfg(any(feature = "selftest", feature = "demo"))]
+use mm::aspace::khugepaged_full_scan;
+use mm::aspace::{PassStats, khugepaged_scan_pass};
 use mm::thp::THP;
 
 /// Pause depth (0 = running).
@@ -72,17 +74,20 @@ pub fn start() {
 }
 
 /// Stop scanning until [`resume`] (nests).
+#[cfg(feature = "selftest")]
 pub fn pause() {
     PAUSED.fetch_add(1, Relaxed);
 }
 
 /// Undo one [`pause`].
+#[cfg(feature = "selftest")]
 pub fn resume() {
     let _ = PAUSED.fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1));
     kick();
 }
 
 /// Cut the thread's current sleep short.
+#[cfg(feature = "selftest")]
 pub fn kick() {
     KICKED.store(true, Relaxed);
 }
@@ -139,12 +144,14 @@ fn one_pass() -> PassStats {
 }
 
 /// A full scan right now, in the calling thread (tests, the demo).
+#[cfg(any(feature = "selftest", feature = "demo"))]
 pub fn scan_now() -> PassStats {
     khugepaged_full_scan(uspace::ctx(), &mut with_mm, 64)
 }
 
 /// Wake the thread and wait until it completed `n` more full scans, or
 /// `timeout_ms` passed.  Returns whether it did.
+#[cfg(feature = "selftest")]
 pub fn wait_full_scans(n: u64, timeout_ms: u64) -> bool {
     let target = THP.stats.full_scans() + n;
     let t0 = crate::arch::now_ns();

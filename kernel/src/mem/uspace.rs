@@ -121,6 +121,7 @@ pub fn register(mm: UserMm) -> Result<Arc<UserMm>, Errno> {
 }
 
 /// Load `mm` as the running thread's lower half (kept across preemption).
+#[cfg(any(feature = "selftest", feature = "demo"))]
 pub fn activate(mm: &UserMm) {
     sched::set_addr_space(Some(sched::AddrSpace {
         root_pa: mm.root_pa(),
@@ -229,6 +230,7 @@ fn on_fault(fi: &arch::FaultInfo) -> bool {
 
 /// Read a u64 at user address `va` of the loaded address space (faulting
 /// it in through the real MMU).
+#[cfg(any(feature = "selftest", feature = "demo"))]
 pub fn read_u64(va: u64) -> Result<u64, Errno> {
     let mut b = [0u8; 8];
     arch::copy_from_user(&mut b, va).map_err(|_| Errno::EFAULT)?;
@@ -236,6 +238,7 @@ pub fn read_u64(va: u64) -> Result<u64, Errno> {
 }
 
 /// Write a u64 at user address `va` of the loaded address space.
+#[cfg(any(feature = "selftest", feature = "demo"))]
 pub fn write_u64(va: u64, v: u64) -> Result<(), Errno> {
     arch::copy_to_user(va, &v.to_ne_bytes()).map_err(|_| Errno::EFAULT)
 }

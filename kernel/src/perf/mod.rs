@@ -25,6 +25,7 @@ use crate::{arch, cmdline};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
+#[cfg(feature = "selftest")]
 use mm::aspace::ThpMaps;
 use mm::frame_flags::{FrameState, PageFlags};
 use mm::thp::{MthpStat, THP, THP_MAX_ORDER, ThpStats, VmEvent};
@@ -55,6 +56,7 @@ pub fn start(events: &[Event], filter: Filter) -> Result<CounterSet, PmuError> {
 
 /// One line per hardware event (`available` / `unavailable: <reason>`),
 /// then the software counters.
+#[cfg(feature = "selftest")]
 pub fn describe() -> String {
     let info = pmu();
     let mut s = String::new();
@@ -187,6 +189,7 @@ pub fn pagetable_pages() -> u64 {
 /// Translation entries (a 4K PTE, a contpte block, a PMD: 1 each) mapping
 /// the VMAs that intersect `start..end`, from `maps = mm.thpmaps()`.
 /// Granularity is the VMA: give a benchmark region its own mapping.
+#[cfg(feature = "selftest")]
 pub fn translation_entries(maps: &ThpMaps, start: u64, end: u64) -> u64 {
     maps.vmas
         .iter()
@@ -360,6 +363,7 @@ impl core::fmt::Display for Report {
 
 impl Report {
     /// The count of `e`, if it was measured.
+    #[cfg_attr(not(any(feature = "selftest", feature = "demo")), allow(dead_code))]
     pub fn get(&self, e: Event) -> Option<u64> {
         self.hw
             .iter()
@@ -368,6 +372,7 @@ impl Report {
     }
 }
 
+#[cfg(feature = "selftest")]
 mod tests {
     use super::*;
     use ktest::{check, check_eq, ktest};

@@ -40,6 +40,7 @@ static STACK_SLOTS: spin::Mutex<u64> = spin::Mutex::new(0);
 /// Pages of all kernel stacks now mapped (for leak checks).
 static LIVE_STACK_PAGES: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg_attr(not(feature = "selftest"), allow(dead_code))]
 pub fn live_stack_pages() -> usize {
     LIVE_STACK_PAGES.load(Ordering::Relaxed)
 }
@@ -98,6 +99,7 @@ impl KStack {
     }
 
     /// The unmapped page just below the stack.
+    #[cfg_attr(not(feature = "selftest"), allow(dead_code))]
     pub fn guard(&self) -> Range<u64> {
         self.base()..self.base() + PAGE
     }

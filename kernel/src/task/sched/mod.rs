@@ -139,6 +139,7 @@ impl Thread {
 
     /// The guard page below this thread's stack (`None` for the boot thread,
     /// whose guard is `arch::kernel_layout().stack_guard`).
+    #[cfg(feature = "selftest")]
     pub fn stack_guard(&self) -> Option<core::ops::Range<u64>> {
         self.stack.as_ref().map(|s| s.guard())
     }
@@ -574,6 +575,7 @@ pub fn started() -> bool {
 }
 
 /// Context switches so far.
+#[cfg_attr(not(feature = "selftest"), allow(dead_code))]
 pub fn switches() -> u64 {
     SWITCHES.load(Ordering::Relaxed)
 }
@@ -734,11 +736,13 @@ pub struct JoinHandle {
 }
 
 impl JoinHandle {
+    #[cfg_attr(not(feature = "selftest"), allow(dead_code))]
     pub fn thread(&self) -> &Arc<Thread> {
         self.t.as_ref().expect("joined")
     }
 
     /// Wait for the thread to exit and free its stack.
+    #[cfg_attr(not(feature = "selftest"), allow(dead_code))]
     pub fn join(mut self) {
         let t = self.t.take().expect("joined");
         t.exited.wait_until(|| t.state() == State::Dead);
@@ -762,6 +766,7 @@ impl Drop for JoinHandle {
     }
 }
 
+#[cfg(feature = "selftest")]
 mod tests;
 mod wait;
 
