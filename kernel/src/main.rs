@@ -1,5 +1,11 @@
 //! The kernel: boot-time init, self-test runner and demonstrations.
 //!
+//! Each subsystem is a folder whose `mod.rs` says what belongs there:
+//! `task/` (threads, scheduling), `proc/` (processes), `syscall/`, `fs/`,
+//! `mem/` (the glue to the `mm` crate), `perf/`, and the optional parts,
+//! `selftest/` and `demo/`, compiled in only with their cargo features
+//! (`kernel/Cargo.toml`).
+//!
 //! Start-up order (see `kernel_main`): console and boot info come from the
 //! arch crate, which has already switched to the kernel's own page tables;
 //! then the command line, the frame allocator and heap, interrupts and the
