@@ -2,9 +2,11 @@
 //!
 //! `process.rs` holds the process table, fork, exit and wait, the open-file
 //! table and the user fault entry that counts `ru_minflt` and kills with
-//! SIGSEGV; `elf.rs` parses the static executables it loads.  The system
+//! SIGSEGV; `exec.rs` loads a program image and its initial stack, and
+//! `elf.rs` parses the static executables it loads.  The system
 //! calls that operate on processes are in `syscall/`, their address spaces
 //! in `mem/uspace.rs`.  Later process work goes here: `execve`, user signal
 //! delivery, `CLONE_VM` threads sharing one address space.
 pub mod elf;
+mod exec;
 pub mod process;
