@@ -22,6 +22,7 @@ mod idcalls;
 mod invariants_tests;
 mod khugepaged;
 mod khugepaged_tests;
+mod kmap;
 #[macro_use]
 mod log;
 mod memory;
@@ -62,6 +63,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
         cmdline::raw()
     );
     memory::init(info);
+    kmap::init();
     for e in mm::thp::THP.apply_cmdline(cmdline::raw()) {
         warn!("cmdline: {:?}", e);
     }
