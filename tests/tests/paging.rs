@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use mm::cpu::{AtomicCpuSet, CpuSet};
 use mm::emu::{Access, Fault, Flush};
 use mm::paging::{
     Attrs, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Perms, PtError,
@@ -892,6 +893,39 @@ fn kernel_stack_map_unmap<A: PagingArch>() {
     assert_eq!(emu.pt_in_use(), 0);
 }
 
+/// Flushes of a user space go to its CPU set as it is when the flush is
+/// issued (a CPU that loaded the root while the batch was gathered is
+/// reached too), kernel flushes to every CPU.
+fn gather_targets_the_space_cpus<A: PagingArch>() {
+    let set = AtomicCpuSet::new(CpuSet::EMPTY);
+    set.insert(1);
+    set.insert(3);
+    let emu = emu();
+    let mut pt = user_pt::<A>(&emu).with_cpus(&set);
+    pt.set_ptes(VA, DATA_PFN, 4, user_rw()).unwrap();
+    emu.tlb.take_log();
+    let mut g = pt.gather();
+    pt.get_and_clear_ptes(VA, 2, &mut g);
+    set.insert(5);
+    g.finish();
+    assert_eq!(emu.tlb.targets(), vec![CpuSet::from_bits(0b10_1010)]);
+    let mut g = pt.gather();
+    pt.get_and_clear_ptes(VA + 0x2000, 2, &mut g);
+    g.finish();
+    assert_eq!(emu.tlb.targets().len(), 2);
+    pt.destroy();
+    let mut kpt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    kpt.map_range(kva, 0x1_0000_0000, 0x1000, Attrs::kernel(Perms::KERNEL_RW))
+        .unwrap();
+    emu.tlb.take_log();
+    let mut g = kpt.gather();
+    kpt.unmap_range(kva, 0x1000, &mut g).unwrap();
+    g.finish();
+    assert_eq!(emu.tlb.targets(), vec![CpuSet::ALL]);
+    kpt.destroy();
+}
+
 fn kernel_read_after<A: PagingArch>(
     emu: &mm::emu::Emu,
     kpt: &PageTable<'_, A>,
@@ -902,6 +936,7 @@ fn kernel_read_after<A: PagingArch>(
 }
 
 both!(
+    gather_targets_the_space_cpus,
     link_kernel_half_shares_tables,
     kernel_stack_map_unmap,
     probe_matches_lookup,

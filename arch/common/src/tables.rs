@@ -11,6 +11,7 @@
 #![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use mm::cpu::CpuSet;
 use mm::paging::{PtAlloc, Space, TlbOps};
 use mm::phys::PhysMem;
 
@@ -131,6 +132,6 @@ impl PtAlloc for BumpTables<'_> {
 pub struct NotLive;
 
 impl TlbOps for NotLive {
-    fn flush_range(&self, _: Space, _: u64, _: u64, _: u64) {}
-    fn flush_all(&self, _: Space) {}
+    fn flush_range(&self, _: Space, _: CpuSet, _: u64, _: u64, _: u64) {}
+    fn flush_all(&self, _: Space, _: CpuSet) {}
 }

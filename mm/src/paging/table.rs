@@ -10,6 +10,7 @@ use super::arch::{
 };
 use super::tlb::{Space, TlbGather, TlbOps};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
+use crate::cpu::{ALL_CPUS, AtomicCpuSet};
 use crate::phys::PhysMem;
 
 /// Whether user page tables may use contiguous hints (arm64 contpte).
@@ -190,6 +191,9 @@ pub struct PageTable<'a, A: PagingArch> {
     pub(crate) deposit_head: u64,
     pub(crate) deposits: usize,
     pub(crate) stats: PtStats,
+    /// The CPUs that may cache this table's entries: every flush goes to
+    /// them ([`crate::cpu::ALL_CPUS`] unless [`Self::with_cpus`] says).
+    pub(crate) cpus: &'a AtomicCpuSet,
     _arch: PhantomData<fn() -> A>,
 }
 
@@ -212,8 +216,21 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             deposit_head: NO_DEPOSIT,
             deposits: 0,
             stats: PtStats::default(),
+            cpus: &ALL_CPUS,
             _arch: PhantomData,
         }
+    }
+
+    /// Flush only `cpus` (the address space's CPU set, kept by its owner
+    /// as CPUs load the root) instead of every CPU.
+    pub fn with_cpus(mut self, cpus: &'a AtomicCpuSet) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// The CPUs this table's flushes reach.
+    pub fn cpus(&self) -> &'a AtomicCpuSet {
+        self.cpus
     }
 
     /// Physical address of the root table (for CR3 / TTBR).
@@ -247,7 +264,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Start a batch: flushes and frees collected here happen at
     /// [`TlbGather::finish`].
     pub fn gather(&self) -> TlbGather<'a> {
-        TlbGather::new(self.space, self.env.tlb, self.env.alloc)
+        TlbGather::new(self.space, self.cpus, self.env.tlb, self.env.alloc)
     }
 
     // ----- raw entry access -----
@@ -657,7 +674,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// are not touched (their owners unmapped or will free them).  The
     /// caller must have switched every CPU away from this root.
     pub fn destroy(mut self) {
-        self.env.tlb.flush_all(self.space);
+        self.env.tlb.flush_all(self.space, self.cpus.load());
         let mut pages = alloc::vec::Vec::new();
         self.for_each_table(&mut |pa, _| pages.push(pa));
         for pa in pages {
