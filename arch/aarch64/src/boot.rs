@@ -9,10 +9,10 @@ use crate::dt::{self, GicVersion, Platform};
 use crate::paging::{self, PAGE_SIZE, kimage_pa, sym};
 use crate::pte::Aarch64;
 use crate::{DEVICE_VA_BASE, PHYS_OFFSET};
-use arch_common::tables::{BumpTables, NotLive, TableMem};
+use arch_common::tables::{BumpTables, NotLive, TableMem, map_boot};
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
-use mm::paging::{Attrs, PTE_LEVEL, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
+use mm::paging::{PTE_LEVEL, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
 
 core::arch::global_asm!(include_str!("../../../boot/aarch64/entry.S"), options(raw));
 
@@ -152,14 +152,7 @@ fn find_table_frames(info: &BootInfo, after: u64) -> (u64, u64) {
 /// Build the final TTBR1 tree with `mm`'s engine; returns its root.
 fn build_kernel_tables(env: PtEnv, info: &BootInfo, plat: &Platform) -> u64 {
     let mut pt = PageTable::<Aarch64>::new(env, Space::Kernel).expect("arch: no TTBR1 root frame");
-    let map = |pt: &mut PageTable<Aarch64>, va, pa, len, perms, device, max| {
-        let attrs = Attrs {
-            device,
-            ..Attrs::kernel(perms)
-        };
-        pt.map_range_max(va, pa, len, attrs, max)
-            .unwrap_or_else(|e| panic!("arch: kernel mapping {va:#x}+{len:#x}: {e:?}"))
-    };
+    let map = map_boot::<Aarch64>;
 
     // Kernel image, 4K pages, W^X.
     let map_image = |pt: &mut PageTable<Aarch64>, s: u64, e: u64, perms| {

@@ -12,7 +12,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::cpu::CpuSet;
-use mm::paging::{PtAlloc, Space, TlbOps};
+use mm::paging::{Attrs, PageTable, PagingArch, Perms, PtAlloc, Space, TlbOps};
 use mm::phys::PhysMem;
 
 /// Physical memory seen at `pa + offset`: identity (`offset = 0`) while x86
@@ -35,30 +35,14 @@ impl TableMem {
     fn ptr(&self, pa: u64) -> *mut u8 {
         (pa + self.offset) as *mut u8
     }
+}
 
-    #[inline]
+impl PhysMem for TableMem {
     fn word(&self, pa: u64) -> &AtomicU64 {
         debug_assert!(pa.is_multiple_of(8));
         // SAFETY: `pa` is 8-byte aligned RAM mapped at `pa + offset` (the
         // contract of `new`); table words are only accessed atomically.
         unsafe { AtomicU64::from_ptr(self.ptr(pa) as *mut u64) }
-    }
-}
-
-impl PhysMem for TableMem {
-    fn load(&self, pa: u64) -> u64 {
-        self.word(pa).load(Ordering::Acquire)
-    }
-    fn store(&self, pa: u64, val: u64) {
-        self.word(pa).store(val, Ordering::Release)
-    }
-    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
-        match self
-            .word(pa)
-            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(v) | Err(v) => v,
-        }
     }
     fn zero(&self, pa: u64, len: u64) {
         self.fill(pa, len, 0)
@@ -134,4 +118,26 @@ pub struct NotLive;
 impl TlbOps for NotLive {
     fn flush_range(&self, _: Space, _: CpuSet, _: u64, _: u64, _: u64) {}
     fn flush_all(&self, _: Space, _: CpuSet) {}
+}
+
+/// Map `[va, va + len)` to `pa` in a kernel table being built at boot:
+/// a global kernel mapping with `perms` (uncached device memory if
+/// `device`), leaves no larger than `max_level`.  Returns the largest leaf
+/// size used.  A failure is a bug in the boot layout, so it panics with
+/// the mapping that failed.
+pub fn map_boot<A: PagingArch>(
+    pt: &mut PageTable<A>,
+    va: u64,
+    pa: u64,
+    len: u64,
+    perms: Perms,
+    device: bool,
+    max_level: u8,
+) -> u64 {
+    let attrs = Attrs {
+        device,
+        ..Attrs::kernel(perms)
+    };
+    pt.map_range_max(va, pa, len, attrs, max_level)
+        .unwrap_or_else(|e| panic!("{}: kernel mapping {va:#x}+{len:#x}: {e:?}", A::NAME))
 }

@@ -24,10 +24,10 @@ use crate::cpu;
 use crate::console::kprint;
 use crate::pte::{self, X86_64};
 
-use arch_common::tables::{BumpTables, NotLive, TableMem};
+use arch_common::tables::{BumpTables, NotLive, TableMem, map_boot};
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
-use mm::paging::{Attrs, Entry, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
+use mm::paging::{Entry, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
 use spin::Once;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
@@ -279,14 +279,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         tlb: &NotLive,
     };
     let mut pt = PageTable::<X86_64>::new(env, Space::Kernel).expect("x86_64: no PML4 frame");
-    let map = |pt: &mut PageTable<X86_64>, va, pa, len, perms, device, max| {
-        let attrs = Attrs {
-            device,
-            ..Attrs::kernel(perms)
-        };
-        pt.map_range_max(va, pa, len, attrs, max)
-            .unwrap_or_else(|e| panic!("x86_64: kernel mapping {va:#x}+{len:#x}: {e:?}"))
-    };
+    let map = map_boot::<X86_64>;
 
     // Direct map.
     let mut dm_leaf = 0;
