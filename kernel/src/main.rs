@@ -31,7 +31,7 @@ mod syscall;
 mod task;
 
 use fs::cpio;
-use mem::{khugepaged, memory, uspace};
+use mem::{khugepaged, kmap, memory, uspace};
 use mm::bootinfo::BootInfo;
 use proc::process;
 use task::sched;
@@ -75,6 +75,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
         cmdline::raw()
     );
     memory::init(info);
+    kmap::init();
     for e in mm::thp::THP.apply_cmdline(cmdline::raw()) {
         warn!("cmdline: {:?}", e);
     }

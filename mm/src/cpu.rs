@@ -10,6 +10,12 @@
 //!   rather than asking callers to mask interrupts, so every entry point is
 //!   safe to call from anywhere (including `Folio::put` deep in other code).
 //!
+//! * [`AtomicCpuSet`] / [`CpuSet`]: which CPUs may hold TLB entries of
+//!   an address space (Linux's `mm_cpumask`).  Every page table carries
+//!   one, its [`crate::paging::TlbGather`]s read it when they flush, and
+//!   [`crate::paging::TlbOps`] gets the snapshot: the CPUs a shootdown must
+//!   reach.
+//!
 //! Lock order: none here; [`IrqGuard`] only masks interrupts on the
 //! current CPU.
 
@@ -17,6 +23,93 @@
 /// `0..MAX_CPUS`.  Per-CPU allocator caches exist for each; an id beyond it
 /// bypasses them (correct, just slower).
 pub const MAX_CPUS: usize = 8;
+
+const _: () = assert!(MAX_CPUS <= 64, "a CpuSet is one 64-bit word");
+
+/// A snapshot of a set of CPU ids (`0..MAX_CPUS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSet(u64);
+
+impl CpuSet {
+    pub const EMPTY: CpuSet = CpuSet(0);
+    /// Every CPU id below [`MAX_CPUS`].
+    pub const ALL: CpuSet = CpuSet(if MAX_CPUS == 64 {
+        u64::MAX
+    } else {
+        (1 << MAX_CPUS) - 1
+    });
+    pub const fn from_bits(bits: u64) -> CpuSet {
+        CpuSet(bits & CpuSet::ALL.0)
+    }
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+    pub const fn contains(self, cpu: usize) -> bool {
+        cpu < MAX_CPUS && self.0 & (1 << cpu) != 0
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub const fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+    /// The set without `cpu` (a shootdown's targets: all but the caller).
+    pub const fn without(self, cpu: usize) -> CpuSet {
+        if cpu < MAX_CPUS {
+            CpuSet(self.0 & !(1 << cpu))
+        } else {
+            self
+        }
+    }
+    /// The ids in the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..MAX_CPUS).filter(move |&c| self.contains(c))
+    }
+}
+
+/// A [`CpuSet`] changed atomically: the CPUs that may hold TLB entries
+/// tagged with one address space (set when a CPU loads its root).
+///
+/// Ordering contract (what makes skipping CPUs outside the set safe): a
+/// CPU [`insert`](Self::insert)s itself *before* it loads the root, and a
+/// flusher [`load`](Self::load)s the set *after* it changed the entries
+/// (both `SeqCst`).  So a CPU missing from the snapshot loaded the root
+/// after the change and cannot have cached the old entry.  Bits are not
+/// cleared while the address space lives (a CPU that switched away keeps
+/// entries under the ASID/PCID); the set empties when the ASID is freed,
+/// and a reused ASID is invalidated when it is next loaded.
+#[derive(Debug, Default)]
+pub struct AtomicCpuSet(core::sync::atomic::AtomicU64);
+
+impl AtomicCpuSet {
+    pub const fn new(set: CpuSet) -> Self {
+        AtomicCpuSet(core::sync::atomic::AtomicU64::new(set.0))
+    }
+    /// Add `cpu`; true if it was not in the set.
+    pub fn insert(&self, cpu: usize) -> bool {
+        if cpu >= MAX_CPUS {
+            return false;
+        }
+        let bit = 1 << cpu;
+        self.0.fetch_or(bit, core::sync::atomic::Ordering::SeqCst) & bit == 0
+    }
+    pub fn remove(&self, cpu: usize) {
+        if cpu < MAX_CPUS {
+            self.0
+                .fetch_and(!(1 << cpu), core::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    pub fn load(&self) -> CpuSet {
+        CpuSet(self.0.load(core::sync::atomic::Ordering::SeqCst))
+    }
+    pub fn clear(&self) {
+        self.0.store(0, core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The target of kernel-space flushes: every CPU (kernel mappings are
+/// global, cached by any CPU whatever it runs).
+pub static ALL_CPUS: AtomicCpuSet = AtomicCpuSet::new(CpuSet::ALL);
 
 /// What the allocator needs from the CPU layer.
 ///

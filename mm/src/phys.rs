@@ -5,15 +5,34 @@
 //! `Vec<u64>`.  Page-table entries are loaded and stored atomically because
 //! the MMU walks (and on x86 sets accessed/dirty bits) concurrently.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 /// Physical memory as seen by `mm`.  All addresses are physical; `pa` of a
 /// 64-bit access is 8-byte aligned.
 pub trait PhysMem: Sync {
+    /// The 64-bit word at `pa` (8-byte aligned) as an atomic: what every
+    /// implementation provides, and what the entry accessors below use.
+    fn word(&self, pa: u64) -> &AtomicU64;
     /// Atomically load a 64-bit word (a page-table entry).
-    fn load(&self, pa: u64) -> u64;
+    #[inline]
+    fn load(&self, pa: u64) -> u64 {
+        self.word(pa).load(Ordering::Acquire)
+    }
     /// Atomically store a 64-bit word (a page-table entry).
-    fn store(&self, pa: u64, val: u64);
+    #[inline]
+    fn store(&self, pa: u64, val: u64) {
+        self.word(pa).store(val, Ordering::Release)
+    }
     /// Atomic compare-exchange; returns the previous value.
-    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64;
+    #[inline]
+    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
+        match self
+            .word(pa)
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(v) | Err(v) => v,
+        }
+    }
     /// Fill `len` bytes at `pa` with zero.
     fn zero(&self, pa: u64, len: u64);
     /// Copy `len` bytes from `src` to `dst` (non-overlapping).

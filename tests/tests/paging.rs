@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use mm::cpu::{AtomicCpuSet, CpuSet};
 use mm::emu::{Access, Fault, Flush};
 use mm::paging::{
     Attrs, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Perms, PtError,
@@ -797,6 +798,134 @@ fn link_kernel_half_shares_tables<A: PagingArch>() {
     );
 }
 
+/// Kernel run-time mappings (thread stacks with guard pages) go through
+/// the engine like user ones: `map_range_max` keeps to the leaf size it is
+/// given, unmapping a stack frees the tables it covered and emptied but never the table
+/// right under the root (a user root linked before the stack was mapped
+/// still reaches the next one through it), and the flush is a kernel one.
+fn kernel_stack_map_unmap<A: PagingArch>() {
+    let emu = emu();
+    let mut kpt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let base = 0xffff_fe80_0000_0000u64;
+    // The region's root entry exists before any user root links the half.
+    kpt.ensure_table(base, 2).unwrap();
+    let mut upt = user_pt::<A>(&emu);
+    assert_eq!(upt.link_kernel_half(kpt.root()), 1);
+    let tables = emu.pt_in_use();
+    // A 2 MiB-aligned 2 MiB range with 4 KiB leaves only: 512 leaves.
+    let stack = base + 0x20_0000;
+    assert_eq!(
+        kpt.map_range_max(stack, 0x4000_0000, M2, Attrs::kernel(Perms::KERNEL_RW), 0),
+        Ok(0x1000)
+    );
+    let mut n = 0;
+    kpt.for_each_leaf(&mut |_, l| {
+        assert_eq!(l.level, 0);
+        n += 1;
+    });
+    assert_eq!(n, 512);
+    assert_eq!(
+        emu.tlb.access::<A>(
+            &emu.mem,
+            upt.root(),
+            Space::Kernel,
+            stack + 0x1008,
+            Access::Write,
+            false
+        ),
+        Ok(0x4000_1008)
+    );
+    emu.tlb.take_log();
+    let mut g = kpt.gather();
+    kpt.unmap_range(stack, M2, &mut g).unwrap();
+    g.finish();
+    let log = emu.tlb.take_log();
+    assert!(!log.is_empty(), "no flush after a kernel unmap");
+    assert!(
+        log.iter().all(|f| matches!(
+            f,
+            Flush::All {
+                space: Space::Kernel
+            } | Flush::Range {
+                space: Space::Kernel,
+                ..
+            }
+        )),
+        "kernel unmap flushed as a kernel space: {log:?}"
+    );
+    // The PTE table was emptied and freed; the PMD table stays, as the
+    // range did not cover all of it (tables are freed only under a range
+    // that spans them).
+    assert_eq!(emu.pt_in_use(), tables + 1, "the PTE table was freed");
+    assert!(matches!(kpt.lookup(base).entry, Entry::Absent));
+    // The next stack is seen through the root entry the user root copied.
+    kpt.map_range(
+        base + 0x1000,
+        0x5000_0000,
+        0x1000,
+        Attrs::kernel(Perms::KERNEL_RW),
+    )
+    .unwrap();
+    assert_eq!(
+        emu.tlb.access::<A>(
+            &emu.mem,
+            upt.root(),
+            Space::Kernel,
+            base + 0x1010,
+            Access::Read,
+            false
+        ),
+        Ok(0x5000_0010)
+    );
+    // Even unmapping the whole root slot keeps its table (fails without
+    // the rule: the user root would then point at a freed page).
+    let mut g = kpt.gather();
+    kpt.unmap_range(base, 1 << 39, &mut g).unwrap();
+    g.finish();
+    assert!(matches!(kpt.lookup(base).entry, Entry::Absent));
+    assert_eq!(
+        kpt.lookup(base).level,
+        2,
+        "the root entry of the region went"
+    );
+    upt.destroy();
+    kpt.destroy();
+    assert_eq!(emu.pt_in_use(), 0);
+}
+
+/// Flushes of a user space go to its CPU set as it is when the flush is
+/// issued (a CPU that loaded the root while the batch was gathered is
+/// reached too), kernel flushes to every CPU.
+fn gather_targets_the_space_cpus<A: PagingArch>() {
+    let set = AtomicCpuSet::new(CpuSet::EMPTY);
+    set.insert(1);
+    set.insert(3);
+    let emu = emu();
+    let mut pt = user_pt::<A>(&emu).with_cpus(&set);
+    pt.set_ptes(VA, DATA_PFN, 4, user_rw()).unwrap();
+    emu.tlb.take_log();
+    let mut g = pt.gather();
+    pt.get_and_clear_ptes(VA, 2, &mut g);
+    set.insert(5);
+    g.finish();
+    assert_eq!(emu.tlb.targets(), vec![CpuSet::from_bits(0b10_1010)]);
+    let mut g = pt.gather();
+    pt.get_and_clear_ptes(VA + 0x2000, 2, &mut g);
+    g.finish();
+    assert_eq!(emu.tlb.targets().len(), 2);
+    pt.destroy();
+    let mut kpt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    kpt.map_range(kva, 0x1_0000_0000, 0x1000, Attrs::kernel(Perms::KERNEL_RW))
+        .unwrap();
+    emu.tlb.take_log();
+    let mut g = kpt.gather();
+    kpt.unmap_range(kva, 0x1000, &mut g).unwrap();
+    g.finish();
+    assert_eq!(emu.tlb.targets(), vec![CpuSet::ALL]);
+    kpt.destroy();
+}
+
 fn kernel_read_after<A: PagingArch>(
     emu: &mm::emu::Emu,
     kpt: &PageTable<'_, A>,
@@ -807,7 +936,9 @@ fn kernel_read_after<A: PagingArch>(
 }
 
 both!(
+    gather_targets_the_space_cpus,
     link_kernel_half_shares_tables,
+    kernel_stack_map_unmap,
     probe_matches_lookup,
     map_and_translate,
     set_ptes_64k_folio,

@@ -6,10 +6,13 @@
 //! a fault here is reported like any other.
 use crate::console::{self, kprintln};
 use crate::dt::{self, GicVersion, Platform};
-use crate::paging::{self, FrameBump, PAGE_SIZE, Prot, TableBuilder, kimage_pa, sym};
+use crate::paging::{self, PAGE_SIZE, kimage_pa, sym};
+use crate::pte::Aarch64;
 use crate::{DEVICE_VA_BASE, PHYS_OFFSET};
+use arch_common::tables::{BumpTables, NotLive, TableMem, map_boot};
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
+use mm::paging::{PTE_LEVEL, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
 
 core::arch::global_asm!(include_str!("../../../boot/aarch64/entry.S"), options(raw));
 
@@ -69,11 +72,23 @@ extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
     info.add_reserved(image, ReservedKind::KernelImage);
 
     let (start, limit) = find_table_frames(info, image.end);
-    let mut bump = FrameBump::new(start, limit);
-    let ttbr0_root = bump.alloc();
-    let ttbr1_root = build_kernel_tables(&mut bump, info, &plat);
+    // The early tables map RAM at PHYS_OFFSET (boot/aarch64).
+    // SAFETY: `[start, limit)` is free RAM reached through that mapping,
+    // used only by the tables built here.
+    let mem = unsafe { TableMem::new(PHYS_OFFSET) };
+    let bump = BumpTables::new(&mem, start, limit);
+    let env = PtEnv {
+        mem: &mem,
+        alloc: &bump,
+        tlb: &NotLive,
+    };
+    let ttbr0_root = PageTable::<Aarch64>::new(env, Space::Kernel)
+        .expect("arch: no frame for the empty TTBR0 table")
+        .root();
+    let ttbr1_root = build_kernel_tables(env, info, &plat);
+    let used = bump.used();
     info.add_reserved(
-        PhysRange::new(bump.start, bump.next),
+        PhysRange::new(used.start, used.end),
         ReservedKind::EarlyPageTables,
     );
 
@@ -88,8 +103,8 @@ extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
 
     kprintln!(
         "arch: kernel tables live: {} KiB of table frames at {:#x}, direct map leaf {} KiB",
-        (bump.next - bump.start) / 1024,
-        bump.start,
+        (used.end - used.start) / 1024,
+        used.start,
         paging::LAYOUT.direct_map_leaf.load(Ordering::Relaxed) / 1024
     );
     // SAFETY: `kernel_main` is defined by the kernel crate with exactly this
@@ -135,42 +150,56 @@ fn find_table_frames(info: &BootInfo, after: u64) -> (u64, u64) {
     crate::exit(false);
 }
 
-/// Build the final TTBR1 tree; returns its root.
-fn build_kernel_tables(bump: &mut FrameBump, info: &BootInfo, plat: &Platform) -> u64 {
-    let mut tb = TableBuilder::new(bump);
+/// Build the final TTBR1 tree with `mm`'s engine; returns its root.
+fn build_kernel_tables(env: PtEnv, info: &BootInfo, plat: &Platform) -> u64 {
+    let mut pt = PageTable::<Aarch64>::new(env, Space::Kernel).expect("arch: no TTBR1 root frame");
+    let map = map_boot::<Aarch64>;
 
     // Kernel image, 4K pages, W^X.
-    let map_image = |tb: &mut TableBuilder, s: u64, e: u64, p: Prot| {
+    let map_image = |pt: &mut PageTable<Aarch64>, s: u64, e: u64, perms| {
         if e > s {
-            tb.map(s, kimage_pa(s), e - s, p, false);
+            map(pt, s, kimage_pa(s), e - s, perms, false, PTE_LEVEL);
         }
     };
     let guard = sym::stack_guard();
     assert!(sym::data_start() <= guard && guard + PAGE_SIZE <= sym::bss_end());
-    map_image(&mut tb, sym::text_start(), sym::text_end(), Prot::Text);
     map_image(
-        &mut tb,
+        &mut pt,
+        sym::text_start(),
+        sym::text_end(),
+        Perms::KERNEL_RX,
+    );
+    map_image(
+        &mut pt,
         sym::rodata_start(),
         sym::rodata_end(),
-        Prot::ReadOnly,
+        Perms::KERNEL_RO,
     );
-    map_image(&mut tb, sym::data_start(), guard, Prot::ReadWrite);
-    map_image(&mut tb, guard + PAGE_SIZE, sym::bss_end(), Prot::ReadWrite);
+    map_image(&mut pt, sym::data_start(), guard, Perms::KERNEL_RW);
+    map_image(&mut pt, guard + PAGE_SIZE, sym::bss_end(), Perms::KERNEL_RW);
 
     // Devices at fixed VAs.
-    let map_dev = |tb: &mut TableBuilder, pa: u64, size: u64| {
+    let map_dev = |pt: &mut PageTable<Aarch64>, pa: u64, size: u64| {
         assert!(
             pa + size <= 1 << 32,
             "device {pa:#x} outside the device window"
         );
         let s = pa & !(PAGE_SIZE - 1);
         let e = (pa + size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        tb.map(device_va(s), s, e - s, Prot::Device, false);
+        map(
+            pt,
+            device_va(s),
+            s,
+            e - s,
+            Perms::KERNEL_RW,
+            true,
+            PTE_LEVEL,
+        );
     };
-    map_dev(&mut tb, console::UART_PA, PAGE_SIZE);
+    map_dev(&mut pt, console::UART_PA, PAGE_SIZE);
     if let Some(g) = plat.gic {
         map_dev(
-            &mut tb,
+            &mut pt,
             g.dist.start,
             g.dist.len().clamp(PAGE_SIZE, 0x1_0000),
         );
@@ -178,17 +207,26 @@ fn build_kernel_tables(bump: &mut FrameBump, info: &BootInfo, plat: &Platform) -
             GicVersion::V2 => g.cpu.len().clamp(2 * PAGE_SIZE, 0x1_0000),
             GicVersion::V3 => GICR_PER_CPU,
         };
-        map_dev(&mut tb, g.cpu.start, cpu_len);
+        map_dev(&mut pt, g.cpu.start, cpu_len);
     }
 
     // Direct map of all RAM with the largest blocks that fit.
-    tb.largest_leaf = 0;
+    let mut largest_leaf = 0;
     let (mut lo, mut hi) = (u64::MAX, 0);
     for r in info.ram() {
         let s = r.start.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         let e = r.end & !(PAGE_SIZE - 1);
         if e > s {
-            tb.map(s + PHYS_OFFSET, s, e - s, Prot::ReadWrite, true);
+            let leaf = map(
+                &mut pt,
+                s + PHYS_OFFSET,
+                s,
+                e - s,
+                Perms::KERNEL_RW,
+                false,
+                PUD_LEVEL,
+            );
+            largest_leaf = largest_leaf.max(leaf);
             lo = lo.min(s);
             hi = hi.max(e);
         }
@@ -197,6 +235,6 @@ fn build_kernel_tables(bump: &mut FrameBump, info: &BootInfo, plat: &Platform) -
     l.direct_map_start
         .store(lo + PHYS_OFFSET, Ordering::Relaxed);
     l.direct_map_end.store(hi + PHYS_OFFSET, Ordering::Relaxed);
-    l.direct_map_leaf.store(tb.largest_leaf, Ordering::Relaxed);
-    tb.root
+    l.direct_map_leaf.store(largest_leaf, Ordering::Relaxed);
+    pt.root()
 }

@@ -201,12 +201,6 @@ pub fn kernel_half_root() -> Option<u64> {
     None
 }
 
-/// Prepare `table` as the root of a new lower-half address space (TTBR0
-/// covers only the lower half on arm64, so it starts empty).
-pub fn user_root_init(table: &mut [u64; 512]) {
-    table.fill(0);
-}
-
 /// Load `root_pa` into TTBR0_EL1 with `asid` (bits 63:48; ASID 0 belongs to
 /// the empty table and is refused).  When the ASID was last used with a
 /// different root (or is not tracked), its TLB entries are invalidated.

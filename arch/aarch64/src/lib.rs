@@ -73,13 +73,12 @@ mod hw {
 
     pub use crate::context::{
         Context, asid_bits, current_user_root, invalidate_asid, kernel_half_root,
-        set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_init,
-        user_root_off,
+        set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_off,
     };
     pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
     pub use crate::fpu::FpuState;
     pub use crate::mem::{copy_bytes, zero_bytes};
-    pub use crate::paging::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, map_kernel_page, unmap_kernel_page};
+    pub use crate::paging::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, kernel_root};
     pub use crate::probe::{probe_exec, probe_read, probe_write};
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
     pub use crate::user::{

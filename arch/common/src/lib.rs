@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod pmu;
+pub mod tables;
 
 /// The kind of access that faulted: `mm`'s own type, so the fault handler
 /// passes it to the memory manager as it is.

@@ -177,27 +177,15 @@ pub fn asid_bits() -> u32 {
     if has_pcid() { 12 } else { 0 }
 }
 
-/// Fill `table` as the root of a new address space: the lower half empty,
-/// the upper half (kernel) a copy of the kernel's root entries, so the
-/// kernel keeps running while it is loaded.
-pub fn user_root_init(table: &mut [u64; 512]) {
-    paging::ensure_kernel_map_pml4();
-    let k = paging::kernel_root();
-    table[..256].fill(0);
-    for (i, e) in table.iter_mut().enumerate().skip(256) {
-        *e = paging::read_root_entry(k, i as u64);
-    }
-}
-
 /// The root whose upper half every user root must share (one CR3 covers
-/// both halves on x86): the kernel's, once its run-time mapping region has
-/// its PML4 entry (so roots made later see that region's tables).
+/// both halves on x86): the kernel's.  Its run-time mapping region got its
+/// PML4 entry at boot (`kernel`'s `kmap::init`), so roots linked later see
+/// the tables mapped under it afterwards.
 pub fn kernel_half_root() -> Option<u64> {
-    paging::ensure_kernel_map_pml4();
     Some(paging::kernel_root())
 }
 
-/// Load `root_pa` (a PML4 made by [`user_root_init`]) into CR3 with PCID
+/// Load `root_pa` (a PML4 whose upper half links the kernel's) into CR3 with PCID
 /// `asid` (low 12 bits; 0 is the kernel's and is refused).  The PCID's TLB
 /// entries are kept when it was last loaded with the same root and flushed
 /// otherwise.  Without PCIDs this is a plain CR3 load (full non-global flush).
@@ -205,7 +193,7 @@ pub fn switch_user_root(root_pa: u64, asid: u16) {
     assert!(root_pa & !ADDR_MASK == 0, "unaligned root");
     let frame = root_frame(root_pa);
     let irq = cpu::irq_save();
-    // SAFETY: the root's upper half mirrors the kernel's (user_root_init), so
+    // SAFETY: the root's upper half mirrors the kernel's (`link_kernel_half`), so
     // everything the kernel uses stays mapped at the same addresses.
     unsafe {
         if has_pcid() {

@@ -47,8 +47,7 @@ mod user;
 #[cfg(target_os = "none")]
 pub use context::{
     Context, asid_bits, current_user_root, has_pcid, invalidate_asid, kernel_half_root,
-    set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_init,
-    user_root_off,
+    set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_off,
 };
 #[cfg(target_os = "none")]
 pub use cpu::invlpg as flush_tlb_page;
@@ -63,7 +62,7 @@ pub use mem::{copy_bytes, zero_bytes};
 #[cfg(target_os = "none")]
 pub use paging::{
     KERNEL_MAP_BASE, KERNEL_MAP_SIZE, KernelLayout, PHYS_OFFSET, Translation, kernel_layout,
-    kernel_translate, map_kernel_page, unmap_kernel_page,
+    kernel_root, kernel_translate,
 };
 #[cfg(target_os = "none")]
 pub use probe::{probe_exec, probe_read, probe_write};

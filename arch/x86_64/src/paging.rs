@@ -9,21 +9,25 @@
 //! * `KERNEL_VMA + pa` (PML4 slot 511): the kernel image with 4 KiB pages and
 //!   W^X: text RX, rodata R, data/bss RW+NX; the boot stack's guard page is
 //!   left unmapped.
-//! * `KERNEL_MAP_BASE` (PML4 slot 509): 4 KiB pages mapped at run time with
-//!   `map_kernel_page` (kernel thread stacks with guard pages).
+//! * `KERNEL_MAP_BASE` (PML4 slot 509): 4 KiB pages the kernel maps at run
+//!   time (kernel thread stacks with guard pages, `kernel`'s `kmap`).
 //! * PML4 slots 0..=255 (the lower half) are empty, for user space.
 //!
-//! Table frames come from a bump allocator over one contiguous chunk of free
-//! RAM that is then reserved as `ReservedKind::EarlyPageTables`.
+//! The tables are built by `mm`'s engine (`PageTable` in `Space::Kernel`,
+//! this crate's `pte` format), like user tables: table frames come from a
+//! bump allocator (`arch_common::tables`) over one contiguous chunk of free
+//! RAM that is then reserved as `ReservedKind::EarlyPageTables`.  Leaves
+//! carry the global bit (ignored if the CPU lacks PGE).
 use crate::cpu;
 // The entry bits are `pte`'s, the format `mm`'s page-table engine encodes
 // and decodes; none is defined here.
 use crate::console::kprint;
 use crate::pte::{self, X86_64};
 
+use arch_common::tables::{BumpTables, NotLive, TableMem, map_boot};
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::bootinfo::{BootInfo, MAX_RAM_RANGES, PhysRange, ReservedKind};
-use mm::paging::Entry;
+use mm::paging::{Entry, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
 use spin::Once;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
@@ -168,82 +172,6 @@ pub fn kernel_translate(va: u64) -> Option<Translation> {
     })
 }
 
-/// Bump allocator of zeroed page-table frames over `[next, end)`.
-/// It builds the boot-time tables by hand: it runs before any allocator
-/// exists, where `mm`'s `PageTable` (which takes its table pages from a
-/// `PtAlloc`) cannot yet.
-struct Builder {
-    next: u64,
-    end: u64,
-    pml4: u64,
-    /// Largest leaf written so far.
-    max_leaf: u64,
-}
-
-impl Builder {
-    fn alloc(&mut self) -> u64 {
-        assert!(
-            self.next + SIZE_4K <= self.end,
-            "x86_64: early page-table chunk exhausted"
-        );
-        let pa = self.next;
-        self.next += SIZE_4K;
-        // SAFETY: the frame lies in the reserved page-table chunk (free RAM,
-        // identity-mapped by the boot tables) and nothing else uses it.
-        unsafe { core::ptr::write_bytes(entry_ptr(pa, 0), 0, 512) };
-        pa
-    }
-
-    fn write(&mut self, table: u64, idx: u64, val: u64) {
-        // SAFETY: `table` is a frame this builder allocated (see `alloc`).
-        unsafe { core::ptr::write_volatile(entry_ptr(table, idx), val) };
-    }
-
-    /// The next-level table under `table[idx]`, created on demand.
-    fn next_table(&mut self, table: u64, idx: u64) -> u64 {
-        let e = read_entry(table, idx);
-        if e & pte::P != 0 {
-            assert!(
-                e & pte::PS == 0,
-                "x86_64: mapping conflicts with a large leaf"
-            );
-            return e & pte::ADDR_MASK;
-        }
-        let t = self.alloc();
-        self.write(table, idx, t | pte::P | pte::RW);
-        t
-    }
-
-    /// Map `[va, va+len)` to `[pa, pa+len)` with leaves up to `max_leaf`.
-    fn map(&mut self, mut va: u64, mut pa: u64, len: u64, flags: u64, max_leaf: u64) {
-        let end = va + len;
-        while va < end {
-            let left = end - va;
-            let size = [SIZE_1G, SIZE_2M, SIZE_4K]
-                .into_iter()
-                .find(|&s| {
-                    s <= max_leaf && va.is_multiple_of(s) && pa.is_multiple_of(s) && left >= s
-                })
-                .expect("x86_64: unaligned mapping");
-            self.max_leaf = self.max_leaf.max(size);
-            let pdpt = self.next_table(self.pml4, (va >> 39) & 511);
-            if size == SIZE_1G {
-                self.write(pdpt, (va >> 30) & 511, pa | flags | pte::PS);
-            } else {
-                let pd = self.next_table(pdpt, (va >> 30) & 511);
-                if size == SIZE_2M {
-                    self.write(pd, (va >> 21) & 511, pa | flags | pte::PS);
-                } else {
-                    let pt = self.next_table(pd, (va >> 21) & 511);
-                    self.write(pt, (va >> 12) & 511, pa | flags);
-                }
-            }
-            va += size;
-            pa += size;
-        }
-    }
-}
-
 /// RAM plus the legacy first MiB, rounded out to 2 MiB, sorted and merged.
 fn compute_direct_ranges(info: &BootInfo) -> RangeList {
     let mut out = RangeList {
@@ -307,13 +235,18 @@ fn find_free(info: &BootInfo, size: u64) -> Option<u64> {
     best
 }
 
-/// Build the kernel page tables, reserve their frames, and switch to them.
-/// Also enables NX, WP, global pages and SMEP when available.
+/// Build the kernel page tables with `mm`'s engine, reserve their frames,
+/// and switch to them.  Also enables NX, WP, global pages and SMEP when
+/// available.
 pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     let f = cpu::features();
-    let nx = if f.nx { pte::NX } else { 0 };
-    let g = if f.pge { pte::G } else { 0 };
-    let leaf = if f.pdpe1gb { SIZE_1G } else { SIZE_2M };
+    // The engine's format sets NX on every non-executable leaf, user ones
+    // included; without it bit 63 is reserved and every such entry faults.
+    assert!(
+        f.nx,
+        "x86_64: the CPU has no NX, which every page table here uses"
+    );
+    let max_level = if f.pdpe1gb { PUD_LEVEL } else { PMD_LEVEL };
 
     BOOT_RAM.call_once(|| {
         let mut l = RangeList {
@@ -336,65 +269,88 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     let chunk = frames * SIZE_4K;
     let base = find_free(info, chunk).expect("x86_64: no free RAM for the kernel page tables");
 
-    let mut b = Builder {
-        next: base,
-        end: base + chunk,
-        pml4: 0,
-        max_leaf: 0,
+    // The boot tables identity-map low RAM, where the chunk lies.
+    // SAFETY: the chunk is free RAM reached at `pa + 0` until the switch,
+    // and only the table built here uses it.
+    let mem = unsafe { TableMem::new(0) };
+    let alloc = BumpTables::new(&mem, base, base + chunk);
+    let env = PtEnv {
+        mem: &mem,
+        alloc: &alloc,
+        tlb: &NotLive,
     };
-    b.pml4 = b.alloc();
+    let mut pt = PageTable::<X86_64>::new(env, Space::Kernel).expect("x86_64: no PML4 frame");
+    let map = map_boot::<X86_64>;
 
     // Direct map.
-    let dm_flags = pte::P | pte::RW | pte::A | pte::D | g | nx;
+    let mut dm_leaf = 0;
     for r in ranges {
-        b.map(PHYS_OFFSET + r.start, r.start, r.len(), dm_flags, leaf);
+        let leaf = map(
+            &mut pt,
+            PHYS_OFFSET + r.start,
+            r.start,
+            r.len(),
+            Perms::KERNEL_RW,
+            false,
+            max_level,
+        );
+        dm_leaf = dm_leaf.max(leaf);
     }
-    DM_LEAF.store(b.max_leaf, Ordering::Relaxed);
+    DM_LEAF.store(dm_leaf, Ordering::Relaxed);
 
     // Kernel image, W^X, 4 KiB pages; skip the boot stack guard page.
     let sections = [
-        (l.text, pte::P | pte::A | g),
-        (l.rodata, pte::P | pte::A | g | nx),
-        (l.data, pte::P | pte::RW | pte::A | pte::D | g | nx),
-        (l.bss, pte::P | pte::RW | pte::A | pte::D | g | nx),
+        (l.text, Perms::KERNEL_RX),
+        (l.rodata, Perms::KERNEL_RO),
+        (l.data, Perms::KERNEL_RW),
+        (l.bss, Perms::KERNEL_RW),
     ];
-    for (r, flags) in sections {
+    for (r, perms) in sections {
         let mut va = r.start;
         while va < r.end {
             if !l.stack_guard.contains(&va) {
-                b.map(va, va - KERNEL_VMA, SIZE_4K, flags, SIZE_4K);
+                map(
+                    &mut pt,
+                    va,
+                    va - KERNEL_VMA,
+                    SIZE_4K,
+                    perms,
+                    false,
+                    PTE_LEVEL,
+                );
             }
             va += SIZE_4K;
         }
     }
 
     // Local APIC registers, uncached.
-    b.map(
+    map(
+        &mut pt,
         LAPIC_VA,
         lapic_pa,
         SIZE_4K,
-        pte::P | pte::RW | pte::PCD | pte::PWT | g | nx,
-        SIZE_4K,
+        Perms::KERNEL_RW,
+        true,
+        PTE_LEVEL,
     );
+    let root = pt.root();
 
-    let used = PhysRange::new(base, b.next);
+    let used = PhysRange::new(alloc.used().start, alloc.used().end);
     info.add_reserved(used, ReservedKind::EarlyPageTables);
 
     // SAFETY: the new tables map the running code (text), the stack (bss),
     // all statics and the GDT/IDT/TSS at the same virtual addresses as the
-    // boot tables did, so execution continues seamlessly.  NXE is only set
-    // when the CPU supports it (otherwise bit 63 is never used).
+    // boot tables did, so execution continues seamlessly.  The CPU has NX
+    // (asserted above), so the NX bits the leaves carry are valid.
     unsafe {
-        if f.nx {
-            Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
-        }
+        Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
         Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT));
         Cr3::write(
-            PhysFrame::from_start_address(PhysAddr::new(b.pml4)).expect("PML4 not page-aligned"),
+            PhysFrame::from_start_address(PhysAddr::new(root)).expect("PML4 not page-aligned"),
             Cr3Flags::empty(),
         );
     }
-    KERNEL_ROOT.store(b.pml4, Ordering::Relaxed);
+    KERNEL_ROOT.store(root, Ordering::Relaxed);
     TABLE_VA_OFFSET.store(PHYS_OFFSET, Ordering::Relaxed);
     let mut cr4 = Cr4Flags::empty();
     cr4.set(Cr4Flags::PAGE_GLOBAL, f.pge);
@@ -407,7 +363,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         used.len() / SIZE_4K,
         base,
         ranges.last().map_or(0, |r| r.end) >> 20,
-        if b.max_leaf == SIZE_1G { "1G" } else { "2M" },
+        if dm_leaf == SIZE_1G { "1G" } else { "2M" },
         f.nx,
         f.smep,
         f.pge,
@@ -417,135 +373,14 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
 // ---------------------------------------------------------------------------
 // Run-time 4 KiB kernel mappings (PML4 slot 509).
 
-/// Base of the region where `map_kernel_page` works (one PML4 slot, 512 GiB).
+/// Base of the region for run-time kernel mappings (one PML4 slot, 512 GiB).
 pub const KERNEL_MAP_BASE: u64 = 0xFFFF_FE80_0000_0000;
 /// Size of that region.
 pub const KERNEL_MAP_SIZE: u64 = 1 << 39;
 
 /// Physical address of the kernel's PML4 (set by `init`).
 static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
-/// Serialises changes to the run-time region's tables.  Taken with
-/// interrupts enabled (it allocates); never from interrupt context.
-static KMAP_LOCK: spin::Mutex<()> = spin::Mutex::new(());
-
 /// Physical address of the kernel's own PML4.
 pub fn kernel_root() -> u64 {
     KERNEL_ROOT.load(Ordering::Relaxed)
-}
-
-/// Entry `idx` of the root table at `root`.
-pub fn read_root_entry(root: u64, idx: u64) -> u64 {
-    read_entry(root, idx)
-}
-
-/// A zeroed 4 KiB table frame from the kernel heap; returns its physical address.
-fn alloc_table() -> Result<u64, &'static str> {
-    let layout = core::alloc::Layout::from_size_align(SIZE_4K as usize, SIZE_4K as usize)
-        .map_err(|_| "layout")?;
-    // SAFETY: a non-zero-sized layout.
-    let p = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
-    if p == 0 {
-        return Err("out of memory for a page table");
-    }
-    // Heap memory is RAM (the direct map or the image's boot arena); the
-    // tables are later reached through the direct map at `pa + PHYS_OFFSET`.
-    match kernel_translate(p) {
-        Some(t) => Ok(t.pa),
-        None => {
-            // SAFETY: `p` was just allocated with `layout`.
-            unsafe { alloc::alloc::dealloc(p as *mut u8, layout) };
-            Err("heap memory not mapped")
-        }
-    }
-}
-
-/// The table under `table[idx]`, created (present, writable) if missing.
-fn next_table_alloc(table: u64, idx: u64) -> Result<u64, &'static str> {
-    let e = read_entry(table, idx);
-    if e & pte::P != 0 {
-        if e & pte::PS != 0 {
-            return Err("large leaf in the kernel map region");
-        }
-        return Ok(e & pte::ADDR_MASK);
-    }
-    let t = alloc_table()?;
-    // SAFETY: `table` is a live page-table frame reached from the kernel
-    // root; the new entry points at a zeroed table frame.
-    unsafe { core::ptr::write_volatile(entry_ptr(table, idx), t | pte::P | pte::RW) };
-    Ok(t)
-}
-
-/// Create the PML4 entry of the run-time region, so that roots copying the
-/// kernel half (`user_root_init`) see later mappings too.
-pub fn ensure_kernel_map_pml4() {
-    let _g = KMAP_LOCK.lock();
-    next_table_alloc(kernel_root(), (KERNEL_MAP_BASE >> 39) & 511)
-        .expect("x86_64: cannot create the kernel map region");
-}
-
-fn check_kmap_va(va: u64) -> Result<(), &'static str> {
-    if !(KERNEL_MAP_BASE..KERNEL_MAP_BASE + KERNEL_MAP_SIZE).contains(&va) {
-        return Err("address outside the kernel map region");
-    }
-    if !va.is_multiple_of(SIZE_4K) {
-        return Err("unaligned address");
-    }
-    Ok(())
-}
-
-/// Map the 4 KiB page `va` (inside `KERNEL_MAP_BASE..+KERNEL_MAP_SIZE`) to
-/// the frame `pa`: global, never executable, writable if asked.  Missing
-/// tables come from the kernel heap.  Fails if `va` is already mapped.
-/// Not for interrupt context.
-pub fn map_kernel_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static str> {
-    check_kmap_va(va)?;
-    if pa & !pte::ADDR_MASK != 0 {
-        return Err("unaligned frame");
-    }
-    let f = cpu::features();
-    let _g = KMAP_LOCK.lock();
-    let mut t = kernel_root();
-    for shift in [39u32, 30, 21] {
-        t = next_table_alloc(t, (va >> shift) & 511)?;
-    }
-    let idx = (va >> 12) & 511;
-    if read_entry(t, idx) & pte::P != 0 {
-        return Err("page already mapped");
-    }
-    let leaf = pa
-        | pte::P
-        | pte::A
-        | if writable { pte::RW | pte::D } else { 0 }
-        | if f.pge { pte::G } else { 0 }
-        | if f.nx { pte::NX } else { 0 };
-    // SAFETY: `t` is the live page table covering `va`, inside the run-time
-    // region that only this module changes (under KMAP_LOCK).
-    unsafe { core::ptr::write_volatile(entry_ptr(t, idx), leaf) };
-    Ok(())
-}
-
-/// Unmap the 4 KiB page `va` of the run-time region and flush it from the
-/// TLB (global entries included, so every PCID).  Returns the frame it
-/// mapped, or `None` if nothing was mapped.  Not for interrupt context.
-pub fn unmap_kernel_page(va: u64) -> Option<u64> {
-    check_kmap_va(va).ok()?;
-    let _g = KMAP_LOCK.lock();
-    let mut t = kernel_root();
-    for shift in [39u32, 30, 21] {
-        let e = read_entry(t, (va >> shift) & 511);
-        if e & pte::P == 0 || e & pte::PS != 0 {
-            return None;
-        }
-        t = e & pte::ADDR_MASK;
-    }
-    let idx = (va >> 12) & 511;
-    let e = read_entry(t, idx);
-    if e & pte::P == 0 {
-        return None;
-    }
-    // SAFETY: as in `map_kernel_page`; the page is no longer in use by
-    // contract, and the flush below drops any cached translation.
-    unsafe { core::ptr::write_volatile(entry_ptr(t, idx), 0) };
-    cpu::invlpg(va);
-    Some(e & pte::ADDR_MASK)
 }

@@ -3,7 +3,8 @@
 //!
 //! `memory.rs` sets up the frame descriptors, the buddy allocator and the
 //! kernel heap at boot; `physmem.rs` is `mm`'s window onto physical memory
-//! (the direct map) and `mmglue.rs` its TLB hooks; `uspace.rs` keeps the
+//! (the direct map) and `mmglue.rs` its TLB hooks; `kmap.rs` maps run-time
+//! kernel pages (thread stacks) through `mm`'s engine; `uspace.rs` keeps the
 //! registry of user address spaces and resolves MMU faults through `mm`;
 //! `khugepaged.rs` is the kernel thread that runs `mm`'s collapse scans.
 //! (Named `mem`, not `mm`, so it never shadows the `mm` crate.)  The policy
@@ -11,6 +12,7 @@
 //! here: the reclaim and compaction threads (kswapd, kcompactd), the swap
 //! I/O path to a block device, and the per-CPU parts of SMP shootdowns.
 pub mod khugepaged;
+pub mod kmap;
 pub mod memory;
 pub mod mmglue;
 pub mod physmem;

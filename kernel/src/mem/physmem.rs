@@ -29,33 +29,22 @@ fn ptr(pa: u64) -> *mut u8 {
     (pa + PHYS_OFFSET) as *mut u8
 }
 
-#[inline(always)]
-fn word(pa: u64) -> &'static AtomicU64 {
-    debug_assert!(
-        pa.is_multiple_of(8),
-        "unaligned 64-bit physical access at {pa:#x}"
-    );
-    // SAFETY: `pa` is 8-byte aligned RAM covered by the direct map (see the
-    // module comment); page-table words are only ever accessed atomically.
-    unsafe { AtomicU64::from_ptr(ptr(pa) as *mut u64) }
-}
-
 impl mm::phys::PhysMem for DirectMap {
-    fn load(&self, pa: u64) -> u64 {
-        word(pa).load(Ordering::Acquire)
+    #[inline(always)]
+    fn word(&self, pa: u64) -> &AtomicU64 {
+        debug_assert!(
+            pa.is_multiple_of(8),
+            "unaligned 64-bit physical access at {pa:#x}"
+        );
+        // SAFETY: `pa` is 8-byte aligned RAM covered by the direct map (see
+        // the module comment); page-table words are only ever accessed
+        // atomically.
+        unsafe { AtomicU64::from_ptr(ptr(pa) as *mut u64) }
     }
     fn load_words(&self, pa: u64, out: &mut [u64]) {
         // Inlined atomic loads, no call per word.
         for (i, w) in out.iter_mut().enumerate() {
-            *w = word(pa + 8 * i as u64).load(Ordering::Acquire);
-        }
-    }
-    fn store(&self, pa: u64, val: u64) {
-        word(pa).store(val, Ordering::Release)
-    }
-    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
-        match word(pa).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(v) | Err(v) => v,
+            *w = self.word(pa + 8 * i as u64).load(Ordering::Acquire);
         }
     }
     fn zero(&self, pa: u64, len: u64) {

@@ -85,7 +85,7 @@ impl KStack {
                 drop(st);
                 return Err("heap memory not mapped");
             };
-            if let Err(e) = arch::map_kernel_page(bottom + i * PAGE, t.pa, true) {
+            if let Err(e) = crate::mem::kmap::map_page(bottom + i * PAGE, t.pa, true) {
                 drop(st);
                 return Err(e);
             }
@@ -117,7 +117,7 @@ impl KStack {
     fn release(&mut self) {
         let bottom = self.bottom();
         for i in 0..STACK_PAGES {
-            if arch::unmap_kernel_page(bottom + i * PAGE).is_some() {
+            if crate::mem::kmap::unmap_page(bottom + i * PAGE).is_some() {
                 LIVE_STACK_PAGES.fetch_sub(1, Ordering::Relaxed);
             }
         }

@@ -14,6 +14,7 @@ use spin::Mutex;
 
 use crate::addr::PAGE_SHIFT;
 use crate::buddy::{AllocError, AllocFlags, BuddyAllocator};
+use crate::cpu::AtomicCpuSet;
 use crate::folio::{Folio, FolioList, MAX_MM_ID};
 use crate::frame_flags::PageFlags;
 use crate::paging::{PtAlloc, TlbOps};
@@ -132,6 +133,8 @@ pub struct MmCtx<'a> {
     zero_pfn: u64,
     huge_zero_pfn: AtomicU64,
     huge_zero_lock: Mutex<()>,
+    /// Per-ASID CPU sets (index = ASID), see [`MmCtx::cpus_of`].
+    cpu_sets: Vec<AtomicCpuSet>,
     ids: Mutex<Ids>,
     pub(super) deferred: Mutex<FolioList>,
     pub(super) khugepaged: Mutex<super::khugepaged::KhugepagedList>,
@@ -168,6 +171,7 @@ impl<'a> MmCtx<'a> {
             zero_pfn: zero.pfn(),
             huge_zero_pfn: AtomicU64::new(NO_HUGE_ZERO),
             huge_zero_lock: Mutex::new(()),
+            cpu_sets: (0..=max_asid).map(|_| AtomicCpuSet::default()).collect(),
             ids: Mutex::new(Ids {
                 asids: IdPool::new(max_asid as u64),
                 mm_ids: IdPool::new(MAX_MM_ID),
@@ -274,7 +278,18 @@ impl<'a> MmCtx<'a> {
         }
     }
 
+    /// The CPU set of the address space with `asid`: the CPUs that loaded
+    /// its root since the ASID was handed out (see [`AtomicCpuSet`] for the
+    /// ordering contract).  Lives as long as the context, so page tables
+    /// and TLB gathers can hold it.
+    pub fn cpus_of(&self, asid: u16) -> &AtomicCpuSet {
+        &self.cpu_sets[usize::from(asid)]
+    }
+
     pub(crate) fn free_ids(&self, asid: u16, mm_id: u64) {
+        // No CPU runs the space any more; one that loads a later owner of
+        // the ASID invalidates it then (the arch's ASID tracking).
+        self.cpus_of(asid).clear();
         let _irq = self.irq();
         let mut ids = self.ids.lock();
         ids.asids.put(asid as u64);

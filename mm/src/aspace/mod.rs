@@ -70,6 +70,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::addr::PAGE_SIZE;
+use crate::cpu::AtomicCpuSet;
 use crate::errno::Errno;
 use crate::folio::Folio;
 use crate::paging::{
@@ -210,7 +211,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             tlb: ctx.tlb,
         };
         let pt = match PageTable::<A>::new(env, Space::User { asid }) {
-            Ok(pt) => pt,
+            Ok(pt) => pt.with_cpus(ctx.cpus_of(asid)),
             Err(_) => {
                 ctx.free_ids(asid, id);
                 return Err(Errno::ENOMEM);
@@ -243,6 +244,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// ASID / PCID tagging this space in the TLB.
     pub fn asid(&self) -> u16 {
         self.asid
+    }
+
+    /// The CPUs that may hold TLB entries of this space: the scheduler
+    /// adds a CPU before it loads the root there, and every flush of the
+    /// space targets this set.
+    pub fn cpus(&self) -> &'a AtomicCpuSet {
+        self.ctx.cpus_of(self.asid)
     }
 
     /// The TLB space.

@@ -30,13 +30,6 @@ impl EmuMem {
     pub fn end(&self) -> u64 {
         self.base + 8 * self.words.len() as u64
     }
-    fn word(&self, pa: u64) -> &AtomicU64 {
-        assert!(
-            pa >= self.base && pa < self.end(),
-            "physical access {pa:#x} outside emulated RAM"
-        );
-        &self.words[((pa - self.base) / 8) as usize]
-    }
     fn get_byte(&self, pa: u64) -> u8 {
         (self.word(pa & !7).load(Ordering::Relaxed) >> (8 * (pa & 7))) as u8
     }
@@ -55,21 +48,12 @@ impl EmuMem {
 }
 
 impl PhysMem for EmuMem {
-    fn load(&self, pa: u64) -> u64 {
-        debug_assert!(pa.is_multiple_of(8));
-        self.word(pa).load(Ordering::Acquire)
-    }
-    fn store(&self, pa: u64, val: u64) {
-        debug_assert!(pa.is_multiple_of(8));
-        self.word(pa).store(val, Ordering::Release)
-    }
-    fn cmpxchg(&self, pa: u64, old: u64, new: u64) -> u64 {
-        match self
-            .word(pa)
-            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(v) | Err(v) => v,
-        }
+    fn word(&self, pa: u64) -> &AtomicU64 {
+        assert!(
+            pa >= self.base && pa < self.end(),
+            "physical access {pa:#x} outside emulated RAM"
+        );
+        &self.words[((pa - self.base) / 8) as usize]
     }
     fn zero(&self, pa: u64, len: u64) {
         self.fill(pa, len, 0)

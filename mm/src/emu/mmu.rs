@@ -23,6 +23,7 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use crate::addr::PAGE_SIZE;
+use crate::cpu::CpuSet;
 use crate::paging::{
     Entry, Leaf, PagingArch, Perms, ROOT_LEVEL, Space, TlbOps, level_index, level_size,
 };
@@ -192,6 +193,8 @@ impl TlbEntry {
 struct TlbState {
     entries: Vec<TlbEntry>,
     log: Vec<Flush>,
+    /// The CPU set each logged flush was sent to, in the same order.
+    targets: Vec<CpuSet>,
     conflicts: usize,
     syncs: usize,
 }
@@ -270,7 +273,13 @@ impl EmuTlb {
 
     /// Every flush since the last [`EmuTlb::take_log`].
     pub fn take_log(&self) -> Vec<Flush> {
-        core::mem::take(&mut self.st.lock().log)
+        let mut st = self.st.lock();
+        st.targets.clear();
+        core::mem::take(&mut st.log)
+    }
+    /// The CPU sets the flushes since the last `take_log` were sent to.
+    pub fn targets(&self) -> Vec<CpuSet> {
+        self.st.lock().targets.clone()
     }
     /// Number of flushes since the last `take_log`.
     pub fn flush_count(&self) -> usize {
@@ -361,8 +370,9 @@ impl EmuTlb {
 }
 
 impl TlbOps for EmuTlb {
-    fn flush_range(&self, space: Space, start: u64, end: u64, stride: u64) {
+    fn flush_range(&self, space: Space, cpus: CpuSet, start: u64, end: u64, stride: u64) {
         let mut st = self.st.lock();
+        st.targets.push(cpus);
         st.log.push(Flush::Range {
             space,
             start,
@@ -375,8 +385,9 @@ impl TlbOps for EmuTlb {
             !((space == Space::Kernel || e.space == space || e.global) && e.overlaps(start, end))
         });
     }
-    fn flush_all(&self, space: Space) {
+    fn flush_all(&self, space: Space, cpus: CpuSet) {
         let mut st = self.st.lock();
+        st.targets.push(cpus);
         st.log.push(Flush::All { space });
         st.entries
             .retain(|e| !(space == Space::Kernel || (e.space == space && !e.global)));

@@ -109,7 +109,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             .expect("checked above under the lock");
         self.env
             .tlb
-            .flush_range(self.space, va, va + PMD_SIZE, PMD_SIZE);
+            .flush_range(self.space, self.cpus.load(), va, va + PMD_SIZE, PMD_SIZE);
         let cp = A::CONT_PTES as u64;
         let cont = self.cont_enabled();
         for i in 0..ENTRIES_PER_TABLE as u64 {

@@ -10,6 +10,7 @@ use super::arch::{
 };
 use super::tlb::{Space, TlbGather, TlbOps};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
+use crate::cpu::{ALL_CPUS, AtomicCpuSet};
 use crate::phys::PhysMem;
 
 /// Whether user page tables may use contiguous hints (arm64 contpte).
@@ -190,6 +191,9 @@ pub struct PageTable<'a, A: PagingArch> {
     pub(crate) deposit_head: u64,
     pub(crate) deposits: usize,
     pub(crate) stats: PtStats,
+    /// The CPUs that may cache this table's entries: every flush goes to
+    /// them ([`crate::cpu::ALL_CPUS`] unless [`Self::with_cpus`] says).
+    pub(crate) cpus: &'a AtomicCpuSet,
     _arch: PhantomData<fn() -> A>,
 }
 
@@ -212,8 +216,21 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             deposit_head: NO_DEPOSIT,
             deposits: 0,
             stats: PtStats::default(),
+            cpus: &ALL_CPUS,
             _arch: PhantomData,
         }
+    }
+
+    /// Flush only `cpus` (the address space's CPU set, kept by its owner
+    /// as CPUs load the root) instead of every CPU.
+    pub fn with_cpus(mut self, cpus: &'a AtomicCpuSet) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// The CPUs this table's flushes reach.
+    pub fn cpus(&self) -> &'a AtomicCpuSet {
+        self.cpus
     }
 
     /// Physical address of the root table (for CR3 / TTBR).
@@ -247,7 +264,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Start a batch: flushes and frees collected here happen at
     /// [`TlbGather::finish`].
     pub fn gather(&self) -> TlbGather<'a> {
-        TlbGather::new(self.space, self.env.tlb, self.env.alloc)
+        TlbGather::new(self.space, self.cpus, self.env.tlb, self.env.alloc)
     }
 
     // ----- raw entry access -----
@@ -416,22 +433,39 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// alignment allows (kernel spaces only; user spaces get 4 KiB leaves,
     /// because user PMD leaves must carry a deposit: use `set_ptes` /
     /// `set_pmd_leaf` there).  Fails with `Exists` on any present entry.
+    /// Returns the size of the largest leaf it wrote.
     pub fn map_range(
         &mut self,
         va: u64,
         pa: u64,
         len: u64,
         attrs: super::Attrs,
-    ) -> Result<(), PtError> {
+    ) -> Result<u64, PtError> {
+        self.map_range_max(va, pa, len, attrs, super::arch::PUD_LEVEL)
+    }
+
+    /// [`Self::map_range`] with leaves no larger than `max_level` (the
+    /// kernel maps its image with 4 KiB pages so that W^X and the stack
+    /// guard page stay exact, and uses 1 GiB leaves only where the CPU has
+    /// them).
+    pub fn map_range_max(
+        &mut self,
+        va: u64,
+        pa: u64,
+        len: u64,
+        attrs: super::Attrs,
+        max_level: u8,
+    ) -> Result<u64, PtError> {
         if (va | pa | len) & (PAGE_SIZE - 1) != 0 {
             return Err(PtError::Misaligned);
         }
         let mut off = 0;
+        let mut largest = 0;
         while off < len {
             let (v, p) = (va + off, pa + off);
             let mut level = 0;
             if !self.space.is_user() {
-                for l in (1..=2u8).rev() {
+                for l in (1..=max_level.min(super::arch::PUD_LEVEL)).rev() {
                     let sz = level_size(l);
                     if A::leaf_allowed(l) && (v | p) & (sz - 1) == 0 && len - off >= sz {
                         level = l;
@@ -454,10 +488,11 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             {
                 return Err(PtError::Exists);
             }
+            largest = largest.max(level_size(level));
             off += level_size(level);
         }
         self.env.tlb.sync_tables();
-        Ok(())
+        Ok(largest)
     }
 
     /// Remove every leaf in `[va, va + len)` (any size; 4 KiB entries of a
@@ -522,7 +557,15 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                     } else {
                         self.unmap_level(pa, level - 1, va, stop, g)?;
                     }
-                    if va == entry_base && stop == entry_base + size && self.table_empty(pa) {
+                    // A kernel table right under the root is never freed:
+                    // every user root links it (`link_kernel_half`), so
+                    // its root entry must stay for the kernel's lifetime.
+                    let shared = level == ROOT_LEVEL && !self.space.is_user();
+                    if !shared
+                        && va == entry_base
+                        && stop == entry_base + size
+                        && self.table_empty(pa)
+                    {
                         self.take(slot);
                         g.add_range(entry_base, entry_base + size, level_size(level - 1));
                         g.add_freed_table(pa);
@@ -631,7 +674,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// are not touched (their owners unmapped or will free them).  The
     /// caller must have switched every CPU away from this root.
     pub fn destroy(mut self) {
-        self.env.tlb.flush_all(self.space);
+        self.env.tlb.flush_all(self.space, self.cpus.load());
         let mut pages = alloc::vec::Vec::new();
         self.for_each_table(&mut |pa, _| pages.push(pa));
         for pa in pages {

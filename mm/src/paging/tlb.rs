@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 
 use super::table::PtAlloc;
 use crate::addr::PAGE_SIZE;
+use crate::cpu::{AtomicCpuSet, CpuSet};
 
 /// Which TLB entries an invalidation targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,9 +35,12 @@ pub trait TlbOps: Sync {
     /// Invalidate `[start, end)` in `space`.  `stride` is the smallest leaf
     /// size that was changed in the range (4K, 2M, 1G), a hint that lets
     /// an implementation issue one invalidation per leaf.
-    fn flush_range(&self, space: Space, start: u64, end: u64, stride: u64);
-    /// Invalidate everything cached for `space`.
-    fn flush_all(&self, space: Space);
+    /// `cpus` are the CPUs that may hold the entries (the space's
+    /// [`AtomicCpuSet`] read after the entries changed): an implementation
+    /// that invalidates by IPI needs to reach only those.
+    fn flush_range(&self, space: Space, cpus: CpuSet, start: u64, end: u64, stride: u64);
+    /// Invalidate everything cached for `space` on `cpus`.
+    fn flush_all(&self, space: Space, cpus: CpuSet);
     /// Make page-table stores visible to the table walker before the
     /// mapping is used (arm64: `dsb ishst; isb`; nothing on x86).  Called
     /// once per operation that made entries valid.
@@ -66,6 +70,9 @@ pub const FULL_FLUSH_THRESHOLD: u64 = 32;
 #[must_use = "a TlbGather must be finished, or flushes and frees are lost"]
 pub struct TlbGather<'a> {
     space: Space,
+    /// The CPUs that may cache the space's entries (its page table's set),
+    /// read when the flush is issued.
+    cpus: &'a AtomicCpuSet,
     tlb: &'a dyn TlbOps,
     alloc: &'a dyn PtAlloc,
     start: u64,
@@ -77,9 +84,15 @@ pub struct TlbGather<'a> {
 impl<'a> TlbGather<'a> {
     /// A gather for `space`; normally obtained from
     /// [`super::PageTable::gather`].
-    pub fn new(space: Space, tlb: &'a dyn TlbOps, alloc: &'a dyn PtAlloc) -> Self {
+    pub fn new(
+        space: Space,
+        cpus: &'a AtomicCpuSet,
+        tlb: &'a dyn TlbOps,
+        alloc: &'a dyn PtAlloc,
+    ) -> Self {
         TlbGather {
             space,
+            cpus,
             tlb,
             alloc,
             start: u64::MAX,
@@ -135,16 +148,17 @@ impl<'a> TlbGather<'a> {
             } else {
                 self.stride
             };
+            let cpus = self.cpus.load();
             if (self.end - self.start) / stride > FULL_FLUSH_THRESHOLD {
-                self.tlb.flush_all(self.space);
+                self.tlb.flush_all(self.space, cpus);
             } else {
                 self.tlb
-                    .flush_range(self.space, self.start, self.end, stride);
+                    .flush_range(self.space, cpus, self.start, self.end, stride);
             }
         } else if !self.freed.is_empty() {
             // Freed tables with no leaf change still need the walk caches
             // (paging-structure caches) dropped before the pages are reused.
-            self.tlb.flush_all(self.space);
+            self.tlb.flush_all(self.space, self.cpus.load());
         }
         self.start = u64::MAX;
         self.end = 0;

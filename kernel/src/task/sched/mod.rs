@@ -368,7 +368,7 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
         if want.0 == 0 {
             arch::user_root_off();
         } else {
-            arch::switch_user_root(want.0, want.1);
+            load_user_root(want.0, want.1, cpu);
         }
         g.cpus[cpu].loaded = want;
     }
@@ -656,6 +656,14 @@ fn spawn_inner(name: &str, space: Option<AddrSpace>, f: Entry) -> Result<JoinHan
     Ok(handle)
 }
 
+/// Load a user root on `cpu`.  The CPU joins the space's CPU set first,
+/// so that a flush which reads the set after changing entries reaches it
+/// (`mm::cpu::AtomicCpuSet`'s ordering contract).
+fn load_user_root(root_pa: u64, asid: u16, cpu: usize) {
+    crate::mem::uspace::ctx().cpus_of(asid).insert(cpu);
+    arch::switch_user_root(root_pa, asid);
+}
+
 /// Set (or clear) the running thread's lower-half root and load it now.
 pub fn set_addr_space(space: Option<AddrSpace>) {
     with_sched(|s| {
@@ -665,7 +673,7 @@ pub fn set_addr_space(space: Option<AddrSpace>) {
         let want = space.map_or((0, 0), |s| (s.root_pa, s.asid));
         if want != s.cpus[cpu].loaded {
             match space {
-                Some(sp) => arch::switch_user_root(sp.root_pa, sp.asid),
+                Some(sp) => load_user_root(sp.root_pa, sp.asid, cpu),
                 None => arch::user_root_off(),
             }
             s.cpus[cpu].loaded = want;

@@ -3,7 +3,6 @@
 //! for the event they check (see `docs/testing-under-load.md`).
 
 use super::*;
-use alloc::boxed::Box;
 use ktest::{check, check_eq, ktest};
 
 fn ms_since(t0: u64) -> u64 {
@@ -240,22 +239,19 @@ ktest! {
     }
 }
 
-#[repr(C, align(4096))]
-struct RootTable([u64; 512]);
-
 ktest! {
     fn thread_runs_with_its_address_space_root() {
-        let mut table = Box::new(RootTable([0; 512]));
-        arch::user_root_init(&mut table.0);
-        let va = &*table as *const RootTable as u64;
-        let root_pa = arch::kernel_translate(va).map(|t| t.pa).ok_or("root table not mapped")?;
+        // A real (empty) user address space: its root links the kernel
+        // half through the page-table engine, as every process's does.
+        let mm = crate::mem::uspace::new_mm().map_err(|e| ktest::format!("new_mm: {e:?}"))?;
+        let root_pa = mm.root_pa();
         check!(arch::current_user_root().is_none(), "a user root is loaded before the test");
         static SEEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
         static ASID: AtomicU64 = AtomicU64::new(0);
         for s in &SEEN {
             s.store(0, Ordering::Relaxed);
         }
-        let space = AddrSpace { root_pa, asid: 7 };
+        let space = AddrSpace { root_pa, asid: mm.asid() };
         let h = spawn_in("in-space", space, || {
             let r = arch::current_user_root();
             SEEN[0].store(r.map_or(0, |r| r.0), Ordering::Relaxed);
@@ -270,7 +266,7 @@ ktest! {
         check_eq!(SEEN[0].load(Ordering::Relaxed), root_pa, "root inside the thread");
         check_eq!(SEEN[1].load(Ordering::Relaxed), root_pa, "root after sleeping");
         if arch::asid_bits() > 0 {
-            check_eq!(ASID.load(Ordering::Relaxed), 7, "ASID/PCID loaded with the root");
+            check_eq!(ASID.load(Ordering::Relaxed), u64::from(mm.asid()), "ASID/PCID loaded with the root");
         }
         check!(arch::current_user_root().is_none(), "root still loaded after the thread");
         // The running thread can enter and leave a space too.
@@ -279,7 +275,7 @@ ktest! {
         set_addr_space(None);
         check_eq!(inside.map(|r| r.0), Some(root_pa), "set_addr_space");
         check!(arch::current_user_root().is_none(), "set_addr_space(None)");
-        drop(table);
+        check!(crate::mem::uspace::release(mm), "address space not released");
         Ok(())
     }
 }
