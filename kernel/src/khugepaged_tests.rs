@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use ktest::{TestResult, check, check_eq, format, ktest};
 use mm::aspace::{check_invariants, folio_split, split_folio_to_order};
 use mm::errno::Errno;
-use mm::folio::Folio;
+use mm::physmem::folio::Folio;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP};
 use mm::vma::uapi::*;
 

@@ -1,4 +1,4 @@
-//! `mm::phys::PhysMem` over the kernel's direct map.
+//! `mm::physmem::phys::PhysMem` over the kernel's direct map.
 //!
 //! This is the only place the kernel turns `mm`'s physical addresses into
 //! pointers.  Every address `mm` passes is RAM it owns (a frame from the
@@ -40,7 +40,7 @@ fn word(pa: u64) -> &'static AtomicU64 {
     unsafe { AtomicU64::from_ptr(ptr(pa) as *mut u64) }
 }
 
-impl mm::phys::PhysMem for DirectMap {
+impl mm::physmem::phys::PhysMem for DirectMap {
     fn load(&self, pa: u64) -> u64 {
         word(pa).load(Ordering::Acquire)
     }

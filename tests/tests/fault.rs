@@ -4,9 +4,9 @@
 mod mmtest;
 
 use mm::aspace::{Access, Fault};
-use mm::buddy::AllocFlags;
 use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
-use mm::phys::PhysMem;
+use mm::physmem::buddy::AllocFlags;
+use mm::physmem::phys::PhysMem;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, VmEvent};
 use mmtest::*;
 

@@ -38,11 +38,11 @@
 //! the folio over more than those two windows (then the fault copies).
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
-use crate::buddy::AllocFlags;
-use crate::folio::{Folio, FolioRef};
 use crate::paging::{
     Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, Walk,
 };
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::{Folio, FolioRef};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent, suitable_orders};
 use crate::vma::{Vma, VmaSet};
 

@@ -71,11 +71,11 @@ use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::addr::PAGE_SIZE;
 use crate::errno::Errno;
-use crate::folio::Folio;
 use crate::paging::{
     BatchMatch, FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, PteBatch,
     PteRun, Space, Step,
 };
+use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
 use crate::thp::policy::VmaThpHints;
 use crate::vma::{Layout, MadviseAction, VmFlags, Vma, VmaSet};

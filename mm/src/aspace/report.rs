@@ -68,7 +68,7 @@ pub const PSS_SHIFT: u32 = 12;
 /// pages.  The estimate says 1 wrongly only for a large folio that two
 /// forked processes both unmapped parts of, each keeping the same few
 /// pages.
-pub fn page_mapcount(f: &crate::folio::Folio<'_>, idx: u64) -> u64 {
+pub fn page_mapcount(f: &crate::physmem::folio::Folio<'_>, idx: u64) -> u64 {
     if f.page(idx).is_anon_exclusive() {
         return 1;
     }
@@ -77,7 +77,7 @@ pub fn page_mapcount(f: &crate::folio::Folio<'_>, idx: u64) -> u64 {
 
 /// [`page_mapcount`] of a page that is not anon-exclusive: the same for
 /// every page of the folio.
-fn folio_page_mapcount(f: &crate::folio::Folio<'_>) -> u64 {
+fn folio_page_mapcount(f: &crate::physmem::folio::Folio<'_>) -> u64 {
     let mc = f.large_mapcount().max(0) as u64;
     let entire = f.entire_mapcount().max(0) as u64;
     let ptes = mc.saturating_sub(entire);
@@ -230,7 +230,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 if l.attrs.young {
                     r.referenced += size;
                 }
-                let dirty = l.attrs.dirty || f.test(crate::frame_flags::PageFlags::DIRTY);
+                let dirty = l.attrs.dirty || f.test(crate::physmem::frame_flags::PageFlags::DIRTY);
                 let mut account = |bytes: u64, mapcount: u64| {
                     let pss = (bytes << PSS_SHIFT) / mapcount;
                     r.pss += pss;

@@ -50,9 +50,9 @@ use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE};
 use crate::errno::Errno;
-use crate::folio::{Folio, FolioRef};
-use crate::frame_flags::PageFlags;
 use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step};
+use crate::physmem::folio::{Folio, FolioRef};
+use crate::physmem::frame_flags::PageFlags;
 use crate::thp::{MthpStat, VmEvent};
 
 use super::ctx::MmCtx;

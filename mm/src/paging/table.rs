@@ -10,7 +10,7 @@ use super::arch::{
 };
 use super::tlb::{Space, TlbGather, TlbOps};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
-use crate::phys::PhysMem;
+use crate::physmem::phys::PhysMem;
 
 /// Whether user page tables may use contiguous hints (arm64 contpte).
 static CONT_HINTS: AtomicBool = AtomicBool::new(true);

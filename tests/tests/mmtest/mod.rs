@@ -7,12 +7,12 @@
 use std::cell::Cell;
 
 use mm::aspace::{Access, Fault, Mm, MmCtx, check_invariants};
-use mm::buddy::BuddyAllocator;
 use mm::cpu::SingleCpu;
 use mm::emu::{self, EmuMem, EmuTlb};
-use mm::memmap::{FrameDesc, Memmap};
 use mm::paging::PagingArch;
-use mm::phys::PhysMem;
+use mm::physmem::buddy::BuddyAllocator;
+use mm::physmem::memmap::{FrameDesc, Memmap};
+use mm::physmem::phys::PhysMem;
 use mm::thp::{GlobalMode, OrderMode, Thp};
 pub use mm::vma::uapi::*;
 
@@ -229,7 +229,7 @@ impl<'a, A: PagingArch> Env<'a, A> {
     }
 
     /// The folio mapped at `va`.
-    pub fn folio_at(&self, mm: &Mm<'a, A>, va: u64) -> Option<mm::folio::Folio<'a>> {
+    pub fn folio_at(&self, mm: &Mm<'a, A>, va: u64) -> Option<mm::physmem::folio::Folio<'a>> {
         let l = self.leaf(mm, va)?;
         let off = (va / K4) & ((1u64 << (9 * l.level as u32)) - 1);
         self.buddy.folio_from_pfn(l.pfn + off)

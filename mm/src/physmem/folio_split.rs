@@ -13,8 +13,8 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::folio::{Folio, FolioLockGuard};
-use crate::frame_flags::{FrameState, PageFlags, TAILS_AE, word};
+use crate::physmem::folio::{Folio, FolioLockGuard};
+use crate::physmem::frame_flags::{FrameState, PageFlags, TAILS_AE, word};
 
 /// Folio flags a sub-folio inherits from the folio it was split from.  The
 /// queue flags must already be clear, `LARGE` is recomputed per sub-folio
