@@ -7,7 +7,9 @@
 //! * `fault`: the fault path — order selection, zero pages, COW.
 //! * `zap`, `fork`, `mprotect`, `mremap`: the page-table side of the system
 //!   calls.
-//! * `rmap`: folio references, mapcounts and anon-exclusive bits.
+//! * `rmap`: the reverse map — how a folio finds its mappings, clearing
+//!   and restoring them all (split; later migration and reclaim), and the
+//!   references, mapcounts and anon-exclusive bits each mapping carries.
 //! * [`report`]: the thpmaps-style report; [`check`]: the invariant checker.
 //!
 //! # Lock order

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use crate::physmem::folio::Folio;
 use crate::thp::MthpStat;
 
-use super::ctx::MmCtx;
+use crate::aspace::ctx::MmCtx;
 
 /// Folio references to drop once the gather that unmapped them finished.
 #[derive(Default)]
