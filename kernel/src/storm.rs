@@ -18,9 +18,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 const PAGE: u64 = 4096;
 const MAX_PROCS: usize = 4;

@@ -7,9 +7,9 @@ use crate::uspace::{self, UserMm};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{TestResult, check, check_eq};
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 pub const KB: u64 = 1024;
 pub const MB: u64 = 1024 * 1024;

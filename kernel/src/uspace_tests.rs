@@ -9,10 +9,10 @@ use crate::testenv::*;
 use crate::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{check, check_eq, ktest};
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::aspace::ThpMaps;
-use mm::errno::Errno;
 use mm::thp::{MthpStat, THP};
-use mm::vma::uapi::*;
 
 fn faults() -> u64 {
     FAULTS_RESOLVED.load(Relaxed)

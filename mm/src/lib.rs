@@ -16,13 +16,12 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod abi;
 pub mod addr;
 pub mod aspace;
 pub mod bootinfo;
 pub mod cpu;
 pub mod emu;
-pub mod errno;
-pub mod kpageflags;
 pub mod paging;
 pub mod physmem;
 pub mod thp;

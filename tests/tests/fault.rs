@@ -313,8 +313,8 @@ fn zero_page_then_write<A: PagingArch>() {
 /// `ZERO_PAGE` and not exclusive; holes in a VMA carry only the soft-dirty
 /// bit (when asked for), pages outside any VMA nothing.
 fn pagemap_and_kpageflags<A: PagingArch>() {
-    use mm::aspace::pagemap::*;
-    use mm::kpageflags::*;
+    use mm::abi::kpageflags::*;
+    use mm::abi::pagemap::*;
     run::<A>(32 * MIB, |env| {
         env.knobs(
             GlobalMode::Always,

@@ -7,8 +7,8 @@
 
 mod mmtest;
 
+use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault};
-use mm::errno::Errno;
 use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
 use mm::thp::VmEvent;
 use mmtest::*;

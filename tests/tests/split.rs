@@ -6,8 +6,8 @@ mod mmtest;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use mm::abi::errno::Errno;
 use mm::aspace::{Mm, folio_split, split_folio_to_order};
-use mm::errno::Errno;
 use mm::paging::PagingArch;
 use mm::physmem::folio::Folio;
 use mm::thp::{MthpStat, VmEvent};

@@ -15,7 +15,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 
 /// The calls this kernel knows, independent of numbering (some exist on
 /// one architecture only).
@@ -280,7 +280,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             if a[5] & 0xfff != 0 {
                 return Err(Errno::EINVAL);
             }
-            if a[3] & mm::vma::uapi::MAP_ANONYMOUS == 0 {
+            if a[3] & mm::abi::uapi::MAP_ANONYMOUS == 0 {
                 // Only anonymous memory: a file descriptor is checked first.
                 p.file(a[4])?;
                 return Err(Errno::ENODEV);

@@ -39,8 +39,8 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
+use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SIZE, PMD_ORDER};
-use crate::errno::Errno;
 use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};

@@ -60,7 +60,6 @@ mod fork;
 pub mod khugepaged;
 mod mprotect;
 mod mremap;
-pub mod pagemap;
 pub mod report;
 mod rmap;
 pub mod split;
@@ -71,8 +70,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+use crate::abi::errno::Errno;
 use crate::addr::PAGE_SIZE;
-use crate::errno::Errno;
 use crate::paging::{
     BatchMatch, FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, PteBatch,
     PteRun, Space, Step,
@@ -513,7 +512,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         new_addr: u64,
     ) -> Result<u64, Errno> {
         let mut vmas = self.vmas.write();
-        let saved = (flags & crate::vma::uapi::MREMAP_MAYMOVE != 0).then(|| vmas.clone());
+        let saved = (flags & crate::abi::uapi::MREMAP_MAYMOVE != 0).then(|| vmas.clone());
         let plan = vmas.mremap(old_addr, old_len, new_len, flags, new_addr)?;
         let mut pt = self.lock_pt();
         let r = self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref());

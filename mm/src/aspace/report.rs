@@ -2,10 +2,11 @@
 //! many bytes each folio order maps, how much of it is contpte- or
 //! PMD-mapped, and how many translation entries (TLB entries, ideally)
 //! cover it: a 4 KiB PTE, a whole contiguous block and a PMD each count 1.
-//! Built from a walk of the real page tables.
+//! Built from a walk of the real page tables.  This file gathers the
+//! numbers; how they are printed (the thpmaps text) is in
+//! `abi::thpmaps`.
 
 use alloc::vec::Vec;
-use core::fmt;
 
 use crate::addr::PAGE_SIZE;
 use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
@@ -124,70 +125,6 @@ impl ThpMaps {
     /// The line of the VMA containing `addr`.
     pub fn vma_at(&self, addr: u64) -> Option<&VmaReport> {
         self.vmas.iter().find(|v| v.start <= addr && addr < v.end)
-    }
-}
-
-fn kib(b: u64) -> u64 {
-    b >> 10
-}
-
-impl fmt::Display for VmaReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fl = self.flags.unwrap_or(VmFlags::empty());
-        let rw = |c: VmFlags, ch: char| if fl.contains(c) { ch } else { '-' };
-        write!(
-            f,
-            "{:012x}-{:012x} {}{}{} {:>8}K |",
-            self.start,
-            self.end,
-            rw(VmFlags::READ, 'r'),
-            rw(VmFlags::WRITE, 'w'),
-            rw(VmFlags::EXEC, 'x'),
-            kib(self.end - self.start)
-        )?;
-        for (o, &b) in self.anon_by_order.iter().enumerate() {
-            if b != 0 {
-                write!(f, " {}K:{}K", kib(PAGE_SIZE << o), kib(b))?;
-            }
-        }
-        if self.zero_bytes != 0 {
-            write!(f, " zero:{}K", kib(self.zero_bytes))?;
-        }
-        write!(
-            f,
-            " | cont {}K pmd {}K entries {}",
-            kib(self.cont_bytes),
-            kib(self.pmd_bytes),
-            self.entries
-        )
-    }
-}
-
-impl fmt::Display for ThpMaps {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "thpmaps ({}): range prot size | folio-size:bytes ... | cont pmd entries",
-            self.arch
-        )?;
-        for v in &self.vmas {
-            writeln!(f, "{v}")?;
-        }
-        let t = self.total();
-        write!(f, "total:")?;
-        for (o, &b) in t.anon_by_order.iter().enumerate() {
-            if b != 0 {
-                write!(f, " {}K:{}K", kib(PAGE_SIZE << o), kib(b))?;
-            }
-        }
-        writeln!(
-            f,
-            " zero:{}K | cont {}K pmd {}K entries {}",
-            kib(t.zero_bytes),
-            kib(t.cont_bytes),
-            kib(t.pmd_bytes),
-            t.entries
-        )
     }
 }
 

@@ -40,8 +40,8 @@
 
 use alloc::vec::Vec;
 
+use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER};
-use crate::errno::Errno;
 use crate::paging::PagingArch;
 use crate::physmem::folio::{Folio, FolioRef};
 use crate::physmem::frame_flags::PageFlags;

@@ -25,7 +25,6 @@
 //! All mappings are anonymous and private.
 
 pub mod ops;
-pub mod uapi;
 
 #[cfg(test)]
 mod tests;
@@ -34,8 +33,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down, align_up};
-use crate::errno::Errno;
 use crate::thp::VmaThpHints;
 
 pub use ops::{
@@ -97,13 +96,13 @@ impl VmFlags {
     /// `calc_vm_prot_bits`).
     pub fn from_prot(prot: u64) -> VmFlags {
         let mut f = VmFlags::empty();
-        if prot & uapi::PROT_READ != 0 {
+        if prot & crate::abi::uapi::PROT_READ != 0 {
             f |= VmFlags::READ;
         }
-        if prot & uapi::PROT_WRITE != 0 {
+        if prot & crate::abi::uapi::PROT_WRITE != 0 {
             f |= VmFlags::WRITE;
         }
-        if prot & uapi::PROT_EXEC != 0 {
+        if prot & crate::abi::uapi::PROT_EXEC != 0 {
             f |= VmFlags::EXEC;
         }
         f
@@ -113,13 +112,13 @@ impl VmFlags {
     pub fn prot(self) -> u64 {
         let mut p = 0;
         if self.contains(VmFlags::READ) {
-            p |= uapi::PROT_READ;
+            p |= crate::abi::uapi::PROT_READ;
         }
         if self.contains(VmFlags::WRITE) {
-            p |= uapi::PROT_WRITE;
+            p |= crate::abi::uapi::PROT_WRITE;
         }
         if self.contains(VmFlags::EXEC) {
-            p |= uapi::PROT_EXEC;
+            p |= crate::abi::uapi::PROT_EXEC;
         }
         p
     }

@@ -21,10 +21,10 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::uapi::*;
 use super::{VmFlags, Vma, VmaSet};
+use crate::abi::errno::Errno;
+use crate::abi::uapi::*;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, align_up};
-use crate::errno::Errno;
 
 /// Linux's `PAGE_ALIGN` on an unsigned long: wraps to 0 on overflow.
 fn page_align(len: u64) -> u64 {

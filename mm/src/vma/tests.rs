@@ -7,9 +7,9 @@ use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::uapi::*;
 use super::*;
-use crate::errno::Errno::{self, *};
+use crate::abi::errno::Errno::{self, *};
+use crate::abi::uapi::*;
 
 const P: u64 = PAGE_SIZE;
 const M: u64 = 1 << 20;

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 
+pub use mm::abi::uapi::*;
 use mm::aspace::{Access, Fault, Mm, MmCtx, check_invariants};
 use mm::cpu::SingleCpu;
 use mm::emu::{self, EmuMem, EmuTlb};
@@ -14,7 +15,6 @@ use mm::physmem::buddy::BuddyAllocator;
 use mm::physmem::memmap::{FrameDesc, Memmap};
 use mm::physmem::phys::PhysMem;
 use mm::thp::{GlobalMode, OrderMode, Thp};
-pub use mm::vma::uapi::*;
 
 pub const RAM_BASE: u64 = 0x4000_0000;
 pub const K4: u64 = 4096;

@@ -7,9 +7,9 @@
 
 use alloc::vec::Vec;
 
+use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SIZE, PMD_SIZE};
 use crate::aspace::{Mm, PtGuard};
-use crate::errno::Errno;
 use crate::paging::{PageTable, PagingArch};
 use crate::physmem::folio::Folio;
 
