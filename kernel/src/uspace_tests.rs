@@ -230,7 +230,7 @@ ktest! {
         let va = mapping(&m, 64 * KB)?;
         check_eq!(m.mmap(va, 4096, RW, ANON | MAP_FIXED_NOREPLACE), Err(Errno::EEXIST));
         check_eq!(m.mprotect(va + 1, 4096, PROT_READ), Err(Errno::EINVAL));
-        check_eq!(m.madvise(va, 4096, 9999), Err(Errno::EINVAL));
+        check_eq!(Advice::from_raw(9999), Err(Errno::EINVAL));
         fx.finish([m])
     }
 }

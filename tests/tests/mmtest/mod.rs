@@ -22,8 +22,8 @@ pub const K64: u64 = 64 << 10;
 pub const M2: u64 = 2 << 20;
 pub const MIB: u64 = 1 << 20;
 
-pub const RW: u64 = PROT_READ | PROT_WRITE;
-pub const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+pub const RW: Prot = PROT_READ.union(PROT_WRITE);
+pub const ANON: MapFlags = MAP_PRIVATE.union(MAP_ANONYMOUS);
 
 /// One test machine.
 pub struct Env<'a, A: PagingArch> {
