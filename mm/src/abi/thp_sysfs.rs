@@ -19,8 +19,9 @@
 //! * unknown paths give `ENOENT`; reading or writing a directory `EISDIR`;
 //!   listing a file `ENOTDIR`.
 //!
-//! No lock here: every knob is an atomic in [`ThpConfig`] (see its module
-//! docs), and a store is a single atomic update.
+//! No lock here: every knob is an atomic in
+//! [`ThpConfig`](crate::thp::ThpConfig) (see its module docs), and a store
+//! is a single atomic update.
 
 use alloc::format;
 use alloc::string::String;

@@ -1,4 +1,4 @@
-//! Unit tests of `thp::registry`.
+//! Unit tests of `abi::thp_sysfs`.
 
 use super::*;
 

@@ -251,8 +251,8 @@ impl BuddyAllocator<'_> {
     }
 
     /// Drains the running CPU's cache and, through
-    /// [`CpuOps::call_on_others`], every other CPU's.  Returns the pages
-    /// moved on this CPU.
+    /// [`CpuOps::call_on_others`](crate::cpu::CpuOps::call_on_others),
+    /// every other CPU's.  Returns the pages moved on this CPU.
     pub fn drain_all(&self) -> u64 {
         let n = self.drain_local();
         self.cpu.ops.call_on_others(&|| {
