@@ -8,10 +8,10 @@ use crate::{arch, khugepaged, println};
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::aspace::{ThpMaps, split_folio_to_order};
-use mm::errno::Errno;
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 const MB: u64 = 1 << 20;
 

@@ -16,9 +16,9 @@ use crate::physmem::DIRECT_MAP;
 use buddy_system_allocator::LockedHeap;
 use mm::addr::{PAGE_SIZE, align_down, align_up};
 use mm::bootinfo::{BootInfo, PhysRange};
-use mm::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
 use mm::cpu::CpuOps;
-use mm::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
+use mm::physmem::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
+use mm::physmem::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
 use spin::Once;
 
 #[global_allocator]

@@ -25,7 +25,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use mm::aspace::ThpMaps;
-use mm::frame_flags::{FrameState, PageFlags};
+use mm::physmem::frame_flags::{FrameState, PageFlags};
 use mm::thp::{MthpStat, THP, THP_MAX_ORDER, ThpStats, VmEvent};
 
 pub use arch::pmu::{Availability, CounterSet, Counts, Event, Filter, PmuError, PmuInfo};
@@ -369,7 +369,7 @@ mod tests {
     use super::*;
     use ktest::{check, check_eq, ktest};
     use mm::aspace::VmaReport;
-    use mm::buddy::AllocFlags;
+    use mm::physmem::buddy::AllocFlags;
 
     fn spin(n: u64) -> u64 {
         let mut x = 0u64;

@@ -32,8 +32,10 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use mm::errno::Errno;
-use mm::vma::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
+use mm::abi::errno::Errno;
+use mm::abi::uapi::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Prot,
+};
 use spin::{Mutex, RwLock};
 
 pub const SIGSEGV: i32 = 11;
@@ -348,9 +350,9 @@ fn bind_thread(p: &Process) {
     arch::set_user_tls(p.tls.load(Ordering::Relaxed));
 }
 
-fn prot_of(flags: u32) -> u64 {
+fn prot_of(flags: u32) -> Prot {
     use crate::elf::{PF_R, PF_W, PF_X};
-    let mut p = 0;
+    let mut p = PROT_NONE;
     if flags & PF_R != 0 {
         p |= PROT_READ;
     }

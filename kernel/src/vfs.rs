@@ -12,9 +12,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::thp_sysfs::SYSFS_ROOT;
 use mm::thp::THP;
-use mm::thp::registry::SYSFS_ROOT;
 use spin::Mutex;
 
 pub const O_ACCMODE: u64 = 3;
