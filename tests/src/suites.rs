@@ -28,10 +28,10 @@ fn suites(arch: Arch) -> Vec<Suite> {
     }];
     // The other machine configurations the kernel must boot on; they run the
     // arch self-tests only (boot, tables, W^X, timer, and the secondary
-    // CPUs' start-up, ticks and IPIs: x86 `q35` boots two CPUs), which is
-    // what differs.  `smp4` (x86 `microvm`) runs the SMP tests of both the
-    // arch crate and the kernel (`selftest=smp`) with more vCPUs than this
-    // host's two cores.
+    // CPUs' start-up, ticks and IPIs, `kernel::smp::arch_smp_*`: each of
+    // these boots two CPUs), which is what differs.  `smp4` (x86 `microvm`,
+    // more vCPUs than this host's two cores) and `smp2` (arm64 GICv2 at
+    // EL1) run just the SMP tests (`selftest=smp`).
     match arch {
         Arch::X86_64 => {
             v.push(Suite {
@@ -57,7 +57,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 machine: Some("virt,virtualization=on"),
                 cmdline: "selftest=arch_",
                 timeout_s: 120,
-                smp: 1,
+                smp: 2,
                 extra_qemu_args: &[],
             });
             v.push(Suite {
@@ -65,7 +65,15 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 machine: Some("virt,gic-version=3"),
                 cmdline: "selftest=arch_",
                 timeout_s: 120,
-                smp: 1,
+                smp: 2,
+                extra_qemu_args: &[],
+            });
+            v.push(Suite {
+                name: "smp2",
+                machine: None,
+                cmdline: "selftest=smp",
+                timeout_s: 120,
+                smp: 2,
                 extra_qemu_args: &[],
             });
             // Deterministic instruction counting: with `-icount shift=0`
@@ -267,18 +275,11 @@ const DESIGNATED_BOOT: &[(Arch, &str, &str)] = &[
 ];
 
 /// In-kernel tests no boot of that architecture can run, and why.
-const MAY_SKIP_EVERYWHERE: &[(Arch, &str, &str)] = &[
-    (
-        Arch::X86_64,
-        "perf_pmu_expected_events_count",
-        "TCG's x86 CPU has no PMU, so no x86 boot asks for perf-expect",
-    ),
-    (
-        Arch::Aarch64,
-        "smp_ping_every_cpu",
-        "arm64 does not start its secondary CPUs yet",
-    ),
-];
+const MAY_SKIP_EVERYWHERE: &[(Arch, &str, &str)] = &[(
+    Arch::X86_64,
+    "perf_pmu_expected_events_count",
+    "TCG's x86 CPU has no PMU, so no x86 boot asks for perf-expect",
+)];
 
 /// What one architecture's kernel boots reported, for the skip policy.
 #[derive(Default)]

@@ -42,6 +42,8 @@ pub mod pmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod psci;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod selftests;
