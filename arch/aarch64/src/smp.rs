@@ -6,7 +6,8 @@
 //!   [`cpu_id`] maps MPIDR_EL1 back to that number, so it is right in any
 //!   context on any CPU.  TPIDR_EL1 cannot hold a per-CPU pointer: the
 //!   vectors use it as their scratch register (trap.S); MPIDR_EL1 is as
-//!   cheap to read and the per-CPU state is `CPUS[cpu_id()]`.
+//!   cheap to read and the per-CPU state is indexed by `cpu_id()`
+//!   (`arch_common::smp::CpuTable`, shared with x86).
 //! * Start-up: CPU_ON through the DT's conduit with the physical address
 //!   of `arch_secondary_entry` (smp.S) and of that CPU's [`StartBlock`]
 //!   (cleaned to memory first: the new CPU reads it with the MMU off).
@@ -22,16 +23,17 @@
 //!   its GIC interface (GICv2 banked CPU interface / GICv3 its own
 //!   redistributor), its virtual timer at CPU 0's rate and SGI
 //!   [`IPI_SGI`] enabled.
-//! * IPIs: [`send_ipi`] ORs a reason mask into the target's pending word,
-//!   then raises SGI [`IPI_SGI`] on it; the handler swaps the word to 0,
-//!   counts the IPI and calls the hook with the reasons.
+//! * IPIs: [`send_ipi`] leaves a reason mask in the target's mailbox, then
+//!   raises SGI [`IPI_SGI`] on it; the handler takes the mask, counts the
+//!   IPI and calls the hook with the reasons.
 use crate::boot::PLATFORM;
 use crate::console::kprintln;
 use crate::{gic, paging, timer};
 use aarch64_cpu::registers::{MAIR_EL1, MPIDR_EL1, Readable, SCTLR_EL1, TCR_EL1, TTBR1_EL1};
 use alloc::alloc::{Layout, alloc_zeroed};
+use arch_common::smp::CpuTable;
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use fdt::Fdt;
 use mm::cpu::MAX_CPUS;
 
@@ -126,34 +128,12 @@ static mut START: [StartBlock; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
-/// One CPU's state.
-pub struct PerCpu {
-    /// MPIDR affinity.
-    pub mpidr: AtomicU64,
-    /// GICv2: this CPU's interface mask (SGI target).
-    pub gic_mask: AtomicU8,
-    /// Timer periods this secondary counted (CPU 0: see `timer::ticks`).
-    pub ticks: AtomicU64,
-    /// IPIs this CPU took.
-    pub ipis: AtomicU64,
-    /// Reasons sent to this CPU and not yet handled.
-    pub pending: AtomicU32,
-}
+/// The CPUs (hardware id: MPIDR affinity), their counters and mailboxes.
+static CPUS: CpuTable = CpuTable::new();
 
-static CPUS: [PerCpu; MAX_CPUS] = [const {
-    PerCpu {
-        mpidr: AtomicU64::new(0),
-        gic_mask: AtomicU8::new(0),
-        ticks: AtomicU64::new(0),
-        ipis: AtomicU64::new(0),
-        pending: AtomicU32::new(0),
-    }
-}; MAX_CPUS];
-
-static POSSIBLE: AtomicUsize = AtomicUsize::new(1);
-/// Bit n: CPU n is running.
-static ONLINE: AtomicU64 = AtomicU64::new(1);
-static IPI_HOOK: AtomicUsize = AtomicUsize::new(0);
+arch_common::cpu_table_api!(CPUS, timer::ticks);
+/// GICv2: each CPU's interface mask (the SGI target list).
+static GIC_MASK: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 /// The kernel's entry for secondaries (`fn(usize) -> !` as usize).
 static ENTRY: AtomicUsize = AtomicUsize::new(0);
 
@@ -161,29 +141,19 @@ fn my_mpidr() -> u64 {
     MPIDR_EL1.get() & MPIDR_AFF_MASK
 }
 
-/// Number the DT's CPUs, the boot CPU first (from `timer_init`'s caller
-/// side: called by `start_secondaries`, and by `nr_cpus_possible` before).
+/// Number the DT's CPUs, the boot CPU first (once, on first use).
 fn number_cpus() {
     static DONE: spin::Once<()> = spin::Once::new();
     DONE.call_once(|| {
         let Some(l) = PLATFORM.get().map(|p| p.cpus) else {
             return;
         };
-        let me = my_mpidr();
-        CPUS[0].mpidr.store(me, Ordering::Relaxed);
-        let mut n = 1;
-        for &m in &l.mpidr[..l.n] {
-            if m != me && n < MAX_CPUS {
-                CPUS[n].mpidr.store(m, Ordering::Relaxed);
-                n += 1;
-            }
-        }
-        POSSIBLE.store(n, Ordering::Relaxed);
+        let dropped = l.dropped + CPUS.set_possible(my_mpidr(), &l.mpidr[..l.n]);
         kprintln!(
             "arch: {} CPU(s) in the device tree (MPIDR {:x?}){}",
-            n,
+            CPUS.possible(),
             &l.mpidr[..l.n],
-            if l.dropped > 0 {
+            if dropped > 0 {
                 ", more than MAX_CPUS: the rest unused"
             } else {
                 ""
@@ -195,82 +165,36 @@ fn number_cpus() {
 /// CPUs the DT describes (at most `MAX_CPUS`).
 pub fn nr_cpus_possible() -> usize {
     number_cpus();
-    POSSIBLE.load(Ordering::Relaxed)
-}
-
-/// CPUs running now.
-pub fn nr_cpus_online() -> usize {
-    ONLINE.load(Ordering::Acquire).count_ones() as usize
-}
-
-/// Whether CPU `cpu` is running.
-pub fn cpu_online(cpu: usize) -> bool {
-    cpu < 64 && ONLINE.load(Ordering::Acquire) & (1 << cpu) != 0
+    CPUS.possible()
 }
 
 /// This CPU's logical number (0 while only CPU 0 runs).
 pub fn cpu_id() -> usize {
-    if nr_cpus_online() == 1 {
-        return 0;
-    }
-    let me = my_mpidr();
-    (0..POSSIBLE.load(Ordering::Relaxed))
-        .find(|&c| CPUS[c].mpidr.load(Ordering::Relaxed) == me)
-        .unwrap_or(0)
-}
-
-/// Timer interrupts CPU `cpu` took (CPU 0: `ticks()`).
-pub fn cpu_ticks(cpu: usize) -> u64 {
-    match cpu {
-        0 => timer::ticks(),
-        c if c < MAX_CPUS => CPUS[c].ticks.load(Ordering::Relaxed),
-        _ => 0,
-    }
-}
-
-/// IPIs CPU `cpu` took.
-pub fn ipi_count(cpu: usize) -> u64 {
-    CPUS.get(cpu).map_or(0, |c| c.ipis.load(Ordering::Relaxed))
-}
-
-/// Install the function every IPI calls on the receiving CPU (interrupts
-/// masked, after the EOI) with the OR of the reasons sent since the last.
-pub fn set_ipi_hook(f: fn(u32)) {
-    IPI_HOOK.store(f as usize, Ordering::Release);
+    CPUS.current(my_mpidr)
 }
 
 /// Send an IPI with `reasons` (a bit mask the hook receives) to CPU `cpu`.
 /// Returns false (sending nothing) when that CPU is not online.
 pub fn send_ipi(cpu: usize, reasons: u32) -> bool {
-    if cpu >= MAX_CPUS || !cpu_online(cpu) {
+    if !CPUS.post(cpu, reasons) {
         return false;
     }
-    let c = &CPUS[cpu];
-    c.pending.fetch_or(reasons, Ordering::Release);
     gic::send_sgi(
         IPI_SGI,
-        c.mpidr.load(Ordering::Relaxed),
-        c.gic_mask.load(Ordering::Relaxed),
+        CPUS.hw_id(cpu),
+        GIC_MASK[cpu].load(Ordering::Relaxed),
     );
     true
 }
 
 /// The IPI handler (interrupts masked, after the EOI).
 pub(crate) fn on_ipi() {
-    let me = &CPUS[cpu_id()];
-    let reasons = me.pending.swap(0, Ordering::Acquire);
-    me.ipis.fetch_add(1, Ordering::Relaxed);
-    let p = IPI_HOOK.load(Ordering::Acquire);
-    if p != 0 {
-        // SAFETY: only `set_ipi_hook` stores non-zero values, all `fn(u32)`.
-        let f = unsafe { core::mem::transmute::<usize, fn(u32)>(p) };
-        f(reasons);
-    }
+    CPUS.receive(cpu_id());
 }
 
 /// A secondary's timer interrupt: `n` periods elapsed.
 pub(crate) fn on_ap_tick(n: u64) {
-    CPUS[cpu_id()].ticks.fetch_add(n, Ordering::Relaxed);
+    CPUS.count_ticks(cpu_id(), n);
 }
 
 /// Clean `len` bytes at `va` to the point of coherency (a CPU with its
@@ -304,13 +228,11 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
         return 1;
     }
     ENTRY.store(entry as usize, Ordering::Relaxed);
-    CPUS[0]
-        .gic_mask
-        .store(gic::v2_cpu_mask(), Ordering::Relaxed);
+    GIC_MASK[0].store(gic::v2_cpu_mask(), Ordering::Relaxed);
     gic::enable_ppi(IPI_SGI);
     let entry_pa = paging::kimage_pa(&raw const arch_secondary_entry as u64);
-    for (c, pc) in CPUS.iter().enumerate().take(n).skip(1) {
-        let mpidr = pc.mpidr.load(Ordering::Relaxed);
+    for c in 1..n {
+        let mpidr = CPUS.hw_id(c);
         let layout = Layout::from_size_align(STACK_SIZE, 4096).expect("stack layout");
         // SAFETY: the layout has a non-zero size.
         let stack = unsafe { alloc_zeroed(layout) };
@@ -325,10 +247,11 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
             empty_ttbr0: paging::EMPTY_TTBR0.load(Ordering::Relaxed),
             cpu: c as u64,
         };
-        // SAFETY: CPU `c` is not running, so nothing else reads its block;
-        // a raw pointer write, no reference to the static is kept.
+        // SAFETY: `c < MAX_CPUS` (the array's length); CPU `c` is not
+        // running, so nothing else reads its block; a raw pointer write,
+        // no reference to the static is kept.
         let p = unsafe {
-            let p = &raw mut START[c];
+            let p = (&raw mut START).cast::<StartBlock>().add(c);
             p.write(blk);
             p as u64
         };
@@ -371,11 +294,9 @@ extern "C" fn arch_secondary_main(cpu: u64) -> ! {
             crate::cpu::halt();
         }
     }
-    CPUS[cpu]
-        .gic_mask
-        .store(gic::v2_cpu_mask(), Ordering::Relaxed);
+    GIC_MASK[cpu].store(gic::v2_cpu_mask(), Ordering::Relaxed);
     // Online before the first interrupt, so `cpu_id` finds this CPU.
-    ONLINE.fetch_or(1 << cpu, Ordering::Release);
+    CPUS.set_online(cpu);
     gic::enable_ppi(IPI_SGI);
     timer::start_secondary();
     let p = ENTRY.load(Ordering::Relaxed);

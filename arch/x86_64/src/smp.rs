@@ -22,15 +22,17 @@
 //!   timer at the boot CPU's rate on [`AP_TIMER_VECTOR`] (so the boot
 //!   CPU's timer path, which drives the scheduler, stays untouched).  The
 //!   boot CPU's GS base stays as the SYSCALL path expects (user.rs).
-//! * IPIs: [`send_ipi`] ORs a reason mask into the target's pending word,
-//!   then sends [`IPI_VECTOR`]; the handler swaps the word to 0, counts the
-//!   IPI and calls the hook with the reasons.  Several sends may merge into
-//!   one interrupt (the mask keeps every reason).
+//! * IPIs: [`send_ipi`] leaves a reason mask in the target's mailbox
+//!   (`arch_common::smp::CpuTable`, shared with arm64), then sends
+//!   [`IPI_VECTOR`]; the handler takes the mask, counts the IPI and calls
+//!   the hook with the reasons.  Several sends may merge into one
+//!   interrupt (the mask keeps every reason).
 use crate::acpi::CpuList;
 use crate::console::kprint;
 use crate::timer::{self, apic_read, apic_write};
 use crate::{cpu, gdt, paging, trap};
 use alloc::alloc::{Layout, alloc_zeroed};
+use arch_common::smp::CpuTable;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use mm::cpu::MAX_CPUS;
@@ -69,36 +71,28 @@ const ICR_INIT: u32 = 0x0000_4500;
 const ICR_STARTUP: u32 = 0x0000_4600;
 const ICR_FIXED: u32 = 0x0000_4000;
 
-/// One CPU's state.  A secondary's GS base points here (`gs:[0]` is its id).
+/// The CPUs (hardware id: the LAPIC id), their counters and mailboxes.
+static CPUS: CpuTable = CpuTable::new();
+
+arch_common::cpu_table_api!(CPUS, timer::ticks);
+
+/// What a secondary's GS base points at (`gs:[0]` is its id).
 #[repr(C)]
 pub struct PerCpu {
     /// Logical CPU number.
-    pub id: AtomicUsize,
-    /// Local APIC id.
-    pub apic_id: AtomicU32,
-    /// Timer interrupts this CPU took (CPU 0: its scheduler ticks).
-    pub ticks: AtomicU64,
-    /// IPIs this CPU took.
-    pub ipis: AtomicU64,
-    /// Reasons sent to this CPU and not yet handled.
-    pub pending: AtomicU32,
+    pub id: usize,
 }
 
-static CPUS: [PerCpu; MAX_CPUS] = [const {
-    PerCpu {
-        id: AtomicUsize::new(0),
-        apic_id: AtomicU32::new(0),
-        ticks: AtomicU64::new(0),
-        ipis: AtomicU64::new(0),
-        pending: AtomicU32::new(0),
+static PERCPU: [PerCpu; MAX_CPUS] = {
+    let mut a = [const { PerCpu { id: 0 } }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        a[i].id = i;
+        i += 1;
     }
-}; MAX_CPUS];
+    a
+};
 
-/// CPUs the firmware described (usable ones, up to `MAX_CPUS`).
-static POSSIBLE: AtomicUsize = AtomicUsize::new(1);
-/// Bit n: CPU n is running.
-static ONLINE: AtomicU64 = AtomicU64::new(1);
-static IPI_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// CR0, CR4 and EFER of the boot CPU, for the secondaries to copy.
 static BSP_CR0: AtomicU64 = AtomicU64::new(0);
 static BSP_CR4: AtomicU64 = AtomicU64::new(0);
@@ -111,22 +105,20 @@ static ENTRY: AtomicUsize = AtomicUsize::new(0);
 /// Record the firmware's CPU list (boot, before paging::init).  The boot
 /// CPU becomes CPU 0 whatever its place in the list.
 pub(crate) fn set_cpu_list(l: &CpuList, bsp_apic_id: u32) {
-    let mut n = 1;
-    CPUS[0].apic_id.store(bsp_apic_id, Ordering::Relaxed);
-    for &id in &l.apic_ids[..l.n] {
-        if id != bsp_apic_id && n < MAX_CPUS {
-            CPUS[n].id.store(n, Ordering::Relaxed);
-            CPUS[n].apic_id.store(id, Ordering::Relaxed);
-            n += 1;
-        }
+    let mut ids = [0u64; MAX_CPUS];
+    for (d, &s) in ids.iter_mut().zip(&l.apic_ids[..l.n]) {
+        *d = u64::from(s);
     }
-    POSSIBLE.store(n, Ordering::Relaxed);
+    let dropped = l.dropped + CPUS.set_possible(u64::from(bsp_apic_id), &ids[..l.n]);
+    if l.n == 0 {
+        return; // `acpi::discover` said why
+    }
     kprint!(
         "x86_64: {} CPU(s) from the {} (LAPIC ids {:?}){}\n",
-        n,
+        CPUS.possible(),
         l.source,
         &l.apic_ids[..l.n],
-        if l.dropped > 0 {
+        if dropped > 0 {
             ", more than MAX_CPUS: the rest unused"
         } else {
             ""
@@ -135,57 +127,20 @@ pub(crate) fn set_cpu_list(l: &CpuList, bsp_apic_id: u32) {
 }
 
 /// The local APIC id of the running CPU.
-fn lapic_id() -> u32 {
+fn lapic_id() -> u64 {
     let v = apic_read(APIC_ID);
-    if timer::x2apic() { v } else { v >> 24 }
+    u64::from(if timer::x2apic() { v } else { v >> 24 })
 }
 
 /// CPUs the firmware describes (at most `MAX_CPUS`).
 pub fn nr_cpus_possible() -> usize {
-    POSSIBLE.load(Ordering::Relaxed)
+    CPUS.possible()
 }
 
-/// CPUs running now.
-pub fn nr_cpus_online() -> usize {
-    ONLINE.load(Ordering::Acquire).count_ones() as usize
-}
-
-/// Whether CPU `cpu` is running.
-pub fn cpu_online(cpu: usize) -> bool {
-    cpu < 64 && ONLINE.load(Ordering::Acquire) & (1 << cpu) != 0
-}
-
-/// This CPU's logical number.  Before `timer_init` (LAPIC mode unknown)
-/// and on one CPU it is 0 without reading the APIC.
+/// This CPU's logical number (0 while only CPU 0 runs, without asking
+/// the APIC, whose mode is unknown before `timer_init`).
 pub fn cpu_id() -> usize {
-    if nr_cpus_online() == 1 {
-        return 0;
-    }
-    let me = lapic_id();
-    (0..nr_cpus_possible())
-        .find(|&c| CPUS[c].apic_id.load(Ordering::Relaxed) == me)
-        .unwrap_or(0)
-}
-
-/// Timer interrupts CPU `cpu` took: CPU 0 its scheduler ticks
-/// (`ticks()`), a secondary those of its own LAPIC timer.
-pub fn cpu_ticks(cpu: usize) -> u64 {
-    match cpu {
-        0 => timer::ticks(),
-        c if c < MAX_CPUS => CPUS[c].ticks.load(Ordering::Relaxed),
-        _ => 0,
-    }
-}
-
-/// IPIs CPU `cpu` took.
-pub fn ipi_count(cpu: usize) -> u64 {
-    CPUS.get(cpu).map_or(0, |c| c.ipis.load(Ordering::Relaxed))
-}
-
-/// Install the function every IPI calls on the receiving CPU (interrupts
-/// masked, after the EOI) with the OR of the reasons sent since the last.
-pub fn set_ipi_hook(f: fn(u32)) {
-    IPI_HOOK.store(f as usize, Ordering::Release);
+    CPUS.current(lapic_id)
 }
 
 /// Wait for the LAPIC to accept the last ICR write (xAPIC only: in x2APIC
@@ -220,34 +175,22 @@ fn send_icr(dest: u32, low: u32) {
 /// Send an IPI with `reasons` (a bit mask the hook receives) to CPU `cpu`.
 /// Returns false (sending nothing) when that CPU is not online.
 pub fn send_ipi(cpu: usize, reasons: u32) -> bool {
-    if !cpu_online(cpu) || cpu >= MAX_CPUS {
+    if !CPUS.post(cpu, reasons) {
         return false;
     }
-    CPUS[cpu].pending.fetch_or(reasons, Ordering::Release);
-    send_icr(
-        CPUS[cpu].apic_id.load(Ordering::Relaxed),
-        ICR_FIXED | u32::from(IPI_VECTOR),
-    );
+    send_icr(CPUS.hw_id(cpu) as u32, ICR_FIXED | u32::from(IPI_VECTOR));
     true
 }
 
 /// The IPI vector's handler (interrupts masked).
 pub(crate) fn on_ipi() {
-    let me = &CPUS[cpu_id()];
-    let reasons = me.pending.swap(0, Ordering::Acquire);
-    me.ipis.fetch_add(1, Ordering::Relaxed);
     apic_write(timer::APIC_EOI, 0);
-    let p = IPI_HOOK.load(Ordering::Acquire);
-    if p != 0 {
-        // SAFETY: only `set_ipi_hook` stores non-zero values, all `fn(u32)`.
-        let f = unsafe { core::mem::transmute::<usize, fn(u32)>(p) };
-        f(reasons);
-    }
+    CPUS.receive(cpu_id());
 }
 
 /// A secondary's timer interrupt: count it (nothing else runs there yet).
 pub(crate) fn on_ap_tick() {
-    CPUS[cpu_id()].ticks.fetch_add(1, Ordering::Relaxed);
+    CPUS.count_ticks(cpu_id(), 1);
     apic_write(timer::APIC_EOI, 0);
 }
 
@@ -294,7 +237,9 @@ fn install_trampoline() {
     let slot = paging::PHYS_OFFSET + paging::kernel_root() + 511 * 8;
     // SAFETY: the kernel's root is a live table frame in RAM, which the
     // direct map covers; its last entry maps the image and never changes.
-    poke(pml4 + 511 * 8, unsafe { core::ptr::read_volatile(slot as *const u64) });
+    poke(pml4 + 511 * 8, unsafe {
+        core::ptr::read_volatile(slot as *const u64)
+    });
 }
 
 /// Bring up every other CPU the firmware listed; each runs `entry(cpu)`
@@ -323,8 +268,8 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
     AP_INIT_COUNT.store(timer::lapic_counts().0, Ordering::Relaxed);
     install_trampoline();
     let data = TRAMP_PA + (&raw const ap_tramp_data as u64 - &raw const ap_tramp_start as u64);
-    for (c, pc) in CPUS.iter().enumerate().take(n).skip(1) {
-        let apic = pc.apic_id.load(Ordering::Relaxed);
+    for c in 1..n {
+        let apic = CPUS.hw_id(c) as u32;
         poke(data, paging::kernel_root());
         poke(data + 8, stack(STACK_SIZE));
         poke(data + 16, c as u64);
@@ -382,7 +327,7 @@ extern "C" fn x86_ap_rust_entry(cpu: u64) -> ! {
     }
     gdt::init_secondary(stack(IST_SIZE));
     trap::init();
-    let me = &CPUS[cpu];
+    let me = &PERCPU[cpu];
     // This CPU never runs user code or the SYSCALL entry, so no `swapgs`
     // ever exchanges the two.
     GsBase::write(VirtAddr::from_ptr(me));
@@ -405,7 +350,7 @@ extern "C" fn x86_ap_rust_entry(cpu: u64) -> ! {
         timer::APIC_TIMER_INIT,
         AP_INIT_COUNT.load(Ordering::Relaxed),
     );
-    ONLINE.fetch_or(1 << cpu, Ordering::Release);
+    CPUS.set_online(cpu);
     let p = ENTRY.load(Ordering::Relaxed);
     // SAFETY: `start_secondaries` stored a `fn(usize) -> !` there.
     let entry = unsafe { core::mem::transmute::<usize, fn(usize) -> !>(p) };
