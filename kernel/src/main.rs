@@ -35,6 +35,7 @@ mod pipe;
 mod process;
 mod sched;
 mod selftest;
+mod smp;
 mod storm;
 mod syscall;
 mod testenv;
@@ -77,6 +78,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::timer_init(TICK_HZ);
     arch::irq_enable();
     sched::init();
+    smp::init();
     khugepaged::start();
     cpio::init(info.initrd);
     process::init();

@@ -70,7 +70,8 @@ static BUDDY: Once<BuddyAllocator<'static>> = Once::new();
 static BOOT_RAM_FRAMES: Once<u64> = Once::new();
 
 /// The allocator's view of the CPU: interrupt masking from the arch crate;
-/// one CPU today.
+/// only CPU 0 allocates today (the secondaries idle, see `smp.rs`), so
+/// the id is 0 without asking the CPU.
 pub struct KernelCpu;
 
 impl CpuOps for KernelCpu {

@@ -389,8 +389,9 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
     Ok(v)
 }
 
-/// `/sys/devices/system/cpu`: `online`, `possible` and `present` say CPU
-/// 0 (what glibc's `sysconf(_SC_NPROCESSORS_*)` reads).
+/// `/sys/devices/system/cpu`: `online` lists the running CPUs, `possible`
+/// and `present` those the firmware describes (what glibc's
+/// `sysconf(_SC_NPROCESSORS_*)` reads; see `smp.rs`).
 const CPU_DIR: &str = "/sys/devices/system/cpu";
 
 /// Open `path` with `flags` for process `me`.
@@ -456,7 +457,12 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             if wants_write {
                 return Err(Errno::EACCES);
             }
-            return Ok(mk(text(String::from("0\n")), 0o100444));
+            let list = if path.ends_with("online") {
+                crate::smp::online_list()
+            } else {
+                crate::smp::cpu_list(crate::arch::nr_cpus_possible())
+            };
+            return Ok(mk(text(list), 0o100444));
         }
         crate::perfdev::DIR => return dir_ok(&path),
         crate::perfdev::PATH => {
