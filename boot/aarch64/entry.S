@@ -68,37 +68,7 @@ _start:
     b       .Lpark
 
 .Lat_el2:
-    /* EL1 is AArch64, no traps of EL1 to EL2, no stage 2. */
-    mov     x9, #(1 << 31)
-    msr     hcr_el2, x9
-    /* EL1 may use the physical counter and timer; no virtual offset. */
-    mrs     x9, cnthctl_el2
-    orr     x9, x9, #3
-    msr     cnthctl_el2, x9
-    msr     cntvoff_el2, xzr
-    /* EL1 reads of MIDR/MPIDR see the real values. */
-    mrs     x9, midr_el1
-    msr     vpidr_el2, x9
-    mrs     x9, mpidr_el1
-    msr     vmpidr_el2, x9
-    /* No FP/SIMD or system-register traps to EL2. */
-    mov     x9, #0x33ff
-    msr     cptr_el2, x9
-    msr     hstr_el2, xzr
-    /* GICv3 system-register interface: let EL1 use it (ICC_SRE_EL2.{Enable,SRE}). */
-    mrs     x9, id_aa64pfr0_el1
-    ubfx    x9, x9, #24, #4
-    cbz     x9, 1f
-    mrs     x9, s3_4_c12_c9_5
-    orr     x9, x9, #0xf
-    msr     s3_4_c12_c9_5, x9
-    isb
-1:
-    ldr     x9, =SCTLR_EL1_RES1
-    msr     sctlr_el1, x9
-    /* EL1h with D, A, I and F masked. */
-    mov     x9, #0x3c5
-    msr     spsr_el2, x9
+    bl      arch_el2_setup
     adr     x9, .Lat_el1
     msr     elr_el2, x9
     eret
@@ -206,6 +176,47 @@ _start:
 .Lhang:
     wfe
     b       .Lhang
+
+/*
+ * Configure EL2 so that EL1 runs unhindered and set SPSR_EL2 for an ERET to
+ * EL1h with D, A, I and F masked; the caller sets ELR_EL2 and ERETs.
+ * Position independent, MMU off, no stack; clobbers x9 only.  Shared by the
+ * boot CPU (above) and the secondaries (arch/aarch64/src/smp.S).
+ */
+.global arch_el2_setup
+arch_el2_setup:
+    /* EL1 is AArch64, no traps of EL1 to EL2, no stage 2. */
+    mov     x9, #(1 << 31)
+    msr     hcr_el2, x9
+    /* EL1 may use the physical counter and timer; no virtual offset. */
+    mrs     x9, cnthctl_el2
+    orr     x9, x9, #3
+    msr     cnthctl_el2, x9
+    msr     cntvoff_el2, xzr
+    /* EL1 reads of MIDR/MPIDR see the real values. */
+    mrs     x9, midr_el1
+    msr     vpidr_el2, x9
+    mrs     x9, mpidr_el1
+    msr     vmpidr_el2, x9
+    /* No FP/SIMD or system-register traps to EL2. */
+    mov     x9, #0x33ff
+    msr     cptr_el2, x9
+    msr     hstr_el2, xzr
+    /* GICv3 system-register interface: let EL1 use it (ICC_SRE_EL2.{Enable,SRE}). */
+    mrs     x9, id_aa64pfr0_el1
+    ubfx    x9, x9, #24, #4
+    cbz     x9, 1f
+    mrs     x9, s3_4_c12_c9_5
+    orr     x9, x9, #0xf
+    msr     s3_4_c12_c9_5, x9
+    isb
+1:
+    ldr     x9, =SCTLR_EL1_RES1
+    msr     sctlr_el1, x9
+    /* EL1h with D, A, I and F masked. */
+    mov     x9, #0x3c5
+    msr     spsr_el2, x9
+    ret
 .ltorg
 
 /* Early tables: three pages, consecutive (the cache invalidation above relies on it). */

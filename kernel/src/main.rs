@@ -34,7 +34,7 @@ use fs::cpio;
 use mem::{khugepaged, kmap, memory, uspace};
 use mm::bootinfo::BootInfo;
 use proc::process;
-use task::sched;
+use task::{sched, smp};
 
 /// `$run` (a `bool`: whether it succeeded) in a kernel built with cargo
 /// feature `$feature`.  In one built without it the command-line word
@@ -89,6 +89,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::timer_init(TICK_HZ);
     arch::irq_enable();
     sched::init();
+    smp::init();
     khugepaged::start();
     cpio::init(info.initrd);
     process::init();

@@ -11,7 +11,7 @@
 //!
 //! # The mixed-order workloads
 //! * `mixed-*` (the workload the ≥ 5× target is about) is steady-state
-//!   churn (`churn` in `mm::alloc_trace`): 1024 folios of random orders, then each step frees
+//!   churn (`churn` in `mm::physmem::alloc_trace`): 1024 folios of random orders, then each step frees
 //!   a uniformly random live folio and allocates one of a random order.
 //! * `mixed-*-walk` (`walk`) lets the working set wander between 64 and
 //!   2048 folios by a coin flip per step.  It is kept because it exercises
@@ -25,7 +25,7 @@
 //!   (`buddy_system_allocator` is faster on it: 24 ns against 28).
 //!
 //! # Measuring the allocators, not the harness
-//! * The mixed workloads are recorded before timing ([`Trace`] (`mm::alloc_trace`)): the RNG
+//! * The mixed workloads are recorded before timing ([`Trace`] (`mm::physmem::alloc_trace`)): the RNG
 //!   makes every decision (allocate or free, which order, which live folio
 //!   is the victim) while a `Recorder` keeps the live set as slot
 //!   numbers.  The timed replay then does, per step, one sequential
@@ -64,12 +64,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use buddy_system_allocator::FrameAllocator;
-use mm::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
-use mm::buddy::{AllocFlags, BuddyAllocator};
 use mm::cpu::{CpuOps, SingleCpu};
-use mm::folio::Folio;
-use mm::memmap::{FrameDesc, Memmap};
-use mm::phys::PhysMem;
+use mm::physmem::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
+use mm::physmem::buddy::{AllocFlags, BuddyAllocator};
+use mm::physmem::folio::Folio;
+use mm::physmem::memmap::{FrameDesc, Memmap};
+use mm::physmem::phys::PhysMem;
 
 /// Frames managed by both allocators (1 GiB).
 const FRAMES: u64 = 1 << 18;

@@ -16,6 +16,14 @@
 //!   [`crate::paging::TlbOps`] gets the snapshot: the CPUs a shootdown must
 //!   reach.
 //!
+//! Still uniprocessor (issue 14): the arch crates start every CPU
+//! (`arch::start_secondaries`), but only CPU 0 runs `mm` — the
+//! secondaries idle outside the scheduler and never allocate, fault or
+//! touch an address space.  So the kernel's `KernelCpu::cpu_id` is 0
+//! without asking the CPU, `call_on_others` has nothing to drain, and the
+//! CPU sets below only ever hold CPU 0 in practice; the per-CPU run queues
+//! and the IPI-based shootdown are what make them real.
+//!
 //! Lock order: none here; [`IrqGuard`] only masks interrupts on the
 //! current CPU.
 

@@ -2,13 +2,13 @@
 //!
 //! Everything here is architecture-neutral: hardware specifics reach `mm`
 //! only through the traits in [`paging`] (page-table entry formats and TLB
-//! maintenance) and [`phys`] (access to physical memory).  The crate builds
+//! maintenance) and [`physmem::phys`] (access to physical memory).  The crate builds
 //! for the bare-metal kernels and for the host, where the unit tests drive
 //! the real x86_64 and aarch64 entry formats over an emulated MMU.
 //!
 //! The crate contains no `unsafe`: the kernel hands it the frame-descriptor
 //! array as a safe `&'static [FrameDesc]` and physical memory through
-//! [`phys::PhysMem`].
+//! [`physmem::phys::PhysMem`].
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -16,23 +16,13 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod abi;
 pub mod addr;
-pub mod alloc_trace;
 pub mod aspace;
 pub mod bootinfo;
-pub mod buddy;
-#[cfg(test)]
-mod buddy_tests;
 pub mod cpu;
 pub mod emu;
-pub mod errno;
-pub mod folio;
-mod folio_split;
-pub mod frame_flags;
-pub mod kpageflags;
-pub mod memmap;
 pub mod paging;
-pub mod pcp;
-pub mod phys;
+pub mod physmem;
 pub mod thp;
 pub mod vma;

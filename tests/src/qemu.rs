@@ -124,6 +124,8 @@ pub struct RunSpec {
     pub cmdline: String,
     pub machine: String,
     pub mem: String,
+    /// `-smp` (CPUs; 1 adds nothing to the command line).
+    pub smp: u32,
     /// `-cpu` (None: `max`, or `host,…` under KVM).
     pub cpu: Option<String>,
     pub gdb: bool,
@@ -141,6 +143,7 @@ impl RunSpec {
             cmdline: cmdline.to_string(),
             machine: arch.default_machine().to_string(),
             mem: "1G".into(),
+            smp: 1,
             cpu: None,
             gdb: false,
             initrd: None,
@@ -185,6 +188,9 @@ impl RunSpec {
             "-serial",
             "stdio",
         ]);
+        if self.smp > 1 {
+            c.args(["-smp", &self.smp.to_string()]);
+        }
         c.args(["-no-reboot", "-kernel"]).arg(&self.kernel);
         // This host's /dev/kvm is kvm-pvm, which emulates guest ring 0 and
         // cannot execute stac/clac: keep SMAP off there (Linux's `nosmap`).

@@ -11,6 +11,8 @@ struct Suite {
     machine: Option<&'static str>,
     cmdline: &'static str,
     timeout_s: u64,
+    /// CPUs (`-smp`).
+    smp: u32,
     /// More QEMU arguments (TCG only: such suites are skipped under KVM).
     extra_qemu_args: &'static [&'static str],
 }
@@ -21,24 +23,41 @@ fn suites(arch: Arch) -> Vec<Suite> {
         machine: None,
         cmdline: "selftest",
         timeout_s: 600,
+        smp: 1,
         extra_qemu_args: &[],
     }];
     // The other machine configurations the kernel must boot on; they run the
-    // arch self-tests only (boot, tables, W^X, timer), which is what differs.
+    // arch self-tests only (boot, tables, W^X, timer, and the secondary
+    // CPUs' start-up, ticks and IPIs, `kernel::smp::arch_smp_*`: each of
+    // these boots two CPUs), which is what differs.  `smp4` (x86 `microvm`,
+    // more vCPUs than this host's two cores) and `smp2` (arm64 GICv2 at
+    // EL1) run just the SMP tests (`selftest=smp`).
     match arch {
-        Arch::X86_64 => v.push(Suite {
-            name: "q35",
-            machine: Some("q35"),
-            cmdline: "selftest=arch_",
-            timeout_s: 120,
-            extra_qemu_args: &[],
-        }),
+        Arch::X86_64 => {
+            v.push(Suite {
+                name: "q35",
+                machine: Some("q35"),
+                cmdline: "selftest=arch_",
+                timeout_s: 120,
+                smp: 2,
+                extra_qemu_args: &[],
+            });
+            v.push(Suite {
+                name: "smp4",
+                machine: None,
+                cmdline: "selftest=smp",
+                timeout_s: 120,
+                smp: 4,
+                extra_qemu_args: &[],
+            });
+        }
         Arch::Aarch64 => {
             v.push(Suite {
                 name: "el2-entry",
                 machine: Some("virt,virtualization=on"),
                 cmdline: "selftest=arch_",
                 timeout_s: 120,
+                smp: 2,
                 extra_qemu_args: &[],
             });
             v.push(Suite {
@@ -46,6 +65,15 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 machine: Some("virt,gic-version=3"),
                 cmdline: "selftest=arch_",
                 timeout_s: 120,
+                smp: 2,
+                extra_qemu_args: &[],
+            });
+            v.push(Suite {
+                name: "smp2",
+                machine: None,
+                cmdline: "selftest=smp",
+                timeout_s: 120,
+                smp: 2,
                 extra_qemu_args: &[],
             });
             // Deterministic instruction counting: with `-icount shift=0`
@@ -55,6 +83,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 machine: None,
                 cmdline: "selftest=pmu perf-expect=instructions,cycles",
                 timeout_s: 120,
+                smp: 1,
                 extra_qemu_args: &["-icount", "shift=0"],
             });
         }
@@ -67,6 +96,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
         machine: None,
         cmdline: "storm=0x5eed,100000",
         timeout_s: 900,
+        smp: 1,
         extra_qemu_args: &[],
     });
     v
@@ -207,6 +237,7 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
         if let Some(m) = s.machine {
             spec.machine = m.into();
         }
+        spec.smp = s.smp;
         spec.extra_args = s.extra_qemu_args.iter().map(|a| a.to_string()).collect();
         total += run_suite(
             arch,

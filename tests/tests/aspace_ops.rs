@@ -4,8 +4,8 @@
 
 mod mmtest;
 
+use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault};
-use mm::errno::Errno;
 use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
 use mm::thp::{GlobalMode, MthpStat, OrderMode, VmEvent};
 use mmtest::*;
@@ -269,10 +269,13 @@ fn bad_arguments<A: PagingArch>() {
         assert_eq!(mm.munmap(0xffff_ffff_ffff_f000, K4), Err(Errno::EINVAL));
         assert_eq!(mm.mprotect(VA, K4, PROT_READ), Err(Errno::ENOMEM));
         let va = mm.mmap(VA, 2 * K4, PROT_READ, ANON | MAP_FIXED).unwrap();
-        assert_eq!(mm.mprotect(va, K4, 0x80), Err(Errno::EINVAL));
+        assert_eq!(
+            mm.mprotect(va, K4, Prot::from_raw(0x80)),
+            Err(Errno::EINVAL)
+        );
         assert_eq!(mm.mprotect(va + 1, K4, PROT_READ), Err(Errno::EINVAL));
         assert_eq!(mm.mprotect(va, 3 * K4, PROT_READ), Err(Errno::ENOMEM));
-        assert_eq!(mm.madvise(va, K4, 9999), Err(Errno::EINVAL));
+        assert_eq!(Advice::from_raw(9999), Err(Errno::EINVAL));
         assert_eq!(mm.madvise(va, 4 * K4, MADV_DONTNEED), Err(Errno::ENOMEM));
         assert_eq!(mm.madvise(va, K4, MADV_COLLAPSE), Err(Errno::EINVAL));
         assert_eq!(mm.munmap(va, K4), Ok(()));

@@ -26,7 +26,7 @@ enum Op {
     Mmap {
         off: u64,
         len: u64,
-        prot: u64,
+        prot: Prot,
         populate: bool,
     },
     Munmap {
@@ -36,12 +36,12 @@ enum Op {
     Mprotect {
         off: u64,
         len: u64,
-        prot: u64,
+        prot: Prot,
     },
     Madvise {
         off: u64,
         len: u64,
-        advice: u64,
+        advice: Advice,
     },
     Fork {
         from: usize,
@@ -85,7 +85,7 @@ fn length() -> impl Strategy<Value = u64> {
     ]
 }
 
-fn prot() -> impl Strategy<Value = u64> {
+fn prot() -> impl Strategy<Value = Prot> {
     prop_oneof![
         4 => Just(RW),
         1 => Just(PROT_READ),
@@ -173,7 +173,13 @@ fn run_ops<A: PagingArch>(ops: Vec<Op>) {
                     populate,
                 } => {
                     let (va, len) = range(off, len);
-                    let flags = ANON | MAP_FIXED | if populate { MAP_POPULATE } else { 0 };
+                    let flags = ANON
+                        | MAP_FIXED
+                        | if populate {
+                            MAP_POPULATE
+                        } else {
+                            MapFlags::empty()
+                        };
                     for p in procs.iter_mut() {
                         assert_eq!(p.mm.mmap(va, len, prot, flags), Ok(va), "{ctx}");
                         clear_model(&mut p.words, va, len);

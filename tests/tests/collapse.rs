@@ -6,10 +6,10 @@ mod mmtest;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use mm::abi::errno::Errno;
 use mm::aspace::{Mm, PassStats, khugepaged_full_scan};
-use mm::buddy::AllocFlags;
-use mm::errno::Errno;
 use mm::paging::{PMD_LEVEL, PagingArch};
+use mm::physmem::buddy::AllocFlags;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, VmEvent};
 use mmtest::*;
 

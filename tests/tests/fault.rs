@@ -4,9 +4,9 @@
 mod mmtest;
 
 use mm::aspace::{Access, Fault};
-use mm::buddy::AllocFlags;
 use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
-use mm::phys::PhysMem;
+use mm::physmem::buddy::AllocFlags;
+use mm::physmem::phys::PhysMem;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, VmEvent};
 use mmtest::*;
 
@@ -313,8 +313,8 @@ fn zero_page_then_write<A: PagingArch>() {
 /// `ZERO_PAGE` and not exclusive; holes in a VMA carry only the soft-dirty
 /// bit (when asked for), pages outside any VMA nothing.
 fn pagemap_and_kpageflags<A: PagingArch>() {
-    use mm::aspace::pagemap::*;
-    use mm::kpageflags::*;
+    use mm::abi::kpageflags::*;
+    use mm::abi::pagemap::*;
     run::<A>(32 * MIB, |env| {
         env.knobs(
             GlobalMode::Always,

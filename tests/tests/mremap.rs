@@ -7,8 +7,8 @@
 
 mod mmtest;
 
+use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault};
-use mm::errno::Errno;
 use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
 use mm::thp::VmEvent;
 use mmtest::*;
@@ -16,7 +16,7 @@ use mmtest::*;
 const A0: u64 = 0x7000_0000_0000;
 const B0: u64 = 0x7100_0000_0000;
 const C0: u64 = 0x7200_0000_0000;
-const MOVE: u64 = MREMAP_MAYMOVE | MREMAP_FIXED;
+const MOVE: MremapFlags = MREMAP_MAYMOVE.union(MREMAP_FIXED);
 
 fn segv<'a, A: PagingArch>(env: &Env<'a, A>, mm: &mm::aspace::Mm<'a, A>, va: u64) {
     assert_eq!(env.touch(mm, va, Access::Read), Err(Fault::Segv), "{va:#x}");
@@ -51,7 +51,10 @@ fn grow_and_shrink_in_place<A: PagingArch>() {
         let va = mm.mmap(A0, 32 * K4, RW, ANON | MAP_FIXED).unwrap();
         env.fill_pages(&mm, va, 32 * K4, 1);
         let pfn = env.leaf(&mm, va).unwrap().pfn;
-        assert_eq!(mm.mremap(va, 32 * K4, 64 * K4, 0, 0), Ok(va));
+        assert_eq!(
+            mm.mremap(va, 32 * K4, 64 * K4, MremapFlags::empty(), 0),
+            Ok(va)
+        );
         env.check(&[&mm]);
         assert_eq!(env.leaf(&mm, va).unwrap().pfn, pfn);
         env.check_pages(&mm, va, 32 * K4, 1);
@@ -60,18 +63,30 @@ fn grow_and_shrink_in_place<A: PagingArch>() {
         env.check(&[&mm]);
         assert_eq!(mm.anon_rss(), 64);
         // Shrink to 20 pages: the second folio is cut after 4 pages.
-        assert_eq!(mm.mremap(va, 64 * K4, 20 * K4, 0, 0), Ok(va));
+        assert_eq!(
+            mm.mremap(va, 64 * K4, 20 * K4, MremapFlags::empty(), 0),
+            Ok(va)
+        );
         env.check(&[&mm]);
         assert_eq!(mm.anon_rss(), 20);
         assert_eq!(env.ctx.deferred_split_len(), 1);
         env.check_pages(&mm, va, 20 * K4, 1);
         segv(env, &mm, va + 20 * K4);
         // Same size: nothing happens.
-        assert_eq!(mm.mremap(va, 20 * K4, 20 * K4, 0, 0), Ok(va));
+        assert_eq!(
+            mm.mremap(va, 20 * K4, 20 * K4, MremapFlags::empty(), 0),
+            Ok(va)
+        );
         // Growing into a neighbour needs MAYMOVE.
         mm.mmap(va + 24 * K4, K4, RW, ANON | MAP_FIXED).unwrap();
-        assert_eq!(mm.mremap(va, 20 * K4, 32 * K4, 0, 0), Err(Errno::ENOMEM));
-        assert_eq!(mm.mremap(va, 20 * K4, 24 * K4, 0, 0), Ok(va));
+        assert_eq!(
+            mm.mremap(va, 20 * K4, 32 * K4, MremapFlags::empty(), 0),
+            Err(Errno::ENOMEM)
+        );
+        assert_eq!(
+            mm.mremap(va, 20 * K4, 24 * K4, MremapFlags::empty(), 0),
+            Ok(va)
+        );
         env.check(&[&mm]);
         env.check_pages(&mm, va, 20 * K4, 1);
         drop(mm);
@@ -349,25 +364,32 @@ fn errors<A: PagingArch>() {
             (a + 1, K4, K4, 0, 0, Errno::EINVAL),
             (a, K4, 0, 0, 0, Errno::EINVAL),
             (a, K4, K4, 8, 0, Errno::EINVAL),
-            (a, K4, K4, MREMAP_FIXED, B0, Errno::EINVAL),
-            (a, K4, K4, MOVE, B0 + 1, Errno::EINVAL),
-            (a, 4 * K4, 4 * K4, MOVE, a + K4, Errno::EINVAL),
+            (a, K4, K4, (MREMAP_FIXED).bits(), B0, Errno::EINVAL),
+            (a, K4, K4, (MOVE).bits(), B0 + 1, Errno::EINVAL),
+            (a, 4 * K4, 4 * K4, (MOVE).bits(), a + K4, Errno::EINVAL),
             (
                 a,
                 K4,
                 2 * K4,
-                MREMAP_MAYMOVE | MREMAP_DONTUNMAP,
+                (MREMAP_MAYMOVE | MREMAP_DONTUNMAP).bits(),
                 0,
                 Errno::EINVAL,
             ),
-            (B0, K4, 2 * K4, MREMAP_MAYMOVE, 0, Errno::EFAULT),
-            (a, 20 * K4, 24 * K4, MREMAP_MAYMOVE, 0, Errno::EFAULT),
+            (B0, K4, 2 * K4, (MREMAP_MAYMOVE).bits(), 0, Errno::EFAULT),
+            (
+                a,
+                20 * K4,
+                24 * K4,
+                (MREMAP_MAYMOVE).bits(),
+                0,
+                Errno::EFAULT,
+            ),
             (a, 16 * K4, 20 * K4, 0, 0, Errno::ENOMEM),
-            (a, 0, K4, MREMAP_MAYMOVE, 0, Errno::EINVAL),
+            (a, 0, K4, (MREMAP_MAYMOVE).bits(), 0, Errno::EINVAL),
         ];
         for (addr, ol, nl, fl, na, e) in cases {
             assert_eq!(
-                mm.mremap(addr, ol, nl, fl, na),
+                MremapFlags::from_raw(fl).and_then(|fl| mm.mremap(addr, ol, nl, fl, na)),
                 Err(e),
                 "mremap({addr:#x}, {ol:#x}, {nl:#x}, {fl}, {na:#x})"
             );

@@ -10,7 +10,7 @@ use mm::paging::{
     Attrs, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Perms, PtError,
     ROOT_LEVEL, Space, probe,
 };
-use mm::phys::PhysMem;
+use mm::physmem::phys::PhysMem;
 
 const VA: u64 = 0x7f00_0000_0000;
 
@@ -566,7 +566,7 @@ fn model_catches_missing_flush<A: PagingArch>() {
     let (slot, _) = mm::emu::walk_leaf::<A>(&emu.mem, pt.root(), VA).unwrap();
     let mut l = pt.read_pte(VA).unwrap().leaf().unwrap();
     l.attrs.perms.write = false;
-    mm::phys::PhysMem::store(&emu.mem, slot, A::encode(mm::paging::Entry::Leaf(l), 0));
+    mm::physmem::phys::PhysMem::store(&emu.mem, slot, A::encode(mm::paging::Entry::Leaf(l), 0));
     let err = emu
         .tlb
         .check_coherent::<A>(&emu.mem, pt.root(), USER)
@@ -578,8 +578,8 @@ fn model_catches_missing_flush<A: PagingArch>() {
         touch(&emu, &pt, VA + 4096, Access::Read).unwrap();
         for i in 0..16u64 {
             let s = slot + 8 * i;
-            let raw = mm::phys::PhysMem::load(&emu.mem, s);
-            mm::phys::PhysMem::store(&emu.mem, s, raw & !arch_aarch64::pte::CONT);
+            let raw = mm::physmem::phys::PhysMem::load(&emu.mem, s);
+            mm::physmem::phys::PhysMem::store(&emu.mem, s, raw & !arch_aarch64::pte::CONT);
         }
         let err = emu
             .tlb
@@ -594,10 +594,10 @@ fn model_catches_missing_flush<A: PagingArch>() {
         assert_eq!(cached.len(), 1);
         let err = mm::emu::check_cont_blocks(&pt);
         assert!(err.is_ok(), "all-or-none still holds");
-        mm::phys::PhysMem::store(
+        mm::physmem::phys::PhysMem::store(
             &emu.mem,
             slot,
-            mm::phys::PhysMem::load(&emu.mem, slot) | arch_aarch64::pte::CONT,
+            mm::physmem::phys::PhysMem::load(&emu.mem, slot) | arch_aarch64::pte::CONT,
         );
         assert!(
             mm::emu::check_cont_blocks(&pt)

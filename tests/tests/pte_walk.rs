@@ -21,7 +21,7 @@ fn user_pt<A: PagingArch>(emu: &mm::emu::Emu) -> PageTable<'_, A> {
 fn store_pte<A: PagingArch>(emu: &mm::emu::Emu, pt: &PageTable<'_, A>, va: u64, e: Entry) {
     let (slot, l) = mm::emu::walk_leaf::<A>(&emu.mem, pt.root(), va).unwrap();
     assert_eq!(l.level, PTE_LEVEL);
-    mm::phys::PhysMem::store(&emu.mem, slot, A::encode(e, PTE_LEVEL));
+    mm::physmem::phys::PhysMem::store(&emu.mem, slot, A::encode(e, PTE_LEVEL));
 }
 
 fn span(first_pfn: u64, nr: u64) -> FolioSpan {
@@ -79,7 +79,7 @@ fn cursor_steps<A: PagingArch>() {
         .unwrap();
     let pmd_table = pt.ensure_table(VA + 2 * M2, PMD_LEVEL).unwrap();
     let slot = pmd_table + 8 * level_index(VA + 2 * M2, PMD_LEVEL) as u64;
-    mm::phys::PhysMem::store(
+    mm::physmem::phys::PhysMem::store(
         &emu.mem,
         slot,
         A::encode(Entry::Swap(swap_entry()), PMD_LEVEL),

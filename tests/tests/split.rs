@@ -6,10 +6,10 @@ mod mmtest;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use mm::abi::errno::Errno;
 use mm::aspace::{Mm, folio_split, split_folio_to_order};
-use mm::errno::Errno;
-use mm::folio::Folio;
 use mm::paging::PagingArch;
+use mm::physmem::folio::Folio;
 use mm::thp::{MthpStat, VmEvent};
 use mmtest::*;
 

@@ -43,7 +43,7 @@ pub const fn device_va(pa: u64) -> u64 {
 }
 
 /// Size of the GICv3 redistributor frames of one CPU (RD_base + SGI_base).
-const GICR_PER_CPU: u64 = 0x2_0000;
+pub const GICR_PER_CPU: u64 = 0x2_0000;
 
 #[unsafe(no_mangle)]
 extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
@@ -205,7 +205,8 @@ fn build_kernel_tables(env: PtEnv, info: &BootInfo, plat: &Platform) -> u64 {
         );
         let cpu_len = match g.version {
             GicVersion::V2 => g.cpu.len().clamp(2 * PAGE_SIZE, 0x1_0000),
-            GicVersion::V3 => GICR_PER_CPU,
+            // One redistributor per CPU the kernel may start (smp.rs).
+            GicVersion::V3 => (GICR_PER_CPU * mm::cpu::MAX_CPUS as u64).min(g.cpu.len()),
         };
         map_dev(&mut pt, g.cpu.start, cpu_len);
     }

@@ -36,6 +36,8 @@ pub enum PsciConduit {
 pub struct Platform {
     pub gic: Option<GicInfo>,
     pub psci: Option<PsciConduit>,
+    /// `/cpus/cpu@N` `reg` values (MPIDR affinity), DT order (smp.rs).
+    pub cpus: crate::smp::DtCpus,
 }
 
 /// Parse the DTB and fill `info` (RAM, command line, initrd, DTB reservation).
@@ -119,7 +121,8 @@ pub fn parse(info: &mut BootInfo, dtb_pa: u64) -> Option<Platform> {
             "smc" => Some(PsciConduit::Smc),
             _ => None,
         });
-    Some(Platform { gic, psci })
+    let cpus = crate::smp::DtCpus::from_dt(&fdt);
+    Some(Platform { gic, psci, cpus })
 }
 
 fn find_gic(fdt: &Fdt) -> Option<GicInfo> {

@@ -42,9 +42,11 @@ pub mod pmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod psci;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;
-#[cfg(all(target_arch = "aarch64", target_os = "none", feature = "selftest"))]
-mod selftests;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod timer;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -53,6 +55,10 @@ pub mod tlb;
 mod trap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod user;
+// Only in kernels built with the self-tests (the kernel forwards its
+// `selftest` feature).
+#[cfg(all(target_arch = "aarch64", target_os = "none", feature = "selftest"))]
+mod selftests;
 
 /// Direct-map base: `va = pa + PHYS_OFFSET`.
 pub const PHYS_OFFSET: u64 = 0xFFFF_0000_0000_0000;
@@ -80,6 +86,10 @@ mod hw {
     pub use crate::mem::{copy_bytes, zero_bytes};
     pub use crate::paging::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, kernel_root};
     pub use crate::probe::{probe_exec, probe_read, probe_write};
+    pub use crate::smp::{
+        cpu_id, cpu_online, cpu_ticks, ipi_count, nr_cpus_online, nr_cpus_possible, send_ipi,
+        set_ipi_hook, start_secondaries,
+    };
     pub use crate::timer::{now_ns, set_tick_hook, ticks, timer_hz, timer_init};
     pub use crate::user::{
         EFault, USER_TOP, UserFrame, copy_from_user, copy_to_user, enter_user, pan_enabled,

@@ -84,25 +84,41 @@ pub fn timer_init(hz: u32) {
     );
 }
 
-fn tick() {
+/// Re-arm this CPU's timer one period after the deadline that fired;
+/// returns the periods elapsed since it, that one included.
+fn rearm() -> u64 {
     let period = PERIOD.load(Ordering::Relaxed).max(1);
     let cval = CNTV_CVAL_EL0.get();
     let now = counter();
-    // Periods elapsed since the deadline that fired, that one included.
     let n = 1 + now.saturating_sub(cval) / period;
-    TICKS.fetch_add(n, Ordering::Relaxed);
     set_deadline(cval + n * period);
+    n
 }
 
-/// IRQ entry from the vectors.
+/// Start the running secondary CPU's own tick at CPU 0's rate (its timer
+/// PPI is banked: enabled in its own redistributor / GICv2 bank).
+pub fn start_secondary() {
+    gic::enable_ppi(TIMER_INTID);
+    set_deadline(counter() + PERIOD.load(Ordering::Relaxed).max(1));
+}
+
+/// IRQ entry from the vectors.  A secondary's tick is only counted
+/// (smp.rs); the tick hook belongs to CPU 0's scheduler.
 pub fn handle_irq() {
-    let id = gic::ack();
+    let iar = gic::ack();
+    let id = iar & 0x3ff;
     if id >= 1020 {
         return;
     }
-    if id == TIMER_INTID {
-        tick();
-        gic::eoi(id);
+    if id == TIMER_INTID && crate::smp::cpu_id() != 0 {
+        crate::smp::on_ap_tick(rearm());
+        gic::eoi(iar);
+    } else if id == crate::smp::IPI_SGI {
+        gic::eoi(iar);
+        crate::smp::on_ipi();
+    } else if id == TIMER_INTID {
+        TICKS.fetch_add(rearm(), Ordering::Relaxed);
+        gic::eoi(iar);
         let h = TICK_HOOK.load(Ordering::Acquire);
         if h != 0 {
             // SAFETY: a non-zero value was stored by `set_tick_hook` from a
@@ -111,7 +127,7 @@ pub fn handle_irq() {
             f();
         }
     } else {
-        gic::eoi(id);
+        gic::eoi(iar);
         kprintln!("arch: unexpected interrupt {}", id);
     }
 }

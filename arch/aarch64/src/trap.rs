@@ -214,8 +214,11 @@ extern "C" fn arch_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
         1 | 5 | 9 | 13 => {
             crate::timer::handle_irq();
-            // After the EOI and the tick hook, still masked: may switch threads.
-            crate::context::run_irq_exit_hook();
+            // After the EOI and the tick hook, still masked: may switch
+            // threads (CPU 0 only: the secondaries run no scheduler yet).
+            if crate::smp::cpu_id() == 0 {
+                crate::context::run_irq_exit_hook();
+            }
         }
         0 | 4 | 8 | 12 => handle_sync(frame, kind),
         _ => report_and_exit(frame, kind, None),

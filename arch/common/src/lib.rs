@@ -1,10 +1,12 @@
 //! The types both arch crates export with the same meaning (see
 //! `arch/API.md`): what a fault handler is told, what a walk of the kernel
 //! tables reports, the kernel's virtual layout, and the PMU's portable
-//! types.  One definition here instead of a copy per arch crate.
+//! types, and the CPU bookkeeping of SMP (`smp::CpuTable`).  One definition
+//! here instead of a copy per arch crate.
 #![no_std]
 
 pub mod pmu;
+pub mod smp;
 pub mod tables;
 
 /// The kind of access that faulted: `mm`'s own type, so the fault handler

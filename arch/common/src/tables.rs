@@ -13,7 +13,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::cpu::CpuSet;
 use mm::paging::{Attrs, PageTable, PagingArch, Perms, PtAlloc, Space, TlbOps};
-use mm::phys::PhysMem;
+use mm::physmem::phys::PhysMem;
 
 /// Physical memory seen at `pa + offset`: identity (`offset = 0`) while x86
 /// still runs on the boot tables, the direct map on arm64's early tables.

@@ -2,7 +2,7 @@
 //! console, descriptor tables, boot info from the PVH start info, TSC, the
 //! kernel page tables, then `kernel_main`.
 use crate::console::kprint;
-use crate::{console, cpu, gdt, paging, timer, trap};
+use crate::{acpi, console, cpu, gdt, paging, smp, timer, trap};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
@@ -170,6 +170,9 @@ extern "C" fn x86_64_boot_entry(start_info: u64) -> ! {
     // until it is handed to `kernel_main`, which then owns it.
     let info = unsafe { &mut *BOOT_INFO.0.get() };
     parse_start_info(start_info, info);
+    // SAFETY: the boot identity map is still live (paging::init is below).
+    let cpus = unsafe { acpi::discover(phys_read::<u64>(start_info + 32)) };
+    smp::set_cpu_list(&cpus, cpu::cpuid(1).ebx >> 24);
     timer::calibrate_tsc();
     paging::init(info, timer::lapic_phys());
     for (r, k) in info.reserved() {

@@ -43,32 +43,59 @@ pub fn init() {
             VirtAddr::from_ptr(addr_of!(df_stack_top));
         (*tss).privilege_stack_table[0] = VirtAddr::from_ptr(addr_of!(boot_stack_top));
     }
-    let gdt = GDT.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::empty();
-        // SAFETY: the TSS is a static, so the descriptor's base stays valid
-        // forever; it is only written through raw pointers (no reference
-        // to it exists while the CPU uses it).
-        let tss_desc = unsafe { Descriptor::tss_segment_unchecked(tss) };
-        let sels = [
-            gdt.append(Descriptor::kernel_code_segment()),
-            gdt.append(Descriptor::kernel_data_segment()),
-            gdt.append(Descriptor::UserSegment(0)), // user code32: not used
-            gdt.append(Descriptor::user_data_segment()),
-            gdt.append(Descriptor::user_code_segment()),
-            gdt.append(tss_desc),
-        ];
-        let want = [KERNEL_CS, KERNEL_DS, 0x18, USER_DS, USER_CS, TSS_SEL];
-        assert!(
-            sels.iter().map(|s| s.0).eq(want),
-            "GDT layout: selectors {:?}",
-            sels
-        );
-        gdt
-    });
+    // SAFETY: the TSS is a static, only written through raw pointers.
+    let gdt = GDT.call_once(|| unsafe { build(tss) });
+    load(gdt);
+}
+
+/// A secondary CPU's own GDT and TSS (each CPU needs its own: loading a
+/// TSS marks its descriptor busy, and the IST stacks must not be shared),
+/// with the same selectors as the boot CPU's; IST1 is `ist_top`.
+/// Both are leaked: a CPU keeps them for as long as it runs.
+pub(crate) fn init_secondary(ist_top: u64) {
+    let tss = alloc::boxed::Box::leak(alloc::boxed::Box::new(TaskStateSegment::new()));
+    tss.interrupt_stack_table[usize::from(IST_DOUBLE_FAULT - 1)] = VirtAddr::new(ist_top);
+    let tss: *mut TaskStateSegment = tss;
+    // SAFETY: the TSS is leaked, so the descriptor's base stays valid
+    // forever, and from here on it is only reached through that pointer.
+    let gdt = alloc::boxed::Box::leak(alloc::boxed::Box::new(unsafe { build(tss) }));
+    load(gdt);
+}
+
+/// The descriptor table with `tss` in the TSS slot, checked against the
+/// selector constants.
+///
+/// # Safety
+/// `tss` must stay valid for as long as the table is loaded on any CPU,
+/// and no reference to it may exist while a CPU uses it.
+unsafe fn build(tss: *mut TaskStateSegment) -> GlobalDescriptorTable<8> {
+    let mut gdt = GlobalDescriptorTable::empty();
+    // SAFETY: the caller's contract.
+    let tss_desc = unsafe { Descriptor::tss_segment_unchecked(tss) };
+    let sels = [
+        gdt.append(Descriptor::kernel_code_segment()),
+        gdt.append(Descriptor::kernel_data_segment()),
+        gdt.append(Descriptor::UserSegment(0)), // user code32: not used
+        gdt.append(Descriptor::user_data_segment()),
+        gdt.append(Descriptor::user_code_segment()),
+        gdt.append(tss_desc),
+    ];
+    let want = [KERNEL_CS, KERNEL_DS, 0x18, USER_DS, USER_CS, TSS_SEL];
+    assert!(
+        sels.iter().map(|s| s.0).eq(want),
+        "GDT layout: selectors {:?}",
+        sels
+    );
+    gdt
+}
+
+/// Load `gdt` on this CPU and reload every segment register and TR.
+fn load(gdt: &'static GlobalDescriptorTable<8>) {
     gdt.load();
-    // SAFETY: the selectors are the descriptors just loaded (checked above):
-    // a 64-bit code segment, flat data segments, null for FS/GS, and the
-    // TSS, which is available (not busy) the first time it is loaded.
+    // SAFETY: the selectors are the descriptors just loaded (checked in
+    // `build`): a 64-bit code segment, flat data segments, null for FS/GS,
+    // and the TSS, which is available (not busy) the first time it is
+    // loaded (each CPU loads its own once).
     unsafe {
         CS::set_reg(SegmentSelector(KERNEL_CS));
         DS::set_reg(SegmentSelector(KERNEL_DS));

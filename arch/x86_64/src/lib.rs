@@ -14,6 +14,8 @@ pub mod pte;
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod acpi;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod console;
@@ -33,8 +35,8 @@ mod paging;
 pub mod pmu;
 #[cfg(target_os = "none")]
 mod probe;
-#[cfg(all(target_os = "none", feature = "selftest"))]
-mod selftests;
+#[cfg(target_os = "none")]
+mod smp;
 #[cfg(target_os = "none")]
 mod timer;
 #[cfg(target_os = "none")]
@@ -43,6 +45,10 @@ pub mod tlb;
 mod trap;
 #[cfg(target_os = "none")]
 mod user;
+// Only in kernels built with the self-tests (the kernel forwards its
+// `selftest` feature).
+#[cfg(all(target_os = "none", feature = "selftest"))]
+mod selftests;
 
 #[cfg(target_os = "none")]
 pub use context::{
@@ -66,6 +72,11 @@ pub use paging::{
 };
 #[cfg(target_os = "none")]
 pub use probe::{probe_exec, probe_read, probe_write};
+#[cfg(target_os = "none")]
+pub use smp::{
+    cpu_id, cpu_online, cpu_ticks, ipi_count, nr_cpus_online, nr_cpus_possible, send_ipi,
+    set_ipi_hook, start_secondaries,
+};
 #[cfg(target_os = "none")]
 pub use timer::{now_ns, ticks, timer_hz, timer_init, tsc_hz};
 #[cfg(target_os = "none")]

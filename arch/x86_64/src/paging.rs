@@ -113,7 +113,6 @@ static BOOT_RAM: Once<RangeList> = Once::new();
 /// The direct-mapped ranges (RAM rounded out to 2 MiB, merged).
 static DM_RANGES: Once<RangeList> = Once::new();
 
-#[cfg(feature = "selftest")]
 pub fn boot_ram() -> &'static [PhysRange] {
     BOOT_RAM.get().map_or(&[], |l| &l.r[..l.n])
 }

@@ -145,17 +145,17 @@ pub fn now_ns() -> u64 {
 }
 
 // Local APIC register offsets (xAPIC MMIO; x2APIC MSR = 0x800 + off / 16).
-const APIC_TPR: u32 = 0x80;
-const APIC_EOI: u32 = 0xB0;
-const APIC_SVR: u32 = 0xF0;
-const APIC_LVT_TIMER: u32 = 0x320;
-const APIC_TIMER_INIT: u32 = 0x380;
+pub(crate) const APIC_TPR: u32 = 0x80;
+pub(crate) const APIC_EOI: u32 = 0xB0;
+pub(crate) const APIC_SVR: u32 = 0xF0;
+pub(crate) const APIC_LVT_TIMER: u32 = 0x320;
+pub(crate) const APIC_TIMER_INIT: u32 = 0x380;
 const APIC_TIMER_CUR: u32 = 0x390;
-const APIC_TIMER_DIV: u32 = 0x3E0;
+pub(crate) const APIC_TIMER_DIV: u32 = 0x3E0;
 const LVT_MASKED: u32 = 1 << 16;
-const LVT_PERIODIC: u32 = 1 << 17;
+pub(crate) const LVT_PERIODIC: u32 = 1 << 17;
 
-fn apic_read(off: u32) -> u32 {
+pub(crate) fn apic_read(off: u32) -> u32 {
     if X2APIC.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is on, so the APIC MSR range exists.
         unsafe { cpu::rdmsr(0x800 + off / 16) as u32 }
@@ -165,7 +165,7 @@ fn apic_read(off: u32) -> u32 {
     }
 }
 
-fn apic_write(off: u32, val: u32) {
+pub(crate) fn apic_write(off: u32, val: u32) {
     if X2APIC.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is on, so the APIC MSR range exists.
         unsafe { cpu::wrmsr(0x800 + off / 16, u64::from(val)) }
@@ -173,6 +173,12 @@ fn apic_write(off: u32, val: u32) {
         // SAFETY: LAPIC_VA maps the xAPIC register page uncached (paging::init).
         unsafe { core::ptr::write_volatile((LAPIC_VA + u64::from(off)) as *mut u32, val) }
     }
+}
+
+/// Whether the boot CPU's local APIC runs in x2APIC mode (the others are
+/// put in the same mode).
+pub(crate) fn x2apic() -> bool {
+    X2APIC.load(Ordering::Relaxed)
 }
 
 /// Physical base of the local APIC (from IA32_APIC_BASE).
@@ -248,7 +254,6 @@ pub fn on_tick(hook: Option<fn()>) {
 
 /// The LAPIC timer's initial (reload) count and current count, read from
 /// the device (the self-test measures the count's rate against the TSC).
-#[cfg(feature = "selftest")]
 pub(crate) fn lapic_counts() -> (u32, u32) {
     (apic_read(APIC_TIMER_INIT), apic_read(APIC_TIMER_CUR))
 }

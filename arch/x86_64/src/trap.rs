@@ -141,7 +141,7 @@ stubs!(
     8 err, 9 noerr, 10 err, 11 err, 12 err, 13 err, 14 err,
     16 noerr, 17 err, 18 noerr, 19 noerr, 20 noerr, 21 err,
     28 noerr, 29 err, 30 err,
-    32 noerr, 255 noerr,
+    32 noerr, 33 noerr, 240 noerr, 255 noerr,
 );
 
 #[repr(C)]
@@ -280,6 +280,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             // After the EOI and the tick hook, still masked: may switch threads.
             crate::context::run_irq_exit_hook();
         }
+        crate::smp::AP_TIMER_VECTOR => crate::smp::on_ap_tick(),
+        crate::smp::IPI_VECTOR => crate::smp::on_ipi(),
         SPURIOUS_VECTOR => {}
         14 => {
             let cr2 = cpu::read_cr2();

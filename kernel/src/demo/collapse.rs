@@ -9,10 +9,10 @@ use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::aspace::{ThpMaps, split_folio_to_order};
-use mm::errno::Errno;
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 const MB: u64 = 1 << 20;
 

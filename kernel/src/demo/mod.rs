@@ -20,9 +20,9 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
 use core::sync::atomic::Ordering::Relaxed;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP, VmEvent};
-use mm::vma::uapi::*;
 
 mod collapse;
 

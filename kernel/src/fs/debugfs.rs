@@ -3,7 +3,7 @@
 //! perf` is the counter interface in `perf/dev.rs`).
 use crate::proc::process;
 use alloc::vec::Vec;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 
 pub(super) const SPLIT_PATH: &str = "/sys/kernel/debug/split_huge_pages";
 

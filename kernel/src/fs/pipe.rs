@@ -15,7 +15,7 @@ use crate::task::sched::WaitQueue;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 
 /// Bytes a pipe holds (Linux's default pipe size).
 pub const CAPACITY: usize = 65536;

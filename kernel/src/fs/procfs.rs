@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 use mm::thp::THP;
 
 /// No soft-dirty bits in pagemap: Linux sets them only when built with

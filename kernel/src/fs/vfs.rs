@@ -13,9 +13,9 @@ use crate::proc::process::{self, Process};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::thp_sysfs::SYSFS_ROOT;
 use mm::thp::THP;
-use mm::thp::registry::SYSFS_ROOT;
 use spin::Mutex;
 
 pub const O_ACCMODE: u64 = 3;
@@ -343,8 +343,9 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
     Ok(v)
 }
 
-/// `/sys/devices/system/cpu`: `online`, `possible` and `present` say CPU
-/// 0 (what glibc's `sysconf(_SC_NPROCESSORS_*)` reads).
+/// `/sys/devices/system/cpu`: `online` lists the running CPUs, `possible`
+/// and `present` those the firmware describes (what glibc's
+/// `sysconf(_SC_NPROCESSORS_*)` reads; see `smp.rs`).
 const CPU_DIR: &str = "/sys/devices/system/cpu";
 
 /// Open `path` with `flags` for process `me`.
@@ -410,7 +411,12 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             if wants_write {
                 return Err(Errno::EACCES);
             }
-            return Ok(mk(text(String::from("0\n")), 0o100444));
+            let list = if path.ends_with("online") {
+                crate::task::smp::online_list()
+            } else {
+                crate::task::smp::cpu_list(crate::arch::nr_cpus_possible())
+            };
+            return Ok(mk(text(list), 0o100444));
         }
         crate::perf::dev::DIR => return dir_ok(&path),
         crate::perf::dev::PATH => {

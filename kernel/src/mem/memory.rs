@@ -16,9 +16,9 @@ use crate::mem::physmem::DIRECT_MAP;
 use buddy_system_allocator::LockedHeap;
 use mm::addr::{PAGE_SIZE, align_down, align_up};
 use mm::bootinfo::{BootInfo, PhysRange};
-use mm::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
 use mm::cpu::CpuOps;
-use mm::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
+use mm::physmem::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
+use mm::physmem::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
 use spin::Once;
 
 #[global_allocator]
@@ -70,7 +70,8 @@ static BUDDY: Once<BuddyAllocator<'static>> = Once::new();
 static BOOT_RAM_FRAMES: Once<u64> = Once::new();
 
 /// The allocator's view of the CPU: interrupt masking from the arch crate;
-/// one CPU today.
+/// only CPU 0 allocates today (the secondaries idle, see `smp.rs`), so
+/// the id is 0 without asking the CPU.
 pub struct KernelCpu;
 
 impl CpuOps for KernelCpu {

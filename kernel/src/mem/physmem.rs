@@ -1,4 +1,4 @@
-//! `mm::phys::PhysMem` over the kernel's direct map.
+//! `mm::physmem::phys::PhysMem` over the kernel's direct map.
 //!
 //! This is the only place the kernel turns `mm`'s physical addresses into
 //! pointers.  Every address `mm` passes is RAM it owns (a frame from the
@@ -29,7 +29,7 @@ fn ptr(pa: u64) -> *mut u8 {
     (pa + PHYS_OFFSET) as *mut u8
 }
 
-impl mm::phys::PhysMem for DirectMap {
+impl mm::physmem::phys::PhysMem for DirectMap {
     #[inline(always)]
     fn word(&self, pa: u64) -> &AtomicU64 {
         debug_assert!(

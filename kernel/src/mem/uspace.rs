@@ -20,8 +20,8 @@ use crate::mem::mmglue::KERNEL_TLB;
 use crate::task::sched;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault, Mm, MmCtx};
-use mm::errno::Errno;
 use spin::{Once, RwLock};
 
 /// A user address space on this CPU's page-table format.

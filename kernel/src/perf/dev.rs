@@ -19,7 +19,7 @@
 use crate::perf::{Event, Filter, Report, Session};
 use alloc::string::String;
 use core::fmt::Write;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 use spin::Mutex;
 
 pub const PATH: &str = "/sys/kernel/debug/mthp/perf";

@@ -27,7 +27,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 #[cfg(feature = "selftest")]
 use mm::aspace::ThpMaps;
-use mm::frame_flags::{FrameState, PageFlags};
+use mm::physmem::frame_flags::{FrameState, PageFlags};
 use mm::thp::{MthpStat, THP, THP_MAX_ORDER, ThpStats, VmEvent};
 
 pub mod dev;
@@ -377,7 +377,7 @@ mod tests {
     use super::*;
     use ktest::{check, check_eq, ktest};
     use mm::aspace::VmaReport;
-    use mm::buddy::AllocFlags;
+    use mm::physmem::buddy::AllocFlags;
 
     fn spin(n: u64) -> u64 {
         let mut x = 0u64;

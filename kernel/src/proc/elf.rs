@@ -1,7 +1,7 @@
 //! ELF64 executables: the header and program headers a static loader needs
 //! (non-PIE `ET_EXEC` and static-PIE `ET_DYN` without an interpreter).
 use alloc::vec::Vec;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 
 pub const PT_LOAD: u32 = 1;
 pub const PT_INTERP: u32 = 3;

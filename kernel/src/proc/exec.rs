@@ -8,8 +8,10 @@ use crate::arch;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
-use mm::errno::Errno;
-use mm::vma::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
+use mm::abi::errno::Errno;
+use mm::abi::uapi::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Prot,
+};
 
 /// User stack: 8 MiB below the top of user space (the mmap area starts
 /// 128 MiB lower, so at least 120 MiB of unmapped gap guards it).
@@ -17,9 +19,9 @@ const STACK_SIZE: u64 = 8 << 20;
 /// Load base of static-PIE executables (Linux's ELF_ET_DYN_BASE-like).
 const PIE_BASE: u64 = 0x5555_5555_4000 & !0xffff;
 
-fn prot_of(flags: u32) -> u64 {
+fn prot_of(flags: u32) -> Prot {
     use crate::proc::elf::{PF_R, PF_W, PF_X};
-    let mut p = 0;
+    let mut p = PROT_NONE;
     if flags & PF_R != 0 {
         p |= PROT_READ;
     }

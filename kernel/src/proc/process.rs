@@ -33,8 +33,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use mm::errno::Errno;
-use mm::vma::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE};
+use mm::abi::errno::Errno;
+use mm::abi::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use spin::{Mutex, RwLock};
 
 pub const SIGSEGV: i32 = 11;

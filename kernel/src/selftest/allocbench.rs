@@ -1,7 +1,7 @@
 //! `bench=alloc`: the frame allocator's self-benchmark inside the kernel,
 //! on the kernel's own allocator (`memory::buddy()`, with `KernelCpu`
 //! masking interrupts on every fast path) and with the workloads the host
-//! benchmark replays (`mm::alloc_trace`, `make bench-alloc`).
+//! benchmark replays (`mm::physmem::alloc_trace`, `make bench-alloc`).
 //!
 //! Each figure is the guest clock (`arch::now_ns`) around the replay
 //! divided by the operations (an allocation or a free).  Booted with QEMU
@@ -26,10 +26,10 @@
 use crate::arch;
 use crate::mem::memory;
 use alloc::vec::Vec;
-use mm::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
-use mm::buddy::AllocFlags;
-use mm::folio::Folio;
-use mm::phys::PhysMem;
+use mm::physmem::alloc_trace::{MIXED, MIXED_SMALL, Rng, State, Trace, churn, walk};
+use mm::physmem::buddy::AllocFlags;
+use mm::physmem::folio::Folio;
+use mm::physmem::phys::PhysMem;
 
 /// Replays per workload.
 const REPS: usize = 5;
@@ -39,7 +39,7 @@ const REPS: usize = 5;
 fn random_frees(rounds: usize) -> Trace {
     const ORDERS: [u32; 8] = [0, 0, 0, 0, 1, 1, 2, 3];
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
-    let mut r = mm::alloc_trace::Recorder::new();
+    let mut r = mm::physmem::alloc_trace::Recorder::new();
     for _ in 0..rounds {
         for _ in 0..65536 {
             r.alloc(ORDERS[rng.below(ORDERS.len())]);
@@ -56,7 +56,7 @@ fn random_frees(rounds: usize) -> Trace {
 
 /// Order-0 alloc+free pairs as a trace.
 fn pairs(n: usize) -> Trace {
-    let mut r = mm::alloc_trace::Recorder::new();
+    let mut r = mm::physmem::alloc_trace::Recorder::new();
     for _ in 0..n {
         r.alloc(0);
         r.free(0);

@@ -7,9 +7,9 @@ use crate::selftest::testenv::*;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use ktest::{TestResult, check, check_eq, ktest};
+use mm::abi::uapi::*;
 use mm::aspace::check::{check_invariants, check_invariants_pinned};
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 /// The checker over every registered address space.
 fn check_all(pins: &[(u64, u64)]) -> Result<(), ktest::String> {

@@ -13,11 +13,11 @@ use crate::task::sched;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use ktest::{TestResult, check, check_eq, format, ktest};
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::aspace::{check_invariants, folio_split, split_folio_to_order};
-use mm::errno::Errno;
-use mm::folio::Folio;
+use mm::physmem::folio::Folio;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP};
-use mm::vma::uapi::*;
 
 /// A read-write mapping of `len` bytes at a 2 MiB-aligned address.
 fn pmd_mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {

@@ -4,8 +4,8 @@
 use crate::mem::memory::{boot_ram_frames, buddy};
 use alloc::vec::Vec;
 use ktest::{check, check_eq, ktest};
-use mm::buddy::{AllocError, AllocFlags, MAX_ORDER};
-use mm::folio::FolioList;
+use mm::physmem::buddy::{AllocError, AllocFlags, MAX_ORDER};
+use mm::physmem::folio::FolioList;
 
 ktest! {
     /// free + used frames == RAM frames from the boot memory map.
@@ -85,7 +85,7 @@ ktest! {
     }
 }
 
-fn base_info_after_drain() -> mm::buddy::BuddyInfo {
+fn base_info_after_drain() -> mm::physmem::buddy::BuddyInfo {
     buddy().buddyinfo()
 }
 

@@ -18,9 +18,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 const PAGE: u64 = 4096;
 const MAX_PROCS: usize = 4;
@@ -52,7 +52,7 @@ impl Rng {
 struct PageModel {
     /// Expected value of the word at offset 16 (0 until written).
     val: u64,
-    prot: u64,
+    prot: Prot,
 }
 
 struct Proc {
@@ -382,7 +382,7 @@ impl Storm {
             };
             let v = self.rng.next() | 1;
             let r = write_u64(pg + 16, v);
-            if m.prot & PROT_WRITE != 0 {
+            if m.prot.contains(PROT_WRITE) {
                 r.map_err(|x| format!("write {pg:#x} (prot {}) failed: {}", m.prot, x.name()))?;
                 m.val = v;
                 n += 1;
@@ -409,7 +409,7 @@ impl Storm {
         let p = &self.procs[i];
         for (pg, m) in p.pages.range(va..va + len) {
             let r = read_u64(pg + 16);
-            if m.prot & PROT_READ != 0 {
+            if m.prot.contains(PROT_READ) {
                 let got = r.map_err(|x| format!("read {pg:#x} failed: {}", x.name()))?;
                 if got != m.val {
                     return Err(format!(

@@ -7,14 +7,14 @@ use crate::mem::uspace::{self, UserMm};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{TestResult, check, check_eq};
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, OrderMode, THP};
-use mm::vma::uapi::*;
 
 pub const KB: u64 = 1024;
 pub const MB: u64 = 1024 * 1024;
-pub const RW: u64 = PROT_READ | PROT_WRITE;
-pub const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+pub const RW: Prot = PROT_READ.union(PROT_WRITE);
+pub const ANON: MapFlags = MAP_PRIVATE.union(MAP_ANONYMOUS);
 
 /// Knobs (orders, global mode, zero page, khugepaged's) restored on drop;
 /// free frames checked by `finish`.  The khugepaged thread stays paused

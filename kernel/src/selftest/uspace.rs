@@ -9,10 +9,10 @@ use crate::mem::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
 use crate::selftest::testenv::*;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{check, check_eq, ktest};
+use mm::abi::errno::Errno;
+use mm::abi::uapi::*;
 use mm::aspace::ThpMaps;
-use mm::errno::Errno;
 use mm::thp::{MthpStat, THP};
-use mm::vma::uapi::*;
 
 fn faults() -> u64 {
     FAULTS_RESOLVED.load(Relaxed)
@@ -230,7 +230,7 @@ ktest! {
         let va = mapping(&m, 64 * KB)?;
         check_eq!(m.mmap(va, 4096, RW, ANON | MAP_FIXED_NOREPLACE), Err(Errno::EEXIST));
         check_eq!(m.mprotect(va + 1, 4096, PROT_READ), Err(Errno::EINVAL));
-        check_eq!(m.madvise(va, 4096, 9999), Err(Errno::EINVAL));
+        check_eq!(Advice::from_raw(9999), Err(Errno::EINVAL));
         fx.finish([m])
     }
 }

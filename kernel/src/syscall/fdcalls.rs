@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 
 /// `O_CLOEXEC` (the same on both architectures).
 const O_CLOEXEC: u64 = 0o2000000;

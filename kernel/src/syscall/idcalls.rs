@@ -6,7 +6,7 @@ use crate::arch;
 use crate::proc::process::{self, Process};
 use crate::syscall::{R, efault, get_u64s, put_words};
 use core::sync::atomic::Ordering::Relaxed;
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
 
 /// `getresuid`/`getresgid`: three 32-bit zeros (root).
 pub fn getres_ids(r: u64, e: u64, s: u64) -> R {

@@ -14,7 +14,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm::errno::Errno;
+use mm::abi::errno::Errno;
+use mm::abi::uapi::{Advice, MAP_ANONYMOUS, MapFlags, MremapFlags, Prot};
 
 /// The calls this kernel knows, independent of numbering (some exist on
 /// one architecture only).
@@ -281,13 +282,14 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             if a[5] & 0xfff != 0 {
                 return Err(Errno::EINVAL);
             }
-            if a[3] & mm::vma::uapi::MAP_ANONYMOUS == 0 {
+            let flags = MapFlags::from_raw(a[3]);
+            if !flags.contains(MAP_ANONYMOUS) {
                 // Only anonymous memory: a file descriptor is checked first.
                 p.file(a[4])?;
                 return Err(Errno::ENODEV);
             }
             let _np = sched::preempt_disable();
-            p.with_mm(|mm| mm.mmap(a[0], a[1], a[2], a[3]))?
+            p.with_mm(|mm| mm.mmap(a[0], a[1], Prot::from_raw(a[2]), flags))?
         }
         Munmap => {
             let _np = sched::preempt_disable();
@@ -295,11 +297,14 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         }
         Mprotect => {
             let _np = sched::preempt_disable();
-            p.with_mm(|mm| mm.mprotect(a[0], a[1], a[2]))?.map(|_| 0)
+            p.with_mm(|mm| mm.mprotect(a[0], a[1], Prot::from_raw(a[2])))?
+                .map(|_| 0)
         }
         Madvise => {
             let _np = sched::preempt_disable();
-            p.with_mm(|mm| mm.madvise(a[0], a[1], a[2]))?.map(|_| 0)
+            // The advice is parsed first, as Linux checks it first.
+            p.with_mm(|mm| Advice::from_raw(a[2]).and_then(|adv| mm.madvise(a[0], a[1], adv)))?
+                .map(|_| 0)
         }
         Mremap => sys_mremap(p, a),
         Brk => {
@@ -611,7 +616,10 @@ fn sys_mremap(p: &Process, a: [u64; 6]) -> R {
     // Argument rules, VMA changes and page-table moves are all `Mm::mremap`'s
     // (Linux's semantics and errno values).
     let _np = sched::preempt_disable();
-    p.with_mm(|mm| mm.mremap(a[0], a[1], a[2], a[3], a[4]))?
+    // The flags are parsed first, as Linux checks them first.
+    p.with_mm(|mm| {
+        MremapFlags::from_raw(a[3]).and_then(|flags| mm.mremap(a[0], a[1], a[2], flags, a[4]))
+    })?
 }
 
 static RNG: AtomicU64 = AtomicU64::new(0);

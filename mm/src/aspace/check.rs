@@ -39,9 +39,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER};
-use crate::folio::Folio;
-use crate::frame_flags::PageFlags;
 use crate::paging::{Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch};
+use crate::physmem::folio::Folio;
+use crate::physmem::frame_flags::PageFlags;
 
 use super::{Mm, vma_perms};
 

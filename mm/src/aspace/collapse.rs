@@ -39,11 +39,11 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
+use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SIZE, PMD_ORDER};
-use crate::buddy::AllocFlags;
-use crate::errno::Errno;
-use crate::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step};
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
 use crate::vma::{Vma, VmaSet};
 
@@ -273,7 +273,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let _ = lim.max_swap; // no swap entries exist yet
         for &(f, _) in &folios {
-            if f.test(crate::frame_flags::PageFlags::LOCKED) {
+            if f.test(crate::physmem::frame_flags::PageFlags::LOCKED) {
                 return Err(CollapseError::PageLock);
             }
             if f.extra_refs() != 0 {

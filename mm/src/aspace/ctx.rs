@@ -13,12 +13,12 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use spin::Mutex;
 
 use crate::addr::PAGE_SHIFT;
-use crate::buddy::{AllocError, AllocFlags, BuddyAllocator};
 use crate::cpu::AtomicCpuSet;
-use crate::folio::{Folio, FolioList, MAX_MM_ID};
-use crate::frame_flags::PageFlags;
 use crate::paging::{PtAlloc, TlbOps};
-use crate::phys::PhysMem;
+use crate::physmem::buddy::{AllocError, AllocFlags, BuddyAllocator};
+use crate::physmem::folio::{Folio, FolioList, MAX_MM_ID};
+use crate::physmem::frame_flags::PageFlags;
+use crate::physmem::phys::PhysMem;
 use crate::thp::{MthpStat, Thp, VmEvent};
 
 /// Page-table pages from the buddy allocator: order 0, unmovable, zeroed,

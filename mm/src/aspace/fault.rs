@@ -38,11 +38,11 @@
 //! the folio over more than those two windows (then the fault copies).
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
-use crate::buddy::AllocFlags;
-use crate::folio::{Folio, FolioRef};
 use crate::paging::{
     Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, Walk,
 };
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::{Folio, FolioRef};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent, suitable_orders};
 use crate::vma::{Vma, VmaSet};
 
@@ -372,48 +372,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return false;
         }
         self.count_own_mappings(pt, f, start) == maps as u64
-    }
-
-    /// Entries of this space mapping frames of `f`, looked for in the
-    /// folio-sized windows at `start` and at the rmap owner's address (if
-    /// this space owns `f`): where the fault finds the folio and where
-    /// mremap last put it.
-    pub(crate) fn count_own_mappings(
-        &self,
-        pt: &PageTable<'a, A>,
-        f: Folio<'a>,
-        start: u64,
-    ) -> u64 {
-        let size = f.size();
-        let mut windows = [(start, start.saturating_add(size)), (0, 0)];
-        if let Some((id, vpn)) = f.anon_owner()
-            && id == self.id
-        {
-            let o = vpn << crate::addr::PAGE_SHIFT;
-            let (lo, hi) = (o, o.saturating_add(size));
-            if hi <= windows[0].0 || lo >= windows[0].1 {
-                windows[1] = (lo, hi);
-            } else {
-                windows[0] = (lo.min(windows[0].0), hi.max(windows[0].1));
-            }
-        }
-        windows
-            .iter()
-            .map(|&(lo, hi)| self.count_mappings_in(pt, f, lo, hi))
-            .sum()
-    }
-
-    /// Entries of this space in `[lo, hi)` mapping frames of `f` (a PMD
-    /// leaf counts once, if its first page lies in the range).
-    fn count_mappings_in(&self, pt: &PageTable<'a, A>, f: Folio<'a>, lo: u64, hi: u64) -> u64 {
-        let frames = f.pfn()..f.pfn() + f.nr_pages();
-        super::count_leaves(
-            pt,
-            lo,
-            hi,
-            |start, l| l.pfn == f.pfn() && start.is_multiple_of(PMD_SIZE),
-            |_, l| frames.contains(&l.pfn),
-        )
     }
 
     /// Copy one page (or zero-fill, from a zero page) into a new order-0

@@ -14,7 +14,7 @@
 //! The parent's flushes are gathered into one, done before the mmap lock
 //! is released.
 
-use crate::errno::Errno;
+use crate::abi::errno::Errno;
 use crate::paging::{
     BatchMatch, HugeLeaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, PteRun, Step,
     TlbGather,

@@ -7,7 +7,9 @@
 //! * `fault`: the fault path — order selection, zero pages, COW.
 //! * `zap`, `fork`, `mprotect`, `mremap`: the page-table side of the system
 //!   calls.
-//! * `rmap`: folio references, mapcounts and anon-exclusive bits.
+//! * `rmap`: the reverse map — how a folio finds its mappings, clearing
+//!   and restoring them all (split; later migration and reclaim), and the
+//!   references, mapcounts and anon-exclusive bits each mapping carries.
 //! * [`report`]: the thpmaps-style report; [`check`]: the invariant checker.
 //!
 //! # Lock order
@@ -58,7 +60,6 @@ mod fork;
 pub mod khugepaged;
 mod mprotect;
 mod mremap;
-pub mod pagemap;
 pub mod report;
 mod rmap;
 pub mod split;
@@ -69,14 +70,15 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+use crate::abi::errno::Errno;
+use crate::abi::uapi::{Advice, MREMAP_MAYMOVE, MapFlags, MremapFlags, Prot};
 use crate::addr::PAGE_SIZE;
 use crate::cpu::AtomicCpuSet;
-use crate::errno::Errno;
-use crate::folio::Folio;
 use crate::paging::{
     BatchMatch, FolioSpan, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, PtEnv, PtStats, PteBatch,
     PteRun, Space, Step,
 };
+use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
 use crate::thp::policy::VmaThpHints;
 use crate::vma::{Layout, MadviseAction, VmFlags, Vma, VmaSet};
@@ -400,7 +402,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// `mmap(addr, len, prot, flags, -1, 0)` for anonymous private memory.
     /// `MAP_FIXED` zaps what it replaces; `MAP_POPULATE` faults the whole
     /// range in (writable if the mapping is, as Linux), ignoring failures.
-    pub fn mmap(&self, addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, Errno> {
+    pub fn mmap(&self, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> Result<u64, Errno> {
         let mut vmas = self.vmas.write();
         let out = vmas.mmap(addr, len, prot, flags, -1, 0)?;
         let mut pt = self.lock_pt();
@@ -436,7 +438,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// rewritten (contiguous blocks straddling a boundary unfold, PMDs
     /// straddling one split); a hole later in the range still reports
     /// ENOMEM after the earlier part changed, as Linux.
-    pub fn mprotect(&self, addr: u64, len: u64, prot: u64) -> Result<(), Errno> {
+    pub fn mprotect(&self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
         let mut vmas = self.vmas.write();
         let out = vmas.mprotect(addr, len, prot);
         let mut pt = self.lock_pt();
@@ -451,7 +453,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// space for khugepaged; `MADV_POPULATE_*` fault in (EFAULT if a fault
     /// fails); `MADV_COLLAPSE` is not implemented yet (EINVAL).  VMA splits
     /// caused by flag changes split the PMD mappings they cut.
-    pub fn madvise(&self, addr: u64, len: u64, advice: u64) -> Result<(), Errno> {
+    pub fn madvise(&self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
         let mut vmas = self.vmas.write();
         let out = vmas.madvise(addr, len, advice);
         let mut pt = self.lock_pt();
@@ -515,11 +517,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         old_addr: u64,
         old_len: u64,
         new_len: u64,
-        flags: u64,
+        flags: MremapFlags,
         new_addr: u64,
     ) -> Result<u64, Errno> {
         let mut vmas = self.vmas.write();
-        let saved = (flags & crate::vma::uapi::MREMAP_MAYMOVE != 0).then(|| vmas.clone());
+        let saved = flags.contains(MREMAP_MAYMOVE).then(|| vmas.clone());
         let plan = vmas.mremap(old_addr, old_len, new_len, flags, new_addr)?;
         let mut pt = self.lock_pt();
         let r = self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref());

@@ -24,13 +24,13 @@
 //! Every destination table is allocated before the first entry moves, so a
 //! failure (ENOMEM) leaves every mapping where it was.
 
+use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down};
-use crate::errno::Errno;
-use crate::folio::Folio;
 use crate::paging::{
     BatchMatch, Entry, FolioSpan, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtError, TlbGather,
     level_size,
 };
+use crate::physmem::folio::Folio;
 use crate::vma::MremapMove;
 
 use super::Mm;

@@ -2,10 +2,11 @@
 //! many bytes each folio order maps, how much of it is contpte- or
 //! PMD-mapped, and how many translation entries (TLB entries, ideally)
 //! cover it: a 4 KiB PTE, a whole contiguous block and a PMD each count 1.
-//! Built from a walk of the real page tables.
+//! Built from a walk of the real page tables.  This file gathers the
+//! numbers; how they are printed (the thpmaps text) is in
+//! `abi::thpmaps`.
 
 use alloc::vec::Vec;
-use core::fmt;
 
 use crate::addr::PAGE_SIZE;
 use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
@@ -68,7 +69,7 @@ pub const PSS_SHIFT: u32 = 12;
 /// pages.  The estimate says 1 wrongly only for a large folio that two
 /// forked processes both unmapped parts of, each keeping the same few
 /// pages.
-pub fn page_mapcount(f: &crate::folio::Folio<'_>, idx: u64) -> u64 {
+pub fn page_mapcount(f: &crate::physmem::folio::Folio<'_>, idx: u64) -> u64 {
     if f.page(idx).is_anon_exclusive() {
         return 1;
     }
@@ -77,7 +78,7 @@ pub fn page_mapcount(f: &crate::folio::Folio<'_>, idx: u64) -> u64 {
 
 /// [`page_mapcount`] of a page that is not anon-exclusive: the same for
 /// every page of the folio.
-fn folio_page_mapcount(f: &crate::folio::Folio<'_>) -> u64 {
+fn folio_page_mapcount(f: &crate::physmem::folio::Folio<'_>) -> u64 {
     let mc = f.large_mapcount().max(0) as u64;
     let entire = f.entire_mapcount().max(0) as u64;
     let ptes = mc.saturating_sub(entire);
@@ -127,70 +128,6 @@ impl ThpMaps {
     }
 }
 
-fn kib(b: u64) -> u64 {
-    b >> 10
-}
-
-impl fmt::Display for VmaReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fl = self.flags.unwrap_or(VmFlags::empty());
-        let rw = |c: VmFlags, ch: char| if fl.contains(c) { ch } else { '-' };
-        write!(
-            f,
-            "{:012x}-{:012x} {}{}{} {:>8}K |",
-            self.start,
-            self.end,
-            rw(VmFlags::READ, 'r'),
-            rw(VmFlags::WRITE, 'w'),
-            rw(VmFlags::EXEC, 'x'),
-            kib(self.end - self.start)
-        )?;
-        for (o, &b) in self.anon_by_order.iter().enumerate() {
-            if b != 0 {
-                write!(f, " {}K:{}K", kib(PAGE_SIZE << o), kib(b))?;
-            }
-        }
-        if self.zero_bytes != 0 {
-            write!(f, " zero:{}K", kib(self.zero_bytes))?;
-        }
-        write!(
-            f,
-            " | cont {}K pmd {}K entries {}",
-            kib(self.cont_bytes),
-            kib(self.pmd_bytes),
-            self.entries
-        )
-    }
-}
-
-impl fmt::Display for ThpMaps {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "thpmaps ({}): range prot size | folio-size:bytes ... | cont pmd entries",
-            self.arch
-        )?;
-        for v in &self.vmas {
-            writeln!(f, "{v}")?;
-        }
-        let t = self.total();
-        write!(f, "total:")?;
-        for (o, &b) in t.anon_by_order.iter().enumerate() {
-            if b != 0 {
-                write!(f, " {}K:{}K", kib(PAGE_SIZE << o), kib(b))?;
-            }
-        }
-        writeln!(
-            f,
-            " zero:{}K | cont {}K pmd {}K entries {}",
-            kib(t.zero_bytes),
-            kib(t.cont_bytes),
-            kib(t.pmd_bytes),
-            t.entries
-        )
-    }
-}
-
 impl<'a, A: PagingArch> Mm<'a, A> {
     pub(crate) fn report(&self, vmas: &VmaSet, pt: &PageTable<'a, A>) -> ThpMaps {
         let ctx = self.ctx;
@@ -230,7 +167,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 if l.attrs.young {
                     r.referenced += size;
                 }
-                let dirty = l.attrs.dirty || f.test(crate::frame_flags::PageFlags::DIRTY);
+                let dirty = l.attrs.dirty || f.test(crate::physmem::frame_flags::PageFlags::DIRTY);
                 let mut account = |bytes: u64, mapcount: u64| {
                     let pss = (bytes << PSS_SHIFT) / mapcount;
                     r.pss += pss;

@@ -2,18 +2,10 @@
 //! deferred-split shrinker (`deferred_split_scan`).
 //!
 //! # Finding the mappings of a folio
-//! Linux walks the folio's `anon_vma` to find every VMA that may map it.
-//! Here an anonymous folio records its owner — (mm id, virtual page of its
-//! first page) — and anonymous pages are only ever mapped at that virtual
-//! address: by the address space that faulted them in and by its fork
-//! descendants (fork copies mappings at the same address; nothing moves
-//! anonymous pages yet — a page-moving `mremap` must either keep the owner
-//! vpn right or split/copy first).  So the candidates are "every live
-//! address space, at the owner's address".  The caller passes the live
-//! address spaces (`mms`, normally all of the context's); each one costs a
-//! page-table lookup.  A mapping in a space the caller did not pass shows
-//! up as a mapcount mismatch and the split fails with EBUSY (Linux's
-//! "anon_vma gone"), never as a half split.
+//! Through the reverse map (`aspace::rmap`): an anonymous folio is mapped
+//! only at its rmap owner's address, in the address spaces the caller
+//! passes (`mms`, normally all of the context's).  A mapping in a space the
+//! caller did not pass makes the split fail with EBUSY, never a half split.
 //!
 //! # Protocol (all or nothing)
 //! 1. Checks: EINVAL for the zero folios, non-anonymous folios, a target
@@ -48,15 +40,16 @@
 
 use alloc::vec::Vec;
 
-use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE};
-use crate::errno::Errno;
-use crate::folio::{Folio, FolioRef};
-use crate::frame_flags::PageFlags;
-use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step};
+use crate::abi::errno::Errno;
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER};
+use crate::paging::PagingArch;
+use crate::physmem::folio::{Folio, FolioRef};
+use crate::physmem::frame_flags::PageFlags;
 use crate::thp::{MthpStat, VmEvent};
 
+use super::Mm;
 use super::ctx::MmCtx;
-use super::{Mm, PtGuard};
+use super::rmap::{restore_mappings, rmap_walk, try_to_unmap};
 
 /// What [`Mm::split_huge_pages`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,32 +112,6 @@ fn buddy_plan(order: u32, new_order: u32, at: u64, anon: bool) -> Vec<u32> {
     out
 }
 
-/// Mappings of `folio` in `pt` in place: page `i` at `va + i` pages, or a
-/// PMD leaf of the whole folio at `va`.  These are what a split unmaps and
-/// remaps; a mapping anywhere else (part of the folio moved by mremap) is
-/// not counted, so the split refuses with EBUSY instead of leaving it
-/// mapped.
-fn count_in_place<'a, A: PagingArch>(pt: &PageTable<'a, A>, folio: Folio<'a>, va: u64) -> u64 {
-    let end = va + folio.nr_pages() * PAGE_SIZE;
-    super::count_leaves(
-        pt,
-        va,
-        end,
-        |start, l| start == va && va.is_multiple_of(PMD_SIZE) && l.pfn == folio.pfn(),
-        |at, l| l.pfn == folio.pfn() + (at - va) / PAGE_SIZE,
-    )
-}
-
-/// One PTE mapping of the folio being split, cleared and to be rewritten.
-#[derive(Clone, Copy)]
-struct Saved {
-    /// Index into the locked address spaces.
-    mm: usize,
-    /// Page index in the folio.
-    page: u64,
-    attrs: Attrs,
-}
-
 /// Split `folio` (anonymous, mapped only at its owner address) into folios
 /// of `new_order` (uniform, Linux's `split_folio_to_order`).  The caller
 /// holds one reference, which afterwards belongs to the sub-folio at the
@@ -204,31 +171,10 @@ fn split_folio_impl<'a, A: PagingArch>(
         return fail(Errno::EAGAIN);
     }
     let va = vpn << PAGE_SHIFT;
-    // Which spaces map it (a snapshot; recounted under the locks).  Locks
-    // are only tried: a contended one makes the split fail with EAGAIN
-    // rather than spin (see `Mm::try_lock_pt`).
-    let mut mappers: Vec<&Mm<'a, A>> = Vec::new();
-    for &m in mms {
-        let Some(pt) = m.try_lock_pt() else {
-            return fail(Errno::EAGAIN);
-        };
-        if m.count_own_mappings(&pt, folio, va) > 0 {
-            mappers.push(m);
-        }
-    }
-    mappers.sort_by_key(|m| m.id);
-    mappers.dedup_by_key(|m| m.id);
-    let mut guards: Vec<PtGuard<'_, 'a, A>> = Vec::with_capacity(mappers.len());
-    for m in &mappers {
-        match m.try_lock_pt() {
-            Some(g) => guards.push(g),
-            None => return fail(Errno::EAGAIN),
-        }
-    }
-    let found: u64 = guards.iter().map(|g| count_in_place(g, folio, va)).sum();
-    if found != folio.large_mapcount() as u64 {
-        return fail(Errno::EBUSY);
-    }
+    let mut walk = match rmap_walk(mms, folio, va) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
     if folio.extra_refs() != 1 {
         return fail(Errno::EAGAIN);
     }
@@ -236,61 +182,9 @@ fn split_folio_impl<'a, A: PagingArch>(
         return fail(Errno::EAGAIN);
     };
     // --- nothing fails from here on ---
-    let nr = folio.nr_pages();
-    let mut saved: Vec<Saved> = Vec::new();
-    for (k, (m, pt)) in mappers.iter().zip(guards.iter_mut()).enumerate() {
-        let w = pt.lookup(va);
-        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
-            m.split_pmd_locked(pt, va);
-        }
-        // Table by table: a folio moved by mremap to an address that is not
-        // a multiple of its size may straddle two PTE tables.
-        let mut g = pt.gather();
-        let span = FolioSpan {
-            first_pfn: folio.pfn(),
-            nr,
-        };
-        for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
-            let Step::Ptes(run) = step else { continue };
-            let mut i = 0;
-            while i < run.len() {
-                let page = (run.va(i) - va) / PAGE_SIZE;
-                let Some(b) = run
-                    .leaf(i)
-                    .filter(|l| l.pfn == folio.pfn() + page)
-                    .and_then(|_| run.folio_pte_batch(i, span, BatchMatch::Frames))
-                else {
-                    i += 1;
-                    continue;
-                };
-                for j in 0..b.nr {
-                    let l = run.leaf(i + j).expect("in the batch");
-                    saved.push(Saved {
-                        mm: k,
-                        page: page + j as u64,
-                        attrs: l.attrs,
-                    });
-                }
-                let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
-                // A contiguous block records young/dirty once for all entries.
-                if r.young || r.dirty {
-                    for s in saved.iter_mut().rev().take(b.nr) {
-                        s.attrs.young |= r.young;
-                        s.attrs.dirty |= r.dirty;
-                    }
-                }
-                i += b.nr;
-            }
-        }
-        g.finish();
-    }
-    // Unmapped everywhere: drop the mappings' references (the caller's one
-    // keeps it alive) and split the metadata.
+    let saved = try_to_unmap(&mut walk, folio);
     let maps = saved.len() as u32;
-    folio.add_large_mapcount(-(maps as i32));
-    if maps > 0 {
-        folio.put_many(maps);
-    }
+    // Unmapped everywhere: split the metadata.
     ctx.deferred_split_remove(folio);
     let anon = folio.is_anon();
     let plan = match at {
@@ -327,47 +221,14 @@ fn split_folio_impl<'a, A: PagingArch>(
         let first = s.pfn() - folio.pfn();
         s.set_anon_owner(owner, vpn + first);
     }
-    let zero_pfn = ctx.zero_pfn();
-    let mut i = 0;
-    while i < saved.len() {
-        let s0 = saved[i];
-        let sub = sub_of(s0.page);
-        let (m, pt) = (mappers[s0.mm], &mut guards[s0.mm]);
-        let at_va = va + s0.page * PAGE_SIZE;
-        if zero_remap && anon && sub.order() == 0 && ctx.mem.is_zero(sub.pa(), PAGE_SIZE) {
-            let mut a = super::fault::zero_attrs_for(s0.attrs.perms);
-            a.young = s0.attrs.young;
-            pt.set_ptes(at_va, zero_pfn, 1, a)
-                .expect("entry cleared above in an existing table");
-            sub.page(0).clear_anon_exclusive();
-            m.rss_sub(1);
-            stats.count(VmEvent::ZeroPageMap);
-            i += 1;
-            continue;
-        }
-        let key = s0.attrs.fold_key();
-        let mut attrs = s0.attrs;
-        let mut j = i + 1;
-        while j < saved.len() {
-            let s = saved[j];
-            if s.mm != s0.mm
-                || s.page != s0.page + (j - i) as u64
-                || s.attrs.fold_key() != key
-                || sub_of(s.page) != sub
-            {
-                break;
-            }
-            attrs.young |= s.attrs.young;
-            attrs.dirty |= s.attrs.dirty;
-            j += 1;
-        }
-        let n = (j - i) as u32;
-        sub.get_many(n);
-        sub.add_large_mapcount(n as i32);
-        pt.set_ptes(at_va, folio.pfn() + s0.page, n as usize, attrs)
-            .expect("entries cleared above in an existing table");
-        i = j;
-    }
+    restore_mappings(
+        ctx,
+        &mut walk,
+        &saved,
+        folio.pfn(),
+        sub_of,
+        zero_remap && anon,
+    );
     for s in &subs {
         let maps = s.large_mapcount();
         if maps > 0 {
@@ -378,7 +239,7 @@ fn split_folio_impl<'a, A: PagingArch>(
         }
     }
     drop(subs);
-    drop(guards);
+    drop(walk);
     drop(refs);
     Ok(())
 }

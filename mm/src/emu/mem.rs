@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 use crate::addr::PAGE_SIZE;
-use crate::phys::PhysMem;
+use crate::physmem::phys::PhysMem;
 
 /// "Physical" memory `[base, base + size)` backed by host words.  Entry
 /// accesses are real atomics, so the emulated MMU's A/D updates and the

@@ -27,7 +27,7 @@ use crate::cpu::CpuSet;
 use crate::paging::{
     Entry, Leaf, PagingArch, Perms, ROOT_LEVEL, Space, TlbOps, level_index, level_size,
 };
-use crate::phys::PhysMem;
+use crate::physmem::phys::PhysMem;
 
 /// Kind of memory access (the fault path's type).
 pub use crate::aspace::Access;

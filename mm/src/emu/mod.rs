@@ -1,6 +1,6 @@
 //! Emulated MMU for host tests.
 //!
-//! Host "physical memory" ([`EmuMem`], a [`crate::phys::PhysMem`]), a
+//! Host "physical memory" ([`EmuMem`], a [`crate::physmem::phys::PhysMem`]), a
 //! page-table page pool in it ([`PtPool`], handed out through [`Emu`]'s
 //! [`crate::paging::PtAlloc`] impl), a software table
 //! walker that decodes entries through the real formats ([`translate`]), a

@@ -166,7 +166,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// aligned block of aligned frames.  Returns whether it set the hint.
     #[inline]
     fn store_seg(
-        mem: &dyn crate::phys::PhysMem,
+        mem: &dyn crate::physmem::phys::PhysMem,
         t: u64,
         s: &Seg,
         pfn0: u64,

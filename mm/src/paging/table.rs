@@ -11,7 +11,7 @@ use super::arch::{
 use super::tlb::{Space, TlbGather, TlbOps};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::{ALL_CPUS, AtomicCpuSet};
-use crate::phys::PhysMem;
+use crate::physmem::phys::PhysMem;
 
 /// Whether user page tables may use contiguous hints (arm64 contpte).
 static CONT_HINTS: AtomicBool = AtomicBool::new(true);

@@ -34,7 +34,7 @@ use super::arch::{
 };
 use super::table::PageTable;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
-use crate::phys::PhysMem;
+use crate::physmem::phys::PhysMem;
 
 /// One piece of a walked range, in address order.
 #[derive(Clone, Copy)]

@@ -4,9 +4,10 @@
 //!   rule ([`PolicySnapshot::allowable_orders`], [`suitable_orders`]).
 //! * [`stats`]: per-size counters with Linux's names, khugepaged's
 //!   counters and a `/proc/vmstat` subset ([`ThpStats`]).
-//! * [`registry`]: read/write/list by Linux's sysfs paths.
-//! * [`cmdline`]: `transparent_hugepage=`, `thp_anon=` and our
-//!   `khugepaged.<knob>=` boot parameters.
+//!
+//! How the knobs and counters look from outside — files under Linux's
+//! sysfs paths and boot parameters — is in [`crate::abi`]
+//! (`abi::thp_sysfs`, `abi::thp_cmdline`).
 //!
 //! Everything hangs off a [`Thp`] value.  The kernel uses the one global
 //! [`THP`]; host tests create their own so they can run in parallel without
@@ -21,9 +22,7 @@
 //! `never`, `defrag` = `madvise`, `use_zero_page` = 1,
 //! `shrink_underused` = 1, khugepaged as in [`policy::khugepaged_defaults`].
 
-pub mod cmdline;
 pub mod policy;
-pub mod registry;
 pub mod stats;
 
 pub use policy::{

@@ -1,7 +1,7 @@
 //! THP policy: the runtime knobs and the order-resolution rule.
 //!
 //! The knobs mirror `/sys/kernel/mm/transparent_hugepage/` (see
-//! [`super::registry`]); the rule that turns them into a set of folio
+//! [`crate::abi::thp_sysfs`]); the rule that turns them into a set of folio
 //! orders for one VMA mirrors Linux's `thp_vma_allowable_orders`.
 //!
 //! # Concurrency
@@ -575,15 +575,15 @@ impl ThpConfig {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub(super) fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(super) fn anon_orders_configured(&self) -> bool {
+    pub(crate) fn anon_orders_configured(&self) -> bool {
         self.anon_orders_configured.load(Ordering::Acquire)
     }
 
-    pub(super) fn mark_anon_orders_configured(&self) {
+    pub(crate) fn mark_anon_orders_configured(&self) {
         self.anon_orders_configured.store(true, Ordering::Release);
     }
 

@@ -25,7 +25,6 @@
 //! All mappings are anonymous and private.
 
 pub mod ops;
-pub mod uapi;
 
 #[cfg(test)]
 mod tests;
@@ -34,8 +33,9 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use crate::abi::errno::Errno;
+use crate::abi::uapi::{PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Prot};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down, align_up};
-use crate::errno::Errno;
 use crate::thp::VmaThpHints;
 
 pub use ops::{
@@ -95,31 +95,31 @@ impl VmFlags {
 
     /// Access bits from `PROT_*` bits (others ignored, as Linux's
     /// `calc_vm_prot_bits`).
-    pub fn from_prot(prot: u64) -> VmFlags {
+    pub fn from_prot(prot: Prot) -> VmFlags {
         let mut f = VmFlags::empty();
-        if prot & uapi::PROT_READ != 0 {
+        if prot.contains(PROT_READ) {
             f |= VmFlags::READ;
         }
-        if prot & uapi::PROT_WRITE != 0 {
+        if prot.contains(PROT_WRITE) {
             f |= VmFlags::WRITE;
         }
-        if prot & uapi::PROT_EXEC != 0 {
+        if prot.contains(PROT_EXEC) {
             f |= VmFlags::EXEC;
         }
         f
     }
 
     /// The `PROT_*` bits of these flags.
-    pub fn prot(self) -> u64 {
-        let mut p = 0;
+    pub fn prot(self) -> Prot {
+        let mut p = PROT_NONE;
         if self.contains(VmFlags::READ) {
-            p |= uapi::PROT_READ;
+            p |= PROT_READ;
         }
         if self.contains(VmFlags::WRITE) {
-            p |= uapi::PROT_WRITE;
+            p |= PROT_WRITE;
         }
         if self.contains(VmFlags::EXEC) {
-            p |= uapi::PROT_EXEC;
+            p |= PROT_EXEC;
         }
         p
     }
@@ -167,7 +167,7 @@ impl Vma {
     }
 
     /// The `PROT_*` bits.
-    pub fn prot(&self) -> u64 {
+    pub fn prot(&self) -> Prot {
         self.flags.prot()
     }
 

@@ -21,10 +21,10 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::uapi::*;
 use super::{VmFlags, Vma, VmaSet};
+use crate::abi::errno::Errno;
+use crate::abi::uapi::*;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, align_up};
-use crate::errno::Errno;
 
 /// Linux's `PAGE_ALIGN` on an unsigned long: wraps to 0 on overflow.
 fn page_align(len: u64) -> u64 {
@@ -143,7 +143,7 @@ pub struct MremapPlan {
 }
 
 /// How an `madvise` advice is handled.
-enum Advice {
+enum AdviceKind {
     /// Change VMA flags: (flags to clear, flags to set).
     Flags(VmFlags, VmFlags, MadviseAction),
     /// A per-range action; the flag allows it on `VM_LOCKED` VMAs
@@ -153,33 +153,33 @@ enum Advice {
     Refuse(Errno),
 }
 
-fn classify(advice: u64) -> Option<Advice> {
+fn classify(advice: Advice) -> Option<AdviceKind> {
     use MadviseAction as A;
     use VmFlags as F;
     let e = F::empty();
     Some(match advice {
-        MADV_NORMAL => Advice::Flags(F::SEQ_READ | F::RAND_READ, e, A::Flags),
-        MADV_RANDOM => Advice::Flags(F::SEQ_READ, F::RAND_READ, A::Flags),
-        MADV_SEQUENTIAL => Advice::Flags(F::RAND_READ, F::SEQ_READ, A::Flags),
-        MADV_DONTFORK => Advice::Flags(e, F::DONTCOPY, A::Flags),
-        MADV_DOFORK => Advice::Flags(F::DONTCOPY, e, A::Flags),
-        MADV_WIPEONFORK => Advice::Flags(e, F::WIPEONFORK, A::Flags),
-        MADV_KEEPONFORK => Advice::Flags(F::WIPEONFORK, e, A::Flags),
-        MADV_DONTDUMP => Advice::Flags(e, F::DONTDUMP, A::Flags),
-        MADV_DODUMP => Advice::Flags(F::DONTDUMP, e, A::Flags),
-        MADV_HUGEPAGE => Advice::Flags(F::NOHUGEPAGE, F::HUGEPAGE, A::Hugepage),
-        MADV_NOHUGEPAGE => Advice::Flags(F::HUGEPAGE, F::NOHUGEPAGE, A::Flags),
-        MADV_DONTNEED => Advice::Act(A::Zap, false),
-        MADV_DONTNEED_LOCKED => Advice::Act(A::Zap, true),
-        MADV_FREE => Advice::Act(A::Free, false),
-        MADV_WILLNEED => Advice::Act(A::WillNeed, false),
-        MADV_COLD => Advice::Act(A::Cold, false),
-        MADV_PAGEOUT => Advice::Act(A::Pageout, false),
-        MADV_POPULATE_READ => Advice::Act(A::PopulateRead, false),
-        MADV_POPULATE_WRITE => Advice::Act(A::PopulateWrite, false),
-        MADV_COLLAPSE => Advice::Act(A::Collapse, false),
+        MADV_NORMAL => AdviceKind::Flags(F::SEQ_READ | F::RAND_READ, e, A::Flags),
+        MADV_RANDOM => AdviceKind::Flags(F::SEQ_READ, F::RAND_READ, A::Flags),
+        MADV_SEQUENTIAL => AdviceKind::Flags(F::RAND_READ, F::SEQ_READ, A::Flags),
+        MADV_DONTFORK => AdviceKind::Flags(e, F::DONTCOPY, A::Flags),
+        MADV_DOFORK => AdviceKind::Flags(F::DONTCOPY, e, A::Flags),
+        MADV_WIPEONFORK => AdviceKind::Flags(e, F::WIPEONFORK, A::Flags),
+        MADV_KEEPONFORK => AdviceKind::Flags(F::WIPEONFORK, e, A::Flags),
+        MADV_DONTDUMP => AdviceKind::Flags(e, F::DONTDUMP, A::Flags),
+        MADV_DODUMP => AdviceKind::Flags(F::DONTDUMP, e, A::Flags),
+        MADV_HUGEPAGE => AdviceKind::Flags(F::NOHUGEPAGE, F::HUGEPAGE, A::Hugepage),
+        MADV_NOHUGEPAGE => AdviceKind::Flags(F::HUGEPAGE, F::NOHUGEPAGE, A::Flags),
+        MADV_DONTNEED => AdviceKind::Act(A::Zap, false),
+        MADV_DONTNEED_LOCKED => AdviceKind::Act(A::Zap, true),
+        MADV_FREE => AdviceKind::Act(A::Free, false),
+        MADV_WILLNEED => AdviceKind::Act(A::WillNeed, false),
+        MADV_COLD => AdviceKind::Act(A::Cold, false),
+        MADV_PAGEOUT => AdviceKind::Act(A::Pageout, false),
+        MADV_POPULATE_READ => AdviceKind::Act(A::PopulateRead, false),
+        MADV_POPULATE_WRITE => AdviceKind::Act(A::PopulateWrite, false),
+        MADV_COLLAPSE => AdviceKind::Act(A::Collapse, false),
         // Valid on Linux but refused for private anonymous memory.
-        MADV_REMOVE => Advice::Refuse(Errno::EINVAL),
+        MADV_REMOVE => AdviceKind::Refuse(Errno::EINVAL),
         _ => return None,
     })
 }
@@ -201,25 +201,25 @@ impl VmaSet {
         &mut self,
         addr: u64,
         len: u64,
-        prot: u64,
-        flags: u64,
+        prot: Prot,
+        flags: MapFlags,
         fd: i64,
         offset: u64,
     ) -> Result<MmapOutcome, Errno> {
         if !offset.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
-        if flags & MAP_ANONYMOUS == 0 {
+        if !flags.contains(MAP_ANONYMOUS) {
             return Err(if fd < 0 { Errno::EBADF } else { Errno::ENODEV });
         }
-        if flags & MAP_HUGETLB != 0 {
+        if flags.contains(MAP_HUGETLB) {
             return Err(Errno::ENOMEM);
         }
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
-        let fixed = noreplace || flags & MAP_FIXED != 0;
+        let noreplace = flags.contains(MAP_FIXED_NOREPLACE);
+        let fixed = noreplace || flags.contains(MAP_FIXED);
         let mut addr = addr;
         if !fixed {
             // Linux's round_hint_to_min.
@@ -249,16 +249,16 @@ impl VmaSet {
         }
         let mut vf =
             VmFlags::from_prot(prot) | VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC;
-        if flags & MAP_GROWSDOWN != 0 {
+        if flags.contains(MAP_GROWSDOWN) {
             vf |= VmFlags::GROWSDOWN;
         }
-        if flags & MAP_LOCKED != 0 {
+        if flags.contains(MAP_LOCKED) {
             vf |= VmFlags::LOCKED;
         }
-        if flags & MAP_NORESERVE != 0 {
+        if flags.contains(MAP_NORESERVE) {
             vf |= VmFlags::NORESERVE;
         }
-        if flags & MAP_STACK != 0 {
+        if flags.contains(MAP_STACK) {
             // Linux ≥ 6.7: stacks are not worth THPs.
             vf |= VmFlags::NOHUGEPAGE;
         }
@@ -321,7 +321,7 @@ impl VmaSet {
     /// wrapping range or an unmapped start; EACCES beyond `VM_MAY*`.  A hole
     /// later in the range gives ENOMEM after the VMAs before it were
     /// changed (as Linux).
-    pub fn mprotect(&mut self, start: u64, len: u64, prot: u64) -> MprotectOutcome {
+    pub fn mprotect(&mut self, start: u64, len: u64, prot: Prot) -> MprotectOutcome {
         let grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
         let prot = prot & !grows;
         if grows == PROT_GROWSDOWN | PROT_GROWSUP {
@@ -341,14 +341,14 @@ impl VmaSet {
         if end <= start {
             return MprotectOutcome::err(Errno::ENOMEM);
         }
-        if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM) != 0 {
+        if !(prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)).is_empty() {
             return MprotectOutcome::err(Errno::EINVAL);
         }
         let Some(first) = self.find_vma(start).copied().filter(|v| v.start < end) else {
             return MprotectOutcome::err(Errno::ENOMEM);
         };
         let mut start = start;
-        if grows & PROT_GROWSDOWN != 0 {
+        if grows.contains(PROT_GROWSDOWN) {
             start = first.start;
             if !first.flags.contains(VmFlags::GROWSDOWN) {
                 return MprotectOutcome::err(Errno::EINVAL);
@@ -357,7 +357,7 @@ impl VmaSet {
             if first.start > start {
                 return MprotectOutcome::err(Errno::ENOMEM);
             }
-            if grows & PROT_GROWSUP != 0 {
+            if grows.contains(PROT_GROWSUP) {
                 // No grows-up VMAs exist on x86_64 or arm64.
                 return MprotectOutcome::err(Errno::EINVAL);
             }
@@ -421,13 +421,13 @@ impl VmaSet {
     /// (e.g. `MADV_DONTNEED` on a `MAP_LOCKED` VMA) stops the walk there
     /// with that error.  `MADV_POPULATE_*` stop at the first hole (ENOMEM)
     /// or at a VMA lacking the needed permission (EINVAL).
-    pub fn madvise(&mut self, start: u64, len: u64, advice: u64) -> MadviseOutcome {
+    pub fn madvise(&mut self, start: u64, len: u64, advice: Advice) -> MadviseOutcome {
         let Some(kind) = classify(advice) else {
             return MadviseOutcome::err(MadviseAction::Flags, Errno::EINVAL);
         };
         let action = match kind {
-            Advice::Flags(_, _, a) | Advice::Act(a, _) => a,
-            Advice::Refuse(_) => MadviseAction::Flags,
+            AdviceKind::Flags(_, _, a) | AdviceKind::Act(a, _) => a,
+            AdviceKind::Refuse(_) => MadviseAction::Flags,
         };
         if !start.is_multiple_of(PAGE_SIZE) {
             return MadviseOutcome::err(action, Errno::EINVAL);
@@ -483,17 +483,23 @@ impl VmaSet {
         if out.result.is_ok() && unmapped {
             out.result = Err(Errno::ENOMEM);
         }
-        if matches!(kind, Advice::Flags(..)) {
+        if matches!(kind, AdviceKind::Flags(..)) {
             self.merge_range(start, cur.max(start));
         }
         out
     }
 
     /// Apply one advice to `[start, end)` inside VMA `v`.
-    fn madvise_visit(&mut self, kind: &Advice, v: &Vma, start: u64, end: u64) -> Result<(), Errno> {
+    fn madvise_visit(
+        &mut self,
+        kind: &AdviceKind,
+        v: &Vma,
+        start: u64,
+        end: u64,
+    ) -> Result<(), Errno> {
         match *kind {
-            Advice::Refuse(e) => Err(e),
-            Advice::Flags(clear, set, _) => {
+            AdviceKind::Refuse(e) => Err(e),
+            AdviceKind::Flags(clear, set, _) => {
                 if set.contains(VmFlags::WIPEONFORK) && v.flags.contains(VmFlags::SHARED) {
                     return Err(Errno::EINVAL);
                 }
@@ -503,7 +509,7 @@ impl VmaSet {
                 }
                 Ok(())
             }
-            Advice::Act(a, zap_locked) => {
+            AdviceKind::Act(a, zap_locked) => {
                 let locked = v.flags.contains(VmFlags::LOCKED);
                 match a {
                     MadviseAction::Zap if locked && !zap_locked => Err(Errno::EINVAL),
@@ -557,11 +563,11 @@ impl VmaSet {
         addr: u64,
         old_len: u64,
         new_len: u64,
-        flags: u64,
+        flags: MremapFlags,
         new_addr: u64,
     ) -> Result<MremapPlan, Errno> {
         let l = self.layout;
-        if flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
+        if !(flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP)).is_empty() {
             return Err(Errno::EINVAL);
         }
         if !addr.is_multiple_of(PAGE_SIZE) {
@@ -572,9 +578,9 @@ impl VmaSet {
         if new_len == 0 || new_len > l.task_size {
             return Err(Errno::EINVAL);
         }
-        let fixed = flags & MREMAP_FIXED != 0;
-        let dontunmap = flags & MREMAP_DONTUNMAP != 0;
-        let maymove = flags & MREMAP_MAYMOVE != 0;
+        let fixed = flags.contains(MREMAP_FIXED);
+        let dontunmap = flags.contains(MREMAP_DONTUNMAP);
+        let maymove = flags.contains(MREMAP_MAYMOVE);
         let implies_new = fixed || dontunmap;
         if implies_new {
             if !new_addr.is_multiple_of(PAGE_SIZE) || !maymove {

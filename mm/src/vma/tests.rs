@@ -7,25 +7,25 @@ use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::uapi::*;
 use super::*;
-use crate::errno::Errno::{self, *};
+use crate::abi::errno::Errno::{self, *};
+use crate::abi::uapi::*;
 
 const P: u64 = PAGE_SIZE;
 const M: u64 = 1 << 20;
-const RW: u64 = PROT_READ | PROT_WRITE;
-const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+const RW: Prot = PROT_READ.union(PROT_WRITE);
+const PA: MapFlags = MAP_PRIVATE.union(MAP_ANONYMOUS);
 const TS: u64 = Layout::DEFAULT.task_size;
 
 fn set() -> VmaSet {
     VmaSet::default()
 }
 
-fn map(s: &mut VmaSet, addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, Errno> {
+fn map(s: &mut VmaSet, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> Result<u64, Errno> {
     s.mmap(addr, len, prot, flags, -1, 0).map(|o| o.addr)
 }
 
-fn fixed(s: &mut VmaSet, addr: u64, len: u64, prot: u64) -> u64 {
+fn fixed(s: &mut VmaSet, addr: u64, len: u64, prot: Prot) -> u64 {
     map(s, addr, len, prot, PA | MAP_FIXED).unwrap()
 }
 
@@ -36,7 +36,7 @@ fn ranges(s: &VmaSet) -> Vec<(u64, u64)> {
 #[test]
 fn mmap_argument_errors() {
     let base = 0x1000_0000u64;
-    let cases: &[(u64, u64, u64, u64, i64, u64, Errno)] = &[
+    let cases: &[(u64, u64, Prot, MapFlags, i64, u64, Errno)] = &[
         // (addr, len, prot, flags, fd, offset, errno)
         (0, 0, RW, PA, -1, 0, EINVAL),
         (0, P, RW, PA, -1, 1, EINVAL),
@@ -75,7 +75,7 @@ fn mmap_argument_errors() {
 fn mmap_basics() {
     let mut s = set();
     // Unknown prot bits are ignored by mmap, as on Linux.
-    let a = map(&mut s, 0, 3 * P + 1, PROT_READ | 0x1000, PA).unwrap();
+    let a = map(&mut s, 0, 3 * P + 1, PROT_READ | Prot::from_raw(0x1000), PA).unwrap();
     assert_eq!(a % P, 0);
     let v = *s.find(a).unwrap();
     assert_eq!(v.len(), 4 * P);
@@ -265,12 +265,12 @@ fn munmap_rules() {
 #[test]
 fn mprotect_rules() {
     let a = 0x4000_0000;
-    let cases: &[(u64, u64, u64, Result<(), Errno>)] = &[
+    let cases: &[(u64, u64, Prot, Result<(), Errno>)] = &[
         (a + 1, P, PROT_READ, Err(EINVAL)),
         (a + 1, 0, PROT_READ, Err(EINVAL)),
         (a, 0, PROT_READ, Ok(())),
-        (a, 0, 0x1000, Ok(())),
-        (a, P, 0x1000, Err(EINVAL)),
+        (a, 0, Prot::from_raw(0x1000), Ok(())),
+        (a, P, Prot::from_raw(0x1000), Err(EINVAL)),
         (a, P, PROT_READ | PROT_SEM, Ok(())),
         (a, P, PROT_GROWSDOWN | PROT_GROWSUP, Err(EINVAL)),
         (a, P, PROT_READ | PROT_GROWSDOWN, Err(EINVAL)),
@@ -357,50 +357,52 @@ fn madvise_rules() {
     let cases: &[(u64, u64, u64, Result<(), Errno>)] = &[
         (a, P, 999, Err(EINVAL)),
         (a, 0, 999, Err(EINVAL)),
-        (a + 1, P, MADV_DONTNEED, Err(EINVAL)),
-        (a + 1, 0, MADV_DONTNEED, Err(EINVAL)),
-        (a, u64::MAX, MADV_DONTNEED, Err(EINVAL)),
-        (a, u64::MAX - a + 1 + P, MADV_DONTNEED, Err(EINVAL)),
-        (a, u64::MAX - a - 2 * P, MADV_DONTNEED, Err(ENOMEM)),
-        (a, 0, MADV_DONTNEED, Ok(())),
-        (a, 1, MADV_DONTNEED, Ok(())),
-        (a, 16 * P, MADV_HUGEPAGE, Ok(())),
-        (a, 17 * P, MADV_HUGEPAGE, Err(ENOMEM)),
-        (a - P, 2 * P, MADV_NOHUGEPAGE, Err(ENOMEM)),
-        (a + 16 * P, P, MADV_DONTNEED, Err(ENOMEM)),
-        (0x1000, P, MADV_DONTNEED, Err(ENOMEM)),
-        (a, P, MADV_COLLAPSE, Ok(())),
-        (a, P, MADV_REMOVE, Err(EINVAL)),
-        (a, P, MADV_MERGEABLE, Err(EINVAL)),
-        (a, P, MADV_UNMERGEABLE, Err(EINVAL)),
-        (a, P, MADV_GUARD_INSTALL, Err(EINVAL)),
-        (a, P, MADV_HWPOISON, Err(EINVAL)),
-        (a, P, MADV_POPULATE_READ, Ok(())),
-        (a, P, MADV_POPULATE_WRITE, Ok(())),
-        (a, 17 * P, MADV_POPULATE_WRITE, Err(ENOMEM)),
+        (a + 1, P, MADV_DONTNEED.bits(), Err(EINVAL)),
+        (a + 1, 0, MADV_DONTNEED.bits(), Err(EINVAL)),
+        (a, u64::MAX, MADV_DONTNEED.bits(), Err(EINVAL)),
+        (a, u64::MAX - a + 1 + P, MADV_DONTNEED.bits(), Err(EINVAL)),
+        (a, u64::MAX - a - 2 * P, MADV_DONTNEED.bits(), Err(ENOMEM)),
+        (a, 0, MADV_DONTNEED.bits(), Ok(())),
+        (a, 1, MADV_DONTNEED.bits(), Ok(())),
+        (a, 16 * P, MADV_HUGEPAGE.bits(), Ok(())),
+        (a, 17 * P, MADV_HUGEPAGE.bits(), Err(ENOMEM)),
+        (a - P, 2 * P, MADV_NOHUGEPAGE.bits(), Err(ENOMEM)),
+        (a + 16 * P, P, MADV_DONTNEED.bits(), Err(ENOMEM)),
+        (0x1000, P, MADV_DONTNEED.bits(), Err(ENOMEM)),
+        (a, P, MADV_COLLAPSE.bits(), Ok(())),
+        (a, P, MADV_REMOVE.bits(), Err(EINVAL)),
+        (a, P, MADV_MERGEABLE.bits(), Err(EINVAL)),
+        (a, P, MADV_UNMERGEABLE.bits(), Err(EINVAL)),
+        (a, P, MADV_GUARD_INSTALL.bits(), Err(EINVAL)),
+        (a, P, MADV_HWPOISON.bits(), Err(EINVAL)),
+        (a, P, MADV_POPULATE_READ.bits(), Ok(())),
+        (a, P, MADV_POPULATE_WRITE.bits(), Ok(())),
+        (a, 17 * P, MADV_POPULATE_WRITE.bits(), Err(ENOMEM)),
     ];
     for &(addr, len, adv, want) in cases {
         let mut s = set();
         fixed(&mut s, a, 16 * P, RW);
         assert_eq!(
-            s.madvise(addr, len, adv).result,
+            Advice::from_raw(adv).map_or_else(Err, |adv| s.madvise(addr, len, adv).result),
             want,
             "madvise({addr:#x}, {len:#x}, {adv})"
         );
         s.check_invariants().unwrap();
     }
-    // Every valid Linux advice value is accepted by the validity check.
+    // Every valid Linux advice value is accepted by the validity checks
+    // (the parser's and madvise's).
     for adv in [
         0, 1, 2, 3, 4, 8, 10, 11, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
     ] {
         let mut s = set();
         fixed(&mut s, a, 16 * P, RW);
-        assert_eq!(s.madvise(a, P, adv).result, Ok(()), "advice {adv}");
+        let adv = Advice::from_raw(adv).unwrap();
+        assert_eq!(s.madvise(a, P, adv).result, Ok(()), "advice {adv:#x}");
     }
     for adv in [5, 6, 7, 26, 99, 104, u64::MAX] {
         let mut s = set();
         fixed(&mut s, a, 16 * P, RW);
-        assert_eq!(s.madvise(a, P, adv).result, Err(EINVAL), "advice {adv}");
+        assert_eq!(Advice::from_raw(adv), Err(EINVAL), "advice {adv}");
     }
 }
 
@@ -596,18 +598,32 @@ fn mremap_errors() {
         (a, P, P, 8, 0, EINVAL),
         (a + 1, P, P, 0, 0, EINVAL),
         (a, P, 0, 0, 0, EINVAL),
-        (a, P, u64::MAX, MREMAP_MAYMOVE, 0, EINVAL),
-        (a, P, TS + P, MREMAP_MAYMOVE, 0, EINVAL),
-        (a, P, P, MREMAP_FIXED, b, EINVAL),
-        (a, P, P, MREMAP_DONTUNMAP, b, EINVAL),
-        (a, P, 2 * P, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, b, EINVAL),
-        (a, P, P, MREMAP_MAYMOVE | MREMAP_FIXED, b + 1, EINVAL),
-        (a, P, P, MREMAP_MAYMOVE | MREMAP_FIXED, TS, EINVAL),
+        (a, P, u64::MAX, (MREMAP_MAYMOVE).bits(), 0, EINVAL),
+        (a, P, TS + P, (MREMAP_MAYMOVE).bits(), 0, EINVAL),
+        (a, P, P, (MREMAP_FIXED).bits(), b, EINVAL),
+        (a, P, P, (MREMAP_DONTUNMAP).bits(), b, EINVAL),
+        (
+            a,
+            P,
+            2 * P,
+            (MREMAP_MAYMOVE | MREMAP_DONTUNMAP).bits(),
+            b,
+            EINVAL,
+        ),
+        (
+            a,
+            P,
+            P,
+            (MREMAP_MAYMOVE | MREMAP_FIXED).bits(),
+            b + 1,
+            EINVAL,
+        ),
+        (a, P, P, (MREMAP_MAYMOVE | MREMAP_FIXED).bits(), TS, EINVAL),
         (
             a,
             4 * P,
             4 * P,
-            MREMAP_MAYMOVE | MREMAP_FIXED,
+            (MREMAP_MAYMOVE | MREMAP_FIXED).bits(),
             a + 2 * P,
             EINVAL,
         ),
@@ -615,15 +631,22 @@ fn mremap_errors() {
             a,
             4 * P,
             4 * P,
-            MREMAP_MAYMOVE | MREMAP_FIXED,
+            (MREMAP_MAYMOVE | MREMAP_FIXED).bits(),
             a - 2 * P,
             EINVAL,
         ),
         (a - P, P, P, 0, 0, EFAULT),
         (a - P, 2 * P, P, 0, 0, EFAULT),
-        (a, 17 * P, 18 * P, MREMAP_MAYMOVE, 0, EFAULT),
-        (a, 17 * P, 17 * P, MREMAP_MAYMOVE | MREMAP_FIXED, b, EFAULT),
-        (a, 0, P, MREMAP_MAYMOVE, 0, EINVAL),
+        (a, 17 * P, 18 * P, (MREMAP_MAYMOVE).bits(), 0, EFAULT),
+        (
+            a,
+            17 * P,
+            17 * P,
+            (MREMAP_MAYMOVE | MREMAP_FIXED).bits(),
+            b,
+            EFAULT,
+        ),
+        (a, 0, P, (MREMAP_MAYMOVE).bits(), 0, EINVAL),
         (a, 16 * P, 32 * P, 0, 0, ENOMEM),
         (a, 4 * P, 8 * P, 0, 0, ENOMEM),
     ];
@@ -633,7 +656,9 @@ fn mremap_errors() {
         fixed(&mut s, a + 16 * P, P, PROT_READ);
         let before = ranges(&s);
         assert_eq!(
-            s.mremap(addr, ol, nl, f, na).map(|p| p.new_addr),
+            MremapFlags::from_raw(f)
+                .and_then(|f| s.mremap(addr, ol, nl, f, na))
+                .map(|p| p.new_addr),
             Err(e),
             "mremap({addr:#x}, {ol:#x}, {nl:#x}, {f}, {na:#x})"
         );
@@ -647,22 +672,25 @@ fn mremap_shrink_grow_move() {
     let mut s = set();
     fixed(&mut s, a, 16 * P, RW);
     // Same size: nothing.
-    let p = s.mremap(a, 16 * P, 16 * P, 0, 0).unwrap();
+    let p = s
+        .mremap(a, 16 * P, 16 * P, MremapFlags::empty(), 0)
+        .unwrap();
     assert_eq!((p.new_addr, p.unmapped.len(), p.moved), (a, 0, None));
     // Shrink in place.
-    let p = s.mremap(a, 16 * P, 8 * P, 0, 0).unwrap();
+    let p = s.mremap(a, 16 * P, 8 * P, MremapFlags::empty(), 0).unwrap();
     assert_eq!(p.new_addr, a);
     assert_eq!(p.unmapped, [a + 8 * P..a + 16 * P]);
     assert_eq!(ranges(&s), [(a, a + 8 * P)]);
     // Grow in place.
-    let p = s.mremap(a, 8 * P, 12 * P, 0, 0).unwrap();
+    let p = s.mremap(a, 8 * P, 12 * P, MremapFlags::empty(), 0).unwrap();
     assert_eq!(p.new_addr, a);
     assert_eq!(p.grown, Some(a + 8 * P..a + 12 * P));
     assert_eq!(ranges(&s), [(a, a + 12 * P)]);
     // Blocked above: without MAYMOVE ENOMEM, with it a move.
     fixed(&mut s, a + 12 * P, P, PROT_READ);
     assert_eq!(
-        s.mremap(a, 12 * P, 16 * P, 0, 0).map(|p| p.new_addr),
+        s.mremap(a, 12 * P, 16 * P, MremapFlags::empty(), 0)
+            .map(|p| p.new_addr),
         Err(ENOMEM)
     );
     s.anon_vma_prepare(a);
@@ -746,10 +774,10 @@ mod model {
 
     #[derive(Clone, Debug)]
     enum Op {
-        MapFixed(u64, u64, u64),
-        MapAny(u64, u64),
+        MapFixed(u64, u64, Prot),
+        MapAny(u64, Prot),
         Unmap(u64, u64),
-        Protect(u64, u64, u64),
+        Protect(u64, u64, Prot),
         Huge(u64, u64, bool),
     }
 
@@ -781,7 +809,7 @@ mod model {
         assert_eq!(&got, m);
     }
 
-    fn mmap_flags(prot: u64) -> VmFlags {
+    fn mmap_flags(prot: Prot) -> VmFlags {
         let mut f =
             VmFlags::from_prot(prot) | VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC;
         if f.contains(VmFlags::WRITE) {

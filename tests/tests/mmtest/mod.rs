@@ -6,15 +6,15 @@
 
 use std::cell::Cell;
 
+pub use mm::abi::uapi::*;
 use mm::aspace::{Access, Fault, Mm, MmCtx, check_invariants};
-use mm::buddy::BuddyAllocator;
 use mm::cpu::SingleCpu;
 use mm::emu::{self, EmuMem, EmuTlb};
-use mm::memmap::{FrameDesc, Memmap};
 use mm::paging::PagingArch;
-use mm::phys::PhysMem;
+use mm::physmem::buddy::BuddyAllocator;
+use mm::physmem::memmap::{FrameDesc, Memmap};
+use mm::physmem::phys::PhysMem;
 use mm::thp::{GlobalMode, OrderMode, Thp};
-pub use mm::vma::uapi::*;
 
 pub const RAM_BASE: u64 = 0x4000_0000;
 pub const K4: u64 = 4096;
@@ -22,8 +22,8 @@ pub const K64: u64 = 64 << 10;
 pub const M2: u64 = 2 << 20;
 pub const MIB: u64 = 1 << 20;
 
-pub const RW: u64 = PROT_READ | PROT_WRITE;
-pub const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+pub const RW: Prot = PROT_READ.union(PROT_WRITE);
+pub const ANON: MapFlags = MAP_PRIVATE.union(MAP_ANONYMOUS);
 
 /// One test machine.
 pub struct Env<'a, A: PagingArch> {
@@ -229,7 +229,7 @@ impl<'a, A: PagingArch> Env<'a, A> {
     }
 
     /// The folio mapped at `va`.
-    pub fn folio_at(&self, mm: &Mm<'a, A>, va: u64) -> Option<mm::folio::Folio<'a>> {
+    pub fn folio_at(&self, mm: &Mm<'a, A>, va: u64) -> Option<mm::physmem::folio::Folio<'a>> {
         let l = self.leaf(mm, va)?;
         let off = (va / K4) & ((1u64 << (9 * l.level as u32)) - 1);
         self.buddy.folio_from_pfn(l.pfn + off)

@@ -36,8 +36,9 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
-/// CPUs the scheduler state is sized for (only CPU 0 runs today; with SMP
-/// this becomes `mm::cpu::MAX_CPUS`, the one bound on CPU ids).
+/// CPUs the scheduler state is sized for (only CPU 0 runs threads today:
+/// the secondaries idle outside the scheduler, see `smp.rs`; with per-CPU
+/// run queues this becomes `mm::cpu::MAX_CPUS`, the one bound on CPU ids).
 pub const NR_CPUS: usize = 1;
 const _: () = assert!(NR_CPUS <= mm::cpu::MAX_CPUS);
 /// Time slice in milliseconds.

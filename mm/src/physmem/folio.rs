@@ -51,9 +51,9 @@ use core::fmt;
 use core::sync::atomic::{Ordering::Acquire, Ordering::Relaxed, Ordering::Release, fence};
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
-use crate::buddy::BuddyAllocator;
-use crate::frame_flags::{PageFlags, TAILS_AE};
-use crate::memmap::{FrameDesc, FrameDump, NO_FRAME, OWNER_ALLOCATOR_BITS};
+use crate::physmem::buddy::BuddyAllocator;
+use crate::physmem::frame_flags::{PageFlags, TAILS_AE};
+use crate::physmem::memmap::{FrameDesc, FrameDump, NO_FRAME, OWNER_ALLOCATOR_BITS};
 
 /// Bits of the owner word holding the virtual page index (enough for 58-bit
 /// virtual addresses); the address-space id sits above them, and the top two

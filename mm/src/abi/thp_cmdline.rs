@@ -20,11 +20,11 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::Thp;
-use super::policy::{GlobalMode, OrderMode, THP_MAX_ORDER, THP_MIN_ORDER};
-use super::registry::KhugepagedKnob;
+use crate::abi::errno::Errno;
+use crate::abi::thp_sysfs::KhugepagedKnob;
 use crate::addr::PAGE_SIZE;
-use crate::errno::Errno;
+use crate::thp::Thp;
+use crate::thp::policy::{GlobalMode, OrderMode, THP_MAX_ORDER, THP_MIN_ORDER};
 
 /// Why a THP boot parameter was ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,15 +11,15 @@ use proptest::prelude::*;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::bootinfo::{BootInfo, PhysRange, ReservedKind};
-use crate::buddy::{
-    AllocError, AllocFlags, BuddyAllocator, MAX_ORDER, Migratetype, NR_ORDERS, POISON_BYTE,
-};
 use crate::cpu::{CpuOps, MAX_CPUS, SingleCpu};
 use crate::emu::EmuMem;
-use crate::folio::{Folio, FolioList, FolioRef};
-use crate::frame_flags::{FrameState, PageFlags};
-use crate::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, PAGEBLOCK_FRAMES, memmap_span};
-use crate::phys::PhysMem;
+use crate::physmem::buddy::{
+    AllocError, AllocFlags, BuddyAllocator, MAX_ORDER, Migratetype, NR_ORDERS, POISON_BYTE,
+};
+use crate::physmem::folio::{Folio, FolioList, FolioRef};
+use crate::physmem::frame_flags::{FrameState, PageFlags};
+use crate::physmem::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, PAGEBLOCK_FRAMES, memmap_span};
+use crate::physmem::phys::PhysMem;
 
 const MIB: u64 = 1 << 20;
 
@@ -186,7 +186,7 @@ fn pcp_high_mark_bounds_the_cache() {
         for f in fs {
             f.put();
         }
-        assert!(a.stats().free_pcp <= crate::pcp::pcp_high(0) as u64);
+        assert!(a.stats().free_pcp <= crate::physmem::pcp::pcp_high(0) as u64);
         check(a);
     });
 }

@@ -19,22 +19,23 @@
 //! * unknown paths give `ENOENT`; reading or writing a directory `EISDIR`;
 //!   listing a file `ENOTDIR`.
 //!
-//! No lock here: every knob is an atomic in [`ThpConfig`] (see its module
-//! docs), and a store is a single atomic update.
+//! No lock here: every knob is an atomic in
+//! [`ThpConfig`](crate::thp::ThpConfig) (see its module docs), and a store
+//! is a single atomic update.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::Thp;
-use super::policy::{
+use crate::abi::errno::Errno;
+use crate::addr::PMD_SIZE;
+use crate::thp::Thp;
+use crate::thp::policy::{
     DefragMode, GlobalMode, HPAGE_PMD_NR, OrderMode, THP_MAX_ORDER, THP_MIN_ORDER, order_size,
     order_size_kb,
 };
-use super::stats::MthpStat;
-use crate::addr::PMD_SIZE;
-use crate::errno::Errno;
+use crate::thp::stats::MthpStat;
 
 /// The absolute sysfs directory these paths are relative to.
 pub const SYSFS_ROOT: &str = "/sys/kernel/mm/transparent_hugepage";
@@ -156,7 +157,7 @@ fn order_of_dir(name: &str) -> Option<u32> {
     if format!("{n}") != kb {
         return None;
     }
-    let order = super::policy::order_from_size(n.checked_mul(1024)?)?;
+    let order = crate::thp::policy::order_from_size(n.checked_mul(1024)?)?;
     Some(order)
 }
 

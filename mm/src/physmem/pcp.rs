@@ -36,9 +36,9 @@ use core::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 
-use crate::buddy::NR_ORDERS;
-use crate::frame_flags::{FrameState, LIST_UNMOVABLE, word};
-use crate::memmap::{Memmap, NO_FRAME};
+use crate::physmem::buddy::NR_ORDERS;
+use crate::physmem::frame_flags::{FrameState, LIST_UNMOVABLE, word};
+use crate::physmem::memmap::{Memmap, NO_FRAME};
 
 /// Highest order with a per-CPU cache (the PMD order).
 pub const PCP_MAX_ORDER: u32 = 9;

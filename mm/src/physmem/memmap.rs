@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::addr::{PAGE_SHIFT, PMD_ORDER};
 use crate::bootinfo::PhysRange;
-use crate::buddy::MAX_ORDER;
-use crate::frame_flags::{
+use crate::physmem::buddy::MAX_ORDER;
+use crate::physmem::frame_flags::{
     FrameState, LIST_UNMOVABLE, ORDER_MASK, POISONED, PageFlags, STATE_MASK, order_of,
 };
 
@@ -347,7 +347,7 @@ impl fmt::Display for FrameDump {
         write!(
             f,
             " order={} flags={:?}{}{}{} ref={} mapcount={} entire={} prev={:#x} next={:#x} owner={:#x} raw={:#x}",
-            (self.flags & ORDER_MASK) >> crate::frame_flags::ORDER_SHIFT,
+            (self.flags & ORDER_MASK) >> crate::physmem::frame_flags::ORDER_SHIFT,
             PageFlags::from_bits_truncate(self.flags),
             if self.owner & OWNER_PB_UNMOVABLE != 0 {
                 " pb-unmovable"

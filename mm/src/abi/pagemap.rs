@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::paging::{Entry, PagingArch, level_size};
 
-use super::Mm;
-use super::report::page_mapcount;
+use crate::aspace::Mm;
+use crate::aspace::report::page_mapcount;
 
 /// Bits 0–54: the frame number of a present page.
 pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
@@ -43,7 +43,7 @@ impl<A: PagingArch> Mm<'_, A> {
     /// "Exclusively mapped" is Linux's per-page mapcount of 1, which this
     /// kernel estimates for large folios (see [`page_mapcount`]).
     pub fn pagemap(&self, va: u64, n: usize, soft_dirty: bool) -> Vec<u64> {
-        let vmas = self.vmas.read();
+        let vmas = self.vmas();
         let pt = self.lock_pt();
         let end = vmas
             .layout()
@@ -75,7 +75,7 @@ impl<A: PagingArch> Mm<'_, A> {
 
     /// `PM_FILE` / `PM_MMAP_EXCLUSIVE` for the present page at `pfn`.
     fn page_flags(&self, pfn: u64) -> u64 {
-        let ctx = self.ctx;
+        let ctx = self.ctx();
         if pfn == ctx.zero_pfn() {
             // Not a "normal" page to Linux: no flags beyond present.
             return 0;

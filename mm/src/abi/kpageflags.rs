@@ -9,8 +9,8 @@
 //! here.  Like Linux's, the word is a snapshot read without a reference to
 //! the frame, and may be stale by the time the reader sees it.
 
-use crate::buddy::BuddyAllocator;
-use crate::frame_flags::{FrameState, PageFlags};
+use crate::physmem::buddy::BuddyAllocator;
+use crate::physmem::frame_flags::{FrameState, PageFlags};
 
 pub const KPF_LOCKED: u32 = 0;
 pub const KPF_UPTODATE: u32 = 3;

@@ -23,10 +23,10 @@
 
 use alloc::vec::Vec;
 
-use crate::folio::Folio;
+use crate::physmem::folio::Folio;
 use crate::thp::MthpStat;
 
-use super::ctx::MmCtx;
+use crate::aspace::ctx::MmCtx;
 
 /// Folio references to drop once the gather that unmapped them finished.
 #[derive(Default)]
@@ -58,7 +58,7 @@ impl<'a> PutList<'a> {
 /// (`release_folios`) a fixed-size batch at a time, with no heap
 /// allocation on the way (zap and collapse run it for every unmap).
 pub(crate) struct FreeBatch<'a> {
-    alloc: Option<&'a crate::buddy::BuddyAllocator<'a>>,
+    alloc: Option<&'a crate::physmem::buddy::BuddyAllocator<'a>>,
     idx: [u32; 32],
     n: usize,
 }
@@ -109,7 +109,7 @@ impl<'a> MmCtx<'a> {
     /// page), every page anon-exclusive, and mapped by all its pages' PTEs
     /// or, with `pmd`, by one PMD — entries the caller has just written.
     /// The allocation's reference becomes the first mapping's: the caller
-    /// hands it over with [`FolioRef::into_raw`](crate::folio::FolioRef::into_raw)
+    /// hands it over with [`FolioRef::into_raw`](crate::physmem::folio::FolioRef::into_raw)
     /// (not dropped and taken again).
     pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) {
         f.set_anon_owner(mm_id, va >> crate::addr::PAGE_SHIFT);

@@ -1,4 +1,4 @@
-//! Unit tests of `thp::registry`.
+//! Unit tests of `abi::thp_sysfs`.
 
 use super::*;
 
@@ -207,8 +207,8 @@ fn writes_drive_policy() {
     t.write("enabled", "never\n").unwrap();
     t.write("hugepages-64kB/enabled", "always\n").unwrap();
     t.write("hugepages-16kB/enabled", "madvise\n").unwrap();
-    let none = super::super::policy::VmaThpHints::default();
-    let huge = super::super::policy::VmaThpHints {
+    let none = crate::thp::policy::VmaThpHints::default();
+    let huge = crate::thp::policy::VmaThpHints {
         hugepage: true,
         nohugepage: false,
     };

@@ -13,7 +13,7 @@
 //! | 22..32 | unused                                                         |
 //!
 //! The pageblock mobility tag is *not* here but in the owner word (see
-//! [`crate::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
+//! [`crate::physmem::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
 //! plain stores on every allocation and free, and a tag sharing it would
 //! need an atomic read-modify-write there to survive a concurrent retag.
 

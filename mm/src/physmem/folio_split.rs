@@ -1,7 +1,7 @@
 //! Splitting a folio's *metadata* into naturally aligned sub-folios (the
 //! descriptor side of Linux's `__split_folio_to_order`).  The address-space
-//! side — finding, unmapping and remapping the mappings — is in
-//! `aspace::split`.
+//! side is in `aspace::split`, which finds, unmaps and remaps the mappings
+//! through the reverse map (`aspace::rmap`).
 //!
 //! Kept in its own file (rather than in `folio.rs`) because it only adds a
 //! crate-internal method: the allocator's descriptor layout is the contract
@@ -13,8 +13,8 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::folio::{Folio, FolioLockGuard};
-use crate::frame_flags::{FrameState, PageFlags, TAILS_AE, word};
+use crate::physmem::folio::{Folio, FolioLockGuard};
+use crate::physmem::frame_flags::{FrameState, PageFlags, TAILS_AE, word};
 
 /// Folio flags a sub-folio inherits from the folio it was split from.  The
 /// queue flags must already be clear, `LARGE` is recomputed per sub-folio

@@ -1,0 +1,231 @@
+//! Which CPUs the machine has: the local APIC ids from the ACPI MADT, or
+//! from the MP table when there is no ACPI, read once at boot.
+//!
+//! Runs in the early boot while the entry code's identity map of the low
+//! 4 GiB is still live, because firmware tables may sit in memory the
+//! direct map does not cover (e820 reserved or ACPI areas between RAM
+//! ranges).  Only the ids are kept; nothing reads the tables later.
+//!
+//! Where the root pointer comes from: the PVH start info's `rsdp_paddr`
+//! when the loader filled it, else the EBDA's first KiB and the BIOS area
+//! 0xE0000..0x100000 (both `-M q35` with SeaBIOS and `-M microvm` put it
+//! there).  Without an RSDP the MP floating pointer is searched in the
+//! same places; without either the machine is taken to have one CPU, and
+//! a line on the console says so.
+use crate::console::kprint;
+use mm::cpu::MAX_CPUS;
+
+/// What the firmware tables said.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuList {
+    /// Local APIC ids of the usable CPUs, in table order (boot CPU included).
+    pub apic_ids: [u32; MAX_CPUS],
+    pub n: usize,
+    /// Enabled CPUs the tables listed beyond [`MAX_CPUS`] (not used).
+    pub dropped: usize,
+    /// Which table the list came from.
+    pub source: &'static str,
+}
+
+impl CpuList {
+    const fn empty() -> Self {
+        CpuList {
+            apic_ids: [0; MAX_CPUS],
+            n: 0,
+            dropped: 0,
+            source: "none",
+        }
+    }
+
+    fn push(&mut self, id: u32) {
+        if self.apic_ids[..self.n].contains(&id) {
+            return;
+        }
+        if self.n < MAX_CPUS {
+            self.apic_ids[self.n] = id;
+            self.n += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Read a `T` at physical address `pa` through the boot identity map;
+/// `T::default()` beyond 4 GiB.  Only reached from [`discover`], whose
+/// contract keeps the identity map live.
+fn rd<T: Copy + Default>(pa: u64) -> T {
+    if !below_4g(pa, core::mem::size_of::<T>() as u64) {
+        return T::default();
+    }
+    // SAFETY: below 4 GiB (checked), which the boot identity map covers
+    // while `discover` runs (its contract); reads of firmware tables have
+    // no side effects.
+    unsafe { core::ptr::read_unaligned(pa as *const T) }
+}
+
+fn below_4g(pa: u64, len: u64) -> bool {
+    pa.checked_add(len).is_some_and(|e| e <= 1 << 32)
+}
+
+/// Byte sum of `len` bytes at `pa` (ACPI and MP checksums make it 0).
+fn checksum(pa: u64, len: u64) -> u8 {
+    (0..len).fold(0u8, |s, i| s.wrapping_add(rd::<u8>(pa + i)))
+}
+
+/// The 16-byte aligned addresses where `sig` starts in the EBDA's first
+/// KiB or the BIOS area, whose `len` bytes sum to zero.
+fn scan(sig: &[u8], len: u64) -> Option<u64> {
+    // 0x40E: the EBDA segment in the BIOS data area.
+    let ebda = u64::from(rd::<u16>(0x40E)) << 4;
+    let areas = [
+        (
+            ebda,
+            if (0x80000..0xA0000).contains(&ebda) {
+                1024
+            } else {
+                0
+            },
+        ),
+        (0xE0000, 0x20000),
+    ];
+    for (base, size) in areas {
+        let mut a = base;
+        while a + len <= base + size {
+            if (0..sig.len()).all(|i| rd::<u8>(a + i as u64) == sig[i]) && checksum(a, len) == 0 {
+                return Some(a);
+            }
+            a += 16;
+        }
+    }
+    None
+}
+
+/// Find the CPUs.  `rsdp_hint` is the PVH start info's `rsdp_paddr` (0 if
+/// none).
+///
+/// # Safety
+/// The boot identity map of the low 4 GiB must be live (early boot, before
+/// `paging::init` switches to the kernel's tables).
+pub unsafe fn discover(rsdp_hint: u64) -> CpuList {
+    let rsdp = if rsdp_hint != 0 && below_4g(rsdp_hint, 36) {
+        Some(rsdp_hint)
+    } else {
+        scan(b"RSD PTR ", 20)
+    };
+    if let Some(r) = rsdp
+        && let Some(l) = from_madt(r)
+    {
+        return l;
+    }
+    if let Some(l) = from_mp_table() {
+        return l;
+    }
+    kprint!("x86_64: no ACPI MADT and no MP table: running on the boot CPU only\n");
+    CpuList::empty()
+}
+
+/// Walk the RSDT/XSDT the RSDP at `rsdp` names to the MADT ("APIC") and
+/// collect the enabled (or online-capable) local APIC and x2APIC entries.
+fn from_madt(rsdp: u64) -> Option<CpuList> {
+    let rev = rd::<u8>(rsdp + 15);
+    let (root, entry_size) = if rev >= 2 {
+        let x = rd::<u64>(rsdp + 24);
+        if x != 0 {
+            (x, 8)
+        } else {
+            (u64::from(rd::<u32>(rsdp + 16)), 4)
+        }
+    } else {
+        (u64::from(rd::<u32>(rsdp + 16)), 4)
+    };
+    if root == 0 || !below_4g(root, 36) {
+        return None;
+    }
+    let root_len = u64::from(rd::<u32>(root + 4));
+    if root_len < 36 || !below_4g(root, root_len) {
+        return None;
+    }
+    let mut madt = None;
+    let mut off = 36;
+    while off + entry_size <= root_len {
+        let t = if entry_size == 8 {
+            rd::<u64>(root + off)
+        } else {
+            u64::from(rd::<u32>(root + off))
+        };
+        if t != 0 && below_4g(t, 8) && rd::<[u8; 4]>(t) == *b"APIC" {
+            madt = Some(t);
+            break;
+        }
+        off += entry_size;
+    }
+    let madt = madt?;
+    let len = u64::from(rd::<u32>(madt + 4));
+    if len < 44 || !below_4g(madt, len) || checksum(madt, len) != 0 {
+        kprint!("x86_64: ACPI MADT at {:#x} is malformed, ignored\n", madt);
+        return None;
+    }
+    let mut l = CpuList::empty();
+    l.source = "ACPI MADT";
+    let mut off = 44;
+    while off + 2 <= len {
+        let (ty, elen) = (rd::<u8>(madt + off), u64::from(rd::<u8>(madt + off + 1)));
+        if elen < 2 || off + elen > len {
+            break;
+        }
+        let e = madt + off;
+        match (ty, elen) {
+            // Processor local APIC: uid u8, APIC id u8, flags u32.
+            (0, 8..) => {
+                let flags = rd::<u32>(e + 4);
+                if flags & 3 != 0 {
+                    l.push(u32::from(rd::<u8>(e + 3)));
+                }
+            }
+            // Processor local x2APIC: reserved u16, x2APIC id u32, flags u32, uid u32.
+            (9, 16..) => {
+                let flags = rd::<u32>(e + 8);
+                if flags & 3 != 0 {
+                    l.push(rd::<u32>(e + 4));
+                }
+            }
+            _ => {}
+        }
+        off += elen;
+    }
+    (l.n > 0).then_some(l)
+}
+
+/// The MP specification's configuration table: processor entries (type 0,
+/// 20 bytes, flags bit 0 = enabled); every other entry type is 8 bytes.
+fn from_mp_table() -> Option<CpuList> {
+    let fp = scan(b"_MP_", 16)?;
+    let cfg = u64::from(rd::<u32>(fp + 4));
+    if cfg == 0 || !below_4g(cfg, 44) || rd::<[u8; 4]>(cfg) != *b"PCMP" {
+        return None;
+    }
+    let len = u64::from(rd::<u16>(cfg + 4));
+    let count = rd::<u16>(cfg + 34);
+    if !below_4g(cfg, len) {
+        return None;
+    }
+    let mut l = CpuList::empty();
+    l.source = "MP table";
+    let mut off = 44;
+    for _ in 0..count {
+        if off >= len {
+            break;
+        }
+        let ty = rd::<u8>(cfg + off);
+        if ty == 0 {
+            let (id, flags) = (rd::<u8>(cfg + off + 1), rd::<u8>(cfg + off + 3));
+            if flags & 1 != 0 {
+                l.push(u32::from(id));
+            }
+            off += 20;
+        } else {
+            off += 8;
+        }
+    }
+    (l.n > 0).then_some(l)
+}

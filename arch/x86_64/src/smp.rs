@@ -1,0 +1,358 @@
+//! Secondary CPUs: start-up (INIT-SIPI-SIPI), per-CPU state, the per-CPU
+//! LAPIC tick and inter-processor interrupts.
+//!
+//! * CPUs are numbered 0.. (the boot CPU is 0) in the order the firmware
+//!   tables list their local APIC ids ([`crate::acpi`]), capped at
+//!   `mm::cpu::MAX_CPUS`.  [`cpu_id`] maps this CPU's LAPIC id back to its
+//!   number, so it is right in any context, on any CPU.
+//! * Start-up: the real-mode trampoline (`trampoline.s`) is copied to the
+//!   low page [`TRAMP_PA`] (inside the first MiB, which boot reserves as
+//!   firmware memory, so the frame allocator never hands it out) and runs
+//!   on its own 3-page table (identity map of the first 2 MiB plus the
+//!   kernel image's PML4 slot), never on the kernel's tables, which thus
+//!   never map low memory.  The table is cleared when every CPU is up.
+//!   CPUs are started one at a time; one that does not report online
+//!   within [`START_TIMEOUT_NS`] is named on the console, put back into
+//!   wait-for-SIPI with another INIT (so it cannot run the trampoline
+//!   later, when it holds another CPU's data), and the boot goes on.
+//! * Each secondary gets its own stack, GDT, TSS and double-fault IST
+//!   stack (heap), the shared IDT, GS base (and KERNEL_GS_BASE) pointing
+//!   at its [`PerCpu`] (it never runs user code, so no `swapgs` ever
+//!   changes them), the boot CPU's CR0/CR4/EFER, and a periodic LAPIC
+//!   timer at the boot CPU's rate on [`AP_TIMER_VECTOR`] (so the boot
+//!   CPU's timer path, which drives the scheduler, stays untouched).  The
+//!   boot CPU's GS base stays as the SYSCALL path expects (user.rs).
+//! * IPIs: [`send_ipi`] leaves a reason mask in the target's mailbox
+//!   (`arch_common::smp::CpuTable`, shared with arm64), then sends
+//!   [`IPI_VECTOR`]; the handler takes the mask, counts the IPI and calls
+//!   the hook with the reasons.  Several sends may merge into one
+//!   interrupt (the mask keeps every reason).
+use crate::acpi::CpuList;
+use crate::console::kprint;
+use crate::timer::{self, apic_read, apic_write};
+use crate::{cpu, gdt, paging, trap};
+use alloc::alloc::{Layout, alloc_zeroed};
+use arch_common::smp::CpuTable;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use mm::cpu::MAX_CPUS;
+use x86_64::VirtAddr;
+use x86_64::registers::control::{Cr0, Cr4};
+use x86_64::registers::model_specific::{ApicBase, ApicBaseFlags, Efer, GsBase, KernelGsBase};
+
+global_asm!(include_str!("trampoline.s"), options(att_syntax));
+
+unsafe extern "C" {
+    static ap_tramp_start: u8;
+    static ap_tramp_end: u8;
+    static ap_tramp_data: u8;
+    static x86_ap_entry64: u8;
+}
+
+/// Physical page the trampoline runs from (`AP_TRAMP_PA` in trampoline.s),
+/// followed by its PML4, PDPT and PD.  Below 1 MiB and in e820 RAM on
+/// both `microvm` and `q35` (checked at start-up).
+pub const TRAMP_PA: u64 = 0x8000;
+/// Vector of the secondaries' LAPIC timer.
+pub const AP_TIMER_VECTOR: u8 = 0x21;
+/// Vector of inter-processor interrupts.
+pub const IPI_VECTOR: u8 = 0xF0;
+/// How long a started CPU has to report online (generous: TCG on a busy
+/// host may take a while to schedule the new vCPU thread).
+const START_TIMEOUT_NS: u64 = 2_000_000_000;
+const STACK_SIZE: usize = 32 * 1024;
+const IST_SIZE: usize = 16 * 1024;
+
+const APIC_ID: u32 = 0x20;
+const APIC_ICR_LO: u32 = 0x300;
+const APIC_ICR_HI: u32 = 0x310;
+const ICR_PENDING: u32 = 1 << 12;
+const ICR_INIT: u32 = 0x0000_4500;
+const ICR_STARTUP: u32 = 0x0000_4600;
+const ICR_FIXED: u32 = 0x0000_4000;
+
+/// The CPUs (hardware id: the LAPIC id), their counters and mailboxes.
+static CPUS: CpuTable = CpuTable::new();
+
+arch_common::cpu_table_api!(CPUS, timer::ticks);
+
+/// What a secondary's GS base points at (`gs:[0]` is its id).
+#[repr(C)]
+pub struct PerCpu {
+    /// Logical CPU number.
+    pub id: usize,
+}
+
+static PERCPU: [PerCpu; MAX_CPUS] = {
+    let mut a = [const { PerCpu { id: 0 } }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        a[i].id = i;
+        i += 1;
+    }
+    a
+};
+
+/// CR0, CR4 and EFER of the boot CPU, for the secondaries to copy.
+static BSP_CR0: AtomicU64 = AtomicU64::new(0);
+static BSP_CR4: AtomicU64 = AtomicU64::new(0);
+static BSP_EFER: AtomicU64 = AtomicU64::new(0);
+/// The boot CPU's LAPIC timer reload count: the secondaries tick at its rate.
+static AP_INIT_COUNT: AtomicU32 = AtomicU32::new(0);
+/// The kernel's entry for secondaries (`fn(usize) -> !` as usize).
+static ENTRY: AtomicUsize = AtomicUsize::new(0);
+
+/// Record the firmware's CPU list (boot, before paging::init).  The boot
+/// CPU becomes CPU 0 whatever its place in the list.
+pub(crate) fn set_cpu_list(l: &CpuList, bsp_apic_id: u32) {
+    let mut ids = [0u64; MAX_CPUS];
+    for (d, &s) in ids.iter_mut().zip(&l.apic_ids[..l.n]) {
+        *d = u64::from(s);
+    }
+    let dropped = l.dropped + CPUS.set_possible(u64::from(bsp_apic_id), &ids[..l.n]);
+    if l.n == 0 {
+        return; // `acpi::discover` said why
+    }
+    kprint!(
+        "x86_64: {} CPU(s) from the {} (LAPIC ids {:?}){}\n",
+        CPUS.possible(),
+        l.source,
+        &l.apic_ids[..l.n],
+        if dropped > 0 {
+            ", more than MAX_CPUS: the rest unused"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The local APIC id of the running CPU.
+fn lapic_id() -> u64 {
+    let v = apic_read(APIC_ID);
+    u64::from(if timer::x2apic() { v } else { v >> 24 })
+}
+
+/// CPUs the firmware describes (at most `MAX_CPUS`).
+pub fn nr_cpus_possible() -> usize {
+    CPUS.possible()
+}
+
+/// This CPU's logical number (0 while only CPU 0 runs, without asking
+/// the APIC, whose mode is unknown before `timer_init`).
+pub fn cpu_id() -> usize {
+    CPUS.current(lapic_id)
+}
+
+/// Wait for the LAPIC to accept the last ICR write (xAPIC only: in x2APIC
+/// mode the write is the send).
+fn icr_wait() {
+    if timer::x2apic() {
+        return;
+    }
+    let t0 = timer::now_ns();
+    while apic_read(APIC_ICR_LO) & ICR_PENDING != 0 && timer::now_ns() - t0 < 10_000_000 {
+        cpu::cpu_relax();
+    }
+}
+
+/// Write the interrupt command register (destination: a LAPIC id).
+fn send_icr(dest: u32, low: u32) {
+    let irq = cpu::irq_save();
+    if timer::x2apic() {
+        // SAFETY: x2APIC mode is on, so the ICR MSR (0x830) exists; the
+        // value is a valid command (fixed/INIT/STARTUP to one id).
+        unsafe { cpu::wrmsr(0x830, (u64::from(dest) << 32) | u64::from(low)) };
+    } else {
+        // Interrupts masked: the two halves must not be split by another
+        // send from an interrupt handler on this CPU.
+        apic_write(APIC_ICR_HI, dest << 24);
+        apic_write(APIC_ICR_LO, low);
+        icr_wait();
+    }
+    cpu::irq_restore(irq);
+}
+
+/// Send an IPI with `reasons` (a bit mask the hook receives) to CPU `cpu`.
+/// Returns false (sending nothing) when that CPU is not online.
+pub fn send_ipi(cpu: usize, reasons: u32) -> bool {
+    if !CPUS.post(cpu, reasons) {
+        return false;
+    }
+    send_icr(CPUS.hw_id(cpu) as u32, ICR_FIXED | u32::from(IPI_VECTOR));
+    true
+}
+
+/// The IPI vector's handler (interrupts masked).
+pub(crate) fn on_ipi() {
+    apic_write(timer::APIC_EOI, 0);
+    CPUS.receive(cpu_id());
+}
+
+/// A secondary's timer interrupt: count it (nothing else runs there yet).
+pub(crate) fn on_ap_tick() {
+    CPUS.count_ticks(cpu_id(), 1);
+    apic_write(timer::APIC_EOI, 0);
+}
+
+/// A zeroed heap block of `size` bytes; returns its end (a stack top).
+fn stack(size: usize) -> u64 {
+    let layout = Layout::from_size_align(size, 4096).expect("stack layout");
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc_zeroed(layout) };
+    assert!(!p.is_null(), "smp: out of memory for a CPU stack");
+    p as u64 + size as u64
+}
+
+/// Write a u64 at physical `pa` (low memory, through the direct map).
+fn poke(pa: u64, v: u64) {
+    // SAFETY: `pa` lies in the trampoline's pages (below 1 MiB), which the
+    // direct map covers and nothing else uses (reserved as firmware memory).
+    unsafe { core::ptr::write_volatile((paging::PHYS_OFFSET + pa) as *mut u64, v) };
+}
+
+/// Copy the trampoline and build its page table.
+fn install_trampoline() {
+    let start = &raw const ap_tramp_start as u64;
+    let end = &raw const ap_tramp_end as u64;
+    assert!(end - start <= 4096, "trampoline larger than a page");
+    // SAFETY: the source is the trampoline in the kernel image; the
+    // destination is the reserved low page (see `poke`), 4 KiB long.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            start as *const u8,
+            (paging::PHYS_OFFSET + TRAMP_PA) as *mut u8,
+            (end - start) as usize,
+        );
+    }
+    let (pml4, pdpt, pd) = (TRAMP_PA + 0x1000, TRAMP_PA + 0x2000, TRAMP_PA + 0x3000);
+    for i in 0..512 * 3 {
+        poke(pml4 + i * 8, 0);
+    }
+    // P | RW, and PS for the 2 MiB identity leaf over the trampoline.
+    poke(pml4, pdpt | 0x3);
+    poke(pdpt, pd | 0x3);
+    poke(pd, 0x83);
+    // The kernel image's slot, so `x86_ap_entry64` can run before CR3
+    // holds the kernel's own root.
+    let slot = paging::PHYS_OFFSET + paging::kernel_root() + 511 * 8;
+    // SAFETY: the kernel's root is a live table frame in RAM, which the
+    // direct map covers; its last entry maps the image and never changes.
+    poke(pml4 + 511 * 8, unsafe {
+        core::ptr::read_volatile(slot as *const u64)
+    });
+}
+
+/// Bring up every other CPU the firmware listed; each runs `entry(cpu)`
+/// once it is set up (interrupts still masked).  Call once, on CPU 0,
+/// after `timer_init` and with the kernel heap working.  Returns the
+/// number of CPUs online.
+pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
+    let n = nr_cpus_possible();
+    if n <= 1 {
+        return 1;
+    }
+    let ram_ok = paging::boot_ram()
+        .iter()
+        .any(|r| r.start <= TRAMP_PA && TRAMP_PA + 0x4000 <= r.end);
+    if !ram_ok {
+        kprint!(
+            "x86_64: no RAM at {:#x} for the start-up trampoline: one CPU\n",
+            TRAMP_PA
+        );
+        return 1;
+    }
+    ENTRY.store(entry as usize, Ordering::Relaxed);
+    BSP_CR0.store(Cr0::read_raw(), Ordering::Relaxed);
+    BSP_CR4.store(Cr4::read_raw(), Ordering::Relaxed);
+    BSP_EFER.store(Efer::read_raw(), Ordering::Relaxed);
+    AP_INIT_COUNT.store(timer::lapic_counts().0, Ordering::Relaxed);
+    install_trampoline();
+    let data = TRAMP_PA + (&raw const ap_tramp_data as u64 - &raw const ap_tramp_start as u64);
+    for c in 1..n {
+        let apic = CPUS.hw_id(c) as u32;
+        poke(data, paging::kernel_root());
+        poke(data + 8, stack(STACK_SIZE));
+        poke(data + 16, c as u64);
+        poke(data + 24, &raw const x86_ap_entry64 as u64);
+        // INIT, 10 ms, then STARTUP twice (the second is ignored by a CPU
+        // that already left wait-for-SIPI).
+        send_icr(apic, ICR_INIT);
+        spin_ns(10_000_000);
+        let sipi = ICR_STARTUP | (TRAMP_PA >> 12) as u32;
+        send_icr(apic, sipi);
+        spin_ns(200_000);
+        if !cpu_online(c) {
+            send_icr(apic, sipi);
+        }
+        let t0 = timer::now_ns();
+        while !cpu_online(c) && timer::now_ns() - t0 < START_TIMEOUT_NS {
+            cpu::cpu_relax();
+        }
+        if !cpu_online(c) {
+            kprint!(
+                "x86_64: CPU {} (LAPIC id {}) did not come up within {} ms; continuing without it\n",
+                c,
+                apic,
+                START_TIMEOUT_NS / 1_000_000
+            );
+            send_icr(apic, ICR_INIT);
+        }
+    }
+    // The identity table is not needed any more.
+    for i in 0..512 * 3 {
+        poke(TRAMP_PA + 0x1000 + i * 8, 0);
+    }
+    nr_cpus_online()
+}
+
+fn spin_ns(ns: u64) {
+    let t0 = timer::now_ns();
+    while timer::now_ns() - t0 < ns {
+        cpu::cpu_relax();
+    }
+}
+
+/// Rust entry of a secondary, on its own stack, on the kernel's root,
+/// interrupts masked.
+#[unsafe(no_mangle)]
+extern "C" fn x86_ap_rust_entry(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    // SAFETY: the boot CPU's values for the same model of CPU: same paging
+    // mode (PAE, long mode, NX), WP, PGE/SMEP/SMAP, FPU bits.  CR3 holds
+    // the kernel's root with PCID 0, as CR4.PCIDE requires.
+    unsafe {
+        Cr0::write_raw(BSP_CR0.load(Ordering::Relaxed));
+        Cr4::write_raw(BSP_CR4.load(Ordering::Relaxed));
+        Efer::write_raw(BSP_EFER.load(Ordering::Relaxed));
+    }
+    gdt::init_secondary(stack(IST_SIZE));
+    trap::init();
+    let me = &PERCPU[cpu];
+    // This CPU never runs user code or the SYSCALL entry, so no `swapgs`
+    // ever exchanges the two.
+    GsBase::write(VirtAddr::from_ptr(me));
+    KernelGsBase::write(VirtAddr::from_ptr(me));
+    let (frame, mut flags) = ApicBase::read();
+    flags.insert(ApicBaseFlags::LAPIC_ENABLE);
+    if timer::x2apic() {
+        flags.insert(ApicBaseFlags::X2APIC_ENABLE);
+    }
+    // SAFETY: the same base as firmware chose, the boot CPU's mode.
+    unsafe { ApicBase::write(frame, flags) };
+    apic_write(timer::APIC_SVR, 0x100 | u32::from(trap::SPURIOUS_VECTOR));
+    apic_write(timer::APIC_TPR, 0);
+    apic_write(timer::APIC_TIMER_DIV, 0x3);
+    apic_write(
+        timer::APIC_LVT_TIMER,
+        timer::LVT_PERIODIC | u32::from(AP_TIMER_VECTOR),
+    );
+    apic_write(
+        timer::APIC_TIMER_INIT,
+        AP_INIT_COUNT.load(Ordering::Relaxed),
+    );
+    CPUS.set_online(cpu);
+    let p = ENTRY.load(Ordering::Relaxed);
+    // SAFETY: `start_secondaries` stored a `fn(usize) -> !` there.
+    let entry = unsafe { core::mem::transmute::<usize, fn(usize) -> !>(p) };
+    entry(cpu)
+}

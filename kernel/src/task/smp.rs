@@ -1,0 +1,164 @@
+//! The other CPUs (issue 14, step 1: bring-up).
+//!
+//! Every CPU the firmware describes is started by the arch crate
+//! (`arch::start_secondaries`) and runs [`secondary_main`]: an idle loop
+//! with interrupts on that takes its own timer ticks and answers IPIs.
+//!
+//! Still uniprocessor (what later steps change): the scheduler, every
+//! thread, the memory manager and user space run on CPU 0 only.  A
+//! secondary never enters the scheduler, never allocates, never touches
+//! an address space; `sched::NR_CPUS` stays 1, `memory::KernelCpu` reports
+//! CPU 0, and `sched_getaffinity` reports CPU 0 (the only CPU a task can
+//! run on), while `/sys/devices/system/cpu/online` lists every running CPU.
+use crate::arch;
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm::cpu::MAX_CPUS;
+
+/// IPI reason: "answer me" (the self-tests' round trip).
+pub const IPI_PING: u32 = 1 << 0;
+
+/// Pings each CPU answered.
+static PINGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Start the secondaries (CPU 0, after the timer and the heap).
+pub fn init() {
+    arch::set_ipi_hook(on_ipi);
+    let possible = arch::nr_cpus_possible();
+    let online = arch::start_secondaries(secondary_main);
+    if possible > 1 || online > 1 {
+        info!("smp: {} of {} CPUs online", online, possible);
+    }
+}
+
+/// A secondary's life for now: idle with interrupts on (its timer and
+/// IPIs are handled by the arch crate and [`on_ipi`]).
+fn secondary_main(_cpu: usize) -> ! {
+    arch::irq_enable();
+    loop {
+        arch::halt();
+    }
+}
+
+/// The IPI hook (interrupts masked, on the receiving CPU).
+fn on_ipi(reasons: u32) {
+    if reasons & IPI_PING != 0
+        && let Some(p) = PINGS.get(arch::cpu_id())
+    {
+        p.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Pings CPU `cpu` has answered.
+#[cfg(feature = "selftest")]
+pub fn pings(cpu: usize) -> u64 {
+    PINGS.get(cpu).map_or(0, |p| p.load(Ordering::Acquire))
+}
+
+/// Linux's CPU list format for CPUs `0..n` of a contiguous set: "0" or "0-3".
+pub fn cpu_list(n: usize) -> alloc::string::String {
+    if n <= 1 {
+        alloc::string::String::from("0\n")
+    } else {
+        alloc::format!("0-{}\n", n - 1)
+    }
+}
+
+/// `/sys/devices/system/cpu/online` (the CPUs that started; those that
+/// did not are missing from it, as on Linux).
+pub fn online_list() -> alloc::string::String {
+    let mut s = alloc::string::String::new();
+    let mut c = 0;
+    while c < MAX_CPUS {
+        if arch::cpu_online(c) {
+            let start = c;
+            while c + 1 < MAX_CPUS && arch::cpu_online(c + 1) {
+                c += 1;
+            }
+            if !s.is_empty() {
+                s.push(',');
+            }
+            if start == c {
+                s.push_str(&alloc::format!("{}", c));
+            } else {
+                s.push_str(&alloc::format!("{}-{}", start, c));
+            }
+        }
+        c += 1;
+    }
+    s.push('\n');
+    s
+}
+
+/// Wait up to a second for `cond`.
+#[cfg(feature = "selftest")]
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = arch::now_ns();
+    while !cond() {
+        if arch::now_ns() - t0 > 1_000_000_000 {
+            return false;
+        }
+        arch::cpu_relax();
+    }
+    true
+}
+
+// The SMP self-tests are named `arch_smp_*`: they check the arch crates'
+// bring-up through the arch API, so the machine-configuration boots that
+// run `selftest=arch_` (x86 q35, arm64 EL2 entry and GICv3, all with two
+// CPUs) run them, as do the `selftest=smp` boots.
+
+#[cfg(feature = "selftest")]
+ktest::ktest! {
+    /// Every CPU the firmware describes is online (with one CPU:
+    /// trivially), the boot CPU is CPU 0, and `/sys/devices/system/cpu/online`
+    /// says so.
+    fn arch_smp_every_cpu_online() {
+        ktest::check_eq!(arch::cpu_id(), 0, "the boot CPU's id");
+        let n = arch::nr_cpus_possible();
+        for c in 0..n {
+            ktest::check!(arch::cpu_online(c), "CPU {} of {} is not online", c, n);
+        }
+        ktest::check_eq!(arch::nr_cpus_online(), n);
+        ktest::check_eq!(online_list(), cpu_list(n));
+        Ok(())
+    }
+}
+
+#[cfg(feature = "selftest")]
+ktest::ktest! {
+    /// Each secondary's own timer ticks: 3 ticks within a second.
+    fn arch_smp_secondary_timers_tick() {
+        if arch::nr_cpus_online() < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        // The online ones (a missing CPU fails `arch_smp_every_cpu_online`).
+        for c in (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)) {
+            let t = arch::cpu_ticks(c);
+            ktest::check!(wait_for(|| arch::cpu_ticks(c) >= t + 3),
+                "CPU {}: {} ticks in a second", c, arch::cpu_ticks(c) - t);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "selftest")]
+ktest::ktest! {
+    /// An IPI round trip to each secondary: the arch counts the interrupt
+    /// there and the kernel's hook answers the ping, within a second each.
+    /// Fails when the send does nothing (checked once on each arch by making
+    /// the arch's send return before raising the interrupt).
+    fn arch_smp_ipi_round_trip() {
+        if arch::nr_cpus_online() < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        // The online ones (a missing CPU fails `arch_smp_every_cpu_online`).
+        for c in (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)) {
+            let (n, before) = (arch::ipi_count(c), pings(c));
+            ktest::check!(arch::send_ipi(c, IPI_PING), "send_ipi to CPU {} refused", c);
+            ktest::check!(wait_for(|| pings(c) > before), "CPU {} did not answer a ping within 1 s", c);
+            ktest::check!(arch::ipi_count(c) > n, "CPU {} answered without an IPI counted", c);
+        }
+        ktest::check!(!arch::send_ipi(mm::cpu::MAX_CPUS, IPI_PING), "an IPI to a CPU that does not exist was sent");
+        Ok(())
+    }
+}

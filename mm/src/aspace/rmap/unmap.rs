@@ -1,0 +1,166 @@
+//! Taking a folio out of every page table that maps it and putting it
+//! back: the two halves of anything that must change a folio while nobody
+//! can reach it (split today; migration and reclaim later).
+//!
+//! [`try_to_unmap`] clears every mapping found by an [`RmapWalk`] and
+//! remembers each entry's attributes; [`restore_mappings`] writes them back
+//! for whatever folios the pages belong to by then.  In between, the
+//! page-table locks the walk holds keep anyone from faulting the range back
+//! in: the role Linux's migration entries play.
+
+use alloc::vec::Vec;
+
+use crate::addr::PAGE_SIZE;
+use crate::aspace::ctx::MmCtx;
+use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PagingArch, Step};
+use crate::physmem::folio::Folio;
+use crate::thp::VmEvent;
+
+use super::RmapWalk;
+
+/// One PTE mapping of a folio, cleared by [`try_to_unmap`] and to be
+/// written back by [`restore_mappings`].
+#[derive(Clone, Copy)]
+pub(crate) struct SavedPte {
+    /// Index into the walk's address spaces.
+    pub(crate) mm: usize,
+    /// Page index in the folio.
+    pub(crate) page: u64,
+    pub(crate) attrs: Attrs,
+}
+
+/// Clears every mapping of `folio` in the walk's address spaces: PMD
+/// mappings are split into PTEs first (their deposit makes that
+/// infallible), then every PTE mapping the folio is cleared, one gathered
+/// flush per address space.  Then the mappings' large mapcount and
+/// references are dropped; the caller's own reference keeps the folio
+/// alive.  Returns the cleared entries in address order per space.
+///
+/// Nothing here fails: the walk already proved it holds every mapping.
+pub(crate) fn try_to_unmap<'a, A: PagingArch>(
+    walk: &mut RmapWalk<'_, 'a, A>,
+    folio: Folio<'a>,
+) -> Vec<SavedPte> {
+    let va = walk.va;
+    let nr = folio.nr_pages();
+    let mut saved: Vec<SavedPte> = Vec::new();
+    for (k, (m, pt)) in walk.mappers.iter().zip(walk.guards.iter_mut()).enumerate() {
+        let w = pt.lookup(va);
+        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
+            m.split_pmd_locked(pt, va);
+        }
+        // Table by table: a folio moved by mremap to an address that is not
+        // a multiple of its size may straddle two PTE tables.
+        let mut g = pt.gather();
+        let span = FolioSpan {
+            first_pfn: folio.pfn(),
+            nr,
+        };
+        for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
+            let Step::Ptes(run) = step else { continue };
+            let mut i = 0;
+            while i < run.len() {
+                let page = (run.va(i) - va) / PAGE_SIZE;
+                let Some(b) = run
+                    .leaf(i)
+                    .filter(|l| l.pfn == folio.pfn() + page)
+                    .and_then(|_| run.folio_pte_batch(i, span, BatchMatch::Frames))
+                else {
+                    i += 1;
+                    continue;
+                };
+                for j in 0..b.nr {
+                    let l = run.leaf(i + j).expect("in the batch");
+                    saved.push(SavedPte {
+                        mm: k,
+                        page: page + j as u64,
+                        attrs: l.attrs,
+                    });
+                }
+                let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
+                // A contiguous block records young/dirty once for all entries.
+                if r.young || r.dirty {
+                    for s in saved.iter_mut().rev().take(b.nr) {
+                        s.attrs.young |= r.young;
+                        s.attrs.dirty |= r.dirty;
+                    }
+                }
+                i += b.nr;
+            }
+        }
+        g.finish();
+    }
+    // Unmapped everywhere: drop the mappings' references (the caller's one
+    // keeps it alive).
+    let maps = saved.len() as u32;
+    folio.add_large_mapcount(-(maps as i32));
+    if maps > 0 {
+        folio.put_many(maps);
+    }
+    saved
+}
+
+/// Writes back the entries [`try_to_unmap`] cleared, for the folio each
+/// page belongs to now (`folio_of(page)`, `page` counted from `first_pfn`,
+/// the old folio's first frame), one `set_ptes` per run of consecutive
+/// pages of one folio with the same attributes, taking a reference and a
+/// large mapcount per entry.  So after a split, arm64 sub-folios of 64 KiB
+/// or more come back contpte-mapped and smaller ones as plain PTEs.
+///
+/// With `zero_remap` (anonymous splits down to order 0, as Linux's
+/// `remap_page` with `RMP_USE_SHARED_ZEROPAGE`), an order-0 folio whose
+/// page is entirely zero is mapped to the shared zero page instead and
+/// loses its anon-exclusive bit and its RSS, so it is freed when the
+/// caller drops its reference.
+pub(crate) fn restore_mappings<'a, A: PagingArch>(
+    ctx: &MmCtx<'a>,
+    walk: &mut RmapWalk<'_, 'a, A>,
+    saved: &[SavedPte],
+    first_pfn: u64,
+    folio_of: impl Fn(u64) -> Folio<'a>,
+    zero_remap: bool,
+) {
+    let va = walk.va;
+    let stats = &ctx.thp.stats;
+    let zero_pfn = ctx.zero_pfn();
+    let mut i = 0;
+    while i < saved.len() {
+        let s0 = saved[i];
+        let sub = folio_of(s0.page);
+        let (m, pt) = (walk.mappers[s0.mm], &mut walk.guards[s0.mm]);
+        let at_va = va + s0.page * PAGE_SIZE;
+        if zero_remap && sub.order() == 0 && ctx.mem.is_zero(sub.pa(), PAGE_SIZE) {
+            let mut a = crate::aspace::fault::zero_attrs_for(s0.attrs.perms);
+            a.young = s0.attrs.young;
+            pt.set_ptes(at_va, zero_pfn, 1, a)
+                .expect("entry cleared above in an existing table");
+            sub.page(0).clear_anon_exclusive();
+            m.rss_sub(1);
+            stats.count(VmEvent::ZeroPageMap);
+            i += 1;
+            continue;
+        }
+        let key = s0.attrs.fold_key();
+        let mut attrs = s0.attrs;
+        let mut j = i + 1;
+        while j < saved.len() {
+            let s = saved[j];
+            if s.mm != s0.mm
+                || s.page != s0.page + (j - i) as u64
+                || s.attrs.fold_key() != key
+                || folio_of(s.page) != sub
+            {
+                break;
+            }
+            attrs.young |= s.attrs.young;
+            attrs.dirty |= s.attrs.dirty;
+            j += 1;
+        }
+        let n = (j - i) as u32;
+        sub.get_many(n);
+        sub.add_large_mapcount(n as i32);
+        pt.set_ptes(at_va, first_pfn + s0.page, n as usize, attrs)
+            .expect("entries cleared above in an existing table");
+        i = j;
+    }
+}

@@ -1,0 +1,131 @@
+//! Finding the mappings of a folio: in one address space
+//! (`count_own_mappings`, for the fault path's reuse test) and across
+//! every address space that may map it ([`rmap_walk`], which takes their
+//! page-table locks so the mappings cannot change until the caller is
+//! done).  See the module docs of `rmap` for where the candidates come
+//! from.
+
+use alloc::vec::Vec;
+
+use crate::abi::errno::Errno;
+use crate::addr::{PAGE_SIZE, PMD_SIZE};
+use crate::aspace::{Mm, PtGuard};
+use crate::paging::{PageTable, PagingArch};
+use crate::physmem::folio::Folio;
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// Entries of this space mapping frames of `f`, looked for in the
+    /// folio-sized windows at `start` and at the rmap owner's address (if
+    /// this space owns `f`): where the fault finds the folio and where
+    /// mremap last put it.
+    pub(crate) fn count_own_mappings(
+        &self,
+        pt: &PageTable<'a, A>,
+        f: Folio<'a>,
+        start: u64,
+    ) -> u64 {
+        let size = f.size();
+        let mut windows = [(start, start.saturating_add(size)), (0, 0)];
+        if let Some((id, vpn)) = f.anon_owner()
+            && id == self.id
+        {
+            let o = vpn << crate::addr::PAGE_SHIFT;
+            let (lo, hi) = (o, o.saturating_add(size));
+            if hi <= windows[0].0 || lo >= windows[0].1 {
+                windows[1] = (lo, hi);
+            } else {
+                windows[0] = (lo.min(windows[0].0), hi.max(windows[0].1));
+            }
+        }
+        windows
+            .iter()
+            .map(|&(lo, hi)| self.count_mappings_in(pt, f, lo, hi))
+            .sum()
+    }
+
+    /// Entries of this space in `[lo, hi)` mapping frames of `f` (a PMD
+    /// leaf counts once, if its first page lies in the range).
+    fn count_mappings_in(&self, pt: &PageTable<'a, A>, f: Folio<'a>, lo: u64, hi: u64) -> u64 {
+        let frames = f.pfn()..f.pfn() + f.nr_pages();
+        crate::aspace::count_leaves(
+            pt,
+            lo,
+            hi,
+            |start, l| l.pfn == f.pfn() && start.is_multiple_of(PMD_SIZE),
+            |_, l| frames.contains(&l.pfn),
+        )
+    }
+}
+
+/// Mappings of `folio` in `pt` in place: page `i` at `va + i` pages, or a
+/// PMD leaf of the whole folio at `va`.  These are what a split unmaps and
+/// remaps; a mapping anywhere else (part of the folio moved by mremap) is
+/// not counted, so the split refuses with EBUSY instead of leaving it
+/// mapped.
+fn count_in_place<'a, A: PagingArch>(pt: &PageTable<'a, A>, folio: Folio<'a>, va: u64) -> u64 {
+    let end = va + folio.nr_pages() * PAGE_SIZE;
+    crate::aspace::count_leaves(
+        pt,
+        va,
+        end,
+        |start, l| start == va && va.is_multiple_of(PMD_SIZE) && l.pfn == folio.pfn(),
+        |at, l| l.pfn == folio.pfn() + (at - va) / PAGE_SIZE,
+    )
+}
+
+/// The address spaces that map a folio, with their page-table locks held
+/// (taken in ascending mm-id order), and every mapping of the folio found
+/// in them: until this is dropped, no mapping of the folio can appear,
+/// vanish or change.
+pub(crate) struct RmapWalk<'m, 'a, A: PagingArch> {
+    /// The spaces mapping the folio, ascending mm id.
+    pub(crate) mappers: Vec<&'m Mm<'a, A>>,
+    /// Their page-table locks, index for index with `mappers`.
+    pub(crate) guards: Vec<PtGuard<'m, 'a, A>>,
+    /// Where the folio's first page is mapped (its rmap owner address).
+    pub(crate) va: u64,
+}
+
+/// Finds and locks every address space of `mms` that maps `folio` at `va`
+/// (its rmap owner address), and checks that the mappings found there are
+/// all the folio has.
+///
+/// Page-table locks are only tried, never waited for: a contended one
+/// fails with EAGAIN rather than spin (see `Mm::try_lock_pt`).  Which
+/// spaces map the folio is first a snapshot, one space at a time; under
+/// all their locks the in-place mappings are counted again, and if they do
+/// not add up to the folio's large mapcount (some mapping is in a space
+/// not in `mms`, or not in place) the walk fails with EBUSY.
+pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
+    mms: &[&'m Mm<'a, A>],
+    folio: Folio<'a>,
+    va: u64,
+) -> Result<RmapWalk<'m, 'a, A>, Errno> {
+    let mut mappers: Vec<&'m Mm<'a, A>> = Vec::new();
+    for &m in mms {
+        let Some(pt) = m.try_lock_pt() else {
+            return Err(Errno::EAGAIN);
+        };
+        if m.count_own_mappings(&pt, folio, va) > 0 {
+            mappers.push(m);
+        }
+    }
+    mappers.sort_by_key(|m| m.id);
+    mappers.dedup_by_key(|m| m.id);
+    let mut guards: Vec<PtGuard<'m, 'a, A>> = Vec::with_capacity(mappers.len());
+    for &m in &mappers {
+        match m.try_lock_pt() {
+            Some(g) => guards.push(g),
+            None => return Err(Errno::EAGAIN),
+        }
+    }
+    let found: u64 = guards.iter().map(|g| count_in_place(g, folio, va)).sum();
+    if found != folio.large_mapcount() as u64 {
+        return Err(Errno::EBUSY);
+    }
+    Ok(RmapWalk {
+        mappers,
+        guards,
+        va,
+    })
+}

@@ -1,0 +1,205 @@
+//! Allocation: a block from the running CPU's cache, refilled from the
+//! zone in batches, or straight from the zone for uncached orders; then the
+//! block becomes a folio (`prep_new_folio`).  The fast path is the reason
+//! this file exists on its own: what is inlined into a hit and what goes
+//! out of line is decided here, and instruction counts per fault depend on
+//! it.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use super::{AllocError, AllocFlags, BuddyAllocator, MAX_ORDER, UNMOVABLE};
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
+use crate::cpu::{IrqGuard, MAX_CPUS};
+use crate::physmem::folio::Folio;
+use crate::physmem::frame_flags::{FrameState, POISONED, PageFlags, word};
+use crate::physmem::pcp::{PCP_MAX_ORDER, PcpLists, pcp_batch};
+
+impl BuddyAllocator<'_> {
+    /// Allocates a folio of `order` on the running CPU.
+    ///
+    /// Only a hit in the CPU's cache is inlined; a miss (refill from the
+    /// zone, uncached orders, the drain-and-retry when memory runs out)
+    /// goes out of line and starts over there, so the hit compiles to code
+    /// that saves no registers and makes no calls.
+    #[inline]
+    pub fn alloc(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
+        let mt = flags.migratetype() as usize;
+        if self.cpu.trivial() {
+            // No hooks to call: CPU 0, nothing to mask.
+            if let Some(idx) = self.pcp_hit(0, order, mt) {
+                return Ok(self.prep_new_folio(idx, order, flags, mt));
+            }
+        } else if order <= PCP_MAX_ORDER {
+            let (irq, cpu) = self.cpu.irq_guard_on_cpu();
+            if let Some(idx) = self.pcp_hit(cpu, order, mt) {
+                drop(irq);
+                return Ok(self.prep_new_folio(idx, order, flags, mt));
+            }
+        }
+        self.alloc_slow(order, flags)
+    }
+
+    /// A block of `order` from `cpu`'s cache, if the order is cached and
+    /// the cache has one (interrupts masked by the caller).
+    #[inline(always)]
+    fn pcp_hit(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
+        if order > PCP_MAX_ORDER || cpu >= MAX_CPUS {
+            return None;
+        }
+        let p = self.pcp[cpu].0.enter(cpu);
+        let idx = p.pop(&{ self.memmap }, mt, order)?;
+        p.count_alloc(order);
+        Some(idx)
+    }
+
+    /// [`Self::alloc`] after a cache miss.
+    #[inline(never)]
+    fn alloc_slow(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
+        let (irq, cpu) = self.cpu.irq_guard_on_cpu();
+        self.alloc_inner(cpu, order, flags, irq)
+    }
+
+    /// Allocates a folio of `order` using `cpu`'s cache (the caller
+    /// guarantees it runs on `cpu`, or that `cpu`'s cache is otherwise not
+    /// in use: the pcp lock keeps it correct either way).
+    #[inline]
+    pub fn alloc_on(
+        &self,
+        cpu: usize,
+        order: u32,
+        flags: AllocFlags,
+    ) -> Result<Folio<'_>, AllocError> {
+        let irq = self.cpu.irq_guard();
+        self.alloc_inner(cpu, order, flags, irq)
+    }
+
+    #[inline]
+    fn alloc_inner(
+        &self,
+        cpu: usize,
+        order: u32,
+        flags: AllocFlags,
+        irq: IrqGuard<'_>,
+    ) -> Result<Folio<'_>, AllocError> {
+        if order > MAX_ORDER {
+            return Err(AllocError::BadOrder);
+        }
+        let mt = flags.migratetype() as usize;
+        let idx = match self.take_block(cpu, order, mt) {
+            Some(i) => i,
+            None => {
+                // Free memory may sit in some CPU's cache (including ours,
+                // in other orders): return it all and try once more.
+                self.drain_cpu(cpu);
+                self.cpu.ops.call_on_others(&|| {
+                    self.drain_local();
+                });
+                match self.take_block(cpu, order, mt) {
+                    Some(i) => i,
+                    None => {
+                        self.failures[order as usize].fetch_add(1, Relaxed);
+                        return Err(AllocError::NoMemory);
+                    }
+                }
+            }
+        };
+        drop(irq);
+        Ok(self.prep_new_folio(idx, order, flags, mt))
+    }
+
+    /// Takes a block from `cpu`'s cache (refilling it by a batch from the
+    /// zone when empty) or, for uncached orders, from the zone.  Only the
+    /// cache hit is inlined: the zone paths are out of line, so the hit
+    /// needs no callee-saved registers.
+    #[inline(always)]
+    fn take_block(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
+        // A copy, not a reference: `self` has interior mutability, so the
+        // compiler would reload the memmap's fields after every store.
+        let mm = &{ self.memmap };
+        if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
+            let p = self.pcp[cpu].0.enter(cpu);
+            let idx = match p.pop(mm, mt, order) {
+                Some(i) => i,
+                None => self.refill(&p, order, mt)?,
+            };
+            p.count_alloc(order);
+            Some(idx)
+        } else {
+            self.take_direct(order, mt)
+        }
+    }
+
+    /// The cache is empty: takes a block for the caller plus up to
+    /// `batch - 1` more for the cache, in one zone-lock hold.
+    #[inline(never)]
+    fn refill(&self, p: &PcpLists, order: u32, mt: usize) -> Option<u32> {
+        let mm = &self.memmap;
+        let mut z = self.zone.lock();
+        let first = z.rmqueue(mm, order, mt)?;
+        for _ in 1..pcp_batch(order) {
+            match z.rmqueue(mm, order, mt) {
+                Some(i) => {
+                    let keep = mm.at(i).flags.load(Relaxed) & POISONED;
+                    _ = p.push(mm, mt, order, i, keep);
+                }
+                None => break,
+            }
+        }
+        Some(first)
+    }
+
+    /// An uncached order (or CPU): straight from the zone.
+    #[inline(never)]
+    fn take_direct(&self, order: u32, mt: usize) -> Option<u32> {
+        let mut z = self.zone.lock();
+        let idx = z.rmqueue(&self.memmap, order, mt)?;
+        z.direct_allocs[order as usize] += 1;
+        Some(idx)
+    }
+
+    /// Turns the free block at `idx` into a folio: checks the poison, writes
+    /// the head, zeroes on request.  Tails are already `Body` with clean
+    /// flags (the free path guarantees it), which is what a tail stores.
+    #[inline]
+    fn prep_new_folio(&self, idx: u32, order: u32, flags: AllocFlags, mt: usize) -> Folio<'_> {
+        let mm = &{ self.memmap };
+        let head = mm.at(idx);
+        if self.poison_seen.load(Relaxed) {
+            self.check_poison(idx, order);
+        }
+        let mut pf = PageFlags::empty();
+        if order > 0 {
+            pf |= PageFlags::LARGE;
+        }
+        if flags.contains(AllocFlags::PAGETABLE) {
+            pf |= PageFlags::PAGETABLE;
+        }
+        if mt == UNMOVABLE {
+            pf |= PageFlags::KERNEL;
+        }
+        head.set_fresh(word(FrameState::Head, order, pf.bits()));
+        head.refcount.store(1, Relaxed);
+        head.mapcount.store(0, Relaxed);
+        head.entire_mapcount.store(0, Relaxed);
+        // The links are left as the free lists left them: they only mean
+        // something while `DEFERRED_SPLIT` is set, and `FolioList` writes
+        // both when it queues the folio.
+        if flags.contains(AllocFlags::ZERO) {
+            self.phys
+                .zero(mm.pfn_of(idx) << PAGE_SHIFT, PAGE_SIZE << order);
+        }
+        Folio::from_head(self, idx)
+    }
+
+    /// A shared zero folio (order 0: the zero page; order 9: the huge zero
+    /// folio): zeroed, flagged `ZERO_PAGE | RESERVED`, and never freed —
+    /// dropping its last reference panics.  Map it read-only.
+    pub fn alloc_zero_folio(&self, order: u32) -> Result<Folio<'_>, AllocError> {
+        let f = self.alloc(order, AllocFlags::ZERO | AllocFlags::KERNEL)?;
+        self.memmap
+            .at(f.idx())
+            .flags
+            .fetch_or((PageFlags::ZERO_PAGE | PageFlags::RESERVED).bits(), Relaxed);
+        Ok(f)
+    }
+}

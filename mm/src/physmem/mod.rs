@@ -1,0 +1,28 @@
+//! Physical memory: everything that deals in frames rather than in virtual
+//! addresses.
+//!
+//! Gathered in one folder so that the layers below the address spaces are
+//! visible as one layer, and so that work on frames (compaction, migration
+//! targets, memory hotplug, NUMA nodes) has one obvious home:
+//!
+//! * [`memmap`]: one [`memmap::FrameDesc`] per 4 KiB frame, and
+//!   [`frame_flags`], the layout of its flags word;
+//! * [`folio`]: the handles for allocated runs of frames (`Folio`,
+//!   `FolioRef`, `Page`) and, in `folio_split`, splitting a folio's
+//!   descriptors into smaller folios;
+//! * [`buddy`]: the zone's free lists, with [`pcp`] its per-CPU caches;
+//! * [`phys`]: how `mm` reads and writes physical memory without touching
+//!   it directly (the kernel's direct map, the host tests' emulation);
+//! * [`alloc_trace`]: recorded allocator workloads for the benchmarks.
+//!
+//! The address-space side of folios (mapping, rmap, splitting the
+//! mappings) lives in [`crate::aspace`].
+
+pub mod alloc_trace;
+pub mod buddy;
+pub mod folio;
+mod folio_split;
+pub mod frame_flags;
+pub mod memmap;
+pub mod pcp;
+pub mod phys;
