@@ -36,7 +36,7 @@ fn shape(r: &ThpMaps) -> String {
 }
 
 fn shape_at(m: &UserMm, va: u64) -> String {
-    let mut s = shape(&m.thpmaps());
+    let mut s = shape(&m.enter().thpmaps());
     let leaf = arch::kernel_translate(va).map_or(0, |t| t.size / 1024);
     if let Some(i) = s.rfind("hw leaf 0") {
         s.truncate(i);
@@ -65,9 +65,11 @@ fn steps() -> Result<(), Errno> {
         THP.config.set_order_mode(o, m);
     }
     let m: Arc<UserMm> = uspace::new_mm()?;
-    let probe = m.mmap(0, 6 * MB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)?;
-    m.munmap(probe, 6 * MB)?;
-    let va = m.mmap(
+    let probe = m
+        .enter()
+        .mmap(0, 6 * MB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)?;
+    m.enter().munmap(probe, 6 * MB)?;
+    let va = m.enter().mmap(
         probe.div_ceil(2 * MB) * 2 * MB,
         4 * MB,
         PROT_READ | PROT_WRITE,
@@ -75,13 +77,13 @@ fn steps() -> Result<(), Errno> {
     )?;
     uspace::activate(&m);
     let r = (|| {
-        m.madvise(va, 4 * MB, MADV_NOHUGEPAGE)?;
+        m.enter().madvise(va, 4 * MB, MADV_NOHUGEPAGE)?;
         let t0 = arch::now_ns();
         for p in (va..va + 4 * MB).step_by(4096) {
             write_u64(p, p ^ 0xc0)?;
         }
         let touch = arch::now_ns() - t0;
-        m.madvise(va, 4 * MB, MADV_HUGEPAGE)?;
+        m.enter().madvise(va, 4 * MB, MADV_HUGEPAGE)?;
         println!();
         println!(
             "collapse: 2 x 2 MiB written with 4K pages ({} us): {}",
@@ -89,7 +91,7 @@ fn steps() -> Result<(), Errno> {
             shape_at(&m, va)
         );
         let t0 = arch::now_ns();
-        m.madvise(va, 2 * MB, MADV_COLLAPSE)?;
+        m.enter().madvise(va, 2 * MB, MADV_COLLAPSE)?;
         let ns = arch::now_ns() - t0;
         check(va, 2 * MB, 0xc0)?;
         println!("  MADV_COLLAPSE of the first 2 MiB: {} us", ns / 1000);
@@ -106,12 +108,13 @@ fn steps() -> Result<(), Errno> {
         println!("  now: {}", shape_at(&m, va + 2 * MB));
         // Split the first PMD folio into 64K folios.
         let f = m
+            .enter()
             .with_page_table(|pt| pt.lookup(va).entry.leaf())
             .and_then(|l| crate::mem::memory::buddy().folio_from_pfn(l.pfn))
             .ok_or(Errno::EFAULT)?;
         f.get();
         let t0 = arch::now_ns();
-        let r = split_folio_to_order(&[&*m], f, 4);
+        let r = split_folio_to_order(&[&*m.enter()], f, 4);
         let ns = arch::now_ns() - t0;
         f.put();
         r?;

@@ -99,7 +99,7 @@ struct Touch {
 
 fn touch_once(bytes: u64) -> Result<Touch, Errno> {
     let m: Arc<UserMm> = uspace::new_mm()?;
-    let va = m.mmap(
+    let va = m.enter().mmap(
         0,
         bytes,
         PROT_READ | PROT_WRITE,
@@ -143,10 +143,10 @@ fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
     let (Some((ns, faults, instr)), Some((m, va))) = (best, last) else {
         return Err(Errno::EINVAL);
     };
-    let r = m.thpmaps().total();
+    let r = m.enter().thpmaps().total();
     // Fork and write half of the parent: COW at 4K granularity.
     let copies0 = THP.stats.event(VmEvent::FaultCowCopy);
-    let child = uspace::register(m.fork()?)?;
+    let child = uspace::register(m.enter().fork()?)?;
     for p in (va..va + bytes / 2).step_by(4096 * 16) {
         write_u64(p, !p)?;
     }
@@ -161,7 +161,7 @@ fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
     let q0 = uspace::ctx().deferred_split_len();
     let step = 4096u64 << c.order.unwrap_or(0).max(4);
     for blk in (va..va + bytes).step_by(step as usize * 64) {
-        m.munmap(blk + step / 2, 4096)?;
+        m.enter().munmap(blk + step / 2, 4096)?;
     }
     let queued = uspace::ctx().deferred_split_len() - q0;
     let ipf = match instr {

@@ -37,8 +37,8 @@ pub(super) fn split_huge_pages(data: &[u8]) -> Result<(), Errno> {
     }
     let proc = process::find(pid).ok_or(Errno::ESRCH)?;
     let all = crate::mem::uspace::all_mms();
-    let refs: Vec<&crate::mem::uspace::UserMm> = all.iter().map(|m| &**m).collect();
-    let _np = crate::task::sched::preempt_disable();
+    let np = crate::task::sched::preempt_disable();
+    let refs = crate::mem::uspace::spaces(&all, &np);
     let n = proc.with_mm(|mm| mm.split_huge_pages_in(&refs, start & !0xfff, end, order))?;
     crate::debug!(
         "split_huge_pages: pid {} {:#x}-{:#x} order {}: {} of {} large folios split",

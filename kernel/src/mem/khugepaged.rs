@@ -30,9 +30,8 @@
 //!   calls it once when out of memory and retries.  Each pass also runs the
 //!   shrinker over a few queued folios (the periodic part).
 use crate::cmdline;
-use crate::mem::uspace::{self, UserMm};
+use crate::mem::uspace;
 use crate::task::sched;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 #[cfg(any(feature = "selftest", feature = "demo"))]
 use mm::aspace::khugepaged_full_scan;
@@ -94,12 +93,11 @@ pub fn kick() {
 
 /// Run `f` on the live space with mm id `id`, without preemption (see the
 /// module doc).  False if there is none.
-fn with_mm(id: u64, f: &mut dyn FnMut(&UserMm)) -> bool {
+fn with_mm(id: u64, f: &mut dyn FnMut(&uspace::Space)) -> bool {
     let found = {
-        let _np = sched::preempt_disable();
         match uspace::all_mms().into_iter().find(|m| m.id() == id) {
             Some(mm) => {
-                f(&mm);
+                f(&mm.enter());
                 drop(mm);
                 true
             }
@@ -120,14 +118,14 @@ fn reclaim() -> usize {
 }
 
 fn shrink(max: usize) -> usize {
-    let _np = sched::preempt_disable();
+    let np = sched::preempt_disable();
     let ctx = uspace::ctx();
     let max = max.min(ctx.deferred_split_len());
     if max == 0 {
         return 0;
     }
     let mms = uspace::all_mms();
-    let refs: Vec<&UserMm> = mms.iter().map(|m| &**m).collect();
+    let refs = uspace::spaces(&mms, &np);
     let c = ctx.deferred_split_scan(&refs, max);
     drop(refs);
     drop(mms);

@@ -24,8 +24,60 @@ use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault, Mm, MmCtx};
 use spin::{Once, RwLock};
 
-/// A user address space on this CPU's page-table format.
-pub type UserMm = Mm<'static, Paging>;
+/// The memory manager's address space on this CPU's page-table format.
+pub type Space = Mm<'static, Paging>;
+
+/// A user address space as the kernel holds it.
+///
+/// # The preemption rule, checked by the compiler
+/// `Mm`'s locks are spin locks, and this kernel preempts: a holder switched
+/// out with one held would leave any non-preemptible taker (a fault
+/// handler, khugepaged's pass, a system call on this CPU) spinning forever.
+/// So the `Mm` is reachable only while preemption is off: through
+/// [`UserMm::enter`] (a guard that disables preemption and derefs to the
+/// `Mm`) or [`UserMm::get`] (a reference that cannot outlive the caller's
+/// [`sched::PreemptGuard`]).  What needs no lock (ids, the root, counters)
+/// is forwarded directly.
+pub struct UserMm(Space);
+
+/// A [`UserMm`]'s `Mm`, with preemption disabled while it lives.
+pub struct Entered<'m> {
+    mm: &'m Space,
+    _np: sched::PreemptGuard,
+}
+
+impl core::ops::Deref for Entered<'_> {
+    type Target = Space;
+    fn deref(&self) -> &Space {
+        self.mm
+    }
+}
+
+impl UserMm {
+    /// Disable preemption and reach the `Mm`.
+    pub fn enter(&self) -> Entered<'_> {
+        Entered {
+            _np: sched::preempt_disable(),
+            mm: &self.0,
+        }
+    }
+    /// The `Mm`, for as long as the caller keeps preemption disabled.
+    pub fn get<'g>(&'g self, _np: &'g sched::PreemptGuard) -> &'g Space {
+        &self.0
+    }
+    pub fn root_pa(&self) -> u64 {
+        self.0.root_pa()
+    }
+    pub fn asid(&self) -> u16 {
+        self.0.asid()
+    }
+    pub fn id(&self) -> u64 {
+        self.0.id()
+    }
+    pub fn faults_resolved(&self) -> u64 {
+        self.0.faults_resolved()
+    }
+}
 
 static CTX: Once<MmCtx<'static>> = Once::new();
 
@@ -106,16 +158,17 @@ pub fn new_mm() -> Result<Arc<UserMm>, Errno> {
 }
 
 /// Register an address space made elsewhere (e.g. by `Mm::fork`).
-pub fn register(mm: UserMm) -> Result<Arc<UserMm>, Errno> {
+pub fn register(mm: Space) -> Result<Arc<UserMm>, Errno> {
     // The kernel half of the root: linked from the kernel's root on x86 (one
     // CR3 covers both halves) through the page-table engine; none on arm64
     // (TTBR1 maps the kernel).  The user page table owns only the lower
     // half, so it never frees the kernel's tables.
     if let Some(k) = arch::kernel_half_root() {
+        let _np = sched::preempt_disable();
         mm.link_kernel_half(k);
     }
     let root = mm.root_pa();
-    let mm = Arc::new(mm);
+    let mm = Arc::new(UserMm(mm));
     insert(root, mm.clone());
     Ok(mm)
 }
@@ -143,7 +196,8 @@ pub fn release(mm: Arc<UserMm>) -> bool {
     drop(remove(mm.root_pa()));
     match Arc::try_unwrap(mm) {
         Ok(mm) => {
-            mm.destroy();
+            let _np = sched::preempt_disable();
+            mm.0.destroy();
             true
         }
         Err(mm) => {
@@ -184,6 +238,13 @@ pub fn all_mms() -> Vec<Arc<UserMm>> {
     }
 }
 
+/// The `Mm`s of `mms`, for as long as `np` keeps preemption off: for the
+/// calls that work on several spaces at once (split, the shrinker, the
+/// invariant checker).
+pub fn spaces<'g>(mms: &'g [Arc<UserMm>], np: &'g sched::PreemptGuard) -> Vec<&'g Space> {
+    mms.iter().map(|m| m.get(np)).collect()
+}
+
 /// Faults resolved / refused since boot (shown by the demo).
 pub static FAULTS_RESOLVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -196,11 +257,8 @@ pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::A
 /// preemption or interrupts off would never end.
 pub fn resolve_fault(mm: &UserMm, addr: u64, access: Access) -> Result<(), Fault> {
     loop {
-        {
-            let _np = sched::preempt_disable();
-            if let Some(r) = mm.try_handle_fault(addr, access) {
-                return r;
-            }
+        if let Some(r) = mm.enter().try_handle_fault(addr, access) {
+            return r;
         }
         sched::yield_now();
     }

@@ -114,9 +114,12 @@ impl Process {
     }
 
     /// Run `f` on the address space (EFAULT-like `ESRCH` if it is gone).
-    pub fn with_mm<R>(&self, f: impl FnOnce(&UserMm) -> R) -> Result<R, Errno> {
+    /// Run `f` on the process's address space, preemption disabled
+    /// meanwhile (see [`UserMm`]).
+    pub fn with_mm<R>(&self, f: impl FnOnce(&uspace::Space) -> R) -> Result<R, Errno> {
         let mm = self.mm.read().clone().ok_or(Errno::ESRCH)?;
-        Ok(f(&mm))
+        let r = f(&mm.enter());
+        Ok(r)
     }
 
     /// The open file at `fd`.
@@ -321,6 +324,9 @@ pub fn start_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<u3
     let path = String::from(path);
     sched::spawn_in(&path.clone(), space, move || {
         bind_thread(&p);
+        // Without preemption, as a system call runs (`syscall::dispatch`):
+        // the copies into user memory fault, and the fault path may need
+        // the heap or allocator locks this thread holds.
         let frame = {
             let _np = sched::preempt_disable();
             load_elf(&p, data, &argv, &envp)
@@ -347,10 +353,7 @@ fn bind_thread(p: &Process) {
 /// `clone` with fork semantics: a copy-on-write child that returns 0 from
 /// the same system call.
 pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno> {
-    let child_mm = {
-        let _np = sched::preempt_disable();
-        uspace::register(parent.with_mm(|mm| mm.fork())??)?
-    };
+    let child_mm = uspace::register(parent.with_mm(|mm| mm.fork())??)?;
     let space = space_of(&child_mm);
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let name = parent.name.lock().clone();
@@ -393,7 +396,6 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
     .is_err()
     {
         PROCS.lock().retain(|p| p.pid != pid);
-        let _np = sched::preempt_disable();
         if let Some(mm) = child.take_mm() {
             uspace::release(mm);
         }
@@ -414,7 +416,6 @@ pub fn exit_current(status: i32) -> ! {
     p.files.lock().clear();
     sched::set_addr_space(None);
     {
-        let _np = sched::preempt_disable();
         let mm = p.take_mm();
         if let Some(mm) = mm
             && !uspace::release(mm)

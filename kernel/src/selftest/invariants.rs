@@ -14,8 +14,8 @@ use mm::thp::{GlobalMode, OrderMode, THP};
 /// The checker over every registered address space.
 fn check_all(pins: &[(u64, u64)]) -> Result<(), ktest::String> {
     let mms = uspace::all_mms();
-    let refs: Vec<&UserMm> = mms.iter().map(|m| &**m).collect();
-    check_invariants_pinned(&refs, pins)
+    let np = crate::task::sched::preempt_disable();
+    check_invariants_pinned(&uspace::spaces(&mms, &np), pins)
 }
 
 /// Only `orders` enabled (global `always`).
@@ -37,33 +37,45 @@ fn build_and_check(mms: &mut Vec<Arc<UserMm>>) -> TestResult {
     mms.push(m.clone());
     // A PMD-mapped 2 MiB folio, then part of it unmapped (PMD split).
     set_orders(&[9]);
-    let a = m.mmap(0, 4 * MB, RW, ANON).map_err(err)?;
+    let a = m.enter().mmap(0, 4 * MB, RW, ANON).map_err(err)?;
     check!(
         a % (2 * MB) == 0,
         "4 MiB mapping at {a:#x} not 2 MiB aligned"
     );
-    m.madvise(a, 4 * MB, MADV_POPULATE_WRITE).map_err(err)?;
-    check_eq!(m.thpmaps().total().pmd_bytes, 4 * MB, "PMD-mapped bytes");
-    m.munmap(a + 2 * MB + 64 * KB, 64 * KB).map_err(err)?;
+    m.enter()
+        .madvise(a, 4 * MB, MADV_POPULATE_WRITE)
+        .map_err(err)?;
+    check_eq!(
+        m.enter().thpmaps().total().pmd_bytes,
+        4 * MB,
+        "PMD-mapped bytes"
+    );
+    m.enter()
+        .munmap(a + 2 * MB + 64 * KB, 64 * KB)
+        .map_err(err)?;
     // 64K folios, one cut by a partial munmap (deferred split).
     set_orders(&[4]);
-    let b = m.mmap(0, MB, RW, ANON).map_err(err)?;
-    m.madvise(b, MB, MADV_POPULATE_WRITE).map_err(err)?;
-    m.munmap(b + 12 * KB, 8 * KB).map_err(err)?;
+    let b = m.enter().mmap(0, MB, RW, ANON).map_err(err)?;
+    m.enter().madvise(b, MB, MADV_POPULATE_WRITE).map_err(err)?;
+    m.enter().munmap(b + 12 * KB, 8 * KB).map_err(err)?;
     check!(
         uspace::ctx().deferred_split_len() >= 1,
         "nothing queued for deferred split"
     );
     // fork: everything shared copy-on-write, then one COW write each side.
-    let c = uspace::register(m.fork().map_err(err)?).map_err(err)?;
+    let c = uspace::register(m.enter().fork().map_err(err)?).map_err(err)?;
     mms.push(c.clone());
-    m.madvise(b + 64 * KB, 4 * KB, MADV_POPULATE_WRITE)
+    m.enter()
+        .madvise(b + 64 * KB, 4 * KB, MADV_POPULATE_WRITE)
         .map_err(err)?;
-    c.madvise(a, 4 * KB, MADV_POPULATE_WRITE).map_err(err)?;
+    c.enter()
+        .madvise(a, 4 * KB, MADV_POPULATE_WRITE)
+        .map_err(err)?;
     check_all(&[])?;
 
     // Break it: one mapping count too many on a 64K folio.
     let pfn = m
+        .enter()
         .with_page_table(|pt| pt.lookup(b + 128 * KB).entry.leaf())
         .ok_or("no leaf at b + 128K")?
         .pfn;
@@ -87,8 +99,8 @@ fn build_and_check(mms: &mut Vec<Arc<UserMm>>) -> TestResult {
         Ok(()) => return Err("missing pin not caught".into()),
     }
     // The plain entry point agrees with no pins.
-    let refs: Vec<&UserMm> = mms.iter().map(|m| &**m).collect();
-    check_invariants(&refs)
+    let np = crate::task::sched::preempt_disable();
+    check_invariants(&uspace::spaces(mms, &np))
 }
 
 ktest! {

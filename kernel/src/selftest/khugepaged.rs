@@ -21,17 +21,23 @@ use mm::thp::{GlobalMode, MthpStat, OrderMode, THP};
 
 /// A read-write mapping of `len` bytes at a 2 MiB-aligned address.
 fn pmd_mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {
-    let probe = m.mmap(0, len + 2 * MB, PROT_NONE, ANON).map_err(err)?;
-    m.munmap(probe, len + 2 * MB).map_err(err)?;
+    let probe = m
+        .enter()
+        .mmap(0, len + 2 * MB, PROT_NONE, ANON)
+        .map_err(err)?;
+    m.enter().munmap(probe, len + 2 * MB).map_err(err)?;
     let va = probe.div_ceil(2 * MB) * 2 * MB;
-    m.mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
+    m.enter().mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
 }
 
 /// Unmap and map `[va, va+len)` again (frees the page tables, so the next
 /// fault can map a PMD again; MADV_DONTNEED would keep the PTE table).
 fn remap(m: &UserMm, va: u64, len: u64) -> TestResult {
-    m.munmap(va, len).map_err(err)?;
-    check_eq!(m.mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)?, va);
+    m.enter().munmap(va, len).map_err(err)?;
+    check_eq!(
+        m.enter().mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)?,
+        va
+    );
     Ok(())
 }
 
@@ -48,12 +54,12 @@ fn hw_size(va: u64) -> u64 {
 }
 
 fn pmd_bytes(m: &UserMm) -> u64 {
-    m.thpmaps().total().pmd_bytes
+    m.enter().thpmaps().total().pmd_bytes
 }
 
 /// The folio mapped at `va`, with a reference for the caller.
 fn folio_at(m: &UserMm, va: u64) -> Option<Folio<'static>> {
-    m.with_page_table(|pt| {
+    m.enter().with_page_table(|pt| {
         let w = pt.lookup(va);
         let l = w.entry.leaf()?;
         let off = (va >> 12) & ((1u64 << (9 * w.level as u32)) - 1);
@@ -64,15 +70,17 @@ fn folio_at(m: &UserMm, va: u64) -> Option<Folio<'static>> {
 }
 
 fn invariants(mms: &[&UserMm]) -> TestResult {
-    check_invariants(mms).map_err(|e| format!("invariants: {e}"))
+    let np = crate::task::sched::preempt_disable();
+    let spaces: alloc::vec::Vec<_> = mms.iter().map(|m| m.get(&np)).collect();
+    check_invariants(&spaces).map_err(|e| format!("invariants: {e}"))
 }
 
 /// 4K pages written into `[va, va+len)` with THP off for the fault, then
 /// the range made eligible with MADV_HUGEPAGE (registers for khugepaged).
 fn small_pages_then_hugepage(m: &UserMm, va: u64, len: u64, seed: u64) -> TestResult {
-    m.madvise(va, len, MADV_NOHUGEPAGE).map_err(err)?;
+    m.enter().madvise(va, len, MADV_NOHUGEPAGE).map_err(err)?;
     fill(va, len, seed)?;
-    m.madvise(va, len, MADV_HUGEPAGE).map_err(err)?;
+    m.enter().madvise(va, len, MADV_HUGEPAGE).map_err(err)?;
     Ok(())
 }
 
@@ -85,7 +93,7 @@ ktest! {
         let va = pmd_mapping(&m, 8 * MB)?;
         uspace::activate(&m);
         small_pages_then_hugepage(&m, va, 8 * MB, 0x11)?;
-        check!(m.khugepaged_registered());
+        check!(m.enter().khugepaged_registered());
         check_eq!(hw_size(va), 4096);
         let collapsed0 = THP.stats.pages_collapsed();
         fx.run_daemon(1, 4096);
@@ -114,32 +122,32 @@ ktest! {
         let m = uspace::new_mm().map_err(err)?;
         let va = pmd_mapping(&m, 6 * MB)?;
         uspace::activate(&m);
-        m.madvise(va, 6 * MB, MADV_NOHUGEPAGE).map_err(err)?;
+        m.enter().madvise(va, 6 * MB, MADV_NOHUGEPAGE).map_err(err)?;
         write_u64(va + 2 * MB + 40 * 4096, 42).map_err(err)?;
         fill(va + 4 * MB, 255 * 4096, 3)?;
-        m.madvise(va, 6 * MB, MADV_HUGEPAGE).map_err(err)?;
+        m.enter().madvise(va, 6 * MB, MADV_HUGEPAGE).map_err(err)?;
         THP.config.khugepaged.max_ptes_none.store(511, Relaxed);
         khugepaged::scan_now();
         check_eq!(hw_size(va + 2 * MB), 2 * MB, "single PTE collapsed");
         check_eq!(read_u64(va + 2 * MB + 40 * 4096).map_err(err)?, 42);
         verify_zero(va + 2 * MB + 41 * 4096, 64 * 4096)?;
-        check!(m.thpmaps().vma_at(va).map_or(0, |v| v.mapped_bytes()) < 6 * MB);
+        check!(m.enter().thpmaps().vma_at(va).map_or(0, |v| v.mapped_bytes()) < 6 * MB);
         // The empty first range got nothing.
         check!(arch::kernel_translate(va).is_none(), "empty range was populated");
         // 255 populated (257 empty) in the third range collapsed too under
         // 511; make a fresh one for the 256 boundary.
         let vb = pmd_mapping(&m, 2 * MB)?;
-        m.madvise(vb, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
+        m.enter().madvise(vb, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
         fill(vb, 255 * 4096, 4)?;
-        m.madvise(vb, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
+        m.enter().madvise(vb, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
         THP.config.khugepaged.max_ptes_none.store(256, Relaxed);
         let refused0 = THP.stats.get(9, MthpStat::CollapseExceedNonePte);
         khugepaged::scan_now();
         check_eq!(hw_size(vb), 4096, "257 empty entries must be refused");
         check!(THP.stats.get(9, MthpStat::CollapseExceedNonePte) > refused0);
-        m.madvise(vb, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
+        m.enter().madvise(vb, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
         fill(vb + 255 * 4096, 4096, 4)?;
-        m.madvise(vb, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
+        m.enter().madvise(vb, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
         khugepaged::scan_now();
         check_eq!(hw_size(vb), 2 * MB, "256 empty entries collapse");
         verify(vb, 256 * 4096, 4)?;
@@ -159,7 +167,7 @@ ktest! {
         let va = pmd_mapping(&p, 2 * MB)?;
         uspace::activate(&p);
         small_pages_then_hugepage(&p, va, 2 * MB, 5)?;
-        let c = uspace::register(p.fork().map_err(err)?).map_err(err)?;
+        let c = uspace::register(p.enter().fork().map_err(err)?).map_err(err)?;
         uspace::activate(&c);
         fill(va, 255 * 4096, 6)?;
         khugepaged::scan_now();
@@ -188,23 +196,23 @@ ktest! {
         // 64K folios: order 4 always for the faults, VMA not yet madvised.
         THP.config.set_order_mode(4, OrderMode::Always);
         fill(va, 2 * MB, 7)?;
-        check_eq!(m.thpmaps().total().anon_by_order[4], 2 * MB);
+        check_eq!(m.enter().thpmaps().total().anon_by_order[4], 2 * MB);
         THP.config.set_order_mode(4, OrderMode::Never);
-        m.madvise(va, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
+        m.enter().madvise(va, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
         khugepaged::scan_now();
         check_eq!(hw_size(va), 2 * MB, "64K folios collapsed to a PMD");
         verify(va, 2 * MB, 7)?;
         // mTHP: 64K only, scattered 4K pages.
         let vb = va + 2 * MB;
-        m.madvise(vb, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
+        m.enter().madvise(vb, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
         for pg in [0u64, 5, 40, 300] {
             write_u64(vb + pg * 4096, pg + 1).map_err(err)?;
         }
         THP.config.set_order_mode(9, OrderMode::Never);
         THP.config.set_order_mode(4, OrderMode::Madvise);
-        m.madvise(vb, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
+        m.enter().madvise(vb, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
         khugepaged::scan_now();
-        let r = m.thpmaps();
+        let r = m.enter().thpmaps();
         let v = r.vma_at(vb).ok_or("no VMA")?;
         check_eq!(v.anon_by_order[4], 3 * 64 * KB, "three populated 64K windows");
         check_eq!(v.anon_by_order[0], 0);
@@ -232,11 +240,11 @@ ktest! {
             check_eq!(hw_size(va), 2 * MB);
             let f = folio_at(&m, va).ok_or("no folio")?;
             let t0 = arch::now_ns();
-            let r = split_folio_to_order(&[&m], f, new);
+            let r = split_folio_to_order(&[&m.enter()], f, new);
             let us = (arch::now_ns() - t0) / 1000;
             f.put();
             r.map_err(err)?;
-            let t = m.thpmaps().total();
+            let t = m.enter().thpmaps().total();
             check_eq!(t.anon_by_order[new as usize], 2 * MB, "order {} bytes", new);
             let mut n = 0;
             let mut p = va;
@@ -258,7 +266,7 @@ ktest! {
         // Non-uniform.
         fill(va, 2 * MB, 99)?;
         let f = folio_at(&m, va).ok_or("no folio")?;
-        folio_split(&[&m], f, 0, 3).map_err(err)?;
+        folio_split(&[&m.enter()], f, 0, 3).map_err(err)?;
         f.put();
         let mut orders = Vec::new();
         let mut p = va;
@@ -276,7 +284,7 @@ ktest! {
         let f = folio_at(&m, va).ok_or("no folio")?;
         f.get();
         let failed0 = THP.stats.get(9, MthpStat::SplitFailed);
-        check_eq!(split_folio_to_order(&[&m], f, 0), Err(Errno::EAGAIN));
+        check_eq!(split_folio_to_order(&[&m.enter()], f, 0), Err(Errno::EAGAIN));
         check_eq!(THP.stats.get(9, MthpStat::SplitFailed), failed0 + 1);
         check_eq!(hw_size(va), 2 * MB);
         f.put();
@@ -297,13 +305,13 @@ ktest! {
         uspace::activate(&m);
         fill(va, 2 * MB, 8)?;
         let f = folio_at(&m, va).ok_or("no folio")?;
-        m.munmap(va + MB, MB).map_err(err)?;
+        m.enter().munmap(va + MB, MB).map_err(err)?;
         check!(uspace::ctx().deferred_split_queued(f));
         f.put();
         buddy().drain_all();
         let free0 = buddy().stats().free;
         let n = uspace::ctx().deferred_split_len();
-        let c = uspace::ctx().deferred_split_scan(&[&*m], n);
+        let c = uspace::ctx().deferred_split_scan(&[&*m.enter()], n);
         check_eq!(c.split, 1, "{:?}", c);
         buddy().drain_all();
         check_eq!(buddy().stats().free - free0, 256, "freed frames");
@@ -324,19 +332,19 @@ ktest! {
         uspace::activate(&m);
         fill(va, 2 * MB, 9)?;
         let t0 = arch::now_ns();
-        m.madvise(va, 2 * MB, MADV_COLLAPSE).map_err(err)?;
+        m.enter().madvise(va, 2 * MB, MADV_COLLAPSE).map_err(err)?;
         let us = (arch::now_ns() - t0) / 1000;
         check_eq!(hw_size(va), 2 * MB, "collapsed in {} us", us);
         verify(va, 2 * MB, 9)?;
-        check_eq!(m.madvise(va + 2 * MB, 2 * MB, MADV_COLLAPSE), Err(Errno::EINVAL));
+        check_eq!(m.enter().madvise(va + 2 * MB, 2 * MB, MADV_COLLAPSE), Err(Errno::EINVAL));
         fill(va + 2 * MB, 16 * 4096, 10)?;
         let f = folio_at(&m, va + 2 * MB).ok_or("no folio")?;
-        check_eq!(m.madvise(va + 2 * MB, 2 * MB, MADV_COLLAPSE), Err(Errno::EAGAIN));
+        check_eq!(m.enter().madvise(va + 2 * MB, 2 * MB, MADV_COLLAPSE), Err(Errno::EAGAIN));
         f.put();
-        m.madvise(va + 2 * MB, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
-        check_eq!(m.madvise(va + 2 * MB, 2 * MB, MADV_COLLAPSE), Err(Errno::EINVAL));
-        m.madvise(va + 2 * MB, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
-        m.collapse_range(va + 2 * MB, 2 * MB, 4).map_err(err)?;
+        m.enter().madvise(va + 2 * MB, 2 * MB, MADV_NOHUGEPAGE).map_err(err)?;
+        check_eq!(m.enter().madvise(va + 2 * MB, 2 * MB, MADV_COLLAPSE), Err(Errno::EINVAL));
+        m.enter().madvise(va + 2 * MB, 2 * MB, MADV_HUGEPAGE).map_err(err)?;
+        m.enter().collapse_range(va + 2 * MB, 2 * MB, 4).map_err(err)?;
         let g = folio_at(&m, va + 2 * MB).ok_or("no folio")?;
         check_eq!(g.order(), 4);
         g.put();

@@ -145,7 +145,11 @@ impl Storm {
         if self.rng.chance(10) {
             flags |= MAP_POPULATE;
         }
-        let va = self.procs[i].mm.mmap(0, len, prot, flags).map_err(e)?;
+        let va = self.procs[i]
+            .mm
+            .enter()
+            .mmap(0, len, prot, flags)
+            .map_err(e)?;
         let p = &mut self.procs[i];
         for pg in (va..va + len).step_by(PAGE as usize) {
             if p.pages.insert(pg, PageModel { val: 0, prot }).is_some() {
@@ -161,7 +165,7 @@ impl Storm {
         let Some((va, len)) = self.random_range(i) else {
             return self.mmap(i);
         };
-        self.procs[i].mm.munmap(va, len).map_err(e)?;
+        self.procs[i].mm.enter().munmap(va, len).map_err(e)?;
         let p = &mut self.procs[i];
         let gone: Vec<u64> = p.pages.range(va..va + len).map(|(k, _)| *k).collect();
         for k in gone {
@@ -180,7 +184,7 @@ impl Storm {
         let full = (va..va + len)
             .step_by(PAGE as usize)
             .all(|pg| p.pages.contains_key(&pg));
-        let r = p.mm.mprotect(va, len, prot);
+        let r = p.mm.enter().mprotect(va, len, prot);
         // Linux changes the mapped parts, then reports ENOMEM for a hole.
         match (r, full) {
             (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
@@ -212,7 +216,7 @@ impl Storm {
         let full = (va..va + len)
             .step_by(PAGE as usize)
             .all(|pg| p.pages.contains_key(&pg));
-        let r = p.mm.madvise(va, len, advice);
+        let r = p.mm.enter().madvise(va, len, advice);
         match (r, full) {
             (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
             (r, _) => {
@@ -236,7 +240,7 @@ impl Storm {
             return self.mmap(i);
         };
         let p = &mut self.procs[i];
-        let Some((vs, ve)) = p.mm.vmas().find(pg).map(|v| (v.start, v.end)) else {
+        let Some((vs, ve)) = p.mm.enter().vmas().find(pg).map(|v| (v.start, v.end)) else {
             return Err(format!("page {pg:#x} in the model but in no VMA"));
         };
         let old = pg;
@@ -246,7 +250,9 @@ impl Storm {
             return Ok(String::from("mremap skipped (size cap)"));
         }
         let prot = p.pages.get(&old).map_or(PROT_NONE, |m| m.prot);
-        let r = p.mm.mremap(old, old_len, new_len, MREMAP_MAYMOVE, 0);
+        let r =
+            p.mm.enter()
+                .mremap(old, old_len, new_len, MREMAP_MAYMOVE, 0);
         let new = match r {
             Ok(a) => a,
             Err(Errno::ENOMEM) => {
@@ -288,9 +294,11 @@ impl Storm {
             return self.mmap(i);
         };
         let order = [0u32, 2, 3, 4, 5, 8][self.rng.below(6) as usize];
-        let all: Vec<&UserMm> = self.procs.iter().map(|p| &*p.mm).collect();
+        let np = crate::task::sched::preempt_disable();
+        let all: Vec<_> = self.procs.iter().map(|p| p.mm.get(&np)).collect();
         let n = self.procs[i]
             .mm
+            .get(&np)
             .split_huge_pages_in(&all, va, va + len, order);
         Ok(format!(
             "p{i} split {va:#x} +{len:#x} to order {order}: {} of {}",
@@ -305,7 +313,10 @@ impl Storm {
             return self.mmap(i);
         };
         let va = pg & !(2 * 1024 * 1024 - 1);
-        let r = self.procs[i].mm.madvise(va, 2 * 1024 * 1024, MADV_COLLAPSE);
+        let r = self.procs[i]
+            .mm
+            .enter()
+            .madvise(va, 2 * 1024 * 1024, MADV_COLLAPSE);
         match r {
             Ok(()) | Err(Errno::ENOMEM | Errno::EBUSY | Errno::EAGAIN | Errno::EINVAL) => {}
             Err(x) => return Err(format!("MADV_COLLAPSE {va:#x}: unexpected {}", x.name())),
@@ -321,6 +332,7 @@ impl Storm {
         let c0 = THP.stats.pages_collapsed();
         let _ = self.procs[i]
             .mm
+            .enter()
             .khugepaged_scan_step(pg & !(2 * 1024 * 1024 - 1), 4096);
         Ok(format!(
             "p{i} khugepaged step at {pg:#x}: {} pages collapsed",
@@ -332,7 +344,7 @@ impl Storm {
         if self.procs.len() >= MAX_PROCS {
             return self.exit(i);
         }
-        let child = self.procs[i].mm.fork().map_err(e)?;
+        let child = self.procs[i].mm.enter().fork().map_err(e)?;
         let mm = uspace::register(child).map_err(e)?;
         let pages = self.procs[i].pages.clone();
         self.procs.push(Proc { mm, pages });
@@ -389,7 +401,8 @@ impl Storm {
             } else if r.is_ok() {
                 let t = arch::kernel_translate(pg);
                 let vma =
-                    p.mm.vmas()
+                    p.mm.enter()
+                        .vmas()
                         .find(pg)
                         .map(|v| format!("{:#x}-{:#x} {:?}", v.start, v.end, v.flags));
                 return Err(format!(
@@ -425,7 +438,8 @@ impl Storm {
     }
 
     fn check(&self) -> Result<(), String> {
-        let mms: Vec<&UserMm> = self.procs.iter().map(|p| &*p.mm).collect();
+        let np = crate::task::sched::preempt_disable();
+        let mms: Vec<_> = self.procs.iter().map(|p| p.mm.get(&np)).collect();
         mm::aspace::check_invariants(&mms)
     }
 }

@@ -133,10 +133,13 @@ pub fn err(e: Errno) -> ktest::String {
 
 /// A read-write mapping of `len` bytes at an `align`-aligned address.
 pub fn aligned_mapping(m: &UserMm, len: u64, align: u64) -> Result<u64, ktest::String> {
-    let probe = m.mmap(0, len + align, PROT_NONE, ANON).map_err(err)?;
-    m.munmap(probe, len + align).map_err(err)?;
+    let probe = m
+        .enter()
+        .mmap(0, len + align, PROT_NONE, ANON)
+        .map_err(err)?;
+    m.enter().munmap(probe, len + align).map_err(err)?;
     let va = probe.div_ceil(align) * align;
-    m.mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
+    m.enter().mmap(va, len, RW, ANON | MAP_FIXED).map_err(err)
 }
 
 /// Write a distinct value (`page ^ seed`) into every 4K page of

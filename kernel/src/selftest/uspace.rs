@@ -19,11 +19,11 @@ fn faults() -> u64 {
 }
 
 fn maps(m: &UserMm) -> ThpMaps {
-    m.thpmaps()
+    m.enter().thpmaps()
 }
 
 fn mapping(m: &UserMm, len: u64) -> Result<u64, ktest::String> {
-    m.mmap(0, len, RW, ANON).map_err(err)
+    m.enter().mmap(0, len, RW, ANON).map_err(err)
 }
 
 ktest! {
@@ -126,10 +126,10 @@ ktest! {
         let small = mapping(&m, 48 * KB)?;
         // 64K-aligned base + 16K: blocks [base+64K, base+128K) and
         // [base+128K, base+192K) are whole, the edges are not.
-        let base = m.mmap(0, 256 * KB, PROT_NONE, ANON).map_err(err)?;
-        m.munmap(base, 256 * KB).map_err(err)?;
+        let base = m.enter().mmap(0, 256 * KB, PROT_NONE, ANON).map_err(err)?;
+        m.enter().munmap(base, 256 * KB).map_err(err)?;
         let odd = base.div_ceil(64 * KB) * (64 * KB) + 16 * KB;
-        let got = m.mmap(odd, 176 * KB, RW, ANON | MAP_FIXED).map_err(err)?;
+        let got = m.enter().mmap(odd, 176 * KB, RW, ANON | MAP_FIXED).map_err(err)?;
         check_eq!(got, odd);
         uspace::activate(&m);
         fill(small, 48 * KB, 9)?;
@@ -155,7 +155,7 @@ ktest! {
         let va = aligned_mapping(&p, 256 * KB, 64 * KB)?;
         uspace::activate(&p);
         fill(va, 256 * KB, 100)?;
-        let c = uspace::register(p.fork().map_err(err)?).map_err(err)?;
+        let c = uspace::register(p.enter().fork().map_err(err)?).map_err(err)?;
         // Parent writes the first half; the child must still see the old data.
         fill(va, 128 * KB, 200)?;
         uspace::activate(&c);
@@ -185,7 +185,7 @@ ktest! {
         uspace::activate(&m);
         fill(va, 128 * KB, 7)?;
         let q = uspace::ctx().deferred_split_len();
-        m.munmap(va + 32 * KB, 32 * KB).map_err(err)?;
+        m.enter().munmap(va + 32 * KB, 32 * KB).map_err(err)?;
         verify(va, 32 * KB, 7)?;
         verify(va + 64 * KB, 64 * KB, 7)?;
         check!(read_u64(va + 40 * KB).is_err(), "unmapped half still readable");
@@ -206,7 +206,7 @@ ktest! {
         let va = aligned_mapping(&m, 128 * KB, 64 * KB)?;
         uspace::activate(&m);
         fill(va, 128 * KB, 11)?;
-        m.mprotect(va + 8 * KB, 4 * KB, PROT_READ).map_err(err)?;
+        m.enter().mprotect(va + 8 * KB, 4 * KB, PROT_READ).map_err(err)?;
         if arch::NAME == "aarch64" {
             check_eq!(maps(&m).total().cont_bytes, 64 * KB, "the neighbour block stays contpte");
         }
@@ -222,14 +222,14 @@ ktest! {
     fn bad_arguments_errno() {
         let fx = Fixture::always(&[]);
         let m = uspace::new_mm().map_err(err)?;
-        check_eq!(m.mmap(0, 0, RW, ANON), Err(Errno::EINVAL));
-        check_eq!(m.mmap(0x1001, 4096, RW, ANON | MAP_FIXED), Err(Errno::EINVAL));
-        check_eq!(m.mmap(0, u64::MAX - 4095, RW, ANON), Err(Errno::ENOMEM));
-        check_eq!(m.munmap(0x1001, 4096), Err(Errno::EINVAL));
-        check_eq!(m.munmap(0x10000, 0), Err(Errno::EINVAL));
+        check_eq!(m.enter().mmap(0, 0, RW, ANON), Err(Errno::EINVAL));
+        check_eq!(m.enter().mmap(0x1001, 4096, RW, ANON | MAP_FIXED), Err(Errno::EINVAL));
+        check_eq!(m.enter().mmap(0, u64::MAX - 4095, RW, ANON), Err(Errno::ENOMEM));
+        check_eq!(m.enter().munmap(0x1001, 4096), Err(Errno::EINVAL));
+        check_eq!(m.enter().munmap(0x10000, 0), Err(Errno::EINVAL));
         let va = mapping(&m, 64 * KB)?;
-        check_eq!(m.mmap(va, 4096, RW, ANON | MAP_FIXED_NOREPLACE), Err(Errno::EEXIST));
-        check_eq!(m.mprotect(va + 1, 4096, PROT_READ), Err(Errno::EINVAL));
+        check_eq!(m.enter().mmap(va, 4096, RW, ANON | MAP_FIXED_NOREPLACE), Err(Errno::EEXIST));
+        check_eq!(m.enter().mprotect(va + 1, 4096, PROT_READ), Err(Errno::EINVAL));
         check_eq!(Advice::from_raw(9999), Err(Errno::EINVAL));
         fx.finish([m])
     }
@@ -250,12 +250,12 @@ ktest! {
             let va = mapping(&m, len)?;
             fill(va, len, pages)?;
             verify(va, len, pages)?;
-            m.mprotect(va, len, PROT_READ).map_err(err)?;
+            m.enter().mprotect(va, len, PROT_READ).map_err(err)?;
             for p in (va..va + len).step_by(4096) {
                 check!(write_u64(p + 8, 0).is_err(), "{pages} pages: write to {p:#x} after mprotect");
             }
             verify(va, len, pages)?;
-            m.munmap(va, len).map_err(err)?;
+            m.enter().munmap(va, len).map_err(err)?;
             for p in (va..va + len).step_by(4096) {
                 check!(read_u64(p + 8).is_err(), "{pages} pages: read of {p:#x} after munmap");
             }

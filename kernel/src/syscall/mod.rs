@@ -288,29 +288,19 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
                 p.file(a[4])?;
                 return Err(Errno::ENODEV);
             }
-            let _np = sched::preempt_disable();
             p.with_mm(|mm| mm.mmap(a[0], a[1], Prot::from_raw(a[2]), flags))?
         }
-        Munmap => {
-            let _np = sched::preempt_disable();
-            p.with_mm(|mm| mm.munmap(a[0], a[1]))?.map(|_| 0)
-        }
-        Mprotect => {
-            let _np = sched::preempt_disable();
-            p.with_mm(|mm| mm.mprotect(a[0], a[1], Prot::from_raw(a[2])))?
-                .map(|_| 0)
-        }
+        Munmap => p.with_mm(|mm| mm.munmap(a[0], a[1]))?.map(|_| 0),
+        Mprotect => p
+            .with_mm(|mm| mm.mprotect(a[0], a[1], Prot::from_raw(a[2])))?
+            .map(|_| 0),
         Madvise => {
-            let _np = sched::preempt_disable();
             // The advice is parsed first, as Linux checks it first.
             p.with_mm(|mm| Advice::from_raw(a[2]).and_then(|adv| mm.madvise(a[0], a[1], adv)))?
                 .map(|_| 0)
         }
         Mremap => sys_mremap(p, a),
-        Brk => {
-            let _np = sched::preempt_disable();
-            Ok(process::brk(p, a[0]))
-        }
+        Brk => Ok(process::brk(p, a[0])),
         Clone => {
             // Only fork: the exit signal in the low byte plus the TID
             // bookkeeping flags libc's fork passes (ignored; there are no
@@ -615,7 +605,6 @@ fn sys_arch_prctl(_p: &Process, _code: u64, _addr: u64) -> R {
 fn sys_mremap(p: &Process, a: [u64; 6]) -> R {
     // Argument rules, VMA changes and page-table moves are all `Mm::mremap`'s
     // (Linux's semantics and errno values).
-    let _np = sched::preempt_disable();
     // The flags are parsed first, as Linux checks them first.
     p.with_mm(|mm| {
         MremapFlags::from_raw(a[3]).and_then(|flags| mm.mremap(a[0], a[1], a[2], flags, a[4]))

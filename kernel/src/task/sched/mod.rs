@@ -494,10 +494,12 @@ pub fn on_irq_exit() {
 pub fn preempt_disable() -> PreemptGuard {
     PREEMPT_COUNT[cpu_id()].fetch_add(1, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
-    PreemptGuard(())
+    PreemptGuard(core::marker::PhantomData)
 }
 
-pub struct PreemptGuard(());
+/// Preemption of the running thread is off while this lives.  Not `Send`:
+/// it must be dropped by the thread (and on the CPU) that took it.
+pub struct PreemptGuard(core::marker::PhantomData<*const ()>);
 
 impl Drop for PreemptGuard {
     fn drop(&mut self) {
