@@ -1,7 +1,7 @@
 //! The files user programs can open: `/dev/console` (and `/dev/null`), the
 //! initramfs (read-only), the THP sysfs tree
 //! (`/sys/kernel/mm/transparent_hugepage/**`, straight from the
-//! `mm::thp` registry), `/proc/{meminfo,vmstat,buddyinfo,pagetypeinfo,
+//! `mm::abi::thp_sysfs` registry), `/proc/{meminfo,vmstat,buddyinfo,pagetypeinfo,
 //! self/smaps,<pid>/smaps,self/maps}` and `/sys/kernel/debug/split_huge_pages`.
 //!
 //! Generated files are snapshots taken at `open` (as a sysfs/seq_file read

@@ -1,6 +1,6 @@
 //! khugepaged's scan logic (Linux's mm/khugepaged.c), portable: the
 //! registry of address spaces to scan, the cursor, and one pass.  The
-//! kernel's thread (kernel/src/khugepaged.rs) adds the sleeping and waking;
+//! kernel's thread (kernel/src/mem/khugepaged.rs) adds the sleeping and waking;
 //! host tests call [`khugepaged_scan_pass`] directly.
 //!
 //! # Registry
