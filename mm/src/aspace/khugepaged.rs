@@ -193,19 +193,26 @@ pub fn khugepaged_full_scan<'a, A: PagingArch>(
     with_mm: &mut WithMm<'_, 'a, A>,
     max_passes: usize,
 ) -> PassStats {
+    let pages = || ctx.thp.config.khugepaged.pages_to_scan.load(Relaxed) as u64;
     let mut total = PassStats::default();
     for _ in 0..max_passes {
-        let pages = ctx.thp.config.khugepaged.pages_to_scan.load(Relaxed) as u64;
-        let p = khugepaged_scan_pass(ctx, with_mm, pages);
-        total.progress += p.progress;
-        total.collapsed += p.collapsed;
-        total.full_scans += p.full_scans;
-        total.alloc_failed |= p.alloc_failed;
+        let p = khugepaged_scan_pass(ctx, with_mm, pages());
+        total.add(&p);
         if p.full_scans > 0 || !ctx.khugepaged_has_work() {
             break;
         }
     }
     total
+}
+
+impl PassStats {
+    /// Add what another pass did.
+    fn add(&mut self, p: &PassStats) {
+        self.progress += p.progress;
+        self.collapsed += p.collapsed;
+        self.full_scans += p.full_scans;
+        self.alloc_failed |= p.alloc_failed;
+    }
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {

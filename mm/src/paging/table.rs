@@ -345,52 +345,64 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         (w.level == 0).then_some(w.entry)
     }
 
-    /// Physical address of the table page at `level` that holds `va`'s
-    /// entry, without allocating.
-    pub(crate) fn table_at(&self, va: u64, level: u8) -> TableAt {
+    /// Descend from the root to the table page at `level` that holds `va`'s
+    /// entry.  A non-table entry on the way goes to `stop(slot, level,
+    /// entry)`, which ends the descent with an error or supplies the table
+    /// to continue into (a new one it linked there).
+    #[inline]
+    fn descend_tables<E>(
+        &self,
+        va: u64,
+        level: u8,
+        mut stop: impl FnMut(u64, u8, Entry) -> Result<u64, E>,
+    ) -> Result<u64, E> {
         let mut table = self.root;
         let mut l = ROOT_LEVEL;
         while l > level {
             let slot = table + 8 * level_index(va, l) as u64;
-            match self.read(slot, l) {
-                Entry::Table { pa } => table = pa,
-                // A PMD swap/migration entry has no table below it either.
-                Entry::Absent | Entry::Swap(_) => return TableAt::Missing,
-                Entry::Leaf(_) => return TableAt::Huge,
-            }
+            table = match self.read(slot, l) {
+                Entry::Table { pa } => pa,
+                e => stop(slot, l, e)?,
+            };
             l -= 1;
         }
-        TableAt::Table(table)
+        Ok(table)
+    }
+
+    /// Physical address of the table page at `level` that holds `va`'s
+    /// entry, without allocating.
+    pub(crate) fn table_at(&self, va: u64, level: u8) -> TableAt {
+        let r = self.descend_tables(va, level, |_, _, e| {
+            Err(match e {
+                Entry::Leaf(_) => TableAt::Huge,
+                // A PMD swap/migration entry has no table below it either.
+                _ => TableAt::Missing,
+            })
+        });
+        r.map_or_else(|t| t, TableAt::Table)
     }
 
     /// The table page at `level` that holds `va`'s entry, allocating missing
     /// tables on the way (`Huge` if a leaf above covers `va`).
     pub fn ensure_table(&mut self, va: u64, level: u8) -> Result<u64, PtError> {
-        let mut table = self.root;
-        let mut l = ROOT_LEVEL;
-        while l > level {
-            let slot = table + 8 * level_index(va, l) as u64;
-            match self.read(slot, l) {
-                Entry::Table { pa } => table = pa,
-                Entry::Leaf(_) => return Err(PtError::Huge { level: l }),
-                Entry::Swap(_) => return Err(PtError::NonPresent { level: l }),
-                Entry::Absent => {
-                    let pa = self.env.alloc.alloc_pt().ok_or(PtError::NoMem)?;
-                    // The page is zeroed, so the walker sees only absent
-                    // entries in it once the table entry is published.
-                    let new = A::encode(Entry::Table { pa }, l);
-                    if self.mem().cmpxchg(slot, 0, new) != 0 {
-                        // Only the lock holder writes tables; an absent
-                        // entry that is not 0 is a format we do not use.
-                        self.env.alloc.free_pt(pa);
-                        return Err(PtError::Exists);
-                    }
-                    table = pa;
+        let env = self.env;
+        self.descend_tables(va, level, |slot, l, e| match e {
+            Entry::Leaf(_) => Err(PtError::Huge { level: l }),
+            Entry::Swap(_) => Err(PtError::NonPresent { level: l }),
+            _ => {
+                let pa = env.alloc.alloc_pt().ok_or(PtError::NoMem)?;
+                // The page is zeroed, so the walker sees only absent
+                // entries in it once the table entry is published.
+                let new = A::encode(Entry::Table { pa }, l);
+                if env.mem.cmpxchg(slot, 0, new) != 0 {
+                    // Only the lock holder writes tables; an absent
+                    // entry that is not 0 is a format we do not use.
+                    env.alloc.free_pt(pa);
+                    return Err(PtError::Exists);
                 }
+                Ok(pa)
             }
-            l -= 1;
-        }
-        Ok(table)
+        })
     }
 
     // ----- sharing the kernel half -----
