@@ -29,13 +29,16 @@
 //!   interrupt (the mask keeps every reason).
 use crate::acpi::CpuList;
 use crate::console::kprint;
+use crate::pte::X86_64;
 use crate::timer::{self, apic_read, apic_write};
 use crate::{cpu, gdt, paging, trap};
 use alloc::alloc::{Layout, alloc_zeroed};
 use arch_common::smp::CpuTable;
+use arch_common::tables::{BumpTables, NotLive, TableMem, map_boot};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use mm::cpu::MAX_CPUS;
+use mm::paging::{PMD_LEVEL, PageTable, Perms, PtEnv, Space};
 use x86_64::VirtAddr;
 use x86_64::registers::control::{Cr0, Cr4};
 use x86_64::registers::model_specific::{ApicBase, ApicBaseFlags, Efer, GsBase, KernelGsBase};
@@ -224,22 +227,33 @@ fn install_trampoline() {
             (end - start) as usize,
         );
     }
-    let (pml4, pdpt, pd) = (TRAMP_PA + 0x1000, TRAMP_PA + 0x2000, TRAMP_PA + 0x3000);
-    for i in 0..512 * 3 {
-        poke(pml4 + i * 8, 0);
-    }
-    // P | RW, and PS for the 2 MiB identity leaf over the trampoline.
-    poke(pml4, pdpt | 0x3);
-    poke(pdpt, pd | 0x3);
-    poke(pd, 0x83);
-    // The kernel image's slot, so `x86_ap_entry64` can run before CR3
-    // holds the kernel's own root.
-    let slot = paging::PHYS_OFFSET + paging::kernel_root() + 511 * 8;
-    // SAFETY: the kernel's root is a live table frame in RAM, which the
-    // direct map covers; its last entry maps the image and never changes.
-    poke(pml4 + 511 * 8, unsafe {
-        core::ptr::read_volatile(slot as *const u64)
-    });
+    // Its table, built by `mm`'s engine like every kernel table: the root
+    // at `AP_TRAMP_PML4` (the bump allocator's first frame), a 2 MiB
+    // identity leaf over the trampoline, and the kernel's upper half
+    // linked, so `x86_ap_entry64` runs before CR3 holds the kernel's root.
+    // SAFETY: the three table frames after the trampoline page are
+    // reserved low memory (see `poke`), reached through the direct map.
+    let mem = unsafe { TableMem::new(paging::PHYS_OFFSET) };
+    let bump = BumpTables::new(&mem, TRAMP_PA + 0x1000, TRAMP_PA + 0x4000);
+    let env = PtEnv {
+        mem: &mem,
+        alloc: &bump,
+        tlb: &NotLive,
+    };
+    let mut pt = PageTable::<X86_64>::new(env, Space::Kernel).expect("trampoline root frame");
+    assert_eq!(
+        pt.root(),
+        TRAMP_PA + 0x1000,
+        "AP_TRAMP_PML4 in trampoline.s"
+    );
+    let rwx = Perms {
+        read: true,
+        write: true,
+        exec: true,
+        user: false,
+    };
+    map_boot(&mut pt, 0, 0, 2 << 20, rwx, false, PMD_LEVEL);
+    pt.link_kernel_half(paging::kernel_root());
 }
 
 /// Bring up every other CPU the firmware listed; each runs `entry(cpu)`
@@ -298,7 +312,7 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
             send_icr(apic, ICR_INIT);
         }
     }
-    // The identity table is not needed any more.
+    // The identity table is not needed any more (no CPU runs on it).
     for i in 0..512 * 3 {
         poke(TRAMP_PA + 0x1000 + i * 8, 0);
     }

@@ -413,14 +413,16 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// mapped while this root is loaded (x86, where one CR3 covers both
     /// halves; arm64's TTBR1 maps the kernel and needs none).  The linked
     /// entries point at the kernel's own tables, which a user table never
-    /// enumerates or frees (it owns only the lower half of its root);
+    /// enumerates or frees (it owns only the lower half of its root; a
+    /// kernel-space table that links them, such as x86's start-up table
+    /// for secondary CPUs, must never be destroyed);
     /// upper-half slots empty in `kernel_root` are left as they are.  Call
     /// it before the root is first loaded.  Returns how many entries it
     /// linked.
     pub fn link_kernel_half(&mut self, kernel_root: u64) -> usize {
         debug_assert!(
-            self.space.is_user(),
-            "only a user root links the kernel half"
+            self.root != kernel_root,
+            "a root cannot link its own upper half"
         );
         let mem = self.mem();
         let mut linked = 0;
