@@ -7,6 +7,9 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+/// Every TLBI here is broadcast (`…IS`): no shootdown IPIs are needed.
+pub const BROADCAST: bool = true;
+
 /// Above this many pages one ASID-wide flush is cheaper than a run of
 /// single-page TLBIs (without FEAT_TLBIRANGE).
 const RANGE_LIMIT: u64 = 64;

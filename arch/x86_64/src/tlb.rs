@@ -7,6 +7,10 @@
 //! `switch_user_root` then loads it without NOFLUSH, dropping all its stale
 //! entries.  One CPU runs today; on SMP these become shootdowns.
 use core::sync::atomic::{AtomicU64, Ordering};
+
+/// INVLPG and CR3 writes act on this CPU only: other CPUs' TLBs are
+/// reached by shootdown IPIs (the kernel's `mem::shootdown`).
+pub const BROADCAST: bool = false;
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
 /// Most pages a range flush invalidates one by one (INVLPG) before it

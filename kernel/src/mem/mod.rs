@@ -16,4 +16,5 @@ pub mod kmap;
 pub mod memory;
 pub mod mmglue;
 pub mod physmem;
+pub mod shootdown;
 pub mod uspace;
