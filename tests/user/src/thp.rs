@@ -1,30 +1,32 @@
-//! Helpers the topic modules share: the THP knobs (saved, set, restored),
-//! per-size counters, aligned mappings, fill/verify patterns, smaps fields
-//! and the pagemap/kpageflags readers.
+//! THP helpers the test programs share (`mthp-tests`, `matrix`): the THP
+//! knobs (saved, set, restored), per-size counters, aligned mappings,
+//! fill/verify patterns, smaps fields and the pagemap/kpageflags readers,
+//! so both programs prove a mapping's folios the same way.
 
-use super::*;
+use crate::sys::{self, check};
+use crate::{Mem, Outcome, TestResult, ensure, fail, on_mthp, path, read_file, write_file};
 
-pub(crate) const THP: &str = "/sys/kernel/mm/transparent_hugepage";
-pub(crate) const PR_SET_NAME: usize = 15;
-pub(crate) const PR_GET_NAME: usize = 16;
-pub(crate) const PR_SET_THP_DISABLE: usize = 41;
-pub(crate) const PR_GET_THP_DISABLE: usize = 42;
-pub(crate) const PAGE: usize = 4096;
-pub(crate) const SZ_64K: usize = 64 << 10;
-pub(crate) const SZ_2M: usize = 2 << 20;
+pub const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+pub const PR_SET_NAME: usize = 15;
+pub const PR_GET_NAME: usize = 16;
+pub const PR_SET_THP_DISABLE: usize = 41;
+pub const PR_GET_THP_DISABLE: usize = 42;
+pub const PAGE: usize = 4096;
+pub const SZ_64K: usize = 64 << 10;
+pub const SZ_2M: usize = 2 << 20;
 /// Folio sizes with a per-size directory (kB): orders 1..=9.
-pub(crate) const SIZES_KB: [usize; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+pub const SIZES_KB: [usize; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
 
 // ---------------------------------------------------------------- helpers
 
 /// The THP knobs this suite writes, saved so they can be put back.
-pub(crate) struct Knobs {
+pub struct Knobs {
     top: [u8; 16],
     sizes: [[u8; 16]; 9],
 }
 
 /// The selected word of a `a [b] c` file.
-pub(crate) fn selected(buf: &[u8]) -> &[u8] {
+pub fn selected(buf: &[u8]) -> &[u8] {
     let (Some(a), Some(b)) = (
         buf.iter().position(|&c| c == b'['),
         buf.iter().position(|&c| c == b']'),
@@ -34,18 +36,18 @@ pub(crate) fn selected(buf: &[u8]) -> &[u8] {
     if a < b { &buf[a + 1..b] } else { b"" }
 }
 
-pub(crate) fn copy_word(dst: &mut [u8; 16], w: &[u8]) {
+pub fn copy_word(dst: &mut [u8; 16], w: &[u8]) {
     let n = w.len().min(15);
     dst[..n].copy_from_slice(&w[..n]);
 }
 
-pub(crate) fn word(w: &[u8; 16]) -> &[u8] {
+pub fn word(w: &[u8; 16]) -> &[u8] {
     let n = w.iter().position(|&c| c == 0).unwrap_or(16);
     &w[..n]
 }
 
 impl Knobs {
-    pub(crate) fn save() -> Knobs {
+    pub fn save() -> Knobs {
         let mut k = Knobs {
             top: [0; 16],
             sizes: [[0; 16]; 9],
@@ -62,7 +64,7 @@ impl Knobs {
         k
     }
 
-    pub(crate) fn restore(&self) {
+    pub fn restore(&self) {
         if !word(&self.top).is_empty() {
             let _ = write_file(path!("{THP}/enabled").c(), word(&self.top));
         }
@@ -80,13 +82,11 @@ impl Knobs {
 /// Enable exactly the folio size `only_kb` (`None`: none) for anonymous
 /// memory: every per-size knob `never` except that one `always`.
 /// `Err` carries a skip reason (no THP sysfs, or not writable).
-pub(crate) fn thp_only(only_kb: Option<usize>) -> Result<(), mthp_user::Msg> {
+pub fn thp_only(only_kb: Option<usize>) -> Result<(), crate::Msg> {
     if let Some(kb) = only_kb
         && read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut [0u8; 64]).is_err()
     {
-        return Err(mthp_user::Msg::new(format_args!(
-            "no {kb}kB mTHP size here"
-        )));
+        return Err(crate::Msg::new(format_args!("no {kb}kB mTHP size here")));
     }
     for kb in SIZES_KB {
         let w: &[u8] = if Some(kb) == only_kb {
@@ -97,7 +97,7 @@ pub(crate) fn thp_only(only_kb: Option<usize>) -> Result<(), mthp_user::Msg> {
         match write_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), w) {
             Ok(()) | Err(sys::ENOENT) => {}
             Err(e) => {
-                return Err(mthp_user::Msg::new(format_args!(
+                return Err(crate::Msg::new(format_args!(
                     "cannot write hugepages-{kb}kB/enabled (errno {e})"
                 )));
             }
@@ -107,13 +107,13 @@ pub(crate) fn thp_only(only_kb: Option<usize>) -> Result<(), mthp_user::Msg> {
 }
 
 /// A per-size counter, e.g. `stat(64, "anon_fault_alloc")`.
-pub(crate) fn stat(kb: usize, name: &str) -> Option<u64> {
+pub fn stat(kb: usize, name: &str) -> Option<u64> {
     let mut buf = [0u8; 32];
     let n = read_file(path!("{THP}/hugepages-{kb}kB/stats/{name}").c(), &mut buf).ok()?;
-    mthp_user::parse_u64(&buf[..n])
+    crate::parse_u64(&buf[..n])
 }
 
-pub(crate) fn minflt() -> i64 {
+pub fn minflt() -> i64 {
     let mut ru = sys::Rusage::default();
     sys::getrusage(sys::RUSAGE_SELF, &mut ru);
     ru.minflt
@@ -121,7 +121,7 @@ pub(crate) fn minflt() -> i64 {
 
 /// An anonymous private read-write mapping of `len` bytes whose start is
 /// aligned to `align` (over-allocate, then trim both ends).
-pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Mem, mthp_user::Msg> {
+pub fn map_aligned(len: usize, align: usize) -> Result<Mem, crate::Msg> {
     let total = len + align;
     let r = sys::mmap(
         0,
@@ -146,12 +146,12 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Mem, mthp_user::Ms
     Ok(Mem { addr: start, len })
 }
 
-pub(crate) fn unmap(m: &Mem) {
+pub fn unmap(m: &Mem) {
     sys::munmap(m.addr, m.len);
 }
 
 /// Write one byte in every 4 KiB page of `m`; return the minor faults taken.
-pub(crate) fn touch_pages(m: &Mem, val: u8) -> i64 {
+pub fn touch_pages(m: &Mem, val: u8) -> i64 {
     let before = minflt();
     let mut off = 0;
     while off < m.len {
@@ -163,7 +163,7 @@ pub(crate) fn touch_pages(m: &Mem, val: u8) -> i64 {
 
 /// Fork; the child runs `f` and exits with its result (0 = ok).  Returns
 /// the wait status.
-pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<i32, mthp_user::Msg> {
+pub fn in_child(f: impl FnOnce() -> i32) -> Result<i32, crate::Msg> {
     let pid = sys::fork();
     if pid == 0 {
         sys::exit(f());
@@ -177,11 +177,11 @@ pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Result<i32, mthp_user::Msg> {
     Ok(status)
 }
 
-pub(crate) fn pattern(off: usize, salt: u64) -> u64 {
+pub fn pattern(off: usize, salt: u64) -> u64 {
     (off as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt
 }
 
-pub(crate) fn fill(m: &Mem, salt: u64) {
+pub fn fill(m: &Mem, salt: u64) {
     let mut off = 0;
     while off < m.len {
         m.poke64(off, pattern(off, salt));
@@ -190,7 +190,7 @@ pub(crate) fn fill(m: &Mem, salt: u64) {
 }
 
 /// First offset (stride 512) where `m` differs from `pattern(salt)`.
-pub(crate) fn verify(m: &Mem, from: usize, to: usize, salt: u64) -> Option<usize> {
+pub fn verify(m: &Mem, from: usize, to: usize, salt: u64) -> Option<usize> {
     let mut off = from;
     while off < to {
         if m.peek64(off) != pattern(off, salt) {
@@ -201,19 +201,19 @@ pub(crate) fn verify(m: &Mem, from: usize, to: usize, salt: u64) -> Option<usize
     None
 }
 
-pub(crate) fn skip(why: mthp_user::Msg) -> TestResult {
+pub fn skip(why: crate::Msg) -> TestResult {
     Ok(Outcome::Skip(why))
 }
 
 /// The number after `key` (e.g. `MemTotal:`) in a `key value` text file.
-pub(crate) fn field(hay: &[u8], key: &[u8]) -> Option<u64> {
+pub fn field(hay: &[u8], key: &[u8]) -> Option<u64> {
     let i = hay.windows(key.len()).position(|w| w == key)?;
-    mthp_user::parse_u64(&hay[i + key.len()..])
+    crate::parse_u64(&hay[i + key.len()..])
 }
 
 /// The value of `key` (e.g. `b"THPeligible:"`) in the `/proc/self/smaps`
 /// block of the mapping that starts at `addr`.
-pub(crate) fn smaps_field(addr: usize, key: &[u8]) -> Option<u64> {
+pub fn smaps_field(addr: usize, key: &[u8]) -> Option<u64> {
     let mut hdr = [0u8; 20];
     let hl = hex(addr, &mut hdr);
     let mut buf = [0u8; 32768];
@@ -233,16 +233,16 @@ pub(crate) fn smaps_field(addr: usize, key: &[u8]) -> Option<u64> {
     None
 }
 
-pub(crate) const PM_PRESENT: u64 = 1 << 63;
-pub(crate) const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
-pub(crate) const PM_PFN: u64 = (1 << 55) - 1;
-pub(crate) const KPF_ANON: u64 = 1 << 12;
-pub(crate) const KPF_COMPOUND_HEAD: u64 = 1 << 15;
-pub(crate) const KPF_COMPOUND_TAIL: u64 = 1 << 16;
-pub(crate) const KPF_THP: u64 = 1 << 22;
+pub const PM_PRESENT: u64 = 1 << 63;
+pub const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+pub const PM_PFN: u64 = (1 << 55) - 1;
+pub const KPF_ANON: u64 = 1 << 12;
+pub const KPF_COMPOUND_HEAD: u64 = 1 << 15;
+pub const KPF_COMPOUND_TAIL: u64 = 1 << 16;
+pub const KPF_THP: u64 = 1 << 22;
 
 /// `n` 8-byte entries of `fd` from entry `first` (pread64).
-pub(crate) fn pread_entries(fd: i32, first: usize, out: &mut [u64]) -> Result<(), mthp_user::Msg> {
+pub fn pread_entries(fd: i32, first: usize, out: &mut [u64]) -> Result<(), crate::Msg> {
     let len = out.len() * 8;
     let r = sys::syscall(
         sys::nr::PREAD64,
@@ -259,13 +259,13 @@ pub(crate) fn pread_entries(fd: i32, first: usize, out: &mut [u64]) -> Result<()
 /// and exclusive, frames consecutive within each `folio_pages`-aligned
 /// run) and the kpageflags of their frames (compound head, tails, THP and
 /// anonymous for large folios; none of the compound bits for 4K pages).
-pub(crate) fn check_folios(
+pub fn check_folios(
     pm: i32,
     kf: i32,
     addr: usize,
     pages: usize,
     folio_pages: usize,
-) -> Result<(), mthp_user::Msg> {
+) -> Result<(), crate::Msg> {
     let mut e = [0u64; 512];
     let e = &mut e[..pages];
     pread_entries(pm, addr / PAGE, e)?;
@@ -308,7 +308,7 @@ pub(crate) fn check_folios(
     Ok(())
 }
 
-pub(crate) fn hex(mut v: usize, out: &mut [u8; 20]) -> usize {
+pub fn hex(mut v: usize, out: &mut [u8; 20]) -> usize {
     let mut tmp = [0u8; 20];
     let mut n = 0;
     loop {
@@ -323,4 +323,50 @@ pub(crate) fn hex(mut v: usize, out: &mut [u8; 20]) -> usize {
         out[i] = tmp[n - 1 - i];
     }
     n
+}
+
+/// Checks that the freshly faulted `m` is mapped with `kb` KiB folios:
+/// the per-size `anon_fault_alloc` counter (read as `before` ahead of the
+/// faults; it must be readable) went up by at least one per folio, and,
+/// where `/proc/kpageflags` can be read (root; always on this kernel),
+/// every page is present and exclusive in `/proc/self/pagemap`, the
+/// frames are consecutive within each folio and flagged compound head or
+/// tail + THP ([`check_folios`]).  The counter alone cannot say *which*
+/// memory got the folios (other processes may fault too on Linux), so on
+/// this kernel a missing kpageflags is a failure.
+pub fn expect_folios(m: &Mem, kb: usize, before: Option<u64>) -> Result<(), crate::Msg> {
+    let after = stat(kb, "anon_fault_alloc");
+    let want = (m.len / (kb << 10)) as u64;
+    let (Some(b), Some(a)) = (before, after) else {
+        fail!("hugepages-{kb}kB/stats/anon_fault_alloc unreadable: {before:?} -> {after:?}");
+    };
+    ensure!(
+        a - b >= want,
+        "hugepages-{kb}kB anon_fault_alloc went up by {}, expected >= {want}: not {kb}K folios",
+        a - b
+    );
+    let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
+    if kf < 0 {
+        ensure!(!on_mthp(), "open /proc/kpageflags: errno {}", -kf);
+        return Ok(());
+    }
+    let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
+    let r = if pm < 0 {
+        Err(crate::Msg::new(format_args!(
+            "open /proc/self/pagemap: errno {}",
+            -pm
+        )))
+    } else {
+        let mut r = Ok(());
+        let mut off = 0;
+        while off < m.len && r.is_ok() {
+            let pages = ((m.len - off) / PAGE).min(512);
+            r = check_folios(pm as i32, kf as i32, m.addr + off, pages, (kb << 10) / PAGE);
+            off += pages * PAGE;
+        }
+        sys::close(pm as i32);
+        r
+    };
+    sys::close(kf as i32);
+    r
 }
