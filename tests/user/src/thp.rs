@@ -370,3 +370,107 @@ pub fn expect_folios(m: &Mem, kb: usize, before: Option<u64>) -> Result<(), crat
     sys::close(kf as i32);
     r
 }
+
+pub const PM_SWAP: u64 = 1 << 62;
+
+/// How the pages of a range are mapped, from pagemap and kpageflags.
+#[derive(Clone, Copy, Default)]
+pub struct Layout {
+    /// 4 KiB pages in the range.
+    pub pages: usize,
+    /// Pages present in memory.
+    pub present: usize,
+    /// Pages in swap (pagemap bit 62).
+    pub swapped: usize,
+    /// Pages inside a folio of exactly the asked size: the folio-aligned
+    /// run is all present, its frames are consecutive from an aligned head
+    /// flagged compound head, the rest compound tails, and the frame after
+    /// the run is no tail (so the folio is not larger).  For 4 KiB: pages
+    /// with neither compound bit.
+    pub in_order: usize,
+}
+
+impl Layout {
+    /// Every page present and in a folio of the asked size.
+    pub fn all_in_order(&self) -> bool {
+        self.in_order == self.pages
+    }
+}
+
+/// [`Layout`] of `len` bytes at `addr` (folio-aligned) for `kb` KiB
+/// folios.  Unlike [`check_folios`] it neither requires exclusive mappings
+/// (shared memory, fork) nor anonymous folios, and counts instead of
+/// failing, so a caller can tell "split" from "kept".
+pub fn layout(addr: usize, len: usize, kb: usize) -> Result<Layout, crate::Msg> {
+    let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
+    ensure!(kf >= 0, "no /proc/kpageflags (errno {})", -kf);
+    let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
+    if pm < 0 {
+        sys::close(kf as i32);
+        fail!("no /proc/self/pagemap (errno {})", -pm);
+    }
+    let r = layout_with(pm as i32, kf as i32, addr, len, kb);
+    sys::close(pm as i32);
+    sys::close(kf as i32);
+    r
+}
+
+fn layout_with(pm: i32, kf: i32, addr: usize, len: usize, kb: usize) -> Result<Layout, crate::Msg> {
+    let fp = (kb << 10) / PAGE;
+    let flags = |pfn: u64| -> Result<u64, crate::Msg> {
+        let mut f = [0u64; 1];
+        pread_entries(kf, pfn as usize, &mut f)?;
+        Ok(f[0])
+    };
+    let mut l = Layout {
+        pages: len / PAGE,
+        ..Layout::default()
+    };
+    let mut e = [0u64; 512];
+    let mut first = 0;
+    while first < l.pages {
+        // Whole folios per read: 512 is a multiple of every folio size.
+        let n = (l.pages - first).min(512);
+        let e = &mut e[..n];
+        pread_entries(pm, addr / PAGE + first, e)?;
+        l.present += e.iter().filter(|&&v| v & PM_PRESENT != 0).count();
+        l.swapped += e.iter().filter(|&&v| v & PM_SWAP != 0).count();
+        for run in e.chunks(fp) {
+            if run.len() < fp || run.iter().any(|&v| v & PM_PRESENT == 0) {
+                continue;
+            }
+            let head = run[0] & PM_PFN;
+            ensure!(head != 0, "pagemap shows no frame numbers (not root?)");
+            if fp == 1 {
+                if flags(head)? & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL) == 0 {
+                    l.in_order += 1;
+                }
+                continue;
+            }
+            let mut ok = head.is_multiple_of(fp as u64) && flags(head)? & KPF_COMPOUND_HEAD != 0;
+            for (i, &v) in run.iter().enumerate().skip(1) {
+                ok = ok
+                    && v & PM_PFN == head + i as u64
+                    && flags(head + i as u64)? & KPF_COMPOUND_TAIL != 0;
+            }
+            // The frame after the folio; past the end of kpageflags (the
+            // folio ends memory) it is no tail either.
+            let mut next = [0u64; 1];
+            let r = sys::syscall(
+                sys::nr::PREAD64,
+                &[
+                    kf as usize,
+                    next.as_mut_ptr() as usize,
+                    8,
+                    (head as usize + fp) * 8,
+                ],
+            );
+            ok = ok && (r == 0 || (r == 8 && next[0] & KPF_COMPOUND_TAIL == 0));
+            if ok {
+                l.in_order += fp;
+            }
+        }
+        first += n;
+    }
+    Ok(l)
+}
