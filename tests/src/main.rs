@@ -67,6 +67,17 @@ impl std::ops::AddAssign for Tally {
     }
 }
 
+/// The `--arch` arguments (already checked), or both arches when none.
+fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
+    if arches.is_empty() {
+        return vec![qemu::Arch::X86_64, qemu::Arch::Aarch64];
+    }
+    arches
+        .iter()
+        .map(|a| qemu::Arch::parse(a).expect("checked"))
+        .collect()
+}
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
@@ -231,13 +242,7 @@ fn main() -> ExitCode {
             }
         }
         "bench" => {
-            if arches.is_empty() {
-                arches = vec!["x86_64".into(), "aarch64".into()];
-            }
-            let arches: Vec<qemu::Arch> = arches
-                .iter()
-                .map(|a| qemu::Arch::parse(a).expect("checked"))
-                .collect();
+            let arches = both_by_default(&arches);
             if linux {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).
                 return faultcmp::run(&arches, accel, icount, boots.max(1));
@@ -245,13 +250,7 @@ fn main() -> ExitCode {
             bench::run(&arches, accel, quick, icount, false)
         }
         "matrix" => {
-            if arches.is_empty() {
-                arches = vec!["x86_64".into(), "aarch64".into()];
-            }
-            let arches: Vec<qemu::Arch> = arches
-                .iter()
-                .map(|a| qemu::Arch::parse(a).expect("checked"))
-                .collect();
+            let arches = both_by_default(&arches);
             matrix::run(&arches, accel)
         }
         _ => usage(),

@@ -122,19 +122,24 @@ pub fn minflt() -> i64 {
 /// An anonymous private read-write mapping of `len` bytes whose start is
 /// aligned to `align` (over-allocate, then trim both ends).
 pub fn map_aligned(len: usize, align: usize) -> Result<Mem, crate::Msg> {
+    match map_aligned_at(len, align) {
+        Ok(addr) => Ok(Mem { addr, len }),
+        Err(e) => fail!("mmap({:#x}) failed: errno {e}", len + align),
+    }
+}
+
+/// [`map_aligned`]'s address, or the errno of the `mmap` (for programs
+/// that report errnos rather than messages, e.g. `bench`).
+pub fn map_aligned_at(len: usize, align: usize) -> Result<usize, i32> {
     let total = len + align;
-    let r = sys::mmap(
+    let base = check(sys::mmap(
         0,
         total,
         sys::PROT_READ | sys::PROT_WRITE,
         sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
         -1,
         0,
-    );
-    let base = match check(r) {
-        Ok(a) => a,
-        Err(e) => fail!("mmap({total:#x}) failed: errno {e}"),
-    };
+    ))?;
     let start = (base + align - 1) & !(align - 1);
     if start > base {
         sys::munmap(base, start - base);
@@ -143,7 +148,7 @@ pub fn map_aligned(len: usize, align: usize) -> Result<Mem, crate::Msg> {
     if base + total > end {
         sys::munmap(end, base + total - end);
     }
-    Ok(Mem { addr: start, len })
+    Ok(start)
 }
 
 pub fn unmap(m: &Mem) {
