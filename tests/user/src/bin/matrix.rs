@@ -120,6 +120,14 @@ fn main(args: &Args) -> i32 {
     mthp_user::mount_pseudo_fs();
     let filter = args.arg(1);
     let saved = Knobs::save();
+    // khugepaged asleep for the whole run (the khugepaged cell wakes it for
+    // itself): a scan between a cell's operation and its check would
+    // collapse what the cell just split or faulted at 4K, making verdicts
+    // depend on timing.
+    let quiet = Sleeps::save();
+    for k in SLEEPS {
+        khugepaged_knob(k, b"3600000");
+    }
     for (name, f) in FEATURES {
         if let Some(w) = filter
             && !name.as_bytes().windows(w.len()).any(|x| x == w)
@@ -131,6 +139,7 @@ fn main(args: &Args) -> i32 {
             println!("matrix {name} {} {} {why}", size_name(kb), v.word());
         }
     }
+    quiet.restore();
     saved.restore();
     println!("matrix done");
     if linux_init {
@@ -309,6 +318,24 @@ fn kept(l: Layout, kb: usize, what: &str) -> R {
     }
 }
 
+/// [`kept`] for `len` bytes at `addr`, the start of a mapping, which for
+/// 2M must also be PMD-mapped: smaps `AnonHugePages` covers it (a 2M folio
+/// mapped by 512 PTEs keeps its order but not the TLB benefit).
+fn kept_at(addr: usize, len: usize, kb: usize, what: &str) -> R {
+    let l = lay(addr, len, kb)?;
+    if kb == 2048 && l.all_in_order() {
+        let ahp = smaps_field(addr, b"AnonHugePages:").unwrap_or(0);
+        if ahp < (len >> 10) as u64 {
+            bail!(
+                SubOptimal,
+                "{what}; 2M folios kept but only {ahp} of {} kB PMD-mapped (AnonHugePages)",
+                len >> 10
+            );
+        }
+    }
+    kept(l, kb, what)
+}
+
 fn madvise(m: &Mem, from: usize, len: usize, advice: usize, name: &str) -> Result<(), Cell> {
     match check(sys::madvise(m.addr + from, len, advice)) {
         Ok(_) => Ok(()),
@@ -357,16 +384,17 @@ fn fault(kb: usize) -> R {
             a1 - a0
         );
     }
-    kept(
-        l,
-        kb,
+    let what = Msg::new(format_args!(
+        "{}; THPeligible {}, AnonHugePages {} kB",
         if kb > 4 {
-            "anon_fault_alloc/fallback counted"
+            "anon_fault_alloc counted"
         } else {
             "4K pages, no compound bits"
         },
-    )
-    .map(|c| {
+        smaps_field(m.addr, b"THPeligible:").unwrap_or(9),
+        smaps_field(m.addr, b"AnonHugePages:").unwrap_or(0)
+    ));
+    kept_at(m.addr, LEN, kb, what.as_str()).map(|c| {
         if c.0 == Verdict::SubOptimal {
             cell!(
                 SubOptimal,
@@ -522,7 +550,7 @@ fn mremap_move(kb: usize) -> R {
         bail!(No, "the old address still reads");
     }
     data_ok(&to, 0, LEN, 7)?;
-    kept(lay(to.addr, LEN, kb)?, kb, "moved, data right")
+    kept_at(to.addr, LEN, kb, "moved, data right")
 }
 
 /// Writes one marker word at the start of each page of `m[0..len)` before
@@ -612,7 +640,7 @@ fn madv_cold(kb: usize) -> R {
     let m = faulted(kb, 12)?;
     madvise(&m, 0, LEN, MADV_COLD, "COLD")?;
     data_ok(&m, 0, LEN, 12)?;
-    kept(lay(m.addr, LEN, kb)?, kb, "accepted, data right")
+    kept_at(m.addr, LEN, kb, "accepted, data right")
 }
 
 fn swap_total_kb() -> u64 {
@@ -765,8 +793,43 @@ fn khugepaged(kb: usize) -> R {
     fill(&m, 17);
     knobs(kb)?;
     let _ = sys::madvise(m.addr, LEN, sys::MADV_HUGEPAGE);
-    khugepaged_knob("scan_sleep_millisecs", b"10");
-    khugepaged_knob("alloc_sleep_millisecs", b"10");
+    // Fast scans for this cell only: left on, khugepaged would collapse
+    // what later cells split or fault at 4K (seen: a debugfs split undone).
+    let saved = Sleeps::save();
+    for k in SLEEPS {
+        khugepaged_knob(k, b"10");
+    }
+    let r = khugepaged_wait(&m, kb);
+    saved.restore();
+    r
+}
+
+/// khugepaged's sleep knobs as they were, to put back.
+struct Sleeps([([u8; 16], usize); 2]);
+
+impl Sleeps {
+    fn save() -> Sleeps {
+        let mut s = Sleeps([([0; 16], 0); 2]);
+        for (i, k) in SLEEPS.iter().enumerate() {
+            let (buf, n) = &mut s.0[i];
+            *n = read_file(path!("{THP}/khugepaged/{k}").c(), buf).unwrap_or(0);
+        }
+        s
+    }
+    fn restore(&self) {
+        for (i, k) in SLEEPS.iter().enumerate() {
+            let (buf, n) = &self.0[i];
+            if *n > 0 {
+                khugepaged_knob(k, mthp_user::trim(&buf[..*n]));
+            }
+        }
+    }
+}
+
+/// The khugepaged knobs [`khugepaged`] speeds up.
+const SLEEPS: [&str; 2] = ["scan_sleep_millisecs", "alloc_sleep_millisecs"];
+
+fn khugepaged_wait(m: &Mem, kb: usize) -> R {
     let mut l = lay(m.addr, C, kb)?;
     let mut waited = 0;
     while !l.all_in_order() && waited < 10_000 {
@@ -774,13 +837,10 @@ fn khugepaged(kb: usize) -> R {
         waited += 250;
         l = lay(m.addr, C, kb)?;
     }
-    data_ok(&m, 0, LEN, 17)?;
+    data_ok(m, 0, LEN, 17)?;
     if l.all_in_order() {
-        return Ok(cell!(
-            Works,
-            "collapsed into {} folios in {waited} ms",
-            size_name(kb)
-        ));
+        let what = Msg::new(format_args!("collapsed in {waited} ms"));
+        return kept_at(m.addr, C, kb, what.as_str());
     }
     let big = lay(m.addr, C, 2048)?;
     if big.in_order > 0 {
@@ -812,7 +872,7 @@ fn madv_collapse(kb: usize) -> R {
     data_ok(&m, 0, LEN, 18)?;
     let l = lay(m.addr, C, kb)?;
     if l.all_in_order() {
-        return Ok(cell!(Works, "collapsed into {} folios", size_name(kb)));
+        return kept_at(m.addr, C, kb, "collapsed");
     }
     let big = lay(m.addr, C, 2048)?;
     if big.all_in_order() {
@@ -1027,5 +1087,5 @@ fn threads(kb: usize) -> R {
         bail!(No, "the CLONE_VM task ended with status {st:#x}");
     }
     data_ok(&m, 0, C, 23)?;
-    kept(lay(m.addr, C, kb)?, kb, "faulted by a CLONE_VM task")
+    kept_at(m.addr, C, kb, "faulted by a CLONE_VM task")
 }
