@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -84,6 +84,12 @@ QUICK  ?=
 ICOUNT ?=
 bench: deps
 	$(RUNNER) bench --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
+## The large-folio feature matrix, this kernel against Linux 6.12, per
+## arch (ARCH=x86_64 or aarch64; both when unset on the command line):
+## target/matrix/matrix.{md,csv}; docs/feature-matrix.md holds the latest.
+matrix: deps
+	$(RUNNER) matrix $(if $(filter command line,$(origin ARCH)),--arch $(ARCH)) --accel $(ACCEL)
 
 ## /proc and /sys of this kernel against Linux 6.12 (docs/linux-differences.md).
 pseudofs-diff: deps

@@ -11,6 +11,7 @@ pub const PROGRAMS: &[&str] = &[
     "exhaust",
     "fuzz",
     "pseudofs-survey",
+    "matrix",
 ];
 
 /// `cargo build` the user programs for `arch` and write

@@ -7,6 +7,7 @@
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
+//! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
 //! ```
 //!
 //! `run` builds the kernel with the cargo features `--features` names
@@ -35,6 +36,7 @@ mod cc;
 mod faultcmp;
 mod initramfs;
 mod linux;
+mod matrix;
 mod qemu;
 mod suites;
 
@@ -65,9 +67,20 @@ impl std::ops::AddAssign for Tally {
     }
 }
 
+/// The `--arch` arguments (already checked), or both arches when none.
+fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
+    if arches.is_empty() {
+        return vec![qemu::Arch::X86_64, qemu::Arch::Aarch64];
+    }
+    arches
+        .iter()
+        .map(|a| qemu::Arch::parse(a).expect("checked"))
+        .collect()
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -229,18 +242,16 @@ fn main() -> ExitCode {
             }
         }
         "bench" => {
-            if arches.is_empty() {
-                arches = vec!["x86_64".into(), "aarch64".into()];
-            }
-            let arches: Vec<qemu::Arch> = arches
-                .iter()
-                .map(|a| qemu::Arch::parse(a).expect("checked"))
-                .collect();
+            let arches = both_by_default(&arches);
             if linux {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).
                 return faultcmp::run(&arches, accel, icount, boots.max(1));
             }
             bench::run(&arches, accel, quick, icount, false)
+        }
+        "matrix" => {
+            let arches = both_by_default(&arches);
+            matrix::run(&arches, accel)
         }
         _ => usage(),
     }

@@ -10,6 +10,7 @@
 
 pub mod fpregs;
 pub mod sys;
+pub mod thp;
 
 use core::fmt::{self, Write};
 

@@ -68,6 +68,11 @@ pub mod nr {
     pub const SET_TID_ADDRESS: usize = 218;
     pub const SET_ROBUST_LIST: usize = 273;
     pub const PRLIMIT64: usize = 302;
+    pub const MLOCK: usize = 149;
+    pub const MUNLOCK: usize = 150;
+    pub const MOVE_PAGES: usize = 279;
+    pub const MEMFD_CREATE: usize = 319;
+    pub const FTRUNCATE: usize = 77;
 }
 
 /// Syscall numbers (Linux's, per architecture).
@@ -134,6 +139,11 @@ pub mod nr {
     pub const SET_TID_ADDRESS: usize = 96;
     pub const SET_ROBUST_LIST: usize = 99;
     pub const PRLIMIT64: usize = 261;
+    pub const MLOCK: usize = 228;
+    pub const MUNLOCK: usize = 229;
+    pub const MOVE_PAGES: usize = 239;
+    pub const MEMFD_CREATE: usize = 279;
+    pub const FTRUNCATE: usize = 46;
 }
 
 /// A system call with up to six arguments.

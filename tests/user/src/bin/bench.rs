@@ -220,27 +220,10 @@ fn errno_name(e: i32) -> &'static str {
     }
 }
 
-/// An anonymous private read-write mapping of `len` bytes aligned to 2 MiB
-/// (over-allocate, then trim both ends), so every folio size can map it.
+/// An anonymous private read-write mapping of `len` bytes aligned to 2 MiB,
+/// so every folio size can map it.
 fn map_region(len: usize) -> Result<usize, i32> {
-    let total = len + SZ_2M;
-    let base = check(sys::mmap(
-        0,
-        total,
-        sys::PROT_READ | sys::PROT_WRITE,
-        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
-        -1,
-        0,
-    ))?;
-    let start = (base + SZ_2M - 1) & !(SZ_2M - 1);
-    if start > base {
-        sys::munmap(base, start - base);
-    }
-    let end = start + len;
-    if base + total > end {
-        sys::munmap(end, base + total - end);
-    }
-    Ok(start)
+    mthp_user::thp::map_aligned_at(len, SZ_2M)
 }
 
 /// Write one byte into every 4 KiB page of `addr..addr+len`.

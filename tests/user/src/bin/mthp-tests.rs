@@ -20,8 +20,6 @@ use mthp_user::{
     read_file, wexitstatus, wifexited, wifsignaled, write_file, wtermsig,
 };
 
-#[path = "mthp-tests/common.rs"]
-mod common;
 #[path = "mthp-tests/errnos.rs"]
 mod errnos;
 #[path = "mthp-tests/folios.rs"]
@@ -33,7 +31,7 @@ mod procfs;
 #[path = "mthp-tests/syscalls.rs"]
 mod syscalls;
 
-use common::*;
+use mthp_user::thp::*;
 
 fn main(args: &Args) -> i32 {
     let linux_init = mthp_user::mount_pseudo_fs_if_needed();

@@ -119,52 +119,6 @@ pub(crate) fn folios_64k(
     Ok(Ok(m))
 }
 
-/// Checks that the freshly faulted `m` is mapped with `kb` KiB folios:
-/// the per-size `anon_fault_alloc` counter (read as `before` ahead of the
-/// faults; it must be readable) went up by at least one per folio, and,
-/// where `/proc/kpageflags` can be read (root; always on this kernel),
-/// every page is present and exclusive in `/proc/self/pagemap`, the
-/// frames are consecutive within each folio and flagged compound head or
-/// tail + THP ([`check_folios`]).  The counter alone cannot say *which*
-/// memory got the folios (other processes may fault too on Linux), so on
-/// this kernel a missing kpageflags is a failure.
-pub(crate) fn expect_folios(m: &Mem, kb: usize, before: Option<u64>) -> Result<(), mthp_user::Msg> {
-    let after = stat(kb, "anon_fault_alloc");
-    let want = (m.len / (kb << 10)) as u64;
-    let (Some(b), Some(a)) = (before, after) else {
-        fail!("hugepages-{kb}kB/stats/anon_fault_alloc unreadable: {before:?} -> {after:?}");
-    };
-    ensure!(
-        a - b >= want,
-        "hugepages-{kb}kB anon_fault_alloc went up by {}, expected >= {want}: not {kb}K folios",
-        a - b
-    );
-    let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
-    if kf < 0 {
-        ensure!(!on_mthp(), "open /proc/kpageflags: errno {}", -kf);
-        return Ok(());
-    }
-    let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
-    let r = if pm < 0 {
-        Err(mthp_user::Msg::new(format_args!(
-            "open /proc/self/pagemap: errno {}",
-            -pm
-        )))
-    } else {
-        let mut r = Ok(());
-        let mut off = 0;
-        while off < m.len && r.is_ok() {
-            let pages = ((m.len - off) / PAGE).min(512);
-            r = check_folios(pm as i32, kf as i32, m.addr + off, pages, (kb << 10) / PAGE);
-            off += pages * PAGE;
-        }
-        sys::close(pm as i32);
-        r
-    };
-    sys::close(kf as i32);
-    r
-}
-
 /// Fork copies-on-write inside 64 KiB folios: the child sees the parent's
 /// data and its writes stay its own, and the parent's writes while a child
 /// holds the old copy stay the parent's.  The 2 MiB is first shown to be
