@@ -3,9 +3,11 @@
 //! without a disk skips them.
 
 use super::*;
+use crate::mem::physmem::DIRECT_MAP;
 use crate::selftest::testenv::free_frames;
 use ktest::{check, check_eq, ktest};
 use mm::physmem::buddy::AllocFlags;
+use mm::physmem::phys::PhysMem;
 
 /// The disk, or skip: only boots without one (q35, `make run`) lack it.
 macro_rules! need_disk {
@@ -33,28 +35,22 @@ impl Buf {
             order,
         ))
     }
-    fn words_mut(&mut self) -> &mut [u64] {
-        let p = (self.0.pa + arch::PHYS_OFFSET) as *mut u64;
-        #[allow(unsafe_code)]
-        // SAFETY: the run is this buffer's own RAM, in the direct map, and
-        // `&mut self` makes this the only reference to it.
-        unsafe {
-            core::slice::from_raw_parts_mut(p, (self.0.bytes() / 8) as usize)
-        }
-    }
-    fn words(&self) -> &[u64] {
-        let p = (self.0.pa + arch::PHYS_OFFSET) as *const u64;
-        #[allow(unsafe_code)]
-        // SAFETY: as for `words_mut`; shared while `self` is.
-        unsafe {
-            core::slice::from_raw_parts(p, (self.0.bytes() / 8) as usize)
-        }
+    /// The run's contents as words, read through `mm`'s window onto RAM
+    /// (the direct map), so the test needs no `unsafe`.
+    fn words(&self) -> alloc::vec::Vec<u64> {
+        let mut bytes = alloc::vec![0u8; self.0.bytes() as usize];
+        DIRECT_MAP.read(self.0.pa, &mut bytes);
+        bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()
     }
     /// Fill with words that name `tag` and their disk position.
     fn fill(&mut self, tag: u64, sector: u64) {
-        for (i, w) in self.words_mut().iter_mut().enumerate() {
-            *w = tag << 48 ^ (sector * SECTOR_SIZE / 8 + i as u64);
-        }
+        let bytes: alloc::vec::Vec<u8> = (0..self.0.bytes() / 8)
+            .flat_map(|i| (tag << 48 ^ (sector * SECTOR_SIZE / 8 + i)).to_ne_bytes())
+            .collect();
+        DIRECT_MAP.write(self.0.pa, &bytes);
     }
     /// The first word that is not what `fill(tag, sector)` wrote.
     fn mismatch(&self, tag: u64, sector: u64) -> Option<usize> {
@@ -115,6 +111,18 @@ ktest! {
             check_eq!(after.writes - before.writes, 1, "write requests for 2 MiB");
             check_eq!(after.reads - before.reads, 1, "read requests for 2 MiB");
             check_eq!(after.write_sectors - before.write_sectors, 4096, "sectors written");
+            // `/sys/block/vda/stat` shows the same counts in Linux's fields.
+            let stat = d.stat_text();
+            let f: alloc::vec::Vec<u64> = stat
+                .split_whitespace()
+                .map(|w| w.parse().unwrap_or(u64::MAX))
+                .collect();
+            check_eq!(f.len(), 17, "stat fields: {stat}");
+            check_eq!(
+                (f[0], f[2], f[4], f[6]),
+                (after.reads, after.read_sectors, after.writes, after.write_sectors),
+                "stat: {stat}"
+            );
         }
         check_eq!(free_frames(), base, "free frames after the I/O vs before");
         Ok(())
