@@ -2,7 +2,7 @@
 //!
 //! Each subsystem is a folder whose `mod.rs` says what belongs there:
 //! `task/` (threads, scheduling), `proc/` (processes), `syscall/`, `fs/`,
-//! `mem/` (the glue to the `mm` crate), `perf/`, and the optional parts,
+//! `mem/` (the glue to the `mm` crate), `block/` (the disk swap will use), `perf/`, and the optional parts,
 //! `selftest/` and `demo/`, compiled in only with their cargo features
 //! (`kernel/Cargo.toml`).
 //!
@@ -19,6 +19,7 @@ extern crate alloc;
 #[macro_use]
 mod log;
 mod arch;
+mod block;
 mod cmdline;
 #[cfg(feature = "demo")]
 mod demo;
@@ -90,6 +91,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::irq_enable();
     sched::init();
     smp::init();
+    block::init();
     khugepaged::start();
     cpio::init(info.initrd);
     process::init();

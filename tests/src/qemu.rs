@@ -132,6 +132,9 @@ pub struct RunSpec {
     pub initrd: Option<PathBuf>,
     /// Appended to the QEMU command line (e.g. `-icount shift=0`).
     pub extra_args: Vec<String>,
+    /// A raw disk image attached as a virtio block device on the
+    /// virtio-mmio transport (`microvm` / `virt`; [`scratch_disk`]).
+    pub disk: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -148,6 +151,7 @@ impl RunSpec {
             gdb: false,
             initrd: None,
             extra_args: Vec::new(),
+            disk: None,
         }
     }
 
@@ -204,12 +208,35 @@ impl RunSpec {
         if let Some(i) = &self.initrd {
             c.arg("-initrd").arg(i);
         }
+        if let Some(d) = &self.disk {
+            let mut drive = std::ffi::OsString::from("file=");
+            drive.push(d);
+            drive.push(",if=none,format=raw,id=swap0");
+            c.arg("-drive").arg(drive);
+            c.args(["-device", "virtio-blk-device,drive=swap0"]);
+        }
         c.args(&self.extra_args);
         if self.gdb {
             c.args(["-s", "-S"]);
         }
         c
     }
+}
+
+/// Size of the scratch disk: room for a 2 MiB run and scattered pages.
+pub const SCRATCH_DISK_BYTES: u64 = 64 << 20;
+
+/// A fresh all-zero raw image `target/disks/scratch-<arch>.img` (a sparse
+/// file: no space used until written), made anew for every boot so no run
+/// sees another's data; one per architecture, since both may boot at once.
+pub fn scratch_disk(arch: Arch) -> Result<PathBuf, String> {
+    let dir = workspace_root().join("target").join("disks");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("scratch-{}.img", arch.name()));
+    let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(SCRATCH_DISK_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 pub fn show(c: &Command) -> String {

@@ -15,6 +15,10 @@ struct Suite {
     smp: u32,
     /// More QEMU arguments (TCG only: such suites are skipped under KVM).
     extra_qemu_args: &'static [&'static str],
+    /// A scratch virtio block device (`qemu::scratch_disk`): the block
+    /// layer's self-tests (`kernel/src/block/tests.rs`) run in the boots
+    /// that have one and skip elsewhere.
+    disk: bool,
 }
 
 fn suites(arch: Arch) -> Vec<Suite> {
@@ -25,6 +29,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
         timeout_s: 600,
         smp: 1,
         extra_qemu_args: &[],
+        disk: true,
     }];
     // The other machine configurations the kernel must boot on; they run the
     // arch self-tests only (boot, tables, W^X, timer, and the secondary
@@ -41,6 +46,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 timeout_s: 120,
                 smp: 2,
                 extra_qemu_args: &[],
+                disk: false,
             });
             v.push(Suite {
                 name: "smp4",
@@ -49,6 +55,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 timeout_s: 120,
                 smp: 4,
                 extra_qemu_args: &[],
+                disk: false,
             });
         }
         Arch::Aarch64 => {
@@ -59,14 +66,18 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 timeout_s: 120,
                 smp: 2,
                 extra_qemu_args: &[],
+                disk: false,
             });
+            // With a disk: the block tests' interrupt is a GICv3 SPI here
+            // (routed by IROUTER), a GICv2 one in the main boot.
             v.push(Suite {
                 name: "gicv3",
                 machine: Some("virt,gic-version=3"),
-                cmdline: "selftest=arch_",
+                cmdline: "selftest=arch_,block_",
                 timeout_s: 120,
                 smp: 2,
                 extra_qemu_args: &[],
+                disk: true,
             });
             v.push(Suite {
                 name: "smp2",
@@ -75,6 +86,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 timeout_s: 120,
                 smp: 2,
                 extra_qemu_args: &[],
+                disk: false,
             });
             // Deterministic instruction counting: with `-icount shift=0`
             // TCG's PMU advertises INST_RETIRED and counts it exactly.
@@ -85,6 +97,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 timeout_s: 120,
                 smp: 1,
                 extra_qemu_args: &["-icount", "shift=0"],
+                disk: false,
             });
         }
     }
@@ -98,6 +111,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
         timeout_s: 900,
         smp: 1,
         extra_qemu_args: &[],
+        disk: false,
     });
     v
 }
@@ -239,6 +253,15 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
         }
         spec.smp = s.smp;
         spec.extra_args = s.extra_qemu_args.iter().map(|a| a.to_string()).collect();
+        if s.disk {
+            match qemu::scratch_disk(arch) {
+                Ok(p) => spec.disk = Some(p),
+                Err(e) => {
+                    println!("[{}/{}] scratch disk: FAILED: {e}", arch.name(), s.name);
+                    total.failed += 1;
+                }
+            }
+        }
         total += run_suite(
             arch,
             s.name,

@@ -38,6 +38,8 @@ pub struct Platform {
     pub psci: Option<PsciConduit>,
     /// `/cpus/cpu@N` `reg` values (MPIDR affinity), DT order (smp.rs).
     pub cpus: crate::smp::DtCpus,
+    /// `virtio,mmio` transports (QEMU `virt` describes 32, most empty).
+    pub virtio: arch_common::MmioDevices,
 }
 
 /// Parse the DTB and fill `info` (RAM, command line, initrd, DTB reservation).
@@ -122,7 +124,48 @@ pub fn parse(info: &mut BootInfo, dtb_pa: u64) -> Option<Platform> {
             _ => None,
         });
     let cpus = crate::smp::DtCpus::from_dt(&fdt);
-    Some(Platform { gic, psci, cpus })
+    let virtio = find_virtio(&fdt);
+    Some(Platform {
+        gic,
+        psci,
+        cpus,
+        virtio,
+    })
+}
+
+/// Every `virtio,mmio` node: its register window and its interrupt.  The
+/// `interrupts` property is read as the GIC binding's three cells (type,
+/// number, flags): type 0 is an SPI, whose interrupt id is 32 + number.
+/// A node with another shape is left out (no driver could take its IRQ).
+fn find_virtio(fdt: &Fdt) -> arch_common::MmioDevices {
+    let mut out = arch_common::MmioDevices::new();
+    for node in fdt.all_nodes() {
+        let is_virtio = node
+            .compatible()
+            .is_some_and(|c| c.all().any(|s| s == "virtio,mmio"));
+        if !is_virtio {
+            continue;
+        }
+        let Some(r) = node.reg().and_then(|mut r| r.next()) else {
+            continue;
+        };
+        let Some(cells) = node.property("interrupts").map(|p| p.value) else {
+            continue;
+        };
+        let cell = |i: usize| {
+            cells
+                .get(4 * i..4 * i + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        if let (Some(0), Some(spi)) = (cell(0), cell(1)) {
+            out.push(arch_common::MmioDevice {
+                base: r.starting_address as u64,
+                size: r.size.unwrap_or(0x200) as u64,
+                irq: 32 + spi,
+            });
+        }
+    }
+    out
 }
 
 fn find_gic(fdt: &Fdt) -> Option<GicInfo> {

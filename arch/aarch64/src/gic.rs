@@ -18,6 +18,8 @@ const GICD_IGROUPR: u64 = 0x080;
 const GICD_ISENABLER: u64 = 0x100;
 const GICD_IPRIORITYR: u64 = 0x400;
 const GICD_ITARGETSR: u64 = 0x800;
+const GICD_ICFGR: u64 = 0xC00;
+const GICD_IROUTER: u64 = 0x6000;
 const GICD_SGIR: u64 = 0xF00;
 // GICv2 CPU interface.
 const GICC_CTLR: u64 = 0x00;
@@ -199,6 +201,55 @@ pub fn enable_ppi(intid: u32) {
         }
         _ => {}
     }
+}
+
+/// Enable shared peripheral interrupt `intid` (32..1020), level-sensitive,
+/// routed to the running CPU (the kernel calls it on CPU 0, where device
+/// completions are handled).  Device interrupts arrive through
+/// [`handle_device`].  Returns false without a GIC or for a non-SPI id.
+pub fn enable_spi(intid: u32) -> bool {
+    if !(32..1020).contains(&intid) {
+        return false;
+    }
+    let d = DIST.load(Ordering::Relaxed);
+    let (word, bit) = (u64::from(intid / 32) * 4, 1u32 << (intid % 32));
+    // Two configuration bits per interrupt; the upper one clear = level.
+    let cfg = d + GICD_ICFGR + u64::from(intid / 16) * 4;
+    let cfg_bit = 1u32 << (2 * (intid % 16) + 1);
+    match VERSION.load(Ordering::Acquire) {
+        2 => {
+            wr32(cfg, rd32(cfg) & !cfg_bit);
+            wr8(d + GICD_IPRIORITYR + u64::from(intid), 0x80);
+            wr8(d + GICD_ITARGETSR + u64::from(intid), v2_cpu_mask());
+            wr32(d + GICD_ISENABLER + word, bit);
+            true
+        }
+        3 => {
+            wr32(d + GICD_IGROUPR + word, rd32(d + GICD_IGROUPR + word) | bit);
+            wr32(cfg, rd32(cfg) & !cfg_bit);
+            wr8(d + GICD_IPRIORITYR + u64::from(intid), 0x80);
+            // GICD_IROUTER: Aff3 in bits 39:32, Aff2..Aff0 in 23:0; written
+            // as two words (the upper one first, the lower one enables it).
+            let aff = crate::smp::mpidr_aff();
+            let r = d + GICD_IROUTER + 8 * u64::from(intid);
+            wr32(r + 4, (aff >> 32 & 0xff) as u32);
+            wr32(r, (aff & 0xff_ffff) as u32);
+            wr32(d + GICD_ISENABLER + word, bit);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The kernel's handler of device interrupts (`set_device_irq_hook`).
+pub static DEVICE_HOOK: arch_common::DeviceIrqHook = arch_common::DeviceIrqHook::new();
+
+/// An SPI arrived (acknowledged, not yet EOI'd): the hook runs first so
+/// the device can lower its level-sensitive line before the EOI, which
+/// otherwise would raise the same interrupt again at once.
+pub fn handle_device(iar: u32) {
+    DEVICE_HOOK.run(iar & 0x3ff);
+    eoi(iar);
 }
 
 /// Acknowledge the highest-priority pending interrupt; `SPURIOUS` if none.

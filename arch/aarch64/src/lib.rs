@@ -68,7 +68,7 @@ pub const KIMAGE_VOFFSET: u64 = 0xFFFF_FFFF_0000_0000;
 pub const DEVICE_VA_BASE: u64 = 0xFFFF_FFFE_0000_0000;
 pub const NAME: &str = "aarch64";
 
-pub use arch_common::{Access, FaultInfo, KernelLayout, Translation};
+pub use arch_common::{Access, FaultInfo, KernelLayout, MmioDevice, Translation};
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use hw::*;
@@ -106,6 +106,24 @@ mod hw {
     /// re-installs them so the kernel's call order does not matter).
     pub fn init_interrupts() {
         crate::trap::install_vectors();
+    }
+
+    /// The virtio-mmio transports the device tree describes.
+    pub fn virtio_mmio_devices() -> &'static [arch_common::MmioDevice] {
+        crate::boot::PLATFORM
+            .get()
+            .map_or(&[], |p| p.virtio.as_slice())
+    }
+
+    /// Enable device interrupt `irq` (a GIC SPI id, as in
+    /// [`virtio_mmio_devices`]), level-sensitive, delivered to this CPU.
+    pub fn enable_device_irq(irq: u32) -> bool {
+        crate::gic::enable_spi(irq)
+    }
+
+    /// Device interrupts go to `f(irq)`, IRQs masked, before the EOI.
+    pub fn set_device_irq_hook(f: fn(u32)) {
+        crate::gic::DEVICE_HOOK.set(f);
     }
 
     /// Route data/instruction aborts to `f` first; `true` = resolved, retry.

@@ -137,6 +137,10 @@ static GIC_MASK: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 /// The kernel's entry for secondaries (`fn(usize) -> !` as usize).
 static ENTRY: AtomicUsize = AtomicUsize::new(0);
 
+pub(crate) fn mpidr_aff() -> u64 {
+    my_mpidr()
+}
+
 fn my_mpidr() -> u64 {
     MPIDR_EL1.get() & MPIDR_AFF_MASK
 }

@@ -126,6 +126,8 @@ pub fn handle_irq() {
             let f = unsafe { core::mem::transmute::<usize, fn()>(h) };
             f();
         }
+    } else if id >= 32 {
+        gic::handle_device(iar);
     } else {
         gic::eoi(iar);
         kprintln!("arch: unexpected interrupt {}", id);

@@ -59,3 +59,85 @@ pub struct KernelLayout {
     /// Largest leaf size used by the direct map.
     pub direct_map_leaf: u64,
 }
+
+/// A virtio-mmio transport the firmware describes (arm64: a `virtio,mmio`
+/// device-tree node; x86 `microvm`: a resource template in the ACPI DSDT).
+/// `irq` is what `enable_device_irq` takes: the GIC interrupt id on arm64
+/// (32 + the SPI number), the IOAPIC global system interrupt on x86.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmioDevice {
+    pub base: u64,
+    pub size: u64,
+    pub irq: u32,
+}
+
+/// Most virtio-mmio transports kept (QEMU `virt` describes 32, `microvm`
+/// 24; only those with a device behind them matter, and the kernel drives one).
+pub const MAX_MMIO_DEVICES: usize = 32;
+
+/// The transports found at boot, in firmware order.  Filled once by the
+/// arch crate before the kernel runs, read-only after.
+#[derive(Clone, Copy, Debug)]
+pub struct MmioDevices {
+    list: [MmioDevice; MAX_MMIO_DEVICES],
+    n: usize,
+}
+
+impl MmioDevices {
+    pub const fn new() -> Self {
+        MmioDevices {
+            list: [MmioDevice {
+                base: 0,
+                size: 0,
+                irq: 0,
+            }; MAX_MMIO_DEVICES],
+            n: 0,
+        }
+    }
+
+    /// Keep `d` unless the list is full or already has its base.
+    pub fn push(&mut self, d: MmioDevice) {
+        if self.n < MAX_MMIO_DEVICES && !self.as_slice().iter().any(|e| e.base == d.base) {
+            self.list[self.n] = d;
+            self.n += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[MmioDevice] {
+        &self.list[..self.n]
+    }
+}
+
+impl Default for MmioDevices {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The kernel's device-interrupt handler (`set_device_irq_hook`), set once
+/// at boot; the arch crates' interrupt entry runs it before the EOI.
+pub struct DeviceIrqHook(spin::Once<fn(u32)>);
+
+impl DeviceIrqHook {
+    pub const fn new() -> Self {
+        DeviceIrqHook(spin::Once::new())
+    }
+
+    /// The first handler set stays (there is one device driver).
+    pub fn set(&self, f: fn(u32)) {
+        self.0.call_once(|| f);
+    }
+
+    /// Run the handler for `irq`, if one is set.
+    pub fn run(&self, irq: u32) {
+        if let Some(f) = self.0.get() {
+            f(irq);
+        }
+    }
+}
+
+impl Default for DeviceIrqHook {
+    fn default() -> Self {
+        Self::new()
+    }
+}

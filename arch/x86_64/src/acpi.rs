@@ -1,10 +1,12 @@
 //! Which CPUs the machine has: the local APIC ids from the ACPI MADT, or
-//! from the MP table when there is no ACPI, read once at boot.
+//! from the MP table when there is no ACPI, read once at boot; and the
+//! devices the kernel drives: the IOAPICs (MADT) and the virtio-mmio
+//! transports (DSDT), kept in [`DEVICES`].
 //!
 //! Runs in the early boot while the entry code's identity map of the low
 //! 4 GiB is still live, because firmware tables may sit in memory the
 //! direct map does not cover (e820 reserved or ACPI areas between RAM
-//! ranges).  Only the ids are kept; nothing reads the tables later.
+//! ranges).  Only what was found is kept; nothing reads the tables later.
 //!
 //! Where the root pointer comes from: the PVH start info's `rsdp_paddr`
 //! when the loader filled it, else the EBDA's first KiB and the BIOS area
@@ -112,10 +114,11 @@ pub unsafe fn discover(rsdp_hint: u64) -> CpuList {
     } else {
         scan(b"RSD PTR ", 20)
     };
-    if let Some(r) = rsdp
-        && let Some(l) = from_madt(r)
-    {
-        return l;
+    if let Some(r) = rsdp {
+        DEVICES.call_once(|| devices(r));
+        if let Some(l) = from_madt(r) {
+            return l;
+        }
     }
     if let Some(l) = from_mp_table() {
         return l;
@@ -124,75 +127,154 @@ pub unsafe fn discover(rsdp_hint: u64) -> CpuList {
     CpuList::empty()
 }
 
-/// Walk the RSDT/XSDT the RSDP at `rsdp` names to the MADT ("APIC") and
-/// collect the enabled (or online-capable) local APIC and x2APIC entries.
-fn from_madt(rsdp: u64) -> Option<CpuList> {
+/// The interrupt controllers and virtio-mmio transports the ACPI tables
+/// describe (empty without ACPI: `q35` has IOAPICs but no virtio-mmio).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Devices {
+    /// IOAPICs from the MADT: (register base, first GSI); at most two
+    /// (`microvm` with `ioapic2=on` has two, q35 one).
+    pub ioapics: [(u64, u32); MAX_IOAPICS],
+    pub nr_ioapics: usize,
+    pub virtio: arch_common::MmioDevices,
+}
+
+pub const MAX_IOAPICS: usize = 2;
+
+/// Filled once by [`discover`], read-only after.
+pub static DEVICES: spin::Once<Devices> = spin::Once::new();
+
+/// The RSDT/XSDT the RSDP at `rsdp` names: (address, entry size).
+fn root_table(rsdp: u64) -> Option<(u64, u64)> {
     let rev = rd::<u8>(rsdp + 15);
-    let (root, entry_size) = if rev >= 2 {
-        let x = rd::<u64>(rsdp + 24);
-        if x != 0 {
-            (x, 8)
-        } else {
-            (u64::from(rd::<u32>(rsdp + 16)), 4)
-        }
+    let x = if rev >= 2 { rd::<u64>(rsdp + 24) } else { 0 };
+    let (root, entry_size) = if x != 0 {
+        (x, 8)
     } else {
         (u64::from(rd::<u32>(rsdp + 16)), 4)
     };
-    if root == 0 || !below_4g(root, 36) {
-        return None;
-    }
+    (root != 0 && below_4g(root, 36)).then_some((root, entry_size))
+}
+
+/// The first table with signature `sig` the root table lists, if its
+/// length is sane: (address, length).
+fn find_table(rsdp: u64, sig: &[u8; 4]) -> Option<(u64, u64)> {
+    let (root, entry_size) = root_table(rsdp)?;
     let root_len = u64::from(rd::<u32>(root + 4));
-    if root_len < 36 || !below_4g(root, root_len) {
-        return None;
-    }
-    let mut madt = None;
     let mut off = 36;
-    while off + entry_size <= root_len {
+    while off + entry_size <= root_len && below_4g(root, root_len) {
         let t = if entry_size == 8 {
             rd::<u64>(root + off)
         } else {
             u64::from(rd::<u32>(root + off))
         };
-        if t != 0 && below_4g(t, 8) && rd::<[u8; 4]>(t) == *b"APIC" {
-            madt = Some(t);
-            break;
+        if t != 0 && below_4g(t, 8) && rd::<[u8; 4]>(t) == *sig {
+            let len = u64::from(rd::<u32>(t + 4));
+            return (len >= 36 && below_4g(t, len)).then_some((t, len));
         }
         off += entry_size;
     }
-    let madt = madt?;
-    let len = u64::from(rd::<u32>(madt + 4));
-    if len < 44 || !below_4g(madt, len) || checksum(madt, len) != 0 {
-        kprint!("x86_64: ACPI MADT at {:#x} is malformed, ignored\n", madt);
-        return None;
-    }
-    let mut l = CpuList::empty();
-    l.source = "ACPI MADT";
+    None
+}
+
+/// Call `f(type, entry address, entry length)` for each MADT entry.
+fn madt_entries(madt: u64, len: u64, mut f: impl FnMut(u8, u64, u64)) {
     let mut off = 44;
     while off + 2 <= len {
         let (ty, elen) = (rd::<u8>(madt + off), u64::from(rd::<u8>(madt + off + 1)));
         if elen < 2 || off + elen > len {
             break;
         }
-        let e = madt + off;
-        match (ty, elen) {
-            // Processor local APIC: uid u8, APIC id u8, flags u32.
-            (0, 8..) => {
-                let flags = rd::<u32>(e + 4);
-                if flags & 3 != 0 {
-                    l.push(u32::from(rd::<u8>(e + 3)));
-                }
-            }
-            // Processor local x2APIC: reserved u16, x2APIC id u32, flags u32, uid u32.
-            (9, 16..) => {
-                let flags = rd::<u32>(e + 8);
-                if flags & 3 != 0 {
-                    l.push(rd::<u32>(e + 4));
-                }
-            }
-            _ => {}
-        }
+        f(ty, madt + off, elen);
         off += elen;
     }
+}
+
+/// IOAPICs from the MADT, virtio-mmio windows from the DSDT.
+///
+/// The DSDT is AML, and this kernel has no AML interpreter.  What QEMU's
+/// `microvm` writes for each virtio-mmio transport is a device whose
+/// `_CRS` is a constant resource template: a Memory32Fixed descriptor
+/// (tag 0x86, length 9) with the window, directly followed by an Extended
+/// Interrupt descriptor (tag 0x89) with its GSI.  That pair is what is
+/// looked for, byte by byte.  A false match is harmless: the kernel checks
+/// the virtio magic value in the window before it drives anything there.
+/// (QEMU also lists the transports as `virtio_mmio.device=` words on the
+/// command line, but only when ACPI is off, which would cost the MADT and
+/// so the secondary CPUs; the DSDT is there whenever ACPI is on.)
+fn devices(rsdp: u64) -> Devices {
+    let mut d = Devices::default();
+    if let Some((madt, len)) = find_table(rsdp, b"APIC") {
+        madt_entries(madt, len, |ty, e, elen| {
+            if ty == 1 && elen >= 12 && d.nr_ioapics < MAX_IOAPICS {
+                d.ioapics[d.nr_ioapics] = (u64::from(rd::<u32>(e + 4)), rd::<u32>(e + 8));
+                d.nr_ioapics += 1;
+            }
+        });
+    }
+    let dsdt = find_table(rsdp, b"FACP").map(|(fadt, len)| {
+        let x = if len >= 148 { rd::<u64>(fadt + 140) } else { 0 };
+        if x != 0 {
+            x
+        } else {
+            u64::from(rd::<u32>(fadt + 40))
+        }
+    });
+    if let Some(dsdt) = dsdt.filter(|&a| a != 0 && below_4g(a, 36))
+        && rd::<[u8; 4]>(dsdt) == *b"DSDT"
+    {
+        let len = u64::from(rd::<u32>(dsdt + 4));
+        if below_4g(dsdt, len) {
+            let mut a = dsdt + 36;
+            // Memory32Fixed (12 bytes) + Extended Interrupt with one GSI (9).
+            while a + 21 <= dsdt + len {
+                if rd::<[u8; 3]>(a) == [0x86, 0x09, 0x00]
+                    && rd::<u8>(a + 12) == 0x89
+                    && rd::<u16>(a + 13) >= 6
+                    && rd::<u8>(a + 16) >= 1
+                {
+                    let (base, size) = (rd::<u32>(a + 4), rd::<u32>(a + 8));
+                    d.virtio.push(arch_common::MmioDevice {
+                        base: u64::from(base),
+                        size: u64::from(size),
+                        irq: rd::<u32>(a + 17),
+                    });
+                    a += 21;
+                } else {
+                    a += 1;
+                }
+            }
+        }
+    }
+    d
+}
+
+/// Walk the RSDT/XSDT the RSDP at `rsdp` names to the MADT ("APIC") and
+/// collect the enabled (or online-capable) local APIC and x2APIC entries.
+fn from_madt(rsdp: u64) -> Option<CpuList> {
+    let (madt, len) = find_table(rsdp, b"APIC")?;
+    if len < 44 || checksum(madt, len) != 0 {
+        kprint!("x86_64: ACPI MADT at {:#x} is malformed, ignored\n", madt);
+        return None;
+    }
+    let mut l = CpuList::empty();
+    l.source = "ACPI MADT";
+    madt_entries(madt, len, |ty, e, elen| match (ty, elen) {
+        // Processor local APIC: uid u8, APIC id u8, flags u32.
+        (0, 8..) => {
+            let flags = rd::<u32>(e + 4);
+            if flags & 3 != 0 {
+                l.push(u32::from(rd::<u8>(e + 3)));
+            }
+        }
+        // Processor local x2APIC: reserved u16, x2APIC id u32, flags u32, uid u32.
+        (9, 16..) => {
+            let flags = rd::<u32>(e + 8);
+            if flags & 3 != 0 {
+                l.push(rd::<u32>(e + 4));
+            }
+        }
+        _ => {}
+    });
     (l.n > 0).then_some(l)
 }
 

@@ -28,6 +28,8 @@ mod fpu;
 #[cfg(target_os = "none")]
 mod gdt;
 #[cfg(target_os = "none")]
+mod ioapic;
+#[cfg(target_os = "none")]
 pub mod mem;
 #[cfg(target_os = "none")]
 mod paging;
@@ -96,6 +98,26 @@ pub const NAME: &str = "x86_64";
 #[cfg(target_os = "none")]
 pub fn console_write(s: &str) {
     console::write(s);
+}
+
+/// The virtio-mmio transports the ACPI DSDT describes (`microvm`; none on
+/// `q35`).
+#[cfg(target_os = "none")]
+pub fn virtio_mmio_devices() -> &'static [arch_common::MmioDevice] {
+    acpi::DEVICES.get().map_or(&[], |d| d.virtio.as_slice())
+}
+
+/// Enable device interrupt `irq` (an IOAPIC GSI, as in
+/// [`virtio_mmio_devices`]), level-triggered, delivered to CPU 0.
+#[cfg(target_os = "none")]
+pub fn enable_device_irq(irq: u32) -> bool {
+    ioapic::enable(irq, smp::boot_cpu_apic_id())
+}
+
+/// Device interrupts go to `f(irq)`, IRQs masked, before the EOI.
+#[cfg(target_os = "none")]
+pub fn set_device_irq_hook(f: fn(u32)) {
+    ioapic::HOOK.set(f);
 }
 
 /// Install the exception vectors (already done at boot; this reloads the

@@ -332,6 +332,20 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         true,
         PTE_LEVEL,
     );
+    // IOAPIC register windows, uncached, right after it (ioapic.rs).
+    if let Some(d) = crate::acpi::DEVICES.get() {
+        for (i, &(pa, _)) in d.ioapics[..d.nr_ioapics].iter().enumerate() {
+            map(
+                &mut pt,
+                crate::ioapic::va(i),
+                pa & !(SIZE_4K - 1),
+                SIZE_4K,
+                Perms::KERNEL_RW,
+                true,
+                PTE_LEVEL,
+            );
+        }
+    }
     let root = pt.root();
 
     let used = PhysRange::new(alloc.used().start, alloc.used().end);

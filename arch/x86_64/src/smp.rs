@@ -370,3 +370,8 @@ extern "C" fn x86_ap_rust_entry(cpu: u64) -> ! {
     let entry = unsafe { core::mem::transmute::<usize, fn(usize) -> !>(p) };
     entry(cpu)
 }
+
+/// The boot CPU's LAPIC id (where device interrupts are routed).
+pub fn boot_cpu_apic_id() -> u32 {
+    CPUS.hw_id(0) as u32
+}

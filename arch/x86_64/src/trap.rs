@@ -142,6 +142,8 @@ stubs!(
     16 noerr, 17 err, 18 noerr, 19 noerr, 20 noerr, 21 err,
     28 noerr, 29 err, 30 err,
     32 noerr, 33 noerr, 240 noerr, 255 noerr,
+    // Device interrupts (ioapic.rs): vectors 0x30.. for GSIs 0..48.
+    48 noerr, 49 noerr, 50 noerr, 51 noerr, 52 noerr, 53 noerr, 54 noerr, 55 noerr, 56 noerr, 57 noerr, 58 noerr, 59 noerr, 60 noerr, 61 noerr, 62 noerr, 63 noerr, 64 noerr, 65 noerr, 66 noerr, 67 noerr, 68 noerr, 69 noerr, 70 noerr, 71 noerr, 72 noerr, 73 noerr, 74 noerr, 75 noerr, 76 noerr, 77 noerr, 78 noerr, 79 noerr, 80 noerr, 81 noerr, 82 noerr, 83 noerr, 84 noerr, 85 noerr, 86 noerr, 87 noerr, 88 noerr, 89 noerr, 90 noerr, 91 noerr, 92 noerr, 93 noerr, 94 noerr, 95 noerr,
 );
 
 #[repr(C)]
@@ -283,6 +285,12 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         crate::smp::AP_TIMER_VECTOR => crate::smp::on_ap_tick(),
         crate::smp::IPI_VECTOR => crate::smp::on_ipi(),
         SPURIOUS_VECTOR => {}
+        v if (crate::ioapic::DEVICE_VECTOR_BASE
+            ..crate::ioapic::DEVICE_VECTOR_BASE + crate::ioapic::NR_DEVICE_VECTORS as u8)
+            .contains(&v) =>
+        {
+            crate::ioapic::on_vector(v)
+        }
         14 => {
             let cr2 = cpu::read_cr2();
             // kvm-pvm runs a user SYSCALL without leaving ring 3 (user.rs).

@@ -301,7 +301,14 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
                 v.push((format!("{}", p.pid), DT_DIR));
             }
         }
-        "/sys" => add(&["devices", "kernel"], DT_DIR),
+        "/sys" => {
+            if crate::block::disk().is_some() {
+                add(&["block"], DT_DIR);
+            }
+            add(&["devices", "kernel"], DT_DIR)
+        }
+        BLOCK_DIR if crate::block::disk().is_some() => add(&["vda"], DT_DIR),
+        VDA_DIR if crate::block::disk().is_some() => add(&["stat"], DT_REG),
         "/sys/kernel" => add(&["debug", "mm"], DT_DIR),
         "/sys/kernel/mm" => add(&["transparent_hugepage"], DT_DIR),
         "/sys/kernel/debug" => {
@@ -347,6 +354,9 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
 /// and `present` those the firmware describes (what glibc's
 /// `sysconf(_SC_NPROCESSORS_*)` reads; see `smp.rs`).
 const CPU_DIR: &str = "/sys/devices/system/cpu";
+/// The disk's counters, in Linux's place and format (block/mod.rs).
+const BLOCK_DIR: &str = "/sys/block";
+const VDA_DIR: &str = "/sys/block/vda";
 
 /// Open `path` with `flags` for process `me`.
 ///
@@ -405,6 +415,14 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | "/sys/devices"
         | "/sys/devices/system"
         | CPU_DIR => return dir_ok(&path),
+        BLOCK_DIR | VDA_DIR if crate::block::disk().is_some() => return dir_ok(&path),
+        "/sys/block/vda/stat" => {
+            let d = crate::block::disk().ok_or(Errno::ENOENT)?;
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            return Ok(mk(text(d.stat_text()), 0o100444));
+        }
         "/sys/devices/system/cpu/online"
         | "/sys/devices/system/cpu/possible"
         | "/sys/devices/system/cpu/present" => {

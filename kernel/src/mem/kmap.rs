@@ -1,6 +1,7 @@
 //! Run-time kernel mappings: 4 KiB pages in the arch's kernel map region
-//! (`arch::KERNEL_MAP_BASE`, one root slot), today the kernel thread stacks
-//! with their unmapped guard pages.
+//! (`arch::KERNEL_MAP_BASE`, one root slot): the kernel thread stacks with
+//! their unmapped guard pages in the lower half of the region, and device
+//! registers ([`map_device`], uncached, never unmapped) in the upper half.
 //!
 //! They go through `mm`'s page-table engine in `Space::Kernel`, on the live
 //! kernel root (x86 CR3's PML4, arm64 TTBR1), with the buddy allocator's
@@ -80,6 +81,37 @@ pub fn map_page(va: u64, pa: u64, writable: bool) -> Result<(), &'static str> {
             mm::paging::PtError::NoMem => "out of memory for a page table",
             _ => "kernel map region broken",
         })
+}
+
+/// Where device mappings start: the upper half of the region, far above
+/// every stack slot (`task/thread.rs` asserts its slots fit the region).
+const DEVICE_BASE: u64 = arch::KERNEL_MAP_BASE + arch::KERNEL_MAP_SIZE / 2;
+
+/// Next free device address (bump allocation; devices stay mapped).
+/// Only advanced under `KMAP`.
+static DEVICE_NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Map the device registers at `[pa, pa + len)` uncached (x86 PCD/PWT via
+/// the engine's device attribute, arm64 Device-nGnRnE), read-write, never
+/// executable, and return the virtual address of `pa`.  Device windows are
+/// mapped for good: drivers keep them for the kernel's lifetime.
+pub fn map_device(pa: u64, len: u64) -> Result<u64, &'static str> {
+    use core::sync::atomic::Ordering::Relaxed;
+    let start = pa & !(PAGE - 1);
+    let size = (pa + len).div_ceil(PAGE) * PAGE - start;
+    let attrs = Attrs {
+        device: true,
+        special: true,
+        ..Attrs::kernel(Perms::KERNEL_RW)
+    };
+    with_table(|pt| {
+        let va = DEVICE_BASE + DEVICE_NEXT.load(Relaxed);
+        check(va, size)?;
+        pt.map_range(va, start, size, attrs)
+            .map_err(|_| "cannot map device registers")?;
+        DEVICE_NEXT.store(va + size - DEVICE_BASE, Relaxed);
+        Ok(va + (pa - start))
+    })
 }
 
 /// Unmap the 4 KiB page `va` and flush it from every CPU's TLB (global

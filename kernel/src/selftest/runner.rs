@@ -47,12 +47,12 @@ fn all_tests() -> &'static [KTest] {
     }
 }
 
-/// Run every test whose name contains `filter` (all when empty).
-/// Returns `(passed, failed, skipped)`.
+/// Run every test whose name contains `filter`, or one of its
+/// comma-separated parts (all when empty).  Returns `(passed, failed, skipped)`.
 pub fn run(filter: &str) -> (usize, usize, usize) {
     let mut tests: alloc::vec::Vec<&KTest> = all_tests()
         .iter()
-        .filter(|t| t.name.contains(filter))
+        .filter(|t| filter.split(',').any(|f| t.name.contains(f)))
         .collect();
     tests.sort_by_key(|t| t.name);
     println!("running {} self-tests (filter '{}')", tests.len(), filter);

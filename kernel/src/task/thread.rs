@@ -27,7 +27,8 @@ const PAGE: u64 = 4096;
 /// Virtual space per stack slot: guard page + stack + unmapped slack.
 const SLOT_SIZE: u64 = 16 * PAGE;
 const _: () = assert!(PAGE + STACK_PAGES * PAGE <= SLOT_SIZE);
-const _: () = assert!(MAX_THREADS as u64 * SLOT_SIZE <= arch::KERNEL_MAP_SIZE);
+// The slots stay in the lower half: the upper half is for device registers (kmap.rs).
+const _: () = assert!(MAX_THREADS as u64 * SLOT_SIZE <= arch::KERNEL_MAP_SIZE / 2);
 
 /// The saved context of the thread in each table slot (see `sched.rs`).
 /// Static, so a context outlives any reference-counted thread object and

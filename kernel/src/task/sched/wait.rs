@@ -64,7 +64,6 @@ impl WaitQueue {
     }
 
     /// Wake one waiter (the lowest thread id).  Returns whether one was.
-    #[cfg_attr(not(feature = "selftest"), allow(dead_code))]
     pub fn wake_one(&self) -> bool {
         self.wake(1) > 0
     }
