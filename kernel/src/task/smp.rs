@@ -221,8 +221,9 @@ ktest::ktest! {
         );
         DIRECT_MAP.store(a.pa(), 0xaaaa_0000_aaaa_0000);
         DIRECT_MAP.store(b.pa(), 0xbbbb_0000_bbbb_0000);
-        // A page of the kernel map region no thread stack uses.
-        let va = arch::KERNEL_MAP_BASE + arch::KERNEL_MAP_SIZE / 2;
+        // A page of the kernel map region's lower (stack) half that no
+        // thread stack reaches; the upper half holds device registers.
+        let va = arch::KERNEL_MAP_BASE + arch::KERNEL_MAP_SIZE / 4;
         let cpus: alloc::vec::Vec<usize> =
             (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)).collect();
         let sent = crate::mem::shootdown::SHOOTDOWN_IPIS.load(Ordering::Relaxed);
