@@ -481,7 +481,8 @@ static int pthreads_thp_first_touch(void)
 }
 
 /* exit() from main ends every thread: one faulting memory in and out in
- * user mode, one asleep in a futex wait; the parent sees the exit status,
+ * user mode, one asleep in a futex wait, one in a pipe read that no write
+ * will satisfy; the parent sees the exit status,
  * and (on the mthp kernel, where the count is exact) MemFree is back where
  * it was: nothing of the address space or the threads leaks. */
 static void *churn_fn(void *arg)
@@ -508,6 +509,17 @@ static void *sleep_fn(void *arg)
 	return NULL;
 }
 
+static int pipe_fds[2];
+
+static void *reader_fn(void *arg)
+{
+	char c;
+	(void)arg;
+	for (;;)
+		read(pipe_fds[0], &c, 1);
+	return NULL;
+}
+
 static long mem_free_kb(void)
 {
 	FILE *f = fopen("/proc/meminfo", "r");
@@ -527,8 +539,9 @@ static int pthreads_exit_group(void)
 	pid_t pid = fork();
 	REQUIRE(pid >= 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
-		pthread_t a, b;
-		if (pthread_create(&a, NULL, churn_fn, NULL) || pthread_create(&b, NULL, sleep_fn, NULL))
+		pthread_t a, b, c;
+		if (pipe(pipe_fds) || pthread_create(&a, NULL, churn_fn, NULL) ||
+		    pthread_create(&b, NULL, sleep_fn, NULL) || pthread_create(&c, NULL, reader_fn, NULL))
 			_exit(1);
 		usleep(30000);
 		exit(3);

@@ -170,9 +170,3 @@ fn wake_key(key: Key, n: i32, bitset: u32) -> usize {
     QUEUE.wake_ids(ids);
     count
 }
-
-/// Wake the threads in `ids` (bit per kernel thread id) whatever futex they
-/// wait on, so they see that they were killed.
-pub fn interrupt(ids: u64) {
-    QUEUE.wake_ids(ids);
-}

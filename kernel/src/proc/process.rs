@@ -22,10 +22,11 @@
 //!   fail the system call with EFAULT.
 //! * Exit: `exit` ends one thread (its `clear_child_tid` word is zeroed
 //!   and futex-woken: how `pthread_join` waits); `exit_group`, a fatal
-//!   signal or fault end them all: the others are marked killed and die
-//!   where they next pass through the kernel (leaving a system call or a
-//!   futex wait, or at the end of the interrupt that preempted their user
-//!   code: [`on_resume`]).  The last thread out tears the process down:
+//!   signal or fault end them all: the others are marked killed, woken
+//!   if asleep (futex, pipe and `wait4` waits give up when killed), and
+//!   die where they next pass through the kernel (leaving a system call,
+//!   or at the end of the interrupt that preempted their user code:
+//!   [`on_resume`]).  The last thread out tears the process down:
 //!   files closed, the root switched off, the `Mm` destroyed, the
 //!   status kept until the parent reaps it.  When `init` (pid 1) exits the
 //!   kernel reports `init exited with status N` and ends the run with that
@@ -487,8 +488,9 @@ pub const CLONE_FS: u64 = 0x200;
 pub const CLONE_FILES: u64 = 0x400;
 pub const CLONE_SIGHAND: u64 = 0x800;
 pub const CLONE_THREAD: u64 = 0x1_0000;
-/// Nothing to share here (no System V semaphores), accepted.
-pub const CLONE_SYSVSEM: u64 = 0x4_0000;
+/// All of them: a thread (what `pthread_create` passes besides the
+/// options below).
+pub const CLONE_THREAD_SET: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
 /// The TLS and TID options (see [`CloneArgs`]).
 pub const CLONE_SETTLS: u64 = 0x8_0000;
 pub const CLONE_PARENT_SETTID: u64 = 0x10_0000;
@@ -663,9 +665,10 @@ pub fn exit_current(status: i32) -> ! {
             others |= 1 << k;
         }
     }
-    // Those asleep in a futex wait wake up to see it; the others die when
-    // they next leave the kernel or are next switched to.
-    super::futex::interrupt(others);
+    // Those asleep in the kernel (a futex, a pipe, `wait4`, a sleep) wake
+    // up to see it; the others die when they next leave the kernel or are
+    // next switched to.
+    sched::interrupt(others);
     end_thread(p, status)
 }
 
@@ -766,12 +769,16 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i
             return Ok(None);
         }
         CHILD_EXIT.wait_until(|| {
-            PROCS.lock().iter().any(|q| {
-                q.ppid.load(Ordering::Relaxed) == me.pid
-                    && (pid == -1 || q.pid as i64 == pid)
-                    && q.exited().is_some()
-            })
+            killed()
+                || PROCS.lock().iter().any(|q| {
+                    q.ppid.load(Ordering::Relaxed) == me.pid
+                        && (pid == -1 || q.pid as i64 == pid)
+                        && q.exited().is_some()
+                })
         });
+        if killed() {
+            return Err(Errno::EINTR);
+        }
     }
 }
 

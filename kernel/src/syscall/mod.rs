@@ -508,6 +508,8 @@ fn sys_clone(p: &Arc<Process>, frame: &arch::UserFrame, a: [u64; 6]) -> R {
     const CLONE_NEWUSER: u64 = 0x1000_0000;
     const CLONE_PARENT: u64 = 0x8000;
     const CLONE_PIDFD: u64 = 0x1000;
+    // Nothing to share here (no System V semaphores), accepted.
+    const CLONE_SYSVSEM: u64 = 0x4_0000;
     let flags = a[0];
     // The argument order differs: x86-64 passes (flags, stack, ptid, ctid,
     // tls), arm64 (flags, stack, ptid, tls, ctid).
@@ -534,7 +536,7 @@ fn sys_clone(p: &Arc<Process>, frame: &arch::UserFrame, a: [u64; 6]) -> R {
         return Err(Errno::EINVAL);
     }
     let tid_opts = CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
-    let thread = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
+    let thread = CLONE_THREAD_SET;
     if flags & thread == thread && flags & !(0xff | thread | CLONE_SYSVSEM | tid_opts) == 0 {
         return clone_thread(p, frame, &args).map(u64::from);
     }

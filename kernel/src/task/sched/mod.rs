@@ -625,6 +625,21 @@ pub fn sleep_ms(ms: u64) {
     }
 }
 
+/// Make the threads in `ids` (bit per id) runnable if they are blocked on a
+/// wait queue or asleep: their waits re-check their condition, which for a
+/// killed user thread includes being killed (`exit_group`).  A thread
+/// woken this way stays registered with its queue until it runs.
+pub fn interrupt(ids: u64) {
+    with_sched(|s| {
+        let mut bits = ids;
+        while bits != 0 {
+            let id = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            s.wake(id, true);
+        }
+    });
+}
+
 /// Error from [`spawn`].
 pub type SpawnError = &'static str;
 
