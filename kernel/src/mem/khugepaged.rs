@@ -95,9 +95,12 @@ pub fn kick() {
 /// module doc).  False if there is none.
 fn with_mm(id: u64, f: &mut dyn FnMut(&uspace::Space)) -> bool {
     let found = {
+        // One preemption-off section from the lookup to the end of the
+        // step, as before `UserMm` made it a type (see the module doc).
+        let np = sched::preempt_disable();
         match uspace::all_mms().into_iter().find(|m| m.id() == id) {
             Some(mm) => {
-                f(&mm.enter());
+                f(mm.get(&np));
                 drop(mm);
                 true
             }

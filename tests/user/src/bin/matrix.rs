@@ -1018,17 +1018,35 @@ extern "C" fn thread_body(addr: usize) -> usize {
     0
 }
 
-/// Starts `f(arg)` as a task sharing our memory (`clone(CLONE_VM |
-/// SIGCHLD)` on its own stack, so `wait4` reaps it); returns its id or the
-/// errno.  The child never returns into Rust code of the parent's stack:
-/// it calls `f` on the new stack and exits.
-fn clone_vm(f: extern "C" fn(usize) -> usize, arg: usize, stack_top: usize) -> isize {
-    let flags = CLONE_VM | sys::SIGCHLD;
+/// The clone flags glibc's `pthread_create` passes (without SETTLS: the
+/// thread runs no code that needs TLS).
+const THREAD_FLAGS: usize = CLONE_VM
+    | 0x200 // CLONE_FS
+    | 0x400 // CLONE_FILES
+    | 0x800 // CLONE_SIGHAND
+    | 0x1_0000 // CLONE_THREAD
+    | 0x4_0000 // CLONE_SYSVSEM
+    | 0x10_0000 // CLONE_PARENT_SETTID
+    | 0x20_0000; // CLONE_CHILD_CLEARTID
+
+/// Starts `f(arg)` as a thread of this process on its own stack (the flags
+/// of `pthread_create`), with `*ctid` its id until it exits, when the
+/// kernel clears it and wakes a futex waiter there; returns the thread's id
+/// or the errno.  The thread never returns into Rust code of the parent's
+/// stack: it calls `f` on the new stack and exits (only itself).
+fn clone_thread(
+    f: extern "C" fn(usize) -> usize,
+    arg: usize,
+    stack_top: usize,
+    ctid: &core::sync::atomic::AtomicU32,
+) -> isize {
+    let ctid = ctid.as_ptr() as usize;
     let ret: isize;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: clone(flags, stack, 0, 0, 0): in the child (rax 0) the new
-    // stack is used only by `f`, called with `arg`, followed by exit; the
-    // parent resumes with rax = the child's id.  r12/r13 survive syscall.
+    // SAFETY: clone(flags, stack, ptid, ctid, tls): in the child (rax 0) the
+    // new stack is used only by `f`, called with `arg`, followed by exit;
+    // the parent resumes with rax = the thread's id.  r12/r13 survive
+    // syscall; `ctid` outlives the thread (the caller waits for it).
     unsafe {
         core::arch::asm!(
             "syscall",
@@ -1042,15 +1060,15 @@ fn clone_vm(f: extern "C" fn(usize) -> usize, arg: usize, stack_top: usize) -> i
             "ud2",
             "2:",
             inlateout("rax") sys::nr::CLONE as isize => ret,
-            in("rdi") flags, in("rsi") stack_top, in("rdx") 0usize,
-            in("r10") 0usize, in("r8") 0usize,
+            in("rdi") THREAD_FLAGS, in("rsi") stack_top, in("rdx") ctid,
+            in("r10") ctid, in("r8") 0usize,
             in("r12") arg, in("r13") f as usize,
             lateout("rcx") _, lateout("r11") _,
         );
     }
     #[cfg(target_arch = "aarch64")]
-    // SAFETY: as for x86_64: x9/x10 survive svc; the child calls `f` on
-    // its own stack and exits (93).
+    // SAFETY: as for x86_64 (arm64 order: flags, stack, ptid, tls, ctid):
+    // x9/x10 survive svc; the child calls `f` on its own stack and exits (93).
     unsafe {
         core::arch::asm!(
             "svc #0",
@@ -1061,8 +1079,8 @@ fn clone_vm(f: extern "C" fn(usize) -> usize, arg: usize, stack_top: usize) -> i
             "svc #0",
             "brk #0",
             "2:",
-            inlateout("x0") flags as isize => ret,
-            in("x1") stack_top, in("x2") 0usize, in("x3") 0usize, in("x4") 0usize,
+            inlateout("x0") THREAD_FLAGS as isize => ret,
+            in("x1") stack_top, in("x2") ctid, in("x3") 0usize, in("x4") ctid,
             in("x8") sys::nr::CLONE,
             in("x9") arg, in("x10") f as usize,
             lateout("x30") _,
@@ -1071,21 +1089,49 @@ fn clone_vm(f: extern "C" fn(usize) -> usize, arg: usize, stack_top: usize) -> i
     ret
 }
 
-/// A second task of the same address space (clone CLONE_VM) faults blocks
-/// A and B: the parent reads its data and finds `kb` folios.
+/// Wait until the thread whose `ctid` word this is has exited (the kernel
+/// zeroes it and wakes us), at most about `secs` seconds.
+fn join_thread(ctid: &core::sync::atomic::AtomicU32, secs: u64) -> bool {
+    const FUTEX_WAIT: usize = 0;
+    let timeout = [1usize, 0]; // one second per wait
+    for _ in 0..secs {
+        let v = ctid.load(core::sync::atomic::Ordering::Acquire);
+        if v == 0 {
+            return true;
+        }
+        sys::syscall6(
+            sys::nr::FUTEX,
+            [
+                ctid.as_ptr() as usize,
+                FUTEX_WAIT,
+                v as usize,
+                timeout.as_ptr() as usize,
+                0,
+                0,
+            ],
+        );
+    }
+    ctid.load(core::sync::atomic::Ordering::Acquire) == 0
+}
+
+/// A second thread of this process (the clone flags of `pthread_create`)
+/// faults blocks A and B: the main thread joins it (CLONE_CHILD_CLEARTID +
+/// futex, as `pthread_join`), reads its data and finds `kb` folios.
 fn threads(kb: usize) -> R {
     knobs(kb)?;
     let m = map_aligned(LEN, SZ_2M).map_err(|why| cell!(Untested, "{why}"))?;
     let stack = map_aligned(64 << 10, PAGE).map_err(|why| cell!(Untested, "{why}"))?;
-    let tid = clone_vm(thread_body, m.addr, stack.addr + stack.len);
+    let ctid = core::sync::atomic::AtomicU32::new(0);
+    let tid = clone_thread(thread_body, m.addr, stack.addr + stack.len, &ctid);
     if let Err(e) = check(tid) {
-        bail!(No, "clone(CLONE_VM): errno {e}");
+        bail!(No, "clone(pthread flags): errno {e}");
     }
-    let mut st = 0;
-    sys::wait4(tid, &mut st, 0);
-    if st != 0 {
-        bail!(No, "the CLONE_VM task ended with status {st:#x}");
+    if !join_thread(&ctid, 30) {
+        bail!(
+            No,
+            "the thread did not exit (clear_child_tid never cleared)"
+        );
     }
     data_ok(&m, 0, C, 23)?;
-    kept_at(m.addr, C, kb, "faulted by a CLONE_VM task")
+    kept_at(m.addr, C, kb, "faulted by another thread")
 }
