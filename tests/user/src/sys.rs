@@ -23,6 +23,7 @@ pub mod nr {
     pub const CLOCK_NANOSLEEP: usize = 230;
     pub const GETPID: usize = 39;
     pub const CLONE: usize = 56;
+    pub const FUTEX: usize = 202;
     pub const EXIT: usize = 60;
     pub const WAIT4: usize = 61;
     pub const UNAME: usize = 63;
@@ -100,6 +101,7 @@ pub mod nr {
     pub const MUNMAP: usize = 215;
     pub const MREMAP: usize = 216;
     pub const CLONE: usize = 220;
+    pub const FUTEX: usize = 98;
     pub const MMAP: usize = 222;
     pub const MPROTECT: usize = 226;
     pub const MADVISE: usize = 233;
