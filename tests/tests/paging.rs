@@ -18,16 +18,22 @@ fn user_pt<A: PagingArch>(emu: &mm::emu::Emu) -> PageTable<'_, A> {
     PageTable::<A>::new(emu.env(), USER).unwrap()
 }
 
+/// A kernel table mapping 1 GiB + 2 MiB + 8 KiB at `KVA` to 4 GiB, all
+/// aligned: one 1G, one 2M and two 4K leaves.  Returns it and the length.
+fn mixed_kernel_pt<A: PagingArch>(emu: &mm::emu::Emu) -> (PageTable<'_, A>, u64, u64) {
+    let mut pt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    let len = (1 << 30) + M2 + 0x2000;
+    pt.map_range(kva, 0x1_0000_0000, len, Attrs::kernel(Perms::KERNEL_RW))
+        .unwrap();
+    (pt, kva, len)
+}
+
 /// Kernel-style map_range picks 1G/2M/4K leaves; translation follows them
 /// and enforces rights.
 fn map_and_translate<A: PagingArch>() {
     let emu = emu();
-    let mut pt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
-    let kva = 0xffff_8000_0000_0000u64;
-    // 1 GiB + 2 MiB + 8 KiB, all aligned: one 1G, one 2M, two 4K leaves.
-    let len = (1 << 30) + M2 + 0x2000;
-    pt.map_range(kva, 0x1_0000_0000, len, Attrs::kernel(Perms::KERNEL_RW))
-        .unwrap();
+    let (mut pt, kva, len) = mixed_kernel_pt::<A>(&emu);
     let mut sizes = Vec::new();
     pt.for_each_leaf(&mut |va, l| sizes.push((va, l.level)));
     assert_eq!(
@@ -708,12 +714,7 @@ fn update_single_entry<A: PagingArch>() {
 /// through, root first.
 fn probe_matches_lookup<A: PagingArch>() {
     let emu = emu();
-    let mut pt = PageTable::<A>::new(emu.env(), Space::Kernel).unwrap();
-    let kva = 0xffff_8000_0000_0000u64;
-    // One 1G, one 2M and two 4K leaves, as in `map_and_translate`.
-    let len = (1 << 30) + M2 + 0x2000;
-    pt.map_range(kva, 0x1_0000_0000, len, Attrs::kernel(Perms::KERNEL_RW))
-        .unwrap();
+    let (pt, kva, len) = mixed_kernel_pt::<A>(&emu);
     let load = |pa| emu.mem.load(pa);
     for (va, tables) in [
         (kva + 0x1234_5678, vec![ROOT_LEVEL]),
