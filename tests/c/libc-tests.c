@@ -3,7 +3,8 @@
  * against the C library (glibc or musl, linked -static): proof that
  * programs built the usual way run unchanged on this kernel, from libc
  * start-up (auxv, TLS, SSE/FP state) through stdio on /proc and /sys to
- * fork, mmap and madvise.  Prints `test <name> ... ok|FAILED: why` (or
+ * fork, mmap and madvise, and pthreads (threads, mutexes, condition
+ * variables, TLS, join, exit_group).  Prints `test <name> ... ok|FAILED: why` (or
  * `... skipped: why`) and `N passed, N failed, N skipped`; exit status 0
  * only if nothing failed.  It saves and restores the THP knobs it
  * changes, so it also runs on a Linux host (as root; otherwise the tests
@@ -17,6 +18,8 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +28,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +38,7 @@
 #define SZ_2M (2UL << 20)
 
 static char why[256];
+static int on_mthp(void);
 #define REQUIRE(c, ...) do { if (!(c)) { snprintf(why, sizeof why, __VA_ARGS__); return 1; } } while (0)
 
 static int write_knob(const char *path, const char *v)
@@ -284,6 +289,312 @@ static int pipe_abort_and_dirs(void)
 	return 0;
 }
 
+/* pthreads: NT threads each fill their own region and bump a shared
+ * counter under a mutex; each has its own tid and its own `__thread`
+ * value, and sees the process's pid and CPU affinity. */
+#define NT 4
+#define ROUNDS 2000
+#define REGION (64 << 10)
+static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
+static long counter;
+static __thread long tls_val = -1;
+static char *regions;
+struct worker {
+	int id;
+	pid_t tid;
+	long tls_seen;
+	const void *tls_addr;
+	int pid_ok, affinity_ok;
+};
+
+static void *worker_fn(void *arg)
+{
+	struct worker *w = arg;
+	tls_val = w->id * 100;
+	w->tid = (pid_t)syscall(SYS_gettid);
+	w->pid_ok = getpid() == (pid_t)syscall(SYS_getpid);
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	w->affinity_ok = sched_getaffinity(w->tid, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 &&
+			 sched_setaffinity(w->tid, sizeof set, &set) == 0;
+	memset(regions + (size_t)w->id * REGION, 'A' + w->id, REGION);
+	for (int i = 0; i < ROUNDS; i++) {
+		pthread_mutex_lock(&count_lock);
+		counter++;
+		pthread_mutex_unlock(&count_lock);
+		if (i % 256 == 0)
+			sched_yield();
+	}
+	w->tls_seen = tls_val;
+	w->tls_addr = &tls_val;
+	return (void *)(long)(w->id + 1);
+}
+
+static int pthreads_mutex_tls(void)
+{
+	pthread_t t[NT];
+	struct worker w[NT];
+	regions = mmap(NULL, NT * REGION, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(regions != MAP_FAILED, "mmap failed");
+	counter = 0;
+	tls_val = 7;
+	for (int i = 0; i < NT; i++) {
+		w[i] = (struct worker){ .id = i };
+		int e = pthread_create(&t[i], NULL, worker_fn, &w[i]);
+		REQUIRE(e == 0, "pthread_create %d: %s", i, strerror(e));
+	}
+	for (int i = 0; i < NT; i++) {
+		void *ret;
+		int e = pthread_join(t[i], &ret);
+		REQUIRE(e == 0, "pthread_join %d: %s", i, strerror(e));
+		REQUIRE(ret == (void *)(long)(i + 1), "thread %d returned %p", i, ret);
+	}
+	REQUIRE(counter == NT * ROUNDS, "counter %ld, expected %d", counter, NT * ROUNDS);
+	REQUIRE(tls_val == 7, "main thread's TLS value changed to %ld", tls_val);
+	for (int i = 0; i < NT; i++) {
+		for (size_t o = 0; o < REGION; o += 4096)
+			REQUIRE(regions[i * REGION + o] == 'A' + i, "region %d byte %zu is %d", i, o,
+				regions[i * REGION + o]);
+		REQUIRE(w[i].tls_seen == i * 100, "thread %d saw TLS value %ld", i, w[i].tls_seen);
+		REQUIRE(w[i].tls_addr != &tls_val, "thread %d shares the main thread's TLS", i);
+		REQUIRE(w[i].tid > 0 && w[i].tid != getpid(), "thread %d tid %d (pid %d)", i, w[i].tid,
+			getpid());
+		REQUIRE(w[i].pid_ok, "thread %d: getpid differs from the group id", i);
+		REQUIRE(w[i].affinity_ok, "thread %d: sched_{get,set}affinity on its tid failed", i);
+		for (int j = 0; j < i; j++) {
+			REQUIRE(w[j].tid != w[i].tid, "threads %d and %d share tid %d", j, i, w[i].tid);
+			REQUIRE(w[j].tls_addr != w[i].tls_addr, "threads %d and %d share TLS", j, i);
+		}
+	}
+	munmap(regions, NT * REGION);
+	return 0;
+}
+
+/* A condition-variable handoff: a token passed back and forth. */
+static pthread_mutex_t hand_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hand_cv = PTHREAD_COND_INITIALIZER;
+static int turn, handoffs;
+
+/* 200 times: wait for the token to be `me`'s, count, pass it on. */
+static void handoff(int me)
+{
+	for (int i = 0; i < 200; i++) {
+		pthread_mutex_lock(&hand_lock);
+		while (turn != me)
+			pthread_cond_wait(&hand_cv, &hand_lock);
+		handoffs++;
+		turn = !me;
+		pthread_cond_signal(&hand_cv);
+		pthread_mutex_unlock(&hand_lock);
+	}
+}
+
+static void *ponger(void *arg)
+{
+	(void)arg;
+	handoff(1);
+	return NULL;
+}
+
+static int pthreads_condvar(void)
+{
+	pthread_t t;
+	turn = 0;
+	handoffs = 0;
+	REQUIRE(pthread_create(&t, NULL, ponger, NULL) == 0, "pthread_create failed");
+	handoff(0);
+	REQUIRE(pthread_join(t, NULL) == 0, "pthread_join failed");
+	REQUIRE(handoffs == 400, "%d handoffs, expected 400", handoffs);
+	/* A timed wait nobody signals times out. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 20 * 1000 * 1000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&hand_lock);
+	int e = pthread_cond_timedwait(&hand_cv, &hand_lock, &ts);
+	pthread_mutex_unlock(&hand_lock);
+	REQUIRE(e == ETIMEDOUT, "pthread_cond_timedwait: %s", strerror(e));
+	return 0;
+}
+
+/* One thread first-touches a THP-sized range (64 KiB and 2 MiB folios)
+ * while the main thread reads it: every byte read is 0 or the writer's,
+ * and the range ends up fully mapped (for 2 MiB: one PMD folio, so the
+ * reader starts after the writer's first store: a read fault first would
+ * map the zero page instead, as it may on Linux). */
+struct toucher {
+	volatile char *a;
+	size_t len;
+	volatile int started, done;
+};
+
+static void *touch_fn(void *arg)
+{
+	struct toucher *t = arg;
+	for (size_t o = 0; o < t->len; o += 4096) {
+		t->a[o] = 0x5a;
+		t->started = 1;
+	}
+	t->done = 1;
+	return NULL;
+}
+
+static int touch_while_reading(int kb, size_t len)
+{
+	if (thp_only(kb))
+		return -1;
+	char *a = map_2m(len);
+	REQUIRE(a, "mmap failed");
+	struct toucher t = { .a = a, .len = len };
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, touch_fn, &t) == 0, "pthread_create failed");
+	long bad = 0;
+	while (kb == 2048 && !t.started)
+		sched_yield();
+	do {
+		for (size_t o = 0; o < len; o += 4096) {
+			char c = ((volatile char *)a)[o];
+			bad += c != 0 && c != 0x5a;
+		}
+		sched_yield();
+	} while (!t.done);
+	REQUIRE(pthread_join(th, NULL) == 0, "pthread_join failed");
+	REQUIRE(bad == 0, "%ld reads saw neither zero nor the written byte", bad);
+	for (size_t o = 0; o < len; o += 4096)
+		REQUIRE(a[o] == 0x5a, "byte %zu lost its value", o);
+	long rss = smaps_field(a, "Rss:");
+	long ahp = smaps_field(a, "AnonHugePages:");
+	munmap(a, len);
+	REQUIRE(rss == (long)(len >> 10), "Rss %ld kB, expected %zu", rss, len >> 10);
+	if (kb == 2048)
+		REQUIRE(ahp == 2048, "AnonHugePages %ld kB, expected 2048", ahp);
+	return 0;
+}
+
+static int pthreads_thp_first_touch(void)
+{
+	int r = touch_while_reading(64, 16 << 16);
+	return r ? r : touch_while_reading(2048, SZ_2M);
+}
+
+/* exit() from main ends every thread: one faulting memory in and out in
+ * user mode, one asleep in a futex wait, one in a pipe read that no write
+ * will satisfy; the parent sees the exit status,
+ * and (on the mthp kernel, where the count is exact) MemFree is back where
+ * it was: nothing of the address space or the threads leaks. */
+static void *churn_fn(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		char *m = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+		if (m == MAP_FAILED)
+			continue;
+		for (size_t o = 0; o < (4 << 20); o += 4096)
+			((volatile char *)m)[o] = 1;
+		munmap(m, 4 << 20);
+	}
+	return NULL;
+}
+
+static void *sleep_fn(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&hand_lock);
+	for (;;)
+		pthread_cond_wait(&hand_cv, &hand_lock);
+	return NULL;
+}
+
+static int pipe_fds[2];
+
+static void *reader_fn(void *arg)
+{
+	char c;
+	(void)arg;
+	for (;;)
+		read(pipe_fds[0], &c, 1);
+	return NULL;
+}
+
+static long mem_free_kb(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	long v = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "MemFree: %ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static int pthreads_exit_group(void)
+{
+	long before = mem_free_kb(), after = -1;
+	pid_t pid = fork();
+	REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		pthread_t a, b, c;
+		if (pipe(pipe_fds) || pthread_create(&a, NULL, churn_fn, NULL) ||
+		    pthread_create(&b, NULL, sleep_fn, NULL) || pthread_create(&c, NULL, reader_fn, NULL))
+			_exit(1);
+		usleep(30000);
+		exit(3);
+	}
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid: %s", strerror(errno));
+	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 3, "status %#x, expected exit 3", st);
+	/* The exited threads' kernel stacks are freed once they are reaped. */
+	for (int i = 0; i < 20 && after != before; i++) {
+		usleep(5000);
+		after = mem_free_kb();
+	}
+	REQUIRE(!on_mthp() || after == before, "MemFree %ld kB after the threaded child, %ld before",
+		after, before);
+	return 0;
+}
+
+/* tgkill with a fatal signal from a second thread to the first ends the
+ * whole group, killed by that signal; signal 0 probes a live thread and
+ * ESRCH answers a thread of another group. */
+static pid_t main_tid;
+
+static void *killer_fn(void *arg)
+{
+	(void)arg;
+	if (syscall(SYS_tgkill, getpid(), main_tid, 0) != 0)
+		_exit(10);
+	if (syscall(SYS_tgkill, getppid(), main_tid, 0) != -1 || errno != ESRCH)
+		_exit(11);
+	syscall(SYS_tgkill, getpid(), main_tid, SIGTERM);
+	for (;;)
+		sched_yield();
+	return NULL;
+}
+
+static int pthreads_tgkill(void)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		pthread_t t;
+		main_tid = (pid_t)syscall(SYS_gettid);
+		if (pthread_create(&t, NULL, killer_fn, NULL))
+			_exit(1);
+		pthread_join(t, NULL);
+		_exit(2);
+	}
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid: %s", strerror(errno));
+	REQUIRE(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %#x, expected SIGTERM", st);
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(void);
@@ -294,6 +605,11 @@ static const struct {
 	{ "libc_pmd_thp_in_smaps", pmd_thp_in_smaps },
 	{ "libc_prctl_thp_disable", prctl_thp_disable },
 	{ "libc_pipe_abort_and_dirs", pipe_abort_and_dirs },
+	{ "libc_pthreads_mutex_tls", pthreads_mutex_tls },
+	{ "libc_pthreads_condvar", pthreads_condvar },
+	{ "libc_pthreads_thp_first_touch", pthreads_thp_first_touch },
+	{ "libc_pthreads_exit_group", pthreads_exit_group },
+	{ "libc_pthreads_tgkill", pthreads_tgkill },
 };
 
 /* The program runs on the mthp kernel, where skips are failures. */

@@ -11,6 +11,7 @@
 //! Locking: `buf` is a leaf lock, held only to move bytes; `len` mirrors
 //! its length so the wait conditions (evaluated with interrupts masked)
 //! need no lock.
+use crate::proc::process::killed;
 use crate::task::sched::WaitQueue;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -86,7 +87,11 @@ impl Pipe {
         if nonblock && !ready() {
             return Err(Errno::EAGAIN);
         }
-        self.wq.wait_until(ready);
+        // A thread its group is ending gives up (`exit_group`).
+        self.wq.wait_until(|| ready() || killed());
+        if !ready() {
+            return Err(Errno::EINTR);
+        }
         let n = {
             let mut b = self.buf.lock();
             let n = out.len().min(b.len());
@@ -120,7 +125,14 @@ impl Pipe {
                     Err(Errno::EAGAIN)
                 };
             }
-            self.wq.wait_until(room);
+            self.wq.wait_until(|| room() || killed());
+            if !room() {
+                return if done > 0 {
+                    Ok(done)
+                } else {
+                    Err(Errno::EINTR)
+                };
+            }
             if self.readers.load(SeqCst) == 0 {
                 return if done > 0 {
                     Ok(done)

@@ -1,9 +1,14 @@
-//! User processes: one kernel thread each, running in ring 3 / EL0 with its
-//! own address space (`mm::aspace::Mm`).
+//! User processes: thread groups of kernel threads running in ring 3 / EL0
+//! with their own address space (`mm::aspace::Mm`).
 //!
 //! * A process is created by [`start_init`] (the first program, from the
-//!   initramfs) or by `fork` (`clone` without `CLONE_VM`).  Its kernel
-//!   thread is spawned with the space's root loaded (`sched::spawn_in`) and
+//!   initramfs) or by `fork` (`clone` without `CLONE_VM`); more threads of
+//!   it by [`clone_thread`] (`CLONE_VM | CLONE_THREAD | ...`).  Every user
+//!   thread is one kernel thread; the pid is the group's id, each thread
+//!   has its own tid (the first thread's is the pid), TLS register,
+//!   `clear_child_tid` and robust-list head ([`Slot`]).  Everything else
+//!   (the address space, files, cwd, signal dispositions and mask) is the
+//!   process's and so shared.  A thread's kernel thread is spawned with the space's root loaded (`sched::spawn_in`) and
 //!   drops to user mode with `arch::enter_user`; system calls and user
 //!   faults run on that thread's kernel stack.
 //! * User page faults (and kernel faults on user addresses inside the
@@ -15,13 +20,21 @@
 //!   faulting process with SIGKILL instead, as Linux's OOM killer would
 //!   (one log line).  Kernel accesses to user memory that run out of memory
 //!   fail the system call with EFAULT.
-//! * Exit: files closed, the root switched off, the `Mm` destroyed, the
+//! * Exit: `exit` ends one thread (its `clear_child_tid` word is zeroed
+//!   and futex-woken: how `pthread_join` waits); `exit_group`, a fatal
+//!   signal or fault end them all: the others are marked killed, woken
+//!   if asleep (futex, pipe and `wait4` waits give up when killed), and
+//!   die where they next pass through the kernel (leaving a system call,
+//!   or at the end of the interrupt that preempted their user code:
+//!   [`on_resume`]).  The last thread out tears the process down:
+//!   files closed, the root switched off, the `Mm` destroyed, the
 //!   status kept until the parent reaps it.  When `init` (pid 1) exits the
 //!   kernel reports `init exited with status N` and ends the run with that
 //!   result.
 //!
 //! Locking: the process table and each process's fields are spin locks
-//! taken briefly; nothing here holds one across an `Mm` call that could
+//! taken briefly (`group_exit`, `files`, ... are leaves; `PROCS` is never
+//! taken under a process's lock); nothing here holds one across an `Mm` call that could
 //! fault.  System calls that touch an `Mm` run with preemption disabled (a
 //! fault handler with interrupts masked may need the same allocator locks).
 use super::exec::load_elf;
@@ -32,7 +45,7 @@ use crate::task::sched;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use mm::abi::errno::Errno;
 use mm::abi::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use spin::{Mutex, RwLock};
@@ -47,7 +60,7 @@ pub const SIGKILL: i32 = 9;
 pub(super) const PAGE: u64 = 4096;
 const MAX_FDS: usize = 64;
 
-/// One process.
+/// One process: a thread group (its per-thread parts are [`Slot`]s).
 pub struct Process {
     pub pid: u32,
     pub ppid: AtomicU32,
@@ -82,14 +95,16 @@ pub struct Process {
     /// SIG_DFL and SIG_IGN act (SIGPIPE); handlers are remembered and
     /// reported back but not yet called.
     pub sigactions: Mutex<[[u64; 4]; 64]>,
-    /// `rt_sigprocmask`'s blocked set (bit `sig - 1`).
-    pub sigmask: AtomicU64,
     pub files: Mutex<Vec<Option<Arc<File>>>>,
-    /// User TLS register (FS base / TPIDR_EL0).
-    pub tls: AtomicU64,
     /// The wait status once exited.
     exit_status: Mutex<Option<i32>>,
-    /// Kernel thread running it.
+    /// Threads started and not yet exited (the last one out tears the
+    /// process down).
+    live: AtomicU32,
+    /// The wait status `exit_group` (or a fatal signal) set: the group is
+    /// dying.
+    group_exit: Mutex<Option<i32>>,
+    /// The kernel thread bound to it last (its first thread, or the newest).
     thread: AtomicU32,
 }
 
@@ -113,7 +128,11 @@ impl Process {
         mm
     }
 
-    /// Run `f` on the address space (EFAULT-like `ESRCH` if it is gone).
+    /// The address space's id (futex keys), `None` once it is gone.
+    pub fn mm_id(&self) -> Option<u64> {
+        self.mm.read().as_ref().map(|m| m.id())
+    }
+
     /// Run `f` on the process's address space, preemption disabled
     /// meanwhile (see [`UserMm`]).
     pub fn with_mm<R>(&self, f: impl FnOnce(&uspace::Space) -> R) -> Result<R, Errno> {
@@ -222,6 +241,102 @@ static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 /// lack of memory; [`on_user_exception`] then kills with SIGKILL.
 static OOM_FAULT: [core::sync::atomic::AtomicBool; crate::task::thread::MAX_THREADS] =
     [const { core::sync::atomic::AtomicBool::new(false) }; crate::task::thread::MAX_THREADS];
+/// Per user thread (indexed by kernel thread id, reset when it exits).
+pub struct Slot {
+    /// The thread id (`gettid`); 0 when the kernel thread runs no user
+    /// thread.
+    tid: AtomicU32,
+    /// `set_tid_address` / `CLONE_CHILD_CLEARTID`: zeroed and futex-woken
+    /// at exit.
+    clear_tid: AtomicU64,
+    /// `set_robust_list`'s head (kept, not walked at exit).
+    robust: AtomicU64,
+    /// Another thread ended the group: die at the next kernel exit.
+    killed: AtomicBool,
+    /// `rt_sigprocmask`'s blocked set (bit `sig - 1`), per thread as in
+    /// Linux (glibc blocks every signal in a thread about to exit).
+    sigmask: AtomicU64,
+}
+
+static SLOTS: [Slot; crate::task::thread::MAX_THREADS] = [const {
+    Slot {
+        tid: AtomicU32::new(0),
+        clear_tid: AtomicU64::new(0),
+        robust: AtomicU64::new(0),
+        killed: AtomicBool::new(false),
+        sigmask: AtomicU64::new(0),
+    }
+}; crate::task::thread::MAX_THREADS];
+
+fn slot() -> &'static Slot {
+    &SLOTS[sched::current_id()]
+}
+
+/// `gettid`.
+pub fn gettid() -> u32 {
+    slot().tid.load(Ordering::Relaxed)
+}
+
+/// `set_tid_address(addr)`: returns the caller's tid.
+pub fn set_tid_address(addr: u64) -> u32 {
+    slot().clear_tid.store(addr, Ordering::Relaxed);
+    gettid()
+}
+
+/// `set_robust_list(head)`: remembered per thread.
+pub fn set_robust_list(head: u64) {
+    slot().robust.store(head, Ordering::Relaxed);
+}
+
+/// The running thread's blocked-signal set.
+pub fn sigmask() -> &'static AtomicU64 {
+    &slot().sigmask
+}
+
+/// Whether user thread `tid` of `p` blocks `sig`.
+pub fn blocks(p: &Process, tid: u32, sig: i32) -> bool {
+    SLOTS.iter().enumerate().any(|(k, s)| {
+        s.tid.load(Ordering::Relaxed) == tid
+            && THREAD_PID[k].load(Ordering::Relaxed) == p.pid
+            && s.sigmask.load(Ordering::Relaxed) & (1 << (sig - 1)) != 0
+    })
+}
+
+/// Whether the running thread's group is ending it.
+pub fn killed() -> bool {
+    slot().killed.load(Ordering::Relaxed)
+}
+
+/// End the running thread if its group is being ended (called on the way
+/// back to user mode from a system call).
+pub fn die_if_killed() {
+    if killed() {
+        exit_thread(0);
+    }
+}
+
+/// The scheduler's resume hook (end of a preemptible interrupt, interrupts
+/// masked): a user thread killed while its user code was preempted dies
+/// here, with interrupts enabled for the teardown as the fault-kill path
+/// has them.
+fn on_resume() {
+    if killed() {
+        arch::irq_enable();
+        exit_thread(0);
+    }
+}
+
+/// The kernel thread id and the process of user thread `tid`.
+pub fn find_thread(tid: u32) -> Option<(usize, Arc<Process>)> {
+    if tid == 0 {
+        return None;
+    }
+    let k = SLOTS
+        .iter()
+        .position(|s| s.tid.load(Ordering::Relaxed) == tid)?;
+    Some((k, find(THREAD_PID[k].load(Ordering::Relaxed))?))
+}
+
 /// Woken whenever a process exits (parents in `wait4` wait here).
 pub static CHILD_EXIT: sched::WaitQueue = sched::WaitQueue::new();
 
@@ -244,6 +359,7 @@ pub fn init() {
     arch::set_fault_handler(on_fault);
     arch::set_syscall_handler(crate::syscall::dispatch);
     arch::set_user_exception_handler(on_user_exception);
+    sched::set_resume_hook(on_resume);
     info!(
         "user mode ready (SMEP {}, {} {})",
         if arch::smep_enabled() { "on" } else { "off" },
@@ -291,10 +407,10 @@ fn new_process(pid: u32, ppid: u32, name: &str, mm: Arc<UserMm>) -> Arc<Process>
         sid: AtomicU32::new(pid),
         cloexec: AtomicU64::new(0),
         sigactions: Mutex::new([[0; 4]; 64]),
-        sigmask: AtomicU64::new(0),
         files: Mutex::new(Vec::new()),
-        tls: AtomicU64::new(0),
         exit_status: Mutex::new(None),
+        live: AtomicU32::new(1),
+        group_exit: Mutex::new(None),
         thread: AtomicU32::new(0),
     })
 }
@@ -323,7 +439,7 @@ pub fn start_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<u3
     let data = entry.data;
     let path = String::from(path);
     sched::spawn_in(&path.clone(), space, move || {
-        bind_thread(&p);
+        bind_thread(&p, p.pid, 0, 0);
         // Without preemption, as a system call runs (`syscall::dispatch`):
         // the copies into user memory fault, and the fault path may need
         // the heap or allocator locks this thread holds.
@@ -343,16 +459,140 @@ pub fn start_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<u3
     Ok(pid)
 }
 
-fn bind_thread(p: &Process) {
-    let tid = sched::current_id();
-    THREAD_PID[tid].store(p.pid, Ordering::Relaxed);
-    p.thread.store(tid as u32, Ordering::Relaxed);
-    arch::set_user_tls(p.tls.load(Ordering::Relaxed));
+/// Make the running kernel thread user thread `tid` of `p`, with TLS
+/// register value `tls` and blocked signals `sigmask`.
+fn bind_thread(p: &Process, tid: u32, tls: u64, sigmask: u64) {
+    let k = sched::current_id();
+    THREAD_PID[k].store(p.pid, Ordering::Relaxed);
+    SLOTS[k].tid.store(tid, Ordering::Relaxed);
+    SLOTS[k].sigmask.store(sigmask, Ordering::Relaxed);
+    SLOTS[k].killed.store(false, Ordering::Relaxed);
+    p.thread.store(k as u32, Ordering::Relaxed);
+    arch::set_user_tls(tls);
+}
+
+/// What `clone` asked for besides the address space: the new thread's
+/// stack and TLS, and where to publish its tid.
+#[derive(Clone, Copy)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub stack: u64,
+    pub parent_tid: u64,
+    pub child_tid: u64,
+    pub tls: u64,
+}
+
+/// What a thread shares with its creator (Linux's `clone` flag bits).
+pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FS: u64 = 0x200;
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_SIGHAND: u64 = 0x800;
+pub const CLONE_THREAD: u64 = 0x1_0000;
+/// All of them: a thread (what `pthread_create` passes besides the
+/// options below).
+pub const CLONE_THREAD_SET: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
+/// The TLS and TID options (see [`CloneArgs`]).
+pub const CLONE_SETTLS: u64 = 0x8_0000;
+pub const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+pub const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+
+impl CloneArgs {
+    /// The new thread's TLS register: `tls` with `CLONE_SETTLS`, else the
+    /// caller's.
+    fn new_tls(&self) -> u64 {
+        if self.flags & CLONE_SETTLS != 0 {
+            self.tls
+        } else {
+            arch::user_tls()
+        }
+    }
+
+    /// The child's `clear_child_tid`.
+    fn clear_tid(&self) -> u64 {
+        if self.flags & CLONE_CHILD_CLEARTID != 0 {
+            self.child_tid
+        } else {
+            0
+        }
+    }
+
+    /// `CLONE_PARENT_SETTID`: `tid` stored for the caller (a failed store
+    /// is ignored, as Linux ignores it).
+    fn publish_parent(&self, tid: u32) {
+        if self.flags & CLONE_PARENT_SETTID != 0 {
+            let _ = arch::copy_to_user(self.parent_tid, &tid.to_le_bytes());
+        }
+    }
+
+    /// `CLONE_CHILD_SETTID`, in the child's address space (loaded now).
+    fn publish_child(&self, tid: u32) {
+        if self.flags & CLONE_CHILD_SETTID != 0 {
+            let _np = sched::preempt_disable();
+            let _ = arch::copy_to_user(self.child_tid, &tid.to_le_bytes());
+        }
+    }
+
+    /// The frame the new thread enters user mode with: the caller's, 0
+    /// returned, on the new stack if one was given.
+    fn child_frame(&self, frame: &arch::UserFrame) -> arch::UserFrame {
+        let mut f = frame.duplicate();
+        f.set_return(0);
+        if self.stack != 0 {
+            f.set_sp(self.stack);
+        }
+        f
+    }
+}
+
+/// `clone` with `CLONE_VM | CLONE_THREAD` (the flags checked by the
+/// caller): a new thread of `p` sharing everything but its stack, TLS and
+/// tid; it returns 0 from the same system call.
+pub fn clone_thread(
+    p: &Arc<Process>,
+    frame: &arch::UserFrame,
+    args: &CloneArgs,
+) -> Result<u32, Errno> {
+    let space = space_of(p.mm.read().as_ref().ok_or(Errno::ESRCH)?);
+    let tid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let f = args.child_frame(frame);
+    let tls = args.new_tls();
+    let clear = args.clear_tid();
+    args.publish_parent(tid);
+    args.publish_child(tid);
+    let fpu = arch::FpuState::capture();
+    // Counted before it runs, so that an exit meanwhile does not think
+    // itself the last thread.
+    p.live.fetch_add(1, Ordering::Relaxed);
+    let p2 = p.clone();
+    let name = p.name.lock().clone();
+    let mask = sigmask().load(Ordering::Relaxed);
+    if sched::spawn_in(&name, space, move || {
+        bind_thread(&p2, tid, tls, mask);
+        slot().clear_tid.store(clear, Ordering::Relaxed);
+        let dying = p2.group_exit.lock().is_some();
+        drop(p2);
+        if dying {
+            exit_thread(0);
+        }
+        fpu.restore();
+        arch::enter_user(&f)
+    })
+    .is_err()
+    {
+        p.live.fetch_sub(1, Ordering::Relaxed);
+        return Err(Errno::EAGAIN);
+    }
+    Ok(tid)
 }
 
 /// `clone` with fork semantics: a copy-on-write child that returns 0 from
 /// the same system call.
-pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno> {
+pub fn fork(
+    parent: &Arc<Process>,
+    frame: &arch::UserFrame,
+    args: &CloneArgs,
+) -> Result<u32, Errno> {
     let child_mm = uspace::register(parent.with_mm(|mm| mm.fork())??)?;
     let space = space_of(&child_mm);
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
@@ -367,9 +607,6 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
     *child.cwd.lock() = parent.cwd.lock().clone();
     *child.exe.lock() = parent.exe.lock().clone();
     *child.sigactions.lock() = *parent.sigactions.lock();
-    child
-        .sigmask
-        .store(parent.sigmask.load(Ordering::Relaxed), Ordering::Relaxed);
     for (a, b) in [
         (&child.umask, &parent.umask),
         (&child.pgid, &parent.pgid),
@@ -380,16 +617,20 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
     child
         .cloexec
         .store(parent.cloexec.load(Ordering::Relaxed), Ordering::Relaxed);
-    child.tls.store(arch::user_tls(), Ordering::Relaxed);
+    let tls = args.new_tls();
+    let clear = args.clear_tid();
     PROCS.lock().push(child.clone());
-    let mut f = frame.duplicate();
-    f.set_return(0);
+    let f = args.child_frame(frame);
     // The parent's FP/SIMD registers (x86: live in the CPU, not in `frame`).
     let fpu = arch::FpuState::capture();
     let c2 = child.clone();
+    let child_args = CloneArgs { ..*args };
+    let mask = sigmask().load(Ordering::Relaxed);
     if sched::spawn_in(&name, space, move || {
-        bind_thread(&c2);
+        bind_thread(&c2, pid, tls, mask);
         drop(c2);
+        slot().clear_tid.store(clear, Ordering::Relaxed);
+        child_args.publish_child(pid);
         fpu.restore();
         arch::enter_user(&f)
     })
@@ -401,11 +642,13 @@ pub fn fork(parent: &Arc<Process>, frame: &arch::UserFrame) -> Result<u32, Errno
         }
         return Err(Errno::EAGAIN);
     }
+    args.publish_parent(pid);
     Ok(pid)
 }
 
-/// End the running process with wait status `status` (exit code << 8, or
-/// the signal number).  Never returns.
+/// End the running process, every thread of it, with wait status `status`
+/// (exit code << 8, or the signal number) unless an earlier `exit_group`
+/// set one (`exit_group`, fatal signals and faults).  Never returns.
 pub fn exit_current(status: i32) -> ! {
     // No preemption from here on (see `syscall::dispatch`); the count dies
     // with the thread.
@@ -413,6 +656,52 @@ pub fn exit_current(status: i32) -> ! {
     let Some(p) = current() else {
         sched::exit();
     };
+    let status = *p.group_exit.lock().get_or_insert(status);
+    let me = sched::current_id();
+    let mut others = 0u64;
+    for (k, owner) in THREAD_PID.iter().enumerate() {
+        if k != me && owner.load(Ordering::Relaxed) == p.pid {
+            SLOTS[k].killed.store(true, Ordering::Relaxed);
+            others |= 1 << k;
+        }
+    }
+    // Those asleep in the kernel (a futex, a pipe, `wait4`, a sleep) wake
+    // up to see it; the others die when they next leave the kernel or are
+    // next switched to.
+    sched::interrupt(others);
+    end_thread(p, status)
+}
+
+/// `exit`: end the running thread; the process ends with `status` if it
+/// was the last one.  Never returns.
+pub fn exit_thread(status: i32) -> ! {
+    core::mem::forget(sched::preempt_disable());
+    let Some(p) = current() else {
+        sched::exit();
+    };
+    end_thread(p, status)
+}
+
+/// The running thread's exit (preemption already off for good).
+fn end_thread(p: Arc<Process>, status: i32) -> ! {
+    let me = sched::current_id();
+    let ctid = SLOTS[me].clear_tid.swap(0, Ordering::Relaxed);
+    if ctid != 0
+        && arch::copy_to_user(ctid, &0u32.to_le_bytes()).is_ok()
+        && let Some(space) = p.mm_id()
+    {
+        super::futex::wake(space, ctid, 1);
+    }
+    SLOTS[me].tid.store(0, Ordering::Relaxed);
+    SLOTS[me].robust.store(0, Ordering::Relaxed);
+    SLOTS[me].killed.store(false, Ordering::Relaxed);
+    SLOTS[me].sigmask.store(0, Ordering::Relaxed);
+    THREAD_PID[me].store(0, Ordering::Relaxed);
+    if p.live.fetch_sub(1, Ordering::Relaxed) != 1 {
+        drop(p);
+        sched::exit();
+    }
+    let status = p.group_exit.lock().unwrap_or(status);
     p.files.lock().clear();
     sched::set_addr_space(None);
     {
@@ -424,7 +713,6 @@ pub fn exit_current(status: i32) -> ! {
         }
     }
     *p.exit_status.lock() = Some(status);
-    THREAD_PID[sched::current_id()].store(0, Ordering::Relaxed);
     // Orphans go to init; a process whose parent is gone is reaped now.
     let parent_alive = {
         let mut t = PROCS.lock();
@@ -481,12 +769,16 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i
             return Ok(None);
         }
         CHILD_EXIT.wait_until(|| {
-            PROCS.lock().iter().any(|q| {
-                q.ppid.load(Ordering::Relaxed) == me.pid
-                    && (pid == -1 || q.pid as i64 == pid)
-                    && q.exited().is_some()
-            })
+            killed()
+                || PROCS.lock().iter().any(|q| {
+                    q.ppid.load(Ordering::Relaxed) == me.pid
+                        && (pid == -1 || q.pid as i64 == pid)
+                        && q.exited().is_some()
+                })
         });
+        if killed() {
+            return Err(Errno::EINTR);
+        }
     }
 }
 

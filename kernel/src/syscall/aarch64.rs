@@ -70,6 +70,8 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         215 => Munmap,
         216 => Mremap,
         220 => Clone,
+        98 => Futex,
+        435 => Clone3,
         222 => Mmap,
         226 => Mprotect,
         233 => Madvise,

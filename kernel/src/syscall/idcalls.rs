@@ -20,14 +20,17 @@ pub fn umask(p: &Process, mask: u64) -> R {
     Ok(u64::from(p.umask.swap(mask as u32 & 0o777, Relaxed)))
 }
 
-/// The process `pid` names (0: the caller).
+/// The process `pid` names (0: the caller; a thread id names its
+/// process).
 fn target(p: &Process, pid: u64) -> Result<alloc::sync::Arc<Process>, Errno> {
     let pid = pid as i32;
     if pid < 0 {
         return Err(Errno::EINVAL);
     }
     let pid = if pid == 0 { p.pid } else { pid as u32 };
-    process::find(pid).ok_or(Errno::ESRCH)
+    process::find(pid)
+        .or_else(|| process::find_thread(pid).map(|(_, q)| q))
+        .ok_or(Errno::ESRCH)
 }
 
 pub fn getpgid(p: &Process, pid: u64) -> R {
@@ -192,12 +195,13 @@ pub fn rt_sigaction(p: &Process, sig: u64, act: u64, old: u64, size: u64) -> R {
 
 /// `rt_sigprocmask(how, set, oldset, size)`: the blocked set is stored
 /// (SIGKILL and SIGSTOP never blocked) and reported back.
-pub fn rt_sigprocmask(p: &Process, how: u64, set: u64, old: u64, size: u64) -> R {
+pub fn rt_sigprocmask(_p: &Process, how: u64, set: u64, old: u64, size: u64) -> R {
     const UNBLOCKABLE: u64 = (1 << 8) | (1 << 18);
     if size != 8 {
         return Err(Errno::EINVAL);
     }
-    let prev = p.sigmask.load(Relaxed);
+    let mask = process::sigmask();
+    let prev = mask.load(Relaxed);
     if set != 0 {
         let [s] = get_u64s::<1>(set)?;
         let new = match how as i32 {
@@ -206,7 +210,7 @@ pub fn rt_sigprocmask(p: &Process, how: u64, set: u64, old: u64, size: u64) -> R
             2 => s,
             _ => return Err(Errno::EINVAL),
         };
-        p.sigmask.store(new & !UNBLOCKABLE, Relaxed);
+        mask.store(new & !UNBLOCKABLE, Relaxed);
     }
     if old != 0 {
         put_words(old, &[prev])?;
@@ -221,12 +225,11 @@ pub fn rt_sigprocmask(p: &Process, how: u64, set: u64, old: u64, size: u64) -> R
 /// the core size limit is 0); signals ignored by default (SIGCHLD,
 /// SIGCONT, SIGURG, SIGWINCH) or by SIG_IGN, blocked ones, the stop
 /// signals (no job control) and caught ones do nothing, the last with one
-/// log line.
-pub fn signal_self(p: &Process, sig: i32) -> R {
+/// log line.  `blocked`: whether the receiving thread blocks `sig`.
+pub fn signal_self(p: &Process, sig: i32, blocked: bool) -> R {
     const IGNORED: [i32; 4] = [17, 18, 23, 28];
     const STOP: [i32; 4] = [19, 20, 21, 22];
     let handler = p.sigactions.lock()[sig as usize - 1][0];
-    let blocked = p.sigmask.load(Relaxed) & (1 << (sig - 1)) != 0;
     if sig == 9 || (handler == 0 && !blocked && !IGNORED.contains(&sig) && !STOP.contains(&sig)) {
         process::exit_current(sig);
     }

@@ -69,7 +69,7 @@ pub(super) fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
 /// the process (as Linux; ignored or blocked, the write fails with EPIPE).
 pub(super) fn sigpipe(p: &Process) {
     const SIGPIPE: i32 = 13;
-    let blocked = p.sigmask.load(Ordering::Relaxed) & (1 << (SIGPIPE - 1)) != 0;
+    let blocked = process::sigmask().load(Ordering::Relaxed) & (1 << (SIGPIPE - 1)) != 0;
     if idcalls::is_default(p, SIGPIPE) && !blocked {
         process::exit_current(SIGPIPE);
     }

@@ -39,6 +39,8 @@ enum Sys {
     Mremap,
     Brk,
     Clone,
+    Clone3,
+    Futex,
     Fork,
     Vfork,
     Wait4,
@@ -160,6 +162,8 @@ pub fn dispatch(frame: &mut arch::UserFrame) {
         Ok(v) => v,
         Err(e) => neg(e),
     });
+    // Another thread ended the group while this call ran (or slept).
+    process::die_if_killed();
 }
 
 fn neg(e: Errno) -> u64 {
@@ -301,24 +305,19 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         }
         Mremap => sys_mremap(p, a),
         Brk => Ok(process::brk(p, a[0])),
-        Clone => {
-            // Only fork: the exit signal in the low byte plus the TID
-            // bookkeeping flags libc's fork passes (ignored; there are no
-            // threads).  Anything else (CLONE_VM, CLONE_THREAD, namespaces,
-            // …) is EINVAL rather than a fork that ignores what was asked.
-            const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
-            const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
-            const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
-            let ok = 0xff | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
-            if a[0] & !ok != 0 {
-                return Err(Errno::EINVAL);
-            }
-            process::fork(p, frame).map(u64::from)
+        Clone => sys_clone(p, frame, a),
+        // glibc tries clone3 first and falls back to clone on ENOSYS.
+        Clone3 => Err(Errno::ENOSYS),
+        Futex => {
+            let space = p.mm_id().ok_or(Errno::ESRCH)?;
+            crate::proc::futex::sys_futex(space, a[0], a[1], a[2], a[3], a[5], process::killed)
         }
-        Fork | Vfork => process::fork(p, frame).map(u64::from),
+        Fork | Vfork => process::fork(p, frame, &FORK).map(u64::from),
         Wait4 => sys_wait4(p, a[0] as i32 as i64, a[1], a[2], a[3]),
-        Exit | ExitGroup => process::exit_current(((a[0] & 0xff) << 8) as i32),
-        Getpid | Gettid => Ok(u64::from(p.pid)),
+        Exit => process::exit_thread(((a[0] & 0xff) << 8) as i32),
+        ExitGroup => process::exit_current(((a[0] & 0xff) << 8) as i32),
+        Getpid => Ok(u64::from(p.pid)),
+        Gettid => Ok(u64::from(process::gettid())),
         Getppid => Ok(u64::from(p.ppid.load(Ordering::Relaxed))),
         SchedYield => {
             sched::yield_now();
@@ -366,11 +365,12 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         }
         ArchPrctl => sys_arch_prctl(p, a[0], a[1]),
         Prctl => sys_prctl(p, a),
-        SetTidAddress => Ok(u64::from(p.pid)),
+        SetTidAddress => Ok(u64::from(process::set_tid_address(a[0]))),
         SetRobustList => {
             if a[1] != 24 {
                 return Err(Errno::EINVAL);
             }
+            process::set_robust_list(a[0]);
             Ok(0)
         }
         Rseq => Err(Errno::ENOSYS),
@@ -455,14 +455,17 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
                 0 => Ok(0),
                 // To itself: the default action or nothing (see
                 // `idcalls::signal_self`); to another process: not yet.
-                sig @ 1..=64 if pid as u32 == p.pid => idcalls::signal_self(p, sig),
+                sig @ 1..=64 if pid as u32 == p.pid => {
+                    let blocked =
+                        process::sigmask().load(Ordering::Relaxed) & (1 << (sig - 1)) != 0;
+                    idcalls::signal_self(p, sig, blocked)
+                }
                 1..=64 => Err(Errno::EPERM),
                 _ => Err(Errno::EINVAL),
             }
         }
         Tkill | Tgkill => {
-            // tkill(tid, sig) / tgkill(tgid, tid, sig); one thread per
-            // process, so a tid is a pid.
+            // tkill(tid, sig) / tgkill(tgid, tid, sig).
             let (tgid, tid, sig) = if s == Tkill {
                 (None, a[0] as i32, a[1] as i32)
             } else {
@@ -474,17 +477,84 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             if !(0..=64).contains(&sig) {
                 return Err(Errno::EINVAL);
             }
-            if process::find(tid as u32).is_none() || tgid.is_some_and(|g| g != tid) {
+            let (_, q) = process::find_thread(tid as u32).ok_or(Errno::ESRCH)?;
+            if tgid.is_some_and(|g| g as u32 != q.pid) {
                 return Err(Errno::ESRCH);
             }
             match sig {
                 0 => Ok(0),
-                _ if tid as u32 == p.pid => idcalls::signal_self(p, sig),
+                // A thread of the caller's group: the signal acts on the
+                // group (dispositions are shared; a fatal one ends every
+                // thread); to another process: not yet.
+                _ if q.pid == p.pid => {
+                    idcalls::signal_self(p, sig, process::blocks(p, tid as u32, sig))
+                }
                 _ => Err(Errno::EPERM),
             }
         }
     }
 }
+
+/// The `clone` flags this kernel implements: a thread (`CLONE_VM |
+/// CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD`, what
+/// `pthread_create` passes, plus `CLONE_SYSVSEM`, which has nothing to
+/// share here) or a fork, each with the TLS and TID options.  Combinations
+/// Linux refuses get its EINVAL; others it would accept but this kernel
+/// does not have (namespaces, `CLONE_VM` without `CLONE_THREAD`, ...) get
+/// EINVAL too, rather than a clone that ignores what was asked.
+fn sys_clone(p: &Arc<Process>, frame: &arch::UserFrame, a: [u64; 6]) -> R {
+    use process::*;
+    const CLONE_NEWNS: u64 = 0x2_0000;
+    const CLONE_NEWUSER: u64 = 0x1000_0000;
+    const CLONE_PARENT: u64 = 0x8000;
+    const CLONE_PIDFD: u64 = 0x1000;
+    // Nothing to share here (no System V semaphores), accepted.
+    const CLONE_SYSVSEM: u64 = 0x4_0000;
+    let flags = a[0];
+    // The argument order differs: x86-64 passes (flags, stack, ptid, ctid,
+    // tls), arm64 (flags, stack, ptid, tls, ctid).
+    let (child_tid, tls) = if cfg!(target_arch = "x86_64") {
+        (a[3], a[4])
+    } else {
+        (a[4], a[3])
+    };
+    let args = CloneArgs {
+        flags,
+        stack: a[1],
+        parent_tid: a[2],
+        child_tid,
+        tls,
+    };
+    // Linux's own refusals.
+    if flags & (CLONE_NEWNS | CLONE_FS) == CLONE_NEWNS | CLONE_FS
+        || flags & (CLONE_NEWUSER | CLONE_FS) == CLONE_NEWUSER | CLONE_FS
+        || (flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0)
+        || (flags & CLONE_SIGHAND != 0 && flags & CLONE_VM == 0)
+        || (flags & CLONE_PARENT != 0 && p.pid == 1)
+        || flags & (CLONE_PIDFD | CLONE_PARENT_SETTID) == CLONE_PIDFD | CLONE_PARENT_SETTID
+    {
+        return Err(Errno::EINVAL);
+    }
+    let tid_opts = CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+    let thread = CLONE_THREAD_SET;
+    if flags & thread == thread && flags & !(0xff | thread | CLONE_SYSVSEM | tid_opts) == 0 {
+        return clone_thread(p, frame, &args).map(u64::from);
+    }
+    // Fork: the exit signal in the low byte plus the TID options.
+    if flags & !(0xff | tid_opts) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    fork(p, frame, &args).map(u64::from)
+}
+
+/// `fork`/`vfork`: a clone with no options.
+const FORK: process::CloneArgs = process::CloneArgs {
+    flags: 17,
+    stack: 0,
+    parent_tid: 0,
+    child_tid: 0,
+    tls: 0,
+};
 
 /// Linux's `access_ok`: `[addr, addr + len)` lies below the top of user
 /// space (whether it is mapped is found out by the copy).
@@ -578,18 +648,17 @@ fn sys_prctl(p: &Process, a: [u64; 6]) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn sys_arch_prctl(p: &Process, code: u64, addr: u64) -> R {
+fn sys_arch_prctl(_p: &Process, code: u64, addr: u64) -> R {
     match code {
         0x1002 => {
             if addr >= arch::USER_TOP {
                 return Err(Errno::EPERM);
             }
-            p.tls.store(addr, Ordering::Relaxed);
             arch::set_user_tls(addr);
             Ok(0)
         }
         0x1003 => {
-            put_words(addr, &[p.tls.load(Ordering::Relaxed)])?;
+            put_words(addr, &[arch::user_tls()])?;
             Ok(0)
         }
         _ => Err(Errno::EINVAL),

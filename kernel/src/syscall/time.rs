@@ -49,7 +49,8 @@ pub(super) fn sleep_until(deadline: u64) {
         // One clock read per round: a second read could already be past
         // the deadline (an interrupt in between) and underflow `left`.
         let now = arch::now_ns();
-        if now >= deadline {
+        // A thread its group is ending stops sleeping (`exit_group`).
+        if now >= deadline || crate::proc::process::killed() {
             break;
         }
         let left = deadline - now;

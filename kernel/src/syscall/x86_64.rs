@@ -64,6 +64,8 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         35 => Nanosleep,
         39 => Getpid,
         56 => Clone,
+        202 => Futex,
+        435 => Clone3,
         57 => Fork,
         58 => Vfork,
         60 => Exit,

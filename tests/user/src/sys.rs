@@ -59,6 +59,7 @@ pub mod nr {
     pub const SCHED_GETAFFINITY: usize = 204;
     pub const SCHED_SETAFFINITY: usize = 203;
     pub const TGKILL: usize = 234;
+    pub const FUTEX: usize = 202;
     pub const KILL: usize = 62;
     pub const GETPPID: usize = 110;
     pub const READV: usize = 19;
@@ -130,6 +131,7 @@ pub mod nr {
     pub const SCHED_GETAFFINITY: usize = 123;
     pub const SCHED_SETAFFINITY: usize = 122;
     pub const TGKILL: usize = 131;
+    pub const FUTEX: usize = 98;
     pub const MOUNT: usize = 40;
     pub const KILL: usize = 129;
     pub const GETPPID: usize = 173;
@@ -222,6 +224,7 @@ pub const EROFS: i32 = 30;
 pub const ENAMETOOLONG: i32 = 36;
 pub const ENOSYS: i32 = 38;
 pub const EAGAIN: i32 = 11;
+pub const ETIMEDOUT: i32 = 110;
 pub const ENOTDIR: i32 = 20;
 pub const EPIPE: i32 = 32;
 pub const ERANGE: i32 = 34;

@@ -482,10 +482,26 @@ impl Sched {
 /// IRQ-exit hook (interrupts masked, after the EOI): preempt if due.
 pub fn on_irq_exit() {
     let cpu = cpu_id();
-    if NEED_RESCHED[cpu].load(Ordering::Relaxed) && PREEMPT_COUNT[cpu].load(Ordering::Relaxed) == 0
-    {
+    if PREEMPT_COUNT[cpu].load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    if NEED_RESCHED[cpu].load(Ordering::Relaxed) {
         schedule_locked(SCHED.lock());
     }
+    if let Some(f) = RESUME_HOOK.get() {
+        f();
+    }
+}
+
+/// Run at the end of every preemptible interrupt, in the interrupted thread
+/// (after it was switched back in, if it was switched out): the process
+/// code ends there a user thread another thread of its group killed while
+/// it ran user code (`exit_group`, a fatal signal).  Interrupts masked.
+static RESUME_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Install the [`RESUME_HOOK`] (once; later calls keep the first).
+pub fn set_resume_hook(f: fn()) {
+    RESUME_HOOK.call_once(|| f);
 }
 
 /// Disable preemption of the running thread until the guard is dropped
@@ -607,6 +623,21 @@ pub fn sleep_ms(ms: u64) {
         compiler_fence(Ordering::SeqCst);
         arch::irq_restore(irq);
     }
+}
+
+/// Make the threads in `ids` (bit per id) runnable if they are blocked on a
+/// wait queue or asleep: their waits re-check their condition, which for a
+/// killed user thread includes being killed (`exit_group`).  A thread
+/// woken this way stays registered with its queue until it runs.
+pub fn interrupt(ids: u64) {
+    with_sched(|s| {
+        let mut bits = ids;
+        while bits != 0 {
+            let id = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            s.wake(id, true);
+        }
+    });
 }
 
 /// Error from [`spawn`].

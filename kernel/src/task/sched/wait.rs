@@ -26,24 +26,45 @@ impl WaitQueue {
 
     /// Block until `cond()` is true.  `cond` is also evaluated with
     /// interrupts masked, so it must be quick and must not block or allocate.
-    pub fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+    pub fn wait_until(&self, cond: impl FnMut() -> bool) {
+        self.wait_inner(cond, u64::MAX);
+    }
+
+    /// Block until `cond()` is true or the clock (`arch::now_ns`) reaches
+    /// `deadline`; returns whether `cond` held.  For waits with a timeout
+    /// (futex): the thread is both queued here and a sleeper, so whichever
+    /// comes first, a wake-up or the tick past the deadline, readies it.
+    pub fn wait_until_deadline(&self, cond: impl FnMut() -> bool, deadline: u64) -> bool {
+        self.wait_inner(cond, deadline)
+    }
+
+    fn wait_inner(&self, mut cond: impl FnMut() -> bool, deadline: u64) -> bool {
         loop {
             if cond() {
-                return;
+                return true;
+            }
+            if deadline != u64::MAX && arch::now_ns() >= deadline {
+                return false;
             }
             let irq = arch::irq_save();
             let me = {
                 let mut w = self.waiters.lock();
-                let g = SCHED.lock();
+                let mut g = SCHED.lock();
                 let me = g.cpus[cpu_id()].current;
                 *w |= 1 << me;
                 g.thread(me).set_state(State::Blocked);
+                if deadline != u64::MAX {
+                    g.thread(me).wake_at.store(deadline, Ordering::Relaxed);
+                    g.sleepers |= 1 << me;
+                    g.next_wake = g.next_wake.min(deadline);
+                }
                 me
             };
             // A wake-up from here on makes us Ready, and `schedule` then
             // keeps us running; so checking once more cannot lose one.
             if cond() {
-                let g = SCHED.lock();
+                let mut g = SCHED.lock();
+                g.sleepers &= !(1 << me);
                 let t = g.thread(me);
                 if matches!(t.state(), State::Blocked | State::Ready) {
                     t.set_state(State::Running);
@@ -68,13 +89,23 @@ impl WaitQueue {
         self.wake(1) > 0
     }
 
+    /// Wake the waiters among thread ids `mask` (bit per id).  Returns how
+    /// many were blocked here.
+    pub fn wake_ids(&self, mask: u64) -> usize {
+        self.wake_masked(mask, u64::MAX)
+    }
+
     fn wake(&self, max: u64) -> usize {
+        self.wake_masked(u64::MAX, max)
+    }
+
+    fn wake_masked(&self, mask: u64, max: u64) -> usize {
         let irq = arch::irq_save();
         let mut n = 0;
         {
             let mut w = self.waiters.lock();
             let mut g = SCHED.lock();
-            let mut bits = *w;
+            let mut bits = *w & mask;
             while bits != 0 && (n as u64) < max {
                 let id = bits.trailing_zeros() as usize;
                 bits &= bits - 1;

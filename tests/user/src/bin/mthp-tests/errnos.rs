@@ -526,6 +526,22 @@ pub(crate) fn bad_syscall_args() -> TestResult {
         sc(nr::CLONE, &[0x10000 | 0x100, 0, 0, 0, 0]),
         E(sys::EINVAL),
     );
+    // Flag combinations Linux refuses (none of them creates anything).
+    for (what, flags) in [
+        ("clone SIGHAND without VM", 0x800 | sys::SIGCHLD),
+        (
+            "clone THREAD|VM without SIGHAND",
+            0x10000 | 0x100 | 0x200 | 0x400,
+        ),
+        ("clone FS|NEWNS", 0x200 | 0x2_0000 | sys::SIGCHLD),
+        (
+            "clone PIDFD|PARENT_SETTID",
+            0x1000 | 0x10_0000 | sys::SIGCHLD,
+        ),
+    ] {
+        t.row(what, sc(nr::CLONE, &[flags, 0, b, 0, 0]), E(sys::EINVAL));
+    }
+    futex_rows(&mut t, b, gone);
     let mut st = 0;
     t.row(
         "wait4 without children",
@@ -947,4 +963,136 @@ pub(crate) fn bad_syscall_args() -> TestResult {
         fail!("{} rows failed; first: {}", t.failed, m);
     }
     Ok(Outcome::Pass)
+}
+
+/// `futex` with bad input: alignment, unmapped words, value mismatch,
+/// timeouts (relative and absolute, already expired or tiny), bad
+/// timespecs, a zero bitset and unknown operations; `b` is a read-write
+/// buffer, `gone` an unmapped page.
+fn futex_rows(t: &mut Table, b: usize, gone: usize) {
+    use Want::{Eq, Err as E};
+    const WAIT: usize = 0;
+    const WAKE: usize = 1;
+    const WAIT_BITSET: usize = 9;
+    const WAKE_BITSET: usize = 10;
+    const PRIVATE: usize = 128;
+    const REALTIME: usize = 256;
+    const K: usize = 0xffff_8000_0000_0000;
+    let fx = |addr: usize, op: usize, val: usize, ts: usize, val3: usize| {
+        sys::syscall(sys::nr::FUTEX, &[addr, op, val, ts, 0, val3])
+    };
+    // The word at `b` holds 7; timespecs after it: {0, 2 ms}, {0, 0},
+    // {0, 10^9}.
+    let word = b as *mut u32;
+    let ts = b + 16;
+    // SAFETY: `b` is a mapped read-write buffer of two pages.
+    unsafe {
+        word.write_volatile(7);
+        let t = ts as *mut usize;
+        for (i, v) in [0, 2_000_000, 0, 0, 0, 1_000_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            t.add(i).write_volatile(v);
+        }
+    }
+    let (rel_2ms, zero, bad_ns) = (ts, ts + 16, ts + 32);
+    for p in [0, PRIVATE] {
+        // The row's name: the shared or the private form.
+        macro_rules! row {
+            ($t:expr, $what:literal, $r:expr, $want:expr $(,)?) => {
+                $t.row(
+                    if p == 0 {
+                        concat!("futex ", $what)
+                    } else {
+                        concat!("futex ", $what, " PRIVATE")
+                    },
+                    $r,
+                    $want,
+                )
+            };
+        }
+        row!(
+            t,
+            "WAIT unaligned",
+            fx(b + 1, WAIT | p, 7, 0, 0),
+            E(sys::EINVAL)
+        );
+        row!(
+            t,
+            "WAIT unmapped",
+            fx(gone, WAIT | p, 7, 0, 0),
+            E(sys::EFAULT)
+        );
+        row!(t, "WAIT kernel", fx(K, WAIT | p, 7, 0, 0), E(sys::EFAULT));
+        row!(t, "WAIT mismatch", fx(b, WAIT | p, 8, 0, 0), E(sys::EAGAIN));
+        row!(
+            t,
+            "WAIT 2 ms",
+            fx(b, WAIT | p, 7, rel_2ms, 0),
+            E(sys::ETIMEDOUT)
+        );
+        row!(
+            t,
+            "WAIT bad timespec",
+            fx(b, WAIT | p, 7, bad_ns, 0),
+            E(sys::EINVAL)
+        );
+        row!(
+            t,
+            "WAIT timespec kernel",
+            fx(b, WAIT | p, 7, K, 0),
+            E(sys::EFAULT)
+        );
+        row!(
+            t,
+            "WAIT REALTIME",
+            fx(b, WAIT | p | REALTIME, 7, 0, 0),
+            E(sys::ENOSYS)
+        );
+        row!(
+            t,
+            "WAIT_BITSET expired",
+            fx(b, WAIT_BITSET | p, 7, zero, !0),
+            E(sys::ETIMEDOUT)
+        );
+        row!(
+            t,
+            "WAIT_BITSET REALTIME expired",
+            fx(b, WAIT_BITSET | p | REALTIME, 7, zero, !0),
+            E(sys::ETIMEDOUT),
+        );
+        row!(
+            t,
+            "WAIT_BITSET bitset 0",
+            fx(b, WAIT_BITSET | p, 7, zero, 0),
+            E(sys::EINVAL)
+        );
+        row!(t, "WAKE nobody", fx(b, WAKE | p, 1, 0, 0), Eq(0));
+        row!(
+            t,
+            "WAKE unaligned",
+            fx(b + 2, WAKE | p, 1, 0, 0),
+            E(sys::EINVAL)
+        );
+        row!(t, "WAKE kernel", fx(K, WAKE | p, 1, 0, 0), E(sys::EFAULT));
+        row!(
+            t,
+            "WAKE_BITSET bitset 0",
+            fx(b, WAKE_BITSET | p, 1, 0, 0),
+            E(sys::EINVAL)
+        );
+        row!(t, "op 99", fx(b, 99 | p, 1, 0, 0), E(sys::ENOSYS));
+    }
+    // A shared futex is found through its page; a private one by address.
+    t.row(
+        "futex WAKE unmapped",
+        fx(gone, WAKE, 1, 0, 0),
+        E(sys::EFAULT),
+    );
+    t.row(
+        "futex WAKE PRIVATE unmapped",
+        fx(gone, WAKE | PRIVATE, 1, 0, 0),
+        Eq(0),
+    );
 }
