@@ -59,7 +59,6 @@ pub mod nr {
     pub const SCHED_GETAFFINITY: usize = 204;
     pub const SCHED_SETAFFINITY: usize = 203;
     pub const TGKILL: usize = 234;
-    pub const FUTEX: usize = 202;
     pub const KILL: usize = 62;
     pub const GETPPID: usize = 110;
     pub const READV: usize = 19;
@@ -131,7 +130,6 @@ pub mod nr {
     pub const SCHED_GETAFFINITY: usize = 123;
     pub const SCHED_SETAFFINITY: usize = 122;
     pub const TGKILL: usize = 131;
-    pub const FUTEX: usize = 98;
     pub const MOUNT: usize = 40;
     pub const KILL: usize = 129;
     pub const GETPPID: usize = 173;
