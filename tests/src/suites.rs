@@ -402,6 +402,12 @@ const USER_SUITES: &[UserSuite] = &[
     },
 ];
 
+/// Appended to every user-space boot: a system whose threads have all
+/// been blocked for 30 s reports each thread's state and wait channel and
+/// panics (kernel/src/task/sched), so a lost wake-up fails the suite at
+/// once with the report instead of at the runner's timeout.
+const HUNG_ARGS: &str = "hung_task_timeout_secs=30 hung_task_panic";
+
 fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str) -> Tally {
     let initrd = match crate::initramfs::build(arch) {
         Ok(p) => p,
@@ -424,7 +430,8 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
     };
     let mut total = Tally::default();
     for u in USER_SUITES {
-        let mut spec = RunSpec::new(arch, accel, kernel.clone(), u.cmdline);
+        let cmdline = format!("{} {HUNG_ARGS}", u.cmdline);
+        let mut spec = RunSpec::new(arch, accel, kernel.clone(), &cmdline);
         spec.initrd = Some(initrd.clone());
         spec.mem = u.mem.into();
         total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s), None);
@@ -467,7 +474,7 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let mut spec = RunSpec::new(arch, accel, kernel, "init=/libc-tests");
+    let mut spec = RunSpec::new(arch, accel, kernel, &format!("init=/libc-tests {HUNG_ARGS}"));
     spec.initrd = Some(initrd);
     run_suite(arch, "libc", &spec, Duration::from_secs(180), None)
 }

@@ -134,16 +134,20 @@ static IRQ_EXIT_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// tick hook, with IRQs masked, on the interrupted thread's stack.  It may
 /// switch threads; the exception returns when the interrupted thread is
 /// switched back in (its ELR/SPSR are in its own trap frame).
-pub fn set_irq_exit_hook(f: fn()) {
+///
+/// The argument says whether the interrupt came from user mode (only then
+/// may the hook end a killed thread: interrupted kernel code may hold
+/// references and locks).
+pub fn set_irq_exit_hook(f: fn(bool)) {
     IRQ_EXIT_HOOK.store(f as usize, Ordering::Release);
 }
 
-pub(crate) fn run_irq_exit_hook() {
+pub(crate) fn run_irq_exit_hook(from_user: bool) {
     let p = IRQ_EXIT_HOOK.load(Ordering::Acquire);
     if p != 0 {
-        // SAFETY: only `set_irq_exit_hook` stores non-zero values, all `fn()`s.
-        let f = unsafe { core::mem::transmute::<usize, fn()>(p) };
-        f();
+        // SAFETY: only `set_irq_exit_hook` stores non-zero values, all `fn(bool)`s.
+        let f = unsafe { core::mem::transmute::<usize, fn(bool)>(p) };
+        f(from_user);
     }
 }
 

@@ -217,7 +217,8 @@ extern "C" fn arch_exception(frame: &mut TrapFrame, kind: u64) {
             // After the EOI and the tick hook, still masked: may switch
             // threads (CPU 0 only: the secondaries run no scheduler yet).
             if crate::smp::cpu_id() == 0 {
-                crate::context::run_irq_exit_hook();
+                // Kinds 8.. are exceptions taken from EL0.
+                crate::context::run_irq_exit_hook(kind >= 8);
             }
         }
         0 | 4 | 8 | 12 => handle_sync(frame, kind),

@@ -280,7 +280,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         TIMER_VECTOR => {
             crate::timer::on_tick(tick_hook());
             // After the EOI and the tick hook, still masked: may switch threads.
-            crate::context::run_irq_exit_hook();
+            crate::context::run_irq_exit_hook(frame.cs & 3 == 3);
         }
         crate::smp::AP_TIMER_VECTOR => crate::smp::on_ap_tick(),
         crate::smp::IPI_VECTOR => crate::smp::on_ipi(),

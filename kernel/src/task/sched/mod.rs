@@ -109,6 +109,10 @@ pub struct Thread {
     entry: spin::Mutex<Option<Entry>>,
     /// Woken when the thread exits (joiners wait here).
     exited: WaitQueue,
+    /// Where the thread last blocked on a wait queue (its "wait channel",
+    /// the caller of `wait_until`), for the hung-system report.  A leaf
+    /// lock, set under `SCHED`; the report only try-locks it.
+    wchan: spin::Mutex<Option<&'static core::panic::Location<'static>>>,
 }
 
 impl Thread {
@@ -127,6 +131,7 @@ impl Thread {
             fpu: spin::Mutex::new(arch::FpuState::initial()),
             entry: spin::Mutex::new(entry),
             exited: WaitQueue::new(),
+            wchan: spin::Mutex::new(None),
         }
     }
 
@@ -437,6 +442,7 @@ pub fn on_tick() {
     if g.cpus[cpu].current == g.cpus[cpu].idle && g.cpus[cpu].rq.len > 0 {
         NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
     }
+    hung_check(&g, cpu, now);
     if let Some(what) = crate::selftest::overdue(now) {
         // A self-test has hung with interrupts still arriving: say what
         // every thread is doing, then fail the run now rather than at the
@@ -444,6 +450,46 @@ pub fn on_tick() {
         g.dump(cpu, now);
         drop(g);
         panic!("self-test watchdog: {what}");
+    }
+}
+
+/// The hung-system report (`hung_task_timeout_secs=N` on the command line,
+/// Linux's name; 0 or absent = off): when no thread has been runnable, none
+/// is asleep with a deadline, and the CPU has idled for N seconds, every
+/// thread is waiting for something that will never come (a lost wake-up or
+/// a deadlock, unless it waits for input).  The scheduler state with each
+/// thread's wait channel is printed once; with `hung_task_panic` the kernel
+/// then panics, so a test run fails at once with the report instead of at
+/// its timeout.  Ours looks at the whole system, not at single tasks in
+/// uninterruptible sleep as Linux's detector does.
+static HUNG_NS: AtomicU64 = AtomicU64::new(0);
+static HUNG_PANIC: AtomicBool = AtomicBool::new(false);
+/// When the CPU last ran (or had queued) a thread, or had a timed sleeper.
+static LAST_BUSY_NS: AtomicU64 = AtomicU64::new(0);
+static HUNG_REPORTED: AtomicBool = AtomicBool::new(false);
+
+fn hung_check(g: &Sched, cpu: usize, now: u64) {
+    let limit = HUNG_NS.load(Ordering::Relaxed);
+    if limit == 0 || cpu != 0 {
+        return;
+    }
+    let c = &g.cpus[cpu];
+    if c.current != c.idle || c.rq.len > 0 || g.sleepers != 0 {
+        LAST_BUSY_NS.store(now, Ordering::Relaxed);
+        HUNG_REPORTED.store(false, Ordering::Relaxed);
+        return;
+    }
+    let since = LAST_BUSY_NS.load(Ordering::Relaxed);
+    if now.saturating_sub(since) < limit || HUNG_REPORTED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    crate::log::print_unlocked(format_args!(
+        "hung: every thread has been blocked for {} s\n",
+        limit / 1_000_000_000
+    ));
+    g.dump(cpu, now);
+    if HUNG_PANIC.load(Ordering::Relaxed) {
+        panic!("hung: every thread blocked (hung_task_panic)");
     }
 }
 
@@ -467,20 +513,33 @@ impl Sched {
         for t in self.threads.iter().flatten() {
             let wake = t.wake_at.load(Ordering::Relaxed);
             crate::log::print_unlocked(format_args!(
-                "watchdog:   thread {} '{}' {:?}, saved preempt {}, wake in {} ms, user root {:#x}\n",
+                "watchdog:   thread {} '{}' {:?}, saved preempt {}, wake in {} ms, user root {:#x}, last wait {}\n",
                 t.id,
                 t.name,
                 t.state(),
                 t.preempt.load(Ordering::Relaxed),
                 wake.saturating_sub(now) / 1_000_000,
                 t.space_root.load(Ordering::Relaxed),
+                WaitChan(t.wchan.try_lock().and_then(|w| *w)),
             ));
         }
     }
 }
 
+/// A wait channel for the report: `file:line` of the wait, or `-`.
+struct WaitChan(Option<&'static core::panic::Location<'static>>);
+
+impl core::fmt::Display for WaitChan {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(l) => write!(f, "{}:{}", l.file(), l.line()),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// IRQ-exit hook (interrupts masked, after the EOI): preempt if due.
-pub fn on_irq_exit() {
+pub fn on_irq_exit(from_user: bool) {
     let cpu = cpu_id();
     if PREEMPT_COUNT[cpu].load(Ordering::Relaxed) != 0 {
         return;
@@ -488,7 +547,9 @@ pub fn on_irq_exit() {
     if NEED_RESCHED[cpu].load(Ordering::Relaxed) {
         schedule_locked(SCHED.lock());
     }
-    if let Some(f) = RESUME_HOOK.get() {
+    // Only an interrupt of user code: kernel code interrupted here may
+    // hold references and locks that ending the thread would leak.
+    if from_user && let Some(f) = RESUME_HOOK.get() {
         f();
     }
 }
@@ -542,6 +603,13 @@ pub fn init() {
         s.cpus[0].idle = 1;
     });
     SLICE_LEFT[0].store(SLICE_TICKS.load(Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(secs) =
+        crate::cmdline::value("hung_task_timeout_secs").and_then(|v| v.parse::<u64>().ok())
+    {
+        HUNG_NS.store(secs.saturating_mul(1_000_000_000), Ordering::Relaxed);
+    }
+    HUNG_PANIC.store(crate::cmdline::has("hung_task_panic"), Ordering::Relaxed);
+    LAST_BUSY_NS.store(arch::now_ns(), Ordering::Relaxed);
     STARTED.store(true, Ordering::Release);
     arch::set_tick_hook(on_tick);
     arch::set_irq_exit_hook(on_irq_exit);

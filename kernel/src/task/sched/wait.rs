@@ -26,19 +26,26 @@ impl WaitQueue {
 
     /// Block until `cond()` is true.  `cond` is also evaluated with
     /// interrupts masked, so it must be quick and must not block or allocate.
+    #[track_caller]
     pub fn wait_until(&self, cond: impl FnMut() -> bool) {
-        self.wait_inner(cond, u64::MAX);
+        self.wait_inner(cond, u64::MAX, core::panic::Location::caller());
     }
 
     /// Block until `cond()` is true or the clock (`arch::now_ns`) reaches
     /// `deadline`; returns whether `cond` held.  For waits with a timeout
     /// (futex): the thread is both queued here and a sleeper, so whichever
     /// comes first, a wake-up or the tick past the deadline, readies it.
+    #[track_caller]
     pub fn wait_until_deadline(&self, cond: impl FnMut() -> bool, deadline: u64) -> bool {
-        self.wait_inner(cond, deadline)
+        self.wait_inner(cond, deadline, core::panic::Location::caller())
     }
 
-    fn wait_inner(&self, mut cond: impl FnMut() -> bool, deadline: u64) -> bool {
+    fn wait_inner(
+        &self,
+        mut cond: impl FnMut() -> bool,
+        deadline: u64,
+        at: &'static core::panic::Location<'static>,
+    ) -> bool {
         loop {
             if cond() {
                 return true;
@@ -52,6 +59,7 @@ impl WaitQueue {
                 let mut g = SCHED.lock();
                 let me = g.cpus[cpu_id()].current;
                 *w |= 1 << me;
+                *g.thread(me).wchan.lock() = Some(at);
                 g.thread(me).set_state(State::Blocked);
                 if deadline != u64::MAX {
                     g.thread(me).wake_at.store(deadline, Ordering::Relaxed);
