@@ -69,14 +69,13 @@ static BUDDY: Once<BuddyAllocator<'static>> = Once::new();
 /// Frames in RAM as the boot memory map reported them (page-granular).
 static BOOT_RAM_FRAMES: Once<u64> = Once::new();
 
-/// The allocator's view of the CPU: interrupt masking from the arch crate;
-/// only CPU 0 allocates today (the secondaries idle, see `smp.rs`), so
-/// the id is 0 without asking the CPU.
+/// The allocator's view of the CPU: interrupt masking and the CPU id from
+/// the arch crate (every CPU runs threads, so each has its own caches).
 pub struct KernelCpu;
 
 impl CpuOps for KernelCpu {
     fn cpu_id(&self) -> usize {
-        0
+        arch::cpu_id()
     }
     fn irq_save(&self) -> usize {
         arch::irq_save() as usize

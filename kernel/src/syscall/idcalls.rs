@@ -1,6 +1,6 @@
 //! System calls about the process itself: user and group ids (everything
 //! runs as root), process groups and sessions, `umask`, the time of day,
-//! `sysinfo`, scheduling priority and CPU affinity (one CPU).  Linux's
+//! `sysinfo`, scheduling priority and CPU affinity (per thread).  Linux's
 //! argument checks and errno values.
 use crate::arch;
 use crate::proc::process::{self, Process};
@@ -134,28 +134,49 @@ fn priority_target(p: &Process, which: u64, who: u64) -> Result<(), Errno> {
 /// Bytes of Linux's `cpumask` that `sched_getaffinity` reports.
 const CPUMASK_BYTES: u64 = 8;
 
-/// `sched_getaffinity(pid, len, mask)`: CPU 0 only.
+/// The kernel thread of user thread `pid` (0: the caller), as the
+/// affinity calls name threads (a tid; a process's pid is its first
+/// thread's tid).
+fn target_thread(p: &Process, pid: u64) -> Result<usize, Errno> {
+    target(p, pid)?;
+    if pid as u32 == 0 {
+        return Ok(crate::task::sched::current_id());
+    }
+    process::find_thread(pid as u32)
+        .map(|(k, _)| k)
+        .ok_or(Errno::ESRCH)
+}
+
+/// `sched_getaffinity(pid, len, mask)`: the thread's mask among the CPUs
+/// that run threads (Linux: its mask and the active CPUs).
 pub fn sched_getaffinity(p: &Process, pid: u64, len: u64, mask: u64) -> R {
     // `unsigned int len`: too small for one CPU, or not whole longs.
     let len = u64::from(len as u32);
     if len == 0 || !len.is_multiple_of(8) {
         return Err(Errno::EINVAL);
     }
-    target(p, pid)?;
-    efault(arch::copy_to_user(mask, &1u64.to_le_bytes()))?;
+    let k = target_thread(p, pid)?;
+    let online = crate::task::sched::online_mask();
+    let m = crate::task::sched::affinity(k).ok_or(Errno::ESRCH)? & online;
+    let m = if m == 0 { online } else { m };
+    efault(arch::copy_to_user(mask, &m.to_le_bytes()))?;
     Ok(CPUMASK_BYTES)
 }
 
-/// `sched_setaffinity(pid, len, mask)`: EINVAL unless the mask allows
-/// CPU 0, the only one.
+/// `sched_setaffinity(pid, len, mask)`: EINVAL unless the mask allows a
+/// CPU that runs threads; bits past the last CPU are ignored, as Linux
+/// ignores those past `nr_cpu_ids`.
 pub fn sched_setaffinity(p: &Process, pid: u64, len: u64, mask: u64) -> R {
-    target(p, pid)?;
-    if len as u32 == 0 {
+    let k = target_thread(p, pid)?;
+    let len = u64::from(len as u32);
+    if len == 0 {
         return Err(Errno::EINVAL);
     }
-    let mut first = [0u8; 1];
-    efault(arch::copy_from_user(&mut first, mask))?;
-    if first[0] & 1 == 0 {
+    let mut bytes = [0u8; CPUMASK_BYTES as usize];
+    let n = len.min(CPUMASK_BYTES) as usize;
+    efault(arch::copy_from_user(&mut bytes[..n], mask))?;
+    let m = u64::from_le_bytes(bytes) & ((1u64 << crate::task::sched::NR_CPUS) - 1);
+    if !crate::task::sched::set_affinity(k, m) {
         return Err(Errno::EINVAL);
     }
     Ok(0)

@@ -1,15 +1,12 @@
 //! The other CPUs (issue 14, step 1: bring-up).
 //!
 //! Every CPU the firmware describes is started by the arch crate
-//! (`arch::start_secondaries`) and runs [`secondary_main`]: an idle loop
-//! with interrupts on that takes its own timer ticks and answers IPIs.
-//!
-//! Still uniprocessor (what later steps change): the scheduler, every
-//! thread, the memory manager and user space run on CPU 0 only.  A
-//! secondary never enters the scheduler, never allocates, never touches
-//! an address space; `sched::NR_CPUS` stays 1, `memory::KernelCpu` reports
-//! CPU 0, and `sched_getaffinity` reports CPU 0 (the only CPU a task can
-//! run on), while `/sys/devices/system/cpu/online` lists every running CPU.
+//! (`arch::start_secondaries`) and runs [`secondary_main`], which makes it
+//! a scheduler CPU (`sched::start_secondary`): from then on it runs
+//! kernel and user threads from its own run queue, takes its own timer
+//! ticks and answers IPIs (TLB shootdowns, reschedules, the self-tests'
+//! pings).  `nosmp` on the command line keeps the secondaries halted
+//! outside the scheduler (everything then runs on CPU 0, as before SMP).
 use crate::arch;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::cpu::MAX_CPUS;
@@ -45,9 +42,12 @@ pub fn init() {
     }
 }
 
-/// A secondary's life for now: idle with interrupts on (its timer and
-/// IPIs are handled by the arch crate and [`on_ipi`]).
-fn secondary_main(_cpu: usize) -> ! {
+/// A secondary's life: the scheduler's (unless `nosmp`: halted with
+/// interrupts on, answering IPIs).
+fn secondary_main(cpu: usize) -> ! {
+    if !crate::cmdline::has("nosmp") {
+        crate::task::sched::start_secondary(cpu);
+    }
     arch::irq_enable();
     loop {
         arch::halt();
@@ -56,6 +56,9 @@ fn secondary_main(_cpu: usize) -> ! {
 
 /// The IPI hook (interrupts masked, on the receiving CPU).
 fn on_ipi(reasons: u32) {
+    if reasons & crate::task::sched::IPI_RESCHED != 0 {
+        crate::task::sched::on_resched_ipi();
+    }
     if reasons & crate::mem::shootdown::IPI_TLB != 0 {
         crate::mem::shootdown::answer();
     }

@@ -1,10 +1,19 @@
-//! Kernel threads and a preemptive round-robin scheduler.
+//! Kernel threads and a preemptive round-robin scheduler on every CPU.
 //!
 //! * Threads: [`spawn`] / [`spawn_in`] (a closure on its own guarded stack,
 //!   see `thread.rs`), [`exit`], [`JoinHandle::join`], [`yield_now`],
 //!   [`sleep_ms`], [`WaitQueue`].  The boot flow becomes thread 0 ("boot")
 //!   at [`init`]; each CPU has an idle thread that reaps detached dead
-//!   threads and halts when nothing is runnable.
+//!   threads and halts when nothing is runnable (a secondary's start-up
+//!   flow becomes its idle thread at [`start_secondary`]).
+//! * SMP: one run queue per CPU.  A thread made runnable (spawned, woken)
+//!   goes to a CPU its affinity allows: the one it last ran on if that one
+//!   is idle, else any idle one, else the allowed CPU with the shortest
+//!   queue; an idle target is kicked with a reschedule IPI.  A CPU whose
+//!   own queue is empty when it schedules steals the first thread it may
+//!   run from another CPU's queue (so an idle CPU picks up work queued
+//!   behind a busy one at its next tick at the latest).  A thread whose
+//!   affinity no longer allows its CPU moves when it is next switched out.
 //! * Preemption: the timer's tick hook ([`on_tick`]) wakes sleepers and
 //!   counts down the running thread's time slice; when it runs out it sets
 //!   the CPU's `need_resched`.  The arch calls [`on_irq_exit`] at the end of
@@ -18,7 +27,9 @@
 //!
 //! # Locking
 //! `SCHED` is the one scheduler lock (per-CPU run queues and `current`
-//! inside it, indexed by CPU id; CPU 0 only today).  It is always taken
+//! inside it, indexed by CPU id).  One lock for all CPUs keeps the
+//! hand-over below and stealing simple; with at most `MAX_CPUS` (8) CPUs
+//! and 5 ms slices it is not contended enough to matter.  It is always taken
 //! with interrupts masked, is innermost (nothing is locked, allocated or
 //! printed while it is held), and is *handed over across a context switch*:
 //! the thread that switches away forgets its guard and the thread switched
@@ -36,11 +47,10 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
-/// CPUs the scheduler state is sized for (only CPU 0 runs threads today:
-/// the secondaries idle outside the scheduler, see `smp.rs`; with per-CPU
-/// run queues this becomes `mm::cpu::MAX_CPUS`, the one bound on CPU ids).
-pub const NR_CPUS: usize = 1;
-const _: () = assert!(NR_CPUS <= mm::cpu::MAX_CPUS);
+/// CPUs the scheduler state is sized for: `mm::cpu::MAX_CPUS`, the one
+/// bound on CPU ids.
+pub const NR_CPUS: usize = mm::cpu::MAX_CPUS;
+const _: () = assert!(NR_CPUS <= 64);
 /// Time slice in milliseconds.
 pub const SLICE_MS: u64 = 5;
 
@@ -109,6 +119,13 @@ pub struct Thread {
     entry: spin::Mutex<Option<Entry>>,
     /// Woken when the thread exits (joiners wait here).
     exited: WaitQueue,
+    /// The CPU it last ran on or was queued for.
+    cpu: AtomicUsize,
+    /// CPUs it may run on (bit per CPU; `sched_setaffinity`).
+    affinity: AtomicU64,
+    /// `(bottom, top)` of the stack of a thread that runs on a stack it did
+    /// not get from `spawn` (the boot thread, the secondaries' idle threads).
+    boot_stack: (u64, u64),
     /// Where the thread last blocked on a wait queue (its "wait channel",
     /// the caller of `wait_until`), for the hung-system report.  A leaf
     /// lock, set under `SCHED`; the report only try-locks it.
@@ -132,6 +149,12 @@ impl Thread {
             entry: spin::Mutex::new(entry),
             exited: WaitQueue::new(),
             wchan: spin::Mutex::new(None),
+            cpu: AtomicUsize::new(0),
+            affinity: AtomicU64::new(u64::MAX),
+            boot_stack: {
+                let l = arch::kernel_layout();
+                (l.stack.start, l.stack.end)
+            },
         }
     }
 
@@ -154,10 +177,7 @@ impl Thread {
     pub fn stack_range(&self) -> (u64, u64) {
         match &self.stack {
             Some(s) => (s.bottom(), s.top()),
-            None => {
-                let l = arch::kernel_layout();
-                (l.stack.start, l.stack.end)
-            }
+            None => self.boot_stack,
         }
     }
 
@@ -192,10 +212,25 @@ impl RunQueue {
         }
     }
 
+    /// Take out the first queued thread `ok` accepts.
+    fn take_first(&mut self, mut ok: impl FnMut(usize) -> bool) -> Option<usize> {
+        let k = (0..self.len).find(|&k| ok(self.ring[(self.head + k) % MAX_THREADS] as usize))?;
+        let id = self.ring[(self.head + k) % MAX_THREADS] as usize;
+        for j in k..self.len - 1 {
+            self.ring[(self.head + j) % MAX_THREADS] = self.ring[(self.head + j + 1) % MAX_THREADS];
+        }
+        self.len -= 1;
+        Some(id)
+    }
+
     fn push(&mut self, id: usize) {
         assert!(self.len < MAX_THREADS, "run queue overflow");
         self.ring[(self.head + self.len) % MAX_THREADS] = id as u8;
         self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len).map(|k| self.ring[(self.head + k) % MAX_THREADS] as usize)
     }
 
     fn pop(&mut self) -> Option<usize> {
@@ -230,6 +265,8 @@ struct Sched {
     /// Threads in `sleep_ms`, and the earliest deadline among them.
     sleepers: u64,
     next_wake: u64,
+    /// CPUs that run the scheduler (bit per CPU).
+    online: u64,
     cpus: [Cpu; NR_CPUS],
 }
 
@@ -243,6 +280,7 @@ static SCHED: spin::Mutex<Sched> = spin::Mutex::new(Sched {
     zombies: 0,
     sleepers: 0,
     next_wake: u64::MAX,
+    online: 0,
     cpus: [const {
         Cpu {
             current: 0,
@@ -263,8 +301,11 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 /// Context switches so far (all CPUs).
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
+/// The running CPU.  Callers that need it to stay right mask interrupts
+/// or hold the lock (a preemptible thread may move between the read and
+/// the use).
 fn cpu_id() -> usize {
-    0
+    arch::cpu_id()
 }
 
 /// Run `f` with interrupts masked and the scheduler lock held.
@@ -288,11 +329,99 @@ impl Sched {
         if self.queued & (1 << id) == 0 && id != self.cpus[cpu].idle {
             self.queued |= 1 << id;
             self.cpus[cpu].rq.push(id);
+            self.thread(id).cpu.store(cpu, Ordering::Relaxed);
         }
     }
 
+    /// CPUs thread `id` may run on now (never empty: a mask that allows no
+    /// online CPU falls back to all of them).
+    fn allowed(&self, id: usize) -> u64 {
+        let a = self.thread(id).affinity.load(Ordering::Relaxed) & self.online;
+        if a == 0 { self.online } else { a }
+    }
+
+    fn cpu_idle(&self, cpu: usize) -> bool {
+        let c = &self.cpus[cpu];
+        c.current == c.idle && c.rq.len == 0
+    }
+
+    /// Queue runnable thread `id` on a CPU (see the module documentation)
+    /// and kick that CPU if it idles.
+    fn place(&mut self, id: usize) {
+        let allowed = self.allowed(id);
+        let last = self.thread(id).cpu.load(Ordering::Relaxed);
+        let ok = |c: usize| c < NR_CPUS && allowed & (1 << c) != 0;
+        let cpu = if ok(last) && self.cpu_idle(last) {
+            last
+        } else if let Some(c) = (0..NR_CPUS).find(|&c| ok(c) && self.cpu_idle(c)) {
+            c
+        } else if ok(last) {
+            // Every allowed CPU is busy: stay where the cache is, unless
+            // another allowed one has a shorter queue.
+            (0..NR_CPUS)
+                .filter(|&c| ok(c))
+                .min_by_key(|&c| (self.cpus[c].rq.len, c != last))
+                .unwrap_or(last)
+        } else {
+            (0..NR_CPUS)
+                .filter(|&c| ok(c))
+                .min_by_key(|&c| self.cpus[c].rq.len)
+                .unwrap_or(0)
+        };
+        self.enqueue(cpu, id);
+        self.kick(cpu);
+    }
+
+    /// Make `cpu` look at its queue soon: at once if it idles (an IPI when
+    /// it is another CPU); a busy CPU takes it at its next slice end.
+    fn kick(&mut self, cpu: usize) {
+        if self.cpus[cpu].current != self.cpus[cpu].idle {
+            return;
+        }
+        NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
+        if cpu != cpu_id() {
+            RESCHED_IPIS.fetch_add(1, Ordering::Relaxed);
+            arch::send_ipi(cpu, IPI_RESCHED);
+        }
+    }
+
+    /// A thread for `cpu` from another CPU's queue (one `cpu` may run).
+    fn steal(&mut self, cpu: usize) -> Option<usize> {
+        let online = self.online;
+        let victim = (0..NR_CPUS)
+            .filter(|&c| c != cpu && online & (1 << c) != 0 && self.cpus[c].rq.len > 0)
+            .max_by_key(|&c| self.cpus[c].rq.len)?;
+        let threads = &self.threads;
+        let id = self.cpus[victim].rq.take_first(|id| {
+            threads[id].as_ref().is_some_and(|t| {
+                let a = t.affinity.load(Ordering::Relaxed) & online;
+                a & (1 << cpu) != 0 || a == 0
+            })
+        })?;
+        self.queued &= !(1 << id);
+        self.thread(id).cpu.store(cpu, Ordering::Relaxed);
+        STEALS.fetch_add(1, Ordering::Relaxed);
+        Some(id)
+    }
+
+    /// Whether `cpu` has something to run (its queue, or one it may steal).
+    fn has_work(&self, cpu: usize) -> bool {
+        self.cpus[cpu].rq.len > 0
+            || (0..NR_CPUS).any(|c| {
+                c != cpu
+                    && self.cpus[c].rq.len > 0
+                    && self.cpus[c].rq.iter().any(|id| {
+                        self.threads[id].as_ref().is_some_and(|t| {
+                            let a = t.affinity.load(Ordering::Relaxed) & self.online;
+                            a & (1 << cpu) != 0 || a == 0
+                        })
+                    })
+            })
+    }
+
+    /// Whether thread `id` runs on some CPU (offline CPUs' slots say 0).
     fn is_current(&self, id: usize) -> bool {
-        self.cpus.iter().any(|c| c.current == id)
+        (0..NR_CPUS).any(|c| self.online & (1 << c) != 0 && self.cpus[c].current == id)
     }
 
     /// Make a Blocked (or, with `sleeping`, a Sleeping) thread Ready.
@@ -309,11 +438,7 @@ impl Sched {
         // A thread that marked itself Blocked but has not switched away yet
         // is still current: its own `schedule` sees Ready and keeps running.
         if !self.is_current(id) {
-            let cpu = cpu_id();
-            self.enqueue(cpu, id);
-            if self.cpus[cpu].current == self.cpus[cpu].idle {
-                NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
-            }
+            self.place(id);
         }
         true
     }
@@ -343,10 +468,16 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
     let prev = g.cpus[cpu].current;
     let idle = g.cpus[cpu].idle;
     match g.thread(prev).state() {
-        State::Running | State::Ready => {
+        State::Running | State::Ready if prev != idle => {
             g.thread(prev).set_state(State::Ready);
-            g.enqueue(cpu, prev);
+            if g.allowed(prev) & (1 << cpu) != 0 {
+                g.enqueue(cpu, prev);
+            } else {
+                // Its affinity moved it away from this CPU.
+                g.place(prev);
+            }
         }
+        State::Running | State::Ready => g.thread(prev).set_state(State::Ready),
         State::Blocked | State::Sleeping | State::Dead => {}
     }
     let next = match g.cpus[cpu].rq.pop() {
@@ -354,8 +485,10 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
             g.queued &= !(1 << n);
             n
         }
-        None if g.thread(prev).state() == State::Ready => prev,
-        None => idle,
+        None => match g.steal(cpu) {
+            Some(n) => n,
+            None => idle,
+        },
     };
     g.thread(next).set_state(State::Running);
     NEED_RESCHED[cpu].store(false, Ordering::Relaxed);
@@ -417,7 +550,8 @@ fn schedule() {
     arch::irq_restore(irq);
 }
 
-/// Timer tick hook (interrupts masked): wake sleepers, count the slice down.
+/// Timer tick hook (interrupts masked, on every CPU): wake sleepers, count
+/// the slice down.
 pub fn on_tick() {
     let cpu = cpu_id();
     let now = arch::now_ns();
@@ -439,8 +573,11 @@ pub fn on_tick() {
     } else {
         SLICE_LEFT[cpu].store(left - 1, Ordering::Relaxed);
     }
-    if g.cpus[cpu].current == g.cpus[cpu].idle && g.cpus[cpu].rq.len > 0 {
+    if g.cpus[cpu].current == g.cpus[cpu].idle && g.has_work(cpu) {
         NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
+    }
+    if cpu != 0 {
+        return;
     }
     hung_check(&g, cpu, now);
     if let Some(what) = crate::selftest::overdue(now) {
@@ -473,8 +610,8 @@ fn hung_check(g: &Sched, cpu: usize, now: u64) {
     if limit == 0 || cpu != 0 {
         return;
     }
-    let c = &g.cpus[cpu];
-    if c.current != c.idle || c.rq.len > 0 || g.sleepers != 0 {
+    let all_idle = (0..NR_CPUS).all(|c| g.online & (1 << c) == 0 || g.cpu_idle(c));
+    if !all_idle || g.sleepers != 0 {
         LAST_BUSY_NS.store(now, Ordering::Relaxed);
         HUNG_REPORTED.store(false, Ordering::Relaxed);
         return;
@@ -498,25 +635,32 @@ impl Sched {
     /// console lock (this runs in the timer interrupt).
     fn dump(&self, cpu: usize, now: u64) {
         crate::log::print_unlocked(format_args!(
-            "watchdog: cpu {} current {} idle {}, run queue {} threads, preempt count {}, heap lock {}\n",
+            "watchdog: on cpu {}, heap lock {}\n",
             cpu,
-            self.cpus[cpu].current,
-            self.cpus[cpu].idle,
-            self.cpus[cpu].rq.len,
-            PREEMPT_COUNT[cpu].load(Ordering::Relaxed),
             if crate::mem::memory::heap_locked() {
                 "held"
             } else {
                 "free"
             },
         ));
+        for c in (0..NR_CPUS).filter(|&c| self.online & (1 << c) != 0) {
+            crate::log::print_unlocked(format_args!(
+                "watchdog: cpu {} current {} idle {}, run queue {} threads, preempt count {}\n",
+                c,
+                self.cpus[c].current,
+                self.cpus[c].idle,
+                self.cpus[c].rq.len,
+                PREEMPT_COUNT[c].load(Ordering::Relaxed),
+            ));
+        }
         for t in self.threads.iter().flatten() {
             let wake = t.wake_at.load(Ordering::Relaxed);
             crate::log::print_unlocked(format_args!(
-                "watchdog:   thread {} '{}' {:?}, saved preempt {}, wake in {} ms, user root {:#x}, last wait {}\n",
+                "watchdog:   thread {} '{}' {:?} (cpu {}), saved preempt {}, wake in {} ms, user root {:#x}, last wait {}\n",
                 t.id,
                 t.name,
                 t.state(),
+                t.cpu.load(Ordering::Relaxed),
                 t.preempt.load(Ordering::Relaxed),
                 wake.saturating_sub(now) / 1_000_000,
                 t.space_root.load(Ordering::Relaxed),
@@ -569,7 +713,12 @@ pub fn set_resume_hook(f: fn()) {
 /// (nests).  Interrupts stay enabled; explicit `yield_now`/`sleep_ms`/waits
 /// still switch, and the count is saved and restored with the thread.
 pub fn preempt_disable() -> PreemptGuard {
+    // Masked, so the thread cannot move between reading its CPU and
+    // counting there; once the count is up it cannot move at all (a thread
+    // that blocks takes its count along, see `schedule_locked`).
+    let irq = arch::irq_save();
     PREEMPT_COUNT[cpu_id()].fetch_add(1, Ordering::Relaxed);
+    arch::irq_restore(irq);
     compiler_fence(Ordering::SeqCst);
     PreemptGuard(core::marker::PhantomData)
 }
@@ -601,6 +750,7 @@ pub fn init() {
         s.threads[1] = Some(idle);
         s.cpus[0].current = 0;
         s.cpus[0].idle = 1;
+        s.online |= 1;
     });
     SLICE_LEFT[0].store(SLICE_TICKS.load(Ordering::Relaxed), Ordering::Relaxed);
     if let Some(secs) =
@@ -623,17 +773,123 @@ pub fn init() {
 extern "C" fn idle_entry(_id: usize) -> ! {
     finish_switch();
     arch::irq_enable();
+    idle_loop()
+}
+
+fn idle_loop() -> ! {
     loop {
         reap_zombies();
-        let runnable = with_sched(|s| s.cpus[cpu_id()].rq.len > 0);
+        let runnable = with_sched(|s| s.has_work(cpu_id()));
         if runnable {
             yield_now();
         } else {
-            // A wake-up from an interrupt preempts us on its exit path, so
-            // halting here cannot miss work.
+            // Work queued for this CPU from now on comes with a tick or a
+            // reschedule IPI, which ends the halt (and, on the interrupt's
+            // exit path, may switch to it right away); at worst the loop
+            // sees it one tick later.
             arch::halt();
         }
     }
+}
+
+/// IPI reason: "look at your run queue" (`Sched::kick`).
+pub const IPI_RESCHED: u32 = 1 << 3;
+/// Reschedule IPIs sent, and threads taken from another CPU's queue.
+pub static RESCHED_IPIS: AtomicU64 = AtomicU64::new(0);
+pub static STEALS: AtomicU64 = AtomicU64::new(0);
+
+/// The IPI hook's part for [`IPI_RESCHED`] (interrupts masked): the
+/// interrupt's exit path (or the idle loop) switches.
+pub fn on_resched_ipi() {
+    NEED_RESCHED[cpu_id()].store(true, Ordering::Relaxed);
+}
+
+/// Make the running secondary CPU `cpu` a scheduler CPU: its start-up flow
+/// becomes its idle thread (on the 32 KiB, 4K-aligned stack both arches
+/// give a secondary; the bounds are found from the stack pointer), and it
+/// runs threads from then on.  Interrupts may be in any state.
+pub fn start_secondary(cpu: usize) -> ! {
+    assert!(
+        started() && cpu < NR_CPUS && cpu != 0,
+        "start_secondary({cpu})"
+    );
+    let probe = 0u8;
+    let sp = core::ptr::addr_of!(probe) as u64;
+    let top = sp.next_multiple_of(4096);
+    let stack = (top - 32 * 1024, top);
+    let id = with_sched(|s| {
+        let free =
+            (0..MAX_THREADS).find(|&i| s.threads[i].is_none() && s.reserved & (1 << i) == 0)?;
+        s.reserved |= 1 << free;
+        Some(free)
+    })
+    .expect("smp: no thread slot for an idle thread");
+    let mut idle = Thread::new(id, &alloc::format!("idle{cpu}"), None, None);
+    idle.boot_stack = stack;
+    idle.cpu.store(cpu, Ordering::Relaxed);
+    idle.affinity.store(1 << cpu, Ordering::Relaxed);
+    idle.set_state(State::Running);
+    let idle = Arc::new(idle);
+    arch::set_thread_stack(stack.0, stack.1);
+    SLICE_LEFT[cpu].store(SLICE_TICKS.load(Ordering::Relaxed), Ordering::Relaxed);
+    with_sched(|s| {
+        s.reserved &= !(1 << id);
+        s.threads[id] = Some(idle);
+        s.cpus[cpu].current = id;
+        s.cpus[cpu].idle = id;
+        s.cpus[cpu].loaded = (0, 0);
+        CURRENT[cpu].store(id, Ordering::Relaxed);
+        s.online |= 1 << cpu;
+    });
+    arch::irq_enable();
+    idle_loop()
+}
+
+/// CPUs that run threads (bit per CPU).
+pub fn online_mask() -> u64 {
+    with_sched(|s| s.online)
+}
+
+/// Thread `id`'s CPU affinity mask (`None`: no such thread).
+pub fn affinity(id: usize) -> Option<u64> {
+    with_sched(|s| {
+        s.threads
+            .get(id)?
+            .as_ref()
+            .map(|t| t.affinity.load(Ordering::Relaxed))
+    })
+}
+
+/// Set thread `id`'s CPU affinity (bit per CPU).  Refused (false) when the
+/// mask allows no CPU that runs threads, as Linux's EINVAL.  A thread
+/// queued on a CPU it may no longer use moves at once; one running there
+/// moves when it is next switched out (the CPU is asked to reschedule).
+pub fn set_affinity(id: usize, mask: u64) -> bool {
+    with_sched(|s| {
+        if mask & s.online == 0 {
+            return false;
+        }
+        let Some(t) = s.threads.get(id).and_then(|t| t.clone()) else {
+            return false;
+        };
+        t.affinity.store(mask, Ordering::Relaxed);
+        let cpu = t.cpu.load(Ordering::Relaxed);
+        if mask & (1 << cpu) != 0 {
+            return true;
+        }
+        if s.queued & (1 << id) != 0 {
+            if s.cpus[cpu].rq.take_first(|q| q == id).is_some() {
+                s.queued &= !(1 << id);
+                s.place(id);
+            }
+        } else if s.cpus[cpu].current == id {
+            NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
+            if cpu != cpu_id() {
+                arch::send_ipi(cpu, IPI_RESCHED);
+            }
+        }
+        true
+    })
 }
 
 extern "C" fn thread_entry(_id: usize) -> ! {
@@ -648,7 +904,12 @@ extern "C" fn thread_entry(_id: usize) -> ! {
 
 /// Id of the running thread.
 pub fn current_id() -> usize {
-    CURRENT[cpu_id()].load(Ordering::Relaxed)
+    // Masked: a thread moved between reading the CPU and its `current`
+    // would read another thread's id.
+    let irq = arch::irq_save();
+    let id = CURRENT[cpu_id()].load(Ordering::Relaxed);
+    arch::irq_restore(irq);
+    id
 }
 
 /// The running thread.
@@ -749,11 +1010,21 @@ fn spawn_inner(name: &str, space: Option<AddrSpace>, f: Entry) -> Result<JoinHan
     thread::init_context(id, &stack, thread_entry);
     let t = Arc::new(Thread::new(id, name, Some(stack), Some(f)));
     t.set_addr_space(space);
+    if space.is_some() {
+        // A user thread inherits its creator's CPU affinity (fork, clone).
+        let mine = with_sched(|s| {
+            s.thread(s.cpus[cpu_id()].current)
+                .affinity
+                .load(Ordering::Relaxed)
+        });
+        t.affinity.store(mine, Ordering::Relaxed);
+    }
     let handle = JoinHandle { t: Some(t.clone()) };
     with_sched(move |s| {
         s.reserved &= !(1 << id);
+        t.cpu.store(cpu_id(), Ordering::Relaxed);
         s.threads[id] = Some(t);
-        s.enqueue(cpu_id(), id);
+        s.place(id);
     });
     Ok(handle)
 }
