@@ -481,6 +481,8 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
         &format!("init=/libc-tests {HUNG_ARGS}"),
     );
     spec.initrd = Some(initrd);
+    // Two CPUs: the pthreads and SMP tests run threads on both.
+    spec.smp = 2;
     run_suite(arch, "libc", &spec, Duration::from_secs(180), None)
 }
 
