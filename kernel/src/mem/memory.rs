@@ -83,6 +83,9 @@ impl CpuOps for KernelCpu {
     fn irq_restore(&self, saved: usize) {
         arch::irq_restore(saved != 0)
     }
+    fn call_on_others(&self, f: &(dyn Fn() + Sync)) {
+        crate::mem::xcall::call_on_others(f);
+    }
 }
 
 static KERNEL_CPU: KernelCpu = KernelCpu;

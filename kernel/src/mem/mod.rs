@@ -6,7 +6,8 @@
 //! (the direct map) and `mmglue.rs` its TLB hooks; `kmap.rs` maps run-time
 //! kernel pages (thread stacks) through `mm`'s engine; `uspace.rs` keeps the
 //! registry of user address spaces and resolves MMU faults through `mm`;
-//! `khugepaged.rs` is the kernel thread that runs `mm`'s collapse scans.
+//! `khugepaged.rs` is the kernel thread that runs `mm`'s collapse scans;
+//! `shootdown.rs` and `xcall.rs` reach the other CPUs (TLB flushes, calls).
 //! (Named `mem`, not `mm`, so it never shadows the `mm` crate.)  The policy
 //! itself stays in `mm`; what needs threads, interrupts or devices comes
 //! here: the reclaim and compaction threads (kswapd, kcompactd), the swap
@@ -18,3 +19,4 @@ pub mod mmglue;
 pub mod physmem;
 pub mod shootdown;
 pub mod uspace;
+pub mod xcall;

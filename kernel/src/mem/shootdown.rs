@@ -167,6 +167,7 @@ pub fn flush(f: Flush, targets: CpuSet) {
         .is_err()
     {
         answer();
+        crate::mem::xcall::answer();
         arch::cpu_relax();
     }
     REQ.publish(f);
@@ -185,6 +186,7 @@ pub fn flush(f: Flush, targets: CpuSet) {
             break;
         }
         answer();
+        crate::mem::xcall::answer();
         if arch::now_ns() - t0 > WATCHDOG_NS {
             warn!(
                 "smp: CPU set {:#x} has not answered a TLB shootdown ({:?}) for {} ms; sending again",

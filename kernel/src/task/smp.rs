@@ -62,6 +62,9 @@ fn on_ipi(reasons: u32) {
     if reasons & crate::mem::shootdown::IPI_TLB != 0 {
         crate::mem::shootdown::answer();
     }
+    if reasons & crate::mem::xcall::IPI_CALL != 0 {
+        crate::mem::xcall::answer();
+    }
     #[cfg(feature = "selftest")]
     if reasons & IPI_READ != 0 {
         let me = arch::cpu_id();
@@ -254,6 +257,28 @@ ktest::ktest! {
                 crate::mem::shootdown::SHOOTDOWN_IPIS.load(Ordering::Relaxed) >= sent + 2 * cpus.len() as u64,
                 "no shootdown IPIs were sent"
             );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "selftest")]
+ktest::ktest! {
+    /// A cross-CPU call (`mem::xcall`, how the frame allocator drains the
+    /// other CPUs' caches) runs on every other online CPU exactly once, on
+    /// that CPU, and returns only after all have run it.
+    fn smp_xcall_runs_once_on_every_other_cpu() {
+        if arch::nr_cpus_online() < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        let ran: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+        crate::mem::xcall::call_on_others(&|| {
+            ran[arch::cpu_id()].fetch_add(1, Ordering::Relaxed);
+        });
+        let me = arch::cpu_id();
+        for c in 0..MAX_CPUS {
+            let want = u64::from(c != me && arch::cpu_online(c));
+            ktest::check_eq!(ran[c].load(Ordering::Relaxed), want, "runs on CPU {}", c);
         }
         Ok(())
     }
