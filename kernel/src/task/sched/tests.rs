@@ -286,7 +286,11 @@ ktest! {
         static STOP: AtomicBool = AtomicBool::new(false);
         OTHER.store(0, Ordering::Relaxed);
         STOP.store(false, Ordering::Relaxed);
+        // Both on CPU 0 (the self-tests' CPU): on another CPU the spinner
+        // would run alongside, which is not preemption.
         let h = spawn("spinner", || {
+            set_affinity(current_id(), 1);
+            yield_now();
             check_name("spinner");
             while !STOP.load(Ordering::Relaxed) {
                 OTHER.fetch_add(1, Ordering::Relaxed);
@@ -431,6 +435,66 @@ ktest! {
             h.join();
         }
         check_eq!(BAD.load(Ordering::Relaxed), 0, "threads with a corrupted FP accumulator");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// SMP placement: with as many busy threads as CPUs, every CPU runs one
+    /// of them (new threads go to idle CPUs, which are kicked with an IPI,
+    /// and an idle CPU steals queued work); then a thread pinned to the
+    /// last CPU with `set_affinity` runs there and nowhere else.  Fails
+    /// when new threads stay on the spawning CPU and nothing steals
+    /// (checked once).
+    fn smp_threads_spread_and_respect_affinity() {
+        let online = online_mask();
+        let n = online.count_ones() as usize;
+        if n < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        static SEEN: AtomicU64 = AtomicU64::new(0);
+        static STOP: AtomicBool = AtomicBool::new(false);
+        SEEN.store(0, Ordering::Relaxed);
+        STOP.store(false, Ordering::Relaxed);
+        let mut hs = alloc::vec::Vec::new();
+        for _ in 0..n {
+            hs.push(
+                spawn("smp-spinner", || {
+                    while !STOP.load(Ordering::Relaxed) {
+                        let irq = arch::irq_save();
+                        SEEN.fetch_or(1 << arch::cpu_id(), Ordering::Relaxed);
+                        arch::irq_restore(irq);
+                        core::hint::spin_loop();
+                    }
+                })
+                .map_err(ktest::String::from)?,
+            );
+        }
+        let spread = wait_for(|| SEEN.load(Ordering::Relaxed) == online);
+        STOP.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join();
+        }
+        check!(spread, "busy threads ran on CPUs {:#x} of {:#x}", SEEN.load(Ordering::Relaxed), online);
+        let last = 63 - online.leading_zeros() as usize;
+        static PINNED: AtomicU64 = AtomicU64::new(0);
+        PINNED.store(0, Ordering::Relaxed);
+        let h = spawn("smp-pinned", move || {
+            set_affinity(current_id(), 1 << last);
+            yield_now();
+            let t0 = arch::now_ns();
+            while ms_since(t0) < 30 {
+                let irq = arch::irq_save();
+                PINNED.fetch_or(1 << arch::cpu_id(), Ordering::Relaxed);
+                arch::irq_restore(irq);
+                if ms_since(t0) % 5 == 0 {
+                    yield_now();
+                }
+            }
+        })
+        .map_err(ktest::String::from)?;
+        h.join();
+        check_eq!(PINNED.load(Ordering::Relaxed), 1 << last, "CPUs the pinned thread ran on");
         Ok(())
     }
 }
