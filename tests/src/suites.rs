@@ -474,7 +474,12 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let mut spec = RunSpec::new(arch, accel, kernel, &format!("init=/libc-tests {HUNG_ARGS}"));
+    let mut spec = RunSpec::new(
+        arch,
+        accel,
+        kernel,
+        &format!("init=/libc-tests {HUNG_ARGS}"),
+    );
     spec.initrd = Some(initrd);
     run_suite(arch, "libc", &spec, Duration::from_secs(180), None)
 }
