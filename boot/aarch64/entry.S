@@ -18,7 +18,8 @@
  *        L0[511] -> L1 "kernel": entries 508..511 map PA 0..4 GiB at
  *                   KIMAGE_VOFFSET, so the kernel runs at its link address;
  *   5. MAIR/TCR/TTBR0/TTBR1, enable MMU + caches, branch to the link address;
- *   6. set up the boot stack and VBAR_EL1, call `arch_early_main(entry_el)`.
+ *   6. set up the boot stack, TPIDR_EL1 (CPU 0's per-CPU data) and VBAR_EL1,
+ *      call `arch_early_main(entry_el)`.
  */
 
 .equ EARLY_BLOCK_NORMAL, 0x705                  /* valid block, AttrIdx 1, SH inner, AF */
@@ -164,6 +165,14 @@ _start:
     adrp    x9, boot_stack_top
     add     x9, x9, :lo12:boot_stack_top
     mov     sp, x9
+    /* TPIDR_EL1 = CPU 0's per-CPU data (arch/aarch64/src/percpu.rs, id 0
+     * from the zeroed .bss), with its emergency stack, before any exception. */
+    adrp    x9, arch_percpu
+    add     x9, x9, :lo12:arch_percpu
+    adrp    x10, emergency_stack_top
+    add     x10, x10, :lo12:emergency_stack_top
+    str     x10, [x9, #16]
+    msr     tpidr_el1, x9
     adrp    x9, arch_exception_vectors
     add     x9, x9, :lo12:arch_exception_vectors
     msr     vbar_el1, x9

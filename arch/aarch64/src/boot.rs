@@ -97,6 +97,7 @@ extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
     // the early tables; the console moves to its device VA right after.
     unsafe { paging::switch_tables(ttbr1_root, ttbr0_root) };
     paging::EMPTY_TTBR0.store(ttbr0_root, Ordering::Relaxed);
+    crate::percpu::init_this_cpu();
     console::set_base(device_va(console::UART_PA));
     PLATFORM.call_once(|| plat);
     RAM.call_once(|| (info.ram, info.nr_ram));

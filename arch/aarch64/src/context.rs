@@ -1,6 +1,14 @@
 //! Kernel-thread context switching, the IRQ-exit hook used for preemption,
 //! and loading a lower-half (user) root into TTBR0_EL1 with an ASID.
 //!
+//! SMP: all the "current" state here is a register of the running CPU
+//! (SP, TTBR0_EL1 with its ASID, TPIDR_EL0) or its `PerCpu` (the stack
+//! limit), so every function acts on the CPU it runs on; the hooks and the
+//! ASID → last-root table are shared (the table only decides whether a
+//! broadcast flush is needed).  An ASID must be loaded with one root at a
+//! time machine-wide (the kernel's ASIDs are global), since two CPUs
+//! caching one ASID for two roots would mix their translations.
+//!
 //! A switched-out thread's state is its stack pointer: `switch_context`
 //! stores the AAPCS64 callee-saved registers (x19-x28, fp, lr), the
 //! callee-saved FP/SIMD halves d8-d15 and FPCR in a 176-byte frame on the
@@ -158,32 +166,34 @@ const TTBR_BADDR: u64 = 0x0000_FFFF_FFFF_FFFE;
 /// ASIDs whose last-loaded root is remembered (others always flush).
 const TRACKED_ASIDS: usize = 256;
 
-static ASID_CHECKED: AtomicBool = AtomicBool::new(false);
 static ASID16: AtomicBool = AtomicBool::new(false);
-/// Last root loaded with each ASID (0 = none yet).
+/// Last root loaded with each ASID (0 = none yet).  Shared by all CPUs:
+/// the flush it saves or triggers is broadcast (`aside1is`), so it covers
+/// every CPU's TLB.
 static LAST_ROOT: [AtomicU64; TRACKED_ASIDS] = [const { AtomicU64::new(0) }; TRACKED_ASIDS];
 
-/// Number of ASID bits in use (8, or 16 when ID_AA64MMFR0_EL1.ASIDBits says
-/// so; TCR_EL1.AS is then set on first use).
-pub fn asid_bits() -> u32 {
-    if !ASID_CHECKED.load(Ordering::Acquire) {
+/// Set TCR_EL1.AS on the running CPU when ID_AA64MMFR0_EL1.ASIDBits says
+/// 16-bit ASIDs exist, then flush its TLB.  Part of every CPU's own
+/// set-up (`percpu::init_this_cpu`), while only ASID 0 (the empty TTBR0
+/// table, which caches nothing) is in use on it.
+pub(crate) fn init_asid_size() {
+    let wide = ID_AA64MMFR0_EL1.matches_all(ID_AA64MMFR0_EL1::ASIDBits::Bits_16);
+    if wide {
         let irq = crate::cpu::irq_save();
-        if !ASID_CHECKED.load(Ordering::Relaxed) {
-            let wide = ID_AA64MMFR0_EL1.matches_all(ID_AA64MMFR0_EL1::ASIDBits::Bits_16);
-            if wide {
-                let tcr = TCR_EL1.get() | TCR_EL1::AS::ASID16Bits.value;
-                // SAFETY: only ASID 0 (the empty TTBR0 table, which caches
-                // nothing) is in use so far; TCR.AS changes how ASIDs are
-                // compared, so flush everything after the change.
-                unsafe { write_sysreg!("tcr_el1", tcr) };
-                isb();
-                crate::regs::tlbi_vmalle1();
-                ASID16.store(true, Ordering::Relaxed);
-            }
-            ASID_CHECKED.store(true, Ordering::Release);
-        }
+        let tcr = TCR_EL1.get() | TCR_EL1::AS::ASID16Bits.value;
+        // SAFETY: only ASID 0 is in use on this CPU; TCR.AS changes how
+        // ASIDs are compared, so flush everything after the change.
+        unsafe { write_sysreg!("tcr_el1", tcr) };
+        isb();
+        crate::regs::tlbi_vmalle1();
         crate::cpu::irq_restore(irq);
     }
+    ASID16.store(wide, Ordering::Relaxed);
+}
+
+/// Number of ASID bits in use on every CPU (8, or 16 when
+/// ID_AA64MMFR0_EL1.ASIDBits says so: each CPU sets TCR_EL1.AS at start-up).
+pub fn asid_bits() -> u32 {
     if ASID16.load(Ordering::Relaxed) {
         16
     } else {
@@ -191,7 +201,7 @@ pub fn asid_bits() -> u32 {
     }
 }
 
-/// Invalidate this CPU's (and inner-shareable peers') TLB entries of `asid`.
+/// Invalidate every CPU's TLB entries of `asid` (inner-shareable broadcast).
 fn tlbi_asid(asid: u64) {
     // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
     unsafe {

@@ -38,6 +38,8 @@ pub mod mem;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod paging;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod percpu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod pmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod probe;
@@ -131,8 +133,9 @@ mod hw {
         crate::trap::set_fault_handler(f);
     }
 
-    /// Set the lowest usable address of the kernel stack now in use (which
-    /// must have an unmapped guard page below it), for stack-overflow reports.
+    /// Set the lowest usable address of the kernel stack now in use on this
+    /// CPU (which must have an unmapped guard page below it), for
+    /// stack-overflow reports.
     pub fn set_kernel_stack_limit(bottom: u64) {
         crate::trap::set_stack_limit(bottom);
     }

@@ -13,7 +13,7 @@ unsafe extern "C" {
 }
 
 fn take_fault() -> FaultInfo {
-    PROBE_FAULT
+    PROBE_FAULT[crate::percpu::cpu_id()]
         .lock()
         .take()
         .expect("probe fixup without a recorded fault")

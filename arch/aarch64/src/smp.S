@@ -6,12 +6,14 @@
  *     0 MAIR   8 TCR   16 TTBR0 for the switch (the boot CPU's early
  *     identity tables, `early_l0`)   24 TTBR1 (the kernel's root)
  *    32 SCTLR  40 stack top (VA)   48 the empty TTBR0 table   56 CPU id
+ *    64 its PerCpu (VA, for TPIDR_EL1)
  *
  * 1. FP/SIMD on (CPACR_EL1), EL2 → EL1 as the boot CPU does (entry.S's
  *    `arch_el2_setup`);
  * 2. the boot CPU's MAIR/TCR/SCTLR, TTBR1 = the kernel, TTBR0 = the early
  *    identity map just for the branch to the link address;
- * 3. at the link address: the stack, VBAR_EL1, TTBR0 = the empty table
+ * 3. at the link address: the stack, TPIDR_EL1 (before any exception can
+ *    be taken: the vectors read it), VBAR_EL1, TTBR0 = the empty table
  *    (the identity map is gone again) and `arch_secondary_main(cpu)`.
  */
 .section .text.smp, "ax"
@@ -50,8 +52,9 @@ arch_secondary_entry:
 2:
     /* At the link address; x19 is still readable through the identity map. */
     ldp     x5, x6, [x19, #40]
-    ldr     x7, [x19, #56]
+    ldp     x7, x8, [x19, #56]
     mov     sp, x5
+    msr     tpidr_el1, x8           /* this CPU's PerCpu (percpu.rs) */
     adrp    x9, arch_exception_vectors
     add     x9, x9, :lo12:arch_exception_vectors
     msr     vbar_el1, x9

@@ -3,11 +3,10 @@
 //!
 //! * CPUs are numbered 0.. (the boot CPU is 0) in the DT's `/cpus/cpu@N`
 //!   order, by `reg` = MPIDR affinity, capped at `mm::cpu::MAX_CPUS`.
-//!   [`cpu_id`] maps MPIDR_EL1 back to that number, so it is right in any
-//!   context on any CPU.  TPIDR_EL1 cannot hold a per-CPU pointer: the
-//!   vectors use it as their scratch register (trap.S); MPIDR_EL1 is as
-//!   cheap to read and the per-CPU state is indexed by `cpu_id()`
-//!   (`arch_common::smp::CpuTable`, shared with x86).
+//!   [`cpu_id`] reads the number from the CPU's `PerCpu` through
+//!   TPIDR_EL1 (percpu.rs), so it is cheap and right in any context on any
+//!   CPU; the counters and mailboxes are `arch_common::smp::CpuTable`
+//!   (shared with x86), indexed by it.
 //! * Start-up: CPU_ON through the DT's conduit with the physical address
 //!   of `arch_secondary_entry` (smp.S) and of that CPU's [`StartBlock`]
 //!   (cleaned to memory first: the new CPU reads it with the MMU off).
@@ -18,14 +17,21 @@
 //!   start one at a time; one that does not report online within
 //!   [`START_TIMEOUT_NS`] (or that CPU_ON refuses) is named on the console
 //!   and the boot goes on without it.
-//! * Each secondary: its own 32 KiB stack (heap; no guard page and no
-//!   stack-overflow report, which follows CPU 0's current thread), VBAR,
-//!   its GIC interface (GICv2 banked CPU interface / GICv3 its own
-//!   redistributor), its virtual timer at CPU 0's rate and SGI
+//! * Each secondary: TPIDR_EL1 = its `PerCpu` (set in smp.S before VBAR,
+//!   so before any exception), its own 32 KiB stack (heap; no guard page,
+//!   so no stack-overflow check until the scheduler names a thread stack
+//!   with `set_thread_stack` on it) and 16 KiB emergency stack, VBAR, the
+//!   per-CPU set-up CPU 0 also does (`percpu::init_this_cpu`: TCR.AS) and
+//!   CPU 0's user-mode settings (`user::init_this_cpu`: PAN, EL0 cache
+//!   ops; CPACR FP/SIMD is on from smp.S), so it may run EL0 threads; its
+//!   GIC interface (GICv2 banked CPU interface / GICv3 its own
+//!   redistributor), its virtual timer at CPU 0's rate, whose ticks run
+//!   the tick hook and the IRQ-exit hook as CPU 0's do, and SGI
 //!   [`IPI_SGI`] enabled.
 //! * IPIs: [`send_ipi`] leaves a reason mask in the target's mailbox, then
 //!   raises SGI [`IPI_SGI`] on it; the handler takes the mask, counts the
-//!   IPI and calls the hook with the reasons.
+//!   IPI and calls the hook with the reasons; the IRQ-exit hook follows
+//!   (a reschedule IPI switches threads on the way out).
 use crate::boot::PLATFORM;
 use crate::console::kprintln;
 use crate::{gic, paging, timer};
@@ -50,6 +56,8 @@ pub const IPI_SGI: u32 = 1;
 /// host may take a while to run the new vCPU thread).
 const START_TIMEOUT_NS: u64 = 2_000_000_000;
 const STACK_SIZE: usize = 32 * 1024;
+/// A secondary's emergency stack (the stack-overflow report), as CPU 0's.
+const EMERGENCY_STACK_SIZE: usize = 16 * 1024;
 /// The affinity fields of MPIDR_EL1 (Aff3, Aff2, Aff1, Aff0).
 const MPIDR_AFF_MASK: u64 = 0xff_00ff_ffff;
 
@@ -111,6 +119,8 @@ struct StartBlock {
     stack_top: u64,
     empty_ttbr0: u64,
     cpu: u64,
+    /// Its `PerCpu` (percpu.rs), for TPIDR_EL1.
+    percpu: u64,
 }
 
 /// One block per CPU, written by CPU 0 before CPU_ON (never while that
@@ -125,6 +135,7 @@ static mut START: [StartBlock; MAX_CPUS] = [const {
         stack_top: 0,
         empty_ttbr0: 0,
         cpu: 0,
+        percpu: 0,
     }
 }; MAX_CPUS];
 
@@ -172,9 +183,11 @@ pub fn nr_cpus_possible() -> usize {
     CPUS.possible()
 }
 
-/// This CPU's logical number (0 while only CPU 0 runs).
+/// This CPU's logical number, right in any context on any CPU: read from
+/// its `PerCpu` through TPIDR_EL1 (percpu.rs), no table search.
+#[inline]
 pub fn cpu_id() -> usize {
-    CPUS.current(my_mpidr)
+    crate::percpu::cpu_id()
 }
 
 /// Send an IPI with `reasons` (a bit mask the hook receives) to CPU `cpu`.
@@ -241,6 +254,17 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
         // SAFETY: the layout has a non-zero size.
         let stack = unsafe { alloc_zeroed(layout) };
         assert!(!stack.is_null(), "smp: out of memory for a CPU stack");
+        let layout = Layout::from_size_align(EMERGENCY_STACK_SIZE, 16).expect("stack layout");
+        // SAFETY: the layout has a non-zero size.
+        let emergency = unsafe { alloc_zeroed(layout) };
+        assert!(!emergency.is_null(), "smp: out of memory for a CPU stack");
+        let pc = crate::percpu::of(c);
+        pc.cpu.store(c as u64, Ordering::Relaxed);
+        pc.stack_limit.store(0, Ordering::Relaxed);
+        pc.emergency_top.store(
+            emergency as u64 + EMERGENCY_STACK_SIZE as u64,
+            Ordering::Relaxed,
+        );
         let blk = StartBlock {
             mair: MAIR_EL1.get(),
             tcr: TCR_EL1.get(),
@@ -250,6 +274,7 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
             stack_top: stack as u64 + STACK_SIZE as u64,
             empty_ttbr0: paging::EMPTY_TTBR0.load(Ordering::Relaxed),
             cpu: c as u64,
+            percpu: pc as *const crate::percpu::PerCpu as u64,
         };
         // SAFETY: `c < MAX_CPUS` (the array's length); CPU `c` is not
         // running, so nothing else reads its block; a raw pointer write,
@@ -292,6 +317,11 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
 #[unsafe(no_mangle)]
 extern "C" fn arch_secondary_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
+    debug_assert_eq!(cpu_id(), cpu, "TPIDR_EL1 names another CPU");
+    // CPU 0's per-CPU set-up (TCR.AS) and its user-mode settings (PAN,
+    // EL0 cache ops): this CPU may run user threads from now on.
+    crate::percpu::init_this_cpu();
+    crate::user::init_this_cpu();
     if !gic::init_secondary(cpu, my_mpidr()) {
         kprintln!("arch: CPU {}: no GIC redistributor for it; parked", cpu);
         loop {
@@ -299,7 +329,7 @@ extern "C" fn arch_secondary_main(cpu: u64) -> ! {
         }
     }
     GIC_MASK[cpu].store(gic::v2_cpu_mask(), Ordering::Relaxed);
-    // Online before the first interrupt, so `cpu_id` finds this CPU.
+    // Online before the first interrupt, so IPIs can be sent to it.
     CPUS.set_online(cpu);
     gic::enable_ppi(IPI_SGI);
     timer::start_secondary();

@@ -7,6 +7,13 @@
 //! host delays TCG's timer interrupts), the periods that passed are all
 //! counted and the next deadline is the next period boundary, so `ticks()`
 //! keeps the programmed rate against the clock.
+//!
+//! SMP: every CPU runs its own virtual timer at the same rate and each
+//! tick runs the tick hook on that CPU.  Timekeeping does not depend on
+//! how many CPUs tick: `now_ns()` reads the system counter (CNTVCT_EL0,
+//! common to all CPUs, no per-CPU offset), and `ticks()` is CPU 0's tick
+//! count alone (a secondary's ticks go to its own `cpu_ticks(cpu)`), so
+//! neither runs faster with more CPUs.
 use crate::console::kprintln;
 use crate::gic;
 use crate::regs::isb;
@@ -37,6 +44,7 @@ pub fn now_ns() -> u64 {
     (counter() as u128 * 1_000_000_000 / f as u128) as u64
 }
 
+/// CPU 0's timer ticks since `timer_init` (secondaries: `cpu_ticks`).
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
@@ -51,6 +59,8 @@ pub fn timer_hz() -> u32 {
     HZ.load(Ordering::Relaxed)
 }
 
+/// Install the function every CPU's timer interrupt calls (IRQs masked,
+/// after the EOI, on that CPU; `cpu_id()` says which).
 pub fn set_tick_hook(f: fn()) {
     TICK_HOOK.store(f as usize, Ordering::Release);
 }
@@ -102,22 +112,22 @@ pub fn start_secondary() {
     set_deadline(counter() + PERIOD.load(Ordering::Relaxed).max(1));
 }
 
-/// IRQ entry from the vectors.  A secondary's tick is only counted
-/// (smp.rs); the tick hook belongs to CPU 0's scheduler.
+/// IRQ entry from the vectors, on any CPU.  Every CPU's timer interrupt
+/// counts its own ticks (CPU 0 in `ticks()`, the others in their
+/// `cpu_ticks`) and runs the tick hook.
 pub fn handle_irq() {
     let iar = gic::ack();
     let id = iar & 0x3ff;
     if id >= 1020 {
         return;
     }
-    if id == TIMER_INTID && crate::smp::cpu_id() != 0 {
-        crate::smp::on_ap_tick(rearm());
-        gic::eoi(iar);
-    } else if id == crate::smp::IPI_SGI {
-        gic::eoi(iar);
-        crate::smp::on_ipi();
-    } else if id == TIMER_INTID {
-        TICKS.fetch_add(rearm(), Ordering::Relaxed);
+    if id == TIMER_INTID {
+        let n = rearm();
+        if crate::smp::cpu_id() == 0 {
+            TICKS.fetch_add(n, Ordering::Relaxed);
+        } else {
+            crate::smp::on_ap_tick(n);
+        }
         gic::eoi(iar);
         let h = TICK_HOOK.load(Ordering::Acquire);
         if h != 0 {
@@ -126,6 +136,9 @@ pub fn handle_irq() {
             let f = unsafe { core::mem::transmute::<usize, fn()>(h) };
             f();
         }
+    } else if id == crate::smp::IPI_SGI {
+        gic::eoi(iar);
+        crate::smp::on_ipi();
     } else if id >= 32 {
         gic::handle_device(iar);
     } else {

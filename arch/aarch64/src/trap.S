@@ -12,12 +12,15 @@
  * Kinds passed to `arch_exception(frame, kind)`: the vector index 0..15
  * (EL1t sync/irq/fiq/serror, EL1h ..., EL0 AArch64 ..., EL0 AArch32 ...),
  * and KIND_OVERFLOW (16) for a synchronous exception at EL1h taken with SP
- * within a page of the current stack limit (`arch_stack_limit`): the
- * handler then runs on the emergency stack, and the faulting SP is in SP_EL0.
+ * within a page of this CPU's current stack limit (`PerCpu::stack_limit`,
+ * through TPIDR_EL1): the handler then runs on this CPU's emergency stack,
+ * and the faulting SP is in SP_EL0.
  */
 
 .equ FRAME_SIZE, 816
 .equ KIND_OVERFLOW, 16
+.equ PERCPU_STACK_LIMIT, 0
+.equ PERCPU_EMERGENCY_TOP, 16
 
 .macro VENTRY kind
     .balign 0x80
@@ -36,29 +39,35 @@ arch_exception_vectors:
     VENTRY 2
     VENTRY 3
 
-    /* EL1h synchronous: check for a stack overflow first. */
+    /* EL1h synchronous: check for a stack overflow first, against this
+     * CPU's limit (TPIDR_EL1 = its PerCpu, percpu.rs: +0 stack limit,
+     * +16 emergency stack top).  x0 is parked in SP_EL0, free at EL1 (an
+     * EL0 context's SP_EL0 is in its trap frame). */
     .balign 0x80
-    msr     tpidr_el1, x0
-    adrp    x0, arch_stack_limit
-    ldr     x0, [x0, :lo12:arch_stack_limit]
+    msr     sp_el0, x0
+    mrs     x0, tpidr_el1
+    ldr     x0, [x0, #PERCPU_STACK_LIMIT]
     sub     x0, sp, x0
     add     x0, x0, #4096
     cmp     x0, #(2 << 12)          /* limit - 4K <= sp < limit + 4K */
     b.lo    .Loverflow
-    mrs     x0, tpidr_el1
+    mrs     x0, sp_el0
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp]
     mov     x0, #4
     b       arch_exc_common
 .Loverflow:
-    mov     x0, sp
-    msr     sp_el0, x0
-    adrp    x0, emergency_stack_top
-    add     x0, x0, :lo12:emergency_stack_top
-    mov     sp, x0
+    /* A frame on this CPU's emergency stack; the faulting SP goes to SP_EL0. */
     mrs     x0, tpidr_el1
-    sub     sp, sp, #FRAME_SIZE
-    stp     x0, x1, [sp]
+    ldr     x0, [x0, #PERCPU_EMERGENCY_TOP]
+    sub     x0, x0, #FRAME_SIZE
+    str     x1, [x0, #8]
+    mov     x1, sp
+    mov     sp, x0
+    mrs     x0, sp_el0
+    str     x0, [sp]
+    msr     sp_el0, x1
+    ldr     x1, [sp, #8]
     mov     x0, #KIND_OVERFLOW
     b       arch_exc_common
 

@@ -5,13 +5,16 @@
 //!   `set_fault_handler`, then to the exception fixup table (`.ex_table`,
 //!   used by the `probe_*` functions); anything else is reported in full and
 //!   ends the run with `exit(false)`.
-//! * A synchronous exception taken with SP within a page of the stack limit
-//!   (the boot stack's guard page) is treated as a kernel stack overflow: the
-//!   vector switches to a separate emergency stack before saving anything,
-//!   so the report can still be printed.
+//! * IRQs (timer ticks, IPIs, device interrupts) run the IRQ-exit hook on
+//!   every CPU, after the EOI.
+//! * A synchronous exception taken with SP within a page of this CPU's
+//!   stack limit (the guard page below the stack it runs on, per CPU:
+//!   `percpu.rs`) is treated as a kernel stack overflow: the vector switches
+//!   to this CPU's emergency stack before saving anything, so the report
+//!   can still be printed.
 use crate::console::{kprint, kprintln};
 use crate::{Access, FaultInfo};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 core::arch::global_asm!(include_str!("trap.S"), options(raw));
 
@@ -52,14 +55,13 @@ const VECTOR_NAMES: [&str; 17] = [
     "EL1h synchronous on the stack guard (kernel stack overflow)",
 ];
 
-/// Lowest usable address of the current kernel stack; read by `trap.S`.
-#[unsafe(no_mangle)]
-static arch_stack_limit: AtomicU64 = AtomicU64::new(0);
-
-/// Set the stack limit used for overflow detection (the bottom of the stack
-/// in use, with an unmapped guard page below it).
+/// Set this CPU's stack limit used for overflow detection (the bottom of
+/// the stack it now runs on, with an unmapped guard page below it).  Per
+/// CPU: `trap.S` reads it from this CPU's `PerCpu` (TPIDR_EL1).
 pub fn set_stack_limit(bottom: u64) {
-    arch_stack_limit.store(bottom, Ordering::Relaxed);
+    crate::percpu::this()
+        .stack_limit
+        .store(bottom, Ordering::Relaxed);
 }
 
 /// SPSR.I: IRQs masked in the interrupted context.
@@ -90,8 +92,10 @@ pub fn fault_handler() -> Option<fn(&FaultInfo) -> bool> {
     Some(unsafe { core::mem::transmute::<usize, fn(&FaultInfo) -> bool>(p) })
 }
 
-/// The fault caught by the last probe (one CPU: no concurrency).
-pub static PROBE_FAULT: spin::Mutex<Option<FaultInfo>> = spin::Mutex::new(None);
+/// The fault caught by the last probe, per CPU (a probe runs with IRQs
+/// masked, so its fault is recorded and taken on the same CPU).
+pub static PROBE_FAULT: [spin::Mutex<Option<FaultInfo>>; mm::cpu::MAX_CPUS] =
+    [const { spin::Mutex::new(None) }; mm::cpu::MAX_CPUS];
 
 #[repr(C)]
 struct ExEntry {
@@ -214,12 +218,10 @@ extern "C" fn arch_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
         1 | 5 | 9 | 13 => {
             crate::timer::handle_irq();
-            // After the EOI and the tick hook, still masked: may switch
-            // threads (CPU 0 only: the secondaries run no scheduler yet).
-            if crate::smp::cpu_id() == 0 {
-                // Kinds 8.. are exceptions taken from EL0.
-                crate::context::run_irq_exit_hook(kind >= 8);
-            }
+            // After the EOI and the tick hook (or the IPI hook), still
+            // masked, on every CPU: may switch threads, so a reschedule
+            // IPI takes effect at once.  Kinds 8.. are taken from EL0.
+            crate::context::run_irq_exit_hook(kind >= 8);
         }
         0 | 4 | 8 | 12 => handle_sync(frame, kind),
         _ => report_and_exit(frame, kind, None),
@@ -269,7 +271,7 @@ fn handle_sync(frame: &mut TrapFrame, kind: u64) {
             frame.elr
         };
         if let Some(fixup) = find_fixup(pc) {
-            *PROBE_FAULT.lock() = Some(info);
+            *PROBE_FAULT[crate::percpu::cpu_id()].lock() = Some(info);
             frame.elr = fixup;
             return;
         }
@@ -364,14 +366,13 @@ fn report_and_exit(f: &TrapFrame, kind: u64, info: Option<&FaultInfo>) -> ! {
         sp
     );
     if kind == KIND_OVERFLOW {
-        let l = crate::paging::kernel_layout();
+        let limit = crate::percpu::this().stack_limit.load(Ordering::Relaxed);
         kprintln!(
-            "    kernel stack overflow: SP {:#x} is at the guard page {:#x}..{:#x} (stack {:#x}..{:#x})",
+            "    kernel stack overflow on CPU {}: SP {:#x} is at the guard page {:#x}..{:#x} below its stack",
+            crate::percpu::cpu_id(),
             sp,
-            l.stack_guard.start,
-            l.stack_guard.end,
-            l.stack.start,
-            l.stack.end
+            limit.saturating_sub(4096),
+            limit
         );
     }
     for i in (0..31).step_by(2) {

@@ -7,7 +7,11 @@
 //!   with IRQs unmasked; everything returns through the common restore path
 //!   (`arch_exc_return`), which reloads SP_EL0, ELR and SPSR and `eret`s.
 //! * No per-CPU pointer is needed for the entry (SP_EL1 switches in
-//!   hardware); TPIDR_EL1 stays the vectors' scratch register.
+//!   hardware).  Everything a user context needs is per CPU in hardware
+//!   (SP_EL0 and TPIDR_EL0 travel with the thread: SP_EL0 in its frame,
+//!   TPIDR_EL0 set by the scheduler through [`set_user_tls`]), so EL0 code
+//!   runs on any CPU set up by `user_init` (CPU 0) or its own start-up
+//!   (secondaries).
 //! * **PAN** (FEAT_PAN): PSTATE.PAN is set at boot and on every exception
 //!   entry (SCTLR_EL1.SPAN cleared), so EL1 cannot touch EL0 memory except
 //!   inside the explicit windows (`msr pan, #0` … `msr pan, #1`) of the copy
@@ -88,8 +92,18 @@ impl TrapFrame {
     }
 }
 
-/// Enable PAN (when the CPU has it) and EL0 cache/ZVA access.
+/// Enable PAN (when the CPU has it) and EL0 cache/ZVA access on the
+/// calling CPU (the kernel calls it on CPU 0; each secondary applies the
+/// same settings to itself at start-up, see [`init_this_cpu`]).
 pub fn user_init() {
+    init_this_cpu();
+}
+
+/// The user-mode settings of one CPU, for the running CPU: SCTLR_EL1's EL0
+/// cache/ZVA bits, SPAN cleared and PSTATE.PAN set when FEAT_PAN exists.
+/// Idempotent.  Secondaries run it at start-up (`smp.rs`), so each one is
+/// ready for EL0 before the scheduler can give it a user thread.
+pub(crate) fn init_this_cpu() {
     let pan = !ID_AA64MMFR1_EL1.matches_all(ID_AA64MMFR1_EL1::PAN::Unsupported);
     let sctlr = SCTLR_EL1.get();
     let mut want = sctlr | SCTLR_EL0_OPS;
@@ -178,7 +192,8 @@ pub(crate) fn el0_sync(frame: &mut TrapFrame, fault: Option<crate::FaultInfo>) -
 
 /// The user TLS register (TPIDR_EL0).
 pub fn set_user_tls(v: u64) {
-    // A plain software register; the kernel does not use it.
+    // A plain software register of the running CPU; the kernel does not
+    // use it (the scheduler sets it on every switch to a user thread).
     TPIDR_EL0.set(v);
 }
 

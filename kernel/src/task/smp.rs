@@ -32,6 +32,15 @@ static READ_SEQ: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 #[cfg(feature = "selftest")]
 const READ_FAULTED: u64 = 0xdead_fa17_dead_fa17;
 
+/// IPI reason: post `arch::cpu_id()` as seen by the receiving CPU in its
+/// [`ID_SEEN`] slot (the per-CPU id self-test).
+#[cfg(feature = "selftest")]
+const IPI_WHO: u32 = 1 << 3;
+/// Per CPU: `arch::cpu_id() + 1` as the IPI handler on that CPU read it
+/// (0 = no answer yet).
+#[cfg(feature = "selftest")]
+static ID_SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Start the secondaries (CPU 0, after the timer and the heap).
 pub fn init() {
     arch::set_ipi_hook(on_ipi);
@@ -71,6 +80,14 @@ fn on_ipi(reasons: u32) {
         let v = arch::probe_read(READ_VA.load(Ordering::Acquire)).unwrap_or(READ_FAULTED);
         READ_RESULT[me].store(v, Ordering::Release);
         READ_SEQ[me].fetch_add(1, Ordering::Release);
+    }
+    #[cfg(feature = "selftest")]
+    if reasons & IPI_WHO != 0 {
+        // Indexed by the answer itself: a wrong id lands in a wrong slot
+        // (or, out of range, nowhere), which the test sees.
+        if let Some(slot) = ID_SEEN.get(arch::cpu_id()) {
+            slot.store(arch::cpu_id() as u64 + 1, Ordering::Release);
+        }
     }
     if reasons & IPI_PING != 0
         && let Some(p) = PINGS.get(arch::cpu_id())
@@ -190,6 +207,38 @@ ktest::ktest! {
             ktest::check!(arch::ipi_count(c) > n, "CPU {} answered without an IPI counted", c);
         }
         ktest::check!(!arch::send_ipi(mm::cpu::MAX_CPUS, IPI_PING), "an IPI to a CPU that does not exist was sent");
+        Ok(())
+    }
+}
+
+#[cfg(feature = "selftest")]
+ktest::ktest! {
+    /// `arch::cpu_id()` is right on every CPU: each secondary, asked in
+    /// turn through an IPI, reports its own number from its interrupt
+    /// handler (the hot path a scheduler reads it on), and only that CPU's
+    /// slot is filled; CPU 0 says 0 from a thread.  Fails when `cpu_id`
+    /// is wrong on a secondary (checked once on arm64 with `cpu_id()`
+    /// returning 0 everywhere: "CPU 1 did not answer as itself within 1 s").
+    fn arch_smp_cpu_id_per_cpu() {
+        ktest::check_eq!(arch::cpu_id(), 0, "the boot CPU's id");
+        if arch::nr_cpus_online() < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        for c in (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)) {
+            for s in &ID_SEEN {
+                s.store(0, Ordering::Release);
+            }
+            ktest::check!(arch::send_ipi(c, IPI_WHO), "send_ipi to CPU {} refused", c);
+            let answered = wait_for(|| ID_SEEN[c].load(Ordering::Acquire) != 0);
+            let seen: alloc::vec::Vec<u64> =
+                ID_SEEN.iter().map(|s| s.load(Ordering::Acquire)).collect();
+            ktest::check!(answered, "CPU {} did not answer as itself within 1 s (slots: {:?})", c, seen);
+            ktest::check_eq!(seen[c], c as u64 + 1, "CPU {}'s answer", c);
+            for (o, &v) in seen.iter().enumerate() {
+                ktest::check!(o == c || v == 0, "CPU {} was asked, slot {} answered {}", c, o, v);
+            }
+        }
+        ktest::check_eq!(arch::cpu_id(), 0, "the boot CPU's id after the IPIs");
         Ok(())
     }
 }

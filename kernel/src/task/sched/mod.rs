@@ -553,6 +553,10 @@ fn schedule() {
 /// Timer tick hook (interrupts masked, on every CPU): wake sleepers, count
 /// the slice down.
 pub fn on_tick() {
+    // The arch runs the hooks on every CPU; this scheduler has NR_CPUS.
+    if arch::cpu_id() >= NR_CPUS {
+        return;
+    }
     let cpu = cpu_id();
     let now = arch::now_ns();
     // Never spin here: the lock is only ever held with interrupts masked, so
@@ -684,6 +688,9 @@ impl core::fmt::Display for WaitChan {
 
 /// IRQ-exit hook (interrupts masked, after the EOI): preempt if due.
 pub fn on_irq_exit(from_user: bool) {
+    if arch::cpu_id() >= NR_CPUS {
+        return;
+    }
     let cpu = cpu_id();
     if PREEMPT_COUNT[cpu].load(Ordering::Relaxed) != 0 {
         return;
