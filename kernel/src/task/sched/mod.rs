@@ -298,6 +298,9 @@ static PREEMPT_COUNT: [AtomicUsize; NR_CPUS] = [const { AtomicUsize::new(0) }; N
 static SLICE_LEFT: [AtomicU64; NR_CPUS] = [const { AtomicU64::new(0) }; NR_CPUS];
 static SLICE_TICKS: AtomicU64 = AtomicU64::new(1);
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// CPUs that run threads (set once by `init` / `start_secondary`); the
+/// tick and irq-exit hooks do nothing on the others.
+static IN_SCHED: [AtomicBool; NR_CPUS] = [const { AtomicBool::new(false) }; NR_CPUS];
 /// Context switches so far (all CPUs).
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
@@ -553,11 +556,12 @@ fn schedule() {
 /// Timer tick hook (interrupts masked, on every CPU): wake sleepers, count
 /// the slice down.
 pub fn on_tick() {
-    // The arch runs the hooks on every CPU; this scheduler has NR_CPUS.
-    if arch::cpu_id() >= NR_CPUS {
+    let cpu = cpu_id();
+    // The arch runs the hooks on every CPU, also those not (yet) running
+    // threads (before `start_secondary`, or with `nosmp`).
+    if !IN_SCHED[cpu].load(Ordering::Relaxed) {
         return;
     }
-    let cpu = cpu_id();
     let now = arch::now_ns();
     // Never spin here: the lock is only ever held with interrupts masked, so
     // on this CPU it cannot be held; if another CPU holds it, the work
@@ -688,10 +692,10 @@ impl core::fmt::Display for WaitChan {
 
 /// IRQ-exit hook (interrupts masked, after the EOI): preempt if due.
 pub fn on_irq_exit(from_user: bool) {
-    if arch::cpu_id() >= NR_CPUS {
+    let cpu = cpu_id();
+    if !IN_SCHED[cpu].load(Ordering::Relaxed) {
         return;
     }
-    let cpu = cpu_id();
     if PREEMPT_COUNT[cpu].load(Ordering::Relaxed) != 0 {
         return;
     }
@@ -759,6 +763,7 @@ pub fn init() {
         s.cpus[0].idle = 1;
         s.online |= 1;
     });
+    IN_SCHED[0].store(true, Ordering::Release);
     SLICE_LEFT[0].store(SLICE_TICKS.load(Ordering::Relaxed), Ordering::Relaxed);
     if let Some(secs) =
         crate::cmdline::value("hung_task_timeout_secs").and_then(|v| v.parse::<u64>().ok())
@@ -848,6 +853,7 @@ pub fn start_secondary(cpu: usize) -> ! {
         CURRENT[cpu].store(id, Ordering::Relaxed);
         s.online |= 1 << cpu;
     });
+    IN_SCHED[cpu].store(true, Ordering::Release);
     arch::irq_enable();
     idle_loop()
 }
