@@ -35,6 +35,18 @@ static READ_SEQ: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 #[cfg(feature = "selftest")]
 const READ_FAULTED: u64 = 0xdead_fa17_dead_fa17;
 
+/// IPI reason: post `arch::cpu_id()` (+ 1) in [`WHOAMI`] (the cpu_id
+/// self-test), and, on x86, set this CPU's thread stack to [`RSP0_ARG`]
+/// and post what its TSS.RSP0 then holds in [`RSP0_SEEN`].
+#[cfg(feature = "selftest")]
+const IPI_WHOAMI: u32 = 1 << 3;
+#[cfg(feature = "selftest")]
+static WHOAMI: AtomicU64 = AtomicU64::new(0);
+#[cfg(all(feature = "selftest", target_arch = "x86_64"))]
+static RSP0_ARG: AtomicU64 = AtomicU64::new(0);
+#[cfg(all(feature = "selftest", target_arch = "x86_64"))]
+static RSP0_SEEN: AtomicU64 = AtomicU64::new(0);
+
 /// Start the secondaries (CPU 0, after the timer and the heap).
 pub fn init() {
     arch::set_ipi_hook(on_ipi);
@@ -65,6 +77,19 @@ fn on_ipi(reasons: u32) {
         let v = arch::probe_read(READ_VA.load(Ordering::Acquire)).unwrap_or(READ_FAULTED);
         READ_RESULT[me].store(v, Ordering::Release);
         READ_SEQ[me].fetch_add(1, Ordering::Release);
+    }
+    #[cfg(feature = "selftest")]
+    if reasons & IPI_WHOAMI != 0 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Only while the CPU idles outside the scheduler: it never
+            // enters from user mode, so its RSP0 is free for the test.
+            let before = arch::kernel_stack();
+            arch::set_thread_stack(0, RSP0_ARG.load(Ordering::Acquire));
+            RSP0_SEEN.store(arch::kernel_stack(), Ordering::Release);
+            arch::set_thread_stack(0, before);
+        }
+        WHOAMI.store(arch::cpu_id() as u64 + 1, Ordering::Release);
     }
     if reasons & IPI_PING != 0
         && let Some(p) = PINGS.get(arch::cpu_id())
@@ -251,6 +276,49 @@ ktest::ktest! {
                 crate::mem::shootdown::SHOOTDOWN_IPIS.load(Ordering::Relaxed) >= sent + 2 * cpus.len() as u64,
                 "no shootdown IPIs were sent"
             );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "selftest")]
+ktest::ktest! {
+    /// `arch::cpu_id()` is right on every CPU: each secondary, asked through
+    /// an IPI (so it answers from its IPI handler), reports its own number,
+    /// and CPU 0 says 0 with interrupts on and off.  On x86 the same IPI
+    /// also checks `set_thread_stack` writes the running CPU's own TSS.RSP0
+    /// (read back there with `arch::kernel_stack`) and leaves CPU 0's
+    /// alone.  Fails when `cpu_id` is broken: checked once on x86 by making
+    /// `percpu::cpu_id` return 0 ("CPU 1 says it is CPU 0").
+    fn arch_smp_cpu_id_per_cpu() {
+        ktest::check_eq!(arch::cpu_id(), 0, "CPU 0, interrupts on");
+        let irq = arch::irq_save();
+        let id = arch::cpu_id();
+        arch::irq_restore(irq);
+        ktest::check_eq!(id, 0, "CPU 0, interrupts masked");
+        if arch::nr_cpus_online() < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        #[cfg(target_arch = "x86_64")]
+        let rsp0_cpu0 = arch::kernel_stack();
+        for c in (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)) {
+            WHOAMI.store(0, Ordering::Release);
+            #[cfg(target_arch = "x86_64")]
+            let want_rsp0 = 0xffff_8000_dead_0000 + (c as u64) * 0x1000;
+            #[cfg(target_arch = "x86_64")]
+            RSP0_ARG.store(want_rsp0, Ordering::Release);
+            ktest::check!(arch::send_ipi(c, IPI_WHOAMI), "send_ipi to CPU {} refused", c);
+            ktest::check!(wait_for(|| WHOAMI.load(Ordering::Acquire) != 0),
+                "CPU {} did not answer within 1 s", c);
+            let said = WHOAMI.load(Ordering::Acquire) - 1;
+            ktest::check_eq!(said, c as u64, "CPU {} says it is CPU {}", c, said);
+            #[cfg(target_arch = "x86_64")]
+            {
+                ktest::check_eq!(RSP0_SEEN.load(Ordering::Acquire), want_rsp0,
+                    "CPU {}'s TSS.RSP0 after set_thread_stack there", c);
+                ktest::check_eq!(arch::kernel_stack(), rsp0_cpu0,
+                    "CPU 0's TSS.RSP0 changed by CPU {}'s set_thread_stack", c);
+            }
         }
         Ok(())
     }
