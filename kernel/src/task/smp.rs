@@ -289,7 +289,11 @@ ktest::ktest! {
     /// also checks `set_thread_stack` writes the running CPU's own TSS.RSP0
     /// (read back there with `arch::kernel_stack`) and leaves CPU 0's
     /// alone.  Fails when `cpu_id` is broken: checked once on x86 by making
-    /// `percpu::cpu_id` return 0 ("CPU 1 says it is CPU 0").
+    /// the exported `arch::cpu_id` return 0 ("CPU 1 says it is CPU 0: 0 !=
+    /// 1").  With the arch's own `percpu::cpu_id` returning 0 the boot does
+    /// not get this far: the arch's debug check in `gdt::init_cpu` panics,
+    /// and without it the IPI mailboxes are misrouted and the first TLB
+    /// shootdown never completes.
     fn arch_smp_cpu_id_per_cpu() {
         ktest::check_eq!(arch::cpu_id(), 0, "CPU 0, interrupts on");
         let irq = arch::irq_save();
