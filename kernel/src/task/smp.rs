@@ -42,6 +42,10 @@ const READ_FAULTED: u64 = 0xdead_fa17_dead_fa17;
 const IPI_WHOAMI: u32 = 1 << 3;
 #[cfg(feature = "selftest")]
 static WHOAMI: AtomicU64 = AtomicU64::new(0);
+/// `arch::now_ns()` on the answering CPU (the clock must not run behind
+/// CPU 0's across CPUs: threads will move between them).
+#[cfg(feature = "selftest")]
+static WHOAMI_NS: AtomicU64 = AtomicU64::new(0);
 #[cfg(all(feature = "selftest", target_arch = "x86_64"))]
 static RSP0_ARG: AtomicU64 = AtomicU64::new(0);
 #[cfg(all(feature = "selftest", target_arch = "x86_64"))]
@@ -89,6 +93,7 @@ fn on_ipi(reasons: u32) {
             RSP0_SEEN.store(arch::kernel_stack(), Ordering::Release);
             arch::set_thread_stack(0, before);
         }
+        WHOAMI_NS.store(arch::now_ns(), Ordering::Release);
         WHOAMI.store(arch::cpu_id() as u64 + 1, Ordering::Release);
     }
     if reasons & IPI_PING != 0
@@ -285,7 +290,8 @@ ktest::ktest! {
 ktest::ktest! {
     /// `arch::cpu_id()` is right on every CPU: each secondary, asked through
     /// an IPI (so it answers from its IPI handler), reports its own number,
-    /// and CPU 0 says 0 with interrupts on and off.  On x86 the same IPI
+    /// and CPU 0 says 0 with interrupts on and off.  Its `now_ns()` is not
+    /// behind the value CPU 0 read before sending.  On x86 the same IPI
     /// also checks `set_thread_stack` writes the running CPU's own TSS.RSP0
     /// (read back there with `arch::kernel_stack`) and leaves CPU 0's
     /// alone.  Fails when `cpu_id` is broken: checked once on x86 by making
@@ -311,11 +317,15 @@ ktest::ktest! {
             let want_rsp0 = 0xffff_8000_dead_0000 + (c as u64) * 0x1000;
             #[cfg(target_arch = "x86_64")]
             RSP0_ARG.store(want_rsp0, Ordering::Release);
+            let sent_ns = arch::now_ns();
             ktest::check!(arch::send_ipi(c, IPI_WHOAMI), "send_ipi to CPU {} refused", c);
             ktest::check!(wait_for(|| WHOAMI.load(Ordering::Acquire) != 0),
                 "CPU {} did not answer within 1 s", c);
             let said = WHOAMI.load(Ordering::Acquire) - 1;
             ktest::check_eq!(said, c as u64, "CPU {} says it is CPU {}", c, said);
+            let their_ns = WHOAMI_NS.load(Ordering::Acquire);
+            ktest::check!(their_ns >= sent_ns,
+                "CPU {}'s now_ns() {} is behind CPU 0's {} (unsynchronised TSCs)", c, their_ns, sent_ns);
             #[cfg(target_arch = "x86_64")]
             {
                 ktest::check_eq!(RSP0_SEEN.load(Ordering::Acquire), want_rsp0,
