@@ -170,6 +170,15 @@ extern "C" fn x86_64_boot_entry(start_info: u64) -> ! {
     // until it is handed to `kernel_main`, which then owns it.
     let info = unsafe { &mut *BOOT_INFO.0.get() };
     parse_start_info(start_info, info);
+    // Decided before any CPU sets CR4.SMAP (the secondaries do at start-up,
+    // before the kernel reads its command line).
+    if info
+        .cmdline()
+        .split_ascii_whitespace()
+        .any(|w| w == "nosmap")
+    {
+        crate::user::refuse_smap();
+    }
     // SAFETY: the boot identity map is still live (paging::init is below).
     let cpus = unsafe { acpi::discover(phys_read::<u64>(start_info + 32)) };
     smp::set_cpu_list(&cpus, cpu::cpuid(1).ebx >> 24);

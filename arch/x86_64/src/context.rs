@@ -10,9 +10,10 @@
 //! restores its own interrupt state afterwards.
 use crate::cpu;
 use crate::paging;
+use crate::percpu::{self, PerCpu};
 use crate::pte::ADDR_MASK;
 use core::arch::naked_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use x86_64::PhysAddr;
 use x86_64::instructions::tlb::Pcid;
 use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
@@ -113,8 +114,10 @@ pub unsafe fn switch_context(prev: &Context, next: &Context) {
     unsafe { switch_asm(prev.sp.as_ptr(), next_sp) };
 }
 
-/// Tell the CPU which kernel stack the running thread uses: TSS.RSP0 (for
-/// entries from user mode) is set to `top`.  `bottom` is unused on x86 (a
+/// Tell the running CPU which kernel stack the running thread uses: its
+/// own TSS.RSP0 (for entries from user mode, and the SYSCALL entry's stack)
+/// is set to `top`.  The scheduler calls it on the CPU the thread is about
+/// to run on (each CPU has its own TSS).  `bottom` is unused on x86 (a
 /// kernel stack overflow hits the guard page and ends in #DF on IST1).
 pub fn set_thread_stack(_bottom: u64, top: u64) {
     crate::gdt::set_kernel_stack(top);
@@ -122,10 +125,12 @@ pub fn set_thread_stack(_bottom: u64, top: u64) {
 
 static IRQ_EXIT_HOOK: AtomicUsize = AtomicUsize::new(0);
 
-/// Install the function run at the end of every timer interrupt, after the
-/// EOI and the tick hook, with interrupts masked, on the interrupted
-/// thread's stack.  It may switch threads; the interrupt returns when the
-/// interrupted thread is switched back in.
+/// Install the function run at the end of every timer interrupt (after the
+/// EOI and the tick hook), IPI (after the IPI hook) and device interrupt
+/// (after the device hook and the EOI), with interrupts masked, on the
+/// interrupted thread's stack, on every CPU (the kernel's hook ignores a
+/// CPU that runs no threads).  It may switch threads; the interrupt returns
+/// when the interrupted thread is switched back in.
 ///
 /// The argument says whether the interrupt came from user mode (only then
 /// may the hook end a killed thread: interrupted kernel code may hold
@@ -146,39 +151,48 @@ pub(crate) fn run_irq_exit_hook(from_user: bool) {
 // ---------------------------------------------------------------------------
 // Lower-half roots (CR3 with PCID).
 
-/// PCIDs whose last-loaded root is remembered (others always flush).
-const TRACKED_PCIDS: usize = 256;
+// The PCID state is per CPU (`percpu::PerCpu`): CR4.PCIDE is set by each
+// CPU at its first use, and a PCID's cached translations live in one CPU's
+// TLB, so "last root loaded with this PCID" is remembered per CPU.  Every
+// function below works on the running CPU with interrupts masked, so the
+// thread cannot move to another CPU in between.
 
-static PCID_ON: AtomicBool = AtomicBool::new(false);
-static PCID_CHECKED: AtomicBool = AtomicBool::new(false);
-/// Last root loaded with each PCID (0 = none yet).
-static LAST_ROOT: [AtomicU64; TRACKED_PCIDS] = [const { AtomicU64::new(0) }; TRACKED_PCIDS];
+/// Whether the CPU model can use PCIDs here (CPUID.1:ECX.PCID and global
+/// pages, so that INVLPG of kernel pages reaches every PCID): the same on
+/// every CPU, read once.
+fn pcid_capable() -> bool {
+    static CAPABLE: spin::Once<bool> = spin::Once::new();
+    *CAPABLE.call_once(|| cpu::cpuid(1).ecx & (1 << 17) != 0 && cpu::features().pge)
+}
 
-/// Whether CR3 carries a PCID (CPUID.1:ECX.PCID and global pages, so that
-/// INVLPG of kernel pages reaches every PCID).  Turned on at first use.
-pub fn has_pcid() -> bool {
-    if !PCID_CHECKED.load(Ordering::Acquire) {
-        let irq = cpu::irq_save();
-        if !PCID_CHECKED.load(Ordering::Relaxed) {
-            let l1 = cpu::cpuid(1);
-            let ok = l1.ecx & (1 << 17) != 0 && cpu::features().pge;
-            if ok && Cr3::read_raw().1 == 0 {
-                // SAFETY: CR3[11:0] is 0 and we are in long mode, the two
-                // conditions for setting CR4.PCIDE; the current root keeps PCID 0.
-                unsafe { Cr4::update(|c| c.insert(Cr4Flags::PCID)) };
-                PCID_ON.store(true, Ordering::Relaxed);
-            }
-            PCID_CHECKED.store(true, Ordering::Release);
-        }
-        cpu::irq_restore(irq);
+/// Turn CR4.PCIDE on on the running CPU (`me`) if it is capable and not on
+/// yet; whether it is on.  Interrupts must be masked.
+fn pcid_on_here(me: &PerCpu) -> bool {
+    if me.pcid_on.load(Ordering::Relaxed) {
+        return true;
     }
-    PCID_ON.load(Ordering::Relaxed)
+    if pcid_capable() && Cr3::read_raw().1 == 0 {
+        // SAFETY: CR3[11:0] is 0 and we are in long mode, the two
+        // conditions for setting CR4.PCIDE; the current root keeps PCID 0.
+        unsafe { Cr4::update(|c| c.insert(Cr4Flags::PCID)) };
+        me.pcid_on.store(true, Ordering::Relaxed);
+    }
+    me.pcid_on.load(Ordering::Relaxed)
+}
+
+/// Whether CR3 carries a PCID on the running CPU (turned on there at first
+/// use when the CPU has PCIDs and global pages).
+pub fn has_pcid() -> bool {
+    let irq = cpu::irq_save();
+    let on = pcid_on_here(percpu::this());
+    cpu::irq_restore(irq);
+    on
 }
 
 /// Bits of address-space id that `switch_user_root` really loads: 12 with
 /// PCIDs, 0 without (the id is then ignored and every switch flushes).
 pub fn asid_bits() -> u32 {
-    if has_pcid() { 12 } else { 0 }
+    if pcid_capable() { 12 } else { 0 }
 }
 
 /// The root whose upper half every user root must share (one CR3 covers
@@ -197,14 +211,16 @@ pub fn switch_user_root(root_pa: u64, asid: u16) {
     assert!(root_pa & !ADDR_MASK == 0, "unaligned root");
     let frame = root_frame(root_pa);
     let irq = cpu::irq_save();
+    let me = percpu::this();
     // SAFETY: the root's upper half mirrors the kernel's (`link_kernel_half`), so
     // everything the kernel uses stays mapped at the same addresses.
     unsafe {
-        if has_pcid() {
+        if pcid_on_here(me) {
             let id = asid & 0xFFF;
             assert!(id != 0, "PCID 0 is the kernel's");
             let pcid = Pcid::new(id).expect("12-bit PCID");
-            let same = LAST_ROOT
+            let same = me
+                .last_root
                 .get(usize::from(id))
                 .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
             if same {
@@ -219,12 +235,16 @@ pub fn switch_user_root(root_pa: u64, asid: u16) {
     cpu::irq_restore(irq);
 }
 
-/// Forget what the TLB may hold for `asid` in other roots' behalf: the next
-/// `switch_user_root` with it flushes its entries.  For an address space
-/// whose tables changed while it was not loaded (or an id being recycled).
+/// Forget what the TLBs may hold for `asid` in other roots' behalf: the
+/// next `switch_user_root` with it flushes its entries, on every CPU.  For
+/// an address space whose tables changed while it was not loaded (or an id
+/// being recycled).  It does not reach a CPU that has the id loaded right
+/// now: that one needs a shootdown (INVLPG / reload there).
 pub fn invalidate_asid(asid: u16) {
-    if let Some(l) = LAST_ROOT.get(usize::from(asid & 0xFFF)) {
-        l.store(0, Ordering::Relaxed);
+    for c in percpu::PERCPU.iter() {
+        if let Some(l) = c.last_root.get(usize::from(asid & 0xFFF)) {
+            l.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -236,7 +256,7 @@ pub fn user_root_off() {
         let frame = root_frame(k);
         // SAFETY: the kernel's own root maps all kernel memory.
         unsafe {
-            if PCID_ON.load(Ordering::Relaxed) {
+            if percpu::this().pcid_on.load(Ordering::Relaxed) {
                 // PCID 0 only ever holds the kernel root: no user entries to flush.
                 Cr3::write_pcid_no_flush(frame, Pcid::new(0).expect("PCID 0"));
             } else {
@@ -247,8 +267,8 @@ pub fn user_root_off() {
     cpu::irq_restore(irq);
 }
 
-/// The lower-half root now loaded and its PCID, or `None` when the
-/// kernel's own root is in CR3.
+/// The lower-half root now loaded on the running CPU and its PCID, or
+/// `None` when the kernel's own root is in CR3.
 pub fn current_user_root() -> Option<(u64, u16)> {
     let (frame, low) = Cr3::read_raw();
     let root = frame.start_address().as_u64();

@@ -34,6 +34,8 @@ pub mod mem;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
+mod percpu;
+#[cfg(target_os = "none")]
 pub mod pmu;
 #[cfg(target_os = "none")]
 mod probe;
@@ -64,7 +66,7 @@ pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restor
 #[cfg(target_os = "none")]
 pub use fpu::FpuState;
 #[cfg(target_os = "none")]
-pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, set_kernel_stack};
+pub use gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS, kernel_stack, set_kernel_stack};
 #[cfg(target_os = "none")]
 pub use mem::{copy_bytes, zero_bytes};
 #[cfg(target_os = "none")]
@@ -73,11 +75,13 @@ pub use paging::{
     kernel_root, kernel_translate,
 };
 #[cfg(target_os = "none")]
+pub use percpu::cpu_id;
+#[cfg(target_os = "none")]
 pub use probe::{probe_exec, probe_read, probe_write};
 #[cfg(target_os = "none")]
 pub use smp::{
-    cpu_id, cpu_online, cpu_ticks, ipi_count, nr_cpus_online, nr_cpus_possible, send_ipi,
-    set_ipi_hook, start_secondaries,
+    cpu_online, cpu_ticks, ipi_count, nr_cpus_online, nr_cpus_possible, send_ipi, set_ipi_hook,
+    start_secondaries,
 };
 #[cfg(target_os = "none")]
 pub use timer::{now_ns, ticks, timer_hz, timer_init, tsc_hz};

@@ -357,7 +357,6 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     // (asserted above), so the NX bits the leaves carry are valid.
     unsafe {
         Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
-        Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT));
         Cr3::write(
             PhysFrame::from_start_address(PhysAddr::new(root)).expect("PML4 not page-aligned"),
             Cr3Flags::empty(),
@@ -365,11 +364,7 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
     }
     KERNEL_ROOT.store(root, Ordering::Relaxed);
     TABLE_VA_OFFSET.store(PHYS_OFFSET, Ordering::Relaxed);
-    let mut cr4 = Cr4Flags::empty();
-    cr4.set(Cr4Flags::PAGE_GLOBAL, f.pge);
-    cr4.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, f.smep);
-    // SAFETY: PGE/SMEP only add checks; the lower half (user) is empty.
-    unsafe { Cr4::update(|c| c.insert(cr4)) };
+    per_cpu_init();
 
     kprint!(
         "x86_64: page tables: {} frames at {:#x}, direct map {} MiB with {} leaves, NX {}, SMEP {}, PGE {}\n",
@@ -381,6 +376,25 @@ pub fn init(info: &mut BootInfo, lapic_pa: u64) {
         f.smep,
         f.pge,
     );
+}
+
+/// The paging controls every CPU sets for the kernel's tables (CPU 0 in
+/// [`init`], each secondary at start-up): EFER.NXE, CR0.WP, CR4.PGE and
+/// CR4.SMEP when the CPU has them.  PCIDs are turned on per CPU at first
+/// use (context.rs).  No PAT MSR change (the power-on PAT is used).
+pub(crate) fn per_cpu_init() {
+    let f = cpu::features();
+    let mut cr4 = Cr4Flags::empty();
+    cr4.set(Cr4Flags::PAGE_GLOBAL, f.pge);
+    cr4.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, f.smep);
+    // SAFETY: NXE (the CPU has NX, checked at boot) makes the NX bits of the
+    // kernel's leaves valid; WP, PGE and SMEP only add checks, and the
+    // lower half of the kernel's root is empty.
+    unsafe {
+        Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
+        Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT));
+        Cr4::update(|c| c.insert(cr4));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //! handler records the fault, sets RAX = 1 and resumes at the fixup.
 //!
 //! `probe_exec` cannot list the faulting RIP (it is the probed address), so
-//! it registers itself in `EXEC_*` while it calls the target: a fault whose
+//! it registers itself in the CPU's `ProbeState` while it calls the target: a fault whose
 //! RIP is the target resumes at its landing pad with the saved stack pointer.
 use crate::trap::{Access, FaultInfo, TrapFrame};
 use core::arch::naked_asm;
@@ -48,15 +48,38 @@ struct ProbeRet {
     val: u64,
 }
 
-/// The last caught fault (one CPU; the probe reads it right after the fault).
-static LAST_ADDR: AtomicU64 = AtomicU64::new(0);
-static LAST_PC: AtomicU64 = AtomicU64::new(0);
-static LAST_FLAGS: AtomicU64 = AtomicU64::new(0);
+/// A CPU's probe state (in its `percpu::PerCpu`): the last caught fault,
+/// read by the probe right after the fault on the same CPU (probes run
+/// with interrupts masked, so nothing else on that CPU records in between,
+/// and other CPUs have their own), and the `probe_exec` in progress.
+#[derive(Default)]
+pub struct ProbeState {
+    last_addr: AtomicU64,
+    last_pc: AtomicU64,
+    last_flags: AtomicU64,
+    exec_active: AtomicBool,
+    exec_target: AtomicU64,
+    /// RSP of `probe_exec_asm` just before it calls the target.
+    exec_rsp: AtomicU64,
+}
 
-static EXEC_ACTIVE: AtomicBool = AtomicBool::new(false);
-static EXEC_TARGET: AtomicU64 = AtomicU64::new(0);
-/// RSP of `probe_exec_asm` just before it calls the target.
-static EXEC_RSP: AtomicU64 = AtomicU64::new(0);
+impl ProbeState {
+    pub const fn new() -> ProbeState {
+        ProbeState {
+            last_addr: AtomicU64::new(0),
+            last_pc: AtomicU64::new(0),
+            last_flags: AtomicU64::new(0),
+            exec_active: AtomicBool::new(false),
+            exec_target: AtomicU64::new(0),
+            exec_rsp: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The running CPU's probe state (interrupts are masked by every caller).
+fn state() -> &'static ProbeState {
+    &crate::percpu::this().probe
+}
 
 fn record(info: &FaultInfo) {
     let access = match info.access {
@@ -64,19 +87,21 @@ fn record(info: &FaultInfo) {
         Access::Write => 1,
         Access::Exec => 2,
     };
-    LAST_ADDR.store(info.addr, Ordering::Relaxed);
-    LAST_PC.store(info.pc, Ordering::Relaxed);
-    LAST_FLAGS.store(
+    let st = state();
+    st.last_addr.store(info.addr, Ordering::Relaxed);
+    st.last_pc.store(info.pc, Ordering::Relaxed);
+    st.last_flags.store(
         access | (u64::from(info.user) << 8) | (u64::from(info.permission) << 9),
         Ordering::Relaxed,
     );
 }
 
 fn last_fault() -> FaultInfo {
-    let f = LAST_FLAGS.load(Ordering::Relaxed);
+    let st = state();
+    let f = st.last_flags.load(Ordering::Relaxed);
     FaultInfo {
-        addr: LAST_ADDR.load(Ordering::Relaxed),
-        pc: LAST_PC.load(Ordering::Relaxed),
+        addr: st.last_addr.load(Ordering::Relaxed),
+        pc: st.last_pc.load(Ordering::Relaxed),
         access: match f & 0xFF {
             0 => Access::Read,
             1 => Access::Write,
@@ -90,9 +115,10 @@ fn last_fault() -> FaultInfo {
 /// Called by the trap handler for #PF/#GP: if the faulting RIP has a fixup,
 /// record `info`, redirect the frame and return true.
 pub fn fixup(frame: &mut TrapFrame, mut info: FaultInfo) -> bool {
-    if EXEC_ACTIVE.load(Ordering::Relaxed) {
+    let st = state();
+    if st.exec_active.load(Ordering::Relaxed) {
         let call = &raw const x86_probe_exec_call as u64;
-        let target = EXEC_TARGET.load(Ordering::Relaxed);
+        let target = st.exec_target.load(Ordering::Relaxed);
         if frame.rip == target || frame.rip == call {
             if frame.vector == 13 {
                 info.addr = target;
@@ -100,7 +126,7 @@ pub fn fixup(frame: &mut TrapFrame, mut info: FaultInfo) -> bool {
             }
             record(&info);
             frame.rip = &raw const x86_probe_exec_fault as u64;
-            frame.rsp = EXEC_RSP.load(Ordering::Relaxed);
+            frame.rsp = st.exec_rsp.load(Ordering::Relaxed);
             frame.rax = 1;
             return true;
         }
@@ -153,7 +179,7 @@ unsafe extern "C" fn probe_write_asm(_va: u64, _val: u64) -> ProbeRet {
 }
 
 #[unsafe(naked)]
-unsafe extern "C" fn probe_exec_asm(_va: u64) -> ProbeRet {
+unsafe extern "C" fn probe_exec_asm(_va: u64, _rsp_slot: *mut u64) -> ProbeRet {
     naked_asm!(
         "push rbp",
         "mov rbp, rsp",
@@ -163,7 +189,7 @@ unsafe extern "C" fn probe_exec_asm(_va: u64) -> ProbeRet {
         "push r14",
         "push r15",
         "sub rsp, 8",
-        "mov qword ptr [rip + {rsp}], rsp",
+        "mov qword ptr [rsi], rsp",
         ".global x86_probe_exec_call",
         "x86_probe_exec_call:",
         "call rdi",
@@ -182,7 +208,6 @@ unsafe extern "C" fn probe_exec_asm(_va: u64) -> ProbeRet {
         "pop rbx",
         "pop rbp",
         "ret",
-        rsp = sym EXEC_RSP,
     )
 }
 
@@ -225,12 +250,14 @@ pub fn probe_write(va: u64, val: u64) -> Result<(), FaultInfo> {
 /// is caught and returned.  Other faults inside the called code are not.
 pub fn probe_exec(va: u64) -> Result<(), FaultInfo> {
     let irq = crate::cpu::irq_save();
-    EXEC_TARGET.store(va, Ordering::Relaxed);
-    EXEC_ACTIVE.store(true, Ordering::Relaxed);
+    let st = state();
+    st.exec_target.store(va, Ordering::Relaxed);
+    st.exec_active.store(true, Ordering::Relaxed);
     // SAFETY: a fetch fault at `va` is redirected to the landing pad with
-    // the saved stack; per the API contract `va` holds a `ret` otherwise.
-    let r = unsafe { probe_exec_asm(va) };
-    EXEC_ACTIVE.store(false, Ordering::Relaxed);
+    // the saved stack (stored in this CPU's slot); per the API contract
+    // `va` holds a `ret` otherwise.
+    let r = unsafe { probe_exec_asm(va, st.exec_rsp.as_ptr()) };
+    st.exec_active.store(false, Ordering::Relaxed);
     let res = if r.status == 0 {
         Ok(())
     } else {

@@ -3,8 +3,9 @@
 //!
 //! * CPUs are numbered 0.. (the boot CPU is 0) in the order the firmware
 //!   tables list their local APIC ids ([`crate::acpi`]), capped at
-//!   `mm::cpu::MAX_CPUS`.  [`cpu_id`] maps this CPU's LAPIC id back to its
-//!   number, so it is right in any context, on any CPU.
+//!   `mm::cpu::MAX_CPUS`.  `cpu_id()` (percpu.rs) reads the number from
+//!   the CPU's own GDT (GDTR base); [`cpu_id_slow`] maps the LAPIC id back
+//!   to it for the moments before a CPU has loaded its GDT.
 //! * Start-up: the real-mode trampoline (`trampoline.s`) is copied to the
 //!   low page [`TRAMP_PA`] (inside the first MiB, which boot reserves as
 //!   firmware memory, so the frame allocator never hands it out) and runs
@@ -15,23 +16,30 @@
 //!   within [`START_TIMEOUT_NS`] is named on the console, put back into
 //!   wait-for-SIPI with another INIT (so it cannot run the trampoline
 //!   later, when it holds another CPU's data), and the boot goes on.
-//! * Each secondary gets its own stack, GDT, TSS and double-fault IST
-//!   stack (heap), the shared IDT, GS base (and KERNEL_GS_BASE) pointing
-//!   at its [`PerCpu`] (it never runs user code, so no `swapgs` ever
-//!   changes them), the boot CPU's CR0/CR4/EFER, and a periodic LAPIC
-//!   timer at the boot CPU's rate on [`AP_TIMER_VECTOR`] (so the boot
-//!   CPU's timer path, which drives the scheduler, stays untouched).  The
-//!   boot CPU's GS base stays as the SYSCALL path expects (user.rs).
+//! * Each secondary gets its own stack and double-fault IST stack (heap),
+//!   its GDT and TSS in its `percpu::PerCpu`, the shared IDT, the boot
+//!   CPU's CR0/EFER and CR4 (without PCIDE, which each CPU turns on at its
+//!   first `switch_user_root`), then the same per-CPU set-up as CPU 0
+//!   (`paging::per_cpu_init`: NXE/WP/PGE/SMEP; `user::per_cpu_init`:
+//!   SYSCALL MSRs, KERNEL_GS_BASE = its own SYSCALL area, FPU/SSE, SMAP),
+//!   GS base 0 (the kernel never uses GS), and a periodic LAPIC timer at
+//!   the boot CPU's rate on [`AP_TIMER_VECTOR`].  So a secondary can run
+//!   kernel threads and ring-3 code as soon as it is online.  Its tick
+//!   counts itself and runs the tick hook and the IRQ-exit hook (trap.rs),
+//!   and its IPIs and device interrupts the IRQ-exit hook, as CPU 0's do
+//!   (the kernel's hooks ignore a CPU that runs no threads).
 //! * IPIs: [`send_ipi`] leaves a reason mask in the target's mailbox
 //!   (`arch_common::smp::CpuTable`, shared with arm64), then sends
 //!   [`IPI_VECTOR`]; the handler takes the mask, counts the IPI and calls
-//!   the hook with the reasons.  Several sends may merge into one
+//!   the hook with the reasons, then the IRQ-exit hook, so a reschedule
+//!   IPI switches at once.  Several sends may merge into one
 //!   interrupt (the mask keeps every reason).
 use crate::acpi::CpuList;
 use crate::console::kprint;
+use crate::percpu::cpu_id;
 use crate::pte::X86_64;
 use crate::timer::{self, apic_read, apic_write};
-use crate::{cpu, gdt, paging, trap};
+use crate::{cpu, gdt, paging, trap, user};
 use alloc::alloc::{Layout, alloc_zeroed};
 use arch_common::smp::CpuTable;
 use arch_common::tables::{BumpTables, NotLive, TableMem, map_boot};
@@ -40,8 +48,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use mm::cpu::MAX_CPUS;
 use mm::paging::{PMD_LEVEL, PageTable, Perms, PtEnv, Space};
 use x86_64::VirtAddr;
-use x86_64::registers::control::{Cr0, Cr4};
-use x86_64::registers::model_specific::{ApicBase, ApicBaseFlags, Efer, GsBase, KernelGsBase};
+use x86_64::registers::control::{Cr0, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{ApicBase, ApicBaseFlags, Efer, GsBase};
 
 global_asm!(include_str!("trampoline.s"), options(att_syntax));
 
@@ -78,23 +86,6 @@ const ICR_FIXED: u32 = 0x0000_4000;
 static CPUS: CpuTable = CpuTable::new();
 
 arch_common::cpu_table_api!(CPUS, timer::ticks);
-
-/// What a secondary's GS base points at (`gs:[0]` is its id).
-#[repr(C)]
-pub struct PerCpu {
-    /// Logical CPU number.
-    pub id: usize,
-}
-
-static PERCPU: [PerCpu; MAX_CPUS] = {
-    let mut a = [const { PerCpu { id: 0 } }; MAX_CPUS];
-    let mut i = 0;
-    while i < MAX_CPUS {
-        a[i].id = i;
-        i += 1;
-    }
-    a
-};
 
 /// CR0, CR4 and EFER of the boot CPU, for the secondaries to copy.
 static BSP_CR0: AtomicU64 = AtomicU64::new(0);
@@ -140,9 +131,11 @@ pub fn nr_cpus_possible() -> usize {
     CPUS.possible()
 }
 
-/// This CPU's logical number (0 while only CPU 0 runs, without asking
-/// the APIC, whose mode is unknown before `timer_init`).
-pub fn cpu_id() -> usize {
+/// This CPU's logical number from its LAPIC id (0 while only CPU 0 runs,
+/// without asking the APIC, whose mode is unknown before `timer_init`).
+/// Slow (an APIC read and a table search): only `percpu::cpu_id` uses it,
+/// before the running CPU has loaded its own GDT.
+pub(crate) fn cpu_id_slow() -> usize {
     CPUS.current(lapic_id)
 }
 
@@ -185,13 +178,17 @@ pub fn send_ipi(cpu: usize, reasons: u32) -> bool {
     true
 }
 
-/// The IPI vector's handler (interrupts masked).
+/// The IPI vector's handler (interrupts masked): EOI, then the hook.
+/// The trap path then runs the IRQ-exit hook (trap.rs).
 pub(crate) fn on_ipi() {
     apic_write(timer::APIC_EOI, 0);
     CPUS.receive(cpu_id());
 }
 
-/// A secondary's timer interrupt: count it (nothing else runs there yet).
+/// A secondary's timer interrupt: count it in its own tick count, EOI.
+/// The trap path then runs the tick hook and the IRQ-exit hook, as for CPU 0's
+/// `TIMER_VECTOR`; the global `ticks()` stays CPU 0's alone (the arch
+/// clock, `now_ns()`, is the TSC and needs no tick).
 pub(crate) fn on_ap_tick() {
     CPUS.count_ticks(cpu_id(), 1);
     apic_write(timer::APIC_EOI, 0);
@@ -277,7 +274,9 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
     }
     ENTRY.store(entry as usize, Ordering::Relaxed);
     BSP_CR0.store(Cr0::read_raw(), Ordering::Relaxed);
-    BSP_CR4.store(Cr4::read_raw(), Ordering::Relaxed);
+    // Without PCIDE: each CPU turns it on itself at first use (context.rs
+    // keeps that per CPU).
+    BSP_CR4.store(Cr4::read_raw() & !Cr4Flags::PCID.bits(), Ordering::Relaxed);
     BSP_EFER.store(Efer::read_raw(), Ordering::Relaxed);
     AP_INIT_COUNT.store(timer::lapic_counts().0, Ordering::Relaxed);
     install_trampoline();
@@ -339,13 +338,13 @@ extern "C" fn x86_ap_rust_entry(cpu: u64) -> ! {
         Cr4::write_raw(BSP_CR4.load(Ordering::Relaxed));
         Efer::write_raw(BSP_EFER.load(Ordering::Relaxed));
     }
-    gdt::init_secondary(stack(IST_SIZE));
+    gdt::init_secondary(cpu, stack(IST_SIZE));
     trap::init();
-    let me = &PERCPU[cpu];
-    // This CPU never runs user code or the SYSCALL entry, so no `swapgs`
-    // ever exchanges the two.
-    GsBase::write(VirtAddr::from_ptr(me));
-    KernelGsBase::write(VirtAddr::from_ptr(me));
+    // The kernel never uses GS (cpu_id() reads the GDTR, percpu.rs); the
+    // SYSCALL entry finds this CPU's area through KERNEL_GS_BASE.
+    GsBase::write(VirtAddr::zero());
+    paging::per_cpu_init();
+    user::per_cpu_init(cpu);
     let (frame, mut flags) = ApicBase::read();
     flags.insert(ApicBaseFlags::LAPIC_ENABLE);
     if timer::x2apic() {

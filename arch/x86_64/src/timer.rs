@@ -138,7 +138,12 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
-/// Nanoseconds since early boot, from the TSC.
+/// Nanoseconds since early boot, from the TSC: one base and rate for all
+/// CPUs, so it is right on a secondary too, as long as the TSCs run in step
+/// (QEMU TCG: one clock; KVM: synchronised TSCs, invariant TSC on the host).
+/// No fix-up for unsynchronised TSCs: a thread moved to a CPU whose TSC is
+/// behind would see time go back (the `arch_smp_cpu_id_per_cpu` self-test
+/// checks the secondaries are not behind CPU 0).
 pub fn now_ns() -> u64 {
     let d = rdtsc().wrapping_sub(TSC_BASE.load(Ordering::Relaxed));
     ((u128::from(d) * u128::from(NS_PER_CYCLE_32.load(Ordering::Relaxed))) >> 32) as u64

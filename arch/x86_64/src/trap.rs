@@ -282,14 +282,28 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             // After the EOI and the tick hook, still masked: may switch threads.
             crate::context::run_irq_exit_hook(frame.cs & 3 == 3);
         }
-        crate::smp::AP_TIMER_VECTOR => crate::smp::on_ap_tick(),
-        crate::smp::IPI_VECTOR => crate::smp::on_ipi(),
+        crate::smp::AP_TIMER_VECTOR => {
+            crate::smp::on_ap_tick();
+            // The same hooks as CPU 0's tick (the global `ticks()` stays
+            // CPU 0's); the kernel's hooks ignore CPUs that run no threads.
+            if let Some(h) = tick_hook() {
+                h();
+            }
+            crate::context::run_irq_exit_hook(frame.cs & 3 == 3);
+        }
+        crate::smp::IPI_VECTOR => {
+            crate::smp::on_ipi();
+            // A reschedule IPI switches threads at once.
+            crate::context::run_irq_exit_hook(frame.cs & 3 == 3);
+        }
         SPURIOUS_VECTOR => {}
         v if (crate::ioapic::DEVICE_VECTOR_BASE
             ..crate::ioapic::DEVICE_VECTOR_BASE + crate::ioapic::NR_DEVICE_VECTORS as u8)
             .contains(&v) =>
         {
-            crate::ioapic::on_vector(v)
+            crate::ioapic::on_vector(v);
+            // A thread the device woke may run at once.
+            crate::context::run_irq_exit_hook(frame.cs & 3 == 3);
         }
         14 => {
             let cr2 = cpu::read_cr2();

@@ -3,8 +3,8 @@
 //!
 //! * **System calls** enter at `x86_syscall_entry` (IA32_LSTAR).  The CPU
 //!   does not switch stacks, so the entry `swapgs`es to this CPU's
-//!   [`PerCpu`] (IA32_KERNEL_GS_BASE), parks the user RSP there, loads the
-//!   running thread's kernel stack top (TSS.RSP0, which the scheduler keeps
+//!   SYSCALL area (`percpu::SyscallArea`, IA32_KERNEL_GS_BASE), parks the
+//!   user RSP there, loads the running thread's kernel stack top (TSS.RSP0, which the scheduler keeps
 //!   current) and swaps GS back at once: the kernel itself never uses GS,
 //!   so nothing else needs `swapgs`, and each CPU only needs its own
 //!   KERNEL_GS_BASE for this to work on SMP.  The entry builds a full
@@ -64,28 +64,14 @@ const FMASK: RFlags = RFlags::TRAP_FLAG
 /// (which `RFlags` has no name for).
 const USER_RFLAGS: u64 = RFlags::INTERRUPT_FLAG.bits() | 0x2;
 
-/// Per-CPU data the syscall entry reaches through GS.
-#[repr(C)]
-pub struct PerCpu {
-    /// Address of this CPU's TSS.RSP0 (the running thread's stack top).
-    rsp0_ptr: u64,
-    /// The user RSP while the entry switches stacks.
-    user_rsp: u64,
-}
-
-/// One CPU today; index by CPU number when more come up.
-static mut PERCPU: [PerCpu; 1] = [PerCpu {
-    rsp0_ptr: 0,
-    user_rsp: 0,
-}];
-
 static SMAP_ON: AtomicBool = AtomicBool::new(false);
 /// Set by the `nosmap` boot word (as Linux's): leave CR4.SMAP off even when
 /// the CPU has it.  Needed under this host's kvm-pvm, which cannot emulate
 /// `stac`/`clac` in guest ring 0.
 static SMAP_REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// Keep SMAP off (call before [`user_init`]).
+/// Keep SMAP off (call before [`user_init`]; boot already calls it when the
+/// command line has `nosmap`, before any secondary CPU starts).
 pub fn refuse_smap() {
     SMAP_REFUSED.store(true, Ordering::Relaxed);
 }
@@ -155,18 +141,35 @@ impl TrapFrame {
     }
 }
 
-/// Set up SYSCALL/SYSRET, the per-CPU area and SMAP on this CPU.
+/// Set up SYSCALL/SYSRET, the per-CPU area, the FPU and SMAP on the
+/// running CPU (see [`per_cpu_init`]).  The secondaries run the same at
+/// start-up, so after this every online CPU can run user threads; calling
+/// it again (on any CPU) is harmless.
 pub fn user_init() {
+    let irq = cpu::irq_save();
+    per_cpu_init(crate::percpu::cpu_id());
+    cpu::irq_restore(irq);
+}
+
+/// User-mode state of CPU `cpu` (the running one): EFER.SCE, STAR, LSTAR,
+/// SFMASK, IA32_KERNEL_GS_BASE = its own SYSCALL area (whose `rsp0_ptr`
+/// is its own TSS.RSP0), the x87/SSE unit (CR0/CR4 bits, initial state)
+/// and CR4.SMAP when the CPU has it and `nosmap` was not given (boot reads
+/// the word from the command line before any secondary starts, so every
+/// CPU makes the same choice).  Idempotent.
+pub(crate) fn per_cpu_init(cpu: usize) {
     let f = cpu::features();
+    let area = crate::percpu::PERCPU[cpu].syscall.get();
     // SAFETY: the MSRs below are architectural in long mode; the values
-    // point at this module's entry code and static per-CPU data, and the
-    // STAR selectors match the GDT layout in gdt.rs (SYSRET: user CS 0x2b =
-    // 0x18 + 16, user SS 0x23 = 0x18 + 8; SYSCALL: kernel CS 0x08, SS 0x10;
-    // `Star::write` checks those sums).
+    // point at this module's entry code and this CPU's static per-CPU data,
+    // and the STAR selectors match the GDT layout in gdt.rs (SYSRET: user
+    // CS 0x2b = 0x18 + 16, user SS 0x23 = 0x18 + 8; SYSCALL: kernel CS
+    // 0x08, SS 0x10; `Star::write` checks those sums).  The area is only
+    // written here and by this CPU's SYSCALL entry, which cannot run now
+    // (interrupts masked, this CPU is in the kernel).
     unsafe {
-        let pc = &raw mut PERCPU;
-        (*pc)[0].rsp0_ptr = crate::gdt::rsp0_ptr();
-        KernelGsBase::write(VirtAddr::from_ptr(pc));
+        (*area).rsp0_ptr = crate::gdt::rsp0_ptr(cpu);
+        KernelGsBase::write(VirtAddr::from_ptr(area));
         Efer::update(|e| e.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
         Star::write(
             SegmentSelector(USER_CS),

@@ -32,14 +32,21 @@ static READ_SEQ: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 #[cfg(feature = "selftest")]
 const READ_FAULTED: u64 = 0xdead_fa17_dead_fa17;
 
-/// IPI reason: post `arch::cpu_id()` as seen by the receiving CPU in its
-/// [`ID_SEEN`] slot (the per-CPU id self-test).
+/// IPI reason: post `arch::cpu_id()` (+ 1) in [`WHOAMI`] (the cpu_id
+/// self-test), and, on x86, set this CPU's thread stack to [`RSP0_ARG`]
+/// and post what its TSS.RSP0 then holds in [`RSP0_SEEN`].
 #[cfg(feature = "selftest")]
-const IPI_WHO: u32 = 1 << 3;
-/// Per CPU: `arch::cpu_id() + 1` as the IPI handler on that CPU read it
-/// (0 = no answer yet).
+const IPI_WHOAMI: u32 = 1 << 5;
 #[cfg(feature = "selftest")]
-static ID_SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static WHOAMI: AtomicU64 = AtomicU64::new(0);
+/// `arch::now_ns()` on the answering CPU (the clock must not run behind
+/// CPU 0's across CPUs: threads will move between them).
+#[cfg(feature = "selftest")]
+static WHOAMI_NS: AtomicU64 = AtomicU64::new(0);
+#[cfg(all(feature = "selftest", target_arch = "x86_64"))]
+static RSP0_ARG: AtomicU64 = AtomicU64::new(0);
+#[cfg(all(feature = "selftest", target_arch = "x86_64"))]
+static RSP0_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// Start the secondaries (CPU 0, after the timer and the heap).
 pub fn init() {
@@ -82,12 +89,18 @@ fn on_ipi(reasons: u32) {
         READ_SEQ[me].fetch_add(1, Ordering::Release);
     }
     #[cfg(feature = "selftest")]
-    if reasons & IPI_WHO != 0 {
-        // Indexed by the answer itself: a wrong id lands in a wrong slot
-        // (or, out of range, nowhere), which the test sees.
-        if let Some(slot) = ID_SEEN.get(arch::cpu_id()) {
-            slot.store(arch::cpu_id() as u64 + 1, Ordering::Release);
+    if reasons & IPI_WHOAMI != 0 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Only while the CPU idles outside the scheduler: it never
+            // enters from user mode, so its RSP0 is free for the test.
+            let before = arch::kernel_stack();
+            arch::set_thread_stack(0, RSP0_ARG.load(Ordering::Acquire));
+            RSP0_SEEN.store(arch::kernel_stack(), Ordering::Release);
+            arch::set_thread_stack(0, before);
         }
+        WHOAMI_NS.store(arch::now_ns(), Ordering::Release);
+        WHOAMI.store(arch::cpu_id() as u64 + 1, Ordering::Release);
     }
     if reasons & IPI_PING != 0
         && let Some(p) = PINGS.get(arch::cpu_id())
@@ -211,38 +224,6 @@ ktest::ktest! {
     }
 }
 
-#[cfg(feature = "selftest")]
-ktest::ktest! {
-    /// `arch::cpu_id()` is right on every CPU: each secondary, asked in
-    /// turn through an IPI, reports its own number from its interrupt
-    /// handler (the hot path a scheduler reads it on), and only that CPU's
-    /// slot is filled; CPU 0 says 0 from a thread.  Fails when `cpu_id`
-    /// is wrong on a secondary (checked once on arm64 with `cpu_id()`
-    /// returning 0 everywhere: "CPU 1 did not answer as itself within 1 s").
-    fn arch_smp_cpu_id_per_cpu() {
-        ktest::check_eq!(arch::cpu_id(), 0, "the boot CPU's id");
-        if arch::nr_cpus_online() < 2 {
-            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
-        }
-        for c in (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)) {
-            for s in &ID_SEEN {
-                s.store(0, Ordering::Release);
-            }
-            ktest::check!(arch::send_ipi(c, IPI_WHO), "send_ipi to CPU {} refused", c);
-            let answered = wait_for(|| ID_SEEN[c].load(Ordering::Acquire) != 0);
-            let seen: alloc::vec::Vec<u64> =
-                ID_SEEN.iter().map(|s| s.load(Ordering::Acquire)).collect();
-            ktest::check!(answered, "CPU {} did not answer as itself within 1 s (slots: {:?})", c, seen);
-            ktest::check_eq!(seen[c], c as u64 + 1, "CPU {}'s answer", c);
-            for (o, &v) in seen.iter().enumerate() {
-                ktest::check!(o == c || v == 0, "CPU {} was asked, slot {} answered {}", c, o, v);
-            }
-        }
-        ktest::check_eq!(arch::cpu_id(), 0, "the boot CPU's id after the IPIs");
-        Ok(())
-    }
-}
-
 /// Have CPU `cpu` read the word at `va` (through its own TLB); `None` if it
 /// did not answer within a second.
 #[cfg(feature = "selftest")]
@@ -313,21 +294,51 @@ ktest::ktest! {
 
 #[cfg(feature = "selftest")]
 ktest::ktest! {
-    /// A cross-CPU call (`mem::xcall`, how the frame allocator drains the
-    /// other CPUs' caches) runs on every other online CPU exactly once, on
-    /// that CPU, and returns only after all have run it.
-    fn smp_xcall_runs_once_on_every_other_cpu() {
+    /// `arch::cpu_id()` is right on every CPU: each secondary, asked through
+    /// an IPI (so it answers from its IPI handler), reports its own number,
+    /// and CPU 0 says 0 with interrupts on and off.  Its `now_ns()` is not
+    /// behind the value CPU 0 read before sending.  On x86 the same IPI
+    /// also checks `set_thread_stack` writes the running CPU's own TSS.RSP0
+    /// (read back there with `arch::kernel_stack`) and leaves CPU 0's
+    /// alone.  Fails when `cpu_id` is broken: checked once on x86 by making
+    /// the exported `arch::cpu_id` return 0 ("CPU 1 says it is CPU 0: 0 !=
+    /// 1").  With the arch's own `percpu::cpu_id` returning 0 the boot does
+    /// not get this far: the arch's debug check in `gdt::init_cpu` panics,
+    /// and without it the IPI mailboxes are misrouted and the first TLB
+    /// shootdown never completes.
+    fn arch_smp_cpu_id_per_cpu() {
+        ktest::check_eq!(arch::cpu_id(), 0, "CPU 0, interrupts on");
+        let irq = arch::irq_save();
+        let id = arch::cpu_id();
+        arch::irq_restore(irq);
+        ktest::check_eq!(id, 0, "CPU 0, interrupts masked");
         if arch::nr_cpus_online() < 2 {
             ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
         }
-        let ran: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-        crate::mem::xcall::call_on_others(&|| {
-            ran[arch::cpu_id()].fetch_add(1, Ordering::Relaxed);
-        });
-        let me = arch::cpu_id();
-        for c in 0..MAX_CPUS {
-            let want = u64::from(c != me && arch::cpu_online(c));
-            ktest::check_eq!(ran[c].load(Ordering::Relaxed), want, "runs on CPU {}", c);
+        #[cfg(target_arch = "x86_64")]
+        let rsp0_cpu0 = arch::kernel_stack();
+        for c in (1..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)) {
+            WHOAMI.store(0, Ordering::Release);
+            #[cfg(target_arch = "x86_64")]
+            let want_rsp0 = 0xffff_8000_dead_0000 + (c as u64) * 0x1000;
+            #[cfg(target_arch = "x86_64")]
+            RSP0_ARG.store(want_rsp0, Ordering::Release);
+            let sent_ns = arch::now_ns();
+            ktest::check!(arch::send_ipi(c, IPI_WHOAMI), "send_ipi to CPU {} refused", c);
+            ktest::check!(wait_for(|| WHOAMI.load(Ordering::Acquire) != 0),
+                "CPU {} did not answer within 1 s", c);
+            let said = WHOAMI.load(Ordering::Acquire) - 1;
+            ktest::check_eq!(said, c as u64, "CPU {} says it is CPU {}", c, said);
+            let their_ns = WHOAMI_NS.load(Ordering::Acquire);
+            ktest::check!(their_ns >= sent_ns,
+                "CPU {}'s now_ns() {} is behind CPU 0's {} (unsynchronised TSCs)", c, their_ns, sent_ns);
+            #[cfg(target_arch = "x86_64")]
+            {
+                ktest::check_eq!(RSP0_SEEN.load(Ordering::Acquire), want_rsp0,
+                    "CPU {}'s TSS.RSP0 after set_thread_stack there", c);
+                ktest::check_eq!(arch::kernel_stack(), rsp0_cpu0,
+                    "CPU 0's TSS.RSP0 changed by CPU {}'s set_thread_stack", c);
+            }
         }
         Ok(())
     }
