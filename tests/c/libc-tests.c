@@ -720,8 +720,11 @@ static int shootdown_case(enum change how, int kb)
 /* A thread on CPU 1 keeps reading a 4K, 64K and 2M range while the main
  * thread on CPU 0 changes it: it must fault or see the new memory, never
  * use the old translation.  On x86 only the shootdown IPIs make that true
- * (QEMU keeps a TLB per vCPU and INVLPG is local): with the shootdown
- * reduced to the local flush this fails; arm64 broadcasts its TLBIs. */
+ * (QEMU keeps a TLB per vCPU and INVLPG is local): with user shootdowns
+ * reduced to the local flush the mprotect and replace tests fail (checked
+ * once on x86, -smp 2; the munmap one passed there all the same, so on
+ * that kernel something else also reached CPU 1's TLB); arm64 broadcasts
+ * its TLBIs. */
 static int smp_shootdown(enum change how)
 {
 	if (online_cpus() < 2)
