@@ -27,16 +27,17 @@ fn suites(arch: Arch) -> Vec<Suite> {
         machine: None,
         cmdline: "selftest",
         timeout_s: 600,
-        smp: 1,
+        smp: 2,
         extra_qemu_args: &[],
         disk: true,
     }];
     // The other machine configurations the kernel must boot on; they run the
     // arch self-tests only (boot, tables, W^X, timer, and the secondary
     // CPUs' start-up, ticks and IPIs, `kernel::smp::arch_smp_*`: each of
-    // these boots two CPUs), which is what differs.  `smp4` (x86 `microvm`,
-    // more vCPUs than this host's two cores) and `smp2` (arm64 GICv2 at
-    // EL1) run just the SMP tests (`selftest=smp`).
+    // these boots two CPUs), which is what differs.  Every boot has two
+    // CPUs (the main self-test boot, the storm and the user suites too),
+    // and `smp4` runs all self-tests once more with four (more vCPUs than
+    // this host's two cores).
     match arch {
         Arch::X86_64 => {
             v.push(Suite {
@@ -51,8 +52,8 @@ fn suites(arch: Arch) -> Vec<Suite> {
             v.push(Suite {
                 name: "smp4",
                 machine: None,
-                cmdline: "selftest=smp",
-                timeout_s: 120,
+                cmdline: "selftest",
+                timeout_s: 300,
                 smp: 4,
                 extra_qemu_args: &[],
                 disk: false,
@@ -80,11 +81,11 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 disk: true,
             });
             v.push(Suite {
-                name: "smp2",
+                name: "smp4",
                 machine: None,
-                cmdline: "selftest=smp",
-                timeout_s: 120,
-                smp: 2,
+                cmdline: "selftest",
+                timeout_s: 300,
+                smp: 4,
                 extra_qemu_args: &[],
                 disk: false,
             });
@@ -109,7 +110,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
         machine: None,
         cmdline: "storm=0x5eed,100000",
         timeout_s: 900,
-        smp: 1,
+        smp: 2,
         extra_qemu_args: &[],
         disk: false,
     });
@@ -434,6 +435,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         let mut spec = RunSpec::new(arch, accel, kernel.clone(), &cmdline);
         spec.initrd = Some(initrd.clone());
         spec.mem = u.mem.into();
+        spec.smp = 2;
         total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s), None);
     }
     total += libc_suite(arch, accel, kernel);
