@@ -29,9 +29,12 @@ build: deps
 ALL_FEATURES := selftest,demo,bench
 FEATURES ?= $(ALL_FEATURES)
 
+## CPUs of every `run`, `run-user` and `debug` boot (1 to 8).
+SMP ?= 2
+
 ## Boot one kernel and run the demonstration (or whatever CMDLINE says).
 run: deps
-	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --release --features "$(FEATURES)" --cmdline "$(CMDLINE)"
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --smp $(SMP) --release --features "$(FEATURES)" --cmdline "$(CMDLINE)"
 
 ## The user programs (tests/user) for ARCH; the runner packs them into
 ## target/<target>/initramfs.cpio.  The x86_64 ones also run on a Linux host:
@@ -43,7 +46,7 @@ user: deps
 INIT ?= /mthp-tests
 CMDLINE_EXTRA ?=
 run-user: deps
-	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --initrd --cmdline "init=$(INIT) $(CMDLINE_EXTRA)"
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --smp $(SMP) --initrd --cmdline "init=$(INIT) $(CMDLINE_EXTRA)"
 
 ## Host unit tests, both kernels' self-tests, then the user-space suite on
 ## both arches; last line "N passed, N failed, N skipped".
@@ -58,7 +61,7 @@ test-kernel: deps
 
 ## QEMU waits for GDB on :1234 (see README).
 debug: deps
-	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --gdb --features "$(FEATURES)" --cmdline "$(CMDLINE)"
+	$(RUNNER) run --arch $(ARCH) --accel $(ACCEL) --smp $(SMP) --gdb --features "$(FEATURES)" --cmdline "$(CMDLINE)"
 
 ## A long random-operation storm with a fresh seed (printed; replay with SEED=).
 SEED ?= $(shell date +%s)

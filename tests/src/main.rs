@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--initrd] [--icount]
-//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount]
+//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
@@ -80,7 +80,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -104,6 +104,7 @@ fn main() -> ExitCode {
     let mut linux = false;
     let mut mem: Option<String> = None;
     let mut boots = 3usize;
+    let mut smp = 1u32;
     let mut features = String::new();
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -123,6 +124,13 @@ fn main() -> ExitCode {
             "--icount" => icount = true,
             "--linux" => linux = true,
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()).unwrap_or(3),
+            "--smp" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n @ 1..=8) => smp = n,
+                _ => {
+                    eprintln!("--smp takes 1 to 8 CPUs");
+                    return usage();
+                }
+            },
             _ => return usage(),
         }
     }
@@ -172,6 +180,7 @@ fn main() -> ExitCode {
                 // Debian's Linux 6.12 with our initramfs, the QEMU set-up of
                 // every comparison with Linux (linux.rs).
                 let mut spec = qemu::RunSpec::new(arch, accel, std::path::PathBuf::new(), &cmdline);
+                spec.smp = smp;
                 if icount {
                     spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
                 }
@@ -186,6 +195,7 @@ fn main() -> ExitCode {
                 }
             };
             let mut spec = qemu::RunSpec::new(arch, accel, kernel, &cmdline);
+            spec.smp = smp;
             if let Some(m) = machine {
                 spec.machine = m;
             }
