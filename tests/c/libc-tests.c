@@ -597,13 +597,19 @@ static int pthreads_tgkill(void)
 
 /* ---- SMP: several CPUs on one address space (issue 14). ---- */
 
-/* CPUs this thread may run on (1 when the call fails). */
+/* The CPUs the program started with (main reads them first). */
+static cpu_set_t start_cpus;
+
 static int online_cpus(void)
 {
-	cpu_set_t s;
-	if (sched_getaffinity(0, sizeof s, &s))
-		return 1;
-	return CPU_COUNT(&s);
+	int n = CPU_COUNT(&start_cpus);
+	return n > 0 ? n : 1;
+}
+
+/* Give the calling thread back every CPU it started with. */
+static void unpin_self(void)
+{
+	sched_setaffinity(0, sizeof start_cpus, &start_cpus);
 }
 
 /* Pin the calling thread (tid 0 = the caller) to CPU `cpu`. */
@@ -818,6 +824,146 @@ static int smp_first_touch_race(void)
 	return 0;
 }
 
+/* fork while another thread writes: the child's memory is the parent's at
+ * the fork, never what the writer on CPU 1 stores after it.  fork
+ * write-protects the parent's entries; without that change reaching CPU 1
+ * (a shootdown on x86), the writer keeps storing through its old writable
+ * translation into the frame the child now shares.  The writer stores
+ * its pass number into every page of a 64K-backed region; after fork
+ * returns, the parent sends the child the pass then running, and the
+ * child, a little later, must find no larger number anywhere. */
+struct fwriter {
+	volatile long *a;
+	size_t words;
+	volatile long pass;
+	volatile int stop, ready;
+};
+
+static void *fork_writer_fn(void *arg)
+{
+	struct fwriter *w = arg;
+	pin_self(1);
+	while (!w->stop) {
+		long p = w->pass + 1;
+		for (size_t i = 0; i < w->words; i += 512)
+			w->a[i] = p;
+		w->pass = p;
+		w->ready = 1;
+	}
+	return NULL;
+}
+
+static int smp_fork_while_writing(void)
+{
+	if (online_cpus() < 2)
+		return -2;
+	if (thp_only(64))
+		return -1;
+	size_t len = 1 << 20;
+	struct fwriter w = { .words = len / sizeof(long) };
+	w.a = (volatile long *)map_2m(len);
+	REQUIRE(w.a, "mmap failed");
+	pin_self(0);
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, fork_writer_fn, &w) == 0, "pthread_create");
+	while (!w.ready)
+		;
+	int fds[2], res[2];
+	REQUIRE(pipe(fds) == 0 && pipe(res) == 0, "pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid == 0) {
+		long limit;
+		if (read(fds[0], &limit, sizeof limit) != sizeof limit)
+			_exit(2);
+		usleep(20000);
+		long worst = 0;
+		for (size_t i = 0; i < len / sizeof(long); i += 512)
+			if (w.a[i] > worst)
+				worst = w.a[i];
+		write(res[1], &worst, sizeof worst);
+		_exit(worst <= limit ? 0 : 1);
+	}
+	/* The pass running when fork returned may still be storing; the
+	 * next one starts after: anything above it came after the fork. */
+	long limit = w.pass + 1;
+	write(fds[1], &limit, sizeof limit);
+	int st;
+	long worst = -1;
+	REQUIRE(pid > 0, "fork: %s", strerror(errno));
+	waitpid(pid, &st, 0);
+	read(res[0], &worst, sizeof worst);
+	w.stop = 1;
+	pthread_join(th, NULL);
+	munmap((void *)w.a, len);
+	unpin_self();
+	close(fds[0]);
+	close(fds[1]);
+	close(res[0]);
+	close(res[1]);
+	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		"the child saw pass %ld, stored after the fork (at most %ld when fork returned); status %#x",
+		worst, limit, st);
+	return 0;
+}
+
+/* MADV_COLLAPSE on CPU 0 while a thread on CPU 1 keeps reading the range:
+ * every read sees the page's own value, before, during and after the
+ * 4K pages are replaced by one 2M folio (the old frames are freed: a
+ * stale translation on CPU 1 would read a freed frame). */
+struct creader {
+	volatile char *a;
+	size_t len;
+	volatile int stop, ready;
+	long bad;
+	volatile long rounds;
+};
+
+static void *collapse_reader_fn(void *arg)
+{
+	struct creader *r = arg;
+	pin_self(1);
+	while (!r->stop) {
+		for (size_t o = 0; o < r->len; o += 4096)
+			r->bad += r->a[o] != (char)(o >> 12 | 1);
+		r->rounds++;
+		r->ready = 1;
+	}
+	return NULL;
+}
+
+static int smp_collapse_under_reader(void)
+{
+	if (online_cpus() < 2)
+		return -2;
+	if (thp_only(4))
+		return -1;
+	struct creader r = { .len = SZ_2M };
+	r.a = (volatile char *)map_2m(SZ_2M);
+	REQUIRE(r.a, "mmap failed");
+	for (size_t o = 0; o < SZ_2M; o += 4096)
+		r.a[o] = (char)(o >> 12 | 1);
+	REQUIRE(smaps_field((void *)r.a, "AnonHugePages:") == 0, "already huge before the collapse");
+	pin_self(0);
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, collapse_reader_fn, &r) == 0, "pthread_create");
+	while (!r.ready)
+		;
+	int c = madvise((void *)r.a, SZ_2M, 25 /* MADV_COLLAPSE */);
+	int e = errno;
+	long rounds = r.rounds;
+	while (r.rounds < rounds + 3)
+		;
+	r.stop = 1;
+	pthread_join(th, NULL);
+	unpin_self();
+	long ahp = smaps_field((void *)r.a, "AnonHugePages:");
+	munmap((void *)r.a, SZ_2M);
+	REQUIRE(c == 0, "MADV_COLLAPSE: %s", strerror(e));
+	REQUIRE(ahp == 2048, "AnonHugePages %ld kB after MADV_COLLAPSE", ahp);
+	REQUIRE(r.bad == 0, "%ld reads on CPU 1 saw a wrong byte", r.bad);
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(void);
@@ -837,6 +983,8 @@ static const struct {
 	{ "libc_smp_shootdown_mprotect", smp_shootdown_mprotect },
 	{ "libc_smp_shootdown_replace", smp_shootdown_replace },
 	{ "libc_smp_first_touch_race", smp_first_touch_race },
+	{ "libc_smp_fork_while_writing", smp_fork_while_writing },
+	{ "libc_smp_collapse_under_reader", smp_collapse_under_reader },
 };
 
 /* The program runs on the mthp kernel, where skips are failures. */
@@ -859,6 +1007,8 @@ int main(void)
 		selected(p, saved[i], sizeof saved[i]);
 	}
 	setvbuf(stdout, NULL, _IONBF, 0);
+	if (sched_getaffinity(0, sizeof start_cpus, &start_cpus))
+		CPU_ZERO(&start_cpus);
 	for (unsigned i = 0; i < sizeof tests / sizeof *tests; i++) {
 		why[0] = 0;
 		int r = tests[i].fn();
