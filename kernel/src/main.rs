@@ -97,6 +97,9 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     process::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);
     perf::boot_report();
+    // Boot set up CPU 0's registers from here (sched::init pinned it there);
+    // what runs next (tests, the demo, init and its children) may move.
+    sched::set_affinity(sched::current_id(), u64::MAX);
 
     let mut ok = true;
     if cmdline::has("selftest") {

@@ -751,6 +751,9 @@ pub fn init() {
     assert!(!STARTED.load(Ordering::Relaxed), "sched::init twice");
     let boot = Arc::new(Thread::new(0, "boot", None, None));
     boot.set_state(State::Running);
+    // The boot flow stays on CPU 0 until `kernel_main` lets it go: the
+    // rest of boot programs CPU 0's own registers (user-mode MSRs, PMU).
+    boot.affinity.store(1, Ordering::Relaxed);
     let idle_stack = KStack::new(1).expect("idle thread stack");
     thread::init_context(1, &idle_stack, idle_entry);
     let idle = Arc::new(Thread::new(1, "idle0", Some(idle_stack), None));
@@ -1094,9 +1097,13 @@ pub fn exit() -> ! {
 }
 
 /// Take dead threads out of the table (interrupts enabled, no lock held
-/// when they are dropped, which frees their stacks).
-fn reap(ids: u64) {
+/// when they are dropped, which frees their stacks).  `extra` is the
+/// caller's own reference to one of them (a joiner's), dropped with them.
+/// The slots stay reserved until the stacks are freed, so a `spawn` on
+/// another CPU meanwhile cannot pick a slot whose stack is still mapped.
+fn reap(ids: u64, extra: Option<Arc<Thread>>) {
     let mut taken: [Option<Arc<Thread>>; MAX_THREADS] = [const { None }; MAX_THREADS];
+    let mut freed = 0u64;
     with_sched(|s| {
         let mut bits = ids;
         while bits != 0 {
@@ -1110,16 +1117,22 @@ fn reap(ids: u64) {
             if dead && !s.is_current(id) {
                 taken[id] = s.threads[id].take();
                 s.zombies &= !(1 << id);
+                s.reserved |= 1 << id;
+                freed |= 1 << id;
             }
         }
     });
     drop(taken);
+    drop(extra);
+    if freed != 0 {
+        with_sched(|s| s.reserved &= !freed);
+    }
 }
 
 fn reap_zombies() {
     let z = with_sched(|s| s.zombies);
     if z != 0 {
-        reap(z);
+        reap(z, None);
     }
 }
 
@@ -1140,9 +1153,8 @@ impl JoinHandle {
     pub fn join(mut self) {
         let t = self.t.take().expect("joined");
         t.exited.wait_until(|| t.state() == State::Dead);
-        reap(1 << t.id);
-        // `t` may be the last reference: the stack is freed here.
-        drop(t);
+        // `t` may be the last reference: the stack is freed in there.
+        reap(1 << t.id, Some(t));
     }
 }
 
