@@ -403,10 +403,10 @@ const USER_SUITES: &[UserSuite] = &[
     },
 ];
 
-/// Appended to every user-space boot: a system whose threads have all
-/// been blocked for 30 s reports each thread's state and wait channel and
-/// panics (kernel/src/task/sched), so a lost wake-up fails the suite at
-/// once with the report instead of at the runner's timeout.
+/// Appended to every user-space boot: a thread blocked for 30 s on a wait
+/// without a deadline makes the kernel report each thread's state and wait
+/// channel and panic (kernel/src/task/sched), so a lost wake-up fails the
+/// suite at once with the report instead of at the runner's timeout.
 const HUNG_ARGS: &str = "hung_task_timeout_secs=30 hung_task_panic";
 
 fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str) -> Tally {

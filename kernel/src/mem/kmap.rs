@@ -14,7 +14,7 @@
 //!
 //! Lock: `KMAP` serialises every change to the region's tables.  It is
 //! taken with interrupts enabled (the engine may allocate a table) and
-//! never from interrupt context; nothing else is taken under it except the
+//! preemption disabled, never from interrupt context; nothing else is taken under it except the
 //! buddy allocator's locks.
 
 use crate::arch::{self, Paging};
@@ -30,6 +30,10 @@ static PT_ALLOC: Once<BuddyPtAlloc<'static>> = Once::new();
 static KMAP: Mutex<Option<PageTable<'static, Paging>>> = Mutex::new(None);
 
 fn with_table<R>(f: impl FnOnce(&mut PageTable<'static, Paging>) -> R) -> R {
+    // Held with preemption off, as every spin lock that non-preemptible
+    // code also takes: a holder preempted (with a shootdown in flight,
+    // even) would leave a non-preemptible taker spinning for good.
+    let _np = crate::task::sched::preempt_disable();
     let mut g = KMAP.lock();
     let pt = g.get_or_insert_with(|| {
         let alloc = PT_ALLOC.call_once(|| BuddyPtAlloc::new(crate::mem::memory::buddy()));

@@ -12,7 +12,8 @@
 //! Targets: every other online CPU for kernel (global) mappings, the
 //! address space's CPU set (`mm::cpu::AtomicCpuSet`) for user ones.
 //!
-//! Lock: [`SENDER`] lets one request be in flight at a time.  A CPU waiting
+//! Lock: [`SENDER`] lets one request be in flight at a time; it is held
+//! with preemption disabled.  A CPU waiting
 //! for it, or for the answers to its own request, keeps answering requests
 //! aimed at itself ([`answer`]), so two CPUs flushing at once with
 //! interrupts masked cannot wait for each other.  A target that has not
@@ -152,6 +153,10 @@ pub fn answer() {
 /// Flush on this CPU, then on every CPU of `targets` that is online, and
 /// return once all have.  Interrupts may be masked.
 pub fn flush(f: Flush, targets: CpuSet) {
+    // No preemption while `SENDER` may be held: a sender switched out
+    // would leave every other CPU's flush spinning (seen: a kernel-stack
+    // unmap preempted mid-shootdown, munmap on the other CPU waiting).
+    let _np = crate::task::sched::preempt_disable();
     f.local();
     let me = arch::cpu_id();
     let targets = targets.without(me);

@@ -123,6 +123,8 @@ pub struct Thread {
     cpu: AtomicUsize,
     /// CPUs it may run on (bit per CPU; `sched_setaffinity`).
     affinity: AtomicU64,
+    /// When it last blocked on a wait queue (ns), for the hung-task report.
+    blocked_at: AtomicU64,
     /// `(bottom, top)` of the stack of a thread that runs on a stack it did
     /// not get from `spawn` (the boot thread, the secondaries' idle threads).
     boot_stack: (u64, u64),
@@ -150,6 +152,7 @@ impl Thread {
             exited: WaitQueue::new(),
             wchan: spin::Mutex::new(None),
             cpu: AtomicUsize::new(0),
+            blocked_at: AtomicU64::new(0),
             affinity: AtomicU64::new(u64::MAX),
             boot_stack: {
                 let l = arch::kernel_layout();
@@ -598,43 +601,42 @@ pub fn on_tick() {
     }
 }
 
-/// The hung-system report (`hung_task_timeout_secs=N` on the command line,
-/// Linux's name; 0 or absent = off): when no thread has been runnable, none
-/// is asleep with a deadline, and the CPU has idled for N seconds, every
-/// thread is waiting for something that will never come (a lost wake-up or
-/// a deadlock, unless it waits for input).  The scheduler state with each
-/// thread's wait channel is printed once; with `hung_task_panic` the kernel
-/// then panics, so a test run fails at once with the report instead of at
-/// its timeout.  Ours looks at the whole system, not at single tasks in
-/// uninterruptible sleep as Linux's detector does.
+/// The hung-task report (`hung_task_timeout_secs=N` on the command line,
+/// Linux's name; 0 or absent = off): a thread blocked on a wait queue
+/// without a deadline for N seconds is waiting for something that may
+/// never come (a lost wake-up, a deadlock, or just input).  The scheduler
+/// state with each thread's wait channel is printed once; with
+/// `hung_task_panic` the kernel then panics, so a test run fails at once
+/// with the report instead of at its timeout.  As Linux's detector, it
+/// looks at each task's own wait (ours: any wait without a deadline, since
+/// no sleep here is interruptible by signals).
 static HUNG_NS: AtomicU64 = AtomicU64::new(0);
 static HUNG_PANIC: AtomicBool = AtomicBool::new(false);
-/// When the CPU last ran (or had queued) a thread, or had a timed sleeper.
-static LAST_BUSY_NS: AtomicU64 = AtomicU64::new(0);
 static HUNG_REPORTED: AtomicBool = AtomicBool::new(false);
 
 fn hung_check(g: &Sched, cpu: usize, now: u64) {
     let limit = HUNG_NS.load(Ordering::Relaxed);
-    if limit == 0 || cpu != 0 {
+    if limit == 0 || cpu != 0 || HUNG_REPORTED.load(Ordering::Relaxed) {
         return;
     }
-    let all_idle = (0..NR_CPUS).all(|c| g.online & (1 << c) == 0 || g.cpu_idle(c));
-    if !all_idle || g.sleepers != 0 {
-        LAST_BUSY_NS.store(now, Ordering::Relaxed);
-        HUNG_REPORTED.store(false, Ordering::Relaxed);
+    let hung = g.threads.iter().flatten().find(|t| {
+        t.state() == State::Blocked
+            && g.sleepers & (1 << t.id) == 0
+            && now.saturating_sub(t.blocked_at.load(Ordering::Relaxed)) >= limit
+    });
+    let Some(t) = hung else {
         return;
-    }
-    let since = LAST_BUSY_NS.load(Ordering::Relaxed);
-    if now.saturating_sub(since) < limit || HUNG_REPORTED.swap(true, Ordering::Relaxed) {
-        return;
-    }
+    };
+    HUNG_REPORTED.store(true, Ordering::Relaxed);
     crate::log::print_unlocked(format_args!(
-        "hung: every thread has been blocked for {} s\n",
+        "hung: thread {} '{}' blocked for more than {} s\n",
+        t.id,
+        t.name,
         limit / 1_000_000_000
     ));
     g.dump(cpu, now);
     if HUNG_PANIC.load(Ordering::Relaxed) {
-        panic!("hung: every thread blocked (hung_task_panic)");
+        panic!("hung: a thread blocked too long (hung_task_panic)");
     }
 }
 
@@ -774,7 +776,6 @@ pub fn init() {
         HUNG_NS.store(secs.saturating_mul(1_000_000_000), Ordering::Relaxed);
     }
     HUNG_PANIC.store(crate::cmdline::has("hung_task_panic"), Ordering::Relaxed);
-    LAST_BUSY_NS.store(arch::now_ns(), Ordering::Relaxed);
     STARTED.store(true, Ordering::Release);
     arch::set_tick_hook(on_tick);
     arch::set_irq_exit_hook(on_irq_exit);

@@ -60,6 +60,9 @@ impl WaitQueue {
                 let me = g.cpus[cpu_id()].current;
                 *w |= 1 << me;
                 *g.thread(me).wchan.lock() = Some(at);
+                g.thread(me)
+                    .blocked_at
+                    .store(arch::now_ns(), Ordering::Relaxed);
                 g.thread(me).set_state(State::Blocked);
                 if deadline != u64::MAX {
                     g.thread(me).wake_at.store(deadline, Ordering::Relaxed);
