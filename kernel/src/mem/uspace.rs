@@ -208,10 +208,15 @@ pub fn release(mm: Arc<UserMm>) -> bool {
     }
 }
 
-/// The address space whose root is loaded now, if any.
+/// The address space whose root is loaded now, if any.  Waits while
+/// another CPU changes the registry (its writers hold it briefly, with
+/// interrupts masked, and wait for nothing); this CPU never holds it for
+/// writing when it gets here (no user access or fault under the write
+/// lock).  A `try_read` here made a fault on one CPU fail (a spurious
+/// SIGSEGV) while a fork or an exit on another CPU updated the registry.
 pub fn current() -> Option<Arc<UserMm>> {
     let (root, _) = arch::current_user_root()?;
-    let spaces = SPACES.try_read()?;
+    let spaces = SPACES.read();
     spaces
         .iter()
         .find(|(r, _)| *r == root)
