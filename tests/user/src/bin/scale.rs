@@ -583,6 +583,9 @@ fn pf_procs(len: usize, dur_ns: u64, tasks: usize) -> Result<[(u64, u64); MAX_TA
     for (i, pid) in pids.iter_mut().enumerate().take(tasks) {
         let p = sys::fork();
         if p == 0 {
+            sys::close(ready[0]);
+            sys::close(go[1]);
+            sys::close(res[0]);
             let r = pin(i).err().unwrap_or(0);
             sys::write(ready[1], &r.to_le_bytes());
             let mut b = [0u8; 1];
@@ -602,12 +605,16 @@ fn pf_procs(len: usize, dur_ns: u64, tasks: usize) -> Result<[(u64, u64); MAX_TA
             break;
         }
     }
+    // Only the children write `ready` and `res`: a child that dies ends
+    // the parent's read (EOF) instead of leaving it blocked.
+    sys::close(ready[1]);
+    sys::close(res[1]);
+    sys::close(go[0]);
     let mut err: Option<Msg> = None;
-    for (i, &p) in pids.iter().enumerate().take(tasks) {
+    for &p in pids.iter().take(tasks) {
         if p < 0 {
             err = Some(Msg::new(format_args!("fork: errno {}", -p)));
         }
-        let _ = i;
     }
     let started = pids.iter().take(tasks).filter(|&&p| p > 0).count();
     for _ in 0..started {
@@ -639,15 +646,21 @@ fn pf_procs(len: usize, dur_ns: u64, tasks: usize) -> Result<[(u64, u64); MAX_TA
             out[i] = (w(1), w(2));
         }
     }
-    for &p in pids.iter().take(tasks) {
+    sys::close(go[1]);
+    for (i, &p) in pids.iter().enumerate().take(tasks) {
         if p > 0 {
             let mut st = 0;
             sys::wait4(p, &mut st, 0);
+            if mthp_user::wifsignaled(st) {
+                err = Some(Msg::new(format_args!(
+                    "child {i} (CPU {i}) killed by signal {}",
+                    mthp_user::wtermsig(st)
+                )));
+            }
         }
     }
-    for fd in ready.iter().chain(&go).chain(&res) {
-        sys::close(*fd);
-    }
+    sys::close(ready[0]);
+    sys::close(res[0]);
     match err {
         Some(m) => Err(m),
         None => Ok(out),
