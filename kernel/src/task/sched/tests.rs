@@ -487,7 +487,7 @@ ktest! {
                 let irq = arch::irq_save();
                 PINNED.fetch_or(1 << arch::cpu_id(), Ordering::Relaxed);
                 arch::irq_restore(irq);
-                if ms_since(t0) % 5 == 0 {
+                if ms_since(t0).is_multiple_of(5) {
                     yield_now();
                 }
             }
