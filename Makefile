@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -83,6 +83,7 @@ exhaust: deps
 ## User-space workloads (tests/user/src/bin/bench.rs) under QEMU: tables,
 ## CSV and SVG plots under target/bench/.  QUICK=1: 64 and 256 MiB only.
 ## ICOUNT=1 (ARCH=aarch64): exact instructions per fault under -icount.
+## Page-fault scaling and TLB shootdowns on 2 CPUs, against Linux: bench-scale.
 QUICK  ?=
 ICOUNT ?=
 bench: deps
@@ -105,6 +106,14 @@ pseudofs-diff: deps
 BOOTS ?= 3
 bench-linux: deps
 	$(RUNNER) bench --linux --arch $(ARCH) --boots $(BOOTS) $(if $(ICOUNT),--icount)
+
+## Page-fault scalability and TLB-shootdown cost (tests/user/src/bin/scale.rs)
+## with -smp 2, on our kernel and on Debian's Linux 6.12, same /scale binary
+## (tests/src/scale.rs): ARCH=x86_64 or aarch64 (both when unset on the
+## command line), QUICK=1, BOOTS (default 1).  Needs the same Linux kernel
+## as bench-linux.
+bench-scale: deps
+	$(RUNNER) bench --scale $(if $(filter command line,$(origin ARCH)),--arch $(ARCH)) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(filter command line,$(origin BOOTS)),--boots $(BOOTS))
 
 ## Functions 64-byte aligned on both sides (see bench_alloc.rs), in a
 ## target dir of its own so the flag does not rebuild everything else.

@@ -150,7 +150,7 @@ fn host_cpu() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

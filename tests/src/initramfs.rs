@@ -12,6 +12,7 @@ pub const PROGRAMS: &[&str] = &[
     "fuzz",
     "pseudofs-survey",
     "matrix",
+    "scale",
 ];
 
 /// `cargo build` the user programs for `arch` and write

@@ -7,6 +7,7 @@
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
+//! runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]  # page-fault scaling and TLB shootdowns, -smp 2, ours vs Linux 6.12 (scale.rs)
 //! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
 //! ```
 //!
@@ -38,6 +39,7 @@ mod initramfs;
 mod linux;
 mod matrix;
 mod qemu;
+mod scale;
 mod suites;
 
 use std::process::{Command, ExitCode};
@@ -80,7 +82,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--boots N]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -103,7 +105,8 @@ fn main() -> ExitCode {
     let mut icount = false;
     let mut linux = false;
     let mut mem: Option<String> = None;
-    let mut boots = 3usize;
+    let mut boots: Option<usize> = None;
+    let mut scale = false;
     let mut smp = 1u32;
     let mut features = String::new();
     let mut it = args[1..].iter();
@@ -123,7 +126,8 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--icount" => icount = true,
             "--linux" => linux = true,
-            "--boots" => boots = it.next().and_then(|b| b.parse().ok()).unwrap_or(3),
+            "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
+            "--scale" => scale = true,
             "--smp" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n @ 1..=8) => smp = n,
                 _ => {
@@ -253,9 +257,13 @@ fn main() -> ExitCode {
         }
         "bench" => {
             let arches = both_by_default(&arches);
+            if scale {
+                // Page-fault scaling and shootdowns, -smp 2, both kernels (scale.rs).
+                return scale::run(&arches, accel, quick, boots.unwrap_or(1).max(1));
+            }
             if linux {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).
-                return faultcmp::run(&arches, accel, icount, boots.max(1));
+                return faultcmp::run(&arches, accel, icount, boots.unwrap_or(3).max(1));
             }
             bench::run(&arches, accel, quick, icount, false)
         }

@@ -12,6 +12,10 @@
 //! `source <text>`, `filter <user|kernel|both>`, `elapsed_ns <n>`,
 //! `event <name> <count>` or `event <name> - <reason>`, `pgfault <n>`,
 //! `faults_by_order <order>:<n> ...`; or `state none` / `state running`.
+//! In every state it ends with the kernel's running TLB shootdown totals
+//! since boot (read-only, not part of a session): `tlb_shootdowns <n>`
+//! (requests sent to other CPUs) and `tlb_shootdown_ipis <n>` (IPIs those
+//! sent; always 0 on arm64, whose `TLBI …IS` broadcasts).
 //!
 //! The counters are per CPU and not switched with tasks: on this one-CPU
 //! kernel the session counts whatever runs, which is the benchmark (and
@@ -108,5 +112,16 @@ pub fn read_text() -> String {
             s.push('\n');
         }
     }
+    use core::sync::atomic::Ordering::Relaxed;
+    let _ = writeln!(
+        s,
+        "tlb_shootdowns {}",
+        crate::mem::shootdown::SHOOTDOWNS.load(Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "tlb_shootdown_ipis {}",
+        crate::mem::shootdown::SHOOTDOWN_IPIS.load(Relaxed)
+    );
     s
 }

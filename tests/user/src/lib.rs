@@ -11,6 +11,7 @@
 pub mod fpregs;
 pub mod sys;
 pub mod thp;
+pub mod thread;
 
 use core::fmt::{self, Write};
 

@@ -30,6 +30,7 @@ use mthp_user::thp::{
     Knobs, Layout, PAGE, SZ_2M, THP, field, fill, layout, map_aligned, smaps_field, stat, thp_only,
     unmap, verify,
 };
+use mthp_user::thread::{clone_thread, join_thread};
 use mthp_user::{Args, Mem, Msg, entry, path, println, read_file, write_file};
 
 /// The folio sizes of the columns, KiB (4 = small pages only).
@@ -50,7 +51,6 @@ const MADV_PAGEOUT: usize = 21;
 const MADV_COLLAPSE: usize = 25;
 const MAP_SHARED: usize = 0x01;
 const WNOHANG: usize = 1;
-const CLONE_VM: usize = 0x100;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Verdict {
@@ -1016,102 +1016,6 @@ fn numa(kb: usize) -> R {
 extern "C" fn thread_body(addr: usize) -> usize {
     fill(&Mem { addr, len: C }, 23);
     0
-}
-
-/// The clone flags glibc's `pthread_create` passes (without SETTLS: the
-/// thread runs no code that needs TLS).
-const THREAD_FLAGS: usize = CLONE_VM
-    | 0x200 // CLONE_FS
-    | 0x400 // CLONE_FILES
-    | 0x800 // CLONE_SIGHAND
-    | 0x1_0000 // CLONE_THREAD
-    | 0x4_0000 // CLONE_SYSVSEM
-    | 0x10_0000 // CLONE_PARENT_SETTID
-    | 0x20_0000; // CLONE_CHILD_CLEARTID
-
-/// Starts `f(arg)` as a thread of this process on its own stack (the flags
-/// of `pthread_create`), with `*ctid` its id until it exits, when the
-/// kernel clears it and wakes a futex waiter there; returns the thread's id
-/// or the errno.  The thread never returns into Rust code of the parent's
-/// stack: it calls `f` on the new stack and exits (only itself).
-fn clone_thread(
-    f: extern "C" fn(usize) -> usize,
-    arg: usize,
-    stack_top: usize,
-    ctid: &core::sync::atomic::AtomicU32,
-) -> isize {
-    let ctid = ctid.as_ptr() as usize;
-    let ret: isize;
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: clone(flags, stack, ptid, ctid, tls): in the child (rax 0) the
-    // new stack is used only by `f`, called with `arg`, followed by exit;
-    // the parent resumes with rax = the thread's id.  r12/r13 survive
-    // syscall; `ctid` outlives the thread (the caller waits for it).
-    unsafe {
-        core::arch::asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
-            "mov rdi, r12",
-            "call r13",
-            "mov rdi, rax",
-            "mov eax, 60",
-            "syscall",
-            "ud2",
-            "2:",
-            inlateout("rax") sys::nr::CLONE as isize => ret,
-            in("rdi") THREAD_FLAGS, in("rsi") stack_top, in("rdx") ctid,
-            in("r10") ctid, in("r8") 0usize,
-            in("r12") arg, in("r13") f as usize,
-            lateout("rcx") _, lateout("r11") _,
-        );
-    }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: as for x86_64 (arm64 order: flags, stack, ptid, tls, ctid):
-    // x9/x10 survive svc; the child calls `f` on its own stack and exits (93).
-    unsafe {
-        core::arch::asm!(
-            "svc #0",
-            "cbnz x0, 2f",
-            "mov x0, x9",
-            "blr x10",
-            "mov x8, #93",
-            "svc #0",
-            "brk #0",
-            "2:",
-            inlateout("x0") THREAD_FLAGS as isize => ret,
-            in("x1") stack_top, in("x2") ctid, in("x3") 0usize, in("x4") ctid,
-            in("x8") sys::nr::CLONE,
-            in("x9") arg, in("x10") f as usize,
-            lateout("x30") _,
-        );
-    }
-    ret
-}
-
-/// Wait until the thread whose `ctid` word this is has exited (the kernel
-/// zeroes it and wakes us), at most about `secs` seconds.
-fn join_thread(ctid: &core::sync::atomic::AtomicU32, secs: u64) -> bool {
-    const FUTEX_WAIT: usize = 0;
-    let timeout = [1usize, 0]; // one second per wait
-    for _ in 0..secs {
-        let v = ctid.load(core::sync::atomic::Ordering::Acquire);
-        if v == 0 {
-            return true;
-        }
-        sys::syscall6(
-            sys::nr::FUTEX,
-            [
-                ctid.as_ptr() as usize,
-                FUTEX_WAIT,
-                v as usize,
-                timeout.as_ptr() as usize,
-                0,
-                0,
-            ],
-        );
-    }
-    ctid.load(core::sync::atomic::Ordering::Acquire) == 0
 }
 
 /// A second thread of this process (the clone flags of `pthread_create`)
