@@ -17,7 +17,7 @@
 //! prints the call and exits 1.
 //!
 //! The parent passes the run if the child exits 0 and `/proc/meminfo`
-//! MemFree afterwards is exactly what it was before the child was forked (a
+//! MemFree afterwards is at least what it was before the child was forked (a
 //! warm-up child first creates what the kernel allocates once and keeps:
 //! the huge zero folio, kernel stack page tables).  It refuses to run
 //! anywhere but this kernel (uname release `*-mthp`).
@@ -68,7 +68,7 @@ fn main(args: &Args) -> i32 {
     let st = reap(pid);
     let mut after = mem_free();
     for _ in 0..100 {
-        if after == before {
+        if after >= before {
             break;
         }
         sleep_ms(10);
@@ -90,7 +90,10 @@ fn main(args: &Args) -> i32 {
         )))
     };
     report(&mut h, "fuzz_results_in_range", r1);
-    let r2 = if after == before {
+    // A leak lowers MemFree; it may end higher (with several CPUs,
+    // something of the parent's taken before the fork, such as a reaped
+    // thread's stack or another CPU's page cache, can come back meanwhile).
+    let r2 = if after >= before {
         Ok(())
     } else {
         Err(Msg::new(format_args!(
