@@ -169,38 +169,13 @@ pub fn run(arches: &[Arch], accel: Accel, icount: bool, boots: usize) -> ExitCod
             );
             continue;
         }
-        let Some(k) = crate::linux::kernel(arch) else {
-            println!(
-                "== {}: {}; skipped",
-                arch.name(),
-                crate::linux::missing(arch)
-            );
-            ok = false;
-            continue;
-        };
-        let built = qemu::build_kernel(arch, "release", "").and_then(|k| {
-            if arch == Arch::Aarch64 {
-                qemu::arm64_image(&k)
-            } else {
-                Ok(k)
+        let (k, lrd, ours_k, ours_rd) = match crate::linux::sides(arch) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                ok = false;
+                continue;
             }
-        });
-        let (ours_k, ours_rd, lrd) = match (
-            built,
-            crate::initramfs::build(arch),
-            crate::linux::initrd(arch),
-        ) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-            (a, b, c) => {
-                println!(
-                    "== {}: build failed: {:?} {:?} {:?}",
-                    arch.name(),
-                    a.err(),
-                    b.err(),
-                    c.err()
-                );
-                return ExitCode::FAILURE;
-            }
+            Err(()) => return ExitCode::FAILURE,
         };
         let ours = boot_series(arch, accel, icount, boots, None, (&ours_k, &ours_rd));
         let lin = boot_series(
