@@ -263,6 +263,39 @@ pub fn run(mut spec: RunSpec, mem: Option<String>) -> std::process::ExitCode {
     }
 }
 
+/// What a side-by-side comparison boots on `arch`: Linux's kernel and its
+/// initramfs, and our release kernel (an arm64 Image) and initramfs, as
+/// `(linux, linux_initrd, ours, ours_initrd)`.  `Ok(None)`: no Linux
+/// kernel here (said on the console; the caller skips the arch);
+/// `Err(())`: a build failed (said).
+#[allow(clippy::type_complexity)]
+pub fn sides(arch: Arch) -> Result<Option<(PathBuf, PathBuf, PathBuf, PathBuf)>, ()> {
+    let Some(k) = kernel(arch) else {
+        println!("== {}: {}; skipped", arch.name(), missing(arch));
+        return Ok(None);
+    };
+    let built = crate::qemu::build_kernel(arch, "release", "").and_then(|k| {
+        if arch == Arch::Aarch64 {
+            crate::qemu::arm64_image(&k)
+        } else {
+            Ok(k)
+        }
+    });
+    match (built, crate::initramfs::build(arch), initrd(arch)) {
+        (Ok(a), Ok(b), Ok(c)) => Ok(Some((k, c, a, b))),
+        (a, b, c) => {
+            println!(
+                "== {}: build failed: {:?} {:?} {:?}",
+                arch.name(),
+                a.err(),
+                b.err(),
+                c.err()
+            );
+            Err(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,38 +328,5 @@ mod tests {
         assert_eq!(init_status(&l("... exitcode=0x00000009")), Some(137));
         assert_eq!(init_status(&l("reboot: Power down")), Some(0));
         assert_eq!(init_status(&l("nothing")), None);
-    }
-}
-
-/// What a side-by-side comparison boots on `arch`: Linux's kernel and its
-/// initramfs, and our release kernel (an arm64 Image) and initramfs, as
-/// `(linux, linux_initrd, ours, ours_initrd)`.  `Ok(None)`: no Linux
-/// kernel here (said on the console; the caller skips the arch);
-/// `Err(())`: a build failed (said).
-#[allow(clippy::type_complexity)]
-pub fn sides(arch: Arch) -> Result<Option<(PathBuf, PathBuf, PathBuf, PathBuf)>, ()> {
-    let Some(k) = kernel(arch) else {
-        println!("== {}: {}; skipped", arch.name(), missing(arch));
-        return Ok(None);
-    };
-    let built = crate::qemu::build_kernel(arch, "release", "").and_then(|k| {
-        if arch == Arch::Aarch64 {
-            crate::qemu::arm64_image(&k)
-        } else {
-            Ok(k)
-        }
-    });
-    match (built, crate::initramfs::build(arch), initrd(arch)) {
-        (Ok(a), Ok(b), Ok(c)) => Ok(Some((k, c, a, b))),
-        (a, b, c) => {
-            println!(
-                "== {}: build failed: {:?} {:?} {:?}",
-                arch.name(),
-                a.err(),
-                b.err(),
-                c.err()
-            );
-            Err(())
-        }
     }
 }
