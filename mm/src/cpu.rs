@@ -16,13 +16,9 @@
 //!   [`crate::paging::TlbOps`] gets the snapshot: the CPUs a shootdown must
 //!   reach.
 //!
-//! Still uniprocessor (issue 14): the arch crates start every CPU
-//! (`arch::start_secondaries`), but only CPU 0 runs `mm` — the
-//! secondaries idle outside the scheduler and never allocate, fault or
-//! touch an address space.  So the kernel's `KernelCpu::cpu_id` is 0
-//! without asking the CPU, `call_on_others` has nothing to drain, and the
-//! CPU sets below only ever hold CPU 0 in practice; the per-CPU run queues
-//! and the IPI-based shootdown are what make them real.
+//!   It also carries what the address-space locks ([`crate::sync`]) need
+//!   from the scheduler: preemption off, a spin-loop turn that answers
+//!   other CPUs, and sleeping until a condition holds.
 //!
 //! Lock order: none here; [`IrqGuard`] only masks interrupts on the
 //! current CPU.
@@ -160,6 +156,35 @@ pub trait CpuOps: Sync {
     /// the other CPUs' caches.  The default, for one CPU, does nothing.
     fn call_on_others(&self, f: &(dyn Fn() + Sync)) {
         let _ = f;
+    }
+    /// Disables preemption of the running thread until the matching
+    /// [`Self::preempt_enable`] (calls nest).  The page-table lock is held
+    /// this way ([`crate::sync::PtLock`]), so its holder always runs.
+    fn preempt_disable(&self) {}
+    /// Undoes one [`Self::preempt_disable`].
+    fn preempt_enable(&self) {}
+    /// One turn of a spin-wait loop.  The kernel answers the other CPUs'
+    /// requests here (TLB shootdowns, cross-CPU calls): the CPU holding
+    /// the lock may be waiting for this one, whose interrupts may be
+    /// masked.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
+    /// Blocks the running thread until `cond()` holds; whoever may make it
+    /// true calls [`Self::wake`] with the same `key` afterwards.  `cond`
+    /// must be re-tested after the thread is queued (no lost wake-ups),
+    /// and must be quick (it may run with interrupts masked).  The default
+    /// (host tests, and the kernel before its scheduler runs) spins.
+    fn wait(&self, key: usize, cond: &dyn Fn() -> bool) {
+        let _ = key;
+        while !cond() {
+            self.relax();
+        }
+    }
+    /// Wakes the threads [`Self::wait`]ing on `key` (they re-test their
+    /// conditions; spurious wake-ups are allowed).
+    fn wake(&self, key: usize) {
+        let _ = key;
     }
 }
 

@@ -24,5 +24,6 @@ pub mod cpu;
 pub mod emu;
 pub mod paging;
 pub mod physmem;
+pub mod sync;
 pub mod thp;
 pub mod vma;

@@ -10,19 +10,13 @@
 //!   recomputes the expiry on a write) and a change of whether it should
 //!   run, or [`kick`], cuts the sleep short; the `khugepaged.<knob>=` boot
 //!   words are applied before the thread starts.
-//! * Callers of `Mm` operations must not be switched out while holding an
-//!   `Mm` lock (system calls disable preemption around them): a pass that
-//!   met such a holder would spin with preemption off.  `mm`'s background
-//!   paths only *try* the mmap and page-table locks, but the short inner
-//!   locks (deferred-split queue, registry) are plain spin locks.
-//! * Concurrency with faults: the address-space locks are spin locks, so a
-//!   lock holder must never be switched out while a fault handler (which
-//!   runs with interrupts masked) spins for it.  Each range of a pass runs
-//!   with preemption disabled (`with_mm`), and the `mm` side only *tries*
-//!   the mmap lock; between ranges the thread is preemptible, so faults on
-//!   other threads interleave with a pass ("preempted mid-scan").  The
-//!   `Arc` of the space is taken and dropped inside that non-preemptible
-//!   section, so `uspace::release` on this CPU never sees it.
+//! * Locks: `mm`'s address-space locks fit a preemptive SMP kernel
+//!   (`mm::sync`), so a pass runs preemptible and takes them as any
+//!   caller does; only the scan tries the mmap lock (as Linux's
+//!   `mmap_read_trylock`), so a busy process is skipped rather than
+//!   waited for.  Faults on other threads interleave with a pass.  A
+//!   process that exits while a pass holds its `Arc` still gets its
+//!   memory back at once (`uspace::release` → `Mm::exit_mmap`).
 //! * Under `selftest` the thread starts paused (tests that want it call
 //!   [`resume`]), so other self-tests see no background collapses.
 //! * Memory pressure: [`start`] installs the context's reclaim hook, which
@@ -91,27 +85,15 @@ pub fn kick() {
     KICKED.store(true, Relaxed);
 }
 
-/// Run `f` on the live space with mm id `id`, without preemption (see the
-/// module doc).  False if there is none.
+/// Run `f` on the live space with mm id `id`.  False if there is none.
 fn with_mm(id: u64, f: &mut dyn FnMut(&uspace::Space)) -> bool {
-    let found = {
-        // One preemption-off section from the lookup to the end of the
-        // step, as before `UserMm` made it a type (see the module doc).
-        let np = sched::preempt_disable();
-        match uspace::all_mms().into_iter().find(|m| m.id() == id) {
-            Some(mm) => {
-                f(mm.get(&np));
-                drop(mm);
-                true
-            }
-            None => false,
+    match uspace::all_mms().into_iter().find(|m| m.id() == id) {
+        Some(mm) => {
+            f(&mm.enter());
+            true
         }
-    };
-    // Linux's `cond_resched()` between ranges: a tick that came while
-    // preemption was off only marked the slice as used up, and re-enabling
-    // preemption does not switch, so give the CPU away here.
-    sched::yield_now();
-    found
+        None => false,
+    }
 }
 
 /// The deferred-split shrinker over every live space; returns the folios

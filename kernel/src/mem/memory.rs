@@ -13,6 +13,7 @@
 //!    movable pageblocks.
 use crate::arch;
 use crate::mem::physmem::DIRECT_MAP;
+use crate::task::sched::{self, WaitQueue};
 use buddy_system_allocator::LockedHeap;
 use mm::addr::{PAGE_SIZE, align_down, align_up};
 use mm::bootinfo::{BootInfo, PhysRange};
@@ -86,6 +87,39 @@ impl CpuOps for KernelCpu {
     fn call_on_others(&self, f: &(dyn Fn() + Sync)) {
         crate::mem::xcall::call_on_others(f);
     }
+    fn preempt_disable(&self) {
+        sched::preempt_disable_raw();
+    }
+    fn preempt_enable(&self) {
+        sched::preempt_enable_raw();
+    }
+    fn relax(&self) {
+        crate::mem::shootdown::answer();
+        crate::mem::xcall::answer();
+        arch::cpu_relax();
+    }
+    fn wait(&self, key: usize, cond: &dyn Fn() -> bool) {
+        if !sched::started() {
+            while !cond() {
+                self.relax();
+            }
+            return;
+        }
+        mm_waitq(key).wait_until(cond);
+    }
+    fn wake(&self, key: usize) {
+        mm_waitq(key).wake_all();
+    }
+}
+
+/// Wait queues for the memory manager's sleeping locks (the mmap lock),
+/// hashed by the lock's address: a lock needs no queue of its own, and
+/// sleepers of two locks sharing a queue only see a spurious wake-up.
+static MM_WAITQ: [WaitQueue; 16] = [const { WaitQueue::new() }; 16];
+
+fn mm_waitq(key: usize) -> &'static WaitQueue {
+    // Locks are at least 8-byte aligned; mix in higher bits too.
+    &MM_WAITQ[((key >> 4) ^ (key >> 10)) % MM_WAITQ.len()]
 }
 
 static KERNEL_CPU: KernelCpu = KernelCpu;

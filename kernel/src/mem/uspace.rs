@@ -29,21 +29,16 @@ pub type Space = Mm<'static, Paging>;
 
 /// A user address space as the kernel holds it.
 ///
-/// # The preemption rule, checked by the compiler
-/// `Mm`'s locks are spin locks, and this kernel preempts: a holder switched
-/// out with one held would leave any non-preemptible taker (a fault
-/// handler, khugepaged's pass, a system call on this CPU) spinning forever.
-/// So the `Mm` is reachable only while preemption is off: through
-/// [`UserMm::enter`] (a guard that disables preemption and derefs to the
-/// `Mm`) or [`UserMm::get`] (a reference that cannot outlive the caller's
-/// [`sched::PreemptGuard`]).  What needs no lock (ids, the root, counters)
-/// is forwarded directly.
+/// `Mm`'s locks fit a preemptive SMP kernel (`mm::sync`): the mmap lock
+/// sleeps, the page-table lock is a spin lock held with preemption off.
+/// So an `Mm` may be used from any thread context, preemptible or not;
+/// [`UserMm::enter`] and [`UserMm::get`] remain as the one way in (the
+/// latter for callers that keep preemption off for reasons of their own).
 pub struct UserMm(Space);
 
-/// A [`UserMm`]'s `Mm`, with preemption disabled while it lives.
+/// A [`UserMm`]'s `Mm`.
 pub struct Entered<'m> {
     mm: &'m Space,
-    _np: sched::PreemptGuard,
 }
 
 impl core::ops::Deref for Entered<'_> {
@@ -54,14 +49,11 @@ impl core::ops::Deref for Entered<'_> {
 }
 
 impl UserMm {
-    /// Disable preemption and reach the `Mm`.
+    /// Reach the `Mm`.
     pub fn enter(&self) -> Entered<'_> {
-        Entered {
-            _np: sched::preempt_disable(),
-            mm: &self.0,
-        }
+        Entered { mm: &self.0 }
     }
-    /// The `Mm`, for as long as the caller keeps preemption disabled.
+    /// The `Mm`, borrowed for as long as the caller's guard lives.
     pub fn get<'g>(&'g self, _np: &'g sched::PreemptGuard) -> &'g Space {
         &self.0
     }
@@ -188,7 +180,9 @@ pub fn deactivate() {
 }
 
 /// Unregister and tear down `mm` (every folio and table returns to the
-/// allocator).  Returns false if someone else still holds a reference.
+/// allocator).  Returns false if someone else still holds a reference:
+/// then the memory is unmapped and freed now, and the tables and ids go
+/// when that holder drops it.
 pub fn release(mm: Arc<UserMm>) -> bool {
     if arch::current_user_root().is_some_and(|(root, _)| root == mm.root_pa()) {
         deactivate();
@@ -201,8 +195,11 @@ pub fn release(mm: Arc<UserMm>) -> bool {
             true
         }
         Err(mm) => {
-            // Put it back: it is still in use.
-            insert(mm.root_pa(), mm);
+            // Someone else holds it for a moment (khugepaged's pass, a
+            // debugfs walk): no process uses it any more (address spaces
+            // are never shared between processes), so its memory comes
+            // back now; whoever drops the last reference frees the rest.
+            mm.enter().exit_mmap();
             false
         }
     }
@@ -254,19 +251,12 @@ pub fn spaces<'g>(mms: &'g [Arc<UserMm>], np: &'g sched::PreemptGuard) -> Vec<&'
 pub static FAULTS_RESOLVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Resolve a fault in `mm` from an exception handler.  The space's locks
-/// are only ever taken with preemption disabled here, and never waited
-/// for: when one is held, its holder must run first (on one CPU it was
-/// preempted, or it is this CPU's interrupted kernel code elsewhere), so
-/// the faulting thread yields and retries instead of spinning, which with
-/// preemption or interrupts off would never end.
+/// Resolve a fault in `mm` from an exception handler.  The fault sleeps
+/// while a system call of the process holds the mmap lock for writing, and
+/// spins (answering shootdowns) only for the page-table lock, whose holder
+/// is running on another CPU with preemption off.
 pub fn resolve_fault(mm: &UserMm, addr: u64, access: Access) -> Result<(), Fault> {
-    loop {
-        if let Some(r) = mm.enter().try_handle_fault(addr, access) {
-            return r;
-        }
-        sched::yield_now();
-    }
+    mm.enter().handle_fault(addr, access)
 }
 
 /// The MMU fault hook: `true` if `mm` resolved the fault (retry the access).

@@ -35,8 +35,7 @@
 //! Locking: the process table and each process's fields are spin locks
 //! taken briefly (`group_exit`, `files`, ... are leaves; `PROCS` is never
 //! taken under a process's lock); nothing here holds one across an `Mm` call that could
-//! fault.  System calls that touch an `Mm` run with preemption disabled (a
-//! fault handler with interrupts masked may need the same allocator locks).
+//! fault or sleep (the mmap lock sleeps, see `mm::sync`).
 use super::exec::load_elf;
 use crate::arch;
 use crate::fs::vfs::File;
@@ -133,8 +132,7 @@ impl Process {
         self.mm.read().as_ref().map(|m| m.id())
     }
 
-    /// Run `f` on the process's address space, preemption disabled
-    /// meanwhile (see [`UserMm`]).
+    /// Run `f` on the process's address space (see [`UserMm`]).
     pub fn with_mm<R>(&self, f: impl FnOnce(&uspace::Space) -> R) -> Result<R, Errno> {
         let mm = self.mm.read().clone().ok_or(Errno::ESRCH)?;
         let r = f(&mm.enter());
@@ -705,11 +703,10 @@ fn end_thread(p: Arc<Process>, status: i32) -> ! {
     p.files.lock().clear();
     sched::set_addr_space(None);
     {
-        let mm = p.take_mm();
-        if let Some(mm) = mm
-            && !uspace::release(mm)
-        {
-            warn!("pid {}: address space still referenced at exit", p.pid);
+        // Still referenced by khugepaged or a debugfs walk, the memory is
+        // freed all the same (`uspace::release`).
+        if let Some(mm) = p.take_mm() {
+            uspace::release(mm);
         }
     }
     *p.exit_status.lock() = Some(status);

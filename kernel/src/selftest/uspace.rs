@@ -263,3 +263,51 @@ ktest! {
         fx.finish([m])
     }
 }
+
+ktest! {
+    /// A fault on a space whose mmap lock is held for writing (a system
+    /// call of the process in progress) *sleeps* on the lock — its thread
+    /// Blocked on a wait queue, not spinning or yielding in a loop — and
+    /// completes with the right data once the writer releases it.  Checked
+    /// to fail with the former yield-and-retry fault (the thread stayed
+    /// Ready/Running and `mmap_lock_sleepers` 0).
+    fn fault_sleeps_on_mmap_lock_held_for_writing() {
+        use crate::task::sched::{self, State};
+        use core::sync::atomic::AtomicBool;
+        static DONE: AtomicBool = AtomicBool::new(false);
+        DONE.store(false, Relaxed);
+        let fx = Fixture::always(&[4]);
+        let m = uspace::new_mm().map_err(err)?;
+        let va = mapping(&m, 64 * 1024)?;
+        let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
+        let h = m.enter().with_mmap_write_locked(|| -> Result<_, ktest::String> {
+            let h = sched::spawn_in("faulter", space, move || {
+                if write_u64(va + 8, 0x1234).is_ok() {
+                    DONE.store(true, Relaxed);
+                }
+            })
+            .map_err(|e| alloc::format!("spawn: {e}"))?;
+            let t0 = arch::now_ns();
+            while !(m.enter().mmap_lock_sleepers() == 1 && h.thread().state() == State::Blocked) {
+                check!(
+                    arch::now_ns() - t0 < 10_000_000_000,
+                    "faulter not asleep on the lock after 10 s: state {:?}, sleepers {}",
+                    h.thread().state(),
+                    m.enter().mmap_lock_sleepers()
+                );
+                sched::sleep_ms(1);
+            }
+            // Still asleep a while later: nothing but the release wakes it.
+            sched::sleep_ms(20);
+            check_eq!(h.thread().state(), State::Blocked);
+            check!(!DONE.load(Relaxed), "the fault completed under the writer");
+            Ok(h)
+        })?;
+        h.join();
+        check!(DONE.load(Relaxed), "the fault did not complete after the release");
+        check_eq!(m.enter().mmap_lock_sleepers(), 0);
+        uspace::activate(&m);
+        check_eq!(read_u64(va + 8).map_err(err)?, 0x1234);
+        fx.finish([m])
+    }
+}

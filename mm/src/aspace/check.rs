@@ -76,7 +76,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
     // Page-table pages and deposits of every space (none may be free).
     let mut table_pages: BTreeSet<u64> = BTreeSet::new();
     for mm in mms {
-        let vmas = mm.vmas.read();
+        let vmas = mm.mmap_read();
         let pt = mm.lock_pt();
         let mut pmd_leaves = 0usize;
         let mut rss = 0u64;

@@ -76,8 +76,6 @@ pub enum CollapseError {
     PageCount,
     /// A source folio is locked (being split or collapsed elsewhere).
     PageLock,
-    /// The mmap lock was contended (khugepaged tries it only).
-    LockBusy,
     /// The new folio could not be allocated.
     AllocFailed,
     /// The VMA changed or does not allow the collapse.
@@ -91,9 +89,7 @@ impl CollapseError {
         match self {
             CollapseError::AllocFailed => Errno::ENOMEM,
             CollapseError::ExceedNone => Errno::EBUSY,
-            CollapseError::PageCount | CollapseError::PageLock | CollapseError::LockBusy => {
-                Errno::EAGAIN
-            }
+            CollapseError::PageCount | CollapseError::PageLock => Errno::EAGAIN,
             _ => Errno::EINVAL,
         }
     }
@@ -338,9 +334,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if !Self::collapse_vma_ok(&v, va, order) {
                 return Err(CollapseError::VmaCheck);
             }
+            // Scan, allocate with the page-table lock dropped (it keeps
+            // preemption off), scan again: with the mmap lock held for
+            // writing only the accessed/dirty bits can change meanwhile.
+            self.collapse_scan(&self.lock_pt(), va, order, lim)?;
+            let new = self.collapse_alloc(order)?;
             let mut pt = self.lock_pt();
             let w = self.collapse_scan(&pt, va, order, lim)?;
-            let new = self.collapse_alloc(order)?;
             return self.collapse_install(&v, &mut pt, va, order, new, w);
         }
         let eligible = |v: &Vma| {
@@ -351,21 +351,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     != 0
         };
         {
-            let vmas = self.vmas.try_read().ok_or(CollapseError::LockBusy)?;
+            let vmas = self.mmap_read();
             let v = vmas.find(va).ok_or(CollapseError::VmaCheck)?;
             if !eligible(v) {
                 return Err(CollapseError::VmaCheck);
             }
-            let pt = self.try_lock_pt().ok_or(CollapseError::LockBusy)?;
+            let pt = self.lock_pt();
             self.collapse_scan(&pt, va, order, lim)?;
         }
         let new = self.collapse_alloc(order)?;
-        let vmas = self.vmas.try_write().ok_or(CollapseError::LockBusy)?;
+        let vmas = self.mmap_write();
         let v = match vmas.find(va) {
             Some(v) if eligible(v) => *v,
             _ => return Err(CollapseError::VmaCheck),
         };
-        let mut pt = self.try_lock_pt().ok_or(CollapseError::LockBusy)?;
+        let mut pt = self.lock_pt();
         let w = self.collapse_scan(&pt, va, order, lim)?;
         self.collapse_install(&v, &mut pt, va, order, new, w)
     }
@@ -507,7 +507,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Errno::EINVAL);
         }
         let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
-        let vmas = self.vmas.write();
+        let vmas = self.mmap_write();
         if vmas
             .find_intersecting(start, end)
             .any(|v| self.thp_hints(v).nohugepage)

@@ -265,6 +265,13 @@ impl<'a> MmCtx<'a> {
         self.buddy.irq_guard()
     }
 
+    /// The CPU layer (preemption, spinning, sleeping) the address-space
+    /// locks use.
+    #[inline]
+    pub fn ops(&self) -> &'a dyn crate::cpu::CpuOps {
+        self.buddy.cpu_ops()
+    }
+
     pub(crate) fn alloc_ids(&self) -> Option<(u16, u64)> {
         let _irq = self.irq();
         let mut ids = self.ids.lock();

@@ -70,16 +70,25 @@ pub(crate) fn zero_attrs_for(mut p: crate::paging::Perms) -> Attrs {
     }
 }
 
+/// What the part of a fault under the page-table lock asks for.
+pub(crate) enum Locked {
+    /// Resolved (or failed): the access retries.
+    Done(Result<(), Fault>),
+    /// A new anonymous folio is needed: allocate and zero one of `orders`
+    /// (bit mask; the highest that succeeds, order 0 last) with the lock
+    /// dropped, then run the locked part again with it.
+    NeedFolio(u32),
+}
+
 impl<'a, A: PagingArch> Mm<'a, A> {
-    /// The fault path, with the mmap lock (read or write) and the
-    /// page-table lock held.
-    pub(crate) fn fault_locked(
-        &self,
-        vmas: &VmaSet,
-        pt: &mut PageTable<'a, A>,
-        addr: u64,
-        access: Access,
-    ) -> Result<(), Fault> {
+    /// A fault under the mmap lock (read or write), taking the page-table
+    /// lock itself.  A new anonymous folio is allocated and zeroed with the
+    /// page-table lock dropped (as Linux's `alloc_anon_folio` runs before
+    /// `pte_offset_map_lock`), so threads faulting one address space zero
+    /// their folios in parallel; the locked part then checks again that
+    /// the range is still empty and, if another thread filled it first,
+    /// frees the folio and lets the access retry.
+    pub(crate) fn fault_vmas(&self, vmas: &VmaSet, addr: u64, access: Access) -> Result<(), Fault> {
         let stats = &self.ctx.thp.stats;
         let Some(vma) = vmas.find(addr) else {
             stats.count(VmEvent::FaultSegv);
@@ -90,21 +99,83 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Segv);
         }
         stats.count(VmEvent::PgFault);
+        let mut pre = None;
+        loop {
+            let step = self.fault_locked(vma, &mut self.lock_pt(), addr, access, &mut pre);
+            match step {
+                Locked::Done(r) => return r,
+                Locked::NeedFolio(orders) if pre.is_none() => {
+                    let f = self.alloc_anon_folio(orders).ok_or(Fault::Oom)?;
+                    let base = align_down(addr, f.size());
+                    self.zero_folio(*f, base, addr);
+                    pre = Some(f);
+                }
+                // A folio in hand that the locked part did not take is
+                // freed when `pre` drops; never loop asking for another.
+                Locked::NeedFolio(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// The folio for an anonymous fault: the highest of `orders` that the
+    /// allocator gives, else order 0; `None` when not even that is left.
+    /// Each failed order counts `anon_fault_fallback` (and a failed PMD
+    /// order `thp_fault_fallback`), as before the lock was dropped.
+    fn alloc_anon_folio(&self, mut orders: u32) -> Option<FolioRef<'a>> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        orders &= !1;
+        while orders != 0 {
+            let o = 31 - orders.leading_zeros();
+            match ctx.buddy.alloc(o, AllocFlags::USER) {
+                Ok(f) => return Some(FolioRef::from_raw(f)),
+                Err(_) => {
+                    stats.inc(o, MthpStat::AnonFaultFallback);
+                    if o == PMD_ORDER {
+                        stats.count(VmEvent::ThpFaultFallback);
+                    }
+                }
+            }
+            orders &= !(1 << o);
+        }
+        ctx.buddy
+            .alloc(0, AllocFlags::USER)
+            .ok()
+            .map(FolioRef::from_raw)
+    }
+
+    /// The locked part of a fault in `vma` (checked to allow `access`),
+    /// with `pre` the folio allocated by an earlier [`Locked::NeedFolio`]
+    /// (taken when installed; left, to be freed, when the range filled up
+    /// meanwhile).
+    fn fault_locked(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        addr: u64,
+        access: Access,
+        pre: &mut Option<FolioRef<'a>>,
+    ) -> Locked {
         let w = pt.lookup(addr);
         match w.entry {
-            Entry::Leaf(l) if w.level == PMD_LEVEL => self.huge_pmd_fault(vma, pt, addr, l, access),
-            Entry::Leaf(l) if w.level == PTE_LEVEL => self.pte_fault(vma, pt, addr, l, access),
-            Entry::Absent if w.level >= PMD_LEVEL => {
-                if self.pmd_anon_fault(vma, pt, addr, access)? {
-                    return Ok(());
-                }
-                self.anon_fault(vma, pt, addr, access)
+            Entry::Leaf(l) if w.level == PMD_LEVEL => {
+                Locked::Done(self.huge_pmd_fault(vma, pt, addr, l, access))
             }
-            Entry::Absent => self.anon_fault_walked(vma, pt, addr, access, Some(&w)),
+            Entry::Leaf(l) if w.level == PTE_LEVEL => {
+                Locked::Done(self.pte_fault(vma, pt, addr, l, access))
+            }
+            Entry::Absent if w.level >= PMD_LEVEL => {
+                match self.pmd_anon_fault(vma, pt, addr, access, pre) {
+                    Ok(Some(step)) => step,
+                    Ok(None) => self.anon_fault_walked(vma, pt, addr, access, None, pre),
+                    Err(e) => Locked::Done(Err(e)),
+                }
+            }
+            Entry::Absent => self.anon_fault_walked(vma, pt, addr, access, Some(&w), pre),
             // No PUD leaves in user space; tables are descended by lookup.
             _ => {
                 debug_assert!(false, "unexpected entry {:?} at {addr:#x}", w.entry);
-                Err(Fault::Segv)
+                Locked::Done(Err(Fault::Segv))
             }
         }
     }
@@ -136,16 +207,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// A fault where no PTE table exists yet: map a PMD if the PMD order is
-    /// allowed and fits.  Ok(false) to fall back to the PTE path.
+    /// allowed and fits.  `Ok(None)` to take the PTE path.
     fn pmd_anon_fault(
         &self,
         vma: &Vma,
         pt: &mut PageTable<'a, A>,
         addr: u64,
         access: Access,
-    ) -> Result<bool, Fault> {
-        if self.fault_orders(vma, addr) & (1 << PMD_ORDER) == 0 {
-            return Ok(false);
+        pre: &mut Option<FolioRef<'a>>,
+    ) -> Result<Option<Locked>, Fault> {
+        let orders = self.fault_orders(vma, addr);
+        if orders & (1 << PMD_ORDER) == 0 {
+            return Ok(None);
         }
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
@@ -153,7 +226,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if access != Access::Write && ctx.thp.config.use_zero_page() {
             let Some(hz) = ctx.get_huge_zero() else {
                 stats.count(VmEvent::ThpFaultFallback);
-                return Ok(false);
+                return Ok(None);
             };
             let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
             if pt.set_pmd_leaf(base, hz, zero_attrs(vma), dep).is_err() {
@@ -161,32 +234,33 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 return Err(Fault::Oom);
             }
             stats.count(VmEvent::FaultHugeZeroPage);
-            return Ok(true);
+            return Ok(Some(Locked::Done(Ok(()))));
         }
-        self.map_new_pmd_folio(vma, pt, base, addr)
+        match pre.as_ref().map(|f| f.order()) {
+            // Every lower order fits too: no PTE table, so nothing mapped.
+            None => Ok(Some(Locked::NeedFolio(orders))),
+            Some(PMD_ORDER) => {
+                let f = pre.take().expect("matched");
+                self.map_new_pmd_folio(vma, pt, base, f)?;
+                Ok(Some(Locked::Done(Ok(()))))
+            }
+            // The PMD order fell back: the PTE path maps what was given.
+            Some(_) => Ok(None),
+        }
     }
 
-    /// Allocate, zero and PMD-map a new order-9 folio at `base`.  Ok(false)
-    /// if the allocation failed (counted as a fallback).
+    /// PMD-map the new (zeroed) order-9 folio `f` at `base`.
     fn map_new_pmd_folio(
         &self,
         vma: &Vma,
         pt: &mut PageTable<'a, A>,
         base: u64,
-        addr: u64,
-    ) -> Result<bool, Fault> {
+        f: FolioRef<'a>,
+    ) -> Result<(), Fault> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
-        let Ok(f) = ctx.buddy.alloc(PMD_ORDER, AllocFlags::USER) else {
-            stats.inc(PMD_ORDER, MthpStat::AnonFaultFallback);
-            stats.count(VmEvent::ThpFaultFallback);
-            return Ok(false);
-        };
-        // Freed on every failure below; handed to the PMD once it is set.
-        let f = FolioRef::from_raw(f);
         // The deposit is allocated up front, so a later split never fails.
         let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
-        self.zero_folio(*f, base, addr);
         if pt
             .set_pmd_leaf(base, f.pfn(), anon_attrs(vma), dep)
             .is_err()
@@ -201,22 +275,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         stats.count(VmEvent::ThpFaultAlloc);
         stats.count(VmEvent::FaultAnonAlloc);
         stats.count(VmEvent::FaultPmd);
-        Ok(true)
+        Ok(())
     }
 
-    /// An empty PTE (Linux's `do_anonymous_page` with `alloc_anon_folio`).
-    fn anon_fault(
-        &self,
-        vma: &Vma,
-        pt: &mut PageTable<'a, A>,
-        addr: u64,
-        access: Access,
-    ) -> Result<(), Fault> {
-        self.anon_fault_walked(vma, pt, addr, access, None)
-    }
-
-    /// [`Self::anon_fault`] given the walk to `addr` done under this lock
-    /// hold, if any (saves the second walk when installing).
+    /// An empty PTE (Linux's `do_anonymous_page` with `alloc_anon_folio`),
+    /// given the walk to `addr` done under this lock hold, if any (saves the
+    /// second walk when installing), and the folio allocated for it, if any.
     fn anon_fault_walked(
         &self,
         vma: &Vma,
@@ -224,65 +288,64 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
         access: Access,
         walk: Option<&Walk>,
-    ) -> Result<(), Fault> {
+        pre: &mut Option<FolioRef<'a>>,
+    ) -> Locked {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let va = align_down(addr, PAGE_SIZE);
         if access != Access::Write {
-            pt.set_pte(va, ctx.zero_pfn(), zero_attrs(vma), None)
-                .map_err(|_| Fault::Oom)?;
+            if pt
+                .set_pte(va, ctx.zero_pfn(), zero_attrs(vma), None)
+                .is_err()
+            {
+                return Locked::Done(Err(Fault::Oom));
+            }
             stats.count(VmEvent::FaultZeroPage);
             stats.count(VmEvent::ZeroPageMap);
-            return Ok(());
+            return Locked::Done(Ok(()));
         }
-        let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
-        // The highest order whose aligned block is entirely empty; every
-        // lower order's block lies inside it, so is empty too.
-        while orders != 0 {
-            let o = 31 - orders.leading_zeros();
-            let size = PAGE_SIZE << o;
-            if pt.ptes_none(align_down(addr, size), 1 << o) {
-                break;
-            }
-            orders &= !(1 << o);
-        }
-        let mut folio = None;
-        while orders != 0 {
-            let o = 31 - orders.leading_zeros();
-            match ctx.buddy.alloc(o, AllocFlags::USER) {
-                Ok(f) => {
-                    folio = Some(f);
+        let Some(f) = pre.take() else {
+            let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
+            // The highest order whose aligned block is entirely empty; every
+            // lower order's block lies inside it, so is empty too.
+            while orders != 0 {
+                let o = 31 - orders.leading_zeros();
+                let size = PAGE_SIZE << o;
+                if pt.ptes_none(align_down(addr, size), 1 << o) {
                     break;
                 }
-                Err(_) => stats.inc(o, MthpStat::AnonFaultFallback),
+                orders &= !(1 << o);
             }
-            orders &= !(1 << o);
-        }
-        let f = match folio {
-            Some(f) => f,
-            None => ctx
-                .buddy
-                .alloc(0, AllocFlags::USER)
-                .map_err(|_| Fault::Oom)?,
+            return Locked::NeedFolio(orders);
         };
-        // Freed if the entries cannot be written; handed to them otherwise.
-        let f = FolioRef::from_raw(f);
+        // A PMD-order folio whose PMD got a PTE table meanwhile: retry
+        // (the next fault picks the orders anew).
+        if f.order() >= PMD_ORDER {
+            *pre = Some(f);
+            return Locked::Done(Ok(()));
+        }
         let base = align_down(addr, f.size());
-        self.zero_folio(*f, base, addr);
         let n = f.nr_pages() as usize;
+        // Another thread of this space may have mapped part of the block
+        // while the lock was dropped: then its mapping serves the access.
+        if !pt.ptes_none(base, n) {
+            *pre = Some(f);
+            return Locked::Done(Ok(()));
+        }
+        // The walk, if any, was done under this lock hold (`fault_locked`).
         let set = match walk {
             Some(w) => pt.set_ptes_walked(w, addr, base, f.pfn(), n, anon_attrs(vma)),
             None => pt.set_ptes(base, f.pfn(), n, anon_attrs(vma)),
         };
         if set.is_err() {
-            return Err(Fault::Oom);
+            return Locked::Done(Err(Fault::Oom));
         }
         let f = f.into_raw();
         ctx.rmap_add_new(f, self.id, base, false);
         self.rss_add(f.nr_pages());
         stats.inc(f.order(), MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::FaultAnonAlloc);
-        Ok(())
+        Locked::Done(Ok(()))
     }
 
     /// A fault on a present (or PROT_NONE) 4 KiB entry.
@@ -482,9 +545,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let old = pt.zap_pmd(base, &mut g);
             g.finish();
             debug_assert!(matches!(old, Ok(Some(_))));
-            if self.map_new_pmd_folio(vma, pt, base, addr)? {
+            // Rare (`huge_zero_wp=alloc` only): allocated and zeroed under
+            // the lock, which saves re-checking the PMD after dropping it.
+            if let Ok(f) = ctx.buddy.alloc(PMD_ORDER, AllocFlags::USER) {
+                let f = FolioRef::from_raw(f);
+                self.zero_folio(*f, base, addr);
+                self.map_new_pmd_folio(vma, pt, base, f)?;
                 return Ok(());
             }
+            ctx.thp.stats.inc(PMD_ORDER, MthpStat::AnonFaultFallback);
+            ctx.thp.stats.count(VmEvent::ThpFaultFallback);
             // Put the huge zero page back and take the PTE route.
             let hz = ctx.huge_zero_pfn().expect("mapped above");
             let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;

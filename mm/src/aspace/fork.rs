@@ -28,7 +28,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// holds for writing, as `vmas`) into the new, empty `child`.  On error
     /// the child is left partly filled, consistent, for the caller to drop.
     pub(crate) fn copy_into(&self, vmas: &VmaSet, child: &Mm<'a, A>) -> Result<(), Errno> {
-        let mut cvmas = child.vmas.write();
+        let mut cvmas = child.mmap_write();
         *cvmas = vmas.clone();
         for v in vmas.iter().filter(|v| v.flags.contains(VmFlags::DONTCOPY)) {
             cvmas.remove(v.start);

@@ -221,7 +221,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     pub fn khugepaged_scan_step(&self, from: u64, budget: u64) -> Step {
         let mut step = Step::default();
         let range = {
-            let Some(vmas) = self.vmas.try_read() else {
+            let Some(vmas) = self.mmap_try_read() else {
                 // Contended: skip this space for now (Linux's trylock).
                 step.progress = 1;
                 return step;
@@ -258,8 +258,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// The occupied-entry bitmap of the PMD range at `va` (present and not
     /// the zero page); `None` if there is no PTE table.
     fn occupied(&self, va: u64) -> Option<[u64; 8]> {
-        let _vmas = self.vmas.try_read()?;
-        let pt = self.try_lock_pt()?;
+        let _vmas = self.mmap_read();
+        let pt = self.lock_pt();
         let run = pt.pte_run(va, 512)?;
         let mut bits = [0u64; 8];
         for i in 0..run.len() {

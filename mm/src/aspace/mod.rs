@@ -15,24 +15,32 @@
 //! # Lock order
 //! Outermost first; a lock may only be taken while holding locks above it.
 //!
-//! 1. **mmap lock** — `Mm::vmas`, a `spin::RwLock<VmaSet>`.  Protects the
-//!    VMA set.  Read for faults and reports, write for every system call
-//!    that changes VMAs (mmap, munmap, mprotect, madvise, mremap) and for
-//!    fork (on the parent; the child is not yet visible to anyone).
-//! 2. **page-table lock** — `Mm::pt`, a `spin::Mutex` around the
-//!    `PageTable`.  Protects every entry of the table, the PMD deposits, and
-//!    the address space's RSS counter.  Holding `&mut PageTable` *is*
-//!    holding it.  fork holds the parent's and then the child's (the child
-//!    is private to fork, so no other order can exist).
+//! 1. **mmap lock** — `Mm::vmas`, a sleeping reader-writer lock
+//!    ([`crate::sync::SleepRwLock`]).  Protects the VMA set.  Read for
+//!    faults, reports, khugepaged's scan (tried only, as Linux's
+//!    `mmap_read_trylock`) and the shrinker; write for every system call
+//!    that changes VMAs (mmap, munmap, mprotect, madvise, mremap), for
+//!    collapse, and for fork (on the parent; the child is not yet visible
+//!    to anyone).  Holders stay preemptible and may sleep.
+//! 2. **page-table lock** — `Mm::pt`, a spin lock held with preemption off
+//!    ([`crate::sync::PtLock`]) around the `PageTable`.  Protects every
+//!    entry of the table, the PMD deposits, and the address space's RSS
+//!    counter.  Holding `&mut PageTable` *is* holding it.  Never held
+//!    across a sleep, so a spinner waits only for a running holder; the
+//!    fault path drops it to allocate and zero a new folio and checks the
+//!    range again after retaking it.  fork holds the parent's and then the
+//!    child's (the child is private to fork, so no other order can exist).
+//!    One lock per address space, not Linux's split PTL (one per PTE
+//!    table): faults of one space on two CPUs take turns for the entry
+//!    updates only, the zeroing runs in parallel.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
 //!    ever try-locked under a page-table lock.  A split holds the
 //!    page-table locks of *several* spaces (every one mapping the folio),
-//!    taken in ascending mm-id order; fork, which holds the parent's and
-//!    the child's, is the only other holder of two, and its child is
-//!    invisible to everyone else.  A collapse holds one space's mmap lock
-//!    for writing and its page-table lock; khugepaged only *tries* the mmap
-//!    lock (read to scan, write to collapse) — a holder preempted on this
-//!    CPU would never release a spin lock.
+//!    taken in ascending mm-id order with no other page-table lock held;
+//!    fork, which holds the parent's and the child's, is the only other
+//!    holder of two, and its child is invisible to everyone else.  A
+//!    collapse holds one space's mmap lock for writing and its page-table
+//!    lock.
 //! 4. **deferred-split queue lock** — in [`MmCtx`]; protects the queue and
 //!    queued folios' links and `PARTIALLY_MAPPED` flags.
 //! 5. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
@@ -68,7 +76,7 @@ mod zap;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use crate::sync::{PtLock, PtLockGuard, SleepReadGuard, SleepRwLock, SleepWriteGuard};
 
 use crate::abi::errno::Errno;
 use crate::abi::uapi::{Advice, MREMAP_MAYMOVE, MapFlags, MremapFlags, Prot};
@@ -113,7 +121,7 @@ pub enum Fault {
 /// folds and unfolds done under it to the global `contpte_fold` /
 /// `contpte_unfold` counters (the page table counts them per table).
 pub(crate) struct PtGuard<'g, 'a, A: PagingArch> {
-    guard: MutexGuard<'g, Option<PageTable<'a, A>>>,
+    guard: PtLockGuard<'g, Option<PageTable<'a, A>>>,
     ctx: &'a MmCtx<'a>,
     start: PtStats,
 }
@@ -149,9 +157,9 @@ pub struct Mm<'a, A: PagingArch> {
     asid: u16,
     root: u64,
     /// The mmap lock (level 1 of the lock order).
-    vmas: RwLock<VmaSet>,
+    vmas: SleepRwLock<VmaSet>,
     /// The page-table lock (level 2).  `None` only after teardown.
-    pt: Mutex<Option<PageTable<'a, A>>>,
+    pt: PtLock<Option<PageTable<'a, A>>>,
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
@@ -224,8 +232,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             id,
             asid,
             root: pt.root(),
-            vmas: RwLock::new(VmaSet::new(layout)),
-            pt: Mutex::new(Some(pt)),
+            vmas: SleepRwLock::new(VmaSet::new(layout)),
+            pt: PtLock::new(Some(pt)),
             anon_rss: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
@@ -289,8 +297,36 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// The VMA set under the read lock.
-    pub fn vmas(&self) -> RwLockReadGuard<'_, VmaSet> {
-        self.vmas.read()
+    pub fn vmas(&self) -> SleepReadGuard<'_, VmaSet> {
+        self.mmap_read()
+    }
+
+    /// The mmap lock for reading (sleeps while a writer holds it).
+    pub(crate) fn mmap_read(&self) -> SleepReadGuard<'_, VmaSet> {
+        self.vmas.read(self.ctx.ops())
+    }
+
+    /// The mmap lock for writing (sleeps while anyone holds it).
+    pub(crate) fn mmap_write(&self) -> SleepWriteGuard<'_, VmaSet> {
+        self.vmas.write(self.ctx.ops())
+    }
+
+    /// The mmap lock for reading if no writer holds it (khugepaged's scan,
+    /// as Linux's `mmap_read_trylock`).
+    pub(crate) fn mmap_try_read(&self) -> Option<SleepReadGuard<'_, VmaSet>> {
+        self.vmas.try_read(self.ctx.ops())
+    }
+
+    /// Holds the mmap lock for writing while `f` runs: for tests that
+    /// need a writer in the way (a fault must then sleep, not spin).
+    pub fn with_mmap_write_locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _w = self.mmap_write();
+        f()
+    }
+
+    /// Threads sleeping on the mmap lock now (for tests).
+    pub fn mmap_lock_sleepers(&self) -> u32 {
+        self.vmas.sleepers()
     }
 
     /// Run `f` on the page table under the page-table lock (inspection).
@@ -298,28 +334,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         f(&self.lock_pt())
     }
 
+    /// The page-table lock (spins with preemption off; see
+    /// [`crate::sync::PtLock`]).
     pub(crate) fn lock_pt(&self) -> PtGuard<'_, 'a, A> {
-        let guard = self.pt.lock();
+        let guard = self.pt.lock(self.ctx.ops());
         let start = guard.as_ref().map(|pt| pt.stats()).unwrap_or_default();
         PtGuard {
             guard,
             ctx: self.ctx,
             start,
         }
-    }
-
-    /// The page-table lock if it is free.  Background work (khugepaged,
-    /// the shrinker, split) only tries it: on a CPU where the holder was
-    /// switched out with the lock held, spinning with preemption disabled
-    /// would never end.
-    pub(crate) fn try_lock_pt(&self) -> Option<PtGuard<'_, 'a, A>> {
-        let guard = self.pt.try_lock()?;
-        let start = guard.as_ref().map(|pt| pt.stats()).unwrap_or_default();
-        Some(PtGuard {
-            guard,
-            ctx: self.ctx,
-            start,
-        })
     }
 
     pub(crate) fn rss_add(&self, n: u64) {
@@ -403,21 +427,22 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// `MAP_FIXED` zaps what it replaces; `MAP_POPULATE` faults the whole
     /// range in (writable if the mapping is, as Linux), ignoring failures.
     pub fn mmap(&self, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> Result<u64, Errno> {
-        let mut vmas = self.vmas.write();
+        let mut vmas = self.mmap_write();
         let out = vmas.mmap(addr, len, prot, flags, -1, 0)?;
         let mut pt = self.lock_pt();
         for r in &out.unmapped {
             self.zap_range(&mut pt, r.start, r.end, true);
         }
         if out.populate {
-            self.populate(&vmas, &mut pt, out.addr, out.addr + out.len, None);
+            drop(pt);
+            self.populate(&vmas, out.addr, out.addr + out.len, None);
         }
         Ok(out.addr)
     }
 
     /// `munmap(addr, len)`.
     pub fn munmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
-        let mut vmas = self.vmas.write();
+        let mut vmas = self.mmap_write();
         let ranges = vmas.munmap(addr, len)?;
         let mut pt = self.lock_pt();
         for r in &ranges {
@@ -439,7 +464,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// straddling one split); a hole later in the range still reports
     /// ENOMEM after the earlier part changed, as Linux.
     pub fn mprotect(&self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
-        let mut vmas = self.vmas.write();
+        let mut vmas = self.mmap_write();
         let out = vmas.mprotect(addr, len, prot);
         let mut pt = self.lock_pt();
         for (r, flags) in &out.changed {
@@ -454,7 +479,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// fails); `MADV_COLLAPSE` is not implemented yet (EINVAL).  VMA splits
     /// caused by flag changes split the PMD mappings they cut.
     pub fn madvise(&self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
-        let mut vmas = self.vmas.write();
+        let mut vmas = self.mmap_write();
         let out = vmas.madvise(addr, len, advice);
         let mut pt = self.lock_pt();
         match out.action {
@@ -478,8 +503,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 } else {
                     Access::Read
                 };
+                drop(pt);
                 for r in &out.ranges {
-                    if !self.populate(&vmas, &mut pt, r.start, r.end, Some(acc)) {
+                    if !self.populate(&vmas, r.start, r.end, Some(acc)) {
                         return Err(Errno::EFAULT);
                     }
                 }
@@ -520,7 +546,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         flags: MremapFlags,
         new_addr: u64,
     ) -> Result<u64, Errno> {
-        let mut vmas = self.vmas.write();
+        let mut vmas = self.mmap_write();
         let saved = flags.contains(MREMAP_MAYMOVE).then(|| vmas.clone());
         let plan = vmas.mremap(old_addr, old_len, new_len, flags, new_addr)?;
         let mut pt = self.lock_pt();
@@ -546,71 +572,40 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// reclaim hook (or, without one, the deferred-split shrinker over this
     /// space) runs once with no lock held and the fault is retried.
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
-        self.fault_with(addr, access, false)
-            .expect("a blocking attempt always completes")
-    }
-
-    /// [`Self::handle_fault`] that never waits for this space's locks:
-    /// `None` when one is held (nothing changed; retry once the holder has
-    /// run).  For fault handlers that must not spin: on one CPU, with the
-    /// holder preempted, spinning never ends.
-    pub fn try_handle_fault(&self, addr: u64, access: Access) -> Option<Result<(), Fault>> {
-        self.fault_with(addr, access, true)
-    }
-
-    fn fault_with(&self, addr: u64, access: Access, try_only: bool) -> Option<Result<(), Fault>> {
-        let r = self.fault_once(addr, access, try_only)?;
-        if r != Err(Fault::Oom) {
-            if r.is_ok() {
-                self.faults.fetch_add(1, Relaxed);
+        let mut r = self.fault_once(addr, access);
+        if r == Err(Fault::Oom) {
+            let freed = match self.ctx.reclaim_hook() {
+                Some(hook) => hook(),
+                None => {
+                    let c = self.ctx.deferred_split_scan(&[self], 64);
+                    c.split + c.underused
+                }
+            };
+            if freed != 0 {
+                r = self.fault_once(addr, access);
             }
-            return Some(r);
         }
-        let freed = match self.ctx.reclaim_hook() {
-            Some(hook) => hook(),
-            None => {
-                let c = self.ctx.deferred_split_scan(&[self], 64);
-                c.split + c.underused
-            }
-        };
-        if freed == 0 {
-            return Some(r);
-        }
-        let r = self.fault_once(addr, access, try_only)?;
         if r.is_ok() {
             self.faults.fetch_add(1, Relaxed);
         }
-        Some(r)
+        r
     }
 
-    /// One attempt under the mmap lock (read) and the page-table lock;
-    /// `None` if `try_only` and either is held.
-    fn fault_once(&self, addr: u64, access: Access, try_only: bool) -> Option<Result<(), Fault>> {
-        let vmas = if try_only {
-            self.vmas.try_read()?
-        } else {
-            self.vmas.read()
-        };
-        let mut pt = if try_only {
-            self.try_lock_pt()?
-        } else {
-            self.lock_pt()
-        };
-        Some(self.fault_locked(&vmas, &mut pt, addr, access))
+    /// One attempt under the mmap lock (read; sleeps while a writer holds
+    /// it).
+    fn fault_once(&self, addr: u64, access: Access) -> Result<(), Fault> {
+        let vmas = self.mmap_read();
+        self.fault_vmas(&vmas, addr, access)
     }
 
     /// Fault in `[start, end)` (page by page, skipping what is mapped
     /// with enough rights).  `access` `None`: write if the VMA is writable
     /// else read, skipping inaccessible VMAs (`MAP_POPULATE`).  Returns
     /// false if a fault failed.
-    fn populate(
-        &self,
-        vmas: &VmaSet,
-        pt: &mut PageTable<'a, A>,
-        start: u64,
-        end: u64,
-        access: Option<Access>,
-    ) -> bool {
+    ///
+    /// The page-table lock is taken per page (by the fault), so a long
+    /// populate stays preemptible between pages.
+    fn populate(&self, vmas: &VmaSet, start: u64, end: u64, access: Option<Access>) -> bool {
         let mut va = start;
         while va < end {
             let Some(v) = vmas.find(va) else {
@@ -625,15 +620,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     continue;
                 }
             };
-            let w = pt.lookup(va);
-            let done = w.entry.leaf().is_some_and(|l| {
-                let p = l.attrs.perms;
-                p.accessible() && (acc != Access::Write || (p.write && l.attrs.dirty))
-            });
-            if !done && self.fault_locked(vmas, pt, va, acc).is_err() {
+            let mapped = |va| {
+                let w = self.lock_pt().lookup(va);
+                let done = w.entry.leaf().is_some_and(|l| {
+                    let p = l.attrs.perms;
+                    p.accessible() && (acc != Access::Write || (p.write && l.attrs.dirty))
+                });
+                (done, w)
+            };
+            if !mapped(va).0 && self.fault_vmas(vmas, va, acc).is_err() {
                 return false;
             }
-            let w = pt.lookup(va);
+            let (_, w) = mapped(va);
             let step = if w.entry.leaf().is_some() {
                 crate::paging::level_size(w.level)
             } else {
@@ -646,7 +644,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// Duplicate this address space copy-on-write (fork).
     pub fn fork(&self) -> Result<Mm<'a, A>, Errno> {
-        let vmas = self.vmas.write();
+        let vmas = self.mmap_write();
         let child = Mm::with_layout(self.ctx, *vmas.layout())?;
         self.copy_into(&vmas, &child)?;
         // Linux's `khugepaged_fork`: the child inherits the registration.
@@ -679,9 +677,28 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// The thpmaps-style report of every VMA.
     pub fn thpmaps(&self) -> ThpMaps {
-        let vmas = self.vmas.read();
+        let vmas = self.mmap_read();
         let pt = self.lock_pt();
         self.report(&vmas, &pt)
+    }
+
+    /// Unmap everything, for a process exit that finds the space still
+    /// referenced by someone else (khugepaged mid-pass, a debugfs or
+    /// invariant-checker walk): as Linux's `exit_mmap` runs when the last
+    /// *user* of an mm goes, whatever `mm_count` holders remain, the memory
+    /// comes back now and those holders find no VMAs; the tables, the ASID
+    /// and the mm id go with the last reference (`Drop`).
+    pub fn exit_mmap(&self) {
+        let mut vmas = self.mmap_write();
+        let all: alloc::vec::Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+        let mut pt = self.lock_pt();
+        for (s, e) in all {
+            if let Ok(ranges) = vmas.munmap(s, e - s) {
+                for r in &ranges {
+                    self.zap_range(&mut pt, r.start, r.end, true);
+                }
+            }
+        }
     }
 
     /// Tear the address space down (also done by `Drop`): zap every VMA,

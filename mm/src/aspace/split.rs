@@ -279,7 +279,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// The distinct large anonymous folios mapped in `[start, end)`, each
     /// with a reference taken for the caller.
     pub(crate) fn large_folios_in(&self, start: u64, end: u64) -> Vec<FolioRef<'a>> {
-        let _vmas = self.vmas.read();
+        let _vmas = self.mmap_read();
         let pt = self.lock_pt();
         let mut out: Vec<FolioRef<'a>> = Vec::new();
         let mut va = start & !(PAGE_SIZE - 1);

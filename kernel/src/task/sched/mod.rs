@@ -736,6 +736,18 @@ pub fn preempt_disable() -> PreemptGuard {
     PreemptGuard(core::marker::PhantomData)
 }
 
+/// [`preempt_disable`] without a guard, for the memory manager's
+/// page-table lock (`mm::sync::PtLock`, through `CpuOps`): each call must
+/// be matched by one [`preempt_enable_raw`] on the same thread.
+pub fn preempt_disable_raw() {
+    core::mem::forget(preempt_disable());
+}
+
+/// Undoes one [`preempt_disable_raw`].
+pub fn preempt_enable_raw() {
+    drop(PreemptGuard(core::marker::PhantomData));
+}
+
 /// Preemption of the running thread is off while this lives.  Not `Send`:
 /// it must be dropped by the thread (and on the CPU) that took it.
 pub struct PreemptGuard(core::marker::PhantomData<*const ()>);

@@ -90,8 +90,9 @@ pub(crate) struct RmapWalk<'m, 'a, A: PagingArch> {
 /// (its rmap owner address), and checks that the mappings found there are
 /// all the folio has.
 ///
-/// Page-table locks are only tried, never waited for: a contended one
-/// fails with EAGAIN rather than spin (see `Mm::try_lock_pt`).  Which
+/// Page-table locks are spin locks held with preemption off
+/// ([`crate::sync::PtLock`]), taken in ascending mm-id order; the
+/// caller holds none.  Which
 /// spaces map the folio is first a snapshot, one space at a time; under
 /// all their locks the in-place mappings are counted again, and if they do
 /// not add up to the folio's large mapcount (some mapping is in a space
@@ -103,10 +104,7 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
 ) -> Result<RmapWalk<'m, 'a, A>, Errno> {
     let mut mappers: Vec<&'m Mm<'a, A>> = Vec::new();
     for &m in mms {
-        let Some(pt) = m.try_lock_pt() else {
-            return Err(Errno::EAGAIN);
-        };
-        if m.count_own_mappings(&pt, folio, va) > 0 {
+        if m.count_own_mappings(&m.lock_pt(), folio, va) > 0 {
             mappers.push(m);
         }
     }
@@ -114,10 +112,7 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
     mappers.dedup_by_key(|m| m.id);
     let mut guards: Vec<PtGuard<'m, 'a, A>> = Vec::with_capacity(mappers.len());
     for &m in &mappers {
-        match m.try_lock_pt() {
-            Some(g) => guards.push(g),
-            None => return Err(Errno::EAGAIN),
-        }
+        guards.push(m.lock_pt());
     }
     let found: u64 = guards.iter().map(|g| count_in_place(g, folio, va)).sum();
     if found != folio.large_mapcount() as u64 {

@@ -200,6 +200,12 @@ impl<'a> BuddyAllocator<'a> {
         self.phys
     }
 
+    /// The CPU layer the allocator was built with (also what the
+    /// address-space locks use, see [`crate::sync`]).
+    pub fn cpu_ops(&self) -> &'a dyn CpuOps {
+        self.cpu.ops
+    }
+
     /// Turns poisoning of freed frames on or off (the benchmark turns it
     /// off; frames poisoned earlier are still checked when reused).
     pub fn set_poison(&self, on: bool) {

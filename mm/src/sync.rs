@@ -1,0 +1,367 @@
+//! The two locks of an address space, built on `spin` but fit for SMP
+//! with a preemptive kernel:
+//!
+//! * [`SleepRwLock`] — the mmap lock (Linux's `mmap_lock`, an rw
+//!   semaphore).  A contended taker *sleeps* through [`CpuOps::wait`]
+//!   instead of spinning: its holder may be a system call that was
+//!   preempted, or one that runs for milliseconds (`MAP_POPULATE` of a
+//!   gigabyte, `MADV_COLLAPSE`), so spinning could last a time slice or
+//!   forever (a holder preempted on the waiter's own CPU).  Holders stay
+//!   preemptible.
+//! * [`PtLock`] — the page-table lock (Linux's `page_table_lock` /
+//!   split PTL, a spin lock).  Held with preemption disabled, and never
+//!   across a sleep, so a holder is always running on some CPU and a
+//!   spinner waits for a bounded critical section; every turn of the spin
+//!   calls [`CpuOps::relax`], which answers the other CPUs' requests (TLB
+//!   shootdowns, cross-CPU calls) — a holder may be waiting for exactly
+//!   that, and the spinner may have interrupts masked (a fault handler).
+//!
+//! Neither lock is fair: a stream of readers can keep a writer waiting
+//! (Linux's rwsem hands over to a queued writer); the writers here are
+//! system calls of the same process, so a reader stream that never ends
+//! is a process starving itself.
+
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering::SeqCst, fence};
+
+use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::cpu::CpuOps;
+
+/// A sleeping reader-writer lock (see the module doc).
+///
+/// No lost wake-up: a taker that fails counts itself in `sleepers`, then
+/// waits with a condition that re-tests the lock after it is queued; a
+/// releaser unlocks, then reads `sleepers`.  Both sides put a `SeqCst`
+/// fence between their store and their load, so either the releaser sees
+/// the sleeper (and wakes it) or the sleeper's condition sees the lock
+/// free.
+pub struct SleepRwLock<T> {
+    lock: RwLock<T>,
+    /// Takers counted before they wait (they may not be queued yet).
+    sleepers: AtomicU32,
+}
+
+impl<T> SleepRwLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            lock: RwLock::new(value),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
+    /// The wait key: the lock's address (waiters of different locks may
+    /// share a hashed queue; the condition tells them apart).
+    fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Shared access, sleeping while a writer holds the lock.
+    pub fn read<'l>(&'l self, ops: &'l dyn CpuOps) -> SleepReadGuard<'l, T> {
+        loop {
+            if let Some(g) = self.try_read(ops) {
+                return g;
+            }
+            self.sleepers.fetch_add(1, SeqCst);
+            fence(SeqCst);
+            ops.wait(self.key(), &|| self.lock.writer_count() == 0);
+            self.sleepers.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Exclusive access, sleeping while anyone holds the lock.
+    pub fn write<'l>(&'l self, ops: &'l dyn CpuOps) -> SleepWriteGuard<'l, T> {
+        loop {
+            if let Some(g) = self.try_write(ops) {
+                return g;
+            }
+            self.sleepers.fetch_add(1, SeqCst);
+            fence(SeqCst);
+            ops.wait(self.key(), &|| {
+                self.lock.writer_count() == 0 && self.lock.reader_count() == 0
+            });
+            self.sleepers.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Shared access if no writer holds the lock now (khugepaged's scan,
+    /// as Linux's `mmap_read_trylock`).
+    pub fn try_read<'l>(&'l self, ops: &'l dyn CpuOps) -> Option<SleepReadGuard<'l, T>> {
+        let g = self.lock.try_read()?;
+        Some(SleepReadGuard {
+            g: Some(g),
+            owner: self,
+            ops,
+        })
+    }
+
+    /// Exclusive access if nobody holds the lock now.
+    pub fn try_write<'l>(&'l self, ops: &'l dyn CpuOps) -> Option<SleepWriteGuard<'l, T>> {
+        let g = self.lock.try_write()?;
+        Some(SleepWriteGuard {
+            g: Some(g),
+            owner: self,
+            ops,
+        })
+    }
+
+    /// The value, through exclusive access to the lock (teardown).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.lock.get_mut()
+    }
+
+    /// Wake the sleepers, if any, after a release.
+    fn released(&self, ops: &dyn CpuOps) {
+        fence(SeqCst);
+        if self.sleepers.load(SeqCst) != 0 {
+            ops.wake(self.key());
+        }
+    }
+
+    /// Takers waiting now (for tests).
+    pub fn sleepers(&self) -> u32 {
+        self.sleepers.load(SeqCst)
+    }
+}
+
+/// Shared access to a [`SleepRwLock`]'s value.
+pub struct SleepReadGuard<'l, T> {
+    g: Option<RwLockReadGuard<'l, T>>,
+    owner: &'l SleepRwLock<T>,
+    ops: &'l dyn CpuOps,
+}
+
+impl<T> Deref for SleepReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.g.as_ref().expect("held until drop")
+    }
+}
+
+impl<T> Drop for SleepReadGuard<'_, T> {
+    fn drop(&mut self) {
+        self.g = None;
+        self.owner.released(self.ops);
+    }
+}
+
+/// Exclusive access to a [`SleepRwLock`]'s value.
+pub struct SleepWriteGuard<'l, T> {
+    g: Option<RwLockWriteGuard<'l, T>>,
+    owner: &'l SleepRwLock<T>,
+    ops: &'l dyn CpuOps,
+}
+
+impl<T> Deref for SleepWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.g.as_ref().expect("held until drop")
+    }
+}
+
+impl<T> DerefMut for SleepWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.g.as_mut().expect("held until drop")
+    }
+}
+
+impl<T> Drop for SleepWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        self.g = None;
+        self.owner.released(self.ops);
+    }
+}
+
+/// A spin lock held with preemption disabled (see the module doc).
+pub struct PtLock<T> {
+    lock: Mutex<T>,
+}
+
+impl<T> PtLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            lock: Mutex::new(value),
+        }
+    }
+
+    /// The value, through exclusive access to the lock (teardown).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.lock.get_mut()
+    }
+
+    /// Lock, spinning (and answering other CPUs) while another CPU holds it.
+    pub fn lock<'l>(&'l self, ops: &'l dyn CpuOps) -> PtLockGuard<'l, T> {
+        ops.preempt_disable();
+        loop {
+            if let Some(g) = self.lock.try_lock() {
+                return PtLockGuard { g: Some(g), ops };
+            }
+            while self.lock.is_locked() {
+                ops.relax();
+            }
+        }
+    }
+}
+
+/// A held [`PtLock`]; preemption comes back on when it is dropped.
+pub struct PtLockGuard<'l, T> {
+    g: Option<MutexGuard<'l, T>>,
+    ops: &'l dyn CpuOps,
+}
+
+impl<T> Deref for PtLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.g.as_ref().expect("held until drop")
+    }
+}
+
+impl<T> DerefMut for PtLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.g.as_mut().expect("held until drop")
+    }
+}
+
+impl<T> Drop for PtLockGuard<'_, T> {
+    fn drop(&mut self) {
+        self.g = None;
+        self.ops.preempt_enable();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::SingleCpu;
+    use core::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    /// A `CpuOps` whose `wait` blocks on a std condition variable and
+    /// whose `wake` notifies it: a lost wake-up hangs the tests below
+    /// (they fail by timeout) instead of being papered over by polling.
+    struct CondOps {
+        m: std::sync::Mutex<u64>,
+        cv: std::sync::Condvar,
+        waits: AtomicU64,
+    }
+
+    impl CpuOps for CondOps {
+        fn cpu_id(&self) -> usize {
+            0
+        }
+        fn irq_save(&self) -> usize {
+            0
+        }
+        fn irq_restore(&self, _saved: usize) {}
+        fn wait(&self, _key: usize, cond: &dyn Fn() -> bool) {
+            let mut g = self.m.lock().unwrap();
+            while !cond() {
+                self.waits.fetch_add(1, SeqCst);
+                g = self.cv.wait(g).unwrap();
+            }
+        }
+        fn wake(&self, _key: usize) {
+            let mut g = self.m.lock().unwrap();
+            *g += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    fn ops() -> &'static CondOps {
+        std::boxed::Box::leak(std::boxed::Box::new(CondOps {
+            m: std::sync::Mutex::new(0),
+            cv: std::sync::Condvar::new(),
+            waits: AtomicU64::new(0),
+        }))
+    }
+
+    #[test]
+    fn reader_sleeps_until_the_writer_releases() {
+        let ops = ops();
+        let l = Arc::new(SleepRwLock::new(0u64));
+        let w = l.write(ops);
+        let started = Arc::new(AtomicBool::new(false));
+        let (l2, s2) = (l.clone(), started.clone());
+        let t = thread::spawn(move || {
+            s2.store(true, SeqCst);
+            *l2.read(ops)
+        });
+        while !started.load(SeqCst) || l.sleepers() == 0 {
+            thread::yield_now();
+        }
+        // The reader is counted and waiting: it did not get in.
+        thread::sleep(Duration::from_millis(20));
+        assert!(!t.is_finished());
+        let mut w = w;
+        *w = 7;
+        drop(w);
+        assert_eq!(t.join().unwrap(), 7);
+        assert!(ops.waits.load(SeqCst) > 0, "the reader slept");
+    }
+
+    #[test]
+    fn writers_and_readers_never_overlap_and_never_hang() {
+        let ops = ops();
+        let l = Arc::new(SleepRwLock::new((0u64, 0u64)));
+        let mut ts = std::vec::Vec::new();
+        for i in 0..4 {
+            let l = l.clone();
+            ts.push(thread::spawn(move || {
+                for _ in 0..2000 {
+                    if i % 2 == 0 {
+                        let mut g = l.write(ops);
+                        g.0 += 1;
+                        g.1 += 1;
+                    } else {
+                        let g = l.read(ops);
+                        assert_eq!(g.0, g.1, "a reader saw a half-done write");
+                    }
+                }
+            }));
+        }
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(*l.read(ops), (4000, 4000));
+        assert_eq!(l.sleepers(), 0);
+    }
+
+    #[test]
+    fn pt_lock_excludes_and_counts_preemption() {
+        struct Count(AtomicU64);
+        impl CpuOps for Count {
+            fn cpu_id(&self) -> usize {
+                0
+            }
+            fn irq_save(&self) -> usize {
+                0
+            }
+            fn irq_restore(&self, _saved: usize) {}
+            fn preempt_disable(&self) {
+                self.0.fetch_add(1, SeqCst);
+            }
+            fn preempt_enable(&self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        let c: &'static Count =
+            std::boxed::Box::leak(std::boxed::Box::new(Count(AtomicU64::new(0))));
+        let l = Arc::new(PtLock::new(0u64));
+        let mut ts = std::vec::Vec::new();
+        for _ in 0..4 {
+            let l = l.clone();
+            ts.push(thread::spawn(move || {
+                for _ in 0..10_000 {
+                    *l.lock(c) += 1;
+                }
+            }));
+        }
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(*l.lock(&SingleCpu), 40_000);
+        assert_eq!(c.0.load(SeqCst), 0, "every lock re-enabled preemption");
+    }
+}
