@@ -988,14 +988,29 @@ pub fn sleep_ms(ms: u64) {
 /// killed user thread includes being killed (`exit_group`).  A thread
 /// woken this way stays registered with its queue until it runs.
 pub fn interrupt(ids: u64) {
-    with_sched(|s| {
+    let me = cpu_id();
+    let running = with_sched(|s| {
+        let mut running = 0u64;
         let mut bits = ids;
         while bits != 0 {
             let id = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             s.wake(id, true);
+            for c in 0..NR_CPUS {
+                if c != me && s.online & (1 << c) != 0 && s.cpus[c].current == id {
+                    running |= 1 << c;
+                }
+            }
         }
+        running
     });
+    // Those running on another CPU (in user mode, say) take an interrupt
+    // now rather than at their next tick: the interrupt's exit path sees
+    // what the caller set (a kill) — Linux's `kick_process`.
+    for c in (0..NR_CPUS).filter(|c| running & (1 << c) != 0) {
+        RESCHED_IPIS.fetch_add(1, Ordering::Relaxed);
+        arch::send_ipi(c, IPI_RESCHED);
+    }
 }
 
 /// Error from [`spawn`].
