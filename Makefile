@@ -100,12 +100,13 @@ pseudofs-diff: deps
 	scripts/pseudofs-diff.sh $(ARCH)
 
 ## Fault-in on our kernel and on Debian's Linux 6.12 with one harness: the
-## same /bench, the same QEMU set-up, BOOTS boots each (tests/src/faultcmp.rs).
+## same /bench, the same QEMU set-up (-smp SMP, 2 by default), BOOTS boots
+## each (tests/src/faultcmp.rs).
 ## ICOUNT=1 (ARCH=aarch64): exact instructions per fault.  Needs the kernel
 ## ../shared/tools/linux-baseline/run.sh ARCH downloads.
 BOOTS ?= 3
 bench-linux: deps
-	$(RUNNER) bench --linux --arch $(ARCH) --boots $(BOOTS) $(if $(ICOUNT),--icount)
+	$(RUNNER) bench --linux --arch $(ARCH) --smp $(SMP) --boots $(BOOTS) $(if $(ICOUNT),--icount)
 
 ## Page-fault scalability and TLB-shootdown cost (tests/user/src/bin/scale.rs)
 ## with -smp 2, on our kernel and on Debian's Linux 6.12, same /scale binary

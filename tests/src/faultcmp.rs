@@ -68,6 +68,7 @@ fn boot_series(
     arch: Arch,
     accel: Accel,
     icount: bool,
+    smp: u32,
     boots: usize,
     linux: Option<(&std::path::Path, &std::path::Path)>,
     ours: (&std::path::Path, &std::path::Path),
@@ -82,6 +83,7 @@ fn boot_series(
         let mut spec = RunSpec::new(arch, accel, ours.0.to_path_buf(), &cmdline);
         spec.initrd = Some(ours.1.to_path_buf());
         crate::linux::comparable(&mut spec);
+        spec.smp = smp;
         if icount {
             spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
         }
@@ -158,7 +160,7 @@ pub(crate) fn today() -> String {
         .unwrap_or_default()
 }
 
-pub fn run(arches: &[Arch], accel: Accel, icount: bool, boots: usize) -> ExitCode {
+pub fn run(arches: &[Arch], accel: Accel, icount: bool, smp: u32, boots: usize) -> ExitCode {
     let mut report = String::new();
     let mut ok = true;
     for &arch in arches {
@@ -177,11 +179,12 @@ pub fn run(arches: &[Arch], accel: Accel, icount: bool, boots: usize) -> ExitCod
             }
             Err(()) => return ExitCode::FAILURE,
         };
-        let ours = boot_series(arch, accel, icount, boots, None, (&ours_k, &ours_rd));
+        let ours = boot_series(arch, accel, icount, smp, boots, None, (&ours_k, &ours_rd));
         let lin = boot_series(
             arch,
             accel,
             icount,
+            smp,
             boots,
             Some((&k, &lrd)),
             (&ours_k, &ours_rd),
@@ -200,7 +203,7 @@ pub fn run(arches: &[Arch], accel: Accel, icount: bool, boots: usize) -> ExitCod
         );
         let _ = writeln!(
             report,
-            "`runner bench --linux --arch {}{} --boots {boots}` on {}, host CPU {}. Both kernels: /bench as first process, one byte per 4K page of a fresh {MIB} MiB region, {} runs per boot, {boots} boots each; QEMU {}. Figure: median of per-boot medians (min–max over every run).{}\n",
+            "`runner bench --linux --arch {}{} --smp {smp} --boots {boots}` on {}, host CPU {}. Both kernels: /bench as first process, one byte per 4K page of a fresh {MIB} MiB region, {} runs per boot, {boots} boots each; QEMU {} -smp {smp}. Figure: median of per-boot medians (min–max over every run).{}\n",
             arch.name(),
             if icount { " --icount" } else { "" },
             today(),
@@ -211,7 +214,7 @@ pub fn run(arches: &[Arch], accel: Accel, icount: bool, boots: usize) -> ExitCod
                 Arch::Aarch64 => "-M virt -cpu max,pauth-impdef=on -m 2G",
             },
             if icount {
-                " Under -icount shift=0 the guest clock counts instructions, so ns per fault = instructions per fault over everything the CPU ran during the loop, on both kernels alike."
+                " Under -icount shift=0 the guest clock counts instructions, so ns per fault = instructions per fault over everything the CPUs ran during the loop (the idle CPU's ticks included), on both kernels alike."
             } else {
                 " Wall-clock emulation times: compare ratios, not absolute values."
             }
