@@ -266,24 +266,11 @@ pub fn run(arches: &[Arch], accel: Accel, icount: bool, smp: u32, boots: usize) 
         }
     }
     println!("\n{report}");
-    let dir = qemu::workspace_root().join("target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let p = dir.join(format!(
+    let name = format!(
         "faultcmp-{}{}.md",
-        arches
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join("+"),
+        crate::report::arch_names(arches),
         if icount { "-icount" } else { "" }
-    ));
-    match std::fs::write(&p, &report) {
-        Ok(()) => println!("wrote {}", p.display()),
-        Err(e) => eprintln!("{}: {e}", p.display()),
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    );
+    crate::report::write("bench", &[(name, &report)]);
+    crate::report::status(ok)
 }

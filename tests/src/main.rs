@@ -39,6 +39,7 @@ mod initramfs;
 mod linux;
 mod matrix;
 mod qemu;
+mod report;
 mod scale;
 mod suites;
 

@@ -276,23 +276,11 @@ pub fn run(arches: &[Arch], accel: Accel) -> ExitCode {
         tables.push('\n');
     }
     println!("\n{tables}");
-    let dir = qemu::workspace_root().join("target/matrix");
-    let _ = std::fs::create_dir_all(&dir);
-    for (name, body) in [("matrix.md", &md), ("matrix.csv", &csv_out)] {
-        let p = dir.join(name);
-        match std::fs::write(&p, body) {
-            Ok(()) => println!("wrote {}", p.display()),
-            Err(e) => {
-                eprintln!("{}: {e}", p.display());
-                ok = false;
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    ok &= crate::report::write(
+        "matrix",
+        &[("matrix.md".into(), &md), ("matrix.csv".into(), &csv_out)],
+    );
+    crate::report::status(ok)
 }
 
 #[cfg(test)]

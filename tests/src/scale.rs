@@ -264,25 +264,9 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, boots: usize) -> ExitCode
         }
     }
     println!("\n{report}");
-    let dir = qemu::workspace_root().join("target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let p = dir.join(format!(
-        "scale-{}.md",
-        arches
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join("+")
-    ));
-    match std::fs::write(&p, &report) {
-        Ok(()) => println!("wrote {}", p.display()),
-        Err(e) => eprintln!("{}: {e}", p.display()),
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    let name = format!("scale-{}.md", crate::report::arch_names(arches));
+    crate::report::write("bench", &[(name, &report)]);
+    crate::report::status(ok)
 }
 
 #[cfg(test)]

@@ -21,7 +21,10 @@
 //!    `mmap_read_trylock`) and the shrinker; write for every system call
 //!    that changes VMAs (mmap, munmap, mprotect, madvise, mremap), for
 //!    collapse, and for fork (on the parent; the child is not yet visible
-//!    to anyone).  Holders stay preemptible and may sleep.
+//!    to anyone).  Holders stay preemptible and may sleep.  PTE tables are
+//!    freed or replaced only with it held for writing, so a reader that
+//!    walked to a PTE table may drop the page-table lock and use that walk
+//!    again after retaking it (the fault path does).
 //! 2. **page-table lock** — `Mm::pt`, a spin lock held with preemption off
 //!    ([`crate::sync::PtLock`]) around the `PageTable`.  Protects every
 //!    entry of the table, the PMD deposits, and the address space's RSS

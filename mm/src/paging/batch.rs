@@ -102,6 +102,23 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         self.ptes_none_from(va, n, None)
     }
 
+    /// [`Self::ptes_none`] given `w`, a walk to `walked` (done under this
+    /// lock hold, or under a lock that kept the PTE table it reached
+    /// alive): no second walk when `[va, va + n pages)` lies in that table.
+    pub fn ptes_none_walked(&self, w: &Walk, walked: u64, va: u64, n: usize) -> bool {
+        let idx0 = super::arch::level_index(va, PTE_LEVEL);
+        let table_span = super::arch::level_size(PTE_LEVEL + 1);
+        if w.level == PTE_LEVEL
+            && va & (PAGE_SIZE - 1) == 0
+            && walked / table_span == va / table_span
+            && idx0 + n <= ENTRIES_PER_TABLE
+        {
+            let t = w.slot & !(PAGE_SIZE - 1);
+            return (0..n).all(|i| self.mem().load(t + 8 * (idx0 + i) as u64) == 0);
+        }
+        self.ptes_none(va, n)
+    }
+
     fn ptes_none_from(&self, va: u64, n: usize, known: Option<(u64, TableAt)>) -> bool {
         self.segments_from(va, n, known).all(|s| match s.table {
             TableAt::Missing => true,

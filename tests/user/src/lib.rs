@@ -543,6 +543,37 @@ pub fn mount_pseudo_fs_if_needed() -> bool {
     true
 }
 
+/// Run a program's `main` body: when the program is the first process
+/// (pid 1, booted as `init=` on either kernel), mount the pseudo
+/// filesystems first and power the machine off after.
+pub fn as_init(body: impl FnOnce() -> i32) -> i32 {
+    let init = sys::getpid() == 1;
+    if init {
+        mount_pseudo_fs();
+    }
+    let code = body();
+    if init {
+        power_off();
+    }
+    code
+}
+
+/// Field `i` of `uname(2)` (0 sysname, 1 nodename, 2 release, 3 version,
+/// 4 machine), NUL-padded.
+pub fn uname_field(i: usize) -> [u8; 65] {
+    let mut u = sys::Utsname {
+        fields: [[0; 65]; 6],
+    };
+    sys::uname(&mut u);
+    u.fields[i]
+}
+
+/// The text of `b` up to its first NUL ("?" if it is not UTF-8).
+pub fn nul_str(b: &[u8]) -> &str {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    core::str::from_utf8(&b[..n]).unwrap_or("?")
+}
+
 /// Power the machine off (`reboot(LINUX_REBOOT_CMD_POWER_OFF)`), for a
 /// program that runs as init on Linux.
 pub fn power_off() {

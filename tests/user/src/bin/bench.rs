@@ -30,7 +30,9 @@
 
 use core::fmt;
 use mthp_user::sys::{self, check};
-use mthp_user::{Args, Msg, entry, parse_u64, path, println, read_file, trim, write_file};
+use mthp_user::{
+    Args, Msg, entry, nul_str, parse_u64, path, println, read_file, trim, uname_field, write_file,
+};
 
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 const PERF: &str = "/sys/kernel/debug/mthp/perf";
@@ -867,29 +869,8 @@ fn bench_split(cx: &mut Ctx) {
 
 // ---------------------------------------------------------------- main
 
-fn uname_field(i: usize) -> [u8; 65] {
-    let mut u = sys::Utsname {
-        fields: [[0; 65]; 6],
-    };
-    sys::uname(&mut u);
-    u.fields[i]
-}
-
-fn cstr(b: &[u8]) -> &str {
-    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    core::str::from_utf8(&b[..n]).unwrap_or("?")
-}
-
 fn main(args: &Args) -> i32 {
-    let init = sys::getpid() == 1;
-    if init {
-        mthp_user::mount_pseudo_fs();
-    }
-    let code = bench_main(args);
-    if init {
-        mthp_user::power_off();
-    }
-    code
+    mthp_user::as_init(|| bench_main(args))
 }
 
 fn bench_main(args: &Args) -> i32 {
@@ -922,7 +903,7 @@ fn bench_main(args: &Args) -> i32 {
     for i in 1..args.argc() {
         let w = args.arg(i).unwrap_or(b"");
         let Some(eq) = w.iter().position(|&c| c == b'=') else {
-            println!("bench-info error expected key=value, got {}", cstr(w));
+            println!("bench-info error expected key=value, got {}", nul_str(w));
             return 2;
         };
         if let Err(m) = o.set(&w[..eq], &w[eq + 1..]) {
@@ -961,8 +942,12 @@ fn bench_main(args: &Args) -> i32 {
     let release = uname_field(2);
     let version = uname_field(3);
     println!("bench-info start");
-    println!("bench-info arch {}", cstr(&machine));
-    println!("bench-info kernel {} {}", cstr(&release), cstr(&version));
+    println!("bench-info arch {}", nul_str(&machine));
+    println!(
+        "bench-info kernel {} {}",
+        nul_str(&release),
+        nul_str(&version)
+    );
     println!(
         "bench-info clock clock_gettime(CLOCK_MONOTONIC) around each timed loop; faults getrusage(RUSAGE_SELF).ru_minflt"
     );
@@ -971,7 +956,7 @@ fn bench_main(args: &Args) -> i32 {
         o.runs,
         o.steps,
         o.tag(),
-        if cstr(&machine) != "aarch64" {
+        if nul_str(&machine) != "aarch64" {
             "n/a"
         } else if contpte_off {
             "off"
@@ -995,13 +980,17 @@ fn bench_main(args: &Args) -> i32 {
             Ok(n) => {
                 for line in buf[..n].split(|&c| c == b'\n') {
                     if let Some(s) = line.strip_prefix(b"source ") {
-                        println!("bench-info pmu_source {}", cstr(s));
+                        println!("bench-info pmu_source {}", nul_str(s));
                     } else if let Some(e) = line.strip_prefix(b"event ") {
                         let mut w = e.splitn(2, |&c| c == b' ');
-                        let name = cstr(w.next().unwrap_or(b""));
+                        let name = nul_str(w.next().unwrap_or(b""));
                         let v = w.next().unwrap_or(b"");
                         if let Some(why) = v.strip_prefix(b"- ") {
-                            println!("bench-info pmu_event {} unavailable: {}", name, cstr(why));
+                            println!(
+                                "bench-info pmu_event {} unavailable: {}",
+                                name,
+                                nul_str(why)
+                            );
                         } else {
                             println!("bench-info pmu_event {} available", name);
                         }

@@ -45,7 +45,10 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use mthp_user::sys::{self, check};
 use mthp_user::thread::{clone_thread, join_thread};
-use mthp_user::{Args, Msg, entry, on_mthp, parse_u64, path, println, read_file, write_file};
+use mthp_user::{
+    Args, Msg, entry, nul_str, on_mthp, parse_u64, path, println, read_file, uname_field,
+    write_file,
+};
 
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 const PERF: &str = "/sys/kernel/debug/mthp/perf";
@@ -873,29 +876,8 @@ fn measure(o: &Opts, bit: u32, work: &str, kb: usize, tasks: usize, src: IpiSour
     t.measured += 1;
 }
 
-fn uname_field(i: usize) -> [u8; 65] {
-    let mut u = sys::Utsname {
-        fields: [[0; 65]; 6],
-    };
-    sys::uname(&mut u);
-    u.fields[i]
-}
-
-fn cstr(b: &[u8]) -> &str {
-    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    core::str::from_utf8(&b[..n]).unwrap_or("?")
-}
-
 fn main(args: &Args) -> i32 {
-    let init = sys::getpid() == 1;
-    if init {
-        mthp_user::mount_pseudo_fs();
-    }
-    let code = scale_main(args);
-    if init {
-        mthp_user::power_off();
-    }
-    code
+    mthp_user::as_init(|| scale_main(args))
 }
 
 fn scale_main(args: &Args) -> i32 {
@@ -925,7 +907,7 @@ fn scale_main(args: &Args) -> i32 {
     for i in 1..args.argc() {
         let w = args.arg(i).unwrap_or(b"");
         let Some(eq) = w.iter().position(|&c| c == b'=') else {
-            println!("scale-info error expected key=value, got {}", cstr(w));
+            println!("scale-info error expected key=value, got {}", nul_str(w));
             return 2;
         };
         if let Err(m) = o.set(&w[..eq], &w[eq + 1..]) {
@@ -938,14 +920,14 @@ fn scale_main(args: &Args) -> i32 {
     let cpus = affinity().map(|m| m.count_ones() as usize).unwrap_or(1);
     let src = if mthp {
         IpiSource::Mthp
-    } else if cstr(&machine) == "aarch64" {
+    } else if nul_str(&machine) == "aarch64" {
         IpiSource::Broadcast
     } else if ipis(IpiSource::ProcTlb).is_some() {
         IpiSource::ProcTlb
     } else {
         IpiSource::None
     };
-    let src = if mthp && cstr(&machine) == "aarch64" {
+    let src = if mthp && nul_str(&machine) == "aarch64" {
         IpiSource::Broadcast
     } else if src == IpiSource::Mthp && ipis(src).is_none() {
         IpiSource::None
@@ -953,11 +935,11 @@ fn scale_main(args: &Args) -> i32 {
         src
     };
     println!("scale-info start");
-    println!("scale-info arch {}", cstr(&machine));
+    println!("scale-info arch {}", nul_str(&machine));
     println!(
         "scale-info kernel {} {}",
-        cstr(&uname_field(2)),
-        cstr(&uname_field(3))
+        nul_str(&uname_field(2)),
+        nul_str(&uname_field(3))
     );
     println!("scale-info cpus {cpus}");
     println!(
