@@ -330,7 +330,13 @@ fn run_threads(seed: u64, calls: u64, verbose: bool, n: usize) -> i32 {
     let mut scratch = [0usize; MAX_THREADS];
     for i in 1..n {
         stacks[i] = check(sys::mmap(0, STACK, rw, anon, -1, 0)).unwrap_or(0);
-        scratch[i] = check(sys::mmap(0, SCRATCH, rw, anon, -1, 0)).unwrap_or(0);
+        // A PROT_NONE page above each scratch buffer: the kernel writes up
+        // to a fuzzed length from a pointer into it (read, getrandom), and
+        // the next mapping up may be a thread's stack.
+        scratch[i] = check(sys::mmap(0, SCRATCH + PAGE, rw, anon, -1, 0)).unwrap_or(0);
+        if scratch[i] != 0 && sys::mprotect(scratch[i] + SCRATCH, PAGE, sys::PROT_NONE) != 0 {
+            scratch[i] = 0;
+        }
         if stacks[i] == 0 || scratch[i] == 0 {
             println!("fuzz: cannot map thread {i}'s stack or scratch buffer");
             return 2;
