@@ -964,6 +964,198 @@ static int smp_collapse_under_reader(void)
 	return 0;
 }
 
+/* A PMD split (2 MiB folio) or a contpte unfold (64K folio; on x86 just
+ * its 16 PTEs) on CPU 0 while a thread on CPU 1 keeps reading the block.
+ * The main thread changes page `hole` in the middle (munmap, or
+ * mprotect(PROT_READ)), which splits the PMD / unfolds the contiguous
+ * block, then drops page `zap` (MADV_DONTNEED: its frame stays part of
+ * the large folio, so a stale translation would still read the old
+ * value there) and writes a new value into every page but the hole.
+ * Each word the reader sees meanwhile must be the page's old value, its
+ * new one, or (`zap` only) zero.  Once the main thread says it is done
+ * (release/acquire on `done`), every page but the hole must hold its new
+ * value, the read-only hole its old one, and the reader's last access, a
+ * read of the unmapped hole or a write to the read-only one, must kill
+ * the child with SIGSEGV (no signal handlers on this kernel: the reader
+ * reports through a pipe what it saw before that access).
+ *
+ * Checked to fail without its mechanism (x86, -smp 2, user TLB flushes
+ * reduced to the local one in kernel/src/mem/mmglue.rs): CPU 1 read the
+ * zapped page's old value after the change (2 MiB: 3 boots of 4; 64K: 2
+ * of 4, five runs each).  Not every run catches it: QEMU keeps 4K
+ * entries even for a 2M leaf, and something else sometimes empties CPU
+ * 1's TLB (the shootdown tests above saw the same).  On Linux 6.12
+ * (runner run --linux, both arches) they pass. */
+struct sreader {
+	volatile long *a;
+	size_t pages, hole, zap;
+	enum change how;
+	int report;
+	int done; /* __atomic: set (release) by the main thread */
+	volatile long rounds;
+};
+
+#define WORDS_PER_PAGE (4096 / sizeof(long))
+
+static long old_val(size_t p) { return 0x1000 + (long)p; }
+static long new_val(size_t p) { return 0x7000 + (long)p; }
+
+/* Say `msg` on the pipe and end the process (every thread). */
+static void say_and_exit(int fd, const char *msg, int status)
+{
+	write(fd, msg, strlen(msg));
+	_exit(status);
+}
+
+static void *split_reader_fn(void *arg)
+{
+	struct sreader *r = arg;
+	char msg[160];
+	if (pin_self(1))
+		say_and_exit(r->report, "p", 3);
+	for (;;) {
+		int done = __atomic_load_n(&r->done, __ATOMIC_ACQUIRE);
+		for (size_t p = 0; p < r->pages; p++) {
+			/* The unmapped hole is read only at the end; the
+			 * read-only one keeps its old value throughout. */
+			if (p == r->hole && r->how == UNMAP)
+				continue;
+			long v = r->a[p * WORDS_PER_PAGE];
+			int ok = p == r->hole ? v == old_val(p)
+				 : done	      ? v == new_val(p)
+				 : v == old_val(p) || v == new_val(p) || (p == r->zap && v == 0);
+			if (!ok) {
+				snprintf(msg, sizeof msg, "CPU 1 read %#lx from page %zu %s", v, p,
+					 done ? "after the change, not the new value"
+					      : "during the change: neither old nor new");
+				say_and_exit(r->report, msg, 0);
+			}
+		}
+		r->rounds++;
+		if (done)
+			break;
+	}
+	volatile long *h = r->a + r->hole * WORDS_PER_PAGE;
+	write(r->report, "k", 1);
+	/* Must fault: the process dies here. */
+	if (r->how == READ_ONLY)
+		*h = 1;
+	else
+		(void)*h;
+	snprintf(msg, sizeof msg, "page %zu still %s on CPU 1 after the change", r->hole,
+		 r->how == READ_ONLY ? "writable" : "readable");
+	say_and_exit(r->report, msg, 0);
+	return NULL;
+}
+
+/* The child: build the block, start the reader, change the block. */
+static void split_child(enum change how, int kb, int report)
+{
+	size_t len = (size_t)kb << 10, pages = len / 4096;
+	char path[128], msg[160];
+	snprintf(path, sizeof path, THP "/hugepages-%dkB/stats/anon_fault_alloc", kb);
+	if (pin_self(0))
+		say_and_exit(report, "ecannot pin the main thread to CPU 0", 4);
+	struct sreader r = { .pages = pages, .hole = pages / 2, .zap = pages / 4, .how = how,
+			     .report = report };
+	char *a = map_2m(len);
+	if (!a)
+		say_and_exit(report, "emmap failed", 5);
+	madvise(a, len, MADV_HUGEPAGE);
+	r.a = (volatile long *)a;
+	long f0 = read_num(path);
+	for (size_t p = 0; p < pages; p++)
+		r.a[p * WORDS_PER_PAGE] = old_val(p);
+	long f1 = read_num(path);
+	long ahp = smaps_field(a, "AnonHugePages:");
+	if (f1 - f0 != 1 || (kb == 2048 && ahp != 2048)) {
+		snprintf(msg, sizeof msg, "e%ld %d KiB folios for the block, AnonHugePages %ld kB",
+			 f1 - f0, kb, ahp);
+		say_and_exit(report, msg, 6);
+	}
+	pthread_t th;
+	if (pthread_create(&th, NULL, split_reader_fn, &r))
+		say_and_exit(report, "epthread_create failed", 7);
+	while (r.rounds < 2)
+		;
+	char *hole = a + r.hole * 4096;
+	int rc = how == UNMAP ? munmap(hole, 4096) : mprotect(hole, 4096, PROT_READ);
+	if (rc == 0)
+		rc = madvise(a + r.zap * 4096, 4096, MADV_DONTNEED);
+	if (rc) {
+		snprintf(msg, sizeof msg, "echanging the block: %s", strerror(errno));
+		say_and_exit(report, msg, 9);
+	}
+	for (size_t p = 0; p < pages; p++)
+		if (p != r.hole)
+			r.a[p * WORDS_PER_PAGE] = new_val(p);
+	/* The PMD is gone: only PTEs map the block now. */
+	if (kb == 2048 && (ahp = smaps_field(a, "AnonHugePages:")) != 0) {
+		snprintf(msg, sizeof msg, "eAnonHugePages %ld kB after the change (no split)", ahp);
+		say_and_exit(report, msg, 10);
+	}
+	__atomic_store_n(&r.done, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	_exit(8);
+}
+
+/* One run in a child process: 0 when the reader saw only right values
+ * and its last access faulted. */
+static int split_case(enum change how, int kb)
+{
+	const char *what = how == UNMAP ? "munmap" : "mprotect(PROT_READ)";
+	int fds[2];
+	REQUIRE(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		split_child(how, kb, fds[1]);
+	}
+	REQUIRE(pid > 0, "fork: %s", strerror(errno));
+	close(fds[1]);
+	char buf[256];
+	size_t n = 0;
+	ssize_t k;
+	while (n < sizeof buf - 1 && (k = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+		n += k;
+	buf[n] = 0;
+	close(fds[0]);
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid: %s", strerror(errno));
+	REQUIRE(buf[0] != 'p', "cannot pin a thread to CPU 1");
+	REQUIRE(buf[0] != 'e', "%d KiB, %s: %.160s", kb, what, buf + 1);
+	REQUIRE(buf[0] == 'k' && !buf[1], "%d KiB, %s of one page: %.160s", kb, what,
+		buf[0] == 'k' ? buf + 1 : buf[0] ? buf : "(the reader said nothing)");
+	REQUIRE(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV,
+		"%d KiB, %s of one page: status %#x, no SIGSEGV on the last access", kb, what, st);
+	return 0;
+}
+
+/* libc_smp_split_under_reader: one 4K page of a PMD-mapped 2 MiB folio
+ * unmapped, then (another run) made read-only, under a reader on CPU 1.
+ * libc_smp_contpte_unfold_under_reader: the same inside a 64K folio
+ * (arm64: one contpte block, unfolded by the change). */
+static int smp_split_or_unfold(int kb)
+{
+	if (online_cpus() < 2)
+		return -2;
+	if (thp_only(kb))
+		return -1;
+	/* Several runs: under QEMU a stale translation is not always kept
+	 * (see the checked-to-fail note above). */
+	for (int run = 0; run < 5; run++) {
+		int r = split_case(UNMAP, kb);
+		if (!r)
+			r = split_case(READ_ONLY, kb);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int smp_split_under_reader(void) { return smp_split_or_unfold(2048); }
+static int smp_contpte_unfold_under_reader(void) { return smp_split_or_unfold(64); }
+
 static const struct {
 	const char *name;
 	int (*fn)(void);
@@ -985,6 +1177,8 @@ static const struct {
 	{ "libc_smp_first_touch_race", smp_first_touch_race },
 	{ "libc_smp_fork_while_writing", smp_fork_while_writing },
 	{ "libc_smp_collapse_under_reader", smp_collapse_under_reader },
+	{ "libc_smp_split_under_reader", smp_split_under_reader },
+	{ "libc_smp_contpte_unfold_under_reader", smp_contpte_unfold_under_reader },
 };
 
 /* The program runs on the mthp kernel, where skips are failures. */
@@ -995,6 +1189,24 @@ static int on_mthp(void)
 		return 0;
 	size_t n = strlen(u.release);
 	return n >= 5 && !strcmp(u.release + n - 5, "-mthp");
+}
+
+/* `libc_filter=<word>` on the kernel command line: run only the tests
+ * whose name contains it (the others are not counted), to repeat one
+ * test quickly; empty when absent. */
+static void cmdline_filter(char out[128])
+{
+	char line[1024] = "";
+	FILE *f = fopen("/proc/cmdline", "r");
+	out[0] = 0;
+	if (!f)
+		return;
+	if (fgets(line, sizeof line, f)) {
+		char *w = strstr(line, "libc_filter=");
+		if (w && (w == line || w[-1] == ' '))
+			sscanf(w + strlen("libc_filter="), "%127s", out);
+	}
+	fclose(f);
 }
 
 int main(void)
@@ -1009,7 +1221,11 @@ int main(void)
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (sched_getaffinity(0, sizeof start_cpus, &start_cpus))
 		CPU_ZERO(&start_cpus);
+	char filter[128];
+	cmdline_filter(filter);
 	for (unsigned i = 0; i < sizeof tests / sizeof *tests; i++) {
+		if (filter[0] && !strstr(tests[i].name, filter))
+			continue;
 		why[0] = 0;
 		int r = tests[i].fn();
 		if (r == -2 && mthp) {

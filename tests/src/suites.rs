@@ -381,7 +381,8 @@ struct UserSuite {
 /// lines and summary, and its exit status becomes QEMU's.  `exhaust` and
 /// `fuzz` (issue 8) run on a 256 MiB machine so filling memory is quick:
 /// memory exhaustion with an OOM kill, and the seeded random-argument
-/// system call fuzzer (fixed seed; `make fuzz` runs fresh ones).
+/// system call fuzzer (fixed seed; `make fuzz` runs fresh ones);
+/// `fuzz-smp` runs it on four threads over both CPUs.
 const USER_SUITES: &[UserSuite] = &[
     UserSuite {
         name: "user",
@@ -398,6 +399,14 @@ const USER_SUITES: &[UserSuite] = &[
     UserSuite {
         name: "fuzz",
         cmdline: "init=/fuzz fuzz=0xf022,20000",
+        mem: "256M",
+        timeout_s: 180,
+    },
+    // The same calls on four threads of one address space, two per CPU
+    // (the boot has two): memory calls race on one arena from both CPUs.
+    UserSuite {
+        name: "fuzz-smp",
+        cmdline: "init=/fuzz fuzz=0xf022,20000,t4",
         mem: "256M",
         timeout_s: 180,
     },

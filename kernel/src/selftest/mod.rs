@@ -9,7 +9,8 @@
 //! `invariants.rs`, `memtest.rs`), while tests of one module stay next to
 //! it (`task/sched/tests.rs`, `perf/`, the arch crates' `selftests.rs`),
 //! under the same feature; `storm.rs` is the seeded random-operation storm
-//! (`storm=`), which reports as one more test.  With feature `bench`:
+//! (`storm=`), which reports as one more test, and `smpstorm.rs` its
+//! variant with a thread per CPU in one address space (a self-test).  With feature `bench`:
 //! `allocbench.rs`, the allocator's benchmark (`bench=alloc`).  Without the
 //! features the hooks the rest of the kernel calls (the watchdog, the panic
 //! report) are no-ops.  New cross-subsystem tests (swap, migration, SMP
@@ -24,6 +25,8 @@ pub mod khugepaged;
 pub mod memtest;
 #[cfg(feature = "selftest")]
 mod runner;
+#[cfg(feature = "selftest")]
+mod smpstorm;
 #[cfg(feature = "selftest")]
 pub mod storm;
 #[cfg(feature = "selftest")]

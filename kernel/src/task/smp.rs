@@ -56,6 +56,32 @@ pub fn init() {
     if possible > 1 || online > 1 {
         info!("smp: {} of {} CPUs online", online, possible);
     }
+    wait_for_scheduler_cpus();
+}
+
+/// Wait until every started secondary has joined the scheduler.  The arch
+/// marks a CPU online early in its start-up; it runs threads only once
+/// `sched::start_secondary` has run there.  Without the wait, init could
+/// start first on a loaded host and see one CPU in `sched_getaffinity`
+/// (seen once: the libc suite's SMP tests failed with "one CPU online").
+fn wait_for_scheduler_cpus() {
+    if crate::cmdline::has("nosmp") {
+        return;
+    }
+    let want = (0..arch::nr_cpus_possible())
+        .filter(|&c| arch::cpu_online(c))
+        .fold(0u64, |m, c| m | 1 << c);
+    let t0 = arch::now_ns();
+    while crate::task::sched::online_mask() & want != want {
+        if arch::now_ns() - t0 > 5_000_000_000 {
+            warn!(
+                "smp: CPUs {:#x} online but not running threads after 5 s",
+                want & !crate::task::sched::online_mask()
+            );
+            return;
+        }
+        arch::cpu_relax();
+    }
 }
 
 /// A secondary's life: the scheduler's (unless `nosmp`: halted with

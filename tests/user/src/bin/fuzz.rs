@@ -16,6 +16,16 @@
 //! `-errno` with errno in 1..=133 (Linux's range); otherwise the child
 //! prints the call and exits 1.
 //!
+//! `t<N>` after the call count (`fuzz=<seed>,<calls>,t4`) runs the calls
+//! on N threads of the child instead (clone, `mthp_user::thread`), each
+//! pinned to one CPU in turn and with its own seed, scratch buffer and
+//! fixtures, over one shared arena: mmap, munmap, mprotect, madvise
+//! (MADV_COLLAPSE and DONTNEED among the advice), mremap and the kernel's
+//! own accesses race on the same ranges of one address space from
+//! several CPUs.  The calls are split between the threads; a run is then
+//! no longer exactly replayable (the interleaving differs), but the seed
+//! still picks every thread's calls.
+//!
 //! The parent passes the run if the child exits 0 and `/proc/meminfo`
 //! MemFree afterwards is at least what it was before the child was forked (a
 //! warm-up child first creates what the kernel allocates once and keeps:
@@ -25,7 +35,9 @@
 #![no_main]
 #![allow(clippy::result_large_err)]
 
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering::SeqCst};
 use mthp_user::sys::{self, check, nr};
+use mthp_user::thread::clone_thread;
 use mthp_user::{
     Args, Harness, Mem, Msg, entry, on_mthp, println, read_file, wexitstatus, wifexited,
     wifsignaled, wtermsig,
@@ -50,8 +62,16 @@ fn main(args: &Args) -> i32 {
         );
         return h.finish();
     }
-    let (seed, calls, verbose) = params(args);
-    println!("fuzz: seed {seed:#x}, {calls} calls (replay: init=/fuzz fuzz={seed:#x},{calls},v)");
+    let (seed, calls, verbose, threads) = params(args);
+    if threads > 1 {
+        println!(
+            "fuzz: seed {seed:#x}, {calls} calls on {threads} threads (again: init=/fuzz fuzz={seed:#x},{calls},t{threads})"
+        );
+    } else {
+        println!(
+            "fuzz: seed {seed:#x}, {calls} calls (replay: init=/fuzz fuzz={seed:#x},{calls},v)"
+        );
+    }
     // The stack this program uses, faulted in now.
     let big = [1u8; 64 << 10];
     core::hint::black_box(&big);
@@ -64,7 +84,13 @@ fn main(args: &Args) -> i32 {
     });
     let _ = reap(w);
     let before = mem_free();
-    let pid = spawn(|| Fuzzer::new(seed, verbose).run(calls));
+    let pid = spawn(|| {
+        if threads > 1 {
+            run_threads(seed, calls, verbose, threads)
+        } else {
+            Fuzzer::new(seed, verbose).run(calls)
+        }
+    });
     let st = reap(pid);
     let mut after = mem_free();
     for _ in 0..100 {
@@ -119,16 +145,21 @@ fn report(h: &mut Harness, name: &str, r: Result<(), Msg>) {
     }
 }
 
-/// Seed, calls and verbosity from the arguments or `fuzz=` on the kernel
-/// command line; defaults: a random seed, 20000 calls.
-fn params(args: &Args) -> (u64, u64, bool) {
+/// Seed, calls, verbosity and threads from the arguments or `fuzz=` on
+/// the kernel command line; defaults: a random seed, 20000 calls, one
+/// thread.
+fn params(args: &Args) -> (u64, u64, bool, usize) {
     let mut seed = None;
     let mut calls = 20_000;
     let mut verbose = false;
+    let mut threads = 1;
     let mut apply = |i: usize, w: &[u8]| match i {
         0 => seed = parse_num(w),
         1 => calls = parse_num(w).unwrap_or(calls),
-        _ => verbose |= w == b"v",
+        _ => match w.strip_prefix(b"t").and_then(mthp_user::parse_u64) {
+            Some(n) => threads = (n as usize).clamp(1, MAX_THREADS),
+            None => verbose |= w == b"v",
+        },
     };
     if args.argc() > 1 {
         for i in 1..args.argc() {
@@ -154,7 +185,7 @@ fn params(args: &Args) -> (u64, u64, bool) {
         sys::getrandom(&mut b);
         u64::from_le_bytes(b)
     });
-    (seed, calls, verbose)
+    (seed, calls, verbose, threads)
 }
 
 fn parse_num(w: &[u8]) -> Option<u64> {
@@ -226,6 +257,156 @@ fn warm_huge_zero() {
         sys::close(fd as i32);
     }
     sys::munmap(a, 2 * SZ_2M);
+}
+
+/// Most threads `t<N>` may ask for.
+const MAX_THREADS: usize = 8;
+/// Each fuzzing thread's stack.
+const STACK: usize = 256 << 10;
+
+/// What the fuzzing threads report: finished, and the result of `run`.
+struct Crew {
+    done: [AtomicU32; MAX_THREADS],
+    result: [AtomicI32; MAX_THREADS],
+    /// The clone CHILD_CLEARTID words (unused: a fuzzed set_tid_address
+    /// may move them, so the join waits for `done`).
+    ctid: [AtomicU32; MAX_THREADS],
+}
+
+static CREW: Crew = Crew {
+    done: [const { AtomicU32::new(0) }; MAX_THREADS],
+    result: [const { AtomicI32::new(0) }; MAX_THREADS],
+    ctid: [const { AtomicU32::new(0) }; MAX_THREADS],
+};
+
+/// One fuzzing thread's work.
+struct Job {
+    fuzzer: Fuzzer,
+    calls: u64,
+    cpu: usize,
+    idx: usize,
+}
+
+/// The CPUs this process may run on (bit per CPU; CPU 0 if unknown).
+fn cpu_mask() -> u64 {
+    let mut m = [0u64; 2];
+    let r = sys::syscall(
+        nr::SCHED_GETAFFINITY,
+        &[0, core::mem::size_of_val(&m), m.as_mut_ptr() as usize],
+    );
+    if r > 0 && m[0] != 0 { m[0] } else { 1 }
+}
+
+/// Pin the calling thread to `cpu` (best effort: the calls race anyway).
+fn pin(cpu: usize) {
+    let m = [1u64 << cpu, 0];
+    sys::syscall(
+        nr::SCHED_SETAFFINITY,
+        &[0, core::mem::size_of_val(&m), m.as_ptr() as usize],
+    );
+}
+
+extern "C" fn fuzz_thread(arg: usize) -> usize {
+    // SAFETY: `arg` is this thread's own `Job` in `run_threads`' frame,
+    // which waits for `done` before it returns, and nothing else uses
+    // that `Job` meanwhile.
+    let job = unsafe { &mut *(arg as *mut Job) };
+    pin(job.cpu);
+    let r = job.fuzzer.run(job.calls);
+    CREW.result[job.idx].store(r, SeqCst);
+    CREW.done[job.idx].store(1, SeqCst);
+    0
+}
+
+/// `calls` calls on `n` threads of this process, thread `i` on the
+/// `i`-th allowed CPU in turn (the caller is thread 0); the first
+/// non-zero result, or 0.  Every stack and scratch buffer is mapped
+/// before the fixtures, and every fuzzer keeps its memory calls below
+/// all of them (`high_start`), so no thread unmaps another's stack.
+fn run_threads(seed: u64, calls: u64, verbose: bool, n: usize) -> i32 {
+    let rw = sys::PROT_READ | sys::PROT_WRITE;
+    let anon = sys::MAP_PRIVATE | sys::MAP_ANONYMOUS;
+    let mut stacks = [0usize; MAX_THREADS];
+    let mut scratch = [0usize; MAX_THREADS];
+    for i in 1..n {
+        stacks[i] = check(sys::mmap(0, STACK, rw, anon, -1, 0)).unwrap_or(0);
+        // A PROT_NONE page above each scratch buffer: the kernel writes up
+        // to a fuzzed length from a pointer into it (read, getrandom), and
+        // the next mapping up may be a thread's stack.
+        scratch[i] = check(sys::mmap(0, SCRATCH + PAGE, rw, anon, -1, 0)).unwrap_or(0);
+        if scratch[i] != 0 && sys::mprotect(scratch[i] + SCRATCH, PAGE, sys::PROT_NONE) != 0 {
+            scratch[i] = 0;
+        }
+        if stacks[i] == 0 || scratch[i] == 0 {
+            println!("fuzz: cannot map thread {i}'s stack or scratch buffer");
+            return 2;
+        }
+    }
+    let first = Fuzzer::new(seed, verbose);
+    let lowest = (1..n)
+        .flat_map(|i| [stacks[i], scratch[i]])
+        .fold(first.high_start, usize::min);
+    let cpus = cpu_mask();
+    let cpu_of = |i: usize| {
+        let k = i % cpus.count_ones() as usize;
+        (0..64).filter(|c| cpus & 1 << c != 0).nth(k).unwrap_or(0)
+    };
+    let mut jobs: [Option<Job>; MAX_THREADS] = [const { None }; MAX_THREADS];
+    for i in (1..n).rev() {
+        let mut f = first.sibling(seed ^ (i as u64).wrapping_mul(0x9e37_79b9), scratch[i]);
+        f.high_start = lowest;
+        jobs[i] = Some(Job {
+            fuzzer: f,
+            calls: calls / n as u64,
+            cpu: cpu_of(i),
+            idx: i,
+        });
+    }
+    let mut f0 = first;
+    f0.high_start = lowest;
+    jobs[0] = Some(Job {
+        fuzzer: f0,
+        calls: calls / n as u64 + calls % n as u64,
+        cpu: cpu_of(0),
+        idx: 0,
+    });
+    for (i, job) in jobs.iter_mut().enumerate().take(n).skip(1) {
+        let arg = job.as_mut().map_or(0, |j| j as *mut Job as usize);
+        if check(clone_thread(
+            fuzz_thread,
+            arg,
+            stacks[i] + STACK,
+            &CREW.ctid[i],
+        ))
+        .is_err()
+        {
+            println!("fuzz: cannot start thread {i}");
+            CREW.done[i].store(1, SeqCst);
+            CREW.result[i].store(2, SeqCst);
+        }
+    }
+    if let Some(j) = jobs[0].as_mut() {
+        fuzz_thread(j as *mut Job as usize);
+    }
+    // Join: up to two minutes in all.
+    for _ in 0..120_000 {
+        if (0..n).all(|i| CREW.done[i].load(SeqCst) == 1) {
+            break;
+        }
+        sleep_ms(1);
+    }
+    let mut r = 0;
+    for i in 0..n {
+        if CREW.done[i].load(SeqCst) != 1 {
+            println!("fuzz: thread {i} did not finish within two minutes");
+            return 3;
+        }
+        let ri = CREW.result[i].load(SeqCst);
+        if r == 0 {
+            r = ri;
+        }
+    }
+    r
 }
 
 /// One of `xs` (the values are computed before `r` is borrowed again).
@@ -476,6 +657,29 @@ impl Fuzzer {
             }
         }
         f
+    }
+
+    /// Another thread's fuzzer over the same arena and fixtures, with
+    /// its own seed and scratch buffer (the kernel writes there).
+    fn sibling(&self, seed: u64, scratch: usize) -> Fuzzer {
+        Fuzzer {
+            rng: Rng(seed),
+            verbose: self.verbose,
+            arena: self.arena,
+            scratch: Mem {
+                addr: scratch,
+                len: SCRATCH,
+            },
+            ro: self.ro,
+            gone: self.gone,
+            straddle: self.straddle,
+            fds: self.fds,
+            nfds: self.nfds,
+            extra: [(0, 0); 64],
+            nextra: 0,
+            low_end: self.low_end,
+            high_start: self.high_start.min(scratch),
+        }
     }
 
     fn add_fd(&mut self, fd: usize) {
