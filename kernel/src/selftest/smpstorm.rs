@@ -154,7 +154,6 @@ impl Worker {
             3 => m.madvise(va, len, MADV_DONTNEED),
             4 => m.madvise(va & !(2 * MB - 1), 2 * MB, MADV_COLLAPSE),
             _ => {
-                drop(m);
                 for pg in (va..va + len).step_by(PAGE as usize * 3) {
                     if self.rng.below(2) == 0 {
                         let _ = write_u64(pg, pg);
