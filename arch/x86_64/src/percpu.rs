@@ -72,6 +72,10 @@ pub struct PerCpu {
     /// the next flush while running the space (`tlb::note_flushed`).
     /// Written by this CPU only, with interrupts masked.
     pub(crate) flushed_gen: [AtomicU64; TRACKED_PCIDS],
+    /// The PCID (low 12 bits of the ASID) whose root CR3 holds, 0 for the
+    /// kernel's own root; kept with or without PCIDs, for `tlb::note_flushed`.
+    /// Written by this CPU only, with interrupts masked.
+    pub(crate) loaded_asid: AtomicU64,
     /// Switch-ins that flushed a PCID whose root was unchanged because its
     /// generation had moved on while this CPU was away (a flush skipped
     /// it); for the self-tests.
@@ -102,6 +106,7 @@ impl PerCpu {
             probe: crate::probe::ProbeState::new(),
             last_root: [const { AtomicU64::new(0) }; TRACKED_PCIDS],
             flushed_gen: [const { AtomicU64::new(0) }; TRACKED_PCIDS],
+            loaded_asid: AtomicU64::new(0),
             gen_flushes: AtomicU64::new(0),
         }
     }
