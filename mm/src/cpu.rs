@@ -71,23 +71,56 @@ impl CpuSet {
     }
 }
 
-/// A [`CpuSet`] changed atomically: the CPUs that may hold TLB entries
-/// tagged with one address space (set when a CPU loads its root).
+/// An address space's CPU set (Linux's `mm_cpumask`): the CPUs that may
+/// hold TLB entries tagged with its ASID/PCID, changed atomically, and its
+/// TLB flush generation (Linux x86's `mm->context.tlb_gen`).
 ///
 /// Ordering contract (what makes skipping CPUs outside the set safe): a
 /// CPU [`insert`](Self::insert)s itself *before* it loads the root, and a
-/// flusher [`load`](Self::load)s the set *after* it changed the entries
-/// (both `SeqCst`).  So a CPU missing from the snapshot loaded the root
-/// after the change and cannot have cached the old entry.  Bits are not
-/// cleared while the address space lives (a CPU that switched away keeps
-/// entries under the ASID/PCID); the set empties when the ASID is freed,
-/// and a reused ASID is invalidated when it is next loaded.
+/// flusher takes its targets with [`begin_flush`](Self::begin_flush)
+/// *after* it changed the entries: that bumps the generation, then reads
+/// the set (all `SeqCst`).  So a CPU missing from the snapshot either
+/// loaded the root after the change (and cannot have cached the old
+/// entry), or left the set before: where the arch trims the set (x86: a
+/// CPU [`remove`](Self::remove)s itself when it switches away, and its
+/// PCID keeps the space's entries cached), the CPU compares the
+/// generation it last flushed with [`tlb_gen`](Self::tlb_gen) when it
+/// comes back and flushes if a flush went by meanwhile (the argument is
+/// written at the kernel's `sched::switch_mm`).  Where TLBIs are broadcast
+/// (arm64) the bits are never cleared while the space lives.  The set
+/// empties when the ASID is freed ([`clear`](Self::clear), which also
+/// starts a new generation, so a reused ASID is flushed where its
+/// previous owner's entries may still sit).
+///
+/// The generation only grows, for the life of the kernel: a CPU's record
+/// of the generation it flushed can never equal a later one by wrapping.
+///
+/// A user page table's set must be its ASID's (`MmCtx::cpus_of`): the
+/// kernel matches a flush's generation against the per-PCID record of
+/// that ASID.
 #[derive(Debug, Default)]
-pub struct AtomicCpuSet(core::sync::atomic::AtomicU64);
+pub struct AtomicCpuSet {
+    bits: core::sync::atomic::AtomicU64,
+    tlb_gen: core::sync::atomic::AtomicU64,
+}
+
+/// Whom one flush must reach: the snapshot of a space's CPU set taken
+/// after the space's flush generation was bumped to `tlb_gen`
+/// ([`AtomicCpuSet::begin_flush`]).  A CPU that performs the flush while
+/// it runs the space may record `tlb_gen` as flushed if it had
+/// everything before it (`tlb_gen - 1`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushTargets {
+    pub cpus: CpuSet,
+    pub tlb_gen: u64,
+}
 
 impl AtomicCpuSet {
     pub const fn new(set: CpuSet) -> Self {
-        AtomicCpuSet(core::sync::atomic::AtomicU64::new(set.0))
+        AtomicCpuSet {
+            bits: core::sync::atomic::AtomicU64::new(set.0),
+            tlb_gen: core::sync::atomic::AtomicU64::new(0),
+        }
     }
     /// Add `cpu`; true if it was not in the set.
     pub fn insert(&self, cpu: usize) -> bool {
@@ -95,19 +128,42 @@ impl AtomicCpuSet {
             return false;
         }
         let bit = 1 << cpu;
-        self.0.fetch_or(bit, core::sync::atomic::Ordering::SeqCst) & bit == 0
+        self.bits
+            .fetch_or(bit, core::sync::atomic::Ordering::SeqCst)
+            & bit
+            == 0
     }
     pub fn remove(&self, cpu: usize) {
         if cpu < MAX_CPUS {
-            self.0
+            self.bits
                 .fetch_and(!(1 << cpu), core::sync::atomic::Ordering::SeqCst);
         }
     }
     pub fn load(&self) -> CpuSet {
-        CpuSet(self.0.load(core::sync::atomic::Ordering::SeqCst))
+        CpuSet(self.bits.load(core::sync::atomic::Ordering::SeqCst))
     }
+    /// Empty the set (the ASID is being freed) and start a new generation.
     pub fn clear(&self) {
-        self.0.store(0, core::sync::atomic::Ordering::SeqCst);
+        self.bits.store(0, core::sync::atomic::Ordering::SeqCst);
+        self.tlb_gen
+            .fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    }
+    /// The flush generation now (read by a CPU switching the space in,
+    /// after it [`insert`](Self::insert)ed itself and a full fence).
+    pub fn tlb_gen(&self) -> u64 {
+        self.tlb_gen.load(core::sync::atomic::Ordering::SeqCst)
+    }
+    /// Start a flush of entries already changed: bump the generation,
+    /// *then* read the set (the order the contract above relies on).
+    pub fn begin_flush(&self) -> FlushTargets {
+        let tlb_gen = self
+            .tlb_gen
+            .fetch_add(1, core::sync::atomic::Ordering::SeqCst)
+            + 1;
+        FlushTargets {
+            cpus: self.load(),
+            tlb_gen,
+        }
     }
 }
 

@@ -218,7 +218,10 @@ pub fn kernel_half_root() -> Option<u64> {
 /// Load `root_pa` into TTBR0_EL1 with `asid` (bits 63:48; ASID 0 belongs to
 /// the empty table and is refused).  When the ASID was last used with a
 /// different root (or is not tracked), its TLB entries are invalidated.
-pub fn switch_user_root(root_pa: u64, asid: u16) {
+/// `_tlb_gen` (the space's flush generation, which x86 compares per PCID)
+/// is not needed: TLBIs are broadcast, so no flush of a space ever skips a
+/// CPU and the CPU set is never trimmed here.
+pub fn switch_user_root(root_pa: u64, asid: u16, _tlb_gen: u64) {
     assert!(root_pa & !TTBR_BADDR == 0 && root_pa.is_multiple_of(4096));
     let bits = asid_bits();
     let asid = u64::from(asid) & ((1u64 << bits) - 1);

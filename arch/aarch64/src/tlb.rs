@@ -93,8 +93,10 @@ pub fn sync_tables() {
     unsafe { asm!("dsb ishst", "isb", options(nostack, preserves_flags)) };
 }
 
-/// Drop every translation tagged with `asid`.
-pub fn flush_user_all(asid: u16) {
+/// Drop every translation tagged with `asid`.  `_tlb_gen` (the address
+/// space's flush generation, which x86 records per PCID) is not needed:
+/// the TLBI reaches every CPU, so no CPU ever leaves a space's CPU set.
+pub fn flush_user_all(asid: u16, _tlb_gen: u64) {
     let arg = (asid as u64) << 48;
     // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
     unsafe {
@@ -103,8 +105,9 @@ pub fn flush_user_all(asid: u16) {
     };
 }
 
-/// Drop the translations of `[start, end)` (page stride `stride`) for `asid`.
-pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64) {
+/// Drop the translations of `[start, end)` (page stride `stride`) for
+/// `asid` (`tlb_gen`: as [`flush_user_all`]).
+pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64, tlb_gen: u64) {
     let stride = stride.max(4096);
     let pages = (end - start) >> 12;
     if pages > 1 && pages <= MAX_RANGE_PAGES && has_range_tlbi() {
@@ -120,7 +123,7 @@ pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64) {
         return;
     }
     if (end - start) / stride > RANGE_LIMIT {
-        flush_user_all(asid);
+        flush_user_all(asid, tlb_gen);
         return;
     }
     // SAFETY: as above; the DSB before makes the cleared entries visible to

@@ -11,7 +11,7 @@
 #![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use mm::cpu::CpuSet;
+use mm::cpu::FlushTargets;
 use mm::paging::{Attrs, PageTable, PagingArch, Perms, PtAlloc, Space, TlbOps};
 use mm::physmem::phys::PhysMem;
 
@@ -116,8 +116,8 @@ impl PtAlloc for BumpTables<'_> {
 pub struct NotLive;
 
 impl TlbOps for NotLive {
-    fn flush_range(&self, _: Space, _: CpuSet, _: u64, _: u64, _: u64) {}
-    fn flush_all(&self, _: Space, _: CpuSet) {}
+    fn flush_range(&self, _: Space, _: FlushTargets, _: u64, _: u64, _: u64) {}
+    fn flush_all(&self, _: Space, _: FlushTargets) {}
 }
 
 /// Map `[va, va + len)` to `pa` in a kernel table being built at boot:

@@ -205,25 +205,46 @@ pub fn kernel_half_root() -> Option<u64> {
 
 /// Load `root_pa` (a PML4 whose upper half links the kernel's) into CR3 with PCID
 /// `asid` (low 12 bits; 0 is the kernel's and is refused).  The PCID's TLB
-/// entries are kept when it was last loaded with the same root and flushed
-/// otherwise.  Without PCIDs this is a plain CR3 load (full non-global flush).
-pub fn switch_user_root(root_pa: u64, asid: u16) {
+/// entries are kept (NOFLUSH) when it was last loaded here with the same
+/// root *and* this CPU has every flush of the space up to `tlb_gen`, the
+/// space's flush generation the caller read after joining its CPU set
+/// (`mm::cpu::AtomicCpuSet::tlb_gen`); otherwise they are flushed, and
+/// `tlb_gen` becomes this CPU's record for the PCID.  Flushes that skipped
+/// this CPU while it ran something else are caught this way (the ordering
+/// argument is at the kernel's `sched::switch_mm`).
+///
+/// Without PCIDs (QEMU TCG offers none) this is a plain CR3 load, a full
+/// non-global flush whatever was decided; the decision is made and
+/// counted ([`gen_flushes`]) all the same, so that the self-tests check
+/// the logic real PCID hardware depends on.
+pub fn switch_user_root(root_pa: u64, asid: u16, tlb_gen: u64) {
     assert!(root_pa & !ADDR_MASK == 0, "unaligned root");
     let frame = root_frame(root_pa);
     let irq = cpu::irq_save();
     let me = percpu::this();
+    let id = asid & 0xFFF;
+    assert!(id != 0, "PCID 0 is the kernel's");
+    let slot = usize::from(id);
+    let same_root = me
+        .last_root
+        .get(slot)
+        .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
+    // Interrupts are masked: no flush answered here can move the record
+    // between this swap and the CR3 write.
+    let up_to_date = me
+        .flushed_gen
+        .get(slot)
+        .is_some_and(|g| g.swap(tlb_gen, Ordering::Relaxed) == tlb_gen);
+    if same_root && !up_to_date {
+        me.gen_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+    me.loaded_asid.store(u64::from(id), Ordering::Relaxed);
     // SAFETY: the root's upper half mirrors the kernel's (`link_kernel_half`), so
     // everything the kernel uses stays mapped at the same addresses.
     unsafe {
         if pcid_on_here(me) {
-            let id = asid & 0xFFF;
-            assert!(id != 0, "PCID 0 is the kernel's");
             let pcid = Pcid::new(id).expect("12-bit PCID");
-            let same = me
-                .last_root
-                .get(usize::from(id))
-                .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
-            if same {
+            if same_root && up_to_date {
                 Cr3::write_pcid_no_flush(frame, pcid);
             } else {
                 Cr3::write_pcid(frame, pcid);
@@ -231,6 +252,36 @@ pub fn switch_user_root(root_pa: u64, asid: u16) {
         } else {
             Cr3::write(frame, Cr3Flags::empty());
         }
+    }
+    cpu::irq_restore(irq);
+}
+
+/// Switch-ins on CPU `cpu` that flushed an unchanged root's PCID because a
+/// flush of its space went by while the CPU was away (see
+/// [`switch_user_root`]; counted with or without PCIDs); 0 for an unknown
+/// CPU.
+pub fn gen_flushes(cpu: usize) -> u64 {
+    percpu::PERCPU
+        .get(cpu)
+        .map_or(0, |c| c.gen_flushes.load(Ordering::Relaxed))
+}
+
+/// Record that the running CPU, which has `asid` loaded, just performed a
+/// flush of generation `tlb_gen` of its space: if it had every flush before
+/// that one, it now has every flush up to it (Linux's `flush_tlb_func`
+/// "`f->new_tlb_gen == local_tlb_gen + 1`" case).  Otherwise the record
+/// stays behind (a flush with a smaller generation is yet to be answered
+/// here, or was answered while the space was away), and the next
+/// switch-in flushes the PCID whole, which is always safe.
+pub(crate) fn note_flushed(asid: u16, tlb_gen: u64) {
+    let irq = cpu::irq_save();
+    let me = percpu::this();
+    if me.loaded_asid.load(Ordering::Relaxed) == u64::from(asid & 0xFFF)
+        && let Some(g) = me.flushed_gen.get(usize::from(asid & 0xFFF))
+        && tlb_gen != 0
+        && g.load(Ordering::Relaxed) == tlb_gen - 1
+    {
+        g.store(tlb_gen, Ordering::Relaxed);
     }
     cpu::irq_restore(irq);
 }
@@ -251,6 +302,7 @@ pub fn invalidate_asid(asid: u16) {
 /// Go back to the kernel's own root (empty lower half, PCID 0).
 pub fn user_root_off() {
     let irq = cpu::irq_save();
+    percpu::this().loaded_asid.store(0, Ordering::Relaxed);
     let k = paging::kernel_root();
     if cpu::read_cr3() & ADDR_MASK != k {
         let frame = root_frame(k);

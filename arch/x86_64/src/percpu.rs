@@ -21,7 +21,7 @@
 //! Besides the GDT a `PerCpu` holds the CPU's TSS (RSP0 = the running
 //! thread's kernel stack top, IST1 = its double-fault stack), the area the
 //! SYSCALL entry reaches through IA32_KERNEL_GS_BASE, the PCID bookkeeping
-//! (context.rs), the probes' fault record (probe.rs) and whether the CPU runs the kernel's tick and IRQ-exit
+//! and flush-generation bookkeeping (context.rs, tlb.rs), the probes' fault record (probe.rs) and whether the CPU runs the kernel's tick and IRQ-exit
 //! hooks.
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
@@ -64,6 +64,22 @@ pub struct PerCpu {
     /// Last root loaded with each PCID on this CPU (0 = none or
     /// invalidated).  Other CPUs only clear entries (`invalidate_asid`).
     pub(crate) last_root: [AtomicU64; TRACKED_PCIDS],
+    /// Per PCID: the address space's flush generation (`mm::cpu::
+    /// AtomicCpuSet::tlb_gen`) up to which this CPU's TLB has every flush
+    /// of it (Linux's `cpu_tlbstate.ctxs[].tlb_gen`).  Set when the space
+    /// is switched in (`context::switch_user_root`, after flushing the
+    /// PCID if it was behind) and moved on by one when this CPU performs
+    /// the next flush while running the space (`tlb::note_flushed`).
+    /// Written by this CPU only, with interrupts masked.
+    pub(crate) flushed_gen: [AtomicU64; TRACKED_PCIDS],
+    /// The PCID (low 12 bits of the ASID) whose root CR3 holds, 0 for the
+    /// kernel's own root; kept with or without PCIDs, for `tlb::note_flushed`.
+    /// Written by this CPU only, with interrupts masked.
+    pub(crate) loaded_asid: AtomicU64,
+    /// Switch-ins that flushed a PCID whose root was unchanged because its
+    /// generation had moved on while this CPU was away (a flush skipped
+    /// it); for the self-tests.
+    pub(crate) gen_flushes: AtomicU64,
 }
 
 // SAFETY: the `UnsafeCell` fields are written only by their own CPU (or
@@ -89,6 +105,9 @@ impl PerCpu {
             pcid_on: AtomicBool::new(false),
             probe: crate::probe::ProbeState::new(),
             last_root: [const { AtomicU64::new(0) }; TRACKED_PCIDS],
+            flushed_gen: [const { AtomicU64::new(0) }; TRACKED_PCIDS],
+            loaded_asid: AtomicU64::new(0),
+            gen_flushes: AtomicU64::new(0),
         }
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! User translations are tagged with the address space's PCID when the CPU
 //! has PCIDs (`context::switch_user_root`), else untagged.  INVLPG and a CR3
-//! reload act on the *current* PCID only, so flushing an address space that
-//! is not loaded instead forgets its PCID's last root: the next
-//! `switch_user_root` then loads it without NOFLUSH, dropping all its stale
-//! entries.  One CPU runs today; on SMP these become shootdowns.
+//! reload act on the *current* PCID only.  A flush of an address space
+//! that is not loaded here does nothing: its PCID may still hold entries
+//! from when this CPU last ran it, but this CPU's record of the space's
+//! flush generation is then behind the flush's, so the next
+//! `switch_user_root` of it flushes the PCID whole.
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// INVLPG and CR3 writes act on this CPU only: other CPUs' TLBs are
@@ -57,20 +58,16 @@ pub fn set_flush_ceiling(pages: u64) {
 }
 
 /// True if `asid`'s translations may be in the TLB under the current CR3
-/// (always true without PCIDs: untagged entries belong to whatever is loaded).
+/// (always true without PCIDs: untagged entries belong to whatever is
+/// loaded).  When false, nothing needs flushing now: see the module
+/// documentation.
 fn is_current(asid: u16) -> bool {
-    if !crate::context::has_pcid() {
-        return true;
-    }
-    if Cr3::read_raw().1 == asid & 0xFFF {
-        return true;
-    }
-    crate::context::invalidate_asid(asid);
-    false
+    !crate::context::has_pcid() || Cr3::read_raw().1 == asid & 0xFFF
 }
 
-/// Drop every non-global translation of address space `asid`.
-pub fn flush_user_all(asid: u16) {
+/// Drop every non-global translation of address space `asid`, for its
+/// flush of generation `tlb_gen` (`mm::cpu::FlushTargets`).
+pub fn flush_user_all(asid: u16, tlb_gen: u64) {
     if !is_current(asid) {
         return;
     }
@@ -79,17 +76,20 @@ pub fn flush_user_all(asid: u16) {
     let (frame, low) = Cr3::read_raw();
     // SAFETY: reloading the current root (same PCID) only flushes TLB entries.
     unsafe { Cr3::write_raw(frame, low) };
+    crate::context::note_flushed(asid, tlb_gen);
 }
 
-/// Drop the user translations of `[start, end)` with page stride `stride`.
-pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64) {
+/// Drop the user translations of `[start, end)` with page stride `stride`
+/// (`tlb_gen`: as [`flush_user_all`]).
+pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64, tlb_gen: u64) {
     let stride = stride.max(4096);
     if (end - start) / stride > flush_ceiling() {
-        flush_user_all(asid);
+        flush_user_all(asid, tlb_gen);
         return;
     }
     if is_current(asid) {
         flush_pages(start, end, stride);
+        crate::context::note_flushed(asid, tlb_gen);
     }
 }
 

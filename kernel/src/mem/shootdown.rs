@@ -10,7 +10,12 @@
 //! `TlbOps::flush_*` return, so `TlbGather::finish` frees page tables and
 //! folios only after every CPU that could hold their translations let go.
 //! Targets: every other online CPU for kernel (global) mappings, the
-//! address space's CPU set (`mm::cpu::AtomicCpuSet`) for user ones.
+//! address space's CPU set (`mm::cpu::AtomicCpuSet`) for user ones: the
+//! CPUs running it now, since a CPU leaves the set when it switches away
+//! (`sched::switch_mm`, where the argument that no flush is missed lives).
+//! A target that switched away between the sender's read of the set and
+//! the IPI finds the space's PCID not loaded and does nothing: it will
+//! flush at switch-in, having missed this generation.
 //!
 //! Lock: [`SENDER`] lets one request be in flight at a time; it is held
 //! with preemption disabled.  A CPU waiting
@@ -38,14 +43,18 @@ pub enum Flush {
         stride: u64,
     },
     KernelAll,
+    /// `tlb_gen`: the space's flush generation this flush carries
+    /// (`mm::cpu::FlushTargets`), recorded by a CPU that runs the space.
     UserRange {
         asid: u16,
         start: u64,
         end: u64,
         stride: u64,
+        tlb_gen: u64,
     },
     UserAll {
         asid: u16,
+        tlb_gen: u64,
     },
 }
 
@@ -67,8 +76,9 @@ impl Flush {
                 start,
                 end,
                 stride,
-            } => arch::tlb::flush_user_range(asid, start, end, stride),
-            Flush::UserAll { asid } => arch::tlb::flush_user_all(asid),
+                tlb_gen,
+            } => arch::tlb::flush_user_range(asid, start, end, stride, tlb_gen),
+            Flush::UserAll { asid, tlb_gen } => arch::tlb::flush_user_all(asid, tlb_gen),
         }
     }
 }
@@ -81,6 +91,7 @@ struct Request {
     start: AtomicU64,
     end: AtomicU64,
     stride: AtomicU64,
+    tlb_gen: AtomicU64,
     pending: AtomicCpuSet,
 }
 
@@ -90,6 +101,7 @@ static REQ: Request = Request {
     start: AtomicU64::new(0),
     end: AtomicU64::new(0),
     stride: AtomicU64::new(0),
+    tlb_gen: AtomicU64::new(0),
     pending: AtomicCpuSet::new(CpuSet::EMPTY),
 };
 
@@ -101,17 +113,19 @@ pub static SHOOTDOWN_IPIS: AtomicU64 = AtomicU64::new(0);
 
 impl Request {
     fn publish(&self, f: Flush) {
-        let (kind, asid, start, end, stride) = match f {
-            Flush::KernelRange { start, end, stride } => (0, 0, start, end, stride),
-            Flush::KernelAll => (1, 0, 0, 0, 0),
+        let (kind, asid, start, end, stride, tlb_gen) = match f {
+            Flush::KernelRange { start, end, stride } => (0, 0, start, end, stride, 0),
+            Flush::KernelAll => (1, 0, 0, 0, 0, 0),
             Flush::UserRange {
                 asid,
                 start,
                 end,
                 stride,
-            } => (2, asid, start, end, stride),
-            Flush::UserAll { asid } => (3, asid, 0, 0, 0),
+                tlb_gen,
+            } => (2, asid, start, end, stride, tlb_gen),
+            Flush::UserAll { asid, tlb_gen } => (3, asid, 0, 0, 0, tlb_gen),
         };
+        self.tlb_gen.store(tlb_gen, SeqCst);
         self.kind.store(kind, SeqCst);
         self.asid.store(u64::from(asid), SeqCst);
         self.start.store(start, SeqCst);
@@ -120,11 +134,12 @@ impl Request {
     }
 
     fn read(&self) -> Flush {
-        let (asid, start, end, stride) = (
+        let (asid, start, end, stride, tlb_gen) = (
             self.asid.load(SeqCst) as u16,
             self.start.load(SeqCst),
             self.end.load(SeqCst),
             self.stride.load(SeqCst),
+            self.tlb_gen.load(SeqCst),
         );
         match self.kind.load(SeqCst) {
             0 => Flush::KernelRange { start, end, stride },
@@ -134,8 +149,9 @@ impl Request {
                 start,
                 end,
                 stride,
+                tlb_gen,
             },
-            _ => Flush::UserAll { asid },
+            _ => Flush::UserAll { asid, tlb_gen },
         }
     }
 }

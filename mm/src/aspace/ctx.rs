@@ -285,8 +285,9 @@ impl<'a> MmCtx<'a> {
         }
     }
 
-    /// The CPU set of the address space with `asid`: the CPUs that loaded
-    /// its root since the ASID was handed out (see [`AtomicCpuSet`] for the
+    /// The CPU set of the address space with `asid`, and its flush
+    /// generation: the CPUs that run it now (x86) or loaded its root since
+    /// the ASID was handed out (arm64) (see [`AtomicCpuSet`] for the
     /// ordering contract).  Lives as long as the context, so page tables
     /// and TLB gathers can hold it.
     pub fn cpus_of(&self, asid: u16) -> &AtomicCpuSet {

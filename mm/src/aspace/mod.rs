@@ -448,8 +448,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut vmas = self.mmap_write();
         let ranges = vmas.munmap(addr, len)?;
         let mut pt = self.lock_pt();
+        // One gather for the whole call (Linux's `unmap_region`): the
+        // leaves, the tables they empty and the gap tables below cost one
+        // flush, so one shootdown round, and every table page and folio is
+        // freed only after it completed on every CPU.
+        let mut g = pt.gather();
+        let mut puts = rmap::PutList::new();
         for r in &ranges {
-            self.zap_range(&mut pt, r.start, r.end, true);
+            self.zap_range_into(&mut pt, r.start, r.end, true, &mut g, &mut puts);
         }
         // Like Linux's free_pgtables: also free the tables the whole
         // unmapped gap around each range leaves empty, so a later PMD fault
@@ -457,8 +463,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // range is zapped: a gap may span several of them.)
         for r in &ranges {
             let (floor, ceiling) = vmas.gap_around(r.start, r.end);
-            self.free_gap_tables(&mut pt, floor, ceiling.min(1 << 47));
+            self.free_gap_tables_into(&mut pt, floor, ceiling.min(1 << 47), &mut g);
         }
+        g.finish();
+        puts.release();
         Ok(())
     }
 

@@ -6,7 +6,11 @@
 //! leaf the range covers entirely is removed whole, one it cuts is split
 //! first.  Every TLB flush is gathered and done once at the end, and only
 //! then are the folios' references dropped, so no freed frame is ever
-//! reachable through a stale TLB entry.
+//! reachable through a stale TLB entry.  munmap gathers all its ranges and
+//! the gap tables around them into one gather ([`Mm::zap_range_into`],
+//! [`Mm::free_gap_tables_into`]): one flush, so one shootdown round, as
+//! Linux's `unmap_region` does with one mmu_gather; the freed tables go
+//! back only after it, once every target CPU has acknowledged.
 
 use crate::addr::{PAGE_SIZE, align_down};
 use crate::paging::{
@@ -32,6 +36,26 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let mut g = pt.gather();
         let mut puts = PutList::new();
+        self.zap_range_into(pt, start, end, free_tables, &mut g, &mut puts);
+        g.finish();
+        puts.release();
+    }
+
+    /// [`Self::zap_range`] into the caller's gather and put list: the
+    /// caller must `finish` the gather and only then release the puts (so
+    /// no folio is freed while a TLB may still map it).
+    pub(crate) fn zap_range_into(
+        &self,
+        pt: &mut PageTable<'a, A>,
+        start: u64,
+        end: u64,
+        free_tables: bool,
+        g: &mut TlbGather<'a>,
+        puts: &mut PutList<'a>,
+    ) {
+        if start >= end {
+            return;
+        }
         let mut walk = pt.walk_range(start, end);
         while let Some(step) = walk.next() {
             match step {
@@ -39,7 +63,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 Step::Leaf(h) if h.level == PMD_LEVEL => {
                     let (base, l) = (h.base(), h.leaf);
                     if h.whole() {
-                        pt.zap_pmd(base, &mut g)
+                        pt.zap_pmd(base, g)
                             .expect("a PMD leaf is there under the lock");
                         if !self.ctx.is_zero_pfn(l.pfn)
                             && let Some(f) = self.ctx.folio(l.pfn)
@@ -53,7 +77,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         walk.again();
                     }
                 }
-                Step::Ptes(run) => self.zap_ptes(pt, run, &mut g, &mut puts),
+                Step::Ptes(run) => self.zap_ptes(pt, run, g, puts),
                 Step::Leaf(HugeLeaf { start, .. }) | Step::NonPresent { start, .. } => {
                     debug_assert!(false, "unexpected entry at {start:#x}");
                 }
@@ -62,25 +86,29 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if free_tables {
             // Every leaf in the range is gone, so this only frees the table
             // pages the range covers entirely (their flush is gathered).
-            let r = pt.unmap_range(start, end - start, &mut g);
+            let r = pt.unmap_range(start, end - start, g);
             debug_assert!(r.is_ok(), "{r:?}");
         }
-        g.finish();
-        puts.release();
     }
 
     /// Free the page-table pages lying wholly inside `[floor, ceiling)`, a
     /// range that holds no VMA and therefore no leaf (only empty tables).
-    pub(crate) fn free_gap_tables(&self, pt: &mut PageTable<'a, A>, floor: u64, ceiling: u64) {
+    /// The tables go into the caller's gather `g` (freed when it finishes,
+    /// after its one flush).
+    pub(crate) fn free_gap_tables_into(
+        &self,
+        pt: &mut PageTable<'a, A>,
+        floor: u64,
+        ceiling: u64,
+        g: &mut TlbGather<'a>,
+    ) {
         let floor = floor.next_multiple_of(PAGE_SIZE);
         let ceiling = align_down(ceiling, PAGE_SIZE);
         if floor >= ceiling {
             return;
         }
-        let mut g = pt.gather();
-        let r = pt.unmap_range(floor, ceiling - floor, &mut g);
+        let r = pt.unmap_range(floor, ceiling - floor, g);
         debug_assert!(r.is_ok(), "{r:?}");
-        g.finish();
     }
 
     /// Zap the PTEs of `run`, one batch per run of a folio's pages.

@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use crate::addr::PAGE_SIZE;
-use crate::cpu::CpuSet;
+use crate::cpu::{CpuSet, FlushTargets};
 use crate::paging::{
     Entry, Leaf, PagingArch, Perms, ROOT_LEVEL, Space, TlbOps, level_index, level_size,
 };
@@ -370,9 +370,9 @@ impl EmuTlb {
 }
 
 impl TlbOps for EmuTlb {
-    fn flush_range(&self, space: Space, cpus: CpuSet, start: u64, end: u64, stride: u64) {
+    fn flush_range(&self, space: Space, to: FlushTargets, start: u64, end: u64, stride: u64) {
         let mut st = self.st.lock();
-        st.targets.push(cpus);
+        st.targets.push(to.cpus);
         st.log.push(Flush::Range {
             space,
             start,
@@ -385,9 +385,9 @@ impl TlbOps for EmuTlb {
             !((space == Space::Kernel || e.space == space || e.global) && e.overlaps(start, end))
         });
     }
-    fn flush_all(&self, space: Space, cpus: CpuSet) {
+    fn flush_all(&self, space: Space, to: FlushTargets) {
         let mut st = self.st.lock();
-        st.targets.push(cpus);
+        st.targets.push(to.cpus);
         st.log.push(Flush::All { space });
         st.entries
             .retain(|e| !(space == Space::Kernel || (e.space == space && !e.global)));

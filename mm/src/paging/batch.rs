@@ -350,9 +350,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             *old = l;
         }
         let end = block_va + cp as u64 * PAGE_SIZE;
-        self.env
-            .tlb
-            .flush_range(self.space, self.cpus.load(), block_va, end, PAGE_SIZE);
+        self.env.tlb.flush_range(
+            self.space,
+            self.cpus.begin_flush(),
+            block_va,
+            end,
+            PAGE_SIZE,
+        );
         for (i, old) in olds.iter().enumerate().take(cp) {
             let Some(mut l) = *old else {
                 debug_assert!(false, "converting a block with an empty entry");

@@ -24,7 +24,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         };
         self.take(slot);
         let tlb: &dyn TlbOps = self.env.tlb;
-        tlb.flush_range(self.space, self.cpus.load(), va, va + PMD_SIZE, PAGE_SIZE);
+        tlb.flush_range(
+            self.space,
+            self.cpus.begin_flush(),
+            va,
+            va + PMD_SIZE,
+            PAGE_SIZE,
+        );
         Ok(pa)
     }
 

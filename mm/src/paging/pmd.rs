@@ -107,9 +107,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         let old = A::decode(self.take(slot), PMD_LEVEL)
             .leaf()
             .expect("checked above under the lock");
-        self.env
-            .tlb
-            .flush_range(self.space, self.cpus.load(), va, va + PMD_SIZE, PMD_SIZE);
+        self.env.tlb.flush_range(
+            self.space,
+            self.cpus.begin_flush(),
+            va,
+            va + PMD_SIZE,
+            PMD_SIZE,
+        );
         let cp = A::CONT_PTES as u64;
         let cont = self.cont_enabled();
         for i in 0..ENTRIES_PER_TABLE as u64 {

@@ -688,7 +688,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// are not touched (their owners unmapped or will free them).  The
     /// caller must have switched every CPU away from this root.
     pub fn destroy(mut self) {
-        self.env.tlb.flush_all(self.space, self.cpus.load());
+        self.env.tlb.flush_all(self.space, self.cpus.begin_flush());
         let mut pages = alloc::vec::Vec::new();
         self.for_each_table(&mut |pa, _| pages.push(pa));
         for pa in pages {

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use super::table::PtAlloc;
 use crate::addr::PAGE_SIZE;
-use crate::cpu::{AtomicCpuSet, CpuSet};
+use crate::cpu::{AtomicCpuSet, FlushTargets};
 
 /// Which TLB entries an invalidation targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,12 +35,15 @@ pub trait TlbOps: Sync {
     /// Invalidate `[start, end)` in `space`.  `stride` is the smallest leaf
     /// size that was changed in the range (4K, 2M, 1G), a hint that lets
     /// an implementation issue one invalidation per leaf.
-    /// `cpus` are the CPUs that may hold the entries (the space's
-    /// [`AtomicCpuSet`] read after the entries changed): an implementation
-    /// that invalidates by IPI needs to reach only those.
-    fn flush_range(&self, space: Space, cpus: CpuSet, start: u64, end: u64, stride: u64);
-    /// Invalidate everything cached for `space` on `cpus`.
-    fn flush_all(&self, space: Space, cpus: CpuSet);
+    /// `to.cpus` are the CPUs that may hold the entries (the space's
+    /// [`AtomicCpuSet`] read after the entries changed and the space's
+    /// flush generation was bumped to `to.tlb_gen`,
+    /// [`AtomicCpuSet::begin_flush`]): an implementation that invalidates
+    /// by IPI needs to reach only those; CPUs that left the set flush when
+    /// they switch the space back in (they see the generation moved on).
+    fn flush_range(&self, space: Space, to: FlushTargets, start: u64, end: u64, stride: u64);
+    /// Invalidate everything cached for `space` on `to.cpus`.
+    fn flush_all(&self, space: Space, to: FlushTargets);
     /// Make page-table stores visible to the table walker before the
     /// mapping is used (arm64: `dsb ishst; isb`; nothing on x86).  Called
     /// once per operation that made entries valid.
@@ -148,17 +151,17 @@ impl<'a> TlbGather<'a> {
             } else {
                 self.stride
             };
-            let cpus = self.cpus.load();
+            let to = self.cpus.begin_flush();
             if (self.end - self.start) / stride > FULL_FLUSH_THRESHOLD {
-                self.tlb.flush_all(self.space, cpus);
+                self.tlb.flush_all(self.space, to);
             } else {
                 self.tlb
-                    .flush_range(self.space, cpus, self.start, self.end, stride);
+                    .flush_range(self.space, to, self.start, self.end, stride);
             }
         } else if !self.freed.is_empty() {
             // Freed tables with no leaf change still need the walk caches
             // (paging-structure caches) dropped before the pages are reused.
-            self.tlb.flush_all(self.space, self.cpus.load());
+            self.tlb.flush_all(self.space, self.cpus.begin_flush());
         }
         self.start = u64::MAX;
         self.end = 0;

@@ -510,11 +510,7 @@ fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
         .addr_space()
         .map_or((0, 0), |s| (s.root_pa, s.asid));
     if want != g.cpus[cpu].loaded {
-        if want.0 == 0 {
-            arch::user_root_off();
-        } else {
-            load_user_root(want.0, want.1, cpu);
-        }
+        switch_mm(g.cpus[cpu].loaded, want, cpu);
         g.cpus[cpu].loaded = want;
     }
     let (bottom, top) = g.thread(next).stack_range();
@@ -1073,12 +1069,56 @@ fn spawn_inner(name: &str, space: Option<AddrSpace>, f: Entry) -> Result<JoinHan
     Ok(handle)
 }
 
-/// Load a user root on `cpu`.  The CPU joins the space's CPU set first,
-/// so that a flush which reads the set after changing entries reaches it
-/// (`mm::cpu::AtomicCpuSet`'s ordering contract).
-fn load_user_root(root_pa: u64, asid: u16, cpu: usize) {
-    crate::mem::uspace::ctx().cpus_of(asid).insert(cpu);
-    arch::switch_user_root(root_pa, asid);
+/// Switch CPU `cpu` (the running one, interrupts masked) from the
+/// lower-half root `prev` to `next` (`(root_pa, asid)`, `(0, 0)` for the
+/// kernel's own): Linux's `switch_mm_irqs_off`.
+///
+/// The CPU joins `next`'s CPU set before it loads the root, and, where
+/// flushes are IPIs (x86), leaves `prev`'s set after it loaded another
+/// root, so later flushes of `prev` skip it.  Its TLB may still hold
+/// `prev`'s entries under `prev`'s PCID; what keeps them from being used
+/// stale is the flush generation (`mm::cpu::AtomicCpuSet::tlb_gen`):
+///
+/// * a flusher changes the entries, bumps the generation, *then* reads
+///   the set (`AtomicCpuSet::begin_flush`), and IPIs the CPUs in it;
+/// * a CPU switching in adds itself to the set, a full fence, *then*
+///   reads the generation, and loads the root flushing the PCID unless
+///   its own record for the PCID equals what it read
+///   (`arch::switch_user_root`); the record becomes what it read.
+///
+/// All four are `SeqCst`, so they fall in one total order.  For a flush F
+/// (generation `g`) and a switch-in S: if F's read of the set comes
+/// before S's insert, then F's bump comes before S's read of the
+/// generation, so S reads at least `g` and sees F's changed entries
+/// (made before the bump); S's record for the PCID is older than `g`
+/// (records only take generations whose flushes this CPU has, and it
+/// has not had F), so S flushes the PCID.  Otherwise F's read of the set
+/// comes after S's insert and includes the CPU, which gets F's IPI (a
+/// CPU that has since switched away answers it by doing nothing, its
+/// record now behind `g`).  Either way no flush is missed.  The CPU
+/// leaves `prev`'s set only after CR3 no longer holds `prev`'s root, so
+/// while the root is loaded (and the walker may use it) the CPU is in
+/// the set; a page-table page a flusher frees after an IPI round that
+/// skipped this CPU is therefore no longer reachable from its CR3.
+///
+/// arm64's TLBIs are broadcast: its CPUs stay in every set they join
+/// (until the ASID is freed), and the generation is not needed there.
+fn switch_mm(prev: (u64, u16), next: (u64, u16), cpu: usize) {
+    let ctx = crate::mem::uspace::ctx();
+    if next.0 == 0 {
+        arch::user_root_off();
+    } else {
+        let set = ctx.cpus_of(next.1);
+        set.insert(cpu);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        let tlb_gen = set.tlb_gen();
+        arch::switch_user_root(next.0, next.1, tlb_gen);
+    }
+    // Same ASID with another root: the old space's ASID was freed (its set
+    // cleared) and handed to `next`, whose set this CPU just joined.
+    if prev.0 != 0 && prev.1 != next.1 && !arch::tlb::BROADCAST {
+        ctx.cpus_of(prev.1).remove(cpu);
+    }
 }
 
 /// Set (or clear) the running thread's lower-half root and load it now.
@@ -1089,10 +1129,7 @@ pub fn set_addr_space(space: Option<AddrSpace>) {
         s.thread(me).set_addr_space(space);
         let want = space.map_or((0, 0), |s| (s.root_pa, s.asid));
         if want != s.cpus[cpu].loaded {
-            match space {
-                Some(sp) => load_user_root(sp.root_pa, sp.asid, cpu),
-                None => arch::user_root_off(),
-            }
+            switch_mm(s.cpus[cpu].loaded, want, cpu);
             s.cpus[cpu].loaded = want;
         }
     });
