@@ -8,8 +8,10 @@
 //!   gigabyte, `MADV_COLLAPSE`), so spinning could last a time slice or
 //!   forever (a holder preempted on the waiter's own CPU).  Holders stay
 //!   preemptible.
-//! * [`PtLock`] — the page-table lock (Linux's `page_table_lock` /
-//!   split PTL, a spin lock).  Held with preemption disabled, and never
+//! * [`PtRwLock`] and [`PtLock`] — the page-table locks (Linux's
+//!   `page_table_lock` and split PTE-table locks, spin locks): the whole
+//!   table shared or exclusive, and stripes for PTE tables.  Held with
+//!   preemption disabled, and never
 //!   across a sleep, so a holder is always running on some CPU and a
 //!   spinner waits for a bounded critical section; every turn of the spin
 //!   calls [`CpuOps::relax`], which answers the other CPUs' requests (TLB
@@ -223,6 +225,104 @@ impl<T> DerefMut for PtLockGuard<'_, T> {
 }
 
 impl<T> Drop for PtLockGuard<'_, T> {
+    fn drop(&mut self) {
+        self.g = None;
+        self.ops.preempt_enable();
+    }
+}
+
+/// A reader-writer spin lock held with preemption disabled: the table
+/// lock of split page-table locking.  Shared by faults that only fill
+/// empty entries of an existing PTE table (each also holding that table's
+/// [`PtLock`] stripe), exclusive for everything else.  Like [`PtLock`],
+/// never held across a sleep, and spinners answer other CPUs.  Readers
+/// are preferred (a writer waits for a moment with no reader); the
+/// readers are page faults of the same process, which come and go.
+pub struct PtRwLock<T> {
+    lock: RwLock<T>,
+}
+
+impl<T> PtRwLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            lock: RwLock::new(value),
+        }
+    }
+
+    /// The value, through exclusive access to the lock (teardown).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.lock.get_mut()
+    }
+
+    /// Shared access, spinning while a writer holds the lock.
+    pub fn read<'l>(&'l self, ops: &'l dyn CpuOps) -> PtReadGuard<'l, T> {
+        ops.preempt_disable();
+        loop {
+            if let Some(g) = self.lock.try_read() {
+                return PtReadGuard { g: Some(g), ops };
+            }
+            while self.lock.writer_count() != 0 {
+                ops.relax();
+            }
+        }
+    }
+
+    /// Exclusive access, spinning while anyone holds the lock.
+    pub fn write<'l>(&'l self, ops: &'l dyn CpuOps) -> PtWriteGuard<'l, T> {
+        ops.preempt_disable();
+        loop {
+            if let Some(g) = self.lock.try_write() {
+                return PtWriteGuard { g: Some(g), ops };
+            }
+            while self.lock.writer_count() != 0 || self.lock.reader_count() != 0 {
+                ops.relax();
+            }
+        }
+    }
+}
+
+/// Shared access to a [`PtRwLock`]'s value; preemption comes back on when
+/// it is dropped.
+pub struct PtReadGuard<'l, T> {
+    g: Option<RwLockReadGuard<'l, T>>,
+    ops: &'l dyn CpuOps,
+}
+
+impl<T> Deref for PtReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.g.as_ref().expect("held until drop")
+    }
+}
+
+impl<T> Drop for PtReadGuard<'_, T> {
+    fn drop(&mut self) {
+        self.g = None;
+        self.ops.preempt_enable();
+    }
+}
+
+/// Exclusive access to a [`PtRwLock`]'s value; preemption comes back on
+/// when it is dropped.
+pub struct PtWriteGuard<'l, T> {
+    g: Option<RwLockWriteGuard<'l, T>>,
+    ops: &'l dyn CpuOps,
+}
+
+impl<T> Deref for PtWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.g.as_ref().expect("held until drop")
+    }
+}
+
+impl<T> DerefMut for PtWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.g.as_mut().expect("held until drop")
+    }
+}
+
+impl<T> Drop for PtWriteGuard<'_, T> {
     fn drop(&mut self) {
         self.g = None;
         self.ops.preempt_enable();

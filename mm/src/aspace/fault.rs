@@ -108,6 +108,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Segv);
         }
         stats.count(VmEvent::PgFault);
+        if let Some(r) = self.fault_shared(vma, addr, access) {
+            return r;
+        }
         let mut pre = None;
         let step = self.fault_locked(vma, &mut self.lock_pt(), addr, access, &mut pre);
         let (orders, walk) = match step {
@@ -137,6 +140,106 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             // when `pre` drops; never loop asking for another.
             Locked::NeedFolio(..) => Ok(()),
         }
+    }
+
+    /// The fault path under split page-table locks: a first touch inside
+    /// an existing PTE table (the zero page, or a new folio whose block
+    /// lies in that table) fills entries with the page-table lock *shared*
+    /// and that table's own lock held, so threads faulting different
+    /// tables of one space run in parallel (Linux's split PTL).  `None`:
+    /// not such a fault, take the exclusive path.
+    fn fault_shared(&self, vma: &Vma, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let va = align_down(addr, PAGE_SIZE);
+        let orders = {
+            let guard = self.lock_pt_shared();
+            let pt = guard.as_ref()?;
+            let w = pt.lookup(addr);
+            if w.level != PTE_LEVEL || !matches!(w.entry, Entry::Absent) {
+                return None;
+            }
+            let _ptl = self.lock_pte_table(w.table_pa());
+            if access != Access::Write {
+                return Some(
+                    match pt.fill_ptes_shared(&w, addr, va, ctx.zero_pfn(), 1, zero_attrs(vma)) {
+                        Ok(()) => {
+                            stats.count(VmEvent::FaultZeroPage);
+                            stats.count(VmEvent::ZeroPageMap);
+                            Ok(())
+                        }
+                        // Filled by another fault meanwhile: the access retries.
+                        Err(_) => Ok(()),
+                    },
+                );
+            }
+            let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
+            // The highest order whose aligned block is entirely empty (see
+            // `anon_fault_walked`).
+            while orders != 0 {
+                let o = 31 - orders.leading_zeros();
+                if pt.ptes_none_walked(&w, addr, align_down(addr, PAGE_SIZE << o), 1 << o) {
+                    break;
+                }
+                orders &= !(1 << o);
+            }
+            if orders >> UNLOCKED_ZERO_MIN_ORDER == 0 {
+                let Some(f) = self.alloc_anon_folio(orders) else {
+                    return Some(Err(Fault::Oom));
+                };
+                self.zero_folio(*f, align_down(addr, f.size()), addr);
+                return Some(self.install_shared(vma, pt, &w, addr, f));
+            }
+            orders
+        };
+        // Large: zeroed with no page-table lock held, then both retaken; the
+        // walk stays good (the mmap lock keeps the PTE table).
+        let Some(f) = self.alloc_anon_folio(orders) else {
+            return Some(Err(Fault::Oom));
+        };
+        self.zero_folio(*f, align_down(addr, f.size()), addr);
+        let guard = self.lock_pt_shared();
+        let pt = guard.as_ref()?;
+        let w = pt.lookup(addr);
+        if w.level != PTE_LEVEL {
+            return Some(Ok(()));
+        }
+        let _ptl = self.lock_pte_table(w.table_pa());
+        Some(self.install_shared(vma, pt, &w, addr, f))
+    }
+
+    /// Map the new, zeroed folio `f` over its block around `addr` with the
+    /// page-table lock shared and the PTE table's lock held (`w` walked to
+    /// that table).  If part of the block was filled meanwhile, `f` is
+    /// freed and the access retries.
+    fn install_shared(
+        &self,
+        vma: &Vma,
+        pt: &PageTable<'a, A>,
+        w: &Walk,
+        addr: u64,
+        f: FolioRef<'a>,
+    ) -> Result<(), Fault> {
+        let base = align_down(addr, f.size());
+        let n = f.nr_pages() as usize;
+        if pt
+            .fill_ptes_shared(w, addr, base, f.pfn(), n, anon_attrs(vma))
+            .is_ok()
+        {
+            self.account_new_anon(f, base);
+        }
+        Ok(())
+    }
+
+    /// The rmap, RSS and counters of a new anonymous folio just mapped by
+    /// PTEs at `base`.
+    fn account_new_anon(&self, f: FolioRef<'a>, base: u64) {
+        let ctx = self.ctx;
+        let f = f.into_raw();
+        ctx.rmap_add_new(f, self.id, base, false);
+        self.rss_add(f.nr_pages());
+        ctx.thp.stats.inc(f.order(), MthpStat::AnonFaultAlloc);
+        ctx.thp.stats.count(VmEvent::FaultAnonAlloc);
     }
 
     /// The folio for an anonymous fault: the highest of `orders` that the
@@ -383,8 +486,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         walk: Option<&Walk>,
         f: FolioRef<'a>,
     ) -> Locked {
-        let ctx = self.ctx;
-        let stats = &ctx.thp.stats;
         let base = align_down(addr, f.size());
         let n = f.nr_pages() as usize;
         let set = match walk {
@@ -394,11 +495,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if set.is_err() {
             return Locked::Done(Err(Fault::Oom));
         }
-        let f = f.into_raw();
-        ctx.rmap_add_new(f, self.id, base, false);
-        self.rss_add(f.nr_pages());
-        stats.inc(f.order(), MthpStat::AnonFaultAlloc);
-        stats.count(VmEvent::FaultAnonAlloc);
+        self.account_new_anon(f, base);
         Locked::Done(Ok(()))
     }
 

@@ -33,9 +33,15 @@
 //!    fault path drops it to allocate and zero a new folio and checks the
 //!    range again after retaking it.  fork holds the parent's and then the
 //!    child's (the child is private to fork, so no other order can exist).
-//!    One lock per address space, not Linux's split PTL (one per PTE
-//!    table): faults of one space on two CPUs take turns for the entry
-//!    updates only, the zeroing runs in parallel.
+//!    It is a reader-writer lock for split page-table locking: exclusive
+//!    for every change, except that a fault filling empty entries of an
+//!    existing PTE table (first touch: zero page or a new anonymous folio
+//!    of at most the table's span) holds it shared together with
+//!    2b. **PTE-table lock** — `Mm::ptl`, spin locks striped by the PTE
+//!    table's address (Linux has one per table page), taken only under
+//!    the shared page-table lock, one at a time.  Faults of one space on
+//!    different PTE tables so run in parallel; tables themselves are
+//!    allocated and freed only under the exclusive lock.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
 //!    ever try-locked under a page-table lock.  A split holds the
 //!    page-table locks of *several* spaces (every one mapping the folio),
@@ -79,7 +85,10 @@ mod zap;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::sync::{PtLock, PtLockGuard, SleepReadGuard, SleepRwLock, SleepWriteGuard};
+use crate::sync::{
+    PtLock, PtLockGuard, PtReadGuard, PtRwLock, PtWriteGuard, SleepReadGuard, SleepRwLock,
+    SleepWriteGuard,
+};
 
 use crate::abi::errno::Errno;
 use crate::abi::uapi::{Advice, MREMAP_MAYMOVE, MapFlags, MremapFlags, Prot};
@@ -100,6 +109,10 @@ pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
 pub use report::{ThpMaps, VmaReport};
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
+
+/// Stripes of PTE-table locks per address space: faults on different
+/// tables rarely share one (two threads of a 2-CPU machine: ~1/16).
+const PTL_STRIPES: usize = 16;
 
 /// Kind of access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +137,7 @@ pub enum Fault {
 /// folds and unfolds done under it to the global `contpte_fold` /
 /// `contpte_unfold` counters (the page table counts them per table).
 pub(crate) struct PtGuard<'g, 'a, A: PagingArch> {
-    guard: PtLockGuard<'g, Option<PageTable<'a, A>>>,
+    guard: PtWriteGuard<'g, Option<PageTable<'a, A>>>,
     ctx: &'a MmCtx<'a>,
     start: PtStats,
 }
@@ -162,7 +175,10 @@ pub struct Mm<'a, A: PagingArch> {
     /// The mmap lock (level 1 of the lock order).
     vmas: SleepRwLock<VmaSet>,
     /// The page-table lock (level 2).  `None` only after teardown.
-    pt: PtLock<Option<PageTable<'a, A>>>,
+    pt: PtRwLock<Option<PageTable<'a, A>>>,
+    /// PTE-table locks (level 2b, split PTL), striped by the table's
+    /// physical address; see the module doc.
+    ptl: [PtLock<()>; PTL_STRIPES],
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
@@ -236,7 +252,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             asid,
             root: pt.root(),
             vmas: SleepRwLock::new(VmaSet::new(layout)),
-            pt: PtLock::new(Some(pt)),
+            pt: PtRwLock::new(Some(pt)),
+            ptl: [const { PtLock::new(()) }; PTL_STRIPES],
             anon_rss: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
@@ -337,16 +354,29 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         f(&self.lock_pt())
     }
 
-    /// The page-table lock (spins with preemption off; see
-    /// [`crate::sync::PtLock`]).
+    /// The page-table lock, exclusive (spins with preemption off; see
+    /// [`crate::sync::PtRwLock`]).
     pub(crate) fn lock_pt(&self) -> PtGuard<'_, 'a, A> {
-        let guard = self.pt.lock(self.ctx.ops());
+        let guard = self.pt.write(self.ctx.ops());
         let start = guard.as_ref().map(|pt| pt.stats()).unwrap_or_default();
         PtGuard {
             guard,
             ctx: self.ctx,
             start,
         }
+    }
+
+    /// The page-table lock, shared: only for filling empty entries of an
+    /// existing PTE table, with that table's lock ([`Self::lock_pte_table`])
+    /// held too.
+    pub(crate) fn lock_pt_shared(&self) -> PtReadGuard<'_, Option<PageTable<'a, A>>> {
+        self.pt.read(self.ctx.ops())
+    }
+
+    /// The lock of the PTE table at physical address `table` (a stripe).
+    pub(crate) fn lock_pte_table(&self, table: u64) -> PtLockGuard<'_, ()> {
+        let i = ((table >> 12) ^ (table >> 18)) as usize % PTL_STRIPES;
+        self.ptl[i].lock(self.ctx.ops())
     }
 
     pub(crate) fn rss_add(&self, n: u64) {

@@ -242,6 +242,53 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         n: usize,
         attrs: Attrs,
     ) -> Result<(), PtError> {
+        let cont_sets = self.store_in_table(t, idx0, va, first_pfn, n, attrs)?;
+        self.stats.cont_sets += cont_sets;
+        Ok(())
+    }
+
+    /// [`Self::set_ptes_walked`] with the table shared: for the fault path
+    /// under split page-table locks, whose caller holds the lock of the PTE
+    /// table `w` reached (so no other writer touches its entries) and the
+    /// mmap lock (so the table stays).  Only a run inside that table;
+    /// `Exists` if an entry is not empty, `NotMapped` if the run is not in
+    /// it.
+    pub fn fill_ptes_shared(
+        &self,
+        w: &Walk,
+        walked: u64,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> Result<(), PtError> {
+        let idx0 = super::arch::level_index(va, PTE_LEVEL);
+        let table_span = super::arch::level_size(PTE_LEVEL + 1);
+        if !(w.level == PTE_LEVEL
+            && va & (PAGE_SIZE - 1) == 0
+            && walked / table_span == va / table_span
+            && idx0 + n <= ENTRIES_PER_TABLE)
+        {
+            return Err(PtError::NotMapped);
+        }
+        let t = w.slot & !(PAGE_SIZE - 1);
+        let cont_sets = self.store_in_table(t, idx0, va, first_pfn, n, attrs)?;
+        self.cont_sets_shared
+            .fetch_add(cont_sets, core::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The stores of [`Self::set_ptes_in_table`]; returns the contiguous
+    /// blocks written.
+    fn store_in_table(
+        &self,
+        t: u64,
+        idx0: usize,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> Result<u64, PtError> {
         let mem = self.mem();
         if (0..n).any(|i| mem.load(t + 8 * (idx0 + i) as u64) != 0) {
             return Err(PtError::Exists);
@@ -262,9 +309,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             cont_sets += Self::store_seg(mem, t, &s, pfn0, attrs, cont_ok) as u64;
             done += s.count;
         }
-        self.stats.cont_sets += cont_sets;
         self.env.tlb.sync_tables();
-        Ok(())
+        Ok(cont_sets)
     }
 
     /// Map one frame at `va` (entry must be empty).  If `folio` is given and

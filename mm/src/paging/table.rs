@@ -82,6 +82,14 @@ pub struct Walk {
     pub(super) slot: u64,
 }
 
+impl Walk {
+    /// The physical address of the table holding the entry the walk
+    /// stopped at (the PTE table, for a walk that reached level 0).
+    pub fn table_pa(&self) -> u64 {
+        self.slot & !(crate::addr::PAGE_SIZE - 1)
+    }
+}
+
 /// Where [`probe`] stopped: the leaf that maps the address (a `PROT_NONE`
 /// one included), or the absent or swap entry that ended the walk, its level in `mm`'s numbering (0 = the 4 KiB level, 3 = the
 /// root) and its raw word, for callers that report what the hardware
@@ -191,6 +199,10 @@ pub struct PageTable<'a, A: PagingArch> {
     pub(crate) deposit_head: u64,
     pub(crate) deposits: usize,
     pub(crate) stats: PtStats,
+    /// `cont_sets` added by [`PageTable::fill_ptes_shared`], which runs
+    /// with the table shared (split page-table locks) and so cannot touch
+    /// `stats`.
+    pub(crate) cont_sets_shared: core::sync::atomic::AtomicU64,
     /// The CPUs that may cache this table's entries: every flush goes to
     /// them ([`crate::cpu::ALL_CPUS`] unless [`Self::with_cpus`] says).
     pub(crate) cpus: &'a AtomicCpuSet,
@@ -216,6 +228,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             deposit_head: NO_DEPOSIT,
             deposits: 0,
             stats: PtStats::default(),
+            cont_sets_shared: core::sync::atomic::AtomicU64::new(0),
             cpus: &ALL_CPUS,
             _arch: PhantomData,
         }
@@ -244,7 +257,11 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         self.env
     }
     pub fn stats(&self) -> PtStats {
-        self.stats
+        let mut s = self.stats;
+        s.cont_sets += self
+            .cont_sets_shared
+            .load(core::sync::atomic::Ordering::Relaxed);
+        s
     }
     /// Number of deposited PTE tables (equals the number of PMD leaves
     /// installed with [`PageTable::set_pmd_leaf`]).
