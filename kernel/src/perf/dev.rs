@@ -123,5 +123,8 @@ pub fn read_text() -> String {
         "tlb_shootdown_ipis {}",
         crate::mem::shootdown::SHOOTDOWN_IPIS.load(Relaxed)
     );
+    // arm64's generation ASID allocator (0 on x86: PCIDs are per space).
+    let _ = writeln!(s, "asid_rollovers {}", crate::arch::asid_rollovers());
+    let _ = writeln!(s, "asid_allocs {}", crate::arch::asid_allocs());
     s
 }
