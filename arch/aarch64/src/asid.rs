@@ -78,6 +78,7 @@ use spin::Mutex;
 /// Keys (`mm`'s address-space ids) this table can name: `mm`'s default
 /// pool hands out `1..=4095`.
 pub const KEYS: usize = 4096;
+const _: () = assert!((mm::aspace::ctx::DEFAULT_MAX_ASID as usize) < KEYS);
 
 const ASID_MASK: u64 = 0xffff;
 const GEN_SHIFT: u32 = 16;
@@ -169,8 +170,8 @@ impl Alloc {
         GENERATION.fetch_add(GEN_ONE, Ordering::Relaxed);
         self.map = [0; MAP_WORDS];
         self.set(0);
-        for cpu in 0..MAX_CPUS {
-            let mut id = ACTIVE[cpu].swap(0, Ordering::Relaxed);
+        for (active, cpu) in ACTIVE.iter().zip(0..MAX_CPUS) {
+            let mut id = active.swap(0, Ordering::Relaxed);
             if id == 0 {
                 // No switch since the last rollover: still running that.
                 id = self.reserved[cpu];
