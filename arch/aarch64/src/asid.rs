@@ -140,10 +140,14 @@ impl Alloc {
     fn max(&mut self) -> u64 {
         if self.max == 0 {
             let hw = (1u64 << crate::context::asid_bits()) - 1;
+            // Room for every CPU's reserved ASID plus one to hand out
+            // (counted here, not when the limit is set: `asid_bits=` may
+            // be parsed before the secondary CPUs are known).
+            let floor = crate::smp::nr_cpus_possible() as u64 + 1;
             self.max = if self.limit == 0 {
                 hw
             } else {
-                self.limit.min(hw)
+                self.limit.clamp(floor.min(hw), hw)
             };
         }
         self.max
@@ -305,13 +309,7 @@ pub fn set_asid_limit(max: u64) -> u64 {
     let irq = crate::cpu::irq_save();
     let mut a = ALLOC.lock();
     let old = a.limit;
-    // Room for every CPU's reserved ASID plus one to hand out.
-    let floor = crate::smp::nr_cpus_possible() as u64 + 1;
-    a.limit = if max == 0 {
-        0
-    } else {
-        max.clamp(floor, ASID_MASK)
-    };
+    a.limit = max.min(ASID_MASK);
     a.max = 0;
     // A new generation, so that every space not running now takes an
     // ASID within the new limit at its next switch-in.
