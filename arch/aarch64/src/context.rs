@@ -3,11 +3,10 @@
 //!
 //! SMP: all the "current" state here is a register of the running CPU
 //! (SP, TTBR0_EL1 with its ASID, TPIDR_EL0) or its `PerCpu` (the stack
-//! limit), so every function acts on the CPU it runs on; the hooks and the
-//! ASID → last-root table are shared (the table only decides whether a
-//! broadcast flush is needed).  An ASID must be loaded with one root at a
-//! time machine-wide (the kernel's ASIDs are global), since two CPUs
-//! caching one ASID for two roots would mix their translations.
+//! limit), so every function acts on the CPU it runs on; the hooks are
+//! shared.  The hardware ASID loaded with a root comes from the
+//! generation allocator in [`crate::asid`], keyed by the kernel's stable
+//! per-space id: within one generation an ASID belongs to one root.
 //!
 //! A switched-out thread's state is its stack pointer: `switch_context`
 //! stores the AAPCS64 callee-saved registers (x19-x28, fp, lr), the
@@ -21,7 +20,8 @@ use crate::paging;
 use crate::regs::{isb, read_sysreg, write_sysreg};
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, TCR_EL1, TTBR0_EL1};
 use core::arch::naked_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use mm::cpu::MAX_CPUS;
 
 /// Bytes `switch_context` keeps on the stack of a switched-out thread.
 const FRAME: u64 = 176;
@@ -163,14 +163,11 @@ pub(crate) fn run_irq_exit_hook(from_user: bool) {
 // Lower-half roots (TTBR0_EL1 with ASID).
 
 const TTBR_BADDR: u64 = 0x0000_FFFF_FFFF_FFFE;
-/// ASIDs whose last-loaded root is remembered (others always flush).
-const TRACKED_ASIDS: usize = 256;
 
 static ASID16: AtomicBool = AtomicBool::new(false);
-/// Last root loaded with each ASID (0 = none yet).  Shared by all CPUs:
-/// the flush it saves or triggers is broadcast (`aside1is`), so it covers
-/// every CPU's TLB.
-static LAST_ROOT: [AtomicU64; TRACKED_ASIDS] = [const { AtomicU64::new(0) }; TRACKED_ASIDS];
+/// The key (`switch_user_root`'s `asid`) each CPU last loaded, for
+/// `current_user_root`.  Written and read by its own CPU with IRQs masked.
+static LOADED_KEY: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(0) }; MAX_CPUS];
 
 /// Set TCR_EL1.AS on the running CPU when ID_AA64MMFR0_EL1.ASIDBits says
 /// 16-bit ASIDs exist, then flush its TLB.  Part of every CPU's own
@@ -201,55 +198,39 @@ pub fn asid_bits() -> u32 {
     }
 }
 
-/// Invalidate every CPU's TLB entries of `asid` (inner-shareable broadcast).
-fn tlbi_asid(asid: u64) {
-    // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
-    unsafe {
-        core::arch::asm!("dsb ishst", "tlbi aside1is, {}", "dsb ish", "isb",
-            in(reg) asid << 48, options(nostack, preserves_flags))
-    };
-}
-
 /// None: TTBR1 maps the kernel, so a user root (TTBR0) has no kernel half.
 pub fn kernel_half_root() -> Option<u64> {
     None
 }
 
-/// Load `root_pa` into TTBR0_EL1 with `asid` (bits 63:48; ASID 0 belongs to
-/// the empty table and is refused).  When the ASID was last used with a
-/// different root (or is not tracked), its TLB entries are invalidated.
+/// Load `root_pa` into TTBR0_EL1 for the address space whose key is
+/// `asid` (the kernel's stable per-`Mm` id, `1..`[`crate::asid::KEYS`]).
+/// The hardware ASID (bits 63:48) comes from the generation allocator
+/// ([`crate::asid`]): usually the one the space already has, without any
+/// flush; after a rollover this CPU first empties its whole TLB.
 /// `_tlb_gen` (the space's flush generation, which x86 compares per PCID)
 /// is not needed: TLBIs are broadcast, so no flush of a space ever skips a
 /// CPU and the CPU set is never trimmed here.
 pub fn switch_user_root(root_pa: u64, asid: u16, _tlb_gen: u64) {
     assert!(root_pa & !TTBR_BADDR == 0 && root_pa.is_multiple_of(4096));
-    let bits = asid_bits();
-    let asid = u64::from(asid) & ((1u64 << bits) - 1);
-    assert!(asid != 0, "ASID 0 is the kernel's");
+    assert!(asid != 0, "key 0 is the kernel's");
     let irq = crate::cpu::irq_save();
-    let same = LAST_ROOT
-        .get(asid as usize)
-        .is_some_and(|l| l.swap(root_pa, Ordering::Relaxed) == root_pa);
+    let cpu = crate::percpu::cpu_id();
+    let hw = crate::asid::switch_in(asid, root_pa, cpu);
+    LOADED_KEY[cpu].store(asid, Ordering::Relaxed);
     crate::regs::dsb_ishst();
     // SAFETY: TTBR0 only translates the lower half, where the kernel keeps
-    // nothing; the new table was prepared by the caller.
-    unsafe { write_sysreg!("ttbr0_el1", root_pa | (asid << 48)) };
+    // nothing; the new table was prepared by the caller, and `switch_in`
+    // made sure no stale entry of `hw` is left in this CPU's TLB.
+    unsafe { write_sysreg!("ttbr0_el1", root_pa | (hw << 48)) };
     isb();
-    if !same {
-        tlbi_asid(asid);
-    }
     crate::cpu::irq_restore(irq);
 }
 
-/// Drop every TLB entry tagged with `asid` now (all CPUs of the inner
-/// shareable domain).  For an address space whose tables changed while it
-/// was not loaded, or an id being recycled.
+/// Drop every TLB entry of the address space with key `asid` now (all
+/// CPUs of the inner shareable domain): its current hardware ASID's.
 pub fn invalidate_asid(asid: u16) {
-    let asid = u64::from(asid) & ((1u64 << asid_bits()) - 1);
-    if let Some(l) = LAST_ROOT.get(asid as usize) {
-        l.store(0, Ordering::Relaxed);
-    }
-    tlbi_asid(asid);
+    crate::tlb::flush_user_all(asid, 0);
 }
 
 /// Go back to the empty lower-half table (ASID 0).
@@ -264,13 +245,12 @@ pub fn user_root_off() {
     crate::cpu::irq_restore(irq);
 }
 
-/// The lower-half root now loaded and its ASID, or `None` when the empty
-/// table is in TTBR0.
+/// The lower-half root now loaded and the key it was loaded with (not
+/// the hardware ASID), or `None` when the empty table is in TTBR0.
 pub fn current_user_root() -> Option<(u64, u16)> {
+    let irq = crate::cpu::irq_save();
     let root = TTBR0_EL1.get_baddr();
-    if root == paging::EMPTY_TTBR0.load(Ordering::Relaxed) {
-        None
-    } else {
-        Some((root, TTBR0_EL1.read(TTBR0_EL1::ASID) as u16))
-    }
+    let key = LOADED_KEY[crate::percpu::cpu_id()].load(Ordering::Relaxed);
+    crate::cpu::irq_restore(irq);
+    (root != paging::EMPTY_TTBR0.load(Ordering::Relaxed)).then_some((root, key))
 }

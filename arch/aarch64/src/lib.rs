@@ -20,6 +20,8 @@ pub mod pte;
 extern crate alloc;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod asid;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod console;
@@ -79,6 +81,7 @@ pub use hw::*;
 mod hw {
     use crate::{FaultInfo, KernelLayout, Translation};
 
+    pub use crate::asid::{asid_allocs, asid_rollovers, set_asid_limit, unflushed_loads};
     pub use crate::context::{
         Context, asid_bits, current_user_root, invalidate_asid, kernel_half_root,
         set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_off,

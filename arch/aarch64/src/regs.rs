@@ -51,6 +51,14 @@ pub fn dsb_ishst() {
     unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
 }
 
+/// Full barrier over the inner-shareable domain: every earlier memory
+/// access (page-table stores included) completes before any later one.
+#[inline(always)]
+pub fn dsb_ish() {
+    // SAFETY: a barrier has no effect other than ordering.
+    unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
 /// Invalidate all EL1&0 TLB entries on this CPU and wait for completion.
 #[inline(always)]
 pub fn tlbi_vmalle1() {

@@ -1,7 +1,9 @@
 //! TLB maintenance for `mm` (its `TlbOps` are implemented on top of these).
 //!
 //! User translations are non-global and tagged with the address space's
-//! ASID (TTBR0_EL1 bits 63:48, TCR_EL1.A1 = 0); kernel ones are global.
+//! hardware ASID (TTBR0_EL1 bits 63:48, TCR_EL1.A1 = 0); kernel ones are
+//! global.  The user flushes take the kernel's key of the space and TLBI
+//! the ASID `crate::asid` gave it (see there for the race with a rollover).
 //! Every operation is broadcast to the inner-shareable domain (`…IS`) and
 //! completed with DSB ISH + ISB, so it is already SMP-correct.
 use core::arch::asm;
@@ -93,11 +95,20 @@ pub fn sync_tables() {
     unsafe { asm!("dsb ishst", "isb", options(nostack, preserves_flags)) };
 }
 
-/// Drop every translation tagged with `asid`.  `_tlb_gen` (the address
-/// space's flush generation, which x86 records per PCID) is not needed:
-/// the TLBI reaches every CPU, so no CPU ever leaves a space's CPU set.
+/// Drop every translation of the address space with key `asid` (tagged
+/// with its current hardware ASID, see `crate::asid`; nothing when it
+/// never ran).  `_tlb_gen` (the space's flush generation, which x86
+/// records per PCID) is not needed: the TLBI reaches every CPU.
 pub fn flush_user_all(asid: u16, _tlb_gen: u64) {
-    let arg = (asid as u64) << 48;
+    let Some(hw) = crate::asid::flush_asid(asid) else {
+        return;
+    };
+    tlbi_hw_asid(hw);
+}
+
+/// Broadcast `tlbi aside1is` of hardware ASID `hw`, with its barriers.
+fn tlbi_hw_asid(hw: u64) {
+    let arg = hw << 48;
     // SAFETY: dropping TLB entries is always safe; later accesses re-walk.
     unsafe {
         asm!("dsb ishst", "tlbi aside1is, {}", "dsb ish", "isb", in(reg) arg,
@@ -105,9 +116,13 @@ pub fn flush_user_all(asid: u16, _tlb_gen: u64) {
     };
 }
 
-/// Drop the translations of `[start, end)` (page stride `stride`) for
-/// `asid` (`tlb_gen`: as [`flush_user_all`]).
-pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64, tlb_gen: u64) {
+/// Drop the translations of `[start, end)` (page stride `stride`) of the
+/// address space with key `asid` (its current hardware ASID's).
+pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64, _tlb_gen: u64) {
+    let Some(hw) = crate::asid::flush_asid(asid) else {
+        return;
+    };
+    let asid = hw as u16;
     let stride = stride.max(4096);
     let pages = (end - start) >> 12;
     if pages > 1 && pages <= MAX_RANGE_PAGES && has_range_tlbi() {
@@ -123,7 +138,7 @@ pub fn flush_user_range(asid: u16, start: u64, end: u64, stride: u64, tlb_gen: u
         return;
     }
     if (end - start) / stride > RANGE_LIMIT {
-        flush_user_all(asid, tlb_gen);
+        tlbi_hw_asid(hw);
         return;
     }
     // SAFETY: as above; the DSB before makes the cleared entries visible to

@@ -195,6 +195,17 @@ pub fn asid_bits() -> u32 {
     if pcid_capable() { 12 } else { 0 }
 }
 
+/// ASID rollovers since boot: none on x86, where each address space keeps
+/// its PCID for life (the arm64 allocator's counter; see `arch/API.md`).
+pub fn asid_rollovers() -> u64 {
+    0
+}
+
+/// ASIDs handed out by a generation allocator: none on x86 (as above).
+pub fn asid_allocs() -> u64 {
+    0
+}
+
 /// The root whose upper half every user root must share (one CR3 covers
 /// both halves on x86): the kernel's.  Its run-time mapping region got its
 /// PML4 entry at boot (`kernel`'s `kmap::init`), so roots linked later see

@@ -15,7 +15,10 @@
 //! In every state it ends with the kernel's running TLB shootdown totals
 //! since boot (read-only, not part of a session): `tlb_shootdowns <n>`
 //! (requests sent to other CPUs) and `tlb_shootdown_ipis <n>` (IPIs those
-//! sent; always 0 on arm64, whose `TLBI …IS` broadcasts).
+//! sent; always 0 on arm64, whose `TLBI …IS` broadcasts), then arm64's
+//! ASID allocator totals: `asid_rollovers <n>` (new generations; each
+//! makes every CPU flush its TLB) and `asid_allocs <n>` (hardware ASIDs
+//! handed out); both always 0 on x86, where PCIDs are per space.
 //!
 //! The counters are per CPU and not switched with tasks: on this one-CPU
 //! kernel the session counts whatever runs, which is the benchmark (and
@@ -123,5 +126,8 @@ pub fn read_text() -> String {
         "tlb_shootdown_ipis {}",
         crate::mem::shootdown::SHOOTDOWN_IPIS.load(Relaxed)
     );
+    // arm64's generation ASID allocator (0 on x86: PCIDs are per space).
+    let _ = writeln!(s, "asid_rollovers {}", crate::arch::asid_rollovers());
+    let _ = writeln!(s, "asid_allocs {}", crate::arch::asid_allocs());
     s
 }

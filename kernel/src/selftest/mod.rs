@@ -6,6 +6,7 @@
 //! hung-test watchdog the timer tick consults; `testenv.rs` is what the
 //! address-space tests share; the tests that exercise several subsystems
 //! at once on the real page tables live here (`uspace.rs`, `khugepaged.rs`,
+//! `asid.rs` (arm64's ASID rollover),
 //! `invariants.rs`, `memtest.rs`), while tests of one module stay next to
 //! it (`task/sched/tests.rs`, `perf/`, the arch crates' `selftests.rs`),
 //! under the same feature; `storm.rs` is the seeded random-operation storm
@@ -17,6 +18,8 @@
 //! stress) go here.
 #[cfg(feature = "bench")]
 pub mod allocbench;
+#[cfg(all(feature = "selftest", target_arch = "aarch64"))]
+pub mod asid;
 #[cfg(feature = "selftest")]
 pub mod invariants;
 #[cfg(feature = "selftest")]

@@ -100,9 +100,11 @@ struct Ids {
 /// No huge zero folio yet.
 const NO_HUGE_ZERO: u64 = u64::MAX;
 
-/// Largest ASID handed out by default: x86 PCIDs have 12 bits, and arm64
-/// ASIDs at least 8 (16 on the CPUs QEMU models); 4095 fits both once the
-/// kernel checks the arm64 width.
+/// Largest ASID (stable per-space id) handed out by default: x86 PCIDs
+/// have 12 bits.  On arm64 the id is only a key: the hardware ASID (8 or
+/// 16 bits) comes from the arch's generation allocator, which recycles
+/// hardware ASIDs with rollovers, so more than 255 spaces can live even
+/// with 8-bit ASIDs.
 pub const DEFAULT_MAX_ASID: u16 = 4095;
 
 /// The shared state of all address spaces.

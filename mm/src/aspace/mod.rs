@@ -271,7 +271,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.id
     }
 
-    /// ASID / PCID tagging this space in the TLB.
+    /// The space's stable id for TLB tagging, unique among live spaces
+    /// for its whole life: the x86 PCID itself; on arm64 the key under
+    /// which the arch's generation allocator keeps the hardware ASID
+    /// (which may change at a rollover).  Also indexes the CPU set
+    /// ([`MmCtx::cpus_of`]).
     pub fn asid(&self) -> u16 {
         self.asid
     }
