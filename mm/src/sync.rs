@@ -30,6 +30,11 @@ use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::cpu::CpuOps;
 
+/// Spin-loop turns a contended [`SleepRwLock`] taker spends before it
+/// sleeps: some tens of microseconds under QEMU TCG, about a short
+/// `munmap` or `mprotect` of another thread.
+const SPIN_TURNS: u32 = 2000;
+
 /// A sleeping reader-writer lock (see the module doc).
 ///
 /// No lost wake-up: a taker that fails counts itself in `sleepers`, then
@@ -60,6 +65,9 @@ impl<T> SleepRwLock<T> {
 
     /// Shared access, sleeping while a writer holds the lock.
     pub fn read<'l>(&'l self, ops: &'l dyn CpuOps) -> SleepReadGuard<'l, T> {
+        if let Some(g) = self.spin(ops, |l| l.writer_count() == 0, |l| l.try_read(ops)) {
+            return g;
+        }
         loop {
             if let Some(g) = self.try_read(ops) {
                 return g;
@@ -73,6 +81,10 @@ impl<T> SleepRwLock<T> {
 
     /// Exclusive access, sleeping while anyone holds the lock.
     pub fn write<'l>(&'l self, ops: &'l dyn CpuOps) -> SleepWriteGuard<'l, T> {
+        let free = |l: &RwLock<T>| l.writer_count() == 0 && l.reader_count() == 0;
+        if let Some(g) = self.spin(ops, free, |l| l.try_write(ops)) {
+            return g;
+        }
         loop {
             if let Some(g) = self.try_write(ops) {
                 return g;
@@ -84,6 +96,29 @@ impl<T> SleepRwLock<T> {
             });
             self.sleepers.fetch_sub(1, SeqCst);
         }
+    }
+
+    /// Optimistic spinning before sleeping (as Linux's rwsem spins while
+    /// the owner runs): most holders are short system calls of another
+    /// thread on another CPU, and a sleep and wake-up (a context switch, a
+    /// reschedule IPI) cost more than they last.  Up to [`SPIN_TURNS`]
+    /// turns of [`CpuOps::relax`], taking the lock as soon as `free` says
+    /// it may be; `None` to go to sleep.
+    fn spin<'l, G>(
+        &'l self,
+        ops: &dyn CpuOps,
+        free: impl Fn(&RwLock<T>) -> bool,
+        take: impl Fn(&'l Self) -> Option<G>,
+    ) -> Option<G> {
+        for _ in 0..SPIN_TURNS {
+            if free(&self.lock)
+                && let Some(g) = take(self)
+            {
+                return Some(g);
+            }
+            ops.relax();
+        }
+        None
     }
 
     /// Shared access if no writer holds the lock now (khugepaged's scan,
