@@ -524,14 +524,30 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// fails); `MADV_COLLAPSE` is not implemented yet (EINVAL).  VMA splits
     /// caused by flag changes split the PMD mappings they cut.
     pub fn madvise(&self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
+        // Advice that changes no VMA needs the mmap lock for reading only
+        // (as Linux): a thread's `MADV_DONTNEED` does not stop the faults
+        // of the others.  Its zaps keep the page tables (the rule that
+        // lets a fault reuse a walk across the page-table lock).
+        {
+            let vmas = self.mmap_read();
+            if let Some(out) = vmas.madvise_shared(addr, len, advice) {
+                return self.madvise_act(&vmas, out);
+            }
+        }
         let mut vmas = self.mmap_write();
         let out = vmas.madvise(addr, len, advice);
+        self.madvise_act(&vmas, out)
+    }
+
+    /// The page-table side of `madvise`, under the mmap lock (for writing
+    /// unless the advice is one of [`VmaSet::madvise_shared`]'s).
+    fn madvise_act(&self, vmas: &VmaSet, out: crate::vma::MadviseOutcome) -> Result<(), Errno> {
         let mut pt = self.lock_pt();
         match out.action {
             MadviseAction::Flags | MadviseAction::Hugepage => {
                 for r in &out.ranges {
-                    self.split_pmd_at_boundary(&vmas, &mut pt, r.start);
-                    self.split_pmd_at_boundary(&vmas, &mut pt, r.end);
+                    self.split_pmd_at_boundary(vmas, &mut pt, r.start);
+                    self.split_pmd_at_boundary(vmas, &mut pt, r.end);
                 }
                 if out.action == MadviseAction::Hugepage && !out.ranges.is_empty() {
                     self.register_khugepaged();
@@ -550,7 +566,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 };
                 drop(pt);
                 for r in &out.ranges {
-                    if !self.populate(&vmas, r.start, r.end, Some(acc)) {
+                    if !self.populate(vmas, r.start, r.end, Some(acc)) {
                         return Err(Errno::EFAULT);
                     }
                 }
@@ -566,7 +582,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     return Err(Errno::EINVAL);
                 }
                 if out.result.is_ok() {
-                    return self.collapse_ranges_locked(&vmas, &out.ranges, crate::addr::PMD_ORDER);
+                    return self.collapse_ranges_locked(vmas, &out.ranges, crate::addr::PMD_ORDER);
                 }
             }
             MadviseAction::WillNeed | MadviseAction::Cold | MadviseAction::Pageout => {}

@@ -422,23 +422,69 @@ impl VmaSet {
     /// with that error.  `MADV_POPULATE_*` stop at the first hole (ENOMEM)
     /// or at a VMA lacking the needed permission (EINVAL).
     pub fn madvise(&mut self, start: u64, len: u64, advice: Advice) -> MadviseOutcome {
+        let mut changes = Vec::new();
+        let (out, merge) = self.madvise_scan(start, len, advice, &mut changes);
+        for (s, e, nf) in changes {
+            self.set_flags(s, e, nf);
+        }
+        if let Some((s, e)) = merge {
+            self.merge_range(s, e);
+        }
+        out
+    }
+
+    /// [`Self::madvise`] for advice that changes no VMA (Linux's
+    /// `madvise_need_mmap_write` is false: `MADV_DONTNEED`, `MADV_FREE`,
+    /// `MADV_WILLNEED`, `MADV_COLD`, `MADV_PAGEOUT`, `MADV_POPULATE_*`), so
+    /// the mmap lock held for reading is enough; `None` for any other.
+    pub fn madvise_shared(&self, start: u64, len: u64, advice: Advice) -> Option<MadviseOutcome> {
+        let Some(AdviceKind::Act(a, _)) = classify(advice) else {
+            return None;
+        };
+        use MadviseAction::*;
+        if !matches!(
+            a,
+            Zap | Free | WillNeed | Cold | Pageout | PopulateRead | PopulateWrite
+        ) {
+            return None;
+        }
+        let mut changes = Vec::new();
+        let (out, _) = self.madvise_scan(start, len, advice, &mut changes);
+        debug_assert!(changes.is_empty());
+        Some(out)
+    }
+
+    /// The walk of [`Self::madvise`]: the outcome, the flag changes to
+    /// make (`(start, end, flags)`, each inside one VMA) and the range to
+    /// merge after them (flag advice only).
+    #[allow(clippy::type_complexity)]
+    fn madvise_scan(
+        &self,
+        start: u64,
+        len: u64,
+        advice: Advice,
+        changes: &mut Vec<(u64, u64, VmFlags)>,
+    ) -> (MadviseOutcome, Option<(u64, u64)>) {
         let Some(kind) = classify(advice) else {
-            return MadviseOutcome::err(MadviseAction::Flags, Errno::EINVAL);
+            return (
+                MadviseOutcome::err(MadviseAction::Flags, Errno::EINVAL),
+                None,
+            );
         };
         let action = match kind {
             AdviceKind::Flags(_, _, a) | AdviceKind::Act(a, _) => a,
             AdviceKind::Refuse(_) => MadviseAction::Flags,
         };
         if !start.is_multiple_of(PAGE_SIZE) {
-            return MadviseOutcome::err(action, Errno::EINVAL);
+            return (MadviseOutcome::err(action, Errno::EINVAL), None);
         }
         let alen = page_align(len);
         if len != 0 && alen == 0 {
-            return MadviseOutcome::err(action, Errno::EINVAL);
+            return (MadviseOutcome::err(action, Errno::EINVAL), None);
         }
         let end = start.wrapping_add(alen);
         if end < start {
-            return MadviseOutcome::err(action, Errno::EINVAL);
+            return (MadviseOutcome::err(action, Errno::EINVAL), None);
         }
         let mut out = MadviseOutcome {
             action,
@@ -446,14 +492,14 @@ impl VmaSet {
             result: Ok(()),
         };
         if end == start {
-            return out;
+            return (out, None);
         }
         if matches!(
             action,
             MadviseAction::PopulateRead | MadviseAction::PopulateWrite
         ) {
             self.madvise_populate(start, end, &mut out);
-            return out;
+            return (out, None);
         }
         let mut unmapped = false;
         let mut cur = start;
@@ -470,7 +516,7 @@ impl VmaSet {
                 }
             }
             let seg_end = v.end.min(end);
-            if let Err(e) = self.madvise_visit(&kind, &v, cur, seg_end) {
+            if let Err(e) = self.madvise_visit(&kind, &v, cur, seg_end, changes) {
                 out.result = Err(e);
                 break;
             }
@@ -483,19 +529,18 @@ impl VmaSet {
         if out.result.is_ok() && unmapped {
             out.result = Err(Errno::ENOMEM);
         }
-        if matches!(kind, AdviceKind::Flags(..)) {
-            self.merge_range(start, cur.max(start));
-        }
-        out
+        let merge = matches!(kind, AdviceKind::Flags(..)).then(|| (start, cur.max(start)));
+        (out, merge)
     }
 
     /// Apply one advice to `[start, end)` inside VMA `v`.
     fn madvise_visit(
-        &mut self,
+        &self,
         kind: &AdviceKind,
         v: &Vma,
         start: u64,
         end: u64,
+        changes: &mut Vec<(u64, u64, VmFlags)>,
     ) -> Result<(), Errno> {
         match *kind {
             AdviceKind::Refuse(e) => Err(e),
@@ -505,7 +550,7 @@ impl VmaSet {
                 }
                 let nf = (v.flags - clear) | set;
                 if nf != v.flags {
-                    self.set_flags(start, end, nf);
+                    changes.push((start, end, nf));
                 }
                 Ok(())
             }
