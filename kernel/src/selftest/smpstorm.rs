@@ -44,23 +44,6 @@ const SHARED: u64 = 4 * MB;
 /// that holds a lock (6000 took 2 to 17 s).
 const OPS: u64 = 3000;
 
-/// xorshift64*, one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
 /// One thread's view: its region and the value each page's word should hold.
 struct Worker {
     mm: Arc<UserMm>,

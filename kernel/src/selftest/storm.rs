@@ -13,6 +13,7 @@
 use crate::arch;
 use crate::mem::memory::buddy;
 use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
+use crate::selftest::testenv::Rng;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -27,26 +28,6 @@ const MAX_PROCS: usize = 4;
 /// Pages one process may have mapped (bounds memory use: 32 MiB).
 const MAX_PAGES: usize = 8192;
 const CHECK_EVERY: u64 = 2000;
-
-/// xorshift64*: small, fast, and the same sequence on every arch.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct PageModel {
