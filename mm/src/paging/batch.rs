@@ -41,6 +41,19 @@ impl Seg {
     }
 }
 
+/// The PTE table `w` (a walk to `walked`) reached and the index of `va`
+/// in it, if the `n` entries from `va` all lie in that table; `None` to
+/// walk again.
+fn walked_run(w: &Walk, walked: u64, va: u64, n: usize) -> Option<(u64, usize)> {
+    let idx0 = super::arch::level_index(va, PTE_LEVEL);
+    let table_span = super::arch::level_size(PTE_LEVEL + 1);
+    (w.level == PTE_LEVEL
+        && va & (PAGE_SIZE - 1) == 0
+        && walked / table_span == va / table_span
+        && idx0 + n <= ENTRIES_PER_TABLE)
+        .then(|| (w.slot & !(PAGE_SIZE - 1), idx0))
+}
+
 impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Split `[va, va + n pages)` into segments (table lookups are done
     /// once per PTE table, not once per entry).
@@ -106,17 +119,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// lock hold, or under a lock that kept the PTE table it reached
     /// alive): no second walk when `[va, va + n pages)` lies in that table.
     pub fn ptes_none_walked(&self, w: &Walk, walked: u64, va: u64, n: usize) -> bool {
-        let idx0 = super::arch::level_index(va, PTE_LEVEL);
-        let table_span = super::arch::level_size(PTE_LEVEL + 1);
-        if w.level == PTE_LEVEL
-            && va & (PAGE_SIZE - 1) == 0
-            && walked / table_span == va / table_span
-            && idx0 + n <= ENTRIES_PER_TABLE
-        {
-            let t = w.slot & !(PAGE_SIZE - 1);
-            return (0..n).all(|i| self.mem().load(t + 8 * (idx0 + i) as u64) == 0);
+        match walked_run(w, walked, va, n) {
+            Some((t, idx0)) => (0..n).all(|i| self.mem().load(t + 8 * (idx0 + i) as u64) == 0),
+            None => self.ptes_none(va, n),
         }
-        self.ptes_none(va, n)
     }
 
     fn ptes_none_from(&self, va: u64, n: usize, known: Option<(u64, TableAt)>) -> bool {
@@ -217,17 +223,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         n: usize,
         attrs: Attrs,
     ) -> Result<(), PtError> {
-        let idx0 = super::arch::level_index(va, PTE_LEVEL);
-        let table_span = super::arch::level_size(PTE_LEVEL + 1);
-        if w.level == PTE_LEVEL
-            && va & (PAGE_SIZE - 1) == 0
-            && walked / table_span == va / table_span
-            && idx0 + n <= ENTRIES_PER_TABLE
-        {
-            let t = w.slot & !(PAGE_SIZE - 1);
-            return self.set_ptes_in_table(t, idx0, va, first_pfn, n, attrs);
+        match walked_run(w, walked, va, n) {
+            Some((t, idx0)) => self.set_ptes_in_table(t, idx0, va, first_pfn, n, attrs),
+            None => self.set_ptes(va, first_pfn, n, attrs),
         }
-        self.set_ptes(va, first_pfn, n, attrs)
     }
 
     /// [`Self::set_ptes`] for a run inside the one PTE table `t` (every
@@ -262,16 +261,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         n: usize,
         attrs: Attrs,
     ) -> Result<(), PtError> {
-        let idx0 = super::arch::level_index(va, PTE_LEVEL);
-        let table_span = super::arch::level_size(PTE_LEVEL + 1);
-        if !(w.level == PTE_LEVEL
-            && va & (PAGE_SIZE - 1) == 0
-            && walked / table_span == va / table_span
-            && idx0 + n <= ENTRIES_PER_TABLE)
-        {
-            return Err(PtError::NotMapped);
-        }
-        let t = w.slot & !(PAGE_SIZE - 1);
+        let (t, idx0) = walked_run(w, walked, va, n).ok_or(PtError::NotMapped)?;
         let cont_sets = self.store_in_table(t, idx0, va, first_pfn, n, attrs)?;
         self.cont_sets_shared
             .fetch_add(cont_sets, core::sync::atomic::Ordering::Relaxed);
