@@ -83,11 +83,9 @@ pub(crate) enum Locked {
     Done(Result<(), Fault>),
     /// A new anonymous folio is needed: allocate and zero one of `orders`
     /// (bit mask; the highest that succeeds, order 0 last) with the lock
-    /// dropped, then run the locked part again with it.  With the walk that
-    /// reached the (empty) PTE, if it reached a PTE table: the table stays
-    /// while the mmap lock is held (PTE tables are freed or replaced only
-    /// under it held for writing), so the second pass needs no walk.
-    NeedFolio(u32, Option<Walk>),
+    /// dropped, then run the locked part again with it.  (First touches in
+    /// an existing PTE table never get here: `fault_shared` serves them.)
+    NeedFolio(u32),
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {
@@ -114,26 +112,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let mut pre = None;
         let step = self.fault_locked(vma, &mut self.lock_pt(), addr, access, &mut pre);
-        let (orders, walk) = match step {
+        let orders = match step {
             Locked::Done(r) => return r,
-            Locked::NeedFolio(orders, walk) => (orders, walk),
+            Locked::NeedFolio(orders) => orders,
         };
         let f = self.alloc_anon_folio(orders).ok_or(Fault::Oom)?;
         self.zero_folio(*f, align_down(addr, f.size()), addr);
         let mut pt = self.lock_pt();
-        if let Some(w) = walk.filter(|_| f.order() < PMD_ORDER) {
-            // The PTE table walked to is still there (see `NeedFolio`).
-            let base = align_down(addr, f.size());
-            if !pt.ptes_none_walked(&w, addr, base, f.nr_pages() as usize) {
-                // Another thread mapped part of the block meanwhile: its
-                // mapping serves the access (`f` is freed).
-                return Ok(());
-            }
-            return match self.install_anon(vma, &mut pt, addr, Some(&w), f) {
-                Locked::Done(r) => r,
-                Locked::NeedFolio(..) => unreachable!("install never asks"),
-            };
-        }
         pre = Some(f);
         match self.fault_locked(vma, &mut pt, addr, access, &mut pre) {
             Locked::Done(r) => r,
@@ -174,16 +159,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     },
                 );
             }
-            let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
-            // The highest order whose aligned block is entirely empty (see
-            // `anon_fault_walked`).
-            while orders != 0 {
-                let o = 31 - orders.leading_zeros();
-                if pt.ptes_none_walked(&w, addr, align_down(addr, PAGE_SIZE << o), 1 << o) {
-                    break;
-                }
-                orders &= !(1 << o);
-            }
+            let orders = self.empty_orders(vma, pt, Some(&w), addr);
             if orders >> UNLOCKED_ZERO_MIN_ORDER == 0 {
                 let Some(f) = self.alloc_anon_folio(orders) else {
                     return Some(Err(Fault::Oom));
@@ -193,8 +169,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             orders
         };
-        // Large: zeroed with no page-table lock held, then both retaken; the
-        // walk stays good (the mmap lock keeps the PTE table).
+        // Large: zeroed with no page-table lock held, then both retaken and
+        // the walk done again.
         let Some(f) = self.alloc_anon_folio(orders) else {
             return Some(Err(Fault::Oom));
         };
@@ -364,7 +340,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         match pre.as_ref().map(|f| f.order()) {
             // Every lower order fits too: no PTE table, so nothing mapped.
-            None => Ok(Some(Locked::NeedFolio(orders, None))),
+            None => Ok(Some(Locked::NeedFolio(orders))),
             Some(PMD_ORDER) => {
                 let f = pre.take().expect("matched");
                 self.map_new_pmd_folio(vma, pt, base, f)?;
@@ -404,6 +380,34 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         Ok(())
     }
 
+    /// The PTE orders (bit mask) a write fault at `addr` in `vma` may use:
+    /// those the policy allows, cut to the highest whose aligned block is
+    /// entirely empty (every lower order's block lies inside it, so is
+    /// empty too).  `walk`, if any, reached `addr`'s PTE table under the
+    /// caller's lock hold.
+    fn empty_orders(
+        &self,
+        vma: &Vma,
+        pt: &PageTable<'a, A>,
+        walk: Option<&Walk>,
+        addr: u64,
+    ) -> u32 {
+        let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
+        while orders != 0 {
+            let o = 31 - orders.leading_zeros();
+            let base = align_down(addr, PAGE_SIZE << o);
+            let empty = match walk {
+                Some(w) => pt.ptes_none_walked(w, addr, base, 1 << o),
+                None => pt.ptes_none(base, 1 << o),
+            };
+            if empty {
+                break;
+            }
+            orders &= !(1 << o);
+        }
+        orders
+    }
+
     /// An empty PTE (Linux's `do_anonymous_page` with `alloc_anon_folio`),
     /// given the walk to `addr` done under this lock hold, if any (saves the
     /// second walk when installing), and the folio allocated for it, if any.
@@ -433,23 +437,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let f = match pre.take() {
             Some(f) => f,
             None => {
-                let mut orders = self.fault_orders(vma, addr) & ((1 << PMD_ORDER) - 1);
-                // The highest order whose aligned block is entirely empty;
-                // every lower order's block lies inside it, so is empty too.
-                while orders != 0 {
-                    let o = 31 - orders.leading_zeros();
-                    let base = align_down(addr, PAGE_SIZE << o);
-                    let empty = match walk {
-                        Some(w) => pt.ptes_none_walked(w, addr, base, 1 << o),
-                        None => pt.ptes_none(base, 1 << o),
-                    };
-                    if empty {
-                        break;
-                    }
-                    orders &= !(1 << o);
-                }
+                let orders = self.empty_orders(vma, pt, walk, addr);
                 if orders >> UNLOCKED_ZERO_MIN_ORDER != 0 {
-                    return Locked::NeedFolio(orders, walk.copied());
+                    return Locked::NeedFolio(orders);
                 }
                 // Small: zeroed under the lock, which costs less than
                 // dropping it and walking again.

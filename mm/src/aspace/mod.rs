@@ -21,10 +21,7 @@
 //!    `mmap_read_trylock`) and the shrinker; write for every system call
 //!    that changes VMAs (mmap, munmap, mprotect, madvise, mremap), for
 //!    collapse, and for fork (on the parent; the child is not yet visible
-//!    to anyone).  Holders stay preemptible and may sleep.  PTE tables are
-//!    freed or replaced only with it held for writing, so a reader that
-//!    walked to a PTE table may drop the page-table lock and use that walk
-//!    again after retaking it (the fault path does).
+//!    to anyone).  Holders stay preemptible and may sleep.
 //! 2. **page-table lock** — `Mm::pt`, a spin lock held with preemption off
 //!    ([`crate::sync::PtLock`]) around the `PageTable`.  Protects every
 //!    entry of the table, the PMD deposits, and the address space's RSS
@@ -526,8 +523,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     pub fn madvise(&self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
         // Advice that changes no VMA needs the mmap lock for reading only
         // (as Linux): a thread's `MADV_DONTNEED` does not stop the faults
-        // of the others.  Its zaps keep the page tables (the rule that
-        // lets a fault reuse a walk across the page-table lock).
+        // of the others (its zap takes the page-table lock exclusively).
         {
             let vmas = self.mmap_read();
             if let Some(out) = vmas.madvise_shared(addr, len, advice) {

@@ -51,7 +51,7 @@ fn walked_run(w: &Walk, walked: u64, va: u64, n: usize) -> Option<(u64, usize)> 
         && va & (PAGE_SIZE - 1) == 0
         && walked / table_span == va / table_span
         && idx0 + n <= ENTRIES_PER_TABLE)
-        .then(|| (w.slot & !(PAGE_SIZE - 1), idx0))
+        .then_some((w.slot & !(PAGE_SIZE - 1), idx0))
 }
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
