@@ -143,6 +143,8 @@ pub struct MmCtx<'a> {
     /// `'static` and in a plain mutex (no drop glue, no lifetime): the
     /// context must stay covariant in `'a` and droppable while borrowed.
     reclaim: Mutex<Option<&'static (dyn Fn() -> usize + Sync)>>,
+    /// Swap areas and the swap cache.
+    pub swap: crate::swap::Swap,
 }
 
 impl<'a> MmCtx<'a> {
@@ -181,6 +183,7 @@ impl<'a> MmCtx<'a> {
             deferred: Mutex::new(FolioList::new()),
             khugepaged: Mutex::new(Default::default()),
             reclaim: Mutex::new(None),
+            swap: crate::swap::Swap::new(),
         })
     }
 

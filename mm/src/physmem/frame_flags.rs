@@ -9,8 +9,8 @@
 //! | 7      | `Head`: some tail may have `ANON_EXCLUSIVE` set (`TAILS_AE`)   |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
-//! | 10..22 | [`PageFlags`]: folio flags (head) and per-page flags           |
-//! | 22..32 | unused                                                         |
+//! | 10..24 | [`PageFlags`]: folio flags (head) and per-page flags           |
+//! | 24..32 | unused                                                         |
 //!
 //! The pageblock mobility tag is *not* here but in the owner word (see
 //! [`crate::physmem::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
@@ -120,6 +120,9 @@ bitflags! {
         const ZERO_PAGE        = 1 << 20;
         /// An unmovable kernel allocation.
         const KERNEL           = 1 << 21;
+        /// In the swap cache (`swap::cache`): the cache holds a reference
+        /// and the folio's slots carry `HAS_CACHE`.
+        const SWAPCACHE        = 1 << 23;
     }
 }
 

@@ -1,0 +1,174 @@
+//! Swap: the areas anonymous folios are written to under memory pressure,
+//! their slot maps, and the swap cache.
+//!
+//! * [`header`]: Linux's swap header (`SWAPSPACE2`, written by `mkswap`).
+//! * [`map`]: one area's slot counts and its cluster allocator, which
+//!   hands out naturally aligned runs so large folios go out whole.
+//! * [`cache`]: folio ↔ slots while a folio is in flight or shared with
+//!   its slots.
+//! * [`Swap`] (here): the active areas by type, with their priorities and
+//!   I/O, as `swapon`/`swapoff` leave them.
+//!
+//! The I/O itself is the kernel's: an area comes with a [`SwapIo`] (the
+//! kernel's block device; an in-memory one in host tests).
+//!
+//! # Locks (inside the `aspace` order, all below the page-table locks)
+//! `Swap::areas` (reader-writer spin lock: written only by swapon and
+//! swapoff) → `SwapCache` lock → an area's `SwapMap` lock.  None is held
+//! across I/O.
+
+pub mod cache;
+pub mod header;
+pub mod map;
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use spin::RwLock;
+
+use crate::paging::SwapEntry;
+use crate::physmem::phys::PhysMem;
+pub use cache::SwapCache;
+pub use map::SwapMap;
+
+/// Swap areas that may be active at once: Linux's `MAX_SWAPFILES` with
+/// its usual configuration (32 types minus 4 device-private, 3 migration,
+/// 1 hwpoison and 1 PTE-marker type).  A swapon beyond it is EPERM.
+pub const MAX_SWAPFILES: usize = 23;
+const _: () = assert!(MAX_SWAPFILES <= SwapEntry::MAX_SWAPFILES as usize);
+
+/// An I/O error from a swap area (the page's data is not trustworthy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwapIoError;
+
+/// Reads and writes of whole pages between RAM and an area's slots.  May
+/// sleep; called with no spin lock held.
+pub trait SwapIo: Send + Sync {
+    /// Writes the `pages` pages at physical `pa` to slots `slot..`.
+    fn write(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError>;
+    /// Reads slots `slot..` into the `pages` pages at physical `pa`.
+    fn read(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError>;
+}
+
+/// One active swap area.
+pub struct SwapArea {
+    /// The path swapon was given (what `/proc/swaps` prints).
+    pub name: String,
+    /// Priority: explicit (0..=32767) or automatic (negative, -2 first).
+    pub prio: i32,
+    /// The priority was assigned automatically (swapoff renumbers those
+    /// below it, as Linux).
+    pub auto_prio: bool,
+    /// The area is a block device (`partition` in `/proc/swaps`).
+    pub is_blockdev: bool,
+    /// Slot counts and the cluster allocator.
+    pub map: SwapMap,
+    pub io: &'static dyn SwapIo,
+    /// Being swapped off: no new slots from it.
+    pub closing: core::sync::atomic::AtomicBool,
+}
+
+/// The active swap areas, by type (the index in swap entries).
+pub struct Swap {
+    areas: RwLock<[Option<Arc<SwapArea>>; MAX_SWAPFILES]>,
+    /// The next automatic priority (Linux 6.12: -2, -3, …).
+    next_auto_prio: spin::Mutex<i32>,
+    /// The swap cache of all areas.
+    pub cache: SwapCache,
+}
+
+impl Default for Swap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Swap {
+    pub const fn new() -> Self {
+        Swap {
+            areas: RwLock::new([const { None }; MAX_SWAPFILES]),
+            next_auto_prio: spin::Mutex::new(-1),
+            cache: SwapCache::new(),
+        }
+    }
+
+    /// The area of type `ty`, if active.
+    pub fn area(&self, ty: u8) -> Option<Arc<SwapArea>> {
+        self.areas.read().get(ty as usize)?.clone()
+    }
+
+    /// Active areas as (type, area), in type order.
+    pub fn areas(&self) -> Vec<(u8, Arc<SwapArea>)> {
+        self.areas
+            .read()
+            .iter()
+            .enumerate()
+            .filter_map(|(t, a)| a.clone().map(|a| (t as u8, a)))
+            .collect()
+    }
+
+    /// Any area active (anon reclaim is pointless without one).
+    pub fn active(&self) -> bool {
+        self.areas.read().iter().any(|a| a.is_some())
+    }
+
+    /// `SwapTotal` and `SwapFree` in pages.
+    pub fn totals(&self) -> (u64, u64) {
+        self.areas
+            .read()
+            .iter()
+            .flatten()
+            .fold((0, 0), |(t, f), a| (t + a.map.usable(), f + a.map.free()))
+    }
+
+    /// The priority the next area without an explicit one gets.
+    pub fn take_auto_prio(&self) -> i32 {
+        let mut p = self.next_auto_prio.lock();
+        *p -= 1;
+        *p
+    }
+
+    /// Makes `area` active under a free type; returns the type, or `None`
+    /// if all [`MAX_SWAPFILES`] are in use (swapon's EPERM).
+    pub fn activate(&self, area: SwapArea) -> Option<u8> {
+        let mut g = self.areas.write();
+        let t = g.iter().position(|a| a.is_none())?;
+        g[t] = Some(Arc::new(area));
+        Some(t as u8)
+    }
+
+    /// Removes area `ty` (swapoff, after every slot came back).  Areas with
+    /// automatic priorities below it move up by one, as Linux.
+    pub fn deactivate(&self, ty: u8) -> Option<Arc<SwapArea>> {
+        let mut g = self.areas.write();
+        let a = g.get_mut(ty as usize)?.take()?;
+        if a.auto_prio {
+            *self.next_auto_prio.lock() += 1;
+        }
+        Some(a)
+    }
+
+    /// Allocates a run of `2^order` slots for the swap cache on the
+    /// highest-priority area that has one (equal priorities: the lowest
+    /// type first; Linux rotates them).  Returns (type, first slot).
+    pub fn alloc(&self, order: u32) -> Option<(u8, u64)> {
+        let g = self.areas.read();
+        let mut order_of_areas: Vec<(i32, u8)> = g
+            .iter()
+            .enumerate()
+            .filter_map(|(t, a)| {
+                let a = a.as_ref()?;
+                (!a.closing.load(core::sync::atomic::Ordering::Acquire))
+                    .then_some((a.prio, t as u8))
+            })
+            .collect();
+        order_of_areas.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, t) in order_of_areas {
+            if let Some(s) = g[t as usize].as_ref()?.map.alloc(order) {
+                return Some((t, s));
+            }
+        }
+        None
+    }
+}
