@@ -274,7 +274,7 @@ fn on_fault(fi: &arch::FaultInfo) -> bool {
             FAULTS_RESOLVED.fetch_add(1, Relaxed);
             true
         }
-        Err(Fault::Segv) | Err(Fault::Oom) => {
+        Err(Fault::Segv | Fault::Oom | Fault::Sigbus) => {
             FAULTS_REFUSED.fetch_add(1, Relaxed);
             false
         }

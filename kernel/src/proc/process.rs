@@ -239,6 +239,11 @@ static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 /// lack of memory; [`on_user_exception`] then kills with SIGKILL.
 static OOM_FAULT: [core::sync::atomic::AtomicBool; crate::task::thread::MAX_THREADS] =
     [const { core::sync::atomic::AtomicBool::new(false) }; crate::task::thread::MAX_THREADS];
+/// Set by [`on_fault`] when a user fault could not read its page back from
+/// swap; [`on_user_exception`] then sends SIGBUS (Linux's
+/// `VM_FAULT_SIGBUS`).
+static SIGBUS_FAULT: [core::sync::atomic::AtomicBool; crate::task::thread::MAX_THREADS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::task::thread::MAX_THREADS];
 /// Per user thread (indexed by kernel thread id, reset when it exits).
 pub struct Slot {
     /// The thread id (`gettid`); 0 when the kernel thread runs no user
@@ -801,9 +806,13 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
         }
         Err(e) => {
             uspace::FAULTS_REFUSED.fetch_add(1, Relaxed);
+            let flag = match e {
+                mm::aspace::Fault::Oom => OOM_FAULT.get(sched::current_id()),
+                mm::aspace::Fault::Sigbus => SIGBUS_FAULT.get(sched::current_id()),
+                mm::aspace::Fault::Segv => None,
+            };
             if info.user
-                && e == mm::aspace::Fault::Oom
-                && let Some(f) = OOM_FAULT.get(sched::current_id())
+                && let Some(f) = flag
             {
                 f.store(true, Relaxed);
             }
@@ -817,8 +826,12 @@ fn on_user_exception(frame: &mut arch::UserFrame, fault: Option<&arch::FaultInfo
     let oom = OOM_FAULT
         .get(sched::current_id())
         .is_some_and(|f| f.swap(false, Ordering::Relaxed));
+    let bus = SIGBUS_FAULT
+        .get(sched::current_id())
+        .is_some_and(|f| f.swap(false, Ordering::Relaxed));
     let sig = match fault {
         Some(_) if oom => SIGKILL,
+        Some(_) if bus => SIGBUS,
         Some(_) => SIGSEGV,
         None => exception_signal(frame),
     };
@@ -828,6 +841,10 @@ fn on_user_exception(frame: &mut arch::UserFrame, fault: Option<&arch::FaultInfo
     match fault {
         Some(f) if oom => warn!(
             "pid {} ({}): out of memory: {:?} fault at {:#x}, pc {:#x}; killed (signal {})",
+            pid, name, f.access, f.addr, f.pc, sig
+        ),
+        Some(f) if bus => warn!(
+            "pid {} ({}): swap read error: {:?} fault at {:#x}, pc {:#x}; killed (signal {})",
             pid, name, f.access, f.addr, f.pc, sig
         ),
         Some(f) => warn!(

@@ -41,7 +41,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SIZE, PMD_ORDER};
-use crate::paging::{Attrs, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step};
+use crate::paging::{Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent};
@@ -64,8 +64,10 @@ pub enum CollapseError {
     Empty,
     /// Too many empty or zero-page entries.
     ExceedNone,
-    /// Too many swap entries (none exist yet: never returned).
+    /// Too many swap entries (`max_ptes_swap`).
     ExceedSwap,
+    /// Swap entries within the limit: swap them in, then try again.
+    NeedSwapIn,
     /// Too many entries of maybe-shared folios.
     ExceedShared,
     /// No young entry (khugepaged only).
@@ -216,13 +218,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(CollapseError::AlreadyMapped);
         }
         let mut none = 0u64;
+        let mut swap = 0u64;
         let mut shared = 0u64;
         let (mut young, mut writable) = (false, false);
         // Distinct source folios with their entry count in the window.
         let mut folios: Vec<(Folio<'a>, u64)> = Vec::with_capacity(e.len());
         for &r in &e {
             let Some(l) = leaf::<A>(r) else {
-                none += 1;
+                match A::decode(r, PTE_LEVEL) {
+                    Entry::Swap(_) => swap += 1,
+                    _ => none += 1,
+                }
                 continue;
             };
             if ctx.is_zero_pfn(l.pfn) {
@@ -267,7 +273,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             return Err(CollapseError::ExceedShared);
         }
-        let _ = lim.max_swap; // no swap entries exist yet
+        if swap > lim.max_swap {
+            stats.inc(order, MthpStat::CollapseExceedSwapPte);
+            if order == PMD_ORDER {
+                stats.count(VmEvent::ThpScanExceedSwapPte);
+            }
+            return Err(CollapseError::ExceedSwap);
+        }
+        if swap > 0 {
+            // Within `max_ptes_swap`: the caller swaps them in and tries
+            // again (Linux's `__collapse_huge_page_swapin`).
+            return Err(CollapseError::NeedSwapIn);
+        }
         for &(f, _) in &folios {
             if f.test(crate::physmem::frame_flags::PageFlags::LOCKED) {
                 return Err(CollapseError::PageLock);

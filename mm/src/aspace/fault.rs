@@ -86,6 +86,9 @@ pub(crate) enum Locked {
     /// dropped, then run the locked part again with it.  (First touches in
     /// an existing PTE table never get here: `fault_shared` serves them.)
     NeedFolio(u32),
+    /// A swap entry: swap it in with the page-table lock dropped (the I/O
+    /// sleeps).
+    Swap(crate::paging::SwapEntry),
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {
@@ -115,6 +118,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let orders = match step {
             Locked::Done(r) => return r,
             Locked::NeedFolio(orders) => orders,
+            Locked::Swap(e) => return self.do_swap_page(vma, addr, access, e),
         };
         let f = self.alloc_anon_folio(orders).ok_or(Fault::Oom)?;
         self.zero_folio(*f, align_down(addr, f.size()), addr);
@@ -124,7 +128,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Done(r) => r,
             // A folio in hand that the locked part did not take is freed
             // when `pre` drops; never loop asking for another.
-            Locked::NeedFolio(..) => Ok(()),
+            Locked::NeedFolio(..) | Locked::Swap(_) => Ok(()),
         }
     }
 
@@ -274,6 +278,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
             }
             Entry::Absent => self.anon_fault_walked(vma, pt, addr, access, Some(&w), pre),
+            Entry::Swap(e) if w.level == PTE_LEVEL && e.is_swap() => Locked::Swap(e),
             // No PUD leaves in user space; tables are descended by lookup.
             _ => {
                 debug_assert!(false, "unexpected entry {:?} at {addr:#x}", w.entry);
@@ -299,7 +304,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Orders (bit mask) THP may use for a fault at `addr` in `vma`.
-    fn fault_orders(&self, vma: &Vma, addr: u64) -> u32 {
+    pub(super) fn fault_orders(&self, vma: &Vma, addr: u64) -> u32 {
         let allowed =
             self.ctx.thp.config.allowable_orders(self.thp_hints(vma)) & THP_ORDERS_ALL_ANON;
         if allowed != 0 {
@@ -491,7 +496,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// A fault on a present (or PROT_NONE) 4 KiB entry.
-    fn pte_fault(
+    pub(super) fn pte_fault(
         &self,
         vma: &Vma,
         pt: &mut PageTable<'a, A>,

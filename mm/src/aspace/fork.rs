@@ -16,8 +16,8 @@
 
 use crate::abi::errno::Errno;
 use crate::paging::{
-    BatchMatch, HugeLeaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, PteRun, Step,
-    TlbGather,
+    BatchMatch, Entry, HugeLeaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, PteRun,
+    Step, SwapEntry, TlbGather,
 };
 use crate::vma::{VmFlags, VmaSet};
 
@@ -97,7 +97,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Copy the PTEs of `run` (the parent's), one batch per run of a
-    /// folio's pages with equal rights.
+    /// folio's pages with equal rights.  Swap entries are copied too.
     fn copy_ptes(
         &self,
         ppt: &mut PageTable<'a, A>,
@@ -107,11 +107,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g: &mut TlbGather<'a>,
     ) -> Result<(), Errno> {
         let ctx = self.ctx;
-        if (0..run.len()).all(|i| run.leaf(i).is_none()) {
+        let swaps = self.swapents() > 0;
+        if (0..run.len()).all(|i| run.entry(i).is_absent()) {
             return Ok(());
         }
         cpt.ensure_table(run.start(), PTE_LEVEL)
             .map_err(|_| Errno::ENOMEM)?;
+        if swaps {
+            self.copy_swap_ptes(ppt, cpt, child, &run)?;
+        }
         // Zero-page entries are copied as they are; a split huge zero PMD's
         // PTEs copy as one run.
         self.for_each_pte_batch(&run, BatchMatch::Attrs, true, |i, b, folio| {
@@ -131,6 +135,41 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 .expect("child PTE table ensured and empty");
             nr
         });
+        Ok(())
+    }
+
+    /// fork's copy of the swap entries of `run`: each slot gains a
+    /// reference, and the entry stops being exclusive in the parent too
+    /// (both may now swap it in), as Linux's `copy_nonpresent_pte`.
+    fn copy_swap_ptes(
+        &self,
+        ppt: &mut PageTable<'a, A>,
+        cpt: &mut PageTable<'a, A>,
+        child: &Mm<'a, A>,
+        run: &PteRun<'a, A>,
+    ) -> Result<(), Errno> {
+        for i in 0..run.len() {
+            let Entry::Swap(e) = run.entry(i) else {
+                continue;
+            };
+            if !e.is_swap() {
+                continue;
+            }
+            let area = self.ctx.swap.area(e.ty).ok_or(Errno::EIO)?;
+            area.map.dup(e.offset).map_err(|_| Errno::ENOMEM)?;
+            let shared = SwapEntry {
+                exclusive: false,
+                ..e
+            };
+            if e.exclusive {
+                ppt.replace_swap_pte(run.va(i), shared);
+            }
+            if cpt.set_swap_pte(run.va(i), shared).is_err() {
+                self.ctx.swap_free_entries(e.ty, e.offset, 1);
+                return Err(Errno::ENOMEM);
+            }
+            child.swapents_add(1);
+        }
         Ok(())
     }
 }

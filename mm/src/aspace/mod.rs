@@ -77,6 +77,7 @@ mod mremap;
 pub mod report;
 mod rmap;
 pub mod split;
+pub mod swap;
 mod zap;
 
 use core::ops::{Deref, DerefMut};
@@ -128,6 +129,9 @@ pub enum Fault {
     /// Out of memory even for a 4 KiB page or a page-table page: the
     /// process is killed (Linux's `VM_FAULT_OOM`).
     Oom,
+    /// The page could not be read back from swap (an I/O error): the
+    /// process gets SIGBUS (Linux's `VM_FAULT_SIGBUS`), never wrong data.
+    Sigbus,
 }
 
 /// The page-table lock's guard.  On release it adds the contiguous-block
@@ -179,6 +183,9 @@ pub struct Mm<'a, A: PagingArch> {
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
+    /// Swap entries in the page tables (Linux's `MM_SWAPENTS`); changed
+    /// under the page-table lock.  Zero lets zap skip looking for them.
+    swapents: AtomicU64,
     /// Faults `handle_fault` resolved in this space: the owning process's
     /// `ru_minflt` (one space per process), counted here so the fault
     /// path needs no lookup of the process.
@@ -252,6 +259,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             pt: PtRwLock::new(Some(pt)),
             ptl: [const { PtLock::new(()) }; PTL_STRIPES],
             anon_rss: AtomicU64::new(0),
+            swapents: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
@@ -382,6 +390,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     pub(crate) fn rss_add(&self, n: u64) {
         self.anon_rss.fetch_add(n, Relaxed);
+    }
+
+    /// Swap entries in this space's page tables (`VmSwap`, smaps `Swap`).
+    pub fn swapents(&self) -> u64 {
+        self.swapents.load(Relaxed)
+    }
+
+    pub(crate) fn swapents_add(&self, n: u64) {
+        self.swapents.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn swapents_sub(&self, n: u64) {
+        let old = self.swapents.fetch_sub(n, Relaxed);
+        debug_assert!(old >= n, "swap entries below zero");
     }
 
     pub(crate) fn rss_sub(&self, n: u64) {

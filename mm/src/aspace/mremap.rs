@@ -194,6 +194,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return;
         };
         debug_assert_eq!(run.end(), end);
+        // Swap entries move as they are (a swap-in at the new address
+        // copies if the cached folio lives elsewhere: see `aspace::swap`).
+        if self.swapents() > 0 {
+            for i in 0..run.len() {
+                if let Entry::Swap(e) = run.entry(i)
+                    && e.is_swap()
+                {
+                    let (s, d) = (run.va(i), dst + i as u64 * PAGE_SIZE);
+                    pt.take_swap_pte(s);
+                    pt.set_swap_pte(d, e)
+                        .expect("destination empty, its tables prepared");
+                }
+            }
+        }
         // The run: consecutive frames of one folio with equal rights
         // (zero-page entries move one at a time and are never folded).
         self.for_each_pte_batch(&run, BatchMatch::Attrs, false, |i, b, folio| {

@@ -14,7 +14,7 @@
 
 use crate::addr::{PAGE_SIZE, align_down};
 use crate::paging::{
-    BatchMatch, HugeLeaf, PMD_LEVEL, PageTable, PagingArch, PteRun, Step, TlbGather,
+    BatchMatch, Entry, HugeLeaf, PMD_LEVEL, PageTable, PagingArch, PteRun, Step, TlbGather,
 };
 
 use super::Mm;
@@ -111,6 +111,33 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         debug_assert!(r.is_ok(), "{r:?}");
     }
 
+    /// Clear the swap entries of `run`, dropping their slot references
+    /// (runs of consecutive slots together), as Linux's
+    /// `free_swap_and_cache_nr`.  Only looked for while the space has any.
+    fn zap_swap_ptes(&self, pt: &mut PageTable<'a, A>, run: &PteRun<'a, A>) {
+        let mut pending: Option<(u8, u64, u64)> = None;
+        let flush = |p: Option<(u8, u64, u64)>| {
+            if let Some((ty, slot, n)) = p {
+                self.ctx.swap_free_entries(ty, slot, n);
+            }
+        };
+        for i in 0..run.len() {
+            let Entry::Swap(e) = run.entry(i) else {
+                continue;
+            };
+            if !e.is_swap() {
+                continue;
+            }
+            pt.take_swap_pte(run.va(i));
+            self.swapents_sub(1);
+            match &mut pending {
+                Some((ty, slot, n)) if *ty == e.ty && *slot + *n == e.offset => *n += 1,
+                p => flush(p.replace((e.ty, e.offset, 1))),
+            }
+        }
+        flush(pending);
+    }
+
     /// Zap the PTEs of `run`, one batch per run of a folio's pages.
     fn zap_ptes(
         &self,
@@ -120,6 +147,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         puts: &mut PutList<'a>,
     ) {
         let ctx = self.ctx;
+        if self.swapents() > 0 {
+            self.zap_swap_ptes(pt, &run);
+        }
         self.for_each_pte_batch(&run, BatchMatch::Frames, false, |i, b, folio| {
             let (l, nr) = (b.first, b.nr);
             pt.get_and_clear_ptes(run.va(i), nr, g);

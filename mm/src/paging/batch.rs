@@ -9,7 +9,7 @@
 //!
 //! All of this runs under the page-table lock (`&mut PageTable`).
 
-use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PTE_LEVEL, PagingArch};
+use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PTE_LEVEL, PagingArch, SwapEntry};
 use super::table::{FolioSpan, PageTable, PtError, TableAt, Walk};
 use super::tlb::TlbGather;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
@@ -607,6 +607,90 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             self.env.tlb.sync_tables();
         }
         Ok(old)
+    }
+}
+
+impl<'a, A: PagingArch> PageTable<'a, A> {
+    /// Write `n` swap entries from `va`: entry `i` names slot `slot + i`
+    /// of area `ty`, exclusive if `exclusive(i)`.  The entries must be
+    /// empty and their tables present (swap-out writes them where it just
+    /// cleared the folio's PTEs).  Non-present entries are never cached by
+    /// a TLB, so nothing is flushed.
+    pub fn set_swap_ptes(
+        &mut self,
+        va: u64,
+        n: usize,
+        ty: u8,
+        slot: u64,
+        exclusive: impl Fn(usize) -> bool,
+    ) -> Result<(), PtError> {
+        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        let mem = self.mem();
+        let mut done = 0;
+        for s in &segs {
+            let TableAt::Table(t) = s.table else {
+                return Err(PtError::NotMapped);
+            };
+            for i in 0..s.count {
+                if mem.load(s.slot(t, i)) != 0 {
+                    return Err(PtError::Exists);
+                }
+            }
+            let _ = t;
+        }
+        for s in segs {
+            let TableAt::Table(t) = s.table else {
+                unreachable!("checked above")
+            };
+            for i in 0..s.count {
+                let k = done + i;
+                let e = SwapEntry::swap(ty, slot + k as u64, exclusive(k))
+                    .ok_or(PtError::Misaligned)?;
+                mem.store(s.slot(t, i), A::encode(Entry::Swap(e), PTE_LEVEL));
+            }
+            done += s.count;
+        }
+        Ok(())
+    }
+
+    /// Write one swap or migration entry at `va` (empty before; its table
+    /// is allocated if missing): fork's copy, mremap's move.
+    pub fn set_swap_pte(&mut self, va: u64, e: SwapEntry) -> Result<(), PtError> {
+        let t = self.ensure_table(va, PTE_LEVEL)?;
+        let slot = t + 8 * super::arch::level_index(va, PTE_LEVEL) as u64;
+        if self.mem().load(slot) != 0 {
+            return Err(PtError::Exists);
+        }
+        self.mem().store(slot, A::encode(Entry::Swap(e), PTE_LEVEL));
+        Ok(())
+    }
+
+    /// Clear the swap or migration entry at `va` and return it (`None`,
+    /// changing nothing, if there is none).  No flush: the MMU never
+    /// cached it.
+    pub fn take_swap_pte(&mut self, va: u64) -> Option<SwapEntry> {
+        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
+            return None;
+        };
+        let slot = t + 8 * super::arch::level_index(va, PTE_LEVEL) as u64;
+        let e = self.read(slot, PTE_LEVEL).swap()?;
+        self.take(slot);
+        Some(e)
+    }
+
+    /// Replace the swap entry at `va` by `new` (fork clearing the
+    /// exclusive bit in the parent).  False if `va` holds no swap entry.
+    pub fn replace_swap_pte(&mut self, va: u64, new: SwapEntry) -> bool {
+        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
+            return false;
+        };
+        let slot = t + 8 * super::arch::level_index(va, PTE_LEVEL) as u64;
+        if self.read(slot, PTE_LEVEL).swap().is_none() {
+            return false;
+        }
+        self.mem()
+            .store(slot, A::encode(Entry::Swap(new), PTE_LEVEL));
+        true
     }
 }
 

@@ -81,6 +81,34 @@ impl SwapCache {
         (k < first + nr).then_some(Cached { pfn, nr, first })
     }
 
+    /// [`Self::lookup`], running `get` on the folio's head PFN under the
+    /// cache lock: a reference taken there cannot race with
+    /// [`Self::remove_if`] freeing the folio.
+    pub fn lookup_get(&self, k: u64, get: impl FnOnce(u64)) -> Option<Cached> {
+        let g = self.inner.lock();
+        let (&first, &(pfn, nr)) = g.by_slot.range(..=k).next_back()?;
+        if k >= first + nr {
+            return None;
+        }
+        get(pfn);
+        Some(Cached { pfn, nr, first })
+    }
+
+    /// [`Self::remove`] if `keep_none()` (run under the cache lock, so no
+    /// [`Self::lookup_get`] can take a reference meanwhile) says nobody
+    /// else holds the folio.
+    pub fn remove_if(&self, pfn: u64, keep_none: impl FnOnce() -> bool) -> Option<(u64, u64)> {
+        let mut g = self.inner.lock();
+        let &first = g.by_pfn.get(&pfn)?;
+        if !keep_none() {
+            return None;
+        }
+        g.by_pfn.remove(&pfn);
+        let (_, nr) = g.by_slot.remove(&first).expect("both indexes agree");
+        g.pages -= nr;
+        Some((first, nr))
+    }
+
     /// The first slot's key of the cached folio with head `pfn`.
     pub fn slot_of(&self, pfn: u64) -> Option<u64> {
         self.inner.lock().by_pfn.get(&pfn).copied()

@@ -139,6 +139,13 @@ named_enum! {
         ThpSwpout => "thp_swpout",
         /// A PMD-sized THP had to be split before swap-out.
         ThpSwpoutFallback => "thp_swpout_fallback",
+        /// Pages read from a swap device.
+        PswpIn => "pswpin",
+        /// Pages written to a swap device.
+        PswpOut => "pswpout",
+        /// Faults that had to read from a swap device (one per fault, even
+        /// for a large folio, as Linux).
+        PgMajFault => "pgmajfault",
         /// Write fault that allocated a new anonymous folio (any order).
         FaultAnonAlloc => "fault_anon_alloc",
         /// Read fault that mapped the shared 4K zero page.

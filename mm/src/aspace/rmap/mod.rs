@@ -33,5 +33,5 @@ mod unmap;
 mod walk;
 
 pub(crate) use accounting::{FreeBatch, PutList};
-pub(crate) use unmap::{restore_mappings, try_to_unmap};
+pub(crate) use unmap::{restore_mappings, try_to_unmap, try_to_unmap_swap};
 pub(crate) use walk::{RmapWalk, rmap_walk};

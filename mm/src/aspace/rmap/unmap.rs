@@ -100,6 +100,84 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
     saved
 }
 
+/// What [`try_to_unmap_swap`] did.
+pub(crate) struct SwapUnmap {
+    /// Some cleared entry (or contiguous block) was dirty.
+    pub(crate) dirty: bool,
+    /// Entries replaced.
+    pub(crate) entries: u32,
+}
+
+/// Replaces every mapping of `folio` (in the swap cache at slots `slot..`
+/// of area `ty`) by swap entries, as Linux's `try_to_unmap_one` for an
+/// anonymous folio being reclaimed: PMD mappings are split into PTEs
+/// first (the folio itself stays whole), each PTE becomes the swap entry
+/// of its page, exclusive when the page was anon-exclusive (the page then
+/// stops being so), and each entry takes a reference on its slot.  RSS
+/// moves to the swap-entry count; the mappings' references and large
+/// mapcount are dropped.  One gathered flush per address space.
+pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
+    walk: &mut RmapWalk<'_, 'a, A>,
+    folio: Folio<'a>,
+    ty: u8,
+    slot: u64,
+    map: &crate::swap::SwapMap,
+) -> SwapUnmap {
+    let va = walk.va;
+    let nr = folio.nr_pages();
+    let mut out = SwapUnmap {
+        dirty: false,
+        entries: 0,
+    };
+    let span = FolioSpan {
+        first_pfn: folio.pfn(),
+        nr,
+    };
+    for (m, pt) in walk.mappers.iter().zip(walk.guards.iter_mut()) {
+        let w = pt.lookup(va);
+        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
+            m.split_pmd_locked(pt, va);
+        }
+        let mut g = pt.gather();
+        for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
+            let Step::Ptes(run) = step else { continue };
+            let mut i = 0;
+            while i < run.len() {
+                let page = (run.va(i) - va) / PAGE_SIZE;
+                let Some(b) = run
+                    .leaf(i)
+                    .filter(|l| l.pfn == folio.pfn() + page)
+                    .and_then(|_| run.folio_pte_batch(i, span, BatchMatch::Frames))
+                else {
+                    i += 1;
+                    continue;
+                };
+                let at = run.va(i);
+                let r = pt.get_and_clear_ptes(at, b.nr, &mut g);
+                out.dirty |= r.dirty || b.dirty;
+                let excl = |k: usize| folio.page(page + k as u64).is_anon_exclusive();
+                let flags: alloc::vec::Vec<bool> = (0..b.nr).map(excl).collect();
+                pt.set_swap_ptes(at, b.nr, ty, slot + page, |k| flags[k])
+                    .expect("entries cleared above, table present");
+                for k in 0..b.nr as u64 {
+                    folio.page(page + k).clear_anon_exclusive();
+                }
+                map.dup_many(slot + page, b.nr as u64);
+                m.rss_sub(b.nr as u64);
+                m.swapents_add(b.nr as u64);
+                out.entries += b.nr as u32;
+                i += b.nr;
+            }
+        }
+        g.finish();
+    }
+    if out.entries > 0 {
+        folio.add_large_mapcount(-(out.entries as i32));
+        folio.put_many(out.entries);
+    }
+    out
+}
+
 /// Writes back the entries [`try_to_unmap`] cleared, for the folio each
 /// page belongs to now (`folio_of(page)`, `page` counted from `first_pfn`,
 /// the old folio's first frame), one `set_ptes` per run of consecutive

@@ -1,0 +1,581 @@
+//! Swap-out and swap-in of anonymous folios, whole at every order
+//! (Linux's `shrink_folio_list` → `add_to_swap` → `try_to_unmap` →
+//! `pageout` for one folio, and `do_swap_page`), plus what zap, fork and
+//! swapoff do with swap entries.
+//!
+//! # Swap-out ([`pageout_folio`])
+//! 1. The folio is locked (tried: a busy folio is kept).
+//! 2. It gets a naturally aligned run of `2^order` slots and enters the
+//!    swap cache.  No such run: a large folio is split to order 0 first,
+//!    counted in `swpout_fallback` (and `thp_swpout_fallback` at PMD
+//!    size), as Linux; a partially mapped one is split first too (its
+//!    unmapped pages need no I/O).
+//! 3. Every mapping, in every address space, becomes a swap entry
+//!    (`rmap::try_to_unmap_swap`; a PMD mapping is split into PTEs, the
+//!    folio stays whole).
+//! 4. The folio is written as one request, then leaves the swap cache and
+//!    is freed — unless someone took a reference meanwhile (a fault that
+//!    found it in the cache), in which case it stays cached and mapped
+//!    back by that fault.  A write error keeps it cached: the entries then
+//!    bring it back from memory, so no wrong data is ever read.
+//!
+//! # Swap-in ([`Mm::do_swap_page`])
+//! A fault on a swap entry looks in the swap cache first.  On a miss it
+//! reads the slots into a new folio: of the largest order the fault
+//! policy allows (below the PMD order, as Linux: a PMD THP comes back
+//! PTE-mapped) whose aligned block holds swap entries of consecutive,
+//! equally aligned slots with equal exclusive bits, else order 0 (Linux
+//! 6.12's `alloc_swap_folio` rules).  The folio is then mapped by all the
+//! entries of its block that still name its slots (the whole folio in one
+//! go when all do, as Linux 6.11+), writable where the entry was
+//! exclusive and the VMA is writable.  Slots no entry names any more are
+//! freed at once and the folio leaves the cache: the policy of Linux's
+//! synchronous-device path, chosen here for every device (so `SwapFree`
+//! recovers as soon as memory is back; a clean folio swapped out again is
+//! written again).
+//!
+//! # Waiting
+//! A fault that finds a folio locked (being written or read) waits for
+//! the unlock through `CpuOps::wait` keyed by the folio's PFN; whoever
+//! unlocks a folio this module locked wakes that key.
+
+use alloc::vec::Vec;
+
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
+use crate::paging::{Attrs, Entry, PTE_LEVEL, PagingArch, SwapEntry};
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
+use crate::physmem::frame_flags::PageFlags;
+use crate::swap::SwapArea;
+use crate::swap::cache::{key, unkey};
+use crate::thp::{MthpStat, VmEvent};
+use crate::vma::Vma;
+
+use super::rmap::{rmap_walk, try_to_unmap_swap};
+use super::{Access, Fault, Mm, vma_perms};
+
+/// What [`pageout_folio`] did with a folio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pageout {
+    /// Written (or already clean) and freed: this many pages came back.
+    Freed(u64),
+    /// Unmapped to swap entries but still held (by a pin or a fault that
+    /// found it in the swap cache); it stays in the swap cache.
+    Cached,
+    /// Split first (no aligned run of slots, or only partly mapped): the
+    /// caller may page out the pieces.
+    Split,
+    /// Left as it was: not anonymous, locked, pinned, no swap space, or a
+    /// mapping the walk could not reach.
+    Kept,
+    /// The write failed: the folio stays in the swap cache, mapped by
+    /// swap entries that bring it back from memory.
+    IoError,
+}
+
+/// Wakes the faults waiting for `f`'s lock (after unlocking it).
+fn wake_folio<'a>(ctx: &super::ctx::MmCtx<'a>, f: Folio<'a>) {
+    ctx.ops().wake(f.pfn() as usize);
+}
+
+/// Takes `f`'s lock, sleeping until its holder (a swap-out or swap-in in
+/// flight) lets go.  The caller holds a reference and no spin lock.
+fn lock_folio<'a>(ctx: &super::ctx::MmCtx<'a>, f: Folio<'a>) -> FolioLockGuard<'a> {
+    loop {
+        if let Some(g) = f.try_lock() {
+            return g;
+        }
+        ctx.ops()
+            .wait(f.pfn() as usize, &|| !f.test(PageFlags::LOCKED));
+    }
+}
+
+/// Pages out one anonymous folio (the caller's reference `folio`, e.g.
+/// from LRU isolation or `MADV_PAGEOUT`), from every address space of
+/// `mms` that maps it (normally all of the context's).  See the module
+/// docs for the steps.
+pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: FolioRef<'a>) -> Pageout {
+    let Some(first) = mms.first() else {
+        return Pageout::Kept;
+    };
+    let ctx = first.ctx;
+    let f = *folio;
+    if !f.is_anon() || f.test(PageFlags::ZERO_PAGE) || ctx.is_zero_pfn(f.pfn()) {
+        return Pageout::Kept;
+    }
+    let order = f.order();
+    let nr = f.nr_pages();
+    let Some(lock) = f.try_lock() else {
+        return Pageout::Kept;
+    };
+    let stats = &ctx.thp.stats;
+    let cached = f.test(PageFlags::SWAPCACHE);
+    let (ty, slot) = if cached {
+        match ctx.swap.cache.slot_of(f.pfn()) {
+            Some(k) => unkey(k),
+            None => return Pageout::Kept,
+        }
+    } else {
+        // Partly mapped: split now, the unmapped pages need no I/O.
+        if order > 0 && f.entire_mapcount() == 0 && (f.large_mapcount() as u64) < nr {
+            drop(lock);
+            return split_for_swap(mms, f, false);
+        }
+        match ctx.swap.alloc(order) {
+            Some(s) => s,
+            None if order > 0 => {
+                // No aligned run (or no swap at all: Linux's MADV_PAGEOUT
+                // still splits then, §0.5 of the notes).
+                drop(lock);
+                return split_for_swap(mms, f, true);
+            }
+            None => return Pageout::Kept,
+        }
+    };
+    let Some(area) = ctx.swap.area(ty) else {
+        return Pageout::Kept;
+    };
+    if !cached {
+        if !ctx.swap.cache.insert(key(ty, slot), f.pfn(), nr) {
+            area.map.put_cache(slot, nr);
+            return Pageout::Kept;
+        }
+        f.get(); // the swap cache's reference
+        f.set_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+    }
+    // Unmap everywhere.
+    if f.large_mapcount() > 0 {
+        let va = f
+            .anon_owner()
+            .map(|(_, vpn)| vpn << PAGE_SHIFT)
+            .unwrap_or(0);
+        let unmapped = match rmap_walk(mms, f, va) {
+            // Ours, the cache's and one per mapping: anything more is a pin.
+            Ok(mut walk) if f.extra_refs() == 2 => {
+                let r = try_to_unmap_swap(&mut walk, f, ty, slot, &area.map);
+                if r.dirty {
+                    f.set_flags(PageFlags::DIRTY);
+                }
+                ctx.after_unmap_swap(f);
+                true
+            }
+            _ => false,
+        };
+        if !unmapped {
+            if !cached {
+                leave_cache(ctx, &area, f, slot);
+            }
+            return Pageout::Kept;
+        }
+    }
+    // Write.
+    if f.test(PageFlags::DIRTY) {
+        if area.io.write(ctx.mem, slot, f.pa(), nr).is_err() {
+            drop(lock);
+            wake_folio(ctx, f);
+            return Pageout::IoError;
+        }
+        f.clear_flags(PageFlags::DIRTY);
+        stats.count_n(VmEvent::PswpOut, nr);
+        stats.inc(order, MthpStat::Swpout);
+        if order == PMD_ORDER {
+            stats.count(VmEvent::ThpSwpout);
+        }
+    }
+    // Free unless someone found it in the cache meanwhile.
+    let out = if ctx
+        .swap
+        .cache
+        .remove_if(f.pfn(), || f.refcount() == 2 && f.large_mapcount() == 0)
+        .is_some()
+    {
+        f.clear_flags(PageFlags::SWAPCACHE);
+        area.map.put_cache(slot, nr);
+        f.put();
+        Pageout::Freed(nr)
+    } else {
+        Pageout::Cached
+    };
+    drop(lock);
+    wake_folio(ctx, f);
+    out
+}
+
+/// Takes `f` (locked, just added with slots from `slot`) out of the swap
+/// cache again and gives the slots back.
+fn leave_cache<'a>(ctx: &super::ctx::MmCtx<'a>, area: &SwapArea, f: Folio<'a>, slot: u64) {
+    if ctx.swap.cache.remove(f.pfn()).is_some() {
+        f.clear_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+        area.map.put_cache(slot, f.nr_pages());
+        f.put();
+    }
+}
+
+/// Splits `f` to order 0 before swap-out (`fallback`: for want of an
+/// aligned run of slots, counted as Linux counts it).
+fn split_for_swap<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'a>, fallback: bool) -> Pageout {
+    let ctx = mms[0].ctx;
+    if fallback {
+        ctx.thp.stats.inc(f.order(), MthpStat::SwpoutFallback);
+        if f.order() == PMD_ORDER {
+            ctx.thp.stats.count(VmEvent::ThpSwpoutFallback);
+        }
+    }
+    match super::split::split_folio_to_order(mms, f, 0) {
+        Ok(()) => Pageout::Split,
+        Err(_) => Pageout::Kept,
+    }
+}
+
+impl<'a> super::ctx::MmCtx<'a> {
+    /// The bookkeeping of a folio whose last mappings became swap entries
+    /// (the deferred-split queue and `nr_anon`, as any unmap).
+    fn after_unmap_swap(&self, f: Folio<'a>) {
+        if f.large_mapcount() == 0 {
+            self.deferred_split_remove(f);
+            self.thp.stats.dec(f.order(), MthpStat::NrAnon);
+        }
+    }
+
+    /// A slot of the cached folio at `first` (a key) lost its last entry:
+    /// if no entry names any of the folio's slots any more, the folio
+    /// leaves the swap cache (freed if nothing maps it).  Only tried: a
+    /// locked folio (I/O in flight) is left for its holder.
+    pub(crate) fn try_free_swap_cache(&self, k: u64) {
+        let (ty, _) = unkey(k);
+        let Some(area) = self.swap.area(ty) else {
+            return;
+        };
+        let mut held: Option<FolioRef<'a>> = None;
+        let Some(c) = self.swap.cache.lookup_get(k, |pfn| {
+            if let Some(f) = self.folio(pfn) {
+                held = Some(f.get_ref());
+            }
+        }) else {
+            return;
+        };
+        let Some(f) = held else { return };
+        let Some(lock) = f.try_lock() else { return };
+        let (_, first) = unkey(c.first);
+        if (first..first + c.nr).any(|s| area.map.count(s) != 0) {
+            return;
+        }
+        // Ours and the cache's, beyond the mappings.
+        if self
+            .swap
+            .cache
+            .remove_if(f.pfn(), || f.extra_refs() == 2)
+            .is_some()
+        {
+            f.clear_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+            area.map.put_cache(first, c.nr);
+            f.put();
+        }
+        drop(lock);
+        self.ops().wake(f.pfn() as usize);
+    }
+
+    /// Drops the references of `n` swap entries from slot `slot` of area
+    /// `ty` (zap), freeing cached folios their slots no longer need.
+    pub(crate) fn swap_free_entries(&self, ty: u8, slot: u64, n: u64) {
+        let Some(area) = self.swap.area(ty) else {
+            debug_assert!(false, "swap entry of inactive area {ty}");
+            return;
+        };
+        if area.map.put(slot, n) > 0 {
+            // Some slot is held by the cache alone: one check per folio.
+            let mut s = slot;
+            while s < slot + n {
+                let k = key(ty, s);
+                match self.swap.cache.lookup(k) {
+                    Some(c) => {
+                        self.try_free_swap_cache(k);
+                        s = unkey(c.first).1 + c.nr;
+                    }
+                    None => s += 1,
+                }
+            }
+        }
+    }
+}
+
+/// Whether the `nr` PTEs from `base` are swap entries of area `e.ty` naming
+/// slots `slot0..` with `e`'s exclusive bit.
+fn swap_run_matches<'a, A: PagingArch>(
+    pt: &crate::paging::PageTable<'a, A>,
+    base: u64,
+    nr: u64,
+    e: SwapEntry,
+    slot0: u64,
+) -> bool {
+    let Some(run) = pt.pte_run(base, nr as usize) else {
+        return false;
+    };
+    run.len() as u64 == nr
+        && (0..nr as usize).all(|i| {
+            matches!(run.entry(i), Entry::Swap(x)
+                if x.ty == e.ty && x.offset == slot0 + i as u64 && x.exclusive == e.exclusive)
+        })
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// A fault on the swap entry `e` at `addr` in `vma` (mmap lock held
+    /// for reading, no page-table lock).  `Ok` means retry the access.
+    pub(crate) fn do_swap_page(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        access: Access,
+        e: SwapEntry,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let Some(area) = ctx.swap.area(e.ty) else {
+            return Err(Fault::Sigbus);
+        };
+        let va = align_down(addr, PAGE_SIZE);
+        let k = key(e.ty, e.offset);
+        let mut held: Option<FolioRef<'a>> = None;
+        let hit = ctx.swap.cache.lookup_get(k, |pfn| {
+            if let Some(f) = ctx.folio(pfn) {
+                held = Some(f.get_ref());
+            }
+        });
+        let folio = match (hit, held) {
+            (Some(_), Some(f)) => f,
+            _ => match self.swapin_read(vma, va, e, &area)? {
+                Some(f) => f,
+                None => return Ok(()),
+            },
+        };
+        let f = *folio;
+        let lock = lock_folio(ctx, f);
+        let r = self.map_swapped(vma, va, access, e, &area, f);
+        drop(lock);
+        wake_folio(ctx, f);
+        drop(folio);
+        r?;
+        // A write to a page that came back read-only (shared after fork)
+        // copies now, in the same fault, as Linux's `do_wp_page` call.
+        if access == Access::Write {
+            let mut pt = self.lock_pt();
+            let w = pt.lookup(addr);
+            if let Entry::Leaf(l) = w.entry
+                && w.level == PTE_LEVEL
+                && !l.attrs.perms.write
+            {
+                return self.pte_fault(vma, &mut pt, addr, l, access);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the slots of `e` (not in the swap cache) into a new folio,
+    /// which enters the swap cache; see the module docs for the order.
+    /// `None`: the entries changed meanwhile (retry the access).
+    fn swapin_read(
+        &self,
+        vma: &Vma,
+        va: u64,
+        e: SwapEntry,
+        area: &SwapArea,
+    ) -> Result<Option<FolioRef<'a>>, Fault> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let orders = self.fault_orders(vma, va) & ((1 << PMD_ORDER) - 1) & !1;
+        // Candidate orders, highest first, whose block holds matching entries.
+        let mut cands: Vec<u32> = Vec::new();
+        if orders != 0 {
+            let pt = self.lock_pt();
+            let mut o = orders;
+            while o != 0 {
+                let ord = 31 - o.leading_zeros();
+                o &= !(1 << ord);
+                let nr = 1u64 << ord;
+                let base = align_down(va, nr * PAGE_SIZE);
+                let idx = (va - base) / PAGE_SIZE;
+                if e.offset < idx || !(e.offset - idx).is_multiple_of(nr) {
+                    continue;
+                }
+                if swap_run_matches(&pt, base, nr, e, e.offset - idx) {
+                    cands.push(ord);
+                }
+            }
+        }
+        cands.push(0);
+        for ord in cands {
+            let nr = 1u64 << ord;
+            let base = align_down(va, nr * PAGE_SIZE);
+            let slot0 = e.offset - (va - base) / PAGE_SIZE;
+            let Ok(raw) = ctx.buddy.alloc(ord, AllocFlags::USER) else {
+                if ord > 0 {
+                    stats.inc(ord, MthpStat::SwpinFallback);
+                    continue;
+                }
+                return Err(Fault::Oom);
+            };
+            let f = FolioRef::from_raw(raw);
+            if !area.map.take_cache(slot0, nr) {
+                if ord > 0 {
+                    continue; // part of the run is cached or gone: try smaller
+                }
+                return Ok(None);
+            }
+            if !ctx.swap.cache.insert(key(e.ty, slot0), f.pfn(), nr) {
+                area.map.put_cache(slot0, nr);
+                if ord > 0 {
+                    continue;
+                }
+                return Ok(None);
+            }
+            let lock = f.try_lock().expect("a new folio is unlocked");
+            f.set_anon_owner(self.id, base >> PAGE_SHIFT);
+            f.set_flags(PageFlags::SWAPCACHE);
+            f.get(); // the cache's
+            let read = area.io.read(ctx.mem, slot0, f.pa(), nr);
+            if read.is_err() {
+                leave_cache(ctx, area, *f, slot0);
+                drop(lock);
+                wake_folio(ctx, *f);
+                return Err(Fault::Sigbus);
+            }
+            stats.count_n(VmEvent::PswpIn, nr);
+            stats.count(VmEvent::PgMajFault);
+            stats.inc(ord, MthpStat::Swpin);
+            drop(lock);
+            wake_folio(ctx, *f);
+            return Ok(Some(f));
+        }
+        Ok(None)
+    }
+
+    /// Maps the cached folio `f` (locked, referenced by the caller) for the
+    /// swap-entry fault at `va`: the whole folio when every entry of its
+    /// block still names its slots, else the faulting page.
+    fn map_swapped(
+        &self,
+        vma: &Vma,
+        va: u64,
+        access: Access,
+        e: SwapEntry,
+        area: &SwapArea,
+        f: Folio<'a>,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let k = key(e.ty, e.offset);
+        // Still the folio caching this slot?
+        let Some(c) = ctx.swap.cache.lookup(k) else {
+            return Ok(());
+        };
+        if c.pfn != f.pfn() || !f.test(PageFlags::SWAPCACHE) {
+            return Ok(());
+        }
+        let first_slot = unkey(c.first).1;
+        let idx = e.offset - first_slot;
+        let nr = c.nr;
+        let mut pt = self.lock_pt();
+        let w = pt.lookup(va);
+        if w.level != PTE_LEVEL || w.entry != Entry::Swap(e) {
+            return Ok(()); // resolved or changed meanwhile
+        }
+        let base = va.wrapping_sub(idx * PAGE_SIZE);
+        let owner_ok = f
+            .anon_owner()
+            .is_none_or(|(_, vpn)| vpn == base >> PAGE_SHIFT);
+        if !owner_ok {
+            // mremap moved the entry away from where the folio lives: give
+            // this page a copy of its own.
+            drop(pt);
+            return self.swapin_copy(vma, va, e, area, f.page(idx).pfn());
+        }
+        let whole = nr > 1
+            && base >= vma.start
+            && base + nr * PAGE_SIZE <= vma.end
+            && base / PMD_SIZE == (base + nr * PAGE_SIZE - 1) / PMD_SIZE
+            && (0..nr).all(|i| {
+                matches!(pt.read_pte(base + i * PAGE_SIZE), Some(Entry::Swap(x))
+                    if x.ty == e.ty && x.offset == first_slot + i)
+            });
+        let (at, page0, n) = if whole { (base, 0, nr) } else { (va, idx, 1) };
+        let mut excl = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let x = pt.take_swap_pte(at + i * PAGE_SIZE).expect("checked above");
+            excl.push(x.exclusive);
+        }
+        let all_excl = excl.iter().all(|&x| x);
+        let mut attrs = Attrs::user(vma_perms(vma.flags));
+        attrs.perms.write &= all_excl;
+        attrs.dirty = access == Access::Write && attrs.perms.write;
+        pt.set_ptes(at, f.pfn() + page0, n as usize, attrs)
+            .expect("entries taken above, table present");
+        if n == nr && pt.cont_enabled() {
+            // Blocks of a whole folio are folded by set_ptes already.
+        }
+        if f.anon_owner().is_none() {
+            f.set_anon_owner(self.id, base >> PAGE_SHIFT);
+        }
+        for (i, &x) in excl.iter().enumerate() {
+            if x {
+                f.page(page0 + i as u64).set_anon_exclusive();
+            }
+        }
+        f.get_many(n as u32);
+        let now = f.add_large_mapcount(n as i32);
+        if now == n as i32 {
+            ctx.thp.stats.inc(f.order(), MthpStat::NrAnon);
+        }
+        if n == nr {
+            // Every page is mapped here now: not partially mapped any more.
+            ctx.deferred_split_remove(f);
+        } else if f.order() >= 2 && (now as u64) < nr && f.entire_mapcount() == 0 {
+            ctx.deferred_split_folio(f);
+        }
+        self.rss_add(n);
+        self.swapents_sub(n);
+        area.map.put(first_slot + page0, n);
+        drop(pt);
+        // No entry names the slots any more: free them (module docs).
+        if (first_slot..first_slot + nr).all(|s| area.map.count(s) == 0)
+            && ctx.swap.cache.remove_if(f.pfn(), || true).is_some()
+        {
+            f.clear_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+            area.map.put_cache(first_slot, nr);
+            f.put();
+        }
+        Ok(())
+    }
+
+    /// Gives the swap entry `e` at `va` a private order-0 copy of frame
+    /// `src` (a cached folio that cannot be mapped here).
+    fn swapin_copy(
+        &self,
+        vma: &Vma,
+        va: u64,
+        e: SwapEntry,
+        area: &SwapArea,
+        src: u64,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let new = ctx
+            .buddy
+            .alloc(0, AllocFlags::USER)
+            .map(FolioRef::from_raw)
+            .map_err(|_| Fault::Oom)?;
+        ctx.mem.copy(new.pa(), src << PAGE_SHIFT, PAGE_SIZE);
+        let mut pt = self.lock_pt();
+        if pt.lookup(va).entry != Entry::Swap(e) {
+            return Ok(());
+        }
+        pt.take_swap_pte(va);
+        let attrs = Attrs::user(vma_perms(vma.flags));
+        pt.set_ptes(va, new.pfn(), 1, attrs)
+            .expect("entry taken above");
+        let f = new.into_raw();
+        ctx.rmap_add_new(f, self.id, va, false);
+        self.rss_add(1);
+        self.swapents_sub(1);
+        drop(pt);
+        ctx.swap_free_entries(e.ty, e.offset, 1);
+        let _ = area;
+        Ok(())
+    }
+}

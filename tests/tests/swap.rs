@@ -1,0 +1,246 @@
+//! Swap-out and swap-in over both entry formats, on an in-memory swap
+//! area: data survives at every folio order, large folios go out whole,
+//! fork shares swap entries, zap gives slots back, I/O errors are SIGBUS.
+
+mod mmtest;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mm::aspace::Access;
+use mm::aspace::Fault;
+use mm::aspace::swap::{Pageout, pageout_folio};
+use mm::paging::{Entry, PagingArch};
+use mm::physmem::phys::PhysMem;
+use mm::swap::{SwapArea, SwapIo, SwapIoError, SwapMap};
+use mm::thp::{MthpStat, VmEvent};
+use mmtest::*;
+
+/// A swap device in host memory; `fail` turns every request into an error.
+struct MemDisk {
+    pages: Mutex<Vec<Option<Box<[u8]>>>>,
+    fail: AtomicBool,
+}
+
+impl SwapIo for MemDisk {
+    fn write(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(SwapIoError);
+        }
+        let mut d = self.pages.lock().unwrap();
+        for i in 0..pages {
+            let mut b = vec![0u8; 4096].into_boxed_slice();
+            mem.read(pa + i * 4096, &mut b);
+            d[(slot + i) as usize] = Some(b);
+        }
+        Ok(())
+    }
+    fn read(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(SwapIoError);
+        }
+        let d = self.pages.lock().unwrap();
+        for i in 0..pages {
+            let b = d[(slot + i) as usize].as_ref().expect("slot never written");
+            mem.write(pa + i * 4096, b);
+        }
+        Ok(())
+    }
+}
+
+/// Activates a `slots`-slot area and returns its disk.
+fn swapon<A: PagingArch>(env: &Env<'_, A>, slots: u64) -> &'static MemDisk {
+    let disk: &'static MemDisk = Box::leak(Box::new(MemDisk {
+        pages: Mutex::new(vec![None; slots as usize]),
+        fail: AtomicBool::new(false),
+    }));
+    let area = SwapArea {
+        name: "/dev/test".into(),
+        prio: -2,
+        auto_prio: true,
+        is_blockdev: true,
+        map: SwapMap::new(slots, &[]),
+        io: disk,
+        closing: AtomicBool::new(false),
+    };
+    assert_eq!(env.ctx.swap.activate(area), Some(0));
+    disk
+}
+
+fn is_swap_entry<A: PagingArch>(env: &Env<'_, A>, mm: &mm::aspace::Mm<'_, A>, va: u64) -> bool {
+    let _ = env;
+    mm.with_page_table(|pt| matches!(pt.lookup(va).entry, Entry::Swap(_)))
+}
+
+/// 4K, 64K and 2M folios go out whole and come back with their data;
+/// slots and frames return to baseline.
+fn round_trip_at_order<A: PagingArch>(order: u32) {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(order);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let len = 4 * M2;
+        let va = mm
+            .mmap(0x7000_0000_0000, len, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, len, 0x5a5a);
+        let free0 = env.buddy.stats().free;
+        let f = env.folio_at(&mm, va + 5 * K64).unwrap();
+        assert_eq!(f.order(), order);
+        let nr = f.nr_pages();
+        let at = va + 5 * K64 - ((5 * K64) % (nr * K4));
+        assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Freed(nr));
+        assert_eq!(env.buddy.stats().free, free0 + nr, "folio freed");
+        assert_eq!(mm.swapents(), nr);
+        assert!(is_swap_entry(env, &mm, at) && is_swap_entry(env, &mm, at + (nr - 1) * K4));
+        assert_eq!(env.event(VmEvent::PswpOut), nr);
+        if order > 0 {
+            assert_eq!(env.mthp(order, MthpStat::Swpout), 1);
+            assert_eq!(env.mthp(order, MthpStat::SwpoutFallback), 0);
+        }
+        let (total, free) = env.ctx.swap.totals();
+        assert_eq!(total - free, nr, "one slot per page");
+        env.check(&[&mm]);
+        // Back in: data intact.
+        env.check_pages(&mm, va, len, 0x5a5a);
+        assert_eq!(mm.swapents(), 0);
+        let back = env.folio_at(&mm, at).unwrap();
+        // mTHP orders come back whole; a PMD folio comes back as 4K pages
+        // (Linux never swaps in at the PMD order).
+        let want = if order == 9 { 0 } else { order };
+        assert_eq!(back.order(), want);
+        assert_eq!(env.event(VmEvent::PgMajFault), nr >> want, "one per read");
+        assert_eq!(env.event(VmEvent::PswpIn), nr);
+        let (total, free) = env.ctx.swap.totals();
+        assert_eq!(total, free, "slots freed once nothing names them");
+        assert_eq!(env.ctx.swap.cache.pages(), 0);
+        env.check(&[&mm]);
+        mm.munmap(va, len).unwrap();
+    });
+}
+
+fn round_trip_4k<A: PagingArch>() {
+    round_trip_at_order::<A>(0);
+}
+fn round_trip_64k<A: PagingArch>() {
+    round_trip_at_order::<A>(4);
+}
+fn round_trip_2m<A: PagingArch>() {
+    round_trip_at_order::<A>(9);
+}
+
+/// A folio shared by fork is unmapped from both; each side swaps in and
+/// keeps its own data after writing.
+fn fork_shares_swap_entries<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let parent = env.mm();
+        let va = parent
+            .mmap(0x7000_0000_0000, 64 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&parent, va, 64 * K4, 0x77);
+        let child = parent.fork().unwrap();
+        let f = env.folio_at(&parent, va).unwrap();
+        assert_eq!(
+            pageout_folio(&[&parent, &child], f.get_ref()),
+            Pageout::Freed(16)
+        );
+        assert_eq!((parent.swapents(), child.swapents()), (16, 16));
+        env.check(&[&parent, &child]);
+        // Swapped out after fork: a second fork copies the entries.
+        let grandchild = child.fork().unwrap();
+        assert_eq!(grandchild.swapents(), 16);
+        env.write_u64(&child, va + 3 * K4, 1234);
+        env.check_pages(&parent, va, 16 * K4, 0x77);
+        assert_eq!(env.read_u64(&child, va + 3 * K4), 1234);
+        assert_eq!(env.read_u64(&grandchild, va + 3 * K4), 0x77 ^ (va + 3 * K4));
+        env.check(&[&parent, &child, &grandchild]);
+        drop(grandchild);
+        drop(child);
+        drop(parent);
+        let (total, free) = env.ctx.swap.totals();
+        assert_eq!(total, free);
+        assert_eq!(env.ctx.swap.cache.pages(), 0);
+    });
+}
+
+/// munmap of swapped-out memory gives the slots back without reading.
+fn munmap_frees_slots<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 64 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 64 * K4, 1);
+        for i in 0..4 {
+            let f = env.folio_at(&mm, va + i * K64).unwrap();
+            assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Freed(16));
+        }
+        assert_eq!(mm.swapents(), 64);
+        mm.munmap(va + K4, 62 * K4).unwrap();
+        assert_eq!(mm.swapents(), 2);
+        assert_eq!(env.ctx.swap.totals().1 + 2, env.ctx.swap.totals().0);
+        assert_eq!(env.event(VmEvent::PswpIn), 0);
+        env.check_pages(&mm, va, K4, 1);
+        mm.munmap(va, 64 * K4).unwrap();
+        assert_eq!(mm.swapents(), 0);
+        assert_eq!(env.ctx.swap.totals().1, env.ctx.swap.totals().0);
+    });
+}
+
+/// A read error gives SIGBUS, never wrong data; the entry stays.
+fn read_error_is_sigbus<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.no_thp();
+        let disk = swapon(env, 512);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 4 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 4 * K4, 9);
+        let f = env.folio_at(&mm, va).unwrap();
+        assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Freed(1));
+        disk.fail.store(true, Ordering::Relaxed);
+        assert_eq!(env.touch(&mm, va, Access::Read), Err(Fault::Sigbus));
+        assert!(is_swap_entry(env, &mm, va));
+        disk.fail.store(false, Ordering::Relaxed);
+        env.check_pages(&mm, va, 4 * K4, 9);
+        mm.munmap(va, 4 * K4).unwrap();
+    });
+}
+
+/// No aligned run of slots for a 64K folio: it is split and counted.
+fn no_run_splits_and_counts<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        // One cluster: the header makes it order-0 only.
+        swapon(env, 512);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 16 * K4, 3);
+        let f = env.folio_at(&mm, va).unwrap();
+        assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Split);
+        assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 1);
+        let g = env.folio_at(&mm, va + 2 * K4).unwrap();
+        assert_eq!(g.order(), 0);
+        assert_eq!(pageout_folio(&[&mm], g.get_ref()), Pageout::Freed(1));
+        env.check_pages(&mm, va, 16 * K4, 3);
+        env.check(&[&mm]);
+        mm.munmap(va, 16 * K4).unwrap();
+    });
+}
+
+both_formats!(
+    round_trip_4k,
+    round_trip_64k,
+    round_trip_2m,
+    fork_shares_swap_entries,
+    munmap_frees_slots,
+    read_error_is_sigbus,
+    no_run_splits_and_counts,
+);
