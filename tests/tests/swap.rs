@@ -235,7 +235,63 @@ fn no_run_splits_and_counts<A: PagingArch>() {
     });
 }
 
+/// MADV_PAGEOUT: covered exclusive 64K folios go out whole, a partly
+/// covered one is split first, a folio shared after fork is skipped.
+fn madvise_pageout_rules<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 64 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 64 * K4, 0x11);
+        // Folio 0 whole, folio 1 only its first half.
+        mm.madvise(va, K64 + 8 * K4, MADV_PAGEOUT).unwrap();
+        assert_eq!(env.mthp(4, MthpStat::Swpout), 1);
+        assert_eq!(env.mthp(4, MthpStat::Split), 1);
+        assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 0);
+        assert_eq!(mm.swapents(), 16 + 8);
+        assert!(!is_swap_entry(env, &mm, va + K64 + 8 * K4));
+        env.check(&[&mm]);
+        // Shared after fork: skipped.
+        let child = mm.fork().unwrap();
+        mm.madvise(va + 2 * K64, K64, MADV_PAGEOUT).unwrap();
+        assert_eq!(env.mthp(4, MthpStat::Swpout), 1);
+        env.check_pages(&mm, va, 64 * K4, 0x11);
+        env.check_pages(&child, va, 64 * K4, 0x11);
+        env.check(&[&mm, &child]);
+        drop(child);
+        mm.munmap(va, 64 * K4).unwrap();
+        assert_eq!(env.ctx.swap.totals().1, env.ctx.swap.totals().0);
+    });
+}
+
+/// A PMD-mapped 2M folio goes out whole (the mapping is split, not the
+/// folio) and MADV_COLD keeps it whole.
+fn pageout_pmd_whole<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(9);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm.mmap(0x7000_0000_0000, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, va, M2, 0x22);
+        mm.madvise(va, M2, MADV_COLD).unwrap();
+        assert_eq!(env.folio_at(&mm, va).unwrap().order(), 9);
+        mm.madvise(va, M2, MADV_PAGEOUT).unwrap();
+        assert_eq!(env.mthp(9, MthpStat::Swpout), 1);
+        assert_eq!(env.event(VmEvent::ThpSwpout), 1);
+        assert_eq!(env.mthp(9, MthpStat::Split), 0);
+        assert_eq!(mm.swapents(), 512);
+        env.check_pages(&mm, va, M2, 0x22);
+        env.check(&[&mm]);
+        mm.munmap(va, M2).unwrap();
+    });
+}
+
 both_formats!(
+    madvise_pageout_rules,
+    pageout_pmd_whole,
     round_trip_4k,
     round_trip_64k,
     round_trip_2m,

@@ -74,6 +74,7 @@ mod fork;
 pub mod khugepaged;
 mod mprotect;
 mod mremap;
+mod pageout;
 pub mod report;
 mod rmap;
 pub mod split;
@@ -603,7 +604,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     return self.collapse_ranges_locked(vmas, &out.ranges, crate::addr::PMD_ORDER);
                 }
             }
-            MadviseAction::WillNeed | MadviseAction::Cold | MadviseAction::Pageout => {}
+            MadviseAction::Cold | MadviseAction::Pageout => {
+                drop(pt);
+                self.madvise_cold_pageout(&out.ranges, out.action == MadviseAction::Pageout);
+            }
+            MadviseAction::WillNeed => {}
         }
         out.result
     }

@@ -1,0 +1,142 @@
+//! `MADV_COLD` and `MADV_PAGEOUT` on large folios (Linux 6.10+ rules,
+//! notes §3.2): a folio the range covers entirely and that is mapped
+//! exactly once (by this space, page for page, or by one PMD) is handled
+//! whole, never split; a folio the range covers only partly is split to
+//! order 0 first if it is exclusive to this space, else skipped; a folio
+//! mapped more than once (after fork) is skipped.  `MADV_PAGEOUT` writes
+//! the folios out now ([`super::swap::pageout_folio`], ignoring how
+//! recently they were used); `MADV_COLD` clears their young bits and moves
+//! them to the inactive list so reclaim takes them first.
+
+use alloc::vec::Vec;
+
+use crate::addr::{PAGE_SIZE, PMD_SIZE, align_down};
+use crate::paging::{PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, level_size};
+use crate::physmem::folio::FolioRef;
+
+use super::Mm;
+use super::swap::pageout_folio;
+
+/// What to do with one folio of the range.
+enum Plan<'a> {
+    /// Covered and mapped once: handle whole.
+    Whole(FolioRef<'a>, u64),
+    /// Partly covered, exclusive to this space: split to order 0 first.
+    Split(FolioRef<'a>),
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// The folios of `[start, end)` and what the advice does with each.
+    fn advice_plan(&self, pt: &PageTable<'a, A>, start: u64, end: u64) -> Vec<Plan<'a>> {
+        let ctx = self.ctx;
+        let mut out = Vec::new();
+        let mut va = start;
+        while va < end {
+            let w = pt.lookup(va);
+            let Some(l) = w.entry.leaf() else {
+                let step = level_size(w.level.max(PTE_LEVEL));
+                va = align_down(va, step) + step;
+                continue;
+            };
+            let next_page = va + PAGE_SIZE;
+            let f = match (!ctx.is_zero_pfn(l.pfn))
+                .then(|| ctx.folio(l.pfn))
+                .flatten()
+            {
+                Some(f) if f.is_anon() => f,
+                _ => {
+                    va = if w.level == PMD_LEVEL {
+                        align_down(va, PMD_SIZE) + PMD_SIZE
+                    } else {
+                        next_page
+                    };
+                    continue;
+                }
+            };
+            if w.level == PMD_LEVEL {
+                let base = align_down(va, PMD_SIZE);
+                let once = f.large_mapcount() == 1;
+                if once && base >= start && base + PMD_SIZE <= end {
+                    out.push(Plan::Whole(f.get_ref(), base));
+                } else if once {
+                    out.push(Plan::Split(f.get_ref()));
+                }
+                va = base + PMD_SIZE;
+                continue;
+            }
+            let nr = f.nr_pages();
+            let fva = va - (l.pfn - f.pfn()) * PAGE_SIZE;
+            let in_place = (0..nr).all(|i| {
+                pt.lookup(fva.wrapping_add(i * PAGE_SIZE))
+                    .entry
+                    .leaf()
+                    .is_some_and(|m| m.pfn == f.pfn() + i)
+            });
+            let covered = in_place && fva >= start && fva + nr * PAGE_SIZE <= end;
+            if covered && f.large_mapcount() as u64 == nr {
+                out.push(Plan::Whole(f.get_ref(), fva));
+                va = fva + nr * PAGE_SIZE;
+                continue;
+            }
+            if nr > 1 && !covered && self.count_own_mappings(pt, f, va) == f.large_mapcount() as u64
+            {
+                out.push(Plan::Split(f.get_ref()));
+            }
+            va = if in_place {
+                (fva + nr * PAGE_SIZE).max(next_page)
+            } else {
+                next_page
+            };
+        }
+        out
+    }
+
+    /// `MADV_PAGEOUT` (`pageout`) or `MADV_COLD` over `ranges` (mmap lock
+    /// held for reading).
+    pub(crate) fn madvise_cold_pageout(&self, ranges: &[core::ops::Range<u64>], pageout: bool) {
+        for r in ranges {
+            // Splits first, then the whole folios (the pieces included).
+            for pass in 0..2 {
+                let plan = {
+                    let pt = self.lock_pt();
+                    self.advice_plan(&pt, r.start, r.end)
+                };
+                for p in plan {
+                    match p {
+                        Plan::Split(f) if pass == 0 => {
+                            let _ = super::split::split_folio_to_order(&[self], *f, 0);
+                        }
+                        Plan::Split(_) => {}
+                        Plan::Whole(f, _) if pageout => {
+                            if pass == 1 {
+                                pageout_folio(&[self], f);
+                            }
+                        }
+                        Plan::Whole(f, at) => {
+                            if pass == 1 {
+                                self.deactivate_folio(f, at);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `MADV_COLD` on one folio mapped once at `at`: its young bits are
+    /// cleared (the next reclaim pass sees it as unused).
+    fn deactivate_folio(&self, f: FolioRef<'a>, at: u64) {
+        let mut pt = self.lock_pt();
+        let w = pt.lookup(at);
+        let mut g = pt.gather();
+        if w.level == PMD_LEVEL {
+            if let Some(mut l) = w.entry.leaf() {
+                l.attrs.young = false;
+                let _ = pt.update_pmd(at, l.attrs, &mut g);
+            }
+        } else {
+            pt.clear_young_ptes(at, f.nr_pages() as usize, &mut g);
+        }
+        g.finish();
+    }
+}
