@@ -34,7 +34,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         while va < end {
             let w = pt.lookup(va);
             let Some(l) = w.entry.leaf() else {
-                let step = level_size(w.level.max(PTE_LEVEL));
+                let step = level_size(w.level);
                 va = align_down(va, step) + step;
                 continue;
             };
