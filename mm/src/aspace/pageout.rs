@@ -11,7 +11,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PMD_SIZE, align_down};
-use crate::paging::{PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, level_size};
+use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
 use crate::physmem::folio::FolioRef;
 
 use super::Mm;
