@@ -289,7 +289,34 @@ fn pageout_pmd_whole<A: PagingArch>() {
     });
 }
 
+/// swapoff with everything swapped out brings it all back, in large
+/// folios where the entries allow; the area is then empty.
+fn swapoff_brings_everything_back<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 128 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 128 * K4, 0x33);
+        mm.madvise(va, 128 * K4, MADV_PAGEOUT).unwrap();
+        assert_eq!(mm.swapents(), 128);
+        let area = env.ctx.swap.area(0).unwrap();
+        area.closing.store(true, Ordering::Release);
+        assert_eq!(mm.swapoff_unuse(0), Ok(8), "one swap-in per 64K folio");
+        assert_eq!(mm.swapents(), 0);
+        assert!(env.ctx.swapoff_drain_cache(0));
+        assert!(env.ctx.swap.deactivate(0).is_some());
+        assert_eq!(env.folio_at(&mm, va).unwrap().order(), 4);
+        env.check_pages(&mm, va, 128 * K4, 0x33);
+        env.check(&[&mm]);
+        mm.munmap(va, 128 * K4).unwrap();
+    });
+}
+
 both_formats!(
+    swapoff_brings_everything_back,
     madvise_pageout_rules,
     pageout_pmd_whole,
     round_trip_4k,

@@ -275,6 +275,17 @@ impl<'a> super::ctx::MmCtx<'a> {
         self.ops().wake(f.pfn() as usize);
     }
 
+    /// swapoff's last step, after every space's entries of area `ty` came
+    /// back: drops the folios still cached for it.  True when the area is
+    /// empty (no slot in use); false while some folio is still locked by
+    /// I/O in flight (try again).
+    pub fn swapoff_drain_cache(&self, ty: u8) -> bool {
+        for (_, k) in self.swap.cache.on_device(ty) {
+            self.try_free_swap_cache(k);
+        }
+        self.swap.area(ty).is_none_or(|a| a.map.in_use() == 0)
+    }
+
     /// Drops the references of `n` swap entries from slot `slot` of area
     /// `ty` (zap), freeing cached folios their slots no longer need.
     pub(crate) fn swap_free_entries(&self, ty: u8, slot: u64, n: u64) {
@@ -577,5 +588,47 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         ctx.swap_free_entries(e.ty, e.offset, 1);
         let _ = area;
         Ok(())
+    }
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// swapoff's work in this space (Linux's `unuse_mm`): every swap entry
+    /// of area `ty` is swapped in, at the order the swap-in rules allow.
+    /// Returns the entries brought back; a read error stops it (the area
+    /// then stays on, as Linux's swapoff fails).
+    pub fn swapoff_unuse(&self, ty: u8) -> Result<u64, Fault> {
+        if self.swapents() == 0 {
+            return Ok(0);
+        }
+        let vmas = self.mmap_read();
+        let mut brought = 0;
+        for vma in vmas.iter() {
+            // One PTE table at a time: collect, then swap in unlocked.
+            let mut va = vma.start;
+            while va < vma.end {
+                let next = (align_down(va, PMD_SIZE) + PMD_SIZE).min(vma.end);
+                let found: Vec<(u64, SwapEntry)> = {
+                    let pt = self.lock_pt();
+                    match pt.pte_run(va, ((next - va) / PAGE_SIZE) as usize) {
+                        Some(run) => (0..run.len())
+                            .filter_map(|i| match run.entry(i) {
+                                Entry::Swap(e) if e.ty == ty => Some((run.va(i), e)),
+                                _ => None,
+                            })
+                            .collect(),
+                        None => Vec::new(),
+                    }
+                };
+                for (at, e) in found {
+                    let still = self.with_page_table(|pt| pt.lookup(at).entry == Entry::Swap(e));
+                    if still {
+                        self.do_swap_page(vma, at, Access::Read, e)?;
+                        brought += 1;
+                    }
+                }
+                va = next;
+            }
+        }
+        Ok(brought)
     }
 }
