@@ -203,8 +203,8 @@ pub(super) fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", 0),
             ("Private_Hugetlb", 0),
-            ("Swap", 0),
-            ("SwapPss", 0),
+            ("Swap", kb(v.swap)),
+            ("SwapPss", pss_kb(v.swap_pss)),
             ("Locked", 0),
         ] {
             let _ = writeln!(s, "{:<16}{val:8} kB", format!("{k}:"));

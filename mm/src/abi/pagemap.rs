@@ -25,8 +25,11 @@ pub const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
 /// Bit 61: a file page or shared anonymous memory (here: the huge zero
 /// folio, which Linux reports this way because it is not anonymous).
 pub const PM_FILE: u64 = 1 << 61;
-/// Bit 62: swapped out (never, without swap).
+/// Bit 62: swapped out; bits 0–54 then hold the swap type (low
+/// [`SWP_TYPE_BITS`] bits) and offset.
 pub const PM_SWAP: u64 = 1 << 62;
+/// Linux's `MAX_SWAPFILES_SHIFT`: bits of the swap type in a pagemap entry.
+pub const SWP_TYPE_BITS: u32 = 5;
 /// Bit 63: present.
 pub const PM_PRESENT: u64 = 1 << 63;
 
@@ -62,9 +65,17 @@ impl<A: PagingArch> Mm<'_, A> {
                 if soft_dirty && vmas.find(va).is_some() {
                     e |= PM_SOFT_DIRTY;
                 }
-                if let Entry::Leaf(l) = w.entry {
-                    let pfn = l.pfn + ((va & (size - 1)) >> PAGE_SHIFT);
-                    e |= PM_PRESENT | (pfn & PM_PFN_MASK) | self.page_flags(pfn);
+                match w.entry {
+                    Entry::Leaf(l) => {
+                        let pfn = l.pfn + ((va & (size - 1)) >> PAGE_SHIFT);
+                        e |= PM_PRESENT | (pfn & PM_PFN_MASK) | self.page_flags(pfn);
+                    }
+                    // Linux's swap "frame": the type in the low 5 bits,
+                    // the offset above them.
+                    Entry::Swap(x) if x.is_swap() => {
+                        e |= PM_SWAP | ((x.ty as u64 | (x.offset << SWP_TYPE_BITS)) & PM_PFN_MASK);
+                    }
+                    _ => {}
                 }
                 out.push(e);
                 va += PAGE_SIZE;

@@ -55,6 +55,11 @@ pub struct VmaReport {
     /// divided by its mapcount; and the part of it that is dirty.
     pub pss: u64,
     pub pss_dirty: u64,
+    /// Bytes swapped out (swap entries): smaps's `Swap`.
+    pub swap: u64,
+    /// The same divided among the entries naming each slot (fork shares
+    /// them), scaled by 2^[`PSS_SHIFT`]: smaps's `SwapPss`.
+    pub swap_pss: u64,
 }
 
 /// Fixed-point shift of [`VmaReport::pss`] (Linux's `PSS_SHIFT`).
@@ -209,9 +214,36 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 r.entries += 1;
             }
         });
+        if self.swapents() > 0 {
+            for r in lines.iter_mut() {
+                self.report_swap(pt, r);
+            }
+        }
         ThpMaps {
             arch: A::NAME,
             vmas: lines,
+        }
+    }
+
+    /// The swap entries of `r`'s range: `Swap` and `SwapPss`.
+    fn report_swap(&self, pt: &PageTable<'a, A>, r: &mut VmaReport) {
+        for step in pt.walk_range(r.start, r.end) {
+            let crate::paging::Step::Ptes(run) = step else {
+                continue;
+            };
+            for i in 0..run.len() {
+                if let crate::paging::Entry::Swap(e) = run.entry(i)
+                    && e.is_swap()
+                {
+                    r.swap += PAGE_SIZE;
+                    let refs = self
+                        .ctx
+                        .swap
+                        .area(e.ty)
+                        .map_or(1, |a| a.map.count(e.offset).max(1) as u64);
+                    r.swap_pss += (PAGE_SIZE << PSS_SHIFT) / refs;
+                }
+            }
         }
     }
 }
