@@ -315,7 +315,28 @@ fn swapoff_brings_everything_back<A: PagingArch>() {
     });
 }
 
+/// MADV_COLLAPSE swaps the window's swapped-out pages in and collapses.
+fn collapse_swaps_in<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm.mmap(0x7000_0000_0000, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, va, M2, 0x44);
+        mm.madvise(va + 3 * K64, 2 * K64, MADV_PAGEOUT).unwrap();
+        assert_eq!(mm.swapents(), 32);
+        mm.madvise(va, M2, MADV_COLLAPSE).unwrap();
+        assert_eq!(mm.swapents(), 0);
+        assert_eq!(env.folio_at(&mm, va).unwrap().order(), 9);
+        env.check_pages(&mm, va, M2, 0x44);
+        assert_eq!(env.ctx.swap.totals().1, env.ctx.swap.totals().0);
+        env.check(&[&mm]);
+        mm.munmap(va, M2).unwrap();
+    });
+}
+
 both_formats!(
+    collapse_swaps_in,
     swapoff_brings_everything_back,
     madvise_pageout_rules,
     pageout_pmd_whole,

@@ -354,7 +354,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             // Scan, allocate with the page-table lock dropped (it keeps
             // preemption off), scan again: with the mmap lock held for
             // writing only the accessed/dirty bits can change meanwhile.
-            self.collapse_scan(&self.lock_pt(), va, order, lim)?;
+            self.scan_swapping_in(&v, va, order, lim)?;
             let new = self.collapse_alloc(order)?;
             let mut pt = self.lock_pt();
             let w = self.collapse_scan(&pt, va, order, lim)?;
@@ -373,8 +373,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if !eligible(v) {
                 return Err(CollapseError::VmaCheck);
             }
-            let pt = self.lock_pt();
-            self.collapse_scan(&pt, va, order, lim)?;
+            self.scan_swapping_in(v, va, order, lim)?;
         }
         let new = self.collapse_alloc(order)?;
         let vmas = self.mmap_write();
@@ -385,6 +384,41 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut pt = self.lock_pt();
         let w = self.collapse_scan(&pt, va, order, lim)?;
         self.collapse_install(&v, &mut pt, va, order, new, w)
+    }
+
+    /// The first scan of a collapse (mmap lock held): when the window has
+    /// swap entries within `max_ptes_swap`, they are swapped in (Linux's
+    /// `__collapse_huge_page_swapin`) and the window scanned again.
+    fn scan_swapping_in(
+        &self,
+        v: &Vma,
+        va: u64,
+        order: u32,
+        lim: Limits,
+    ) -> Result<(), CollapseError> {
+        match self.collapse_scan(&self.lock_pt(), va, order, lim) {
+            Err(CollapseError::NeedSwapIn) => {}
+            r => return r.map(|_| ()),
+        }
+        let n = 1usize << order;
+        let found: Vec<(u64, crate::paging::SwapEntry)> = {
+            let pt = self.lock_pt();
+            match pt.pte_run(va, n) {
+                Some(run) => (0..run.len())
+                    .filter_map(|i| match run.entry(i) {
+                        Entry::Swap(e) if e.is_swap() => Some((run.va(i), e)),
+                        _ => None,
+                    })
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        for (at, e) in found {
+            self.do_swap_page(v, at, super::Access::Read, e)
+                .map_err(|_| CollapseError::NeedSwapIn)?;
+        }
+        self.collapse_scan(&self.lock_pt(), va, order, lim)
+            .map(|_| ())
     }
 
     /// Steps 4–8 of the module doc, with the mmap lock held for writing and
