@@ -335,7 +335,40 @@ fn collapse_swaps_in<A: PagingArch>() {
     });
 }
 
+/// MADV_FREE: old data until reclaim, zero after it; one write keeps the
+/// whole folio.  Needs no swap.
+fn madvise_free_is_lazy<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 32 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 32 * K4, 0x55);
+        mm.madvise(va, 32 * K4, MADV_FREE).unwrap();
+        assert_eq!(env.event(VmEvent::PgLazyFree), 32);
+        env.check_pages(&mm, va, 32 * K4, 0x55);
+        // Folio 1 written again: kept whole.
+        env.write_u64(&mm, va + K64 + 5 * K4, 7);
+        let (f0, f1) = (
+            env.folio_at(&mm, va).unwrap(),
+            env.folio_at(&mm, va + K64).unwrap(),
+        );
+        assert_eq!(pageout_folio(&[&mm], f0.get_ref()), Pageout::Freed(16));
+        assert_eq!(pageout_folio(&[&mm], f1.get_ref()), Pageout::Kept);
+        assert_eq!(env.event(VmEvent::PgLazyFreed), 16);
+        env.check(&[&mm]);
+        env.check_zero(&mm, va, K64);
+        assert_eq!(env.read_u64(&mm, va + K64 + 5 * K4), 7);
+        assert_eq!(env.read_u64(&mm, va + K64), 0x55 ^ (va + K64));
+        assert_eq!(env.folio_at(&mm, va + K64).unwrap().order(), 4);
+        env.check(&[&mm]);
+        mm.munmap(va, 32 * K4).unwrap();
+    });
+}
+
 both_formats!(
+    madvise_free_is_lazy,
     collapse_swaps_in,
     swapoff_brings_everything_back,
     madvise_pageout_rules,

@@ -538,8 +538,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         out.result
     }
 
-    /// `madvise(addr, len, advice)`.  `MADV_DONTNEED` (and `MADV_FREE`,
-    /// implemented as an immediate free) zap; `MADV_HUGEPAGE` registers the
+    /// `madvise(addr, len, advice)`.  `MADV_DONTNEED` zaps; `MADV_FREE`
+    /// makes folios lazyfree (`pageout.rs`); `MADV_COLD`/`MADV_PAGEOUT`
+    /// deactivate or write out (`pageout.rs`); `MADV_HUGEPAGE` registers the
     /// space for khugepaged; `MADV_POPULATE_*` fault in (EFAULT if a fault
     /// fails); `MADV_COLLAPSE` is not implemented yet (EINVAL).  VMA splits
     /// caused by flag changes split the PMD mappings they cut.
@@ -572,10 +573,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     self.register_khugepaged();
                 }
             }
-            MadviseAction::Zap | MadviseAction::Free => {
+            MadviseAction::Zap => {
                 for r in &out.ranges {
                     self.zap_range(&mut pt, r.start, r.end, false);
                 }
+            }
+            MadviseAction::Free => {
+                drop(pt);
+                self.madvise_free(&out.ranges);
             }
             MadviseAction::PopulateRead | MadviseAction::PopulateWrite => {
                 let acc = if out.action == MadviseAction::PopulateWrite {

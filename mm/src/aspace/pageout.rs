@@ -13,6 +13,8 @@ use alloc::vec::Vec;
 use crate::addr::{PAGE_SIZE, PMD_SIZE, align_down};
 use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
 use crate::physmem::folio::FolioRef;
+use crate::physmem::frame_flags::PageFlags;
+use crate::thp::VmEvent;
 
 use super::Mm;
 use super::swap::pageout_folio;
@@ -27,7 +29,16 @@ enum Plan<'a> {
 
 impl<'a, A: PagingArch> Mm<'a, A> {
     /// The folios of `[start, end)` and what the advice does with each.
-    fn advice_plan(&self, pt: &PageTable<'a, A>, start: u64, end: u64) -> Vec<Plan<'a>> {
+    /// With `free` (`MADV_FREE`), a covered folio mapped more than once is
+    /// still taken unless it is dirty or in the swap cache (the other
+    /// mappings' dirty bits save it at reclaim), as Linux.
+    fn advice_plan(
+        &self,
+        pt: &PageTable<'a, A>,
+        start: u64,
+        end: u64,
+        free: bool,
+    ) -> Vec<Plan<'a>> {
         let ctx = self.ctx;
         let mut out = Vec::new();
         let mut va = start;
@@ -73,7 +84,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     .is_some_and(|m| m.pfn == f.pfn() + i)
             });
             let covered = in_place && fva >= start && fva + nr * PAGE_SIZE <= end;
-            if covered && f.large_mapcount() as u64 == nr {
+            let shared_ok = free && !f.test(PageFlags::DIRTY) && !f.test(PageFlags::SWAPCACHE);
+            if covered && (f.large_mapcount() as u64 == nr || shared_ok) {
                 out.push(Plan::Whole(f.get_ref(), fva));
                 va = fva + nr * PAGE_SIZE;
                 continue;
@@ -99,7 +111,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             for pass in 0..2 {
                 let plan = {
                     let pt = self.lock_pt();
-                    self.advice_plan(&pt, r.start, r.end)
+                    self.advice_plan(&pt, r.start, r.end, false)
                 };
                 for p in plan {
                     match p {
@@ -138,5 +150,61 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             pt.clear_young_ptes(at, f.nr_pages() as usize, &mut g);
         }
         g.finish();
+    }
+
+    /// `MADV_FREE` over `ranges` (mmap lock held for reading), notes §3.3:
+    /// swap entries are freed now; covered folios become lazyfree (young
+    /// and dirty cleared in their entries, `DIRTY` cleared, out of the
+    /// swap cache), discarded by reclaim unless written again; partly
+    /// covered exclusive folios are split first.
+    pub(crate) fn madvise_free(&self, ranges: &[core::ops::Range<u64>]) {
+        for r in ranges {
+            if self.swapents() > 0 {
+                let mut pt = self.lock_pt();
+                self.zap_swap_range(&mut pt, r.start, r.end);
+            }
+            for pass in 0..2 {
+                let plan = {
+                    let pt = self.lock_pt();
+                    self.advice_plan(&pt, r.start, r.end, true)
+                };
+                for p in plan {
+                    match p {
+                        Plan::Split(f) if pass == 0 => {
+                            let _ = super::split::split_folio_to_order(&[self], *f, 0);
+                        }
+                        Plan::Whole(f, at) if pass == 1 => self.lazyfree_folio(f, at),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks one folio mapped here at `at` lazyfree.
+    fn lazyfree_folio(&self, f: FolioRef<'a>, at: u64) {
+        let ctx = self.ctx;
+        let Some(lock) = f.try_lock() else { return };
+        if f.test(PageFlags::SWAPCACHE) && !ctx.drop_swap_cache(*f) {
+            return;
+        }
+        let mut pt = self.lock_pt();
+        let w = pt.lookup(at);
+        let mut g = pt.gather();
+        if w.level == PMD_LEVEL {
+            if let Some(mut l) = w.entry.leaf() {
+                l.attrs.young = false;
+                l.attrs.dirty = false;
+                let _ = pt.update_pmd(at, l.attrs, &mut g);
+            }
+        } else {
+            pt.mkclean_old_ptes(at, f.nr_pages() as usize, &mut g);
+        }
+        g.finish();
+        drop(pt);
+        f.clear_flags(PageFlags::DIRTY);
+        f.set_flags(PageFlags::LAZYFREE);
+        ctx.thp.stats.count_n(VmEvent::PgLazyFree, f.nr_pages());
+        drop(lock);
     }
 }

@@ -108,6 +108,9 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: FolioRef<'a>)
     let Some(lock) = f.try_lock() else {
         return Pageout::Kept;
     };
+    if f.test(PageFlags::LAZYFREE) {
+        return discard_lazyfree(mms, f, lock);
+    }
     let stats = &ctx.thp.stats;
     let cached = f.test(PageFlags::SWAPCACHE);
     let (ty, slot) = if cached {
@@ -201,6 +204,45 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: FolioRef<'a>)
     out
 }
 
+/// Reclaim of a lazyfree folio (`MADV_FREE`, notes §3.3): every mapping
+/// is cleared; if any was written since (dirty), they are all put back and
+/// the folio is swap-backed again; else it is freed without I/O
+/// (`pglazyfreed`).  A PMD mapping is split into PTEs first (Linux 6.11
+/// drops a clean one whole; the folio is freed either way).
+fn discard_lazyfree<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    f: Folio<'a>,
+    lock: FolioLockGuard<'a>,
+) -> Pageout {
+    let ctx = mms[0].ctx;
+    let va = f
+        .anon_owner()
+        .map(|(_, vpn)| vpn << PAGE_SHIFT)
+        .unwrap_or(0);
+    if f.large_mapcount() > 0 {
+        let Ok(mut walk) = rmap_walk(mms, f, va) else {
+            return Pageout::Kept;
+        };
+        // Only ours beyond the mappings.
+        if f.extra_refs() != 1 {
+            return Pageout::Kept;
+        }
+        let saved = super::rmap::try_to_unmap(&mut walk, f);
+        if f.test(PageFlags::DIRTY) || saved.iter().any(|s| s.attrs.dirty) {
+            super::rmap::restore_mappings(ctx, &mut walk, &saved, f.pfn(), |_| f, false);
+            f.clear_flags(PageFlags::LAZYFREE);
+            return Pageout::Kept;
+        }
+        for s in &saved {
+            walk.mappers[s.mm].rss_sub(1);
+        }
+        ctx.after_unmap_swap(f);
+    }
+    ctx.thp.stats.count_n(VmEvent::PgLazyFreed, f.nr_pages());
+    drop(lock);
+    Pageout::Freed(f.nr_pages())
+}
+
 /// Takes `f` (locked, just added with slots from `slot`) out of the swap
 /// cache again and gives the slots back.
 fn leave_cache<'a>(ctx: &super::ctx::MmCtx<'a>, area: &SwapArea, f: Folio<'a>, slot: u64) {
@@ -273,6 +315,31 @@ impl<'a> super::ctx::MmCtx<'a> {
         }
         drop(lock);
         self.ops().wake(f.pfn() as usize);
+    }
+
+    /// Takes the locked folio `f` out of the swap cache if only the cache
+    /// and its mappings (and the caller) hold it; its slots go back when
+    /// no entry names them.  False if someone else holds it.
+    pub(crate) fn drop_swap_cache(&self, f: Folio<'a>) -> bool {
+        let Some(k) = self.swap.cache.slot_of(f.pfn()) else {
+            return true;
+        };
+        let (ty, first) = unkey(k);
+        let Some(area) = self.swap.area(ty) else {
+            return false;
+        };
+        if self
+            .swap
+            .cache
+            .remove_if(f.pfn(), || f.extra_refs() == 2)
+            .is_none()
+        {
+            return false;
+        }
+        f.clear_flags(PageFlags::SWAPCACHE);
+        area.map.put_cache(first, f.nr_pages());
+        f.put();
+        true
     }
 
     /// swapoff's last step, after every space's entries of area `ty` came

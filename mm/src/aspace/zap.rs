@@ -111,6 +111,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         debug_assert!(r.is_ok(), "{r:?}");
     }
 
+    /// Clear the swap entries of `[start, end)` (`MADV_FREE`: their data
+    /// is discarded at once).
+    pub(crate) fn zap_swap_range(&self, pt: &mut PageTable<'a, A>, start: u64, end: u64) {
+        for step in pt.walk_range(start, end) {
+            if let Step::Ptes(run) = step {
+                self.zap_swap_ptes(pt, &run);
+            }
+        }
+    }
+
     /// Clear the swap entries of `run`, dropping their slot references
     /// (runs of consecutive slots together), as Linux's
     /// `free_swap_and_cache_nr`.  Only looked for while the space has any.

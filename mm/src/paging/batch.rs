@@ -531,6 +531,43 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         young
     }
 
+    /// Clear young *and* dirty on `n` entries from `va` (`MADV_FREE`: the
+    /// next write must show, so reclaim can tell a re-written lazyfree
+    /// folio).  Contiguous blocks are cleared whole, as in
+    /// [`Self::clear_young_ptes`]; entries that changed get a gathered
+    /// flush.  Returns whether any was dirty.
+    pub fn mkclean_old_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> bool {
+        let cp = A::CONT_PTES;
+        let mut dirty = false;
+        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        for s in segs {
+            let TableAt::Table(t) = s.table else { continue };
+            let (base_idx, count, sva) = if self.seg_is_cont(t, &s) {
+                let first = s.idx - s.idx % cp;
+                (first, cp, s.va - ((s.idx - first) as u64) * PAGE_SIZE)
+            } else {
+                (s.idx, s.count, s.va)
+            };
+            let mut changed = false;
+            for i in 0..count {
+                if let Some((old, _)) =
+                    self.modify_leaf(t + 8 * (base_idx + i) as u64, PTE_LEVEL, |mut l| {
+                        l.attrs.young = false;
+                        l.attrs.dirty = false;
+                        l
+                    })
+                {
+                    changed |= old.attrs.young || old.attrs.dirty;
+                    dirty |= old.attrs.dirty;
+                }
+            }
+            if changed {
+                g.add_range(sva, sva + count as u64 * PAGE_SIZE, PAGE_SIZE);
+            }
+        }
+        dirty
+    }
+
     /// Change the attributes of the single 4 KiB leaf at `va` (frame kept):
     /// COW reuse making one page writable, an access-flag or dirty-bit fault,
     /// a one-page mprotect.  Returns the old leaf (young/dirty block-wide

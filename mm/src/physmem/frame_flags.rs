@@ -9,8 +9,8 @@
 //! | 7      | `Head`: some tail may have `ANON_EXCLUSIVE` set (`TAILS_AE`)   |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
-//! | 10..24 | [`PageFlags`]: folio flags (head) and per-page flags           |
-//! | 24..32 | unused                                                         |
+//! | 10..30 | [`PageFlags`]: folio flags (head) and per-page flags           |
+//! | 30..32 | unused                                                         |
 //!
 //! The pageblock mobility tag is *not* here but in the owner word (see
 //! [`crate::physmem::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
@@ -123,6 +123,10 @@ bitflags! {
         /// In the swap cache (`swap::cache`): the cache holds a reference
         /// and the folio's slots carry `HAS_CACHE`.
         const SWAPCACHE        = 1 << 23;
+        /// `MADV_FREE`d and clean (Linux's anon folio without
+        /// `PG_swapbacked`): reclaim discards it instead of swapping it,
+        /// unless a mapping was written again.
+        const LAZYFREE         = 1 << 29;
     }
 }
 

@@ -146,6 +146,10 @@ named_enum! {
         /// Faults that had to read from a swap device (one per fault, even
         /// for a large folio, as Linux).
         PgMajFault => "pgmajfault",
+        /// Pages `MADV_FREE` marked lazyfree.
+        PgLazyFree => "pglazyfree",
+        /// Lazyfree pages reclaim discarded.
+        PgLazyFreed => "pglazyfreed",
         /// Write fault that allocated a new anonymous folio (any order).
         FaultAnonAlloc => "fault_anon_alloc",
         /// Read fault that mapped the shared 4K zero page.
