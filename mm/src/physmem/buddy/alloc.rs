@@ -55,6 +55,22 @@ impl BuddyAllocator<'_> {
     /// [`Self::alloc`] after a cache miss.
     #[inline(never)]
     fn alloc_slow(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
+        let low = self.wmark[1].load(Relaxed);
+        if low != 0 {
+            let free = self.zone_free();
+            if free < low
+                && let Some(wake) = self.kswapd_hook.get()
+            {
+                wake();
+            }
+            // User memory leaves the reserve below `min` to the kernel.
+            if flags.migratetype() as usize != UNMOVABLE
+                && free < self.wmark[0].load(Relaxed) + (1 << order)
+            {
+                self.failures[order as usize].fetch_add(1, Relaxed);
+                return Err(AllocError::NoMemory);
+            }
+        }
         let (irq, cpu) = self.cpu.irq_guard_on_cpu();
         self.alloc_inner(cpu, order, flags, irq)
     }

@@ -174,9 +174,57 @@ pub struct BuddyAllocator<'a> {
     /// `POISONED` mark.  While false, preparing a folio does not look at its
     /// tails at all: reading them is a cache miss per 32-byte descriptor.
     poison_seen: AtomicBool,
+    /// The zone's watermarks in pages (min, low, high; all 0 = none): see
+    /// [`Self::set_watermarks`].
+    wmark: [AtomicU64; 3],
+    /// Called (no lock held) when an allocation leaves the zone below the
+    /// low mark: wakes kswapd.
+    kswapd_hook: spin::Once<&'static (dyn Fn() + Sync)>,
+}
+
+/// Which watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wmark {
+    Min = 0,
+    Low = 1,
+    High = 2,
 }
 
 impl<'a> BuddyAllocator<'a> {
+    /// Sets the zone's watermarks (pages), Linux's `min`/`low`/`high`:
+    /// user (movable) allocations fail rather than take the zone below
+    /// `min` (the fault path then reclaims directly, or kills); an
+    /// allocation that finds the zone below `low` wakes kswapd, which
+    /// reclaims until `high`.  Kernel allocations (page tables, stacks,
+    /// the heap) may use the reserve below `min`.  Only the zone's free
+    /// lists count, checked when a per-CPU cache refills (once a batch),
+    /// so the allocation fast path pays nothing.
+    pub fn set_watermarks(&self, min: u64, low: u64, high: u64) {
+        self.wmark[0].store(min, Relaxed);
+        self.wmark[1].store(low, Relaxed);
+        self.wmark[2].store(high, Relaxed);
+    }
+
+    /// A watermark in pages.
+    pub fn watermark(&self, w: Wmark) -> u64 {
+        self.wmark[w as usize].load(Relaxed)
+    }
+
+    /// Installs the hook that wakes kswapd (once).
+    pub fn set_kswapd_hook(&self, hook: &'static (dyn Fn() + Sync)) {
+        self.kswapd_hook.call_once(|| hook);
+    }
+
+    /// Pages on the zone's free lists (not counting per-CPU caches).
+    pub fn zone_free(&self) -> u64 {
+        self.zone.lock().free_pages()
+    }
+
+    /// True when the zone is below watermark `w`.
+    pub fn below(&self, w: Wmark) -> bool {
+        self.zone_free() < self.watermark(w)
+    }
+
     /// An allocator with no free memory yet over `memmap`.  Poisoning starts
     /// on in debug builds and off in release builds.
     pub fn new(memmap: Memmap<'a>, phys: &'a dyn PhysMem, cpu: &'a dyn CpuOps) -> Self {
@@ -189,6 +237,8 @@ impl<'a> BuddyAllocator<'a> {
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
             poison: AtomicBool::new(cfg!(debug_assertions)),
             poison_seen: AtomicBool::new(cfg!(debug_assertions)),
+            wmark: [const { AtomicU64::new(0) }; 3],
+            kswapd_hook: spin::Once::new(),
         }
     }
 

@@ -1046,3 +1046,32 @@ fn folio_lock_guard_unlocks_on_early_return() {
         check(a);
     });
 }
+
+static KSWAPD_WAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static WAKE: fn() = || {
+    KSWAPD_WAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+};
+
+#[test]
+fn watermarks_keep_a_kernel_reserve_and_wake_kswapd() {
+    with_alloc(0x4000_0000, 0x4000_0000 + 4 * MIB, |a, _| {
+        let total = a.stats().free;
+        a.set_watermarks(256, 320, 384);
+        a.set_kswapd_hook(&WAKE);
+        let mut user = Vec::new();
+        while let Ok(f) = a.alloc(0, AllocFlags::USER) {
+            user.push(FolioRef::from_raw(f));
+        }
+        let left = a.stats().free;
+        assert!(left >= 256, "user memory stopped at min ({left} left)");
+        assert!(left < 256 + 128, "but not much above it ({left} left)");
+        assert!(KSWAPD_WAKES.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        // The kernel may still allocate from the reserve.
+        let k = a.alloc(0, AllocFlags::PAGETABLE).map(FolioRef::from_raw);
+        assert!(k.is_ok());
+        drop(k);
+        drop(user);
+        a.drain_all();
+        assert_eq!(a.stats().free, total);
+    });
+}

@@ -29,6 +29,19 @@ pub(super) struct Zone {
     pub(super) steals: u64,
 }
 
+impl Zone {
+    /// Pages on the free lists.
+    pub(super) fn free_pages(&self) -> u64 {
+        let mut n = 0;
+        for lists in &self.nr_free {
+            for (o, &c) in lists.iter().enumerate() {
+                n += c << o;
+            }
+        }
+        n
+    }
+}
+
 #[inline]
 const fn list_bit(mt: usize) -> u32 {
     if mt == UNMOVABLE { LIST_UNMOVABLE } else { 0 }
