@@ -9,8 +9,9 @@
 //!   forever (a holder preempted on the waiter's own CPU).  Holders stay
 //!   preemptible.
 //! * [`PtRwLock`] and [`PtLock`] — the page-table locks (Linux's
-//!   `page_table_lock` and split PTE-table locks, spin locks): the whole
-//!   table shared or exclusive, and stripes for PTE tables.  Held with
+//!   `page_table_lock`, spin locks): the whole table shared or
+//!   exclusive; [`lock_word`] is the per-PTE-table lock (split PTL), a
+//!   word in the table page's frame descriptor.  Held with
 //!   preemption disabled, and never
 //!   across a sleep, so a holder is always running on some CPU and a
 //!   spinner waits for a bounded critical section; every turn of the spin
@@ -24,7 +25,7 @@
 //! is a process starving itself.
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering::SeqCst, fence};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering, Ordering::SeqCst, fence};
 
 use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -209,6 +210,39 @@ impl<T> Drop for SleepWriteGuard<'_, T> {
     }
 }
 
+/// A spin lock held with preemption disabled whose word lives elsewhere:
+/// the PTE-table lock sits in the table page's frame descriptor (its
+/// `entire_mapcount`, unused for page-table pages), one lock per table as
+/// Linux's split PTL keeps `ptl` in the table's `struct ptdesc`.  The word
+/// is 0 when free, 1 when held.
+pub fn lock_word<'l>(word: &'l AtomicI32, ops: &'l dyn CpuOps) -> WordLockGuard<'l> {
+    ops.preempt_disable();
+    loop {
+        if word
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return WordLockGuard { word, ops };
+        }
+        while word.load(Ordering::Relaxed) != 0 {
+            ops.relax();
+        }
+    }
+}
+
+/// A held [`lock_word`] lock; released (and preemption back on) on drop.
+pub struct WordLockGuard<'l> {
+    word: &'l AtomicI32,
+    ops: &'l dyn CpuOps,
+}
+
+impl Drop for WordLockGuard<'_> {
+    fn drop(&mut self) {
+        self.word.store(0, Ordering::Release);
+        self.ops.preempt_enable();
+    }
+}
+
 /// A spin lock held with preemption disabled (see the module doc).
 pub struct PtLock<T> {
     lock: Mutex<T>,
@@ -269,7 +303,7 @@ impl<T> Drop for PtLockGuard<'_, T> {
 /// A reader-writer spin lock held with preemption disabled: the table
 /// lock of split page-table locking.  Shared by faults that only fill
 /// empty entries of an existing PTE table (each also holding that table's
-/// [`PtLock`] stripe), exclusive for everything else.  Like [`PtLock`],
+/// own lock, [`lock_word`]), exclusive for everything else.  Like [`PtLock`],
 /// never held across a sleep, and spinners answer other CPUs.  Readers
 /// are preferred (a writer waits for a moment with no reader); the
 /// readers are page faults of the same process, which come and go.

@@ -34,11 +34,13 @@
 //!    for every change, except that a fault filling empty entries of an
 //!    existing PTE table (first touch: zero page or a new anonymous folio
 //!    of at most the table's span) holds it shared together with
-//!    2b. **PTE-table lock** — `Mm::ptl`, spin locks striped by the PTE
-//!    table's address (Linux has one per table page), taken only under
-//!    the shared page-table lock, one at a time.  Faults of one space on
-//!    different PTE tables so run in parallel; tables themselves are
-//!    allocated and freed only under the exclusive lock.
+//!    2b. **PTE-table lock** — one spin lock per PTE table, in the table
+//!    page's frame descriptor (`Mm::lock_pte_table`, Linux's split PTL in
+//!    `struct ptdesc`), taken only under the shared page-table lock, one
+//!    at a time.  Faults of one space on different PTE tables so run in
+//!    parallel; tables themselves are allocated and freed only under the
+//!    exclusive lock, so a table's lock word is never in use when its page
+//!    goes back to the allocator.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
 //!    ever try-locked under a page-table lock.  A split holds the
 //!    page-table locks of *several* spaces (every one mapping the folio),
@@ -85,8 +87,7 @@ use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::sync::{
-    PtLock, PtLockGuard, PtReadGuard, PtRwLock, PtWriteGuard, SleepReadGuard, SleepRwLock,
-    SleepWriteGuard,
+    PtReadGuard, PtRwLock, PtWriteGuard, SleepReadGuard, SleepRwLock, SleepWriteGuard,
 };
 
 use crate::abi::errno::Errno;
@@ -108,10 +109,6 @@ pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
 pub use report::{ThpMaps, VmaReport};
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
-
-/// Stripes of PTE-table locks per address space: faults on different
-/// tables rarely share one (two threads of a 2-CPU machine: ~1/16).
-const PTL_STRIPES: usize = 16;
 
 /// Kind of access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +175,9 @@ pub struct Mm<'a, A: PagingArch> {
     vmas: SleepRwLock<VmaSet>,
     /// The page-table lock (level 2).  `None` only after teardown.
     pt: PtRwLock<Option<PageTable<'a, A>>>,
-    /// PTE-table locks (level 2b, split PTL), striped by the table's
-    /// physical address; see the module doc.
-    ptl: [PtLock<()>; PTL_STRIPES],
+    /// The PTE-table lock (level 2b) of a table outside the memmap; every
+    /// user PTE table has its own in its frame descriptor (module doc).
+    ptl_fallback: core::sync::atomic::AtomicI32,
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
@@ -258,7 +255,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             root: pt.root(),
             vmas: SleepRwLock::new(VmaSet::new(layout)),
             pt: PtRwLock::new(Some(pt)),
-            ptl: [const { PtLock::new(()) }; PTL_STRIPES],
+            ptl_fallback: core::sync::atomic::AtomicI32::new(0),
             anon_rss: AtomicU64::new(0),
             swapents: AtomicU64::new(0),
             faults: AtomicU64::new(0),
@@ -383,10 +380,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.pt.read(self.ctx.ops())
     }
 
-    /// The lock of the PTE table at physical address `table` (a stripe).
-    pub(crate) fn lock_pte_table(&self, table: u64) -> PtLockGuard<'_, ()> {
-        let i = ((table >> 12) ^ (table >> 18)) as usize % PTL_STRIPES;
-        self.ptl[i].lock(self.ctx.ops())
+    /// The lock of the PTE table at physical address `table`: a word in
+    /// the table page's frame descriptor (see [`crate::sync::lock_word`]);
+    /// a table outside the memmap (none in user space) falls back to one
+    /// per-space lock.
+    pub(crate) fn lock_pte_table(&self, table: u64) -> crate::sync::WordLockGuard<'_> {
+        let word = match self
+            .ctx
+            .buddy
+            .memmap()
+            .desc(table >> crate::addr::PAGE_SHIFT)
+        {
+            Some(d) => &d.entire_mapcount,
+            None => &self.ptl_fallback,
+        };
+        crate::sync::lock_word(word, self.ctx.ops())
     }
 
     pub(crate) fn rss_add(&self, n: u64) {

@@ -40,7 +40,7 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 /// | `flags`           | state, order, folio flags   | state, AE     | state, order, list  |
 /// | `refcount`        | references                  | 0             | 0                   |
 /// | `mapcount`        | large mapcount              | 0             | 0                   |
-/// | `entire_mapcount` | PMD mappings                | 0             | 0                   |
+/// | `entire_mapcount` | PMD mappings (page tables: the PTE-table lock) | 0 | 0          |
 /// | `link_prev/next`  | deferred-split queue links  | —             | free/pcp list links |
 /// | `owner`           | rmap owner (mm id, vpn)     | —             | —                   |
 ///
