@@ -197,6 +197,22 @@ impl<T> Deref for SleepWriteGuard<'_, T> {
     }
 }
 
+impl<'l, T> SleepWriteGuard<'l, T> {
+    /// Exclusive access becomes shared without a writer getting in between
+    /// (Linux's `mmap_write_downgrade`): munmap detaches its VMAs
+    /// exclusively, then zaps with readers (other threads' faults) let in.
+    pub fn downgrade(mut self) -> SleepReadGuard<'l, T> {
+        let g = self.g.take().expect("held until drop").downgrade();
+        // Dropping `self` (now holding nothing) wakes the sleepers: readers
+        // may enter, writers test again and wait on.
+        SleepReadGuard {
+            g: Some(g),
+            owner: self.owner,
+            ops: self.ops,
+        }
+    }
+}
+
 impl<T> DerefMut for SleepWriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         self.g.as_mut().expect("held until drop")
@@ -532,5 +548,27 @@ mod tests {
         }
         assert_eq!(*l.lock(&SingleCpu), 40_000);
         assert_eq!(c.0.load(SeqCst), 0, "every lock re-enabled preemption");
+    }
+
+    #[test]
+    fn downgrade_lets_readers_in_and_keeps_writers_out() {
+        let l = SleepRwLock::new(5u32);
+        let w = l.write(&SingleCpu);
+        assert!(l.try_read(&SingleCpu).is_none());
+        let r = w.downgrade();
+        assert_eq!(*r, 5);
+        assert!(l.try_read(&SingleCpu).is_some(), "a reader gets in");
+        assert!(l.try_write(&SingleCpu).is_none(), "a writer does not");
+        drop(r);
+        assert!(l.try_write(&SingleCpu).is_some());
+    }
+
+    #[test]
+    fn word_lock_excludes() {
+        let w = AtomicI32::new(0);
+        let g = lock_word(&w, &SingleCpu);
+        assert_eq!(w.load(SeqCst), 1);
+        drop(g);
+        assert_eq!(w.load(SeqCst), 0);
     }
 }

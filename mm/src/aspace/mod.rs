@@ -506,9 +506,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// `munmap(addr, len)`.
+    ///
+    /// The VMAs go with the mmap lock held for writing; the page tables are
+    /// then zapped with it downgraded to reading (Linux's
+    /// `do_vmi_align_munmap`), so other threads' faults elsewhere in the
+    /// space proceed meanwhile.  The range has no VMA any more, so nothing
+    /// can fault into it, and only tables wholly inside it or its gap are
+    /// freed, which no other VMA's fault reaches.
     pub fn munmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
         let mut vmas = self.mmap_write();
         let ranges = vmas.munmap(addr, len)?;
+        let vmas = vmas.downgrade();
         let mut pt = self.lock_pt();
         // One gather for the whole call (Linux's `unmap_region`): the
         // leaves, the tables they empty and the gap tables below cost one
