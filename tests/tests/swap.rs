@@ -89,7 +89,7 @@ fn round_trip_at_order<A: PagingArch>(order: u32) {
         assert_eq!(f.order(), order);
         let nr = f.nr_pages();
         let at = va + 5 * K64 - ((5 * K64) % (nr * K4));
-        assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Freed(nr));
+        assert_eq!(pageout_folio(&[&mm], &f.get_ref()), Pageout::Freed(nr));
         assert_eq!(env.buddy.stats().free, free0 + nr, "folio freed");
         assert_eq!(mm.swapents(), nr);
         assert!(is_swap_entry(env, &mm, at) && is_swap_entry(env, &mm, at + (nr - 1) * K4));
@@ -143,7 +143,7 @@ fn fork_shares_swap_entries<A: PagingArch>() {
         let child = parent.fork().unwrap();
         let f = env.folio_at(&parent, va).unwrap();
         assert_eq!(
-            pageout_folio(&[&parent, &child], f.get_ref()),
+            pageout_folio(&[&parent, &child], &f.get_ref()),
             Pageout::Freed(16)
         );
         assert_eq!((parent.swapents(), child.swapents()), (16, 16));
@@ -177,7 +177,7 @@ fn munmap_frees_slots<A: PagingArch>() {
         env.fill_pages(&mm, va, 64 * K4, 1);
         for i in 0..4 {
             let f = env.folio_at(&mm, va + i * K64).unwrap();
-            assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Freed(16));
+            assert_eq!(pageout_folio(&[&mm], &f.get_ref()), Pageout::Freed(16));
         }
         assert_eq!(mm.swapents(), 64);
         mm.munmap(va + K4, 62 * K4).unwrap();
@@ -202,7 +202,7 @@ fn read_error_is_sigbus<A: PagingArch>() {
             .unwrap();
         env.fill_pages(&mm, va, 4 * K4, 9);
         let f = env.folio_at(&mm, va).unwrap();
-        assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Freed(1));
+        assert_eq!(pageout_folio(&[&mm], &f.get_ref()), Pageout::Freed(1));
         disk.fail.store(true, Ordering::Relaxed);
         assert_eq!(env.touch(&mm, va, Access::Read), Err(Fault::Sigbus));
         assert!(is_swap_entry(env, &mm, va));
@@ -224,11 +224,11 @@ fn no_run_splits_and_counts<A: PagingArch>() {
             .unwrap();
         env.fill_pages(&mm, va, 16 * K4, 3);
         let f = env.folio_at(&mm, va).unwrap();
-        assert_eq!(pageout_folio(&[&mm], f.get_ref()), Pageout::Split);
+        assert_eq!(pageout_folio(&[&mm], &f.get_ref()), Pageout::Split);
         assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 1);
         let g = env.folio_at(&mm, va + 2 * K4).unwrap();
         assert_eq!(g.order(), 0);
-        assert_eq!(pageout_folio(&[&mm], g.get_ref()), Pageout::Freed(1));
+        assert_eq!(pageout_folio(&[&mm], &g.get_ref()), Pageout::Freed(1));
         env.check_pages(&mm, va, 16 * K4, 3);
         env.check(&[&mm]);
         mm.munmap(va, 16 * K4).unwrap();
@@ -354,8 +354,8 @@ fn madvise_free_is_lazy<A: PagingArch>() {
             env.folio_at(&mm, va).unwrap(),
             env.folio_at(&mm, va + K64).unwrap(),
         );
-        assert_eq!(pageout_folio(&[&mm], f0.get_ref()), Pageout::Freed(16));
-        assert_eq!(pageout_folio(&[&mm], f1.get_ref()), Pageout::Kept);
+        assert_eq!(pageout_folio(&[&mm], &f0.get_ref()), Pageout::Freed(16));
+        assert_eq!(pageout_folio(&[&mm], &f1.get_ref()), Pageout::Kept);
         assert_eq!(env.event(VmEvent::PgLazyFreed), 16);
         env.check(&[&mm]);
         env.check_zero(&mm, va, K64);

@@ -121,7 +121,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         Plan::Split(_) => {}
                         Plan::Whole(f, _) if pageout => {
                             if pass == 1 {
-                                pageout_folio(&[self], f);
+                                pageout_folio(&[self], &f);
                             }
                         }
                         Plan::Whole(f, at) => {

@@ -90,16 +90,18 @@ fn lock_folio<'a>(ctx: &super::ctx::MmCtx<'a>, f: Folio<'a>) -> FolioLockGuard<'
     }
 }
 
-/// Pages out one anonymous folio (the caller's reference `folio`, e.g.
-/// from LRU isolation or `MADV_PAGEOUT`), from every address space of
+/// Pages out one anonymous folio, held by the caller's reference `folio`
+/// (from LRU isolation or `MADV_PAGEOUT`), from every address space of
 /// `mms` that maps it (normally all of the context's).  See the module
-/// docs for the steps.
-pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: FolioRef<'a>) -> Pageout {
+/// docs for the steps.  On [`Pageout::Freed`] the caller's reference is
+/// the last one: dropping it frees the folio.  On [`Pageout::Split`] it
+/// names the first piece.
+pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>) -> Pageout {
     let Some(first) = mms.first() else {
         return Pageout::Kept;
     };
     let ctx = first.ctx;
-    let f = *folio;
+    let f: Folio<'a> = **folio;
     if !f.is_anon() || f.test(PageFlags::ZERO_PAGE) || ctx.is_zero_pfn(f.pfn()) {
         return Pageout::Kept;
     }
