@@ -174,6 +174,12 @@ pub struct BuddyAllocator<'a> {
     /// `POISONED` mark.  While false, preparing a folio does not look at its
     /// tails at all: reading them is a cache miss per 32-byte descriptor.
     poison_seen: AtomicBool,
+    /// Pages of folios with `MLOCKED` set (Linux's `NR_MLOCK`): raised and
+    /// lowered by `Folio::mlock` / `Folio::munlock`, and lowered by the
+    /// free path for a folio freed still mlocked.
+    mlocked: AtomicU64,
+    /// Pages freed while still mlocked (Linux's `unevictable_pgs_cleared`).
+    mlock_cleared: AtomicU64,
 }
 
 impl<'a> BuddyAllocator<'a> {
@@ -189,6 +195,29 @@ impl<'a> BuddyAllocator<'a> {
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
             poison: AtomicBool::new(cfg!(debug_assertions)),
             poison_seen: AtomicBool::new(cfg!(debug_assertions)),
+            mlocked: AtomicU64::new(0),
+            mlock_cleared: AtomicU64::new(0),
+        }
+    }
+
+    /// Pages of mlocked folios now (`Mlocked:` in `/proc/meminfo`).
+    pub fn mlocked_pages(&self) -> u64 {
+        self.mlocked.load(Relaxed)
+    }
+
+    /// Pages freed while still mlocked since boot
+    /// (`unevictable_pgs_cleared`).
+    pub fn mlock_cleared_pages(&self) -> u64 {
+        self.mlock_cleared.load(Relaxed)
+    }
+
+    /// `Folio::mlock` / `munlock` changed `MLOCKED` on `pages` pages.
+    pub(crate) fn mlocked_add(&self, pages: u64, add: bool) {
+        if add {
+            self.mlocked.fetch_add(pages, Relaxed);
+        } else {
+            let old = self.mlocked.fetch_sub(pages, Relaxed);
+            debug_assert!(old >= pages, "Mlocked below zero");
         }
     }
 
