@@ -349,3 +349,184 @@ impl VmaSet {
         self.merge_range(0, ts);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::uapi::*;
+    use alloc::vec;
+
+    const P: u64 = PAGE_SIZE;
+    const A: u64 = 0x1000_0000;
+    const RW: Prot = PROT_READ.union(PROT_WRITE);
+    const PA: MapFlags = MAP_PRIVATE.union(MAP_ANONYMOUS);
+
+    fn set_with(pages: &[(u64, u64)]) -> VmaSet {
+        let mut s = VmaSet::default();
+        for &(at, n) in pages {
+            s.mmap(A + at * P, n * P, RW, PA | MAP_FIXED, -1, 0)
+                .unwrap();
+        }
+        s
+    }
+
+    fn locked(s: &VmaSet) -> Vec<(u64, u64, bool, bool)> {
+        s.iter()
+            .map(|v| {
+                (
+                    (v.start - A) / P,
+                    (v.end - A) / P,
+                    v.flags.contains(VmFlags::LOCKED),
+                    v.flags.contains(VmFlags::LOCKONFAULT),
+                )
+            })
+            .collect()
+    }
+
+    fn user(limit: u64) -> MlockRights {
+        MlockRights {
+            limit,
+            cap_ipc_lock: false,
+        }
+    }
+
+    #[test]
+    fn splits_merges_and_reports_changes() {
+        let mut s = set_with(&[(0, 16)]);
+        // Unaligned start: the page holding it is locked.
+        let out = s.mlock(A + 4 * P + 100, 4 * P - 100, false);
+        assert_eq!(out.result, Ok(()));
+        assert_eq!(out.changed, vec![(A + 4 * P..A + 8 * P, true)]);
+        assert_eq!(out.populate, Some(A + 4 * P..A + 8 * P));
+        assert_eq!(
+            locked(&s),
+            vec![
+                (0, 4, false, false),
+                (4, 8, true, false),
+                (8, 16, false, false)
+            ]
+        );
+        assert_eq!(s.locked_vm(), 4);
+        // Only ONFAULT changes: no pages to walk, nothing to populate.
+        let out = s.mlock2(A + 4 * P, 4 * P, MLOCK_ONFAULT);
+        assert!(out.changed.is_empty());
+        assert_eq!(out.populate, None);
+        assert_eq!(locked(&s)[1], (4, 8, true, true));
+        let out = s.munlock(A, 16 * P);
+        assert_eq!(out.changed, vec![(A + 4 * P..A + 8 * P, false)]);
+        assert_eq!(locked(&s), vec![(0, 16, false, false)]);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn holes_and_wrapping() {
+        let mut s = set_with(&[(0, 4), (8, 4)]);
+        // A hole: ENOMEM after locking the VMA before it; no populate.
+        let out = s.mlock(A, 12 * P, false);
+        assert_eq!(out.result, Err(Errno::ENOMEM));
+        assert_eq!(out.populate, None);
+        assert_eq!(locked(&s), vec![(0, 4, true, false), (8, 12, false, false)]);
+        // Starting in the hole: nothing changes.
+        let out = s.mlock(A + 5 * P, 4 * P, false);
+        assert_eq!(out.result, Err(Errno::ENOMEM));
+        assert!(out.changed.is_empty());
+        assert_eq!(s.munlock(A, 12 * P).result, Err(Errno::ENOMEM));
+        assert_eq!(s.locked_vm(), 0);
+        // Wrapping: EINVAL (root); a zero length is fine.
+        assert_eq!(
+            s.munlock(u64::MAX - P + 1, 2 * P).result,
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mlock(u64::MAX - P + 1, 2 * P, false).result,
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(s.mlock(A + 5 * P, 0, false).result, Ok(()));
+        // Without CAP_IPC_LOCK the limit is checked first: ENOMEM.
+        s.set_mlock_rights(user(MLOCK_LIMIT));
+        assert_eq!(
+            s.mlock(u64::MAX - P + 1, 2 * P, false).result,
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mlock(A, u64::MAX - 2 * P, false).result,
+            Err(Errno::ENOMEM)
+        );
+    }
+
+    #[test]
+    fn permission_and_limit_errors() {
+        let mut s = set_with(&[(0, 32)]);
+        s.set_mlock_rights(user(0));
+        // mlock2's flags are checked before the permission.
+        assert_eq!(s.mlock2(A, P, 2).result, Err(Errno::EINVAL));
+        assert_eq!(s.mlock(A, P, false).result, Err(Errno::EPERM));
+        assert_eq!(s.mlockall(MCL_CURRENT).result, Err(Errno::EPERM));
+        assert_eq!(s.mlockall(0).result, Err(Errno::EINVAL));
+        assert_eq!(s.munlock(A, P).result, Ok(()));
+        assert_eq!(
+            s.mmap(0, P, RW, PA | MAP_LOCKED, -1, 0).map(|o| o.addr),
+            Err(Errno::EPERM)
+        );
+        s.set_mlock_rights(user(8 * P));
+        assert_eq!(s.mlock(A, 9 * P, false).result, Err(Errno::ENOMEM));
+        assert_eq!(s.mlock(A, 8 * P, false).result, Ok(()));
+        assert_eq!(s.mlock(A, 8 * P, false).result, Ok(()));
+        assert_eq!(s.mlock(A + 4 * P, 5 * P, false).result, Err(Errno::ENOMEM));
+        assert_eq!(
+            s.mmap(0, P, RW, PA | MAP_LOCKED, -1, 0).map(|o| o.addr),
+            Err(Errno::EAGAIN)
+        );
+        // mremap growth of a locked VMA is limited too.
+        assert_eq!(
+            s.mremap(A, 8 * P, 9 * P, MremapFlags::from_raw(1).unwrap(), 0)
+                .map(|p| p.new_addr),
+            Err(Errno::EAGAIN)
+        );
+        // MCL_CURRENT compares the whole space with the limit.
+        assert_eq!(s.mlockall(MCL_CURRENT).result, Err(Errno::ENOMEM));
+        assert_eq!(s.mlockall(MCL_FUTURE).result, Ok(()));
+        assert_eq!(
+            s.mmap(0, P, RW, PA, -1, 0).map(|o| o.addr),
+            Err(Errno::EAGAIN)
+        );
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn mlockall_and_def_flags() {
+        let mut s = set_with(&[(0, 4), (8, 4)]);
+        for bad in [0, MCL_ONFAULT, 8, MCL_CURRENT | 16] {
+            assert_eq!(s.mlockall(bad).result, Err(Errno::EINVAL), "{bad}");
+        }
+        let out = s.mlockall(MCL_CURRENT | MCL_ONFAULT);
+        assert_eq!(out.result, Ok(()));
+        assert!(out.ignore_errors);
+        assert_eq!(out.changed.len(), 2);
+        assert!(s.def_flags().is_empty());
+        assert_eq!(locked(&s), vec![(0, 4, true, true), (8, 12, true, true)]);
+        s.mlockall(MCL_FUTURE | MCL_ONFAULT);
+        assert_eq!(s.def_flags(), VM_LOCKED_MASK);
+        let out = s.mmap(A + 4 * P, 4 * P, RW, PA | MAP_FIXED, -1, 0).unwrap();
+        assert!(!out.populate, "on-fault mappings are not populated");
+        assert_eq!(locked(&s), vec![(0, 12, true, true)]);
+        // MCL_CURRENT alone forgets MCL_FUTURE.
+        s.mlockall(MCL_CURRENT);
+        assert!(s.def_flags().is_empty());
+        assert_eq!(locked(&s), vec![(0, 12, true, false)]);
+        s.mlockall(MCL_FUTURE);
+        let out = s.mmap(0, P, RW, PA, -1, 0).unwrap();
+        assert!(out.populate);
+        // fork: the child keeps no lock bits.
+        let mut child = s.clone();
+        child.clear_mlock_for_fork();
+        assert!(child.def_flags().is_empty());
+        assert_eq!(child.locked_vm(), 0);
+        child.check_invariants().unwrap();
+        let out = s.munlockall();
+        assert_eq!(out.result, Ok(()));
+        assert!(s.def_flags().is_empty());
+        assert_eq!(s.locked_vm(), 0);
+        s.check_invariants().unwrap();
+    }
+}
