@@ -39,32 +39,37 @@ use crate::vma::{MlockOutcome, MlockRights, VmFlags, Vma, VmaSet};
 impl<'a, A: PagingArch> Mm<'a, A> {
     /// `mlock(addr, len)`.
     pub fn mlock(&self, addr: u64, len: u64) -> Result<(), Errno> {
-        let out = self.mmap_write().mlock(addr, len, false);
-        self.finish_mlock(out)
+        let mut vmas = self.mmap_write();
+        let out = vmas.mlock(addr, len, false);
+        self.finish_mlock(vmas, out)
     }
 
     /// `mlock2(addr, len, flags)` (`MLOCK_ONFAULT`).
     pub fn mlock2(&self, addr: u64, len: u64, flags: u64) -> Result<(), Errno> {
-        let out = self.mmap_write().mlock2(addr, len, flags);
-        self.finish_mlock(out)
+        let mut vmas = self.mmap_write();
+        let out = vmas.mlock2(addr, len, flags);
+        self.finish_mlock(vmas, out)
     }
 
     /// `munlock(addr, len)`.
     pub fn munlock(&self, addr: u64, len: u64) -> Result<(), Errno> {
-        let out = self.mmap_write().munlock(addr, len);
-        self.finish_mlock(out)
+        let mut vmas = self.mmap_write();
+        let out = vmas.munlock(addr, len);
+        self.finish_mlock(vmas, out)
     }
 
     /// `mlockall(flags)`.
     pub fn mlockall(&self, flags: u64) -> Result<(), Errno> {
-        let out = self.mmap_write().mlockall(flags);
-        self.finish_mlock(out)
+        let mut vmas = self.mmap_write();
+        let out = vmas.mlockall(flags);
+        self.finish_mlock(vmas, out)
     }
 
     /// `munlockall()`.
     pub fn munlockall(&self) -> Result<(), Errno> {
-        let out = self.mmap_write().munlockall();
-        self.finish_mlock(out)
+        let mut vmas = self.mmap_write();
+        let out = vmas.munlockall();
+        self.finish_mlock(vmas, out)
     }
 
     /// Pages in locked VMAs (`VmLck:`).
@@ -84,12 +89,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// The page side of an mlock-family call whose VMA changes `out`
-    /// describes (the mmap lock was held for writing while they were
-    /// made, and is retaken here: for reading while populating, as Linux's
-    /// `__mm_populate` after `mmap_write_unlock`).
-    fn finish_mlock(&self, out: MlockOutcome) -> Result<(), Errno> {
+    /// describes, under the mmap lock `vmas` held for writing since they
+    /// were made: folios are mlocked or munlocked under it; then the lock
+    /// is dropped and populating takes it for reading, as Linux's
+    /// `__mm_populate` after `mmap_write_unlock`.
+    fn finish_mlock(
+        &self,
+        vmas: crate::sync::SleepWriteGuard<'_, VmaSet>,
+        out: MlockOutcome,
+    ) -> Result<(), Errno> {
         if !out.changed.is_empty() {
-            let vmas = self.mmap_write();
             let mut pt = self.lock_pt();
             for (r, locked) in &out.changed {
                 self.split_pmd_at_boundary(&vmas, &mut pt, r.start);
@@ -97,6 +106,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.mlock_walk(&mut pt, r.clone(), *locked);
             }
         }
+        drop(vmas);
         out.result?;
         let Some(r) = out.populate else {
             return Ok(());
