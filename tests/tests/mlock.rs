@@ -185,6 +185,14 @@ fn prot_none<A: PagingArch>() {
         assert_eq!(mm.locked_vm(), 4);
         mm.munlock(va, 4 * K4).unwrap();
         assert_eq!(mm.mlock2(va, 4 * K4, 1), Ok(()));
+        mm.munlock(va, 4 * K4).unwrap();
+        // Made writable, a locked VMA is populated (and its folios
+        // mlocked); an on-fault one is not.
+        mm.mlock(va, 2 * K4).unwrap_err();
+        assert_eq!(mm.anon_rss(), 0);
+        mm.mprotect(va, 4 * K4, RW).unwrap();
+        assert_eq!(mm.anon_rss(), 2);
+        assert_eq!(mlocked(env), 2);
         env.check(&[&mm]);
     });
 }

@@ -538,10 +538,30 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// ENOMEM after the earlier part changed, as Linux.
     pub fn mprotect(&self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
         let mut vmas = self.mmap_write();
+        // Locked VMAs not writable yet: made writable, they are populated
+        // at once (Linux's mprotect_fixup: the COW happens now, not at a
+        // fault later), and the new folios are mlocked.
+        let ro_locked: alloc::vec::Vec<(u64, u64)> = vmas
+            .find_intersecting(addr, addr.saturating_add(len))
+            .filter(|v| v.flags & (VmFlags::WRITE | VmFlags::LOCKED) == VmFlags::LOCKED)
+            .map(|v| (v.start, v.end))
+            .collect();
         let out = vmas.mprotect(addr, len, prot);
         let mut pt = self.lock_pt();
         for (r, flags) in &out.changed {
             self.change_protection(&mut pt, r.start, r.end, *flags);
+        }
+        drop(pt);
+        for (r, flags) in &out.changed {
+            if !flags.contains(VmFlags::WRITE) || flags.contains(VmFlags::LOCKONFAULT) {
+                continue;
+            }
+            for &(s, e) in &ro_locked {
+                let (s, e) = (s.max(r.start), e.min(r.end));
+                if s < e {
+                    self.populate(&vmas, s, e, Some(Access::Write));
+                }
+            }
         }
         out.result
     }
