@@ -260,7 +260,40 @@ fn madvise_on_locked<A: PagingArch>() {
     });
 }
 
+/// mremap of a locked mapping: a shrunk tail is munlocked as it goes; a
+/// grown locked mapping has its new part populated and mlocked; a moved
+/// one keeps its folios mlocked.
+fn mremap_locked<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.no_thp();
+        let mm = env.mm();
+        let va = mm
+            .mmap(VA, 8 * K4, RW, ANON | MAP_FIXED | MAP_LOCKED)
+            .unwrap();
+        assert_eq!(mlocked(env), 8);
+        mm.mremap(va, 8 * K4, 4 * K4, MremapFlags::from_raw(0).unwrap(), 0)
+            .unwrap();
+        assert_eq!(mlocked(env), 4);
+        assert_eq!(env.event(VmEvent::UnevictablePgsMunlocked), 4);
+        mm.mremap(va, 4 * K4, 6 * K4, MremapFlags::from_raw(0).unwrap(), 0)
+            .unwrap();
+        assert_eq!(mm.anon_rss(), 6);
+        assert_eq!(mlocked(env), 6);
+        // A neighbour above forces the next growth to move.
+        mm.mmap(va + 6 * K4, K4, RW, ANON | MAP_FIXED).unwrap();
+        let to = mm
+            .mremap(va, 6 * K4, 16 * K4, MremapFlags::from_raw(1).unwrap(), 0)
+            .unwrap();
+        assert_ne!(to, va);
+        assert_eq!(mm.anon_rss(), 16);
+        assert_eq!(mlocked(env), 16);
+        assert_eq!(mm.locked_vm(), 16);
+        env.check(&[&mm]);
+    });
+}
+
 both_formats!(
+    mremap_locked,
     mlock_present_64k_folios,
     partial_cover_is_not_mlocked,
     pmd_thp,

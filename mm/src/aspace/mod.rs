@@ -658,11 +658,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Result<u64, Errno> {
         let mut vmas = self.mmap_write();
         let saved = flags.contains(MREMAP_MAYMOVE).then(|| vmas.clone());
-        let before = vmas.clone();
+        // Locked ranges before the call: what it unmaps there is munlocked.
+        let locked: alloc::vec::Vec<(u64, u64)> = vmas
+            .iter()
+            .filter(|v| v.flags.contains(VmFlags::LOCKED))
+            .map(|v| (v.start, v.end))
+            .collect();
         let plan = vmas.mremap(old_addr, old_len, new_len, flags, new_addr)?;
         let mut pt = self.lock_pt();
         for u in &plan.unmapped {
-            self.munlock_before_zap(&before, &mut pt, u.start, u.end);
+            for &(s, e) in &locked {
+                let (s, e) = (s.max(u.start), e.min(u.end));
+                if s < e {
+                    self.mlock_walk(&mut pt, s..e, false);
+                }
+            }
         }
         let r = self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref());
         if let Err(e) = r {
