@@ -73,14 +73,19 @@ pub(super) fn meminfo() -> String {
     // Linux's fields in Linux's order, those this kernel can state
     // truthfully: no page cache, swap or shared memory yet (so those are
     // really 0), no LRU lists yet (so no Active/Inactive lines rather than
-    // invented ones).
-    let rows: [(&str, u64); 15] = [
+    // invented ones; `Unevictable` is exact: see below).
+    // Mlocked folios are the only unevictable memory here (no ramfs, no
+    // SHM_LOCK), so `Unevictable:` is `Mlocked:`.
+    let mlocked = crate::mem::memory::buddy().mlocked_pages() * 4;
+    let rows: [(&str, u64); 17] = [
         ("MemTotal", total),
         ("MemFree", free),
         ("MemAvailable", free),
         ("Buffers", 0),
         ("Cached", 0),
         ("SwapCached", 0),
+        ("Unevictable", mlocked),
+        ("Mlocked", mlocked),
         ("SwapTotal", 0),
         ("SwapFree", 0),
         ("AnonPages", anon),
@@ -125,6 +130,7 @@ pub(super) const VM_FLAG_NAMES: &[(mm::vma::VmFlags, &str)] = {
         (F::RAND_READ, "rr"),
         (F::DONTCOPY, "dc"),
         (F::DONTEXPAND, "de"),
+        (F::LOCKONFAULT, "lf"),
         (F::ACCOUNT, "ac"),
         (F::NORESERVE, "nr"),
         (F::WIPEONFORK, "wf"),
@@ -205,7 +211,15 @@ pub(super) fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             ("Private_Hugetlb", 0),
             ("Swap", kb(v.swap)),
             ("SwapPss", pss_kb(v.swap_pss)),
-            ("Locked", 0),
+            // Linux's `Locked:` is the Pss of a `VM_LOCKED` VMA.
+            (
+                "Locked",
+                if fl.contains(F::LOCKED) {
+                    pss_kb(v.pss)
+                } else {
+                    0
+                },
+            ),
         ] {
             let _ = writeln!(s, "{:<16}{val:8} kB", format!("{k}:"));
         }
@@ -223,5 +237,34 @@ pub(super) fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
         }
         s.push_str(" \n");
     }
+    Ok(s)
+}
+
+/// `/proc/<pid>/status`: the fields of Linux's layout this kernel can
+/// state, in Linux's order (`VmLck` is `mm->locked_vm`: the locked VMAs;
+/// `VmRSS` and `RssAnon` the anonymous pages mapped).
+pub(super) fn status(p: &Process) -> Result<String, Errno> {
+    let (lck, rss, thp_off) =
+        p.with_mm(|mm| (mm.locked_vm() * 4, mm.anon_rss() * 4, mm.thp_disabled()))?;
+    let uid = p.uid.load(core::sync::atomic::Ordering::Relaxed);
+    let mut s = String::new();
+    let _ = writeln!(s, "Name:\t{}", p.name.lock());
+    let _ = writeln!(
+        s,
+        "Umask:\t{:04o}",
+        p.umask.load(core::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "Tgid:\t{}", p.pid);
+    let _ = writeln!(s, "Pid:\t{}", p.pid);
+    let _ = writeln!(
+        s,
+        "PPid:\t{}",
+        p.ppid.load(core::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "Uid:\t{uid}\t{uid}\t{uid}\t{uid}");
+    let _ = writeln!(s, "VmLck:\t{lck:8} kB");
+    let _ = writeln!(s, "VmRSS:\t{rss:8} kB");
+    let _ = writeln!(s, "RssAnon:\t{rss:8} kB");
+    let _ = writeln!(s, "THP_enabled:\t{}", u8::from(!thp_off));
     Ok(s)
 }

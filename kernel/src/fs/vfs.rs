@@ -319,7 +319,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         "/sys/devices/system" => add(&["cpu"], DT_DIR),
         CPU_DIR => add(&["online", "possible", "present"], DT_REG),
         crate::perf::dev::DIR => add(&["perf"], DT_REG),
-        _ if path.starts_with("/proc/") => add(&["maps", "pagemap", "smaps"], DT_REG),
+        _ if path.starts_with("/proc/") => add(&["maps", "pagemap", "smaps", "status"], DT_REG),
         _ if path == SYSFS_ROOT || path.starts_with(SYSFS_ROOT) => {
             let rel = path[SYSFS_ROOT.len()..].trim_start_matches('/');
             for e in THP.list(rel)? {
@@ -479,6 +479,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         let data = match file {
             "smaps" => smaps(&target, true)?,
             "maps" => smaps(&target, false)?,
+            "status" => crate::fs::procfs::status(&target)?,
             "pagemap" => return Ok(mk(Node::Pagemap { pid: target.pid }, 0o100400)),
             _ => return Err(Errno::ENOENT),
         };

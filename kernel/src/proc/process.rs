@@ -105,6 +105,14 @@ pub struct Process {
     group_exit: Mutex<Option<i32>>,
     /// The kernel thread bound to it last (its first thread, or the newest).
     thread: AtomicU32,
+    /// The user id (real, effective and saved alike: `setuid` as root sets
+    /// all three).  0 is root, with every capability (`CAP_IPC_LOCK`,
+    /// `CAP_SYS_RESOURCE`); any other uid has none, as Linux drops the
+    /// capabilities when no uid is 0 any more.
+    pub uid: AtomicU32,
+    /// `RLIMIT_MEMLOCK` (soft, hard) in bytes; the soft limit is mirrored
+    /// into the address space (`Mm::set_mlock_rights`), which applies it.
+    pub rlimit_memlock: Mutex<(u64, u64)>,
 }
 
 impl Process {
@@ -415,6 +423,8 @@ fn new_process(pid: u32, ppid: u32, name: &str, mm: Arc<UserMm>) -> Arc<Process>
         live: AtomicU32::new(1),
         group_exit: Mutex::new(None),
         thread: AtomicU32::new(0),
+        uid: AtomicU32::new(0),
+        rlimit_memlock: Mutex::new((mm::vma::mlock::MLOCK_LIMIT, mm::vma::mlock::MLOCK_LIMIT)),
     })
 }
 
@@ -610,10 +620,12 @@ pub fn fork(
     *child.cwd.lock() = parent.cwd.lock().clone();
     *child.exe.lock() = parent.exe.lock().clone();
     *child.sigactions.lock() = *parent.sigactions.lock();
+    *child.rlimit_memlock.lock() = *parent.rlimit_memlock.lock();
     for (a, b) in [
         (&child.umask, &parent.umask),
         (&child.pgid, &parent.pgid),
         (&child.sid, &parent.sid),
+        (&child.uid, &parent.uid),
     ] {
         a.store(b.load(Ordering::Relaxed), Ordering::Relaxed);
     }

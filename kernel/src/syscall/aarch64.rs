@@ -79,6 +79,14 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         261 => Prlimit64,
         278 => Getrandom,
         293 => Rseq,
+        146 => Setuid,
+        163 => Getrlimit,
+        164 => Setrlimit,
+        228 => Mlock,
+        229 => Munlock,
+        230 => Mlockall,
+        231 => Munlockall,
+        284 => Mlock2,
         _ => return None,
     })
 }

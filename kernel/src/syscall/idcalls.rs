@@ -9,9 +9,9 @@ use core::sync::atomic::Ordering::Relaxed;
 use mm::abi::errno::Errno;
 
 /// `getresuid`/`getresgid`: three 32-bit zeros (root).
-pub fn getres_ids(r: u64, e: u64, s: u64) -> R {
+pub fn getres_ids(r: u64, e: u64, s: u64, id: u32) -> R {
     for a in [r, e, s] {
-        efault(arch::copy_to_user(a, &0u32.to_le_bytes()))?;
+        efault(arch::copy_to_user(a, &id.to_le_bytes()))?;
     }
     Ok(0)
 }

@@ -105,6 +105,14 @@ enum Sys {
     Setpriority,
     SchedSetaffinity,
     SchedGetaffinity,
+    Mlock,
+    Mlock2,
+    Munlock,
+    Mlockall,
+    Munlockall,
+    Getrlimit,
+    Setrlimit,
+    Setuid,
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -242,8 +250,25 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         Gettimeofday => idcalls::gettimeofday(a[0], a[1]),
         Time => idcalls::time(a[0]),
         Sysinfo => idcalls::sysinfo(a[0]),
-        Getuid | Geteuid | Getgid | Getegid => Ok(0),
-        Getresuid | Getresgid => idcalls::getres_ids(a[0], a[1], a[2]),
+        Getuid | Geteuid => Ok(u64::from(p.uid.load(Ordering::Relaxed))),
+        Getgid | Getegid => Ok(0),
+        Getresuid => idcalls::getres_ids(a[0], a[1], a[2], p.uid.load(Ordering::Relaxed)),
+        Getresgid => idcalls::getres_ids(a[0], a[1], a[2], 0),
+        Setuid => sys_setuid(p, a[0]),
+        Mlock => p.with_mm(|mm| mm.mlock(a[0], a[1]))?.map(|_| 0),
+        Mlock2 => p.with_mm(|mm| mm.mlock2(a[0], a[1], a[2]))?.map(|_| 0),
+        Munlock => p.with_mm(|mm| mm.munlock(a[0], a[1]))?.map(|_| 0),
+        Mlockall => p.with_mm(|mm| mm.mlockall(a[0]))?.map(|_| 0),
+        Munlockall => p.with_mm(|mm| mm.munlockall())?.map(|_| 0),
+        Getrlimit => {
+            let old = prlimit(p, a[0], None)?;
+            put_words(a[1], &old)?;
+            Ok(0)
+        }
+        Setrlimit => {
+            let new = get_u64s::<2>(a[1])?;
+            prlimit(p, a[0], Some(new)).map(|_| 0)
+        }
         Setpgid => idcalls::setpgid(p, a[0], a[1]),
         Getpgid => idcalls::getpgid(p, a[0]),
         Getpgrp => idcalls::getpgid(p, 0),
@@ -377,23 +402,18 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         RtSigaction => idcalls::rt_sigaction(p, a[0], a[1], a[2], a[3]),
         RtSigprocmask => idcalls::rt_sigprocmask(p, a[0], a[1], a[2], a[3]),
         Prlimit64 => {
-            if a[2] != 0 {
-                // A new limit is read (EFAULT) but never applied.
-                get_u64s::<2>(a[2])?;
-            }
+            // The new limit is read first (EFAULT), then the target found.
+            let new = if a[2] != 0 {
+                Some(get_u64s::<2>(a[2])?)
+            } else {
+                None
+            };
             if a[0] as i32 != 0 && a[0] as i32 as i64 != i64::from(p.pid) {
                 return Err(Errno::ESRCH);
             }
-            if a[1] >= 16 {
-                return Err(Errno::EINVAL);
-            }
+            let old = prlimit(p, a[1], new)?;
             if a[3] != 0 {
-                let v: [u64; 2] = match a[1] {
-                    3 => [8 << 20, u64::MAX], // RLIMIT_STACK
-                    7 => [1024, 4096],        // RLIMIT_NOFILE
-                    _ => [u64::MAX, u64::MAX],
-                };
-                put_words(a[3], &v)?;
+                put_words(a[3], &old)?;
             }
             Ok(0)
         }
@@ -591,6 +611,76 @@ fn sys_wait4(p: &Process, pid: i64, status: u64, options: u64, rusage: u64) -> R
             Ok(u64::from(cpid))
         }
     }
+}
+
+/// Linux's `RLIM_NLIMITS`.
+const RLIM_NLIMITS: u64 = 16;
+const RLIMIT_STACK: u64 = 3;
+const RLIMIT_NOFILE: u64 = 7;
+const RLIMIT_MEMLOCK: u64 = 8;
+
+/// Linux's `do_prlimit` on the caller: returns the old `(cur, max)` of
+/// `resource` and, with `new`, sets it: EINVAL for an unknown resource or
+/// a soft limit above the hard one, EPERM for raising the hard limit
+/// without `CAP_SYS_RESOURCE` (uid 0).  Only `RLIMIT_MEMLOCK` is kept and
+/// applied (mirrored into the address space's mlock rights); the others
+/// report fixed values and a new value is checked but not kept.
+fn prlimit(p: &Process, resource: u64, new: Option<[u64; 2]>) -> Result<[u64; 2], Errno> {
+    if resource >= RLIM_NLIMITS {
+        return Err(Errno::EINVAL);
+    }
+    if let Some([cur, max]) = new
+        && cur > max
+    {
+        return Err(Errno::EINVAL);
+    }
+    let root = p.uid.load(Ordering::Relaxed) == 0;
+    if resource != RLIMIT_MEMLOCK {
+        return Ok(match resource {
+            RLIMIT_STACK => [8 << 20, u64::MAX],
+            RLIMIT_NOFILE => [1024, 4096],
+            _ => [u64::MAX, u64::MAX],
+        });
+    }
+    let mut lim = p.rlimit_memlock.lock();
+    let old = *lim;
+    if let Some([cur, max]) = new {
+        if max > old.1 && !root {
+            return Err(Errno::EPERM);
+        }
+        *lim = (cur, max);
+        drop(lim);
+        set_mlock_rights(p);
+    }
+    Ok([old.0, old.1])
+}
+
+/// Mirror the caller's `RLIMIT_MEMLOCK` and `CAP_IPC_LOCK` (uid 0) into
+/// its address space, which applies them.
+fn set_mlock_rights(p: &Process) {
+    let r = mm::vma::MlockRights {
+        limit: p.rlimit_memlock.lock().0,
+        cap_ipc_lock: p.uid.load(Ordering::Relaxed) == 0,
+    };
+    let _ = p.with_mm(|mm| mm.set_mlock_rights(r));
+}
+
+/// `setuid(uid)`: as root, sets the (only) uid and, when it is not 0,
+/// drops root's capabilities; otherwise only the current uid is allowed
+/// (EPERM).  `-1` is EINVAL.  This kernel keeps one uid for real,
+/// effective and saved.
+fn sys_setuid(p: &Process, uid: u64) -> R {
+    let uid = uid as u32;
+    if uid == u32::MAX {
+        return Err(Errno::EINVAL);
+    }
+    let cur = p.uid.load(Ordering::Relaxed);
+    if cur != 0 && uid != cur {
+        return Err(Errno::EPERM);
+    }
+    p.uid.store(uid, Ordering::Relaxed);
+    set_mlock_rights(p);
+    Ok(0)
 }
 
 /// `prctl`: the process name and the THP switch; any other option is

@@ -89,6 +89,14 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         302 => Prlimit64,
         318 => Getrandom,
         334 => Rseq,
+        97 => Getrlimit,
+        105 => Setuid,
+        149 => Mlock,
+        150 => Munlock,
+        151 => Mlockall,
+        152 => Munlockall,
+        160 => Setrlimit,
+        325 => Mlock2,
         _ => return None,
     })
 }

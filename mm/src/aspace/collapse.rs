@@ -495,13 +495,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             debug_assert!(pmd, "the mTHP window's entries were just cleared");
             return Err(CollapseError::VmaCheck);
         }
-        ctx.rmap_add_new(new.into_raw(), self.id, va, pmd);
+        let new = new.into_raw();
+        ctx.rmap_add_new(new, self.id, va, pmd);
+        self.mlock_new_folio(v, new);
         // Unmap the sources: a folio whose every mapping was in the window
         // goes in one step; one also mapped elsewhere (shared, or a large
         // folio straddling the window) drops its window pages run by run.
         // RSS changes once, by the new folio's pages minus the sources'.
         let mut unmapped = 0;
         for &(f, c) in &folios {
+            self.munlock_vma_folio(v, f);
             if f.large_mapcount() as u64 == c && f.entire_mapcount() == 0 {
                 ctx.rmap_remove_all_ptes(f, c);
             } else {

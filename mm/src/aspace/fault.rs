@@ -207,6 +207,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             .fill_ptes_shared(w, addr, base, f.pfn(), n, anon_attrs(vma))
             .is_ok()
         {
+            self.mlock_new_folio(vma, *f);
             self.account_new_anon(f, base);
         }
         Ok(())
@@ -377,6 +378,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let f = f.into_raw();
         ctx.rmap_add_new(f, self.id, base, true);
+        self.mlock_new_folio(vma, f);
         self.rss_add(f.nr_pages());
         stats.inc(PMD_ORDER, MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::ThpFaultAlloc);
@@ -491,6 +493,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if set.is_err() {
             return Locked::Done(Err(Fault::Oom));
         }
+        self.mlock_new_folio(vma, *f);
         self.account_new_anon(f, base);
         Locked::Done(Ok(()))
     }
@@ -610,9 +613,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g.finish();
         pt.set_pte(va, new.pfn(), anon_attrs(vma), None)
             .expect("the PTE table exists: an entry was just cleared in it");
-        ctx.rmap_add_new(new.into_raw(), self.id, va, false);
+        let new = new.into_raw();
+        ctx.rmap_add_new(new, self.id, va, false);
+        self.mlock_new_folio(vma, new);
         match src {
             Some((f, idx)) => {
+                self.munlock_vma_folio(vma, f);
                 ctx.rmap_remove_ptes(f, idx, 1);
                 f.put();
                 ctx.thp.stats.count(VmEvent::FaultCowCopy);

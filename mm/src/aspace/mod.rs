@@ -74,6 +74,7 @@ pub mod ctx;
 mod fault;
 mod fork;
 pub mod khugepaged;
+mod mlock;
 mod mprotect;
 mod mremap;
 mod pageout;
@@ -91,7 +92,9 @@ use crate::sync::{
 };
 
 use crate::abi::errno::Errno;
-use crate::abi::uapi::{Advice, MREMAP_MAYMOVE, MapFlags, MremapFlags, Prot};
+use crate::abi::uapi::{
+    Advice, MAP_FIXED, MAP_FIXED_NOREPLACE, MREMAP_MAYMOVE, MapFlags, MremapFlags, Prot,
+};
 use crate::addr::PAGE_SIZE;
 use crate::cpu::AtomicCpuSet;
 use crate::paging::{
@@ -109,6 +112,9 @@ pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
 pub use report::{ThpMaps, VmaReport};
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
+
+/// `MAP_FIXED` or `MAP_FIXED_NOREPLACE`: an mmap that may replace.
+const MAP_FIXED_ANY: MapFlags = MAP_FIXED.union(MAP_FIXED_NOREPLACE);
 
 /// Kind of access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,6 +486,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
     }
 
+    /// The parts of `[addr, addr + len)` (rounded as munmap does) in
+    /// locked VMAs: their folios are munlocked before an unmap.
+    fn locked_in(
+        &self,
+        vmas: &VmaSet,
+        addr: u64,
+        len: u64,
+    ) -> alloc::vec::Vec<core::ops::Range<u64>> {
+        let end = addr.saturating_add(crate::addr::align_up(len, PAGE_SIZE).unwrap_or(u64::MAX));
+        vmas.find_intersecting(addr & !(PAGE_SIZE - 1), end)
+            .filter(|v| v.flags.contains(VmFlags::LOCKED))
+            .map(|v| v.start.max(addr)..v.end.min(end))
+            .collect()
+    }
+
     pub(crate) fn register_khugepaged(&self) {
         if !self.khugepaged.swap(true, Relaxed) {
             self.ctx.khugepaged_enter(self.id);
@@ -493,8 +514,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// range in (writable if the mapping is, as Linux), ignoring failures.
     pub fn mmap(&self, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> Result<u64, Errno> {
         let mut vmas = self.mmap_write();
+        let locked = MAP_FIXED_ANY
+            .intersects(flags)
+            .then(|| self.locked_in(&vmas, addr, len));
         let out = vmas.mmap(addr, len, prot, flags, -1, 0)?;
         let mut pt = self.lock_pt();
+        for r in locked.iter().flatten() {
+            self.mlock_walk(&mut pt, r.clone(), false);
+        }
         for r in &out.unmapped {
             self.zap_range(&mut pt, r.start, r.end, true);
         }
@@ -515,9 +542,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// freed, which no other VMA's fault reaches.
     pub fn munmap(&self, addr: u64, len: u64) -> Result<(), Errno> {
         let mut vmas = self.mmap_write();
+        let locked = self.locked_in(&vmas, addr, len);
         let ranges = vmas.munmap(addr, len)?;
         let vmas = vmas.downgrade();
         let mut pt = self.lock_pt();
+        for r in locked {
+            self.mlock_walk(&mut pt, r, false);
+        }
         // One gather for the whole call (Linux's `unmap_region`): the
         // leaves, the tables they empty and the gap tables below cost one
         // flush, so one shootdown round, and every table page and folio is
@@ -546,10 +577,30 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// ENOMEM after the earlier part changed, as Linux.
     pub fn mprotect(&self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
         let mut vmas = self.mmap_write();
+        // Locked VMAs not writable yet: made writable, they are populated
+        // at once (Linux's mprotect_fixup: the COW happens now, not at a
+        // fault later), and the new folios are mlocked.
+        let ro_locked: alloc::vec::Vec<(u64, u64)> = vmas
+            .find_intersecting(addr, addr.saturating_add(len))
+            .filter(|v| v.flags & (VmFlags::WRITE | VmFlags::LOCKED) == VmFlags::LOCKED)
+            .map(|v| (v.start, v.end))
+            .collect();
         let out = vmas.mprotect(addr, len, prot);
         let mut pt = self.lock_pt();
         for (r, flags) in &out.changed {
             self.change_protection(&mut pt, r.start, r.end, *flags);
+        }
+        drop(pt);
+        for (r, flags) in &out.changed {
+            if !flags.contains(VmFlags::WRITE) || flags.contains(VmFlags::LOCKONFAULT) {
+                continue;
+            }
+            for &(s, e) in &ro_locked {
+                let (s, e) = (s.max(r.start), e.min(r.end));
+                if s < e {
+                    self.populate(&vmas, s, e, Some(Access::Write));
+                }
+            }
         }
         out.result
     }
@@ -591,6 +642,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             MadviseAction::Zap => {
                 for r in &out.ranges {
+                    // `MADV_DONTNEED_LOCKED` in a locked VMA.
+                    self.munlock_before_zap(vmas, &mut pt, r.start, r.end);
                     self.zap_range(&mut pt, r.start, r.end, false);
                 }
             }
@@ -653,8 +706,22 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Result<u64, Errno> {
         let mut vmas = self.mmap_write();
         let saved = flags.contains(MREMAP_MAYMOVE).then(|| vmas.clone());
+        // Locked ranges before the call: what it unmaps there is munlocked.
+        let locked: alloc::vec::Vec<(u64, u64)> = vmas
+            .iter()
+            .filter(|v| v.flags.contains(VmFlags::LOCKED))
+            .map(|v| (v.start, v.end))
+            .collect();
         let plan = vmas.mremap(old_addr, old_len, new_len, flags, new_addr)?;
         let mut pt = self.lock_pt();
+        for u in &plan.unmapped {
+            for &(s, e) in &locked {
+                let (s, e) = (s.max(u.start), e.min(u.end));
+                if s < e {
+                    self.mlock_walk(&mut pt, s..e, false);
+                }
+            }
+        }
         let r = self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref());
         if let Err(e) = r {
             let mut old = saved.expect("only a move can fail");
@@ -664,6 +731,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             *vmas = old;
             return Err(e);
+        }
+        // A locked mapping that grew has its new part populated (Linux's
+        // mremap: `mm_populate` when `VM_LOCKED`, unless on-fault).
+        let grown = plan.new_addr + old_len.min(new_len)..plan.new_addr + new_len;
+        let lock = vmas.find(plan.new_addr).map(|v| v.flags);
+        drop(pt);
+        if new_len > old_len
+            && lock
+                .is_some_and(|f| f.contains(VmFlags::LOCKED) && !f.contains(VmFlags::LOCKONFAULT))
+        {
+            self.populate(&vmas, grown.start, grown.end, None);
         }
         Ok(plan.new_addr)
     }
@@ -752,6 +830,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let vmas = self.mmap_write();
         let child = Mm::with_layout(self.ctx, *vmas.layout())?;
         self.copy_into(&vmas, &child)?;
+        // Locks are not inherited (Linux's dup_mmap clears VM_LOCKED_MASK).
+        child.mmap_write().clear_mlock_for_fork();
         // Linux's `khugepaged_fork`: the child inherits the registration.
         if self.khugepaged_registered() {
             child.register_khugepaged();
@@ -798,6 +878,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let all: alloc::vec::Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
         let mut pt = self.lock_pt();
         for (s, e) in all {
+            self.munlock_before_zap(&vmas, &mut pt, s, e);
             if let Ok(ranges) = vmas.munmap(s, e - s) {
                 for r in &ranges {
                     self.zap_range(&mut pt, r.start, r.end, true);
@@ -822,8 +903,18 @@ impl<A: PagingArch> Drop for Mm<'_, A> {
             .iter()
             .map(|v| (v.start, v.end))
             .collect();
+        let locked: alloc::vec::Vec<(u64, u64)> = self
+            .vmas
+            .get_mut()
+            .iter()
+            .filter(|v| v.flags.contains(VmFlags::LOCKED))
+            .map(|v| (v.start, v.end))
+            .collect();
         {
             let mut pt = self.lock_pt();
+            for (s, e) in locked {
+                self.mlock_walk(&mut pt, s..e, false);
+            }
             for (s, e) in ranges {
                 self.zap_range(&mut pt, s, e, true);
             }

@@ -110,6 +110,11 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
     let Some(lock) = f.try_lock() else {
         return Pageout::Kept;
     };
+    // Never reclaim mlocked memory (notes §4.2), whole folios or pages
+    // mapped in a locked VMA that only partly covers a folio.
+    if f.is_mlocked() {
+        return Pageout::Kept;
+    }
     if f.test(PageFlags::LAZYFREE) {
         return discard_lazyfree(mms, f, lock);
     }
@@ -156,7 +161,9 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
             .unwrap_or(0);
         let unmapped = match rmap_walk(mms, f, va) {
             // Ours, the cache's and one per mapping: anything more is a pin.
-            Ok(mut walk) if f.extra_refs() == 2 => {
+            Ok(mut walk)
+                if f.extra_refs() == 2 && !walk.mappers.iter().any(|m| m.maybe_locked_at(va)) =>
+            {
                 let r = try_to_unmap_swap(&mut walk, f, ty, slot, &area.map);
                 if r.dirty {
                     f.set_flags(PageFlags::DIRTY);
@@ -225,6 +232,9 @@ fn discard_lazyfree<'a, A: PagingArch>(
         let Ok(mut walk) = rmap_walk(mms, f, va) else {
             return Pageout::Kept;
         };
+        if walk.mappers.iter().any(|m| m.maybe_locked_at(va)) {
+            return Pageout::Kept;
+        }
         // Only ours beyond the mappings.
         if f.extra_refs() != 1 {
             return Pageout::Kept;
@@ -399,6 +409,20 @@ fn swap_run_matches<'a, A: PagingArch>(
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {
+    /// Whether the VMA at `va` may be `VM_LOCKED`, for reclaim, which must
+    /// not unmap pages of a locked VMA (Linux's `try_to_unmap_one` bails
+    /// out on one).  The mmap lock is only tried (reclaim may hold
+    /// page-table locks, which rank below it); a writer holding it makes
+    /// the answer "maybe", and the folio is kept this round.
+    pub(crate) fn maybe_locked_at(&self, va: u64) -> bool {
+        match self.mmap_try_read() {
+            Some(v) => v
+                .find(va)
+                .is_some_and(|v| v.flags.contains(crate::vma::VmFlags::LOCKED)),
+            None => true,
+        }
+    }
+
     /// A fault on the swap entry `e` at `addr` in `vma` (mmap lock held
     /// for reading, no page-table lock).  `Ok` means retry the access.
     pub(crate) fn do_swap_page(

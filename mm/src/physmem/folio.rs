@@ -180,6 +180,12 @@ impl<'a> Folio<'a> {
         self.head().flags.fetch_or(f.bits(), Acquire) & f.bits() == f.bits()
     }
 
+    /// Clears `f`; returns whether any of it was set.
+    #[inline]
+    pub fn test_and_clear(&self, f: PageFlags) -> bool {
+        self.head().flags.fetch_and(!f.bits(), Relaxed) & f.bits() != 0
+    }
+
     /// Takes the folio lock if it is free.
     #[inline]
     pub fn trylock(&self) -> bool {
@@ -208,6 +214,46 @@ impl<'a> Folio<'a> {
             "unlocking an unlocked folio: {}",
             self.dump()
         );
+    }
+
+    /// Whether the folio is mlocked as a whole (Linux's
+    /// `folio_test_mlocked`).  Reclaim skips mlocked folios.
+    pub fn is_mlocked(&self) -> bool {
+        self.test(PageFlags::MLOCKED)
+    }
+
+    /// Mark the folio mlocked (Linux's `mlock_folio` /
+    /// `mlock_new_folio`).  Returns whether it was not already, in which
+    /// case its pages were added to `Mlocked:` and the caller counts
+    /// `unevictable_pgs_mlocked`.
+    ///
+    /// There is no `mlock_count`: one flag, whoever locked it.  A folio
+    /// locked through two address spaces (the same page mlocked by both
+    /// sides of a fork: the child never inherits the lock, so it must have
+    /// locked it itself) loses the flag when the *first* of them munlocks,
+    /// munmaps or exits, and the other side's lock then rests on its
+    /// `VM_LOCKED` VMA alone: reclaim's unmap must refuse any mapping in a
+    /// locked VMA (as Linux's `try_to_unmap_one` does, which is also what
+    /// keeps a partially covered large folio resident), so the pages stay
+    /// resident and only `Mlocked:` undercounts them.  Linux's count is
+    /// best-effort too and relies on the same rescue.
+    pub fn mlock(&self) -> bool {
+        if self.test_and_set(PageFlags::MLOCKED) {
+            return false;
+        }
+        self.allocator().mlocked_add(self.nr_pages(), true);
+        true
+    }
+
+    /// Clear the mlock mark (Linux's `munlock_folio`).  Returns whether it
+    /// was set, in which case its pages left `Mlocked:` and the caller
+    /// counts `unevictable_pgs_munlocked`.
+    pub fn munlock(&self) -> bool {
+        if !self.test_and_clear(PageFlags::MLOCKED) {
+            return false;
+        }
+        self.allocator().mlocked_add(self.nr_pages(), false);
+        true
     }
 
     #[inline]

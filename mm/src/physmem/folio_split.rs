@@ -23,7 +23,10 @@ const INHERITED: PageFlags = PageFlags::ANON
     .union(PageFlags::LOCKED)
     .union(PageFlags::DIRTY)
     .union(PageFlags::UPTODATE)
-    .union(PageFlags::KERNEL);
+    .union(PageFlags::KERNEL)
+    // As Linux's split passes `PG_mlocked` to every new folio: the pages
+    // stay locked and counted in `Mlocked:`, whatever size they now form.
+    .union(PageFlags::MLOCKED);
 
 impl<'a> FolioLockGuard<'a> {
     /// Turn this locked folio into sub-folios of `orders` (address order;

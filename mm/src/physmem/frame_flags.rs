@@ -120,6 +120,10 @@ bitflags! {
         const ZERO_PAGE        = 1 << 20;
         /// An unmovable kernel allocation.
         const KERNEL           = 1 << 21;
+        /// Mlocked as a whole (Linux's `PG_mlocked`): mapped into a
+        /// `VM_LOCKED` VMA wholly (see `aspace::mlock`).  Reclaim never
+        /// takes it; the pages count in `Mlocked:` / `Unevictable:`.
+        const MLOCKED          = 1 << 22;
         /// In the swap cache (`swap::cache`): the cache holds a reference
         /// and the folio's slots carry `HAS_CACHE`.
         const SWAPCACHE        = 1 << 23;

@@ -105,6 +105,11 @@ named_enum! {
     pub enum VmEvent {
         /// Every resolved page fault (minor faults; we have no major ones).
         PgFault => "pgfault",
+        /// Pages of folios newly mlocked (`mlock`, faults in locked VMAs).
+        UnevictablePgsMlocked => "unevictable_pgs_mlocked",
+        /// Pages of folios munlocked (`munlock`, munmap or exit of a
+        /// locked mapping).
+        UnevictablePgsMunlocked => "unevictable_pgs_munlocked",
         /// PMD-sized THP allocated at fault.
         ThpFaultAlloc => "thp_fault_alloc",
         /// PMD-sized THP allocation failed at fault.

@@ -24,6 +24,7 @@
 //!
 //! All mappings are anonymous and private.
 
+pub mod mlock;
 pub mod ops;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ use crate::abi::uapi::{PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, Prot};
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, align_down, align_up};
 use crate::thp::VmaThpHints;
 
+pub use mlock::{MlockOutcome, MlockRights};
 pub use ops::{
     MadviseAction, MadviseOutcome, MmapOutcome, MprotectOutcome, MremapMove, MremapPlan,
 };
@@ -74,6 +76,9 @@ bitflags::bitflags! {
         const DONTCOPY = 0x2_0000;
         /// Cannot be expanded by mremap.
         const DONTEXPAND = 0x4_0000;
+        /// `MLOCK_ONFAULT` / `MCL_ONFAULT`: with `LOCKED`, pages are locked
+        /// as they fault in instead of being populated by the lock call.
+        const LOCKONFAULT = 0x8_0000;
         /// Private writable memory charged against overcommit.
         const ACCOUNT = 0x10_0000;
         /// `MAP_NORESERVE`.
@@ -274,6 +279,11 @@ pub struct VmaSet {
     map: BTreeMap<u64, Vma>,
     layout: Layout,
     next_anon_vma: AnonVmaId,
+    /// `mm->def_flags`' lock bits (`mlockall(MCL_FUTURE)`): added to every
+    /// later mapping.
+    def_flags: VmFlags,
+    /// What the owner may lock (`RLIMIT_MEMLOCK`, `CAP_IPC_LOCK`).
+    rights: MlockRights,
 }
 
 impl Default for VmaSet {
@@ -289,6 +299,8 @@ impl VmaSet {
             map: BTreeMap::new(),
             layout,
             next_anon_vma: 1,
+            def_flags: VmFlags::empty(),
+            rights: MlockRights::default(),
         }
     }
 

@@ -16,7 +16,8 @@
 //! * `MADV_MERGEABLE`/`UNMERGEABLE` (KSM), `MADV_GUARD_*` and
 //!   `MADV_HWPOISON`/`SOFT_OFFLINE` are EINVAL, as on a Linux built without
 //!   those features;
-//! * no rlimits (`RLIMIT_AS`, `RLIMIT_MEMLOCK`) and no overcommit refusal.
+//! * no `RLIMIT_AS` and no overcommit refusal (`RLIMIT_MEMLOCK` is
+//!   applied: see [`super::mlock`]).
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -244,16 +245,29 @@ impl VmaSet {
         if noreplace && self.intersects(addr, end) {
             return Err(Errno::EEXIST);
         }
+        // Lock bits: `MAP_LOCKED` and `mlockall(MCL_FUTURE)`'s def_flags,
+        // refused (EPERM) or over `RLIMIT_MEMLOCK` (EAGAIN) before the
+        // mapping type is looked at, as Linux's do_mmap.
+        let mut lock = self.def_flags;
+        if flags.contains(MAP_LOCKED) {
+            lock |= VmFlags::LOCKED;
+            if !self.can_do_mlock() {
+                return Err(Errno::EPERM);
+            }
+        }
+        if !self.mlock_future_ok(lock, len) {
+            return Err(Errno::EAGAIN);
+        }
         if flags & MAP_TYPE != MAP_PRIVATE {
             return Err(Errno::EINVAL);
         }
-        let mut vf =
-            VmFlags::from_prot(prot) | VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC;
+        let mut vf = VmFlags::from_prot(prot)
+            | VmFlags::MAYREAD
+            | VmFlags::MAYWRITE
+            | VmFlags::MAYEXEC
+            | lock;
         if flags.contains(MAP_GROWSDOWN) {
             vf |= VmFlags::GROWSDOWN;
-        }
-        if flags.contains(MAP_LOCKED) {
-            vf |= VmFlags::LOCKED;
         }
         if flags.contains(MAP_NORESERVE) {
             vf |= VmFlags::NORESERVE;
@@ -281,8 +295,11 @@ impl VmaSet {
             },
         );
         self.merge_range(addr, end);
-        let populate =
-            vf.contains(VmFlags::LOCKED) || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+        // A `VM_LOCKONFAULT` mapping is never populated (Linux's
+        // populate_vma_page_range skips it, even for `MAP_POPULATE`).
+        let populate = (vf.contains(VmFlags::LOCKED)
+            || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE)
+            && !vf.contains(VmFlags::LOCKONFAULT);
         Ok(MmapOutcome {
             addr,
             len,
@@ -403,7 +420,7 @@ impl VmaSet {
 
     /// Give `[start, end)`, which lies inside one VMA, the flags `nf`,
     /// splitting that VMA as needed (merging is left to the caller).
-    fn set_flags(&mut self, start: u64, end: u64, nf: VmFlags) {
+    pub(super) fn set_flags(&mut self, start: u64, end: u64, nf: VmFlags) {
         self.split_at(start);
         self.split_at(end);
         if let Some(v) = self.map.get_mut(&start) {
@@ -660,6 +677,9 @@ impl VmaSet {
             if new_len != old_len && vma.flags.contains(VmFlags::DONTEXPAND) {
                 return Err(Errno::EFAULT);
             }
+            if new_len > old_len && !self.mlock_future_ok(vma.flags, new_len - old_len) {
+                return Err(Errno::EAGAIN);
+            }
         }
         let mut plan = MremapPlan {
             new_addr: addr,
@@ -742,9 +762,10 @@ impl VmaSet {
             anon_vma: src.anon_vma,
         };
         if dontunmap {
-            // The old range stays mapped; Linux drops VM_LOCKED from it.
+            // The old range stays mapped; Linux drops its lock bits.
             if src.flags.contains(VmFlags::LOCKED) {
-                self.set_flags(addr, addr + old_len, src.flags - VmFlags::LOCKED);
+                let nf = src.flags - super::mlock::VM_LOCKED_MASK;
+                self.set_flags(addr, addr + old_len, nf);
                 self.merge_range(addr, addr + old_len);
             }
         } else {

@@ -115,6 +115,9 @@ impl BuddyAllocator<'_> {
         if cfg!(debug_assertions) {
             self.check_release(idx, w);
         }
+        if w & PageFlags::MLOCKED.bits() != 0 {
+            self.freed_mlocked(order_of(w));
+        }
         // The head's `POISONED` mark for the cache: a head never has one,
         // unless `scrub` just poisoned the folio.
         let mut keep = 0;
@@ -122,6 +125,15 @@ impl BuddyAllocator<'_> {
             keep = self.scrub(idx, w);
         }
         (w, keep)
+    }
+
+    /// A folio freed with `MLOCKED` still set (its last locked mapping went
+    /// without a munlock, or it was freed under one): its pages leave
+    /// `Mlocked:` here, counted as Linux's `unevictable_pgs_cleared`.
+    #[cold]
+    fn freed_mlocked(&self, order: u32) {
+        self.mlocked_add(1 << order, false);
+        self.mlock_cleared.fetch_add(1 << order, Relaxed);
     }
 
     /// The per-CPU list a freed folio goes to: the type it was allocated

@@ -180,6 +180,12 @@ pub struct BuddyAllocator<'a> {
     /// Called (no lock held) when an allocation leaves the zone below the
     /// low mark: wakes kswapd.
     kswapd_hook: spin::Once<&'static (dyn Fn() + Sync)>,
+    /// Pages of folios with `MLOCKED` set (Linux's `NR_MLOCK`): raised and
+    /// lowered by `Folio::mlock` / `Folio::munlock`, and lowered by the
+    /// free path for a folio freed still mlocked.
+    mlocked: AtomicU64,
+    /// Pages freed while still mlocked (Linux's `unevictable_pgs_cleared`).
+    mlock_cleared: AtomicU64,
 }
 
 /// Which watermark.
@@ -239,6 +245,29 @@ impl<'a> BuddyAllocator<'a> {
             poison_seen: AtomicBool::new(cfg!(debug_assertions)),
             wmark: [const { AtomicU64::new(0) }; 3],
             kswapd_hook: spin::Once::new(),
+            mlocked: AtomicU64::new(0),
+            mlock_cleared: AtomicU64::new(0),
+        }
+    }
+
+    /// Pages of mlocked folios now (`Mlocked:` in `/proc/meminfo`).
+    pub fn mlocked_pages(&self) -> u64 {
+        self.mlocked.load(Relaxed)
+    }
+
+    /// Pages freed while still mlocked since boot
+    /// (`unevictable_pgs_cleared`).
+    pub fn mlock_cleared_pages(&self) -> u64 {
+        self.mlock_cleared.load(Relaxed)
+    }
+
+    /// `Folio::mlock` / `munlock` changed `MLOCKED` on `pages` pages.
+    pub(crate) fn mlocked_add(&self, pages: u64, add: bool) {
+        if add {
+            self.mlocked.fetch_add(pages, Relaxed);
+        } else {
+            let old = self.mlocked.fetch_sub(pages, Relaxed);
+            debug_assert!(old >= pages, "Mlocked below zero");
         }
     }
 

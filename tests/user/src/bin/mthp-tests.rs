@@ -26,6 +26,8 @@ mod errnos;
 mod folios;
 #[path = "mthp-tests/linux_answers.rs"]
 mod linux_answers;
+#[path = "mthp-tests/mlock.rs"]
+mod mlock;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
 #[path = "mthp-tests/syscalls.rs"]
@@ -96,4 +98,8 @@ static TESTS: &[Test] = tests![
     syscalls::signals_to_self,
     linux_answers::huge_zero_page_not_anon_huge,
     linux_answers::root_opens_pseudo_files_as_linux,
+    mlock::mlock_errnos,
+    mlock::mlock_counts_whole_folios,
+    mlock::mlock_not_inherited_by_fork,
+    mlock::mlock_limits_unprivileged,
 ];
