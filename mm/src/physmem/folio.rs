@@ -270,10 +270,12 @@ impl<'a> Folio<'a> {
         let rc = &self.head().refcount;
         // Dropping the last references needs no read-modify-write: a holder
         // of every reference has no one to race with, because references are
-        // only ever taken from an existing one (there is no speculative
-        // "get unless zero").  That saves an atomic RMW (~6 ns) on every
-        // free; adding a speculative get would require the RMW again.
-        if rc.load(Acquire) == n {
+        // only ever taken from an existing one.  That saves an atomic RMW
+        // (~6 ns) on every free.  The one speculative "get unless zero" is
+        // LRU isolation, which only looks at folios on the LRU side
+        // (`LRU` / `LRU_BATCH`, which become `LRU` without a reference when
+        // a batch drains): those take the decrement below.
+        if rc.load(Acquire) == n && !self.lru_side() {
             rc.store(0, Relaxed);
             self.alloc.release_folio(self.idx);
             return;
@@ -295,7 +297,7 @@ impl<'a> Folio<'a> {
     #[inline]
     pub(crate) fn put_many_deferred(self, n: u32) -> Option<u32> {
         let rc = &self.head().refcount;
-        if rc.load(Acquire) == n {
+        if rc.load(Acquire) == n && !self.lru_side() {
             rc.store(0, Relaxed);
             return Some(self.idx);
         }
@@ -309,6 +311,13 @@ impl<'a> Folio<'a> {
             }
             None
         }
+    }
+
+    /// On an LRU list or in an add batch, where isolation may take a
+    /// speculative reference (see [`Self::put_many`]).
+    #[inline]
+    fn lru_side(&self) -> bool {
+        self.head().flags.load(Relaxed) & crate::reclaim::lru::F_LRU_ANY != 0
     }
 
     #[cold]
@@ -618,9 +627,11 @@ impl fmt::Debug for Page<'_> {
     }
 }
 
-/// An intrusive FIFO of folios threaded through the head descriptors' link
-/// fields — the deferred-split queue.  Membership is the folio's
-/// `DEFERRED_SPLIT` flag, so a folio is on at most one such list.
+/// An intrusive FIFO of large folios threaded through the link fields of
+/// each folio's *second* frame (head + 1; the head's links are the LRU's)
+/// — the deferred-split queue.  The links hold head indices.  Membership
+/// is the folio's `DEFERRED_SPLIT` flag, so a folio is on at most one such
+/// list; order-0 folios have no second frame and are never queued.
 ///
 /// The list is plain data: the owner wraps it in a lock, and that lock
 /// protects the link fields of every queued folio.  Queued folios hold no
@@ -651,17 +662,18 @@ impl FolioList {
 
     /// Appends `f`; false (and no change) if it is already queued.
     pub fn push_back(&mut self, f: Folio<'_>) -> bool {
+        assert!(f.is_large(), "queueing an order-0 folio: {}", f.dump());
         if f.test_and_set(PageFlags::DEFERRED_SPLIT) {
             return false;
         }
         let mm = f.alloc.memmap();
-        let d = f.head();
+        let d = mm.at(f.idx + 1);
         d.link_next.store(NO_FRAME, Relaxed);
         d.link_prev.store(self.tail, Relaxed);
         if self.tail == NO_FRAME {
             self.head = f.idx;
         } else {
-            mm.at(self.tail).link_next.store(f.idx, Relaxed);
+            mm.at(self.tail + 1).link_next.store(f.idx, Relaxed);
         }
         self.tail = f.idx;
         self.len += 1;
@@ -674,18 +686,18 @@ impl FolioList {
             return false;
         }
         let mm = f.alloc.memmap();
-        let d = f.head();
+        let d = mm.at(f.idx + 1);
         let prev = d.link_prev.load(Relaxed);
         let next = d.link_next.load(Relaxed);
         if prev == NO_FRAME {
             self.head = next;
         } else {
-            mm.at(prev).link_next.store(next, Relaxed);
+            mm.at(prev + 1).link_next.store(next, Relaxed);
         }
         if next == NO_FRAME {
             self.tail = prev;
         } else {
-            mm.at(next).link_prev.store(prev, Relaxed);
+            mm.at(next + 1).link_prev.store(prev, Relaxed);
         }
         d.link_prev.store(NO_FRAME, Relaxed);
         d.link_next.store(NO_FRAME, Relaxed);
@@ -713,7 +725,7 @@ impl FolioList {
                 return None;
             }
             let f = Folio::from_head(alloc, i);
-            i = alloc.memmap().at(i).link_next.load(Relaxed);
+            i = alloc.memmap().at(i + 1).link_next.load(Relaxed);
             Some(f)
         })
     }

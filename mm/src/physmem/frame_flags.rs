@@ -9,8 +9,8 @@
 //! | 7      | `Head`: some tail may have `ANON_EXCLUSIVE` set (`TAILS_AE`)   |
 //! | 8      | free block sits on an unmovable list (`Free`/`Pcp` heads)     |
 //! | 9      | the frame was poisoned when freed (checked when handed out)    |
-//! | 10..24 | [`PageFlags`]: folio flags (head) and per-page flags           |
-//! | 24..32 | unused                                                         |
+//! | 10..28 | [`PageFlags`]: folio flags (head) and per-page flags           |
+//! | 28..32 | unused                                                         |
 //!
 //! The pageblock mobility tag is *not* here but in the owner word (see
 //! [`crate::physmem::memmap::OWNER_PB_UNMOVABLE`]): the flags word is rewritten with
@@ -123,6 +123,19 @@ bitflags! {
         /// In the swap cache (`swap::cache`): the cache holds a reference
         /// and the folio's slots carry `HAS_CACHE`.
         const SWAPCACHE        = 1 << 23;
+        /// On one of the node's LRU lists (`reclaim::lru`), linked through
+        /// the head's `link_prev` / `link_next`.  Set and cleared under the
+        /// LRU lock.
+        const LRU              = 1 << 24;
+        /// On (or, isolated, belonging to) the active list rather than the
+        /// inactive one.
+        const ACTIVE           = 1 << 25;
+        /// Seen young once by reclaim (Linux's `PG_referenced`): a second
+        /// sighting activates it (`reclaim::lru`'s `check_references`).
+        const REFERENCED       = 1 << 26;
+        /// Waiting in a CPU's LRU add batch (the head's `link_next` holds
+        /// the CPU); becomes `LRU` when the batch is drained.
+        const LRU_BATCH        = 1 << 27;
     }
 }
 

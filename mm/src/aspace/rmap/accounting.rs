@@ -130,6 +130,9 @@ impl<'a> MmCtx<'a> {
             f.add_large_mapcount(n as i32);
         }
         self.thp.stats.inc(f.order(), MthpStat::NrAnon);
+        // New anonymous folios start on the inactive list (Linux's
+        // `folio_add_lru_vma` after `folio_add_new_anon_rmap`).
+        self.lru_add_new(f);
     }
 
     /// fork shares `n` pages from page `first` of `f` with a child by PTEs:

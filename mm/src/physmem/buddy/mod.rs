@@ -174,6 +174,9 @@ pub struct BuddyAllocator<'a> {
     /// `POISONED` mark.  While false, preparing a folio does not look at its
     /// tails at all: reading them is a cache miss per 32-byte descriptor.
     poison_seen: AtomicBool,
+    /// The node's anonymous LRU (here because the free path must take a
+    /// dying folio off it; see `reclaim::lru`).
+    lru: crate::reclaim::lru::Lru,
 }
 
 impl<'a> BuddyAllocator<'a> {
@@ -189,7 +192,19 @@ impl<'a> BuddyAllocator<'a> {
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
             poison: AtomicBool::new(cfg!(debug_assertions)),
             poison_seen: AtomicBool::new(cfg!(debug_assertions)),
+            lru: crate::reclaim::lru::Lru::new(),
         }
+    }
+
+    /// The node's anonymous LRU lists (see `reclaim::lru`).
+    pub fn lru(&self) -> &crate::reclaim::lru::Lru {
+        &self.lru
+    }
+
+    /// The CPU hook, for the LRU's locks (masked interrupts, CPU id).
+    #[inline]
+    pub(crate) fn cpu_hook(&self) -> &CpuHook<'a> {
+        &self.cpu
     }
 
     pub fn memmap(&self) -> Memmap<'a> {
