@@ -134,26 +134,15 @@ impl<'a> MmCtx<'a> {
         self.buddy.lru()
     }
 
-    /// A new anonymous folio joins the inactive list (through the CPU's
-    /// add batch for order 0): the fault path, COW copies, collapse and
-    /// swap-in copies call it from `rmap_add_new`, a folio read into the
-    /// swap cache calls [`Self::lru_add`].
-    #[inline]
-    pub(crate) fn lru_add_new(&self, f: Folio<'a>) {
-        self.lru().add_new(self.buddy, f.idx());
-    }
-
-    /// Adds `f` (anonymous, referenced by the caller) to the inactive list
-    /// unless it is already on the LRU side (listed, batched); for folios
-    /// that enter the LRU without a new mapping, e.g. one read into the
-    /// swap cache (Linux adds it there, before it is mapped).  Returns
-    /// whether it was added.
+    /// Adds `f` (anonymous, referenced by the caller) to the inactive
+    /// list (order 0 through the CPU's add batch), for folios that enter
+    /// the LRU without `rmap_add_new` (which adds every new mapped folio
+    /// itself): e.g. one read into the swap cache (Linux adds it there,
+    /// before it is mapped).  Nothing happens, and false is returned, if
+    /// it is on the LRU side already (listed or batched) or marked active
+    /// (isolated by someone).  Any context but an interrupt handler.
     pub fn lru_add(&self, f: Folio<'a>) -> bool {
-        if f.flags().intersects(PageFlags::LRU | PageFlags::LRU_BATCH) {
-            return false;
-        }
-        self.lru_add_new(f);
-        true
+        self.lru().add(self.buddy, f.idx())
     }
 
     /// Moves every CPU's add batch onto the lists (Linux's

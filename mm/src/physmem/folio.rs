@@ -378,9 +378,16 @@ impl<'a> Folio<'a> {
     /// (`va >> 12`, < 2^46).
     #[inline]
     pub fn set_anon_owner(&self, mm_id: u64, vpn: u64) {
+        self.set_anon_owner_flags(mm_id, vpn, PageFlags::empty());
+    }
+
+    /// [`Self::set_anon_owner`] that also sets `extra` in the same atomic
+    /// operation (a new folio's LRU flag, on the fault path).
+    #[inline]
+    pub(crate) fn set_anon_owner_flags(&self, mm_id: u64, vpn: u64, extra: PageFlags) {
         assert!(mm_id <= MAX_MM_ID && vpn < (1 << OWNER_VPN_BITS));
         self.set_owner_raw((mm_id << OWNER_VPN_BITS) | vpn);
-        self.set_flags(PageFlags::ANON);
+        self.set_flags(PageFlags::ANON | extra);
     }
 
     /// `(mm_id, vpn)` of an anonymous folio.

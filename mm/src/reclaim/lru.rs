@@ -78,6 +78,17 @@ const F_REFERENCED: u32 = PageFlags::REFERENCED.bits();
 /// Either place on the LRU side (see [`Folio::put_many`]'s use).
 pub(crate) const F_LRU_ANY: u32 = F_LRU | F_BATCH;
 
+/// The flag a new folio of `order` takes when it joins the LRU: order 0
+/// waits in a CPU's add batch, larger ones are linked at once.
+#[inline]
+pub(crate) fn new_folio_flag(order: u32) -> PageFlags {
+    if order == 0 {
+        PageFlags::LRU_BATCH
+    } else {
+        PageFlags::LRU
+    }
+}
+
 /// Which list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LruList {
@@ -242,27 +253,42 @@ impl Lru {
         }
     }
 
-    /// A new anonymous folio (the caller holds a reference and has just
-    /// mapped it, or put it in the swap cache) joins the inactive list:
-    /// through the running CPU's batch if it is order 0, at once if large.
-    /// Linux's `folio_add_lru`.  The folio must be on no list yet.
+    /// A new anonymous folio (referenced by the caller) joins the
+    /// inactive list: through the running CPU's batch if it is order 0,
+    /// at once if large (Linux's `folio_add_lru`).  False, and nothing
+    /// done, if it is on the LRU side already or marked active (isolated).
+    /// Masks interrupts itself, so any context but an interrupt handler.
+    pub(crate) fn add(&self, alloc: &BuddyAllocator<'_>, idx: u32) -> bool {
+        let d = alloc.memmap().at(idx);
+        let w = d.flags.load(Relaxed);
+        if w & (F_LRU_ANY | F_ACTIVE) != 0 {
+            return false;
+        }
+        let _irq = alloc.cpu_hook().irq_guard();
+        d.flags
+            .fetch_or(new_folio_flag(order_of(w)).bits(), Relaxed);
+        self.add_new_flagged(alloc, idx);
+        true
+    }
+
+    /// The fault path's [`Self::add`]: the caller has just set the
+    /// folio's flag ([`new_folio_flag`], together with `ANON`) and runs
+    /// with preemption off (under a page-table lock), so the running CPU
+    /// stays the same and no holder of these locks on this CPU can be
+    /// preempted under it.  Interrupts are not masked (that saves two
+    /// calls on every fault), which is safe because interrupt handlers
+    /// never take the LRU locks (they drop no folio references).
     #[inline]
-    pub(crate) fn add_new(&self, alloc: &BuddyAllocator<'_>, idx: u32) {
+    pub(crate) fn add_new_flagged(&self, alloc: &BuddyAllocator<'_>, idx: u32) {
         let mm = alloc.memmap();
         let d = mm.at(idx);
-        let w = d.flags.load(Relaxed);
-        debug_assert!(
-            w & F_LRU_ANY == 0,
-            "folio already on the LRU: {}",
-            mm.dump(mm.pfn_of(idx))
-        );
-        let (_irq, cpu) = alloc.cpu_hook().irq_guard_on_cpu();
-        if order_of(w) != 0 || cpu >= MAX_CPUS {
-            return self.add_now(&mm, idx, w);
+        let hook = alloc.cpu_hook();
+        let cpu = if hook.trivial() { 0 } else { hook.ops.cpu_id() };
+        if d.flags.load(Relaxed) & F_LRU != 0 || cpu >= MAX_CPUS {
+            return self.add_now(&mm, idx);
         }
         let mut b = self.batches[cpu].0.lock();
         d.link_next.store(cpu as u32, Relaxed);
-        d.flags.fetch_or(F_BATCH, Relaxed);
         let n = b.n;
         b.idx[n] = idx;
         b.n = n + 1;
@@ -271,35 +297,54 @@ impl Lru {
         }
     }
 
-    /// Links a large folio (or one from a CPU without a batch) at the
-    /// inactive head now; interrupts are masked by the caller.
-    #[cold]
-    fn add_now(&self, mm: &Memmap<'_>, idx: u32, w: u32) {
+    /// Links a large folio (flagged `LRU` already), or an order-0 one
+    /// from a CPU without a batch, at the inactive head now.
+    #[inline(never)]
+    fn add_now(&self, mm: &Memmap<'_>, idx: u32) {
         let d = mm.at(idx);
         let mut l = self.lists.lock();
-        let active = w & F_ACTIVE != 0;
-        l.add_head(mm, idx, active, 1 << order_of(w));
-        d.flags.fetch_or(F_LRU, Relaxed);
+        let w = d.flags.load(Relaxed);
+        l.add_head(mm, idx, false, 1 << order_of(w));
+        if w & F_BATCH != 0 {
+            d.flags.fetch_xor(F_LRU | F_BATCH, Relaxed);
+        }
     }
 
-    /// Moves a batch to the lists in the order it was filled (each at the
-    /// head, so the last added is the newest), under one lists-lock hold
-    /// (Linux's `folio_batch_move_lru`).  Each folio goes from `LRU_BATCH`
-    /// to `LRU` in one atomic flip, so the free path's one load of the
-    /// flags always sees where it is.
+    /// Moves a batch to the inactive list in the order it was filled
+    /// (each at the head, so the last added is the newest), under one
+    /// lists-lock hold (Linux's `folio_batch_move_lru`): batched folios
+    /// are order 0 and inactive (activation drains a folio's batch
+    /// first), so the batch is spliced in as one chain.  Each folio goes
+    /// from `LRU_BATCH` to `LRU` in one atomic flip, so the free path's
+    /// one load of the flags always sees where it is.
     #[inline(never)]
     fn drain_locked(&self, mm: &Memmap<'_>, b: &mut Batch) {
-        if b.n == 0 {
+        let n = b.n;
+        if n == 0 {
             return;
         }
+        let idx = &b.idx[..n];
         let mut l = self.lists.lock();
-        for &idx in &b.idx[..b.n] {
-            let d = mm.at(idx);
-            let w = d.flags.load(Relaxed);
-            l.add_head(mm, idx, w & F_ACTIVE != 0, 1 << order_of(w));
+        let list = &mut l.lists[0];
+        // Newest (last added) first: idx[n-1] → … → idx[0] → old head.
+        let old_head = list.head;
+        for k in 0..n {
+            let d = mm.at(idx[k]);
+            let next = if k == 0 { old_head } else { idx[k - 1] };
+            let prev = if k + 1 == n { NO_FRAME } else { idx[k + 1] };
+            d.link_next.store(next, Relaxed);
+            d.link_prev.store(prev, Relaxed);
             let old = d.flags.fetch_xor(F_LRU | F_BATCH, Relaxed);
-            debug_assert!(old & F_LRU_ANY == F_BATCH);
+            debug_assert!(old & (F_LRU_ANY | F_ACTIVE) == F_BATCH && order_of(old) == 0);
         }
+        if old_head == NO_FRAME {
+            list.tail = idx[0];
+        } else {
+            mm.at(old_head).link_prev.store(idx[0], Relaxed);
+        }
+        list.head = idx[n - 1];
+        list.folios += n as u64;
+        list.pages += n as u64;
         b.n = 0;
     }
 
