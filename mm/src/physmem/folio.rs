@@ -634,11 +634,14 @@ impl fmt::Debug for Page<'_> {
     }
 }
 
-/// An intrusive FIFO of large folios threaded through the link fields of
-/// each folio's *second* frame (head + 1; the head's links are the LRU's)
-/// — the deferred-split queue.  The links hold head indices.  Membership
-/// is the folio's `DEFERRED_SPLIT` flag, so a folio is on at most one such
-/// list; order-0 folios have no second frame and are never queued.
+/// An intrusive FIFO of folios — the deferred-split queue — threaded
+/// through the link fields of each large folio's *second* frame (head +
+/// 1), since the head's links are the LRU's.  The links hold head indices.
+/// Membership is the folio's `DEFERRED_SPLIT` flag, so a folio is on at
+/// most one such list.  An order-0 folio has no second frame and uses its
+/// head's links: the deferred-split queue never holds one, and other
+/// users (tests holding raw allocations) queue folios that are not on the
+/// LRU.
 ///
 /// The list is plain data: the owner wraps it in a lock, and that lock
 /// protects the link fields of every queued folio.  Queued folios hold no
@@ -648,6 +651,13 @@ pub struct FolioList {
     head: u32,
     tail: u32,
     len: usize,
+}
+
+/// The descriptor carrying [`FolioList`] links for the folio headed at
+/// `idx`: its second frame if large, else the head itself.
+#[inline]
+fn link_node(mm: &crate::physmem::memmap::Memmap<'_>, idx: u32) -> u32 {
+    if mm.at(idx).order() > 0 { idx + 1 } else { idx }
 }
 
 impl FolioList {
@@ -669,18 +679,24 @@ impl FolioList {
 
     /// Appends `f`; false (and no change) if it is already queued.
     pub fn push_back(&mut self, f: Folio<'_>) -> bool {
-        assert!(f.is_large(), "queueing an order-0 folio: {}", f.dump());
         if f.test_and_set(PageFlags::DEFERRED_SPLIT) {
             return false;
         }
         let mm = f.alloc.memmap();
-        let d = mm.at(f.idx + 1);
+        debug_assert!(
+            f.is_large() || !f.test(PageFlags::LRU),
+            "queueing an order-0 folio that is on the LRU: {}",
+            f.dump()
+        );
+        let d = mm.at(link_node(&mm, f.idx));
         d.link_next.store(NO_FRAME, Relaxed);
         d.link_prev.store(self.tail, Relaxed);
         if self.tail == NO_FRAME {
             self.head = f.idx;
         } else {
-            mm.at(self.tail + 1).link_next.store(f.idx, Relaxed);
+            mm.at(link_node(&mm, self.tail))
+                .link_next
+                .store(f.idx, Relaxed);
         }
         self.tail = f.idx;
         self.len += 1;
@@ -693,18 +709,18 @@ impl FolioList {
             return false;
         }
         let mm = f.alloc.memmap();
-        let d = mm.at(f.idx + 1);
+        let d = mm.at(link_node(&mm, f.idx));
         let prev = d.link_prev.load(Relaxed);
         let next = d.link_next.load(Relaxed);
         if prev == NO_FRAME {
             self.head = next;
         } else {
-            mm.at(prev + 1).link_next.store(next, Relaxed);
+            mm.at(link_node(&mm, prev)).link_next.store(next, Relaxed);
         }
         if next == NO_FRAME {
             self.tail = prev;
         } else {
-            mm.at(next + 1).link_prev.store(prev, Relaxed);
+            mm.at(link_node(&mm, next)).link_prev.store(prev, Relaxed);
         }
         d.link_prev.store(NO_FRAME, Relaxed);
         d.link_next.store(NO_FRAME, Relaxed);
@@ -732,7 +748,8 @@ impl FolioList {
                 return None;
             }
             let f = Folio::from_head(alloc, i);
-            i = alloc.memmap().at(i + 1).link_next.load(Relaxed);
+            let mm = alloc.memmap();
+            i = mm.at(link_node(&mm, i)).link_next.load(Relaxed);
             Some(f)
         })
     }
