@@ -331,4 +331,30 @@ both_formats!(
     referenced_pmd_2m,
     referenced_shared_after_fork,
     check_references_and_shrink_active,
+    lru_add_new_folio,
 );
+
+/// `lru_add` (the swap-in entry point) adds a folio new to the LRU once:
+/// a raw order-0 allocation goes through the batch, a large one straight
+/// to the list, and a second call does nothing.
+fn lru_add_new_folio<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        use mm::physmem::buddy::AllocFlags;
+        use mm::physmem::folio::FolioRef;
+        let small = FolioRef::from_raw(env.buddy.alloc(0, AllocFlags::USER).unwrap());
+        let big = FolioRef::from_raw(env.buddy.alloc(4, AllocFlags::USER).unwrap());
+        small.set_anon_owner(1, 0x100);
+        big.set_anon_owner(1, 0x200);
+        assert!(env.ctx.lru_add(*small));
+        assert!(!env.ctx.lru_add(*small));
+        assert!(env.ctx.lru_add(*big));
+        assert!(!env.ctx.lru_add(*big));
+        assert_eq!(counts(env), (16, 0, 1));
+        assert!(small.test(PageFlags::LRU_BATCH));
+        assert!(big.test(PageFlags::LRU));
+        // The last references go: both leave the LRU.
+        drop(small);
+        drop(big);
+        assert_eq!(counts(env), (0, 0, 0));
+    });
+}

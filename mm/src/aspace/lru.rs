@@ -87,10 +87,10 @@ pub fn folio_referenced<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: Folio<'a>)
         let mut at: Vec<u64> = Vec::new();
         for step in pt.walk_range(va, end) {
             match step {
-                Step::Leaf(h) if h.level == PMD_LEVEL => {
-                    if h.leaf.pfn == folio.pfn() && h.start == va {
-                        at.push(h.start);
-                    }
+                Step::Leaf(h)
+                    if h.level == PMD_LEVEL && h.leaf.pfn == folio.pfn() && h.start == va =>
+                {
+                    at.push(h.start);
                 }
                 Step::Ptes(run) => {
                     let mut i = 0;
@@ -139,8 +139,11 @@ impl<'a> MmCtx<'a> {
     /// the LRU without `rmap_add_new` (which adds every new mapped folio
     /// itself): e.g. one read into the swap cache (Linux adds it there,
     /// before it is mapped).  Nothing happens, and false is returned, if
-    /// it is on the LRU side already (listed or batched) or marked active
-    /// (isolated by someone).  Any context but an interrupt handler.
+    /// it is on the LRU side already (listed or batched) or marked active.
+    /// The folio must be new to the LRU: an isolated inactive folio looks
+    /// the same as a new one and would be added behind its isolator's
+    /// back (Linux's `folio_add_lru` has the same precondition).  Any
+    /// context but an interrupt handler.
     pub fn lru_add(&self, f: Folio<'a>) -> bool {
         self.lru().add(self.buddy, f.idx())
     }
