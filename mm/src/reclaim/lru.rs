@@ -278,7 +278,7 @@ impl Lru {
     /// preempted under it.  Interrupts are not masked (that saves two
     /// calls on every fault), which is safe because interrupt handlers
     /// never take the LRU locks (they drop no folio references).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add_new_flagged(&self, alloc: &BuddyAllocator<'_>, idx: u32) {
         let mm = alloc.memmap();
         let d = mm.at(idx);
