@@ -24,6 +24,7 @@ pub mod cpu;
 pub mod emu;
 pub mod paging;
 pub mod physmem;
+pub mod reclaim;
 pub mod swap;
 pub mod sync;
 pub mod thp;

@@ -70,24 +70,38 @@ pub(super) fn meminfo() -> String {
             huge += mm.thpmaps().total().anon_huge_bytes >> 10;
         });
     }
+    // The anonymous LRU (pages): folios still in a CPU's add batch count
+    // as inactive, where they are headed.  No page cache, so the file
+    // lists are empty and Active/Inactive are the anon ones.
+    let lru = crate::mem::uspace::ctx().lru_counts();
+    let active_anon = lru.active_pages * 4;
+    let inactive_anon = (lru.inactive_pages + lru.batched_pages) * 4;
     // Linux's fields in Linux's order, those this kernel can state
-    // truthfully: no page cache, swap or shared memory yet (so those are
-    // really 0), no LRU lists yet (so no Active/Inactive lines rather than
-    // invented ones; `Unevictable` is exact: see below).
+    // truthfully: no page cache or shared memory yet (so those are really
+    // 0).
     // Mlocked folios are the only unevictable memory here (no ramfs, no
     // SHM_LOCK), so `Unevictable:` is `Mlocked:`.
     let mlocked = crate::mem::memory::buddy().mlocked_pages() * 4;
-    let rows: [(&str, u64); 17] = [
+    let swap = &crate::mem::uspace::ctx().swap;
+    let (swap_total, swap_free) = swap.totals();
+    let swap_cached = swap.cache.pages();
+    let rows: [(&str, u64); 23] = [
         ("MemTotal", total),
         ("MemFree", free),
         ("MemAvailable", free),
         ("Buffers", 0),
         ("Cached", 0),
-        ("SwapCached", 0),
+        ("SwapCached", swap_cached * 4),
+        ("Active", active_anon),
+        ("Inactive", inactive_anon),
+        ("Active(anon)", active_anon),
+        ("Inactive(anon)", inactive_anon),
+        ("Active(file)", 0),
+        ("Inactive(file)", 0),
         ("Unevictable", mlocked),
         ("Mlocked", mlocked),
-        ("SwapTotal", 0),
-        ("SwapFree", 0),
+        ("SwapTotal", swap_total * 4),
+        ("SwapFree", swap_free * 4),
         ("AnonPages", anon),
         ("Mapped", 0),
         ("Shmem", 0),

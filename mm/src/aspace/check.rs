@@ -20,6 +20,10 @@
 //! * deposited tables = PMD leaves, per address space (the deposit chain is
 //!   walked, not just its counter);
 //! * each space's anon RSS = anonymous pages mapped;
+//! * the anonymous LRU: lists well formed with their counts, every entry
+//!   an allocated anonymous folio found once, and every mapped anonymous
+//!   folio on exactly the list (or add batch) its flags name, or isolated
+//!   with a reference beyond its mappings;
 //! * queued deferred-split folios are large, anonymous and mapped, and
 //!   either partially mapped (a page of theirs is mapped nowhere) or
 //!   PMD-sized underused-shrinker candidates;
@@ -238,6 +242,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             ));
         }
     }
+    check_lru(ctx, &folios, &mut errors);
     // The free lists: no free frame is mapped, in a folio, or a table.
     let buddy = ctx.buddy;
     let mut bad_free = 0;
@@ -267,6 +272,64 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
     } else {
         errors.truncate(20);
         Err(errors.join("\n"))
+    }
+}
+
+/// The anonymous LRU (`reclaim::lru`): the lists and batches are well
+/// formed with their counts (the snapshot checks links, flags and page
+/// counts), each entry is an allocated, referenced anonymous folio head
+/// found once; and every mapped anonymous folio (`folios`) is on exactly
+/// one list or in one add batch as its flags say, or else isolated, which
+/// needs a reference beyond its mappings (the isolator's).
+fn check_lru<'a>(
+    ctx: &super::MmCtx<'a>,
+    folios: &BTreeMap<u64, FolioSeen<'a>>,
+    errors: &mut Vec<String>,
+) {
+    use crate::reclaim::LruPlace;
+    let buddy = ctx.buddy;
+    let mm = buddy.memmap();
+    let snap = match ctx.lru().snapshot(buddy) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(format!("LRU: {e}"));
+            return;
+        }
+    };
+    let mut place: BTreeMap<u64, LruPlace> = BTreeMap::new();
+    for (idx, at) in snap {
+        let pfn = mm.pfn_of(idx);
+        match ctx.folio(pfn) {
+            Some(f) if f.pfn() == pfn && f.is_anon() && f.refcount() > 0 => {}
+            _ => errors.push(format!(
+                "LRU {at:?} holds pfn {pfn:#x}, not a referenced anonymous folio head: {}",
+                mm.dump(pfn)
+            )),
+        }
+        if let Some(prev) = place.insert(pfn, at) {
+            errors.push(format!("LRU: pfn {pfn:#x} found twice ({prev:?}, {at:?})"));
+        }
+    }
+    for (pfn, s) in folios {
+        let f = s.folio.expect("set with the entry");
+        let maps = s.ptes + s.pmds;
+        let listed = f.test(PageFlags::LRU);
+        let batched = f.test(PageFlags::LRU_BATCH);
+        let ok = match place.get(pfn) {
+            Some(LruPlace::List { active }) => {
+                listed && !batched && *active == f.test(PageFlags::ACTIVE)
+            }
+            Some(LruPlace::Batch(_)) => batched && !listed,
+            None => !listed && !batched && f.refcount() as u64 > maps,
+        };
+        if !ok {
+            errors.push(format!(
+                "folio {pfn:#x}: mapped, LRU place {:?} but flags {:?}, refcount {} for {maps} mappings",
+                place.get(pfn),
+                f.flags(),
+                f.refcount()
+            ));
+        }
     }
 }
 

@@ -115,8 +115,9 @@ pub const DEFAULT_MAX_ASID: u16 = 4095;
 ///   collapse for the underused shrinker) and the
 ///   link fields of every queued folio (and the `DEFERRED_SPLIT` /
 ///   `PARTIALLY_MAPPED` flags together with the `nr_anon_partially_mapped`
-///   gauge).  Taken under a page-table lock; nothing but the buddy zone
-///   lock may be taken under it.
+///   gauge).  Taken under a page-table lock; nothing but the LRU locks
+///   (`reclaim::lru`, reached as [`MmCtx::lru`]) and the buddy zone lock
+///   may be taken under it.
 /// * `huge_zero_lock` — serialises the lazy allocation of the huge zero
 ///   folio (taken under a page-table lock, takes only the zone lock).
 /// * `ids` — ASID and mm-id pools; a leaf.

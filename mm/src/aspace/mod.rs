@@ -51,7 +51,15 @@
 //!    lock.
 //! 4. **deferred-split queue lock** — in [`MmCtx`]; protects the queue and
 //!    queued folios' links and `PARTIALLY_MAPPED` flags.
-//! 5. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
+//! 5. **LRU locks** (`crate::reclaim::lru`, the node's, reached as
+//!    [`MmCtx::lru`]) — a CPU's add-batch lock, then the lists lock
+//!    (Linux's `lru_lock`); they protect the batches, the lists, the LRU
+//!    links of listed folios and their `LRU`/`LRU_BATCH`/`ACTIVE` flags.
+//!    Leaves: nothing is taken under them and no folio reference is
+//!    dropped under them.  Taken with interrupts masked, from the fault
+//!    path (under a page-table lock), the free path (anywhere a last
+//!    reference drops) and split (under the page-table locks).
+//! 6. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
 //!    and identifier locks in `MmCtx` sit just above it, and khugepaged's
 //!    registry lock (in `MmCtx`) is a leaf too.
 //!
@@ -74,6 +82,7 @@ pub mod ctx;
 mod fault;
 mod fork;
 pub mod khugepaged;
+mod lru;
 mod mlock;
 mod mprotect;
 mod mremap;
@@ -110,6 +119,7 @@ pub use check::check_invariants;
 pub use collapse::CollapseError;
 pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
+pub use lru::{FolioReferences, ShrinkActive, folio_referenced};
 pub use report::{ThpMaps, VmaReport};
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
 

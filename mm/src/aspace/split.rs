@@ -175,10 +175,9 @@ fn split_folio_impl<'a, A: PagingArch>(
         Ok(w) => w,
         Err(e) => return fail(e),
     };
-    if folio.extra_refs() != 1 {
-        return fail(Errno::EAGAIN);
-    }
-    let Some(lock) = folio.try_lock() else {
+    // The pin check and the folio lock under the LRU lock: LRU isolation
+    // takes speculative references, but not while the lock is held.
+    let Some(lock) = ctx.lru().lock_folio_checked(folio, 1) else {
         return fail(Errno::EAGAIN);
     };
     // --- nothing fails from here on ---
@@ -193,6 +192,10 @@ fn split_folio_impl<'a, A: PagingArch>(
     };
     let (owner, _) = folio.anon_owner().expect("checked above");
     let subs = lock.split_meta(&plan);
+    // The pieces join the LRU where the folio was (Linux's
+    // `lru_add_split_folio`).
+    let heads: Vec<u32> = subs.iter().map(|s| s.folio().idx()).collect();
+    ctx.lru().split_pieces(ctx.buddy, &heads);
     // The splitter's new references on all but the first sub-folio (the
     // first keeps the caller's); dropped last, after the sub-folios'
     // locks and the page-table locks, so unmapped sub-folios are freed

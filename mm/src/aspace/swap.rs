@@ -535,6 +535,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
             f.set_flags(PageFlags::SWAPCACHE);
             f.get(); // the cache's
+            // On the inactive list from the start, as Linux adds a folio
+            // read into the swap cache.
+            ctx.lru_add(*f);
             let read = area.io.read(ctx.mem, slot0, f.pa(), nr);
             if read.is_err() {
                 leave_cache(ctx, area, *f, slot0);

@@ -36,6 +36,7 @@ mod pte_batch;
 mod table;
 mod tlb;
 mod walk;
+mod young;
 
 pub use arch::{
     Attrs, ENTRIES_PER_TABLE, Entry, Leaf, NR_LEVELS, PMD_LEVEL, PTE_LEVEL, PUD_LEVEL, PagingArch,

@@ -316,10 +316,12 @@ impl<'a> Folio<'a> {
         let rc = &self.head().refcount;
         // Dropping the last references needs no read-modify-write: a holder
         // of every reference has no one to race with, because references are
-        // only ever taken from an existing one (there is no speculative
-        // "get unless zero").  That saves an atomic RMW (~6 ns) on every
-        // free; adding a speculative get would require the RMW again.
-        if rc.load(Acquire) == n {
+        // only ever taken from an existing one.  That saves an atomic RMW
+        // (~6 ns) on every free.  The one speculative "get unless zero" is
+        // LRU isolation, which only looks at folios on the LRU side
+        // (`LRU` / `LRU_BATCH`, which become `LRU` without a reference when
+        // a batch drains): those take the decrement below.
+        if rc.load(Acquire) == n && !self.lru_side() {
             rc.store(0, Relaxed);
             self.alloc.release_folio(self.idx);
             return;
@@ -341,7 +343,7 @@ impl<'a> Folio<'a> {
     #[inline]
     pub(crate) fn put_many_deferred(self, n: u32) -> Option<u32> {
         let rc = &self.head().refcount;
-        if rc.load(Acquire) == n {
+        if rc.load(Acquire) == n && !self.lru_side() {
             rc.store(0, Relaxed);
             return Some(self.idx);
         }
@@ -355,6 +357,13 @@ impl<'a> Folio<'a> {
             }
             None
         }
+    }
+
+    /// On an LRU list or in an add batch, where isolation may take a
+    /// speculative reference (see [`Self::put_many`]).
+    #[inline]
+    fn lru_side(&self) -> bool {
+        self.head().flags.load(Relaxed) & crate::reclaim::lru::F_LRU_ANY != 0
     }
 
     #[cold]
@@ -415,9 +424,16 @@ impl<'a> Folio<'a> {
     /// (`va >> 12`, < 2^46).
     #[inline]
     pub fn set_anon_owner(&self, mm_id: u64, vpn: u64) {
+        self.set_anon_owner_flags(mm_id, vpn, PageFlags::empty());
+    }
+
+    /// [`Self::set_anon_owner`] that also sets `extra` in the same atomic
+    /// operation (a new folio's LRU flag, on the fault path).
+    #[inline]
+    pub(crate) fn set_anon_owner_flags(&self, mm_id: u64, vpn: u64, extra: PageFlags) {
         assert!(mm_id <= MAX_MM_ID && vpn < (1 << OWNER_VPN_BITS));
         self.set_owner_raw((mm_id << OWNER_VPN_BITS) | vpn);
-        self.set_flags(PageFlags::ANON);
+        self.set_flags(PageFlags::ANON | extra);
     }
 
     /// `(mm_id, vpn)` of an anonymous folio.
@@ -664,9 +680,14 @@ impl fmt::Debug for Page<'_> {
     }
 }
 
-/// An intrusive FIFO of folios threaded through the head descriptors' link
-/// fields — the deferred-split queue.  Membership is the folio's
-/// `DEFERRED_SPLIT` flag, so a folio is on at most one such list.
+/// An intrusive FIFO of folios — the deferred-split queue — threaded
+/// through the link fields of each large folio's *second* frame (head +
+/// 1), since the head's links are the LRU's.  The links hold head indices.
+/// Membership is the folio's `DEFERRED_SPLIT` flag, so a folio is on at
+/// most one such list.  An order-0 folio has no second frame and uses its
+/// head's links: the deferred-split queue never holds one, and other
+/// users (tests holding raw allocations) queue folios that are not on the
+/// LRU.
 ///
 /// The list is plain data: the owner wraps it in a lock, and that lock
 /// protects the link fields of every queued folio.  Queued folios hold no
@@ -676,6 +697,13 @@ pub struct FolioList {
     head: u32,
     tail: u32,
     len: usize,
+}
+
+/// The descriptor carrying [`FolioList`] links for the folio headed at
+/// `idx`: its second frame if large, else the head itself.
+#[inline]
+fn link_node(mm: &crate::physmem::memmap::Memmap<'_>, idx: u32) -> u32 {
+    if mm.at(idx).order() > 0 { idx + 1 } else { idx }
 }
 
 impl FolioList {
@@ -701,13 +729,20 @@ impl FolioList {
             return false;
         }
         let mm = f.alloc.memmap();
-        let d = f.head();
+        debug_assert!(
+            f.is_large() || !f.test(PageFlags::LRU),
+            "queueing an order-0 folio that is on the LRU: {}",
+            f.dump()
+        );
+        let d = mm.at(link_node(&mm, f.idx));
         d.link_next.store(NO_FRAME, Relaxed);
         d.link_prev.store(self.tail, Relaxed);
         if self.tail == NO_FRAME {
             self.head = f.idx;
         } else {
-            mm.at(self.tail).link_next.store(f.idx, Relaxed);
+            mm.at(link_node(&mm, self.tail))
+                .link_next
+                .store(f.idx, Relaxed);
         }
         self.tail = f.idx;
         self.len += 1;
@@ -720,18 +755,18 @@ impl FolioList {
             return false;
         }
         let mm = f.alloc.memmap();
-        let d = f.head();
+        let d = mm.at(link_node(&mm, f.idx));
         let prev = d.link_prev.load(Relaxed);
         let next = d.link_next.load(Relaxed);
         if prev == NO_FRAME {
             self.head = next;
         } else {
-            mm.at(prev).link_next.store(next, Relaxed);
+            mm.at(link_node(&mm, prev)).link_next.store(next, Relaxed);
         }
         if next == NO_FRAME {
             self.tail = prev;
         } else {
-            mm.at(next).link_prev.store(prev, Relaxed);
+            mm.at(link_node(&mm, next)).link_prev.store(prev, Relaxed);
         }
         d.link_prev.store(NO_FRAME, Relaxed);
         d.link_next.store(NO_FRAME, Relaxed);
@@ -759,7 +794,8 @@ impl FolioList {
                 return None;
             }
             let f = Folio::from_head(alloc, i);
-            i = alloc.memmap().at(i).link_next.load(Relaxed);
+            let mm = alloc.memmap();
+            i = mm.at(link_node(&mm, i)).link_next.load(Relaxed);
             Some(f)
         })
     }

@@ -18,7 +18,10 @@ use crate::physmem::frame_flags::{FrameState, PageFlags, TAILS_AE, word};
 
 /// Folio flags a sub-folio inherits from the folio it was split from.  The
 /// queue flags must already be clear, `LARGE` is recomputed per sub-folio
-/// and `ANON_EXCLUSIVE` is per page (kept in each frame's own word).
+/// and `ANON_EXCLUSIVE` is per page (kept in each frame's own word).  The
+/// LRU state (`ACTIVE`, `REFERENCED`) is inherited, as Linux's split; `LRU`
+/// itself stays on the first sub-folio only, which keeps the old head's
+/// place on the list until `Lru::split_pieces` links the others.
 const INHERITED: PageFlags = PageFlags::ANON
     .union(PageFlags::LOCKED)
     .union(PageFlags::DIRTY)
@@ -26,7 +29,9 @@ const INHERITED: PageFlags = PageFlags::ANON
     .union(PageFlags::KERNEL)
     // As Linux's split passes `PG_mlocked` to every new folio: the pages
     // stay locked and counted in `Mlocked:`, whatever size they now form.
-    .union(PageFlags::MLOCKED);
+    .union(PageFlags::MLOCKED)
+    .union(PageFlags::ACTIVE)
+    .union(PageFlags::REFERENCED);
 
 impl<'a> FolioLockGuard<'a> {
     /// Turn this locked folio into sub-folios of `orders` (address order;
@@ -51,6 +56,7 @@ impl<'a> FolioLockGuard<'a> {
         );
         debug_assert!(this.test(PageFlags::LOCKED));
         debug_assert!(!this.test(PageFlags::DEFERRED_SPLIT));
+        debug_assert!(!this.test(PageFlags::LRU_BATCH));
         debug_assert_eq!(this.large_mapcount(), 0);
         debug_assert_eq!(this.refcount(), 1);
         let mm = this.allocator().memmap();
@@ -74,7 +80,7 @@ impl<'a> FolioLockGuard<'a> {
                     .any(|t| mm.at(t).page_flags().contains(PageFlags::ANON_EXCLUSIVE));
             let w = word(FrameState::Head, o, pf.bits()) | if tails_ae { TAILS_AE } else { 0 };
             if off == 0 {
-                first_word = w;
+                first_word = w | (this.flags() & PageFlags::LRU).bits();
             } else {
                 d.refcount.store(1, Relaxed);
                 d.mapcount.store(0, Relaxed);

@@ -127,6 +127,19 @@ bitflags! {
         /// In the swap cache (`swap::cache`): the cache holds a reference
         /// and the folio's slots carry `HAS_CACHE`.
         const SWAPCACHE        = 1 << 23;
+        /// On one of the node's LRU lists (`reclaim::lru`), linked through
+        /// the head's `link_prev` / `link_next`.  Set and cleared under the
+        /// LRU lock.
+        const LRU              = 1 << 24;
+        /// On (or, isolated, belonging to) the active list rather than the
+        /// inactive one.
+        const ACTIVE           = 1 << 25;
+        /// Seen young once by reclaim (Linux's `PG_referenced`): a second
+        /// sighting activates it (`reclaim::lru`'s `check_references`).
+        const REFERENCED       = 1 << 26;
+        /// Waiting in a CPU's LRU add batch (the head's `link_next` holds
+        /// the CPU); becomes `LRU` when the batch is drained.
+        const LRU_BATCH        = 1 << 27;
         /// `MADV_FREE`d and clean (Linux's anon folio without
         /// `PG_swapbacked`): reclaim discards it instead of swapping it,
         /// unless a mapping was written again.

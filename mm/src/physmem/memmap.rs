@@ -35,18 +35,25 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 /// Field use by state (heads carry the folio; a tail stores only its own
 /// page's flags and finds its head through `Memmap::head_of`):
 ///
-/// | field             | `Head` (allocated)          | tail (`Body`) | `Free`/`Pcp` head   |
-/// |-------------------|-----------------------------|---------------|---------------------|
-/// | `flags`           | state, order, folio flags   | state, AE     | state, order, list  |
-/// | `refcount`        | references                  | 0             | 0                   |
-/// | `mapcount`        | large mapcount              | 0             | 0                   |
-/// | `entire_mapcount` | PMD mappings (page tables: the PTE-table lock) | 0 | 0          |
-/// | `link_prev/next`  | deferred-split queue links  | —             | free/pcp list links |
-/// | `owner`           | rmap owner (mm id, vpn)     | —             | —                   |
+/// | field             | `Head` (allocated)          | second frame (`Body`)        | other tails | `Free`/`Pcp` head   |
+/// |-------------------|-----------------------------|------------------------------|-------------|---------------------|
+/// | `flags`           | state, order, folio flags   | state, AE                    | state, AE   | state, order, list  |
+/// | `refcount`        | references                  | 0                            | 0           | 0                   |
+/// | `mapcount`        | large mapcount              | 0                            | 0           | 0                   |
+/// | `entire_mapcount` | PMD mappings (page tables: the PTE-table lock) | 0         | 0           | 0                   |
+/// | `link_prev/next`  | LRU links (in an add batch: `link_next` = the CPU) | deferred-split queue links | — | free/pcp list links |
+/// | `owner`           | rmap owner (mm id, vpn)     | —                            | —           | —                   |
+///
+/// The "second frame" column is head + 1 of a large folio: its link
+/// fields, which tails leave unused, carry the deferred-split queue links
+/// (only folios of order ≥ 2 are queued), as Linux keeps `_deferred_list`
+/// in a folio's later pages, so that the head's links serve the LRU, which
+/// every anonymous folio is on.
 ///
 /// Free-list links are protected by the zone lock (buddy lists) or the
 /// owning CPU's pcp lock (pcp lists); deferred-split links by the queue's
-/// lock.  The counters are atomics touched by whoever holds a reference.
+/// lock; LRU links by the node's LRU lock (`reclaim::lru`).  The counters
+/// are atomics touched by whoever holds a reference.
 ///
 /// The owner word's top bits ([`OWNER_ALLOCATOR_BITS`]) belong to the
 /// allocator in every state: in a pageblock's tag frame they hold the

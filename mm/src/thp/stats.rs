@@ -155,6 +155,12 @@ named_enum! {
         PgLazyFree => "pglazyfree",
         /// Lazyfree pages reclaim discarded.
         PgLazyFreed => "pglazyfreed",
+        /// Pages of folios moved to (or marked for) the active LRU list.
+        PgActivate => "pgactivate",
+        /// Pages of folios moved from the active to the inactive list.
+        PgDeactivate => "pgdeactivate",
+        /// Pages scanned on the active list (`shrink_active_list`).
+        PgRefill => "pgrefill",
         /// Write fault that allocated a new anonymous folio (any order).
         FaultAnonAlloc => "fault_anon_alloc",
         /// Read fault that mapped the shared 4K zero page.

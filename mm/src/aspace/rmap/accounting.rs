@@ -112,7 +112,10 @@ impl<'a> MmCtx<'a> {
     /// hands it over with [`FolioRef::into_raw`](crate::physmem::folio::FolioRef::into_raw)
     /// (not dropped and taken again).
     pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) {
-        f.set_anon_owner(mm_id, va >> crate::addr::PAGE_SHIFT);
+        // The LRU flag goes with `ANON` in one atomic operation; the folio
+        // joins the list (or the CPU's add batch) at the end.
+        let lru = crate::reclaim::lru::new_folio_flag(f.order());
+        f.set_anon_owner_flags(mm_id, va >> crate::addr::PAGE_SHIFT, lru);
         for p in f.pages() {
             p.set_anon_exclusive();
         }
@@ -130,6 +133,10 @@ impl<'a> MmCtx<'a> {
             f.add_large_mapcount(n as i32);
         }
         self.thp.stats.inc(f.order(), MthpStat::NrAnon);
+        // New anonymous folios start on the inactive list (Linux's
+        // `folio_add_lru_vma` after `folio_add_new_anon_rmap`).  Every
+        // caller holds a page-table lock, so preemption is off.
+        self.lru().add_new_flagged(self.buddy, f.idx());
     }
 
     /// fork shares `n` pages from page `first` of `f` with a child by PTEs:

@@ -198,8 +198,8 @@ impl BuddyAllocator<'_> {
         head.mapcount.store(0, Relaxed);
         head.entire_mapcount.store(0, Relaxed);
         // The links are left as the free lists left them: they only mean
-        // something while `DEFERRED_SPLIT` is set, and `FolioList` writes
-        // both when it queues the folio.
+        // something while `LRU` or `DEFERRED_SPLIT` is set, and the LRU and
+        // `FolioList` write both when they link the folio.
         if flags.contains(AllocFlags::ZERO) {
             self.phys
                 .zero(mm.pfn_of(idx) << PAGE_SHIFT, PAGE_SIZE << order);

@@ -97,6 +97,9 @@ impl BuddyAllocator<'_> {
         if pf.contains(PageFlags::LOCKED) {
             self.bad_free(idx, format_args!("freeing a locked folio"));
         }
+        if pf.intersects(PageFlags::LRU | PageFlags::LRU_BATCH) {
+            self.bad_free(idx, format_args!("freeing a folio still on the LRU"));
+        }
         for i in idx + 1..idx + (1 << order) {
             if mm.at(i).state() != FrameState::Body {
                 self.bad_free(

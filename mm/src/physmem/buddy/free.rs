@@ -13,6 +13,7 @@ use crate::cpu::MAX_CPUS;
 use crate::physmem::frame_flags::{FrameState, POISONED, PageFlags, TAILS_AE, order_of, word};
 use crate::physmem::memmap::Memmap;
 use crate::physmem::pcp::{NR_MT, PCP_HIGH, PCP_MAX_ORDER, PcpLists, pcp_batch};
+use crate::reclaim::lru::F_LRU_ANY;
 
 /// Folios freed per interrupt-masked stretch of
 /// [`BuddyAllocator::release_folios`]: bounds the time interrupts stay
@@ -84,6 +85,8 @@ impl BuddyAllocator<'_> {
     pub(crate) fn release_folios(&self, idxs: &[u32]) {
         let mm = self.memmap;
         for chunk in idxs.chunks(RELEASE_CHUNK) {
+            // Off the LRU first, under one LRU-lock hold per chunk.
+            self.lru.del_freed_many(&mm, &self.cpu, chunk);
             let (_irq, cpu) = self.cpu.irq_guard_on_cpu();
             let p = (cpu < MAX_CPUS).then(|| self.pcp[cpu].0.enter(cpu));
             for &idx in chunk {
@@ -107,7 +110,13 @@ impl BuddyAllocator<'_> {
     /// mark for the cache.
     #[inline]
     fn release_checks(&self, mm: &Memmap<'_>, idx: u32) -> (u32, u32) {
-        let w = mm.at(idx).flags.load(Relaxed);
+        let mut w = mm.at(idx).flags.load(Relaxed);
+        if w & F_LRU_ANY != 0 {
+            // On an LRU list or in an add batch: take it off (Linux's
+            // `__page_cache_release` in `__folio_put`).
+            self.lru.del_freed(mm, &self.cpu, idx);
+            w = mm.at(idx).flags.load(Relaxed);
+        }
         let never = (PageFlags::RESERVED | PageFlags::ZERO_PAGE).bits();
         if FrameState::from_word(w) != FrameState::Head || w & never != 0 {
             self.bad_release(idx, w);

@@ -186,6 +186,9 @@ pub struct BuddyAllocator<'a> {
     mlocked: AtomicU64,
     /// Pages freed while still mlocked (Linux's `unevictable_pgs_cleared`).
     mlock_cleared: AtomicU64,
+    /// The node's anonymous LRU (here because the free path must take a
+    /// dying folio off it; see `reclaim::lru`).
+    lru: crate::reclaim::lru::Lru,
 }
 
 /// Which watermark.
@@ -243,6 +246,7 @@ impl<'a> BuddyAllocator<'a> {
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
             poison: AtomicBool::new(cfg!(debug_assertions)),
             poison_seen: AtomicBool::new(cfg!(debug_assertions)),
+            lru: crate::reclaim::lru::Lru::new(),
             wmark: [const { AtomicU64::new(0) }; 3],
             kswapd_hook: spin::Once::new(),
             mlocked: AtomicU64::new(0),
@@ -269,6 +273,17 @@ impl<'a> BuddyAllocator<'a> {
             let old = self.mlocked.fetch_sub(pages, Relaxed);
             debug_assert!(old >= pages, "Mlocked below zero");
         }
+    }
+
+    /// The node's anonymous LRU lists (see `reclaim::lru`).
+    pub fn lru(&self) -> &crate::reclaim::lru::Lru {
+        &self.lru
+    }
+
+    /// The CPU hook, for the LRU's locks (masked interrupts, CPU id).
+    #[inline]
+    pub(crate) fn cpu_hook(&self) -> &CpuHook<'a> {
+        &self.cpu
     }
 
     pub fn memmap(&self) -> Memmap<'a> {
