@@ -367,7 +367,36 @@ fn madvise_free_is_lazy<A: PagingArch>() {
     });
 }
 
+/// Reclaim swaps out unused folios whole (first sighting young: kept; the
+/// next pass reclaims), keeps mlocked ones, and the data survives.
+fn shrink_node_reclaims_whole_folios<A: PagingArch>() {
+    use mm::aspace::vmscan::Reclaimer;
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 4 * MIB, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 4 * MIB, 0x66);
+        mm.mlock(va, K64).unwrap();
+        let st = env.ctx.shrink_node(&[&mm], 512, Reclaimer::Direct);
+        assert!(st.reclaimed >= 512, "{st:?}");
+        assert_eq!(st.reclaimed, st.written);
+        assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 0);
+        assert_eq!(env.mthp(4, MthpStat::Swpout) * 16, st.written);
+        assert_eq!(env.event(VmEvent::PgstealDirect), st.reclaimed);
+        assert!(!is_swap_entry(env, &mm, va), "mlocked folio kept");
+        assert_eq!(mm.swapents(), st.written);
+        env.check(&[&mm]);
+        env.check_pages(&mm, va, 4 * MIB, 0x66);
+        env.check(&[&mm]);
+        mm.munmap(va, 4 * MIB).unwrap();
+    });
+}
+
 both_formats!(
+    shrink_node_reclaims_whole_folios,
     madvise_free_is_lazy,
     collapse_swaps_in,
     swapoff_brings_everything_back,

@@ -82,7 +82,7 @@ pub mod ctx;
 mod fault;
 mod fork;
 pub mod khugepaged;
-mod lru;
+pub mod lru;
 mod mlock;
 mod mprotect;
 mod mremap;
@@ -91,6 +91,7 @@ pub mod report;
 mod rmap;
 pub mod split;
 pub mod swap;
+pub mod vmscan;
 mod zap;
 
 use core::ops::{Deref, DerefMut};

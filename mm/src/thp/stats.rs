@@ -155,6 +155,24 @@ named_enum! {
         PgLazyFree => "pglazyfree",
         /// Lazyfree pages reclaim discarded.
         PgLazyFreed => "pglazyfreed",
+        /// Pages kswapd scanned on the inactive list.
+        PgscanKswapd => "pgscan_kswapd",
+        /// Pages direct reclaim scanned.
+        PgscanDirect => "pgscan_direct",
+        /// Pages kswapd reclaimed.
+        PgstealKswapd => "pgsteal_kswapd",
+        /// Pages direct reclaim reclaimed.
+        PgstealDirect => "pgsteal_direct",
+        /// Anonymous pages scanned by reclaim (any reclaimer).
+        PgscanAnon => "pgscan_anon",
+        /// Anonymous pages reclaimed.
+        PgstealAnon => "pgsteal_anon",
+        /// Allocations that entered direct reclaim (the one zone, Normal).
+        AllocstallNormal => "allocstall_normal",
+        /// kswapd wake-ups that ran a reclaim pass.
+        PageOutRun => "pageoutrun",
+        /// Pages reclaim wrote to swap.
+        NrVmscanWrite => "nr_vmscan_write",
         /// Pages of folios moved to (or marked for) the active LRU list.
         PgActivate => "pgactivate",
         /// Pages of folios moved from the active to the inactive list.
