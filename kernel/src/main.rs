@@ -93,6 +93,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     smp::init();
     block::init();
     khugepaged::start();
+    mem::kswapd::start();
     cpio::init(info.initrd);
     process::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);

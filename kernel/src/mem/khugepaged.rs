@@ -20,8 +20,9 @@
 //! * Under `selftest` the thread starts paused (tests that want it call
 //!   [`resume`]), so other self-tests see no background collapses.
 //! * Memory pressure: [`start`] installs the context's reclaim hook, which
-//!   runs the deferred-split shrinker over every live space; the fault path
-//!   calls it once when out of memory and retries.  Each pass also runs the
+//!   runs the deferred-split shrinker over every live space and then
+//!   direct reclaim (`kswapd::direct_reclaim`); the fault path calls it
+//!   once when out of memory and retries.  Each pass also runs the
 //!   shrinker over a few queued folios (the periodic part).
 use crate::cmdline;
 use crate::mem::uspace;
@@ -96,10 +97,11 @@ fn with_mm(id: u64, f: &mut dyn FnMut(&uspace::Space)) -> bool {
     }
 }
 
-/// The deferred-split shrinker over every live space; returns the folios
-/// split.  Used as the fault path's reclaim hook (interrupts masked there).
+/// The fault path's reclaim hook (no lock held): the deferred-split
+/// shrinker over every live space, then direct reclaim of the anon LRU.
+/// Returns the folios split plus the pages reclaimed.
 fn reclaim() -> usize {
-    shrink(usize::MAX)
+    shrink(usize::MAX) + crate::mem::kswapd::direct_reclaim() as usize
 }
 
 fn shrink(max: usize) -> usize {

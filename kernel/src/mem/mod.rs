@@ -14,6 +14,7 @@
 //! I/O path to a block device, and the per-CPU parts of SMP shootdowns.
 pub mod khugepaged;
 pub mod kmap;
+pub mod kswapd;
 pub mod memory;
 pub mod mmglue;
 pub mod physmem;
