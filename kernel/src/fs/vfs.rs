@@ -61,6 +61,9 @@ pub enum Node {
     },
     /// `/proc/kpageflags` (generated at each read).
     Kpageflags,
+    /// `/dev/vda`, the virtio disk: readable (page by page through the
+    /// block layer); writes are refused (EPERM) — its one writer is swap.
+    BlockDev,
 }
 
 /// `O_NONBLOCK` and `O_APPEND`: the status flags `fcntl(F_SETFL)` may
@@ -168,6 +171,7 @@ impl File {
                         .unwrap_or_default()
                 });
             }
+            Node::BlockDev => return read_disk(pos, buf),
             Node::Kpageflags => {
                 return read_entries(pos, buf, |first, n| {
                     let b = crate::mem::memory::buddy();
@@ -209,6 +213,7 @@ impl File {
             Node::Kpageflags => Err(Errno::EIO),
             // No `write` in the file operations: the VFS's EINVAL.
             Node::Pagemap { .. } => Err(Errno::EINVAL),
+            Node::BlockDev => Err(Errno::EPERM),
             _ => Err(Errno::EBADF),
         }
     }
@@ -268,6 +273,7 @@ pub fn absolute(me: &Process, path: &str) -> String {
 
 /// `d_type` values of `getdents64`.
 pub const DT_CHR: u8 = 2;
+pub const DT_BLK: u8 = 6;
 pub const DT_DIR: u8 = 4;
 pub const DT_REG: u8 = 8;
 pub const DT_LNK: u8 = 10;
@@ -283,7 +289,12 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         }
     };
     match path {
-        "/dev" => add(&["console", "null", "tty"], DT_CHR),
+        "/dev" => {
+            add(&["console", "null", "tty"], DT_CHR);
+            if crate::block::disk().is_some() {
+                add(&["vda"], DT_BLK);
+            }
+        }
         "/proc" => {
             add(
                 &[
@@ -292,6 +303,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
                     "kpageflags",
                     "meminfo",
                     "pagetypeinfo",
+                    "swaps",
                     "vmstat",
                 ],
                 DT_REG,
@@ -404,6 +416,10 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
     match path.as_str() {
         "/dev/console" | "/dev/tty" => return Ok(mk(Node::Console, 0o020620)),
         "/dev/null" => return Ok(mk(Node::Null, 0o020666)),
+        crate::mem::swap::DEVICE if crate::block::disk().is_some() => {
+            return Ok(mk(Node::BlockDev, 0o060660));
+        }
+        "/proc/swaps" => return Ok(mk(text(crate::mem::swap::proc_swaps()), 0o100444)),
         "/"
         | "/dev"
         | "/proc"
@@ -538,4 +554,41 @@ pub fn stat_path(me: &Process, path: &str) -> Result<(u32, u64), Errno> {
 fn console_bytes(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
     print!("{}", s);
+}
+
+/// Reads `/dev/vda` at byte `pos`: whole pages through a bounce frame.
+fn read_disk(pos: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    use mm::physmem::phys::PhysMem;
+    let d = crate::block::disk().ok_or(Errno::ENXIO)?;
+    let size = d.capacity() * crate::block::SECTOR_SIZE;
+    if pos >= size {
+        return Ok(0);
+    }
+    let n = buf.len().min((size - pos) as usize);
+    let f = crate::mem::memory::buddy()
+        .alloc(0, mm::physmem::buddy::AllocFlags::KERNEL)
+        .map_err(|_| Errno::ENOMEM)?;
+    let mut done = 0;
+    let mut r = Ok(());
+    while done < n {
+        let at = pos + done as u64;
+        let page = at / 4096;
+        let off = (at % 4096) as usize;
+        let len = (4096 - off).min(n - done);
+        r = d.read(
+            page * crate::block::PAGE_SECTORS,
+            crate::block::PageRun {
+                pa: f.pa(),
+                pages: 1,
+            },
+        );
+        if r.is_err() {
+            break;
+        }
+        crate::mem::physmem::DIRECT_MAP.read(f.pa() + off as u64, &mut buf[done..done + len]);
+        done += len;
+    }
+    f.put();
+    r.map_err(|_| Errno::EIO)?;
+    Ok(n)
 }

@@ -19,5 +19,6 @@ pub mod memory;
 pub mod mmglue;
 pub mod physmem;
 pub mod shootdown;
+pub mod swap;
 pub mod uspace;
 pub mod xcall;

@@ -86,6 +86,8 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         229 => Munlock,
         230 => Mlockall,
         231 => Munlockall,
+        224 => Swapon,
+        225 => Swapoff,
         284 => Mlock2,
         _ => return None,
     })

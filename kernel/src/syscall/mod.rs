@@ -110,6 +110,8 @@ enum Sys {
     Munlock,
     Mlockall,
     Munlockall,
+    Swapon,
+    Swapoff,
     Getrlimit,
     Setrlimit,
     Setuid,
@@ -260,6 +262,14 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         Munlock => p.with_mm(|mm| mm.munlock(a[0], a[1]))?.map(|_| 0),
         Mlockall => p.with_mm(|mm| mm.mlockall(a[0]))?.map(|_| 0),
         Munlockall => p.with_mm(|mm| mm.munlockall())?.map(|_| 0),
+        Swapon => {
+            let path = get_str(a[0])?;
+            crate::mem::swap::swapon(p, &path, a[1]).map(|_| 0)
+        }
+        Swapoff => {
+            let path = get_str(a[0])?;
+            crate::mem::swap::swapoff(p, &path).map(|_| 0)
+        }
         Getrlimit => {
             let old = prlimit(p, a[0], None)?;
             put_words(a[1], &old)?;

@@ -95,6 +95,8 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         150 => Munlock,
         151 => Mlockall,
         152 => Munlockall,
+        167 => Swapon,
+        168 => Swapoff,
         160 => Setrlimit,
         325 => Mlock2,
         _ => return None,
