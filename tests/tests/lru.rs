@@ -332,7 +332,32 @@ both_formats!(
     referenced_shared_after_fork,
     check_references_and_shrink_active,
     lru_add_new_folio,
+    madvise_cold_deactivates,
 );
+
+/// `MADV_COLD` on an active folio it covers whole: young bits cleared,
+/// the folio moved to the inactive list without `REFERENCED`, counted in
+/// `pgdeactivate`; nothing split.
+fn madvise_cold_deactivates<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, K64, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, K64, 9);
+        let f = env.folio_at(&mm, VA).unwrap();
+        env.ctx.folio_activate(f);
+        f.set_flags(PageFlags::REFERENCED);
+        assert_eq!(counts(env), (0, 16, 0));
+        mm.madvise(VA, K64, MADV_COLD).unwrap();
+        assert_eq!(counts(env), (16, 0, 0));
+        assert!(!f.test(PageFlags::ACTIVE) && !f.test(PageFlags::REFERENCED));
+        assert_eq!(env.event(VmEvent::PgDeactivate), 16);
+        assert!(young_bits(env, &mm, VA, 16).iter().all(|&y| !y));
+        assert_eq!(env.folio_at(&mm, VA), Some(f));
+        env.check(&[&mm]);
+        env.check_pages(&mm, VA, K64, 9);
+    });
+}
 
 /// `lru_add` (the swap-in entry point) adds a folio new to the LRU once:
 /// a raw order-0 allocation goes through the batch, a large one straight

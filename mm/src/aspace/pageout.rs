@@ -136,7 +136,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// `MADV_COLD` on one folio mapped once at `at`: its young bits are
-    /// cleared (the next reclaim pass sees it as unused).
+    /// cleared (the next reclaim pass sees it as unused) and it goes to
+    /// the inactive list, losing `REFERENCED` (Linux's `folio_deactivate`).
     fn deactivate_folio(&self, f: FolioRef<'a>, at: u64) {
         let mut pt = self.lock_pt();
         let w = pt.lookup(at);
@@ -150,6 +151,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             pt.clear_young_ptes(at, f.nr_pages() as usize, &mut g);
         }
         g.finish();
+        drop(pt);
+        self.ctx.folio_deactivate(*f);
     }
 
     /// `MADV_FREE` over `ranges` (mmap lock held for reading), notes §3.3:

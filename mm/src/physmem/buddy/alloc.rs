@@ -27,13 +27,13 @@ impl BuddyAllocator<'_> {
         if self.cpu.trivial() {
             // No hooks to call: CPU 0, nothing to mask.
             if let Some(idx) = self.pcp_hit(0, order, mt) {
-                return Ok(self.prep_new_folio(idx, order, flags, mt));
+                return Ok(self.prep_new_folio(idx, order, flags, mt, 0));
             }
         } else if order <= PCP_MAX_ORDER {
             let (irq, cpu) = self.cpu.irq_guard_on_cpu();
             if let Some(idx) = self.pcp_hit(cpu, order, mt) {
                 drop(irq);
-                return Ok(self.prep_new_folio(idx, order, flags, mt));
+                return Ok(self.prep_new_folio(idx, order, flags, mt, cpu));
             }
         }
         self.alloc_slow(order, flags)
@@ -120,7 +120,7 @@ impl BuddyAllocator<'_> {
             }
         };
         drop(irq);
-        Ok(self.prep_new_folio(idx, order, flags, mt))
+        Ok(self.prep_new_folio(idx, order, flags, mt, cpu))
     }
 
     /// Takes a block from `cpu`'s cache (refilling it by a batch from the
@@ -177,7 +177,14 @@ impl BuddyAllocator<'_> {
     /// the head, zeroes on request.  Tails are already `Body` with clean
     /// flags (the free path guarantees it), which is what a tail stores.
     #[inline]
-    fn prep_new_folio(&self, idx: u32, order: u32, flags: AllocFlags, mt: usize) -> Folio<'_> {
+    fn prep_new_folio(
+        &self,
+        idx: u32,
+        order: u32,
+        flags: AllocFlags,
+        mt: usize,
+        cpu: usize,
+    ) -> Folio<'_> {
         let mm = &{ self.memmap };
         let head = mm.at(idx);
         if self.poison_seen.load(Relaxed) {
@@ -197,9 +204,12 @@ impl BuddyAllocator<'_> {
         head.refcount.store(1, Relaxed);
         head.mapcount.store(0, Relaxed);
         head.entire_mapcount.store(0, Relaxed);
-        // The links are left as the free lists left them: they only mean
-        // something while `LRU` or `DEFERRED_SPLIT` is set, and the LRU and
-        // `FolioList` write both when they link the folio.
+        // The links only mean something while `LRU` or `DEFERRED_SPLIT` is
+        // set, and the LRU and `FolioList` write both when they link the
+        // folio.  Until then `link_next` holds the allocating CPU: the LRU
+        // puts a new order-0 folio in that CPU's add batch (it is the
+        // faulting one, and this saves the fault a call for the CPU id).
+        head.link_next.store(cpu as u32, Relaxed);
         if flags.contains(AllocFlags::ZERO) {
             self.phys
                 .zero(mm.pfn_of(idx) << PAGE_SHIFT, PAGE_SIZE << order);
