@@ -243,6 +243,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
         }
     }
     check_lru(ctx, &folios, &mut errors);
+    check_swap(mms, &mut errors);
     // The free lists: no free frame is mapped, in a folio, or a table.
     let buddy = ctx.buddy;
     let mut bad_free = 0;
@@ -405,6 +406,68 @@ fn check_cont_blocks<'a, A: PagingArch>(
                 l0.pfn,
                 l0.pfn + cp
             )),
+        }
+    }
+}
+
+/// Swap entries and the swap cache: each space's entries add up to its
+/// `swapents`, lie inside VMAs and name slots of an active area that count
+/// at least that many references (other spaces than `mms` may hold more);
+/// every cached folio has `SWAPCACHE`, is anonymous and covers slots
+/// marked cached.
+fn check_swap<'a, A: PagingArch>(mms: &[&Mm<'a, A>], errors: &mut Vec<String>) {
+    let ctx = mms[0].ctx;
+    let mut per_slot: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+    for mm in mms {
+        let vmas = mm.mmap_read();
+        let pt = mm.lock_pt();
+        let mut n = 0u64;
+        for v in vmas.iter() {
+            for step in pt.walk_range(v.start, v.end) {
+                let crate::paging::Step::Ptes(run) = step else {
+                    continue;
+                };
+                for i in 0..run.len() {
+                    if let crate::paging::Entry::Swap(e) = run.entry(i)
+                        && e.is_swap()
+                    {
+                        n += 1;
+                        *per_slot.entry((e.ty, e.offset)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if n != mm.swapents() {
+            errors.push(format!(
+                "mm {}: {n} swap entries in VMAs, swapents says {}",
+                mm.id,
+                mm.swapents()
+            ));
+        }
+    }
+    for (&(ty, slot), &n) in &per_slot {
+        match ctx.swap.area(ty) {
+            None => errors.push(format!("swap entry of inactive area {ty} slot {slot}")),
+            Some(a) if (a.map.count(slot) as u64) < n => errors.push(format!(
+                "swap slot {ty}:{slot}: {n} entries but count {}",
+                a.map.count(slot)
+            )),
+            _ => {}
+        }
+    }
+    for (ty, a) in ctx.swap.areas() {
+        for (pfn, k) in ctx.swap.cache.on_device(ty) {
+            let Some(f) = ctx.folio(pfn) else {
+                errors.push(format!("swap cache holds free frame {pfn:#x}"));
+                continue;
+            };
+            let (_, first) = crate::swap::cache::unkey(k);
+            if !f.test(PageFlags::SWAPCACHE) || !f.is_anon() {
+                errors.push(format!("cached folio {pfn:#x} without SWAPCACHE or ANON"));
+            }
+            if (first..first + f.nr_pages()).any(|s| !a.map.has_cache(s)) {
+                errors.push(format!("cached folio {pfn:#x}: slots not marked cached"));
+            }
         }
     }
 }

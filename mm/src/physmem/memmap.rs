@@ -41,7 +41,7 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 /// | `refcount`        | references                  | 0                            | 0           | 0                   |
 /// | `mapcount`        | large mapcount              | 0                            | 0           | 0                   |
 /// | `entire_mapcount` | PMD mappings (page tables: the PTE-table lock) | 0         | 0           | 0                   |
-/// | `link_prev/next`  | LRU links (in an add batch: `link_next` = the CPU) | deferred-split queue links | — | free/pcp list links |
+/// | `link_prev/next`  | LRU links (`link_next` = a CPU from allocation until linked) | deferred-split queue links | — | free/pcp list links |
 /// | `owner`           | rmap owner (mm id, vpn)     | —                            | —           | —                   |
 ///
 /// The "second frame" column is head + 1 of a large folio: its link
