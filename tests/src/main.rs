@@ -83,7 +83,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -105,6 +105,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut icount = false;
     let mut linux = false;
+    let mut disk = false;
     let mut mem: Option<String> = None;
     let mut boots: Option<usize> = None;
     let mut scale = false;
@@ -127,6 +128,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--icount" => icount = true,
             "--linux" => linux = true,
+            "--disk" => disk = true,
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
             "--scale" => scale = true,
             "--smp" => match it.next().and_then(|n| n.parse().ok()) {
@@ -208,6 +210,15 @@ fn main() -> ExitCode {
                 spec.mem = m;
             }
             spec.gdb = gdb;
+            if disk {
+                match qemu::scratch_disk(arch) {
+                    Ok(p) => spec.disk = Some(p),
+                    Err(e) => {
+                        eprintln!("scratch disk: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             if icount {
                 // Exact instruction counts (1 instruction = 1 ns of virtual
                 // time): `now_ns` deltas become instruction counts.

@@ -112,7 +112,8 @@ fn suites(arch: Arch) -> Vec<Suite> {
         timeout_s: 900,
         smp: 2,
         extra_qemu_args: &[],
-        disk: false,
+        // Swap on: the storm pages out, reclaims and cycles swapoff/swapon.
+        disk: true,
     });
     v
 }

@@ -395,7 +395,37 @@ fn shrink_node_reclaims_whole_folios<A: PagingArch>() {
     });
 }
 
+/// A folio read back from swap and out of the swap cache holds the only
+/// copy of its data: the other process's MADV_FREE must not let reclaim
+/// discard it (found by the storm; fails if leaving the cache does not
+/// mark the folio dirty).
+fn swapped_in_folio_is_dirty<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let parent = env.mm();
+        let va = parent
+            .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&parent, va, 16 * K4, 0x99);
+        let f = env.folio_at(&parent, va).unwrap();
+        assert_eq!(pageout_folio(&[&parent], &f.get_ref()), Pageout::Freed(16));
+        let child = parent.fork().unwrap();
+        // Both read it back: read-only, clean PTEs in both.
+        env.check_pages(&parent, va, 16 * K4, 0x99);
+        env.check_pages(&child, va, 16 * K4, 0x99);
+        child.madvise(va, 16 * K4, MADV_FREE).unwrap();
+        let f = env.folio_at(&parent, va).unwrap();
+        let _ = pageout_folio(&[&parent, &child], &f.get_ref());
+        env.check_pages(&parent, va, 16 * K4, 0x99);
+        env.check(&[&parent, &child]);
+        drop(child);
+        parent.munmap(va, 16 * K4).unwrap();
+    });
+}
+
 both_formats!(
+    swapped_in_folio_is_dirty,
     shrink_node_reclaims_whole_folios,
     madvise_free_is_lazy,
     collapse_swaps_in,

@@ -49,7 +49,7 @@ pub fn start() {
 }
 
 /// Reclaim up to `nr` pages from every live address space.
-fn reclaim(nr: u64, who: Reclaimer) -> ReclaimStats {
+pub fn reclaim(nr: u64, who: Reclaimer) -> ReclaimStats {
     let mms = uspace::all_mms();
     let entered: alloc::vec::Vec<_> = mms.iter().map(|m| m.enter()).collect();
     let refs: alloc::vec::Vec<&uspace::Space> = entered.iter().map(|e| &**e).collect();

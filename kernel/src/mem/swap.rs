@@ -239,6 +239,34 @@ pub fn proc_swaps() -> String {
 }
 
 #[cfg(feature = "selftest")]
+/// Writes a fresh swap header over the whole scratch disk and turns it
+/// on; `None` (skip) in boots without a disk.
+pub fn format_and_swapon() -> Result<Option<u8>, ktest::String> {
+    let Some(d) = block::disk() else {
+        return Ok(None);
+    };
+    let b = crate::mem::memory::buddy();
+    let f = b
+        .alloc(0, AllocFlags::KERNEL)
+        .map_err(|e| ktest::format!("{e:?}"))?;
+    let mut page = alloc::vec![0u8; 4096];
+    header::write(&mut page, d.capacity() / PAGE_SECTORS, [0x5a; 16]);
+    crate::mem::physmem::DIRECT_MAP.write(f.pa(), &page);
+    let r = d.write(
+        0,
+        PageRun {
+            pa: f.pa(),
+            pages: 1,
+        },
+    );
+    f.put();
+    r.map_err(|e| ktest::format!("header write: {e:?}"))?;
+    swapon_device(0)
+        .map(Some)
+        .map_err(crate::selftest::testenv::err)
+}
+
+#[cfg(feature = "selftest")]
 mod tests {
     use super::*;
     use crate::mem::uspace::{activate, new_mm};
@@ -248,31 +276,6 @@ mod tests {
     use mm::thp::{MthpStat, THP, VmEvent};
 
     const MB: u64 = 1 << 20;
-
-    /// Writes a fresh swap header over the whole scratch disk and turns it
-    /// on; `None` (skip) in boots without a disk.
-    fn format_and_swapon() -> Result<Option<u8>, ktest::String> {
-        let Some(d) = block::disk() else {
-            return Ok(None);
-        };
-        let b = crate::mem::memory::buddy();
-        let f = b
-            .alloc(0, AllocFlags::KERNEL)
-            .map_err(|e| ktest::format!("{e:?}"))?;
-        let mut page = alloc::vec![0u8; 4096];
-        header::write(&mut page, d.capacity() / PAGE_SECTORS, [0x5a; 16]);
-        crate::mem::physmem::DIRECT_MAP.write(f.pa(), &page);
-        let r = d.write(
-            0,
-            PageRun {
-                pa: f.pa(),
-                pages: 1,
-            },
-        );
-        f.put();
-        r.map_err(|e| ktest::format!("header write: {e:?}"))?;
-        swapon_device(0).map(Some).map_err(err)
-    }
 
     fn event(e: VmEvent) -> u64 {
         THP.stats.event(e)

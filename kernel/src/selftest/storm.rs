@@ -34,6 +34,22 @@ struct PageModel {
     /// Expected value of the word at offset 16 (0 until written).
     val: u64,
     prot: Prot,
+    /// `MADV_FREE`d and not written since: reads `val` or 0 (reclaim may
+    /// have discarded it).
+    lazy: bool,
+    /// In an mlocked VMA (madvise that drops data gives EINVAL there).
+    locked: bool,
+}
+
+impl PageModel {
+    fn new(prot: Prot) -> PageModel {
+        PageModel {
+            val: 0,
+            prot,
+            lazy: false,
+            locked: false,
+        }
+    }
 }
 
 struct Proc {
@@ -48,6 +64,8 @@ struct Storm {
     seed: u64,
     op: u64,
     trace: bool,
+    /// The swap area on the boot's disk, if it has one.
+    swap: Option<u8>,
 }
 
 fn e(x: Errno) -> String {
@@ -92,7 +110,10 @@ impl Storm {
             300..=314 => self.split(i),
             315..=324 => self.collapse(i),
             325..=334 => self.scan(i),
-            335..=629 => self.write(i),
+            335..=344 => self.mlock(i),
+            345..=349 => self.reclaim(),
+            350..=351 => self.swap_cycle(),
+            352..=629 => self.write(i),
             _ => self.verify(i),
         }
     }
@@ -133,7 +154,7 @@ impl Storm {
             .map_err(e)?;
         let p = &mut self.procs[i];
         for pg in (va..va + len).step_by(PAGE as usize) {
-            if p.pages.insert(pg, PageModel { val: 0, prot }).is_some() {
+            if p.pages.insert(pg, PageModel::new(prot)).is_some() {
                 return Err(format!(
                     "mmap returned {va:#x}+{len:#x}, overlapping a live page {pg:#x}"
                 ));
@@ -191,24 +212,54 @@ impl Storm {
         let Some((va, len)) = self.random_range(i) else {
             return self.mmap(i);
         };
-        let advices = [MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE];
-        let advice = advices[self.rng.below(3) as usize];
+        let advices = [
+            MADV_DONTNEED,
+            MADV_HUGEPAGE,
+            MADV_NOHUGEPAGE,
+            MADV_PAGEOUT,
+            MADV_COLD,
+            MADV_FREE,
+        ];
+        let advice = advices[self.rng.below(advices.len() as u64) as usize];
+        self.activate(i);
         let p = &mut self.procs[i];
         let full = (va..va + len)
             .step_by(PAGE as usize)
             .all(|pg| p.pages.contains_key(&pg));
+        // Advice refused on mlocked VMAs stops there with EINVAL (after
+        // applying to the VMAs before, in address order).
+        let refused_on_locked =
+            [MADV_DONTNEED, MADV_PAGEOUT, MADV_COLD, MADV_FREE].contains(&advice);
+        let first_locked = p
+            .pages
+            .range(va..va + len)
+            .find(|(_, m)| m.locked)
+            .map(|(k, _)| *k);
         let r = p.mm.enter().madvise(va, len, advice);
-        match (r, full) {
-            (Ok(()), true) | (Err(Errno::ENOMEM), false) => {}
-            (r, _) => {
-                return Err(format!(
-                    "madvise {va:#x}+{len:#x} {advice} gave {r:?} (fully mapped: {full})"
-                ));
-            }
+        let ok = match (r, full, first_locked) {
+            (Err(Errno::EINVAL), _, Some(_)) if refused_on_locked => true,
+            (Ok(()), true, None) | (Err(Errno::ENOMEM), false, None) => true,
+            (Ok(()), true, Some(_)) | (Err(Errno::ENOMEM), false, Some(_)) => !refused_on_locked,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "madvise {va:#x}+{len:#x} {advice} gave {r:?} (fully mapped: {full}, first locked {first_locked:?})"
+            ));
         }
+        let applied_end = if refused_on_locked {
+            first_locked.unwrap_or(va + len)
+        } else {
+            va + len
+        };
         if advice == MADV_DONTNEED {
-            for (_, m) in p.pages.range_mut(va..va + len) {
+            for (_, m) in p.pages.range_mut(va..applied_end) {
                 m.val = 0;
+                m.lazy = false;
+            }
+        } else if advice == MADV_FREE {
+            for (_, m) in p.pages.range_mut(va..applied_end) {
+                m.lazy = true;
             }
         }
         Ok(format!("p{i} madvise {va:#x} +{len:#x} {advice}"))
@@ -262,7 +313,7 @@ impl Storm {
             }
         }
         for off in (old_len..new_len).step_by(PAGE as usize) {
-            p.pages.insert(new + off, PageModel { val: 0, prot });
+            p.pages.insert(new + off, PageModel::new(prot));
         }
         Ok(format!(
             "p{i} mremap {old:#x} +{old_len:#x} -> {new:#x} +{new_len:#x}"
@@ -321,13 +372,64 @@ impl Storm {
         ))
     }
 
+    /// mlock or munlock a range (mlock populates: PROT_NONE pages make it
+    /// ENOMEM, a hole too, with the VMAs before locked; memory limits give
+    /// EAGAIN).  The model marks pages in locked VMAs.
+    fn mlock(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
+        self.activate(i);
+        let lock = self.rng.chance(60);
+        let p = &mut self.procs[i];
+        let r = if lock {
+            p.mm.enter().mlock(va, len)
+        } else {
+            p.mm.enter().munlock(va, len)
+        };
+        match r {
+            Ok(()) | Err(Errno::ENOMEM | Errno::EAGAIN) => {}
+            Err(x) => return Err(format!("mlock({lock}) {va:#x}: unexpected {}", x.name())),
+        }
+        // Which VMAs changed is the kernel's to say: read the flags back.
+        let entered = p.mm.enter();
+        let vmas = entered.vmas();
+        for (pg, m) in p.pages.range_mut(va..va + len) {
+            m.locked = vmas
+                .find(*pg)
+                .is_some_and(|v| v.flags.contains(mm::vma::VmFlags::LOCKED));
+        }
+        Ok(format!("p{i} mlock({lock}) {va:#x} +{len:#x}: {r:?}"))
+    }
+
+    /// Direct reclaim over every space (swap-out, lazyfree discard).
+    fn reclaim(&mut self) -> Result<String, String> {
+        let st = crate::mem::kswapd::reclaim(256, mm::aspace::vmscan::Reclaimer::Direct);
+        Ok(format!("reclaim: {st:?}"))
+    }
+
+    /// swapoff (everything comes back) and swapon again.
+    fn swap_cycle(&mut self) -> Result<String, String> {
+        let Some(ty) = self.swap else {
+            return Ok(String::from("swap cycle: no swap"));
+        };
+        crate::mem::swap::swapoff_type(ty).map_err(|x| format!("swapoff: {}", x.name()))?;
+        let ty = crate::mem::swap::swapon_device(0).map_err(|x| format!("swapon: {}", x.name()))?;
+        self.swap = Some(ty);
+        Ok(String::from("swapoff + swapon"))
+    }
+
     fn fork(&mut self, i: usize) -> Result<String, String> {
         if self.procs.len() >= MAX_PROCS {
             return self.exit(i);
         }
         let child = self.procs[i].mm.enter().fork().map_err(e)?;
         let mm = uspace::register(child).map_err(e)?;
-        let pages = self.procs[i].pages.clone();
+        // Locks are not inherited (the child's VMAs lose VM_LOCKED).
+        let mut pages = self.procs[i].pages.clone();
+        for m in pages.values_mut() {
+            m.locked = false;
+        }
         self.procs.push(Proc { mm, pages });
         Ok(format!("p{i} fork -> p{}", self.procs.len() - 1))
     }
@@ -378,6 +480,7 @@ impl Storm {
             if m.prot.contains(PROT_WRITE) {
                 r.map_err(|x| format!("write {pg:#x} (prot {}) failed: {}", m.prot, x.name()))?;
                 m.val = v;
+                m.lazy = false;
                 n += 1;
             } else if r.is_ok() {
                 let t = arch::kernel_translate(pg);
@@ -400,11 +503,16 @@ impl Storm {
             return self.mmap(i);
         };
         self.activate(i);
-        let p = &self.procs[i];
-        for (pg, m) in p.pages.range(va..va + len) {
+        let p = &mut self.procs[i];
+        for (pg, m) in p.pages.range_mut(va..va + len) {
             let r = read_u64(pg + 16);
             if m.prot.contains(PROT_READ) {
                 let got = r.map_err(|x| format!("read {pg:#x} failed: {}", x.name()))?;
+                if m.lazy && got == 0 {
+                    // Discarded by reclaim: zero from now on.
+                    m.val = 0;
+                    continue;
+                }
                 if got != m.val {
                     return Err(format!(
                         "p{i} page {pg:#x}: read {got:#x}, expected {:#x}",
@@ -450,7 +558,11 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
         seed,
         op: 0,
         trace: crate::cmdline::has("storm_trace"),
+        swap: crate::mem::swap::format_and_swapon().ok().flatten(),
     };
+    if s.swap.is_some() {
+        println!("storm: swap on {}", crate::mem::swap::DEVICE);
+    }
     let t0 = arch::now_ns();
     let mut last = String::new();
     let trace = crate::cmdline::has("storm_trace");
@@ -498,6 +610,12 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
     }
     for p in s.procs.drain(..) {
         uspace::release(p.mm);
+    }
+    if let Some(ty) = s.swap
+        && let Err(x) = crate::mem::swap::swapoff_type(ty)
+        && result.is_ok()
+    {
+        result = Err(format!("storm seed {seed}: final swapoff: {}", x.name()));
     }
     uspace::deactivate();
     THP.config.set_all_order_modes(&saved.0);

@@ -32,7 +32,9 @@
 //! freed at once and the folio leaves the cache: the policy of Linux's
 //! synchronous-device path, chosen here for every device (so `SwapFree`
 //! recovers as soon as memory is back; a clean folio swapped out again is
-//! written again).
+//! written again).  A folio that leaves the swap cache while mapped is
+//! marked `DIRTY`, as Linux's `folio_free_swap`: memory now holds the only
+//! copy, so `MADV_FREE` and reclaim must not treat it as clean.
 //!
 //! # Waiting
 //! A fault that finds a folio locked (being written or read) waits for
@@ -259,7 +261,8 @@ fn discard_lazyfree<'a, A: PagingArch>(
 /// cache again and gives the slots back.
 fn leave_cache<'a>(ctx: &super::ctx::MmCtx<'a>, area: &SwapArea, f: Folio<'a>, slot: u64) {
     if ctx.swap.cache.remove(f.pfn()).is_some() {
-        f.clear_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+        f.clear_flags(PageFlags::SWAPCACHE);
+        f.set_flags(PageFlags::DIRTY);
         area.map.put_cache(slot, f.nr_pages());
         f.put();
     }
@@ -321,7 +324,8 @@ impl<'a> super::ctx::MmCtx<'a> {
             .remove_if(f.pfn(), || f.extra_refs() == 2)
             .is_some()
         {
-            f.clear_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+            f.clear_flags(PageFlags::SWAPCACHE);
+            f.set_flags(PageFlags::DIRTY);
             area.map.put_cache(first, c.nr);
             f.put();
         }
@@ -349,6 +353,7 @@ impl<'a> super::ctx::MmCtx<'a> {
             return false;
         }
         f.clear_flags(PageFlags::SWAPCACHE);
+        f.set_flags(PageFlags::DIRTY);
         area.map.put_cache(first, f.nr_pages());
         f.put();
         true
@@ -630,8 +635,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if now == n as i32 {
             ctx.thp.stats.inc(f.order(), MthpStat::NrAnon);
         }
-        if n == nr {
-            // Every page is mapped here now: not partially mapped any more.
+        if now as u64 >= nr {
+            // As many mappings as pages: most likely every page is mapped
+            // again (this kernel keeps no per-page mapcounts to be sure),
+            // so the folio leaves the deferred-split queue rather than be
+            // split while fully in use.
             ctx.deferred_split_remove(f);
         } else if f.order() >= 2 && (now as u64) < nr && f.entire_mapcount() == 0 {
             ctx.deferred_split_folio(f);
@@ -644,7 +652,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if (first_slot..first_slot + nr).all(|s| area.map.count(s) == 0)
             && ctx.swap.cache.remove_if(f.pfn(), || true).is_some()
         {
-            f.clear_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
+            f.clear_flags(PageFlags::SWAPCACHE);
+            f.set_flags(PageFlags::DIRTY);
             area.map.put_cache(first_slot, nr);
             f.put();
         }
