@@ -660,7 +660,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             MadviseAction::Free => {
                 drop(pt);
-                self.madvise_free(&out.ranges);
+                self.madvise_reclaim(&out.ranges, pageout::Reclaim::Free);
             }
             MadviseAction::PopulateRead | MadviseAction::PopulateWrite => {
                 let acc = if out.action == MadviseAction::PopulateWrite {
@@ -691,7 +691,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             MadviseAction::Cold | MadviseAction::Pageout => {
                 drop(pt);
-                self.madvise_cold_pageout(&out.ranges, out.action == MadviseAction::Pageout);
+                let advice = if out.action == MadviseAction::Pageout {
+                    pageout::Reclaim::Pageout
+                } else {
+                    pageout::Reclaim::Cold
+                };
+                self.madvise_reclaim(&out.ranges, advice);
             }
             MadviseAction::WillNeed => {}
         }

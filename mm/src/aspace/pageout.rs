@@ -103,80 +103,33 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         out
     }
 
-    /// `MADV_PAGEOUT` (`pageout`) or `MADV_COLD` over `ranges` (mmap lock
-    /// held for reading).
-    pub(crate) fn madvise_cold_pageout(&self, ranges: &[core::ops::Range<u64>], pageout: bool) {
+    /// `MADV_PAGEOUT`, `MADV_COLD` or `MADV_FREE` over `ranges` (mmap lock
+    /// held for reading): partly covered exclusive folios are split first,
+    /// then the whole folios (the pieces included) get the advice.
+    pub(crate) fn madvise_reclaim(&self, ranges: &[core::ops::Range<u64>], advice: Reclaim) {
         for r in ranges {
-            // Splits first, then the whole folios (the pieces included).
-            for pass in 0..2 {
-                let plan = {
-                    let pt = self.lock_pt();
-                    self.advice_plan(&pt, r.start, r.end, false)
-                };
-                for p in plan {
-                    match p {
-                        Plan::Split(f) if pass == 0 => {
-                            let _ = super::split::split_folio_to_order(&[self], *f, 0);
-                        }
-                        Plan::Split(_) => {}
-                        Plan::Whole(f, _) if pageout => {
-                            if pass == 1 {
-                                pageout_folio(&[self], &f);
-                            }
-                        }
-                        Plan::Whole(f, at) => {
-                            if pass == 1 {
-                                self.deactivate_folio(f, at);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// `MADV_COLD` on one folio mapped once at `at`: its young bits are
-    /// cleared (the next reclaim pass sees it as unused) and it goes to
-    /// the inactive list, losing `REFERENCED` (Linux's `folio_deactivate`).
-    fn deactivate_folio(&self, f: FolioRef<'a>, at: u64) {
-        let mut pt = self.lock_pt();
-        let w = pt.lookup(at);
-        let mut g = pt.gather();
-        if w.level == PMD_LEVEL {
-            if let Some(mut l) = w.entry.leaf() {
-                l.attrs.young = false;
-                let _ = pt.update_pmd(at, l.attrs, &mut g);
-            }
-        } else {
-            pt.clear_young_ptes(at, f.nr_pages() as usize, &mut g);
-        }
-        g.finish();
-        drop(pt);
-        self.ctx.folio_deactivate(*f);
-    }
-
-    /// `MADV_FREE` over `ranges` (mmap lock held for reading), notes §3.3:
-    /// swap entries are freed now; covered folios become lazyfree (young
-    /// and dirty cleared in their entries, `DIRTY` cleared, out of the
-    /// swap cache), discarded by reclaim unless written again; partly
-    /// covered exclusive folios are split first.
-    pub(crate) fn madvise_free(&self, ranges: &[core::ops::Range<u64>]) {
-        for r in ranges {
-            if self.swapents() > 0 {
+            if advice == Reclaim::Free && self.swapents() > 0 {
+                // Swapped-out data is simply dropped (notes §3.3).
                 let mut pt = self.lock_pt();
                 self.zap_swap_range(&mut pt, r.start, r.end);
             }
             for pass in 0..2 {
                 let plan = {
                     let pt = self.lock_pt();
-                    self.advice_plan(&pt, r.start, r.end, true)
+                    self.advice_plan(&pt, r.start, r.end, advice == Reclaim::Free)
                 };
                 for p in plan {
-                    match p {
-                        Plan::Split(f) if pass == 0 => {
+                    match (p, pass) {
+                        (Plan::Split(f), 0) => {
                             let _ = super::split::split_folio_to_order(&[self], *f, 0);
                         }
-                        Plan::Whole(f, at) if pass == 1 => self.lazyfree_folio(f, at),
+                        (Plan::Whole(f, at), 1) => match advice {
+                            Reclaim::Pageout => {
+                                pageout_folio(&[self], &f);
+                            }
+                            Reclaim::Cold => self.deactivate_folio(f, at),
+                            Reclaim::Free => self.lazyfree_folio(f, at),
+                        },
                         _ => {}
                     }
                 }
@@ -184,30 +137,55 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
     }
 
-    /// Marks one folio mapped here at `at` lazyfree.
-    fn lazyfree_folio(&self, f: FolioRef<'a>, at: u64) {
-        let ctx = self.ctx;
-        let Some(lock) = f.try_lock() else { return };
-        if f.test(PageFlags::SWAPCACHE) && !ctx.drop_swap_cache(*f) {
-            return;
-        }
+    /// Clears the young bits (and with `dirty`, the dirty bits) of the
+    /// folio `f` mapped once here at `at`, by its PMD or its PTEs.
+    fn clear_folio_bits(&self, f: &FolioRef<'a>, at: u64, dirty: bool) {
         let mut pt = self.lock_pt();
         let w = pt.lookup(at);
         let mut g = pt.gather();
         if w.level == PMD_LEVEL {
             if let Some(mut l) = w.entry.leaf() {
                 l.attrs.young = false;
-                l.attrs.dirty = false;
+                l.attrs.dirty &= !dirty;
                 let _ = pt.update_pmd(at, l.attrs, &mut g);
             }
-        } else {
+        } else if dirty {
             pt.mkclean_old_ptes(at, f.nr_pages() as usize, &mut g);
+        } else {
+            pt.clear_young_ptes(at, f.nr_pages() as usize, &mut g);
         }
         g.finish();
-        drop(pt);
+    }
+
+    /// `MADV_COLD` on one folio mapped once at `at`: its young bits are
+    /// cleared (the next reclaim pass sees it as unused) and it goes to
+    /// the inactive list, losing `REFERENCED` (Linux's `folio_deactivate`).
+    fn deactivate_folio(&self, f: FolioRef<'a>, at: u64) {
+        self.clear_folio_bits(&f, at, false);
+        self.ctx.folio_deactivate(*f);
+    }
+
+    /// `MADV_FREE` on one folio at `at` (notes §3.3): out of the swap
+    /// cache, young and dirty cleared in its entries, `DIRTY` cleared, and
+    /// marked lazyfree: reclaim discards it unless written again.
+    fn lazyfree_folio(&self, f: FolioRef<'a>, at: u64) {
+        let ctx = self.ctx;
+        let Some(lock) = f.try_lock() else { return };
+        if f.test(PageFlags::SWAPCACHE) && !ctx.drop_swap_cache(*f) {
+            return;
+        }
+        self.clear_folio_bits(&f, at, true);
         f.clear_flags(PageFlags::DIRTY);
         f.set_flags(PageFlags::LAZYFREE);
         ctx.thp.stats.count_n(VmEvent::PgLazyFree, f.nr_pages());
         drop(lock);
     }
+}
+
+/// Which reclaim advice [`Mm::madvise_reclaim`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    Pageout,
+    Cold,
+    Free,
 }

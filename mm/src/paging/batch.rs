@@ -501,34 +501,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// widens to the whole block and never unfolds.  A flush is gathered
     /// for entries that were young, so the next access is seen.
     pub fn clear_young_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> bool {
-        let cp = A::CONT_PTES;
-        let mut young = false;
-        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
-        for s in segs {
-            let TableAt::Table(t) = s.table else { continue };
-            let (base_idx, count, sva) = if self.seg_is_cont(t, &s) {
-                let first = s.idx - s.idx % cp;
-                (first, cp, s.va - ((s.idx - first) as u64) * PAGE_SIZE)
-            } else {
-                (s.idx, s.count, s.va)
-            };
-            let mut was = false;
-            for i in 0..count {
-                if let Some((old, _)) =
-                    self.modify_leaf(t + 8 * (base_idx + i) as u64, PTE_LEVEL, |mut l| {
-                        l.attrs.young = false;
-                        l
-                    })
-                {
-                    was |= old.attrs.young;
-                }
-            }
-            if was {
-                g.add_range(sva, sva + count as u64 * PAGE_SIZE, PAGE_SIZE);
-            }
-            young |= was;
-        }
-        young
+        self.clear_young_dirty(va, n, false, g).0
     }
 
     /// Clear young *and* dirty on `n` entries from `va` (`MADV_FREE`: the
@@ -537,8 +510,21 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// [`Self::clear_young_ptes`]; entries that changed get a gathered
     /// flush.  Returns whether any was dirty.
     pub fn mkclean_old_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> bool {
+        self.clear_young_dirty(va, n, true, g).1
+    }
+
+    /// Clear young (and with `dirty`, dirty) on `n` entries from `va`,
+    /// whole contiguous blocks at a time; returns (any was young, any was
+    /// dirty).
+    fn clear_young_dirty(
+        &mut self,
+        va: u64,
+        n: usize,
+        dirty: bool,
+        g: &mut TlbGather<'a>,
+    ) -> (bool, bool) {
         let cp = A::CONT_PTES;
-        let mut dirty = false;
+        let (mut young, mut was_dirty) = (false, false);
         let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
         for s in segs {
             let TableAt::Table(t) = s.table else { continue };
@@ -553,19 +539,20 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                 if let Some((old, _)) =
                     self.modify_leaf(t + 8 * (base_idx + i) as u64, PTE_LEVEL, |mut l| {
                         l.attrs.young = false;
-                        l.attrs.dirty = false;
+                        l.attrs.dirty &= !dirty;
                         l
                     })
                 {
-                    changed |= old.attrs.young || old.attrs.dirty;
-                    dirty |= old.attrs.dirty;
+                    young |= old.attrs.young;
+                    was_dirty |= old.attrs.dirty;
+                    changed |= old.attrs.young || (dirty && old.attrs.dirty);
                 }
             }
             if changed {
                 g.add_range(sva, sva + count as u64 * PAGE_SIZE, PAGE_SIZE);
             }
         }
-        dirty
+        (young, was_dirty)
     }
 
     /// Change the attributes of the single 4 KiB leaf at `va` (frame kept):
