@@ -20,4 +20,5 @@ pub mod mmglue;
 pub mod physmem;
 pub mod shootdown;
 pub mod uspace;
+pub mod watermark;
 pub mod xcall;

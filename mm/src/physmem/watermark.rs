@@ -40,8 +40,14 @@ fn int_sqrt(x: u64) -> u64 {
     if x < 2 {
         return x;
     }
-    let mut r = (x as f64).sqrt() as u64;
-    // Correct the float estimate either way.
+    // Newton's method from above (no floating point in `no_std`).
+    let mut r = x;
+    let mut y = x.div_ceil(2);
+    while y < r {
+        r = y;
+        y = (r + x / r) / 2;
+    }
+    // Settle the last step either way.
     while r.checked_mul(r).is_none_or(|s| s > x) {
         r -= 1;
     }
