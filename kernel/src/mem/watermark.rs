@@ -49,10 +49,39 @@ fn hugepage_pmd_enabled() -> bool {
     }
 }
 
+/// Upper ends (exclusive, in pfns) of the zones Linux would put this RAM
+/// in, lowest first: x86 `DMA` (16 MiB), `DMA32` (4 GiB), `Normal`;
+/// arm64 `DMA` (4 GiB on `virt`, whose RAM starts at 1 GiB), `Normal`.
+#[cfg(target_arch = "x86_64")]
+const LINUX_ZONE_ENDS: &[u64] = &[1 << 12, 1 << 20, u64::MAX];
+#[cfg(target_arch = "aarch64")]
+const LINUX_ZONE_ENDS: &[u64] = &[1 << 20, u64::MAX];
+
+/// How many of Linux's zones this RAM's span populates (x86 under QEMU:
+/// `DMA` and `DMA32`, so 2; arm64 `virt` below 4 GiB: 1), which
+/// khugepaged's recommendation multiplies by.
+fn linux_populated_zones() -> u64 {
+    let mm = buddy().memmap();
+    let (start, end) = (mm.base_pfn(), mm.end_pfn());
+    let mut lo = 0;
+    let mut n = 0;
+    for &hi in LINUX_ZONE_ENDS {
+        if start < hi && end > lo {
+            n += 1;
+        }
+        lo = hi;
+    }
+    n
+}
+
 /// A THP `enabled` knob changed (or boot): khugepaged's
 /// `set_recommended_min_free_kbytes`, then new watermarks.
 pub fn thp_changed() {
-    VM_SYSCTL.thp_recalculate(hugepage_pmd_enabled(), free_buffer_pages());
+    VM_SYSCTL.thp_recalculate(
+        hugepage_pmd_enabled(),
+        linux_populated_zones(),
+        free_buffer_pages(),
+    );
     setup_per_zone_wmarks();
 }
 
@@ -82,9 +111,10 @@ pub fn sysctl_write(knob: VmKnob, s: &str) -> Result<(), Errno> {
 
 /// `/proc/zoneinfo` in Linux's layout for the one zone: the header,
 /// watermarks and sizes, `protection` (no zone above it, so no reserve),
-/// the per-zone counters this kernel keeps, `node_unreclaimable` and
-/// `start_pfn`.  Not printed (yet): the per-node stats block and the
-/// per-CPU `pagesets`.
+/// the per-zone counters (those this kernel has no use for are truly 0),
+/// `node_unreclaimable` and `start_pfn`.  Not printed (yet): the
+/// per-node stats block Linux puts before the first zone's `pages free`,
+/// the per-CPU `pagesets`, and Linux's unpopulated zones.
 pub fn zoneinfo() -> String {
     let b = buddy();
     let mm = b.memmap();
@@ -111,7 +141,9 @@ pub fn zoneinfo() -> String {
         let _ = write!(s, "\n{indent}{k:<width$}{v}");
     }
     s.push_str("\n        protection: (0, 0, 0, 0, 0)");
-    let counters: [(&str, u64); 11] = [
+    // Every allocation is local and on the preferred node (one node).
+    let allocs: u64 = b.stats().allocs.iter().sum();
+    let counters: [(&str, u64); 18] = [
         ("nr_free_pages", free),
         (
             "nr_zone_inactive_anon",
@@ -126,6 +158,13 @@ pub fn zoneinfo() -> String {
         ("nr_bounce", 0),
         ("nr_zspages", 0),
         ("nr_free_cma", 0),
+        ("nr_unaccepted", 0),
+        ("numa_hit", allocs),
+        ("numa_miss", 0),
+        ("numa_foreign", 0),
+        ("numa_interleave", 0),
+        ("numa_local", allocs),
+        ("numa_other", 0),
     ];
     for (k, v) in counters {
         let _ = write!(s, "\n      {k:<12} {v}");

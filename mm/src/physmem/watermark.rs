@@ -8,8 +8,11 @@
 //! `DMA32` (x86_64: everything under 4 GiB besides the first 16 MiB, which
 //! is `DMA`; arm64 `virt`: RAM starts at 1 GiB, all of it below 4 GiB, so
 //! it is all `DMA`, the zone arm64 uses for the 32-bit-addressable range).
-//! Only one zone is populated for the purposes of the sums below, which is
-//! why the THP recommendation counts one zone.
+//! The watermarks of the one zone are those of Linux's zones added up
+//! (its `min` is all of `min_free_kbytes`).  The THP recommendation is per
+//! populated zone, so the kernel passes how many zones Linux would
+//! populate with the same RAM (x86: `DMA` for the first 16 MiB plus
+//! `DMA32`, so 2), and `min_free_kbytes` reads as on Linux.
 //!
 //! The computations are pure functions (host-tested); [`VmSysctl`] holds
 //! the tunables and the pinned value, and the kernel applies the result
@@ -235,9 +238,11 @@ impl VmSysctl {
     /// when the PMD size is enabled, applied only if larger; when it is
     /// not enabled, the default again ([`Self::calculate`]).  Returns the
     /// resulting value.
-    pub fn thp_recalculate(&self, pmd_enabled: bool, lowmem_pages: u64) -> u64 {
+    /// `nr_zones` is how many zones Linux would populate with this RAM
+    /// (the recommendation is per zone; see the module doc).
+    pub fn thp_recalculate(&self, pmd_enabled: bool, nr_zones: u64, lowmem_pages: u64) -> u64 {
         if pmd_enabled {
-            let rec = thp_recommended_min_free_kbytes(1, lowmem_pages);
+            let rec = thp_recommended_min_free_kbytes(nr_zones, lowmem_pages);
             self.min_free_kbytes.fetch_max(rec, Relaxed);
         } else {
             self.calculate(lowmem_pages * 4);

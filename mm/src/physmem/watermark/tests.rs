@@ -70,6 +70,12 @@ fn zone_watermarks_formula() {
 fn thp_recommendation() {
     // 512 * 1 * (2 + 9) = 5632 pages = 22528 KiB, below 5% of 260596.
     assert_eq!(thp_recommended_min_free_kbytes(1, 262_144 - 1548), 22_528);
+    // x86 with 2 GiB: DMA and DMA32 populated, 2 * 5632 pages = 45056 KiB
+    // (what Linux 6.12 shows under the runner).
+    assert_eq!(
+        thp_recommended_min_free_kbytes(2, 501_300 + 3840 - 16_766 - 127),
+        45_056
+    );
     // Capped at 5% of 32226 pages = 1611 pages = 6444 KiB.
     assert_eq!(thp_recommended_min_free_kbytes(1, 32_768 - 542), 6444);
 }
@@ -79,9 +85,9 @@ fn thp_only_raises_and_disable_recalculates() {
     let s = VmSysctl::new();
     s.calculate(1 << 20);
     assert_eq!(s.min_free_kbytes(), 4096);
-    assert_eq!(s.thp_recalculate(true, 262_144 - 1548), 22_528);
+    assert_eq!(s.thp_recalculate(true, 1, 262_144 - 1548), 22_528);
     // PMD THP off again: back to the default.
-    assert_eq!(s.thp_recalculate(false, 262_144), 4096);
+    assert_eq!(s.thp_recalculate(false, 1, 262_144), 4096);
 }
 
 #[test]
@@ -91,8 +97,8 @@ fn written_value_is_pinned() {
     s.write(VmKnob::MinFreeKbytes, "100000\n").unwrap();
     assert_eq!(s.min_free_kbytes(), 100_000);
     // Neither the THP recommendation nor the default lowers it.
-    assert_eq!(s.thp_recalculate(true, 262_144), 100_000);
-    assert_eq!(s.thp_recalculate(false, 262_144), 100_000);
+    assert_eq!(s.thp_recalculate(true, 1, 262_144), 100_000);
+    assert_eq!(s.thp_recalculate(false, 1, 262_144), 100_000);
     // A written value below the default is replaced by a recalculation
     // (Linux applies the default when it exceeds the user's value).
     s.write(VmKnob::MinFreeKbytes, "1000").unwrap();
@@ -100,7 +106,7 @@ fn written_value_is_pinned() {
     assert_eq!(s.min_free_kbytes(), 4096);
     // The THP recommendation raises it.
     s.write(VmKnob::MinFreeKbytes, "1000").unwrap();
-    assert_eq!(s.thp_recalculate(true, 262_144), 22_528);
+    assert_eq!(s.thp_recalculate(true, 1, 262_144), 22_528);
 }
 
 #[test]
