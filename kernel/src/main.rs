@@ -92,6 +92,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     sched::init();
     smp::init();
     block::init();
+    mem::watermark::init();
     khugepaged::start();
     mem::kswapd::start();
     cpio::init(info.initrd);

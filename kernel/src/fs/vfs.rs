@@ -1,7 +1,7 @@
 //! The files user programs can open: `/dev/console` (and `/dev/null`), the
 //! initramfs (read-only), the THP sysfs tree
 //! (`/sys/kernel/mm/transparent_hugepage/**`, straight from the
-//! `mm::abi::thp_sysfs` registry), `/proc/{meminfo,vmstat,buddyinfo,pagetypeinfo,
+//! `mm::abi::thp_sysfs` registry), `/proc/{meminfo,vmstat,buddyinfo,pagetypeinfo,zoneinfo,sys/vm/*,
 //! self/smaps,<pid>/smaps,self/maps}` and `/sys/kernel/debug/split_huge_pages`.
 //!
 //! Generated files are snapshots taken at `open` (as a sysfs/seq_file read
@@ -15,6 +15,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use mm::abi::errno::Errno;
 use mm::abi::thp_sysfs::SYSFS_ROOT;
+use mm::physmem::watermark::{VM_SYSCTL, VmKnob};
 use mm::thp::THP;
 use spin::Mutex;
 
@@ -64,6 +65,12 @@ pub enum Node {
     /// `/dev/vda`, the virtio disk: readable (page by page through the
     /// block layer); writes are refused (EPERM) — its one writer is swap.
     BlockDev,
+    /// A `/proc/sys/vm` file: its value at open; a write stores through
+    /// `mem::watermark::sysctl_write`.
+    Sysctl {
+        data: Vec<u8>,
+        knob: VmKnob,
+    },
 }
 
 /// `O_NONBLOCK` and `O_APPEND`: the status flags `fcntl(F_SETFL)` may
@@ -120,7 +127,7 @@ impl File {
     pub fn size(&self) -> u64 {
         match &self.node {
             Node::Bytes(b) => b.len() as u64,
-            Node::Text { data, .. } => data.len() as u64,
+            Node::Text { data, .. } | Node::Sysctl { data, .. } => data.len() as u64,
             _ => 0,
         }
     }
@@ -159,7 +166,7 @@ impl File {
         let src: &[u8] = match &self.node {
             Node::Console | Node::Null => return Ok(0),
             Node::Bytes(b) => b,
-            Node::Text { data, .. } => data,
+            Node::Text { data, .. } | Node::Sysctl { data, .. } => data,
             Node::Dir(_) => return Err(Errno::EISDIR),
             Node::SplitHugePages | Node::Perf => return Err(Errno::EINVAL),
             Node::Pipe(_) => return Err(Errno::ESPIPE),
@@ -202,6 +209,15 @@ impl File {
             } => {
                 let s = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
                 THP.write(path, s)?;
+                // khugepaged's start/stop re-evaluates min_free_kbytes.
+                if path.ends_with("enabled") {
+                    crate::mem::watermark::thp_changed();
+                }
+                Ok(data.len())
+            }
+            Node::Sysctl { knob, .. } => {
+                let s = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+                crate::mem::watermark::sysctl_write(*knob, s)?;
                 Ok(data.len())
             }
             Node::SplitHugePages => split_huge_pages(data).map(|_| data.len()),
@@ -305,9 +321,11 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
                     "pagetypeinfo",
                     "swaps",
                     "vmstat",
+                    "zoneinfo",
                 ],
                 DT_REG,
             );
+            add(&["sys"], DT_DIR);
             add(&["self"], DT_LNK);
             for p in process::all() {
                 v.push((format!("{}", p.pid), DT_DIR));
@@ -331,6 +349,12 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         "/sys/devices/system" => add(&["cpu"], DT_DIR),
         CPU_DIR => add(&["online", "possible", "present"], DT_REG),
         crate::perf::dev::DIR => add(&["perf"], DT_REG),
+        "/proc/sys" => add(&["vm"], DT_DIR),
+        SYSCTL_VM_DIR => {
+            for (name, _) in VmKnob::ALL {
+                add(&[name], DT_REG);
+            }
+        }
         _ if path.starts_with("/proc/") => add(&["maps", "pagemap", "smaps", "status"], DT_REG),
         _ if path == SYSFS_ROOT || path.starts_with(SYSFS_ROOT) => {
             let rel = path[SYSFS_ROOT.len()..].trim_start_matches('/');
@@ -369,6 +393,8 @@ const CPU_DIR: &str = "/sys/devices/system/cpu";
 /// The disk's counters, in Linux's place and format (block/mod.rs).
 const BLOCK_DIR: &str = "/sys/block";
 const VDA_DIR: &str = "/sys/block/vda";
+/// The `vm.*` sysctls (`mm::physmem::watermark::VmKnob`).
+const SYSCTL_VM_DIR: &str = "/proc/sys/vm";
 
 /// Open `path` with `flags` for process `me`.
 ///
@@ -428,6 +454,8 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | "/sys/kernel/mm"
         | "/sys/kernel/debug"
         | "/proc/self"
+        | "/proc/sys"
+        | SYSCTL_VM_DIR
         | "/sys/devices"
         | "/sys/devices/system"
         | CPU_DIR => return dir_ok(&path),
@@ -467,6 +495,10 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         // reading succeeds and a read fails with EINVAL (see `read_at`).
         SPLIT_PATH => return Ok(mk(Node::SplitHugePages, 0o100200)),
         "/proc/kpageflags" => return Ok(mk(Node::Kpageflags, 0o100400)),
+        "/proc/zoneinfo" => {
+            let data = crate::mem::watermark::zoneinfo();
+            return Ok(mk(text(data), 0o100444));
+        }
         "/proc/meminfo" | "/proc/vmstat" | "/proc/buddyinfo" | "/proc/pagetypeinfo" => {
             let b = crate::mem::memory::buddy();
             let (data, mode) = match path.as_str() {
@@ -479,6 +511,14 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             return Ok(mk(text(data), mode));
         }
         _ => {}
+    }
+    if let Some(name) = path
+        .strip_prefix(SYSCTL_VM_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        let knob = VmKnob::from_name(name).ok_or(Errno::ENOENT)?;
+        let data = VM_SYSCTL.read(knob).into_bytes();
+        return Ok(mk(Node::Sysctl { data, knob }, 0o100644));
     }
     if let Some(rest) = path.strip_prefix("/proc/") {
         if let Ok(pid) = rest.parse::<u32>() {

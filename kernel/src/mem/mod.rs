@@ -21,4 +21,5 @@ pub mod physmem;
 pub mod shootdown;
 pub mod swap;
 pub mod uspace;
+pub mod watermark;
 pub mod xcall;

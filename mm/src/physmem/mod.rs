@@ -26,3 +26,4 @@ pub mod frame_flags;
 pub mod memmap;
 pub mod pcp;
 pub mod phys;
+pub mod watermark;

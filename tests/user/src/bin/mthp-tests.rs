@@ -32,6 +32,8 @@ mod mlock;
 mod procfs;
 #[path = "mthp-tests/syscalls.rs"]
 mod syscalls;
+#[path = "mthp-tests/vm_sysctl.rs"]
+mod vm_sysctl;
 
 use mthp_user::thp::*;
 
@@ -74,6 +76,7 @@ static TESTS: &[Test] = tests![
     procfs::sysfs_knob_formats,
     procfs::proc_files,
     procfs::buddyinfo_tracks_free_memory,
+    vm_sysctl::watermarks_follow_min_free_kbytes,
     folios::fault_order_4k,
     folios::fault_order_64k,
     folios::fault_order_2m,
