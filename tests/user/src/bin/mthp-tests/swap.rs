@@ -432,9 +432,10 @@ pub(crate) fn swap_fork_cow() -> TestResult {
     Ok(Outcome::Pass)
 }
 
-/// MADV_FREE, some pages written again, then MADV_PAGEOUT: pages written
-/// after MADV_FREE keep their new data; every other page reads either its
-/// old data or zeros (discarded), never anything else.
+/// MADV_FREE on 64K folios, one page of every fourth folio written
+/// again, then MADV_PAGEOUT: pages written after MADV_FREE keep their new
+/// data; every other page reads either its old data or zeros, never
+/// anything else, and exactly the folios left untouched were discarded.
 pub(crate) fn swap_madv_free() -> TestResult {
     if !ensure_swap()? {
         return no_disk();
@@ -484,7 +485,14 @@ pub(crate) fn swap_madv_free() -> TestResult {
             }
             page += PAGE;
         }
-        let _ = zeroed;
+        // The 12 untouched folios were clean and lazyfree: discarded, not
+        // written; the 4 written again are kept whole, their other pages
+        // included (trap 8).
+        let want = (LEN / SZ_64K - LEN / (4 * SZ_64K)) * (SZ_64K / PAGE);
+        ensure!(
+            zeroed == want,
+            "{zeroed} pages read as zeros after MADV_PAGEOUT, expected {want} (the untouched folios)"
+        );
         Ok(())
     })();
     unmap(&m);
