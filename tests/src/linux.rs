@@ -90,6 +90,13 @@ pub fn describe(k: &Path) -> String {
 /// `/linux-init` (see [`apply`]), followed by ours; Linux unpacks
 /// concatenated newc archives in order.
 pub fn initrd(arch: Arch) -> Result<PathBuf, String> {
+    let mods = match modules(arch) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("note: no virtio block modules for Linux ({e}): it will see no disk");
+            Vec::new()
+        }
+    };
     let ours = crate::initramfs::build(arch)?;
     let body = std::fs::read(&ours).map_err(|e| format!("{}: {e}", ours.display()))?;
     let li = ours.with_file_name("release").join("linux-init");
@@ -130,12 +137,110 @@ pub fn initrd(arch: Arch) -> Result<PathBuf, String> {
     // Our kernel has /dev/null without being asked; tests open it.
     put("dev/null", 0o020666, (1, 3), &[]);
     put("linux-init", 0o100755, (0, 0), &init);
+    // The modules `/linux-init` loads, in the order of `modules/load`.
+    put("modules", 0o040755, (0, 0), &[]);
+    let mut load = String::new();
+    for (name, data) in &mods {
+        put(&format!("modules/{name}"), 0o100644, (0, 0), data);
+        load.push_str(name);
+        load.push('\n');
+    }
+    put("modules/load", 0o100644, (0, 0), load.as_bytes());
     put("TRAILER!!!", 0, (0, 0), &[]);
     out.resize(out.len().next_multiple_of(512), 0);
     out.extend_from_slice(&body);
     let p = ours.with_file_name("initramfs-linux.cpio");
     std::fs::write(&p, out).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(p)
+}
+
+/// The modules Linux needs to see the swap disk, in load order: Debian's
+/// cloud kernel builds the virtio core, ring and PCI transport in, but
+/// `virtio_mmio` (arm64 `virt`'s transport) and `virtio_blk` as modules
+/// (`CONFIG_VIRTIO_MMIO=m`, `CONFIG_VIRTIO_BLK=m`; neither depends on
+/// another module).  They come from the cached kernel package
+/// (`debs/<package>_<arch>.deb`), extracted once next to the kernel
+/// (`kernel/<package>/usr/lib/modules/…`): only these two files, not the
+/// whole package.  `(file name, xz-compressed module)`; `/linux-init`
+/// loads them with `finit_module(MODULE_INIT_COMPRESSED_FILE)`.
+pub fn modules(arch: Arch) -> Result<Vec<(String, Vec<u8>)>, String> {
+    const WANT: [(&str, &str); 2] = [
+        ("virtio", "virtio_mmio.ko.xz"),
+        ("block", "virtio_blk.ko.xz"),
+    ];
+    let k = kernel(arch).ok_or_else(|| missing(arch))?;
+    let kdir = k
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("kernel path without a package directory")?;
+    let find = || -> Option<Vec<PathBuf>> {
+        let root = std::fs::read_dir(kdir.join("usr/lib/modules"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.join("kernel").is_dir())?;
+        let v: Vec<PathBuf> = WANT
+            .iter()
+            .map(|(dir, f)| root.join("kernel/drivers").join(dir).join(f))
+            .collect();
+        v.iter().all(|p| p.is_file()).then_some(v)
+    };
+    let paths = match find() {
+        Some(v) => v,
+        None => {
+            let deb_arch = match arch {
+                Arch::X86_64 => "amd64",
+                Arch::Aarch64 => "arm64",
+            };
+            let name = kdir.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            let deb = kdir
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("no cache directory")?
+                .join("debs")
+                .join(format!("{name}_{deb_arch}.deb"));
+            extract(&deb, kdir, &WANT)?;
+            find().ok_or_else(|| format!("{} holds no {WANT:?}", deb.display()))?
+        }
+    };
+    paths
+        .iter()
+        .map(|p| {
+            let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            Ok((name.to_string(), data))
+        })
+        .collect()
+}
+
+/// `dpkg-deb --fsys-tarfile deb | tar -x -C dir` of the `want` modules.
+fn extract(deb: &Path, dir: &Path, want: &[(&str, &str)]) -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    if !deb.is_file() {
+        return Err(format!("{} is not there", deb.display()));
+    }
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    let mut tar = Command::new("tar");
+    tar.arg("-x").arg("-C").arg(dir).arg("--wildcards");
+    for (d, f) in want {
+        tar.arg(format!("./usr/lib/modules/*/kernel/drivers/{d}/{f}"));
+    }
+    let st = tar
+        .stdin(dpkg.stdout.take().expect("piped"))
+        .status()
+        .map_err(|e| format!("cannot run tar: {e}"));
+    let dst = dpkg.wait().map_err(|e| format!("dpkg-deb: {e}"))?;
+    match st? {
+        s if s.success() && dst.success() => Ok(()),
+        s => Err(format!(
+            "extracting modules from {} failed (tar {s}, dpkg-deb {dst})",
+            deb.display()
+        )),
+    }
 }
 
 /// The QEMU set-up every figure compared with Linux uses, for both kernels
@@ -207,8 +312,11 @@ pub fn init_status(lines: &[String]) -> Option<i32> {
 
 /// `runner run --linux`: boot Linux with our initramfs and the command
 /// line's `init=` program, stream the console, and exit with the program's
-/// status.  `mem` overrides the comparable set-up's 2 GiB.
-pub fn run(mut spec: RunSpec, mem: Option<String>) -> std::process::ExitCode {
+/// status.  `mem` overrides the comparable set-up's 2 GiB.  `disk`: attach
+/// a fresh swap disk ([`qemu::swap_disk`]; `virtio-blk-pci` on x86's
+/// `q35`, `virtio-blk-device` on arm64's `virt`) and tell `/linux-init`
+/// to wait for `/dev/vda` (`mthp_disk=1`).
+pub fn run(mut spec: RunSpec, mem: Option<String>, disk: bool) -> std::process::ExitCode {
     use std::process::ExitCode;
     let Some(k) = kernel(spec.arch) else {
         eprintln!("{}", missing(spec.arch));
@@ -232,6 +340,22 @@ pub fn run(mut spec: RunSpec, mem: Option<String>) -> std::process::ExitCode {
     if let Some(m) = mem {
         spec.mem = m;
     }
+    // Kept until QEMU exits (the image is removed on drop).
+    let _swap = if disk {
+        match qemu::swap_disk(spec.arch) {
+            Ok(d) => {
+                spec.disk = Some(d.0.clone());
+                spec.cmdline = format!("mthp_disk=1 {}", spec.cmdline);
+                Some(d)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     apply(&mut spec, &k, &rd, true);
     eprintln!("+ {}", qemu::show(&spec.command()));
     let out = match qemu::boot(&spec, std::time::Duration::from_secs(3600), |l| {

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount]
-//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--icount]  # Debian's Linux 6.12, our initramfs (linux.rs)
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd [--no-disk]] [--icount] [--disk]
+//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--icount] [--no-disk]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]  # page-fault scaling and TLB shootdowns, -smp 2, ours vs Linux 6.12 (scale.rs)
@@ -16,6 +16,11 @@
 //! `demo` and `bench` add the code of those command-line words, see
 //! `kernel/Cargo.toml`); the Makefile passes what each target needs.
 //! `test` builds with [`qemu::TEST_FEATURES`], `bench` with none.
+//! `run --initrd` and `run --linux` attach a fresh 128 MiB swap disk
+//! (`qemu::swap_disk`, as the `user` suite has) so the user programs'
+//! swap tests run; `--no-disk` leaves it out.  `run --disk` (without
+//! `--initrd`) attaches the self-tests' scratch disk (`qemu::scratch_disk`),
+//! which the swap self-tests and the storm format and swap on.
 //!
 //! A kernel run passes only if no `test …` line is `FAILED`, the kernel
 //! printed its `N passed, N failed[, N skipped]` summary (agreeing with the
@@ -83,7 +88,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -102,10 +107,11 @@ fn main() -> ExitCode {
     let mut host = true;
     let mut filter = String::new();
     let mut initrd = false;
+    let mut disk = true;
     let mut quick = false;
     let mut icount = false;
     let mut linux = false;
-    let mut disk = false;
+    let mut scratch = false;
     let mut mem: Option<String> = None;
     let mut boots: Option<usize> = None;
     let mut scale = false;
@@ -125,10 +131,11 @@ fn main() -> ExitCode {
             "--gdb" => gdb = true,
             "--no-host" => host = false,
             "--initrd" => initrd = true,
+            "--no-disk" => disk = false,
             "--quick" => quick = true,
             "--icount" => icount = true,
             "--linux" => linux = true,
-            "--disk" => disk = true,
+            "--disk" => scratch = true,
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
             "--scale" => scale = true,
             "--smp" => match it.next().and_then(|n| n.parse().ok()) {
@@ -191,7 +198,7 @@ fn main() -> ExitCode {
                 if icount {
                     spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
                 }
-                return linux::run(spec, mem);
+                return linux::run(spec, mem, disk);
             }
             let profile = if release { "release" } else { "ktest" };
             let kernel = match qemu::build_kernel(arch, profile, &features) {
@@ -210,7 +217,7 @@ fn main() -> ExitCode {
                 spec.mem = m;
             }
             spec.gdb = gdb;
-            if disk {
+            if scratch {
                 match qemu::scratch_disk(arch) {
                     Ok(p) => spec.disk = Some(p),
                     Err(e) => {
@@ -242,6 +249,21 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            // Kept until QEMU exits (the image is removed on drop).
+            let _swap = if initrd && disk {
+                match qemu::swap_disk(arch) {
+                    Ok(d) => {
+                        spec.disk = Some(d.0.clone());
+                        Some(d)
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                None
+            };
             let mut c: Command = spec.command();
             if gdb {
                 eprintln!(

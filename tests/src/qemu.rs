@@ -132,8 +132,9 @@ pub struct RunSpec {
     pub initrd: Option<PathBuf>,
     /// Appended to the QEMU command line (e.g. `-icount shift=0`).
     pub extra_args: Vec<String>,
-    /// A raw disk image attached as a virtio block device on the
-    /// virtio-mmio transport (`microvm` / `virt`; [`scratch_disk`]).
+    /// A raw disk image attached as a virtio block device: on the
+    /// virtio-mmio transport on `microvm` / `virt`, on PCI on `q35` / `pc`
+    /// (see [`disk_device`]; [`scratch_disk`], [`swap_disk`]).
     pub disk: Option<PathBuf>,
 }
 
@@ -213,7 +214,10 @@ impl RunSpec {
             drive.push(d);
             drive.push(",if=none,format=raw,id=swap0");
             c.arg("-drive").arg(drive);
-            c.args(["-device", "virtio-blk-device,drive=swap0"]);
+            c.args([
+                "-device",
+                &format!("{},drive=swap0", disk_device(&self.machine)),
+            ]);
         }
         c.args(&self.extra_args);
         if self.gdb {
@@ -237,6 +241,63 @@ pub fn scratch_disk(arch: Arch) -> Result<PathBuf, String> {
     f.set_len(SCRATCH_DISK_BYTES)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// The QEMU device that carries the disk on `machine`: `q35` and `pc`
+/// have no virtio-mmio transport, only PCI, so there the disk is a
+/// `virtio-blk-pci` (which only Linux drives: our kernel has no PCI
+/// driver and sees no disk there); `microvm` and `virt` get a
+/// `virtio-blk-device` on virtio-mmio, which both kernels drive.
+pub fn disk_device(machine: &str) -> &'static str {
+    if machine.starts_with("q35") || machine.starts_with("pc") {
+        "virtio-blk-pci"
+    } else {
+        "virtio-blk-device"
+    }
+}
+
+/// Size of the swap disk of the user-space boots.
+pub const SWAP_DISK_BYTES: u64 = 128 << 20;
+
+/// A fresh sparse raw image whose page 0 is a swap header as `mkswap`
+/// writes it ([`swap_header`]), for the user suite's swap tests on both
+/// kernels: `target/disks/swap-<arch>-<pid>.img`, one per runner process
+/// (a `runner run` and a `runner test` may boot the same arch at once);
+/// removed when the returned guard is dropped.
+pub fn swap_disk(arch: Arch) -> Result<DiskFile, String> {
+    use std::io::Write;
+    let dir = workspace_root().join("target").join("disks");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("swap-{}-{}.img", arch.name(), std::process::id()));
+    let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(SWAP_DISK_BYTES)
+        .and_then(|_| f.write_all(&swap_header(SWAP_DISK_BYTES / 4096)))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(DiskFile(path))
+}
+
+/// A disk image that is deleted when dropped.
+pub struct DiskFile(pub PathBuf);
+
+impl Drop for DiskFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Page 0 of a swap area of `pages` 4 KiB pages, the bytes `mkswap`
+/// writes (Linux's `union swap_header`, notes §1.2): version 1 at 1024,
+/// `last_page` = pages - 1 at 1028, no bad pages, a fixed UUID at 1036
+/// and `SWAPSPACE2` in the last 10 bytes.  Written here rather than taken
+/// from `mm::swap::header` so the runner keeps no dependencies beyond
+/// `std`; a unit test checks both agree.
+pub fn swap_header(pages: u64) -> [u8; 4096] {
+    let mut p = [0u8; 4096];
+    p[1024..1028].copy_from_slice(&1u32.to_le_bytes());
+    p[1028..1032].copy_from_slice(&((pages - 1) as u32).to_le_bytes());
+    p[1036..1052].copy_from_slice(b"mthp-swap-uuid-1");
+    p[4096 - 10..].copy_from_slice(b"SWAPSPACE2");
+    p
 }
 
 pub fn show(c: &Command) -> String {
@@ -380,4 +441,30 @@ pub fn arm64_image(elf: &Path) -> Result<PathBuf, String> {
         return Err(format!("{} failed", objcopy.display()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runner's header is the one `mm::swap::header` writes and
+    /// accepts: the same bytes but for the UUID, parsed to the same size.
+    #[test]
+    fn swap_header_agrees_with_mm() {
+        let pages = SWAP_DISK_BYTES / 4096;
+        let ours = swap_header(pages);
+        let mut theirs = [0u8; 4096];
+        mm::swap::header::write(&mut theirs, pages, *b"mthp-swap-uuid-1");
+        assert_eq!(ours[..], theirs[..]);
+        let h = mm::swap::header::parse(&ours, pages).expect("valid header");
+        assert_eq!(h.pages, pages);
+        assert!(h.bad.is_empty());
+    }
+
+    #[test]
+    fn disk_transport_follows_machine() {
+        assert_eq!(disk_device("q35"), "virtio-blk-pci");
+        assert_eq!(disk_device("microvm"), "virtio-blk-device");
+        assert_eq!(disk_device("virt,gic-version=3"), "virtio-blk-device");
+    }
 }

@@ -375,6 +375,9 @@ struct UserSuite {
     cmdline: &'static str,
     mem: &'static str,
     timeout_s: u64,
+    /// A swap disk ([`qemu::swap_disk`]: 128 MiB, page 0 a swap header)
+    /// for the swap tests (`mthp-tests/swap.rs`), which skip without one.
+    swap_disk: bool,
 }
 
 /// The user-space suites.  `user`: the kernel boots `init=/mthp-tests`
@@ -390,18 +393,21 @@ const USER_SUITES: &[UserSuite] = &[
         cmdline: "init=/mthp-tests",
         mem: "1G",
         timeout_s: 300,
+        swap_disk: true,
     },
     UserSuite {
         name: "exhaust",
         cmdline: "init=/exhaust",
         mem: "256M",
         timeout_s: 180,
+        swap_disk: false,
     },
     UserSuite {
         name: "fuzz",
         cmdline: "init=/fuzz fuzz=0xf022,20000",
         mem: "256M",
         timeout_s: 180,
+        swap_disk: false,
     },
     // The same calls on four threads of one address space, two per CPU
     // (the boot has two): memory calls race on one arena from both CPUs.
@@ -410,6 +416,7 @@ const USER_SUITES: &[UserSuite] = &[
         cmdline: "init=/fuzz fuzz=0xf022,20000,t4",
         mem: "256M",
         timeout_s: 180,
+        swap_disk: false,
     },
 ];
 
@@ -446,6 +453,15 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         spec.initrd = Some(initrd.clone());
         spec.mem = u.mem.into();
         spec.smp = 2;
+        let disk = match u.swap_disk.then(|| qemu::swap_disk(arch)).transpose() {
+            Ok(d) => d,
+            Err(e) => {
+                println!("[{}/{}] swap disk: FAILED: {e}", arch.name(), u.name);
+                total.failed += 1;
+                None
+            }
+        };
+        spec.disk = disk.as_ref().map(|d| d.0.clone());
         total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s), None);
     }
     total += libc_suite(arch, accel, kernel);

@@ -106,6 +106,11 @@ pub struct Disk {
     /// The request's owner waits here for `done`.
     completion: WaitQueue,
     counters: Counters,
+    /// `/sys/block/vda/queue/rotational`: 1 at boot, as Linux's virtio-blk
+    /// declares itself.  Root may write it (user tests set 0 before
+    /// `swapon`, which on Linux 6.12 decides whether large folios get
+    /// contiguous slots, notes §0.1); here it changes nothing else.
+    rotational: AtomicBool,
 }
 
 static DISK: Once<Disk> = Once::new();
@@ -132,6 +137,7 @@ pub fn init() {
             done: AtomicBool::new(false),
             completion: WaitQueue::new(),
             counters: Counters::default(),
+            rotational: AtomicBool::new(true),
         });
         arch::set_device_irq_hook(on_irq);
         let irq_on = arch::enable_device_irq(d.irq);
@@ -209,6 +215,25 @@ impl Disk {
         out.pop();
         out.push('\n');
         out
+    }
+
+    /// `queue/rotational` as Linux prints it.
+    pub fn rotational_text(&self) -> alloc::string::String {
+        alloc::format!("{}\n", u8::from(self.rotational.load(Ordering::Relaxed)))
+    }
+
+    /// A write to `queue/rotational`: an unsigned decimal (a trailing
+    /// newline allowed, as `kstrtoul`), any non-zero value meaning
+    /// rotational; anything else is EINVAL.
+    pub fn write_rotational(&self, data: &[u8]) -> Result<(), mm::abi::errno::Errno> {
+        let s = core::str::from_utf8(data).map_err(|_| mm::abi::errno::Errno::EINVAL)?;
+        let s = s.strip_suffix('\n').unwrap_or(s);
+        if s.is_empty() || s.starts_with('+') {
+            return Err(mm::abi::errno::Errno::EINVAL);
+        }
+        let v: u64 = s.parse().map_err(|_| mm::abi::errno::Errno::EINVAL)?;
+        self.rotational.store(v != 0, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn stats(&self) -> Stats {

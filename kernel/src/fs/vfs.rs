@@ -71,6 +71,8 @@ pub enum Node {
         data: Vec<u8>,
         knob: VmKnob,
     },
+    /// `/sys/block/vda/queue/rotational` (read at each read, root-writable).
+    Rotational,
 }
 
 /// `O_NONBLOCK` and `O_APPEND`: the status flags `fcntl(F_SETFL)` may
@@ -179,6 +181,13 @@ impl File {
                 });
             }
             Node::BlockDev => return read_disk(pos, buf),
+            Node::Rotational => {
+                let t = crate::block::disk().ok_or(Errno::ENODEV)?.rotational_text();
+                let start = pos.min(t.len() as u64) as usize;
+                let n = buf.len().min(t.len() - start);
+                buf[..n].copy_from_slice(&t.as_bytes()[start..start + n]);
+                return Ok(n);
+            }
             Node::Kpageflags => {
                 return read_entries(pos, buf, |first, n| {
                     let b = crate::mem::memory::buddy();
@@ -230,6 +239,10 @@ impl File {
             // No `write` in the file operations: the VFS's EINVAL.
             Node::Pagemap { .. } => Err(Errno::EINVAL),
             Node::BlockDev => Err(Errno::EPERM),
+            Node::Rotational => crate::block::disk()
+                .ok_or(Errno::ENODEV)?
+                .write_rotational(data)
+                .map(|_| data.len()),
             _ => Err(Errno::EBADF),
         }
     }
@@ -338,7 +351,11 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
             add(&["devices", "kernel"], DT_DIR)
         }
         BLOCK_DIR if crate::block::disk().is_some() => add(&["vda"], DT_DIR),
-        VDA_DIR if crate::block::disk().is_some() => add(&["stat"], DT_REG),
+        VDA_DIR if crate::block::disk().is_some() => {
+            add(&["queue"], DT_DIR);
+            add(&["stat"], DT_REG)
+        }
+        QUEUE_DIR if crate::block::disk().is_some() => add(&["rotational"], DT_REG),
         "/sys/kernel" => add(&["debug", "mm"], DT_DIR),
         "/sys/kernel/mm" => add(&["transparent_hugepage"], DT_DIR),
         "/sys/kernel/debug" => {
@@ -395,6 +412,7 @@ const BLOCK_DIR: &str = "/sys/block";
 const VDA_DIR: &str = "/sys/block/vda";
 /// The `vm.*` sysctls (`mm::physmem::watermark::VmKnob`).
 const SYSCTL_VM_DIR: &str = "/proc/sys/vm";
+const QUEUE_DIR: &str = "/sys/block/vda/queue";
 
 /// Open `path` with `flags` for process `me`.
 ///
@@ -459,7 +477,12 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | "/sys/devices"
         | "/sys/devices/system"
         | CPU_DIR => return dir_ok(&path),
-        BLOCK_DIR | VDA_DIR if crate::block::disk().is_some() => return dir_ok(&path),
+        BLOCK_DIR | VDA_DIR | QUEUE_DIR if crate::block::disk().is_some() => {
+            return dir_ok(&path);
+        }
+        "/sys/block/vda/queue/rotational" if crate::block::disk().is_some() => {
+            return Ok(mk(Node::Rotational, 0o100644));
+        }
         "/sys/block/vda/stat" => {
             let d = crate::block::disk().ok_or(Errno::ENOENT)?;
             if wants_write {

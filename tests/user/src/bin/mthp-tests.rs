@@ -30,6 +30,8 @@ mod linux_answers;
 mod mlock;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
+#[path = "mthp-tests/swap.rs"]
+mod swap;
 #[path = "mthp-tests/syscalls.rs"]
 mod syscalls;
 #[path = "mthp-tests/vm_sysctl.rs"]
@@ -105,4 +107,10 @@ static TESTS: &[Test] = tests![
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,
     mlock::mlock_limits_unprivileged,
+    swap::swap_on_errnos_and_proc,
+    swap::swap_pageout_4k_64k_2m,
+    swap::swap_fork_cow,
+    swap::swap_madv_free,
+    swap::swap_mlock_not_swapped,
+    swap::swap_swapoff_brings_back,
 ];

@@ -1,0 +1,590 @@
+//! Swap on `/dev/vda` (issue 15 items 1, 3, 4): `swapon`/`swapoff` and
+//! their errnos, `/proc/swaps`, `SwapTotal`, `MADV_PAGEOUT` of 4K, 64K
+//! and 2M folios with the data read back, smaps `Swap:` and pagemap
+//! `PM_SWAP` while out, per-size `swpout`, fork + COW of swapped memory,
+//! `MADV_FREE` under pageout, mlocked memory refused, and `swapoff`
+//! bringing everything back.  The same binary runs on Linux 6.12 (the
+//! runner attaches the same 128 MiB disk, page 0 a swap header, to both
+//! kernels; `runner run --linux` loads `virtio_blk` first).
+//!
+//! The tests run in order and share the one swap area: the first turns
+//! it on, each later one turns it on again if an earlier one left it off,
+//! the last turns it off.  No `/dev/vda`: every test skips (a failure on
+//! this kernel, whose user-suite boots always have the disk).
+//!
+//! Where Linux 6.12 differs on purpose, each kernel's documented
+//! behaviour is asserted (`on_mthp()`; docs/linux-differences.md):
+//! * before `swapon`, `/sys/block/vda/queue/rotational` is set to 0, as
+//!   notes §0.1 advises (a rotational device getting no swap clusters on
+//!   6.12); this kernel accepts the file and swaps whole folios either
+//!   way.  Seen on Debian's 6.12.117 (2026-12-04, both arches): with the
+//!   write left out, 64K and 2M folios still went out whole, so the write
+//!   is kept as the notes' precaution, not because this build needs it;
+//! * swap-in: this kernel writes synchronously and frees the folio, so
+//!   reading back comes from the disk (`pswpin` +1 per page) and a 64K
+//!   folio comes back whole (`swpin` +1 per folio).  Linux 6.12's
+//!   writeback is asynchronous: right after MADV_PAGEOUT the folios are
+//!   still in the swap cache (`SwapCached`), and reading back maps them
+//!   whole without I/O (`pswpin` +0, seen on 6.12.117); from the disk it
+//!   would read virtio-blk 4K at a time (large swap-in needs a
+//!   synchronous device, §0.2).  6.12 has no per-size `swpin` (§0.4), so
+//!   only the data is checked there;
+//! * a 2M folio comes back as 4K pages on both (PMD order is never
+//!   swapped in whole, trap 4).
+
+use super::*;
+use folios::folios_64k;
+
+#[cfg(target_arch = "x86_64")]
+const SWAPON: usize = 167;
+#[cfg(target_arch = "x86_64")]
+const SWAPOFF: usize = 168;
+#[cfg(target_arch = "aarch64")]
+const SWAPON: usize = 224;
+#[cfg(target_arch = "aarch64")]
+const SWAPOFF: usize = 225;
+const EBUSY: i32 = 16;
+const MADV_FREE: usize = 8;
+const MADV_PAGEOUT: usize = 21;
+const DEV: &[u8] = b"/dev/vda\0";
+const ROTATIONAL: &[u8] = b"/sys/block/vda/queue/rotational\0";
+/// The runner's disk: 128 MiB, so the header says 32768 pages and the
+/// area has 32767 usable (page 0 is the header).
+const AREA_KB: u64 = (32768 - 1) * 4;
+
+fn swapon(p: &[u8], flags: usize) -> Result<usize, i32> {
+    check(sys::syscall(SWAPON, &[p.as_ptr() as usize, flags]))
+}
+
+fn swapoff(p: &[u8]) -> Result<usize, i32> {
+    check(sys::syscall(SWAPOFF, &[p.as_ptr() as usize]))
+}
+
+fn madvise(m: &Mem, advice: usize) -> Result<usize, i32> {
+    check(sys::madvise(m.addr, m.len, advice))
+}
+
+fn have_disk() -> bool {
+    let fd = sys::open(DEV, sys::O_RDONLY);
+    if fd >= 0 {
+        sys::close(fd as i32);
+    }
+    fd >= 0
+}
+
+fn no_disk() -> TestResult {
+    skip(mthp_user::Msg::new(format_args!(
+        "no /dev/vda (boot without the runner's swap disk)"
+    )))
+}
+
+/// `/proc/swaps` into `buf`; its length.
+fn proc_swaps(buf: &mut [u8]) -> usize {
+    read_file(b"/proc/swaps\0", buf).unwrap_or(0)
+}
+
+/// The `/proc/swaps` line of `/dev/vda`, if it is on.
+fn vda_line(buf: &[u8]) -> Option<&[u8]> {
+    buf.split(|&c| c == b'\n')
+        .find(|l| l.starts_with(b"/dev/vda "))
+}
+
+fn meminfo(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 8192];
+    let n = read_file(b"/proc/meminfo\0", &mut buf).unwrap_or(0);
+    field(&buf[..n], key).unwrap_or(u64::MAX)
+}
+
+fn vmstat(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 16384];
+    let n = read_file(b"/proc/vmstat\0", &mut buf).unwrap_or(0);
+    field(&buf[..n], key).unwrap_or(u64::MAX)
+}
+
+/// `rotational` to 0 (see the module comment); its errno.
+fn set_nonrotational() -> Result<(), mthp_user::Msg> {
+    write_file(ROTATIONAL, b"0")
+        .map_err(|e| mthp_user::Msg::new(format_args!("writing 0 to queue/rotational: errno {e}")))
+}
+
+/// Swap on `/dev/vda` for a test: `Ok(false)` when there is no disk (the
+/// caller skips); turned on (non-rotational first) if it is off.
+fn ensure_swap() -> Result<bool, mthp_user::Msg> {
+    if !have_disk() {
+        return Ok(false);
+    }
+    let mut buf = [0u8; 1024];
+    let n = proc_swaps(&mut buf);
+    if vda_line(&buf[..n]).is_none() {
+        set_nonrotational()?;
+        if let Err(e) = swapon(DEV, 0) {
+            fail!("swapon /dev/vda: errno {e}");
+        }
+    }
+    Ok(true)
+}
+
+/// swapon/swapoff errnos (notes §1.1, trap 26) around the real swapon,
+/// `queue/rotational`, the `/proc/swaps` line (a partition of 131068 KiB,
+/// the header page excluded, 0 used, priority -2: 6.12's first automatic
+/// priority) and `SwapTotal`.
+pub(crate) fn swap_on_errnos_and_proc() -> TestResult {
+    if !have_disk() {
+        return no_disk();
+    }
+    let mut buf = [0u8; 1024];
+    let n = proc_swaps(&mut buf);
+    ensure!(
+        vda_line(&buf[..n]).is_none(),
+        "/dev/vda already swapped on before the first swap test"
+    );
+    ensure!(
+        swapoff(DEV) == Err(sys::EINVAL),
+        "swapoff of /dev/vda before swapon: {:?}, expected EINVAL",
+        swapoff(DEV)
+    );
+    // rotational: 1 at boot (virtio-blk says so on Linux), writable.
+    let mut r = [0u8; 8];
+    let n = read_file(ROTATIONAL, &mut r).unwrap_or(0);
+    ensure!(
+        &r[..n] == b"1\n",
+        "queue/rotational reads {:?}, expected \"1\\n\"",
+        core::str::from_utf8(&r[..n])
+    );
+    ensure!(
+        write_file(ROTATIONAL, b"x") == Err(sys::EINVAL),
+        "writing 'x' to queue/rotational: {:?}, expected EINVAL",
+        write_file(ROTATIONAL, b"x")
+    );
+    set_nonrotational()?;
+    let n = read_file(ROTATIONAL, &mut r).unwrap_or(0);
+    ensure!(
+        &r[..n] == b"0\n",
+        "queue/rotational reads {:?} after writing 0",
+        &r[..n]
+    );
+    // Unknown flag bits: EINVAL before anything else.
+    ensure!(
+        swapon(DEV, 0x80000) == Err(sys::EINVAL),
+        "swapon with flag 0x80000: {:?}, expected EINVAL",
+        swapon(DEV, 0x80000)
+    );
+    // procfs has no read_folio.
+    ensure!(
+        swapon(b"/proc/meminfo\0", 0) == Err(sys::EINVAL),
+        "swapon /proc/meminfo: {:?}, expected EINVAL",
+        swapon(b"/proc/meminfo\0", 0)
+    );
+    ensure!(
+        swapon(b"/nonexistent\0", 0) == Err(sys::ENOENT),
+        "swapon /nonexistent: {:?}, expected ENOENT",
+        swapon(b"/nonexistent\0", 0)
+    );
+    let total0 = meminfo(b"\nSwapTotal:");
+    if let Err(e) = swapon(DEV, 0) {
+        fail!("swapon /dev/vda: errno {e}");
+    }
+    let twice = swapon(DEV, 0);
+    let n = proc_swaps(&mut buf);
+    let line = vda_line(&buf[..n]);
+    let (total, free) = (meminfo(b"\nSwapTotal:"), meminfo(b"\nSwapFree:"));
+    let off_meminfo = swapoff(b"/proc/meminfo\0");
+    ensure!(
+        twice == Err(EBUSY),
+        "second swapon: {twice:?}, expected EBUSY"
+    );
+    ensure!(
+        off_meminfo == Err(sys::EINVAL),
+        "swapoff /proc/meminfo: {off_meminfo:?}, expected EINVAL"
+    );
+    ensure!(
+        buf.starts_with(b"Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"),
+        "/proc/swaps header: {:?}",
+        core::str::from_utf8(&buf[..n.min(60)])
+    );
+    let Some(line) = line else {
+        fail!("no /dev/vda line in /proc/swaps");
+    };
+    // The path padded to column 40, then the fields.
+    let want = mthp_user::Msg::new(format_args!(
+        "/dev/vda{:32}partition\t{AREA_KB}\t\t0\t\t-2",
+        ""
+    ));
+    ensure!(
+        line == want.as_str().as_bytes(),
+        "/proc/swaps line {:?}, expected {:?}",
+        core::str::from_utf8(line),
+        want.as_str()
+    );
+    ensure!(
+        total == total0 + AREA_KB && free >= total0 + AREA_KB - 64,
+        "SwapTotal {total0} -> {total} kB, SwapFree {free}: expected +{AREA_KB}"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// One pageout round trip of `len` bytes of `kb` folios (`None`: 4K).
+fn pageout_roundtrip(kb: Option<usize>, len: usize, salt: u64) -> Result<(), mthp_user::Msg> {
+    let fkb = kb.unwrap_or(4);
+    let pages = len / PAGE;
+    let folios = (len / (fkb << 10)) as u64;
+    if let Err(why) = thp_only(kb) {
+        fail!("{why}");
+    }
+    let m = map_aligned(len, SZ_2M)?;
+    let r = (|| {
+        fill(&m, salt);
+        let l = layout(m.addr, len, fkb)?;
+        ensure!(
+            l.all_in_order(),
+            "{fkb}K: {} of {pages} pages in {fkb}K folios before pageout",
+            l.in_order
+        );
+        let (out0, fb0) = (stat(fkb, "swpout"), stat(fkb, "swpout_fallback"));
+        let thp_swpout0 = vmstat(b"\nthp_swpout ");
+        let pswpout0 = vmstat(b"\npswpout ");
+        let free0 = meminfo(b"\nSwapFree:");
+        let r = madvise(&m, MADV_PAGEOUT);
+        ensure!(r.is_ok(), "MADV_PAGEOUT: {r:?}");
+        let l = layout(m.addr, len, fkb)?;
+        ensure!(
+            l.swapped == pages && l.present == 0,
+            "{fkb}K: after MADV_PAGEOUT {} of {pages} pages in swap, {} present",
+            l.swapped,
+            l.present
+        );
+        let swap_kb = smaps_field(m.addr, b"\nSwap:");
+        ensure!(
+            swap_kb == Some((len >> 10) as u64),
+            "{fkb}K: smaps Swap: {swap_kb:?} kB, expected {}",
+            len >> 10
+        );
+        let pss_kb = smaps_field(m.addr, b"\nSwapPss:");
+        ensure!(
+            pss_kb == swap_kb,
+            "{fkb}K: smaps SwapPss: {pss_kb:?} kB, Swap: {swap_kb:?} kB (not shared)"
+        );
+        let pout = vmstat(b"\npswpout ") - pswpout0;
+        ensure!(
+            pout >= pages as u64,
+            "{fkb}K: pswpout +{pout}, expected >= {pages}"
+        );
+        let free = meminfo(b"\nSwapFree:");
+        ensure!(
+            free0 - free >= (len >> 10) as u64,
+            "{fkb}K: SwapFree {free0} -> {free} kB for {} kB out",
+            len >> 10
+        );
+        if kb.is_some() {
+            let (out, fb) = (stat(fkb, "swpout"), stat(fkb, "swpout_fallback"));
+            let (Some(o0), Some(o), Some(f0), Some(f)) = (out0, out, fb0, fb) else {
+                fail!("{fkb}K: swpout/swpout_fallback unreadable");
+            };
+            ensure!(
+                o - o0 == folios && f == f0,
+                "{fkb}K: swpout +{}, swpout_fallback +{}: expected +{folios}, +0 (whole folios)",
+                o - o0,
+                f - f0
+            );
+        }
+        if fkb == 2048 {
+            let t = vmstat(b"\nthp_swpout ") - thp_swpout0;
+            ensure!(t == folios, "2M: thp_swpout +{t}, expected +{folios}");
+        }
+        let swpin0 = stat(fkb, "swpin");
+        let pswpin0 = vmstat(b"\npswpin ");
+        if let Some(off) = verify(&m, 0, len, salt) {
+            fail!("{fkb}K: data differs at offset {off:#x} after the round trip");
+        }
+        let l = layout(m.addr, len, fkb)?;
+        ensure!(
+            l.present == pages && l.swapped == 0,
+            "{fkb}K: after reading back {} present, {} in swap",
+            l.present,
+            l.swapped
+        );
+        if on_mthp() {
+            // This kernel wrote synchronously and freed the folios, so
+            // every page comes back from the disk.  (Linux 6.12 still
+            // holds them in the swap cache right after MADV_PAGEOUT, its
+            // writeback being asynchronous: there the read back maps the
+            // cached folios, whole, with no I/O.)
+            let pin = vmstat(b"\npswpin ") - pswpin0;
+            ensure!(
+                pin == pages as u64,
+                "{fkb}K: pswpin +{pin}, expected +{pages}"
+            );
+        }
+        if on_mthp() && fkb == 64 {
+            // This kernel: 64K folios come back whole.
+            ensure!(
+                l.all_in_order(),
+                "64K: {} of {pages} pages back in 64K folios",
+                l.in_order
+            );
+            let (Some(a), Some(b)) = (swpin0, stat(64, "swpin")) else {
+                fail!("64K: swpin unreadable");
+            };
+            ensure!(b - a == folios, "64K: swpin +{}, expected +{folios}", b - a);
+        }
+        if fkb == 2048 {
+            // Never back as a PMD, on either kernel.
+            let huge = smaps_field(m.addr, b"\nAnonHugePages:");
+            ensure!(
+                huge == Some(0),
+                "2M: AnonHugePages {huge:?} kB after swap-in"
+            );
+        }
+        Ok(())
+    })();
+    unmap(&m);
+    r
+}
+
+/// MADV_PAGEOUT of 4K, 64K and 2M folios filled with non-zero patterns
+/// (all-zero pages never reach the disk on 6.12, trap 2): every page goes
+/// to swap (pagemap `PM_SWAP`, smaps `Swap:`, `pswpout`, `SwapFree`), the
+/// large folios whole (per-size `swpout`, no `swpout_fallback`), and the
+/// data reads back intact.
+pub(crate) fn swap_pageout_4k_64k_2m() -> TestResult {
+    if !ensure_swap()? {
+        return no_disk();
+    }
+    pageout_roundtrip(None, 256 << 10, 0x1111)?;
+    pageout_roundtrip(Some(64), 1 << 20, 0x6464)?;
+    pageout_roundtrip(Some(2048), SZ_2M, 0x2020)?;
+    Ok(Outcome::Pass)
+}
+
+/// Fork with 64K folios swapped out: the child sees the parent's data
+/// and its writes stay its own; the parent's writes after the fork stay
+/// the parent's (each swap-in of a shared entry copies on write).
+pub(crate) fn swap_fork_cow() -> TestResult {
+    if !ensure_swap()? {
+        return no_disk();
+    }
+    const LEN: usize = 1 << 20;
+    let m = match folios_64k(LEN, 0xf0f0)? {
+        Ok(m) => m,
+        Err(why) => fail!("{why}"),
+    };
+    let r = (|| {
+        ensure!(madvise(&m, MADV_PAGEOUT).is_ok(), "MADV_PAGEOUT failed");
+        let l = layout(m.addr, LEN, 64)?;
+        ensure!(
+            l.swapped == LEN / PAGE,
+            "{} pages in swap before fork",
+            l.swapped
+        );
+        let (rfd, wfd) = {
+            let mut fds = [0i32; 2];
+            let r = sys::syscall(sys::nr::PIPE2, &[fds.as_mut_ptr() as usize, 0]);
+            ensure!(r == 0, "pipe2: {r}");
+            (fds[0], fds[1])
+        };
+        let pid = sys::fork();
+        if pid == 0 {
+            // Child: wait until the parent has written, then check the
+            // old data, write its own, check that.
+            let mut b = [0u8; 1];
+            sys::read(rfd, &mut b);
+            let code = if verify(&m, 0, LEN, 0xf0f0).is_some() {
+                1
+            } else {
+                fill(&m, 0xc1c1);
+                if verify(&m, 0, LEN, 0xc1c1).is_some() {
+                    2
+                } else {
+                    0
+                }
+            };
+            sys::exit(code);
+        }
+        ensure!(pid > 0, "fork: {pid}");
+        // Parent writes its first half (swap-in + COW) before the child
+        // reads anything.
+        let half = Mem {
+            addr: m.addr,
+            len: LEN / 2,
+        };
+        fill(&half, 0x9a9a);
+        sys::write(wfd, b"g");
+        let mut status = 0;
+        sys::wait4(pid, &mut status, 0);
+        sys::close(rfd);
+        sys::close(wfd);
+        ensure!(
+            wifexited(status) && wexitstatus(status) == 0,
+            "child: status {status:#x} (1: saw the parent's write or lost data, 2: its own write lost)"
+        );
+        ensure!(
+            verify(&m, 0, LEN / 2, 0x9a9a).is_none(),
+            "parent's written half changed"
+        );
+        ensure!(
+            verify(&m, LEN / 2, LEN, 0xf0f0).is_none(),
+            "parent's untouched half changed (the child's writes leaked?)"
+        );
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
+    Ok(Outcome::Pass)
+}
+
+/// MADV_FREE on 64K folios, one page of every fourth folio written
+/// again, then MADV_PAGEOUT: pages written after MADV_FREE keep their new
+/// data; every other page reads either its old data or zeros, never
+/// anything else, and exactly the folios left untouched were discarded.
+pub(crate) fn swap_madv_free() -> TestResult {
+    if !ensure_swap()? {
+        return no_disk();
+    }
+    const LEN: usize = 1 << 20;
+    let m = match folios_64k(LEN, 0x7e7e)? {
+        Ok(m) => m,
+        Err(why) => fail!("{why}"),
+    };
+    let r = (|| {
+        ensure!(madvise(&m, MADV_FREE).is_ok(), "MADV_FREE failed");
+        // Write the first page of every fourth 64K folio again.
+        let mut off = 0;
+        while off < LEN {
+            let p = Mem {
+                addr: m.addr + off,
+                len: PAGE,
+            };
+            fill(&p, 0x5151);
+            off += 4 * SZ_64K;
+        }
+        ensure!(madvise(&m, MADV_PAGEOUT).is_ok(), "MADV_PAGEOUT failed");
+        let mut zeroed = 0;
+        let mut page = 0;
+        while page < LEN {
+            let p = Mem {
+                addr: m.addr + page,
+                len: PAGE,
+            };
+            let rewritten = page % (4 * SZ_64K) == 0;
+            if rewritten {
+                ensure!(
+                    verify(&p, 0, PAGE, 0x5151).is_none(),
+                    "page {page:#x} written after MADV_FREE lost its data"
+                );
+            } else if (0..PAGE).step_by(512).all(|o| p.peek64(o) == 0) {
+                zeroed += 1;
+            } else {
+                // Old data: compare with the offsets of the whole mapping.
+                let bad = (page..page + PAGE)
+                    .step_by(512)
+                    .find(|&o| m.peek64(o) != pattern(o, 0x7e7e));
+                ensure!(
+                    bad.is_none(),
+                    "page {page:#x} is neither its old data nor zero (offset {bad:?})"
+                );
+            }
+            page += PAGE;
+        }
+        // The 12 untouched folios were clean and lazyfree: discarded, not
+        // written; the 4 written again are kept whole, their other pages
+        // included (trap 8).
+        let want = (LEN / SZ_64K - LEN / (4 * SZ_64K)) * (SZ_64K / PAGE);
+        ensure!(
+            zeroed == want,
+            "{zeroed} pages read as zeros after MADV_PAGEOUT, expected {want} (the untouched folios)"
+        );
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
+    Ok(Outcome::Pass)
+}
+
+/// An mlocked range is refused by MADV_PAGEOUT (EINVAL, trap 6) and
+/// stays in memory.
+pub(crate) fn swap_mlock_not_swapped() -> TestResult {
+    if !ensure_swap()? {
+        return no_disk();
+    }
+    const LEN: usize = 256 << 10;
+    if let Err(why) = thp_only(Some(64)) {
+        fail!("{why}");
+    }
+    let m = map_aligned(LEN, SZ_2M)?;
+    let r = (|| {
+        fill(&m, 0x3c3c);
+        let r = check(sys::syscall(sys::nr::MLOCK, &[m.addr, LEN]));
+        ensure!(r.is_ok(), "mlock: {r:?}");
+        let p = madvise(&m, MADV_PAGEOUT);
+        let l = layout(m.addr, LEN, 64)?;
+        let swap_kb = smaps_field(m.addr, b"\nSwap:");
+        check(sys::syscall(sys::nr::MUNLOCK, &[m.addr, LEN])).ok();
+        ensure!(
+            p == Err(sys::EINVAL),
+            "MADV_PAGEOUT of an mlocked range: {p:?}, expected EINVAL"
+        );
+        ensure!(
+            l.present == LEN / PAGE && l.swapped == 0 && swap_kb == Some(0),
+            "mlocked: {} present, {} in swap, smaps Swap {swap_kb:?}",
+            l.present,
+            l.swapped
+        );
+        ensure!(verify(&m, 0, LEN, 0x3c3c).is_none(), "mlocked data changed");
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
+    Ok(Outcome::Pass)
+}
+
+/// swapoff with 64K folios and 4K pages out: every page is back in
+/// memory (pagemap present, no `PM_SWAP`) with its data, the area is gone
+/// from `/proc/swaps` and `SwapTotal`.
+pub(crate) fn swap_swapoff_brings_back() -> TestResult {
+    if !ensure_swap()? {
+        return no_disk();
+    }
+    const LEN: usize = 1 << 20;
+    let m = match folios_64k(LEN, 0xb0b0)? {
+        Ok(m) => m,
+        Err(why) => fail!("{why}"),
+    };
+    let total0 = meminfo(b"\nSwapTotal:");
+    let r = (|| {
+        ensure!(madvise(&m, MADV_PAGEOUT).is_ok(), "MADV_PAGEOUT failed");
+        let l = layout(m.addr, LEN, 64)?;
+        ensure!(l.swapped == LEN / PAGE, "{} pages in swap", l.swapped);
+        let r = swapoff(DEV);
+        ensure!(r.is_ok(), "swapoff /dev/vda: {r:?}");
+        let l = layout(m.addr, LEN, 64)?;
+        ensure!(
+            l.present == LEN / PAGE && l.swapped == 0,
+            "after swapoff {} present, {} in swap",
+            l.present,
+            l.swapped
+        );
+        let mut buf = [0u8; 1024];
+        let n = proc_swaps(&mut buf);
+        ensure!(
+            vda_line(&buf[..n]).is_none(),
+            "/dev/vda still in /proc/swaps"
+        );
+        let total = meminfo(b"\nSwapTotal:");
+        ensure!(
+            total + AREA_KB == total0,
+            "SwapTotal {total0} -> {total} kB after swapoff"
+        );
+        ensure!(
+            verify(&m, 0, LEN, 0xb0b0).is_none(),
+            "data changed across swapoff"
+        );
+        ensure!(
+            swapoff(DEV) == Err(sys::EINVAL),
+            "second swapoff not EINVAL"
+        );
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
+    Ok(Outcome::Pass)
+}
