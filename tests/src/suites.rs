@@ -402,6 +402,15 @@ const USER_SUITES: &[UserSuite] = &[
         timeout_s: 180,
         swap_disk: false,
     },
+    // The same with a swap disk: the hog is swapped out until swap is
+    // full, then killed; the bystander's data survives swap.
+    UserSuite {
+        name: "exhaust-swap",
+        cmdline: "init=/exhaust",
+        mem: "256M",
+        timeout_s: 240,
+        swap_disk: true,
+    },
     UserSuite {
         name: "fuzz",
         cmdline: "init=/fuzz fuzz=0xf022,20000",

@@ -127,6 +127,10 @@ pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
 /// `MAP_FIXED` or `MAP_FIXED_NOREPLACE`: an mmap that may replace.
 const MAP_FIXED_ANY: MapFlags = MAP_FIXED.union(MAP_FIXED_NOREPLACE);
 
+/// Rounds of reclaim a fault that ran out of memory tries before it
+/// gives up (Linux's `MAX_RECLAIM_RETRIES`).
+const MAX_RECLAIM_RETRIES: u32 = 16;
+
 /// Kind of access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -769,10 +773,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ///
     /// Memory pressure: if the fault runs out of memory, the context's
     /// reclaim hook (or, without one, the deferred-split shrinker over this
-    /// space) runs once with no lock held and the fault is retried.
+    /// space) runs with no lock held and the fault is retried, as long as
+    /// reclaim frees something (at most `MAX_RECLAIM_RETRIES` rounds).
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
         let mut r = self.fault_once(addr, access);
-        if r == Err(Fault::Oom) {
+        // Reclaim and retry while reclaim makes progress, at most
+        // `MAX_RECLAIM_RETRIES` times (Linux's `should_reclaim_retry`):
+        // one round may only age the lists (young pages are kept once).
+        let mut tries = 0;
+        while r == Err(Fault::Oom) && tries < MAX_RECLAIM_RETRIES {
             let freed = match self.ctx.reclaim_hook() {
                 Some(hook) => hook(),
                 None => {
@@ -780,9 +789,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     c.split + c.underused
                 }
             };
-            if freed != 0 {
-                r = self.fault_once(addr, access);
+            if freed == 0 {
+                break;
             }
+            tries += 1;
+            r = self.fault_once(addr, access);
         }
         if r.is_ok() {
             self.faults.fetch_add(1, Relaxed);

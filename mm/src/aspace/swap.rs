@@ -37,9 +37,9 @@
 //! copy, so `MADV_FREE` and reclaim must not treat it as clean.
 //!
 //! # Waiting
-//! A fault that finds a folio locked (being written or read) waits for
-//! the unlock through `CpuOps::wait` keyed by the folio's PFN; whoever
-//! unlocks a folio this module locked wakes that key.
+//! A fault that finds a folio locked (being written or read) sleeps in
+//! `Folio::lock_sleeping`; any unlock wakes it (the folio's `WAITERS`
+//! flag, Linux's `PG_waiters`).
 
 use alloc::vec::Vec;
 
@@ -73,23 +73,6 @@ pub enum Pageout {
     /// The write failed: the folio stays in the swap cache, mapped by
     /// swap entries that bring it back from memory.
     IoError,
-}
-
-/// Wakes the faults waiting for `f`'s lock (after unlocking it).
-fn wake_folio<'a>(ctx: &super::ctx::MmCtx<'a>, f: Folio<'a>) {
-    ctx.ops().wake(f.pfn() as usize);
-}
-
-/// Takes `f`'s lock, sleeping until its holder (a swap-out or swap-in in
-/// flight) lets go.  The caller holds a reference and no spin lock.
-fn lock_folio<'a>(ctx: &super::ctx::MmCtx<'a>, f: Folio<'a>) -> FolioLockGuard<'a> {
-    loop {
-        if let Some(g) = f.try_lock() {
-            return g;
-        }
-        ctx.ops()
-            .wait(f.pfn() as usize, &|| !f.test(PageFlags::LOCKED));
-    }
 }
 
 /// Pages out one anonymous folio, held by the caller's reference `folio`
@@ -186,7 +169,6 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
     if f.test(PageFlags::DIRTY) {
         if area.io.write(ctx.mem, slot, f.pa(), nr).is_err() {
             drop(lock);
-            wake_folio(ctx, f);
             return Pageout::IoError;
         }
         f.clear_flags(PageFlags::DIRTY);
@@ -211,7 +193,6 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
         Pageout::Cached
     };
     drop(lock);
-    wake_folio(ctx, f);
     out
 }
 
@@ -330,7 +311,6 @@ impl<'a> super::ctx::MmCtx<'a> {
             f.put();
         }
         drop(lock);
-        self.ops().wake(f.pfn() as usize);
     }
 
     /// Takes the locked folio `f` out of the swap cache if only the cache
@@ -457,10 +437,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             },
         };
         let f = *folio;
-        let lock = lock_folio(ctx, f);
+        let lock = f.lock_sleeping();
         let r = self.map_swapped(vma, va, access, e, &area, f);
         drop(lock);
-        wake_folio(ctx, f);
         drop(folio);
         r?;
         // A write to a page that came back read-only (shared after fork)
@@ -547,14 +526,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if read.is_err() {
                 leave_cache(ctx, area, *f, slot0);
                 drop(lock);
-                wake_folio(ctx, *f);
                 return Err(Fault::Sigbus);
             }
             stats.count_n(VmEvent::PswpIn, nr);
             stats.count(VmEvent::PgMajFault);
             stats.inc(ord, MthpStat::Swpin);
             drop(lock);
-            wake_folio(ctx, *f);
             return Ok(Some(f));
         }
         Ok(None)

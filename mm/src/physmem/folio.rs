@@ -202,18 +202,46 @@ impl<'a> Folio<'a> {
         self.trylock().then(|| FolioLockGuard { folio: *self })
     }
 
-    /// Releases the folio lock.
+    /// Releases the folio lock, waking whoever sleeps in
+    /// [`Self::lock_sleeping`] (only if someone said so with `WAITERS`,
+    /// Linux's `PG_waiters`, so an uncontended unlock stays one atomic).
     #[inline]
     pub fn unlock(&self) {
         let old = self
             .head()
             .flags
-            .fetch_and(!PageFlags::LOCKED.bits(), Release);
+            .fetch_and(!(PageFlags::LOCKED | PageFlags::WAITERS).bits(), Release);
         debug_assert!(
             old & PageFlags::LOCKED.bits() != 0,
             "unlocking an unlocked folio: {}",
             self.dump()
         );
+        if old & PageFlags::WAITERS.bits() != 0 {
+            self.alloc.cpu_ops().wake(self.wait_key());
+        }
+    }
+
+    /// The key faults sleep on while the folio is locked.
+    fn wait_key(&self) -> usize {
+        self.pfn() as usize
+    }
+
+    /// Takes the folio lock, sleeping (`CpuOps::wait`) while another
+    /// holder has it: swap-in waiting for a swap-out or read in flight.
+    /// The caller holds a reference and no spin lock.  Whoever unlocks
+    /// sees `WAITERS` and wakes the key, so no unlock path has to know
+    /// about sleepers.
+    pub fn lock_sleeping(&self) -> FolioLockGuard<'a> {
+        loop {
+            if let Some(g) = self.try_lock() {
+                return g;
+            }
+            self.set_flags(PageFlags::WAITERS);
+            let f = *self;
+            self.alloc
+                .cpu_ops()
+                .wait(self.wait_key(), &move || !f.test(PageFlags::LOCKED));
+        }
     }
 
     /// Whether the folio is mlocked as a whole (Linux's

@@ -144,6 +144,9 @@ bitflags! {
         /// `PG_swapbacked`): reclaim discards it instead of swapping it,
         /// unless a mapping was written again.
         const LAZYFREE         = 1 << 29;
+        /// Someone sleeps waiting for the folio lock (Linux's
+        /// `PG_waiters`): the unlock wakes them.
+        const WAITERS          = 1 << 28;
     }
 }
 

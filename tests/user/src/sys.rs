@@ -19,6 +19,8 @@ pub mod nr {
     pub const SCHED_YIELD: usize = 24;
     pub const MREMAP: usize = 25;
     pub const MADVISE: usize = 28;
+    pub const SWAPON: usize = 167;
+    pub const SWAPOFF: usize = 168;
     pub const NANOSLEEP: usize = 35;
     pub const CLOCK_NANOSLEEP: usize = 230;
     pub const GETPID: usize = 39;
@@ -109,6 +111,8 @@ pub mod nr {
     pub const MMAP: usize = 222;
     pub const MPROTECT: usize = 226;
     pub const MADVISE: usize = 233;
+    pub const SWAPON: usize = 224;
+    pub const SWAPOFF: usize = 225;
     pub const WAIT4: usize = 260;
     pub const GETRANDOM: usize = 278;
     pub const PRCTL: usize = 167;
@@ -301,6 +305,16 @@ pub fn mprotect(addr: usize, len: usize, prot: usize) -> isize {
 
 pub fn madvise(addr: usize, len: usize, advice: usize) -> isize {
     syscall(nr::MADVISE, &[addr, len, advice])
+}
+
+/// `swapon(path, flags)`; `path` NUL-terminated.
+pub fn swapon(path: &[u8], flags: usize) -> isize {
+    syscall(nr::SWAPON, &[path.as_ptr() as usize, flags])
+}
+
+/// `swapoff(path)`; `path` NUL-terminated.
+pub fn swapoff(path: &[u8]) -> isize {
+    syscall(nr::SWAPOFF, &[path.as_ptr() as usize])
 }
 
 pub fn mremap(old: usize, old_len: usize, new_len: usize, flags: usize, new_addr: usize) -> isize {

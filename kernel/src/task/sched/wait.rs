@@ -73,7 +73,11 @@ impl WaitQueue {
             };
             // A wake-up from here on makes us Ready, and `schedule` then
             // keeps us running; so checking once more cannot lose one.
-            if cond() {
+            // A true answer here is final: `cond` may act (the block
+            // layer's takes its request slot), so it must not be asked
+            // again and answer false for what it just did.
+            let ready = cond();
+            if ready {
                 let mut g = SCHED.lock();
                 g.sleepers &= !(1 << me);
                 let t = g.thread(me);
@@ -87,6 +91,9 @@ impl WaitQueue {
             *self.waiters.lock() &= !(1 << me);
             compiler_fence(Ordering::SeqCst);
             arch::irq_restore(irq);
+            if ready {
+                return true;
+            }
         }
     }
 

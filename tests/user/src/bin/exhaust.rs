@@ -23,6 +23,16 @@
 //!   the two readings.  The reading is retried for up to 2 s in case a
 //!   space is torn down a little after the reap (it is not today).
 //!
+//! With a swap disk (`/dev/vda`, the `exhaust-swap` boot) it swaps on first
+//! and runs the same checks with swap in play (issue 15: "swap full → OOM
+//! kill, bystander intact, nothing leaked"), plus:
+//!
+//! * `swap_filled_before_kill`: reclaim wrote the hog out until swap was
+//!   (nearly) full before the kill: `pswpout` grew by at least half the
+//!   area;
+//! * `swap_slots_return`: `SwapFree` is back to `SwapTotal` after the reap,
+//!   and `swapoff` succeeds.
+//!
 //! The program refuses to run anywhere but this kernel (uname release
 //! `*-mthp`): on a Linux host it would only exercise the host's OOM killer.
 #![no_std]
@@ -36,6 +46,12 @@ use mthp_user::{
 };
 
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
+#[cfg(target_arch = "x86_64")]
+const MLOCKALL: usize = 151;
+#[cfg(target_arch = "aarch64")]
+const MLOCKALL: usize = 230;
+const MCL_CURRENT: usize = 1;
+const MCL_FUTURE: usize = 2;
 const PAGE: usize = 4096;
 const SZ_2M: usize = 2 << 20;
 /// The hog's mapping unit.
@@ -105,6 +121,16 @@ fn run(h: &mut Harness) -> Check {
             Err(_) if kb != 64 && kb != 2048 && !exists(path!("{THP}/hugepages-{kb}kB").c()) => {}
             r => r?,
         }
+    }
+    let swap = exists(b"/dev/vda\0");
+    if swap {
+        let r = sys::swapon(b"/dev/vda\0", 0);
+        ensure!(r == 0, "swapon /dev/vda: {r}");
+        // This process's own pages must stay put, or reclaim moves them
+        // to swap and MemFree/SwapFree drift (the children do not inherit
+        // the lock).
+        let r = sys::syscall(MLOCKALL, &[MCL_CURRENT | MCL_FUTURE]);
+        ensure!(r == 0, "mlockall: {r}");
     }
     knob(path!("{THP}/khugepaged/scan_sleep_millisecs").c(), b"10")?;
     knob(path!("{THP}/khugepaged/alloc_sleep_millisecs").c(), b"10")?;
@@ -221,6 +247,40 @@ fn run(h: &mut Harness) -> Check {
             )))
         }
     });
+    if swap {
+        report(h, "swap_filled_before_kill", {
+            let written = after.pswpout - before.pswpout;
+            if written * 4 >= before.swap_total_kb / 2 {
+                Ok(())
+            } else {
+                Err(Msg::new(format_args!(
+                    "pswpout grew by {written} pages, the area has {} kB",
+                    before.swap_total_kb
+                )))
+            }
+        });
+        report(h, "swap_slots_return", {
+            let mut s = after;
+            for _ in 0..200 {
+                if s.swap_free_kb == s.swap_total_kb {
+                    break;
+                }
+                sleep_ms(10);
+                let _ = s.take();
+            }
+            let off = sys::swapoff(b"/dev/vda\0");
+            if s.swap_free_kb != s.swap_total_kb {
+                Err(Msg::new(format_args!(
+                    "SwapFree {} kB of {} kB after the reap",
+                    s.swap_free_kb, s.swap_total_kb
+                )))
+            } else if off != 0 {
+                Err(Msg::new(format_args!("swapoff: {off}")))
+            } else {
+                Ok(())
+            }
+        });
+    }
     sys::munmap(mine.addr, mine.len);
     Ok(())
 }
@@ -229,6 +289,9 @@ fn run(h: &mut Harness) -> Check {
 #[derive(Default, Clone, Copy)]
 struct Snapshot {
     free_kb: u64,
+    swap_total_kb: u64,
+    swap_free_kb: u64,
+    pswpout: u64,
     fb_2m: u64,
     fb_64k: u64,
     full_scans: u64,
@@ -247,6 +310,13 @@ impl Snapshot {
             fail!("/proc/meminfo has no MemFree");
         };
         self.free_kb = free;
+        self.swap_total_kb = field(&buf[..n], b"SwapTotal:").unwrap_or(0);
+        self.swap_free_kb = field(&buf[..n], b"SwapFree:").unwrap_or(0);
+        let mut vm = [0u8; 8192];
+        self.pswpout = match read_file(b"/proc/vmstat\0", &mut vm) {
+            Ok(n) => field(&vm[..n], b"\npswpout ").unwrap_or(0),
+            Err(e) => fail!("/proc/vmstat: errno {e}"),
+        };
         self.fb_2m = counter(path!("{THP}/hugepages-2048kB/stats/anon_fault_fallback").c())?;
         self.fb_64k = counter(path!("{THP}/hugepages-64kB/stats/anon_fault_fallback").c())?;
         self.full_scans = counter(path!("{THP}/khugepaged/full_scans").c())?;

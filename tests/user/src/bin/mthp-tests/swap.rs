@@ -35,14 +35,6 @@
 use super::*;
 use folios::folios_64k;
 
-#[cfg(target_arch = "x86_64")]
-const SWAPON: usize = 167;
-#[cfg(target_arch = "x86_64")]
-const SWAPOFF: usize = 168;
-#[cfg(target_arch = "aarch64")]
-const SWAPON: usize = 224;
-#[cfg(target_arch = "aarch64")]
-const SWAPOFF: usize = 225;
 const EBUSY: i32 = 16;
 const MADV_FREE: usize = 8;
 const MADV_PAGEOUT: usize = 21;
@@ -53,11 +45,11 @@ const ROTATIONAL: &[u8] = b"/sys/block/vda/queue/rotational\0";
 const AREA_KB: u64 = (32768 - 1) * 4;
 
 fn swapon(p: &[u8], flags: usize) -> Result<usize, i32> {
-    check(sys::syscall(SWAPON, &[p.as_ptr() as usize, flags]))
+    check(sys::swapon(p, flags))
 }
 
 fn swapoff(p: &[u8]) -> Result<usize, i32> {
-    check(sys::syscall(SWAPOFF, &[p.as_ptr() as usize]))
+    check(sys::swapoff(p))
 }
 
 fn madvise(m: &Mem, advice: usize) -> Result<usize, i32> {
