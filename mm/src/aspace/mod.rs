@@ -773,15 +773,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ///
     /// Memory pressure: if the fault runs out of memory, the context's
     /// reclaim hook (or, without one, the deferred-split shrinker over this
-    /// space) runs with no lock held and the fault is retried, as long as
-    /// reclaim frees something (at most `MAX_RECLAIM_RETRIES` rounds).
+    /// space) runs with no lock held and the fault is retried after each
+    /// round that freed something, until `MAX_RECLAIM_RETRIES` rounds in
+    /// a row free nothing.
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
         let mut r = self.fault_once(addr, access);
-        // Reclaim and retry while reclaim makes progress, at most
-        // `MAX_RECLAIM_RETRIES` times (Linux's `should_reclaim_retry`):
-        // one round may only age the lists (young pages are kept once).
-        let mut tries = 0;
-        while r == Err(Fault::Oom) && tries < MAX_RECLAIM_RETRIES {
+        // Reclaim and retry until `MAX_RECLAIM_RETRIES` rounds in a row
+        // free nothing (Linux's `should_reclaim_retry`): one round may
+        // only age the lists (young pages are kept once).
+        let (mut rounds, mut no_progress) = (0, 0);
+        while r == Err(Fault::Oom)
+            && no_progress < MAX_RECLAIM_RETRIES
+            && rounds < 4 * MAX_RECLAIM_RETRIES
+        {
             let freed = match self.ctx.reclaim_hook() {
                 Some(hook) => hook(),
                 None => {
@@ -789,10 +793,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     c.split + c.underused
                 }
             };
+            rounds += 1;
             if freed == 0 {
-                break;
+                // A round may only age the lists; without a hook there is
+                // nothing more to try.
+                no_progress += 1;
+                if self.ctx.reclaim_hook().is_none() {
+                    break;
+                }
+                continue;
             }
-            tries += 1;
+            no_progress = 0;
             r = self.fault_once(addr, access);
         }
         if r.is_ok() {

@@ -62,10 +62,20 @@ impl<'a> MmCtx<'a> {
         who: Reclaimer,
     ) -> ReclaimStats {
         let mut st = ReclaimStats::default();
+        // No free slot: nothing anonymous can go (lazyfree folios aside,
+        // which are not worth a scan of every list each time a fault runs
+        // out of memory with swap full).
+        let (_, swap_free) = self.swap.totals();
+        let swap = swap_free > 0;
+        if self.swap.active() && !swap {
+            return st;
+        }
         self.lru_drain();
         let c = self.lru_counts();
-        let budget = 2 * (c.active_pages + c.inactive_pages) + SWAP_CLUSTER_MAX;
-        let swap = self.swap.active();
+        // At most twice the lists, and at most 64 pages looked at per page
+        // asked for (Linux scans `lru_size >> priority` per round).
+        let budget = (2 * (c.active_pages + c.inactive_pages) + SWAP_CLUSTER_MAX)
+            .min(64 * nr_to_reclaim.max(SWAP_CLUSTER_MAX));
         while st.reclaimed < nr_to_reclaim && st.scanned < budget {
             let c = self.lru_counts();
             if c.inactive_pages < c.active_pages {
