@@ -95,6 +95,8 @@ struct Opts {
     runs: usize,
     steps: usize,
     work: u32,
+    /// `sizes` was given (the pressure workload's working set then).
+    sizes_set: bool,
     tag: [u8; 16],
     tag_len: usize,
 }
@@ -106,7 +108,10 @@ impl Opts {
 
     fn set(&mut self, key: &[u8], val: &[u8]) -> Result<(), Msg> {
         match key {
-            b"sizes" => self.sizes = parse_list(val, parse_mib)?,
+            b"sizes" => {
+                self.sizes = parse_list(val, parse_mib)?;
+                self.sizes_set = true;
+            }
             b"configs" => self.configs = parse_list(val, parse_kb)?,
             b"runs" => {
                 self.runs = parse_u64(val)
@@ -964,6 +969,7 @@ fn bench_swap(cx: &mut Ctx) {
         );
         let (mut p_out, mut p_in) = (PmuSamples::new(), PmuSamples::new());
         let mut bad = 0usize;
+        let mut pgmaj = Samples::new();
         for _ in 0..cx.opts.runs {
             let addr = match map_region(len) {
                 Ok(a) => a,
@@ -1014,6 +1020,7 @@ fn bench_swap(cx: &mut Ctx) {
                 }
             }
             let m0 = majflt();
+            let g0 = vmstat(cx.buf, "pgmajfault");
             let on = cx.perf.start("start both");
             let t0 = now_ns();
             // Reads, one per page: a write would change the data checked below.
@@ -1025,6 +1032,9 @@ fn bench_swap(cx: &mut Ctx) {
             let t1 = now_ns();
             let rep = if on { cx.perf.stop(cx.buf) } else { None };
             majf.push((majflt() - m0) as f64);
+            if let (Some(g0), Some(g1)) = (g0, vmstat(cx.buf, "pgmajfault")) {
+                pgmaj.push((g1 - g0) as f64);
+            }
             in_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
             p_in.add(&rep, mib as u64);
             for off in (0..len).step_by(8) {
@@ -1045,6 +1055,7 @@ fn bench_swap(cx: &mut Ctx) {
         emit("swapin", &cfg, mib, "mib_per_s", &in_s);
         emit("swapout", &cfg, mib, "whole_fraction", &whole);
         emit("swapin", &cfg, mib, "majflt", &majf);
+        emit("swapin", &cfg, mib, "pgmajfault", &pgmaj);
         p_out.emit("swapout", &cfg, mib, "mib");
         p_in.emit("swapin", &cfg, mib, "mib");
     }
@@ -1100,7 +1111,13 @@ fn bench_pressure(cx: &mut Ctx) {
         );
         return;
     }
-    let len = (total / 2 * 3).next_multiple_of(SZ_2M);
+    // `sizes=<MiB>` fixes the working set, so both kernels of a comparison
+    // get the same one (their MemTotal differ for the same -m); otherwise
+    // 1.5x MemTotal.
+    let len = match cx.opts.sizes.items().first() {
+        Some(&m) if cx.opts.sizes_set => m * MIB,
+        _ => (total / 2 * 3).next_multiple_of(SZ_2M),
+    };
     let mib = len / MIB;
     let pages = len / PAGE;
     let steps = cx.opts.steps;
@@ -1175,6 +1192,7 @@ fn bench_main(args: &Args) -> i32 {
         runs: 5,
         steps: 1_000_000,
         work: W_FAULT | W_STREAM | W_CHASE | W_COLLAPSE | W_SPLIT,
+        sizes_set: false,
         tag: [0; 16],
         tag_len: 0,
     };
@@ -1306,7 +1324,10 @@ fn bench_main(args: &Args) -> i32 {
     // The guest's RAM may be backed lazily by the host: touch as much as
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
-    if let Ok(a) = map_region(max_mib * MIB) {
+    // Not for the swap workloads alone: the pressure set is larger than RAM.
+    if o.work & !(W_SWAP | W_PRESSURE) != 0
+        && let Ok(a) = map_region(max_mib * MIB)
+    {
         touch(a, max_mib * MIB);
         sys::munmap(a, max_mib * MIB);
     }
