@@ -527,7 +527,7 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     for &mib in &pmibs {
         let _ = writeln!(
             s,
-            "## {} memory pressure — {} MiB working set (1.5x MemTotal, -m {}), ours vs {}\n",
+            "## {} memory pressure — {} MiB working set (1.5x -m {}: the same on both kernels), ours vs {}\n",
             r.arch.name(),
             mib,
             PRESSURE_MEM,
