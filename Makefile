@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -84,6 +84,8 @@ exhaust: deps
 ## CSV and SVG plots under target/bench/.  QUICK=1: 64 and 256 MiB only.
 ## ICOUNT=1 (ARCH=aarch64): exact instructions per fault under -icount.
 ## Page-fault scaling and TLB shootdowns on 2 CPUs, against Linux: bench-scale.
+## Swap out/in per folio size and memory pressure, ours beside Linux 6.12
+## (each boot with a swap disk): bench-swap (ICOUNT=1: arm64 instructions).
 QUICK  ?=
 ICOUNT ?=
 bench: deps
@@ -113,6 +115,9 @@ bench-linux: deps
 ## (tests/src/scale.rs): ARCH=x86_64 or aarch64 (both when unset on the
 ## command line), QUICK=1, BOOTS (default 1).  Needs the same Linux kernel
 ## as bench-linux.
+bench-swap: deps
+	$(RUNNER) bench --swap --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
 bench-scale: deps
 	$(RUNNER) bench --scale $(if $(filter command line,$(origin ARCH)),--arch $(ARCH)) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(filter command line,$(origin BOOTS)),--boots $(BOOTS))
 

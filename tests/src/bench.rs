@@ -106,7 +106,25 @@ struct Boot {
     label: &'static str,
     cmdline: String,
     extra: Vec<String>,
+    /// A swap disk of this many bytes (`qemu::swap_disk_of`) as `/dev/vda`:
+    /// the swap and pressure workloads skip themselves without one.
+    disk: Option<u64>,
+    /// `-m` instead of 2G: the pressure boot's working set is 1.5x RAM,
+    /// so less RAM keeps it short.
+    mem: Option<&'static str>,
 }
+
+/// Swap disk of the swap workload's boot: 16 (64 full) MiB at a time, so
+/// 128 MiB leaves the slots contiguous.
+const SWAP_BOOT_DISK: u64 = 128 << 20;
+/// RAM and swap disk of the pressure boot: 1.5x 256 MiB of working set
+/// overflows into swap by about 128 MiB plus what the kernel holds; 512
+/// MiB of swap is room for that on both kernels (sparse image).
+const PRESSURE_MEM: &str = "256M";
+const PRESSURE_DISK: u64 = 512 << 20;
+/// The pressure working set: 1.5x `-m`, the same on both kernels (1.5x
+/// MemTotal would differ: Linux's MemTotal is 212 MiB of 256 on x86).
+const PRESSURE_SET_MIB: u64 = 384;
 
 pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool) -> ExitCode {
     let root = qemu::workspace_root();
@@ -136,6 +154,8 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 label: "icount",
                 cmdline: "init=/bench bench.work=fault bench.configs=4K,16K,64K,2M bench.sizes=256 bench.runs=3".into(),
                 extra: vec!["-icount".into(), "shift=0".into()],
+                disk: None,
+                mem: None,
             });
         } else {
             boots.push(Boot {
@@ -144,6 +164,8 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                     "init=/bench bench.sizes={sizes} bench.runs=5 bench.steps={steps}"
                 ),
                 extra: Vec::new(),
+                disk: None,
+                mem: None,
             });
             if arch == Arch::Aarch64 && !linux {
                 boots.push(Boot {
@@ -152,9 +174,12 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                         "contpte=off init=/bench bench.sizes={sizes} bench.runs=5 bench.steps={steps} bench.configs=64K,128K,256K,512K,1M bench.tag=nocont bench.work=fault,stream,chase"
                     ),
                     extra: Vec::new(),
+                    disk: None,
+                    mem: None,
                 });
             }
         }
+        boots.extend(swap_boots(quick, icount));
         let lk = if linux {
             match crate::linux::kernel(arch) {
                 Some(k) => Some(k),
@@ -209,8 +234,10 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
     for r in &results {
         if icount {
             report.push_str(&icount_table(r, linux_ic.as_ref()));
+            report.push_str(&swap_tables(r, None));
         } else {
             report.push_str(&arch_tables(r));
+            report.push_str(&swap_tables(r, None));
             for (work, file) in [("chase", "chase"), ("stream", "stream")] {
                 let name = format!(
                     "{file}-{}{}-{accel_name}-{mode}.svg",
@@ -271,6 +298,284 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
     }
 }
 
+/// The swap boots (issue 15): out and in per folio size, on its own boot
+/// with a swap disk (under -icount too: instructions per MiB), and the
+/// memory-pressure run with little RAM (not under -icount: it measures
+/// time and major faults).
+fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
+    let mut boots = Vec::new();
+    let swap_mib = if quick { 16 } else { 64 };
+    boots.push(Boot {
+        label: "swap",
+        cmdline: format!("init=/bench bench.work=swap bench.sizes={swap_mib} bench.runs=3"),
+        extra: if icount {
+            vec!["-icount".into(), "shift=0".into()]
+        } else {
+            Vec::new()
+        },
+        disk: Some(SWAP_BOOT_DISK),
+        mem: None,
+    });
+    if !icount {
+        let touches = if quick { 20_000 } else { 100_000 };
+        boots.push(Boot {
+            label: "pressure",
+            cmdline: format!(
+                "init=/bench bench.work=pressure bench.sizes={PRESSURE_SET_MIB} bench.runs={} bench.steps={touches}",
+                if quick { 1 } else { 3 }
+            ),
+            extra: Vec::new(),
+            disk: Some(PRESSURE_DISK),
+            mem: Some(PRESSURE_MEM),
+        });
+    }
+    boots
+}
+
+/// `runner bench --swap`: the swap boots on our kernel and on Debian's
+/// Linux 6.12 (same /bench, `linux::comparable` set-up for Linux; our
+/// kernel keeps its own machine, x86 `microvm`, as it drives no PCI disk),
+/// then the side-by-side tables ([`swap_tables`]).
+pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+    let out_dir = qemu::workspace_root().join("target").join("bench");
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        eprintln!("{}: {e}", out_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let mut report = String::new();
+    let mut ok = true;
+    for &arch in arches {
+        if icount && (arch != Arch::Aarch64 || accel != Accel::Tcg) {
+            println!("== {}: -icount is for arm64 TCG only; skipped", arch.name());
+            continue;
+        }
+        let boots = swap_boots(quick, icount);
+        let ours = match run_arch(arch, accel, quick, &boots, None) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("== {}: {e}", arch.name());
+                return ExitCode::FAILURE;
+            }
+        };
+        let lx = match crate::linux::kernel(arch) {
+            Some(k) => match run_arch(arch, accel, quick, &boots, Some(k)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    println!("== {} (Linux): {e}", arch.name());
+                    None
+                }
+            },
+            None => {
+                println!(
+                    "== {}: {}; Linux side skipped",
+                    arch.name(),
+                    crate::linux::missing(arch)
+                );
+                None
+            }
+        };
+        report.push_str(&swap_tables(&ours, lx.as_ref()));
+        for r in std::iter::once(&ours).chain(lx.as_ref()) {
+            for e in &r.errors {
+                ok = false;
+                let _ = writeln!(report, "ERROR ({}, {}): {e}", r.arch.name(), r.kernel);
+            }
+        }
+    }
+    println!("\n{report}");
+    let stem = format!(
+        "bench-swap-{}-{}",
+        arches
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join("+"),
+        if icount {
+            "icount"
+        } else if quick {
+            "quick"
+        } else {
+            "full"
+        }
+    );
+    let p = out_dir.join(format!("{stem}.md"));
+    match std::fs::write(&p, &report) {
+        Ok(()) => println!("wrote {}", p.display()),
+        Err(e) => eprintln!("{}: {e}", p.display()),
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Swap tables: MiB/s per direction and folio size, the fraction of folios
+/// swapped out without a split, instructions per MiB under `-icount`, and
+/// the pressure run; `lx` (Linux 6.12, same /bench) beside ours when given.
+fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let mibs: Vec<u64> = {
+        let mut v: Vec<u64> = r
+            .recs
+            .iter()
+            .filter(|x| x.work == "swapout")
+            .map(|x| x.mib)
+            .collect();
+        v.dedup();
+        v
+    };
+    let lget = |w: &str, c: &str, mib: u64, m: &str| lx.and_then(|l| l.get(w, c, mib, m));
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    for &mib in &mibs {
+        let _ = writeln!(
+            s,
+            "## {} swap, {} MiB region — ours ({}) vs {}; {} ({})\n",
+            r.arch.name(),
+            mib,
+            r.kernel,
+            linux_name,
+            accel_desc(r),
+            r.qemu
+        );
+        let _ = writeln!(
+            s,
+            "MADV_PAGEOUT of a filled region (out), then one read per 4K page (in, data verified); guest clock_gettime(CLOCK_MONOTONIC); median (min–max) of 3 runs. Without split: per-size stats swpout / (swpout + swpout_fallback) (4K: pswpout, never split).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| size | out MiB/s ours | out Linux | ours/Linux | in MiB/s ours | in Linux | ours/Linux | without split ours | Linux | pgmajfault in ours | Linux |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for cfg in ["4K", "64K", "2M"] {
+            let g = |w: &str, m: &str| r.get(w, cfg, mib, m);
+            let l = |w: &str, m: &str| lget(w, cfg, mib, m);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cfg,
+                cell(g("swapout", "mib_per_s")),
+                cell(l("swapout", "mib_per_s")),
+                ratio(g("swapout", "mib_per_s"), l("swapout", "mib_per_s")),
+                cell(g("swapin", "mib_per_s")),
+                cell(l("swapin", "mib_per_s")),
+                ratio(g("swapin", "mib_per_s"), l("swapin", "mib_per_s")),
+                cell(g("swapout", "whole_fraction")),
+                cell(l("swapout", "whole_fraction")),
+                g("swapin", "pgmajfault")
+                    .map(|x| fmt_v(x.med))
+                    .unwrap_or_else(|| "–".into()),
+                l("swapin", "pgmajfault")
+                    .map(|x| fmt_v(x.med))
+                    .unwrap_or_else(|| "–".into()),
+            );
+        }
+        s.push('\n');
+        // Under -icount shift=0 the guest clock advances 1 ns per
+        // instruction, so ns per MiB is instructions (plus idle time
+        // waiting for the disk) per MiB on both kernels, read the same
+        // way; ours also counts INST_RETIRED (idle excluded) itself.
+        if r.get("swapout", "4K", mib, "pmu:instructions_per_mib")
+            .is_some()
+            || r.info.iter().any(|l| l.contains("icount"))
+        {
+            let _ = writeln!(
+                s,
+                "Instructions per MiB, arm64 TCG -icount shift=0: ours INST_RETIRED via /sys/kernel/debug/mthp/perf (user+kernel, idle excluded); both kernels also as guest ns per MiB (= instructions + idle waiting for the disk under shift=0).\n"
+            );
+            let _ = writeln!(
+                s,
+                "| size | out instr/MiB ours | out icount-ns/MiB ours | Linux | ours/Linux | in instr/MiB ours | in icount-ns/MiB ours | Linux | ours/Linux |\n|---|---|---|---|---|---|---|---|---|"
+            );
+            let ns = |x: Option<&Rec>| x.map(|x| 1e9 / x.med);
+            let f = |v: Option<f64>| v.map(fmt_v).unwrap_or_else(|| "–".into());
+            let rt = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "–".into(),
+            };
+            for cfg in ["4K", "64K", "2M"] {
+                let g = |w: &str, m: &str| r.get(w, cfg, mib, m);
+                let l = |w: &str, m: &str| lget(w, cfg, mib, m);
+                let (on, ln) = (ns(g("swapout", "mib_per_s")), ns(l("swapout", "mib_per_s")));
+                let (inn, lin) = (ns(g("swapin", "mib_per_s")), ns(l("swapin", "mib_per_s")));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    cfg,
+                    cell(g("swapout", "pmu:instructions_per_mib")),
+                    f(on),
+                    f(ln),
+                    rt(on, ln),
+                    cell(g("swapin", "pmu:instructions_per_mib")),
+                    f(inn),
+                    f(lin),
+                    rt(inn, lin),
+                );
+            }
+            s.push('\n');
+        }
+    }
+    let pmibs: Vec<u64> = {
+        let mut v: Vec<u64> = r
+            .recs
+            .iter()
+            .filter(|x| x.work == "pressure")
+            .map(|x| x.mib)
+            .collect();
+        v.dedup();
+        v
+    };
+    for &mib in &pmibs {
+        let _ = writeln!(
+            s,
+            "## {} memory pressure — {} MiB working set (1.5x -m {}: the same on both kernels), ours vs {}\n",
+            r.arch.name(),
+            mib,
+            PRESSURE_MEM,
+            linux_name
+        );
+        let _ = writeln!(
+            s,
+            "{}; random 8-byte writes over the set after one untimed fill; time of the random phase, major faults ru_majflt and /proc/vmstat pgmajfault (our kernel counts every fault in ru_minflt and none in ru_majflt yet: read pgmajfault).\n",
+            r.info_value("pressure").unwrap_or("")
+        );
+        let _ = writeln!(
+            s,
+            "| size | ms ours | ms Linux | ours/Linux | majflt ours | majflt Linux | pgmajfault ours | pgmajfault Linux |\n|---|---|---|---|---|---|---|---|"
+        );
+        for cfg in ["4K", "64K"] {
+            let g = |m: &str| r.get("pressure", cfg, mib, m);
+            let l = |m: &str| lget("pressure", cfg, mib, m);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                cfg,
+                cell(g("ms")),
+                cell(l("ms")),
+                ratio(g("ms"), l("ms")),
+                cell(g("majflt")),
+                cell(l("majflt")),
+                cell(g("pgmajfault")),
+                cell(l("pgmajfault")),
+            );
+        }
+        s.push('\n');
+    }
+    for l in r
+        .info
+        .iter()
+        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
+    {
+        if l.starts_with("swap")
+            || l.starts_with("pressure")
+            || l.starts_with("skip swap")
+            || l.starts_with("skip pressure")
+        {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
+    s
+}
+
 fn run_arch(
     arch: Arch,
     accel: Accel,
@@ -318,8 +623,17 @@ fn run_arch(
     for b in boots {
         let mut spec = RunSpec::new(arch, accel, kernel.clone(), &b.cmdline);
         spec.initrd = Some(initrd.clone());
-        spec.mem = "2G".into();
+        spec.mem = b.mem.unwrap_or("2G").into();
         spec.extra_args = b.extra.clone();
+        // Kept until QEMU exits (the image is removed on drop).
+        let _disk = match b.disk {
+            Some(bytes) => {
+                let d = qemu::swap_disk_of(arch, bytes)?;
+                spec.disk = Some(d.0.clone());
+                Some(d)
+            }
+            None => None,
+        };
         let accel_word = match accel {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
@@ -330,7 +644,14 @@ fn run_arch(
                 // Debian's kernel with the same /bench as rdinit, the QEMU
                 // set-up of every comparison with Linux (linux.rs).
                 crate::linux::comparable(&mut spec);
-                crate::linux::apply(&mut spec, k, &initrd, false);
+                spec.mem = b.mem.unwrap_or("2G").into();
+                // With a disk, /linux-init runs /bench: it loads Debian's
+                // virtio_mmio/virtio_blk modules and waits for /dev/vda
+                // (`mthp_disk=1`), which a bare rdinit=/bench would not.
+                if b.disk.is_some() {
+                    spec.cmdline = format!("mthp_disk=1 {}", spec.cmdline);
+                }
+                crate::linux::apply(&mut spec, k, &initrd, b.disk.is_some());
             }
         }
         println!(

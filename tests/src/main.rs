@@ -7,6 +7,7 @@
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--icount] [--no-disk]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
+//! runner bench --swap [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # swap out/in and memory pressure, ours vs Linux 6.12 (bench.rs)
 //! runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]  # page-fault scaling and TLB shootdowns, -smp 2, ours vs Linux 6.12 (scale.rs)
 //! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
 //! ```
@@ -115,6 +116,7 @@ fn main() -> ExitCode {
     let mut mem: Option<String> = None;
     let mut boots: Option<usize> = None;
     let mut scale = false;
+    let mut swap = false;
     let mut smp = 1u32;
     let mut features = String::new();
     let mut it = args[1..].iter();
@@ -138,6 +140,7 @@ fn main() -> ExitCode {
             "--disk" => scratch = true,
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
             "--scale" => scale = true,
+            "--swap" => swap = true,
             "--smp" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n @ 1..=8) => smp = n,
                 _ => {
@@ -294,6 +297,10 @@ fn main() -> ExitCode {
             if scale {
                 // Page-fault scaling and shootdowns, -smp 2, both kernels (scale.rs).
                 return scale::run(&arches, accel, quick, boots.unwrap_or(1).max(1));
+            }
+            if swap {
+                // Swap out/in and memory pressure, both kernels (bench.rs).
+                return bench::swap_compare(&arches, accel, quick, icount);
             }
             if linux {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).

@@ -265,13 +265,19 @@ pub const SWAP_DISK_BYTES: u64 = 128 << 20;
 /// (a `runner run` and a `runner test` may boot the same arch at once);
 /// removed when the returned guard is dropped.
 pub fn swap_disk(arch: Arch) -> Result<DiskFile, String> {
+    swap_disk_of(arch, SWAP_DISK_BYTES)
+}
+
+/// [`swap_disk`] of `bytes` (a multiple of 4096): the benchmarks' memory
+/// pressure boot needs more swap than the user suite's 128 MiB.
+pub fn swap_disk_of(arch: Arch, bytes: u64) -> Result<DiskFile, String> {
     use std::io::Write;
     let dir = workspace_root().join("target").join("disks");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("swap-{}-{}.img", arch.name(), std::process::id()));
     let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.set_len(SWAP_DISK_BYTES)
-        .and_then(|_| f.write_all(&swap_header(SWAP_DISK_BYTES / 4096)))
+    f.set_len(bytes)
+        .and_then(|_| f.write_all(&swap_header(bytes / 4096)))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(DiskFile(path))
 }

@@ -3,6 +3,9 @@
 //! first-touch fault-in, over regions of N MiB mapped each way (4K only,
 //! each mTHP size, 2M PMD).  Plus collapse (MADV_COLLAPSE against copying
 //! 2 MiB) and split (split_huge_pages per order) when the kernel has them.
+//! With a swap disk (`/dev/vda`): swap-out/swap-in per folio size (`swap`,
+//! the first `sizes` entry in MiB) and random reuse of 1.5x RAM
+//! (`pressure`).
 //!
 //! A static Linux binary like the other test programs: it chooses the
 //! mapping size only through the THP sysfs knobs (saved first, restored at
@@ -12,7 +15,9 @@
 //! Options are `key=value` words from argv, or `bench.key=value` words of
 //! `/proc/cmdline` (how the runner passes them when this is init):
 //! `sizes=64,256` (MiB), `configs=4K,64K,2M`, `runs=5`, `steps=1000000`
-//! (chase steps per run), `work=fault,stream,chase,collapse,split`,
+//! (chase steps per run; random touches of `pressure`),
+//! `work=fault,stream,chase,collapse,split` (the default; `swap` and
+//! `pressure` are added only by the runner's boots with a swap disk),
 //! `tag=nocont` (appended to the configuration names).
 //!
 //! Output, one fact per line (the runner parses these):
@@ -77,6 +82,12 @@ const W_STREAM: u32 = 2;
 const W_CHASE: u32 = 4;
 const W_COLLAPSE: u32 = 8;
 const W_SPLIT: u32 = 16;
+/// Swap-out and swap-in through `/dev/vda` (issue 15); not in the
+/// default set: it needs a swap disk, which only the runner's swap boot has.
+const W_SWAP: u32 = 32;
+/// Random reuse over a working set 1.5x the machine's RAM (issue 15);
+/// also needs the swap disk, and a boot with little RAM to stay short.
+const W_PRESSURE: u32 = 64;
 
 struct Opts {
     sizes: List,
@@ -84,6 +95,8 @@ struct Opts {
     runs: usize,
     steps: usize,
     work: u32,
+    /// `sizes` was given (the pressure workload's working set then).
+    sizes_set: bool,
     tag: [u8; 16],
     tag_len: usize,
 }
@@ -95,7 +108,10 @@ impl Opts {
 
     fn set(&mut self, key: &[u8], val: &[u8]) -> Result<(), Msg> {
         match key {
-            b"sizes" => self.sizes = parse_list(val, parse_mib)?,
+            b"sizes" => {
+                self.sizes = parse_list(val, parse_mib)?;
+                self.sizes_set = true;
+            }
             b"configs" => self.configs = parse_list(val, parse_kb)?,
             b"runs" => {
                 self.runs = parse_u64(val)
@@ -118,6 +134,8 @@ impl Opts {
                         b"chase" => W_CHASE,
                         b"collapse" => W_COLLAPSE,
                         b"split" => W_SPLIT,
+                        b"swap" => W_SWAP,
+                        b"pressure" => W_PRESSURE,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -869,6 +887,300 @@ fn bench_split(cx: &mut Ctx) {
 
 // ---------------------------------------------------------------- main
 
+const MADV_PAGEOUT: usize = 21;
+const SWAP_DEV: &[u8] = b"/dev/vda\0";
+/// Folio sizes of the swap workload: order 0, the usual mTHP, PMD.
+const SWAP_KB: [usize; 3] = [4, 64, 2048];
+
+fn majflt() -> u64 {
+    let mut ru = sys::Rusage::default();
+    sys::getrusage(sys::RUSAGE_SELF, &mut ru);
+    ru.majflt as u64
+}
+
+/// One `/proc/vmstat` counter (None: no such line or no file).
+fn vmstat(buf: &mut [u8], key: &str) -> Option<u64> {
+    let n = read_file(b"/proc/vmstat\0", buf).ok()?;
+    buf[..n].split(|&c| c == b'\n').find_map(|l| {
+        let rest = l.strip_prefix(key.as_bytes())?;
+        rest.strip_prefix(b" ").and_then(parse_u64)
+    })
+}
+
+/// A per-size `stats/<name>` counter of `kb` folios: the sysfs file for
+/// the large sizes, `/proc/vmstat` `pswpout`/`pswpin` pages for 4K (order
+/// 0 has no per-size directory, and a 4K folio is never split).
+fn swap_stat(buf: &mut [u8], kb: usize, name: &str) -> Option<u64> {
+    if kb == 4 {
+        return match name {
+            "swpout" => vmstat(buf, "pswpout"),
+            "swpin" => vmstat(buf, "pswpin"),
+            _ => Some(0),
+        };
+    }
+    let n = read_file(path!("{THP}/hugepages-{kb}kB/stats/{name}").c(), buf).ok()?;
+    parse_u64(&buf[..n])
+}
+
+/// The pattern of the 8-byte word at `off`: non-zero everywhere, so no
+/// kernel can skip a page as zero-filled (notes §0.3) and a page swapped
+/// in from the wrong slot is caught.
+fn pattern(off: usize) -> u64 {
+    mix(off as u64) | 1
+}
+
+/// Swap-out (`MADV_PAGEOUT`) and swap-in (touching every page) of a
+/// region mapped 4K, 64K and 2M, through `/dev/vda`: MiB/s each way,
+/// whether the folios went out whole (per-size `swpout` against
+/// `swpout_fallback`), instructions per MiB when the kernel counts them
+/// (arm64 `-icount`), and major faults.  Skipped with a line when there is
+/// no swap disk.  On Linux the disk is first marked non-rotational, as
+/// 6.12 only gives large folios swap clusters on an SSD (notes §0.1).
+fn bench_swap(cx: &mut Ctx) {
+    if read_file(SWAP_DEV, &mut [0u8; 8]) == Err(sys::ENOENT) {
+        println!("bench-info swap unavailable: no /dev/vda (boot without a swap disk)");
+        return;
+    }
+    match write_file(b"/sys/block/vda/queue/rotational\0", b"0") {
+        Ok(()) | Err(sys::ENOENT) => {}
+        Err(e) => println!("bench-info swap rotational not written: {}", errno_name(e)),
+    }
+    let r = sys::swapon(SWAP_DEV, 0);
+    if r != 0 {
+        println!(
+            "bench-info swap unavailable: swapon /dev/vda: {}",
+            errno_name(-r as i32)
+        );
+        return;
+    }
+    let mib = cx.opts.sizes.items().first().copied().unwrap_or(16);
+    let len = mib * MIB;
+    for kb in SWAP_KB {
+        let cfg = Cfg(kb, "");
+        if let Err(m) = set_config(kb) {
+            println!("bench-info skip swap {} {} {}", cfg, mib, m);
+            continue;
+        }
+        let (mut out_s, mut in_s, mut whole, mut majf) = (
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+        );
+        let (mut p_out, mut p_in) = (PmuSamples::new(), PmuSamples::new());
+        let mut bad = 0usize;
+        let mut pgmaj = Samples::new();
+        for _ in 0..cx.opts.runs {
+            let addr = match map_region(len) {
+                Ok(a) => a,
+                Err(e) => {
+                    println!(
+                        "bench-info skip swap {} {} mmap: {}",
+                        cfg,
+                        mib,
+                        errno_name(e)
+                    );
+                    break;
+                }
+            };
+            for off in (0..len).step_by(8) {
+                // SAFETY: `addr..addr + len` is our private writable mapping.
+                unsafe { ((addr + off) as *mut u64).write_volatile(pattern(off)) };
+            }
+            let o0 = swap_stat(cx.buf, kb, "swpout");
+            let f0 = swap_stat(cx.buf, kb, "swpout_fallback");
+            let on = cx.perf.start("start both");
+            let t0 = now_ns();
+            let r = sys::madvise(addr, len, MADV_PAGEOUT);
+            let t1 = now_ns();
+            let rep = if on { cx.perf.stop(cx.buf) } else { None };
+            if r != 0 {
+                println!(
+                    "bench-info skip swap {} {} MADV_PAGEOUT: {}",
+                    cfg,
+                    mib,
+                    errno_name(-r as i32)
+                );
+                sys::munmap(addr, len);
+                break;
+            }
+            out_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
+            p_out.add(&rep, mib as u64);
+            let (o1, f1) = (
+                swap_stat(cx.buf, kb, "swpout"),
+                swap_stat(cx.buf, kb, "swpout_fallback"),
+            );
+            if let (Some(o0), Some(f0), Some(o1), Some(f1)) = (o0, f0, o1, f1) {
+                // Folios of this size that left: out whole, or split first.
+                let folios = (len / (kb * 1024)) as f64;
+                let (o, f) = ((o1 - o0) as f64, (f1 - f0) as f64);
+                let o = if kb == 4 { o } else { o.min(folios) };
+                if o + f > 0.0 {
+                    whole.push(o / (o + f));
+                }
+            }
+            let m0 = majflt();
+            let g0 = vmstat(cx.buf, "pgmajfault");
+            let on = cx.perf.start("start both");
+            let t0 = now_ns();
+            // Reads, one per page: a write would change the data checked below.
+            for off in (0..len).step_by(PAGE) {
+                // SAFETY: as above.
+                let v = unsafe { ((addr + off) as *const u64).read_volatile() };
+                bad += (v != pattern(off)) as usize;
+            }
+            let t1 = now_ns();
+            let rep = if on { cx.perf.stop(cx.buf) } else { None };
+            majf.push((majflt() - m0) as f64);
+            if let (Some(g0), Some(g1)) = (g0, vmstat(cx.buf, "pgmajfault")) {
+                pgmaj.push((g1 - g0) as f64);
+            }
+            in_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
+            p_in.add(&rep, mib as u64);
+            for off in (0..len).step_by(8) {
+                // SAFETY: as above.
+                if unsafe { ((addr + off) as *const u64).read_volatile() } != pattern(off) {
+                    bad += 1;
+                }
+            }
+            sys::munmap(addr, len);
+        }
+        if bad != 0 {
+            println!(
+                "bench-info swap {} {} CORRUPT: {} words differ after swap-in",
+                cfg, mib, bad
+            );
+        }
+        emit("swapout", &cfg, mib, "mib_per_s", &out_s);
+        emit("swapin", &cfg, mib, "mib_per_s", &in_s);
+        emit("swapout", &cfg, mib, "whole_fraction", &whole);
+        emit("swapin", &cfg, mib, "majflt", &majf);
+        emit("swapin", &cfg, mib, "pgmajfault", &pgmaj);
+        p_out.emit("swapout", &cfg, mib, "mib");
+        p_in.emit("swapin", &cfg, mib, "mib");
+    }
+    let r = sys::swapoff(SWAP_DEV);
+    if r != 0 {
+        println!(
+            "bench-info swap swapoff /dev/vda: {}",
+            errno_name(-r as i32)
+        );
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, bytes.
+fn mem_total(buf: &mut [u8]) -> Option<usize> {
+    let n = read_file(b"/proc/meminfo\0", buf).ok()?;
+    buf[..n].split(|&c| c == b'\n').find_map(|l| {
+        let rest = l.strip_prefix(b"MemTotal:")?;
+        let kb = trim(rest).strip_suffix(b"kB").map(trim)?;
+        parse_u64(kb).map(|v| v as usize * 1024)
+    })
+}
+
+/// Folio sizes of the pressure workload: order 0 and the usual mTHP.
+const PRESSURE_KB: [usize; 2] = [4, 64];
+
+/// Memory pressure: a working set of 1.5x `MemTotal` written once, then
+/// `steps` writes to random pages of it (uniform, so about a third miss
+/// and each miss forces a swap-out to make room): completion time of the
+/// random phase and its major faults, both `ru_majflt` and `/proc/vmstat`
+/// `pgmajfault` (the latter also counts faults of other processes, of
+/// which this boot has none).  `swapon`/`swapoff` as in [`bench_swap`].
+fn bench_pressure(cx: &mut Ctx) {
+    if read_file(SWAP_DEV, &mut [0u8; 8]) == Err(sys::ENOENT) {
+        println!("bench-info pressure unavailable: no /dev/vda (boot without a swap disk)");
+        return;
+    }
+    let Some(total) = mem_total(cx.buf) else {
+        println!("bench-info pressure unavailable: no MemTotal in /proc/meminfo");
+        return;
+    };
+    match write_file(b"/sys/block/vda/queue/rotational\0", b"0") {
+        Ok(()) | Err(sys::ENOENT) => {}
+        Err(e) => println!(
+            "bench-info pressure rotational not written: {}",
+            errno_name(e)
+        ),
+    }
+    let r = sys::swapon(SWAP_DEV, 0);
+    if r != 0 {
+        println!(
+            "bench-info pressure unavailable: swapon /dev/vda: {}",
+            errno_name(-r as i32)
+        );
+        return;
+    }
+    // `sizes=<MiB>` fixes the working set, so both kernels of a comparison
+    // get the same one (their MemTotal differ for the same -m); otherwise
+    // 1.5x MemTotal.
+    let len = match cx.opts.sizes.items().first() {
+        Some(&m) if cx.opts.sizes_set => m * MIB,
+        _ => (total / 2 * 3).next_multiple_of(SZ_2M),
+    };
+    let mib = len / MIB;
+    let pages = len / PAGE;
+    let steps = cx.opts.steps;
+    println!(
+        "bench-info pressure mem_total_mib={} working_set_mib={} touches={}",
+        total / MIB,
+        mib,
+        steps
+    );
+    for kb in PRESSURE_KB {
+        let cfg = Cfg(kb, "");
+        if let Err(m) = set_config(kb) {
+            println!("bench-info skip pressure {} {} {}", cfg, mib, m);
+            continue;
+        }
+        let (mut ms, mut majf, mut pgmaj) = (Samples::new(), Samples::new(), Samples::new());
+        for _ in 0..cx.opts.runs {
+            let addr = match map_region(len) {
+                Ok(a) => a,
+                Err(e) => {
+                    println!(
+                        "bench-info skip pressure {} {} mmap: {}",
+                        cfg,
+                        mib,
+                        errno_name(e)
+                    );
+                    break;
+                }
+            };
+            // Every page written once (non-zero: notes §0.3), untimed.
+            for p in 0..pages {
+                // SAFETY: `addr..addr + len` is our private writable mapping.
+                unsafe { ((addr + p * PAGE) as *mut u64).write_volatile(p as u64 | 1) };
+            }
+            let g0 = vmstat(cx.buf, "pgmajfault");
+            let m0 = majflt();
+            let t0 = now_ns();
+            for i in 0..steps {
+                let p = (mix(i as u64) % pages as u64) as usize;
+                // SAFETY: as above; `p < pages`.
+                unsafe { ((addr + p * PAGE + 8) as *mut u64).write_volatile(i as u64) };
+            }
+            let t1 = now_ns();
+            majf.push((majflt() - m0) as f64);
+            if let (Some(g0), Some(g1)) = (g0, vmstat(cx.buf, "pgmajfault")) {
+                pgmaj.push((g1 - g0) as f64);
+            }
+            ms.push((t1 - t0) as f64 / 1e6);
+            sys::munmap(addr, len);
+        }
+        emit("pressure", &cfg, mib, "ms", &ms);
+        emit("pressure", &cfg, mib, "majflt", &majf);
+        emit("pressure", &cfg, mib, "pgmajfault", &pgmaj);
+    }
+    let r = sys::swapoff(SWAP_DEV);
+    if r != 0 {
+        println!(
+            "bench-info pressure swapoff /dev/vda: {}",
+            errno_name(-r as i32)
+        );
+    }
+}
+
 fn main(args: &Args) -> i32 {
     mthp_user::as_init(|| bench_main(args))
 }
@@ -880,6 +1192,7 @@ fn bench_main(args: &Args) -> i32 {
         runs: 5,
         steps: 1_000_000,
         work: W_FAULT | W_STREAM | W_CHASE | W_COLLAPSE | W_SPLIT,
+        sizes_set: false,
         tag: [0; 16],
         tag_len: 0,
     };
@@ -1011,7 +1324,10 @@ fn bench_main(args: &Args) -> i32 {
     // The guest's RAM may be backed lazily by the host: touch as much as
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
-    if let Ok(a) = map_region(max_mib * MIB) {
+    // Not for the swap workloads alone: the pressure set is larger than RAM.
+    if o.work & !(W_SWAP | W_PRESSURE) != 0
+        && let Ok(a) = map_region(max_mib * MIB)
+    {
         touch(a, max_mib * MIB);
         sys::munmap(a, max_mib * MIB);
     }
@@ -1035,6 +1351,12 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_SPLIT != 0 {
         bench_split(&mut cx);
+    }
+    if o.work & W_SWAP != 0 {
+        bench_swap(&mut cx);
+    }
+    if o.work & W_PRESSURE != 0 {
+        bench_pressure(&mut cx);
     }
     saved.restore();
     println!("bench done");
