@@ -24,7 +24,6 @@ const VERSION: usize = 1024;
 const LAST_PAGE: usize = 1028;
 const NR_BAD: usize = 1032;
 const UUID: usize = 1036;
-const LABEL: usize = 1052;
 const BAD: usize = 1536;
 /// Most bad pages a 4 KiB header can list (Linux's `MAX_SWAP_BADPAGES`).
 pub const MAX_BADPAGES: u32 = ((PAGE_SIZE as usize - 10 - BAD) / 4) as u32;
@@ -104,7 +103,6 @@ pub fn write(page: &mut [u8], pages: u64, uuid: [u8; 16]) {
     let last = (pages - 1).min(u32::MAX as u64) as u32;
     page[LAST_PAGE..LAST_PAGE + 4].copy_from_slice(&last.to_le_bytes());
     page[UUID..UUID + 16].copy_from_slice(&uuid);
-    let _ = LABEL;
     page[ps - 10..ps].copy_from_slice(MAGIC);
 }
 
