@@ -149,8 +149,7 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
             Ok(mut walk)
                 if f.extra_refs() == 2 && !walk.mappers.iter().any(|m| m.maybe_locked_at(va)) =>
             {
-                let r = try_to_unmap_swap(&mut walk, f, ty, slot, &area.map);
-                if r.dirty {
+                if try_to_unmap_swap(&mut walk, f, ty, slot, &area.map) {
                     f.set_flags(PageFlags::DIRTY);
                 }
                 ctx.after_unmap_swap(f);

@@ -11,8 +11,9 @@
 use alloc::vec::Vec;
 
 use crate::addr::PAGE_SIZE;
+use crate::aspace::Mm;
 use crate::aspace::ctx::MmCtx;
-use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PagingArch, Step};
+use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step};
 use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
 
@@ -29,21 +30,27 @@ pub(crate) struct SavedPte {
     pub(crate) attrs: Attrs,
 }
 
-/// Clears every mapping of `folio` in the walk's address spaces: PMD
-/// mappings are split into PTEs first (their deposit makes that
-/// infallible), then every PTE mapping the folio is cleared, one gathered
-/// flush per address space.  Then the mappings' large mapcount and
-/// references are dropped; the caller's own reference keeps the folio
-/// alive.  Returns the cleared entries in address order per space.
-///
-/// Nothing here fails: the walk already proved it holds every mapping.
-pub(crate) fn try_to_unmap<'a, A: PagingArch>(
+/// The one walk both unmaps share: in every space of `walk`, a PMD
+/// mapping of `folio` is split into PTEs first (its deposit makes that
+/// infallible), then each run of PTEs mapping consecutive pages of the
+/// folio in place is cleared with one `get_and_clear_ptes`, and `on_run`
+/// gets (space index, space, its table, the run's address, its first page
+/// in the folio, the entries' attributes before the clear with the
+/// young/dirty bits of the cleared block ORed in).  One gathered flush per
+/// space, after all its runs.  Returns the entries cleared.
+fn clear_folio_ptes<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
-) -> Vec<SavedPte> {
+    mut on_run: impl FnMut(usize, &Mm<'a, A>, &mut PageTable<'a, A>, u64, u64, &[Attrs]),
+) -> u32 {
     let va = walk.va;
     let nr = folio.nr_pages();
-    let mut saved: Vec<SavedPte> = Vec::new();
+    let span = FolioSpan {
+        first_pfn: folio.pfn(),
+        nr,
+    };
+    let mut cleared = 0;
+    let mut attrs: Vec<Attrs> = Vec::new();
     for (k, (m, pt)) in walk.mappers.iter().zip(walk.guards.iter_mut()).enumerate() {
         let w = pt.lookup(va);
         if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
@@ -52,10 +59,6 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
         // Table by table: a folio moved by mremap to an address that is not
         // a multiple of its size may straddle two PTE tables.
         let mut g = pt.gather();
-        let span = FolioSpan {
-            first_pfn: folio.pfn(),
-            nr,
-        };
         for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
             let Step::Ptes(run) = step else { continue };
             let mut i = 0;
@@ -69,30 +72,44 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
                     i += 1;
                     continue;
                 };
-                for j in 0..b.nr {
-                    let l = run.leaf(i + j).expect("in the batch");
-                    saved.push(SavedPte {
-                        mm: k,
-                        page: page + j as u64,
-                        attrs: l.attrs,
-                    });
-                }
+                attrs.clear();
+                attrs.extend((0..b.nr).map(|j| run.leaf(i + j).expect("in the batch").attrs));
                 let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
                 // A contiguous block records young/dirty once for all entries.
-                if r.young || r.dirty {
-                    for s in saved.iter_mut().rev().take(b.nr) {
-                        s.attrs.young |= r.young;
-                        s.attrs.dirty |= r.dirty;
-                    }
+                for a in attrs.iter_mut() {
+                    a.young |= r.young;
+                    a.dirty |= r.dirty;
                 }
+                on_run(k, m, pt, run.va(i), page, &attrs);
+                cleared += b.nr as u32;
                 i += b.nr;
             }
         }
         g.finish();
     }
+    cleared
+}
+
+/// Clears every mapping of `folio` in the walk's address spaces
+/// ([`clear_folio_ptes`]), then drops the mappings' large mapcount and
+/// references; the caller's own reference keeps the folio alive.  Returns
+/// the cleared entries in address order per space.
+///
+/// Nothing here fails: the walk already proved it holds every mapping.
+pub(crate) fn try_to_unmap<'a, A: PagingArch>(
+    walk: &mut RmapWalk<'_, 'a, A>,
+    folio: Folio<'a>,
+) -> Vec<SavedPte> {
+    let mut saved: Vec<SavedPte> = Vec::new();
+    let maps = clear_folio_ptes(walk, folio, |k, _, _, _, page, attrs| {
+        saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
+            mm: k,
+            page: page + j as u64,
+            attrs: a,
+        }));
+    });
     // Unmapped everywhere: drop the mappings' references (the caller's one
     // keeps it alive).
-    let maps = saved.len() as u32;
     folio.add_large_mapcount(-(maps as i32));
     if maps > 0 {
         folio.put_many(maps);
@@ -100,82 +117,42 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
     saved
 }
 
-/// What [`try_to_unmap_swap`] did.
-pub(crate) struct SwapUnmap {
-    /// Some cleared entry (or contiguous block) was dirty.
-    pub(crate) dirty: bool,
-    /// Entries replaced.
-    pub(crate) entries: u32,
-}
-
 /// Replaces every mapping of `folio` (in the swap cache at slots `slot..`
 /// of area `ty`) by swap entries, as Linux's `try_to_unmap_one` for an
-/// anonymous folio being reclaimed: PMD mappings are split into PTEs
-/// first (the folio itself stays whole), each PTE becomes the swap entry
-/// of its page, exclusive when the page was anon-exclusive (the page then
-/// stops being so), and each entry takes a reference on its slot.  RSS
-/// moves to the swap-entry count; the mappings' references and large
-/// mapcount are dropped.  One gathered flush per address space.
+/// anonymous folio being reclaimed: the PTEs are cleared as for
+/// [`try_to_unmap`] (PMD mappings split into PTEs, the folio itself stays
+/// whole), each becomes the swap entry of its page, exclusive when the
+/// page was anon-exclusive (the page then stops being so), and each entry
+/// takes a reference on its slot.  RSS moves to the swap-entry count; the
+/// mappings' references and large mapcount are dropped.  Returns whether
+/// any cleared entry (or contiguous block) was dirty.
 pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
     ty: u8,
     slot: u64,
     map: &crate::swap::SwapMap,
-) -> SwapUnmap {
-    let va = walk.va;
-    let nr = folio.nr_pages();
-    let mut out = SwapUnmap {
-        dirty: false,
-        entries: 0,
-    };
-    let span = FolioSpan {
-        first_pfn: folio.pfn(),
-        nr,
-    };
-    for (m, pt) in walk.mappers.iter().zip(walk.guards.iter_mut()) {
-        let w = pt.lookup(va);
-        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
-            m.split_pmd_locked(pt, va);
+) -> bool {
+    let mut dirty = false;
+    let entries = clear_folio_ptes(walk, folio, |_, m, pt, at, page, attrs| {
+        let n = attrs.len();
+        dirty |= attrs.iter().any(|a| a.dirty);
+        let excl = |k: usize| folio.page(page + k as u64).is_anon_exclusive();
+        let flags: Vec<bool> = (0..n).map(excl).collect();
+        pt.set_swap_ptes(at, n, ty, slot + page, |k| flags[k])
+            .expect("entries cleared above, table present");
+        for k in 0..n as u64 {
+            folio.page(page + k).clear_anon_exclusive();
         }
-        let mut g = pt.gather();
-        for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
-            let Step::Ptes(run) = step else { continue };
-            let mut i = 0;
-            while i < run.len() {
-                let page = (run.va(i) - va) / PAGE_SIZE;
-                let Some(b) = run
-                    .leaf(i)
-                    .filter(|l| l.pfn == folio.pfn() + page)
-                    .and_then(|_| run.folio_pte_batch(i, span, BatchMatch::Frames))
-                else {
-                    i += 1;
-                    continue;
-                };
-                let at = run.va(i);
-                let r = pt.get_and_clear_ptes(at, b.nr, &mut g);
-                out.dirty |= r.dirty || b.dirty;
-                let excl = |k: usize| folio.page(page + k as u64).is_anon_exclusive();
-                let flags: alloc::vec::Vec<bool> = (0..b.nr).map(excl).collect();
-                pt.set_swap_ptes(at, b.nr, ty, slot + page, |k| flags[k])
-                    .expect("entries cleared above, table present");
-                for k in 0..b.nr as u64 {
-                    folio.page(page + k).clear_anon_exclusive();
-                }
-                map.dup_many(slot + page, b.nr as u64);
-                m.rss_sub(b.nr as u64);
-                m.swapents_add(b.nr as u64);
-                out.entries += b.nr as u32;
-                i += b.nr;
-            }
-        }
-        g.finish();
+        map.dup_many(slot + page, n as u64);
+        m.rss_sub(n as u64);
+        m.swapents_add(n as u64);
+    });
+    if entries > 0 {
+        folio.add_large_mapcount(-(entries as i32));
+        folio.put_many(entries);
     }
-    if out.entries > 0 {
-        folio.add_large_mapcount(-(out.entries as i32));
-        folio.put_many(out.entries);
-    }
-    out
+    dirty
 }
 
 /// Writes back the entries [`try_to_unmap`] cleared, for the folio each
