@@ -342,9 +342,8 @@ pub fn run(mut spec: RunSpec, mem: Option<String>, disk: bool) -> std::process::
     }
     // Kept until QEMU exits (the image is removed on drop).
     let _swap = if disk {
-        match qemu::swap_disk(spec.arch) {
+        match qemu::attach_swap_disk(&mut spec) {
             Ok(d) => {
-                spec.disk = Some(d.0.clone());
                 spec.cmdline = format!("mthp_disk=1 {}", spec.cmdline);
                 Some(d)
             }

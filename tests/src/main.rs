@@ -254,11 +254,8 @@ fn main() -> ExitCode {
             }
             // Kept until QEMU exits (the image is removed on drop).
             let _swap = if initrd && disk {
-                match qemu::swap_disk(arch) {
-                    Ok(d) => {
-                        spec.disk = Some(d.0.clone());
-                        Some(d)
-                    }
+                match qemu::attach_swap_disk(&mut spec) {
+                    Ok(d) => Some(d),
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::FAILURE;

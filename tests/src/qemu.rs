@@ -268,6 +268,14 @@ pub fn swap_disk(arch: Arch) -> Result<DiskFile, String> {
     swap_disk_of(arch, SWAP_DISK_BYTES)
 }
 
+/// A fresh [`swap_disk`] attached to `spec`; keep the returned file until
+/// QEMU exits (the image is removed on drop).
+pub fn attach_swap_disk(spec: &mut RunSpec) -> Result<DiskFile, String> {
+    let d = swap_disk(spec.arch)?;
+    spec.disk = Some(d.0.clone());
+    Ok(d)
+}
+
 /// [`swap_disk`] of `bytes` (a multiple of 4096): the benchmarks' memory
 /// pressure boot needs more swap than the user suite's 128 MiB.
 pub fn swap_disk_of(arch: Arch, bytes: u64) -> Result<DiskFile, String> {
