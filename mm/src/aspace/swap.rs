@@ -573,7 +573,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             // mremap moved the entry away from where the folio lives: give
             // this page a copy of its own.
             drop(pt);
-            return self.swapin_copy(vma, va, e, area, f.page(idx).pfn());
+            return self.swapin_copy(vma, va, e, f.page(idx).pfn());
         }
         let whole = nr > 1
             && base >= vma.start
@@ -595,9 +595,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         attrs.dirty = access == Access::Write && attrs.perms.write;
         pt.set_ptes(at, f.pfn() + page0, n as usize, attrs)
             .expect("entries taken above, table present");
-        if n == nr && pt.cont_enabled() {
-            // Blocks of a whole folio are folded by set_ptes already.
-        }
         if f.anon_owner().is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
@@ -638,14 +635,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// Gives the swap entry `e` at `va` a private order-0 copy of frame
     /// `src` (a cached folio that cannot be mapped here).
-    fn swapin_copy(
-        &self,
-        vma: &Vma,
-        va: u64,
-        e: SwapEntry,
-        area: &SwapArea,
-        src: u64,
-    ) -> Result<(), Fault> {
+    fn swapin_copy(&self, vma: &Vma, va: u64, e: SwapEntry, src: u64) -> Result<(), Fault> {
         let ctx = self.ctx;
         let new = ctx
             .buddy
@@ -667,7 +657,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.swapents_sub(1);
         drop(pt);
         ctx.swap_free_entries(e.ty, e.offset, 1);
-        let _ = area;
         Ok(())
     }
 }
