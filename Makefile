@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -117,6 +117,11 @@ bench-linux: deps
 ## as bench-linux.
 bench-swap: deps
 	$(RUNNER) bench --swap --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
+## Fault orders after a fragmenting churn, with and without compaction,
+## ours vs Linux 6.12 (issue 16): target/bench/bench-frag-*.md.
+bench-frag: deps
+	$(RUNNER) bench --frag --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick)
 
 bench-scale: deps
 	$(RUNNER) bench --scale $(if $(filter command line,$(origin ARCH)),--arch $(ARCH)) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(filter command line,$(origin BOOTS)),--boots $(BOOTS))

@@ -337,6 +337,59 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
 /// kernel keeps its own machine, x86 `microvm`, as it drives no PCI disk),
 /// then the side-by-side tables ([`swap_tables`]).
 pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+    side_by_side(
+        arches,
+        accel,
+        quick,
+        icount,
+        "bench-swap",
+        &|| swap_boots(quick, icount),
+        swap_tables,
+    )
+}
+
+/// RAM of the fragmentation boot: the churn fills 15/16 of what is free,
+/// so a small machine keeps it short; the same on both kernels.
+const FRAG_MEM: &str = "512M";
+
+/// `runner bench --frag` (issue 16): the fragmentation workload on our
+/// kernel and on Linux 6.12, one boot each ([`frag_tables`]).
+pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
+    let boots = || {
+        vec![Boot {
+            label: "frag",
+            cmdline: format!(
+                "init=/bench bench.work=frag bench.runs={}",
+                if quick { 1 } else { 3 }
+            ),
+            extra: Vec::new(),
+            disk: None,
+            mem: Some(FRAG_MEM),
+        }]
+    };
+    side_by_side(
+        arches,
+        accel,
+        quick,
+        false,
+        "bench-frag",
+        &boots,
+        frag_tables,
+    )
+}
+
+/// Runs `boots` on our kernel and on Linux 6.12 for each arch, prints the
+/// report `tables` makes of both, and writes it to
+/// `target/bench/<stem>-<arches>-<mode>.md`.
+fn side_by_side(
+    arches: &[Arch],
+    accel: Accel,
+    quick: bool,
+    icount: bool,
+    stem: &str,
+    boots: &dyn Fn() -> Vec<Boot>,
+    tables: fn(&ArchResult, Option<&ArchResult>) -> String,
+) -> ExitCode {
     let out_dir = qemu::workspace_root().join("target").join("bench");
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
         eprintln!("{}: {e}", out_dir.display());
@@ -349,7 +402,7 @@ pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) ->
             println!("== {}: -icount is for arm64 TCG only; skipped", arch.name());
             continue;
         }
-        let boots = swap_boots(quick, icount);
+        let boots = boots();
         let ours = match run_arch(arch, accel, quick, &boots, None) {
             Ok(r) => r,
             Err(e) => {
@@ -374,7 +427,7 @@ pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) ->
                 None
             }
         };
-        report.push_str(&swap_tables(&ours, lx.as_ref()));
+        report.push_str(&tables(&ours, lx.as_ref()));
         for r in std::iter::once(&ours).chain(lx.as_ref()) {
             for e in &r.errors {
                 ok = false;
@@ -384,7 +437,7 @@ pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) ->
     }
     println!("\n{report}");
     let stem = format!(
-        "bench-swap-{}-{}",
+        "{stem}-{}-{}",
         arches
             .iter()
             .map(|a| a.name())
@@ -408,6 +461,69 @@ pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) ->
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Fragmentation tables: per target size and mode, the fraction of faults
+/// served at that size after the churn, fault-in time and pages migrated,
+/// ours beside Linux 6.12.
+fn frag_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    let Some(mib) = r.recs.iter().find(|x| x.work == "frag").map(|x| x.mib) else {
+        let _ = writeln!(s, "## {} fragmentation: no figures\n", r.arch.name());
+        return s;
+    };
+    let lget = |c: &str, m: &str| lx.and_then(|l| l.get("frag", c, mib, m));
+    let _ = writeln!(
+        s,
+        "## {} fragmentation, {} MiB target region after churn — ours ({}) vs {}; {} ({}), -m {}\n",
+        r.arch.name(),
+        mib,
+        r.kernel,
+        linux_name,
+        accel_desc(r),
+        r.qemu,
+        FRAG_MEM
+    );
+    let _ = writeln!(
+        s,
+        "{}. Served: per-size anon_fault_alloc / (anon_fault_alloc + anon_fault_fallback) while faulting the target region with only that size enabled; median (min–max) over runs, each with a fresh churn. Modes: plain = defrag=never and compaction_proactiveness=0 (no compaction at all); compact_memory = echo 1 > /proc/sys/vm/compact_memory after the churn; defrag = defrag=always (direct compaction in the fault path); kcompactd's proactive runs stay on in both.\n",
+        r.info_value("frag fill").unwrap_or("")
+    );
+    let _ = writeln!(
+        s,
+        "| size | mode | served ours | served Linux | fault-in µs ours | Linux | pages migrated ours | Linux |\n|---|---|---|---|---|---|---|---|"
+    );
+    for cfg in ["64K", "2M"] {
+        for mode in ["plain", "compact_memory", "defrag"] {
+            let m = |k: &str| format!("{k}_{mode}");
+            let g = |k: &str| r.get("frag", cfg, mib, &m(k));
+            let l = |k: &str| lget(cfg, &m(k));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                cfg,
+                mode,
+                cell(g("served_fraction")),
+                cell(l("served_fraction")),
+                cell(g("faultin_us")),
+                cell(l("faultin_us")),
+                cell(g("migrated_pages")),
+                cell(l("migrated_pages")),
+            );
+        }
+    }
+    s.push('\n');
+    for l in r
+        .info
+        .iter()
+        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
+    {
+        if l.starts_with("frag") {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
+    s
 }
 
 /// Swap tables: MiB/s per direction and folio size, the fraction of folios

@@ -8,6 +8,7 @@
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! runner bench --swap [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # swap out/in and memory pressure, ours vs Linux 6.12 (bench.rs)
+//! runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]  # fault orders after fragmenting churn, with and without compaction, ours vs Linux 6.12 (bench.rs)
 //! runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]  # page-fault scaling and TLB shootdowns, -smp 2, ours vs Linux 6.12 (scale.rs)
 //! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
 //! ```
@@ -89,7 +90,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -117,6 +118,7 @@ fn main() -> ExitCode {
     let mut boots: Option<usize> = None;
     let mut scale = false;
     let mut swap = false;
+    let mut frag = false;
     let mut smp = 1u32;
     let mut features = String::new();
     let mut it = args[1..].iter();
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
             "--scale" => scale = true,
             "--swap" => swap = true,
+            "--frag" => frag = true,
             "--smp" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n @ 1..=8) => smp = n,
                 _ => {
@@ -298,6 +301,10 @@ fn main() -> ExitCode {
             if swap {
                 // Swap out/in and memory pressure, both kernels (bench.rs).
                 return bench::swap_compare(&arches, accel, quick, icount);
+            }
+            if frag {
+                // Fault orders after fragmenting churn, both kernels (bench.rs).
+                return bench::frag_compare(&arches, accel, quick);
             }
             if linux {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).

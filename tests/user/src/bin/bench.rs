@@ -88,6 +88,10 @@ const W_SWAP: u32 = 32;
 /// Random reuse over a working set 1.5x the machine's RAM (issue 15);
 /// also needs the swap disk, and a boot with little RAM to stay short.
 const W_PRESSURE: u32 = 64;
+/// Fault orders after a fragmenting churn, with and without compaction
+/// (issue 16); not in the default set: it fills most of RAM, so the
+/// runner gives it a boot of its own.
+const W_FRAG: u32 = 128;
 
 struct Opts {
     sizes: List,
@@ -136,6 +140,7 @@ impl Opts {
                         b"split" => W_SPLIT,
                         b"swap" => W_SWAP,
                         b"pressure" => W_PRESSURE,
+                        b"frag" => W_FRAG,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -907,10 +912,11 @@ fn vmstat(buf: &mut [u8], key: &str) -> Option<u64> {
     })
 }
 
-/// A per-size `stats/<name>` counter of `kb` folios: the sysfs file for
-/// the large sizes, `/proc/vmstat` `pswpout`/`pswpin` pages for 4K (order
-/// 0 has no per-size directory, and a 4K folio is never split).
-fn swap_stat(buf: &mut [u8], kb: usize, name: &str) -> Option<u64> {
+/// A per-size `stats/<name>` counter of `kb` folios (swap and fault
+/// counters): the sysfs file for the large sizes, `/proc/vmstat`
+/// `pswpout`/`pswpin` pages for 4K (order 0 has no per-size directory,
+/// and a 4K folio is never split).
+fn size_stat(buf: &mut [u8], kb: usize, name: &str) -> Option<u64> {
     if kb == 4 {
         return match name {
             "swpout" => vmstat(buf, "pswpout"),
@@ -987,8 +993,8 @@ fn bench_swap(cx: &mut Ctx) {
                 // SAFETY: `addr..addr + len` is our private writable mapping.
                 unsafe { ((addr + off) as *mut u64).write_volatile(pattern(off)) };
             }
-            let o0 = swap_stat(cx.buf, kb, "swpout");
-            let f0 = swap_stat(cx.buf, kb, "swpout_fallback");
+            let o0 = size_stat(cx.buf, kb, "swpout");
+            let f0 = size_stat(cx.buf, kb, "swpout_fallback");
             let on = cx.perf.start("start both");
             let t0 = now_ns();
             let r = sys::madvise(addr, len, MADV_PAGEOUT);
@@ -1007,8 +1013,8 @@ fn bench_swap(cx: &mut Ctx) {
             out_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
             p_out.add(&rep, mib as u64);
             let (o1, f1) = (
-                swap_stat(cx.buf, kb, "swpout"),
-                swap_stat(cx.buf, kb, "swpout_fallback"),
+                size_stat(cx.buf, kb, "swpout"),
+                size_stat(cx.buf, kb, "swpout_fallback"),
             );
             if let (Some(o0), Some(f0), Some(o1), Some(f1)) = (o0, f0, o1, f1) {
                 // Folios of this size that left: out whole, or split first.
@@ -1068,14 +1074,250 @@ fn bench_swap(cx: &mut Ctx) {
     }
 }
 
-/// `MemTotal` of `/proc/meminfo`, bytes.
-fn mem_total(buf: &mut [u8]) -> Option<usize> {
+/// A `/proc/meminfo` line's value in bytes (`key` with its colon).
+fn meminfo(buf: &mut [u8], key: &[u8]) -> Option<usize> {
     let n = read_file(b"/proc/meminfo\0", buf).ok()?;
     buf[..n].split(|&c| c == b'\n').find_map(|l| {
-        let rest = l.strip_prefix(b"MemTotal:")?;
+        let rest = l.strip_prefix(key)?;
         let kb = trim(rest).strip_suffix(b"kB").map(trim)?;
         parse_u64(kb).map(|v| v as usize * 1024)
     })
+}
+
+/// The word between `[` and `]` of a knob file (`defrag` here).
+fn knob_word(file: &str, buf: &mut [u8]) -> [u8; 16] {
+    match read_file(path!("{file}").c(), buf) {
+        Ok(n) => word16(selected(&buf[..n])),
+        Err(_) => [0; 16],
+    }
+}
+
+/// Only folio size `kb` enabled (4: none), switching from `prev`: two
+/// knob writes instead of [`set_config`]'s ten, as the fill switches per
+/// 64 KiB slot.
+fn switch_size(prev: usize, kb: usize) -> Result<(), i32> {
+    if prev == kb {
+        return Ok(());
+    }
+    for (s, w) in [(prev, b"never" as &[u8]), (kb, b"always")] {
+        if s != 4 {
+            write_file(path!("{THP}/hugepages-{s}kB/enabled").c(), w)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sizes the fill mixes (kB), one per 64 KiB slot.
+const FRAG_MIX_KB: [usize; 3] = [4, 16, 64];
+/// Sizes faulted after the churn (kB).
+const FRAG_TARGET_KB: [usize; 2] = [64, 2048];
+/// How the target region is faulted after the churn.
+#[derive(Clone, Copy)]
+enum FragMode {
+    /// `defrag=never` and `compaction_proactiveness=0` (no kcompactd
+    /// either): whatever free blocks the churn left.
+    Plain,
+    /// `echo 1 > /proc/sys/vm/compact_memory` first, then as `Plain`.
+    CompactMemory,
+    /// `defrag=always`: direct compaction in the fault path.
+    Defrag,
+}
+
+impl FragMode {
+    const ALL: [FragMode; 3] = [FragMode::Plain, FragMode::CompactMemory, FragMode::Defrag];
+    fn name(self) -> &'static str {
+        match self {
+            FragMode::Plain => "plain",
+            FragMode::CompactMemory => "compact_memory",
+            FragMode::Defrag => "defrag",
+        }
+    }
+}
+
+/// The churn: a region of `len` bytes (2 MiB aligned) faulted 64 KiB slot
+/// by slot, each slot with one size of [`FRAG_MIX_KB`] chosen by a fixed
+/// pseudo-random sequence (so the physical layout interleaves the sizes
+/// the same way on every kernel), then a random half of its folios freed
+/// with `MADV_DONTNEED` (4K slots page by page, so holes are scattered).
+/// Returns the region, or None (with a `bench-info` line).
+fn frag_churn(len: usize, seed: u64) -> Option<usize> {
+    let addr = match map_region(len) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("bench-info frag unavailable: mmap: {}", errno_name(e));
+            return None;
+        }
+    };
+    let slot = 64 << 10;
+    let mut prev = 4;
+    for s in 0..len / slot {
+        let kb = FRAG_MIX_KB[(mix(seed ^ s as u64) % 3) as usize];
+        if let Err(e) = switch_size(prev, kb) {
+            println!(
+                "bench-info frag unavailable: knob hugepages-{kb}kB: {}",
+                errno_name(e)
+            );
+            sys::munmap(addr, len);
+            return None;
+        }
+        prev = kb;
+        let base = addr + s * slot;
+        for off in (0..slot).step_by(kb * 1024) {
+            // SAFETY: inside our private writable mapping.
+            unsafe { ((base + off) as *mut u64).write_volatile(pattern(base + off)) };
+        }
+    }
+    let _ = switch_size(prev, 4);
+    for s in 0..len / slot {
+        let kb = FRAG_MIX_KB[(mix(seed ^ s as u64) % 3) as usize];
+        let base = addr + s * slot;
+        for (i, off) in (0..slot).step_by(kb * 1024).enumerate() {
+            if mix(seed.wrapping_add(1) ^ ((s * 16 + i) as u64)) & 1 == 0 {
+                sys::madvise(base + off, kb * 1024, sys::MADV_DONTNEED);
+            }
+        }
+    }
+    Some(addr)
+}
+
+/// Fragmentation (issue 16): [`frag_churn`] over 15/16 of `MemFree`, then a
+/// region of 3/8 of that (3/4 of what the churn freed) faulted with only 64K (then only 2M)
+/// folios enabled, one touch per folio: the fraction of faults served at
+/// that size (per-size `anon_fault_alloc` against `anon_fault_fallback`),
+/// the fault-in time, and the pages migrated (`pgmigrate_success`), for
+/// each [`FragMode`].  A kernel without `compact_memory` (or `defrag`)
+/// gets a `bench-info` line for that mode instead.
+fn bench_frag(cx: &mut Ctx) {
+    let Some(free) = meminfo(cx.buf, b"MemFree:") else {
+        println!("bench-info frag unavailable: no MemFree in /proc/meminfo");
+        return;
+    };
+    let defrag_file = "/sys/kernel/mm/transparent_hugepage/defrag";
+    let defrag0 = knob_word(defrag_file, cx.buf);
+    // Nearly all of it, so the churn's holes are most of what is free
+    // (a sixteenth stays for page tables and the kernel's reserves).
+    let fill = (free - free / 16) & !(SZ_2M - 1);
+    // Three quarters of what the churn freed: more than its free 64K
+    // blocks alone (about a third of it) can serve, well within what is
+    // free in total.
+    let target = (fill / 8 * 3) & !(SZ_2M - 1);
+    let mib = target / MIB;
+    println!(
+        "bench-info frag fill {} MiB of {} MiB free, mix 4K/16K/64K per 64K slot, half freed; target regions {} MiB",
+        fill / MIB,
+        free / MIB,
+        mib
+    );
+    const PROACTIVE: &[u8] = b"/proc/sys/vm/compaction_proactiveness\0";
+    let mut pro0 = [0u8; 16];
+    let pro0 = match read_file(PROACTIVE, &mut pro0) {
+        Ok(n) => Some((pro0, n)),
+        Err(_) => None,
+    };
+    // Top-level `never`: only the per-size knobs pick sizes during the fill.
+    let _ = set_config(4);
+    for mode in FragMode::ALL {
+        if let Some((v, n)) = &pro0 {
+            let w: &[u8] = match mode {
+                FragMode::Plain => b"0",
+                _ => trim(&v[..*n]),
+            };
+            if let Err(e) = write_file(PROACTIVE, w) {
+                println!(
+                    "bench-info frag compaction_proactiveness: {}",
+                    errno_name(e)
+                );
+            }
+        }
+        let dword: &[u8] = match mode {
+            FragMode::Defrag => b"always",
+            _ => b"never",
+        };
+        if let Err(e) = write_file(path!("{defrag_file}").c(), dword) {
+            println!(
+                "bench-info frag {} unavailable: defrag: {}",
+                mode.name(),
+                errno_name(e)
+            );
+            continue;
+        }
+        for kb in FRAG_TARGET_KB {
+            let cfg = Cfg(kb, "");
+            let (mut served, mut t_us, mut moved) =
+                (Samples::new(), Samples::new(), Samples::new());
+            let mut why: Option<Msg> = None;
+            for run in 0..cx.opts.runs {
+                let _ = set_config(4);
+                let Some(churn) = frag_churn(fill, 0x5eed + run as u64) else {
+                    return;
+                };
+                let m0 = vmstat(cx.buf, "pgmigrate_success");
+                if let FragMode::CompactMemory = mode
+                    && let Err(e) = write_file(b"/proc/sys/vm/compact_memory\0", b"1")
+                {
+                    why = Some(Msg::new(format_args!("compact_memory: {}", errno_name(e))));
+                    sys::munmap(churn, fill);
+                    break;
+                }
+                if let Err(m) = set_config(kb) {
+                    why = Some(m);
+                    sys::munmap(churn, fill);
+                    break;
+                }
+                let a0 = size_stat(cx.buf, kb, "anon_fault_alloc");
+                let f0 = size_stat(cx.buf, kb, "anon_fault_fallback");
+                let t0 = now_ns();
+                match map_region(target) {
+                    Ok(a) => {
+                        for off in (0..target).step_by(kb * 1024) {
+                            // SAFETY: inside our private writable mapping.
+                            unsafe { ((a + off) as *mut u64).write_volatile(pattern(off)) };
+                        }
+                        t_us.push((now_ns() - t0) as f64 / 1e3);
+                        sys::munmap(a, target);
+                    }
+                    Err(e) => {
+                        why = Some(Msg::new(format_args!("mmap: {}", errno_name(e))));
+                    }
+                }
+                let a1 = size_stat(cx.buf, kb, "anon_fault_alloc");
+                let f1 = size_stat(cx.buf, kb, "anon_fault_fallback");
+                if let (Some(a0), Some(f0), Some(a1), Some(f1)) = (a0, f0, a1, f1)
+                    && a1 + f1 > a0 + f0
+                {
+                    served.push((a1 - a0) as f64 / ((a1 - a0) + (f1 - f0)) as f64);
+                }
+                if let (Some(m0), Some(m1)) = (m0, vmstat(cx.buf, "pgmigrate_success")) {
+                    moved.push((m1 - m0) as f64);
+                }
+                sys::munmap(churn, fill);
+                if why.is_some() {
+                    break;
+                }
+            }
+            if let Some(m) = why {
+                println!(
+                    "bench-info frag {} {} {} unavailable: {}",
+                    mode.name(),
+                    cfg,
+                    mib,
+                    m
+                );
+                continue;
+            }
+            let metric = |m: &str| Msg::new(format_args!("{m}_{}", mode.name()));
+            emit(
+                "frag",
+                &cfg,
+                mib,
+                metric("served_fraction").as_str(),
+                &served,
+            );
+            emit("frag", &cfg, mib, metric("faultin_us").as_str(), &t_us);
+            emit("frag", &cfg, mib, metric("migrated_pages").as_str(), &moved);
+        }
+    }
+    let _ = write_file(path!("{defrag_file}").c(), unword(&defrag0));
 }
 
 /// Folio sizes of the pressure workload: order 0 and the usual mTHP.
@@ -1092,7 +1334,7 @@ fn bench_pressure(cx: &mut Ctx) {
         println!("bench-info pressure unavailable: no /dev/vda (boot without a swap disk)");
         return;
     }
-    let Some(total) = mem_total(cx.buf) else {
+    let Some(total) = meminfo(cx.buf, b"MemTotal:") else {
         println!("bench-info pressure unavailable: no MemTotal in /proc/meminfo");
         return;
     };
@@ -1325,7 +1567,7 @@ fn bench_main(args: &Args) -> i32 {
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
     // Not for the swap workloads alone: the pressure set is larger than RAM.
-    if o.work & !(W_SWAP | W_PRESSURE) != 0
+    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG) != 0
         && let Ok(a) = map_region(max_mib * MIB)
     {
         touch(a, max_mib * MIB);
@@ -1357,6 +1599,9 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_PRESSURE != 0 {
         bench_pressure(&mut cx);
+    }
+    if o.work & W_FRAG != 0 {
+        bench_frag(&mut cx);
     }
     saved.restore();
     println!("bench done");
