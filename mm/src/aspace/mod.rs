@@ -83,6 +83,7 @@ mod fault;
 mod fork;
 pub mod khugepaged;
 pub mod lru;
+pub mod migrate;
 mod mlock;
 mod mprotect;
 mod mremap;
