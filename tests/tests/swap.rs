@@ -165,6 +165,50 @@ fn fork_shares_swap_entries<A: PagingArch>() {
     });
 }
 
+/// A folio in the swap cache (swapped in by the parent, still named by
+/// the child's swap entries) migrates with its cache entry: the child's
+/// swap-in then finds the new folio, no I/O.
+fn migrate_swap_cache_folio<A: PagingArch>() {
+    use mm::aspace::migrate::{MigrateMode, migrate_folio};
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        swapon(env, 4096);
+        let parent = env.mm();
+        let va = parent
+            .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&parent, va, 16 * K4, 0x31);
+        let child = parent.fork().unwrap();
+        let f = env.folio_at(&parent, va).unwrap();
+        assert_eq!(
+            pageout_folio(&[&parent, &child], &f.get_ref()),
+            Pageout::Freed(16)
+        );
+        env.check_pages(&parent, va, 16 * K4, 0x31);
+        let f = env.folio_at(&parent, va).unwrap();
+        assert!(f.test(mm::physmem::frame_flags::PageFlags::SWAPCACHE));
+        let d = env
+            .buddy
+            .alloc(4, mm::physmem::buddy::AllocFlags::USER)
+            .unwrap();
+        migrate_folio(&[&parent, &child], &f.get_ref(), d, MigrateMode::Sync).unwrap();
+        assert_eq!(env.folio_at(&parent, va).unwrap(), d);
+        assert!(d.test(mm::physmem::frame_flags::PageFlags::SWAPCACHE));
+        assert_eq!(env.ctx.swap.cache.pages(), 16);
+        env.check(&[&parent, &child]);
+        let reads = env.event(VmEvent::PswpIn);
+        env.check_pages(&child, va, 16 * K4, 0x31);
+        assert_eq!(env.event(VmEvent::PswpIn), reads, "found in the cache");
+        assert_eq!(env.folio_at(&child, va).unwrap(), d);
+        env.check(&[&parent, &child]);
+        drop(child);
+        drop(parent);
+        let (total, free) = env.ctx.swap.totals();
+        assert_eq!(total, free);
+        assert_eq!(env.ctx.swap.cache.pages(), 0);
+    });
+}
+
 /// munmap of swapped-out memory gives the slots back without reading.
 fn munmap_frees_slots<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
@@ -436,6 +480,7 @@ both_formats!(
     round_trip_64k,
     round_trip_2m,
     fork_shares_swap_entries,
+    migrate_swap_cache_folio,
     munmap_frees_slots,
     read_error_is_sigbus,
     no_run_splits_and_counts,

@@ -71,8 +71,9 @@ impl<A: PagingArch> Mm<'_, A> {
                         e |= PM_PRESENT | (pfn & PM_PFN_MASK) | self.page_flags(pfn);
                     }
                     // Linux's swap "frame": the type in the low 5 bits,
-                    // the offset above them.
-                    Entry::Swap(x) if x.is_swap() => {
+                    // the offset above them (a migration entry's offset is
+                    // its frame; Linux shows it as swapped too).
+                    Entry::Swap(x) => {
                         e |= PM_SWAP | ((x.ty as u64 | (x.offset << SWP_TYPE_BITS)) & PM_PFN_MASK);
                     }
                     _ => {}

@@ -19,7 +19,8 @@
 //!   where the table uses hints;
 //! * deposited tables = PMD leaves, per address space (the deposit chain is
 //!   walked, not just its counter);
-//! * each space's anon RSS = anonymous pages mapped;
+//! * each space's anon RSS = anonymous pages mapped (migration entries
+//!   count as mappings of the page they name);
 //! * the anonymous LRU: lists well formed with their counts, every entry
 //!   an allocated anonymous folio found once, and every mapped anonymous
 //!   folio on exactly the list (or add batch) its flags name, or isolated
@@ -163,6 +164,45 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                 blocks.entry(bva).or_default().push((va, l));
             }
         });
+        // Migration entries left by a migration (aspace::migrate) still map
+        // the page they name: one mapping, one page of RSS each.
+        let mut migents = 0u64;
+        for v in vmas.iter() {
+            for step in pt.walk_range(v.start, v.end) {
+                let crate::paging::Step::Ptes(run) = step else {
+                    continue;
+                };
+                for i in 0..run.len() {
+                    let crate::paging::Entry::Swap(e) = run.entry(i) else {
+                        continue;
+                    };
+                    let Some(pfn) = e.migration_pfn() else {
+                        continue;
+                    };
+                    migents += 1;
+                    let Some(f) = ctx.folio(pfn) else {
+                        errors.push(format!(
+                            "mm {} va {:#x}: migration entry of free frame {pfn:#x}",
+                            mm.id,
+                            run.va(i)
+                        ));
+                        continue;
+                    };
+                    rss += 1;
+                    let seen = folios.entry(f.pfn()).or_default();
+                    seen.folio = Some(f);
+                    seen.ptes += 1;
+                    page_mms.entry(pfn).or_default().insert(mm.id);
+                }
+            }
+        }
+        if migents != mm.migents() {
+            errors.push(format!(
+                "mm {}: {migents} migration entries in VMAs, migents says {}",
+                mm.id,
+                mm.migents()
+            ));
+        }
         check_cont_blocks(mm.id, &pt, &blocks, &mut errors, |pfn| ctx.folio(pfn));
         pt.for_each_table(&mut |pa, _| {
             table_pages.insert(pa >> crate::addr::PAGE_SHIFT);

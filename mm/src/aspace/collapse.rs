@@ -226,6 +226,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         for &r in &e {
             let Some(l) = leaf::<A>(r) else {
                 match A::decode(r, PTE_LEVEL) {
+                    // A folio being migrated: locked, try again later.
+                    Entry::Swap(s) if s.is_migration() => return Err(CollapseError::PageLock),
                     Entry::Swap(_) => swap += 1,
                     _ => none += 1,
                 }

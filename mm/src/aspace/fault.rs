@@ -78,7 +78,7 @@ pub(crate) fn zero_attrs_for(mut p: crate::paging::Perms) -> Attrs {
 const UNLOCKED_ZERO_MIN_ORDER: u32 = 3;
 
 /// What the part of a fault under the page-table lock asks for.
-pub(crate) enum Locked {
+pub(crate) enum Locked<'a> {
     /// Resolved (or failed): the access retries.
     Done(Result<(), Fault>),
     /// A new anonymous folio is needed: allocate and zero one of `orders`
@@ -89,6 +89,9 @@ pub(crate) enum Locked {
     /// A swap entry: swap it in with the page-table lock dropped (the I/O
     /// sleeps).
     Swap(crate::paging::SwapEntry),
+    /// A migration entry: sleep on the folio being migrated (referenced
+    /// here under the lock, while the entry still holds it), then retry.
+    Migration(FolioRef<'a>, crate::paging::SwapEntry),
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {
@@ -119,6 +122,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Done(r) => return r,
             Locked::NeedFolio(orders) => orders,
             Locked::Swap(e) => return self.do_swap_page(vma, addr, access, e),
+            Locked::Migration(f, e) => return self.migration_entry_wait(vma, addr, f, e),
         };
         let f = self.alloc_anon_folio(orders).ok_or(Fault::Oom)?;
         self.zero_folio(*f, align_down(addr, f.size()), addr);
@@ -128,7 +132,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Done(r) => r,
             // A folio in hand that the locked part did not take is freed
             // when `pre` drops; never loop asking for another.
-            Locked::NeedFolio(..) | Locked::Swap(_) => Ok(()),
+            Locked::NeedFolio(..) | Locked::Swap(_) | Locked::Migration(..) => Ok(()),
         }
     }
 
@@ -262,7 +266,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
         access: Access,
         pre: &mut Option<FolioRef<'a>>,
-    ) -> Locked {
+    ) -> Locked<'a> {
         let w = pt.lookup(addr);
         match w.entry {
             Entry::Leaf(l) if w.level == PMD_LEVEL => {
@@ -280,6 +284,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             Entry::Absent => self.anon_fault_walked(vma, pt, addr, access, Some(&w), pre),
             Entry::Swap(e) if w.level == PTE_LEVEL && e.is_swap() => Locked::Swap(e),
+            Entry::Swap(e) if w.level == PTE_LEVEL && e.is_migration() => {
+                match self.ctx.folio(e.offset) {
+                    Some(f) => Locked::Migration(f.get_ref(), e),
+                    None => {
+                        debug_assert!(false, "migration entry of a free frame at {addr:#x}");
+                        Locked::Done(Err(Fault::Sigbus))
+                    }
+                }
+            }
             // No PUD leaves in user space; tables are descended by lookup.
             _ => {
                 debug_assert!(false, "unexpected entry {:?} at {addr:#x}", w.entry);
@@ -323,7 +336,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
         access: Access,
         pre: &mut Option<FolioRef<'a>>,
-    ) -> Result<Option<Locked>, Fault> {
+    ) -> Result<Option<Locked<'a>>, Fault> {
         let orders = self.fault_orders(vma, addr);
         if orders & (1 << PMD_ORDER) == 0 {
             return Ok(None);
@@ -426,7 +439,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         access: Access,
         walk: Option<&Walk>,
         pre: &mut Option<FolioRef<'a>>,
-    ) -> Locked {
+    ) -> Locked<'a> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let va = align_down(addr, PAGE_SIZE);
@@ -483,7 +496,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
         walk: Option<&Walk>,
         f: FolioRef<'a>,
-    ) -> Locked {
+    ) -> Locked<'a> {
         let base = align_down(addr, f.size());
         let n = f.nr_pages() as usize;
         let set = match walk {

@@ -107,7 +107,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g: &mut TlbGather<'a>,
     ) -> Result<(), Errno> {
         let ctx = self.ctx;
-        let swaps = self.swapents() > 0;
+        let swaps = self.has_nonpresent();
         if (0..run.len()).all(|i| run.entry(i).is_absent()) {
             return Ok(());
         }
@@ -140,7 +140,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// fork's copy of the swap entries of `run`: each slot gains a
     /// reference, and the entry stops being exclusive in the parent too
-    /// (both may now swap it in), as Linux's `copy_nonpresent_pte`.
+    /// (both may now swap it in), as Linux's `copy_nonpresent_pte`.  A
+    /// migration entry is copied as a `READ` one in both (the page is
+    /// shared from now on) and the child's maps the page it names, with a
+    /// reference and a mapcount of its own (see `aspace::migrate`).
     fn copy_swap_ptes(
         &self,
         ppt: &mut PageTable<'a, A>,
@@ -152,6 +155,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let Entry::Swap(e) = run.entry(i) else {
                 continue;
             };
+            if e.is_migration() {
+                let Some(f) = self.ctx.folio(e.offset) else {
+                    continue;
+                };
+                let shared = SwapEntry::migration(e.offset, false, false).expect("same frame");
+                if shared != e {
+                    ppt.replace_swap_pte(run.va(i), shared);
+                }
+                cpt.set_swap_pte(run.va(i), shared)
+                    .map_err(|_| Errno::ENOMEM)?;
+                self.ctx.rmap_dup_ptes(f, e.offset - f.pfn(), 1);
+                child.rss_add(1);
+                child.migents_add(1);
+                continue;
+            }
             if !e.is_swap() {
                 continue;
             }

@@ -83,6 +83,7 @@ mod fault;
 mod fork;
 pub mod khugepaged;
 pub mod lru;
+pub mod migrate;
 mod mlock;
 mod mprotect;
 mod mremap;
@@ -169,6 +170,14 @@ impl<'a, A: PagingArch> Deref for PtGuard<'_, 'a, A> {
     }
 }
 
+impl<A: PagingArch> PtGuard<'_, '_, A> {
+    /// The space still has its page table (not torn down since a caller
+    /// that dropped the lock looked last).
+    pub(crate) fn live(&self) -> bool {
+        self.guard.is_some()
+    }
+}
+
 impl<A: PagingArch> DerefMut for PtGuard<'_, '_, A> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         self.guard.as_mut().expect("page table of a live Mm")
@@ -205,6 +214,9 @@ pub struct Mm<'a, A: PagingArch> {
     /// Swap entries in the page tables (Linux's `MM_SWAPENTS`); changed
     /// under the page-table lock.  Zero lets zap skip looking for them.
     swapents: AtomicU64,
+    /// Migration entries in this space's page tables (not in `swapents`:
+    /// they still count in RSS as mappings of the page they name).
+    migents: AtomicU64,
     /// Faults `handle_fault` resolved in this space: the owning process's
     /// `ru_minflt` (one space per process), counted here so the fault
     /// path needs no lookup of the process.
@@ -279,6 +291,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             ptl_fallback: core::sync::atomic::AtomicI32::new(0),
             anon_rss: AtomicU64::new(0),
             swapents: AtomicU64::new(0),
+            migents: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
@@ -434,6 +447,26 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     pub(crate) fn swapents_sub(&self, n: u64) {
         let old = self.swapents.fetch_sub(n, Relaxed);
         debug_assert!(old >= n, "swap entries below zero");
+    }
+
+    /// Migration entries in this space's page tables.
+    pub fn migents(&self) -> u64 {
+        self.migents.load(Relaxed)
+    }
+
+    pub(crate) fn migents_add(&self, n: u64) {
+        self.migents.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn migents_sub(&self, n: u64) {
+        let old = self.migents.fetch_sub(n, Relaxed);
+        debug_assert!(old >= n, "migration entries below zero");
+    }
+
+    /// Swap or migration entries may be present: the non-present entries
+    /// zap, fork and mremap must look for.
+    pub(crate) fn has_nonpresent(&self) -> bool {
+        self.swapents() > 0 || self.migents() > 0
     }
 
     pub(crate) fn rss_sub(&self, n: u64) {
@@ -600,6 +633,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             .filter(|v| v.flags & (VmFlags::WRITE | VmFlags::LOCKED) == VmFlags::LOCKED)
             .map(|v| (v.start, v.end))
             .collect();
+        self.wait_migration_entries(&vmas, addr, addr.saturating_add(len));
         let out = vmas.mprotect(addr, len, prot);
         let mut pt = self.lock_pt();
         for (r, flags) in &out.changed {

@@ -195,12 +195,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         debug_assert_eq!(run.end(), end);
         // Swap entries move as they are (a swap-in at the new address
-        // copies if the cached folio lives elsewhere: see `aspace::swap`).
-        if self.swapents() > 0 {
+        // copies if the cached folio lives elsewhere: see `aspace::swap`),
+        // and so do migration entries (one the migration then cannot find
+        // is mapped back onto its page by the next fault on it: see
+        // `aspace::migrate`).
+        if self.has_nonpresent() {
             for i in 0..run.len() {
-                if let Entry::Swap(e) = run.entry(i)
-                    && e.is_swap()
-                {
+                if let Entry::Swap(e) = run.entry(i) {
                     let (s, d) = (run.va(i), dst + i as u64 * PAGE_SIZE);
                     pt.take_swap_pte(s);
                     pt.set_swap_pte(d, e)

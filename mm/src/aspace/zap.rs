@@ -112,19 +112,28 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Clear the swap entries of `[start, end)` (`MADV_FREE`: their data
-    /// is discarded at once).
+    /// is discarded at once; migration entries stay, as Linux).
     pub(crate) fn zap_swap_range(&self, pt: &mut PageTable<'a, A>, start: u64, end: u64) {
         for step in pt.walk_range(start, end) {
             if let Step::Ptes(run) = step {
-                self.zap_swap_ptes(pt, &run);
+                self.zap_swap_ptes(pt, &run, None);
             }
         }
     }
 
     /// Clear the swap entries of `run`, dropping their slot references
     /// (runs of consecutive slots together), as Linux's
-    /// `free_swap_and_cache_nr`.  Only looked for while the space has any.
-    fn zap_swap_ptes(&self, pt: &mut PageTable<'a, A>, run: &PteRun<'a, A>) {
+    /// `free_swap_and_cache_nr`.  With `puts`, migration entries too: each
+    /// still maps the page it names (see `aspace::migrate`), so it is
+    /// unmapped like a PTE, its reference dropped after the flush, and a
+    /// migration in flight does not restore it.  Only looked for while the
+    /// space has any.
+    fn zap_swap_ptes(
+        &self,
+        pt: &mut PageTable<'a, A>,
+        run: &PteRun<'a, A>,
+        mut puts: Option<&mut PutList<'a>>,
+    ) {
         let mut pending: Option<(u8, u64, u64)> = None;
         let flush = |p: Option<(u8, u64, u64)>| {
             if let Some((ty, slot, n)) = p {
@@ -135,6 +144,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let Entry::Swap(e) = run.entry(i) else {
                 continue;
             };
+            if e.is_migration()
+                && let Some(puts) = puts.as_deref_mut()
+            {
+                pt.take_swap_pte(run.va(i));
+                self.migents_sub(1);
+                if let Some(f) = self.ctx.folio(e.offset) {
+                    self.ctx.rmap_remove_ptes(f, e.offset - f.pfn(), 1);
+                    self.rss_sub(1);
+                    puts.push(f, 1);
+                }
+                continue;
+            }
             if !e.is_swap() {
                 continue;
             }
@@ -157,8 +178,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         puts: &mut PutList<'a>,
     ) {
         let ctx = self.ctx;
-        if self.swapents() > 0 {
-            self.zap_swap_ptes(pt, &run);
+        if self.has_nonpresent() {
+            self.zap_swap_ptes(pt, &run, Some(puts));
         }
         self.for_each_pte_batch(&run, BatchMatch::Frames, false, |i, b, folio| {
             let (l, nr) = (b.first, b.nr);

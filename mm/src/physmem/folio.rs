@@ -318,6 +318,18 @@ impl<'a> Folio<'a> {
         FolioRef { folio: *self }
     }
 
+    /// Takes a reference unless the folio is being freed (refcount 0):
+    /// for a caller that found the folio by its frame and holds no
+    /// reference yet (compaction's scanner).  The folio may have been
+    /// freed and reallocated in between: the caller checks what it got.
+    pub fn try_get_ref(&self) -> Option<FolioRef<'a>> {
+        self.head()
+            .refcount
+            .fetch_update(Acquire, Relaxed, |r| (r != 0).then_some(r + 1))
+            .ok()
+            .map(|_| FolioRef { folio: *self })
+    }
+
     /// Takes `n` references at once (mapping `n` PTEs of the folio).
     #[inline]
     pub fn get_many(&self, n: u32) {

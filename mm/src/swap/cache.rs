@@ -133,6 +133,22 @@ impl SwapCache {
         true
     }
 
+    /// Moves the slots cached by folio `old` to folio `new` (migration),
+    /// in one step under the cache lock, so a lookup finds one or the
+    /// other.  False if `old` caches nothing or `new` already does.
+    pub fn replace(&self, old: u64, new: u64) -> bool {
+        let mut g = self.inner.lock();
+        if g.by_pfn.contains_key(&new) {
+            return false;
+        }
+        let Some(first) = g.by_pfn.remove(&old) else {
+            return false;
+        };
+        g.by_pfn.insert(new, first);
+        g.by_slot.get_mut(&first).expect("both indexes agree").0 = new;
+        true
+    }
+
     /// Forgets folio `pfn`; returns its first slot's key and pages.
     pub fn remove(&self, pfn: u64) -> Option<(u64, u64)> {
         let mut g = self.inner.lock();

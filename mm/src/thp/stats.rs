@@ -173,6 +173,17 @@ named_enum! {
         PageOutRun => "pageoutrun",
         /// Pages reclaim wrote to swap.
         NrVmscanWrite => "nr_vmscan_write",
+        /// Pages of folios migrated (Linux counts pages, at every order).
+        PgMigrateSuccess => "pgmigrate_success",
+        /// Pages of folios that could not be migrated.
+        PgMigrateFail => "pgmigrate_fail",
+        /// PMD-sized THPs migrated whole.
+        ThpMigrationSuccess => "thp_migration_success",
+        /// PMD-sized THPs that could not be migrated.
+        ThpMigrationFail => "thp_migration_fail",
+        /// PMD-sized THPs split for migration (no destination of their
+        /// order, or partially mapped).
+        ThpMigrationSplit => "thp_migration_split",
         /// Pages of folios moved to (or marked for) the active LRU list.
         PgActivate => "pgactivate",
         /// Pages of folios moved from the active to the inactive list.

@@ -13,7 +13,9 @@ use alloc::vec::Vec;
 use crate::addr::PAGE_SIZE;
 use crate::aspace::Mm;
 use crate::aspace::ctx::MmCtx;
-use crate::paging::{Attrs, BatchMatch, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step};
+use crate::paging::{
+    Attrs, BatchMatch, Entry, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step, SwapEntry,
+};
 use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
 
@@ -218,4 +220,136 @@ pub(crate) fn restore_mappings<'a, A: PagingArch>(
             .expect("entries cleared above in an existing table");
         i = j;
     }
+}
+
+/// Replaces every mapping of `folio` in the walk's spaces by a migration
+/// entry (Linux's `try_to_migrate`): the PTEs are cleared as for
+/// [`try_to_unmap`] (a PMD mapping is split into PTEs first, the folio
+/// stays whole) and each becomes a migration entry naming its page,
+/// `WRITE` if the PTE was writable, else `READ_EXCLUSIVE` if the page was
+/// anon-exclusive, else `READ`; the page's anon-exclusive bit moves into
+/// the entry.  Unlike a swap entry, a migration entry keeps its mapping's
+/// folio reference, large mapcount and RSS: it still counts as a mapping
+/// of the page it names, so a zap of it meanwhile just unmaps that page
+/// (see `aspace::migrate`).  Returns the cleared entries in address order
+/// per space, with their attributes for [`remove_migration_ptes`].
+pub(crate) fn try_to_migrate<'a, A: PagingArch>(
+    walk: &mut RmapWalk<'_, 'a, A>,
+    folio: Folio<'a>,
+) -> Vec<SavedPte> {
+    let mut saved: Vec<SavedPte> = Vec::new();
+    clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
+        for (j, a) in attrs.iter().enumerate() {
+            let p = folio.page(page + j as u64);
+            let e = SwapEntry::migration(p.pfn(), a.perms.write, p.is_anon_exclusive())
+                .expect("a frame number fits a migration entry");
+            pt.set_swap_pte(at + j as u64 * PAGE_SIZE, e)
+                .expect("entry cleared above, table present");
+            p.clear_anon_exclusive();
+            saved.push(SavedPte {
+                mm: k,
+                page: page + j as u64,
+                attrs: *a,
+            });
+        }
+        m.migents_add(attrs.len() as u64);
+    });
+    saved
+}
+
+/// The migration entry naming frame `pfn` at `va`, if it is still there.
+pub(crate) fn migration_entry_at<A: PagingArch>(
+    pt: &PageTable<'_, A>,
+    va: u64,
+    pfn: u64,
+) -> Option<SwapEntry> {
+    match pt.read_pte(va) {
+        Some(Entry::Swap(e)) if e.migration_pfn() == Some(pfn) => Some(e),
+        _ => None,
+    }
+}
+
+/// The leaf a migration entry `e` becomes, from the attributes the
+/// mapping had when it was unmapped: writable only if the entry says so
+/// (fork and mprotect turn `WRITE` into a read type).
+pub(crate) fn migration_leaf_attrs(e: SwapEntry, mut attrs: Attrs) -> Attrs {
+    attrs.perms.write = e.ty == SwapEntry::MIGRATION_WRITE;
+    attrs
+}
+
+/// Writes back the migration entries [`try_to_migrate`] wrote that are
+/// still in place (a zap may have removed some, mremap moved some), as
+/// leaves on the same pages of `target`: the destination folio after a
+/// copy, or `src` itself to roll back.  One `set_ptes` per run of
+/// consecutive pages of one space with equal attributes and entry type, so
+/// arm64 contiguous blocks fold again where the new frames qualify.  Each
+/// restored entry's reference and large mapcount move from `src` to
+/// `target` (nothing moves when they are the same folio), and the page's
+/// anon-exclusive bit comes back from the entry type.  Returns the
+/// entries restored.
+pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
+    walk: &mut RmapWalk<'_, 'a, A>,
+    saved: &[SavedPte],
+    src: Folio<'a>,
+    target: Folio<'a>,
+) -> u64 {
+    let va = walk.va;
+    let mut restored = 0;
+    let mut i = 0;
+    while i < saved.len() {
+        let s0 = saved[i];
+        let (m, pt) = (walk.mappers[s0.mm], &mut walk.guards[s0.mm]);
+        if !pt.live() {
+            i += 1;
+            continue;
+        }
+        let at = va + s0.page * PAGE_SIZE;
+        let Some(e0) = migration_entry_at(pt, at, src.pfn() + s0.page) else {
+            i += 1;
+            continue;
+        };
+        let key = s0.attrs.fold_key();
+        let mut attrs = s0.attrs;
+        let mut j = i + 1;
+        while j < saved.len() {
+            let s = saved[j];
+            if s.mm != s0.mm
+                || s.page != s0.page + (j - i) as u64
+                || s.attrs.fold_key() != key
+                || migration_entry_at(pt, va + s.page * PAGE_SIZE, src.pfn() + s.page)
+                    .is_none_or(|e| e.ty != e0.ty)
+            {
+                break;
+            }
+            attrs.young |= s.attrs.young;
+            attrs.dirty |= s.attrs.dirty;
+            j += 1;
+        }
+        let n = (j - i) as u64;
+        for k in 0..n {
+            pt.take_swap_pte(at + k * PAGE_SIZE);
+        }
+        pt.set_ptes(
+            at,
+            target.pfn() + s0.page,
+            n as usize,
+            migration_leaf_attrs(e0, attrs),
+        )
+        .expect("entries taken above in an existing table");
+        if e0.ty != SwapEntry::MIGRATION_READ {
+            for k in 0..n {
+                target.page(s0.page + k).set_anon_exclusive();
+            }
+        }
+        if target != src {
+            target.get_many(n as u32);
+            target.add_large_mapcount(n as i32);
+            src.add_large_mapcount(-(n as i32));
+            src.put_many(n as u32);
+        }
+        m.migents_sub(n);
+        restored += n;
+        i = j;
+    }
+    restored
 }

@@ -1,0 +1,561 @@
+//! Migration of anonymous folios, whole at every order: Linux's
+//! `migrate_folio_unmap` → `move_to_new_folio` → `remove_migration_ptes`
+//! for one folio ([`migrate_folio`]), the `migrate_pages` batch driver
+//! ([`migrate_pages`]) and compaction's hook ([`FolioMigrator`]).
+//!
+//! # Steps of [`migrate_folio`]
+//! 1. The source is locked (tried in [`MigrateMode::Async`], slept on in
+//!    [`MigrateMode::Sync`]), and so is the new destination.  A partially
+//!    mapped large folio on the deferred-split queue is refused with
+//!    [`MigrateError::NeedsSplit`] (Linux splits those before migrating;
+//!    [`migrate_pages`] does).
+//! 2. Under the page-table locks of every space mapping it (the rmap walk,
+//!    `rmap::rmap_walk`), a folio with references beyond its mappings, the
+//!    caller's and the swap cache's is refused (`Again`: a pin, or someone
+//!    about to map it).  Every PTE mapping becomes a migration entry
+//!    (`rmap::try_to_migrate`: `WRITE`, `READ_EXCLUSIVE` or `READ`, the
+//!    anon-exclusive bit moving into the entry).  A PMD mapping is split
+//!    into PTEs first, the folio staying whole (so a PMD-mapped THP comes
+//!    back PTE-mapped: no PMD migration entries yet, see
+//!    docs/linux-differences.md).
+//! 3. The page-table locks are dropped and the data copied: nobody can
+//!    reach the folio meanwhile (a fault on a migration entry sleeps on
+//!    the source's folio lock).  Then the folio state moves: `DIRTY`,
+//!    `REFERENCED`, `LAZYFREE`, `MLOCKED` (and the `Mlocked:` pages), the
+//!    swap-cache slots with the cache's reference, the rmap owner, the
+//!    PMD-size deferred-split (underused shrinker) queue entry, and the
+//!    LRU: the destination joins the list the source was on (active or
+//!    inactive); the source, freed when the caller drops its reference,
+//!    leaves it then.
+//! 4. The locks are taken again and every migration entry still in place
+//!    becomes a leaf on the destination's page (`rmap::remove_migration_ptes`)
+//!    with the rights the entry records, the attributes and young/dirty
+//!    bits the PTE had; `set_ptes` folds arm64 contiguous blocks again.
+//!    The entry's reference and mapcount move to the destination.
+//! 5. A failure after the unmap (the copy) restores the entries onto the
+//!    source instead, data untouched.
+//!
+//! # Migration entries that the remap does not find
+//! A migration entry holds its mapping's reference, large mapcount and
+//! RSS on the page it names (Linux drops them at unmap; keeping them makes
+//! every entry a mapping that zap, fork and the checker can account for).
+//! So while the page-table locks are dropped:
+//! * zap clears an entry and unmaps the page it names (reference,
+//!   mapcount, RSS); the remap only restores entries still present;
+//! * fork copies an entry (a `WRITE` one becomes `READ` in both, as
+//!   Linux's `copy_nonpresent_pte`), the child's copy mapping the source
+//!   page with its own reference; mremap moves entries as they are;
+//! * mprotect waits for the migration to end (it holds the mmap lock for
+//!   writing and sleeps on the folio lock: the remap cannot read VMAs, so
+//!   rights must not change under it).
+//! Entries the remap cannot find (in a space not passed in `mms`, or
+//! moved by mremap away from the rmap owner's address) stay on the source
+//! page, which they keep alive.  A fault on one finds the source unlocked
+//! and maps that page back (`Mm::migration_entry_wait`): the data is the
+//! same, and the page was exclusive to that mapping or shared read-only.
+//!
+//! # Lock order
+//! Source folio lock, then destination folio lock (a new folio nobody
+//! else can reach: only tried), then the page-table locks of the spaces
+//! mapping the source, ascending mm id (`rmap_walk`), then the swap-cache
+//! lock and the LRU locks.  No mmap lock is taken: faults sleep on the
+//! folio lock holding their mmap lock for reading, and mprotect sleeps on
+//! it holding the mmap lock for writing.  The copy runs holding only the
+//! two folio locks.
+
+use alloc::vec::Vec;
+
+use crate::addr::{PAGE_SHIFT, PMD_ORDER};
+use crate::paging::PagingArch;
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
+use crate::physmem::frame_flags::PageFlags;
+use crate::thp::VmEvent;
+
+use super::Mm;
+use super::rmap::{RmapWalk, SavedPte, remove_migration_ptes, rmap_walk, try_to_migrate};
+
+/// Why one folio could not be migrated (Linux's errno kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrateError {
+    /// Transient: the folio is locked, or held by an extra reference that
+    /// may go away (Linux's `-EAGAIN`; the batch driver retries).
+    Again,
+    /// Not migratable: not anonymous, the zero page, a different order
+    /// than the destination, or mapped where the rmap walk cannot reach
+    /// (Linux's `-EBUSY`).
+    Busy,
+    /// No destination folio could be allocated (Linux's `-ENOMEM`).
+    NoMem,
+    /// A partially mapped large folio: Linux splits it before migrating
+    /// ([`migrate_pages`] does, then migrates the pieces).
+    NeedsSplit,
+    /// The copy failed (only by test injection: memory copies cannot
+    /// fail here); everything was restored onto the source.
+    CopyFailed,
+}
+
+/// How hard [`migrate_folio`] tries (Linux's `enum migrate_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrateMode {
+    /// Never sleeps: a locked folio is `Again`.
+    Async,
+    /// May sleep on the folio lock.
+    Sync,
+}
+
+/// Why [`migrate_pages`] runs (Linux's `enum migrate_reason`, the cases
+/// that change what it does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrateReason {
+    /// Compaction.
+    Compaction,
+    /// `move_pages`, `migrate_pages(2)`, `mbind`.
+    Syscall,
+    /// NUMA balancing: a large folio is never split (Linux's
+    /// `MR_NUMA_MISPLACED`).
+    NumaMisplaced,
+}
+
+/// Moves one movable folio into a free destination folio of the same
+/// order (compaction's hook).  On `Err` the caller still owns `dst` and
+/// frees it.
+pub trait FolioMigrator<'a> {
+    fn migrate_to(&self, src: Folio<'a>, dst: Folio<'a>) -> Result<(), MigrateError>;
+}
+
+/// The [`FolioMigrator`] over a set of address spaces (normally all of
+/// the context's live ones).
+pub struct MmMigrator<'m, 'a, A: PagingArch> {
+    pub mms: &'m [&'m Mm<'a, A>],
+    pub mode: MigrateMode,
+}
+
+impl<'a, A: PagingArch> FolioMigrator<'a> for MmMigrator<'_, 'a, A> {
+    /// Takes a reference on `src` if it is still a live anonymous folio
+    /// on the LRU below the PMD order (compaction never moves PMD THPs,
+    /// as Linux) of `dst`'s order, then [`migrate_folio`]; counted in
+    /// `pgmigrate_*` as [`migrate_pages`] counts.  On success `dst` is
+    /// consumed (its mappings and LRU place hold it).
+    fn migrate_to(&self, src: Folio<'a>, dst: Folio<'a>) -> Result<(), MigrateError> {
+        let Some(first) = self.mms.first() else {
+            return Err(MigrateError::Busy);
+        };
+        let Some(r) = src.try_get_ref() else {
+            return Err(MigrateError::Busy);
+        };
+        if !r.is_anon()
+            || !r.test(PageFlags::LRU)
+            || r.order() >= PMD_ORDER
+            || r.order() != dst.order()
+            || first.ctx.folio(r.pfn()).is_none_or(|f| f != src)
+        {
+            return Err(MigrateError::Busy);
+        }
+        let res = migrate_folio(self.mms, &r, dst, self.mode);
+        count_result(first.ctx, *r, res.is_ok());
+        res
+    }
+}
+
+/// Test injection for [`migrate_folio_hooked`].
+pub trait MigrateHooks {
+    /// Runs after the unmap, with no page-table lock held and the source
+    /// locked: a test faults on a migration entry here.
+    fn after_unmap(&self) {}
+    /// Makes the copy fail (to test the rollback).
+    fn fail_copy(&self) -> bool {
+        false
+    }
+}
+
+struct NoHooks;
+impl MigrateHooks for NoHooks {}
+
+/// Counts one folio's final outcome in `/proc/vmstat` (Linux counts
+/// pages, and PMD-size folios apart).
+fn count_result(ctx: &super::MmCtx<'_>, f: Folio<'_>, ok: bool) {
+    let stats = &ctx.thp.stats;
+    let (pages, thp) = if ok {
+        (VmEvent::PgMigrateSuccess, VmEvent::ThpMigrationSuccess)
+    } else {
+        (VmEvent::PgMigrateFail, VmEvent::ThpMigrationFail)
+    };
+    stats.count_n(pages, f.nr_pages());
+    if f.order() == PMD_ORDER {
+        stats.count(thp);
+    }
+}
+
+/// Migrates the anonymous folio `src` (the caller's reference, e.g. from
+/// LRU isolation) into `dst`, a newly allocated folio of the same order
+/// (its allocation reference, unmapped, unlocked), in every address space
+/// of `mms` that maps it (normally all of the context's).  See the module
+/// docs for the steps.  On `Ok` the caller's reference to `src` is the
+/// last one unless a mapping the remap could not reach still holds it
+/// (module docs): dropping it frees the source; `dst` is held by its
+/// mappings and its LRU place.  On `Err` nothing changed and the caller
+/// still owns `dst`.
+pub fn migrate_folio<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    src: &FolioRef<'a>,
+    dst: Folio<'a>,
+    mode: MigrateMode,
+) -> Result<(), MigrateError> {
+    migrate_folio_hooked(mms, src, dst, mode, &NoHooks)
+}
+
+/// [`migrate_folio`] with test injection points.
+pub fn migrate_folio_hooked<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    src: &FolioRef<'a>,
+    dst: Folio<'a>,
+    mode: MigrateMode,
+    hooks: &dyn MigrateHooks,
+) -> Result<(), MigrateError> {
+    let Some(first) = mms.first() else {
+        return Err(MigrateError::Busy);
+    };
+    let ctx = first.ctx;
+    let f: Folio<'a> = **src;
+    if !f.is_anon()
+        || f.test(PageFlags::ZERO_PAGE)
+        || ctx.is_zero_pfn(f.pfn())
+        || f.order() != dst.order()
+        || dst.is_mapped()
+    {
+        return Err(MigrateError::Busy);
+    }
+    let lock: FolioLockGuard<'a> = match mode {
+        MigrateMode::Async => f.try_lock().ok_or(MigrateError::Again)?,
+        MigrateMode::Sync => f.lock_sleeping(),
+    };
+    if !f.is_anon() {
+        return Err(MigrateError::Busy); // freed and reused meanwhile
+    }
+    if f.is_large() && f.test(PageFlags::PARTIALLY_MAPPED) {
+        return Err(MigrateError::NeedsSplit);
+    }
+    let dlock = dst.try_lock().ok_or(MigrateError::Busy)?;
+    let cached = f.test(PageFlags::SWAPCACHE);
+    // Ours and the swap cache's, beyond one per mapping.
+    let expected = 1 + cached as i64;
+    let va = f
+        .anon_owner()
+        .map(|(_, vpn)| vpn << PAGE_SHIFT)
+        .unwrap_or(0);
+    // Unmap everywhere into migration entries.
+    let mut mappers: Vec<&Mm<'a, A>> = Vec::new();
+    let mut saved: Vec<SavedPte> = Vec::new();
+    if f.is_mapped() {
+        let mut walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
+        if f.extra_refs() != expected {
+            return Err(MigrateError::Again);
+        }
+        saved = try_to_migrate(&mut walk, f);
+        mappers = walk.mappers.clone();
+    } else if f.extra_refs() != expected {
+        return Err(MigrateError::Again);
+    }
+    hooks.after_unmap();
+    // Copy with no page-table lock held.
+    if hooks.fail_copy() {
+        let mut walk = relock(&mappers, va);
+        remove_migration_ptes(&mut walk, &saved, f, f);
+        drop(walk);
+        return Err(MigrateError::CopyFailed);
+    }
+    ctx.mem.copy(dst.pa(), f.pa(), f.size());
+    move_folio_state(ctx, f, dst);
+    let mut walk = relock(&mappers, va);
+    let restored = remove_migration_ptes(&mut walk, &saved, f, dst);
+    drop(walk);
+    if restored > 0 {
+        ctx.thp.stats.inc(dst.order(), crate::thp::MthpStat::NrAnon);
+    }
+    // The source's bookkeeping as any unmap (the gauge, the deferred-split
+    // queue), unless entries the remap did not reach still map it.
+    let left = f.large_mapcount();
+    if left == 0 {
+        if restored > 0 {
+            ctx.deferred_split_remove(f);
+            ctx.thp.stats.dec(f.order(), crate::thp::MthpStat::NrAnon);
+        }
+    } else if restored > 0 && f.order() >= 2 && f.entire_mapcount() == 0 {
+        ctx.deferred_split_folio(f);
+    }
+    let d = dst.large_mapcount();
+    if d > 0 && f.order() >= 2 && (d as u64) < dst.nr_pages() && dst.entire_mapcount() == 0 {
+        ctx.deferred_split_folio(dst);
+    }
+    drop(dlock);
+    drop(lock);
+    // The allocation's reference: the mappings, the LRU and the swap cache
+    // hold the destination now.
+    dst.put();
+    Ok(())
+}
+
+/// The page-table locks of `mappers` (ascending mm id, as `rmap_walk`
+/// took them) again, for the remap.
+fn relock<'m, 'a, A: PagingArch>(mappers: &[&'m Mm<'a, A>], va: u64) -> RmapWalk<'m, 'a, A> {
+    RmapWalk {
+        guards: mappers.iter().map(|m| m.lock_pt()).collect(),
+        mappers: mappers.to_vec(),
+        va,
+    }
+}
+
+/// Step 3's state move from `src` to `dst` (both locked, `src` unmapped).
+fn move_folio_state<'a>(ctx: &super::MmCtx<'a>, src: Folio<'a>, dst: Folio<'a>) {
+    let carried =
+        src.flags() & (PageFlags::DIRTY | PageFlags::REFERENCED | PageFlags::LAZYFREE | PageFlags::UPTODATE);
+    dst.set_flags(carried);
+    dst.set_owner_raw(src.owner_raw());
+    dst.set_flags(PageFlags::ANON);
+    if src.is_mlocked() {
+        src.munlock();
+        dst.mlock();
+    }
+    if src.test(PageFlags::SWAPCACHE) && ctx.swap.cache.replace(src.pfn(), dst.pfn()) {
+        dst.get(); // the cache's reference moves
+        dst.set_flags(PageFlags::SWAPCACHE);
+        src.clear_flags(PageFlags::SWAPCACHE);
+        src.put();
+    }
+    if src.order() == PMD_ORDER && ctx.deferred_split_remove(src) {
+        ctx.deferred_split_add_pmd(dst);
+    }
+    // The list the source was on; it leaves it when it is freed.
+    let active = src.test(PageFlags::ACTIVE);
+    ctx.lru_putback(dst.get_ref(), active);
+}
+
+/// Linux's `migrate_pages`: migrates each folio of `folios` (the caller's
+/// references, e.g. isolated from the LRU) into a destination from
+/// `alloc_dst(order)` (`None`: none of that order), up to 10 passes while
+/// some fail with `Again` (the first 3 not sleeping on folio locks).  A
+/// large folio with no destination of its order (unless `reason` is NUMA
+/// balancing), or partially mapped, is split to order 0 and its pieces
+/// migrated.  Counts `pgmigrate_*` and `thp_migration_*`.  Returns (pages
+/// migrated, folios not migrated — a split folio counts as one failure,
+/// as Linux).  The references are dropped: a migrated source is freed,
+/// the others stay where they were (the caller puts isolated folios back
+/// before calling, or holds its own references).
+pub fn migrate_pages<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    folios: Vec<FolioRef<'a>>,
+    mut alloc_dst: impl FnMut(u32) -> Option<Folio<'a>>,
+    reason: MigrateReason,
+) -> (u64, u64) {
+    let Some(first) = mms.first() else {
+        return (0, folios.len() as u64);
+    };
+    let ctx = first.ctx;
+    let stats = &ctx.thp.stats;
+    let (mut pages_ok, mut failed) = (0u64, 0u64);
+    let mut todo = folios;
+    for pass in 0..10 {
+        if todo.is_empty() {
+            break;
+        }
+        let mode = if pass < 3 {
+            MigrateMode::Async
+        } else {
+            MigrateMode::Sync
+        };
+        let mut retry: Vec<FolioRef<'a>> = Vec::new();
+        let mut pieces: Vec<FolioRef<'a>> = Vec::new();
+        for f in todo.drain(..) {
+            let order = f.order();
+            let split = |f: &FolioRef<'a>, pieces: &mut Vec<FolioRef<'a>>| -> bool {
+                if reason == MigrateReason::NumaMisplaced || order == 0 {
+                    return false;
+                }
+                let head = **f;
+                let nr = head.nr_pages();
+                if super::split::split_folio_to_order(mms, head, 0).is_err() {
+                    return false;
+                }
+                if order == PMD_ORDER {
+                    stats.count(VmEvent::ThpMigrationSplit);
+                }
+                // Every piece is an order-0 folio now; the first is ours.
+                for i in 1..nr {
+                    if let Some(p) = ctx.folio(head.pfn() + i)
+                        && let Some(r) = p.try_get_ref()
+                    {
+                        pieces.push(r);
+                    }
+                }
+                true
+            };
+            let Some(dst) = alloc_dst(order) else {
+                if split(&f, &mut pieces) {
+                    failed += 1;
+                    pieces.push(f);
+                } else {
+                    count_result(ctx, *f, false);
+                    failed += 1;
+                }
+                continue;
+            };
+            match migrate_folio(mms, &f, dst, mode) {
+                Ok(()) => {
+                    count_result(ctx, *f, true);
+                    pages_ok += f.nr_pages();
+                }
+                Err(e) => {
+                    free_unused(dst);
+                    match e {
+                        MigrateError::Again if pass < 9 => retry.push(f),
+                        MigrateError::NeedsSplit if split(&f, &mut pieces) => {
+                            failed += 1;
+                            pieces.push(f);
+                        }
+                        _ => {
+                            count_result(ctx, *f, false);
+                            failed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Split pieces go through the order-0 path on the next pass (their
+        // failures are not counted again: the folio already was).
+        for p in pieces {
+            if let Some(dst) = alloc_dst(0) {
+                match migrate_folio(mms, &p, dst, MigrateMode::Sync) {
+                    Ok(()) => {
+                        count_result(ctx, *p, true);
+                        pages_ok += 1;
+                    }
+                    Err(_) => {
+                        free_unused(dst);
+                        count_result(ctx, *p, false);
+                    }
+                }
+            } else {
+                count_result(ctx, *p, false);
+            }
+        }
+        todo = retry;
+    }
+    (pages_ok, failed)
+}
+
+/// Frees a destination folio [`migrate_folio`] did not use.
+fn free_unused(dst: Folio<'_>) {
+    dst.put();
+}
+
+/// A destination allocator for [`migrate_pages`] from the context's buddy
+/// allocator (movable user memory, no reclaim).
+pub fn alloc_from_buddy<'a>(ctx: &'a super::MmCtx<'a>) -> impl FnMut(u32) -> Option<Folio<'a>> + 'a {
+    move |order| ctx.buddy.alloc(order, AllocFlags::USER).ok()
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// A fault on the migration entry `e` at `addr` in `vma` (Linux's
+    /// `migration_entry_wait`), with `f` the folio it names, referenced
+    /// under the page-table lock: sleeps until the migration holding the
+    /// folio lock ends, then lets the access retry.  An entry still there
+    /// once the lock is ours is one the remap could not reach (module
+    /// docs): it is mapped back onto the page it names, which its own
+    /// reference and mapcount still hold.
+    pub(crate) fn migration_entry_wait(
+        &self,
+        vma: &crate::vma::Vma,
+        addr: u64,
+        f: FolioRef<'a>,
+        e: crate::paging::SwapEntry,
+    ) -> Result<(), super::Fault> {
+        let va = crate::addr::align_down(addr, crate::addr::PAGE_SIZE);
+        let lock = f.lock_sleeping();
+        let mut pt = self.lock_pt();
+        if pt.live() && super::rmap::migration_entry_at(&pt, va, e.offset) == Some(e) {
+            self.restore_orphan(&mut pt, va, e, super::vma_perms(vma.flags));
+        }
+        drop(pt);
+        drop(lock);
+        drop(f);
+        Ok(())
+    }
+
+    /// Maps the migration entry `e` at `va`, which no migration will
+    /// restore (its folio is locked by the caller), back onto the page it
+    /// names, with the rights `perms` of its VMA (write only if the entry
+    /// was writable).
+    pub(crate) fn restore_orphan(
+        &self,
+        pt: &mut crate::paging::PageTable<'a, A>,
+        va: u64,
+        e: crate::paging::SwapEntry,
+        perms: crate::paging::Perms,
+    ) {
+        let Some(f) = self.ctx.folio(e.offset) else {
+            return;
+        };
+        pt.take_swap_pte(va);
+        let mut attrs = crate::paging::Attrs::user(perms);
+        attrs.young = true;
+        let attrs = super::rmap::migration_leaf_attrs(e, attrs);
+        let attrs = crate::paging::Attrs {
+            perms: crate::paging::Perms {
+                write: attrs.perms.write && perms.write,
+                ..attrs.perms
+            },
+            ..attrs
+        };
+        pt.set_ptes(va, e.offset, 1, attrs)
+            .expect("entry taken above, table present");
+        if e.ty != crate::paging::SwapEntry::MIGRATION_READ {
+            f.page(e.offset - f.pfn()).set_anon_exclusive();
+        }
+        self.migents_sub(1);
+    }
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// Sleeps until no migration entry is left in `[start, end)` (mprotect,
+    /// holding the mmap lock for writing: the remap keeps the rights an
+    /// entry recorded, so they must not change under a migration).  One an
+    /// ended migration left behind is mapped back onto its page.
+    pub(crate) fn wait_migration_entries(
+        &self,
+        vmas: &crate::vma::VmaSet,
+        start: u64,
+        end: u64,
+    ) {
+        use crate::paging::{Entry, Step};
+        while self.migents() > 0 {
+            let found = {
+                let pt = self.lock_pt();
+                let mut found = None;
+                'walk: for step in pt.walk_range(start, end) {
+                    let Step::Ptes(run) = step else { continue };
+                    for i in 0..run.len() {
+                        if let Entry::Swap(e) = run.entry(i)
+                            && e.is_migration()
+                            && let Some(f) = self.ctx.folio(e.offset)
+                        {
+                            found = Some((run.va(i), e, f.get_ref()));
+                            break 'walk;
+                        }
+                    }
+                }
+                found
+            };
+            let Some((va, e, f)) = found else { return };
+            let lock = f.lock_sleeping();
+            let mut pt = self.lock_pt();
+            if super::rmap::migration_entry_at(&pt, va, e.offset) == Some(e)
+                && let Some(v) = vmas.find(va)
+            {
+                self.restore_orphan(&mut pt, va, e, super::vma_perms(v.flags));
+            }
+            drop(pt);
+            drop(lock);
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Migration of anonymous folios over both entry formats: every order
+//! moves whole with its data, mappings (PTE, contpte, several spaces after
+//! fork) come back on the new folio with the rights they had, faults on
+//! migration entries wait, a failed copy rolls back, and the folio state
+//! (swap cache, mlock, LRU) moves with it.
+
+mod mmtest;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mm::aspace::Access;
+use mm::aspace::Mm;
+use mm::aspace::migrate::{
+    FolioMigrator, MigrateError, MigrateHooks, MigrateMode, MigrateReason, MmMigrator,
+    migrate_folio, migrate_folio_hooked, migrate_pages,
+};
+use mm::paging::{Entry, PTE_LEVEL, PagingArch};
+use mm::physmem::buddy::AllocFlags;
+use mm::physmem::folio::Folio;
+use mm::physmem::frame_flags::PageFlags;
+use mm::thp::VmEvent;
+use mmtest::*;
+
+const VA: u64 = 0x7000_0000_0000;
+
+/// A destination folio of `order`.
+fn dst<'a, A: PagingArch>(env: &Env<'a, A>, order: u32) -> Folio<'a> {
+    env.buddy.alloc(order, AllocFlags::USER).unwrap()
+}
+
+/// Migrates the folio mapped at `va` in `mms[0]`; returns (old head pfn,
+/// new folio).
+fn migrate_at<'a, A: PagingArch>(env: &Env<'a, A>, mms: &[&Mm<'a, A>], va: u64) -> (u64, Folio<'a>) {
+    let f = env.folio_at(mms[0], va).unwrap();
+    let old = f.pfn();
+    let d = dst(env, f.order());
+    migrate_folio(mms, &f.get_ref(), d, MigrateMode::Sync).unwrap();
+    (old, env.folio_at(mms[0], va).unwrap())
+}
+
+/// Whether `va` holds a migration entry.
+fn is_migration<A: PagingArch>(mm: &Mm<'_, A>, va: u64) -> bool {
+    mm.with_page_table(|pt| matches!(pt.lookup(va).entry, Entry::Swap(e) if e.is_migration()))
+}
+
+/// 4K, 16K, 64K and 2M folios move whole: order kept, data intact,
+/// contiguous blocks folded again on arm64, frames back to baseline, the
+/// counters as Linux's.
+fn orders_move_whole<A: PagingArch>() {
+    for order in [0, 2, 4, 9] {
+        run::<A>(32 * MIB, |env| {
+            env.only_order(order);
+            let mm = env.mm();
+            let len = 2 * M2;
+            mm.mmap(VA, len, RW, ANON | MAP_FIXED).unwrap();
+            env.fill_pages(&mm, VA, len, 0x1234);
+            let at = VA + M2;
+            let f = env.folio_at(&mm, at).unwrap();
+            assert_eq!(f.order(), order);
+            let free0 = env.buddy.stats().free;
+            let (old, new) = migrate_at(env, &[&mm], at);
+            assert_ne!(new.pfn(), old, "moved");
+            assert_eq!(new.order(), order, "order kept");
+            assert_eq!(env.buddy.stats().free, free0, "source freed");
+            assert!(new.is_anon() && new.test(PageFlags::LRU));
+            let l = env.leaf(&mm, at + f.size() - K4).unwrap();
+            assert_eq!(l.level, PTE_LEVEL);
+            assert_eq!(l.pfn, new.pfn() + f.nr_pages() - 1);
+            assert!(l.attrs.perms.write, "exclusive pages stay writable");
+            if has_cont::<A>() && order >= 4 {
+                assert!(l.cont, "contpte block folded again");
+            }
+            env.check_pages(&mm, VA, len, 0x1234);
+            assert_eq!(env.event(VmEvent::PgMigrateSuccess), 0, "counted by the driver");
+            env.check(&[&mm]);
+            // The batch driver counts as Linux: pages, and PMD-size apart.
+            let g = env.folio_at(&mm, VA).unwrap();
+            let (ok, failed) = migrate_pages(
+                &[&mm],
+                vec![g.get_ref()],
+                |o| env.buddy.alloc(o, AllocFlags::USER).ok(),
+                MigrateReason::Syscall,
+            );
+            assert_eq!((ok, failed), (g.nr_pages(), 0));
+            assert_eq!(env.event(VmEvent::PgMigrateSuccess), g.nr_pages());
+            assert_eq!(env.event(VmEvent::ThpMigrationSuccess), (order == 9) as u64);
+            assert_eq!(env.folio_at(&mm, VA).unwrap().order(), order);
+            env.check_pages(&mm, VA, len, 0x1234);
+            env.check(&[&mm]);
+            mm.munmap(VA, len).unwrap();
+        });
+    }
+}
+
+/// After fork both spaces map the new folio (read-only, shared); COW still
+/// gives each its own copy afterwards.
+fn fork_shared_both_remapped<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let parent = env.mm();
+        parent.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, VA, 16 * K4, 7);
+        let child = parent.fork().unwrap();
+        let (_, new) = migrate_at(env, &[&parent, &child], VA);
+        assert_eq!(new.order(), 4);
+        for mm in [&parent, &child] {
+            let l = env.leaf(mm, VA + 3 * K4).unwrap();
+            assert_eq!(l.pfn, new.pfn() + 3);
+            assert!(!l.attrs.perms.write, "shared: read-only");
+        }
+        assert!(!new.page(3).is_anon_exclusive());
+        assert_eq!(new.large_mapcount(), 32);
+        env.check(&[&parent, &child]);
+        env.write_u64(&child, VA + 3 * K4, 99);
+        env.check_pages(&parent, VA, 16 * K4, 7);
+        assert_eq!(env.read_u64(&child, VA + 3 * K4), 99);
+        env.check(&[&parent, &child]);
+        drop(child);
+        parent.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
+/// Writable, read-only exclusive and read-only shared mappings come back
+/// as they were (WRITE / READ_EXCLUSIVE / READ entries).
+fn rights_restored<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(0);
+        let mm = env.mm();
+        mm.mmap(VA, 4 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 4 * K4, 3);
+        mm.mprotect(VA + K4, K4, PROT_READ).unwrap();
+        let child = mm.fork().unwrap();
+        // Page 2 is shared with the child; pages 0 and 1 are made
+        // exclusive again in the parent (0 writable, 1 read-only).
+        child.munmap(VA, 2 * K4).unwrap();
+        env.write_u64(&mm, VA, 5);
+        let f1 = env.folio_at(&mm, VA + K4).unwrap();
+        let _ = f1;
+        let (_, n0) = migrate_at(env, &[&mm, &child], VA);
+        let (_, n1) = migrate_at(env, &[&mm, &child], VA + K4);
+        let (_, n2) = migrate_at(env, &[&mm, &child], VA + 2 * K4);
+        assert!(env.leaf(&mm, VA).unwrap().attrs.perms.write);
+        assert!(n0.page(0).is_anon_exclusive());
+        assert!(!env.leaf(&mm, VA + K4).unwrap().attrs.perms.write);
+        assert!(!env.leaf(&mm, VA + 2 * K4).unwrap().attrs.perms.write);
+        assert!(!n2.page(0).is_anon_exclusive(), "shared with the child");
+        assert_eq!(env.leaf(&child, VA + 2 * K4).unwrap().pfn, n2.pfn());
+        let _ = n1;
+        assert_eq!(env.read_u64(&mm, VA), 5);
+        env.check_pages(&mm, VA + K4, 2 * K4, 3);
+        env.check(&[&mm, &child]);
+        drop(child);
+        mm.munmap(VA, 4 * K4).unwrap();
+    });
+}
+
+struct FailCopy;
+impl MigrateHooks for FailCopy {
+    fn fail_copy(&self) -> bool {
+        true
+    }
+}
+
+/// A failed copy restores every entry onto the source: same frames, same
+/// rights, data intact, the destination the caller's to free.
+fn copy_failure_rolls_back<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 11);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let r = migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &FailCopy);
+        assert_eq!(r, Err(MigrateError::CopyFailed));
+        d.put();
+        assert_eq!(env.folio_at(&mm, VA + 5 * K4).unwrap(), f);
+        let l = env.leaf(&mm, VA + 15 * K4).unwrap();
+        assert!(l.attrs.perms.write);
+        if has_cont::<A>() {
+            assert!(l.cont);
+        }
+        assert!(f.page(7).is_anon_exclusive());
+        assert_eq!(mm.migents(), 0);
+        env.check_pages(&mm, VA, 16 * K4, 11);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
+/// Faults on the migration entries from another thread while the source
+/// is unmapped.
+struct FaultWhileUnmapped<'f> {
+    unmapped: &'f AtomicBool,
+    done: &'f AtomicBool,
+}
+impl MigrateHooks for FaultWhileUnmapped<'_> {
+    fn after_unmap(&self) {
+        self.unmapped.store(true, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The fault must still be waiting on the folio lock.
+        assert!(!self.done.load(Ordering::SeqCst), "fault did not wait");
+    }
+}
+
+/// A fault on a migration entry sleeps until the migration ends, then
+/// finds the new folio (without the wait it would return at once: the
+/// assertion in the hook checks it).
+fn fault_waits_for_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 13);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let (unmapped, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let m = &mm;
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !unmapped.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                assert!(is_migration(m, VA + 4 * K4));
+                let r = m.handle_fault(VA + 4 * K4, Access::Write);
+                done.store(true, Ordering::SeqCst);
+                r
+            });
+            let hooks = FaultWhileUnmapped {
+                unmapped: &unmapped,
+                done: &done,
+            };
+            migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &hooks).unwrap();
+            t.join().unwrap().unwrap();
+        });
+        assert!(done.load(Ordering::SeqCst));
+        assert_eq!(env.folio_at(&mm, VA + 4 * K4).unwrap().pfn(), d.pfn());
+        env.check_pages(&mm, VA, 16 * K4, 13);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
+/// munmap (zap) of part of the folio while it is unmapped: those entries
+/// are gone, the remap restores only the others, nothing leaks.
+struct ZapWhileUnmapped<'m, 'a, A: PagingArch> {
+    mm: &'m Mm<'a, A>,
+}
+impl<A: PagingArch> MigrateHooks for ZapWhileUnmapped<'_, '_, A> {
+    fn after_unmap(&self) {
+        self.mm.munmap(VA, 4 * K4).unwrap();
+    }
+}
+
+fn zap_during_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 17);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let free0 = env.buddy.stats().free;
+        migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &ZapWhileUnmapped { mm: &mm })
+            .unwrap();
+        assert_eq!(env.buddy.stats().free, free0 + 16, "source freed");
+        assert_eq!(d.large_mapcount(), 12);
+        assert_eq!(mm.anon_rss(), 12);
+        env.check_pages(&mm, VA + 4 * K4, 12 * K4, 17);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
+/// mremap moving part of the folio's entries away: the remap cannot find
+/// them; a fault there maps the source page back, with its data.
+struct MoveWhileUnmapped<'m, 'a, A: PagingArch> {
+    mm: &'m Mm<'a, A>,
+}
+impl<A: PagingArch> MigrateHooks for MoveWhileUnmapped<'_, '_, A> {
+    fn after_unmap(&self) {
+        let to = VA + 64 * M2;
+        let r = self
+            .mm
+            .mremap(VA + 8 * K4, 8 * K4, 8 * K4, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+        assert_eq!(r, Ok(to));
+    }
+}
+
+fn mremap_during_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 19);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let fr = f.get_ref();
+        migrate_folio_hooked(&[&mm], &fr, d, MigrateMode::Sync, &MoveWhileUnmapped { mm: &mm })
+            .unwrap();
+        drop(fr);
+        let to = VA + 64 * M2;
+        assert_eq!(mm.migents(), 8, "moved entries left for their faults");
+        env.check(&[&mm]);
+        for i in 0..8 {
+            assert_eq!(env.read_u64(&mm, to + i * K4), 19 ^ (VA + (8 + i) * K4));
+        }
+        assert_eq!(mm.migents(), 0);
+        env.check_pages(&mm, VA, 8 * K4, 19);
+        env.check(&[&mm]);
+        mm.munmap(VA, 8 * K4).unwrap();
+        mm.munmap(to, 8 * K4).unwrap();
+    });
+}
+
+/// An mlocked folio stays mlocked (and counted once in `Mlocked:`).
+fn mlocked_stays_mlocked<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 23);
+        mm.mlock(VA, 16 * K4).unwrap();
+        let locked = env.buddy.mlocked_pages();
+        assert_eq!(locked, 16);
+        let (_, new) = migrate_at(env, &[&mm], VA);
+        assert!(new.is_mlocked());
+        assert_eq!(env.buddy.mlocked_pages(), locked);
+        env.check_pages(&mm, VA, 16 * K4, 23);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+        assert_eq!(env.buddy.mlocked_pages(), 0);
+    });
+}
+
+/// No destination of the folio's order: split and migrated as 4K pieces
+/// (counted as one failure, and `thp_migration_split` at PMD size); NUMA
+/// balancing never splits.
+fn no_destination_splits<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(9);
+        let mm = env.mm();
+        mm.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, M2, 29);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let only_4k = |o: u32| (o == 0).then(|| env.buddy.alloc(0, AllocFlags::USER).ok())?;
+        let (ok, failed) =
+            migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::NumaMisplaced);
+        assert_eq!((ok, failed), (0, 1));
+        assert_eq!(env.folio_at(&mm, VA).unwrap(), f, "not split");
+        assert_eq!(env.event(VmEvent::ThpMigrationFail), 1);
+        let (ok, failed) = migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);
+        assert_eq!((ok, failed), (512, 1));
+        assert_eq!(env.event(VmEvent::ThpMigrationSplit), 1);
+        assert_eq!(env.event(VmEvent::PgMigrateSuccess), 512);
+        assert_eq!(env.folio_at(&mm, VA + 100 * K4).unwrap().order(), 0);
+        env.check_pages(&mm, VA, M2, 29);
+        env.check(&[&mm]);
+        mm.munmap(VA, M2).unwrap();
+    });
+}
+
+/// Extra references (a pin) make the migration fail with `Again`,
+/// nothing changed; compaction's hook refuses PMD THPs.
+fn pinned_and_hook<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 31);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let pin = f.get_ref();
+        let d = dst(env, 4);
+        assert_eq!(
+            migrate_folio(&[&mm], &f.get_ref(), d, MigrateMode::Async),
+            Err(MigrateError::Again)
+        );
+        drop(pin);
+        let mms = [&mm];
+        let hook = MmMigrator {
+            mms: &mms,
+            mode: MigrateMode::Async,
+        };
+        hook.migrate_to(f, d).unwrap();
+        assert_eq!(env.folio_at(&mm, VA).unwrap(), d);
+        assert_eq!(env.event(VmEvent::PgMigrateSuccess), 16);
+        env.check_pages(&mm, VA, 16 * K4, 31);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
+both_formats!(
+    orders_move_whole,
+    fork_shared_both_remapped,
+    rights_restored,
+    copy_failure_rolls_back,
+    fault_waits_for_migration,
+    zap_during_migration,
+    mremap_during_migration,
+    mlocked_stays_mlocked,
+    no_destination_splits,
+    pinned_and_hook,
+);
