@@ -53,6 +53,9 @@ pub struct BootInfo {
     pub cmdline_len: usize,
     /// Initial ramdisk, if the boot protocol passed one.
     pub initrd: Option<PhysRange>,
+    /// The NUMA nodes the firmware described (ACPI SRAT/SLIT, device-tree
+    /// `numa-node-id`/`distance-map`); one node 0 when it described none.
+    pub numa: crate::physmem::node::NodeMap,
 }
 
 impl BootInfo {
@@ -65,6 +68,7 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             initrd: None,
+            numa: crate::physmem::node::NodeMap::single(),
         }
     }
 

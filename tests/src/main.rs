@@ -2,9 +2,9 @@
 //! and checks what they report.
 //!
 //! ```text
-//! runner test  [--arch A]... [--accel tcg|kvm] [--no-host]  # host unit tests + in-kernel suites
-//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd [--no-disk]] [--icount] [--disk]
-//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--icount] [--no-disk]  # Debian's Linux 6.12, our initramfs (linux.rs)
+//! runner test  [--arch A]... [--accel tcg|kvm] [--no-host] [--numa N]  # host unit tests + in-kernel suites (--numa: every kernel self-test boot with N nodes)
+//! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]
+//! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--numa N] [--icount] [--no-disk]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! runner bench --swap [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # swap out/in and memory pressure, ours vs Linux 6.12 (bench.rs)
@@ -18,6 +18,8 @@
 //! `demo` and `bench` add the code of those command-line words, see
 //! `kernel/Cargo.toml`); the Makefile passes what each target needs.
 //! `test` builds with [`qemu::TEST_FEATURES`], `bench` with none.
+//! `--numa N` boots with N NUMA nodes (`qemu::numa_args`: memory and CPUs
+//! split evenly; x86 then boots `q35`, whose ACPI tables carry the SRAT).
 //! `run --initrd` and `run --linux` attach a fresh 128 MiB swap disk
 //! (`qemu::swap_disk`, as the `user` suite has) so the user programs'
 //! swap tests run; `--no-disk` leaves it out.  `run --disk` (without
@@ -90,7 +92,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
     let mut swap = false;
     let mut frag = false;
     let mut smp = 1u32;
+    let mut numa: Option<u32> = None;
     let mut features = String::new();
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -144,6 +147,13 @@ fn main() -> ExitCode {
             "--scale" => scale = true,
             "--swap" => swap = true,
             "--frag" => frag = true,
+            "--numa" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n @ 1..=8) => numa = Some(n),
+                _ => {
+                    eprintln!("--numa takes 1 to 8 nodes");
+                    return usage();
+                }
+            },
             "--smp" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n @ 1..=8) => smp = n,
                 _ => {
@@ -180,7 +190,7 @@ fn main() -> ExitCode {
             }
             for a in &arches {
                 let arch = qemu::Arch::parse(a).expect("checked");
-                total += suites::kernel_suites(arch, accel, &filter);
+                total += suites::kernel_suites(arch, accel, &filter, numa);
             }
             let _ = broken;
             println!(
@@ -201,6 +211,7 @@ fn main() -> ExitCode {
                 // every comparison with Linux (linux.rs).
                 let mut spec = qemu::RunSpec::new(arch, accel, std::path::PathBuf::new(), &cmdline);
                 spec.smp = smp;
+                spec.numa = numa.unwrap_or(0);
                 if icount {
                     spec.extra_args.extend(["-icount".into(), "shift=0".into()]);
                 }
@@ -216,6 +227,7 @@ fn main() -> ExitCode {
             };
             let mut spec = qemu::RunSpec::new(arch, accel, kernel, &cmdline);
             spec.smp = smp;
+            spec.numa = numa.unwrap_or(0);
             if let Some(m) = machine {
                 spec.machine = m;
             }

@@ -126,6 +126,8 @@ pub struct RunSpec {
     pub mem: String,
     /// `-smp` (CPUs; 1 adds nothing to the command line).
     pub smp: u32,
+    /// NUMA nodes (0 or 1: none on the command line); see [`numa_args`].
+    pub numa: u32,
     /// `-cpu` (None: `max`, or `host,…` under KVM).
     pub cpu: Option<String>,
     pub gdb: bool,
@@ -148,6 +150,7 @@ impl RunSpec {
             machine: arch.default_machine().to_string(),
             mem: "1G".into(),
             smp: 1,
+            numa: 0,
             cpu: None,
             gdb: false,
             initrd: None,
@@ -156,12 +159,22 @@ impl RunSpec {
         }
     }
 
+    /// The machine QEMU gets: `machine`, except that an x86 NUMA boot
+    /// needs `q35` (`microvm` has no SRAT).
+    pub fn effective_machine(&self) -> &str {
+        if self.arch == Arch::X86_64 && self.numa > 1 && self.machine.starts_with("microvm") {
+            "q35"
+        } else {
+            &self.machine
+        }
+    }
+
     pub fn command(&self) -> Command {
         let mut c;
         match self.arch {
             Arch::X86_64 => {
                 c = Command::new("qemu-system-x86_64");
-                c.args(["-M", &self.machine]);
+                c.args(["-M", self.effective_machine()]);
                 match self.accel {
                     Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
                     Accel::Tcg => c.args([
@@ -196,6 +209,7 @@ impl RunSpec {
         if self.smp > 1 {
             c.args(["-smp", &self.smp.to_string()]);
         }
+        c.args(numa_args(self.numa, self.smp, &self.mem));
         c.args(["-no-reboot", "-kernel"]).arg(&self.kernel);
         // This host's /dev/kvm is kvm-pvm, which emulates guest ring 0 and
         // cannot execute stac/clac: keep SMAP off there (Linux's `nosmap`).
@@ -216,7 +230,7 @@ impl RunSpec {
             c.arg("-drive").arg(drive);
             c.args([
                 "-device",
-                &format!("{},drive=swap0", disk_device(&self.machine)),
+                &format!("{},drive=swap0", disk_device(self.effective_machine())),
             ]);
         }
         c.args(&self.extra_args);
@@ -225,6 +239,56 @@ impl RunSpec {
         }
         c
     }
+}
+
+/// Bytes in a QEMU size (`512M`, `2G`, a plain number of MiB).
+pub fn mem_bytes(mem: &str) -> Option<u64> {
+    let (num, mul) = match mem.chars().last()? {
+        'k' | 'K' => (&mem[..mem.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&mem[..mem.len() - 1], 1 << 20),
+        'g' | 'G' => (&mem[..mem.len() - 1], 1 << 30),
+        _ => (mem, 1 << 20),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// The QEMU arguments of `nodes` NUMA nodes (none for 0 or 1): memory
+/// split evenly, one `memory-backend-ram` each (`-object
+/// memory-backend-ram,id=m<i>,size=<n>M -numa node,nodeid=<i>,cpus=<a>-<b>,memdev=m<i>`),
+/// the `smp` CPUs split evenly too (in order, CPU 0 on node 0; a node
+/// gets none when there are fewer CPUs than nodes).  The same arguments on both arches: x86
+/// `q35` turns them into an ACPI SRAT, arm64 `virt` (booted with a DTB)
+/// into `numa-node-id` properties.  No `-numa dist`: both kernels then use
+/// the default distances 10 and 20.
+pub fn numa_args(nodes: u32, smp: u32, mem: &str) -> Vec<String> {
+    if nodes <= 1 {
+        return Vec::new();
+    }
+    let mib = mem_bytes(mem).unwrap_or(1 << 30) >> 20;
+    let per = mib / u64::from(nodes);
+    let smp = smp.max(1);
+    let mut v = Vec::new();
+    for i in 0..nodes {
+        v.push("-object".into());
+        // The last node takes what the even split left over.
+        let size = if i + 1 == nodes {
+            mib - per * u64::from(nodes - 1)
+        } else {
+            per
+        };
+        v.push(format!("memory-backend-ram,id=m{i},size={size}M"));
+        // CPU c goes to node c * nodes / smp: a contiguous run per node,
+        // CPU 0 on node 0.
+        let mine: Vec<u32> = (0..smp).filter(|c| c * nodes / smp == i).collect();
+        let cpus = match (mine.first(), mine.last()) {
+            (Some(a), Some(b)) if a == b => format!(",cpus={a}"),
+            (Some(a), Some(b)) => format!(",cpus={a}-{b}"),
+            _ => String::new(),
+        };
+        v.push("-numa".into());
+        v.push(format!("node,nodeid={i}{cpus},memdev=m{i}"));
+    }
+    v
 }
 
 /// Size of the scratch disk: room for a 2 MiB run and scattered pages.
@@ -478,6 +542,34 @@ mod tests {
     #[test]
     fn disk_transport_follows_machine() {
         assert_eq!(disk_device("q35"), "virtio-blk-pci");
+    }
+
+    #[test]
+    fn numa_args_split_memory_and_cpus() {
+        assert!(numa_args(1, 2, "1G").is_empty());
+        assert_eq!(
+            numa_args(2, 2, "1G"),
+            [
+                "-object",
+                "memory-backend-ram,id=m0,size=512M",
+                "-numa",
+                "node,nodeid=0,cpus=0,memdev=m0",
+                "-object",
+                "memory-backend-ram,id=m1,size=512M",
+                "-numa",
+                "node,nodeid=1,cpus=1,memdev=m1",
+            ]
+        );
+        let v = numa_args(3, 4, "1000M");
+        assert_eq!(v[1], "memory-backend-ram,id=m0,size=333M");
+        assert_eq!(v[3], "node,nodeid=0,cpus=0-1,memdev=m0");
+        assert_eq!(v[7], "node,nodeid=1,cpus=2,memdev=m1");
+        assert_eq!(v[9], "memory-backend-ram,id=m2,size=334M");
+        assert_eq!(v[11], "node,nodeid=2,cpus=3,memdev=m2");
+        assert_eq!(numa_args(2, 1, "1G")[3], "node,nodeid=0,cpus=0,memdev=m0");
+        assert_eq!(numa_args(2, 1, "1G")[7], "node,nodeid=1,memdev=m1");
+        assert_eq!(mem_bytes("2G"), Some(2 << 30));
+        assert_eq!(mem_bytes("512"), Some(512 << 20));
         assert_eq!(disk_device("microvm"), "virtio-blk-device");
         assert_eq!(disk_device("virt,gic-version=3"), "virtio-blk-device");
     }

@@ -13,6 +13,8 @@ struct Suite {
     timeout_s: u64,
     /// CPUs (`-smp`).
     smp: u32,
+    /// NUMA nodes (`qemu::numa_args`; 0: none).
+    numa: u32,
     /// More QEMU arguments (TCG only: such suites are skipped under KVM).
     extra_qemu_args: &'static [&'static str],
     /// A scratch virtio block device (`qemu::scratch_disk`): the block
@@ -28,6 +30,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
         cmdline: "selftest",
         timeout_s: 600,
         smp: 2,
+        numa: 0,
         extra_qemu_args: &[],
         disk: true,
     }];
@@ -37,15 +40,19 @@ fn suites(arch: Arch) -> Vec<Suite> {
     // these boots two CPUs), which is what differs.  Every boot has two
     // CPUs (the main self-test boot, the storm and the user suites too),
     // and `smp4` runs all self-tests once more with four (more vCPUs than
-    // this host's two cores).
+    // this host's two cores).  `q35` and `gicv3` are also the two-node
+    // NUMA boots (`-numa`, one CPU per node, memory split evenly; see
+    // `qemu::numa_args`), where the `numa_` self-tests run (they skip on
+    // one node).
     match arch {
         Arch::X86_64 => {
             v.push(Suite {
                 name: "q35",
                 machine: Some("q35"),
-                cmdline: "selftest=arch_",
+                cmdline: "selftest=arch_,numa_",
                 timeout_s: 120,
                 smp: 2,
+                numa: 2,
                 extra_qemu_args: &[],
                 disk: false,
             });
@@ -55,6 +62,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 cmdline: "selftest",
                 timeout_s: 300,
                 smp: 4,
+                numa: 0,
                 extra_qemu_args: &[],
                 disk: false,
             });
@@ -66,6 +74,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 cmdline: "selftest=arch_",
                 timeout_s: 120,
                 smp: 2,
+                numa: 0,
                 extra_qemu_args: &[],
                 disk: false,
             });
@@ -74,9 +83,10 @@ fn suites(arch: Arch) -> Vec<Suite> {
             v.push(Suite {
                 name: "gicv3",
                 machine: Some("virt,gic-version=3"),
-                cmdline: "selftest=arch_,block_",
+                cmdline: "selftest=arch_,block_,numa_",
                 timeout_s: 120,
                 smp: 2,
+                numa: 2,
                 extra_qemu_args: &[],
                 disk: true,
             });
@@ -86,6 +96,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 cmdline: "selftest",
                 timeout_s: 300,
                 smp: 4,
+                numa: 0,
                 extra_qemu_args: &[],
                 disk: false,
             });
@@ -97,6 +108,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
                 cmdline: "selftest=pmu perf-expect=instructions,cycles",
                 timeout_s: 120,
                 smp: 1,
+                numa: 0,
                 extra_qemu_args: &["-icount", "shift=0"],
                 disk: false,
             });
@@ -111,6 +123,7 @@ fn suites(arch: Arch) -> Vec<Suite> {
         cmdline: "storm=0x5eed,100000",
         timeout_s: 900,
         smp: 2,
+        numa: 0,
         extra_qemu_args: &[],
         // Swap on: the storm pages out, reclaims and cycles swapoff/swapon.
         disk: true,
@@ -221,7 +234,7 @@ fn number_before(s: &str, word: &str) -> usize {
 }
 
 /// Build the test kernel for `arch` and run every suite.
-pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
+pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) -> Tally {
     let mut total = Tally::default();
     println!("== {} kernel (accel {:?})", arch.name(), accel);
     let kernel = match qemu::build_kernel(arch, "ktest", qemu::TEST_FEATURES) {
@@ -254,6 +267,7 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str) -> Tally {
             spec.machine = m.into();
         }
         spec.smp = s.smp;
+        spec.numa = numa.unwrap_or(s.numa);
         spec.extra_args = s.extra_qemu_args.iter().map(|a| a.to_string()).collect();
         if s.disk {
             match qemu::scratch_disk(arch) {

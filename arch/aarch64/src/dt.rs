@@ -6,6 +6,7 @@ use crate::PHYS_OFFSET;
 use crate::console::kprintln;
 use fdt::Fdt;
 use mm::bootinfo::{BootInfo, PhysRange, ReservedKind};
+use mm::physmem::node::{LOCAL_DISTANCE, MAX_NODE_RANGES, MAX_NUMNODES, NodeMap, REMOTE_DISTANCE};
 
 pub const DTB_PA: u64 = 0x4000_0000;
 const FDT_MAGIC: u32 = 0xd00d_feed;
@@ -93,6 +94,10 @@ pub fn parse(info: &mut BootInfo, dtb_pa: u64) -> Option<Platform> {
         }
     }
     sort_ram(info);
+    let cpus = crate::smp::DtCpus::from_dt(&fdt);
+    if let Some(map) = numa(&fdt, &cpus) {
+        info.numa = map;
+    }
 
     if let Some(chosen) = fdt.find_node("/chosen") {
         if let Some(args) = chosen.property("bootargs").and_then(|p| p.as_str()) {
@@ -123,7 +128,6 @@ pub fn parse(info: &mut BootInfo, dtb_pa: u64) -> Option<Platform> {
             "smc" => Some(PsciConduit::Smc),
             _ => None,
         });
-    let cpus = crate::smp::DtCpus::from_dt(&fdt);
     let virtio = find_virtio(&fdt);
     Some(Platform {
         gic,
@@ -185,6 +189,102 @@ fn find_gic(fdt: &Fdt) -> Option<GicInfo> {
     let dist = next()?;
     let cpu = next()?;
     Some(GicInfo { version, dist, cpu })
+}
+
+/// The NUMA nodes from the `numa-node-id` properties of the memory and
+/// CPU nodes and the `/distance-map` (`numa-distance-map-v1`), as Linux's
+/// `of_numa` reads them: the property is the node id itself.  `None` when
+/// no memory node has the property, or when the description is unusable
+/// (a node id beyond `MAX_NUMNODES`, overlapping ranges), which the console
+/// reports.  A distance map that breaks the rules (10 local, more remote)
+/// or names unknown nodes is ignored: Linux's defaults (10 local, 20
+/// remote) stay.
+fn numa(fdt: &Fdt, cpus: &crate::smp::DtCpus) -> Option<NodeMap> {
+    let node_id = |n: &fdt::node::FdtNode| {
+        n.property("numa-node-id")
+            .and_then(|p| p.as_usize())
+            .map(|v| v as u32)
+    };
+    let mut mems = [(0u64, 0u64, 0u32); MAX_NODE_RANGES];
+    let mut nr_mem = 0;
+    let mut max_node = None::<u32>;
+    for node in fdt.all_nodes() {
+        let is_mem = node.property("device_type").and_then(|p| p.as_str()) == Some("memory");
+        let Some(id) = node_id(&node).filter(|_| is_mem) else {
+            continue;
+        };
+        max_node = max_node.max(Some(id));
+        for r in node.reg().into_iter().flatten() {
+            let start = r.starting_address as u64;
+            let size = r.size.unwrap_or(0) as u64;
+            if nr_mem == MAX_NODE_RANGES {
+                kprintln!("arch: more than {} NUMA memory ranges: NUMA off", MAX_NODE_RANGES);
+                return None;
+            }
+            mems[nr_mem] = (start, start + size, id);
+            nr_mem += 1;
+        }
+    }
+    let max_node = max_node?;
+    let cpu_nodes = &cpus.numa_node[..cpus.n];
+    let max_node = cpu_nodes.iter().flatten().fold(max_node, |m, &n| m.max(n));
+    if max_node as usize >= MAX_NUMNODES {
+        kprintln!("arch: NUMA node {} beyond {}: NUMA off", max_node, MAX_NUMNODES);
+        return None;
+    }
+    let mut map = NodeMap::new(max_node as usize + 1).ok()?;
+    for &(s, e, n) in &mems[..nr_mem] {
+        if let Err(err) = map.add_mem(s, e, n as usize) {
+            kprintln!("arch: NUMA memory {:#x}-{:#x}: {:?}: NUMA off", s, e, err);
+            return None;
+        }
+    }
+    let boot = crate::smp::mpidr_aff();
+    for (i, n) in cpu_nodes.iter().enumerate() {
+        if let Some(n) = n
+            && let Some(cpu) = arch_common::smp::logical_id(boot, &cpus.mpidr[..cpus.n], cpus.mpidr[i])
+        {
+            let _ = map.set_cpu_node(cpu, *n as usize);
+        }
+    }
+    let dm = fdt.find_node("/distance-map").filter(|n| {
+        n.compatible()
+            .is_some_and(|c| c.all().any(|s| s == "numa-distance-map-v1"))
+    });
+    if let Some(m) = dm.and_then(|n| n.property("distance-matrix")) {
+        let nr = map.nr_nodes();
+        let mut d = [0u8; MAX_NUMNODES * MAX_NUMNODES];
+        for a in 0..nr {
+            for b in 0..nr {
+                d[a * nr + b] = if a == b { LOCAL_DISTANCE } else { REMOTE_DISTANCE };
+            }
+        }
+        let cell = |i: usize| {
+            m.value
+                .get(4 * i..4 * i + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let mut ok = true;
+        let mut i = 0;
+        while let (Some(a), Some(b), Some(v)) = (cell(i), cell(i + 1), cell(i + 2)) {
+            i += 3;
+            let (a, b) = (a as usize, b as usize);
+            if a >= nr || b >= nr || v > 255 {
+                ok = false;
+                break;
+            }
+            // B to A defaults to A to B when the entry is (A, B) with
+            // A < B, as Linux reads the map.
+            d[a * nr + b] = v as u8;
+            if b > a {
+                d[b * nr + a] = v as u8;
+            }
+        }
+        if !ok || map.set_distances(&d[..nr * nr]).is_err() {
+            kprintln!("arch: bad /distance-map, default NUMA distances used");
+        }
+    }
+    Some(map)
 }
 
 /// Sort RAM ranges by start (the DT does not promise an order).

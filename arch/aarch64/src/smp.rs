@@ -65,6 +65,8 @@ const MPIDR_AFF_MASK: u64 = 0xff_00ff_ffff;
 #[derive(Clone, Copy, Debug)]
 pub struct DtCpus {
     pub mpidr: [u64; MAX_CPUS],
+    /// Each CPU's `numa-node-id` (`None` without one).
+    pub numa_node: [Option<u32>; MAX_CPUS],
     pub n: usize,
     /// Enabled CPUs beyond `MAX_CPUS` (not used).
     pub dropped: usize,
@@ -75,6 +77,7 @@ impl DtCpus {
     pub fn from_dt(fdt: &Fdt) -> DtCpus {
         let mut l = DtCpus {
             mpidr: [0; MAX_CPUS],
+            numa_node: [None; MAX_CPUS],
             n: 0,
             dropped: 0,
         };
@@ -99,6 +102,7 @@ impl DtCpus {
             };
             if l.n < MAX_CPUS {
                 l.mpidr[l.n] = id & MPIDR_AFF_MASK;
+                l.numa_node[l.n] = c.property("numa-node-id").and_then(|p| p.as_usize()).map(|v| v as u32);
                 l.n += 1;
             } else {
                 l.dropped += 1;

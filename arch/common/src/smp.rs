@@ -26,6 +26,27 @@ pub struct CpuTable {
     hook: AtomicUsize,
 }
 
+/// The logical id [`CpuTable::set_possible`] gives the CPU with hardware
+/// id `hw` when the firmware lists `listed` and `boot` is the boot CPU's
+/// (for tables read before the CPUs are numbered, such as NUMA affinity);
+/// `None` if it is not listed or does not fit in `MAX_CPUS`.
+pub fn logical_id(boot: u64, listed: &[u64], hw: u64) -> Option<usize> {
+    if hw == boot {
+        return Some(0);
+    }
+    let mut n = 1;
+    for (i, &id) in listed.iter().enumerate() {
+        if id == boot || listed[..i].contains(&id) {
+            continue;
+        }
+        if id == hw {
+            return (n < MAX_CPUS).then_some(n);
+        }
+        n += 1;
+    }
+    None
+}
+
 impl Default for CpuTable {
     fn default() -> Self {
         Self::new()
@@ -222,6 +243,12 @@ mod tests {
         t.set_online(2);
         assert_eq!(t.current(|| 7), 2);
         assert_eq!(t.current(|| 99), 0, "unknown hardware ids read as CPU 0");
+        // `logical_id` agrees with the numbering, without the table.
+        for (c, &hw) in ids.iter().enumerate() {
+            assert_eq!(logical_id(2, &listed, hw), Some(c));
+        }
+        assert_eq!(logical_id(2, &listed, 14), None, "beyond MAX_CPUS");
+        assert_eq!(logical_id(2, &listed, 99), None, "not listed");
     }
 
     static GOT: AtomicU32 = AtomicU32::new(0);

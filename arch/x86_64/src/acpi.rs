@@ -1,5 +1,6 @@
 //! Which CPUs the machine has: the local APIC ids from the ACPI MADT, or
-//! from the MP table when there is no ACPI, read once at boot; and the
+//! from the MP table when there is no ACPI, read once at boot; the NUMA
+//! nodes from the SRAT and SLIT ([`numa`]); and the
 //! devices the kernel drives: the IOAPICs (MADT) and the virtio-mmio
 //! transports (DSDT), kept in [`DEVICES`].
 //!
@@ -16,6 +17,7 @@
 //! a line on the console says so.
 use crate::console::kprint;
 use mm::cpu::MAX_CPUS;
+use mm::physmem::node::{MAX_NODE_RANGES, MAX_NUMNODES, NodeMap};
 
 /// What the firmware tables said.
 #[derive(Clone, Copy, Debug)]
@@ -109,12 +111,7 @@ fn scan(sig: &[u8], len: u64) -> Option<u64> {
 /// The boot identity map of the low 4 GiB must be live (early boot, before
 /// `paging::init` switches to the kernel's tables).
 pub unsafe fn discover(rsdp_hint: u64) -> CpuList {
-    let rsdp = if rsdp_hint != 0 && below_4g(rsdp_hint, 36) {
-        Some(rsdp_hint)
-    } else {
-        scan(b"RSD PTR ", 20)
-    };
-    if let Some(r) = rsdp {
+    if let Some(r) = find_rsdp(rsdp_hint) {
         DEVICES.call_once(|| devices(r));
         if let Some(l) = from_madt(r) {
             return l;
@@ -125,6 +122,153 @@ pub unsafe fn discover(rsdp_hint: u64) -> CpuList {
     }
     kprint!("x86_64: no ACPI MADT and no MP table: running on the boot CPU only\n");
     CpuList::empty()
+}
+
+/// The RSDP: the PVH hint when it is usable, else the BIOS areas.
+fn find_rsdp(rsdp_hint: u64) -> Option<u64> {
+    if rsdp_hint != 0 && below_4g(rsdp_hint, 36) {
+        Some(rsdp_hint)
+    } else {
+        scan(b"RSD PTR ", 20)
+    }
+}
+
+/// The NUMA nodes from the SRAT (memory affinity and processor
+/// (x2)APIC affinity entries) and the SLIT, or `None` without an SRAT.
+/// Proximity domains become node ids in the order they first appear in
+/// the SRAT (Linux numbers them in order of first use too; for QEMU's
+/// tables the two are equal).  Disabled and hot-pluggable memory entries
+/// are left out (no memory hotplug here).  CPUs get their logical ids as
+/// [`crate::smp`] numbers them (`bsp_apic_id` first, then `cpus` order).
+/// Without a SLIT, or with a SLIT that does not match the nodes or that
+/// breaks the rules (10 local, more remote), the distances are Linux's
+/// defaults (10 local, 20 remote).
+///
+/// # Safety
+/// As [`discover`]: the boot identity map of the low 4 GiB must be live.
+pub unsafe fn numa(rsdp_hint: u64, cpus: &CpuList, bsp_apic_id: u32) -> Option<NodeMap> {
+    let rsdp = find_rsdp(rsdp_hint)?;
+    let (srat, len) = find_table(rsdp, b"SRAT")?;
+    if len < 48 || checksum(srat, len) != 0 {
+        kprint!("x86_64: ACPI SRAT at {:#x} is malformed, ignored\n", srat);
+        return None;
+    }
+    // Proximity domains in order of first appearance.
+    let mut pxms = [0u32; MAX_NUMNODES];
+    let mut nr = 0usize;
+    let mut too_many = false;
+    let mut node_of = |pxm: u32| -> Option<usize> {
+        if let Some(i) = pxms[..nr].iter().position(|&p| p == pxm) {
+            return Some(i);
+        }
+        if nr == MAX_NUMNODES {
+            too_many = true;
+            return None;
+        }
+        pxms[nr] = pxm;
+        nr += 1;
+        Some(nr - 1)
+    };
+    let mut mem = [(0u64, 0u64, 0usize); MAX_NODE_RANGES];
+    let mut nr_mem = 0;
+    let mut cpu_nodes = [(0u32, 0usize); MAX_CPUS];
+    let mut nr_cpu = 0;
+    let mut off = 48;
+    while off + 2 <= len {
+        let (ty, elen) = (rd::<u8>(srat + off), u64::from(rd::<u8>(srat + off + 1)));
+        if elen < 2 || off + elen > len {
+            break;
+        }
+        let e = srat + off;
+        match (ty, elen) {
+            // Processor local APIC affinity: domain bits 7:0 at 2, APIC id
+            // at 3, flags at 4, domain bits 31:8 at 9..12.
+            (0, 16..) if rd::<u32>(e + 4) & 1 != 0 => {
+                let hi = u32::from(rd::<u16>(e + 9)) | u32::from(rd::<u8>(e + 11)) << 16;
+                let pxm = u32::from(rd::<u8>(e + 2)) | hi << 8;
+                if let Some(n) = node_of(pxm)
+                    && nr_cpu < MAX_CPUS
+                {
+                    cpu_nodes[nr_cpu] = (u32::from(rd::<u8>(e + 3)), n);
+                    nr_cpu += 1;
+                }
+            }
+            // Memory affinity: domain at 2, base at 8, length at 16, flags
+            // at 28 (bit 0 enabled, bit 1 hot-pluggable).
+            (1, 40..) => {
+                let flags = rd::<u32>(e + 28);
+                let (base, size) = (rd::<u64>(e + 8), rd::<u64>(e + 16));
+                if flags & 3 == 1
+                    && size != 0
+                    && let Some(n) = node_of(rd::<u32>(e + 2))
+                    && nr_mem < MAX_NODE_RANGES
+                {
+                    mem[nr_mem] = (base, base.saturating_add(size), n);
+                    nr_mem += 1;
+                }
+            }
+            // Processor local x2APIC affinity: domain at 4, x2APIC id at 8,
+            // flags at 12.
+            (2, 24..) if rd::<u32>(e + 12) & 1 != 0 => {
+                if let Some(n) = node_of(rd::<u32>(e + 4))
+                    && nr_cpu < MAX_CPUS
+                {
+                    cpu_nodes[nr_cpu] = (rd::<u32>(e + 8), n);
+                    nr_cpu += 1;
+                }
+            }
+            _ => {}
+        }
+        off += elen;
+    }
+    if too_many {
+        kprint!("x86_64: the SRAT has more than {} proximity domains: NUMA off\n", MAX_NUMNODES);
+        return None;
+    }
+    if nr == 0 {
+        return None;
+    }
+    let mut map = NodeMap::new(nr).ok()?;
+    for &(s, e, n) in &mem[..nr_mem] {
+        if let Err(err) = map.add_mem(s, e, n) {
+            kprint!("x86_64: SRAT memory {:#x}-{:#x}: {:?}: NUMA off\n", s, e, err);
+            return None;
+        }
+    }
+    let mut listed = [0u64; MAX_CPUS];
+    for (d, &s) in listed.iter_mut().zip(&cpus.apic_ids[..cpus.n]) {
+        *d = u64::from(s);
+    }
+    for &(apic, n) in &cpu_nodes[..nr_cpu] {
+        if let Some(cpu) =
+            arch_common::smp::logical_id(u64::from(bsp_apic_id), &listed[..cpus.n], u64::from(apic))
+        {
+            let _ = map.set_cpu_node(cpu, n);
+        }
+    }
+    if let Some((slit, slen)) = find_table(rsdp, b"SLIT") {
+        let count = rd::<u64>(slit + 36);
+        if count as usize == nr && 44 + count * count <= slen {
+            // The SLIT is indexed by proximity domain; our nodes are the
+            // domains in order of appearance.
+            let mut d = [0u8; MAX_NUMNODES * MAX_NUMNODES];
+            let mut ok = true;
+            for a in 0..nr {
+                for b in 0..nr {
+                    let (pa, pb) = (u64::from(pxms[a]), u64::from(pxms[b]));
+                    if pa >= count || pb >= count {
+                        ok = false;
+                    } else {
+                        d[a * nr + b] = rd::<u8>(slit + 44 + pa * count + pb);
+                    }
+                }
+            }
+            if !ok || map.set_distances(&d[..nr * nr]).is_err() {
+                kprint!("x86_64: ACPI SLIT does not fit the SRAT's domains, ignored\n");
+            }
+        }
+    }
+    Some(map)
 }
 
 /// The interrupt controllers and virtio-mmio transports the ACPI tables

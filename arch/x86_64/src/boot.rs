@@ -179,9 +179,17 @@ extern "C" fn x86_64_boot_entry(start_info: u64) -> ! {
     {
         crate::user::refuse_smap();
     }
-    // SAFETY: the boot identity map is still live (paging::init is below).
-    let cpus = unsafe { acpi::discover(phys_read::<u64>(start_info + 32)) };
-    smp::set_cpu_list(&cpus, cpu::cpuid(1).ebx >> 24);
+    // SAFETY: the boot identity map is still live (paging::init is below),
+    // and the start info is below 4 GiB.
+    let rsdp_hint = unsafe { phys_read::<u64>(start_info + 32) };
+    // SAFETY: the boot identity map is still live.
+    let cpus = unsafe { acpi::discover(rsdp_hint) };
+    let bsp_apic_id = cpu::cpuid(1).ebx >> 24;
+    smp::set_cpu_list(&cpus, bsp_apic_id);
+    // SAFETY: as above.
+    if let Some(map) = unsafe { acpi::numa(rsdp_hint, &cpus, bsp_apic_id) } {
+        info.numa = map;
+    }
     timer::calibrate_tsc();
     paging::init(info, timer::lapic_phys());
     for (r, k) in info.reserved() {

@@ -20,6 +20,7 @@ use mm::bootinfo::{BootInfo, PhysRange};
 use mm::cpu::CpuOps;
 use mm::physmem::buddy::{AllocFlags, BuddyAllocator, MAX_ORDER};
 use mm::physmem::memmap::{FRAME_DESC_SIZE, FrameDesc, Memmap, memmap_span};
+use mm::physmem::node::NodeMap;
 use spin::Once;
 
 #[global_allocator]
@@ -213,9 +214,25 @@ pub fn init(info: &BootInfo) {
         core::slice::from_raw_parts(va as *const FrameDesc, nr_frames as usize)
     };
 
-    // 3. The buddy allocator.
-    let buddy = BUDDY
-        .call_once(|| BuddyAllocator::new(Memmap::new(descs, base_pfn), &DIRECT_MAP, &KERNEL_CPU));
+    // 3. The buddy allocator: a zone per NUMA node the firmware described
+    // (one node with `numa=off`, as Linux).
+    let numa_off = info
+        .cmdline()
+        .split_ascii_whitespace()
+        .any(|w| w == "numa=off");
+    let nodes = if numa_off {
+        NodeMap::single()
+    } else {
+        info.numa
+    };
+    let buddy = BUDDY.call_once(|| {
+        BuddyAllocator::with_nodes(
+            Memmap::new(descs, base_pfn),
+            &DIRECT_MAP,
+            &KERNEL_CPU,
+            nodes,
+        )
+    });
     buddy.reserve_range(at, at + memmap_bytes);
     let added = buddy.init_from_bootinfo(info);
 
@@ -249,4 +266,17 @@ pub fn init(info: &BootInfo) {
         at,
         heap >> 20
     );
+    if nodes.nr_nodes() > 1 {
+        for n in 0..nodes.nr_nodes() {
+            let (managed, _) = buddy.node_managed(n);
+            crate::info!(
+                "memory: node {}: {} MiB managed, distances {:?}",
+                n,
+                managed >> 8,
+                (0..nodes.nr_nodes())
+                    .map(|m| nodes.distance(n, m))
+                    .collect::<alloc::vec::Vec<_>>()
+            );
+        }
+    }
 }

@@ -10,7 +10,8 @@
 //! * [`folio`]: the handles for allocated runs of frames (`Folio`,
 //!   `FolioRef`, `Page`) and, in `folio_split`, splitting a folio's
 //!   descriptors into smaller folios;
-//! * [`buddy`]: the zone's free lists, with [`pcp`] its per-CPU caches;
+//! * [`buddy`]: the zones' free lists, with [`pcp`] its per-CPU caches;
+//! * [`node`]: the NUMA nodes (which frames and CPUs each holds, distances);
 //! * [`phys`]: how `mm` reads and writes physical memory without touching
 //!   it directly (the kernel's direct map, the host tests' emulation);
 //! * [`alloc_trace`]: recorded allocator workloads for the benchmarks.
@@ -24,6 +25,7 @@ pub mod folio;
 mod folio_split;
 pub mod frame_flags;
 pub mod memmap;
+pub mod node;
 pub mod pcp;
 pub mod phys;
 pub mod watermark;

@@ -12,6 +12,7 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::cpu::{IrqGuard, MAX_CPUS};
 use crate::physmem::folio::Folio;
 use crate::physmem::frame_flags::{FrameState, POISONED, PageFlags, word};
+use crate::physmem::node::MAX_NUMNODES;
 use crate::physmem::pcp::{PCP_MAX_ORDER, PcpLists, pcp_batch};
 
 impl BuddyAllocator<'_> {
@@ -21,6 +22,10 @@ impl BuddyAllocator<'_> {
     /// zone, uncached orders, the drain-and-retry when memory runs out)
     /// goes out of line and starts over there, so the hit compiles to code
     /// that saves no registers and makes no calls.
+    ///
+    /// Prefers the CPU's node and falls back to the others by distance
+    /// (with [`AllocFlags::THISNODE`], never: the cache holds only local
+    /// pages, so a hit is right for it too).
     #[inline]
     pub fn alloc(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
         let mt = flags.migratetype() as usize;
@@ -52,32 +57,39 @@ impl BuddyAllocator<'_> {
         Some(idx)
     }
 
-    /// [`Self::alloc`] after a cache miss.
+    /// Allocates a folio of `order` preferring node `nid`: that node's
+    /// zone, then the other nodes by distance, or with
+    /// [`AllocFlags::THISNODE`] that node only.  A node beyond the
+    /// machine's means the running CPU's.  Uses the CPU's cache only when
+    /// `nid` is the CPU's own node (the cache holds only local pages).
+    pub fn alloc_node(
+        &self,
+        nid: usize,
+        order: u32,
+        flags: AllocFlags,
+    ) -> Result<Folio<'_>, AllocError> {
+        let (irq, cpu) = self.cpu.irq_guard_on_cpu();
+        let pref = if nid < self.nodes.nr_nodes() {
+            nid
+        } else {
+            self.nodes.cpu_node(cpu)
+        };
+        self.alloc_inner(cpu, pref, order, flags, irq, true)
+    }
+
+    /// [`Self::alloc`] after a cache miss (or a THISNODE request on a
+    /// machine with several nodes, which the cache also serves).
     #[inline(never)]
     fn alloc_slow(&self, order: u32, flags: AllocFlags) -> Result<Folio<'_>, AllocError> {
-        let low = self.wmark[1].load(Relaxed);
-        if low != 0 {
-            let free = self.zone_free();
-            if free < low
-                && let Some(wake) = self.kswapd_hook.get()
-            {
-                wake();
-            }
-            // User memory leaves the reserve below `min` to the kernel.
-            if flags.migratetype() as usize != UNMOVABLE
-                && free < self.wmark[0].load(Relaxed) + (1 << order)
-            {
-                self.failures[order as usize].fetch_add(1, Relaxed);
-                return Err(AllocError::NoMemory);
-            }
-        }
         let (irq, cpu) = self.cpu.irq_guard_on_cpu();
-        self.alloc_inner(cpu, order, flags, irq)
+        let pref = self.nodes.cpu_node(cpu);
+        self.alloc_inner(cpu, pref, order, flags, irq, true)
     }
 
     /// Allocates a folio of `order` using `cpu`'s cache (the caller
     /// guarantees it runs on `cpu`, or that `cpu`'s cache is otherwise not
-    /// in use: the pcp lock keeps it correct either way).
+    /// in use: the pcp lock keeps it correct either way).  No watermark
+    /// check.
     #[inline]
     pub fn alloc_on(
         &self,
@@ -86,47 +98,120 @@ impl BuddyAllocator<'_> {
         flags: AllocFlags,
     ) -> Result<Folio<'_>, AllocError> {
         let irq = self.cpu.irq_guard();
-        self.alloc_inner(cpu, order, flags, irq)
+        self.alloc_inner(cpu, self.nodes.cpu_node(cpu), order, flags, irq, false)
     }
 
+    /// Zone `nid` has room for a user allocation of `order` above its
+    /// `min` mark (kernel allocations may dig into the reserve); wakes
+    /// kswapd when the zone is below `low`.
+    fn watermark_ok(&self, nid: usize, order: u32, flags: AllocFlags) -> bool {
+        let low = self.wmark[nid][1].load(Relaxed);
+        if low == 0 {
+            return true;
+        }
+        let free = self.node_free(nid);
+        if free < low
+            && let Some(wake) = self.kswapd_hook.get()
+        {
+            wake();
+        }
+        flags.migratetype() as usize == UNMOVABLE
+            || free >= self.wmark[nid][0].load(Relaxed) + (1 << order)
+    }
+
+    /// The allocation loop: each node `pref` falls back to (or `pref`
+    /// alone for THISNODE) whose zone passes the watermark check, then,
+    /// when none had a block, the same once more after draining every
+    /// CPU's cache.
     #[inline]
     fn alloc_inner(
         &self,
         cpu: usize,
+        pref: usize,
         order: u32,
         flags: AllocFlags,
         irq: IrqGuard<'_>,
+        check_wmark: bool,
     ) -> Result<Folio<'_>, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder);
         }
         let mt = flags.migratetype() as usize;
-        let idx = match self.take_block(cpu, order, mt) {
-            Some(i) => i,
-            None => {
-                // Free memory may sit in some CPU's cache (including ours,
-                // in other orders): return it all and try once more.
-                self.drain_cpu(cpu);
-                self.cpu.ops.call_on_others(&|| {
-                    self.drain_local();
-                });
-                match self.take_block(cpu, order, mt) {
-                    Some(i) => i,
-                    None => {
-                        self.failures[order as usize].fetch_add(1, Relaxed);
-                        return Err(AllocError::NoMemory);
+        let local = self.nodes.cpu_node(cpu);
+        let fallback = self.nodes.fallback(pref);
+        let candidates = if flags.contains(AllocFlags::THISNODE) {
+            &fallback[..1]
+        } else {
+            fallback
+        };
+        let mut allowed = [false; MAX_NUMNODES];
+        let mut any = false;
+        for &n in candidates {
+            let n = n as usize;
+            allowed[n] = !check_wmark || self.watermark_ok(n, order, flags);
+            any |= allowed[n];
+        }
+        if any {
+            for pass in 0..2 {
+                for &n in candidates {
+                    let n = n as usize;
+                    if !allowed[n] {
+                        continue;
+                    }
+                    // The cache only serves local requests for local pages.
+                    let got = if n == local && pref == local {
+                        self.take_block(cpu, order, mt)
+                    } else {
+                        let got = self.take_direct(n, order, mt);
+                        if got.is_some() {
+                            self.numa_account(pref, n, local, flags);
+                        }
+                        got
+                    };
+                    if let Some(idx) = got {
+                        drop(irq);
+                        return Ok(self.prep_new_folio(idx, order, flags, mt, cpu));
                     }
                 }
+                if pass == 0 {
+                    // Free memory may sit in some CPU's cache (including
+                    // ours, in other orders): return it all and try once
+                    // more.
+                    self.drain_cpu(cpu);
+                    self.cpu.ops.call_on_others(&|| {
+                        self.drain_local();
+                    });
+                }
             }
-        };
-        drop(irq);
-        Ok(self.prep_new_folio(idx, order, flags, mt, cpu))
+        }
+        self.failures[order as usize].fetch_add(1, Relaxed);
+        Err(AllocError::NoMemory)
+    }
+
+    /// Counts an allocation that did not come from a CPU cache: asked for
+    /// node `pref`, got node `got`, for a CPU of node `local`.
+    fn numa_account(&self, pref: usize, got: usize, local: usize, flags: AllocFlags) {
+        let c = &self.numa[got];
+        if got == pref {
+            c.hit.fetch_add(1, Relaxed);
+            if flags.contains(AllocFlags::INTERLEAVE) {
+                c.interleave.fetch_add(1, Relaxed);
+            }
+        } else {
+            c.miss.fetch_add(1, Relaxed);
+            self.numa[pref].foreign.fetch_add(1, Relaxed);
+        }
+        if got == local {
+            c.local.fetch_add(1, Relaxed);
+        } else {
+            c.other.fetch_add(1, Relaxed);
+        }
     }
 
     /// Takes a block from `cpu`'s cache (refilling it by a batch from the
-    /// zone when empty) or, for uncached orders, from the zone.  Only the
-    /// cache hit is inlined: the zone paths are out of line, so the hit
-    /// needs no callee-saved registers.
+    /// CPU's own zone when empty) or, for uncached orders, from that zone.
+    /// Only the cache hit is inlined: the zone paths are out of line, so
+    /// the hit needs no callee-saved registers.
     #[inline(always)]
     fn take_block(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
         // A copy, not a reference: `self` has interior mutability, so the
@@ -136,21 +221,25 @@ impl BuddyAllocator<'_> {
             let p = self.pcp[cpu].0.enter(cpu);
             let idx = match p.pop(mm, mt, order) {
                 Some(i) => i,
-                None => self.refill(&p, order, mt)?,
+                None => self.refill(&p, self.nodes.cpu_node(cpu), order, mt)?,
             };
             p.count_alloc(order);
             Some(idx)
         } else {
-            self.take_direct(order, mt)
+            let local = self.nodes.cpu_node(cpu);
+            let idx = self.take_direct(local, order, mt)?;
+            self.numa_account(local, local, local, AllocFlags::empty());
+            Some(idx)
         }
     }
 
     /// The cache is empty: takes a block for the caller plus up to
-    /// `batch - 1` more for the cache, in one zone-lock hold.
+    /// `batch - 1` more for the cache, in one hold of node `nid`'s zone
+    /// lock (the CPU's own node).
     #[inline(never)]
-    fn refill(&self, p: &PcpLists, order: u32, mt: usize) -> Option<u32> {
+    fn refill(&self, p: &PcpLists, nid: usize, order: u32, mt: usize) -> Option<u32> {
         let mm = &self.memmap;
-        let mut z = self.zone.lock();
+        let mut z = self.zones[nid].lock();
         let first = z.rmqueue(mm, order, mt)?;
         for _ in 1..pcp_batch(order) {
             match z.rmqueue(mm, order, mt) {
@@ -164,10 +253,11 @@ impl BuddyAllocator<'_> {
         Some(first)
     }
 
-    /// An uncached order (or CPU): straight from the zone.
+    /// Straight from node `nid`'s zone (an uncached order or CPU, or a
+    /// request for another node).
     #[inline(never)]
-    fn take_direct(&self, order: u32, mt: usize) -> Option<u32> {
-        let mut z = self.zone.lock();
+    fn take_direct(&self, nid: usize, order: u32, mt: usize) -> Option<u32> {
+        let mut z = self.zones[nid].lock();
         let idx = z.rmqueue(&self.memmap, order, mt)?;
         z.direct_allocs[order as usize] += 1;
         Some(idx)

@@ -116,50 +116,73 @@ impl BuddyAllocator<'_> {
     /// the `TAILS_AE` hint), no two free buddies left unmerged, counters
     /// adding up.  Meant for tests and self-tests when no other CPU is
     /// allocating (a block in transit between a list and its new owner
-    /// would be reported as lost).
+    /// would be reported as lost).  With several nodes it also checks that
+    /// every free block sits in its own node's zone and every cached block
+    /// in a cache of a CPU of its node.  Takes every zone lock, in node
+    /// order (the only place that holds two).
     pub fn check_invariants(&self) -> Result<(), String> {
         let mm = &self.memmap;
         let _irq = self.cpu.irq_guard();
-        let z = self.zone.lock();
+        let nr = self.nodes.nr_nodes();
+        let zones: alloc::vec::Vec<_> = self.zones[..nr].iter().map(|z| z.lock()).collect();
         let mut err = String::new();
         let mut list_pages = 0u64;
-        for mt in 0..NR_MT {
-            for o in 0..NR_ORDERS {
-                let mut i = z.head[mt][o];
-                let mut prev = NO_FRAME;
-                let mut n = 0;
-                while i != NO_FRAME {
-                    let d = mm.at(i);
-                    let w = d.flags.load(Relaxed);
-                    if FrameState::from_word(w) != FrameState::Free
-                        || order_of(w) != o as u32
-                        || list_mt(w) != mt
-                        || d.link_prev.load(Relaxed) != prev
-                    {
+        let (mut managed, mut reserved) = (0u64, 0u64);
+        for (nid, z) in zones.iter().enumerate() {
+            managed += z.managed;
+            reserved += z.reserved;
+            for mt in 0..NR_MT {
+                for o in 0..NR_ORDERS {
+                    let mut i = z.head[mt][o];
+                    let mut prev = NO_FRAME;
+                    let mut n = 0;
+                    while i != NO_FRAME {
+                        let d = mm.at(i);
+                        let w = d.flags.load(Relaxed);
+                        if FrameState::from_word(w) != FrameState::Free
+                            || order_of(w) != o as u32
+                            || list_mt(w) != mt
+                            || d.link_prev.load(Relaxed) != prev
+                        {
+                            let _ = writeln!(
+                                err,
+                                "bad free-list entry (mt {mt} order {o}): {}",
+                                mm.dump(mm.pfn_of(i))
+                            );
+                            break;
+                        }
+                        if self.nodes.node_of_pfn(mm.pfn_of(i)) != nid {
+                            let _ = writeln!(
+                                err,
+                                "free block on node {nid}'s lists but not on node {nid}: {}",
+                                mm.dump(mm.pfn_of(i))
+                            );
+                        }
+                        n += 1;
+                        prev = i;
+                        i = d.link_next.load(Relaxed);
+                    }
+                    if n != z.nr_free[mt][o] {
                         let _ = writeln!(
                             err,
-                            "bad free-list entry (mt {mt} order {o}): {}",
-                            mm.dump(mm.pfn_of(i))
+                            "list mt {mt} order {o}: {n} blocks, counter says {}",
+                            z.nr_free[mt][o]
                         );
-                        break;
                     }
-                    n += 1;
-                    prev = i;
-                    i = d.link_next.load(Relaxed);
+                    list_pages += n << o;
                 }
-                if n != z.nr_free[mt][o] {
-                    let _ = writeln!(
-                        err,
-                        "list mt {mt} order {o}: {n} blocks, counter says {}",
-                        z.nr_free[mt][o]
-                    );
-                }
-                list_pages += n << o;
             }
         }
         let mut pcp_pages = 0u64;
-        for slot in &self.pcp {
+        for (cpu, slot) in self.pcp.iter().enumerate() {
             slot.0.for_each(mm, |mt, o, i| {
+                if self.nodes.node_of_pfn(mm.pfn_of(i)) != self.nodes.cpu_node(cpu) {
+                    let _ = writeln!(
+                        err,
+                        "cpu {cpu} caches a block of another node: {}",
+                        mm.dump(mm.pfn_of(i))
+                    );
+                }
                 let w = mm.at(i).flags.load(Relaxed);
                 if FrameState::from_word(w) != FrameState::Pcp
                     || order_of(w) != o
@@ -196,6 +219,7 @@ impl BuddyAllocator<'_> {
                             free_scan += n as u64;
                             let b = pfn ^ n as u64;
                             if o < MAX_ORDER
+                                && self.nodes.node_of_pfn(b) == self.nodes.node_of_pfn(pfn)
                                 && mm.desc(b).is_some_and(|bd| {
                                     bd.state() == FrameState::Free && bd.order() == o
                                 })
@@ -257,20 +281,19 @@ impl BuddyAllocator<'_> {
                 "pcp blocks in memmap: {pcp_scan} pages, on pcp lists: {pcp_pages}"
             );
         }
-        if free_scan + pcp_scan + alloc_scan != z.managed {
+        if free_scan + pcp_scan + alloc_scan != managed {
             let _ = writeln!(
                 err,
-                "managed {} != free {free_scan} + pcp {pcp_scan} + allocated {alloc_scan}",
-                z.managed
+                "managed {managed} != free {free_scan} + pcp {pcp_scan} + allocated {alloc_scan}",
             );
         }
-        if reserved_scan != z.reserved {
+        if reserved_scan != reserved {
             let _ = writeln!(
                 err,
-                "reserved frames {reserved_scan}, counter says {}",
-                z.reserved
+                "reserved frames {reserved_scan}, counter says {reserved}",
             );
         }
+        drop(zones);
         if err.is_empty() { Ok(()) } else { Err(err) }
     }
 }

@@ -1,5 +1,6 @@
 //! Freeing: a folio that lost its last reference goes back to the running
-//! CPU's cache (or the zone for uncached orders), one at a time or in
+//! CPU's cache (or its node's zone for uncached orders and for a folio of
+//! another node than the CPU's), one at a time or in
 //! batches ([`BuddyAllocator::release_folios`]), and caches are drained
 //! back to the zone when over their high mark or when memory runs out.
 //! Kept apart from allocation because the free path has its own checks
@@ -93,13 +94,13 @@ impl BuddyAllocator<'_> {
                 let (w, keep) = self.release_checks(&mm, idx);
                 let order = order_of(w);
                 match &p {
-                    Some(p) if order <= PCP_MAX_ORDER => {
+                    Some(p) if order <= PCP_MAX_ORDER && self.is_local(&mm, cpu, idx) => {
                         let mt = Self::cache_type(w);
                         if p.push(&mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-                            self.drain_batch(p, mt, order);
+                            self.drain_batch(p, cpu, mt, order);
                         }
                     }
-                    _ => self.zone.lock().free_block(&mm, idx, order),
+                    _ => self.free_to_zone(&mm, idx, order),
                 }
             }
         }
@@ -212,31 +213,52 @@ impl BuddyAllocator<'_> {
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
             self.pcp_put(mm, cpu, idx, w, keep);
         } else {
-            self.zone.lock().free_block(mm, idx, order);
+            self.free_to_zone(mm, idx, order);
         }
+    }
+
+    /// The block at `idx` may go on `cpu`'s cache: it belongs to the
+    /// CPU's node (always, with one node).
+    #[inline(always)]
+    fn is_local(&self, mm: &Memmap<'_>, cpu: usize, idx: u32) -> bool {
+        self.nodes.nr_nodes() == 1
+            || self.nodes.node_of_pfn(mm.pfn_of(idx)) == self.nodes.cpu_node(cpu)
+    }
+
+    /// Returns the block at `idx` straight to its node's zone.
+    #[inline(never)]
+    fn free_to_zone(&self, mm: &Memmap<'_>, idx: u32, order: u32) {
+        self.zone_of(mm.pfn_of(idx))
+            .lock()
+            .free_block(mm, &self.nodes, idx, order);
     }
 
     /// Parks the freed block on `cpu`'s cache (interrupts masked by the
-    /// caller), draining a batch when over the high mark.
+    /// caller), draining a batch when over the high mark; a block of
+    /// another node goes to its own zone instead (see the module docs).
     #[inline(always)]
     fn pcp_put(&self, mm: &Memmap<'_>, cpu: usize, idx: u32, w: u32, keep: u32) {
         let order = order_of(w);
+        if !self.is_local(mm, cpu, idx) {
+            self.free_to_zone(mm, idx, order);
+            return;
+        }
         let mt = Self::cache_type(w);
         let p = self.pcp[cpu].0.enter(cpu);
         if p.push(mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-            self.drain_batch(&p, mt, order);
+            self.drain_batch(&p, cpu, mt, order);
         }
     }
 
-    /// A cache list went over its high mark: returns `batch` blocks to the
-    /// zone in one lock hold.
+    /// A cache list of `cpu` went over its high mark: returns `batch`
+    /// blocks to the CPU's node's zone in one lock hold.
     #[inline(never)]
-    fn drain_batch(&self, p: &PcpLists, mt: usize, order: u32) {
+    fn drain_batch(&self, p: &PcpLists, cpu: usize, mt: usize, order: u32) {
         let mm = &self.memmap;
-        let mut z = self.zone.lock();
+        let mut z = self.zones[self.nodes.cpu_node(cpu)].lock();
         for _ in 0..pcp_batch(order) {
             match p.pop(mm, mt, order) {
-                Some(i) => z.free_block(mm, i, order),
+                Some(i) => z.free_block(mm, &self.nodes, i, order),
                 None => break,
             }
         }
@@ -252,12 +274,12 @@ impl BuddyAllocator<'_> {
         let mm = &self.memmap;
         let _irq = self.cpu.irq_guard();
         let p = self.pcp[cpu].0.enter(cpu);
-        let mut z = self.zone.lock();
+        let mut z = self.zones[self.nodes.cpu_node(cpu)].lock();
         let mut pages = 0;
         for mt in 0..NR_MT {
             for o in 0..=PCP_MAX_ORDER {
                 while let Some(i) = p.pop(mm, mt, o) {
-                    z.free_block(mm, i, o);
+                    z.free_block(mm, &self.nodes, i, o);
                     pages += 1 << o;
                 }
             }

@@ -11,6 +11,7 @@ use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::bootinfo::BootInfo;
 use crate::physmem::frame_flags::{FrameState, word};
 use crate::physmem::memmap::OWNER_PB_UNMOVABLE;
+use crate::physmem::node::MAX_NUMNODES;
 
 impl BuddyAllocator<'_> {
     /// Marks the frames overlapping `[pa_start, pa_end)` reserved: used
@@ -25,7 +26,7 @@ impl BuddyAllocator<'_> {
         let s = (pa_start >> PAGE_SHIFT).max(mm.base_pfn());
         let e = pa_end.div_ceil(PAGE_SIZE).min(mm.end_pfn());
         let _irq = self.cpu.irq_guard();
-        let mut z = self.zone.lock();
+        let mut per_node = [0u64; MAX_NUMNODES];
         let mut n = 0;
         for pfn in s..e {
             let idx = mm.idx_of(pfn);
@@ -33,6 +34,7 @@ impl BuddyAllocator<'_> {
             match d.state() {
                 FrameState::Hole => {
                     d.set_fresh(word(FrameState::Reserved, 0, 0));
+                    per_node[self.nodes.node_of_pfn(pfn)] += 1;
                     n += 1;
                 }
                 FrameState::Reserved => {}
@@ -42,13 +44,17 @@ impl BuddyAllocator<'_> {
                 ),
             }
         }
-        z.reserved += n;
+        for (z, c) in self.zones.iter().zip(per_node) {
+            if c != 0 {
+                z.lock().reserved += c;
+            }
+        }
         n
     }
 
     /// Gives the whole frames inside `[pa_start, pa_end)` to the allocator,
     /// as naturally aligned blocks of up to `MAX_ORDER` (merging with free
-    /// neighbours).  Frames may be holes or reserved (freeing reserved memory
+    /// neighbours), each frame to its node's zone.  Frames may be holes or reserved (freeing reserved memory
     /// later, e.g. boot-only data).  Returns the number of frames added.
     ///
     /// # Panics
@@ -66,7 +72,19 @@ impl BuddyAllocator<'_> {
             "buddy: add_free_range {pa_start:#x}..{pa_end:#x} leaves the memmap"
         );
         let _irq = self.cpu.irq_guard();
-        let mut z = self.zone.lock();
+        let mut run = s;
+        while run < e {
+            let run_end = self.nodes.node_run_end(run).min(e);
+            self.add_free_run(run, run_end);
+            run = run_end;
+        }
+        e - s
+    }
+
+    /// [`Self::add_free_range`] for frames `[s, e)`, all on one node.
+    fn add_free_run(&self, s: u64, e: u64) {
+        let mm = &self.memmap;
+        let mut z = self.zones[self.nodes.node_of_pfn(s)].lock();
         for pfn in s..e {
             let idx = mm.idx_of(pfn);
             let d = mm.at(idx);
@@ -91,11 +109,10 @@ impl BuddyAllocator<'_> {
             while pfn + (1 << o) > e {
                 o -= 1;
             }
-            z.free_block(mm, mm.idx_of(pfn), o);
+            z.free_block(mm, &self.nodes, mm.idx_of(pfn), o);
             pfn += 1 << o;
         }
         z.managed += e - s;
-        e - s
     }
 
     /// Boot hand-over: reserves every reserved range (clipped to RAM), then

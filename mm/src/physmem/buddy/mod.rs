@@ -40,6 +40,25 @@
 //! is then owned by exactly one CPU (its state is neither `Free` nor `Pcp`,
 //! so no merge can touch it).
 //!
+//! # NUMA nodes
+//! One allocator serves every node (so a [`Folio`] and its `put()` stay
+//! as they are), with one [`Zone`] per node: its own free lists, counts,
+//! watermarks and lock, holding only that node's frames
+//! ([`BuddyAllocator::zone_of`] finds a frame's zone through the
+//! [`NodeMap`]).  An allocation prefers a node (by default the running
+//! CPU's) and falls back to the others in order of distance, unless it
+//! asks for [`AllocFlags::THISNODE`].  Zone locks are never nested: a
+//! fallback releases one zone before it tries the next.
+//!
+//! A CPU's cache only ever holds pages of that CPU's node: it is refilled
+//! from the local zone only, a freed page of another node goes straight to
+//! its own zone, and an allocation that prefers a remote node, or falls
+//! back to one, takes the block from that node's zone directly.  So a
+//! cache hit is always a local hit (counted as `numa_hit` and `numa_local`
+//! from the caches' allocation counters, which costs the fast path
+//! nothing), and a THISNODE request can never be handed a remote page.
+//! With one node, the only extra work is one compare on the free path.
+//!
 //! # Reaching the allocator from a folio
 //! A [`Folio`] carries a reference to its allocator, so `put()` needs no
 //! global: the kernel keeps one allocator in a `'static` and its folios are
@@ -74,6 +93,7 @@ use spin::Mutex;
 use crate::cpu::{CpuHook, CpuOps, IrqGuard, MAX_CPUS};
 use crate::physmem::folio::Folio;
 use crate::physmem::memmap::Memmap;
+use crate::physmem::node::{MAX_NUMNODES, NodeMap};
 use crate::physmem::pcp::{PcpLists, PcpSlot};
 use crate::physmem::phys::PhysMem;
 
@@ -120,6 +140,12 @@ bitflags! {
         const MOVABLE = 1 << 1;
         /// A page-table page (sets `PageFlags::PAGETABLE`; implies unmovable).
         const PAGETABLE = 1 << 2;
+        /// Only the preferred node: fail rather than fall back to another
+        /// (Linux's `__GFP_THISNODE`).
+        const THISNODE = 1 << 3;
+        /// An interleaved allocation (counted as `numa_interleave` when it
+        /// lands on the node asked for).
+        const INTERLEAVE = 1 << 4;
     }
 }
 
@@ -157,13 +183,49 @@ impl fmt::Display for AllocError {
     }
 }
 
-/// The frame allocator for one memory zone.
+/// Per-node allocation counters that the cache fast path does not
+/// produce (see the module docs: cache hits are local hits).
+#[derive(Default)]
+pub(super) struct NumaCounters {
+    hit: AtomicU64,
+    miss: AtomicU64,
+    foreign: AtomicU64,
+    interleave: AtomicU64,
+    local: AtomicU64,
+    other: AtomicU64,
+}
+
+/// One node's allocation counters, Linux's `numa_*` vmstat items (per
+/// allocation call, not per page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NumaStat {
+    /// Allocated here as asked.
+    pub hit: u64,
+    /// Allocated here although another node was asked for.
+    pub miss: u64,
+    /// Asked for here but allocated on another node.
+    pub foreign: u64,
+    /// Interleaved allocations that landed here as asked.
+    pub interleave: u64,
+    /// Allocated here for a CPU of this node.
+    pub local: u64,
+    /// Allocated here for a CPU of another node.
+    pub other: u64,
+}
+
+/// The frame allocator: one zone per NUMA node.
 pub struct BuddyAllocator<'a> {
     memmap: Memmap<'a>,
     phys: &'a dyn PhysMem,
     cpu: CpuHook<'a>,
-    /// The zone lock; see the module docs for what it protects.
-    zone: Mutex<Zone>,
+    /// The node layout, fixed at construction.
+    nodes: NodeMap,
+    /// One zone per node, each behind its zone lock; see the module docs
+    /// for what it protects.  Entries beyond `nodes.nr_nodes()` stay empty.
+    zones: [Mutex<Zone>; MAX_NUMNODES],
+    /// `numa_*` counters per node, for allocations that did not come
+    /// from a CPU cache.
+    numa: [NumaCounters; MAX_NUMNODES],
     /// Per-CPU caches, each used only by its CPU with interrupts masked.
     pcp: [PcpSlot; MAX_CPUS],
     /// Failed allocations by order (rare, so a shared atomic is fine).
@@ -174,9 +236,9 @@ pub struct BuddyAllocator<'a> {
     /// `POISONED` mark.  While false, preparing a folio does not look at its
     /// tails at all: reading them is a cache miss per 32-byte descriptor.
     poison_seen: AtomicBool,
-    /// The zone's watermarks in pages (min, low, high; all 0 = none): see
-    /// [`Self::set_watermarks`].
-    wmark: [AtomicU64; 3],
+    /// Each zone's watermarks in pages (min, low, high; all 0 = none):
+    /// see [`Self::set_watermarks`].
+    wmark: [[AtomicU64; 3]; MAX_NUMNODES],
     /// Called (no lock held) when an allocation leaves the zone below the
     /// low mark: wakes kswapd.
     kswapd_hook: spin::Once<&'static (dyn Fn() + Sync)>,
@@ -200,23 +262,78 @@ pub enum Wmark {
 }
 
 impl<'a> BuddyAllocator<'a> {
-    /// Sets the zone's watermarks (pages), Linux's `min`/`low`/`high`:
-    /// user (movable) allocations fail rather than take the zone below
-    /// `min` (the fault path then reclaims directly, or kills); an
-    /// allocation that finds the zone below `low` wakes kswapd, which
-    /// reclaims until `high`.  Kernel allocations (page tables, stacks,
-    /// the heap) may use the reserve below `min`.  Only the zone's free
-    /// lists count, checked when a per-CPU cache refills (once a batch),
-    /// so the allocation fast path pays nothing.
+    /// Sets the watermarks (pages, for all of memory), Linux's
+    /// `min`/`low`/`high`: user (movable) allocations fail rather than
+    /// take a zone below its `min` (they try the next node first; the
+    /// fault path then reclaims directly, or kills); an allocation that
+    /// finds its zone below `low` wakes kswapd, which reclaims until
+    /// `high`.  Kernel allocations (page tables, stacks, the heap) may use
+    /// the reserve below `min`.  Each mark is split among the zones in
+    /// proportion to their managed pages, as Linux splits
+    /// `min_free_kbytes`.  Only a zone's free lists count, checked when a
+    /// per-CPU cache refills (once a batch), so the allocation fast path
+    /// pays nothing.
     pub fn set_watermarks(&self, min: u64, low: u64, high: u64) {
-        self.wmark[0].store(min, Relaxed);
-        self.wmark[1].store(low, Relaxed);
-        self.wmark[2].store(high, Relaxed);
+        let n = self.nodes.nr_nodes();
+        let managed: [u64; MAX_NUMNODES] = core::array::from_fn(|i| {
+            if i < n {
+                let _irq = self.cpu.irq_guard();
+                self.zones[i].lock().managed
+            } else {
+                0
+            }
+        });
+        let total: u64 = managed.iter().sum();
+        for (nid, wm) in self.wmark.iter().enumerate().take(n) {
+            for (k, v) in [min, low, high].into_iter().enumerate() {
+                let share = if n == 1 || total == 0 {
+                    if nid == 0 { v } else { 0 }
+                } else {
+                    (u128::from(v) * u128::from(managed[nid]) / u128::from(total)) as u64
+                };
+                wm[k].store(share, Relaxed);
+            }
+        }
     }
 
-    /// A watermark in pages.
+    /// A watermark in pages, summed over the zones.
     pub fn watermark(&self, w: Wmark) -> u64 {
-        self.wmark[w as usize].load(Relaxed)
+        self.wmark.iter().map(|m| m[w as usize].load(Relaxed)).sum()
+    }
+
+    /// Node `nid`'s share of watermark `w`, in pages.
+    pub fn node_watermark(&self, nid: usize, w: Wmark) -> u64 {
+        self.wmark
+            .get(nid)
+            .map_or(0, |m| m[w as usize].load(Relaxed))
+    }
+
+    /// The node layout.
+    #[inline]
+    pub fn nodes(&self) -> &NodeMap {
+        &self.nodes
+    }
+
+    /// The zone holding frame `pfn` (its node's).  Code that isolates
+    /// free blocks takes this lock to work on the frame's free lists.
+    #[inline]
+    fn zone_of(&self, pfn: u64) -> &Mutex<Zone> {
+        &self.zones[self.nodes.node_of_pfn(pfn)]
+    }
+
+    /// The node of the frame `pfn`.
+    #[inline]
+    pub fn node_of_pfn(&self, pfn: u64) -> usize {
+        self.nodes.node_of_pfn(pfn)
+    }
+
+    /// Pages on node `nid`'s free lists (not counting per-CPU caches).
+    pub fn node_free(&self, nid: usize) -> u64 {
+        if nid >= self.nodes.nr_nodes() {
+            return 0;
+        }
+        let _irq = self.cpu.irq_guard();
+        self.zones[nid].lock().free_pages()
     }
 
     /// Installs the hook that wakes kswapd (once).
@@ -224,30 +341,43 @@ impl<'a> BuddyAllocator<'a> {
         self.kswapd_hook.call_once(|| hook);
     }
 
-    /// Pages on the zone's free lists (not counting per-CPU caches).
+    /// Pages on every zone's free lists (not counting per-CPU caches).
     pub fn zone_free(&self) -> u64 {
-        self.zone.lock().free_pages()
+        (0..self.nodes.nr_nodes()).map(|n| self.node_free(n)).sum()
     }
 
-    /// True when the zone is below watermark `w`.
+    /// True when free memory is below watermark `w` (summed over zones).
     pub fn below(&self, w: Wmark) -> bool {
         self.zone_free() < self.watermark(w)
     }
 
-    /// An allocator with no free memory yet over `memmap`.  Poisoning starts
-    /// on in debug builds and off in release builds.
+    /// An allocator with no free memory yet over `memmap`, one node.
+    /// Poisoning starts on in debug builds and off in release builds.
     pub fn new(memmap: Memmap<'a>, phys: &'a dyn PhysMem, cpu: &'a dyn CpuOps) -> Self {
+        Self::with_nodes(memmap, phys, cpu, NodeMap::single())
+    }
+
+    /// An allocator with no free memory yet over `memmap`, with one zone
+    /// per node of `nodes`.
+    pub fn with_nodes(
+        memmap: Memmap<'a>,
+        phys: &'a dyn PhysMem,
+        cpu: &'a dyn CpuOps,
+        nodes: NodeMap,
+    ) -> Self {
         Self {
             memmap,
             phys,
             cpu: CpuHook::new(cpu),
-            zone: Mutex::new(Zone::new()),
+            nodes,
+            zones: core::array::from_fn(|n| Mutex::new(Zone::new(n as u8))),
+            numa: core::array::from_fn(|_| NumaCounters::default()),
             pcp: [const { PcpSlot(PcpLists::new()) }; MAX_CPUS],
             failures: [const { AtomicU64::new(0) }; NR_ORDERS],
             poison: AtomicBool::new(cfg!(debug_assertions)),
             poison_seen: AtomicBool::new(cfg!(debug_assertions)),
             lru: crate::reclaim::lru::Lru::new(),
-            wmark: [const { AtomicU64::new(0) }; 3],
+            wmark: [const { [const { AtomicU64::new(0) }; 3] }; MAX_NUMNODES],
             kswapd_hook: spin::Once::new(),
             mlocked: AtomicU64::new(0),
             mlock_cleared: AtomicU64::new(0),
@@ -337,3 +467,5 @@ impl<'a> BuddyAllocator<'a> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_numa;

@@ -3,6 +3,10 @@
 //! split it, merge a freed block with its buddies, steal a pageblock from
 //! the other type).  Everything in this file runs with the zone lock held;
 //! the rest of the allocator only reaches the lists through it.
+//!
+//! There is one zone per NUMA node (see [`crate::physmem::node`]), each
+//! holding only its node's frames: a merge never takes a buddy from
+//! another node, and `BuddyAllocator::zone_of` finds a frame's zone.
 
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -11,6 +15,7 @@ use crate::physmem::frame_flags::{FrameState, LIST_UNMOVABLE, order_of, word};
 use crate::physmem::memmap::{
     Memmap, NO_FRAME, OWNER_PB_UNMOVABLE, PAGEBLOCK_FRAMES, PAGEBLOCK_ORDER,
 };
+use crate::physmem::node::NodeMap;
 use crate::physmem::pcp::NR_MT;
 
 /// Everything behind the zone lock.
@@ -27,6 +32,8 @@ pub(super) struct Zone {
     pub(super) direct_allocs: [u64; NR_ORDERS],
     /// Pageblocks stolen by the other mobility type.
     pub(super) steals: u64,
+    /// The node whose frames this zone holds.
+    pub(super) node: u8,
 }
 
 impl Zone {
@@ -66,8 +73,9 @@ pub(super) fn pageblock_mt(mm: &Memmap<'_>, idx: u32) -> usize {
 }
 
 impl Zone {
-    pub(super) const fn new() -> Self {
+    pub(super) const fn new(node: u8) -> Self {
         Self {
+            node,
             head: [[NO_FRAME; NR_ORDERS]; NR_MT],
             nr_free: [[0; NR_ORDERS]; NR_MT],
             managed: 0,
@@ -218,8 +226,15 @@ impl Zone {
     }
 
     /// Returns the block at `idx` to the free lists, merging with free
-    /// buddies as far as possible.
-    pub(super) fn free_block(&mut self, mm: &Memmap<'_>, mut idx: u32, mut order: u32) {
+    /// buddies as far as possible (never with a buddy on another node:
+    /// node boundaries need not be aligned to `MAX_ORDER`).
+    pub(super) fn free_block(
+        &mut self,
+        mm: &Memmap<'_>,
+        nodes: &NodeMap,
+        mut idx: u32,
+        mut order: u32,
+    ) {
         mm.at(idx).set_state(word(FrameState::Body, 0, 0));
         while order < MAX_ORDER {
             let bpfn = mm.pfn_of(idx) ^ (1 << order);
@@ -230,6 +245,9 @@ impl Zone {
             let bd = mm.at(bidx);
             let bw = bd.flags.load(Relaxed);
             if FrameState::from_word(bw) != FrameState::Free || order_of(bw) != order {
+                break;
+            }
+            if nodes.nr_nodes() > 1 && nodes.node_of_pfn(bpfn) != self.node as usize {
                 break;
             }
             self.del(mm, bidx, order, list_mt(bw));
