@@ -30,7 +30,11 @@ fn dst<'a, A: PagingArch>(env: &Env<'a, A>, order: u32) -> Folio<'a> {
 
 /// Migrates the folio mapped at `va` in `mms[0]`; returns (old head pfn,
 /// new folio).
-fn migrate_at<'a, A: PagingArch>(env: &Env<'a, A>, mms: &[&Mm<'a, A>], va: u64) -> (u64, Folio<'a>) {
+fn migrate_at<'a, A: PagingArch>(
+    env: &Env<'a, A>,
+    mms: &[&Mm<'a, A>],
+    va: u64,
+) -> (u64, Folio<'a>) {
     let f = env.folio_at(mms[0], va).unwrap();
     let old = f.pfn();
     let d = dst(env, f.order());
@@ -71,7 +75,11 @@ fn orders_move_whole<A: PagingArch>() {
                 assert!(l.cont, "contpte block folded again");
             }
             env.check_pages(&mm, VA, len, 0x1234);
-            assert_eq!(env.event(VmEvent::PgMigrateSuccess), 0, "counted by the driver");
+            assert_eq!(
+                env.event(VmEvent::PgMigrateSuccess),
+                0,
+                "counted by the driver"
+            );
             env.check(&[&mm]);
             // The batch driver counts as Linux: pages, and PMD-size apart.
             let g = env.folio_at(&mm, VA).unwrap();
@@ -261,8 +269,14 @@ fn zap_during_migration<A: PagingArch>() {
         let f = env.folio_at(&mm, VA).unwrap();
         let d = dst(env, 4);
         let free0 = env.buddy.stats().free;
-        migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &ZapWhileUnmapped { mm: &mm })
-            .unwrap();
+        migrate_folio_hooked(
+            &[&mm],
+            &f.get_ref(),
+            d,
+            MigrateMode::Sync,
+            &ZapWhileUnmapped { mm: &mm },
+        )
+        .unwrap();
         assert_eq!(env.buddy.stats().free, free0 + 16, "source freed");
         assert_eq!(d.large_mapcount(), 12);
         assert_eq!(mm.anon_rss(), 12);
@@ -280,9 +294,13 @@ struct MoveWhileUnmapped<'m, 'a, A: PagingArch> {
 impl<A: PagingArch> MigrateHooks for MoveWhileUnmapped<'_, '_, A> {
     fn after_unmap(&self) {
         let to = VA + 64 * M2;
-        let r = self
-            .mm
-            .mremap(VA + 8 * K4, 8 * K4, 8 * K4, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+        let r = self.mm.mremap(
+            VA + 8 * K4,
+            8 * K4,
+            8 * K4,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            to,
+        );
         assert_eq!(r, Ok(to));
     }
 }
@@ -296,8 +314,14 @@ fn mremap_during_migration<A: PagingArch>() {
         let f = env.folio_at(&mm, VA).unwrap();
         let d = dst(env, 4);
         let fr = f.get_ref();
-        migrate_folio_hooked(&[&mm], &fr, d, MigrateMode::Sync, &MoveWhileUnmapped { mm: &mm })
-            .unwrap();
+        migrate_folio_hooked(
+            &[&mm],
+            &fr,
+            d,
+            MigrateMode::Sync,
+            &MoveWhileUnmapped { mm: &mm },
+        )
+        .unwrap();
         drop(fr);
         let to = VA + 64 * M2;
         assert_eq!(mm.migents(), 8, "moved entries left for their faults");
@@ -344,12 +368,17 @@ fn no_destination_splits<A: PagingArch>() {
         env.fill_pages(&mm, VA, M2, 29);
         let f = env.folio_at(&mm, VA).unwrap();
         let only_4k = |o: u32| (o == 0).then(|| env.buddy.alloc(0, AllocFlags::USER).ok())?;
-        let (ok, failed) =
-            migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::NumaMisplaced);
+        let (ok, failed) = migrate_pages(
+            &[&mm],
+            vec![f.get_ref()],
+            only_4k,
+            MigrateReason::NumaMisplaced,
+        );
         assert_eq!((ok, failed), (0, 1));
         assert_eq!(env.folio_at(&mm, VA).unwrap(), f, "not split");
         assert_eq!(env.event(VmEvent::ThpMigrationFail), 1);
-        let (ok, failed) = migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);
+        let (ok, failed) =
+            migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);
         assert_eq!((ok, failed), (512, 1));
         assert_eq!(env.event(VmEvent::ThpMigrationSplit), 1);
         assert_eq!(env.event(VmEvent::PgMigrateSuccess), 512);

@@ -141,6 +141,12 @@ impl Process {
     }
 
     /// Run `f` on the process's address space (see [`UserMm`]).
+    /// The process's address space (ESRCH once it exited), for calls
+    /// that work on another process's memory (`move_pages`).
+    pub fn user_mm(&self) -> Result<Arc<UserMm>, Errno> {
+        self.mm.read().clone().ok_or(Errno::ESRCH)
+    }
+
     pub fn with_mm<R>(&self, f: impl FnOnce(&uspace::Space) -> R) -> Result<R, Errno> {
         let mm = self.mm.read().clone().ok_or(Errno::ESRCH)?;
         let r = f(&mm.enter());

@@ -83,6 +83,7 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         163 => Getrlimit,
         164 => Setrlimit,
         228 => Mlock,
+        239 => MovePages,
         229 => Munlock,
         230 => Mlockall,
         231 => Munlockall,

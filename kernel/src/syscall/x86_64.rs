@@ -92,6 +92,7 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         97 => Getrlimit,
         105 => Setuid,
         149 => Mlock,
+        279 => MovePages,
         150 => Munlock,
         151 => Mlockall,
         152 => Munlockall,

@@ -48,6 +48,7 @@
 //! * mprotect waits for the migration to end (it holds the mmap lock for
 //!   writing and sleeps on the folio lock: the remap cannot read VMAs, so
 //!   rights must not change under it).
+//!
 //! Entries the remap cannot find (in a space not passed in `mms`, or
 //! moved by mremap away from the rmap owner's address) stay on the source
 //! page, which they keep alive.  A fault on one finds the source unlocked
@@ -308,8 +309,8 @@ fn relock<'m, 'a, A: PagingArch>(mappers: &[&'m Mm<'a, A>], va: u64) -> RmapWalk
 
 /// Step 3's state move from `src` to `dst` (both locked, `src` unmapped).
 fn move_folio_state<'a>(ctx: &super::MmCtx<'a>, src: Folio<'a>, dst: Folio<'a>) {
-    let carried =
-        src.flags() & (PageFlags::DIRTY | PageFlags::REFERENCED | PageFlags::LAZYFREE | PageFlags::UPTODATE);
+    let carried = src.flags()
+        & (PageFlags::DIRTY | PageFlags::REFERENCED | PageFlags::LAZYFREE | PageFlags::UPTODATE);
     dst.set_flags(carried);
     dst.set_owner_raw(src.owner_raw());
     dst.set_flags(PageFlags::ANON);
@@ -451,7 +452,9 @@ fn free_unused(dst: Folio<'_>) {
 
 /// A destination allocator for [`migrate_pages`] from the context's buddy
 /// allocator (movable user memory, no reclaim).
-pub fn alloc_from_buddy<'a>(ctx: &'a super::MmCtx<'a>) -> impl FnMut(u32) -> Option<Folio<'a>> + 'a {
+pub fn alloc_from_buddy<'a>(
+    ctx: &'a super::MmCtx<'a>,
+) -> impl FnMut(u32) -> Option<Folio<'a>> + 'a {
     move |order| ctx.buddy.alloc(order, AllocFlags::USER).ok()
 }
 
@@ -521,12 +524,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// holding the mmap lock for writing: the remap keeps the rights an
     /// entry recorded, so they must not change under a migration).  One an
     /// ended migration left behind is mapped back onto its page.
-    pub(crate) fn wait_migration_entries(
-        &self,
-        vmas: &crate::vma::VmaSet,
-        start: u64,
-        end: u64,
-    ) {
+    pub(crate) fn wait_migration_entries(&self, vmas: &crate::vma::VmaSet, start: u64, end: u64) {
         use crate::paging::{Entry, Step};
         while self.migents() > 0 {
             let found = {

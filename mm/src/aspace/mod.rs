@@ -85,6 +85,7 @@ pub mod khugepaged;
 pub mod lru;
 pub mod migrate;
 mod mlock;
+pub mod move_pages;
 mod mprotect;
 mod mremap;
 mod pageout;

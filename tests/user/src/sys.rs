@@ -72,12 +72,16 @@ pub mod nr {
     pub const SET_ROBUST_LIST: usize = 273;
     pub const PRLIMIT64: usize = 302;
     pub const MLOCK: usize = 149;
+    pub const MBIND: usize = 237;
+    pub const SET_MEMPOLICY: usize = 238;
+    pub const GET_MEMPOLICY: usize = 239;
+    pub const MIGRATE_PAGES: usize = 256;
+    pub const MOVE_PAGES: usize = 279;
     pub const MUNLOCK: usize = 150;
     pub const MLOCKALL: usize = 151;
     pub const MUNLOCKALL: usize = 152;
     pub const MLOCK2: usize = 325;
     pub const SETUID: usize = 105;
-    pub const MOVE_PAGES: usize = 279;
     pub const MEMFD_CREATE: usize = 319;
     pub const FTRUNCATE: usize = 77;
 }
@@ -150,12 +154,16 @@ pub mod nr {
     pub const SET_ROBUST_LIST: usize = 99;
     pub const PRLIMIT64: usize = 261;
     pub const MLOCK: usize = 228;
+    pub const MBIND: usize = 235;
+    pub const GET_MEMPOLICY: usize = 236;
+    pub const SET_MEMPOLICY: usize = 237;
+    pub const MIGRATE_PAGES: usize = 238;
+    pub const MOVE_PAGES: usize = 239;
     pub const MUNLOCK: usize = 229;
     pub const MLOCKALL: usize = 230;
     pub const MUNLOCKALL: usize = 231;
     pub const MLOCK2: usize = 284;
     pub const SETUID: usize = 146;
-    pub const MOVE_PAGES: usize = 239;
     pub const MEMFD_CREATE: usize = 279;
     pub const FTRUNCATE: usize = 46;
 }

@@ -26,6 +26,8 @@ mod errnos;
 mod folios;
 #[path = "mthp-tests/linux_answers.rs"]
 mod linux_answers;
+#[path = "mthp-tests/migrate.rs"]
+mod migrate;
 #[path = "mthp-tests/mlock.rs"]
 mod mlock;
 #[path = "mthp-tests/procfs.rs"]
@@ -103,6 +105,9 @@ static TESTS: &[Test] = tests![
     syscalls::signals_to_self,
     linux_answers::huge_zero_page_not_anon_huge,
     linux_answers::root_opens_pseudo_files_as_linux,
+    migrate::move_pages_reports_status,
+    migrate::move_pages_bad_input,
+    migrate::move_pages_keeps_folios_whole,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,

@@ -1,0 +1,190 @@
+//! `move_pages(2)` on large folios (Linux's `do_pages_stat` and
+//! `do_pages_move`, notes §5.3): each address names the folio mapped
+//! there, and a folio moves whole, at its order, to a frame of the target
+//! node (`AllocFlags::THISNODE`, as Linux's `alloc_migration_target` for
+//! system calls), through [`super::migrate::migrate_pages`].
+//!
+//! # Batches, and Linux's quirks kept
+//! Consecutive addresses asking for the same node are queued and migrated
+//! together; the batch is flushed when the node changes, when an address
+//! cannot be queued (its status is known at once), and at the end.  A
+//! folio is queued once: a second address inside a folio already queued
+//! reads `-EBUSY` (Linux fails to isolate an isolated folio) and flushes
+//! the batch, so a 64K folio named by all 16 of its pages reads
+//! `[node, -EBUSY, node, node, …]`, exactly as on Linux 6.12 (trap 11).
+//! After a flush every queued address reads the target node, moved or
+//! not; folios that could not be moved are counted in the positive return
+//! value instead (with the addresses not yet looked at), as Linux.
+//!
+//! # Status of one address
+//! No VMA, or the zero page: `-EFAULT`; nothing present (never touched,
+//! or swapped out): `-ENOENT`; a folio maybe mapped by another process
+//! without `MPOL_MF_MOVE_ALL`: `-EACCES` (Linux 6.12's estimate, the first
+//! page's mapcount, see `report::page_mapcount`); already on the node: the
+//! node.
+//!
+//! The caller copies the user arrays in and out (it may hold nothing
+//! while it does: copies fault) and calls this per chunk; a chunk's end
+//! flushes the batch, the one place where this differs from Linux (a
+//! folio named across a chunk boundary is not reported `-EBUSY`).
+
+use alloc::vec::Vec;
+
+use crate::abi::errno::Errno;
+use crate::addr::{PAGE_SIZE, align_down};
+use crate::paging::{Entry, PagingArch, level_size};
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::FolioRef;
+
+use super::Mm;
+use super::migrate::{MigrateReason, migrate_pages};
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// The anonymous folio mapped at `addr`, referenced, or the
+    /// `move_pages` status errno of the address (module docs).  Takes the
+    /// mmap lock for reading and the page-table lock, one after the other,
+    /// and drops both.
+    pub(crate) fn follow_folio(&self, addr: u64) -> Result<FolioRef<'a>, Errno> {
+        let vmas = self.vmas();
+        if vmas.find(addr).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        let pt = self.lock_pt();
+        let w = pt.lookup(addr);
+        let Entry::Leaf(l) = w.entry else {
+            return Err(Errno::ENOENT);
+        };
+        let size = level_size(w.level);
+        let pfn = l.pfn + ((addr - align_down(addr, size)) / PAGE_SIZE);
+        let ctx = self.ctx;
+        if ctx.is_zero_pfn(pfn) {
+            return Err(Errno::EFAULT);
+        }
+        match ctx.folio(pfn) {
+            Some(f) if f.is_anon() => Ok(f.get_ref()),
+            _ => Err(Errno::EFAULT),
+        }
+    }
+
+    /// `move_pages` with no nodes: where each address of `pages` is (a
+    /// node, or a negative errno: module docs), into `status`.
+    pub fn pages_node(&self, pages: &[u64], status: &mut [i32]) {
+        for (s, &addr) in status.iter_mut().zip(pages) {
+            *s = match self.follow_folio(addr) {
+                Ok(f) => self.ctx.buddy.node_of_pfn(f.pfn()) as i32,
+                Err(e) => -(e as i32),
+            };
+        }
+    }
+}
+
+/// `move_pages` with nodes over one chunk: moves the folio at each
+/// `pages[i]` of `mms[0]` (the target process) to node `nodes[i]`,
+/// writing each address's status (module docs).  `mms` are the spaces
+/// that may map the folios: the target alone, or with `move_all` every
+/// live one (a shared folio is then moved in all of them).
+/// `has_memory(node)` says whether a node id names a node with memory.
+///
+/// As Linux's `do_pages_move`: `Ok(0)` when the whole chunk was done;
+/// when a flush leaves folios unmoved, the call stops there and returns
+/// `Ok(folios not moved + entries of the chunk not yet looked at)` (the
+/// caller adds the entries after the chunk), the batch's statuses left
+/// unwritten; an invalid node is `Err(ENODEV)` after the batch before it
+/// is flushed (its statuses written).
+pub fn move_pages<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    pages: &[u64],
+    nodes: &[i32],
+    status: &mut [i32],
+    move_all: bool,
+    has_memory: impl Fn(i32) -> bool,
+) -> Result<u64, Errno> {
+    let Some(target) = mms.first() else {
+        return Err(Errno::ESRCH);
+    };
+    let ctx = target.ctx;
+    let n = pages.len().min(nodes.len()).min(status.len());
+    let mut batch = Batch::default();
+    for i in 0..n {
+        let (addr, node) = (pages[i], nodes[i]);
+        if !has_memory(node) {
+            batch.flush(mms, status);
+            return Err(Errno::ENODEV);
+        }
+        if batch.node.is_some_and(|b| b != node) {
+            // Entry `i` is not looked at yet: it counts as left over.
+            let failed = batch.flush(mms, status);
+            if failed > 0 {
+                return Ok(failed + (n - i) as u64);
+            }
+        }
+        batch.node = Some(node);
+        status[i] = match target.follow_folio(addr) {
+            Err(e) => -(e as i32),
+            Ok(f) if ctx.buddy.node_of_pfn(f.pfn()) as i32 == node => node,
+            Ok(f) if !move_all && super::report::page_mapcount(&f, 0) > 1 => {
+                -(Errno::EACCES as i32)
+            }
+            Ok(f) if batch.has(&f) => -(Errno::EBUSY as i32),
+            Ok(f) => {
+                batch.queue(i, f);
+                continue;
+            }
+        };
+        // Entry `i` has its status: the batch goes now.
+        let failed = batch.flush(mms, status);
+        if failed > 0 {
+            return Ok(failed + (n - i - 1) as u64);
+        }
+    }
+    Ok(batch.flush(mms, status))
+}
+
+/// The folios queued for one node, with the status slots they answer.
+#[derive(Default)]
+struct Batch<'a> {
+    node: Option<i32>,
+    folios: Vec<FolioRef<'a>>,
+    slots: Vec<usize>,
+}
+
+impl<'a> Batch<'a> {
+    fn has(&self, f: &FolioRef<'a>) -> bool {
+        self.folios.iter().any(|q| q.pfn() == f.pfn())
+    }
+
+    fn queue(&mut self, slot: usize, f: FolioRef<'a>) {
+        self.folios.push(f);
+        self.slots.push(slot);
+    }
+
+    /// Migrates the queued folios to the batch's node; when all moved,
+    /// every queued slot reads the node (Linux's `store_status` over the
+    /// batch).  Returns the folios not moved; the batch is empty
+    /// afterwards and keeps no node.
+    fn flush<A: PagingArch>(&mut self, mms: &[&Mm<'a, A>], status: &mut [i32]) -> u64 {
+        let node = self.node.take();
+        if self.folios.is_empty() {
+            return 0;
+        }
+        let node = node.expect("a queued folio has a node");
+        let ctx = mms[0].ctx;
+        let alloc = |order: u32| {
+            ctx.buddy
+                .alloc_node(
+                    node as usize,
+                    order,
+                    AllocFlags::USER | AllocFlags::THISNODE,
+                )
+                .ok()
+        };
+        let folios = core::mem::take(&mut self.folios);
+        let (_, failed) = migrate_pages(mms, folios, alloc, MigrateReason::Syscall);
+        for s in self.slots.drain(..) {
+            if failed == 0 {
+                status[s] = node;
+            }
+        }
+        failed
+    }
+}
