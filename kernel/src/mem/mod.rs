@@ -16,6 +16,7 @@ pub mod khugepaged;
 pub mod kmap;
 pub mod kswapd;
 pub mod memory;
+pub mod mempolicy;
 pub mod migrate;
 pub mod mmglue;
 pub mod physmem;

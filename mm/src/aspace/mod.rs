@@ -83,6 +83,7 @@ mod fault;
 mod fork;
 pub mod khugepaged;
 pub mod lru;
+pub mod mempolicy;
 pub mod migrate;
 mod mlock;
 pub mod move_pages;
@@ -231,6 +232,10 @@ pub struct Mm<'a, A: PagingArch> {
     /// khugepaged skips the space, `MADV_COLLAPSE` fails with EINVAL and
     /// smaps says `THPeligible: 0`.  Inherited by fork.
     thp_disabled: AtomicBool,
+    /// The task memory policy (`set_mempolicy`), packed
+    /// (`Mempolicy::pack`; 0 = default) so the fault path reads it with
+    /// one load.  One per address space: Linux keeps it per thread.
+    task_policy: AtomicU64,
 }
 
 /// The rights a PTE gets in a VMA with `flags` (write still withheld from
@@ -296,6 +301,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
+            task_policy: AtomicU64::new(0),
         })
     }
 
@@ -910,6 +916,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             child.register_khugepaged();
         }
         child.set_thp_disabled(self.thp_disabled());
+        child.set_task_policy(self.task_policy());
         Ok(child)
     }
 

@@ -321,6 +321,13 @@ impl<'a> BuddyAllocator<'a> {
         &self.zones[self.nodes.node_of_pfn(pfn)]
     }
 
+    /// The node of the CPU running this (a hint: the caller may migrate
+    /// right after, as Linux's `numa_node_id()`).
+    #[inline]
+    pub fn local_node(&self) -> usize {
+        self.nodes.cpu_node(self.cpu.ops.cpu_id())
+    }
+
     /// The node of the frame `pfn`.
     #[inline]
     pub fn node_of_pfn(&self, pfn: u64) -> usize {

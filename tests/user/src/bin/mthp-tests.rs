@@ -108,6 +108,8 @@ static TESTS: &[Test] = tests![
     migrate::move_pages_reports_status,
     migrate::move_pages_bad_input,
     migrate::move_pages_keeps_folios_whole,
+    migrate::mempolicy_answers,
+    migrate::mempolicy_interleave_and_strict,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,
