@@ -218,7 +218,10 @@ fn numa(fdt: &Fdt, cpus: &crate::smp::DtCpus) -> Option<NodeMap> {
             let start = r.starting_address as u64;
             let size = r.size.unwrap_or(0) as u64;
             if nr_mem == MAX_NODE_RANGES {
-                kprintln!("arch: more than {} NUMA memory ranges: NUMA off", MAX_NODE_RANGES);
+                kprintln!(
+                    "arch: more than {} NUMA memory ranges: NUMA off",
+                    MAX_NODE_RANGES
+                );
                 return None;
             }
             mems[nr_mem] = (start, start + size, id);
@@ -229,7 +232,11 @@ fn numa(fdt: &Fdt, cpus: &crate::smp::DtCpus) -> Option<NodeMap> {
     let cpu_nodes = &cpus.numa_node[..cpus.n];
     let max_node = cpu_nodes.iter().flatten().fold(max_node, |m, &n| m.max(n));
     if max_node as usize >= MAX_NUMNODES {
-        kprintln!("arch: NUMA node {} beyond {}: NUMA off", max_node, MAX_NUMNODES);
+        kprintln!(
+            "arch: NUMA node {} beyond {}: NUMA off",
+            max_node,
+            MAX_NUMNODES
+        );
         return None;
     }
     let mut map = NodeMap::new(max_node as usize + 1).ok()?;
@@ -242,7 +249,8 @@ fn numa(fdt: &Fdt, cpus: &crate::smp::DtCpus) -> Option<NodeMap> {
     let boot = crate::smp::mpidr_aff();
     for (i, n) in cpu_nodes.iter().enumerate() {
         if let Some(n) = n
-            && let Some(cpu) = arch_common::smp::logical_id(boot, &cpus.mpidr[..cpus.n], cpus.mpidr[i])
+            && let Some(cpu) =
+                arch_common::smp::logical_id(boot, &cpus.mpidr[..cpus.n], cpus.mpidr[i])
         {
             let _ = map.set_cpu_node(cpu, *n as usize);
         }
@@ -256,7 +264,11 @@ fn numa(fdt: &Fdt, cpus: &crate::smp::DtCpus) -> Option<NodeMap> {
         let mut d = [0u8; MAX_NUMNODES * MAX_NUMNODES];
         for a in 0..nr {
             for b in 0..nr {
-                d[a * nr + b] = if a == b { LOCAL_DISTANCE } else { REMOTE_DISTANCE };
+                d[a * nr + b] = if a == b {
+                    LOCAL_DISTANCE
+                } else {
+                    REMOTE_DISTANCE
+                };
             }
         }
         let cell = |i: usize| {

@@ -102,7 +102,10 @@ impl DtCpus {
             };
             if l.n < MAX_CPUS {
                 l.mpidr[l.n] = id & MPIDR_AFF_MASK;
-                l.numa_node[l.n] = c.property("numa-node-id").and_then(|p| p.as_usize()).map(|v| v as u32);
+                l.numa_node[l.n] = c
+                    .property("numa-node-id")
+                    .and_then(|p| p.as_usize())
+                    .map(|v| v as u32);
                 l.n += 1;
             } else {
                 l.dropped += 1;

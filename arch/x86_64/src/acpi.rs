@@ -222,7 +222,10 @@ pub unsafe fn numa(rsdp_hint: u64, cpus: &CpuList, bsp_apic_id: u32) -> Option<N
         off += elen;
     }
     if too_many {
-        kprint!("x86_64: the SRAT has more than {} proximity domains: NUMA off\n", MAX_NUMNODES);
+        kprint!(
+            "x86_64: the SRAT has more than {} proximity domains: NUMA off\n",
+            MAX_NUMNODES
+        );
         return None;
     }
     if nr == 0 {
@@ -231,7 +234,12 @@ pub unsafe fn numa(rsdp_hint: u64, cpus: &CpuList, bsp_apic_id: u32) -> Option<N
     let mut map = NodeMap::new(nr).ok()?;
     for &(s, e, n) in &mem[..nr_mem] {
         if let Err(err) = map.add_mem(s, e, n) {
-            kprint!("x86_64: SRAT memory {:#x}-{:#x}: {:?}: NUMA off\n", s, e, err);
+            kprint!(
+                "x86_64: SRAT memory {:#x}-{:#x}: {:?}: NUMA off\n",
+                s,
+                e,
+                err
+            );
             return None;
         }
     }

@@ -27,6 +27,8 @@ pub mod khugepaged;
 #[cfg(feature = "selftest")]
 pub mod memtest;
 #[cfg(feature = "selftest")]
+pub mod numa;
+#[cfg(feature = "selftest")]
 mod runner;
 #[cfg(feature = "selftest")]
 mod smpstorm;
