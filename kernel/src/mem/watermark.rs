@@ -32,8 +32,19 @@ fn free_buffer_pages() -> u64 {
 
 /// `setup_per_zone_wmarks`: the watermarks from the current sysctls.
 pub fn setup_per_zone_wmarks() {
-    let w = VM_SYSCTL.watermarks(managed());
-    buddy().set_watermarks(w.min, w.low, w.high);
+    let b = buddy();
+    let managed = node_managed();
+    for (n, w) in VM_SYSCTL.node_watermarks(&managed).enumerate() {
+        b.set_node_watermarks(n, w.min, w.low, w.high);
+    }
+}
+
+/// Managed pages of each node's zone.
+fn node_managed() -> alloc::vec::Vec<u64> {
+    let b = buddy();
+    (0..b.nodes().nr_nodes())
+        .map(|n| b.node_managed(n).0)
+        .collect()
 }
 
 /// Whether the anonymous PMD size is enabled (6.12's
@@ -120,8 +131,8 @@ pub fn zoneinfo() -> String {
     let b = buddy();
     let mm = b.memmap();
     let nodes = b.nodes();
-    let w = VM_SYSCTL.watermarks(managed());
-    let total_managed = managed().max(1);
+    let managed = node_managed();
+    let wm: alloc::vec::Vec<_> = VM_SYSCTL.node_watermarks(&managed).collect();
     let lru = crate::mem::uspace::ctx().lru_counts();
     let mut s = String::new();
     for n in 0..nodes.nr_nodes() {
@@ -158,10 +169,10 @@ pub fn zoneinfo() -> String {
         let rows: [(&str, u64); 10] = [
             ("pages free", free),
             ("boost", 0),
-            ("min", b.node_watermark(n, Wmark::Min)),
-            ("low", b.node_watermark(n, Wmark::Low)),
-            ("high", b.node_watermark(n, Wmark::High)),
-            ("promo", w.promo * node_managed / total_managed),
+            ("min", wm[n].min),
+            ("low", wm[n].low),
+            ("high", wm[n].high),
+            ("promo", wm[n].promo),
             ("spanned", spanned),
             ("present", present),
             ("managed", node_managed),

@@ -262,37 +262,27 @@ pub enum Wmark {
 }
 
 impl<'a> BuddyAllocator<'a> {
-    /// Sets the watermarks (pages, for all of memory), Linux's
+    /// Sets the watermarks (pages) of node 0's zone, Linux's
     /// `min`/`low`/`high`: user (movable) allocations fail rather than
     /// take a zone below its `min` (they try the next node first; the
     /// fault path then reclaims directly, or kills); an allocation that
     /// finds its zone below `low` wakes kswapd, which reclaims until
     /// `high`.  Kernel allocations (page tables, stacks, the heap) may use
-    /// the reserve below `min`.  Each mark is split among the zones in
-    /// proportion to their managed pages, as Linux splits
-    /// `min_free_kbytes`.  Only a zone's free lists count, checked when a
-    /// per-CPU cache refills (once a batch), so the allocation fast path
-    /// pays nothing.
+    /// the reserve below `min`.  Only a zone's free lists count, checked
+    /// when a per-CPU cache refills (once a batch), so the allocation fast
+    /// path pays nothing.  With several nodes, set each zone's with
+    /// [`Self::set_node_watermarks`] (the kernel computes them as Linux,
+    /// `watermark::node_zone_watermarks`).
     pub fn set_watermarks(&self, min: u64, low: u64, high: u64) {
-        let n = self.nodes.nr_nodes();
-        let managed: [u64; MAX_NUMNODES] = core::array::from_fn(|i| {
-            if i < n {
-                let _irq = self.cpu.irq_guard();
-                self.zones[i].lock().managed
-            } else {
-                0
-            }
-        });
-        let total: u64 = managed.iter().sum();
-        for (nid, wm) in self.wmark.iter().enumerate().take(n) {
-            for (k, v) in [min, low, high].into_iter().enumerate() {
-                let share = if n == 1 || total == 0 {
-                    if nid == 0 { v } else { 0 }
-                } else {
-                    (u128::from(v) * u128::from(managed[nid]) / u128::from(total)) as u64
-                };
-                wm[k].store(share, Relaxed);
-            }
+        self.set_node_watermarks(0, min, low, high);
+    }
+
+    /// Sets node `nid`'s zone's watermarks (see [`Self::set_watermarks`]).
+    pub fn set_node_watermarks(&self, nid: usize, min: u64, low: u64, high: u64) {
+        if let Some(wm) = self.wmark.get(nid) {
+            wm[0].store(min, Relaxed);
+            wm[1].store(low, Relaxed);
+            wm[2].store(high, Relaxed);
         }
     }
 

@@ -28,6 +28,8 @@ mod folios;
 mod linux_answers;
 #[path = "mthp-tests/mlock.rs"]
 mod mlock;
+#[path = "mthp-tests/numa.rs"]
+mod numa;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
 #[path = "mthp-tests/swap.rs"]
@@ -78,6 +80,7 @@ static TESTS: &[Test] = tests![
     procfs::sysfs_knob_formats,
     procfs::proc_files,
     procfs::buddyinfo_tracks_free_memory,
+    numa::numa_node_files,
     vm_sysctl::watermarks_follow_min_free_kbytes,
     folios::fault_order_4k,
     folios::fault_order_64k,
