@@ -29,13 +29,16 @@
 //! free fast path reading the pageblock's tag.
 //!
 //! # Locking and SMP
-//! `zone` (a `spin::Mutex`) protects the free lists, their counts and the
-//! descriptors of every frame in state `Free` (including their link fields).
+//! Each node's zone lock (`zones[n]`, a `spin::Mutex`) protects that
+//! zone's free lists, their counts and the descriptors of every frame of
+//! the node in state `Free` (including their link fields).
 //! Each CPU's cache (see [`crate::physmem::pcp`]) has no lock: only its own CPU
 //! touches its lists and the `Pcp`-state descriptors on them, with
 //! interrupts masked through [`CpuOps`] (also around every zone-lock hold).
-//! A CPU holding its cache may take the zone lock, never the reverse (the
-//! zone lock is a leaf: nothing is acquired while holding it).  Preparing a
+//! A CPU holding its cache may take a zone lock, never the reverse (a
+//! zone lock is a leaf: nothing is acquired while holding it, not even
+//! another zone's lock, except by `check_invariants`, which takes them all
+//! in node order).  Preparing a
 //! new folio and poisoning a freed one happen outside all locks: the block
 //! is then owned by exactly one CPU (its state is neither `Free` nor `Pcp`,
 //! so no merge can touch it).
