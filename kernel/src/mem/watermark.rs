@@ -135,7 +135,7 @@ pub fn zoneinfo() -> String {
     let wm: alloc::vec::Vec<_> = VM_SYSCTL.node_watermarks(&managed).collect();
     let lru = crate::mem::uspace::ctx().lru_counts();
     let mut s = String::new();
-    for n in 0..nodes.nr_nodes() {
+    for (n, w) in wm.iter().enumerate() {
         let single = nodes.nr_nodes() == 1;
         let (node_managed, node_reserved) = b.node_managed(n);
         let free = b.node_free(n);
@@ -169,10 +169,10 @@ pub fn zoneinfo() -> String {
         let rows: [(&str, u64); 10] = [
             ("pages free", free),
             ("boost", 0),
-            ("min", wm[n].min),
-            ("low", wm[n].low),
-            ("high", wm[n].high),
-            ("promo", wm[n].promo),
+            ("min", w.min),
+            ("low", w.low),
+            ("high", w.high),
+            ("promo", w.promo),
             ("spanned", spanned),
             ("present", present),
             ("managed", node_managed),

@@ -132,7 +132,7 @@ pub(crate) fn numa_node_files() -> TestResult {
 
     let mut seen_cpus = 0u64;
     let mut node_total = [0u64; MAX_NODES];
-    for node in 0..nodes {
+    for (node, node_total) in node_total.iter_mut().enumerate().take(nodes) {
         let n = read(&path!("{NODE}/node{node}/cpulist"), &mut buf)?;
         let Some(list) = parse_list(&buf[..n]) else {
             fail!("node{node}/cpulist {:?}", core::str::from_utf8(&buf[..n]));
@@ -192,7 +192,7 @@ pub(crate) fn numa_node_files() -> TestResult {
             (total != 0) == (has_memory & 1 << node != 0),
             "node{node}: MemTotal {total} vs has_memory {has_memory:#x}"
         );
-        node_total[node] = total;
+        *node_total = total;
 
         let n = read(&path!("{NODE}/node{node}/numastat"), &mut buf)?;
         let mut names = buf[..n]
