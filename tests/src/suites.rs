@@ -301,6 +301,21 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
 /// here was not run (TCG-only boots under KVM: reported, counted as
 /// skipped).  Names are matched as the full `module::test` path's suffix.
 const DESIGNATED_BOOT: &[(Arch, &str, &str)] = &[
+    // The NUMA tests need two nodes: the two-node boots.
+    (
+        Arch::X86_64,
+        "numa_nodes_discovered_with_sizes_and_cpus",
+        "q35",
+    ),
+    (Arch::X86_64, "numa_alloc_lands_on_the_node_asked", "q35"),
+    (Arch::X86_64, "numa_sysfs_files_read_back", "q35"),
+    (
+        Arch::Aarch64,
+        "numa_nodes_discovered_with_sizes_and_cpus",
+        "gicv3",
+    ),
+    (Arch::Aarch64, "numa_alloc_lands_on_the_node_asked", "gicv3"),
+    (Arch::Aarch64, "numa_sysfs_files_read_back", "gicv3"),
     (
         Arch::Aarch64,
         "perf_pmu_expected_events_count",

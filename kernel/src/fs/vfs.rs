@@ -9,6 +9,7 @@
 //! into the registry, with its errno.
 use super::debugfs::{SPLIT_PATH, split_huge_pages};
 use super::procfs::{PAGEMAP_SOFT_DIRTY, meminfo, read_entries, seq_text, smaps, text, vmstat};
+use crate::mem::numa;
 use crate::proc::process::{self, Process};
 use alloc::format;
 use alloc::string::String;
@@ -363,8 +364,15 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
             add(&["split_huge_pages"], DT_REG);
         }
         "/sys/devices" => add(&["system"], DT_DIR),
-        "/sys/devices/system" => add(&["cpu"], DT_DIR),
+        "/sys/devices/system" => add(&["cpu", "node"], DT_DIR),
         CPU_DIR => add(&["online", "possible", "present"], DT_REG),
+        numa::NODE_DIR => {
+            add(&numa::MASK_FILES, DT_REG);
+            for n in 0..numa::nr_nodes() {
+                v.push((format!("node{n}"), DT_DIR));
+            }
+        }
+        _ if node_dir(path).is_some() => add(&numa::NODE_FILES, DT_REG),
         crate::perf::dev::DIR => add(&["perf"], DT_REG),
         "/proc/sys" => add(&["vm"], DT_DIR),
         SYSCTL_VM_DIR => {
@@ -401,6 +409,21 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         }
     }
     Ok(v)
+}
+
+/// `/sys/devices/system/node/nodeN` (an existing node) -> N.
+fn node_dir(path: &str) -> Option<usize> {
+    let rest = path.strip_prefix(numa::NODE_DIR)?.strip_prefix('/')?;
+    numa::parse_node_dir(rest)
+}
+
+/// The text of a file under `/sys/devices/system/node`, if `path` is one.
+fn node_file(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(numa::NODE_DIR)?.strip_prefix('/')?;
+    match rest.split_once('/') {
+        None => numa::mask_file(rest),
+        Some((dir, file)) => numa::node_file(numa::parse_node_dir(dir)?, file),
+    }
 }
 
 /// `/sys/devices/system/cpu`: `online` lists the running CPUs, `possible`
@@ -476,7 +499,9 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | SYSCTL_VM_DIR
         | "/sys/devices"
         | "/sys/devices/system"
-        | CPU_DIR => return dir_ok(&path),
+        | CPU_DIR
+        | numa::NODE_DIR => return dir_ok(&path),
+        _ if node_dir(&path).is_some() => return dir_ok(&path),
         BLOCK_DIR | VDA_DIR | QUEUE_DIR if crate::block::disk().is_some() => {
             return dir_ok(&path);
         }
@@ -510,6 +535,13 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             }
             return Ok(mk(text(crate::perf::dev::read_text()), 0o100600));
         }
+        _ if node_file(&path).is_some() => {
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            let data = node_file(&path).unwrap_or_default();
+            return Ok(mk(text(data), 0o100444));
+        }
         "/proc/cmdline" => {
             let data = format!("{}\n", crate::cmdline::raw());
             return Ok(mk(text(data), 0o100444));
@@ -527,7 +559,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             let (data, mode) = match path.as_str() {
                 "/proc/meminfo" => (meminfo(), 0o100444),
                 "/proc/vmstat" => (vmstat(), 0o100444),
-                "/proc/buddyinfo" => (format!("{}\n", b.buddyinfo()), 0o100444),
+                "/proc/buddyinfo" => (b.buddyinfo_text(), 0o100444),
                 // Root-only on Linux too (it walks every pageblock).
                 _ => (b.pagetypeinfo(), 0o100400),
             };

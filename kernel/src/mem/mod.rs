@@ -7,7 +7,8 @@
 //! kernel pages (thread stacks) through `mm`'s engine; `uspace.rs` keeps the
 //! registry of user address spaces and resolves MMU faults through `mm`;
 //! `khugepaged.rs` is the kernel thread that runs `mm`'s collapse scans;
-//! `shootdown.rs` and `xcall.rs` reach the other CPUs (TLB flushes, calls).
+//! `shootdown.rs` and `xcall.rs` reach the other CPUs (TLB flushes, calls);
+//! `numa.rs` writes the NUMA node files of `/sys/devices/system/node`.
 //! (Named `mem`, not `mm`, so it never shadows the `mm` crate.)  The policy
 //! itself stays in `mm`; what needs threads, interrupts or devices comes
 //! here: the reclaim and compaction threads (kswapd, kcompactd), the swap
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod mempolicy;
 pub mod migrate;
 pub mod mmglue;
+pub mod numa;
 pub mod physmem;
 pub mod shootdown;
 pub mod swap;

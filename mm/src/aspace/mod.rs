@@ -59,7 +59,8 @@
 //!    dropped under them.  Taken with interrupts masked, from the fault
 //!    path (under a page-table lock), the free path (anywhere a last
 //!    reference drops) and split (under the page-table locks).
-//! 6. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
+//! 6. **buddy zone locks** (one per NUMA node, never two held; and the
+//!    per-CPU caches) — a leaf; the huge-zero
 //!    and identifier locks in `MmCtx` sit just above it, and khugepaged's
 //!    registry lock (in `MmCtx`) is a leaf too.
 //!

@@ -102,6 +102,34 @@ pub fn zone_watermarks(min_free_kbytes: u64, managed: u64, scale_factor: u64) ->
     }
 }
 
+/// `__setup_per_zone_wmarks` over one lowmem zone per NUMA node, whose
+/// managed pages are `managed`: each zone's `min` is its share of
+/// `min_free_kbytes` in proportion to its managed pages (rounded down, as
+/// Linux), and its gap is a quarter of that or `scale_factor`/10000 of
+/// the zone itself.  With one zone this is [`zone_watermarks`].
+pub fn node_zone_watermarks(
+    min_free_kbytes: u64,
+    managed: &[u64],
+    scale_factor: u64,
+) -> impl Iterator<Item = Watermarks> + '_ {
+    let pages_min = min_free_kbytes / 4;
+    let total: u64 = managed.iter().sum();
+    managed.iter().map(move |&m| {
+        let min = if total == 0 {
+            0
+        } else {
+            (u128::from(pages_min) * u128::from(m) / u128::from(total)) as u64
+        };
+        let gap = (min / 4).max(m.saturating_mul(scale_factor) / 10_000);
+        Watermarks {
+            min,
+            low: min + gap,
+            high: min + 2 * gap,
+            promo: min + 3 * gap,
+        }
+    })
+}
+
 /// The `vm.*` sysctls this kernel has, each with its range as Linux's
 /// `proc_dointvec_minmax` enforces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,6 +279,15 @@ impl VmSysctl {
     }
 
     /// The zone's watermarks for `managed` pages from the current values.
+    /// [`node_zone_watermarks`] with the current sysctls.
+    pub fn node_watermarks<'a>(&self, managed: &'a [u64]) -> impl Iterator<Item = Watermarks> + 'a {
+        node_zone_watermarks(
+            self.min_free_kbytes(),
+            managed,
+            self.watermark_scale_factor(),
+        )
+    }
+
     pub fn watermarks(&self, managed: u64) -> Watermarks {
         zone_watermarks(
             self.min_free_kbytes(),

@@ -30,6 +30,8 @@ mod linux_answers;
 mod migrate;
 #[path = "mthp-tests/mlock.rs"]
 mod mlock;
+#[path = "mthp-tests/numa.rs"]
+mod numa;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
 #[path = "mthp-tests/swap.rs"]
@@ -80,6 +82,7 @@ static TESTS: &[Test] = tests![
     procfs::sysfs_knob_formats,
     procfs::proc_files,
     procfs::buddyinfo_tracks_free_memory,
+    numa::numa_node_files,
     vm_sysctl::watermarks_follow_min_free_kbytes,
     folios::fault_order_4k,
     folios::fault_order_64k,
