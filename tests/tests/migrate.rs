@@ -14,7 +14,7 @@ use mm::aspace::migrate::{
     FolioMigrator, MigrateError, MigrateHooks, MigrateMode, MigrateReason, MmMigrator,
     migrate_folio, migrate_folio_hooked, migrate_pages,
 };
-use mm::paging::{Entry, PTE_LEVEL, PagingArch};
+use mm::paging::{Entry, PMD_LEVEL, PTE_LEVEL, PagingArch};
 use mm::physmem::buddy::AllocFlags;
 use mm::physmem::folio::Folio;
 use mm::physmem::frame_flags::PageFlags;
@@ -30,7 +30,11 @@ fn dst<'a, A: PagingArch>(env: &Env<'a, A>, order: u32) -> Folio<'a> {
 
 /// Migrates the folio mapped at `va` in `mms[0]`; returns (old head pfn,
 /// new folio).
-fn migrate_at<'a, A: PagingArch>(env: &Env<'a, A>, mms: &[&Mm<'a, A>], va: u64) -> (u64, Folio<'a>) {
+fn migrate_at<'a, A: PagingArch>(
+    env: &Env<'a, A>,
+    mms: &[&Mm<'a, A>],
+    va: u64,
+) -> (u64, Folio<'a>) {
     let f = env.folio_at(mms[0], va).unwrap();
     let old = f.pfn();
     let d = dst(env, f.order());
@@ -64,14 +68,24 @@ fn orders_move_whole<A: PagingArch>() {
             assert_eq!(env.buddy.stats().free, free0, "source freed");
             assert!(new.is_anon() && new.test(PageFlags::LRU));
             let l = env.leaf(&mm, at + f.size() - K4).unwrap();
-            assert_eq!(l.level, PTE_LEVEL);
-            assert_eq!(l.pfn, new.pfn() + f.nr_pages() - 1);
+            if order == 9 {
+                assert_eq!(l.level, PMD_LEVEL, "PMD stays PMD");
+                assert_eq!(l.pfn, new.pfn());
+                assert_eq!(mm.thpmaps().total().anon_huge_bytes, len);
+            } else {
+                assert_eq!(l.level, PTE_LEVEL);
+                assert_eq!(l.pfn, new.pfn() + f.nr_pages() - 1);
+            }
             assert!(l.attrs.perms.write, "exclusive pages stay writable");
-            if has_cont::<A>() && order >= 4 {
+            if has_cont::<A>() && (4..9).contains(&order) {
                 assert!(l.cont, "contpte block folded again");
             }
             env.check_pages(&mm, VA, len, 0x1234);
-            assert_eq!(env.event(VmEvent::PgMigrateSuccess), 0, "counted by the driver");
+            assert_eq!(
+                env.event(VmEvent::PgMigrateSuccess),
+                0,
+                "counted by the driver"
+            );
             env.check(&[&mm]);
             // The batch driver counts as Linux: pages, and PMD-size apart.
             let g = env.folio_at(&mm, VA).unwrap();
@@ -188,6 +202,52 @@ fn copy_failure_rolls_back<A: PagingArch>() {
     });
 }
 
+/// A PMD-mapped THP shared by fork comes back PMD-mapped in both spaces,
+/// read-only; a failed copy puts the PMDs back on the source.
+fn pmd_fork_and_rollback<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(9);
+        let parent = env.mm();
+        parent.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, VA, M2, 37);
+        let child = parent.fork().unwrap();
+        let f = env.folio_at(&parent, VA).unwrap();
+        let d = dst(env, 9);
+        let r = migrate_folio_hooked(
+            &[&parent, &child],
+            &f.get_ref(),
+            d,
+            MigrateMode::Sync,
+            &FailCopy,
+        );
+        assert_eq!(r, Err(MigrateError::CopyFailed));
+        d.put();
+        for mm in [&parent, &child] {
+            let l = env.leaf(mm, VA).unwrap();
+            assert_eq!(
+                (l.level, l.pfn),
+                (PMD_LEVEL, f.pfn()),
+                "PMD back on the source"
+            );
+        }
+        env.check(&[&parent, &child]);
+        let (_, new) = migrate_at(env, &[&parent, &child], VA);
+        assert_eq!(new.entire_mapcount(), 2);
+        for mm in [&parent, &child] {
+            let l = env.leaf(mm, VA + 5 * K4).unwrap();
+            assert_eq!((l.level, l.pfn), (PMD_LEVEL, new.pfn()));
+            assert!(!l.attrs.perms.write, "shared: read-only");
+        }
+        env.check(&[&parent, &child]);
+        env.write_u64(&child, VA + 7 * K4, 5);
+        env.check_pages(&parent, VA, M2, 37);
+        assert_eq!(env.read_u64(&child, VA + 7 * K4), 5);
+        env.check(&[&parent, &child]);
+        drop(child);
+        parent.munmap(VA, M2).unwrap();
+    });
+}
+
 /// Faults on the migration entries from another thread while the source
 /// is unmapped.
 struct FaultWhileUnmapped<'f> {
@@ -261,8 +321,14 @@ fn zap_during_migration<A: PagingArch>() {
         let f = env.folio_at(&mm, VA).unwrap();
         let d = dst(env, 4);
         let free0 = env.buddy.stats().free;
-        migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &ZapWhileUnmapped { mm: &mm })
-            .unwrap();
+        migrate_folio_hooked(
+            &[&mm],
+            &f.get_ref(),
+            d,
+            MigrateMode::Sync,
+            &ZapWhileUnmapped { mm: &mm },
+        )
+        .unwrap();
         assert_eq!(env.buddy.stats().free, free0 + 16, "source freed");
         assert_eq!(d.large_mapcount(), 12);
         assert_eq!(mm.anon_rss(), 12);
@@ -280,9 +346,13 @@ struct MoveWhileUnmapped<'m, 'a, A: PagingArch> {
 impl<A: PagingArch> MigrateHooks for MoveWhileUnmapped<'_, '_, A> {
     fn after_unmap(&self) {
         let to = VA + 64 * M2;
-        let r = self
-            .mm
-            .mremap(VA + 8 * K4, 8 * K4, 8 * K4, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+        let r = self.mm.mremap(
+            VA + 8 * K4,
+            8 * K4,
+            8 * K4,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            to,
+        );
         assert_eq!(r, Ok(to));
     }
 }
@@ -296,8 +366,14 @@ fn mremap_during_migration<A: PagingArch>() {
         let f = env.folio_at(&mm, VA).unwrap();
         let d = dst(env, 4);
         let fr = f.get_ref();
-        migrate_folio_hooked(&[&mm], &fr, d, MigrateMode::Sync, &MoveWhileUnmapped { mm: &mm })
-            .unwrap();
+        migrate_folio_hooked(
+            &[&mm],
+            &fr,
+            d,
+            MigrateMode::Sync,
+            &MoveWhileUnmapped { mm: &mm },
+        )
+        .unwrap();
         drop(fr);
         let to = VA + 64 * M2;
         assert_eq!(mm.migents(), 8, "moved entries left for their faults");
@@ -344,12 +420,17 @@ fn no_destination_splits<A: PagingArch>() {
         env.fill_pages(&mm, VA, M2, 29);
         let f = env.folio_at(&mm, VA).unwrap();
         let only_4k = |o: u32| (o == 0).then(|| env.buddy.alloc(0, AllocFlags::USER).ok())?;
-        let (ok, failed) =
-            migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::NumaMisplaced);
+        let (ok, failed) = migrate_pages(
+            &[&mm],
+            vec![f.get_ref()],
+            only_4k,
+            MigrateReason::NumaMisplaced,
+        );
         assert_eq!((ok, failed), (0, 1));
         assert_eq!(env.folio_at(&mm, VA).unwrap(), f, "not split");
         assert_eq!(env.event(VmEvent::ThpMigrationFail), 1);
-        let (ok, failed) = migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);
+        let (ok, failed) =
+            migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);
         assert_eq!((ok, failed), (512, 1));
         assert_eq!(env.event(VmEvent::ThpMigrationSplit), 1);
         assert_eq!(env.event(VmEvent::PgMigrateSuccess), 512);
@@ -395,6 +476,7 @@ both_formats!(
     fork_shared_both_remapped,
     rights_restored,
     copy_failure_rolls_back,
+    pmd_fork_and_rollback,
     fault_waits_for_migration,
     zap_during_migration,
     mremap_during_migration,

@@ -247,12 +247,13 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     // Unmap everywhere into migration entries.
     let mut mappers: Vec<&Mm<'a, A>> = Vec::new();
     let mut saved: Vec<SavedPte> = Vec::new();
+    let mut pmd: Vec<bool> = Vec::new();
     if f.is_mapped() {
         let mut walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
         if f.extra_refs() != expected {
             return Err(MigrateError::Again);
         }
-        saved = try_to_migrate(&mut walk, f);
+        (saved, pmd) = try_to_migrate(&mut walk, f);
         mappers = walk.mappers.clone();
     } else if f.extra_refs() != expected {
         return Err(MigrateError::Again);
@@ -261,14 +262,14 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     // Copy with no page-table lock held.
     if hooks.fail_copy() {
         let mut walk = relock(&mappers, va);
-        remove_migration_ptes(&mut walk, &saved, f, f);
+        remove_migration_ptes(&mut walk, &saved, &pmd, f, f);
         drop(walk);
         return Err(MigrateError::CopyFailed);
     }
     ctx.mem.copy(dst.pa(), f.pa(), f.size());
     move_folio_state(ctx, f, dst);
     let mut walk = relock(&mappers, va);
-    let restored = remove_migration_ptes(&mut walk, &saved, f, dst);
+    let restored = remove_migration_ptes(&mut walk, &saved, &pmd, f, dst);
     drop(walk);
     if restored > 0 {
         ctx.thp.stats.inc(dst.order(), crate::thp::MthpStat::NrAnon);
@@ -285,7 +286,9 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
         ctx.deferred_split_folio(f);
     }
     let d = dst.large_mapcount();
-    if d > 0 && f.order() >= 2 && (d as u64) < dst.nr_pages() && dst.entire_mapcount() == 0 {
+    if d == 0 {
+        ctx.deferred_split_remove(dst);
+    } else if f.order() >= 2 && (d as u64) < dst.nr_pages() && dst.entire_mapcount() == 0 {
         ctx.deferred_split_folio(dst);
     }
     drop(dlock);
@@ -308,8 +311,8 @@ fn relock<'m, 'a, A: PagingArch>(mappers: &[&'m Mm<'a, A>], va: u64) -> RmapWalk
 
 /// Step 3's state move from `src` to `dst` (both locked, `src` unmapped).
 fn move_folio_state<'a>(ctx: &super::MmCtx<'a>, src: Folio<'a>, dst: Folio<'a>) {
-    let carried =
-        src.flags() & (PageFlags::DIRTY | PageFlags::REFERENCED | PageFlags::LAZYFREE | PageFlags::UPTODATE);
+    let carried = src.flags()
+        & (PageFlags::DIRTY | PageFlags::REFERENCED | PageFlags::LAZYFREE | PageFlags::UPTODATE);
     dst.set_flags(carried);
     dst.set_owner_raw(src.owner_raw());
     dst.set_flags(PageFlags::ANON);
@@ -451,7 +454,9 @@ fn free_unused(dst: Folio<'_>) {
 
 /// A destination allocator for [`migrate_pages`] from the context's buddy
 /// allocator (movable user memory, no reclaim).
-pub fn alloc_from_buddy<'a>(ctx: &'a super::MmCtx<'a>) -> impl FnMut(u32) -> Option<Folio<'a>> + 'a {
+pub fn alloc_from_buddy<'a>(
+    ctx: &'a super::MmCtx<'a>,
+) -> impl FnMut(u32) -> Option<Folio<'a>> + 'a {
     move |order| ctx.buddy.alloc(order, AllocFlags::USER).ok()
 }
 
@@ -521,12 +526,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// holding the mmap lock for writing: the remap keeps the rights an
     /// entry recorded, so they must not change under a migration).  One an
     /// ended migration left behind is mapped back onto its page.
-    pub(crate) fn wait_migration_entries(
-        &self,
-        vmas: &crate::vma::VmaSet,
-        start: u64,
-        end: u64,
-    ) {
+    pub(crate) fn wait_migration_entries(&self, vmas: &crate::vma::VmaSet, start: u64, end: u64) {
         use crate::paging::{Entry, Step};
         while self.migents() > 0 {
             let found = {
