@@ -15,9 +15,9 @@
 //!    about to map it).  Every PTE mapping becomes a migration entry
 //!    (`rmap::try_to_migrate`: `WRITE`, `READ_EXCLUSIVE` or `READ`, the
 //!    anon-exclusive bit moving into the entry).  A PMD mapping is split
-//!    into PTEs first, the folio staying whole (so a PMD-mapped THP comes
-//!    back PTE-mapped: no PMD migration entries yet, see
-//!    docs/linux-differences.md).
+//!    into a PTE table of 512 migration entries (its deposit), which the
+//!    remap turns back into the PMD leaf (see docs/linux-differences.md:
+//!    Linux writes one PMD migration entry instead).
 //! 3. The page-table locks are dropped and the data copied: nobody can
 //!    reach the folio meanwhile (a fault on a migration entry sleeps on
 //!    the source's folio lock).  Then the folio state moves: `DIRTY`,
@@ -28,31 +28,35 @@
 //!    inactive); the source, freed when the caller drops its reference,
 //!    leaves it then.
 //! 4. The locks are taken again and every migration entry still in place
-//!    becomes a leaf on the destination's page (`rmap::remove_migration_ptes`)
-//!    with the rights the entry records, the attributes and young/dirty
-//!    bits the PTE had; `set_ptes` folds arm64 contiguous blocks again.
-//!    The entry's reference and mapcount move to the destination.
+//!    becomes a leaf on the destination's page
+//!    (`rmap::remove_migration_ptes`) with the rights the entry records
+//!    and the attributes and young/dirty bits the PTE had; `set_ptes`
+//!    folds arm64 contiguous blocks again, and a space that had a PMD
+//!    mapping gets it back when its 512 entries are all still there.  The
+//!    entries' references and mapcounts move to the destination.
 //! 5. A failure after the unmap (the copy) restores the entries onto the
 //!    source instead, data untouched.
 //!
-//! # Migration entries that the remap does not find
+//! # Migration entries while the locks are dropped
 //! A migration entry holds its mapping's reference, large mapcount and
 //! RSS on the page it names (Linux drops them at unmap; keeping them makes
 //! every entry a mapping that zap, fork and the checker can account for).
-//! So while the page-table locks are dropped:
+//! Meanwhile:
 //! * zap clears an entry and unmaps the page it names (reference,
 //!   mapcount, RSS); the remap only restores entries still present;
 //! * fork copies an entry (a `WRITE` one becomes `READ` in both, as
 //!   Linux's `copy_nonpresent_pte`), the child's copy mapping the source
 //!   page with its own reference; mremap moves entries as they are;
 //! * mprotect waits for the migration to end (it holds the mmap lock for
-//!   writing and sleeps on the folio lock: the remap cannot read VMAs, so
-//!   rights must not change under it).
-//! Entries the remap cannot find (in a space not passed in `mms`, or
-//! moved by mremap away from the rmap owner's address) stay on the source
-//! page, which they keep alive.  A fault on one finds the source unlocked
-//! and maps that page back (`Mm::migration_entry_wait`): the data is the
-//! same, and the page was exclusive to that mapping or shared read-only.
+//!   writing and sleeps on the folio lock): the remap cannot read VMAs, so
+//!   rights must not change under it.
+//!
+//! Entries the remap cannot find (in a space not passed in `mms`, such as
+//! a child forked meanwhile, or moved by mremap away from the rmap owner's
+//! address) stay on the source page, which they keep alive.  A fault on
+//! one finds the source unlocked and maps that page back
+//! (`Mm::migration_entry_wait`): the data is the same, and the page was
+//! exclusive to that mapping or shared read-only.
 //!
 //! # Lock order
 //! Source folio lock, then destination folio lock (a new folio nobody

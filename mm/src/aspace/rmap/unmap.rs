@@ -309,15 +309,17 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
 ) -> u64 {
     let va = walk.va;
     let mut restored = 0;
-    let mut whole = alloc::vec![false; walk.mappers.len()];
-    for k in 0..walk.mappers.len() {
-        if pmd.get(k) == Some(&true) && walk.guards[k].live() {
-            whole[k] = restore_migration_pmd(walk, k, saved, src, target);
-            if whole[k] {
+    let whole: Vec<bool> = (0..walk.mappers.len())
+        .map(|k| {
+            let done = pmd.get(k) == Some(&true)
+                && walk.guards[k].live()
+                && restore_migration_pmd(walk, k, saved, src, target);
+            if done {
                 restored += src.nr_pages();
             }
-        }
-    }
+            done
+        })
+        .collect();
     let mut i = 0;
     while i < saved.len() {
         let s0 = saved[i];
