@@ -420,14 +420,15 @@ fn no_destination_splits<A: PagingArch>() {
         env.fill_pages(&mm, VA, M2, 29);
         let f = env.folio_at(&mm, VA).unwrap();
         let only_4k = |o: u32| (o == 0).then(|| env.buddy.alloc(0, AllocFlags::USER).ok())?;
-        let (ok, failed) = migrate_pages(
-            &[&mm],
-            vec![f.get_ref()],
-            only_4k,
-            MigrateReason::NumaMisplaced,
-        );
+        // Isolated from the LRU by the caller: put back when not moved.
+        env.ctx.lru_drain();
+        let isolated = env.ctx.lru_isolate(512, false);
+        assert!(isolated.iter().any(|r| **r == f));
+        let (ok, failed) = migrate_pages(&[&mm], isolated, only_4k, MigrateReason::NumaMisplaced);
         assert_eq!((ok, failed), (0, 1));
         assert_eq!(env.folio_at(&mm, VA).unwrap(), f, "not split");
+        assert!(f.test(PageFlags::LRU), "back on the LRU");
+        env.check(&[&mm]);
         assert_eq!(env.event(VmEvent::ThpMigrationFail), 1);
         let (ok, failed) =
             migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);

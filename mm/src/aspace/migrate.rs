@@ -346,9 +346,9 @@ fn move_folio_state<'a>(ctx: &super::MmCtx<'a>, src: Folio<'a>, dst: Folio<'a>) 
 /// balancing), or partially mapped, is split to order 0 and its pieces
 /// migrated.  Counts `pgmigrate_*` and `thp_migration_*`.  Returns (pages
 /// migrated, folios not migrated — a split folio counts as one failure,
-/// as Linux).  The references are dropped: a migrated source is freed,
-/// the others stay where they were (the caller puts isolated folios back
-/// before calling, or holds its own references).
+/// as Linux).  The references are dropped: a migrated source is freed;
+/// one that stays and is off the LRU (isolated by the caller) goes back
+/// on the list its `ACTIVE` flag names (Linux's `putback_movable_pages`).
 pub fn migrate_pages<'a, A: PagingArch>(
     mms: &[&Mm<'a, A>],
     folios: Vec<FolioRef<'a>>,
@@ -404,6 +404,7 @@ pub fn migrate_pages<'a, A: PagingArch>(
                 } else {
                     count_result(ctx, *f, false);
                     failed += 1;
+                    release(ctx, f);
                 }
                 continue;
             };
@@ -423,6 +424,7 @@ pub fn migrate_pages<'a, A: PagingArch>(
                         _ => {
                             count_result(ctx, *f, false);
                             failed += 1;
+                            release(ctx, f);
                         }
                     }
                 }
@@ -440,15 +442,28 @@ pub fn migrate_pages<'a, A: PagingArch>(
                     Err(_) => {
                         free_unused(dst);
                         count_result(ctx, *p, false);
+                        release(ctx, p);
                     }
                 }
             } else {
                 count_result(ctx, *p, false);
+                release(ctx, p);
             }
         }
         todo = retry;
     }
     (pages_ok, failed)
+}
+
+/// Drops the reference to a folio that was not migrated, putting it back
+/// on the LRU if the caller had isolated it.
+fn release<'a>(ctx: &super::MmCtx<'a>, f: FolioRef<'a>) {
+    if f.test(PageFlags::LRU) || f.test(PageFlags::LRU_BATCH) {
+        drop(f);
+    } else {
+        let active = f.test(PageFlags::ACTIVE);
+        ctx.lru_putback(f, active);
+    }
 }
 
 /// Frees a destination folio [`migrate_folio`] did not use.
