@@ -308,7 +308,16 @@ struct ZapWhileUnmapped<'m, 'a, A: PagingArch> {
 }
 impl<A: PagingArch> MigrateHooks for ZapWhileUnmapped<'_, '_, A> {
     fn after_unmap(&self) {
+        // Migration entries: not swap entries, shown as swapped in
+        // pagemap, still mappings to the checker.
+        assert_eq!((self.mm.swapents(), self.mm.migents()), (0, 16));
+        assert!(is_migration(self.mm, VA + 5 * K4));
+        let pm = self.mm.pagemap(VA + 5 * K4, 1, false)[0];
+        assert_ne!(pm & mm::abi::pagemap::PM_SWAP, 0);
+        assert_eq!(pm & mm::abi::pagemap::PM_PRESENT, 0);
+        mm::aspace::check_invariants(&[self.mm]).unwrap();
         self.mm.munmap(VA, 4 * K4).unwrap();
+        mm::aspace::check_invariants(&[self.mm]).unwrap();
     }
 }
 
