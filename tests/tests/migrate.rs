@@ -451,6 +451,41 @@ fn no_destination_splits<A: PagingArch>() {
     });
 }
 
+/// A partially mapped folio on the deferred-split queue is split before
+/// migrating, as Linux: its mapped pieces move at 4K.
+fn partially_mapped_split_first<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 41);
+        mm.munmap(VA, 4 * K4).unwrap();
+        let f = env.folio_at(&mm, VA + 4 * K4).unwrap();
+        assert!(f.test(PageFlags::PARTIALLY_MAPPED));
+        let d = dst(env, 4);
+        assert_eq!(
+            migrate_folio(&[&mm], &f.get_ref(), d, MigrateMode::Sync),
+            Err(MigrateError::NeedsSplit)
+        );
+        d.put();
+        let (ok, failed) = migrate_pages(
+            &[&mm],
+            vec![f.get_ref()],
+            |o| env.buddy.alloc(o, AllocFlags::USER).ok(),
+            MigrateReason::Syscall,
+        );
+        assert_eq!(failed, 1, "a split folio counts as a failure");
+        assert!(ok >= 12, "the mapped pieces moved: {ok}");
+        assert_eq!(env.event(VmEvent::PgMigrateSuccess), ok);
+        for p in (VA + 4 * K4..VA + 16 * K4).step_by(K4 as usize) {
+            assert_eq!(env.folio_at(&mm, p).unwrap().order(), 0);
+        }
+        env.check_pages(&mm, VA + 4 * K4, 12 * K4, 41);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
 /// Extra references (a pin) make the migration fail with `Again`,
 /// nothing changed; compaction's hook refuses PMD THPs.
 fn pinned_and_hook<A: PagingArch>() {
@@ -492,5 +527,6 @@ both_formats!(
     mremap_during_migration,
     mlocked_stays_mlocked,
     no_destination_splits,
+    partially_mapped_split_first,
     pinned_and_hook,
 );
