@@ -398,6 +398,56 @@ fn mremap_during_migration<A: PagingArch>() {
     });
 }
 
+/// fork while the folio is unmapped: the child's copies are `READ`
+/// entries on the source page (the caller did not pass the child); the
+/// parent's come back read-only on the new folio, the child's fault maps
+/// the source page back; both read the same data, COW keeps them apart.
+struct ForkWhileUnmapped<'m, 'a, A: PagingArch> {
+    mm: &'m Mm<'a, A>,
+    child: std::cell::RefCell<Option<Mm<'a, A>>>,
+}
+impl<A: PagingArch> MigrateHooks for ForkWhileUnmapped<'_, '_, A> {
+    fn after_unmap(&self) {
+        *self.child.borrow_mut() = Some(self.mm.fork().unwrap());
+    }
+}
+
+fn fork_during_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 43);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let hook = ForkWhileUnmapped {
+            mm: &mm,
+            child: std::cell::RefCell::new(None),
+        };
+        migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &hook).unwrap();
+        let child = hook.child.into_inner().unwrap();
+        let l = env.leaf(&mm, VA + 2 * K4).unwrap();
+        assert_eq!(l.pfn, d.pfn() + 2);
+        assert!(!l.attrs.perms.write, "WRITE became READ at fork");
+        assert_eq!(child.migents(), 16);
+        env.check(&[&mm, &child]);
+        env.check_pages(&child, VA, 16 * K4, 43);
+        assert_eq!(child.migents(), 0);
+        assert_eq!(
+            env.leaf(&child, VA).unwrap().pfn,
+            f.pfn(),
+            "source page mapped back"
+        );
+        env.write_u64(&mm, VA, 1);
+        env.write_u64(&child, VA + K4, 2);
+        assert_eq!(env.read_u64(&child, VA), 43 ^ VA);
+        assert_eq!(env.read_u64(&mm, VA + K4), 43 ^ (VA + K4));
+        env.check(&[&mm, &child]);
+        drop(child);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
 /// An mlocked folio stays mlocked (and counted once in `Mlocked:`).
 fn mlocked_stays_mlocked<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
@@ -525,6 +575,7 @@ both_formats!(
     fault_waits_for_migration,
     zap_during_migration,
     mremap_during_migration,
+    fork_during_migration,
     mlocked_stays_mlocked,
     no_destination_splits,
     partially_mapped_split_first,

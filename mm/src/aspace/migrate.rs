@@ -286,7 +286,11 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
             ctx.deferred_split_remove(f);
             ctx.thp.stats.dec(f.order(), crate::thp::MthpStat::NrAnon);
         }
-    } else if restored > 0 && f.order() >= 2 && f.entire_mapcount() == 0 {
+    } else if restored > 0
+        && f.order() >= 2
+        && (left as u64) < f.nr_pages()
+        && f.entire_mapcount() == 0
+    {
         ctx.deferred_split_folio(f);
     }
     let d = dst.large_mapcount();
