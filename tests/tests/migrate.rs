@@ -258,8 +258,8 @@ impl MigrateHooks for FaultWhileUnmapped<'_> {
     fn after_unmap(&self) {
         self.unmapped.store(true, Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(100));
-        // The fault must still be waiting on the folio lock.
-        assert!(!self.done.load(Ordering::SeqCst), "fault did not wait");
+        // The fault (or mprotect) must still be waiting on the folio lock.
+        assert!(!self.done.load(Ordering::SeqCst), "did not wait");
     }
 }
 
@@ -296,6 +296,47 @@ fn fault_waits_for_migration<A: PagingArch>() {
         assert!(done.load(Ordering::SeqCst));
         assert_eq!(env.folio_at(&mm, VA + 4 * K4).unwrap().pfn(), d.pfn());
         env.check_pages(&mm, VA, 16 * K4, 13);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
+/// mprotect meeting migration entries waits for the migration to end (the
+/// remap restores the rights the entries recorded), then changes the new
+/// folio's mappings: without the wait the pages would come back writable
+/// after `PROT_READ` returned (the hook's assertion checks the wait).
+fn mprotect_waits_for_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 47);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let (unmapped, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let m = &mm;
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !unmapped.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let r = m.mprotect(VA, 16 * K4, PROT_READ);
+                done.store(true, Ordering::SeqCst);
+                r
+            });
+            let hooks = FaultWhileUnmapped {
+                unmapped: &unmapped,
+                done: &done,
+            };
+            migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &hooks).unwrap();
+            t.join().unwrap().unwrap();
+        });
+        for p in (VA..VA + 16 * K4).step_by(K4 as usize) {
+            let l = env.leaf(&mm, p).unwrap();
+            assert!(!l.attrs.perms.write, "read-only after mprotect at {p:#x}");
+            assert_eq!(l.pfn, d.pfn() + (p - VA) / K4);
+        }
+        env.check_pages(&mm, VA, 16 * K4, 47);
         env.check(&[&mm]);
         mm.munmap(VA, 16 * K4).unwrap();
     });
@@ -573,6 +614,7 @@ both_formats!(
     copy_failure_rolls_back,
     pmd_fork_and_rollback,
     fault_waits_for_migration,
+    mprotect_waits_for_migration,
     zap_during_migration,
     mremap_during_migration,
     fork_during_migration,
