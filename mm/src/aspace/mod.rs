@@ -7,8 +7,10 @@
 //! * `fault`: the fault path — order selection, zero pages, COW.
 //! * `zap`, `fork`, `mprotect`, `mremap`: the page-table side of the system
 //!   calls.
+//! * [`migrate`]: moving a folio to another of the same order through
+//!   migration entries (and the batch driver and compaction's hook).
 //! * `rmap`: the reverse map — how a folio finds its mappings, clearing
-//!   and restoring them all (split; later migration and reclaim), and the
+//!   and restoring them all (split, swap-out, migration), and the
 //!   references, mapcounts and anon-exclusive bits each mapping carries.
 //! * [`report`]: the thpmaps-style report; [`check`]: the invariant checker.
 //!
@@ -42,7 +44,13 @@
 //!    exclusive lock, so a table's lock word is never in use when its page
 //!    goes back to the allocator.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
-//!    ever try-locked under a page-table lock.  A split holds the
+//!    ever try-locked under a page-table lock.  Swap-out and migration
+//!    (`migrate`) take it first, holding no page-table lock, and then the
+//!    page-table locks of the spaces mapping the folio; nobody sleeps on
+//!    it while holding a page-table lock.  A fault on a swap or migration
+//!    entry sleeps on it with only the mmap lock held for reading, and
+//!    mprotect with the mmap lock held for writing, so a folio-lock holder
+//!    must never wait for an mmap lock (migration takes none).  A split holds the
 //!    page-table locks of *several* spaces (every one mapping the folio),
 //!    taken in ascending mm-id order with no other page-table lock held;
 //!    fork, which holds the parent's and the child's, is the only other
