@@ -407,11 +407,14 @@ struct UserSuite {
     /// A swap disk ([`qemu::swap_disk`]: 128 MiB, page 0 a swap header)
     /// for the swap tests (`mthp-tests/swap.rs`), which skip without one.
     swap_disk: bool,
+    /// NUMA nodes (`qemu::numa_args`; 0: none).
+    numa: u32,
 }
 
 /// The user-space suites.  `user`: the kernel boots `init=/mthp-tests`
 /// from the initramfs; the program prints the same `test … ok/FAILED`
-/// lines and summary, and its exit status becomes QEMU's.  `exhaust` and
+/// lines and summary, and its exit status becomes QEMU's; `user-numa`
+/// runs its `numa_` tests again on two nodes.  `exhaust` and
 /// `fuzz` (issue 8) run on a 256 MiB machine so filling memory is quick:
 /// memory exhaustion with an OOM kill, and the seeded random-argument
 /// system call fuzzer (fixed seed; `make fuzz` runs fresh ones);
@@ -423,6 +426,17 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "1G",
         timeout_s: 300,
         swap_disk: true,
+        numa: 0,
+    },
+    // The NUMA tests (`numa_*`: node files, move_pages, memory policies)
+    // again on two nodes, where pages really move (x86 boots q35 then).
+    UserSuite {
+        name: "user-numa",
+        cmdline: "init=/mthp-tests -- numa_",
+        mem: "1G",
+        timeout_s: 180,
+        swap_disk: false,
+        numa: 2,
     },
     UserSuite {
         name: "exhaust",
@@ -430,6 +444,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
         swap_disk: false,
+        numa: 0,
     },
     // The same with a swap disk: the hog is swapped out until swap is
     // full, then killed; the bystander's data survives swap.
@@ -439,6 +454,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 240,
         swap_disk: true,
+        numa: 0,
     },
     UserSuite {
         name: "fuzz",
@@ -446,6 +462,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
         swap_disk: false,
+        numa: 0,
     },
     // The same calls on four threads of one address space, two per CPU
     // (the boot has two): memory calls race on one arena from both CPUs.
@@ -455,6 +472,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
         swap_disk: false,
+        numa: 0,
     },
 ];
 
@@ -500,6 +518,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
             }
         };
         spec.disk = disk.as_ref().map(|d| d.0.clone());
+        spec.numa = u.numa;
         total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s), None);
     }
     total += libc_suite(arch, accel, kernel);

@@ -78,7 +78,7 @@ fn where_are(pages: &[usize], status: &mut [i32]) -> Result<(), mthp_user::Msg> 
 /// Status codes of a query: a written page is on a node with memory, an
 /// untouched one -ENOENT, one only read (the shared zero page) -EFAULT, an
 /// unmapped address -EFAULT.  Addresses need no alignment.
-pub fn move_pages_reports_status() -> TestResult {
+pub fn numa_move_pages_reports_status() -> TestResult {
     thp_only(None)?;
     let m = four_pages_then_hole()?;
     let hole = m.addr + 4 * PAGE;
@@ -117,7 +117,7 @@ pub fn move_pages_reports_status() -> TestResult {
 /// The whole-call errors: flags other than MOVE / MOVE_ALL are EINVAL, an
 /// unknown pid ESRCH, a node that does not exist or has no memory ENODEV
 /// (never a per-page status), no pages at all 0.
-pub fn move_pages_bad_input() -> TestResult {
+pub fn numa_move_pages_bad_input() -> TestResult {
     thp_only(None)?;
     let m = map_aligned(PAGE, PAGE)?;
     touch_pages(&m, 1);
@@ -170,7 +170,7 @@ pub fn move_pages_bad_input() -> TestResult {
 /// and the data is intact.  With two nodes a second address inside a
 /// folio already queued reads -EBUSY (Linux's isolation quirk, notes
 /// §5.3 and trap 11).
-pub fn move_pages_keeps_folios_whole() -> TestResult {
+pub fn numa_move_pages_keeps_folios_whole() -> TestResult {
     let two = nodes() >= 2;
     for kb in [64usize, 2048] {
         thp_only(Some(kb))?;
@@ -236,7 +236,7 @@ pub fn move_pages_keeps_folios_whole() -> TestResult {
 /// empty mask reads back as LOCAL, BIND to node 0 reads back with its
 /// mask, `MPOL_F_NODE|MPOL_F_ADDR` reports the node of a page; and the
 /// EINVAL / EFAULT rules of notes §6.2 and §5.4.
-pub fn mempolicy_answers() -> TestResult {
+pub fn numa_mempolicy_answers() -> TestResult {
     let get = |mode: &mut i32, mask: &mut u64, addr: usize, flags: usize| {
         sys::syscall(
             sys::nr::GET_MEMPOLICY,
@@ -377,7 +377,7 @@ pub fn mempolicy_answers() -> TestResult {
 /// is EIO while a page sits on the other (and changes nothing); with
 /// `MPOL_MF_MOVE` the folios move there whole.  With one node every folio
 /// is on node 0 and the STRICT steps are not reachable (no other node).
-pub fn mempolicy_interleave_and_strict() -> TestResult {
+pub fn numa_mempolicy_interleave_and_strict() -> TestResult {
     let two = nodes() >= 2;
     let both: u64 = if two { 0b11 } else { 0b1 };
     thp_only(Some(64))?;
