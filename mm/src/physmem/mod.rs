@@ -11,6 +11,8 @@
 //!   `FolioRef`, `Page`) and, in `folio_split`, splitting a folio's
 //!   descriptors into smaller folios;
 //! * [`buddy`]: the zone's free lists, with [`pcp`] its per-CPU caches;
+//! * [`compaction`]: the migrate and free scanners, the per-order
+//!   destination pool and the fragmentation indices;
 //! * [`phys`]: how `mm` reads and writes physical memory without touching
 //!   it directly (the kernel's direct map, the host tests' emulation);
 //! * [`alloc_trace`]: recorded allocator workloads for the benchmarks.
@@ -20,6 +22,7 @@
 
 pub mod alloc_trace;
 pub mod buddy;
+pub mod compaction;
 pub mod folio;
 mod folio_split;
 pub mod frame_flags;
