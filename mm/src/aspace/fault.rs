@@ -120,7 +120,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::NeedFolio(orders) => orders,
             Locked::Swap(e) => return self.do_swap_page(vma, addr, access, e),
         };
-        let f = self.alloc_anon_folio(orders).ok_or(Fault::Oom)?;
+        let f = self.alloc_anon_folio(orders, Some(vma)).ok_or(Fault::Oom)?;
         self.zero_folio(*f, align_down(addr, f.size()), addr);
         let mut pt = self.lock_pt();
         pre = Some(f);
@@ -165,7 +165,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             let orders = self.empty_orders(vma, pt, Some(&w), addr);
             if orders >> UNLOCKED_ZERO_MIN_ORDER == 0 {
-                let Some(f) = self.alloc_anon_folio(orders) else {
+                let Some(f) = self.alloc_anon_folio(orders, None) else {
                     return Some(Err(Fault::Oom));
                 };
                 self.zero_folio(*f, align_down(addr, f.size()), addr);
@@ -175,7 +175,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         // Large: zeroed with no page-table lock held, then both retaken and
         // the walk done again.
-        let Some(f) = self.alloc_anon_folio(orders) else {
+        let Some(f) = self.alloc_anon_folio(orders, Some(vma)) else {
             return Some(Err(Fault::Oom));
         };
         self.zero_folio(*f, align_down(addr, f.size()), addr);
@@ -228,13 +228,25 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// allocator gives, else order 0; `None` when not even that is left.
     /// Each failed order counts `anon_fault_fallback` (and a failed PMD
     /// order `thp_fault_fallback`), as before the lock was dropped.
-    fn alloc_anon_folio(&self, mut orders: u32) -> Option<FolioRef<'a>> {
+    ///
+    /// With `vma` (no page-table lock held) a failed order first gets what
+    /// `/sys/kernel/mm/transparent_hugepage/defrag` allows for the VMA
+    /// (direct compaction, or waking kswapd and kcompactd: see
+    /// [`Self::compact_for_fault`]); without, small orders allocated under
+    /// the lock just fall back.
+    fn alloc_anon_folio(&self, mut orders: u32, vma: Option<&Vma>) -> Option<FolioRef<'a>> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         orders &= !1;
         while orders != 0 {
             let o = 31 - orders.leading_zeros();
-            match ctx.buddy.alloc(o, AllocFlags::USER) {
+            let mut got = ctx.buddy.alloc(o, AllocFlags::USER);
+            if got.is_err()
+                && let Some(v) = vma
+            {
+                got = self.compact_for_fault(o, v);
+            }
+            match got {
                 Ok(f) => return Some(FolioRef::from_raw(f)),
                 Err(_) => {
                     stats.inc(o, MthpStat::AnonFaultFallback);
@@ -249,6 +261,44 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             .alloc(0, AllocFlags::USER)
             .ok()
             .map(FolioRef::from_raw)
+    }
+
+    /// An allocation of `order` for a fault in `vma` failed: do what the
+    /// `defrag` mode allows (Linux's `vma_thp_gfp_mask`, "madvised" being
+    /// a `MADV_HUGEPAGE` VMA) through the context's compaction hook, and
+    /// after a direct compaction that ran, try once more, counting
+    /// `compact_stall` and then `compact_success` or `compact_fail` as
+    /// Linux's `__alloc_pages_direct_compact`.
+    fn compact_for_fault(
+        &self,
+        order: u32,
+        vma: &Vma,
+    ) -> Result<crate::physmem::folio::Folio<'a>, crate::physmem::buddy::AllocError> {
+        use crate::physmem::compaction::CompactRequest;
+        let ctx = self.ctx;
+        let fail = Err(crate::physmem::buddy::AllocError::NoMemory);
+        let madvised = vma.flags.contains(crate::vma::VmFlags::HUGEPAGE);
+        let (Some(req), Some(hook)) = (
+            ctx.thp.config.defrag().fault_compaction(madvised),
+            ctx.compact_hook(),
+        ) else {
+            return fail;
+        };
+        if !hook(order, req) || req == CompactRequest::Wake {
+            return fail;
+        }
+        let stats = &ctx.thp.stats;
+        stats.count(VmEvent::CompactStall);
+        match ctx.buddy.alloc(order, AllocFlags::USER) {
+            Ok(f) => {
+                stats.count(VmEvent::CompactSuccess);
+                Ok(f)
+            }
+            Err(e) => {
+                stats.count(VmEvent::CompactFail);
+                Err(e)
+            }
+        }
     }
 
     /// The locked part of a fault in `vma` (checked to allow `access`),
@@ -450,7 +500,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
                 // Small: zeroed under the lock, which costs less than
                 // dropping it and walking again.
-                let Some(f) = self.alloc_anon_folio(orders) else {
+                let Some(f) = self.alloc_anon_folio(orders, None) else {
                     return Locked::Done(Err(Fault::Oom));
                 };
                 self.zero_folio(*f, align_down(addr, f.size()), addr);

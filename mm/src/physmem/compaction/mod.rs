@@ -92,6 +92,24 @@ pub trait FolioMigrator<'a> {
     fn migrate_to(&self, src: Folio<'a>, dst: Folio<'a>) -> Result<(), MigrateError>;
 }
 
+/// What an allocation that failed at order > 0 asks of compaction
+/// (the compaction half of the gfp mask Linux's `vma_thp_gfp_mask` picks
+/// from the THP `defrag` mode; see `thp::DefragMode::fault_compaction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactRequest {
+    /// Compact in the allocating thread.  `retry`: after the first
+    /// (async) attempt fails, try once more synchronously (the madvised
+    /// `GFP_TRANSHUGE` cases); otherwise one async attempt
+    /// (`__GFP_NORETRY`).
+    Direct { retry: bool },
+    /// Wake kswapd and kcompactd and fail fast (`__GFP_KSWAPD_RECLAIM`).
+    Wake,
+}
+
+/// The context's compaction hook: `(order, request)` → whether a direct
+/// compaction ran (see `MmCtx::set_compact_hook`).
+pub type CompactHook = dyn Fn(u32, CompactRequest) -> bool + Sync;
+
 /// Linux's `migrate_mode`, as far as compaction cares: which pageblocks
 /// the migrate scanner may take folios from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +207,20 @@ impl CompactResult {
             isolated: 0,
             migrated: 0,
             failed: 0,
+        }
+    }
+
+    /// Adds the scanners' counters to `/proc/vmstat`
+    /// (`compact_{migrate,free}_scanned`, `compact_isolated`, and for
+    /// kcompactd's runs also `compact_daemon_{migrate,free}_scanned`).
+    pub fn count(&self, stats: &crate::thp::ThpStats, daemon: bool) {
+        use crate::thp::VmEvent as E;
+        stats.count_n(E::CompactMigrateScanned, self.migrate_scanned);
+        stats.count_n(E::CompactFreeScanned, self.free_scanned);
+        stats.count_n(E::CompactIsolated, self.isolated);
+        if daemon {
+            stats.count_n(E::CompactDaemonMigrateScanned, self.migrate_scanned);
+            stats.count_n(E::CompactDaemonFreeScanned, self.free_scanned);
         }
     }
 

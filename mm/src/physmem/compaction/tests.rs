@@ -540,3 +540,22 @@ fn suitability() {
         }
     });
 }
+
+/// The `defrag` table of notes 5.6 (Linux's `vma_thp_gfp_mask`).
+#[test]
+fn defrag_modes_pick_linux_requests() {
+    use crate::thp::DefragMode as D;
+    let direct = |retry| Some(CompactRequest::Direct { retry });
+    let wake = Some(CompactRequest::Wake);
+    let want = [
+        (D::Always, direct(true), direct(false)),
+        (D::Defer, wake, wake),
+        (D::DeferMadvise, direct(true), wake),
+        (D::Madvise, direct(true), None),
+        (D::Never, None, None),
+    ];
+    for (mode, madvised, other) in want {
+        assert_eq!(mode.fault_compaction(true), madvised, "{mode:?}");
+        assert_eq!(mode.fault_compaction(false), other, "{mode:?}");
+    }
+}
