@@ -100,4 +100,32 @@ fn defrag_table<A: PagingArch>() {
     });
 }
 
-both_formats!(defrag_table);
+/// `MADV_COLLAPSE` whose PMD-order allocation fails compacts directly
+/// (Linux's `GFP_TRANSHUGE`, whatever `defrag` says), then gives up.
+fn madv_collapse_compacts<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        env.ctx.set_compact_hook(&HOOK);
+        env.no_thp();
+        env.thp.config.set_defrag(DefragMode::Never);
+        let mm = env.mm();
+        mm.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 5);
+        let mut all = Vec::new();
+        while let Ok(f) = env.buddy.alloc(0, AllocFlags::USER) {
+            all.push(FolioRef::from_raw(f));
+        }
+        all.retain(|f| f.pfn() % 2 == 0);
+        env.buddy.drain_all();
+        CALLS.with(|c| c.borrow_mut().clear());
+        let stall = env.event(VmEvent::CompactStall);
+        assert!(mm.madvise(VA, M2, MADV_COLLAPSE).is_err());
+        let calls = CALLS.with(|c| c.borrow().clone());
+        assert_eq!(calls, [(9, CompactRequest::Direct { retry: true })]);
+        assert_eq!(env.event(VmEvent::CompactStall) - stall, 1);
+        env.check_pages(&mm, VA, 16 * K4, 5);
+        env.check(&[&mm]);
+        drop(all);
+    });
+}
+
+both_formats!(defrag_table, madv_collapse_compacts);

@@ -16,7 +16,7 @@ use crate::addr::PAGE_SHIFT;
 use crate::cpu::AtomicCpuSet;
 use crate::paging::{PtAlloc, TlbOps};
 use crate::physmem::buddy::{AllocError, AllocFlags, BuddyAllocator};
-use crate::physmem::compaction::CompactHook;
+use crate::physmem::compaction::{CompactHook, CompactRequest};
 use crate::physmem::folio::{Folio, FolioList, MAX_MM_ID};
 use crate::physmem::frame_flags::PageFlags;
 use crate::physmem::phys::PhysMem;
@@ -342,8 +342,32 @@ impl<'a> MmCtx<'a> {
         *self.compact.lock() = Some(hook);
     }
 
-    pub(crate) fn compact_hook(&self) -> Option<&'static CompactHook> {
-        *self.compact.lock()
+    /// An allocation of `order` failed and `req` says what may be done
+    /// about it: through the compaction hook, compact directly or wake the
+    /// daemons; after a direct compaction that ran, try once more,
+    /// counting `compact_stall` and then `compact_success` or
+    /// `compact_fail` (Linux's `__alloc_pages_direct_compact`).  Call with
+    /// no page-table lock held.
+    pub(crate) fn alloc_after_compaction(
+        &self,
+        order: u32,
+        req: CompactRequest,
+    ) -> Result<Folio<'a>, AllocError> {
+        let Some(hook) = *self.compact.lock() else {
+            return Err(AllocError::NoMemory);
+        };
+        if !hook(order, req) || req == CompactRequest::Wake {
+            return Err(AllocError::NoMemory);
+        }
+        let stats = &self.thp.stats;
+        stats.count(VmEvent::CompactStall);
+        let r = self.buddy.alloc(order, AllocFlags::USER);
+        stats.count(if r.is_ok() {
+            VmEvent::CompactSuccess
+        } else {
+            VmEvent::CompactFail
+        });
+        r
     }
 
     // ----- deferred split ---------------------------------------------

@@ -232,8 +232,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// With `vma` (no page-table lock held) a failed order first gets what
     /// `/sys/kernel/mm/transparent_hugepage/defrag` allows for the VMA
     /// (direct compaction, or waking kswapd and kcompactd: see
-    /// [`Self::compact_for_fault`]); without, small orders allocated under
-    /// the lock just fall back.
+    /// `DefragMode::fault_compaction` and `MmCtx::alloc_after_compaction`);
+    /// without, small orders allocated under the lock just fall back.
     fn alloc_anon_folio(&self, mut orders: u32, vma: Option<&Vma>) -> Option<FolioRef<'a>> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
@@ -244,7 +244,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if got.is_err()
                 && let Some(v) = vma
             {
-                got = self.compact_for_fault(o, v);
+                // Linux's `vma_thp_gfp_mask`: "madvised" is MADV_HUGEPAGE.
+                let madvised = v.flags.contains(crate::vma::VmFlags::HUGEPAGE);
+                if let Some(req) = ctx.thp.config.defrag().fault_compaction(madvised) {
+                    got = ctx.alloc_after_compaction(o, req);
+                }
             }
             match got {
                 Ok(f) => return Some(FolioRef::from_raw(f)),
@@ -261,44 +265,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             .alloc(0, AllocFlags::USER)
             .ok()
             .map(FolioRef::from_raw)
-    }
-
-    /// An allocation of `order` for a fault in `vma` failed: do what the
-    /// `defrag` mode allows (Linux's `vma_thp_gfp_mask`, "madvised" being
-    /// a `MADV_HUGEPAGE` VMA) through the context's compaction hook, and
-    /// after a direct compaction that ran, try once more, counting
-    /// `compact_stall` and then `compact_success` or `compact_fail` as
-    /// Linux's `__alloc_pages_direct_compact`.
-    fn compact_for_fault(
-        &self,
-        order: u32,
-        vma: &Vma,
-    ) -> Result<crate::physmem::folio::Folio<'a>, crate::physmem::buddy::AllocError> {
-        use crate::physmem::compaction::CompactRequest;
-        let ctx = self.ctx;
-        let fail = Err(crate::physmem::buddy::AllocError::NoMemory);
-        let madvised = vma.flags.contains(crate::vma::VmFlags::HUGEPAGE);
-        let (Some(req), Some(hook)) = (
-            ctx.thp.config.defrag().fault_compaction(madvised),
-            ctx.compact_hook(),
-        ) else {
-            return fail;
-        };
-        if !hook(order, req) || req == CompactRequest::Wake {
-            return fail;
-        }
-        let stats = &ctx.thp.stats;
-        stats.count(VmEvent::CompactStall);
-        match ctx.buddy.alloc(order, AllocFlags::USER) {
-            Ok(f) => {
-                stats.count(VmEvent::CompactSuccess);
-                Ok(f)
-            }
-            Err(e) => {
-                stats.count(VmEvent::CompactFail);
-                Err(e)
-            }
-        }
     }
 
     /// The locked part of a fault in `vma` (checked to allow `access`),
