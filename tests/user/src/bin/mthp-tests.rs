@@ -79,6 +79,7 @@ static TESTS: &[Test] = tests![
     procfs::proc_files,
     procfs::buddyinfo_tracks_free_memory,
     vm_sysctl::watermarks_follow_min_free_kbytes,
+    vm_sysctl::compaction_sysctls_as_linux,
     folios::fault_order_4k,
     folios::fault_order_64k,
     folios::fault_order_2m,
