@@ -53,15 +53,17 @@ pub static RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// The migrator compaction hands isolated folios to.
 ///
-/// TODO(lead): replace with the migration core (`aspace::migrate`) when
-/// h-migrate lands; until then every migration fails, so compaction
-/// scans, isolates, fills and empties its pool and counts, but moves
-/// nothing.
+/// TODO(lead): replace with the migration core's
+/// `aspace::migrate::MmMigrator` over every live space (mode Sync for
+/// `compact_memory`/kcompactd, Async for a direct run's first try) once
+/// it accepts isolated sources (see `FolioMigrator`'s doc); until then
+/// every migration fails, so compaction scans, isolates, fills and
+/// empties its pool and counts, but moves nothing.
 struct StubMigrator;
 
 impl<'a> FolioMigrator<'a> for StubMigrator {
     fn migrate_to(&self, _src: Folio<'a>, _dst: Folio<'a>) -> Result<(), MigrateError> {
-        Err(MigrateError::Unsupported)
+        Err(MigrateError::Busy)
     }
 }
 

@@ -66,28 +66,34 @@ pub const EXTFRAG_THRESHOLD_MAX: u32 = 1000;
 pub const PROACTIVENESS_DEFAULT: u32 = 20;
 pub const PROACTIVENESS_MAX: u32 = 100;
 
-/// Why a migration failed (the caller puts the source back).
+/// Why a migration failed (the caller puts the source back).  The same
+/// kinds as the migration core's (`aspace::migrate::MigrateError`, which
+/// has more); TODO(lead): use that one when merging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MigrateError {
-    /// Pinned, or referenced beyond its mappings: it cannot move now.
-    Busy,
-    /// A transient race (locked, being unmapped): try again later.
+    /// Transient: locked, or an extra reference that may go away.
     Again,
+    /// Not migratable (pinned, not anonymous, unreachable mappings).
+    Busy,
     /// An allocation the migration needed failed.
-    NoMemory,
-    /// This kind of folio cannot be migrated (yet).
-    Unsupported,
+    NoMem,
 }
 
 /// Moves one movable folio into a free destination folio of the same order.
 /// On Err the caller still owns `dst`.
 ///
-/// `src` comes isolated from the LRU, with the isolation reference the
-/// caller holds.  On `Ok` the migrator has consumed that reference (the
-/// source is freed once its other users are gone) and `dst` has taken
-/// the source's place: its data, its mappings and its place on the LRU.
-/// On `Err` nothing changed: the caller still holds `src`'s isolation
-/// reference (and puts it back on the LRU) and owns `dst`.
+/// `src` comes isolated from the LRU (`LRU` clear, `ACTIVE` telling its
+/// list), with the isolation reference the caller holds and keeps, as
+/// Linux's `migrate_pages` takes isolated folios.  On `Ok` `dst` (its
+/// allocation reference consumed) has taken the source's place: data,
+/// mappings, the list `ACTIVE` names; the caller then drops its
+/// reference, which frees the source.  On `Err` nothing changed: the
+/// caller puts `src` back on the LRU and frees `dst`.
+///
+/// TODO(lead): the migration core's `aspace::migrate::MmMigrator` has this
+/// signature; at merge it must accept an isolated source (drop its
+/// `LRU` check: `migrate_folio` already handles one, putting `dst` on the
+/// list `ACTIVE` names).
 pub trait FolioMigrator<'a> {
     fn migrate_to(&self, src: Folio<'a>, dst: Folio<'a>) -> Result<(), MigrateError>;
 }
@@ -426,17 +432,18 @@ impl<'a> Run<'a, '_> {
             alloc.lru().putback(src, active);
             return None;
         };
-        let f = src.into_raw();
-        match self.migrator.migrate_to(f, dst) {
+        match self.migrator.migrate_to(*src, dst) {
             Ok(()) => {
                 self.r.migrated += 1;
+                // The isolation reference: the source's last, normally.
+                drop(src);
                 Some(true)
             }
             Err(_) => {
                 self.r.failed += 1;
                 // `dst` is ours again: back to the buddy.
                 dst.put();
-                alloc.lru().putback(FolioRef::from_raw(f), active);
+                alloc.lru().putback(src, active);
                 Some(false)
             }
         }

@@ -13,6 +13,7 @@ use crate::addr::PAGE_SHIFT;
 use crate::cpu::SingleCpu;
 use crate::emu::EmuMem;
 use crate::physmem::buddy::{AllocFlags, NR_ORDERS};
+use crate::physmem::folio::FolioRef;
 use crate::physmem::memmap::{FrameDesc, Memmap};
 
 const BASE: u64 = 0x4000_0000;
@@ -114,10 +115,16 @@ impl<'a> FolioMigrator<'a> for Owned<'a> {
             src.munlock();
             dst.mlock();
         }
-        assert!(self.alloc.lru().add(self.alloc, dst.idx()));
+        // The list the source was on; `putback` takes a reference of its
+        // own, the allocation's stays for the owner.
+        dst.get();
+        self.alloc
+            .lru()
+            .putback(FolioRef::from_raw(dst), src.test(PageFlags::ACTIVE));
         let old = self.folios.borrow_mut().insert(key, dst).unwrap();
         assert_eq!(old.pfn(), src.pfn());
-        src.put_many(2);
+        // The owner's reference; the caller drops the isolation one.
+        src.put();
         Ok(())
     }
 }
