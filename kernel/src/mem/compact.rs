@@ -90,6 +90,11 @@ pub fn wakeup(order: u32) {
 }
 
 /// One run over the zone with `cc`, counted in `/proc/vmstat`.
+///
+/// TODO(lead): with one zone per NUMA node, run once per node's span
+/// (`compact_memory` compacts every node; kcompactd is per node, as
+/// Linux's `kcompactdN`) and point `BuddyAllocator::zone_of` at the
+/// node's zone.
 fn run(cc: &CompactControl, daemon: bool) -> CompactResult {
     let b = buddy();
     let (start, end) = b.zone_span(b.memmap().base_pfn());
