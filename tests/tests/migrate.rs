@@ -598,7 +598,10 @@ fn pinned_and_hook<A: PagingArch>() {
             mms: &mms,
             mode: MigrateMode::Async,
         };
+        // The caller's reference (compaction's isolation one) is lent.
+        let held = f.get_ref();
         hook.migrate_to(f, d).unwrap();
+        drop(held);
         assert_eq!(env.folio_at(&mm, VA).unwrap(), d);
         assert_eq!(env.event(VmEvent::PgMigrateSuccess), 16);
         env.check_pages(&mm, VA, 16 * K4, 31);

@@ -7,7 +7,7 @@
 //! Generated files are snapshots taken at `open` (as a sysfs/seq_file read
 //! from offset 0 would see them); every `write` to a sysfs knob is one store
 //! into the registry, with its errno.
-use super::debugfs::{SPLIT_PATH, split_huge_pages};
+use super::debugfs::{EXTFRAG_DIR, SPLIT_PATH, split_huge_pages};
 use super::procfs::{PAGEMAP_SOFT_DIRTY, meminfo, read_entries, seq_text, smaps, text, vmstat};
 use crate::mem::numa;
 use crate::proc::process::{self, Process};
@@ -360,7 +360,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         "/sys/kernel" => add(&["debug", "mm"], DT_DIR),
         "/sys/kernel/mm" => add(&["transparent_hugepage"], DT_DIR),
         "/sys/kernel/debug" => {
-            add(&["mthp"], DT_DIR);
+            add(&["extfrag", "mthp"], DT_DIR);
             add(&["split_huge_pages"], DT_REG);
         }
         "/sys/devices" => add(&["system"], DT_DIR),
@@ -375,6 +375,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         _ if node_dir(path).is_some() => add(&numa::NODE_FILES, DT_REG),
         crate::perf::dev::DIR => add(&["perf"], DT_REG),
         "/proc/sys" => add(&["vm"], DT_DIR),
+        EXTFRAG_DIR => add(&["extfrag_index", "unusable_index"], DT_REG),
         SYSCTL_VM_DIR => {
             for (name, _) in VmKnob::ALL {
                 add(&[name], DT_REG);
@@ -494,6 +495,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | "/sys/kernel"
         | "/sys/kernel/mm"
         | "/sys/kernel/debug"
+        | EXTFRAG_DIR
         | "/proc/self"
         | "/proc/sys"
         | SYSCTL_VM_DIR
@@ -549,6 +551,16 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         // debugfs's file has only a write operation: opening it for
         // reading succeeds and a read fails with EINVAL (see `read_at`).
         SPLIT_PATH => return Ok(mk(Node::SplitHugePages, 0o100200)),
+        // debugfs seq files without a write operation: the VFS's EINVAL.
+        "/sys/kernel/debug/extfrag/unusable_index" => {
+            return Ok(mk(
+                seq_text(crate::mem::compact::unusable_index()),
+                0o100444,
+            ));
+        }
+        "/sys/kernel/debug/extfrag/extfrag_index" => {
+            return Ok(mk(seq_text(crate::mem::compact::extfrag_index()), 0o100444));
+        }
         "/proc/kpageflags" => return Ok(mk(Node::Kpageflags, 0o100400)),
         "/proc/zoneinfo" => {
             let data = crate::mem::watermark::zoneinfo();
@@ -572,8 +584,18 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         .and_then(|r| r.strip_prefix('/'))
     {
         let knob = VmKnob::from_name(name).ok_or(Errno::ENOENT)?;
-        let data = VM_SYSCTL.read(knob).into_bytes();
-        return Ok(mk(Node::Sysctl { data, knob }, 0o100644));
+        // sysctl's permission check applies the owner bits even to root:
+        // `compact_memory` (0200) cannot be opened for reading.
+        let mode = knob.mode();
+        if (readable && mode & 0o400 == 0) || (wants_write && mode & 0o200 == 0) {
+            return Err(Errno::EACCES);
+        }
+        let data = if readable {
+            VM_SYSCTL.read(knob).into_bytes()
+        } else {
+            Vec::new()
+        };
+        return Ok(mk(Node::Sysctl { data, knob }, 0o100000 | mode));
     }
     if let Some(rest) = path.strip_prefix("/proc/") {
         if let Ok(pid) = rest.parse::<u32>() {

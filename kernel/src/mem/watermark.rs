@@ -16,9 +16,9 @@ use mm::thp::{GlobalMode, OrderMode, THP};
 /// is in `DMA32` (plus the 16 MiB `DMA` zone), an arm64 `virt` guest's
 /// (all below 4 GiB) in `DMA`.
 #[cfg(target_arch = "x86_64")]
-const ZONE_NAME: &str = "DMA32";
+pub const ZONE_NAME: &str = "DMA32";
 #[cfg(target_arch = "aarch64")]
-const ZONE_NAME: &str = "DMA";
+pub const ZONE_NAME: &str = "DMA";
 
 fn managed() -> u64 {
     buddy().stats().managed
@@ -113,6 +113,13 @@ pub fn init() {
 /// A write to `/proc/sys/vm/<knob>`.
 pub fn sysctl_write(knob: VmKnob, s: &str) -> Result<(), Errno> {
     VM_SYSCTL.write(knob, s)?;
+    match knob {
+        VmKnob::CompactMemory => {
+            crate::mem::compact::compact_memory();
+        }
+        VmKnob::CompactionProactiveness => crate::mem::compact::proactiveness_changed(),
+        _ => {}
+    }
     if knob.affects_watermarks() {
         setup_per_zone_wmarks();
     }

@@ -21,6 +21,8 @@ pub mod allocbench;
 #[cfg(all(feature = "selftest", target_arch = "aarch64"))]
 pub mod asid;
 #[cfg(feature = "selftest")]
+pub mod compact;
+#[cfg(feature = "selftest")]
 pub mod invariants;
 #[cfg(feature = "selftest")]
 pub mod khugepaged;

@@ -136,28 +136,26 @@ pub struct MmMigrator<'m, 'a, A: PagingArch> {
 }
 
 impl<'a, A: PagingArch> FolioMigrator<'a> for MmMigrator<'_, 'a, A> {
-    /// Takes a reference on `src` if it is still a live anonymous folio
-    /// on the LRU below the PMD order (compaction never moves PMD THPs,
-    /// as Linux) of `dst`'s order, then [`migrate_folio`]; counted in
-    /// `pgmigrate_*` as [`migrate_pages`] counts.  On success `dst` is
-    /// consumed (its mappings and LRU place hold it).
+    /// `src` comes with a reference the caller holds and keeps
+    /// (compaction's isolation reference, as Linux's `migrate_pages`
+    /// takes isolated folios; on the LRU or isolated from it): if it is
+    /// an anonymous folio below the PMD order (compaction never moves PMD
+    /// THPs, as Linux) of `dst`'s order, [`migrate_folio`] with that
+    /// reference, counted in `pgmigrate_*` as [`migrate_pages`] counts.
+    /// On success `dst` is consumed (its mappings and LRU place hold it)
+    /// and the caller's dropping its reference frees the source.
     fn migrate_to(&self, src: Folio<'a>, dst: Folio<'a>) -> Result<(), MigrateError> {
         let Some(first) = self.mms.first() else {
             return Err(MigrateError::Busy);
         };
-        let Some(r) = src.try_get_ref() else {
-            return Err(MigrateError::Busy);
-        };
-        if !r.is_anon()
-            || !r.test(PageFlags::LRU)
-            || r.order() >= PMD_ORDER
-            || r.order() != dst.order()
-            || first.ctx.folio(r.pfn()).is_none_or(|f| f != src)
-        {
+        if !src.is_anon() || src.order() >= PMD_ORDER || src.order() != dst.order() {
             return Err(MigrateError::Busy);
         }
+        // The caller's reference, lent for the call and handed back below.
+        let r = FolioRef::from_raw(src);
         let res = migrate_folio(self.mms, &r, dst, self.mode);
-        count_result(first.ctx, *r, res.is_ok());
+        count_result(first.ctx, src, res.is_ok());
+        let _ = r.into_raw();
         res
     }
 }

@@ -73,7 +73,12 @@
 //!    registry lock (in `MmCtx`) is a leaf too.
 //!
 //! The reclaim hook the fault path calls on OOM runs with none of these
-//! held (the fault drops its locks first and retries).
+//! held (the fault drops its locks first and retries).  The compaction
+//! hook (`MmCtx::set_compact_hook`, for a failed THP-order allocation)
+//! runs with at most the space's mmap lock held (for reading on a fault,
+//! for writing under `MADV_COLLAPSE`), as Linux's direct compaction;
+//! compaction itself takes the LRU and zone locks one at a time, never
+//! nested.
 //!
 //! Folio reference counts and mapcounts are atomics, changed under the
 //! page-table lock of the address space whose mapping changes.

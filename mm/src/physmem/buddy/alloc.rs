@@ -269,7 +269,7 @@ impl BuddyAllocator<'_> {
     /// the head, zeroes on request.  Tails are already `Body` with clean
     /// flags (the free path guarantees it), which is what a tail stores.
     #[inline]
-    fn prep_new_folio(
+    pub(super) fn prep_new_folio(
         &self,
         idx: u32,
         order: u32,

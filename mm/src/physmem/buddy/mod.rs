@@ -75,6 +75,8 @@
 //! * `init.rs`: boot-time hand-over of RAM and reserved ranges;
 //! * `alloc.rs`: the allocation paths, per-CPU cache first;
 //! * `free.rs`: the free paths and draining the per-CPU caches;
+//! * `isolate.rs`: compaction's access (isolating free blocks into its
+//!   pool, turning them into folios, giving them back);
 //! * `report.rs`: counters and the `/proc/buddyinfo`, `/proc/pagetypeinfo`
 //!   views;
 //! * `debug.rs`: the checks that catch misuse (bad frees, use after free
@@ -84,6 +86,7 @@ mod alloc;
 mod debug;
 mod free;
 mod init;
+mod isolate;
 mod report;
 mod zone;
 
@@ -100,6 +103,7 @@ use crate::physmem::node::{MAX_NUMNODES, NodeMap};
 use crate::physmem::pcp::{PcpLists, PcpSlot};
 use crate::physmem::phys::PhysMem;
 
+pub use isolate::FreeCounts;
 pub use report::{BuddyInfo, MemStats};
 use zone::Zone;
 

@@ -84,6 +84,7 @@ static TESTS: &[Test] = tests![
     procfs::buddyinfo_tracks_free_memory,
     numa::numa_node_files,
     vm_sysctl::watermarks_follow_min_free_kbytes,
+    vm_sysctl::compaction_sysctls_as_linux,
     folios::fault_order_4k,
     folios::fault_order_64k,
     folios::fault_order_2m,
