@@ -465,8 +465,17 @@ fn fork_during_migration<A: PagingArch>() {
             mm: &mm,
             child: std::cell::RefCell::new(None),
         };
-        migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &hook).unwrap();
+        // Isolated by the caller, as reclaim or compaction would.
+        env.ctx.lru_drain();
+        let iso = env.ctx.lru_isolate(16, false);
+        let src = iso.into_iter().find(|r| **r == f).unwrap();
+        migrate_folio_hooked(&[&mm], &src, d, MigrateMode::Sync, &hook).unwrap();
+        drop(src);
         let child = hook.child.into_inner().unwrap();
+        assert!(
+            f.test(PageFlags::LRU),
+            "still mapped by the child: back on the LRU"
+        );
         let l = env.leaf(&mm, VA + 2 * K4).unwrap();
         assert_eq!(l.pfn, d.pfn() + 2);
         assert!(!l.attrs.perms.write, "WRITE became READ at fork");

@@ -299,6 +299,11 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     }
     drop(dlock);
     drop(lock);
+    // A source still mapped (entries the remap could not reach) stays a
+    // live anonymous folio: back on the LRU if the caller had isolated it.
+    if left > 0 && !f.test(PageFlags::LRU) && !f.test(PageFlags::LRU_BATCH) {
+        ctx.lru_putback(f.get_ref(), f.test(PageFlags::ACTIVE));
+    }
     // The allocation's reference: the mappings, the LRU and the swap cache
     // hold the destination now.
     dst.put();
