@@ -26,12 +26,12 @@ use crate::mem::uspace;
 use crate::task::sched;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use mm::aspace::migrate::MmMigrator;
 use mm::physmem::compaction::{
     CompactControl, CompactRequest, CompactResult, CompactStatus, FolioMigrator, MigrateError,
     MigrateMode, compact_zone, compaction_suitable, extfrag_index_text, fragmentation_score,
     score_wmarks, unusable_index_text,
 };
-use mm::aspace::migrate::MmMigrator;
 use mm::physmem::folio::Folio;
 use mm::physmem::watermark::VM_SYSCTL;
 use mm::thp::{THP, VmEvent};
@@ -133,7 +133,11 @@ fn run(cc: &CompactControl, daemon: bool) -> CompactResult {
     for pfn in zone_pfns() {
         let r = run_zone(pfn, cc, daemon);
         let ok = r.status == CompactStatus::Success;
-        if ok || last.as_ref().is_none_or(|l| l.status != CompactStatus::Success) {
+        if ok
+            || last
+                .as_ref()
+                .is_none_or(|l| l.status != CompactStatus::Success)
+        {
             last = Some(r);
         }
     }
@@ -210,7 +214,11 @@ pub fn unusable_index() -> String {
         .into_iter()
         .map(|pfn| {
             let n = b.node_of_pfn(pfn);
-            unusable_index_text(&b.zone_free_counts(pfn), n, crate::mem::watermark::ZONE_NAME)
+            unusable_index_text(
+                &b.zone_free_counts(pfn),
+                n,
+                crate::mem::watermark::ZONE_NAME,
+            )
         })
         .collect()
 }
@@ -222,7 +230,11 @@ pub fn extfrag_index() -> String {
         .into_iter()
         .map(|pfn| {
             let n = b.node_of_pfn(pfn);
-            extfrag_index_text(&b.zone_free_counts(pfn), n, crate::mem::watermark::ZONE_NAME)
+            extfrag_index_text(
+                &b.zone_free_counts(pfn),
+                n,
+                crate::mem::watermark::ZONE_NAME,
+            )
         })
         .collect()
 }

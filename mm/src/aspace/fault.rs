@@ -124,7 +124,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Swap(e) => return self.do_swap_page(vma, addr, access, e),
             Locked::Migration(f, e) => return self.migration_entry_wait(vma, addr, f, e),
         };
-        let f = self.alloc_anon_folio(vma, addr, orders, true).ok_or(Fault::Oom)?;
+        let f = self
+            .alloc_anon_folio(vma, addr, orders, true)
+            .ok_or(Fault::Oom)?;
         self.zero_folio(*f, align_down(addr, f.size()), addr);
         let mut pt = self.lock_pt();
         pre = Some(f);
@@ -264,9 +266,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         while orders != 0 {
             let o = 31 - orders.leading_zeros();
             let mut got = alloc(o);
-            if got.is_err()
-                && may_compact
-            {
+            if got.is_err() && may_compact {
                 // Linux's `vma_thp_gfp_mask`: "madvised" is MADV_HUGEPAGE.
                 let madvised = vma.flags.contains(crate::vma::VmFlags::HUGEPAGE);
                 if let Some(req) = ctx.thp.config.defrag().fault_compaction(madvised) {

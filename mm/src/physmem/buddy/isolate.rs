@@ -16,7 +16,6 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-
 use super::zone::{list_mt, pageblock_mt};
 use super::{AllocFlags, BuddyAllocator, MAX_ORDER, MOVABLE, Migratetype, NR_ORDERS};
 use crate::physmem::folio::Folio;
@@ -38,7 +37,12 @@ impl<'a> BuddyAllocator<'a> {
         }
         let node = self.nodes.node_of_pfn(pfn);
         let mut span: Option<(u64, u64)> = None;
-        for r in self.nodes.ranges().iter().filter(|r| r.node as usize == node) {
+        for r in self
+            .nodes
+            .ranges()
+            .iter()
+            .filter(|r| r.node as usize == node)
+        {
             span = Some(match span {
                 None => (r.start_pfn, r.end_pfn),
                 Some((a, b)) => (a.min(r.start_pfn), b.max(r.end_pfn)),

@@ -93,7 +93,6 @@ pub enum CompactRequest {
 /// compaction ran (see `MmCtx::set_compact_hook`).
 pub type CompactHook = dyn Fn(u32, CompactRequest) -> bool + Sync;
 
-
 /// What one run is for (Linux's `struct compact_control`, the inputs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompactControl {
@@ -227,7 +226,8 @@ pub fn compaction_suitable(
     };
     let nid = alloc.node_of_pfn(pfn);
     let free = alloc.node_free(nid);
-    if alloc.has_free_block(pfn, order) && free >= alloc.node_watermark(nid, Wmark::Min) + (1 << order)
+    if alloc.has_free_block(pfn, order)
+        && free >= alloc.node_watermark(nid, Wmark::Min) + (1 << order)
     {
         return Some(CompactStatus::Success);
     }

@@ -114,6 +114,7 @@ static TESTS: &[Test] = tests![
     migrate::numa_move_pages_keeps_folios_whole,
     migrate::numa_mempolicy_answers,
     migrate::numa_mempolicy_interleave_and_strict,
+    migrate::numa_maps_counts,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,
