@@ -188,3 +188,58 @@ impl<'a> Batch<'a> {
         failed
     }
 }
+
+/// `migrate_pages(2)` on the address space `mms[0]` (Linux's
+/// `do_migrate_pages`): every anonymous folio on a node of `old` moves,
+/// whole, to the node of `new` at the same position (Linux's
+/// `node_remap`: the i-th node of `old` to the i-th of `new`, wrapping),
+/// unless that is where it is.  Without `move_all` a folio that may be
+/// mapped by another process stays (skipped, not counted).  Returns the
+/// folios that could not be moved.
+pub fn migrate_node_pages<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    old: crate::vma::mempolicy::NodeMask,
+    new: crate::vma::mempolicy::NodeMask,
+    move_all: bool,
+) -> u64 {
+    let Some(target) = mms.first() else {
+        return 0;
+    };
+    if old == new || new.is_empty() {
+        return 0;
+    }
+    let ctx = target.ctx;
+    let remap = |n: usize| -> usize {
+        let pos = (old.0 & ((1u32 << n) - 1)).count_ones();
+        new.nth(pos % new.weight()).unwrap_or(n)
+    };
+    let mut todo: Vec<(FolioRef<'a>, usize)> = Vec::new();
+    {
+        let vmas = target.vmas();
+        let pt = target.lock_pt();
+        for v in vmas.iter() {
+            target.anon_folios_in(&pt, v.start, v.end, |f, _| {
+                let n = ctx.buddy.node_of_pfn(f.pfn());
+                let d = remap(n);
+                let shared = super::report::page_mapcount(&f, 0) > 1;
+                if old.contains(n) && d != n && (move_all || !shared) {
+                    todo.push((f.get_ref(), d));
+                }
+                true
+            });
+        }
+    }
+    let mut failed = 0;
+    while let Some(&(_, node)) = todo.first() {
+        let (now, rest): (Vec<_>, Vec<_>) = todo.into_iter().partition(|&(_, d)| d == node);
+        todo = rest;
+        let folios = now.into_iter().map(|(f, _)| f).collect();
+        let alloc = |order: u32| {
+            ctx.buddy
+                .alloc_node(node, order, AllocFlags::USER | AllocFlags::THISNODE)
+                .ok()
+        };
+        failed += migrate_pages(mms, folios, alloc, MigrateReason::Syscall).1;
+    }
+    failed
+}

@@ -115,6 +115,7 @@ static TESTS: &[Test] = tests![
     migrate::numa_mempolicy_answers,
     migrate::numa_mempolicy_interleave_and_strict,
     migrate::numa_maps_counts,
+    migrate::numa_migrate_pages_moves_folios_whole,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,

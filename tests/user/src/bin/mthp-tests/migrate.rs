@@ -517,3 +517,64 @@ pub fn numa_maps_counts() -> TestResult {
     res?;
     Ok(Outcome::Pass)
 }
+
+/// `migrate_pages(2)` (notes §5.4): with two nodes, a region of 64K folios
+/// moves from its node to the other one whole (order kept, data intact)
+/// and the call returns 0 (no folio left behind); with one node, moving
+/// node 0 to node 0 is a no-op returning 0.  Errors: a target node mask
+/// with no memory is EINVAL (root), an unknown pid ESRCH.
+pub fn numa_migrate_pages_moves_folios_whole() -> TestResult {
+    let two = nodes() >= 2;
+    let mp = |pid: usize, old: u64, new: u64| {
+        sys::syscall(
+            sys::nr::MIGRATE_PAGES,
+            &[
+                pid,
+                65,
+                &old as *const u64 as usize,
+                &new as *const u64 as usize,
+            ],
+        )
+    };
+    let r = mp(0, 1, 1 << 5);
+    ensure!(
+        r == -EINVAL as isize,
+        "migrate_pages to a node without memory: {r}, expected -EINVAL"
+    );
+    let r = mp(0x3fff_fff0, 1, 1);
+    ensure!(
+        r == -ESRCH as isize,
+        "migrate_pages of an unknown pid: {r}, expected -ESRCH"
+    );
+    thp_only(Some(64))?;
+    let len = 4 * SZ_64K;
+    let m = map_aligned(len, SZ_2M)?;
+    fill(&m, 77);
+    let res = (|| -> Result<(), mthp_user::Msg> {
+        let pages: [usize; 8] = core::array::from_fn(|i| m.addr + i * SZ_64K / 2);
+        let mut st = [i32::MIN; 8];
+        where_are(&pages, &mut st)?;
+        let from = st[0];
+        ensure!(
+            st.iter().all(|&s| s == from),
+            "region spread over nodes before: {st:?}"
+        );
+        let to = if two { 1 - from } else { from };
+        let r = mp(0, 1 << from, 1 << to);
+        ensure!(r == 0, "migrate_pages {from} -> {to}: {r}, expected 0");
+        where_are(&pages, &mut st)?;
+        ensure!(
+            st.iter().all(|&s| s == to),
+            "after migrate_pages {from} -> {to}: {st:?}"
+        );
+        if let Some(bad) = verify(&m, 0, len, 77) {
+            fail!("data differs at byte {bad} after migrate_pages");
+        }
+        let l = layout(m.addr, m.len, 64)?;
+        ensure!(l.all_in_order(), "64K folios split by migrate_pages");
+        Ok(())
+    })();
+    unmap(&m);
+    res?;
+    Ok(Outcome::Pass)
+}
