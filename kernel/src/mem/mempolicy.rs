@@ -192,14 +192,7 @@ pub fn mbind(
     let pol = Mempolicy::new(mode, nodes, memory_nodes())?;
     let target = p.user_mm()?;
     let moves = target.enter().mbind(start, len, pol, flags)?;
-    let mut mms = alloc::vec![target.clone()];
-    if flags & MPOL_MF_MOVE_ALL != 0 {
-        mms.extend(
-            uspace::all_mms()
-                .into_iter()
-                .filter(|m| !Arc::ptr_eq(m, &target)),
-        );
-    }
+    let mms = crate::mem::migrate::movers(&target, flags & MPOL_MF_MOVE_ALL != 0);
     let np = sched::preempt_disable();
     let spaces = uspace::spaces(&mms, &np);
     mbind_migrate(&spaces, moves)?;
@@ -231,14 +224,7 @@ pub fn migrate_pages(
     if new.is_empty() {
         return Err(Errno::EINVAL);
     }
-    let mut mms = alloc::vec![target.clone()];
-    if root {
-        mms.extend(
-            uspace::all_mms()
-                .into_iter()
-                .filter(|m| !Arc::ptr_eq(m, &target)),
-        );
-    }
+    let mms = crate::mem::migrate::movers(&target, root);
     let np = sched::preempt_disable();
     let spaces = uspace::spaces(&mms, &np);
     Ok(mm::aspace::move_pages::migrate_node_pages(
