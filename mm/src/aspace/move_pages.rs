@@ -229,6 +229,9 @@ pub fn migrate_node_pages<'a, A: PagingArch>(
             });
         }
     }
+    // A folio split across two VMAs (mprotect) is met once per VMA.
+    todo.sort_by_key(|(f, _)| f.pfn());
+    todo.dedup_by_key(|(f, _)| f.pfn());
     let mut failed = 0;
     while let Some(&(_, node)) = todo.first() {
         let (now, rest): (Vec<_>, Vec<_>) = todo.into_iter().partition(|&(_, d)| d == node);
@@ -242,4 +245,43 @@ pub fn migrate_node_pages<'a, A: PagingArch>(
         failed += migrate_pages(mms, folios, alloc, MigrateReason::Syscall).1;
     }
     failed
+}
+
+/// Migrates every anonymous folio mapped in `[start, end)` of `mms[0]`
+/// (whole, with folios only partly inside) to new frames: of `node` when
+/// given (that node only), else wherever the allocator gives (the local
+/// node first).  For the self-tests and the storm, which need migrations
+/// on a machine of one node.  Returns (pages migrated, folios not).
+pub fn migrate_range<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    start: u64,
+    end: u64,
+    node: Option<usize>,
+) -> (u64, u64) {
+    let Some(target) = mms.first() else {
+        return (0, 0);
+    };
+    let ctx = target.ctx;
+    let mut folios: Vec<FolioRef<'a>> = Vec::new();
+    {
+        let vmas = target.vmas();
+        let pt = target.lock_pt();
+        for v in vmas.find_intersecting(start, end) {
+            target.anon_folios_in(&pt, v.start.max(start), v.end.min(end), |f, _| {
+                folios.push(f.get_ref());
+                true
+            });
+        }
+    }
+    // A folio split across two VMAs (mprotect) is met once per VMA.
+    folios.sort_by_key(|f| f.pfn());
+    folios.dedup_by_key(|f| f.pfn());
+    let alloc = |order: u32| match node {
+        Some(n) => ctx
+            .buddy
+            .alloc_node(n, order, AllocFlags::USER | AllocFlags::THISNODE)
+            .ok(),
+        None => ctx.buddy.alloc(order, AllocFlags::USER).ok(),
+    };
+    migrate_pages(mms, folios, alloc, MigrateReason::Syscall)
 }
