@@ -451,7 +451,7 @@ impl Storm {
         let Some((va, len)) = self.random_range(i) else {
             return Ok(String::from("move_pages: nothing mapped"));
         };
-        let addrs: Vec<u64> = (0..8).map(|k| va + (k * len / 8) & !(PAGE - 1)).collect();
+        let addrs: Vec<u64> = (0..8).map(|k| (va + k * len / 8) & !(PAGE - 1)).collect();
         let nodes = [0i32; 8];
         let mut st = [0i32; 8];
         let np = crate::task::sched::preempt_disable();
