@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -122,6 +122,11 @@ bench-swap: deps
 ## ours vs Linux 6.12 (issue 16): target/bench/bench-frag-*.md.
 bench-frag: deps
 	$(RUNNER) bench --frag --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick)
+
+## move_pages of 4K/64K/2M folios between two NUMA nodes, ours vs Linux
+## 6.12 (issue 16; ICOUNT=1: arm64 instructions): target/bench/bench-migrate-*.md.
+bench-migrate: deps
+	$(RUNNER) bench --migrate --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
 
 bench-scale: deps
 	$(RUNNER) bench --scale $(if $(filter command line,$(origin ARCH)),--arch $(ARCH)) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(filter command line,$(origin BOOTS)),--boots $(BOOTS))

@@ -112,6 +112,8 @@ struct Boot {
     /// `-m` instead of 2G: the pressure boot's working set is 1.5x RAM,
     /// so less RAM keeps it short.
     mem: Option<&'static str>,
+    /// NUMA nodes (`qemu::numa_args`; 0: none): the migration boot's two.
+    numa: u32,
 }
 
 /// Swap disk of the swap workload's boot: 16 (64 full) MiB at a time, so
@@ -156,6 +158,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 extra: vec!["-icount".into(), "shift=0".into()],
                 disk: None,
                 mem: None,
+                numa: 0,
             });
         } else {
             boots.push(Boot {
@@ -166,6 +169,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 extra: Vec::new(),
                 disk: None,
                 mem: None,
+                numa: 0,
             });
             if arch == Arch::Aarch64 && !linux {
                 boots.push(Boot {
@@ -176,6 +180,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                     extra: Vec::new(),
                     disk: None,
                     mem: None,
+                    numa: 0,
                 });
             }
         }
@@ -315,6 +320,7 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
         },
         disk: Some(SWAP_BOOT_DISK),
         mem: None,
+        numa: 0,
     });
     if !icount {
         let touches = if quick { 20_000 } else { 100_000 };
@@ -327,6 +333,7 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
             extra: Vec::new(),
             disk: Some(PRESSURE_DISK),
             mem: Some(PRESSURE_MEM),
+            numa: 0,
         });
     }
     boots
@@ -365,6 +372,7 @@ pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
             extra: Vec::new(),
             disk: None,
             mem: Some(FRAG_MEM),
+            numa: 0,
         }]
     };
     side_by_side(
@@ -376,6 +384,114 @@ pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
         &boots,
         frag_tables,
     )
+}
+
+/// `runner bench --migrate` (issue 16): `move_pages` of 4K, 64K and 2M
+/// folios between two NUMA nodes on our kernel and on Linux 6.12, one
+/// boot each with `--numa 2` and two CPUs ([`migrate_tables`]); under
+/// `--icount` (arm64) the guest clock counts instructions.
+pub fn migrate_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+    let boots = || {
+        vec![Boot {
+            label: "migrate",
+            cmdline: format!(
+                "init=/bench bench.work=migrate bench.sizes={} bench.runs={}",
+                if quick { 16 } else { 64 },
+                if quick { 1 } else { 3 }
+            ),
+            extra: if icount {
+                vec!["-icount".into(), "shift=0".into()]
+            } else {
+                Vec::new()
+            },
+            disk: None,
+            mem: None,
+            numa: 2,
+        }]
+    };
+    side_by_side(
+        arches,
+        accel,
+        quick,
+        icount,
+        "bench-migrate",
+        &boots,
+        migrate_tables,
+    )
+}
+
+/// Migration tables: MiB/s per folio size each way between the nodes,
+/// instructions per MiB (ours from its counter, both as guest ns per MiB
+/// under `-icount shift=0`), and the fraction of pages that arrived.
+fn migrate_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    let Some(mib) = r.recs.iter().find(|x| x.work == "migrate").map(|x| x.mib) else {
+        let _ = writeln!(s, "## {} migration: no figures\n", r.arch.name());
+        for l in r.info.iter().filter(|l| l.starts_with("migrate")) {
+            let _ = writeln!(s, "- {l}");
+        }
+        return s;
+    };
+    let lget = |c: &str, m: &str| lx.and_then(|l| l.get("migrate", c, mib, m));
+    let _ = writeln!(
+        s,
+        "## {} migration between two NUMA nodes, {} MiB region — ours ({}) vs {}; {} ({}), -numa 2, -smp 2\n",
+        r.arch.name(),
+        mib,
+        r.kernel,
+        linux_name,
+        accel_desc(r),
+        r.qemu
+    );
+    let _ = writeln!(
+        s,
+        "move_pages(MPOL_MF_MOVE) with one address per folio to the other node, then back (two samples per run); median (min–max). MiB/s from the guest's clock_gettime; under -icount shift=0 ns per MiB = instructions (+ idle) per MiB on both kernels; ours also from its INST_RETIRED counter.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| size | MiB/s ours | Linux | ours/Linux | instr/MiB ours | icount-ns/MiB ours | Linux | ours/Linux | arrived ours | Linux |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let ns = |x: Option<&Rec>| x.map(|x| 1e9 / x.med);
+    let f = |v: Option<f64>| v.map(fmt_v).unwrap_or_else(|| "–".into());
+    let icount = r.info.iter().any(|l| l.contains("icount"));
+    for cfg in ["4K", "64K", "2M"] {
+        let g = |m: &str| r.get("migrate", cfg, mib, m);
+        let l = |m: &str| lget(cfg, m);
+        let (on, ln) = if icount {
+            (ns(g("mib_per_s")), ns(l("mib_per_s")))
+        } else {
+            (None, None)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cfg,
+            cell(g("mib_per_s")),
+            cell(l("mib_per_s")),
+            ratio(g("mib_per_s"), l("mib_per_s")),
+            cell(g("pmu:instructions_per_mib")),
+            f(on),
+            f(ln),
+            match (on, ln) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "–".into(),
+            },
+            cell(g("arrived_fraction")),
+            cell(l("arrived_fraction")),
+        );
+    }
+    s.push('\n');
+    for l in r
+        .info
+        .iter()
+        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
+    {
+        if l.starts_with("migrate") || l.starts_with("skip migrate") {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
+    s
 }
 
 /// Runs `boots` on our kernel and on Linux 6.12 for each arch, prints the
@@ -473,12 +589,16 @@ fn frag_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         let _ = writeln!(s, "## {} fragmentation: no figures\n", r.arch.name());
         return s;
     };
-    let lget = |c: &str, m: &str| lx.and_then(|l| l.get("frag", c, mib, m));
+    // Each kernel's target region is 3/8 of its own free memory after
+    // boot, so Linux's has its own size (both named in the notes below).
+    let lmib = lx.and_then(|l| l.recs.iter().find(|x| x.work == "frag").map(|x| x.mib));
+    let lget = |c: &str, m: &str| lx.and_then(|l| l.get("frag", c, lmib?, m));
     let _ = writeln!(
         s,
-        "## {} fragmentation, {} MiB target region after churn — ours ({}) vs {}; {} ({}), -m {}\n",
+        "## {} fragmentation, {} MiB target region after churn (Linux: {} MiB) — ours ({}) vs {}; {} ({}), -m {}\n",
         r.arch.name(),
         mib,
+        lmib.map_or_else(|| "–".to_string(), |m| m.to_string()),
         r.kernel,
         linux_name,
         accel_desc(r),
@@ -741,6 +861,7 @@ fn run_arch(
         spec.initrd = Some(initrd.clone());
         spec.mem = b.mem.unwrap_or("2G").into();
         spec.extra_args = b.extra.clone();
+        spec.numa = b.numa;
         // Kept until QEMU exits (the image is removed on drop).
         let _disk = match b.disk {
             Some(bytes) => {

@@ -92,6 +92,9 @@ const W_PRESSURE: u32 = 64;
 /// (issue 16); not in the default set: it fills most of RAM, so the
 /// runner gives it a boot of its own.
 const W_FRAG: u32 = 128;
+/// Migration between two NUMA nodes with `move_pages` (issue 16); not in
+/// the default set: it needs a boot with two nodes.
+const W_MIGRATE: u32 = 256;
 
 struct Opts {
     sizes: List,
@@ -141,6 +144,7 @@ impl Opts {
                         b"swap" => W_SWAP,
                         b"pressure" => W_PRESSURE,
                         b"frag" => W_FRAG,
+                        b"migrate" => W_MIGRATE,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -1320,6 +1324,144 @@ fn bench_frag(cx: &mut Ctx) {
     let _ = write_file(path!("{defrag_file}").c(), unword(&defrag0));
 }
 
+/// Folio sizes of the migration workload: order 0, the usual mTHP, PMD.
+const MIGRATE_KB: [usize; 3] = [4, 64, 2048];
+
+/// Migration (issue 16): a region of the first `sizes` MiB mapped with
+/// 4K, 64K or 2M folios and filled, then `move_pages` with one address per
+/// folio to the other node and back, each direction one sample: MiB/s,
+/// instructions per MiB when the kernel counts them (and guest ns per MiB
+/// under `-icount shift=0`), the fraction of pages that arrived, data
+/// checked after each move.  Needs two nodes with memory (the runner's
+/// `--numa 2` boot); says so and skips otherwise.
+fn bench_migrate(cx: &mut Ctx) {
+    let mut b = [0u8; 32];
+    let two = match read_file(b"/sys/devices/system/node/has_memory\0", &mut b) {
+        Ok(n) => trim(&b[..n]) == b"0-1",
+        Err(_) => false,
+    };
+    if !two {
+        println!(
+            "bench-info migrate unavailable: needs nodes 0-1 with memory (boot with two NUMA nodes)"
+        );
+        return;
+    }
+    let mib = cx.opts.sizes.items().first().copied().unwrap_or(16);
+    let len = mib * MIB;
+    // The address, node and status arrays: one entry per 4K page at most.
+    let n_max = len / PAGE;
+    let arr_len = (n_max * 16).next_multiple_of(PAGE);
+    let arr = match map_region(arr_len) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("bench-info migrate unavailable: mmap: {}", errno_name(e));
+            return;
+        }
+    };
+    // SAFETY: `arr` is our private mapping of `arr_len` bytes, split into
+    // three disjoint arrays (8 + 4 + 4 bytes per entry).
+    let (addrs, nodes, status) = unsafe {
+        (
+            core::slice::from_raw_parts_mut(arr as *mut usize, n_max),
+            core::slice::from_raw_parts_mut((arr + n_max * 8) as *mut i32, n_max),
+            core::slice::from_raw_parts_mut((arr + n_max * 12) as *mut i32, n_max),
+        )
+    };
+    for kb in MIGRATE_KB {
+        let cfg = Cfg(kb, "");
+        if let Err(m) = set_config(kb) {
+            println!("bench-info skip migrate {} {} {}", cfg, mib, m);
+            continue;
+        }
+        let (mut rate, mut arrived) = (Samples::new(), Samples::new());
+        let mut pmu = PmuSamples::new();
+        let mut bad = 0usize;
+        for _ in 0..cx.opts.runs {
+            let addr = match map_region(len) {
+                Ok(a) => a,
+                Err(e) => {
+                    println!(
+                        "bench-info skip migrate {} {} mmap: {}",
+                        cfg,
+                        mib,
+                        errno_name(e)
+                    );
+                    break;
+                }
+            };
+            for off in (0..len).step_by(8) {
+                // SAFETY: inside our private writable mapping.
+                unsafe { ((addr + off) as *mut u64).write_volatile(pattern(off)) };
+            }
+            let n = len / (kb * 1024);
+            for (i, a) in addrs[..n].iter_mut().enumerate() {
+                *a = addr + i * kb * 1024;
+            }
+            status[0] = i32::MIN;
+            sys::syscall(
+                sys::nr::MOVE_PAGES,
+                &[
+                    0,
+                    1,
+                    addrs.as_ptr() as usize,
+                    0,
+                    status.as_mut_ptr() as usize,
+                    0,
+                ],
+            );
+            let mut at = status[0];
+            for _ in 0..2 {
+                let to = 1 - at.clamp(0, 1);
+                nodes[..n].fill(to);
+                let on = cx.perf.start("start both");
+                let t0 = now_ns();
+                let r = sys::syscall(
+                    sys::nr::MOVE_PAGES,
+                    &[
+                        0,
+                        n,
+                        addrs.as_ptr() as usize,
+                        nodes.as_ptr() as usize,
+                        status.as_mut_ptr() as usize,
+                        2,
+                    ],
+                );
+                let t1 = now_ns();
+                let rep = if on { cx.perf.stop(cx.buf) } else { None };
+                if r < 0 {
+                    println!(
+                        "bench-info skip migrate {} {} move_pages: {}",
+                        cfg,
+                        mib,
+                        errno_name(-r as i32)
+                    );
+                    break;
+                }
+                rate.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
+                pmu.add(&rep, mib as u64);
+                arrived.push(status[..n].iter().filter(|&&s| s == to).count() as f64 / n as f64);
+                for off in (0..len).step_by(PAGE) {
+                    // SAFETY: as above.
+                    let v = unsafe { ((addr + off) as *const u64).read_volatile() };
+                    bad += (v != pattern(off)) as usize;
+                }
+                at = to;
+            }
+            sys::munmap(addr, len);
+        }
+        if bad != 0 {
+            println!(
+                "bench-info migrate {} {} CORRUPT: {} pages differ after a move",
+                cfg, mib, bad
+            );
+        }
+        emit("migrate", &cfg, mib, "mib_per_s", &rate);
+        emit("migrate", &cfg, mib, "arrived_fraction", &arrived);
+        pmu.emit("migrate", &cfg, mib, "mib");
+    }
+    sys::munmap(arr, arr_len);
+}
+
 /// Folio sizes of the pressure workload: order 0 and the usual mTHP.
 const PRESSURE_KB: [usize; 2] = [4, 64];
 
@@ -1567,7 +1709,7 @@ fn bench_main(args: &Args) -> i32 {
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
     // Not for the swap workloads alone: the pressure set is larger than RAM.
-    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG) != 0
+    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE) != 0
         && let Ok(a) = map_region(max_mib * MIB)
     {
         touch(a, max_mib * MIB);
@@ -1602,6 +1744,9 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_FRAG != 0 {
         bench_frag(&mut cx);
+    }
+    if o.work & W_MIGRATE != 0 {
+        bench_migrate(&mut cx);
     }
     saved.restore();
     println!("bench done");
