@@ -1,5 +1,5 @@
-//! Migration under SMP: one CPU migrates the folios of a 64K and a 2M
-//! region over and over (`mm::aspace::migrate::migrate_folio`) while a
+//! Migration under SMP: one CPU migrates the folios of a 4K, a 16K, a
+//! 64K and a 2M region over and over (`mm::aspace::migrate::migrate_folio`) while a
 //! thread on the other CPU writes and reads them in a loop through the
 //! MMU, faulting on the migration entries meanwhile.  The data stays
 //! right, the orders stay, the invariants hold, no frame leaks.
@@ -41,7 +41,7 @@ fn folio_at(m: &UserMm, va: u64) -> Option<FolioRef<'static>> {
 
 /// The writer: each round writes `page ^ round` into every page of both
 /// regions, then reads them all back.
-fn writer(regions: [(u64, u64); 2], stop: &AtomicBool) -> Result<u64, String> {
+fn writer(regions: [(u64, u64); 4], stop: &AtomicBool) -> Result<u64, String> {
     let mut round = 0u64;
     while !stop.load(SeqCst) {
         round += 1;
@@ -66,18 +66,23 @@ fn writer(regions: [(u64, u64); 2], stop: &AtomicBool) -> Result<u64, String> {
 }
 
 ktest! {
-    /// One CPU migrates a 64K and a 2M folio back and forth while another
-    /// writes and reads them: data intact, orders kept, no leak.
+    /// One CPU migrates a 4K, a 16K, a 64K and a 2M folio back and forth
+    /// while another writes and reads them: data intact, orders kept, no
+    /// leak.
     fn smp_migrate_while_writing() {
         let cpus: Vec<usize> = (0..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)).collect();
         if cpus.len() < 2 {
             ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
         }
-        let fx = Fixture::new(GlobalMode::Always, &[4, 9], OrderMode::Always);
+        let fx = Fixture::new(GlobalMode::Always, &[2, 4, 9], OrderMode::Always);
         let m = uspace::new_mm().map_err(err)?;
+        // Each VMA just the folio's size: the fault takes the largest
+        // enabled order that fits (4K: none).
+        let tiny = aligned_mapping(&m, 4 * KB, 4 * KB)?;
+        let quad = aligned_mapping(&m, 16 * KB, 16 * KB)?;
         let small = aligned_mapping(&m, 64 * KB, 64 * KB)?;
         let big = aligned_mapping(&m, 2 * MB, 2 * MB)?;
-        let regions = [(small, 64 * KB), (big, 2 * MB)];
+        let regions = [(tiny, 4 * KB), (quad, 16 * KB), (small, 64 * KB), (big, 2 * MB)];
         // Populate from here first, so both folios exist before the race.
         uspace::activate(&m);
         for &(va, len) in &regions {
@@ -86,8 +91,10 @@ ktest! {
             }
         }
         uspace::deactivate();
-        check_eq!(folio_at(&m, small).map(|f| f.order()), Some(4));
-        check_eq!(folio_at(&m, big).map(|f| f.order()), Some(9));
+        let orders = [0, 2, 4, 9];
+        for (&(va, _), &o) in regions.iter().zip(&orders) {
+            check_eq!(folio_at(&m, va).map(|f| f.order()), Some(o));
+        }
         let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
         let stop = Arc::new(AtomicBool::new(false));
         let out: Arc<spin::Mutex<Option<Result<u64, String>>>> = Arc::new(spin::Mutex::new(None));
@@ -101,7 +108,7 @@ ktest! {
         .map_err(|e| format!("spawn: {e}"))?;
         sched::set_affinity(sched::current_id(), 1 << cpus[0]);
         sched::yield_now();
-        let mut moved = [0u32; 2];
+        let mut moved = [0u32; 4];
         let mut tries = 0u32;
         while moved.iter().any(|&n| n < ROUNDS) && tries < 100 * ROUNDS {
             tries += 1;
@@ -126,12 +133,12 @@ ktest! {
         h.join();
         let rounds = out.lock().take().ok_or("writer did not report")??;
         println!(
-            "migrate under writes: {} + {} migrations, {rounds} writer rounds, {tries} tries",
-            moved[0], moved[1]
+            "migrate under writes: {moved:?} migrations (4K, 16K, 64K, 2M), {rounds} writer rounds, {tries} tries"
         );
-        check!(moved == [ROUNDS, ROUNDS], "migrations done: {:?} in {} tries", moved, tries);
-        check_eq!(folio_at(&m, small).map(|f| f.order()), Some(4), "64K order kept");
-        check_eq!(folio_at(&m, big).map(|f| f.order()), Some(9), "2M order kept");
+        check!(moved == [ROUNDS; 4], "migrations done: {:?} in {} tries", moved, tries);
+        for (&(va, _), &o) in regions.iter().zip(&orders) {
+            check_eq!(folio_at(&m, va).map(|f| f.order()), Some(o), "order kept");
+        }
         {
             let np = sched::preempt_disable();
             mm::aspace::check_invariants(&[m.get(&np)])?;
