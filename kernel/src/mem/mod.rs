@@ -18,6 +18,7 @@ pub mod kswapd;
 pub mod memory;
 pub mod migrate;
 pub mod mmglue;
+pub mod numab;
 pub mod physmem;
 pub mod shootdown;
 pub mod swap;

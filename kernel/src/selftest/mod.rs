@@ -29,6 +29,8 @@ pub mod memtest;
 #[cfg(feature = "selftest")]
 mod migrate;
 #[cfg(feature = "selftest")]
+mod numab;
+#[cfg(feature = "selftest")]
 mod runner;
 #[cfg(feature = "selftest")]
 mod smpstorm;
