@@ -134,9 +134,9 @@ impl File {
     pub fn size(&self) -> u64 {
         match &self.node {
             Node::Bytes(b) => b.len() as u64,
-            Node::Text { data, .. }
-            | Node::Sysctl { data, .. }
-            | Node::NumaBalancing { data } => data.len() as u64,
+            Node::Text { data, .. } | Node::Sysctl { data, .. } | Node::NumaBalancing { data } => {
+                data.len() as u64
+            }
             _ => 0,
         }
     }
@@ -175,9 +175,9 @@ impl File {
         let src: &[u8] = match &self.node {
             Node::Console | Node::Null => return Ok(0),
             Node::Bytes(b) => b,
-            Node::Text { data, .. }
-            | Node::Sysctl { data, .. }
-            | Node::NumaBalancing { data } => data,
+            Node::Text { data, .. } | Node::Sysctl { data, .. } | Node::NumaBalancing { data } => {
+                data
+            }
             Node::Dir(_) => return Err(Errno::EISDIR),
             Node::SplitHugePages | Node::Perf => return Err(Errno::EINVAL),
             Node::Pipe(_) => return Err(Errno::ESPIPE),
