@@ -30,6 +30,8 @@ mod linux_answers;
 mod migrate;
 #[path = "mthp-tests/mlock.rs"]
 mod mlock;
+#[path = "mthp-tests/numa_balancing.rs"]
+mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
 #[path = "mthp-tests/swap.rs"]
@@ -108,6 +110,7 @@ static TESTS: &[Test] = tests![
     migrate::move_pages_reports_status,
     migrate::move_pages_bad_input,
     migrate::move_pages_keeps_folios_whole,
+    numa_balancing::numa_balancing_moves_folios_home,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,
