@@ -103,6 +103,13 @@ fn moves_home() -> Result<(), mthp_user::Msg> {
             let mut st = [i32::MIN; 2];
             let r = move_pages(&heads, Some(&[away; 2]), &mut st, MPOL_MF_MOVE);
             ensure!(r == 0 && st == [away; 2], "{kb}K: move_pages to {away}: {r} {st:?}");
+            let l = layout(m.addr, len, kb)?;
+            ensure!(
+                l.all_in_order(),
+                "{kb}K: {} of {} pages in {kb}K folios after move_pages",
+                l.in_order,
+                l.pages
+            );
             let (faults0, moved0) = (
                 vmstat(b"\nnuma_hint_faults "),
                 vmstat(b"\nnuma_pages_migrated "),
@@ -144,12 +151,24 @@ fn moves_home() -> Result<(), mthp_user::Msg> {
                 fail!("{kb}K: data differs at byte {bad}");
             }
             let l = layout(m.addr, len, kb)?;
-            ensure!(
-                l.all_in_order(),
-                "{kb}K: {} of {} pages in {kb}K folios after coming back: split",
-                l.in_order,
-                l.pages
-            );
+            if on_mthp() {
+                ensure!(
+                    l.all_in_order(),
+                    "{kb}K: {} of {} pages in {kb}K folios after coming back: split",
+                    l.in_order,
+                    l.pages
+                );
+            } else {
+                // Linux 6.12 splits a misplaced mTHP (module docs).
+                println!(
+                    "  numa_balancing {kb}K on Linux: {} of {} pages still in {kb}K folios \
+                     after {} hinting faults moved {moved} pages in {} ms",
+                    l.in_order,
+                    l.pages,
+                    faults,
+                    (now_ns() - t0) / 1_000_000
+                );
+            }
             Ok(())
         })();
         unmap(&m);
@@ -157,3 +176,4 @@ fn moves_home() -> Result<(), mthp_user::Msg> {
     }
     Ok(())
 }
+
