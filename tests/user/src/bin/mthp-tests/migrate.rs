@@ -45,7 +45,12 @@ fn four_pages_then_hole() -> Result<Mem, mthp_user::Msg> {
 }
 
 /// `move_pages(0, n, pages, nodes, status, flags)`: the raw result.
-pub(crate) fn move_pages(pages: &[usize], nodes: Option<&[i32]>, status: &mut [i32], flags: usize) -> isize {
+pub(crate) fn move_pages(
+    pages: &[usize],
+    nodes: Option<&[i32]>,
+    status: &mut [i32],
+    flags: usize,
+) -> isize {
     sys::syscall(
         sys::nr::MOVE_PAGES,
         &[

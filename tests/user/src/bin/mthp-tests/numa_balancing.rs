@@ -4,7 +4,10 @@
 //! a 2M folio moved away from the node of the CPU the process runs on
 //! come back by themselves while the process keeps reading them: whole
 //! (still 64K and 2M folios), data intact, `numa_hint_faults` and
-//! `numa_pages_migrated` counting.  Linux's scanner waits
+//! `numa_pages_migrated` counting.  Linux 6.12 (Debian's 6.12.117, both
+//! arches) brings a 64K folio back on one hinting fault but as 16 order-0
+//! pages, while 2M folios stay whole: there the test prints what it saw
+//! instead of requiring whole folios.  Linux's scanner waits
 //! `scan_delay_ms` (1 s) of the task's run time first, so the test reads
 //! for up to [`TIMEOUT_NS`].
 
@@ -23,7 +26,10 @@ fn vmstat(key: &[u8]) -> u64 {
 /// The CPU mask this thread may run on, as 16 words.
 fn affinity() -> Result<[u64; 16], mthp_user::Msg> {
     let mut m = [0u64; 16];
-    let n = sys::syscall(sys::nr::SCHED_GETAFFINITY, &[0, 128, m.as_mut_ptr() as usize]);
+    let n = sys::syscall(
+        sys::nr::SCHED_GETAFFINITY,
+        &[0, 128, m.as_mut_ptr() as usize],
+    );
     ensure!(n > 0, "sched_getaffinity: {n}");
     Ok(m)
 }
@@ -58,6 +64,11 @@ pub fn numa_balancing_moves_folios_home() -> TestResult {
     let mut one = [0u64; 16];
     one[w] = 1 << (63 - word.leading_zeros());
     ensure!(set_affinity(&one) == 0, "sched_setaffinity to one CPU");
+    // A running thread may move at its next switch (it does on this
+    // kernel; Linux moves it before the call returns).
+    for _ in 0..3 {
+        sys::syscall(sys::nr::SCHED_YIELD, &[]);
+    }
     let r = moves_home();
     set_affinity(&old);
     r?;
@@ -98,11 +109,17 @@ fn moves_home() -> Result<(), mthp_user::Msg> {
         let m = map_aligned(len, SZ_2M)?;
         fill(&m, kb as u64 ^ 0x4e);
         let r = (|| -> Result<(), mthp_user::Msg> {
-            ensure!(layout(m.addr, len, kb)?.all_in_order(), "{kb}K: not {kb}K folios");
+            ensure!(
+                layout(m.addr, len, kb)?.all_in_order(),
+                "{kb}K: not {kb}K folios"
+            );
             let heads = [m.addr, m.addr + (kb << 10)];
             let mut st = [i32::MIN; 2];
             let r = move_pages(&heads, Some(&[away; 2]), &mut st, MPOL_MF_MOVE);
-            ensure!(r == 0 && st == [away; 2], "{kb}K: move_pages to {away}: {r} {st:?}");
+            ensure!(
+                r == 0 && st == [away; 2],
+                "{kb}K: move_pages to {away}: {r} {st:?}"
+            );
             let l = layout(m.addr, len, kb)?;
             ensure!(
                 l.all_in_order(),
@@ -141,7 +158,10 @@ fn moves_home() -> Result<(), mthp_user::Msg> {
                 vmstat(b"\nnuma_hint_faults ") - faults0,
                 vmstat(b"\nnuma_pages_migrated ") - moved0,
             );
-            ensure!(faults >= 2, "{kb}K: numa_hint_faults +{faults}, expected at least 2");
+            ensure!(
+                faults >= 2,
+                "{kb}K: numa_hint_faults +{faults}, expected at least 2"
+            );
             ensure!(
                 moved >= (len / PAGE) as u64,
                 "{kb}K: numa_pages_migrated +{moved}, expected at least {}",
@@ -176,4 +196,3 @@ fn moves_home() -> Result<(), mthp_user::Msg> {
     }
     Ok(())
 }
-
