@@ -95,6 +95,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     mem::watermark::init();
     khugepaged::start();
     mem::kswapd::start();
+    mem::compact::start();
     mem::numab::start();
     cpio::init(info.initrd);
     process::init();

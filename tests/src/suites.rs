@@ -301,6 +301,21 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
 /// here was not run (TCG-only boots under KVM: reported, counted as
 /// skipped).  Names are matched as the full `module::test` path's suffix.
 const DESIGNATED_BOOT: &[(Arch, &str, &str)] = &[
+    // The NUMA tests need two nodes: the two-node boots.
+    (
+        Arch::X86_64,
+        "numa_nodes_discovered_with_sizes_and_cpus",
+        "q35",
+    ),
+    (Arch::X86_64, "numa_alloc_lands_on_the_node_asked", "q35"),
+    (Arch::X86_64, "numa_sysfs_files_read_back", "q35"),
+    (
+        Arch::Aarch64,
+        "numa_nodes_discovered_with_sizes_and_cpus",
+        "gicv3",
+    ),
+    (Arch::Aarch64, "numa_alloc_lands_on_the_node_asked", "gicv3"),
+    (Arch::Aarch64, "numa_sysfs_files_read_back", "gicv3"),
     (
         Arch::Aarch64,
         "perf_pmu_expected_events_count",
@@ -392,11 +407,14 @@ struct UserSuite {
     /// A swap disk ([`qemu::swap_disk`]: 128 MiB, page 0 a swap header)
     /// for the swap tests (`mthp-tests/swap.rs`), which skip without one.
     swap_disk: bool,
+    /// NUMA nodes (`qemu::numa_args`; 0: none).
+    numa: u32,
 }
 
 /// The user-space suites.  `user`: the kernel boots `init=/mthp-tests`
 /// from the initramfs; the program prints the same `test … ok/FAILED`
-/// lines and summary, and its exit status becomes QEMU's.  `exhaust` and
+/// lines and summary, and its exit status becomes QEMU's; `user-numa`
+/// runs its `numa_` tests again on two nodes.  `exhaust` and
 /// `fuzz` (issue 8) run on a 256 MiB machine so filling memory is quick:
 /// memory exhaustion with an OOM kill, and the seeded random-argument
 /// system call fuzzer (fixed seed; `make fuzz` runs fresh ones);
@@ -408,6 +426,17 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "1G",
         timeout_s: 300,
         swap_disk: true,
+        numa: 0,
+    },
+    // The NUMA tests (`numa_*`: node files, move_pages, memory policies)
+    // again on two nodes, where pages really move (x86 boots q35 then).
+    UserSuite {
+        name: "user-numa",
+        cmdline: "init=/mthp-tests -- numa_",
+        mem: "1G",
+        timeout_s: 180,
+        swap_disk: false,
+        numa: 2,
     },
     UserSuite {
         name: "exhaust",
@@ -415,6 +444,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
         swap_disk: false,
+        numa: 0,
     },
     // The same with a swap disk: the hog is swapped out until swap is
     // full, then killed; the bystander's data survives swap.
@@ -424,6 +454,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 240,
         swap_disk: true,
+        numa: 0,
     },
     UserSuite {
         name: "fuzz",
@@ -431,6 +462,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
         swap_disk: false,
+        numa: 0,
     },
     // The same calls on four threads of one address space, two per CPU
     // (the boot has two): memory calls race on one arena from both CPUs.
@@ -440,6 +472,7 @@ const USER_SUITES: &[UserSuite] = &[
         mem: "256M",
         timeout_s: 180,
         swap_disk: false,
+        numa: 0,
     },
 ];
 
@@ -485,6 +518,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
             }
         };
         spec.disk = disk.as_ref().map(|d| d.0.clone());
+        spec.numa = u.numa;
         total += run_suite(arch, u.name, &spec, Duration::from_secs(u.timeout_s), None);
     }
     total += libc_suite(arch, accel, kernel);

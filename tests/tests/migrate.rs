@@ -14,7 +14,7 @@ use mm::aspace::migrate::{
     FolioMigrator, MigrateError, MigrateHooks, MigrateMode, MigrateReason, MmMigrator,
     migrate_folio, migrate_folio_hooked, migrate_pages,
 };
-use mm::paging::{Entry, PTE_LEVEL, PagingArch};
+use mm::paging::{Entry, PMD_LEVEL, PTE_LEVEL, PagingArch};
 use mm::physmem::buddy::AllocFlags;
 use mm::physmem::folio::Folio;
 use mm::physmem::frame_flags::PageFlags;
@@ -68,10 +68,16 @@ fn orders_move_whole<A: PagingArch>() {
             assert_eq!(env.buddy.stats().free, free0, "source freed");
             assert!(new.is_anon() && new.test(PageFlags::LRU));
             let l = env.leaf(&mm, at + f.size() - K4).unwrap();
-            assert_eq!(l.level, PTE_LEVEL);
-            assert_eq!(l.pfn, new.pfn() + f.nr_pages() - 1);
+            if order == 9 {
+                assert_eq!(l.level, PMD_LEVEL, "PMD stays PMD");
+                assert_eq!(l.pfn, new.pfn());
+                assert_eq!(mm.thpmaps().total().anon_huge_bytes, len);
+            } else {
+                assert_eq!(l.level, PTE_LEVEL);
+                assert_eq!(l.pfn, new.pfn() + f.nr_pages() - 1);
+            }
             assert!(l.attrs.perms.write, "exclusive pages stay writable");
-            if has_cont::<A>() && order >= 4 {
+            if has_cont::<A>() && (4..9).contains(&order) {
                 assert!(l.cont, "contpte block folded again");
             }
             env.check_pages(&mm, VA, len, 0x1234);
@@ -196,6 +202,52 @@ fn copy_failure_rolls_back<A: PagingArch>() {
     });
 }
 
+/// A PMD-mapped THP shared by fork comes back PMD-mapped in both spaces,
+/// read-only; a failed copy puts the PMDs back on the source.
+fn pmd_fork_and_rollback<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(9);
+        let parent = env.mm();
+        parent.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, VA, M2, 37);
+        let child = parent.fork().unwrap();
+        let f = env.folio_at(&parent, VA).unwrap();
+        let d = dst(env, 9);
+        let r = migrate_folio_hooked(
+            &[&parent, &child],
+            &f.get_ref(),
+            d,
+            MigrateMode::Sync,
+            &FailCopy,
+        );
+        assert_eq!(r, Err(MigrateError::CopyFailed));
+        d.put();
+        for mm in [&parent, &child] {
+            let l = env.leaf(mm, VA).unwrap();
+            assert_eq!(
+                (l.level, l.pfn),
+                (PMD_LEVEL, f.pfn()),
+                "PMD back on the source"
+            );
+        }
+        env.check(&[&parent, &child]);
+        let (_, new) = migrate_at(env, &[&parent, &child], VA);
+        assert_eq!(new.entire_mapcount(), 2);
+        for mm in [&parent, &child] {
+            let l = env.leaf(mm, VA + 5 * K4).unwrap();
+            assert_eq!((l.level, l.pfn), (PMD_LEVEL, new.pfn()));
+            assert!(!l.attrs.perms.write, "shared: read-only");
+        }
+        env.check(&[&parent, &child]);
+        env.write_u64(&child, VA + 7 * K4, 5);
+        env.check_pages(&parent, VA, M2, 37);
+        assert_eq!(env.read_u64(&child, VA + 7 * K4), 5);
+        env.check(&[&parent, &child]);
+        drop(child);
+        parent.munmap(VA, M2).unwrap();
+    });
+}
+
 /// Faults on the migration entries from another thread while the source
 /// is unmapped.
 struct FaultWhileUnmapped<'f> {
@@ -206,8 +258,8 @@ impl MigrateHooks for FaultWhileUnmapped<'_> {
     fn after_unmap(&self) {
         self.unmapped.store(true, Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(100));
-        // The fault must still be waiting on the folio lock.
-        assert!(!self.done.load(Ordering::SeqCst), "fault did not wait");
+        // The fault (or mprotect) must still be waiting on the folio lock.
+        assert!(!self.done.load(Ordering::SeqCst), "did not wait");
     }
 }
 
@@ -249,6 +301,47 @@ fn fault_waits_for_migration<A: PagingArch>() {
     });
 }
 
+/// mprotect meeting migration entries waits for the migration to end (the
+/// remap restores the rights the entries recorded), then changes the new
+/// folio's mappings: without the wait the pages would come back writable
+/// after `PROT_READ` returned (the hook's assertion checks the wait).
+fn mprotect_waits_for_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 47);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let (unmapped, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let m = &mm;
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !unmapped.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let r = m.mprotect(VA, 16 * K4, PROT_READ);
+                done.store(true, Ordering::SeqCst);
+                r
+            });
+            let hooks = FaultWhileUnmapped {
+                unmapped: &unmapped,
+                done: &done,
+            };
+            migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &hooks).unwrap();
+            t.join().unwrap().unwrap();
+        });
+        for p in (VA..VA + 16 * K4).step_by(K4 as usize) {
+            let l = env.leaf(&mm, p).unwrap();
+            assert!(!l.attrs.perms.write, "read-only after mprotect at {p:#x}");
+            assert_eq!(l.pfn, d.pfn() + (p - VA) / K4);
+        }
+        env.check_pages(&mm, VA, 16 * K4, 47);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
 /// munmap (zap) of part of the folio while it is unmapped: those entries
 /// are gone, the remap restores only the others, nothing leaks.
 struct ZapWhileUnmapped<'m, 'a, A: PagingArch> {
@@ -256,7 +349,16 @@ struct ZapWhileUnmapped<'m, 'a, A: PagingArch> {
 }
 impl<A: PagingArch> MigrateHooks for ZapWhileUnmapped<'_, '_, A> {
     fn after_unmap(&self) {
+        // Migration entries: not swap entries, shown as swapped in
+        // pagemap, still mappings to the checker.
+        assert_eq!((self.mm.swapents(), self.mm.migents()), (0, 16));
+        assert!(is_migration(self.mm, VA + 5 * K4));
+        let pm = self.mm.pagemap(VA + 5 * K4, 1, false)[0];
+        assert_ne!(pm & mm::abi::pagemap::PM_SWAP, 0);
+        assert_eq!(pm & mm::abi::pagemap::PM_PRESENT, 0);
+        mm::aspace::check_invariants(&[self.mm]).unwrap();
         self.mm.munmap(VA, 4 * K4).unwrap();
+        mm::aspace::check_invariants(&[self.mm]).unwrap();
     }
 }
 
@@ -337,6 +439,65 @@ fn mremap_during_migration<A: PagingArch>() {
     });
 }
 
+/// fork while the folio is unmapped: the child's copies are `READ`
+/// entries on the source page (the caller did not pass the child); the
+/// parent's come back read-only on the new folio, the child's fault maps
+/// the source page back; both read the same data, COW keeps them apart.
+struct ForkWhileUnmapped<'m, 'a, A: PagingArch> {
+    mm: &'m Mm<'a, A>,
+    child: std::cell::RefCell<Option<Mm<'a, A>>>,
+}
+impl<A: PagingArch> MigrateHooks for ForkWhileUnmapped<'_, '_, A> {
+    fn after_unmap(&self) {
+        *self.child.borrow_mut() = Some(self.mm.fork().unwrap());
+    }
+}
+
+fn fork_during_migration<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 43);
+        let f = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 4);
+        let hook = ForkWhileUnmapped {
+            mm: &mm,
+            child: std::cell::RefCell::new(None),
+        };
+        // Isolated by the caller, as reclaim or compaction would.
+        env.ctx.lru_drain();
+        let iso = env.ctx.lru_isolate(16, false);
+        let src = iso.into_iter().find(|r| **r == f).unwrap();
+        migrate_folio_hooked(&[&mm], &src, d, MigrateMode::Sync, &hook).unwrap();
+        drop(src);
+        let child = hook.child.into_inner().unwrap();
+        assert!(
+            f.test(PageFlags::LRU),
+            "still mapped by the child: back on the LRU"
+        );
+        let l = env.leaf(&mm, VA + 2 * K4).unwrap();
+        assert_eq!(l.pfn, d.pfn() + 2);
+        assert!(!l.attrs.perms.write, "WRITE became READ at fork");
+        assert_eq!(child.migents(), 16);
+        env.check(&[&mm, &child]);
+        env.check_pages(&child, VA, 16 * K4, 43);
+        assert_eq!(child.migents(), 0);
+        assert_eq!(
+            env.leaf(&child, VA).unwrap().pfn,
+            f.pfn(),
+            "source page mapped back"
+        );
+        env.write_u64(&mm, VA, 1);
+        env.write_u64(&child, VA + K4, 2);
+        assert_eq!(env.read_u64(&child, VA), 43 ^ VA);
+        assert_eq!(env.read_u64(&mm, VA + K4), 43 ^ (VA + K4));
+        env.check(&[&mm, &child]);
+        drop(child);
+        mm.munmap(VA, 16 * K4).unwrap();
+    });
+}
+
 /// An mlocked folio stays mlocked (and counted once in `Mlocked:`).
 fn mlocked_stays_mlocked<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
@@ -368,14 +529,15 @@ fn no_destination_splits<A: PagingArch>() {
         env.fill_pages(&mm, VA, M2, 29);
         let f = env.folio_at(&mm, VA).unwrap();
         let only_4k = |o: u32| (o == 0).then(|| env.buddy.alloc(0, AllocFlags::USER).ok())?;
-        let (ok, failed) = migrate_pages(
-            &[&mm],
-            vec![f.get_ref()],
-            only_4k,
-            MigrateReason::NumaMisplaced,
-        );
+        // Isolated from the LRU by the caller: put back when not moved.
+        env.ctx.lru_drain();
+        let isolated = env.ctx.lru_isolate(512, false);
+        assert!(isolated.iter().any(|r| **r == f));
+        let (ok, failed) = migrate_pages(&[&mm], isolated, only_4k, MigrateReason::NumaMisplaced);
         assert_eq!((ok, failed), (0, 1));
         assert_eq!(env.folio_at(&mm, VA).unwrap(), f, "not split");
+        assert!(f.test(PageFlags::LRU), "back on the LRU");
+        env.check(&[&mm]);
         assert_eq!(env.event(VmEvent::ThpMigrationFail), 1);
         let (ok, failed) =
             migrate_pages(&[&mm], vec![f.get_ref()], only_4k, MigrateReason::Syscall);
@@ -386,6 +548,41 @@ fn no_destination_splits<A: PagingArch>() {
         env.check_pages(&mm, VA, M2, 29);
         env.check(&[&mm]);
         mm.munmap(VA, M2).unwrap();
+    });
+}
+
+/// A partially mapped folio on the deferred-split queue is split before
+/// migrating, as Linux: its mapped pieces move at 4K.
+fn partially_mapped_split_first<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 16 * K4, 41);
+        mm.munmap(VA, 4 * K4).unwrap();
+        let f = env.folio_at(&mm, VA + 4 * K4).unwrap();
+        assert!(f.test(PageFlags::PARTIALLY_MAPPED));
+        let d = dst(env, 4);
+        assert_eq!(
+            migrate_folio(&[&mm], &f.get_ref(), d, MigrateMode::Sync),
+            Err(MigrateError::NeedsSplit)
+        );
+        d.put();
+        let (ok, failed) = migrate_pages(
+            &[&mm],
+            vec![f.get_ref()],
+            |o| env.buddy.alloc(o, AllocFlags::USER).ok(),
+            MigrateReason::Syscall,
+        );
+        assert_eq!(failed, 1, "a split folio counts as a failure");
+        assert!(ok >= 12, "the mapped pieces moved: {ok}");
+        assert_eq!(env.event(VmEvent::PgMigrateSuccess), ok);
+        for p in (VA + 4 * K4..VA + 16 * K4).step_by(K4 as usize) {
+            assert_eq!(env.folio_at(&mm, p).unwrap().order(), 0);
+        }
+        env.check_pages(&mm, VA + 4 * K4, 12 * K4, 41);
+        env.check(&[&mm]);
+        mm.munmap(VA, 16 * K4).unwrap();
     });
 }
 
@@ -410,7 +607,10 @@ fn pinned_and_hook<A: PagingArch>() {
             mms: &mms,
             mode: MigrateMode::Async,
         };
+        // The caller's reference (compaction's isolation one) is lent.
+        let held = f.get_ref();
         hook.migrate_to(f, d).unwrap();
+        drop(held);
         assert_eq!(env.folio_at(&mm, VA).unwrap(), d);
         assert_eq!(env.event(VmEvent::PgMigrateSuccess), 16);
         env.check_pages(&mm, VA, 16 * K4, 31);
@@ -424,10 +624,14 @@ both_formats!(
     fork_shared_both_remapped,
     rights_restored,
     copy_failure_rolls_back,
+    pmd_fork_and_rollback,
     fault_waits_for_migration,
+    mprotect_waits_for_migration,
     zap_during_migration,
     mremap_during_migration,
+    fork_during_migration,
     mlocked_stays_mlocked,
     no_destination_splits,
+    partially_mapped_split_first,
     pinned_and_hook,
 );

@@ -8,8 +8,9 @@
 mod mmtest;
 
 use mm::aspace::{Access, Mm};
-use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
+use mm::paging::{PMD_LEVEL, PagingArch};
 use mm::thp::VmEvent;
+use mm::vma::mempolicy::{MPOL_F_NUMA_BALANCING, Mempolicy, NodeMask};
 use mmtest::*;
 
 const VA: u64 = 0x7000_0000_0000;
@@ -167,10 +168,8 @@ fn misplaced_folio_migrates_whole<A: PagingArch>() {
                 let l = env.leaf(&mm, p + size - K4).unwrap();
                 assert!(l.attrs.perms.write);
                 if order == 9 {
-                    // Migration splits the PMD; the folio stays whole.
-                    assert_eq!(l.level, PTE_LEVEL);
-                }
-                if has_cont::<A>() && order >= 4 {
+                    assert_eq!(l.level, PMD_LEVEL, "2M: PMD-mapped again");
+                } else if has_cont::<A>() && order >= 4 {
                     assert!(l.cont, "contpte block refolded");
                 }
             }
@@ -219,7 +218,47 @@ fn shared_folio_not_migrated<A: PagingArch>() {
     });
 }
 
+/// Only VMAs whose policy migrates on fault are scanned (Linux's
+/// `vma_policy_mof`): not one `mbind` bound to a node, nor any VMA under
+/// such a task policy; a `BIND | MPOL_F_NUMA_BALANCING` VMA is, and its
+/// folio moves to the faulting CPU's node only if the policy allows that
+/// node.
+fn policy_decides<A: PagingArch>() {
+    run_numa::<A>(NODE_RAM, 2, |env| {
+        env.only_order(4);
+        let mm = env.mm();
+        mm.mmap(VA, 2 * K64, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 2 * K64, 7);
+        let both = NodeMask(0b11);
+        let bind =
+            |nodes: u32, flags: u32| Mempolicy::new(2 | flags, NodeMask(nodes), both).unwrap();
+        mm.mbind(VA, K64, bind(0b01, 0), 0).unwrap();
+        let s = mm.task_numa_work(SCAN, None);
+        assert_eq!(s.pte_updates, 16, "the bound VMA is skipped");
+        assert!(accessible(env, &mm, VA, K64) && hinting(env, &mm, VA + K64, K64));
+        mm.set_task_policy(bind(0b01, 0));
+        let s = mm.task_numa_work(SCAN, None);
+        assert_eq!(s.pte_updates, 0, "an explicit task policy stops the scan");
+        mm.set_task_policy(None);
+        mm.mbind(VA, K64, bind(0b11, MPOL_F_NUMA_BALANCING), 0)
+            .unwrap();
+        mm.mbind(VA + K64, K64, bind(0b01, MPOL_F_NUMA_BALANCING), 0)
+            .unwrap();
+        let s = mm.task_numa_work(SCAN, None);
+        assert_eq!(s.pte_updates, 16, "MPOL_F_NUMA_BALANCING: scanned");
+        on_cpu(1);
+        env.check_pages(&mm, VA, 2 * K64, 7);
+        assert_eq!(node_of(env, &mm, VA), 1, "node 1 allowed: moved");
+        assert_eq!(node_of(env, &mm, VA + K64), 0, "node 1 not allowed: stays");
+        assert!(accessible(env, &mm, VA, 2 * K64));
+        assert_eq!(env.event(VmEvent::NumaPagesMigrated), 16);
+        env.check(&[&mm]);
+        on_cpu(0);
+    });
+}
+
 both_formats!(
+    policy_decides,
     scan_marks_entries,
     scan_resumes,
     fault_restores_whole_folio,

@@ -6,6 +6,9 @@ use alloc::vec::Vec;
 use mm::abi::errno::Errno;
 
 pub(super) const SPLIT_PATH: &str = "/sys/kernel/debug/split_huge_pages";
+/// Linux's `/sys/kernel/debug/extfrag` (`CONFIG_COMPACTION`): the
+/// fragmentation indices of every zone (`mem::compact`).
+pub(super) const EXTFRAG_DIR: &str = "/sys/kernel/debug/extfrag";
 
 /// `/sys/kernel/debug/split_huge_pages`: Linux's `<pid>,0x<start>,0x<end>[,<order>]`.
 /// The format is checked as Linux does (EINVAL, ESRCH for an unknown pid);

@@ -121,6 +121,8 @@ pub(super) fn meminfo() -> String {
 pub(super) fn vmstat() -> String {
     let st = crate::mem::memory::buddy().stats();
     let mut s = format!("nr_free_pages {}\n", st.free);
+    // Linux's order: the zone counters, then the NUMA ones.
+    s.push_str(&crate::mem::numa::vmstat_lines());
     s.push_str(&THP.stats.vmstat());
     s
 }

@@ -7,8 +7,9 @@
 //! Generated files are snapshots taken at `open` (as a sysfs/seq_file read
 //! from offset 0 would see them); every `write` to a sysfs knob is one store
 //! into the registry, with its errno.
-use super::debugfs::{SPLIT_PATH, split_huge_pages};
+use super::debugfs::{EXTFRAG_DIR, SPLIT_PATH, split_huge_pages};
 use super::procfs::{PAGEMAP_SOFT_DIRTY, meminfo, read_entries, seq_text, smaps, text, vmstat};
+use crate::mem::numa;
 use crate::proc::process::{self, Process};
 use alloc::format;
 use alloc::string::String;
@@ -373,15 +374,23 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         "/sys/kernel" => add(&["debug", "mm"], DT_DIR),
         "/sys/kernel/mm" => add(&["transparent_hugepage"], DT_DIR),
         "/sys/kernel/debug" => {
-            add(&["mthp"], DT_DIR);
+            add(&["extfrag", "mthp"], DT_DIR);
             add(&["split_huge_pages"], DT_REG);
         }
         "/sys/devices" => add(&["system"], DT_DIR),
-        "/sys/devices/system" => add(&["cpu"], DT_DIR),
+        "/sys/devices/system" => add(&["cpu", "node"], DT_DIR),
         CPU_DIR => add(&["online", "possible", "present"], DT_REG),
+        numa::NODE_DIR => {
+            add(&numa::MASK_FILES, DT_REG);
+            for n in 0..numa::nr_nodes() {
+                v.push((format!("node{n}"), DT_DIR));
+            }
+        }
+        _ if node_dir(path).is_some() => add(&numa::NODE_FILES, DT_REG),
         crate::perf::dev::DIR => add(&["perf"], DT_REG),
         "/proc/sys" => add(&["kernel", "vm"], DT_DIR),
         crate::mem::numab::SYSCTL_DIR => add(&[crate::mem::numab::SYSCTL_NAME], DT_REG),
+        EXTFRAG_DIR => add(&["extfrag_index", "unusable_index"], DT_REG),
         SYSCTL_VM_DIR => {
             for (name, _) in VmKnob::ALL {
                 add(&[name], DT_REG);
@@ -416,6 +425,21 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         }
     }
     Ok(v)
+}
+
+/// `/sys/devices/system/node/nodeN` (an existing node) -> N.
+fn node_dir(path: &str) -> Option<usize> {
+    let rest = path.strip_prefix(numa::NODE_DIR)?.strip_prefix('/')?;
+    numa::parse_node_dir(rest)
+}
+
+/// The text of a file under `/sys/devices/system/node`, if `path` is one.
+fn node_file(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(numa::NODE_DIR)?.strip_prefix('/')?;
+    match rest.split_once('/') {
+        None => numa::mask_file(rest),
+        Some((dir, file)) => numa::node_file(numa::parse_node_dir(dir)?, file),
+    }
 }
 
 /// `/sys/devices/system/cpu`: `online` lists the running CPUs, `possible`
@@ -486,13 +510,16 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | "/sys/kernel"
         | "/sys/kernel/mm"
         | "/sys/kernel/debug"
+        | EXTFRAG_DIR
         | "/proc/self"
         | "/proc/sys"
         | crate::mem::numab::SYSCTL_DIR
         | SYSCTL_VM_DIR
         | "/sys/devices"
         | "/sys/devices/system"
-        | CPU_DIR => return dir_ok(&path),
+        | CPU_DIR
+        | numa::NODE_DIR => return dir_ok(&path),
+        _ if node_dir(&path).is_some() => return dir_ok(&path),
         BLOCK_DIR | VDA_DIR | QUEUE_DIR if crate::block::disk().is_some() => {
             return dir_ok(&path);
         }
@@ -530,6 +557,13 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             let data = crate::mem::numab::sysctl_read().into_bytes();
             return Ok(mk(Node::NumaBalancing { data }, 0o100644));
         }
+        _ if node_file(&path).is_some() => {
+            if wants_write {
+                return Err(Errno::EACCES);
+            }
+            let data = node_file(&path).unwrap_or_default();
+            return Ok(mk(text(data), 0o100444));
+        }
         "/proc/cmdline" => {
             let data = format!("{}\n", crate::cmdline::raw());
             return Ok(mk(text(data), 0o100444));
@@ -537,6 +571,16 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         // debugfs's file has only a write operation: opening it for
         // reading succeeds and a read fails with EINVAL (see `read_at`).
         SPLIT_PATH => return Ok(mk(Node::SplitHugePages, 0o100200)),
+        // debugfs seq files without a write operation: the VFS's EINVAL.
+        "/sys/kernel/debug/extfrag/unusable_index" => {
+            return Ok(mk(
+                seq_text(crate::mem::compact::unusable_index()),
+                0o100444,
+            ));
+        }
+        "/sys/kernel/debug/extfrag/extfrag_index" => {
+            return Ok(mk(seq_text(crate::mem::compact::extfrag_index()), 0o100444));
+        }
         "/proc/kpageflags" => return Ok(mk(Node::Kpageflags, 0o100400)),
         "/proc/zoneinfo" => {
             let data = crate::mem::watermark::zoneinfo();
@@ -547,7 +591,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             let (data, mode) = match path.as_str() {
                 "/proc/meminfo" => (meminfo(), 0o100444),
                 "/proc/vmstat" => (vmstat(), 0o100444),
-                "/proc/buddyinfo" => (format!("{}\n", b.buddyinfo()), 0o100444),
+                "/proc/buddyinfo" => (b.buddyinfo_text(), 0o100444),
                 // Root-only on Linux too (it walks every pageblock).
                 _ => (b.pagetypeinfo(), 0o100400),
             };
@@ -560,8 +604,18 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         .and_then(|r| r.strip_prefix('/'))
     {
         let knob = VmKnob::from_name(name).ok_or(Errno::ENOENT)?;
-        let data = VM_SYSCTL.read(knob).into_bytes();
-        return Ok(mk(Node::Sysctl { data, knob }, 0o100644));
+        // sysctl's permission check applies the owner bits even to root:
+        // `compact_memory` (0200) cannot be opened for reading.
+        let mode = knob.mode();
+        if (readable && mode & 0o400 == 0) || (wants_write && mode & 0o200 == 0) {
+            return Err(Errno::EACCES);
+        }
+        let data = if readable {
+            VM_SYSCTL.read(knob).into_bytes()
+        } else {
+            Vec::new()
+        };
+        return Ok(mk(Node::Sysctl { data, knob }, 0o100000 | mode));
     }
     if let Some(rest) = path.strip_prefix("/proc/") {
         if let Ok(pid) = rest.parse::<u32>() {

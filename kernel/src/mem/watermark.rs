@@ -4,7 +4,6 @@
 //! come from `mm::physmem::watermark` (Linux 6.12's formulas); here is
 //! only when to compute them and what to feed them.
 use crate::mem::memory::{boot_ram_frames, buddy};
-use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
 use mm::abi::errno::Errno;
@@ -17,9 +16,9 @@ use mm::thp::{GlobalMode, OrderMode, THP};
 /// is in `DMA32` (plus the 16 MiB `DMA` zone), an arm64 `virt` guest's
 /// (all below 4 GiB) in `DMA`.
 #[cfg(target_arch = "x86_64")]
-const ZONE_NAME: &str = "DMA32";
+pub const ZONE_NAME: &str = "DMA32";
 #[cfg(target_arch = "aarch64")]
-const ZONE_NAME: &str = "DMA";
+pub const ZONE_NAME: &str = "DMA";
 
 fn managed() -> u64 {
     buddy().stats().managed
@@ -33,8 +32,19 @@ fn free_buffer_pages() -> u64 {
 
 /// `setup_per_zone_wmarks`: the watermarks from the current sysctls.
 pub fn setup_per_zone_wmarks() {
-    let w = VM_SYSCTL.watermarks(managed());
-    buddy().set_watermarks(w.min, w.low, w.high);
+    let b = buddy();
+    let managed = node_managed();
+    for (n, w) in VM_SYSCTL.node_watermarks(&managed).enumerate() {
+        b.set_node_watermarks(n, w.min, w.low, w.high);
+    }
+}
+
+/// Managed pages of each node's zone.
+fn node_managed() -> alloc::vec::Vec<u64> {
+    let b = buddy();
+    (0..b.nodes().nr_nodes())
+        .map(|n| b.node_managed(n).0)
+        .collect()
 }
 
 /// Whether the anonymous PMD size is enabled (6.12's
@@ -103,76 +113,111 @@ pub fn init() {
 /// A write to `/proc/sys/vm/<knob>`.
 pub fn sysctl_write(knob: VmKnob, s: &str) -> Result<(), Errno> {
     VM_SYSCTL.write(knob, s)?;
+    match knob {
+        VmKnob::CompactMemory => {
+            crate::mem::compact::compact_memory();
+        }
+        VmKnob::CompactionProactiveness => crate::mem::compact::proactiveness_changed(),
+        _ => {}
+    }
     if knob.affects_watermarks() {
         setup_per_zone_wmarks();
     }
     Ok(())
 }
 
-/// `/proc/zoneinfo` in Linux's layout for the one zone: the header,
+/// `/proc/zoneinfo` in Linux's layout, one zone per node: the header,
 /// watermarks and sizes, `protection` (no zone above it, so no reserve),
 /// the per-zone counters (those this kernel has no use for are truly 0),
 /// `node_unreclaimable` and `start_pfn`.  Not printed (yet): the
 /// per-node stats block Linux puts before the first zone's `pages free`,
-/// the per-CPU `pagesets`, and Linux's unpopulated zones.
+/// the per-CPU `pagesets`, and Linux's unpopulated zones.  The LRU and
+/// the mlock count are kept for all nodes together, so node 0's section
+/// shows them and the other nodes' show 0 (the sums are right).
 pub fn zoneinfo() -> String {
     let b = buddy();
     let mm = b.memmap();
-    let w = VM_SYSCTL.watermarks(managed());
-    let free = b.zone_free();
-    let mlocked = b.mlocked_pages();
+    let nodes = b.nodes();
+    let managed = node_managed();
+    let wm: alloc::vec::Vec<_> = VM_SYSCTL.node_watermarks(&managed).collect();
     let lru = crate::mem::uspace::ctx().lru_counts();
-    let mut s = format!("Node 0, zone {ZONE_NAME:>8}");
-    let rows: [(&str, u64); 10] = [
-        ("pages free", free),
-        ("boost", 0),
-        ("min", w.min),
-        ("low", w.low),
-        ("high", w.high),
-        ("promo", w.promo),
-        ("spanned", mm.end_pfn() - mm.base_pfn()),
-        ("present", boot_ram_frames()),
-        ("managed", managed()),
-        ("cma", 0),
-    ];
-    for (i, (k, v)) in rows.iter().enumerate() {
-        let indent = if i == 0 { "  " } else { "        " };
-        let width = if i == 0 { 15 } else { 9 };
-        let _ = write!(s, "\n{indent}{k:<width$}{v}");
+    let mut s = String::new();
+    for (n, w) in wm.iter().enumerate() {
+        let single = nodes.nr_nodes() == 1;
+        let (node_managed, node_reserved) = b.node_managed(n);
+        let free = b.node_free(n);
+        let (first, spanned, present) = if single {
+            (
+                mm.base_pfn(),
+                mm.end_pfn() - mm.base_pfn(),
+                boot_ram_frames(),
+            )
+        } else {
+            let r = nodes.ranges().iter().filter(|r| r.node as usize == n);
+            let first = r.clone().map(|r| r.start_pfn).min().unwrap_or(0);
+            let last = r.map(|r| r.end_pfn).max().unwrap_or(0);
+            (
+                first,
+                last.saturating_sub(first),
+                node_managed + node_reserved,
+            )
+        };
+        let (mlocked, inactive, active) = if n == 0 {
+            (
+                b.mlocked_pages(),
+                lru.inactive_pages + lru.batched_pages,
+                lru.active_pages,
+            )
+        } else {
+            (0, 0, 0)
+        };
+        let numa = b.numa_stat(n);
+        let _ = write!(s, "Node {n}, zone {ZONE_NAME:>8}");
+        let rows: [(&str, u64); 10] = [
+            ("pages free", free),
+            ("boost", 0),
+            ("min", w.min),
+            ("low", w.low),
+            ("high", w.high),
+            ("promo", w.promo),
+            ("spanned", spanned),
+            ("present", present),
+            ("managed", node_managed),
+            ("cma", 0),
+        ];
+        for (i, (k, v)) in rows.iter().enumerate() {
+            let indent = if i == 0 { "  " } else { "        " };
+            let width = if i == 0 { 15 } else { 9 };
+            let _ = write!(s, "\n{indent}{k:<width$}{v}");
+        }
+        s.push_str("\n        protection: (0, 0, 0, 0, 0)");
+        let counters: [(&str, u64); 18] = [
+            ("nr_free_pages", free),
+            ("nr_zone_inactive_anon", inactive),
+            ("nr_zone_active_anon", active),
+            ("nr_zone_inactive_file", 0),
+            ("nr_zone_active_file", 0),
+            ("nr_zone_unevictable", mlocked),
+            ("nr_zone_write_pending", 0),
+            ("nr_mlock", mlocked),
+            ("nr_bounce", 0),
+            ("nr_zspages", 0),
+            ("nr_free_cma", 0),
+            ("nr_unaccepted", 0),
+            ("numa_hit", numa.hit),
+            ("numa_miss", numa.miss),
+            ("numa_foreign", numa.foreign),
+            ("numa_interleave", numa.interleave),
+            ("numa_local", numa.local),
+            ("numa_other", numa.other),
+        ];
+        for (k, v) in counters {
+            let _ = write!(s, "\n      {k:<12} {v}");
+        }
+        let _ = write!(
+            s,
+            "\n  node_unreclaimable:  0\n  start_pfn:           {first}\n"
+        );
     }
-    s.push_str("\n        protection: (0, 0, 0, 0, 0)");
-    // Every allocation is local and on the preferred node (one node).
-    let allocs: u64 = b.stats().allocs.iter().sum();
-    let counters: [(&str, u64); 18] = [
-        ("nr_free_pages", free),
-        (
-            "nr_zone_inactive_anon",
-            lru.inactive_pages + lru.batched_pages,
-        ),
-        ("nr_zone_active_anon", lru.active_pages),
-        ("nr_zone_inactive_file", 0),
-        ("nr_zone_active_file", 0),
-        ("nr_zone_unevictable", mlocked),
-        ("nr_zone_write_pending", 0),
-        ("nr_mlock", mlocked),
-        ("nr_bounce", 0),
-        ("nr_zspages", 0),
-        ("nr_free_cma", 0),
-        ("nr_unaccepted", 0),
-        ("numa_hit", allocs),
-        ("numa_miss", 0),
-        ("numa_foreign", 0),
-        ("numa_interleave", 0),
-        ("numa_local", allocs),
-        ("numa_other", 0),
-    ];
-    for (k, v) in counters {
-        let _ = write!(s, "\n      {k:<12} {v}");
-    }
-    let _ = write!(
-        s,
-        "\n  node_unreclaimable:  0\n  start_pfn:           {}\n",
-        mm.base_pfn()
-    );
     s
 }

@@ -968,9 +968,19 @@ pub fn brk(p: &Process, addr: u64) -> u64 {
 }
 
 /// Start `init=<path>` and wait for it; returns false only if it could not
-/// be started (its exit ends the run with its status).
+/// be started (its exit ends the run with its status).  The words of the
+/// command line after `--` are init's arguments, as Linux passes them
+/// (`init=/mthp-tests -- move_pages` runs the tests matching
+/// `move_pages`).
 pub fn run_init(path: &str) -> bool {
-    let argv = alloc::vec![String::from(path)];
+    let mut argv = alloc::vec![String::from(path)];
+    argv.extend(
+        crate::cmdline::raw()
+            .split_ascii_whitespace()
+            .skip_while(|w| *w != "--")
+            .skip(1)
+            .map(String::from),
+    );
     let envp = alloc::vec![String::from("HOME=/"), String::from("TERM=linux")];
     match start_init(path, argv, envp) {
         Ok(_) => loop {

@@ -4,11 +4,10 @@
 //! MMU, faulting on the migration entries meanwhile.  The data stays
 //! right, the orders stay, the invariants hold, no frame leaks.
 //!
-//! Checked to fail without its mechanism: with the fault path's wait on a
-//! migration entry replaced by mapping the entry's source page back at
-//! once (`Mm::migration_entry_wait` not sleeping on the folio lock), the
-//! writer's words written into the old folio during the copy were lost
-//! ("read ... expected ...") on both arches.
+//! Checked to fail without its mechanism: with the copy done while the
+//! folio was still mapped (before the migration entries went in), the
+//! writer's words stored between copy and unmap were lost on both arches
+//! ("read ... expected ...": the new folio held an older round).
 use crate::arch;
 use crate::mem::memory::buddy;
 use crate::mem::uspace::{self, UserMm, read_u64, write_u64};

@@ -21,6 +21,8 @@ pub mod allocbench;
 #[cfg(all(feature = "selftest", target_arch = "aarch64"))]
 pub mod asid;
 #[cfg(feature = "selftest")]
+pub mod compact;
+#[cfg(feature = "selftest")]
 pub mod invariants;
 #[cfg(feature = "selftest")]
 pub mod khugepaged;
@@ -28,6 +30,8 @@ pub mod khugepaged;
 pub mod memtest;
 #[cfg(feature = "selftest")]
 mod migrate;
+#[cfg(feature = "selftest")]
+pub mod numa;
 #[cfg(feature = "selftest")]
 mod numab;
 #[cfg(feature = "selftest")]

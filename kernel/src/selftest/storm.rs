@@ -113,7 +113,8 @@ impl Storm {
             335..=344 => self.mlock(i),
             345..=349 => self.reclaim(),
             350..=351 => self.swap_cycle(),
-            352..=629 => self.write(i),
+            352..=353 => self.compact(),
+            354..=629 => self.write(i),
             _ => self.verify(i),
         }
     }
@@ -406,6 +407,14 @@ impl Storm {
     fn reclaim(&mut self) -> Result<String, String> {
         let st = crate::mem::kswapd::reclaim(256, mm::aspace::vmscan::Reclaimer::Direct);
         Ok(format!("reclaim: {st:?}"))
+    }
+
+    /// `compact_memory`: the whole zone, every movable folio isolated
+    /// and (until the migration core is wired, see `mem::compact`) put
+    /// back; the checks after each op catch a lost folio or LRU damage.
+    fn compact(&mut self) -> Result<String, String> {
+        let r = crate::mem::compact::compact_memory();
+        Ok(format!("compact_memory: {r:?}"))
     }
 
     /// swapoff (everything comes back) and swapon again.

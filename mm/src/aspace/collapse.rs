@@ -309,10 +309,27 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Allocate the new folio for a collapse to `order`.  Owned, so every
-    /// refusal after this frees it by returning.
-    fn collapse_alloc(&self, order: u32) -> Result<FolioRef<'a>, CollapseError> {
+    /// refusal after this frees it by returning.  A failed allocation may
+    /// compact directly first (no page-table lock is held here): always
+    /// for `MADV_COLLAPSE`, for khugepaged when `khugepaged/defrag` is 1
+    /// (Linux's `GFP_TRANSHUGE` in both cases).
+    fn collapse_alloc(&self, order: u32, lim: Limits) -> Result<FolioRef<'a>, CollapseError> {
         let stats = &self.ctx.thp.stats;
-        match self.ctx.buddy.alloc(order, AllocFlags::USER) {
+        let mut got = self.ctx.buddy.alloc(order, AllocFlags::USER);
+        if got.is_err()
+            && (!lim.khugepaged
+                || self
+                    .ctx
+                    .thp
+                    .config
+                    .khugepaged
+                    .defrag
+                    .load(core::sync::atomic::Ordering::Relaxed))
+        {
+            let req = crate::physmem::compaction::CompactRequest::Direct { retry: true };
+            got = self.ctx.alloc_after_compaction(order, req);
+        }
+        match got {
             Ok(f) => {
                 stats.inc(order, MthpStat::CollapseAlloc);
                 if order == PMD_ORDER {
@@ -357,7 +374,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             // preemption off), scan again: with the mmap lock held for
             // writing only the accessed/dirty bits can change meanwhile.
             self.scan_swapping_in(&v, va, order, lim)?;
-            let new = self.collapse_alloc(order)?;
+            let new = self.collapse_alloc(order, lim)?;
             let mut pt = self.lock_pt();
             let w = self.collapse_scan(&pt, va, order, lim)?;
             return self.collapse_install(&v, &mut pt, va, order, new, w);
@@ -377,7 +394,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             self.scan_swapping_in(v, va, order, lim)?;
         }
-        let new = self.collapse_alloc(order)?;
+        let new = self.collapse_alloc(order, lim)?;
         let vmas = self.mmap_write();
         let v = match vmas.find(va) {
             Some(v) if eligible(v) => *v,

@@ -16,6 +16,7 @@ use crate::addr::PAGE_SHIFT;
 use crate::cpu::AtomicCpuSet;
 use crate::paging::{PtAlloc, TlbOps};
 use crate::physmem::buddy::{AllocError, AllocFlags, BuddyAllocator};
+use crate::physmem::compaction::{CompactHook, CompactRequest};
 use crate::physmem::folio::{Folio, FolioList, MAX_MM_ID};
 use crate::physmem::frame_flags::PageFlags;
 use crate::physmem::phys::PhysMem;
@@ -144,6 +145,9 @@ pub struct MmCtx<'a> {
     /// `'static` and in a plain mutex (no drop glue, no lifetime): the
     /// context must stay covariant in `'a` and droppable while borrowed.
     reclaim: Mutex<Option<&'static (dyn Fn() -> usize + Sync)>>,
+    /// The compaction hook (see [`Self::set_compact_hook`]), kept like
+    /// `reclaim`.
+    compact: Mutex<Option<&'static CompactHook>>,
     /// Swap areas and the swap cache.
     pub swap: crate::swap::Swap,
 }
@@ -184,6 +188,7 @@ impl<'a> MmCtx<'a> {
             deferred: Mutex::new(FolioList::new()),
             khugepaged: Mutex::new(Default::default()),
             reclaim: Mutex::new(None),
+            compact: Mutex::new(None),
             swap: crate::swap::Swap::new(),
         })
     }
@@ -324,6 +329,45 @@ impl<'a> MmCtx<'a> {
 
     pub(crate) fn reclaim_hook(&self) -> Option<&'static (dyn Fn() -> usize + Sync)> {
         *self.reclaim.lock()
+    }
+
+    /// Install the compaction hook the fault path calls, with no
+    /// page-table lock held (the mmap lock read-held, as Linux's fault
+    /// path), when an allocation of order > 0 failed and the THP `defrag`
+    /// mode asks for something: `hook(order, request)` either compacts
+    /// directly (returning whether compaction ran, i.e. was not skipped
+    /// as unsuitable) or wakes kswapd and kcompactd.  The hook lock is a
+    /// leaf.
+    pub fn set_compact_hook(&self, hook: &'static CompactHook) {
+        *self.compact.lock() = Some(hook);
+    }
+
+    /// An allocation of `order` failed and `req` says what may be done
+    /// about it: through the compaction hook, compact directly or wake the
+    /// daemons; after a direct compaction that ran, try once more,
+    /// counting `compact_stall` and then `compact_success` or
+    /// `compact_fail` (Linux's `__alloc_pages_direct_compact`).  Call with
+    /// no page-table lock held.
+    pub(crate) fn alloc_after_compaction(
+        &self,
+        order: u32,
+        req: CompactRequest,
+    ) -> Result<Folio<'a>, AllocError> {
+        let Some(hook) = *self.compact.lock() else {
+            return Err(AllocError::NoMemory);
+        };
+        if !hook(order, req) || req == CompactRequest::Wake {
+            return Err(AllocError::NoMemory);
+        }
+        let stats = &self.thp.stats;
+        stats.count(VmEvent::CompactStall);
+        let r = self.buddy.alloc(order, AllocFlags::USER);
+        stats.count(if r.is_ok() {
+            VmEvent::CompactSuccess
+        } else {
+            VmEvent::CompactFail
+        });
+        r
     }
 
     // ----- deferred split ---------------------------------------------

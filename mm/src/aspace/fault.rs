@@ -129,7 +129,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Migration(f, e) => return self.migration_entry_wait(vma, addr, f, e),
             Locked::NumaMigrate(f, node) => return self.numa_migrate(vma, addr, f, node),
         };
-        let f = self.alloc_anon_folio(orders).ok_or(Fault::Oom)?;
+        let f = self
+            .alloc_anon_folio(vma, addr, orders, true)
+            .ok_or(Fault::Oom)?;
         self.zero_folio(*f, align_down(addr, f.size()), addr);
         let mut pt = self.lock_pt();
         pre = Some(f);
@@ -177,7 +179,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             let orders = self.empty_orders(vma, pt, Some(&w), addr);
             if orders >> UNLOCKED_ZERO_MIN_ORDER == 0 {
-                let Some(f) = self.alloc_anon_folio(orders) else {
+                let Some(f) = self.alloc_anon_folio(vma, addr, orders, false) else {
                     return Some(Err(Fault::Oom));
                 };
                 self.zero_folio(*f, align_down(addr, f.size()), addr);
@@ -187,7 +189,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         // Large: zeroed with no page-table lock held, then both retaken and
         // the walk done again.
-        let Some(f) = self.alloc_anon_folio(orders) else {
+        let Some(f) = self.alloc_anon_folio(vma, addr, orders, true) else {
             return Some(Err(Fault::Oom));
         };
         self.zero_folio(*f, align_down(addr, f.size()), addr);
@@ -240,13 +242,46 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// allocator gives, else order 0; `None` when not even that is left.
     /// Each failed order counts `anon_fault_fallback` (and a failed PMD
     /// order `thp_fault_fallback`), as before the lock was dropped.
-    fn alloc_anon_folio(&self, mut orders: u32) -> Option<FolioRef<'a>> {
+    ///
+    /// Under a memory policy, or for a PMD-order folio on a machine with
+    /// several nodes, the folio comes from where the policy says
+    /// (`Mm::alloc_policy`); otherwise from the local node's allocator
+    /// fast path.  With `may_compact` (no page-table lock held) a failed
+    /// order first gets what `/sys/kernel/mm/transparent_hugepage/defrag`
+    /// allows for the VMA (direct compaction, or waking kswapd and
+    /// kcompactd: see `DefragMode::fault_compaction` and
+    /// `MmCtx::alloc_after_compaction`); without, small orders allocated
+    /// under the lock just fall back.
+    fn alloc_anon_folio(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        mut orders: u32,
+        may_compact: bool,
+    ) -> Option<FolioRef<'a>> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
+        let pol = self.policy_for(vma);
+        let numa = pol.is_some() || ctx.buddy.nodes().nr_nodes() > 1;
+        let alloc = |o: u32| {
+            if numa && (pol.is_some() || o >= PMD_ORDER) {
+                self.alloc_policy(vma, addr, pol, o)
+            } else {
+                ctx.buddy.alloc(o, AllocFlags::USER)
+            }
+        };
         orders &= !1;
         while orders != 0 {
             let o = 31 - orders.leading_zeros();
-            match ctx.buddy.alloc(o, AllocFlags::USER) {
+            let mut got = alloc(o);
+            if got.is_err() && may_compact {
+                // Linux's `vma_thp_gfp_mask`: "madvised" is MADV_HUGEPAGE.
+                let madvised = vma.flags.contains(crate::vma::VmFlags::HUGEPAGE);
+                if let Some(req) = ctx.thp.config.defrag().fault_compaction(madvised) {
+                    got = ctx.alloc_after_compaction(o, req);
+                }
+            }
+            match got {
                 Ok(f) => return Some(FolioRef::from_raw(f)),
                 Err(_) => {
                     stats.inc(o, MthpStat::AnonFaultFallback);
@@ -257,10 +292,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             orders &= !(1 << o);
         }
-        ctx.buddy
-            .alloc(0, AllocFlags::USER)
-            .ok()
-            .map(FolioRef::from_raw)
+        alloc(0).ok().map(FolioRef::from_raw)
     }
 
     /// The locked part of a fault in `vma` (checked to allow `access`),
@@ -474,7 +506,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
                 // Small: zeroed under the lock, which costs less than
                 // dropping it and walking again.
-                let Some(f) = self.alloc_anon_folio(orders) else {
+                let Some(f) = self.alloc_anon_folio(vma, addr, orders, false) else {
                     return Locked::Done(Err(Fault::Oom));
                 };
                 self.zero_folio(*f, align_down(addr, f.size()), addr);

@@ -15,9 +15,9 @@
 //!    about to map it).  Every PTE mapping becomes a migration entry
 //!    (`rmap::try_to_migrate`: `WRITE`, `READ_EXCLUSIVE` or `READ`, the
 //!    anon-exclusive bit moving into the entry).  A PMD mapping is split
-//!    into PTEs first, the folio staying whole (so a PMD-mapped THP comes
-//!    back PTE-mapped: no PMD migration entries yet, see
-//!    docs/linux-differences.md).
+//!    into a PTE table of 512 migration entries (its deposit), which the
+//!    remap turns back into the PMD leaf (see docs/linux-differences.md:
+//!    Linux writes one PMD migration entry instead).
 //! 3. The page-table locks are dropped and the data copied: nobody can
 //!    reach the folio meanwhile (a fault on a migration entry sleeps on
 //!    the source's folio lock).  Then the folio state moves: `DIRTY`,
@@ -28,32 +28,35 @@
 //!    inactive); the source, freed when the caller drops its reference,
 //!    leaves it then.
 //! 4. The locks are taken again and every migration entry still in place
-//!    becomes a leaf on the destination's page (`rmap::remove_migration_ptes`)
-//!    with the rights the entry records, the attributes and young/dirty
-//!    bits the PTE had; `set_ptes` folds arm64 contiguous blocks again.
-//!    The entry's reference and mapcount move to the destination.
+//!    becomes a leaf on the destination's page
+//!    (`rmap::remove_migration_ptes`) with the rights the entry records
+//!    and the attributes and young/dirty bits the PTE had; `set_ptes`
+//!    folds arm64 contiguous blocks again, and a space that had a PMD
+//!    mapping gets it back when its 512 entries are all still there.  The
+//!    entries' references and mapcounts move to the destination.
 //! 5. A failure after the unmap (the copy) restores the entries onto the
 //!    source instead, data untouched.
 //!
-//! # Migration entries that the remap does not find
+//! # Migration entries while the locks are dropped
 //! A migration entry holds its mapping's reference, large mapcount and
 //! RSS on the page it names (Linux drops them at unmap; keeping them makes
 //! every entry a mapping that zap, fork and the checker can account for).
-//! So while the page-table locks are dropped:
+//! Meanwhile:
 //! * zap clears an entry and unmaps the page it names (reference,
 //!   mapcount, RSS); the remap only restores entries still present;
 //! * fork copies an entry (a `WRITE` one becomes `READ` in both, as
 //!   Linux's `copy_nonpresent_pte`), the child's copy mapping the source
 //!   page with its own reference; mremap moves entries as they are;
 //! * mprotect waits for the migration to end (it holds the mmap lock for
-//!   writing and sleeps on the folio lock: the remap cannot read VMAs, so
-//!   rights must not change under it).
+//!   writing and sleeps on the folio lock): the remap cannot read VMAs, so
+//!   rights must not change under it.
 //!
-//! Entries the remap cannot find (in a space not passed in `mms`, or
-//! moved by mremap away from the rmap owner's address) stay on the source
-//! page, which they keep alive.  A fault on one finds the source unlocked
-//! and maps that page back (`Mm::migration_entry_wait`): the data is the
-//! same, and the page was exclusive to that mapping or shared read-only.
+//! Entries the remap cannot find (in a space not passed in `mms`, such as
+//! a child forked meanwhile, or moved by mremap away from the rmap owner's
+//! address) stay on the source page, which they keep alive.  A fault on
+//! one finds the source unlocked and maps that page back
+//! (`Mm::migration_entry_wait`): the data is the same, and the page was
+//! exclusive to that mapping or shared read-only.
 //!
 //! # Lock order
 //! Source folio lock, then destination folio lock (a new folio nobody
@@ -133,28 +136,26 @@ pub struct MmMigrator<'m, 'a, A: PagingArch> {
 }
 
 impl<'a, A: PagingArch> FolioMigrator<'a> for MmMigrator<'_, 'a, A> {
-    /// Takes a reference on `src` if it is still a live anonymous folio
-    /// on the LRU below the PMD order (compaction never moves PMD THPs,
-    /// as Linux) of `dst`'s order, then [`migrate_folio`]; counted in
-    /// `pgmigrate_*` as [`migrate_pages`] counts.  On success `dst` is
-    /// consumed (its mappings and LRU place hold it).
+    /// `src` comes with a reference the caller holds and keeps
+    /// (compaction's isolation reference, as Linux's `migrate_pages`
+    /// takes isolated folios; on the LRU or isolated from it): if it is
+    /// an anonymous folio below the PMD order (compaction never moves PMD
+    /// THPs, as Linux) of `dst`'s order, [`migrate_folio`] with that
+    /// reference, counted in `pgmigrate_*` as [`migrate_pages`] counts.
+    /// On success `dst` is consumed (its mappings and LRU place hold it)
+    /// and the caller's dropping its reference frees the source.
     fn migrate_to(&self, src: Folio<'a>, dst: Folio<'a>) -> Result<(), MigrateError> {
         let Some(first) = self.mms.first() else {
             return Err(MigrateError::Busy);
         };
-        let Some(r) = src.try_get_ref() else {
-            return Err(MigrateError::Busy);
-        };
-        if !r.is_anon()
-            || !r.test(PageFlags::LRU)
-            || r.order() >= PMD_ORDER
-            || r.order() != dst.order()
-            || first.ctx.folio(r.pfn()).is_none_or(|f| f != src)
-        {
+        if !src.is_anon() || src.order() >= PMD_ORDER || src.order() != dst.order() {
             return Err(MigrateError::Busy);
         }
+        // The caller's reference, lent for the call and handed back below.
+        let r = FolioRef::from_raw(src);
         let res = migrate_folio(self.mms, &r, dst, self.mode);
-        count_result(first.ctx, *r, res.is_ok());
+        count_result(first.ctx, src, res.is_ok());
+        let _ = r.into_raw();
         res
     }
 }
@@ -248,12 +249,13 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     // Unmap everywhere into migration entries.
     let mut mappers: Vec<&Mm<'a, A>> = Vec::new();
     let mut saved: Vec<SavedPte> = Vec::new();
+    let mut pmd: Vec<bool> = Vec::new();
     if f.is_mapped() {
         let mut walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
         if f.extra_refs() != expected {
             return Err(MigrateError::Again);
         }
-        saved = try_to_migrate(&mut walk, f);
+        (saved, pmd) = try_to_migrate(&mut walk, f);
         mappers = walk.mappers.clone();
     } else if f.extra_refs() != expected {
         return Err(MigrateError::Again);
@@ -262,14 +264,14 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     // Copy with no page-table lock held.
     if hooks.fail_copy() {
         let mut walk = relock(&mappers, va);
-        remove_migration_ptes(&mut walk, &saved, f, f);
+        remove_migration_ptes(&mut walk, &saved, &pmd, f, f);
         drop(walk);
         return Err(MigrateError::CopyFailed);
     }
     ctx.mem.copy(dst.pa(), f.pa(), f.size());
     move_folio_state(ctx, f, dst);
     let mut walk = relock(&mappers, va);
-    let restored = remove_migration_ptes(&mut walk, &saved, f, dst);
+    let restored = remove_migration_ptes(&mut walk, &saved, &pmd, f, dst);
     drop(walk);
     if restored > 0 {
         ctx.thp.stats.inc(dst.order(), crate::thp::MthpStat::NrAnon);
@@ -282,15 +284,26 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
             ctx.deferred_split_remove(f);
             ctx.thp.stats.dec(f.order(), crate::thp::MthpStat::NrAnon);
         }
-    } else if restored > 0 && f.order() >= 2 && f.entire_mapcount() == 0 {
+    } else if restored > 0
+        && f.order() >= 2
+        && (left as u64) < f.nr_pages()
+        && f.entire_mapcount() == 0
+    {
         ctx.deferred_split_folio(f);
     }
     let d = dst.large_mapcount();
-    if d > 0 && f.order() >= 2 && (d as u64) < dst.nr_pages() && dst.entire_mapcount() == 0 {
+    if d == 0 {
+        ctx.deferred_split_remove(dst);
+    } else if f.order() >= 2 && (d as u64) < dst.nr_pages() && dst.entire_mapcount() == 0 {
         ctx.deferred_split_folio(dst);
     }
     drop(dlock);
     drop(lock);
+    // A source still mapped (entries the remap could not reach) stays a
+    // live anonymous folio: back on the LRU if the caller had isolated it.
+    if left > 0 && !f.test(PageFlags::LRU) && !f.test(PageFlags::LRU_BATCH) {
+        ctx.lru_putback(f.get_ref(), f.test(PageFlags::ACTIVE));
+    }
     // The allocation's reference: the mappings, the LRU and the swap cache
     // hold the destination now.
     dst.put();
@@ -340,9 +353,9 @@ fn move_folio_state<'a>(ctx: &super::MmCtx<'a>, src: Folio<'a>, dst: Folio<'a>) 
 /// balancing), or partially mapped, is split to order 0 and its pieces
 /// migrated.  Counts `pgmigrate_*` and `thp_migration_*`.  Returns (pages
 /// migrated, folios not migrated — a split folio counts as one failure,
-/// as Linux).  The references are dropped: a migrated source is freed,
-/// the others stay where they were (the caller puts isolated folios back
-/// before calling, or holds its own references).
+/// as Linux).  The references are dropped: a migrated source is freed;
+/// one that stays and is off the LRU (isolated by the caller) goes back
+/// on the list its `ACTIVE` flag names (Linux's `putback_movable_pages`).
 pub fn migrate_pages<'a, A: PagingArch>(
     mms: &[&Mm<'a, A>],
     folios: Vec<FolioRef<'a>>,
@@ -398,6 +411,7 @@ pub fn migrate_pages<'a, A: PagingArch>(
                 } else {
                     count_result(ctx, *f, false);
                     failed += 1;
+                    release(ctx, f);
                 }
                 continue;
             };
@@ -417,6 +431,7 @@ pub fn migrate_pages<'a, A: PagingArch>(
                         _ => {
                             count_result(ctx, *f, false);
                             failed += 1;
+                            release(ctx, f);
                         }
                     }
                 }
@@ -434,15 +449,28 @@ pub fn migrate_pages<'a, A: PagingArch>(
                     Err(_) => {
                         free_unused(dst);
                         count_result(ctx, *p, false);
+                        release(ctx, p);
                     }
                 }
             } else {
                 count_result(ctx, *p, false);
+                release(ctx, p);
             }
         }
         todo = retry;
     }
     (pages_ok, failed)
+}
+
+/// Drops the reference to a folio that was not migrated, putting it back
+/// on the LRU if the caller had isolated it.
+fn release<'a>(ctx: &super::MmCtx<'a>, f: FolioRef<'a>) {
+    if f.test(PageFlags::LRU) || f.test(PageFlags::LRU_BATCH) {
+        drop(f);
+    } else {
+        let active = f.test(PageFlags::ACTIVE);
+        ctx.lru_putback(f, active);
+    }
 }
 
 /// Frees a destination folio [`migrate_folio`] did not use.

@@ -7,8 +7,10 @@
 //! * `fault`: the fault path — order selection, zero pages, COW.
 //! * `zap`, `fork`, `mprotect`, `mremap`: the page-table side of the system
 //!   calls.
+//! * [`migrate`]: moving a folio to another of the same order through
+//!   migration entries (and the batch driver and compaction's hook).
 //! * `rmap`: the reverse map — how a folio finds its mappings, clearing
-//!   and restoring them all (split; later migration and reclaim), and the
+//!   and restoring them all (split, swap-out, migration), and the
 //!   references, mapcounts and anon-exclusive bits each mapping carries.
 //! * [`report`]: the thpmaps-style report; [`check`]: the invariant checker.
 //!
@@ -42,7 +44,13 @@
 //!    exclusive lock, so a table's lock word is never in use when its page
 //!    goes back to the allocator.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
-//!    ever try-locked under a page-table lock.  A split holds the
+//!    ever try-locked under a page-table lock.  Swap-out and migration
+//!    (`migrate`) take it first, holding no page-table lock, and then the
+//!    page-table locks of the spaces mapping the folio; nobody sleeps on
+//!    it while holding a page-table lock.  A fault on a swap or migration
+//!    entry sleeps on it with only the mmap lock held for reading, and
+//!    mprotect with the mmap lock held for writing, so a folio-lock holder
+//!    must never wait for an mmap lock (migration takes none).  A split holds the
 //!    page-table locks of *several* spaces (every one mapping the folio),
 //!    taken in ascending mm-id order with no other page-table lock held;
 //!    fork, which holds the parent's and the child's, is the only other
@@ -59,12 +67,18 @@
 //!    dropped under them.  Taken with interrupts masked, from the fault
 //!    path (under a page-table lock), the free path (anywhere a last
 //!    reference drops) and split (under the page-table locks).
-//! 6. **buddy zone lock** (and the per-CPU caches) — a leaf; the huge-zero
+//! 6. **buddy zone locks** (one per NUMA node, never two held; and the
+//!    per-CPU caches) — a leaf; the huge-zero
 //!    and identifier locks in `MmCtx` sit just above it, and khugepaged's
 //!    registry lock (in `MmCtx`) is a leaf too.
 //!
 //! The reclaim hook the fault path calls on OOM runs with none of these
-//! held (the fault drops its locks first and retries).
+//! held (the fault drops its locks first and retries).  The compaction
+//! hook (`MmCtx::set_compact_hook`, for a failed THP-order allocation)
+//! runs with at most the space's mmap lock held (for reading on a fault,
+//! for writing under `MADV_COLLAPSE`), as Linux's direct compaction;
+//! compaction itself takes the LRU and zone locks one at a time, never
+//! nested.
 //!
 //! Folio reference counts and mapcounts are atomics, changed under the
 //! page-table lock of the address space whose mapping changes.
@@ -85,6 +99,7 @@ mod fault;
 mod fork;
 pub mod khugepaged;
 pub mod lru;
+pub mod mempolicy;
 pub mod migrate;
 mod mlock;
 pub mod move_pages;
@@ -237,6 +252,10 @@ pub struct Mm<'a, A: PagingArch> {
     /// Where the NUMA-balancing scanner resumes (Linux's
     /// `mm->numa_scan_offset`); see `numa.rs`.
     numa_scan_offset: AtomicU64,
+    /// The task memory policy (`set_mempolicy`), packed
+    /// (`Mempolicy::pack`; 0 = default) so the fault path reads it with
+    /// one load.  One per address space: Linux keeps it per thread.
+    task_policy: AtomicU64,
 }
 
 /// The rights a PTE gets in a VMA with `flags` (write still withheld from
@@ -303,6 +322,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
             numa_scan_offset: AtomicU64::new(0),
+            task_policy: AtomicU64::new(0),
         })
     }
 
@@ -917,6 +937,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             child.register_khugepaged();
         }
         child.set_thp_disabled(self.thp_disabled());
+        child.set_task_policy(self.task_policy());
         Ok(child)
     }
 

@@ -24,8 +24,11 @@
 //! process (every VMA here is a private, COW mapping; the estimate is the
 //! first page's mapcount, as `move_pages` uses), and, when the caller
 //! passes the node of the CPU a single-threaded process last ran on,
-//! folios already on that node.  Every VMA has the default policy (there
-//! is no mempolicy yet), which migrates on fault.
+//! folios already on that node.  As Linux, only VMAs whose policy
+//! migrates on fault are scanned: the default policy (none set on the VMA
+//! nor for the task), or one set with `MPOL_F_NUMA_BALANCING` (`BIND` and
+//! `PREFERRED_MANY` only); any other explicit policy keeps its folios
+//! where it put them.
 //!
 //! # Hinting fault ([`Mm::do_numa_page`])
 //! Counts `numa_hint_faults` (and `numa_hint_faults_local` when the folio
@@ -36,9 +39,13 @@
 //! `numa_pages_migrated`; then, migrated or not, every hinting entry of
 //! the folio in the same page table and VMA gets its rights back at once
 //! ([`Mm::numa_rebuild`], Linux's `numa_rebuild_large_mapping`), so a
-//! folio takes one fault per scan.  A PMD leaf is restored whole; a
-//! PMD-mapped folio that migrates comes back PTE-mapped (migration splits
-//! the PMD, keeping the folio whole) and all 512 PTEs are restored.
+//! folio takes one fault per scan.  A PMD leaf is restored whole (a
+//! PMD-mapped folio that migrates comes back PMD-mapped when its 512
+//! migration entries are all still there, else PTE-mapped, and then all
+//! 512 PTEs are restored).  Under a `MPOL_F_NUMA_BALANCING` policy the
+//! faulting CPU's node is the target only if the policy's nodes include
+//! it (Linux's `mpol_misplaced` for `MPOL_F_MORON`); otherwise the folio
+//! stays.
 //!
 //! Not done (docs/linux-differences.md): the scheduler side (task
 //! placement, `numa_preferred_nid`, fault statistics, the adaptive scan
@@ -52,6 +59,7 @@ use crate::paging::{Attrs, Leaf, PMD_LEVEL, PageTable, PagingArch, Perms, level_
 use crate::physmem::buddy::{AllocFlags, Wmark};
 use crate::physmem::folio::FolioRef;
 use crate::thp::VmEvent;
+use crate::vma::mempolicy::MPOL_F_NUMA_BALANCING;
 use crate::vma::{VmFlags, Vma};
 
 use super::fault::Locked;
@@ -72,14 +80,18 @@ pub struct NumaScan {
     pub wrapped: bool,
 }
 
-/// Whether NUMA balancing scans `vma` (Linux's checks in
-/// `task_numa_work`, for the VMAs this kernel has: private anonymous
-/// ones): not PROT_NONE.
-fn vma_scannable(vma: &Vma) -> bool {
-    vma.flags.intersects(VmFlags::ACCESS)
-}
-
 impl<'a, A: PagingArch> Mm<'a, A> {
+    /// Whether NUMA balancing scans `vma` (Linux's checks in
+    /// `task_numa_work` for the VMAs this kernel has, private anonymous
+    /// ones): not PROT_NONE, and its policy migrates on fault
+    /// (`vma_policy_mof`: the default, or `MPOL_F_NUMA_BALANCING`).
+    fn vma_scannable(&self, vma: &Vma) -> bool {
+        vma.flags.intersects(VmFlags::ACCESS)
+            && self
+                .policy_for(vma)
+                .is_none_or(|p| p.flags & MPOL_F_NUMA_BALANCING != 0)
+    }
+
     /// One scan period (Linux's `task_numa_work` for this space): marks
     /// hinting entries over up to `pages` pages from where the last
     /// period stopped (module docs).  `local_node`: the node of the CPU
@@ -100,7 +112,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut start = offset;
         let mut stopped = None;
         'vmas: for v in vmas.iter().filter(|v| v.end > offset) {
-            if !vma_scannable(v) {
+            if !self.vma_scannable(v) {
                 continue;
             }
             start = start.max(v.start);
@@ -202,7 +214,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let local = self.cpu_node();
             if node == local {
                 stats.count(VmEvent::NumaHintFaultsLocal);
-            } else if page_mapcount(&f, 0) <= 1 && self.node_has_room(local, f.nr_pages()) {
+            } else if page_mapcount(&f, 0) <= 1
+                && self.policy_for(vma).is_none_or(|p| p.nodes.contains(local))
+                && self.node_has_room(local, f.nr_pages())
+            {
                 return Locked::NumaMigrate(f.get_ref(), local);
             }
         }

@@ -49,4 +49,31 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         self.env.tlb.sync_tables();
         Ok(())
     }
+
+    /// Replace the PTE table under the 2 MiB-aligned `va` (holding only
+    /// non-present entries the caller has accounted for: a migration's
+    /// entries for one PMD-size folio) by a PMD leaf mapping the 512
+    /// frames from `pfn` with `attrs`; the table, zeroed, becomes the
+    /// leaf's deposit.  Migration's remap of a folio that was PMD-mapped.
+    /// On error nothing changed.
+    pub fn replace_table_with_pmd_leaf(
+        &mut self,
+        va: u64,
+        pfn: u64,
+        attrs: super::arch::Attrs,
+    ) -> Result<(), PtError> {
+        let va = va & !(PMD_SIZE - 1);
+        let t = self.collapse_detach_table(va)?;
+        let saved: alloc::vec::Vec<u64> = (0..512).map(|i| self.mem().load(t + 8 * i)).collect();
+        self.mem().zero(t, PAGE_SIZE);
+        let r = self.set_pmd_leaf(va, pfn, attrs, t);
+        if r.is_err() {
+            for (i, &e) in saved.iter().enumerate() {
+                self.mem().store(t + 8 * i as u64, e);
+            }
+            let back = self.collapse_restore_table(va, t);
+            debug_assert!(back.is_ok());
+        }
+        r
+    }
 }

@@ -12,6 +12,8 @@
 //!   descriptors into smaller folios;
 //! * [`buddy`]: the zones' free lists, with [`pcp`] its per-CPU caches;
 //! * [`node`]: the NUMA nodes (which frames and CPUs each holds, distances);
+//! * [`compaction`]: the migrate and free scanners, the per-order
+//!   destination pool and the fragmentation indices;
 //! * [`phys`]: how `mm` reads and writes physical memory without touching
 //!   it directly (the kernel's direct map, the host tests' emulation);
 //! * [`alloc_trace`]: recorded allocator workloads for the benchmarks.
@@ -21,6 +23,7 @@
 
 pub mod alloc_trace;
 pub mod buddy;
+pub mod compaction;
 pub mod folio;
 mod folio_split;
 pub mod frame_flags;

@@ -18,6 +18,9 @@
 //! the tunables and the pinned value, and the kernel applies the result
 //! with `BuddyAllocator::set_watermarks`.
 use crate::abi::errno::Errno;
+use crate::physmem::compaction::{
+    EXTFRAG_THRESHOLD_DEFAULT, EXTFRAG_THRESHOLD_MAX, PROACTIVENESS_DEFAULT, PROACTIVENESS_MAX,
+};
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Linux's clamp of the computed default (`calculate_min_free_kbytes`).
@@ -102,6 +105,34 @@ pub fn zone_watermarks(min_free_kbytes: u64, managed: u64, scale_factor: u64) ->
     }
 }
 
+/// `__setup_per_zone_wmarks` over one lowmem zone per NUMA node, whose
+/// managed pages are `managed`: each zone's `min` is its share of
+/// `min_free_kbytes` in proportion to its managed pages (rounded down, as
+/// Linux), and its gap is a quarter of that or `scale_factor`/10000 of
+/// the zone itself.  With one zone this is [`zone_watermarks`].
+pub fn node_zone_watermarks(
+    min_free_kbytes: u64,
+    managed: &[u64],
+    scale_factor: u64,
+) -> impl Iterator<Item = Watermarks> + '_ {
+    let pages_min = min_free_kbytes / 4;
+    let total: u64 = managed.iter().sum();
+    managed.iter().map(move |&m| {
+        let min = if total == 0 {
+            0
+        } else {
+            (u128::from(pages_min) * u128::from(m) / u128::from(total)) as u64
+        };
+        let gap = (min / 4).max(m.saturating_mul(scale_factor) / 10_000);
+        Watermarks {
+            min,
+            low: min + gap,
+            high: min + 2 * gap,
+            promo: min + 3 * gap,
+        }
+    })
+}
+
 /// The `vm.*` sysctls this kernel has, each with its range as Linux's
 /// `proc_dointvec_minmax` enforces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,12 +141,30 @@ pub enum VmKnob {
     WatermarkScaleFactor,
     Swappiness,
     PageCluster,
+    /// `compact_memory`: write-only; `1` compacts every zone.
+    CompactMemory,
+    /// `compact_unevictable_allowed` (0/1): compaction may move mlocked
+    /// folios.
+    CompactUnevictableAllowed,
+    /// `compaction_proactiveness` (0..100): kcompactd's proactive score
+    /// thresholds.
+    CompactionProactiveness,
+    /// `extfrag_threshold` (0..1000): compaction skips an order whose
+    /// fragmentation index is at or below it.
+    ExtfragThreshold,
 }
 
 impl VmKnob {
     /// Every knob, with its file name under `/proc/sys/vm/` (sorted, as
     /// `ls` shows them).
-    pub const ALL: [(&'static str, VmKnob); 4] = [
+    pub const ALL: [(&'static str, VmKnob); 8] = [
+        ("compact_memory", VmKnob::CompactMemory),
+        (
+            "compact_unevictable_allowed",
+            VmKnob::CompactUnevictableAllowed,
+        ),
+        ("compaction_proactiveness", VmKnob::CompactionProactiveness),
+        ("extfrag_threshold", VmKnob::ExtfragThreshold),
         ("min_free_kbytes", VmKnob::MinFreeKbytes),
         ("page-cluster", VmKnob::PageCluster),
         ("swappiness", VmKnob::Swappiness),
@@ -134,6 +183,21 @@ impl VmKnob {
             VmKnob::WatermarkScaleFactor => (1, WATERMARK_SCALE_FACTOR_MAX as i64),
             VmKnob::Swappiness => (0, SWAPPINESS_MAX as i64),
             VmKnob::PageCluster => (0, PAGE_CLUSTER_MAX as i64),
+            // Linux's `proc_dointvec` without bounds; values other than 1
+            // are stored, then refused (see `VmSysctl::write`).
+            VmKnob::CompactMemory => (i32::MIN as i64, i32::MAX as i64),
+            VmKnob::CompactUnevictableAllowed => (0, 1),
+            VmKnob::CompactionProactiveness => (0, PROACTIVENESS_MAX as i64),
+            VmKnob::ExtfragThreshold => (0, EXTFRAG_THRESHOLD_MAX as i64),
+        }
+    }
+
+    /// The file's mode bits: `compact_memory` is write-only (0200, so
+    /// even root's read is refused), the rest 0644.
+    pub fn mode(self) -> u32 {
+        match self {
+            VmKnob::CompactMemory => 0o200,
+            _ => 0o644,
         }
     }
 
@@ -186,6 +250,10 @@ pub struct VmSysctl {
     watermark_scale_factor: AtomicU64,
     swappiness: AtomicU64,
     page_cluster: AtomicU64,
+    compact_memory: AtomicI64,
+    compact_unevictable_allowed: AtomicU64,
+    compaction_proactiveness: AtomicU64,
+    extfrag_threshold: AtomicU64,
 }
 
 impl Default for VmSysctl {
@@ -203,6 +271,10 @@ impl VmSysctl {
             watermark_scale_factor: AtomicU64::new(WATERMARK_SCALE_FACTOR_DEFAULT),
             swappiness: AtomicU64::new(SWAPPINESS_DEFAULT),
             page_cluster: AtomicU64::new(PAGE_CLUSTER_DEFAULT),
+            compact_memory: AtomicI64::new(0),
+            compact_unevictable_allowed: AtomicU64::new(1),
+            compaction_proactiveness: AtomicU64::new(PROACTIVENESS_DEFAULT as u64),
+            extfrag_threshold: AtomicU64::new(EXTFRAG_THRESHOLD_DEFAULT as u64),
         }
     }
 
@@ -223,6 +295,21 @@ impl VmSysctl {
     /// `vm.page-cluster`: swap readahead is `1 << page_cluster` pages.
     pub fn page_cluster(&self) -> u64 {
         self.page_cluster.load(Relaxed)
+    }
+
+    /// `vm.compact_unevictable_allowed`.
+    pub fn compact_unevictable_allowed(&self) -> bool {
+        self.compact_unevictable_allowed.load(Relaxed) != 0
+    }
+
+    /// `vm.compaction_proactiveness`.
+    pub fn compaction_proactiveness(&self) -> u32 {
+        self.compaction_proactiveness.load(Relaxed) as u32
+    }
+
+    /// `vm.extfrag_threshold`.
+    pub fn extfrag_threshold(&self) -> u32 {
+        self.extfrag_threshold.load(Relaxed) as u32
     }
 
     /// `calculate_min_free_kbytes`: the default for `lowmem_kb`, applied
@@ -251,6 +338,15 @@ impl VmSysctl {
     }
 
     /// The zone's watermarks for `managed` pages from the current values.
+    /// [`node_zone_watermarks`] with the current sysctls.
+    pub fn node_watermarks<'a>(&self, managed: &'a [u64]) -> impl Iterator<Item = Watermarks> + 'a {
+        node_zone_watermarks(
+            self.min_free_kbytes(),
+            managed,
+            self.watermark_scale_factor(),
+        )
+    }
+
     pub fn watermarks(&self, managed: u64) -> Watermarks {
         zone_watermarks(
             self.min_free_kbytes(),
@@ -266,6 +362,12 @@ impl VmSysctl {
             VmKnob::WatermarkScaleFactor => self.watermark_scale_factor(),
             VmKnob::Swappiness => self.swappiness(),
             VmKnob::PageCluster => self.page_cluster(),
+            VmKnob::CompactMemory => {
+                return alloc::format!("{}\n", self.compact_memory.load(Relaxed));
+            }
+            VmKnob::CompactUnevictableAllowed => self.compact_unevictable_allowed.load(Relaxed),
+            VmKnob::CompactionProactiveness => self.compaction_proactiveness.load(Relaxed),
+            VmKnob::ExtfragThreshold => self.extfrag_threshold.load(Relaxed),
         };
         alloc::format!("{v}\n")
     }
@@ -273,12 +375,18 @@ impl VmSysctl {
     /// A write to `/proc/sys/vm/<knob>`: one integer in the knob's range
     /// (EINVAL otherwise, nothing changed).  Writing `min_free_kbytes`
     /// pins it.  The caller recomputes the watermarks when
-    /// [`VmKnob::affects_watermarks`].
+    /// [`VmKnob::affects_watermarks`], and compacts after a successful
+    /// write to `compact_memory`, which stores any integer but accepts
+    /// only `1` (EINVAL otherwise, the value kept, as Linux).
     pub fn write(&self, knob: VmKnob, s: &str) -> Result<(), Errno> {
         let v = parse_dointvec(s)?;
         let (lo, hi) = knob.range();
         if v < lo || v > hi {
             return Err(Errno::EINVAL);
+        }
+        if knob == VmKnob::CompactMemory {
+            self.compact_memory.store(v, Relaxed);
+            return if v == 1 { Ok(()) } else { Err(Errno::EINVAL) };
         }
         let v = v as u64;
         match knob {
@@ -289,6 +397,10 @@ impl VmSysctl {
             VmKnob::WatermarkScaleFactor => self.watermark_scale_factor.store(v, Relaxed),
             VmKnob::Swappiness => self.swappiness.store(v, Relaxed),
             VmKnob::PageCluster => self.page_cluster.store(v, Relaxed),
+            VmKnob::CompactUnevictableAllowed => self.compact_unevictable_allowed.store(v, Relaxed),
+            VmKnob::CompactionProactiveness => self.compaction_proactiveness.store(v, Relaxed),
+            VmKnob::ExtfragThreshold => self.extfrag_threshold.store(v, Relaxed),
+            VmKnob::CompactMemory => {}
         }
         Ok(())
     }

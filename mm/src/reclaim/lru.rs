@@ -517,6 +517,34 @@ impl Lru {
         out
     }
 
+    /// Isolates the folio whose head is `pfn` if it is on a list (Linux's
+    /// `folio_isolate_lru`, for compaction's migrate scanner, which has no
+    /// reference yet): under the lists lock, a head with `LRU` set is a
+    /// live listed folio, so a "get unless zero" makes the reference safe.
+    /// Skipped (`None`): not a listed head (freed, in an add batch,
+    /// isolated by someone else), locked, or its count already 0.
+    pub fn isolate_folio<'a>(
+        &self,
+        alloc: &'a BuddyAllocator<'a>,
+        pfn: u64,
+    ) -> Option<FolioRef<'a>> {
+        let mm = alloc.memmap();
+        let d = mm.desc(pfn)?;
+        let idx = mm.idx_of(pfn);
+        let _irq = alloc.cpu_hook().irq_guard();
+        let mut l = self.lists.lock();
+        let w = d.flags.load(Relaxed);
+        if w & F_LRU == 0 || w & PageFlags::LOCKED.bits() != 0 {
+            return None;
+        }
+        d.refcount
+            .fetch_update(Acquire, Relaxed, |r| (r != 0).then_some(r + 1))
+            .ok()?;
+        l.del(&mm, idx, w & F_ACTIVE != 0, 1 << order_of(w));
+        d.flags.fetch_and(!F_LRU, Relaxed);
+        Some(FolioRef::from_raw(Folio::from_head(alloc, idx)))
+    }
+
     /// Puts an isolated folio back at the head of the active or inactive
     /// list (Linux's `folio_putback_lru` / `move_folios_to_lru`), setting
     /// or clearing `ACTIVE` to match, and drops the isolation reference

@@ -19,6 +19,7 @@
 //! must re-evaluate whether to run or wake early (Linux's
 //! `start_stop_khugepaged` / `wake_up_interruptible(&khugepaged_wait)`).
 
+use crate::physmem::compaction::CompactRequest;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::addr::{PAGE_SHIFT, PMD_ORDER, align_down};
@@ -204,6 +205,25 @@ impl DefragMode {
     /// This mode's sysfs word.
     pub const fn word(self) -> &'static str {
         Self::WORDS[self as usize]
+    }
+
+    /// What a THP fault's failed allocation may do in a VMA that is
+    /// `madvised` (`MADV_HUGEPAGE`) or not: Linux's `vma_thp_gfp_mask`
+    /// (notes 5.6).  `always` compacts directly everywhere, retrying only
+    /// where madvised; `defer` wakes kswapd and kcompactd; `defer+madvise`
+    /// compacts where madvised and wakes the daemons elsewhere; `madvise`
+    /// compacts where madvised and does nothing elsewhere; `never` does
+    /// nothing.  (Direct reclaim for THP orders, which Linux also allows
+    /// where it compacts, is not done: the fault path reclaims only when
+    /// order 0 fails.)
+    pub fn fault_compaction(self, madvised: bool) -> Option<CompactRequest> {
+        use CompactRequest::{Direct, Wake};
+        match (self, madvised) {
+            (DefragMode::Always, m) => Some(Direct { retry: m }),
+            (DefragMode::Defer, _) | (DefragMode::DeferMadvise, false) => Some(Wake),
+            (DefragMode::DeferMadvise | DefragMode::Madvise, true) => Some(Direct { retry: true }),
+            (DefragMode::Madvise, false) | (DefragMode::Never, _) => None,
+        }
     }
 
     /// Parse an exact word.

@@ -105,6 +105,24 @@ named_enum! {
     pub enum VmEvent {
         /// Every resolved page fault (minor faults; we have no major ones).
         PgFault => "pgfault",
+        /// Pages compaction's migrate scanner looked at.
+        CompactMigrateScanned => "compact_migrate_scanned",
+        /// Pages compaction's free scanner looked at.
+        CompactFreeScanned => "compact_free_scanned",
+        /// Pages compaction isolated (source folios and free blocks).
+        CompactIsolated => "compact_isolated",
+        /// Allocations that stalled for direct compaction.
+        CompactStall => "compact_stall",
+        /// Direct compactions after which the allocation still failed.
+        CompactFail => "compact_fail",
+        /// Direct compactions after which the allocation succeeded.
+        CompactSuccess => "compact_success",
+        /// kcompactd wake-ups that compacted (woken, or proactive).
+        CompactDaemonWake => "compact_daemon_wake",
+        /// Of `compact_migrate_scanned`, the pages kcompactd scanned.
+        CompactDaemonMigrateScanned => "compact_daemon_migrate_scanned",
+        /// Of `compact_free_scanned`, the pages kcompactd scanned.
+        CompactDaemonFreeScanned => "compact_daemon_free_scanned",
         /// Pages of folios newly mlocked (`mlock`, faults in locked VMAs).
         UnevictablePgsMlocked => "unevictable_pgs_mlocked",
         /// Pages of folios munlocked (`munlock`, munmap or exit of a
@@ -396,6 +414,15 @@ mod tests {
             "thp_deferred_split_page",
             "thp_split_pmd",
             "thp_zero_page_alloc",
+            "compact_migrate_scanned",
+            "compact_free_scanned",
+            "compact_isolated",
+            "compact_stall",
+            "compact_fail",
+            "compact_success",
+            "compact_daemon_wake",
+            "compact_daemon_migrate_scanned",
+            "compact_daemon_free_scanned",
         ] {
             assert_eq!(VmEvent::from_name(n).unwrap().name(), n);
         }

@@ -24,6 +24,7 @@
 //!
 //! All mappings are anonymous and private.
 
+pub mod mempolicy;
 pub mod mlock;
 pub mod ops;
 
@@ -158,6 +159,9 @@ pub struct Vma {
     pub pgoff: u64,
     /// The reverse-map root, once faulted.
     pub anon_vma: Option<AnonVmaId>,
+    /// The VMA's memory policy (`mbind`); `None`: the task's applies.
+    /// Kept by split and mremap; only VMAs with equal policies merge.
+    pub policy: Option<mempolicy::Mempolicy>,
 }
 
 impl Vma {
@@ -216,6 +220,7 @@ impl Vma {
         self.end == next.start
             && self.flags == next.flags
             && self.pgoff.wrapping_add(self.pages()) == next.pgoff
+            && self.policy == next.policy
             && (self.anon_vma.is_none()
                 || next.anon_vma.is_none()
                 || self.anon_vma == next.anon_vma)

@@ -292,6 +292,7 @@ impl VmaSet {
                 flags: vf,
                 pgoff: addr >> PAGE_SHIFT,
                 anon_vma: None,
+                policy: None,
             },
         );
         self.merge_range(addr, end);
@@ -760,6 +761,7 @@ impl VmaSet {
             flags: src.flags,
             pgoff: src.pgoff + ((addr - src.start) >> PAGE_SHIFT),
             anon_vma: src.anon_vma,
+            policy: src.policy,
         };
         if dontunmap {
             // The old range stays mapped; Linux drops its lock bits.

@@ -507,6 +507,7 @@ fn insert_split_merge_primitives() {
         flags: VmFlags::READ,
         pgoff: a >> PAGE_SHIFT,
         anon_vma: None,
+        policy: None,
     };
     s.insert(v).unwrap();
     assert_eq!(s.insert(v), Err(EEXIST));

@@ -25,8 +25,9 @@
 //!   in one space).
 //! * `unmap.rs`: clearing every mapping of a folio ([`try_to_unmap`]) and
 //!   writing them back afterwards, possibly for the smaller folios it was
-//!   split into ([`restore_mappings`]).  Split uses both; migration and
-//!   reclaim are meant to reuse them.
+//!   split into ([`restore_mappings`]), as swap entries
+//!   ([`try_to_unmap_swap`]), or as migration entries and back
+//!   ([`try_to_migrate`], [`remove_migration_ptes`]).
 
 mod accounting;
 mod unmap;

@@ -232,11 +232,21 @@ pub(crate) fn restore_mappings<'a, A: PagingArch>(
 /// folio reference, large mapcount and RSS: it still counts as a mapping
 /// of the page it names, so a zap of it meanwhile just unmaps that page
 /// (see `aspace::migrate`).  Returns the cleared entries in address order
-/// per space, with their attributes for [`remove_migration_ptes`].
+/// per space, with their attributes for [`remove_migration_ptes`], and
+/// for each space of the walk whether it mapped the folio with a PMD.
 pub(crate) fn try_to_migrate<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
-) -> Vec<SavedPte> {
+) -> (Vec<SavedPte>, Vec<bool>) {
+    let va = walk.va;
+    let pmd: Vec<bool> = walk
+        .guards
+        .iter()
+        .map(|pt| {
+            let w = pt.lookup(va);
+            w.level == PMD_LEVEL && w.entry.leaf().is_some_and(|l| l.pfn == folio.pfn())
+        })
+        .collect();
     let mut saved: Vec<SavedPte> = Vec::new();
     clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
         for (j, a) in attrs.iter().enumerate() {
@@ -254,7 +264,7 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
         }
         m.migents_add(attrs.len() as u64);
     });
-    saved
+    (saved, pmd)
 }
 
 /// The migration entry naming frame `pfn` at `va`, if it is still there.
@@ -285,21 +295,36 @@ pub(crate) fn migration_leaf_attrs(e: SwapEntry, mut attrs: Attrs) -> Attrs {
 /// arm64 contiguous blocks fold again where the new frames qualify.  Each
 /// restored entry's reference and large mapcount move from `src` to
 /// `target` (nothing moves when they are the same folio), and the page's
-/// anon-exclusive bit comes back from the entry type.  Returns the
-/// entries restored.
+/// anon-exclusive bit comes back from the entry type.  A space that
+/// mapped the folio with a PMD (`pmd[k]`) gets a PMD leaf back when all
+/// its 512 entries are still there, alike (the PTE table becomes the
+/// leaf's deposit again), so `AnonHugePages` survives.  Returns the
+/// entries restored (a PMD counting 512).
 pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     saved: &[SavedPte],
+    pmd: &[bool],
     src: Folio<'a>,
     target: Folio<'a>,
 ) -> u64 {
     let va = walk.va;
     let mut restored = 0;
+    let whole: Vec<bool> = (0..walk.mappers.len())
+        .map(|k| {
+            let done = pmd.get(k) == Some(&true)
+                && walk.guards[k].live()
+                && restore_migration_pmd(walk, k, saved, src, target);
+            if done {
+                restored += src.nr_pages();
+            }
+            done
+        })
+        .collect();
     let mut i = 0;
     while i < saved.len() {
         let s0 = saved[i];
         let (m, pt) = (walk.mappers[s0.mm], &mut walk.guards[s0.mm]);
-        if !pt.live() {
+        if !pt.live() || whole[s0.mm] {
             i += 1;
             continue;
         }
@@ -352,4 +377,59 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
         i = j;
     }
     restored
+}
+
+/// The PMD case of [`remove_migration_ptes`] for space `k`: if its 512
+/// entries of `src` are all in place with one type and equal attributes,
+/// the PTE table they fill becomes a PMD leaf on `target`.  The 512
+/// entries' references and mapcounts become one PMD mapping's.
+fn restore_migration_pmd<'a, A: PagingArch>(
+    walk: &mut RmapWalk<'_, 'a, A>,
+    k: usize,
+    saved: &[SavedPte],
+    src: Folio<'a>,
+    target: Folio<'a>,
+) -> bool {
+    let va = walk.va;
+    let nr = src.nr_pages();
+    let mine: Vec<&SavedPte> = saved.iter().filter(|s| s.mm == k).collect();
+    if mine.len() as u64 != nr || !va.is_multiple_of(crate::addr::PMD_SIZE) {
+        return false;
+    }
+    let (m, pt) = (walk.mappers[k], &mut walk.guards[k]);
+    let key = mine[0].attrs.fold_key();
+    let Some(e0) = migration_entry_at(pt, va, src.pfn()) else {
+        return false;
+    };
+    let mut attrs = mine[0].attrs;
+    for (i, s) in mine.iter().enumerate() {
+        if s.page != i as u64
+            || s.attrs.fold_key() != key
+            || migration_entry_at(pt, va + s.page * PAGE_SIZE, src.pfn() + s.page)
+                .is_none_or(|e| e.ty != e0.ty)
+        {
+            return false;
+        }
+        attrs.young |= s.attrs.young;
+        attrs.dirty |= s.attrs.dirty;
+    }
+    if pt
+        .replace_table_with_pmd_leaf(va, target.pfn(), migration_leaf_attrs(e0, attrs))
+        .is_err()
+    {
+        return false;
+    }
+    if e0.ty != SwapEntry::MIGRATION_READ {
+        for p in target.pages() {
+            p.set_anon_exclusive();
+        }
+    }
+    // 512 PTE mappings of `src` become one PMD mapping of `target`.
+    target.get();
+    target.add_large_mapcount(1);
+    target.add_entire_mapcount(1);
+    src.add_large_mapcount(-(nr as i32));
+    src.put_many(nr as u32);
+    m.migents_sub(nr);
+    true
 }

@@ -158,16 +158,18 @@ impl BuddyAllocator<'_> {
                     if !allowed[n] {
                         continue;
                     }
-                    // The cache only serves local requests for local pages.
-                    let got = if n == local && pref == local {
-                        self.take_block(cpu, order, mt)
-                    } else {
-                        let got = self.take_direct(n, order, mt);
-                        if got.is_some() {
-                            self.numa_account(pref, n, local, flags);
-                        }
-                        got
-                    };
+                    // The cache only serves local requests for local pages
+                    // (and not interleaved ones, which count apart).
+                    let got =
+                        if n == local && pref == local && !flags.contains(AllocFlags::INTERLEAVE) {
+                            self.take_block(cpu, order, mt)
+                        } else {
+                            let got = self.take_direct(n, order, mt);
+                            if got.is_some() {
+                                self.numa_account(pref, n, local, flags);
+                            }
+                            got
+                        };
                     if let Some(idx) = got {
                         drop(irq);
                         return Ok(self.prep_new_folio(idx, order, flags, mt, cpu));
@@ -267,7 +269,7 @@ impl BuddyAllocator<'_> {
     /// the head, zeroes on request.  Tails are already `Body` with clean
     /// flags (the free path guarantees it), which is what a tail stores.
     #[inline]
-    fn prep_new_folio(
+    pub(super) fn prep_new_folio(
         &self,
         idx: u32,
         order: u32,

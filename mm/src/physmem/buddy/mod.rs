@@ -29,13 +29,16 @@
 //! free fast path reading the pageblock's tag.
 //!
 //! # Locking and SMP
-//! `zone` (a `spin::Mutex`) protects the free lists, their counts and the
-//! descriptors of every frame in state `Free` (including their link fields).
+//! Each node's zone lock (`zones[n]`, a `spin::Mutex`) protects that
+//! zone's free lists, their counts and the descriptors of every frame of
+//! the node in state `Free` (including their link fields).
 //! Each CPU's cache (see [`crate::physmem::pcp`]) has no lock: only its own CPU
 //! touches its lists and the `Pcp`-state descriptors on them, with
 //! interrupts masked through [`CpuOps`] (also around every zone-lock hold).
-//! A CPU holding its cache may take the zone lock, never the reverse (the
-//! zone lock is a leaf: nothing is acquired while holding it).  Preparing a
+//! A CPU holding its cache may take a zone lock, never the reverse (a
+//! zone lock is a leaf: nothing is acquired while holding it, not even
+//! another zone's lock, except by `check_invariants`, which takes them all
+//! in node order).  Preparing a
 //! new folio and poisoning a freed one happen outside all locks: the block
 //! is then owned by exactly one CPU (its state is neither `Free` nor `Pcp`,
 //! so no merge can touch it).
@@ -72,6 +75,8 @@
 //! * `init.rs`: boot-time hand-over of RAM and reserved ranges;
 //! * `alloc.rs`: the allocation paths, per-CPU cache first;
 //! * `free.rs`: the free paths and draining the per-CPU caches;
+//! * `isolate.rs`: compaction's access (isolating free blocks into its
+//!   pool, turning them into folios, giving them back);
 //! * `report.rs`: counters and the `/proc/buddyinfo`, `/proc/pagetypeinfo`
 //!   views;
 //! * `debug.rs`: the checks that catch misuse (bad frees, use after free
@@ -81,6 +86,7 @@ mod alloc;
 mod debug;
 mod free;
 mod init;
+mod isolate;
 mod report;
 mod zone;
 
@@ -97,6 +103,7 @@ use crate::physmem::node::{MAX_NUMNODES, NodeMap};
 use crate::physmem::pcp::{PcpLists, PcpSlot};
 use crate::physmem::phys::PhysMem;
 
+pub use isolate::FreeCounts;
 pub use report::{BuddyInfo, MemStats};
 use zone::Zone;
 
@@ -262,37 +269,27 @@ pub enum Wmark {
 }
 
 impl<'a> BuddyAllocator<'a> {
-    /// Sets the watermarks (pages, for all of memory), Linux's
+    /// Sets the watermarks (pages) of node 0's zone, Linux's
     /// `min`/`low`/`high`: user (movable) allocations fail rather than
     /// take a zone below its `min` (they try the next node first; the
     /// fault path then reclaims directly, or kills); an allocation that
     /// finds its zone below `low` wakes kswapd, which reclaims until
     /// `high`.  Kernel allocations (page tables, stacks, the heap) may use
-    /// the reserve below `min`.  Each mark is split among the zones in
-    /// proportion to their managed pages, as Linux splits
-    /// `min_free_kbytes`.  Only a zone's free lists count, checked when a
-    /// per-CPU cache refills (once a batch), so the allocation fast path
-    /// pays nothing.
+    /// the reserve below `min`.  Only a zone's free lists count, checked
+    /// when a per-CPU cache refills (once a batch), so the allocation fast
+    /// path pays nothing.  With several nodes, set each zone's with
+    /// [`Self::set_node_watermarks`] (the kernel computes them as Linux,
+    /// `watermark::node_zone_watermarks`).
     pub fn set_watermarks(&self, min: u64, low: u64, high: u64) {
-        let n = self.nodes.nr_nodes();
-        let managed: [u64; MAX_NUMNODES] = core::array::from_fn(|i| {
-            if i < n {
-                let _irq = self.cpu.irq_guard();
-                self.zones[i].lock().managed
-            } else {
-                0
-            }
-        });
-        let total: u64 = managed.iter().sum();
-        for (nid, wm) in self.wmark.iter().enumerate().take(n) {
-            for (k, v) in [min, low, high].into_iter().enumerate() {
-                let share = if n == 1 || total == 0 {
-                    if nid == 0 { v } else { 0 }
-                } else {
-                    (u128::from(v) * u128::from(managed[nid]) / u128::from(total)) as u64
-                };
-                wm[k].store(share, Relaxed);
-            }
+        self.set_node_watermarks(0, min, low, high);
+    }
+
+    /// Sets node `nid`'s zone's watermarks (see [`Self::set_watermarks`]).
+    pub fn set_node_watermarks(&self, nid: usize, min: u64, low: u64, high: u64) {
+        if let Some(wm) = self.wmark.get(nid) {
+            wm[0].store(min, Relaxed);
+            wm[1].store(low, Relaxed);
+            wm[2].store(high, Relaxed);
         }
     }
 
@@ -319,6 +316,13 @@ impl<'a> BuddyAllocator<'a> {
     #[inline]
     fn zone_of(&self, pfn: u64) -> &Mutex<Zone> {
         &self.zones[self.nodes.node_of_pfn(pfn)]
+    }
+
+    /// The node of the CPU running this (a hint: the caller may migrate
+    /// right after, as Linux's `numa_node_id()`).
+    #[inline]
+    pub fn local_node(&self) -> usize {
+        self.nodes.cpu_node(self.cpu.ops.cpu_id())
     }
 
     /// The node of the frame `pfn`.

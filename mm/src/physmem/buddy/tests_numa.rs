@@ -11,6 +11,7 @@ use crate::physmem::buddy::{AllocError, AllocFlags, BuddyAllocator, Wmark};
 use crate::physmem::folio::Folio;
 use crate::physmem::memmap::{FrameDesc, Memmap};
 use crate::physmem::node::NodeMap;
+use crate::physmem::watermark::node_zone_watermarks;
 
 const MIB: u64 = 1 << 20;
 
@@ -243,10 +244,17 @@ fn watermarks_split_by_zone_size_and_fall_back() {
     let a = BuddyAllocator::with_nodes(Memmap::new(&d, 0), &mem, &ThreadCpu, map);
     a.add_free_range(0, end);
     on_cpu(0);
-    a.set_watermarks(300, 600, 900);
+    // Linux's split: min by managed size, the gap from each zone's own.
+    let managed = [a.node_managed(0).0, a.node_managed(1).0];
+    let w: Vec<_> = node_zone_watermarks(1200, &managed, 10).collect();
+    assert_eq!((w[0].min, w[1].min), (200, 100));
+    assert_eq!((w[0].low, w[0].high), (250, 300));
+    for (n, w) in w.iter().enumerate() {
+        a.set_node_watermarks(n, w.min, w.low, w.high);
+    }
     assert_eq!(a.node_watermark(0, Wmark::Min), 200);
     assert_eq!(a.node_watermark(1, Wmark::Min), 100);
-    assert_eq!(a.watermark(Wmark::High), 900);
+    assert_eq!(a.watermark(Wmark::High), 300 + 150);
     // Fill node 0 down to its min (THISNODE requests then fail there).
     // The cache is served without a watermark check (only its refill
     // checks), so it is emptied before giving up.

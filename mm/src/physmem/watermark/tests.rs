@@ -140,3 +140,37 @@ fn ranges_and_parsing_as_proc_dointvec_minmax() {
     assert_eq!(VmKnob::from_name("page-cluster"), Some(VmKnob::PageCluster));
     assert_eq!(VmKnob::from_name("nope"), None);
 }
+
+/// The compaction knobs: Linux's defaults and ranges; `compact_memory`
+/// keeps any integer but only accepts 1, and is write-only.
+#[test]
+fn compaction_knobs() {
+    let s = VmSysctl::new();
+    assert_eq!(s.read(VmKnob::CompactionProactiveness), "20\n");
+    assert_eq!(s.read(VmKnob::ExtfragThreshold), "500\n");
+    assert_eq!(s.read(VmKnob::CompactUnevictableAllowed), "1\n");
+    assert_eq!(
+        s.write(VmKnob::CompactionProactiveness, "101"),
+        Err(Errno::EINVAL)
+    );
+    s.write(VmKnob::CompactionProactiveness, "0").unwrap();
+    assert_eq!(s.compaction_proactiveness(), 0);
+    assert_eq!(
+        s.write(VmKnob::ExtfragThreshold, "1001"),
+        Err(Errno::EINVAL)
+    );
+    s.write(VmKnob::ExtfragThreshold, "1000").unwrap();
+    assert_eq!(s.extfrag_threshold(), 1000);
+    assert_eq!(
+        s.write(VmKnob::CompactUnevictableAllowed, "2"),
+        Err(Errno::EINVAL)
+    );
+    s.write(VmKnob::CompactUnevictableAllowed, "0").unwrap();
+    assert!(!s.compact_unevictable_allowed());
+    assert_eq!(s.write(VmKnob::CompactMemory, "2"), Err(Errno::EINVAL));
+    assert_eq!(s.read(VmKnob::CompactMemory), "2\n");
+    assert_eq!(s.write(VmKnob::CompactMemory, "x"), Err(Errno::EINVAL));
+    s.write(VmKnob::CompactMemory, "1\n").unwrap();
+    assert_eq!(VmKnob::CompactMemory.mode(), 0o200);
+    assert_eq!(VmKnob::ExtfragThreshold.mode(), 0o644);
+}

@@ -30,6 +30,8 @@ mod linux_answers;
 mod migrate;
 #[path = "mthp-tests/mlock.rs"]
 mod mlock;
+#[path = "mthp-tests/numa.rs"]
+mod numa;
 #[path = "mthp-tests/numa_balancing.rs"]
 mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
@@ -82,7 +84,9 @@ static TESTS: &[Test] = tests![
     procfs::sysfs_knob_formats,
     procfs::proc_files,
     procfs::buddyinfo_tracks_free_memory,
+    numa::numa_node_files,
     vm_sysctl::watermarks_follow_min_free_kbytes,
+    vm_sysctl::compaction_sysctls_as_linux,
     folios::fault_order_4k,
     folios::fault_order_64k,
     folios::fault_order_2m,
@@ -107,9 +111,11 @@ static TESTS: &[Test] = tests![
     syscalls::signals_to_self,
     linux_answers::huge_zero_page_not_anon_huge,
     linux_answers::root_opens_pseudo_files_as_linux,
-    migrate::move_pages_reports_status,
-    migrate::move_pages_bad_input,
-    migrate::move_pages_keeps_folios_whole,
+    migrate::numa_move_pages_reports_status,
+    migrate::numa_move_pages_bad_input,
+    migrate::numa_move_pages_keeps_folios_whole,
+    migrate::numa_mempolicy_answers,
+    migrate::numa_mempolicy_interleave_and_strict,
     numa_balancing::numa_balancing_moves_folios_home,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,

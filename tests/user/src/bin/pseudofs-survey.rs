@@ -35,6 +35,16 @@ const FIXED: &[&str] = &[
     "/sys/devices/system/cpu/online",
     "/sys/devices/system/cpu/possible",
     "/sys/devices/system/cpu/present",
+    "/sys/devices/system/node/possible",
+    "/sys/devices/system/node/online",
+    "/sys/devices/system/node/has_memory",
+    "/sys/devices/system/node/has_normal_memory",
+    "/sys/devices/system/node/has_cpu",
+    "/sys/devices/system/node/node0/cpulist",
+    "/sys/devices/system/node/node0/cpumap",
+    "/sys/devices/system/node/node0/distance",
+    "/sys/devices/system/node/node0/meminfo",
+    "/sys/devices/system/node/node0/numastat",
     "/sys/kernel/debug/split_huge_pages",
 ];
 

@@ -12,6 +12,14 @@ use super::*;
 
 const MPOL_MF_STRICT: usize = 1;
 pub(crate) const MPOL_MF_MOVE: usize = 2;
+const MPOL_DEFAULT: usize = 0;
+const MPOL_PREFERRED: usize = 1;
+const MPOL_BIND: usize = 2;
+const MPOL_INTERLEAVE: usize = 3;
+const MPOL_LOCAL: usize = 4;
+const MPOL_F_NODE: usize = 1;
+const MPOL_F_ADDR: usize = 2;
+const EIO: i32 = 5;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const EFAULT: i32 = 14;
@@ -75,7 +83,7 @@ pub(crate) fn where_are(pages: &[usize], status: &mut [i32]) -> Result<(), mthp_
 /// Status codes of a query: a written page is on a node with memory, an
 /// untouched one -ENOENT, one only read (the shared zero page) -EFAULT, an
 /// unmapped address -EFAULT.  Addresses need no alignment.
-pub fn move_pages_reports_status() -> TestResult {
+pub fn numa_move_pages_reports_status() -> TestResult {
     thp_only(None)?;
     let m = four_pages_then_hole()?;
     let hole = m.addr + 4 * PAGE;
@@ -114,7 +122,7 @@ pub fn move_pages_reports_status() -> TestResult {
 /// The whole-call errors: flags other than MOVE / MOVE_ALL are EINVAL, an
 /// unknown pid ESRCH, a node that does not exist or has no memory ENODEV
 /// (never a per-page status), no pages at all 0.
-pub fn move_pages_bad_input() -> TestResult {
+pub fn numa_move_pages_bad_input() -> TestResult {
     thp_only(None)?;
     let m = map_aligned(PAGE, PAGE)?;
     touch_pages(&m, 1);
@@ -167,7 +175,7 @@ pub fn move_pages_bad_input() -> TestResult {
 /// and the data is intact.  With two nodes a second address inside a
 /// folio already queued reads -EBUSY (Linux's isolation quirk, notes
 /// §5.3 and trap 11).
-pub fn move_pages_keeps_folios_whole() -> TestResult {
+pub fn numa_move_pages_keeps_folios_whole() -> TestResult {
     let two = nodes() >= 2;
     for kb in [64usize, 2048] {
         thp_only(Some(kb))?;
@@ -225,5 +233,206 @@ pub fn move_pages_keeps_folios_whole() -> TestResult {
         unmap(&m);
         r?;
     }
+    Ok(Outcome::Pass)
+}
+
+/// `mbind`, `set_mempolicy` and `get_mempolicy` answers that do not need
+/// a second node: a task starts with MPOL_DEFAULT, PREFERRED with an
+/// empty mask reads back as LOCAL, BIND to node 0 reads back with its
+/// mask, `MPOL_F_NODE|MPOL_F_ADDR` reports the node of a page; and the
+/// EINVAL / EFAULT rules of notes §6.2 and §5.4.
+pub fn numa_mempolicy_answers() -> TestResult {
+    let get = |mode: &mut i32, mask: &mut u64, addr: usize, flags: usize| {
+        sys::syscall(
+            sys::nr::GET_MEMPOLICY,
+            &[
+                mode as *mut i32 as usize,
+                mask as *mut u64 as usize,
+                65,
+                addr,
+                flags,
+            ],
+        )
+    };
+    let set = |mode: usize, mask: &u64, maxnode: usize| {
+        sys::syscall(
+            sys::nr::SET_MEMPOLICY,
+            &[mode, mask as *const u64 as usize, maxnode],
+        )
+    };
+    let (mut mode, mut mask) = (-1i32, !0u64);
+    let r = get(&mut mode, &mut mask, 0, 0);
+    ensure!(
+        r == 0 && mode == MPOL_DEFAULT as i32 && mask == 0,
+        "get_mempolicy at start: {r}, mode {mode}, mask {mask:#x}; expected 0, DEFAULT, 0"
+    );
+    let r = set(MPOL_PREFERRED, &0, 65);
+    let g = get(&mut mode, &mut mask, 0, 0);
+    ensure!(
+        r == 0 && g == 0 && mode == MPOL_LOCAL as i32,
+        "PREFERRED with an empty mask: set {r}, get {g}, mode {mode}; expected LOCAL ({MPOL_LOCAL})"
+    );
+    let r = set(MPOL_BIND, &1, 65);
+    let g = get(&mut mode, &mut mask, 0, 0);
+    ensure!(
+        r == 0 && g == 0 && mode == MPOL_BIND as i32 && mask == 1,
+        "BIND {{0}}: set {r}, get {g}, mode {mode}, mask {mask:#x}"
+    );
+    // A VMA without a policy of its own reads DEFAULT, whatever the task's.
+    let probe = 0u64;
+    let g = get(
+        &mut mode,
+        &mut mask,
+        &probe as *const u64 as usize,
+        MPOL_F_ADDR,
+    );
+    ensure!(
+        g == 0 && mode == MPOL_DEFAULT as i32,
+        "get_mempolicy(ADDR) of a VMA without a policy: {g}, mode {mode}; expected DEFAULT"
+    );
+    for (what, mode, mask, want) in [
+        ("mode 99", 99, 1u64, -EINVAL),
+        ("BIND with an empty mask", MPOL_BIND, 0, -EINVAL),
+        ("DEFAULT with a mask", MPOL_DEFAULT, 1, -EINVAL),
+        ("LOCAL with a mask", MPOL_LOCAL, 1, -EINVAL),
+        ("a node past MAX_NUMNODES", MPOL_BIND, 1 << 63, -EINVAL),
+    ] {
+        let r = set(mode, &mask, 65);
+        if r != want as isize && !(what.starts_with("a node") && r == -EINVAL as isize) {
+            set(MPOL_DEFAULT, &0, 65);
+            fail!("set_mempolicy {what}: {r}, expected {want}");
+        }
+    }
+    ensure!(
+        set(MPOL_DEFAULT, &0, 65) == 0,
+        "back to MPOL_DEFAULT refused"
+    );
+    thp_only(None)?;
+    let m = four_pages_then_hole()?;
+    touch_pages(&m, 3);
+    let r = (|| -> Result<(), mthp_user::Msg> {
+        let mut node = -1i32;
+        let mut mask = 0u64;
+        let g = get(&mut node, &mut mask, m.addr, MPOL_F_NODE | MPOL_F_ADDR);
+        let mut st = [i32::MIN];
+        where_are(&[m.addr], &mut st)?;
+        ensure!(
+            g == 0 && node == st[0],
+            "get_mempolicy(NODE|ADDR): {g}, node {node}; move_pages says {}",
+            st[0]
+        );
+        let g = get(&mut node, &mut mask, m.addr, 0);
+        ensure!(
+            g == -EINVAL as isize,
+            "get_mempolicy(addr, no ADDR flag): {g}, expected -EINVAL"
+        );
+        let mbind = |addr: usize, len: usize, mode: usize, mask: &u64, flags: usize| {
+            sys::syscall(
+                sys::nr::MBIND,
+                &[addr, len, mode, mask as *const u64 as usize, 65, flags],
+            )
+        };
+        for (what, addr, len, mode, mask, flags, want) in [
+            (
+                "unaligned start",
+                m.addr + 1,
+                PAGE,
+                MPOL_BIND,
+                1u64,
+                0,
+                -EINVAL,
+            ),
+            ("flag 8", m.addr, PAGE, MPOL_BIND, 1, 8, -EINVAL),
+            (
+                "BIND with an empty mask",
+                m.addr,
+                PAGE,
+                MPOL_BIND,
+                0,
+                0,
+                -EINVAL,
+            ),
+            ("a hole", m.addr, 5 * PAGE, MPOL_BIND, 1, 0, -EFAULT),
+        ] {
+            let r = mbind(addr, len, mode, &mask, flags);
+            ensure!(r == want as isize, "mbind {what}: {r}, expected {want}");
+        }
+        // The default policy over a hole applies to the mapped parts.
+        let r = mbind(m.addr, 5 * PAGE, MPOL_DEFAULT, &0, 0);
+        ensure!(r == 0, "mbind DEFAULT over a hole: {r}, expected 0");
+        let r = mbind(m.addr, 4 * PAGE, MPOL_BIND, &1, MPOL_MF_MOVE);
+        ensure!(r == 0, "mbind BIND {{0}} MOVE over present pages: {r}");
+        let mut pol = -1i32;
+        let g = get(&mut pol, &mut mask, m.addr, MPOL_F_ADDR);
+        ensure!(
+            g == 0 && pol == MPOL_BIND as i32 && mask == 1,
+            "get_mempolicy(ADDR) after mbind: {g}, mode {pol}, mask {mask:#x}"
+        );
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
+    Ok(Outcome::Pass)
+}
+
+/// Interleave is per folio (notes §6.3): under `mbind(MPOL_INTERLEAVE)`
+/// over both nodes, 64K folio `i` of a 64K-aligned region lands on node
+/// `(address >> 16) % 2`, all its pages together, each folio whole.  Then
+/// `MPOL_MF_STRICT`: binding the region to one node without a move flag
+/// is EIO while a page sits on the other (and changes nothing); with
+/// `MPOL_MF_MOVE` the folios move there whole.  With one node every folio
+/// is on node 0 and the STRICT steps are not reachable (no other node).
+pub fn numa_mempolicy_interleave_and_strict() -> TestResult {
+    let two = nodes() >= 2;
+    let both: u64 = if two { 0b11 } else { 0b1 };
+    thp_only(Some(64))?;
+    let len = 8 * SZ_64K;
+    let m = map_aligned(len, SZ_2M)?;
+    let mbind = |mode: usize, mask: u64, flags: usize| {
+        sys::syscall(
+            sys::nr::MBIND,
+            &[m.addr, len, mode, &mask as *const u64 as usize, 65, flags],
+        )
+    };
+    let r = (|| -> Result<(), mthp_user::Msg> {
+        let r = mbind(MPOL_INTERLEAVE, both, 0);
+        ensure!(r == 0, "mbind INTERLEAVE: {r}");
+        fill(&m, 64);
+        let l = layout(m.addr, m.len, 64)?;
+        ensure!(l.all_in_order(), "not 64K folios under interleave");
+        let pages: [usize; 16] = core::array::from_fn(|i| m.addr + i * SZ_64K / 2);
+        let mut st = [i32::MIN; 16];
+        where_are(&pages, &mut st)?;
+        for (i, &a) in pages.iter().enumerate() {
+            let want = if two { ((a >> 16) & 1) as i32 } else { 0 };
+            ensure!(
+                st[i] == want,
+                "page at +{:#x} on node {}, expected {want} (interleave per 64K folio): {st:?}",
+                a - m.addr,
+                st[i]
+            );
+        }
+        if two {
+            let r = mbind(MPOL_BIND, 0b10, MPOL_MF_STRICT);
+            ensure!(
+                r == -EIO as isize,
+                "BIND {{1}} STRICT over pages on node 0: {r}, expected -EIO"
+            );
+            where_are(&pages, &mut st)?;
+            ensure!(st.contains(&0), "STRICT without MOVE moved pages: {st:?}");
+            let r = mbind(MPOL_BIND, 0b10, MPOL_MF_STRICT | MPOL_MF_MOVE);
+            ensure!(r == 0, "BIND {{1}} STRICT|MOVE: {r}");
+            where_are(&pages, &mut st)?;
+            ensure!(st.iter().all(|&s| s == 1), "after BIND {{1}} MOVE: {st:?}");
+            if let Some(bad) = verify(&m, 0, len, 64) {
+                fail!("data differs at byte {bad} after mbind MOVE");
+            }
+            let l = layout(m.addr, m.len, 64)?;
+            ensure!(l.all_in_order(), "64K folios split by mbind MOVE");
+        }
+        Ok(())
+    })();
+    unmap(&m);
+    r?;
     Ok(Outcome::Pass)
 }

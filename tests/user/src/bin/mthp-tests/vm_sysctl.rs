@@ -143,3 +143,61 @@ pub(crate) fn watermarks_follow_min_free_kbytes() -> TestResult {
     );
     check_zones(read_u64(MFK).unwrap_or(0), wsf)
 }
+
+const COMPACT_MEMORY: &[u8] = b"/proc/sys/vm/compact_memory\0";
+const PROACTIVENESS: &[u8] = b"/proc/sys/vm/compaction_proactiveness\0";
+const EXTFRAG: &[u8] = b"/proc/sys/vm/extfrag_threshold\0";
+const UNEVICTABLE: &[u8] = b"/proc/sys/vm/compact_unevictable_allowed\0";
+
+fn compact_migrate_scanned() -> Option<u64> {
+    let mut buf = [0u8; 16384];
+    let n = read_file(b"/proc/vmstat\0", &mut buf).ok()?;
+    field(&buf[..n], b"\ncompact_migrate_scanned ")
+}
+
+/// The compaction sysctls as Linux 6.12 (notes 5.5): defaults 20 / 500 /
+/// 1 and their ranges; `compact_memory` is write-only (0200: even root's
+/// read is EACCES), takes only `1` (anything else EINVAL), and a `1`
+/// compacts at once, so the migrate scanner's counter grows.
+pub(crate) fn compaction_sysctls_as_linux() -> TestResult {
+    for (p, want) in [(PROACTIVENESS, 20), (EXTFRAG, 500), (UNEVICTABLE, 1)] {
+        let v = read_u64(p);
+        ensure!(
+            v == Ok(want),
+            "{:?} reads {v:?}, expected {want}",
+            core::str::from_utf8(p)
+        );
+    }
+    let mut buf = [0u8; 16];
+    let r = read_file(COMPACT_MEMORY, &mut buf);
+    ensure!(r == Err(sys::EACCES), "reading compact_memory: {r:?}");
+    let bad = [
+        (COMPACT_MEMORY, &b"2"[..]),
+        (COMPACT_MEMORY, b"x"),
+        (PROACTIVENESS, b"101"),
+        (EXTFRAG, b"1001"),
+        (UNEVICTABLE, b"2"),
+    ];
+    for (p, v) in bad {
+        let r = write_file(p, v);
+        ensure!(
+            r == Err(sys::EINVAL),
+            "writing {:?} to {:?}: {r:?}, expected EINVAL",
+            core::str::from_utf8(v),
+            core::str::from_utf8(p)
+        );
+    }
+    let before = compact_migrate_scanned();
+    ensure!(
+        before.is_some(),
+        "no compact_migrate_scanned in /proc/vmstat"
+    );
+    let r = write_file(COMPACT_MEMORY, b"1\n");
+    ensure!(r == Ok(()), "writing 1 to compact_memory: {r:?}");
+    let after = compact_migrate_scanned();
+    ensure!(
+        after > before,
+        "compact_migrate_scanned {before:?} -> {after:?} after compact_memory"
+    );
+    Ok(Outcome::Pass)
+}
