@@ -104,7 +104,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let Some(vmas) = self.mmap_try_read() else {
             return res;
         };
-        let mut pages = pages as i64;
+        // At most 2^32 pages (16 TiB) a period: no shift below overflows.
+        let mut pages = pages.min(1 << 32) as i64;
         let mut virtpages = pages.saturating_mul(8);
         let offset = self
             .numa_scan_offset
