@@ -156,6 +156,24 @@ pub(super) const VM_FLAG_NAMES: &[(mm::vma::VmFlags, &str)] = {
     ]
 };
 
+/// `/proc/<pid>/numa_maps` (see `mm::abi::numa_maps`), with the heap and
+/// the stack named as `smaps` names them.
+pub(super) fn numa_maps(p: &Process) -> Result<String, Errno> {
+    let (start_brk, brk) = *p.brk.lock();
+    let start_stack = p.start_stack.load(core::sync::atomic::Ordering::Relaxed);
+    p.with_mm(|mm| {
+        mm.numa_maps(|start, end| {
+            if brk > 0 && start < brk && end > start_brk {
+                Some("heap")
+            } else if start <= start_stack && end >= start_stack {
+                Some("stack")
+            } else {
+                None
+            }
+        })
+    })
+}
+
 /// `/proc/<pid>/smaps` (or `maps` when `detail` is false), in Linux's
 /// layout: the header line (with `[heap]` and `[stack]` named, the name at
 /// column 73), then Linux's fields in Linux's order, this kernel's own

@@ -396,7 +396,9 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
                 add(&[name], DT_REG);
             }
         }
-        _ if path.starts_with("/proc/") => add(&["maps", "pagemap", "smaps", "status"], DT_REG),
+        _ if path.starts_with("/proc/") => {
+            add(&["maps", "numa_maps", "pagemap", "smaps", "status"], DT_REG)
+        }
         _ if path == SYSFS_ROOT || path.starts_with(SYSFS_ROOT) => {
             let rel = path[SYSFS_ROOT.len()..].trim_start_matches('/');
             for e in THP.list(rel)? {
@@ -631,6 +633,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         .ok_or(Errno::ENOENT)?;
         let data = match file {
             "smaps" => smaps(&target, true)?,
+            "numa_maps" => crate::fs::procfs::numa_maps(&target)?,
             "maps" => smaps(&target, false)?,
             "status" => crate::fs::procfs::status(&target)?,
             "pagemap" => return Ok(mk(Node::Pagemap { pid: target.pid }, 0o100400)),

@@ -192,16 +192,42 @@ pub fn mbind(
     let pol = Mempolicy::new(mode, nodes, memory_nodes())?;
     let target = p.user_mm()?;
     let moves = target.enter().mbind(start, len, pol, flags)?;
-    let mut mms = alloc::vec![target.clone()];
-    if flags & MPOL_MF_MOVE_ALL != 0 {
-        mms.extend(
-            uspace::all_mms()
-                .into_iter()
-                .filter(|m| !Arc::ptr_eq(m, &target)),
-        );
-    }
+    let mms = crate::mem::migrate::movers(&target, flags & MPOL_MF_MOVE_ALL != 0);
     let np = sched::preempt_disable();
     let spaces = uspace::spaces(&mms, &np);
     mbind_migrate(&spaces, moves)?;
     Ok(0)
+}
+
+/// `migrate_pages(pid, maxnode, old_nodes, new_nodes)` (Linux's
+/// `kernel_migrate_pages`): both masks parsed first, then the target
+/// (ESRCH, EPERM as `move_pages`); `new` outside the nodes with memory is
+/// EPERM without privilege, and EINVAL when nothing of it has memory.
+/// Root moves shared folios too (`MPOL_MF_MOVE_ALL`, Linux's
+/// `CAP_SYS_NICE`).  Returns the folios left behind.
+pub fn migrate_pages(
+    p: &Arc<Process>,
+    pid: u64,
+    maxnode: u64,
+    old: u64,
+    new: u64,
+) -> Result<u64, Errno> {
+    let old = get_nodes(old, maxnode)?;
+    let new = get_nodes(new, maxnode)?;
+    let target = crate::mem::migrate::target_mm(p, pid)?;
+    let memory = memory_nodes();
+    let root = p.uid.load(Relaxed) == 0;
+    if new.and(memory) != new && !root {
+        return Err(Errno::EPERM);
+    }
+    let new = new.and(memory);
+    if new.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    let mms = crate::mem::migrate::movers(&target, root);
+    let np = sched::preempt_disable();
+    let spaces = uspace::spaces(&mms, &np);
+    Ok(mm::aspace::move_pages::migrate_node_pages(
+        &spaces, old, new, root,
+    ))
 }

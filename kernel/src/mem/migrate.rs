@@ -46,6 +46,22 @@ pub fn target_mm(p: &Arc<Process>, pid: u64) -> Result<Arc<UserMm>, Errno> {
     t.user_mm()
 }
 
+/// The address spaces a move of `target`'s folios works in: the target
+/// alone (its folios that may be shared are left alone), or with `all`
+/// (`MPOL_MF_MOVE_ALL`) every live one after it, so a shared folio moves
+/// in all of them.
+pub fn movers(target: &Arc<UserMm>, all: bool) -> Vec<Arc<UserMm>> {
+    let mut mms = alloc::vec![target.clone()];
+    if all {
+        mms.extend(
+            uspace::all_mms()
+                .into_iter()
+                .filter(|m| !Arc::ptr_eq(m, target)),
+        );
+    }
+    mms
+}
+
 /// Whether `node` names a node with memory (Linux's `N_MEMORY`).
 pub fn has_memory(node: i32) -> bool {
     node >= 0 && buddy().node_managed(node as usize).0 > 0
@@ -124,14 +140,7 @@ fn chunk_move(
     st: &mut [i32],
     move_all: bool,
 ) -> Result<u64, Errno> {
-    let mut mms = alloc::vec![target.clone()];
-    if move_all {
-        mms.extend(
-            uspace::all_mms()
-                .into_iter()
-                .filter(|m| !Arc::ptr_eq(m, target)),
-        );
-    }
+    let mms = movers(target, move_all);
     let np = sched::preempt_disable();
     let spaces = uspace::spaces(&mms, &np);
     mm::aspace::move_pages::move_pages(&spaces, addrs, nodes, st, move_all, has_memory)

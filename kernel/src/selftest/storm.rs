@@ -114,7 +114,9 @@ impl Storm {
             345..=349 => self.reclaim(),
             350..=351 => self.swap_cycle(),
             352..=353 => self.compact(),
-            354..=629 => self.write(i),
+            354..=357 => self.migrate(i),
+            358..=359 => self.move_pages(i),
+            360..=629 => self.write(i),
             _ => self.verify(i),
         }
     }
@@ -415,6 +417,49 @@ impl Storm {
     fn compact(&mut self) -> Result<String, String> {
         let r = crate::mem::compact::compact_memory();
         Ok(format!("compact_memory: {r:?}"))
+    }
+
+    /// Migrates every folio of a random range of process `i` to new
+    /// frames, in every space that maps them (after fork too).
+    fn migrate(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else {
+            return Ok(String::from("migrate: nothing mapped"));
+        };
+        let mms = uspace::all_mms();
+        let first = mms
+            .iter()
+            .position(|m| alloc::sync::Arc::ptr_eq(m, &self.procs[i].mm))
+            .ok_or("process not registered")?;
+        let mut order = alloc::vec![mms[first].clone()];
+        order.extend(
+            mms.iter()
+                .enumerate()
+                .filter(|&(k, _)| k != first)
+                .map(|(_, m)| m.clone()),
+        );
+        let np = crate::task::sched::preempt_disable();
+        let spaces = uspace::spaces(&order, &np);
+        let (pages, failed) = mm::aspace::move_pages::migrate_range(&spaces, va, va + len, None);
+        Ok(format!(
+            "p{i} migrate {va:#x} +{len:#x}: {pages} pages moved, {failed} folios not"
+        ))
+    }
+
+    /// `move_pages` on a few addresses of process `i` to node 0 (the
+    /// storm's machine has one node: statuses and the no-move path).
+    fn move_pages(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else {
+            return Ok(String::from("move_pages: nothing mapped"));
+        };
+        let addrs: Vec<u64> = (0..8).map(|k| (va + k * len / 8) & !(PAGE - 1)).collect();
+        let nodes = [0i32; 8];
+        let mut st = [0i32; 8];
+        let np = crate::task::sched::preempt_disable();
+        let mms = [self.procs[i].mm.clone()];
+        let spaces = uspace::spaces(&mms, &np);
+        let r =
+            mm::aspace::move_pages::move_pages(&spaces, &addrs, &nodes, &mut st, false, |n| n == 0);
+        Ok(format!("p{i} move_pages {va:#x} +{len:#x}: {r:?} {st:?}"))
     }
 
     /// swapoff (everything comes back) and swapon again.

@@ -87,6 +87,7 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         235 => Mbind,
         236 => GetMempolicy,
         237 => SetMempolicy,
+        238 => MigratePages,
         229 => Munlock,
         230 => Mlockall,
         231 => Munlockall,

@@ -96,6 +96,7 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         237 => Mbind,
         238 => SetMempolicy,
         239 => GetMempolicy,
+        256 => MigratePages,
         150 => Munlock,
         151 => Mlockall,
         152 => Munlockall,

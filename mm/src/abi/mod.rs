@@ -17,6 +17,7 @@
 
 pub mod errno;
 pub mod kpageflags;
+pub mod numa_maps;
 pub mod pagemap;
 pub mod thp_cmdline;
 pub mod thp_sysfs;

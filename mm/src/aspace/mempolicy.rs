@@ -18,7 +18,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::abi::errno::Errno;
 use crate::addr::{PAGE_SIZE, PMD_ORDER, align_down};
-use crate::paging::{Entry, PagingArch, level_size};
+use crate::paging::{Entry, PageTable, PagingArch, Step, level_size};
 use crate::physmem::buddy::{AllocError, AllocFlags};
 use crate::physmem::folio::{Folio, FolioRef};
 use crate::vma::Vma;
@@ -164,39 +164,25 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let pt = self.lock_pt();
             for v in &ranges {
                 let (lo, hi) = (v.start.max(start), v.end.min(end));
-                let mut va = lo;
-                while va < hi {
-                    let w = pt.lookup(va);
-                    let step = level_size(w.level);
-                    let next = align_down(va, step) + step;
-                    let Entry::Leaf(l) = w.entry else {
-                        va = next;
-                        continue;
-                    };
-                    let pfn = l.pfn + (va - align_down(va, step)) / PAGE_SIZE;
-                    let Some(f) = (!self.ctx.is_zero_pfn(pfn))
-                        .then(|| self.ctx.folio(pfn))
-                        .flatten()
-                        .filter(|f| f.is_anon())
-                    else {
-                        va += PAGE_SIZE;
-                        continue;
-                    };
-                    // The rest of this folio's pages here are the same folio.
-                    let fva = va - (pfn - f.pfn()) * PAGE_SIZE;
-                    let after = (fva + f.size()).max(va + PAGE_SIZE);
+                let mut strict_hit = false;
+                self.anon_folios_in(&pt, lo, hi, |f, fva| {
                     let node = self.ctx.buddy.node_of_pfn(f.pfn());
-                    if !p.allows(node) && !moves.folios.iter().any(|(q, _)| q.pfn() == f.pfn()) {
-                        if !moving {
-                            return Err(Errno::EIO);
-                        }
-                        let shared = super::report::page_mapcount(&f, 0) > 1;
-                        if flags & MPOL_MF_MOVE_ALL != 0 || !shared {
-                            let t = p.target(fva.max(v.start), v.start, v.pgoff, f.order(), local);
-                            moves.folios.push((f.get_ref(), t.node));
-                        }
+                    if p.allows(node) || moves.folios.iter().any(|(q, _)| q.pfn() == f.pfn()) {
+                        return true;
                     }
-                    va = after;
+                    if !moving {
+                        strict_hit = true;
+                        return false;
+                    }
+                    let shared = super::report::page_mapcount(&f, 0) > 1;
+                    if flags & MPOL_MF_MOVE_ALL != 0 || !shared {
+                        let t = p.target(fva.max(v.start), v.start, v.pgoff, f.order(), local);
+                        moves.folios.push((f.get_ref(), t.node));
+                    }
+                    true
+                });
+                if strict_hit {
+                    return Err(Errno::EIO);
                 }
             }
         }
@@ -208,6 +194,56 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             vmas.set_policy(lo, hi, pol);
         }
         Ok(moves)
+    }
+}
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// Calls `visit(folio, fva)` once for each anonymous folio mapped in
+    /// `[lo, hi)` of `pt` (a run of its pages counts once; the zero pages
+    /// are skipped), `fva` being where its first page would sit in this
+    /// mapping; stops when `visit` returns false.  The walk `mbind` and
+    /// `migrate_pages` share.
+    pub(crate) fn anon_folios_in(
+        &self,
+        pt: &PageTable<'a, A>,
+        lo: u64,
+        hi: u64,
+        mut visit: impl FnMut(Folio<'a>, u64) -> bool,
+    ) {
+        let ctx = self.ctx;
+        let mut last = u64::MAX;
+        let mut one = |pfn: u64, va: u64| -> bool {
+            if ctx.is_zero_pfn(pfn) {
+                return true;
+            }
+            let Some(f) = ctx.folio(pfn).filter(|f| f.is_anon()) else {
+                return true;
+            };
+            if f.pfn() == last {
+                return true;
+            }
+            last = f.pfn();
+            visit(f, va - (pfn - f.pfn()) * PAGE_SIZE)
+        };
+        for step in pt.walk_range(lo, hi) {
+            let go = match step {
+                Step::Leaf(h) => {
+                    let size = level_size(h.level);
+                    one(
+                        h.leaf.pfn + (h.start - align_down(h.start, size)) / PAGE_SIZE,
+                        h.start,
+                    )
+                }
+                Step::Ptes(run) => (0..run.len()).all(|i| match run.leaf(i) {
+                    Some(l) => one(l.pfn, run.va(i)),
+                    None => true,
+                }),
+                _ => true,
+            };
+            if !go {
+                return;
+            }
+        }
     }
 }
 

@@ -188,3 +188,100 @@ impl<'a> Batch<'a> {
         failed
     }
 }
+
+/// `migrate_pages(2)` on the address space `mms[0]` (Linux's
+/// `do_migrate_pages`): every anonymous folio on a node of `old` moves,
+/// whole, to the node of `new` at the same position (Linux's
+/// `node_remap`: the i-th node of `old` to the i-th of `new`, wrapping),
+/// unless that is where it is.  Without `move_all` a folio that may be
+/// mapped by another process stays (skipped, not counted).  Returns the
+/// folios that could not be moved.
+pub fn migrate_node_pages<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    old: crate::vma::mempolicy::NodeMask,
+    new: crate::vma::mempolicy::NodeMask,
+    move_all: bool,
+) -> u64 {
+    let Some(target) = mms.first() else {
+        return 0;
+    };
+    if old == new || new.is_empty() {
+        return 0;
+    }
+    let ctx = target.ctx;
+    let remap = |n: usize| -> usize {
+        let pos = (old.0 & ((1u32 << n) - 1)).count_ones();
+        new.nth(pos % new.weight()).unwrap_or(n)
+    };
+    let mut todo: Vec<(FolioRef<'a>, usize)> = Vec::new();
+    {
+        let vmas = target.vmas();
+        let pt = target.lock_pt();
+        for v in vmas.iter() {
+            target.anon_folios_in(&pt, v.start, v.end, |f, _| {
+                let n = ctx.buddy.node_of_pfn(f.pfn());
+                let d = remap(n);
+                let shared = super::report::page_mapcount(&f, 0) > 1;
+                if old.contains(n) && d != n && (move_all || !shared) {
+                    todo.push((f.get_ref(), d));
+                }
+                true
+            });
+        }
+    }
+    // A folio split across two VMAs (mprotect) is met once per VMA.
+    todo.sort_by_key(|(f, _)| f.pfn());
+    todo.dedup_by_key(|(f, _)| f.pfn());
+    let mut failed = 0;
+    while let Some(&(_, node)) = todo.first() {
+        let (now, rest): (Vec<_>, Vec<_>) = todo.into_iter().partition(|&(_, d)| d == node);
+        todo = rest;
+        let folios = now.into_iter().map(|(f, _)| f).collect();
+        let alloc = |order: u32| {
+            ctx.buddy
+                .alloc_node(node, order, AllocFlags::USER | AllocFlags::THISNODE)
+                .ok()
+        };
+        failed += migrate_pages(mms, folios, alloc, MigrateReason::Syscall).1;
+    }
+    failed
+}
+
+/// Migrates every anonymous folio mapped in `[start, end)` of `mms[0]`
+/// (whole, with folios only partly inside) to new frames: of `node` when
+/// given (that node only), else wherever the allocator gives (the local
+/// node first).  For the self-tests and the storm, which need migrations
+/// on a machine of one node.  Returns (pages migrated, folios not).
+pub fn migrate_range<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    start: u64,
+    end: u64,
+    node: Option<usize>,
+) -> (u64, u64) {
+    let Some(target) = mms.first() else {
+        return (0, 0);
+    };
+    let ctx = target.ctx;
+    let mut folios: Vec<FolioRef<'a>> = Vec::new();
+    {
+        let vmas = target.vmas();
+        let pt = target.lock_pt();
+        for v in vmas.find_intersecting(start, end) {
+            target.anon_folios_in(&pt, v.start.max(start), v.end.min(end), |f, _| {
+                folios.push(f.get_ref());
+                true
+            });
+        }
+    }
+    // A folio split across two VMAs (mprotect) is met once per VMA.
+    folios.sort_by_key(|f| f.pfn());
+    folios.dedup_by_key(|f| f.pfn());
+    let alloc = |order: u32| match node {
+        Some(n) => ctx
+            .buddy
+            .alloc_node(n, order, AllocFlags::USER | AllocFlags::THISNODE)
+            .ok(),
+        None => ctx.buddy.alloc(order, AllocFlags::USER).ok(),
+    };
+    migrate_pages(mms, folios, alloc, MigrateReason::Syscall)
+}

@@ -157,6 +157,30 @@ pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
     dirty
 }
 
+/// The run of `saved` entries from `i` that one `set_ptes` can write
+/// back: same space, consecutive pages, the same foldable attributes, and
+/// `more(entry)` true for each after the first.  Returns its end and the
+/// attributes with the run's young and dirty bits ORed in.
+fn saved_run(saved: &[SavedPte], i: usize, more: impl Fn(&SavedPte) -> bool) -> (usize, Attrs) {
+    let s0 = saved[i];
+    let key = s0.attrs.fold_key();
+    let mut attrs = s0.attrs;
+    let mut j = i + 1;
+    while let Some(s) = saved.get(j) {
+        if s.mm != s0.mm
+            || s.page != s0.page + (j - i) as u64
+            || s.attrs.fold_key() != key
+            || !more(s)
+        {
+            break;
+        }
+        attrs.young |= s.attrs.young;
+        attrs.dirty |= s.attrs.dirty;
+        j += 1;
+    }
+    (j, attrs)
+}
+
 /// Writes back the entries [`try_to_unmap`] cleared, for the folio each
 /// page belongs to now (`folio_of(page)`, `page` counted from `first_pfn`,
 /// the old folio's first frame), one `set_ptes` per run of consecutive
@@ -197,22 +221,7 @@ pub(crate) fn restore_mappings<'a, A: PagingArch>(
             i += 1;
             continue;
         }
-        let key = s0.attrs.fold_key();
-        let mut attrs = s0.attrs;
-        let mut j = i + 1;
-        while j < saved.len() {
-            let s = saved[j];
-            if s.mm != s0.mm
-                || s.page != s0.page + (j - i) as u64
-                || s.attrs.fold_key() != key
-                || folio_of(s.page) != sub
-            {
-                break;
-            }
-            attrs.young |= s.attrs.young;
-            attrs.dirty |= s.attrs.dirty;
-            j += 1;
-        }
+        let (j, attrs) = saved_run(saved, i, |s| folio_of(s.page) == sub);
         let n = (j - i) as u32;
         sub.get_many(n);
         sub.add_large_mapcount(n as i32);
@@ -333,23 +342,10 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
             i += 1;
             continue;
         };
-        let key = s0.attrs.fold_key();
-        let mut attrs = s0.attrs;
-        let mut j = i + 1;
-        while j < saved.len() {
-            let s = saved[j];
-            if s.mm != s0.mm
-                || s.page != s0.page + (j - i) as u64
-                || s.attrs.fold_key() != key
-                || migration_entry_at(pt, va + s.page * PAGE_SIZE, src.pfn() + s.page)
-                    .is_none_or(|e| e.ty != e0.ty)
-            {
-                break;
-            }
-            attrs.young |= s.attrs.young;
-            attrs.dirty |= s.attrs.dirty;
-            j += 1;
-        }
+        let (j, attrs) = saved_run(saved, i, |s| {
+            migration_entry_at(pt, va + s.page * PAGE_SIZE, src.pfn() + s.page)
+                .is_some_and(|e| e.ty == e0.ty)
+        });
         let n = (j - i) as u64;
         for k in 0..n {
             pt.take_swap_pte(at + k * PAGE_SIZE);

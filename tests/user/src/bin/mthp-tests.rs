@@ -116,6 +116,8 @@ static TESTS: &[Test] = tests![
     migrate::numa_move_pages_keeps_folios_whole,
     migrate::numa_mempolicy_answers,
     migrate::numa_mempolicy_interleave_and_strict,
+    migrate::numa_maps_counts,
+    migrate::numa_migrate_pages_moves_folios_whole,
     numa_balancing::numa_balancing_moves_folios_home,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,

@@ -436,3 +436,150 @@ pub fn numa_mempolicy_interleave_and_strict() -> TestResult {
     r?;
     Ok(Outcome::Pass)
 }
+
+/// The `/proc/self/numa_maps` line of the VMA starting at `addr`.
+fn numa_maps_line(addr: usize, buf: &mut [u8]) -> Result<usize, mthp_user::Msg> {
+    let n = read_file(b"/proc/self/numa_maps\0", buf)
+        .map_err(|e| mthp_user::Msg::new(format_args!("read /proc/self/numa_maps: errno {e}")))?;
+    let mut hexbuf = [0u8; 20];
+    let hl = hex(addr, &mut hexbuf);
+    let mut off = 0;
+    let mut found = None;
+    for l in buf[..n].split(|&c| c == b'\n') {
+        if l.len() > hl && l[..hl] == hexbuf[..hl] && l[hl] == b' ' {
+            found = Some((off, l.len()));
+            break;
+        }
+        off += l.len() + 1;
+    }
+    let Some((at, len)) = found else {
+        fail!("no numa_maps line for {addr:#x}");
+    };
+    buf.copy_within(at..at + len, 0);
+    Ok(len)
+}
+
+/// `/proc/self/numa_maps` (notes §6.4): a 4K region bound to node 0 reads
+/// `<addr> bind:0 anon=16 dirty=16 ... N0=16 kernelpagesize_kB=4`; a
+/// PMD-mapped 2M region without a policy reads `default`, `anon=512`,
+/// its 512 pages on one node, and `kernelpagesize_kB=4` (not 2048: only
+/// hugetlb differs).
+pub fn numa_maps_counts() -> TestResult {
+    let mut buf = [0u8; 8192];
+    thp_only(None)?;
+    let m = map_aligned(16 * PAGE, PAGE)?;
+    let mask = 1u64;
+    let r = sys::syscall(
+        sys::nr::MBIND,
+        &[
+            m.addr,
+            m.len,
+            MPOL_BIND,
+            &mask as *const u64 as usize,
+            65,
+            0,
+        ],
+    );
+    let res = (|| -> Result<(), mthp_user::Msg> {
+        ensure!(r == 0, "mbind BIND {{0}}: {r}");
+        touch_pages(&m, 5);
+        let n = numa_maps_line(m.addr, &mut buf)?;
+        let l = core::str::from_utf8(&buf[..n]).unwrap_or("?");
+        for want in [
+            " bind:0 ",
+            " anon=16 ",
+            " dirty=16 ",
+            " N0=16 ",
+            " kernelpagesize_kB=4",
+        ] {
+            ensure!(l.contains(want), "numa_maps line {l:?} lacks {want:?}");
+        }
+        ensure!(!l.contains("mapped="), "numa_maps line {l:?} has mapped=");
+        Ok(())
+    })();
+    unmap(&m);
+    res?;
+    thp_only(Some(2048))?;
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    touch_pages(&m, 6);
+    let res = (|| -> Result<(), mthp_user::Msg> {
+        ensure!(
+            smaps_field(m.addr, b"AnonHugePages:") == Some(2048),
+            "2M region not PMD-mapped"
+        );
+        let n = numa_maps_line(m.addr, &mut buf)?;
+        let l = core::str::from_utf8(&buf[..n]).unwrap_or("?");
+        const ON: [&str; 4] = [" N0=512 ", " N1=512 ", " N2=512 ", " N3=512 "];
+        let on_node = ON.iter().take(nodes()).any(|w| l.contains(w));
+        ensure!(
+            l.contains(" default ") && l.contains(" anon=512 ") && on_node,
+            "numa_maps line {l:?}: expected default, anon=512, N<n>=512"
+        );
+        ensure!(l.ends_with(" kernelpagesize_kB=4"), "numa_maps line {l:?}");
+        Ok(())
+    })();
+    unmap(&m);
+    res?;
+    Ok(Outcome::Pass)
+}
+
+/// `migrate_pages(2)` (notes §5.4): with two nodes, a region of 64K folios
+/// moves from its node to the other one whole (order kept, data intact)
+/// and the call returns 0 (no folio left behind); with one node, moving
+/// node 0 to node 0 is a no-op returning 0.  Errors: a target node mask
+/// with no memory is EINVAL (root), an unknown pid ESRCH.
+pub fn numa_migrate_pages_moves_folios_whole() -> TestResult {
+    let two = nodes() >= 2;
+    let mp = |pid: usize, old: u64, new: u64| {
+        sys::syscall(
+            sys::nr::MIGRATE_PAGES,
+            &[
+                pid,
+                65,
+                &old as *const u64 as usize,
+                &new as *const u64 as usize,
+            ],
+        )
+    };
+    let r = mp(0, 1, 1 << 5);
+    ensure!(
+        r == -EINVAL as isize,
+        "migrate_pages to a node without memory: {r}, expected -EINVAL"
+    );
+    let r = mp(0x3fff_fff0, 1, 1);
+    ensure!(
+        r == -ESRCH as isize,
+        "migrate_pages of an unknown pid: {r}, expected -ESRCH"
+    );
+    thp_only(Some(64))?;
+    let len = 4 * SZ_64K;
+    let m = map_aligned(len, SZ_2M)?;
+    fill(&m, 77);
+    let res = (|| -> Result<(), mthp_user::Msg> {
+        let pages: [usize; 8] = core::array::from_fn(|i| m.addr + i * SZ_64K / 2);
+        let mut st = [i32::MIN; 8];
+        where_are(&pages, &mut st)?;
+        let from = st[0];
+        ensure!(
+            st.iter().all(|&s| s == from),
+            "region spread over nodes before: {st:?}"
+        );
+        let to = if two { 1 - from } else { from };
+        let r = mp(0, 1 << from, 1 << to);
+        ensure!(r == 0, "migrate_pages {from} -> {to}: {r}, expected 0");
+        where_are(&pages, &mut st)?;
+        ensure!(
+            st.iter().all(|&s| s == to),
+            "after migrate_pages {from} -> {to}: {st:?}"
+        );
+        if let Some(bad) = verify(&m, 0, len, 77) {
+            fail!("data differs at byte {bad} after migrate_pages");
+        }
+        let l = layout(m.addr, m.len, 64)?;
+        ensure!(l.all_in_order(), "64K folios split by migrate_pages");
+        Ok(())
+    })();
+    unmap(&m);
+    res?;
+    Ok(Outcome::Pass)
+}
