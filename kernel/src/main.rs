@@ -96,6 +96,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     khugepaged::start();
     mem::kswapd::start();
     mem::compact::start();
+    mem::numab::start();
     cpio::init(info.initrd);
     process::init();
     info!("boot complete in {} us", (arch::now_ns() - boot_ns) / 1000);

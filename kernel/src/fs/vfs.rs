@@ -72,6 +72,11 @@ pub enum Node {
         data: Vec<u8>,
         knob: VmKnob,
     },
+    /// `/proc/sys/kernel/numa_balancing`: its value at open; a write goes
+    /// to `mem::numab::sysctl_write`.
+    NumaBalancing {
+        data: Vec<u8>,
+    },
     /// `/sys/block/vda/queue/rotational` (read at each read, root-writable).
     Rotational,
 }
@@ -130,7 +135,9 @@ impl File {
     pub fn size(&self) -> u64 {
         match &self.node {
             Node::Bytes(b) => b.len() as u64,
-            Node::Text { data, .. } | Node::Sysctl { data, .. } => data.len() as u64,
+            Node::Text { data, .. } | Node::Sysctl { data, .. } | Node::NumaBalancing { data } => {
+                data.len() as u64
+            }
             _ => 0,
         }
     }
@@ -169,7 +176,9 @@ impl File {
         let src: &[u8] = match &self.node {
             Node::Console | Node::Null => return Ok(0),
             Node::Bytes(b) => b,
-            Node::Text { data, .. } | Node::Sysctl { data, .. } => data,
+            Node::Text { data, .. } | Node::Sysctl { data, .. } | Node::NumaBalancing { data } => {
+                data
+            }
             Node::Dir(_) => return Err(Errno::EISDIR),
             Node::SplitHugePages | Node::Perf => return Err(Errno::EINVAL),
             Node::Pipe(_) => return Err(Errno::ESPIPE),
@@ -228,6 +237,11 @@ impl File {
             Node::Sysctl { knob, .. } => {
                 let s = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
                 crate::mem::watermark::sysctl_write(*knob, s)?;
+                Ok(data.len())
+            }
+            Node::NumaBalancing { .. } => {
+                let s = core::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+                crate::mem::numab::sysctl_write(s)?;
                 Ok(data.len())
             }
             Node::SplitHugePages => split_huge_pages(data).map(|_| data.len()),
@@ -374,7 +388,8 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         }
         _ if node_dir(path).is_some() => add(&numa::NODE_FILES, DT_REG),
         crate::perf::dev::DIR => add(&["perf"], DT_REG),
-        "/proc/sys" => add(&["vm"], DT_DIR),
+        "/proc/sys" => add(&["kernel", "vm"], DT_DIR),
+        crate::mem::numab::SYSCTL_DIR => add(&[crate::mem::numab::SYSCTL_NAME], DT_REG),
         EXTFRAG_DIR => add(&["extfrag_index", "unusable_index"], DT_REG),
         SYSCTL_VM_DIR => {
             for (name, _) in VmKnob::ALL {
@@ -500,6 +515,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         | EXTFRAG_DIR
         | "/proc/self"
         | "/proc/sys"
+        | crate::mem::numab::SYSCTL_DIR
         | SYSCTL_VM_DIR
         | "/sys/devices"
         | "/sys/devices/system"
@@ -538,6 +554,10 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
                 return Ok(mk(Node::Perf, 0o100600));
             }
             return Ok(mk(text(crate::perf::dev::read_text()), 0o100600));
+        }
+        crate::mem::numab::SYSCTL_PATH => {
+            let data = crate::mem::numab::sysctl_read().into_bytes();
+            return Ok(mk(Node::NumaBalancing { data }, 0o100644));
         }
         _ if node_file(&path).is_some() => {
             if wants_write {

@@ -25,6 +25,7 @@ pub mod mempolicy;
 pub mod migrate;
 pub mod mmglue;
 pub mod numa;
+pub mod numab;
 pub mod physmem;
 pub mod shootdown;
 pub mod swap;

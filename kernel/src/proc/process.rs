@@ -242,6 +242,25 @@ impl Process {
     pub fn exited(&self) -> Option<i32> {
         *self.exit_status.lock()
     }
+
+    /// For a single-threaded process, the CPU its thread last ran on (NUMA
+    /// balancing skips its folios already on that CPU's node); `None` with
+    /// several threads.
+    pub fn single_thread_cpu(&self) -> Option<usize> {
+        if self.live.load(Ordering::Relaxed) != 1 {
+            return None;
+        }
+        let mut ids = THREAD_PID
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.load(Ordering::Relaxed) == self.pid)
+            .map(|(i, _)| i);
+        let id = ids.next()?;
+        if ids.next().is_some() {
+            return None;
+        }
+        crate::task::sched::last_cpu(id)
+    }
 }
 
 static PROCS: Mutex<Vec<Arc<Process>>> = Mutex::new(Vec::new());

@@ -33,6 +33,8 @@ mod migrate;
 #[cfg(feature = "selftest")]
 pub mod numa;
 #[cfg(feature = "selftest")]
+mod numab;
+#[cfg(feature = "selftest")]
 mod runner;
 #[cfg(feature = "selftest")]
 mod smpstorm;

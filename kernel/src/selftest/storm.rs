@@ -116,7 +116,8 @@ impl Storm {
             352..=353 => self.compact(),
             354..=357 => self.migrate(i),
             358..=359 => self.move_pages(i),
-            360..=629 => self.write(i),
+            360..=364 => self.numa_scan(i),
+            365..=629 => self.write(i),
             _ => self.verify(i),
         }
     }
@@ -460,6 +461,19 @@ impl Storm {
         let r =
             mm::aspace::move_pages::move_pages(&spaces, &addrs, &nodes, &mut st, false, |n| n == 0);
         Ok(format!("p{i} move_pages {va:#x} +{len:#x}: {r:?} {st:?}"))
+    }
+
+    /// One NUMA-balancing scan period over process `i` with a random
+    /// budget: its mappings become hinting entries, which the next
+    /// accesses fault on (one node: every folio is local, so the faults
+    /// only restore the entries) and every other operation meets.
+    fn numa_scan(&mut self, i: usize) -> Result<String, String> {
+        let pages = 1 + self.rng.below(4096);
+        let s = self.procs[i].mm.enter().task_numa_work(pages, None);
+        Ok(format!(
+            "p{i} numa scan of {pages} pages: {} PTEs, {} PMDs",
+            s.pte_updates, s.huge_pte_updates
+        ))
     }
 
     /// swapoff (everything comes back) and swapon again.

@@ -106,7 +106,8 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             }
             let vp = vma_perms(v.flags);
             let p = l.attrs.perms;
-            if p.accessible() != vp.accessible()
+            // A PROT_NONE leaf in an accessible VMA is a NUMA hinting entry.
+            if (p.accessible() && !vp.accessible())
                 || (p.write && !vp.write)
                 || p.exec != (vp.exec && p.accessible())
                 || !p.user

@@ -92,6 +92,10 @@ pub(crate) enum Locked<'a> {
     /// A migration entry: sleep on the folio being migrated (referenced
     /// here under the lock, while the entry still holds it), then retry.
     Migration(FolioRef<'a>, crate::paging::SwapEntry),
+    /// A NUMA hinting fault on a folio of another node: migrate it (the
+    /// reference) to node `.1` with the page-table lock dropped, then
+    /// restore the folio's entries (`numa.rs`).
+    NumaMigrate(FolioRef<'a>, usize),
 }
 
 impl<'a, A: PagingArch> Mm<'a, A> {
@@ -123,6 +127,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::NeedFolio(orders) => orders,
             Locked::Swap(e) => return self.do_swap_page(vma, addr, access, e),
             Locked::Migration(f, e) => return self.migration_entry_wait(vma, addr, f, e),
+            Locked::NumaMigrate(f, node) => return self.numa_migrate(vma, addr, f, node),
         };
         let f = self
             .alloc_anon_folio(vma, addr, orders, true)
@@ -134,7 +139,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Done(r) => r,
             // A folio in hand that the locked part did not take is freed
             // when `pre` drops; never loop asking for another.
-            Locked::NeedFolio(..) | Locked::Swap(_) | Locked::Migration(..) => Ok(()),
+            Locked::NeedFolio(..)
+            | Locked::Swap(_)
+            | Locked::Migration(..)
+            | Locked::NumaMigrate(..) => Ok(()),
         }
     }
 
@@ -301,6 +309,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Locked<'a> {
         let w = pt.lookup(addr);
         match w.entry {
+            // The VMA allows the access (checked by the caller) but the
+            // entry allows none: a NUMA hinting entry.
+            Entry::Leaf(l) if !l.attrs.perms.accessible() => self.do_numa_page(vma, pt, addr),
             Entry::Leaf(l) if w.level == PMD_LEVEL => {
                 Locked::Done(self.huge_pmd_fault(vma, pt, addr, l, access))
             }
@@ -554,10 +565,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Result<(), Fault> {
         let va = align_down(addr, PAGE_SIZE);
         if !l.attrs.perms.accessible() {
-            // The VMA allows the access but the entry is PROT_NONE: an
-            // mprotect would have rewritten it, so this cannot happen.
-            debug_assert!(false, "PROT_NONE entry in an accessible VMA at {va:#x}");
-            return Err(Fault::Segv);
+            // A NUMA hinting entry: `fault_locked` handles those before
+            // getting here (this is reached from a PMD split).
+            self.numa_rebuild(vma, pt, va);
+            return Ok(());
         }
         if access == Access::Write && !l.attrs.perms.write {
             return self.do_wp_page(vma, pt, va, l);

@@ -86,7 +86,9 @@
 //! # Consistency of PTEs with VMAs
 //! Every present entry inside a VMA has the VMA's rights, except that write
 //! is withheld from pages that are not anon-exclusive (COW) and from zero
-//! pages.  PROT_NONE VMAs keep their frames in PROT_NONE leaves.  No entry
+//! pages, and that NUMA balancing may strip all rights (a hinting entry:
+//! a PROT_NONE leaf in an accessible VMA, see `numa.rs`).  PROT_NONE VMAs
+//! keep their frames in PROT_NONE leaves.  No entry
 //! exists outside VMAs, and no PMD leaf straddles a VMA boundary (boundaries
 //! that fall inside one split it first, as Linux's `vma_adjust_trans_huge`).
 
@@ -103,6 +105,7 @@ mod mlock;
 pub mod move_pages;
 mod mprotect;
 mod mremap;
+pub mod numa;
 mod pageout;
 pub mod report;
 mod rmap;
@@ -246,6 +249,9 @@ pub struct Mm<'a, A: PagingArch> {
     /// khugepaged skips the space, `MADV_COLLAPSE` fails with EINVAL and
     /// smaps says `THPeligible: 0`.  Inherited by fork.
     thp_disabled: AtomicBool,
+    /// Where the NUMA-balancing scanner resumes (Linux's
+    /// `mm->numa_scan_offset`); see `numa.rs`.
+    numa_scan_offset: AtomicU64,
     /// The task memory policy (`set_mempolicy`), packed
     /// (`Mempolicy::pack`; 0 = default) so the fault path reads it with
     /// one load.  One per address space: Linux keeps it per thread.
@@ -315,6 +321,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             faults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
+            numa_scan_offset: AtomicU64::new(0),
             task_policy: AtomicU64::new(0),
         })
     }

@@ -21,6 +21,14 @@ use crate::vma::VmFlags;
 
 use super::{Mm, vma_perms};
 
+/// Entries a protection change rewrote (Linux counts them for NUMA
+/// hinting as `numa_pte_updates` and `numa_huge_pte_updates`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProtChanged {
+    pub(crate) ptes: u64,
+    pub(crate) pmds: u64,
+}
+
 /// One run of PTEs to rewrite.
 struct Change {
     va: u64,
@@ -31,7 +39,7 @@ struct Change {
 
 impl<'a, A: PagingArch> Mm<'a, A> {
     /// The attributes `l` gets in a VMA with `flags`.
-    fn protected_attrs(&self, l: &Leaf, flags: VmFlags, exclusive: bool) -> Attrs {
+    pub(crate) fn protected_attrs(&self, l: &Leaf, flags: VmFlags, exclusive: bool) -> Attrs {
         let mut perms = vma_perms(flags);
         if !exclusive || self.ctx.is_zero_pfn(l.pfn) {
             perms.write = false;
@@ -40,7 +48,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Whether page `pfn` is anon-exclusive (false for zero pages).
-    fn page_exclusive(&self, pfn: u64) -> bool {
+    pub(crate) fn page_exclusive(&self, pfn: u64) -> bool {
         if self.ctx.is_zero_pfn(pfn) {
             return false;
         }
@@ -57,21 +65,48 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         end: u64,
         flags: VmFlags,
     ) {
+        self.change_prot_range(pt, start, end, |l, excl| {
+            let attrs = self.protected_attrs(l, flags, excl);
+            (attrs.fold_key() != l.attrs.fold_key()).then_some(attrs)
+        });
+    }
+
+    /// The one protection-changing walk (mprotect, NUMA hinting and its
+    /// restore): `new_attrs(first leaf, anon-exclusive)` is asked once per
+    /// PMD leaf and once per run of PTEs (consecutive pages of one folio
+    /// with equal attributes and equal anon-exclusive state) and returns
+    /// the attributes the mapping gets, or `None` to leave it (young and
+    /// dirty are those of the entries, ORed with the returned ones: a
+    /// caller may make entries young, never old or clean).  Returns the
+    /// entries changed.
+    pub(crate) fn change_prot_range(
+        &self,
+        pt: &mut PageTable<'a, A>,
+        start: u64,
+        end: u64,
+        mut new_attrs: impl FnMut(&Leaf, bool) -> Option<Attrs>,
+    ) -> ProtChanged {
         self.split_pmd_at(pt, start);
         self.split_pmd_at(pt, end);
+        let mut done = ProtChanged::default();
         let mut g = pt.gather();
         let mut changes: Vec<Change> = Vec::new();
         for step in pt.walk_range(start, end) {
             match step {
                 Step::Leaf(h) if h.level == PMD_LEVEL => {
                     let l = h.leaf;
-                    let attrs = self.protected_attrs(&l, flags, self.page_exclusive(l.pfn));
-                    if attrs != l.attrs {
+                    if let Some(attrs) = new_attrs(&l, self.page_exclusive(l.pfn)) {
+                        let attrs = Attrs {
+                            young: l.attrs.young || attrs.young,
+                            dirty: l.attrs.dirty || attrs.dirty,
+                            ..attrs
+                        };
                         let r = pt.update_pmd(h.base(), attrs, &mut g);
                         debug_assert!(r.is_ok());
+                        done.pmds += 1;
                     }
                 }
-                Step::Ptes(run) => self.protect_ptes(run, flags, &mut changes),
+                Step::Ptes(run) => self.protect_ptes(run, &mut new_attrs, &mut changes),
                 _ => {}
             }
         }
@@ -82,27 +117,32 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         g.finish();
         for (c, r) in changes.iter().zip(cleared) {
             let attrs = Attrs {
-                young: r.young,
-                dirty: r.dirty,
+                young: r.young || c.attrs.young,
+                dirty: r.dirty || c.attrs.dirty,
                 ..c.attrs
             };
             pt.set_ptes(c.va, c.pfn, c.nr, attrs)
                 .expect("the entries were just cleared in existing tables");
+            done.ptes += c.nr as u64;
         }
+        done
     }
 
-    /// The runs of `run` whose rights change under `flags`: consecutive
-    /// pages of one folio with equal attributes and equal anon-exclusive
-    /// state.
-    fn protect_ptes(&self, run: PteRun<'a, A>, flags: VmFlags, changes: &mut Vec<Change>) {
+    /// The runs of `run` that `new_attrs` changes: consecutive pages of one
+    /// folio with equal attributes and equal anon-exclusive state.
+    fn protect_ptes(
+        &self,
+        run: PteRun<'a, A>,
+        new_attrs: &mut impl FnMut(&Leaf, bool) -> Option<Attrs>,
+        changes: &mut Vec<Change>,
+    ) {
         self.for_each_pte_batch(&run, BatchMatch::Attrs, false, |i, b, _| {
             let l = b.first;
             let excl = self.page_exclusive(l.pfn);
             let nr = (1..b.nr)
                 .find(|&k| self.page_exclusive(l.pfn + k as u64) != excl)
                 .unwrap_or(b.nr);
-            let attrs = self.protected_attrs(&l, flags, excl);
-            if attrs.fold_key() != l.attrs.fold_key() {
+            if let Some(attrs) = new_attrs(&l, excl) {
                 changes.push(Change {
                     va: run.va(i),
                     pfn: l.pfn,

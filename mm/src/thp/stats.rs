@@ -191,6 +191,17 @@ named_enum! {
         PageOutRun => "pageoutrun",
         /// Pages reclaim wrote to swap.
         NrVmscanWrite => "nr_vmscan_write",
+        /// Entries NUMA balancing made hinting entries (a PMD counts its
+        /// 512 pages, as Linux).
+        NumaPteUpdates => "numa_pte_updates",
+        /// PMD entries NUMA balancing made hinting entries.
+        NumaHugePteUpdates => "numa_huge_pte_updates",
+        /// Faults on NUMA hinting entries.
+        NumaHintFaults => "numa_hint_faults",
+        /// ... of those, on a folio already on the faulting CPU's node.
+        NumaHintFaultsLocal => "numa_hint_faults_local",
+        /// Pages NUMA balancing migrated (whole folios).
+        NumaPagesMigrated => "numa_pages_migrated",
         /// Pages of folios migrated (Linux counts pages, at every order).
         PgMigrateSuccess => "pgmigrate_success",
         /// Pages of folios that could not be migrated.

@@ -46,9 +46,66 @@ pub fn run<A: PagingArch>(ram: u64, f: impl FnOnce(&Env<'_, A>)) {
 
 /// As [`run`], with ASIDs limited to `1..=max_asid`.
 pub fn run_with<A: PagingArch>(ram: u64, max_asid: u16, f: impl FnOnce(&Env<'_, A>)) {
+    run_machine(ram, max_asid, None, f)
+}
+
+std::thread_local! {
+    static CPU: Cell<usize> = const { Cell::new(0) };
+}
+
+/// CPU ids from a thread-local, so a test "runs on" the CPU it names with
+/// [`on_cpu`] (CPU `n` is on node `n` in [`run_numa`] machines).
+pub struct ThreadCpu;
+
+impl mm::cpu::CpuOps for ThreadCpu {
+    fn cpu_id(&self) -> usize {
+        CPU.with(|c| c.get())
+    }
+    fn irq_save(&self) -> usize {
+        0
+    }
+    fn irq_restore(&self, _: usize) {}
+}
+
+/// The CPU the calling test thread runs on from now on.
+pub fn on_cpu(cpu: usize) {
+    CPU.with(|c| c.set(cpu));
+}
+
+/// As [`run`] on a machine of `nodes` NUMA nodes of `per_node` bytes each
+/// (node `n` from `RAM_BASE + n * per_node`), CPU `n` on node `n`; the test
+/// starts on CPU 0.
+pub fn run_numa<A: PagingArch>(per_node: u64, nodes: usize, f: impl FnOnce(&Env<'_, A>)) {
+    run_machine(
+        per_node * nodes as u64,
+        mm::aspace::ctx::DEFAULT_MAX_ASID,
+        Some((per_node, nodes)),
+        f,
+    )
+}
+
+fn run_machine<A: PagingArch>(
+    ram: u64,
+    max_asid: u16,
+    numa: Option<(u64, usize)>,
+    f: impl FnOnce(&Env<'_, A>),
+) {
     let mem = EmuMem::new(RAM_BASE, ram);
     let descs: Vec<FrameDesc> = (0..ram / K4).map(|_| FrameDesc::new()).collect();
-    let buddy = BuddyAllocator::new(Memmap::new(&descs, RAM_BASE / K4), &mem, &SingleCpu);
+    let memmap = Memmap::new(&descs, RAM_BASE / K4);
+    let buddy = match numa {
+        None => BuddyAllocator::new(memmap, &mem, &SingleCpu),
+        Some((per_node, nr)) => {
+            let mut map = mm::physmem::node::NodeMap::new(nr).unwrap();
+            for n in 0..nr {
+                let base = RAM_BASE + n as u64 * per_node;
+                map.add_mem(base, base + per_node, n).unwrap();
+                map.set_cpu_node(n, n).unwrap();
+            }
+            on_cpu(0);
+            BuddyAllocator::with_nodes(memmap, &mem, &ThreadCpu, map)
+        }
+    };
     buddy.add_free_range(RAM_BASE, RAM_BASE + ram);
     let tlb = EmuTlb::new();
     let thp = Thp::new();

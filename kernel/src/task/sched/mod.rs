@@ -875,6 +875,17 @@ pub fn online_mask() -> u64 {
     with_sched(|s| s.online)
 }
 
+/// The CPU thread `id` last ran on or was queued for (`None`: no such
+/// thread).
+pub fn last_cpu(id: usize) -> Option<usize> {
+    with_sched(|s| {
+        s.threads
+            .get(id)?
+            .as_ref()
+            .map(|t| t.cpu.load(Ordering::Relaxed))
+    })
+}
+
 /// Thread `id`'s CPU affinity mask (`None`: no such thread).
 pub fn affinity(id: usize) -> Option<u64> {
     with_sched(|s| {

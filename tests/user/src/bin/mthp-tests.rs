@@ -32,6 +32,8 @@ mod migrate;
 mod mlock;
 #[path = "mthp-tests/numa.rs"]
 mod numa;
+#[path = "mthp-tests/numa_balancing.rs"]
+mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
 #[path = "mthp-tests/swap.rs"]
@@ -116,6 +118,7 @@ static TESTS: &[Test] = tests![
     migrate::numa_mempolicy_interleave_and_strict,
     migrate::numa_maps_counts,
     migrate::numa_migrate_pages_moves_folios_whole,
+    numa_balancing::numa_balancing_moves_folios_home,
     mlock::mlock_errnos,
     mlock::mlock_counts_whole_folios,
     mlock::mlock_not_inherited_by_fork,

@@ -11,7 +11,7 @@
 use super::*;
 
 const MPOL_MF_STRICT: usize = 1;
-const MPOL_MF_MOVE: usize = 2;
+pub(crate) const MPOL_MF_MOVE: usize = 2;
 const MPOL_DEFAULT: usize = 0;
 const MPOL_PREFERRED: usize = 1;
 const MPOL_BIND: usize = 2;
@@ -29,7 +29,7 @@ const EINVAL: i32 = 22;
 
 /// Nodes with memory, from `/sys/devices/system/node/has_memory`
 /// (`0` or `0-1`); 1 when the file is missing (a kernel without NUMA).
-fn nodes() -> usize {
+pub(crate) fn nodes() -> usize {
     let mut b = [0u8; 64];
     let Ok(n) = read_file(b"/sys/devices/system/node/has_memory\0", &mut b) else {
         return 1;
@@ -53,7 +53,12 @@ fn four_pages_then_hole() -> Result<Mem, mthp_user::Msg> {
 }
 
 /// `move_pages(0, n, pages, nodes, status, flags)`: the raw result.
-fn move_pages(pages: &[usize], nodes: Option<&[i32]>, status: &mut [i32], flags: usize) -> isize {
+pub(crate) fn move_pages(
+    pages: &[usize],
+    nodes: Option<&[i32]>,
+    status: &mut [i32],
+    flags: usize,
+) -> isize {
     sys::syscall(
         sys::nr::MOVE_PAGES,
         &[
@@ -68,7 +73,7 @@ fn move_pages(pages: &[usize], nodes: Option<&[i32]>, status: &mut [i32], flags:
 }
 
 /// Where each page of `pages` is (`move_pages` with no nodes).
-fn where_are(pages: &[usize], status: &mut [i32]) -> Result<(), mthp_user::Msg> {
+pub(crate) fn where_are(pages: &[usize], status: &mut [i32]) -> Result<(), mthp_user::Msg> {
     status.fill(i32::MIN);
     let r = move_pages(pages, None, status, 0);
     ensure!(r == 0, "move_pages query returned {r}");

@@ -50,7 +50,7 @@ fn anon(len: usize, prot: usize, extra: usize) -> Result<usize, i32> {
 /// A field of a `/proc` file (kB or a count); Linux's per-CPU counter
 /// deltas are folded first (`stat_refresh`, absent here) so that
 /// `Mlocked:` is exact.
-fn proc_field(file: &[u8], key: &[u8]) -> Option<u64> {
+pub(crate) fn proc_field(file: &[u8], key: &[u8]) -> Option<u64> {
     let _ = write_file(b"/proc/sys/vm/stat_refresh\0", b"1");
     let mut buf = [0u8; 16384];
     let n = read_file(file, &mut buf).ok()?;
