@@ -145,15 +145,19 @@ pub fn move_pages<'a, A: PagingArch>(
 struct Batch<'a> {
     node: Option<i32>,
     folios: Vec<FolioRef<'a>>,
+    /// The queued folios' head frames, to find a folio named twice
+    /// without a scan of the batch.
+    heads: alloc::collections::BTreeSet<u64>,
     slots: Vec<usize>,
 }
 
 impl<'a> Batch<'a> {
     fn has(&self, f: &FolioRef<'a>) -> bool {
-        self.folios.iter().any(|q| q.pfn() == f.pfn())
+        self.heads.contains(&f.pfn())
     }
 
     fn queue(&mut self, slot: usize, f: FolioRef<'a>) {
+        self.heads.insert(f.pfn());
         self.folios.push(f);
         self.slots.push(slot);
     }
@@ -179,6 +183,7 @@ impl<'a> Batch<'a> {
                 .ok()
         };
         let folios = core::mem::take(&mut self.folios);
+        self.heads.clear();
         let (_, failed) = migrate_pages(mms, folios, alloc, MigrateReason::Syscall);
         for s in self.slots.drain(..) {
             if failed == 0 {
