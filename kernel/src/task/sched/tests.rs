@@ -79,11 +79,18 @@ ktest! {
         A_STOP.store(false, Ordering::Relaxed);
         B_STOP.store(false, Ordering::Relaxed);
         let sw0 = switches();
+        // Both on CPU 0: on two CPUs they would run side by side, which is
+        // not preemption (with -smp 4 one boot saw "a saw b move 2 times,
+        // b saw a 0 times": a had stopped before b started looking).
         let ta = spawn("busy-a", || {
+            set_affinity(current_id(), 1);
+            yield_now();
             busy_until_interleaved(&A, &B, &A_SAW_B, &A_STOP, &B_STOP)
         })
         .map_err(ktest::String::from)?;
         let tb = spawn("busy-b", || {
+            set_affinity(current_id(), 1);
+            yield_now();
             busy_until_interleaved(&B, &A, &B_SAW_A, &B_STOP, &A_STOP)
         })
         .map_err(ktest::String::from)?;
