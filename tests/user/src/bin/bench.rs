@@ -939,6 +939,29 @@ fn pattern(off: usize) -> u64 {
     mix(off as u64) | 1
 }
 
+/// A region of `len` bytes mapped (2 MiB aligned) and filled with
+/// [`pattern`], or `None` after a `bench-info skip <what>` line.
+fn filled_region(what: &str, cfg: &Cfg, mib: usize, len: usize) -> Option<usize> {
+    let addr = match map_region(len) {
+        Ok(a) => a,
+        Err(e) => {
+            println!(
+                "bench-info skip {} {} {} mmap: {}",
+                what,
+                cfg,
+                mib,
+                errno_name(e)
+            );
+            return None;
+        }
+    };
+    for off in (0..len).step_by(8) {
+        // SAFETY: `addr..addr + len` is our private writable mapping.
+        unsafe { ((addr + off) as *mut u64).write_volatile(pattern(off)) };
+    }
+    Some(addr)
+}
+
 /// Swap-out (`MADV_PAGEOUT`) and swap-in (touching every page) of a
 /// region mapped 4K, 64K and 2M, through `/dev/vda`: MiB/s each way,
 /// whether the folios went out whole (per-size `swpout` against
@@ -981,22 +1004,9 @@ fn bench_swap(cx: &mut Ctx) {
         let mut bad = 0usize;
         let mut pgmaj = Samples::new();
         for _ in 0..cx.opts.runs {
-            let addr = match map_region(len) {
-                Ok(a) => a,
-                Err(e) => {
-                    println!(
-                        "bench-info skip swap {} {} mmap: {}",
-                        cfg,
-                        mib,
-                        errno_name(e)
-                    );
-                    break;
-                }
+            let Some(addr) = filled_region("swap", &cfg, mib, len) else {
+                break;
             };
-            for off in (0..len).step_by(8) {
-                // SAFETY: `addr..addr + len` is our private writable mapping.
-                unsafe { ((addr + off) as *mut u64).write_volatile(pattern(off)) };
-            }
             let o0 = size_stat(cx.buf, kb, "swpout");
             let f0 = size_stat(cx.buf, kb, "swpout_fallback");
             let on = cx.perf.start("start both");
@@ -1377,22 +1387,9 @@ fn bench_migrate(cx: &mut Ctx) {
         let mut pmu = PmuSamples::new();
         let mut bad = 0usize;
         for _ in 0..cx.opts.runs {
-            let addr = match map_region(len) {
-                Ok(a) => a,
-                Err(e) => {
-                    println!(
-                        "bench-info skip migrate {} {} mmap: {}",
-                        cfg,
-                        mib,
-                        errno_name(e)
-                    );
-                    break;
-                }
+            let Some(addr) = filled_region("migrate", &cfg, mib, len) else {
+                break;
             };
-            for off in (0..len).step_by(8) {
-                // SAFETY: inside our private writable mapping.
-                unsafe { ((addr + off) as *mut u64).write_volatile(pattern(off)) };
-            }
             let n = len / (kb * 1024);
             for (i, a) in addrs[..n].iter_mut().enumerate() {
                 *a = addr + i * kb * 1024;
