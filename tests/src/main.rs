@@ -55,6 +55,26 @@ mod suites;
 
 use std::process::{Command, ExitCode};
 
+/// Every failure line of this run, repeated just before the summary line.
+static FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Remember a failure line for the recap at the end of `runner test`.
+pub fn record_failure(line: String) {
+    if let Ok(mut f) = FAILURES.lock() {
+        f.push(line.trim().to_string());
+    }
+}
+
+/// `println!` a failure line and remember it for the recap.
+#[macro_export]
+macro_rules! failure {
+    ($($t:tt)*) => {{
+        let line = format!($($t)*);
+        println!("{line}");
+        $crate::record_failure(line);
+    }};
+}
+
 #[derive(Default, Clone, Copy, Debug)]
 pub struct Tally {
     pub passed: usize,
@@ -185,7 +205,7 @@ fn main() -> ExitCode {
                 match suites::host_tests() {
                     Ok(t) => total += t,
                     Err(e) => {
-                        println!("host tests: FAILED: {e}");
+                        failure!("host tests: FAILED: {e}");
                         total.failed += 1;
                         broken = true;
                     }
@@ -196,6 +216,14 @@ fn main() -> ExitCode {
                 total += suites::kernel_suites(arch, accel, &filter, numa);
             }
             let _ = broken;
+            let failures = FAILURES.lock().map(|f| f.clone()).unwrap_or_default();
+            if !failures.is_empty() {
+                // Repeated here so that the tail of a CI log names them.
+                println!("failures:");
+                for f in failures {
+                    println!("  {f}");
+                }
+            }
             println!(
                 "{} passed, {} failed, {} skipped",
                 total.passed, total.failed, total.skipped

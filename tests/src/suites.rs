@@ -185,7 +185,9 @@ pub fn host_tests() -> Result<Tally, String> {
         } else if let Some(krate) = l_trim.strip_prefix("Doc-tests ") {
             current = format!("{krate} (doc)");
         }
-        if l.contains("... FAILED") || l.starts_with("---- ") || l.contains("panicked at") {
+        if l.contains("... FAILED") {
+            crate::failure!("  {current}: {l}");
+        } else if l.starts_with("---- ") || l.contains("panicked at") {
             println!("  {l}");
         }
         if let Some(rest) = l.strip_prefix("test result: ") {
@@ -240,7 +242,7 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
     let kernel = match qemu::build_kernel(arch, "ktest", qemu::TEST_FEATURES) {
         Ok(k) => k,
         Err(e) => {
-            println!("[{}] build: FAILED: {e}", arch.name());
+            crate::failure!("[{}] build: FAILED: {e}", arch.name());
             total.failed += 1;
             return total;
         }
@@ -273,7 +275,7 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
             match qemu::scratch_disk(arch) {
                 Ok(p) => spec.disk = Some(p),
                 Err(e) => {
-                    println!("[{}/{}] scratch disk: FAILED: {e}", arch.name(), s.name);
+                    crate::failure!("[{}/{}] scratch disk: FAILED: {e}", arch.name(), s.name);
                     total.failed += 1;
                 }
             }
@@ -374,7 +376,7 @@ impl SkipLedger {
                         "[{tag}] note: {name} skipped in {boots:?}; its boot '{boot}' was not run"
                     );
                 } else {
-                    println!(
+                    crate::failure!(
                         "[{tag}] {name}: FAILED: skipped in every boot ({boots:?}), \
                          including '{boot}', the one designed for it"
                     );
@@ -386,7 +388,7 @@ impl SkipLedger {
             {
                 println!("[{tag}] note: {name} skipped in every boot: {why}");
             } else {
-                println!(
+                crate::failure!(
                     "[{tag}] {name}: FAILED: skipped in every boot ({boots:?}) and no boot \
                      is designed for it (tests/src/suites.rs DESIGNATED_BOOT)"
                 );
@@ -486,7 +488,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
     let initrd = match crate::initramfs::build(arch) {
         Ok(p) => p,
         Err(e) => {
-            println!("[{}/user] initramfs: FAILED: {e}", arch.name());
+            crate::failure!("[{}/user] initramfs: FAILED: {e}", arch.name());
             return Tally::one_failure();
         }
     };
@@ -495,7 +497,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         match qemu::arm64_image(&kernel) {
             Ok(k) => k,
             Err(e) => {
-                println!("[{}/user] Image: FAILED: {e}", arch.name());
+                crate::failure!("[{}/user] Image: FAILED: {e}", arch.name());
                 return Tally::one_failure();
             }
         }
@@ -512,7 +514,7 @@ fn user_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf, filter: &str
         let disk = match u.swap_disk.then(|| qemu::swap_disk(arch)).transpose() {
             Ok(d) => d,
             Err(e) => {
-                println!("[{}/{}] swap disk: FAILED: {e}", arch.name(), u.name);
+                crate::failure!("[{}/{}] swap disk: FAILED: {e}", arch.name(), u.name);
                 total.failed += 1;
                 None
             }
@@ -543,7 +545,7 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
     let root = qemu::workspace_root();
     let out = root.join("target").join(arch.target()).join("libc-tests");
     let failed = |e: String| {
-        println!("[{tag}] build: FAILED: {e}");
+        crate::failure!("[{tag}] build: FAILED: {e}");
         Tally::one_failure()
     };
     let exe = match crate::cc::build_static(&cc, &root.join("tests/c/libc-tests.c"), &out) {
@@ -575,7 +577,7 @@ fn libc_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
 /// else one skip; said either way.
 fn cannot_run(tag: &str, why: &str, ci: bool) -> Tally {
     if ci {
-        println!("[{tag}] FAILED: the suite cannot run under CI=true: {why}");
+        crate::failure!("[{tag}] FAILED: the suite cannot run under CI=true: {why}");
         Tally::one_failure()
     } else {
         println!("[{tag}] skipped: {why}");
@@ -615,6 +617,7 @@ fn run_suite(
                 true
             } else if rest.contains(" ... FAILED") {
                 t.failed += 1;
+                crate::record_failure(format!("[{tag}] {l}"));
                 true
             } else if rest.contains(" ... skipped") {
                 t.skipped += 1;
@@ -645,7 +648,7 @@ fn run_suite(
     let out = match res {
         Ok(o) => o,
         Err(e) => {
-            println!("[{tag}] boot: FAILED: {e}");
+            crate::failure!("[{tag}] boot: FAILED: {e}");
             t.failed += 1;
             return t;
         }
@@ -669,7 +672,7 @@ fn run_suite(
         problems.push("no self-test ran".into());
     }
     if !problems.is_empty() {
-        println!("[{tag}] boot: FAILED: {}", problems.join("; "));
+        crate::failure!("[{tag}] boot: FAILED: {}", problems.join("; "));
         // Show the tail of the console for diagnosis.
         for l in out
             .lines
