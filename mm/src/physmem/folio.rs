@@ -48,7 +48,9 @@
 //! * `ANON_EXCLUSIVE` is per page, in each frame's own flags.
 
 use core::fmt;
-use core::sync::atomic::{Ordering::Acquire, Ordering::Relaxed, Ordering::Release, fence};
+use core::sync::atomic::{
+    Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, fence,
+};
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::physmem::buddy::BuddyAllocator;
@@ -231,16 +233,25 @@ impl<'a> Folio<'a> {
     /// The caller holds a reference and no spin lock.  Whoever unlocks
     /// sees `WAITERS` and wakes the key, so no unlock path has to know
     /// about sleepers.
+    ///
+    /// The wait's condition sets `WAITERS` itself, in the same atomic
+    /// operation that reads `LOCKED`, each time it is asked: an unlock
+    /// clears `WAITERS` and wakes every sleeper, and one that wakes to
+    /// find a third party already holding the lock goes back to sleep
+    /// inside `wait` — had it not set the bit again, that holder's unlock
+    /// would wake nobody and the sleeper would never run again (the
+    /// hung OOM victim of `exhaust-swap`).  A bit left set on a free
+    /// folio costs one spurious wake-up at most.
     pub fn lock_sleeping(&self) -> FolioLockGuard<'a> {
         loop {
             if let Some(g) = self.try_lock() {
                 return g;
             }
-            self.set_flags(PageFlags::WAITERS);
             let f = *self;
-            self.alloc
-                .cpu_ops()
-                .wait(self.wait_key(), &move || !f.test(PageFlags::LOCKED));
+            self.alloc.cpu_ops().wait(self.wait_key(), &move || {
+                let old = f.head().flags.fetch_or(PageFlags::WAITERS.bits(), AcqRel);
+                old & PageFlags::LOCKED.bits() == 0
+            });
         }
     }
 
