@@ -252,6 +252,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// kcompactd: see `DefragMode::fault_compaction` and
     /// `MmCtx::alloc_after_compaction`); without, small orders allocated
     /// under the lock just fall back.
+    #[inline(always)]
     fn alloc_anon_folio(
         &self,
         vma: &Vma,
@@ -263,6 +264,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let stats = &ctx.thp.stats;
         let pol = self.policy_for(vma);
         let numa = pol.is_some() || ctx.buddy.nodes().nr_nodes() > 1;
+        // The common 4K case: no policy, one node, no larger order asked.
+        if !numa && orders <= 1 {
+            return ctx
+                .buddy
+                .alloc(0, AllocFlags::USER)
+                .ok()
+                .map(FolioRef::from_raw);
+        }
         let alloc = |o: u32| {
             if numa && (pol.is_some() || o >= PMD_ORDER) {
                 self.alloc_policy(vma, addr, pol, o)
