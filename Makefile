@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-scale matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-scale profile matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -127,6 +127,17 @@ bench-frag: deps
 ## 6.12 (issue 16; ICOUNT=1: arm64 instructions): target/bench/bench-migrate-*.md.
 bench-migrate: deps
 	$(RUNNER) bench --migrate --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
+## Where the instructions go: arm64 under -icount with `profile=<ns>`, the
+## interrupted PCs sampled every PROFILE_NS instructions and symbolized
+## (scripts/profile.py; console in target/profile/console.log).
+PROFILE_CMDLINE ?= init=/bench bench.work=fault bench.configs=4K bench.sizes=256 bench.runs=3
+PROFILE_NS ?= 20000
+PROFILE_ARGS ?=
+profile: deps
+	mkdir -p target/profile
+	$(RUNNER) run --arch aarch64 --release --initrd --smp 2 --icount --no-disk $(PROFILE_ARGS) --cmdline "profile=$(PROFILE_NS) $(PROFILE_CMDLINE)" > target/profile/console.log 2>&1 || true
+	python3 scripts/profile.py target/aarch64-unknown-none/release/kernel target/profile/console.log
 
 bench-scale: deps
 	$(RUNNER) bench --scale $(if $(filter command line,$(origin ARCH)),--arch $(ARCH)) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(filter command line,$(origin BOOTS)),--boots $(BOOTS))

@@ -88,6 +88,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     uspace::init();
     arch::init_interrupts();
     arch::timer_init(TICK_HZ);
+    perf::profile::start();
     arch::irq_enable();
     sched::init();
     smp::init();
@@ -123,6 +124,7 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
         // The run now ends when init exits (see `process::exit_current`).
         ok &= process::run_init(path);
     }
+    perf::profile::dump();
     arch::exit(ok);
 }
 

@@ -46,6 +46,8 @@ pub mod pmu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod probe;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod profile;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod psci;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod regs;

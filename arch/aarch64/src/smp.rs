@@ -340,6 +340,7 @@ extern "C" fn arch_secondary_main(cpu: u64) -> ! {
     CPUS.set_online(cpu);
     gic::enable_ppi(IPI_SGI);
     timer::start_secondary();
+    crate::profile::start_secondary();
     let p = ENTRY.load(Ordering::Relaxed);
     // SAFETY: `start_secondaries` stored a `fn(usize) -> !` there.
     let entry = unsafe { core::mem::transmute::<usize, fn(usize) -> !>(p) };

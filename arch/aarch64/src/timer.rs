@@ -112,10 +112,11 @@ pub fn start_secondary() {
     set_deadline(counter() + PERIOD.load(Ordering::Relaxed).max(1));
 }
 
-/// IRQ entry from the vectors, on any CPU.  Every CPU's timer interrupt
-/// counts its own ticks (CPU 0 in `ticks()`, the others in their
-/// `cpu_ticks`) and runs the tick hook.
-pub fn handle_irq() {
+/// IRQ entry from the vectors, on any CPU, `pc` interrupted (`user`: at
+/// EL0).  Every CPU's timer interrupt counts its own ticks (CPU 0 in
+/// `ticks()`, the others in their `cpu_ticks`) and runs the tick hook;
+/// the profile timer's counts `pc` (profile.rs).
+pub fn handle_irq(pc: u64, user: bool) {
     let iar = gic::ack();
     let id = iar & 0x3ff;
     if id >= 1020 {
@@ -136,6 +137,9 @@ pub fn handle_irq() {
             let f = unsafe { core::mem::transmute::<usize, fn()>(h) };
             f();
         }
+    } else if id == crate::profile::PROFILE_INTID {
+        crate::profile::sample(pc, user);
+        gic::eoi(iar);
     } else if id == crate::smp::IPI_SGI {
         gic::eoi(iar);
         crate::smp::on_ipi();

@@ -183,9 +183,18 @@ pub(crate) fn el0_sync(frame: &mut TrapFrame, fault: Option<crate::FaultInfo>) -
     }
     if let Some(info) = fault
         && let Some(h) = crate::trap::fault_handler()
-        && h(&info)
     {
-        return true;
+        // As Linux's `el0_da`: a user fault is resolved with IRQs unmasked
+        // (EL0 always runs with them unmasked), as x86 does and as a
+        // kernel-mode fault here does, so ticks, IPIs and the sampling
+        // profile are not held back by a long fault (zeroing or copying
+        // 2 MiB).
+        crate::cpu::irq_enable();
+        let done = h(&info);
+        crate::cpu::irq_disable();
+        if done {
+            return true;
+        }
     }
     user_exception(frame, fault.as_ref())
 }

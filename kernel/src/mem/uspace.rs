@@ -69,6 +69,9 @@ impl UserMm {
     pub fn faults_resolved(&self) -> u64 {
         self.0.faults_resolved()
     }
+    pub fn faults_major(&self) -> u64 {
+        self.0.faults_major()
+    }
 }
 
 static CTX: Once<MmCtx<'static>> = Once::new();

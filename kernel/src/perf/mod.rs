@@ -31,6 +31,7 @@ use mm::physmem::frame_flags::{FrameState, PageFlags};
 use mm::thp::{MthpStat, THP, THP_MAX_ORDER, ThpStats, VmEvent};
 
 pub mod dev;
+pub mod profile;
 
 pub use arch::pmu::{Availability, CounterSet, Counts, Event, Filter, PmuError, PmuInfo};
 

@@ -69,8 +69,13 @@ pub struct Process {
     /// Resolved page faults (`ru_minflt`) once the address space is gone;
     /// while it lives, the space counts them (see [`Process::minflt`]).
     minflt: AtomicU64,
+    /// Major faults (`ru_majflt`: read from the swap device), kept as
+    /// `minflt` is.
+    majflt: AtomicU64,
     /// Faults of reaped children (`RUSAGE_CHILDREN`).
     pub child_minflt: AtomicU64,
+    /// Major faults of reaped children.
+    pub child_majflt: AtomicU64,
     /// `[start, current)` of the heap.
     pub brk: Mutex<(u64, u64)>,
     /// The initial stack pointer (Linux's `mm->start_stack`): smaps and
@@ -118,10 +123,20 @@ pub struct Process {
 impl Process {
     /// Resolved page faults (`ru_minflt`): the address space's count
     /// (`Mm::faults_resolved`), kept here after exit.
+    /// Linux counts each fault once, as minor or major, so this is the
+    /// resolved faults that did not read from the swap device.
     pub fn minflt(&self) -> u64 {
         match &*self.mm.read() {
-            Some(mm) => mm.faults_resolved(),
+            Some(mm) => mm.faults_resolved().saturating_sub(mm.faults_major()),
             None => self.minflt.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Major faults (`ru_majflt`): swap-ins that read the device.
+    pub fn majflt(&self) -> u64 {
+        match &*self.mm.read() {
+            Some(mm) => mm.faults_major(),
+            None => self.majflt.load(Ordering::Relaxed),
         }
     }
 
@@ -130,7 +145,10 @@ impl Process {
     fn take_mm(&self) -> Option<Arc<UserMm>> {
         let mm = self.mm.write().take();
         if let Some(m) = &mm {
-            self.minflt.store(m.faults_resolved(), Ordering::Relaxed);
+            let maj = m.faults_major();
+            self.minflt
+                .store(m.faults_resolved().saturating_sub(maj), Ordering::Relaxed);
+            self.majflt.store(maj, Ordering::Relaxed);
         }
         mm
     }
@@ -433,7 +451,9 @@ fn new_process(pid: u32, ppid: u32, name: &str, mm: Arc<UserMm>) -> Arc<Process>
         name: Mutex::new(String::from(name)),
         mm: RwLock::new(Some(mm)),
         minflt: AtomicU64::new(0),
+        majflt: AtomicU64::new(0),
         child_minflt: AtomicU64::new(0),
+        child_majflt: AtomicU64::new(0),
         brk: Mutex::new((0, 0)),
         start_stack: AtomicU64::new(0),
         cwd: Mutex::new(String::from("/")),
@@ -773,6 +793,7 @@ fn end_thread(p: Arc<Process>, status: i32) -> ! {
             128 + (status & 0x7f)
         };
         println!("init exited with status {}", code);
+        crate::perf::profile::dump();
         arch::exit(code == 0);
     }
     drop(p);
@@ -780,9 +801,17 @@ fn end_thread(p: Arc<Process>, status: i32) -> ! {
     sched::exit();
 }
 
+/// A reaped child: pid, wait status, and its (and its reaped children's)
+/// (minor, major) fault counts.
+pub type Reaped = (u32, i32, (u64, u64));
+
 /// `wait4`: reap a child (`pid` > 0: that one; -1: any).  Returns
-/// `(pid, status, child's minflt)`; blocks unless `nohang`.
-pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i32)>, Errno> {
+/// `(pid, status, child's (minflt, majflt))`; blocks unless `nohang`.
+pub fn wait_child(
+    me: &Process,
+    pid: i64,
+    nohang: bool,
+) -> Result<Option<Reaped>, Errno> {
     loop {
         let mut found_child = false;
         let mut reaped = None;
@@ -794,12 +823,19 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<(u32, i
             found_child = found_child || t.iter().any(mine);
             if let Some(i) = t.iter().position(|q| mine(q) && q.exited().is_some()) {
                 let q = t.remove(i);
-                reaped = Some((q.pid, q.exited().unwrap_or(0), q.minflt()));
+                // As Linux's `wait_task_zombie`: the child's own faults and
+                // those of the children it reaped.
+                let flt = (
+                    q.minflt() + q.child_minflt.load(Ordering::Relaxed),
+                    q.majflt() + q.child_majflt.load(Ordering::Relaxed),
+                );
+                reaped = Some((q.pid, q.exited().unwrap_or(0), flt));
             }
         }
         if let Some((cpid, st, flt)) = reaped {
-            me.child_minflt.fetch_add(flt, Ordering::Relaxed);
-            return Ok(Some((cpid, st)));
+            me.child_minflt.fetch_add(flt.0, Ordering::Relaxed);
+            me.child_majflt.fetch_add(flt.1, Ordering::Relaxed);
+            return Ok(Some((cpid, st, flt)));
         }
         if !found_child {
             return Err(Errno::ECHILD);

@@ -382,13 +382,19 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             Ok(0)
         }
         Getrusage => {
-            let flt = match a[0] as i64 {
-                0 | 1 => p.minflt(),
-                -1 => p.child_minflt.load(Ordering::Relaxed),
+            // RUSAGE_SELF (0) and RUSAGE_THREAD (1: one address space per
+            // process, so the same counts), RUSAGE_CHILDREN (-1).
+            let (min, maj) = match a[0] as i64 {
+                0 | 1 => (p.minflt(), p.majflt()),
+                -1 => (
+                    p.child_minflt.load(Ordering::Relaxed),
+                    p.child_majflt.load(Ordering::Relaxed),
+                ),
                 _ => return Err(Errno::EINVAL),
             };
             let mut ru = [0u64; 18];
-            ru[8] = flt;
+            ru[8] = min;
+            ru[9] = maj;
             put_words(a[1], &ru)?;
             Ok(0)
         }
@@ -481,6 +487,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             match a[2] {
                 0x4321_fedc | 0xcdef_0123 | 0x0123_4567 => {
                     println!("reboot: power off requested by pid {}", p.pid);
+                    crate::perf::profile::dump();
                     arch::exit(true);
                 }
                 _ => Err(Errno::EINVAL),
@@ -621,12 +628,17 @@ fn sys_wait4(p: &Process, pid: i64, status: u64, options: u64, rusage: u64) -> R
     let pid = if pid <= 0 { -1 } else { pid };
     match process::wait_child(p, pid, options & WNOHANG != 0)? {
         None => Ok(0),
-        Some((cpid, st)) => {
+        Some((cpid, st, (min, maj))) => {
             if status != 0 {
                 efault(arch::copy_to_user(status, &st.to_le_bytes()))?;
             }
             if rusage != 0 {
-                put_words(rusage, &[0u64; 18])?;
+                // The child's (and its reaped children's) fault counts;
+                // the times stay zero.
+                let mut ru = [0u64; 18];
+                ru[8] = min;
+                ru[9] = maj;
+                put_words(rusage, &ru)?;
             }
             Ok(u64::from(cpid))
         }

@@ -240,6 +240,10 @@ pub struct Mm<'a, A: PagingArch> {
     /// `ru_minflt` (one space per process), counted here so the fault
     /// path needs no lookup of the process.
     faults: AtomicU64,
+    /// Of those, the major ones: faults that read from the swap device
+    /// (the process's `ru_majflt`; Linux counts a fault in one of
+    /// `min_flt` / `maj_flt`, so `ru_minflt` is `faults - majfaults`).
+    majfaults: AtomicU64,
     /// Registered for khugepaged (set by `MADV_HUGEPAGE` and by faults in
     /// THP-eligible VMAs; the id is then on the context's khugepaged list,
     /// see `khugepaged.rs`).
@@ -319,6 +323,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             swapents: AtomicU64::new(0),
             migents: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            majfaults: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
             numa_scan_offset: AtomicU64::new(0),
@@ -378,6 +383,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// Faults resolved by [`Self::handle_fault`] so far.
     pub fn faults_resolved(&self) -> u64 {
         self.faults.load(Relaxed)
+    }
+
+    /// Of [`Self::faults_resolved`], those that read from the swap device
+    /// (`ru_majflt`).
+    pub fn faults_major(&self) -> u64 {
+        self.majfaults.load(Relaxed)
     }
 
     /// Whether the space is registered for khugepaged.

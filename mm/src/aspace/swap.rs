@@ -529,6 +529,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             stats.count_n(VmEvent::PswpIn, nr);
             stats.count(VmEvent::PgMajFault);
+            self.majfaults
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             stats.inc(ord, MthpStat::Swpin);
             drop(lock);
             return Ok(Some(f));

@@ -119,6 +119,13 @@ pub fn minflt() -> i64 {
     ru.minflt
 }
 
+/// `ru_majflt` of this process: faults that waited for the swap device.
+pub fn majflt() -> i64 {
+    let mut ru = sys::Rusage::default();
+    sys::getrusage(sys::RUSAGE_SELF, &mut ru);
+    ru.majflt
+}
+
 /// An anonymous private read-write mapping of `len` bytes whose start is
 /// aligned to `align` (over-allocate, then trim both ends).
 pub fn map_aligned(len: usize, align: usize) -> Result<Mem, crate::Msg> {

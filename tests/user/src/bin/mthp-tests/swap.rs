@@ -285,6 +285,7 @@ fn pageout_roundtrip(kb: Option<usize>, len: usize, salt: u64) -> Result<(), mth
         }
         let swpin0 = stat(fkb, "swpin");
         let pswpin0 = vmstat(b"\npswpin ");
+        let majflt0 = mthp_user::thp::majflt();
         if let Some(off) = verify(&m, 0, len, salt) {
             fail!("{fkb}K: data differs at offset {off:#x} after the round trip");
         }
@@ -305,6 +306,13 @@ fn pageout_roundtrip(kb: Option<usize>, len: usize, salt: u64) -> Result<(), mth
             ensure!(
                 pin == pages as u64,
                 "{fkb}K: pswpin +{pin}, expected +{pages}"
+            );
+            // Every read from the disk was a major fault (one per folio
+            // read, so between one and one per page).
+            let maj = mthp_user::thp::majflt() - majflt0;
+            ensure!(
+                maj >= 1 && maj <= pages as i64,
+                "{fkb}K: ru_majflt +{maj} for {pages} pages read from swap"
             );
         }
         if on_mthp() && fkb == 64 {

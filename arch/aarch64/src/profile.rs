@@ -1,0 +1,96 @@
+//! A sampling profile of where the CPUs spend their instructions.
+//!
+//! The EL1 physical timer (CNTP, PPI 30), which the tick does not use,
+//! interrupts every `period` nanoseconds of the system counter on every
+//! CPU, and the interrupted PC is counted in a fixed open-addressing table
+//! (PCs in user space all count in one bucket, [`USER_PC`]).  Under QEMU's
+//! `-icount shift=0` the counter advances with the instructions executed,
+//! so the samples are a histogram of instructions, not of time: what
+//! `make profile` (scripts/profile.sh) symbolizes to explain an
+//! instruction count (the 4K fault, a migration).  Off unless the kernel
+//! is booted with `profile=<ns>`.
+//!
+//! Code that runs with IRQs masked is charged to the point where it
+//! unmasks them (a spin-lock section to its unlock), as with any
+//! timer-based profiler.
+use crate::gic;
+use aarch64_cpu::registers::{CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The EL1 physical timer's PPI.
+pub const PROFILE_INTID: u32 = 30;
+/// The bucket of every sample taken in user space.
+pub const USER_PC: u64 = 1;
+
+const SLOTS: usize = 16384;
+static PCS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+static COUNTS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+/// Samples that found no free slot within the probe limit.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Counter ticks between samples (0: off).
+static PERIOD: AtomicU64 = AtomicU64::new(0);
+
+/// Start sampling every `period_ns` on this CPU (the boot CPU; the
+/// secondaries join in [`start_secondary`]).
+pub fn start(period_ns: u64) {
+    let f = crate::timer::frequency().max(1);
+    let period = (period_ns as u128 * f as u128 / 1_000_000_000).max(1) as u64;
+    PERIOD.store(period, Relaxed);
+    start_secondary();
+}
+
+/// Arm this CPU's profile timer if profiling is on.
+pub fn start_secondary() {
+    let p = PERIOD.load(Relaxed);
+    if p == 0 {
+        return;
+    }
+    gic::enable_ppi(PROFILE_INTID);
+    arm(CNTPCT_EL0.get() + p);
+}
+
+fn arm(cval: u64) {
+    CNTP_CVAL_EL0.set(cval);
+    CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
+    crate::regs::isb();
+}
+
+/// The profile timer fired on this CPU with `pc` interrupted (`user`:
+/// from EL0): count it and re-arm.
+pub(crate) fn sample(pc: u64, user: bool) {
+    let p = PERIOD.load(Relaxed).max(1);
+    arm(CNTPCT_EL0.get() + p);
+    let pc = if user { USER_PC } else { pc };
+    let mut i = (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize % SLOTS;
+    for _ in 0..64 {
+        let cur = PCS[i].load(Relaxed);
+        if cur == pc
+            || (cur == 0
+                && match PCS[i].compare_exchange(0, pc, Relaxed, Relaxed) {
+                    Ok(_) => true,
+                    Err(now) => now == pc,
+                })
+        {
+            COUNTS[i].fetch_add(1, Relaxed);
+            return;
+        }
+        i = (i + 1) % SLOTS;
+    }
+    DROPPED.fetch_add(1, Relaxed);
+}
+
+/// Whether `profile=` turned sampling on.
+pub fn enabled() -> bool {
+    PERIOD.load(Relaxed) != 0
+}
+
+/// Every (pc, samples) counted so far, then `(0, dropped)`.
+pub fn for_each(mut f: impl FnMut(u64, u64)) {
+    for i in 0..SLOTS {
+        let pc = PCS[i].load(Relaxed);
+        if pc != 0 {
+            f(pc, COUNTS[i].load(Relaxed));
+        }
+    }
+    f(0, DROPPED.load(Relaxed));
+}

@@ -1,0 +1,29 @@
+//! The sampling profile (`profile=<ns>` on the command line; arm64 only,
+//! see `arch_aarch64::profile`): started at boot, printed when the run
+//! ends as `profile <pc> <samples>` lines for scripts/profile.sh to
+//! symbolize against the kernel's ELF.
+
+/// Start sampling if the command line asks for it.
+pub fn start() {
+    let Some(v) = crate::cmdline::value("profile") else {
+        return;
+    };
+    #[cfg(target_arch = "aarch64")]
+    match v.parse::<u64>() {
+        Ok(ns) if ns >= 1000 => {
+            crate::arch::profile::start(ns);
+            crate::info!("profile: a sample every {ns} ns of the system counter");
+        }
+        _ => crate::warn!("profile={v}: not a period of at least 1000 ns, ignored"),
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    crate::warn!("profile={v}: the sampling profile is arm64-only, ignored");
+}
+
+/// Print every sampled PC (user space as pc 0x1, dropped samples as 0x0).
+pub fn dump() {
+    #[cfg(target_arch = "aarch64")]
+    if crate::arch::profile::enabled() {
+        crate::arch::profile::for_each(|pc, n| crate::println!("profile {pc:#x} {n}"));
+    }
+}
