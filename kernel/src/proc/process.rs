@@ -807,11 +807,7 @@ pub type Reaped = (u32, i32, (u64, u64));
 
 /// `wait4`: reap a child (`pid` > 0: that one; -1: any).  Returns
 /// `(pid, status, child's (minflt, majflt))`; blocks unless `nohang`.
-pub fn wait_child(
-    me: &Process,
-    pid: i64,
-    nohang: bool,
-) -> Result<Option<Reaped>, Errno> {
+pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<Reaped>, Errno> {
     loop {
         let mut found_child = false;
         let mut reaped = None;
