@@ -771,7 +771,7 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         );
         let _ = writeln!(
             s,
-            "{}; random 8-byte writes over the set after one untimed fill; time of the random phase, major faults ru_majflt and /proc/vmstat pgmajfault (our kernel counts every fault in ru_minflt and none in ru_majflt yet: read pgmajfault).\n",
+            "{}; random 8-byte writes over the set after one untimed fill; time of the random phase, major faults ru_majflt and /proc/vmstat pgmajfault.\n",
             r.info_value("pressure").unwrap_or("")
         );
         let _ = writeln!(
