@@ -1,6 +1,6 @@
 //! The sampling profile (`profile=<ns>` on the command line; arm64 only,
 //! see `arch_aarch64::profile`): started at boot, printed when the run
-//! ends as `profile <pc> <samples>` lines for scripts/profile.sh to
+//! ends as `profile <pc> <samples>` lines for scripts/profile.py to
 //! symbolize against the kernel's ELF.
 
 /// Start sampling if the command line asks for it.
