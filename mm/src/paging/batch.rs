@@ -635,22 +635,20 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
 }
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
-    /// Write `n` swap entries from `va`: entry `i` names slot `slot + i`
-    /// of area `ty`, exclusive if `exclusive(i)`.  The entries must be
-    /// empty and their tables present (swap-out writes them where it just
-    /// cleared the folio's PTEs).  Non-present entries are never cached by
-    /// a TLB, so nothing is flushed.
-    pub fn set_swap_ptes(
+    /// Write `n` swap or migration entries from `va`, entry `i` being
+    /// `entry(i)` (`None`: it cannot be encoded, `Misaligned`): swap-out's
+    /// slots of one area, migration's frames of one folio.  The entries
+    /// must be empty and their tables present (both write them where they
+    /// just cleared the folio's PTEs).  Non-present entries are never
+    /// cached by a TLB, so nothing is flushed.
+    pub fn set_swap_entries(
         &mut self,
         va: u64,
         n: usize,
-        ty: u8,
-        slot: u64,
-        exclusive: impl Fn(usize) -> bool,
+        entry: impl Fn(usize) -> Option<SwapEntry>,
     ) -> Result<(), PtError> {
         let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
         let mem = self.mem();
-        let mut done = 0;
         for s in &segs {
             let TableAt::Table(t) = s.table else {
                 return Err(PtError::NotMapped);
@@ -660,21 +658,38 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                     return Err(PtError::Exists);
                 }
             }
-            let _ = t;
         }
+        let mut done = 0;
         for s in segs {
             let TableAt::Table(t) = s.table else {
                 unreachable!("checked above")
             };
             for i in 0..s.count {
-                let k = done + i;
-                let e = SwapEntry::swap(ty, slot + k as u64, exclusive(k))
-                    .ok_or(PtError::Misaligned)?;
+                let e = entry(done + i).ok_or(PtError::Misaligned)?;
                 mem.store(s.slot(t, i), A::encode(Entry::Swap(e), PTE_LEVEL));
             }
             done += s.count;
         }
         Ok(())
+    }
+
+    /// Clear the `n` swap or migration entries from `va` (the migration
+    /// remap, which found them all in place), table by table.  Entries that
+    /// are not swap entries are left alone.  No flush: the MMU never cached
+    /// them.  Returns the entries cleared.
+    pub fn take_swap_ptes(&mut self, va: u64, n: usize) -> usize {
+        let mut taken = 0;
+        for s in self.segments(va, n) {
+            let TableAt::Table(t) = s.table else { continue };
+            for i in 0..s.count {
+                let slot = s.slot(t, i);
+                if self.read(slot, PTE_LEVEL).swap().is_some() {
+                    self.take(slot);
+                    taken += 1;
+                }
+            }
+        }
+        taken
     }
 
     /// Write one swap or migration entry at `va` (empty before; its table

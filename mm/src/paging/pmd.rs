@@ -98,6 +98,30 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// PMD is empty a fault may race in, but it needs the page-table lock,
     /// which the caller holds, and re-checks under it.
     pub fn split_pmd(&mut self, va: u64) -> Result<(), PtError> {
+        let cont = self.cont_enabled();
+        self.split_pmd_with(va, |old, i| {
+            Entry::Leaf(Leaf {
+                pfn: old.pfn + i,
+                level: PTE_LEVEL,
+                attrs: old.attrs,
+                cont,
+            })
+        })?;
+        if cont {
+            self.stats.cont_sets += (ENTRIES_PER_TABLE / A::CONT_PTES) as u64;
+        }
+        Ok(())
+    }
+
+    /// [`Self::split_pmd`] with entry `i` of the new PTE table being
+    /// `entry(old leaf, i)`: leaves for a split, migration entries for a
+    /// migration that unmaps a PMD-mapped folio in one step.  Returns the
+    /// old leaf (with its young/dirty bits).
+    pub fn split_pmd_with(
+        &mut self,
+        va: u64,
+        entry: impl Fn(&Leaf, u64) -> Entry,
+    ) -> Result<Leaf, PtError> {
         let va = va & !(PMD_SIZE - 1);
         let slot = self.pmd_slot(va).ok_or(PtError::NotMapped)?;
         if self.read(slot, PMD_LEVEL).leaf().is_none() {
@@ -114,25 +138,14 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             va + PMD_SIZE,
             PMD_SIZE,
         );
-        let cp = A::CONT_PTES as u64;
-        let cont = self.cont_enabled();
         for i in 0..ENTRIES_PER_TABLE as u64 {
-            let leaf = Leaf {
-                pfn: old.pfn + i,
-                level: PTE_LEVEL,
-                attrs: old.attrs,
-                cont,
-            };
             self.mem()
-                .store(pt + 8 * i, A::encode(Entry::Leaf(leaf), PTE_LEVEL));
-        }
-        if cont {
-            self.stats.cont_sets += ENTRIES_PER_TABLE as u64 / cp;
+                .store(pt + 8 * i, A::encode(entry(&old, i), PTE_LEVEL));
         }
         self.mem()
             .store(slot, A::encode(Entry::Table { pa: pt }, PMD_LEVEL));
         self.env.tlb.sync_tables();
-        Ok(())
+        Ok(old)
     }
 
     /// Remove the PMD leaf at `va`: its flush is gathered and its deposit

@@ -140,9 +140,10 @@ pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
         let n = attrs.len();
         dirty |= attrs.iter().any(|a| a.dirty);
         let excl = |k: usize| folio.page(page + k as u64).is_anon_exclusive();
-        let flags: Vec<bool> = (0..n).map(excl).collect();
-        pt.set_swap_ptes(at, n, ty, slot + page, |k| flags[k])
-            .expect("entries cleared above, table present");
+        pt.set_swap_entries(at, n, |k| {
+            SwapEntry::swap(ty, slot + page + k as u64, excl(k))
+        })
+        .expect("entries cleared above, table present");
         for k in 0..n as u64 {
             folio.page(page + k).clear_anon_exclusive();
         }
@@ -256,15 +257,44 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
             w.level == PMD_LEVEL && w.entry.leaf().is_some_and(|l| l.pfn == folio.pfn())
         })
         .collect();
-    let mut saved: Vec<SavedPte> = Vec::new();
-    clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
-        for (j, a) in attrs.iter().enumerate() {
-            let p = folio.page(page + j as u64);
-            let e = SwapEntry::migration(p.pfn(), a.perms.write, p.is_anon_exclusive())
-                .expect("a frame number fits a migration entry");
-            pt.set_swap_pte(at + j as u64 * PAGE_SIZE, e)
-                .expect("entry cleared above, table present");
+    let mut saved: Vec<SavedPte> = Vec::with_capacity(folio.nr_pages() as usize);
+    // A PMD mapping becomes its deposited table filled with the 512
+    // migration entries at once, with no PTE leaves in between (what
+    // `split_pmd_locked` and the run loop below would write and clear).
+    for (k, (m, pt)) in walk.mappers.iter().zip(walk.guards.iter_mut()).enumerate() {
+        if !pmd[k] {
+            continue;
+        }
+        m.ctx.rmap_split_pmd(folio);
+        let old = pt
+            .split_pmd_with(va, |old, i| {
+                let p = folio.page(i);
+                let e = SwapEntry::migration(p.pfn(), old.attrs.perms.write, p.is_anon_exclusive())
+                    .expect("a frame number fits a migration entry");
+                Entry::Swap(e)
+            })
+            .expect("a PMD leaf of the folio, found above under the lock, has a deposit");
+        m.ctx.thp.stats.count(VmEvent::ThpSplitPmd);
+        for p in folio.pages() {
             p.clear_anon_exclusive();
+        }
+        saved.extend((0..folio.nr_pages()).map(|page| SavedPte {
+            mm: k,
+            page,
+            attrs: old.attrs,
+        }));
+        m.migents_add(folio.nr_pages());
+    }
+    clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
+        // One batched write per run (the anon-exclusive bits read before
+        // they are cleared below).
+        pt.set_swap_entries(at, attrs.len(), |j| {
+            let p = folio.page(page + j as u64);
+            SwapEntry::migration(p.pfn(), attrs[j].perms.write, p.is_anon_exclusive())
+        })
+        .expect("entries cleared above, table present; a frame number fits");
+        for (j, a) in attrs.iter().enumerate() {
+            folio.page(page + j as u64).clear_anon_exclusive();
             saved.push(SavedPte {
                 mm: k,
                 page: page + j as u64,
@@ -274,6 +304,31 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
         m.migents_add(attrs.len() as u64);
     });
     (saved, pmd)
+}
+
+/// The types of the migration entries still in place for `n` pages from
+/// `va`, entry `i` naming frame `pfn + i` (`None` where there is none, or
+/// another entry), read in one walk: the remap's check of a run.
+fn migration_types<A: PagingArch>(
+    pt: &PageTable<'_, A>,
+    va: u64,
+    pfn: u64,
+    n: usize,
+    out: &mut Vec<Option<u8>>,
+) {
+    out.clear();
+    out.resize(n, None);
+    for step in pt.walk_range(va, va + n as u64 * PAGE_SIZE) {
+        let Step::Ptes(run) = step else { continue };
+        let first = ((run.va(0) - va) / PAGE_SIZE) as usize;
+        for i in 0..run.len() {
+            if let Entry::Swap(e) = run.entry(i)
+                && e.migration_pfn() == Some(pfn + (first + i) as u64)
+            {
+                out[first + i] = Some(e.ty);
+            }
+        }
+    }
 }
 
 /// The migration entry naming frame `pfn` at `va`, if it is still there.
@@ -329,48 +384,74 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
             done
         })
         .collect();
+    let mut types: Vec<Option<u8>> = Vec::new();
     let mut i = 0;
     while i < saved.len() {
         let s0 = saved[i];
         let (m, pt) = (walk.mappers[s0.mm], &mut walk.guards[s0.mm]);
+        // The saved entries one `set_ptes` could write back if all were
+        // still there, and which of them are, in one walk.
+        let (end, _) = saved_run(saved, i, |_| true);
         if !pt.live() || whole[s0.mm] {
-            i += 1;
+            i = end;
             continue;
         }
-        let at = va + s0.page * PAGE_SIZE;
-        let Some(e0) = migration_entry_at(pt, at, src.pfn() + s0.page) else {
-            i += 1;
-            continue;
-        };
-        let (j, attrs) = saved_run(saved, i, |s| {
-            migration_entry_at(pt, va + s.page * PAGE_SIZE, src.pfn() + s.page)
-                .is_some_and(|e| e.ty == e0.ty)
-        });
-        let n = (j - i) as u64;
-        for k in 0..n {
-            pt.take_swap_pte(at + k * PAGE_SIZE);
-        }
-        pt.set_ptes(
-            at,
-            target.pfn() + s0.page,
-            n as usize,
-            migration_leaf_attrs(e0, attrs),
-        )
-        .expect("entries taken above in an existing table");
-        if e0.ty != SwapEntry::MIGRATION_READ {
-            for k in 0..n {
-                target.page(s0.page + k).set_anon_exclusive();
+        migration_types(
+            pt,
+            va + s0.page * PAGE_SIZE,
+            src.pfn() + s0.page,
+            end - i,
+            &mut types,
+        );
+        // Each stretch of entries in place with one type is one run.
+        let mut x = 0;
+        while x < end - i {
+            let Some(ty) = types[x] else {
+                x += 1;
+                continue;
+            };
+            let mut y = x + 1;
+            while y < end - i && types[y] == Some(ty) {
+                y += 1;
             }
+            let first = saved[i + x];
+            let mut attrs = first.attrs;
+            for s in &saved[i + x + 1..i + y] {
+                attrs.young |= s.attrs.young;
+                attrs.dirty |= s.attrs.dirty;
+            }
+            let n = (y - x) as u64;
+            let at = va + first.page * PAGE_SIZE;
+            let e0 = SwapEntry {
+                ty,
+                offset: src.pfn() + first.page,
+                exclusive: false,
+            };
+            let taken = pt.take_swap_ptes(at, n as usize);
+            debug_assert_eq!(taken as u64, n, "the entries were read in place above");
+            pt.set_ptes(
+                at,
+                target.pfn() + first.page,
+                n as usize,
+                migration_leaf_attrs(e0, attrs),
+            )
+            .expect("entries taken above in an existing table");
+            if ty != SwapEntry::MIGRATION_READ {
+                for k in 0..n {
+                    target.page(first.page + k).set_anon_exclusive();
+                }
+            }
+            if target != src {
+                target.get_many(n as u32);
+                target.add_large_mapcount(n as i32);
+                src.add_large_mapcount(-(n as i32));
+                src.put_many(n as u32);
+            }
+            m.migents_sub(n);
+            restored += n;
+            x = y;
         }
-        if target != src {
-            target.get_many(n as u32);
-            target.add_large_mapcount(n as i32);
-            src.add_large_mapcount(-(n as i32));
-            src.put_many(n as u32);
-        }
-        m.migents_sub(n);
-        restored += n;
-        i = j;
+        i = end;
     }
     restored
 }
@@ -394,16 +475,19 @@ fn restore_migration_pmd<'a, A: PagingArch>(
     }
     let (m, pt) = (walk.mappers[k], &mut walk.guards[k]);
     let key = mine[0].attrs.fold_key();
-    let Some(e0) = migration_entry_at(pt, va, src.pfn()) else {
+    let mut types = Vec::new();
+    migration_types(pt, va, src.pfn(), nr as usize, &mut types);
+    let Some(ty) = types[0] else {
         return false;
+    };
+    let e0 = SwapEntry {
+        ty,
+        offset: src.pfn(),
+        exclusive: false,
     };
     let mut attrs = mine[0].attrs;
     for (i, s) in mine.iter().enumerate() {
-        if s.page != i as u64
-            || s.attrs.fold_key() != key
-            || migration_entry_at(pt, va + s.page * PAGE_SIZE, src.pfn() + s.page)
-                .is_none_or(|e| e.ty != e0.ty)
-        {
+        if s.page != i as u64 || s.attrs.fold_key() != key || types[i] != Some(ty) {
             return false;
         }
         attrs.young |= s.attrs.young;
