@@ -246,31 +246,37 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
         .anon_owner()
         .map(|(_, vpn)| vpn << PAGE_SHIFT)
         .unwrap_or(0);
-    // Unmap everywhere into migration entries.
-    let mut mappers: Vec<&Mm<'a, A>> = Vec::new();
+    // Unmap everywhere into migration entries.  The walk's locks are
+    // dropped for the copy and taken again for the remap, in the walk's
+    // own vectors (a 4K folio's migration allocates little).
+    let mut walk = RmapWalk {
+        mappers: Vec::new(),
+        guards: Vec::new(),
+        va,
+    };
     let mut saved: Vec<SavedPte> = Vec::new();
     let mut pmd: Vec<bool> = Vec::new();
     if f.is_mapped() {
-        let mut walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
+        walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
         if f.extra_refs() != expected {
             return Err(MigrateError::Again);
         }
         (saved, pmd) = try_to_migrate(&mut walk, f);
-        mappers = walk.mappers.clone();
+        walk.guards.clear();
     } else if f.extra_refs() != expected {
         return Err(MigrateError::Again);
     }
     hooks.after_unmap();
     // Copy with no page-table lock held.
     if hooks.fail_copy() {
-        let mut walk = relock(&mappers, va);
+        relock(&mut walk);
         remove_migration_ptes(&mut walk, &saved, &pmd, f, f);
         drop(walk);
         return Err(MigrateError::CopyFailed);
     }
     ctx.mem.copy(dst.pa(), f.pa(), f.size());
     move_folio_state(ctx, f, dst);
-    let mut walk = relock(&mappers, va);
+    relock(&mut walk);
     let restored = remove_migration_ptes(&mut walk, &saved, &pmd, f, dst);
     drop(walk);
     if restored > 0 {
@@ -310,14 +316,11 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     Ok(())
 }
 
-/// The page-table locks of `mappers` (ascending mm id, as `rmap_walk`
-/// took them) again, for the remap.
-fn relock<'m, 'a, A: PagingArch>(mappers: &[&'m Mm<'a, A>], va: u64) -> RmapWalk<'m, 'a, A> {
-    RmapWalk {
-        guards: mappers.iter().map(|m| m.lock_pt()).collect(),
-        mappers: mappers.to_vec(),
-        va,
-    }
+/// The page-table locks of the walk's spaces (ascending mm id, as
+/// `rmap_walk` took them) again, for the remap.
+fn relock<A: PagingArch>(walk: &mut RmapWalk<'_, '_, A>) {
+    debug_assert!(walk.guards.is_empty());
+    walk.guards.extend(walk.mappers.iter().map(|&m| m.lock_pt()));
 }
 
 /// Step 3's state move from `src` to `dst` (both locked, `src` unmapped).

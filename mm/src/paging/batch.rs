@@ -647,9 +647,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         n: usize,
         entry: impl Fn(usize) -> Option<SwapEntry>,
     ) -> Result<(), PtError> {
-        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
+        // Two passes over the tables (checked, then written), so nothing is
+        // allocated: a 4K folio's migration writes one entry.
         let mem = self.mem();
-        for s in &segs {
+        for s in self.segments(va, n) {
             let TableAt::Table(t) = s.table else {
                 return Err(PtError::NotMapped);
             };
@@ -660,7 +661,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             }
         }
         let mut done = 0;
-        for s in segs {
+        for s in self.segments(va, n) {
             let TableAt::Table(t) = s.table else {
                 unreachable!("checked above")
             };

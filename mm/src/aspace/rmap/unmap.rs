@@ -306,19 +306,23 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
     (saved, pmd)
 }
 
-/// The types of the migration entries still in place for `n` pages from
-/// `va`, entry `i` naming frame `pfn + i` (`None` where there is none, or
-/// another entry), read in one walk: the remap's check of a run.
+/// How many pages [`migration_types`] reads at once (a stack buffer: a
+/// 4K folio's remap allocates nothing); a multiple of every contiguous
+/// block, so a run cut at a chunk boundary still folds.
+const TYPES_CHUNK: usize = 64;
+
+/// The types of the migration entries still in place for `out.len()`
+/// pages from `va`, entry `i` naming frame `pfn + i` (`None` where there
+/// is none, or another entry), read in one walk: the remap's check of a
+/// run.
 fn migration_types<A: PagingArch>(
     pt: &PageTable<'_, A>,
     va: u64,
     pfn: u64,
-    n: usize,
-    out: &mut Vec<Option<u8>>,
+    out: &mut [Option<u8>],
 ) {
-    out.clear();
-    out.resize(n, None);
-    for step in pt.walk_range(va, va + n as u64 * PAGE_SIZE) {
+    out.fill(None);
+    for step in pt.walk_range(va, va + out.len() as u64 * PAGE_SIZE) {
         let Step::Ptes(run) = step else { continue };
         let first = ((run.va(0) - va) / PAGE_SIZE) as usize;
         for i in 0..run.len() {
@@ -384,34 +388,30 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
             done
         })
         .collect();
-    let mut types: Vec<Option<u8>> = Vec::new();
+    let mut types = [None; TYPES_CHUNK];
     let mut i = 0;
     while i < saved.len() {
         let s0 = saved[i];
         let (m, pt) = (walk.mappers[s0.mm], &mut walk.guards[s0.mm]);
         // The saved entries one `set_ptes` could write back if all were
-        // still there, and which of them are, in one walk.
+        // still there (at most a chunk), and which of them are, in one walk.
         let (end, _) = saved_run(saved, i, |_| true);
+        let end = end.min(i + TYPES_CHUNK);
         if !pt.live() || whole[s0.mm] {
             i = end;
             continue;
         }
-        migration_types(
-            pt,
-            va + s0.page * PAGE_SIZE,
-            src.pfn() + s0.page,
-            end - i,
-            &mut types,
-        );
+        let types = &mut types[..end - i];
+        migration_types(pt, va + s0.page * PAGE_SIZE, src.pfn() + s0.page, types);
         // Each stretch of entries in place with one type is one run.
         let mut x = 0;
-        while x < end - i {
+        while x < types.len() {
             let Some(ty) = types[x] else {
                 x += 1;
                 continue;
             };
             let mut y = x + 1;
-            while y < end - i && types[y] == Some(ty) {
+            while y < types.len() && types[y] == Some(ty) {
                 y += 1;
             }
             let first = saved[i + x];
@@ -475,8 +475,8 @@ fn restore_migration_pmd<'a, A: PagingArch>(
     }
     let (m, pt) = (walk.mappers[k], &mut walk.guards[k]);
     let key = mine[0].attrs.fold_key();
-    let mut types = Vec::new();
-    migration_types(pt, va, src.pfn(), nr as usize, &mut types);
+    let mut types = alloc::vec![None; nr as usize];
+    migration_types(pt, va, src.pfn(), &mut types);
     let Some(ty) = types[0] else {
         return false;
     };
