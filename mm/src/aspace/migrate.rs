@@ -320,7 +320,8 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
 /// `rmap_walk` took them) again, for the remap.
 fn relock<A: PagingArch>(walk: &mut RmapWalk<'_, '_, A>) {
     debug_assert!(walk.guards.is_empty());
-    walk.guards.extend(walk.mappers.iter().map(|&m| m.lock_pt()));
+    walk.guards
+        .extend(walk.mappers.iter().map(|&m| m.lock_pt()));
 }
 
 /// Step 3's state move from `src` to `dst` (both locked, `src` unmapped).

@@ -160,14 +160,20 @@ pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
 
 /// The run of `saved` entries from `i` that one `set_ptes` can write
 /// back: same space, consecutive pages, the same foldable attributes, and
-/// `more(entry)` true for each after the first.  Returns its end and the
+/// `more(entry)` true for each after the first, at most `max` entries.
+/// Returns its end and the
 /// attributes with the run's young and dirty bits ORed in.
-fn saved_run(saved: &[SavedPte], i: usize, more: impl Fn(&SavedPte) -> bool) -> (usize, Attrs) {
+fn saved_run(
+    saved: &[SavedPte],
+    i: usize,
+    max: usize,
+    more: impl Fn(&SavedPte) -> bool,
+) -> (usize, Attrs) {
     let s0 = saved[i];
     let key = s0.attrs.fold_key();
     let mut attrs = s0.attrs;
     let mut j = i + 1;
-    while let Some(s) = saved.get(j) {
+    while let Some(s) = saved.get(j).filter(|_| j - i < max) {
         if s.mm != s0.mm
             || s.page != s0.page + (j - i) as u64
             || s.attrs.fold_key() != key
@@ -222,7 +228,7 @@ pub(crate) fn restore_mappings<'a, A: PagingArch>(
             i += 1;
             continue;
         }
-        let (j, attrs) = saved_run(saved, i, |s| folio_of(s.page) == sub);
+        let (j, attrs) = saved_run(saved, i, usize::MAX, |s| folio_of(s.page) == sub);
         let n = (j - i) as u32;
         sub.get_many(n);
         sub.add_large_mapcount(n as i32);
@@ -395,12 +401,12 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
         let (m, pt) = (walk.mappers[s0.mm], &mut walk.guards[s0.mm]);
         // The saved entries one `set_ptes` could write back if all were
         // still there (at most a chunk), and which of them are, in one walk.
-        let (end, _) = saved_run(saved, i, |_| true);
-        let end = end.min(i + TYPES_CHUNK);
         if !pt.live() || whole[s0.mm] {
-            i = end;
+            // Nothing of this space to restore one by one.
+            i += saved[i..].iter().take_while(|s| s.mm == s0.mm).count();
             continue;
         }
+        let (end, _) = saved_run(saved, i, TYPES_CHUNK, |_| true);
         let types = &mut types[..end - i];
         migration_types(pt, va + s0.page * PAGE_SIZE, src.pfn() + s0.page, types);
         // Each stretch of entries in place with one type is one run.

@@ -102,6 +102,27 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
     folio: Folio<'a>,
     va: u64,
 ) -> Result<RmapWalk<'m, 'a, A>, Errno> {
+    if let [m] = mms {
+        // One candidate space (move_pages of a process's own folios, NUMA
+        // balancing): one lock round.  Counting in place under the lock
+        // decides alike: a mapping anywhere else, in this space or
+        // another, leaves the count short of the mapcount.
+        let g = m.lock_pt();
+        let found = count_in_place(&g, folio, va);
+        if found != folio.large_mapcount() as u64 {
+            return Err(Errno::EBUSY);
+        }
+        let (mappers, guards) = if found > 0 {
+            (alloc::vec![*m], alloc::vec![g])
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        return Ok(RmapWalk {
+            mappers,
+            guards,
+            va,
+        });
+    }
     let mut mappers: Vec<&'m Mm<'a, A>> = Vec::new();
     for &m in mms {
         if m.count_own_mappings(&m.lock_pt(), folio, va) > 0 {
