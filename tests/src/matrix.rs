@@ -8,6 +8,11 @@
 //! verdict is the probe's, so the two kernels are judged by one program.
 //! A boot that ends without `matrix done`, or a line that does not parse, is
 //! an error (the matrix would otherwise silently lose cells).
+//!
+//! Each kernel boots three times per arch ([`GROUPS`]): every feature on
+//! the comparable machine, then `swap`/`madv-pageout` again with a swap
+//! disk and `migration`/`numa` again with two NUMA nodes, whose cells
+//! replace the first boot's.
 use crate::qemu::{self, Accel, Arch, RunSpec};
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -216,6 +221,105 @@ fn boot(spec: &RunSpec, who: &str) -> Run {
     }
 }
 
+/// The boots of one kernel: the features that need a machine of their own
+/// run again in a boot that has it, and their cells replace the first
+/// boot's (where they could only be `untested`).
+struct Group {
+    label: &'static str,
+    /// The probe's feature words (`None`: every feature).
+    features: Option<&'static str>,
+    /// A swap disk at `/dev/vda` (ours on x86 then boots `microvm`, its
+    /// only virtio transport; Linux keeps `q35` with `virtio-blk-pci`).
+    disk: bool,
+    /// NUMA nodes (`-numa`, memory and CPUs split evenly).
+    numa: u32,
+}
+
+const GROUPS: [Group; 3] = [
+    Group {
+        label: "all",
+        features: None,
+        disk: false,
+        numa: 0,
+    },
+    Group {
+        label: "swap disk",
+        features: Some("swap,madv-pageout"),
+        disk: true,
+        numa: 0,
+    },
+    Group {
+        label: "two nodes",
+        features: Some("migration,numa"),
+        disk: false,
+        numa: 2,
+    },
+];
+
+/// Which kernel a boot runs.
+enum Kernel<'k> {
+    Ours(&'k std::path::Path, &'k std::path::Path),
+    Linux(&'k std::path::Path, &'k std::path::Path, &'k str),
+}
+
+/// Boots `kernel` once per [`GROUPS`] entry and merges the cells.
+fn boot_groups(arch: Arch, accel: Accel, kernel: &Kernel) -> Run {
+    let mut run = Run::default();
+    for g in &GROUPS {
+        let init = match g.features {
+            Some(f) => format!("init=/matrix -- {f}"),
+            None => "init=/matrix".to_string(),
+        };
+        let (k, rd, who) = match kernel {
+            Kernel::Ours(k, rd) => (*k, *rd, format!("{} mthp", arch.name())),
+            Kernel::Linux(k, rd, name) => (*k, *rd, format!("{} {name}", arch.name())),
+        };
+        let mut spec = RunSpec::new(arch, accel, k.to_path_buf(), &init);
+        let default_machine = spec.machine.clone();
+        crate::linux::comparable(&mut spec);
+        spec.numa = g.numa;
+        let _disk = if g.disk {
+            match qemu::attach_swap_disk(&mut spec) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    run.errors.push(format!("{who} ({}): {e}", g.label));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        match kernel {
+            Kernel::Ours(..) => {
+                spec.cmdline = format!("loglevel=warn {}", spec.cmdline);
+                spec.initrd = Some(rd.to_path_buf());
+                if g.disk {
+                    spec.machine = default_machine;
+                }
+            }
+            Kernel::Linux(..) => {
+                if g.disk {
+                    spec.cmdline = format!("mthp_disk=1 {}", spec.cmdline);
+                }
+                crate::linux::apply(&mut spec, k, rd, true);
+            }
+        }
+        let r = boot(&spec, &format!("{who} ({})", g.label));
+        run.errors.extend(r.errors);
+        for c in r.cells {
+            match run
+                .cells
+                .iter_mut()
+                .find(|x| x.feature == c.feature && x.size == c.size)
+            {
+                Some(x) => *x = c,
+                None => run.cells.push(c),
+            }
+        }
+    }
+    run
+}
+
 /// `runner matrix [--arch A]...`: boots both kernels per arch, prints the
 /// tables and writes `target/matrix/matrix.{md,csv}`.
 pub fn run(arches: &[Arch], accel: Accel) -> ExitCode {
@@ -243,17 +347,14 @@ pub fn run(arches: &[Arch], accel: Accel) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut spec = RunSpec::new(arch, accel, k, "loglevel=warn init=/matrix");
-        spec.initrd = Some(rd);
-        crate::linux::comparable(&mut spec);
-        let ours = boot(&spec, &format!("{} mthp", arch.name()));
+        let ours = boot_groups(arch, accel, &Kernel::Ours(&k, &rd));
         let (linux, lname) = match (crate::linux::kernel(arch), crate::linux::initrd(arch)) {
             (Some(lk), Ok(lrd)) => {
-                let mut ls = RunSpec::new(arch, accel, lk.clone(), "init=/matrix");
-                crate::linux::comparable(&mut ls);
-                crate::linux::apply(&mut ls, &lk, &lrd, true);
                 let name = crate::linux::describe(&lk);
-                (boot(&ls, &format!("{} {name}", arch.name())), name)
+                (
+                    boot_groups(arch, accel, &Kernel::Linux(&lk, &lrd, &name)),
+                    name,
+                )
             }
             (k, rd) => {
                 let why = match (k, rd) {

@@ -20,7 +20,9 @@
 //! the reason.  Each cell runs in a forked child with a time limit, so one
 //! crash or hang costs one cell.
 //!
-//! `matrix [feature]` runs only the features whose name contains the word.
+//! `matrix [word[,word…]]` runs only the features whose name contains one
+//! of the words.  With a disk at `/dev/vda` (the runner's swap boot) it is
+//! marked non-rotational and swapped on first, and off at the end.
 #![no_std]
 #![no_main]
 #![allow(clippy::result_large_err)]
@@ -128,9 +130,12 @@ fn main(args: &Args) -> i32 {
     for k in SLEEPS {
         khugepaged_knob(k, b"3600000");
     }
+    let swap = SwapDisk::on();
     for (name, f) in FEATURES {
-        if let Some(w) = filter
-            && !name.as_bytes().windows(w.len()).any(|x| x == w)
+        if let Some(ws) = filter
+            && !ws
+                .split(|&c| c == b',')
+                .any(|w| !w.is_empty() && name.as_bytes().windows(w.len()).any(|x| x == w))
         {
             continue;
         }
@@ -139,6 +144,7 @@ fn main(args: &Args) -> i32 {
             println!("matrix {name} {} {} {why}", size_name(kb), v.word());
         }
     }
+    drop(swap);
     quiet.restore();
     saved.restore();
     println!("matrix done");
@@ -149,6 +155,34 @@ fn main(args: &Args) -> i32 {
 }
 
 entry!(main);
+
+/// The swap disk (`/dev/vda`, a swap area the runner wrote) while the
+/// probe runs, if the boot has one.
+struct SwapDisk(bool);
+
+impl SwapDisk {
+    fn on() -> SwapDisk {
+        if read_file(b"/sys/block/vda/stat\0", &mut [0u8; 32]).is_err() {
+            return SwapDisk(false);
+        }
+        // Linux's cluster allocator for large folios wants an SSD (notes
+        // §1); ours reads the same file.
+        let _ = write_file(b"/sys/block/vda/queue/rotational\0", b"0");
+        let r = sys::swapon(b"/dev/vda\0", 0);
+        if r != 0 {
+            println!("matrix-info swapon /dev/vda: {r}");
+        }
+        SwapDisk(r == 0)
+    }
+}
+
+impl Drop for SwapDisk {
+    fn drop(&mut self) {
+        if self.0 {
+            sys::syscall(sys::nr::SWAPOFF, &[b"/dev/vda\0".as_ptr() as usize]);
+        }
+    }
+}
 
 fn size_name(kb: usize) -> &'static str {
     match kb {
@@ -716,35 +750,136 @@ fn nodes() -> usize {
     n
 }
 
-/// move_pages: asks where the pages are; moving them needs a second node.
-fn migration(kb: usize) -> R {
-    let m = faulted(kb, 15)?;
-    let pages = [m.addr, m.addr + PAGE];
-    let mut status = [-1i32; 2];
-    let r = sys::syscall(
+/// `move_pages(2)` of `addrs` (to `nodes`, or a query with `None`): the
+/// call's result and the per-page statuses.
+fn move_pages(addrs: &[usize], nodes: Option<&[i32]>, status: &mut [i32]) -> isize {
+    sys::syscall(
         sys::nr::MOVE_PAGES,
         &[
             0,
-            2,
-            pages.as_ptr() as usize,
-            0,
+            addrs.len(),
+            addrs.as_ptr() as usize,
+            nodes.map_or(0, |n| n.as_ptr() as usize),
             status.as_mut_ptr() as usize,
             0,
         ],
-    );
-    if let Err(e) = check(r) {
+    )
+}
+
+/// One address per folio of block A (per 4K page at 4K).
+const A_FOLIOS_MAX: usize = SZ_2M / PAGE;
+
+/// move_pages: with a second node, every folio of block A (one address
+/// each, as a program that knows its folios would pass) moves to the other
+/// node; then every page must be there (a query), the data intact and the
+/// folios still of the column's size.  With one node only the query can
+/// be checked (`untested`).
+fn migration(kb: usize) -> R {
+    let m = faulted(kb, 15)?;
+    let n = SZ_2M / (kb * 1024);
+    let mut addrs = [0usize; A_FOLIOS_MAX];
+    for (i, a) in addrs[..n].iter_mut().enumerate() {
+        *a = m.addr + i * kb * 1024;
+    }
+    let mut status = [-1i32; A_FOLIOS_MAX];
+    if let Err(e) = check(move_pages(&addrs[..n], None, &mut status[..n])) {
         bail!(No, "move_pages (query): errno {e}");
     }
     data_ok(&m, 0, LEN, 15)?;
+    let nn = nodes();
+    if nn < 2 {
+        bail!(
+            Untested,
+            "{nn} NUMA node(s): query answered node {}, nowhere to move to",
+            status[0]
+        );
+    }
+    let from = status[0];
+    let to = if from == 0 { 1 } else { 0 };
+    let targets = [to; A_FOLIOS_MAX];
+    let r = move_pages(&addrs[..n], Some(&targets[..n]), &mut status[..n]);
+    if let Err(e) = check(r) {
+        bail!(No, "move_pages to node {to}: errno {e}");
+    }
+    if r > 0 {
+        bail!(Barely, "move_pages to node {to}: {r} folio(s) not moved");
+    }
+    // Where every 4K page of A is now.
+    let mut pages = [0usize; A_FOLIOS_MAX];
+    for (i, a) in pages.iter_mut().enumerate() {
+        *a = m.addr + i * PAGE;
+    }
+    let mut now = [-1i32; A_FOLIOS_MAX];
+    if let Err(e) = check(move_pages(&pages, None, &mut now)) {
+        bail!(No, "move_pages (query after the move): errno {e}");
+    }
+    data_ok(&m, 0, LEN, 15)?;
+    let there = now.iter().filter(|&&s| s == to).count();
+    if there < pages.len() {
+        bail!(
+            Barely,
+            "{there}/{} pages of the moved block on node {to} (first status {})",
+            pages.len(),
+            now[0]
+        );
+    }
+    kept_at(
+        m.addr,
+        SZ_2M,
+        kb,
+        Msg::new(format_args!("moved node {from} -> {to}, data right")).as_str(),
+    )
+}
+
+const MPOL_BIND: usize = 2;
+
+/// mbind(MPOL_BIND) of a fresh mapping to the last node before it is
+/// faulted: every page must come from that node, in folios of the
+/// column's size (the policy and the fault order together).
+fn numa(kb: usize) -> R {
     let n = nodes();
     if n < 2 {
         bail!(
             Untested,
-            "{n} NUMA node(s): query answered node {}, nowhere to move to",
-            status[0]
+            "{n} NUMA node(s) in /sys/devices/system/node: no placement to test"
         );
     }
-    bail!(Untested, "{n} nodes: moving not written yet")
+    knobs(kb)?;
+    let node = n - 1;
+    let m = map_aligned(LEN, SZ_2M).map_err(|why| cell!(Untested, "{why}"))?;
+    let mask: u64 = 1 << node;
+    let r = sys::syscall(
+        sys::nr::MBIND,
+        &[m.addr, LEN, MPOL_BIND, &mask as *const u64 as usize, 64, 0],
+    );
+    if let Err(e) = check(r) {
+        bail!(No, "mbind(MPOL_BIND, node {node}): errno {e}");
+    }
+    fill(&m, 24);
+    data_ok(&m, 0, LEN, 24)?;
+    let mut pages = [0usize; A_FOLIOS_MAX];
+    for (i, a) in pages.iter_mut().enumerate() {
+        *a = m.addr + i * PAGE;
+    }
+    let mut now = [-1i32; A_FOLIOS_MAX];
+    if let Err(e) = check(move_pages(&pages, None, &mut now)) {
+        bail!(No, "move_pages (query): errno {e}");
+    }
+    let there = now.iter().filter(|&&s| s == node as i32).count();
+    if there < pages.len() {
+        bail!(
+            No,
+            "MPOL_BIND to node {node}: {there}/{} pages there (first status {})",
+            pages.len(),
+            now[0]
+        );
+    }
+    kept_at(
+        m.addr,
+        LEN,
+        kb,
+        Msg::new(format_args!("faulted on node {node} under MPOL_BIND")).as_str(),
+    )
 }
 
 /// Compaction (`/proc/sys/vm/compact_memory`) moves folios within the one
@@ -998,18 +1133,6 @@ fn memfd(kb: usize) -> R {
         bail!(No, "ftruncate(memfd): errno {e}");
     }
     shared_case(kb, fd)
-}
-
-fn numa(kb: usize) -> R {
-    let _ = kb;
-    let n = nodes();
-    if n < 2 {
-        bail!(
-            Untested,
-            "{n} NUMA node(s) in /sys/devices/system/node: no placement to test"
-        );
-    }
-    bail!(Untested, "{n} nodes: mbind cases not written yet")
 }
 
 /// The thread body: fills block A and B from another task of the same mm.
