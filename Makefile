@@ -131,7 +131,7 @@ bench-migrate: deps
 ## Where the instructions go: arm64 under -icount with `profile=<ns>`, the
 ## interrupted PCs sampled every PROFILE_NS instructions and symbolized
 ## (scripts/profile.py; console in target/profile/console.log).
-PROFILE_CMDLINE ?= init=/bench bench.work=fault bench.configs=4K bench.sizes=256 bench.runs=3
+PROFILE_CMDLINE ?= profile_phases init=/bench bench.work=fault bench.configs=4K bench.sizes=256 bench.runs=3
 PROFILE_NS ?= 20000
 PROFILE_ARGS ?= --no-disk
 profile: deps

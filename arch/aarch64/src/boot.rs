@@ -47,6 +47,12 @@ pub const GICR_PER_CPU: u64 = 0x2_0000;
 
 #[unsafe(no_mangle)]
 extern "C" fn arch_early_main(entry_el: u64, dtb_pa: u64) -> ! {
+    if !crate::cpu::has_lse() {
+        crate::console::write_str(
+            "arch: this kernel is built for the Armv8.1 atomics (FEAT_LSE): boot it with -cpu max or a CPU that has them\n",
+        );
+        crate::cpu::exit_early_failure(entry_el);
+    }
     crate::trap::set_stack_limit(sym::stack_bottom());
     ENTRY_EL.store(entry_el, Ordering::Relaxed);
     kprintln!(

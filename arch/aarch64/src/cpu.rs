@@ -53,6 +53,33 @@ static EXITING: AtomicBool = AtomicBool::new(false);
 /// instruction is not available (no `-semihosting`), PSCI SYSTEM_OFF, and
 /// finally a WFI loop.  The exception handler skips an UNDEFINED HLT/HVC/SMC
 /// at these call sites, so this never recurses.
+/// Whether the CPU has the Armv8.1 atomics (ID_AA64ISAR0_EL1.Atomic,
+/// bits 23:20, at least 0b0010): the kernel is built with `+lse`
+/// (`.cargo/config.toml`), so every atomic is one instruction, as Linux
+/// patches its own in on such CPUs.
+pub(crate) fn has_lse() -> bool {
+    use aarch64_cpu::registers::{ID_AA64ISAR0_EL1, Readable};
+    (ID_AA64ISAR0_EL1.get() >> 20) & 0xf >= 2
+}
+
+/// Power off before anything atomic has run (a CPU without LSE would take
+/// an undefined-instruction exception on the first): semihosting's exit,
+/// then PSCI SYSTEM_OFF by the conduit the entry level implies.
+pub(crate) fn exit_early_failure(entry_el: u64) -> ! {
+    // SAFETY: as in `exit`.
+    unsafe {
+        arch_semihost_exit(1);
+        if entry_el == 2 {
+            arch_psci_call_smc(PSCI_SYSTEM_OFF, 0, 0, 0);
+        } else {
+            arch_psci_call_hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+        }
+    }
+    loop {
+        halt();
+    }
+}
+
 pub fn exit(success: bool) -> ! {
     irq_disable();
     if !EXITING.swap(true, Ordering::SeqCst) {

@@ -10,12 +10,16 @@
 //! instruction count (the 4K fault, a migration).  Off unless the kernel
 //! is booted with `profile=<ns>`.
 //!
+//! With [`gate`] on, samples count only while a measured phase is open
+//! ([`phase`]: the kernel's perf sessions, which the benchmarks open around
+//! what they measure), so the histogram is that phase's alone.
+//!
 //! Code that runs with IRQs masked is charged to the point where it
 //! unmasks them (a spin-lock section to its unlock), as with any
 //! timer-based profiler.
 use crate::gic;
 use aarch64_cpu::registers::{CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// The EL1 physical timer's PPI.
 pub const PROFILE_INTID: u32 = 30;
@@ -29,6 +33,20 @@ static COUNTS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Counter ticks between samples (0: off).
 static PERIOD: AtomicU64 = AtomicU64::new(0);
+/// Samples count only inside phases ([`gate`]).
+static GATED: AtomicBool = AtomicBool::new(false);
+/// Phases open now, over all CPUs ([`phase`]).
+static OPEN: AtomicI64 = AtomicI64::new(0);
+
+/// From now on count samples only while a phase is open.
+pub fn gate() {
+    GATED.store(true, Relaxed);
+}
+
+/// A measured phase begins (`true`) or ends (`false`), on any CPU.
+pub fn phase(begin: bool) {
+    OPEN.fetch_add(if begin { 1 } else { -1 }, Relaxed);
+}
 
 /// Start sampling every `period_ns` on this CPU (the boot CPU; the
 /// secondaries join in [`start_secondary`]).
@@ -60,6 +78,9 @@ fn arm(cval: u64) {
 pub(crate) fn sample(pc: u64, user: bool) {
     let p = PERIOD.load(Relaxed).max(1);
     arm(CNTPCT_EL0.get() + p);
+    if GATED.load(Relaxed) && OPEN.load(Relaxed) <= 0 {
+        return;
+    }
     let pc = if user { USER_PC } else { pc };
     let mut i = (pc.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize % SLOTS;
     for _ in 0..64 {

@@ -279,6 +279,7 @@ impl Session {
                 }
             }
         };
+        crate::perf::profile::phase(true);
         Session {
             set,
             missing,
@@ -295,6 +296,7 @@ impl Session {
 
     /// Stop and report.
     pub fn end(mut self) -> Report {
+        crate::perf::profile::phase(false);
         if let Some(s) = self.set.as_mut() {
             s.stop();
         }

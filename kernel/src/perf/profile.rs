@@ -1,5 +1,6 @@
 //! The sampling profile (`profile=<ns>` on the command line; arm64 only,
-//! see `arch_aarch64::profile`): started at boot, printed when the run
+//! see `arch_aarch64::profile`; `profile_phases` counts only inside the
+//! benchmarks' measured phases, the perf sessions): started at boot, printed when the run
 //! ends as `profile <pc> <samples>` lines for scripts/profile.py to
 //! symbolize against the kernel's ELF.
 
@@ -11,6 +12,9 @@ pub fn start() {
     #[cfg(target_arch = "aarch64")]
     match v.parse::<u64>() {
         Ok(ns) if ns >= 1000 => {
+            if crate::cmdline::has("profile_phases") {
+                crate::arch::profile::gate();
+            }
             crate::arch::profile::start(ns);
             crate::info!("profile: a sample every {ns} ns of the system counter");
         }
@@ -18,6 +22,15 @@ pub fn start() {
     }
     #[cfg(not(target_arch = "aarch64"))]
     crate::warn!("profile={v}: the sampling profile is arm64-only, ignored");
+}
+
+/// A measured phase (a perf session) begins or ends: with
+/// `profile_phases` on the command line only samples inside one count.
+pub fn phase(begin: bool) {
+    #[cfg(target_arch = "aarch64")]
+    crate::arch::profile::phase(begin);
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = begin;
 }
 
 /// Print every sampled PC (user space as pc 0x1, dropped samples as 0x0).

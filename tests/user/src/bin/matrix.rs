@@ -179,7 +179,7 @@ impl SwapDisk {
 impl Drop for SwapDisk {
     fn drop(&mut self) {
         if self.0 {
-            sys::syscall(sys::nr::SWAPOFF, &[b"/dev/vda\0".as_ptr() as usize]);
+            sys::swapoff(b"/dev/vda\0");
         }
     }
 }
