@@ -25,6 +25,7 @@
 //! page-table lock held or under one (never the other way round: nothing
 //! here takes a page-table lock).
 
+pub mod policy;
 #[cfg(test)]
 mod tests;
 
@@ -57,12 +58,52 @@ pub const F_SEAL_ALL: u32 =
 /// Largest object size (Linux's `MAX_LFS_FILESIZE` on 64-bit).
 pub const MAX_SIZE: u64 = i64::MAX as u64;
 
+/// System-wide shmem gauges, in pages (Linux's `NR_SHMEM`,
+/// `NR_SHMEM_THPS`, `NR_SHMEM_PMDMAPPED`).
+#[derive(Debug, Default)]
+pub struct ShmemGauges {
+    /// Pages in every shmem page cache (`Shmem:`).
+    pub pages: AtomicU64,
+    /// Of those, pages of PMD-size folios (`ShmemHugePages:`).
+    pub pmd_pages: AtomicU64,
+    /// Pages of shmem folios mapped by at least one PMD, once per folio
+    /// (`ShmemPmdMapped:`).
+    pub pmd_mapped: AtomicU64,
+}
+
+impl ShmemGauges {
+    /// All zero.
+    pub const fn new() -> Self {
+        ShmemGauges {
+            pages: AtomicU64::new(0),
+            pmd_pages: AtomicU64::new(0),
+            pmd_mapped: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn add_folio(&self, nr: u64, sign: i64) {
+        let apply = |a: &AtomicU64, n: u64| {
+            if sign > 0 {
+                a.fetch_add(n, Relaxed);
+            } else {
+                a.fetch_sub(n, Relaxed);
+            }
+        };
+        apply(&self.pages, nr);
+        if nr == 1 << crate::addr::PMD_ORDER {
+            apply(&self.pmd_pages, nr);
+        }
+    }
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A shared memory object (see the module doc).
 pub struct Shmem<'a> {
     id: u64,
     inner: Mutex<Inner<'a>>,
+    /// Where the cached pages are counted, if anywhere.
+    gauges: Option<&'a ShmemGauges>,
 }
 
 struct Inner<'a> {
@@ -90,7 +131,13 @@ impl<'a> Shmem<'a> {
     /// A new, empty object of `size` bytes, with seals `seals` (memfd
     /// without `MFD_ALLOW_SEALING` starts with `F_SEAL_SEAL`).
     pub fn new(size: u64, seals: u32) -> Self {
+        Self::with_gauges(size, seals, None)
+    }
+
+    /// [`Self::new`], counting the cached pages in `gauges`.
+    pub fn with_gauges(size: u64, seals: u32, gauges: Option<&'a ShmemGauges>) -> Self {
         Shmem {
+            gauges,
             id: NEXT_ID.fetch_add(1, Relaxed),
             inner: Mutex::new(Inner {
                 size,
@@ -192,6 +239,9 @@ impl<'a> Shmem<'a> {
         f.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
         g.pages += nr;
         g.folios.insert(first, f);
+        if let Some(c) = self.gauges {
+            c.add_folio(nr, 1);
+        }
         Ok(first)
     }
 
@@ -225,6 +275,9 @@ impl<'a> Shmem<'a> {
                 let f = g.folios.remove(&first).expect("listed");
                 f.clear_flags(PageFlags::SHMEM);
                 g.pages -= nr;
+                if let Some(c) = self.gauges {
+                    c.add_folio(nr, -1);
+                }
                 gone.push(f);
                 out.removed += 1;
             } else {
@@ -243,6 +296,12 @@ impl<'a> Shmem<'a> {
     pub fn replace_split(&self, first: u64, pieces: Vec<FolioRef<'a>>) {
         let mut g = self.inner.lock();
         let old = g.folios.remove(&first);
+        if let (Some(c), Some(o)) = (self.gauges, old.as_ref()) {
+            c.add_folio(o.nr_pages(), -1);
+            for p in &pieces {
+                c.add_folio(p.nr_pages(), 1);
+            }
+        }
         debug_assert!(old.is_some(), "no folio at index {first}");
         // The split turned the old reference into the head piece's.
         if let Some(old) = old {
@@ -355,6 +414,19 @@ impl<'a> Inner<'a> {
                     .filter(|&k| Some(k) != head),
             )
             .collect()
+    }
+}
+
+impl Drop for Shmem<'_> {
+    fn drop(&mut self) {
+        let g = self.inner.get_mut();
+        for f in g.folios.values() {
+            f.clear_flags(PageFlags::SHMEM);
+            if let Some(c) = self.gauges {
+                c.add_folio(f.nr_pages(), -1);
+            }
+        }
+        // The cache's references drop with the map.
     }
 }
 
