@@ -30,6 +30,7 @@ use core::sync::atomic::Ordering;
 
 use crate::abi::errno::Errno;
 use crate::addr::PMD_SIZE;
+use crate::shmem::policy::{ShmemHuge, ShmemOrderMode};
 use crate::thp::Thp;
 use crate::thp::policy::{
     DefragMode, GlobalMode, HPAGE_PMD_NR, OrderMode, THP_MAX_ORDER, THP_MIN_ORDER, order_size,
@@ -107,6 +108,10 @@ enum Node {
     FullScans,
     OrderEnabled(u32),
     OrderStat(u32, MthpStat),
+    /// `shmem_enabled` (top level).
+    ShmemEnabled,
+    /// `hugepages-<size>kB/shmem_enabled`.
+    OrderShmemEnabled(u32),
 }
 
 impl Node {
@@ -126,6 +131,8 @@ impl Node {
                 | Node::ShrinkUnderused
                 | Node::Khugepaged(_)
                 | Node::OrderEnabled(_)
+                | Node::ShmemEnabled
+                | Node::OrderShmemEnabled(_)
         )
     }
 }
@@ -182,6 +189,7 @@ fn lookup(path: &str) -> Result<Node, Errno> {
                 "use_zero_page" => Node::UseZeroPage,
                 "shrink_underused" => Node::ShrinkUnderused,
                 "hpage_pmd_size" => Node::HpagePmdSize,
+                "shmem_enabled" => Node::ShmemEnabled,
                 "khugepaged" => Node::KhugepagedDir,
                 _ => Node::OrderDir(order_of_dir(comp).ok_or(Errno::ENOENT)?),
             },
@@ -192,6 +200,7 @@ fn lookup(path: &str) -> Result<Node, Errno> {
             },
             Node::OrderDir(o) => match comp {
                 "enabled" => Node::OrderEnabled(o),
+                "shmem_enabled" => Node::OrderShmemEnabled(o),
                 "stats" => Node::StatsDir(o),
                 _ => return Err(Errno::ENOENT),
             },
@@ -310,6 +319,7 @@ impl Thp {
                     "use_zero_page",
                     "shrink_underused",
                     "hpage_pmd_size",
+                    "shmem_enabled",
                 ]
                 .into_iter()
                 .map(file)
@@ -324,7 +334,9 @@ impl Thp {
                 .chain(["pages_collapsed", "full_scans"])
                 .map(file)
                 .collect(),
-            Node::OrderDir(_) => alloc::vec![file("enabled"), dir("stats".into())],
+            Node::OrderDir(_) => {
+                alloc::vec![file("enabled"), file("shmem_enabled"), dir("stats".into())]
+            }
             Node::StatsDir(_) => MthpStat::ALL.iter().map(|s| file(s.name())).collect(),
             _ => return Err(Errno::ENOTDIR),
         };
@@ -383,6 +395,10 @@ impl Thp {
             Node::FullScans => num(self.stats.full_scans()),
             Node::OrderEnabled(o) => choice_line(&OrderMode::WORDS, c.order_mode(o).word()),
             Node::OrderStat(o, s) => num(self.stats.get(o, s)),
+            Node::ShmemEnabled => choice_line(&ShmemHuge::WORDS, c.shmem.huge().word()),
+            Node::OrderShmemEnabled(o) => {
+                choice_line(&ShmemOrderMode::WORDS, c.shmem.order_mode(o).word())
+            }
             _ => return Err(Errno::ENOENT),
         })
     }
@@ -421,6 +437,17 @@ impl Thp {
             // shrink_underused uses kstrtobool.
             Node::ShrinkUnderused => c.set_shrink_underused(kstrtobool(value)?),
             Node::Khugepaged(knob) => self.write_khugepaged(knob, value)?,
+            // Linux's shmem_enabled_store / thpsize_shmem_enabled_store.
+            Node::ShmemEnabled => {
+                let w = pick(value, &ShmemHuge::WORDS).ok_or(Errno::EINVAL)?;
+                c.shmem
+                    .set_huge(ShmemHuge::from_word(w).ok_or(Errno::EINVAL)?)?;
+            }
+            Node::OrderShmemEnabled(o) => {
+                let w = pick(value, &ShmemOrderMode::WORDS).ok_or(Errno::EINVAL)?;
+                c.shmem
+                    .set_order_mode(o, ShmemOrderMode::from_word(w).ok_or(Errno::EINVAL)?)?;
+            }
             _ => return Err(Errno::EACCES),
         }
         Ok(())
