@@ -85,7 +85,7 @@ pub(super) fn meminfo() -> String {
     let swap = &crate::mem::uspace::ctx().swap;
     let (swap_total, swap_free) = swap.totals();
     let swap_cached = swap.cache.pages();
-    let rows: [(&str, u64); 23] = [
+    let rows: [(&str, u64); 24] = [
         ("MemTotal", total),
         ("MemFree", free),
         ("MemAvailable", free),
@@ -104,10 +104,11 @@ pub(super) fn meminfo() -> String {
         ("SwapFree", swap_free * 4),
         ("AnonPages", anon),
         ("Mapped", 0),
-        ("Shmem", 0),
+        ("Shmem", shmem_gauge(&THP.shmem.pages)),
         ("PageTables", crate::perf::pagetable_pages() * 4),
         ("AnonHugePages", huge),
-        ("ShmemHugePages", 0),
+        ("ShmemHugePages", shmem_gauge(&THP.shmem.pmd_pages)),
+        ("ShmemPmdMapped", shmem_gauge(&THP.shmem.pmd_mapped)),
         ("FileHugePages", 0),
     ];
     let mut s = String::new();
@@ -116,6 +117,11 @@ pub(super) fn meminfo() -> String {
     }
     let _ = writeln!(s, "Hugepagesize:   {:8} kB", mm::addr::PMD_SIZE >> 10);
     s
+}
+
+/// A shmem page gauge in kB.
+fn shmem_gauge(g: &core::sync::atomic::AtomicU64) -> u64 {
+    g.load(core::sync::atomic::Ordering::Relaxed) * 4
 }
 
 pub(super) fn vmstat() -> String {
@@ -235,11 +241,11 @@ pub(super) fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             ("Private_Clean", kb(v.private_clean)),
             ("Private_Dirty", kb(v.private_dirty)),
             ("Referenced", kb(v.referenced)),
-            ("Anonymous", kb(anon)),
+            ("Anonymous", kb(anon - v.shmem_bytes)),
             ("KSM", 0),
             ("LazyFree", 0),
             ("AnonHugePages", kb(v.anon_huge_bytes)),
-            ("ShmemPmdMapped", 0),
+            ("ShmemPmdMapped", kb(v.shmem_pmd_bytes)),
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", 0),
             ("Private_Hugetlb", 0),

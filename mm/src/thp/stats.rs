@@ -140,6 +140,10 @@ named_enum! {
         ThpFaultFallback => "thp_fault_fallback",
         /// PMD-sized THP charge failed at fault.
         ThpFaultFallbackCharge => "thp_fault_fallback_charge",
+        /// khugepaged allocated a PMD-sized folio.
+        ThpCollapseAlloc => "thp_collapse_alloc",
+        /// khugepaged failed to allocate a PMD-sized folio.
+        ThpCollapseAllocFailed => "thp_collapse_alloc_failed",
         /// A PMD-size shmem folio allocated (shmem only, despite the name).
         ThpFileAlloc => "thp_file_alloc",
         /// A PMD-size shmem allocation failed.
@@ -148,10 +152,6 @@ named_enum! {
         ThpFileFallbackCharge => "thp_file_fallback_charge",
         /// A file or shmem folio mapped by a PMD.
         ThpFileMapped => "thp_file_mapped",
-        /// khugepaged allocated a PMD-sized folio.
-        ThpCollapseAlloc => "thp_collapse_alloc",
-        /// khugepaged failed to allocate a PMD-sized folio.
-        ThpCollapseAllocFailed => "thp_collapse_alloc_failed",
         /// A PMD-sized THP was split.
         ThpSplitPage => "thp_split_page",
         /// Splitting a PMD-sized THP failed.
