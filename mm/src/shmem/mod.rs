@@ -125,6 +125,9 @@ pub struct Truncated {
     /// Large folios cut by the range that stayed whole (their bytes in the
     /// range were zeroed; see [`Shmem::remove_range`]).
     pub zeroed: u64,
+    /// Large folios cut by the range that were split to order 0 and lost
+    /// their pieces inside it ([`Shmem::truncate_range`]).
+    pub split: u64,
 }
 
 impl<'a> Shmem<'a> {
@@ -286,6 +289,80 @@ impl<'a> Shmem<'a> {
                 mem.zero(f.pa() + ((s - first) << PAGE_SHIFT), (e - s) << PAGE_SHIFT);
                 out.zeroed += 1;
             }
+        }
+        (out, gone)
+    }
+
+    /// The index span `[start, end)` widened to whole folios: what must be
+    /// unmapped from every mapping before [`Self::truncate_range`] so that
+    /// a large folio the range cuts can be split.
+    pub fn folio_span(&self, start: u64, end: u64) -> (u64, u64) {
+        let g = self.inner.lock();
+        let s = g.find(start).map_or(start, |(first, _)| first);
+        let e = match end.checked_sub(1).and_then(|l| g.find(l)) {
+            Some((first, f)) => (first + f.nr_pages()).max(end),
+            None => end,
+        };
+        (s, e)
+    }
+
+    /// Truncate or punch the pages `[start, end)` out of the cache, as
+    /// Linux 6.12's `shmem_undo_range` with `truncate_inode_partial_folio`,
+    /// once every mapping of [`Self::folio_span`] is gone: folios inside
+    /// are dropped whole; a large folio the range cuts has the range's
+    /// bytes zeroed, then is split to order 0 and its pieces inside the
+    /// range dropped.  If it cannot be split (someone else holds a
+    /// reference: a fault in progress), it stays whole with the range
+    /// reading as zero, as Linux.  The dropped folios come back with the
+    /// cache's references, to drop with no lock held; `Truncated::split`
+    /// counts the folios split.
+    pub fn truncate_range(
+        &self,
+        start: u64,
+        end: u64,
+        mem: &dyn crate::physmem::phys::PhysMem,
+    ) -> (Truncated, Vec<FolioRef<'a>>) {
+        let (mut out, mut gone) = self.remove_range(start, end, mem);
+        let mut g = self.inner.lock();
+        for first in g.keys_overlapping(start, end) {
+            let nr = g.folios[&first].nr_pages();
+            if nr == 1 || (first >= start && first + nr <= end) {
+                continue;
+            }
+            let f = g.folios[&first].folio();
+            // Only the cache's reference, and nobody mapping it.
+            if f.refcount() != 1 || f.is_mapped() {
+                continue;
+            }
+            let Some(lock) = f.try_lock() else {
+                continue;
+            };
+            let old = g.folios.remove(&first).expect("listed");
+            let _ = old.into_raw();
+            if let Some(c) = self.gauges {
+                c.add_folio(nr, -1);
+            }
+            let orders = alloc::vec![0u32; nr as usize];
+            let subs = lock.split_meta(&orders);
+            // The first piece keeps the cache's reference, each other one
+            // holds a new one: every piece's reference becomes its own.
+            let pieces: Vec<_> = subs.iter().map(|s| FolioRef::from_raw(s.folio())).collect();
+            drop(subs);
+            for (i, p) in pieces.into_iter().enumerate() {
+                let idx = first + i as u64;
+                if idx >= start && idx < end {
+                    p.clear_flags(PageFlags::SHMEM);
+                    g.pages -= 1;
+                    gone.push(p);
+                } else {
+                    if let Some(c) = self.gauges {
+                        c.add_folio(1, 1);
+                    }
+                    g.folios.insert(idx, p);
+                }
+            }
+            out.split += 1;
+            out.zeroed -= 1;
         }
         (out, gone)
     }

@@ -77,7 +77,8 @@ fn remove_range_drops_whole_folios_and_zeroes_cut_ones() {
                 t,
                 Truncated {
                     removed: 1,
-                    zeroed: 1
+                    zeroed: 1,
+                    split: 0
                 }
             );
             assert_eq!(gone.len(), 1);
@@ -131,4 +132,59 @@ fn seals_follow_linux_errnos() {
     assert_eq!(s.add_seals(F_SEAL_WRITE), Err(Errno::EPERM));
     let sealed = Shmem::new(0, F_SEAL_SEAL);
     assert_eq!(sealed.add_seals(F_SEAL_WRITE), Err(Errno::EPERM));
+}
+
+#[test]
+fn truncate_inside_a_large_folio_splits_it() {
+    with_alloc(|a, mem| {
+        let free0 = free(a);
+        {
+            let s = Shmem::new(1 << 20, 0);
+            let big = alloc(a, 4);
+            mem.fill(big.pa(), big.size(), 0xab);
+            s.insert(16, big).unwrap();
+            assert_eq!(s.folio_span(20, 24), (16, 32));
+            let (t, gone) = s.truncate_range(20, 24, mem);
+            assert_eq!(
+                t,
+                Truncated {
+                    removed: 0,
+                    zeroed: 0,
+                    split: 1
+                }
+            );
+            assert_eq!(gone.len(), 4);
+            drop(gone);
+            assert_eq!(s.cached_pages(), 12);
+            assert!(s.find(21).is_none());
+            let (first, f) = s.find(25).unwrap();
+            assert_eq!((first, f.order()), (25, 0));
+            assert!(f.is_shmem());
+            drop(f);
+            let mut buf = [0u8; 8];
+            s.read(19 * PAGE_SIZE, &mut buf, mem);
+            assert_eq!(buf, [0xab; 8]);
+            // A folio someone holds stays whole, its range zeroed.
+            let big = alloc(a, 4);
+            mem.fill(big.pa(), big.size(), 0xcd);
+            s.insert(32, big).unwrap();
+            let held = s.find(40).unwrap();
+            let (t, gone) = s.truncate_range(36, 40, mem);
+            assert_eq!(
+                t,
+                Truncated {
+                    removed: 0,
+                    zeroed: 1,
+                    split: 0
+                }
+            );
+            assert!(gone.is_empty());
+            drop(held);
+            s.read(37 * PAGE_SIZE, &mut buf, mem);
+            assert_eq!(buf, [0; 8]);
+            s.read(40 * PAGE_SIZE, &mut buf, mem);
+            assert_eq!(buf, [0xcd; 8]);
+        }
+        assert_eq!(free(a), free0);
+    });
 }
