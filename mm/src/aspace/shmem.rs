@@ -101,6 +101,33 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         Ok(out.addr)
     }
 
+    /// Unmap the object pages `[first, end)` of the object `id` from this
+    /// space (Linux's `unmap_mapping_range`, per space): before a
+    /// truncate or hole punch drops them from the cache.  VMAs stay; a
+    /// later access past the new size gets SIGBUS, one inside refaults.
+    pub fn shmem_unmap_range(&self, id: u64, first: u64, end: u64) {
+        let vmas = self.mmap_read();
+        let mut pt = self.lock_pt();
+        for v in vmas.iter().filter(|v| v.shmem == Some(id)) {
+            let (vs, ve) = (v.pgoff, v.pgoff + (v.len() >> PAGE_SHIFT));
+            let (s, e) = (first.max(vs), end.min(ve));
+            if s < e {
+                let a = v.start + ((s - vs) << PAGE_SHIFT);
+                let b = v.start + ((e - vs) << PAGE_SHIFT);
+                self.zap_range(&mut pt, a, b, false);
+            }
+        }
+    }
+
+    /// Whether a shared writable VMA of this space maps the object `id`
+    /// (Linux's `mapping_writably_mapped`, per space: `F_SEAL_WRITE` is
+    /// then EBUSY).
+    pub fn shmem_writably_mapped(&self, id: u64) -> bool {
+        self.mmap_read()
+            .iter()
+            .any(|v| v.shmem == Some(id) && v.flags.contains(crate::vma::VmFlags::WRITE))
+    }
+
     /// A fault in the shmem VMA `vma` (already checked to allow `access`).
     pub(crate) fn shmem_fault(&self, vma: &Vma, addr: u64, access: Access) -> Result<(), Fault> {
         let va = align_down(addr, PAGE_SIZE);

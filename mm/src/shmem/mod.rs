@@ -393,6 +393,23 @@ impl<'a> Shmem<'a> {
         }
     }
 
+    /// Zero the bytes `[off, off + len)` of cached pages (holes stay
+    /// holes): the partial pages at the ends of a punched hole.
+    pub fn zero_bytes(&self, off: u64, len: u64, mem: &dyn crate::physmem::phys::PhysMem) {
+        let g = self.inner.lock();
+        let end = off.saturating_add(len);
+        let mut pos = off;
+        while pos < end {
+            let index = pos >> PAGE_SHIFT;
+            let in_page = pos & (PAGE_SIZE - 1);
+            let chunk = (PAGE_SIZE - in_page).min(end - pos);
+            if let Some((first, f)) = g.find(index) {
+                mem.zero(f.pa() + ((index - first) << PAGE_SHIFT) + in_page, chunk);
+            }
+            pos += chunk;
+        }
+    }
+
     /// Read `buf.len()` bytes at byte offset `off` (holes read as zeroes),
     /// clamped to the size; returns the bytes read (`pread` on a memfd).
     pub fn read(&self, off: u64, buf: &mut [u8], mem: &dyn crate::physmem::phys::PhysMem) -> usize {

@@ -40,6 +40,8 @@ pub mod nr {
     pub const GETRANDOM: usize = 318;
     pub const PRCTL: usize = 157;
     pub const PREAD64: usize = 17;
+    pub const PWRITE64: usize = 18;
+    pub const FALLOCATE: usize = 285;
     pub const DUP: usize = 32;
     pub const DUP3: usize = 292;
     pub const FCNTL: usize = 72;
@@ -121,6 +123,8 @@ pub mod nr {
     pub const GETRANDOM: usize = 278;
     pub const PRCTL: usize = 167;
     pub const PREAD64: usize = 67;
+    pub const PWRITE64: usize = 68;
+    pub const FALLOCATE: usize = 47;
     pub const DUP: usize = 23;
     pub const DUP3: usize = 24;
     pub const FCNTL: usize = 25;
@@ -229,6 +233,7 @@ pub const ECHILD: i32 = 10;
 pub const ENOMEM: i32 = 12;
 pub const EACCES: i32 = 13;
 pub const EFAULT: i32 = 14;
+pub const EBUSY: i32 = 16;
 pub const EEXIST: i32 = 17;
 pub const ENODEV: i32 = 19;
 pub const EIO: i32 = 5;

@@ -133,4 +133,6 @@ static TESTS: &[Test] = tests![
     swap::swap_swapoff_brings_back,
     shmem::shmem_shared_anon_64k,
     shmem::shmem_shared_anon_2m,
+    shmem::memfd_seals_and_io,
+    shmem::memfd_truncate_in_large_folio,
 ];
