@@ -115,6 +115,8 @@ const fn default_word() -> u64 {
 #[derive(Debug)]
 pub struct ShmemPolicy {
     word: AtomicU64,
+    /// A `thp_shmem=` boot parameter was applied (later ones add to it).
+    boot_configured: core::sync::atomic::AtomicBool,
 }
 
 impl Default for ShmemPolicy {
@@ -129,12 +131,39 @@ impl ShmemPolicy {
     pub const fn new() -> Self {
         ShmemPolicy {
             word: AtomicU64::new(default_word()),
+            boot_configured: core::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Back to the defaults.
     pub fn reset(&self) {
         self.word.store(default_word(), Ordering::Release);
+        self.boot_configured.store(false, Ordering::Release);
+    }
+
+    /// Whether a `thp_shmem=` boot parameter was applied.
+    pub fn boot_configured(&self) -> bool {
+        self.boot_configured.load(Ordering::Acquire)
+    }
+
+    /// Every order's setting (index = order).
+    pub fn order_modes(&self) -> [ShmemOrderMode; 10] {
+        let w = self.word.load(Ordering::Acquire);
+        core::array::from_fn(|o| order_of(w, o as u32))
+    }
+
+    /// Set every order's setting at once (`thp_shmem=`; no `force` check,
+    /// as Linux's boot parameter).
+    pub fn set_boot_order_modes(&self, modes: &[ShmemOrderMode; 10]) {
+        let _ = self.update(|w| {
+            let mut w = w;
+            for (o, m) in modes.iter().enumerate() {
+                let shift = TOP_BITS + FIELD * o as u32;
+                w = (w & !(0b111 << shift)) | (*m as u64) << shift;
+            }
+            Ok(w)
+        });
+        self.boot_configured.store(true, Ordering::Release);
     }
 
     /// The top-level mode.
