@@ -159,8 +159,93 @@ fn sigbus_mremap_and_madvise<A: PagingArch>() {
     });
 }
 
+/// A memfd-like object mapped in two processes, PMD-mapped: a punched
+/// hole inside the PMD folio splits it (after unmapping it everywhere)
+/// and drops the pages inside; a truncate makes the tail SIGBUS in both;
+/// a `MAP_LOCKED` shared mapping faults in and goes cleanly.
+fn truncate_mapped_object<A: PagingArch>() {
+    run::<A>(64 * MIB, |env| {
+        use std::sync::Arc;
+        env.thp.config.shmem.set_huge(ShmemHuge::Always).unwrap();
+        let obj = Arc::new(mm::shmem::Shmem::with_gauges(
+            4 * MIB,
+            0,
+            Some(&env.thp.shmem),
+        ));
+        let a = env.mm();
+        let va = a
+            .mmap_shmem(VA, 4 * MIB, RW, MAP_SHARED | MAP_FIXED, obj.clone(), 0)
+            .unwrap();
+        env.fill_pages(&a, va, 4 * MIB, 3);
+        let b = a.fork().unwrap();
+        // The child maps the object 2 MiB further in, read-only, locked.
+        let vb = b
+            .mmap_shmem(
+                VA + 64 * MIB,
+                2 * MIB,
+                PROT_READ,
+                MAP_SHARED | MAP_FIXED | MAP_LOCKED,
+                obj.clone(),
+                2 * MIB,
+            )
+            .unwrap();
+        assert_eq!(env.read_u64(&b, vb), 3 ^ (va + 2 * MIB));
+        env.check(&[&a, &b]);
+        let drop_pages = |first: u64, end: u64| {
+            let (s, e) = obj.folio_span(first, end);
+            for m in [&a, &b] {
+                m.shmem_unmap_range(obj.id(), s, e);
+            }
+            let (t, gone) = obj.truncate_range(first, end, env.mem);
+            for m in [&a, &b] {
+                m.shmem_unmap_range(obj.id(), first, end);
+            }
+            drop(gone);
+            t
+        };
+        // Punch 16 pages at 1 MiB: the first PMD folio is split.
+        let t = drop_pages(256, 272);
+        assert_eq!(t.split, 1);
+        assert_eq!(obj.cached_pages(), 1024 - 16);
+        assert_eq!(env.read_u64(&a, va + MIB), 0);
+        assert_eq!(env.read_u64(&b, va + MIB + 8 * K4), 0);
+        assert_eq!(env.read_u64(&a, va + MIB - K4), 3 ^ (va + MIB - K4));
+        assert_eq!(
+            env.read_u64(&b, va + MIB + 16 * K4),
+            3 ^ (va + MIB + 16 * K4)
+        );
+        env.check(&[&a, &b]);
+        // Truncate to 3 MiB: the second PMD folio is split too.
+        obj.set_size(3 * MIB);
+        let t = drop_pages(768, 1024);
+        assert_eq!(t.split, 1);
+        assert_eq!(
+            env.touch(&a, va + 3 * MIB, Access::Read),
+            Err(Fault::Sigbus)
+        );
+        assert_eq!(
+            env.touch(&b, vb + MIB + K4, Access::Read),
+            Err(Fault::Sigbus)
+        );
+        assert_eq!(env.read_u64(&b, vb + MIB - K4), 3 ^ (va + 3 * MIB - K4));
+        env.check(&[&a, &b]);
+        drop(obj);
+        drop(b);
+        env.check(&[&a]);
+        drop(a);
+        assert_eq!(
+            env.thp
+                .shmem
+                .pages
+                .load(core::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    });
+}
+
 both_formats!(
     fork_shares_64k_folios,
     pmd_mapped_in_both,
-    sigbus_mremap_and_madvise
+    sigbus_mremap_and_madvise,
+    truncate_mapped_object,
 );

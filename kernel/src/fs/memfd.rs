@@ -113,6 +113,9 @@ fn drop_pages(obj: &Shmem<'static>, first: u64, end: u64) {
     let (s, e) = obj.folio_span(first, end);
     unmap_everywhere(obj.id(), s, e);
     let (_, gone) = obj.truncate_range(first, end, uspace::ctx().mem);
+    // Again, for a fault that mapped a page between the first unmap and
+    // the removal (Linux's `truncate_pagecache` unmaps twice too).
+    unmap_everywhere(obj.id(), first, end);
     drop(gone);
 }
 

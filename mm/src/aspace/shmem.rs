@@ -177,6 +177,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             None => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
         };
         let mut pt = self.lock_pt();
+        // A truncate or hole punch may have run since the lookup: it
+        // changes the size or the cache first and unmaps after (twice, as
+        // Linux's `truncate_pagecache`), so checking both again under the
+        // page-table lock leaves no mapping of a dropped page behind.
+        if index >= obj.size_pages() {
+            return Err(Fault::Sigbus);
+        }
+        if obj.find(index).is_none_or(|(_, g)| g.pfn() != f.pfn()) {
+            return Ok(());
+        }
         self.shmem_map(vma, &mut pt, va, first, &f, access)
     }
 

@@ -15,7 +15,8 @@
 //! memfd's open file keeps another.  When the last clone goes, the cache's
 //! references drop and the folios return to the allocator.
 //!
-//! Shmem folios carry [`PageFlags::SHMEM`] and never `ANON`, so the anon
+//! Shmem folios carry [`PageFlags::SHMEM`] (from insertion until they are
+//! freed) and never `ANON`, so the anon
 //! paths (swap-out, migration, NUMA balancing, `move_pages`, khugepaged,
 //! the deferred-split queue) leave them alone; they are not on the LRU
 //! (no shmem reclaim yet).
@@ -276,7 +277,6 @@ impl<'a> Shmem<'a> {
             let nr = g.folios[&first].nr_pages();
             if first >= start && first + nr <= end {
                 let f = g.folios.remove(&first).expect("listed");
-                f.clear_flags(PageFlags::SHMEM);
                 g.pages -= nr;
                 if let Some(c) = self.gauges {
                     c.add_folio(nr, -1);
@@ -351,7 +351,6 @@ impl<'a> Shmem<'a> {
             for (i, p) in pieces.into_iter().enumerate() {
                 let idx = first + i as u64;
                 if idx >= start && idx < end {
-                    p.clear_flags(PageFlags::SHMEM);
                     g.pages -= 1;
                     gone.push(p);
                 } else {
@@ -515,12 +514,14 @@ impl Drop for Shmem<'_> {
     fn drop(&mut self) {
         let g = self.inner.get_mut();
         for f in g.folios.values() {
-            f.clear_flags(PageFlags::SHMEM);
             if let Some(c) = self.gauges {
                 c.add_folio(f.nr_pages(), -1);
             }
         }
-        // The cache's references drop with the map.
+        // The cache's references drop with the map.  `SHMEM` stays on the
+        // folios (a racing mapping may still hold one, and is accounted as
+        // shmem until it goes); the allocator rewrites the flags when a
+        // frame is allocated again.
     }
 }
 
