@@ -15,7 +15,8 @@
 //! * anon-exclusive only on pages mapped by exactly one address space, and
 //!   every writable anonymous entry maps anon-exclusive pages (shmem pages
 //!   are shared writable);
-//! * each space's shmem RSS = shmem pages mapped;
+//! * each space's shmem RSS = shmem pages mapped, and every shmem leaf
+//!   maps the page its object's page cache holds at the VMA's index;
 //! * contiguous blocks obey the hardware rules: all entries of an aligned
 //!   block carry the hint, map consecutive frames from an aligned frame,
 //!   inside one folio, with equal attributes (young/dirty aside), and only
@@ -149,6 +150,19 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             }
             if shmem {
                 shmem_rss += size_pages;
+                // The page cache holds this very page at the VMA's index.
+                let index = v.pgoff_of(va);
+                let cached = v
+                    .shmem
+                    .and_then(|id| mm.shmem_object(id))
+                    .and_then(|o| o.find(index))
+                    .map(|(first, g)| g.pfn() + (index - first));
+                if cached != Some(l.pfn) {
+                    err(
+                        &mut errors,
+                        format!("shmem index {index} caches pfn {cached:x?}, not this one"),
+                    );
+                }
             } else {
                 rss += size_pages;
             }
