@@ -243,7 +243,42 @@ fn truncate_mapped_object<A: PagingArch>() {
     });
 }
 
+/// The policy at fault: `advise` needs `MADV_HUGEPAGE` on the VMA;
+/// per-size `within_size` takes a 64K folio only where the aligned block
+/// lies within the object; `deny` turns everything off.
+fn policy_at_fault<A: PagingArch>() {
+    run::<A>(64 * MIB, |env| {
+        let sh = &env.thp.config.shmem;
+        sh.set_huge(ShmemHuge::Advise).unwrap();
+        let mm = env.mm();
+        let va = mm.mmap(VA, 4 * MIB, RW, SHARED | MAP_FIXED).unwrap();
+        env.write_u64(&mm, va, 1);
+        assert_eq!(env.folio_at(&mm, va).unwrap().order(), 0);
+        mm.madvise(va + 2 * MIB, 2 * MIB, MADV_HUGEPAGE).unwrap();
+        env.write_u64(&mm, va + 2 * MIB, 2);
+        assert_eq!(
+            mm.with_page_table(|pt| pt.lookup(va + 2 * MIB)).level,
+            PMD_LEVEL
+        );
+        mm.munmap(va, 4 * MIB).unwrap();
+        sh.set_huge(ShmemHuge::Never).unwrap();
+        sh.set_order_mode(4, ShmemOrderMode::WithinSize).unwrap();
+        // 100 pages: blocks 0..96 fit, the one at 96 does not.
+        let va = mm.mmap(VA, 100 * K4, RW, SHARED | MAP_FIXED).unwrap();
+        env.write_u64(&mm, va, 1);
+        assert_eq!(env.folio_at(&mm, va).unwrap().order(), 4);
+        env.write_u64(&mm, va + 97 * K4, 1);
+        assert_eq!(env.folio_at(&mm, va + 97 * K4).unwrap().order(), 0);
+        assert_eq!(env.mthp(4, MthpStat::ShmemAlloc), 1);
+        sh.set_huge(ShmemHuge::Deny).unwrap();
+        env.write_u64(&mm, va + 32 * K4, 1);
+        assert_eq!(env.folio_at(&mm, va + 32 * K4).unwrap().order(), 0);
+        env.check(&[&mm]);
+    });
+}
+
 both_formats!(
+    policy_at_fault,
     fork_shares_64k_folios,
     pmd_mapped_in_both,
     sigbus_mremap_and_madvise,
