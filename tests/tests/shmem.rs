@@ -270,6 +270,12 @@ fn policy_at_fault<A: PagingArch>() {
         env.write_u64(&mm, va + 97 * K4, 1);
         assert_eq!(env.folio_at(&mm, va + 97 * K4).unwrap().order(), 0);
         assert_eq!(env.mthp(4, MthpStat::ShmemAlloc), 1);
+        // Order 1 (8K) exists for shmem, unlike anonymous memory.
+        sh.set_order_mode(1, ShmemOrderMode::Always).unwrap();
+        env.write_u64(&mm, va + 99 * K4, 1);
+        let f = env.folio_at(&mm, va + 99 * K4).unwrap();
+        assert_eq!(f.order(), 1);
+        assert_eq!(env.leaf(&mm, va + 98 * K4).unwrap().pfn, f.pfn());
         sh.set_huge(ShmemHuge::Deny).unwrap();
         env.write_u64(&mm, va + 32 * K4, 1);
         assert_eq!(env.folio_at(&mm, va + 32 * K4).unwrap().order(), 0);

@@ -127,7 +127,7 @@ pub fn memparse(s: &str) -> u64 {
 }
 
 /// Order named by a `thp_anon` size, or the error Linux reports.
-fn order_from_str(size: &str) -> Result<u32, BootParamError> {
+fn order_from_str(size: &str, min: u32) -> Result<u32, BootParamError> {
     let bytes = memparse(size);
     if !bytes.is_power_of_two() {
         return Err(BootParamError::ThpAnonBadSize(size.into()));
@@ -138,7 +138,7 @@ fn order_from_str(size: &str) -> Result<u32, BootParamError> {
     } else {
         bytes.trailing_zeros() - PAGE_SIZE.trailing_zeros()
     };
-    if (THP_MIN_ORDER..=THP_MAX_ORDER).contains(&order) {
+    if (min..=THP_MAX_ORDER).contains(&order) {
         Ok(order)
     } else {
         Err(BootParamError::ThpAnonBadSize(size.into()))
@@ -151,7 +151,7 @@ pub fn parse_thp_anon(
     base: [OrderMode; 10],
     value: &str,
 ) -> Result<[OrderMode; 10], BootParamError> {
-    parse_sizes(base, value, OrderMode::from_word)
+    parse_sizes(base, value, THP_MIN_ORDER, OrderMode::from_word)
 }
 
 /// `thp_anon=`'s grammar with the states `state` parses (shared with
@@ -159,6 +159,7 @@ pub fn parse_thp_anon(
 fn parse_sizes<M: Copy>(
     base: [M; 10],
     value: &str,
+    min_order: u32,
     state_of: impl Fn(&str) -> Option<M>,
 ) -> Result<[M; 10], BootParamError> {
     if value.len() + 1 > PAGE_SIZE as usize {
@@ -171,9 +172,9 @@ fn parse_sizes<M: Copy>(
         };
         for sub in ranges.split(',') {
             let (start, end) = match sub.split_once('-') {
-                Some((a, b)) => (order_from_str(a)?, order_from_str(b)?),
+                Some((a, b)) => (order_from_str(a, min_order)?, order_from_str(b, min_order)?),
                 None => {
-                    let o = order_from_str(sub)?;
+                    let o = order_from_str(sub, min_order)?;
                     (o, o)
                 }
             };
@@ -267,8 +268,13 @@ impl Thp {
             } else {
                 [ShmemOrderMode::Never; 10]
             };
-            let modes = parse_sizes(base, value, ShmemOrderMode::from_word)
-                .map_err(|e| BootParamError::ThpShmem(e.to_string().replace("thp_anon=: ", "")))?;
+            let modes = parse_sizes(
+                base,
+                value,
+                crate::shmem::policy::SHMEM_MIN_ORDER,
+                ShmemOrderMode::from_word,
+            )
+            .map_err(|e| BootParamError::ThpShmem(e.to_string().replace("thp_anon=: ", "")))?;
             sh.set_boot_order_modes(&modes);
         } else if key == "huge_zero_wp" {
             // This kernel's own switch (not Linux's): `alloc` is Linux
@@ -335,9 +341,10 @@ mod tests {
         assert_eq!(sh.order_mode(5), S::Never);
         // A second one adds; a bad one changes nothing.
         let e = t.apply_cmdline(
-            "thp_shmem=16K-32K:inherit thp_shmem=64K:bogus transparent_hugepage_shmem=x",
+            "thp_shmem=8K-32K:inherit thp_shmem=64K:bogus transparent_hugepage_shmem=x",
         );
         assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(sh.order_mode(1), S::Inherit);
         assert_eq!(sh.order_mode(2), S::Inherit);
         assert_eq!(sh.order_mode(4), S::Always);
         assert_eq!(sh.huge(), ShmemHuge::Advise);

@@ -164,9 +164,30 @@ fn order_of_dir(name: &str) -> Option<u32> {
     if format!("{n}") != kb {
         return None;
     }
+    if n == 8 {
+        // Linux 6.12's order-1 directory: shmem only.
+        return Some(SHMEM_ONLY_ORDER);
+    }
     let order = crate::thp::policy::order_from_size(n.checked_mul(1024)?)?;
     Some(order)
 }
+
+/// The order whose `hugepages-8kB` directory holds only `shmem_enabled`
+/// and the shmem, swap-out and split counters (no `enabled`: anonymous
+/// memory never uses order 1), as Linux 6.12.
+const SHMEM_ONLY_ORDER: u32 = 1;
+
+/// The counters of the order-1 directory (Linux 6.12's file and "any"
+/// stats groups).
+const SHMEM_ONLY_STATS: [MthpStat; 7] = [
+    MthpStat::ShmemAlloc,
+    MthpStat::ShmemFallback,
+    MthpStat::ShmemFallbackCharge,
+    MthpStat::Swpout,
+    MthpStat::SwpoutFallback,
+    MthpStat::Split,
+    MthpStat::SplitFailed,
+];
 
 fn order_dir_name(order: u32) -> String {
     format!("hugepages-{}kB", order_size_kb(order))
@@ -199,13 +220,17 @@ fn lookup(path: &str) -> Result<Node, Errno> {
                 _ => Node::Khugepaged(KhugepagedKnob::from_name(comp).ok_or(Errno::ENOENT)?),
             },
             Node::OrderDir(o) => match comp {
-                "enabled" => Node::OrderEnabled(o),
+                "enabled" if o != SHMEM_ONLY_ORDER => Node::OrderEnabled(o),
                 "shmem_enabled" => Node::OrderShmemEnabled(o),
                 "stats" => Node::StatsDir(o),
                 _ => return Err(Errno::ENOENT),
             },
             Node::StatsDir(o) => {
-                Node::OrderStat(o, MthpStat::from_name(comp).ok_or(Errno::ENOENT)?)
+                let s = MthpStat::from_name(comp).ok_or(Errno::ENOENT)?;
+                if o == SHMEM_ONLY_ORDER && !SHMEM_ONLY_STATS.contains(&s) {
+                    return Err(Errno::ENOENT);
+                }
+                Node::OrderStat(o, s)
             }
             // A component below a file.
             _ => return Err(Errno::ENOTDIR),
@@ -325,6 +350,7 @@ impl Thp {
                 .map(file)
                 .collect();
                 v.push(dir("khugepaged".into()));
+                v.push(dir(order_dir_name(SHMEM_ONLY_ORDER)));
                 v.extend((THP_MIN_ORDER..=THP_MAX_ORDER).map(|o| dir(order_dir_name(o))));
                 v
             }
@@ -334,8 +360,14 @@ impl Thp {
                 .chain(["pages_collapsed", "full_scans"])
                 .map(file)
                 .collect(),
+            Node::OrderDir(SHMEM_ONLY_ORDER) => {
+                alloc::vec![file("shmem_enabled"), dir("stats".into())]
+            }
             Node::OrderDir(_) => {
                 alloc::vec![file("enabled"), file("shmem_enabled"), dir("stats".into())]
+            }
+            Node::StatsDir(SHMEM_ONLY_ORDER) => {
+                SHMEM_ONLY_STATS.iter().map(|s| file(s.name())).collect()
             }
             Node::StatsDir(_) => MthpStat::ALL.iter().map(|s| file(s.name())).collect(),
             _ => return Err(Errno::ENOTDIR),

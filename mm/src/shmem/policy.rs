@@ -89,9 +89,9 @@ impl ShmemOrderMode {
     }
 }
 
-/// Lowest order with a per-size shmem knob here (Linux 6.12 also has an
-/// order-1 `hugepages-8kB` directory; this kernel has no such directory).
-pub const SHMEM_MIN_ORDER: u32 = 2;
+/// Lowest order with a per-size shmem knob (`hugepages-8kB`, as Linux
+/// 6.12: shmem may use order 1, anonymous memory never).
+pub const SHMEM_MIN_ORDER: u32 = 1;
 
 const TOP_BITS: u32 = 3;
 const FIELD: u32 = 3;

@@ -177,6 +177,7 @@ fn write_errors() {
         ("hugepages-64kB/stats/split", "0", Errno::EACCES),
         ("nonexistent", "1", Errno::ENOENT),
         ("hugepages-8kB/enabled", "always", Errno::ENOENT),
+        ("hugepages-8kB/stats/anon_fault_alloc", "0", Errno::ENOENT),
         ("hugepages-4kB/enabled", "always", Errno::ENOENT),
         ("hugepages-4096kB/enabled", "always", Errno::ENOENT),
         ("hugepages-064kB/enabled", "always", Errno::ENOENT),
@@ -260,6 +261,7 @@ fn listings() {
         "hpage_pmd_size",
         "shmem_enabled",
         "khugepaged",
+        "hugepages-8kB",
         "hugepages-16kB",
         "hugepages-32kB",
         "hugepages-64kB",
@@ -271,7 +273,9 @@ fn listings() {
     ] {
         assert!(root.iter().any(|n| n == want), "{want}");
     }
-    assert_eq!(root.len(), 15);
+    assert_eq!(root.len(), 16);
+    assert_eq!(names("hugepages-8kB"), ["shmem_enabled", "stats"]);
+    assert_eq!(names("hugepages-8kB/stats").len(), 7);
     let mut sorted = root.clone();
     sorted.sort();
     assert_eq!(root, sorted);
@@ -287,7 +291,7 @@ fn listings() {
     // Every listed file is readable; writable ones accept their own
     // current value back (minus brackets).
     let files = t.all_files();
-    assert_eq!(files.len(), 6 + 9 + 8 * (2 + MthpStat::COUNT));
+    assert_eq!(files.len(), 6 + 9 + 8 * (2 + MthpStat::COUNT) + 1 + 7);
     for f in &files {
         let info = t.stat(f).unwrap();
         assert!(!info.is_dir);
