@@ -25,6 +25,7 @@ pub mod emu;
 pub mod paging;
 pub mod physmem;
 pub mod reclaim;
+pub mod shmem;
 pub mod swap;
 pub mod sync;
 pub mod thp;

@@ -261,9 +261,12 @@ fn bad_arguments<A: PagingArch>() {
         );
         assert_eq!(mm.mmap(0x1000, K4, RW, ANON | MAP_FIXED), Err(Errno::EPERM));
         assert_eq!(
-            mm.mmap(0, K4, RW, MAP_SHARED | MAP_ANONYMOUS),
+            mm.mmap(0, K4, RW, MAP_DROPPABLE | MAP_ANONYMOUS),
             Err(Errno::EINVAL)
         );
+        // Shared anonymous memory is a shmem object (tests/shmem.rs).
+        let shared = mm.mmap(0, K4, RW, MAP_SHARED | MAP_ANONYMOUS).unwrap();
+        mm.munmap(shared, K4).unwrap();
         assert_eq!(mm.munmap(VA + 1, K4), Err(Errno::EINVAL));
         assert_eq!(mm.munmap(VA, 0), Err(Errno::EINVAL));
         assert_eq!(mm.munmap(0xffff_ffff_ffff_f000, K4), Err(Errno::EINVAL));

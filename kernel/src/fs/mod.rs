@@ -10,6 +10,7 @@
 //! new pseudo-files go into the file of their file system here.
 pub mod cpio;
 pub mod debugfs;
+pub mod memfd;
 pub mod pipe;
 pub mod procfs;
 pub mod vfs;

@@ -77,20 +77,22 @@ pub(super) fn meminfo() -> String {
     let active_anon = lru.active_pages * 4;
     let inactive_anon = (lru.inactive_pages + lru.batched_pages) * 4;
     // Linux's fields in Linux's order, those this kernel can state
-    // truthfully: no page cache or shared memory yet (so those are really
-    // 0).
+    // truthfully: the only page cache is shmem's (`Cached:` = `Shmem:`),
+    // which is not on the LRU lists here (Linux keeps it on the anon
+    // ones), and there are no file pages.
     // Mlocked folios are the only unevictable memory here (no ramfs, no
     // SHM_LOCK), so `Unevictable:` is `Mlocked:`.
     let mlocked = crate::mem::memory::buddy().mlocked_pages() * 4;
     let swap = &crate::mem::uspace::ctx().swap;
     let (swap_total, swap_free) = swap.totals();
     let swap_cached = swap.cache.pages();
-    let rows: [(&str, u64); 23] = [
+    let rows: [(&str, u64); 24] = [
         ("MemTotal", total),
         ("MemFree", free),
         ("MemAvailable", free),
         ("Buffers", 0),
-        ("Cached", 0),
+        // Linux's `Cached:` includes shmem (page cache) pages.
+        ("Cached", shmem_gauge(&THP.shmem.pages)),
         ("SwapCached", swap_cached * 4),
         ("Active", active_anon),
         ("Inactive", inactive_anon),
@@ -104,10 +106,11 @@ pub(super) fn meminfo() -> String {
         ("SwapFree", swap_free * 4),
         ("AnonPages", anon),
         ("Mapped", 0),
-        ("Shmem", 0),
+        ("Shmem", shmem_gauge(&THP.shmem.pages)),
         ("PageTables", crate::perf::pagetable_pages() * 4),
         ("AnonHugePages", huge),
-        ("ShmemHugePages", 0),
+        ("ShmemHugePages", shmem_gauge(&THP.shmem.pmd_pages)),
+        ("ShmemPmdMapped", shmem_gauge(&THP.shmem.pmd_mapped)),
         ("FileHugePages", 0),
     ];
     let mut s = String::new();
@@ -116,6 +119,11 @@ pub(super) fn meminfo() -> String {
     }
     let _ = writeln!(s, "Hugepagesize:   {:8} kB", mm::addr::PMD_SIZE >> 10);
     s
+}
+
+/// A shmem page gauge in kB.
+fn shmem_gauge(g: &core::sync::atomic::AtomicU64) -> u64 {
+    g.load(core::sync::atomic::Ordering::Relaxed) * 4
 }
 
 pub(super) fn vmstat() -> String {
@@ -235,11 +243,11 @@ pub(super) fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
             ("Private_Clean", kb(v.private_clean)),
             ("Private_Dirty", kb(v.private_dirty)),
             ("Referenced", kb(v.referenced)),
-            ("Anonymous", kb(anon)),
+            ("Anonymous", kb(anon - v.shmem_bytes)),
             ("KSM", 0),
             ("LazyFree", 0),
             ("AnonHugePages", kb(v.anon_huge_bytes)),
-            ("ShmemPmdMapped", 0),
+            ("ShmemPmdMapped", kb(v.shmem_pmd_bytes)),
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", 0),
             ("Private_Hugetlb", 0),
@@ -276,10 +284,17 @@ pub(super) fn smaps(p: &Process, detail: bool) -> Result<String, Errno> {
 
 /// `/proc/<pid>/status`: the fields of Linux's layout this kernel can
 /// state, in Linux's order (`VmLck` is `mm->locked_vm`: the locked VMAs;
-/// `VmRSS` and `RssAnon` the anonymous pages mapped).
+/// `RssAnon` the anonymous pages mapped, `RssShmem` the shmem pages,
+/// `VmRSS` both).
 pub(super) fn status(p: &Process) -> Result<String, Errno> {
-    let (lck, rss, thp_off) =
-        p.with_mm(|mm| (mm.locked_vm() * 4, mm.anon_rss() * 4, mm.thp_disabled()))?;
+    let (lck, rss, shmem, thp_off) = p.with_mm(|mm| {
+        (
+            mm.locked_vm() * 4,
+            mm.anon_rss() * 4,
+            mm.shmem_rss() * 4,
+            mm.thp_disabled(),
+        )
+    })?;
     let uid = p.uid.load(core::sync::atomic::Ordering::Relaxed);
     let mut s = String::new();
     let _ = writeln!(s, "Name:\t{}", p.name.lock());
@@ -297,8 +312,10 @@ pub(super) fn status(p: &Process) -> Result<String, Errno> {
     );
     let _ = writeln!(s, "Uid:\t{uid}\t{uid}\t{uid}\t{uid}");
     let _ = writeln!(s, "VmLck:\t{lck:8} kB");
-    let _ = writeln!(s, "VmRSS:\t{rss:8} kB");
+    let _ = writeln!(s, "VmRSS:\t{:8} kB", rss + shmem);
     let _ = writeln!(s, "RssAnon:\t{rss:8} kB");
+    let _ = writeln!(s, "RssFile:\t{:8} kB", 0);
+    let _ = writeln!(s, "RssShmem:\t{shmem:8} kB");
     let _ = writeln!(s, "THP_enabled:\t{}", u8::from(!thp_off));
     Ok(s)
 }

@@ -79,6 +79,8 @@ pub enum Node {
     },
     /// `/sys/block/vda/queue/rotational` (read at each read, root-writable).
     Rotational,
+    /// A memfd (`fs::memfd`): its shmem object.
+    Memfd(crate::fs::memfd::Object),
 }
 
 /// `O_NONBLOCK` and `O_APPEND`: the status flags `fcntl(F_SETFL)` may
@@ -135,6 +137,7 @@ impl File {
     pub fn size(&self) -> u64 {
         match &self.node {
             Node::Bytes(b) => b.len() as u64,
+            Node::Memfd(obj) => obj.size(),
             Node::Text { data, .. } | Node::Sysctl { data, .. } | Node::NumaBalancing { data } => {
                 data.len() as u64
             }
@@ -161,6 +164,19 @@ impl File {
     /// the console (a terminal) and pipes.
     pub fn positional(&self) -> bool {
         !matches!(self.node, Node::Console | Node::Pipe(_))
+    }
+
+    /// Write `data` at byte offset `pos` without moving the file position
+    /// (`pwrite64`; the caller checks [`Self::positional`]).  Only memfds
+    /// have positional writes; other files write as `write`.
+    pub fn pwrite(&self, pos: u64, data: &[u8]) -> Result<usize, Errno> {
+        if !self.writable {
+            return Err(Errno::EBADF);
+        }
+        match &self.node {
+            Node::Memfd(obj) => crate::fs::memfd::write(obj, pos, data),
+            _ => self.write(data),
+        }
     }
 
     /// Read at byte offset `pos` into `buf` without moving the file
@@ -191,6 +207,7 @@ impl File {
                 });
             }
             Node::BlockDev => return read_disk(pos, buf),
+            Node::Memfd(obj) => return Ok(obj.read(pos, buf, crate::mem::uspace::ctx().mem)),
             Node::Rotational => {
                 let t = crate::block::disk().ok_or(Errno::ENODEV)?.rotational_text();
                 let start = pos.min(t.len() as u64) as usize;
@@ -221,6 +238,15 @@ impl File {
             Node::Console => {
                 console_bytes(data);
                 Ok(data.len())
+            }
+            Node::Memfd(obj) => {
+                let mut pos = self.pos.lock();
+                if self.status.load(core::sync::atomic::Ordering::Relaxed) & O_APPEND != 0 {
+                    *pos = obj.size();
+                }
+                let n = crate::fs::memfd::write(obj, *pos, data)?;
+                *pos += n as u64;
+                Ok(n)
             }
             Node::Null => Ok(data.len()),
             Node::Text {

@@ -913,7 +913,7 @@ fn on_user_exception(frame: &mut arch::UserFrame, fault: Option<&arch::FaultInfo
             pid, name, f.access, f.addr, f.pc, sig
         ),
         Some(f) if bus => warn!(
-            "pid {} ({}): swap read error: {:?} fault at {:#x}, pc {:#x}; killed (signal {})",
+            "pid {} ({}): bus error (past a shmem object's size, or a swap read error): {:?} fault at {:#x}, pc {:#x}; killed (signal {})",
             pid, name, f.access, f.addr, f.pc, sig
         ),
         Some(f) => warn!(

@@ -52,6 +52,8 @@ pub fn fcntl(p: &Process, fd: u64, cmd: u64, arg: u64) -> R {
     const F_GETFL: u32 = 3;
     const F_SETFL: u32 = 4;
     const F_DUPFD_CLOEXEC: u32 = 1030;
+    const F_ADD_SEALS: u32 = 1033;
+    const F_GET_SEALS: u32 = 1034;
     const FD_CLOEXEC: u64 = 1;
     let f = p.file(fd)?;
     match cmd as u32 {
@@ -79,6 +81,12 @@ pub fn fcntl(p: &Process, fd: u64, cmd: u64, arg: u64) -> R {
                 .store(keep | (arg as u32 & vfs::SETFL_MASK), Relaxed);
             Ok(0)
         }
+        // Linux's memfd_fcntl: EINVAL on a file that cannot be sealed.
+        F_ADD_SEALS | F_GET_SEALS => match &f.node {
+            vfs::Node::Memfd(obj) if cmd as u32 == F_GET_SEALS => Ok(u64::from(obj.seals())),
+            vfs::Node::Memfd(obj) => crate::fs::memfd::add_seals(&f, obj, arg as u32).map(|_| 0),
+            _ => Err(Errno::EINVAL),
+        },
         _ => Err(Errno::EINVAL),
     }
 }

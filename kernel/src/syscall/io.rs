@@ -44,6 +44,27 @@ pub(super) fn sys_pread(p: &Process, fd: u64, buf: u64, len: u64, off: u64) -> R
     read_to_user(&f, buf, len, |k| f.pread(off, k))
 }
 
+/// `pwrite64(fd, buf, len, off)`: as `pread64`'s checks, then the write
+/// at `off` without moving the file position.
+pub(super) fn sys_pwrite(p: &Process, fd: u64, buf: u64, len: u64, off: u64) -> R {
+    if (off as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let f = p.file(fd)?;
+    if !f.writable {
+        return Err(Errno::EBADF);
+    }
+    if !f.positional() {
+        return Err(Errno::ESPIPE);
+    }
+    if !access_ok(buf, len) {
+        return Err(Errno::EFAULT);
+    }
+    let mut k = vec![0u8; len.min(1 << 20) as usize];
+    efault(arch::copy_from_user(&mut k, buf))?;
+    f.pwrite(off, &k).map(|n| n as u64)
+}
+
 pub(super) fn sys_write(p: &Process, fd: u64, buf: u64, len: u64) -> R {
     let f = p.file(fd)?;
     if !f.writable {

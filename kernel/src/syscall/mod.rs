@@ -120,6 +120,11 @@ enum Sys {
     Getrlimit,
     Setrlimit,
     Setuid,
+    // shmem: memfd and its file calls.
+    MemfdCreate,
+    Ftruncate,
+    Pwrite64,
+    Fallocate,
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -238,6 +243,40 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         // half of the register is ignored.
         Read => sys_read(p, fd(a[0]), a[1], a[2]),
         Pread64 => sys_pread(p, fd(a[0]), a[1], a[2], a[3]),
+        Pwrite64 => sys_pwrite(p, fd(a[0]), a[1], a[2], a[3]),
+        MemfdCreate => {
+            let name = get_str(a[0])?;
+            let f = crate::fs::memfd::create(&name, a[1])?;
+            let fd = p.add_file(Arc::new(f))?;
+            p.set_cloexec(fd, a[1] & crate::fs::memfd::MFD_CLOEXEC != 0);
+            Ok(fd)
+        }
+        Ftruncate => {
+            // Linux's do_sys_ftruncate: the length first, then the fd.
+            if (a[1] as i64) < 0 {
+                return Err(Errno::EINVAL);
+            }
+            let f = p.file(fd(a[0]))?;
+            match &f.node {
+                vfs::Node::Memfd(obj) if f.writable => {
+                    crate::fs::memfd::truncate(obj, a[1] as i64).map(|_| 0)
+                }
+                _ => Err(Errno::EINVAL),
+            }
+        }
+        Fallocate => {
+            let f = p.file(fd(a[0]))?;
+            if !f.writable {
+                return Err(Errno::EBADF);
+            }
+            match &f.node {
+                vfs::Node::Memfd(obj) => {
+                    crate::fs::memfd::fallocate(obj, a[1], a[2] as i64, a[3] as i64).map(|_| 0)
+                }
+                vfs::Node::Pipe(_) => Err(Errno::ESPIPE),
+                _ => Err(Errno::ENODEV),
+            }
+        }
         Dup => fdcalls::dup(p, fd(a[0])),
         Dup2 => fdcalls::dup3(p, fd(a[0]), fd(a[1]), 0, true),
         Dup3 => fdcalls::dup3(p, fd(a[0]), fd(a[1]), a[2], false),
@@ -333,9 +372,15 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             }
             let flags = MapFlags::from_raw(a[3]);
             if !flags.contains(MAP_ANONYMOUS) {
-                // Only anonymous memory: a file descriptor is checked first.
-                p.file(a[4])?;
-                return Err(Errno::ENODEV);
+                // Only memfds can be mapped; a file descriptor is checked first.
+                let f = p.file(a[4])?;
+                let vfs::Node::Memfd(obj) = &f.node else {
+                    return Err(Errno::ENODEV);
+                };
+                return p.with_mm(|mm| {
+                    crate::fs::memfd::mmap_check(&f, obj, Prot::from_raw(a[2]), flags)?;
+                    mm.mmap_shmem(a[0], a[1], Prot::from_raw(a[2]), flags, obj.clone(), a[5])
+                })?;
             }
             p.with_mm(|mm| mm.mmap(a[0], a[1], Prot::from_raw(a[2]), flags))?
         }

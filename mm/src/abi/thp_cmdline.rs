@@ -7,6 +7,12 @@
 //!   later ones on the same command line add to the result.  A value that
 //!   fails to parse changes nothing (Linux logs and ignores it).
 //!
+//! * `transparent_hugepage_shmem=<shmem_enabled word>` and
+//!   `thp_shmem=<sizes>:<always|inherit|within_size|advise|never>;…` are
+//!   Linux 6.13's (6.12, the reference otherwise, lacks them); `thp_shmem=`
+//!   parses as `thp_anon=` and its first use starts from every size
+//!   `never`.
+//!
 //! This kernel's additions (Linux has no boot parameters for these): every
 //! khugepaged sysfs knob as `khugepaged.<file>=<value>`, e.g.
 //! `khugepaged.max_ptes_none=0` or `khugepaged.scan_sleep_millisecs=100`,
@@ -23,6 +29,7 @@ use core::fmt;
 use crate::abi::errno::Errno;
 use crate::abi::thp_sysfs::KhugepagedKnob;
 use crate::addr::PAGE_SIZE;
+use crate::shmem::policy::{ShmemHuge, ShmemOrderMode};
 use crate::thp::Thp;
 use crate::thp::policy::{GlobalMode, OrderMode, THP_MAX_ORDER, THP_MIN_ORDER};
 
@@ -56,6 +63,11 @@ pub enum BootParamError {
     },
     /// A known parameter given without `=value`.
     MissingValue(String),
+    /// `transparent_hugepage_shmem=` with a value `shmem_enabled` refuses.
+    TransparentHugepageShmem(String),
+    /// A `thp_shmem=` value that does not parse (what `thp_anon=` would
+    /// say about it).
+    ThpShmem(String),
 }
 
 impl fmt::Display for BootParamError {
@@ -65,6 +77,10 @@ impl fmt::Display for BootParamError {
                 write!(f, "transparent_hugepage={v}: cannot parse, ignored")
             }
             Self::ThpAnonTooLong => write!(f, "thp_anon=: value too long, ignored"),
+            Self::TransparentHugepageShmem(v) => {
+                write!(f, "transparent_hugepage_shmem={v}: invalid value, ignored")
+            }
+            Self::ThpShmem(why) => write!(f, "thp_shmem=: {why}"),
             Self::HugeZeroWp(v) => write!(f, "huge_zero_wp={v}: not alloc or split, ignored"),
             Self::ThpAnonMissingState(t) => write!(f, "thp_anon=: no state in {t:?}, ignored"),
             Self::ThpAnonBadSize(s) => write!(f, "thp_anon=: invalid size {s:?}, ignored"),
@@ -111,7 +127,7 @@ pub fn memparse(s: &str) -> u64 {
 }
 
 /// Order named by a `thp_anon` size, or the error Linux reports.
-fn order_from_str(size: &str) -> Result<u32, BootParamError> {
+fn order_from_str(size: &str, min: u32) -> Result<u32, BootParamError> {
     let bytes = memparse(size);
     if !bytes.is_power_of_two() {
         return Err(BootParamError::ThpAnonBadSize(size.into()));
@@ -122,7 +138,7 @@ fn order_from_str(size: &str) -> Result<u32, BootParamError> {
     } else {
         bytes.trailing_zeros() - PAGE_SIZE.trailing_zeros()
     };
-    if (THP_MIN_ORDER..=THP_MAX_ORDER).contains(&order) {
+    if (min..=THP_MAX_ORDER).contains(&order) {
         Ok(order)
     } else {
         Err(BootParamError::ThpAnonBadSize(size.into()))
@@ -135,6 +151,17 @@ pub fn parse_thp_anon(
     base: [OrderMode; 10],
     value: &str,
 ) -> Result<[OrderMode; 10], BootParamError> {
+    parse_sizes(base, value, THP_MIN_ORDER, OrderMode::from_word)
+}
+
+/// `thp_anon=`'s grammar with the states `state` parses (shared with
+/// `thp_shmem=`).
+fn parse_sizes<M: Copy>(
+    base: [M; 10],
+    value: &str,
+    min_order: u32,
+    state_of: impl Fn(&str) -> Option<M>,
+) -> Result<[M; 10], BootParamError> {
     if value.len() + 1 > PAGE_SIZE as usize {
         return Err(BootParamError::ThpAnonTooLong);
     }
@@ -145,17 +172,17 @@ pub fn parse_thp_anon(
         };
         for sub in ranges.split(',') {
             let (start, end) = match sub.split_once('-') {
-                Some((a, b)) => (order_from_str(a)?, order_from_str(b)?),
+                Some((a, b)) => (order_from_str(a, min_order)?, order_from_str(b, min_order)?),
                 None => {
-                    let o = order_from_str(sub)?;
+                    let o = order_from_str(sub, min_order)?;
                     (o, o)
                 }
             };
             if start > end {
                 return Err(BootParamError::ThpAnonBadRange(sub.into()));
             }
-            let mode = OrderMode::from_word(state)
-                .ok_or_else(|| BootParamError::ThpAnonBadState(state.into()))?;
+            let mode =
+                state_of(state).ok_or_else(|| BootParamError::ThpAnonBadState(state.into()))?;
             for o in start..=end {
                 modes[o as usize] = mode;
             }
@@ -208,6 +235,8 @@ impl Thp {
     /// was ignored.
     pub fn apply_boot_param(&self, key: &str, value: Option<&str>) -> Result<bool, BootParamError> {
         let is_ours = key == "transparent_hugepage"
+            || key == "transparent_hugepage_shmem"
+            || key == "thp_shmem"
             || key == "thp_anon"
             || key == "huge_zero_wp"
             || key.starts_with("khugepaged.");
@@ -221,6 +250,32 @@ impl Thp {
             let m = GlobalMode::from_word(value)
                 .ok_or_else(|| BootParamError::TransparentHugepage(value.into()))?;
             self.config.set_global_mode(m);
+        } else if key == "transparent_hugepage_shmem" {
+            // Linux 6.13's parameter (the top-level `shmem_enabled`).
+            let m = ShmemHuge::from_word(value)
+                .ok_or_else(|| BootParamError::TransparentHugepageShmem(value.into()))?;
+            self.config
+                .shmem
+                .set_huge(m)
+                .map_err(|_| BootParamError::TransparentHugepageShmem(value.into()))?;
+        } else if key == "thp_shmem" {
+            // Linux 6.13's parameter: `thp_anon=`'s grammar with the
+            // per-size `shmem_enabled` states; the first one starts from
+            // every size `never` (PMD included).
+            let sh = &self.config.shmem;
+            let base = if sh.boot_configured() {
+                sh.order_modes()
+            } else {
+                [ShmemOrderMode::Never; 10]
+            };
+            let modes = parse_sizes(
+                base,
+                value,
+                crate::shmem::policy::SHMEM_MIN_ORDER,
+                ShmemOrderMode::from_word,
+            )
+            .map_err(|e| BootParamError::ThpShmem(e.to_string().replace("thp_anon=: ", "")))?;
+            sh.set_boot_order_modes(&modes);
         } else if key == "huge_zero_wp" {
             // This kernel's own switch (not Linux's): `alloc` is Linux
             // 6.13's write fault on the huge zero page, `split` 6.12's.
@@ -270,6 +325,29 @@ mod tests {
 
     fn modes(t: &Thp) -> [OrderMode; 10] {
         t.config.order_modes()
+    }
+
+    #[test]
+    fn shmem_boot_params() {
+        use crate::shmem::policy::{ShmemHuge, ShmemOrderMode as S};
+        let t = Thp::new();
+        let e = t
+            .apply_cmdline("transparent_hugepage_shmem=advise thp_shmem=64K:always;2M:within_size");
+        assert!(e.is_empty(), "{e:?}");
+        let sh = &t.config.shmem;
+        assert_eq!(sh.huge(), ShmemHuge::Advise);
+        assert_eq!(sh.order_mode(4), S::Always);
+        assert_eq!(sh.order_mode(9), S::WithinSize);
+        assert_eq!(sh.order_mode(5), S::Never);
+        // A second one adds; a bad one changes nothing.
+        let e = t.apply_cmdline(
+            "thp_shmem=8K-32K:inherit thp_shmem=64K:bogus transparent_hugepage_shmem=x",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(sh.order_mode(1), S::Inherit);
+        assert_eq!(sh.order_mode(2), S::Inherit);
+        assert_eq!(sh.order_mode(4), S::Always);
+        assert_eq!(sh.huge(), ShmemHuge::Advise);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use core::sync::atomic::Ordering;
 
 use crate::abi::errno::Errno;
 use crate::addr::PMD_SIZE;
+use crate::shmem::policy::{ShmemHuge, ShmemOrderMode};
 use crate::thp::Thp;
 use crate::thp::policy::{
     DefragMode, GlobalMode, HPAGE_PMD_NR, OrderMode, THP_MAX_ORDER, THP_MIN_ORDER, order_size,
@@ -107,6 +108,10 @@ enum Node {
     FullScans,
     OrderEnabled(u32),
     OrderStat(u32, MthpStat),
+    /// `shmem_enabled` (top level).
+    ShmemEnabled,
+    /// `hugepages-<size>kB/shmem_enabled`.
+    OrderShmemEnabled(u32),
 }
 
 impl Node {
@@ -126,6 +131,8 @@ impl Node {
                 | Node::ShrinkUnderused
                 | Node::Khugepaged(_)
                 | Node::OrderEnabled(_)
+                | Node::ShmemEnabled
+                | Node::OrderShmemEnabled(_)
         )
     }
 }
@@ -157,9 +164,30 @@ fn order_of_dir(name: &str) -> Option<u32> {
     if format!("{n}") != kb {
         return None;
     }
+    if n == 8 {
+        // Linux 6.12's order-1 directory: shmem only.
+        return Some(SHMEM_ONLY_ORDER);
+    }
     let order = crate::thp::policy::order_from_size(n.checked_mul(1024)?)?;
     Some(order)
 }
+
+/// The order whose `hugepages-8kB` directory holds only `shmem_enabled`
+/// and the shmem, swap-out and split counters (no `enabled`: anonymous
+/// memory never uses order 1), as Linux 6.12.
+const SHMEM_ONLY_ORDER: u32 = 1;
+
+/// The counters of the order-1 directory (Linux 6.12's file and "any"
+/// stats groups).
+const SHMEM_ONLY_STATS: [MthpStat; 7] = [
+    MthpStat::ShmemAlloc,
+    MthpStat::ShmemFallback,
+    MthpStat::ShmemFallbackCharge,
+    MthpStat::Swpout,
+    MthpStat::SwpoutFallback,
+    MthpStat::Split,
+    MthpStat::SplitFailed,
+];
 
 fn order_dir_name(order: u32) -> String {
     format!("hugepages-{}kB", order_size_kb(order))
@@ -182,6 +210,7 @@ fn lookup(path: &str) -> Result<Node, Errno> {
                 "use_zero_page" => Node::UseZeroPage,
                 "shrink_underused" => Node::ShrinkUnderused,
                 "hpage_pmd_size" => Node::HpagePmdSize,
+                "shmem_enabled" => Node::ShmemEnabled,
                 "khugepaged" => Node::KhugepagedDir,
                 _ => Node::OrderDir(order_of_dir(comp).ok_or(Errno::ENOENT)?),
             },
@@ -191,12 +220,17 @@ fn lookup(path: &str) -> Result<Node, Errno> {
                 _ => Node::Khugepaged(KhugepagedKnob::from_name(comp).ok_or(Errno::ENOENT)?),
             },
             Node::OrderDir(o) => match comp {
-                "enabled" => Node::OrderEnabled(o),
+                "enabled" if o != SHMEM_ONLY_ORDER => Node::OrderEnabled(o),
+                "shmem_enabled" => Node::OrderShmemEnabled(o),
                 "stats" => Node::StatsDir(o),
                 _ => return Err(Errno::ENOENT),
             },
             Node::StatsDir(o) => {
-                Node::OrderStat(o, MthpStat::from_name(comp).ok_or(Errno::ENOENT)?)
+                let s = MthpStat::from_name(comp).ok_or(Errno::ENOENT)?;
+                if o == SHMEM_ONLY_ORDER && !SHMEM_ONLY_STATS.contains(&s) {
+                    return Err(Errno::ENOENT);
+                }
+                Node::OrderStat(o, s)
             }
             // A component below a file.
             _ => return Err(Errno::ENOTDIR),
@@ -310,11 +344,13 @@ impl Thp {
                     "use_zero_page",
                     "shrink_underused",
                     "hpage_pmd_size",
+                    "shmem_enabled",
                 ]
                 .into_iter()
                 .map(file)
                 .collect();
                 v.push(dir("khugepaged".into()));
+                v.push(dir(order_dir_name(SHMEM_ONLY_ORDER)));
                 v.extend((THP_MIN_ORDER..=THP_MAX_ORDER).map(|o| dir(order_dir_name(o))));
                 v
             }
@@ -324,7 +360,15 @@ impl Thp {
                 .chain(["pages_collapsed", "full_scans"])
                 .map(file)
                 .collect(),
-            Node::OrderDir(_) => alloc::vec![file("enabled"), dir("stats".into())],
+            Node::OrderDir(SHMEM_ONLY_ORDER) => {
+                alloc::vec![file("shmem_enabled"), dir("stats".into())]
+            }
+            Node::OrderDir(_) => {
+                alloc::vec![file("enabled"), file("shmem_enabled"), dir("stats".into())]
+            }
+            Node::StatsDir(SHMEM_ONLY_ORDER) => {
+                SHMEM_ONLY_STATS.iter().map(|s| file(s.name())).collect()
+            }
             Node::StatsDir(_) => MthpStat::ALL.iter().map(|s| file(s.name())).collect(),
             _ => return Err(Errno::ENOTDIR),
         };
@@ -383,6 +427,10 @@ impl Thp {
             Node::FullScans => num(self.stats.full_scans()),
             Node::OrderEnabled(o) => choice_line(&OrderMode::WORDS, c.order_mode(o).word()),
             Node::OrderStat(o, s) => num(self.stats.get(o, s)),
+            Node::ShmemEnabled => choice_line(&ShmemHuge::WORDS, c.shmem.huge().word()),
+            Node::OrderShmemEnabled(o) => {
+                choice_line(&ShmemOrderMode::WORDS, c.shmem.order_mode(o).word())
+            }
             _ => return Err(Errno::ENOENT),
         })
     }
@@ -421,6 +469,17 @@ impl Thp {
             // shrink_underused uses kstrtobool.
             Node::ShrinkUnderused => c.set_shrink_underused(kstrtobool(value)?),
             Node::Khugepaged(knob) => self.write_khugepaged(knob, value)?,
+            // Linux's shmem_enabled_store / thpsize_shmem_enabled_store.
+            Node::ShmemEnabled => {
+                let w = pick(value, &ShmemHuge::WORDS).ok_or(Errno::EINVAL)?;
+                c.shmem
+                    .set_huge(ShmemHuge::from_word(w).ok_or(Errno::EINVAL)?)?;
+            }
+            Node::OrderShmemEnabled(o) => {
+                let w = pick(value, &ShmemOrderMode::WORDS).ok_or(Errno::EINVAL)?;
+                c.shmem
+                    .set_order_mode(o, ShmemOrderMode::from_word(w).ok_or(Errno::EINVAL)?)?;
+            }
             _ => return Err(Errno::EACCES),
         }
         Ok(())

@@ -7,12 +7,16 @@
 //! Checked:
 //! * every entry lies in a VMA and has at most the VMA's rights (write only
 //!   on anon-exclusive pages, never on zero pages);
-//! * every non-zero frame belongs to an allocated anonymous folio; PMD
-//!   leaves map a whole order-9 folio;
+//! * every non-zero frame belongs to an allocated anonymous folio, or to
+//!   a shmem folio in a shmem VMA (and only there); PMD leaves map a whole
+//!   order-9 folio;
 //! * per folio: large mapcount = PTE + PMD mappings found, entire mapcount
 //!   = PMD mappings found, references ≥ mappings found + known pins;
 //! * anon-exclusive only on pages mapped by exactly one address space, and
-//!   every writable entry maps anon-exclusive pages;
+//!   every writable anonymous entry maps anon-exclusive pages (shmem pages
+//!   are shared writable);
+//! * each space's shmem RSS = shmem pages mapped, and every shmem leaf
+//!   maps the page its object's page cache holds at the VMA's index;
 //! * contiguous blocks obey the hardware rules: all entries of an aligned
 //!   block carry the hint, map consecutive frames from an aligned frame,
 //!   inside one folio, with equal attributes (young/dirty aside), and only
@@ -85,6 +89,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
         let pt = mm.lock_pt();
         let mut pmd_leaves = 0usize;
         let mut rss = 0u64;
+        let mut shmem_rss = 0u64;
         // Contiguous-hint leaves by block address.
         let mut blocks: BTreeMap<u64, Vec<(u64, Leaf)>> = BTreeMap::new();
         pt.for_each_leaf(&mut |va, l| {
@@ -133,10 +138,34 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                 );
                 return;
             };
-            if !f.is_anon() {
-                err(&mut errors, "folio is not anonymous".into());
+            let shmem = f.is_shmem();
+            if shmem != v.is_shmem() {
+                err(
+                    &mut errors,
+                    format!("shmem folio {shmem} in shmem VMA {}", v.is_shmem()),
+                );
             }
-            rss += size_pages;
+            if !f.is_anon() && !shmem {
+                err(&mut errors, "folio is neither anonymous nor shmem".into());
+            }
+            if shmem {
+                shmem_rss += size_pages;
+                // The page cache holds this very page at the VMA's index.
+                let index = v.pgoff_of(va);
+                let cached = v
+                    .shmem
+                    .and_then(|id| mm.shmem_object(id))
+                    .and_then(|o| o.find(index))
+                    .map(|(first, g)| g.pfn() + (index - first));
+                if cached != Some(l.pfn) {
+                    err(
+                        &mut errors,
+                        format!("shmem index {index} caches pfn {cached:x?}, not this one"),
+                    );
+                }
+            } else {
+                rss += size_pages;
+            }
             let seen = folios.entry(f.pfn()).or_default();
             seen.folio = Some(f);
             if l.level == PMD_LEVEL {
@@ -153,7 +182,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             for i in 0..size_pages {
                 let pfn = l.pfn + i;
                 page_mms.entry(pfn).or_default().insert(mm.id);
-                if p.write && !f.page(pfn - f.pfn()).is_anon_exclusive() {
+                if p.write && !shmem && !f.page(pfn - f.pfn()).is_anon_exclusive() {
                     err(
                         &mut errors,
                         format!("writable but page {pfn:#x} not anon-exclusive"),
@@ -224,6 +253,13 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                 "mm {}: {} deposited tables for {pmd_leaves} PMD leaves",
                 mm.id,
                 pt.deposited()
+            ));
+        }
+        if shmem_rss != mm.shmem_rss() {
+            errors.push(format!(
+                "mm {}: shmem RSS {} but {shmem_rss} pages mapped",
+                mm.id,
+                mm.shmem_rss()
             ));
         }
         if rss != mm.anon_rss() {

@@ -117,6 +117,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Segv);
         }
         stats.count(VmEvent::PgFault);
+        if vma.is_shmem() {
+            return self.shmem_fault(vma, addr, access);
+        }
         if let Some(r) = self.fault_shared(vma, addr, access) {
             return r;
         }

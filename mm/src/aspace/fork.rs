@@ -39,7 +39,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut g = ppt.gather();
         let mut result = Ok(());
         for v in vmas.iter() {
-            if v.flags.intersects(VmFlags::DONTCOPY | VmFlags::WIPEONFORK) {
+            // Shared VMAs are not copied (Linux's `vma_needs_copy`): the
+            // child faults the same shmem folios in.
+            if v.flags.intersects(VmFlags::DONTCOPY | VmFlags::WIPEONFORK) || v.is_shmem() {
                 continue;
             }
             result = self.copy_range(&mut ppt, &mut cpt, child, v.start, v.end, &mut g);

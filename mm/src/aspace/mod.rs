@@ -109,6 +109,7 @@ pub mod numa;
 mod pageout;
 pub mod report;
 mod rmap;
+mod shmem;
 pub mod split;
 pub mod swap;
 pub mod vmscan;
@@ -230,6 +231,13 @@ pub struct Mm<'a, A: PagingArch> {
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
+    /// Shmem pages mapped (Linux's `MM_SHMEMPAGES`); changed under the
+    /// page-table lock.
+    shmem_rss: AtomicU64,
+    /// The shmem objects this space's VMAs map, by id (see `shmem.rs`).
+    /// A leaf lock: taken under the mmap lock, nothing taken under it.
+    shmem:
+        spin::Mutex<alloc::collections::BTreeMap<u64, alloc::sync::Arc<crate::shmem::Shmem<'a>>>>,
     /// Swap entries in the page tables (Linux's `MM_SWAPENTS`); changed
     /// under the page-table lock.  Zero lets zap skip looking for them.
     swapents: AtomicU64,
@@ -320,6 +328,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             pt: PtRwLock::new(Some(pt)),
             ptl_fallback: core::sync::atomic::AtomicI32::new(0),
             anon_rss: AtomicU64::new(0),
+            shmem_rss: AtomicU64::new(0),
+            shmem: spin::Mutex::new(alloc::collections::BTreeMap::new()),
             swapents: AtomicU64::new(0),
             migents: AtomicU64::new(0),
             faults: AtomicU64::new(0),
@@ -513,6 +523,25 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         debug_assert!(old >= n, "anon RSS below zero");
     }
 
+    /// Shmem pages mapped (`RssShmem`).
+    pub fn shmem_rss(&self) -> u64 {
+        self.shmem_rss.load(Relaxed)
+    }
+
+    pub(crate) fn shmem_rss_add(&self, n: u64) {
+        self.shmem_rss.fetch_add(n, Relaxed);
+    }
+
+    /// `n` pages of `f` were unmapped: the RSS counter of its kind.
+    pub(crate) fn rss_sub_folio(&self, f: Folio<'a>, n: u64) {
+        if f.is_shmem() {
+            let old = self.shmem_rss.fetch_sub(n, Relaxed);
+            debug_assert!(old >= n, "shmem RSS below zero");
+        } else {
+            self.rss_sub(n);
+        }
+    }
+
     /// The folio a PTE batch starting at frame `pfn` belongs to, and the
     /// frames the batch may run over ([`PteRun::folio_pte_batch`]'s span):
     /// the folio's, or `pfn` alone for the zero page (not a folio) and for
@@ -600,6 +629,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// `MAP_FIXED` zaps what it replaces; `MAP_POPULATE` faults the whole
     /// range in (writable if the mapping is, as Linux), ignoring failures.
     pub fn mmap(&self, addr: u64, len: u64, prot: Prot, flags: MapFlags) -> Result<u64, Errno> {
+        let ty = flags & crate::abi::uapi::MAP_TYPE;
+        if flags.contains(crate::abi::uapi::MAP_ANONYMOUS)
+            && (ty == crate::abi::uapi::MAP_SHARED || ty == crate::abi::uapi::MAP_SHARED_VALIDATE)
+        {
+            // Linux's `shmem_zero_setup`: a new object the mapping's size.
+            let size = len.checked_next_multiple_of(PAGE_SIZE).unwrap_or(0);
+            let obj = crate::shmem::Shmem::with_gauges(size, 0, Some(&self.ctx.thp.shmem));
+            return self.mmap_shmem(addr, len, prot, flags, alloc::sync::Arc::new(obj), 0);
+        }
         let mut vmas = self.mmap_write();
         let locked = MAP_FIXED_ANY
             .intersects(flags)
@@ -655,6 +693,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         g.finish();
         puts.release();
+        drop(pt);
+        self.shmem_prune(&vmas);
         Ok(())
     }
 
@@ -737,6 +777,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             MadviseAction::Free => {
                 drop(pt);
+                // Linux's `madvise_free_single_vma`: anonymous VMAs only.
+                if out
+                    .ranges
+                    .iter()
+                    .any(|r| vmas.find_intersecting(r.start, r.end).any(|v| v.is_shmem()))
+                {
+                    return Err(Errno::EINVAL);
+                }
                 self.madvise_reclaim(&out.ranges, pageout::Reclaim::Free);
             }
             MadviseAction::PopulateRead | MadviseAction::PopulateWrite => {
@@ -815,7 +863,22 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
             }
         }
-        let r = self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref());
+        // A moved shmem VMA: its old entries are zapped, not moved; the
+        // new range faults the same folios in from the cache.
+        let shmem_move = plan
+            .moved
+            .as_ref()
+            .filter(|_| vmas.find(plan.new_addr).is_some_and(|v| v.is_shmem()));
+        let r = match shmem_move {
+            Some(m) => {
+                let r = self.mremap_tables(&mut pt, &plan.unmapped, None);
+                if !flags.contains(crate::abi::uapi::MREMAP_DONTUNMAP) {
+                    self.zap_range(&mut pt, m.from, m.from + m.len, true);
+                }
+                r
+            }
+            None => self.mremap_tables(&mut pt, &plan.unmapped, plan.moved.as_ref()),
+        };
         if let Err(e) = r {
             let mut old = saved.expect("only a move can fail");
             for u in &plan.unmapped {
@@ -836,6 +899,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         {
             self.populate(&vmas, grown.start, grown.end, None);
         }
+        self.shmem_prune(&vmas);
         Ok(plan.new_addr)
     }
 
@@ -949,6 +1013,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         child.set_thp_disabled(self.thp_disabled());
         child.set_task_policy(self.task_policy());
+        // The child maps the same shmem objects (never copies).
+        *child.shmem.lock() = self.shmem.lock().clone();
+        child.shmem_prune(&child.mmap_read());
         Ok(child)
     }
 
@@ -997,6 +1064,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
             }
         }
+        drop(pt);
+        self.shmem_prune(&vmas);
     }
 
     /// Tear the address space down (also done by `Drop`): zap every VMA,
@@ -1038,6 +1107,7 @@ impl<A: PagingArch> Drop for Mm<'_, A> {
             self.ctx.khugepaged_exit(self.id);
         }
         debug_assert_eq!(self.anon_rss(), 0, "RSS left after teardown");
+        debug_assert_eq!(self.shmem_rss(), 0, "shmem RSS left after teardown");
         self.ctx.free_ids(self.asid, self.id);
     }
 }

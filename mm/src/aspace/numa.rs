@@ -86,7 +86,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// ones): not PROT_NONE, and its policy migrates on fault
     /// (`vma_policy_mof`: the default, or `MPOL_F_NUMA_BALANCING`).
     fn vma_scannable(&self, vma: &Vma) -> bool {
-        vma.flags.intersects(VmFlags::ACCESS)
+        vma.is_anonymous()
+            && vma.flags.intersects(VmFlags::ACCESS)
             && self
                 .policy_for(vma)
                 .is_none_or(|p| p.flags & MPOL_F_NUMA_BALANCING != 0)

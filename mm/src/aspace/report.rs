@@ -36,6 +36,12 @@ pub struct VmaReport {
     /// meminfo's `AnonHugePages`.  The huge zero folio is not counted, as in
     /// Linux: it is nobody's anonymous memory.
     pub anon_huge_bytes: u64,
+    /// Of the mapped bytes, those of shmem folios (smaps's `Rss` counts
+    /// them, `Anonymous` does not).
+    pub shmem_bytes: u64,
+    /// Bytes of shmem folios mapped by PMD leaves (smaps's
+    /// `ShmemPmdMapped`; not in `AnonHugePages`).
+    pub shmem_pmd_bytes: u64,
     /// Translation entries covering the VMA's mappings.
     pub entries: u64,
     /// smaps's `THPeligible`: the knobs, the VMA's flags and the space's
@@ -122,6 +128,8 @@ impl ThpMaps {
             t.cont_bytes += v.cont_bytes;
             t.pmd_bytes += v.pmd_bytes;
             t.anon_huge_bytes += v.anon_huge_bytes;
+            t.shmem_bytes += v.shmem_bytes;
+            t.shmem_pmd_bytes += v.shmem_pmd_bytes;
             t.entries += v.entries;
         }
         t
@@ -169,6 +177,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 r.zero_bytes += size;
             } else if let Some(f) = ctx.folio(l.pfn) {
                 r.anon_by_order[(f.order() as usize).min(REPORT_ORDERS - 1)] += size;
+                if f.is_shmem() {
+                    r.shmem_bytes += size;
+                }
                 if l.attrs.young {
                     r.referenced += size;
                 }
@@ -199,8 +210,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             if l.level == PMD_LEVEL {
                 r.pmd_bytes += size;
-                if !ctx.is_zero_pfn(l.pfn) && ctx.folio(l.pfn).is_some() {
-                    r.anon_huge_bytes += size;
+                match ctx.folio(l.pfn) {
+                    Some(f) if f.is_shmem() => r.shmem_pmd_bytes += size,
+                    Some(_) if !ctx.is_zero_pfn(l.pfn) => r.anon_huge_bytes += size,
+                    _ => {}
                 }
                 r.entries += 1;
             } else if l.cont {

@@ -69,7 +69,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                             && let Some(f) = self.ctx.folio(l.pfn)
                         {
                             self.ctx.rmap_remove_pmd(f);
-                            self.rss_sub(f.nr_pages());
+                            self.rss_sub_folio(f, f.nr_pages());
                             puts.push(f, 1);
                         }
                     } else {
@@ -187,7 +187,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             match folio {
                 Some(f) => {
                     ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr as u64);
-                    self.rss_sub(nr as u64);
+                    self.rss_sub_folio(f, nr as u64);
                     puts.push(f, nr as u32);
                 }
                 None => debug_assert!(

@@ -305,6 +305,12 @@ impl<'a> Folio<'a> {
         self.test(PageFlags::ANON)
     }
 
+    /// In a shmem object's page cache (`crate::shmem`).
+    #[inline]
+    pub fn is_shmem(&self) -> bool {
+        self.test(PageFlags::SHMEM)
+    }
+
     // ----- references -------------------------------------------------
 
     #[inline]

@@ -30,6 +30,8 @@ const INHERITED: PageFlags = PageFlags::ANON
     // As Linux's split passes `PG_mlocked` to every new folio: the pages
     // stay locked and counted in `Mlocked:`, whatever size they now form.
     .union(PageFlags::MLOCKED)
+    // A shmem folio's pieces stay in its page cache.
+    .union(PageFlags::SHMEM)
     .union(PageFlags::ACTIVE)
     .union(PageFlags::REFERENCED);
 

@@ -147,6 +147,9 @@ bitflags! {
         /// Someone sleeps waiting for the folio lock (Linux's
         /// `PG_waiters`): the unlock wakes them.
         const WAITERS          = 1 << 28;
+        /// In a shmem object's page cache (`crate::shmem`; Linux's
+        /// `PG_swapbacked` on a file folio): mapped shared, never anonymous.
+        const SHMEM            = 1 << 30;
     }
 }
 

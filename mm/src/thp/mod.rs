@@ -38,6 +38,8 @@ pub struct Thp {
     pub config: ThpConfig,
     /// Counters.
     pub stats: ThpStats,
+    /// Shmem page-cache gauges (`/proc/meminfo`'s `Shmem*` lines).
+    pub shmem: crate::shmem::ShmemGauges,
 }
 
 impl Thp {
@@ -46,6 +48,7 @@ impl Thp {
         Thp {
             config: ThpConfig::new(),
             stats: ThpStats::new(),
+            shmem: crate::shmem::ShmemGauges::new(),
         }
     }
 

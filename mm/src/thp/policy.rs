@@ -456,6 +456,8 @@ pub struct ThpConfig {
     /// then add to it instead of starting from "everything never".
     anon_orders_configured: AtomicBool,
     generation: AtomicU64,
+    /// The shmem knobs (`shmem_enabled`, per size too).
+    pub shmem: crate::shmem::policy::ShmemPolicy,
 }
 
 impl Default for ThpConfig {
@@ -476,6 +478,7 @@ impl ThpConfig {
             khugepaged: KhugepagedKnobs::new(),
             anon_orders_configured: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            shmem: crate::shmem::policy::ShmemPolicy::new(),
         }
     }
 
@@ -632,6 +635,7 @@ impl ThpConfig {
         k.max_ptes_shared
             .store(fresh.max_ptes_shared.into_inner(), Ordering::Relaxed);
         self.anon_orders_configured.store(false, Ordering::Release);
+        self.shmem.reset();
         self.bump();
     }
 }

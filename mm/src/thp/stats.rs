@@ -56,6 +56,12 @@ named_enum! {
         AnonFaultFallback => "anon_fault_fallback",
         /// Allocation succeeded but the charge failed (also counted above).
         AnonFaultFallbackCharge => "anon_fault_fallback_charge",
+        /// A shmem folio of this order allocated and added to the cache.
+        ShmemAlloc => "shmem_alloc",
+        /// A shmem allocation of this order failed; fell back lower.
+        ShmemFallback => "shmem_fallback",
+        /// A shmem charge failed (also counted above; no memcg here).
+        ShmemFallbackCharge => "shmem_fallback_charge",
         /// Stored into zswap as a whole folio.
         Zswpout => "zswpout",
         /// Swapped in as a whole folio.
@@ -138,6 +144,14 @@ named_enum! {
         ThpCollapseAlloc => "thp_collapse_alloc",
         /// khugepaged failed to allocate a PMD-sized folio.
         ThpCollapseAllocFailed => "thp_collapse_alloc_failed",
+        /// A PMD-size shmem folio allocated (shmem only, despite the name).
+        ThpFileAlloc => "thp_file_alloc",
+        /// A PMD-size shmem allocation failed.
+        ThpFileFallback => "thp_file_fallback",
+        /// A PMD-size shmem charge failed.
+        ThpFileFallbackCharge => "thp_file_fallback_charge",
+        /// A file or shmem folio mapped by a PMD.
+        ThpFileMapped => "thp_file_mapped",
         /// A PMD-sized THP was split.
         ThpSplitPage => "thp_split_page",
         /// Splitting a PMD-sized THP failed.

@@ -22,7 +22,8 @@
 //! top-down allocation below a fixed `mmap_base` (Linux's default layout,
 //! without randomisation), `mmap_min_addr` 64 KiB.
 //!
-//! All mappings are anonymous and private.
+//! Mappings are private anonymous memory or shared shmem objects
+//! (`Vma::shmem`).
 
 pub mod mempolicy;
 pub mod mlock;
@@ -162,6 +163,11 @@ pub struct Vma {
     /// The VMA's memory policy (`mbind`); `None`: the task's applies.
     /// Kept by split and mremap; only VMAs with equal policies merge.
     pub policy: Option<mempolicy::Mempolicy>,
+    /// The shmem object mapped (`MAP_SHARED` anonymous memory or a
+    /// memfd), by id ([`crate::shmem::Shmem::id`]; the address space keeps
+    /// the objects themselves); `pgoff` is then the object's page index
+    /// at `start`.  `None`: private anonymous memory.
+    pub shmem: Option<u64>,
 }
 
 impl Vma {
@@ -190,9 +196,20 @@ impl Vma {
         self.start..self.end
     }
 
-    /// All mappings here are anonymous.
+    /// Private anonymous memory (Linux's `vma_is_anonymous`): no shmem
+    /// object behind it.
     pub fn is_anonymous(&self) -> bool {
-        true
+        self.shmem.is_none()
+    }
+
+    /// Backed by a shmem object.
+    pub fn is_shmem(&self) -> bool {
+        self.shmem.is_some()
+    }
+
+    /// The object page index of `addr` (inside the VMA).
+    pub fn pgoff_of(&self, addr: u64) -> u64 {
+        self.pgoff + ((addr - self.start) >> PAGE_SHIFT)
     }
 
     /// The THP hints of this VMA.
@@ -221,6 +238,7 @@ impl Vma {
             && self.flags == next.flags
             && self.pgoff.wrapping_add(self.pages()) == next.pgoff
             && self.policy == next.policy
+            && self.shmem == next.shmem
             && (self.anon_vma.is_none()
                 || next.anon_vma.is_none()
                 || self.anon_vma == next.anon_vma)

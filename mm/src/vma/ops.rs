@@ -8,8 +8,10 @@
 //!
 //! Deliberate differences from Linux (this kernel maps only private
 //! anonymous memory):
-//! * `MAP_SHARED`, `MAP_SHARED_VALIDATE` and `MAP_DROPPABLE` anonymous
-//!   mappings fail with EINVAL (Linux supports them);
+//! * `MAP_SHARED` anonymous mappings need a shmem object, which the
+//!   address space creates (`Mm::mmap`); here they go through
+//!   [`VmaSet::mmap_shmem`] and plain [`VmaSet::mmap`] refuses them
+//!   (EINVAL), as it does `MAP_DROPPABLE` (Linux supports it);
 //! * a non-anonymous mapping fails with EBADF for a negative fd (as Linux)
 //!   and ENODEV otherwise (no file supports mmap here);
 //! * `MAP_HUGETLB` fails with ENOMEM (as Linux with no hugetlb pages);
@@ -207,10 +209,42 @@ impl VmaSet {
         fd: i64,
         offset: u64,
     ) -> Result<MmapOutcome, Errno> {
+        self.mmap_backed(addr, len, prot, flags, fd, offset, None)
+    }
+
+    /// [`Self::mmap`] of the shmem object `shmem` (its id; `offset` is
+    /// the byte offset into it): `MAP_SHARED` or `MAP_SHARED_VALIDATE`
+    /// only (EINVAL otherwise: private mappings of shmem objects are not
+    /// supported here), with or without `MAP_ANONYMOUS`.  The VMA gets
+    /// `VM_SHARED | VM_MAYSHARE` and no `VM_ACCOUNT` (shmem accounts by
+    /// object, as Linux).
+    pub fn mmap_shmem(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        shmem: u64,
+        offset: u64,
+    ) -> Result<MmapOutcome, Errno> {
+        self.mmap_backed(addr, len, prot, flags, -1, offset, Some(shmem))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mmap_backed(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        fd: i64,
+        offset: u64,
+        shmem: Option<u64>,
+    ) -> Result<MmapOutcome, Errno> {
         if !offset.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
-        if !flags.contains(MAP_ANONYMOUS) {
+        if !flags.contains(MAP_ANONYMOUS) && shmem.is_none() {
             return Err(if fd < 0 { Errno::EBADF } else { Errno::ENODEV });
         }
         if flags.contains(MAP_HUGETLB) {
@@ -258,7 +292,8 @@ impl VmaSet {
         if !self.mlock_future_ok(lock, len) {
             return Err(Errno::EAGAIN);
         }
-        if flags & MAP_TYPE != MAP_PRIVATE {
+        let shared = flags & MAP_TYPE == MAP_SHARED || flags & MAP_TYPE == MAP_SHARED_VALIDATE;
+        if shmem.is_some() != shared || (!shared && flags & MAP_TYPE != MAP_PRIVATE) {
             return Err(Errno::EINVAL);
         }
         let mut vf = VmFlags::from_prot(prot)
@@ -266,6 +301,9 @@ impl VmaSet {
             | VmFlags::MAYWRITE
             | VmFlags::MAYEXEC
             | lock;
+        if shared {
+            vf |= VmFlags::SHARED | VmFlags::MAYSHARE;
+        }
         if flags.contains(MAP_GROWSDOWN) {
             vf |= VmFlags::GROWSDOWN;
         }
@@ -276,7 +314,7 @@ impl VmaSet {
             // Linux ≥ 6.7: stacks are not worth THPs.
             vf |= VmFlags::NOHUGEPAGE;
         }
-        if vf.contains(VmFlags::WRITE) && !vf.contains(VmFlags::NORESERVE) {
+        if vf.contains(VmFlags::WRITE) && !vf.contains(VmFlags::NORESERVE) && !shared {
             vf |= VmFlags::ACCOUNT;
         }
         let unmapped = if fixed {
@@ -290,9 +328,10 @@ impl VmaSet {
                 start: addr,
                 end,
                 flags: vf,
-                pgoff: addr >> PAGE_SHIFT,
+                pgoff: if shared { pgoff } else { addr >> PAGE_SHIFT },
                 anon_vma: None,
                 policy: None,
+                shmem,
             },
         );
         self.merge_range(addr, end);
@@ -762,6 +801,7 @@ impl VmaSet {
             pgoff: src.pgoff + ((addr - src.start) >> PAGE_SHIFT),
             anon_vma: src.anon_vma,
             policy: src.policy,
+            shmem: src.shmem,
         };
         if dontunmap {
             // The old range stays mapped; Linux drops its lock bits.

@@ -508,6 +508,7 @@ fn insert_split_merge_primitives() {
         pgoff: a >> PAGE_SHIFT,
         anon_vma: None,
         policy: None,
+        shmem: None,
     };
     s.insert(v).unwrap();
     assert_eq!(s.insert(v), Err(EEXIST));

@@ -177,10 +177,12 @@ fn write_errors() {
         ("hugepages-64kB/stats/split", "0", Errno::EACCES),
         ("nonexistent", "1", Errno::ENOENT),
         ("hugepages-8kB/enabled", "always", Errno::ENOENT),
+        ("hugepages-8kB/stats/anon_fault_alloc", "0", Errno::ENOENT),
         ("hugepages-4kB/enabled", "always", Errno::ENOENT),
         ("hugepages-4096kB/enabled", "always", Errno::ENOENT),
         ("hugepages-064kB/enabled", "always", Errno::ENOENT),
-        ("hugepages-64kB/shmem_enabled", "always", Errno::ENOENT),
+        ("hugepages-64kB/shmem_enabled", "deny", Errno::EINVAL),
+        ("shmem_enabled", "madvise", Errno::EINVAL),
         ("hugepages-64kB/stats/bogus", "0", Errno::ENOENT),
         ("khugepaged", "1", Errno::EISDIR),
         ("", "1", Errno::EISDIR),
@@ -257,7 +259,9 @@ fn listings() {
         "use_zero_page",
         "shrink_underused",
         "hpage_pmd_size",
+        "shmem_enabled",
         "khugepaged",
+        "hugepages-8kB",
         "hugepages-16kB",
         "hugepages-32kB",
         "hugepages-64kB",
@@ -269,11 +273,16 @@ fn listings() {
     ] {
         assert!(root.iter().any(|n| n == want), "{want}");
     }
-    assert_eq!(root.len(), 14);
+    assert_eq!(root.len(), 16);
+    assert_eq!(names("hugepages-8kB"), ["shmem_enabled", "stats"]);
+    assert_eq!(names("hugepages-8kB/stats").len(), 7);
     let mut sorted = root.clone();
     sorted.sort();
     assert_eq!(root, sorted);
-    assert_eq!(names("hugepages-64kB"), ["enabled", "stats"]);
+    assert_eq!(
+        names("hugepages-64kB"),
+        ["enabled", "shmem_enabled", "stats"]
+    );
     assert_eq!(names("hugepages-64kB/stats").len(), MthpStat::COUNT);
     assert_eq!(names("khugepaged").len(), 9);
     assert_eq!(t.list("enabled"), Err(Errno::ENOTDIR));
@@ -282,7 +291,7 @@ fn listings() {
     // Every listed file is readable; writable ones accept their own
     // current value back (minus brackets).
     let files = t.all_files();
-    assert_eq!(files.len(), 5 + 9 + 8 * (1 + MthpStat::COUNT));
+    assert_eq!(files.len(), 6 + 9 + 8 * (2 + MthpStat::COUNT) + 1 + 7);
     for f in &files {
         let info = t.stat(f).unwrap();
         assert!(!info.is_dir);
@@ -325,4 +334,38 @@ fn parsers() {
     assert!(sysfs_streq("a\n", "a"));
     assert!(!sysfs_streq("a\n\n", "a"));
     assert!(!sysfs_streq("", "a"));
+}
+
+/// `shmem_enabled` and the per-size files: Linux 6.12's words, defaults,
+/// brackets and the `force`/`inherit` rules.
+#[test]
+fn shmem_enabled_files() {
+    let t = thp();
+    assert_eq!(
+        t.read("shmem_enabled").unwrap(),
+        "always within_size advise [never] deny force\n"
+    );
+    assert_eq!(
+        t.read("hugepages-2048kB/shmem_enabled").unwrap(),
+        "always [inherit] within_size advise never\n"
+    );
+    assert_eq!(
+        t.read("hugepages-64kB/shmem_enabled").unwrap(),
+        "always inherit within_size advise [never]\n"
+    );
+    t.write("hugepages-64kB/shmem_enabled", "within_size\n")
+        .unwrap();
+    assert_eq!(
+        t.read("hugepages-64kB/shmem_enabled").unwrap(),
+        "always inherit within_size advise [never]\n"
+            .replace("within_size advise [never]", "[within_size] advise never")
+    );
+    t.write("shmem_enabled", "force").unwrap();
+    assert_eq!(
+        t.write("hugepages-64kB/shmem_enabled", "inherit"),
+        Err(Errno::EINVAL)
+    );
+    t.write("shmem_enabled", "deny\n").unwrap();
+    t.write("hugepages-64kB/shmem_enabled", "inherit").unwrap();
+    assert_eq!(t.write("shmem_enabled", "force"), Err(Errno::EINVAL));
 }

@@ -164,7 +164,41 @@ impl<'a> MmCtx<'a> {
         let extra = f.nr_pages() as u32 - 1;
         f.get_many(extra);
         f.add_large_mapcount(extra as i32);
-        f.add_entire_mapcount(-1);
+        let left = f.add_entire_mapcount(-1);
+        self.shmem_pmd_unmapped(f, left);
+    }
+
+    /// `n` PTE mappings of pages of the shmem folio `f` were written
+    /// (Linux's `folio_add_file_rmap_ptes`): one reference and one
+    /// mapcount each; no anon-exclusive bits, no rmap owner.
+    pub(crate) fn rmap_add_shmem_ptes(&self, f: Folio<'a>, n: u64) {
+        f.get_many(n as u32);
+        f.add_large_mapcount(n as i32);
+    }
+
+    /// A PMD mapping of the shmem folio `f` was written
+    /// (`folio_add_file_rmap_pmd`); its first one counts the folio in
+    /// `ShmemPmdMapped`.
+    pub(crate) fn rmap_add_shmem_pmd(&self, f: Folio<'a>) {
+        f.get();
+        f.add_large_mapcount(1);
+        if f.add_entire_mapcount(1) == 1 {
+            self.thp
+                .shmem
+                .pmd_mapped
+                .fetch_add(f.nr_pages(), core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A PMD mapping of `f` went, `left` remain: the last one of a shmem
+    /// folio leaves `ShmemPmdMapped`.
+    fn shmem_pmd_unmapped(&self, f: Folio<'a>, left: i32) {
+        if left == 0 && f.is_shmem() {
+            self.thp
+                .shmem
+                .pmd_mapped
+                .fetch_sub(f.nr_pages(), core::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// `n` PTE mappings of pages `first..first + n` of `f` went away; the
@@ -202,7 +236,8 @@ impl<'a> MmCtx<'a> {
     /// A PMD mapping of `f` went away; the caller drops one reference after
     /// the flush.
     pub(crate) fn rmap_remove_pmd(&self, f: Folio<'a>) {
-        f.add_entire_mapcount(-1);
+        let entire = f.add_entire_mapcount(-1);
+        self.shmem_pmd_unmapped(f, entire);
         let left = f.add_large_mapcount(-1);
         if f.entire_mapcount() == 0 && left == 0 {
             for p in f.pages() {
@@ -213,6 +248,10 @@ impl<'a> MmCtx<'a> {
     }
 
     fn after_unmap(&self, f: Folio<'a>, left: i32) {
+        if f.is_shmem() {
+            // The page cache keeps it; never split for being partly mapped.
+            return;
+        }
         if left == 0 {
             self.deferred_split_remove(f);
             self.thp.stats.dec(f.order(), MthpStat::NrAnon);

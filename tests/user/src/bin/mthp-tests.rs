@@ -36,6 +36,8 @@ mod numa;
 mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
+#[path = "mthp-tests/shmem.rs"]
+mod shmem;
 #[path = "mthp-tests/swap.rs"]
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
@@ -129,4 +131,8 @@ static TESTS: &[Test] = tests![
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
     swap::swap_swapoff_brings_back,
+    shmem::shmem_shared_anon_64k,
+    shmem::shmem_shared_anon_2m,
+    shmem::memfd_seals_and_io,
+    shmem::memfd_truncate_in_large_folio,
 ];

@@ -1,0 +1,316 @@
+//! Shared mappings of shmem objects (`crate::shmem`): Linux's
+//! `shmem_fault` / `finish_fault` for `MAP_SHARED` anonymous memory and
+//! memfds.
+//!
+//! * The address space keeps an `Arc` of every object one of its VMAs maps
+//!   (`Mm::shmem`), dropped once no VMA names it ([`Mm::shmem_prune`]
+//!   after munmap, mremap, `MAP_FIXED` and exit), so an object lives while
+//!   any process maps it or any file holds it.
+//! * A fault finds the folio at the VMA's object index, or allocates one
+//!   of the orders the shmem policy allows (`shmem::policy`), whose block
+//!   is aligned both in the object and in the address space, fits in the
+//!   VMA and holds no cached page yet (`shmem_suitable_orders`), highest
+//!   first; then maps every page of the folio that lies in the VMA and in
+//!   the faulting page's PMD in one go if their entries are all empty (a
+//!   contiguous block on arm64), or a PMD-size folio aligned on both sides
+//!   with one PMD leaf (`do_set_pmd`, `thp_file_mapped`).  Write faults on
+//!   present entries just make them writable and dirty: shared pages are
+//!   never copied.
+//! * Access at or beyond the object's size: SIGBUS, as Linux.
+//! * fork copies no shmem entries (Linux's `vma_needs_copy` is false for
+//!   shared VMAs): the child faults the same folios in from the cache.
+//! * mprotect works as for anonymous memory; an mremap that moves a shmem
+//!   VMA zaps the old entries instead of moving them (the new range
+//!   faults the same folios back).
+//! * `MADV_DONTNEED` zaps (the cache keeps the data, as Linux);
+//!   `MADV_FREE` is EINVAL on shmem, as Linux; `MADV_COLD`/`PAGEOUT`,
+//!   khugepaged, `MADV_COLLAPSE`, NUMA balancing, `move_pages` and swap
+//!   leave shmem folios alone (they are not anonymous).
+
+use alloc::sync::Arc;
+
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
+use crate::paging::{Attrs, Entry, PMD_LEVEL, PagingArch, PtAlloc};
+use crate::physmem::buddy::AllocFlags;
+use crate::physmem::folio::FolioRef;
+use crate::shmem::Shmem;
+use crate::thp::{MthpStat, VmEvent};
+use crate::vma::{Vma, VmaSet};
+
+use super::{Access, Fault, Mm, vma_perms};
+
+impl<'a, A: PagingArch> Mm<'a, A> {
+    /// The object with id `id` this space maps.
+    pub fn shmem_object(&self, id: u64) -> Option<Arc<Shmem<'a>>> {
+        self.shmem.lock().get(&id).cloned()
+    }
+
+    /// Keep `obj` while a VMA of this space maps it.
+    pub(crate) fn shmem_attach(&self, obj: Arc<Shmem<'a>>) {
+        self.shmem.lock().insert(obj.id(), obj);
+    }
+
+    /// Drop the objects no VMA of `vmas` maps any more (their last
+    /// mapping in this space went; the cache's folios go with the last
+    /// reference anywhere).  Call once the zaps' references are released.
+    pub(crate) fn shmem_prune(&self, vmas: &VmaSet) {
+        let gone: alloc::vec::Vec<Arc<Shmem<'a>>> = {
+            let mut t = self.shmem.lock();
+            if t.is_empty() {
+                return;
+            }
+            let live: alloc::collections::BTreeSet<u64> =
+                vmas.iter().filter_map(|v| v.shmem).collect();
+            let dead: alloc::vec::Vec<u64> =
+                t.keys().copied().filter(|id| !live.contains(id)).collect();
+            dead.iter().filter_map(|id| t.remove(id)).collect()
+        };
+        // Dropped outside the table's lock: the last reference frees folios.
+        drop(gone);
+    }
+
+    /// `mmap` of the shmem object `obj` at byte `offset` (a memfd, or the
+    /// object `Mm::mmap` made for `MAP_SHARED|MAP_ANONYMOUS`).
+    pub fn mmap_shmem(
+        &self,
+        addr: u64,
+        len: u64,
+        prot: crate::abi::uapi::Prot,
+        flags: crate::abi::uapi::MapFlags,
+        obj: Arc<Shmem<'a>>,
+        offset: u64,
+    ) -> Result<u64, crate::abi::errno::Errno> {
+        let mut vmas = self.mmap_write();
+        let locked = super::MAP_FIXED_ANY
+            .intersects(flags)
+            .then(|| self.locked_in(&vmas, addr, len));
+        let out = vmas.mmap_shmem(addr, len, prot, flags, obj.id(), offset)?;
+        self.shmem_attach(obj);
+        let mut pt = self.lock_pt();
+        for r in locked.iter().flatten() {
+            self.mlock_walk(&mut pt, r.clone(), false);
+        }
+        for r in &out.unmapped {
+            self.zap_range(&mut pt, r.start, r.end, true);
+        }
+        drop(pt);
+        self.shmem_prune(&vmas);
+        if out.populate {
+            self.populate(&vmas, out.addr, out.addr + out.len, None);
+        }
+        Ok(out.addr)
+    }
+
+    /// Unmap the object pages `[first, end)` of the object `id` from this
+    /// space (Linux's `unmap_mapping_range`, per space): before a
+    /// truncate or hole punch drops them from the cache.  VMAs stay; a
+    /// later access past the new size gets SIGBUS, one inside refaults.
+    pub fn shmem_unmap_range(&self, id: u64, first: u64, end: u64) {
+        let vmas = self.mmap_read();
+        let mut pt = self.lock_pt();
+        for v in vmas.iter().filter(|v| v.shmem == Some(id)) {
+            let (vs, ve) = (v.pgoff, v.pgoff + (v.len() >> PAGE_SHIFT));
+            let (s, e) = (first.max(vs), end.min(ve));
+            if s < e {
+                let a = v.start + ((s - vs) << PAGE_SHIFT);
+                let b = v.start + ((e - vs) << PAGE_SHIFT);
+                self.zap_range(&mut pt, a, b, false);
+            }
+        }
+    }
+
+    /// Whether a shared writable VMA of this space maps the object `id`
+    /// (Linux's `mapping_writably_mapped`, per space: `F_SEAL_WRITE` is
+    /// then EBUSY).
+    pub fn shmem_writably_mapped(&self, id: u64) -> bool {
+        self.mmap_read()
+            .iter()
+            .any(|v| v.shmem == Some(id) && v.flags.contains(crate::vma::VmFlags::WRITE))
+    }
+
+    /// A fault in the shmem VMA `vma` (already checked to allow `access`).
+    pub(crate) fn shmem_fault(&self, vma: &Vma, addr: u64, access: Access) -> Result<(), Fault> {
+        let va = align_down(addr, PAGE_SIZE);
+        let Some(obj) = vma.shmem.and_then(|id| self.shmem_object(id)) else {
+            debug_assert!(false, "shmem VMA at {addr:#x} without its object");
+            return Err(Fault::Sigbus);
+        };
+        {
+            let mut pt = self.lock_pt();
+            let w = pt.lookup(addr);
+            match w.entry {
+                Entry::Leaf(l) => {
+                    // Present: only the access and dirty bits (and write,
+                    // which a shared page always gets when the VMA allows).
+                    let mut want = l.attrs;
+                    want.young = true;
+                    if access == Access::Write {
+                        want.dirty = true;
+                        want.perms.write = true;
+                    }
+                    if want != l.attrs {
+                        let mut g = pt.gather();
+                        let r = if w.level == PMD_LEVEL {
+                            pt.update_pmd(va, want, &mut g)
+                        } else {
+                            pt.update_pte(va, want, &mut g)
+                        };
+                        g.finish();
+                        debug_assert!(r.is_ok());
+                    }
+                    return Ok(());
+                }
+                Entry::Absent => {}
+                _ => {
+                    debug_assert!(false, "non-present entry in a shmem VMA at {addr:#x}");
+                    return Err(Fault::Sigbus);
+                }
+            }
+        }
+        let index = vma.pgoff_of(va);
+        let size_pages = obj.size_pages();
+        if index >= size_pages {
+            return Err(Fault::Sigbus);
+        }
+        let (first, f) = match obj.find(index) {
+            Some(hit) => hit,
+            None => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
+        };
+        let mut pt = self.lock_pt();
+        // A truncate or hole punch may have run since the lookup: it
+        // changes the size or the cache first and unmaps after (twice, as
+        // Linux's `truncate_pagecache`), so checking both again under the
+        // page-table lock leaves no mapping of a dropped page behind.
+        if index >= obj.size_pages() {
+            return Err(Fault::Sigbus);
+        }
+        if obj.find(index).is_none_or(|(_, g)| g.pfn() != f.pfn()) {
+            return Ok(());
+        }
+        self.shmem_map(vma, &mut pt, va, first, &f, access)
+    }
+
+    /// Allocate and cache the folio for page `index` (mapped at `va`).
+    fn shmem_alloc(
+        &self,
+        vma: &Vma,
+        obj: &Shmem<'a>,
+        va: u64,
+        index: u64,
+        size_pages: u64,
+    ) -> Result<(u64, FolioRef<'a>), Fault> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let hints = self.thp_hints(vma);
+        let mut orders = ctx.thp.config.shmem.allowable_orders(
+            hints.hugepage,
+            hints.nohugepage,
+            index,
+            size_pages,
+        );
+        // Aligned in the object as in the address space, inside the VMA.
+        orders &= crate::thp::suitable_orders(orders, vma.start, vma.end, va);
+        orders = (0..=PMD_ORDER)
+            .filter(|&o| {
+                orders & (1 << o) != 0 && (va >> PAGE_SHIFT) % (1 << o) == index % (1 << o)
+            })
+            .fold(0, |m, o| m | 1 << o);
+        orders = obj.empty_orders(index, orders);
+        let mut got = None;
+        for o in crate::thp::policy::orders_high_to_low(orders) {
+            match ctx.buddy.alloc(o, AllocFlags::USER) {
+                Ok(f) => {
+                    got = Some(FolioRef::from_raw(f));
+                    break;
+                }
+                Err(_) => {
+                    stats.inc(o, MthpStat::ShmemFallback);
+                    if o == PMD_ORDER {
+                        stats.count(VmEvent::ThpFileFallback);
+                    }
+                }
+            }
+        }
+        let f = match got {
+            Some(f) => f,
+            None => FolioRef::from_raw(
+                ctx.buddy
+                    .alloc(0, AllocFlags::USER)
+                    .map_err(|_| Fault::Oom)?,
+            ),
+        };
+        ctx.mem.zero(f.pa(), f.size());
+        let order = f.order();
+        // On Err another fault cached this index meanwhile: its folio
+        // serves (ours is freed here).
+        if obj.insert(index, f).is_ok() {
+            if order > 0 {
+                stats.inc(order, MthpStat::ShmemAlloc);
+            }
+            if order == PMD_ORDER {
+                stats.count(VmEvent::ThpFileAlloc);
+            }
+        }
+        obj.find(index).ok_or(Fault::Sigbus)
+    }
+
+    /// Map folio `f` (first object index `first`) around `va` in `vma`.
+    fn shmem_map(
+        &self,
+        vma: &Vma,
+        pt: &mut crate::paging::PageTable<'a, A>,
+        va: u64,
+        first: u64,
+        f: &FolioRef<'a>,
+        access: Access,
+    ) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let mut attrs = Attrs::user(vma_perms(vma.flags));
+        attrs.young = true;
+        attrs.dirty = access == Access::Write;
+        let index = vma.pgoff_of(va);
+        let nr = f.nr_pages();
+        // Where the folio's first page would be mapped (may lie outside).
+        let fva = va as i128 - (((index - first) << PAGE_SHIFT) as i128);
+        let w = pt.lookup(va);
+        if f.order() == PMD_ORDER
+            && fva >= vma.start as i128
+            && fva + PMD_SIZE as i128 <= vma.end as i128
+            && (fva as u64).is_multiple_of(PMD_SIZE)
+            && w.level >= PMD_LEVEL
+            && w.entry.is_absent()
+        {
+            let base = fva as u64;
+            let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
+            if pt.set_pmd_leaf(base, f.pfn(), attrs, dep).is_err() {
+                ctx.pt_alloc().free_pt(dep);
+                return Err(Fault::Oom);
+            }
+            ctx.rmap_add_shmem_pmd(f.folio());
+            self.shmem_rss_add(nr);
+            ctx.thp.stats.count(VmEvent::ThpFileMapped);
+            return Ok(());
+        }
+        // PTEs: the folio's pages inside the VMA and the PMD of `va`.
+        let pmd_lo = align_down(va, PMD_SIZE) as i128;
+        let lo = fva.max(vma.start as i128).max(pmd_lo) as u64;
+        let hi = (fva + (nr << PAGE_SHIFT) as i128)
+            .min(vma.end as i128)
+            .min(pmd_lo + PMD_SIZE as i128) as u64;
+        let (start, n) = if pt.ptes_none(lo, ((hi - lo) >> PAGE_SHIFT) as usize) {
+            (lo, (hi - lo) >> PAGE_SHIFT)
+        } else if pt.ptes_none(va, 1) {
+            (va, 1)
+        } else {
+            // Filled meanwhile: the access retries.
+            return Ok(());
+        };
+        let pfn = f.pfn() + ((start as i128 - fva) >> PAGE_SHIFT) as u64;
+        if pt.set_ptes(start, pfn, n as usize, attrs).is_err() {
+            return Err(Fault::Oom);
+        }
+        ctx.rmap_add_shmem_ptes(f.folio(), n);
+        self.shmem_rss_add(n);
+        Ok(())
+    }
+}

@@ -1,0 +1,336 @@
+//! The shmem huge-page policy: `/sys/kernel/mm/transparent_hugepage/
+//! shmem_enabled` and the per-size `hugepages-<size>kB/shmem_enabled`
+//! (Linux 6.12's `shmem_huge` and `huge_shmem_orders_*`), and the rule
+//! that turns them into folio orders for a fault in anonymous shmem
+//! (`shmem_allowable_huge_orders`).
+//!
+//! Both are packed into one atomic word, so a fault reads a consistent
+//! snapshot with one load: bits 0..3 the top-level mode, then 3 bits per
+//! order.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::abi::errno::Errno;
+use crate::addr::PMD_ORDER;
+
+/// The top-level `shmem_enabled` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmemHuge {
+    Always,
+    WithinSize,
+    Advise,
+    Never,
+    /// Off everywhere, per-size settings included.
+    Deny,
+    /// PMD size for every mount; for anonymous shmem only the per-size
+    /// `inherit` orders count.
+    Force,
+}
+
+impl ShmemHuge {
+    /// Words in Linux's display order.
+    pub const WORDS: [&'static str; 6] =
+        ["always", "within_size", "advise", "never", "deny", "force"];
+    const ALL: [ShmemHuge; 6] = [
+        ShmemHuge::Always,
+        ShmemHuge::WithinSize,
+        ShmemHuge::Advise,
+        ShmemHuge::Never,
+        ShmemHuge::Deny,
+        ShmemHuge::Force,
+    ];
+
+    /// This mode's sysfs word.
+    pub fn word(self) -> &'static str {
+        Self::WORDS[self as usize]
+    }
+
+    /// Parse an exact word.
+    pub fn from_word(w: &str) -> Option<Self> {
+        Self::WORDS
+            .iter()
+            .position(|&x| x == w)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+/// A per-size `shmem_enabled` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmemOrderMode {
+    Always,
+    Inherit,
+    WithinSize,
+    Advise,
+    Never,
+}
+
+impl ShmemOrderMode {
+    /// Words in Linux's display order.
+    pub const WORDS: [&'static str; 5] = ["always", "inherit", "within_size", "advise", "never"];
+    const ALL: [ShmemOrderMode; 5] = [
+        ShmemOrderMode::Always,
+        ShmemOrderMode::Inherit,
+        ShmemOrderMode::WithinSize,
+        ShmemOrderMode::Advise,
+        ShmemOrderMode::Never,
+    ];
+
+    /// This setting's sysfs word.
+    pub fn word(self) -> &'static str {
+        Self::WORDS[self as usize]
+    }
+
+    /// Parse an exact word.
+    pub fn from_word(w: &str) -> Option<Self> {
+        Self::WORDS
+            .iter()
+            .position(|&x| x == w)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+/// Lowest order with a per-size shmem knob (`hugepages-8kB`, as Linux
+/// 6.12: shmem may use order 1, anonymous memory never).
+pub const SHMEM_MIN_ORDER: u32 = 1;
+
+const TOP_BITS: u32 = 3;
+const FIELD: u32 = 3;
+
+const fn default_word() -> u64 {
+    let mut w = ShmemHuge::Never as u64;
+    let mut o = 0;
+    while o <= PMD_ORDER {
+        let m = if o == PMD_ORDER {
+            ShmemOrderMode::Inherit
+        } else {
+            ShmemOrderMode::Never
+        };
+        w |= (m as u64) << (TOP_BITS + FIELD * o);
+        o += 1;
+    }
+    w
+}
+
+/// The shmem knobs (see the module doc).
+#[derive(Debug)]
+pub struct ShmemPolicy {
+    word: AtomicU64,
+    /// A `thp_shmem=` boot parameter was applied (later ones add to it).
+    boot_configured: core::sync::atomic::AtomicBool,
+}
+
+impl Default for ShmemPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ShmemPolicy {
+    /// Linux's defaults: top level `never`, PMD size `inherit`, every
+    /// other size `never`.
+    pub const fn new() -> Self {
+        ShmemPolicy {
+            word: AtomicU64::new(default_word()),
+            boot_configured: core::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Back to the defaults.
+    pub fn reset(&self) {
+        self.word.store(default_word(), Ordering::Release);
+        self.boot_configured.store(false, Ordering::Release);
+    }
+
+    /// Whether a `thp_shmem=` boot parameter was applied.
+    pub fn boot_configured(&self) -> bool {
+        self.boot_configured.load(Ordering::Acquire)
+    }
+
+    /// Every order's setting (index = order).
+    pub fn order_modes(&self) -> [ShmemOrderMode; 10] {
+        let w = self.word.load(Ordering::Acquire);
+        core::array::from_fn(|o| order_of(w, o as u32))
+    }
+
+    /// Set every order's setting at once (`thp_shmem=`; no `force` check,
+    /// as Linux's boot parameter).
+    pub fn set_boot_order_modes(&self, modes: &[ShmemOrderMode; 10]) {
+        let _ = self.update(|w| {
+            let mut w = w;
+            for (o, m) in modes.iter().enumerate() {
+                let shift = TOP_BITS + FIELD * o as u32;
+                w = (w & !(0b111 << shift)) | (*m as u64) << shift;
+            }
+            Ok(w)
+        });
+        self.boot_configured.store(true, Ordering::Release);
+    }
+
+    /// The top-level mode.
+    pub fn huge(&self) -> ShmemHuge {
+        top_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// The per-size setting of `order`.
+    pub fn order_mode(&self, order: u32) -> ShmemOrderMode {
+        order_of(self.word.load(Ordering::Acquire), order)
+    }
+
+    /// Write the top level (Linux's `shmem_enabled_store`): `force` is
+    /// EINVAL unless the per-size `inherit` set is exactly the PMD size.
+    pub fn set_huge(&self, m: ShmemHuge) -> Result<(), Errno> {
+        self.update(|w| {
+            if m == ShmemHuge::Force && orders_with(w, ShmemOrderMode::Inherit) != 1 << PMD_ORDER {
+                return Err(Errno::EINVAL);
+            }
+            Ok((w & !((1 << TOP_BITS) - 1)) | m as u64)
+        })
+    }
+
+    /// Write a per-size setting (Linux's `thpsize_shmem_enabled_store`):
+    /// `inherit` for a non-PMD size while the top level is `force` is
+    /// EINVAL.
+    pub fn set_order_mode(&self, order: u32, m: ShmemOrderMode) -> Result<(), Errno> {
+        if order > PMD_ORDER {
+            return Err(Errno::EINVAL);
+        }
+        self.update(|w| {
+            if m == ShmemOrderMode::Inherit && order != PMD_ORDER && top_of(w) == ShmemHuge::Force {
+                return Err(Errno::EINVAL);
+            }
+            let shift = TOP_BITS + FIELD * order;
+            Ok((w & !(0b111 << shift)) | (m as u64) << shift)
+        })
+    }
+
+    fn update(&self, f: impl Fn(u64) -> Result<u64, Errno>) -> Result<(), Errno> {
+        let mut cur = self.word.load(Ordering::Acquire);
+        loop {
+            let new = f(cur)?;
+            match self
+                .word
+                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(w) => cur = w,
+            }
+        }
+    }
+
+    /// Orders a fault at page `index` of an anonymous shmem object of
+    /// `size_pages` pages may use in a VMA with `hugepage`/`nohugepage`
+    /// hints (Linux 6.12's `shmem_allowable_huge_orders` for anonymous
+    /// shmem, with the stable fix's per-order `within_size` rounding): the
+    /// union of the `always` orders, the `within_size` orders whose
+    /// aligned block ending past `index` lies within the size, the
+    /// `advise` orders under `MADV_HUGEPAGE`, and the `inherit` orders if
+    /// the top level says yes (its `within_size` checked at PMD size).
+    /// `deny` or `VM_NOHUGEPAGE` allow nothing; `force` only `inherit`.
+    pub fn allowable_orders(
+        &self,
+        hugepage: bool,
+        nohugepage: bool,
+        index: u64,
+        size_pages: u64,
+    ) -> u32 {
+        let w = self.word.load(Ordering::Acquire);
+        let top = top_of(w);
+        if nohugepage || top == ShmemHuge::Deny {
+            return 0;
+        }
+        let inherit = orders_with(w, ShmemOrderMode::Inherit);
+        if top == ShmemHuge::Force {
+            return inherit;
+        }
+        let within = |o: u32| (index + 1).next_multiple_of(1 << o) <= size_pages;
+        let mut mask = orders_with(w, ShmemOrderMode::Always);
+        let ws = orders_with(w, ShmemOrderMode::WithinSize);
+        for o in 0..=PMD_ORDER {
+            if ws & (1 << o) != 0 && within(o) {
+                mask |= 1 << o;
+            }
+        }
+        if hugepage {
+            mask |= orders_with(w, ShmemOrderMode::Advise);
+        }
+        let inherit_on = match top {
+            ShmemHuge::Always => true,
+            ShmemHuge::WithinSize => within(PMD_ORDER),
+            ShmemHuge::Advise => hugepage,
+            _ => false,
+        };
+        if inherit_on {
+            mask |= inherit;
+        }
+        mask
+    }
+}
+
+fn top_of(w: u64) -> ShmemHuge {
+    ShmemHuge::ALL
+        .get((w & ((1 << TOP_BITS) - 1)) as usize)
+        .copied()
+        .unwrap_or(ShmemHuge::Never)
+}
+
+fn order_of(w: u64, order: u32) -> ShmemOrderMode {
+    if !(SHMEM_MIN_ORDER..=PMD_ORDER).contains(&order) {
+        return ShmemOrderMode::Never;
+    }
+    let c = (w >> (TOP_BITS + FIELD * order)) & 0b111;
+    ShmemOrderMode::ALL
+        .get(c as usize)
+        .copied()
+        .unwrap_or(ShmemOrderMode::Never)
+}
+
+fn orders_with(w: u64, m: ShmemOrderMode) -> u32 {
+    (SHMEM_MIN_ORDER..=PMD_ORDER)
+        .filter(|&o| order_of(w, o) == m)
+        .fold(0, |acc, o| acc | 1 << o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_linux() {
+        let p = ShmemPolicy::new();
+        assert_eq!(p.huge(), ShmemHuge::Never);
+        assert_eq!(p.order_mode(PMD_ORDER), ShmemOrderMode::Inherit);
+        assert_eq!(p.order_mode(4), ShmemOrderMode::Never);
+        assert_eq!(p.allowable_orders(true, false, 0, 1 << 20), 0);
+    }
+
+    #[test]
+    fn modes_combine_as_linux() {
+        let p = ShmemPolicy::new();
+        p.set_order_mode(4, ShmemOrderMode::Always).unwrap();
+        assert_eq!(p.allowable_orders(false, false, 0, 16), 1 << 4);
+        assert_eq!(p.allowable_orders(false, true, 0, 16), 0);
+        p.set_huge(ShmemHuge::Advise).unwrap();
+        assert_eq!(p.allowable_orders(false, false, 0, 1024), 1 << 4);
+        assert_eq!(p.allowable_orders(true, false, 0, 1024), 1 << 4 | 1 << 9);
+        p.set_order_mode(3, ShmemOrderMode::WithinSize).unwrap();
+        // Index 9 of a 16-page object: the 8-page block 8..16 fits.
+        assert_eq!(p.allowable_orders(false, false, 9, 16), 1 << 4 | 1 << 3);
+        assert_eq!(p.allowable_orders(false, false, 9, 15), 1 << 4);
+        p.set_huge(ShmemHuge::Deny).unwrap();
+        assert_eq!(p.allowable_orders(true, false, 0, 1024), 0);
+    }
+
+    #[test]
+    fn force_rules() {
+        let p = ShmemPolicy::new();
+        p.set_order_mode(4, ShmemOrderMode::Inherit).unwrap();
+        assert_eq!(p.set_huge(ShmemHuge::Force), Err(Errno::EINVAL));
+        p.set_order_mode(4, ShmemOrderMode::Always).unwrap();
+        p.set_huge(ShmemHuge::Force).unwrap();
+        assert_eq!(
+            p.set_order_mode(5, ShmemOrderMode::Inherit),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(p.allowable_orders(false, false, 0, 1024), 1 << 9);
+    }
+}

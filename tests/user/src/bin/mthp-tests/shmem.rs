@@ -1,0 +1,421 @@
+//! Shared anonymous memory with large folios: two processes after fork
+//! share a `MAP_SHARED|MAP_ANONYMOUS` region backed by 64K or 2M shmem
+//! folios (per-size `shmem_enabled=always`) and see each other's writes;
+//! the 2M one is PMD-mapped (`ShmemPmdMapped` in smaps); `Shmem:` in
+//! /proc/meminfo grows by the region and comes back after munmap.
+
+use super::*;
+
+/// The selected word of a `shmem_enabled` file, to put back afterwards.
+fn save_word(p: &[u8]) -> ([u8; 16], bool) {
+    let mut buf = [0u8; 128];
+    let mut w = [0u8; 16];
+    match read_file(p, &mut buf) {
+        Ok(n) => {
+            copy_word(&mut w, selected(&buf[..n]));
+            (w, true)
+        }
+        Err(_) => (w, false),
+    }
+}
+
+fn meminfo_shmem_kb() -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let n = read_file(b"/proc/meminfo\0", &mut buf).ok()?;
+    field(&buf[..n], b"\nShmem:")
+}
+
+fn shared_region(kb: usize) -> TestResult {
+    let knob = path!("{THP}/hugepages-{kb}kB/shmem_enabled");
+    let (old, ok) = save_word(knob.c());
+    if !ok {
+        return skip(mthp_user::Msg::new(format_args!(
+            "no hugepages-{kb}kB/shmem_enabled here"
+        )));
+    }
+    if let Err(e) = write_file(knob.c(), b"always") {
+        return skip(mthp_user::Msg::new(format_args!(
+            "cannot write hugepages-{kb}kB/shmem_enabled (errno {e})"
+        )));
+    }
+    let r = shared_region_body(kb);
+    let _ = write_file(
+        path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(),
+        word(&old),
+    );
+    r
+}
+
+fn shared_region_body(kb: usize) -> TestResult {
+    let len = 4 * SZ_2M;
+    let shmem_before = meminfo_shmem_kb();
+    // A 2 MiB-aligned hole, then the shared mapping fixed over it.
+    let hole = map_aligned(len, SZ_2M)?;
+    let addr = check(sys::mmap(
+        hole.addr,
+        len,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_SHARED | sys::MAP_ANONYMOUS | sys::MAP_FIXED,
+        -1,
+        0,
+    ));
+    let Ok(addr) = addr else {
+        unmap(&hole);
+        fail!("mmap(MAP_SHARED|MAP_ANONYMOUS) failed: {addr:?}");
+    };
+    let m = Mem { addr, len };
+    let before = stat(kb, "shmem_alloc");
+    fill(&m, 0x5a);
+    let after = stat(kb, "shmem_alloc");
+    let want = (len / (kb << 10)) as u64;
+    let shmem_during = meminfo_shmem_kb();
+    let pmd = smaps_field(addr, b"ShmemPmdMapped:");
+    let anon_huge = smaps_field(addr, b"AnonHugePages:");
+    let half = len / 2;
+    let status = in_child(|| {
+        if verify(&m, 0, len, 0x5a).is_some() {
+            return 2;
+        }
+        let second = Mem {
+            addr: m.addr + half,
+            len: half,
+        };
+        let mut off = 0;
+        while off < half {
+            second.poke64(off, pattern(off, 0x77));
+            off += 512;
+        }
+        0
+    })?;
+    let mut bad = verify(&m, 0, half, 0x5a);
+    if bad.is_none() {
+        let mut off = 0;
+        while off < half {
+            if m.peek64(half + off) != pattern(off, 0x77) {
+                bad = Some(half + off);
+                break;
+            }
+            off += 512;
+        }
+    }
+    unmap(&m);
+    let shmem_after = meminfo_shmem_kb();
+    ensure!(
+        wifexited(status) && wexitstatus(status) == 0,
+        "child saw wrong data or died (status {status:#x})"
+    );
+    ensure!(
+        bad.is_none(),
+        "parent does not see the child's writes at {bad:?}"
+    );
+    let (Some(b), Some(a)) = (before, after) else {
+        fail!("hugepages-{kb}kB/stats/shmem_alloc unreadable: {before:?} -> {after:?}");
+    };
+    ensure!(
+        a - b == want,
+        "shmem_alloc({kb}kB) went up by {}, expected {want}",
+        a - b
+    );
+    if kb == 2048 {
+        ensure!(
+            pmd == Some((len >> 10) as u64),
+            "ShmemPmdMapped {pmd:?} kB, expected {}",
+            len >> 10
+        );
+        ensure!(
+            anon_huge == Some(0),
+            "AnonHugePages {anon_huge:?} for shmem"
+        );
+    } else {
+        ensure!(
+            pmd == Some(0),
+            "ShmemPmdMapped {pmd:?} kB for {kb}kB folios"
+        );
+    }
+    let (Some(b), Some(d), Some(a)) = (shmem_before, shmem_during, shmem_after) else {
+        fail!("/proc/meminfo Shmem: unreadable");
+    };
+    // Linux's own shmem users (devtmpfs and the like) move it by some
+    // tens of kB while the test runs; this kernel has no other user.
+    let slack = if on_mthp() { 0 } else { 512 };
+    let kb_len = (len >> 10) as u64;
+    ensure!(
+        d + slack >= b + kb_len,
+        "Shmem: {b} kB before, {d} kB with {kb_len} kB mapped"
+    );
+    ensure!(
+        a <= b + slack && a + slack >= b,
+        "Shmem: {b} kB before, {a} kB after munmap"
+    );
+    Ok(Outcome::Pass)
+}
+
+pub(crate) fn shmem_shared_anon_64k() -> TestResult {
+    shared_region(64)
+}
+
+pub(crate) fn shmem_shared_anon_2m() -> TestResult {
+    shared_region(2048)
+}
+
+// ------------------------------------------------------------------ memfd
+
+const MFD_CLOEXEC: usize = 1;
+const MFD_ALLOW_SEALING: usize = 2;
+const F_ADD_SEALS: usize = 1033;
+const F_GET_SEALS: usize = 1034;
+const F_SEAL_SEAL: isize = 1;
+const F_SEAL_SHRINK: usize = 2;
+const F_SEAL_WRITE: usize = 8;
+const FALLOC_PUNCH_KEEP: usize = 3;
+const SIGBUS: i32 = 7;
+
+fn memfd_create(name: &core::ffi::CStr, flags: usize) -> isize {
+    sys::syscall(sys::nr::MEMFD_CREATE, &[name.as_ptr() as usize, flags])
+}
+
+fn fcntl(fd: isize, cmd: usize, arg: usize) -> isize {
+    sys::syscall(sys::nr::FCNTL, &[fd as usize, cmd, arg])
+}
+
+fn ftruncate(fd: isize, len: isize) -> isize {
+    sys::syscall(sys::nr::FTRUNCATE, &[fd as usize, len as usize])
+}
+
+fn pwrite(fd: isize, buf: &[u8], off: usize) -> isize {
+    sys::syscall(
+        sys::nr::PWRITE64,
+        &[fd as usize, buf.as_ptr() as usize, buf.len(), off],
+    )
+}
+
+fn pread(fd: isize, buf: &mut [u8], off: usize) -> isize {
+    sys::syscall(
+        sys::nr::PREAD64,
+        &[fd as usize, buf.as_mut_ptr() as usize, buf.len(), off],
+    )
+}
+
+fn map_fd(addr: usize, len: usize, prot: usize, fd: isize, fixed: bool) -> isize {
+    let f = sys::MAP_SHARED | if fixed { sys::MAP_FIXED } else { 0 };
+    sys::mmap(addr, len, prot, f, fd, 0)
+}
+
+/// memfd seals and I/O with Linux's errnos: a memfd without
+/// `MFD_ALLOW_SEALING` is sealed with `F_SEAL_SEAL`; `F_SEAL_WRITE` is
+/// EBUSY while mapped shared writable, then makes writes, writable shared
+/// mappings and (with `F_SEAL_SHRINK`) shrinking EPERM; pread/pwrite see
+/// the same bytes as a mapping.
+pub(crate) fn memfd_seals_and_io() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    ensure!(
+        e(memfd_create(c"bad", 0x100)) == sys::EINVAL,
+        "memfd_create(flags 0x100) not EINVAL"
+    );
+    let fd = check(memfd_create(c"sealed", MFD_CLOEXEC));
+    let Ok(fd) = fd else {
+        fail!("memfd_create: {fd:?}");
+    };
+    let fd = fd as isize;
+    let seals = fcntl(fd, F_GET_SEALS, 0);
+    let add = fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE);
+    sys::close(fd as i32);
+    ensure!(
+        seals == F_SEAL_SEAL,
+        "F_GET_SEALS {seals}, expected F_SEAL_SEAL"
+    );
+    ensure!(e(add) == sys::EPERM, "F_ADD_SEALS on a sealed memfd: {add}");
+    let fd = memfd_create(c"io", MFD_ALLOW_SEALING);
+    ensure!(fd >= 0, "memfd_create(MFD_ALLOW_SEALING): {fd}");
+    let r = memfd_io(fd);
+    sys::close(fd as i32);
+    r
+}
+
+fn memfd_io(fd: isize) -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    ensure!(
+        fcntl(fd, F_GET_SEALS, 0) == 0,
+        "new sealable memfd has seals"
+    );
+    ensure!(pwrite(fd, b"hello", 8192) == 5, "pwrite64 failed");
+    let mut buf = [0xffu8; 16];
+    let n = pread(fd, &mut buf, 8190);
+    ensure!(
+        n == 7 && &buf[..7] == b"\0\0hello",
+        "pread64 after pwrite64: {n} {:?}",
+        &buf[..7]
+    );
+    ensure!(sys::write(fd as i32, b"ab") == 2, "write at 0");
+    ensure!(
+        e(ftruncate(fd, -1)) == sys::EINVAL,
+        "ftruncate(-1) not EINVAL"
+    );
+    ensure!(ftruncate(fd, 16384) == 0, "ftruncate(16384)");
+    let a = map_fd(0, 16384, sys::PROT_READ | sys::PROT_WRITE, fd, false);
+    ensure!(a > 0, "mmap(MAP_SHARED) of the memfd: {a}");
+    let m = Mem {
+        addr: a as usize,
+        len: 16384,
+    };
+    ensure!(
+        m.peek(0) == b'a' && m.peek(8194) == b'l',
+        "mapping misses the written bytes"
+    );
+    m.poke(12000, 0x42);
+    let busy = fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE);
+    unmap(&m);
+    ensure!(
+        e(busy) == sys::EBUSY,
+        "F_SEAL_WRITE while mapped writable: {busy}"
+    );
+    let n = pread(fd, &mut buf[..1], 12000);
+    ensure!(
+        n == 1 && buf[0] == 0x42,
+        "pread64 misses the mapping's write"
+    );
+    ensure!(
+        fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK) == 0,
+        "F_ADD_SEALS(WRITE|SHRINK) after munmap"
+    );
+    ensure!(
+        fcntl(fd, F_GET_SEALS, 0) == (F_SEAL_WRITE | F_SEAL_SHRINK) as isize,
+        "F_GET_SEALS after adding"
+    );
+    ensure!(
+        e(pwrite(fd, b"x", 0)) == sys::EPERM,
+        "pwrite64 under F_SEAL_WRITE"
+    );
+    ensure!(
+        e(sys::write(fd as i32, b"x")) == sys::EPERM,
+        "write under F_SEAL_WRITE"
+    );
+    let w = map_fd(0, 16384, sys::PROT_READ | sys::PROT_WRITE, fd, false);
+    ensure!(
+        e(w) == sys::EPERM,
+        "writable MAP_SHARED under F_SEAL_WRITE: {w}"
+    );
+    let r = map_fd(0, 16384, sys::PROT_READ, fd, false);
+    ensure!(r > 0, "read-only MAP_SHARED under F_SEAL_WRITE: {r}");
+    let ro = Mem {
+        addr: r as usize,
+        len: 16384,
+    };
+    let seen = ro.peek(12000);
+    unmap(&ro);
+    ensure!(seen == 0x42, "read-only mapping sees {seen:#x}");
+    ensure!(
+        e(ftruncate(fd, 4096)) == sys::EPERM,
+        "shrink under F_SEAL_SHRINK"
+    );
+    ensure!(ftruncate(fd, 32768) == 0, "grow under F_SEAL_SHRINK");
+    Ok(Outcome::Pass)
+}
+
+/// A 4 MiB memfd PMD-mapped (`shmem_enabled=always`): a hole punched
+/// inside the first 2 MiB folio reads as zero and the rest keeps its
+/// data; a truncate in the middle of the second folio makes the tail
+/// SIGBUS and keeps what lies before; `Shmem:` comes back after close.
+pub(crate) fn memfd_truncate_in_large_folio() -> TestResult {
+    let top = path!("{THP}/shmem_enabled");
+    let (old, ok) = save_word(top.c());
+    if !ok {
+        return skip(mthp_user::Msg::new(format_args!("no shmem_enabled here")));
+    }
+    if let Err(e) = write_file(top.c(), b"always") {
+        return skip(mthp_user::Msg::new(format_args!(
+            "cannot write shmem_enabled (errno {e})"
+        )));
+    }
+    let before = meminfo_shmem_kb();
+    let fd = memfd_create(c"big", 0);
+    let r = if fd < 0 {
+        Err(mthp_user::Msg::new(format_args!("memfd_create: {fd}")))
+    } else {
+        let r = truncate_body(fd);
+        sys::close(fd as i32);
+        r
+    };
+    let after = meminfo_shmem_kb();
+    let _ = write_file(path!("{THP}/shmem_enabled").c(), word(&old));
+    let r = r?;
+    let (Some(b), Some(a)) = (before, after) else {
+        fail!("/proc/meminfo Shmem: unreadable");
+    };
+    let slack = if on_mthp() { 0 } else { 512 };
+    ensure!(
+        a <= b + slack && a + slack >= b,
+        "Shmem: {b} kB before, {a} kB after close"
+    );
+    Ok(r)
+}
+
+fn truncate_body(fd: isize) -> TestResult {
+    let len = 2 * SZ_2M;
+    ensure!(ftruncate(fd, len as isize) == 0, "ftruncate(4 MiB)");
+    let hole = map_aligned(len, SZ_2M)?;
+    let a = map_fd(hole.addr, len, sys::PROT_READ | sys::PROT_WRITE, fd, true);
+    if a < 0 {
+        unmap(&hole);
+        fail!("mmap(MAP_SHARED|MAP_FIXED) of the memfd: {a}");
+    }
+    let m = Mem {
+        addr: a as usize,
+        len,
+    };
+    fill(&m, 0x33);
+    let pmd = smaps_field(m.addr, b"ShmemPmdMapped:");
+    let huge_before = meminfo_field(b"\nShmemHugePages:");
+    let (ps, pl) = (1 << 20, SZ_64K);
+    let punch = sys::syscall(
+        sys::nr::FALLOCATE,
+        &[fd as usize, FALLOC_PUNCH_KEEP, ps, pl],
+    );
+    let huge_after = meminfo_field(b"\nShmemHugePages:");
+    let mut bad = verify(&m, 0, ps, 0x33).or(verify(&m, ps + pl, len, 0x33));
+    let mut off = ps;
+    while off < ps + pl && bad.is_none() {
+        if m.peek64(off) != 0 {
+            bad = Some(off);
+        }
+        off += 512;
+    }
+    let cut = 3 << 20;
+    let trunc = ftruncate(fd, cut as isize);
+    let kept = verify(&m, 0, ps, 0x33).or(verify(&m, ps + pl, cut, 0x33));
+    let st = in_child(|| {
+        m.peek(cut + PAGE);
+        0
+    });
+    unmap(&m);
+    ensure!(
+        pmd == Some((len >> 10) as u64),
+        "ShmemPmdMapped {pmd:?} kB, expected {}",
+        len >> 10
+    );
+    ensure!(punch == 0, "fallocate(PUNCH_HOLE|KEEP_SIZE): {punch}");
+    ensure!(bad.is_none(), "after the punch, wrong data at {bad:?}");
+    if on_mthp() {
+        // The cut 2M folio was split (Linux splits it too when it can).
+        ensure!(
+            huge_before
+                .zip(huge_after)
+                .is_some_and(|(b, a)| b == a + 2048),
+            "ShmemHugePages {huge_before:?} -> {huge_after:?} kB: folio not split"
+        );
+    }
+    ensure!(trunc == 0, "ftruncate(3 MiB): {trunc}");
+    ensure!(kept.is_none(), "after the truncate, wrong data at {kept:?}");
+    let st = st?;
+    ensure!(
+        wifsignaled(st) && wtermsig(st) == SIGBUS,
+        "access past the size: status {st:#x}, expected SIGBUS"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn meminfo_field(key: &[u8]) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    let n = read_file(b"/proc/meminfo\0", &mut buf).ok()?;
+    field(&buf[..n], key)
+}
