@@ -117,8 +117,13 @@ fn run(h: &mut Harness) -> Check {
             b"never"
         };
         match knob(path!("{THP}/hugepages-{kb}kB/enabled").c(), w) {
-            // A size this architecture does not offer: nothing to turn off.
-            Err(_) if kb != 64 && kb != 2048 && !exists(path!("{THP}/hugepages-{kb}kB").c()) => {}
+            // A size this architecture does not offer for anonymous memory
+            // (no knob, or a shmem-only directory such as Linux's
+            // hugepages-8kB): nothing to turn off.
+            Err(_)
+                if kb != 64
+                    && kb != 2048
+                    && !exists(path!("{THP}/hugepages-{kb}kB/enabled").c()) => {}
             r => r?,
         }
     }
