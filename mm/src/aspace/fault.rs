@@ -218,10 +218,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         addr: u64,
         f: FolioRef<'a>,
     ) -> Result<(), Fault> {
-        let base = align_down(addr, f.size());
-        let n = f.nr_pages() as usize;
+        let order = f.order();
+        let base = align_down(addr, PAGE_SIZE << order);
         if pt
-            .fill_ptes_shared(w, addr, base, f.pfn(), n, anon_attrs(vma))
+            .fill_ptes_shared(w, addr, base, f.pfn(), 1 << order, anon_attrs(vma))
             .is_ok()
         {
             self.mlock_new_folio(vma, *f);
@@ -235,9 +235,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     fn account_new_anon(&self, f: FolioRef<'a>, base: u64) {
         let ctx = self.ctx;
         let f = f.into_raw();
-        ctx.rmap_add_new(f, self.id, base, false);
-        self.rss_add(f.nr_pages());
-        ctx.thp.stats.inc(f.order(), MthpStat::AnonFaultAlloc);
+        let order = ctx.rmap_add_new(f, self.id, base, false);
+        self.rss_add(1 << order);
+        ctx.thp.stats.inc(order, MthpStat::AnonFaultAlloc);
         ctx.thp.stats.count(VmEvent::FaultAnonAlloc);
     }
 

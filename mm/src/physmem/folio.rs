@@ -141,6 +141,15 @@ impl<'a> Folio<'a> {
         }
     }
 
+    /// Page 0 of the folio (the head), without [`Self::page`]'s bound check.
+    #[inline]
+    pub fn first_page(&self) -> Page<'a> {
+        Page {
+            folio: *self,
+            idx: self.idx,
+        }
+    }
+
     /// The page containing physical address `pa`, if inside the folio.
     pub fn page_at(&self, pa: u64) -> Option<Page<'a>> {
         let i = (pa >> PAGE_SHIFT).checked_sub(self.pfn())?;

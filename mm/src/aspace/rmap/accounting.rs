@@ -108,16 +108,23 @@ impl<'a> MmCtx<'a> {
     /// becomes anonymous, owned by `mm_id` at `va` (the folio's first
     /// page), every page anon-exclusive, and mapped by all its pages' PTEs
     /// or, with `pmd`, by one PMD — entries the caller has just written.
+    /// Returns the folio's order.
     /// The allocation's reference becomes the first mapping's: the caller
     /// hands it over with [`FolioRef::into_raw`](crate::physmem::folio::FolioRef::into_raw)
     /// (not dropped and taken again).
-    pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) {
+    pub(crate) fn rmap_add_new(&self, f: Folio<'a>, mm_id: u64, va: u64, pmd: bool) -> u32 {
+        // The order is read once: every 4K fault comes through here.
+        let order = f.order();
         // The LRU flag goes with `ANON` in one atomic operation; the folio
         // joins the list (or the CPU's add batch) at the end.
-        let lru = crate::reclaim::lru::new_folio_flag(f.order());
+        let lru = crate::reclaim::lru::new_folio_flag(order);
         f.set_anon_owner_flags(mm_id, va >> crate::addr::PAGE_SHIFT, lru);
-        for p in f.pages() {
-            p.set_anon_exclusive();
+        if order == 0 {
+            f.first_page().set_anon_exclusive();
+        } else {
+            for p in f.pages() {
+                p.set_anon_exclusive();
+            }
         }
         if pmd {
             f.add_entire_mapcount(1);
@@ -126,17 +133,18 @@ impl<'a> MmCtx<'a> {
             // (Linux's `deferred_split_folio(folio, false)` at PMD fault).
             self.deferred_split_add_pmd(f);
         } else {
-            let n = f.nr_pages() as u32;
+            let n = 1u32 << order;
             if n > 1 {
                 f.get_many(n - 1);
             }
             f.add_large_mapcount(n as i32);
         }
-        self.thp.stats.inc(f.order(), MthpStat::NrAnon);
+        self.thp.stats.inc(order, MthpStat::NrAnon);
         // New anonymous folios start on the inactive list (Linux's
         // `folio_add_lru_vma` after `folio_add_new_anon_rmap`).  Every
         // caller holds a page-table lock, so preemption is off.
         self.lru().add_new_flagged(self.buddy, f.idx());
+        order
     }
 
     /// fork shares `n` pages from page `first` of `f` with a child by PTEs:
