@@ -129,6 +129,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// A fault in the shmem VMA `vma` (already checked to allow `access`).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn shmem_fault(&self, vma: &Vma, addr: u64, access: Access) -> Result<(), Fault> {
         let va = align_down(addr, PAGE_SIZE);
         let Some(obj) = vma.shmem.and_then(|id| self.shmem_object(id)) else {
