@@ -612,7 +612,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         let idx = l.pfn - f.pfn();
         let page = f.page(idx);
-        if page.is_anon_exclusive() || self.can_reuse(pt, f, va - idx * PAGE_SIZE) {
+        if page.is_anon_exclusive() || self.can_reuse(f) {
             if !page.is_anon_exclusive() {
                 page.set_anon_exclusive();
             }
@@ -637,9 +637,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.wp_copy(vma, pt, va, Some((f, idx)))
     }
 
-    /// Whether folio `f`, mapped (in this space) at `start`, is exclusive
-    /// to this space (Linux's `wp_can_reuse_anon_folio`).
-    fn can_reuse(&self, pt: &PageTable<'a, A>, f: Folio<'a>, start: u64) -> bool {
+    /// Whether folio `f`, mapped in this space, is exclusive to this space
+    /// (Linux 6.15's `wp_can_reuse_anon_folio`).
+    fn can_reuse(&self, f: Folio<'a>) -> bool {
         if !f.is_large() {
             return f.refcount() == 1 && f.large_mapcount() == 1;
         }
@@ -649,7 +649,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if maps <= 1 || maps as i64 != f.refcount() as i64 {
             return false;
         }
-        self.count_own_mappings(pt, f, start) == maps as u64
+        // Exact: the owner slots say whether this space holds every mapping.
+        f.mapped_exclusively_by(self.id)
     }
 
     /// Copy one page (or zero-fill, from a zero page) into a new order-0
@@ -684,7 +685,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         match src {
             Some((f, idx)) => {
                 self.munlock_vma_folio(vma, f);
-                ctx.rmap_remove_ptes(f, idx, 1);
+                ctx.rmap_remove_ptes(f, self.id, idx, 1);
                 f.put();
                 ctx.thp.stats.count(VmEvent::FaultCowCopy);
             }
@@ -796,7 +797,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if ctx.is_zero_pfn(l.pfn) {
             ctx.thp.stats.count_n(VmEvent::ZeroPageMap, 512);
         } else if let Some(f) = ctx.folio(l.pfn) {
-            ctx.rmap_split_pmd(f);
+            ctx.rmap_split_pmd(f, self.id);
         }
         pt.split_pmd(base)
             .expect("every PMD leaf has a deposited table");
