@@ -76,7 +76,10 @@ fn fork_partial_exit<A: PagingArch>(order: u32) {
         assert_eq!(f.order(), order);
         assert!(!f.maybe_mapped_shared());
         assert!(f.mapped_exclusively_by(parent.id()));
-        assert_eq!(exclusive_pages(&parent, va, nr as usize), vec![true; nr as usize]);
+        assert_eq!(
+            exclusive_pages(&parent, va, nr as usize),
+            vec![true; nr as usize]
+        );
         let child = parent.fork().unwrap();
         // Both map every page: two slots, shared.
         let ids = f.mm_ids();
@@ -85,7 +88,10 @@ fn fork_partial_exit<A: PagingArch>(order: u32) {
         assert_eq!(ids.mapcount_of(parent.id()), per);
         assert_eq!(ids.mapcount_of(child.id()), per);
         for mm in [&parent, &child] {
-            assert_eq!(exclusive_pages(mm, va, nr as usize), vec![false; nr as usize]);
+            assert_eq!(
+                exclusive_pages(mm, va, nr as usize),
+                vec![false; nr as usize]
+            );
             assert_eq!(smaps(mm, va), (0, size, size / 2));
         }
         env.check(&[&parent, &child]);
@@ -109,7 +115,10 @@ fn fork_partial_exit<A: PagingArch>(order: u32) {
         assert!(!ids.shared);
         assert_eq!(ids.slots.iter().flatten().count(), 1);
         assert!(f.mapped_exclusively_by(parent.id()));
-        assert_eq!(exclusive_pages(&parent, va, nr as usize), vec![true; nr as usize]);
+        assert_eq!(
+            exclusive_pages(&parent, va, nr as usize),
+            vec![true; nr as usize]
+        );
         assert_eq!(smaps(&parent, va), (size, 0, size));
         env.check(&[&parent]);
         // And a write reuses it rather than copying.

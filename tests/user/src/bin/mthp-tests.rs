@@ -36,6 +36,8 @@ mod numa;
 mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
+#[path = "mthp-tests/sharing.rs"]
+mod sharing;
 #[path = "mthp-tests/swap.rs"]
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
@@ -129,4 +131,6 @@ static TESTS: &[Test] = tests![
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
     swap::swap_swapoff_brings_back,
+    sharing::fork_shared_exclusive_64k,
+    sharing::fork_shared_exclusive_2m,
 ];
