@@ -62,8 +62,9 @@ fn each_side_keeps_its_data<A: PagingArch>() {
 }
 
 /// Once the other side is gone a write reuses the page in place (no copy):
-/// for large folios by the exclusive-mapping rule, for small ones by the
-/// single-reference rule.
+/// for large folios by the exclusive-mapping rule (the whole folio, every
+/// PTE made writable at once), for small ones by the single-reference
+/// rule.
 fn exclusive_reuse_after_child_exits<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
@@ -83,9 +84,18 @@ fn exclusive_reuse_after_child_exits<A: PagingArch>() {
         assert_eq!(env.event(VmEvent::FaultCowCopy), 0);
         assert_eq!(env.event(VmEvent::FaultCowReuse), 2);
         assert_eq!(env.leaf(&parent, va + 3 * K4).unwrap().pfn, before);
+        // The whole 64K folio was reused: every page anon-exclusive and
+        // writable, so a write to another of its pages takes no fault; the
+        // second folio's pages were left alone.
         let f = env.folio_at(&parent, va).unwrap();
-        assert!(f.page(3).is_anon_exclusive());
-        assert!(!f.page(4).is_anon_exclusive());
+        assert!(f.pages().all(|p| p.is_anon_exclusive()));
+        assert!(env.leaf(&parent, va + 15 * K4).unwrap().attrs.perms.write);
+        assert!(!env.leaf(&parent, va + 16 * K4).unwrap().attrs.perms.write);
+        env.write_u64(&parent, va + 4 * K4 + 8, 44);
+        assert_eq!(env.event(VmEvent::FaultCowReuse), 2);
+        if has_cont::<A>() {
+            assert!(env.leaf(&parent, va).unwrap().cont);
+        }
         assert_eq!(env.read_u64(&parent, va + 3 * K4), 42);
         env.check_pages(&parent, va + 4 * K4, 29 * K4, 7);
         env.check(&[&parent]);

@@ -615,6 +615,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if page.is_anon_exclusive() || self.can_reuse(f) {
             if !page.is_anon_exclusive() {
                 page.set_anon_exclusive();
+                if f.is_large() {
+                    self.reuse_large(vma, pt, f, va - idx * PAGE_SIZE);
+                }
             }
             // Take ownership if another space had it; an owner address
             // of our own stays (after mremap it may point at the part of
@@ -635,6 +638,32 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Ok(());
         }
         self.wp_copy(vma, pt, va, Some((f, idx)))
+    }
+
+    /// COW reuse of a whole large folio `f` exclusive to this space (its
+    /// owner slots say so), mapped in place from `start`: every page it
+    /// maps inside `vma` becomes anon-exclusive and writable, in one
+    /// protection-change batch (one clear, one flush, one `set_ptes` per
+    /// run, so contiguous blocks come back folded).  Linux 6.15 reuses the
+    /// folio but makes only the faulting PTE writable; the other pages
+    /// would each take a fault to learn what is already known.
+    fn reuse_large(&self, vma: &Vma, pt: &mut PageTable<'a, A>, f: Folio<'a>, start: u64) {
+        let lo = start.max(vma.start);
+        let hi = start.saturating_add(f.size()).min(vma.end);
+        let frames = f.pfn()..f.pfn() + f.nr_pages();
+        for va in (lo..hi).step_by(PAGE_SIZE as usize) {
+            if let Some(m) = pt.lookup(va).entry.leaf()
+                && m.pfn == f.pfn() + (va - start) / PAGE_SIZE
+            {
+                f.page(m.pfn - f.pfn()).set_anon_exclusive();
+            }
+        }
+        let flags = vma.flags;
+        self.change_prot_range(pt, lo, hi, |l, excl| {
+            let attrs = self.protected_attrs(l, flags, excl);
+            (frames.contains(&l.pfn) && excl && attrs.fold_key() != l.attrs.fold_key())
+                .then_some(attrs)
+        });
     }
 
     /// Whether folio `f`, mapped in this space, is exclusive to this space

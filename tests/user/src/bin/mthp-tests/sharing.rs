@@ -126,12 +126,7 @@ fn fork_shared_exclusive_on(
                     exclusive(pm, m.addr + lo, part).map(|_| part.iter().all(|&x| !x)),
                     5,
                 )
-                .or_else(|| {
-                    child_ok(
-                        sharing(m.addr + lo).map(|s| s == (0, kbp, kbp / 2)),
-                        6,
-                    )
-                });
+                .or_else(|| child_ok(sharing(m.addr + lo).map(|s| s == (0, kbp, kbp / 2)), 6));
             }
             code
         });
