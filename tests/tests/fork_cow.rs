@@ -7,10 +7,12 @@ use mm::thp::{MthpStat, VmEvent};
 use mmtest::*;
 
 /// After fork each side keeps reading its own data after the other writes;
-/// every first write to a shared page copies one 4K page.
+/// with `large_cow` off (Linux's behaviour) every first write to a shared
+/// page copies one 4K page.
 fn each_side_keeps_its_data<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
+        env.thp.config.set_large_cow(false);
         let parent = env.mm();
         let va = parent
             .mmap(0x7000_0000_0000, 256 * K4, RW, ANON | MAP_FIXED)
@@ -102,12 +104,14 @@ fn exclusive_reuse_after_child_exits<A: PagingArch>() {
     });
 }
 
-/// A PMD-mapped folio stays PMD-mapped on both sides of fork; a write in
-/// the child splits the child's PMD and copies one page; once the child is
+/// A PMD-mapped folio stays PMD-mapped on both sides of fork; with
+/// `large_cow` off a write in the child splits the child's PMD and copies
+/// one page; once the child is
 /// gone the parent reuses its PMD in place.
 fn pmd_fork<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(9);
+        env.thp.config.set_large_cow(false);
         let parent = env.mm();
         let va = parent.mmap(0, M2, RW, ANON).unwrap();
         env.fill_pages(&parent, va, M2, 3);

@@ -197,10 +197,82 @@ fn slot_updates_race_free<A: PagingArch>() {
     });
 }
 
+/// Large COW (`large_cow`, the default): after fork, the child's first
+/// write in each 64K folio copies the whole folio into a new 64K folio
+/// mapped writable (contpte-folded on arm64): one write per 64K keeps the
+/// child's translation entries as they were before the fork.  With the knob
+/// off, one 4K page is copied per write, as Linux.
+fn large_cow_child<A: PagingArch>(order: u32, large: bool) {
+    run::<A>(64 * MIB, |env| {
+        env.only_order(order);
+        env.thp.config.set_large_cow(large);
+        let size = M2;
+        let parent = env.mm();
+        let va = parent.mmap(VA, size, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, va, size, 5);
+        let entries = parent.thpmaps().total().entries;
+        let child = parent.fork().unwrap();
+        let free_before = env.ctx.buddy.stats().free;
+        for off in (0..size).step_by(64 * 1024) {
+            env.write_u64(&child, va + off + 8, off);
+        }
+        let copies = env.event(VmEvent::FaultCowCopy);
+        let extra = free_before - env.ctx.buddy.stats().free;
+        if large {
+            let n = if order == 9 { 1 } else { size / (K4 << order) };
+            assert_eq!(copies, n);
+            assert_eq!(env.mthp(order, mm::thp::MthpStat::CowAlloc), n);
+            assert_eq!(child.thpmaps().total().entries, entries);
+            assert_eq!(env.folio_at(&child, va).unwrap().order(), order);
+            // The whole region was copied once.
+            assert!(extra >= size / K4, "{extra} frames for the copies");
+        } else {
+            assert_eq!(copies, size / (64 * 1024));
+            assert_eq!(env.mthp(order, mm::thp::MthpStat::CowAlloc), 0);
+            assert_eq!(env.folio_at(&child, va + 8).unwrap().order(), 0);
+            if has_cont::<A>() {
+                // The copied pages broke the contiguous blocks.
+                assert!(child.thpmaps().total().entries > entries);
+            }
+        }
+        // Both sides keep their data.
+        for off in (0..size).step_by(64 * 1024) {
+            assert_eq!(env.read_u64(&child, va + off + 8), off);
+            assert_eq!(env.read_u64(&parent, va + off + 8), 0);
+        }
+        env.check_pages(&child, va, size, 5);
+        env.check_pages(&parent, va, size, 5);
+        // Further writes in the child take no fault: its copies are its own.
+        let faults = env.faults.get();
+        if large {
+            env.write_u64(&child, va + K4 + 16, 1);
+            assert_eq!(env.faults.get(), faults);
+        }
+        env.check(&[&parent, &child]);
+        child.destroy();
+        env.check(&[&parent]);
+    });
+}
+
+fn large_cow_child_64k<A: PagingArch>() {
+    large_cow_child::<A>(4, true)
+}
+
+fn large_cow_child_2m<A: PagingArch>() {
+    large_cow_child::<A>(9, true)
+}
+
+fn large_cow_off_64k<A: PagingArch>() {
+    large_cow_child::<A>(4, false)
+}
+
 both_formats!(
     same_pages_kept_by_both,
     fork_partial_exit_64k,
     fork_partial_exit_2m,
     third_space_then_exits,
     slot_updates_race_free,
+    large_cow_child_64k,
+    large_cow_child_2m,
+    large_cow_off_64k,
 );
