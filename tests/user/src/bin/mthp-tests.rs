@@ -133,4 +133,6 @@ static TESTS: &[Test] = tests![
     swap::swap_swapoff_brings_back,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
+    sharing::large_cow_child_64k,
+    sharing::large_cow_child_2m,
 ];

@@ -100,6 +100,9 @@ fn fork_shared_exclusive_on(
     if pid == 0 {
         sys::close(to_parent_r);
         sys::close(to_child_w);
+        // The parent's descriptor reads the parent's pagemap: open ours.
+        sys::close(pm);
+        let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY) as i32;
         let mut exc = [false; 512];
         let exc = &mut exc[..nr];
         // After fork: every page mapped by both, none exclusive.
@@ -185,4 +188,119 @@ pub(crate) fn fork_shared_exclusive_64k() -> TestResult {
 /// One 2 MiB folio, PMD-mapped.
 pub(crate) fn fork_shared_exclusive_2m() -> TestResult {
     fork_shared_exclusive(2048, SZ_2M)
+}
+
+/// After fork the child writes one word per 64 KiB of a 2 MiB region of
+/// `kb` folios.  Data stays each side's own everywhere.  Here, with
+/// `large_cow` 1, the child's region is still `kb` folios (pagemap frames
+/// and kpageflags: exclusive, contiguous, compound THP), so it keeps its
+/// translation reach; with `large_cow` 0, and on Linux, each written page
+/// is a new 4K page.  On Linux, which has no `large_cow`, only the data
+/// and the 4K decay are checked.
+fn large_cow_child(kb: usize) -> TestResult {
+    if let Err(why) = thp_only(Some(kb)) {
+        return skip(why);
+    }
+    let knob = path!("{THP}/large_cow");
+    let has_knob = read_file(knob.c(), &mut [0u8; 8]).is_ok();
+    ensure!(has_knob || !on_mthp(), "no transparent_hugepage/large_cow");
+    let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
+    ensure!(pm >= 0, "open /proc/self/pagemap: errno {}", -pm);
+    let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
+    if kf < 0 {
+        sys::close(pm as i32);
+        return skip(mthp_user::Msg::new(format_args!(
+            "no /proc/kpageflags (errno {}; not root?)",
+            -kf
+        )));
+    }
+    let (pm, kf) = (pm as i32, kf as i32);
+    let settings: &[Option<&[u8]>] = if has_knob {
+        &[Some(b"1"), Some(b"0")]
+    } else {
+        &[None]
+    };
+    let mut r = Ok(Outcome::Pass);
+    for &s in settings {
+        if let Some(v) = s
+            && let Err(e) = write_file(knob.c(), v)
+        {
+            r = Err(mthp_user::Msg::new(format_args!(
+                "write large_cow: errno {e}"
+            )));
+            break;
+        }
+        r = large_cow_once(pm, kf, kb, s == Some(b"1"));
+        if r.is_err() {
+            break;
+        }
+    }
+    if has_knob {
+        let _ = write_file(knob.c(), b"1");
+    }
+    sys::close(pm);
+    sys::close(kf);
+    r
+}
+
+fn large_cow_once(pm_parent: i32, kf: i32, kb: usize, large: bool) -> TestResult {
+    let m = map_aligned(SZ_2M, SZ_2M)?;
+    fill(&m, 0x1c);
+    let folio_pages = kb * 1024 / PAGE;
+    if let Err(e) = check_folios(pm_parent, kf, m.addr, SZ_2M / PAGE, folio_pages) {
+        unmap(&m);
+        fail!("before fork: {}", e.as_str());
+    }
+    let st = in_child(|| {
+        // The parent's descriptor reads the parent's pagemap: open ours.
+        let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY) as i32;
+        let _ = pm_parent;
+        for off in (0..m.len).step_by(SZ_64K) {
+            m.poke64(off + 8, off as u64 ^ 0xc0de);
+        }
+        if verify(&m, 0, m.len, 0x1c).is_some() {
+            return 2;
+        }
+        if (0..m.len)
+            .step_by(SZ_64K)
+            .any(|off| m.peek64(off + 8) != off as u64 ^ 0xc0de)
+        {
+            return 3;
+        }
+        if large {
+            // Still `kb` folios, each now the child's own.
+            if let Err(e) = check_folios(pm, kf, m.addr, SZ_2M / PAGE, folio_pages) {
+                println!("  child: {}", e.as_str());
+                return 4;
+            }
+        } else {
+            // Each written page is a 4K copy.
+            for off in (0..m.len).step_by(SZ_64K) {
+                if let Err(e) = check_folios(pm, kf, m.addr + off, 1, 1) {
+                    println!("  child at {off:#x}: {}", e.as_str());
+                    return 5;
+                }
+            }
+        }
+        0
+    });
+    let parent_ok = verify(&m, 0, m.len, 0x1c).is_none()
+        && (0..m.len).step_by(SZ_64K).all(|off| m.peek64(off + 8) == 0);
+    unmap(&m);
+    let st = st?;
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "child (large_cow {}) status {st:#x} (2, 3: data, 4: folios not kept, 5: not 4K copies)",
+        large as u8
+    );
+    ensure!(parent_ok, "the parent's data changed");
+    Ok(Outcome::Pass)
+}
+
+pub(crate) fn large_cow_child_64k() -> TestResult {
+    large_cow_child(64)
+}
+
+pub(crate) fn large_cow_child_2m() -> TestResult {
+    large_cow_child(2048)
 }
