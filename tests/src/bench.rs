@@ -986,7 +986,9 @@ fn configs_of(r: &ArchResult) -> Vec<String> {
     let mut v: Vec<String> = r
         .recs
         .iter()
-        .filter(|x| x.work != "collapse" && x.work != "copy" && x.work != "split")
+        .filter(|x| {
+            x.work != "collapse" && x.work != "copy" && x.work != "split" && x.work != "cow"
+        })
         .map(|x| x.cfg.clone())
         .collect();
     v.sort_by_key(|c| cfg_rank(c));
