@@ -266,6 +266,35 @@ fn large_cow_off_64k<A: PagingArch>() {
     large_cow_child::<A>(4, false)
 }
 
+/// The copy's order: the largest the policy allows whose aligned block lies
+/// inside the VMA and is mapped wholly by the folio.  A 64K folio whose VMA
+/// lost its first page cannot be copied whole; with 16K allowed too, a
+/// write copies the 16K block around it.
+fn large_cow_block_inside_vma<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let parent = env.mm();
+        let va = parent.mmap(VA, 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, va, 16 * K4, 6);
+        env.thp.config.set_order_mode(2, mm::thp::OrderMode::Always);
+        let child = parent.fork().unwrap();
+        child.munmap(va, K4).unwrap();
+        let old = env.folio_at(&child, va + 9 * K4).unwrap();
+        env.write_u64(&child, va + 9 * K4 + 8, 1);
+        assert_eq!(env.mthp(4, mm::thp::MthpStat::CowAlloc), 0);
+        assert_eq!(env.mthp(2, mm::thp::MthpStat::CowAlloc), 1);
+        let new = env.folio_at(&child, va + 9 * K4).unwrap();
+        assert_eq!(new.order(), 2);
+        assert_eq!(new.pfn(), env.leaf(&child, va + 8 * K4).unwrap().pfn);
+        // The rest of the child's pages still map the shared folio.
+        assert_eq!(env.leaf(&child, va + 12 * K4).unwrap().pfn, old.pfn() + 12);
+        assert_eq!(old.mm_ids().mapcount_of(child.id()), 11);
+        env.check_pages(&child, va + K4, 15 * K4, 6);
+        env.check_pages(&parent, va, 16 * K4, 6);
+        env.check(&[&parent, &child]);
+    });
+}
+
 both_formats!(
     same_pages_kept_by_both,
     fork_partial_exit_64k,
@@ -275,4 +304,5 @@ both_formats!(
     large_cow_child_64k,
     large_cow_child_2m,
     large_cow_off_64k,
+    large_cow_block_inside_vma,
 );
