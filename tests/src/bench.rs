@@ -420,6 +420,92 @@ pub fn migrate_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool)
     )
 }
 
+/// `runner bench --cow` (issue 17): fork + one write per 64K in the child
+/// over 64K and 2M folios, ours with `large_cow` 1 and 0 against Linux
+/// 6.12 ([`cow_tables`]).
+pub fn cow_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
+    let boots = || {
+        vec![Boot {
+            label: "cow",
+            cmdline: format!(
+                "init=/bench bench.work=cow bench.sizes={} bench.runs={}",
+                if quick { 16 } else { 64 },
+                if quick { 1 } else { 3 }
+            ),
+            extra: Vec::new(),
+            disk: None,
+            mem: None,
+            numa: 0,
+        }]
+    };
+    side_by_side(arches, accel, quick, false, "bench-cow", &boots, cow_tables)
+}
+
+/// Large COW tables: per folio size, the child's translation entries after
+/// one write per 64K, the time of those writes and of a full rewrite, and
+/// the memory the copies took: ours with large COW, ours with 4K COW,
+/// Linux.
+fn cow_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    let Some(mib) = r.recs.iter().find(|x| x.work == "cow").map(|x| x.mib) else {
+        let _ = writeln!(s, "## {} large COW: no figures\n", r.arch.name());
+        for l in r.info.iter().filter(|l| l.starts_with("cow")) {
+            let _ = writeln!(s, "- {l}");
+        }
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "## {} fork + one write per 64K in the child, {} MiB region — ours ({}) vs {}; {} ({})\n",
+        r.arch.name(),
+        mib,
+        r.kernel,
+        linux_name,
+        accel_desc(r),
+        r.qemu
+    );
+    let _ = writeln!(
+        s,
+        "The child writes one word per 64 KiB (its COW faults), then rewrites every word. Entries: the child's `TlbEntries` (ours only; the parent had as many as the 64K/2M mapping before the fork). Extra KiB: the `MemFree` drop over the writes. Median (min–max).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| size | COW | child entries | writes µs | rewrite µs | extra KiB |\n|---|---|---|---|---|---|"
+    );
+    for kb in ["64K", "2M"] {
+        let rows: [(&str, Option<&ArchResult>, String); 3] = [
+            ("ours, large_cow=1", Some(r), format!("{kb}-lcow")),
+            ("ours, large_cow=0", Some(r), format!("{kb}-4kcow")),
+            ("Linux 6.12", lx, kb.to_string()),
+        ];
+        for (what, src, cfg) in rows {
+            let g = |m: &str| src.and_then(|x| x.get("cow", &cfg, mib, m));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                kb,
+                what,
+                cell(g("child_tlb_entries")),
+                cell(g("us_child_writes")),
+                cell(g("us_child_rewrite")),
+                cell(g("extra_kb")),
+            );
+        }
+    }
+    s.push('\n');
+    for l in r
+        .info
+        .iter()
+        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
+    {
+        if l.starts_with("cow") {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
+    s
+}
+
 /// Migration tables: MiB/s per folio size each way between the nodes,
 /// instructions per MiB (ours from its counter, both as guest ns per MiB
 /// under `-icount shift=0`), and the fraction of pages that arrived.
@@ -986,7 +1072,9 @@ fn configs_of(r: &ArchResult) -> Vec<String> {
     let mut v: Vec<String> = r
         .recs
         .iter()
-        .filter(|x| x.work != "collapse" && x.work != "copy" && x.work != "split")
+        .filter(|x| {
+            x.work != "collapse" && x.work != "copy" && x.work != "split" && x.work != "cow"
+        })
         .map(|x| x.cfg.clone())
         .collect();
     v.sort_by_key(|c| cfg_rank(c));

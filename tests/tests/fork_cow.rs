@@ -7,10 +7,12 @@ use mm::thp::{MthpStat, VmEvent};
 use mmtest::*;
 
 /// After fork each side keeps reading its own data after the other writes;
-/// every first write to a shared page copies one 4K page.
+/// with `large_cow` off (Linux's behaviour) every first write to a shared
+/// page copies one 4K page.
 fn each_side_keeps_its_data<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
+        env.thp.config.set_large_cow(false);
         let parent = env.mm();
         let va = parent
             .mmap(0x7000_0000_0000, 256 * K4, RW, ANON | MAP_FIXED)
@@ -62,8 +64,9 @@ fn each_side_keeps_its_data<A: PagingArch>() {
 }
 
 /// Once the other side is gone a write reuses the page in place (no copy):
-/// for large folios by the exclusive-mapping rule, for small ones by the
-/// single-reference rule.
+/// for large folios by the exclusive-mapping rule (the whole folio, every
+/// PTE made writable at once), for small ones by the single-reference
+/// rule.
 fn exclusive_reuse_after_child_exits<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
@@ -83,21 +86,32 @@ fn exclusive_reuse_after_child_exits<A: PagingArch>() {
         assert_eq!(env.event(VmEvent::FaultCowCopy), 0);
         assert_eq!(env.event(VmEvent::FaultCowReuse), 2);
         assert_eq!(env.leaf(&parent, va + 3 * K4).unwrap().pfn, before);
+        // The whole 64K folio was reused: every page anon-exclusive and
+        // writable, so a write to another of its pages takes no fault; the
+        // second folio's pages were left alone.
         let f = env.folio_at(&parent, va).unwrap();
-        assert!(f.page(3).is_anon_exclusive());
-        assert!(!f.page(4).is_anon_exclusive());
+        assert!(f.pages().all(|p| p.is_anon_exclusive()));
+        assert!(env.leaf(&parent, va + 15 * K4).unwrap().attrs.perms.write);
+        assert!(!env.leaf(&parent, va + 16 * K4).unwrap().attrs.perms.write);
+        env.write_u64(&parent, va + 4 * K4 + 8, 44);
+        assert_eq!(env.event(VmEvent::FaultCowReuse), 2);
+        if has_cont::<A>() {
+            assert!(env.leaf(&parent, va).unwrap().cont);
+        }
         assert_eq!(env.read_u64(&parent, va + 3 * K4), 42);
         env.check_pages(&parent, va + 4 * K4, 29 * K4, 7);
         env.check(&[&parent]);
     });
 }
 
-/// A PMD-mapped folio stays PMD-mapped on both sides of fork; a write in
-/// the child splits the child's PMD and copies one page; once the child is
+/// A PMD-mapped folio stays PMD-mapped on both sides of fork; with
+/// `large_cow` off a write in the child splits the child's PMD and copies
+/// one page; once the child is
 /// gone the parent reuses its PMD in place.
 fn pmd_fork<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(9);
+        env.thp.config.set_large_cow(false);
         let parent = env.mm();
         let va = parent.mmap(0, M2, RW, ANON).unwrap();
         env.fill_pages(&parent, va, M2, 3);

@@ -307,10 +307,12 @@ fn fixed_over_mapping_and_dontunmap<A: PagingArch>() {
 }
 
 /// COW after moving a forked range: each side keeps its data; once the
-/// other side is gone the mover's writes reuse in place.
+/// other side is gone the mover's writes reuse in place.  With 4K COW
+/// (`large_cow` off), so each side's first write copies.
 fn cow_after_moving_forked_range<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
+        env.thp.config.set_large_cow(false);
         let len = 32 * K4;
         for mover_is_parent in [true, false] {
             let parent = env.mm();

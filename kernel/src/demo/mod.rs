@@ -144,7 +144,8 @@ fn run_one(c: &Config, bytes: u64, reps: u32) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     };
     let r = m.enter().thpmaps().total();
-    // Fork and write half of the parent: COW at 4K granularity.
+    // Fork and write half of the parent: COW copies (large blocks with
+    // `large_cow`, 4K without).
     let copies0 = THP.stats.event(VmEvent::FaultCowCopy);
     let child = uspace::register(m.enter().fork()?)?;
     for p in (va..va + bytes / 2).step_by(4096 * 16) {
@@ -215,7 +216,7 @@ pub fn run() -> bool {
         "  contpte/PMD: MiB mapped that way; entries: translation entries covering the region"
     );
     println!(
-        "  COW: 4K copies after fork when the parent writes one page per 64K of half the region"
+        "  COW: copies after fork when the parent writes one page per 64K of half the region (whole large blocks with large_cow=1, 4K pages with 0)"
     );
     println!(
         "  split-q: folios queued for deferred split after unmapping one 4K page of every 64th block"

@@ -100,7 +100,7 @@ impl<A: PagingArch> Mm<'_, A> {
                 if f.is_anon() {
                     c.anon += pages;
                 }
-                let mc = crate::aspace::report::page_mapcount(&f, l.pfn - f.pfn());
+                let mc = crate::aspace::report::page_mapcount(&f, l.pfn - f.pfn(), self.id());
                 c.mapmax = c.mapmax.max(mc);
                 c.node[ctx.buddy.node_of_pfn(l.pfn).min(MAX_NUMNODES - 1)] += pages;
             };

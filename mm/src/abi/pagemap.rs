@@ -43,8 +43,8 @@ impl<A: PagingArch> Mm<'_, A> {
     /// does not exist here).  The kernel passes false: upstream's default
     /// configuration, and this host's Linux, track no soft-dirty.
     ///
-    /// "Exclusively mapped" is Linux's per-page mapcount of 1, which this
-    /// kernel estimates for large folios (see [`page_mapcount`]).
+    /// "Exclusively mapped" is Linux's per-page mapcount of 1, derived for
+    /// large folios from their owner slots (see [`page_mapcount`]).
     pub fn pagemap(&self, va: u64, n: usize, soft_dirty: bool) -> Vec<u64> {
         let vmas = self.vmas();
         let pt = self.lock_pt();
@@ -98,7 +98,7 @@ impl<A: PagingArch> Mm<'_, A> {
         let Some(f) = ctx.folio(pfn) else {
             return 0;
         };
-        if page_mapcount(&f, pfn - f.pfn()) == 1 {
+        if page_mapcount(&f, pfn - f.pfn(), self.id()) == 1 {
             PM_MMAP_EXCLUSIVE
         } else {
             0

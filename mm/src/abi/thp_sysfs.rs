@@ -102,6 +102,7 @@ enum Node {
     Defrag,
     UseZeroPage,
     ShrinkUnderused,
+    LargeCow,
     HpagePmdSize,
     Khugepaged(KhugepagedKnob),
     PagesCollapsed,
@@ -129,6 +130,7 @@ impl Node {
                 | Node::Defrag
                 | Node::UseZeroPage
                 | Node::ShrinkUnderused
+                | Node::LargeCow
                 | Node::Khugepaged(_)
                 | Node::OrderEnabled(_)
                 | Node::ShmemEnabled
@@ -209,6 +211,7 @@ fn lookup(path: &str) -> Result<Node, Errno> {
                 "defrag" => Node::Defrag,
                 "use_zero_page" => Node::UseZeroPage,
                 "shrink_underused" => Node::ShrinkUnderused,
+                "large_cow" => Node::LargeCow,
                 "hpage_pmd_size" => Node::HpagePmdSize,
                 "shmem_enabled" => Node::ShmemEnabled,
                 "khugepaged" => Node::KhugepagedDir,
@@ -343,6 +346,7 @@ impl Thp {
                     "defrag",
                     "use_zero_page",
                     "shrink_underused",
+                    "large_cow",
                     "hpage_pmd_size",
                     "shmem_enabled",
                 ]
@@ -409,6 +413,7 @@ impl Thp {
             Node::Defrag => choice_line(&DefragMode::WORDS, c.defrag().word()),
             Node::UseZeroPage => num(u64::from(c.use_zero_page())),
             Node::ShrinkUnderused => num(u64::from(c.shrink_underused())),
+            Node::LargeCow => num(u64::from(c.large_cow())),
             Node::HpagePmdSize => num(PMD_SIZE),
             Node::Khugepaged(knob) => num(match knob {
                 KhugepagedKnob::Defrag => u64::from(k.defrag.load(Ordering::Relaxed)),
@@ -468,6 +473,8 @@ impl Thp {
             Node::UseZeroPage => c.set_use_zero_page(parse_flag(value)?),
             // shrink_underused uses kstrtobool.
             Node::ShrinkUnderused => c.set_shrink_underused(kstrtobool(value)?),
+            // large_cow (ours) reads like use_zero_page: 0 or 1.
+            Node::LargeCow => c.set_large_cow(parse_flag(value)?),
             Node::Khugepaged(knob) => self.write_khugepaged(knob, value)?,
             // Linux's shmem_enabled_store / thpsize_shmem_enabled_store.
             Node::ShmemEnabled => {

@@ -59,6 +59,8 @@ struct FolioSeen<'a> {
     folio: Option<Folio<'a>>,
     ptes: u64,
     pmds: u64,
+    /// Mappings (PTEs, PMDs, migration entries) per address space.
+    by_mm: BTreeMap<u64, u64>,
 }
 
 /// Check the invariants over `mms` (all the live address spaces of one
@@ -176,8 +178,10 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                     );
                 }
                 seen.pmds += 1;
+                *seen.by_mm.entry(mm.id).or_default() += 1;
             } else {
                 seen.ptes += 1;
+                *seen.by_mm.entry(mm.id).or_default() += 1;
             }
             for i in 0..size_pages {
                 let pfn = l.pfn + i;
@@ -222,6 +226,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                     let seen = folios.entry(f.pfn()).or_default();
                     seen.folio = Some(f);
                     seen.ptes += 1;
+                    *seen.by_mm.entry(mm.id).or_default() += 1;
                     page_mms.entry(pfn).or_default().insert(mm.id);
                 }
             }
@@ -289,6 +294,7 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                 s.pmds
             ));
         }
+        check_mm_ids(*pfn, f, &s.by_mm, &mut errors);
         let pinned: u64 = pins.iter().filter(|p| p.0 == *pfn).map(|p| p.1).sum();
         if (f.refcount() as u64) < maps + pinned {
             errors.push(format!(
@@ -546,5 +552,55 @@ fn check_swap<'a, A: PagingArch>(mms: &[&Mm<'a, A>], errors: &mut Vec<String>) {
                 errors.push(format!("cached folio {pfn:#x}: slots not marked cached"));
             }
         }
+    }
+}
+
+/// The owner slots of a large folio (`Folio::add_mapcount_mm`) against the
+/// mappings found: a space with a slot has its mappings there (exactly,
+/// unless the folio is marked shared);
+/// more than two spaces, or a space without a slot, means maybe-shared;
+/// one space holding every mapping means not maybe-shared.
+fn check_mm_ids(pfn: u64, f: Folio<'_>, by_mm: &BTreeMap<u64, u64>, errors: &mut Vec<String>) {
+    if f.order() == 0 {
+        return;
+    }
+    let ids = f.mm_ids();
+    let mut slotted = 0;
+    let mut exact = true;
+    for &(id, n) in ids.slots.iter().flatten() {
+        let found = by_mm
+            .iter()
+            .find(|(m, _)| **m & crate::physmem::folio::MAX_MM_ID == id)
+            .map_or(0, |(_, c)| *c);
+        // A space that took its slot while it already had mappings (a
+        // third space, the folio marked shared) may count fewer.
+        exact &= found == n as u64;
+        if found != n as u64 && !(ids.shared && (n as u64) < found) {
+            errors.push(format!(
+                "folio {pfn:#x}: owner slot of mm {id} counts {n} mappings, {found} found"
+            ));
+        }
+        slotted += 1;
+    }
+    if let [Some(a), Some(b)] = ids.slots
+        && a.0 == b.0
+    {
+        errors.push(format!("folio {pfn:#x}: mm {} holds both owner slots", a.0));
+    }
+    let spaces = by_mm.values().filter(|&&c| c > 0).count();
+    if spaces > slotted && !ids.shared {
+        errors.push(format!(
+            "folio {pfn:#x}: mapped by {spaces} spaces, {slotted} with slots, not marked shared"
+        ));
+    }
+    if spaces == 1 && slotted == 1 && exact && ids.shared {
+        errors.push(format!(
+            "folio {pfn:#x}: one space holds every mapping but marked shared"
+        ));
+    }
+    if spaces == 2 && slotted == 2 && !ids.shared {
+        errors.push(format!(
+            "folio {pfn:#x}: two spaces map it, not marked shared"
+        ));
     }
 }

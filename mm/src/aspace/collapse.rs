@@ -8,8 +8,9 @@
 //! 1. **Scan** under the mmap lock (read; khugepaged only *tries* it, as
 //!    Linux, and skips a contended space) and the page-table lock: count
 //!    empty / zero-page entries against `max_ptes_none`, entries of
-//!    maybe-shared folios against `max_ptes_shared` (shared = the folio has
-//!    mappings outside this window of this space), require a writable entry
+//!    maybe-shared folios against `max_ptes_shared` (shared = another
+//!    address space may map the folio: its owner slots, Linux 6.15's
+//!    `folio_maybe_mapped_shared`), require a writable entry
 //!    and, for khugepaged, a young one; refuse pinned or locked sources.
 //! 2. **Allocate** the new folio with no lock held (khugepaged), counting
 //!    `collapse_alloc` / `collapse_alloc_failed` for the order.
@@ -264,7 +265,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(CollapseError::ExceedNone);
         }
         for &(f, c) in &folios {
-            if f.large_mapcount() as u64 > c {
+            if f.maybe_mapped_shared() {
                 shared += c;
             }
         }
@@ -525,7 +526,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         for &(f, c) in &folios {
             self.munlock_vma_folio(v, f);
             if f.large_mapcount() as u64 == c && f.entire_mapcount() == 0 {
-                ctx.rmap_remove_all_ptes(f, c);
+                ctx.rmap_remove_all_ptes(f, self.id, c);
             } else {
                 self.collapse_unmap_runs(&e, f);
             }
@@ -559,7 +560,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             {
                 j += 1;
             }
-            self.ctx.rmap_remove_ptes(f, l.pfn - lo, (j - i) as u64);
+            self.ctx
+                .rmap_remove_ptes(f, self.id, l.pfn - lo, (j - i) as u64);
             i = j;
         }
     }

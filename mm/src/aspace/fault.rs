@@ -615,9 +615,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         let idx = l.pfn - f.pfn();
         let page = f.page(idx);
-        if page.is_anon_exclusive() || self.can_reuse(pt, f, va - idx * PAGE_SIZE) {
+        if page.is_anon_exclusive() || self.can_reuse(f) {
             if !page.is_anon_exclusive() {
                 page.set_anon_exclusive();
+                if f.is_large() {
+                    self.reuse_large(vma, pt, f, va - idx * PAGE_SIZE);
+                }
             }
             // Take ownership if another space had it; an owner address
             // of our own stays (after mremap it may point at the part of
@@ -637,12 +640,159 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             ctx.thp.stats.count(VmEvent::FaultCowReuse);
             return Ok(());
         }
+        if f.is_large() && ctx.thp.config.large_cow() && self.wp_copy_large(vma, pt, va, f, idx) {
+            return Ok(());
+        }
         self.wp_copy(vma, pt, va, Some((f, idx)))
     }
 
-    /// Whether folio `f`, mapped (in this space) at `start`, is exclusive
-    /// to this space (Linux's `wp_can_reuse_anon_folio`).
-    fn can_reuse(&self, pt: &PageTable<'a, A>, f: Folio<'a>, start: u64) -> bool {
+    /// Large copy-on-write (`large_cow`): a write at `va` to page `idx` of
+    /// the shared large folio `f` copies the largest block the policy
+    /// allows (below the PMD order: a PMD-mapped folio is copied whole by
+    /// [`Self::wp_copy_pmd`]) whose aligned block lies inside the VMA and
+    /// is mapped in place by `f` wholly in this space, falling back order
+    /// by order (`cow_fallback`) when an allocation fails.  The block's
+    /// entries are replaced in one break-before-make by one `set_ptes` of
+    /// the copy (contpte-folded where the format has it), so the space
+    /// keeps its translation reach where Linux decays to 4K.  False when
+    /// no large order applies: the caller copies 4K.
+    fn wp_copy_large(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        va: u64,
+        f: Folio<'a>,
+        idx: u64,
+    ) -> bool {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        let start = va - idx * PAGE_SIZE;
+        let mut orders =
+            self.fault_orders(vma, va) & ((1u32 << f.order()) | ((1u32 << f.order()) - 1));
+        orders &= !1 & !(1u32 << PMD_ORDER);
+        while orders != 0 {
+            let o = 31 - orders.leading_zeros();
+            orders &= !(1u32 << o);
+            let size = PAGE_SIZE << o;
+            let block = align_down(va, size);
+            let n = 1u64 << o;
+            let in_place = block >= start
+                && block + size <= start + f.size()
+                && (0..n).all(|i| {
+                    pt.lookup(block + i * PAGE_SIZE)
+                        .entry
+                        .leaf()
+                        .is_some_and(|l| l.pfn == f.pfn() + (block - start) / PAGE_SIZE + i)
+                });
+            if !in_place {
+                continue;
+            }
+            let Ok(new) = ctx.buddy.alloc(o, AllocFlags::USER) else {
+                stats.inc(o, MthpStat::CowFallback);
+                continue;
+            };
+            let new = FolioRef::from_raw(new);
+            let first = (block - start) / PAGE_SIZE;
+            ctx.mem.copy(new.pa(), f.page(first).pa(), size);
+            // Break before make for the whole block at once.
+            let mut g = pt.gather();
+            let old = pt.get_and_clear_ptes(block, n as usize, &mut g);
+            g.finish();
+            let mut attrs = anon_attrs(vma);
+            attrs.young = true;
+            attrs.dirty = true;
+            let _ = old;
+            pt.set_ptes(block, new.pfn(), n as usize, attrs)
+                .expect("the entries were just cleared in an existing table");
+            let new = new.into_raw();
+            ctx.rmap_add_new(new, self.id, block, false);
+            self.mlock_new_folio(vma, new);
+            self.munlock_vma_folio(vma, f);
+            ctx.rmap_remove_ptes(f, self.id, first, n);
+            f.put_many(n as u32);
+            stats.inc(o, MthpStat::CowAlloc);
+            stats.count(VmEvent::FaultCowCopy);
+            return true;
+        }
+        false
+    }
+
+    /// Large copy-on-write of a shared PMD-mapped folio `f` at `base`
+    /// (`large_cow`, the PMD order allowed and fitting): the whole folio is
+    /// copied into a new PMD folio mapped by a PMD leaf, as the huge zero
+    /// PMD's `huge_zero_wp=alloc`.  False (after counting `cow_fallback`)
+    /// when the copy cannot be allocated: the caller splits the PMD and
+    /// the PTE path tries the lower orders.
+    fn wp_copy_pmd(
+        &self,
+        vma: &Vma,
+        pt: &mut PageTable<'a, A>,
+        base: u64,
+        f: Folio<'a>,
+    ) -> Result<bool, Fault> {
+        let ctx = self.ctx;
+        let stats = &ctx.thp.stats;
+        if !ctx.thp.config.large_cow() || self.fault_orders(vma, base) & (1 << PMD_ORDER) == 0 {
+            return Ok(false);
+        }
+        let Ok(new) = ctx.buddy.alloc(PMD_ORDER, AllocFlags::USER) else {
+            stats.inc(PMD_ORDER, MthpStat::CowFallback);
+            return Ok(false);
+        };
+        let new = FolioRef::from_raw(new);
+        let Some(dep) = ctx.pt_alloc().alloc_pt() else {
+            return Ok(false);
+        };
+        ctx.mem.copy(new.pa(), f.pa(), PMD_SIZE);
+        let mut g = pt.gather();
+        pt.zap_pmd(base, &mut g)
+            .expect("the PMD leaf is there under the lock");
+        g.finish();
+        self.munlock_vma_folio(vma, f);
+        ctx.rmap_remove_pmd(f, self.id);
+        f.put();
+        let mut attrs = anon_attrs(vma);
+        attrs.young = true;
+        attrs.dirty = true;
+        pt.set_pmd_leaf(base, new.pfn(), attrs, dep)
+            .expect("the PMD was just cleared");
+        let new = new.into_raw();
+        ctx.rmap_add_new(new, self.id, base, true);
+        self.mlock_new_folio(vma, new);
+        stats.inc(PMD_ORDER, MthpStat::CowAlloc);
+        stats.count(VmEvent::FaultCowCopy);
+        Ok(true)
+    }
+
+    /// COW reuse of a whole large folio `f` exclusive to this space (its
+    /// owner slots say so), mapped in place from `start`: every page it
+    /// maps inside `vma` becomes anon-exclusive and writable, in one
+    /// protection-change batch (one clear, one flush, one `set_ptes` per
+    /// run, so contiguous blocks come back folded).  Linux 6.15 reuses the
+    /// folio but makes only the faulting PTE writable; the other pages
+    /// would each take a fault to learn what is already known.
+    fn reuse_large(&self, vma: &Vma, pt: &mut PageTable<'a, A>, f: Folio<'a>, start: u64) {
+        let lo = start.max(vma.start);
+        let hi = start.saturating_add(f.size()).min(vma.end);
+        let frames = f.pfn()..f.pfn() + f.nr_pages();
+        for va in (lo..hi).step_by(PAGE_SIZE as usize) {
+            if let Some(m) = pt.lookup(va).entry.leaf()
+                && m.pfn == f.pfn() + (va - start) / PAGE_SIZE
+            {
+                f.page(m.pfn - f.pfn()).set_anon_exclusive();
+            }
+        }
+        let flags = vma.flags;
+        self.change_prot_range(pt, lo, hi, |l, excl| {
+            let attrs = self.protected_attrs(l, flags, excl);
+            (frames.contains(&l.pfn) && excl && attrs.fold_key() != l.attrs.fold_key())
+                .then_some(attrs)
+        });
+    }
+
+    /// Whether folio `f`, mapped in this space, is exclusive to this space
+    /// (Linux 6.15's `wp_can_reuse_anon_folio`).
+    fn can_reuse(&self, f: Folio<'a>) -> bool {
         if !f.is_large() {
             return f.refcount() == 1 && f.large_mapcount() == 1;
         }
@@ -652,7 +802,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if maps <= 1 || maps as i64 != f.refcount() as i64 {
             return false;
         }
-        self.count_own_mappings(pt, f, start) == maps as u64
+        // Exact: the owner slots say whether this space holds every mapping.
+        f.mapped_exclusively_by(self.id)
     }
 
     /// Copy one page (or zero-fill, from a zero page) into a new order-0
@@ -687,7 +838,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         match src {
             Some((f, idx)) => {
                 self.munlock_vma_folio(vma, f);
-                ctx.rmap_remove_ptes(f, idx, 1);
+                ctx.rmap_remove_ptes(f, self.id, idx, 1);
                 f.put();
                 ctx.thp.stats.count(VmEvent::FaultCowCopy);
             }
@@ -732,6 +883,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 g.finish();
                 debug_assert!(r.is_ok());
                 ctx.thp.stats.count(VmEvent::FaultCowReuse);
+                return Ok(());
+            }
+            if self.wp_copy_pmd(vma, pt, base, f)? {
                 return Ok(());
             }
             self.split_pmd_locked(pt, base);
@@ -799,7 +953,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if ctx.is_zero_pfn(l.pfn) {
             ctx.thp.stats.count_n(VmEvent::ZeroPageMap, 512);
         } else if let Some(f) = ctx.folio(l.pfn) {
-            ctx.rmap_split_pmd(f);
+            ctx.rmap_split_pmd(f, self.id);
         }
         pt.split_pmd(base)
             .expect("every PMD leaf has a deposited table");

@@ -75,7 +75,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     let mut attrs = l.attrs;
                     if !ctx.is_zero_pfn(l.pfn) {
                         let f = ctx.folio(l.pfn).ok_or(Errno::EFAULT)?;
-                        ctx.rmap_dup_pmd(f);
+                        ctx.rmap_dup_pmd(f, child.id);
                         child.rss_add(f.nr_pages());
                         if l.attrs.perms.write {
                             let r = ppt.wrprotect_pmd(base, g);
@@ -125,7 +125,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let mut attrs = l.attrs;
             attrs.dirty = b.dirty;
             if let Some(f) = folio {
-                ctx.rmap_dup_ptes(f, l.pfn - f.pfn(), nr as u64);
+                ctx.rmap_dup_ptes(f, child.id, l.pfn - f.pfn(), nr as u64);
                 child.rss_add(nr as u64);
                 if l.attrs.perms.write {
                     ppt.wrprotect_ptes(at, nr, g);
@@ -167,7 +167,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
                 cpt.set_swap_pte(run.va(i), shared)
                     .map_err(|_| Errno::ENOMEM)?;
-                self.ctx.rmap_dup_ptes(f, e.offset - f.pfn(), 1);
+                self.ctx.rmap_dup_ptes(f, child.id, e.offset - f.pfn(), 1);
                 child.rss_add(1);
                 child.migents_add(1);
                 continue;

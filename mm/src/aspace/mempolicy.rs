@@ -174,7 +174,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         strict_hit = true;
                         return false;
                     }
-                    let shared = super::report::page_mapcount(&f, 0) > 1;
+                    let shared = f.maybe_mapped_shared();
                     if flags & MPOL_MF_MOVE_ALL != 0 || !shared {
                         let t = p.target(fva.max(v.start), v.start, v.pgoff, f.order(), local);
                         moves.folios.push((f.get_ref(), t.node));

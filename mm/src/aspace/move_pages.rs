@@ -122,9 +122,7 @@ pub fn move_pages<'a, A: PagingArch>(
         status[i] = match target.follow_folio(addr) {
             Err(e) => -(e as i32),
             Ok(f) if ctx.buddy.node_of_pfn(f.pfn()) as i32 == node => node,
-            Ok(f) if !move_all && super::report::page_mapcount(&f, 0) > 1 => {
-                -(Errno::EACCES as i32)
-            }
+            Ok(f) if !move_all && f.maybe_mapped_shared() => -(Errno::EACCES as i32),
             Ok(f) if batch.has(&f) => -(Errno::EBUSY as i32),
             Ok(f) => {
                 batch.queue(i, f);
@@ -286,7 +284,7 @@ pub fn migrate_node_pages<'a, A: PagingArch>(
             target.anon_folios_in(&pt, v.start, v.end, |f, _| {
                 let n = ctx.buddy.node_of_pfn(f.pfn());
                 let d = remap(n);
-                let shared = super::report::page_mapcount(&f, 0) > 1;
+                let shared = f.maybe_mapped_shared();
                 if old.contains(n) && d != n && (move_all || !shared) {
                     todo.push((f.get_ref(), d));
                 }

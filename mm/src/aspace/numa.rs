@@ -65,7 +65,6 @@ use crate::vma::{VmFlags, Vma};
 use super::fault::Locked;
 use super::migrate::{MigrateReason, migrate_pages};
 use super::mprotect::ProtChanged;
-use super::report::page_mapcount;
 use super::{Fault, Mm};
 
 /// What one scan period did.
@@ -175,7 +174,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 return None;
             }
             let f = ctx.folio(l.pfn)?;
-            if !f.is_anon() || page_mapcount(&f, 0) > 1 {
+            if !f.is_anon() || f.maybe_mapped_shared() {
                 return None;
             }
             if local_node.is_some_and(|n| ctx.buddy.node_of_pfn(f.pfn()) == n) {
@@ -216,7 +215,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let local = self.cpu_node();
             if node == local {
                 stats.count(VmEvent::NumaHintFaultsLocal);
-            } else if page_mapcount(&f, 0) <= 1
+            } else if !f.maybe_mapped_shared()
                 && self.policy_for(vma).is_none_or(|p| p.nodes.contains(local))
                 && self.node_has_room(local, f.nr_pages())
             {

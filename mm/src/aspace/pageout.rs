@@ -90,8 +90,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 va = fva + nr * PAGE_SIZE;
                 continue;
             }
-            if nr > 1 && !covered && self.count_own_mappings(pt, f, va) == f.large_mapcount() as u64
-            {
+            if nr > 1 && !covered && f.mapped_exclusively_by(self.id) {
                 out.push(Plan::Split(f.get_ref()));
             }
             va = if in_place {

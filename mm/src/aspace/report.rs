@@ -71,34 +71,57 @@ pub struct VmaReport {
 /// Fixed-point shift of [`VmaReport::pss`] (Linux's `PSS_SHIFT`).
 pub const PSS_SHIFT: u32 = 12;
 
-/// How many times page `idx` of `f` is mapped, Linux's per-page mapcount.
-/// This kernel counts mappings per folio (every PTE and PMD of any page,
-/// plus the PMD mappings alone), so the answer is exact for small folios
-/// and for pages marked anon-exclusive, and otherwise estimated: a folio
-/// mapped by one PMD, or by no more PTEs than it has pages, counts each
-/// page once; beyond that the PTE mappings are spread evenly over the
-/// pages.  The estimate says 1 wrongly only for a large folio that two
-/// forked processes both unmapped parts of, each keeping the same few
-/// pages.
-pub fn page_mapcount(f: &crate::physmem::folio::Folio<'_>, idx: u64) -> u64 {
-    if f.page(idx).is_anon_exclusive() {
+/// How many times page `idx` of `f`, mapped by address space `mm_id`, is
+/// mapped: Linux 6.12's per-page mapcount, derived from the folio's owner
+/// slots (`Folio::add_mapcount_mm`), since an anonymous page is mapped at
+/// most once per address space.  Exact when the page is anon-exclusive,
+/// when `mm_id` holds every mapping of the folio (1), and when exactly
+/// one other space maps it and that space maps every page (2: fork's
+/// sharing, before either side unmaps).  Otherwise, with a second space
+/// mapping only part of the folio or a third space, which pages the
+/// others map is not recorded; the answer then never says "mapped once"
+/// (Linux 6.15's `folio_maybe_mapped_shared` rule): the folio's average
+/// per-page mapcount, at least 2.
+pub fn page_mapcount(f: &crate::physmem::folio::Folio<'_>, idx: u64, mm_id: u64) -> u64 {
+    if f.page(idx).is_anon_exclusive() || !f.maybe_mapped_shared() {
         return 1;
     }
-    folio_page_mapcount(f)
+    shared_page_mapcount(f, mm_id)
 }
 
-/// [`page_mapcount`] of a page that is not anon-exclusive: the same for
-/// every page of the folio.
-fn folio_page_mapcount(f: &crate::physmem::folio::Folio<'_>) -> u64 {
-    let mc = f.large_mapcount().max(0) as u64;
+/// [`page_mapcount`] of a page of a maybe-shared folio that is not
+/// anon-exclusive: the same for every page of the folio.
+fn shared_page_mapcount(f: &crate::physmem::folio::Folio<'_>, mm_id: u64) -> u64 {
+    let ids = f.mm_ids();
+    let total = f.large_mapcount().max(0) as u64;
     let entire = f.entire_mapcount().max(0) as u64;
-    let ptes = mc.saturating_sub(entire);
-    let n = f.nr_pages();
-    match entire {
-        0 if ptes <= n => 1,
-        0 => ptes.div_ceil(n),
-        _ => entire + ptes.div_ceil(n),
+    let nr = f.nr_pages();
+    let own = ids.mapcount_of(mm_id) as u64;
+    let other = ids
+        .slots
+        .iter()
+        .flatten()
+        .find(|s| s.0 != mm_id & crate::physmem::folio::MAX_MM_ID)
+        .map(|s| s.1 as u64);
+    if let Some(oc) = other
+        && own > 0
+        && own + oc == total
+    {
+        // Two spaces, both with slots: does the other one map every page?
+        let other_all = match entire {
+            0 => oc == nr,
+            2 => true,
+            // One PMD mapping: ours if we have a single mapping (and the
+            // other several), theirs if we have several.
+            _ if own > 1 => true,
+            _ => oc == nr && oc > 1,
+        };
+        if other_all {
+            return 2;
+        }
     }
+    let ptes = total.saturating_sub(entire);
+    (entire + ptes.div_ceil(nr)).max(2)
 }
 
 impl VmaReport {
@@ -198,13 +221,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         r.pss_dirty += pss;
                     }
                 };
-                if folio_page_mapcount(&f) == 1 {
-                    // Every page mapped once (the common case): no need
-                    // to look at each page's anon-exclusive bit.
+                if !f.maybe_mapped_shared() {
+                    // One space maps the folio (the common case): every
+                    // page is mapped once.
                     account(size, 1);
                 } else {
+                    let shared = shared_page_mapcount(&f, self.id);
                     for p in 0..size / PAGE_SIZE {
-                        account(PAGE_SIZE, page_mapcount(&f, l.pfn + p - f.pfn()));
+                        let ae = f.page(l.pfn + p - f.pfn()).is_anon_exclusive();
+                        account(PAGE_SIZE, if ae { 1 } else { shared });
                     }
                 }
             }

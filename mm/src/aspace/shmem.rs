@@ -288,7 +288,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 ctx.pt_alloc().free_pt(dep);
                 return Err(Fault::Oom);
             }
-            ctx.rmap_add_shmem_pmd(f.folio());
+            ctx.rmap_add_shmem_pmd(f.folio(), self.id);
             self.shmem_rss_add(nr);
             ctx.thp.stats.count(VmEvent::ThpFileMapped);
             return Ok(());
@@ -311,7 +311,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if pt.set_ptes(start, pfn, n as usize, attrs).is_err() {
             return Err(Fault::Oom);
         }
-        ctx.rmap_add_shmem_ptes(f.folio(), n);
+        ctx.rmap_add_shmem_ptes(f.folio(), self.id, n);
         self.shmem_rss_add(n);
         Ok(())
     }

@@ -606,7 +606,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
         }
         f.get_many(n as u32);
-        let now = f.add_large_mapcount(n as i32);
+        let now = f.add_mapcount_mm(self.id, n as i32);
         if now == n as i32 {
             ctx.thp.stats.inc(f.order(), MthpStat::NrAnon);
         }

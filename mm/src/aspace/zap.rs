@@ -68,7 +68,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         if !self.ctx.is_zero_pfn(l.pfn)
                             && let Some(f) = self.ctx.folio(l.pfn)
                         {
-                            self.ctx.rmap_remove_pmd(f);
+                            self.ctx.rmap_remove_pmd(f, self.id);
                             self.rss_sub_folio(f, f.nr_pages());
                             puts.push(f, 1);
                         }
@@ -150,7 +150,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 pt.take_swap_pte(run.va(i));
                 self.migents_sub(1);
                 if let Some(f) = self.ctx.folio(e.offset) {
-                    self.ctx.rmap_remove_ptes(f, e.offset - f.pfn(), 1);
+                    self.ctx.rmap_remove_ptes(f, self.id, e.offset - f.pfn(), 1);
                     self.rss_sub(1);
                     puts.push(f, 1);
                 }
@@ -186,7 +186,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             pt.get_and_clear_ptes(run.va(i), nr, g);
             match folio {
                 Some(f) => {
-                    ctx.rmap_remove_ptes(f, l.pfn - f.pfn(), nr as u64);
+                    ctx.rmap_remove_ptes(f, self.id, l.pfn - f.pfn(), nr as u64);
                     self.rss_sub_folio(f, nr as u64);
                     puts.push(f, nr as u32);
                 }

@@ -67,6 +67,46 @@ pub const OWNER_MM_ID_BITS: u32 = 16;
 pub const MAX_MM_ID: u64 = (1 << OWNER_MM_ID_BITS) - 1;
 const OWNER_USER_BITS: u64 = !OWNER_ALLOCATOR_BITS;
 
+/// The owner-slot word of a large folio (Linux 6.15's `_mm_ids`): the
+/// second frame's owner word, which a tail does not otherwise use.  Bits
+/// 0..16 and 16..32 hold the address-space ids of slots 0 and 1, bit 32 is
+/// the lock, bit 33 the maybe-shared mark; the allocator's top bits stay
+/// its own.  The slots' mapcounts are the second frame's `mapcount`
+/// (slot 0) and `entire_mapcount` (slot 1), also unused by a tail; a slot
+/// with mapcount 0 is empty whatever its id.  So the tracking costs no
+/// byte beyond the 32 of a descriptor.
+pub(crate) const MM_IDS_LOCK: u64 = 1 << 32;
+/// See [`MM_IDS_LOCK`].
+pub(crate) const MM_IDS_SHARED: u64 = 1 << 33;
+const _: () = assert!(2 * OWNER_MM_ID_BITS <= 32);
+const _: () = assert!((MM_IDS_LOCK | MM_IDS_SHARED) & OWNER_ALLOCATOR_BITS == 0);
+
+#[inline]
+fn mm_ids_slot(w: u64, i: usize) -> u64 {
+    (w >> (i as u32 * OWNER_MM_ID_BITS)) & MAX_MM_ID
+}
+
+/// A snapshot of a large folio's owner slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmIds {
+    /// (address-space id, mappings by it) of each non-empty slot.
+    pub slots: [Option<(u64, i32)>; 2],
+    /// Maybe mapped by more than one address space.
+    pub shared: bool,
+}
+
+impl MmIds {
+    /// Mappings by `mm_id` if it holds a slot, else 0.
+    pub fn mapcount_of(&self, mm_id: u64) -> i32 {
+        let id = mm_id & MAX_MM_ID;
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| s.0 == id)
+            .map_or(0, |s| s.1)
+    }
+}
+
 /// An allocated folio.
 #[derive(Clone, Copy)]
 pub struct Folio<'a> {
@@ -456,6 +496,111 @@ impl<'a> Folio<'a> {
         let new = self.head().mapcount.fetch_add(delta, Relaxed) + delta;
         debug_assert!(new >= 0, "large mapcount below zero: {}", self.dump());
         new
+    }
+
+    /// Adds `delta` mappings (negative to unmap) made by address space
+    /// `mm_id` to the large mapcount and, for a large folio, to the
+    /// owner slots (Linux 6.15's mm ids, see [`MmIds`]); returns the new
+    /// large mapcount.  The slots and the large mapcount change together
+    /// under the slot word's lock bit, so the "one owner holds every
+    /// mapping" test below always sees counts that add up.
+    ///
+    /// Mapping: the owner of a slot adds to it; a newcomer takes an empty
+    /// slot (marking the folio maybe-shared if anything else maps it) or,
+    /// with both slots taken, marks it maybe-shared and gets no slot.
+    /// Unmapping: the owner's slot drops; when it empties (or the space had
+    /// no slot), the maybe-shared mark goes if one remaining slot holds
+    /// every remaining mapping.  A slot counts its space's mappings exactly
+    /// unless the space mapped some while it had no slot (then the folio
+    /// is marked shared and the slot may count fewer); so "not shared and
+    /// one slot holds them all" is exact, and "exclusive" is never wrong.
+    pub fn add_mapcount_mm(&self, mm_id: u64, delta: i32) -> i32 {
+        if self.order() == 0 {
+            return self.add_large_mapcount(delta);
+        }
+        let s = self.alloc.memmap().at(self.idx + 1);
+        let mut w = loop {
+            let old = s.owner.fetch_or(MM_IDS_LOCK, Acquire);
+            if old & MM_IDS_LOCK == 0 {
+                break old;
+            }
+            while s.owner.load(Relaxed) & MM_IDS_LOCK != 0 {
+                core::hint::spin_loop();
+            }
+        };
+        let total = self.head().mapcount.load(Relaxed) + delta;
+        debug_assert!(total >= 0, "large mapcount below zero: {}", self.dump());
+        self.head().mapcount.store(total, Relaxed);
+        let cnt = [&s.mapcount, &s.entire_mapcount];
+        let mut c = [cnt[0].load(Relaxed), cnt[1].load(Relaxed)];
+        let id = mm_id & MAX_MM_ID;
+        let slot = (0..2).find(|&i| c[i] > 0 && mm_ids_slot(w, i) == id);
+        if delta > 0 {
+            match slot.or_else(|| (0..2).find(|&i| c[i] == 0)) {
+                Some(i) => {
+                    if c[i] == 0 {
+                        let sh = i as u32 * OWNER_MM_ID_BITS;
+                        w = (w & !(MAX_MM_ID << sh)) | (id << sh);
+                        if total > delta {
+                            w |= MM_IDS_SHARED;
+                        }
+                    }
+                    c[i] += delta;
+                    cnt[i].store(c[i], Relaxed);
+                }
+                None => w |= MM_IDS_SHARED,
+            }
+        } else if delta < 0 {
+            if let Some(i) = slot {
+                // Below zero when the space took the slot while it already
+                // had mappings from a time it had none (a third space, with
+                // the folio marked shared): the slot is just freed then.
+                c[i] = (c[i] + delta).max(0);
+                cnt[i].store(c[i], Relaxed);
+            }
+            if slot.is_none_or(|i| c[i] == 0) && c.contains(&total) {
+                w &= !MM_IDS_SHARED;
+            }
+        }
+        s.owner.store(w & !MM_IDS_LOCK, Release);
+        total
+    }
+
+    /// Linux's `folio_maybe_mapped_shared`: some address space other than
+    /// one maps the folio, or may (a third space that got no slot, until
+    /// one slot again holds every mapping).  Never a false "exclusive".
+    #[inline]
+    pub fn maybe_mapped_shared(&self) -> bool {
+        let total = self.large_mapcount();
+        if self.order() == 0 || total <= 1 {
+            return total > 1;
+        }
+        self.mm_ids().shared
+    }
+
+    /// True if `mm_id` holds every mapping of the folio (and there is at
+    /// least one): exclusive to that address space.
+    pub fn mapped_exclusively_by(&self, mm_id: u64) -> bool {
+        if self.order() == 0 {
+            return self.large_mapcount() == 1;
+        }
+        let ids = self.mm_ids();
+        let total = self.large_mapcount();
+        total > 0 && !ids.shared && ids.mapcount_of(mm_id) == total
+    }
+
+    /// A snapshot of the owner slots (all empty for an order-0 folio).
+    pub fn mm_ids(&self) -> MmIds {
+        if self.order() == 0 {
+            return MmIds::default();
+        }
+        let s = self.alloc.memmap().at(self.idx + 1);
+        let w = s.owner.load(Acquire);
+        let c = [s.mapcount.load(Relaxed), s.entire_mapcount.load(Relaxed)];
+        MmIds {
+            slots: [0, 1].map(|i| (c[i] > 0).then_some((mm_ids_slot(w, i), c[i]))),
+            shared: w & MM_IDS_SHARED != 0,
+        }
     }
 
     /// PMD mappings of the whole folio.

@@ -89,6 +89,10 @@ impl<'a> FolioLockGuard<'a> {
                 d.entire_mapcount.store(0, Relaxed);
                 d.set_fresh(w);
             }
+            if o > 0 {
+                // Unmapped while split: each sub-folio's slots start empty.
+                mm.at(idx + 1).reset_mm_ids();
+            }
             out.push(FolioLockGuard::assume_locked(Folio::from_head(
                 this.allocator(),
                 idx,

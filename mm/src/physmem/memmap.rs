@@ -39,10 +39,10 @@ pub const PAGEBLOCK_FRAMES: u64 = 1 << PAGEBLOCK_ORDER;
 /// |-------------------|-----------------------------|------------------------------|-------------|---------------------|
 /// | `flags`           | state, order, folio flags   | state, AE                    | state, AE   | state, order, list  |
 /// | `refcount`        | references                  | 0                            | 0           | 0                   |
-/// | `mapcount`        | large mapcount              | 0                            | 0           | 0                   |
-/// | `entire_mapcount` | PMD mappings (page tables: the PTE-table lock) | 0         | 0           | 0                   |
+/// | `mapcount`        | large mapcount              | owner slot 0's mapcount      | 0           | 0                   |
+/// | `entire_mapcount` | PMD mappings (page tables: the PTE-table lock) | owner slot 1's mapcount | 0 | 0                |
 /// | `link_prev/next`  | LRU links (`link_next` = a CPU from allocation until linked) | deferred-split queue links | — | free/pcp list links |
-/// | `owner`           | rmap owner (mm id, vpn)     | —                            | —           | —                   |
+/// | `owner`           | rmap owner (mm id, vpn)     | owner slots' ids, lock, shared | —         | —                   |
 ///
 /// The "second frame" column is head + 1 of a large folio: its link
 /// fields, which tails leave unused, carry the deferred-split queue links
@@ -123,6 +123,17 @@ impl FrameDesc {
     pub(crate) fn set_state(&self, w: u32) {
         let old = self.flags.load(Relaxed);
         self.flags.store((old & POISONED) | w, Relaxed);
+    }
+
+    /// Empties the owner slots kept in a large folio's second frame (see
+    /// `folio::MM_IDS_LOCK`): the counts and the slot word, keeping the
+    /// allocator's bits.  The folio is new and unmapped, so nobody else
+    /// takes the slot lock.
+    #[inline]
+    pub(crate) fn reset_mm_ids(&self) {
+        self.mapcount.store(0, Relaxed);
+        self.entire_mapcount.store(0, Relaxed);
+        self.owner.fetch_and(OWNER_ALLOCATOR_BITS, Relaxed);
     }
 
     /// Gives a frame a fresh flags word when it is handed out or first given

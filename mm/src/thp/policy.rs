@@ -449,6 +449,9 @@ pub struct ThpConfig {
     /// `do_huge_zero_wp_pmd`) instead of splitting it and copying 4K
     /// (Linux 6.12, the reference, and the default).
     huge_zero_wp_alloc: AtomicBool,
+    /// `large_cow`: a write fault on a shared large folio copies a large
+    /// block (see `aspace::fault`'s `wp_copy_large`); off, 4K as Linux.
+    large_cow: AtomicBool,
     /// The khugepaged tunables.  Fields are public for the daemon to read;
     /// writers should go through the registry (which validates).
     pub khugepaged: KhugepagedKnobs,
@@ -475,6 +478,7 @@ impl ThpConfig {
             use_zero_page: AtomicBool::new(true),
             shrink_underused: AtomicBool::new(true),
             huge_zero_wp_alloc: AtomicBool::new(false),
+            large_cow: AtomicBool::new(true),
             khugepaged: KhugepagedKnobs::new(),
             anon_orders_configured: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -581,6 +585,19 @@ impl ThpConfig {
         self.huge_zero_wp_alloc.store(on, Ordering::Relaxed);
     }
 
+    /// `/sys/kernel/mm/transparent_hugepage/large_cow` (this kernel's own,
+    /// default 1): a write fault on a shared large folio copies the largest
+    /// allowed block the folio maps wholly, rather than one 4K page (0:
+    /// Linux 6.12's behaviour).
+    pub fn large_cow(&self) -> bool {
+        self.large_cow.load(Ordering::Relaxed)
+    }
+
+    /// Set [`Self::large_cow`].
+    pub fn set_large_cow(&self, on: bool) {
+        self.large_cow.store(on, Ordering::Relaxed);
+    }
+
     /// `shrink_underused`: let the deferred-split shrinker split underused
     /// PMD THPs.
     pub fn shrink_underused(&self) -> bool {
@@ -619,6 +636,7 @@ impl ThpConfig {
         self.use_zero_page.store(true, Ordering::Relaxed);
         self.shrink_underused.store(true, Ordering::Relaxed);
         self.huge_zero_wp_alloc.store(false, Ordering::Relaxed);
+        self.large_cow.store(true, Ordering::Relaxed);
         let fresh = KhugepagedKnobs::new();
         let k = &self.khugepaged;
         k.defrag.store(fresh.defrag.into_inner(), Ordering::Relaxed);

@@ -94,6 +94,12 @@ named_enum! {
         CollapseExceedSwapPte => "collapse_exceed_swap_pte",
         /// A collapse was refused: too many shared PTEs.
         CollapseExceedSharedPte => "collapse_exceed_shared_pte",
+        /// This kernel's own: a write fault on a shared large folio copied
+        /// a block of this order (`large_cow`).
+        CowAlloc => "cow_alloc",
+        /// This kernel's own: a large COW copy of this order could not be
+        /// allocated; the next lower order was tried.
+        CowFallback => "cow_fallback",
     }
 }
 

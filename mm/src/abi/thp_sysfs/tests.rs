@@ -14,6 +14,7 @@ fn default_reads() {
         ("defrag", "always defer defer+madvise [madvise] never\n"),
         ("use_zero_page", "1\n"),
         ("shrink_underused", "1\n"),
+        ("large_cow", "1\n"),
         ("hpage_pmd_size", "2097152\n"),
         ("khugepaged/defrag", "1\n"),
         ("khugepaged/pages_to_scan", "4096\n"),
@@ -119,6 +120,8 @@ fn writes_and_reads_back() {
         ("shrink_underused", "yes", "1\n"),
         ("shrink_underused", "off", "0\n"),
         ("shrink_underused", "On", "1\n"),
+        ("large_cow", "0\n", "0\n"),
+        ("large_cow", "1", "1\n"),
         ("khugepaged/defrag", "0\n", "0\n"),
         ("khugepaged/pages_to_scan", "1\n", "1\n"),
         ("khugepaged/pages_to_scan", "4294967295", "4294967295\n"),
@@ -156,6 +159,7 @@ fn write_errors() {
         ("use_zero_page", "1\n\n", Errno::EINVAL),
         ("use_zero_page", " 1", Errno::EINVAL),
         ("shrink_underused", "maybe", Errno::EINVAL),
+        ("large_cow", "2\n", Errno::EINVAL),
         ("shrink_underused", "o", Errno::EINVAL),
         ("shrink_underused", "\n", Errno::EINVAL),
         ("khugepaged/defrag", "2", Errno::EINVAL),
@@ -258,6 +262,7 @@ fn listings() {
         "defrag",
         "use_zero_page",
         "shrink_underused",
+        "large_cow",
         "hpage_pmd_size",
         "shmem_enabled",
         "khugepaged",
@@ -273,7 +278,7 @@ fn listings() {
     ] {
         assert!(root.iter().any(|n| n == want), "{want}");
     }
-    assert_eq!(root.len(), 16);
+    assert_eq!(root.len(), 17);
     assert_eq!(names("hugepages-8kB"), ["shmem_enabled", "stats"]);
     assert_eq!(names("hugepages-8kB/stats").len(), 7);
     let mut sorted = root.clone();
@@ -291,7 +296,7 @@ fn listings() {
     // Every listed file is readable; writable ones accept their own
     // current value back (minus brackets).
     let files = t.all_files();
-    assert_eq!(files.len(), 6 + 9 + 8 * (2 + MthpStat::COUNT) + 1 + 7);
+    assert_eq!(files.len(), 7 + 9 + 8 * (2 + MthpStat::COUNT) + 1 + 7);
     for f in &files {
         let info = t.stat(f).unwrap();
         assert!(!info.is_dir);

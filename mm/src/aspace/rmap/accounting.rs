@@ -128,7 +128,7 @@ impl<'a> MmCtx<'a> {
         }
         if pmd {
             f.add_entire_mapcount(1);
-            f.add_large_mapcount(1);
+            f.add_mapcount_mm(mm_id, 1);
             // Queued so the shrinker can find it if it turns out underused
             // (Linux's `deferred_split_folio(folio, false)` at PMD fault).
             self.deferred_split_add_pmd(f);
@@ -137,7 +137,7 @@ impl<'a> MmCtx<'a> {
             if n > 1 {
                 f.get_many(n - 1);
             }
-            f.add_large_mapcount(n as i32);
+            f.add_mapcount_mm(mm_id, n as i32);
         }
         self.thp.stats.inc(order, MthpStat::NrAnon);
         // New anonymous folios start on the inactive list (Linux's
@@ -147,49 +147,51 @@ impl<'a> MmCtx<'a> {
         order
     }
 
-    /// fork shares `n` pages from page `first` of `f` with a child by PTEs:
-    /// the pages are no longer exclusive.
-    pub(crate) fn rmap_dup_ptes(&self, f: Folio<'a>, first: u64, n: u64) {
+    /// fork shares `n` pages from page `first` of `f` with child `mm_id`
+    /// by PTEs: the pages are no longer exclusive.
+    pub(crate) fn rmap_dup_ptes(&self, f: Folio<'a>, mm_id: u64, first: u64, n: u64) {
         f.get_many(n as u32);
-        f.add_large_mapcount(n as i32);
+        f.add_mapcount_mm(mm_id, n as i32);
         for i in first..first + n {
             f.page(i).clear_anon_exclusive();
         }
     }
 
-    /// fork shares a PMD-mapped folio with a child.
-    pub(crate) fn rmap_dup_pmd(&self, f: Folio<'a>) {
+    /// fork shares a PMD-mapped folio with child `mm_id`.
+    pub(crate) fn rmap_dup_pmd(&self, f: Folio<'a>, mm_id: u64) {
         f.get();
-        f.add_large_mapcount(1);
+        f.add_mapcount_mm(mm_id, 1);
         f.add_entire_mapcount(1);
         for p in f.pages() {
             p.clear_anon_exclusive();
         }
     }
 
-    /// A PMD mapping of `f` becomes 512 PTE mappings.
-    pub(crate) fn rmap_split_pmd(&self, f: Folio<'a>) {
+    /// A PMD mapping of `f` in space `mm_id` becomes 512 PTE mappings.
+    pub(crate) fn rmap_split_pmd(&self, f: Folio<'a>, mm_id: u64) {
         let extra = f.nr_pages() as u32 - 1;
         f.get_many(extra);
-        f.add_large_mapcount(extra as i32);
+        f.add_mapcount_mm(mm_id, extra as i32);
         let left = f.add_entire_mapcount(-1);
         self.shmem_pmd_unmapped(f, left);
     }
 
     /// `n` PTE mappings of pages of the shmem folio `f` were written
     /// (Linux's `folio_add_file_rmap_ptes`): one reference and one
-    /// mapcount each; no anon-exclusive bits, no rmap owner.
-    pub(crate) fn rmap_add_shmem_ptes(&self, f: Folio<'a>, n: u64) {
+    /// mapcount each, in space `mm_id`'s owner slot (so smaps and pagemap
+    /// tell a shmem folio mapped by two processes from one mapped by
+    /// one); no anon-exclusive bits, no rmap owner.
+    pub(crate) fn rmap_add_shmem_ptes(&self, f: Folio<'a>, mm_id: u64, n: u64) {
         f.get_many(n as u32);
-        f.add_large_mapcount(n as i32);
+        f.add_mapcount_mm(mm_id, n as i32);
     }
 
     /// A PMD mapping of the shmem folio `f` was written
     /// (`folio_add_file_rmap_pmd`); its first one counts the folio in
     /// `ShmemPmdMapped`.
-    pub(crate) fn rmap_add_shmem_pmd(&self, f: Folio<'a>) {
+    pub(crate) fn rmap_add_shmem_pmd(&self, f: Folio<'a>, mm_id: u64) {
         f.get();
-        f.add_large_mapcount(1);
+        f.add_mapcount_mm(mm_id, 1);
         if f.add_entire_mapcount(1) == 1 {
             self.thp
                 .shmem
@@ -209,18 +211,19 @@ impl<'a> MmCtx<'a> {
         }
     }
 
-    /// `n` PTE mappings of pages `first..first + n` of `f` went away; the
+    /// `n` PTE mappings of pages `first..first + n` of `f` in space `mm_id`
+    /// went away; the
     /// caller drops `n` references after the flush.  Unmapped pages lose
     /// anon-exclusive (they are mapped nowhere now, and nothing here can
     /// map them again).  A large folio left partly mapped is queued for
     /// deferred split — Linux's test: fewer mappings than pages and no PMD
     /// mapping — and one left unmapped is unqueued and stops counting as
     /// a live anonymous THP.
-    pub(crate) fn rmap_remove_ptes(&self, f: Folio<'a>, first: u64, n: u64) {
+    pub(crate) fn rmap_remove_ptes(&self, f: Folio<'a>, mm_id: u64, first: u64, n: u64) {
         for i in first..first + n {
             f.page(i).clear_anon_exclusive();
         }
-        let left = f.add_large_mapcount(-(n as i32));
+        let left = f.add_mapcount_mm(mm_id, -(n as i32));
         self.after_unmap(f, left);
     }
 
@@ -230,23 +233,23 @@ impl<'a> MmCtx<'a> {
     /// [`Self::rmap_remove_ptes`] without the run bookkeeping; an order-0
     /// folio keeps its anon-exclusive bit, which the allocator rewrites
     /// when the frame is freed (nothing can map it in between).
-    pub(crate) fn rmap_remove_all_ptes(&self, f: Folio<'a>, n: u64) {
+    pub(crate) fn rmap_remove_all_ptes(&self, f: Folio<'a>, mm_id: u64, n: u64) {
         if f.nr_pages() > 1 {
             for p in f.pages() {
                 p.clear_anon_exclusive();
             }
         }
-        let left = f.add_large_mapcount(-(n as i32));
+        let left = f.add_mapcount_mm(mm_id, -(n as i32));
         debug_assert_eq!(left, 0, "not the last mappings: {}", f.dump());
         self.after_unmap(f, left);
     }
 
     /// A PMD mapping of `f` went away; the caller drops one reference after
     /// the flush.
-    pub(crate) fn rmap_remove_pmd(&self, f: Folio<'a>) {
+    pub(crate) fn rmap_remove_pmd(&self, f: Folio<'a>, mm_id: u64) {
         let entire = f.add_entire_mapcount(-1);
         self.shmem_pmd_unmapped(f, entire);
-        let left = f.add_large_mapcount(-1);
+        let left = f.add_mapcount_mm(mm_id, -1);
         if f.entire_mapcount() == 0 && left == 0 {
             for p in f.pages() {
                 p.clear_anon_exclusive();

@@ -17,8 +17,8 @@
 //!
 //! # Files
 //! * `accounting.rs`: what mapping and unmapping do to a folio
-//!   (references, large and entire mapcounts, anon-exclusive bits, the
-//!   deferred-split queue), and the deferred reference drops after a TLB
+//!   (references, large and entire mapcounts and the per-space owner
+//!   slots, anon-exclusive bits, the deferred-split queue), and the deferred reference drops after a TLB
 //!   flush.
 //! * `walk.rs`: finding the mappings ([`rmap_walk`] locks every space that
 //!   maps a folio and checks it found them all; `count_own_mappings` looks

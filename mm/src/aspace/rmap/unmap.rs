@@ -103,16 +103,17 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
     folio: Folio<'a>,
 ) -> Vec<SavedPte> {
     let mut saved: Vec<SavedPte> = Vec::new();
-    let maps = clear_folio_ptes(walk, folio, |k, _, _, _, page, attrs| {
+    let maps = clear_folio_ptes(walk, folio, |k, m, _, _, page, attrs| {
+        folio.add_mapcount_mm(m.id, -(attrs.len() as i32));
         saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
             mm: k,
             page: page + j as u64,
             attrs: a,
         }));
     });
-    // Unmapped everywhere: drop the mappings' references (the caller's one
+    // Unmapped everywhere (the mapcounts dropped run by run, each from its
+    // space's owner slot): drop the mappings' references (the caller's one
     // keeps it alive).
-    folio.add_large_mapcount(-(maps as i32));
     if maps > 0 {
         folio.put_many(maps);
     }
@@ -148,11 +149,11 @@ pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
             folio.page(page + k).clear_anon_exclusive();
         }
         map.dup_many(slot + page, n as u64);
+        folio.add_mapcount_mm(m.id, -(n as i32));
         m.rss_sub(n as u64);
         m.swapents_add(n as u64);
     });
     if entries > 0 {
-        folio.add_large_mapcount(-(entries as i32));
         folio.put_many(entries);
     }
     dirty
@@ -231,7 +232,7 @@ pub(crate) fn restore_mappings<'a, A: PagingArch>(
         let (j, attrs) = saved_run(saved, i, usize::MAX, |s| folio_of(s.page) == sub);
         let n = (j - i) as u32;
         sub.get_many(n);
-        sub.add_large_mapcount(n as i32);
+        sub.add_mapcount_mm(m.id, n as i32);
         pt.set_ptes(at_va, first_pfn + s0.page, n as usize, attrs)
             .expect("entries cleared above in an existing table");
         i = j;
@@ -271,7 +272,7 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
         if !pmd[k] {
             continue;
         }
-        m.ctx.rmap_split_pmd(folio);
+        m.ctx.rmap_split_pmd(folio, m.id);
         let old = pt
             .split_pmd_with(va, |old, i| {
                 let p = folio.page(i);
@@ -449,8 +450,8 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
             }
             if target != src {
                 target.get_many(n as u32);
-                target.add_large_mapcount(n as i32);
-                src.add_large_mapcount(-(n as i32));
+                target.add_mapcount_mm(m.id, n as i32);
+                src.add_mapcount_mm(m.id, -(n as i32));
                 src.put_many(n as u32);
             }
             m.migents_sub(n);
@@ -512,9 +513,9 @@ fn restore_migration_pmd<'a, A: PagingArch>(
     }
     // 512 PTE mappings of `src` become one PMD mapping of `target`.
     target.get();
-    target.add_large_mapcount(1);
     target.add_entire_mapcount(1);
-    src.add_large_mapcount(-(nr as i32));
+    target.add_mapcount_mm(m.id, 1);
+    src.add_mapcount_mm(m.id, -(nr as i32));
     src.put_many(nr as u32);
     m.migents_sub(nr);
     true

@@ -1,5 +1,5 @@
 //! Finding the mappings of a folio: in one address space
-//! (`count_own_mappings`, for the fault path's reuse test) and across
+//! (`count_own_mappings`, for the walk's first pass) and across
 //! every address space that may map it ([`rmap_walk`], which takes their
 //! page-table locks so the mappings cannot change until the caller is
 //! done).  See the module docs of `rmap` for where the candidates come

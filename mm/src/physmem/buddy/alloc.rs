@@ -296,6 +296,10 @@ impl BuddyAllocator<'_> {
         head.refcount.store(1, Relaxed);
         head.mapcount.store(0, Relaxed);
         head.entire_mapcount.store(0, Relaxed);
+        if order > 0 {
+            // The owner slots (`Folio::add_mapcount_mm`) start empty.
+            mm.at(idx + 1).reset_mm_ids();
+        }
         // The links only mean something while `LRU` or `DEFERRED_SPLIT` is
         // set, and the LRU and `FolioList` write both when they link the
         // folio.  Until then `link_next` holds the allocating CPU: the LRU

@@ -5,7 +5,8 @@
 //! 2 MiB) and split (split_huge_pages per order) when the kernel has them.
 //! With a swap disk (`/dev/vda`): swap-out/swap-in per folio size (`swap`,
 //! the first `sizes` entry in MiB) and random reuse of 1.5x RAM
-//! (`pressure`).
+//! (`pressure`).  `work=cow`: fork + one write per 64K in the child, with
+//! large COW and 4K COW (issue 17).
 //!
 //! A static Linux binary like the other test programs: it chooses the
 //! mapping size only through the THP sysfs knobs (saved first, restored at
@@ -95,6 +96,10 @@ const W_FRAG: u32 = 128;
 /// Migration between two NUMA nodes with `move_pages` (issue 16); not in
 /// the default set: it needs a boot with two nodes.
 const W_MIGRATE: u32 = 256;
+/// Fork + one write per 64K in the child (issue 17): the child's
+/// translation entries, rewrite time and extra memory, with large COW and
+/// with 4K COW (`transparent_hugepage/large_cow`); not in the default set.
+const W_COW: u32 = 512;
 
 struct Opts {
     sizes: List,
@@ -145,6 +150,7 @@ impl Opts {
                         b"pressure" => W_PRESSURE,
                         b"frag" => W_FRAG,
                         b"migrate" => W_MIGRATE,
+                        b"cow" => W_COW,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -891,6 +897,144 @@ fn bench_split(cx: &mut Ctx) {
         }
         let metric = Msg::new(format_args!("us_per_split_to_order{order}"));
         emit("split", &Cfg(2048, ""), 2, metric.as_str(), &s);
+    }
+}
+
+// ---------------------------------------------------------------- COW
+
+/// What the child of one [`cow_once`] run measured.
+#[derive(Clone, Copy, Default)]
+struct CowRun {
+    /// `TlbEntries` of the child's region after its writes (0: no line).
+    entries: u64,
+    /// Nanoseconds for the writes (one word per 64 KiB: the COW faults).
+    first_ns: u64,
+    /// Nanoseconds to rewrite the whole region afterwards.
+    rewrite_ns: u64,
+    /// `MemFree` drop over the writes, in KiB (the copies).
+    extra_kb: u64,
+}
+
+/// Fork with `mib` MiB of `kb` folios mapped; the child writes one word per
+/// 64 KiB, then rewrites every word, and reports through a pipe.
+fn cow_once(cx: &mut Ctx, mib: usize) -> Option<CowRun> {
+    let len = mib * MIB;
+    let a = map_region(len).ok()?;
+    touch(a, len);
+    let mut fds = [0i32; 2];
+    if sys::syscall(sys::nr::PIPE2, &[fds.as_mut_ptr() as usize, 0]) != 0 {
+        sys::munmap(a, len);
+        return None;
+    }
+    let pid = sys::fork();
+    if pid == 0 {
+        sys::close(fds[0]);
+        let free0 = meminfo(cx.buf, b"MemFree:").unwrap_or(0);
+        let t0 = now_ns();
+        for off in (0..len).step_by(64 << 10) {
+            // SAFETY: `a..a + len` is this process's mapping (inherited).
+            unsafe { core::ptr::write_volatile((a + off) as *mut u64, off as u64) };
+        }
+        let t1 = now_ns();
+        let free1 = meminfo(cx.buf, b"MemFree:").unwrap_or(0);
+        let entries = smaps(a, cx.buf).entries.unwrap_or(0);
+        let t2 = now_ns();
+        for off in (0..len).step_by(8) {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile((a + off) as *mut u64, !(off as u64)) };
+        }
+        let t3 = now_ns();
+        let r = [
+            entries,
+            t1 - t0,
+            t3 - t2,
+            (free0.saturating_sub(free1) / 1024) as u64,
+        ];
+        let mut b = [0u8; 32];
+        for (i, v) in r.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        sys::write(fds[1], &b);
+        sys::exit(0);
+    }
+    sys::close(fds[1]);
+    let mut b = [0u8; 32];
+    let n = if pid > 0 {
+        sys::read(fds[0], &mut b)
+    } else {
+        -1
+    };
+    let mut st = 0;
+    if pid > 0 {
+        sys::wait4(pid, &mut st, 0);
+    }
+    sys::close(fds[0]);
+    sys::munmap(a, len);
+    if n != 32 {
+        return None;
+    }
+    let v = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    Some(CowRun {
+        entries: v(0),
+        first_ns: v(1),
+        rewrite_ns: v(2),
+        extra_kb: v(3),
+    })
+}
+
+/// Fork + one write per 64 KiB in the child over `sizes[0]` MiB of 64K and
+/// of 2M folios: the child's translation entries (this kernel only), the
+/// time of the writes and of a full rewrite, and the memory the copies
+/// took; here with `large_cow` 1 (`-lcow`) and 0 (`-4kcow`), on Linux as
+/// it is (4K COW).
+fn bench_cow(cx: &mut Ctx) {
+    let mib = cx.opts.sizes.items().first().copied().unwrap_or(64);
+    let knob = path!("{THP}/large_cow");
+    let ours = read_file(knob.c(), &mut [0u8; 8]).is_ok();
+    let modes: &[(&str, Option<&[u8]>)] = if ours {
+        &[("lcow", Some(b"1")), ("4kcow", Some(b"0"))]
+    } else {
+        &[("", None)]
+    };
+    for kb in [64usize, 2048] {
+        if let Err(m) = set_config(kb) {
+            println!("bench-info cow unavailable: {}", m);
+            continue;
+        }
+        for &(tag, v) in modes {
+            if let Some(v) = v
+                && write_file(knob.c(), v).is_err()
+            {
+                println!("bench-info cow unavailable: cannot write large_cow");
+                return;
+            }
+            let (mut e, mut f, mut r, mut x) = (
+                Samples::new(),
+                Samples::new(),
+                Samples::new(),
+                Samples::new(),
+            );
+            for _ in 0..cx.opts.runs {
+                let Some(c) = cow_once(cx, mib) else {
+                    println!("bench-info cow unavailable: the fork run failed");
+                    return;
+                };
+                if c.entries > 0 {
+                    e.push(c.entries as f64);
+                }
+                f.push(c.first_ns as f64 / 1e3);
+                r.push(c.rewrite_ns as f64 / 1e3);
+                x.push(c.extra_kb as f64);
+            }
+            let cfg = Cfg(kb, tag);
+            emit("cow", &cfg, mib, "child_tlb_entries", &e);
+            emit("cow", &cfg, mib, "us_child_writes", &f);
+            emit("cow", &cfg, mib, "us_child_rewrite", &r);
+            emit("cow", &cfg, mib, "extra_kb", &x);
+        }
+    }
+    if ours {
+        let _ = write_file(knob.c(), b"1");
     }
 }
 
@@ -1706,7 +1850,7 @@ fn bench_main(args: &Args) -> i32 {
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
     // Not for the swap workloads alone: the pressure set is larger than RAM.
-    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE) != 0
+    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW) != 0
         && let Ok(a) = map_region(max_mib * MIB)
     {
         touch(a, max_mib * MIB);
@@ -1744,6 +1888,9 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_MIGRATE != 0 {
         bench_migrate(&mut cx);
+    }
+    if o.work & W_COW != 0 {
+        bench_cow(&mut cx);
     }
     saved.restore();
     println!("bench done");

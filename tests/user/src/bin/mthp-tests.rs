@@ -36,6 +36,8 @@ mod numa;
 mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
+#[path = "mthp-tests/sharing.rs"]
+mod sharing;
 #[path = "mthp-tests/shmem.rs"]
 mod shmem;
 #[path = "mthp-tests/swap.rs"]
@@ -135,4 +137,8 @@ static TESTS: &[Test] = tests![
     shmem::shmem_shared_anon_2m,
     shmem::memfd_seals_and_io,
     shmem::memfd_truncate_in_large_folio,
+    sharing::fork_shared_exclusive_64k,
+    sharing::fork_shared_exclusive_2m,
+    sharing::large_cow_child_64k,
+    sharing::large_cow_child_2m,
 ];
