@@ -132,11 +132,13 @@ impl<'a> MmCtx<'a> {
             // Queued so the shrinker can find it if it turns out underused
             // (Linux's `deferred_split_folio(folio, false)` at PMD fault).
             self.deferred_split_add_pmd(f);
+        } else if order == 0 {
+            // No owner slots below order 1 (`add_mapcount_mm` would look
+            // the order up again to learn that).
+            f.add_large_mapcount(1);
         } else {
             let n = 1u32 << order;
-            if n > 1 {
-                f.get_many(n - 1);
-            }
+            f.get_many(n - 1);
             f.add_mapcount_mm(mm_id, n as i32);
         }
         self.thp.stats.inc(order, MthpStat::NrAnon);
