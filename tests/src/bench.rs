@@ -450,9 +450,7 @@ fn cow_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
     let Some(mib) = r.recs.iter().find(|x| x.work == "cow").map(|x| x.mib) else {
         let _ = writeln!(s, "## {} large COW: no figures\n", r.arch.name());
-        for l in r.info.iter().filter(|l| l.starts_with("cow")) {
-            let _ = writeln!(s, "- {l}");
-        }
+        info_lines(&mut s, r, None, &["cow"]);
         return s;
     };
     let _ = writeln!(
@@ -494,16 +492,20 @@ fn cow_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         }
     }
     s.push('\n');
-    for l in r
+    info_lines(&mut s, r, lx, &["cow"]);
+    s
+}
+
+/// The info lines of both kernels' runs that start with one of `prefixes`,
+/// as a list under a side-by-side table (what each run skipped and why).
+fn info_lines(s: &mut String, r: &ArchResult, lx: Option<&ArchResult>, prefixes: &[&str]) {
+    let lines = r
         .info
         .iter()
-        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
-    {
-        if l.starts_with("cow") {
-            let _ = writeln!(s, "- {l}");
-        }
+        .chain(lx.into_iter().flat_map(|l| l.info.iter()));
+    for l in lines.filter(|l| prefixes.iter().any(|p| l.starts_with(p))) {
+        let _ = writeln!(s, "- {l}");
     }
-    s
 }
 
 /// Migration tables: MiB/s per folio size each way between the nodes,
@@ -568,15 +570,7 @@ fn migrate_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         );
     }
     s.push('\n');
-    for l in r
-        .info
-        .iter()
-        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
-    {
-        if l.starts_with("migrate") || l.starts_with("skip migrate") {
-            let _ = writeln!(s, "- {l}");
-        }
-    }
+    info_lines(&mut s, r, lx, &["migrate", "skip migrate"]);
     s
 }
 
@@ -720,15 +714,7 @@ fn frag_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         }
     }
     s.push('\n');
-    for l in r
-        .info
-        .iter()
-        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
-    {
-        if l.starts_with("frag") {
-            let _ = writeln!(s, "- {l}");
-        }
-    }
+    info_lines(&mut s, r, lx, &["frag"]);
     s
 }
 
@@ -882,19 +868,12 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         }
         s.push('\n');
     }
-    for l in r
-        .info
-        .iter()
-        .chain(lx.map(|l| l.info.iter()).into_iter().flatten())
-    {
-        if l.starts_with("swap")
-            || l.starts_with("pressure")
-            || l.starts_with("skip swap")
-            || l.starts_with("skip pressure")
-        {
-            let _ = writeln!(s, "- {l}");
-        }
-    }
+    info_lines(
+        &mut s,
+        r,
+        lx,
+        &["swap", "pressure", "skip swap", "skip pressure"],
+    );
     s
 }
 
