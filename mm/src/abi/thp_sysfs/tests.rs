@@ -6,6 +6,12 @@ fn thp() -> Thp {
     Thp::new()
 }
 
+/// Asserts that reading `path` gives exactly `want`.
+#[track_caller]
+fn reads(t: &Thp, path: &str, want: &str) {
+    assert_eq!(t.read(path).unwrap(), want, "{path}");
+}
+
 #[test]
 fn default_reads() {
     let t = thp();
@@ -203,7 +209,7 @@ fn write_errors() {
 fn empty_write_is_noop() {
     let t = thp();
     assert_eq!(t.write("enabled", ""), Ok(()));
-    assert_eq!(t.read("enabled").unwrap(), "[always] madvise never\n");
+    reads(&t, "enabled", "[always] madvise never\n");
     assert_eq!(t.write("hpage_pmd_size", ""), Err(Errno::EACCES));
 }
 
@@ -236,19 +242,10 @@ fn stats_files_reflect_counters() {
     t.stats.add(4, MthpStat::AnonFaultAlloc, 64);
     t.stats.inc(9, MthpStat::SplitDeferred);
     t.stats.add_pages_collapsed(3);
-    assert_eq!(
-        t.read("hugepages-64kB/stats/anon_fault_alloc").unwrap(),
-        "64\n"
-    );
-    assert_eq!(
-        t.read("hugepages-2048kB/stats/split_deferred").unwrap(),
-        "1\n"
-    );
-    assert_eq!(
-        t.read("hugepages-32kB/stats/anon_fault_alloc").unwrap(),
-        "0\n"
-    );
-    assert_eq!(t.read("khugepaged/pages_collapsed").unwrap(), "3\n");
+    reads(&t, "hugepages-64kB/stats/anon_fault_alloc", "64\n");
+    reads(&t, "hugepages-2048kB/stats/split_deferred", "1\n");
+    reads(&t, "hugepages-32kB/stats/anon_fault_alloc", "0\n");
+    reads(&t, "khugepaged/pages_collapsed", "3\n");
 }
 
 #[test]
@@ -346,17 +343,20 @@ fn parsers() {
 #[test]
 fn shmem_enabled_files() {
     let t = thp();
-    assert_eq!(
-        t.read("shmem_enabled").unwrap(),
-        "always within_size advise [never] deny force\n"
+    reads(
+        &t,
+        "shmem_enabled",
+        "always within_size advise [never] deny force\n",
     );
-    assert_eq!(
-        t.read("hugepages-2048kB/shmem_enabled").unwrap(),
-        "always [inherit] within_size advise never\n"
+    reads(
+        &t,
+        "hugepages-2048kB/shmem_enabled",
+        "always [inherit] within_size advise never\n",
     );
-    assert_eq!(
-        t.read("hugepages-64kB/shmem_enabled").unwrap(),
-        "always inherit within_size advise [never]\n"
+    reads(
+        &t,
+        "hugepages-64kB/shmem_enabled",
+        "always inherit within_size advise [never]\n",
     );
     t.write("hugepages-64kB/shmem_enabled", "within_size\n")
         .unwrap();
