@@ -19,7 +19,10 @@ pub mod errno;
 pub mod kpageflags;
 pub mod numa_maps;
 pub mod pagemap;
+mod sysfs_choice;
 pub mod thp_cmdline;
 pub mod thp_sysfs;
 mod thpmaps;
 pub mod uapi;
+
+pub(crate) use sysfs_choice::sysfs_choice;

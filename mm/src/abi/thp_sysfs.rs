@@ -409,8 +409,8 @@ impl Thp {
         let num = |v: u64| format!("{v}\n");
         Ok(match lookup(path)? {
             n if n.is_dir() => return Err(Errno::EISDIR),
-            Node::Enabled => choice_line(&GlobalMode::WORDS, c.global_mode().word()),
-            Node::Defrag => choice_line(&DefragMode::WORDS, c.defrag().word()),
+            Node::Enabled => choice_line(GlobalMode::WORDS, c.global_mode().word()),
+            Node::Defrag => choice_line(DefragMode::WORDS, c.defrag().word()),
             Node::UseZeroPage => num(u64::from(c.use_zero_page())),
             Node::ShrinkUnderused => num(u64::from(c.shrink_underused())),
             Node::LargeCow => num(u64::from(c.large_cow())),
@@ -430,11 +430,11 @@ impl Thp {
             }),
             Node::PagesCollapsed => num(self.stats.pages_collapsed()),
             Node::FullScans => num(self.stats.full_scans()),
-            Node::OrderEnabled(o) => choice_line(&OrderMode::WORDS, c.order_mode(o).word()),
+            Node::OrderEnabled(o) => choice_line(OrderMode::WORDS, c.order_mode(o).word()),
             Node::OrderStat(o, s) => num(self.stats.get(o, s)),
-            Node::ShmemEnabled => choice_line(&ShmemHuge::WORDS, c.shmem.huge().word()),
+            Node::ShmemEnabled => choice_line(ShmemHuge::WORDS, c.shmem.huge().word()),
             Node::OrderShmemEnabled(o) => {
-                choice_line(&ShmemOrderMode::WORDS, c.shmem.order_mode(o).word())
+                choice_line(ShmemOrderMode::WORDS, c.shmem.order_mode(o).word())
             }
             _ => return Err(Errno::ENOENT),
         })
@@ -457,15 +457,15 @@ impl Thp {
         let c = &self.config;
         match node {
             Node::Enabled => {
-                let w = pick(value, &GlobalMode::WORDS).ok_or(Errno::EINVAL)?;
+                let w = pick(value, GlobalMode::WORDS).ok_or(Errno::EINVAL)?;
                 c.set_global_mode(GlobalMode::from_word(w).ok_or(Errno::EINVAL)?);
             }
             Node::OrderEnabled(o) => {
-                let w = pick(value, &OrderMode::WORDS).ok_or(Errno::EINVAL)?;
+                let w = pick(value, OrderMode::WORDS).ok_or(Errno::EINVAL)?;
                 c.set_order_mode(o, OrderMode::from_word(w).ok_or(Errno::EINVAL)?);
             }
             Node::Defrag => {
-                let w = pick(value, &DefragMode::WORDS).ok_or(Errno::EINVAL)?;
+                let w = pick(value, DefragMode::WORDS).ok_or(Errno::EINVAL)?;
                 c.set_defrag(DefragMode::from_word(w).ok_or(Errno::EINVAL)?);
             }
             // Linux's single_hugepage_flag_store: kstrtoul errors pass
@@ -478,12 +478,12 @@ impl Thp {
             Node::Khugepaged(knob) => self.write_khugepaged(knob, value)?,
             // Linux's shmem_enabled_store / thpsize_shmem_enabled_store.
             Node::ShmemEnabled => {
-                let w = pick(value, &ShmemHuge::WORDS).ok_or(Errno::EINVAL)?;
+                let w = pick(value, ShmemHuge::WORDS).ok_or(Errno::EINVAL)?;
                 c.shmem
                     .set_huge(ShmemHuge::from_word(w).ok_or(Errno::EINVAL)?)?;
             }
             Node::OrderShmemEnabled(o) => {
-                let w = pick(value, &ShmemOrderMode::WORDS).ok_or(Errno::EINVAL)?;
+                let w = pick(value, ShmemOrderMode::WORDS).ok_or(Errno::EINVAL)?;
                 c.shmem
                     .set_order_mode(o, ShmemOrderMode::from_word(w).ok_or(Errno::EINVAL)?)?;
             }

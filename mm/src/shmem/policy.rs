@@ -11,81 +11,32 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::abi::errno::Errno;
+use crate::abi::sysfs_choice;
 use crate::addr::PMD_ORDER;
 
-/// The top-level `shmem_enabled` mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShmemHuge {
-    Always,
-    WithinSize,
-    Advise,
-    Never,
-    /// Off everywhere, per-size settings included.
-    Deny,
-    /// PMD size for every mount; for anonymous shmem only the per-size
-    /// `inherit` orders count.
-    Force,
-}
-
-impl ShmemHuge {
-    /// Words in Linux's display order.
-    pub const WORDS: [&'static str; 6] =
-        ["always", "within_size", "advise", "never", "deny", "force"];
-    const ALL: [ShmemHuge; 6] = [
-        ShmemHuge::Always,
-        ShmemHuge::WithinSize,
-        ShmemHuge::Advise,
-        ShmemHuge::Never,
-        ShmemHuge::Deny,
-        ShmemHuge::Force,
-    ];
-
-    /// This mode's sysfs word.
-    pub fn word(self) -> &'static str {
-        Self::WORDS[self as usize]
-    }
-
-    /// Parse an exact word.
-    pub fn from_word(w: &str) -> Option<Self> {
-        Self::WORDS
-            .iter()
-            .position(|&x| x == w)
-            .map(|i| Self::ALL[i])
+sysfs_choice! {
+    /// The top-level `shmem_enabled` mode.
+    pub enum ShmemHuge {
+        Always => "always",
+        WithinSize => "within_size",
+        Advise => "advise",
+        Never => "never",
+        /// Off everywhere, per-size settings included.
+        Deny => "deny",
+        /// PMD size for every mount; for anonymous shmem only the per-size
+        /// `inherit` orders count.
+        Force => "force",
     }
 }
 
-/// A per-size `shmem_enabled` setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShmemOrderMode {
-    Always,
-    Inherit,
-    WithinSize,
-    Advise,
-    Never,
-}
-
-impl ShmemOrderMode {
-    /// Words in Linux's display order.
-    pub const WORDS: [&'static str; 5] = ["always", "inherit", "within_size", "advise", "never"];
-    const ALL: [ShmemOrderMode; 5] = [
-        ShmemOrderMode::Always,
-        ShmemOrderMode::Inherit,
-        ShmemOrderMode::WithinSize,
-        ShmemOrderMode::Advise,
-        ShmemOrderMode::Never,
-    ];
-
-    /// This setting's sysfs word.
-    pub fn word(self) -> &'static str {
-        Self::WORDS[self as usize]
-    }
-
-    /// Parse an exact word.
-    pub fn from_word(w: &str) -> Option<Self> {
-        Self::WORDS
-            .iter()
-            .position(|&x| x == w)
-            .map(|i| Self::ALL[i])
+sysfs_choice! {
+    /// A per-size `shmem_enabled` setting.
+    pub enum ShmemOrderMode {
+        Always => "always",
+        Inherit => "inherit",
+        WithinSize => "within_size",
+        Advise => "advise",
+        Never => "never",
     }
 }
 

@@ -19,6 +19,7 @@
 //! must re-evaluate whether to run or wake early (Linux's
 //! `start_stop_khugepaged` / `wake_up_interruptible(&khugepaged_wait)`).
 
+use crate::abi::sysfs_choice;
 use crate::physmem::compaction::CompactRequest;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -73,40 +74,19 @@ pub fn orders_high_to_low(mask: u32) -> impl Iterator<Item = u32> {
     })
 }
 
-/// The global `enabled` mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GlobalMode {
-    /// THP for every eligible VMA.
-    Always,
-    /// THP only in `MADV_HUGEPAGE` regions.
-    Madvise,
-    /// No THP from faults (`MADV_COLLAPSE` still works).
-    Never,
+sysfs_choice! {
+    /// The global `enabled` mode.
+    pub enum GlobalMode {
+        /// THP for every eligible VMA.
+        Always => "always",
+        /// THP only in `MADV_HUGEPAGE` regions.
+        Madvise => "madvise",
+        /// No THP from faults (`MADV_COLLAPSE` still works).
+        Never => "never",
+    }
 }
 
 impl GlobalMode {
-    /// Words in the order Linux prints them.
-    pub const WORDS: [&'static str; 3] = ["always", "madvise", "never"];
-
-    /// This mode's sysfs word.
-    pub const fn word(self) -> &'static str {
-        match self {
-            GlobalMode::Always => "always",
-            GlobalMode::Madvise => "madvise",
-            GlobalMode::Never => "never",
-        }
-    }
-
-    /// Parse an exact word (no newline handling; see the registry for that).
-    pub fn from_word(w: &str) -> Option<Self> {
-        match w {
-            "always" => Some(GlobalMode::Always),
-            "madvise" => Some(GlobalMode::Madvise),
-            "never" => Some(GlobalMode::Never),
-            _ => None,
-        }
-    }
-
     const fn code(self) -> u32 {
         match self {
             GlobalMode::Always => 0,
@@ -124,44 +104,21 @@ impl GlobalMode {
     }
 }
 
-/// A per-size (`hugepages-<size>kB/enabled`) setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OrderMode {
-    /// Use this size for every eligible VMA.
-    Always,
-    /// Follow the global `enabled` mode.
-    Inherit,
-    /// Use this size only in `MADV_HUGEPAGE` regions.
-    Madvise,
-    /// Never use this size at fault time.
-    Never,
+sysfs_choice! {
+    /// A per-size (`hugepages-<size>kB/enabled`) setting.
+    pub enum OrderMode {
+        /// Use this size for every eligible VMA.
+        Always => "always",
+        /// Follow the global `enabled` mode.
+        Inherit => "inherit",
+        /// Use this size only in `MADV_HUGEPAGE` regions.
+        Madvise => "madvise",
+        /// Never use this size at fault time.
+        Never => "never",
+    }
 }
 
 impl OrderMode {
-    /// Words in the order Linux prints them for per-size files.
-    pub const WORDS: [&'static str; 4] = ["always", "inherit", "madvise", "never"];
-
-    /// This setting's sysfs word.
-    pub const fn word(self) -> &'static str {
-        match self {
-            OrderMode::Always => "always",
-            OrderMode::Inherit => "inherit",
-            OrderMode::Madvise => "madvise",
-            OrderMode::Never => "never",
-        }
-    }
-
-    /// Parse an exact word.
-    pub fn from_word(w: &str) -> Option<Self> {
-        match w {
-            "always" => Some(OrderMode::Always),
-            "inherit" => Some(OrderMode::Inherit),
-            "madvise" => Some(OrderMode::Madvise),
-            "never" => Some(OrderMode::Never),
-            _ => None,
-        }
-    }
-
     // `Never` is code 0 so that an all-zero word means "no size enabled".
     const fn code(self) -> u32 {
         match self {
@@ -182,31 +139,24 @@ impl OrderMode {
     }
 }
 
-/// The global `defrag` mode: how hard a THP allocation may work (direct
-/// reclaim/compaction vs. waking the background daemons).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefragMode {
-    /// Stall for direct reclaim and compaction on every THP allocation.
-    Always,
-    /// Wake kswapd/kcompactd and fail fast.
-    Defer,
-    /// Stall in `MADV_HUGEPAGE` regions, defer elsewhere.
-    DeferMadvise,
-    /// Stall only in `MADV_HUGEPAGE` regions (Linux's default).
-    Madvise,
-    /// Never stall or wake anything.
-    Never,
+sysfs_choice! {
+    /// The global `defrag` mode: how hard a THP allocation may work (direct
+    /// reclaim/compaction vs. waking the background daemons).
+    pub enum DefragMode {
+        /// Stall for direct reclaim and compaction on every THP allocation.
+        Always => "always",
+        /// Wake kswapd/kcompactd and fail fast.
+        Defer => "defer",
+        /// Stall in `MADV_HUGEPAGE` regions, defer elsewhere.
+        DeferMadvise => "defer+madvise",
+        /// Stall only in `MADV_HUGEPAGE` regions (Linux's default).
+        Madvise => "madvise",
+        /// Never stall or wake anything.
+        Never => "never",
+    }
 }
 
 impl DefragMode {
-    /// Words in the order Linux prints them.
-    pub const WORDS: [&'static str; 5] = ["always", "defer", "defer+madvise", "madvise", "never"];
-
-    /// This mode's sysfs word.
-    pub const fn word(self) -> &'static str {
-        Self::WORDS[self as usize]
-    }
-
     /// What a THP fault's failed allocation may do in a VMA that is
     /// `madvised` (`MADV_HUGEPAGE`) or not: Linux's `vma_thp_gfp_mask`
     /// (notes 5.6).  `always` compacts directly everywhere, retrying only
@@ -223,18 +173,6 @@ impl DefragMode {
             (DefragMode::Defer, _) | (DefragMode::DeferMadvise, false) => Some(Wake),
             (DefragMode::DeferMadvise | DefragMode::Madvise, true) => Some(Direct { retry: true }),
             (DefragMode::Madvise, false) | (DefragMode::Never, _) => None,
-        }
-    }
-
-    /// Parse an exact word.
-    pub fn from_word(w: &str) -> Option<Self> {
-        match w {
-            "always" => Some(DefragMode::Always),
-            "defer" => Some(DefragMode::Defer),
-            "defer+madvise" => Some(DefragMode::DeferMadvise),
-            "madvise" => Some(DefragMode::Madvise),
-            "never" => Some(DefragMode::Never),
-            _ => None,
         }
     }
 
