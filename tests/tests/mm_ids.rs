@@ -8,7 +8,9 @@ use mm::abi::pagemap::PM_MMAP_EXCLUSIVE;
 use mm::aspace::Mm;
 use mm::aspace::report::PSS_SHIFT;
 use mm::paging::{PMD_LEVEL, PTE_LEVEL, PagingArch};
+use mm::physmem::buddy::AllocFlags;
 use mm::thp::VmEvent;
+use mm::vma::mempolicy::{Mempolicy, NodeMask};
 use mmtest::*;
 
 const VA: u64 = 0x7000_0000_0000;
@@ -295,6 +297,85 @@ fn large_cow_block_inside_vma<A: PagingArch>() {
     });
 }
 
+/// An allocation failure in large COW falls back order by order
+/// (`cow_fallback` per order that failed) and then to a 4K copy.  Free
+/// memory is cut to order-2 blocks: a 64K copy fails, 16K is served;
+/// then to single frames: both fail and one page is copied.
+fn large_cow_falls_back<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        env.only_order(4);
+        env.thp.config.set_order_mode(2, mm::thp::OrderMode::Always);
+        let parent = env.mm();
+        let va = parent.mmap(VA, 32 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, va, 32 * K4, 7);
+        let child = parent.fork().unwrap();
+        // Take every frame, give back the first 4 of every 16.
+        let mut held = Vec::new();
+        while let Ok(f) = env.buddy.alloc(0, AllocFlags::USER) {
+            held.push(f);
+        }
+        let (mut kept, mut spare) = (Vec::new(), Vec::new());
+        for f in held {
+            match f.pfn() % 16 {
+                0..4 => f.put(),
+                4 => spare.push(f),
+                _ => kept.push(f),
+            }
+        }
+        env.write_u64(&child, va + 5 * K4 + 8, 1);
+        assert_eq!(env.mthp(4, mm::thp::MthpStat::CowFallback), 1);
+        assert_eq!(env.mthp(2, mm::thp::MthpStat::CowAlloc), 1);
+        assert_eq!(env.folio_at(&child, va + 5 * K4).unwrap().order(), 2);
+        // Only single frames left: nothing large is served.
+        let mut rest = Vec::new();
+        while let Ok(f) = env.buddy.alloc(0, AllocFlags::USER) {
+            rest.push(f);
+        }
+        spare.pop().unwrap().put();
+        env.write_u64(&child, va + 21 * K4 + 8, 2);
+        assert_eq!(env.mthp(4, mm::thp::MthpStat::CowFallback), 2);
+        assert_eq!(env.mthp(2, mm::thp::MthpStat::CowFallback), 1);
+        assert_eq!(env.mthp(2, mm::thp::MthpStat::CowAlloc), 1);
+        assert_eq!(env.folio_at(&child, va + 21 * K4).unwrap().order(), 0);
+        for f in rest.into_iter().chain(kept).chain(spare) {
+            f.put();
+        }
+        assert_eq!(env.read_u64(&child, va + 5 * K4 + 8), 1);
+        assert_eq!(env.read_u64(&child, va + 21 * K4 + 8), 2);
+        assert_eq!(env.read_u64(&parent, va + 5 * K4 + 8), 0);
+        env.check(&[&parent, &child]);
+    });
+}
+
+/// COW copies are placed by the writer's memory policy, as a fault's
+/// folio (Linux's `vma_alloc_folio`): a child bound to node 1 gets its
+/// 64K and its 4K copies there while the parent's folios stay on node 0.
+fn cow_copies_follow_policy<A: PagingArch>() {
+    fn node<'a, A: PagingArch>(env: &Env<'a, A>, mm: &Mm<'a, A>, at: u64) -> usize {
+        env.buddy.node_of_pfn(env.leaf(mm, at).unwrap().pfn)
+    }
+    run_numa::<A>(32 * MIB, 2, |env| {
+        env.only_order(4);
+        let parent = env.mm();
+        let va = parent.mmap(VA, 2 * 16 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&parent, va, 2 * 16 * K4, 8);
+        assert_eq!(node(env, &parent, va), 0);
+        let child = parent.fork().unwrap();
+        let all = NodeMask(0b11);
+        child.set_task_policy(Mempolicy::new(2, NodeMask(0b10), all).unwrap());
+        env.write_u64(&child, va + 8, 1);
+        assert_eq!(env.mthp(4, mm::thp::MthpStat::CowAlloc), 1);
+        assert_eq!(node(env, &child, va), 1);
+        env.thp.config.set_large_cow(false);
+        env.write_u64(&child, va + 16 * K4 + 8, 2);
+        assert_eq!(env.folio_at(&child, va + 16 * K4).unwrap().order(), 0);
+        assert_eq!(node(env, &child, va + 16 * K4), 1);
+        assert_eq!(node(env, &parent, va + 16 * K4), 0);
+        env.check_pages(&parent, va, 2 * 16 * K4, 8);
+        env.check(&[&parent, &child]);
+    });
+}
+
 both_formats!(
     same_pages_kept_by_both,
     fork_partial_exit_64k,
@@ -305,4 +386,6 @@ both_formats!(
     large_cow_child_2m,
     large_cow_off_64k,
     large_cow_block_inside_vma,
+    large_cow_falls_back,
+    cow_copies_follow_policy,
 );

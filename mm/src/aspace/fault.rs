@@ -41,9 +41,10 @@ use crate::addr::{PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
 use crate::paging::{
     Attrs, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PtAlloc, Walk,
 };
-use crate::physmem::buddy::AllocFlags;
+use crate::physmem::buddy::{AllocError, AllocFlags};
 use crate::physmem::folio::{Folio, FolioRef};
 use crate::thp::{MthpStat, THP_ORDERS_ALL_ANON, VmEvent, suitable_orders};
+use crate::vma::mempolicy::Mempolicy;
 use crate::vma::{Vma, VmaSet};
 
 use super::{Access, Fault, Mm, access_allowed, vma_perms};
@@ -275,13 +276,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 .ok()
                 .map(FolioRef::from_raw);
         }
-        let alloc = |o: u32| {
-            if numa && (pol.is_some() || o >= PMD_ORDER) {
-                self.alloc_policy(vma, addr, pol, o)
-            } else {
-                ctx.buddy.alloc(o, AllocFlags::USER)
-            }
-        };
+        let alloc = |o: u32| self.alloc_placed(vma, addr, pol, numa, o);
         orders &= !1;
         while orders != 0 {
             let o = 31 - orders.leading_zeros();
@@ -305,6 +300,34 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             orders &= !(1 << o);
         }
         alloc(0).ok().map(FolioRef::from_raw)
+    }
+
+    /// One folio of `order` for `addr` in `vma`, placed by the memory
+    /// policy `pol` (the VMA's or the task's) or, with more than one node
+    /// (`numa`) and no policy, on the local node with PMD-size folios
+    /// allowed elsewhere (Linux's `vma_alloc_folio`).
+    #[inline(always)]
+    fn alloc_placed(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        pol: Option<Mempolicy>,
+        numa: bool,
+        order: u32,
+    ) -> Result<Folio<'a>, AllocError> {
+        if numa && (pol.is_some() || order >= PMD_ORDER) {
+            self.alloc_policy(vma, addr, pol, order)
+        } else {
+            self.ctx.buddy.alloc(order, AllocFlags::USER)
+        }
+    }
+
+    /// A copy-on-write destination of `order` for `addr`, placed as a
+    /// fault's folio is (Linux's COW allocates with `vma_alloc_folio`).
+    fn alloc_cow(&self, vma: &Vma, addr: u64, order: u32) -> Result<Folio<'a>, AllocError> {
+        let pol = self.policy_for(vma);
+        let numa = pol.is_some() || self.ctx.buddy.nodes().nr_nodes() > 1;
+        self.alloc_placed(vma, addr, pol, numa, order)
     }
 
     /// The locked part of a fault in `vma` (checked to allow `access`),
@@ -687,7 +710,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if !in_place {
                 continue;
             }
-            let Ok(new) = ctx.buddy.alloc(o, AllocFlags::USER) else {
+            let Ok(new) = self.alloc_cow(vma, block, o) else {
                 stats.inc(o, MthpStat::CowFallback);
                 continue;
             };
@@ -735,7 +758,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if !ctx.thp.config.large_cow() || self.fault_orders(vma, base) & (1 << PMD_ORDER) == 0 {
             return Ok(false);
         }
-        let Ok(new) = ctx.buddy.alloc(PMD_ORDER, AllocFlags::USER) else {
+        let Ok(new) = self.alloc_cow(vma, base, PMD_ORDER) else {
             stats.inc(PMD_ORDER, MthpStat::CowFallback);
             return Ok(false);
         };
@@ -816,11 +839,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         src: Option<(Folio<'a>, u64)>,
     ) -> Result<(), Fault> {
         let ctx = self.ctx;
-        let new = FolioRef::from_raw(
-            ctx.buddy
-                .alloc(0, AllocFlags::USER)
-                .map_err(|_| Fault::Oom)?,
-        );
+        let new = FolioRef::from_raw(self.alloc_cow(vma, va, 0).map_err(|_| Fault::Oom)?);
         match src {
             Some((f, idx)) => ctx.mem.copy(new.pa(), f.page(idx).pa(), PAGE_SIZE),
             None => ctx.mem.zero(new.pa(), PAGE_SIZE),
