@@ -41,6 +41,57 @@ impl Seg {
     }
 }
 
+/// Where a walk over a run's segments stands, kept apart from the table
+/// so that a loop over them may change the table between steps (with no
+/// list of segments collected first): [`PageTable::segments`] is this as
+/// an iterator.
+struct SegCursor {
+    va: u64,
+    n: usize,
+    done: usize,
+    /// The last PTE table found, by its 2 MiB-aligned base.
+    cached: Option<(u64, TableAt)>,
+}
+
+impl SegCursor {
+    fn new(va: u64, n: usize, known: Option<(u64, TableAt)>) -> Self {
+        Self {
+            va,
+            n,
+            done: 0,
+            cached: known,
+        }
+    }
+
+    /// The next segment: inside one PTE table and one contiguous block.
+    fn next<A: PagingArch>(&mut self, pt: &PageTable<'_, A>) -> Option<Seg> {
+        if self.done >= self.n {
+            return None;
+        }
+        let block = A::CONT_PTES.max(1);
+        let sva = self.va + (self.done as u64) * PAGE_SIZE;
+        let idx = super::arch::level_index(sva, PTE_LEVEL);
+        let table_base = sva & !(super::arch::level_size(1) - 1);
+        let table = match self.cached {
+            Some((b, t)) if b == table_base => t,
+            _ => {
+                let t = pt.table_at(sva, PTE_LEVEL);
+                self.cached = Some((table_base, t));
+                t
+            }
+        };
+        let block_end = (idx / block + 1) * block;
+        let count = (self.n - self.done).min(block_end.min(ENTRIES_PER_TABLE) - idx);
+        self.done += count;
+        Some(Seg {
+            va: sva,
+            table,
+            idx,
+            count,
+        })
+    }
+}
+
 /// The PTE table `w` (a walk to `walked`) reached and the index of `va`
 /// in it, if the `n` entries from `va` all lie in that table; `None` to
 /// walk again.
@@ -69,34 +120,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         n: usize,
         known: Option<(u64, TableAt)>,
     ) -> impl Iterator<Item = Seg> + use<'a, '_, A> {
-        let block = A::CONT_PTES.max(1);
-        let mut done = 0usize;
-        let mut cached: Option<(u64, TableAt)> = known;
-        core::iter::from_fn(move || {
-            if done >= n {
-                return None;
-            }
-            let sva = va + (done as u64) * PAGE_SIZE;
-            let idx = super::arch::level_index(sva, PTE_LEVEL);
-            let table_base = sva & !(super::arch::level_size(1) - 1);
-            let table = match cached {
-                Some((b, t)) if b == table_base => t,
-                _ => {
-                    let t = self.table_at(sva, PTE_LEVEL);
-                    cached = Some((table_base, t));
-                    t
-                }
-            };
-            let block_end = (idx / block + 1) * block;
-            let count = (n - done).min(block_end.min(ENTRIES_PER_TABLE) - idx);
-            done += count;
-            Some(Seg {
-                va: sva,
-                table,
-                idx,
-                count,
-            })
-        })
+        let mut c = SegCursor::new(va, n, known);
+        core::iter::from_fn(move || c.next(self))
     }
 
     fn seg_is_cont(&self, table: u64, s: &Seg) -> bool {
@@ -431,8 +456,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// builds assert).
     pub fn get_and_clear_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> ClearResult {
         let mut r = ClearResult::default();
-        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
-        for s in segs {
+        let mut segs = SegCursor::new(va, n, None);
+        while let Some(s) = segs.next(self) {
             let t = match s.table {
                 TableAt::Table(t) => t,
                 TableAt::Missing => continue,
@@ -471,8 +496,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Whole contiguous blocks stay folded (all 16 change together); a
     /// partly covered block is unfolded.  Flushes are gathered.
     pub fn wrprotect_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) {
-        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
-        for s in segs {
+        let mut segs = SegCursor::new(va, n, None);
+        while let Some(s) = segs.next(self) {
             let TableAt::Table(t) = s.table else { continue };
             if self.seg_is_cont(t, &s) && !Self::whole_block(&s) {
                 self.unfold_apply(t, &s, |mut l| {
@@ -525,8 +550,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     ) -> (bool, bool) {
         let cp = A::CONT_PTES;
         let (mut young, mut was_dirty) = (false, false);
-        let segs: alloc::vec::Vec<Seg> = self.segments(va, n).collect();
-        for s in segs {
+        let mut segs = SegCursor::new(va, n, None);
+        while let Some(s) = segs.next(self) {
             let TableAt::Table(t) = s.table else { continue };
             let (base_idx, count, sva) = if self.seg_is_cont(t, &s) {
                 let first = s.idx - s.idx % cp;
