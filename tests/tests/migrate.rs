@@ -654,6 +654,68 @@ fn migrate_range_moves_each_folio_once<A: PagingArch>() {
     });
 }
 
+/// A 4K folio mapped once in the only space passed takes the single-PTE
+/// path (no rmap walk): its rollback after a failed copy, a fork while it
+/// is unmapped (the child's entry stays on the source, the parent comes
+/// back read-only on the destination), and a zap while it is unmapped
+/// (nothing to restore, both folios freed) end as the walk's path does.
+fn single_pte_path<A: PagingArch>() {
+    struct ZapOne<'m, 'a, A: PagingArch>(&'m Mm<'a, A>);
+    impl<A: PagingArch> MigrateHooks for ZapOne<'_, '_, A> {
+        fn after_unmap(&self) {
+            assert_eq!(self.0.migents(), 1);
+            assert!(is_migration(self.0, VA));
+            self.0.munmap(VA, K4).unwrap();
+        }
+    }
+    run::<A>(32 * MIB, |env| {
+        env.only_order(0);
+        let mm = env.mm();
+        mm.mmap(VA, 4 * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, 4 * K4, 23);
+        // Rollback.
+        let f = env.folio_at(&mm, VA + K4).unwrap();
+        let d = dst(env, 0);
+        let r = migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &FailCopy);
+        assert_eq!(r, Err(MigrateError::CopyFailed));
+        d.put();
+        let l = env.leaf(&mm, VA + K4).unwrap();
+        assert_eq!(l.pfn, f.pfn());
+        assert!(l.attrs.perms.write && f.page(0).is_anon_exclusive());
+        assert_eq!(mm.migents(), 0);
+        // Fork while unmapped.
+        let d = dst(env, 0);
+        let hook = ForkWhileUnmapped {
+            mm: &mm,
+            child: std::cell::RefCell::new(None),
+        };
+        migrate_folio_hooked(&[&mm], &f.get_ref(), d, MigrateMode::Sync, &hook).unwrap();
+        let child = hook.child.into_inner().unwrap();
+        let l = env.leaf(&mm, VA + K4).unwrap();
+        assert_eq!(l.pfn, d.pfn());
+        assert!(!l.attrs.perms.write, "WRITE became READ at fork");
+        assert_eq!(child.migents(), 1);
+        env.check(&[&mm, &child]);
+        assert_eq!(env.read_u64(&child, VA + K4), 23 ^ (VA + K4));
+        assert_eq!(env.leaf(&child, VA + K4).unwrap().pfn, f.pfn());
+        drop(child);
+        // Zap while unmapped.
+        let free0 = env.buddy.stats().free;
+        let g = env.folio_at(&mm, VA).unwrap();
+        let d = dst(env, 0);
+        migrate_folio_hooked(&[&mm], &g.get_ref(), d, MigrateMode::Sync, &ZapOne(&mm)).unwrap();
+        assert_eq!(
+            env.buddy.stats().free,
+            free0 + 1,
+            "source and destination freed"
+        );
+        assert_eq!(mm.migents(), 0);
+        env.check_pages(&mm, VA + K4, 3 * K4, 23);
+        env.check(&[&mm]);
+        mm.munmap(VA, 4 * K4).unwrap();
+    });
+}
+
 both_formats!(
     migrate_range_moves_each_folio_once,
     orders_move_whole,
@@ -670,4 +732,5 @@ both_formats!(
     no_destination_splits,
     partially_mapped_split_first,
     pinned_and_hook,
+    single_pte_path,
 );

@@ -77,7 +77,10 @@ use crate::physmem::frame_flags::PageFlags;
 use crate::thp::VmEvent;
 
 use super::Mm;
-use super::rmap::{RmapWalk, SavedPte, remove_migration_ptes, rmap_walk, try_to_migrate};
+use super::rmap::{
+    RmapWalk, SavedPte, remove_migration_pte, remove_migration_ptes, rmap_walk, try_to_migrate,
+    try_to_migrate_pte,
+};
 
 /// Why one folio could not be migrated (Linux's errno kinds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,39 +249,18 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
         .anon_owner()
         .map(|(_, vpn)| vpn << PAGE_SHIFT)
         .unwrap_or(0);
-    // Unmap everywhere into migration entries.  The walk's locks are
-    // dropped for the copy and taken again for the remap, in the walk's
-    // own vectors (a 4K folio's migration allocates little).
-    let mut walk = RmapWalk {
-        mappers: Vec::new(),
-        guards: Vec::new(),
-        va,
-    };
-    let mut saved: Vec<SavedPte> = Vec::new();
-    let mut pmd: Vec<bool> = Vec::new();
-    if f.is_mapped() {
-        walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
-        if f.extra_refs() != expected {
-            return Err(MigrateError::Again);
-        }
-        (saved, pmd) = try_to_migrate(&mut walk, f);
-        walk.guards.clear();
-    } else if f.extra_refs() != expected {
-        return Err(MigrateError::Again);
-    }
+    // Unmap everywhere into migration entries; the locks are dropped for
+    // the copy and taken again for the remap.
+    let mut unmapped = Unmapped::unmap(mms, f, va, expected)?;
     hooks.after_unmap();
     // Copy with no page-table lock held.
     if hooks.fail_copy() {
-        relock(&mut walk);
-        remove_migration_ptes(&mut walk, &saved, &pmd, f, f);
-        drop(walk);
+        unmapped.remap(f, f);
         return Err(MigrateError::CopyFailed);
     }
     ctx.mem.copy(dst.pa(), f.pa(), f.size());
     move_folio_state(ctx, f, dst);
-    relock(&mut walk);
-    let restored = remove_migration_ptes(&mut walk, &saved, &pmd, f, dst);
-    drop(walk);
+    let restored = unmapped.remap(f, dst);
     if restored > 0 {
         ctx.thp.stats.inc(dst.order(), crate::thp::MthpStat::NrAnon);
     }
@@ -314,6 +296,96 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     // hold the destination now.
     dst.put();
     Ok(())
+}
+
+/// What the unmap of [`migrate_folio`] left for the remap.
+enum Unmapped<'m, 'a, A: PagingArch> {
+    /// Not mapped anywhere.
+    Nothing,
+    /// An order-0 folio mapped once, in the only candidate space (the
+    /// common `move_pages` and NUMA-balancing case): one PTE, found and
+    /// restored without the walk's vectors.
+    Pte {
+        m: &'m Mm<'a, A>,
+        va: u64,
+        attrs: crate::paging::Attrs,
+    },
+    /// Every mapping the rmap walk found (its locks dropped for the copy).
+    Walk {
+        walk: RmapWalk<'m, 'a, A>,
+        saved: Vec<SavedPte>,
+        pmd: Vec<bool>,
+    },
+}
+
+impl<'m, 'a, A: PagingArch> Unmapped<'m, 'a, A> {
+    /// Step 2 of [`migrate_folio`]: under the page-table locks of every
+    /// space mapping `f` (at its rmap owner address `va`), refuses a folio
+    /// with references beyond its mappings and `expected`, then turns every
+    /// mapping into a migration entry.
+    fn unmap(
+        mms: &[&'m Mm<'a, A>],
+        f: Folio<'a>,
+        va: u64,
+        expected: i64,
+    ) -> Result<Self, MigrateError> {
+        if !f.is_mapped() {
+            return if f.extra_refs() == expected {
+                Ok(Self::Nothing)
+            } else {
+                Err(MigrateError::Again)
+            };
+        }
+        if let [m] = mms
+            && f.order() == 0
+            && f.large_mapcount() == 1
+        {
+            let mut pt = m.lock_pt();
+            if f.large_mapcount() == 1
+                && pt
+                    .read_pte(va)
+                    .and_then(|e| e.leaf())
+                    .is_some_and(|l| l.pfn == f.pfn())
+            {
+                if f.extra_refs() != expected {
+                    return Err(MigrateError::Again);
+                }
+                let attrs = try_to_migrate_pte(m, &mut pt, f, va).expect("the PTE was read above");
+                return Ok(Self::Pte { m, va, attrs });
+            }
+            // Mapped elsewhere: the walk finds out where, or refuses.
+        }
+        let mut walk = rmap_walk(mms, f, va).map_err(|_| MigrateError::Busy)?;
+        if f.extra_refs() != expected {
+            return Err(MigrateError::Again);
+        }
+        let (saved, pmd) = try_to_migrate(&mut walk, f);
+        walk.guards.clear();
+        Ok(Self::Walk { walk, saved, pmd })
+    }
+
+    /// Step 4 (or 5, with `target == src`): the locks again, and every
+    /// migration entry still in place becomes a leaf on `target`.  Returns
+    /// the entries restored (a PMD counting 512).
+    fn remap(&mut self, src: Folio<'a>, target: Folio<'a>) -> u64 {
+        match self {
+            Self::Nothing => 0,
+            Self::Pte { m, va, attrs } => {
+                let mut pt = m.lock_pt();
+                if pt.live() {
+                    remove_migration_pte(m, &mut pt, *va, *attrs, src, target)
+                } else {
+                    0
+                }
+            }
+            Self::Walk { walk, saved, pmd } => {
+                relock(walk);
+                let restored = remove_migration_ptes(walk, saved, pmd, src, target);
+                walk.guards.clear();
+                restored
+            }
+        }
+    }
 }
 
 /// The page-table locks of the walk's spaces (ascending mm id, as

@@ -54,6 +54,7 @@ struct SegCursor {
 }
 
 impl SegCursor {
+    #[inline]
     fn new(va: u64, n: usize, known: Option<(u64, TableAt)>) -> Self {
         Self {
             va,
@@ -64,6 +65,7 @@ impl SegCursor {
     }
 
     /// The next segment: inside one PTE table and one contiguous block.
+    #[inline(always)]
     fn next<A: PagingArch>(&mut self, pt: &PageTable<'_, A>) -> Option<Seg> {
         if self.done >= self.n {
             return None;

@@ -293,24 +293,133 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
         m.migents_add(folio.nr_pages());
     }
     clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
-        // One batched write per run (the anon-exclusive bits read before
-        // they are cleared below).
-        pt.set_swap_entries(at, attrs.len(), |j| {
-            let p = folio.page(page + j as u64);
-            SwapEntry::migration(p.pfn(), attrs[j].perms.write, p.is_anon_exclusive())
-        })
-        .expect("entries cleared above, table present; a frame number fits");
-        for (j, a) in attrs.iter().enumerate() {
-            folio.page(page + j as u64).clear_anon_exclusive();
-            saved.push(SavedPte {
-                mm: k,
-                page: page + j as u64,
-                attrs: *a,
-            });
-        }
-        m.migents_add(attrs.len() as u64);
+        set_migration_run(m, pt, at, folio, page, attrs);
+        saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
+            mm: k,
+            page: page + j as u64,
+            attrs: a,
+        }));
     });
     (saved, pmd)
+}
+
+/// The migration entries for a run of `attrs.len()` pages of `folio` from
+/// `page`, at `at` in `m`'s table `pt`, whose PTEs were just cleared: one
+/// batched write (the anon-exclusive bits read into the entries, then
+/// cleared on the pages).
+#[inline]
+fn set_migration_run<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    pt: &mut PageTable<'a, A>,
+    at: u64,
+    folio: Folio<'a>,
+    page: u64,
+    attrs: &[Attrs],
+) {
+    pt.set_swap_entries(at, attrs.len(), |j| {
+        let p = folio.page(page + j as u64);
+        SwapEntry::migration(p.pfn(), attrs[j].perms.write, p.is_anon_exclusive())
+    })
+    .expect("entries cleared above, table present; a frame number fits");
+    for j in 0..attrs.len() {
+        folio.page(page + j as u64).clear_anon_exclusive();
+    }
+    m.migents_add(attrs.len() as u64);
+}
+
+/// [`try_to_migrate`] for an order-0 `folio` mapped once, by the PTE at
+/// `va` in `m`, whose page-table lock `pt` the caller holds (it checked
+/// the mapcount): no walk vectors, one entry.  Returns the PTE's
+/// attributes for [`remove_migration_pte`], or `None` (nothing changed)
+/// when `va` does not map the folio.
+pub(crate) fn try_to_migrate_pte<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    pt: &mut PageTable<'a, A>,
+    folio: Folio<'a>,
+    va: u64,
+) -> Option<Attrs> {
+    debug_assert_eq!(folio.order(), 0);
+    let Some(Entry::Leaf(l)) = pt.read_pte(va) else {
+        return None;
+    };
+    if l.pfn != folio.pfn() {
+        return None;
+    }
+    let mut g = pt.gather();
+    let r = pt.get_and_clear_ptes(va, 1, &mut g);
+    g.finish();
+    let mut attrs = l.attrs;
+    attrs.young |= r.young;
+    attrs.dirty |= r.dirty;
+    set_migration_run(m, pt, va, folio, 0, &[attrs]);
+    Some(attrs)
+}
+
+/// [`remove_migration_ptes`] for what [`try_to_migrate_pte`] did: the
+/// entry at `va`, if still there, becomes a leaf on `target` with the
+/// saved `attrs`.  The caller holds `m`'s page-table lock `pt` (of a
+/// live space).  Returns the entries restored (0 or 1).
+pub(crate) fn remove_migration_pte<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    pt: &mut PageTable<'a, A>,
+    va: u64,
+    attrs: Attrs,
+    src: Folio<'a>,
+    target: Folio<'a>,
+) -> u64 {
+    match migration_entry_at(pt, va, src.pfn()) {
+        Some(e) => {
+            restore_migration_run(m, pt, va, 0, 1, e.ty, attrs, src, target);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// One run of the remap: the `n` migration entries of type `ty` at `at`,
+/// naming pages `page..` of `src` (checked in place by the caller), become
+/// leaves on the same pages of `target` with `attrs` (one `set_ptes`, so
+/// contiguous blocks fold again); references and mapcounts move from
+/// `src` to `target`, and anon-exclusive bits come back from the type.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn restore_migration_run<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    pt: &mut PageTable<'a, A>,
+    at: u64,
+    page: u64,
+    n: u64,
+    ty: u8,
+    attrs: Attrs,
+    src: Folio<'a>,
+    target: Folio<'a>,
+) {
+    let e0 = SwapEntry {
+        ty,
+        offset: src.pfn() + page,
+        exclusive: false,
+    };
+    let taken = pt.take_swap_ptes(at, n as usize);
+    debug_assert_eq!(taken as u64, n, "the entries were read in place above");
+    pt.set_ptes(
+        at,
+        target.pfn() + page,
+        n as usize,
+        migration_leaf_attrs(e0, attrs),
+    )
+    .expect("entries taken above in an existing table");
+    if ty != SwapEntry::MIGRATION_READ {
+        for k in 0..n {
+            target.page(page + k).set_anon_exclusive();
+        }
+    }
+    if target != src {
+        target.get_many(n as u32);
+        target.add_mapcount_mm(m.id, n as i32);
+        src.add_mapcount_mm(m.id, -(n as i32));
+        src.put_many(n as u32);
+    }
+    m.migents_sub(n);
 }
 
 /// How many pages [`migration_types`] reads at once (a stack buffer: a
@@ -429,32 +538,7 @@ pub(crate) fn remove_migration_ptes<'a, A: PagingArch>(
             }
             let n = (y - x) as u64;
             let at = va + first.page * PAGE_SIZE;
-            let e0 = SwapEntry {
-                ty,
-                offset: src.pfn() + first.page,
-                exclusive: false,
-            };
-            let taken = pt.take_swap_ptes(at, n as usize);
-            debug_assert_eq!(taken as u64, n, "the entries were read in place above");
-            pt.set_ptes(
-                at,
-                target.pfn() + first.page,
-                n as usize,
-                migration_leaf_attrs(e0, attrs),
-            )
-            .expect("entries taken above in an existing table");
-            if ty != SwapEntry::MIGRATION_READ {
-                for k in 0..n {
-                    target.page(first.page + k).set_anon_exclusive();
-                }
-            }
-            if target != src {
-                target.get_many(n as u32);
-                target.add_mapcount_mm(m.id, n as i32);
-                src.add_mapcount_mm(m.id, -(n as i32));
-                src.put_many(n as u32);
-            }
-            m.migents_sub(n);
+            restore_migration_run(m, pt, at, first.page, n, ty, attrs, src, target);
             restored += n;
             x = y;
         }
