@@ -24,6 +24,7 @@ mod cmdline;
 #[cfg(feature = "demo")]
 mod demo;
 mod fs;
+mod ipc;
 mod mem;
 mod perf;
 mod proc;

@@ -125,6 +125,11 @@ enum Sys {
     Ftruncate,
     Pwrite64,
     Fallocate,
+    // System V shared memory.
+    Shmget,
+    Shmat,
+    Shmdt,
+    Shmctl,
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -244,6 +249,10 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         Read => sys_read(p, fd(a[0]), a[1], a[2]),
         Pread64 => sys_pread(p, fd(a[0]), a[1], a[2], a[3]),
         Pwrite64 => sys_pwrite(p, fd(a[0]), a[1], a[2], a[3]),
+        Shmget => crate::ipc::shm::shmget(p, a[0] as i32, a[1], a[2]),
+        Shmat => crate::ipc::shm::shmat(p, a[0] as i32, a[1], a[2]),
+        Shmdt => crate::ipc::shm::shmdt(p, a[0]),
+        Shmctl => crate::ipc::shm::shmctl(p, a[0] as i32, a[1], a[2]),
         MemfdCreate => {
             let name = get_str(a[0])?;
             let f = crate::fs::memfd::create(&name, a[1])?;

@@ -85,6 +85,10 @@ pub mod nr {
     pub const MLOCK2: usize = 325;
     pub const SETUID: usize = 105;
     pub const MEMFD_CREATE: usize = 319;
+    pub const SHMGET: usize = 29;
+    pub const SHMAT: usize = 30;
+    pub const SHMCTL: usize = 31;
+    pub const SHMDT: usize = 67;
     pub const FTRUNCATE: usize = 77;
 }
 
@@ -169,6 +173,10 @@ pub mod nr {
     pub const MLOCK2: usize = 284;
     pub const SETUID: usize = 146;
     pub const MEMFD_CREATE: usize = 279;
+    pub const SHMGET: usize = 194;
+    pub const SHMCTL: usize = 195;
+    pub const SHMAT: usize = 196;
+    pub const SHMDT: usize = 197;
     pub const FTRUNCATE: usize = 46;
 }
 

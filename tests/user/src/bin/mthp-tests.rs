@@ -137,6 +137,8 @@ static TESTS: &[Test] = tests![
     shmem::shmem_shared_anon_2m,
     shmem::memfd_seals_and_io,
     shmem::memfd_truncate_in_large_folio,
+    shmem::sysv_shm_share_and_errnos,
+    shmem::sysv_shm_pmd,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,

@@ -419,3 +419,261 @@ fn meminfo_field(key: &[u8]) -> Option<u64> {
     let n = read_file(b"/proc/meminfo\0", &mut buf).ok()?;
     field(&buf[..n], key)
 }
+
+// ------------------------------------------------------------ System V shm
+
+const IPC_PRIVATE: usize = 0;
+const IPC_CREAT: usize = 0o1000;
+const IPC_EXCL: usize = 0o2000;
+const IPC_RMID: usize = 0;
+const IPC_STAT: usize = 2;
+const SHM_RND: usize = 0o20000;
+const SHM_REMAP: usize = 0o40000;
+const SHM_DEST: u32 = 0o1000;
+/// `struct shmid64_ds` (x86_64 and arm64 alike): offsets of the fields read.
+const DS_MODE: usize = 20;
+const DS_SEGSZ: usize = 48;
+const DS_CPID: usize = 80;
+const DS_NATTCH: usize = 88;
+
+fn shmget(key: usize, size: usize, flg: usize) -> isize {
+    sys::syscall(sys::nr::SHMGET, &[key, size, flg])
+}
+
+fn shmat(id: isize, addr: usize, flg: usize) -> isize {
+    sys::syscall(sys::nr::SHMAT, &[id as usize, addr, flg])
+}
+
+fn shmdt(addr: usize) -> isize {
+    sys::syscall(sys::nr::SHMDT, &[addr])
+}
+
+fn shm_stat(id: isize) -> Result<[u8; 112], i32> {
+    let mut b = [0u8; 112];
+    let r = sys::syscall(
+        sys::nr::SHMCTL,
+        &[id as usize, IPC_STAT, b.as_mut_ptr() as usize],
+    );
+    if r < 0 { Err(-(r as i32)) } else { Ok(b) }
+}
+
+fn rmid(id: isize) -> isize {
+    sys::syscall(sys::nr::SHMCTL, &[id as usize, IPC_RMID, 0])
+}
+
+fn le_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap_or_default())
+}
+
+fn le_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap_or_default())
+}
+
+/// System V shared memory as Linux: `shmget`'s errnos (EINVAL for size 0
+/// or more than the segment has, ENOENT without `IPC_CREAT`, EEXIST with
+/// `IPC_EXCL`); a forked child and a second attach see the parent's data
+/// and the parent sees the child's; `IPC_STAT`'s size, creator and attach
+/// count; an unaligned attach without `SHM_RND` and a detach of no attach
+/// are EINVAL; after `IPC_RMID` the key is gone but the attached id still
+/// works (`SHM_DEST` set), and once detached the id is EINVAL.
+pub(crate) fn sysv_shm_share_and_errnos() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let key = 0x6d74_6870 + (sys::getpid() as usize & 0xfff);
+    let len = 16 * 4096;
+    ensure!(
+        e(shmget(IPC_PRIVATE, 0, IPC_CREAT | 0o600)) == sys::EINVAL,
+        "shmget(size 0) not EINVAL"
+    );
+    ensure!(
+        e(shmget(key, 4096, 0o600)) == sys::ENOENT,
+        "shmget of a missing key without IPC_CREAT not ENOENT"
+    );
+    let id = shmget(key, len, IPC_CREAT | IPC_EXCL | 0o600);
+    ensure!(id >= 0, "shmget(IPC_CREAT|IPC_EXCL): {id}");
+    let r = sysv_body(key, id, len);
+    // Never leave a segment behind, whatever failed.
+    rmid(id);
+    r
+}
+
+fn sysv_body(key: usize, id: isize, len: usize) -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    ensure!(
+        e(shmget(key, len, IPC_CREAT | IPC_EXCL | 0o600)) == sys::EEXIST,
+        "second IPC_CREAT|IPC_EXCL not EEXIST"
+    );
+    ensure!(
+        e(shmget(key, 2 * len, 0o600)) == sys::EINVAL,
+        "shmget larger than the segment not EINVAL"
+    );
+    ensure!(shmget(key, 4096, 0) == id, "shmget of the key: another id");
+    let a = shmat(id, 0, 0);
+    ensure!(a > 0, "shmat: {a}");
+    let m = Mem {
+        addr: a as usize,
+        len,
+    };
+    fill(&m, 0x31);
+    let half = len / 2;
+    let status = in_child(|| {
+        if verify(&m, 0, half, 0x31).is_some() {
+            return 2;
+        }
+        // A second attach of the same segment shows the same bytes.
+        let b = shmat(id, 0, 0);
+        if b <= 0 || b as usize == m.addr {
+            return 3;
+        }
+        let other = Mem {
+            addr: b as usize,
+            len,
+        };
+        if verify(&other, 0, len, 0x31).is_some() {
+            return 4;
+        }
+        let mut off = 0;
+        while off < half {
+            other.poke64(half + off, pattern(off, 0x44));
+            off += 512;
+        }
+        if shmdt(b as usize) != 0 {
+            return 5;
+        }
+        0
+    })?;
+    ensure!(
+        wifexited(status) && wexitstatus(status) == 0,
+        "child saw wrong data or failed (status {status:#x})"
+    );
+    let mut off = 0;
+    while off < half {
+        ensure!(
+            m.peek64(half + off) == pattern(off, 0x44),
+            "parent does not see the child's write at {off:#x}"
+        );
+        off += 512;
+    }
+    let ds = match shm_stat(id) {
+        Ok(b) => b,
+        Err(err) => fail!("IPC_STAT: errno {err}"),
+    };
+    ensure!(
+        le_u64(&ds, DS_SEGSZ) == len as u64,
+        "shm_segsz {}",
+        le_u64(&ds, DS_SEGSZ)
+    );
+    ensure!(
+        le_u32(&ds, DS_CPID) == sys::getpid() as u32,
+        "shm_cpid {}",
+        le_u32(&ds, DS_CPID)
+    );
+    ensure!(
+        le_u64(&ds, DS_NATTCH) == 1,
+        "shm_nattch {} with one attach",
+        le_u64(&ds, DS_NATTCH)
+    );
+    ensure!(
+        e(shmat(id, m.addr + 8, 0)) == sys::EINVAL,
+        "unaligned shmat without SHM_RND not EINVAL"
+    );
+    ensure!(
+        e(shmdt(m.addr + 4096)) == sys::EINVAL,
+        "shmdt inside an attach not EINVAL"
+    );
+    // SHM_RND rounds down: over the existing attach only with SHM_REMAP.
+    let r = shmat(id, m.addr + 8, SHM_RND | SHM_REMAP);
+    ensure!(r == m.addr as isize, "shmat(SHM_RND|SHM_REMAP): {r}");
+    ensure!(
+        verify(&m, 0, half, 0x31).is_none(),
+        "data lost by the re-attach"
+    );
+    ensure!(rmid(id) == 0, "IPC_RMID while attached");
+    ensure!(
+        e(shmget(key, 4096, 0)) == sys::ENOENT,
+        "a removed segment still found by key"
+    );
+    let ds = match shm_stat(id) {
+        Ok(b) => b,
+        Err(err) => fail!("IPC_STAT after IPC_RMID while attached: errno {err}"),
+    };
+    ensure!(
+        le_u32(&ds, DS_MODE) & SHM_DEST != 0,
+        "SHM_DEST not set after IPC_RMID: mode {:#o}",
+        le_u32(&ds, DS_MODE)
+    );
+    ensure!(
+        verify(&m, 0, half, 0x31).is_none(),
+        "data lost after IPC_RMID"
+    );
+    ensure!(shmdt(m.addr) == 0, "shmdt");
+    ensure!(
+        e(shmat(id, 0, 0)) == sys::EINVAL,
+        "shmat of a removed, detached segment not EINVAL"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// A 4 MiB System V segment with `shmem_enabled=always` is backed by PMD
+/// folios and PMD-mapped when attached at a 2 MiB-aligned address
+/// (`ShmemPmdMapped` in smaps), as Linux's internal shm mount follows
+/// the top-level `shmem_enabled`.
+pub(crate) fn sysv_shm_pmd() -> TestResult {
+    let knob = path!("{THP}/shmem_enabled");
+    let (old, ok) = save_word(knob.c());
+    if !ok {
+        return skip(mthp_user::Msg::new(format_args!("no shmem_enabled here")));
+    }
+    if let Err(e) = write_file(knob.c(), b"always") {
+        return skip(mthp_user::Msg::new(format_args!(
+            "cannot write shmem_enabled (errno {e})"
+        )));
+    }
+    let before = meminfo_shmem_kb();
+    let id = shmget(IPC_PRIVATE, 2 * SZ_2M, IPC_CREAT | 0o600);
+    let r = if id < 0 {
+        Err(mthp_user::Msg::new(format_args!("shmget: {id}")))
+    } else {
+        let r = sysv_pmd_body(id);
+        rmid(id);
+        r
+    };
+    let after = meminfo_shmem_kb();
+    let _ = write_file(path!("{THP}/shmem_enabled").c(), word(&old));
+    r?;
+    // Detached and removed: the segment's memory is gone (Linux's own
+    // shmem users move `Shmem:` by some tens of kB meanwhile).
+    let slack = if on_mthp() { 0 } else { 512 };
+    let (Some(b), Some(a)) = (before, after) else {
+        fail!("/proc/meminfo Shmem: unreadable");
+    };
+    ensure!(
+        a <= b + slack,
+        "Shmem: {b} kB before the segment, {a} kB after its removal"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn sysv_pmd_body(id: isize) -> TestResult {
+    let len = 2 * SZ_2M;
+    let hole = map_aligned(len, SZ_2M)?;
+    let a = shmat(id, hole.addr, SHM_REMAP);
+    if a != hole.addr as isize {
+        unmap(&hole);
+        fail!("shmat(SHM_REMAP) at {:#x}: {a}", hole.addr);
+    }
+    let m = Mem {
+        addr: hole.addr,
+        len,
+    };
+    fill(&m, 0x2d);
+    let pmd = smaps_field(m.addr, b"ShmemPmdMapped:");
+    let bad = verify(&m, 0, len, 0x2d);
+    shmdt(m.addr);
+    ensure!(bad.is_none(), "wrong data at {bad:?}");
+    ensure!(
+        pmd == Some((len >> 10) as u64),
+        "ShmemPmdMapped {pmd:?} kB, expected {}",
+        len >> 10
+    );
+    Ok(Outcome::Pass)
+}

@@ -1,0 +1,2 @@
+//! System V IPC: shared memory only ([`shm`]).
+pub mod shm;
