@@ -204,12 +204,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let hints = self.thp_hints(vma);
-        let mut orders = ctx.thp.config.shmem.allowable_orders(
-            hints.hugepage,
-            hints.nohugepage,
-            index,
-            size_pages,
-        );
+        let policy = &ctx.thp.config.shmem;
+        let mut orders = match obj.mount_huge() {
+            None => policy.allowable_orders(hints.hugepage, hints.nohugepage, index, size_pages),
+            Some(m) => policy.mount_orders(m, hints.hugepage, hints.nohugepage, index, size_pages),
+        };
         // Aligned in the object as in the address space, inside the VMA.
         orders &= crate::thp::suitable_orders(orders, vma.start, vma.end, va);
         orders = (0..=PMD_ORDER)

@@ -102,6 +102,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// A shared memory object (see the module doc).
 pub struct Shmem<'a> {
     id: u64,
+    /// The `huge=` option of the tmpfs mount the object's file lives on;
+    /// `None` for anonymous shmem (`MAP_SHARED|MAP_ANONYMOUS`, memfd,
+    /// System V), which follows the per-size `shmem_enabled` knobs.
+    mount_huge: Option<policy::ShmemHuge>,
     inner: Mutex<Inner<'a>>,
     /// Where the cached pages are counted, if anywhere.
     gauges: Option<&'a ShmemGauges>,
@@ -140,9 +144,19 @@ impl<'a> Shmem<'a> {
 
     /// [`Self::new`], counting the cached pages in `gauges`.
     pub fn with_gauges(size: u64, seals: u32, gauges: Option<&'a ShmemGauges>) -> Self {
+        Self::build(size, seals, gauges, None)
+    }
+
+    fn build(
+        size: u64,
+        seals: u32,
+        gauges: Option<&'a ShmemGauges>,
+        mount_huge: Option<policy::ShmemHuge>,
+    ) -> Self {
         Shmem {
             gauges,
             id: NEXT_ID.fetch_add(1, Relaxed),
+            mount_huge,
             inner: Mutex::new(Inner {
                 size,
                 folios: BTreeMap::new(),
@@ -150,6 +164,17 @@ impl<'a> Shmem<'a> {
                 seals,
             }),
         }
+    }
+
+    /// [`Self::with_gauges`] for a file of a tmpfs mounted with `huge`.
+    pub fn on_mount(gauges: Option<&'a ShmemGauges>, huge: policy::ShmemHuge) -> Self {
+        Self::build(0, 0, gauges, Some(huge))
+    }
+
+    /// The `huge=` option of the object's tmpfs mount (`None`: anonymous
+    /// shmem).
+    pub fn mount_huge(&self) -> Option<policy::ShmemHuge> {
+        self.mount_huge
     }
 
     /// A unique identifier (the VMAs mapping the object name it).

@@ -215,6 +215,37 @@ impl ShmemPolicy {
         }
         mask
     }
+
+    /// Orders a fault at page `index` of a file of `size_pages` pages on
+    /// a tmpfs mounted with `huge=mount` may use (Linux 6.12's
+    /// `shmem_huge_global_enabled` for a file that is not anonymous
+    /// shmem: PMD size or nothing).  The top level's `deny` and `force`
+    /// override every mount; `VM_NOHUGEPAGE` allows nothing.
+    pub fn mount_orders(
+        &self,
+        mount: ShmemHuge,
+        hugepage: bool,
+        nohugepage: bool,
+        index: u64,
+        size_pages: u64,
+    ) -> u32 {
+        let pmd = 1u32 << PMD_ORDER;
+        match self.huge() {
+            ShmemHuge::Deny => return 0,
+            ShmemHuge::Force => return pmd,
+            _ => {}
+        }
+        if nohugepage {
+            return 0;
+        }
+        let on = match mount {
+            ShmemHuge::Always => true,
+            ShmemHuge::WithinSize => (index + 1).next_multiple_of(1 << PMD_ORDER) <= size_pages,
+            ShmemHuge::Advise => hugepage,
+            _ => false,
+        };
+        if on { pmd } else { 0 }
+    }
 }
 
 fn top_of(w: u64) -> ShmemHuge {

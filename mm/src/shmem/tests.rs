@@ -188,3 +188,26 @@ fn truncate_inside_a_large_folio_splits_it() {
         assert_eq!(free(a), free0);
     });
 }
+
+/// A tmpfs file's orders (Linux 6.12: PMD size or nothing) follow its
+/// mount's `huge=`, except that the top-level `deny` and `force` win.
+#[test]
+fn mount_huge_decides_pmd_or_nothing() {
+    use super::policy::{ShmemHuge, ShmemPolicy};
+    let pmd = 1u32 << crate::addr::PMD_ORDER;
+    let p = ShmemPolicy::new();
+    let o = |m: ShmemHuge, advised: bool, index: u64, size: u64| {
+        p.mount_orders(m, advised, false, index, size)
+    };
+    assert_eq!(o(ShmemHuge::Always, false, 0, 1), pmd);
+    assert_eq!(o(ShmemHuge::Never, true, 0, 1024), 0);
+    assert_eq!(o(ShmemHuge::Advise, false, 0, 1024), 0);
+    assert_eq!(o(ShmemHuge::Advise, true, 0, 1024), pmd);
+    assert_eq!(o(ShmemHuge::WithinSize, false, 0, 511), 0);
+    assert_eq!(o(ShmemHuge::WithinSize, false, 0, 512), pmd);
+    assert_eq!(p.mount_orders(ShmemHuge::Always, false, true, 0, 512), 0);
+    p.set_huge(ShmemHuge::Deny).unwrap();
+    assert_eq!(o(ShmemHuge::Always, false, 0, 512), 0);
+    p.set_huge(ShmemHuge::Force).unwrap();
+    assert_eq!(o(ShmemHuge::Never, false, 0, 1), pmd);
+}
