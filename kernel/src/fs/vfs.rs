@@ -353,6 +353,13 @@ pub const DT_LNK: u8 = 10;
 /// `/sys` trees, the THP sysfs tree from the registry, and the initramfs.
 pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
     let mut v: Vec<(String, u8)> = alloc::vec![(".".into(), DT_DIR), ("..".into(), DT_DIR)];
+    if let Some(names) = crate::fs::tmpfs::list(path) {
+        v.extend(names);
+        return Ok(v);
+    }
+    for name in crate::fs::tmpfs::mount_points_below(path) {
+        v.push((name, DT_DIR));
+    }
     let mut add = |names: &[&str], t: u8| {
         for n in names {
             v.push((String::from(*n), t));
@@ -372,6 +379,7 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
                     "cmdline",
                     "kpageflags",
                     "meminfo",
+                    "mounts",
                     "pagetypeinfo",
                     "swaps",
                     "vmstat",
@@ -491,7 +499,12 @@ const QUEUE_DIR: &str = "/sys/block/vda/queue";
 /// single-`show` files, EINVAL for `smaps`/`maps`/`pagemap`), debugfs's
 /// write-only file opens for reading and fails the read (EINVAL).
 pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
-    let f = open_node(me, path, flags)?;
+    open_mode(me, path, flags, 0o666)
+}
+
+/// [`open`] with the `mode` a created file gets (before the umask).
+pub fn open_mode(me: &Process, path: &str, flags: u64, mode: u32) -> Result<File, Errno> {
+    let f = open_node(me, path, flags, mode)?;
     // `O_DIRECTORY` on anything else is ENOTDIR.  `O_DIRECT` needs a file
     // system with direct I/O: none of the pseudo-files, devices or
     // directories here has it (Linux: EINVAL at open); initramfs files
@@ -505,7 +518,7 @@ pub fn open(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
     Ok(f)
 }
 
-fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
+fn open_node(me: &Process, path: &str, flags: u64, mode: u32) -> Result<File, Errno> {
     let path = absolute(me, path);
     let acc = flags & O_ACCMODE;
     let wants_write = acc == O_WRONLY || acc == O_RDWR;
@@ -518,6 +531,10 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
         );
         f
     };
+    let umask = me.umask.load(core::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = crate::fs::tmpfs::open(&path, flags, mode & !umask, wants_write, &mk) {
+        return r;
+    }
     let dir_ok = |path: &str| -> Result<File, Errno> {
         if wants_write {
             return Err(Errno::EISDIR);
@@ -531,6 +548,7 @@ fn open_node(me: &Process, path: &str, flags: u64) -> Result<File, Errno> {
             return Ok(mk(Node::BlockDev, 0o060660));
         }
         "/proc/swaps" => return Ok(mk(text(crate::mem::swap::proc_swaps()), 0o100444)),
+        "/proc/mounts" => return Ok(mk(text(crate::fs::tmpfs::proc_mounts()), 0o100444)),
         "/"
         | "/dev"
         | "/proc"
@@ -757,4 +775,38 @@ fn read_disk(pos: u64, buf: &mut [u8]) -> Result<usize, Errno> {
     f.put();
     r.map_err(|_| Errno::EIO)?;
     Ok(n)
+}
+
+/// `unlink(path)`: tmpfs files; anything else that exists is on the
+/// read-only initramfs or a pseudo file system (EROFS).
+pub fn unlink(me: &Process, path: &str) -> Result<(), Errno> {
+    let path = absolute(me, path);
+    if let Some(r) = crate::fs::tmpfs::unlink(&path) {
+        return r;
+    }
+    stat_path(me, &path)?;
+    Err(Errno::EROFS)
+}
+
+/// `mkdir(path, mode)`: on a tmpfs; elsewhere EEXIST or EROFS.
+pub fn mkdir(me: &Process, path: &str, mode: u32) -> Result<(), Errno> {
+    let path = absolute(me, path);
+    let umask = me.umask.load(core::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = crate::fs::tmpfs::mkdir(&path, mode & !umask) {
+        return r;
+    }
+    match stat_path(me, &path) {
+        Ok(_) => Err(Errno::EEXIST),
+        Err(_) => Err(Errno::EROFS),
+    }
+}
+
+/// `rmdir(path)`: on a tmpfs; elsewhere ENOENT or EROFS.
+pub fn rmdir(me: &Process, path: &str) -> Result<(), Errno> {
+    let path = absolute(me, path);
+    if let Some(r) = crate::fs::tmpfs::rmdir(&path) {
+        return r;
+    }
+    stat_path(me, &path)?;
+    Err(Errno::EROFS)
 }

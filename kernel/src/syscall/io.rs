@@ -136,7 +136,7 @@ pub(super) fn sys_rwv(p: &Process, write: bool, fd: u64, iov: u64, cnt: u64) -> 
     Ok(total)
 }
 
-pub(super) fn sys_openat(p: &Process, dirfd: u64, path: u64, flags: u64) -> R {
+pub(super) fn sys_openat(p: &Process, dirfd: u64, path: u64, flags: u64, mode: u64) -> R {
     let path = get_str(path)?;
     if path.is_empty() {
         return Err(Errno::ENOENT);
@@ -144,7 +144,7 @@ pub(super) fn sys_openat(p: &Process, dirfd: u64, path: u64, flags: u64) -> R {
     if !path.starts_with('/') && dirfd as i32 != -100 {
         p.file(dirfd)?;
     }
-    let f = vfs::open(p, &path, flags)?;
+    let f = vfs::open_mode(p, &path, flags, mode as u32 & 0o7777)?;
     p.add_file(Arc::new(f))
 }
 
@@ -173,5 +173,77 @@ pub(super) fn write_stat(addr: u64, mode: u32, size: u64) -> R {
         128
     };
     efault(arch::copy_to_user(addr, &st[..len]))?;
+    Ok(0)
+}
+
+/// A path argument of the `*at` calls: absolute, or relative to the
+/// working directory (`AT_FDCWD`); another directory descriptor is only
+/// checked to be open (paths are resolved from the working directory).
+fn at_path(p: &Process, dirfd: u64, path: u64) -> Result<String, Errno> {
+    let path = get_str(path)?;
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if !path.starts_with('/') && dirfd as i32 != -100 {
+        p.file(dirfd)?;
+    }
+    Ok(path)
+}
+
+/// `unlinkat(dirfd, path, flags)` (`unlink` is dirfd `AT_FDCWD`, flags 0).
+pub(super) fn sys_unlinkat(p: &Process, dirfd: u64, path: u64, flags: u64) -> R {
+    const AT_REMOVEDIR: u64 = 0x200;
+    if flags & !AT_REMOVEDIR != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let path = at_path(p, dirfd, path)?;
+    if flags & AT_REMOVEDIR != 0 {
+        vfs::rmdir(p, &path)?;
+    } else {
+        vfs::unlink(p, &path)?;
+    }
+    Ok(0)
+}
+
+/// `mkdirat(dirfd, path, mode)`.
+pub(super) fn sys_mkdirat(p: &Process, dirfd: u64, path: u64, mode: u64) -> R {
+    let path = at_path(p, dirfd, path)?;
+    vfs::mkdir(p, &path, mode as u32 & 0o7777)?;
+    Ok(0)
+}
+
+/// `mount(source, target, fstype, flags, data)`: `tmpfs` mounts one (its
+/// options in `data`); the pseudo file systems Linux's init mounts are
+/// accepted as already there.
+pub(super) fn sys_mount(p: &Process, target: u64, fstype: u64, data: u64) -> R {
+    let fstype = if fstype == 0 {
+        String::new()
+    } else {
+        get_str(fstype)?
+    };
+    match fstype.as_str() {
+        "sysfs" | "proc" | "debugfs" | "devtmpfs" => Ok(0),
+        "tmpfs" => {
+            let target = vfs::absolute(p, &get_str(target)?);
+            let opts = if data == 0 {
+                String::new()
+            } else {
+                get_str(data)?
+            };
+            let is_dir = vfs::open(p, &target, vfs::O_DIRECTORY).is_ok();
+            crate::fs::tmpfs::mount(&target, &opts, is_dir)?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENODEV),
+    }
+}
+
+/// `umount2(target, flags)`: tmpfs mounts only.
+pub(super) fn sys_umount2(p: &Process, target: u64, flags: u64) -> R {
+    if flags & !0xf != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let target = vfs::absolute(p, &get_str(target)?);
+    crate::fs::tmpfs::umount(&target)?;
     Ok(0)
 }

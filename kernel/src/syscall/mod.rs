@@ -125,6 +125,13 @@ enum Sys {
     Ftruncate,
     Pwrite64,
     Fallocate,
+    // tmpfs names.
+    Unlink,
+    Unlinkat,
+    Rmdir,
+    Mkdir,
+    Mkdirat,
+    Umount2,
     // System V shared memory.
     Shmget,
     Shmat,
@@ -348,8 +355,14 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
         SchedSetaffinity => idcalls::sched_setaffinity(p, a[0], a[1], a[2]),
         Write => sys_write(p, fd(a[0]), a[1], a[2]),
         Readv | Writev => sys_rwv(p, s == Writev, fd(a[0]), a[1], a[2]),
-        Open => sys_openat(p, -100i64 as u64, a[0], a[1]),
-        Openat => sys_openat(p, a[0], a[1], a[2]),
+        Open => sys_openat(p, -100i64 as u64, a[0], a[1], a[2]),
+        Openat => sys_openat(p, a[0], a[1], a[2], a[3]),
+        Unlink => sys_unlinkat(p, -100i64 as u64, a[0], 0),
+        Rmdir => sys_unlinkat(p, -100i64 as u64, a[0], 0x200),
+        Unlinkat => sys_unlinkat(p, a[0], a[1], a[2]),
+        Mkdir => sys_mkdirat(p, -100i64 as u64, a[0], a[1]),
+        Mkdirat => sys_mkdirat(p, a[0], a[1], a[2]),
+        Umount2 => sys_umount2(p, a[0], a[1]),
         Close => p.close(fd(a[0])).map(|_| 0),
         Fstat => {
             let f = p.file(fd(a[0]))?;
@@ -521,17 +534,7 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
                 _ => Err(Errno::ENOTTY),
             }
         }
-        Mount => {
-            let fstype = if a[2] == 0 {
-                String::new()
-            } else {
-                get_str(a[2])?
-            };
-            match fstype.as_str() {
-                "sysfs" | "proc" | "debugfs" | "devtmpfs" => Ok(0),
-                _ => Err(Errno::ENODEV),
-            }
-        }
+        Mount => sys_mount(p, a[1], a[2], a[4]),
         Reboot => {
             if a[0] != 0xfee1_dead
                 || !matches!(a[1], 672_274_793 | 85_072_278 | 369_367_448 | 537_993_216)

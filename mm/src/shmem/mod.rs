@@ -166,9 +166,11 @@ impl<'a> Shmem<'a> {
         }
     }
 
-    /// [`Self::with_gauges`] for a file of a tmpfs mounted with `huge`.
+    /// An empty file of a tmpfs mounted with `huge`, counted in
+    /// `gauges`; sealed with `F_SEAL_SEAL` as Linux's non-memfd shmem
+    /// files.
     pub fn on_mount(gauges: Option<&'a ShmemGauges>, huge: policy::ShmemHuge) -> Self {
-        Self::build(0, 0, gauges, Some(huge))
+        Self::build(0, F_SEAL_SEAL, gauges, Some(huge))
     }
 
     /// The `huge=` option of the object's tmpfs mount (`None`: anonymous

@@ -531,6 +531,30 @@ pub fn mount_pseudo_fs() {
     m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
 }
 
+/// tmpfs at `/tmp` and `/dev/shm`, mode 1777, as a distribution's init
+/// mounts them on Linux (this kernel mounts both itself).
+pub fn mount_tmpfs_dirs() {
+    for (dir, opts) in [
+        (&b"/tmp\0"[..], &b"mode=1777\0"[..]),
+        (&b"/dev/shm\0"[..], &b"mode=1777\0"[..]),
+    ] {
+        sys::syscall(
+            sys::nr::MKDIRAT,
+            &[-100isize as usize, dir.as_ptr() as usize, 0o1777],
+        );
+        sys::syscall(
+            sys::nr::MOUNT,
+            &[
+                c"tmpfs".as_ptr() as usize,
+                dir.as_ptr() as usize,
+                c"tmpfs".as_ptr() as usize,
+                0,
+                opts.as_ptr() as usize,
+            ],
+        );
+    }
+}
+
 /// [`mount_pseudo_fs`] when this program is init and `/proc` is not there
 /// yet (init on Linux without `linux-init`).  Returns whether it mounted,
 /// so such a program knows to power off at the end; on this kernel the

@@ -86,6 +86,9 @@ pub mod nr {
     pub const SETUID: usize = 105;
     pub const MEMFD_CREATE: usize = 319;
     pub const SHMGET: usize = 29;
+    pub const UMOUNT2: usize = 166;
+    pub const MKDIRAT: usize = 258;
+    pub const UNLINKAT: usize = 263;
     pub const SHMAT: usize = 30;
     pub const SHMCTL: usize = 31;
     pub const SHMDT: usize = 67;
@@ -174,6 +177,9 @@ pub mod nr {
     pub const SETUID: usize = 146;
     pub const MEMFD_CREATE: usize = 279;
     pub const SHMGET: usize = 194;
+    pub const UMOUNT2: usize = 39;
+    pub const MKDIRAT: usize = 34;
+    pub const UNLINKAT: usize = 35;
     pub const SHMCTL: usize = 195;
     pub const SHMAT: usize = 196;
     pub const SHMDT: usize = 197;

@@ -4,7 +4,8 @@
 //! the `mthp_init=/path` word of the kernel command line (Linux hands
 //! unknown `key=value` words to the first process as environment strings),
 //! keeping pid 1, its other arguments and its environment.  So a program
-//! sees the same files on Linux as on our kernel.  Not used on our kernel
+//! sees the same files on Linux as on our kernel.  tmpfs goes on `/tmp`
+//! and `/dev/shm`, as a distribution's init mounts them.  Not used on our kernel
 //! (which has no execve).
 //!
 //! Before that, for the swap disk: devtmpfs goes on `/dev` (Debian's
@@ -90,6 +91,8 @@ const MAX: usize = 64;
 fn main(args: &Args) -> i32 {
     mthp_user::mount_pseudo_fs();
     load_modules();
+    // After devtmpfs went on /dev (in load_modules).
+    mthp_user::mount_tmpfs_dirs();
 
     // The strings below all live in the initial stack, NUL-terminated in
     // place, so their addresses can be handed to execve as they are.

@@ -677,3 +677,210 @@ fn sysv_pmd_body(id: isize) -> TestResult {
     );
     Ok(Outcome::Pass)
 }
+
+// ------------------------------------------------------------------ tmpfs
+
+const O_CREAT: usize = 0o100;
+const O_EXCL: usize = 0o200;
+const AT_FDCWD: usize = -100isize as usize;
+const MNT: &[u8] = b"/tmp/mthp-tmpfs\0";
+
+fn openat_mode(path: &[u8], flags: usize, mode: usize) -> isize {
+    sys::syscall(
+        sys::nr::OPENAT,
+        &[AT_FDCWD, path.as_ptr() as usize, flags, mode],
+    )
+}
+
+fn mount_tmpfs(target: &[u8], opts: &[u8]) -> isize {
+    sys::syscall(
+        sys::nr::MOUNT,
+        &[
+            c"tmpfs".as_ptr() as usize,
+            target.as_ptr() as usize,
+            c"tmpfs".as_ptr() as usize,
+            0,
+            opts.as_ptr() as usize,
+        ],
+    )
+}
+
+fn umount(target: &[u8]) -> isize {
+    sys::syscall(sys::nr::UMOUNT2, &[target.as_ptr() as usize, 0])
+}
+
+fn unlink(path: &[u8]) -> isize {
+    sys::syscall(sys::nr::UNLINKAT, &[AT_FDCWD, path.as_ptr() as usize, 0])
+}
+
+/// The frame `va` maps, from `/proc/self/pagemap` (root sees frames).
+fn pfn_of(va: usize) -> Option<u64> {
+    let fd = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
+    if fd < 0 {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    let n = pread(fd, &mut b, va / 4096 * 8);
+    sys::close(fd as i32);
+    let e = u64::from_le_bytes(b);
+    (n == 8 && e >> 63 == 1).then_some(e & ((1 << 55) - 1))
+}
+
+/// A tmpfs mounted with `huge=` (`always` / `never`): a 4 MiB file mapped
+/// shared at a 2 MiB-aligned address is PMD-mapped only under `always`
+/// (`ShmemPmdMapped`); a second mapping of the file at another address in
+/// the same process maps the same frames, and a forked child that opens
+/// the file by name and maps it sees the data and writes the parent sees;
+/// the file's data outlives its name while mapped; `mkdir`, `O_EXCL`,
+/// `unlink` and `umount2` answer as Linux.
+fn tmpfs_mount_case(huge: &[u8], pmd: bool) -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let r = sys::syscall(sys::nr::MKDIRAT, &[AT_FDCWD, MNT.as_ptr() as usize, 0o755]);
+    ensure!(r == 0 || e(r) == sys::EEXIST, "mkdir {:?}: {r}", MNT);
+    let r = mount_tmpfs(MNT, huge);
+    if r < 0 {
+        return skip(mthp_user::Msg::new(format_args!(
+            "mount tmpfs: errno {}",
+            -r
+        )));
+    }
+    let res = tmpfs_file(pmd);
+    ensure!(umount(MNT) == 0, "umount2");
+    res
+}
+
+fn tmpfs_file(pmd: bool) -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let path = b"/tmp/mthp-tmpfs/f\0";
+    let fd = openat_mode(path, sys::O_RDWR | O_CREAT | O_EXCL, 0o600);
+    ensure!(fd >= 0, "open(O_CREAT|O_EXCL): {fd}");
+    ensure!(
+        e(openat_mode(path, sys::O_RDWR | O_CREAT | O_EXCL, 0o600)) == sys::EEXIST,
+        "second O_CREAT|O_EXCL not EEXIST"
+    );
+    let len = 2 * SZ_2M;
+    ensure!(ftruncate(fd, len as isize) == 0, "ftruncate");
+    let hole = map_aligned(len, SZ_2M)?;
+    let a = map_fd(hole.addr, len, sys::PROT_READ | sys::PROT_WRITE, fd, true);
+    if a != hole.addr as isize {
+        unmap(&hole);
+        sys::close(fd as i32);
+        fail!("mmap of the tmpfs file: {a}");
+    }
+    let m = Mem {
+        addr: hole.addr,
+        len,
+    };
+    fill(&m, 0x3c);
+    let pmd_kb = smaps_field(m.addr, b"ShmemPmdMapped:");
+    // A second mapping anywhere: the same frames.
+    let b = map_fd(0, len, sys::PROT_READ, fd, false);
+    let same = b > 0 && {
+        let second = Mem {
+            addr: b as usize,
+            len,
+        };
+        (0..len).step_by(SZ_2M / 2).all(|off| {
+            // Faulted in by the read first.
+            second.peek64(off) == m.peek64(off)
+                && pfn_of(m.addr + off).is_some_and(|p| Some(p) == pfn_of(b as usize + off))
+        })
+    };
+    if b > 0 {
+        unmap(&Mem {
+            addr: b as usize,
+            len,
+        });
+    }
+    sys::close(fd as i32);
+    let half = len / 2;
+    let status = in_child(|| {
+        let fd = sys::open(b"/tmp/mthp-tmpfs/f\0", sys::O_RDWR);
+        if fd < 0 {
+            return 2;
+        }
+        let c = map_fd(0, len, sys::PROT_READ | sys::PROT_WRITE, fd, false);
+        sys::close(fd as i32);
+        if c <= 0 {
+            return 3;
+        }
+        let other = Mem {
+            addr: c as usize,
+            len,
+        };
+        if verify(&other, 0, half, 0x3c).is_some() {
+            return 4;
+        }
+        let mut off = 0;
+        while off < half {
+            other.poke64(half + off, pattern(off, 0x5e));
+            off += 4096;
+        }
+        0
+    })?;
+    // The name goes; the mapping keeps the data.
+    let un = unlink(path);
+    let gone = e(sys::open(path, sys::O_RDONLY));
+    let mut bad = verify(&m, 0, half, 0x3c);
+    let mut off = 0;
+    while bad.is_none() && off < half {
+        if m.peek64(half + off) != pattern(off, 0x5e) {
+            bad = Some(half + off);
+        }
+        off += 4096;
+    }
+    unmap(&m);
+    ensure!(
+        wifexited(status) && wexitstatus(status) == 0,
+        "child failed (status {status:#x})"
+    );
+    ensure!(bad.is_none(), "wrong data at {bad:?}");
+    ensure!(
+        un == 0 && gone == sys::ENOENT,
+        "unlink {un}, reopen errno {gone}"
+    );
+    ensure!(same, "two mappings of one tmpfs file map different frames");
+    let want = if pmd { (len >> 10) as u64 } else { 0 };
+    ensure!(
+        pmd_kb == Some(want),
+        "ShmemPmdMapped {pmd_kb:?} kB, expected {want}"
+    );
+    Ok(Outcome::Pass)
+}
+
+pub(crate) fn tmpfs_huge_always() -> TestResult {
+    tmpfs_mount_case(b"huge=always\0", true)
+}
+
+pub(crate) fn tmpfs_huge_never() -> TestResult {
+    tmpfs_mount_case(b"huge=never\0", false)
+}
+
+/// `/dev/shm` is a tmpfs (where glibc's `shm_open` puts its files): a
+/// file created there can be written, read back through a mapping,
+/// listed and unlinked; a bad mount option is EINVAL.
+pub(crate) fn tmpfs_dev_shm() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let path = b"/dev/shm/mthp-test\0";
+    let _ = unlink(path);
+    let fd = openat_mode(path, sys::O_RDWR | O_CREAT, 0o644);
+    ensure!(fd >= 0, "open /dev/shm file: {fd}");
+    let data = *b"mthp tmpfs data!";
+    let w = pwrite(fd, &data, 8192);
+    let a = map_fd(0, 3 * 4096, sys::PROT_READ, fd, false);
+    sys::close(fd as i32);
+    ensure!(w == data.len() as isize, "pwrite: {w}");
+    ensure!(a > 0, "mmap: {a}");
+    let m = Mem {
+        addr: a as usize,
+        len: 3 * 4096,
+    };
+    let got = m.peek64(8192).to_le_bytes();
+    unmap(&m);
+    ensure!(got == data[..8], "mapping reads {got:?}");
+    ensure!(unlink(path) == 0, "unlink");
+    ensure!(e(unlink(path)) == sys::ENOENT, "second unlink not ENOENT");
+    let r = mount_tmpfs(MNT, b"huge=sometimes\0");
+    ensure!(e(r) == sys::EINVAL, "mount with huge=sometimes: {r}");
+    Ok(Outcome::Pass)
+}
