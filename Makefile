@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-cow bench-scale profile matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-cow bench-shmem bench-scale profile matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -127,6 +127,11 @@ bench-frag: deps
 ## 6.12 (issue 16; ICOUNT=1: arm64 instructions): target/bench/bench-migrate-*.md.
 bench-migrate: deps
 	$(RUNNER) bench --migrate --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+
+## Fault-in of MAP_SHARED|MAP_ANONYMOUS memory at 4K/64K/2M, ours vs Linux
+## 6.12 (issue 18; ICOUNT=1: arm64 instructions): target/bench/bench-shmem-*.md.
+bench-shmem: deps
+	$(RUNNER) bench --shmem --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
 
 ## Fork + one write per 64K in the child (issue 17): the child's translation
 ## entries, rewrite time and extra memory with large COW, 4K COW and Linux

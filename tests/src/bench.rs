@@ -441,6 +441,95 @@ pub fn cow_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
     side_by_side(arches, accel, quick, false, "bench-cow", &boots, cow_tables)
 }
 
+/// `runner bench --shmem` (issue 18): fault-in of `MAP_SHARED|
+/// MAP_ANONYMOUS` memory with 4K, 64K and 2M shmem folios, ours against
+/// Linux 6.12 ([`shmem_tables`]); with `icount`, instructions per fault.
+pub fn shmem_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+    let boots = || {
+        vec![Boot {
+            label: "shfault",
+            cmdline: format!(
+                "init=/bench bench.work=shfault bench.configs=4K,64K,2M bench.sizes=256 bench.runs={}",
+                if quick { 1 } else { 3 }
+            ),
+            extra: if icount {
+                vec!["-icount".into(), "shift=0".into()]
+            } else {
+                Vec::new()
+            },
+            disk: None,
+            mem: None,
+            numa: 0,
+        }]
+    };
+    side_by_side(
+        arches,
+        accel,
+        quick,
+        icount,
+        "bench-shmem",
+        &boots,
+        shmem_tables,
+    )
+}
+
+/// Shared anonymous fault-in tables: per folio size, faults and ms per
+/// GiB, ours beside Linux 6.12; under `-icount shift=0` guest ns per fault
+/// are instructions (+ idle) per fault on both kernels, and ours also from
+/// its INST_RETIRED counter.
+fn shmem_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    let Some(mib) = r.recs.iter().find(|x| x.work == "shfault").map(|x| x.mib) else {
+        let _ = writeln!(
+            s,
+            "## {} shared-memory fault-in: no figures\n",
+            r.arch.name()
+        );
+        info_lines(&mut s, r, None, &["skip shfault"]);
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "## {} fault-in of MAP_SHARED|MAP_ANONYMOUS memory, {} MiB region — ours ({}) vs {}; {} ({})\n",
+        r.arch.name(),
+        mib,
+        r.kernel,
+        linux_name,
+        accel_desc(r),
+        r.qemu
+    );
+    let _ = writeln!(
+        s,
+        "One write per 4K page of a 2 MiB-aligned shared anonymous mapping; the folio size is chosen with the per-size `shmem_enabled` knobs (that size `always`, the rest and the top level `never`); median (min–max) of the runs. Under -icount shift=0 ns per fault = instructions (+ idle) per fault on both kernels.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| size | faults/GiB ours | Linux | ms/GiB ours | Linux | ours/Linux | instr/fault ours | ns/fault ours | Linux | ours/Linux |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for cfg in ["4K", "64K", "2M"] {
+        let g = |m: &str| r.get("shfault", cfg, mib, m);
+        let l = |m: &str| lx.and_then(|x| x.get("shfault", cfg, mib, m));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cfg,
+            cell(g("faults_per_gib")),
+            cell(l("faults_per_gib")),
+            cell(g("ms_per_gib")),
+            cell(l("ms_per_gib")),
+            ratio(g("ms_per_gib"), l("ms_per_gib")),
+            cell(g("pmu:instructions_per_fault")),
+            cell(g("ns_per_fault")),
+            cell(l("ns_per_fault")),
+            ratio(g("ns_per_fault"), l("ns_per_fault")),
+        );
+    }
+    s.push('\n');
+    info_lines(&mut s, r, lx, &["skip shfault"]);
+    s
+}
+
 /// Large COW tables: per folio size, the child's translation entries after
 /// one write per 64K, the time of those writes and of a full rewrite, and
 /// the memory the copies took: ours with large COW, ours with 4K COW,

@@ -11,6 +11,7 @@
 //! runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]  # fault orders after fragmenting churn, with and without compaction, ours vs Linux 6.12 (bench.rs)
 //! runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # move_pages between two NUMA nodes, ours vs Linux 6.12 (bench.rs)
 //! runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]  # fork + one write per 64K in the child: large COW, 4K COW, Linux 6.12 (bench.rs)
+//! runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # MAP_SHARED|MAP_ANONYMOUS fault-in at 4K/64K/2M, ours vs Linux 6.12 (bench.rs)
 //! runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]  # page-fault scaling and TLB shootdowns, -smp 2, ours vs Linux 6.12 (scale.rs)
 //! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
 //! ```
@@ -114,7 +115,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -145,6 +146,7 @@ fn main() -> ExitCode {
     let mut frag = false;
     let mut migrate = false;
     let mut cow = false;
+    let mut shmem = false;
     let mut smp = 1u32;
     let mut numa: Option<u32> = None;
     let mut features = String::new();
@@ -173,6 +175,7 @@ fn main() -> ExitCode {
             "--frag" => frag = true,
             "--migrate" => migrate = true,
             "--cow" => cow = true,
+            "--shmem" => shmem = true,
             "--numa" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n @ 1..=8) => numa = Some(n),
                 _ => {
@@ -359,6 +362,10 @@ fn main() -> ExitCode {
             if cow {
                 // Fork + one write per 64K in the child, both kernels (bench.rs).
                 return bench::cow_compare(&arches, accel, quick);
+            }
+            if shmem {
+                // Shared anonymous fault-in, both kernels (bench.rs).
+                return bench::shmem_compare(&arches, accel, quick, icount);
             }
             if linux {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).

@@ -100,6 +100,10 @@ const W_MIGRATE: u32 = 256;
 /// translation entries, rewrite time and extra memory, with large COW and
 /// with 4K COW (`transparent_hugepage/large_cow`); not in the default set.
 const W_COW: u32 = 512;
+/// Fault-in of shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`) per
+/// folio size, chosen by the per-size `shmem_enabled` knobs (issue 18);
+/// not in the default set.
+const W_SHFAULT: u32 = 1024;
 
 struct Opts {
     sizes: List,
@@ -151,6 +155,7 @@ impl Opts {
                         b"frag" => W_FRAG,
                         b"migrate" => W_MIGRATE,
                         b"cow" => W_COW,
+                        b"shfault" => W_SHFAULT,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -774,6 +779,146 @@ fn run_config(cx: &mut Ctx, kb: usize, mib: usize) {
             "bench-info tlb_entries unavailable: no TlbEntries line in /proc/self/smaps (not the mthp kernel)"
         );
     }
+}
+
+/// The shmem knobs [`bench_shfault`] changes, to put back.
+struct ShmemKnobs {
+    top: [u8; 16],
+    sizes: [[u8; 16]; 9],
+}
+
+impl ShmemKnobs {
+    fn save() -> ShmemKnobs {
+        let mut buf = [0u8; 128];
+        let mut k = ShmemKnobs {
+            top: [0; 16],
+            sizes: [[0; 16]; 9],
+        };
+        if let Ok(n) = read_file(path!("{THP}/shmem_enabled").c(), &mut buf) {
+            k.top = word16(selected(&buf[..n]));
+        }
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(), &mut buf) {
+                k.sizes[i] = word16(selected(&buf[..n]));
+            }
+        }
+        k
+    }
+
+    fn restore(&self) {
+        for (i, kb) in SIZES_KB.iter().enumerate() {
+            if !unword(&self.sizes[i]).is_empty() {
+                let _ = write_file(
+                    path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(),
+                    unword(&self.sizes[i]),
+                );
+            }
+        }
+        if !unword(&self.top).is_empty() {
+            let _ = write_file(path!("{THP}/shmem_enabled").c(), unword(&self.top));
+        }
+    }
+}
+
+/// Let shared anonymous faults use exactly folio size `kb` (4: base pages
+/// only): that size's `shmem_enabled` `always`, every other `never`, the
+/// top level `never`.
+fn set_shmem_config(kb: usize) -> Result<(), Msg> {
+    if kb != 4
+        && read_file(
+            path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(),
+            &mut [0u8; 64],
+        )
+        .is_err()
+    {
+        return Err(Msg::new(format_args!(
+            "no hugepages-{kb}kB/shmem_enabled here"
+        )));
+    }
+    for s in SIZES_KB {
+        let w: &[u8] = if s == kb { b"always" } else { b"never" };
+        match write_file(path!("{THP}/hugepages-{s}kB/shmem_enabled").c(), w) {
+            Ok(()) | Err(sys::ENOENT) => {}
+            Err(e) => {
+                return Err(Msg::new(format_args!(
+                    "cannot write hugepages-{s}kB/shmem_enabled: {}",
+                    errno_name(e)
+                )));
+            }
+        }
+    }
+    write_file(path!("{THP}/shmem_enabled").c(), b"never").map_err(|e| {
+        Msg::new(format_args!(
+            "cannot write {THP}/shmem_enabled: {}",
+            errno_name(e)
+        ))
+    })
+}
+
+/// Fault-in of a `MAP_SHARED|MAP_ANONYMOUS` region of `mib` MiB (2 MiB
+/// aligned) with shmem folios of `kb`, one write per 4K page: ms per GiB,
+/// faults, ns and counter events per fault (`shfault` figures; the same
+/// metrics as `fault`).
+fn bench_shfault(cx: &mut Ctx, kb: usize, mib: usize) {
+    let cfg = Cfg(kb, "");
+    let saved = ShmemKnobs::save();
+    if let Err(m) = set_shmem_config(kb) {
+        println!("bench-info skip shfault {} {} {}", cfg, mib, m);
+        saved.restore();
+        return;
+    }
+    let len = mib * MIB;
+    let gib = len as f64 / (1u64 << 30) as f64;
+    let (mut f_ms, mut f_nr, mut f_ns) = (Samples::new(), Samples::new(), Samples::new());
+    let mut p_fault = PmuSamples::new();
+    for _ in 0..cx.opts.runs {
+        let addr = match map_region(len).and_then(|hole| {
+            let a = sys::mmap(
+                hole,
+                len,
+                sys::PROT_READ | sys::PROT_WRITE,
+                sys::MAP_SHARED | sys::MAP_ANONYMOUS | sys::MAP_FIXED,
+                -1,
+                0,
+            );
+            if a < 0 {
+                Err(-(a as i32))
+            } else {
+                Ok(a as usize)
+            }
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                println!(
+                    "bench-info skip shfault {} {} shared mmap failed: {}",
+                    cfg,
+                    mib,
+                    errno_name(e)
+                );
+                break;
+            }
+        };
+        let on = cx.perf.start("start both");
+        let f0 = minflt();
+        let t0 = now_ns();
+        touch(addr, len);
+        let t1 = now_ns();
+        let faults = minflt() - f0;
+        let rep = if on { cx.perf.stop(cx.buf) } else { None };
+        let ns = (t1 - t0) as f64;
+        f_ms.push(ns / 1e6 / gib);
+        f_nr.push(faults as f64 / gib);
+        if faults > 0 {
+            f_ns.push(ns / faults as f64);
+            p_fault.add(&rep, faults);
+        }
+        sys::munmap(addr, len);
+    }
+    saved.restore();
+    emit("shfault", &cfg, mib, "ms_per_gib", &f_ms);
+    emit("shfault", &cfg, mib, "faults_per_gib", &f_nr);
+    emit("shfault", &cfg, mib, "ns_per_fault", &f_ns);
+    p_fault.emit("shfault", &cfg, mib, "fault");
 }
 
 /// Runs of the collapse and copy figures at least: each takes about a
@@ -1850,7 +1995,7 @@ fn bench_main(args: &Args) -> i32 {
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
     // Not for the swap workloads alone: the pressure set is larger than RAM.
-    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW) != 0
+    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW | W_SHFAULT) != 0
         && let Ok(a) = map_region(max_mib * MIB)
     {
         touch(a, max_mib * MIB);
@@ -1891,6 +2036,13 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_COW != 0 {
         bench_cow(&mut cx);
+    }
+    if o.work & W_SHFAULT != 0 {
+        for &mib in o.sizes.items() {
+            for &kb in o.configs.items() {
+                bench_shfault(&mut cx, kb, mib);
+            }
+        }
     }
     saved.restore();
     println!("bench done");
