@@ -174,6 +174,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if index >= size_pages {
             return Err(Fault::Sigbus);
         }
+        let seen = obj.generation();
         let (first, f) = match obj.find(index) {
             Some(hit) => hit,
             None => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
@@ -182,11 +183,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // A truncate or hole punch may have run since the lookup: it
         // changes the size or the cache first and unmaps after (twice, as
         // Linux's `truncate_pagecache`), so checking both again under the
-        // page-table lock leaves no mapping of a dropped page behind.
+        // page-table lock leaves no mapping of a dropped page behind (the
+        // cache only when a removal ran since the lookup).
         if index >= obj.size_pages() {
             return Err(Fault::Sigbus);
         }
-        if obj.find(index).is_none_or(|(_, g)| g.pfn() != f.pfn()) {
+        if obj.generation() != seen && obj.find(index).is_none_or(|(_, g)| g.pfn() != f.pfn()) {
             return Ok(());
         }
         self.shmem_map(vma, &mut pt, va, first, &f, access)
@@ -242,17 +244,24 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         ctx.mem.zero(f.pa(), f.size());
         let order = f.order();
+        let ours = f.get_ref();
         // On Err another fault cached this index meanwhile: its folio
         // serves (ours is freed here).
-        if obj.insert(index, f).is_ok() {
-            if order > 0 {
-                stats.inc(order, MthpStat::ShmemAlloc);
+        match obj.insert(index, f) {
+            Ok(first) => {
+                if order > 0 {
+                    stats.inc(order, MthpStat::ShmemAlloc);
+                }
+                if order == PMD_ORDER {
+                    stats.count(VmEvent::ThpFileAlloc);
+                }
+                Ok((first, ours))
             }
-            if order == PMD_ORDER {
-                stats.count(VmEvent::ThpFileAlloc);
+            Err(_) => {
+                drop(ours);
+                obj.find(index).ok_or(Fault::Sigbus)
             }
         }
-        obj.find(index).ok_or(Fault::Sigbus)
     }
 
     /// Map folio `f` (first object index `first`) around `va` in `vma`.

@@ -29,8 +29,8 @@
 pub mod policy;
 #[cfg(test)]
 mod tests;
+mod xarray;
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -106,6 +106,11 @@ pub struct Shmem<'a> {
     /// `None` for anonymous shmem (`MAP_SHARED|MAP_ANONYMOUS`, memfd,
     /// System V), which follows the per-size `shmem_enabled` knobs.
     mount_huge: Option<policy::ShmemHuge>,
+    /// Bumped (under the lock) whenever a folio leaves the cache or is
+    /// replaced: a fault that saw the same value before its lookup and
+    /// under its page-table lock knows its folio is still cached
+    /// ([`Self::generation`]).
+    removals: AtomicU64,
     inner: Mutex<Inner<'a>>,
     /// Where the cached pages are counted, if anywhere.
     gauges: Option<&'a ShmemGauges>,
@@ -114,8 +119,9 @@ pub struct Shmem<'a> {
 struct Inner<'a> {
     /// Bytes (`i_size`).
     size: u64,
-    /// First page index → folio (holding the cache's reference).
-    folios: BTreeMap<u64, FolioRef<'a>>,
+    /// Page index → folio (holding the cache's reference), large folios
+    /// as one entry.
+    folios: xarray::FolioIndex<'a>,
     /// Pages cached (sum of the folios' page counts).
     pages: u64,
     /// `F_SEAL_*` bits.
@@ -157,9 +163,10 @@ impl<'a> Shmem<'a> {
             gauges,
             id: NEXT_ID.fetch_add(1, Relaxed),
             mount_huge,
+            removals: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 size,
-                folios: BTreeMap::new(),
+                folios: xarray::FolioIndex::new(),
                 pages: 0,
                 seals,
             }),
@@ -177,6 +184,17 @@ impl<'a> Shmem<'a> {
     /// shmem).
     pub fn mount_huge(&self) -> Option<policy::ShmemHuge> {
         self.mount_huge
+    }
+
+    /// The removal generation: unchanged between two reads means no
+    /// folio left the cache or was replaced in between.
+    pub fn generation(&self) -> u64 {
+        self.removals.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.removals
+            .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
     }
 
     /// A unique identifier (the VMAs mapping the object name it).
@@ -264,12 +282,11 @@ impl<'a> Shmem<'a> {
         let nr = f.nr_pages();
         let first = index & !(nr - 1);
         let mut g = self.inner.lock();
-        if g.overlaps(first, nr) {
-            return Err(f);
-        }
+        // Flags first: `f` is unreachable until inserted.  Given back, it
+        // is freed by the caller (the allocator rewrites a frame's flags).
         f.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
+        g.folios.insert(first, f)?;
         g.pages += nr;
-        g.folios.insert(first, f);
         if let Some(c) = self.gauges {
             c.add_folio(nr, 1);
         }
@@ -279,7 +296,7 @@ impl<'a> Shmem<'a> {
     /// Every cached folio with its first index (references for the caller).
     pub fn folios(&self) -> Vec<(u64, FolioRef<'a>)> {
         let g = self.inner.lock();
-        g.folios.iter().map(|(&i, f)| (i, f.clone())).collect()
+        g.folios.iter().map(|(i, f)| (i, f.clone())).collect()
     }
 
     /// Remove the pages `[start, end)` (page indices) from the cache, as
@@ -299,11 +316,12 @@ impl<'a> Shmem<'a> {
         let mut out = Truncated::default();
         let mut gone = Vec::new();
         let mut g = self.inner.lock();
+        self.bump();
         let keys: Vec<u64> = g.keys_overlapping(start, end);
         for first in keys {
-            let nr = g.folios[&first].nr_pages();
+            let nr = g.folios.get(first).expect("listed").nr_pages();
             if first >= start && first + nr <= end {
-                let f = g.folios.remove(&first).expect("listed");
+                let f = g.folios.remove(first).expect("listed");
                 g.pages -= nr;
                 if let Some(c) = self.gauges {
                     c.add_folio(nr, -1);
@@ -311,7 +329,7 @@ impl<'a> Shmem<'a> {
                 gone.push(f);
                 out.removed += 1;
             } else {
-                let f = &g.folios[&first];
+                let f = &g.folios.get(first).expect("listed");
                 let (s, e) = (start.max(first), end.min(first + nr));
                 mem.zero(f.pa() + ((s - first) << PAGE_SHIFT), (e - s) << PAGE_SHIFT);
                 out.zeroed += 1;
@@ -351,12 +369,13 @@ impl<'a> Shmem<'a> {
     ) -> (Truncated, Vec<FolioRef<'a>>) {
         let (mut out, mut gone) = self.remove_range(start, end, mem);
         let mut g = self.inner.lock();
+        self.bump();
         for first in g.keys_overlapping(start, end) {
-            let nr = g.folios[&first].nr_pages();
+            let nr = g.folios.get(first).expect("listed").nr_pages();
             if nr == 1 || (first >= start && first + nr <= end) {
                 continue;
             }
-            let f = g.folios[&first].folio();
+            let f = g.folios.get(first).expect("listed").folio();
             // Only the cache's reference, and nobody mapping it.
             if f.refcount() != 1 || f.is_mapped() {
                 continue;
@@ -364,7 +383,7 @@ impl<'a> Shmem<'a> {
             let Some(lock) = f.try_lock() else {
                 continue;
             };
-            let old = g.folios.remove(&first).expect("listed");
+            let old = g.folios.remove(first).expect("listed");
             let _ = old.into_raw();
             if let Some(c) = self.gauges {
                 c.add_folio(nr, -1);
@@ -384,7 +403,9 @@ impl<'a> Shmem<'a> {
                     if let Some(c) = self.gauges {
                         c.add_folio(1, 1);
                     }
-                    g.folios.insert(idx, p);
+                    if g.folios.insert(idx, p).is_err() {
+                        unreachable!("a piece of the folio just removed");
+                    }
                 }
             }
             out.split += 1;
@@ -398,7 +419,8 @@ impl<'a> Shmem<'a> {
     /// index order, covering the same pages).
     pub fn replace_split(&self, first: u64, pieces: Vec<FolioRef<'a>>) {
         let mut g = self.inner.lock();
-        let old = g.folios.remove(&first);
+        self.bump();
+        let old = g.folios.remove(first);
         if let (Some(c), Some(o)) = (self.gauges, old.as_ref()) {
             c.add_folio(o.nr_pages(), -1);
             for p in &pieces {
@@ -414,7 +436,9 @@ impl<'a> Shmem<'a> {
         for p in pieces {
             p.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
             let nr = p.nr_pages();
-            g.folios.insert(i, p);
+            if g.folios.insert(i, p).is_err() {
+                unreachable!("a piece of the folio just removed");
+            }
             i += nr;
         }
     }
@@ -516,12 +540,11 @@ impl<'a> Shmem<'a> {
 
 impl<'a> Inner<'a> {
     fn find(&self, index: u64) -> Option<(u64, &FolioRef<'a>)> {
-        let (&first, f) = self.folios.range(..=index).next_back()?;
-        (index < first + f.nr_pages()).then_some((first, f))
+        self.folios.find(index)
     }
 
     fn overlaps(&self, first: u64, nr: u64) -> bool {
-        self.find(first).is_some() || self.folios.range(first..first + nr).next().is_some()
+        self.folios.overlaps(first, nr)
     }
 
     fn keys_overlapping(&self, start: u64, end: u64) -> Vec<u64> {
@@ -529,8 +552,8 @@ impl<'a> Inner<'a> {
         head.into_iter()
             .chain(
                 self.folios
-                    .range(start..end)
-                    .map(|(&k, _)| k)
+                    .heads_in(start, end)
+                    .into_iter()
                     .filter(|&k| Some(k) != head),
             )
             .collect()
@@ -540,7 +563,7 @@ impl<'a> Inner<'a> {
 impl Drop for Shmem<'_> {
     fn drop(&mut self) {
         let g = self.inner.get_mut();
-        for f in g.folios.values() {
+        for (_, f) in g.folios.iter() {
             if let Some(c) = self.gauges {
                 c.add_folio(f.nr_pages(), -1);
             }

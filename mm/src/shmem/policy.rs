@@ -189,20 +189,22 @@ impl ShmemPolicy {
         if nohugepage || top == ShmemHuge::Deny {
             return 0;
         }
-        let inherit = orders_with(w, ShmemOrderMode::Inherit);
+        // One pass over the word (this runs on every shmem fault).
+        let masks = order_masks(w);
+        let inherit = masks[ShmemOrderMode::Inherit as usize];
         if top == ShmemHuge::Force {
             return inherit;
         }
         let within = |o: u32| (index + 1).next_multiple_of(1 << o) <= size_pages;
-        let mut mask = orders_with(w, ShmemOrderMode::Always);
-        let ws = orders_with(w, ShmemOrderMode::WithinSize);
+        let mut mask = masks[ShmemOrderMode::Always as usize];
+        let ws = masks[ShmemOrderMode::WithinSize as usize];
         for o in 0..=PMD_ORDER {
             if ws & (1 << o) != 0 && within(o) {
                 mask |= 1 << o;
             }
         }
         if hugepage {
-            mask |= orders_with(w, ShmemOrderMode::Advise);
+            mask |= masks[ShmemOrderMode::Advise as usize];
         }
         let inherit_on = match top {
             ShmemHuge::Always => true,
@@ -267,9 +269,17 @@ fn order_of(w: u64, order: u32) -> ShmemOrderMode {
 }
 
 fn orders_with(w: u64, m: ShmemOrderMode) -> u32 {
-    (SHMEM_MIN_ORDER..=PMD_ORDER)
-        .filter(|&o| order_of(w, o) == m)
-        .fold(0, |acc, o| acc | 1 << o)
+    order_masks(w)[m as usize]
+}
+
+/// The orders of each per-size setting, indexed by `ShmemOrderMode as
+/// usize`.
+fn order_masks(w: u64) -> [u32; ShmemOrderMode::WORDS.len()] {
+    let mut m = [0u32; ShmemOrderMode::WORDS.len()];
+    for o in SHMEM_MIN_ORDER..=PMD_ORDER {
+        m[order_of(w, o) as usize] |= 1 << o;
+    }
+    m
 }
 
 #[cfg(test)]
