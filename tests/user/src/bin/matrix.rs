@@ -112,6 +112,8 @@ static FEATURES: &[Feature] = &[
     ("split-debugfs", split_debugfs),
     ("shmem", shmem),
     ("memfd", memfd),
+    ("tmpfs", tmpfs),
+    ("sysv-shm", sysv_shm),
     ("numa", numa),
     ("threads", threads),
 ];
@@ -1093,8 +1095,17 @@ fn shared_case(kb: usize, fd: isize) -> R {
     );
     let base = match check(r) {
         Ok(a) => a,
-        Err(e) => bail!(No, "mmap(MAP_SHARED): errno {e}"),
+        Err(e) => {
+            shmem_knobs(0);
+            bail!(No, "mmap(MAP_SHARED): errno {e}")
+        }
     };
+    shared_at(kb, base)
+}
+
+/// [`shared_case`] on a shared mapping of `LEN + 2 MiB` bytes at `base`,
+/// with the shmem knobs already set for `kb` (put back here).
+fn shared_at(kb: usize, base: usize) -> R {
     // A 2 MiB-aligned window of the (over-sized) shared mapping.
     let m = Mem {
         addr: (base + SZ_2M - 1) & !(SZ_2M - 1),
@@ -1133,6 +1144,84 @@ fn memfd(kb: usize) -> R {
         bail!(No, "ftruncate(memfd): errno {e}");
     }
     shared_case(kb, fd)
+}
+
+/// A file on a tmpfs mounted with `huge=always` (Linux 6.12: PMD size or
+/// nothing, whatever the per-size knobs say), shared as the memfd cell.
+fn tmpfs(kb: usize) -> R {
+    let dir = c"/tmp/mthp-matrix";
+    let mk = sys::syscall(
+        sys::nr::MKDIRAT,
+        &[-100isize as usize, dir.as_ptr() as usize, 0o755],
+    );
+    if mk < 0 && mk != -(sys::EEXIST as isize) {
+        bail!(Untested, "mkdir /tmp/mthp-matrix: errno {}", -mk);
+    }
+    let mnt = sys::syscall(
+        sys::nr::MOUNT,
+        &[
+            c"tmpfs".as_ptr() as usize,
+            dir.as_ptr() as usize,
+            c"tmpfs".as_ptr() as usize,
+            0,
+            c"huge=always".as_ptr() as usize,
+        ],
+    );
+    if let Err(e) = check(mnt) {
+        bail!(Untested, "mount tmpfs huge=always: errno {e}");
+    }
+    let file = c"/tmp/mthp-matrix/f";
+    let fd = sys::syscall(
+        sys::nr::OPENAT,
+        &[
+            -100isize as usize,
+            file.as_ptr() as usize,
+            sys::O_RDWR | 0o100,
+            0o600,
+        ],
+    );
+    let r = if let Err(e) = check(fd) {
+        Err(cell!(No, "open(O_CREAT) on tmpfs: errno {e}"))
+    } else if let Err(e) = check(sys::syscall(
+        sys::nr::FTRUNCATE,
+        &[fd as usize, LEN + SZ_2M],
+    )) {
+        Err(cell!(No, "ftruncate on tmpfs: errno {e}"))
+    } else {
+        shared_case(kb, fd)
+    };
+    if fd >= 0 {
+        sys::close(fd as i32);
+        sys::syscall(
+            sys::nr::UNLINKAT,
+            &[-100isize as usize, file.as_ptr() as usize, 0],
+        );
+    }
+    sys::syscall(sys::nr::UMOUNT2, &[dir.as_ptr() as usize, 2]);
+    r
+}
+
+/// A System V segment (`shmget` + `shmat`, removed at once so it goes
+/// with the detach), shared as the memfd cell.
+fn sysv_shm(kb: usize) -> R {
+    shmem_knobs(kb);
+    let id = sys::syscall(sys::nr::SHMGET, &[0, LEN + SZ_2M, 0o1000 | 0o600]);
+    if let Err(e) = check(id) {
+        shmem_knobs(0);
+        bail!(No, "shmget: errno {e}");
+    }
+    let a = sys::syscall(sys::nr::SHMAT, &[id as usize, 0, 0]);
+    sys::syscall(sys::nr::SHMCTL, &[id as usize, 0, 0]);
+    let base = match check(a) {
+        Ok(a) => a,
+        Err(e) => {
+            shmem_knobs(0);
+            bail!(No, "shmat: errno {e}")
+        }
+    };
+    let r = shared_at(kb, base);
+    sys::syscall(sys::nr::SHMDT, &[base]);
+    r
 }
 
 /// The thread body: fills block A and B from another task of the same mm.
