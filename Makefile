@@ -55,6 +55,7 @@ test: deps
 
 test-host: deps
 	$(CARGO) test --workspace --exclude kernel --exclude mthp-user
+	$(CARGO) test --manifest-path tools/tlb-model/Cargo.toml
 
 test-kernel: deps
 	$(RUNNER) test --no-host --arch $(ARCH) --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
@@ -164,9 +165,11 @@ bench-alloc-kernel: deps
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path tools/tlb-model/Cargo.toml
 
 clippy: deps
 	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path tools/tlb-model/Cargo.toml --all-targets -- -D warnings
 	for f in "" selftest demo bench $(ALL_FEATURES); do \
 	  for t in x86_64 aarch64; do \
 	    echo "clippy kernel $$t features '$$f'"; \
@@ -179,6 +182,7 @@ clippy: deps
 ## Formatting check (CI): fails on any file `cargo fmt` would change.
 fmt-check:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path tools/tlb-model/Cargo.toml --check
 
 clean:
 	$(CARGO) clean
