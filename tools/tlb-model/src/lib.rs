@@ -10,4 +10,5 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+pub mod phase;
 pub mod walk;
