@@ -186,3 +186,13 @@ fmt-check:
 
 clean:
 	$(CARGO) clean
+
+## TLB model (docs/tlb-model.md): QEMU 10 into target/qemu10 and the plugin.
+.PHONY: deps-tlb bench-tlb
+deps-tlb:
+	@scripts/qemu10.sh >/dev/null
+	$(CARGO) build --release --manifest-path tools/tlb-model/Cargo.toml -p tlb-plugin
+
+## Chase and stream under the TLB model, ours and Linux 6.12, per arch.
+bench-tlb: deps deps-tlb
+	scripts/bench-tlb.sh

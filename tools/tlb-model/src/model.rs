@@ -128,10 +128,10 @@ pub const NEOVERSE_N1_NOCONT: Config = Config {
 /// associative L1 data TLB for all page sizes and a 3072-entry L2 data TLB.
 /// Simplifications: the L2 is modelled as 24-way set associative (128
 /// sets) with 4K and 2M entries sharing its sets (each indexed by its own
-/// page number); 1G pages are held as 2M entries in the L2 (as the guide
-/// says the L2 does not hold 1G pages); Zen's coalescing of up to four
-/// contiguous 4K pages into one entry is not modelled, and x86 has no
-/// contiguous bit, so `Cont64K` never occurs.
+/// page number); 1G pages are held as 2M entries in the L2 (the L2 does not
+/// hold 1G pages; /work/shared/notes/perf-anchors.md §2.7); Zen's
+/// coalescing of 8 aligned contiguous 4K PTEs into one 32K L2 entry is not
+/// modelled; x86 has no contiguous bit, so `Cont64K` never occurs.
 pub const ZEN4: Config = Config {
     name: "zen4",
     l1: LevelShape::fully_associative(72),
