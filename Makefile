@@ -55,6 +55,7 @@ test: deps
 
 test-host: deps
 	$(CARGO) test --workspace --exclude kernel --exclude mthp-user
+	$(CARGO) test --manifest-path tools/tlb-model/Cargo.toml
 
 test-kernel: deps
 	$(RUNNER) test --no-host --arch $(ARCH) --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
@@ -169,9 +170,11 @@ bench-alloc-kernel: deps
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path tools/tlb-model/Cargo.toml
 
 clippy: deps
 	$(CARGO) clippy --workspace --exclude kernel --exclude mthp-user --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path tools/tlb-model/Cargo.toml --all-targets -- -D warnings
 	for f in "" selftest demo bench $(ALL_FEATURES); do \
 	  for t in x86_64 aarch64; do \
 	    echo "clippy kernel $$t features '$$f'"; \
@@ -184,6 +187,17 @@ clippy: deps
 ## Formatting check (CI): fails on any file `cargo fmt` would change.
 fmt-check:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path tools/tlb-model/Cargo.toml --check
 
 clean:
 	$(CARGO) clean
+
+## TLB model (docs/tlb-model.md): QEMU 10 into target/qemu10 and the plugin.
+.PHONY: deps-tlb bench-tlb
+deps-tlb:
+	@scripts/qemu10.sh >/dev/null
+	$(CARGO) build --release --manifest-path tools/tlb-model/Cargo.toml -p tlb-plugin
+
+## Chase and stream under the TLB model, ours and Linux 6.12, per arch.
+bench-tlb: deps deps-tlb
+	scripts/bench-tlb.sh

@@ -54,6 +54,7 @@ mod qemu;
 mod report;
 mod scale;
 mod suites;
+mod tlbmodel;
 
 use std::process::{Command, ExitCode};
 
@@ -115,7 +116,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -138,6 +139,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut icount = false;
     let mut linux = false;
+    let mut tlb_model: Option<String> = None;
     let mut scratch = false;
     let mut mem: Option<String> = None;
     let mut boots: Option<usize> = None;
@@ -168,6 +170,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--icount" => icount = true,
             "--linux" => linux = true,
+            "--tlb-model" => tlb_model = it.next().cloned(),
             "--disk" => scratch = true,
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
             "--scale" => scale = true,
@@ -198,6 +201,9 @@ fn main() -> ExitCode {
             eprintln!("unknown arch '{a}'");
             return usage();
         }
+    }
+    if let Some(config) = tlb_model {
+        tlbmodel::enable(config, linux);
     }
     let accel = qemu::Accel::resolve(&accel);
     match cmd.as_str() {

@@ -173,7 +173,10 @@ impl RunSpec {
         let mut c;
         match self.arch {
             Arch::X86_64 => {
-                c = Command::new("qemu-system-x86_64");
+                c = crate::tlbmodel::get().map_or_else(
+                    || Command::new("qemu-system-x86_64"),
+                    |m| crate::tlbmodel::command(m, self.arch),
+                );
                 c.args(["-M", self.effective_machine()]);
                 match self.accel {
                     Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
@@ -187,7 +190,10 @@ impl RunSpec {
                 c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
             }
             Arch::Aarch64 => {
-                c = Command::new("qemu-system-aarch64");
+                c = crate::tlbmodel::get().map_or_else(
+                    || Command::new("qemu-system-aarch64"),
+                    |m| crate::tlbmodel::command(m, self.arch),
+                );
                 c.args([
                     "-M",
                     &self.machine,
@@ -216,6 +222,10 @@ impl RunSpec {
         let mut cmdline = self.cmdline.clone();
         if self.arch == Arch::X86_64 && self.accel == Accel::Kvm && !cmdline.contains("nosmap") {
             cmdline = format!("{cmdline} nosmap").trim().to_string();
+        }
+        // The model's plugin reads Linux's tables at a fixed direct map.
+        if crate::tlbmodel::get().is_some_and(|m| m.linux) && !cmdline.contains("nokaslr") {
+            cmdline = format!("{cmdline} nokaslr").trim().to_string();
         }
         if !cmdline.is_empty() {
             c.args(["-append", &cmdline]);

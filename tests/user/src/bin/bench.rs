@@ -55,6 +55,45 @@ const MAX_EVENTS: usize = 8;
 /// Bytes of the scratch mapping besides the chase permutation.
 const SCRATCH_EXTRA: usize = 256 << 10;
 
+// ------------------------------------------------------- TLB-model phases
+
+/// User address of the phase-marker page the TLB-model plugin watches
+/// (tests/src/tlbmodel.rs, docs/tlb-model.md): a load from `MARKER + 8 * id`
+/// opens phase `id`, the next one closes it. Mapped once (read-only, never
+/// written: the zero page); on a normal run a marker is one load per loop.
+const TLB_MARKER: usize = 0x7e_0000_0000;
+const MAP_FIXED_NOREPLACE: usize = 0x10_0000;
+/// Next phase id, or `usize::MAX` when the marker page could not be mapped.
+static TLB_PHASE: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+fn tlb_marker_map() {
+    let flags = sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+    if sys::mmap(TLB_MARKER, PAGE, sys::PROT_READ, flags, -1, 0) == TLB_MARKER as isize {
+        TLB_PHASE.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Start a measured phase; prints `bench tlb-phase <id> <workload> <config>
+/// <MiB>` so the model's per-phase counts can be named. None past 511.
+fn tlb_phase_start(workload: &str, cfg: &Cfg, mib: usize) -> Option<usize> {
+    let id = TLB_PHASE.load(core::sync::atomic::Ordering::Relaxed);
+    if id >= PAGE / 8 {
+        return None;
+    }
+    TLB_PHASE.store(id + 1, core::sync::atomic::Ordering::Relaxed);
+    println!("bench tlb-phase {} {} {} {}", id, workload, cfg, mib);
+    tlb_mark(id);
+    Some(id)
+}
+
+/// The marker load itself: volatile so that it is never elided.
+fn tlb_mark(id: usize) {
+    // SAFETY: the marker page is mapped readable (`tlb_marker_map`) and
+    // never unmapped; `id < 512` keeps the load inside it.
+    let _ = unsafe { core::ptr::read_volatile((TLB_MARKER + 8 * id) as *const u64) };
+}
+
 // ---------------------------------------------------------------- options
 
 #[derive(Clone, Copy)]
@@ -716,10 +755,18 @@ fn run_config(cx: &mut Ctx, kb: usize, mib: usize) {
             sm = smaps(addr, cx.buf);
         }
         if work & W_STREAM != 0 {
+            let phase = if run == 0 {
+                tlb_phase_start("stream", &cfg, mib)
+            } else {
+                None
+            };
             let on = cx.perf.start("start user");
             let t0 = now_ns();
             sink ^= core::hint::black_box(stream(addr, len)) as usize;
             let t1 = now_ns();
+            if let Some(id) = phase {
+                tlb_mark(id);
+            }
             let rep = if on { cx.perf.stop(cx.buf) } else { None };
             let words = (len / 8) as f64;
             s_ns.push((t1 - t0) as f64 / words);
@@ -731,10 +778,18 @@ fn run_config(cx: &mut Ctx, kb: usize, mib: usize) {
             let steps = cx.opts.steps;
             // Warm up (caches, and TCG's software TLB) untimed.
             let start = chase(node(addr, 0), pages.min(steps / 4));
+            let phase = if run == 0 {
+                tlb_phase_start("chase", &cfg, mib)
+            } else {
+                None
+            };
             let on = cx.perf.start("start user");
             let t0 = now_ns();
             sink ^= core::hint::black_box(chase(start, steps));
             let t1 = now_ns();
+            if let Some(id) = phase {
+                tlb_mark(id);
+            }
             let rep = if on { cx.perf.stop(cx.buf) } else { None };
             c_ns.push((t1 - t0) as f64 / steps as f64);
             p_chase.add(&rep, steps as u64);
@@ -1856,6 +1911,7 @@ fn main(args: &Args) -> i32 {
 }
 
 fn bench_main(args: &Args) -> i32 {
+    tlb_marker_map();
     let mut o = Opts {
         sizes: List::of(&[64, 256]),
         configs: List::of(&[4, 16, 32, 64, 128, 256, 512, 1024, 2048]),

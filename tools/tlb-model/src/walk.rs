@@ -1,0 +1,187 @@
+//! Leaf-size lookup in guest page tables (x86_64 4-level, arm64 4K granule).
+//!
+//! The walkers read 64-bit table entries by physical address through a
+//! callback; the plugin implements it as a guest-virtual read at
+//! `direct_map_base + pa` (the guest's linear map), so no physical-memory
+//! API is needed. They return `None` for a non-present translation (the
+//! access will fault; the model skips it) or a failed read.
+
+use crate::model::LeafSize;
+
+/// Physical address bits 51:12 of an x86 table entry or CR3.
+const X86_ADDR: u64 = 0x000f_ffff_ffff_f000;
+/// x86 entry bits.
+const X86_PRESENT: u64 = 1 << 0;
+const X86_PS: u64 = 1 << 7;
+
+/// Leaf size of `va` under x86_64 4-level tables rooted at `cr3` (PCID and
+/// flag bits ignored). 5-level paging is not handled.
+pub fn x86_64(cr3: u64, va: u64, mut read: impl FnMut(u64) -> Option<u64>) -> Option<LeafSize> {
+    let mut table = cr3 & X86_ADDR;
+    // PML4 (shift 39), PDPT (30), PD (21), PT (12).
+    for (level, shift) in [39u32, 30, 21, 12].into_iter().enumerate() {
+        let entry = read(table + ((va >> shift) & 0x1ff) * 8)?;
+        if entry & X86_PRESENT == 0 {
+            return None;
+        }
+        match level {
+            1 if entry & X86_PS != 0 => return Some(LeafSize::Pud1G),
+            2 if entry & X86_PS != 0 => return Some(LeafSize::Pmd2M),
+            3 => return Some(LeafSize::Base4K),
+            _ => table = entry & X86_ADDR,
+        }
+    }
+    None
+}
+
+/// arm64 translation registers the walk needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arm64Regs {
+    /// TTBR0_EL1 (lower VA range).
+    pub ttbr0: u64,
+    /// TTBR1_EL1 (upper VA range).
+    pub ttbr1: u64,
+    /// TCR_EL1: T0SZ (bits 5:0) and T1SZ (bits 21:16) give the VA sizes.
+    pub tcr: u64,
+}
+
+/// BADDR of a TTBR (bits 47:1; CnP in bit 0 dropped).
+const TTBR_BADDR: u64 = 0x0000_ffff_ffff_fffe;
+/// Output address bits 47:12 of a descriptor.
+const ARM64_ADDR: u64 = 0x0000_ffff_ffff_f000;
+/// The contiguous hint (bit 52) of block and page descriptors.
+const ARM64_CONT: u64 = 1 << 52;
+
+/// Leaf size of `va` under arm64 stage-1 tables with a 4 KiB granule.
+/// Bit 55 of `va` selects TTBR1 or TTBR0; the starting level follows from
+/// the range's TxSZ. A level-3 page with the contiguous bit is `Cont64K`;
+/// contiguous blocks count as their block size.
+pub fn arm64(
+    regs: Arm64Regs,
+    va: u64,
+    mut read: impl FnMut(u64) -> Option<u64>,
+) -> Option<LeafSize> {
+    let upper = va & (1 << 55) != 0;
+    let (ttbr, txsz) = if upper {
+        (regs.ttbr1, (regs.tcr >> 16) & 0x3f)
+    } else {
+        (regs.ttbr0, regs.tcr & 0x3f)
+    };
+    let va_bits = 64u32
+        .checked_sub(txsz as u32)
+        .filter(|b| (25..=48).contains(b))?;
+    // Each level resolves 9 bits above the 12-bit page offset.
+    let levels = (va_bits - 12).div_ceil(9);
+    let va = va & ((1u64 << va_bits) - 1);
+    let mut table = ttbr & TTBR_BADDR;
+    for level in (4 - levels)..4 {
+        let shift = 12 + 9 * (3 - level);
+        let desc = read(table + ((va >> shift) & 0x1ff) * 8)?;
+        let kind = desc & 0b11;
+        match (level, kind) {
+            (_, 0b00 | 0b10) => return None,
+            (3, 0b11) if desc & ARM64_CONT != 0 => return Some(LeafSize::Cont64K),
+            (3, 0b11) => return Some(LeafSize::Base4K),
+            (3, _) => return None,
+            (1, 0b01) => return Some(LeafSize::Pud1G),
+            (2, 0b01) => return Some(LeafSize::Pmd2M),
+            (_, 0b01) => return None,
+            _ => table = desc & ARM64_ADDR,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Sparse physical memory of 64-bit words.
+    #[derive(Default)]
+    struct Mem(HashMap<u64, u64>);
+
+    impl Mem {
+        fn set(&mut self, table: u64, index: u64, entry: u64) {
+            self.0.insert(table + index * 8, entry);
+        }
+        fn read(&self) -> impl FnMut(u64) -> Option<u64> + '_ {
+            |pa| Some(self.0.get(&pa).copied().unwrap_or(0))
+        }
+    }
+
+    const fn idx(va: u64, shift: u32) -> u64 {
+        (va >> shift) & 0x1ff
+    }
+
+    #[test]
+    fn x86_leaves() {
+        let mut m = Mem::default();
+        let (pml4, pdpt, pd, pt) = (0x1000, 0x2000, 0x3000, 0x4000);
+        let va4k = 0x0000_7f12_3456_7000u64;
+        m.set(pml4, idx(va4k, 39), pdpt | 0x67);
+        m.set(pdpt, idx(va4k, 30), pd | 0x67);
+        m.set(pd, idx(va4k, 21), pt | 0x67);
+        m.set(pt, idx(va4k, 12), 0x9000 | 0x67);
+        let va2m = va4k + (1 << 21);
+        m.set(pd, idx(va2m, 21), 0x20_0000 | X86_PS | 0x67);
+        let va1g = va4k + (1 << 30);
+        m.set(pdpt, idx(va1g, 30), 0x4000_0000 | X86_PS | 0x67);
+        // CR3 with a PCID in the low bits.
+        let cr3 = pml4 | 0x5;
+        assert_eq!(x86_64(cr3, va4k + 0x123, m.read()), Some(LeafSize::Base4K));
+        assert_eq!(x86_64(cr3, va2m, m.read()), Some(LeafSize::Pmd2M));
+        assert_eq!(x86_64(cr3, va1g, m.read()), Some(LeafSize::Pud1G));
+        assert_eq!(x86_64(cr3, va4k + 0x1000, m.read()), None);
+        assert_eq!(x86_64(cr3, va4k, |_| None), None);
+    }
+
+    #[test]
+    fn arm64_leaves_both_ranges() {
+        let mut m = Mem::default();
+        // 48-bit VAs both sides: T0SZ = T1SZ = 16; start at level 0.
+        let regs = Arm64Regs {
+            ttbr0: 0x10_0000 | 1,
+            ttbr1: 0x20_0000,
+            tcr: 16 | (16 << 16),
+        };
+        let (l1, l2, l3) = (0x11_0000, 0x12_0000, 0x13_0000);
+        let va = 0x0000_ffff_a000_0000u64;
+        m.set(0x10_0000, idx(va, 39), l1 | 0b11);
+        m.set(l1, idx(va, 30), l2 | 0b11);
+        m.set(l2, idx(va, 21), l3 | 0b11);
+        m.set(l3, idx(va, 12), 0x5000 | 0x703);
+        m.set(l3, idx(va + 0x1000, 12), 0x6000 | ARM64_CONT | 0x703);
+        m.set(l2, idx(va + (1 << 21), 21), 0x20_0000 | 0x701);
+        m.set(l1, idx(va + (1 << 30), 30), 0x4000_0000 | 0x701);
+        assert_eq!(arm64(regs, va, m.read()), Some(LeafSize::Base4K));
+        assert_eq!(arm64(regs, va + 0x1fff, m.read()), Some(LeafSize::Cont64K));
+        assert_eq!(arm64(regs, va + (1 << 21), m.read()), Some(LeafSize::Pmd2M));
+        assert_eq!(arm64(regs, va + (1 << 30), m.read()), Some(LeafSize::Pud1G));
+        assert_eq!(arm64(regs, va + 0x2000, m.read()), None);
+
+        // The upper range walks TTBR1 with the top bits dropped.
+        let kva = 0xffff_0000_0020_0000u64;
+        let k1 = 0x21_0000;
+        m.set(0x20_0000, idx(kva, 39), k1 | 0b11);
+        m.set(k1, idx(kva, 30), 0x22_0000 | 0b11);
+        m.set(0x22_0000, idx(kva, 21), 0x20_0000 | 0x701);
+        assert_eq!(arm64(regs, kva, m.read()), Some(LeafSize::Pmd2M));
+    }
+
+    #[test]
+    fn arm64_39_bit_starts_at_level_1() {
+        let mut m = Mem::default();
+        let regs = Arm64Regs {
+            ttbr0: 0x10_0000,
+            ttbr1: 0,
+            tcr: 25,
+        };
+        let va = 0x0000_0040_0020_0000u64;
+        m.set(0x10_0000, idx(va, 30), 0x11_0000 | 0b11);
+        m.set(0x11_0000, idx(va, 21), 0x20_0000 | 0x701);
+        assert_eq!(arm64(regs, va, m.read()), Some(LeafSize::Pmd2M));
+        // An out-of-range TxSZ is refused, not walked.
+        assert_eq!(arm64(Arm64Regs { tcr: 0, ..regs }, va, m.read()), None);
+    }
+}
