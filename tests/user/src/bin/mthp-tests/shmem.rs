@@ -884,3 +884,86 @@ pub(crate) fn tmpfs_dev_shm() -> TestResult {
     ensure!(e(r) == sys::EINVAL, "mount with huge=sometimes: {r}");
     Ok(Outcome::Pass)
 }
+
+const SHM_RDONLY: usize = 0o10000;
+
+/// Mappings that may not become writable, as Linux: a tmpfs file open
+/// read-only maps shared for reading (the data written through another
+/// descriptor), but not for writing and not `mprotect`ed writable later
+/// (EACCES); `MAP_PRIVATE` read-only reads the same data; an `SHM_RDONLY`
+/// attach cannot be `mprotect`ed writable either (EACCES).
+pub(crate) fn tmpfs_read_only_mappings() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let path = b"/dev/shm/mthp-ro\0";
+    let _ = unlink(path);
+    let w = openat_mode(path, sys::O_RDWR | O_CREAT | O_EXCL, 0o600);
+    ensure!(w >= 0, "open(O_CREAT|O_EXCL): {w}");
+    let data = *b"read-only tmpfs!";
+    let n = pwrite(w, &data, 4096);
+    sys::close(w as i32);
+    ensure!(n == data.len() as isize, "pwrite: {n}");
+    let fd = sys::open(path, sys::O_RDONLY);
+    ensure!(fd >= 0, "open O_RDONLY: {fd}");
+    let rw = e(map_fd(
+        0,
+        2 * 4096,
+        sys::PROT_READ | sys::PROT_WRITE,
+        fd,
+        false,
+    ));
+    let shared = map_fd(0, 2 * 4096, sys::PROT_READ, fd, false);
+    let private = sys::mmap(0, 2 * 4096, sys::PROT_READ, sys::MAP_PRIVATE, fd, 0);
+    sys::close(fd as i32);
+    let _ = unlink(path);
+    let mut got = [0u64; 2];
+    let mut up = 0;
+    for (i, a) in [shared, private].into_iter().enumerate() {
+        if a > 0 {
+            let m = Mem {
+                addr: a as usize,
+                len: 2 * 4096,
+            };
+            got[i] = m.peek64(4096);
+            if i == 0 {
+                up = e(sys::mprotect(
+                    m.addr,
+                    m.len,
+                    sys::PROT_READ | sys::PROT_WRITE,
+                ));
+            }
+            unmap(&m);
+        }
+    }
+    ensure!(
+        rw == sys::EACCES,
+        "writable shared mmap of O_RDONLY: errno {rw}"
+    );
+    ensure!(shared > 0 && private > 0, "mmap: {shared} / {private}");
+    let want = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
+    ensure!(got == [want, want], "mappings read {got:x?}");
+    ensure!(
+        up == sys::EACCES,
+        "mprotect(PROT_WRITE) of O_RDONLY: errno {up}"
+    );
+    let id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0o600);
+    ensure!(id >= 0, "shmget: {id}");
+    let a = shmat(id, 0, SHM_RDONLY);
+    let up = if a > 0 {
+        let r = e(sys::mprotect(
+            a as usize,
+            4096,
+            sys::PROT_READ | sys::PROT_WRITE,
+        ));
+        shmdt(a as usize);
+        r
+    } else {
+        0
+    };
+    rmid(id);
+    ensure!(a > 0, "shmat(SHM_RDONLY): {a}");
+    ensure!(
+        up == sys::EACCES,
+        "mprotect(PROT_WRITE) of SHM_RDONLY: errno {up}"
+    );
+    Ok(Outcome::Pass)
+}
