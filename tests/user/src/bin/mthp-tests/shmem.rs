@@ -967,3 +967,44 @@ pub(crate) fn tmpfs_read_only_mappings() -> TestResult {
     );
     Ok(Outcome::Pass)
 }
+
+/// A 4 MiB file on a tmpfs mounted `huge=always`, PMD-mapped: the memfd
+/// test's punch and truncate inside a 2 MiB folio (`truncate_body`) give
+/// the same results on a tmpfs file; after unlink and umount `Shmem:` is
+/// back where it was.
+pub(crate) fn tmpfs_truncate_in_large_folio() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let r = sys::syscall(sys::nr::MKDIRAT, &[AT_FDCWD, MNT.as_ptr() as usize, 0o755]);
+    ensure!(r == 0 || e(r) == sys::EEXIST, "mkdir {:?}: {r}", MNT);
+    let before = meminfo_shmem_kb();
+    let r = mount_tmpfs(MNT, b"huge=always\0");
+    if r < 0 {
+        return skip(mthp_user::Msg::new(format_args!(
+            "mount tmpfs: errno {}",
+            -r
+        )));
+    }
+    let path = b"/tmp/mthp-tmpfs/big\0";
+    let fd = openat_mode(path, sys::O_RDWR | O_CREAT | O_EXCL, 0o600);
+    let res = if fd < 0 {
+        Err(mthp_user::Msg::new(format_args!("open(O_CREAT): {fd}")))
+    } else {
+        let r = truncate_body(fd);
+        sys::close(fd as i32);
+        r
+    };
+    let un = unlink(path);
+    let um = umount(MNT);
+    let after = meminfo_shmem_kb();
+    let res = res?;
+    ensure!(un == 0 && um == 0, "unlink {un}, umount2 {um}");
+    let (Some(b), Some(a)) = (before, after) else {
+        fail!("/proc/meminfo Shmem: unreadable");
+    };
+    let slack = if on_mthp() { 0 } else { 512 };
+    ensure!(
+        a <= b + slack && a + slack >= b,
+        "Shmem: {b} kB before, {a} kB after unlink and umount"
+    );
+    Ok(res)
+}
