@@ -891,7 +891,8 @@ const SHM_RDONLY: usize = 0o10000;
 /// read-only maps shared for reading (the data written through another
 /// descriptor), but not for writing and not `mprotect`ed writable later
 /// (EACCES); `MAP_PRIVATE` read-only reads the same data; an `SHM_RDONLY`
-/// attach cannot be `mprotect`ed writable either (EACCES).
+/// attach and a write-sealed memfd's read-only shared mapping cannot be
+/// `mprotect`ed writable either (EACCES).
 pub(crate) fn tmpfs_read_only_mappings() -> TestResult {
     let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
     let path = b"/dev/shm/mthp-ro\0";
@@ -964,6 +965,32 @@ pub(crate) fn tmpfs_read_only_mappings() -> TestResult {
     ensure!(
         up == sys::EACCES,
         "mprotect(PROT_WRITE) of SHM_RDONLY: errno {up}"
+    );
+    // A write-sealed memfd's read-only shared mapping stays read-only.
+    let fd = memfd_create(c"ro", MFD_ALLOW_SEALING);
+    ensure!(fd >= 0, "memfd_create: {fd}");
+    let grow = ftruncate(fd, 4096);
+    let seal = fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE);
+    let a = map_fd(0, 4096, sys::PROT_READ, fd, false);
+    sys::close(fd as i32);
+    let up = if a > 0 {
+        let r = e(sys::mprotect(
+            a as usize,
+            4096,
+            sys::PROT_READ | sys::PROT_WRITE,
+        ));
+        unmap(&Mem {
+            addr: a as usize,
+            len: 4096,
+        });
+        r
+    } else {
+        0
+    };
+    ensure!(grow == 0 && seal == 0 && a > 0, "memfd: {grow} {seal} {a}");
+    ensure!(
+        up == sys::EACCES,
+        "mprotect(PROT_WRITE) of a write-sealed memfd: errno {up}"
     );
     Ok(Outcome::Pass)
 }
