@@ -174,7 +174,15 @@ fn truncate_mapped_object<A: PagingArch>() {
         ));
         let a = env.mm();
         let va = a
-            .mmap_shmem(VA, 4 * MIB, RW, MAP_SHARED | MAP_FIXED, obj.clone(), 0)
+            .mmap_shmem(
+                VA,
+                4 * MIB,
+                RW,
+                MAP_SHARED | MAP_FIXED,
+                obj.clone(),
+                0,
+                true,
+            )
             .unwrap();
         env.fill_pages(&a, va, 4 * MIB, 3);
         let b = a.fork().unwrap();
@@ -187,6 +195,7 @@ fn truncate_mapped_object<A: PagingArch>() {
                 MAP_SHARED | MAP_FIXED | MAP_LOCKED,
                 obj.clone(),
                 2 * MIB,
+                true,
             )
             .unwrap();
         assert_eq!(env.read_u64(&b, vb), 3 ^ (va + 2 * MIB));
@@ -283,7 +292,50 @@ fn policy_at_fault<A: PagingArch>() {
     });
 }
 
+/// A mapping that may not become writable (a file open read-only, a
+/// write-sealed memfd, `SHM_RDONLY`, `MAP_PRIVATE` read-only): it reads
+/// the object's folios, refuses `PROT_WRITE` at mmap and at mprotect
+/// (EACCES), and a private writable mapping is EINVAL.
+fn read_only_mappings<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        use mm::abi::errno::Errno;
+        use std::sync::Arc;
+        let obj = Arc::new(mm::shmem::Shmem::with_gauges(MIB, 0, Some(&env.thp.shmem)));
+        let a = env.mm();
+        let va = a
+            .mmap_shmem(VA, MIB, RW, MAP_SHARED | MAP_FIXED, obj.clone(), 0, true)
+            .unwrap();
+        env.write_u64(&a, va + K4, 0x77);
+        let ro = a
+            .mmap_shmem(0, MIB, PROT_READ, MAP_SHARED, obj.clone(), 0, false)
+            .unwrap();
+        let private = a
+            .mmap_shmem(0, MIB, PROT_READ, MAP_PRIVATE, obj.clone(), 0, true)
+            .unwrap();
+        assert_eq!(env.read_u64(&a, ro + K4), 0x77);
+        assert_eq!(env.read_u64(&a, private + K4), 0x77);
+        assert_eq!(
+            env.leaf(&a, private + K4).unwrap().pfn,
+            env.leaf(&a, va + K4).unwrap().pfn
+        );
+        assert_eq!(a.mprotect(ro, MIB, RW), Err(Errno::EACCES));
+        assert_eq!(a.mprotect(private, MIB, RW), Err(Errno::EACCES));
+        assert_eq!(a.mprotect(va, MIB, PROT_READ), Ok(()));
+        assert_eq!(a.mprotect(va, MIB, RW), Ok(()));
+        assert_eq!(
+            a.mmap_shmem(0, MIB, RW, MAP_SHARED, obj.clone(), 0, false),
+            Err(Errno::EACCES)
+        );
+        assert_eq!(
+            a.mmap_shmem(0, MIB, RW, MAP_PRIVATE, obj.clone(), 0, true),
+            Err(Errno::EINVAL)
+        );
+        env.check(&[&a]);
+    });
+}
+
 both_formats!(
+    read_only_mappings,
     policy_at_fault,
     fork_shares_64k_folios,
     pmd_mapped_in_both,

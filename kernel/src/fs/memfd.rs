@@ -4,7 +4,9 @@
 //! `fcntl(F_ADD_SEALS/F_GET_SEALS)`, and `mmap(MAP_SHARED)` through the
 //! address space's shmem mappings.
 //!
-//! Differences from Linux: no `MAP_PRIVATE` mappings of a memfd (EINVAL),
+//! Differences from Linux: `MAP_PRIVATE` mappings of a memfd only
+//! without `PROT_WRITE`, and never made writable later (EINVAL, EACCES;
+//! see `mm::vma::VmaSet::mmap_shmem`),
 //! no `MFD_HUGETLB` (EINVAL), `fallocate` mode 0 only sets the size (it
 //! does not preallocate), writes allocate 4K folios (Linux 6.12 memfds get
 //! PMD folios under `shmem_enabled`; faults here follow the anonymous
@@ -209,29 +211,33 @@ pub fn add_seals(f: &File, obj: &Shmem<'static>, seals: u32) -> Result<(), Errno
     obj.add_seals(seals)
 }
 
-/// `mmap` of a memfd, before the address space sees it: EACCES for a file
-/// not open for reading, or for a shared writable mapping of one not open
-/// for writing; EPERM for a shared writable mapping under `F_SEAL_WRITE`
-/// or `F_SEAL_FUTURE_WRITE` (Linux's `memfd_check_seals_mmap`).
+/// `mmap` of a memfd or tmpfs file, before the address space sees it:
+/// EACCES for a file not open for reading, or for a shared writable
+/// mapping of one not open for writing; EPERM for a shared writable
+/// mapping under `F_SEAL_WRITE` or `F_SEAL_FUTURE_WRITE` (Linux's
+/// `memfd_check_seals_mmap`).  Answers whether the mapping may later
+/// become writable (`VM_MAYWRITE`): not for a shared mapping of a file
+/// not open for writing or of a write-sealed memfd, as Linux.
 pub fn mmap_check(
     f: &File,
     obj: &Shmem<'static>,
     prot: mm::abi::uapi::Prot,
     flags: mm::abi::uapi::MapFlags,
-) -> Result<(), Errno> {
+) -> Result<bool, Errno> {
     use mm::abi::uapi::{MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, PROT_WRITE};
     if !f.readable {
         return Err(Errno::EACCES);
     }
     let ty = flags & MAP_TYPE;
     let shared = ty == MAP_SHARED || ty == MAP_SHARED_VALIDATE;
+    let sealed = obj.seals() & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) != 0;
     if shared && prot.contains(PROT_WRITE) {
-        if obj.seals() & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) != 0 {
+        if sealed {
             return Err(Errno::EPERM);
         }
         if !f.writable {
             return Err(Errno::EACCES);
         }
     }
-    Ok(())
+    Ok(!shared || (f.writable && !sealed))
 }

@@ -12,9 +12,12 @@
 //!
 //! An open file is a [`Node::Memfd`] of the object, so read, write,
 //! `pread64`/`pwrite64`, `ftruncate`, `fallocate` and `mmap(MAP_SHARED)`
-//! are memfd's.  Files start sealed with `F_SEAL_SEAL`, as Linux's
-//! non-memfd shmem files.  Unlinking a file drops its name; the object
-//! lives while open or mapped.
+//! are memfd's.  `MAP_PRIVATE` without `PROT_WRITE` maps the file's folios
+//! and can never be made writable (`mprotect` EACCES, where Linux copies
+//! on write); `MAP_PRIVATE` with `PROT_WRITE` is EINVAL: private copies of
+//! shmem are not supported (`mm::vma::VmaSet::mmap_shmem`).  Files start
+//! sealed with `F_SEAL_SEAL`, as Linux's non-memfd shmem files.  Unlinking
+//! a file drops its name; the object lives while open or mapped.
 //!
 //! Decisions: the `size=`, `nr_inodes=`, `mode=`, `uid=` and `gid=` mount
 //! options are accepted and not enforced; ownership is not modelled (no

@@ -272,7 +272,7 @@ pub fn shmat(p: &Process, id: i32, addr: u64, flg: u64) -> Result<u64, Errno> {
         };
     }
     let at = p
-        .with_mm(|mm| mm.mmap_shmem(addr, size, prot, flags, obj, 0))?
+        .with_mm(|mm| mm.mmap_shmem(addr, size, prot, flags, obj, 0, flg & SHM_RDONLY == 0))?
         .map_err(|e| if e == Errno::EEXIST { Errno::EINVAL } else { e })?;
     let mut r = REGISTRY.lock();
     if let Ok((_, s)) = r.get(id) {

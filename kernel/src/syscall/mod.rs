@@ -394,14 +394,16 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             }
             let flags = MapFlags::from_raw(a[3]);
             if !flags.contains(MAP_ANONYMOUS) {
-                // Only memfds can be mapped; a file descriptor is checked first.
+                // Only memfds and tmpfs files can be mapped; a file descriptor is
+                // checked first.
                 let f = p.file(a[4])?;
                 let vfs::Node::Memfd(obj) = &f.node else {
                     return Err(Errno::ENODEV);
                 };
                 return p.with_mm(|mm| {
-                    crate::fs::memfd::mmap_check(&f, obj, Prot::from_raw(a[2]), flags)?;
-                    mm.mmap_shmem(a[0], a[1], Prot::from_raw(a[2]), flags, obj.clone(), a[5])
+                    let prot = Prot::from_raw(a[2]);
+                    let may_write = crate::fs::memfd::mmap_check(&f, obj, prot, flags)?;
+                    mm.mmap_shmem(a[0], a[1], prot, flags, obj.clone(), a[5], may_write)
                 })?;
             }
             p.with_mm(|mm| mm.mmap(a[0], a[1], Prot::from_raw(a[2]), flags))?

@@ -636,7 +636,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             // Linux's `shmem_zero_setup`: a new object the mapping's size.
             let size = len.checked_next_multiple_of(PAGE_SIZE).unwrap_or(0);
             let obj = crate::shmem::Shmem::with_gauges(size, 0, Some(&self.ctx.thp.shmem));
-            return self.mmap_shmem(addr, len, prot, flags, alloc::sync::Arc::new(obj), 0);
+            return self.mmap_shmem(addr, len, prot, flags, alloc::sync::Arc::new(obj), 0, true);
         }
         let mut vmas = self.mmap_write();
         let locked = MAP_FIXED_ANY

@@ -70,7 +70,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// `mmap` of the shmem object `obj` at byte `offset` (a memfd, or the
-    /// object `Mm::mmap` made for `MAP_SHARED|MAP_ANONYMOUS`).
+    /// object `Mm::mmap` made for `MAP_SHARED|MAP_ANONYMOUS`);
+    /// `may_write` as [`crate::vma::VmaSet::mmap_shmem`]'s.
+    #[allow(clippy::too_many_arguments)]
     pub fn mmap_shmem(
         &self,
         addr: u64,
@@ -79,12 +81,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         flags: crate::abi::uapi::MapFlags,
         obj: Arc<Shmem<'a>>,
         offset: u64,
+        may_write: bool,
     ) -> Result<u64, crate::abi::errno::Errno> {
         let mut vmas = self.mmap_write();
         let locked = super::MAP_FIXED_ANY
             .intersects(flags)
             .then(|| self.locked_in(&vmas, addr, len));
-        let out = vmas.mmap_shmem(addr, len, prot, flags, obj.id(), offset)?;
+        let out = vmas.mmap_shmem(addr, len, prot, flags, obj.id(), offset, may_write)?;
         self.shmem_attach(obj);
         let mut pt = self.lock_pt();
         for r in locked.iter().flatten() {

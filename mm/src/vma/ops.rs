@@ -209,15 +209,23 @@ impl VmaSet {
         fd: i64,
         offset: u64,
     ) -> Result<MmapOutcome, Errno> {
-        self.mmap_backed(addr, len, prot, flags, fd, offset, None)
+        self.mmap_backed(addr, len, prot, flags, fd, offset, None, true)
     }
 
     /// [`Self::mmap`] of the shmem object `shmem` (its id; `offset` is
-    /// the byte offset into it): `MAP_SHARED` or `MAP_SHARED_VALIDATE`
-    /// only (EINVAL otherwise: private mappings of shmem objects are not
-    /// supported here), with or without `MAP_ANONYMOUS`.  The VMA gets
-    /// `VM_SHARED | VM_MAYSHARE` and no `VM_ACCOUNT` (shmem accounts by
-    /// object, as Linux).
+    /// the byte offset into it), with or without `MAP_ANONYMOUS`.  The VMA
+    /// gets `VM_SHARED | VM_MAYSHARE` and no `VM_ACCOUNT` (shmem accounts
+    /// by object, as Linux).  Without `may_write` (a file not open for
+    /// writing, a write-sealed memfd, `SHM_RDONLY`) the VMA lacks
+    /// `VM_MAYWRITE`, so `mprotect(PROT_WRITE)` is EACCES as in Linux.
+    ///
+    /// `MAP_PRIVATE` without `PROT_WRITE` is mapped as a shared mapping
+    /// without `VM_MAYWRITE`: it reads the object's folios as Linux's
+    /// private mapping does before any write, but `mprotect(PROT_WRITE)` is
+    /// EACCES here where Linux allows it and copies on write.
+    /// `MAP_PRIVATE` with `PROT_WRITE` is EINVAL: private copies of shmem
+    /// are not supported here.
+    #[allow(clippy::too_many_arguments)]
     pub fn mmap_shmem(
         &mut self,
         addr: u64,
@@ -226,8 +234,14 @@ impl VmaSet {
         flags: MapFlags,
         shmem: u64,
         offset: u64,
+        may_write: bool,
     ) -> Result<MmapOutcome, Errno> {
-        self.mmap_backed(addr, len, prot, flags, -1, offset, Some(shmem))
+        let (flags, may_write) = if flags & MAP_TYPE == MAP_PRIVATE && !prot.contains(PROT_WRITE) {
+            ((flags & !MAP_TYPE) | MAP_SHARED, false)
+        } else {
+            (flags, may_write)
+        };
+        self.mmap_backed(addr, len, prot, flags, -1, offset, Some(shmem), may_write)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -240,6 +254,7 @@ impl VmaSet {
         fd: i64,
         offset: u64,
         shmem: Option<u64>,
+        may_write: bool,
     ) -> Result<MmapOutcome, Errno> {
         if !offset.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
@@ -303,6 +318,12 @@ impl VmaSet {
             | lock;
         if shared {
             vf |= VmFlags::SHARED | VmFlags::MAYSHARE;
+        }
+        if !may_write {
+            if vf.contains(VmFlags::WRITE) {
+                return Err(Errno::EACCES);
+            }
+            vf -= VmFlags::MAYWRITE;
         }
         if flags.contains(MAP_GROWSDOWN) {
             vf |= VmFlags::GROWSDOWN;

@@ -142,6 +142,8 @@ static TESTS: &[Test] = tests![
     shmem::tmpfs_huge_always,
     shmem::tmpfs_huge_never,
     shmem::tmpfs_dev_shm,
+    shmem::tmpfs_read_only_mappings,
+    shmem::tmpfs_truncate_in_large_folio,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,

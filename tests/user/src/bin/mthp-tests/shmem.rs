@@ -884,3 +884,154 @@ pub(crate) fn tmpfs_dev_shm() -> TestResult {
     ensure!(e(r) == sys::EINVAL, "mount with huge=sometimes: {r}");
     Ok(Outcome::Pass)
 }
+
+const SHM_RDONLY: usize = 0o10000;
+
+/// Mappings that may not become writable, as Linux: a tmpfs file open
+/// read-only maps shared for reading (the data written through another
+/// descriptor), but not for writing and not `mprotect`ed writable later
+/// (EACCES); `MAP_PRIVATE` read-only reads the same data; an `SHM_RDONLY`
+/// attach and a write-sealed memfd's read-only shared mapping cannot be
+/// `mprotect`ed writable either (EACCES).
+pub(crate) fn tmpfs_read_only_mappings() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let path = b"/dev/shm/mthp-ro\0";
+    let _ = unlink(path);
+    let w = openat_mode(path, sys::O_RDWR | O_CREAT | O_EXCL, 0o600);
+    ensure!(w >= 0, "open(O_CREAT|O_EXCL): {w}");
+    let data = *b"read-only tmpfs!";
+    let n = pwrite(w, &data, 4096);
+    sys::close(w as i32);
+    ensure!(n == data.len() as isize, "pwrite: {n}");
+    let fd = sys::open(path, sys::O_RDONLY);
+    ensure!(fd >= 0, "open O_RDONLY: {fd}");
+    let rw = e(map_fd(
+        0,
+        2 * 4096,
+        sys::PROT_READ | sys::PROT_WRITE,
+        fd,
+        false,
+    ));
+    let shared = map_fd(0, 2 * 4096, sys::PROT_READ, fd, false);
+    let private = sys::mmap(0, 2 * 4096, sys::PROT_READ, sys::MAP_PRIVATE, fd, 0);
+    sys::close(fd as i32);
+    let _ = unlink(path);
+    let mut got = [0u64; 2];
+    let mut up = 0;
+    for (i, a) in [shared, private].into_iter().enumerate() {
+        if a > 0 {
+            let m = Mem {
+                addr: a as usize,
+                len: 2 * 4096,
+            };
+            got[i] = m.peek64(4096);
+            if i == 0 {
+                up = e(sys::mprotect(
+                    m.addr,
+                    m.len,
+                    sys::PROT_READ | sys::PROT_WRITE,
+                ));
+            }
+            unmap(&m);
+        }
+    }
+    ensure!(
+        rw == sys::EACCES,
+        "writable shared mmap of O_RDONLY: errno {rw}"
+    );
+    ensure!(shared > 0 && private > 0, "mmap: {shared} / {private}");
+    let want = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
+    ensure!(got == [want, want], "mappings read {got:x?}");
+    ensure!(
+        up == sys::EACCES,
+        "mprotect(PROT_WRITE) of O_RDONLY: errno {up}"
+    );
+    let id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0o600);
+    ensure!(id >= 0, "shmget: {id}");
+    let a = shmat(id, 0, SHM_RDONLY);
+    let up = if a > 0 {
+        let r = e(sys::mprotect(
+            a as usize,
+            4096,
+            sys::PROT_READ | sys::PROT_WRITE,
+        ));
+        shmdt(a as usize);
+        r
+    } else {
+        0
+    };
+    rmid(id);
+    ensure!(a > 0, "shmat(SHM_RDONLY): {a}");
+    ensure!(
+        up == sys::EACCES,
+        "mprotect(PROT_WRITE) of SHM_RDONLY: errno {up}"
+    );
+    // A write-sealed memfd's read-only shared mapping stays read-only.
+    let fd = memfd_create(c"ro", MFD_ALLOW_SEALING);
+    ensure!(fd >= 0, "memfd_create: {fd}");
+    let grow = ftruncate(fd, 4096);
+    let seal = fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE);
+    let a = map_fd(0, 4096, sys::PROT_READ, fd, false);
+    sys::close(fd as i32);
+    let up = if a > 0 {
+        let r = e(sys::mprotect(
+            a as usize,
+            4096,
+            sys::PROT_READ | sys::PROT_WRITE,
+        ));
+        unmap(&Mem {
+            addr: a as usize,
+            len: 4096,
+        });
+        r
+    } else {
+        0
+    };
+    ensure!(grow == 0 && seal == 0 && a > 0, "memfd: {grow} {seal} {a}");
+    ensure!(
+        up == sys::EACCES,
+        "mprotect(PROT_WRITE) of a write-sealed memfd: errno {up}"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// A 4 MiB file on a tmpfs mounted `huge=always`, PMD-mapped: the memfd
+/// test's punch and truncate inside a 2 MiB folio (`truncate_body`) give
+/// the same results on a tmpfs file; after unlink and umount `Shmem:` is
+/// back where it was.
+pub(crate) fn tmpfs_truncate_in_large_folio() -> TestResult {
+    let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
+    let r = sys::syscall(sys::nr::MKDIRAT, &[AT_FDCWD, MNT.as_ptr() as usize, 0o755]);
+    ensure!(r == 0 || e(r) == sys::EEXIST, "mkdir {:?}: {r}", MNT);
+    let before = meminfo_shmem_kb();
+    let r = mount_tmpfs(MNT, b"huge=always\0");
+    if r < 0 {
+        return skip(mthp_user::Msg::new(format_args!(
+            "mount tmpfs: errno {}",
+            -r
+        )));
+    }
+    let path = b"/tmp/mthp-tmpfs/big\0";
+    let fd = openat_mode(path, sys::O_RDWR | O_CREAT | O_EXCL, 0o600);
+    let res = if fd < 0 {
+        Err(mthp_user::Msg::new(format_args!("open(O_CREAT): {fd}")))
+    } else {
+        let r = truncate_body(fd);
+        sys::close(fd as i32);
+        r
+    };
+    let un = unlink(path);
+    let um = umount(MNT);
+    let after = meminfo_shmem_kb();
+    let res = res?;
+    ensure!(un == 0 && um == 0, "unlink {un}, umount2 {um}");
+    let (Some(b), Some(a)) = (before, after) else {
+        fail!("/proc/meminfo Shmem: unreadable");
+    };
+    let slack = if on_mthp() { 0 } else { 512 };
+    ensure!(
+        a <= b + slack && a + slack >= b,
+        "Shmem: {b} kB before, {a} kB after unlink and umount"
+    );
+    Ok(res)
+}
