@@ -839,7 +839,9 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<Reaped>
         if nohang {
             return Ok(None);
         }
-        CHILD_EXIT.wait_until(|| {
+        // Interruptible, as Linux's: a child may work for long (the
+        // exhaustion hog fills swap), which is not a hang.
+        CHILD_EXIT.wait_interruptible(|| {
             killed()
                 || PROCS.lock().iter().any(|q| {
                     q.ppid.load(Ordering::Relaxed) == me.pid

@@ -604,8 +604,9 @@ pub fn on_tick() {
 /// state with each thread's wait channel is printed once; with
 /// `hung_task_panic` the kernel then panics, so a test run fails at once
 /// with the report instead of at its timeout.  As Linux's detector, it
-/// looks at each task's own wait (ours: any wait without a deadline, since
-/// no sleep here is interruptible by signals).
+/// looks at each task's own wait: any wait without a deadline except an
+/// interruptible one (`WaitQueue::wait_interruptible`, Linux's
+/// `TASK_INTERRUPTIBLE`: `wait4` for a child still at work).
 static HUNG_NS: AtomicU64 = AtomicU64::new(0);
 static HUNG_PANIC: AtomicBool = AtomicBool::new(false);
 static HUNG_REPORTED: AtomicBool = AtomicBool::new(false);

@@ -28,7 +28,16 @@ impl WaitQueue {
     /// interrupts masked, so it must be quick and must not block or allocate.
     #[track_caller]
     pub fn wait_until(&self, cond: impl FnMut() -> bool) {
-        self.wait_inner(cond, u64::MAX, core::panic::Location::caller());
+        self.wait_inner(cond, u64::MAX, false, core::panic::Location::caller());
+    }
+
+    /// [`Self::wait_until`] for a wait a signal ends (`cond` checks for a
+    /// kill) and whose length has no bound, as `wait4` for a child that is
+    /// still working: Linux's `TASK_INTERRUPTIBLE` sleep, which its
+    /// hung-task detector never reports, and neither does ours.
+    #[track_caller]
+    pub fn wait_interruptible(&self, cond: impl FnMut() -> bool) {
+        self.wait_inner(cond, u64::MAX, true, core::panic::Location::caller());
     }
 
     /// Block until `cond()` is true or the clock (`arch::now_ns`) reaches
@@ -37,13 +46,14 @@ impl WaitQueue {
     /// comes first, a wake-up or the tick past the deadline, readies it.
     #[track_caller]
     pub fn wait_until_deadline(&self, cond: impl FnMut() -> bool, deadline: u64) -> bool {
-        self.wait_inner(cond, deadline, core::panic::Location::caller())
+        self.wait_inner(cond, deadline, false, core::panic::Location::caller())
     }
 
     fn wait_inner(
         &self,
         mut cond: impl FnMut() -> bool,
         deadline: u64,
+        interruptible: bool,
         at: &'static core::panic::Location<'static>,
     ) -> bool {
         loop {
@@ -60,9 +70,13 @@ impl WaitQueue {
                 let me = g.cpus[cpu_id()].current;
                 *w |= 1 << me;
                 *g.thread(me).wchan.lock() = Some(at);
-                g.thread(me)
-                    .blocked_at
-                    .store(arch::now_ns(), Ordering::Relaxed);
+                // `u64::MAX`: an interruptible sleep, never reported hung.
+                let since = if interruptible {
+                    u64::MAX
+                } else {
+                    arch::now_ns()
+                };
+                g.thread(me).blocked_at.store(since, Ordering::Relaxed);
                 g.thread(me).set_state(State::Blocked);
                 if deadline != u64::MAX {
                     g.thread(me).wake_at.store(deadline, Ordering::Relaxed);
