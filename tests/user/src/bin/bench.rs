@@ -547,7 +547,10 @@ impl PmuSamples {
 // ---------------------------------------------------------------- sysfs
 
 /// The THP knobs this program writes, saved so they can be put back.
+/// The words of one family of THP knobs (`enabled` or `shmem_enabled`:
+/// the top level and every `hugepages-<size>kB/` one), to put back.
 struct Knobs {
+    file: &'static str,
     top: [u8; 16],
     sizes: [[u8; 16]; 9],
 }
@@ -574,17 +577,18 @@ fn unword(w: &[u8; 16]) -> &[u8] {
 }
 
 impl Knobs {
-    fn save() -> Knobs {
+    fn save(file: &'static str) -> Knobs {
         let mut buf = [0u8; 128];
         let mut k = Knobs {
+            file,
             top: [0; 16],
             sizes: [[0; 16]; 9],
         };
-        if let Ok(n) = read_file(path!("{THP}/enabled").c(), &mut buf) {
+        if let Ok(n) = read_file(path!("{THP}/{file}").c(), &mut buf) {
             k.top = word16(selected(&buf[..n]));
         }
         for (i, kb) in SIZES_KB.iter().enumerate() {
-            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/enabled").c(), &mut buf) {
+            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/{file}").c(), &mut buf) {
                 k.sizes[i] = word16(selected(&buf[..n]));
             }
         }
@@ -592,18 +596,38 @@ impl Knobs {
     }
 
     fn restore(&self) {
+        let file = self.file;
         for (i, kb) in SIZES_KB.iter().enumerate() {
             if !unword(&self.sizes[i]).is_empty() {
                 let _ = write_file(
-                    path!("{THP}/hugepages-{kb}kB/enabled").c(),
+                    path!("{THP}/hugepages-{kb}kB/{file}").c(),
                     unword(&self.sizes[i]),
                 );
             }
         }
         if !unword(&self.top).is_empty() {
-            let _ = write_file(path!("{THP}/enabled").c(), unword(&self.top));
+            let _ = write_file(path!("{THP}/{file}").c(), unword(&self.top));
         }
     }
+}
+
+/// Writes the `file` knobs (`enabled` or `shmem_enabled`) so that exactly
+/// size `kb` is `always` (4: none), and the top level `top`.
+fn select_size(file: &str, kb: usize, top: &[u8]) -> Result<(), Msg> {
+    for s in SIZES_KB {
+        let w: &[u8] = if s == kb { b"always" } else { b"never" };
+        match write_file(path!("{THP}/hugepages-{s}kB/{file}").c(), w) {
+            Ok(()) | Err(sys::ENOENT) => {}
+            Err(e) => {
+                return Err(Msg::new(format_args!(
+                    "cannot write hugepages-{s}kB/{file}: {}",
+                    errno_name(e)
+                )));
+            }
+        }
+    }
+    write_file(path!("{THP}/{file}").c(), top)
+        .map_err(|e| Msg::new(format_args!("cannot write {THP}/{file}: {}", errno_name(e))))
 }
 
 /// Let anonymous faults use exactly folio size `kb` (4: base pages only).
@@ -615,25 +639,7 @@ fn set_config(kb: usize) -> Result<(), Msg> {
     {
         return Err(Msg::new(format_args!("no hugepages-{kb}kB knob here")));
     }
-    for s in SIZES_KB {
-        let w: &[u8] = if s == kb { b"always" } else { b"never" };
-        match write_file(path!("{THP}/hugepages-{s}kB/enabled").c(), w) {
-            Ok(()) | Err(sys::ENOENT) => {}
-            Err(e) => {
-                return Err(Msg::new(format_args!(
-                    "cannot write hugepages-{s}kB/enabled: {}",
-                    errno_name(e)
-                )));
-            }
-        }
-    }
-    let top: &[u8] = if kb == 2048 { b"always" } else { b"never" };
-    write_file(path!("{THP}/enabled").c(), top).map_err(|e| {
-        Msg::new(format_args!(
-            "cannot write {THP}/enabled: {}",
-            errno_name(e)
-        ))
-    })
+    select_size("enabled", kb, if kb == 2048 { b"always" } else { b"never" })
 }
 
 /// What `/proc/self/smaps` says about the mapping that starts at `addr`.
@@ -836,45 +842,6 @@ fn run_config(cx: &mut Ctx, kb: usize, mib: usize) {
     }
 }
 
-/// The shmem knobs [`bench_shfault`] changes, to put back.
-struct ShmemKnobs {
-    top: [u8; 16],
-    sizes: [[u8; 16]; 9],
-}
-
-impl ShmemKnobs {
-    fn save() -> ShmemKnobs {
-        let mut buf = [0u8; 128];
-        let mut k = ShmemKnobs {
-            top: [0; 16],
-            sizes: [[0; 16]; 9],
-        };
-        if let Ok(n) = read_file(path!("{THP}/shmem_enabled").c(), &mut buf) {
-            k.top = word16(selected(&buf[..n]));
-        }
-        for (i, kb) in SIZES_KB.iter().enumerate() {
-            if let Ok(n) = read_file(path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(), &mut buf) {
-                k.sizes[i] = word16(selected(&buf[..n]));
-            }
-        }
-        k
-    }
-
-    fn restore(&self) {
-        for (i, kb) in SIZES_KB.iter().enumerate() {
-            if !unword(&self.sizes[i]).is_empty() {
-                let _ = write_file(
-                    path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(),
-                    unword(&self.sizes[i]),
-                );
-            }
-        }
-        if !unword(&self.top).is_empty() {
-            let _ = write_file(path!("{THP}/shmem_enabled").c(), unword(&self.top));
-        }
-    }
-}
-
 /// Let shared anonymous faults use exactly folio size `kb` (4: base pages
 /// only): that size's `shmem_enabled` `always`, every other `never`, the
 /// top level `never`.
@@ -890,24 +857,7 @@ fn set_shmem_config(kb: usize) -> Result<(), Msg> {
             "no hugepages-{kb}kB/shmem_enabled here"
         )));
     }
-    for s in SIZES_KB {
-        let w: &[u8] = if s == kb { b"always" } else { b"never" };
-        match write_file(path!("{THP}/hugepages-{s}kB/shmem_enabled").c(), w) {
-            Ok(()) | Err(sys::ENOENT) => {}
-            Err(e) => {
-                return Err(Msg::new(format_args!(
-                    "cannot write hugepages-{s}kB/shmem_enabled: {}",
-                    errno_name(e)
-                )));
-            }
-        }
-    }
-    write_file(path!("{THP}/shmem_enabled").c(), b"never").map_err(|e| {
-        Msg::new(format_args!(
-            "cannot write {THP}/shmem_enabled: {}",
-            errno_name(e)
-        ))
-    })
+    select_size("shmem_enabled", kb, b"never")
 }
 
 /// Fault-in of a `MAP_SHARED|MAP_ANONYMOUS` region of `mib` MiB (2 MiB
@@ -916,7 +866,7 @@ fn set_shmem_config(kb: usize) -> Result<(), Msg> {
 /// metrics as `fault`).
 fn bench_shfault(cx: &mut Ctx, kb: usize, mib: usize) {
     let cfg = Cfg(kb, "");
-    let saved = ShmemKnobs::save();
+    let saved = Knobs::save("shmem_enabled");
     if let Err(m) = set_shmem_config(kb) {
         println!("bench-info skip shfault {} {} {}", cfg, mib, m);
         saved.restore();
@@ -2057,7 +2007,7 @@ fn bench_main(args: &Args) -> i32 {
         touch(a, max_mib * MIB);
         sys::munmap(a, max_mib * MIB);
     }
-    let saved = Knobs::save();
+    let saved = Knobs::save("enabled");
     let mut cx = Ctx {
         opts: &o,
         perf,
