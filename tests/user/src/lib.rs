@@ -531,27 +531,29 @@ pub fn mount_pseudo_fs() {
     m(b"debugfs\0", b"/sys/kernel/debug\0", b"debugfs\0");
 }
 
+/// `mount("tmpfs", target, "tmpfs", 0, opts)`; both NUL-terminated.
+pub fn mount_tmpfs(target: &[u8], opts: &[u8]) -> isize {
+    sys::syscall(
+        sys::nr::MOUNT,
+        &[
+            c"tmpfs".as_ptr() as usize,
+            target.as_ptr() as usize,
+            c"tmpfs".as_ptr() as usize,
+            0,
+            opts.as_ptr() as usize,
+        ],
+    )
+}
+
 /// tmpfs at `/tmp` and `/dev/shm`, mode 1777, as a distribution's init
 /// mounts them on Linux (this kernel mounts both itself).
 pub fn mount_tmpfs_dirs() {
-    for (dir, opts) in [
-        (&b"/tmp\0"[..], &b"mode=1777\0"[..]),
-        (&b"/dev/shm\0"[..], &b"mode=1777\0"[..]),
-    ] {
+    for dir in [&b"/tmp\0"[..], &b"/dev/shm\0"[..]] {
         sys::syscall(
             sys::nr::MKDIRAT,
             &[-100isize as usize, dir.as_ptr() as usize, 0o1777],
         );
-        sys::syscall(
-            sys::nr::MOUNT,
-            &[
-                c"tmpfs".as_ptr() as usize,
-                dir.as_ptr() as usize,
-                c"tmpfs".as_ptr() as usize,
-                0,
-                opts.as_ptr() as usize,
-            ],
-        );
+        mount_tmpfs(dir, b"mode=1777\0");
     }
 }
 

@@ -692,19 +692,6 @@ fn openat_mode(path: &[u8], flags: usize, mode: usize) -> isize {
     )
 }
 
-fn mount_tmpfs(target: &[u8], opts: &[u8]) -> isize {
-    sys::syscall(
-        sys::nr::MOUNT,
-        &[
-            c"tmpfs".as_ptr() as usize,
-            target.as_ptr() as usize,
-            c"tmpfs".as_ptr() as usize,
-            0,
-            opts.as_ptr() as usize,
-        ],
-    )
-}
-
 fn umount(target: &[u8]) -> isize {
     sys::syscall(sys::nr::UMOUNT2, &[target.as_ptr() as usize, 0])
 }
@@ -737,7 +724,7 @@ fn tmpfs_mount_case(huge: &[u8], pmd: bool) -> TestResult {
     let e = |r: isize| if r < 0 { -(r as i32) } else { 0 };
     let r = sys::syscall(sys::nr::MKDIRAT, &[AT_FDCWD, MNT.as_ptr() as usize, 0o755]);
     ensure!(r == 0 || e(r) == sys::EEXIST, "mkdir {:?}: {r}", MNT);
-    let r = mount_tmpfs(MNT, huge);
+    let r = mthp_user::mount_tmpfs(MNT, huge);
     if r < 0 {
         return skip(mthp_user::Msg::new(format_args!(
             "mount tmpfs: errno {}",
@@ -880,7 +867,7 @@ pub(crate) fn tmpfs_dev_shm() -> TestResult {
     ensure!(got == data[..8], "mapping reads {got:?}");
     ensure!(unlink(path) == 0, "unlink");
     ensure!(e(unlink(path)) == sys::ENOENT, "second unlink not ENOENT");
-    let r = mount_tmpfs(MNT, b"huge=sometimes\0");
+    let r = mthp_user::mount_tmpfs(MNT, b"huge=sometimes\0");
     ensure!(e(r) == sys::EINVAL, "mount with huge=sometimes: {r}");
     Ok(Outcome::Pass)
 }
@@ -1004,7 +991,7 @@ pub(crate) fn tmpfs_truncate_in_large_folio() -> TestResult {
     let r = sys::syscall(sys::nr::MKDIRAT, &[AT_FDCWD, MNT.as_ptr() as usize, 0o755]);
     ensure!(r == 0 || e(r) == sys::EEXIST, "mkdir {:?}: {r}", MNT);
     let before = meminfo_shmem_kb();
-    let r = mount_tmpfs(MNT, b"huge=always\0");
+    let r = mthp_user::mount_tmpfs(MNT, b"huge=always\0");
     if r < 0 {
         return skip(mthp_user::Msg::new(format_args!(
             "mount tmpfs: errno {}",
