@@ -246,6 +246,37 @@ fn pressure_breaks<A: PagingArch>() {
     });
 }
 
+/// khugepaged leaves a reservation alone (it becomes a PMD folio in place
+/// as it fills; a copy now would be wasted): the block stays reserved and
+/// still promotes in place when filled.
+fn khugepaged_skips<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        reserve_only(env, 9);
+        let mm = env.mm();
+        let va = mm.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, va, 8 * K4, 6);
+        let f = env.folio_at(&mm, va).unwrap();
+        let p = mm::aspace::khugepaged_full_scan(
+            env.ctx,
+            &mut |id, g| {
+                if id == mm.id() {
+                    g(&mm);
+                    true
+                } else {
+                    false
+                }
+            },
+            64,
+        );
+        assert_eq!(p.collapsed, 0);
+        assert!(f.test(PageFlags::RESERVATION));
+        env.fill_pages(&mm, va, M2, 6);
+        let l = env.leaf(&mm, va).unwrap();
+        assert_eq!((l.level, l.pfn), (PMD_LEVEL, f.pfn()));
+        env.check(&[&mm]);
+    });
+}
+
 /// Reservation mode off (the default) changes nothing: a 64K fault
 /// allocates and maps the whole folio, as Linux.
 fn off_by_default<A: PagingArch>() {
@@ -269,5 +300,6 @@ both_formats!(
     fork_breaks,
     mprotect_split_breaks,
     pressure_breaks,
+    khugepaged_skips,
     off_by_default,
 );
