@@ -540,7 +540,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let va = align_down(addr, PAGE_SIZE);
         if pre.is_none()
             && ctx.thp.config.reserve_orders() != 0
-            && let Some(step) = self.reserve_fault(vma, pt, addr, access)
+            && let Some(step) = self.reserve_fault(vma, pt, addr, access, walk)
         {
             return step;
         }

@@ -15,8 +15,8 @@
 //!   pressure.  RSS grows by one page, as with 4K pages.
 //! * **Later faults** in the block (reads too: a reservation page serves a
 //!   read instead of the zero page, so the block can still fill) take the
-//!   page at their own offset, zero it, and map it.  On arm64 each
-//!   16-entry block that fills folds to a contpte block at once.
+//!   page at their own offset, zero it, and map it.  On arm64 the
+//!   block's contiguous entries fold when the block is promoted.
 //! * **Promotion**: when the last page is mapped, the folio is an ordinary
 //!   fully mapped folio (off the deferred-split queue); a PMD-size one is
 //!   promoted in place: the PTE table is unhooked and flushed
@@ -49,7 +49,7 @@
 //! that finds it outside its VMA.
 
 use crate::addr::{PAGE_SIZE, PMD_ORDER, align_down};
-use crate::paging::{Entry, FolioSpan, PageTable, PagingArch};
+use crate::paging::{Entry, FolioSpan, PageTable, PagingArch, Walk};
 use crate::physmem::folio::Folio;
 use crate::physmem::frame_flags::PageFlags;
 use crate::thp::MthpStat;
@@ -69,6 +69,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         pt: &mut PageTable<'a, A>,
         addr: u64,
         access: Access,
+        walk: Option<&Walk>,
     ) -> Option<Locked<'a>> {
         let ctx = self.ctx;
         let resv = ctx.thp.config.reserve_orders();
@@ -78,7 +79,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let allowed = self.fault_orders(vma, addr);
         for o in orders_high_to_low(resv) {
             let base = align_down(addr, PAGE_SIZE << o);
-            let Some((va, Entry::Leaf(l))) = pt.first_pte_in(base, 1 << o) else {
+            let Some((va, Entry::Leaf(l))) = pt.first_pte_in_walked(walk, addr, base, 1 << o)
+            else {
                 continue;
             };
             let Some(f) = ctx.folio(l.pfn) else {
@@ -96,7 +98,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 ctx.reservation_break(f);
                 return None;
             }
-            return Some(self.reserve_populate(vma, pt, addr, base, f));
+            return Some(self.reserve_populate(vma, pt, addr, walk, base, f));
         }
         if access != Access::Write {
             return None;
@@ -118,7 +120,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let va = align_down(addr, PAGE_SIZE);
         let pfn = f.pfn() + (va - base) / PAGE_SIZE;
         ctx.mem.zero(pfn * PAGE_SIZE, PAGE_SIZE);
-        if pt.set_ptes(va, pfn, 1, anon_attrs(vma)).is_err() {
+        if set_one(pt, walk, addr, va, pfn, anon_attrs(vma)).is_err() {
             f.put();
             return Some(Locked::Done(Err(Fault::Oom)));
         }
@@ -135,6 +137,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         vma: &Vma,
         pt: &mut PageTable<'a, A>,
         addr: u64,
+        walk: Option<&Walk>,
         base: u64,
         f: Folio<'a>,
     ) -> Locked<'a> {
@@ -142,16 +145,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let va = align_down(addr, PAGE_SIZE);
         let pfn = f.pfn() + (va - base) / PAGE_SIZE;
         ctx.mem.zero(pfn * PAGE_SIZE, PAGE_SIZE);
-        if pt.set_ptes(va, pfn, 1, anon_attrs(vma)).is_err() {
+        if set_one(pt, walk, addr, va, pfn, anon_attrs(vma)).is_err() {
             return Locked::Done(Err(Fault::Oom));
         }
         let mapped = ctx.rmap_reservation_page(f, self.id, pfn - f.pfn());
         self.rss_add(1);
-        let span = FolioSpan {
-            first_pfn: f.pfn(),
-            nr: f.nr_pages(),
-        };
-        pt.try_fold_block(va, span);
         if mapped as u64 == f.nr_pages() {
             self.reserve_promote(pt, base, f);
         }
@@ -167,8 +165,35 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         ctx.deferred_split_remove(f);
         ctx.thp.stats.inc(f.order(), MthpStat::ReservePromote);
-        if f.order() == PMD_ORDER && pt.promote_to_pmd_leaf(base, f.pfn()) == Ok(true) {
-            ctx.rmap_promote_pmd(f, self.id);
+        if f.order() == PMD_ORDER {
+            if pt.promote_to_pmd_leaf(base, f.pfn()) == Ok(true) {
+                ctx.rmap_promote_pmd(f, self.id);
+            }
+            return;
         }
+        // Below PMD size: the contiguous blocks (arm64) fold now.
+        let span = FolioSpan {
+            first_pfn: f.pfn(),
+            nr: f.nr_pages(),
+        };
+        let step = A::CONT_PTES.max(1) as u64;
+        for i in (0..f.nr_pages()).step_by(step as usize) {
+            pt.try_fold_block(base + i * PAGE_SIZE, span);
+        }
+    }
+}
+
+/// Map one frame at `va` (for the fault at `addr`, walked to as `walk`).
+fn set_one<'a, A: PagingArch>(
+    pt: &mut PageTable<'a, A>,
+    walk: Option<&Walk>,
+    addr: u64,
+    va: u64,
+    pfn: u64,
+    attrs: crate::paging::Attrs,
+) -> Result<(), crate::paging::PtError> {
+    match walk {
+        Some(w) => pt.set_ptes_walked(w, addr, va, pfn, 1, attrs),
+        None => pt.set_ptes(va, pfn, 1, attrs),
     }
 }

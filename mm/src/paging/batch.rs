@@ -97,7 +97,7 @@ impl SegCursor {
 /// The PTE table `w` (a walk to `walked`) reached and the index of `va`
 /// in it, if the `n` entries from `va` all lie in that table; `None` to
 /// walk again.
-fn walked_run(w: &Walk, walked: u64, va: u64, n: usize) -> Option<(u64, usize)> {
+pub(super) fn walked_run(w: &Walk, walked: u64, va: u64, n: usize) -> Option<(u64, usize)> {
     let idx0 = super::arch::level_index(va, PTE_LEVEL);
     let table_span = super::arch::level_size(PTE_LEVEL + 1);
     (w.level == PTE_LEVEL

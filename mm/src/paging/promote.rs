@@ -3,7 +3,7 @@
 //! entries map one PMD-size folio in place to a PMD leaf, with no copy.
 
 use super::arch::{Entry, PTE_LEVEL, level_index};
-use super::table::{PageTable, PtError, TableAt};
+use super::table::{PageTable, PtError, TableAt, Walk};
 use super::{Attrs, PagingArch};
 use crate::addr::{PAGE_SIZE, PMD_SIZE};
 
@@ -15,10 +15,25 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// lie in one PTE table), with its address; `None` when all are empty
     /// or there is no PTE table there.
     pub fn first_pte_in(&self, va: u64, n: usize) -> Option<(u64, Entry)> {
-        let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
-            return None;
+        self.first_pte_in_walked(None, 0, va, n)
+    }
+
+    /// [`Self::first_pte_in`] given `w`, a walk to `walked` under this lock
+    /// hold, if any: no second walk when the block lies in that table.
+    pub fn first_pte_in_walked(
+        &self,
+        w: Option<&Walk>,
+        walked: u64,
+        va: u64,
+        n: usize,
+    ) -> Option<(u64, Entry)> {
+        let (t, idx0) = match w.and_then(|w| super::batch::walked_run(w, walked, va, n)) {
+            Some(known) => known,
+            None => match self.table_at(va, PTE_LEVEL) {
+                TableAt::Table(t) => (t, level_index(va, PTE_LEVEL)),
+                _ => return None,
+            },
         };
-        let idx0 = level_index(va, PTE_LEVEL);
         let mem = self.mem();
         (0..n).find_map(|i| {
             let raw = mem.load(t + 8 * (idx0 + i) as u64);

@@ -1031,8 +1031,12 @@ fn bench_reserve(cx: &mut Ctx) {
                 println!("bench-info reserve unavailable: cannot write {kb}kB reserve");
                 return;
             }
-            let (mut rss, mut pop, mut last, mut ent) =
-                (Samples::new(), Samples::new(), Samples::new(), Samples::new());
+            let (mut rss, mut pop, mut last, mut ent) = (
+                Samples::new(),
+                Samples::new(),
+                Samples::new(),
+                Samples::new(),
+            );
             for _ in 0..cx.opts.runs {
                 let Ok(a) = map_region(len) else {
                     println!("bench-info reserve unavailable: mmap failed");
@@ -1079,7 +1083,13 @@ fn bench_reserve(cx: &mut Ctx) {
             let _ = write_file(knob.c(), b"0");
         }
     }
-    emit("reserve", &Cfg(2048, "copy"), mib, "us_copy_2m", &copy_2m(cx.opts.runs.max(5)));
+    emit(
+        "reserve",
+        &Cfg(2048, "copy"),
+        mib,
+        "us_copy_2m",
+        &copy_2m(cx.opts.runs.max(5)),
+    );
 }
 
 /// Split a PMD-mapped 2 MiB folio to each order through
