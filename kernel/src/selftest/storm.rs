@@ -529,6 +529,13 @@ impl Storm {
             let on = self.rng.chance(50);
             THP.config.set_use_zero_page(on);
         }
+        // Reservation mode (issue 17) for this size: new faults reserve;
+        // reservations already made go on filling or break.
+        if self.rng.chance(30) {
+            let on = self.rng.chance(60);
+            THP.config.set_reserve(order, on);
+            return Ok(format!("knob order {order} -> {mode:?}, reserve {on}"));
+        }
         Ok(format!("knob order {order} -> {mode:?}"))
     }
 
@@ -608,6 +615,7 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
         THP.config.order_modes(),
         THP.config.global_mode(),
         THP.config.use_zero_page(),
+        THP.config.reserve_orders(),
     );
     // Keep the khugepaged thread out of the way (the storm runs its scans
     // itself), so a seed replays exactly.
@@ -689,6 +697,9 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
     THP.config.set_all_order_modes(&saved.0);
     THP.config.set_global_mode(saved.1);
     THP.config.set_use_zero_page(saved.2);
+    for o in 2..=9 {
+        THP.config.set_reserve(o, saved.3 & (1 << o) != 0);
+    }
     kh.scan_sleep_millisecs
         .store(sleep, core::sync::atomic::Ordering::Relaxed);
     buddy().drain_all();
