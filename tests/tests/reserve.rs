@@ -220,6 +220,30 @@ fn mprotect_split_breaks<A: PagingArch>() {
     });
 }
 
+/// mremap moving a partly populated reservation breaks it (its pages need
+/// no longer sit at their own offsets in an aligned block); the moved
+/// data stays, new faults in the old and new places get fresh pages.
+fn mremap_breaks<A: PagingArch>() {
+    run::<A>(16 * MIB, |env| {
+        reserve_only(env, 4);
+        let mm = env.mm();
+        let va = mm.mmap(VA, K64, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, va, 3 * K4, 2);
+        let to = VA + 16 * MIB + 5 * K4;
+        let got = mm
+            .mremap(va, K64, K64, MREMAP_MAYMOVE | MREMAP_FIXED, to)
+            .unwrap();
+        assert_eq!(got, to);
+        assert_eq!(env.mthp(4, MthpStat::ReserveBreak), 1);
+        for i in 0..3 {
+            assert_eq!(env.read_u64(&mm, to + i * K4), 2 ^ (va + i * K4));
+        }
+        env.write_u64(&mm, to + 9 * K4, 7);
+        assert_eq!(env.read_u64(&mm, to + 9 * K4), 7);
+        env.check(&[&mm]);
+    });
+}
+
 /// Under pressure (free memory below the high watermark) the
 /// deferred-split shrinker breaks reservations and gives their unused
 /// pages back; above it, it leaves them alone.
@@ -300,6 +324,7 @@ both_formats!(
     fork_breaks,
     mprotect_split_breaks,
     pressure_breaks,
+    mremap_breaks,
     khugepaged_skips,
     off_by_default,
 );
