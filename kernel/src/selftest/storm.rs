@@ -316,8 +316,16 @@ impl Storm {
                 p.pages.insert(new + (k - old), v);
             }
         }
+        // Grown pages belong to the (moved) VMA: locked if it is (an
+        // mlocked VMA that grows stays locked and populates).
+        let entered = p.mm.enter();
+        let vmas = entered.vmas();
         for off in (old_len..new_len).step_by(PAGE as usize) {
-            p.pages.insert(new + off, PageModel::new(prot));
+            let mut m = PageModel::new(prot);
+            m.locked = vmas
+                .find(new + off)
+                .is_some_and(|v| v.flags.contains(mm::vma::VmFlags::LOCKED));
+            p.pages.insert(new + off, m);
         }
         Ok(format!(
             "p{i} mremap {old:#x} +{old_len:#x} -> {new:#x} +{new_len:#x}"

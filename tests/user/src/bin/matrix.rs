@@ -114,6 +114,7 @@ static FEATURES: &[Feature] = &[
     ("memfd", memfd),
     ("tmpfs", tmpfs),
     ("sysv-shm", sysv_shm),
+    ("reserve", reserve),
     ("numa", numa),
     ("threads", threads),
 ];
@@ -1199,6 +1200,47 @@ fn tmpfs(kb: usize) -> R {
     }
     sys::syscall(sys::nr::UMOUNT2, &[dir.as_ptr() as usize, 2]);
     r
+}
+
+/// Reservations (this kernel's `hugepages-<size>kB/reserve`, issue 17):
+/// one write per block costs one page of RSS, as with 4K pages; filling
+/// every page then gives `kb` folios in place (a PMD for 2M).  Linux has
+/// no such mode: `no`.
+fn reserve(kb: usize) -> R {
+    if kb == 4 {
+        bail!(Untested, "4K pages: nothing to reserve");
+    }
+    knobs(kb)?;
+    let knob = path!("{THP}/hugepages-{kb}kB/reserve");
+    if let Err(e) = write_file(knob.c(), b"1") {
+        bail!(No, "no hugepages-{kb}kB/reserve (errno {e}): no reservation mode");
+    }
+    let r = reserve_filled(kb);
+    let _ = write_file(knob.c(), b"0");
+    r
+}
+
+fn reserve_filled(kb: usize) -> R {
+    let m = map_aligned(LEN, SZ_2M).map_err(|why| cell!(Untested, "{why}"))?;
+    let block = kb << 10;
+    for off in (0..LEN).step_by(block) {
+        m.poke64(off, 1);
+    }
+    let rss = smaps_field(m.addr, b"Rss:").unwrap_or(u64::MAX);
+    let pages_kb = (LEN / block * 4) as u64;
+    fill(&m, 3);
+    data_ok(&m, 0, LEN, 3)?;
+    if rss > pages_kb {
+        bail!(
+            SubOptimal,
+            "one write per block cost {rss} kB of Rss (4K pages: {pages_kb} kB)"
+        );
+    }
+    let what = Msg::new(format_args!(
+        "one write per block: Rss {rss} kB (= 4K pages'); filled, reserve_promote {}",
+        stat(kb, "reserve_promote").unwrap_or(0)
+    ));
+    kept_at(m.addr, LEN, kb, what.as_str())
 }
 
 /// A System V segment (`shmget` + `shmat`, removed at once so it goes
