@@ -116,6 +116,25 @@ struct Boot {
     numa: u32,
 }
 
+impl Boot {
+    /// A boot with the default RAM, no disk, no NUMA, and `-icount
+    /// shift=0` when `icount` (arm64: the guest clock counts instructions).
+    fn plain(label: &'static str, cmdline: String, icount: bool) -> Boot {
+        Boot {
+            label,
+            cmdline,
+            extra: if icount {
+                vec!["-icount".into(), "shift=0".into()]
+            } else {
+                Vec::new()
+            },
+            disk: None,
+            mem: None,
+            numa: 0,
+        }
+    }
+}
+
 /// Swap disk of the swap workload's boot: 16 (64 full) MiB at a time, so
 /// 128 MiB leaves the slots contiguous.
 const SWAP_BOOT_DISK: u64 = 128 << 20;
@@ -393,20 +412,16 @@ pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
 pub fn migrate_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
     let boots = || {
         vec![Boot {
-            label: "migrate",
-            cmdline: format!(
-                "init=/bench bench.work=migrate bench.sizes={} bench.runs={}",
-                if quick { 16 } else { 64 },
-                if quick { 1 } else { 3 }
-            ),
-            extra: if icount {
-                vec!["-icount".into(), "shift=0".into()]
-            } else {
-                Vec::new()
-            },
-            disk: None,
-            mem: None,
             numa: 2,
+            ..Boot::plain(
+                "migrate",
+                format!(
+                    "init=/bench bench.work=migrate bench.sizes={} bench.runs={}",
+                    if quick { 16 } else { 64 },
+                    if quick { 1 } else { 3 }
+                ),
+                icount,
+            )
         }]
     };
     side_by_side(
@@ -425,18 +440,15 @@ pub fn migrate_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool)
 /// 6.12 ([`cow_tables`]).
 pub fn cow_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
     let boots = || {
-        vec![Boot {
-            label: "cow",
-            cmdline: format!(
+        vec![Boot::plain(
+            "cow",
+            format!(
                 "init=/bench bench.work=cow bench.sizes={} bench.runs={}",
                 if quick { 16 } else { 64 },
                 if quick { 1 } else { 3 }
             ),
-            extra: Vec::new(),
-            disk: None,
-            mem: None,
-            numa: 0,
-        }]
+            false,
+        )]
     };
     side_by_side(arches, accel, quick, false, "bench-cow", &boots, cow_tables)
 }
@@ -446,21 +458,14 @@ pub fn cow_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
 /// Linux 6.12 ([`shmem_tables`]); with `icount`, instructions per fault.
 pub fn shmem_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
     let boots = || {
-        vec![Boot {
-            label: "shfault",
-            cmdline: format!(
+        vec![Boot::plain(
+            "shfault",
+            format!(
                 "init=/bench bench.work=shfault bench.configs=4K,64K,2M bench.sizes=256 bench.runs={}",
                 if quick { 1 } else { 3 }
             ),
-            extra: if icount {
-                vec!["-icount".into(), "shift=0".into()]
-            } else {
-                Vec::new()
-            },
-            disk: None,
-            mem: None,
-            numa: 0,
-        }]
+            icount,
+        )]
     };
     side_by_side(
         arches,
@@ -535,22 +540,15 @@ fn shmem_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
 /// ([`reserve_tables`]); with `icount`, guest ns are instructions.
 pub fn reserve_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
     let boots = || {
-        vec![Boot {
-            label: "reserve",
-            cmdline: format!(
+        vec![Boot::plain(
+            "reserve",
+            format!(
                 "init=/bench bench.work=reserve bench.sizes={} bench.runs={}",
                 if quick { 16 } else { 64 },
                 if quick { 1 } else { 3 }
             ),
-            extra: if icount {
-                vec!["-icount".into(), "shift=0".into()]
-            } else {
-                Vec::new()
-            },
-            disk: None,
-            mem: None,
-            numa: 0,
-        }]
+            icount,
+        )]
     };
     side_by_side(
         arches,

@@ -1213,7 +1213,10 @@ fn reserve(kb: usize) -> R {
     knobs(kb)?;
     let knob = path!("{THP}/hugepages-{kb}kB/reserve");
     if let Err(e) = write_file(knob.c(), b"1") {
-        bail!(No, "no hugepages-{kb}kB/reserve (errno {e}): no reservation mode");
+        bail!(
+            No,
+            "no hugepages-{kb}kB/reserve (errno {e}): no reservation mode"
+        );
     }
     let r = reserve_filled(kb);
     let _ = write_file(knob.c(), b"0");
