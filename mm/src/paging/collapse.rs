@@ -8,8 +8,8 @@ use crate::addr::{PAGE_SIZE, PMD_SIZE};
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Unhook the PTE table under the 2 MiB-aligned `va` from its PMD and
-    /// flush the range from the TLB at once (every 4 KiB entry, and the
-    /// walk caches), so no CPU can reach the old pages through it any more.
+    /// flush the space from the TLB at once (every 4 KiB entry of the range,
+    /// and the walk caches), so no CPU can reach the old pages through it any more.
     /// The table page keeps its entries for the caller to read (and to put
     /// back with [`Self::collapse_restore_table`] on failure).  Returns the
     /// table's physical address; `NotMapped` if the PMD holds no table.
@@ -23,14 +23,17 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             return Err(PtError::NotMapped);
         };
         self.take(slot);
+        // 512 pages is past the gather's threshold: one flush of the whole
+        // space, as Linux's `pmdp_collapse_flush` ends up doing (x86 above
+        // its 33-page ceiling, arm64 at `MAX_DVM_OPS`).  Per-page
+        // invalidations cost about 0.8 µs each under TCG.
         let tlb: &dyn TlbOps = self.env.tlb;
-        tlb.flush_range(
-            self.space,
-            self.cpus.begin_flush(),
-            va,
-            va + PMD_SIZE,
-            PAGE_SIZE,
-        );
+        let to = self.cpus.begin_flush();
+        if PMD_SIZE / PAGE_SIZE > super::tlb::FULL_FLUSH_THRESHOLD {
+            tlb.flush_all(self.space, to);
+        } else {
+            tlb.flush_range(self.space, to, va, va + PMD_SIZE, PAGE_SIZE);
+        }
         Ok(pa)
     }
 
