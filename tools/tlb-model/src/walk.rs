@@ -4,9 +4,38 @@
 //! callback; the plugin implements it as a guest-virtual read at
 //! `direct_map_base + pa` (the guest's linear map), so no physical-memory
 //! API is needed. They return `None` for a non-present translation (the
-//! access will fault; the model skips it) or a failed read.
+//! access will fault; the model skips it) or a failed read. The output
+//! address comes back with the size so that the plugin can check a walk
+//! against the physical address QEMU itself translated the access to.
 
 use crate::model::LeafSize;
+
+/// A leaf translation found by a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Size of the translation (the TLB entry it would fill).
+    pub size: LeafSize,
+    /// Physical address the walked virtual address translates to.
+    pub pa: u64,
+}
+
+impl Leaf {
+    /// The leaf of `size` whose descriptor holds output address `out`
+    /// (already masked to the descriptor's address bits), for `va`.
+    fn new(size: LeafSize, out: u64, va: u64) -> Self {
+        // A contiguous PTE still maps 4K of its own: its address is per page.
+        let shift = if size == LeafSize::Cont64K {
+            12
+        } else {
+            size.shift()
+        };
+        let offset = (1u64 << shift) - 1;
+        Leaf {
+            size,
+            pa: (out & !offset) | (va & offset),
+        }
+    }
+}
 
 /// Physical address bits 51:12 of an x86 table entry or CR3.
 const X86_ADDR: u64 = 0x000f_ffff_ffff_f000;
@@ -16,7 +45,7 @@ const X86_PS: u64 = 1 << 7;
 
 /// Leaf size of `va` under x86_64 4-level tables rooted at `cr3` (PCID and
 /// flag bits ignored). 5-level paging is not handled.
-pub fn x86_64(cr3: u64, va: u64, mut read: impl FnMut(u64) -> Option<u64>) -> Option<LeafSize> {
+pub fn x86_64(cr3: u64, va: u64, mut read: impl FnMut(u64) -> Option<u64>) -> Option<Leaf> {
     let mut table = cr3 & X86_ADDR;
     // PML4 (shift 39), PDPT (30), PD (21), PT (12).
     for (level, shift) in [39u32, 30, 21, 12].into_iter().enumerate() {
@@ -25,9 +54,13 @@ pub fn x86_64(cr3: u64, va: u64, mut read: impl FnMut(u64) -> Option<u64>) -> Op
             return None;
         }
         match level {
-            1 if entry & X86_PS != 0 => return Some(LeafSize::Pud1G),
-            2 if entry & X86_PS != 0 => return Some(LeafSize::Pmd2M),
-            3 => return Some(LeafSize::Base4K),
+            1 if entry & X86_PS != 0 => {
+                return Some(Leaf::new(LeafSize::Pud1G, entry & X86_ADDR, va));
+            }
+            2 if entry & X86_PS != 0 => {
+                return Some(Leaf::new(LeafSize::Pmd2M, entry & X86_ADDR, va));
+            }
+            3 => return Some(Leaf::new(LeafSize::Base4K, entry & X86_ADDR, va)),
             _ => table = entry & X86_ADDR,
         }
     }
@@ -56,11 +89,7 @@ const ARM64_CONT: u64 = 1 << 52;
 /// Bit 55 of `va` selects TTBR1 or TTBR0; the starting level follows from
 /// the range's TxSZ. A level-3 page with the contiguous bit is `Cont64K`;
 /// contiguous blocks count as their block size.
-pub fn arm64(
-    regs: Arm64Regs,
-    va: u64,
-    mut read: impl FnMut(u64) -> Option<u64>,
-) -> Option<LeafSize> {
+pub fn arm64(regs: Arm64Regs, va: u64, mut read: impl FnMut(u64) -> Option<u64>) -> Option<Leaf> {
     let upper = va & (1 << 55) != 0;
     let (ttbr, txsz) = if upper {
         (regs.ttbr1, (regs.tcr >> 16) & 0x3f)
@@ -74,17 +103,18 @@ pub fn arm64(
     let levels = (va_bits - 12).div_ceil(9);
     let va = va & ((1u64 << va_bits) - 1);
     let mut table = ttbr & TTBR_BADDR;
+    let out = |size, desc: u64| Some(Leaf::new(size, desc & ARM64_ADDR, va));
     for level in (4 - levels)..4 {
         let shift = 12 + 9 * (3 - level);
         let desc = read(table + ((va >> shift) & 0x1ff) * 8)?;
         let kind = desc & 0b11;
         match (level, kind) {
             (_, 0b00 | 0b10) => return None,
-            (3, 0b11) if desc & ARM64_CONT != 0 => return Some(LeafSize::Cont64K),
-            (3, 0b11) => return Some(LeafSize::Base4K),
+            (3, 0b11) if desc & ARM64_CONT != 0 => return out(LeafSize::Cont64K, desc),
+            (3, 0b11) => return out(LeafSize::Base4K, desc),
             (3, _) => return None,
-            (1, 0b01) => return Some(LeafSize::Pud1G),
-            (2, 0b01) => return Some(LeafSize::Pmd2M),
+            (1, 0b01) => return out(LeafSize::Pud1G, desc),
+            (2, 0b01) => return out(LeafSize::Pmd2M, desc),
             (_, 0b01) => return None,
             _ => table = desc & ARM64_ADDR,
         }
@@ -114,6 +144,10 @@ mod tests {
         (va >> shift) & 0x1ff
     }
 
+    fn size(leaf: Option<Leaf>) -> Option<LeafSize> {
+        leaf.map(|l| l.size)
+    }
+
     #[test]
     fn x86_leaves() {
         let mut m = Mem::default();
@@ -129,11 +163,23 @@ mod tests {
         m.set(pdpt, idx(va1g, 30), 0x4000_0000 | X86_PS | 0x67);
         // CR3 with a PCID in the low bits.
         let cr3 = pml4 | 0x5;
-        assert_eq!(x86_64(cr3, va4k + 0x123, m.read()), Some(LeafSize::Base4K));
-        assert_eq!(x86_64(cr3, va2m, m.read()), Some(LeafSize::Pmd2M));
-        assert_eq!(x86_64(cr3, va1g, m.read()), Some(LeafSize::Pud1G));
-        assert_eq!(x86_64(cr3, va4k + 0x1000, m.read()), None);
-        assert_eq!(x86_64(cr3, va4k, |_| None), None);
+        assert_eq!(
+            size(x86_64(cr3, va4k + 0x123, m.read())),
+            Some(LeafSize::Base4K)
+        );
+        assert_eq!(size(x86_64(cr3, va2m, m.read())), Some(LeafSize::Pmd2M));
+        assert_eq!(size(x86_64(cr3, va1g, m.read())), Some(LeafSize::Pud1G));
+        assert_eq!(size(x86_64(cr3, va4k + 0x1000, m.read())), None);
+        assert_eq!(size(x86_64(cr3, va4k, |_| None)), None);
+        // Output addresses: page frame (or block base) plus the offset.
+        assert_eq!(
+            x86_64(cr3, va4k + 0x123, m.read()).map(|l| l.pa),
+            Some(0x9123)
+        );
+        assert_eq!(
+            x86_64(cr3, va2m + 0x45, m.read()).map(|l| l.pa),
+            Some(0x20_0000 | (va2m & 0x1f_ffff) | 0x45)
+        );
     }
 
     #[test]
@@ -141,7 +187,8 @@ mod tests {
         let mut m = Mem::default();
         // 48-bit VAs both sides: T0SZ = T1SZ = 16; start at level 0.
         let regs = Arm64Regs {
-            ttbr0: 0x10_0000 | 1,
+            // An ASID in bits 63:48 and CnP in bit 0: not address bits.
+            ttbr0: (0x5a << 48) | 0x10_0000 | 1,
             ttbr1: 0x20_0000,
             tcr: 16 | (16 << 16),
         };
@@ -154,11 +201,28 @@ mod tests {
         m.set(l3, idx(va + 0x1000, 12), 0x6000 | ARM64_CONT | 0x703);
         m.set(l2, idx(va + (1 << 21), 21), 0x20_0000 | 0x701);
         m.set(l1, idx(va + (1 << 30), 30), 0x4000_0000 | 0x701);
-        assert_eq!(arm64(regs, va, m.read()), Some(LeafSize::Base4K));
-        assert_eq!(arm64(regs, va + 0x1fff, m.read()), Some(LeafSize::Cont64K));
-        assert_eq!(arm64(regs, va + (1 << 21), m.read()), Some(LeafSize::Pmd2M));
-        assert_eq!(arm64(regs, va + (1 << 30), m.read()), Some(LeafSize::Pud1G));
-        assert_eq!(arm64(regs, va + 0x2000, m.read()), None);
+        assert_eq!(size(arm64(regs, va, m.read())), Some(LeafSize::Base4K));
+        assert_eq!(
+            size(arm64(regs, va + 0x1fff, m.read())),
+            Some(LeafSize::Cont64K)
+        );
+        assert_eq!(
+            size(arm64(regs, va + (1 << 21), m.read())),
+            Some(LeafSize::Pmd2M)
+        );
+        assert_eq!(
+            size(arm64(regs, va + (1 << 30), m.read())),
+            Some(LeafSize::Pud1G)
+        );
+        assert_eq!(size(arm64(regs, va + 0x2000, m.read())), None);
+        assert_eq!(
+            arm64(regs, va + 0x1fff, m.read()).map(|l| l.pa),
+            Some(0x6fff)
+        );
+        assert_eq!(
+            arm64(regs, va + (1 << 30) + 0x1234, m.read()).map(|l| l.pa),
+            Some(0x4000_0000 + (va & 0x3fff_ffff) + 0x1234)
+        );
 
         // The upper range walks TTBR1 with the top bits dropped.
         let kva = 0xffff_0000_0020_0000u64;
@@ -166,7 +230,7 @@ mod tests {
         m.set(0x20_0000, idx(kva, 39), k1 | 0b11);
         m.set(k1, idx(kva, 30), 0x22_0000 | 0b11);
         m.set(0x22_0000, idx(kva, 21), 0x20_0000 | 0x701);
-        assert_eq!(arm64(regs, kva, m.read()), Some(LeafSize::Pmd2M));
+        assert_eq!(size(arm64(regs, kva, m.read())), Some(LeafSize::Pmd2M));
     }
 
     #[test]
@@ -180,8 +244,11 @@ mod tests {
         let va = 0x0000_0040_0020_0000u64;
         m.set(0x10_0000, idx(va, 30), 0x11_0000 | 0b11);
         m.set(0x11_0000, idx(va, 21), 0x20_0000 | 0x701);
-        assert_eq!(arm64(regs, va, m.read()), Some(LeafSize::Pmd2M));
+        assert_eq!(size(arm64(regs, va, m.read())), Some(LeafSize::Pmd2M));
         // An out-of-range TxSZ is refused, not walked.
-        assert_eq!(arm64(Arm64Regs { tcr: 0, ..regs }, va, m.read()), None);
+        assert_eq!(
+            size(arm64(Arm64Regs { tcr: 0, ..regs }, va, m.read())),
+            None
+        );
     }
 }
