@@ -14,9 +14,11 @@ use crate::model::{Config, Counts, LeafSize};
 /// Where the plugin's accesses went (cumulative; phases take differences).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
-    /// Accesses to the lower (user) half of the address space.
+    /// Accesses to the lower (user) half of the address space, counted when
+    /// applied to the model (in guest order with the phase markers).
     pub user: u64,
-    /// Accesses to the upper (kernel) half.
+    /// Accesses to the upper (kernel) half, counted when they happen (user
+    /// events may wait for a kernel entry to be applied: approximate).
     pub kernel: u64,
     /// Accesses whose walk found no translation (about to fault).
     pub unmapped: u64,

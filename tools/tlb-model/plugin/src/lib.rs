@@ -156,7 +156,7 @@ struct State {
     /// Events in guest order from the first access whose walk could not
     /// read the tables (see [`State::access`]).
     pending: VecDeque<Event>,
-    /// Failed drains on the access at the front of `pending`.
+    /// Failed drains since an event could last be applied.
     retries: u32,
 }
 
@@ -238,12 +238,14 @@ impl State {
                             leaf
                         }
                         Err(NoLeaf::Unmapped) => {
+                            self.seen.user += 1;
                             self.seen.unmapped += 1;
                             return true;
                         }
                         Err(NoLeaf::Unreadable) => return false,
                     },
                 };
+                self.seen.user += 1;
                 self.seen.leaf(leaf.size);
                 self.tlb.access(va, leaf.size);
             }
@@ -270,15 +272,19 @@ impl State {
     /// direct map is readable), until one still cannot be walked.
     fn drain(&mut self) {
         while let Some(ev) = self.pending.pop_front() {
-            if !self.apply(&ev) {
-                self.retries += 1;
-                if self.retries < DRAIN_RETRIES {
-                    self.pending.push_front(ev);
-                    return;
-                }
-                self.seen.unreadable += 1;
+            if self.apply(&ev) {
+                self.retries = 0;
+                continue;
             }
-            self.retries = 0;
+            if self.retries < DRAIN_RETRIES {
+                self.retries += 1;
+                self.pending.push_front(ev);
+                return;
+            }
+            // Given up; so are the unreadable ones right behind it (before
+            // paging is on, every early access would wait as long).
+            self.seen.user += u64::from(matches!(ev, Event::Access { .. }));
+            self.seen.unreadable += 1;
         }
     }
 
@@ -309,9 +315,6 @@ impl State {
         }
         if kernel && !self.kernel {
             return;
-        }
-        if !kernel {
-            self.seen.user += 1;
         }
         let Some(regs) = self.vcpus.get(&vcpu).map(VcpuRegs::read) else {
             return;
