@@ -14,7 +14,7 @@
 //! the model by default: the figures are about the program's own loads, and
 //! the kernel's accesses (timer ticks, which TCG's slowness multiplies)
 //! differ between kernels. Each modelled access reads the table-base
-//! registers (CR3, or TTBR0_EL1, TTBR1_EL1 and TCR_EL1) and looks the leaf
+//! registers (CR3 and CR4, or TTBR0_EL1, TTBR1_EL1 and TCR_EL1) and looks the leaf
 //! up in a per-page cache keyed by those values. The modelled TLB is flushed
 //! when the user table base changes (ASID / PCID and, on x86, the PTI pair
 //! bit ignored) and at the start of every phase, so that a phase starts cold
@@ -31,6 +31,7 @@
 //! `GByteArray` it is given with glib: it must be a real glib array
 //! (`g_byte_array_new`), not a `{data, len}` pair on the stack.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -72,6 +73,9 @@ fn read_u64(va: u64) -> Option<u64> {
         value
     }
 }
+
+/// CR4.LA57: 5-level paging.
+const CR4_LA57: u64 = 1 << 12;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Arch {
@@ -156,6 +160,10 @@ struct State {
     /// Events in guest order from the first access whose walk could not
     /// read the tables (see [`State::access`]).
     pending: VecDeque<Event>,
+    /// Sampled kernel (VA - PA) offsets and how often each was seen.
+    offsets: HashMap<u64, u64>,
+    /// The first walk that found no leaf, for the report.
+    first_fail: RefCell<Option<String>>,
     /// Failed drains since an event could last be applied.
     retries: u32,
 }
@@ -177,13 +185,15 @@ impl State {
     fn walk(&self, va: u64) -> Result<Leaf, NoLeaf> {
         let dmap = self.dmap;
         let mut unreadable = false;
+        let mut reads = Vec::new();
         let read = |pa: u64| {
             let v = read_u64(dmap.wrapping_add(pa));
+            reads.push((pa, v));
             unreadable |= v.is_none();
             v
         };
         let leaf = match (self.arch, self.bases.as_slice()) {
-            (Arch::X86_64, [cr3]) => walk::x86_64(*cr3, va, read),
+            (Arch::X86_64, [cr3, cr4]) => walk::x86_64(*cr3, cr4 & CR4_LA57 != 0, va, read),
             (Arch::Aarch64, [ttbr0, ttbr1, tcr]) => walk::arm64(
                 Arm64Regs {
                     ttbr0: *ttbr0,
@@ -195,6 +205,12 @@ impl State {
             ),
             _ => None,
         };
+        if leaf.is_none() && !unreadable && !reads.is_empty() && self.first_fail.borrow().is_none() {
+            *self.first_fail.borrow_mut() = Some(format!(
+                "va {va:#x} registers {:x?} table reads (pa, value) {reads:x?}",
+                self.bases
+            ));
+        }
         match leaf {
             Some(l) => Ok(l),
             None if unreadable => Err(NoLeaf::Unreadable),
@@ -299,7 +315,7 @@ impl State {
     /// order), and the queue is applied at the next kernel-half access,
     /// which is the exception entry that ends the user-mode stretch (before
     /// the kernel can change a mapping).
-    fn access(&mut self, vcpu: VCPUIndex, va: u64, hwaddr: impl FnOnce() -> Option<u64>) {
+    fn access(&mut self, vcpu: VCPUIndex, va: u64, hwaddr: impl Fn() -> Option<u64>) {
         let kernel = self.arch.is_kernel(va);
         if kernel {
             self.seen.kernel += 1;
@@ -312,6 +328,16 @@ impl State {
         {
             self.event(Event::Mark((va - m) / 8));
             return;
+        }
+        if kernel && self.seen.kernel % 1024 == 0 {
+            // Sampled (VA - PA) of kernel accesses: the direct map shows up
+            // as one offset, checked against `dmap=` in the report.
+            if let Some(pa) = hwaddr() {
+                *self.offsets.entry(va.wrapping_sub(pa)).or_default() += 1;
+            }
+            if !self.kernel {
+                return;
+            }
         }
         if kernel && !self.kernel {
             return;
@@ -337,6 +363,20 @@ impl State {
             self.dmap,
             self.pending.len()
         ));
+        let mut offsets: Vec<_> = self.offsets.iter().map(|(&o, &n)| (n, o)).collect();
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        let top: Vec<String> = offsets
+            .iter()
+            .take(4)
+            .map(|(n, o)| format!("{o:#x} ({n})"))
+            .collect();
+        csv.push_str(&format!(
+            "# sampled kernel VA-PA offsets (samples): {}\n",
+            top.join(", ")
+        ));
+        if let Some(f) = self.first_fail.borrow().as_ref() {
+            csv.push_str(&format!("# first walk without a leaf: {f}\n"));
+        }
         csv
     }
 }
@@ -384,6 +424,8 @@ impl Register for TlbPlugin {
             leaves: HashMap::new(),
             pending: VecDeque::new(),
             retries: 0,
+            first_fail: RefCell::new(None),
+            offsets: HashMap::new(),
         }));
         let at_exit = state.clone();
         qemu_plugin::qemu_plugin_register_atexit_cb(id, move |_| {
@@ -413,7 +455,7 @@ impl HasCallbacks for TlbPlugin {
             .lock()
             .map_err(|_| qemu_plugin::Error::PluginInstanceSetError)?;
         let wanted: &[&str] = match s.arch {
-            Arch::X86_64 => &["cr3"],
+            Arch::X86_64 => &["cr3", "cr4"],
             Arch::Aarch64 => &["TTBR0_EL1", "TTBR1_EL1", "TCR_EL1"],
         };
         let mut all: Vec<RegisterDescriptor<'static>> = qemu_plugin_get_registers()?;
