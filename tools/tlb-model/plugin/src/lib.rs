@@ -103,23 +103,39 @@ impl Arch {
     }
 }
 
-/// Handles of the table-base registers of one vCPU.
-#[derive(Default)]
+/// Handles of one vCPU's table-base registers and of the register giving
+/// its privilege level (arm64 CPSR, x86 CS).
 struct VcpuRegs {
-    regs: Vec<RegisterDescriptor<'static>>,
+    bases: Vec<RegisterDescriptor<'static>>,
+    mode: RegisterDescriptor<'static>,
+}
+
+fn read_reg(r: &RegisterDescriptor<'static>) -> u64 {
+    r.read()
+        .ok()
+        .and_then(|b| {
+            let mut v = [0u8; 8];
+            let n = b.len().min(8);
+            v[..n].copy_from_slice(&b[..n]);
+            Some(u64::from_le_bytes(v))
+        })
+        .unwrap_or(0)
 }
 
 impl VcpuRegs {
-    fn read(&self) -> Vec<u64> {
-        self.regs
-            .iter()
-            .map(|r| {
-                r.read()
-                    .ok()
-                    .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
-                    .map_or(0, u64::from_le_bytes)
-            })
-            .collect()
+    /// The table-base register values.
+    fn bases(&self) -> Vec<u64> {
+        self.bases.iter().map(read_reg).collect()
+    }
+
+    /// Whether the vCPU runs user code (arm64 EL0: CPSR.M[3:2] = 0; x86
+    /// CPL 3: CS selector bits 1:0).
+    fn user_mode(&self, arch: Arch) -> bool {
+        let m = read_reg(&self.mode);
+        match arch {
+            Arch::Aarch64 => m & 0b1100 == 0,
+            Arch::X86_64 => m & 0b11 == 3,
+        }
     }
 }
 
@@ -137,6 +153,9 @@ enum Event {
 /// given up as unreadable (Linux x86 PTI runs its entry code on the user
 /// CR3, which does not map the direct map: a few failures are expected).
 const DRAIN_RETRIES: u32 = 1000;
+
+/// Most events held for a kernel entry (32 bytes each: 1 GiB at most).
+const MAX_PENDING: usize = 1 << 25;
 
 struct State {
     arch: Arch,
@@ -270,16 +289,32 @@ impl State {
     }
 
     /// Apply `ev` now if nothing waits before it and it can be applied,
-    /// else queue it behind the waiting events.
-    fn event(&mut self, ev: Event) {
+    /// else queue it behind the waiting events. Only a user-mode access
+    /// waits for a walk: in kernel mode (boot code at low addresses, the
+    /// kernel touching user memory) a table that cannot be read now is not
+    /// going to become readable, and the access is counted as unreadable.
+    fn event(&mut self, ev: Event, user_mode: bool) {
         if let Event::Bases(regs) = &ev {
             if *regs == self.queued_bases {
                 return;
             }
             self.queued_bases.clone_from(regs);
         }
-        if self.pending.is_empty() && self.apply(&ev) {
-            return;
+        if self.pending.is_empty() {
+            if self.apply(&ev) {
+                return;
+            }
+            if !user_mode {
+                self.seen.user += 1;
+                self.seen.unreadable += 1;
+                return;
+            }
+        }
+        if self.pending.len() >= MAX_PENDING {
+            // A user-mode stretch too long to hold: give the oldest up.
+            self.pending.pop_front();
+            self.seen.user += 1;
+            self.seen.unreadable += 1;
         }
         self.pending.push_back(ev);
     }
@@ -326,7 +361,7 @@ impl State {
         if let Some(m) = self.marker
             && va.wrapping_sub(m) < 4096
         {
-            self.event(Event::Mark((va - m) / 8));
+            self.event(Event::Mark((va - m) / 8), true);
             return;
         }
         if kernel && self.seen.kernel % 1024 == 0 {
@@ -342,17 +377,18 @@ impl State {
         if kernel && !self.kernel {
             return;
         }
-        let Some(regs) = self.vcpus.get(&vcpu).map(VcpuRegs::read) else {
+        let Some(r) = self.vcpus.get(&vcpu) else {
             return;
         };
-        self.event(Event::Bases(regs));
+        let (bases, user_mode) = (r.bases(), r.user_mode(self.arch));
+        self.event(Event::Bases(bases), user_mode);
         // QEMU's address only matters for a walk: the first access to a page.
         let pa = if self.leaves.contains_key(&(va >> 12)) {
             None
         } else {
             hwaddr()
         };
-        self.event(Event::Access { va, pa });
+        self.event(Event::Access { va, pa }, user_mode);
     }
 
     fn report(&self) -> String {
@@ -454,23 +490,25 @@ impl HasCallbacks for TlbPlugin {
         let mut s = state
             .lock()
             .map_err(|_| qemu_plugin::Error::PluginInstanceSetError)?;
-        let wanted: &[&str] = match s.arch {
-            Arch::X86_64 => &["cr3", "cr4"],
-            Arch::Aarch64 => &["TTBR0_EL1", "TTBR1_EL1", "TCR_EL1"],
+        let (wanted, mode): (&[&str], &str) = match s.arch {
+            Arch::X86_64 => (&["cr3", "cr4"], "cs"),
+            Arch::Aarch64 => (&["TTBR0_EL1", "TTBR1_EL1", "TCR_EL1"], "cpsr"),
         };
         let mut all: Vec<RegisterDescriptor<'static>> = qemu_plugin_get_registers()?;
-        let mut regs = Vec::new();
-        for w in wanted {
-            if let Some(i) = all.iter().position(|r| r.name.eq_ignore_ascii_case(w)) {
-                regs.push(all.swap_remove(i));
+        let mut take = |name: &str| {
+            let i = all.iter().position(|r| r.name.eq_ignore_ascii_case(name))?;
+            Some(all.swap_remove(i))
+        };
+        let bases: Option<Vec<_>> = wanted.iter().map(|w| take(w)).collect();
+        match (bases, take(mode)) {
+            (Some(bases), Some(mode)) => {
+                s.vcpus.insert(vcpu, VcpuRegs { bases, mode });
             }
-        }
-        if regs.len() == wanted.len() {
-            s.vcpus.insert(vcpu, VcpuRegs { regs });
-        } else {
-            let _ = qemu_plugin::qemu_plugin_outs(format!(
-                "tlb-plugin: vcpu {vcpu}: registers {wanted:?} not found\n"
-            ));
+            _ => {
+                let _ = qemu_plugin::qemu_plugin_outs(format!(
+                    "tlb-plugin: vcpu {vcpu}: registers {wanted:?} + {mode} not found\n"
+                ));
+            }
         }
         Ok(())
     }
