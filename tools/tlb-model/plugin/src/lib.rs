@@ -33,6 +33,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qemu_plugin::install::{Args, Info, Value};
@@ -108,7 +109,16 @@ impl Arch {
 struct VcpuRegs {
     bases: Vec<RegisterDescriptor<'static>>,
     mode: RegisterDescriptor<'static>,
+    /// Values read since the vCPU last entered a translation block: the
+    /// registers cannot change inside one (QEMU ends a block at writes to
+    /// CR3/CR4/TTBRs/TCR and at every exception and return).
+    cached: Option<(Vec<u64>, bool)>,
 }
+
+/// Per-vCPU "entered a new translation block": set by the block-execution
+/// callback (no lock, no register read), cleared when the registers are
+/// read again. vCPUs beyond the array always re-read.
+static NEW_TB: [AtomicBool; 64] = [const { AtomicBool::new(true) }; 64];
 
 fn read_reg(r: &RegisterDescriptor<'static>) -> u64 {
     r.read()
@@ -123,19 +133,21 @@ fn read_reg(r: &RegisterDescriptor<'static>) -> u64 {
 }
 
 impl VcpuRegs {
-    /// The table-base register values.
-    fn bases(&self) -> Vec<u64> {
-        self.bases.iter().map(read_reg).collect()
-    }
-
-    /// Whether the vCPU runs user code (arm64 EL0: CPSR.M[3:2] = 0; x86
-    /// CPL 3: CS selector bits 1:0).
-    fn user_mode(&self, arch: Arch) -> bool {
-        let m = read_reg(&self.mode);
-        match arch {
-            Arch::Aarch64 => m & 0b1100 == 0,
-            Arch::X86_64 => m & 0b11 == 3,
+    /// The table-base register values and whether the vCPU runs user code
+    /// (arm64 EL0: CPSR.M[3:2] = 0; x86 CPL 3: CS selector bits 1:0).
+    fn read(&mut self, vcpu: VCPUIndex, arch: Arch) -> (Vec<u64>, bool) {
+        let new_tb = NEW_TB
+            .get(vcpu as usize)
+            .is_none_or(|f| f.swap(false, Ordering::Relaxed));
+        if new_tb || self.cached.is_none() {
+            let m = read_reg(&self.mode);
+            let user = match arch {
+                Arch::Aarch64 => m & 0b1100 == 0,
+                Arch::X86_64 => m & 0b11 == 3,
+            };
+            self.cached = Some((self.bases.iter().map(read_reg).collect(), user));
         }
+        self.cached.clone().unwrap_or_default()
     }
 }
 
@@ -377,10 +389,11 @@ impl State {
         if kernel && !self.kernel {
             return;
         }
-        let Some(r) = self.vcpus.get(&vcpu) else {
+        let arch = self.arch;
+        let Some(r) = self.vcpus.get_mut(&vcpu) else {
             return;
         };
-        let (bases, user_mode) = (r.bases(), r.user_mode(self.arch));
+        let (bases, user_mode) = r.read(vcpu, arch);
         self.event(Event::Bases(bases), user_mode);
         // QEMU's address only matters for a walk: the first access to a page.
         let pa = if self.leaves.contains_key(&(va >> 12)) {
@@ -502,7 +515,14 @@ impl HasCallbacks for TlbPlugin {
         let bases: Option<Vec<_>> = wanted.iter().map(|w| take(w)).collect();
         match (bases, take(mode)) {
             (Some(bases), Some(mode)) => {
-                s.vcpus.insert(vcpu, VcpuRegs { bases, mode });
+                s.vcpus.insert(
+                    vcpu,
+                    VcpuRegs {
+                        bases,
+                        mode,
+                        cached: None,
+                    },
+                );
             }
             _ => {
                 let _ = qemu_plugin::qemu_plugin_outs(format!(
@@ -521,6 +541,11 @@ impl HasCallbacks for TlbPlugin {
         let Some(state) = &self.state else {
             return Ok(());
         };
+        tb.register_execute_callback(|vcpu: VCPUIndex| {
+            if let Some(f) = NEW_TB.get(vcpu as usize) {
+                f.store(true, Ordering::Relaxed);
+            }
+        });
         for insn in tb.instructions() {
             let state = state.clone();
             insn.register_memory_access_callback_flags(
