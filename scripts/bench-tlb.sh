@@ -6,38 +6,49 @@
 # then checks each line against hand-computed walk counts
 # (scripts/tlb-check.sh → target/bench-tlb-check.csv; fails if one is off).
 # Environment: ARCHES (default "aarch64 x86_64"), KERNELS ("ours linux"),
-# MIB (64), STEPS (200000).
+# MIB (64), STEPS (200000), BIG_MIB (1024: a chase-only run at 4K and 2M
+# over that many MiB, the size published chase figures use; 0: none).
 set -eu
 cd "$(dirname "$0")/.."
 runner=(cargo run -q --release -p mthp-tests --bin runner --)
 mib=${MIB:-64}
+big=${BIG_MIB:-1024}
 steps=${STEPS:-200000}
 out=target/bench-tlb.csv
 echo "kernel,arch,model,workload,mapping,mib,accesses,walks,walk_refs,dtlb_miss_per_kaccess,unmapped,unreadable,pa_mismatch" >"$out"
+
+# run KERNEL ARCH MODEL CONFIGS MIB WORK [EXTRA]: one boot, its rows appended.
+run() {
+    local kernel=$1 arch=$2 model=$3 configs=$4 size=$5 work=$6 extra=${7:-}
+    local words="bench.sizes=$size bench.configs=$configs bench.runs=1 bench.steps=$steps bench.work=$work $extra"
+    local cmd
+    if [ "$kernel" = linux ]; then
+        cmd=("${runner[@]}" run --linux --arch "$arch" --no-disk --mem 2G --tlb-model "$model" --cmdline "init=/bench $words")
+    else
+        cmd=("${runner[@]}" run --arch "$arch" --initrd --no-disk --mem 2G --tlb-model "$model" --cmdline "init=/bench $words")
+    fi
+    local name=target/bench-tlb-$kernel-$arch-$model-$size
+    rm -f target/tlb-model.csv
+    "${cmd[@]}" >"$name.log" 2>&1 || echo "bench-tlb: $kernel $arch $model $size MiB failed (see $name.log)" >&2
+    cp target/tlb-model.csv "$name.csv" 2>/dev/null || return 0
+    # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id.
+    awk -F'[ ,]' -v k="$kernel" -v a="$arch" -v m="$model" '
+        FNR == NR { if ($1 == "bench" && $2 == "tlb-phase") ph[$3] = $4 "," $5 "," $6; next }
+        ($2 in ph) { print k "," a "," m "," ph[$2] "," $3 "," $6 "," $7 "," $8 "," $11 "," $12 "," $17 }
+    ' "$name.log" "$name.csv" >>"$out"
+}
+
 for arch in ${ARCHES:-aarch64 x86_64}; do
     case $arch in
-    aarch64) runs="neoverse-n1:4K,64K,2M: neoverse-n1-nocont:64K:contpte=off" ;;
-    *) runs="zen4:4K,64K,2M:" ;;
+    aarch64) main=neoverse-n1 ;;
+    *) main=zen4 ;;
     esac
-    for r in $runs; do
-        IFS=: read -r model configs extra <<<"$r"
-        for kernel in ${KERNELS:-ours linux}; do
-            words="bench.sizes=$mib bench.configs=$configs bench.runs=1 bench.steps=$steps bench.work=stream,chase $extra"
-            if [ $kernel = linux ]; then
-                cmd=("${runner[@]}" run --linux --arch "$arch" --no-disk --tlb-model "$model" --cmdline "init=/bench $words")
-            else
-                cmd=("${runner[@]}" run --arch "$arch" --initrd --no-disk --mem 1G --tlb-model "$model" --cmdline "init=/bench $words")
-            fi
-            log=target/bench-tlb-$kernel-$arch-$model.log
-            rm -f target/tlb-model.csv
-            "${cmd[@]}" >"$log" 2>&1 || echo "bench-tlb: $kernel $arch $model failed (see $log)" >&2
-            cp target/tlb-model.csv "target/bench-tlb-$kernel-$arch-$model.csv" 2>/dev/null || continue
-            # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id.
-            awk -F'[ ,]' -v k=$kernel -v a=$arch -v m=$model '
-                FNR == NR { if ($1 == "bench" && $2 == "tlb-phase") ph[$3] = $4 "," $5 "," $6; next }
-                ($2 in ph) { print k "," a "," m "," ph[$2] "," $3 "," $6 "," $7 "," $8 "," $11 "," $12 "," $17 }
-            ' "$log" "target/bench-tlb-$kernel-$arch-$model.csv" >>"$out"
-        done
+    for kernel in ${KERNELS:-ours linux}; do
+        run "$kernel" "$arch" "$main" 4K,64K,2M "$mib" stream,chase
+        # arm64 contpte off: the model ignores the contiguous bit (and our
+        # kernel sets none).
+        [ "$arch" = aarch64 ] && run "$kernel" "$arch" neoverse-n1-nocont 64K "$mib" stream,chase contpte=off
+        [ "$big" -gt 0 ] && run "$kernel" "$arch" "$main" 4K,2M "$big" chase
     done
 done
 # The guest test: each loop's walks against the hand-computed count.
