@@ -16,6 +16,7 @@ big=${BIG_MIB:-1024}
 steps=${STEPS:-200000}
 out=target/bench-tlb.csv
 echo "kernel,arch,model,workload,mapping,mib,accesses,walks,walk_refs,dtlb_miss_per_kaccess,unmapped,unreadable,pa_mismatch" >"$out"
+failed=0
 
 # run KERNEL ARCH MODEL CONFIGS MIB WORK [EXTRA]: one boot, its rows appended.
 run() {
@@ -27,9 +28,12 @@ run() {
     else
         cmd=("${runner[@]}" run --arch "$arch" --initrd --no-disk --mem 2G --tlb-model "$model" --cmdline "init=/bench $words")
     fi
-    local name=target/bench-tlb-$kernel-$arch-$model-$size
+    local name=target/bench-tlb-$kernel-$arch-$model-$size-${configs//,/-}
     rm -f target/tlb-model.csv
-    "${cmd[@]}" >"$name.log" 2>&1 || echo "bench-tlb: $kernel $arch $model $size MiB failed (see $name.log)" >&2
+    if ! "${cmd[@]}" >"$name.log" 2>&1; then
+        echo "bench-tlb: $kernel $arch $model $configs $size MiB failed (see $name.log)" >&2
+        failed=$((failed + 1))
+    fi
     cp target/tlb-model.csv "$name.csv" 2>/dev/null || return 0
     # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id.
     awk -F'[ ,]' -v k="$kernel" -v a="$arch" -v m="$model" '
@@ -47,11 +51,19 @@ for arch in ${ARCHES:-aarch64 x86_64}; do
         run "$kernel" "$arch" "$main" 4K,64K,2M "$mib" stream,chase
         # arm64 contpte off: the model ignores the contiguous bit (and our
         # kernel sets none).
-        [ "$arch" = aarch64 ] && run "$kernel" "$arch" neoverse-n1-nocont 64K "$mib" stream,chase contpte=off
-        [ "$big" -gt 0 ] && run "$kernel" "$arch" "$main" 4K,2M "$big" chase
+        if [ "$arch" = aarch64 ]; then
+            run "$kernel" "$arch" neoverse-n1-nocont 64K "$mib" stream,chase contpte=off
+        fi
+        # One boot per mapping: a failure at one size loses only its row.
+        if [ "$big" -gt 0 ]; then
+            run "$kernel" "$arch" "$main" 4K "$big" chase
+            run "$kernel" "$arch" "$main" 2M "$big" chase
+        fi
     done
 done
 # The guest test: each loop's walks against the hand-computed count.
 scripts/tlb-check.sh "$out" "$steps" >target/bench-tlb-check.csv && ok=1 || ok=0
 column -s, -t target/bench-tlb-check.csv
 [ $ok = 1 ] || { echo "bench-tlb: walk counts off the hand-computed ones (see above)" >&2; exit 1; }
+# A boot that failed after some of its loops still has their rows above.
+[ $failed = 0 ] || { echo "bench-tlb: $failed boot(s) failed (see above)" >&2; exit 1; }
