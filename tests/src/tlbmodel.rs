@@ -35,15 +35,20 @@ pub fn get() -> Option<&'static TlbModel> {
 }
 
 /// Guest-virtual base of the direct map, where the plugin reads tables.
-/// Ours: the arch crates' `PHYS_OFFSET`. Linux 6.12 with `nokaslr`: x86
-/// `page_offset_base` 0xffff888000000000; arm64 (48-bit VA) the linear map
-/// starts at 0xffff000000000000 for the first RAM byte, 0x40000000 on virt.
+/// Ours: the arch crates' `PHYS_OFFSET`. Debian's Linux 6.12 with
+/// `nokaslr` under QEMU's `-cpu max` (its config: ARM64_VA_BITS_52 with
+/// LPA2, X86_5LEVEL; the CPU has FEAT_LPA2 and LA57, so both are on): arm64
+/// `PAGE_OFFSET` of a 52-bit VA space, 0xfff0000000000000, for the first
+/// RAM byte (0x40000000 on virt); x86 `page_offset_base` with 5-level
+/// paging, 0xff11000000000000. The plugin's report lists the kernel's
+/// sampled VA-PA offsets, where the right base shows up (checked
+/// 2026-12-05 on both).
 fn dmap(arch: Arch, linux: bool) -> u64 {
     match (arch, linux) {
         (Arch::X86_64, false) => 0xffff_8000_0000_0000,
         (Arch::Aarch64, false) => 0xffff_0000_0000_0000,
-        (Arch::X86_64, true) => 0xffff_8880_0000_0000,
-        (Arch::Aarch64, true) => 0xffff_0000_0000_0000u64.wrapping_sub(0x4000_0000),
+        (Arch::X86_64, true) => 0xff11_0000_0000_0000,
+        (Arch::Aarch64, true) => 0xfff0_0000_0000_0000u64.wrapping_sub(0x4000_0000),
     }
 }
 
