@@ -77,7 +77,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         walk.again();
                     }
                 }
-                Step::Ptes(run) => self.zap_ptes(pt, run, g, puts),
+                Step::Ptes(run) => {
+                    self.zap_ptes(pt, run, g, puts);
+                    puts.release_if_full(g);
+                }
                 Step::Leaf(HugeLeaf { start, .. }) | Step::NonPresent { start, .. } => {
                     debug_assert!(false, "unexpected entry at {start:#x}");
                 }
