@@ -23,9 +23,11 @@
 //!   VMA zaps the old entries instead of moving them (the new range
 //!   faults the same folios back).
 //! * `MADV_DONTNEED` zaps (the cache keeps the data, as Linux);
-//!   `MADV_FREE` is EINVAL on shmem, as Linux; `MADV_COLD`/`PAGEOUT`,
-//!   khugepaged, `MADV_COLLAPSE`, NUMA balancing, `move_pages` and swap
-//!   leave shmem folios alone (they are not anonymous).
+//!   `MADV_FREE` is EINVAL on shmem, as Linux; khugepaged and
+//!   `MADV_COLLAPSE` collapse shmem ranges through the page cache
+//!   (`shmem_collapse.rs`); `MADV_COLD`/`PAGEOUT`, NUMA balancing,
+//!   `move_pages` and swap leave shmem folios alone (they are not
+//!   anonymous).
 
 use alloc::sync::Arc;
 
@@ -109,6 +111,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// truncate or hole punch drops them from the cache.  VMAs stay; a
     /// later access past the new size gets SIGBUS, one inside refaults.
     pub fn shmem_unmap_range(&self, id: u64, first: u64, end: u64) {
+        self.shmem_unmap_pages(id, first, end, false);
+    }
+
+    /// [`Self::shmem_unmap_range`], also freeing the page-table pages
+    /// the unmap empties with `free_tables` (a collapse: the next fault
+    /// of an aligned mapping then maps a PMD).
+    pub(crate) fn shmem_unmap_pages(&self, id: u64, first: u64, end: u64, free_tables: bool) {
         let vmas = self.mmap_read();
         let mut pt = self.lock_pt();
         for v in vmas.iter().filter(|v| v.shmem == Some(id)) {
@@ -117,7 +126,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if s < e {
                 let a = v.start + ((s - vs) << PAGE_SHIFT);
                 let b = v.start + ((e - vs) << PAGE_SHIFT);
-                self.zap_range(&mut pt, a, b, false);
+                self.zap_range(&mut pt, a, b, free_tables);
             }
         }
     }

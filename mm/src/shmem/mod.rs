@@ -26,6 +26,7 @@
 //! page-table lock held or under one (never the other way round: nothing
 //! here takes a page-table lock).
 
+pub(crate) mod collapse;
 pub mod policy;
 #[cfg(test)]
 mod tests;
@@ -486,24 +487,21 @@ impl<'a> Shmem<'a> {
         n
     }
 
-    /// The folio holding byte offset `pos` for a write, allocating an
-    /// order-0 one (zeroed) with `alloc` if the page is a hole.  Writes
-    /// never allocate large folios (Linux 6.12's `write()` on shmem uses
-    /// the huge policy only through the internal mount's PMD order; this
-    /// kernel keeps writes at 4K).
-    fn folio_for_write(
-        &self,
-        index: u64,
-        alloc: &mut dyn FnMut() -> Option<FolioRef<'a>>,
-    ) -> Option<(u64, FolioRef<'a>)> {
-        if let Some(hit) = self.find(index) {
-            return Some(hit);
+    /// Make sure page `index` is cached for a write, allocating an
+    /// order-0 folio (zeroed) with `alloc` if it is a hole.  Writes never
+    /// allocate large folios (Linux 6.12's `write()` on shmem uses the
+    /// huge policy only through the internal mount's PMD order; this
+    /// kernel keeps writes at 4K).  False when `alloc` fails.
+    fn fill_for_write(&self, index: u64, alloc: &mut dyn FnMut() -> Option<FolioRef<'a>>) -> bool {
+        if self.inner.lock().find(index).is_some() {
+            return true;
         }
-        let f = alloc()?;
-        match self.insert(index, f) {
-            Ok(_) => self.find(index),
-            Err(_) => self.find(index),
-        }
+        let Some(f) = alloc() else {
+            return false;
+        };
+        // On Err a racing write or fault cached the page: it serves.
+        let _ = self.insert(index, f);
+        true
     }
 
     /// Write `buf` at byte offset `off`, growing the size past the end
@@ -523,11 +521,21 @@ impl<'a> Shmem<'a> {
             let index = pos >> PAGE_SHIFT;
             let in_page = (pos & (PAGE_SIZE - 1)) as usize;
             let chunk = (PAGE_SIZE as usize - in_page).min(buf.len() - done);
-            let Some((first, f)) = self.folio_for_write(index, alloc) else {
+            if !self.fill_for_write(index, alloc) {
                 break;
+            }
+            // Copied under the lock, as a lookup: a collapse replacing the
+            // folio meanwhile copies it under the same lock, so the bytes
+            // land in the folio the cache holds after both
+            // (`collapse.rs`).  A truncate racing in between leaves a hole:
+            // fill it again.
+            let g = self.inner.lock();
+            let Some((first, f)) = g.find(index) else {
+                continue;
             };
             let pa = f.pa() + ((index - first) << PAGE_SHIFT) + in_page as u64;
             mem.write(pa, &buf[done..done + chunk]);
+            drop(g);
             done += chunk;
         }
         if done > 0 {
