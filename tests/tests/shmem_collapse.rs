@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use mm::abi::errno::Errno;
 use mm::aspace::{Mm, PassStats, khugepaged_full_scan};
-use mm::physmem::phys::PhysMem;
 use mm::paging::{PMD_LEVEL, PagingArch};
+use mm::physmem::phys::PhysMem;
 use mm::shmem::Shmem;
 use mm::shmem::policy::{ShmemHuge, ShmemOrderMode};
 use mm::thp::{GlobalMode, OrderMode, VmEvent};

@@ -40,6 +40,8 @@ mod procfs;
 mod sharing;
 #[path = "mthp-tests/shmem.rs"]
 mod shmem;
+#[path = "mthp-tests/shmem_collapse.rs"]
+mod shmem_collapse;
 #[path = "mthp-tests/swap.rs"]
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
@@ -144,6 +146,9 @@ static TESTS: &[Test] = tests![
     shmem::tmpfs_dev_shm,
     shmem::tmpfs_read_only_mappings,
     shmem::tmpfs_truncate_in_large_folio,
+    shmem_collapse::shmem_collapse_shared_anon,
+    shmem_collapse::shmem_collapse_memfd,
+    shmem_collapse::shmem_khugepaged_collapse,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,
