@@ -187,9 +187,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Sigbus);
         }
         let seen = obj.generation();
-        let (first, f) = match obj.find(index) {
-            Some(hit) => hit,
-            None => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
+        let (first, f) = match obj.find_unlocked(index) {
+            Ok(Some(hit)) => hit,
+            Ok(None) => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
+            // Being collapsed (`shmem_collapse.rs`): retry the access.
+            Err(()) => return Ok(()),
         };
         let mut pt = self.lock_pt();
         // A truncate or hole punch may have run since the lookup: it
@@ -201,6 +203,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Sigbus);
         }
         if obj.generation() != seen && obj.find(index).is_none_or(|(_, g)| g.pfn() != f.pfn()) {
+            return Ok(());
+        }
+        // A collapse locked it after the lookup: it unmaps the folio from
+        // this space after this lock is dropped, or finds it mapped and
+        // gives up; mapping it now would only make it give up.
+        if f.folio()
+            .test(crate::physmem::frame_flags::PageFlags::LOCKED)
+        {
             return Ok(());
         }
         self.shmem_map(vma, &mut pt, va, first, &f, access)

@@ -12,7 +12,8 @@
 //!    source with unexpected references.
 //! 2. **Allocate** the new folio (`thp_collapse_alloc`, with the anonymous
 //!    collapse's compaction rules), zero its holes.
-//! 3. **Unmap** the range from every address space mapping the object
+//! 3. **Lock** the sources (a fault finding one retries, as Linux's waits
+//!    on the folio lock) and **unmap** the range from every address space mapping the object
 //!    (`EachMm`, Linux's `try_to_unmap` through the file's rmap), freeing
 //!    the PTE tables it empties (Linux's `retract_page_tables`), so a
 //!    later fault maps the new folio with one PMD wherever the mapping is
@@ -171,6 +172,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
         }
         let new = self.collapse_alloc(PMD_ORDER, lim)?;
+        // Lock the sources: faults then retry instead of mapping them
+        // again behind the unmap (Linux's fault waits on the folio lock).
+        let mut locks = Vec::with_capacity(sources.len());
+        for (_, f) in &sources {
+            locks.push(f.folio().try_lock().ok_or(CollapseError::PageLock)?);
+        }
         // Zero the holes (the sources are copied over the rest).
         let mut at = w.index;
         for (i, f) in sources
@@ -198,7 +205,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 return Err(CollapseError::PageCount);
             }
         };
-        // The scan's references, then the cache's: the sources are freed.
+        // Unlocked, then the scan's references and the cache's drop: the
+        // sources are freed (never locked).
+        drop(locks);
         drop(sources);
         drop(gone);
         if !lim.khugepaged

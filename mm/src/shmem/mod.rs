@@ -255,6 +255,18 @@ impl<'a> Shmem<'a> {
         g.find(index).map(|(first, f)| (first, f.get_ref()))
     }
 
+    /// [`Self::find`] for a fault: `Err` if the folio is locked (a
+    /// collapse is replacing it: the access retries, as Linux's fault
+    /// waits on the folio lock), without taking a reference then, so the
+    /// retries do not hold the collapse up.
+    pub fn find_unlocked(&self, index: u64) -> Result<Option<(u64, FolioRef<'a>)>, ()> {
+        let g = self.inner.lock();
+        match g.find(index) {
+            Some((_, f)) if f.folio().test(PageFlags::LOCKED) => Err(()),
+            hit => Ok(hit.map(|(first, f)| (first, f.get_ref()))),
+        }
+    }
+
     /// Orders of `orders` (bit mask) whose naturally aligned block of
     /// indices around `index` holds no cached folio at all (Linux's
     /// `shmem_suitable_orders`: an order with any entry in its block is
