@@ -149,6 +149,7 @@ static TESTS: &[Test] = tests![
     shmem_collapse::shmem_collapse_shared_anon,
     shmem_collapse::shmem_collapse_memfd,
     shmem_collapse::shmem_khugepaged_collapse,
+    shmem_collapse::shmem_collapse_races_writer,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,

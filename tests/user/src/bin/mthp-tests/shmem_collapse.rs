@@ -88,11 +88,15 @@ fn shmem_knobs() -> Result<(Saved, Saved), mthp_user::Msg> {
 
 /// A 2 MiB-aligned shared mapping of `fd` (-1: shared anonymous).
 fn map_shared(fd: i32) -> Result<Mem, mthp_user::Msg> {
-    let hole = map_aligned(SZ_2M, SZ_2M)?;
+    map_shared_len(fd, SZ_2M)
+}
+
+fn map_shared_len(fd: i32, len: usize) -> Result<Mem, mthp_user::Msg> {
+    let hole = map_aligned(len, SZ_2M)?;
     let flags = sys::MAP_SHARED | sys::MAP_FIXED | if fd < 0 { sys::MAP_ANONYMOUS } else { 0 };
     let a = sys::mmap(
         hole.addr,
-        SZ_2M,
+        len,
         sys::PROT_READ | sys::PROT_WRITE,
         flags,
         fd as isize,
@@ -104,7 +108,7 @@ fn map_shared(fd: i32) -> Result<Mem, mthp_user::Msg> {
     }
     Ok(Mem {
         addr: a as usize,
-        len: SZ_2M,
+        len,
     })
 }
 
@@ -273,4 +277,99 @@ fn read_counter(p: mthp_user::Path) -> Option<u64> {
     let mut buf = [0u8; 32];
     let n = read_file(p.c(), &mut buf).ok()?;
     mthp_user::parse_u64(&buf[..n])
+}
+
+/// Ranges [`shmem_collapse_races_writer`] collapses.
+const RACE_RANGES: usize = 8;
+
+/// A child writes every page of eight shared 2 MiB ranges over and over
+/// (pass `p` writes `p` into each page) while the parent collapses the
+/// ranges one by one (retrying EAGAIN): when the child has finished its
+/// last pass every page holds that pass's value (no write landed in a
+/// page the collapse had already copied), and every range is PMD-mapped.
+pub(crate) fn shmem_collapse_races_writer() -> TestResult {
+    let _knobs = match shmem_knobs() {
+        Ok(k) => k,
+        Err(why) => return skip(why),
+    };
+    let len = RACE_RANGES * SZ_2M;
+    let m = map_shared_len(-1, len)?;
+    let ctl = match map_shared_len(-1, SZ_2M) {
+        Ok(c) => c,
+        Err(e) => {
+            unmap(&m);
+            return Err(e);
+        }
+    };
+    let r = race_body(&m, &ctl);
+    unmap(&ctl);
+    unmap(&m);
+    r
+}
+
+fn race_body(m: &Mem, ctl: &Mem) -> TestResult {
+    let pages = m.len / PAGE;
+    for i in 0..pages {
+        m.poke64(i * PAGE, 0);
+    }
+    let pid = sys::fork();
+    if pid == 0 {
+        let mut p = 0u64;
+        loop {
+            let stop = ctl.peek64(0) != 0;
+            p += 1;
+            for i in 0..pages {
+                m.poke64(i * PAGE, p);
+            }
+            if stop {
+                break;
+            }
+        }
+        ctl.poke64(8, p);
+        sys::exit(0);
+    }
+    ensure!(pid > 0, "fork: {pid}");
+    let mut failed = None;
+    let mut retries = 0;
+    for r in 0..RACE_RANGES {
+        let mut tries = 0;
+        loop {
+            let c = sys::madvise(m.addr + r * SZ_2M, SZ_2M, MADV_COLLAPSE);
+            if c == 0 {
+                break;
+            }
+            tries += 1;
+            if c != -(sys::EAGAIN as isize) || tries == 1000 {
+                failed = Some((r, c, tries));
+                break;
+            }
+        }
+        retries += tries;
+    }
+    ctl.poke64(0, 1);
+    let mut st = 0;
+    let w = sys::wait4(pid, &mut st, 0);
+    ensure!(w == pid, "wait4: {w}");
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "writer died (status {st:#x})"
+    );
+    if let Some((r, c, tries)) = failed {
+        fail!("MADV_COLLAPSE of range {r}: {c} after {tries} tries");
+    }
+    let last = ctl.peek64(8);
+    ensure!(last > 0, "the writer recorded no pass");
+    for i in 0..pages {
+        let v = m.peek64(i * PAGE);
+        ensure!(
+            v == last,
+            "page {i} holds pass {v}, the writer's last pass was {last} ({retries} EAGAIN retries)"
+        );
+    }
+    let pmd = smaps_field(m.addr, b"ShmemPmdMapped:");
+    ensure!(
+        pmd == Some((m.len >> 10) as u64),
+        "ShmemPmdMapped {pmd:?} kB after collapsing {RACE_RANGES} ranges"
+    );
+    Ok(Outcome::Pass)
 }
