@@ -195,6 +195,8 @@ fn khugepaged_collapses_shmem<A: PagingArch>() {
         env.knobs(GlobalMode::Madvise, &[(9, OrderMode::Inherit)]);
         let a = env.mm();
         let va = a.mmap(VA, 2 * M2, RW, SHARED | MAP_FIXED).unwrap();
+        // shmem_enabled `never`: mmap does not register the space.
+        assert!(!a.khugepaged_registered());
         for i in 0..500 {
             env.write_u64(&a, va + i * K4, i + 1);
         }
@@ -218,6 +220,13 @@ fn khugepaged_collapses_shmem<A: PagingArch>() {
         full_scan(env, &[&a, &b]);
         assert_eq!(env.thp.stats.pages_collapsed(), 1);
         assert_eq!(gauge(&env.thp.shmem.pmd_pages), 512);
+        // Under `always`, mmap registers a space (Linux's
+        // `khugepaged_enter_vma`).
+        env.thp.config.shmem.set_huge(ShmemHuge::Always).unwrap();
+        let c = env.mm();
+        c.mmap(VA, M2, RW, SHARED | MAP_FIXED).unwrap();
+        assert!(c.khugepaged_registered());
+        drop(c);
         // Unmapped everywhere: the next access maps a PMD.
         assert_eq!(env.read_u64(&a, va + 511 * K4), 512);
         assert!(is_pmd(env, &a, va));

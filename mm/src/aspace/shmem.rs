@@ -90,6 +90,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             .intersects(flags)
             .then(|| self.locked_in(&vmas, addr, len));
         let out = vmas.mmap_shmem(addr, len, prot, flags, obj.id(), offset, may_write)?;
+        // Linux's `khugepaged_enter_vma` at mmap: khugepaged will look at
+        // the mapping if the shmem policy lets it collapse there.
+        if vmas
+            .find(out.addr)
+            .is_some_and(|v| self.shmem_collapse_allowed(v, &obj, false))
+        {
+            self.register_khugepaged();
+        }
         self.shmem_attach(obj);
         let mut pt = self.lock_pt();
         for r in locked.iter().flatten() {
