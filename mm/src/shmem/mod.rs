@@ -17,9 +17,10 @@
 //!
 //! Shmem folios carry [`PageFlags::SHMEM`] (from insertion until they are
 //! freed) and never `ANON`, so the anon
-//! paths (swap-out, migration, NUMA balancing, `move_pages`, khugepaged,
-//! the deferred-split queue) leave them alone; they are not on the LRU
-//! (no shmem reclaim yet).
+//! paths (swap-out, migration, NUMA balancing, `move_pages`, the anonymous
+//! collapse, the deferred-split queue) leave them alone; they are not on
+//! the LRU (no shmem reclaim yet).  khugepaged and `MADV_COLLAPSE`
+//! collapse them through the cache instead (`collapse.rs`).
 //!
 //! # Locking
 //! One spin lock per object around the map and the size, taken with no
