@@ -13,11 +13,11 @@
 //! 2. **Allocate** the new folio (`thp_collapse_alloc`, with the anonymous
 //!    collapse's compaction rules), zero its holes.
 //! 3. **Lock** the sources (a fault finding one retries, as Linux's waits
-//!    on the folio lock) and **unmap** the range from every address space mapping the object
-//!    (`EachMm`, Linux's `try_to_unmap` through the file's rmap), freeing
-//!    the PTE tables it empties (Linux's `retract_page_tables`), so a
-//!    later fault maps the new folio with one PMD wherever the mapping is
-//!    aligned.
+//!    on the folio lock) and **unmap** the range from every address space
+//!    mapping the object (`EachMm`, Linux's `try_to_unmap` through the
+//!    file's rmap), freeing the PTE tables it empties (Linux's
+//!    `retract_page_tables`), so a later fault maps the new folio with one
+//!    PMD wherever the mapping is aligned.
 //! 4. **Replace** under the object's lock: copy, swap the cache entries
 //!    (`ShmemHugePages` grows), bump the removal generation; refused with
 //!    EAGAIN if the range changed or a source is still referenced.
