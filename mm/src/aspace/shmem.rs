@@ -199,7 +199,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Ok(Some(hit)) => hit,
             Ok(None) => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
             // Being collapsed (`shmem_collapse.rs`): retry the access.
-            Err(()) => return Ok(()),
+            Err(crate::shmem::Locked) => return Ok(()),
         };
         let mut pt = self.lock_pt();
         // A truncate or hole punch may have run since the lookup: it

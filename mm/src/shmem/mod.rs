@@ -99,6 +99,10 @@ impl ShmemGauges {
     }
 }
 
+/// [`Shmem::find_unlocked`]'s refusal: the folio is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A shared memory object (see the module doc).
@@ -260,10 +264,10 @@ impl<'a> Shmem<'a> {
     /// collapse is replacing it: the access retries, as Linux's fault
     /// waits on the folio lock), without taking a reference then, so the
     /// retries do not hold the collapse up.
-    pub fn find_unlocked(&self, index: u64) -> Result<Option<(u64, FolioRef<'a>)>, ()> {
+    pub fn find_unlocked(&self, index: u64) -> Result<Option<(u64, FolioRef<'a>)>, Locked> {
         let g = self.inner.lock();
         match g.find(index) {
-            Some((_, f)) if f.folio().test(PageFlags::LOCKED) => Err(()),
+            Some((_, f)) if f.folio().test(PageFlags::LOCKED) => Err(Locked),
             hit => Ok(hit.map(|(first, f)| (first, f.get_ref()))),
         }
     }
