@@ -30,6 +30,7 @@ fn scan_ctx<'a, A: PagingArch>(ctx: &mm::aspace::MmCtx<'a>, mms: &[&Mm<'a, A>]) 
             }
             None => false,
         },
+        Some(&mut |f| mms.iter().for_each(|m| f(m))),
         64,
     )
 }

@@ -122,7 +122,12 @@ fn shrink(max: usize) -> usize {
 /// One pass as the thread does it.
 fn one_pass() -> PassStats {
     let pages = THP.config.khugepaged.pages_to_scan.load(Relaxed) as u64;
-    let p = khugepaged_scan_pass(uspace::ctx(), &mut with_mm, pages);
+    let p = khugepaged_scan_pass(
+        uspace::ctx(),
+        &mut with_mm,
+        Some(&mut uspace::each_mm),
+        pages,
+    );
     shrink(SHRINK_PER_PASS);
     PASSES.fetch_add(1, Relaxed);
     p
@@ -131,7 +136,7 @@ fn one_pass() -> PassStats {
 /// A full scan right now, in the calling thread (tests, the demo).
 #[cfg(any(feature = "selftest", feature = "demo"))]
 pub fn scan_now() -> PassStats {
-    khugepaged_full_scan(uspace::ctx(), &mut with_mm, 64)
+    khugepaged_full_scan(uspace::ctx(), &mut with_mm, Some(&mut uspace::each_mm), 64)
 }
 
 /// Wake the thread and wait until it completed `n` more full scans, or

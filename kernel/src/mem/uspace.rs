@@ -243,6 +243,15 @@ pub fn all_mms() -> Vec<Arc<UserMm>> {
     }
 }
 
+/// Run `f` on every live address space, one at a time with no lock held
+/// between them (`mm::aspace::EachMm`: a shmem collapse unmaps a range of
+/// an object from every space).
+pub fn each_mm(f: &mut dyn FnMut(&Space)) {
+    for m in all_mms() {
+        f(&m.enter());
+    }
+}
+
 /// The `Mm`s of `mms`, for as long as `np` keeps preemption off: for the
 /// calls that work on several spaces at once (split, the shrinker, the
 /// invariant checker).

@@ -414,8 +414,12 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             .map(|_| 0),
         Madvise => {
             // The advice is parsed first, as Linux checks it first.
-            p.with_mm(|mm| Advice::from_raw(a[2]).and_then(|adv| mm.madvise(a[0], a[1], adv)))?
-                .map(|_| 0)
+            p.with_mm(|mm| {
+                Advice::from_raw(a[2]).and_then(|adv| {
+                    mm.madvise_each(a[0], a[1], adv, Some(&mut crate::mem::uspace::each_mm))
+                })
+            })?
+            .map(|_| 0)
         }
         Mremap => sys_mremap(p, a),
         Brk => Ok(process::brk(p, a[0])),

@@ -105,12 +105,12 @@ impl CollapseError {
 /// The scan limits of one collapse.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
-    max_none: u64,
+    pub(super) max_none: u64,
     max_swap: u64,
     max_shared: u64,
     /// khugepaged's rules (young check); `MADV_COLLAPSE` has none of the
     /// limits and no young check.
-    khugepaged: bool,
+    pub(super) khugepaged: bool,
 }
 
 impl Limits {
@@ -325,7 +325,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// compact directly first (no page-table lock is held here): always
     /// for `MADV_COLLAPSE`, for khugepaged when `khugepaged/defrag` is 1
     /// (Linux's `GFP_TRANSHUGE` in both cases).
-    fn collapse_alloc(&self, order: u32, lim: Limits) -> Result<FolioRef<'a>, CollapseError> {
+    pub(super) fn collapse_alloc(
+        &self,
+        order: u32,
+        lim: Limits,
+    ) -> Result<FolioRef<'a>, CollapseError> {
         let stats = &self.ctx.thp.stats;
         let mut got = self.ctx.buddy.alloc(order, AllocFlags::USER);
         if got.is_err()
@@ -611,6 +615,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         ranges: &[core::ops::Range<u64>],
         order: u32,
     ) -> Result<(), Errno> {
+        let (windows, last) = self.collapse_windows_locked(vmas, ranges, order);
+        collapse_result(windows, last)
+    }
+
+    /// [`Self::collapse_ranges_locked`]'s work: how many windows there
+    /// were, and the last failure.
+    pub(crate) fn collapse_windows_locked(
+        &self,
+        vmas: &VmaSet,
+        ranges: &[core::ops::Range<u64>],
+        order: u32,
+    ) -> (u64, Option<CollapseError>) {
         let size = PAGE_SIZE << order;
         let mut last: Option<CollapseError> = None;
         let mut windows = 0;
@@ -626,14 +642,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 va += size;
             }
         }
-        if windows == 0 {
-            // No aligned window fits (Linux: the VMA is not suitable for
-            // the order, or the aligned range is inverted): EINVAL.
-            return Err(Errno::EINVAL);
-        }
-        match last {
-            None => Ok(()),
-            Some(e) => Err(e.errno()),
-        }
+        (windows, last)
+    }
+}
+
+/// What a collapse of `windows` windows whose last failure was `last`
+/// returns: Ok only if every window ended up collapsed.
+pub(crate) fn collapse_result(windows: u64, last: Option<CollapseError>) -> Result<(), Errno> {
+    if windows == 0 {
+        // No aligned window fits (Linux: the VMA is not suitable for
+        // the order, or the aligned range is inverted): EINVAL.
+        return Err(Errno::EINVAL);
+    }
+    match last {
+        None => Ok(()),
+        Some(e) => Err(e.errno()),
     }
 }

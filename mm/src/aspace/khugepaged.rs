@@ -28,7 +28,12 @@
 //! ranges — "mid-scan" — safely.
 //!
 //! # Per range (Linux's `hpage_collapse_scan_pmd` + `mthp_collapse`)
-//! The orders tried are the VMA's allowed orders (2..=9).  Starting at
+//! A shmem VMA the shmem knobs allow the PMD size in has its window
+//! collapsed through the page cache (`shmem_collapse.rs`, Linux's
+//! `hpage_collapse_scan_file`), reaching every space that maps the object
+//! through the pass's `each_mm`.
+//!
+//! The orders tried in an anonymous VMA are its allowed orders (2..=9).  Starting at
 //! offset 0 with the highest order that fits the offset's alignment, a
 //! window whose occupied entries (present, not the zero page) reach
 //! 2^order − max_ptes_none(order) is collapsed; success (or a window
@@ -47,6 +52,7 @@ use crate::thp::{THP_ORDERS_ALL_ANON, policy::orders_high_to_low};
 use super::Mm;
 use super::collapse::{CollapseError, Limits};
 use super::ctx::MmCtx;
+use super::shmem_collapse::EachMm;
 
 /// How a pass reaches a live address space by mm id: run the callback on
 /// it and return true, or return false if the space is gone.
@@ -135,6 +141,7 @@ impl<'a> MmCtx<'a> {
 pub fn khugepaged_scan_pass<'a, A: PagingArch>(
     ctx: &MmCtx<'a>,
     with_mm: &mut WithMm<'_, 'a, A>,
+    mut each_mm: Option<&mut EachMm<'_, 'a, A>>,
     pages_to_scan: u64,
 ) -> PassStats {
     let mut p = PassStats::default();
@@ -149,7 +156,11 @@ pub fn khugepaged_scan_pass<'a, A: PagingArch>(
         };
         let budget = pages_to_scan - p.progress;
         let mut step = Step::default();
-        if !with_mm(id, &mut |mm| step = mm.khugepaged_scan_step(addr, budget)) {
+        let each = each_mm.as_deref_mut();
+        let mut each = each;
+        if !with_mm(id, &mut |mm| {
+            step = mm.khugepaged_scan_step_each(addr, budget, each.as_deref_mut())
+        }) {
             ctx.khugepaged_exit(id);
             continue;
         }
@@ -191,12 +202,13 @@ pub fn khugepaged_scan_pass<'a, A: PagingArch>(
 pub fn khugepaged_full_scan<'a, A: PagingArch>(
     ctx: &MmCtx<'a>,
     with_mm: &mut WithMm<'_, 'a, A>,
+    mut each_mm: Option<&mut EachMm<'_, 'a, A>>,
     max_passes: usize,
 ) -> PassStats {
     let pages = || ctx.thp.config.khugepaged.pages_to_scan.load(Relaxed) as u64;
     let mut total = PassStats::default();
     for _ in 0..max_passes {
-        let p = khugepaged_scan_pass(ctx, with_mm, pages());
+        let p = khugepaged_scan_pass(ctx, with_mm, each_mm.as_deref_mut(), pages());
         total.add(&p);
         if p.full_scans > 0 || !ctx.khugepaged_has_work() {
             break;
@@ -219,6 +231,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// Scan the next eligible PMD range at or after `from` (one range per
     /// call; see the module doc).
     pub fn khugepaged_scan_step(&self, from: u64, budget: u64) -> Step {
+        self.khugepaged_scan_step_each(from, budget, None)
+    }
+
+    /// [`Self::khugepaged_scan_step`] reaching every space through
+    /// `each_mm` (a shmem collapse unmaps the range from all of them).
+    pub fn khugepaged_scan_step_each(
+        &self,
+        from: u64,
+        budget: u64,
+        each_mm: Option<&mut EachMm<'_, 'a, A>>,
+    ) -> Step {
         let mut step = Step::default();
         let range = {
             let Some(vmas) = self.mmap_try_read() else {
@@ -233,7 +256,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 let lo = v.start.max(from).div_ceil(PMD_SIZE) * PMD_SIZE;
                 let hi = v.end / PMD_SIZE * PMD_SIZE;
                 if orders != 0 && v.is_anonymous() && lo < hi {
-                    found = Some((lo, orders));
+                    found = Some(Ok((lo, orders)));
+                    break;
+                }
+                if v.is_shmem()
+                    && lo < hi
+                    && let Some(w) = self.khugepaged_file_window(v, lo)
+                {
+                    found = Some(Err(w));
                     break;
                 }
                 step.progress += 1;
@@ -244,8 +274,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             found
         };
-        let Some((va, orders)) = range else {
-            return step;
+        let (va, orders) = match range {
+            None => return step,
+            Some(Ok(r)) => r,
+            Some(Err(w)) => {
+                step.progress += RANGE_PROGRESS;
+                step.next = Some(w.va + PMD_SIZE);
+                match self.khugepaged_collapse_file(&w, each_mm) {
+                    Ok(()) => step.collapsed = 1,
+                    Err(CollapseError::AllocFailed) => step.alloc_failed = true,
+                    Err(_) => {}
+                }
+                return step;
+            }
         };
         step.progress += RANGE_PROGRESS;
         step.next = Some(va + PMD_SIZE);

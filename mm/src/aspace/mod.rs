@@ -111,6 +111,7 @@ pub mod report;
 mod reserve;
 mod rmap;
 mod shmem;
+mod shmem_collapse;
 pub mod split;
 pub mod swap;
 pub mod vmscan;
@@ -144,6 +145,7 @@ pub use ctx::{BuddyPtAlloc, MmCtx};
 pub use khugepaged::{PassStats, WithMm, khugepaged_full_scan, khugepaged_scan_pass};
 pub use lru::{FolioReferences, ShrinkActive, folio_referenced};
 pub use report::{ThpMaps, VmaReport};
+pub use shmem_collapse::EachMm;
 pub use split::{ShrinkCount, SplitCount, folio_split, split_folio_to_order};
 
 /// `MAP_FIXED` or `MAP_FIXED_NOREPLACE`: an mmap that may replace.
@@ -741,6 +743,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// fails); `MADV_COLLAPSE` is not implemented yet (EINVAL).  VMA splits
     /// caused by flag changes split the PMD mappings they cut.
     pub fn madvise(&self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
+        self.madvise_each(addr, len, advice, None)
+    }
+
+    /// [`Self::madvise`] with a way to reach every address space:
+    /// `MADV_COLLAPSE` of a shmem range unmaps it from each of them
+    /// (`shmem_collapse.rs`), after dropping this space's mmap lock.
+    pub fn madvise_each(
+        &self,
+        addr: u64,
+        len: u64,
+        advice: Advice,
+        each_mm: Option<&mut EachMm<'_, 'a, A>>,
+    ) -> Result<(), Errno> {
         // Advice that changes no VMA needs the mmap lock for reading only
         // (as Linux): a thread's `MADV_DONTNEED` does not stop the faults
         // of the others (its zap takes the page-table lock exclusively).
@@ -752,6 +767,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let mut vmas = self.mmap_write();
         let out = vmas.madvise(addr, len, advice);
+        if out.action == MadviseAction::Collapse && out.result.is_ok() && !self.thp_disabled() {
+            let (anon, files) = self.split_collapse_ranges(&vmas, &out.ranges)?;
+            if !files.is_empty() {
+                let (n, last) = self.collapse_windows_locked(&vmas, &anon, crate::addr::PMD_ORDER);
+                drop(vmas);
+                let (m, file_last) = self.collapse_file_windows(files, each_mm);
+                return collapse::collapse_result(n + m, file_last.or(last));
+            }
+        }
         self.madvise_act(&vmas, out)
     }
 

@@ -23,9 +23,11 @@
 //!   VMA zaps the old entries instead of moving them (the new range
 //!   faults the same folios back).
 //! * `MADV_DONTNEED` zaps (the cache keeps the data, as Linux);
-//!   `MADV_FREE` is EINVAL on shmem, as Linux; `MADV_COLD`/`PAGEOUT`,
-//!   khugepaged, `MADV_COLLAPSE`, NUMA balancing, `move_pages` and swap
-//!   leave shmem folios alone (they are not anonymous).
+//!   `MADV_FREE` is EINVAL on shmem, as Linux; khugepaged and
+//!   `MADV_COLLAPSE` collapse shmem ranges through the page cache
+//!   (`shmem_collapse.rs`); `MADV_COLD`/`PAGEOUT`, NUMA balancing,
+//!   `move_pages` and swap leave shmem folios alone (they are not
+//!   anonymous).
 
 use alloc::sync::Arc;
 
@@ -88,6 +90,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             .intersects(flags)
             .then(|| self.locked_in(&vmas, addr, len));
         let out = vmas.mmap_shmem(addr, len, prot, flags, obj.id(), offset, may_write)?;
+        // Linux's `khugepaged_enter_vma` at mmap: khugepaged will look at
+        // the mapping if the shmem policy lets it collapse there.
+        if vmas
+            .find(out.addr)
+            .is_some_and(|v| self.shmem_collapse_allowed(v, &obj, false))
+        {
+            self.register_khugepaged();
+        }
         self.shmem_attach(obj);
         let mut pt = self.lock_pt();
         for r in locked.iter().flatten() {
@@ -109,6 +119,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// truncate or hole punch drops them from the cache.  VMAs stay; a
     /// later access past the new size gets SIGBUS, one inside refaults.
     pub fn shmem_unmap_range(&self, id: u64, first: u64, end: u64) {
+        self.shmem_unmap_pages(id, first, end, false);
+    }
+
+    /// [`Self::shmem_unmap_range`], also freeing the page-table pages
+    /// the unmap empties with `free_tables` (a collapse: the next fault
+    /// of an aligned mapping then maps a PMD).
+    pub(crate) fn shmem_unmap_pages(&self, id: u64, first: u64, end: u64, free_tables: bool) {
         let vmas = self.mmap_read();
         let mut pt = self.lock_pt();
         for v in vmas.iter().filter(|v| v.shmem == Some(id)) {
@@ -117,7 +134,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if s < e {
                 let a = v.start + ((s - vs) << PAGE_SHIFT);
                 let b = v.start + ((e - vs) << PAGE_SHIFT);
-                self.zap_range(&mut pt, a, b, false);
+                self.zap_range(&mut pt, a, b, free_tables);
             }
         }
     }
@@ -178,9 +195,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Sigbus);
         }
         let seen = obj.generation();
-        let (first, f) = match obj.find(index) {
-            Some(hit) => hit,
-            None => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
+        let (first, f) = match obj.find_unlocked(index) {
+            Ok(Some(hit)) => hit,
+            Ok(None) => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
+            // Being collapsed (`shmem_collapse.rs`): retry the access.
+            Err(crate::shmem::Locked) => return Ok(()),
         };
         let mut pt = self.lock_pt();
         // A truncate or hole punch may have run since the lookup: it
@@ -192,6 +211,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Sigbus);
         }
         if obj.generation() != seen && obj.find(index).is_none_or(|(_, g)| g.pfn() != f.pfn()) {
+            return Ok(());
+        }
+        // A collapse locked it after the lookup: it unmaps the folio from
+        // this space after this lock is dropped, or finds it mapped and
+        // gives up; mapping it now would only make it give up.
+        if f.folio()
+            .test(crate::physmem::frame_flags::PageFlags::LOCKED)
+        {
             return Ok(());
         }
         self.shmem_map(vma, &mut pt, va, first, &f, access)

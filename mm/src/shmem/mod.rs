@@ -17,15 +17,17 @@
 //!
 //! Shmem folios carry [`PageFlags::SHMEM`] (from insertion until they are
 //! freed) and never `ANON`, so the anon
-//! paths (swap-out, migration, NUMA balancing, `move_pages`, khugepaged,
-//! the deferred-split queue) leave them alone; they are not on the LRU
-//! (no shmem reclaim yet).
+//! paths (swap-out, migration, NUMA balancing, `move_pages`, the anonymous
+//! collapse, the deferred-split queue) leave them alone; they are not on
+//! the LRU (no shmem reclaim yet).  khugepaged and `MADV_COLLAPSE`
+//! collapse them through the cache instead (`collapse.rs`).
 //!
 //! # Locking
 //! One spin lock per object around the map and the size, taken with no
 //! page-table lock held or under one (never the other way round: nothing
 //! here takes a page-table lock).
 
+pub(crate) mod collapse;
 pub mod policy;
 #[cfg(test)]
 mod tests;
@@ -96,6 +98,10 @@ impl ShmemGauges {
         }
     }
 }
+
+/// [`Shmem::find_unlocked`]'s refusal: the folio is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -252,6 +258,18 @@ impl<'a> Shmem<'a> {
     pub fn find(&self, index: u64) -> Option<(u64, FolioRef<'a>)> {
         let g = self.inner.lock();
         g.find(index).map(|(first, f)| (first, f.get_ref()))
+    }
+
+    /// [`Self::find`] for a fault: `Err` if the folio is locked (a
+    /// collapse is replacing it: the access retries, as Linux's fault
+    /// waits on the folio lock), without taking a reference then, so the
+    /// retries do not hold the collapse up.
+    pub fn find_unlocked(&self, index: u64) -> Result<Option<(u64, FolioRef<'a>)>, Locked> {
+        let g = self.inner.lock();
+        match g.find(index) {
+            Some((_, f)) if f.folio().test(PageFlags::LOCKED) => Err(Locked),
+            hit => Ok(hit.map(|(first, f)| (first, f.get_ref()))),
+        }
     }
 
     /// Orders of `orders` (bit mask) whose naturally aligned block of
@@ -486,24 +504,21 @@ impl<'a> Shmem<'a> {
         n
     }
 
-    /// The folio holding byte offset `pos` for a write, allocating an
-    /// order-0 one (zeroed) with `alloc` if the page is a hole.  Writes
-    /// never allocate large folios (Linux 6.12's `write()` on shmem uses
-    /// the huge policy only through the internal mount's PMD order; this
-    /// kernel keeps writes at 4K).
-    fn folio_for_write(
-        &self,
-        index: u64,
-        alloc: &mut dyn FnMut() -> Option<FolioRef<'a>>,
-    ) -> Option<(u64, FolioRef<'a>)> {
-        if let Some(hit) = self.find(index) {
-            return Some(hit);
+    /// Make sure page `index` is cached for a write, allocating an
+    /// order-0 folio (zeroed) with `alloc` if it is a hole.  Writes never
+    /// allocate large folios (Linux 6.12's `write()` on shmem uses the
+    /// huge policy only through the internal mount's PMD order; this
+    /// kernel keeps writes at 4K).  False when `alloc` fails.
+    fn fill_for_write(&self, index: u64, alloc: &mut dyn FnMut() -> Option<FolioRef<'a>>) -> bool {
+        if self.inner.lock().find(index).is_some() {
+            return true;
         }
-        let f = alloc()?;
-        match self.insert(index, f) {
-            Ok(_) => self.find(index),
-            Err(_) => self.find(index),
-        }
+        let Some(f) = alloc() else {
+            return false;
+        };
+        // On Err a racing write or fault cached the page: it serves.
+        let _ = self.insert(index, f);
+        true
     }
 
     /// Write `buf` at byte offset `off`, growing the size past the end
@@ -523,11 +538,21 @@ impl<'a> Shmem<'a> {
             let index = pos >> PAGE_SHIFT;
             let in_page = (pos & (PAGE_SIZE - 1)) as usize;
             let chunk = (PAGE_SIZE as usize - in_page).min(buf.len() - done);
-            let Some((first, f)) = self.folio_for_write(index, alloc) else {
+            if !self.fill_for_write(index, alloc) {
                 break;
+            }
+            // Copied under the lock, as a lookup: a collapse replacing the
+            // folio meanwhile copies it under the same lock, so the bytes
+            // land in the folio the cache holds after both
+            // (`collapse.rs`).  A truncate racing in between leaves a hole:
+            // fill it again.
+            let g = self.inner.lock();
+            let Some((first, f)) = g.find(index) else {
+                continue;
             };
             let pa = f.pa() + ((index - first) << PAGE_SHIFT) + in_page as u64;
             mem.write(pa, &buf[done..done + chunk]);
+            drop(g);
             done += chunk;
         }
         if done > 0 {

@@ -184,6 +184,42 @@ impl ShmemPolicy {
         index: u64,
         size_pages: u64,
     ) -> u32 {
+        self.anon_orders(hugepage, nohugepage, index, size_pages, false)
+    }
+
+    /// The orders a collapse in a shmem VMA may produce (Linux 6.12's
+    /// `shmem_allowable_huge_orders` as a collapse calls it, at the VMA's
+    /// first page offset `index`): khugepaged follows the knobs as a fault
+    /// does; `MADV_COLLAPSE` (`force`) treats the top level as on unless it
+    /// is `deny`, so a tmpfs file gets the PMD size and anonymous shmem
+    /// its per-size `inherit` orders besides the `always`, fitting
+    /// `within_size` and (with `MADV_HUGEPAGE`) `advise` ones.
+    /// `VM_NOHUGEPAGE` (or the prctl) allows nothing.
+    pub fn collapse_orders(
+        &self,
+        mount: Option<ShmemHuge>,
+        hugepage: bool,
+        nohugepage: bool,
+        index: u64,
+        size_pages: u64,
+        force: bool,
+    ) -> u32 {
+        match mount {
+            None => self.anon_orders(hugepage, nohugepage, index, size_pages, force),
+            Some(_) if nohugepage || self.huge() == ShmemHuge::Deny => 0,
+            Some(_) if force => 1 << PMD_ORDER,
+            Some(m) => self.mount_orders(m, hugepage, nohugepage, index, size_pages),
+        }
+    }
+
+    fn anon_orders(
+        &self,
+        hugepage: bool,
+        nohugepage: bool,
+        index: u64,
+        size_pages: u64,
+        force: bool,
+    ) -> u32 {
         let w = self.word.load(Ordering::Acquire);
         let top = top_of(w);
         if nohugepage || top == ShmemHuge::Deny {
@@ -206,12 +242,13 @@ impl ShmemPolicy {
         if hugepage {
             mask |= masks[ShmemOrderMode::Advise as usize];
         }
-        let inherit_on = match top {
-            ShmemHuge::Always => true,
-            ShmemHuge::WithinSize => within(PMD_ORDER),
-            ShmemHuge::Advise => hugepage,
-            _ => false,
-        };
+        let inherit_on = force
+            || match top {
+                ShmemHuge::Always => true,
+                ShmemHuge::WithinSize => within(PMD_ORDER),
+                ShmemHuge::Advise => hugepage,
+                _ => false,
+            };
         if inherit_on {
             mask |= inherit;
         }

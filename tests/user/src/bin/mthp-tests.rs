@@ -42,6 +42,8 @@ mod reserve;
 mod sharing;
 #[path = "mthp-tests/shmem.rs"]
 mod shmem;
+#[path = "mthp-tests/shmem_collapse.rs"]
+mod shmem_collapse;
 #[path = "mthp-tests/swap.rs"]
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
@@ -146,6 +148,10 @@ static TESTS: &[Test] = tests![
     shmem::tmpfs_dev_shm,
     shmem::tmpfs_read_only_mappings,
     shmem::tmpfs_truncate_in_large_folio,
+    shmem_collapse::shmem_collapse_shared_anon,
+    shmem_collapse::shmem_collapse_memfd,
+    shmem_collapse::shmem_khugepaged_collapse,
+    shmem_collapse::shmem_collapse_races_writer,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,
