@@ -290,6 +290,7 @@ fn khugepaged_skips<A: PagingArch>() {
                     false
                 }
             },
+            None,
             64,
         );
         assert_eq!(p.collapsed, 0);
