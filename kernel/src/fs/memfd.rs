@@ -95,6 +95,7 @@ pub fn write(obj: &Shmem<'static>, pos: u64, data: &[u8]) -> Result<usize, Errno
         return Err(Errno::EPERM);
     }
     match obj.write(pos, data, uspace::ctx().mem, &mut alloc_page) {
+        0 if !obj.quota_allows(1) => Err(Errno::ENOSPC),
         0 => Err(Errno::ENOMEM),
         n => Ok(n),
     }
