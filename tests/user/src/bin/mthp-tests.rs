@@ -44,6 +44,8 @@ mod shmem;
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
 mod syscalls;
+#[path = "mthp-tests/tmpfs_limits.rs"]
+mod tmpfs_limits;
 #[path = "mthp-tests/vm_sysctl.rs"]
 mod vm_sysctl;
 
@@ -144,6 +146,9 @@ static TESTS: &[Test] = tests![
     shmem::tmpfs_dev_shm,
     shmem::tmpfs_read_only_mappings,
     shmem::tmpfs_truncate_in_large_folio,
+    tmpfs_limits::tmpfs_size_and_nr_inodes,
+    tmpfs_limits::tmpfs_size_options,
+    tmpfs_limits::proc_sysvipc_shm,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,
