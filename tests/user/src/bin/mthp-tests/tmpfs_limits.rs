@@ -247,7 +247,7 @@ fn limits_file(fd: isize, free_inodes: u64) -> TestResult {
     }
     let dir = sys::syscall(
         sys::nr::MKDIRAT,
-        &[AT_FDCWD, b"/tmp/mthp-limits/dir\0".as_ptr() as usize, 0o755],
+        &[AT_FDCWD, c"/tmp/mthp-limits/dir".as_ptr() as usize, 0o755],
     );
     let free_then = fstatfs(fd).map(|s| s[6]);
     for n in &names[..made] {
