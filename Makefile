@@ -8,7 +8,7 @@ CARGO   ?= cargo
 RUNNER  := $(CARGO) run --quiet --release -p mthp-tests --bin runner --
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-cow bench-shmem bench-scale profile matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
+.PHONY: all run run-user user test test-host test-kernel debug deps build bench bench-linux bench-swap bench-frag bench-migrate bench-cow bench-reserve bench-shmem bench-scale profile matrix bench-alloc bench-alloc-kernel pseudofs-diff fmt fmt-check clippy clean soak fuzz exhaust
 
 all: build
 
@@ -139,6 +139,12 @@ bench-shmem: deps
 ## 6.12: target/bench/bench-cow-*.md.
 bench-cow: deps
 	$(RUNNER) bench --cow --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick)
+
+## Reservations with in-place promotion against eager THP and 4K pages,
+## ours vs Linux 6.12 (issue 17; ICOUNT=1: arm64 instructions):
+## target/bench/bench-reserve-*.md.
+bench-reserve: deps
+	$(RUNNER) bench --reserve --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
 
 ## Where the instructions go: arm64 under -icount with `profile=<ns>`, the
 ## interrupted PCs sampled every PROFILE_NS instructions and symbolized

@@ -530,6 +530,103 @@ fn shmem_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     s
 }
 
+/// `runner bench --reserve` (issue 17 part 3): reservations with in-place
+/// promotion against eager THP and 4K pages, ours and Linux 6.12
+/// ([`reserve_tables`]); with `icount`, guest ns are instructions.
+pub fn reserve_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
+    let boots = || {
+        vec![Boot {
+            label: "reserve",
+            cmdline: format!(
+                "init=/bench bench.work=reserve bench.sizes={} bench.runs={}",
+                if quick { 16 } else { 64 },
+                if quick { 1 } else { 3 }
+            ),
+            extra: if icount {
+                vec!["-icount".into(), "shift=0".into()]
+            } else {
+                Vec::new()
+            },
+            disk: None,
+            mem: None,
+            numa: 0,
+        }]
+    };
+    side_by_side(
+        arches,
+        accel,
+        quick,
+        icount,
+        "bench-reserve",
+        &boots,
+        reserve_tables,
+    )
+}
+
+/// Reservation tables: per block size, RSS after one write per block, the
+/// cost of populating page by page, of each block's last fault, and the
+/// translation entries after, for reservations (ours), eager THP and 4K
+/// (ours and Linux).
+fn reserve_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    let Some(mib) = r.recs.iter().find(|x| x.work == "reserve").map(|x| x.mib) else {
+        let _ = writeln!(s, "## {} reservations: no figures\n", r.arch.name());
+        info_lines(&mut s, r, None, &["reserve"]);
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "## {} reservations with in-place promotion, {} MiB region — ours ({}) vs {}; {} ({})\n",
+        r.arch.name(),
+        mib,
+        r.kernel,
+        linux_name,
+        accel_desc(r),
+        r.qemu
+    );
+    let _ = writeln!(
+        s,
+        "One write at the first page of every block, then Rss; then every other page of each block in address order (µs per 2 MiB populated), the block's last page timed alone (with reservations: the promoting fault); then `TlbEntries` (ours only). Under -icount shift=0, µs are thousands of instructions (+ idle). Copy: 2 MiB `memcpy` in user space, the reference for the promotion's cost. Median (min–max).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| block | mode | Rss after 1 write/block (KiB) | µs to populate 2 MiB | µs last fault | entries after |\n|---|---|---|---|---|---|"
+    );
+    for kb in ["64K", "2M"] {
+        let rows: [(&str, Option<&ArchResult>, String); 5] = [
+            ("ours, reserve=1", Some(r), format!("{kb}-resv")),
+            ("ours, THP always", Some(r), format!("{kb}-thp")),
+            ("ours, 4K", Some(r), format!("{kb}-4k")),
+            ("Linux 6.12, THP always", lx, format!("{kb}-thp")),
+            ("Linux 6.12, 4K", lx, format!("{kb}-4k")),
+        ];
+        for (what, src, cfg) in rows {
+            let g = |m: &str| src.and_then(|x| x.get("reserve", &cfg, mib, m));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                kb,
+                what,
+                cell(g("sparse_rss_kb")),
+                cell(g("us_populate_per_2m")),
+                cell(g("us_last_fault")),
+                cell(g("tlb_entries")),
+            );
+        }
+    }
+    let copy_ours = r.get("reserve", "2M-copy", mib, "us_copy_2m");
+    let copy_linux = lx.and_then(|x| x.get("reserve", "2M-copy", mib, "us_copy_2m"));
+    let _ = writeln!(
+        s,
+        "\n2 MiB copy: ours {} µs, Linux {} µs.\n",
+        cell(copy_ours),
+        cell(copy_linux)
+    );
+    info_lines(&mut s, r, lx, &["reserve"]);
+    s
+}
+
 /// Large COW tables: per folio size, the child's translation entries after
 /// one write per 64K, the time of those writes and of a full rewrite, and
 /// the memory the copies took: ours with large COW, ours with 4K COW,

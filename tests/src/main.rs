@@ -12,6 +12,7 @@
 //! runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # move_pages between two NUMA nodes, ours vs Linux 6.12 (bench.rs)
 //! runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]  # fork + one write per 64K in the child: large COW, 4K COW, Linux 6.12 (bench.rs)
 //! runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # MAP_SHARED|MAP_ANONYMOUS fault-in at 4K/64K/2M, ours vs Linux 6.12 (bench.rs)
+//! runner bench --reserve [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # reservations vs eager THP vs 4K, ours and Linux 6.12 (bench.rs)
 //! runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]  # page-fault scaling and TLB shootdowns, -smp 2, ours vs Linux 6.12 (scale.rs)
 //! runner matrix [--arch A]... [--accel tcg|kvm]  # large-folio feature matrix, ours vs Linux 6.12 (matrix.rs)
 //! ```
@@ -116,7 +117,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --reserve [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -149,6 +150,7 @@ fn main() -> ExitCode {
     let mut migrate = false;
     let mut cow = false;
     let mut shmem = false;
+    let mut reserve = false;
     let mut smp = 1u32;
     let mut numa: Option<u32> = None;
     let mut features = String::new();
@@ -179,6 +181,7 @@ fn main() -> ExitCode {
             "--migrate" => migrate = true,
             "--cow" => cow = true,
             "--shmem" => shmem = true,
+            "--reserve" => reserve = true,
             "--numa" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n @ 1..=8) => numa = Some(n),
                 _ => {
@@ -368,6 +371,9 @@ fn main() -> ExitCode {
             if cow {
                 // Fork + one write per 64K in the child, both kernels (bench.rs).
                 return bench::cow_compare(&arches, accel, quick);
+            }
+            if reserve {
+                return bench::reserve_compare(&arches, accel, quick, icount);
             }
             if shmem {
                 // Shared anonymous fault-in, both kernels (bench.rs).

@@ -648,10 +648,17 @@ impl Storm {
             ];
             let _ = shmem.set_huge(tops[self.rng.below(tops.len() as u64) as usize]);
         }
-        Ok(format!(
-            "knob order {order} -> {mode:?}, shmem order {sorder} -> {smode:?} (top {:?})",
-            shmem.huge()
-        ))
+        let shmem_knobs = format!("shmem order {sorder} -> {smode:?} (top {:?})", shmem.huge());
+        // Reservation mode (issue 17) for this size: new faults reserve;
+        // reservations already made go on filling or break.
+        if self.rng.chance(30) {
+            let on = self.rng.chance(60);
+            THP.config.set_reserve(order, on);
+            return Ok(format!(
+                "knob order {order} -> {mode:?}, reserve {on}, {shmem_knobs}"
+            ));
+        }
+        Ok(format!("knob order {order} -> {mode:?}, {shmem_knobs}"))
     }
 
     /// Punch a hole in the shmem object behind a shared page of process
@@ -790,6 +797,7 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
         THP.config.order_modes(),
         THP.config.global_mode(),
         THP.config.use_zero_page(),
+        THP.config.reserve_orders(),
     );
     let saved_shmem = (THP.config.shmem.huge(), THP.config.shmem.order_modes());
     // Keep the khugepaged thread out of the way (the storm runs its scans
@@ -893,6 +901,9 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
             .set_order_mode(o, saved_shmem.1[o as usize]);
     }
     let _ = THP.config.shmem.set_huge(saved_shmem.0);
+    for o in 2..=9 {
+        THP.config.set_reserve(o, saved.3 & (1 << o) != 0);
+    }
     kh.scan_sleep_millisecs
         .store(sleep, core::sync::atomic::Ordering::Relaxed);
     buddy().drain_all();

@@ -108,6 +108,8 @@ enum Node {
     PagesCollapsed,
     FullScans,
     OrderEnabled(u32),
+    /// `hugepages-<size>kB/reserve` (ours): reservation mode, 0 or 1.
+    OrderReserve(u32),
     OrderStat(u32, MthpStat),
     /// `shmem_enabled` (top level).
     ShmemEnabled,
@@ -133,6 +135,7 @@ impl Node {
                 | Node::LargeCow
                 | Node::Khugepaged(_)
                 | Node::OrderEnabled(_)
+                | Node::OrderReserve(_)
                 | Node::ShmemEnabled
                 | Node::OrderShmemEnabled(_)
         )
@@ -224,6 +227,7 @@ fn lookup(path: &str) -> Result<Node, Errno> {
             },
             Node::OrderDir(o) => match comp {
                 "enabled" if o != SHMEM_ONLY_ORDER => Node::OrderEnabled(o),
+                "reserve" if o != SHMEM_ONLY_ORDER => Node::OrderReserve(o),
                 "shmem_enabled" => Node::OrderShmemEnabled(o),
                 "stats" => Node::StatsDir(o),
                 _ => return Err(Errno::ENOENT),
@@ -368,7 +372,12 @@ impl Thp {
                 alloc::vec![file("shmem_enabled"), dir("stats".into())]
             }
             Node::OrderDir(_) => {
-                alloc::vec![file("enabled"), file("shmem_enabled"), dir("stats".into())]
+                alloc::vec![
+                    file("enabled"),
+                    file("reserve"),
+                    file("shmem_enabled"),
+                    dir("stats".into()),
+                ]
             }
             Node::StatsDir(SHMEM_ONLY_ORDER) => {
                 SHMEM_ONLY_STATS.iter().map(|s| file(s.name())).collect()
@@ -431,6 +440,7 @@ impl Thp {
             Node::PagesCollapsed => num(self.stats.pages_collapsed()),
             Node::FullScans => num(self.stats.full_scans()),
             Node::OrderEnabled(o) => choice_line(OrderMode::WORDS, c.order_mode(o).word()),
+            Node::OrderReserve(o) => num(u64::from(c.reserve_orders() >> o & 1)),
             Node::OrderStat(o, s) => num(self.stats.get(o, s)),
             Node::ShmemEnabled => choice_line(ShmemHuge::WORDS, c.shmem.huge().word()),
             Node::OrderShmemEnabled(o) => {
@@ -475,6 +485,10 @@ impl Thp {
             Node::ShrinkUnderused => c.set_shrink_underused(kstrtobool(value)?),
             // large_cow (ours) reads like use_zero_page: 0 or 1.
             Node::LargeCow => c.set_large_cow(parse_flag(value)?),
+            // reserve (ours) reads like large_cow: 0 or 1.
+            Node::OrderReserve(o) => {
+                c.set_reserve(o, parse_flag(value)?);
+            }
             Node::Khugepaged(knob) => self.write_khugepaged(knob, value)?,
             // Linux's shmem_enabled_store / thpsize_shmem_enabled_store.
             Node::ShmemEnabled => {

@@ -15,6 +15,9 @@
 //! * anon-exclusive only on pages mapped by exactly one address space, and
 //!   every writable anonymous entry maps anon-exclusive pages (shmem pages
 //!   are shared writable);
+//! * a reservation (`RESERVATION`) is large, partially mapped (queued so),
+//!   by PTEs in its owner only, each page at its own offset from the
+//!   owner's address;
 //! * each space's shmem RSS = shmem pages mapped, and every shmem leaf
 //!   maps the page its object's page cache holds at the VMA's index;
 //! * contiguous blocks obey the hardware rules: all entries of an aligned
@@ -168,6 +171,19 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             } else {
                 rss += size_pages;
             }
+            // A reservation maps each of its pages in place, by PTE, in its
+            // owner only (`aspace::reserve`).
+            if f.test(PageFlags::RESERVATION) {
+                let at = f
+                    .anon_owner()
+                    .map(|(id, vpn)| (id, (vpn + l.pfn - f.pfn()) * PAGE_SIZE));
+                if l.level == PMD_LEVEL || at != Some((mm.id, va)) {
+                    err(
+                        &mut errors,
+                        format!("reservation page mapped out of place (owner {at:x?})"),
+                    );
+                }
+            }
             let seen = folios.entry(f.pfn()).or_default();
             seen.folio = Some(f);
             if l.level == PMD_LEVEL {
@@ -300,6 +316,20 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             errors.push(format!(
                 "folio {pfn:#x}: refcount {} below {maps} mappings + {pinned} pins",
                 f.refcount()
+            ));
+        }
+        if f.test(PageFlags::RESERVATION)
+            && (!f.is_large()
+                || !f.test(PageFlags::PARTIALLY_MAPPED)
+                || maps >= f.nr_pages()
+                || s.by_mm.len() != 1)
+        {
+            errors.push(format!(
+                "folio {pfn:#x}: reservation with {maps} of {} pages mapped by {} spaces, \
+                 partially-mapped flag {}",
+                f.nr_pages(),
+                s.by_mm.len(),
+                f.test(PageFlags::PARTIALLY_MAPPED)
             ));
         }
         for pg in f.pages() {

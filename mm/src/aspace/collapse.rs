@@ -83,6 +83,10 @@ pub enum CollapseError {
     AllocFailed,
     /// The VMA changed or does not allow the collapse.
     VmaCheck,
+    /// khugepaged only: the window holds a reservation
+    /// (`aspace::reserve`), which becomes a large folio in place as it
+    /// fills; copying it now would only waste the copy.
+    Reserved,
 }
 
 impl CollapseError {
@@ -256,6 +260,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 },
                 _ => folios.push((f, 1)),
             }
+        }
+        if lim.khugepaged
+            && folios
+                .iter()
+                .any(|(f, _)| f.test(crate::physmem::frame_flags::PageFlags::RESERVATION))
+        {
+            return Err(CollapseError::Reserved);
         }
         if none > lim.max_none {
             stats.inc(order, MthpStat::CollapseExceedNonePte);

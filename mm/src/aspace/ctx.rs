@@ -396,6 +396,13 @@ impl<'a> MmCtx<'a> {
     /// `deferred_split_folio(folio, true)`): counts `split_deferred` and
     /// raises `nr_anon_partially_mapped` the first time.
     pub(crate) fn deferred_split_folio(&self, f: Folio<'a>) {
+        self.deferred_split_queue(f, true);
+    }
+
+    /// Queue the partially mapped `f`; `count`: Linux's `split_deferred`
+    /// and `thp_deferred_split_page` events (a reservation, which nothing
+    /// unmapped, does not count them).
+    pub(crate) fn deferred_split_queue(&self, f: Folio<'a>, count: bool) {
         let irq = self.irq();
         let mut q = self.deferred.lock();
         if f.test(PageFlags::PARTIALLY_MAPPED) {
@@ -406,8 +413,11 @@ impl<'a> MmCtx<'a> {
         drop(q);
         drop(irq);
         let order = f.order();
-        self.thp.stats.inc(order, MthpStat::SplitDeferred);
         self.thp.stats.inc(order, MthpStat::NrAnonPartiallyMapped);
+        if !count {
+            return;
+        }
+        self.thp.stats.inc(order, MthpStat::SplitDeferred);
         if order == crate::addr::PMD_ORDER {
             self.thp.stats.count(VmEvent::ThpDeferredSplitPage);
         }

@@ -50,7 +50,7 @@ use crate::vma::{Vma, VmaSet};
 use super::{Access, Fault, Mm, access_allowed, vma_perms};
 
 /// Attributes of a freshly written anonymous page in `vma`.
-fn anon_attrs(vma: &Vma) -> Attrs {
+pub(super) fn anon_attrs(vma: &Vma) -> Attrs {
     Attrs::user(vma_perms(vma.flags))
 }
 
@@ -69,6 +69,12 @@ pub(crate) fn zero_attrs_for(mut p: crate::paging::Perms) -> Attrs {
         special: true,
         ..Attrs::default()
     }
+}
+
+/// Whether reservation mode (`resv`, a bit mask) covers `order`.
+#[inline]
+fn ctx_reserves(resv: u32, order: u32) -> bool {
+    resv & (1 << order) != 0
 }
 
 /// Folios of this order and above are zeroed with the page-table lock
@@ -121,7 +127,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if vma.is_shmem() {
             return self.shmem_fault(vma, addr, access);
         }
-        if let Some(r) = self.fault_shared(vma, addr, access) {
+        // Reservations (`reserve.rs`) look at the block under the
+        // exclusive lock.
+        if self.ctx.thp.config.reserve_orders() == 0
+            && let Some(r) = self.fault_shared(vma, addr, access)
+        {
             return r;
         }
         let mut pre = None;
@@ -307,7 +317,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// (`numa`) and no policy, on the local node with PMD-size folios
     /// allowed elsewhere (Linux's `vma_alloc_folio`).
     #[inline(always)]
-    fn alloc_placed(
+    pub(super) fn alloc_placed(
         &self,
         vma: &Vma,
         addr: u64,
@@ -419,6 +429,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if orders & (1 << PMD_ORDER) == 0 {
             return Ok(None);
         }
+        // A write reserves the block instead (`reserve.rs`).
+        if access == Access::Write
+            && pre.is_none()
+            && ctx_reserves(self.ctx.thp.config.reserve_orders(), PMD_ORDER)
+        {
+            return Ok(None);
+        }
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let base = align_down(addr, PMD_SIZE);
@@ -521,6 +538,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let va = align_down(addr, PAGE_SIZE);
+        if pre.is_none()
+            && ctx.thp.config.reserve_orders() != 0
+            && let Some(step) = self.reserve_fault(vma, pt, addr, access, walk)
+        {
+            return step;
+        }
         if access != Access::Write {
             if pt
                 .set_pte(va, ctx.zero_pfn(), zero_attrs(vma), None)

@@ -108,6 +108,7 @@ mod mremap;
 pub mod numa;
 mod pageout;
 pub mod report;
+mod reserve;
 mod rmap;
 mod shmem;
 pub mod split;

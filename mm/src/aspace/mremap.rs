@@ -169,8 +169,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// A page `idx` of `f` now maps at `va`: if this space owns `f`, the
-    /// owner's address moves to where the folio's first page would be.
+    /// owner's address moves to where the folio's first page would be.  A
+    /// reservation breaks: its pages need no longer sit in one aligned
+    /// block at their own offsets (`aspace::reserve`).
     fn follow_owner(&self, f: Folio<'a>, va: u64, idx: u64) {
+        self.ctx.reservation_break(f);
         if let Some((id, _)) = f.anon_owner()
             && id == self.id
             && let Some(base) = va.checked_sub(idx * PAGE_SIZE)

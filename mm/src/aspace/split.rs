@@ -181,6 +181,7 @@ fn split_folio_impl<'a, A: PagingArch>(
         return fail(Errno::EAGAIN);
     };
     // --- nothing fails from here on ---
+    ctx.reservation_break(folio);
     let saved = try_to_unmap(&mut walk, folio);
     let maps = saved.len() as u32;
     // Unmapped everywhere: split the metadata.
@@ -314,6 +315,9 @@ impl<'a> MmCtx<'a> {
     ///   mapped pages go to the shared zero page).  Splitting only to the
     ///   largest order whose pieces are all mapped would keep more large
     ///   folios, but Linux does not, and the freed memory is the point.
+    /// * A reservation (`aspace::reserve`, queued as partially mapped) is
+    ///   split likewise, but only below the high watermark; otherwise it
+    ///   goes back to the end of the queue.
     /// * A PMD folio queued at fault or collapse (not partially mapped) is
     ///   split only with `shrink_underused` and only if more than
     ///   `max_ptes_none` of its pages are zero-filled (never when
@@ -328,6 +332,9 @@ impl<'a> MmCtx<'a> {
         max: usize,
     ) -> ShrinkCount {
         let mut c = ShrinkCount::default();
+        // Reservations (`aspace::reserve`) are partially mapped by design:
+        // split (broken) only under pressure, below the high watermark.
+        let pressure = self.buddy.below(crate::physmem::buddy::Wmark::High);
         for _ in 0..max {
             let f = {
                 let _irq = self.irq();
@@ -341,6 +348,10 @@ impl<'a> MmCtx<'a> {
                 f.get_ref()
             };
             c.scanned += 1;
+            if !pressure && f.test(PageFlags::RESERVATION) {
+                self.requeue(*f);
+                continue;
+            }
             let partial = f.test(PageFlags::PARTIALLY_MAPPED);
             let underused = !partial
                 && f.order() == PMD_ORDER

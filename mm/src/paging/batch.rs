@@ -97,7 +97,7 @@ impl SegCursor {
 /// The PTE table `w` (a walk to `walked`) reached and the index of `va`
 /// in it, if the `n` entries from `va` all lie in that table; `None` to
 /// walk again.
-fn walked_run(w: &Walk, walked: u64, va: u64, n: usize) -> Option<(u64, usize)> {
+pub(super) fn walked_run(w: &Walk, walked: u64, va: u64, n: usize) -> Option<(u64, usize)> {
     let idx0 = super::arch::level_index(va, PTE_LEVEL);
     let table_span = super::arch::level_size(PTE_LEVEL + 1);
     (w.level == PTE_LEVEL
@@ -360,10 +360,23 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         if idx % cp != cp - 1 {
             return false;
         }
+        self.try_fold_block(va, folio)
+    }
+
+    /// Fold the contiguous block holding `va` (any of its entries), if
+    /// its entries map aligned consecutive frames of `folio` with equal
+    /// attributes.  Reservations fill blocks in any order, so they check
+    /// the block of each entry they set.
+    pub fn try_fold_block(&mut self, va: u64, folio: FolioSpan) -> bool {
+        let cp = A::CONT_PTES;
+        if !self.cont_enabled() {
+            return false;
+        }
+        let idx = super::arch::level_index(va, PTE_LEVEL);
         let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
             return false;
         };
-        let first = idx + 1 - cp;
+        let first = idx - idx % cp;
         let base = t + 8 * first as u64;
         let Some(l0) = self.read(base, PTE_LEVEL).leaf() else {
             return false;
@@ -382,7 +395,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         if !ok {
             return false;
         }
-        let block_va = va - ((cp - 1) as u64) * PAGE_SIZE;
+        let block_va = va - ((idx % cp) as u64) * PAGE_SIZE;
         self.convert_block(base, block_va, |_, l| Some(Leaf { cont: true, ..l }));
         self.stats.folds += 1;
         true

@@ -32,6 +32,7 @@ pub mod arch;
 mod batch;
 mod collapse;
 mod pmd;
+mod promote;
 mod pte_batch;
 mod table;
 mod tlb;

@@ -150,6 +150,14 @@ bitflags! {
         /// In a shmem object's page cache (`crate::shmem`; Linux's
         /// `PG_swapbacked` on a file folio): mapped shared, never anonymous.
         const SHMEM            = 1 << 30;
+        /// A reservation (`aspace::reserve`): an anonymous large folio
+        /// allocated whole at the first fault in its block, whose pages
+        /// are zeroed and mapped one fault at a time, each in place at its
+        /// own offset.  While set, every page not yet mapped has never
+        /// been mapped or exposed, so a fault may hand it out.  Cleared
+        /// when the block is promoted or the reservation breaks (any
+        /// unmap, fork, split).
+        const RESERVATION      = 1 << 31;
     }
 }
 

@@ -390,6 +390,10 @@ pub struct ThpConfig {
     /// `large_cow`: a write fault on a shared large folio copies a large
     /// block (see `aspace::fault`'s `wp_copy_large`); off, 4K as Linux.
     large_cow: AtomicBool,
+    /// `hugepages-<size>kB/reserve` (ours, issue 17): bit `o` set makes a
+    /// fault that would allocate an order-`o` folio reserve it instead
+    /// (`aspace::reserve`).  0, Linux's behaviour, by default.
+    reserve: AtomicU32,
     /// The khugepaged tunables.  Fields are public for the daemon to read;
     /// writers should go through the registry (which validates).
     pub khugepaged: KhugepagedKnobs,
@@ -417,6 +421,7 @@ impl ThpConfig {
             shrink_underused: AtomicBool::new(true),
             huge_zero_wp_alloc: AtomicBool::new(false),
             large_cow: AtomicBool::new(true),
+            reserve: AtomicU32::new(0),
             khugepaged: KhugepagedKnobs::new(),
             anon_orders_configured: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -536,6 +541,27 @@ impl ThpConfig {
         self.large_cow.store(on, Ordering::Relaxed);
     }
 
+    /// Orders (bit mask) in reservation mode (`hugepages-<size>kB/reserve`).
+    #[inline]
+    pub fn reserve_orders(&self) -> u32 {
+        self.reserve.load(Ordering::Relaxed)
+    }
+
+    /// Turn reservation mode for `order` on or off; `false` if there is no
+    /// `hugepages-<size>kB/enabled` for that order.
+    pub fn set_reserve(&self, order: u32, on: bool) -> bool {
+        if !(THP_MIN_ORDER..=THP_MAX_ORDER).contains(&order) {
+            return false;
+        }
+        if on {
+            self.reserve.fetch_or(1 << order, Ordering::Relaxed);
+        } else {
+            self.reserve.fetch_and(!(1 << order), Ordering::Relaxed);
+        }
+        self.bump();
+        true
+    }
+
     /// `shrink_underused`: let the deferred-split shrinker split underused
     /// PMD THPs.
     pub fn shrink_underused(&self) -> bool {
@@ -575,6 +601,7 @@ impl ThpConfig {
         self.shrink_underused.store(true, Ordering::Relaxed);
         self.huge_zero_wp_alloc.store(false, Ordering::Relaxed);
         self.large_cow.store(true, Ordering::Relaxed);
+        self.reserve.store(0, Ordering::Relaxed);
         let fresh = KhugepagedKnobs::new();
         let k = &self.khugepaged;
         k.defrag.store(fresh.defrag.into_inner(), Ordering::Relaxed);

@@ -100,6 +100,14 @@ named_enum! {
         /// This kernel's own: a large COW copy of this order could not be
         /// allocated; the next lower order was tried.
         CowFallback => "cow_fallback",
+        /// Reservations made (ours, issue 17): a folio of this size
+        /// allocated at a first fault and populated page by page.
+        ReserveAlloc => "reserve_alloc",
+        /// Reservations promoted in place when their last page was mapped.
+        ReservePromote => "reserve_promote",
+        /// Reservations broken before they filled (unmap, fork, mprotect
+        /// or munmap inside the block, memory pressure).
+        ReserveBreak => "reserve_break",
     }
 }
 

@@ -283,7 +283,7 @@ fn listings() {
     assert_eq!(root, sorted);
     assert_eq!(
         names("hugepages-64kB"),
-        ["enabled", "shmem_enabled", "stats"]
+        ["enabled", "reserve", "shmem_enabled", "stats"]
     );
     assert_eq!(names("hugepages-64kB/stats").len(), MthpStat::COUNT);
     assert_eq!(names("khugepaged").len(), 9);
@@ -293,7 +293,7 @@ fn listings() {
     // Every listed file is readable; writable ones accept their own
     // current value back (minus brackets).
     let files = t.all_files();
-    assert_eq!(files.len(), 7 + 9 + 8 * (2 + MthpStat::COUNT) + 1 + 7);
+    assert_eq!(files.len(), 7 + 9 + 8 * (3 + MthpStat::COUNT) + 1 + 7);
     for f in &files {
         let info = t.stat(f).unwrap();
         assert!(!info.is_dir);

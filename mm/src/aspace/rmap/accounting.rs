@@ -24,6 +24,7 @@
 use alloc::vec::Vec;
 
 use crate::physmem::folio::Folio;
+use crate::physmem::frame_flags::PageFlags;
 use crate::thp::MthpStat;
 
 use crate::aspace::ctx::MmCtx;
@@ -149,9 +150,60 @@ impl<'a> MmCtx<'a> {
         order
     }
 
+    /// A freshly allocated folio becomes a reservation (`aspace::reserve`)
+    /// of space `mm_id` for the block at `base`, with page `page` mapped
+    /// (the allocation's reference becomes that mapping's): anonymous, that
+    /// page anon-exclusive (each page becomes so as it is mapped), on the LRU, and queued as partially mapped so
+    /// the shrinker can take its unused pages back under pressure (without
+    /// Linux's `split_deferred` counts: nothing was unmapped).
+    pub(crate) fn rmap_add_reservation(&self, f: Folio<'a>, mm_id: u64, base: u64, page: u64) {
+        let order = f.order();
+        let lru = crate::reclaim::lru::new_folio_flag(order);
+        f.set_anon_owner_flags(
+            mm_id,
+            base >> crate::addr::PAGE_SHIFT,
+            lru | PageFlags::RESERVATION,
+        );
+        f.page(page).set_anon_exclusive();
+        f.add_mapcount_mm(mm_id, 1);
+        self.thp.stats.inc(order, MthpStat::NrAnon);
+        self.lru().add_new_flagged(self.buddy, f.idx());
+        self.deferred_split_queue(f, false);
+    }
+
+    /// The 512 PTE mappings of the PMD-size folio `f` in space `mm_id`
+    /// became one PMD mapping in place (a promoted reservation; the TLB
+    /// was flushed): the entire mapcount and one reference replace them.
+    /// Queued as a PMD fault's folio is, for the underused shrinker.
+    pub(crate) fn rmap_promote_pmd(&self, f: Folio<'a>, mm_id: u64) {
+        let extra = f.nr_pages() as u32 - 1;
+        f.add_entire_mapcount(1);
+        f.add_mapcount_mm(mm_id, -(extra as i32));
+        f.put_many(extra);
+        self.deferred_split_add_pmd(f);
+    }
+
+    /// Page `page` of the reservation `f` was just mapped in space `mm_id`.
+    /// Returns the folio's mappings now.
+    pub(crate) fn rmap_reservation_page(&self, f: Folio<'a>, mm_id: u64, page: u64) -> i32 {
+        f.get();
+        f.page(page).set_anon_exclusive();
+        f.add_mapcount_mm(mm_id, 1)
+    }
+
+    /// Break the reservation `f`, if it is one (see `aspace::reserve`):
+    /// it stays an ordinary partially mapped folio, queued for split.
+    pub(crate) fn reservation_break(&self, f: Folio<'a>) {
+        if f.test(PageFlags::RESERVATION) && f.test_and_clear(PageFlags::RESERVATION) {
+            self.thp.stats.inc(f.order(), MthpStat::ReserveBreak);
+        }
+    }
+
     /// fork shares `n` pages from page `first` of `f` with child `mm_id`
-    /// by PTEs: the pages are no longer exclusive.
+    /// by PTEs: the pages are no longer exclusive (and a reservation is
+    /// no longer one).
     pub(crate) fn rmap_dup_ptes(&self, f: Folio<'a>, mm_id: u64, first: u64, n: u64) {
+        self.reservation_break(f);
         f.get_many(n as u32);
         f.add_mapcount_mm(mm_id, n as i32);
         for i in first..first + n {
@@ -265,6 +317,8 @@ impl<'a> MmCtx<'a> {
             // The page cache keeps it; never split for being partly mapped.
             return;
         }
+        // An unmapped page of a reservation must never be handed out again.
+        self.reservation_break(f);
         if left == 0 {
             self.deferred_split_remove(f);
             self.thp.stats.dec(f.order(), MthpStat::NrAnon);

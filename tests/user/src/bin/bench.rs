@@ -143,6 +143,7 @@ const W_COW: u32 = 512;
 /// folio size, chosen by the per-size `shmem_enabled` knobs (issue 18);
 /// not in the default set.
 const W_SHFAULT: u32 = 1024;
+const W_RESERVE: u32 = 2048;
 
 struct Opts {
     sizes: List,
@@ -195,6 +196,7 @@ impl Opts {
                         b"migrate" => W_MIGRATE,
                         b"cow" => W_COW,
                         b"shfault" => W_SHFAULT,
+                        b"reserve" => W_RESERVE,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -976,6 +978,12 @@ fn bench_collapse(cx: &mut Ctx) {
     // distance of exactly 2 MiB each source page and its destination page
     // share a slot of QEMU's direct-mapped software TLB whenever it has 512
     // entries, and the copy then ran ~14x slower in some boots.
+    emit("copy", &cfg, 2, "us_per_2m", &copy_2m(runs));
+}
+
+/// Microseconds to copy 2 MiB between two populated regions in user
+/// space, `runs` times (the reference for collapse and promotion).
+fn copy_2m(runs: usize) -> Samples {
     let mut cp = Samples::new();
     let span = 2 * SZ_2M + 4096;
     if let Ok(a) = map_region(span) {
@@ -992,7 +1000,96 @@ fn bench_collapse(cx: &mut Ctx) {
         }
         sys::munmap(a, span);
     }
-    emit("copy", &cfg, 2, "us_per_2m", &cp);
+    cp
+}
+
+/// Reservations (issue 17, this kernel's `hugepages-<size>kB/reserve`)
+/// against eager THP and 4K pages, for 64K and 2M blocks over `mib` MiB:
+/// RSS after one write per block (`sparse_rss_kb`), microseconds to
+/// populate the region page by page per 2 MiB (`us_populate_per_2m`),
+/// the last fault of each block (the promoting one with reservations:
+/// `us_last_fault`), and the translation entries after (`tlb_entries`,
+/// ours only).  Modes: `resv` (ours), `thp` (that size `always`), `4k`.
+fn bench_reserve(cx: &mut Ctx) {
+    let mib = cx.opts.sizes.items().first().copied().unwrap_or(64);
+    let len = mib * MIB;
+    for kb in [64usize, 2048] {
+        let knob = path!("{THP}/hugepages-{kb}kB/reserve");
+        let ours = read_file(knob.c(), &mut [0u8; 8]).is_ok();
+        let modes: &[(&str, usize, bool)] = if ours {
+            &[("resv", 0, true), ("thp", 0, false), ("4k", 4, false)]
+        } else {
+            &[("thp", 0, false), ("4k", 4, false)]
+        };
+        let block = kb * 1024;
+        for &(tag, size, resv) in modes {
+            if let Err(m) = set_config(if size == 4 { 4 } else { kb }) {
+                println!("bench-info reserve unavailable: {}", m);
+                return;
+            }
+            if ours && write_file(knob.c(), if resv { b"1" } else { b"0" }).is_err() {
+                println!("bench-info reserve unavailable: cannot write {kb}kB reserve");
+                return;
+            }
+            let (mut rss, mut pop, mut last, mut ent) = (
+                Samples::new(),
+                Samples::new(),
+                Samples::new(),
+                Samples::new(),
+            );
+            for _ in 0..cx.opts.runs {
+                let Ok(a) = map_region(len) else {
+                    println!("bench-info reserve unavailable: mmap failed");
+                    return;
+                };
+                // One write per block, at its first page.
+                for off in (0..len).step_by(block) {
+                    // SAFETY: `a..a + len` is our mapping.
+                    unsafe { core::ptr::write_volatile((a + off) as *mut u64, 1) };
+                }
+                if let Some(k) = smaps(a, cx.buf).rss_kb {
+                    rss.push(k as f64);
+                }
+                // The rest of every block page by page, in address order;
+                // the last page of each block timed on its own.
+                let (mut t_all, mut t_last) = (0u64, 0u64);
+                for b in (0..len).step_by(block) {
+                    let t0 = now_ns();
+                    for off in (b + PAGE..b + block - PAGE).step_by(PAGE) {
+                        // SAFETY: as above.
+                        unsafe { core::ptr::write_volatile((a + off) as *mut u64, 1) };
+                    }
+                    let t1 = now_ns();
+                    // SAFETY: as above.
+                    unsafe { core::ptr::write_volatile((a + b + block - PAGE) as *mut u64, 1) };
+                    let t2 = now_ns();
+                    t_all += t2 - t0;
+                    t_last += t2 - t1;
+                }
+                pop.push(t_all as f64 / 1e3 / (len / SZ_2M) as f64);
+                last.push(t_last as f64 / 1e3 / (len / block) as f64);
+                if let Some(e) = smaps(a, cx.buf).entries {
+                    ent.push(e as f64);
+                }
+                sys::munmap(a, len);
+            }
+            let cfg = Cfg(kb, tag);
+            emit("reserve", &cfg, mib, "sparse_rss_kb", &rss);
+            emit("reserve", &cfg, mib, "us_populate_per_2m", &pop);
+            emit("reserve", &cfg, mib, "us_last_fault", &last);
+            emit("reserve", &cfg, mib, "tlb_entries", &ent);
+        }
+        if ours {
+            let _ = write_file(knob.c(), b"0");
+        }
+    }
+    emit(
+        "reserve",
+        &Cfg(2048, "copy"),
+        mib,
+        "us_copy_2m",
+        &copy_2m(cx.opts.runs.max(5)),
+    );
 }
 
 /// Split a PMD-mapped 2 MiB folio to each order through
@@ -2001,7 +2098,7 @@ fn bench_main(args: &Args) -> i32 {
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
     // Not for the swap workloads alone: the pressure set is larger than RAM.
-    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW | W_SHFAULT) != 0
+    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW | W_SHFAULT | W_RESERVE) != 0
         && let Ok(a) = map_region(max_mib * MIB)
     {
         touch(a, max_mib * MIB);
@@ -2042,6 +2139,9 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_COW != 0 {
         bench_cow(&mut cx);
+    }
+    if o.work & W_RESERVE != 0 {
+        bench_reserve(&mut cx);
     }
     if o.work & W_SHFAULT != 0 {
         for &mib in o.sizes.items() {

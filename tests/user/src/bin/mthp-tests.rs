@@ -36,6 +36,8 @@ mod numa;
 mod numa_balancing;
 #[path = "mthp-tests/procfs.rs"]
 mod procfs;
+#[path = "mthp-tests/reserve.rs"]
+mod reserve;
 #[path = "mthp-tests/sharing.rs"]
 mod sharing;
 #[path = "mthp-tests/shmem.rs"]
@@ -153,4 +155,6 @@ static TESTS: &[Test] = tests![
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,
     sharing::large_cow_child_2m,
+    reserve::reserve_fill_64k,
+    reserve::reserve_fill_2m,
 ];
