@@ -13,6 +13,7 @@ use mm::paging::{PMD_LEVEL, PagingArch};
 use mm::physmem::phys::PhysMem;
 use mm::shmem::Shmem;
 use mm::shmem::policy::{ShmemHuge, ShmemOrderMode};
+use mm::shmem::quota::ShmemQuota;
 use mm::thp::{GlobalMode, OrderMode, VmEvent};
 use mmtest::*;
 
@@ -130,7 +131,14 @@ fn madvise_collapse_partial<A: PagingArch>() {
 /// truncate drops the collapsed folio whole.
 fn file_collapse_keeps_writes<A: PagingArch>() {
     run::<A>(64 * MIB, |env| {
-        let obj = Arc::new(Shmem::on_mount(Some(&env.thp.shmem), ShmemHuge::Never));
+        // A mount's `size=`: the collapse charges the holes it fills.
+        let quota = Arc::new(ShmemQuota::new(4096, 16));
+        assert!(quota.try_get_inode());
+        let obj = Arc::new(Shmem::on_mount(
+            Some(&env.thp.shmem),
+            ShmemHuge::Never,
+            Some(quota.clone()),
+        ));
         let mut alloc = || {
             let f = env
                 .buddy
@@ -165,6 +173,7 @@ fn file_collapse_keeps_writes<A: PagingArch>() {
         assert_eq!(collapse(&a, &[&a], va, M2), Ok(()));
         assert!(is_pmd(env, &a, va));
         assert_eq!(obj.cached_pages(), 512);
+        assert_eq!(quota.used_blocks(), 512);
         let mut back = vec![0u8; data.len()];
         obj.read(M2 + 100 * K4, &mut back, env.mem);
         assert_eq!(back, data);
@@ -183,6 +192,7 @@ fn file_collapse_keeps_writes<A: PagingArch>() {
         drop(a);
         drop(obj);
         assert_eq!(gauge(&env.thp.shmem.pages), 0);
+        assert_eq!(quota.used_blocks(), 0);
     });
 }
 

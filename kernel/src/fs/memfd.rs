@@ -95,15 +95,18 @@ pub fn write(obj: &Shmem<'static>, pos: u64, data: &[u8]) -> Result<usize, Errno
         return Err(Errno::EPERM);
     }
     match obj.write(pos, data, uspace::ctx().mem, &mut alloc_page) {
+        0 if !obj.quota_allows(1) => Err(Errno::ENOSPC),
         0 => Err(Errno::ENOMEM),
         n => Ok(n),
     }
 }
 
-/// Unmap object pages `[first, end)` from every process.
+/// Unmap object pages `[first, end)` from every address space (every
+/// registered one, not only processes': the self-tests' spaces map
+/// objects too).
 fn unmap_everywhere(id: u64, first: u64, end: u64) {
-    for p in process::all() {
-        let _ = p.with_mm(|mm| mm.shmem_unmap_range(id, first, end));
+    for mm in uspace::all_mms() {
+        mm.enter().shmem_unmap_range(id, first, end);
     }
 }
 

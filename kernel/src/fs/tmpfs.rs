@@ -19,10 +19,20 @@
 //! sealed with `F_SEAL_SEAL`, as Linux's non-memfd shmem files.  Unlinking
 //! a file drops its name; the object lives while open or mapped.
 //!
-//! Decisions: the `size=`, `nr_inodes=`, `mode=`, `uid=` and `gid=` mount
-//! options are accepted and not enforced; ownership is not modelled (no
-//! permission checks beyond the file type); a directory's mode is the
-//! one given at `mkdir` (umask applied).
+//! `size=` (bytes with a `k`/`m`/`g`/... suffix, or `%` of RAM; also
+//! `nr_blocks=`) and `nr_inodes=` limit a mount as Linux 6.12's
+//! `shmem_sb_info` (`mm::shmem::quota`; default half of RAM for both, 0
+//! unlimited): a write that finds the mount full gets ENOSPC (short if it
+//! wrote some), a fault SIGBUS, a create or mkdir past `nr_inodes`
+//! ENOSPC.  `statfs`/`fstatfs` report them ([`statfs`]), `/proc/mounts`
+//! shows them when not the default.  No remount (`MS_REMOUNT`), so the
+//! limits are fixed at mount.
+//!
+//! Decisions: the `mode=`, `uid=` and `gid=` mount options are accepted
+//! and not enforced; ownership is not modelled (no permission checks
+//! beyond the file type); a directory's mode is the one given at `mkdir`
+//! (umask applied); `fallocate` mode 0 only sets the size (nothing is
+//! preallocated, so nothing charged).
 //!
 //! # Lock
 //! [`FS`] (a spin lock) protects the mounts and the name tree; it is never
@@ -38,6 +48,7 @@ use alloc::vec::Vec;
 use mm::abi::errno::Errno;
 use mm::shmem::Shmem;
 use mm::shmem::policy::ShmemHuge;
+use mm::shmem::quota::ShmemQuota;
 use spin::Mutex;
 
 const O_CREAT: u64 = 0o100;
@@ -51,6 +62,8 @@ struct Mount {
     /// The mount point (a normalized absolute path).
     path: String,
     huge: ShmemHuge,
+    /// `size=` and `nr_inodes=`, and their use.
+    quota: Arc<ShmemQuota>,
 }
 
 enum Entry {
@@ -85,20 +98,24 @@ fn fs() -> spin::MutexGuard<'static, Tmpfs> {
     if !g.booted {
         g.booted = true;
         for p in ["/tmp", "/dev/shm"] {
-            g.add_mount(p, ShmemHuge::Never);
+            g.add_mount(p, Options::default());
         }
     }
     g
 }
 
 impl Tmpfs {
-    fn add_mount(&mut self, path: &str, huge: ShmemHuge) {
+    fn add_mount(&mut self, path: &str, o: Options) {
         let id = self.next_id;
         self.next_id += 1;
         self.mounts.push(Mount {
             id,
             path: String::from(path),
-            huge,
+            huge: o.huge,
+            quota: Arc::new(ShmemQuota::new(
+                o.blocks.unwrap_or_else(default_max),
+                o.inodes.unwrap_or_else(default_max),
+            )),
         });
     }
 
@@ -153,7 +170,7 @@ pub fn open(
 ) -> Option<Result<File, Errno>> {
     let mut g = fs();
     let (m, rel) = g.resolve(path)?;
-    let (id, huge) = (m.id, m.huge);
+    let (id, huge, quota) = (m.id, m.huge, m.quota.clone());
     let rel = String::from(rel);
     Some((|| {
         if g.is_dir(id, &rel) {
@@ -181,7 +198,14 @@ pub fn open(
         if flags & O_CREAT == 0 {
             return Err(Errno::ENOENT);
         }
-        let obj = Arc::new(Shmem::on_mount(Some(&uspace::ctx().thp.shmem), huge));
+        if !quota.try_get_inode() {
+            return Err(Errno::ENOSPC);
+        }
+        let obj = Arc::new(Shmem::on_mount(
+            Some(&uspace::ctx().thp.shmem),
+            huge,
+            Some(quota),
+        ));
         let mode = S_IFREG | (mode & 0o7777);
         g.entries.insert(
             (id, rel),
@@ -220,11 +244,15 @@ pub fn mkdir(path: &str, mode: u32) -> Option<Result<(), Errno>> {
     let mut g = fs();
     let (m, rel) = g.resolve(path)?;
     let key = (m.id, String::from(rel));
+    let quota = m.quota.clone();
     Some((|| {
         if rel.is_empty() || g.entries.contains_key(&key) {
             return Err(Errno::EEXIST);
         }
         g.parent_ok(key.0, rel)?;
+        if !quota.try_get_inode() {
+            return Err(Errno::ENOSPC);
+        }
         g.entries.insert(
             key,
             Entry::Dir {
@@ -239,7 +267,7 @@ pub fn mkdir(path: &str, mode: u32) -> Option<Result<(), Errno>> {
 pub fn rmdir(path: &str) -> Option<Result<(), Errno>> {
     let mut g = fs();
     let (m, rel) = g.resolve(path)?;
-    let id = m.id;
+    let (id, quota) = (m.id, m.quota.clone());
     let key = (id, String::from(rel));
     let kind = match g.entries.get(&key) {
         _ if rel.is_empty() => Err(Errno::EBUSY),
@@ -259,6 +287,7 @@ pub fn rmdir(path: &str) -> Option<Result<(), Errno>> {
                 Err(Errno::ENOTEMPTY)
             } else {
                 g.entries.remove(&key);
+                quota.put_inode();
                 Ok(())
             }
         }
@@ -319,16 +348,81 @@ pub fn mount_points_below(dir: &str) -> Vec<String> {
         .collect()
 }
 
-/// Parses tmpfs mount options (comma-separated): `huge=` as Linux 6.12
-/// (`never`, `always`, `within_size`, `advise`); `size=`, `nr_inodes=`,
+/// A mount's options.
+struct Options {
+    huge: ShmemHuge,
+    /// `size=` / `nr_blocks=` in pages (`None`: the default).
+    blocks: Option<u64>,
+    /// `nr_inodes=` (`None`: the default).
+    inodes: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            huge: ShmemHuge::Never,
+            blocks: None,
+            inodes: None,
+        }
+    }
+}
+
+/// Linux's default `size=` in pages and `nr_inodes=`: half of RAM's pages
+/// (`shmem_default_max_blocks`, `shmem_default_max_inodes`).
+fn default_max() -> u64 {
+    crate::mem::memory::boot_ram_frames() / 2
+}
+
+/// Linux's `memparse`: a number in C notation (`0x` hex, leading `0`
+/// octal) with an optional binary suffix `k`, `m`, `g`, `t`, `p`, `e`
+/// (either case); returns the value and the rest of the string.
+fn memparse(s: &str) -> Option<(u64, &str)> {
+    let (radix, digits) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (16, h)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (8, &s[1..])
+    } else {
+        (10, s)
+    };
+    let end = digits
+        .find(|c: char| !c.is_digit(radix))
+        .unwrap_or(digits.len());
+    if end == 0 && radix != 8 {
+        return None;
+    }
+    let mut v = if end == 0 {
+        0
+    } else {
+        u64::from_str_radix(&digits[..end], radix).ok()?
+    };
+    let mut rest = &digits[end..];
+    let shift = match rest.chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('k') => 10,
+        Some('m') => 20,
+        Some('g') => 30,
+        Some('t') => 40,
+        Some('p') => 50,
+        Some('e') => 60,
+        _ => 0,
+    };
+    if shift != 0 {
+        v = v.wrapping_shl(shift);
+        rest = &rest[1..];
+    }
+    Some((v, rest))
+}
+
+/// Parses tmpfs mount options (comma-separated) as Linux 6.12's
+/// `shmem_parse_one`: `huge=` (`never`, `always`, `within_size`,
+/// `advise`), `size=` (bytes, or `N%` of RAM), `nr_blocks=`, `nr_inodes=`;
 /// `mode=`, `uid=`, `gid=` accepted; anything else EINVAL.
-fn parse_options(data: &str) -> Result<ShmemHuge, Errno> {
-    let mut huge = ShmemHuge::Never;
+fn parse_options(data: &str) -> Result<Options, Errno> {
+    let mut o = Options::default();
     for opt in data.split(',').filter(|o| !o.is_empty()) {
         let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
         match k {
             "huge" => {
-                huge = match v {
+                o.huge = match v {
                     "never" => ShmemHuge::Never,
                     "always" => ShmemHuge::Always,
                     "within_size" => ShmemHuge::WithinSize,
@@ -336,17 +430,40 @@ fn parse_options(data: &str) -> Result<ShmemHuge, Errno> {
                     _ => return Err(Errno::EINVAL),
                 }
             }
-            "size" | "nr_inodes" | "mode" | "uid" | "gid" if !v.is_empty() => {}
+            "size" => {
+                let (mut size, rest) = memparse(v).ok_or(Errno::EINVAL)?;
+                let rest = match rest.strip_prefix('%') {
+                    Some(r) => {
+                        let ram = crate::mem::memory::boot_ram_frames();
+                        size = ((size as u128 * 4096 * ram as u128) / 100) as u64;
+                        r
+                    }
+                    None => rest,
+                };
+                if !rest.is_empty() {
+                    return Err(Errno::EINVAL);
+                }
+                o.blocks = Some(size.div_ceil(4096));
+            }
+            "nr_blocks" => match memparse(v) {
+                Some((n, "")) => o.blocks = Some(n),
+                _ => return Err(Errno::EINVAL),
+            },
+            "nr_inodes" => match memparse(v) {
+                Some((n, "")) if n <= u64::MAX / 1024 => o.inodes = Some(n),
+                _ => return Err(Errno::EINVAL),
+            },
+            "mode" | "uid" | "gid" if !v.is_empty() => {}
             _ => return Err(Errno::EINVAL),
         }
     }
-    Ok(huge)
+    Ok(o)
 }
 
 /// `mount(_, target, "tmpfs", _, data)`: a new, empty tmpfs at the
 /// directory `target` (normalized), hiding what was there.
 pub fn mount(target: &str, data: &str, target_is_dir: bool) -> Result<(), Errno> {
-    let huge = parse_options(data)?;
+    let opts = parse_options(data)?;
     let mut g = fs();
     let tmpfs_dir = g.resolve(target).map(|(m, rel)| g.is_dir(m.id, rel));
     match tmpfs_dir {
@@ -355,7 +472,7 @@ pub fn mount(target: &str, data: &str, target_is_dir: bool) -> Result<(), Errno>
         None if target_is_dir => {}
         None => return Err(Errno::ENOENT),
     }
-    g.add_mount(target, huge);
+    g.add_mount(target, opts);
     Ok(())
 }
 
@@ -392,7 +509,59 @@ pub fn proc_mounts() -> String {
             ShmemHuge::Advise => ",huge=advise",
             _ => "",
         };
-        s.push_str(&alloc::format!("tmpfs {} tmpfs rw{huge} 0 0\n", m.path));
+        // `size=` in KiB and `nr_inodes=` when not the defaults, first, as
+        // Linux's `shmem_show_options`.
+        let mut limits = String::new();
+        if m.quota.max_blocks() != default_max() {
+            limits.push_str(&alloc::format!(",size={}k", m.quota.max_blocks() * 4));
+        }
+        if m.quota.max_inodes() != default_max() {
+            limits.push_str(&alloc::format!(",nr_inodes={}", m.quota.max_inodes()));
+        }
+        s.push_str(&alloc::format!(
+            "tmpfs {} tmpfs rw{limits}{huge} 0 0\n",
+            m.path
+        ));
     }
     s
+}
+
+/// `TMPFS_MAGIC`, `statfs`'s `f_type` for a tmpfs.
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// What `statfs` reports for a tmpfs (Linux's `shmem_statfs`): blocks
+/// and inodes total and free, each 0 when unlimited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+}
+
+impl StatFs {
+    /// The figures of a mount's (or an object's) quota; `None`: a memfd or
+    /// anonymous object, Linux's unlimited internal mount.
+    pub fn of(q: Option<&ShmemQuota>) -> StatFs {
+        let Some(q) = q else {
+            return StatFs::default();
+        };
+        let mut s = StatFs::default();
+        if q.max_blocks() != 0 {
+            s.blocks = q.max_blocks();
+            s.bfree = q.max_blocks().saturating_sub(q.used_blocks());
+        }
+        if q.max_inodes() != 0 {
+            s.files = q.max_inodes();
+            s.ffree = q.max_inodes().saturating_sub(q.used_inodes());
+        }
+        s
+    }
+}
+
+/// `statfs` of `path` if a tmpfs holds it (`None`: not a tmpfs path).
+pub fn statfs(path: &str) -> Option<StatFs> {
+    let g = fs();
+    let (m, _) = g.resolve(path)?;
+    Some(StatFs::of(Some(&m.quota)))
 }

@@ -549,6 +549,9 @@ fn open_node(me: &Process, path: &str, flags: u64, mode: u32) -> Result<File, Er
         }
         "/proc/swaps" => return Ok(mk(text(crate::mem::swap::proc_swaps()), 0o100444)),
         "/proc/mounts" => return Ok(mk(text(crate::fs::tmpfs::proc_mounts()), 0o100444)),
+        "/proc/sysvipc/shm" => {
+            return Ok(mk(text(crate::ipc::shm::proc_sysvipc_shm()), 0o100444));
+        }
         "/"
         | "/dev"
         | "/proc"

@@ -499,3 +499,58 @@ fn highest_index() -> u64 {
     r.reap();
     r.segs.iter().rposition(|s| s.is_some()).unwrap_or(0) as u64
 }
+
+/// `/proc/sysvipc/shm` as Linux 6.12's `sysvipc_shm_proc_show` on a
+/// 64-bit kernel: its header, then one line per segment (removed ones
+/// still attached included, key 0 and `SHM_DEST` in the mode) in index
+/// order: key, id, octal mode, size, creator and last pids, attaches,
+/// owner and creator uid and gid, the three times, resident and swapped
+/// bytes (shmem is never swapped here: 0).
+pub fn proc_sysvipc_shm() -> alloc::string::String {
+    use core::fmt::Write;
+    let rows: Vec<([u8; 112], u64, u64)> = {
+        let mut r = REGISTRY.lock();
+        r.reap();
+        r.segs
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, s)| {
+                let s = s.as_ref()?;
+                let mut ds = shmid_ds(s, 0);
+                ds[24..28].copy_from_slice(&s.id(idx).to_le_bytes());
+                let rss = s.object().map_or(0, |o| o.cached_pages());
+                Some((ds, s.obj_id, rss))
+            })
+            .collect()
+    };
+    let mut out = alloc::string::String::from(
+        "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n",
+    );
+    let u32_at =
+        |b: &[u8; 112], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default());
+    let u64_at =
+        |b: &[u8; 112], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+    for (ds, obj, rss) in rows {
+        let _ = writeln!(
+            out,
+            "{:>10} {:>10}  {:>4o} {:>21} {:>5} {:>5}  {:>5} {:>5} {:>5} {:>5} {:>5} {:>10} {:>10} {:>10} {:>21} {:>21}",
+            u32_at(&ds, 0) as i32,
+            u32_at(&ds, 24) as i32,
+            u32_at(&ds, 20),
+            u64_at(&ds, 48),
+            u32_at(&ds, 80),
+            u32_at(&ds, 84),
+            nattch(obj),
+            u32_at(&ds, 4),
+            u32_at(&ds, 8),
+            u32_at(&ds, 12),
+            u32_at(&ds, 16),
+            u64_at(&ds, 56),
+            u64_at(&ds, 64),
+            u64_at(&ds, 72),
+            rss * 4096,
+            0
+        );
+    }
+    out
+}

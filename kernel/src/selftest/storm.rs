@@ -3,6 +3,15 @@
 //!
 //! Every page's expected contents and protection are tracked in a model; each
 //! operation is applied to both, and reads are checked against the model.
+//! Shared anonymous mappings (`MAP_SHARED|MAP_ANONYMOUS`, inherited by
+//! fork) keep their contents in a model per shmem object, not per page of
+//! a process: a write through one mapping is what every other mapping of
+//! the object reads, `MADV_DONTNEED` keeps it, a hole punch zeroes it.
+//! Pages past the object's size (an mremap that grew the mapping) SIGBUS
+//! when a fault reaches them, but may be mapped by a fault inside the size
+//! whose large folio reaches past it (as Linux 6.12's `finish_fault` maps
+//! a whole anonymous-shmem folio): then they hold cached data like any
+//! other page.
 //! Knob settings change randomly along the way, and the invariant checker runs
 //! every `CHECK_EVERY` operations and at the end.  After the storm every
 //! address space is torn down and free frames must be back at the baseline.
@@ -21,6 +30,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use mm::abi::errno::Errno;
 use mm::abi::uapi::*;
+use mm::addr::PMD_ORDER;
+use mm::shmem::policy::{SHMEM_MIN_ORDER, ShmemHuge, ShmemOrderMode};
 use mm::thp::{GlobalMode, OrderMode, THP};
 
 const PAGE: u64 = 4096;
@@ -39,6 +50,27 @@ struct PageModel {
     lazy: bool,
     /// In an mlocked VMA (madvise that drops data gives EINVAL there).
     locked: bool,
+    /// In a shared mapping: the shmem object's id and the page's index in
+    /// it; the contents are then the object's ([`ObjModel`]), `val` unused.
+    shared: Option<(u64, u64)>,
+}
+
+/// The contents of one shmem object, shared by every mapping of it.
+#[derive(Default)]
+struct ObjModel {
+    /// Pages of the object (its size, fixed at mmap).
+    size_pages: u64,
+    /// Written words by page index (absent: reads 0).
+    vals: BTreeMap<u64, u64>,
+}
+
+/// What a read of a page should give.
+#[derive(PartialEq, Eq, Debug)]
+enum Expect {
+    Val(u64),
+    /// Past the end of its shmem object: SIGBUS, or this value if a large
+    /// folio reaching past the end is mapped there.
+    PastEof(u64),
 }
 
 impl PageModel {
@@ -48,6 +80,30 @@ impl PageModel {
             prot,
             lazy: false,
             locked: false,
+            shared: None,
+        }
+    }
+
+    fn shared(prot: Prot, id: u64, index: u64) -> PageModel {
+        PageModel {
+            shared: Some((id, index)),
+            ..PageModel::new(prot)
+        }
+    }
+
+    /// The value a read expects, looked up in `objs` for a shared page.
+    fn expect(&self, objs: &BTreeMap<u64, ObjModel>) -> Expect {
+        match self.shared {
+            None => Expect::Val(self.val),
+            Some((id, idx)) => {
+                let o = objs.get(&id);
+                let v = o.and_then(|o| o.vals.get(&idx)).copied().unwrap_or(0);
+                if o.is_some_and(|o| idx < o.size_pages) {
+                    Expect::Val(v)
+                } else {
+                    Expect::PastEof(v)
+                }
+            }
         }
     }
 }
@@ -61,6 +117,8 @@ struct Proc {
 struct Storm {
     rng: Rng,
     procs: Vec<Proc>,
+    /// The shmem objects the processes' shared pages name, by id.
+    objs: BTreeMap<u64, ObjModel>,
     seed: u64,
     op: u64,
     trace: bool,
@@ -117,7 +175,8 @@ impl Storm {
             354..=357 => self.migrate(i),
             358..=359 => self.move_pages(i),
             360..=364 => self.numa_scan(i),
-            365..=629 => self.write(i),
+            365..=374 => self.punch(i),
+            375..=629 => self.write(i),
             _ => self.verify(i),
         }
     }
@@ -147,7 +206,8 @@ impl Storm {
         } else {
             PROT_READ
         };
-        let mut flags = MAP_PRIVATE | MAP_ANONYMOUS;
+        let shared = self.rng.chance(25);
+        let mut flags = MAP_ANONYMOUS | if shared { MAP_SHARED } else { MAP_PRIVATE };
         if self.rng.chance(10) {
             flags |= MAP_POPULATE;
         }
@@ -157,14 +217,37 @@ impl Storm {
             .mmap(0, len, prot, flags)
             .map_err(e)?;
         let p = &mut self.procs[i];
+        let obj = if shared {
+            let Some(id) = p.mm.enter().vmas().find(va).and_then(|v| v.shmem) else {
+                return Err(format!(
+                    "MAP_SHARED mmap {va:#x}: VMA without a shmem object"
+                ));
+            };
+            self.objs.insert(
+                id,
+                ObjModel {
+                    size_pages: npages,
+                    vals: BTreeMap::new(),
+                },
+            );
+            Some(id)
+        } else {
+            None
+        };
         for pg in (va..va + len).step_by(PAGE as usize) {
-            if p.pages.insert(pg, PageModel::new(prot)).is_some() {
+            let m = match obj {
+                Some(id) => PageModel::shared(prot, id, (pg - va) / PAGE),
+                None => PageModel::new(prot),
+            };
+            if p.pages.insert(pg, m).is_some() {
                 return Err(format!(
                     "mmap returned {va:#x}+{len:#x}, overlapping a live page {pg:#x}"
                 ));
             }
         }
-        Ok(format!("p{i} mmap {va:#x} +{len:#x} prot {prot}"))
+        Ok(format!(
+            "p{i} mmap {va:#x} +{len:#x} prot {prot} shmem {obj:?}"
+        ))
     }
 
     fn munmap(&mut self, i: usize) -> Result<String, String> {
@@ -230,14 +313,15 @@ impl Storm {
         let full = (va..va + len)
             .step_by(PAGE as usize)
             .all(|pg| p.pages.contains_key(&pg));
-        // Advice refused on mlocked VMAs stops there with EINVAL (after
-        // applying to the VMAs before, in address order).
+        // Advice refused on mlocked VMAs (and MADV_FREE on shared ones)
+        // stops there with EINVAL (after applying to the VMAs before, in
+        // address order).
         let refused_on_locked =
             [MADV_DONTNEED, MADV_PAGEOUT, MADV_COLD, MADV_FREE].contains(&advice);
         let first_locked = p
             .pages
             .range(va..va + len)
-            .find(|(_, m)| m.locked)
+            .find(|(_, m)| m.locked || (advice == MADV_FREE && m.shared.is_some()))
             .map(|(k, _)| *k);
         let r = p.mm.enter().madvise(va, len, advice);
         let ok = match (r, full, first_locked) {
@@ -257,6 +341,7 @@ impl Storm {
             va + len
         };
         if advice == MADV_DONTNEED {
+            // Shared pages keep their data in the object.
             for (_, m) in p.pages.range_mut(va..applied_end) {
                 m.val = 0;
                 m.lazy = false;
@@ -285,7 +370,10 @@ impl Storm {
         if p.pages.len() + (new_len / PAGE) as usize > MAX_PAGES {
             return Ok(String::from("mremap skipped (size cap)"));
         }
-        let prot = p.pages.get(&old).map_or(PROT_NONE, |m| m.prot);
+        let (prot, shared) = p
+            .pages
+            .get(&old)
+            .map_or((PROT_NONE, None), |m| (m.prot, m.shared));
         let r =
             p.mm.enter()
                 .mremap(old, old_len, new_len, MREMAP_MAYMOVE, 0);
@@ -317,11 +405,15 @@ impl Storm {
             }
         }
         // Grown pages belong to the (moved) VMA: locked if it is (an
-        // mlocked VMA that grows stays locked and populates).
+        // mlocked VMA that grows stays locked and populates); a grown
+        // shared mapping goes on into the object (past its size).
         let entered = p.mm.enter();
         let vmas = entered.vmas();
         for off in (old_len..new_len).step_by(PAGE as usize) {
-            let mut m = PageModel::new(prot);
+            let mut m = match shared {
+                Some((id, idx)) => PageModel::shared(prot, id, idx + off / PAGE),
+                None => PageModel::new(prot),
+            };
             m.locked = vmas
                 .find(new + off)
                 .is_some_and(|v| v.flags.contains(mm::vma::VmFlags::LOCKED));
@@ -537,14 +629,89 @@ impl Storm {
             let on = self.rng.chance(50);
             THP.config.set_use_zero_page(on);
         }
+        // The shmem knobs: a per-size one, sometimes the top level (the
+        // refused combinations around `force` are EINVAL and change
+        // nothing).
+        let shmem = &THP.config.shmem;
+        let sorder =
+            SHMEM_MIN_ORDER + self.rng.below((PMD_ORDER + 1 - SHMEM_MIN_ORDER) as u64) as u32;
+        let smodes = [
+            ShmemOrderMode::Always,
+            ShmemOrderMode::Inherit,
+            ShmemOrderMode::WithinSize,
+            ShmemOrderMode::Advise,
+            ShmemOrderMode::Never,
+        ];
+        let smode = smodes[self.rng.below(smodes.len() as u64) as usize];
+        let _ = shmem.set_order_mode(sorder, smode);
+        if self.rng.chance(20) {
+            let tops = [
+                ShmemHuge::Always,
+                ShmemHuge::WithinSize,
+                ShmemHuge::Advise,
+                ShmemHuge::Never,
+                ShmemHuge::Deny,
+                ShmemHuge::Force,
+            ];
+            let _ = shmem.set_huge(tops[self.rng.below(tops.len() as u64) as usize]);
+        }
+        let shmem_knobs = format!("shmem order {sorder} -> {smode:?} (top {:?})", shmem.huge());
         // Reservation mode (issue 17) for this size: new faults reserve;
         // reservations already made go on filling or break.
         if self.rng.chance(30) {
             let on = self.rng.chance(60);
             THP.config.set_reserve(order, on);
-            return Ok(format!("knob order {order} -> {mode:?}, reserve {on}"));
+            return Ok(format!(
+                "knob order {order} -> {mode:?}, reserve {on}, {shmem_knobs}"
+            ));
         }
-        Ok(format!("knob order {order} -> {mode:?}"))
+        Ok(format!("knob order {order} -> {mode:?}, {shmem_knobs}"))
+    }
+
+    /// Punch a hole in the shmem object behind a shared page of process
+    /// `i` (`fallocate(PUNCH_HOLE|KEEP_SIZE)`, Linux's `MADV_REMOVE`): whole
+    /// pages leave the cache and every mapping, or one word of a page is
+    /// zeroed in place (inside a large folio too); both read zero after,
+    /// in every process.
+    fn punch(&mut self, i: usize) -> Result<String, String> {
+        let Some((va, len)) = self.random_range(i) else {
+            return self.mmap(i);
+        };
+        let p = &self.procs[i];
+        let Some((id, idx)) = p.pages.range(va..va + len).find_map(|(_, m)| m.shared) else {
+            return Ok(format!("p{i} punch {va:#x}: no shared page"));
+        };
+        let obj =
+            p.mm.enter()
+                .shmem_object(id)
+                .ok_or_else(|| format!("shmem object {id} in the model but not mapped by p{i}"))?;
+        let Some(o) = self.objs.get_mut(&id) else {
+            return Err(format!("shmem object {id} not in the model"));
+        };
+        let (off, bytes, pages) = if self.rng.chance(25) {
+            (idx * PAGE + 16, 8, idx..idx + 1)
+        } else {
+            let span = if self.rng.chance(20) { 600 } else { 40 };
+            let n = 1 + self.rng.below(span);
+            (idx * PAGE, n * PAGE, idx..idx + n)
+        };
+        crate::fs::memfd::fallocate(&obj, 3, off as i64, bytes as i64)
+            .map_err(|x| format!("punch {off:#x}+{bytes:#x} of object {id}: {}", x.name()))?;
+        let gone: Vec<u64> = o.vals.range(pages).map(|(k, _)| *k).collect();
+        for k in gone {
+            o.vals.remove(&k);
+        }
+        Ok(format!("p{i} punch object {id} {off:#x} +{bytes:#x}"))
+    }
+
+    /// Forget the objects no process maps any more.
+    fn prune_objs(&mut self) {
+        let live: alloc::collections::BTreeSet<u64> = self
+            .procs
+            .iter()
+            .flat_map(|p| p.pages.values().filter_map(|m| m.shared.map(|(id, _)| id)))
+            .collect();
+        self.objs.retain(|id, _| live.contains(id));
     }
 
     fn write(&mut self, i: usize) -> Result<String, String> {
@@ -560,9 +727,19 @@ impl Storm {
             };
             let v = self.rng.next() | 1;
             let r = write_u64(pg + 16, v);
-            if m.prot.contains(PROT_WRITE) {
+            let past_eof = matches!(m.expect(&self.objs), Expect::PastEof(_));
+            if m.prot.contains(PROT_WRITE) && past_eof && r.is_err() {
+                // SIGBUS: nothing cached there is mapped.
+            } else if m.prot.contains(PROT_WRITE) {
                 r.map_err(|x| format!("write {pg:#x} (prot {}) failed: {}", m.prot, x.name()))?;
-                m.val = v;
+                match m.shared {
+                    Some((id, idx)) => {
+                        if let Some(o) = self.objs.get_mut(&id) {
+                            o.vals.insert(idx, v);
+                        }
+                    }
+                    None => m.val = v,
+                }
                 m.lazy = false;
                 n += 1;
             } else if r.is_ok() {
@@ -590,16 +767,20 @@ impl Storm {
         for (pg, m) in p.pages.range_mut(va..va + len) {
             let r = read_u64(pg + 16);
             if m.prot.contains(PROT_READ) {
+                let want = match m.expect(&self.objs) {
+                    Expect::PastEof(_) if r.is_err() => continue,
+                    Expect::PastEof(v) | Expect::Val(v) => v,
+                };
                 let got = r.map_err(|x| format!("read {pg:#x} failed: {}", x.name()))?;
                 if m.lazy && got == 0 {
                     // Discarded by reclaim: zero from now on.
                     m.val = 0;
                     continue;
                 }
-                if got != m.val {
+                if got != want {
                     return Err(format!(
-                        "p{i} page {pg:#x}: read {got:#x}, expected {:#x}",
-                        m.val
+                        "p{i} page {pg:#x} (shmem {:?}): read {got:#x}, expected {want:#x}",
+                        m.shared
                     ));
                 }
             } else if r.is_ok() {
@@ -625,6 +806,7 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
         THP.config.use_zero_page(),
         THP.config.reserve_orders(),
     );
+    let saved_shmem = (THP.config.shmem.huge(), THP.config.shmem.order_modes());
     // Keep the khugepaged thread out of the way (the storm runs its scans
     // itself), so a seed replays exactly.
     let kh = &THP.config.khugepaged;
@@ -639,6 +821,7 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
     let mut s = Storm {
         rng: Rng(seed | 1),
         procs: Vec::new(),
+        objs: BTreeMap::new(),
         seed,
         op: 0,
         trace: crate::cmdline::has("storm_trace"),
@@ -668,6 +851,9 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
                 break;
             }
         }
+        if s.op.is_multiple_of(CHECK_EVERY) {
+            s.prune_objs();
+        }
         if s.op.is_multiple_of(CHECK_EVERY)
             && let Err(why) = s.check()
         {
@@ -687,6 +873,14 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
             );
         }
     }
+    let ms = ((arch::now_ns() - t0) / 1_000_000).max(1);
+    println!(
+        "storm: {} ops in {} ms ({} ops/s), {} shmem objects live",
+        s.op,
+        ms,
+        s.op * 1000 / ms,
+        s.objs.len()
+    );
     if result.is_ok() {
         result = s
             .check()
@@ -705,6 +899,15 @@ pub fn run(seed: u64, ops: u64) -> Result<(), String> {
     THP.config.set_all_order_modes(&saved.0);
     THP.config.set_global_mode(saved.1);
     THP.config.set_use_zero_page(saved.2);
+    // Per size first under a top level that refuses nothing.
+    let _ = THP.config.shmem.set_huge(ShmemHuge::Never);
+    for o in SHMEM_MIN_ORDER..=PMD_ORDER {
+        let _ = THP
+            .config
+            .shmem
+            .set_order_mode(o, saved_shmem.1[o as usize]);
+    }
+    let _ = THP.config.shmem.set_huge(saved_shmem.0);
     for o in 2..=9 {
         THP.config.set_reserve(o, saved.3 & (1 << o) != 0);
     }

@@ -57,6 +57,8 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         197 => Shmdt,
         79 => Newfstatat,
         80 => Fstat,
+        43 => Statfs,
+        44 => Fstatfs,
         93 => Exit,
         94 => ExitGroup,
         96 => SetTidAddress,

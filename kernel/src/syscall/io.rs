@@ -212,6 +212,76 @@ pub(super) fn sys_mkdirat(p: &Process, dirfd: u64, path: u64, mode: u64) -> R {
     Ok(0)
 }
 
+/// `struct statfs` (120 bytes on both arches, every field a long but
+/// `f_fsid`'s two ints) for a file system of type `magic` with the
+/// tmpfs figures `t` (Linux's `shmem_statfs`; zeros elsewhere).
+fn write_statfs(addr: u64, magic: u64, t: crate::fs::tmpfs::StatFs) -> R {
+    const ST_VALID: u64 = 0x20;
+    let fields: [u64; 15] = [
+        magic, 4096, t.blocks, t.bfree, t.bfree, t.files, t.ffree, 0,    // f_fsid
+        255,  // f_namelen
+        4096, // f_frsize
+        ST_VALID, 0, 0, 0, 0,
+    ];
+    let mut b = [0u8; 120];
+    for (k, v) in fields.iter().enumerate() {
+        b[k * 8..k * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    efault(arch::copy_to_user(addr, &b))?;
+    Ok(0)
+}
+
+/// The file system type (`f_type`) of an absolute path that is not on a
+/// tmpfs: the pseudo file systems by their mount points, else the
+/// initramfs root (Linux's rootfs is a ramfs without a tmpfs).
+fn magic_of(path: &str) -> u64 {
+    const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+    const SYSFS_MAGIC: u64 = 0x6265_6572;
+    const DEBUGFS_MAGIC: u64 = 0x6462_6720;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    let under = |m: &str| path == m || path.strip_prefix(m).is_some_and(|r| r.starts_with('/'));
+    if under("/sys/kernel/debug") {
+        DEBUGFS_MAGIC
+    } else if under("/sys") {
+        SYSFS_MAGIC
+    } else if under("/proc") {
+        PROC_SUPER_MAGIC
+    } else {
+        RAMFS_MAGIC
+    }
+}
+
+/// `statfs(path, buf)`: ENOENT (and the rest of `open`'s errors) for a
+/// path that does not resolve.
+pub(super) fn sys_statfs(p: &Process, path: u64, buf: u64) -> R {
+    let path = vfs::absolute(p, &get_str(path)?);
+    vfs::open(p, &path, 0)?;
+    match crate::fs::tmpfs::statfs(&path) {
+        Some(t) => write_statfs(buf, crate::fs::tmpfs::TMPFS_MAGIC, t),
+        None => write_statfs(buf, magic_of(&path), Default::default()),
+    }
+}
+
+/// `fstatfs(fd, buf)`: a tmpfs file reports its mount's figures, a memfd
+/// Linux's internal shmem mount's (tmpfs, unlimited: zeros).
+pub(super) fn sys_fstatfs(p: &Process, fd: u64, buf: u64) -> R {
+    const PIPEFS_MAGIC: u64 = 0x5049_5045;
+    let f = p.file(fd)?;
+    match &f.node {
+        vfs::Node::Memfd(obj) => write_statfs(
+            buf,
+            crate::fs::tmpfs::TMPFS_MAGIC,
+            crate::fs::tmpfs::StatFs::of(obj.quota().map(|q| &**q)),
+        ),
+        vfs::Node::Dir(path) => match crate::fs::tmpfs::statfs(path) {
+            Some(t) => write_statfs(buf, crate::fs::tmpfs::TMPFS_MAGIC, t),
+            None => write_statfs(buf, magic_of(path), Default::default()),
+        },
+        vfs::Node::Pipe(_) => write_statfs(buf, PIPEFS_MAGIC, Default::default()),
+        _ => write_statfs(buf, magic_of("/"), Default::default()),
+    }
+}
+
 /// `mount(source, target, fstype, flags, data)`: `tmpfs` mounts one (its
 /// options in `data`); the pseudo file systems Linux's init mounts are
 /// accepted as already there.

@@ -31,6 +31,8 @@ enum Sys {
     Close,
     Fstat,
     Newfstatat,
+    Statfs,
+    Fstatfs,
     Lseek,
     Mmap,
     Munmap,
@@ -368,6 +370,8 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             let f = p.file(fd(a[0]))?;
             write_stat(a[1], f.mode, f.size())
         }
+        Statfs => io::sys_statfs(p, a[0], a[1]),
+        Fstatfs => io::sys_fstatfs(p, fd(a[0]), a[1]),
         Newfstatat => {
             // AT_SYMLINK_NOFOLLOW, AT_NO_AUTOMOUNT, AT_EMPTY_PATH, AT_STATX_*.
             const AT_EMPTY_PATH: u64 = 0x1000;

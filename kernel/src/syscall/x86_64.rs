@@ -11,6 +11,8 @@ pub(super) fn decode(nr: u64) -> Option<Sys> {
         2 => Open,
         3 => Close,
         5 => Fstat,
+        137 => Statfs,
+        138 => Fstatfs,
         8 => Lseek,
         9 => Mmap,
         10 => Mprotect,

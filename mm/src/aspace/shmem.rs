@@ -16,7 +16,8 @@
 //!   with one PMD leaf (`do_set_pmd`, `thp_file_mapped`).  Write faults on
 //!   present entries just make them writable and dirty: shared pages are
 //!   never copied.
-//! * Access at or beyond the object's size: SIGBUS, as Linux.
+//! * Access at or beyond the object's size: SIGBUS, as Linux; so is a
+//!   fault that needs a page a full tmpfs (`size=`) cannot cache.
 //! * fork copies no shmem entries (Linux's `vma_needs_copy` is false for
 //!   shared VMAs): the child faults the same folios in from the cache.
 //! * mprotect works as for anonymous memory; an mremap that moves a shmem
@@ -251,6 +252,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         orders = obj.empty_orders(index, orders);
         let mut got = None;
         for o in crate::thp::policy::orders_high_to_low(orders) {
+            // A large folio that does not fit in the tmpfs `size=` falls
+            // back to a smaller one (Linux 6.12 goes to order 0).
+            if !obj.quota_allows(1 << o) {
+                continue;
+            }
             match ctx.buddy.alloc(o, AllocFlags::USER) {
                 Ok(f) => {
                     got = Some(FolioRef::from_raw(f));
@@ -266,6 +272,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let f = match got {
             Some(f) => f,
+            // The mount is full: SIGBUS (Linux's ENOSPC from the fault).
+            None if !obj.quota_allows(1) => return Err(Fault::Sigbus),
             None => FolioRef::from_raw(
                 ctx.buddy
                     .alloc(0, AllocFlags::USER)

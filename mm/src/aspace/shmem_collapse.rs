@@ -204,6 +204,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 drop(new);
                 return Err(CollapseError::PageCount);
             }
+            // Linux's SCAN_FAIL after a failed `shmem_charge`: EINVAL.
+            Err((ReplaceError::NoSpace, new)) => {
+                drop(new);
+                return Err(CollapseError::VmaCheck);
+            }
         };
         // Unlocked, then the scan's references and the cache's drop: the
         // sources are freed (never locked).

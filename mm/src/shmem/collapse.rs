@@ -49,6 +49,9 @@ pub(crate) enum ReplaceError {
     Changed,
     /// A source is still mapped or referenced by someone else.
     Busy,
+    /// The holes the new folio fills do not fit in the mount's `size=`
+    /// (Linux's failed `shmem_charge`).
+    NoSpace,
 }
 
 impl<'a> Shmem<'a> {
@@ -103,7 +106,14 @@ impl<'a> Shmem<'a> {
         {
             return Err((ReplaceError::Busy, new));
         }
-        let mut present = 0;
+        let present: u64 = sources.iter().map(|(_, f)| f.nr_pages()).sum();
+        if self
+            .quota
+            .as_ref()
+            .is_some_and(|q| !q.try_charge(HPAGE_NR - present))
+        {
+            return Err((ReplaceError::NoSpace, new));
+        }
         let mut gone = Vec::with_capacity(sources.len());
         for (i, f) in sources {
             let nr = f.nr_pages();
@@ -116,7 +126,6 @@ impl<'a> Shmem<'a> {
             if let Some(c) = self.gauges {
                 c.add_folio(nr, -1);
             }
-            present += nr;
         }
         new.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
         if g.folios.insert(first, new).is_err() {

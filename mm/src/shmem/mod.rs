@@ -29,10 +29,12 @@
 
 pub(crate) mod collapse;
 pub mod policy;
+pub mod quota;
 #[cfg(test)]
 mod tests;
 mod xarray;
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -120,6 +122,10 @@ pub struct Shmem<'a> {
     inner: Mutex<Inner<'a>>,
     /// Where the cached pages are counted, if anywhere.
     gauges: Option<&'a ShmemGauges>,
+    /// The limits of the tmpfs mount the object's file lives on: the
+    /// cached pages are charged there, and the file's inode, which the
+    /// object gives back when it goes.
+    quota: Option<Arc<quota::ShmemQuota>>,
 }
 
 struct Inner<'a> {
@@ -156,7 +162,7 @@ impl<'a> Shmem<'a> {
 
     /// [`Self::new`], counting the cached pages in `gauges`.
     pub fn with_gauges(size: u64, seals: u32, gauges: Option<&'a ShmemGauges>) -> Self {
-        Self::build(size, seals, gauges, None)
+        Self::build(size, seals, gauges, None, None)
     }
 
     fn build(
@@ -164,9 +170,11 @@ impl<'a> Shmem<'a> {
         seals: u32,
         gauges: Option<&'a ShmemGauges>,
         mount_huge: Option<policy::ShmemHuge>,
+        quota: Option<Arc<quota::ShmemQuota>>,
     ) -> Self {
         Shmem {
             gauges,
+            quota,
             id: NEXT_ID.fetch_add(1, Relaxed),
             mount_huge,
             removals: AtomicU64::new(0),
@@ -181,9 +189,33 @@ impl<'a> Shmem<'a> {
 
     /// An empty file of a tmpfs mounted with `huge`, counted in
     /// `gauges`; sealed with `F_SEAL_SEAL` as Linux's non-memfd shmem
-    /// files.
-    pub fn on_mount(gauges: Option<&'a ShmemGauges>, huge: policy::ShmemHuge) -> Self {
-        Self::build(0, F_SEAL_SEAL, gauges, Some(huge))
+    /// files.  `quota` is the mount's, with this file's inode already
+    /// charged (given back when the object goes).
+    pub fn on_mount(
+        gauges: Option<&'a ShmemGauges>,
+        huge: policy::ShmemHuge,
+        quota: Option<Arc<quota::ShmemQuota>>,
+    ) -> Self {
+        Self::build(0, F_SEAL_SEAL, gauges, Some(huge), quota)
+    }
+
+    /// The limits of the object's tmpfs mount (`None`: no mount, or a
+    /// memfd / anonymous object, which Linux's internal mount leaves
+    /// unlimited).
+    pub fn quota(&self) -> Option<&Arc<quota::ShmemQuota>> {
+        self.quota.as_ref()
+    }
+
+    /// Whether `nr` more pages fit in the mount's `size=` now (a fault
+    /// tries lower orders, down to 0, when a large folio does not).
+    pub fn quota_allows(&self, nr: u64) -> bool {
+        self.quota.as_ref().is_none_or(|q| q.allows(nr))
+    }
+
+    fn uncharge(&self, nr: u64) {
+        if let Some(q) = &self.quota {
+            q.uncharge(nr);
+        }
     }
 
     /// The `huge=` option of the object's tmpfs mount (`None`: anonymous
@@ -295,15 +327,23 @@ impl<'a> Shmem<'a> {
     /// Insert the new folio `f` (holding the allocation's reference, which
     /// becomes the cache's) at its naturally aligned block around `index`.
     /// Gives `f` back when any index of the block is cached already (a
-    /// racing fault filled it); the caller then looks up again.
+    /// racing fault filled it; the caller then looks up again), or when
+    /// its pages do not fit in the mount's `size=` (the lookup then finds
+    /// nothing: ENOSPC, SIGBUS for a fault).
     pub fn insert(&self, index: u64, f: FolioRef<'a>) -> Result<u64, FolioRef<'a>> {
         let nr = f.nr_pages();
         let first = index & !(nr - 1);
         let mut g = self.inner.lock();
+        if self.quota.as_ref().is_some_and(|q| !q.try_charge(nr)) {
+            return Err(f);
+        }
         // Flags first: `f` is unreachable until inserted.  Given back, it
         // is freed by the caller (the allocator rewrites a frame's flags).
         f.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
-        g.folios.insert(first, f)?;
+        if let Err(f) = g.folios.insert(first, f) {
+            self.uncharge(nr);
+            return Err(f);
+        }
         g.pages += nr;
         if let Some(c) = self.gauges {
             c.add_folio(nr, 1);
@@ -341,6 +381,7 @@ impl<'a> Shmem<'a> {
             if first >= start && first + nr <= end {
                 let f = g.folios.remove(first).expect("listed");
                 g.pages -= nr;
+                self.uncharge(nr);
                 if let Some(c) = self.gauges {
                     c.add_folio(nr, -1);
                 }
@@ -416,6 +457,7 @@ impl<'a> Shmem<'a> {
                 let idx = first + i as u64;
                 if idx >= start && idx < end {
                     g.pages -= 1;
+                    self.uncharge(1);
                     gone.push(p);
                 } else {
                     if let Some(c) = self.gauges {
@@ -508,15 +550,20 @@ impl<'a> Shmem<'a> {
     /// order-0 folio (zeroed) with `alloc` if it is a hole.  Writes never
     /// allocate large folios (Linux 6.12's `write()` on shmem uses the
     /// huge policy only through the internal mount's PMD order; this
-    /// kernel keeps writes at 4K).  False when `alloc` fails.
+    /// kernel keeps writes at 4K).  False when `alloc` fails or the
+    /// mount's `size=` is reached.
     fn fill_for_write(&self, index: u64, alloc: &mut dyn FnMut() -> Option<FolioRef<'a>>) -> bool {
         if self.inner.lock().find(index).is_some() {
             return true;
         }
+        if !self.quota_allows(1) {
+            return false;
+        }
         let Some(f) = alloc() else {
             return false;
         };
-        // On Err a racing write or fault cached the page: it serves.
+        // On Err a racing write or fault cached the page (it serves), or
+        // the quota refused it (the next round stops at `quota_allows`).
         let _ = self.insert(index, f);
         true
     }
@@ -524,7 +571,8 @@ impl<'a> Shmem<'a> {
     /// Write `buf` at byte offset `off`, growing the size past the end
     /// (`pwrite` on a memfd; the caller checked seals and limits).  Holes
     /// get zeroed 4K folios from `alloc`.  Returns the bytes written
-    /// (short only when `alloc` fails; 0 then means ENOMEM).
+    /// (short only when `alloc` fails or the mount's `size=` is reached;
+    /// 0 then means ENOMEM, or ENOSPC if [`Self::quota_allows`] says no).
     pub fn write(
         &self,
         off: u64,
@@ -592,6 +640,10 @@ impl Drop for Shmem<'_> {
             if let Some(c) = self.gauges {
                 c.add_folio(f.nr_pages(), -1);
             }
+        }
+        if let Some(q) = &self.quota {
+            q.uncharge(g.pages);
+            q.put_inode();
         }
         // The cache's references drop with the map.  `SHMEM` stays on the
         // folios (a racing mapping may still hold one, and is accounted as

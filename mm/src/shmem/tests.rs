@@ -211,3 +211,37 @@ fn mount_huge_decides_pmd_or_nothing() {
     p.set_huge(ShmemHuge::Force).unwrap();
     assert_eq!(o(ShmemHuge::Never, false, 0, 1), pmd);
 }
+
+#[test]
+fn mount_quota_charges_cached_pages_and_the_inode() {
+    with_alloc(|a, mem| {
+        let free0 = free(a);
+        let q = alloc::sync::Arc::new(quota::ShmemQuota::new(20, 2));
+        assert_eq!((q.used_inodes(), q.used_blocks()), (1, 0));
+        assert!(q.try_get_inode());
+        assert!(!q.try_get_inode(), "nr_inodes=2 with the root and one file");
+        {
+            let s = Shmem::on_mount(None, policy::ShmemHuge::Never, Some(q.clone()));
+            s.insert(0, alloc(a, 4)).unwrap();
+            assert_eq!(q.used_blocks(), 16);
+            assert!(s.quota_allows(4) && !s.quota_allows(5));
+            // 16 more pages do not fit: refused, nothing charged.
+            assert!(s.insert(16, alloc(a, 4)).is_err());
+            assert!(s.find(16).is_none());
+            assert_eq!(q.used_blocks(), 16);
+            s.insert(16, alloc(a, 2)).unwrap();
+            assert_eq!(q.used_blocks(), 20);
+            // A punch inside the large folio splits it and uncharges the
+            // pages it drops; removing the small one uncharges it whole.
+            let (_, gone) = s.truncate_range(4, 8, mem);
+            drop(gone);
+            assert_eq!(q.used_blocks(), 16);
+            let (_, gone) = s.remove_range(16, 20, mem);
+            drop(gone);
+            assert_eq!(q.used_blocks(), 12);
+        }
+        // The object gone: its pages and its inode come back.
+        assert_eq!((q.used_blocks(), q.used_inodes()), (0, 1));
+        assert_eq!(free(a), free0);
+    });
+}

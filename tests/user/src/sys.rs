@@ -93,6 +93,8 @@ pub mod nr {
     pub const SHMCTL: usize = 31;
     pub const SHMDT: usize = 67;
     pub const FTRUNCATE: usize = 77;
+    pub const STATFS: usize = 137;
+    pub const FSTATFS: usize = 138;
 }
 
 /// Syscall numbers (Linux's, per architecture).
@@ -184,6 +186,8 @@ pub mod nr {
     pub const SHMAT: usize = 196;
     pub const SHMDT: usize = 197;
     pub const FTRUNCATE: usize = 46;
+    pub const STATFS: usize = 43;
+    pub const FSTATFS: usize = 44;
 }
 
 /// A system call with up to six arguments.
@@ -258,6 +262,7 @@ pub const EMFILE: i32 = 24;
 pub const ENOTTY: i32 = 25;
 pub const ESPIPE: i32 = 29;
 pub const EROFS: i32 = 30;
+pub const ENOSPC: i32 = 28;
 pub const ENAMETOOLONG: i32 = 36;
 pub const ENOSYS: i32 = 38;
 pub const EAGAIN: i32 = 11;

@@ -48,6 +48,8 @@ mod shmem_collapse;
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
 mod syscalls;
+#[path = "mthp-tests/tmpfs_limits.rs"]
+mod tmpfs_limits;
 #[path = "mthp-tests/vm_sysctl.rs"]
 mod vm_sysctl;
 
@@ -152,6 +154,9 @@ static TESTS: &[Test] = tests![
     shmem_collapse::shmem_collapse_memfd,
     shmem_collapse::shmem_khugepaged_collapse,
     shmem_collapse::shmem_collapse_races_writer,
+    tmpfs_limits::tmpfs_size_and_nr_inodes,
+    tmpfs_limits::tmpfs_size_options,
+    tmpfs_limits::proc_sysvipc_shm,
     sharing::fork_shared_exclusive_64k,
     sharing::fork_shared_exclusive_2m,
     sharing::large_cow_child_64k,
