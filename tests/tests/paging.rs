@@ -936,6 +936,45 @@ fn kernel_read_after<A: PagingArch>(
         .access::<A>(&emu.mem, kpt.root(), Space::Kernel, va, Access::Read, false)
 }
 
+/// In-place promotion (reservations): a PTE table mapping 512 aligned
+/// consecutive frames with equal rights becomes one PMD leaf on the same
+/// frames with the entries' young/dirty; one entry with other rights
+/// leaves the table as it was, reachable again.
+fn promote_in_place<A: PagingArch>() {
+    let emu = emu();
+    let mut pt = user_pt::<A>(&emu);
+    let pfn = DATA_PFN;
+    pt.set_ptes(VA, pfn, 511, user_rw()).unwrap();
+    let ro = Attrs::user(Perms::USER_RO);
+    pt.set_ptes(VA + 511 * 4096, pfn + 511, 1, ro).unwrap();
+    touch(&emu, &pt, VA + 5 * 4096, Access::Write).unwrap();
+    assert_eq!(pt.promote_to_pmd_leaf(VA, pfn), Ok(false));
+    assert_eq!(pt.lookup(VA + 511 * 4096).level, PTE_LEVEL);
+    assert_eq!(
+        touch(&emu, &pt, VA + 7 * 4096, Access::Read),
+        Ok((pfn + 7) * 4096)
+    );
+    assert_sane(&emu, &pt);
+    let mut g = pt.gather();
+    pt.get_and_clear_ptes(VA + 511 * 4096, 1, &mut g);
+    g.finish();
+    pt.set_ptes(VA + 511 * 4096, pfn + 511, 1, user_rw())
+        .unwrap();
+    assert_eq!(pt.promote_to_pmd_leaf(VA, pfn), Ok(true));
+    let w = pt.lookup(VA + 300 * 4096);
+    assert_eq!(w.level, PMD_LEVEL);
+    let l = w.entry.leaf().unwrap();
+    assert_eq!(l.pfn, pfn);
+    assert!(l.attrs.perms.write);
+    assert!(l.attrs.dirty, "the write to page 5 carried into the PMD");
+    assert_eq!(
+        touch(&emu, &pt, VA + 300 * 4096 + 8, Access::Read),
+        Ok((pfn + 300) * 4096 + 8)
+    );
+    assert_eq!(pt.deposited(), 1);
+    assert_sane(&emu, &pt);
+}
+
 both!(
     gather_targets_the_space_cpus,
     link_kernel_half_shares_tables,
@@ -954,4 +993,5 @@ both!(
     tables_freed,
     no_mem_is_clean,
     update_single_entry,
+    promote_in_place,
 );

@@ -45,9 +45,11 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// from `pfn` in order, all present with equal rights, replace it by
     /// one PMD leaf for them (young and dirty gathered from every entry
     /// after the entries can no longer change): the table is unhooked and
-    /// the range flushed first (break-before-make), then zeroed and kept
-    /// as the leaf's deposit.  `Ok(false)`: the table does not qualify,
-    /// nothing changed.  The caller holds the page-table lock exclusively.
+    /// the space flushed first (break-before-make), its entries checked in
+    /// one pass, then it is zeroed and kept as the leaf's deposit.
+    /// `Ok(false)`: the table does not qualify; it is hooked back
+    /// unchanged (a flush wasted, in a case the caller makes rare).  The
+    /// caller holds the page-table lock exclusively.
     pub fn promote_to_pmd_leaf(&mut self, va: u64, pfn: u64) -> Result<bool, PtError> {
         let va = va & !(PMD_SIZE - 1);
         if !pfn.is_multiple_of(PTES) || !A::leaf_allowed(super::PMD_LEVEL) {
@@ -62,24 +64,22 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         if first.pfn != pfn || first.attrs.special || !first.attrs.perms.accessible() {
             return Ok(false);
         }
-        let key = first.attrs.fold_key();
-        let fits = (1..PTES).all(|i| match self.read(t + 8 * i, PTE_LEVEL) {
-            Entry::Leaf(l) => l.pfn == pfn + i && l.attrs.fold_key() == key,
-            _ => false,
-        });
-        if !fits {
-            return Ok(false);
-        }
         let detached = self.collapse_detach_table(va)?;
         debug_assert_eq!(detached, t);
         let mem = self.mem();
-        let saved: alloc::vec::Vec<u64> = (0..PTES).map(|i| mem.load(t + 8 * i)).collect();
+        let key = first.attrs.fold_key();
         let (mut young, mut dirty) = (false, false);
-        for &raw in &saved {
-            if let Entry::Leaf(l) = A::decode(raw, PTE_LEVEL) {
+        let fits = (0..PTES).all(|i| match A::decode(mem.load(t + 8 * i), PTE_LEVEL) {
+            Entry::Leaf(l) if l.pfn == pfn + i && l.attrs.fold_key() == key => {
                 young |= l.attrs.young;
                 dirty |= l.attrs.dirty;
+                true
             }
+            _ => false,
+        });
+        if !fits {
+            self.collapse_restore_table(va, t)?;
+            return Ok(false);
         }
         mem.zero(t, PAGE_SIZE);
         let attrs = Attrs {
@@ -88,8 +88,18 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             ..key
         };
         if let Err(e) = self.set_pmd_leaf(va, pfn, attrs, t) {
-            for (i, &raw) in saved.iter().enumerate() {
-                mem.store(t + 8 * i as u64, raw);
+            // Cannot happen (the PMD was just emptied under the lock); put
+            // the entries back as they were.
+            let leaf = |i: u64| {
+                Entry::Leaf(super::Leaf {
+                    pfn: pfn + i,
+                    level: PTE_LEVEL,
+                    attrs,
+                    cont: false,
+                })
+            };
+            for i in 0..PTES {
+                mem.store(t + 8 * i, A::encode(leaf(i), PTE_LEVEL));
             }
             let back = self.collapse_restore_table(va, t);
             debug_assert!(back.is_ok());
