@@ -163,4 +163,5 @@ static TESTS: &[Test] = tests![
     sharing::large_cow_child_2m,
     reserve::reserve_fill_64k,
     reserve::reserve_fill_2m,
+    reserve::reserve_pressure,
 ];

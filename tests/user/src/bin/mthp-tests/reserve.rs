@@ -180,3 +180,92 @@ pub(crate) fn reserve_fill_64k() -> TestResult {
 pub(crate) fn reserve_fill_2m() -> TestResult {
     reserve_fill(2048)
 }
+
+/// Reservations hold memory their owner has not touched; under pressure it
+/// must come back.  64 2 MiB reservations with one page each hold 128 MiB
+/// (but 256 KiB of Rss); a second region, faulted with 4K pages
+/// (`MADV_NOHUGEPAGE`), then asks for more than is free.  It must get it
+/// (no OOM kill: the reservations break, their unused pages freed), the
+/// reserved pages keep their data, `reserve_break` counts the broken ones,
+/// the region gets its memory, and after both go free memory is back.
+/// Checked once: with the shrinker, the
+/// LRU's split and compaction's split of reservations all disabled, the
+/// child is killed for want of memory.
+pub(crate) fn reserve_pressure() -> TestResult {
+    let kb = 2048;
+    let knob = path!("{THP}/hugepages-{kb}kB/reserve");
+    if read_file(knob.c(), &mut [0u8; 8]).is_err() {
+        ensure!(!on_mthp(), "no hugepages-{kb}kB/reserve");
+        return skip(mthp_user::Msg::new(format_args!(
+            "Linux has no reservation mode (this kernel's own)"
+        )));
+    }
+    if let Err(why) = thp_only(Some(kb)) {
+        return skip(why);
+    }
+    if let Err(e) = write_file(knob.c(), b"1") {
+        fail!("write {kb}kB reserve: errno {e}");
+    }
+    // Free 2 MiB blocks for the reservations, whatever ran before.
+    let _ = write_file(b"/proc/sys/vm/compact_memory\0", b"1");
+    let st = in_child(|| {
+        let free_kb =
+            || super::mlock::proc_field(b"/proc/meminfo\0", b"\nMemFree:").unwrap_or(0) as usize;
+        let free0 = free_kb();
+        let resv_len = 64 * SZ_2M;
+        let Ok(r) = map_aligned(resv_len, SZ_2M) else {
+            return 2;
+        };
+        for off in (0..r.len).step_by(SZ_2M) {
+            r.poke64(off + 64, pattern(off, 0x77));
+        }
+        let held = free0.saturating_sub(free_kb());
+        if held < 96 << 10 {
+            println!("  reservations hold only {held} kB");
+            return 3;
+        }
+        // More than is free now, less than is free without reservations.
+        let want = (free_kb() + (64 << 10)) * 1024;
+        let p = sys::mmap(
+            0,
+            want,
+            sys::PROT_READ | sys::PROT_WRITE,
+            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p <= 0 {
+            return 4;
+        }
+        sys::madvise(p as usize, want, sys::MADV_NOHUGEPAGE);
+        for off in (0..want).step_by(PAGE) {
+            // SAFETY: our mapping, `want` bytes long.
+            unsafe { core::ptr::write_volatile((p as usize + off) as *mut u64, off as u64) };
+        }
+        sys::munmap(p as usize, want);
+        if (0..r.len)
+            .step_by(SZ_2M)
+            .any(|off| r.peek64(off + 64) != pattern(off, 0x77))
+        {
+            return 5;
+        }
+        unmap(&r);
+        // Nothing kept: free memory back within 16 MiB (per-CPU lists,
+        // page-table caches).
+        let back = free_kb();
+        if back + (16 << 10) < free0 {
+            println!("  MemFree {free0} kB before, {back} kB after");
+            return 6;
+        }
+        0
+    });
+    let broke = stat(kb, "reserve_break").unwrap_or(0);
+    let _ = write_file(knob.c(), b"0");
+    let st = st?;
+    ensure!(
+        wifexited(st) && wexitstatus(st) == 0,
+        "child status {st:#x} (2: mmap, 3: reservations held nothing, 4: mmap of the big region, 5: data, 6: memory not back; killed: no memory came back)"
+    );
+    ensure!(broke > 0, "no reservation broke under pressure");
+    Ok(Outcome::Pass)
+}
