@@ -349,7 +349,14 @@ impl<'a> MmCtx<'a> {
             };
             c.scanned += 1;
             if !pressure && f.test(PageFlags::RESERVATION) {
-                self.requeue(*f);
+                // Back at the end, unless promoted meanwhile (the flag is
+                // cleared before the promotion takes it off the queue,
+                // under this lock).
+                let _irq = self.irq();
+                let mut q = self.deferred.lock();
+                if f.test(PageFlags::RESERVATION) {
+                    q.push_back(*f);
+                }
                 continue;
             }
             let partial = f.test(PageFlags::PARTIALLY_MAPPED);
