@@ -27,10 +27,13 @@
 //! has never been mapped: the flag is cleared (the reservation *breaks*)
 //! by every event that could make an unmapped page hold someone's data or
 //! be shared — any unmap of one of its pages (munmap, `MADV_DONTNEED`,
-//! swap-out, migration, `MADV_PAGEOUT`), fork (the child maps the pages
-//! too), a split, and the shrinker under pressure.  A broken reservation
-//! is an ordinary partially mapped folio: its unmapped pages are never
-//! mapped again and go back to the allocator when the shrinker splits it.
+//! `MADV_PAGEOUT`), fork (the child maps the pages too), mremap (the pages
+//! move), and any split — which is how pressure breaks it: the
+//! deferred-split shrinker below the high watermark, LRU reclaim and
+//! compaction all split partially mapped folios before swap-out or
+//! migration.  A broken reservation is an ordinary partially mapped
+//! folio: its unmapped pages are never mapped again and go back to the
+//! allocator when it is split.  khugepaged leaves reservations alone.
 //! All flag changes on the fault side run under this space's page-table
 //! lock, which every unmap of the folio's pages also holds (only this
 //! space maps it).
