@@ -478,25 +478,28 @@ pub fn shmem_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -
     )
 }
 
-/// Shared anonymous fault-in tables: per folio size, faults and ms per
-/// GiB, ours beside Linux 6.12; under `-icount shift=0` guest ns per fault
-/// are instructions (+ idle) per fault on both kernels, and ours also from
-/// its INST_RETIRED counter.
-fn shmem_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
-    let mut s = String::new();
+/// The heading of a side-by-side table of `work` (`## <arch> <title>, <N>
+/// MiB region — ours (…) vs Linux; accel (QEMU)`) and the region size; with
+/// no figure of ours, `## <arch> <none>: no figures` and the info lines
+/// starting with `info`, and `None`.
+fn table_heading(
+    s: &mut String,
+    r: &ArchResult,
+    lx: Option<&ArchResult>,
+    work: &str,
+    title: &str,
+    none: &str,
+    info: &str,
+) -> Option<u64> {
     let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
-    let Some(mib) = r.recs.iter().find(|x| x.work == "shfault").map(|x| x.mib) else {
-        let _ = writeln!(
-            s,
-            "## {} shared-memory fault-in: no figures\n",
-            r.arch.name()
-        );
-        info_lines(&mut s, r, None, &["skip shfault"]);
-        return s;
+    let Some(mib) = r.recs.iter().find(|x| x.work == work).map(|x| x.mib) else {
+        let _ = writeln!(s, "## {} {none}: no figures\n", r.arch.name());
+        info_lines(s, r, None, &[info]);
+        return None;
     };
     let _ = writeln!(
         s,
-        "## {} fault-in of MAP_SHARED|MAP_ANONYMOUS memory, {} MiB region — ours ({}) vs {}; {} ({})\n",
+        "## {} {title}, {} MiB region — ours ({}) vs {}; {} ({})\n",
         r.arch.name(),
         mib,
         r.kernel,
@@ -504,6 +507,26 @@ fn shmem_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         accel_desc(r),
         r.qemu
     );
+    Some(mib)
+}
+
+/// Shared anonymous fault-in tables: per folio size, faults and ms per
+/// GiB, ours beside Linux 6.12; under `-icount shift=0` guest ns per fault
+/// are instructions (+ idle) per fault on both kernels, and ours also from
+/// its INST_RETIRED counter.
+fn shmem_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
+    let mut s = String::new();
+    let Some(mib) = table_heading(
+        &mut s,
+        r,
+        lx,
+        "shfault",
+        "fault-in of MAP_SHARED|MAP_ANONYMOUS memory",
+        "shared-memory fault-in",
+        "skip shfault",
+    ) else {
+        return s;
+    };
     let _ = writeln!(
         s,
         "One write per 4K page of a 2 MiB-aligned shared anonymous mapping; the folio size is chosen with the per-size `shmem_enabled` knobs (that size `always`, the rest and the top level `never`); median (min–max) of the runs. Under -icount shift=0 ns per fault = instructions (+ idle) per fault on both kernels.\n"
@@ -567,22 +590,17 @@ pub fn reserve_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool)
 /// (ours and Linux).
 fn reserve_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     let mut s = String::new();
-    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
-    let Some(mib) = r.recs.iter().find(|x| x.work == "reserve").map(|x| x.mib) else {
-        let _ = writeln!(s, "## {} reservations: no figures\n", r.arch.name());
-        info_lines(&mut s, r, None, &["reserve"]);
+    let Some(mib) = table_heading(
+        &mut s,
+        r,
+        lx,
+        "reserve",
+        "reservations with in-place promotion",
+        "reservations",
+        "reserve",
+    ) else {
         return s;
     };
-    let _ = writeln!(
-        s,
-        "## {} reservations with in-place promotion, {} MiB region — ours ({}) vs {}; {} ({})\n",
-        r.arch.name(),
-        mib,
-        r.kernel,
-        linux_name,
-        accel_desc(r),
-        r.qemu
-    );
     let _ = writeln!(
         s,
         "One write at the first page of every block, then Rss; then every other page of each block in address order (µs per 2 MiB populated), the block's last page timed alone (with reservations: the promoting fault); then `TlbEntries` (ours only). Under -icount shift=0, µs are thousands of instructions (+ idle). Copy: 2 MiB `memcpy` in user space, the reference for the promotion's cost. Median (min–max).\n"
@@ -631,22 +649,17 @@ fn reserve_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
 /// Linux.
 fn cow_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     let mut s = String::new();
-    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
-    let Some(mib) = r.recs.iter().find(|x| x.work == "cow").map(|x| x.mib) else {
-        let _ = writeln!(s, "## {} large COW: no figures\n", r.arch.name());
-        info_lines(&mut s, r, None, &["cow"]);
+    let Some(mib) = table_heading(
+        &mut s,
+        r,
+        lx,
+        "cow",
+        "fork + one write per 64K in the child",
+        "large COW",
+        "cow",
+    ) else {
         return s;
     };
-    let _ = writeln!(
-        s,
-        "## {} fork + one write per 64K in the child, {} MiB region — ours ({}) vs {}; {} ({})\n",
-        r.arch.name(),
-        mib,
-        r.kernel,
-        linux_name,
-        accel_desc(r),
-        r.qemu
-    );
     let _ = writeln!(
         s,
         "The child writes one word per 64 KiB (its COW faults), then rewrites every word. Entries: the child's `TlbEntries` (ours only; the parent had as many as the 64K/2M mapping before the fork). Extra KiB: the `MemFree` drop over the writes. Median (min–max).\n"
