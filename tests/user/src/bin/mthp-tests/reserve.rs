@@ -61,7 +61,9 @@ fn shuffled(n: usize, out: &mut [u16; 512]) {
     }
 }
 
-fn reserve_fill(kb: usize) -> TestResult {
+/// Runs `f` with `kb` the only THP size and its reservation mode on (off
+/// again after); skips on a kernel without reservations (Linux).
+fn with_reserve(kb: usize, f: impl FnOnce() -> TestResult) -> TestResult {
     let knob = path!("{THP}/hugepages-{kb}kB/reserve");
     if read_file(knob.c(), &mut [0u8; 8]).is_err() {
         ensure!(!on_mthp(), "no hugepages-{kb}kB/reserve");
@@ -72,17 +74,24 @@ fn reserve_fill(kb: usize) -> TestResult {
     if let Err(why) = thp_only(Some(kb)) {
         return skip(why);
     }
-    let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
-    let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
-    ensure!(pm >= 0 && kf >= 0, "open pagemap/kpageflags: {pm} {kf}");
     if let Err(e) = write_file(knob.c(), b"1") {
         fail!("write {kb}kB reserve: errno {e}");
     }
-    let r = reserve_fill_once(pm as i32, kf as i32, kb);
+    let r = f();
     let _ = write_file(knob.c(), b"0");
-    sys::close(pm as i32);
-    sys::close(kf as i32);
     r
+}
+
+fn reserve_fill(kb: usize) -> TestResult {
+    with_reserve(kb, || {
+        let pm = sys::open(b"/proc/self/pagemap\0", sys::O_RDONLY);
+        let kf = sys::open(b"/proc/kpageflags\0", sys::O_RDONLY);
+        ensure!(pm >= 0 && kf >= 0, "open pagemap/kpageflags: {pm} {kf}");
+        let r = reserve_fill_once(pm as i32, kf as i32, kb);
+        sys::close(pm as i32);
+        sys::close(kf as i32);
+        r
+    })
 }
 
 fn reserve_fill_once(pm: i32, kf: i32, kb: usize) -> TestResult {
@@ -193,19 +202,10 @@ pub(crate) fn reserve_fill_2m() -> TestResult {
 /// child is killed for want of memory.
 pub(crate) fn reserve_pressure() -> TestResult {
     let kb = 2048;
-    let knob = path!("{THP}/hugepages-{kb}kB/reserve");
-    if read_file(knob.c(), &mut [0u8; 8]).is_err() {
-        ensure!(!on_mthp(), "no hugepages-{kb}kB/reserve");
-        return skip(mthp_user::Msg::new(format_args!(
-            "Linux has no reservation mode (this kernel's own)"
-        )));
-    }
-    if let Err(why) = thp_only(Some(kb)) {
-        return skip(why);
-    }
-    if let Err(e) = write_file(knob.c(), b"1") {
-        fail!("write {kb}kB reserve: errno {e}");
-    }
+    with_reserve(kb, || reserve_pressure_on(kb))
+}
+
+fn reserve_pressure_on(kb: usize) -> TestResult {
     // Free 2 MiB blocks for the reservations, whatever ran before.
     let _ = write_file(b"/proc/sys/vm/compact_memory\0", b"1");
     let st = in_child(|| {
@@ -260,7 +260,6 @@ pub(crate) fn reserve_pressure() -> TestResult {
         0
     });
     let broke = stat(kb, "reserve_break").unwrap_or(0);
-    let _ = write_file(knob.c(), b"0");
     let st = st?;
     ensure!(
         wifexited(st) && wexitstatus(st) == 0,
