@@ -280,19 +280,7 @@ fn khugepaged_skips<A: PagingArch>() {
         let va = mm.mmap(VA, M2, RW, ANON | MAP_FIXED).unwrap();
         env.fill_pages(&mm, va, 8 * K4, 6);
         let f = env.folio_at(&mm, va).unwrap();
-        let p = mm::aspace::khugepaged_full_scan(
-            env.ctx,
-            &mut |id, g| {
-                if id == mm.id() {
-                    g(&mm);
-                    true
-                } else {
-                    false
-                }
-            },
-            None,
-            64,
-        );
+        let p = full_scan(env, &[&mm]);
         assert_eq!(p.collapsed, 0);
         assert!(f.test(PageFlags::RESERVATION));
         env.fill_pages(&mm, va, M2, 6);

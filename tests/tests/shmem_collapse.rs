@@ -8,7 +8,7 @@ mod mmtest;
 use std::sync::Arc;
 
 use mm::abi::errno::Errno;
-use mm::aspace::{Mm, PassStats, khugepaged_full_scan};
+use mm::aspace::Mm;
 use mm::paging::{PMD_LEVEL, PagingArch};
 use mm::physmem::phys::PhysMem;
 use mm::shmem::Shmem;
@@ -40,22 +40,6 @@ fn collapse<'a, A: PagingArch>(
         len,
         MADV_COLLAPSE,
         Some(&mut |f| mms.iter().for_each(|m| f(m))),
-    )
-}
-
-/// One full khugepaged scan over `mms`.
-fn full_scan<'a, A: PagingArch>(env: &Env<'a, A>, mms: &[&Mm<'a, A>]) -> PassStats {
-    khugepaged_full_scan(
-        env.ctx,
-        &mut |id, f| match mms.iter().find(|m| m.id() == id) {
-            Some(m) => {
-                f(m);
-                true
-            }
-            None => false,
-        },
-        Some(&mut |f| mms.iter().for_each(|m| f(m))),
-        64,
     )
 }
 

@@ -293,6 +293,23 @@ impl<'a, A: PagingArch> Env<'a, A> {
     }
 }
 
+/// One full khugepaged scan over `mms` (each of them also reachable as
+/// "every space", for shmem collapses).
+pub fn full_scan<'a, A: PagingArch>(env: &Env<'a, A>, mms: &[&Mm<'a, A>]) -> mm::aspace::PassStats {
+    mm::aspace::khugepaged_full_scan(
+        env.ctx,
+        &mut |id, f| match mms.iter().find(|m| m.id() == id) {
+            Some(m) => {
+                f(m);
+                true
+            }
+            None => false,
+        },
+        Some(&mut |f| mms.iter().for_each(|m| f(m))),
+        64,
+    )
+}
+
 /// Run the generic test functions for both formats.
 #[macro_export]
 macro_rules! both_formats {
