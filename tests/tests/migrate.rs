@@ -716,7 +716,59 @@ fn single_pte_path<A: PagingArch>() {
     });
 }
 
+/// `migrate_pages` over more 4K folios than one batch holds, each mapped
+/// once in the one space passed (the `move_pages` case): they go through
+/// the batched unmap/copy/remap, all but a pinned one move (the pinned one
+/// is left to the one-by-one path, which fails it after its retries), the
+/// data is intact, every moved folio is on the LRU at its new frame, and
+/// the free frames come back to what they were.
+fn small_folios_batched<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(0);
+        let mm = env.mm();
+        let n = 200u64;
+        mm.mmap(VA, n * K4, RW, ANON | MAP_FIXED).unwrap();
+        env.fill_pages(&mm, VA, n * K4, 57);
+        let before: Vec<u64> = (0..n)
+            .map(|i| env.folio_at(&mm, VA + i * K4).unwrap().pfn())
+            .collect();
+        let pinned = env.folio_at(&mm, VA + 70 * K4).unwrap();
+        let pin = pinned.get_ref();
+        let free0 = env.buddy.stats().free;
+        let folios = (0..n)
+            .map(|i| env.folio_at(&mm, VA + i * K4).unwrap().get_ref())
+            .collect();
+        let (ok, failed) = migrate_pages(
+            &[&mm],
+            folios,
+            |o| env.buddy.alloc(o, AllocFlags::USER).ok(),
+            MigrateReason::Syscall,
+        );
+        assert_eq!((ok, failed), (n - 1, 1));
+        assert_eq!(env.event(VmEvent::PgMigrateSuccess), n - 1);
+        assert_eq!(env.event(VmEvent::PgMigrateFail), 1);
+        for i in 0..n {
+            let f = env.folio_at(&mm, VA + i * K4).unwrap();
+            if i == 70 {
+                assert_eq!(f.pfn(), before[i as usize], "the pinned folio stays");
+            } else {
+                assert_ne!(f.pfn(), before[i as usize], "folio {i} moved");
+                assert!(f.test(PageFlags::LRU), "folio {i} on the LRU");
+                let l = env.leaf(&mm, VA + i * K4).unwrap();
+                assert!(l.attrs.perms.write, "exclusive pages stay writable");
+            }
+        }
+        assert_eq!(mm.migents(), 0);
+        assert_eq!(env.buddy.stats().free, free0, "sources freed");
+        drop(pin);
+        env.check_pages(&mm, VA, n * K4, 57);
+        env.check(&[&mm]);
+        mm.munmap(VA, n * K4).unwrap();
+    });
+}
+
 both_formats!(
+    small_folios_batched,
     migrate_range_moves_each_folio_once,
     orders_move_whole,
     fork_shared_both_remapped,

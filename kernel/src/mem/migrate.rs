@@ -89,36 +89,30 @@ pub fn move_pages(
     let mut done = 0usize;
     while done < count {
         let n = (count - done).min(CHUNK);
-        let mut addrs = alloc::vec![0u8; n * 8];
-        efault(arch::copy_from_user(&mut addrs, pages + done as u64 * ptr))?;
-        let addrs: Vec<u64> = addrs
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        let mut bytes = alloc::vec![0u8; n * 8];
+        efault(arch::copy_from_user(&mut bytes, pages + done as u64 * ptr))?;
+        let addrs = words::<8, _>(&bytes, u64::from_le_bytes);
         // Start from the caller's array: entries the call does not answer
         // (a batch left unmoved) keep what they held, as on Linux.
-        let mut sb = alloc::vec![0u8; n * 4];
-        efault(arch::copy_from_user(&mut sb, status + done as u64 * 4))?;
-        let mut st: Vec<i32> = sb
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-            .collect();
+        let sb = &mut bytes[..n * 4];
+        efault(arch::copy_from_user(sb, status + done as u64 * 4))?;
+        let mut st = words::<4, _>(sb, i32::from_le_bytes);
         let r = if nodes == 0 {
             target.enter().pages_node(&addrs, &mut st);
             Ok(0)
         } else {
-            let mut nb = alloc::vec![0u8; n * 4];
-            efault(arch::copy_from_user(&mut nb, nodes + done as u64 * 4))?;
-            let ns: Vec<i32> = nb
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-                .collect();
+            let nb = &mut bytes[..n * 4];
+            efault(arch::copy_from_user(nb, nodes + done as u64 * 4))?;
+            let ns = words::<4, _>(nb, i32::from_le_bytes);
             chunk_move(&target, &addrs, &ns, &mut st, flags & MPOL_MF_MOVE_ALL != 0)
         };
         // Statuses are written even when the chunk ends in an error: the
         // batch before an invalid node was flushed and reports its node.
-        let out: Vec<u8> = st.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let wrote = efault(arch::copy_to_user(status + done as u64 * 4, &out));
+        let out = &mut bytes[..n * 4];
+        for (o, s) in out.chunks_exact_mut(4).zip(&st) {
+            o.copy_from_slice(&s.to_le_bytes());
+        }
+        let wrote = efault(arch::copy_to_user(status + done as u64 * 4, out));
         match r {
             Err(e) => return Err(e),
             Ok(0) => wrote?,
@@ -129,6 +123,21 @@ pub fn move_pages(
         done += n;
     }
     Ok(0)
+}
+
+/// The little-endian `N`-byte words of `bytes` (a user array copied in),
+/// converted by `from`: a plain indexed loop (an iterator chain of
+/// `chunks_exact`/`try_into`/`collect`, and `flat_map` on the way out, cost
+/// a 4K `move_pages` about 190 instructions per address).
+fn words<const N: usize, T>(bytes: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    let n = bytes.len() / N;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut w = [0u8; N];
+        w.copy_from_slice(&bytes[i * N..i * N + N]);
+        out.push(from(w));
+    }
+    out
 }
 
 /// One chunk of a move: the target alone, or with `MOVE_ALL` every live

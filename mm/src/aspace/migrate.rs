@@ -69,8 +69,8 @@
 
 use alloc::vec::Vec;
 
-use crate::addr::{PAGE_SHIFT, PMD_ORDER};
-use crate::paging::PagingArch;
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER};
+use crate::paging::{Attrs, PagingArch};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
@@ -79,7 +79,7 @@ use crate::thp::VmEvent;
 use super::Mm;
 use super::rmap::{
     RmapWalk, SavedPte, remove_migration_pte, remove_migration_ptes, rmap_walk, try_to_migrate,
-    try_to_migrate_pte,
+    try_to_migrate_pte, try_to_migrate_pte_gathered,
 };
 
 /// Why one folio could not be migrated (Linux's errno kinds).
@@ -261,6 +261,23 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     ctx.mem.copy(dst.pa(), f.pa(), f.size());
     move_folio_state(ctx, f, dst);
     let restored = unmapped.remap(f, dst);
+    finish_migration(ctx, f, dst, restored, lock, dlock);
+    Ok(())
+}
+
+/// The end of a migration whose remap restored `restored` entries onto
+/// `dst`: the gauges and deferred-split queues of both folios, the folio
+/// locks dropped, a source still mapped (entries the remap could not
+/// reach) back on the LRU, and `dst`'s allocation reference dropped (its
+/// mappings, LRU place and swap cache hold it now).
+fn finish_migration<'a>(
+    ctx: &super::MmCtx<'a>,
+    f: Folio<'a>,
+    dst: Folio<'a>,
+    restored: u64,
+    lock: FolioLockGuard<'a>,
+    dlock: FolioLockGuard<'a>,
+) {
     if restored > 0 {
         ctx.thp.stats.inc(dst.order(), crate::thp::MthpStat::NrAnon);
     }
@@ -295,7 +312,6 @@ pub fn migrate_folio_hooked<'a, A: PagingArch>(
     // The allocation's reference: the mappings, the LRU and the swap cache
     // hold the destination now.
     dst.put();
-    Ok(())
 }
 
 /// What the unmap of [`migrate_folio`] left for the remap.
@@ -454,6 +470,11 @@ pub fn migrate_pages<'a, A: PagingArch>(
         } else {
             MigrateMode::Sync
         };
+        if pass == 0
+            && let [m] = mms
+        {
+            pages_ok += migrate_small_batches(m, &mut todo, &mut alloc_dst);
+        }
         let mut retry: Vec<FolioRef<'a>> = Vec::new();
         let mut pieces: Vec<FolioRef<'a>> = Vec::new();
         for f in todo.drain(..) {
@@ -536,6 +557,179 @@ pub fn migrate_pages<'a, A: PagingArch>(
         todo = retry;
     }
     (pages_ok, failed)
+}
+
+/// Order-0 folios [`migrate_small_batch`] unmaps and remaps together
+/// (Linux's `NR_MAX_BATCHED_MIGRATION` is 512 pages; a smaller batch
+/// keeps the locks held and the folios unreachable for less time).
+const SMALL_BATCH: usize = 64;
+
+/// The first pass of [`migrate_pages`] over one address space `m`: the
+/// order-0 folios of `todo` mapped once go through
+/// [`migrate_small_batch`] in groups; what a group cannot take stays in
+/// `todo` (in order) for the one-by-one path.  Returns the pages migrated.
+fn migrate_small_batches<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    todo: &mut Vec<FolioRef<'a>>,
+    alloc_dst: &mut impl FnMut(u32) -> Option<Folio<'a>>,
+) -> u64 {
+    let mut rest = Vec::with_capacity(todo.len());
+    let mut group = Vec::with_capacity(SMALL_BATCH.min(todo.len()));
+    let mut pages = 0;
+    for f in todo.drain(..) {
+        if f.order() != 0 || f.large_mapcount() != 1 {
+            rest.push(f);
+            continue;
+        }
+        group.push(f);
+        if group.len() == SMALL_BATCH {
+            pages += migrate_small_batch(m, &mut group, alloc_dst, &mut rest);
+        }
+    }
+    if !group.is_empty() {
+        pages += migrate_small_batch(m, &mut group, alloc_dst, &mut rest);
+    }
+    *todo = rest;
+    pages
+}
+
+/// One folio of [`migrate_small_batch`], locked with its destination.
+struct SmallMove<'a> {
+    f: FolioRef<'a>,
+    dst: Folio<'a>,
+    lock: FolioLockGuard<'a>,
+    dlock: FolioLockGuard<'a>,
+    /// Where the folio's one PTE is (its rmap owner address).
+    va: u64,
+    /// That PTE's attributes, for the remap.
+    attrs: Attrs,
+}
+
+impl<'a> SmallMove<'a> {
+    /// Gives up on this folio: locks dropped, destination freed, the
+    /// folio left for the one-by-one path.
+    fn give_back(self, rest: &mut Vec<FolioRef<'a>>) {
+        drop(self.dlock);
+        drop(self.lock);
+        free_unused(self.dst);
+        rest.push(self.f);
+    }
+}
+
+/// Linux's `migrate_pages_batch` for order-0 folios each mapped by one PTE
+/// of the one space `m` (the `move_pages`/`mbind` case), never sleeping:
+/// every folio of `group` and a destination are locked (tried), one
+/// page-table lock hold turns all their PTEs into migration entries with
+/// one gathered TLB flush, the pages are copied with no page-table lock
+/// held, and one more hold maps the destinations.  Per folio the steps
+/// and their checks are [`migrate_folio`]'s (`Unmapped::Pte`); a folio
+/// that fails one of them before its unmap (locked elsewhere, an extra
+/// reference, no longer where its owner says, no destination) goes to
+/// `rest` untouched, for [`migrate_folio`] to retry or refuse.  Empties
+/// `group`; returns the pages migrated (counted as [`migrate_pages`] does).
+fn migrate_small_batch<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    group: &mut Vec<FolioRef<'a>>,
+    alloc_dst: &mut impl FnMut(u32) -> Option<Folio<'a>>,
+    rest: &mut Vec<FolioRef<'a>>,
+) -> u64 {
+    let ctx = m.ctx;
+    // Destinations first, holding no folio lock: an allocation may reclaim
+    // or compact, which must not find folios of ours locked.
+    let mut pairs: Vec<(FolioRef<'a>, Folio<'a>)> = Vec::with_capacity(group.len());
+    for f in group.drain(..) {
+        let folio: Folio<'a> = *f;
+        if !folio.is_anon() || folio.test(PageFlags::ZERO_PAGE) || ctx.is_zero_pfn(folio.pfn()) {
+            rest.push(f);
+            continue;
+        }
+        match alloc_dst(0) {
+            Some(dst) => pairs.push((f, dst)),
+            None => rest.push(f),
+        }
+    }
+    let mut moves: Vec<SmallMove<'a>> = Vec::with_capacity(pairs.len());
+    for (f, dst) in pairs {
+        let folio: Folio<'a> = *f;
+        let Some(lock) = folio.try_lock() else {
+            free_unused(dst);
+            rest.push(f);
+            continue;
+        };
+        let Some(dlock) = dst.try_lock() else {
+            drop(lock);
+            free_unused(dst);
+            rest.push(f);
+            continue;
+        };
+        let va = folio
+            .anon_owner()
+            .map(|(_, vpn)| vpn << PAGE_SHIFT)
+            .unwrap_or(0);
+        moves.push(SmallMove {
+            f,
+            dst,
+            lock,
+            dlock,
+            va,
+            attrs: Attrs::default(),
+        });
+    }
+    if moves.is_empty() {
+        return 0;
+    }
+    // Unmap all under one hold, one flush; the flush completes before any
+    // copy (another CPU may write through a stale entry until then).
+    let mut unmapped: Vec<SmallMove<'a>> = Vec::with_capacity(moves.len());
+    {
+        let mut pt = m.lock_pt();
+        if !pt.live() {
+            drop(pt);
+            moves.into_iter().for_each(|mv| mv.give_back(rest));
+            return 0;
+        }
+        let mut g = pt.gather();
+        for mut mv in moves {
+            let f: Folio<'a> = *mv.f;
+            // Ours and the swap cache's references, beyond the one mapping.
+            let expected = 1 + f.test(PageFlags::SWAPCACHE) as i64;
+            let attrs = (f.is_anon() && f.large_mapcount() == 1 && f.extra_refs() == expected)
+                .then(|| try_to_migrate_pte_gathered(m, &mut pt, f, mv.va, &mut g))
+                .flatten();
+            match attrs {
+                Some(a) => {
+                    mv.attrs = a;
+                    unmapped.push(mv);
+                }
+                None => mv.give_back(rest),
+            }
+        }
+        g.finish();
+    }
+    for mv in &unmapped {
+        ctx.mem.copy(mv.dst.pa(), mv.f.pa(), PAGE_SIZE);
+        move_folio_state(ctx, *mv.f, mv.dst);
+    }
+    let mut restored: Vec<u64> = Vec::with_capacity(unmapped.len());
+    {
+        let mut pt = m.lock_pt();
+        for mv in &unmapped {
+            restored.push(if pt.live() {
+                remove_migration_pte(m, &mut pt, mv.va, mv.attrs, *mv.f, mv.dst)
+            } else {
+                0
+            });
+        }
+    }
+    let pages = unmapped.len() as u64;
+    for (mv, r) in unmapped.into_iter().zip(restored) {
+        let f: Folio<'a> = *mv.f;
+        finish_migration(ctx, f, mv.dst, r, mv.lock, mv.dlock);
+        count_result(ctx, f, true);
+        // The caller's reference: the last one, which frees the source.
+        drop(mv.f);
+    }
+    pages
 }
 
 /// Drops the reference to a folio that was not migrated, putting it back

@@ -36,8 +36,10 @@ use crate::paging::{Entry, PagingArch, level_size};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::FolioRef;
 
-use super::Mm;
 use super::migrate::{MigrateReason, migrate_pages};
+use super::{Mm, PtGuard};
+use crate::sync::SleepReadGuard;
+use crate::vma::VmaSet;
 
 impl<'a, A: PagingArch> Mm<'a, A> {
     /// The anonymous folio mapped at `addr`, referenced, or the
@@ -49,7 +51,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if vmas.find(addr).is_none() {
             return Err(Errno::EFAULT);
         }
-        let pt = self.lock_pt();
+        self.follow_folio_locked(&self.lock_pt(), addr)
+    }
+
+    /// [`Self::follow_folio`] past the VMA check, under the page-table
+    /// lock `pt` (and the mmap lock) the caller holds.
+    fn follow_folio_locked(
+        &self,
+        pt: &PtGuard<'_, 'a, A>,
+        addr: u64,
+    ) -> Result<FolioRef<'a>, Errno> {
         let w = pt.lookup(addr);
         let Entry::Leaf(l) = w.entry else {
             return Err(Errno::ENOENT);
@@ -105,21 +116,22 @@ pub fn move_pages<'a, A: PagingArch>(
     let ctx = target.ctx;
     let n = pages.len().min(nodes.len()).min(status.len());
     let mut batch = Batch::default();
+    let mut follow = Follower::new(target);
     for i in 0..n {
         let (addr, node) = (pages[i], nodes[i]);
         if !has_memory(node) {
-            batch.flush(mms, status);
+            batch.flush(&mut follow, mms, status);
             return Err(Errno::ENODEV);
         }
         if batch.node.is_some_and(|b| b != node) {
             // Entry `i` is not looked at yet: it counts as left over.
-            let failed = batch.flush(mms, status);
+            let failed = batch.flush(&mut follow, mms, status);
             if failed > 0 {
                 return Ok(failed + (n - i) as u64);
             }
         }
         batch.node = Some(node);
-        status[i] = match target.follow_folio(addr) {
+        status[i] = match follow.folio(addr) {
             Err(e) => -(e as i32),
             Ok(f) if ctx.buddy.node_of_pfn(f.pfn()) as i32 == node => node,
             Ok(f) if !move_all && f.maybe_mapped_shared() => -(Errno::EACCES as i32),
@@ -130,12 +142,65 @@ pub fn move_pages<'a, A: PagingArch>(
             }
         };
         // Entry `i` has its status: the batch goes now.
-        let failed = batch.flush(mms, status);
+        let failed = batch.flush(&mut follow, mms, status);
         if failed > 0 {
             return Ok(failed + (n - i - 1) as u64);
         }
     }
-    Ok(batch.flush(mms, status))
+    Ok(batch.flush(&mut follow, mms, status))
+}
+
+/// [`Mm::follow_folio`] over the addresses of one `move_pages` call: the
+/// mmap lock (read) and then the page-table lock stay held from one lookup
+/// to the next, for at most [`Self::HOLD`] lookups, and the last VMA found
+/// is remembered, so consecutive addresses cost one page-table walk each
+/// (Linux takes the mmap lock per address).  [`Self::release`] drops both
+/// before anything that takes them itself (a batch's migration).
+struct Follower<'m, 'a, A: PagingArch> {
+    mm: &'m Mm<'a, A>,
+    held: Option<(SleepReadGuard<'m, VmaSet>, PtGuard<'m, 'a, A>)>,
+    /// The last VMA found, `[start, end)`, valid while `held`.
+    vma: (u64, u64),
+    uses: u32,
+}
+
+impl<'m, 'a, A: PagingArch> Follower<'m, 'a, A> {
+    /// Lookups per hold: bounds how long the page-table lock (interrupts
+    /// off) is kept.
+    const HOLD: u32 = 64;
+
+    fn new(mm: &'m Mm<'a, A>) -> Self {
+        Self {
+            mm,
+            held: None,
+            vma: (0, 0),
+            uses: 0,
+        }
+    }
+
+    fn release(&mut self) {
+        self.held = None;
+        self.uses = 0;
+    }
+
+    fn folio(&mut self, addr: u64) -> Result<FolioRef<'a>, Errno> {
+        if self.uses >= Self::HOLD {
+            self.release();
+        }
+        self.uses += 1;
+        let mm = self.mm;
+        let (vmas, pt) = self.held.get_or_insert_with(|| {
+            let vmas = mm.vmas();
+            (vmas, mm.lock_pt())
+        });
+        if !(self.vma.0..self.vma.1).contains(&addr) || self.uses == 1 {
+            let Some(v) = vmas.find(addr) else {
+                return Err(Errno::EFAULT);
+            };
+            self.vma = (v.start, v.end);
+        }
+        mm.follow_folio_locked(pt, addr)
+    }
 }
 
 /// A set of frame numbers in one open-addressing table (linear probing,
@@ -223,8 +288,14 @@ impl<'a> Batch<'a> {
     /// Migrates the queued folios to the batch's node; when all moved,
     /// every queued slot reads the node (Linux's `store_status` over the
     /// batch).  Returns the folios not moved; the batch is empty
-    /// afterwards and keeps no node.
-    fn flush<A: PagingArch>(&mut self, mms: &[&Mm<'a, A>], status: &mut [i32]) -> u64 {
+    /// afterwards and keeps no node.  `follow`'s locks are dropped first.
+    fn flush<A: PagingArch>(
+        &mut self,
+        follow: &mut Follower<'_, 'a, A>,
+        mms: &[&Mm<'a, A>],
+        status: &mut [i32],
+    ) -> u64 {
+        follow.release();
         let node = self.node.take();
         if self.folios.is_empty() {
             return 0;

@@ -675,6 +675,31 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
 }
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
+    /// The slot (physical address) of `va`'s PTE when its PTE table is
+    /// present: for a caller that reads and rewrites one entry within one
+    /// page-table lock hold ([`Self::read`], [`Self::take`],
+    /// [`Self::store_pte`]) with one walk — an order-0 folio's migration,
+    /// which otherwise walks five times.
+    pub(crate) fn pte_slot(&self, va: u64) -> Option<u64> {
+        match self.table_at(va, PTE_LEVEL) {
+            TableAt::Table(t) => Some(t + 8 * super::arch::level_index(va, PTE_LEVEL) as u64),
+            _ => None,
+        }
+    }
+
+    /// Writes `e` at the PTE `slot`, which holds no valid entry (empty, or
+    /// a swap or migration entry, which no TLB caches: nothing to flush).
+    /// A valid `e` is visible to the walker after [`Self::sync_tables`].
+    pub(crate) fn store_pte(&mut self, slot: u64, e: Entry) {
+        self.mem().store(slot, A::encode(e, PTE_LEVEL));
+    }
+
+    /// Makes entries just made valid visible to the table walker (once per
+    /// batch of [`Self::store_pte`]s).
+    pub(crate) fn sync_tables(&self) {
+        self.env.tlb.sync_tables();
+    }
+
     /// Write `n` swap or migration entries from `va`, entry `i` being
     /// `entry(i)` (`None`: it cannot be encoded, `Misaligned`): swap-out's
     /// slots of one area, migration's frames of one folio.  The entries

@@ -36,7 +36,7 @@ mod walk;
 pub(crate) use accounting::{FreeBatch, PutList};
 pub(crate) use unmap::{
     SavedPte, migration_entry_at, migration_leaf_attrs, remove_migration_pte,
-    remove_migration_ptes, restore_mappings, try_to_migrate, try_to_migrate_pte, try_to_unmap,
-    try_to_unmap_swap,
+    remove_migration_ptes, restore_mappings, try_to_migrate, try_to_migrate_pte,
+    try_to_migrate_pte_gathered, try_to_unmap, try_to_unmap_swap,
 };
 pub(crate) use walk::{RmapWalk, rmap_walk};

@@ -14,7 +14,8 @@ use crate::addr::PAGE_SIZE;
 use crate::aspace::Mm;
 use crate::aspace::ctx::MmCtx;
 use crate::paging::{
-    Attrs, BatchMatch, Entry, FolioSpan, PMD_LEVEL, PageTable, PagingArch, Step, SwapEntry,
+    Attrs, BatchMatch, Entry, FolioSpan, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step,
+    SwapEntry,
 };
 use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
@@ -338,20 +339,55 @@ pub(crate) fn try_to_migrate_pte<'a, A: PagingArch>(
     folio: Folio<'a>,
     va: u64,
 ) -> Option<Attrs> {
+    let mut g = pt.gather();
+    let attrs = try_to_migrate_pte_gathered(m, pt, folio, va, &mut g);
+    g.finish();
+    attrs
+}
+
+/// [`try_to_migrate_pte`] with the flush left to the caller's gather `g`
+/// (of `pt`), so a batch of folios is unmapped with one flush (Linux's
+/// `TTU_BATCH_FLUSH` in `migrate_pages_batch`).  The caller must finish
+/// `g` before it copies any of the folios: until then another CPU may
+/// still reach the old pages through its TLB.
+pub(crate) fn try_to_migrate_pte_gathered<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    pt: &mut PageTable<'a, A>,
+    folio: Folio<'a>,
+    va: u64,
+    g: &mut crate::paging::TlbGather<'a>,
+) -> Option<Attrs> {
     debug_assert_eq!(folio.order(), 0);
-    let Some(Entry::Leaf(l)) = pt.read_pte(va) else {
+    // One walk: the entry is read, cleared and rewritten at its slot.
+    let slot = pt.pte_slot(va)?;
+    let Entry::Leaf(l) = pt.read(slot, PTE_LEVEL) else {
         return None;
     };
     if l.pfn != folio.pfn() {
         return None;
     }
-    let mut g = pt.gather();
-    let r = pt.get_and_clear_ptes(va, 1, &mut g);
-    g.finish();
     let mut attrs = l.attrs;
-    attrs.young |= r.young;
-    attrs.dirty |= r.dirty;
-    set_migration_run(m, pt, va, folio, 0, &[attrs]);
+    if l.cont {
+        // Never for an order-0 folio (a block maps one large folio); the
+        // general path unfolds.
+        let r = pt.get_and_clear_ptes(va, 1, g);
+        attrs.young |= r.young;
+        attrs.dirty |= r.dirty;
+        set_migration_run(m, pt, va, folio, 0, &[attrs]);
+        return Some(attrs);
+    }
+    // The young/dirty bits the MMU set up to the clear.
+    if let Entry::Leaf(now) = A::decode(pt.take(slot), PTE_LEVEL) {
+        attrs.young |= now.attrs.young;
+        attrs.dirty |= now.attrs.dirty;
+    }
+    g.add_range(va, va + PAGE_SIZE, PAGE_SIZE);
+    let p = folio.page(0);
+    let e = SwapEntry::migration(p.pfn(), attrs.perms.write, p.is_anon_exclusive())
+        .expect("a frame number fits");
+    pt.store_pte(slot, Entry::Swap(e));
+    p.clear_anon_exclusive();
+    m.migents_add(1);
     Some(attrs)
 }
 
@@ -367,13 +403,26 @@ pub(crate) fn remove_migration_pte<'a, A: PagingArch>(
     src: Folio<'a>,
     target: Folio<'a>,
 ) -> u64 {
-    match migration_entry_at(pt, va, src.pfn()) {
-        Some(e) => {
-            restore_migration_run(m, pt, va, 0, 1, e.ty, attrs, src, target);
-            1
-        }
-        None => 0,
+    // One walk, as in `try_to_migrate_pte_gathered`.
+    let Some(slot) = pt.pte_slot(va) else {
+        return 0;
+    };
+    let Entry::Swap(e) = pt.read(slot, PTE_LEVEL) else {
+        return 0;
+    };
+    if e.migration_pfn() != Some(src.pfn()) {
+        return 0;
     }
+    let leaf = Leaf {
+        pfn: target.pfn(),
+        level: PTE_LEVEL,
+        attrs: migration_leaf_attrs(e, attrs),
+        cont: false,
+    };
+    pt.store_pte(slot, Entry::Leaf(leaf));
+    pt.sync_tables();
+    move_migration_refs(m, 0, 1, e.ty, src, target);
+    1
 }
 
 /// One run of the remap: the `n` migration entries of type `ty` at `at`,
@@ -408,6 +457,21 @@ fn restore_migration_run<'a, A: PagingArch>(
         migration_leaf_attrs(e0, attrs),
     )
     .expect("entries taken above in an existing table");
+    move_migration_refs(m, page, n, ty, src, target);
+}
+
+/// The bookkeeping of `n` restored migration entries of type `ty` for
+/// pages `page..` of `src`, now mapping `target`: anon-exclusive bits back
+/// from the type, references and mapcounts moved from `src` to `target`.
+#[inline]
+fn move_migration_refs<'a, A: PagingArch>(
+    m: &Mm<'a, A>,
+    page: u64,
+    n: u64,
+    ty: u8,
+    src: Folio<'a>,
+    target: Folio<'a>,
+) {
     if ty != SwapEntry::MIGRATION_READ {
         for k in 0..n {
             target.page(page + k).set_anon_exclusive();

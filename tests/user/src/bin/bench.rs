@@ -1768,7 +1768,11 @@ fn bench_migrate(cx: &mut Ctx) {
             core::slice::from_raw_parts_mut((arr + n_max * 12) as *mut i32, n_max),
         )
     };
-    for kb in MIGRATE_KB {
+    // `configs=` narrows the sizes (all three are in the default list).
+    for kb in MIGRATE_KB
+        .into_iter()
+        .filter(|kb| cx.opts.configs.items().contains(kb))
+    {
         let cfg = Cfg(kb, "");
         if let Err(m) = set_config(kb) {
             println!("bench-info skip migrate {} {} {}", cfg, mib, m);
