@@ -230,12 +230,11 @@ pub fn enter_user(frame: &TrapFrame) -> ! {
 }
 
 // `arch_enter_user(frame)`: restore `frame` as if returning from an EL0
-// exception.  `arch_copy_{from,to}_user(dst, src, len, pan)`: copies (eight
-// bytes at a time, then the tail byte by byte) inside a PAN window (when
-// `pan` != 0); they return 0, or 1 if a fault hit a listed instruction.  The
-// user side uses the unprivileged LDTR/STTR(B), so the MMU checks EL0's
-// rights (a PROT_NONE or read-only user page faults as it would for the
-// program itself); the kernel side uses plain loads and stores.
+// exception.  `arch_copy_{from,to}_user(dst, src, len, pan)`: byte copies
+// inside a PAN window (when `pan` != 0); they return 0, or 1 if a fault hit
+// a listed instruction.  The user side uses the unprivileged LDTRB/STTRB, so
+// the MMU checks EL0's rights (a PROT_NONE or read-only user page faults as
+// it would for the program itself); the kernel side uses plain LDRB/STRB.
 core::arch::global_asm!(
     ".section .text.user, \"ax\"",
     ".global arch_enter_user",
@@ -248,18 +247,7 @@ core::arch::global_asm!(
     "arch_copy_from_user:",
     "    cbz     x3, 1f",
     "    .inst   0xd500409f", // msr pan, #0
-    // Eight bytes at a time (unaligned: Normal memory, SCTLR_EL1.A clear),
-    // then the rest one by one.
-    "1:  cmp     x2, #8",
-    "    b.lo    4f",
-    "7:",
-    ".Lcfu_ldw: ldtr x4, [x1]",
-    "    str     x4, [x0], #8",
-    "    add     x1, x1, #8",
-    "    sub     x2, x2, #8",
-    "    cmp     x2, #8",
-    "    b.hs    7b",
-    "4:  cbz     x2, 3f",
+    "1:  cbz     x2, 3f",
     "2:",
     ".Lcfu_ld: ldtrb w4, [x1]",
     "    strb    w4, [x0], #1",
@@ -278,15 +266,7 @@ core::arch::global_asm!(
     "arch_copy_to_user:",
     "    cbz     x3, 1f",
     "    .inst   0xd500409f", // msr pan, #0
-    "1:  cmp     x2, #8",
-    "    b.lo    4f",
-    "7:  ldr     x4, [x1], #8",
-    ".Lctu_stw: sttr x4, [x0]",
-    "    add     x0, x0, #8",
-    "    sub     x2, x2, #8",
-    "    cmp     x2, #8",
-    "    b.hs    7b",
-    "4:  cbz     x2, 3f",
+    "1:  cbz     x2, 3f",
     "2:  ldrb    w4, [x1], #1",
     ".Lctu_st: sttrb w4, [x0]",
     "    add     x0, x0, #1",
@@ -302,9 +282,7 @@ core::arch::global_asm!(
     ".pushsection .ex_table, \"a\"",
     ".balign 8",
     ".quad .Lcfu_ld, .Lcfu_fix",
-    ".quad .Lcfu_ldw, .Lcfu_fix",
     ".quad .Lctu_st, .Lctu_fix",
-    ".quad .Lctu_stw, .Lctu_fix",
     ".popsection",
 );
 
