@@ -527,6 +527,42 @@ impl<'a> Shmem<'a> {
         Ok(())
     }
 
+    /// The cache's own invariants (the address-space checker's part):
+    /// every folio sits at its aligned first index, which its owner word
+    /// names; swap entries are
+    /// aligned, never overlap a folio, and add up to the swapped count.
+    pub fn check_cache(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        let g = self.inner.lock();
+        let mut pages = 0;
+        for (i, f) in g.folios.iter() {
+            pages += f.nr_pages();
+            if !i.is_multiple_of(f.nr_pages()) || f.owner_raw() != i {
+                return Err(format!("folio {:#x} at index {i}: owner {}", f.pfn(), f.owner_raw()));
+            }
+            if !f.test(PageFlags::SHMEM) {
+                return Err(format!("folio {:#x} at index {i} lacks SHMEM", f.pfn()));
+            }
+        }
+        if pages != g.pages {
+            return Err(format!("{pages} pages cached, counted {}", g.pages));
+        }
+        let mut swapped = 0;
+        for (&i, s) in &g.swapped {
+            swapped += s.nr;
+            if !i.is_multiple_of(s.nr) || !s.slot.is_multiple_of(s.nr) {
+                return Err(format!("swap entry {s:?} at index {i} misaligned"));
+            }
+            if g.folios.overlaps(i, s.nr) {
+                return Err(format!("swap entry {s:?} at index {i} overlaps a folio"));
+            }
+        }
+        if swapped != g.swapped_pages {
+            return Err(format!("{swapped} pages swapped, counted {}", g.swapped_pages));
+        }
+        Ok(())
+    }
+
     /// Whether the folio `pfn` caches page `index`; its first index.
     pub(crate) fn caches(&self, index: u64, pfn: u64) -> Option<u64> {
         let g = self.inner.lock();
