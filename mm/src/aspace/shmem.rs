@@ -199,7 +199,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.ctx.thp.stats.count(VmEvent::PgMajFault);
                 self.majfaults
                     .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-                return Ok(());
+                match obj.find_unlocked(index) {
+                    Ok(Some(hit)) => hit,
+                    _ => return Ok(()),
+                }
             }
             Ok(None) => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
             // Being collapsed (`shmem_collapse.rs`): retry the access.

@@ -574,8 +574,9 @@ impl<'a> Shmem<'a> {
     /// Swap-out's split (Linux's `shmem_writepage` when no aligned run of
     /// slots is free): the unmapped large folio at `first`, locked by the
     /// caller (`lock`), is split to order 0 in place in the cache; the
-    /// pieces join the LRU beside it.  The first piece keeps every
-    /// reference the folio had; each other piece holds the cache's.
+    /// pieces join the LRU beside it.  The caller's reference (the only
+    /// one beside the cache's) names the first piece; each piece holds the
+    /// cache's.
     /// Returns the other pieces with their indices (unlocked), or the lock
     /// back if the folio is no longer cached there.
     pub(crate) fn split_cached(
@@ -591,7 +592,9 @@ impl<'a> Shmem<'a> {
             return Err(lock);
         }
         self.bump();
-        let _ = g.folios.remove(first).expect("checked above").into_raw();
+        // The split wants the caller's reference alone: the cache's goes
+        // now and is taken again on the first piece below.
+        drop(g.folios.remove(first).expect("checked above"));
         if let Some(c) = self.gauges {
             c.add_folio(nr, -1);
         }
@@ -607,7 +610,13 @@ impl<'a> Shmem<'a> {
             if let Some(c) = self.gauges {
                 c.add_folio(1, 1);
             }
-            if g.folios.insert(idx, FolioRef::from_raw(p)).is_err() {
+            // Each other piece's one reference is the cache's.
+            let cache_ref = if i == 0 {
+                p.get_ref()
+            } else {
+                FolioRef::from_raw(p)
+            };
+            if g.folios.insert(idx, cache_ref).is_err() {
                 unreachable!("a piece of the folio just removed");
             }
             if i > 0 {
