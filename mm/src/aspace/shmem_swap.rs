@@ -368,6 +368,9 @@ impl<'a> MmCtx<'a> {
                 .map(FolioRef::from_raw)
                 .map_err(|_| Fault::Oom)?;
             self.mem.copy(new.pa(), src << PAGE_SHIFT, PAGE_SIZE);
+            // Ours goes before the slot does: the cached folio is freed
+            // with its last slot.
+            drop(f);
             self.lru_add(*new);
             if obj.swap_in_replace(index, s1, new).is_ok() {
                 self.swap_free_entries(s1.ty, s1.slot, 1);

@@ -801,16 +801,34 @@ impl<'a> Shmem<'a> {
 
     /// Zero the bytes `[off, off + len)` of cached pages (holes stay
     /// holes): the partial pages at the ends of a punched hole.
+    ///
+    /// A page out on swap is brought back first, as Linux's
+    /// `shmem_get_partial_folio` does (else its old bytes would come back
+    /// with it later); if that fails it keeps them.
     pub fn zero_bytes(&self, off: u64, len: u64, mem: &dyn crate::physmem::phys::PhysMem) {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         let end = off.saturating_add(len);
         let mut pos = off;
+        let mut tried = u64::MAX;
         while pos < end {
             let index = pos >> PAGE_SHIFT;
             let in_page = pos & (PAGE_SIZE - 1);
             let chunk = (PAGE_SIZE - in_page).min(end - pos);
-            if let Some((first, f)) = g.find(index) {
-                mem.zero(f.pa() + ((index - first) << PAGE_SHIFT) + in_page, chunk);
+            match g.find(index) {
+                Some((first, f)) => {
+                    mem.zero(f.pa() + ((index - first) << PAGE_SHIFT) + in_page, chunk);
+                }
+                None if tried != index && g.swap_find(index).is_some() => {
+                    let backend = g.backend;
+                    drop(g);
+                    tried = index;
+                    if let Some(b) = backend {
+                        b.swap_in(self, index);
+                    }
+                    g = self.inner.lock();
+                    continue;
+                }
+                None => {}
             }
             pos += chunk;
         }
