@@ -128,11 +128,19 @@ fn round_trip_at_order<A: PagingArch>(order: u32) {
         env.check(&[&mm]);
         let child = mm.fork().unwrap();
         env.check_pages(&child, VA, len, 0x5a5a);
-        assert_eq!(env.folio_at(&child, VA).unwrap().order(), 0, "order-0 swap-in");
+        assert_eq!(
+            env.folio_at(&child, VA).unwrap().order(),
+            0,
+            "order-0 swap-in"
+        );
         assert_eq!(env.event(VmEvent::PswpIn), npages);
         assert_eq!(env.event(VmEvent::PgMajFault), npages);
         env.check_pages(&mm, VA, len, 0x5a5a);
-        assert_eq!(env.event(VmEvent::PgMajFault), npages, "the parent finds them cached");
+        assert_eq!(
+            env.event(VmEvent::PgMajFault),
+            npages,
+            "the parent finds them cached"
+        );
         assert_eq!(swap_used(env), 0, "slots freed at swap-in");
         assert_eq!(env.ctx.swap.cache.pages(), 0);
         assert_eq!(obj.swapped_pages(), 0);

@@ -306,7 +306,8 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             }
             for (first, sw) in o.swap_entries() {
                 let ok = ctx.swap.area(sw.ty).is_some_and(|a| {
-                    (sw.slot..sw.slot + sw.nr).all(|x| a.map.count(x) & !crate::swap::map::HAS_CACHE > 0)
+                    (sw.slot..sw.slot + sw.nr)
+                        .all(|x| a.map.count(x) & !crate::swap::map::HAS_CACHE > 0)
                 });
                 if !ok {
                     errors.push(format!(

@@ -26,9 +26,12 @@
 //! * `MADV_DONTNEED` zaps (the cache keeps the data, as Linux);
 //!   `MADV_FREE` is EINVAL on shmem, as Linux; khugepaged and
 //!   `MADV_COLLAPSE` collapse shmem ranges through the page cache
-//!   (`shmem_collapse.rs`); `MADV_COLD`/`PAGEOUT`, NUMA balancing,
-//!   `move_pages` and swap leave shmem folios alone (they are not
-//!   anonymous).
+//!   (`shmem_collapse.rs`); NUMA balancing and `move_pages` leave shmem
+//!   folios alone (they are not anonymous).
+//! * `MADV_COLD` and `MADV_PAGEOUT` take shmem folios the range covers
+//!   whole and only this space maps; reclaim and `MADV_PAGEOUT` write them
+//!   to swap, and a fault on a page out on swap brings it back first (a
+//!   major fault): `shmem_swap.rs`.
 
 use alloc::sync::Arc;
 

@@ -191,7 +191,10 @@ pub(crate) fn shmem_referenced<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'
 /// isolation or `MADV_PAGEOUT`), unmapping it from the spaces of `mms`
 /// (see the module docs).  On [`Pageout::Freed`] the caller's reference
 /// is the last one.
-pub(crate) fn shmem_pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>) -> Pageout {
+pub(crate) fn shmem_pageout<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    folio: &FolioRef<'a>,
+) -> Pageout {
     let Some(m0) = mms.first() else {
         return Pageout::Kept;
     };

@@ -16,11 +16,26 @@
 //! references drop and the folios return to the allocator.
 //!
 //! Shmem folios carry [`PageFlags::SHMEM`] (from insertion until they are
-//! freed) and never `ANON`, so the anon
-//! paths (swap-out, migration, NUMA balancing, `move_pages`, the anonymous
-//! collapse, the deferred-split queue) leave them alone; they are not on
-//! the LRU (no shmem reclaim yet).  khugepaged and `MADV_COLLAPSE`
-//! collapse them through the cache instead (`collapse.rs`).
+//! freed) and never `ANON`, so the anon paths (migration, NUMA balancing,
+//! `move_pages`, the anonymous collapse, the deferred-split queue) leave
+//! them alone.  khugepaged and `MADV_COLLAPSE` collapse them through the
+//! cache instead (`collapse.rs`).  The head's owner word holds the
+//! folio's first index (reclaim finds its object from there).
+//!
+//! # Swap
+//! Every folio entering the cache goes on the anonymous LRU (shmem is
+//! swap-backed, as Linux's), and leaves it when freed.  Reclaim and
+//! `MADV_PAGEOUT` write folios to swap (`aspace::shmem_swap`): a
+//! [`SwapSlots`] entry of the folio's size then takes its place in the
+//! object (Linux's value entries in the xarray), holding one count on
+//! each slot.  Every lookup handles them: a fault, [`Shmem::read`],
+//! [`Shmem::write`] and [`Shmem::zero_bytes`] bring the page back through
+//! the object's [`ShmemSwap`] (set by the first swap-out; order 0, the
+//! large entry split first, as 6.12); truncate, hole punch and the
+//! object's end free the slots; a collapse swaps its range in (or, for
+//! khugepaged, refuses beyond `max_ptes_swap`).  Swapped pages stay
+//! charged to a tmpfs `size=` (Linux's `info->alloced`) but leave
+//! `Shmem:`.  `SHM_LOCK` ([`Shmem::set_unevictable`]) keeps them in.
 //!
 //! # Locking
 //! One spin lock per object around the map and the size, taken with no
@@ -456,8 +471,7 @@ impl<'a> Shmem<'a> {
         backend: &'a dyn ShmemSwap<'a>,
     ) -> Option<FolioRef<'a>> {
         let mut g = self.inner.lock();
-        if g
-            .folios
+        if g.folios
             .get(first)
             .is_none_or(|f| f.pfn() != pfn || f.nr_pages() != slots.nr)
         {
@@ -538,7 +552,11 @@ impl<'a> Shmem<'a> {
         for (i, f) in g.folios.iter() {
             pages += f.nr_pages();
             if !i.is_multiple_of(f.nr_pages()) || f.owner_raw() != i {
-                return Err(format!("folio {:#x} at index {i}: owner {}", f.pfn(), f.owner_raw()));
+                return Err(format!(
+                    "folio {:#x} at index {i}: owner {}",
+                    f.pfn(),
+                    f.owner_raw()
+                ));
             }
             if !f.test(PageFlags::SHMEM) {
                 return Err(format!("folio {:#x} at index {i} lacks SHMEM", f.pfn()));
@@ -558,7 +576,10 @@ impl<'a> Shmem<'a> {
             }
         }
         if swapped != g.swapped_pages {
-            return Err(format!("{swapped} pages swapped, counted {}", g.swapped_pages));
+            return Err(format!(
+                "{swapped} pages swapped, counted {}",
+                g.swapped_pages
+            ));
         }
         Ok(())
     }
@@ -583,8 +604,10 @@ impl<'a> Shmem<'a> {
         &self,
         first: u64,
         lock: crate::physmem::folio::FolioLockGuard<'a>,
-    ) -> Result<Vec<(u64, crate::physmem::folio::Folio<'a>)>, crate::physmem::folio::FolioLockGuard<'a>>
-    {
+    ) -> Result<
+        Vec<(u64, crate::physmem::folio::Folio<'a>)>,
+        crate::physmem::folio::FolioLockGuard<'a>,
+    > {
         let f = lock.folio();
         let nr = f.nr_pages();
         let mut g = self.inner.lock();
@@ -967,7 +990,9 @@ impl<'a> Inner<'a> {
     }
 
     fn swap_overlaps(&self, first: u64, nr: u64) -> bool {
-        !self.swap_keys_overlapping(first, first.saturating_add(nr)).is_empty()
+        !self
+            .swap_keys_overlapping(first, first.saturating_add(nr))
+            .is_empty()
     }
 
     /// First indices of the swap entries with a page in `[start, end)`.

@@ -111,7 +111,10 @@ pub(crate) fn swap_shmem_out_and_back() -> TestResult {
             fail!("writing always to hugepages-{kb}kB/shmem_enabled: errno {e}");
         }
         let r = out_and_back(kb);
-        let _ = write_file(path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(), word(&old));
+        let _ = write_file(
+            path!("{THP}/hugepages-{kb}kB/shmem_enabled").c(),
+            word(&old),
+        );
         r?;
         if !ensure_swap()? {
             fail!("/dev/vda went away");
@@ -166,7 +169,10 @@ fn body(kb: usize, fd: isize, a: &Mem, b: &Mem) -> Result<(), mthp_user::Msg> {
     );
     for (m, what) in [(a, "shared anonymous"), (b, "memfd")] {
         let s = smaps_field(m.addr, b"\nSwap:");
-        ensure!(s == Some(len_kb), "smaps Swap: of the {what} VMA {s:?}, expected {len_kb} kB");
+        ensure!(
+            s == Some(len_kb),
+            "smaps Swap: of the {what} VMA {s:?}, expected {len_kb} kB"
+        );
     }
     // The shared anonymous region's folios at least went out whole.
     let swpout = stat(kb, "swpout").unwrap_or(0);
@@ -193,8 +199,14 @@ fn body(kb: usize, fd: isize, a: &Mem, b: &Mem) -> Result<(), mthp_user::Msg> {
         wifexited(status) && wexitstatus(status) == 0,
         "child read wrong data back (status {status:#x}: 2 mapping, 3 pread, 4 memfd mapping)"
     );
-    ensure!(verify(a, 0, LEN, 0xa1).is_none(), "parent: shared data changed");
-    ensure!(verify(b, 0, LEN, 0xb2).is_none(), "parent: memfd data changed");
+    ensure!(
+        verify(a, 0, LEN, 0xa1).is_none(),
+        "parent: shared data changed"
+    );
+    ensure!(
+        verify(b, 0, LEN, 0xb2).is_none(),
+        "parent: memfd data changed"
+    );
     let shmem2 = meminfo(b"\nShmem:");
     ensure!(
         shmem2 + slack >= shmem0,
@@ -233,6 +245,9 @@ fn body(kb: usize, fd: isize, a: &Mem, b: &Mem) -> Result<(), mthp_user::Msg> {
     );
     let s = smaps_field(a.addr, b"\nSwap:");
     ensure!(s == Some(0), "smaps Swap: {s:?} after swapoff");
-    ensure!(verify(a, 0, LEN, 0xa1).is_none(), "data changed across swapoff");
+    ensure!(
+        verify(a, 0, LEN, 0xa1).is_none(),
+        "data changed across swapoff"
+    );
     Ok(())
 }
