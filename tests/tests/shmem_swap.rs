@@ -289,7 +289,40 @@ fn collapse_swaps_in<A: PagingArch>() {
     });
 }
 
+/// khugepaged on a shmem range with swapped pages: more than
+/// `max_ptes_swap` refuse (`thp_scan_exceed_swap_pte`), fewer are swapped
+/// in and the range collapses (Linux's `hpage_collapse_scan_file`).
+fn khugepaged_max_ptes_swap<A: PagingArch>() {
+    use mm::shmem::policy::ShmemHuge;
+    use mm::thp::{GlobalMode, OrderMode};
+    run::<A>(64 * MIB, |env| {
+        env.knobs(GlobalMode::Always, &[(9, OrderMode::Inherit)]);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let obj = map_object(env, &mm, M2);
+        env.fill_pages(&mm, VA, M2, 0x55);
+        mm.madvise(VA, 128 * K4, MADV_PAGEOUT).unwrap();
+        assert_eq!(obj.swapped_pages(), 128);
+        env.thp.config.shmem.set_huge(ShmemHuge::Advise).unwrap();
+        mm.madvise(VA, M2, MADV_HUGEPAGE).unwrap();
+        let k = &env.thp.config.khugepaged;
+        k.max_ptes_swap.store(64, Ordering::Relaxed);
+        full_scan(env, &[&mm]);
+        assert_eq!(env.thp.stats.pages_collapsed(), 0);
+        assert!(env.event(VmEvent::ThpScanExceedSwapPte) > 0);
+        assert_eq!(obj.swapped_pages(), 128);
+        k.max_ptes_swap.store(511, Ordering::Relaxed);
+        full_scan(env, &[&mm]);
+        assert_eq!(env.thp.stats.pages_collapsed(), 1);
+        assert_eq!(obj.swapped_pages(), 0);
+        assert_eq!(swap_used(env), 0);
+        env.check_pages(&mm, VA, M2, 0x55);
+        env.check(&[&mm]);
+    });
+}
+
 both_formats!(
+    khugepaged_max_ptes_swap,
     round_trip_4k,
     round_trip_64k,
     round_trip_2m,
