@@ -41,7 +41,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER};
-use crate::paging::{PMD_LEVEL, PageTable, PagingArch, Step};
+use crate::paging::PagingArch;
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
@@ -51,6 +51,7 @@ use crate::thp::{MthpStat, VmEvent};
 use crate::vma::VmaSet;
 
 use super::ctx::MmCtx;
+use super::lru::test_clear_young_in;
 use super::swap::{Pageout, swap_writepage};
 use super::{Fault, Mm};
 
@@ -104,58 +105,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         out
     }
-}
-
-/// Whether an entry of `pt` in `[lo, hi)` maps frames of `f` in place
-/// (page `i` at `fva + i` pages, or a PMD leaf of the whole folio at
-/// `fva`) and was young; the young bits are cleared.  An arm64 contiguous
-/// block is tested once for its 16 entries.
-pub(crate) fn test_clear_young_in<'a, A: PagingArch>(
-    pt: &mut PageTable<'a, A>,
-    f: Folio<'a>,
-    fva: u64,
-    lo: u64,
-    hi: u64,
-) -> bool {
-    let frames = f.pfn()..f.pfn() + f.nr_pages();
-    let mut at: Vec<u64> = Vec::new();
-    for step in pt.walk_range(lo, hi) {
-        match step {
-            Step::Leaf(h) if h.level == PMD_LEVEL && h.leaf.pfn == f.pfn() && h.start == fva => {
-                at.push(h.start);
-            }
-            Step::Ptes(run) => {
-                let mut i = 0;
-                while i < run.len() {
-                    let here = run.va(i);
-                    match run.leaf(i) {
-                        Some(l)
-                            if frames.contains(&l.pfn)
-                                && l.pfn - f.pfn() == here.wrapping_sub(fva) / PAGE_SIZE =>
-                        {
-                            at.push(here);
-                            if l.cont && A::CONT_PTES > 1 {
-                                let cp = A::CONT_PTES as u64;
-                                let in_block = (here / PAGE_SIZE) % cp;
-                                i += (cp - in_block) as usize;
-                                continue;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut g = pt.gather();
-    let mut young = false;
-    for a in at {
-        young |= pt.test_and_clear_young(a, &mut g);
-    }
-    g.finish();
-    young
 }
 
 /// [`super::lru::folio_referenced`] for a shmem folio: the spaces of
