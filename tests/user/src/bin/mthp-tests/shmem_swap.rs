@@ -5,8 +5,8 @@
 //! VMA counts the object's swapped pages, per-size `swpout` grows.  A
 //! forked child reads the data back through the mapping and `pread`.
 //! Paged out again, the memfd truncated to 0 gives its slots back
-//! (`SwapFree` at its baseline); paged out again, `swapoff` brings the
-//! shared region back with its data.  Same binary on Linux 6.12 with the
+//! (`SwapFree` at its baseline); refilled and paged out again with the
+//! memfd unmapped, `swapoff` brings both back with their data.  Same binary on Linux 6.12 with the
 //! runner's swap disk; without `/dev/vda` it skips.
 //!
 //! Linux 6.12 writes asynchronously: right after `MADV_PAGEOUT` the folios
@@ -232,15 +232,22 @@ fn body(kb: usize, fd: isize, a: &Mem, b: &Mem) -> Result<(), mthp_user::Msg> {
         v + slack >= swap_free0,
         "SwapFree {swap_free0} -> {v} kB after truncating the swapped memfd"
     );
-    // Out again, then swapoff: the shared region comes back.
-    let r = check(sys::madvise(a.addr, a.len, MADV_PAGEOUT));
-    ensure!(r.is_ok(), "third MADV_PAGEOUT: {r:?}");
+    // Out again, the memfd refilled and no longer mapped, then swapoff:
+    // the shared region and the memfd (reached through its file, Linux's
+    // `shmem_unuse`) come back.
+    ensure!(ftruncate(fd, LEN) == 0, "ftruncate({LEN}) again");
+    fill(b, 0xc3);
+    for m in [a, b] {
+        let r = check(sys::madvise(m.addr, m.len, MADV_PAGEOUT));
+        ensure!(r.is_ok(), "third MADV_PAGEOUT: {r:?}");
+    }
+    unmap(b);
     let shmem3 = meminfo(b"\nShmem:");
     let r = swapoff(DEV);
     ensure!(r.is_ok(), "swapoff with shmem swapped out: {r:?}");
     let shmem4 = meminfo(b"\nShmem:");
     ensure!(
-        shmem4 + slack >= shmem3 + len_kb,
+        shmem4 + slack >= shmem3 + 2 * len_kb,
         "Shmem {shmem3} -> {shmem4} kB across swapoff"
     );
     let s = smaps_field(a.addr, b"\nSwap:");
@@ -248,6 +255,10 @@ fn body(kb: usize, fd: isize, a: &Mem, b: &Mem) -> Result<(), mthp_user::Msg> {
     ensure!(
         verify(a, 0, LEN, 0xa1).is_none(),
         "data changed across swapoff"
+    );
+    ensure!(
+        pread_mismatch(fd, 0xc3).is_none(),
+        "unmapped memfd data changed across swapoff"
     );
     Ok(())
 }
