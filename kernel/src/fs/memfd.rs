@@ -65,8 +65,9 @@ pub fn create(name: &str, flags: u64) -> Result<File, Errno> {
         seals |= F_SEAL_EXEC;
         mode = 0o100666;
     }
-    let obj = Shmem::with_gauges(0, seals, Some(&uspace::ctx().thp.shmem));
-    Ok(File::new(Node::Memfd(Arc::new(obj)), true, true, mode))
+    let obj = Arc::new(Shmem::with_gauges(0, seals, Some(&uspace::ctx().thp.shmem)));
+    crate::mem::swap::shmem_register(&obj);
+    Ok(File::new(Node::Memfd(obj), true, true, mode))
 }
 
 /// A zeroed 4K folio for a write into a hole.

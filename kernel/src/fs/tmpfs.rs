@@ -206,6 +206,7 @@ pub fn open(
             huge,
             Some(quota),
         ));
+        crate::mem::swap::shmem_register(&obj);
         let mode = S_IFREG | (mode & 0o7777);
         g.entries.insert(
             (id, rel),

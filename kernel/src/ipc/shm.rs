@@ -212,6 +212,7 @@ pub fn shmget(p: &Process, key: i32, size: u64, flg: u64) -> Result<u64, Errno> 
         None => return Err(Errno::ENOSPC),
     };
     let obj = Arc::new(Shmem::with_gauges(size, 0, Some(&uspace::ctx().thp.shmem)));
+    crate::mem::swap::shmem_register(&obj);
     let seq = r.seq;
     r.seq = r.seq.wrapping_add(1) % (i32::MAX / SEQ_MULTIPLIER) as u16;
     let u = uid(p);
@@ -487,6 +488,10 @@ pub fn shmctl(p: &Process, id: i32, cmd: u64, buf: u64) -> Result<u64, Errno> {
                 s.mode |= SHM_LOCKED;
             } else {
                 s.mode &= !SHM_LOCKED;
+            }
+            // Never swapped out while locked (Linux's `shmem_lock`).
+            if let Some(o) = s.object() {
+                o.set_unevictable(cmd == SHM_LOCK);
             }
             Ok(0)
         }

@@ -190,17 +190,41 @@ pub fn swapoff_type(ty: u8) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The shmem objects files and segments hold (memfds, tmpfs files,
+/// System V segments), weakly: swapoff must reach the swapped pages of
+/// objects no process maps (Linux's `shmem_swaplist`).  Objects of
+/// `MAP_SHARED|MAP_ANONYMOUS` are reached through the spaces mapping them.
+static SHMEM_OBJECTS: spin::Mutex<Vec<alloc::sync::Weak<mm::shmem::Shmem<'static>>>> =
+    spin::Mutex::new(Vec::new());
+
+/// Records a new file- or segment-held shmem object for swapoff.
+pub fn shmem_register(obj: &alloc::sync::Arc<mm::shmem::Shmem<'static>>) {
+    let mut l = SHMEM_OBJECTS.lock();
+    l.retain(|w| w.strong_count() > 0);
+    l.push(alloc::sync::Arc::downgrade(obj));
+}
+
 /// Brings every page of area `ty` back into memory (Linux's
-/// `try_to_unuse`): each live address space's entries, then the folios
-/// still cached for it.
+/// `try_to_unuse`): each live address space's entries and the shmem
+/// objects it maps, the objects files hold, then the folios still cached
+/// for it.
 pub fn unuse(ty: u8) -> Result<(), Errno> {
     let ctx = uspace::ctx();
+    let errno = |e| match e {
+        mm::aspace::Fault::Oom => Errno::ENOMEM,
+        _ => Errno::EIO,
+    };
     for _round in 0..16 {
         for m in uspace::all_mms() {
-            m.enter().swapoff_unuse(ty).map_err(|e| match e {
-                mm::aspace::Fault::Oom => Errno::ENOMEM,
-                _ => Errno::EIO,
-            })?;
+            m.enter().swapoff_unuse(ty).map_err(errno)?;
+        }
+        let objs: Vec<_> = SHMEM_OBJECTS
+            .lock()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for o in objs {
+            ctx.shmem_unuse(&o, ty).map_err(errno)?;
         }
         if ctx.swapoff_drain_cache(ty) {
             return Ok(());

@@ -28,6 +28,9 @@
 //!   walked, not just its counter);
 //! * each space's anon RSS = anonymous pages mapped (migration entries
 //!   count as mappings of the page they name);
+//! * each shmem cache a space maps: swap entries never overlap cached
+//!   folios, are counted in the object's swapped pages and name in-use
+//!   slots of an active area; cached folios are heads at their index;
 //! * the anonymous LRU: lists well formed with their counts, every entry
 //!   an allocated anonymous folio found once, and every mapped anonymous
 //!   folio on exactly the list (or add batch) its flags name, or isolated
@@ -293,6 +296,27 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
         if let Err(e) = vmas.check_invariants() {
             errors.push(format!("mm {}: VMA set: {e}", mm.id));
         }
+        // The shmem caches this space maps: cached folios on the LRU side
+        // (or isolated), swap entries apart from folios, counted, naming
+        // slots of an active area that are in use.
+        let objs: Vec<_> = mm.shmem.lock().values().cloned().collect();
+        for o in objs {
+            if let Err(e) = o.check_cache() {
+                errors.push(format!("mm {}: shmem object {}: {e}", mm.id, o.id()));
+            }
+            for (first, sw) in o.swap_entries() {
+                let ok = ctx.swap.area(sw.ty).is_some_and(|a| {
+                    (sw.slot..sw.slot + sw.nr)
+                        .all(|x| a.map.count(x) & !crate::swap::map::HAS_CACHE > 0)
+                });
+                if !ok {
+                    errors.push(format!(
+                        "shmem object {} index {first}: swap entry {sw:?} names a free slot",
+                        o.id()
+                    ));
+                }
+            }
+        }
     }
     for (pfn, s) in &folios {
         let f = s.folio.expect("set with the entry");
@@ -414,9 +438,9 @@ fn check_lru<'a>(
     for (idx, at) in snap {
         let pfn = mm.pfn_of(idx);
         match ctx.folio(pfn) {
-            Some(f) if f.pfn() == pfn && f.is_anon() && f.refcount() > 0 => {}
+            Some(f) if f.pfn() == pfn && (f.is_anon() || f.is_shmem()) && f.refcount() > 0 => {}
             _ => errors.push(format!(
-                "LRU {at:?} holds pfn {pfn:#x}, not a referenced anonymous folio head: {}",
+                "LRU {at:?} holds pfn {pfn:#x}, not a referenced anonymous or shmem folio head: {}",
                 mm.dump(pfn)
             )),
         }

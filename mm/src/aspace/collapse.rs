@@ -106,7 +106,7 @@ impl CollapseError {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub(super) max_none: u64,
-    max_swap: u64,
+    pub(super) max_swap: u64,
     max_shared: u64,
     /// khugepaged's rules (young check); `MADV_COLLAPSE` has none of the
     /// limits and no young check.

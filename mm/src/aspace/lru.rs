@@ -8,7 +8,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
-use crate::paging::{PMD_LEVEL, PagingArch, Step};
+use crate::paging::{PMD_LEVEL, PageTable, PagingArch, Step};
 use crate::physmem::folio::{Folio, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
 use crate::reclaim::lru::{Lru, LruCounts, Moved};
@@ -68,6 +68,9 @@ pub fn folio_referenced<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: Folio<'a>)
     if !folio.is_mapped() {
         return 0;
     }
+    if folio.is_shmem() {
+        return super::shmem_swap::shmem_referenced(mms, folio);
+    }
     let Some((_, vpn)) = folio.anon_owner() else {
         return 0;
     };
@@ -75,56 +78,65 @@ pub fn folio_referenced<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: Folio<'a>)
     let Ok(mut walk) = rmap_walk(mms, folio, va) else {
         return 1;
     };
-    let frames = folio.pfn()..folio.pfn() + folio.nr_pages();
     let end = va + folio.size();
     let mut spaces = 0;
     for pt in walk.guards.iter_mut() {
-        let mut g = pt.gather();
-        let mut young = false;
-        // The in-place entries first collected (the walk borrows the
-        // table), then tested one by one; a contiguous block's first entry
-        // stands for the block.
-        let mut at: Vec<u64> = Vec::new();
-        for step in pt.walk_range(va, end) {
-            match step {
-                Step::Leaf(h)
-                    if h.level == PMD_LEVEL && h.leaf.pfn == folio.pfn() && h.start == va =>
-                {
-                    at.push(h.start);
-                }
-                Step::Ptes(run) => {
-                    let mut i = 0;
-                    while i < run.len() {
-                        let here = run.va(i);
-                        match run.leaf(i) {
-                            Some(l)
-                                if frames.contains(&l.pfn)
-                                    && l.pfn - folio.pfn() == (here - va) / PAGE_SIZE =>
-                            {
-                                at.push(here);
-                                if l.cont && A::CONT_PTES > 1 {
-                                    let cp = A::CONT_PTES as u64;
-                                    let in_block = (here / PAGE_SIZE) % cp;
-                                    i += (cp - in_block) as usize;
-                                    continue;
-                                }
-                            }
-                            _ => {}
-                        }
-                        i += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-        for a in at {
-            young |= pt.test_and_clear_young(a, &mut g);
-        }
-        g.finish();
-        spaces += young as usize;
+        spaces += test_clear_young_in(pt, folio, va, va, end) as usize;
     }
     drop(walk);
     spaces
+}
+
+/// Whether an entry of `pt` in `[lo, hi)` maps frames of `f` in place
+/// (page `i` at `fva + i` pages, or a PMD leaf of the whole folio at
+/// `fva`) and was young; the young bits are cleared.  An arm64 contiguous
+/// block is tested once for its 16 entries.
+pub(crate) fn test_clear_young_in<'a, A: PagingArch>(
+    pt: &mut PageTable<'a, A>,
+    f: Folio<'a>,
+    fva: u64,
+    lo: u64,
+    hi: u64,
+) -> bool {
+    let frames = f.pfn()..f.pfn() + f.nr_pages();
+    let mut at: Vec<u64> = Vec::new();
+    for step in pt.walk_range(lo, hi) {
+        match step {
+            Step::Leaf(h) if h.level == PMD_LEVEL && h.leaf.pfn == f.pfn() && h.start == fva => {
+                at.push(h.start);
+            }
+            Step::Ptes(run) => {
+                let mut i = 0;
+                while i < run.len() {
+                    let here = run.va(i);
+                    match run.leaf(i) {
+                        Some(l)
+                            if frames.contains(&l.pfn)
+                                && l.pfn - f.pfn() == here.wrapping_sub(fva) / PAGE_SIZE =>
+                        {
+                            at.push(here);
+                            if l.cont && A::CONT_PTES > 1 {
+                                let cp = A::CONT_PTES as u64;
+                                let in_block = (here / PAGE_SIZE) % cp;
+                                i += (cp - in_block) as usize;
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut g = pt.gather();
+    let mut young = false;
+    for a in at {
+        young |= pt.test_and_clear_young(a, &mut g);
+    }
+    g.finish();
+    young
 }
 
 impl<'a> MmCtx<'a> {

@@ -112,6 +112,7 @@ mod reserve;
 mod rmap;
 mod shmem;
 mod shmem_collapse;
+mod shmem_swap;
 pub mod split;
 pub mod swap;
 pub mod vmscan;

@@ -50,11 +50,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 continue;
             };
             let next_page = va + PAGE_SIZE;
+            // Shmem folios too, for `MADV_PAGEOUT` and `MADV_COLD` (Linux
+            // reclaims them through `shmem_writepage`); never split here.
             let f = match (!ctx.is_zero_pfn(l.pfn))
                 .then(|| ctx.folio(l.pfn))
                 .flatten()
             {
-                Some(f) if f.is_anon() => f,
+                Some(f) if f.is_anon() || (f.is_shmem() && !free) => f,
                 _ => {
                     va = if w.level == PMD_LEVEL {
                         align_down(va, PMD_SIZE) + PMD_SIZE
@@ -69,7 +71,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 let once = f.large_mapcount() == 1;
                 if once && base >= start && base + PMD_SIZE <= end {
                     out.push(Plan::Whole(f.get_ref(), base));
-                } else if once {
+                } else if once && f.is_anon() {
                     out.push(Plan::Split(f.get_ref()));
                 }
                 va = base + PMD_SIZE;
@@ -90,7 +92,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 va = fva + nr * PAGE_SIZE;
                 continue;
             }
-            if nr > 1 && !covered && f.mapped_exclusively_by(self.id) {
+            if nr > 1 && !covered && f.is_anon() && f.mapped_exclusively_by(self.id) {
                 out.push(Plan::Split(f.get_ref()));
             }
             va = if in_place {

@@ -257,6 +257,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.report_swap(pt, r);
             }
         }
+        // A shared shmem VMA's `Swap:` is its object's swapped pages in
+        // the VMA's range (Linux's `shmem_swap_usage`; no `SwapPss`).
+        for (v, r) in vmas.iter().zip(lines.iter_mut()) {
+            if let Some(o) = v.shmem.and_then(|id| self.shmem_object(id)) {
+                let n = o.swapped_in(v.pgoff, v.pgoff + (v.len() >> crate::addr::PAGE_SHIFT));
+                r.swap += n * PAGE_SIZE;
+            }
+        }
         ThpMaps {
             arch: A::NAME,
             vmas: lines,

@@ -26,9 +26,12 @@
 //! * `MADV_DONTNEED` zaps (the cache keeps the data, as Linux);
 //!   `MADV_FREE` is EINVAL on shmem, as Linux; khugepaged and
 //!   `MADV_COLLAPSE` collapse shmem ranges through the page cache
-//!   (`shmem_collapse.rs`); `MADV_COLD`/`PAGEOUT`, NUMA balancing,
-//!   `move_pages` and swap leave shmem folios alone (they are not
-//!   anonymous).
+//!   (`shmem_collapse.rs`); NUMA balancing and `move_pages` leave shmem
+//!   folios alone (they are not anonymous).
+//! * `MADV_COLD` and `MADV_PAGEOUT` take shmem folios the range covers
+//!   whole and only this space maps; reclaim and `MADV_PAGEOUT` write them
+//!   to swap, and a fault on a page out on swap brings it back first (a
+//!   major fault): `shmem_swap.rs`.
 
 use alloc::sync::Arc;
 
@@ -129,14 +132,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     pub(crate) fn shmem_unmap_pages(&self, id: u64, first: u64, end: u64, free_tables: bool) {
         let vmas = self.mmap_read();
         let mut pt = self.lock_pt();
-        for v in vmas.iter().filter(|v| v.shmem == Some(id)) {
-            let (vs, ve) = (v.pgoff, v.pgoff + (v.len() >> PAGE_SHIFT));
-            let (s, e) = (first.max(vs), end.min(ve));
-            if s < e {
-                let a = v.start + ((s - vs) << PAGE_SHIFT);
-                let b = v.start + ((e - vs) << PAGE_SHIFT);
-                self.zap_range(&mut pt, a, b, free_tables);
-            }
+        for (a, b, _, _) in Self::shmem_ranges(&vmas, id, first, end) {
+            self.zap_range(&mut pt, a, b, free_tables);
         }
     }
 
@@ -198,6 +195,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let seen = obj.generation();
         let (first, f) = match obj.find_unlocked(index) {
             Ok(Some(hit)) => hit,
+            // Out on swap: bring it back, then retry the access (a major
+            // fault, as Linux's `shmem_swapin_folio` from a fault).
+            Ok(None) if obj.find_swap(index).is_some() => {
+                self.ctx.shmem_swapin(&obj, index)?;
+                self.ctx.thp.stats.count(VmEvent::PgMajFault);
+                self.majfaults
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                match obj.find_unlocked(index) {
+                    Ok(Some(hit)) => hit,
+                    _ => return Ok(()),
+                }
+            }
             Ok(None) => self.shmem_alloc(vma, &obj, va, index, size_pages)?,
             // Being collapsed (`shmem_collapse.rs`): retry the access.
             Err(crate::shmem::Locked) => return Ok(()),
@@ -297,6 +306,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             Err(_) => {
                 drop(ours);
+                // Swapped out meanwhile (a racing swap-out of that page).
+                if obj.find(index).is_none() && obj.find_swap(index).is_some() {
+                    self.ctx.shmem_swapin(obj, index)?;
+                }
                 obj.find(index).ok_or(Fault::Sigbus)
             }
         }

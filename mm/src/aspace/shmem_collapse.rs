@@ -155,7 +155,33 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.collapse_map_pmd(w, &f)?;
                 return Err(CollapseError::AlreadyMapped);
             }
-            FileScan::Small { folios, present } => (folios, present),
+            FileScan::Small {
+                folios,
+                present,
+                swapped,
+            } => {
+                if swapped > 0 {
+                    // Linux's `hpage_collapse_scan_file`: more than
+                    // `max_ptes_swap` swapped pages refuse; fewer are
+                    // brought back (`collapse_file`'s `SGP_NOALLOC`), then
+                    // the range is looked at again.
+                    if swapped > lim.max_swap {
+                        ctx.thp.stats.count(VmEvent::ThpScanExceedSwapPte);
+                        return Err(CollapseError::ExceedSwap);
+                    }
+                    drop(folios);
+                    for i in w.index..w.index + HPAGE_NR {
+                        if w.obj.find_swap(i).is_some() {
+                            ctx.shmem_swapin(&w.obj, i).map_err(|e| match e {
+                                super::Fault::Oom => CollapseError::AllocFailed,
+                                _ => CollapseError::PageCount,
+                            })?;
+                        }
+                    }
+                    return self.collapse_file(w, lim, each_mm);
+                }
+                (folios, present)
+            }
         };
         if lim.khugepaged && present < HPAGE_NR.saturating_sub(lim.max_none) {
             ctx.thp.stats.count(VmEvent::ThpScanExceedNonePte);

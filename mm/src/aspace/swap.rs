@@ -87,6 +87,9 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
     };
     let ctx = first.ctx;
     let f: Folio<'a> = **folio;
+    if f.is_shmem() {
+        return super::shmem_swap::shmem_pageout(mms, folio);
+    }
     if !f.is_anon() || f.test(PageFlags::ZERO_PAGE) || ctx.is_zero_pfn(f.pfn()) {
         return Pageout::Kept;
     }
@@ -103,7 +106,6 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
     if f.test(PageFlags::LAZYFREE) {
         return discard_lazyfree(mms, f, lock);
     }
-    let stats = &ctx.thp.stats;
     let cached = f.test(PageFlags::SWAPCACHE);
     let (ty, slot) = if cached {
         match ctx.swap.cache.slot_of(f.pfn()) {
@@ -165,17 +167,9 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
         }
     }
     // Write.
-    if f.test(PageFlags::DIRTY) {
-        if area.io.write(ctx.mem, slot, f.pa(), nr).is_err() {
-            drop(lock);
-            return Pageout::IoError;
-        }
-        f.clear_flags(PageFlags::DIRTY);
-        stats.count_n(VmEvent::PswpOut, nr);
-        stats.inc(order, MthpStat::Swpout);
-        if order == PMD_ORDER {
-            stats.count(VmEvent::ThpSwpout);
-        }
+    if f.test(PageFlags::DIRTY) && swap_writepage(ctx, &area, slot, f).is_err() {
+        drop(lock);
+        return Pageout::IoError;
     }
     // Free unless someone found it in the cache meanwhile.
     let out = if ctx
@@ -193,6 +187,28 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
     };
     drop(lock);
     out
+}
+
+/// Writes the locked folio `f` to its slots from `slot` of `area` as one
+/// request and counts it (`pswpout`, per-size `swpout`, `thp_swpout`):
+/// the one writer of anonymous and shmem folios (Linux's
+/// `swap_writepage`).  `DIRTY` is cleared on success.
+pub(crate) fn swap_writepage<'a>(
+    ctx: &super::ctx::MmCtx<'a>,
+    area: &SwapArea,
+    slot: u64,
+    f: Folio<'a>,
+) -> Result<(), crate::swap::SwapIoError> {
+    let nr = f.nr_pages();
+    area.io.write(ctx.mem, slot, f.pa(), nr)?;
+    f.clear_flags(PageFlags::DIRTY);
+    let stats = &ctx.thp.stats;
+    stats.count_n(VmEvent::PswpOut, nr);
+    stats.inc(f.order(), MthpStat::Swpout);
+    if f.order() == PMD_ORDER {
+        stats.count(VmEvent::ThpSwpout);
+    }
+    Ok(())
 }
 
 /// Reclaim of a lazyfree folio (`MADV_FREE`, notes §3.3): every mapping
@@ -669,8 +685,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// Returns the entries brought back; a read error stops it (the area
     /// then stays on, as Linux's swapoff fails).
     pub fn swapoff_unuse(&self, ty: u8) -> Result<u64, Fault> {
+        // The shmem objects this space maps first (Linux's `shmem_unuse`).
+        let shmem = self.shmem_swapoff(ty)?;
         if self.swapents() == 0 {
-            return Ok(0);
+            return Ok(shmem);
         }
         let vmas = self.mmap_read();
         let mut brought = 0;
@@ -701,6 +719,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 va = next;
             }
         }
-        Ok(brought)
+        Ok(brought + shmem)
     }
 }

@@ -7,7 +7,9 @@
 //! uses below 1 GiB of anon per node and close enough above), decides per
 //! folio from its young bits (`check_references`: activate, keep, or
 //! reclaim) and pages the rest out whole ([`super::swap::pageout_folio`]:
-//! swap-out without splitting at every order, lazyfree discard).  Folios
+//! swap-out without splitting at every order, lazyfree discard; shmem
+//! folios, which share the anonymous lists as Linux's swap-backed pages,
+//! go through `shmem_swap.rs`).  Folios
 //! it keeps go back on their list; mlocked ones go to the active list and
 //! stay (there is no separate unevictable list: `Unevictable:` counts them
 //! apart, reclaim never takes them).

@@ -19,6 +19,8 @@
 //! saying which), `LRU_BATCH` (in a CPU's add batch), neither (isolated,
 //! i.e. taken off by a holder of a reference, or not anonymous memory).
 //! New anonymous folios start on the inactive list (Linux since 5.9).
+//! Shmem folios are on these lists too (swap-backed, as Linux's), added
+//! when they enter an object's page cache (`shmem`).
 //!
 //! # Add batches
 //! Linux adds new folios through per-CPU `folio_batch`es of 15, moved to

@@ -38,6 +38,9 @@ pub(crate) enum FileScan<'a> {
     Small {
         folios: Vec<(u64, FolioRef<'a>)>,
         present: u64,
+        /// Pages out on swap in the range (khugepaged's `max_ptes_swap`
+        /// applies to them, as Linux's `hpage_collapse_scan_file`).
+        swapped: u64,
     },
 }
 
@@ -72,7 +75,16 @@ impl<'a> Shmem<'a> {
             present += f.nr_pages();
             folios.push((i, f.get_ref()));
         }
-        FileScan::Small { folios, present }
+        let swapped = g
+            .swap_keys_overlapping(first, first + HPAGE_NR)
+            .into_iter()
+            .map(|k| g.swapped[&k].nr)
+            .sum();
+        FileScan::Small {
+            folios,
+            present,
+            swapped,
+        }
     }
 
     /// Replace the folios `sources` (as [`Self::collapse_scan`] returned
@@ -96,7 +108,9 @@ impl<'a> Shmem<'a> {
                 .iter()
                 .zip(sources)
                 .all(|(&i, (j, f))| i == *j && g.folios.get(i).is_some_and(|c| c.pfn() == f.pfn()));
-        if !same {
+        // A source went to swap meanwhile (its swap entry is swapped in
+        // by the next attempt).
+        if !same || g.swap_overlaps(first, HPAGE_NR) {
             return Err((ReplaceError::Changed, new));
         }
         // The cache's reference and the caller's, nothing else.
@@ -128,6 +142,8 @@ impl<'a> Shmem<'a> {
             }
         }
         new.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
+        new.set_owner_raw(first);
+        let folio = new.folio();
         if g.folios.insert(first, new).is_err() {
             unreachable!("the range was just emptied");
         }
@@ -135,6 +151,7 @@ impl<'a> Shmem<'a> {
         if let Some(c) = self.gauges {
             c.add_folio(HPAGE_NR, 1);
         }
+        super::lru_add(folio);
         self.bump();
         Ok(gone)
     }

@@ -16,11 +16,26 @@
 //! references drop and the folios return to the allocator.
 //!
 //! Shmem folios carry [`PageFlags::SHMEM`] (from insertion until they are
-//! freed) and never `ANON`, so the anon
-//! paths (swap-out, migration, NUMA balancing, `move_pages`, the anonymous
-//! collapse, the deferred-split queue) leave them alone; they are not on
-//! the LRU (no shmem reclaim yet).  khugepaged and `MADV_COLLAPSE`
-//! collapse them through the cache instead (`collapse.rs`).
+//! freed) and never `ANON`, so the anon paths (migration, NUMA balancing,
+//! `move_pages`, the anonymous collapse, the deferred-split queue) leave
+//! them alone.  khugepaged and `MADV_COLLAPSE` collapse them through the
+//! cache instead (`collapse.rs`).  The head's owner word holds the
+//! folio's first index (reclaim finds its object from there).
+//!
+//! # Swap
+//! Every folio entering the cache goes on the anonymous LRU (shmem is
+//! swap-backed, as Linux's), and leaves it when freed.  Reclaim and
+//! `MADV_PAGEOUT` write folios to swap (`aspace::shmem_swap`): a
+//! [`SwapSlots`] entry of the folio's size then takes its place in the
+//! object (Linux's value entries in the xarray), holding one count on
+//! each slot.  Every lookup handles them: a fault, [`Shmem::read`],
+//! [`Shmem::write`] and [`Shmem::zero_bytes`] bring the page back through
+//! the object's [`ShmemSwap`] (set by the first swap-out; order 0, the
+//! large entry split first, as 6.12); truncate, hole punch and the
+//! object's end free the slots; a collapse swaps its range in (or, for
+//! khugepaged, refuses beyond `max_ptes_swap`).  Swapped pages stay
+//! charged to a tmpfs `size=` (Linux's `info->alloced`) but leave
+//! `Shmem:`.  `SHM_LOCK` ([`Shmem::set_unevictable`]) keeps them in.
 //!
 //! # Locking
 //! One spin lock per object around the map and the size, taken with no
@@ -34,9 +49,10 @@ pub mod quota;
 mod tests;
 mod xarray;
 
+use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use spin::Mutex;
 
@@ -101,6 +117,33 @@ impl ShmemGauges {
     }
 }
 
+/// A swap entry in the cache: the pages of a folio written to swap
+/// (Linux's value entry in the shmem xarray, multi-index when `nr > 1`).
+/// The entry holds one count on each of its slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwapSlots {
+    /// Swap area type.
+    pub ty: u8,
+    /// First slot (aligned to `nr`).
+    pub slot: u64,
+    /// Pages (a power of two; the entry's first index is aligned to it).
+    pub nr: u64,
+}
+
+/// What a shmem object needs from the swap layer once some of its pages
+/// went to swap (set by the swap-out, `aspace::shmem_swap`): bringing a
+/// page back for `read`/`write`, and dropping the counts of slots the
+/// object no longer names (truncate, hole punch, the object's end).
+pub trait ShmemSwap<'a>: Sync {
+    /// Brings page `index` of `obj` back into its cache (order 0, as
+    /// Linux 6.12's `shmem_swapin_folio`).  False on failure (no memory,
+    /// I/O error); true also when the entry went meanwhile.
+    fn swap_in(&self, obj: &Shmem<'a>, index: u64) -> bool;
+    /// Drops one count from each of the `nr` slots from `slot` of area
+    /// `ty`.
+    fn free_slots(&self, ty: u8, slot: u64, nr: u64);
+}
+
 /// [`Shmem::find_unlocked`]'s refusal: the folio is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Locked;
@@ -126,6 +169,9 @@ pub struct Shmem<'a> {
     /// cached pages are charged there, and the file's inode, which the
     /// object gives back when it goes.
     quota: Option<Arc<quota::ShmemQuota>>,
+    /// `SHM_LOCK`ed (Linux's `VM_LOCKED` on the shmem inode): never
+    /// swapped out.
+    unevictable: AtomicBool,
 }
 
 struct Inner<'a> {
@@ -138,6 +184,13 @@ struct Inner<'a> {
     pages: u64,
     /// `F_SEAL_*` bits.
     seals: u32,
+    /// First index → the swap entry caching those pages (never
+    /// overlapping a folio of `folios`).
+    swapped: BTreeMap<u64, SwapSlots>,
+    /// Pages in `swapped` (Linux's `info->swapped`).
+    swapped_pages: u64,
+    /// The swap layer, set by the first swap-out.
+    backend: Option<&'a dyn ShmemSwap<'a>>,
 }
 
 /// What removing a range from the cache did.
@@ -178,11 +231,15 @@ impl<'a> Shmem<'a> {
             id: NEXT_ID.fetch_add(1, Relaxed),
             mount_huge,
             removals: AtomicU64::new(0),
+            unevictable: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 size,
                 folios: xarray::FolioIndex::new(),
                 pages: 0,
                 seals,
+                swapped: BTreeMap::new(),
+                swapped_pages: 0,
+                backend: None,
             }),
         }
     }
@@ -334,12 +391,18 @@ impl<'a> Shmem<'a> {
         let nr = f.nr_pages();
         let first = index & !(nr - 1);
         let mut g = self.inner.lock();
+        // A swapped-out page there: the caller swaps it in instead.
+        if g.swap_overlaps(first, nr) {
+            return Err(f);
+        }
         if self.quota.as_ref().is_some_and(|q| !q.try_charge(nr)) {
             return Err(f);
         }
         // Flags first: `f` is unreachable until inserted.  Given back, it
         // is freed by the caller (the allocator rewrites a frame's flags).
         f.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
+        f.set_owner_raw(first);
+        let folio = f.folio();
         if let Err(f) = g.folios.insert(first, f) {
             self.uncharge(nr);
             return Err(f);
@@ -348,7 +411,244 @@ impl<'a> Shmem<'a> {
         if let Some(c) = self.gauges {
             c.add_folio(nr, 1);
         }
+        lru_add(folio);
         Ok(first)
+    }
+
+    /// `SHM_LOCK` (true) / `SHM_UNLOCK`: a locked object is never swapped
+    /// out (its pages stay on the LRU, as Linux's unevictable mapping is
+    /// only skipped by `shmem_writepage`).
+    pub fn set_unevictable(&self, on: bool) {
+        self.unevictable.store(on, Relaxed);
+    }
+
+    /// Whether `SHM_LOCK` holds the object in memory.
+    pub fn unevictable(&self) -> bool {
+        self.unevictable.load(Relaxed)
+    }
+
+    /// Pages of the object out on swap (Linux's `info->swapped`).
+    pub fn swapped_pages(&self) -> u64 {
+        self.inner.lock().swapped_pages
+    }
+
+    /// Pages out on swap among the indices `[start, end)` (smaps's `Swap:`
+    /// of a shared shmem VMA, Linux's `shmem_partial_swap_usage`).
+    pub fn swapped_in(&self, start: u64, end: u64) -> u64 {
+        let g = self.inner.lock();
+        if g.swapped_pages == 0 {
+            return 0;
+        }
+        g.swap_keys_overlapping(start, end)
+            .into_iter()
+            .map(|k| {
+                let s = g.swapped[&k];
+                (k + s.nr).min(end) - k.max(start)
+            })
+            .sum()
+    }
+
+    /// The swap entry covering page `index`, with its first index.
+    pub fn find_swap(&self, index: u64) -> Option<(u64, SwapSlots)> {
+        self.inner.lock().swap_find(index)
+    }
+
+    /// Every swap entry, with its first index (swapoff's walk).
+    pub fn swap_entries(&self) -> Vec<(u64, SwapSlots)> {
+        let g = self.inner.lock();
+        g.swapped.iter().map(|(&k, &s)| (k, s)).collect()
+    }
+
+    /// Swap-out's cache step: the folio `pfn` caching `[first, first +
+    /// slots.nr)` leaves the cache and the swap entry `slots` takes its
+    /// place (the slots' counts for the entry are the caller's).  Returns
+    /// the cache's reference; `None` if the folio is no longer there.
+    pub(crate) fn swap_out_replace(
+        &self,
+        first: u64,
+        pfn: u64,
+        slots: SwapSlots,
+        backend: &'a dyn ShmemSwap<'a>,
+    ) -> Option<FolioRef<'a>> {
+        let mut g = self.inner.lock();
+        if g.folios
+            .get(first)
+            .is_none_or(|f| f.pfn() != pfn || f.nr_pages() != slots.nr)
+        {
+            return None;
+        }
+        let f = g.folios.remove(first).expect("checked above");
+        self.bump();
+        g.pages -= slots.nr;
+        if let Some(c) = self.gauges {
+            c.add_folio(slots.nr, -1);
+        }
+        g.swapped.insert(first, slots);
+        g.swapped_pages += slots.nr;
+        g.backend = Some(backend);
+        Some(f)
+    }
+
+    /// Swap-in's first step for page `index`: a large swap entry covering
+    /// it is split into order-0 entries (Linux 6.12's
+    /// `shmem_split_large_entry`: swap-in is order 0).  Returns the entry
+    /// of `index` then.
+    pub(crate) fn split_swap_entry(&self, index: u64) -> Option<SwapSlots> {
+        let mut g = self.inner.lock();
+        let (first, s) = g.swap_find(index)?;
+        if s.nr > 1 {
+            g.swapped.remove(&first);
+            for i in 0..s.nr {
+                g.swapped.insert(
+                    first + i,
+                    SwapSlots {
+                        ty: s.ty,
+                        slot: s.slot + i,
+                        nr: 1,
+                    },
+                );
+            }
+        }
+        g.swap_find(index).map(|(_, s)| s)
+    }
+
+    /// Swap-in's last step: the folio `f` (holding what becomes the
+    /// cache's reference) replaces the swap entry `slots` at `first`.
+    /// Gives `f` back if that entry is no longer there (truncated, or
+    /// brought back by someone else); the caller then drops the entry's
+    /// slot counts only on success.
+    pub(crate) fn swap_in_replace(
+        &self,
+        first: u64,
+        slots: SwapSlots,
+        f: FolioRef<'a>,
+    ) -> Result<(), FolioRef<'a>> {
+        let mut g = self.inner.lock();
+        if g.swapped.get(&first) != Some(&slots) || f.nr_pages() != slots.nr {
+            return Err(f);
+        }
+        g.swapped.remove(&first);
+        g.swapped_pages -= slots.nr;
+        f.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
+        f.set_owner_raw(first);
+        if let Err(f) = g.folios.insert(first, f) {
+            unreachable!("a swap entry's pages are never cached: {:?}", f.pfn());
+        }
+        g.pages += slots.nr;
+        if let Some(c) = self.gauges {
+            c.add_folio(slots.nr, 1);
+        }
+        Ok(())
+    }
+
+    /// The cache's own invariants (the address-space checker's part):
+    /// every folio sits at its aligned first index, which its owner word
+    /// names; swap entries are
+    /// aligned, never overlap a folio, and add up to the swapped count.
+    pub fn check_cache(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        let g = self.inner.lock();
+        let mut pages = 0;
+        for (i, f) in g.folios.iter() {
+            pages += f.nr_pages();
+            if !i.is_multiple_of(f.nr_pages()) || f.owner_raw() != i {
+                return Err(format!(
+                    "folio {:#x} at index {i}: owner {}",
+                    f.pfn(),
+                    f.owner_raw()
+                ));
+            }
+            if !f.test(PageFlags::SHMEM) {
+                return Err(format!("folio {:#x} at index {i} lacks SHMEM", f.pfn()));
+            }
+        }
+        if pages != g.pages {
+            return Err(format!("{pages} pages cached, counted {}", g.pages));
+        }
+        let mut swapped = 0;
+        for (&i, s) in &g.swapped {
+            swapped += s.nr;
+            if !i.is_multiple_of(s.nr) || !s.slot.is_multiple_of(s.nr) {
+                return Err(format!("swap entry {s:?} at index {i} misaligned"));
+            }
+            if g.folios.overlaps(i, s.nr) {
+                return Err(format!("swap entry {s:?} at index {i} overlaps a folio"));
+            }
+        }
+        if swapped != g.swapped_pages {
+            return Err(format!(
+                "{swapped} pages swapped, counted {}",
+                g.swapped_pages
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the folio `pfn` caches page `index`; its first index.
+    pub(crate) fn caches(&self, index: u64, pfn: u64) -> Option<u64> {
+        let g = self.inner.lock();
+        g.find(index)
+            .filter(|(_, f)| f.pfn() == pfn)
+            .map(|(first, _)| first)
+    }
+
+    /// Swap-out's split (Linux's `shmem_writepage` when no aligned run of
+    /// slots is free): the unmapped large folio at `first`, locked by the
+    /// caller (`lock`), is split to order 0 in place in the cache; the
+    /// pieces join the LRU beside it.  The caller's reference (the only
+    /// one beside the cache's) names the first piece; each piece holds the
+    /// cache's.
+    /// Returns the other pieces with their indices (unlocked), or the lock
+    /// back if the folio is no longer cached there.
+    pub(crate) fn split_cached(
+        &self,
+        first: u64,
+        lock: crate::physmem::folio::FolioLockGuard<'a>,
+    ) -> Result<
+        Vec<(u64, crate::physmem::folio::Folio<'a>)>,
+        crate::physmem::folio::FolioLockGuard<'a>,
+    > {
+        let f = lock.folio();
+        let nr = f.nr_pages();
+        let mut g = self.inner.lock();
+        if g.folios.get(first).is_none_or(|c| c.pfn() != f.pfn()) {
+            return Err(lock);
+        }
+        self.bump();
+        // The split wants the caller's reference alone: the cache's goes
+        // now and is taken again on the first piece below.
+        drop(g.folios.remove(first).expect("checked above"));
+        if let Some(c) = self.gauges {
+            c.add_folio(nr, -1);
+        }
+        let subs = lock.split_meta(&alloc::vec![0u32; nr as usize]);
+        let heads: Vec<u32> = subs.iter().map(|s| s.folio().idx()).collect();
+        f.allocator().lru().split_pieces(f.allocator(), &heads);
+        let mut others = Vec::new();
+        for (i, sub) in subs.iter().enumerate() {
+            let p = sub.folio();
+            let idx = first + i as u64;
+            p.set_owner_raw(idx);
+            p.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
+            if let Some(c) = self.gauges {
+                c.add_folio(1, 1);
+            }
+            // Each other piece's one reference is the cache's.
+            let cache_ref = if i == 0 {
+                p.get_ref()
+            } else {
+                FolioRef::from_raw(p)
+            };
+            if g.folios.insert(idx, cache_ref).is_err() {
+                unreachable!("a piece of the folio just removed");
+            }
+            if i > 0 {
+                others.push((idx, p));
+            }
+        }
+        drop(g);
+        drop(subs);
+        Ok(others)
     }
 
     /// Every cached folio with its first index (references for the caller).
@@ -375,6 +675,10 @@ impl<'a> Shmem<'a> {
         let mut gone = Vec::new();
         let mut g = self.inner.lock();
         self.bump();
+        let freed = g.remove_swap_range(start, end);
+        if let Some(q) = &self.quota {
+            q.uncharge(freed.iter().map(|s| s.nr).sum());
+        }
         let keys: Vec<u64> = g.keys_overlapping(start, end);
         for first in keys {
             let nr = g.folios.get(first).expect("listed").nr_pages();
@@ -392,6 +696,14 @@ impl<'a> Shmem<'a> {
                 let (s, e) = (start.max(first), end.min(first + nr));
                 mem.zero(f.pa() + ((s - first) << PAGE_SHIFT), (e - s) << PAGE_SHIFT);
                 out.zeroed += 1;
+            }
+        }
+        let backend = g.backend;
+        drop(g);
+        // The slots go back with no lock of the object held.
+        if let Some(b) = backend {
+            for s in freed {
+                b.free_slots(s.ty, s.slot, s.nr);
             }
         }
         (out, gone)
@@ -435,11 +747,13 @@ impl<'a> Shmem<'a> {
                 continue;
             }
             let f = g.folios.get(first).expect("listed").folio();
-            // Only the cache's reference, and nobody mapping it.
-            if f.refcount() != 1 || f.is_mapped() {
+            // Only the cache's reference, and nobody mapping it; checked
+            // and locked under the LRU lock (isolation takes speculative
+            // references, never of a locked folio).
+            if f.is_mapped() {
                 continue;
             }
-            let Some(lock) = f.try_lock() else {
+            let Some(lock) = f.allocator().lru().lock_folio_checked(f, 1) else {
                 continue;
             };
             let old = g.folios.remove(first).expect("listed");
@@ -449,12 +763,16 @@ impl<'a> Shmem<'a> {
             }
             let orders = alloc::vec![0u32; nr as usize];
             let subs = lock.split_meta(&orders);
+            // The pieces join the LRU where the folio was.
+            let heads: Vec<u32> = subs.iter().map(|s| s.folio().idx()).collect();
+            f.allocator().lru().split_pieces(f.allocator(), &heads);
             // The first piece keeps the cache's reference, each other one
             // holds a new one: every piece's reference becomes its own.
             let pieces: Vec<_> = subs.iter().map(|s| FolioRef::from_raw(s.folio())).collect();
             drop(subs);
             for (i, p) in pieces.into_iter().enumerate() {
                 let idx = first + i as u64;
+                p.set_owner_raw(idx);
                 if idx >= start && idx < end {
                     g.pages -= 1;
                     self.uncharge(1);
@@ -495,6 +813,7 @@ impl<'a> Shmem<'a> {
         let mut i = first;
         for p in pieces {
             p.set_flags(PageFlags::SHMEM | PageFlags::UPTODATE | PageFlags::DIRTY);
+            p.set_owner_raw(i);
             let nr = p.nr_pages();
             if g.folios.insert(i, p).is_err() {
                 unreachable!("a piece of the folio just removed");
@@ -505,16 +824,34 @@ impl<'a> Shmem<'a> {
 
     /// Zero the bytes `[off, off + len)` of cached pages (holes stay
     /// holes): the partial pages at the ends of a punched hole.
+    ///
+    /// A page out on swap is brought back first, as Linux's
+    /// `shmem_get_partial_folio` does (else its old bytes would come back
+    /// with it later); if that fails it keeps them.
     pub fn zero_bytes(&self, off: u64, len: u64, mem: &dyn crate::physmem::phys::PhysMem) {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         let end = off.saturating_add(len);
         let mut pos = off;
+        let mut tried = u64::MAX;
         while pos < end {
             let index = pos >> PAGE_SHIFT;
             let in_page = pos & (PAGE_SIZE - 1);
             let chunk = (PAGE_SIZE - in_page).min(end - pos);
-            if let Some((first, f)) = g.find(index) {
-                mem.zero(f.pa() + ((index - first) << PAGE_SHIFT) + in_page, chunk);
+            match g.find(index) {
+                Some((first, f)) => {
+                    mem.zero(f.pa() + ((index - first) << PAGE_SHIFT) + in_page, chunk);
+                }
+                None if tried != index && g.swap_find(index).is_some() => {
+                    let backend = g.backend;
+                    drop(g);
+                    tried = index;
+                    if let Some(b) = backend {
+                        b.swap_in(self, index);
+                    }
+                    g = self.inner.lock();
+                    continue;
+                }
+                None => {}
             }
             pos += chunk;
         }
@@ -522,8 +859,12 @@ impl<'a> Shmem<'a> {
 
     /// Read `buf.len()` bytes at byte offset `off` (holes read as zeroes),
     /// clamped to the size; returns the bytes read (`pread` on a memfd).
+    ///
+    /// A page out on swap is brought back first (Linux's `shmem_file_read_iter`
+    /// through `shmem_get_folio`); if that fails the read stops short
+    /// there.
     pub fn read(&self, off: u64, buf: &mut [u8], mem: &dyn crate::physmem::phys::PhysMem) -> usize {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         if off >= g.size {
             return 0;
         }
@@ -539,6 +880,15 @@ impl<'a> Shmem<'a> {
                     let pa = f.pa() + ((index - first) << PAGE_SHIFT) + in_page as u64;
                     mem.read(pa, &mut buf[done..done + chunk]);
                 }
+                None if g.swap_find(index).is_some() => {
+                    let backend = g.backend;
+                    drop(g);
+                    if !backend.is_some_and(|b| b.swap_in(self, index)) {
+                        return done;
+                    }
+                    g = self.inner.lock();
+                    continue;
+                }
                 None => buf[done..done + chunk].fill(0),
             }
             done += chunk;
@@ -553,8 +903,19 @@ impl<'a> Shmem<'a> {
     /// kernel keeps writes at 4K).  False when `alloc` fails or the
     /// mount's `size=` is reached.
     fn fill_for_write(&self, index: u64, alloc: &mut dyn FnMut() -> Option<FolioRef<'a>>) -> bool {
-        if self.inner.lock().find(index).is_some() {
-            return true;
+        loop {
+            let g = self.inner.lock();
+            if g.find(index).is_some() {
+                return true;
+            }
+            if g.swap_find(index).is_none() {
+                break;
+            }
+            let backend = g.backend;
+            drop(g);
+            if !backend.is_some_and(|b| b.swap_in(self, index)) {
+                return false;
+            }
         }
         if !self.quota_allows(1) {
             return false;
@@ -617,7 +978,67 @@ impl<'a> Inner<'a> {
     }
 
     fn overlaps(&self, first: u64, nr: u64) -> bool {
-        self.folios.overlaps(first, nr)
+        self.folios.overlaps(first, nr) || self.swap_overlaps(first, nr)
+    }
+
+    fn swap_find(&self, index: u64) -> Option<(u64, SwapSlots)> {
+        self.swapped
+            .range(..=index)
+            .next_back()
+            .filter(|&(&f, s)| index < f + s.nr)
+            .map(|(&f, &s)| (f, s))
+    }
+
+    fn swap_overlaps(&self, first: u64, nr: u64) -> bool {
+        !self
+            .swap_keys_overlapping(first, first.saturating_add(nr))
+            .is_empty()
+    }
+
+    /// First indices of the swap entries with a page in `[start, end)`.
+    fn swap_keys_overlapping(&self, start: u64, end: u64) -> Vec<u64> {
+        if start >= end {
+            return Vec::new();
+        }
+        let head = self.swap_find(start).map(|(f, _)| f);
+        head.into_iter()
+            .chain(self.swapped.range(start..end).map(|(&k, _)| k))
+            .filter(|&k| k >= start || Some(k) == head)
+            .fold(Vec::new(), |mut v, k| {
+                if v.last() != Some(&k) {
+                    v.push(k);
+                }
+                v
+            })
+    }
+
+    /// Removes the swap entries of `[start, end)` (a large one the range
+    /// cuts is split to order 0 first) and returns them: their slots'
+    /// counts are the caller's to drop.
+    fn remove_swap_range(&mut self, start: u64, end: u64) -> Vec<SwapSlots> {
+        let mut out = Vec::new();
+        for k in self.swap_keys_overlapping(start, end) {
+            let s = self.swapped.remove(&k).expect("listed");
+            if k >= start && k + s.nr <= end {
+                self.swapped_pages -= s.nr;
+                out.push(s);
+                continue;
+            }
+            for i in 0..s.nr {
+                let one = SwapSlots {
+                    ty: s.ty,
+                    slot: s.slot + i,
+                    nr: 1,
+                };
+                if (start..end).contains(&(k + i)) {
+                    self.swapped_pages -= 1;
+                    out.push(one);
+                } else {
+                    self.swapped.insert(k + i, one);
+                }
+            }
+        }
+        out
     }
 
     fn keys_overlapping(&self, start: u64, end: u64) -> Vec<u64> {
@@ -642,14 +1063,27 @@ impl Drop for Shmem<'_> {
             }
         }
         if let Some(q) = &self.quota {
-            q.uncharge(g.pages);
+            q.uncharge(g.pages + g.swapped_pages);
             q.put_inode();
+        }
+        // The swap entries' slots go back.
+        if let Some(b) = g.backend {
+            for s in core::mem::take(&mut g.swapped).into_values() {
+                b.free_slots(s.ty, s.slot, s.nr);
+            }
         }
         // The cache's references drop with the map.  `SHMEM` stays on the
         // folios (a racing mapping may still hold one, and is accounted as
         // shmem until it goes); the allocator rewrites the flags when a
         // frame is allocated again.
     }
+}
+
+/// Puts the new cache folio `f` on the (anonymous, swap-backed) LRU, as
+/// Linux's `shmem_add_to_page_cache` caller adds it (`folio_add_lru`).
+fn lru_add(f: crate::physmem::folio::Folio<'_>) {
+    let a = f.allocator();
+    a.lru().add(a, f.idx());
 }
 
 impl core::fmt::Debug for Shmem<'_> {

@@ -44,6 +44,8 @@ mod sharing;
 mod shmem;
 #[path = "mthp-tests/shmem_collapse.rs"]
 mod shmem_collapse;
+#[path = "mthp-tests/shmem_swap.rs"]
+mod shmem_swap;
 #[path = "mthp-tests/swap.rs"]
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
@@ -138,6 +140,7 @@ static TESTS: &[Test] = tests![
     swap::swap_fork_cow,
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
+    shmem_swap::swap_shmem_out_and_back,
     swap::swap_swapoff_brings_back,
     shmem::shmem_shared_anon_64k,
     shmem::shmem_shared_anon_2m,

@@ -38,7 +38,7 @@ use folios::folios_64k;
 const EBUSY: i32 = 16;
 const MADV_FREE: usize = 8;
 const MADV_PAGEOUT: usize = 21;
-const DEV: &[u8] = b"/dev/vda\0";
+pub(crate) const DEV: &[u8] = b"/dev/vda\0";
 const ROTATIONAL: &[u8] = b"/sys/block/vda/queue/rotational\0";
 /// The runner's disk: 128 MiB, so the header says 32768 pages and the
 /// area has 32767 usable (page 0 is the header).
@@ -48,7 +48,7 @@ fn swapon(p: &[u8], flags: usize) -> Result<usize, i32> {
     check(sys::swapon(p, flags))
 }
 
-fn swapoff(p: &[u8]) -> Result<usize, i32> {
+pub(crate) fn swapoff(p: &[u8]) -> Result<usize, i32> {
     check(sys::swapoff(p))
 }
 
@@ -64,7 +64,7 @@ fn have_disk() -> bool {
     fd >= 0
 }
 
-fn no_disk() -> TestResult {
+pub(crate) fn no_disk() -> TestResult {
     skip(mthp_user::Msg::new(format_args!(
         "no /dev/vda (boot without the runner's swap disk)"
     )))
@@ -81,13 +81,13 @@ fn vda_line(buf: &[u8]) -> Option<&[u8]> {
         .find(|l| l.starts_with(b"/dev/vda "))
 }
 
-fn meminfo(key: &[u8]) -> u64 {
+pub(crate) fn meminfo(key: &[u8]) -> u64 {
     let mut buf = [0u8; 8192];
     let n = read_file(b"/proc/meminfo\0", &mut buf).unwrap_or(0);
     field(&buf[..n], key).unwrap_or(u64::MAX)
 }
 
-fn vmstat(key: &[u8]) -> u64 {
+pub(crate) fn vmstat(key: &[u8]) -> u64 {
     let mut buf = [0u8; 16384];
     let n = read_file(b"/proc/vmstat\0", &mut buf).unwrap_or(0);
     field(&buf[..n], key).unwrap_or(u64::MAX)
@@ -101,7 +101,7 @@ fn set_nonrotational() -> Result<(), mthp_user::Msg> {
 
 /// Swap on `/dev/vda` for a test: `Ok(false)` when there is no disk (the
 /// caller skips); turned on (non-rotational first) if it is off.
-fn ensure_swap() -> Result<bool, mthp_user::Msg> {
+pub(crate) fn ensure_swap() -> Result<bool, mthp_user::Msg> {
     if !have_disk() {
         return Ok(false);
     }
