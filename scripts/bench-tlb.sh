@@ -11,7 +11,9 @@
 # CONFIGS (4K,16K,64K,2M: 16K folios are four 4K PTEs, no contiguous bit).
 set -eu
 cd "$(dirname "$0")/.."
-runner=(cargo run -q --release -p mthp-tests --bin runner --)
+# RUNNER: a runner binary to use instead of `cargo run` (a copy keeps a long
+# run independent of edits to tests/src).
+read -r -a runner <<<"${RUNNER:-cargo run -q --release -p mthp-tests --bin runner --}"
 mib=${MIB:-64}
 big=${BIG_MIB:-1024}
 steps=${STEPS:-200000}
