@@ -2127,3 +2127,93 @@ fn line_plot(title: &str, ylabel: &str, sizes: &[u64], series: &[Series], log_y:
     s.push_str("</svg>\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(kernel: &str, recs: &[(&str, &str, u64, &str, f64)]) -> ArchResult {
+        ArchResult {
+            arch: Arch::Aarch64,
+            accel: Accel::Tcg,
+            recs: recs
+                .iter()
+                .map(|&(work, cfg, mib, metric, v)| Rec {
+                    work: work.into(),
+                    cfg: cfg.into(),
+                    mib,
+                    metric: metric.into(),
+                    med: v,
+                    min: v,
+                    max: v,
+                })
+                .collect(),
+            info: Vec::new(),
+            errors: Vec::new(),
+            qemu: "QEMU".into(),
+            kernel: kernel.into(),
+        }
+    }
+
+    /// The table row of `cfg` in the per-size table of `mib`.
+    fn row<'a>(s: &'a str, mib: u64, cfg: &str) -> Vec<&'a str> {
+        let sec = s
+            .split(&format!("### aarch64 — {mib} MiB"))
+            .nth(1)
+            .expect("size table");
+        let line = sec
+            .lines()
+            .find(|l| l.starts_with(&format!("| {cfg} |")))
+            .expect("row");
+        line.split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn model_columns_side_by_side_or_unavailable() {
+        let ours = result(
+            "mthp kernel",
+            &[
+                ("chase", "4K", 64, "ns_per_access", 300.0),
+                ("chase", "4K", 1024, "ns_per_access", 310.0),
+                ("chase", "4K", 64, "model:dtlb_miss_per_kaccess", 997.5),
+                ("stream", "4K", 64, "model:dtlb_miss_per_kaccess", 3.907),
+                ("chase", "4K", 64, "model:walks", 200006.0),
+            ],
+        );
+        let linux = result(
+            "Linux 6.12",
+            &[
+                ("chase", "4K", 64, "model:dtlb_miss_per_kaccess", 999.4),
+                ("chase", "4K", 64, "model:walks", 200003.0),
+            ],
+        );
+        let both = Model {
+            ours: Ok(()),
+            linux: Ok(linux),
+        };
+        let t = arch_tables(&ours, &both);
+        let r = row(&t, 64, "4K");
+        let n = r.len();
+        // The last four cells: ours chase, Linux chase, ours stream, Linux stream.
+        assert_eq!(&r[n - 5..n - 1], &["997.5", "999.4", "3.91", "–"]);
+        // 1 GiB was not modelled here: dashes, not "unavailable".
+        let r = row(&t, 1024, "4K");
+        assert_eq!(&r[r.len() - 5..r.len() - 1], &["–", "–", "–", "–"]);
+        let m = model_table(&ours, &both);
+        assert!(
+            m.contains("| chase | 64 | 4K | – | 997.5 | 200006 | – | 999.4 | 200003 |"),
+            "{m}"
+        );
+
+        let none = Model {
+            ours: Err("no QEMU 10".into()),
+            linux: Err("no QEMU 10".into()),
+        };
+        let t = arch_tables(&ours, &none);
+        let r = row(&t, 64, "4K");
+        assert_eq!(&r[r.len() - 5..r.len() - 1], &["unavailable"; 4]);
+        assert!(model_table(&ours, &none).contains("- mthp: unavailable: no QEMU 10"));
+        let svg = plot_model(&ours, &both, "chase");
+        assert!(svg.contains("4K Linux") && svg.contains("<polyline"));
+    }
+}
