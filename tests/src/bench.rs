@@ -208,8 +208,22 @@ fn model_cell(
         Err(_) => "unavailable".into(),
         Ok(r) => r
             .get(work, cfg, mib, metric)
-            .map(|x| fmt_v(x.med))
+            .map(|x| fmt_model(x.med))
             .unwrap_or_else(|| "–".into()),
+    }
+}
+
+/// A model figure: whole numbers above 1000 (walk counts), three
+/// significant digits below 1 (a 2M stream's 0.00904 walks per 1000 loads
+/// would otherwise read 0.01).
+fn fmt_model(v: f64) -> String {
+    if v > 0.0 && v < 1.0 {
+        let d = (-v.log10().floor()) as usize + 2;
+        format!("{v:.d$}")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        fmt_v(v)
     }
 }
 
@@ -2196,6 +2210,9 @@ mod tests {
         let n = r.len();
         // The last four cells: ours chase, Linux chase, ours stream, Linux stream.
         assert_eq!(&r[n - 5..n - 1], &["997.5", "999.4", "3.91", "–"]);
+        assert_eq!(fmt_model(0.009_04), "0.00904");
+        assert_eq!(fmt_model(0.245), "0.245");
+        assert_eq!(fmt_model(37.0), "37");
         // 1 GiB was not modelled here: dashes, not "unavailable".
         let r = row(&t, 1024, "4K");
         assert_eq!(&r[r.len() - 5..r.len() - 1], &["–", "–", "–", "–"]);
