@@ -39,8 +39,10 @@ run() {
         failed=$((failed + 1))
     fi
     cp target/tlb-model.csv "$name.csv" 2>/dev/null || return 0
-    # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id.
+    # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id
+    # (console lines may end in CR).
     awk -F'[ ,]' -v k="$kernel" -v a="$arch" -v m="$model" '
+        { sub(/\r$/, "") }
         FNR == NR { if ($1 == "bench" && $2 == "tlb-phase") ph[$3] = $4 "," $5 "," $6; next }
         ($2 in ph) { print k "," a "," m "," ph[$2] "," $3 "," $6 "," $7 "," $8 "," $11 "," $12 "," $17 }
     ' "$name.log" "$name.csv" >>"$out"
