@@ -11,6 +11,11 @@
 //!   `--quick`: 64 and 256 MiB (a couple of minutes per arch);
 //! * arm64 boots a second time with `contpte=off` for the mTHP sizes that
 //!   contpte covers (64K..1M), tagged `-nocont`;
+//! * with QEMU 10 and the TLB-model plugin (`make deps-tlb`; TCG only;
+//!   `--no-tlb-model` leaves it out), stream and chase boot again under the
+//!   model on our kernel and on Linux 6.12 ([`model_boots`]): `model:`
+//!   columns beside the PMU ones, a side-by-side table, CSV rows with
+//!   `kernel` = `linux` and `*-model-*.svg` plots (docs/tlb-model.md);
 //! * `--icount` (arm64 TCG): `-icount shift=0`, fault-in only, for exact
 //!   instructions per fault from INST_RETIRED; the Linux baseline's figure
 //!   (`ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64`) is shown
