@@ -84,13 +84,19 @@ exhaust: deps
 ## User-space workloads (tests/user/src/bin/bench.rs) under QEMU: tables,
 ## CSV and SVG plots under target/bench/.  QUICK=1: 64 and 256 MiB only.
 ## ICOUNT=1 (ARCH=aarch64): exact instructions per fault under -icount.
+## The TLB model's columns (model:dtlb_miss_per_kaccess ..., docs/tlb-model.md):
+## stream and chase at 64 MiB and 1 GiB under QEMU 10 with the plugin, our
+## kernel and Linux 6.12; `make deps-tlb` is tried first, and without QEMU 10
+## the columns say `unavailable` (NO_TLB_MODEL=1: not run).
 ## Page-fault scaling and TLB shootdowns on 2 CPUs, against Linux: bench-scale.
 ## Swap out/in per folio size and memory pressure, ours beside Linux 6.12
 ## (each boot with a swap disk): bench-swap (ICOUNT=1: arm64 instructions).
 QUICK  ?=
 ICOUNT ?=
+NO_TLB_MODEL ?=
 bench: deps
-	$(RUNNER) bench --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount)
+	$(if $(NO_TLB_MODEL)$(ICOUNT),,-@$(MAKE) --no-print-directory deps-tlb || echo "make bench: no QEMU 10 or plugin: the model: columns say unavailable")
+	$(RUNNER) bench --arch $(ARCH) --accel $(ACCEL) $(if $(QUICK),--quick) $(if $(ICOUNT),--icount) $(if $(NO_TLB_MODEL),--no-tlb-model)
 
 ## The large-folio feature matrix, this kernel against Linux 6.12, per
 ## arch (ARCH=x86_64 or aarch64; both when unset on the command line):

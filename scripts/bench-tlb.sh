@@ -6,14 +6,18 @@
 # then checks each line against hand-computed walk counts
 # (scripts/tlb-check.sh → target/bench-tlb-check.csv; fails if one is off).
 # Environment: ARCHES (default "aarch64 x86_64"), KERNELS ("ours linux"),
-# MIB (64), STEPS (200000), BIG_MIB (1024: a chase-only run at 4K and 2M
-# over that many MiB, the size published chase figures use; 0: none).
+# MIB (64), STEPS (200000), BIG_MIB (1024: stream and chase over that many
+# MiB, the size published chase figures use, one boot per mapping; 0: none),
+# CONFIGS (4K,16K,64K,2M: 16K folios are four 4K PTEs, no contiguous bit).
 set -eu
 cd "$(dirname "$0")/.."
-runner=(cargo run -q --release -p mthp-tests --bin runner --)
+# RUNNER: a runner binary to use instead of `cargo run` (a copy keeps a long
+# run independent of edits to tests/src).
+read -r -a runner <<<"${RUNNER:-cargo run -q --release -p mthp-tests --bin runner --}"
 mib=${MIB:-64}
 big=${BIG_MIB:-1024}
 steps=${STEPS:-200000}
+configs=${CONFIGS:-4K,16K,64K,2M}
 out=target/bench-tlb.csv
 echo "kernel,arch,model,workload,mapping,mib,accesses,walks,walk_refs,dtlb_miss_per_kaccess,unmapped,unreadable,pa_mismatch" >"$out"
 failed=0
@@ -35,8 +39,10 @@ run() {
         failed=$((failed + 1))
     fi
     cp target/tlb-model.csv "$name.csv" 2>/dev/null || return 0
-    # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id.
+    # Join `bench tlb-phase <id> <workload> <config> <MiB>` with the CSV by id
+    # (console lines may end in CR).
     awk -F'[ ,]' -v k="$kernel" -v a="$arch" -v m="$model" '
+        { sub(/\r$/, "") }
         FNR == NR { if ($1 == "bench" && $2 == "tlb-phase") ph[$3] = $4 "," $5 "," $6; next }
         ($2 in ph) { print k "," a "," m "," ph[$2] "," $3 "," $6 "," $7 "," $8 "," $11 "," $12 "," $17 }
     ' "$name.log" "$name.csv" >>"$out"
@@ -48,16 +54,20 @@ for arch in ${ARCHES:-aarch64 x86_64}; do
     *) main=zen4 ;;
     esac
     for kernel in ${KERNELS:-ours linux}; do
-        run "$kernel" "$arch" "$main" 4K,64K,2M "$mib" stream,chase
+        run "$kernel" "$arch" "$main" "$configs" "$mib" stream,chase
         # arm64 contpte off: the model ignores the contiguous bit (and our
         # kernel sets none).
         if [ "$arch" = aarch64 ]; then
             run "$kernel" "$arch" neoverse-n1-nocont 64K "$mib" stream,chase contpte=off
         fi
-        # One boot per mapping: a failure at one size loses only its row.
+        # One boot per mapping: a failure at one size loses only its rows.
         if [ "$big" -gt 0 ]; then
-            run "$kernel" "$arch" "$main" 4K "$big" chase
-            run "$kernel" "$arch" "$main" 2M "$big" chase
+            for c in ${configs//,/ }; do
+                run "$kernel" "$arch" "$main" "$c" "$big" stream,chase
+            done
+            if [ "$arch" = aarch64 ]; then
+                run "$kernel" "$arch" neoverse-n1-nocont 64K "$big" stream,chase contpte=off
+            fi
         fi
     done
 done

@@ -11,6 +11,11 @@
 //!   `--quick`: 64 and 256 MiB (a couple of minutes per arch);
 //! * arm64 boots a second time with `contpte=off` for the mTHP sizes that
 //!   contpte covers (64K..1M), tagged `-nocont`;
+//! * with QEMU 10 and the TLB-model plugin (`make deps-tlb`; TCG only;
+//!   `--no-tlb-model` leaves it out), stream and chase boot again under the
+//!   model on our kernel and on Linux 6.12 ([`model_boots`]): `model:`
+//!   columns beside the PMU ones, a side-by-side table, CSV rows with
+//!   `kernel` = `linux` and `*-model-*.svg` plots (docs/tlb-model.md);
 //! * `--icount` (arm64 TCG): `-icount shift=0`, fault-in only, for exact
 //!   instructions per fault from INST_RETIRED; the Linux baseline's figure
 //!   (`ICOUNT=1 ../shared/tools/linux-baseline/run.sh aarch64`) is shown
@@ -114,6 +119,9 @@ struct Boot {
     mem: Option<&'static str>,
     /// NUMA nodes (`qemu::numa_args`; 0: none): the migration boot's two.
     numa: u32,
+    /// Under the TLB model with this configuration (tlbmodel.rs): only its
+    /// `model:` figures are kept, the boot's timings are not.
+    model: Option<&'static str>,
 }
 
 impl Boot {
@@ -131,8 +139,174 @@ impl Boot {
             disk: None,
             mem: None,
             numa: 0,
+            model: None,
         }
     }
+}
+
+/// The TLB model's side of one arch (tlbmodel.rs, docs/tlb-model.md):
+/// `Err` says why a side has no figures (the tables print `unavailable`).
+struct Model {
+    /// Our kernel's model boots ran (their `model:` records are in the
+    /// arch's [`ArchResult`]).
+    ours: Result<(), String>,
+    /// The same boots on Linux 6.12.
+    linux: Result<ArchResult, String>,
+}
+
+/// Chase steps of a model boot: the count `scripts/tlb-check.sh` checks
+/// and docs/tlb-model.md reports (the model is exact, one run is enough).
+const MODEL_STEPS: u64 = 200_000;
+
+/// The model configuration of an arch's boots: an Arm Neoverse N1 (with
+/// contpte, or ignoring the contiguous bit for the `-nocont` boot) or a
+/// Zen 4 (tools/tlb-model/src/model.rs).
+fn model_config(arch: Arch, cfg: &str) -> &'static str {
+    match arch {
+        Arch::Aarch64 if cfg.ends_with("-nocont") => "neoverse-n1-nocont",
+        Arch::Aarch64 => "neoverse-n1",
+        Arch::X86_64 => "zen4",
+    }
+}
+
+/// Stream and chase at 64 MiB and 1 GiB (64 MiB only with `quick`) at 4K,
+/// 16K, 64K and 2M, one run each under the model (the phase markers are on
+/// run 0); arm64 once more with `contpte=off`, under the configuration that
+/// ignores the contiguous bit (Linux cannot turn contpte off; the model
+/// then treats its contiguous PTEs as 4K entries), tagged `-nocont` like
+/// the main boot's rows.
+fn model_boots(arch: Arch, quick: bool) -> Vec<Boot> {
+    let words = format!(
+        "bench.sizes={} bench.runs=1 bench.steps={MODEL_STEPS} bench.work=stream,chase",
+        if quick { "64" } else { "64,1024" }
+    );
+    let boot = |label, cmdline: String, model| Boot {
+        model: Some(model),
+        ..Boot::plain(label, cmdline, false)
+    };
+    let mut v = vec![boot(
+        "tlb-model",
+        format!("init=/bench bench.configs=4K,16K,64K,2M {words}"),
+        model_config(arch, "4K"),
+    )];
+    if arch == Arch::Aarch64 {
+        v.push(boot(
+            "tlb-model-nocont",
+            format!("contpte=off init=/bench bench.configs=64K bench.tag=nocont {words}"),
+            model_config(arch, "64K-nocont"),
+        ));
+    }
+    v
+}
+
+/// A `model:` figure of one kernel's side: the value (the model is exact:
+/// no spread), `–` where it was not modelled, `unavailable` when that side
+/// could not run.
+fn model_cell(
+    side: Result<&ArchResult, &String>,
+    work: &str,
+    cfg: &str,
+    mib: u64,
+    metric: &str,
+) -> String {
+    match side {
+        Err(_) => "unavailable".into(),
+        Ok(r) => r
+            .get(work, cfg, mib, metric)
+            .map(|x| fmt_model(x.med))
+            .unwrap_or_else(|| "–".into()),
+    }
+}
+
+/// A model figure: whole numbers above 1000 (walk counts), three
+/// significant digits below 1 (a 2M stream's 0.00904 walks per 1000 loads
+/// would otherwise read 0.01).
+fn fmt_model(v: f64) -> String {
+    if v > 0.0 && v < 1.0 {
+        let d = (-v.log10().floor()) as usize + 2;
+        format!("{v:.d$}")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        fmt_v(v)
+    }
+}
+
+/// Our side of the model as `model_cell` takes it.
+fn ours_side<'a>(r: &'a ArchResult, m: &'a Model) -> Result<&'a ArchResult, &'a String> {
+    m.ours.as_ref().map(|()| r)
+}
+
+/// Per arch: every modelled loop, ours and Linux side by side, and why a
+/// side is missing.
+fn model_table(r: &ArchResult, m: &Model) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### {} — TLB model ({}{}), mthp and Linux 6.12 side by side\n",
+        r.arch.name(),
+        model_config(r.arch, "4K"),
+        if r.arch == Arch::Aarch64 {
+            "; `-nocont` rows: neoverse-n1-nocont"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Per 1000 modelled loads: L1 dTLB misses (`model:l1_miss_per_kaccess`) and L2 misses = page walks (`model:dtlb_miss_per_kaccess`); walks per loop (`model:walks`). The model is deterministic: one run, no spread. Chase: {MODEL_STEPS} steps.\n"
+    );
+    let ours = ours_side(r, m);
+    let lx = m.linux.as_ref();
+    let mut keys: Vec<(String, u64, String)> = [ours.ok(), lx.ok()]
+        .into_iter()
+        .flatten()
+        .flat_map(|k| k.recs.iter())
+        .filter(|x| x.metric == "model:walks")
+        .map(|x| (x.work.clone(), x.mib, x.cfg.clone()))
+        .collect();
+    keys.sort_by(|a, b| (&b.0, a.1, cfg_rank(&a.2)).cmp(&(&a.0, b.1, cfg_rank(&b.2))));
+    keys.dedup();
+    if keys.is_empty() {
+        let _ = writeln!(s, "No modelled loop.\n");
+    } else {
+        let _ = writeln!(
+            s,
+            "| workload | MiB | map | mthp L1 miss/kload | mthp walks/kload | mthp walks | Linux L1 miss/kload | Linux walks/kload | Linux walks |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for (work, mib, cfg) in &keys {
+            let _ = write!(s, "| {work} | {mib} | {cfg} |");
+            for side in [ours, lx] {
+                for metric in [
+                    "model:l1_miss_per_kaccess",
+                    "model:dtlb_miss_per_kaccess",
+                    "model:walks",
+                ] {
+                    let _ = write!(s, " {} |", model_cell(side, work, cfg, *mib, metric));
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
+    for (name, side) in [("mthp", ours), ("Linux 6.12", lx)] {
+        match side {
+            Err(e) => {
+                let _ = writeln!(s, "- {name}: unavailable: {e}");
+            }
+            Ok(k) => {
+                let _ = writeln!(s, "- {name}: {}", k.kernel);
+                for l in k.info.iter().filter(|l| l.starts_with("model_anomaly ")) {
+                    let _ = writeln!(s, "  - {l}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "- What the model sees: a 16K folio is four 4K PTEs (contpte covers 64K blocks of a 4K granule only), so 16K rows equal 4K rows; x86 has no contiguous PTEs, so 64K equals 4K there (Zen 4's own 32K coalescing is not modelled). Details and the figures it is compared with: docs/tlb-model.md.\n"
+    );
+    s
 }
 
 /// Swap disk of the swap workload's boot: 16 (64 full) MiB at a time, so
@@ -147,7 +321,14 @@ const PRESSURE_DISK: u64 = 512 << 20;
 /// MemTotal would differ: Linux's MemTotal is 212 MiB of 256 on x86).
 const PRESSURE_SET_MIB: u64 = 384;
 
-pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool) -> ExitCode {
+pub fn run(
+    arches: &[Arch],
+    accel: Accel,
+    quick: bool,
+    icount: bool,
+    linux: bool,
+    with_model: bool,
+) -> ExitCode {
     let root = qemu::workspace_root();
     let out_dir = root.join("target").join("bench");
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
@@ -161,6 +342,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
     };
     let steps = if quick { 500_000 } else { 1_000_000 };
     let mut results = Vec::new();
+    let mut models = Vec::new();
     for &arch in arches {
         if icount && (arch != Arch::Aarch64 || accel != Accel::Tcg) {
             println!(
@@ -178,6 +360,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 disk: None,
                 mem: None,
                 numa: 0,
+                model: None,
             });
         } else {
             boots.push(Boot {
@@ -189,6 +372,7 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 disk: None,
                 mem: None,
                 numa: 0,
+                model: None,
             });
             if arch == Arch::Aarch64 && !linux {
                 boots.push(Boot {
@@ -200,10 +384,26 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                     disk: None,
                     mem: None,
                     numa: 0,
+                    model: None,
                 });
             }
         }
         boots.extend(swap_boots(quick, icount));
+        // The TLB model's boots (ours here, Linux's below), when it can run.
+        let mut model = Model {
+            ours: Err("not run (-icount, or the Linux comparison)".into()),
+            linux: Err("not run".into()),
+        };
+        if !icount && !linux {
+            model.ours = match accel {
+                Accel::Kvm => Err("the TLB model is a TCG plugin: not under KVM".into()),
+                Accel::Tcg if !with_model => Err("not asked for (--no-tlb-model)".into()),
+                Accel::Tcg => crate::tlbmodel::available(arch),
+            };
+            if model.ours.is_ok() {
+                boots.extend(model_boots(arch, quick));
+            }
+        }
         let lk = if linux {
             match crate::linux::kernel(arch) {
                 Some(k) => Some(k),
@@ -226,6 +426,15 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 return ExitCode::FAILURE;
             }
         }
+        if model.ours.is_ok() {
+            model.linux = match crate::linux::kernel(arch) {
+                Some(k) => run_arch(arch, accel, quick, &model_boots(arch, quick), Some(k)),
+                None => Err(crate::linux::missing(arch)),
+            };
+        } else if let Err(e) = &model.ours {
+            model.linux = Err(e.clone());
+        }
+        models.push(model);
     }
     let alloc = if icount || linux {
         Vec::new()
@@ -254,21 +463,35 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
             .join("+")
     );
     let mut report = String::new();
-    let mut csv = String::from("arch,accel,workload,config,mib,metric,median,min,max,source\n");
-    for r in &results {
+    let mut csv =
+        String::from("arch,accel,workload,config,mib,metric,median,min,max,source,kernel\n");
+    for (r, m) in results.iter().zip(&models) {
         if icount {
             report.push_str(&icount_table(r, linux_ic.as_ref()));
             report.push_str(&swap_tables(r, None));
         } else {
-            report.push_str(&arch_tables(r));
+            report.push_str(&arch_tables(r, m));
+            report.push_str(&model_table(r, m));
             report.push_str(&swap_tables(r, None));
-            for (work, file) in [("chase", "chase"), ("stream", "stream")] {
+            for (work, file, model) in [
+                ("chase", "chase", false),
+                ("stream", "stream", false),
+                ("chase", "chase-model", true),
+                ("stream", "stream-model", true),
+            ] {
+                if model && m.ours.is_err() {
+                    continue;
+                }
                 let name = format!(
                     "{file}-{}{}-{accel_name}-{mode}.svg",
                     if linux { "linux-" } else { "" },
                     r.arch.name()
                 );
-                let svg = plot(r, work);
+                let svg = if model {
+                    plot_model(r, m, work)
+                } else {
+                    plot(r, work)
+                };
                 let p = out_dir.join(&name);
                 match std::fs::write(&p, svg) {
                     Ok(()) => {
@@ -278,32 +501,37 @@ pub fn run(arches: &[Arch], accel: Accel, quick: bool, icount: bool, linux: bool
                 }
             }
         }
-        for x in &r.recs {
-            let src = source_of(r, x);
-            let _ = writeln!(
-                csv,
-                "{},{},{},{},{},{},{},{},{},\"{}\"",
-                r.arch.name(),
-                accel_name,
-                x.work,
-                x.cfg,
-                x.mib,
-                x.metric,
-                x.med,
-                x.min,
-                x.max,
-                src.replace('"', "'")
-            );
+        let lx = m.linux.as_ref().ok();
+        for (k, kernel) in [(Some(r), "mthp"), (lx, "linux")] {
+            let Some(k) = k else { continue };
+            for x in &k.recs {
+                let src = source_of(k, x);
+                let _ = writeln!(
+                    csv,
+                    "{},{},{},{},{},{},{},{},{},\"{}\",{kernel}",
+                    k.arch.name(),
+                    accel_name,
+                    x.work,
+                    x.cfg,
+                    x.mib,
+                    x.metric,
+                    x.med,
+                    x.min,
+                    x.max,
+                    src.replace('"', "'")
+                );
+            }
         }
     }
     if !icount {
         report.push_str(&other_figures(&results, &alloc, !linux));
     }
     let mut ok = true;
-    for r in &results {
+    let linux_models = models.iter().filter_map(|m| m.linux.as_ref().ok());
+    for r in results.iter().chain(linux_models) {
         for e in &r.errors {
             ok = false;
-            let _ = writeln!(report, "ERROR ({}): {e}", r.arch.name());
+            let _ = writeln!(report, "ERROR ({}, {}): {e}", r.arch.name(), r.kernel);
         }
     }
     println!("\n{report}");
@@ -340,6 +568,7 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
         disk: Some(SWAP_BOOT_DISK),
         mem: None,
         numa: 0,
+        model: None,
     });
     if !icount {
         let touches = if quick { 20_000 } else { 100_000 };
@@ -353,6 +582,7 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
             disk: Some(PRESSURE_DISK),
             mem: Some(PRESSURE_MEM),
             numa: 0,
+            model: None,
         });
     }
     boots
@@ -392,6 +622,7 @@ pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
             disk: None,
             mem: Some(FRAG_MEM),
             numa: 0,
+            model: None,
         }]
     };
     side_by_side(
@@ -413,6 +644,7 @@ pub fn migrate_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool)
     let boots = || {
         vec![Boot {
             numa: 2,
+            model: None,
             ..Boot::plain(
                 "migrate",
                 format!(
@@ -1150,9 +1382,27 @@ fn run_arch(
                 if b.disk.is_some() {
                     spec.cmdline = format!("mthp_disk=1 {}", spec.cmdline);
                 }
-                crate::linux::apply(&mut spec, k, &initrd, b.disk.is_some());
+                // A model boot goes through /linux-init too: it drops the
+                // `nokaslr` the model appends, which x86 Linux would hand
+                // to /bench as an argument.
+                crate::linux::apply(&mut spec, k, &initrd, b.disk.is_some() || b.model.is_some());
             }
         }
+        let model_out = b.model.map(|config| {
+            let out = qemu::workspace_root().join("target/bench").join(format!(
+                "{}-{}-{}.csv",
+                b.label,
+                arch.name(),
+                if linux.is_some() { "linux" } else { "mthp" }
+            ));
+            let _ = std::fs::remove_file(&out);
+            spec.tlb_model = Some(crate::tlbmodel::TlbModel {
+                config: config.into(),
+                linux: linux.is_some(),
+                out: out.clone(),
+            });
+            out
+        });
         println!(
             "== bench {} ({}, {accel_word}): {}",
             arch.name(),
@@ -1169,10 +1419,45 @@ fn run_arch(
         for l in &out.lines {
             if l == "bench done" {
                 done = true;
+            } else if model_out.is_some() {
+                // A model boot's own timings are TCG-with-plugin times.
+                continue;
             } else if let Some(i) = l.strip_prefix("bench-info ") {
                 res.info.push(i.to_string());
             } else if let Some(r) = parse_rec(l) {
                 res.recs.push(r);
+            }
+        }
+        if let Some(path) = &model_out {
+            match crate::tlbmodel::read_phases(path, &out.lines) {
+                Ok(phases) => {
+                    for p in phases {
+                        if p.anomalies > 0 {
+                            res.info.push(format!(
+                                "model_anomaly {} {} {} MiB: {} accesses unreadable or walked to another address than QEMU's (see {})",
+                                p.workload,
+                                p.config,
+                                p.mib,
+                                p.anomalies,
+                                path.display()
+                            ));
+                        }
+                        for (metric, v) in p.figures() {
+                            res.recs.push(Rec {
+                                work: p.workload.clone(),
+                                cfg: p.config.clone(),
+                                mib: p.mib,
+                                metric: metric.into(),
+                                med: v,
+                                min: v,
+                                max: v,
+                            });
+                        }
+                    }
+                }
+                Err(e) => res
+                    .errors
+                    .push(format!("boot '{}': TLB model report: {e}", b.label)),
             }
         }
         println!(
@@ -1204,7 +1489,12 @@ fn source_of(r: &ArchResult, x: &Rec) -> String {
         Accel::Tcg => "QEMU TCG",
         Accel::Kvm => "KVM (kvm-pvm: guest ring 3 native, ring 0 emulated)",
     };
-    if x.metric.starts_with("pmu:") {
+    if x.metric.starts_with("model:") {
+        format!(
+            "TLB model {} (tools/tlb-model: QEMU 10 TCG plugin walking the guest's page tables; a model, not a CPU)",
+            model_config(r.arch, &x.cfg)
+        )
+    } else if x.metric.starts_with("pmu:") {
         format!(
             "{accel}; PMU via /sys/kernel/debug/mthp/perf: {}",
             r.info_value("pmu_source").unwrap_or("?")
@@ -1277,8 +1567,9 @@ fn accel_desc(r: &ArchResult) -> &'static str {
     }
 }
 
-/// The per-arch tables (markdown).
-fn arch_tables(r: &ArchResult) -> String {
+/// The per-arch tables (markdown); the TLB model's walks per 1000 loads of
+/// both kernels beside the PMU columns.
+fn arch_tables(r: &ArchResult, m: &Model) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -1317,6 +1608,10 @@ fn arch_tables(r: &ArchResult) -> String {
             let _ = write!(hdr, " chase {} |", m.trim_start_matches("pmu:"));
             sep.push_str("---|");
         }
+        for h in MODEL_COLUMNS {
+            let _ = write!(hdr, " {} |", h.0);
+            sep.push_str("---|");
+        }
         let _ = writeln!(s, "{hdr}\n{sep}");
         for cfg in configs_of(r) {
             let g = |w: &str, m: &str| r.get(w, &cfg, mib, m);
@@ -1348,6 +1643,18 @@ fn arch_tables(r: &ArchResult) -> String {
             for m in &pmu_metrics {
                 let _ = write!(s, " {} |", cell(g("chase", m)));
             }
+            for (_, work, linux) in MODEL_COLUMNS {
+                let side = if linux {
+                    m.linux.as_ref()
+                } else {
+                    ours_side(r, m)
+                };
+                let _ = write!(
+                    s,
+                    " {} |",
+                    model_cell(side, work, &cfg, mib, "model:dtlb_miss_per_kaccess")
+                );
+            }
             s.push('\n');
         }
         s.push('\n');
@@ -1355,6 +1662,11 @@ fn arch_tables(r: &ArchResult) -> String {
     // Counter sources and what is missing.
     let _ = writeln!(s, "Counters ({}):\n", r.arch.name());
     let _ = writeln!(s, "- accelerator: {}", source_accel(r));
+    let _ = writeln!(
+        s,
+        "- model: page walks per 1000 loads of the TLB model {} (QEMU 10 TCG plugin, tools/tlb-model; a model, not a CPU), our kernel and Linux 6.12 booted under it; `–`: size not modelled (64 MiB and 1 GiB only); table below",
+        model_config(r.arch, "4K")
+    );
     match r.info_value("pmu_source") {
         Some(src) => {
             let _ = writeln!(s, "- PMU source: {src}");
@@ -1382,6 +1694,14 @@ fn arch_tables(r: &ArchResult) -> String {
     s.push('\n');
     s
 }
+
+/// The model columns of the main tables: heading, workload, Linux's side.
+const MODEL_COLUMNS: [(&str, &str, bool); 4] = [
+    ("chase model:dtlb_miss_per_kaccess", "chase", false),
+    ("Linux chase model:dtlb_miss_per_kaccess", "chase", true),
+    ("stream model:dtlb_miss_per_kaccess", "stream", false),
+    ("Linux stream model:dtlb_miss_per_kaccess", "stream", true),
+];
 
 fn source_accel(r: &ArchResult) -> &'static str {
     match (r.accel, r.arch) {
@@ -1601,33 +1921,125 @@ fn other_figures(results: &[ArchResult], alloc: &[String], with_alloc: bool) -> 
     s
 }
 
+/// One line of a plot: legend, (MiB, value) points, colour index, dash
+/// pattern ("" for a solid line).
+struct Series {
+    label: String,
+    pts: Vec<(u64, f64)>,
+    color: usize,
+    dash: &'static str,
+}
+
 /// An SVG line plot of `work`'s ns/access against region size (log2 x),
 /// one line per mapping size.
 fn plot(r: &ArchResult, work: &str) -> String {
+    let sizes = sizes_of(r);
+    let series: Vec<Series> = configs_of(r)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Series {
+            pts: sizes
+                .iter()
+                .filter_map(|&m| r.get(work, &c, m, "ns_per_access").map(|x| (m, x.med)))
+                .collect(),
+            color: i,
+            dash: if c.contains('-') { "5,3" } else { "" },
+            label: c,
+        })
+        .collect();
+    let title = format!(
+        "{} {} ({}): ns per access vs region size",
+        r.arch.name(),
+        work,
+        accel_desc(r)
+    );
+    line_plot(&title, "ns per access (median)", &sizes, &series, false)
+}
+
+/// The model's walks per 1000 loads of `work` against region size (log
+/// scales), one colour per mapping size: ours solid, Linux 6.12 dotted.
+fn plot_model(r: &ArchResult, m: &Model, work: &str) -> String {
+    let sides = [
+        (ours_side(r, m).ok(), ""),
+        (m.linux.as_ref().ok(), " Linux"),
+    ];
+    let mut cfgs: Vec<String> = sides
+        .iter()
+        .filter_map(|s| s.0)
+        .flat_map(|k| k.recs.iter())
+        .filter(|x| x.work == work && x.metric == "model:dtlb_miss_per_kaccess")
+        .map(|x| x.cfg.clone())
+        .collect();
+    cfgs.sort_by_key(|c| cfg_rank(c));
+    cfgs.dedup();
+    let mut sizes: Vec<u64> = sides
+        .iter()
+        .filter_map(|s| s.0)
+        .flat_map(|k| k.recs.iter())
+        .filter(|x| x.metric.starts_with("model:"))
+        .map(|x| x.mib)
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    let mut series = Vec::new();
+    for (i, c) in cfgs.iter().enumerate() {
+        for (side, suffix) in sides {
+            let Some(k) = side else { continue };
+            series.push(Series {
+                label: format!("{c}{suffix}"),
+                pts: sizes
+                    .iter()
+                    .filter_map(|&mib| {
+                        k.get(work, c, mib, "model:dtlb_miss_per_kaccess")
+                            .map(|x| (mib, x.med))
+                    })
+                    .collect(),
+                color: i,
+                dash: if suffix.is_empty() { "" } else { "2,3" },
+            });
+        }
+    }
+    let title = format!(
+        "{} {}: TLB model {}, page walks per 1000 loads",
+        r.arch.name(),
+        work,
+        model_config(r.arch, "4K")
+    );
+    line_plot(&title, "walks per 1000 loads (log)", &sizes, &series, true)
+}
+
+/// The SVG of `series` against region size (log2 x axis over `sizes`); a
+/// log10 y axis with `log_y` (points ≤ 0 are left out there).
+fn line_plot(title: &str, ylabel: &str, sizes: &[u64], series: &[Series], log_y: bool) -> String {
     let (w, h) = (760.0f64, 440.0f64);
     let (l, rt, t, b) = (70.0, 150.0, 40.0, 50.0);
-    let sizes = sizes_of(r);
-    let cfgs = configs_of(r);
-    let pts = |cfg: &str| -> Vec<(u64, f64)> {
-        sizes
-            .iter()
-            .filter_map(|&m| r.get(work, cfg, m, "ns_per_access").map(|x| (m, x.med)))
-            .collect()
-    };
-    let ymax = cfgs
-        .iter()
-        .flat_map(|c| pts(c))
-        .map(|p| p.1)
-        .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 1.1;
+    let vals = || series.iter().flat_map(|s| s.pts.iter().map(|p| p.1));
+    let ymax = vals().fold(0.0f64, f64::max).max(1e-9) * 1.1;
+    // Log axis: whole decades around the data.
+    let (d0, d1) = (
+        vals()
+            .filter(|v| *v > 0.0)
+            .fold(f64::MAX, f64::min)
+            .min(ymax)
+            .log10()
+            .floor(),
+        ymax.log10().ceil(),
+    );
+    let d1 = d1.max(d0 + 1.0);
     let (x0, x1) = (
         (*sizes.first().unwrap_or(&64) as f64).log2(),
         (*sizes.last().unwrap_or(&1024) as f64).log2(),
     );
     let span = (x1 - x0).max(1.0);
     let px = |m: u64| l + ((m as f64).log2() - x0) / span * (w - l - rt);
-    let py = |v: f64| t + (1.0 - v / ymax) * (h - t - b);
+    let frac = |v: f64| {
+        if log_y {
+            (v.log10() - d0) / (d1 - d0)
+        } else {
+            v / ymax
+        }
+    };
+    let py = |v: f64| t + (1.0 - frac(v)) * (h - t - b);
     let colors = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
         "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
@@ -1639,11 +2051,7 @@ fn plot(r: &ArchResult, work: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" font-size=\"14\">{} {} ({}): ns per access vs region size</text>",
-        l,
-        r.arch.name(),
-        work,
-        accel_desc(r)
+        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{l}\" y=\"22\" font-size=\"14\">{title}</text>"
     );
     // Axes and grid.
     let _ = writeln!(
@@ -1654,8 +2062,12 @@ fn plot(r: &ArchResult, work: &str) -> String {
         h - b,
         h - b
     );
-    for i in 0..=5 {
-        let v = ymax * i as f64 / 5.0;
+    let ticks: Vec<f64> = if log_y {
+        (d0 as i32..=d1 as i32).map(|d| 10f64.powi(d)).collect()
+    } else {
+        (0..=5).map(|i| ymax * i as f64 / 5.0).collect()
+    };
+    for v in ticks {
         let y = py(v);
         let _ = writeln!(
             s,
@@ -1663,10 +2075,10 @@ fn plot(r: &ArchResult, work: &str) -> String {
             w - rt,
             l - 6.0,
             y + 4.0,
-            fmt_v(v)
+            if log_y { format!("{v}") } else { fmt_v(v) }
         );
     }
-    for &m in &sizes {
+    for &m in sizes {
         let x = px(m);
         let _ = writeln!(
             s,
@@ -1684,19 +2096,24 @@ fn plot(r: &ArchResult, work: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">ns per access (median)</text>",
+        "<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{ylabel}</text>",
         (t + h - b) / 2.0
     );
-    for (i, c) in cfgs.iter().enumerate() {
-        let p = pts(c);
+    for (i, sr) in series.iter().enumerate() {
+        let p: Vec<(u64, f64)> = sr
+            .pts
+            .iter()
+            .copied()
+            .filter(|&(_, v)| !log_y || v > 0.0)
+            .collect();
         if p.is_empty() {
             continue;
         }
-        let col = colors[i % colors.len()];
-        let dash = if c.contains('-') {
-            " stroke-dasharray=\"5,3\""
+        let col = colors[sr.color % colors.len()];
+        let dash = if sr.dash.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(" stroke-dasharray=\"{}\"", sr.dash)
         };
         let path: Vec<String> = p
             .iter()
@@ -1719,12 +2136,106 @@ fn plot(r: &ArchResult, work: &str) -> String {
         let lx = w - rt + 12.0;
         let _ = writeln!(
             s,
-            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{col}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{c}</text>",
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{col}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>",
             lx + 20.0,
             lx + 26.0,
-            ly + 4.0
+            ly + 4.0,
+            sr.label
         );
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(kernel: &str, recs: &[(&str, &str, u64, &str, f64)]) -> ArchResult {
+        ArchResult {
+            arch: Arch::Aarch64,
+            accel: Accel::Tcg,
+            recs: recs
+                .iter()
+                .map(|&(work, cfg, mib, metric, v)| Rec {
+                    work: work.into(),
+                    cfg: cfg.into(),
+                    mib,
+                    metric: metric.into(),
+                    med: v,
+                    min: v,
+                    max: v,
+                })
+                .collect(),
+            info: Vec::new(),
+            errors: Vec::new(),
+            qemu: "QEMU".into(),
+            kernel: kernel.into(),
+        }
+    }
+
+    /// The table row of `cfg` in the per-size table of `mib`.
+    fn row<'a>(s: &'a str, mib: u64, cfg: &str) -> Vec<&'a str> {
+        let sec = s
+            .split(&format!("### aarch64 — {mib} MiB"))
+            .nth(1)
+            .expect("size table");
+        let line = sec
+            .lines()
+            .find(|l| l.starts_with(&format!("| {cfg} |")))
+            .expect("row");
+        line.split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn model_columns_side_by_side_or_unavailable() {
+        let ours = result(
+            "mthp kernel",
+            &[
+                ("chase", "4K", 64, "ns_per_access", 300.0),
+                ("chase", "4K", 1024, "ns_per_access", 310.0),
+                ("chase", "4K", 64, "model:dtlb_miss_per_kaccess", 997.5),
+                ("stream", "4K", 64, "model:dtlb_miss_per_kaccess", 3.907),
+                ("chase", "4K", 64, "model:walks", 200006.0),
+            ],
+        );
+        let linux = result(
+            "Linux 6.12",
+            &[
+                ("chase", "4K", 64, "model:dtlb_miss_per_kaccess", 999.4),
+                ("chase", "4K", 64, "model:walks", 200003.0),
+            ],
+        );
+        let both = Model {
+            ours: Ok(()),
+            linux: Ok(linux),
+        };
+        let t = arch_tables(&ours, &both);
+        let r = row(&t, 64, "4K");
+        let n = r.len();
+        // The last four cells: ours chase, Linux chase, ours stream, Linux stream.
+        assert_eq!(&r[n - 5..n - 1], &["997.5", "999.4", "3.91", "–"]);
+        assert_eq!(fmt_model(0.009_04), "0.00904");
+        assert_eq!(fmt_model(0.245), "0.245");
+        assert_eq!(fmt_model(37.0), "37");
+        // 1 GiB was not modelled here: dashes, not "unavailable".
+        let r = row(&t, 1024, "4K");
+        assert_eq!(&r[r.len() - 5..r.len() - 1], &["–", "–", "–", "–"]);
+        let m = model_table(&ours, &both);
+        assert!(
+            m.contains("| chase | 64 | 4K | – | 997.5 | 200006 | – | 999.4 | 200003 |"),
+            "{m}"
+        );
+
+        let none = Model {
+            ours: Err("no QEMU 10".into()),
+            linux: Err("no QEMU 10".into()),
+        };
+        let t = arch_tables(&ours, &none);
+        let r = row(&t, 64, "4K");
+        assert_eq!(&r[r.len() - 5..r.len() - 1], &["unavailable"; 4]);
+        assert!(model_table(&ours, &none).contains("- mthp: unavailable: no QEMU 10"));
+        let svg = plot_model(&ours, &both, "chase");
+        assert!(svg.contains("4K Linux") && svg.contains("<polyline"));
+    }
 }

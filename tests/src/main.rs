@@ -5,7 +5,7 @@
 //! runner test  [--arch A]... [--accel tcg|kvm] [--no-host] [--numa N]  # host unit tests + in-kernel suites (--numa: every kernel self-test boot with N nodes)
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--numa N] [--icount] [--no-disk]  # Debian's Linux 6.12, our initramfs (linux.rs)
-//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # see bench.rs
+//! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--no-tlb-model]  # see bench.rs
 //! runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]  # fault-in, ours vs Linux 6.12 (faultcmp.rs)
 //! runner bench --swap [--arch A]... [--accel tcg|kvm] [--quick] [--icount]  # swap out/in and memory pressure, ours vs Linux 6.12 (bench.rs)
 //! runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]  # fault orders after fragmenting churn, with and without compaction, ours vs Linux 6.12 (bench.rs)
@@ -117,7 +117,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --reserve [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--no-tlb-model]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --reserve [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -141,6 +141,7 @@ fn main() -> ExitCode {
     let mut icount = false;
     let mut linux = false;
     let mut tlb_model: Option<String> = None;
+    let mut no_tlb_model = false;
     let mut scratch = false;
     let mut mem: Option<String> = None;
     let mut boots: Option<usize> = None;
@@ -173,6 +174,7 @@ fn main() -> ExitCode {
             "--icount" => icount = true,
             "--linux" => linux = true,
             "--tlb-model" => tlb_model = it.next().cloned(),
+            "--no-tlb-model" => no_tlb_model = true,
             "--disk" => scratch = true,
             "--boots" => boots = it.next().and_then(|b| b.parse().ok()),
             "--scale" => scale = true,
@@ -383,7 +385,7 @@ fn main() -> ExitCode {
                 // Fault-in on both kernels, one QEMU set-up (faultcmp.rs).
                 return faultcmp::run(&arches, accel, icount, smp, boots.unwrap_or(3).max(1));
             }
-            bench::run(&arches, accel, quick, icount, false)
+            bench::run(&arches, accel, quick, icount, false, !no_tlb_model)
         }
         "matrix" => {
             let arches = both_by_default(&arches);

@@ -138,6 +138,9 @@ pub struct RunSpec {
     /// virtio-mmio transport on `microvm` / `virt`, on PCI on `q35` / `pc`
     /// (see [`disk_device`]; [`scratch_disk`], [`swap_disk`]).
     pub disk: Option<PathBuf>,
+    /// Run under QEMU 10 with the TLB-model plugin (tlbmodel.rs): `--tlb-model`
+    /// for every boot, or one boot of `runner bench`.
+    pub tlb_model: Option<crate::tlbmodel::TlbModel>,
 }
 
 impl RunSpec {
@@ -156,6 +159,7 @@ impl RunSpec {
             initrd: None,
             extra_args: Vec::new(),
             disk: None,
+            tlb_model: crate::tlbmodel::get().cloned(),
         }
     }
 
@@ -173,7 +177,7 @@ impl RunSpec {
         let mut c;
         match self.arch {
             Arch::X86_64 => {
-                c = crate::tlbmodel::get().map_or_else(
+                c = self.tlb_model.as_ref().map_or_else(
                     || Command::new("qemu-system-x86_64"),
                     |m| crate::tlbmodel::command(m, self.arch),
                 );
@@ -190,7 +194,7 @@ impl RunSpec {
                 c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
             }
             Arch::Aarch64 => {
-                c = crate::tlbmodel::get().map_or_else(
+                c = self.tlb_model.as_ref().map_or_else(
                     || Command::new("qemu-system-aarch64"),
                     |m| crate::tlbmodel::command(m, self.arch),
                 );
@@ -224,7 +228,7 @@ impl RunSpec {
             cmdline = format!("{cmdline} nosmap").trim().to_string();
         }
         // The model's plugin reads Linux's tables at a fixed direct map.
-        if crate::tlbmodel::get().is_some_and(|m| m.linux) && !cmdline.contains("nokaslr") {
+        if self.tlb_model.as_ref().is_some_and(|m| m.linux) && !cmdline.contains("nokaslr") {
             cmdline = format!("{cmdline} nokaslr").trim().to_string();
         }
         if !cmdline.is_empty() {
