@@ -389,6 +389,15 @@ pub fn run(
             }
         }
         boots.extend(swap_boots(quick, icount));
+        // Issue 16's two workloads (ours here; beside Linux in bench-frag
+        // and bench-migrate).  Not in `bench-linux`, whose boots are the
+        // fault-in comparison only.
+        if !linux {
+            if !icount {
+                boots.push(frag_boot(quick));
+            }
+            boots.push(migrate_boot(quick, icount));
+        }
         // The TLB model's boots (ours here, Linux's below), when it can run.
         let mut model = Model {
             ours: Err("not run (-icount, or the Linux comparison)".into()),
@@ -469,10 +478,13 @@ pub fn run(
         if icount {
             report.push_str(&icount_table(r, linux_ic.as_ref()));
             report.push_str(&swap_tables(r, None));
+            report.push_str(&migrate_tables(r, None));
         } else {
             report.push_str(&arch_tables(r, m));
             report.push_str(&model_table(r, m));
             report.push_str(&swap_tables(r, None));
+            report.push_str(&frag_tables(r, None));
+            report.push_str(&migrate_tables(r, None));
             for (work, file, model) in [
                 ("chase", "chase", false),
                 ("stream", "stream", false),
@@ -608,23 +620,44 @@ pub fn swap_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) ->
 /// so a small machine keeps it short; the same on both kernels.
 const FRAG_MEM: &str = "512M";
 
+/// The fragmentation boot (issue 16), in `make bench` and `bench-frag`.
+fn frag_boot(quick: bool) -> Boot {
+    Boot {
+        label: "frag",
+        cmdline: format!(
+            "init=/bench bench.work=frag bench.runs={}",
+            if quick { 1 } else { 3 }
+        ),
+        extra: Vec::new(),
+        disk: None,
+        mem: Some(FRAG_MEM),
+        numa: 0,
+        model: None,
+    }
+}
+
+/// The `move_pages` boot with two NUMA nodes (issue 16), in `make bench`
+/// and `bench-migrate`.
+fn migrate_boot(quick: bool, icount: bool) -> Boot {
+    Boot {
+        numa: 2,
+        model: None,
+        ..Boot::plain(
+            "migrate",
+            format!(
+                "init=/bench bench.work=migrate bench.sizes={} bench.runs={}",
+                if quick { 16 } else { 64 },
+                if quick { 1 } else { 3 }
+            ),
+            icount,
+        )
+    }
+}
+
 /// `runner bench --frag` (issue 16): the fragmentation workload on our
 /// kernel and on Linux 6.12, one boot each ([`frag_tables`]).
 pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
-    let boots = || {
-        vec![Boot {
-            label: "frag",
-            cmdline: format!(
-                "init=/bench bench.work=frag bench.runs={}",
-                if quick { 1 } else { 3 }
-            ),
-            extra: Vec::new(),
-            disk: None,
-            mem: Some(FRAG_MEM),
-            numa: 0,
-            model: None,
-        }]
-    };
+    let boots = || vec![frag_boot(quick)];
     side_by_side(
         arches,
         accel,
@@ -641,21 +674,7 @@ pub fn frag_compare(arches: &[Arch], accel: Accel, quick: bool) -> ExitCode {
 /// boot each with `--numa 2` and two CPUs ([`migrate_tables`]); under
 /// `--icount` (arm64) the guest clock counts instructions.
 pub fn migrate_compare(arches: &[Arch], accel: Accel, quick: bool, icount: bool) -> ExitCode {
-    let boots = || {
-        vec![Boot {
-            numa: 2,
-            model: None,
-            ..Boot::plain(
-                "migrate",
-                format!(
-                    "init=/bench bench.work=migrate bench.sizes={} bench.runs={}",
-                    if quick { 16 } else { 64 },
-                    if quick { 1 } else { 3 }
-                ),
-                icount,
-            )
-        }]
-    };
+    let boots = || vec![migrate_boot(quick, icount)];
     side_by_side(
         arches,
         accel,
