@@ -44,6 +44,8 @@ mod sharing;
 mod shmem;
 #[path = "mthp-tests/shmem_collapse.rs"]
 mod shmem_collapse;
+#[path = "mthp-tests/shmem_private.rs"]
+mod shmem_private;
 #[path = "mthp-tests/swap.rs"]
 mod swap;
 #[path = "mthp-tests/syscalls.rs"]
@@ -150,6 +152,9 @@ static TESTS: &[Test] = tests![
     shmem::tmpfs_dev_shm,
     shmem::tmpfs_read_only_mappings,
     shmem::tmpfs_truncate_in_large_folio,
+    shmem_private::shmem_private_cow,
+    shmem_private::shmem_madv_remove,
+    shmem_private::tmpfs_fallocate_prealloc,
     shmem_collapse::shmem_collapse_shared_anon,
     shmem_collapse::shmem_collapse_memfd,
     shmem_collapse::shmem_khugepaged_collapse,
