@@ -82,7 +82,11 @@ fn map(len: usize, prot: usize, flags: usize, fd: isize) -> Result<Mem, Msg> {
     })
 }
 
+/// `Shmem:` of /proc/meminfo, exact: Linux keeps per-CPU deltas of its
+/// counters, folded first through `vm/stat_refresh` (this kernel's are
+/// exact already, and the file may be missing).
 fn meminfo_shmem_kb() -> Option<u64> {
+    let _ = mthp_user::write_file(b"/proc/sys/vm/stat_refresh\0", b"1");
     let mut buf = [0u8; 4096];
     let n = read_file(b"/proc/meminfo\0", &mut buf).ok()?;
     field(&buf[..n], b"\nShmem:")
