@@ -1,14 +1,14 @@
 //! memfd: anonymous files backed by a shmem object (`mm::shmem`), with
 //! Linux 6.12's `memfd_create`, `ftruncate`, `pread64`/`pwrite64`,
-//! `read`/`write`, `fallocate(PUNCH_HOLE|KEEP_SIZE)`, the seals of
-//! `fcntl(F_ADD_SEALS/F_GET_SEALS)`, and `mmap(MAP_SHARED)` through the
-//! address space's shmem mappings.
+//! `read`/`write`, `fallocate` (preallocation and
+//! `PUNCH_HOLE|KEEP_SIZE`, also `MADV_REMOVE`'s punch), the seals of
+//! `fcntl(F_ADD_SEALS/F_GET_SEALS)`, and `mmap` through the address
+//! space's shmem mappings: `MAP_SHARED`, and `MAP_PRIVATE` copying on
+//! write (write seals do not apply to it, as Linux).
 //!
-//! Differences from Linux: `MAP_PRIVATE` mappings of a memfd only
-//! without `PROT_WRITE`, and never made writable later (EINVAL, EACCES;
-//! see `mm::vma::VmaSet::mmap_shmem`),
-//! no `MFD_HUGETLB` (EINVAL), `fallocate` mode 0 only sets the size (it
-//! does not preallocate), writes allocate 4K folios (Linux 6.12 memfds get
+//! Differences from Linux:
+//! no `MFD_HUGETLB` (EINVAL), `fallocate` preallocates 4K folios, writes
+//! allocate 4K folios (Linux 6.12 memfds get
 //! PMD folios under `shmem_enabled`; faults here follow the anonymous
 //! shmem policy), no `/proc/<pid>/fd` link name.
 

@@ -1,6 +1,7 @@
-//! Shared mappings of shmem objects (`crate::shmem`): Linux's
-//! `shmem_fault` / `finish_fault` for `MAP_SHARED` anonymous memory and
-//! memfds.
+//! Mappings of shmem objects (`crate::shmem`): Linux's `shmem_fault` /
+//! `finish_fault` for `MAP_SHARED` anonymous memory, memfds and tmpfs
+//! files, and `do_read_fault` / `do_cow_fault` for their `MAP_PRIVATE`
+//! mappings.
 //!
 //! * The address space keeps an `Arc` of every object one of its VMAs maps
 //!   (`Mm::shmem`), dropped once no VMA names it ([`Mm::shmem_prune`]
@@ -23,12 +24,28 @@
 //! * mprotect works as for anonymous memory; an mremap that moves a shmem
 //!   VMA zaps the old entries instead of moving them (the new range
 //!   faults the same folios back).
+//! * Private mappings (`MAP_PRIVATE` of a file: a VMA naming the object
+//!   without `VM_SHARED`) hold two kinds of entries: the object's pages,
+//!   read-only (never a PMD leaf), and private copies, anonymous order-0
+//!   folios made by the first write to a page (`shmem_private_fault`;
+//!   Linux 6.12 makes no large anonymous folios in file VMAs either).  The
+//!   copies are ordinary anonymous memory: the anonymous fault path
+//!   handles their COW after fork (fork copies private file VMAs), swap,
+//!   migration and NUMA faults; zap, mremap (which moves a private VMA's
+//!   entries) and `MADV_DONTNEED` (the file's data shows again) treat the
+//!   two kinds alike.  A hole punch or a collapse unmaps only the
+//!   object's pages from them; a truncate drops the copies past the new
+//!   end too ([`Mm::shmem_unmap_truncated`]).  `MADV_COLLAPSE` is EINVAL
+//!   and khugepaged skips them (`shmem_collapse.rs`).
+//! * `MADV_REMOVE` on a shared mapping punches the range out of the
+//!   object ([`Mm::madvise_remove_ranges`] gives the ranges, the caller
+//!   punches them in every space).
 //! * `MADV_DONTNEED` zaps (the cache keeps the data, as Linux);
 //!   `MADV_FREE` is EINVAL on shmem, as Linux; khugepaged and
 //!   `MADV_COLLAPSE` collapse shmem ranges through the page cache
 //!   (`shmem_collapse.rs`); `MADV_COLD`/`PAGEOUT`, NUMA balancing,
 //!   `move_pages` and swap leave shmem folios alone (they are not
-//!   anonymous).
+//!   anonymous; private copies are).
 
 use alloc::sync::Arc;
 
