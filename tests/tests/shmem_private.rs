@@ -239,6 +239,8 @@ fn madvise_remove_checks<A: PagingArch>() {
         assert_eq!(mm.madvise(anon, 4 * K4, MADV_REMOVE), Err(Errno::EINVAL));
         let pv = map_private(&mm, &obj, 16 * K4);
         assert_eq!(mm.madvise(pv, 4 * K4, MADV_REMOVE), Err(Errno::EACCES));
+        // Linux: `MADV_WIPEONFORK` is for private anonymous memory only.
+        assert_eq!(mm.madvise(pv, 4 * K4, MADV_WIPEONFORK), Err(Errno::EINVAL));
         let ro = mm
             .mmap_shmem(0, 16 * K4, PROT_READ, MAP_SHARED, obj.clone(), 0, false)
             .unwrap();

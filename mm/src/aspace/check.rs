@@ -149,7 +149,8 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
             // A private file VMA maps both: the object's folios read-only
             // and its private anonymous copies.
             let private_file = v.is_shmem() && !v.flags.contains(VmFlags::SHARED);
-            if shmem != v.is_shmem() && !(private_file && !shmem) {
+            let private_copy = private_file && !shmem;
+            if shmem != v.is_shmem() && !private_copy {
                 err(
                     &mut errors,
                     format!("shmem folio {shmem} in shmem VMA {}", v.is_shmem()),

@@ -625,7 +625,10 @@ impl VmaSet {
     ) -> Result<(), Errno> {
         match *kind {
             AdviceKind::Flags(clear, set, _) => {
-                if set.contains(VmFlags::WIPEONFORK) && v.flags.contains(VmFlags::SHARED) {
+                // Linux: anonymous private VMAs only (not a file's).
+                if set.contains(VmFlags::WIPEONFORK)
+                    && (v.flags.contains(VmFlags::SHARED) || v.shmem.is_some())
+                {
                     return Err(Errno::EINVAL);
                 }
                 let nf = (v.flags - clear) | set;

@@ -140,6 +140,7 @@ static TESTS: &[Test] = tests![
     swap::swap_fork_cow,
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
+    swap::swap_private_file_copies,
     swap::swap_swapoff_brings_back,
     shmem::shmem_shared_anon_64k,
     shmem::shmem_shared_anon_2m,
