@@ -273,7 +273,39 @@ fn madvise_remove_checks<A: PagingArch>() {
     });
 }
 
+/// A read maps the cached folio's pages in one go, but not past the
+/// object's size: there a read or a write is SIGBUS, never a copy.
+fn private_batch_stops_at_eof<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.thp
+            .config
+            .shmem
+            .set_order_mode(4, ShmemOrderMode::Always)
+            .unwrap();
+        let obj = Arc::new(Shmem::with_gauges(5 * K4, 0, Some(&env.thp.shmem)));
+        let mm = env.mm();
+        let pv = map_private(&mm, &obj, 16 * K4);
+        assert_eq!(env.read_u64(&mm, pv + K4), 0);
+        assert_eq!(env.folio_at(&mm, pv).unwrap().order(), 4);
+        assert!(env.leaf(&mm, pv + 4 * K4).is_some());
+        assert!(env.leaf(&mm, pv + 5 * K4).is_none());
+        assert_eq!(
+            env.touch(&mm, pv + 5 * K4, Access::Write),
+            Err(Fault::Sigbus)
+        );
+        assert_eq!(
+            env.touch(&mm, pv + 9 * K4, Access::Read),
+            Err(Fault::Sigbus)
+        );
+        assert_eq!(mm.anon_rss(), 0);
+        env.write_u64(&mm, pv + 4 * K4, 4);
+        assert_eq!(mm.anon_rss(), 1);
+        env.check(&[&mm]);
+    });
+}
+
 both_formats!(
+    private_batch_stops_at_eof,
     cow_of_file_pages,
     fork_after_cow,
     mprotect_mremap_punch_truncate,

@@ -340,7 +340,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         {
             return Ok(());
         }
-        self.shmem_map(vma, &mut pt, va, first, &f, access)
+        self.shmem_map(vma, &mut pt, va, first, &f, access, u64::MAX)
     }
 
     /// A fault in a private mapping of a shmem object (`MAP_PRIVATE` of a
@@ -419,7 +419,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             {
                 return Ok(());
             }
-            return self.shmem_map(vma, &mut pt, va, first, &f, access);
+            return self.shmem_map(vma, &mut pt, va, first, &f, access, obj.size_pages());
         };
         if !pt.ptes_none(va, 1) {
             // Filled meanwhile: the access retries (the copy is freed).
@@ -514,7 +514,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
     }
 
-    /// Map folio `f` (first object index `first`) around `va` in `vma`.
+    /// Map folio `f` (first object index `first`) around `va` in `vma`,
+    /// no page at or past object index `eof` (a private mapping's batch
+    /// stops at the size, as Linux's fault-around does: a write there
+    /// must get SIGBUS, not a copy; a shared mapping maps the whole folio
+    /// as Linux's `finish_fault` does for anonymous shmem).
+    #[allow(clippy::too_many_arguments)]
     fn shmem_map(
         &self,
         vma: &Vma,
@@ -523,6 +528,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         first: u64,
         f: &FolioRef<'a>,
         access: Access,
+        eof: u64,
     ) -> Result<(), Fault> {
         let ctx = self.ctx;
         let shared = vma.flags.contains(VmFlags::SHARED);
@@ -561,9 +567,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // PTEs: the folio's pages inside the VMA and the PMD of `va`.
         let pmd_lo = align_down(va, PMD_SIZE) as i128;
         let lo = fva.max(vma.start as i128).max(pmd_lo) as u64;
+        let eof_va = fva + (eof.saturating_sub(first).min(nr) << PAGE_SHIFT) as i128;
         let hi = (fva + (nr << PAGE_SHIFT) as i128)
             .min(vma.end as i128)
-            .min(pmd_lo + PMD_SIZE as i128) as u64;
+            .min(pmd_lo + PMD_SIZE as i128)
+            .min(eof_va) as u64;
         let (start, n) = if pt.ptes_none(lo, ((hi - lo) >> PAGE_SHIFT) as usize) {
             (lo, (hi - lo) >> PAGE_SHIFT)
         } else if pt.ptes_none(va, 1) {
