@@ -1,14 +1,14 @@
 //! memfd: anonymous files backed by a shmem object (`mm::shmem`), with
 //! Linux 6.12's `memfd_create`, `ftruncate`, `pread64`/`pwrite64`,
-//! `read`/`write`, `fallocate(PUNCH_HOLE|KEEP_SIZE)`, the seals of
-//! `fcntl(F_ADD_SEALS/F_GET_SEALS)`, and `mmap(MAP_SHARED)` through the
-//! address space's shmem mappings.
+//! `read`/`write`, `fallocate` (preallocation and
+//! `PUNCH_HOLE|KEEP_SIZE`, also `MADV_REMOVE`'s punch), the seals of
+//! `fcntl(F_ADD_SEALS/F_GET_SEALS)`, and `mmap` through the address
+//! space's shmem mappings: `MAP_SHARED`, and `MAP_PRIVATE` copying on
+//! write (write seals do not apply to it, as Linux).
 //!
-//! Differences from Linux: `MAP_PRIVATE` mappings of a memfd only
-//! without `PROT_WRITE`, and never made writable later (EINVAL, EACCES;
-//! see `mm::vma::VmaSet::mmap_shmem`),
-//! no `MFD_HUGETLB` (EINVAL), `fallocate` mode 0 only sets the size (it
-//! does not preallocate), writes allocate 4K folios (Linux 6.12 memfds get
+//! Differences from Linux:
+//! no `MFD_HUGETLB` (EINVAL), `fallocate` preallocates 4K folios, writes
+//! allocate 4K folios (Linux 6.12 memfds get
 //! PMD folios under `shmem_enabled`; faults here follow the anonymous
 //! shmem policy), no `/proc/<pid>/fd` link name.
 
@@ -143,14 +143,88 @@ pub fn truncate(obj: &Shmem<'static>, size: i64) -> Result<(), Errno> {
         if !size.is_multiple_of(PAGE_SIZE) {
             obj.zero_bytes(size, (keep << PAGE_SHIFT) - size, uspace::ctx().mem);
         }
-        drop_pages(obj, keep, old.div_ceil(PAGE_SIZE));
+        let end = old.div_ceil(PAGE_SIZE);
+        drop_pages(obj, keep, end);
+        // Private copies of the pages past the end go too (Linux's
+        // `truncate_pagecache` unmaps with `even_cows`): an access there
+        // gets SIGBUS, as to any page past the end.
+        for mm in uspace::all_mms() {
+            mm.enter().shmem_unmap_truncated(obj.id(), keep, end);
+        }
     }
     Ok(())
 }
 
-/// `fallocate(fd, mode, off, len)` on a memfd: `PUNCH_HOLE|KEEP_SIZE`
-/// frees the whole pages of the range and zeroes the partial ones (Linux's
-/// `shmem_fallocate` hole punch); mode 0 grows the size to `off + len`.
+/// Punch the whole pages of `[off, off + len)` (page aligned) out of the
+/// object: `MADV_REMOVE`, which Linux turns into
+/// `fallocate(PUNCH_HOLE|KEEP_SIZE)` (so its seals' EPERM).
+pub fn punch_hole(obj: &Shmem<'static>, off: u64, len: u64) -> Result<(), Errno> {
+    fallocate(
+        obj,
+        FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+        off as i64,
+        len as i64,
+    )
+}
+
+/// Preallocate the pages `[first, last)` (fallocate mode 0 and
+/// `KEEP_SIZE`, Linux's `shmem_fallocate`): every hole gets a zeroed 4K
+/// folio, charged to the mount's `size=` and counted in `Shmem:`.  ENOSPC
+/// when the mount fills up (or the range alone exceeds it), ENOMEM when
+/// memory runs out; either way the pages this call added are dropped
+/// again, as Linux undoes a failed preallocation.
+fn preallocate(obj: &Shmem<'static>, first: u64, last: u64) -> Result<(), Errno> {
+    if obj
+        .quota()
+        .is_some_and(|q| q.max_blocks() != 0 && last - first > q.max_blocks())
+    {
+        return Err(Errno::ENOSPC);
+    }
+    // Runs of pages added here, to undo on failure.
+    let mut added: Vec<(u64, u64)> = Vec::new();
+    let mut failed = None;
+    for index in first..last {
+        if obj.find(index).is_some() {
+            continue;
+        }
+        if !obj.quota_allows(1) {
+            failed = Some(Errno::ENOSPC);
+            break;
+        }
+        let Some(f) = alloc_page() else {
+            failed = Some(Errno::ENOMEM);
+            break;
+        };
+        match obj.insert(index, f) {
+            Ok(_) => match added.last_mut() {
+                Some((_, e)) if *e == index => *e += 1,
+                _ => added.push((index, index + 1)),
+            },
+            // A racing write or fault cached it: it serves.
+            Err(_) if obj.find(index).is_some() => {}
+            Err(_) => {
+                failed = Some(Errno::ENOSPC);
+                break;
+            }
+        }
+    }
+    match failed {
+        None => Ok(()),
+        Some(e) => {
+            for (s, e) in added {
+                drop_pages(obj, s, e);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `fallocate(fd, mode, off, len)` on a memfd or tmpfs file:
+/// `PUNCH_HOLE|KEEP_SIZE` frees the whole pages of the range and zeroes
+/// the partial ones (Linux's `shmem_fallocate` hole punch; private copies
+/// in `MAP_PRIVATE` mappings stay); mode 0 and `KEEP_SIZE` preallocate
+/// every page of the range ([`preallocate`]), mode 0 then grows the size
+/// to `off + len`.
 pub fn fallocate(obj: &Shmem<'static>, mode: u64, off: i64, len: i64) -> Result<(), Errno> {
     if off < 0 || len <= 0 {
         return Err(Errno::EINVAL);
@@ -181,10 +255,13 @@ pub fn fallocate(obj: &Shmem<'static>, mode: u64, off: i64, len: i64) -> Result<
         }
         FALLOC_FL_PUNCH_HOLE => Err(Errno::EOPNOTSUPP),
         0 | FALLOC_FL_KEEP_SIZE => {
+            // Linux checks `F_SEAL_GROW` against the range's end whatever
+            // the mode.
+            if end > obj.size() && obj.seals() & F_SEAL_GROW != 0 {
+                return Err(Errno::EPERM);
+            }
+            preallocate(obj, off >> PAGE_SHIFT, end.div_ceil(PAGE_SIZE))?;
             if mode == 0 && end > obj.size() {
-                if obj.seals() & F_SEAL_GROW != 0 {
-                    return Err(Errno::EPERM);
-                }
                 obj.set_size(end);
             }
             Ok(())

@@ -12,10 +12,8 @@
 //!
 //! An open file is a [`Node::Memfd`] of the object, so read, write,
 //! `pread64`/`pwrite64`, `ftruncate`, `fallocate` and `mmap(MAP_SHARED)`
-//! are memfd's.  `MAP_PRIVATE` without `PROT_WRITE` maps the file's folios
-//! and can never be made writable (`mprotect` EACCES, where Linux copies
-//! on write); `MAP_PRIVATE` with `PROT_WRITE` is EINVAL: private copies of
-//! shmem are not supported (`mm::vma::VmaSet::mmap_shmem`).  Files start
+//! are memfd's; `MAP_PRIVATE` copies on write as Linux (any prot, whatever
+//! the open mode beyond read; `mm::aspace` `shmem.rs`).  Files start
 //! sealed with `F_SEAL_SEAL`, as Linux's non-memfd shmem files.  Unlinking
 //! a file drops its name; the object lives while open or mapped.
 //!
@@ -31,8 +29,8 @@
 //! Decisions: the `mode=`, `uid=` and `gid=` mount options are accepted
 //! and not enforced; ownership is not modelled (no permission checks
 //! beyond the file type); a directory's mode is the one given at `mkdir`
-//! (umask applied); `fallocate` mode 0 only sets the size (nothing is
-//! preallocated, so nothing charged).
+//! (umask applied); `fallocate` preallocates 4K folios (charged to
+//! `size=`), where Linux's follow the mount's `huge=`.
 //!
 //! # Lock
 //! [`FS`] (a spin lock) protects the mounts and the name tree; it is never

@@ -3,6 +3,9 @@
 //!
 //! Every page's expected contents and protection are tracked in a model; each
 //! operation is applied to both, and reads are checked against the model.
+//! Private mappings of shmem objects (`MAP_PRIVATE` of a file) read the
+//! object's contents until a page is written (then it is the process's
+//! own, kept by a hole punch, dropped by `MADV_DONTNEED`).
 //! Shared anonymous mappings (`MAP_SHARED|MAP_ANONYMOUS`, inherited by
 //! fork) keep their contents in a model per shmem object, not per page of
 //! a process: a write through one mapping is what every other mapping of
@@ -53,6 +56,12 @@ struct PageModel {
     /// In a shared mapping: the shmem object's id and the page's index in
     /// it; the contents are then the object's ([`ObjModel`]), `val` unused.
     shared: Option<(u64, u64)>,
+    /// In a private mapping of a shmem object (`MAP_PRIVATE` of a file):
+    /// the object's id and the page's index; reads give the object's
+    /// contents until the page is `copied` (written: `val` then), and
+    /// `MADV_DONTNEED` makes them show again.
+    file: Option<(u64, u64)>,
+    copied: bool,
 }
 
 /// The contents of one shmem object, shared by every mapping of it.
@@ -81,7 +90,21 @@ impl PageModel {
             lazy: false,
             locked: false,
             shared: None,
+            file: None,
+            copied: false,
         }
+    }
+
+    fn file(prot: Prot, id: u64, index: u64) -> PageModel {
+        PageModel {
+            file: Some((id, index)),
+            ..PageModel::new(prot)
+        }
+    }
+
+    /// The object a read of this page sees, if any.
+    fn object(&self) -> Option<(u64, u64)> {
+        self.shared.or(self.file.filter(|_| !self.copied))
     }
 
     fn shared(prot: Prot, id: u64, index: u64) -> PageModel {
@@ -93,7 +116,7 @@ impl PageModel {
 
     /// The value a read expects, looked up in `objs` for a shared page.
     fn expect(&self, objs: &BTreeMap<u64, ObjModel>) -> Expect {
-        match self.shared {
+        match self.object() {
             None => Expect::Val(self.val),
             Some((id, idx)) => {
                 let o = objs.get(&id);
@@ -206,6 +229,9 @@ impl Storm {
         } else {
             PROT_READ
         };
+        if !self.objs.is_empty() && self.rng.chance(10) {
+            return self.mmap_private_file(i, npages, prot);
+        }
         let shared = self.rng.chance(25);
         let mut flags = MAP_ANONYMOUS | if shared { MAP_SHARED } else { MAP_PRIVATE };
         if self.rng.chance(10) {
@@ -247,6 +273,40 @@ impl Storm {
         }
         Ok(format!(
             "p{i} mmap {va:#x} +{len:#x} prot {prot} shmem {obj:?}"
+        ))
+    }
+
+    /// `MAP_PRIVATE` of a live shmem object (as of a memfd) at a random
+    /// page offset; pages past its size SIGBUS.
+    fn mmap_private_file(&mut self, i: usize, npages: u64, prot: Prot) -> Result<String, String> {
+        let k = self.rng.below(self.objs.len() as u64) as usize;
+        let (&id, o) = self.objs.iter().nth(k).expect("k < len");
+        let first = self.rng.below(o.size_pages.max(1));
+        let Some(obj) = self
+            .procs
+            .iter()
+            .find_map(|p| p.mm.enter().shmem_object(id))
+        else {
+            return Ok(format!("p{i} mmap private: object {id} mapped nowhere"));
+        };
+        let va = self.procs[i]
+            .mm
+            .enter()
+            .mmap_shmem(0, npages * PAGE, prot, MAP_PRIVATE, obj, first * PAGE, true)
+            .map_err(e)?;
+        let p = &mut self.procs[i];
+        for k in 0..npages {
+            let pg = va + k * PAGE;
+            if p.pages
+                .insert(pg, PageModel::file(prot, id, first + k))
+                .is_some()
+            {
+                return Err(format!("private mmap {va:#x} overlaps a live page {pg:#x}"));
+            }
+        }
+        Ok(format!(
+            "p{i} mmap private {va:#x} +{:#x} prot {prot} of object {id} at page {first}",
+            npages * PAGE
         ))
     }
 
@@ -321,7 +381,9 @@ impl Storm {
         let first_locked = p
             .pages
             .range(va..va + len)
-            .find(|(_, m)| m.locked || (advice == MADV_FREE && m.shared.is_some()))
+            .find(|(_, m)| {
+                m.locked || (advice == MADV_FREE && (m.shared.is_some() || m.file.is_some()))
+            })
             .map(|(k, _)| *k);
         let r = p.mm.enter().madvise(va, len, advice);
         let ok = match (r, full, first_locked) {
@@ -341,10 +403,12 @@ impl Storm {
             va + len
         };
         if advice == MADV_DONTNEED {
-            // Shared pages keep their data in the object.
+            // Shared pages keep their data in the object; private copies
+            // of a file's pages go, the file's data shows again.
             for (_, m) in p.pages.range_mut(va..applied_end) {
                 m.val = 0;
                 m.lazy = false;
+                m.copied = false;
             }
         } else if advice == MADV_FREE {
             for (_, m) in p.pages.range_mut(va..applied_end) {
@@ -370,10 +434,10 @@ impl Storm {
         if p.pages.len() + (new_len / PAGE) as usize > MAX_PAGES {
             return Ok(String::from("mremap skipped (size cap)"));
         }
-        let (prot, shared) = p
+        let (prot, shared, file) = p
             .pages
             .get(&old)
-            .map_or((PROT_NONE, None), |m| (m.prot, m.shared));
+            .map_or((PROT_NONE, None, None), |m| (m.prot, m.shared, m.file));
         let r =
             p.mm.enter()
                 .mremap(old, old_len, new_len, MREMAP_MAYMOVE, 0);
@@ -410,9 +474,10 @@ impl Storm {
         let entered = p.mm.enter();
         let vmas = entered.vmas();
         for off in (old_len..new_len).step_by(PAGE as usize) {
-            let mut m = match shared {
-                Some((id, idx)) => PageModel::shared(prot, id, idx + off / PAGE),
-                None => PageModel::new(prot),
+            let mut m = match (shared, file) {
+                (Some((id, idx)), _) => PageModel::shared(prot, id, idx + off / PAGE),
+                (None, Some((id, idx))) => PageModel::file(prot, id, idx + off / PAGE),
+                (None, None) => PageModel::new(prot),
             };
             m.locked = vmas
                 .find(new + off)
@@ -486,6 +551,11 @@ impl Storm {
         self.activate(i);
         let lock = self.rng.chance(60);
         let p = &mut self.procs[i];
+        // mlock populates a private writable file mapping by breaking COW
+        // (Linux's too), which the model does not follow: never lock one.
+        if lock && p.pages.range(va..va + len).any(|(_, m)| m.file.is_some()) {
+            return Ok(format!("p{i} mlock {va:#x}: skipped (private file pages)"));
+        }
         let r = if lock {
             p.mm.enter().mlock(va, len)
         } else {
@@ -678,7 +748,11 @@ impl Storm {
             return self.mmap(i);
         };
         let p = &self.procs[i];
-        let Some((id, idx)) = p.pages.range(va..va + len).find_map(|(_, m)| m.shared) else {
+        let Some((id, idx)) = p
+            .pages
+            .range(va..va + len)
+            .find_map(|(_, m)| m.shared.or(m.file))
+        else {
             return Ok(format!("p{i} punch {va:#x}: no shared page"));
         };
         let obj =
@@ -709,7 +783,11 @@ impl Storm {
         let live: alloc::collections::BTreeSet<u64> = self
             .procs
             .iter()
-            .flat_map(|p| p.pages.values().filter_map(|m| m.shared.map(|(id, _)| id)))
+            .flat_map(|p| {
+                p.pages
+                    .values()
+                    .filter_map(|m| m.shared.or(m.file).map(|(id, _)| id))
+            })
             .collect();
         self.objs.retain(|id, _| live.contains(id));
     }
@@ -738,7 +816,10 @@ impl Storm {
                             o.vals.insert(idx, v);
                         }
                     }
-                    None => m.val = v,
+                    None => {
+                        m.val = v;
+                        m.copied = m.file.is_some();
+                    }
                 }
                 m.lazy = false;
                 n += 1;

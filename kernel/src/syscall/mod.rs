@@ -418,10 +418,18 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
             .map(|_| 0),
         Madvise => {
             // The advice is parsed first, as Linux checks it first.
+            let adv = Advice::from_raw(a[2])?;
+            if adv == mm::abi::uapi::MADV_REMOVE {
+                // The VMA checks under this space's mmap lock, the punch
+                // with it dropped (it unmaps every space), as Linux.
+                let (punch, result) = p.with_mm(|mm| mm.madvise_remove_ranges(a[0], a[1]))?;
+                for (obj, off, len) in punch {
+                    crate::fs::memfd::punch_hole(&obj, off, len)?;
+                }
+                return result.map(|_| 0);
+            }
             p.with_mm(|mm| {
-                Advice::from_raw(a[2]).and_then(|adv| {
-                    mm.madvise_each(a[0], a[1], adv, Some(&mut crate::mem::uspace::each_mm))
-                })
+                mm.madvise_each(a[0], a[1], adv, Some(&mut crate::mem::uspace::each_mm))
             })?
             .map(|_| 0)
         }

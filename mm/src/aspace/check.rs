@@ -8,8 +8,9 @@
 //! * every entry lies in a VMA and has at most the VMA's rights (write only
 //!   on anon-exclusive pages, never on zero pages);
 //! * every non-zero frame belongs to an allocated anonymous folio, or to
-//!   a shmem folio in a shmem VMA (and only there); PMD leaves map a whole
-//!   order-9 folio;
+//!   a shmem folio in a shmem VMA (and only there); a private shmem VMA
+//!   (`MAP_PRIVATE` of a file) holds both, its shmem folios read-only and
+//!   by PTEs; PMD leaves map a whole order-9 folio;
 //! * per folio: large mapcount = PTE + PMD mappings found, entire mapcount
 //!   = PMD mappings found, references ≥ mappings found + known pins;
 //! * anon-exclusive only on pages mapped by exactly one address space, and
@@ -59,6 +60,7 @@ use crate::physmem::folio::Folio;
 use crate::physmem::frame_flags::PageFlags;
 
 use super::{Mm, vma_perms};
+use crate::vma::VmFlags;
 
 #[derive(Default)]
 struct FolioSeen<'a> {
@@ -147,10 +149,20 @@ pub fn check_invariants_pinned<'a, A: PagingArch>(
                 return;
             };
             let shmem = f.is_shmem();
-            if shmem != v.is_shmem() {
+            // A private file VMA maps both: the object's folios read-only
+            // and its private anonymous copies.
+            let private_file = v.is_shmem() && !v.flags.contains(VmFlags::SHARED);
+            let private_copy = private_file && !shmem;
+            if shmem != v.is_shmem() && !private_copy {
                 err(
                     &mut errors,
                     format!("shmem folio {shmem} in shmem VMA {}", v.is_shmem()),
+                );
+            }
+            if shmem && private_file && (p.write || l.level == PMD_LEVEL) {
+                err(
+                    &mut errors,
+                    "page-cache folio mapped writable or by a PMD in a private VMA".into(),
                 );
             }
             if !f.is_anon() && !shmem {

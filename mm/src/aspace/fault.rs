@@ -334,7 +334,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// A copy-on-write destination of `order` for `addr`, placed as a
     /// fault's folio is (Linux's COW allocates with `vma_alloc_folio`).
-    fn alloc_cow(&self, vma: &Vma, addr: u64, order: u32) -> Result<Folio<'a>, AllocError> {
+    pub(super) fn alloc_cow(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        order: u32,
+    ) -> Result<Folio<'a>, AllocError> {
         let pol = self.policy_for(vma);
         let numa = pol.is_some() || self.ctx.buddy.nodes().nr_nodes() > 1;
         self.alloc_placed(vma, addr, pol, numa, order)
@@ -344,7 +349,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// with `pre` the folio allocated by an earlier [`Locked::NeedFolio`]
     /// (taken when installed; left, to be freed, when the range filled up
     /// meanwhile).
-    fn fault_locked(
+    pub(super) fn fault_locked(
         &self,
         vma: &Vma,
         pt: &mut PageTable<'a, A>,
@@ -407,6 +412,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// Orders (bit mask) THP may use for a fault at `addr` in `vma`.
     pub(super) fn fault_orders(&self, vma: &Vma, addr: u64) -> u32 {
+        // The private copies in a file mapping are order 0, as Linux 6.12
+        // (`do_cow_fault`, `wp_page_copy`; no anonymous mTHP for file VMAs,
+        // so no large swap-in or large COW there either).
+        if vma.is_shmem() {
+            return 0;
+        }
         let allowed =
             self.ctx.thp.config.allowable_orders(self.thp_hints(vma)) & THP_ORDERS_ALL_ANON;
         if allowed != 0 {
@@ -660,6 +671,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             return Err(Fault::Segv);
         };
         let idx = l.pfn - f.pfn();
+        // A page-cache page of a private file mapping (`shmem.rs`): never
+        // reused, copied into an order-0 anonymous folio (Linux's
+        // `wp_page_copy` of a file page; no large copies of file folios).
+        if f.is_shmem() {
+            return self.wp_copy(vma, pt, va, Some((f, idx)));
+        }
         let page = f.page(idx);
         if page.is_anon_exclusive() || self.can_reuse(f) {
             if !page.is_anon_exclusive() {
@@ -881,6 +898,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Some((f, idx)) => {
                 self.munlock_vma_folio(vma, f);
                 ctx.rmap_remove_ptes(f, self.id, idx, 1);
+                if f.is_shmem() {
+                    // A file page became a private anonymous copy.
+                    self.rss_sub_folio(f, 1);
+                    self.rss_add(1);
+                }
                 f.put();
                 ctx.thp.stats.count(VmEvent::FaultCowCopy);
             }

@@ -40,8 +40,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut result = Ok(());
         for v in vmas.iter() {
             // Shared VMAs are not copied (Linux's `vma_needs_copy`): the
-            // child faults the same shmem folios in.
-            if v.flags.intersects(VmFlags::DONTCOPY | VmFlags::WIPEONFORK) || v.is_shmem() {
+            // child faults the same shmem folios in.  Private file VMAs
+            // are (their private copies become COW-shared, their
+            // read-only file pages are mapped in the child too).
+            let shared_file = v.is_shmem() && v.flags.contains(VmFlags::SHARED);
+            if v.flags.intersects(VmFlags::DONTCOPY | VmFlags::WIPEONFORK) || shared_file {
                 continue;
             }
             result = self.copy_range(&mut ppt, &mut cpt, child, v.start, v.end, &mut g);
@@ -126,7 +129,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             attrs.dirty = b.dirty;
             if let Some(f) = folio {
                 ctx.rmap_dup_ptes(f, child.id, l.pfn - f.pfn(), nr as u64);
-                child.rss_add(nr as u64);
+                if f.is_shmem() {
+                    child.shmem_rss_add(nr as u64);
+                } else {
+                    child.rss_add(nr as u64);
+                }
                 if l.attrs.perms.write {
                     ppt.wrprotect_ptes(at, nr, g);
                 }

@@ -849,7 +849,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 };
                 self.madvise_reclaim(&out.ranges, advice);
             }
-            MadviseAction::WillNeed => {}
+            // The punch itself is the caller's (`Self::madvise_remove_ranges`):
+            // it reaches every space mapping the object.
+            MadviseAction::WillNeed | MadviseAction::Remove => {}
         }
         out.result
     }
@@ -889,12 +891,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
             }
         }
-        // A moved shmem VMA: its old entries are zapped, not moved; the
-        // new range faults the same folios in from the cache.
-        let shmem_move = plan
-            .moved
-            .as_ref()
-            .filter(|_| vmas.find(plan.new_addr).is_some_and(|v| v.is_shmem()));
+        // A moved shared shmem VMA: its old entries are zapped, not moved;
+        // the new range faults the same folios in from the cache.  A
+        // private one moves its entries (its private copies exist only
+        // there), the read-only file pages with them.
+        let shmem_move = plan.moved.as_ref().filter(|_| {
+            vmas.find(plan.new_addr)
+                .is_some_and(|v| v.is_shmem() && v.flags.contains(VmFlags::SHARED))
+        });
         let r = match shmem_move {
             Some(m) => {
                 let r = self.mremap_tables(&mut pt, &plan.unmapped, None);

@@ -37,7 +37,7 @@ use crate::physmem::folio::FolioRef;
 use crate::shmem::Shmem;
 use crate::shmem::collapse::{FileScan, ReplaceError};
 use crate::thp::VmEvent;
-use crate::vma::{Vma, VmaSet};
+use crate::vma::{VmFlags, Vma, VmaSet};
 
 use super::collapse::{CollapseError, Limits};
 use super::{Mm, vma_perms};
@@ -65,7 +65,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// by collapse (Linux's `thp_vma_allowable_order` for a shmem file:
     /// `force` for `MADV_COLLAPSE`, the knobs for khugepaged), and has an
     /// aligned PMD range whose object index is a multiple of 512.
+    ///
+    /// Never for a private mapping (`MAP_PRIVATE` of a tmpfs file or
+    /// memfd): it may hold private copies among the file's pages, which a
+    /// PMD of the cache cannot map (Linux collapses the cache there but
+    /// maps no PMD in a VMA with anonymous pages); `MADV_COLLAPSE` of one
+    /// is EINVAL here and khugepaged skips it.  A collapse through a
+    /// shared mapping still unmaps its file pages from private mappings
+    /// (`Mm::shmem_unmap_pages`), which fault the new folio back by PTEs.
     pub(crate) fn shmem_collapse_allowed(&self, v: &Vma, obj: &Shmem<'a>, force: bool) -> bool {
+        if !v.flags.contains(VmFlags::SHARED) {
+            return false;
+        }
         let h = self.thp_hints(v);
         let orders = self.ctx.thp.config.shmem.collapse_orders(
             obj.mount_huge(),
@@ -260,6 +271,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let v = match vmas.find(w.va) {
             Some(v)
                 if v.shmem == Some(w.obj.id())
+                    && v.flags.contains(VmFlags::SHARED)
                     && v.start <= w.va
                     && w.va + PMD_SIZE <= v.end
                     && v.pgoff_of(w.va) == w.index =>

@@ -80,17 +80,28 @@ fn object_of<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'a>) -> Option<(Arc
     None
 }
 
+/// Where a space maps object pages (one VMA's part of an object range):
+/// what [`Mm::shmem_ranges`] lists.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShmemRange {
+    /// The addresses mapping the pages, `[start, end)`.
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// Where the range's first object page `first` is or would be mapped.
+    pub(crate) fva: u64,
+    /// The VMA is `VM_LOCKED`.
+    pub(crate) locked: bool,
+    /// A `MAP_SHARED` VMA.  A private one maps the object's pages
+    /// read-only beside its own anonymous copies, which an unmap of the
+    /// object's pages must leave alone ([`Mm::zap_file_pages`]).
+    pub(crate) shared: bool,
+}
+
 impl<'a, A: PagingArch> Mm<'a, A> {
     /// The ranges of this space that map the object pages `[first, end)`
-    /// of object `id`: (start, end, where page `first` is or would be
-    /// mapped, the VMA is `VM_LOCKED`).  The one walk from object pages
-    /// to mappings (truncate, collapse, reclaim).
-    pub(crate) fn shmem_ranges(
-        vmas: &VmaSet,
-        id: u64,
-        first: u64,
-        end: u64,
-    ) -> Vec<(u64, u64, u64, bool)> {
+    /// of object `id`.  The one walk from object pages to mappings
+    /// (truncate, hole punch, collapse, reclaim).
+    pub(crate) fn shmem_ranges(vmas: &VmaSet, id: u64, first: u64, end: u64) -> Vec<ShmemRange> {
         let mut out = Vec::new();
         for v in vmas.iter().filter(|v| v.shmem == Some(id)) {
             let (vs, ve) = (v.pgoff, v.pgoff + (v.len() >> PAGE_SHIFT));
@@ -98,12 +109,32 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             if s < e {
                 let a = v.start + ((s - vs) << PAGE_SHIFT);
                 let b = v.start + ((e - vs) << PAGE_SHIFT);
-                let fva = a.wrapping_sub((s - first) << PAGE_SHIFT);
-                let locked = v.flags.contains(crate::vma::VmFlags::LOCKED);
-                out.push((a, b, fva, locked));
+                out.push(ShmemRange {
+                    start: a,
+                    end: b,
+                    fva: a.wrapping_sub((s - first) << PAGE_SHIFT),
+                    locked: v.flags.contains(crate::vma::VmFlags::LOCKED),
+                    shared: v.flags.contains(crate::vma::VmFlags::SHARED),
+                });
             }
         }
         out
+    }
+
+    /// Unmaps the object's pages in `r` (the caller holds the page-table
+    /// lock `pt`): every entry of a shared VMA, only the page-cache
+    /// entries of a private one (its copies stay).
+    pub(crate) fn shmem_zap(
+        &self,
+        pt: &mut crate::paging::PageTable<'a, A>,
+        r: &ShmemRange,
+        free_tables: bool,
+    ) {
+        if r.shared {
+            self.zap_range(pt, r.start, r.end, free_tables);
+        } else {
+            self.zap_file_pages(pt, r.start, r.end);
+        }
     }
 }
 
@@ -128,8 +159,8 @@ pub(crate) fn shmem_referenced<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'
         }
         let mut pt = m.lock_pt();
         let mut young = false;
-        for (a, b, fva, _) in ranges {
-            young |= test_clear_young_in(&mut pt, f, fva, a, b);
+        for r in ranges {
+            young |= test_clear_young_in(&mut pt, f, r.fva, r.start, r.end);
         }
         spaces += young as usize;
     }
@@ -173,15 +204,15 @@ pub(crate) fn shmem_pageout<'a, A: PagingArch>(
                 return Pageout::Kept;
             };
             let ranges = Mm::<A>::shmem_ranges(&vmas, obj.id(), first, first + nr);
-            if ranges.iter().any(|r| r.3) {
+            if ranges.iter().any(|r| r.locked) {
                 return Pageout::Kept;
             }
             if ranges.is_empty() {
                 continue;
             }
             let mut pt = m.lock_pt();
-            for (a, b, _, _) in ranges {
-                m.zap_range(&mut pt, a, b, false);
+            for r in &ranges {
+                m.shmem_zap(&mut pt, r, false);
             }
         }
     }

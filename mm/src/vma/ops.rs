@@ -6,14 +6,14 @@
 //! reports an error (`mprotect` and `madvise` across a hole), the outcome
 //! carries both the work done and the final result.
 //!
-//! Deliberate differences from Linux (this kernel maps only private
-//! anonymous memory):
+//! Deliberate differences from Linux (the only files are shmem objects):
 //! * `MAP_SHARED` anonymous mappings need a shmem object, which the
 //!   address space creates (`Mm::mmap`); here they go through
 //!   [`VmaSet::mmap_shmem`] and plain [`VmaSet::mmap`] refuses them
 //!   (EINVAL), as it does `MAP_DROPPABLE` (Linux supports it);
 //! * a non-anonymous mapping fails with EBADF for a negative fd (as Linux)
-//!   and ENODEV otherwise (no file supports mmap here);
+//!   and ENODEV otherwise when it is not a shmem object's (memfd, tmpfs
+//!   file: [`VmaSet::mmap_shmem`], shared or private);
 //! * `MAP_HUGETLB` fails with ENOMEM (as Linux with no hugetlb pages);
 //! * `MADV_MERGEABLE`/`UNMERGEABLE` (KSM), `MADV_GUARD_*` and
 //!   `MADV_HWPOISON`/`SOFT_OFFLINE` are EINVAL, as on a Linux built without
@@ -94,6 +94,10 @@ pub enum MadviseAction {
     /// `MADV_COLLAPSE`: collapse each range's PMD-aligned parts; the first
     /// failure is the syscall's result (ENOMEM, EBUSY, EAGAIN, EINVAL).
     Collapse,
+    /// `MADV_REMOVE`: punch each range out of the shmem object behind it
+    /// (`fallocate(PUNCH_HOLE|KEEP_SIZE)` of the matching file range:
+    /// every mapping of it goes, shared or private; private copies stay).
+    Remove,
 }
 
 /// What `madvise` did and what remains for the caller.
@@ -152,8 +156,6 @@ enum AdviceKind {
     /// A per-range action; the flag allows it on `VM_LOCKED` VMAs
     /// (`MADV_DONTNEED_LOCKED`).
     Act(MadviseAction, bool),
-    /// Recognised but refused for every (anonymous) VMA.
-    Refuse(Errno),
 }
 
 fn classify(advice: Advice) -> Option<AdviceKind> {
@@ -181,8 +183,7 @@ fn classify(advice: Advice) -> Option<AdviceKind> {
         MADV_POPULATE_READ => AdviceKind::Act(A::PopulateRead, false),
         MADV_POPULATE_WRITE => AdviceKind::Act(A::PopulateWrite, false),
         MADV_COLLAPSE => AdviceKind::Act(A::Collapse, false),
-        // Valid on Linux but refused for private anonymous memory.
-        MADV_REMOVE => AdviceKind::Refuse(Errno::EINVAL),
+        MADV_REMOVE => AdviceKind::Act(A::Remove, false),
         _ => return None,
     })
 }
@@ -213,18 +214,20 @@ impl VmaSet {
     }
 
     /// [`Self::mmap`] of the shmem object `shmem` (its id; `offset` is
-    /// the byte offset into it), with or without `MAP_ANONYMOUS`.  The VMA
-    /// gets `VM_SHARED | VM_MAYSHARE` and no `VM_ACCOUNT` (shmem accounts
-    /// by object, as Linux).  Without `may_write` (a file not open for
-    /// writing, a write-sealed memfd, `SHM_RDONLY`) the VMA lacks
-    /// `VM_MAYWRITE`, so `mprotect(PROT_WRITE)` is EACCES as in Linux.
+    /// the byte offset into it), with or without `MAP_ANONYMOUS`.
     ///
-    /// `MAP_PRIVATE` without `PROT_WRITE` is mapped as a shared mapping
-    /// without `VM_MAYWRITE`: it reads the object's folios as Linux's
-    /// private mapping does before any write, but `mprotect(PROT_WRITE)` is
-    /// EACCES here where Linux allows it and copies on write.
-    /// `MAP_PRIVATE` with `PROT_WRITE` is EINVAL: private copies of shmem
-    /// are not supported here.
+    /// `MAP_SHARED`: the VMA gets `VM_SHARED | VM_MAYSHARE` and no
+    /// `VM_ACCOUNT` (shmem accounts by object, as Linux).  Without
+    /// `may_write` (a file not open for writing, a write-sealed memfd,
+    /// `SHM_RDONLY`) the VMA lacks `VM_MAYWRITE`, so `PROT_WRITE` (now or
+    /// by `mprotect`) is EACCES as in Linux.
+    ///
+    /// `MAP_PRIVATE`: a private file mapping (Linux's for a tmpfs file or
+    /// memfd), any `prot`, always `VM_MAYWRITE` (the caller passes
+    /// `may_write`: Linux needs only read access for it, and memfd seals
+    /// do not apply), `VM_ACCOUNT` when writable; `pgoff` is the object's
+    /// page offset, as for a shared one.  Reads map the object's folios
+    /// read-only, writes copy them (`aspace::shmem`).
     #[allow(clippy::too_many_arguments)]
     pub fn mmap_shmem(
         &mut self,
@@ -236,11 +239,6 @@ impl VmaSet {
         offset: u64,
         may_write: bool,
     ) -> Result<MmapOutcome, Errno> {
-        let (flags, may_write) = if flags & MAP_TYPE == MAP_PRIVATE && !prot.contains(PROT_WRITE) {
-            ((flags & !MAP_TYPE) | MAP_SHARED, false)
-        } else {
-            (flags, may_write)
-        };
         self.mmap_backed(addr, len, prot, flags, -1, offset, Some(shmem), may_write)
     }
 
@@ -308,7 +306,7 @@ impl VmaSet {
             return Err(Errno::EAGAIN);
         }
         let shared = flags & MAP_TYPE == MAP_SHARED || flags & MAP_TYPE == MAP_SHARED_VALIDATE;
-        if shmem.is_some() != shared || (!shared && flags & MAP_TYPE != MAP_PRIVATE) {
+        if (shmem.is_none() && shared) || (!shared && flags & MAP_TYPE != MAP_PRIVATE) {
             return Err(Errno::EINVAL);
         }
         let mut vf = VmFlags::from_prot(prot)
@@ -349,7 +347,13 @@ impl VmaSet {
                 start: addr,
                 end,
                 flags: vf,
-                pgoff: if shared { pgoff } else { addr >> PAGE_SHIFT },
+                // Linux's anonymous VMAs take the address as their offset;
+                // file VMAs, shared or private, the file's.
+                pgoff: if shmem.is_some() {
+                    pgoff
+                } else {
+                    addr >> PAGE_SHIFT
+                },
                 anon_vma: None,
                 policy: None,
                 shmem,
@@ -522,7 +526,7 @@ impl VmaSet {
         use MadviseAction::*;
         if !matches!(
             a,
-            Zap | Free | WillNeed | Cold | Pageout | PopulateRead | PopulateWrite
+            Zap | Free | WillNeed | Cold | Pageout | PopulateRead | PopulateWrite | Remove
         ) {
             return None;
         }
@@ -551,7 +555,6 @@ impl VmaSet {
         };
         let action = match kind {
             AdviceKind::Flags(_, _, a) | AdviceKind::Act(a, _) => a,
-            AdviceKind::Refuse(_) => MadviseAction::Flags,
         };
         if !start.is_multiple_of(PAGE_SIZE) {
             return (MadviseOutcome::err(action, Errno::EINVAL), None);
@@ -621,9 +624,11 @@ impl VmaSet {
         changes: &mut Vec<(u64, u64, VmFlags)>,
     ) -> Result<(), Errno> {
         match *kind {
-            AdviceKind::Refuse(e) => Err(e),
             AdviceKind::Flags(clear, set, _) => {
-                if set.contains(VmFlags::WIPEONFORK) && v.flags.contains(VmFlags::SHARED) {
+                // Linux: anonymous private VMAs only (not a file's).
+                if set.contains(VmFlags::WIPEONFORK)
+                    && (v.flags.contains(VmFlags::SHARED) || v.shmem.is_some())
+                {
                     return Err(Errno::EINVAL);
                 }
                 let nf = (v.flags - clear) | set;
@@ -640,6 +645,17 @@ impl VmaSet {
                     MadviseAction::Cold | MadviseAction::Pageout if locked => Err(Errno::EINVAL),
                     MadviseAction::Collapse if v.flags.contains(VmFlags::NOHUGEPAGE) => {
                         Err(Errno::EINVAL)
+                    }
+                    // Linux 6.12's `madvise_remove`: locked or without a
+                    // file (private anonymous) EINVAL, then EACCES unless
+                    // shared and `VM_MAYWRITE` (`vma_is_shared_maywrite`:
+                    // a shared read-only mapping of a file open for
+                    // writing may punch).
+                    MadviseAction::Remove if locked || v.shmem.is_none() => Err(Errno::EINVAL),
+                    MadviseAction::Remove
+                        if !v.flags.contains(VmFlags::SHARED | VmFlags::MAYWRITE) =>
+                    {
+                        Err(Errno::EACCES)
                     }
                     _ => Ok(()),
                 }

@@ -44,6 +44,8 @@ mod sharing;
 mod shmem;
 #[path = "mthp-tests/shmem_collapse.rs"]
 mod shmem_collapse;
+#[path = "mthp-tests/shmem_private.rs"]
+mod shmem_private;
 #[path = "mthp-tests/shmem_swap.rs"]
 mod shmem_swap;
 #[path = "mthp-tests/swap.rs"]
@@ -141,6 +143,7 @@ static TESTS: &[Test] = tests![
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
     shmem_swap::swap_shmem_out_and_back,
+    swap::swap_private_file_copies,
     swap::swap_swapoff_brings_back,
     shmem::shmem_shared_anon_64k,
     shmem::shmem_shared_anon_2m,
@@ -153,6 +156,9 @@ static TESTS: &[Test] = tests![
     shmem::tmpfs_dev_shm,
     shmem::tmpfs_read_only_mappings,
     shmem::tmpfs_truncate_in_large_folio,
+    shmem_private::shmem_private_cow,
+    shmem_private::shmem_madv_remove,
+    shmem_private::tmpfs_fallocate_prealloc,
     shmem_collapse::shmem_collapse_shared_anon,
     shmem_collapse::shmem_collapse_memfd,
     shmem_collapse::shmem_khugepaged_collapse,

@@ -537,6 +537,102 @@ pub(crate) fn swap_mlock_not_swapped() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// Private copies of a memfd's pages (`MAP_PRIVATE`, written) are
+/// anonymous memory: `MADV_PAGEOUT` swaps them out, and they come back
+/// with their data, in the parent and in a child forked while they are
+/// out (each keeping its own later writes); the file's pages keep the
+/// file's data.  This kernel leaves the file's (shmem) folios in memory,
+/// so its smaps `Swap:` is exactly the copies; Linux 6.12 may write the
+/// file's pages out too, so there only the data is checked.
+pub(crate) fn swap_private_file_copies() -> TestResult {
+    if !ensure_swap()? {
+        return no_disk();
+    }
+    const N: usize = 64;
+    let fd = sys::syscall(sys::nr::MEMFD_CREATE, &[c"swp".as_ptr() as usize, 0]);
+    ensure!(fd >= 0, "memfd_create: {fd}");
+    let r = private_copies_body(fd, N);
+    sys::close(fd as i32);
+    r
+}
+
+fn private_copies_body(fd: isize, n: usize) -> TestResult {
+    let r = sys::syscall(sys::nr::FTRUNCATE, &[fd as usize, n * PAGE]);
+    ensure!(r == 0, "ftruncate: {r}");
+    for k in 0..n {
+        let v = (0x7000 + k as u64).to_le_bytes();
+        let r = sys::syscall(
+            sys::nr::PWRITE64,
+            &[fd as usize, v.as_ptr() as usize, 8, k * PAGE],
+        );
+        ensure!(r == 8, "pwrite: {r}");
+    }
+    let a = sys::mmap(
+        0,
+        n * PAGE,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE,
+        fd,
+        0,
+    );
+    ensure!(a > 0, "mmap(MAP_PRIVATE): {a}");
+    let m = Mem {
+        addr: a as usize,
+        len: n * PAGE,
+    };
+    let want = |k: usize| {
+        if k < n / 2 {
+            0x9000 + k as u64
+        } else {
+            0x7000 + k as u64
+        }
+    };
+    let r = (|| {
+        for k in 0..n {
+            if k < n / 2 {
+                m.poke64(k * PAGE, want(k));
+            } else {
+                ensure!(m.peek64(k * PAGE) == want(k), "file page {k}");
+            }
+        }
+        ensure!(madvise(&m, MADV_PAGEOUT).is_ok(), "MADV_PAGEOUT failed");
+        if on_mthp() {
+            let sw = smaps_field(m.addr, b"Swap:");
+            ensure!(
+                sw == Some((n / 2 * PAGE / 1024) as u64),
+                "smaps Swap: {sw:?} kB, expected the {} copies",
+                n / 2
+            );
+        }
+        let st = in_child(|| {
+            if (0..n).any(|k| m.peek64(k * PAGE) != want(k)) {
+                return 1;
+            }
+            m.poke64(0, 1);
+            i32::from(m.peek64(0) != 1) * 2
+        })?;
+        ensure!(
+            wifexited(st) && wexitstatus(st) == 0,
+            "child: status {st:#x} (1: data lost in swap, 2: own write lost)"
+        );
+        let bad = (0..n).find(|&k| m.peek64(k * PAGE) != want(k));
+        ensure!(bad.is_none(), "page {bad:?} lost its data after swap-in");
+        let mut b = [0u8; 8];
+        let r = sys::syscall(
+            sys::nr::PREAD64,
+            &[fd as usize, b.as_mut_ptr() as usize, 8, 0],
+        );
+        ensure!(
+            r == 8 && u64::from_le_bytes(b) == 0x7000,
+            "the file's page 0 reads {:#x}",
+            u64::from_le_bytes(b)
+        );
+        Ok(Outcome::Pass)
+    })();
+    unmap(&m);
+    r
+}
+
 /// swapoff with 64K folios and 4K pages out: every page is back in
 /// memory (pagemap present, no `PM_SWAP`) with its data, the area is gone
 /// from `/proc/swaps` and `SwapTotal`.
