@@ -484,6 +484,7 @@ pub fn run(
             report.push_str(&model_table(r, m));
             report.push_str(&swap_tables(r, None));
             report.push_str(&frag_tables(r, None));
+            report.push('\n');
             report.push_str(&migrate_tables(r, None));
             for (work, file, model) in [
                 ("chase", "chase", false),
