@@ -375,7 +375,40 @@ fn private_copies_survive_object_swapout<A: PagingArch>() {
     });
 }
 
+/// An object no space maps any more (a file only held open) is out of LRU
+/// reclaim's reach; `shrink_shmem_object` pages its folios out whole, and
+/// `read` brings the data back.
+fn unmapped_object_reclaimed<A: PagingArch>() {
+    run::<A>(64 * MIB, |env| {
+        shmem_order(env, 4);
+        swapon(env, 4096);
+        let mm = env.mm();
+        let len = MIB;
+        let obj = map_object(env, &mm, len);
+        env.fill_pages(&mm, VA, len, 0x99);
+        mm.munmap(VA, len).unwrap();
+        let st = env
+            .ctx
+            .shrink_node(&[&mm], 512, mm::aspace::vmscan::Reclaimer::Direct);
+        assert_eq!(st.reclaimed, 0, "LRU reclaim does not find the object");
+        let freed = env.ctx.shrink_shmem_object(&[&mm], &obj, u64::MAX);
+        assert_eq!(freed, len / K4, "every folio went out");
+        assert_eq!(obj.swapped_pages(), len / K4);
+        assert_eq!(obj.cached_pages(), 0);
+        assert_eq!(env.mthp(4, MthpStat::Swpout), len / (16 * K4));
+        for off in (0..len).step_by(K4 as usize) {
+            let mut b = [0u8; 8];
+            assert_eq!(obj.read(off, &mut b, env.mem), 8);
+            assert_eq!(u64::from_le_bytes(b), 0x99 ^ (VA + off), "page {off:#x}");
+        }
+        assert_eq!(obj.swapped_pages(), 0);
+        assert_eq!(swap_used(env), 0);
+        env.check(&[&mm]);
+    });
+}
+
 both_formats!(
+    unmapped_object_reclaimed,
     private_copies_survive_object_swapout,
     khugepaged_max_ptes_swap,
     round_trip_4k,

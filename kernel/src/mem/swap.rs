@@ -204,6 +204,29 @@ pub fn shmem_register(obj: &alloc::sync::Arc<mm::shmem::Shmem<'static>>) {
     l.push(alloc::sync::Arc::downgrade(obj));
 }
 
+/// Reclaim from the file-held shmem objects no space maps, up to `nr`
+/// pages (`MmCtx::shrink_shmem_object`); `mms` are the live spaces, for
+/// the object's mappings made meanwhile.  Returns the pages freed.
+pub fn shrink_file_shmem(mms: &[&uspace::Space], nr: u64) -> u64 {
+    let ctx = uspace::ctx();
+    if !ctx.swap.active() {
+        return 0;
+    }
+    let objs: Vec<_> = SHMEM_OBJECTS
+        .lock()
+        .iter()
+        .filter_map(|w| w.upgrade())
+        .collect();
+    let mut freed = 0;
+    for o in objs {
+        if freed >= nr {
+            break;
+        }
+        freed += ctx.shrink_shmem_object(mms, &o, nr - freed);
+    }
+    freed
+}
+
 /// Brings every page of area `ty` back into memory (Linux's
 /// `try_to_unuse`): each live address space's entries and the shmem
 /// objects it maps, the objects files hold, then the folios still cached

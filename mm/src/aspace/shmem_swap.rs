@@ -8,8 +8,10 @@
 //! whenever it enters a cache); its object is looked for among the
 //! objects the address spaces of `mms` map, and the cache must still hold
 //! that folio at that index.  A folio of an object no space maps (a
-//! memfd or tmpfs file only read and written) is not found, so reclaim
-//! keeps it (see docs/linux-differences.md).  Its mappings are found the
+//! memfd or tmpfs file only read and written) is not found by LRU
+//! reclaim; [`MmCtx::shrink_shmem_object`] pages such objects out, called
+//! by the kernel's reclaim for the objects files hold once the LRU pass
+//! fell short (see docs/linux-differences.md).  Its mappings are found the
 //! way truncate and collapse find them: every VMA of every space that
 //! maps the object's index range ([`Mm::shmem_ranges`]).
 //!
@@ -178,17 +180,27 @@ pub(crate) fn shmem_pageout<'a, A: PagingArch>(
     let Some(m0) = mms.first() else {
         return Pageout::Kept;
     };
-    let ctx = m0.ctx;
-    let f = **folio;
-    if !ctx.swap.active() || f.is_mlocked() {
-        return Pageout::Kept;
-    }
-    let Some((obj, first)) = object_of(mms, f) else {
+    let Some((obj, _)) = object_of(mms, **folio) else {
         return Pageout::Kept;
     };
-    if obj.unevictable() {
+    shmem_pageout_of(m0.ctx, mms, &obj, folio)
+}
+
+/// [`shmem_pageout`] of a folio of the object `obj` (which no space of
+/// `mms` need map: [`MmCtx::shrink_shmem_object`]).
+fn shmem_pageout_of<'a, A: PagingArch>(
+    ctx: &'a MmCtx<'a>,
+    mms: &[&Mm<'a, A>],
+    obj: &Arc<Shmem<'a>>,
+    folio: &FolioRef<'a>,
+) -> Pageout {
+    let f = **folio;
+    if !ctx.swap.active() || f.is_mlocked() || obj.unevictable() {
         return Pageout::Kept;
     }
+    let Some(first) = obj.caches(f.owner_raw(), f.pfn()) else {
+        return Pageout::Kept;
+    };
     let Some(lock) = f.try_lock() else {
         return Pageout::Kept;
     };
@@ -238,11 +250,11 @@ pub(crate) fn shmem_pageout<'a, A: PagingArch>(
         let mut freed = 0;
         for (_, p) in others {
             let r = p.get_ref();
-            if let Pageout::Freed(n) = shmem_pageout(mms, &r) {
+            if let Pageout::Freed(n) = shmem_pageout_of(ctx, mms, obj, &r) {
                 freed += n;
             }
         }
-        return match shmem_pageout(mms, folio) {
+        return match shmem_pageout_of(ctx, mms, obj, folio) {
             Pageout::Freed(n) => Pageout::Freed(n + freed),
             _ => Pageout::Split,
         };
@@ -298,6 +310,44 @@ pub(crate) fn shmem_pageout<'a, A: PagingArch>(
     };
     drop(lock);
     out
+}
+
+impl<'a> MmCtx<'a> {
+    /// Reclaim from the shmem object `obj` when no address space maps it
+    /// (a memfd or tmpfs file only read and written, a System V segment
+    /// not attached), which LRU reclaim cannot reach: its folios are found
+    /// through the spaces mapping them ([`object_of`]).  The object's
+    /// unmapped folios that are on the inactive list go to swap, as
+    /// [`shmem_pageout`] writes them, until `nr` pages are freed; mapped
+    /// ones are left to LRU reclaim.  Linux reaches such folios from its
+    /// LRU through `folio->mapping`; here kswapd and direct reclaim call
+    /// this for the objects files hold once the LRU pass fell short (see
+    /// docs/linux-differences.md).  Returns the pages freed.
+    pub fn shrink_shmem_object<A: PagingArch>(
+        &'a self,
+        mms: &[&Mm<'a, A>],
+        obj: &Arc<Shmem<'a>>,
+        nr: u64,
+    ) -> u64 {
+        if !self.swap.active() || obj.unevictable() {
+            return 0;
+        }
+        // New order-0 folios wait in the CPUs' add batches, off the lists.
+        self.lru_drain();
+        let mut freed = 0;
+        for (_, f) in obj.folios() {
+            if freed >= nr {
+                break;
+            }
+            if f.is_mapped() || !f.test(PageFlags::LRU) || f.test(PageFlags::ACTIVE) {
+                continue;
+            }
+            if let Pageout::Freed(n) = shmem_pageout_of(self, mms, obj, &f) {
+                freed += n;
+            }
+        }
+        freed
+    }
 }
 
 impl<'a> MmCtx<'a> {
