@@ -257,13 +257,35 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.report_swap(pt, r);
             }
         }
-        // A shared shmem VMA's `Swap:` is its object's swapped pages in
-        // the VMA's range (Linux's `shmem_swap_usage`; no `SwapPss`).
+        // A shmem VMA's `Swap:` counts its object's swapped pages in the
+        // VMA's range (Linux's `shmem_swap_usage`; no `SwapPss`).  In a
+        // writable private one, as Linux's `smaps_pte_hole`, only those
+        // at empty entries: a private copy's own swap entry is counted
+        // above, and the object's page behind it is not mapped there.
         for (v, r) in vmas.iter().zip(lines.iter_mut()) {
-            if let Some(o) = v.shmem.and_then(|id| self.shmem_object(id)) {
-                let n = o.swapped_in(v.pgoff, v.pgoff + (v.len() >> crate::addr::PAGE_SHIFT));
-                r.swap += n * PAGE_SIZE;
+            let Some(o) = v.shmem.and_then(|id| self.shmem_object(id)) else {
+                continue;
+            };
+            let pages = v.len() >> crate::addr::PAGE_SHIFT;
+            let n = o.swapped_in(v.pgoff, v.pgoff + pages);
+            if n == 0 {
+                continue;
             }
+            let private_writable =
+                !v.flags.contains(VmFlags::SHARED) && v.flags.contains(VmFlags::WRITE);
+            r.swap += PAGE_SIZE
+                * if private_writable {
+                    (0..pages)
+                        .filter(|&i| {
+                            o.find_swap(v.pgoff + i).is_some()
+                                && pt
+                                    .read_pte(v.start + i * PAGE_SIZE)
+                                    .is_none_or(|e| e.is_absent())
+                        })
+                        .count() as u64
+                } else {
+                    n
+                };
         }
         ThpMaps {
             arch: A::NAME,
