@@ -375,8 +375,9 @@ fn private_copies_survive_object_swapout<A: PagingArch>() {
     });
 }
 
-/// An object no space maps any more (a file only held open) is out of LRU
-/// reclaim's reach; `shrink_shmem_object` pages its folios out whole, and
+/// An object no space maps any more (a file only held open) is out of
+/// reach of LRU reclaim over the spaces alone; given as a file-held
+/// object (`shrink_node_files`), its folios go out whole in LRU order, and
 /// `read` brings the data back.
 fn unmapped_object_reclaimed<A: PagingArch>() {
     run::<A>(64 * MIB, |env| {
@@ -390,9 +391,14 @@ fn unmapped_object_reclaimed<A: PagingArch>() {
         let st = env
             .ctx
             .shrink_node(&[&mm], 512, mm::aspace::vmscan::Reclaimer::Direct);
-        assert_eq!(st.reclaimed, 0, "LRU reclaim does not find the object");
-        let freed = env.ctx.shrink_shmem_object(&[&mm], &obj, u64::MAX);
-        assert_eq!(freed, len / K4, "every folio went out");
+        assert_eq!(st.reclaimed, 0, "the spaces do not lead to the object");
+        let st = env.ctx.shrink_node_files(
+            &[&mm],
+            core::slice::from_ref(&obj),
+            len / K4,
+            mm::aspace::vmscan::Reclaimer::Direct,
+        );
+        assert_eq!(st.reclaimed, len / K4, "every folio went out");
         assert_eq!(obj.swapped_pages(), len / K4);
         assert_eq!(obj.cached_pages(), 0);
         assert_eq!(env.mthp(4, MthpStat::Swpout), len / (16 * K4));

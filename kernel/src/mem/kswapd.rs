@@ -48,19 +48,15 @@ pub fn start() {
     }
 }
 
-/// Reclaim up to `nr` pages from every live address space, then, if that
-/// fell short, from the shmem objects only files hold
-/// ([`super::swap::shrink_file_shmem`]: LRU reclaim finds shmem folios
-/// through the spaces mapping them).
+/// Reclaim up to `nr` pages from every live address space and the shmem
+/// objects files hold ([`super::swap::file_shmem_objects`]: the LRU pass
+/// reaches an unmapped shmem folio through its object).
 pub fn reclaim(nr: u64, who: Reclaimer) -> ReclaimStats {
     let mms = uspace::all_mms();
     let entered: alloc::vec::Vec<_> = mms.iter().map(|m| m.enter()).collect();
     let refs: alloc::vec::Vec<&uspace::Space> = entered.iter().map(|e| &**e).collect();
-    let mut st = uspace::ctx().shrink_node(&refs, nr, who);
-    if st.reclaimed < nr {
-        st.reclaimed += super::swap::shrink_file_shmem(&refs, nr - st.reclaimed);
-    }
-    st
+    let files = super::swap::file_shmem_objects();
+    uspace::ctx().shrink_node_files(&refs, &files, nr, who)
 }
 
 /// Direct reclaim for a faulting thread whose allocation failed: returns

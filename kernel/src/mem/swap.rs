@@ -204,27 +204,14 @@ pub fn shmem_register(obj: &alloc::sync::Arc<mm::shmem::Shmem<'static>>) {
     l.push(alloc::sync::Arc::downgrade(obj));
 }
 
-/// Reclaim from the file-held shmem objects no space maps, up to `nr`
-/// pages (`MmCtx::shrink_shmem_object`); `mms` are the live spaces, for
-/// the object's mappings made meanwhile.  Returns the pages freed.
-pub fn shrink_file_shmem(mms: &[&uspace::Space], nr: u64) -> u64 {
-    let ctx = uspace::ctx();
-    if !ctx.swap.active() {
-        return 0;
-    }
-    let objs: Vec<_> = SHMEM_OBJECTS
+/// The live file- and segment-held shmem objects (for reclaim, which
+/// reaches their unmapped folios through them, and swapoff).
+pub fn file_shmem_objects() -> Vec<alloc::sync::Arc<mm::shmem::Shmem<'static>>> {
+    SHMEM_OBJECTS
         .lock()
         .iter()
         .filter_map(|w| w.upgrade())
-        .collect();
-    let mut freed = 0;
-    for o in objs {
-        if freed >= nr {
-            break;
-        }
-        freed += ctx.shrink_shmem_object(mms, &o, nr - freed);
-    }
-    freed
+        .collect()
 }
 
 /// Brings every page of area `ty` back into memory (Linux's
@@ -241,12 +228,7 @@ pub fn unuse(ty: u8) -> Result<(), Errno> {
         for m in uspace::all_mms() {
             m.enter().swapoff_unuse(ty).map_err(errno)?;
         }
-        let objs: Vec<_> = SHMEM_OBJECTS
-            .lock()
-            .iter()
-            .filter_map(|w| w.upgrade())
-            .collect();
-        for o in objs {
+        for o in file_shmem_objects() {
             ctx.shmem_unuse(&o, ty).map_err(errno)?;
         }
         if ctx.swapoff_drain_cache(ty) {

@@ -178,9 +178,12 @@ impl<'m, 'a, A: PagingArch> Follower<'m, 'a, A> {
         }
     }
 
+    /// Drops both locks; the remembered VMA goes with them (it may change
+    /// while they are not held).
     fn release(&mut self) {
         self.held = None;
         self.uses = 0;
+        self.vma = (0, 0);
     }
 
     fn folio(&mut self, addr: u64) -> Result<FolioRef<'a>, Errno> {
@@ -193,7 +196,7 @@ impl<'m, 'a, A: PagingArch> Follower<'m, 'a, A> {
             let vmas = mm.vmas();
             (vmas, mm.lock_pt())
         });
-        if !(self.vma.0..self.vma.1).contains(&addr) || self.uses == 1 {
+        if !(self.vma.0..self.vma.1).contains(&addr) {
             let Some(v) = vmas.find(addr) else {
                 return Err(Errno::EFAULT);
             };

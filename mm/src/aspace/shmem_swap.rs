@@ -8,10 +8,10 @@
 //! whenever it enters a cache); its object is looked for among the
 //! objects the address spaces of `mms` map, and the cache must still hold
 //! that folio at that index.  A folio of an object no space maps (a
-//! memfd or tmpfs file only read and written) is not found by LRU
-//! reclaim; [`MmCtx::shrink_shmem_object`] pages such objects out, called
-//! by the kernel's reclaim for the objects files hold once the LRU pass
-//! fell short (see docs/linux-differences.md).  Its mappings are found the
+//! memfd or tmpfs file only read and written) is found among the objects
+//! files hold, which the kernel's reclaim passes in
+//! ([`MmCtx::shrink_node_files`]), so it is reclaimed in LRU order with
+//! the rest, as Linux's LRU reaches it through `folio->mapping`.  Its mappings are found the
 //! way truncate and collapse find them: every VMA of every space that
 //! maps the object's index range ([`Mm::shmem_ranges`]).
 //!
@@ -187,8 +187,8 @@ pub(crate) fn shmem_pageout<'a, A: PagingArch>(
 }
 
 /// [`shmem_pageout`] of a folio of the object `obj` (which no space of
-/// `mms` need map: [`MmCtx::shrink_shmem_object`]).
-fn shmem_pageout_of<'a, A: PagingArch>(
+/// `mms` need map: [`MmCtx::shrink_node_files`]).
+pub(crate) fn shmem_pageout_of<'a, A: PagingArch>(
     ctx: &'a MmCtx<'a>,
     mms: &[&Mm<'a, A>],
     obj: &Arc<Shmem<'a>>,
@@ -310,44 +310,6 @@ fn shmem_pageout_of<'a, A: PagingArch>(
     };
     drop(lock);
     out
-}
-
-impl<'a> MmCtx<'a> {
-    /// Reclaim from the shmem object `obj` when no address space maps it
-    /// (a memfd or tmpfs file only read and written, a System V segment
-    /// not attached), which LRU reclaim cannot reach: its folios are found
-    /// through the spaces mapping them ([`object_of`]).  The object's
-    /// unmapped folios that are on the inactive list go to swap, as
-    /// [`shmem_pageout`] writes them, until `nr` pages are freed; mapped
-    /// ones are left to LRU reclaim.  Linux reaches such folios from its
-    /// LRU through `folio->mapping`; here kswapd and direct reclaim call
-    /// this for the objects files hold once the LRU pass fell short (see
-    /// docs/linux-differences.md).  Returns the pages freed.
-    pub fn shrink_shmem_object<A: PagingArch>(
-        &'a self,
-        mms: &[&Mm<'a, A>],
-        obj: &Arc<Shmem<'a>>,
-        nr: u64,
-    ) -> u64 {
-        if !self.swap.active() || obj.unevictable() {
-            return 0;
-        }
-        // New order-0 folios wait in the CPUs' add batches, off the lists.
-        self.lru_drain();
-        let mut freed = 0;
-        for (_, f) in obj.folios() {
-            if freed >= nr {
-                break;
-            }
-            if f.is_mapped() || !f.test(PageFlags::LRU) || f.test(PageFlags::ACTIVE) {
-                continue;
-            }
-            if let Pageout::Freed(n) = shmem_pageout_of(self, mms, obj, &f) {
-                freed += n;
-            }
-        }
-        freed
-    }
 }
 
 impl<'a> MmCtx<'a> {

@@ -58,8 +58,24 @@ impl<'a> MmCtx<'a> {
     /// pages freed nothing more.  Call with no lock held: it sleeps for
     /// swap I/O.
     pub fn shrink_node<A: PagingArch>(
-        &self,
+        &'a self,
         mms: &[&Mm<'a, A>],
+        nr_to_reclaim: u64,
+        who: Reclaimer,
+    ) -> ReclaimStats {
+        self.shrink_node_files(mms, &[], nr_to_reclaim, who)
+    }
+
+    /// [`Self::shrink_node`], also reaching the shmem folios of `files`
+    /// (the objects files and segments hold) when no space of `mms` maps
+    /// them: a shmem folio's object is otherwise found through the spaces
+    /// mapping it, and a memfd only read and written would never be
+    /// reclaimed, where Linux reaches it from its LRU through
+    /// `folio->mapping`.  So such folios go in LRU order with the rest.
+    pub fn shrink_node_files<A: PagingArch>(
+        &'a self,
+        mms: &[&Mm<'a, A>],
+        files: &[alloc::sync::Arc<crate::shmem::Shmem<'a>>],
         nr_to_reclaim: u64,
         who: Reclaimer,
     ) -> ReclaimStats {
@@ -74,10 +90,18 @@ impl<'a> MmCtx<'a> {
         }
         self.lru_drain();
         let c = self.lru_counts();
-        // At most twice the lists, and at most 64 pages looked at per page
-        // asked for (Linux scans `lru_size >> priority` per round).
-        let budget = (2 * (c.active_pages + c.inactive_pages) + SWAP_CLUSTER_MAX)
-            .min(64 * nr_to_reclaim.max(SWAP_CLUSTER_MAX));
+        // At most twice the lists; kswapd at most 64 pages looked at per
+        // page asked for (Linux scans `lru_size >> priority` per round).  A
+        // direct reclaimer, whose failure means the OOM killer, goes on to
+        // the whole lists, as Linux's priority reaches 0 first: young
+        // folios are only kept once, and 64 × 128 pages are just 16 PMD
+        // folios, so a capped pass over freshly touched 2 MiB folios found
+        // nothing old and gave up while the list held plenty.
+        let lists = 2 * (c.active_pages + c.inactive_pages) + SWAP_CLUSTER_MAX;
+        let budget = match who {
+            Reclaimer::Kswapd => lists.min(64 * nr_to_reclaim.max(SWAP_CLUSTER_MAX)),
+            Reclaimer::Direct => lists,
+        };
         while st.reclaimed < nr_to_reclaim && st.scanned < budget {
             let c = self.lru_counts();
             if c.inactive_pages < c.active_pages {
@@ -112,7 +136,18 @@ impl<'a> MmCtx<'a> {
                     FolioReferences::Keep => self.lru_putback(f, false),
                     FolioReferences::Reclaim => {
                         let lazy = f.test(PageFlags::LAZYFREE);
-                        match pageout_folio(mms, &f) {
+                        let file = (f.is_shmem() && !f.is_mapped())
+                            .then(|| {
+                                files
+                                    .iter()
+                                    .find(|o| o.caches(f.owner_raw(), f.pfn()).is_some())
+                            })
+                            .flatten();
+                        let out = match file {
+                            Some(o) => super::shmem_swap::shmem_pageout_of(self, mms, o, &f),
+                            None => pageout_folio(mms, &f),
+                        };
+                        match out {
                             Pageout::Freed(n) => {
                                 st.reclaimed += n;
                                 if !lazy {

@@ -143,6 +143,7 @@ static TESTS: &[Test] = tests![
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
     shmem_swap::swap_shmem_out_and_back,
+    shmem_swap::swap_shmem_unmapped_pressure,
     swap::swap_private_file_copies,
     swap::swap_swapoff_brings_back,
     shmem::shmem_shared_anon_64k,
