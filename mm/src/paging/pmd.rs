@@ -15,21 +15,23 @@ use super::tlb::TlbGather;
 use crate::addr::PMD_SIZE;
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
-    fn deposit(&mut self, pt: u64) {
-        self.mem().store(pt, self.deposit_head);
-        self.deposit_head = pt;
-        self.deposits += 1;
+    fn deposit(&self, pt: u64) {
+        let mut d = self.deposits.lock();
+        self.mem().store(pt, d.head);
+        d.head = pt;
+        d.count += 1;
     }
 
     /// Take one deposited table (zeroed again), if any.
-    pub(crate) fn withdraw(&mut self) -> Option<u64> {
-        if self.deposit_head == NO_DEPOSIT {
+    pub(crate) fn withdraw(&self) -> Option<u64> {
+        let mut d = self.deposits.lock();
+        if d.head == NO_DEPOSIT {
             return None;
         }
-        let pt = self.deposit_head;
-        self.deposit_head = self.mem().load(pt);
+        let pt = d.head;
+        d.head = self.mem().load(pt);
         self.mem().store(pt, 0);
-        self.deposits -= 1;
+        d.count -= 1;
         Some(pt)
     }
 
@@ -151,7 +153,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Remove the PMD leaf at `va`: its flush is gathered and its deposit
     /// is handed to the gather to be freed after the flush.  Returns the
     /// old leaf (with young/dirty), or `None` if the PMD was empty.
-    pub fn zap_pmd(&mut self, va: u64, g: &mut TlbGather<'a>) -> Result<Option<Leaf>, PtError> {
+    pub fn zap_pmd(&self, va: u64, g: &mut TlbGather<'a>) -> Result<Option<Leaf>, PtError> {
         let va = va & !(PMD_SIZE - 1);
         let Some(slot) = self.pmd_slot(va) else {
             return Ok(None);
