@@ -97,7 +97,7 @@ fn pa_of<A: PagingArch>(mm: &Mm<'_, A>, va: u64) -> Option<u64> {
 /// One thread zaps (`MADV_DONTNEED`, then `munmap`) 64 KiB at the start
 /// of a 4 KiB-mapped PTE table and is held inside its page-table lock hold
 /// (at its flush) until the other thread has faulted a page in the same
-/// PTE table and one in another table.  Under split page-table locks the
+/// PTE table, one in another table and one under an empty PMD.  Under split page-table locks the
 /// faults complete meanwhile.  Fails with the zap back under the exclusive
 /// lock (checked once by making `Mm::zap_shared` take `lock_pt()`: both
 /// rounds then time out with "the fault waited for the whole zap").  Data
@@ -121,7 +121,13 @@ fn fault_runs_during_zap<A: PagingArch>() {
         for round in 0..2u64 {
             let zap = VA + round * 16 * K4;
             tlb.arm();
-            let targets = [VA + MIB + round * K4, VA + M2 + MIB + round * K4];
+            // The zapped table, another table, and an empty PMD (a new PTE
+            // table under the PMD table's lock).
+            let targets = [
+                VA + MIB + round * K4,
+                VA + M2 + MIB + round * K4,
+                VA + (2 + round) * M2 + K4,
+            ];
             std::thread::scope(|s| {
                 let m = &mm;
                 let t = &tlb;
@@ -145,7 +151,7 @@ fn fault_runs_during_zap<A: PagingArch>() {
                 tlb.overlapped.load(SeqCst),
                 "round {round}: the fault waited for the whole zap"
             );
-            rss += 2;
+            rss += 3;
             rss -= 16;
             for p in targets {
                 assert!(pa_of(&mm, p).is_some(), "faulted page {p:#x} mapped");
@@ -162,6 +168,60 @@ fn fault_runs_during_zap<A: PagingArch>() {
             assert_eq!(mem.load(pa), p ^ 0x5a5a, "page {p:#x} data");
         }
         assert_eq!(mm.anon_rss(), rss, "RSS");
+        check_invariants(&[&mm]).unwrap_or_else(|e| panic!("invariants:\n{e}"));
+        tlb.inner
+            .check_coherent::<A>(mem, mm.root_pa(), mm.space())
+            .unwrap();
+    });
+}
+
+/// A 2 MiB folio is removed whole (`MADV_DONTNEED`, the PMD leaf under the
+/// PMD table's lock) and the zap held at its flush while another thread
+/// write-faults the empty PMD next to it: the new PMD leaf is mapped
+/// meanwhile, under the shared lock and the PMD table's lock.  Fails with
+/// either side back under the exclusive lock ("the PMD fault waited").
+fn pmd_fault_runs_during_zap<A: PagingArch>() {
+    let tlb = GateTlb::new(Duration::from_secs(3));
+    gated_machine(&tlb, 9, |ctx, mem| {
+        let mm: Mm<'_, A> = Mm::new(ctx).unwrap();
+        mm.mmap(VA, 4 * M2, RW, ANON | MAP_FIXED).unwrap();
+        mm.handle_fault(VA, Access::Write).unwrap();
+        mm.handle_fault(VA + 2 * M2, Access::Write).unwrap();
+        mem.store(pa_of(&mm, VA + 2 * M2).unwrap(), 77);
+        assert_eq!(
+            mm.with_page_table(|pt| pt.lookup(VA).level),
+            1,
+            "a PMD leaf"
+        );
+        tlb.arm();
+        std::thread::scope(|s| {
+            let (m, t) = (&mm, &tlb);
+            s.spawn(move || {
+                on_cpu(1);
+                while !t.in_zap.load(SeqCst) {
+                    std::thread::yield_now();
+                }
+                m.handle_fault(VA + M2 + 5 * K4, Access::Write).unwrap();
+                t.fault_done.store(true, SeqCst);
+            });
+            mm.madvise(VA, M2, MADV_DONTNEED).unwrap();
+        });
+        assert!(
+            tlb.overlapped.load(SeqCst),
+            "the PMD fault waited for the whole zap"
+        );
+        assert!(pa_of(&mm, VA).is_none(), "zapped");
+        assert_eq!(
+            mm.with_page_table(|pt| pt.lookup(VA + M2).level),
+            1,
+            "new PMD leaf"
+        );
+        assert_eq!(
+            mem.load(pa_of(&mm, VA + 2 * M2).unwrap()),
+            77,
+            "untouched data"
+        );
+        assert_eq!(mm.anon_rss(), 2 * 512, "RSS");
         check_invariants(&[&mm]).unwrap_or_else(|e| panic!("invariants:\n{e}"));
         tlb.inner
             .check_coherent::<A>(mem, mm.root_pa(), mm.space())
@@ -397,6 +457,7 @@ fn pmd_leaves_under_shared_zap<A: PagingArch>() {
 
 both_formats!(
     fault_runs_during_zap,
+    pmd_fault_runs_during_zap,
     fault_waits_for_unfold_in_same_table,
     zaps_and_faults_race,
     pmd_leaves_under_shared_zap,

@@ -34,20 +34,27 @@
 //!    child's (the child is private to fork, so no other order can exist).
 //!    It is a reader-writer lock for split page-table locking: exclusive
 //!    for every change, except two kinds of holders that take it shared:
-//!    a fault filling empty entries of an existing PTE table (first touch:
-//!    zero page or a new anonymous folio of at most the table's span), and
-//!    the zap of munmap and `MADV_DONTNEED` (see `zap.rs` for its rules),
-//!    each together with
+//!    a write or read first touch filling empty entries of an existing
+//!    PTE table (zero page or a new anonymous folio of at most the table's
+//!    span), or a write first touch under an empty PMD (a new PMD-size
+//!    folio mapped by a PMD leaf, or a new PTE table and a smaller folio
+//!    in it); and the zap of munmap and `MADV_DONTNEED` (see `zap.rs` for
+//!    its rules); each together with
 //!    2b. **split table lock** — one spin lock per PTE table (and, for a
 //!    zap removing a PMD leaf, per PMD table), in the table page's frame
 //!    descriptor (`Mm::lock_pte_table`, Linux's split PTL in `struct
 //!    ptdesc` and its `pmd_lock`), taken only under the shared page-table
-//!    lock, one at a time.  Faults of one space on different PTE tables,
-//!    and a zap of other tables, so run in parallel.  Tables are allocated
-//!    only under the exclusive lock, and freed only under it except by
-//!    munmap's zap, which frees only tables in ranges with no VMA, that
-//!    no other shared holder reaches; so a table's lock word is never in
-//!    use when its page goes back to the allocator.
+//!    lock, one at a time (a fault under an empty PMD takes the PMD
+//!    table's lock to fill the PMD, drops it, then takes the new PTE
+//!    table's).  Faults of one space on different PTE tables, and a zap of
+//!    other tables, so run in parallel.  Under the shared lock a PMD only
+//!    goes from empty to a table or leaf (a fault, under the PMD table's
+//!    lock) or from a leaf to empty (a zap, under the same lock); tables
+//!    are freed only under the exclusive lock, except by munmap's zap,
+//!    which frees only tables in ranges with no VMA, that no other shared
+//!    holder reaches; so a table a shared holder walked to stays, and a
+//!    table's lock word is never in use when its page goes back to the
+//!    allocator.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
 //!    ever try-locked under a page-table lock.  Swap-out and migration
 //!    (`migrate`) take it first, holding no page-table lock, and then the

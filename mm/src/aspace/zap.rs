@@ -40,9 +40,10 @@
 //!   around them) are freed under the shared lock: no VMA lies there, so
 //!   no fault walks into them, `MADV_DONTNEED` zaps only inside VMAs, and
 //!   munmaps exclude each other (each starts with the mmap lock for
-//!   writing).  Faults never free tables, and nothing but the exclusive
-//!   lock's holders does otherwise, so a table a shared holder walked to
-//!   stays while it holds the lock.
+//!   writing).  Faults never free tables (they add PTE tables and PMD
+//!   leaves into empty PMDs, under the PMD table's lock), and nothing but
+//!   the exclusive lock's holders does otherwise, so a table a shared
+//!   holder walked to stays while it holds the lock.
 //!
 //! The gather is finished before the lock is dropped, so a holder of the
 //! exclusive lock never meets a flush still pending.  Two shared zaps may
@@ -210,7 +211,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                     let pt = h.pt();
                     let _pmdl = if h.is_shared() {
                         let lock = self.lock_pte_table(pt.lookup(base).table_pa());
-                        if pt.lookup(base).entry.leaf().map(|x| x.pfn) != Some(l.pfn) {
+                        let now = pt.lookup(base);
+                        if now.level != PMD_LEVEL || now.entry.leaf().map(|x| x.pfn) != Some(l.pfn)
+                        {
                             // Changed before the lock was had: look again.
                             drop(lock);
                             walk.again();

@@ -10,7 +10,7 @@
 use super::arch::{
     Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PagingArch, level_index,
 };
-use super::table::{NO_DEPOSIT, PageTable, PtError, TableAt};
+use super::table::{NO_DEPOSIT, PageTable, PtError, TableAt, Walk};
 use super::tlb::TlbGather;
 use crate::addr::PMD_SIZE;
 
@@ -63,6 +63,58 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         }
         let t = self.ensure_table(va, PMD_LEVEL)?;
         let slot = t + 8 * level_index(va, PMD_LEVEL) as u64;
+        self.install_pmd_leaf(slot, pfn, attrs, deposit_pt)
+    }
+
+    /// [`Self::set_pmd_leaf`] with the table shared: for the fault path
+    /// under split page-table locks, whose caller holds the lock of the PMD
+    /// table `w` (a [`Self::lookup`] of `va` that stopped at an empty PMD)
+    /// reached.  `Exists` if the PMD is no longer empty.
+    pub fn set_pmd_leaf_walked(
+        &self,
+        w: &Walk,
+        va: u64,
+        pfn: u64,
+        attrs: Attrs,
+        deposit_pt: u64,
+    ) -> Result<(), PtError> {
+        if !va.is_multiple_of(PMD_SIZE)
+            || !pfn.is_multiple_of(ENTRIES_PER_TABLE as u64)
+            || !A::leaf_allowed(PMD_LEVEL)
+        {
+            return Err(PtError::Misaligned);
+        }
+        if w.level != PMD_LEVEL || w.slot != self.pmd_slot(va).unwrap_or(0) {
+            return Err(PtError::NotMapped);
+        }
+        self.install_pmd_leaf(w.slot, pfn, attrs, deposit_pt)
+    }
+
+    /// Hook the zeroed page-table page `pt` in as the PTE table under the
+    /// empty PMD `w` (a walk that stopped there) reached: the fault path
+    /// under split page-table locks, with that PMD table's lock held
+    /// (Linux's `pmd_populate` under `pmd_lock`).  `Exists` (page not
+    /// used) if the PMD is no longer empty.
+    pub fn populate_pmd_walked(&self, w: &Walk, pt: u64) -> Result<(), PtError> {
+        if w.level != PMD_LEVEL {
+            return Err(PtError::NotMapped);
+        }
+        let new = A::encode(Entry::Table { pa: pt }, PMD_LEVEL);
+        if self.mem().cmpxchg(w.slot, 0, new) != 0 {
+            return Err(PtError::Exists);
+        }
+        Ok(())
+    }
+
+    /// Write the PMD leaf at `slot` (which must be empty) and deposit
+    /// `deposit_pt`.
+    fn install_pmd_leaf(
+        &self,
+        slot: u64,
+        pfn: u64,
+        attrs: Attrs,
+        deposit_pt: u64,
+    ) -> Result<(), PtError> {
         let leaf = Leaf {
             pfn,
             level: PMD_LEVEL,
