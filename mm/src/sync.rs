@@ -317,9 +317,10 @@ impl<T> Drop for PtLockGuard<'_, T> {
 }
 
 /// A reader-writer spin lock held with preemption disabled: the table
-/// lock of split page-table locking.  Shared by faults that only fill
-/// empty entries of an existing PTE table (each also holding that table's
-/// own lock, [`lock_word`]), exclusive for everything else.  Like [`PtLock`],
+/// lock of split page-table locking.  Shared by first-touch faults that
+/// only fill empty entries (of a PTE table, or an empty PMD) and by zaps,
+/// each also holding the lock of the table it changes ([`lock_word`]);
+/// exclusive for everything else.  Like [`PtLock`],
 /// never held across a sleep, and spinners answer other CPUs.  Readers
 /// are preferred (a writer waits for a moment with no reader); the
 /// readers are page faults of the same process, which come and go.

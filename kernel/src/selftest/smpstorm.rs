@@ -285,3 +285,122 @@ ktest! {
         Ok(())
     }
 }
+
+ktest! {
+    /// Zaps under split page-table locks (`mm::aspace` `zap.rs`): a thread
+    /// on one CPU writes and `MADV_DONTNEED`s (and every fourth round
+    /// munmaps and maps again) the first MiB of a PTE table, reading zeros
+    /// after each zap, while a thread on another CPU keeps writing and
+    /// reading back the rest of that table and a second table of the same
+    /// space, with 4K and 64K folios.  Every read returns what its writer
+    /// last wrote (or zero after the zap), RSS is exact, the invariants
+    /// hold and no frame leaks.
+    fn smp_zap_while_faulting() {
+        let cpus: Vec<usize> = (0..arch::nr_cpus_possible()).filter(|&c| arch::cpu_online(c)).collect();
+        if cpus.len() < 2 {
+            ktest::skip!("one CPU online (boots with -smp 2 and more run this)");
+        }
+        const LEN: u64 = 4 * MB;
+        const ZAP: u64 = MB;
+        const ROUNDS: u64 = 24;
+        for order in [0u32, 4] {
+            let orders: &[u32] = if order == 0 { &[] } else { &[order] };
+            let fx = Fixture::new(GlobalMode::Never, orders, OrderMode::Always);
+            let m = uspace::new_mm().map_err(err)?;
+            let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
+            let va = aligned_mapping(&m, LEN, 2 * MB)?;
+            let bad: Arc<spin::Mutex<Vec<String>>> = Arc::new(spin::Mutex::new(Vec::new()));
+            let mut handles = Vec::new();
+            for (i, &cpu) in cpus.iter().take(2).enumerate() {
+                let (bad, mm) = (bad.clone(), m.clone());
+                let h = sched::spawn_in("zap-fault", space, move || {
+                    sched::set_affinity(sched::current_id(), 1 << cpu);
+                    sched::yield_now();
+                    let r = if i == 0 {
+                        zapper(&mm, va, ZAP, ROUNDS)
+                    } else {
+                        faulter(va + ZAP, LEN - ZAP, ROUNDS)
+                    };
+                    if let Err(e) = r {
+                        bad.lock().push(format!("CPU {cpu}: {e}"));
+                    }
+                })
+                .map_err(|e| format!("spawn: {e}"))?;
+                handles.push(h);
+            }
+            for h in handles {
+                h.join();
+            }
+            if let Some(e) = bad.lock().first() {
+                return Err(format!("order {order}: {e}"));
+            }
+            let rss = m.enter().anon_rss();
+            check!(rss == (LEN - ZAP) / PAGE, "order {order}: RSS {rss} pages, expected {}", (LEN - ZAP) / PAGE);
+            {
+                let np = sched::preempt_disable();
+                mm::aspace::check_invariants(&[m.get(&np)])?;
+            }
+            m.enter().munmap(va, LEN).map_err(err)?;
+            fx.finish([m])?;
+        }
+        Ok(())
+    }
+}
+
+/// The zapping side of `smp_zap_while_faulting`: write every page of
+/// `[va, va + len)`, zap it (`MADV_DONTNEED`, or munmap and map again every
+/// fourth round) and check it reads zeros.  Ends zapped.
+fn zapper(m: &UserMm, va: u64, len: u64, rounds: u64) -> Result<(), String> {
+    for round in 0..rounds {
+        for pg in (va..va + len).step_by(PAGE as usize) {
+            write_u64(pg, pg ^ round ^ 1).map_err(|x| format!("write {pg:#x}: {}", x.name()))?;
+        }
+        if round % 4 == 3 {
+            m.enter()
+                .munmap(va, len)
+                .map_err(|x| format!("munmap: {}", x.name()))?;
+            m.enter()
+                .mmap(va, len, RW, ANON | MAP_FIXED)
+                .map_err(|x| format!("mmap: {}", x.name()))?;
+        } else {
+            m.enter()
+                .madvise(va, len, MADV_DONTNEED)
+                .map_err(|x| format!("MADV_DONTNEED: {}", x.name()))?;
+        }
+        for pg in (va..va + len).step_by(PAGE as usize) {
+            let got = read_u64(pg).map_err(|x| format!("read {pg:#x}: {}", x.name()))?;
+            if got != 0 {
+                return Err(format!(
+                    "round {round}: {pg:#x} reads {got:#x} after the zap"
+                ));
+            }
+        }
+        // The reads mapped the zero page: zap again so RSS counts only the
+        // faulting side.
+        m.enter()
+            .madvise(va, len, MADV_DONTNEED)
+            .map_err(|x| format!("MADV_DONTNEED: {}", x.name()))?;
+    }
+    Ok(())
+}
+
+/// The faulting side: each round writes a new word into every page of
+/// `[va, va + len)` (first touches in the first round, in the zapped
+/// table's second half and in another table) and reads them all back.
+fn faulter(va: u64, len: u64, rounds: u64) -> Result<(), String> {
+    for round in 0..rounds {
+        for pg in (va..va + len).step_by(PAGE as usize) {
+            write_u64(pg + 16, pg ^ round).map_err(|x| format!("write {pg:#x}: {}", x.name()))?;
+        }
+        for pg in (va..va + len).step_by(PAGE as usize) {
+            let got = read_u64(pg + 16).map_err(|x| format!("read {pg:#x}: {}", x.name()))?;
+            if got != pg ^ round {
+                return Err(format!(
+                    "round {round}: {pg:#x} reads {got:#x}, wrote {:#x}",
+                    pg ^ round
+                ));
+            }
+        }
+    }
+    Ok(())
+}

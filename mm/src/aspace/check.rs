@@ -487,7 +487,7 @@ fn check_lru<'a>(
 /// their first words (bounded, so a corrupt chain cannot loop forever).
 fn deposit_chain<A: PagingArch>(pt: &PageTable<'_, A>) -> Vec<u64> {
     let mut out = Vec::new();
-    let mut p = pt.deposit_head;
+    let mut p = pt.deposit_head();
     // `u64::MAX` ends the chain (the page table's `NO_DEPOSIT`).
     while p != u64::MAX && out.len() <= pt.deposited() {
         out.push(p);

@@ -164,8 +164,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// an existing PTE table (the zero page, or a new folio whose block
     /// lies in that table) fills entries with the page-table lock *shared*
     /// and that table's own lock held, so threads faulting different
-    /// tables of one space run in parallel (Linux's split PTL).  `None`:
-    /// not such a fault, take the exclusive path.
+    /// tables of one space run in parallel (Linux's split PTL).  A write
+    /// first touch under an empty PMD goes to [`Self::fault_shared_pmd`]
+    /// (Linux's `pmd_lock`).  `None`: not such a fault, take the exclusive
+    /// path.
     fn fault_shared(&self, vma: &Vma, addr: u64, access: Access) -> Option<Result<(), Fault>> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
@@ -174,6 +176,10 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let guard = self.lock_pt_shared();
             let pt = guard.as_ref()?;
             let w = pt.lookup(addr);
+            if w.level == PMD_LEVEL && access == Access::Write && matches!(w.entry, Entry::Absent) {
+                drop(guard);
+                return Some(self.fault_shared_pmd(vma, addr));
+            }
             if w.level != PTE_LEVEL || !matches!(w.entry, Entry::Absent) {
                 return None;
             }
@@ -215,6 +221,60 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let _ptl = self.lock_pte_table(w.table_pa());
         Some(self.install_shared(vma, pt, &w, addr, f))
+    }
+
+    /// [`Self::fault_shared`]'s write first touch under an empty PMD (no
+    /// PTE table, no leaf): the folio (of the orders the VMA allows, PMD
+    /// size included, none mapped yet) and one page-table page are
+    /// allocated and zeroed with no lock held; then, with the page-table
+    /// lock shared and the PMD table's split lock held (Linux's
+    /// `pmd_lock`), a PMD-size folio is mapped by a PMD leaf (the page its
+    /// deposit), or the page becomes the PTE table and the folio is mapped
+    /// as [`Self::install_shared`] does.  If the PMD filled meanwhile, what
+    /// was allocated is freed and the access retries.
+    fn fault_shared_pmd(&self, vma: &Vma, addr: u64) -> Result<(), Fault> {
+        let ctx = self.ctx;
+        let orders = self.fault_orders(vma, addr);
+        let f = self
+            .alloc_anon_folio(vma, addr, orders, true)
+            .ok_or(Fault::Oom)?;
+        self.zero_folio(*f, align_down(addr, f.size()), addr);
+        let page = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
+        let guard = self.lock_pt_shared();
+        let Some(pt) = guard.as_ref() else {
+            ctx.pt_alloc().free_pt(page);
+            return Ok(());
+        };
+        let w = pt.lookup(addr);
+        if w.level != PMD_LEVEL || !matches!(w.entry, Entry::Absent) {
+            ctx.pt_alloc().free_pt(page);
+            if w.level != PTE_LEVEL {
+                return Ok(());
+            }
+        } else {
+            let _pmdl = self.lock_pte_table(w.table_pa());
+            if f.order() == PMD_ORDER {
+                let base = align_down(addr, PMD_SIZE);
+                if pt
+                    .set_pmd_leaf_walked(&w, base, f.pfn(), anon_attrs(vma), page)
+                    .is_err()
+                {
+                    ctx.pt_alloc().free_pt(page);
+                    return Ok(());
+                }
+                self.account_new_pmd(vma, f, base);
+                return Ok(());
+            }
+            if pt.populate_pmd_walked(&w, page).is_err() {
+                ctx.pt_alloc().free_pt(page);
+            }
+        }
+        let w = pt.lookup(addr);
+        if w.level != PTE_LEVEL {
+            return Ok(());
+        }
+        let _ptl = self.lock_pte_table(w.table_pa());
+        self.install_shared(vma, pt, &w, addr, f)
     }
 
     /// Map the new, zeroed folio `f` over its block around `addr` with the
@@ -485,7 +545,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         f: FolioRef<'a>,
     ) -> Result<(), Fault> {
         let ctx = self.ctx;
-        let stats = &ctx.thp.stats;
         // The deposit is allocated up front, so a later split never fails.
         let dep = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
         if pt
@@ -495,15 +554,22 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             ctx.pt_alloc().free_pt(dep);
             return Err(Fault::Oom);
         }
+        self.account_new_pmd(vma, f, base);
+        Ok(())
+    }
+
+    /// The rmap, RSS, mlock and counters of a new anonymous PMD-size folio
+    /// just mapped by a PMD leaf.
+    fn account_new_pmd(&self, vma: &Vma, f: FolioRef<'a>, base: u64) {
+        let stats = &self.ctx.thp.stats;
         let f = f.into_raw();
-        ctx.rmap_add_new(f, self.id, base, true);
+        self.ctx.rmap_add_new(f, self.id, base, true);
         self.mlock_new_folio(vma, f);
         self.rss_add(f.nr_pages());
         stats.inc(PMD_ORDER, MthpStat::AnonFaultAlloc);
         stats.count(VmEvent::ThpFaultAlloc);
         stats.count(VmEvent::FaultAnonAlloc);
         stats.count(VmEvent::FaultPmd);
-        Ok(())
     }
 
     /// The PTE orders (bit mask) a write fault at `addr` in `vma` may use:

@@ -33,16 +33,28 @@
 //!    range again after retaking it.  fork holds the parent's and then the
 //!    child's (the child is private to fork, so no other order can exist).
 //!    It is a reader-writer lock for split page-table locking: exclusive
-//!    for every change, except that a fault filling empty entries of an
-//!    existing PTE table (first touch: zero page or a new anonymous folio
-//!    of at most the table's span) holds it shared together with
-//!    2b. **PTE-table lock** — one spin lock per PTE table, in the table
-//!    page's frame descriptor (`Mm::lock_pte_table`, Linux's split PTL in
-//!    `struct ptdesc`), taken only under the shared page-table lock, one
-//!    at a time.  Faults of one space on different PTE tables so run in
-//!    parallel; tables themselves are allocated and freed only under the
-//!    exclusive lock, so a table's lock word is never in use when its page
-//!    goes back to the allocator.
+//!    for every change, except two kinds of holders that take it shared:
+//!    a write or read first touch filling empty entries of an existing
+//!    PTE table (zero page or a new anonymous folio of at most the table's
+//!    span), or a write first touch under an empty PMD (a new PMD-size
+//!    folio mapped by a PMD leaf, or a new PTE table and a smaller folio
+//!    in it); and the zap of munmap and `MADV_DONTNEED` (see `zap.rs` for
+//!    its rules); each together with
+//!    2b. **split table lock** — one spin lock per PTE table (and, for a
+//!    zap removing a PMD leaf, per PMD table), in the table page's frame
+//!    descriptor (`Mm::lock_pte_table`, Linux's split PTL in `struct
+//!    ptdesc` and its `pmd_lock`), taken only under the shared page-table
+//!    lock, one at a time (a fault under an empty PMD takes the PMD
+//!    table's lock to fill the PMD, drops it, then takes the new PTE
+//!    table's).  Faults of one space on different PTE tables, and a zap of
+//!    other tables, so run in parallel.  Under the shared lock a PMD only
+//!    goes from empty to a table or leaf (a fault, under the PMD table's
+//!    lock) or from a leaf to empty (a zap, under the same lock); tables
+//!    are freed only under the exclusive lock, except by munmap's zap,
+//!    which frees only tables in ranges with no VMA, that no other shared
+//!    holder reaches; so a table a shared holder walked to stays, and a
+//!    table's lock word is never in use when its page goes back to the
+//!    allocator.
 //! 3. **folio lock bit** — `Folio::trylock`, for split and collapse; only
 //!    ever try-locked under a page-table lock.  Swap-out and migration
 //!    (`migrate`) take it first, holding no page-table lock, and then the
@@ -232,6 +244,9 @@ pub struct Mm<'a, A: PagingArch> {
     /// The PTE-table lock (level 2b) of a table outside the memmap; every
     /// user PTE table has its own in its frame descriptor (module doc).
     ptl_fallback: core::sync::atomic::AtomicI32,
+    /// Zaps in flight under the shared page-table lock (Linux's
+    /// `tlb_flush_pending`; see `zap.rs`).
+    zaps_shared: core::sync::atomic::AtomicU32,
     /// Anonymous pages mapped (Linux's `MM_ANONPAGES`); changed under the
     /// page-table lock.
     anon_rss: AtomicU64,
@@ -331,6 +346,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             vmas: SleepRwLock::new(VmaSet::new(layout)),
             pt: PtRwLock::new(Some(pt)),
             ptl_fallback: core::sync::atomic::AtomicI32::new(0),
+            zaps_shared: core::sync::atomic::AtomicU32::new(0),
             anon_rss: AtomicU64::new(0),
             shmem_rss: AtomicU64::new(0),
             shmem: spin::Mutex::new(alloc::collections::BTreeMap::new()),
@@ -674,30 +690,29 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let locked = self.locked_in(&vmas, addr, len);
         let ranges = vmas.munmap(addr, len)?;
         let vmas = vmas.downgrade();
-        let mut pt = self.lock_pt();
-        for r in locked {
-            self.mlock_walk(&mut pt, r, false);
+        if !locked.is_empty() {
+            let mut pt = self.lock_pt();
+            for r in locked {
+                self.mlock_walk(&mut pt, r, false);
+            }
         }
         // One gather for the whole call (Linux's `unmap_region`): the
         // leaves, the tables they empty and the gap tables below cost one
         // flush, so one shootdown round, and every table page and folio is
-        // freed only after it completed on every CPU.
-        let mut g = pt.gather();
-        let mut puts = rmap::PutList::new();
-        for r in &ranges {
-            self.zap_range_into(&mut pt, r.start, r.end, true, &mut g, &mut puts);
-        }
-        // Like Linux's free_pgtables: also free the tables the whole
-        // unmapped gap around each range leaves empty, so a later PMD fault
-        // there is not blocked by an empty leftover PTE table.  (After every
-        // range is zapped: a gap may span several of them.)
-        for r in &ranges {
-            let (floor, ceiling) = vmas.gap_around(r.start, r.end);
-            self.free_gap_tables_into(&mut pt, floor, ceiling.min(1 << 47), &mut g);
-        }
-        g.finish();
-        puts.release();
-        drop(pt);
+        // freed only after it completed on every CPU.  Like Linux's
+        // free_pgtables, the tables the whole unmapped gap around each
+        // range leaves empty go too, so a later PMD fault there is not
+        // blocked by an empty leftover PTE table (after every range is
+        // zapped: a gap may span several of them).  The page-table lock is
+        // held shared (`zap.rs`), so other threads' faults proceed.
+        let gaps: alloc::vec::Vec<core::ops::Range<u64>> = ranges
+            .iter()
+            .map(|r| {
+                let (floor, ceiling) = vmas.gap_around(r.start, r.end);
+                floor..ceiling.min(1 << 47)
+            })
+            .collect();
+        self.zap_shared(&ranges, &gaps, true);
         self.shmem_prune(&vmas);
         Ok(())
     }
@@ -759,7 +774,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Result<(), Errno> {
         // Advice that changes no VMA needs the mmap lock for reading only
         // (as Linux): a thread's `MADV_DONTNEED` does not stop the faults
-        // of the others (its zap takes the page-table lock exclusively).
+        // of the others (its zap takes the page-table lock shared, with
+        // each table's split lock: `zap.rs`).
         {
             let vmas = self.mmap_read();
             if let Some(out) = vmas.madvise_shared(addr, len, advice) {
@@ -783,6 +799,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// The page-table side of `madvise`, under the mmap lock (for writing
     /// unless the advice is one of [`VmaSet::madvise_shared`]'s).
     fn madvise_act(&self, vmas: &VmaSet, out: crate::vma::MadviseOutcome) -> Result<(), Errno> {
+        if out.action == MadviseAction::Zap
+            && !out.ranges.iter().any(|r| {
+                vmas.find_intersecting(r.start, r.end)
+                    .any(|v| v.flags.contains(VmFlags::LOCKED))
+            })
+        {
+            // The common `MADV_DONTNEED`: under the page-table lock shared
+            // (`zap.rs`), so the other threads' faults go on.  A locked VMA
+            // (`MADV_DONTNEED_LOCKED`) takes the exclusive path below, its
+            // folios munlocked and unmapped under one hold.
+            self.zap_shared(&out.ranges, &[], false);
+            return out.result;
+        }
         let mut pt = self.lock_pt();
         match out.action {
             MadviseAction::Flags | MadviseAction::Hugepage => {

@@ -7,7 +7,10 @@
 //! one gathered flush); a segment covering only part of a contiguous block
 //! first unfolds the block with break-before-make.
 //!
-//! All of this runs under the page-table lock (`&mut PageTable`).
+//! All of this runs under the page-table lock (`&mut PageTable`), except
+//! what takes `&self`: clearing (zap under split page-table locks) and
+//! filling empty entries (the fault path), each with the PTE table's own
+//! lock held and the page-table lock shared.
 
 use super::arch::{Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PTE_LEVEL, PagingArch, SwapEntry};
 use super::table::{FolioSpan, PageTable, PtError, TableAt, Walk};
@@ -23,6 +26,8 @@ pub struct ClearResult {
     /// young / dirty.
     pub young: bool,
     pub dirty: bool,
+    /// Contiguous blocks unfolded because the run cut them.
+    pub unfolds: usize,
 }
 
 /// One piece of a run: inside one PTE table and one contiguous block.
@@ -407,7 +412,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// at once, then write `f(i, old with block-wide young/dirty, cont
     /// cleared)` for each entry (`None` leaves it empty).
     fn convert_block(
-        &mut self,
+        &self,
         base: u64,
         block_va: u64,
         mut f: impl FnMut(usize, Leaf) -> Option<Leaf>,
@@ -452,7 +457,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Unfold the block of `s` and apply `f` to the entries of `s` (others
     /// are rewritten unchanged, without the cont bit).  The BBM flush
     /// covers the change, so nothing is gathered.
-    fn unfold_apply(&mut self, t: u64, s: &Seg, mut f: impl FnMut(Leaf) -> Option<Leaf>) {
+    fn unfold_apply(&self, t: u64, s: &Seg, mut f: impl FnMut(Leaf) -> Option<Leaf>) {
         let cp = A::CONT_PTES;
         let first = s.idx - s.idx % cp;
         let block_va = s.va - ((s.idx - first) as u64) * PAGE_SIZE;
@@ -460,7 +465,8 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         self.convert_block(t + 8 * first as u64, block_va, |i, l| {
             if (lo..hi).contains(&i) { f(l) } else { Some(l) }
         });
-        self.stats.unfolds += 1;
+        self.unfolds_shared
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 
     /// Clear `n` entries from `va`, returning what they held.  Whole
@@ -468,8 +474,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// run is unfolded first (its other entries stay mapped).  The TLB
     /// flush for cleared entries is gathered.  Missing tables are skipped;
     /// a huge leaf over the run is left alone (callers split first; debug
-    /// builds assert).
-    pub fn get_and_clear_ptes(&mut self, va: u64, n: usize, g: &mut TlbGather<'a>) -> ClearResult {
+    /// builds assert).  Takes `&self`: a zap under split page-table locks
+    /// runs it with the table shared and the PTE table's own lock held.
+    pub fn get_and_clear_ptes(&self, va: u64, n: usize, g: &mut TlbGather<'a>) -> ClearResult {
         let mut r = ClearResult::default();
         let mut segs = SegCursor::new(va, n, None);
         while let Some(s) = segs.next(self) {
@@ -488,6 +495,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
                     r.dirty |= l.attrs.dirty;
                     None
                 });
+                r.unfolds += 1;
                 continue;
             }
             let mut any = false;
@@ -773,7 +781,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Clear the swap or migration entry at `va` and return it (`None`,
     /// changing nothing, if there is none).  No flush: the MMU never
     /// cached it.
-    pub fn take_swap_pte(&mut self, va: u64) -> Option<SwapEntry> {
+    pub fn take_swap_pte(&self, va: u64) -> Option<SwapEntry> {
         let TableAt::Table(t) = self.table_at(va, PTE_LEVEL) else {
             return None;
         };

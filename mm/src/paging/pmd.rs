@@ -10,26 +10,28 @@
 use super::arch::{
     Attrs, ENTRIES_PER_TABLE, Entry, Leaf, PMD_LEVEL, PTE_LEVEL, PagingArch, level_index,
 };
-use super::table::{NO_DEPOSIT, PageTable, PtError, TableAt};
+use super::table::{NO_DEPOSIT, PageTable, PtError, TableAt, Walk};
 use super::tlb::TlbGather;
 use crate::addr::PMD_SIZE;
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
-    fn deposit(&mut self, pt: u64) {
-        self.mem().store(pt, self.deposit_head);
-        self.deposit_head = pt;
-        self.deposits += 1;
+    fn deposit(&self, pt: u64) {
+        let mut d = self.deposits.lock();
+        self.mem().store(pt, d.head);
+        d.head = pt;
+        d.count += 1;
     }
 
     /// Take one deposited table (zeroed again), if any.
-    pub(crate) fn withdraw(&mut self) -> Option<u64> {
-        if self.deposit_head == NO_DEPOSIT {
+    pub(crate) fn withdraw(&self) -> Option<u64> {
+        let mut d = self.deposits.lock();
+        if d.head == NO_DEPOSIT {
             return None;
         }
-        let pt = self.deposit_head;
-        self.deposit_head = self.mem().load(pt);
+        let pt = d.head;
+        d.head = self.mem().load(pt);
         self.mem().store(pt, 0);
-        self.deposits -= 1;
+        d.count -= 1;
         Some(pt)
     }
 
@@ -61,6 +63,58 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         }
         let t = self.ensure_table(va, PMD_LEVEL)?;
         let slot = t + 8 * level_index(va, PMD_LEVEL) as u64;
+        self.install_pmd_leaf(slot, pfn, attrs, deposit_pt)
+    }
+
+    /// [`Self::set_pmd_leaf`] with the table shared: for the fault path
+    /// under split page-table locks, whose caller holds the lock of the PMD
+    /// table `w` (a [`Self::lookup`] of `va` that stopped at an empty PMD)
+    /// reached.  `Exists` if the PMD is no longer empty.
+    pub fn set_pmd_leaf_walked(
+        &self,
+        w: &Walk,
+        va: u64,
+        pfn: u64,
+        attrs: Attrs,
+        deposit_pt: u64,
+    ) -> Result<(), PtError> {
+        if !va.is_multiple_of(PMD_SIZE)
+            || !pfn.is_multiple_of(ENTRIES_PER_TABLE as u64)
+            || !A::leaf_allowed(PMD_LEVEL)
+        {
+            return Err(PtError::Misaligned);
+        }
+        if w.level != PMD_LEVEL || w.slot != self.pmd_slot(va).unwrap_or(0) {
+            return Err(PtError::NotMapped);
+        }
+        self.install_pmd_leaf(w.slot, pfn, attrs, deposit_pt)
+    }
+
+    /// Hook the zeroed page-table page `pt` in as the PTE table under the
+    /// empty PMD `w` (a walk that stopped there) reached: the fault path
+    /// under split page-table locks, with that PMD table's lock held
+    /// (Linux's `pmd_populate` under `pmd_lock`).  `Exists` (page not
+    /// used) if the PMD is no longer empty.
+    pub fn populate_pmd_walked(&self, w: &Walk, pt: u64) -> Result<(), PtError> {
+        if w.level != PMD_LEVEL {
+            return Err(PtError::NotMapped);
+        }
+        let new = A::encode(Entry::Table { pa: pt }, PMD_LEVEL);
+        if self.mem().cmpxchg(w.slot, 0, new) != 0 {
+            return Err(PtError::Exists);
+        }
+        Ok(())
+    }
+
+    /// Write the PMD leaf at `slot` (which must be empty) and deposit
+    /// `deposit_pt`.
+    fn install_pmd_leaf(
+        &self,
+        slot: u64,
+        pfn: u64,
+        attrs: Attrs,
+        deposit_pt: u64,
+    ) -> Result<(), PtError> {
         let leaf = Leaf {
             pfn,
             level: PMD_LEVEL,
@@ -151,7 +205,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// Remove the PMD leaf at `va`: its flush is gathered and its deposit
     /// is handed to the gather to be freed after the flush.  Returns the
     /// old leaf (with young/dirty), or `None` if the PMD was empty.
-    pub fn zap_pmd(&mut self, va: u64, g: &mut TlbGather<'a>) -> Result<Option<Leaf>, PtError> {
+    pub fn zap_pmd(&self, va: u64, g: &mut TlbGather<'a>) -> Result<Option<Leaf>, PtError> {
         let va = va & !(PMD_SIZE - 1);
         let Some(slot) = self.pmd_slot(va) else {
             return Ok(None);

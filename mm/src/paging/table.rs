@@ -195,14 +195,18 @@ pub struct PageTable<'a, A: PagingArch> {
     pub(crate) space: Space,
     /// Deposited PTE tables: a stack threaded through the first word of the
     /// (otherwise unused, zeroed) pages themselves, so depositing never
-    /// allocates.  `NO_DEPOSIT` ends the list.
-    pub(crate) deposit_head: u64,
-    pub(crate) deposits: usize,
+    /// allocates.  Behind its own small lock, so that a zap holding the
+    /// page-table lock shared (and the PMD table's split lock) can remove
+    /// a PMD leaf and withdraw its deposit.
+    pub(crate) deposits: spin::Mutex<Deposits>,
     pub(crate) stats: PtStats,
     /// `cont_sets` added by [`PageTable::fill_ptes_shared`], which runs
     /// with the table shared (split page-table locks) and so cannot touch
     /// `stats`.
     pub(crate) cont_sets_shared: core::sync::atomic::AtomicU64,
+    /// `unfolds` done with the table shared (a zap under split page-table
+    /// locks unfolding a contiguous block the range cuts).
+    pub(crate) unfolds_shared: core::sync::atomic::AtomicU64,
     /// The CPUs that may cache this table's entries: every flush goes to
     /// them ([`crate::cpu::ALL_CPUS`] unless [`Self::with_cpus`] says).
     pub(crate) cpus: &'a AtomicCpuSet,
@@ -210,6 +214,13 @@ pub struct PageTable<'a, A: PagingArch> {
 }
 
 pub(crate) const NO_DEPOSIT: u64 = u64::MAX;
+
+/// The deposit stack of a [`PageTable`]: its top (`NO_DEPOSIT` when empty)
+/// and its depth.
+pub(crate) struct Deposits {
+    pub(crate) head: u64,
+    pub(crate) count: usize,
+}
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
     /// A new, empty table for `space` (allocates the root page).
@@ -225,10 +236,13 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             env,
             root,
             space,
-            deposit_head: NO_DEPOSIT,
-            deposits: 0,
+            deposits: spin::Mutex::new(Deposits {
+                head: NO_DEPOSIT,
+                count: 0,
+            }),
             stats: PtStats::default(),
             cont_sets_shared: core::sync::atomic::AtomicU64::new(0),
+            unfolds_shared: core::sync::atomic::AtomicU64::new(0),
             cpus: &ALL_CPUS,
             _arch: PhantomData,
         }
@@ -261,12 +275,21 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         s.cont_sets += self
             .cont_sets_shared
             .load(core::sync::atomic::Ordering::Relaxed);
+        s.unfolds += self
+            .unfolds_shared
+            .load(core::sync::atomic::Ordering::Relaxed);
         s
     }
     /// Number of deposited PTE tables (equals the number of PMD leaves
     /// installed with [`PageTable::set_pmd_leaf`]).
     pub fn deposited(&self) -> usize {
-        self.deposits
+        self.deposits.lock().count
+    }
+
+    /// The top of the deposit stack (`u64::MAX` when empty), for the
+    /// invariant checker.
+    pub(crate) fn deposit_head(&self) -> u64 {
+        self.deposits.lock().head
     }
 
     /// Contiguous hints are used only in user address spaces: a fold or
@@ -531,7 +554,12 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// the tables the range empties entirely.  A huge leaf only partly
     /// inside the range is an error (split it first); entries before it
     /// are already removed then.  PMD leaves give back their deposit.
-    pub fn unmap_range(&mut self, va: u64, len: u64, g: &mut TlbGather<'a>) -> Result<(), PtError> {
+    ///
+    /// Takes `&self`: munmap runs it with the page-table lock shared, on a
+    /// range and gap that hold no VMA, which no other holder of the shared
+    /// lock walks into (see `aspace::zap`); every other caller holds it
+    /// exclusively.
+    pub fn unmap_range(&self, va: u64, len: u64, g: &mut TlbGather<'a>) -> Result<(), PtError> {
         if (va | len) & (PAGE_SIZE - 1) != 0 {
             return Err(PtError::Misaligned);
         }
@@ -542,7 +570,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     }
 
     fn unmap_level(
-        &mut self,
+        &self,
         table: u64,
         level: u8,
         start: u64,
@@ -610,7 +638,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
 
     /// Clear a leaf above level 0, returning any deposit to the gather.
     pub(crate) fn zap_leaf(
-        &mut self,
+        &self,
         slot: u64,
         level: u8,
         va: u64,
@@ -704,7 +732,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// page and deposited table goes back to the allocator.  Mapped frames
     /// are not touched (their owners unmapped or will free them).  The
     /// caller must have switched every CPU away from this root.
-    pub fn destroy(mut self) {
+    pub fn destroy(self) {
         self.env.tlb.flush_all(self.space, self.cpus.begin_flush());
         let mut pages = alloc::vec::Vec::new();
         self.for_each_table(&mut |pa, _| pages.push(pa));

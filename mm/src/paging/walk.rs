@@ -148,11 +148,15 @@ impl<'a, A: PagingArch> PteRun<'a, A> {
     pub(super) fn table_index(&self, i: usize) -> usize {
         level_index(self.va(i), PTE_LEVEL)
     }
+    /// Physical address of the PTE table the run lies in: only to take its
+    /// split lock (`Mm::lock_pte_table`), never to address entries.
+    pub fn table_pa(&self) -> u64 {
+        self.first - 8 * self.table_index(0) as u64
+    }
     /// Raw word of the entry at table index `idx` of the same table, which
     /// may lie outside the run (a contiguous block's other entries).
     pub(super) fn raw_in_table(&self, idx: usize) -> u64 {
-        let table = self.first - 8 * self.table_index(0) as u64;
-        self.mem.load(table + 8 * idx as u64)
+        self.mem.load(self.table_pa() + 8 * idx as u64)
     }
 }
 
