@@ -234,14 +234,19 @@ fn pmd_fault_runs_during_zap<A: PagingArch>() {
 /// caches; the test starts on CPU 0); after `f`, every frame and
 /// page-table page must be back.
 fn gated_machine(tlb: &GateTlb, order: u32, f: impl FnOnce(&MmCtx<'_>, &EmuMem)) {
+    let mem = EmuMem::new(RAM_BASE, 64 * MIB);
+    machine(&mem, tlb, order, |ctx| f(ctx, &mem));
+}
+
+/// [`gated_machine`] over any physical memory and TLB.
+fn machine(mem: &dyn PhysMem, tlb: &dyn TlbOps, order: u32, f: impl FnOnce(&MmCtx<'_>)) {
     let ram = 64 * MIB;
-    let mem = EmuMem::new(RAM_BASE, ram);
     let descs: Vec<FrameDesc> = (0..ram / K4).map(|_| FrameDesc::new()).collect();
     let mut map = mm::physmem::node::NodeMap::new(1).unwrap();
     map.add_mem(RAM_BASE, RAM_BASE + ram, 0).unwrap();
     on_cpu(0);
     let buddy =
-        BuddyAllocator::with_nodes(Memmap::new(&descs, RAM_BASE / K4), &mem, &ThreadCpu, map);
+        BuddyAllocator::with_nodes(Memmap::new(&descs, RAM_BASE / K4), mem, &ThreadCpu, map);
     buddy.add_free_range(RAM_BASE, RAM_BASE + ram);
     let thp = Thp::new();
     thp.config.set_global_mode(mm::thp::GlobalMode::Never);
@@ -255,7 +260,7 @@ fn gated_machine(tlb: &GateTlb, order: u32, f: impl FnOnce(&MmCtx<'_>, &EmuMem))
     }
     let ctx = MmCtx::with_max_asid(&buddy, tlb, &thp, mm::aspace::ctx::DEFAULT_MAX_ASID).unwrap();
     let baseline = buddy.stats().free + ctx.frames_held();
-    f(&ctx, &mem);
+    f(&ctx);
     assert_eq!(ctx.pt_pages_in_use(), 0, "page-table pages leaked");
     assert_eq!(
         buddy.stats().free + ctx.frames_held(),
@@ -263,6 +268,120 @@ fn gated_machine(tlb: &GateTlb, order: u32, f: impl FnOnce(&MmCtx<'_>, &EmuMem))
         "frames leaked"
     );
     buddy.check_invariants().unwrap();
+}
+
+/// Physical memory with a gate: while armed, the first zeroing of 32 KiB
+/// or more (a large folio's) waits (up to `wait`) for another thread to
+/// say its address-space change completed.
+struct GateMem {
+    inner: EmuMem,
+    armed: AtomicBool,
+    in_zero: AtomicBool,
+    other_done: AtomicBool,
+    /// Whether the other thread's change completed during the zeroing.
+    overlapped: AtomicBool,
+    wait: Duration,
+}
+
+impl GateMem {
+    fn new(wait: Duration) -> Self {
+        GateMem {
+            inner: EmuMem::new(RAM_BASE, 64 * MIB),
+            armed: AtomicBool::new(false),
+            in_zero: AtomicBool::new(false),
+            other_done: AtomicBool::new(false),
+            overlapped: AtomicBool::new(false),
+            wait,
+        }
+    }
+}
+
+impl PhysMem for GateMem {
+    fn word(&self, pa: u64) -> &AtomicU64 {
+        self.inner.word(pa)
+    }
+    fn zero(&self, pa: u64, len: u64) {
+        if len >= 32 << 10 && self.armed.swap(false, SeqCst) {
+            self.in_zero.store(true, SeqCst);
+            let t = Instant::now();
+            while !self.other_done.load(SeqCst) && t.elapsed() < self.wait {
+                std::thread::yield_now();
+            }
+            self.overlapped.store(self.other_done.load(SeqCst), SeqCst);
+        }
+        self.inner.zero(pa, len)
+    }
+    fn copy(&self, dst: u64, src: u64, len: u64) {
+        self.inner.copy(dst, src, len)
+    }
+    fn fill(&self, pa: u64, len: u64, byte: u8) {
+        self.inner.fill(pa, len, byte)
+    }
+    fn read(&self, pa: u64, buf: &mut [u8]) {
+        self.inner.read(pa, buf)
+    }
+    fn write(&self, pa: u64, buf: &[u8]) {
+        self.inner.write(pa, buf)
+    }
+    fn is_zero(&self, pa: u64, len: u64) -> bool {
+        self.inner.is_zero(pa, len)
+    }
+}
+
+/// A large folio is zeroed with the mmap lock dropped (`Mm::fault_once`,
+/// `fault::Prep`): while one thread's 64 KiB or 2 MiB first touch zeroes
+/// its folio, another thread's `mmap` (the lock for writing) completes,
+/// and the fault then maps the folio.  Then the other thread's change is
+/// an `mprotect` to read-only of the faulting VMA: the retried fault must
+/// not map the folio it zeroed (the VMA is not the one it was allocated
+/// for), fails with SIGSEGV, and the folio goes back.  Fails with the
+/// zeroing back under the mmap lock (checked once with
+/// `UNLOCKED_MMAP_MIN_ORDER` above the PMD order: "the mmap waited for
+/// the zeroing").
+fn mmap_runs_during_large_zeroing<A: PagingArch>() {
+    for order in [4u32, 9] {
+        for protect in [false, true] {
+            let mem = GateMem::new(Duration::from_secs(3));
+            let tlb = EmuTlb::new();
+            machine(&mem, &tlb, order, |ctx| {
+                let mm: Mm<'_, A> = Mm::new(ctx).unwrap();
+                mm.mmap(VA, 4 * M2, RW, ANON | MAP_FIXED).unwrap();
+                mem.armed.store(true, SeqCst);
+                let r = std::thread::scope(|s| {
+                    let (m, g) = (&mm, &mem);
+                    s.spawn(move || {
+                        on_cpu(1);
+                        while !g.in_zero.load(SeqCst) {
+                            std::thread::yield_now();
+                        }
+                        if protect {
+                            m.mprotect(VA, 4 * M2, PROT_READ).unwrap();
+                        } else {
+                            m.mmap(VA + 8 * M2, M2, RW, ANON | MAP_FIXED).unwrap();
+                        }
+                        g.other_done.store(true, SeqCst);
+                    });
+                    mm.handle_fault(VA + 5 * K4, Access::Write)
+                });
+                assert!(
+                    mem.overlapped.load(SeqCst),
+                    "order {order}: the mmap waited for the zeroing"
+                );
+                if protect {
+                    assert_eq!(r, Err(mm::aspace::Fault::Segv), "order {order}");
+                    assert!(pa_of(&mm, VA + 5 * K4).is_none(), "order {order}: mapped");
+                    assert_eq!(mm.anon_rss(), 0);
+                } else {
+                    r.unwrap();
+                    let pa = pa_of(&mm, VA + 5 * K4).expect("mapped");
+                    assert!(mem.is_zero(pa & !(K4 - 1), K4), "zeroed");
+                    assert_eq!(mm.anon_rss(), 1 << order, "one folio of order {order}");
+                }
+                check_invariants(&[&mm]).unwrap_or_else(|e| panic!("invariants:\n{e}"));
+                mm.munmap(VA, 16 * M2).unwrap();
+            });
+        }
+    }
 }
 
 /// The PTE table's own lock keeps a fault out of a table while a shared
@@ -456,6 +575,7 @@ fn pmd_leaves_under_shared_zap<A: PagingArch>() {
 }
 
 both_formats!(
+    mmap_runs_during_large_zeroing,
     fault_runs_during_zap,
     pmd_fault_runs_during_zap,
     fault_waits_for_unfold_in_same_table,

@@ -84,6 +84,63 @@ fn ctx_reserves(resv: u32, order: u32) -> bool {
 /// a second walk, 1480 zeroing under it).
 const UNLOCKED_ZERO_MIN_ORDER: u32 = 3;
 
+/// Folios of this order and above are zeroed with the *mmap* lock dropped
+/// too (Linux zeroes under the per-VMA lock, which another thread's
+/// `mmap`/`munmap` elsewhere in the space does not wait for; here those
+/// take the mmap lock for writing and would wait out the zeroing).
+/// Dropping and retaking it costs a second VMA lookup, so only where the
+/// zeroing is long: 64 KiB and up.
+const UNLOCKED_MMAP_MIN_ORDER: u32 = 4;
+
+/// A large anonymous folio allocated for a fault whose zeroing is done
+/// with the mmap lock dropped ([`Mm::fault_once`]): allocated under the
+/// lock, zeroed without it, then handed to the retried fault, which takes
+/// it only if the VMA it was allocated for is still the one at the address
+/// (same bounds and flags) and its block is still wanted; otherwise it is
+/// freed when the `Prep` drops.
+pub(crate) struct Prep<'a> {
+    /// The fault may ask for the mmap lock to be dropped (`pending`).
+    may_unlock: bool,
+    /// Allocated, to be zeroed with the mmap lock dropped.
+    pub(crate) pending: Option<Prepared<'a>>,
+    /// Zeroed, for the retried fault.
+    ready: Option<Prepared<'a>>,
+}
+
+pub(crate) struct Prepared<'a> {
+    pub(crate) folio: FolioRef<'a>,
+    pub(crate) base: u64,
+    /// The VMA's start, end and flags when the folio was allocated.
+    vma: (u64, u64, crate::vma::VmFlags),
+}
+
+impl<'a> Prep<'a> {
+    /// For a fault that holds its mmap lock throughout.
+    pub(crate) const fn locked() -> Self {
+        Prep {
+            may_unlock: false,
+            pending: None,
+            ready: None,
+        }
+    }
+
+    /// For [`Mm::fault_once`], which can drop the lock for zeroing.
+    pub(crate) const fn unlocking() -> Self {
+        Prep {
+            may_unlock: true,
+            pending: None,
+            ready: None,
+        }
+    }
+
+    /// The pending folio is zeroed: the retried fault may take it, and
+    /// does not ask again.
+    pub(crate) fn zeroed(&mut self, p: Prepared<'a>) {
+        self.ready = Some(p);
+        self.may_unlock = false;
+    }
+}
+
 /// What the part of a fault under the page-table lock asks for.
 pub(crate) enum Locked<'a> {
     /// Resolved (or failed): the access retries.
@@ -114,6 +171,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// the range is still empty and, if another thread filled it first,
     /// frees the folio and lets the access retry.
     pub(crate) fn fault_vmas(&self, vmas: &VmaSet, addr: u64, access: Access) -> Result<(), Fault> {
+        self.fault_vmas_prep(vmas, addr, access, &mut Prep::locked())
+    }
+
+    /// [`Self::fault_vmas`] with a large folio's zeroing possibly left to
+    /// the caller (see [`Prep`]).
+    pub(crate) fn fault_vmas_prep(
+        &self,
+        vmas: &VmaSet,
+        addr: u64,
+        access: Access,
+        prep: &mut Prep<'a>,
+    ) -> Result<(), Fault> {
         let stats = &self.ctx.thp.stats;
         let Some(vma) = vmas.find(addr) else {
             stats.count(VmEvent::FaultSegv);
@@ -130,7 +199,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // Reservations (`reserve.rs`) look at the block under the
         // exclusive lock.
         if self.ctx.thp.config.reserve_orders() == 0
-            && let Some(r) = self.fault_shared(vma, addr, access)
+            && let Some(r) = self.fault_shared(vma, addr, access, prep)
         {
             return r;
         }
@@ -143,10 +212,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Locked::Migration(f, e) => return self.migration_entry_wait(vma, addr, f, e),
             Locked::NumaMigrate(f, node) => return self.numa_migrate(vma, addr, f, node),
         };
-        let f = self
-            .alloc_anon_folio(vma, addr, orders, true)
-            .ok_or(Fault::Oom)?;
-        self.zero_folio(*f, align_down(addr, f.size()), addr);
+        let Some(f) = self.large_anon_folio(vma, addr, orders, prep)? else {
+            return Ok(());
+        };
         let mut pt = self.lock_pt();
         pre = Some(f);
         match self.fault_locked(vma, &mut pt, addr, access, &mut pre) {
@@ -168,7 +236,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// first touch under an empty PMD goes to [`Self::fault_shared_pmd`]
     /// (Linux's `pmd_lock`).  `None`: not such a fault, take the exclusive
     /// path.
-    fn fault_shared(&self, vma: &Vma, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+    fn fault_shared(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        access: Access,
+        prep: &mut Prep<'a>,
+    ) -> Option<Result<(), Fault>> {
         let ctx = self.ctx;
         let stats = &ctx.thp.stats;
         let va = align_down(addr, PAGE_SIZE);
@@ -178,7 +252,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             let w = pt.lookup(addr);
             if w.level == PMD_LEVEL && access == Access::Write && matches!(w.entry, Entry::Absent) {
                 drop(guard);
-                return Some(self.fault_shared_pmd(vma, addr));
+                return Some(self.fault_shared_pmd(vma, addr, prep));
             }
             if w.level != PTE_LEVEL || !matches!(w.entry, Entry::Absent) {
                 return None;
@@ -209,10 +283,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         };
         // Large: zeroed with no page-table lock held, then both retaken and
         // the walk done again.
-        let Some(f) = self.alloc_anon_folio(vma, addr, orders, true) else {
-            return Some(Err(Fault::Oom));
+        let f = match self.large_anon_folio(vma, addr, orders, prep) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Some(Ok(())),
+            Err(e) => return Some(Err(e)),
         };
-        self.zero_folio(*f, align_down(addr, f.size()), addr);
         let guard = self.lock_pt_shared();
         let pt = guard.as_ref()?;
         let w = pt.lookup(addr);
@@ -232,13 +307,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// deposit), or the page becomes the PTE table and the folio is mapped
     /// as [`Self::install_shared`] does.  If the PMD filled meanwhile, what
     /// was allocated is freed and the access retries.
-    fn fault_shared_pmd(&self, vma: &Vma, addr: u64) -> Result<(), Fault> {
+    fn fault_shared_pmd(&self, vma: &Vma, addr: u64, prep: &mut Prep<'a>) -> Result<(), Fault> {
         let ctx = self.ctx;
         let orders = self.fault_orders(vma, addr);
-        let f = self
-            .alloc_anon_folio(vma, addr, orders, true)
-            .ok_or(Fault::Oom)?;
-        self.zero_folio(*f, align_down(addr, f.size()), addr);
+        let Some(f) = self.large_anon_folio(vma, addr, orders, prep)? else {
+            return Ok(());
+        };
         let page = ctx.pt_alloc().alloc_pt().ok_or(Fault::Oom)?;
         let guard = self.lock_pt_shared();
         let Some(pt) = guard.as_ref() else {
@@ -454,9 +528,45 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
     }
 
+    /// A zeroed folio of one of `orders` for a large fault at `addr`
+    /// (no page-table lock held): the one [`Prep`] holds ready if it fits,
+    /// else a new one, zeroed here, or — `Ok(None)` — left in
+    /// `prep.pending` for the caller to zero with the mmap lock dropped
+    /// (the fault then returns `Ok` and is retried).
+    fn large_anon_folio(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        orders: u32,
+        prep: &mut Prep<'a>,
+    ) -> Result<Option<FolioRef<'a>>, Fault> {
+        let id = (vma.start, vma.end, vma.flags);
+        if let Some(p) = prep.ready.take()
+            && p.vma == id
+            && orders & (1 << p.folio.order()) != 0
+            && p.base == align_down(addr, p.folio.size())
+        {
+            return Ok(Some(p.folio));
+        }
+        let f = self
+            .alloc_anon_folio(vma, addr, orders, true)
+            .ok_or(Fault::Oom)?;
+        let base = align_down(addr, f.size());
+        if prep.may_unlock && f.order() >= UNLOCKED_MMAP_MIN_ORDER {
+            prep.pending = Some(Prepared {
+                folio: f,
+                base,
+                vma: id,
+            });
+            return Ok(None);
+        }
+        self.zero_folio(*f, base, addr);
+        Ok(Some(f))
+    }
+
     /// Zero a new folio, the page holding `addr` last so it stays cache-hot
     /// for the access about to retry.
-    fn zero_folio(&self, f: Folio<'a>, base: u64, addr: u64) {
+    pub(crate) fn zero_folio(&self, f: Folio<'a>, base: u64, addr: u64) {
         let hot = (addr - base) / PAGE_SIZE;
         let mem = self.ctx.mem;
         // At most three calls: the pages below and above the hot one, then it.

@@ -1009,10 +1009,23 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// One attempt under the mmap lock (read; sleeps while a writer holds
-    /// it).
+    /// it).  A large anonymous folio is zeroed with the lock dropped, then
+    /// the fault runs again with it ([`fault::Prep`]), so another thread's
+    /// `mmap` or `munmap` does not wait out the zeroing.
     fn fault_once(&self, addr: u64, access: Access) -> Result<(), Fault> {
-        let vmas = self.mmap_read();
-        self.fault_vmas(&vmas, addr, access)
+        let mut prep = fault::Prep::unlocking();
+        loop {
+            let vmas = self.mmap_read();
+            let r = self.fault_vmas_prep(&vmas, addr, access, &mut prep);
+            drop(vmas);
+            match prep.pending.take() {
+                Some(p) if r.is_ok() => {
+                    self.zero_folio(*p.folio, p.base, addr);
+                    prep.zeroed(p);
+                }
+                _ => return r,
+            }
+        }
     }
 
     /// Fault in `[start, end)` (page by page, skipping what is mapped
