@@ -329,7 +329,7 @@ impl PhysMem for GateMem {
 }
 
 /// A large folio is zeroed with the mmap lock dropped (`Mm::fault_once`,
-/// `fault::Prep`): while one thread's 64 KiB or 2 MiB first touch zeroes
+/// `fault::Prep`): while one thread's 2 MiB first touch zeroes
 /// its folio, another thread's `mmap` (the lock for writing) completes,
 /// and the fault then maps the folio.  Then the other thread's change is
 /// an `mprotect` to read-only of the faulting VMA: the retried fault must
@@ -339,7 +339,8 @@ impl PhysMem for GateMem {
 /// `UNLOCKED_MMAP_MIN_ORDER` above the PMD order: "the mmap waited for
 /// the zeroing").
 fn mmap_runs_during_large_zeroing<A: PagingArch>() {
-    for order in [4u32, 9] {
+    {
+        let order = 9;
         for protect in [false, true] {
             let mem = GateMem::new(Duration::from_secs(3));
             let tlb = EmuTlb::new();

@@ -88,9 +88,10 @@ const UNLOCKED_ZERO_MIN_ORDER: u32 = 3;
 /// too (Linux zeroes under the per-VMA lock, which another thread's
 /// `mmap`/`munmap` elsewhere in the space does not wait for; here those
 /// take the mmap lock for writing and would wait out the zeroing).
-/// Dropping and retaking it costs a second VMA lookup, so only where the
-/// zeroing is long: 64 KiB and up.
-const UNLOCKED_MMAP_MIN_ORDER: u32 = 4;
+/// The retried fault costs about a 4K fault's path again (arm64
+/// `-icount`: a 64 KiB fault went from 5047 to 6019 instructions), so only
+/// where the zeroing dwarfs that: PMD-size folios (67k instructions).
+const UNLOCKED_MMAP_MIN_ORDER: u32 = crate::addr::PMD_ORDER;
 
 /// A large anonymous folio allocated for a fault whose zeroing is done
 /// with the mmap lock dropped ([`Mm::fault_once`]): allocated under the
@@ -192,7 +193,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             stats.count(VmEvent::FaultSegv);
             return Err(Fault::Segv);
         }
-        stats.count(VmEvent::PgFault);
+        // Once per fault, not again when it is retried with a folio
+        // zeroed meanwhile.
+        if prep.ready.is_none() {
+            stats.count(VmEvent::PgFault);
+        }
         if vma.is_shmem() {
             return self.shmem_fault(vma, addr, access);
         }
