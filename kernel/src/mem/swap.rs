@@ -64,6 +64,29 @@ impl SwapIo for DiskSwap {
             .read(slot * PAGE_SECTORS, PageRun { pa, pages })
             .map_err(|_| SwapIoError)
     }
+    fn write_async(
+        &self,
+        _mem: &dyn PhysMem,
+        slot: u64,
+        pa: u64,
+        pages: u64,
+    ) -> Result<bool, SwapIoError> {
+        self.0
+            .submit_async(
+                block::Dir::Write,
+                slot * PAGE_SECTORS,
+                PageRun { pa, pages },
+                end_swap_write,
+                pa,
+            )
+            .map_err(|_| SwapIoError)
+    }
+}
+
+/// The end of an asynchronous swap write (in `kblockd`): the folio at
+/// physical `pa` finishes its writeback.
+fn end_swap_write(pa: u64, r: Result<(), block::BlockError>) {
+    uspace::ctx().end_swap_write(pa, r.is_ok());
 }
 
 /// Reads page 0 of the disk.
