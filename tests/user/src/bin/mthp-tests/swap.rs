@@ -296,23 +296,25 @@ fn pageout_roundtrip(kb: Option<usize>, len: usize, salt: u64) -> Result<(), mth
             l.present,
             l.swapped
         );
+        let pin = vmstat(b"\npswpin ") - pswpin0;
         if on_mthp() {
-            // This kernel wrote synchronously and freed the folios, so
-            // every page comes back from the disk.  (Linux 6.12 still
-            // holds them in the swap cache right after MADV_PAGEOUT, its
-            // writeback being asynchronous: there the read back maps the
-            // cached folios, whole, with no I/O.)
-            let pin = vmstat(b"\npswpin ") - pswpin0;
+            // This kernel frees each folio when its write completes, so
+            // the pages come back from the disk, except those whose write
+            // was still in flight at the read back (MADV_PAGEOUT does not
+            // wait, as Linux): those faults wait for the write and map
+            // the cached folio with no I/O.  (Linux 6.12 keeps every
+            // written folio in the swap cache: there the read back maps
+            // them all, whole, with no I/O.)
             ensure!(
-                pin == pages as u64,
-                "{fkb}K: pswpin +{pin}, expected +{pages}"
+                pin <= pages as u64 && pin + 16 * (fkb as u64 / 4) >= pages as u64,
+                "{fkb}K: pswpin +{pin}, expected about +{pages}"
             );
             // Every read from the disk was a major fault (one per folio
-            // read, so between one and one per page).
+            // read, so at most one per page).
             let maj = mthp_user::thp::majflt() - majflt0;
             ensure!(
-                maj >= 1 && maj <= pages as i64,
-                "{fkb}K: ru_majflt +{maj} for {pages} pages read from swap"
+                maj <= pages as i64 && (pin == 0 || maj >= 1),
+                "{fkb}K: ru_majflt +{maj} for {pin} pages read from swap"
             );
         }
         if on_mthp() && fkb == 64 {
@@ -325,7 +327,11 @@ fn pageout_roundtrip(kb: Option<usize>, len: usize, salt: u64) -> Result<(), mth
             let (Some(a), Some(b)) = (swpin0, stat(64, "swpin")) else {
                 fail!("64K: swpin unreadable");
             };
-            ensure!(b - a == folios, "64K: swpin +{}, expected +{folios}", b - a);
+            ensure!(
+                (b - a) * 16 == pin,
+                "64K: swpin +{}, expected one per 64K folio read ({pin} pages)",
+                b - a
+            );
         }
         if fkb == 2048 {
             // Never back as a PMD, on either kernel.
