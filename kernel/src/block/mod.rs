@@ -28,7 +28,10 @@
 //!
 //! The interrupt handler (interrupts masked, so it takes no mm lock) only
 //! pops the finished requests off the used ring, records their status in
-//! their slots and wakes the waiters.  The end-of-I/O work of an
+//! their slots and wakes the waiters.  It is the only one to pop them
+//! while interrupts are on (a waiter that popped one itself would leave
+//! the interrupt nothing to report, and `kblockd` asleep); without them
+//! the waiters poll.  The end-of-I/O work of an
 //! asynchronous request (its [`EndIo`] callback: for swap, the folio's
 //! completion) runs in task context, in the `kblockd` thread ([`init`]
 //! starts it; Linux runs `bio` completions in interrupt context, which
@@ -50,8 +53,8 @@ use crate::arch;
 use crate::task::sched::{self, WaitQueue};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::{Mutex, Once};
-pub use virtio::Dir;
-use virtio::{MAX_INFLIGHT, VirtioBlk};
+use virtio::VirtioBlk;
+pub use virtio::{Dir, MAX_INFLIGHT};
 
 pub const SECTOR_SIZE: u64 = 512;
 pub const PAGE_SIZE: u64 = 4096;
@@ -299,7 +302,9 @@ fn kblockd() {
     let Some(d) = DISK.get() else { return };
     loop {
         let mut done = None;
-        d.completion.wait_until(|| {
+        // Interruptible: an idle kblockd waits for work without bound, as
+        // Linux's kernel threads, and the hung-task report ignores it.
+        d.completion.wait_interruptible(|| {
             done = d.with_dev(|q| q.take_finished_async());
             done.is_some()
         });
@@ -477,14 +482,17 @@ impl Disk {
             end,
         };
         let mut got = None;
+        let sleep = self.can_sleep();
         let mut take = || {
             got = self.with_dev(|q| {
-                q.reap();
+                if !sleep {
+                    q.reap();
+                }
                 q.try_start(req)
             });
             got.is_some()
         };
-        if self.can_sleep() {
+        if sleep {
             self.idle.wait_until(take);
         } else {
             while !take() {
@@ -504,9 +512,12 @@ impl Disk {
     /// counts it.
     fn wait(&self, i: usize) -> Result<(), BlockError> {
         let mut s = None;
+        let sleep = self.can_sleep();
         let mut done = || {
             s = self.with_dev(|q| {
-                q.reap();
+                if !sleep {
+                    q.reap();
+                }
                 if q.slots[i].is_some_and(|s| s.status.is_some()) {
                     q.slots[i].take()
                 } else {
@@ -515,7 +526,7 @@ impl Disk {
             });
             s.is_some()
         };
-        if self.can_sleep() {
+        if sleep {
             self.completion.wait_until(done);
         } else {
             while !done() {

@@ -371,7 +371,16 @@ mod tests {
                     check_eq!(THP.stats.get(order, MthpStat::SwpoutFallback) - fb0, 0);
                 }
                 verify(va, 4 * MB, seed)?;
-                check_eq!(event(VmEvent::PswpIn) - pin0, 1024, "pswpin");
+                // MADV_PAGEOUT does not wait for the disk: the folios whose
+                // writes were still in flight come back from the swap
+                // cache without a read (at most one per request slot).
+                let pin = event(VmEvent::PswpIn) - pin0;
+                let in_flight = (crate::block::MAX_INFLIGHT as u64) << order;
+                if pin > 1024 || pin + in_flight < 1024 {
+                    return Err(ktest::format!(
+                        "pswpin +{pin}, expected 1024 less at most {in_flight}"
+                    ));
+                }
                 check_eq!(m.enter().swapents(), 0);
                 fx.finish([m])?;
             }
