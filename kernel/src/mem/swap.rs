@@ -8,6 +8,12 @@
 //! request.  The area is a block device, so `/proc/swaps` says
 //! `partition`.  Only one swapon/swapoff runs at a time (`SWAPON_LOCK`, a
 //! sleeping flag: swapoff sleeps for I/O).
+//!
+//! Writes from `MADV_PAGEOUT` are asynchronous ([`SwapIo::write_async`]:
+//! `block::Disk::submit_async`); their completion runs in the block
+//! layer's `kblockd` thread and hands the folio back to mm
+//! (`MmCtx::end_swap_write`).  swapoff retries while a write is in flight
+//! (the folio is locked until it completes).
 use crate::block::{self, PAGE_SECTORS, PageRun};
 use crate::mem::uspace;
 use crate::proc::process::Process;
