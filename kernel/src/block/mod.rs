@@ -15,10 +15,32 @@
 //! before that, or if the IRQ cannot be routed, polls the used ring.
 //! Counters are in `/sys/block/vda/stat` (Linux's format).
 //!
-//! Locks, in order: the request slot [`Disk::busy`] (a sleeping flag:
-//! whoever sets it owns the device's one in-flight request) before the
-//! driver lock [`Disk::dev`] (a spin lock taken with interrupts masked,
-//! also by the interrupt handler, never held across a sleep).
+//! # Requests in flight
+//! Up to [`virtio::MAX_INFLIGHT`] requests are in flight at once, each in
+//! a request slot ([`Slot`]).  [`Disk::submit_async`] returns as soon as
+//! its request is queued (it sleeps only for a free slot), which is what
+//! lets swap-out (`MADV_PAGEOUT`) go on unmapping the next folio while
+//! the device writes the last one, as Linux's `swap_writepage` does;
+//! [`Disk::read`] and [`Disk::write`] submit and sleep for their own
+//! completion.  A request that overlaps a write in flight (or a write that
+//! overlaps any request in flight) waits for it first: the device may
+//! complete requests in any order.
+//!
+//! The interrupt handler (interrupts masked, so it takes no mm lock) only
+//! pops the finished requests off the used ring, records their status in
+//! their slots and wakes the waiters.  It is the only one to pop them
+//! while interrupts are on (a waiter that popped one itself would leave
+//! the interrupt nothing to report, and `kblockd` asleep); without them
+//! the waiters poll.  The end-of-I/O work of an
+//! asynchronous request (its [`EndIo`] callback: for swap, the folio's
+//! completion) runs in task context, in the `kblockd` thread ([`init`]
+//! starts it; Linux runs `bio` completions in interrupt context, which
+//! this kernel's mm locks do not allow).
+//!
+//! Locks, in order: the driver lock [`Disk::dev`] (a spin lock taken with
+//! interrupts masked, also by the interrupt handler, never held across a
+//! sleep, and taken inside a wait queue's condition) holds the slots and
+//! the device; the wait queues' own locks are never held with it.
 // Until swap uses it, only the self-tests call most of the API.
 #![cfg_attr(not(feature = "selftest"), allow(dead_code))]
 
@@ -31,7 +53,8 @@ use crate::arch;
 use crate::task::sched::{self, WaitQueue};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::{Mutex, Once};
-use virtio::{Dir, VirtioBlk};
+use virtio::VirtioBlk;
+pub use virtio::{Dir, MAX_INFLIGHT};
 
 pub const SECTOR_SIZE: u64 = 512;
 pub const PAGE_SIZE: u64 = 4096;
@@ -91,19 +114,113 @@ struct Counters {
     errors: AtomicU64,
 }
 
+/// The end-of-I/O work of an asynchronous request, run in task context
+/// (the `kblockd` thread) with the request's cookie and status.
+pub type EndIo = fn(cookie: u64, r: Result<(), BlockError>);
+
+/// One request in flight (or finished, not yet collected).
+#[derive(Clone, Copy)]
+struct Slot {
+    dir: Dir,
+    sector: u64,
+    sectors: u64,
+    pa: u64,
+    /// The device's token while in flight; `None` once popped.
+    token: Option<u16>,
+    /// The status, once popped off the used ring.
+    status: Option<Result<(), ()>>,
+    /// For an asynchronous request: who completes it.
+    end: Option<(EndIo, u64)>,
+}
+
+impl Slot {
+    fn bytes(&self) -> u64 {
+        self.sectors * SECTOR_SIZE
+    }
+
+    /// Whether `self` must finish before a request for `dir` on
+    /// `[sector, sector + sectors)` starts: they overlap and one writes.
+    fn conflicts(&self, dir: Dir, sector: u64, sectors: u64) -> bool {
+        self.status.is_none()
+            && (self.dir == Dir::Write || dir == Dir::Write)
+            && sector < self.sector + self.sectors
+            && self.sector < sector + sectors
+    }
+}
+
+/// The device and its request slots, under [`Disk::dev`].
+struct Queue {
+    v: VirtioBlk,
+    slots: [Option<Slot>; MAX_INFLIGHT],
+}
+
+impl Queue {
+    /// Pops every finished request off the used ring into its slot;
+    /// whether any was.
+    fn reap(&mut self) -> bool {
+        let mut any = false;
+        while let Some(t) = self.v.peek_used() {
+            let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| s.is_some_and(|s| s.token == Some(t)))
+            else {
+                // Not ours: cannot happen; stop rather than spin.
+                break;
+            };
+            let s = self.slots[i].as_mut().expect("found above");
+            let st = self.v.finish(i, t, s.dir, s.pa, s.bytes());
+            s.token = None;
+            s.status = Some(st);
+            any = true;
+        }
+        any
+    }
+
+    /// Starts `req` in a free slot unless a conflicting request is in
+    /// flight or no slot is free: `None` to wait, else the slot (or the
+    /// device's refusal).
+    fn try_start(&mut self, mut req: Slot) -> Option<Result<usize, ()>> {
+        if self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.conflicts(req.dir, req.sector, req.sectors))
+        {
+            return None;
+        }
+        let i = self.slots.iter().position(|s| s.is_none())?;
+        match self.v.submit(i, req.dir, req.sector, req.pa, req.bytes()) {
+            Ok(t) => {
+                req.token = Some(t);
+                self.slots[i] = Some(req);
+                Some(Ok(i))
+            }
+            Err(()) => Some(Err(())),
+        }
+    }
+
+    /// Requests in flight (`/sys/block/vda/stat`).
+    fn in_flight(&self) -> u64 {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| s.status.is_none())
+            .count() as u64
+    }
+}
+
 pub struct Disk {
     name: &'static str,
     /// Size in sectors.
     capacity: u64,
     /// The interrupt completions arrive on, once enabled.
     irq: Once<u32>,
-    busy: AtomicBool,
-    /// Threads waiting for `busy` to clear.
+    /// Threads waiting for a free slot or for a conflicting request.
     idle: WaitQueue,
-    dev: Mutex<VirtioBlk>,
-    /// Set by the interrupt handler when the request in flight completed.
-    done: AtomicBool,
-    /// The request's owner waits here for `done`.
+    dev: Mutex<Queue>,
+    /// Owners of synchronous requests and `kblockd` wait here for
+    /// statuses the interrupt handler recorded.
     completion: WaitQueue,
     counters: Counters,
     /// `/sys/block/vda/queue/rotational`: 1 at boot, as Linux's virtio-blk
@@ -131,10 +248,11 @@ pub fn init() {
             name: "vda",
             capacity: dev.capacity(),
             irq: Once::new(),
-            busy: AtomicBool::new(false),
             idle: WaitQueue::new(),
-            dev: Mutex::new(dev),
-            done: AtomicBool::new(false),
+            dev: Mutex::new(Queue {
+                v: dev,
+                slots: [None; MAX_INFLIGHT],
+            }),
             completion: WaitQueue::new(),
             counters: Counters::default(),
             rotational: AtomicBool::new(true),
@@ -144,7 +262,10 @@ pub fn init() {
         if irq_on {
             disk.irq.call_once(|| d.irq);
         }
-        disk.with_dev(|v| v.enable_interrupts(irq_on));
+        disk.with_dev(|q| q.v.enable_interrupts(irq_on));
+        if irq_on && let Err(e) = sched::spawn("kblockd", kblockd) {
+            crate::warn!("block: kblockd not started: {}", e);
+        }
         info!(
             "block: {} virtio-mmio at {:#x} irq {}: {} MiB, completion by {}",
             disk.name(),
@@ -157,8 +278,8 @@ pub fn init() {
     }
 }
 
-/// Device interrupt hook (interrupts masked): acknowledge, note a finished
-/// request, wake its owner.
+/// Device interrupt hook (interrupts masked): acknowledge, pop the
+/// finished requests into their slots, wake their owners and `kblockd`.
 fn on_irq(irq: u32) {
     let Some(d) = DISK.get() else { return };
     if d.irq.get() != Some(&irq) {
@@ -166,13 +287,46 @@ fn on_irq(irq: u32) {
     }
     d.counters.interrupts.fetch_add(1, Ordering::Relaxed);
     let finished = {
-        let mut v = d.dev.lock();
-        v.ack_interrupt();
-        v.done()
+        let mut q = d.dev.lock();
+        q.v.ack_interrupt();
+        q.reap()
     };
     if finished {
-        d.done.store(true, Ordering::Release);
         d.completion.wake_all();
+    }
+}
+
+/// The `kblockd` thread: runs the end-of-I/O work of finished
+/// asynchronous requests in task context (see the module docs).
+fn kblockd() {
+    let Some(d) = DISK.get() else { return };
+    loop {
+        let mut done = None;
+        // Interruptible: an idle kblockd waits for work without bound, as
+        // Linux's kernel threads, and the hung-task report ignores it.
+        d.completion.wait_interruptible(|| {
+            done = d.with_dev(|q| q.take_finished_async());
+            done.is_some()
+        });
+        if let Some((s, end, cookie)) = done {
+            d.idle.wake_all();
+            let r = d.account(s.dir, s.sectors, s.status.unwrap_or(Err(())));
+            end(cookie, r);
+        }
+    }
+}
+
+impl Queue {
+    /// Frees the slot of one finished asynchronous request and returns it
+    /// with its end-of-I/O work.
+    fn take_finished_async(&mut self) -> Option<(Slot, EndIo, u64)> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.is_some_and(|s| s.status.is_some() && s.end.is_some()))?;
+        let s = self.slots[i].take()?;
+        let (end, cookie) = s.end?;
+        Some((s, end, cookie))
     }
 }
 
@@ -196,7 +350,7 @@ impl Disk {
     /// flushes).  Merges, times and discards are not kept here: 0.
     pub fn stat_text(&self) -> alloc::string::String {
         let s = self.stats();
-        let in_flight = u64::from(self.busy.load(Ordering::Relaxed));
+        let in_flight = self.with_dev(|q| q.in_flight());
         let f = [
             s.reads,
             0,
@@ -250,17 +404,43 @@ impl Disk {
         }
     }
 
-    /// Read `buf.pages` pages from `sector` on into `buf`, as one request.
+    /// Read `buf.pages` pages from `sector` on into `buf`, as one request,
+    /// and wait for it.
     pub fn read(&self, sector: u64, buf: PageRun) -> Result<(), BlockError> {
-        self.request(Dir::Read, sector, buf)
+        let i = self.start(Dir::Read, sector, buf, None)?;
+        self.wait(i)
     }
 
-    /// Write `buf` to the disk from `sector` on, as one request.
+    /// Write `buf` to the disk from `sector` on, as one request, and wait
+    /// for it.
     pub fn write(&self, sector: u64, buf: PageRun) -> Result<(), BlockError> {
-        self.request(Dir::Write, sector, buf)
+        let i = self.start(Dir::Write, sector, buf, None)?;
+        self.wait(i)
     }
 
-    fn with_dev<R>(&self, f: impl FnOnce(&mut VirtioBlk) -> R) -> R {
+    /// Queue a request moving `buf` from/to `sector` on and return without
+    /// waiting for it: `Ok(true)` once queued, and then `end(cookie,
+    /// status)` runs later in task context (the `kblockd` thread);
+    /// `Ok(false)` if it already completed (a disk without interrupts
+    /// polls), and then `end` is never called.  Sleeps only for a free
+    /// request slot (or a conflicting request in flight).
+    pub fn submit_async(
+        &self,
+        dir: Dir,
+        sector: u64,
+        buf: PageRun,
+        end: EndIo,
+        cookie: u64,
+    ) -> Result<bool, BlockError> {
+        if !self.can_sleep() {
+            let i = self.start(dir, sector, buf, None)?;
+            return self.wait(i).map(|()| false);
+        }
+        self.start(dir, sector, buf, Some((end, cookie)))?;
+        Ok(true)
+    }
+
+    fn with_dev<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
         let irq = arch::irq_save();
         let r = f(&mut self.dev.lock());
         arch::irq_restore(irq);
@@ -272,7 +452,16 @@ impl Disk {
         self.irq_driven() && sched::started()
     }
 
-    fn request(&self, dir: Dir, sector: u64, buf: PageRun) -> Result<(), BlockError> {
+    /// Checks the run and queues its request in a free slot, sleeping (or
+    /// spinning, before the scheduler) until one is free and no
+    /// conflicting request is in flight.  Returns the slot.
+    fn start(
+        &self,
+        dir: Dir,
+        sector: u64,
+        buf: PageRun,
+        end: Option<(EndIo, u64)>,
+    ) -> Result<usize, BlockError> {
         if buf.pages == 0 || buf.pages > MAX_RUN_PAGES || !buf.pa.is_multiple_of(PAGE_SIZE) {
             return Err(BlockError::BadRun);
         }
@@ -283,11 +472,25 @@ impl Disk {
         {
             return Err(BlockError::OutOfRange);
         }
+        let req = Slot {
+            dir,
+            sector,
+            sectors,
+            pa: buf.pa,
+            token: None,
+            status: None,
+            end,
+        };
+        let mut got = None;
         let sleep = self.can_sleep();
-        let take = || {
-            self.busy
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+        let mut take = || {
+            got = self.with_dev(|q| {
+                if !sleep {
+                    q.reap();
+                }
+                q.try_start(req)
+            });
+            got.is_some()
         };
         if sleep {
             self.idle.wait_until(take);
@@ -296,24 +499,50 @@ impl Disk {
                 arch::cpu_relax();
             }
         }
-        self.done.store(false, Ordering::Relaxed);
-        let mut r = self.with_dev(|v| v.submit(dir, sector, buf.pa, buf.bytes()));
-        if r.is_ok() {
-            if sleep {
-                self.completion
-                    .wait_until(|| self.done.load(Ordering::Acquire));
-            } else {
-                while !self.with_dev(|v| v.done()) {
-                    arch::cpu_relax();
-                }
-                self.counters.polled.fetch_add(1, Ordering::Relaxed);
+        match got {
+            Some(Ok(i)) => Ok(i),
+            _ => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(BlockError::Io)
             }
-            r = self.with_dev(|v| v.finish(dir, buf.pa, buf.bytes()));
         }
-        self.busy.store(false, Ordering::Release);
-        self.idle.wake_one();
+    }
+
+    /// Waits for the synchronous request in slot `i`, frees the slot and
+    /// counts it.
+    fn wait(&self, i: usize) -> Result<(), BlockError> {
+        let mut s = None;
+        let sleep = self.can_sleep();
+        let mut done = || {
+            s = self.with_dev(|q| {
+                if !sleep {
+                    q.reap();
+                }
+                if q.slots[i].is_some_and(|s| s.status.is_some()) {
+                    q.slots[i].take()
+                } else {
+                    None
+                }
+            });
+            s.is_some()
+        };
+        if sleep {
+            self.completion.wait_until(done);
+        } else {
+            while !done() {
+                arch::cpu_relax();
+            }
+            self.counters.polled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.idle.wake_all();
+        let s = s.expect("the wait ends with the slot");
+        self.account(s.dir, s.sectors, s.status.unwrap_or(Err(())))
+    }
+
+    /// Counts a finished request.
+    fn account(&self, dir: Dir, sectors: u64, st: Result<(), ()>) -> Result<(), BlockError> {
         let c = &self.counters;
-        if r.is_err() {
+        if st.is_err() {
             c.errors.fetch_add(1, Ordering::Relaxed);
             return Err(BlockError::Io);
         }

@@ -13,9 +13,12 @@
 //!   Data buffers passed to requests are physical page runs already
 //!   ([`super::PageRun`]), shared by their direct-map address.
 //! * Registers: mapped uncached through `kmap::map_device`.
-//! * One request in flight: the queue has 16 descriptors and a request
-//!   uses three (header, data, status), but completions must be popped in
-//!   submission order by this crate, and swap needs no more yet.
+//! * Up to [`MAX_INFLIGHT`] requests in flight: the queue has 16
+//!   descriptors and a request uses three (header, data, status).  Each
+//!   request slot has its own header and status in the driver's DMA page;
+//!   the block layer owns the slot from submit to finish.  The crate pops
+//!   completions in the device's order ([`VirtioBlk::peek_used`] names the
+//!   next one), which need not be the submission order.
 #![allow(unsafe_code)]
 
 use crate::arch::{self, PHYS_OFFSET};
@@ -28,6 +31,11 @@ use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 const PAGE: u64 = 4096;
+/// Requests in flight at once: 16 descriptors, 3 per request.
+pub const MAX_INFLIGHT: usize = 5;
+/// Bytes of the DMA page per request slot: header at 0, status at 64.
+const SLOT_BYTES: u64 = 128;
+const _: () = assert!(MAX_INFLIGHT as u64 * SLOT_BYTES <= PAGE);
 
 /// `virtio-drivers`' view of this kernel's memory.
 pub struct KernelHal;
@@ -97,12 +105,10 @@ unsafe impl Hal for KernelHal {
 /// One virtio block device on a virtio-mmio transport.
 pub struct VirtioBlk {
     dev: VirtIOBlk<KernelHal, MmioTransport<'static>>,
-    /// The request header and status of the request in flight, in a page
-    /// of their own (physical address; never on a stack, which is not in
-    /// the direct map).  Kept for the kernel's lifetime, as the device is.
+    /// The request headers and statuses, one pair per request slot, in a
+    /// page of their own (physical address; never on a stack, which is not
+    /// in the direct map).  Kept for the kernel's lifetime, as the device is.
     hdr_pa: u64,
-    /// The token of the request in flight.
-    token: Option<u16>,
 }
 
 // SAFETY: the raw pointers inside (register window, DMA memory) are only
@@ -110,7 +116,7 @@ pub struct VirtioBlk {
 unsafe impl Send for VirtioBlk {}
 
 /// A request: which way and where.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dir {
     Read,
     Write,
@@ -135,11 +141,7 @@ impl VirtioBlk {
             .alloc(0, AllocFlags::KERNEL | AllocFlags::ZERO)
             .ok()?
             .pa();
-        Some(VirtioBlk {
-            dev,
-            hdr_pa,
-            token: None,
-        })
+        Some(VirtioBlk { dev, hdr_pa })
     }
 
     /// Size in 512-byte sectors.
@@ -160,15 +162,16 @@ impl VirtioBlk {
         !self.dev.ack_interrupt().is_empty()
     }
 
-    /// Whether the request in flight has completed.
-    pub fn done(&mut self) -> bool {
-        self.token.is_some() && self.dev.peek_used() == self.token
+    /// The token of the next completed request, if any.
+    pub fn peek_used(&mut self) -> Option<u16> {
+        self.dev.peek_used()
     }
 
-    /// The request header (offset 0, 16 bytes) and status (offset 64) in
-    /// the driver's own DMA page.
-    fn hdr_ptrs(&self) -> (*mut BlkReq, *mut BlkResp) {
-        let p = self.hdr_pa + PHYS_OFFSET;
+    /// Slot `slot`'s request header (16 bytes) and status in the driver's
+    /// own DMA page.
+    fn hdr_ptrs(&self, slot: usize) -> (*mut BlkReq, *mut BlkResp) {
+        assert!(slot < MAX_INFLIGHT);
+        let p = self.hdr_pa + PHYS_OFFSET + slot as u64 * SLOT_BYTES;
         (p as *mut BlkReq, (p + 64) as *mut BlkResp)
     }
 
@@ -179,17 +182,24 @@ impl VirtioBlk {
         unsafe { core::slice::from_raw_parts_mut((pa + PHYS_OFFSET) as *mut u8, len as usize) }
     }
 
-    /// Queue one request for `len` bytes at physical `pa` from/to `sector`.
-    /// One at a time: the previous must have been finished.
-    pub fn submit(&mut self, dir: Dir, sector: u64, pa: u64, len: u64) -> Result<(), ()> {
-        assert!(self.token.is_none(), "virtio-blk: a request is in flight");
+    /// Queue one request in request slot `slot` (free: the block layer's
+    /// bookkeeping) for `len` bytes at physical `pa` from/to `sector`;
+    /// its token.
+    pub fn submit(
+        &mut self,
+        slot: usize,
+        dir: Dir,
+        sector: u64,
+        pa: u64,
+        len: u64,
+    ) -> Result<u16, ()> {
         let buf = Self::data(pa, len);
-        let (req, resp) = self.hdr_ptrs();
+        let (req, resp) = self.hdr_ptrs(slot);
         // SAFETY: the header page is this driver's own zeroed page (valid
-        // for both plain-data types, not overlapping); the device uses the
-        // header, status and data until `finish` pops the request, and
-        // nothing touches them before (the block layer owns the device's
-        // one request slot and the caller the pages).
+        // for both plain-data types; each slot's pair is its own and the
+        // two do not overlap); the device uses the header, status and data
+        // until `finish` pops the request, and nothing touches them before
+        // (the block layer owns the slot and the caller the pages).
         let token = unsafe {
             let (req, resp) = (&mut *req, &mut *resp);
             match dir {
@@ -198,15 +208,21 @@ impl VirtioBlk {
             }
         }
         .map_err(|_| ())?;
-        self.token = Some(token);
-        Ok(())
+        Ok(token)
     }
 
-    /// Pop the completed request (`done()` was true); its status.
-    pub fn finish(&mut self, dir: Dir, pa: u64, len: u64) -> Result<(), ()> {
-        let token = self.token.take().expect("virtio-blk: nothing in flight");
+    /// Pop the completed request `token` of slot `slot` (`peek_used` named
+    /// it); its status.
+    pub fn finish(
+        &mut self,
+        slot: usize,
+        token: u16,
+        dir: Dir,
+        pa: u64,
+        len: u64,
+    ) -> Result<(), ()> {
         let buf = Self::data(pa, len);
-        let (req, resp) = self.hdr_ptrs();
+        let (req, resp) = self.hdr_ptrs(slot);
         // SAFETY: the same header, status and data buffer as `submit` gave
         // for this token; the device is done with them (it returned the token).
         let r = unsafe {

@@ -4,8 +4,8 @@
 //! whole, never split; a folio the range covers only partly is split to
 //! order 0 first if it is exclusive to this space, else skipped; a folio
 //! mapped more than once (after fork) is skipped.  `MADV_PAGEOUT` writes
-//! the folios out now ([`super::swap::pageout_folio`], ignoring how
-//! recently they were used); `MADV_COLD` clears their young bits and moves
+//! the folios out now ([`super::swap::pageout_folio_async`], ignoring how
+//! recently they were used, without waiting for the disk); `MADV_COLD` clears their young bits and moves
 //! them to the inactive list so reclaim takes them first.
 
 use alloc::vec::Vec;
@@ -17,7 +17,7 @@ use crate::physmem::frame_flags::PageFlags;
 use crate::thp::VmEvent;
 
 use super::Mm;
-use super::swap::pageout_folio;
+use super::swap::pageout_folio_async;
 
 /// What to do with one folio of the range.
 enum Plan<'a> {
@@ -126,7 +126,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         }
                         (Plan::Whole(f, at), 1) => match advice {
                             Reclaim::Pageout => {
-                                pageout_folio(&[self], &f);
+                                pageout_folio_async(&[self], &f);
                             }
                             Reclaim::Cold => self.deactivate_folio(f, at),
                             Reclaim::Free => self.lazyfree_folio(f, at),

@@ -295,19 +295,7 @@ pub(crate) fn shmem_pageout_of<'a, A: PagingArch>(
     }
     // Freed unless a swap-in took it from the swap cache meanwhile (it
     // then moves it back into the object's cache itself).
-    let out = if ctx
-        .swap
-        .cache
-        .remove_if(f.pfn(), || f.refcount() == 2)
-        .is_some()
-    {
-        f.clear_flags(PageFlags::SWAPCACHE);
-        area.map.put_cache(slot, nr);
-        f.put();
-        Pageout::Freed(nr)
-    } else {
-        Pageout::Cached
-    };
+    let out = super::swap::release_after_writeback(ctx, &area, f, slot, false);
     drop(lock);
     out
 }

@@ -19,6 +19,24 @@
 //!    back by that fault.  A write error keeps it cached: the entries then
 //!    bring it back from memory, so no wrong data is ever read.
 //!
+//! # Asynchronous writeback ([`pageout_folio_async`], `MADV_PAGEOUT`)
+//! `MADV_PAGEOUT` does not wait for the disk, as Linux (whose `pageout`
+//! submits the bio and returns): step 4 is split at the write.  The
+//! request is queued ([`SwapIo::write_async`](crate::swap::SwapIo::write_async))
+//! and the caller goes on with the next folio while the device writes
+//! this one; the I/O holds a reference of its own and the folio stays
+//! locked, unmapped, in the swap cache until the write's completion
+//! ([`MmCtx::end_swap_write`](super::ctx::MmCtx::end_swap_write), task
+//! context) does the rest of step 4 ([`release_after_writeback`]) and
+//! unlocks it.  The folio lock stands for Linux's `PG_writeback` here
+//! (the flags word has no bit left for a separate one): everything that
+//! needs the folio stable (split, migration, compaction, collapse, the
+//! slot-freeing `try_free_swap_cache`) already tries the lock and skips a
+//! locked folio, and what must have it (swap-in, swapoff) sleeps on it,
+//! so a fault on a folio under writeback waits for the write and then
+//! maps it back from the cache without reading it.  Reclaim (kswapd,
+//! direct) keeps writing synchronously: it needs the memory back now.
+//!
 //! # Swap-in ([`Mm::do_swap_page`])
 //! A fault on a swap entry looks in the swap cache first.  On a miss it
 //! reads the slots into a new folio: of the largest order the fault
@@ -73,6 +91,9 @@ pub enum Pageout {
     /// The write failed: the folio stays in the swap cache, mapped by
     /// swap entries that bring it back from memory.
     IoError,
+    /// Unmapped and its write is in flight ([`pageout_folio_async`]): the
+    /// I/O holds a reference and the folio lock until its completion.
+    Writeback,
 }
 
 /// Pages out one anonymous folio, held by the caller's reference `folio`
@@ -82,6 +103,16 @@ pub enum Pageout {
 /// the last one: dropping it frees the folio.  On [`Pageout::Split`] it
 /// names the first piece.
 pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>) -> Pageout {
+    pageout(mms, folio, false)
+}
+
+/// [`pageout_folio`] without waiting for the write (`MADV_PAGEOUT`; see
+/// the module docs): [`Pageout::Writeback`] when the write is in flight.
+pub fn pageout_folio_async<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>) -> Pageout {
+    pageout(mms, folio, true)
+}
+
+fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: bool) -> Pageout {
     let Some(first) = mms.first() else {
         return Pageout::Kept;
     };
@@ -167,15 +198,53 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
         }
     }
     // Write.
-    if f.test(PageFlags::DIRTY) && swap_writepage(ctx, &area, slot, f).is_err() {
-        drop(lock);
-        return Pageout::IoError;
+    if f.test(PageFlags::DIRTY) {
+        if nowait {
+            match swap_writepage_async(ctx, &area, slot, f) {
+                Ok(true) => {
+                    // The lock is the I/O's now (its completion unlocks).
+                    core::mem::forget(lock);
+                    return Pageout::Writeback;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    drop(lock);
+                    return Pageout::IoError;
+                }
+            }
+        } else if swap_writepage(ctx, &area, slot, f).is_err() {
+            drop(lock);
+            return Pageout::IoError;
+        }
     }
-    // Free unless someone found it in the cache meanwhile.
-    let out = if ctx
+    let out = release_after_writeback(ctx, &area, f, slot, true);
+    drop(lock);
+    out
+}
+
+/// The end of a swap-out once the locked folio `f` is written (or was
+/// clean): it leaves the swap cache, its slots lose `HAS_CACHE`, and the
+/// cache's reference goes, leaving the caller's as the last
+/// ([`Pageout::Freed`]) — unless someone found it in the cache meanwhile
+/// and holds it (or, with `unmapped`, an anonymous folio was mapped back),
+/// when it stays cached ([`Pageout::Cached`]).  `Freed` assumes one
+/// reference beyond the cache's: the caller's, or the I/O's at the
+/// completion of an asynchronous write.  Shared by anonymous and shmem
+/// swap-out.
+pub(crate) fn release_after_writeback<'a>(
+    ctx: &super::ctx::MmCtx<'a>,
+    area: &SwapArea,
+    f: Folio<'a>,
+    slot: u64,
+    unmapped: bool,
+) -> Pageout {
+    let nr = f.nr_pages();
+    if ctx
         .swap
         .cache
-        .remove_if(f.pfn(), || f.refcount() == 2 && f.large_mapcount() == 0)
+        .remove_if(f.pfn(), || {
+            f.refcount() == 2 && (!unmapped || f.large_mapcount() == 0)
+        })
         .is_some()
     {
         f.clear_flags(PageFlags::SWAPCACHE);
@@ -184,9 +253,42 @@ pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>
         Pageout::Freed(nr)
     } else {
         Pageout::Cached
-    };
-    drop(lock);
-    out
+    }
+}
+
+/// Starts writing the locked, unmapped folio `f` to its slots from `slot`
+/// of `area` and counts it at submission, as Linux.  `Ok(true)`: in
+/// flight, with a reference of the I/O's taken (the completion,
+/// [`MmCtx::end_swap_write`](super::ctx::MmCtx::end_swap_write), drops it
+/// and the folio lock); `Ok(false)`: written already (`DIRTY` cleared).
+fn swap_writepage_async<'a>(
+    ctx: &super::ctx::MmCtx<'a>,
+    area: &SwapArea,
+    slot: u64,
+    f: Folio<'a>,
+) -> Result<bool, crate::swap::SwapIoError> {
+    let nr = f.nr_pages();
+    f.get(); // the I/O's
+    let r = area.io.write_async(ctx.mem, slot, f.pa(), nr);
+    if !matches!(r, Ok(true)) {
+        f.put_many(1);
+    }
+    let in_flight = r?;
+    if !in_flight {
+        f.clear_flags(PageFlags::DIRTY);
+    }
+    count_swpout(ctx, f);
+    Ok(in_flight)
+}
+
+/// `pswpout`, per-size `swpout` and `thp_swpout` for a write of `f`.
+fn count_swpout(ctx: &super::ctx::MmCtx<'_>, f: Folio<'_>) {
+    let stats = &ctx.thp.stats;
+    stats.count_n(VmEvent::PswpOut, f.nr_pages());
+    stats.inc(f.order(), MthpStat::Swpout);
+    if f.order() == PMD_ORDER {
+        stats.count(VmEvent::ThpSwpout);
+    }
 }
 
 /// Writes the locked folio `f` to its slots from `slot` of `area` as one
@@ -202,12 +304,7 @@ pub(crate) fn swap_writepage<'a>(
     let nr = f.nr_pages();
     area.io.write(ctx.mem, slot, f.pa(), nr)?;
     f.clear_flags(PageFlags::DIRTY);
-    let stats = &ctx.thp.stats;
-    stats.count_n(VmEvent::PswpOut, nr);
-    stats.inc(f.order(), MthpStat::Swpout);
-    if f.order() == PMD_ORDER {
-        stats.count(VmEvent::ThpSwpout);
-    }
+    count_swpout(ctx, f);
     Ok(())
 }
 
@@ -281,6 +378,37 @@ fn split_for_swap<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'a>, fallback:
 }
 
 impl<'a> super::ctx::MmCtx<'a> {
+    /// The completion of an asynchronous swap write
+    /// ([`SwapIo::write_async`](crate::swap::SwapIo::write_async)) of the
+    /// folio at physical `pa`, in task context: on success `DIRTY` is
+    /// cleared and the folio leaves the swap cache and is freed unless
+    /// someone holds or mapped it meanwhile ([`release_after_writeback`]);
+    /// on an error it stays dirty in the cache (the swap entries bring it
+    /// back from memory: never lost, never read wrong).  Then the folio
+    /// lock the write held is released (waking faults that wait for it)
+    /// and the I/O's reference dropped.
+    pub fn end_swap_write(&self, pa: u64, ok: bool) {
+        let Some(f) = self.folio(pa >> PAGE_SHIFT) else {
+            return;
+        };
+        debug_assert!(f.test(PageFlags::LOCKED), "writeback without the lock");
+        if ok {
+            f.clear_flags(PageFlags::DIRTY);
+            let area = self
+                .swap
+                .cache
+                .slot_of(f.pfn())
+                .and_then(|k| Some((self.swap.area(unkey(k).0)?, unkey(k).1)));
+            if let Some((area, slot)) = area {
+                release_after_writeback(self, &area, f, slot, true);
+            }
+        } else {
+            f.set_flags(PageFlags::DIRTY);
+        }
+        f.unlock();
+        f.put();
+    }
+
     /// The bookkeeping of a folio whose last mappings became swap entries
     /// (the deferred-split queue and `nr_anon`, as any unmap).
     fn after_unmap_swap(&self, f: Folio<'a>) {

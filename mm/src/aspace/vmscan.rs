@@ -158,9 +158,10 @@ impl<'a> MmCtx<'a> {
                             // The first piece is ours; the others are on
                             // the list already.
                             Pageout::Split => self.lru_putback(f, false),
-                            Pageout::Cached | Pageout::Kept | Pageout::IoError => {
-                                self.lru_putback(f, false)
-                            }
+                            Pageout::Cached
+                            | Pageout::Kept
+                            | Pageout::IoError
+                            | Pageout::Writeback => self.lru_putback(f, false),
                         }
                     }
                 }

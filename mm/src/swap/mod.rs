@@ -49,6 +49,23 @@ pub trait SwapIo: Send + Sync {
     fn write(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError>;
     /// Reads slots `slot..` into the `pages` pages at physical `pa`.
     fn read(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError>;
+    /// Starts writing the `pages` pages at physical `pa` to slots
+    /// `slot..` without waiting (Linux's `swap_writepage` submitting its
+    /// bio).  `Ok(true)`: the write is in flight, and the I/O's owner
+    /// calls [`MmCtx::end_swap_write`](crate::aspace::ctx::MmCtx::end_swap_write)
+    /// with `pa` and the outcome later, in task context (never from an
+    /// interrupt handler: it takes mm locks).  `Ok(false)`: the write is
+    /// already done (the default: [`Self::write`]).  May sleep for a free
+    /// request slot.
+    fn write_async(
+        &self,
+        mem: &dyn PhysMem,
+        slot: u64,
+        pa: u64,
+        pages: u64,
+    ) -> Result<bool, SwapIoError> {
+        self.write(mem, slot, pa, pages).map(|()| false)
+    }
 }
 
 /// One active swap area.

@@ -139,6 +139,7 @@ static TESTS: &[Test] = tests![
     mlock::mlock_limits_unprivileged,
     swap::swap_on_errnos_and_proc,
     swap::swap_pageout_4k_64k_2m,
+    swap::swap_write_during_writeback,
     swap::swap_fork_cow,
     swap::swap_madv_free,
     swap::swap_mlock_not_swapped,
