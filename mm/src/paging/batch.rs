@@ -295,8 +295,12 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     ) -> Result<(), PtError> {
         let (t, idx0) = walked_run(w, walked, va, n).ok_or(PtError::NotMapped)?;
         let cont_sets = self.store_in_table(t, idx0, va, first_pfn, n, attrs)?;
-        self.cont_sets_shared
-            .fetch_add(cont_sets, core::sync::atomic::Ordering::Relaxed);
+        // Skipped when 0 (every 4K fault): the word is shared by every CPU
+        // faulting the space.
+        if cont_sets != 0 {
+            self.cont_sets_shared
+                .fetch_add(cont_sets, core::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
