@@ -8,66 +8,23 @@
 
 mod mmtest;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use mm::aspace::Mm;
 use mm::paging::PagingArch;
-use mm::physmem::phys::PhysMem;
 use mm::shmem::Shmem;
 use mm::shmem::policy::ShmemOrderMode;
-use mm::swap::{SwapArea, SwapIo, SwapIoError, SwapMap};
 use mm::thp::{MthpStat, VmEvent};
+use mmtest::swapdisk::swap_used;
 use mmtest::*;
 
-const VA: u64 = 0x7000_0000_0000;
-
-/// A swap device in host memory.
-struct MemDisk {
-    pages: Mutex<Vec<Option<Box<[u8]>>>>,
-}
-
-impl SwapIo for MemDisk {
-    fn write(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
-        let mut d = self.pages.lock().unwrap();
-        for i in 0..pages {
-            let mut b = vec![0u8; 4096].into_boxed_slice();
-            mem.read(pa + i * 4096, &mut b);
-            d[(slot + i) as usize] = Some(b);
-        }
-        Ok(())
-    }
-    fn read(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
-        let d = self.pages.lock().unwrap();
-        for i in 0..pages {
-            let b = d[(slot + i) as usize].as_ref().expect("slot never written");
-            mem.write(pa + i * 4096, b);
-        }
-        Ok(())
-    }
-}
-
-/// Activates a `slots`-slot area.
+/// Activates a disk whose writes complete at once.
 fn swapon<A: PagingArch>(env: &Env<'_, A>, slots: u64) {
-    let disk: &'static MemDisk = Box::leak(Box::new(MemDisk {
-        pages: Mutex::new(vec![None; slots as usize]),
-    }));
-    let area = SwapArea {
-        name: "/dev/test".into(),
-        prio: -2,
-        auto_prio: true,
-        is_blockdev: true,
-        map: SwapMap::new(slots, &[]),
-        io: disk,
-        closing: AtomicBool::new(false),
-    };
-    assert_eq!(env.ctx.swap.activate(area), Some(0));
+    mmtest::swapdisk::swapon(env, slots, false);
 }
 
-fn swap_used<A: PagingArch>(env: &Env<'_, A>) -> u64 {
-    let (total, free) = env.ctx.swap.totals();
-    total - free
-}
+const VA: u64 = 0x7000_0000_0000;
 
 fn shmem_pages<A: PagingArch>(env: &Env<'_, A>) -> u64 {
     env.thp.shmem.pages.load(Ordering::Relaxed)

@@ -4,67 +4,19 @@
 
 mod mmtest;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use mm::aspace::Access;
 use mm::aspace::Fault;
 use mm::aspace::swap::{Pageout, pageout_folio};
 use mm::paging::{Entry, PagingArch};
-use mm::physmem::phys::PhysMem;
-use mm::swap::{SwapArea, SwapIo, SwapIoError, SwapMap};
 use mm::thp::{MthpStat, VmEvent};
+use mmtest::swapdisk::MemDisk;
 use mmtest::*;
 
-/// A swap device in host memory; `fail` turns every request into an error.
-struct MemDisk {
-    pages: Mutex<Vec<Option<Box<[u8]>>>>,
-    fail: AtomicBool,
-}
-
-impl SwapIo for MemDisk {
-    fn write(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
-        if self.fail.load(Ordering::Relaxed) {
-            return Err(SwapIoError);
-        }
-        let mut d = self.pages.lock().unwrap();
-        for i in 0..pages {
-            let mut b = vec![0u8; 4096].into_boxed_slice();
-            mem.read(pa + i * 4096, &mut b);
-            d[(slot + i) as usize] = Some(b);
-        }
-        Ok(())
-    }
-    fn read(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
-        if self.fail.load(Ordering::Relaxed) {
-            return Err(SwapIoError);
-        }
-        let d = self.pages.lock().unwrap();
-        for i in 0..pages {
-            let b = d[(slot + i) as usize].as_ref().expect("slot never written");
-            mem.write(pa + i * 4096, b);
-        }
-        Ok(())
-    }
-}
-
-/// Activates a `slots`-slot area and returns its disk.
+/// A disk whose writes complete at once.
 fn swapon<A: PagingArch>(env: &Env<'_, A>, slots: u64) -> &'static MemDisk {
-    let disk: &'static MemDisk = Box::leak(Box::new(MemDisk {
-        pages: Mutex::new(vec![None; slots as usize]),
-        fail: AtomicBool::new(false),
-    }));
-    let area = SwapArea {
-        name: "/dev/test".into(),
-        prio: -2,
-        auto_prio: true,
-        is_blockdev: true,
-        map: SwapMap::new(slots, &[]),
-        io: disk,
-        closing: AtomicBool::new(false),
-    };
-    assert_eq!(env.ctx.swap.activate(area), Some(0));
-    disk
+    mmtest::swapdisk::swapon(env, slots, false)
 }
 
 fn is_swap_entry<A: PagingArch>(env: &Env<'_, A>, mm: &mm::aspace::Mm<'_, A>, va: u64) -> bool {

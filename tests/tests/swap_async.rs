@@ -5,96 +5,23 @@
 
 mod mmtest;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use mm::aspace::Access;
 use mm::paging::{Entry, PagingArch};
 use mm::physmem::frame_flags::PageFlags;
-use mm::physmem::phys::PhysMem;
-use mm::swap::{SwapArea, SwapIo, SwapIoError, SwapMap};
 use mm::thp::{MthpStat, VmEvent};
+use mmtest::swapdisk::MemDisk;
 use mmtest::*;
 
-/// A swap device in host memory whose asynchronous writes stay pending
-/// until [`complete`]; the data is copied then (as a device's DMA would
-/// read it while the request is in flight: the folio must stay stable).
-struct SlowDisk {
-    pages: Mutex<Vec<Option<Box<[u8]>>>>,
-    /// Writes in flight: (slot, pa, pages).
-    pending: Mutex<Vec<(u64, u64, u64)>>,
-    fail: AtomicBool,
+/// A disk whose asynchronous writes stay in flight until [`complete`].
+fn swapon<A: PagingArch>(env: &Env<'_, A>, slots: u64) -> &'static MemDisk {
+    mmtest::swapdisk::swapon(env, slots, true)
 }
 
-impl SlowDisk {
-    fn copy_in(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) {
-        let mut d = self.pages.lock().unwrap();
-        for i in 0..pages {
-            let mut b = vec![0u8; 4096].into_boxed_slice();
-            mem.read(pa + i * 4096, &mut b);
-            d[(slot + i) as usize] = Some(b);
-        }
-    }
-}
-
-impl SwapIo for SlowDisk {
-    fn write(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
-        if self.fail.load(Ordering::Relaxed) {
-            return Err(SwapIoError);
-        }
-        self.copy_in(mem, slot, pa, pages);
-        Ok(())
-    }
-    fn read(&self, mem: &dyn PhysMem, slot: u64, pa: u64, pages: u64) -> Result<(), SwapIoError> {
-        let d = self.pages.lock().unwrap();
-        for i in 0..pages {
-            let b = d[(slot + i) as usize].as_ref().expect("slot never written");
-            mem.write(pa + i * 4096, b);
-        }
-        Ok(())
-    }
-    fn write_async(
-        &self,
-        _mem: &dyn PhysMem,
-        slot: u64,
-        pa: u64,
-        pages: u64,
-    ) -> Result<bool, SwapIoError> {
-        self.pending.lock().unwrap().push((slot, pa, pages));
-        Ok(true)
-    }
-}
-
-fn swapon<A: PagingArch>(env: &Env<'_, A>, slots: u64) -> &'static SlowDisk {
-    let disk: &'static SlowDisk = Box::leak(Box::new(SlowDisk {
-        pages: Mutex::new(vec![None; slots as usize]),
-        pending: Mutex::new(Vec::new()),
-        fail: AtomicBool::new(false),
-    }));
-    let area = SwapArea {
-        name: "/dev/test".into(),
-        prio: -2,
-        auto_prio: true,
-        is_blockdev: true,
-        map: SwapMap::new(slots, &[]),
-        io: disk,
-        closing: AtomicBool::new(false),
-    };
-    assert_eq!(env.ctx.swap.activate(area), Some(0));
-    disk
-}
-
-/// Completes every pending write (`fail`: with an error); how many.
-fn complete<A: PagingArch>(env: &Env<'_, A>, disk: &SlowDisk) -> usize {
-    let pending: Vec<_> = std::mem::take(&mut *disk.pending.lock().unwrap());
-    let ok = !disk.fail.load(Ordering::Relaxed);
-    for &(slot, pa, pages) in &pending {
-        if ok {
-            disk.copy_in(env.mem, slot, pa, pages);
-        }
-        env.ctx.end_swap_write(pa, ok);
-    }
-    pending.len()
+/// Completes every write in flight (`fail`: with an error); how many.
+fn complete<A: PagingArch>(env: &Env<'_, A>, disk: &MemDisk) -> usize {
+    disk.complete(env)
 }
 
 fn is_swap_entry<A: PagingArch>(mm: &mm::aspace::Mm<'_, A>, va: u64) -> bool {
@@ -117,11 +44,7 @@ fn pageout_does_not_wait<A: PagingArch>() {
         let f = env.folio_at(&mm, va).unwrap();
         let free0 = env.buddy.stats().free;
         mm.madvise(va, len, MADV_PAGEOUT).unwrap();
-        assert_eq!(
-            disk.pending.lock().unwrap().len(),
-            4,
-            "four writes in flight"
-        );
+        assert_eq!(disk.in_flight(), 4, "four writes in flight");
         assert_eq!(env.event(VmEvent::PswpOut), 64, "counted at submission");
         assert_eq!(env.mthp(4, MthpStat::Swpout), 4);
         assert_eq!(mm.swapents(), 64);

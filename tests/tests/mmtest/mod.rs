@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 
+pub mod swapdisk;
+
 pub use mm::abi::uapi::*;
 use mm::aspace::{Access, Fault, Mm, MmCtx, check_invariants};
 use mm::cpu::SingleCpu;
