@@ -179,6 +179,14 @@ pub fn sched_setaffinity(p: &Process, pid: u64, len: u64, mask: u64) -> R {
     if !crate::task::sched::set_affinity(k, m) {
         return Err(Errno::EINVAL);
     }
+    // Linux moves the caller off a CPU it may no longer use before the
+    // call returns (`__set_cpus_allowed_ptr` migrates it); switching out
+    // now does (`schedule` places it on an allowed CPU).  Without this it
+    // ran on until the next tick, and faults in between allocated on the
+    // old CPU's node.
+    if k == crate::task::sched::current_id() && m & (1 << arch::cpu_id()) == 0 {
+        crate::task::sched::yield_now();
+    }
     Ok(0)
 }
 

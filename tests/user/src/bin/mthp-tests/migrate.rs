@@ -554,8 +554,18 @@ pub fn numa_migrate_pages_moves_folios_whole() -> TestResult {
     thp_only(Some(64))?;
     let len = 4 * SZ_64K;
     let m = map_aligned(len, SZ_2M)?;
+    // Faulted on one CPU (the lowest allowed), so on one node: folios go
+    // to the faulting CPU's node, and the scheduler may move an unpinned
+    // process between two faults (seen once on x86).
+    let old = super::numa_balancing::affinity()?;
+    let lowest = old.iter().position(|&w| w != 0).unwrap_or(0);
+    let mut one = [0u64; 16];
+    one[lowest] = 1 << old[lowest].trailing_zeros();
+    let pinned = super::numa_balancing::set_affinity(&one) == 0;
     fill(&m, 77);
+    super::numa_balancing::set_affinity(&old);
     let res = (|| -> Result<(), mthp_user::Msg> {
+        ensure!(pinned, "sched_setaffinity to one CPU");
         let pages: [usize; 8] = core::array::from_fn(|i| m.addr + i * SZ_64K / 2);
         let mut st = [i32::MIN; 8];
         where_are(&pages, &mut st)?;

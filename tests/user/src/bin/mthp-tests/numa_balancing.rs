@@ -24,7 +24,7 @@ fn vmstat(key: &[u8]) -> u64 {
 }
 
 /// The CPU mask this thread may run on, as 16 words.
-fn affinity() -> Result<[u64; 16], mthp_user::Msg> {
+pub(crate) fn affinity() -> Result<[u64; 16], mthp_user::Msg> {
     let mut m = [0u64; 16];
     let n = sys::syscall(
         sys::nr::SCHED_GETAFFINITY,
@@ -34,7 +34,7 @@ fn affinity() -> Result<[u64; 16], mthp_user::Msg> {
     Ok(m)
 }
 
-fn set_affinity(m: &[u64; 16]) -> isize {
+pub(crate) fn set_affinity(m: &[u64; 16]) -> isize {
     sys::syscall(sys::nr::SCHED_SETAFFINITY, &[0, 128, m.as_ptr() as usize])
 }
 
