@@ -483,7 +483,7 @@ impl Disk {
         };
         let mut got = None;
         let sleep = self.can_sleep();
-        let mut take = || {
+        let take = || {
             got = self.with_dev(|q| {
                 if !sleep {
                     q.reap();
@@ -492,13 +492,7 @@ impl Disk {
             });
             got.is_some()
         };
-        if sleep {
-            self.idle.wait_until(take);
-        } else {
-            while !take() {
-                arch::cpu_relax();
-            }
-        }
+        Self::wait_on(sleep, &self.idle, take);
         match got {
             Some(Ok(i)) => Ok(i),
             _ => {
@@ -508,12 +502,25 @@ impl Disk {
         }
     }
 
+    /// Until `cond` holds: sleeping on `q` (`sleep`) or spinning, for
+    /// callers that may not sleep (the device is polled inside `cond`).
+    #[track_caller]
+    fn wait_on(sleep: bool, q: &WaitQueue, mut cond: impl FnMut() -> bool) {
+        if sleep {
+            q.wait_until(cond);
+        } else {
+            while !cond() {
+                arch::cpu_relax();
+            }
+        }
+    }
+
     /// Waits for the synchronous request in slot `i`, frees the slot and
     /// counts it.
     fn wait(&self, i: usize) -> Result<(), BlockError> {
         let mut s = None;
         let sleep = self.can_sleep();
-        let mut done = || {
+        let done = || {
             s = self.with_dev(|q| {
                 if !sleep {
                     q.reap();
@@ -526,12 +533,8 @@ impl Disk {
             });
             s.is_some()
         };
-        if sleep {
-            self.completion.wait_until(done);
-        } else {
-            while !done() {
-                arch::cpu_relax();
-            }
+        Self::wait_on(sleep, &self.completion, done);
+        if !sleep {
             self.counters.polled.fetch_add(1, Ordering::Relaxed);
         }
         self.idle.wake_all();

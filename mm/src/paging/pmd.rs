@@ -43,6 +43,18 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         }
     }
 
+    /// `Misaligned` unless a PMD leaf may map `pfn` at `va` (both 2 MiB
+    /// aligned, and the architecture has PMD leaves).
+    fn pmd_leaf_fits(va: u64, pfn: u64) -> Result<(), PtError> {
+        if !va.is_multiple_of(PMD_SIZE)
+            || !pfn.is_multiple_of(ENTRIES_PER_TABLE as u64)
+            || !A::leaf_allowed(PMD_LEVEL)
+        {
+            return Err(PtError::Misaligned);
+        }
+        Ok(())
+    }
+
     /// Map the 512 frames from `pfn` (an order-9 folio, 2 MiB aligned) at
     /// the 2 MiB-aligned `va` with one PMD leaf, depositing `deposit_pt`
     /// (a zeroed page from the page-table allocator) for a later split.
@@ -55,12 +67,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
         deposit_pt: u64,
     ) -> Result<(), PtError> {
-        if !va.is_multiple_of(PMD_SIZE)
-            || !pfn.is_multiple_of(ENTRIES_PER_TABLE as u64)
-            || !A::leaf_allowed(PMD_LEVEL)
-        {
-            return Err(PtError::Misaligned);
-        }
+        Self::pmd_leaf_fits(va, pfn)?;
         let t = self.ensure_table(va, PMD_LEVEL)?;
         let slot = t + 8 * level_index(va, PMD_LEVEL) as u64;
         self.install_pmd_leaf(slot, pfn, attrs, deposit_pt)
@@ -78,12 +85,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
         deposit_pt: u64,
     ) -> Result<(), PtError> {
-        if !va.is_multiple_of(PMD_SIZE)
-            || !pfn.is_multiple_of(ENTRIES_PER_TABLE as u64)
-            || !A::leaf_allowed(PMD_LEVEL)
-        {
-            return Err(PtError::Misaligned);
-        }
+        Self::pmd_leaf_fits(va, pfn)?;
         if w.level != PMD_LEVEL || w.slot != self.pmd_slot(va).unwrap_or(0) {
             return Err(PtError::NotMapped);
         }
