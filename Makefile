@@ -157,10 +157,11 @@ bench-reserve: deps
 ## (scripts/profile.py; console in target/profile/console.log).
 PROFILE_CMDLINE ?= profile_phases init=/bench bench.work=fault bench.configs=4K bench.sizes=256 bench.runs=3
 PROFILE_NS ?= 20000
+PROFILE_SMP ?= 2
 PROFILE_ARGS ?= --no-disk
 profile: deps
 	mkdir -p target/profile
-	$(RUNNER) run --arch aarch64 --release --initrd --smp 2 --icount $(PROFILE_ARGS) --cmdline "profile=$(PROFILE_NS) $(PROFILE_CMDLINE)" > target/profile/console.log 2>&1 || true
+	$(RUNNER) run --arch aarch64 --release --initrd --smp $(PROFILE_SMP) --icount $(PROFILE_ARGS) --cmdline "profile=$(PROFILE_NS) $(PROFILE_CMDLINE)" > target/profile/console.log 2>&1 || true
 	python3 scripts/profile.py target/aarch64-unknown-none/release/kernel target/profile/console.log
 
 bench-scale: deps

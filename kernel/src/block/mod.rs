@@ -297,19 +297,22 @@ fn on_irq(irq: u32) {
 }
 
 /// The `kblockd` thread: runs the end-of-I/O work of finished
-/// asynchronous requests in task context (see the module docs).
+/// asynchronous requests in task context (see the module docs), all those
+/// finished by one wake-up together: their slots freed in one pass under
+/// the driver lock, one wake-up of threads waiting for a slot.
 fn kblockd() {
     let Some(d) = DISK.get() else { return };
     loop {
-        let mut done = None;
+        let mut done = [None; MAX_INFLIGHT];
+        let mut n = 0;
         // Interruptible: an idle kblockd waits for work without bound, as
         // Linux's kernel threads, and the hung-task report ignores it.
         d.completion.wait_interruptible(|| {
-            done = d.with_dev(|q| q.take_finished_async());
-            done.is_some()
+            n = d.with_dev(|q| q.take_finished_async(&mut done));
+            n > 0
         });
-        if let Some((s, end, cookie)) = done {
-            d.idle.wake_all();
+        d.idle.wake_all();
+        for (s, end, cookie) in done.into_iter().flatten() {
             let r = d.account(s.dir, s.sectors, s.status.unwrap_or(Err(())));
             end(cookie, r);
         }
@@ -317,16 +320,24 @@ fn kblockd() {
 }
 
 impl Queue {
-    /// Frees the slot of one finished asynchronous request and returns it
-    /// with its end-of-I/O work.
-    fn take_finished_async(&mut self) -> Option<(Slot, EndIo, u64)> {
-        let i = self
-            .slots
-            .iter()
-            .position(|s| s.is_some_and(|s| s.status.is_some() && s.end.is_some()))?;
-        let s = self.slots[i].take()?;
-        let (end, cookie) = s.end?;
-        Some((s, end, cookie))
+    /// Frees the slots of the finished asynchronous requests into `out`
+    /// with their end-of-I/O work; how many there were.
+    fn take_finished_async(
+        &mut self,
+        out: &mut [Option<(Slot, EndIo, u64)>; MAX_INFLIGHT],
+    ) -> usize {
+        let mut n = 0;
+        for s in self.slots.iter_mut() {
+            if let Some(x) = *s
+                && x.status.is_some()
+                && let Some((end, cookie)) = x.end
+            {
+                *s = None;
+                out[n] = Some((x, end, cookie));
+                n += 1;
+            }
+        }
+        n
     }
 }
 

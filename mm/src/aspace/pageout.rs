@@ -79,12 +79,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
             let nr = f.nr_pages();
             let fva = va - (l.pfn - f.pfn()) * PAGE_SIZE;
-            let in_place = (0..nr).all(|i| {
-                pt.lookup(fva.wrapping_add(i * PAGE_SIZE))
-                    .entry
-                    .leaf()
-                    .is_some_and(|m| m.pfn == f.pfn() + i)
-            });
+            let in_place = mapped_in_place(pt, fva, f.pfn(), nr);
             let covered = in_place && fva >= start && fva + nr * PAGE_SIZE <= end;
             let shared_ok = free && !f.test(PageFlags::DIRTY) && !f.test(PageFlags::SWAPCACHE);
             if covered && (f.large_mapcount() as u64 == nr || shared_ok) {
@@ -181,6 +176,23 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         ctx.thp.stats.count_n(VmEvent::PgLazyFree, f.nr_pages());
         drop(lock);
     }
+}
+
+/// Whether the `nr` pages from `va` map frames `pfn..pfn + nr` in order:
+/// one PTE table's entries read in a row when the range lies in one
+/// table (the usual case), else a walk per page.
+fn mapped_in_place<A: PagingArch>(pt: &PageTable<'_, A>, va: u64, pfn: u64, nr: u64) -> bool {
+    if let Some(run) = pt.pte_run(va, nr as usize)
+        && run.len() as u64 == nr
+    {
+        return (0..run.len()).all(|i| run.leaf(i).is_some_and(|m| m.pfn == pfn + i as u64));
+    }
+    (0..nr).all(|i| {
+        pt.lookup(va.wrapping_add(i * PAGE_SIZE))
+            .entry
+            .leaf()
+            .is_some_and(|m| m.pfn == pfn + i)
+    })
 }
 
 /// Which reclaim advice [`Mm::madvise_reclaim`] applies.

@@ -171,21 +171,25 @@ impl Swap {
     /// type first; Linux rotates them).  Returns (type, first slot).
     pub fn alloc(&self, order: u32) -> Option<(u8, u64)> {
         let g = self.areas.read();
-        let mut order_of_areas: Vec<(i32, u8)> = g
-            .iter()
-            .enumerate()
-            .filter_map(|(t, a)| {
-                let a = a.as_ref()?;
-                (!a.closing.load(core::sync::atomic::Ordering::Acquire))
-                    .then_some((a.prio, t as u8))
-            })
-            .collect();
-        order_of_areas.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, t) in order_of_areas {
-            if let Some(s) = g[t as usize].as_ref()?.map.alloc(order) {
-                return Some((t, s));
+        // Areas in (priority descending, type ascending) order, picked one
+        // by one: no allocation on this per-folio path.
+        let mut tried = 0u32;
+        loop {
+            let mut best: Option<(i32, usize)> = None;
+            for (t, a) in g.iter().enumerate() {
+                let Some(a) = a else { continue };
+                if tried & (1 << t) != 0 || a.closing.load(core::sync::atomic::Ordering::Acquire) {
+                    continue;
+                }
+                if best.is_none_or(|(p, _)| a.prio > p) {
+                    best = Some((a.prio, t));
+                }
+            }
+            let (_, t) = best?;
+            tried |= 1 << t;
+            if let Some(s) = g[t].as_ref()?.map.alloc(order) {
+                return Some((t as u8, s));
             }
         }
-        None
     }
 }

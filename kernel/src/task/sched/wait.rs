@@ -139,9 +139,14 @@ impl WaitQueue {
         let mut n = 0;
         {
             let mut w = self.waiters.lock();
-            let mut g = SCHED.lock();
             let mut bits = *w & mask;
-            while bits != 0 && (n as u64) < max {
+            // Nobody to wake (the usual case of a completion nobody waits
+            // for): the scheduler lock is not needed.
+            let mut g = if bits != 0 { Some(SCHED.lock()) } else { None };
+            while let Some(g) = g.as_mut()
+                && bits != 0
+                && (n as u64) < max
+            {
                 let id = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 *w &= !(1 << id);

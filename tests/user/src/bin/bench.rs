@@ -19,7 +19,8 @@
 //! (chase steps per run; random touches of `pressure`),
 //! `work=fault,stream,chase,collapse,split` (the default; `swap` and
 //! `pressure` are added only by the runner's boots with a swap disk),
-//! `tag=nocont` (appended to the configuration names).
+//! `tag=nocont` (appended to the configuration names), `swapin=0` (the
+//! swap workload's swap-in is not measured: profiles of swap-out alone).
 //!
 //! Output, one fact per line (the runner parses these):
 //! * `bench <workload> <config> <MiB> <metric> <median> <min> <max>` over
@@ -153,6 +154,9 @@ struct Opts {
     work: u32,
     /// `sizes` was given (the pressure workload's working set then).
     sizes_set: bool,
+    /// `swapin=0`: the swap workload's swap-in phase runs (and checks the
+    /// data) without a perf session, so `make profile` sees swap-out alone.
+    swapin_perf: bool,
     tag: [u8; 16],
     tag_len: usize,
 }
@@ -201,6 +205,7 @@ impl Opts {
                     };
                 }
             }
+            b"swapin" => self.swapin_perf = parse_u64(val).ok_or_else(|| bad(key, val))? != 0,
             b"tag" => {
                 let n = val.len().min(self.tag.len());
                 self.tag[..n].copy_from_slice(&val[..n]);
@@ -1379,7 +1384,11 @@ fn bench_swap(cx: &mut Ctx) {
     }
     let mib = cx.opts.sizes.items().first().copied().unwrap_or(16);
     let len = mib * MIB;
-    for kb in SWAP_KB {
+    // `configs=` narrows the sizes (all three are in the default list).
+    for kb in SWAP_KB
+        .into_iter()
+        .filter(|kb| cx.opts.configs.items().contains(kb))
+    {
         let cfg = Cfg(kb, "");
         if let Err(m) = set_config(kb) {
             println!("bench-info skip swap {} {} {}", cfg, mib, m);
@@ -1432,7 +1441,7 @@ fn bench_swap(cx: &mut Ctx) {
             }
             let m0 = majflt();
             let g0 = vmstat(cx.buf, "pgmajfault");
-            let on = cx.perf.start("start both");
+            let on = cx.opts.swapin_perf && cx.perf.start("start both");
             let t0 = now_ns();
             // Reads, one per page: a write would change the data checked below.
             for off in (0..len).step_by(PAGE) {
@@ -1970,6 +1979,7 @@ fn bench_main(args: &Args) -> i32 {
         steps: 1_000_000,
         work: W_FAULT | W_STREAM | W_CHASE | W_COLLAPSE | W_SPLIT,
         sizes_set: false,
+        swapin_perf: true,
         tag: [0; 16],
         tag_len: 0,
     };
