@@ -53,7 +53,10 @@ fn clear_folio_ptes<'a, A: PagingArch>(
         nr,
     };
     let mut cleared = 0;
-    let mut attrs: Vec<Attrs> = Vec::new();
+    // The run's attributes: on the stack up to a 64K folio's 16 entries
+    // (no heap allocation per folio on the swap-out path), else on the heap.
+    let mut small = [Attrs::default(); 16];
+    let mut big: Vec<Attrs> = Vec::new();
     for (k, (m, pt)) in walk.mappers.iter().zip(walk.guards.iter_mut()).enumerate() {
         let w = pt.lookup(va);
         if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
@@ -75,15 +78,22 @@ fn clear_folio_ptes<'a, A: PagingArch>(
                     i += 1;
                     continue;
                 };
-                attrs.clear();
-                attrs.extend((0..b.nr).map(|j| run.leaf(i + j).expect("in the batch").attrs));
+                let attrs: &mut [Attrs] = if b.nr <= small.len() {
+                    &mut small[..b.nr]
+                } else {
+                    big.resize(b.nr, Attrs::default());
+                    &mut big[..]
+                };
+                for (j, a) in attrs.iter_mut().enumerate() {
+                    *a = run.leaf(i + j).expect("in the batch").attrs;
+                }
                 let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
                 // A contiguous block records young/dirty once for all entries.
                 for a in attrs.iter_mut() {
                     a.young |= r.young;
                     a.dirty |= r.dirty;
                 }
-                on_run(k, m, pt, run.va(i), page, &attrs);
+                on_run(k, m, pt, run.va(i), page, attrs);
                 cleared += b.nr as u32;
                 i += b.nr;
             }
