@@ -182,10 +182,15 @@ fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: 
             Ok(mut walk)
                 if f.extra_refs() == 2 && !walk.mappers.iter().any(|m| m.maybe_locked_at(va)) =>
             {
+                // Under the walk's locks: an unmap that ran since the check
+                // above took the last mappings and uncounted the folio.
+                let mapped = f.large_mapcount() > 0;
                 if try_to_unmap_swap(&mut walk, f, ty, slot, &area.map) {
                     f.set_flags(PageFlags::DIRTY);
                 }
-                ctx.after_unmap_swap(f);
+                if mapped {
+                    ctx.after_unmap_swap(f);
+                }
                 true
             }
             _ => false,
@@ -334,6 +339,9 @@ fn discard_lazyfree<'a, A: PagingArch>(
         if f.extra_refs() != 1 {
             return Pageout::Kept;
         }
+        // As in `pageout_folio_impl`: an unmap since the check above may
+        // have taken the last mappings (and uncounted the folio).
+        let mapped = f.large_mapcount() > 0;
         let saved = super::rmap::try_to_unmap(&mut walk, f);
         if f.test(PageFlags::DIRTY) || saved.iter().any(|s| s.attrs.dirty) {
             super::rmap::restore_mappings(ctx, &mut walk, &saved, f.pfn(), |_| f, false);
@@ -343,7 +351,9 @@ fn discard_lazyfree<'a, A: PagingArch>(
         for s in &saved {
             walk.mappers[s.mm].rss_sub(1);
         }
-        ctx.after_unmap_swap(f);
+        if mapped {
+            ctx.after_unmap_swap(f);
+        }
     }
     ctx.thp.stats.count_n(VmEvent::PgLazyFreed, f.nr_pages());
     drop(lock);
@@ -410,7 +420,11 @@ impl<'a> super::ctx::MmCtx<'a> {
     }
 
     /// The bookkeeping of a folio whose last mappings became swap entries
-    /// (the deferred-split queue and `nr_anon`, as any unmap).
+    /// (the deferred-split queue and `nr_anon`, as any unmap).  Only for a
+    /// caller that found the folio still mapped under its reverse-map
+    /// walk's locks: reclaim looks at a folio without the mmap locks of
+    /// its spaces, so an exit or `munmap` may remove the last mappings
+    /// before the walk, and that unmap has done this bookkeeping already.
     fn after_unmap_swap(&self, f: Folio<'a>) {
         if f.large_mapcount() == 0 {
             self.deferred_split_remove(f);
