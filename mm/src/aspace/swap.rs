@@ -390,13 +390,18 @@ fn split_for_swap<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'a>, fallback:
 impl<'a> super::ctx::MmCtx<'a> {
     /// The completion of an asynchronous swap write
     /// ([`SwapIo::write_async`](crate::swap::SwapIo::write_async)) of the
-    /// folio at physical `pa`, in task context: on success `DIRTY` is
-    /// cleared and the folio leaves the swap cache and is freed unless
-    /// someone holds or mapped it meanwhile ([`release_after_writeback`]);
-    /// on an error it stays dirty in the cache (the swap entries bring it
-    /// back from memory: never lost, never read wrong).  Then the folio
-    /// lock the write held is released (waking faults that wait for it)
-    /// and the I/O's reference dropped.
+    /// folio at physical `pa`, in task context.  On success `DIRTY` is
+    /// cleared and the clean folio stays in the swap cache, as Linux 6.12
+    /// keeps a folio whose writeback ended: a fault on its entries maps it
+    /// back without a read (`SwapCached` counts it meanwhile), and it goes
+    /// to the inactive list (Linux rotates it to the tail) for the next
+    /// reclaim pass, which frees it without I/O.  Only a folio no swap
+    /// entry names any more (its range unmapped during the write) is freed
+    /// now ([`release_after_writeback`]): nothing could find it.  On an
+    /// error it stays dirty in the cache (the swap entries bring it back
+    /// from memory: never lost, never read wrong).  Then the folio lock
+    /// the write held is released (waking faults that wait for it) and
+    /// the I/O's reference dropped.
     pub fn end_swap_write(&self, pa: u64, ok: bool) {
         let Some(f) = self.folio(pa >> PAGE_SHIFT) else {
             return;
@@ -410,7 +415,12 @@ impl<'a> super::ctx::MmCtx<'a> {
                 .slot_of(f.pfn())
                 .and_then(|k| Some((self.swap.area(unkey(k).0)?, unkey(k).1)));
             if let Some((area, slot)) = area {
-                release_after_writeback(self, &area, f, slot, true);
+                let named = (slot..slot + f.nr_pages()).any(|s| area.map.count(s) > 0);
+                if !named {
+                    release_after_writeback(self, &area, f, slot, true);
+                } else if !f.is_mapped() {
+                    let _ = self.lru().move_to(f, false);
+                }
             }
         } else {
             f.set_flags(PageFlags::DIRTY);
