@@ -52,8 +52,10 @@ fn pageout_does_not_wait<A: PagingArch>() {
         assert_eq!(mm.swapents(), 64);
         assert!(f.test(PageFlags::LOCKED) && f.test(PageFlags::SWAPCACHE));
         assert_eq!(env.ctx.swap.cache.pages(), 64);
+        assert_eq!(env.ctx.swap.writeback_pages(), 64, "Writeback:");
         assert_eq!(env.buddy.stats().free, free0, "held by the I/O");
         assert_eq!(complete(env, disk), 4);
+        assert_eq!(env.ctx.swap.writeback_pages(), 0);
         assert!(!f.test(PageFlags::LOCKED) && !f.test(PageFlags::DIRTY));
         assert_eq!(env.ctx.swap.cache.pages(), 64, "kept, clean, in the cache");
         assert_eq!(env.buddy.stats().free, free0);

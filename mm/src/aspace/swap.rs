@@ -274,8 +274,11 @@ fn swap_writepage_async<'a>(
 ) -> Result<bool, crate::swap::SwapIoError> {
     let nr = f.nr_pages();
     f.get(); // the I/O's
+    // Counted before the submission: the completion may run first.
+    ctx.swap.writeback_account(nr, true);
     let r = area.io.write_async(ctx.mem, slot, f.pa(), nr);
     if !matches!(r, Ok(true)) {
+        ctx.swap.writeback_account(nr, false);
         f.put_many(1);
     }
     let in_flight = r?;
@@ -307,7 +310,10 @@ pub(crate) fn swap_writepage<'a>(
     f: Folio<'a>,
 ) -> Result<(), crate::swap::SwapIoError> {
     let nr = f.nr_pages();
-    area.io.write(ctx.mem, slot, f.pa(), nr)?;
+    ctx.swap.writeback_account(nr, true);
+    let r = area.io.write(ctx.mem, slot, f.pa(), nr);
+    ctx.swap.writeback_account(nr, false);
+    r?;
     f.clear_flags(PageFlags::DIRTY);
     count_swpout(ctx, f);
     Ok(())
@@ -407,6 +413,7 @@ impl<'a> super::ctx::MmCtx<'a> {
             return;
         };
         debug_assert!(f.test(PageFlags::LOCKED), "writeback without the lock");
+        self.swap.writeback_account(f.nr_pages(), false);
         if ok {
             f.clear_flags(PageFlags::DIRTY);
             let area = self
