@@ -29,8 +29,10 @@ fn is_swap_entry<A: PagingArch>(mm: &mm::aspace::Mm<'_, A>, va: u64) -> bool {
 }
 
 /// MADV_PAGEOUT returns with the writes in flight: the folios are
-/// unmapped, locked in the swap cache, counted at submission; the
-/// completion frees them and the data comes back from the disk.
+/// unmapped, locked in the swap cache, counted at submission.  The
+/// completion leaves them clean in the swap cache (as Linux); the next
+/// reclaim pass frees them without writing again, and the data then
+/// comes back from the disk.
 fn pageout_does_not_wait<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
@@ -50,9 +52,20 @@ fn pageout_does_not_wait<A: PagingArch>() {
         assert_eq!(mm.swapents(), 64);
         assert!(f.test(PageFlags::LOCKED) && f.test(PageFlags::SWAPCACHE));
         assert_eq!(env.ctx.swap.cache.pages(), 64);
+        assert_eq!(env.ctx.swap.writeback_pages(), 64, "Writeback:");
         assert_eq!(env.buddy.stats().free, free0, "held by the I/O");
         assert_eq!(complete(env, disk), 4);
-        assert_eq!(env.buddy.stats().free, free0 + 64, "freed at completion");
+        assert_eq!(env.ctx.swap.writeback_pages(), 0);
+        assert!(!f.test(PageFlags::LOCKED) && !f.test(PageFlags::DIRTY));
+        assert_eq!(env.ctx.swap.cache.pages(), 64, "kept, clean, in the cache");
+        assert_eq!(env.buddy.stats().free, free0);
+        let st = env
+            .ctx
+            .shrink_node(&[&mm], 64, mm::aspace::vmscan::Reclaimer::Direct);
+        assert_eq!(st.reclaimed, 64);
+        assert_eq!(env.event(VmEvent::PswpOut), 64, "not written again");
+        env.ctx.lru_drain();
+        assert_eq!(env.buddy.stats().free, free0 + 64, "freed by reclaim");
         assert_eq!(env.ctx.swap.cache.pages(), 0);
         env.check(&[&mm]);
         env.check_pages(&mm, va, len, 0x41);
@@ -93,6 +106,34 @@ fn fault_during_writeback<A: PagingArch + Sync>() {
         mm.munmap(va, K64).unwrap();
         assert_eq!(env.ctx.swap.cache.pages(), 0);
         assert_eq!(env.ctx.swap.totals().1, env.ctx.swap.totals().0);
+    });
+}
+
+/// A fault after the write completed maps the clean folio back whole
+/// from the swap cache, with no read (Linux's swap-cache hit right after
+/// `MADV_PAGEOUT`), and its slots are freed.
+fn fault_after_writeback_hits_cache<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        let disk = swapon(env, 4096);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, K64, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, K64, 0x74);
+        let f = env.folio_at(&mm, va).unwrap();
+        mm.madvise(va, K64, MADV_PAGEOUT).unwrap();
+        assert_eq!(complete(env, disk), 1);
+        assert_eq!(env.ctx.swap.totals().0 - env.ctx.swap.totals().1, 16);
+        env.touch(&mm, va + 5 * K4, Access::Read).unwrap();
+        assert_eq!(env.event(VmEvent::PswpIn), 0, "no read: from the cache");
+        assert_eq!(env.folio_at(&mm, va).map(|g| g.pfn()), Some(f.pfn()));
+        assert_eq!(mm.swapents(), 0, "mapped back whole");
+        assert_eq!(env.ctx.swap.cache.pages(), 0);
+        assert_eq!(env.ctx.swap.totals().1, env.ctx.swap.totals().0);
+        env.check_pages(&mm, va, K64, 0x74);
+        env.check(&[&mm]);
+        mm.munmap(va, K64).unwrap();
     });
 }
 
@@ -185,6 +226,7 @@ fn write_error_at_completion<A: PagingArch>() {
 both_formats!(
     pageout_does_not_wait,
     fault_during_writeback,
+    fault_after_writeback_hits_cache,
     munmap_during_writeback,
     swapoff_during_writeback,
     write_error_at_completion,

@@ -86,7 +86,7 @@ pub(super) fn meminfo() -> String {
     let swap = &crate::mem::uspace::ctx().swap;
     let (swap_total, swap_free) = swap.totals();
     let swap_cached = swap.cache.pages();
-    let rows: [(&str, u64); 24] = [
+    let rows: [(&str, u64); 26] = [
         ("MemTotal", total),
         ("MemFree", free),
         ("MemAvailable", free),
@@ -104,6 +104,11 @@ pub(super) fn meminfo() -> String {
         ("Mlocked", mlocked),
         ("SwapTotal", swap_total * 4),
         ("SwapFree", swap_free * 4),
+        // No file pages, so nothing dirty waits for writeback (Linux's
+        // `Dirty:` leaves anon and shmem out); `Writeback:` is the swap
+        // writes in flight.
+        ("Dirty", 0),
+        ("Writeback", swap.writeback_pages() * 4),
         ("AnonPages", anon),
         ("Mapped", 0),
         ("Shmem", shmem_gauge(&THP.shmem.pages)),
@@ -131,6 +136,9 @@ pub(super) fn vmstat() -> String {
     let mut s = format!("nr_free_pages {}\n", st.free);
     // Linux's order: the zone counters, then the NUMA ones.
     s.push_str(&crate::mem::numa::vmstat_lines());
+    // Node counters after the NUMA ones, as Linux orders them.
+    let wb = crate::mem::uspace::ctx().swap.writeback_pages();
+    s.push_str(&format!("nr_dirty 0\nnr_writeback {wb}\n"));
     s.push_str(&THP.stats.vmstat());
     s
 }

@@ -182,10 +182,15 @@ fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: 
             Ok(mut walk)
                 if f.extra_refs() == 2 && !walk.mappers.iter().any(|m| m.maybe_locked_at(va)) =>
             {
+                // Under the walk's locks: an unmap that ran since the check
+                // above took the last mappings and uncounted the folio.
+                let mapped = f.large_mapcount() > 0;
                 if try_to_unmap_swap(&mut walk, f, ty, slot, &area.map) {
                     f.set_flags(PageFlags::DIRTY);
                 }
-                ctx.after_unmap_swap(f);
+                if mapped {
+                    ctx.after_unmap_swap(f);
+                }
                 true
             }
             _ => false,
@@ -269,8 +274,11 @@ fn swap_writepage_async<'a>(
 ) -> Result<bool, crate::swap::SwapIoError> {
     let nr = f.nr_pages();
     f.get(); // the I/O's
+    // Counted before the submission: the completion may run first.
+    ctx.swap.writeback_account(nr, true);
     let r = area.io.write_async(ctx.mem, slot, f.pa(), nr);
     if !matches!(r, Ok(true)) {
+        ctx.swap.writeback_account(nr, false);
         f.put_many(1);
     }
     let in_flight = r?;
@@ -302,7 +310,10 @@ pub(crate) fn swap_writepage<'a>(
     f: Folio<'a>,
 ) -> Result<(), crate::swap::SwapIoError> {
     let nr = f.nr_pages();
-    area.io.write(ctx.mem, slot, f.pa(), nr)?;
+    ctx.swap.writeback_account(nr, true);
+    let r = area.io.write(ctx.mem, slot, f.pa(), nr);
+    ctx.swap.writeback_account(nr, false);
+    r?;
     f.clear_flags(PageFlags::DIRTY);
     count_swpout(ctx, f);
     Ok(())
@@ -334,6 +345,9 @@ fn discard_lazyfree<'a, A: PagingArch>(
         if f.extra_refs() != 1 {
             return Pageout::Kept;
         }
+        // As in `pageout_folio_impl`: an unmap since the check above may
+        // have taken the last mappings (and uncounted the folio).
+        let mapped = f.large_mapcount() > 0;
         let saved = super::rmap::try_to_unmap(&mut walk, f);
         if f.test(PageFlags::DIRTY) || saved.iter().any(|s| s.attrs.dirty) {
             super::rmap::restore_mappings(ctx, &mut walk, &saved, f.pfn(), |_| f, false);
@@ -343,7 +357,9 @@ fn discard_lazyfree<'a, A: PagingArch>(
         for s in &saved {
             walk.mappers[s.mm].rss_sub(1);
         }
-        ctx.after_unmap_swap(f);
+        if mapped {
+            ctx.after_unmap_swap(f);
+        }
     }
     ctx.thp.stats.count_n(VmEvent::PgLazyFreed, f.nr_pages());
     drop(lock);
@@ -380,18 +396,24 @@ fn split_for_swap<'a, A: PagingArch>(mms: &[&Mm<'a, A>], f: Folio<'a>, fallback:
 impl<'a> super::ctx::MmCtx<'a> {
     /// The completion of an asynchronous swap write
     /// ([`SwapIo::write_async`](crate::swap::SwapIo::write_async)) of the
-    /// folio at physical `pa`, in task context: on success `DIRTY` is
-    /// cleared and the folio leaves the swap cache and is freed unless
-    /// someone holds or mapped it meanwhile ([`release_after_writeback`]);
-    /// on an error it stays dirty in the cache (the swap entries bring it
-    /// back from memory: never lost, never read wrong).  Then the folio
-    /// lock the write held is released (waking faults that wait for it)
-    /// and the I/O's reference dropped.
+    /// folio at physical `pa`, in task context.  On success `DIRTY` is
+    /// cleared and the clean folio stays in the swap cache, as Linux 6.12
+    /// keeps a folio whose writeback ended: a fault on its entries maps it
+    /// back without a read (`SwapCached` counts it meanwhile), and it goes
+    /// to the inactive list (Linux rotates it to the tail) for the next
+    /// reclaim pass, which frees it without I/O.  Only a folio no swap
+    /// entry names any more (its range unmapped during the write) is freed
+    /// now ([`release_after_writeback`]): nothing could find it.  On an
+    /// error it stays dirty in the cache (the swap entries bring it back
+    /// from memory: never lost, never read wrong).  Then the folio lock
+    /// the write held is released (waking faults that wait for it) and
+    /// the I/O's reference dropped.
     pub fn end_swap_write(&self, pa: u64, ok: bool) {
         let Some(f) = self.folio(pa >> PAGE_SHIFT) else {
             return;
         };
         debug_assert!(f.test(PageFlags::LOCKED), "writeback without the lock");
+        self.swap.writeback_account(f.nr_pages(), false);
         if ok {
             f.clear_flags(PageFlags::DIRTY);
             let area = self
@@ -400,7 +422,12 @@ impl<'a> super::ctx::MmCtx<'a> {
                 .slot_of(f.pfn())
                 .and_then(|k| Some((self.swap.area(unkey(k).0)?, unkey(k).1)));
             if let Some((area, slot)) = area {
-                release_after_writeback(self, &area, f, slot, true);
+                let named = (slot..slot + f.nr_pages()).any(|s| area.map.count(s) > 0);
+                if !named {
+                    release_after_writeback(self, &area, f, slot, true);
+                } else if !f.is_mapped() {
+                    let _ = self.lru().move_to(f, false);
+                }
             }
         } else {
             f.set_flags(PageFlags::DIRTY);
@@ -410,7 +437,11 @@ impl<'a> super::ctx::MmCtx<'a> {
     }
 
     /// The bookkeeping of a folio whose last mappings became swap entries
-    /// (the deferred-split queue and `nr_anon`, as any unmap).
+    /// (the deferred-split queue and `nr_anon`, as any unmap).  Only for a
+    /// caller that found the folio still mapped under its reverse-map
+    /// walk's locks: reclaim looks at a folio without the mmap locks of
+    /// its spaces, so an exit or `munmap` may remove the last mappings
+    /// before the walk, and that unmap has done this bookkeeping already.
     fn after_unmap_swap(&self, f: Folio<'a>) {
         if f.large_mapcount() == 0 {
             self.deferred_split_remove(f);

@@ -24,6 +24,7 @@ pub mod map;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::RwLock;
 
@@ -93,6 +94,10 @@ pub struct Swap {
     next_auto_prio: spin::Mutex<i32>,
     /// The swap cache of all areas.
     pub cache: SwapCache,
+    /// Pages whose write to swap is in flight (`Writeback:` in
+    /// `/proc/meminfo`, `nr_writeback` in `/proc/vmstat`, as Linux counts
+    /// folios under `PG_writeback`).
+    writeback: AtomicU64,
 }
 
 impl Default for Swap {
@@ -107,6 +112,22 @@ impl Swap {
             areas: RwLock::new([const { None }; MAX_SWAPFILES]),
             next_auto_prio: spin::Mutex::new(-1),
             cache: SwapCache::new(),
+            writeback: AtomicU64::new(0),
+        }
+    }
+
+    /// Pages being written to swap now.
+    pub fn writeback_pages(&self) -> u64 {
+        self.writeback.load(Ordering::Relaxed)
+    }
+
+    /// `nr` pages start (`start`) or finish being written.
+    pub(crate) fn writeback_account(&self, nr: u64, start: bool) {
+        if start {
+            self.writeback.fetch_add(nr, Ordering::Relaxed);
+        } else {
+            let old = self.writeback.fetch_sub(nr, Ordering::Relaxed);
+            debug_assert!(old >= nr, "writeback pages below zero");
         }
     }
 

@@ -146,6 +146,7 @@ static TESTS: &[Test] = tests![
     shmem_swap::swap_shmem_out_and_back,
     shmem_swap::swap_shmem_unmapped_pressure,
     swap::swap_private_file_copies,
+    swap::swap_in_from_disk,
     swap::swap_swapoff_brings_back,
     shmem::shmem_shared_anon_64k,
     shmem::shmem_shared_anon_2m,

@@ -72,6 +72,8 @@ pub(crate) fn proc_files() -> TestResult {
         b"MemFree:",
         b"AnonPages:",
         b"AnonHugePages:",
+        b"Dirty:",
+        b"Writeback:",
     ] {
         ensure!(
             field(m, k).is_some(),
@@ -88,10 +90,13 @@ pub(crate) fn proc_files() -> TestResult {
         Ok(n) => n,
         Err(e) => fail!("/proc/vmstat: errno {e}"),
     };
-    ensure!(
-        field(&big[..n], b"thp_fault_alloc ").is_some(),
-        "/proc/vmstat lacks thp_fault_alloc"
-    );
+    for k in [&b"thp_fault_alloc "[..], b"nr_writeback ", b"nr_dirty "] {
+        ensure!(
+            field(&big[..n], k).is_some(),
+            "/proc/vmstat lacks {:?}",
+            core::str::from_utf8(k)
+        );
+    }
     let fd = sys::open(b"/dev/console\0", sys::O_WRONLY);
     if fd >= 0 {
         sys::close(fd as i32);

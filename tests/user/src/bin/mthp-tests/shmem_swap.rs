@@ -304,26 +304,7 @@ fn idle_object_body(fd: isize) -> Result<(), mthp_user::Msg> {
     }
     let shmem0 = meminfo(b"\nShmem:");
     let pswpout0 = super::swap::vmstat(b"\npswpout ");
-    let status = in_child(|| {
-        let want = ((meminfo(b"\nMemFree:") as usize) << 10) + (16 << 20);
-        let p = sys::mmap(
-            0,
-            want,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p <= 0 {
-            return 2;
-        }
-        for off in (0..want).step_by(PAGE) {
-            // SAFETY: our mapping, `want` bytes long.
-            unsafe { core::ptr::write_volatile((p as usize + off) as *mut u64, off as u64) };
-        }
-        sys::munmap(p as usize, want);
-        0
-    })?;
+    let status = super::swap::reclaim_pressure()?;
     ensure!(
         wifexited(status) && wexitstatus(status) == 0,
         "pressure child status {status:#x} (2: mmap; killed: reclaim found nothing)"
