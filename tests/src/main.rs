@@ -55,6 +55,7 @@ mod qemu;
 mod report;
 mod scale;
 mod suites;
+mod symbolize;
 mod tlbmodel;
 
 use std::process::{Command, ExitCode};

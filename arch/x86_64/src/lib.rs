@@ -63,7 +63,11 @@ pub use context::{
 #[cfg(target_os = "none")]
 pub use cpu::invlpg as flush_tlb_page;
 #[cfg(target_os = "none")]
-pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save};
+pub use cpu::{
+    cpu_relax, frame_pointer, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save,
+};
+#[cfg(target_os = "none")]
+pub use arch_common::backtrace::{MAX_FRAMES, walk_frames};
 #[cfg(target_os = "none")]
 pub use fpu::FpuState;
 #[cfg(target_os = "none")]
