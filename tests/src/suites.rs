@@ -235,8 +235,17 @@ fn number_before(s: &str, word: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Build the test kernel for `arch` and run every suite.
-pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) -> Tally {
+/// Build the test kernel for `arch` and run every suite, or only the
+/// in-kernel boot named `only` (`runner test --suite`: one of [`suites`]
+/// or `panic-backtrace`; then neither the skip policy nor the user-space
+/// suites run).
+pub fn kernel_suites(
+    arch: Arch,
+    accel: Accel,
+    filter: &str,
+    numa: Option<u32>,
+    only: Option<&str>,
+) -> Tally {
     let mut total = Tally::default();
     println!("== {} kernel (accel {:?})", arch.name(), accel);
     let kernel = match qemu::build_kernel(arch, "ktest", qemu::TEST_FEATURES) {
@@ -249,6 +258,9 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
     };
     let mut seen = SkipLedger::default();
     for s in suites(arch) {
+        if only.is_some_and(|n| n != s.name) {
+            continue;
+        }
         if accel == Accel::Kvm && !s.extra_qemu_args.is_empty() {
             println!(
                 "[{}/{}] skipped: TCG-only QEMU arguments {:?}",
@@ -288,9 +300,20 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
             Some(&mut seen),
         );
     }
-    total += seen.judge(arch, filter);
-    total += backtrace_suite(arch, accel, kernel.clone());
-    total += user_suite(arch, accel, kernel, filter);
+    if let Some(n) = only
+        && n != "panic-backtrace"
+        && !suites(arch).iter().any(|s| s.name == n)
+    {
+        crate::failure!("[{}] --suite {n}: FAILED: no such kernel boot", arch.name());
+        total.failed += 1;
+    }
+    if only.is_none_or(|n| n == "panic-backtrace") {
+        total += backtrace_suite(arch, accel, kernel.clone());
+    }
+    if only.is_none() {
+        total += seen.judge(arch, filter);
+        total += user_suite(arch, accel, kernel, filter);
+    }
     total
 }
 
