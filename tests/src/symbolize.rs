@@ -171,7 +171,10 @@ ffffffff80400000 0000000000000008 b some_bss
 
     #[test]
     fn frame_lines_and_the_first_panic_only() {
-        assert_eq!(parse_frame("  #3 0xffffffff8020aeed"), Some((3, 0xffffffff8020aeed)));
+        assert_eq!(
+            parse_frame("  #3 0xffffffff8020aeed"),
+            Some((3, 0xffffffff8020aeed))
+        );
         assert_eq!(parse_frame("  #x 0x12"), None);
         assert_eq!(parse_frame("test a ... ok"), None);
         let lines: Vec<String> = [

@@ -38,7 +38,9 @@ pub fn irq_restore(enabled: bool) {
 pub fn frame_pointer() -> u64 {
     let fp: u64;
     // SAFETY: only copies a register.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
     fp
 }
 

@@ -38,7 +38,11 @@ pub unsafe fn walk_frames(
     f: &mut dyn FnMut(u64),
 ) -> usize {
     let mut n = 0;
-    while n < max && fp != 0 && fp % 8 == 0 && fp >= stack.start && fp <= stack.end.saturating_sub(16)
+    while n < max
+        && fp != 0
+        && fp.is_multiple_of(8)
+        && fp >= stack.start
+        && fp <= stack.end.saturating_sub(16)
     {
         // SAFETY: `fp..fp + 16` lies inside `stack` (checked just above),
         // which the caller guarantees is mapped and readable; the address

@@ -165,7 +165,9 @@ pub fn has_1g_pages() -> bool {
 pub fn frame_pointer() -> u64 {
     let fp: u64;
     // SAFETY: only copies a register.
-    unsafe { core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
     fp
 }
 

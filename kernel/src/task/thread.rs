@@ -213,9 +213,6 @@ pub fn print_backtrace(fallback: Option<Range<u64>>) {
         })
     };
     if frames == arch::MAX_FRAMES {
-        crate::log::print_unlocked(format_args!(
-            "  (cut at {} frames)\n",
-            arch::MAX_FRAMES
-        ));
+        crate::log::print_unlocked(format_args!("  (cut at {} frames)\n", arch::MAX_FRAMES));
     }
 }
