@@ -32,8 +32,8 @@ pub fn irq_restore(enabled: bool) {
 }
 
 /// The running function's frame pointer (X29): the address of its frame
-/// record, where a stack walk ([`arch_common::backtrace::walk_frames`]) starts.  Inlined, so the
-/// record is the caller's own.
+/// record, where a stack walk ([`arch_common::backtrace::walk_frames`])
+/// starts.  Inlined, so the record is the caller's own.
 #[inline(always)]
 pub fn frame_pointer() -> u64 {
     let fp: u64;

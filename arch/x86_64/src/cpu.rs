@@ -159,8 +159,8 @@ pub fn has_1g_pages() -> bool {
 }
 
 /// The running function's frame pointer (RBP): the address of its frame
-/// record, where a stack walk ([`arch_common::backtrace::walk_frames`]) starts.  Inlined, so the
-/// record is the caller's own.
+/// record, where a stack walk ([`arch_common::backtrace::walk_frames`])
+/// starts.  Inlined, so the record is the caller's own.
 #[inline(always)]
 pub fn frame_pointer() -> u64 {
     let fp: u64;
