@@ -57,8 +57,10 @@ test-host: deps
 	$(CARGO) test --workspace --exclude kernel --exclude mthp-user
 	$(CARGO) test --manifest-path tools/tlb-model/Cargo.toml
 
+## SUITE=<name> runs only that kernel boot (tests/src/suites.rs), e.g.
+## SUITE=panic-backtrace.
 test-kernel: deps
-	$(RUNNER) test --no-host --arch $(ARCH) --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER))
+	$(RUNNER) test --no-host --arch $(ARCH) --accel $(ACCEL) $(if $(FILTER),--filter $(FILTER)) $(if $(SUITE),--suite $(SUITE))
 
 ## QEMU waits for GDB on :1234 (see README).
 debug: deps

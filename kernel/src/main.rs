@@ -114,6 +114,10 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     if cmdline::value("storm").is_some() {
         ok &= built_in!("selftest", "storm", selftest::storm_word());
     }
+    if cmdline::has("panic_test") {
+        // A deliberate panic (selftest/panic_test.rs): the run ends in it.
+        ok &= built_in!("selftest", "panic_test", selftest::panic_test::run());
+    }
     if cmdline::has("demo") {
         ok &= built_in!("demo", "demo", demo::run());
     }
@@ -129,10 +133,29 @@ pub extern "Rust" fn kernel_main(info: &'static mut BootInfo) -> ! {
     arch::exit(ok);
 }
 
+/// The CPU (+ 1; 0: none) whose panic is being reported.  A panic inside
+/// that report ends the run at once; another CPU's panic meanwhile prints
+/// its message and waits for the first report to end the run.
+static PANICKING_CPU: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// `KERNEL PANIC: <message>`, the CPU and thread, the frame-pointer call
+/// chain (`  #N 0x<return address>` lines, which the runner symbolizes
+/// against the kernel ELF), then the failed self-test's report, and QEMU
+/// exits with failure.
 #[panic_handler]
 fn panic(pi: &core::panic::PanicInfo) -> ! {
+    use core::sync::atomic::Ordering;
     arch::irq_disable();
     log::print_unlocked(format_args!("\nKERNEL PANIC: {}\n", pi));
+    let me = arch::cpu_id() + 1;
+    match PANICKING_CPU.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(cpu) if cpu == me => arch::exit(false),
+        Err(_) => loop {
+            arch::cpu_relax();
+        },
+    }
+    sched::panic_report();
     selftest::on_panic();
     arch::exit(false);
 }

@@ -2,7 +2,7 @@
 //! and checks what they report.
 //!
 //! ```text
-//! runner test  [--arch A]... [--accel tcg|kvm] [--no-host] [--numa N]  # host unit tests + in-kernel suites (--numa: every kernel self-test boot with N nodes)
+//! runner test  [--arch A]... [--accel tcg|kvm] [--no-host] [--numa N] [--suite NAME]  # host unit tests + in-kernel suites (--numa: every kernel self-test boot with N nodes; --suite: only the kernel boot NAME, e.g. panic-backtrace)
 //! runner run   --arch A [--accel ..] [--cmdline ".."] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]
 //! runner run   --linux --arch A [--cmdline "init=/prog .."] [--smp N] [--numa N] [--icount] [--no-disk]  # Debian's Linux 6.12, our initramfs (linux.rs)
 //! runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--no-tlb-model]  # see bench.rs
@@ -55,6 +55,7 @@ mod qemu;
 mod report;
 mod scale;
 mod suites;
+mod symbolize;
 mod tlbmodel;
 
 use std::process::{Command, ExitCode};
@@ -117,7 +118,7 @@ fn both_by_default(arches: &[String]) -> Vec<qemu::Arch> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--no-tlb-model]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --reserve [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
+        "usage: runner test [--arch x86_64|aarch64]... [--accel tcg|kvm] [--no-host] [--filter S] [--numa N] [--suite NAME]\n       runner run --arch A [--accel tcg|kvm] [--cmdline \"...\"] [--features F,..] [--release] [--gdb] [--machine M] [--mem SIZE] [--smp N] [--numa N] [--initrd [--no-disk]] [--icount] [--disk]\n       runner run --linux --arch A [--cmdline \"init=/prog ...\"] [--mem SIZE] [--smp N] [--numa N] [--icount] [--no-disk] [--tlb-model CONFIG]\n       runner bench [--arch A]... [--accel tcg|kvm] [--quick] [--icount] [--no-tlb-model]\n       runner bench --linux [--arch A]... [--icount] [--smp N] [--boots N]\n       runner bench --frag [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --migrate [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --cow [--arch A]... [--accel tcg|kvm] [--quick]\n       runner bench --shmem [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --reserve [--arch A]... [--accel tcg|kvm] [--quick] [--icount]\n       runner bench --scale [--arch A]... [--accel tcg|kvm] [--quick] [--boots N]\n       runner matrix [--arch A]... [--accel tcg|kvm]"
     );
     ExitCode::from(2)
 }
@@ -135,6 +136,7 @@ fn main() -> ExitCode {
     let mut gdb = false;
     let mut host = true;
     let mut filter = String::new();
+    let mut suite: Option<String> = None;
     let mut initrd = false;
     let mut disk = true;
     let mut quick = false;
@@ -164,6 +166,7 @@ fn main() -> ExitCode {
             "--machine" => machine = it.next().cloned(),
             "--mem" => mem = it.next().cloned(),
             "--filter" => filter = it.next().cloned().unwrap_or_default(),
+            "--suite" => suite = it.next().cloned(),
             "--features" => features = it.next().cloned().unwrap_or_default(),
             "--release" => release = true,
             "--gdb" => gdb = true,
@@ -230,7 +233,7 @@ fn main() -> ExitCode {
             }
             for a in &arches {
                 let arch = qemu::Arch::parse(a).expect("checked");
-                total += suites::kernel_suites(arch, accel, &filter, numa);
+                total += suites::kernel_suites(arch, accel, &filter, numa, suite.as_deref());
             }
             let _ = broken;
             let failures = FAILURES.lock().map(|f| f.clone()).unwrap_or_default();

@@ -412,10 +412,15 @@ pub struct Outcome {
     /// QEMU's exit status; None if it was killed at the timeout.
     pub status: Option<i32>,
     pub elapsed: Duration,
+    /// The kernel panic's backtrace, symbolized (`symbolize::report`;
+    /// empty without a panic), as printed after the boot.
+    pub backtrace: Vec<String>,
 }
 
 /// Boot `spec`, calling `on_line` for every console line as it arrives, and
-/// kill QEMU after `timeout`.
+/// kill QEMU after `timeout`.  When the kernel panicked, its backtrace is
+/// printed symbolized (`symbolize::report`) once QEMU is gone, before the
+/// caller reports the failure.
 pub fn boot(
     spec: &RunSpec,
     timeout: Duration,
@@ -488,18 +493,24 @@ pub fn boot(
     }
     drop(r1);
     drop(r2);
+    let elapsed = t0.elapsed();
+    let backtrace = crate::symbolize::report(&spec.kernel, &lines);
+    for l in &backtrace {
+        println!("[{}] {l}", spec.arch.name());
+    }
     Ok(Outcome {
         lines,
         status,
-        elapsed: t0.elapsed(),
+        elapsed,
+        backtrace,
     })
 }
 
-/// The arm64 kernel as a flat Linux `Image` (`llvm-objcopy -O binary`;
-/// the 64-byte Image header is at the start of `.text.boot`).  QEMU loads
-/// `-initrd` only for Image kernels, not for ELF ones.  Written next to the
-/// ELF as `kernel.img`; the ELF stays the file for GDB's symbols.
-pub fn arm64_image(elf: &Path) -> Result<PathBuf, String> {
+/// The path of `name` (`llvm-objcopy`, `llvm-nm`) in the toolchain's
+/// llvm-tools component (`<sysroot>/lib/rustlib/<host>/bin/`; `make deps`
+/// installs it).  The path is not checked: running it says whether it is
+/// there.
+pub fn llvm_tool(name: &str) -> Result<PathBuf, String> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
@@ -513,10 +524,19 @@ pub fn arm64_image(elf: &Path) -> Result<PathBuf, String> {
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into());
-    let objcopy = Path::new(&sysroot)
+    Ok(Path::new(&sysroot)
         .join("lib/rustlib")
         .join(host)
-        .join("bin/llvm-objcopy");
+        .join("bin")
+        .join(name))
+}
+
+/// The arm64 kernel as a flat Linux `Image` (`llvm-objcopy -O binary`;
+/// the 64-byte Image header is at the start of `.text.boot`).  QEMU loads
+/// `-initrd` only for Image kernels, not for ELF ones.  Written next to the
+/// ELF as `kernel.img`; the ELF stays the file for GDB's symbols.
+pub fn arm64_image(elf: &Path) -> Result<PathBuf, String> {
+    let objcopy = llvm_tool("llvm-objcopy")?;
     let out = elf.with_file_name("kernel.img");
     let st = Command::new(&objcopy)
         .args(["-O", "binary"])

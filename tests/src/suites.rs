@@ -235,8 +235,17 @@ fn number_before(s: &str, word: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Build the test kernel for `arch` and run every suite.
-pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) -> Tally {
+/// Build the test kernel for `arch` and run every suite, or only the
+/// in-kernel boot named `only` (`runner test --suite`: one of [`suites`]
+/// or `panic-backtrace`; then neither the skip policy nor the user-space
+/// suites run).
+pub fn kernel_suites(
+    arch: Arch,
+    accel: Accel,
+    filter: &str,
+    numa: Option<u32>,
+    only: Option<&str>,
+) -> Tally {
     let mut total = Tally::default();
     println!("== {} kernel (accel {:?})", arch.name(), accel);
     let kernel = match qemu::build_kernel(arch, "ktest", qemu::TEST_FEATURES) {
@@ -249,6 +258,9 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
     };
     let mut seen = SkipLedger::default();
     for s in suites(arch) {
+        if only.is_some_and(|n| n != s.name) {
+            continue;
+        }
         if accel == Accel::Kvm && !s.extra_qemu_args.is_empty() {
             println!(
                 "[{}/{}] skipped: TCG-only QEMU arguments {:?}",
@@ -288,9 +300,115 @@ pub fn kernel_suites(arch: Arch, accel: Accel, filter: &str, numa: Option<u32>) 
             Some(&mut seen),
         );
     }
-    total += seen.judge(arch, filter);
-    total += user_suite(arch, accel, kernel, filter);
+    if let Some(n) = only
+        && n != "panic-backtrace"
+        && !suites(arch).iter().any(|s| s.name == n)
+    {
+        crate::failure!("[{}] --suite {n}: FAILED: no such kernel boot", arch.name());
+        total.failed += 1;
+    }
+    if only.is_none_or(|n| n == "panic-backtrace") {
+        total += backtrace_suite(arch, accel, kernel.clone());
+    }
+    if only.is_none() {
+        total += seen.judge(arch, filter);
+        total += user_suite(arch, accel, kernel, filter);
+    }
     total
+}
+
+/// The function `panic_test` panics in, and its caller, as the symbolized
+/// backtrace names them (kernel/src/selftest/panic_test.rs).
+const PANIC_TEST_FUNCTIONS: [&str; 2] = [
+    "kernel::selftest::panic_test::deliberate_panic",
+    "kernel::selftest::panic_test::panic_test_thread",
+];
+
+/// The panic report end to end: one short boot with `panic_test`, where
+/// the kernel panics on purpose in a kernel thread two calls deep; one test
+/// that passes only if the kernel panicked, QEMU exited with failure and
+/// the backtrace, symbolized by the runner (symbolize.rs), names the
+/// function that panicked and, further out, its caller.  Without
+/// `llvm-nm` it cannot check and says so ([`cannot_run`]).
+fn backtrace_suite(arch: Arch, accel: Accel, kernel: std::path::PathBuf) -> Tally {
+    let tag = format!("{}/panic-backtrace", arch.name());
+    if let Err(why) = crate::symbolize::load(&kernel) {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        return cannot_run(&tag, &format!("cannot symbolize: {why}"), ci);
+    }
+    let mut spec = RunSpec::new(arch, accel, kernel, "panic_test");
+    spec.mem = "256M".into();
+    println!("[{tag}] + {}", qemu::show(&spec.command()));
+    let out = match qemu::boot(&spec, Duration::from_secs(120), |l| {
+        if l.contains("PANIC") || l.starts_with("qemu:") {
+            println!("[{tag}] {l}");
+        }
+    }) {
+        Ok(o) => o,
+        Err(e) => {
+            crate::failure!("[{tag}] boot: FAILED: {e}");
+            return Tally::one_failure();
+        }
+    };
+    let test = "test panic_backtrace_names_the_panicking_function";
+    match check_panic_backtrace(arch, out.status, &out.lines, &out.backtrace) {
+        Ok(()) => {
+            println!("[{tag}] {test} ... ok");
+            Tally {
+                passed: 1,
+                ..Tally::default()
+            }
+        }
+        Err(why) => {
+            crate::failure!("[{tag}] {test} ... FAILED: {why}");
+            for l in out.lines.iter().rev().take(25).rev() {
+                println!("[{tag}]   | {l}");
+            }
+            Tally::one_failure()
+        }
+    }
+}
+
+/// [`backtrace_suite`]'s verdict on a boot that exited with `status`
+/// (None: timed out), printed `lines`, and gave the symbolized `backtrace`.
+fn check_panic_backtrace(
+    arch: Arch,
+    status: Option<i32>,
+    lines: &[String],
+    backtrace: &[String],
+) -> Result<(), String> {
+    match status {
+        None => return Err("timed out".into()),
+        Some(c) if arch.success_status(c) => {
+            return Err(format!("QEMU exited with the success status {c}"));
+        }
+        _ => {}
+    }
+    let ours = lines
+        .iter()
+        .position(|l| l.starts_with("KERNEL PANIC"))
+        .is_some_and(|p| lines[p..].iter().any(|l| l.contains("deliberate panic")));
+    if !ours {
+        return Err("no KERNEL PANIC from panic_test".into());
+    }
+    let frame_of = |f: &str| {
+        let f = format!(" {f}+0x");
+        backtrace
+            .iter()
+            .position(|l| l.trim_start().starts_with('#') && l.contains(&f))
+    };
+    let [callee, caller] = PANIC_TEST_FUNCTIONS.map(frame_of);
+    match (callee, caller) {
+        (Some(a), Some(b)) if a < b => Ok(()),
+        (Some(_), Some(_)) => Err(format!(
+            "{} is not below its caller {} in the backtrace {backtrace:?}",
+            PANIC_TEST_FUNCTIONS[0], PANIC_TEST_FUNCTIONS[1]
+        )),
+        _ => Err(format!(
+            "the backtrace does not name {:?}: {backtrace:?}",
+            PANIC_TEST_FUNCTIONS
+        )),
+    }
 }
 
 /// In-kernel tests that skip in the main `selftest` boot because they need
@@ -789,6 +907,37 @@ mod tests {
         assert_eq!(l.judge(Arch::X86_64, "").failed, 0);
         // On arm64 it is designated to pmu-icount, which ran: a failure.
         assert_eq!(l.judge(Arch::Aarch64, "").failed, 1);
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn panic_backtrace_check_needs_a_failed_exit_a_panic_and_both_frames() {
+        let lines = strings(&[
+            "KERNEL PANIC: panicked at kernel/src/selftest/panic_test.rs:34:9:",
+            "panic_test: deliberate panic (n = 7)",
+        ]);
+        let bt = strings(&[
+            "kernel panic backtrace, symbolized with target/x/kernel:",
+            "  #0 0xffffffff8010884b __rustc::rust_begin_unwind+0x38b",
+            "  #1 0xffffffff8020aec8 kernel::selftest::panic_test::deliberate_panic+0x48",
+            "  #2 0xffffffff8020aeed kernel::selftest::panic_test::panic_test_thread+0x1d",
+        ]);
+        let x86 = Arch::X86_64;
+        assert_eq!(check_panic_backtrace(x86, Some(35), &lines, &bt), Ok(()));
+        assert!(check_panic_backtrace(Arch::Aarch64, Some(1), &lines, &bt).is_ok());
+        // Success status, a timeout, no panic.
+        assert!(check_panic_backtrace(x86, Some(33), &lines, &bt).is_err());
+        assert!(check_panic_backtrace(x86, None, &lines, &bt).is_err());
+        assert!(check_panic_backtrace(x86, Some(35), &[], &bt).is_err());
+        // Unsymbolized, a frame missing, or the frames the wrong way round.
+        let raw = strings(&["kernel panic backtrace, not symbolized (x):", "  #0 0x1"]);
+        assert!(check_panic_backtrace(x86, Some(35), &lines, &raw).is_err());
+        assert!(check_panic_backtrace(x86, Some(35), &lines, &bt[..3]).is_err());
+        let swapped = [bt[0].clone(), bt[1].clone(), bt[3].clone(), bt[2].clone()];
+        assert!(check_panic_backtrace(x86, Some(35), &lines, &swapped).is_err());
     }
 
     #[test]

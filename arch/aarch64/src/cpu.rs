@@ -31,6 +31,19 @@ pub fn irq_restore(enabled: bool) {
     }
 }
 
+/// The running function's frame pointer (X29): the address of its frame
+/// record, where a stack walk ([`arch_common::backtrace::walk_frames`])
+/// starts.  Inlined, so the record is the caller's own.
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let fp: u64;
+    // SAFETY: only copies a register.
+    unsafe {
+        core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    fp
+}
+
 pub fn halt() {
     // SAFETY: `wfi` only waits for an interrupt (or returns spuriously).
     unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };

@@ -88,7 +88,9 @@ mod hw {
         Context, asid_bits, current_user_root, invalidate_asid, kernel_half_root,
         set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_off,
     };
-    pub use crate::cpu::{cpu_relax, exit, halt, irq_disable, irq_enable, irq_restore, irq_save};
+    pub use crate::cpu::{
+        cpu_relax, exit, frame_pointer, halt, irq_disable, irq_enable, irq_restore, irq_save,
+    };
     pub use crate::fpu::FpuState;
     pub use crate::mem::{copy_bytes, zero_bytes};
     pub use crate::paging::{KERNEL_MAP_BASE, KERNEL_MAP_SIZE, kernel_root};
@@ -103,6 +105,7 @@ mod hw {
         set_syscall_handler, set_user_exception_handler, set_user_tls, smap_enabled, smep_enabled,
         user_init, user_tls,
     };
+    pub use arch_common::backtrace::{MAX_FRAMES, walk_frames};
 
     /// Polled serial output; usable from any context, including panics.
     pub fn console_write(s: &str) {

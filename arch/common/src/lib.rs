@@ -1,10 +1,15 @@
 //! The types both arch crates export with the same meaning (see
 //! `arch/API.md`): what a fault handler is told, what a walk of the kernel
 //! tables reports, the kernel's virtual layout, and the PMU's portable
-//! types, and the CPU bookkeeping of SMP (`smp::CpuTable`).  One definition
-//! here instead of a copy per arch crate.
+//! types, the CPU bookkeeping of SMP (`smp::CpuTable`), and the
+//! frame-pointer walk of the panic report (`backtrace`: both lay out frame
+//! records alike).  One definition here instead of a copy per arch crate.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
+pub mod backtrace;
 pub mod pmu;
 pub mod smp;
 pub mod tables;

@@ -158,6 +158,19 @@ pub fn has_1g_pages() -> bool {
     features().pdpe1gb
 }
 
+/// The running function's frame pointer (RBP): the address of its frame
+/// record, where a stack walk ([`arch_common::backtrace::walk_frames`])
+/// starts.  Inlined, so the record is the caller's own.
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let fp: u64;
+    // SAFETY: only copies a register.
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    fp
+}
+
 /// Spin-loop hint.
 #[inline]
 pub fn cpu_relax() {

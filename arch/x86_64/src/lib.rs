@@ -55,6 +55,8 @@ mod user;
 mod selftests;
 
 #[cfg(target_os = "none")]
+pub use arch_common::backtrace::{MAX_FRAMES, walk_frames};
+#[cfg(target_os = "none")]
 pub use context::{
     Context, asid_allocs, asid_bits, asid_rollovers, current_user_root, gen_flushes, has_pcid,
     invalidate_asid, kernel_half_root, set_irq_exit_hook, set_thread_stack, switch_context,
@@ -63,7 +65,9 @@ pub use context::{
 #[cfg(target_os = "none")]
 pub use cpu::invlpg as flush_tlb_page;
 #[cfg(target_os = "none")]
-pub use cpu::{cpu_relax, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save};
+pub use cpu::{
+    cpu_relax, frame_pointer, halt, has_1g_pages, irq_disable, irq_enable, irq_restore, irq_save,
+};
 #[cfg(target_os = "none")]
 pub use fpu::FpuState;
 #[cfg(target_os = "none")]

@@ -11,7 +11,9 @@
 //! it (`task/sched/tests.rs`, `perf/`, the arch crates' `selftests.rs`),
 //! under the same feature; `storm.rs` is the seeded random-operation storm
 //! (`storm=`), which reports as one more test, and `smpstorm.rs` its
-//! variant with a thread per CPU in one address space (a self-test).  With feature `bench`:
+//! variant with a thread per CPU in one address space (a self-test);
+//! `panic_test.rs` panics on purpose (`panic_test`) for the runner's check
+//! of the panic report's backtrace.  With feature `bench`:
 //! `allocbench.rs`, the allocator's benchmark (`bench=alloc`).  Without the
 //! features the hooks the rest of the kernel calls (the watchdog, the panic
 //! report) are no-ops.  New cross-subsystem tests (swap, migration, SMP
@@ -34,6 +36,8 @@ mod migrate;
 pub mod numa;
 #[cfg(feature = "selftest")]
 mod numab;
+#[cfg(feature = "selftest")]
+pub mod panic_test;
 #[cfg(feature = "selftest")]
 mod runner;
 #[cfg(feature = "selftest")]

@@ -166,3 +166,53 @@ pub fn release_handed_over<T>(m: &spin::Mutex<T>) {
     // the previous thread locked it, forgot the guard and switched to us.
     unsafe { m.force_unlock() };
 }
+
+/// The kernel stack `addr` lies on, as far as it can be told from the
+/// address alone, without locks (the panic report runs with any lock
+/// held): a thread's stack slot (its mapped pages, between the guard page
+/// and the unmapped slack) or the boot stack.  `None` elsewhere, e.g. on a
+/// secondary CPU's start-up stack (a heap block that only its idle thread's
+/// record knows).
+pub fn stack_containing(addr: u64) -> Option<Range<u64>> {
+    let slots = arch::KERNEL_MAP_BASE..arch::KERNEL_MAP_BASE + MAX_THREADS as u64 * SLOT_SIZE;
+    if slots.contains(&addr) {
+        let base = arch::KERNEL_MAP_BASE + (addr - slots.start) / SLOT_SIZE * SLOT_SIZE;
+        let stack = base + PAGE..base + PAGE + STACK_PAGES * PAGE;
+        return stack.contains(&addr).then_some(stack);
+    }
+    let boot = arch::kernel_layout().stack;
+    boot.contains(&addr).then_some(boot)
+}
+
+/// Print the running CPU's call chain for the panic report, one line per
+/// frame, `  #N 0x<return address>` (the runner symbolizes these lines:
+/// tests/src/symbolize.rs), innermost first; the first frame is the
+/// caller's.  The walk stays on the stack the caller's frame lies on, as
+/// [`stack_containing`] finds it, or else on `fallback` (the running
+/// thread's own stack, when the scheduler could tell) if that holds it.
+#[inline(never)]
+pub fn print_backtrace(fallback: Option<Range<u64>>) {
+    let fp = arch::frame_pointer();
+    let Some(stack) = stack_containing(fp).or(fallback.filter(|s| s.contains(&fp))) else {
+        crate::log::print_unlocked(format_args!(
+            "backtrace: frame pointer {fp:#x} is on no stack known here\n"
+        ));
+        return;
+    };
+    crate::log::print_unlocked(format_args!("backtrace:\n"));
+    let mut n = 0;
+    // SAFETY: `stack` holds this function's own frame, so it is the stack
+    // this CPU runs on, and it is mapped whole while it is: a thread slot's
+    // pages are all mapped from `KStack::new` until the thread is dead and
+    // switched away from; the boot stack and a thread's recorded stack
+    // (`fallback`) are never unmapped.
+    let frames = unsafe {
+        arch::walk_frames(fp, stack, arch::MAX_FRAMES, &mut |ret| {
+            crate::log::print_unlocked(format_args!("  #{n} {ret:#x}\n"));
+            n += 1;
+        })
+    };
+    if frames == arch::MAX_FRAMES {
+        crate::log::print_unlocked(format_args!("  (cut at {} frames)\n", arch::MAX_FRAMES));
+    }
+}

@@ -954,6 +954,42 @@ pub fn current() -> Arc<Thread> {
     with_sched(|s| s.thread(s.cpus[cpu_id()].current).clone())
 }
 
+/// The panic report's part (interrupts masked): which CPU and thread
+/// panicked, then the call chain (`thread::print_backtrace`).  The panic may
+/// have come with `SCHED` held, by this CPU or for a moment by another: the
+/// thread's name and stack are read only if the lock comes free within a
+/// bounded number of tries, and the report goes on without them otherwise.
+pub fn panic_report() {
+    let cpu = cpu_id();
+    let mut stack = None;
+    if !IN_SCHED[cpu].load(Ordering::Relaxed) {
+        crate::log::print_unlocked(format_args!("on CPU {cpu}, outside the scheduler\n"));
+    } else {
+        let id = CURRENT[cpu].load(Ordering::Relaxed);
+        let g = (0..10_000).find_map(|_| {
+            let g = SCHED.try_lock();
+            if g.is_none() {
+                arch::cpu_relax();
+            }
+            g
+        });
+        match g.as_ref().and_then(|g| g.threads[id].as_ref()) {
+            Some(t) => {
+                crate::log::print_unlocked(format_args!(
+                    "on CPU {cpu}, thread {id} '{}'\n",
+                    t.name
+                ));
+                let (bottom, top) = t.stack_range();
+                stack = Some(bottom..top);
+            }
+            None => crate::log::print_unlocked(format_args!(
+                "on CPU {cpu}, thread {id} (scheduler lock busy: no name)\n"
+            )),
+        }
+    }
+    thread::print_backtrace(stack);
+}
+
 /// Whether `init` has run.
 pub fn started() -> bool {
     STARTED.load(Ordering::Acquire)
