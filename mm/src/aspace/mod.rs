@@ -486,7 +486,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// The lock of the PTE table at physical address `table`: a word in
     /// the table page's frame descriptor (see [`crate::sync::lock_word`]);
     /// a table outside the memmap (none in user space) falls back to one
-    /// per-space lock.
+    /// per-space lock.  Taken only with the page-table lock held (shared),
+    /// so preemption is off already.
     pub(crate) fn lock_pte_table(&self, table: u64) -> crate::sync::WordLockGuard<'_> {
         let word = match self
             .ctx
@@ -497,7 +498,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Some(d) => &d.entire_mapcount,
             None => &self.ptl_fallback,
         };
-        crate::sync::lock_word(word, self.ctx.ops())
+        crate::sync::lock_word_nested(word, self.ctx.ops())
     }
 
     pub(crate) fn rss_add(&self, n: u64) {
