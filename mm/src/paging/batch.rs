@@ -316,6 +316,23 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
     ) -> Result<u64, PtError> {
         let mem = self.mem();
+        if n == 1 {
+            // Every 4K fault: one entry, never a whole contiguous block, so
+            // no segment to work out and no hint to decide.
+            let slot = t + 8 * idx0 as u64;
+            if mem.load(slot) != 0 {
+                return Err(PtError::Exists);
+            }
+            let leaf = Leaf {
+                pfn: first_pfn,
+                level: PTE_LEVEL,
+                attrs,
+                cont: false,
+            };
+            mem.store(slot, A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            self.env.tlb.sync_tables();
+            return Ok(0);
+        }
         if (0..n).any(|i| mem.load(t + 8 * (idx0 + i) as u64) != 0) {
             return Err(PtError::Exists);
         }
