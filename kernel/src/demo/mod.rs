@@ -19,7 +19,6 @@ use crate::{arch, cmdline};
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
-use core::sync::atomic::Ordering::Relaxed;
 use mm::abi::errno::Errno;
 use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP, VmEvent};
