@@ -233,29 +233,51 @@ impl<T> Drop for SleepWriteGuard<'_, T> {
 /// is 0 when free, 1 when held.
 pub fn lock_word<'l>(word: &'l AtomicI32, ops: &'l dyn CpuOps) -> WordLockGuard<'l> {
     ops.preempt_disable();
-    loop {
-        if word
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            return WordLockGuard { word, ops };
-        }
+    spin_word(word, ops);
+    WordLockGuard {
+        word,
+        ops,
+        preempt: true,
+    }
+}
+
+/// [`lock_word`] for a caller that already runs with preemption off (it
+/// holds a page-table lock, as every taker of a PTE table's lock does):
+/// no second count taken and dropped around it.
+pub fn lock_word_nested<'l>(word: &'l AtomicI32, ops: &'l dyn CpuOps) -> WordLockGuard<'l> {
+    spin_word(word, ops);
+    WordLockGuard {
+        word,
+        ops,
+        preempt: false,
+    }
+}
+
+fn spin_word(word: &AtomicI32, ops: &dyn CpuOps) {
+    while word
+        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         while word.load(Ordering::Relaxed) != 0 {
             ops.relax();
         }
     }
 }
 
-/// A held [`lock_word`] lock; released (and preemption back on) on drop.
+/// A held [`lock_word`] lock; released (and preemption back on, if the
+/// lock turned it off) on drop.
 pub struct WordLockGuard<'l> {
     word: &'l AtomicI32,
     ops: &'l dyn CpuOps,
+    preempt: bool,
 }
 
 impl Drop for WordLockGuard<'_> {
     fn drop(&mut self) {
         self.word.store(0, Ordering::Release);
-        self.ops.preempt_enable();
+        if self.preempt {
+            self.ops.preempt_enable();
+        }
     }
 }
 

@@ -96,6 +96,23 @@ proptest! {
             }
         }
     }
+
+    /// The walks' fast table test says exactly what `decode` says, for any
+    /// bits at any level (raw tables and leaves too, so both answers occur).
+    #[test]
+    fn table_pa_agrees_with_decode(
+        raw in prop_oneof![any::<u64>(), (1u64..(1 << 36)).prop_map(|p| (p << 12) | 3), (1u64..(1 << 36)).prop_map(|p| (p << 12) | 1)],
+        level in 0u8..=3,
+    ) {
+        fn via_decode<A: PagingArch>(raw: u64, level: u8) -> Option<u64> {
+            match A::decode(raw, level) {
+                Entry::Table { pa } => Some(pa),
+                _ => None,
+            }
+        }
+        prop_assert_eq!(X86_64::table_pa(raw, level), via_decode::<X86_64>(raw, level));
+        prop_assert_eq!(Aarch64::table_pa(raw, level), via_decode::<Aarch64>(raw, level));
+    }
 }
 
 #[test]

@@ -245,6 +245,19 @@ pub fn user_root_off() {
     crate::cpu::irq_restore(irq);
 }
 
+/// The lower-half root now loaded, or 0 when the empty table is in TTBR0:
+/// [`current_user_root`] without the key (no interrupt masking; the fault
+/// path's check that the running thread's space is the one loaded).
+#[inline]
+pub fn current_user_root_pa() -> u64 {
+    let root = TTBR0_EL1.get_baddr();
+    if root == paging::EMPTY_TTBR0.load(Ordering::Relaxed) {
+        0
+    } else {
+        root
+    }
+}
+
 /// The lower-half root now loaded and the key it was loaded with (not
 /// the hardware ASID), or `None` when the empty table is in TTBR0.
 pub fn current_user_root() -> Option<(u64, u16)> {

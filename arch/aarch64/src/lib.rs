@@ -85,8 +85,9 @@ mod hw {
 
     pub use crate::asid::{asid_allocs, asid_rollovers, set_asid_limit, unflushed_loads};
     pub use crate::context::{
-        Context, asid_bits, current_user_root, invalidate_asid, kernel_half_root,
-        set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root, user_root_off,
+        Context, asid_bits, current_user_root, current_user_root_pa, invalidate_asid,
+        kernel_half_root, set_irq_exit_hook, set_thread_stack, switch_context, switch_user_root,
+        user_root_off,
     };
     pub use crate::cpu::{
         cpu_relax, exit, frame_pointer, halt, irq_disable, irq_enable, irq_restore, irq_save,

@@ -16,6 +16,10 @@
 //! | `ldp`/`stp` x-registers | 1660–1745 | 393k |
 //! | `ld1`/`st1` ×4 registers | 993–1024 | 98k |
 //!
+//! Zeroing whole KiBs unrolls sixteen `st1` per turn of the loop (2026-12-06:
+//! a 2 MiB fault 67445 → 55121 instructions, a 4 KiB one 1589 → 1565; the
+//! loop's compare and branch were a quarter of the instructions).
+//!
 //! `dc zva` is one helper call and host `memset` per block under TCG,
 //! slower than inline stores; on hardware it avoids reading the line, so
 //! [`zero_dc_zva`] stays for comparison and for such cores.
@@ -61,7 +65,32 @@ pub unsafe fn zero_blocks(dst: *mut u8, len: usize) {
         return;
     }
     let end = dst as usize + len;
-    if len & 255 == 0 {
+    if len & 1023 == 0 {
+        // SAFETY: as below, sixteen `st1` (1 KiB) per iteration (len is a
+        // multiple of 1024): a 4 KiB page in four turns of the loop, so
+        // the loop's compare and branch cost 8 instructions, not 32.
+        unsafe {
+            asm!(
+                "movi v0.2d, #0",
+                "movi v1.2d, #0",
+                "movi v2.2d, #0",
+                "movi v3.2d, #0",
+                "2:",
+                ".rept 16",
+                "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
+                ".endr",
+                "cmp {p}, {end}",
+                "b.ne 2b",
+                p = inout(reg) dst => _,
+                end = in(reg) end,
+                out("v0") _,
+                out("v1") _,
+                out("v2") _,
+                out("v3") _,
+                options(nostack),
+            );
+        }
+    } else if len & 255 == 0 {
         // SAFETY: each `st1` stores the 64 bytes at `p` and advances it by
         // 64, four per iteration (len is a multiple of 256): exactly the
         // caller's range.  v0-v3 are declared clobbered (the kernel saves

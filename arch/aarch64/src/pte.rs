@@ -134,6 +134,13 @@ impl PagingArch for Aarch64 {
         }
     }
 
+    #[inline]
+    fn table_pa(raw: u64, level: u8) -> Option<u64> {
+        // As `decode`: valid, type 1, above level 0.
+        let t = VALID | TYPE_TABLE_PAGE;
+        (level > 0 && raw & t == t).then_some(raw & OA_MASK)
+    }
+
     fn encode(entry: Entry, level: u8) -> u64 {
         match entry {
             Entry::Absent => 0,

@@ -332,6 +332,13 @@ pub fn user_root_off() {
 
 /// The lower-half root now loaded on the running CPU and its PCID, or
 /// `None` when the kernel's own root is in CR3.
+/// The user root now loaded, or 0 when CR3 holds the kernel's own root
+/// (the fault path's check that the running thread's space is loaded).
+#[inline]
+pub fn current_user_root_pa() -> u64 {
+    current_user_root().map_or(0, |(root, _)| root)
+}
+
 pub fn current_user_root() -> Option<(u64, u16)> {
     let (frame, low) = Cr3::read_raw();
     let root = frame.start_address().as_u64();

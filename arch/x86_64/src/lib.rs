@@ -58,9 +58,9 @@ mod selftests;
 pub use arch_common::backtrace::{MAX_FRAMES, walk_frames};
 #[cfg(target_os = "none")]
 pub use context::{
-    Context, asid_allocs, asid_bits, asid_rollovers, current_user_root, gen_flushes, has_pcid,
-    invalidate_asid, kernel_half_root, set_irq_exit_hook, set_thread_stack, switch_context,
-    switch_user_root, user_root_off,
+    Context, asid_allocs, asid_bits, asid_rollovers, current_user_root, current_user_root_pa,
+    gen_flushes, has_pcid, invalidate_asid, kernel_half_root, set_irq_exit_hook, set_thread_stack,
+    switch_context, switch_user_root, user_root_off,
 };
 #[cfg(target_os = "none")]
 pub use cpu::invlpg as flush_tlb_page;

@@ -117,6 +117,14 @@ impl PagingArch for X86_64 {
         Entry::Leaf(decode_leaf(raw, level, perms))
     }
 
+    #[inline]
+    fn table_pa(raw: u64, level: u8) -> Option<u64> {
+        // As `decode`: present, above level 0, not a large page (PS counts
+        // at levels 1 and 2 only).
+        let leaf_shape = level == 0 || (level <= 2 && raw & PS != 0);
+        (raw & P != 0 && !leaf_shape).then_some(raw & ADDR_MASK)
+    }
+
     fn encode(entry: Entry, level: u8) -> u64 {
         match entry {
             Entry::Absent => 0,

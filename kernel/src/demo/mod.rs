@@ -13,13 +13,12 @@
 //! the region (a 4K PTE, a contpte block and a PMD each count 1).
 //! `demo_sizes=4K,2M` runs only the listed sizes.
 use crate::mem::memory::buddy;
-use crate::mem::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
+use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
 use crate::perf::{self, Event, Filter};
 use crate::{arch, cmdline};
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
-use core::sync::atomic::Ordering::Relaxed;
 use mm::abi::errno::Errno;
 use mm::abi::uapi::*;
 use mm::thp::{GlobalMode, MthpStat, OrderMode, THP, VmEvent};
@@ -106,7 +105,7 @@ fn touch_once(bytes: u64) -> Result<Touch, Errno> {
         MAP_PRIVATE | MAP_ANONYMOUS,
     )?;
     uspace::activate(&m);
-    let f0 = FAULTS_RESOLVED.load(Relaxed);
+    let f0 = m.faults_resolved();
     let session = perf::Session::begin(&[Event::Instructions], Filter::BOTH);
     let t0 = arch::now_ns();
     for p in (va..va + bytes).step_by(4096) {
@@ -114,7 +113,7 @@ fn touch_once(bytes: u64) -> Result<Touch, Errno> {
     }
     let ns = arch::now_ns() - t0;
     let instr = session.end().get(Event::Instructions);
-    let faults = FAULTS_RESOLVED.load(Relaxed) - f0;
+    let faults = m.faults_resolved() - f0;
     Ok(Touch {
         mm: m,
         va,

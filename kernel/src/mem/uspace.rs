@@ -18,8 +18,10 @@ use crate::arch::{self, Paging};
 use crate::mem::memory::buddy;
 use crate::mem::mmglue::KERNEL_TLB;
 use crate::task::sched;
+use crate::task::thread::MAX_THREADS;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault, Mm, MmCtx};
 use spin::{Once, RwLock};
@@ -259,9 +261,64 @@ pub fn spaces<'g>(mms: &'g [Arc<UserMm>], np: &'g sched::PreemptGuard) -> Vec<&'
     mms.iter().map(|m| m.get(np)).collect()
 }
 
-/// Faults resolved / refused since boot (shown by the demo).
-pub static FAULTS_RESOLVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Faults refused since boot.  (Resolved faults are counted per space,
+/// `Mm::faults_resolved`: no line shared by every CPU's faults.)
 pub static FAULTS_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Each thread's own address space, by thread slot (Linux's
+/// `current->mm`), so a fault finds its `Mm` without the registry's lock,
+/// its scan and a reference count taken and dropped on every fault.
+///
+/// Slot `k` holds a strong reference (`Arc::into_raw`) or null, and only
+/// thread `k` itself writes it ([`bind_current`], [`unbind_current`]); so
+/// while thread `k` runs, the `UserMm` its slot points to stays alive.
+static THREAD_MM: [AtomicPtr<UserMm>; MAX_THREADS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
+
+/// Make `mm` the running thread's own address space (a user thread's, at
+/// its start), replacing any earlier one.
+pub fn bind_current(mm: Option<&Arc<UserMm>>) {
+    let new = mm.map_or(core::ptr::null_mut(), |m| {
+        Arc::into_raw(m.clone()).cast_mut()
+    });
+    let old = THREAD_MM[sched::current_id()].swap(new, Ordering::AcqRel);
+    drop_bound(old);
+}
+
+/// The running thread has no address space of its own any more (its
+/// exit, before the last thread releases the space).
+pub fn unbind_current() {
+    bind_current(None);
+}
+
+#[allow(unsafe_code)]
+fn drop_bound(old: *mut UserMm) {
+    if !old.is_null() {
+        // SAFETY: a non-null slot value came from `Arc::into_raw` in
+        // `bind_current` and was swapped out of the slot, so this drops
+        // that one reference once.
+        drop(unsafe { Arc::from_raw(old) });
+    }
+}
+
+/// Run `f` on the address space loaded now: the running thread's own
+/// ([`THREAD_MM`]) when that is the one loaded, else the registry's
+/// ([`current`]; a kernel thread in a self-test, or none).
+#[allow(unsafe_code)]
+fn with_loaded<R>(f: impl FnOnce(&UserMm) -> R) -> Option<R> {
+    let root = arch::current_user_root_pa();
+    let p = THREAD_MM[sched::current_id()].load(Ordering::Acquire);
+    // SAFETY: only this thread changes its own slot (see `THREAD_MM`), and
+    // not while it runs `f`: the strong reference the slot holds keeps the
+    // `UserMm` alive for the whole borrow.
+    if let Some(m) = unsafe { p.as_ref() }
+        && m.root_pa() == root
+    {
+        return Some(f(m));
+    }
+    let m = current()?;
+    Some(f(&m))
+}
 
 /// Resolve a fault in `mm` from an exception handler.  The fault sleeps
 /// while a system call of the process holds the mmap lock for writing, and
@@ -277,20 +334,20 @@ fn on_fault(fi: &arch::FaultInfo) -> bool {
     if fi.addr >= arch::USER_TOP {
         return false;
     }
-    let Some(mm) = current() else {
-        return false;
-    };
-    let access = fi.access;
-    match resolve_fault(&mm, fi.addr, access) {
-        Ok(()) => {
-            FAULTS_RESOLVED.fetch_add(1, Relaxed);
-            true
-        }
-        Err(Fault::Segv | Fault::Oom | Fault::Sigbus) => {
+    match with_loaded(|mm| resolve_fault(mm, fi.addr, fi.access)) {
+        None => false,
+        Some(Ok(())) => true,
+        Some(Err(Fault::Segv | Fault::Oom | Fault::Sigbus)) => {
             FAULTS_REFUSED.fetch_add(1, Relaxed);
             false
         }
     }
+}
+
+/// Resolve a fault at `addr` in the address space loaded now (the fault
+/// hooks' common part): `None` if none is loaded.
+pub fn resolve_loaded(addr: u64, access: Access) -> Option<Result<(), Fault>> {
+    with_loaded(|mm| resolve_fault(mm, addr, access))
 }
 
 /// Read a u64 at user address `va` of the loaded address space (faulting

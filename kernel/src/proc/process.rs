@@ -526,6 +526,7 @@ fn bind_thread(p: &Process, tid: u32, tls: u64, sigmask: u64) {
     SLOTS[k].sigmask.store(sigmask, Ordering::Relaxed);
     SLOTS[k].killed.store(false, Ordering::Relaxed);
     p.thread.store(k as u32, Ordering::Relaxed);
+    uspace::bind_current(p.mm.read().as_ref());
     arch::set_user_tls(tls);
 }
 
@@ -757,6 +758,8 @@ fn end_thread(p: Arc<Process>, status: i32) -> ! {
     SLOTS[me].killed.store(false, Ordering::Relaxed);
     SLOTS[me].sigmask.store(0, Ordering::Relaxed);
     THREAD_PID[me].store(0, Ordering::Relaxed);
+    // Before the last thread releases the space: its reference goes too.
+    uspace::unbind_current();
     if p.live.fetch_sub(1, Ordering::Relaxed) != 1 {
         drop(p);
         sched::exit();
@@ -856,7 +859,7 @@ pub fn wait_child(me: &Process, pid: i64, nohang: bool) -> Result<Option<Reaped>
 }
 
 /// The MMU fault hook (replaces `uspace`'s, doing the same plus the
-/// per-process `ru_minflt` count): user faults, and kernel accesses to user
+/// flags that make a failed fault SIGKILL or SIGBUS): user faults, and kernel accesses to user
 /// memory in the copy routines, resolved by the address space loaded now
 /// (a process's, or a kernel thread's in the `uspace` self-tests).
 fn on_fault(info: &arch::FaultInfo) -> bool {
@@ -864,18 +867,12 @@ fn on_fault(info: &arch::FaultInfo) -> bool {
     if info.addr >= arch::USER_TOP || (!info.user && info.access == arch::Access::Exec) {
         return false;
     }
-    let Some(mm) = uspace::current() else {
-        return false;
-    };
-    let acc = info.access;
     // The process's `ru_minflt` is the space's own count (one space per
     // process), so no process lookup here.
-    match uspace::resolve_fault(&mm, info.addr, acc) {
-        Ok(()) => {
-            uspace::FAULTS_RESOLVED.fetch_add(1, Relaxed);
-            true
-        }
-        Err(e) => {
+    match uspace::resolve_loaded(info.addr, info.access) {
+        None => false,
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
             uspace::FAULTS_REFUSED.fetch_add(1, Relaxed);
             let flag = match e {
                 mm::aspace::Fault::Oom => OOM_FAULT.get(sched::current_id()),

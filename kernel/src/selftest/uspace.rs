@@ -5,7 +5,7 @@
 //! shapes are checked both with `mm`'s thpmaps walk and with the arch
 //! crate's walk of the live tables.
 use crate::arch;
-use crate::mem::uspace::{self, FAULTS_RESOLVED, UserMm, read_u64, write_u64};
+use crate::mem::uspace::{self, UserMm, read_u64, write_u64};
 use crate::selftest::testenv::*;
 use core::sync::atomic::Ordering::Relaxed;
 use ktest::{check, check_eq, ktest};
@@ -14,8 +14,8 @@ use mm::abi::uapi::*;
 use mm::aspace::ThpMaps;
 use mm::thp::{MthpStat, THP};
 
-fn faults() -> u64 {
-    FAULTS_RESOLVED.load(Relaxed)
+fn faults(m: &UserMm) -> u64 {
+    m.faults_resolved()
 }
 
 fn maps(m: &UserMm) -> ThpMaps {
@@ -34,9 +34,9 @@ ktest! {
         let m = uspace::new_mm().map_err(err)?;
         let va = mapping(&m, 4 * MB)?;
         uspace::activate(&m);
-        let (f0, a0) = (faults(), THP.stats.get(4, MthpStat::AnonFaultAlloc));
+        let (f0, a0) = (faults(&m), THP.stats.get(4, MthpStat::AnonFaultAlloc));
         fill(va, 4 * MB, 0x5a5a)?;
-        check_eq!(faults() - f0, 64, "faults");
+        check_eq!(faults(&m) - f0, 64, "faults");
         check_eq!(THP.stats.get(4, MthpStat::AnonFaultAlloc) - a0, 64, "anon_fault_alloc(64K)");
         let t = maps(&m).total();
         check_eq!(t.anon_by_order[4], 4 * MB, "bytes in order-4 folios");
@@ -61,15 +61,15 @@ ktest! {
         let va = mapping(&m, 4 * MB)?;
         check!(va % (2 * MB) == 0, "4 MiB mapping at {va:#x} is not 2 MiB aligned");
         uspace::activate(&m);
-        let f0 = faults();
+        let f0 = faults(&m);
         write_u64(va + 12345 * 8, 77).map_err(err)?;
-        check_eq!(faults() - f0, 1, "faults");
+        check_eq!(faults(&m) - f0, 1, "faults");
         let t = arch::kernel_translate(va + 4096).ok_or("not mapped")?;
         check_eq!(t.size, 2 * MB, "leaf size in the live page table");
         check!(t.user && t.writable);
         check_eq!(maps(&m).total().pmd_bytes, 2 * MB);
         fill(va, 2 * MB, 1)?;
-        check_eq!(faults() - f0, 1, "faults after touching the whole PMD");
+        check_eq!(faults(&m) - f0, 1, "faults after touching the whole PMD");
         verify(va, 2 * MB, 1)?;
         fx.finish([m])
     }

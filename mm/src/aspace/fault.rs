@@ -572,10 +572,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// Zero a new folio, the page holding `addr` last so it stays cache-hot
     /// for the access about to retry.
     pub(crate) fn zero_folio(&self, f: Folio<'a>, base: u64, addr: u64) {
-        let hot = (addr - base) / PAGE_SIZE;
         let mem = self.ctx.mem;
-        // At most three calls: the pages below and above the hot one, then it.
         let (pa, n) = (f.pa(), f.nr_pages());
+        if n == 1 {
+            mem.zero(pa, PAGE_SIZE);
+            return;
+        }
+        let hot = (addr - base) / PAGE_SIZE;
+        // At most three calls: the pages below and above the hot one, then it.
         if hot > 0 {
             mem.zero(pa, hot * PAGE_SIZE);
         }
@@ -595,9 +599,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         let allowed =
             self.ctx.thp.config.allowable_orders(self.thp_hints(vma)) & THP_ORDERS_ALL_ANON;
-        if allowed != 0 {
-            self.register_khugepaged();
+        if allowed == 0 {
+            // Base pages only (every fault of a space without mTHP).
+            return 0;
         }
+        self.register_khugepaged();
         suitable_orders(allowed, vma.start, vma.end, addr)
     }
 
@@ -692,6 +698,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// entirely empty (every lower order's block lies inside it, so is
     /// empty too).  `walk`, if any, reached `addr`'s PTE table under the
     /// caller's lock hold.
+    #[inline]
     fn empty_orders(
         &self,
         vma: &Vma,

@@ -486,7 +486,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// The lock of the PTE table at physical address `table`: a word in
     /// the table page's frame descriptor (see [`crate::sync::lock_word`]);
     /// a table outside the memmap (none in user space) falls back to one
-    /// per-space lock.
+    /// per-space lock.  Taken only with the page-table lock held (shared),
+    /// so preemption is off already.
     pub(crate) fn lock_pte_table(&self, table: u64) -> crate::sync::WordLockGuard<'_> {
         let word = match self
             .ctx
@@ -497,7 +498,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             Some(d) => &d.entire_mapcount,
             None => &self.ptl_fallback,
         };
-        crate::sync::lock_word(word, self.ctx.ops())
+        crate::sync::lock_word_nested(word, self.ctx.ops())
     }
 
     pub(crate) fn rss_add(&self, n: u64) {
@@ -973,35 +974,40 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// round that freed something, until `MAX_RECLAIM_RETRIES` rounds in
     /// a row free nothing.
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<(), Fault> {
-        let mut r = self.fault_once(addr, access);
         // Reclaim and retry until `MAX_RECLAIM_RETRIES` rounds in a row
         // free nothing (Linux's `should_reclaim_retry`): one round may
-        // only age the lists (young pages are kept once).
+        // only age the lists (young pages are kept once).  One call site
+        // of `fault_once`, so it is inlined here.
         let (mut rounds, mut no_progress) = (0, 0);
-        while r == Err(Fault::Oom)
-            && no_progress < MAX_RECLAIM_RETRIES
-            && rounds < 4 * MAX_RECLAIM_RETRIES
-        {
-            let freed = match self.ctx.reclaim_hook() {
-                Some(hook) => hook(),
-                None => {
-                    let c = self.ctx.deferred_split_scan(&[self], 64);
-                    c.split + c.underused
+        let r = 'fault: loop {
+            let r = self.fault_once(addr, access);
+            if r != Err(Fault::Oom) {
+                break r;
+            }
+            loop {
+                if no_progress >= MAX_RECLAIM_RETRIES || rounds >= 4 * MAX_RECLAIM_RETRIES {
+                    break 'fault r;
                 }
-            };
-            rounds += 1;
-            if freed == 0 {
+                let freed = match self.ctx.reclaim_hook() {
+                    Some(hook) => hook(),
+                    None => {
+                        let c = self.ctx.deferred_split_scan(&[self], 64);
+                        c.split + c.underused
+                    }
+                };
+                rounds += 1;
+                if freed != 0 {
+                    no_progress = 0;
+                    continue 'fault;
+                }
                 // A round may only age the lists; without a hook there is
                 // nothing more to try.
                 no_progress += 1;
                 if self.ctx.reclaim_hook().is_none() {
-                    break;
+                    break 'fault r;
                 }
-                continue;
             }
-            no_progress = 0;
-            r = self.fault_once(addr, access);
-        }
+        };
         if r.is_ok() {
             self.faults.fetch_add(1, Relaxed);
         }

@@ -353,6 +353,18 @@ pub trait PagingArch: 'static {
     fn leaf_allowed(level: u8) -> bool;
     /// Decode a raw entry read from a table at `level`.
     fn decode(raw: u64, level: u8) -> Entry;
+    /// The next table's address if `raw` (read at `level`) points to one:
+    /// what [`Self::decode`] says as `Entry::Table`, for the walks'
+    /// descent, which meets a table at every level above the one it ends
+    /// at (formats override it with their one-mask test, inlined where
+    /// `decode` is a call).
+    #[inline]
+    fn table_pa(raw: u64, level: u8) -> Option<u64> {
+        match Self::decode(raw, level) {
+            Entry::Table { pa } => Some(pa),
+            _ => None,
+        }
+    }
     /// Encode an entry for a table at `level`.  Callers (the generic code)
     /// only pass leaves at levels where [`Self::leaf_allowed`] holds and
     /// frames aligned to the leaf size; `cont` is ignored when

@@ -274,6 +274,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
     ) -> Result<(), PtError> {
         let cont_sets = self.store_in_table(t, idx0, va, first_pfn, n, attrs)?;
+        self.env.tlb.sync_tables();
         self.stats.cont_sets += cont_sets;
         Ok(())
     }
@@ -294,6 +295,11 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
     ) -> Result<(), PtError> {
         let (t, idx0) = walked_run(w, walked, va, n).ok_or(PtError::NotMapped)?;
+        // No `sync_tables`: these entries were empty, and the access that
+        // faulted retries after the exception return; should the walker
+        // not see the store yet, the access faults again and finds the
+        // entry there (as Linux on arm64, whose `update_mmu_cache` issues
+        // no barrier for a new user entry).
         let cont_sets = self.store_in_table(t, idx0, va, first_pfn, n, attrs)?;
         // Skipped when 0 (every 4K fault): the word is shared by every CPU
         // faulting the space.
@@ -304,8 +310,9 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         Ok(())
     }
 
-    /// The stores of [`Self::set_ptes_in_table`]; returns the contiguous
-    /// blocks written.
+    /// The stores of [`Self::set_ptes_in_table`] (the caller makes them
+    /// visible to the walker, or need not); returns the contiguous blocks
+    /// written.
     fn store_in_table(
         &self,
         t: u64,
@@ -316,6 +323,22 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         attrs: Attrs,
     ) -> Result<u64, PtError> {
         let mem = self.mem();
+        if n == 1 {
+            // Every 4K fault: one entry, never a whole contiguous block, so
+            // no segment to work out and no hint to decide.
+            let slot = t + 8 * idx0 as u64;
+            if mem.load(slot) != 0 {
+                return Err(PtError::Exists);
+            }
+            let leaf = Leaf {
+                pfn: first_pfn,
+                level: PTE_LEVEL,
+                attrs,
+                cont: false,
+            };
+            mem.store(slot, A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            return Ok(0);
+        }
         if (0..n).any(|i| mem.load(t + 8 * (idx0 + i) as u64) != 0) {
             return Err(PtError::Exists);
         }
@@ -335,7 +358,6 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             cont_sets += Self::store_seg(mem, t, &s, pfn0, attrs, cont_ok) as u64;
             done += s.count;
         }
-        self.env.tlb.sync_tables();
         Ok(cont_sets)
     }
 

@@ -131,6 +131,20 @@ fn descend<A: PagingArch>(
     loop {
         let slot = table + 8 * level_index(va, level) as u64;
         let raw = load(slot);
+        // The two common cases without a full decode: a table to descend
+        // into, and an empty entry (a first touch).
+        if raw == 0 {
+            let entry = Entry::Absent;
+            return (Probe { level, entry, raw }, slot);
+        }
+        if level > 0
+            && let Some(pa) = A::table_pa(raw, level)
+        {
+            on_table(level, raw);
+            table = pa;
+            level -= 1;
+            continue;
+        }
         let entry = A::decode(raw, level);
         match entry {
             Entry::Table { pa } if level > 0 => {

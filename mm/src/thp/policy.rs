@@ -8,8 +8,9 @@
 //!
 //! Every knob is an atomic, so readers (the fault path on every CPU) never
 //! take a lock.  The global `enabled` mode and all per-size settings are
-//! packed into **one** `AtomicU32` (the *policy word*) so that a fault reads
-//! a consistent snapshot with a single load: Linux keeps three separate
+//! packed into **one** `AtomicU64` (the *policy word*, with the orders they
+//! allow worked out beside them) so that a fault reads a consistent
+//! snapshot with a single load: Linux keeps three separate
 //! bitmaps and can observe a half-applied update; one word cannot.  Writers
 //! update the word with a compare-and-swap loop, so concurrent writers of
 //! different sizes never lose each other's change and no writer lock is
@@ -270,7 +271,7 @@ impl PolicySnapshot {
     }
 
     /// Orders whose per-size setting is `mode`.
-    pub fn orders_with(self, mode: OrderMode) -> u32 {
+    pub const fn orders_with(self, mode: OrderMode) -> u32 {
         // Branch-free (this runs on every fault): XOR with the mode's code
         // copied into every 2-bit field leaves 0 exactly in the fields equal
         // to it; keep one bit per such field (bit 2o), then gather bit 2o
@@ -308,7 +309,7 @@ impl PolicySnapshot {
     /// `always` ∪ (`madvise` if `VM_HUGEPAGE`) ∪ (`inherit` if the global
     /// mode is `always`, or `madvise` and `VM_HUGEPAGE`), and nothing at all
     /// under `VM_NOHUGEPAGE`.
-    pub fn allowable_orders(self, hints: VmaThpHints) -> u32 {
+    pub const fn allowable_orders(self, hints: VmaThpHints) -> u32 {
         if hints.nohugepage {
             return 0;
         }
@@ -325,6 +326,25 @@ impl PolicySnapshot {
             mask |= self.orders_with(OrderMode::Inherit);
         }
         mask
+    }
+
+    /// The word [`ThpConfig`] stores: the snapshot in the low 32 bits and
+    /// [`Self::allowable_orders`] worked out for the two hint sets that
+    /// allow anything (without and with `VM_HUGEPAGE`) in bits 32..48 and
+    /// 48..64, so a fault reads its orders with one load and no
+    /// arithmetic; one word keeps them consistent with the snapshot.
+    const fn packed(self) -> u64 {
+        const PLAIN: VmaThpHints = VmaThpHints {
+            hugepage: false,
+            nohugepage: false,
+        };
+        const MADVISED: VmaThpHints = VmaThpHints {
+            hugepage: true,
+            nohugepage: false,
+        };
+        self.0 as u64
+            | (self.allowable_orders(PLAIN) as u64) << 32
+            | (self.allowable_orders(MADVISED) as u64) << 48
     }
 
     /// Whether khugepaged has work to do under this policy: some size is
@@ -378,8 +398,9 @@ pub fn orders_fitting(mask: u32, vma_start: u64, vma_end: u64) -> u32 {
 /// [`super::THP`]; host tests build their own so they can run in parallel.
 #[derive(Debug)]
 pub struct ThpConfig {
-    /// Global mode + per-size settings; see [`PolicySnapshot`].
-    policy: AtomicU32,
+    /// Global mode + per-size settings and the orders they allow; see
+    /// [`PolicySnapshot::packed`].
+    policy: AtomicU64,
     defrag: AtomicU8,
     use_zero_page: AtomicBool,
     shrink_underused: AtomicBool,
@@ -415,7 +436,7 @@ impl ThpConfig {
     /// A configuration holding Linux's defaults.
     pub const fn new() -> Self {
         ThpConfig {
-            policy: AtomicU32::new(PolicySnapshot::linux_default().0),
+            policy: AtomicU64::new(PolicySnapshot::linux_default().packed()),
             defrag: AtomicU8::new(DefragMode::Madvise as u8),
             use_zero_page: AtomicBool::new(true),
             shrink_underused: AtomicBool::new(true),
@@ -432,14 +453,19 @@ impl ThpConfig {
     /// One consistent view of `enabled` and every per-size setting.
     #[inline]
     pub fn snapshot(&self) -> PolicySnapshot {
-        PolicySnapshot(self.policy.load(Ordering::Acquire))
+        PolicySnapshot(self.policy.load(Ordering::Acquire) as u32)
     }
 
     /// Orders allowed for a VMA with `hints` (see
-    /// [`PolicySnapshot::allowable_orders`]).
+    /// [`PolicySnapshot::allowable_orders`]; read ready-made, every fault
+    /// asks).
     #[inline]
     pub fn allowable_orders(&self, hints: VmaThpHints) -> u32 {
-        self.snapshot().allowable_orders(hints)
+        if hints.nohugepage {
+            return 0;
+        }
+        let shift = if hints.hugepage { 48 } else { 32 };
+        (self.policy.load(Ordering::Acquire) >> shift) as u32 & 0xffff
     }
 
     /// The global `enabled` mode.
@@ -457,7 +483,7 @@ impl ThpConfig {
         let _ = self
             .policy
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                Some(f(PolicySnapshot(w)).0)
+                Some(f(PolicySnapshot(w as u32)).packed())
             });
         self.bump();
     }
@@ -594,7 +620,7 @@ impl ThpConfig {
     /// Restore every knob to Linux's defaults (for tests and `reset`).
     pub fn reset(&self) {
         self.policy
-            .store(PolicySnapshot::linux_default().0, Ordering::Release);
+            .store(PolicySnapshot::linux_default().packed(), Ordering::Release);
         self.defrag
             .store(DefragMode::Madvise as u8, Ordering::Relaxed);
         self.use_zero_page.store(true, Ordering::Relaxed);

@@ -242,3 +242,49 @@ fn reset_restores_defaults() {
     assert!(c.use_zero_page());
     assert_eq!(c.khugepaged.max_ptes_none.load(Ordering::Relaxed), 511);
 }
+
+/// The orders the configuration keeps ready beside its policy word are
+/// those the snapshot works out, for every hint set, after each kind of
+/// change (one knob, all sizes at once, the global mode, reset).
+#[test]
+fn ready_orders_follow_every_change() {
+    let c = ThpConfig::new();
+    let modes = [
+        OrderMode::Never,
+        OrderMode::Always,
+        OrderMode::Inherit,
+        OrderMode::Madvise,
+    ];
+    let globals = [GlobalMode::Always, GlobalMode::Madvise, GlobalMode::Never];
+    let check = |c: &ThpConfig| {
+        for h in [NONE, HUGE, NOHUGE] {
+            assert_eq!(
+                c.allowable_orders(h),
+                c.snapshot().allowable_orders(h),
+                "{h:?}"
+            );
+        }
+    };
+    check(&c);
+    // A simple generator: every size walks through the modes at its own pace.
+    let mut x: u32 = 0x9e37_79b9;
+    for round in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let order = THP_MIN_ORDER + x % (THP_MAX_ORDER - THP_MIN_ORDER + 1);
+        c.set_order_mode(order, modes[(x >> 8) as usize % 4]);
+        check(&c);
+        c.set_global_mode(globals[(x >> 12) as usize % 3]);
+        check(&c);
+        if round % 17 == 0 {
+            let all: [OrderMode; 10] = core::array::from_fn(|o| modes[(x as usize >> o) % 4]);
+            c.set_all_order_modes(&all);
+            check(&c);
+        }
+    }
+    assert_ne!(c.snapshot(), PolicySnapshot::linux_default());
+    c.reset();
+    check(&c);
+    assert_eq!(c.allowable_orders(NONE), bit(9));
+}
