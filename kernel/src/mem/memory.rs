@@ -318,6 +318,8 @@ pub fn init(info: &BootInfo) {
     } else {
         info.numa
     };
+    // The swap map's and swap cache's locks turn preemption off through it.
+    mm::sync::set_cpu_ops(&KERNEL_CPU);
     let buddy = BUDDY.call_once(|| {
         BuddyAllocator::with_nodes(
             Memmap::new(descs, base_pfn),

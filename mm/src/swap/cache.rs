@@ -17,7 +17,7 @@
 
 use alloc::collections::BTreeMap;
 
-use spin::Mutex;
+use crate::sync::SpinLock as Mutex;
 
 use crate::paging::SwapEntry;
 

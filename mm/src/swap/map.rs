@@ -31,7 +31,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use spin::Mutex;
+use crate::sync::SpinLock as Mutex;
 
 /// Slots per cluster (a PMD's worth of 4 KiB pages).
 pub const CLUSTER_SLOTS: u64 = 512;
