@@ -291,75 +291,34 @@ pub fn set_cpu_ops(ops: &'static dyn CpuOps) {
     CPU_OPS.call_once(|| ops);
 }
 
-/// A spin lock held with preemption disabled, for data reached without
-/// an `MmCtx`: the swap map and the swap cache.  Their locks are taken
-/// both from preemptible code and under the page-table lock; a holder
-/// preempted while another CPU spun on its lock under a page-table lock
-/// that a third spinner wanted deadlocked both CPUs (seen in the
-/// `exhaust-swap` suite: khugepaged's swap-in waiting for the swap map
-/// under the page-table lock, a direct reclaimer waiting for that lock).
-/// Never held across a sleep; spinners answer other CPUs.
-pub struct SpinLock<T> {
-    lock: Mutex<T>,
-}
+/// A [`PtLock`] for data reached without an `MmCtx`, taken with the CPU
+/// hooks [`set_cpu_ops`] registered: the swap map and the swap cache.
+/// Their locks are taken both from preemptible code and under the
+/// page-table lock; a holder preempted while another CPU spun on its lock
+/// under a page-table lock that a third spinner wanted deadlocked both
+/// CPUs (seen in the `exhaust-swap` suite: khugepaged's swap-in waiting
+/// for the swap map under the page-table lock, a direct reclaimer waiting
+/// for that lock).
+pub struct SpinLock<T>(PtLock<T>);
 
 impl<T> SpinLock<T> {
     pub const fn new(value: T) -> Self {
-        Self {
-            lock: Mutex::new(value),
-        }
+        Self(PtLock::new(value))
     }
 
     /// Takes the lock, preemption off until the guard is dropped.
-    pub fn lock(&self) -> SpinLockGuard<'_, T> {
-        let ops = CPU_OPS.get().copied();
-        if let Some(o) = ops {
-            o.preempt_disable();
-        }
-        let g = loop {
-            if let Some(g) = self.lock.try_lock() {
-                break g;
-            }
-            match ops {
-                Some(o) => o.relax(),
-                None => core::hint::spin_loop(),
-            }
+    pub fn lock(&self) -> PtLockGuard<'_, T> {
+        let ops: &'static dyn CpuOps = match CPU_OPS.get() {
+            Some(o) => *o,
+            None => &crate::cpu::SingleCpu,
         };
-        SpinLockGuard { g: Some(g), ops }
+        self.0.lock(ops)
     }
 }
 
 impl<T: Default> Default for SpinLock<T> {
     fn default() -> Self {
         Self::new(T::default())
-    }
-}
-
-/// A held [`SpinLock`]; preemption comes back on when it is dropped.
-pub struct SpinLockGuard<'l, T> {
-    g: Option<spin::MutexGuard<'l, T>>,
-    ops: Option<&'static dyn CpuOps>,
-}
-
-impl<T> Deref for SpinLockGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.g.as_deref().expect("held until drop")
-    }
-}
-
-impl<T> DerefMut for SpinLockGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.g.as_deref_mut().expect("held until drop")
-    }
-}
-
-impl<T> Drop for SpinLockGuard<'_, T> {
-    fn drop(&mut self) {
-        self.g = None;
-        if let Some(o) = self.ops {
-            o.preempt_enable();
-        }
     }
 }
 

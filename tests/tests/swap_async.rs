@@ -28,6 +28,17 @@ fn is_swap_entry<A: PagingArch>(mm: &mm::aspace::Mm<'_, A>, va: u64) -> bool {
     mm.with_page_table(|pt| matches!(pt.lookup(va).entry, Entry::Swap(_)))
 }
 
+/// A space with `len` bytes of anonymous memory at a fixed address,
+/// every page written with `tag`.
+fn filled<'a, A: PagingArch>(env: &Env<'a, A>, len: u64, tag: u64) -> (mm::aspace::Mm<'a, A>, u64) {
+    let mm = env.mm();
+    let va = mm
+        .mmap(0x7000_0000_0000, len, RW, ANON | MAP_FIXED)
+        .unwrap();
+    env.fill_pages(&mm, va, len, tag);
+    (mm, va)
+}
+
 /// MADV_PAGEOUT returns with the writes in flight: the folios are
 /// unmapped, locked in the swap cache, counted at submission.  The
 /// completion leaves them clean in the swap cache (as Linux); the next
@@ -82,11 +93,7 @@ fn fault_during_writeback<A: PagingArch + Sync>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
         let disk = swapon(env, 4096);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, K64, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, K64, 0x52);
+        let (mm, va) = filled(env, K64, 0x52);
         mm.madvise(va, K64, MADV_PAGEOUT).unwrap();
         assert!(is_swap_entry(&mm, va));
         std::thread::scope(|s| {
@@ -116,11 +123,7 @@ fn fault_after_writeback_hits_cache<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
         let disk = swapon(env, 4096);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, K64, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, K64, 0x74);
+        let (mm, va) = filled(env, K64, 0x74);
         let f = env.folio_at(&mm, va).unwrap();
         mm.madvise(va, K64, MADV_PAGEOUT).unwrap();
         assert_eq!(complete(env, disk), 1);
@@ -143,11 +146,7 @@ fn munmap_during_writeback<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
         let disk = swapon(env, 4096);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, K64, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, K64, 0x63);
+        let (mm, va) = filled(env, K64, 0x63);
         let f = env.folio_at(&mm, va).unwrap();
         mm.madvise(va, K64, MADV_PAGEOUT).unwrap();
         mm.munmap(va, K64).unwrap();
@@ -170,11 +169,7 @@ fn swapoff_during_writeback<A: PagingArch + Sync>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
         let disk = swapon(env, 4096);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, 2 * K64, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, 2 * K64, 0x74);
+        let (mm, va) = filled(env, 2 * K64, 0x74);
         mm.madvise(va, 2 * K64, MADV_PAGEOUT).unwrap();
         let area = env.ctx.swap.area(0).unwrap();
         area.closing.store(true, Ordering::Release);
@@ -200,11 +195,7 @@ fn write_error_at_completion<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
         env.only_order(4);
         let disk = swapon(env, 4096);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, K64, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, K64, 0x85);
+        let (mm, va) = filled(env, K64, 0x85);
         let f = env.folio_at(&mm, va).unwrap();
         mm.madvise(va, K64, MADV_PAGEOUT).unwrap();
         disk.fail.store(true, Ordering::Relaxed);

@@ -64,63 +64,53 @@ pub unsafe fn zero_blocks(dst: *mut u8, len: usize) {
     if len == 0 {
         return;
     }
-    let end = dst as usize + len;
     if len & 1023 == 0 {
-        // SAFETY: as below, sixteen `st1` (1 KiB) per iteration (len is a
-        // multiple of 1024): a 4 KiB page in four turns of the loop, so
-        // the loop's compare and branch cost 8 instructions, not 32.
-        unsafe {
-            asm!(
-                "movi v0.2d, #0",
-                "movi v1.2d, #0",
-                "movi v2.2d, #0",
-                "movi v3.2d, #0",
-                "2:",
-                ".rept 16",
-                "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
-                ".endr",
-                "cmp {p}, {end}",
-                "b.ne 2b",
-                p = inout(reg) dst => _,
-                end = in(reg) end,
-                out("v0") _,
-                out("v1") _,
-                out("v2") _,
-                out("v3") _,
-                options(nostack),
-            );
-        }
+        // SAFETY: len is a multiple of 16 × 64 bytes.  Sixteen stores per
+        // turn: a 4 KiB page in four turns, so the loop's compare and
+        // branch cost 8 instructions, not 32.
+        unsafe { zero_st1::<16>(dst, len) }
     } else if len & 255 == 0 {
-        // SAFETY: each `st1` stores the 64 bytes at `p` and advances it by
-        // 64, four per iteration (len is a multiple of 256): exactly the
-        // caller's range.  v0-v3 are declared clobbered (the kernel saves
-        // every vector register on exception entry, so using them here
-        // touches no one else's state).
-        unsafe {
-            asm!(
-                "movi v0.2d, #0",
-                "movi v1.2d, #0",
-                "movi v2.2d, #0",
-                "movi v3.2d, #0",
-                "2:",
-                "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
-                "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
-                "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
-                "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
-                "cmp {p}, {end}",
-                "b.ne 2b",
-                p = inout(reg) dst => _,
-                end = in(reg) end,
-                out("v0") _,
-                out("v1") _,
-                out("v2") _,
-                out("v3") _,
-                options(nostack),
-            );
-        }
+        // SAFETY: len is a multiple of 4 × 64 bytes.
+        unsafe { zero_st1::<4>(dst, len) }
     } else {
-        // SAFETY: stores exactly `[dst, end)` in 64-byte steps.
+        // SAFETY: stores exactly `[dst, dst + len)` in 64-byte steps.
         unsafe { zero_stp(dst, len) }
+    }
+}
+
+/// Zeroes `[dst, dst + len)` with `N` 64-byte `st1` stores per loop turn.
+///
+/// # Safety
+/// As for [`zero_bytes`], with `len` a non-zero multiple of `N * 64`.
+#[inline(always)]
+unsafe fn zero_st1<const N: usize>(dst: *mut u8, len: usize) {
+    let end = dst as usize + len;
+    // SAFETY: each `st1` stores the 64 bytes at `p` and advances it by 64,
+    // `N` per iteration, until `p` reaches `end`: exactly the caller's
+    // range.  v0-v3 are declared clobbered (the kernel saves every vector
+    // register on exception entry, so using them here touches no one
+    // else's state).
+    unsafe {
+        asm!(
+            "movi v0.2d, #0",
+            "movi v1.2d, #0",
+            "movi v2.2d, #0",
+            "movi v3.2d, #0",
+            "2:",
+            ".rept {n}",
+            "st1 {{v0.2d, v1.2d, v2.2d, v3.2d}}, [{p}], #64",
+            ".endr",
+            "cmp {p}, {end}",
+            "b.ne 2b",
+            n = const N,
+            p = inout(reg) dst => _,
+            end = in(reg) end,
+            out("v0") _,
+            out("v1") _,
+            out("v2") _,
+            out("v3") _,
+            options(nostack),
+        );
     }
 }
 
@@ -161,7 +151,7 @@ pub unsafe fn zero_dc_zva(dst: *mut u8, len: usize) {
             );
         }
     } else {
-        // SAFETY: stores exactly `[dst, end)` in 64-byte steps.
+        // SAFETY: stores exactly `[dst, dst + len)` in 64-byte steps.
         unsafe { zero_stp(dst, len) }
     }
 }

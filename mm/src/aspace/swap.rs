@@ -422,8 +422,7 @@ impl<'a> super::ctx::MmCtx<'a> {
                 .slot_of(f.pfn())
                 .and_then(|k| Some((self.swap.area(unkey(k).0)?, unkey(k).1)));
             if let Some((area, slot)) = area {
-                let named = (slot..slot + f.nr_pages()).any(|s| area.map.count(s) > 0);
-                if !named {
+                if !area.map.any_count(slot, f.nr_pages()) {
                     release_after_writeback(self, &area, f, slot, true);
                 } else if !f.is_mapped() {
                     let _ = self.lru().move_to(f, false);
@@ -799,7 +798,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         area.map.put(first_slot + page0, n);
         drop(pt);
         // No entry names the slots any more: free them (module docs).
-        if (first_slot..first_slot + nr).all(|s| area.map.count(s) == 0)
+        if !area.map.any_count(first_slot, nr)
             && ctx.swap.cache.remove_if(f.pfn(), || true).is_some()
         {
             f.clear_flags(PageFlags::SWAPCACHE);

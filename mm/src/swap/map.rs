@@ -314,6 +314,17 @@ impl SwapMap {
         }
     }
 
+    /// Whether any swap entry names one of the `nr` slots from `slot` (one
+    /// lock round for a folio's run, where [`Self::count`] per slot took
+    /// it once per page).
+    pub fn any_count(&self, slot: u64, nr: u64) -> bool {
+        let g = self.inner.lock();
+        (slot..slot + nr).any(|s| match g.count.get(s as usize) {
+            Some(&BAD) | None => false,
+            Some(&c) => c & COUNT_MASK != 0,
+        })
+    }
+
     /// The swap cache holds `slot`.
     pub fn has_cache(&self, slot: u64) -> bool {
         let g = self.inner.lock();

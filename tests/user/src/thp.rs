@@ -189,6 +189,32 @@ pub fn in_child(f: impl FnOnce() -> i32) -> Result<i32, crate::Msg> {
     Ok(status)
 }
 
+/// Maps `len` bytes of private anonymous memory (`MADV_NOHUGEPAGE` with
+/// `nohugepage`), writes a word in every page, and unmaps it: how a test
+/// makes memory pressure.  False when the mmap failed.
+pub fn write_anon(len: usize, nohugepage: bool) -> bool {
+    let p = sys::mmap(
+        0,
+        len,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+        -1,
+        0,
+    );
+    if p <= 0 {
+        return false;
+    }
+    if nohugepage {
+        sys::madvise(p as usize, len, sys::MADV_NOHUGEPAGE);
+    }
+    for off in (0..len).step_by(PAGE) {
+        // SAFETY: our mapping, `len` bytes long.
+        unsafe { core::ptr::write_volatile((p as usize + off) as *mut u64, off as u64) };
+    }
+    sys::munmap(p as usize, len);
+    true
+}
+
 pub fn pattern(off: usize, salt: u64) -> u64 {
     (off as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt
 }

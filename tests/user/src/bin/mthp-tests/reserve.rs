@@ -226,23 +226,9 @@ fn reserve_pressure_on(kb: usize) -> TestResult {
         }
         // More than is free now, less than is free without reservations.
         let want = (free_kb() + (64 << 10)) * 1024;
-        let p = sys::mmap(
-            0,
-            want,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p <= 0 {
+        if !write_anon(want, true) {
             return 4;
         }
-        sys::madvise(p as usize, want, sys::MADV_NOHUGEPAGE);
-        for off in (0..want).step_by(PAGE) {
-            // SAFETY: our mapping, `want` bytes long.
-            unsafe { core::ptr::write_volatile((p as usize + off) as *mut u64, off as u64) };
-        }
-        sys::munmap(p as usize, want);
         if (0..r.len)
             .step_by(SZ_2M)
             .any(|off| r.peek64(off + 64) != pattern(off, 0x77))

@@ -354,23 +354,7 @@ pub(crate) fn swap_pageout_4k_64k_2m() -> TestResult {
 pub(crate) fn reclaim_pressure() -> Result<i32, mthp_user::Msg> {
     in_child(|| {
         let want = ((meminfo(b"\nMemFree:") as usize) << 10) + (16 << 20);
-        let p = sys::mmap(
-            0,
-            want,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p <= 0 {
-            return 2;
-        }
-        for off in (0..want).step_by(PAGE) {
-            // SAFETY: our mapping, `want` bytes long.
-            unsafe { core::ptr::write_volatile((p as usize + off) as *mut u64, off as u64) };
-        }
-        sys::munmap(p as usize, want);
-        0
+        if write_anon(want, false) { 0 } else { 2 }
     })
 }
 
