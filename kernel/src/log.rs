@@ -17,7 +17,7 @@ pub enum Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-static CONSOLE: spin::Mutex<()> = spin::Mutex::new(());
+static CONSOLE: mm::sync::Mutex<()> = mm::sync::Mutex::new(());
 
 pub fn set_level(l: Level) {
     LEVEL.store(l as u8, Ordering::Relaxed);

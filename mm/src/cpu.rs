@@ -224,6 +224,15 @@ pub trait CpuOps: Sync {
     /// the lock may be waiting for this one, whose interrupts may be
     /// masked.
     fn relax(&self) {
+        self.pause();
+    }
+    /// The CPU's spin-wait hint alone, with nothing answered: every turn
+    /// of a plain spin lock's wait ([`crate::sync::Relax`]).  The kernel's
+    /// is arm64 `yield`, which QEMU's single-threaded TCG (`-icount` with
+    /// several CPUs) takes as "run another vCPU now": with `isb`, the
+    /// default, a vCPU spinning on a lock another vCPU holds burned its whole
+    /// round-robin slice (up to 0.1 s of guest time) per contention.
+    fn pause(&self) {
         core::hint::spin_loop();
     }
     /// Blocks the running thread until `cond()` holds; whoever may make it

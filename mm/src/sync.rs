@@ -27,8 +27,6 @@
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering, Ordering::SeqCst, fence};
 
-use spin::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-
 use crate::cpu::CpuOps;
 
 /// Spin-loop turns a contended [`SleepRwLock`] taker spends before it
@@ -286,6 +284,36 @@ impl Drop for WordLockGuard<'_> {
 /// tests, where preemption does not exist.
 static CPU_OPS: spin::Once<&'static dyn CpuOps> = spin::Once::new();
 
+/// The spin-wait turn of the plain spin locks below: the registered
+/// CPU hooks' [`CpuOps::pause`] (arm64 `yield`), `spin_loop` before they
+/// are registered and in host tests.
+pub struct Relax;
+
+impl spin::RelaxStrategy for Relax {
+    #[inline]
+    fn relax() {
+        pause();
+    }
+}
+
+/// One turn of a spin-wait loop on a flag or bit lock (see [`Relax`]).
+#[inline]
+pub fn pause() {
+    match CPU_OPS.get() {
+        Some(o) => o.pause(),
+        None => core::hint::spin_loop(),
+    }
+}
+
+/// `spin`'s lock types with [`Relax`]: the one way to spin in `mm` and the
+/// kernel, so every contended wait yields to the holder where the CPU (or
+/// QEMU) can act on that.
+pub type Mutex<T> = spin::mutex::Mutex<T, Relax>;
+pub type MutexGuard<'a, T> = spin::mutex::MutexGuard<'a, T, Relax>;
+pub type RwLock<T> = spin::rwlock::RwLock<T, Relax>;
+pub type RwLockReadGuard<'a, T> = spin::rwlock::RwLockReadGuard<'a, T, Relax>;
+pub type RwLockWriteGuard<'a, T> = spin::rwlock::RwLockWriteGuard<'a, T, Relax>;
+
 /// Registers the kernel's CPU hooks for [`SpinLock`] (once, at boot).
 pub fn set_cpu_ops(ops: &'static dyn CpuOps) {
     CPU_OPS.call_once(|| ops);
@@ -313,6 +341,11 @@ impl<T> SpinLock<T> {
             None => &crate::cpu::SingleCpu,
         };
         self.0.lock(ops)
+    }
+
+    /// The value, through exclusive access to the lock (teardown).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut()
     }
 }
 

@@ -119,6 +119,8 @@ struct Boot {
     mem: Option<&'static str>,
     /// NUMA nodes (`qemu::numa_args`; 0: none): the migration boot's two.
     numa: u32,
+    /// `-smp` of the boot on both kernels (1: one CPU).
+    smp: u32,
     /// Under the TLB model with this configuration (tlbmodel.rs): only its
     /// `model:` figures are kept, the boot's timings are not.
     model: Option<&'static str>,
@@ -139,6 +141,7 @@ impl Boot {
             disk: None,
             mem: None,
             numa: 0,
+            smp: 1,
             model: None,
         }
     }
@@ -360,6 +363,7 @@ pub fn run(
                 disk: None,
                 mem: None,
                 numa: 0,
+                smp: 1,
                 model: None,
             });
         } else {
@@ -372,6 +376,7 @@ pub fn run(
                 disk: None,
                 mem: None,
                 numa: 0,
+                smp: 1,
                 model: None,
             });
             if arch == Arch::Aarch64 && !linux {
@@ -384,6 +389,7 @@ pub fn run(
                     disk: None,
                     mem: None,
                     numa: 0,
+                    smp: 1,
                     model: None,
                 });
             }
@@ -563,6 +569,13 @@ pub fn run(
     }
 }
 
+/// CPUs of the swap boots, on both kernels: the figures are taken with
+/// SMP on, and `kblockd` (Linux: its block softirq and kworkers) may end
+/// writes on the CPU the benchmark does not use.  Under `-icount` QEMU runs
+/// both vCPUs in turn on one host thread, so icount time is the
+/// instructions of both CPUs (an idle one waits in `wfi` and adds none).
+const SWAP_SMP: u32 = 2;
+
 /// The swap boots (issue 15): out and in per folio size, on its own boot
 /// with a swap disk (under -icount too: instructions per MiB), and the
 /// memory-pressure run with little RAM (not under -icount: it measures
@@ -581,6 +594,7 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
         disk: Some(SWAP_BOOT_DISK),
         mem: None,
         numa: 0,
+        smp: SWAP_SMP,
         model: None,
     });
     if !icount {
@@ -595,6 +609,7 @@ fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
             disk: Some(PRESSURE_DISK),
             mem: Some(PRESSURE_MEM),
             numa: 0,
+            smp: SWAP_SMP,
             model: None,
         });
     }
@@ -633,6 +648,7 @@ fn frag_boot(quick: bool) -> Boot {
         disk: None,
         mem: Some(FRAG_MEM),
         numa: 0,
+        smp: 1,
         model: None,
     }
 }
@@ -642,6 +658,7 @@ fn frag_boot(quick: bool) -> Boot {
 fn migrate_boot(quick: bool, icount: bool) -> Boot {
     Boot {
         numa: 2,
+        smp: 2,
         model: None,
         ..Boot::plain(
             "migrate",
@@ -1187,13 +1204,14 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     for &mib in &mibs {
         let _ = writeln!(
             s,
-            "## {} swap, {} MiB region — ours ({}) vs {}; {} ({})\n",
+            "## {} swap, {} MiB region — ours ({}) vs {}; {} ({}), -smp {}\n",
             r.arch.name(),
             mib,
             r.kernel,
             linux_name,
             accel_desc(r),
-            r.qemu
+            r.qemu,
+            SWAP_SMP
         );
         let _ = writeln!(
             s,
@@ -1237,7 +1255,7 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         {
             let _ = writeln!(
                 s,
-                "Instructions per MiB, arm64 TCG -icount shift=0: ours INST_RETIRED via /sys/kernel/debug/mthp/perf (user+kernel, idle excluded); both kernels also as guest ns per MiB (= instructions + idle waiting for the disk under shift=0).\n"
+                "Instructions per MiB, arm64 TCG -icount shift=0, -smp {SWAP_SMP}: ours INST_RETIRED via /sys/kernel/debug/mthp/perf (user+kernel, idle excluded; the CPU the benchmark started on, and only runs that also ended there); both kernels also as guest ns per MiB (= instructions of all CPUs, run in turn by QEMU, + idle waiting for the disk under shift=0).\n"
             );
             let _ = writeln!(
                 s,
@@ -1376,6 +1394,7 @@ fn run_arch(
         spec.mem = b.mem.unwrap_or("2G").into();
         spec.extra_args = b.extra.clone();
         spec.numa = b.numa;
+        spec.smp = b.smp;
         // Kept until QEMU exits (the image is removed on drop).
         let _disk = match b.disk {
             Some(bytes) => {

@@ -49,8 +49,16 @@ pub fn halt() {
     unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// One turn of a spin-wait loop: `yield`, not `core::hint::spin_loop`'s
+/// `isb`.  Hardware treats both as a hint; QEMU's round-robin TCG (one
+/// host thread for all vCPUs, as `-icount` requires) switches to the next
+/// vCPU on `yield`, so a spinner lets the lock's holder run instead of
+/// burning its slice (up to 0.1 s of guest time) on each contention.
+/// Multi-threaded TCG and KVM treat it as a no-op.
+#[inline]
 pub fn cpu_relax() {
-    core::hint::spin_loop();
+    // SAFETY: `yield` is a hint with no architectural effect.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
 unsafe extern "C" {

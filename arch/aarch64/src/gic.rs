@@ -91,7 +91,7 @@ fn v3_cpu_init(rd: u64) {
     let waker = rd32(rd + GICR_WAKER);
     wr32(rd + GICR_WAKER, waker & !WAKER_PROCESSOR_SLEEP);
     while rd32(rd + GICR_WAKER) & WAKER_CHILDREN_ASLEEP != 0 {
-        core::hint::spin_loop();
+        crate::cpu::cpu_relax();
     }
     let sre = read_sysreg!("s3_0_c12_c12_5"); // ICC_SRE_EL1
     // SAFETY: enabling the system-register interface (ICC_SRE_EL1.SRE),

@@ -306,7 +306,7 @@ pub fn start_secondaries(entry: fn(usize) -> !) -> usize {
         }
         let t0 = timer::now_ns();
         while !cpu_online(c) && timer::now_ns() - t0 < START_TIMEOUT_NS {
-            core::hint::spin_loop();
+            crate::cpu::cpu_relax();
         }
         if !cpu_online(c) {
             kprintln!(

@@ -52,7 +52,8 @@ mod tests;
 use crate::arch;
 use crate::task::sched::{self, WaitQueue};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use spin::{Mutex, Once};
+use mm::sync::Mutex;
+use spin::Once;
 use virtio::VirtioBlk;
 pub use virtio::{Dir, MAX_INFLIGHT};
 

@@ -24,7 +24,7 @@ pub const CAPACITY: usize = 65536;
 pub const PIPE_BUF: usize = 4096;
 
 pub struct Pipe {
-    buf: spin::Mutex<VecDeque<u8>>,
+    buf: mm::sync::Mutex<VecDeque<u8>>,
     len: AtomicUsize,
     readers: AtomicUsize,
     writers: AtomicUsize,
@@ -47,7 +47,7 @@ impl core::fmt::Debug for PipeEnd {
 /// A new pipe: (read end, write end).
 pub fn new() -> (PipeEnd, PipeEnd) {
     let p = Arc::new(Pipe {
-        buf: spin::Mutex::new(VecDeque::new()),
+        buf: mm::sync::Mutex::new(VecDeque::new()),
         len: AtomicUsize::new(0),
         readers: AtomicUsize::new(1),
         writers: AtomicUsize::new(1),

@@ -47,7 +47,7 @@ use mm::abi::errno::Errno;
 use mm::shmem::Shmem;
 use mm::shmem::policy::ShmemHuge;
 use mm::shmem::quota::ShmemQuota;
-use spin::Mutex;
+use mm::sync::Mutex;
 
 const O_CREAT: u64 = 0o100;
 const O_EXCL: u64 = 0o200;
@@ -91,7 +91,7 @@ static FS: Mutex<Tmpfs> = Mutex::new(Tmpfs {
 });
 
 /// The boot mounts, made on first use.
-fn fs() -> spin::MutexGuard<'static, Tmpfs> {
+fn fs() -> mm::sync::MutexGuard<'static, Tmpfs> {
     let mut g = FS.lock();
     if !g.booted {
         g.booted = true;

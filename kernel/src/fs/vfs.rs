@@ -17,8 +17,8 @@ use alloc::vec::Vec;
 use mm::abi::errno::Errno;
 use mm::abi::thp_sysfs::SYSFS_ROOT;
 use mm::physmem::watermark::{VM_SYSCTL, VmKnob};
+use mm::sync::Mutex;
 use mm::thp::THP;
-use spin::Mutex;
 
 pub const O_ACCMODE: u64 = 3;
 pub const O_WRONLY: u64 = 1;

@@ -33,7 +33,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use mm::abi::errno::Errno;
 use mm::abi::uapi::{MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_SHARED, Prot};
 use mm::shmem::Shmem;
-use spin::Mutex;
+use mm::sync::Mutex;
 
 pub const IPC_PRIVATE: i32 = 0;
 const IPC_CREAT: u64 = 0o1000;

@@ -22,7 +22,8 @@ use crate::mem::mmglue::KERNEL_TLB;
 use crate::mem::physmem::DIRECT_MAP;
 use mm::aspace::BuddyPtAlloc;
 use mm::paging::{Attrs, Entry, PUD_LEVEL, PageTable, Perms, PtEnv, Space};
-use spin::{Mutex, Once};
+use mm::sync::Mutex;
+use spin::Once;
 
 const PAGE: u64 = 4096;
 

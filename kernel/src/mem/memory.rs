@@ -64,11 +64,13 @@ struct ObjList {
 /// costs speed, never correctness.  Objects are fungible within a size:
 /// one freed on another CPU than it was allocated on simply joins that
 /// CPU's list.
-struct ObjCache(spin::Mutex<[ObjList; OBJ_CLASSES]>);
+struct ObjCache(mm::sync::Mutex<[ObjList; OBJ_CLASSES]>);
 
-static OBJ_CACHES: [ObjCache; mm::cpu::MAX_CPUS] =
-    [const { ObjCache(spin::Mutex::new([ObjList { head: 0, len: 0 }; OBJ_CLASSES])) };
-        mm::cpu::MAX_CPUS];
+static OBJ_CACHES: [ObjCache; mm::cpu::MAX_CPUS] = [const {
+    ObjCache(mm::sync::Mutex::new(
+        [ObjList { head: 0, len: 0 }; OBJ_CLASSES],
+    ))
+}; mm::cpu::MAX_CPUS];
 
 /// The cached size class of `layout` and the layout the heap is asked
 /// for in its place (size and alignment the class size), or `None` for
@@ -190,6 +192,9 @@ impl CpuOps for KernelCpu {
     fn relax(&self) {
         crate::mem::shootdown::answer();
         crate::mem::xcall::answer();
+        arch::cpu_relax();
+    }
+    fn pause(&self) {
         arch::cpu_relax();
     }
     fn wait(&self, key: usize, cond: &dyn Fn() -> bool) {

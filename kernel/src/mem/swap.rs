@@ -223,8 +223,8 @@ pub fn swapoff_type(ty: u8) -> Result<(), Errno> {
 /// System V segments), weakly: swapoff must reach the swapped pages of
 /// objects no process maps (Linux's `shmem_swaplist`).  Objects of
 /// `MAP_SHARED|MAP_ANONYMOUS` are reached through the spaces mapping them.
-static SHMEM_OBJECTS: spin::Mutex<Vec<alloc::sync::Weak<mm::shmem::Shmem<'static>>>> =
-    spin::Mutex::new(Vec::new());
+static SHMEM_OBJECTS: mm::sync::Mutex<Vec<alloc::sync::Weak<mm::shmem::Shmem<'static>>>> =
+    mm::sync::Mutex::new(Vec::new());
 
 /// Records a new file- or segment-held shmem object for swapoff.
 pub fn shmem_register(obj: &alloc::sync::Arc<mm::shmem::Shmem<'static>>) {

@@ -24,7 +24,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use mm::abi::errno::Errno;
 use mm::aspace::{Access, Fault, Mm, MmCtx};
-use spin::{Once, RwLock};
+use mm::sync::RwLock;
+use spin::Once;
 
 /// The memory manager's address space on this CPU's page-table format.
 pub type Space = Mm<'static, Paging>;

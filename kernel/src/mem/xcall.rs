@@ -24,9 +24,9 @@ pub const IPI_CALL: u32 = 1 << 4;
 
 const WATCHDOG_NS: u64 = 100_000_000;
 
-static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+static LOCK: mm::sync::Mutex<()> = mm::sync::Mutex::new(());
 /// The function of the call in flight (valid while [`PENDING`] is not empty).
-static FUNC: spin::Mutex<Option<&'static (dyn Fn() + Sync)>> = spin::Mutex::new(None);
+static FUNC: mm::sync::Mutex<Option<&'static (dyn Fn() + Sync)>> = mm::sync::Mutex::new(None);
 /// CPUs that have not run it yet (bit per CPU).
 static PENDING: AtomicU64 = AtomicU64::new(0);
 

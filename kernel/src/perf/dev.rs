@@ -20,14 +20,18 @@
 //! makes every CPU flush its TLB) and `asid_allocs <n>` (hardware ASIDs
 //! handed out); both always 0 on x86, where PCIDs are per space.
 //!
-//! The counters are per CPU and not switched with tasks: on this one-CPU
-//! kernel the session counts whatever runs, which is the benchmark (and
-//! the interrupts it takes) when it is the only process.
+//! The counters are per CPU and not switched with tasks: the session
+//! counts whatever runs on the CPU it started on, which is the benchmark
+//! (and the interrupts and kernel threads it shares that CPU with) when
+//! it is the only process.  A session whose writer ends it on another CPU
+//! (it slept and woke elsewhere: a wait for swap I/O under `-smp 2`)
+//! reports every hardware event as unavailable rather than a difference
+//! of two CPUs' counters.
 use crate::perf::{Event, Filter, Report, Session};
 use alloc::string::String;
 use core::fmt::Write;
 use mm::abi::errno::Errno;
-use spin::Mutex;
+use mm::sync::Mutex;
 
 pub const PATH: &str = "/sys/kernel/debug/mthp/perf";
 pub const DIR: &str = "/sys/kernel/debug/mthp";

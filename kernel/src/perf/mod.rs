@@ -228,6 +228,10 @@ pub struct Session {
     filter: Filter,
     t0: u64,
     soft0: SoftCounts,
+    /// The CPU whose counters run: they are per CPU and not switched with
+    /// tasks, so a session that ends on another CPU (its task slept and
+    /// woke elsewhere) has no counts to give.
+    cpu: usize,
 }
 
 /// What a [`Session`] measured.
@@ -259,6 +263,7 @@ impl Session {
             }
         }
         let soft0 = SoftCounts::now();
+        let cpu = arch::cpu_id();
         let t0 = arch::now_ns();
         let set = if want.is_empty() {
             None
@@ -286,6 +291,7 @@ impl Session {
             filter,
             t0,
             soft0,
+            cpu,
         }
     }
 
@@ -304,9 +310,17 @@ impl Session {
         let counts = self.peek();
         let soft1 = SoftCounts::now();
         let mut hw: Vec<(Event, Result<u64, &'static str>)> = Vec::new();
+        let moved = arch::cpu_id() != self.cpu;
         if let (Some(c), Some(s)) = (counts, self.set.as_ref()) {
             for e in s.events() {
-                hw.push((e, c.get(e).ok_or("counter read failed")));
+                hw.push((
+                    e,
+                    if moved {
+                        Err("ended on another CPU (the counters are per CPU)")
+                    } else {
+                        c.get(e).ok_or("counter read failed")
+                    },
+                ));
             }
         }
         hw.extend(self.missing.iter().map(|&(e, why)| (e, Err(why))));

@@ -18,7 +18,7 @@ use crate::task::sched::{self, WaitQueue};
 use crate::task::thread::MAX_THREADS;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use mm::abi::errno::Errno;
-use spin::Mutex;
+use mm::sync::Mutex;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {

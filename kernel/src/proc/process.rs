@@ -47,7 +47,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use mm::abi::errno::Errno;
 use mm::abi::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE};
-use spin::{Mutex, RwLock};
+use mm::sync::{Mutex, RwLock};
 
 pub const SIGSEGV: i32 = 11;
 pub const SIGILL: i32 = 4;

@@ -97,7 +97,7 @@ ktest! {
         }
         let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
         let stop = Arc::new(AtomicBool::new(false));
-        let out: Arc<spin::Mutex<Option<Result<u64, String>>>> = Arc::new(spin::Mutex::new(None));
+        let out: Arc<mm::sync::Mutex<Option<Result<u64, String>>>> = Arc::new(mm::sync::Mutex::new(None));
         let (st, o) = (stop.clone(), out.clone());
         let wcpu = cpus[1];
         let h = sched::spawn_in("migrate-writer", space, move || {

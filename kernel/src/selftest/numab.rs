@@ -86,7 +86,7 @@ ktest! {
         let s = numab::scan_mm(&m.enter(), None);
         check_eq!((s.pte_updates, s.huge_pte_updates), (16 + 512, 1), "entries hinted");
         let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
-        let out: Arc<spin::Mutex<Option<Result<(), String>>>> = Arc::new(spin::Mutex::new(None));
+        let out: Arc<mm::sync::Mutex<Option<Result<(), String>>>> = Arc::new(mm::sync::Mutex::new(None));
         let o = out.clone();
         let h = sched::spawn_in("numa-reader", space, move || {
             sched::set_affinity(sched::current_id(), 1 << c1);

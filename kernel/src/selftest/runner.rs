@@ -27,7 +27,7 @@ static FIRED: AtomicBool = AtomicBool::new(false);
 static PASSED: AtomicUsize = AtomicUsize::new(0);
 static FAILED: AtomicUsize = AtomicUsize::new(0);
 static SKIPPED: AtomicUsize = AtomicUsize::new(0);
-static CURRENT: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
+static CURRENT: mm::sync::Mutex<Option<&'static str>> = mm::sync::Mutex::new(None);
 
 #[allow(unsafe_code)]
 fn all_tests() -> &'static [KTest] {

@@ -180,7 +180,7 @@ ktest! {
             .map(|_| aligned_mapping(&m, OWN, 2 * MB))
             .collect::<Result<_, _>>()?;
         let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
-        let results: Arc<spin::Mutex<Vec<Result<(), String>>>> = Arc::new(spin::Mutex::new(Vec::new()));
+        let results: Arc<mm::sync::Mutex<Vec<Result<(), String>>>> = Arc::new(mm::sync::Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         let n = cpus.len() as u64;
         let t0 = arch::now_ns();
@@ -243,7 +243,7 @@ ktest! {
             let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
             for round in 0..ROUNDS {
                 let va = aligned_mapping(&m, LEN, 2 * MB)?;
-                let bad: Arc<spin::Mutex<Vec<String>>> = Arc::new(spin::Mutex::new(Vec::new()));
+                let bad: Arc<mm::sync::Mutex<Vec<String>>> = Arc::new(mm::sync::Mutex::new(Vec::new()));
                 let mut handles = Vec::new();
                 for (i, &cpu) in cpus.iter().enumerate() {
                     let bad = bad.clone();
@@ -309,7 +309,7 @@ ktest! {
             let m = uspace::new_mm().map_err(err)?;
             let space = sched::AddrSpace { root_pa: m.root_pa(), asid: m.asid() };
             let va = aligned_mapping(&m, LEN, 2 * MB)?;
-            let bad: Arc<spin::Mutex<Vec<String>>> = Arc::new(spin::Mutex::new(Vec::new()));
+            let bad: Arc<mm::sync::Mutex<Vec<String>>> = Arc::new(mm::sync::Mutex::new(Vec::new()));
             let mut handles = Vec::new();
             for (i, &cpu) in cpus.iter().take(2).enumerate() {
                 let (bad, mm) = (bad.clone(), m.clone());

@@ -37,7 +37,7 @@ pub static CONTEXTS: [arch::Context; MAX_THREADS] = [const { arch::Context::empt
 
 /// Which stack slots are in use (bit `s`).  Slot numbers equal thread ids,
 /// but a slot is released only once its stack is unmapped.
-static STACK_SLOTS: spin::Mutex<u64> = spin::Mutex::new(0);
+static STACK_SLOTS: mm::sync::Mutex<u64> = mm::sync::Mutex::new(0);
 /// Pages of all kernel stacks now mapped (for leak checks).
 static LIVE_STACK_PAGES: AtomicUsize = AtomicUsize::new(0);
 
@@ -160,7 +160,7 @@ pub fn switch(prev: usize, next: usize) {
 
 /// Release a spin lock whose guard was forgotten by the thread that switched
 /// to us (the scheduler hands its lock over across a context switch).
-pub fn release_handed_over<T>(m: &spin::Mutex<T>) {
+pub fn release_handed_over<T>(m: &mm::sync::Mutex<T>) {
     debug_assert!(m.is_locked());
     // SAFETY: by the hand-over protocol in `sched.rs` this CPU owns the lock:
     // the previous thread locked it, forgot the guard and switched to us.

@@ -10,7 +10,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::addr::PAGE_SHIFT;
 use crate::cpu::AtomicCpuSet;

@@ -254,9 +254,12 @@ pub struct Mm<'a, A: PagingArch> {
     /// page-table lock.
     shmem_rss: AtomicU64,
     /// The shmem objects this space's VMAs map, by id (see `shmem.rs`).
-    /// A leaf lock: taken under the mmap lock, nothing taken under it.
-    shmem:
-        spin::Mutex<alloc::collections::BTreeMap<u64, alloc::sync::Arc<crate::shmem::Shmem<'a>>>>,
+    /// A leaf lock: taken under the mmap lock, nothing taken under it;
+    /// preemption off while held (reclaim's `object_of` takes it without
+    /// the mmap lock, see `sync::SpinLock`).
+    shmem: crate::sync::SpinLock<
+        alloc::collections::BTreeMap<u64, alloc::sync::Arc<crate::shmem::Shmem<'a>>>,
+    >,
     /// Swap entries in the page tables (Linux's `MM_SWAPENTS`); changed
     /// under the page-table lock.  Zero lets zap skip looking for them.
     swapents: AtomicU64,
@@ -349,7 +352,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             zaps_shared: core::sync::atomic::AtomicU32::new(0),
             anon_rss: AtomicU64::new(0),
             shmem_rss: AtomicU64::new(0),
-            shmem: spin::Mutex::new(alloc::collections::BTreeMap::new()),
+            shmem: crate::sync::SpinLock::new(alloc::collections::BTreeMap::new()),
             swapents: AtomicU64::new(0),
             migents: AtomicU64::new(0),
             faults: AtomicU64::new(0),

@@ -212,7 +212,7 @@ pub struct PageTable<'a, A: PagingArch> {
     /// allocates.  Behind its own small lock, so that a zap holding the
     /// page-table lock shared (and the PMD table's split lock) can remove
     /// a PMD leaf and withdraw its deposit.
-    pub(crate) deposits: spin::Mutex<Deposits>,
+    pub(crate) deposits: crate::sync::Mutex<Deposits>,
     pub(crate) stats: PtStats,
     /// `cont_sets` added by [`PageTable::fill_ptes_shared`], which runs
     /// with the table shared (split page-table locks) and so cannot touch
@@ -250,7 +250,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             env,
             root,
             space,
-            deposits: spin::Mutex::new(Deposits {
+            deposits: crate::sync::Mutex::new(Deposits {
                 head: NO_DEPOSIT,
                 count: 0,
             }),

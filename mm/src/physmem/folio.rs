@@ -525,7 +525,7 @@ impl<'a> Folio<'a> {
                 break old;
             }
             while s.owner.load(Relaxed) & MM_IDS_LOCK != 0 {
-                core::hint::spin_loop();
+                crate::sync::pause();
             }
         };
         let total = self.head().mapcount.load(Relaxed) + delta;

@@ -75,7 +75,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::cpu::{CpuHook, MAX_CPUS};
 use crate::physmem::buddy::BuddyAllocator;
@@ -430,7 +430,7 @@ impl Lru {
                         return;
                     }
                 }
-                core::hint::spin_loop();
+                crate::sync::pause();
                 continue;
             }
             if w & F_LRU != 0 {

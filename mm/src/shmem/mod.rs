@@ -40,7 +40,11 @@
 //! # Locking
 //! One spin lock per object around the map and the size, taken with no
 //! page-table lock held or under one (never the other way round: nothing
-//! here takes a page-table lock).
+//! here takes a page-table lock).  It is a [`crate::sync::SpinLock`]
+//! (preemption off while held) because it is taken both ways: a holder
+//! preempted with it (a `read` of a tmpfs file) while another CPU spins on
+//! it under a page-table lock that a third task spins on would stall both
+//! CPUs, the swap map's deadlock of 4313a36.
 
 pub(crate) mod collapse;
 pub mod policy;
@@ -53,8 +57,6 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-
-use spin::Mutex;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE};
 use crate::physmem::folio::FolioRef;
@@ -162,7 +164,7 @@ pub struct Shmem<'a> {
     /// under its page-table lock knows its folio is still cached
     /// ([`Self::generation`]).
     removals: AtomicU64,
-    inner: Mutex<Inner<'a>>,
+    inner: crate::sync::SpinLock<Inner<'a>>,
     /// Where the cached pages are counted, if anywhere.
     gauges: Option<&'a ShmemGauges>,
     /// The limits of the tmpfs mount the object's file lives on: the
@@ -232,7 +234,7 @@ impl<'a> Shmem<'a> {
             mount_huge,
             removals: AtomicU64::new(0),
             unevictable: AtomicBool::new(false),
-            inner: Mutex::new(Inner {
+            inner: crate::sync::SpinLock::new(Inner {
                 size,
                 folios: xarray::FolioIndex::new(),
                 pages: 0,

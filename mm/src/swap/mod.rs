@@ -26,7 +26,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::RwLock;
+use crate::sync::RwLock;
 
 use crate::paging::SwapEntry;
 use crate::physmem::phys::PhysMem;
@@ -91,7 +91,7 @@ pub struct SwapArea {
 pub struct Swap {
     areas: RwLock<[Option<Arc<SwapArea>>; MAX_SWAPFILES]>,
     /// The next automatic priority (Linux 6.12: -2, -3, …).
-    next_auto_prio: spin::Mutex<i32>,
+    next_auto_prio: crate::sync::Mutex<i32>,
     /// The swap cache of all areas.
     pub cache: SwapCache,
     /// Pages whose write to swap is in flight (`Writeback:` in
@@ -110,7 +110,7 @@ impl Swap {
     pub const fn new() -> Self {
         Swap {
             areas: RwLock::new([const { None }; MAX_SWAPFILES]),
-            next_auto_prio: spin::Mutex::new(-1),
+            next_auto_prio: crate::sync::Mutex::new(-1),
             cache: SwapCache::new(),
             writeback: AtomicU64::new(0),
         }

@@ -115,8 +115,8 @@ pub struct Thread {
     /// kernel is soft-float, so the registers hold the last user context's
     /// state until the next switch; arm64 keeps them in exception frames
     /// and this is empty).
-    fpu: spin::Mutex<arch::FpuState>,
-    entry: spin::Mutex<Option<Entry>>,
+    fpu: mm::sync::Mutex<arch::FpuState>,
+    entry: mm::sync::Mutex<Option<Entry>>,
     /// Woken when the thread exits (joiners wait here).
     exited: WaitQueue,
     /// The CPU it last ran on or was queued for.
@@ -131,7 +131,7 @@ pub struct Thread {
     /// Where the thread last blocked on a wait queue (its "wait channel",
     /// the caller of `wait_until`), for the hung-system report.  A leaf
     /// lock, set under `SCHED`; the report only try-locks it.
-    wchan: spin::Mutex<Option<&'static core::panic::Location<'static>>>,
+    wchan: mm::sync::Mutex<Option<&'static core::panic::Location<'static>>>,
 }
 
 impl Thread {
@@ -147,10 +147,10 @@ impl Thread {
             detached: AtomicBool::new(false),
             preempt: AtomicUsize::new(0),
             user_tls: AtomicU64::new(0),
-            fpu: spin::Mutex::new(arch::FpuState::initial()),
-            entry: spin::Mutex::new(entry),
+            fpu: mm::sync::Mutex::new(arch::FpuState::initial()),
+            entry: mm::sync::Mutex::new(entry),
             exited: WaitQueue::new(),
-            wchan: spin::Mutex::new(None),
+            wchan: mm::sync::Mutex::new(None),
             cpu: AtomicUsize::new(0),
             blocked_at: AtomicU64::new(0),
             affinity: AtomicU64::new(u64::MAX),
@@ -276,7 +276,7 @@ struct Sched {
 /// The scheduler lock.  See the module documentation for what it protects
 /// and the lock order (`WaitQueue::waiters` → `SCHED`; innermost; taken
 /// with interrupts masked; handed over across context switches).
-static SCHED: spin::Mutex<Sched> = spin::Mutex::new(Sched {
+static SCHED: mm::sync::Mutex<Sched> = mm::sync::Mutex::new(Sched {
     threads: [const { None }; MAX_THREADS],
     reserved: 0,
     queued: 0,
@@ -469,7 +469,7 @@ impl Sched {
 /// Pick the next thread and switch to it.  Called with interrupts masked
 /// and the lock held (`g`); returns (lock released) when the calling
 /// thread runs again, at once if it is still the best choice.
-fn schedule_locked(mut g: spin::MutexGuard<'_, Sched>) {
+fn schedule_locked(mut g: mm::sync::MutexGuard<'_, Sched>) {
     let cpu = cpu_id();
     let prev = g.cpus[cpu].current;
     let idle = g.cpus[cpu].idle;

@@ -8,7 +8,7 @@ use super::*;
 pub struct WaitQueue {
     /// Waiting thread ids (bit per id).  Taken with interrupts masked,
     /// before `SCHED` when both are held.
-    pub(super) waiters: spin::Mutex<u64>,
+    pub(super) waiters: mm::sync::Mutex<u64>,
 }
 
 impl Default for WaitQueue {
@@ -20,7 +20,7 @@ impl Default for WaitQueue {
 impl WaitQueue {
     pub const fn new() -> Self {
         Self {
-            waiters: spin::Mutex::new(0),
+            waiters: mm::sync::Mutex::new(0),
         }
     }
 

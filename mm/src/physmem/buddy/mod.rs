@@ -29,7 +29,7 @@
 //! free fast path reading the pageblock's tag.
 //!
 //! # Locking and SMP
-//! Each node's zone lock (`zones[n]`, a `spin::Mutex`) protects that
+//! Each node's zone lock (`zones[n]`, a `crate::sync::Mutex`) protects that
 //! zone's free lists, their counts and the descriptors of every frame of
 //! the node in state `Free` (including their link fields).
 //! Each CPU's cache (see [`crate::physmem::pcp`]) has no lock: only its own CPU
@@ -93,8 +93,8 @@ mod zone;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+use crate::sync::Mutex;
 use bitflags::bitflags;
-use spin::Mutex;
 
 use crate::cpu::{CpuHook, CpuOps, IrqGuard, MAX_CPUS};
 use crate::physmem::folio::Folio;
