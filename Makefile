@@ -157,8 +157,7 @@ bench-reserve: deps
 ## Where the instructions go: arm64 under -icount with `profile=<ns>`, the
 ## interrupted PCs sampled every PROFILE_NS instructions and symbolized
 ## (scripts/profile.py; console in target/profile/console.log).
-## PROFILE_SMP: CPUs (2; the swap workload needs 1: under -icount with
-## -smp 2 it makes no progress after swapon, see docs/performance.md).
+## PROFILE_SMP: CPUs (2).
 PROFILE_CMDLINE ?= profile_phases init=/bench bench.work=fault bench.configs=4K bench.sizes=256 bench.runs=3
 PROFILE_NS ?= 20000
 PROFILE_SMP ?= 2
