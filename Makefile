@@ -91,8 +91,9 @@ exhaust: deps
 ## kernel and Linux 6.12; `make deps-tlb` is tried first, and without QEMU 10
 ## the columns say `unavailable` (NO_TLB_MODEL=1: not run).
 ## Page-fault scaling and TLB shootdowns on 2 CPUs, against Linux: bench-scale.
-## Swap out/in per folio size and memory pressure, ours beside Linux 6.12
-## (each boot with a swap disk): bench-swap (ICOUNT=1: arm64 instructions).
+## Swap out/in per folio size, swap-in from the disk (swap cache emptied
+## by pressure first) and memory pressure, ours beside Linux 6.12 (each
+## boot with a swap disk): bench-swap (ICOUNT=1: arm64 instructions).
 QUICK  ?=
 ICOUNT ?=
 NO_TLB_MODEL ?=

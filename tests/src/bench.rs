@@ -323,6 +323,14 @@ const PRESSURE_DISK: u64 = 512 << 20;
 /// The pressure working set: 1.5x `-m`, the same on both kernels (1.5x
 /// MemTotal would differ: Linux's MemTotal is 212 MiB of 256 on x86).
 const PRESSURE_SET_MIB: u64 = 384;
+/// RAM of the cold swap-in boot, on both kernels: its pressure child
+/// writes all of `MemFree` and more for every run, so little RAM keeps it
+/// short (under `-icount` most of all).
+const SWAP_COLD_MEM: &str = "256M";
+/// Swap disk of the cold swap-in boot: the region plus what the pressure
+/// child overflows (2x the region + 16 MiB and the watermarks), with room
+/// to spare at 64 MiB (sparse image).
+const SWAP_COLD_DISK: u64 = 512 << 20;
 
 pub fn run(
     arches: &[Arch],
@@ -577,22 +585,37 @@ pub fn run(
 const SWAP_SMP: u32 = 2;
 
 /// The swap boots (issue 15): out and in per folio size, on its own boot
-/// with a swap disk (under -icount too: instructions per MiB), and the
-/// memory-pressure run with little RAM (not under -icount: it measures
-/// time and major faults).
+/// with a swap disk (under -icount too: instructions per MiB); swap-in
+/// from the disk (`swap_cold`: its swap cache emptied by pressure first)
+/// on a boot with little RAM, under -icount too; and the memory-pressure
+/// run with little RAM (not under -icount: it measures time and major
+/// faults).
 fn swap_boots(quick: bool, icount: bool) -> Vec<Boot> {
     let mut boots = Vec::new();
     let swap_mib = if quick { 16 } else { 64 };
-    boots.push(Boot {
-        label: "swap",
-        cmdline: format!("init=/bench bench.work=swap bench.sizes={swap_mib} bench.runs=3"),
-        extra: if icount {
+    let icount_args = || {
+        if icount {
             vec!["-icount".into(), "shift=0".into()]
         } else {
             Vec::new()
-        },
+        }
+    };
+    boots.push(Boot {
+        label: "swap",
+        cmdline: format!("init=/bench bench.work=swap bench.sizes={swap_mib} bench.runs=3"),
+        extra: icount_args(),
         disk: Some(SWAP_BOOT_DISK),
         mem: None,
+        numa: 0,
+        smp: SWAP_SMP,
+        model: None,
+    });
+    boots.push(Boot {
+        label: "swap-cold",
+        cmdline: format!("init=/bench bench.work=swap_cold bench.sizes={swap_mib} bench.runs=3"),
+        extra: icount_args(),
+        disk: Some(SWAP_COLD_DISK),
+        mem: Some(SWAP_COLD_MEM),
         numa: 0,
         smp: SWAP_SMP,
         model: None,
@@ -1215,7 +1238,7 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         );
         let _ = writeln!(
             s,
-            "MADV_PAGEOUT of a filled region (out), then one read per 4K page (in, data verified); guest clock_gettime(CLOCK_MONOTONIC); median (min–max) of 3 runs. Without split: per-size stats swpout / (swpout + swpout_fallback) (4K: pswpout, never split).\n"
+            "MADV_PAGEOUT of a filled region (out), then one read per 4K page (in, data verified); guest clock_gettime(CLOCK_MONOTONIC); median (min–max) of 3 runs. Without split: per-size stats swpout / (swpout + swpout_fallback) (4K: pswpout, never split). The in columns are swap-cache hits (the folios are still in the swap cache right after MADV_PAGEOUT on both kernels); swap-in from the disk: the cold table below.\n"
         );
         let _ = writeln!(
             s,
@@ -1289,6 +1312,7 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
             s.push('\n');
         }
     }
+    cold_table(&mut s, r, lx);
     let pmibs: Vec<u64> = {
         let mut v: Vec<u64> = r
             .recs
@@ -1342,6 +1366,96 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         &["swap", "pressure", "skip swap", "skip pressure"],
     );
     s
+}
+
+/// The cold swap-in table of [`swap_tables`]: MiB/s of swap-in from the
+/// disk ours vs Linux, the fraction of the region's pages read from it,
+/// major faults and the swap cache the pressure left, and under `-icount`
+/// guest ns per MiB as the swap table reads them.
+fn cold_table(s: &mut String, r: &ArchResult, lx: Option<&ArchResult>) {
+    let mibs: Vec<u64> = {
+        let mut v: Vec<u64> = r
+            .recs
+            .iter()
+            .filter(|x| x.work == "swapin_cold")
+            .map(|x| x.mib)
+            .collect();
+        v.dedup();
+        v
+    };
+    let linux_name = lx.map(|l| l.kernel.as_str()).unwrap_or("Linux: not run");
+    for &mib in &mibs {
+        let g = |c: &str, m: &str| r.get("swapin_cold", c, mib, m);
+        let l = |c: &str, m: &str| lx.and_then(|l| l.get("swapin_cold", c, mib, m));
+        let _ = writeln!(
+            s,
+            "## {} cold swap-in (from the disk), {} MiB region — ours ({}) vs {}; {} ({}), -m {}, -smp {}\n",
+            r.arch.name(),
+            mib,
+            r.kernel,
+            linux_name,
+            accel_desc(r),
+            r.qemu,
+            SWAP_COLD_MEM,
+            SWAP_SMP
+        );
+        let _ = writeln!(
+            s,
+            "A boot of its own (-m {SWAP_COLD_MEM}, {} MiB swap disk, the same on both kernels). Per run: the region filled as in the swap table, MADV_PAGEOUT, wait until /proc/meminfo Writeback: is 0, then a forked child writes MemFree + 2x the region + 16 MiB of 4K pages and exits, so reclaim drops the clean swap-cache folios; then one read per 4K page (timed, data verified after). Unlike the swap table's in columns (swap-cache hits, pgmajfault 0), these pages come from the disk. From disk: /proc/vmstat pswpin during the reads / pages of the region (readahead included, at most 1). Swap cache left: SwapCached: after the pressure. Median (min–max) of 3 runs.\n",
+            SWAP_COLD_DISK >> 20
+        );
+        let _ = writeln!(
+            s,
+            "| size | in MiB/s ours | Linux | ours/Linux | from disk ours | Linux | pgmajfault ours | Linux | swap cache left kB ours | Linux |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for cfg in ["4K", "64K", "2M"] {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cfg,
+                cell(g(cfg, "mib_per_s")),
+                cell(l(cfg, "mib_per_s")),
+                ratio(g(cfg, "mib_per_s"), l(cfg, "mib_per_s")),
+                cell(g(cfg, "from_disk_fraction")),
+                cell(l(cfg, "from_disk_fraction")),
+                cell(g(cfg, "pgmajfault")),
+                cell(l(cfg, "pgmajfault")),
+                cell(g(cfg, "swapcached_kb")),
+                cell(l(cfg, "swapcached_kb")),
+            );
+        }
+        s.push('\n');
+        if g("4K", "pmu:instructions_per_mib").is_some()
+            || r.info.iter().any(|l| l.contains("icount"))
+        {
+            let _ = writeln!(
+                s,
+                "Cold swap-in per MiB under arm64 TCG -icount shift=0, -smp {SWAP_SMP}: ours INST_RETIRED as in the swap table; both kernels as guest ns per MiB (1e9 / MiB/s: instructions of all CPUs + idle waiting for the disk).\n"
+            );
+            let _ = writeln!(
+                s,
+                "| size | instr/MiB ours | icount-ns/MiB ours | Linux | ours/Linux |\n|---|---|---|---|---|"
+            );
+            let ns = |x: Option<&Rec>| x.map(|x| 1e9 / x.med);
+            let f = |v: Option<f64>| v.map(fmt_v).unwrap_or_else(|| "–".into());
+            for cfg in ["4K", "64K", "2M"] {
+                let (o, lv) = (ns(g(cfg, "mib_per_s")), ns(l(cfg, "mib_per_s")));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} |",
+                    cfg,
+                    cell(g(cfg, "pmu:instructions_per_mib")),
+                    f(o),
+                    f(lv),
+                    match (o, lv) {
+                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                        _ => "–".into(),
+                    },
+                );
+            }
+            s.push('\n');
+        }
+    }
 }
 
 fn run_arch(

@@ -5,8 +5,9 @@
 //! 2 MiB) and split (split_huge_pages per order) when the kernel has them.
 //! With a swap disk (`/dev/vda`): swap-out/swap-in per folio size (`swap`,
 //! the first `sizes` entry in MiB) and random reuse of 1.5x RAM
-//! (`pressure`).  `work=cow`: fork + one write per 64K in the child, with
-//! large COW and 4K COW (issue 17).
+//! (`pressure`), and swap-in from the disk once writeback and memory
+//! pressure have emptied the swap cache (`swap_cold`).  `work=cow`: fork
+//! + one write per 64K in the child, with large COW and 4K COW (issue 17).
 //!
 //! A static Linux binary like the other test programs: it chooses the
 //! mapping size only through the THP sysfs knobs (saved first, restored at
@@ -17,10 +18,11 @@
 //! `/proc/cmdline` (how the runner passes them when this is init):
 //! `sizes=64,256` (MiB), `configs=4K,64K,2M`, `runs=5`, `steps=1000000`
 //! (chase steps per run; random touches of `pressure`),
-//! `work=fault,stream,chase,collapse,split` (the default; `swap` and
-//! `pressure` are added only by the runner's boots with a swap disk),
-//! `tag=nocont` (appended to the configuration names), `swapin=0` (the
-//! swap workload's swap-in is not measured: profiles of swap-out alone).
+//! `work=fault,stream,chase,collapse,split` (the default; `swap`,
+//! `swap_cold` and `pressure` are added only by the runner's boots with a
+//! swap disk), `tag=nocont` (appended to the configuration names),
+//! `swapin=0` (the swap workloads' swap-in is not measured: profiles of
+//! swap-out alone).
 //!
 //! Output, one fact per line (the runner parses these):
 //! * `bench <workload> <config> <MiB> <metric> <median> <min> <max>` over
@@ -145,6 +147,11 @@ const W_COW: u32 = 512;
 /// not in the default set.
 const W_SHFAULT: u32 = 1024;
 const W_RESERVE: u32 = 2048;
+/// Swap-in from the disk ([`bench_swap_cold`]): like the swap workload's
+/// swap-in, but after writeback and memory pressure have emptied the swap
+/// cache; not in the default set: it needs the swap disk and a boot with
+/// little RAM (the pressure is about the size of RAM).
+const W_SWAP_COLD: u32 = 4096;
 
 struct Opts {
     sizes: List,
@@ -201,6 +208,7 @@ impl Opts {
                         b"cow" => W_COW,
                         b"shfault" => W_SHFAULT,
                         b"reserve" => W_RESERVE,
+                        b"swap_cold" => W_SWAP_COLD,
                         _ => return Err(bad(key, w)),
                     };
                 }
@@ -1366,20 +1374,7 @@ fn filled_region(what: &str, cfg: &Cfg, mib: usize, len: usize) -> Option<usize>
 /// no swap disk.  On Linux the disk is first marked non-rotational, as
 /// 6.12 only gives large folios swap clusters on an SSD (notes §0.1).
 fn bench_swap(cx: &mut Ctx) {
-    if read_file(SWAP_DEV, &mut [0u8; 8]) == Err(sys::ENOENT) {
-        println!("bench-info swap unavailable: no /dev/vda (boot without a swap disk)");
-        return;
-    }
-    match write_file(b"/sys/block/vda/queue/rotational\0", b"0") {
-        Ok(()) | Err(sys::ENOENT) => {}
-        Err(e) => println!("bench-info swap rotational not written: {}", errno_name(e)),
-    }
-    let r = sys::swapon(SWAP_DEV, 0);
-    if r != 0 {
-        println!(
-            "bench-info swap unavailable: swapon /dev/vda: {}",
-            errno_name(-r as i32)
-        );
+    if !swap_enable("swap") {
         return;
     }
     let mib = cx.opts.sizes.items().first().copied().unwrap_or(16);
@@ -1479,10 +1474,227 @@ fn bench_swap(cx: &mut Ctx) {
         p_out.emit("swapout", &cfg, mib, "mib");
         p_in.emit("swapin", &cfg, mib, "mib");
     }
+    swap_disable("swap");
+}
+
+/// How long the cold swap-in waits for the swap-out's writes to end, in
+/// guest time: both kernels write asynchronously, and a bound turns a
+/// write that never ends into a `bench-info` line instead of a hang.
+const WRITEBACK_WAIT_NS: u64 = 5_000_000_000;
+
+/// Polls `/proc/meminfo` `Writeback:` until it is 0, sleeping 1 ms between
+/// polls so that the CPU the disk's completions need is not kept busy; the
+/// guest ns it took, or why it gave up.
+fn wait_writeback(buf: &mut [u8]) -> Result<u64, Msg> {
+    let t0 = now_ns();
+    loop {
+        let Some(wb) = meminfo(buf, b"Writeback:") else {
+            return Err(Msg::new(format_args!("no Writeback: in /proc/meminfo")));
+        };
+        let t = now_ns() - t0;
+        if wb == 0 {
+            return Ok(t);
+        }
+        if t >= WRITEBACK_WAIT_NS {
+            return Err(Msg::new(format_args!(
+                "{} kB still in writeback after {} ms",
+                wb / 1024,
+                t / 1_000_000
+            )));
+        }
+        sys::nanosleep(&sys::Timespec {
+            sec: 0,
+            nsec: 1_000_000,
+        });
+    }
+}
+
+/// Empties the swap cache of the region just paged out (`len` bytes): a
+/// forked child writes `MemFree` + 2x `len` + 16 MiB of anonymous memory
+/// and exits, so reclaim has to free the region's clean swap-cache folios
+/// (cheap to drop: their data is on the disk) besides swapping out other
+/// pages.  Twice the region because reclaim does not take the swap cache
+/// alone; 4K pages (`MADV_NOHUGEPAGE`) so that the pressure is the same
+/// whatever folio size the region has.  A child, so that its memory and
+/// swap slots are gone again before the timed loop.
+fn evict_swap_cache(buf: &mut [u8], len: usize) -> Result<(), Msg> {
+    let Some(free) = meminfo(buf, b"MemFree:") else {
+        return Err(Msg::new(format_args!("no MemFree: in /proc/meminfo")));
+    };
+    let want = (free + 2 * len + 16 * MIB).next_multiple_of(PAGE);
+    let pid = sys::fork();
+    if pid == 0 {
+        sys::exit(if mthp_user::thp::write_anon(want, true) {
+            0
+        } else {
+            2
+        });
+    }
+    if pid < 0 {
+        return Err(Msg::new(format_args!("fork: {}", errno_name(-pid as i32))));
+    }
+    let mut st = 0i32;
+    let r = sys::wait4(pid, &mut st, 0);
+    if r != pid {
+        return Err(Msg::new(format_args!("wait4: {}", errno_name(-r as i32))));
+    }
+    // A normal exit with status 0 (`WIFEXITED` and `WEXITSTATUS` by hand).
+    if st & 0x7f != 0 || (st >> 8) & 0xff != 0 {
+        return Err(Msg::new(format_args!(
+            "pressure child ({} MiB) ended with wait status {:#x}",
+            want / MIB,
+            st
+        )));
+    }
+    Ok(())
+}
+
+/// Swap-in from the disk: the swap workload's swap-in reads the region
+/// right after `MADV_PAGEOUT`, while its folios are still in the swap
+/// cache (clean once written, as Linux keeps them), so it measures cache
+/// hits.  Here, per folio size (4K, 64K, 2M; the same region and data as
+/// [`bench_swap`]), the region is paged out, writeback is waited for
+/// ([`wait_writeback`]), the swap cache emptied by memory pressure
+/// ([`evict_swap_cache`]), and then every 4K page read once (timed, data
+/// verified after): MiB/s, the fraction of the region's pages `pswpin`
+/// says came from the disk (readahead included, capped at 1), major
+/// faults, and `SwapCached:` after the pressure (what the pressure left).
+fn bench_swap_cold(cx: &mut Ctx) {
+    if !swap_enable("swap_cold") {
+        return;
+    }
+    let mib = cx.opts.sizes.items().first().copied().unwrap_or(16);
+    let len = mib * MIB;
+    let pages = len / PAGE;
+    for kb in SWAP_KB
+        .into_iter()
+        .filter(|kb| cx.opts.configs.items().contains(kb))
+    {
+        let cfg = Cfg(kb, "");
+        if let Err(m) = set_config(kb) {
+            println!("bench-info skip swap_cold {} {} {}", cfg, mib, m);
+            continue;
+        }
+        let (mut in_s, mut disk, mut majf, mut pgmaj, mut cached, mut wb_ms) = (
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+        );
+        let mut p_in = PmuSamples::new();
+        let mut bad = 0usize;
+        for _ in 0..cx.opts.runs {
+            let Some(addr) = filled_region("swap_cold", &cfg, mib, len) else {
+                break;
+            };
+            let r = sys::madvise(addr, len, MADV_PAGEOUT);
+            if r != 0 {
+                println!(
+                    "bench-info skip swap_cold {} {} MADV_PAGEOUT: {}",
+                    cfg,
+                    mib,
+                    errno_name(-r as i32)
+                );
+                sys::munmap(addr, len);
+                break;
+            }
+            // Writeback before the pressure (a folio under writeback cannot
+            // be dropped) and after it (the child's own writes).
+            let ready = wait_writeback(cx.buf)
+                .inspect(|&ns| wb_ms.push(ns as f64 / 1e6))
+                .and_then(|_| evict_swap_cache(cx.buf, len))
+                .and_then(|()| wait_writeback(cx.buf));
+            if let Err(m) = ready {
+                println!("bench-info skip swap_cold {} {} {}", cfg, mib, m);
+                sys::munmap(addr, len);
+                break;
+            }
+            if let Some(c) = meminfo(cx.buf, b"SwapCached:") {
+                cached.push((c / 1024) as f64);
+            }
+            let m0 = majflt();
+            let g0 = vmstat(cx.buf, "pgmajfault");
+            let s0 = vmstat(cx.buf, "pswpin");
+            let on = cx.opts.swapin_perf && cx.perf.start("start both");
+            let t0 = now_ns();
+            // Reads, one per page, as the swap workload's swap-in.
+            for off in (0..len).step_by(PAGE) {
+                // SAFETY: `addr..addr + len` is our private mapping.
+                let v = unsafe { ((addr + off) as *const u64).read_volatile() };
+                bad += (v != pattern(off)) as usize;
+            }
+            let t1 = now_ns();
+            let rep = if on { cx.perf.stop(cx.buf) } else { None };
+            majf.push((majflt() - m0) as f64);
+            if let (Some(g0), Some(g1)) = (g0, vmstat(cx.buf, "pgmajfault")) {
+                pgmaj.push((g1 - g0) as f64);
+            }
+            if let (Some(s0), Some(s1)) = (s0, vmstat(cx.buf, "pswpin")) {
+                // Readahead may read pages besides the region's (and the
+                // pressure may have sent some of ours out): at most 1.
+                disk.push(((s1 - s0) as f64 / pages as f64).min(1.0));
+            }
+            in_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
+            p_in.add(&rep, mib as u64);
+            for off in (0..len).step_by(8) {
+                // SAFETY: as above.
+                if unsafe { ((addr + off) as *const u64).read_volatile() } != pattern(off) {
+                    bad += 1;
+                }
+            }
+            sys::munmap(addr, len);
+        }
+        if bad != 0 {
+            println!(
+                "bench-info swap_cold {} {} CORRUPT: {} words differ after swap-in",
+                cfg, mib, bad
+            );
+        }
+        emit("swapin_cold", &cfg, mib, "mib_per_s", &in_s);
+        emit("swapin_cold", &cfg, mib, "from_disk_fraction", &disk);
+        emit("swapin_cold", &cfg, mib, "majflt", &majf);
+        emit("swapin_cold", &cfg, mib, "pgmajfault", &pgmaj);
+        emit("swapin_cold", &cfg, mib, "swapcached_kb", &cached);
+        emit("swapin_cold", &cfg, mib, "writeback_ms", &wb_ms);
+        p_in.emit("swapin_cold", &cfg, mib, "mib");
+    }
+    swap_disable("swap_cold");
+}
+
+/// `swapon /dev/vda` for workload `what` (after marking the disk
+/// non-rotational on Linux, see [`bench_swap`]); false after a
+/// `bench-info <what> unavailable` line.
+fn swap_enable(what: &str) -> bool {
+    if read_file(SWAP_DEV, &mut [0u8; 8]) == Err(sys::ENOENT) {
+        println!("bench-info {what} unavailable: no /dev/vda (boot without a swap disk)");
+        return false;
+    }
+    match write_file(b"/sys/block/vda/queue/rotational\0", b"0") {
+        Ok(()) | Err(sys::ENOENT) => {}
+        Err(e) => println!(
+            "bench-info {what} rotational not written: {}",
+            errno_name(e)
+        ),
+    }
+    let r = sys::swapon(SWAP_DEV, 0);
+    if r != 0 {
+        println!(
+            "bench-info {what} unavailable: swapon /dev/vda: {}",
+            errno_name(-r as i32)
+        );
+        return false;
+    }
+    true
+}
+
+/// `swapoff /dev/vda` at the end of workload `what`.
+fn swap_disable(what: &str) {
     let r = sys::swapoff(SWAP_DEV);
     if r != 0 {
         println!(
-            "bench-info swap swapoff /dev/vda: {}",
+            "bench-info {what} swapoff /dev/vda: {}",
             errno_name(-r as i32)
         );
     }
@@ -2112,7 +2324,9 @@ fn bench_main(args: &Args) -> i32 {
     // the largest region once, untimed, so the first configuration does
     // not pay for that.
     // Not for the swap workloads alone: the pressure set is larger than RAM.
-    if o.work & !(W_SWAP | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW | W_SHFAULT | W_RESERVE) != 0
+    if o.work
+        & !(W_SWAP | W_SWAP_COLD | W_PRESSURE | W_FRAG | W_MIGRATE | W_COW | W_SHFAULT | W_RESERVE)
+        != 0
         && let Ok(a) = map_region(max_mib * MIB)
     {
         touch(a, max_mib * MIB);
@@ -2141,6 +2355,9 @@ fn bench_main(args: &Args) -> i32 {
     }
     if o.work & W_SWAP != 0 {
         bench_swap(&mut cx);
+    }
+    if o.work & W_SWAP_COLD != 0 {
+        bench_swap_cold(&mut cx);
     }
     if o.work & W_PRESSURE != 0 {
         bench_pressure(&mut cx);
