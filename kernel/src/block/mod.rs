@@ -68,8 +68,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::sync::Mutex;
 use spin::Once;
 use virtio::VirtioBlk;
-use virtio::{MAX_SEGS, Seg};
 pub use virtio::{Dir, MAX_INFLIGHT};
+use virtio::{MAX_SEGS, Seg};
 
 pub const SECTOR_SIZE: u64 = 512;
 pub const PAGE_SIZE: u64 = 4096;
@@ -203,7 +203,14 @@ impl Req {
     /// Appends the asynchronous run `buf` for `sector` on (checked) if it
     /// continues this request on the disk within the limits (`max_segs`
     /// runs); whether it did.
-    fn try_merge(&mut self, dir: Dir, sector: u64, buf: PageRun, end: End, max_segs: usize) -> bool {
+    fn try_merge(
+        &mut self,
+        dir: Dir,
+        sector: u64,
+        buf: PageRun,
+        end: End,
+        max_segs: usize,
+    ) -> bool {
         let s = &mut self.slot;
         let n = s.nsegs;
         if dir != s.dir
@@ -585,8 +592,7 @@ impl Disk {
                 None
             } else {
                 let max = self.max_segs;
-                if p
-                    .pending
+                if p.pending
                     .as_mut()
                     .is_some_and(|b| b.try_merge(dir, sector, buf, end, max))
                 {
