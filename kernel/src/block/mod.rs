@@ -15,6 +15,19 @@
 //! before that, or if the IRQ cannot be routed, polls the used ring.
 //! Counters are in `/sys/block/vda/stat` (Linux's format).
 //!
+//! # Plugging and merging
+//! A caller about to queue many asynchronous writes (`MADV_PAGEOUT` over a
+//! range) holds a [`Plug`] meanwhile, as Linux's `blk_start_plug`: while
+//! any plug is held, [`Disk::submit_async`] does not start its request but
+//! merges it into the one request being built when its sectors follow that
+//! request's (the next folio in the next swap slots), up to
+//! [`virtio::MAX_SEGS`] page runs (scatter-gather) and [`MAX_RUN_PAGES`]
+//! pages.  The built request starts when the next one does not merge, when
+//! any other request starts, and when a plug is dropped.  So 4K folios
+//! in consecutive slots cost one request, one notification and one
+//! interrupt per 32 instead of one each; each merged part keeps its own
+//! end-of-I/O work.
+//!
 //! # Requests in flight
 //! Up to [`virtio::MAX_INFLIGHT`] requests are in flight at once, each in
 //! a request slot ([`Slot`]).  [`Disk::submit_async`] returns as soon as
@@ -56,6 +69,7 @@ use mm::sync::Mutex;
 use spin::Once;
 use virtio::VirtioBlk;
 pub use virtio::{Dir, MAX_INFLIGHT};
+use virtio::{MAX_SEGS, Seg};
 
 pub const SECTOR_SIZE: u64 = 512;
 pub const PAGE_SIZE: u64 = 4096;
@@ -102,6 +116,8 @@ pub struct Stats {
     pub polled: u64,
     /// Requests that failed.
     pub errors: u64,
+    /// Writes merged into another write while plugged (Linux's `wrqm`).
+    pub write_merges: u64,
 }
 
 #[derive(Default)]
@@ -113,32 +129,35 @@ struct Counters {
     interrupts: AtomicU64,
     polled: AtomicU64,
     errors: AtomicU64,
+    write_merges: AtomicU64,
 }
 
 /// The end-of-I/O work of an asynchronous request, run in task context
 /// (the `kblockd` thread) with the request's cookie and status.
 pub type EndIo = fn(cookie: u64, r: Result<(), BlockError>);
 
-/// One request in flight (or finished, not yet collected).
+/// The end-of-I/O work of one merged part of an asynchronous request.
+type End = Option<(EndIo, u64)>;
+
+/// One request in flight (or finished, not yet collected): its page runs
+/// and their end-of-I/O work are in [`Queue::segs`] and [`Queue::ends`]
+/// under the same index.
 #[derive(Clone, Copy)]
 struct Slot {
     dir: Dir,
     sector: u64,
     sectors: u64,
-    pa: u64,
+    /// Page runs (merged parts), in sector order.
+    nsegs: usize,
     /// The device's token while in flight; `None` once popped.
     token: Option<u16>,
     /// The status, once popped off the used ring.
     status: Option<Result<(), ()>>,
-    /// For an asynchronous request: who completes it.
-    end: Option<(EndIo, u64)>,
+    /// Asynchronous: `kblockd` completes it (its parts' [`End`]s).
+    is_async: bool,
 }
 
 impl Slot {
-    fn bytes(&self) -> u64 {
-        self.sectors * SECTOR_SIZE
-    }
-
     /// Whether `self` must finish before a request for `dir` on
     /// `[sector, sector + sectors)` starts: they overlap and one writes.
     fn conflicts(&self, dir: Dir, sector: u64, sectors: u64) -> bool {
@@ -149,10 +168,110 @@ impl Slot {
     }
 }
 
+/// A request being built under a plug (or about to start): its slot
+/// fields, page runs and their end-of-I/O work.
+#[derive(Clone, Copy)]
+struct Req {
+    slot: Slot,
+    segs: [Seg; MAX_SEGS],
+    ends: [End; MAX_SEGS],
+}
+
+impl Req {
+    fn new(dir: Dir, sector: u64, buf: PageRun, end: End) -> Req {
+        let mut r = Req {
+            slot: Slot {
+                dir,
+                sector,
+                sectors: buf.pages * PAGE_SECTORS,
+                nsegs: 1,
+                token: None,
+                status: None,
+                is_async: end.is_some(),
+            },
+            segs: [Seg::default(); MAX_SEGS],
+            ends: [None; MAX_SEGS],
+        };
+        r.segs[0] = Seg {
+            pa: buf.pa,
+            len: buf.bytes(),
+        };
+        r.ends[0] = end;
+        r
+    }
+
+    /// Appends the asynchronous run `buf` for `sector` on (checked) if it
+    /// continues this request on the disk within the limits (`max_segs`
+    /// runs); whether it did.
+    fn try_merge(
+        &mut self,
+        dir: Dir,
+        sector: u64,
+        buf: PageRun,
+        end: End,
+        max_segs: usize,
+    ) -> bool {
+        let s = &mut self.slot;
+        let n = s.nsegs;
+        if dir != s.dir
+            || !s.is_async
+            || sector != s.sector + s.sectors
+            || n >= max_segs
+            || s.sectors / PAGE_SECTORS + buf.pages > MAX_RUN_PAGES
+        {
+            return false;
+        }
+        self.segs[n] = Seg {
+            pa: buf.pa,
+            len: buf.bytes(),
+        };
+        self.ends[n] = end;
+        s.nsegs += 1;
+        s.sectors += buf.pages * PAGE_SECTORS;
+        true
+    }
+}
+
+/// The plugs held and the request being built under them.
+struct PlugState {
+    /// Plugs held now (by any thread).
+    held: usize,
+    pending: Option<Req>,
+}
+
+/// Held by a thread about to queue many asynchronous requests: see the
+/// module docs ("Plugging and merging").  Dropping it starts the request
+/// being built.
+pub struct Plug(Option<&'static Disk>);
+
+impl Plug {
+    /// Plugs the disk, if there is one.
+    pub fn new() -> Plug {
+        let d = disk();
+        if let Some(d) = d {
+            d.plug.lock().held += 1;
+        }
+        Plug(d)
+    }
+}
+
+impl Drop for Plug {
+    fn drop(&mut self) {
+        if let Some(d) = self.0 {
+            d.plug.lock().held -= 1;
+            d.flush_plug();
+        }
+    }
+}
+
 /// The device and its request slots, under [`Disk::dev`].
 struct Queue {
     v: VirtioBlk,
     slots: [Option<Slot>; MAX_INFLIGHT],
+    /// Each slot's page runs ...
+    segs: alloc::boxed::Box<[[Seg; MAX_SEGS]]>,
+    /// ... and their end-of-I/O work.
+    ends: alloc::boxed::Box<[[End; MAX_SEGS]]>,
 }
 
 impl Queue {
@@ -170,7 +289,7 @@ impl Queue {
                 break;
             };
             let s = self.slots[i].as_mut().expect("found above");
-            let st = self.v.finish(i, t, s.dir, s.pa, s.bytes());
+            let st = self.v.finish(i, t, s.dir, &self.segs[i][..s.nsegs]);
             s.token = None;
             s.status = Some(st);
             any = true;
@@ -179,22 +298,29 @@ impl Queue {
     }
 
     /// Starts `req` in a free slot unless a conflicting request is in
-    /// flight or no slot is free: `None` to wait, else the slot (or the
-    /// device's refusal).
-    fn try_start(&mut self, mut req: Slot) -> Option<Result<usize, ()>> {
+    /// flight or no slot (or not enough queue room) is free: `None` to
+    /// wait, else the slot (or the device's refusal).
+    fn try_start(&mut self, req: &Req) -> Option<Result<usize, ()>> {
+        let mut s = req.slot;
         if self
             .slots
             .iter()
             .flatten()
-            .any(|s| s.conflicts(req.dir, req.sector, req.sectors))
+            .any(|o| o.conflicts(s.dir, s.sector, s.sectors))
         {
             return None;
         }
         let i = self.slots.iter().position(|s| s.is_none())?;
-        match self.v.submit(i, req.dir, req.sector, req.pa, req.bytes()) {
+        if !self.v.has_room(s.nsegs) {
+            return None;
+        }
+        let n = s.nsegs;
+        self.segs[i][..n].copy_from_slice(&req.segs[..n]);
+        self.ends[i][..n].copy_from_slice(&req.ends[..n]);
+        match self.v.submit(i, s.dir, s.sector, &req.segs[..n]) {
             Ok(t) => {
-                req.token = Some(t);
-                self.slots[i] = Some(req);
+                s.token = Some(t);
+                self.slots[i] = Some(s);
                 Some(Ok(i))
             }
             Err(()) => Some(Err(())),
@@ -215,11 +341,17 @@ pub struct Disk {
     name: &'static str,
     /// Size in sectors.
     capacity: u64,
+    /// Page runs one request may carry (the device's `seg_max`, at most
+    /// [`virtio::MAX_SEGS`]).
+    max_segs: usize,
     /// The interrupt completions arrive on, once enabled.
     irq: Once<u32>,
     /// Threads waiting for a free slot or for a conflicting request.
     idle: WaitQueue,
     dev: Mutex<Queue>,
+    /// The plugs and the request being built (module docs); never taken
+    /// with `dev`.
+    plug: Mutex<PlugState>,
     /// Owners of synchronous requests and `kblockd` wait here for
     /// statuses the interrupt handler recorded.
     completion: WaitQueue,
@@ -248,11 +380,18 @@ pub fn init() {
         let disk = DISK.call_once(|| Disk {
             name: "vda",
             capacity: dev.capacity(),
+            max_segs: dev.max_segs(),
             irq: Once::new(),
             idle: WaitQueue::new(),
             dev: Mutex::new(Queue {
                 v: dev,
                 slots: [None; MAX_INFLIGHT],
+                segs: alloc::vec![[Seg::default(); MAX_SEGS]; MAX_INFLIGHT].into_boxed_slice(),
+                ends: alloc::vec![[None; MAX_SEGS]; MAX_INFLIGHT].into_boxed_slice(),
+            }),
+            plug: Mutex::new(PlugState {
+                held: 0,
+                pending: None,
             }),
             completion: WaitQueue::new(),
             counters: Counters::default(),
@@ -298,47 +437,41 @@ fn on_irq(irq: u32) {
 }
 
 /// The `kblockd` thread: runs the end-of-I/O work of finished
-/// asynchronous requests in task context (see the module docs), all those
-/// finished by one wake-up together: their slots freed in one pass under
-/// the driver lock, one wake-up of threads waiting for a slot.
+/// asynchronous requests in task context (see the module docs), each
+/// merged part's in turn, one request at a time: its slot freed under the
+/// driver lock, threads waiting for a slot woken, then its parts'
+/// completions; it sleeps once no finished request is left.
 fn kblockd() {
     let Some(d) = DISK.get() else { return };
+    let mut done: Option<(Slot, [End; MAX_SEGS])> = None;
     loop {
-        let mut done = [None; MAX_INFLIGHT];
-        let mut n = 0;
         // Interruptible: an idle kblockd waits for work without bound, as
         // Linux's kernel threads, and the hung-task report ignores it.
         d.completion.wait_interruptible(|| {
-            n = d.with_dev(|q| q.take_finished_async(&mut done));
-            n > 0
+            done = d.with_dev(|q| q.take_finished_async());
+            done.is_some()
         });
-        d.idle.wake_all();
-        for (s, end, cookie) in done.into_iter().flatten() {
+        while let Some((s, ends)) = done.take() {
+            d.idle.wake_all();
             let r = d.account(s.dir, s.sectors, s.status.unwrap_or(Err(())));
-            end(cookie, r);
+            for (end, cookie) in ends[..s.nsegs].iter().flatten() {
+                end(*cookie, r);
+            }
+            done = d.with_dev(|q| q.take_finished_async());
         }
     }
 }
 
 impl Queue {
-    /// Frees the slots of the finished asynchronous requests into `out`
-    /// with their end-of-I/O work; how many there were.
-    fn take_finished_async(
-        &mut self,
-        out: &mut [Option<(Slot, EndIo, u64)>; MAX_INFLIGHT],
-    ) -> usize {
-        let mut n = 0;
-        for s in self.slots.iter_mut() {
-            if let Some(x) = *s
-                && x.status.is_some()
-                && let Some((end, cookie)) = x.end
-            {
-                *s = None;
-                out[n] = Some((x, end, cookie));
-                n += 1;
-            }
-        }
-        n
+    /// Frees the slot of a finished asynchronous request, if any: the
+    /// request and its parts' end-of-I/O work.
+    fn take_finished_async(&mut self) -> Option<(Slot, [End; MAX_SEGS])> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.is_some_and(|s| s.is_async && s.status.is_some()))?;
+        let s = self.slots[i].take().expect("found above");
+        Some((s, self.ends[i]))
     }
 }
 
@@ -369,7 +502,7 @@ impl Disk {
             s.read_sectors,
             0,
             s.writes,
-            0,
+            s.write_merges,
             s.write_sectors,
             0,
             in_flight,
@@ -413,20 +546,21 @@ impl Disk {
             interrupts: l(&c.interrupts),
             polled: l(&c.polled),
             errors: l(&c.errors),
+            write_merges: l(&c.write_merges),
         }
     }
 
     /// Read `buf.pages` pages from `sector` on into `buf`, as one request,
     /// and wait for it.
     pub fn read(&self, sector: u64, buf: PageRun) -> Result<(), BlockError> {
-        let i = self.start(Dir::Read, sector, buf, None)?;
+        let i = self.start(&self.check(Dir::Read, sector, buf, None)?)?;
         self.wait(i)
     }
 
     /// Write `buf` to the disk from `sector` on, as one request, and wait
     /// for it.
     pub fn write(&self, sector: u64, buf: PageRun) -> Result<(), BlockError> {
-        let i = self.start(Dir::Write, sector, buf, None)?;
+        let i = self.start(&self.check(Dir::Write, sector, buf, None)?)?;
         self.wait(i)
     }
 
@@ -435,7 +569,9 @@ impl Disk {
     /// status)` runs later in task context (the `kblockd` thread);
     /// `Ok(false)` if it already completed (a disk without interrupts
     /// polls), and then `end` is never called.  Sleeps only for a free
-    /// request slot (or a conflicting request in flight).
+    /// request slot (or a conflicting request in flight).  Under a
+    /// [`Plug`] it may merge into the request being built instead (module
+    /// docs).
     pub fn submit_async(
         &self,
         dir: Dir,
@@ -445,11 +581,61 @@ impl Disk {
         cookie: u64,
     ) -> Result<bool, BlockError> {
         if !self.can_sleep() {
-            let i = self.start(dir, sector, buf, None)?;
+            let i = self.start(&self.check(dir, sector, buf, None)?)?;
             return self.wait(i).map(|()| false);
         }
-        self.start(dir, sector, buf, Some((end, cookie)))?;
+        self.check_run(sector, buf)?;
+        let end = Some((end, cookie));
+        let flush = {
+            let mut p = self.plug.lock();
+            if p.held == 0 {
+                None
+            } else {
+                let max = self.max_segs;
+                if p.pending
+                    .as_mut()
+                    .is_some_and(|b| b.try_merge(dir, sector, buf, end, max))
+                {
+                    self.counters
+                        .write_merges
+                        .fetch_add(u64::from(dir == Dir::Write), Ordering::Relaxed);
+                    return Ok(true);
+                }
+                // The built request starts, this one is built on.
+                Some(p.pending.replace(Req::new(dir, sector, buf, end)))
+            }
+        };
+        match flush {
+            Some(prev) => {
+                if let Some(prev) = prev {
+                    self.start_async(&prev);
+                }
+            }
+            None => {
+                self.flush_plug();
+                self.start(&Req::new(dir, sector, buf, end))?;
+            }
+        }
         Ok(true)
+    }
+
+    /// Starts the request being built under the plugs, if any.
+    fn flush_plug(&self) {
+        let pending = self.plug.lock().pending.take();
+        if let Some(r) = pending {
+            self.start_async(&r);
+        }
+    }
+
+    /// Starts the asynchronous request `r` whose submission already
+    /// returned (merged under a plug): if the device refuses it, its
+    /// parts' end-of-I/O work runs now with the error.
+    fn start_async(&self, r: &Req) {
+        if self.start(r).is_err() {
+            for (end, cookie) in r.ends[..r.slot.nsegs].iter().flatten() {
+                end(*cookie, Err(BlockError::Io));
+            }
+        }
     }
 
     fn with_dev<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
@@ -464,16 +650,14 @@ impl Disk {
         self.irq_driven() && sched::started()
     }
 
-    /// Checks the run and queues its request in a free slot, sleeping (or
-    /// spinning, before the scheduler) until one is free and no
-    /// conflicting request is in flight.  Returns the slot.
-    fn start(
-        &self,
-        dir: Dir,
-        sector: u64,
-        buf: PageRun,
-        end: Option<(EndIo, u64)>,
-    ) -> Result<usize, BlockError> {
+    /// Checks the run: its one-part request.
+    fn check(&self, dir: Dir, sector: u64, buf: PageRun, end: End) -> Result<Req, BlockError> {
+        self.check_run(sector, buf)?;
+        Ok(Req::new(dir, sector, buf, end))
+    }
+
+    /// Checks a run of pages for the sectors from `sector` on.
+    fn check_run(&self, sector: u64, buf: PageRun) -> Result<(), BlockError> {
         if buf.pages == 0 || buf.pages > MAX_RUN_PAGES || !buf.pa.is_multiple_of(PAGE_SIZE) {
             return Err(BlockError::BadRun);
         }
@@ -484,15 +668,17 @@ impl Disk {
         {
             return Err(BlockError::OutOfRange);
         }
-        let req = Slot {
-            dir,
-            sector,
-            sectors,
-            pa: buf.pa,
-            token: None,
-            status: None,
-            end,
-        };
+        Ok(())
+    }
+
+    /// Queues `req` in a free slot, sleeping (or spinning, before the
+    /// scheduler) until one is free and no conflicting request is in
+    /// flight.  Returns the slot.  A request being built under a plug
+    /// starts first (a synchronous request may need it finished).
+    fn start(&self, req: &Req) -> Result<usize, BlockError> {
+        if !req.slot.is_async {
+            self.flush_plug();
+        }
         let mut got = None;
         let sleep = self.can_sleep();
         let take = || {

@@ -269,3 +269,56 @@ ktest! {
         Ok(())
     }
 }
+
+ktest! {
+    fn block_plugged_writes_merge() {
+        let d = need_disk!();
+        if !d.irq_driven() {
+            ktest::skip!("completion by polling: submit_async completes at once");
+        }
+        let base = free_frames();
+        {
+            // 40 pages in consecutive sectors, each its own frame: under a
+            // plug they go out as requests of up to `max_segs` runs.
+            const N: u64 = 40;
+            let mut bufs = alloc::vec::Vec::new();
+            for _ in 0..N {
+                bufs.push(Buf::new(0)?);
+            }
+            let first = scattered(d, 1).next().ok_or("no sector")?;
+            let (done0, err0, s0) = (
+                ASYNC_DONE.load(Ordering::Acquire),
+                ASYNC_ERR.load(Ordering::Relaxed),
+                d.stats(),
+            );
+            {
+                let _plug = Plug::new();
+                for (i, b) in bufs.iter_mut().enumerate() {
+                    let s = first + i as u64 * PAGE_SECTORS;
+                    b.fill(0x5a + i as u64, s);
+                    let q = d.submit_async(Dir::Write, s, b.0, count_end, i as u64);
+                    check_eq!(q, Ok(true), "submit_async {s}");
+                }
+            }
+            let t0 = crate::arch::now_ns();
+            while ASYNC_DONE.load(Ordering::Acquire) - done0 < N {
+                check!(crate::arch::now_ns() - t0 < 5_000_000_000, "completions missing");
+                crate::task::sched::sleep_ms(1);
+            }
+            check_eq!(ASYNC_ERR.load(Ordering::Relaxed), err0, "failed writes");
+            let s1 = d.stats();
+            let reqs = N.div_ceil(d.max_segs as u64);
+            check_eq!(s1.writes - s0.writes, reqs, "write requests");
+            check_eq!(s1.write_merges - s0.write_merges, N - reqs, "merges");
+            check_eq!(s1.write_sectors - s0.write_sectors, N * PAGE_SECTORS);
+            let r = Buf::new(0)?;
+            for i in 0..N {
+                let s = first + i * PAGE_SECTORS;
+                d.read(s, r.0).map_err(|e| ktest::format!("read {s}: {e:?}"))?;
+                check!(r.mismatch(0x5a + i, s).is_none(), "sector {s}: data differs");
+            }
+        }
+        check_eq!(free_frames(), base, "free frames after the I/O vs before");
+        Ok(())
+    }
+}

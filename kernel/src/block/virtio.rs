@@ -13,29 +13,72 @@
 //!   Data buffers passed to requests are physical page runs already
 //!   ([`super::PageRun`]), shared by their direct-map address.
 //! * Registers: mapped uncached through `kmap::map_device`.
-//! * Up to [`MAX_INFLIGHT`] requests in flight: the queue has 16
-//!   descriptors and a request uses three (header, data, status).  Each
-//!   request slot has its own header and status in the driver's DMA page;
-//!   the block layer owns the slot from submit to finish.  The crate pops
-//!   completions in the device's order ([`VirtioBlk::peek_used`] names the
-//!   next one), which need not be the submission order.
+//! * The queue is the crate's [`VirtQueue`] driven directly (its
+//!   `VirtIOBlk` moves one buffer per request on a 16-entry queue): a
+//!   request is a header, up to [`MAX_SEGS`] data buffers (scatter-gather,
+//!   so the block layer can merge writes of folios in consecutive slots into
+//!   one request) and a status, one descriptor each, on a queue of
+//!   [`QUEUE_SIZE`] descriptors.  Each of the [`MAX_INFLIGHT`] request
+//!   slots has its own header and status in the driver's DMA page; the
+//!   block layer owns the slot from submit to finish.  Completions pop in
+//!   the device's order ([`VirtioBlk::peek_used`] names the next one),
+//!   which need not be the submission order.
 #![allow(unsafe_code)]
 
 use crate::arch::{self, PHYS_OFFSET};
 use crate::mem::{kmap, memory::buddy};
 use core::ptr::NonNull;
 use mm::physmem::buddy::AllocFlags;
-use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 const PAGE: u64 = 4096;
-/// Requests in flight at once: 16 descriptors, 3 per request.
-pub const MAX_INFLIGHT: usize = 5;
+/// Descriptors in the request queue (QEMU's virtio-blk offers 256).
+pub const QUEUE_SIZE: usize = 128;
+/// Request slots: requests in flight at once, at most.
+pub const MAX_INFLIGHT: usize = 16;
+/// Data buffers (physically contiguous runs) per request, at most; the
+/// device's `seg_max` may lower it ([`VirtioBlk::max_segs`]).
+pub const MAX_SEGS: usize = 32;
 /// Bytes of the DMA page per request slot: header at 0, status at 64.
 const SLOT_BYTES: u64 = 128;
 const _: () = assert!(MAX_INFLIGHT as u64 * SLOT_BYTES <= PAGE);
+const _: () = assert!(MAX_SEGS + 2 <= QUEUE_SIZE);
+
+/// `VIRTIO_BLK_T_IN`, `VIRTIO_BLK_T_OUT`.
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+
+bitflags::bitflags! {
+    /// The feature bits this driver negotiates.
+    #[derive(Clone, Copy, Debug)]
+    struct Features: u64 {
+        /// `seg_max` in the configuration is valid.
+        const SEG_MAX = 1 << 2;
+        const VERSION_1 = 1 << 32;
+    }
+}
+
+/// Configuration space offsets (`struct virtio_blk_config`).
+const CFG_CAPACITY: usize = 0;
+const CFG_SEG_MAX: usize = 12;
+
+/// The request header (`struct virtio_blk_outhdr`).
+#[repr(C)]
+struct ReqHdr {
+    type_: u32,
+    reserved: u32,
+    sector: u64,
+}
+
+/// A physically contiguous data buffer of a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seg {
+    pub pa: u64,
+    pub len: u64,
+}
 
 /// `virtio-drivers`' view of this kernel's memory.
 pub struct KernelHal;
@@ -104,7 +147,11 @@ unsafe impl Hal for KernelHal {
 
 /// One virtio block device on a virtio-mmio transport.
 pub struct VirtioBlk {
-    dev: VirtIOBlk<KernelHal, MmioTransport<'static>>,
+    transport: MmioTransport<'static>,
+    queue: VirtQueue<KernelHal, QUEUE_SIZE>,
+    capacity: u64,
+    /// Data buffers per request, at most.
+    max_segs: usize,
     /// The request headers and statuses, one pair per request slot, in a
     /// page of their own (physical address; never on a stack, which is not
     /// in the direct map).  Kept for the kernel's lifetime, as the device is.
@@ -132,109 +179,170 @@ impl VirtioBlk {
         // for the kernel's lifetime (kmap never unmaps device windows), and
         // this is the only transport made for it (the caller probes each
         // firmware-described window once).
-        let t = unsafe { MmioTransport::new(header, size as usize) }.ok()?;
+        let mut t = unsafe { MmioTransport::new(header, size as usize) }.ok()?;
         if t.device_type() != DeviceType::Block {
             return None;
         }
-        let dev = VirtIOBlk::<KernelHal, _>::new(t).ok()?;
+        let features = t.begin_init(Features::SEG_MAX | Features::VERSION_1);
+        let cap = |i: usize| t.read_config_space::<u32>(CFG_CAPACITY + 4 * i);
+        let capacity = t
+            .read_consistent(|| Ok(u64::from(cap(0)?) | (u64::from(cap(1)?) << 32)))
+            .ok()?;
+        // Without `SEG_MAX` one buffer per request, as Linux's virtio_blk.
+        let seg_max = if features.contains(Features::SEG_MAX) {
+            t.read_config_space::<u32>(CFG_SEG_MAX).unwrap_or(1).max(1)
+        } else {
+            1
+        };
+        let queue = VirtQueue::new(&mut t, 0, false, false).ok()?;
+        t.finish_init();
         let hdr_pa = buddy()
             .alloc(0, AllocFlags::KERNEL | AllocFlags::ZERO)
             .ok()?
             .pa();
-        Some(VirtioBlk { dev, hdr_pa })
+        Some(VirtioBlk {
+            transport: t,
+            queue,
+            capacity,
+            max_segs: (seg_max as usize).min(MAX_SEGS),
+            hdr_pa,
+        })
     }
 
     /// Size in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
-        self.dev.capacity()
+        self.capacity
+    }
+
+    /// Data buffers one request may carry.
+    pub fn max_segs(&self) -> usize {
+        self.max_segs
     }
 
     pub fn enable_interrupts(&mut self, on: bool) {
-        if on {
-            self.dev.enable_interrupts();
-        } else {
-            self.dev.disable_interrupts();
-        }
+        self.queue.set_dev_notify(on);
     }
 
     /// Acknowledge the device's interrupt; whether it had one pending.
     pub fn ack_interrupt(&mut self) -> bool {
-        !self.dev.ack_interrupt().is_empty()
+        !self.transport.ack_interrupt().is_empty()
     }
 
     /// The token of the next completed request, if any.
     pub fn peek_used(&mut self) -> Option<u16> {
-        self.dev.peek_used()
+        self.queue.peek_used()
     }
 
-    /// Slot `slot`'s request header (16 bytes) and status in the driver's
-    /// own DMA page.
-    fn hdr_ptrs(&self, slot: usize) -> (*mut BlkReq, *mut BlkResp) {
+    /// Whether a request of `segs` data buffers fits in the queue now.
+    pub fn has_room(&self, segs: usize) -> bool {
+        self.queue.available_desc() >= segs + 2
+    }
+
+    /// Slot `slot`'s request header (16 bytes at 0) and status byte (at
+    /// 64) in the driver's own DMA page: direct-map address.
+    fn hdr_va(&self, slot: usize) -> u64 {
         assert!(slot < MAX_INFLIGHT);
-        let p = self.hdr_pa + PHYS_OFFSET + slot as u64 * SLOT_BYTES;
-        (p as *mut BlkReq, (p + 64) as *mut BlkResp)
+        self.hdr_pa + PHYS_OFFSET + slot as u64 * SLOT_BYTES
     }
 
     /// The data buffer of a request, at its direct-map address.
-    fn data(pa: u64, len: u64) -> &'static mut [u8] {
+    fn data(s: Seg) -> &'static mut [u8] {
         // SAFETY: the block layer passes whole RAM pages the caller owns for
         // the request's duration (`PageRun`), covered by the direct map.
-        unsafe { core::slice::from_raw_parts_mut((pa + PHYS_OFFSET) as *mut u8, len as usize) }
+        unsafe { core::slice::from_raw_parts_mut((s.pa + PHYS_OFFSET) as *mut u8, s.len as usize) }
     }
 
-    /// Queue one request in request slot `slot` (free: the block layer's
-    /// bookkeeping) for `len` bytes at physical `pa` from/to `sector`;
-    /// its token.
-    pub fn submit(
+    /// Adds (with `add`) or pops the chain of slot `slot`'s request: the
+    /// header, the data buffers `segs` (device-readable for a write,
+    /// device-writable for a read) and the status.
+    fn with_chain<R>(
         &mut self,
         slot: usize,
         dir: Dir,
-        sector: u64,
-        pa: u64,
-        len: u64,
-    ) -> Result<u16, ()> {
-        let buf = Self::data(pa, len);
-        let (req, resp) = self.hdr_ptrs(slot);
-        // SAFETY: the header page is this driver's own zeroed page (valid
-        // for both plain-data types; each slot's pair is its own and the
-        // two do not overlap); the device uses the header, status and data
-        // until `finish` pops the request, and nothing touches them before
-        // (the block layer owns the slot and the caller the pages).
-        let token = unsafe {
-            let (req, resp) = (&mut *req, &mut *resp);
-            match dir {
-                Dir::Read => self.dev.read_blocks_nb(sector as usize, req, buf, resp),
-                Dir::Write => self.dev.write_blocks_nb(sector as usize, req, buf, resp),
+        segs: &[Seg],
+        f: impl for<'x> FnOnce(
+            &mut VirtQueue<KernelHal, QUEUE_SIZE>,
+            &'x [&'x [u8]],
+            &'x mut [&'x mut [u8]],
+        ) -> R,
+    ) -> R {
+        let p = self.hdr_va(slot);
+        // SAFETY: each slot's 128 bytes of the driver's own page are used
+        // only for that slot's request (header at 0, status at 64, not
+        // overlapping), by the one request the block layer has in the slot.
+        let (hdr, status) = unsafe {
+            (
+                core::slice::from_raw_parts(p as *const u8, size_of::<ReqHdr>()),
+                core::slice::from_raw_parts_mut((p + 64) as *mut u8, 1),
+            )
+        };
+        let mut ins: [&[u8]; MAX_SEGS + 1] = [&[]; MAX_SEGS + 1];
+        let mut outs: [&mut [u8]; MAX_SEGS + 1] = core::array::from_fn(|_| Default::default());
+        ins[0] = hdr;
+        let (ni, no) = match dir {
+            Dir::Write => {
+                for (i, s) in segs.iter().enumerate() {
+                    ins[1 + i] = Self::data(*s);
+                }
+                outs[0] = status;
+                (1 + segs.len(), 1)
             }
+            Dir::Read => {
+                for (i, s) in segs.iter().enumerate() {
+                    outs[i] = Self::data(*s);
+                }
+                outs[segs.len()] = status;
+                (1, segs.len() + 1)
+            }
+        };
+        f(&mut self.queue, &ins[..ni], &mut outs[..no])
+    }
+
+    /// Queue one request in request slot `slot` (free: the block layer's
+    /// bookkeeping) moving the data buffers `segs`, in order, from/to the
+    /// sectors from `sector` on, and notify the device; its token.  The
+    /// caller checked [`Self::has_room`].
+    pub fn submit(&mut self, slot: usize, dir: Dir, sector: u64, segs: &[Seg]) -> Result<u16, ()> {
+        if segs.is_empty() || segs.len() > self.max_segs {
+            return Err(());
         }
-        .map_err(|_| ())?;
+        let p = self.hdr_va(slot);
+        let h = ReqHdr {
+            type_: if dir == Dir::Write { T_OUT } else { T_IN },
+            reserved: 0,
+            sector,
+        };
+        // SAFETY: this slot's header and status bytes (see `hdr_va`), the
+        // header 8-byte aligned; the device does not own them before `add`.
+        unsafe {
+            (p as *mut ReqHdr).write_volatile(h);
+            ((p + 64) as *mut u8).write_volatile(0xff);
+        }
+        // SAFETY: the header, status and data buffers stay untouched by
+        // anyone but the device until `finish` pops the request (the block
+        // layer owns the slot, the caller the pages).
+        let token = self
+            .with_chain(slot, dir, segs, |q, ins, outs| unsafe { q.add(ins, outs) })
+            .map_err(|_| ())?;
+        if self.queue.should_notify() {
+            self.transport.notify(0);
+        }
         Ok(token)
     }
 
     /// Pop the completed request `token` of slot `slot` (`peek_used` named
-    /// it); its status.
-    pub fn finish(
-        &mut self,
-        slot: usize,
-        token: u16,
-        dir: Dir,
-        pa: u64,
-        len: u64,
-    ) -> Result<(), ()> {
-        let buf = Self::data(pa, len);
-        let (req, resp) = self.hdr_ptrs(slot);
-        // SAFETY: the same header, status and data buffer as `submit` gave
+    /// it, `segs` as submitted); its status.
+    pub fn finish(&mut self, slot: usize, token: u16, dir: Dir, segs: &[Seg]) -> Result<(), ()> {
+        // SAFETY: the same header, status and data buffers as `submit` gave
         // for this token; the device is done with them (it returned the token).
-        let r = unsafe {
-            let (req, resp) = (&*req, &mut *resp);
-            match dir {
-                Dir::Read => self.dev.complete_read_blocks(token, req, buf, resp),
-                Dir::Write => self.dev.complete_write_blocks(token, req, buf, resp),
-            }
-        };
-        match r {
-            Ok(()) => Ok(()),
-            Err(_) => Err(()),
+        self.with_chain(slot, dir, segs, |q, ins, outs| unsafe {
+            q.pop_used(token, ins, outs)
+        })
+        .map_err(|_| ())?;
+        // SAFETY: the status byte the device wrote before returning the token.
+        match unsafe { ((self.hdr_va(slot) + 64) as *const u8).read_volatile() } {
+            0 => Ok(()),
+            _ => Err(()),
         }
     }
 }

@@ -428,6 +428,9 @@ fn call(p: &Arc<Process>, s: Sys, a: [u64; 6], frame: &arch::UserFrame) -> R {
                 }
                 return result.map(|_| 0);
             }
+            // Swap-out writes of consecutive folios merge into one request
+            // while plugged (block layer, "Plugging and merging").
+            let _plug = (adv == mm::abi::uapi::MADV_PAGEOUT).then(crate::block::Plug::new);
             p.with_mm(|mm| {
                 mm.madvise_each(a[0], a[1], adv, Some(&mut crate::mem::uspace::each_mm))
             })?
