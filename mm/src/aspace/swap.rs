@@ -62,7 +62,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
-use crate::paging::{Attrs, Entry, PTE_LEVEL, PagingArch, SwapEntry};
+use crate::paging::{Attrs, ENTRIES_PER_TABLE, Entry, PTE_LEVEL, PagingArch, SwapEntry};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
@@ -751,32 +751,50 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             drop(pt);
             return self.swapin_copy(vma, va, e, f.page(idx).pfn());
         }
-        let whole = nr > 1
-            && base >= vma.start
-            && base + nr * PAGE_SIZE <= vma.end
-            && base / PMD_SIZE == (base + nr * PAGE_SIZE - 1) / PMD_SIZE
-            && (0..nr).all(|i| {
-                matches!(pt.read_pte(base + i * PAGE_SIZE), Some(Entry::Swap(x))
-                    if x.ty == e.ty && x.offset == first_slot + i)
+        // The folio's entries, read from the table the walk above reached
+        // (a run never leaves it: the folio's block is naturally aligned).
+        // Whole when every entry of the block still names its slot.
+        let matches = |x: &Entry, i: u64| matches!(*x, Entry::Swap(y) if y.ty == e.ty && y.offset == first_slot + i);
+        let mut excl = [0u64; ENTRIES_PER_TABLE / 64];
+        let mut all_excl = true;
+        let whole_run = (nr > 1 && base >= vma.start && base + nr * PAGE_SIZE <= vma.end)
+            .then(|| pt.pte_run_walked(&w, va, base, nr as usize))
+            .flatten()
+            .filter(|run| {
+                (0..nr).all(|i| {
+                    let x = run.entry(i as usize);
+                    if !matches(&x, i) {
+                        return false;
+                    }
+                    if let Entry::Swap(y) = x {
+                        excl[(i / 64) as usize] |= (y.exclusive as u64) << (i % 64);
+                        all_excl &= y.exclusive;
+                    }
+                    true
+                })
             });
-        let (at, page0, n) = if whole { (base, 0, nr) } else { (va, idx, 1) };
-        let mut excl = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let x = pt.take_swap_pte(at + i * PAGE_SIZE).expect("checked above");
-            excl.push(x.exclusive);
-        }
-        let all_excl = excl.iter().all(|&x| x);
+        let (at, page0, n) = if whole_run.is_some() {
+            (base, 0, nr)
+        } else {
+            excl = [0; ENTRIES_PER_TABLE / 64];
+            excl[0] = e.exclusive as u64;
+            all_excl = e.exclusive;
+            (va, idx, 1)
+        };
         let mut attrs = Attrs::user(vma_perms(vma.flags));
         attrs.perms.write &= all_excl;
         attrs.dirty = access == Access::Write && attrs.perms.write;
-        pt.set_ptes(at, f.pfn() + page0, n as usize, attrs)
-            .expect("entries taken above, table present");
+        pt.set_ptes_over_swap_walked(&w, va, at, f.pfn() + page0, n as usize, attrs)
+            .expect("swap entries checked above, table present");
         if f.anon_owner().is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
-        for (i, &x) in excl.iter().enumerate() {
-            if x {
-                f.page(page0 + i as u64).set_anon_exclusive();
+        for (wi, &word) in excl.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let i = wi as u64 * 64 + bits.trailing_zeros() as u64;
+                f.page(page0 + i).set_anon_exclusive();
+                bits &= bits - 1;
             }
         }
         f.get_many(n as u32);
@@ -795,12 +813,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         self.rss_add(n);
         self.swapents_sub(n);
-        area.map.put(first_slot + page0, n);
+        let cache_only = area.map.put(first_slot + page0, n);
         drop(pt);
-        // No entry names the slots any more: free them (module docs).
-        if !area.map.any_count(first_slot, nr)
-            && ctx.swap.cache.remove_if(f.pfn(), || true).is_some()
-        {
+        // No entry names the slots any more: free them (module docs).  A
+        // whole run's `put` already says so.
+        let unused = if n == nr {
+            cache_only == nr
+        } else {
+            !area.map.any_count(first_slot, nr)
+        };
+        if unused && ctx.swap.cache.remove_if(f.pfn(), || true).is_some() {
             f.clear_flags(PageFlags::SWAPCACHE);
             f.set_flags(PageFlags::DIRTY);
             area.map.put_cache(first_slot, nr);

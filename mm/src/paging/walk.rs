@@ -133,6 +133,23 @@ impl<'a, A: PagingArch> PteRun<'a, A> {
         debug_assert!(from + out.len() <= self.len);
         self.mem.load_words(self.first + 8 * from as u64, out);
     }
+    /// The run of the `len` entries of PTE table `table` (physical
+    /// address) from index `idx0`, mapping `start` on.
+    pub(super) fn in_table(
+        mem: &'a dyn PhysMem,
+        table: u64,
+        idx0: usize,
+        start: u64,
+        len: usize,
+    ) -> Self {
+        PteRun {
+            mem,
+            first: table + 8 * idx0 as u64,
+            start,
+            len,
+            _arch: PhantomData,
+        }
+    }
     /// The sub-run of entries `from..to`.
     pub fn slice(&self, from: usize, to: usize) -> PteRun<'a, A> {
         debug_assert!(from <= to && to <= self.len);

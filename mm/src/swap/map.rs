@@ -256,6 +256,7 @@ impl SwapMap {
     pub fn put(&self, slot: u64, nr: u64) -> u64 {
         let mut g = self.inner.lock();
         let mut cache_only = 0;
+        let mut freed = Freed::default();
         for s in slot..slot + nr {
             let c = g.count[s as usize];
             assert!(
@@ -267,9 +268,10 @@ impl SwapMap {
             if n == HAS_CACHE {
                 cache_only += 1;
             } else if n == 0 {
-                g.release(s);
+                freed.add(&mut g, s);
             }
         }
+        freed.flush(&mut g);
         cache_only
     }
 
@@ -277,14 +279,16 @@ impl SwapMap {
     /// names any more become free.
     pub fn put_cache(&self, slot: u64, nr: u64) {
         let mut g = self.inner.lock();
+        let mut freed = Freed::default();
         for s in slot..slot + nr {
             let c = g.count[s as usize];
             assert!(c & HAS_CACHE != 0, "swap slot {s} not cached");
             g.count[s as usize] = c & !HAS_CACHE;
             if c == HAS_CACHE {
-                g.release(s);
+                freed.add(&mut g, s);
             }
         }
+        freed.flush(&mut g);
     }
 
     /// The swap cache takes `nr` slots from `slot` again (a swap-in that
@@ -344,6 +348,33 @@ impl SwapMap {
     }
 }
 
+/// Slots freed by one pass over a run, counted per cluster so that a
+/// folio's run (one cluster) updates the cluster's books once.
+#[derive(Default)]
+struct Freed {
+    /// (cluster, slots freed in it so far).
+    pending: Option<(u64, u16)>,
+}
+
+impl Freed {
+    fn add(&mut self, g: &mut Inner, s: u64) {
+        let ci = s / CLUSTER_SLOTS;
+        match &mut self.pending {
+            Some((c, n)) if *c == ci => *n += 1,
+            _ => {
+                self.flush(g);
+                self.pending = Some((ci, 1));
+            }
+        }
+    }
+
+    fn flush(&mut self, g: &mut Inner) {
+        if let Some((ci, n)) = self.pending.take() {
+            g.release(ci, n);
+        }
+    }
+}
+
 impl Inner {
     /// A free aligned run of `nr` slots in cluster `ci` (of `order`),
     /// taken for the cache.
@@ -372,12 +403,12 @@ impl Inner {
         None
     }
 
-    /// Slot `s` just became free.
-    fn release(&mut self, s: u64) {
-        self.in_use -= 1;
-        let ci = (s / CLUSTER_SLOTS) as usize;
+    /// `n` slots of cluster `ci` just became free.
+    fn release(&mut self, ci: u64, n: u16) {
+        self.in_use -= n as u64;
+        let ci = ci as usize;
         let cl = &mut self.clusters[ci];
-        cl.used -= 1;
+        cl.used -= n;
         if cl.used == 0 {
             cl.usage = Use::Free;
             cl.next = 0;
