@@ -214,6 +214,27 @@ impl Inner {
         })
     }
 
+    /// Whether any of the `nr` slots from key `first` is cached (a table
+    /// at a time: an absent table caches none of its slots).
+    fn any_cached(&self, first: u64, nr: u64) -> bool {
+        let (ty, slot0) = unkey(first);
+        let Some(tables) = self.by_slot.get(ty as usize) else {
+            return false;
+        };
+        let mut s = slot0;
+        while s < slot0 + nr {
+            let lo = s % CLUSTER_SLOTS;
+            let n = (CLUSTER_SLOTS - lo).min(slot0 + nr - s);
+            if let Some(Some(t)) = tables.get((s / CLUSTER_SLOTS) as usize)
+                && t.words[lo as usize..(lo + n) as usize].iter().any(|&w| w != 0)
+            {
+                return true;
+            }
+            s += n;
+        }
+        false
+    }
+
     /// Writes the words of the `nr` slots from key `first` (cluster by
     /// cluster): `pfn`'s, or empty ones with `pfn` `None`.
     fn fill(&mut self, first: u64, nr: u64, pfn: Option<u64>) {
@@ -338,12 +359,13 @@ impl SwapCache {
     /// Returns false (and records nothing) if any of them is cached
     /// already or the folio is.
     pub fn insert(&self, first: u64, pfn: u64, nr: u64) -> bool {
-        debug_assert!(nr >= 1 && nr <= MAX_RUN && pfn < 1 << PFN_BITS);
-        if nr == 0 || nr > MAX_RUN || pfn >= 1 << PFN_BITS {
+        let fits = (1..=MAX_RUN).contains(&nr) && pfn < 1 << PFN_BITS;
+        debug_assert!(fits, "{nr} pages at PFN {pfn:#x}");
+        if !fits {
             return false;
         }
         let mut g = self.inner.lock();
-        if g.by_pfn.find(pfn).is_some() || (first..first + nr).any(|k| g.word(k) != 0) {
+        if g.by_pfn.find(pfn).is_some() || g.any_cached(first, nr) {
             return false;
         }
         g.fill(first, nr, Some(pfn));
