@@ -754,32 +754,18 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         // The folio's entries, read from the table the walk above reached
         // (a run never leaves it: the folio's block is naturally aligned).
         // Whole when every entry of the block still names its slot.
-        let matches = |x: &Entry, i: u64| matches!(*x, Entry::Swap(y) if y.ty == e.ty && y.offset == first_slot + i);
         let mut excl = [0u64; ENTRIES_PER_TABLE / 64];
-        let mut all_excl = true;
-        let whole_run = (nr > 1 && base >= vma.start && base + nr * PAGE_SIZE <= vma.end)
+        let whole = (nr > 1 && base >= vma.start && base + nr * PAGE_SIZE <= vma.end)
             .then(|| pt.pte_run_walked(&w, va, base, nr as usize))
             .flatten()
-            .filter(|run| {
-                (0..nr).all(|i| {
-                    let x = run.entry(i as usize);
-                    if !matches(&x, i) {
-                        return false;
-                    }
-                    if let Entry::Swap(y) = x {
-                        excl[(i / 64) as usize] |= (y.exclusive as u64) << (i % 64);
-                        all_excl &= y.exclusive;
-                    }
-                    true
-                })
-            });
-        let (at, page0, n) = if whole_run.is_some() {
-            (base, 0, nr)
-        } else {
-            excl = [0; ENTRIES_PER_TABLE / 64];
-            excl[0] = e.exclusive as u64;
-            all_excl = e.exclusive;
-            (va, idx, 1)
+            .and_then(|run| run.swap_run(e.ty, first_slot, &mut excl));
+        let (at, page0, n, all_excl) = match whole {
+            Some(all_excl) => (base, 0, nr, all_excl),
+            None => {
+                excl = [0; ENTRIES_PER_TABLE / 64];
+                excl[0] = e.exclusive as u64;
+                (va, idx, 1, e.exclusive)
+            }
         };
         let mut attrs = Attrs::user(vma_perms(vma.flags));
         attrs.perms.write &= all_excl;
@@ -789,14 +775,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if f.anon_owner().is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
-        for (wi, &word) in excl.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let i = wi as u64 * 64 + bits.trailing_zeros() as u64;
-                f.page(page0 + i).set_anon_exclusive();
-                bits &= bits - 1;
-            }
-        }
+        f.set_anon_exclusive_bits(page0, &excl);
         f.get_many(n as u32);
         let now = f.add_mapcount_mm(self.id, n as i32);
         if now == n as i32 {

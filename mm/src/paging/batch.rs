@@ -229,14 +229,39 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         cont_ok: bool,
     ) -> bool {
         let cont = cont_ok && Self::whole_block(s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
-        for i in 0..s.count {
+        let enc = |i: usize| {
             let leaf = Leaf {
                 pfn: pfn0 + i as u64,
                 level: PTE_LEVEL,
                 attrs,
                 cont,
             };
-            mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            A::encode(Entry::Leaf(leaf), PTE_LEVEL)
+        };
+        // Encoded once and stepped per frame (the frame number is one
+        // field, so consecutive frames differ by a constant, checked at
+        // the ends), stored as one run of words.
+        let n = s.count;
+        if n <= 1 {
+            if n == 1 {
+                mem.store(s.slot(t, 0), enc(0));
+            }
+            return cont;
+        }
+        let r0 = enc(0);
+        let step = enc(1).wrapping_sub(r0);
+        let linear = n <= 2 || enc(n - 1) == r0.wrapping_add(step.wrapping_mul(n as u64 - 1));
+        let mut buf = [0u64; 16];
+        for c0 in (0..n).step_by(buf.len()) {
+            let words = &mut buf[..(n - c0).min(16)];
+            for (j, w) in words.iter_mut().enumerate() {
+                *w = if linear {
+                    r0.wrapping_add(step.wrapping_mul((c0 + j) as u64))
+                } else {
+                    enc(c0 + j)
+                };
+            }
+            mem.store_words(s.slot(t, c0), words);
         }
         cont
     }

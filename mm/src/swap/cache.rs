@@ -183,6 +183,10 @@ struct Inner {
     by_slot: Vec<Vec<Option<Table>>>,
     /// Head PFN → first slot's key.
     by_pfn: PfnIndex,
+    /// The last table emptied, all zero, kept for the next cluster that
+    /// needs one: a swap-in from the disk caches and frees one folio per
+    /// fault, which would otherwise allocate and free a table each time.
+    spare: Option<alloc::boxed::Box<[u64]>>,
     /// Pages cached (`SwapCached`).
     pages: u64,
 }
@@ -226,7 +230,9 @@ impl Inner {
             let lo = s % CLUSTER_SLOTS;
             let n = (CLUSTER_SLOTS - lo).min(slot0 + nr - s);
             if let Some(Some(t)) = tables.get((s / CLUSTER_SLOTS) as usize)
-                && t.words[lo as usize..(lo + n) as usize].iter().any(|&w| w != 0)
+                && t.words[lo as usize..(lo + n) as usize]
+                    .iter()
+                    .any(|&w| w != 0)
             {
                 return true;
             }
@@ -255,7 +261,10 @@ impl Inner {
                 tables.resize_with(c + 1, || None);
             }
             let t = tables[c].get_or_insert_with(|| Table {
-                words: vec![0u64; CLUSTER_SLOTS as usize].into_boxed_slice(),
+                words: self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| vec![0u64; CLUSTER_SLOTS as usize].into_boxed_slice()),
                 used: 0,
             });
             let words = &mut t.words[lo..lo + n];
@@ -271,7 +280,10 @@ impl Inner {
                     words.fill(0);
                     t.used -= n as u32;
                     if t.used == 0 {
-                        tables[c] = None;
+                        let empty = tables[c].take().map(|t| t.words);
+                        if self.spare.is_none() {
+                            self.spare = empty;
+                        }
                     }
                 }
             }
@@ -318,6 +330,7 @@ impl SwapCache {
             inner: Mutex::new(Inner {
                 by_slot: Vec::new(),
                 by_pfn: PfnIndex::new(),
+                spare: None,
                 pages: 0,
             }),
         }

@@ -256,22 +256,17 @@ impl SwapMap {
     pub fn put(&self, slot: u64, nr: u64) -> u64 {
         let mut g = self.inner.lock();
         let mut cache_only = 0;
-        let mut freed = Freed::default();
-        for s in slot..slot + nr {
-            let c = g.count[s as usize];
-            assert!(
-                c & COUNT_MASK != 0 && c != BAD,
-                "swap slot {s} put too often"
-            );
-            let n = c - 1;
-            g.count[s as usize] = n;
-            if n == HAS_CACHE {
-                cache_only += 1;
-            } else if n == 0 {
-                freed.add(&mut g, s);
+        g.per_cluster(slot, nr, |counts| {
+            let (mut bad, mut freed) = (false, 0);
+            for c in counts {
+                bad |= *c & COUNT_MASK == 0 || *c == BAD;
+                *c = c.wrapping_sub(1);
+                cache_only += (*c == HAS_CACHE) as u64;
+                freed += (*c == 0) as u16;
             }
-        }
-        freed.flush(&mut g);
+            assert!(!bad, "a swap slot of {slot}..+{nr} put too often");
+            freed
+        });
         cache_only
     }
 
@@ -279,16 +274,16 @@ impl SwapMap {
     /// names any more become free.
     pub fn put_cache(&self, slot: u64, nr: u64) {
         let mut g = self.inner.lock();
-        let mut freed = Freed::default();
-        for s in slot..slot + nr {
-            let c = g.count[s as usize];
-            assert!(c & HAS_CACHE != 0, "swap slot {s} not cached");
-            g.count[s as usize] = c & !HAS_CACHE;
-            if c == HAS_CACHE {
-                freed.add(&mut g, s);
+        g.per_cluster(slot, nr, |counts| {
+            let (mut bad, mut freed) = (false, 0);
+            for c in counts {
+                bad |= *c & HAS_CACHE == 0;
+                freed += (*c == HAS_CACHE) as u16;
+                *c &= !HAS_CACHE;
             }
-        }
-        freed.flush(&mut g);
+            assert!(!bad, "a swap slot of {slot}..+{nr} not cached");
+            freed
+        });
     }
 
     /// The swap cache takes `nr` slots from `slot` again (a swap-in that
@@ -348,34 +343,23 @@ impl SwapMap {
     }
 }
 
-/// Slots freed by one pass over a run, counted per cluster so that a
-/// folio's run (one cluster) updates the cluster's books once.
-#[derive(Default)]
-struct Freed {
-    /// (cluster, slots freed in it so far).
-    pending: Option<(u64, u16)>,
-}
-
-impl Freed {
-    fn add(&mut self, g: &mut Inner, s: u64) {
-        let ci = s / CLUSTER_SLOTS;
-        match &mut self.pending {
-            Some((c, n)) if *c == ci => *n += 1,
-            _ => {
-                self.flush(g);
-                self.pending = Some((ci, 1));
-            }
-        }
-    }
-
-    fn flush(&mut self, g: &mut Inner) {
-        if let Some((ci, n)) = self.pending.take() {
-            g.release(ci, n);
-        }
-    }
-}
-
 impl Inner {
+    /// Runs `f` on the counts of the `nr` slots from `slot`, a cluster's
+    /// part at a time (one part for a folio's run), and releases the slots
+    /// it says became free in that part.
+    fn per_cluster(&mut self, slot: u64, nr: u64, mut f: impl FnMut(&mut [u16]) -> u16) {
+        let mut s = slot;
+        while s < slot + nr {
+            let ci = s / CLUSTER_SLOTS;
+            let end = ((ci + 1) * CLUSTER_SLOTS).min(slot + nr);
+            let freed = f(&mut self.count[s as usize..end as usize]);
+            if freed != 0 {
+                self.release(ci, freed);
+            }
+            s = end;
+        }
+    }
+
     /// A free aligned run of `nr` slots in cluster `ci` (of `order`),
     /// taken for the cache.
     fn take_in(&mut self, ci: u32, order: u32, nr: usize) -> Option<u64> {
