@@ -775,7 +775,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if f.anon_owner().is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
-        f.set_anon_exclusive_bits(page0, &excl);
+        f.set_anon_exclusive_bits(page0, &excl[..n.div_ceil(64) as usize]);
         f.get_many(n as u32);
         let now = f.add_mapcount_mm(self.id, n as i32);
         if now == n as i32 {

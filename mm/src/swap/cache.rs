@@ -242,8 +242,8 @@ impl Inner {
     }
 
     /// Writes the words of the `nr` slots from key `first` (cluster by
-    /// cluster): `pfn`'s, or empty ones with `pfn` `None`.
-    fn fill(&mut self, first: u64, nr: u64, pfn: Option<u64>) {
+    /// cluster) for folio `pfn`, allocating tables as needed.
+    fn fill(&mut self, first: u64, nr: u64, pfn: u64) {
         let (ty, slot0) = unkey(first);
         let tables = {
             let ty = ty as usize;
@@ -267,24 +267,34 @@ impl Inner {
                     .unwrap_or_else(|| vec![0u64; CLUSTER_SLOTS as usize].into_boxed_slice()),
                 used: 0,
             });
-            let words = &mut t.words[lo..lo + n];
-            match pfn {
-                Some(pfn) => {
-                    let d0 = s - slot0;
-                    for (i, w) in words.iter_mut().enumerate() {
-                        *w = slot_word(pfn, d0 + i as u64, nr);
-                    }
-                    t.used += n as u32;
-                }
-                None => {
-                    words.fill(0);
-                    t.used -= n as u32;
-                    if t.used == 0 {
-                        let empty = tables[c].take().map(|t| t.words);
-                        if self.spare.is_none() {
-                            self.spare = empty;
-                        }
-                    }
+            let d0 = s - slot0;
+            for (i, w) in t.words[lo..lo + n].iter_mut().enumerate() {
+                *w = slot_word(pfn, d0 + i as u64, nr);
+            }
+            t.used += n as u32;
+            s += n as u64;
+        }
+    }
+
+    /// Empties the words of the `nr` slots from key `first`, all cached,
+    /// freeing (or keeping as the spare) each table left empty.
+    fn clear(&mut self, first: u64, nr: u64) {
+        let (ty, slot0) = unkey(first);
+        let tables = &mut self.by_slot[ty as usize];
+        let mut s = slot0;
+        while s < slot0 + nr {
+            let c = (s / CLUSTER_SLOTS) as usize;
+            let lo = (s % CLUSTER_SLOTS) as usize;
+            let n = ((CLUSTER_SLOTS - lo as u64).min(slot0 + nr - s)) as usize;
+            let t = tables[c].as_mut().expect("cached slots have a table");
+            for w in &mut t.words[lo..lo + n] {
+                *w = 0;
+            }
+            t.used -= n as u32;
+            if t.used == 0 {
+                let empty = tables[c].take().map(|t| t.words);
+                if self.spare.is_none() {
+                    self.spare = empty;
                 }
             }
             s += n as u64;
@@ -296,7 +306,7 @@ impl Inner {
     fn remove(&mut self, pfn: u64) -> Option<(u64, u64)> {
         let first = self.by_pfn.remove(pfn)?;
         let (_, _, nr) = unslot_word(self.word(first));
-        self.fill(first, nr, None);
+        self.clear(first, nr);
         self.pages -= nr;
         Some((first, nr))
     }
@@ -381,7 +391,7 @@ impl SwapCache {
         if g.by_pfn.find(pfn).is_some() || g.any_cached(first, nr) {
             return false;
         }
-        g.fill(first, nr, Some(pfn));
+        g.fill(first, nr, pfn);
         g.by_pfn.insert(pfn, first);
         g.pages += nr;
         true
@@ -399,8 +409,8 @@ impl SwapCache {
             return false;
         };
         let (_, _, nr) = unslot_word(g.word(first));
-        g.fill(first, nr, None);
-        g.fill(first, nr, Some(new));
+        g.clear(first, nr);
+        g.fill(first, nr, new);
         g.by_pfn.insert(new, first);
         true
     }
