@@ -47,6 +47,12 @@ impl mm::physmem::phys::PhysMem for DirectMap {
             *w = self.word(pa + 8 * i as u64).load(Ordering::Acquire);
         }
     }
+    fn store_words(&self, pa: u64, words: &[u64]) {
+        // Inlined atomic stores, no call per word.
+        for (i, &w) in words.iter().enumerate() {
+            self.word(pa + 8 * i as u64).store(w, Ordering::Release);
+        }
+    }
     fn zero(&self, pa: u64, len: u64) {
         // SAFETY: `[pa, pa+len)` is RAM owned by the caller, mapped by the
         // direct map (Normal memory).

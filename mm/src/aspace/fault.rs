@@ -259,6 +259,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 drop(guard);
                 return Some(self.fault_shared_pmd(vma, addr, prep));
             }
+            // A swap entry: straight to the swap-in (which takes the lock
+            // again itself), without the exclusive walk of `fault_locked`.
+            if let Entry::Swap(e) = w.entry
+                && w.level == PTE_LEVEL
+                && e.is_swap()
+            {
+                drop(guard);
+                return Some(self.do_swap_page(vma, addr, access, e));
+            }
             if w.level != PTE_LEVEL || !matches!(w.entry, Entry::Absent) {
                 return None;
             }

@@ -62,7 +62,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
-use crate::paging::{Attrs, Entry, PTE_LEVEL, PagingArch, SwapEntry};
+use crate::paging::{Attrs, ENTRIES_PER_TABLE, Entry, PTE_LEVEL, PagingArch, SwapEntry};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
@@ -751,34 +751,31 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             drop(pt);
             return self.swapin_copy(vma, va, e, f.page(idx).pfn());
         }
-        let whole = nr > 1
-            && base >= vma.start
-            && base + nr * PAGE_SIZE <= vma.end
-            && base / PMD_SIZE == (base + nr * PAGE_SIZE - 1) / PMD_SIZE
-            && (0..nr).all(|i| {
-                matches!(pt.read_pte(base + i * PAGE_SIZE), Some(Entry::Swap(x))
-                    if x.ty == e.ty && x.offset == first_slot + i)
-            });
-        let (at, page0, n) = if whole { (base, 0, nr) } else { (va, idx, 1) };
-        let mut excl = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let x = pt.take_swap_pte(at + i * PAGE_SIZE).expect("checked above");
-            excl.push(x.exclusive);
-        }
-        let all_excl = excl.iter().all(|&x| x);
+        // The folio's entries, read from the table the walk above reached
+        // (a run never leaves it: the folio's block is naturally aligned).
+        // Whole when every entry of the block still names its slot.
+        let mut excl = [0u64; ENTRIES_PER_TABLE / 64];
+        let whole = (nr > 1 && base >= vma.start && base + nr * PAGE_SIZE <= vma.end)
+            .then(|| pt.pte_run_walked(&w, va, base, nr as usize))
+            .flatten()
+            .and_then(|run| run.swap_run(e.ty, first_slot, &mut excl));
+        let (at, page0, n, all_excl) = match whole {
+            Some(all_excl) => (base, 0, nr, all_excl),
+            None => {
+                excl = [0; ENTRIES_PER_TABLE / 64];
+                excl[0] = e.exclusive as u64;
+                (va, idx, 1, e.exclusive)
+            }
+        };
         let mut attrs = Attrs::user(vma_perms(vma.flags));
         attrs.perms.write &= all_excl;
         attrs.dirty = access == Access::Write && attrs.perms.write;
-        pt.set_ptes(at, f.pfn() + page0, n as usize, attrs)
-            .expect("entries taken above, table present");
+        pt.set_ptes_over_swap_walked(&w, va, at, f.pfn() + page0, n as usize, attrs)
+            .expect("swap entries checked above, table present");
         if f.anon_owner().is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
-        for (i, &x) in excl.iter().enumerate() {
-            if x {
-                f.page(page0 + i as u64).set_anon_exclusive();
-            }
-        }
+        f.set_anon_exclusive_bits(page0, &excl[..n.div_ceil(64) as usize]);
         f.get_many(n as u32);
         let now = f.add_mapcount_mm(self.id, n as i32);
         if now == n as i32 {
@@ -795,12 +792,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         self.rss_add(n);
         self.swapents_sub(n);
-        area.map.put(first_slot + page0, n);
+        let cache_only = area.map.put(first_slot + page0, n);
         drop(pt);
-        // No entry names the slots any more: free them (module docs).
-        if !area.map.any_count(first_slot, nr)
-            && ctx.swap.cache.remove_if(f.pfn(), || true).is_some()
-        {
+        // No entry names the slots any more: free them (module docs).  A
+        // whole run's `put` already says so.
+        let unused = if n == nr {
+            cache_only == nr
+        } else {
+            !area.map.any_count(first_slot, nr)
+        };
+        if unused && ctx.swap.cache.remove_if(f.pfn(), || true).is_some() {
             f.clear_flags(PageFlags::SWAPCACHE);
             f.set_flags(PageFlags::DIRTY);
             area.map.put_cache(first_slot, nr);

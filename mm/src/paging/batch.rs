@@ -229,14 +229,39 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         cont_ok: bool,
     ) -> bool {
         let cont = cont_ok && Self::whole_block(s) && pfn0.is_multiple_of(A::CONT_PTES as u64);
-        for i in 0..s.count {
+        let enc = |i: usize| {
             let leaf = Leaf {
                 pfn: pfn0 + i as u64,
                 level: PTE_LEVEL,
                 attrs,
                 cont,
             };
-            mem.store(s.slot(t, i), A::encode(Entry::Leaf(leaf), PTE_LEVEL));
+            A::encode(Entry::Leaf(leaf), PTE_LEVEL)
+        };
+        // Encoded once and stepped per frame (the frame number is one
+        // field, so consecutive frames differ by a constant, checked at
+        // the ends), stored as one run of words.
+        let n = s.count;
+        if n <= 1 {
+            if n == 1 {
+                mem.store(s.slot(t, 0), enc(0));
+            }
+            return cont;
+        }
+        let r0 = enc(0);
+        let step = enc(1).wrapping_sub(r0);
+        let linear = n <= 2 || enc(n - 1) == r0.wrapping_add(step.wrapping_mul(n as u64 - 1));
+        let mut buf = [0u64; 16];
+        for c0 in (0..n).step_by(buf.len()) {
+            let words = &mut buf[..(n - c0).min(16)];
+            for (j, w) in words.iter_mut().enumerate() {
+                *w = if linear {
+                    r0.wrapping_add(step.wrapping_mul((c0 + j) as u64))
+                } else {
+                    enc(c0 + j)
+                };
+            }
+            mem.store_words(s.slot(t, c0), words);
         }
         cont
     }
@@ -259,6 +284,50 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             Some((t, idx0)) => self.set_ptes_in_table(t, idx0, va, first_pfn, n, attrs),
             None => self.set_ptes(va, first_pfn, n, attrs),
         }
+    }
+
+    /// The entries of the `n` pages from `va` when they lie in the PTE
+    /// table `w` reached from `walked` (as [`Self::set_ptes_walked`]), read
+    /// without another walk; `None` when they do not.
+    pub fn pte_run_walked(
+        &self,
+        w: &Walk,
+        walked: u64,
+        va: u64,
+        n: usize,
+    ) -> Option<super::walk::PteRun<'a, A>> {
+        let (t, idx0) = walked_run(w, walked, va, n)?;
+        Some(super::walk::PteRun::in_table(self.mem(), t, idx0, va, n))
+    }
+
+    /// Maps frames from `first_pfn` at the `n` pages from `va`, whose
+    /// entries are swap entries the caller took the data of (the swap-in
+    /// fault, which read them through [`Self::pte_run_walked`] under this
+    /// lock hold): the leaves are stored over them, in the table `w`
+    /// reached from `walked`, with no emptiness pass and no flush (the MMU
+    /// never cached a swap entry).  `NotMapped` if the run is not in that
+    /// table.
+    pub fn set_ptes_over_swap_walked(
+        &mut self,
+        w: &Walk,
+        walked: u64,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> Result<(), PtError> {
+        let (t, idx0) = walked_run(w, walked, va, n).ok_or(PtError::NotMapped)?;
+        debug_assert!(
+            (0..n).all(|i| self
+                .read(t + 8 * (idx0 + i) as u64, PTE_LEVEL)
+                .swap()
+                .is_some()),
+            "swap entries expected"
+        );
+        let cont_sets = self.store_leaves_in_table(t, idx0, va, first_pfn, n, attrs);
+        self.env.tlb.sync_tables();
+        self.stats.cont_sets += cont_sets;
+        Ok(())
     }
 
     /// [`Self::set_ptes`] for a run inside the one PTE table `t` (every
@@ -342,6 +411,21 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         if (0..n).any(|i| mem.load(t + 8 * (idx0 + i) as u64) != 0) {
             return Err(PtError::Exists);
         }
+        Ok(self.store_leaves_in_table(t, idx0, va, first_pfn, n, attrs))
+    }
+
+    /// The stores of [`Self::store_in_table`], whatever the entries held
+    /// (the caller checked them); returns the contiguous blocks written.
+    fn store_leaves_in_table(
+        &self,
+        t: u64,
+        idx0: usize,
+        va: u64,
+        first_pfn: u64,
+        n: usize,
+        attrs: Attrs,
+    ) -> u64 {
+        let mem = self.mem();
         let cont_ok = self.cont_enabled();
         let block = A::CONT_PTES.max(1);
         let mut cont_sets = 0;
@@ -358,7 +442,7 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             cont_sets += Self::store_seg(mem, t, &s, pfn0, attrs, cont_ok) as u64;
             done += s.count;
         }
-        Ok(cont_sets)
+        cont_sets
     }
 
     /// Map one frame at `va` (entry must be empty).  If `folio` is given and

@@ -133,6 +133,79 @@ impl<'a, A: PagingArch> PteRun<'a, A> {
         debug_assert!(from + out.len() <= self.len);
         self.mem.load_words(self.first + 8 * from as u64, out);
     }
+    /// The run of the `len` entries of PTE table `table` (physical
+    /// address) from index `idx0`, mapping `start` on.
+    pub(super) fn in_table(
+        mem: &'a dyn PhysMem,
+        table: u64,
+        idx0: usize,
+        start: u64,
+        len: usize,
+    ) -> Self {
+        PteRun {
+            mem,
+            first: table + 8 * idx0 as u64,
+            start,
+            len,
+            _arch: PhantomData,
+        }
+    }
+    /// Whether every entry of the run is the swap entry of area `ty`
+    /// naming slot `slot0 + i` (exclusive or not); if so, entry `i`'s
+    /// exclusive bit is set as bit `i % 64` of `excl[i / 64]` (which
+    /// must be zero and long enough) and the result says whether all are
+    /// exclusive.  The swap-in fault's test for mapping a folio whole:
+    /// raw words against the encoding of the first slot stepped per slot
+    /// (checked to be linear over the run: a plain or an inverted offset
+    /// field), a decode only for a word that differs.
+    pub fn swap_run(&self, ty: u8, slot0: u64, excl: &mut [u64]) -> Option<bool> {
+        let n = self.len as u64;
+        if n == 0 {
+            return Some(true);
+        }
+        let enc = |off: u64, x: bool| {
+            SwapEntry::swap(ty, off, x).map(|e| A::encode(Entry::Swap(e), PTE_LEVEL))
+        };
+        let (r0, r0x, r1, rl, rlx) = (
+            enc(slot0, false)?,
+            enc(slot0, true)?,
+            enc(slot0 + 1, false)?,
+            enc(slot0 + n - 1, false)?,
+            enc(slot0 + n - 1, true)?,
+        );
+        let xbit = r0 ^ r0x;
+        let step = r1.wrapping_sub(r0);
+        let linear = xbit.count_ones() == 1
+            && step & xbit == 0
+            && rl == r0.wrapping_add(step.wrapping_mul(n - 1))
+            && rlx == rl | xbit;
+        let mut all = true;
+        let mut buf = [0u64; 16];
+        let mut expect = r0;
+        for c0 in (0..self.len).step_by(buf.len()) {
+            let words = &mut buf[..(self.len - c0).min(16)];
+            self.raw_words(c0, words);
+            for (j, &w) in words.iter().enumerate() {
+                let i = c0 + j;
+                let x = if linear && w & !xbit == expect {
+                    w & xbit != 0
+                } else {
+                    match A::decode(w, PTE_LEVEL) {
+                        Entry::Swap(e)
+                            if e.is_swap() && e.ty == ty && e.offset == slot0 + i as u64 =>
+                        {
+                            e.exclusive
+                        }
+                        _ => return None,
+                    }
+                };
+                excl[i / 64] |= (x as u64) << (i % 64);
+                all &= x;
+                expect = expect.wrapping_add(step);
+            }
+        }
+        Some(all)
+    }
     /// The sub-run of entries `from..to`.
     pub fn slice(&self, from: usize, to: usize) -> PteRun<'a, A> {
         debug_assert!(from <= to && to <= self.len);

@@ -405,6 +405,33 @@ impl<'a> Folio<'a> {
         }
     }
 
+    /// Marks `PageAnonExclusive` on page `first + i` for every bit `i` set
+    /// in `bits` (bit `i % 64` of word `i / 64`): a swap-in mapping a run
+    /// of pages, with the tails' hint for the free path set once rather
+    /// than checked per page as [`Page::set_anon_exclusive`] does.
+    pub fn set_anon_exclusive_bits(&self, first: u64, bits: &[u64]) {
+        let nr = self.nr_pages();
+        let memmap = self.alloc.memmap();
+        let mut tails = false;
+        for (wi, &word) in bits.iter().enumerate() {
+            let mut b = word;
+            while b != 0 {
+                let i = first + wi as u64 * 64 + b.trailing_zeros() as u64;
+                assert!(i < nr, "page {i} of an order-{} folio", self.order());
+                memmap
+                    .at(self.idx + i as u32)
+                    .flags
+                    .fetch_or(PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
+                tails |= i != 0;
+                b &= b - 1;
+            }
+        }
+        let h = &self.head().flags;
+        if tails && h.load(Relaxed) & TAILS_AE == 0 {
+            h.fetch_or(TAILS_AE, Relaxed);
+        }
+    }
+
     /// Drops a reference; the last one frees the folio.
     ///
     /// # Panics

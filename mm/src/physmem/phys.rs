@@ -53,4 +53,12 @@ pub trait PhysMem: Sync {
             *w = self.load(pa + 8 * i as u64);
         }
     }
+    /// Store `words` to consecutive 64-bit words starting at `pa`, each
+    /// atomically: [`Self::load_words`]'s counterpart for a run of
+    /// entries.
+    fn store_words(&self, pa: u64, words: &[u64]) {
+        for (i, &w) in words.iter().enumerate() {
+            self.store(pa + 8 * i as u64, w);
+        }
+    }
 }

@@ -256,20 +256,17 @@ impl SwapMap {
     pub fn put(&self, slot: u64, nr: u64) -> u64 {
         let mut g = self.inner.lock();
         let mut cache_only = 0;
-        for s in slot..slot + nr {
-            let c = g.count[s as usize];
-            assert!(
-                c & COUNT_MASK != 0 && c != BAD,
-                "swap slot {s} put too often"
-            );
-            let n = c - 1;
-            g.count[s as usize] = n;
-            if n == HAS_CACHE {
-                cache_only += 1;
-            } else if n == 0 {
-                g.release(s);
+        g.per_cluster(slot, nr, |counts| {
+            let (mut bad, mut freed) = (false, 0);
+            for c in counts {
+                bad |= *c & COUNT_MASK == 0 || *c == BAD;
+                *c = c.wrapping_sub(1);
+                cache_only += (*c == HAS_CACHE) as u64;
+                freed += (*c == 0) as u16;
             }
-        }
+            assert!(!bad, "a swap slot of {slot}..+{nr} put too often");
+            freed
+        });
         cache_only
     }
 
@@ -277,14 +274,16 @@ impl SwapMap {
     /// names any more become free.
     pub fn put_cache(&self, slot: u64, nr: u64) {
         let mut g = self.inner.lock();
-        for s in slot..slot + nr {
-            let c = g.count[s as usize];
-            assert!(c & HAS_CACHE != 0, "swap slot {s} not cached");
-            g.count[s as usize] = c & !HAS_CACHE;
-            if c == HAS_CACHE {
-                g.release(s);
+        g.per_cluster(slot, nr, |counts| {
+            let (mut bad, mut freed) = (false, 0);
+            for c in counts {
+                bad |= *c & HAS_CACHE == 0;
+                freed += (*c == HAS_CACHE) as u16;
+                *c &= !HAS_CACHE;
             }
-        }
+            assert!(!bad, "a swap slot of {slot}..+{nr} not cached");
+            freed
+        });
     }
 
     /// The swap cache takes `nr` slots from `slot` again (a swap-in that
@@ -345,6 +344,22 @@ impl SwapMap {
 }
 
 impl Inner {
+    /// Runs `f` on the counts of the `nr` slots from `slot`, a cluster's
+    /// part at a time (one part for a folio's run), and releases the slots
+    /// it says became free in that part.
+    fn per_cluster(&mut self, slot: u64, nr: u64, mut f: impl FnMut(&mut [u16]) -> u16) {
+        let mut s = slot;
+        while s < slot + nr {
+            let ci = s / CLUSTER_SLOTS;
+            let end = ((ci + 1) * CLUSTER_SLOTS).min(slot + nr);
+            let freed = f(&mut self.count[s as usize..end as usize]);
+            if freed != 0 {
+                self.release(ci, freed);
+            }
+            s = end;
+        }
+    }
+
     /// A free aligned run of `nr` slots in cluster `ci` (of `order`),
     /// taken for the cache.
     fn take_in(&mut self, ci: u32, order: u32, nr: usize) -> Option<u64> {
@@ -372,12 +387,12 @@ impl Inner {
         None
     }
 
-    /// Slot `s` just became free.
-    fn release(&mut self, s: u64) {
-        self.in_use -= 1;
-        let ci = (s / CLUSTER_SLOTS) as usize;
+    /// `n` slots of cluster `ci` just became free.
+    fn release(&mut self, ci: u64, n: u16) {
+        self.in_use -= n as u64;
+        let ci = ci as usize;
         let cl = &mut self.clusters[ci];
-        cl.used -= 1;
+        cl.used -= n;
         if cl.used == 0 {
             cl.usage = Use::Free;
             cl.next = 0;

@@ -22,7 +22,8 @@
 //! `swap_cold` and `pressure` are added only by the runner's boots with a
 //! swap disk), `tag=nocont` (appended to the configuration names),
 //! `swapin=0` (the swap workloads' swap-in is not measured: profiles of
-//! swap-out alone).
+//! swap-out alone), `swapout=0` (the swap workload's `MADV_PAGEOUT` is
+//! not measured: profiles of swap-in alone).
 //!
 //! Output, one fact per line (the runner parses these):
 //! * `bench <workload> <config> <MiB> <metric> <median> <min> <max>` over
@@ -164,6 +165,9 @@ struct Opts {
     /// `swapin=0`: the swap workload's swap-in phase runs (and checks the
     /// data) without a perf session, so `make profile` sees swap-out alone.
     swapin_perf: bool,
+    /// `swapout=0`: the swap workload's swap-out (`MADV_PAGEOUT`) runs
+    /// without a perf session, so `make profile` sees swap-in alone.
+    swapout_perf: bool,
     tag: [u8; 16],
     tag_len: usize,
 }
@@ -214,6 +218,7 @@ impl Opts {
                 }
             }
             b"swapin" => self.swapin_perf = parse_u64(val).ok_or_else(|| bad(key, val))? != 0,
+            b"swapout" => self.swapout_perf = parse_u64(val).ok_or_else(|| bad(key, val))? != 0,
             b"tag" => {
                 let n = val.len().min(self.tag.len());
                 self.tag[..n].copy_from_slice(&val[..n]);
@@ -1404,7 +1409,7 @@ fn bench_swap(cx: &mut Ctx) {
             };
             let o0 = size_stat(cx.buf, kb, "swpout");
             let f0 = size_stat(cx.buf, kb, "swpout_fallback");
-            let on = cx.perf.start("start both");
+            let on = cx.opts.swapout_perf && cx.perf.start("start both");
             let t0 = now_ns();
             let r = sys::madvise(addr, len, MADV_PAGEOUT);
             let t1 = now_ns();
@@ -2192,6 +2197,7 @@ fn bench_main(args: &Args) -> i32 {
         work: W_FAULT | W_STREAM | W_CHASE | W_COLLAPSE | W_SPLIT,
         sizes_set: false,
         swapin_perf: true,
+        swapout_perf: true,
         tag: [0; 16],
         tag_len: 0,
     };
