@@ -675,6 +675,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 return Err(Fault::Oom);
             };
             let f = FolioRef::from_raw(raw);
+            // Locked before the swap cache can show it (as Linux locks a
+            // folio before adding it): a fault of another thread that finds
+            // it there waits for the read instead of taking the lock first.
+            // Dropped before `f` on every way out.
+            let lock = f.try_lock().expect("a new folio is unlocked");
             if !area.map.take_cache(slot0, nr) {
                 if ord > 0 {
                     continue; // part of the run is cached or gone: try smaller
@@ -688,7 +693,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
                 return Ok(None);
             }
-            let lock = f.try_lock().expect("a new folio is unlocked");
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
             f.set_flags(PageFlags::SWAPCACHE);
             f.get(); // the cache's
