@@ -1029,8 +1029,8 @@ fn migrate_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
         s,
         "| size | MiB/s ours | Linux | ours/Linux | instr/MiB ours | icount-ns/MiB ours | Linux | ours/Linux | arrived ours | Linux |\n|---|---|---|---|---|---|---|---|---|---|"
     );
-    let ns = |x: Option<&Rec>| x.map(|x| 1e9 / x.med);
-    let f = |v: Option<f64>| v.map(fmt_v).unwrap_or_else(|| "–".into());
+    let ns = icount_ns;
+    let f = opt_cell;
     let icount = r.info.iter().any(|l| l.contains("icount"));
     for cfg in ["4K", "64K", "2M"] {
         let g = |m: &str| r.get("migrate", cfg, mib, m);
@@ -1207,6 +1207,25 @@ fn frag_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
     s
 }
 
+/// Guest ns per MiB of a MiB/s record: under `-icount shift=0`, the
+/// instructions (plus idle) per MiB.
+fn icount_ns(x: Option<&Rec>) -> Option<f64> {
+    x.map(|x| 1e9 / x.med)
+}
+
+/// A figure, or "–" when there is none.
+fn opt_cell(v: Option<f64>) -> String {
+    v.map(fmt_v).unwrap_or_else(|| "–".into())
+}
+
+/// `a / b` to two places, or "–".
+fn opt_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    }
+}
+
 /// Swap tables: MiB/s per direction and folio size, the fraction of folios
 /// swapped out without a split, instructions per MiB under `-icount`, and
 /// the pressure run; `lx` (Linux 6.12, same /bench) beside ours when given.
@@ -1284,12 +1303,9 @@ fn swap_tables(r: &ArchResult, lx: Option<&ArchResult>) -> String {
                 s,
                 "| size | out instr/MiB ours | out icount-ns/MiB ours | Linux | ours/Linux | in instr/MiB ours | in icount-ns/MiB ours | Linux | ours/Linux |\n|---|---|---|---|---|---|---|---|---|"
             );
-            let ns = |x: Option<&Rec>| x.map(|x| 1e9 / x.med);
-            let f = |v: Option<f64>| v.map(fmt_v).unwrap_or_else(|| "–".into());
-            let rt = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "–".into(),
-            };
+            let ns = icount_ns;
+            let f = opt_cell;
+            let rt = opt_ratio;
             for cfg in ["4K", "64K", "2M"] {
                 let g = |w: &str, m: &str| r.get(w, cfg, mib, m);
                 let l = |w: &str, m: &str| lget(w, cfg, mib, m);
@@ -1436,8 +1452,8 @@ fn cold_table(s: &mut String, r: &ArchResult, lx: Option<&ArchResult>) {
                 s,
                 "| size | instr/MiB ours | icount-ns/MiB ours | Linux | ours/Linux |\n|---|---|---|---|---|"
             );
-            let ns = |x: Option<&Rec>| x.map(|x| 1e9 / x.med);
-            let f = |v: Option<f64>| v.map(fmt_v).unwrap_or_else(|| "–".into());
+            let ns = icount_ns;
+            let f = opt_cell;
             for cfg in ["4K", "64K", "2M"] {
                 let (o, lv) = (ns(g(cfg, "mib_per_s")), ns(l(cfg, "mib_per_s")));
                 let _ = writeln!(
@@ -1447,10 +1463,7 @@ fn cold_table(s: &mut String, r: &ArchResult, lx: Option<&ArchResult>) {
                     cell(g(cfg, "pmu:instructions_per_mib")),
                     f(o),
                     f(lv),
-                    match (o, lv) {
-                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                        _ => "–".into(),
-                    },
+                    opt_ratio(o, lv),
                 );
             }
             s.push('\n');

@@ -1350,6 +1350,32 @@ fn pattern(off: usize) -> u64 {
 
 /// A region of `len` bytes mapped (2 MiB aligned) and filled with
 /// [`pattern`], or `None` after a `bench-info skip <what>` line.
+/// Reads one word per 4K page of `addr..addr + len` (the swap-in being
+/// measured; a write would change the data checked after), counting those
+/// that differ from [`pattern`].
+fn read_pages(addr: usize, len: usize) -> usize {
+    let mut bad = 0;
+    for off in (0..len).step_by(PAGE) {
+        // SAFETY: `addr..addr + len` is the caller's private mapping.
+        let v = unsafe { ((addr + off) as *const u64).read_volatile() };
+        bad += (v != pattern(off)) as usize;
+    }
+    bad
+}
+
+/// Every word of `addr..addr + len` checked against [`pattern`]: how many
+/// differ.
+fn verify_region(addr: usize, len: usize) -> usize {
+    let mut bad = 0;
+    for off in (0..len).step_by(8) {
+        // SAFETY: `addr..addr + len` is the caller's private mapping.
+        if unsafe { ((addr + off) as *const u64).read_volatile() } != pattern(off) {
+            bad += 1;
+        }
+    }
+    bad
+}
+
 fn filled_region(what: &str, cfg: &Cfg, mib: usize, len: usize) -> Option<usize> {
     let addr = match map_region(len) {
         Ok(a) => a,
@@ -1443,12 +1469,7 @@ fn bench_swap(cx: &mut Ctx) {
             let g0 = vmstat(cx.buf, "pgmajfault");
             let on = cx.opts.swapin_perf && cx.perf.start("start both");
             let t0 = now_ns();
-            // Reads, one per page: a write would change the data checked below.
-            for off in (0..len).step_by(PAGE) {
-                // SAFETY: as above.
-                let v = unsafe { ((addr + off) as *const u64).read_volatile() };
-                bad += (v != pattern(off)) as usize;
-            }
+            bad += read_pages(addr, len);
             let t1 = now_ns();
             let rep = if on { cx.perf.stop(cx.buf) } else { None };
             majf.push((majflt() - m0) as f64);
@@ -1457,12 +1478,7 @@ fn bench_swap(cx: &mut Ctx) {
             }
             in_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
             p_in.add(&rep, mib as u64);
-            for off in (0..len).step_by(8) {
-                // SAFETY: as above.
-                if unsafe { ((addr + off) as *const u64).read_volatile() } != pattern(off) {
-                    bad += 1;
-                }
-            }
+            bad += verify_region(addr, len);
             sys::munmap(addr, len);
         }
         if bad != 0 {
@@ -1624,12 +1640,7 @@ fn bench_swap_cold(cx: &mut Ctx) {
             let s0 = vmstat(cx.buf, "pswpin");
             let on = cx.opts.swapin_perf && cx.perf.start("start both");
             let t0 = now_ns();
-            // Reads, one per page, as the swap workload's swap-in.
-            for off in (0..len).step_by(PAGE) {
-                // SAFETY: `addr..addr + len` is our private mapping.
-                let v = unsafe { ((addr + off) as *const u64).read_volatile() };
-                bad += (v != pattern(off)) as usize;
-            }
+            bad += read_pages(addr, len);
             let t1 = now_ns();
             let rep = if on { cx.perf.stop(cx.buf) } else { None };
             majf.push((majflt() - m0) as f64);
@@ -1643,12 +1654,7 @@ fn bench_swap_cold(cx: &mut Ctx) {
             }
             in_s.push(mib as f64 / ((t1 - t0) as f64 / 1e9));
             p_in.add(&rep, mib as u64);
-            for off in (0..len).step_by(8) {
-                // SAFETY: as above.
-                if unsafe { ((addr + off) as *const u64).read_volatile() } != pattern(off) {
-                    bad += 1;
-                }
-            }
+            bad += verify_region(addr, len);
             sys::munmap(addr, len);
         }
         if bad != 0 {
