@@ -27,7 +27,10 @@
 use crate::cmdline;
 use crate::mem::uspace;
 use crate::task::sched;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 #[cfg(any(feature = "selftest", feature = "demo"))]
 use mm::aspace::khugepaged_full_scan;
 use mm::aspace::{PassStats, khugepaged_scan_pass};
@@ -35,6 +38,10 @@ use mm::thp::THP;
 
 /// Pause depth (0 = running).
 static PAUSED: AtomicUsize = AtomicUsize::new(0);
+/// Set by the thread while a pass runs (checked against [`PAUSED`] in
+/// the other order, both `SeqCst`: either the thread sees the pause and
+/// skips the pass, or [`pause`] sees the pass and waits for it).
+static IN_PASS: AtomicBool = AtomicBool::new(false);
 /// Set by [`kick`]: skip the current sleep.
 static KICKED: AtomicBool = AtomicBool::new(false);
 /// Passes the thread has completed.
@@ -67,10 +74,16 @@ pub fn start() {
     }
 }
 
-/// Stop scanning until [`resume`] (nests).
+/// Stop scanning until [`resume`] (nests).  Returns once no pass is
+/// running, so the caller may tear down a space without the thread
+/// still holding a reference to it (a pass on another CPU, or one
+/// preempted mid-way, used to outlive the pause).
 #[cfg(feature = "selftest")]
 pub fn pause() {
-    PAUSED.fetch_add(1, Relaxed);
+    PAUSED.fetch_add(1, SeqCst);
+    while IN_PASS.load(SeqCst) {
+        sched::sleep_ms(1);
+    }
 }
 
 /// Undo one [`pause`].
@@ -192,7 +205,13 @@ fn thread_main() {
             nap(100, None);
             continue;
         }
+        IN_PASS.store(true, SeqCst);
+        if PAUSED.load(SeqCst) != 0 {
+            IN_PASS.store(false, SeqCst);
+            continue;
+        }
         let p = one_pass();
+        IN_PASS.store(false, SeqCst);
         let k = &THP.config.khugepaged;
         let knob = if p.alloc_failed {
             &k.alloc_sleep_millisecs

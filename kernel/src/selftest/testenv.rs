@@ -94,9 +94,9 @@ impl Fixture {
         }
         uspace::deactivate();
         for m in mms {
-            // With several CPUs, khugepaged may still be finishing a scan
-            // step on another CPU (holding a reference) when `pause`
-            // returns: give it a second to let go (ours + the registry's).
+            // `pause` waited for khugepaged's pass; another short-lived
+            // holder (the shrinker on another CPU) gets a second to let
+            // go (ours + the registry's).
             let t0 = crate::arch::now_ns();
             while Arc::strong_count(&m) > 2 && crate::arch::now_ns() - t0 < 1_000_000_000 {
                 crate::task::sched::sleep_ms(1);
