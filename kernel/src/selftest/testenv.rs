@@ -95,10 +95,10 @@ impl Fixture {
         uspace::deactivate();
         for m in mms {
             // `pause` waited for khugepaged's pass; another short-lived
-            // holder (the shrinker on another CPU) gets a second to let
-            // go (ours + the registry's).
+            // holder (the shrinker on another CPU) gets up to 10 s (a
+            // busy host may starve a vCPU) to let go (ours + the registry's).
             let t0 = crate::arch::now_ns();
-            while Arc::strong_count(&m) > 2 && crate::arch::now_ns() - t0 < 1_000_000_000 {
+            while Arc::strong_count(&m) > 2 && crate::arch::now_ns() - t0 < 10_000_000_000 {
                 crate::task::sched::sleep_ms(1);
             }
             check!(uspace::release(m), "address space still referenced");

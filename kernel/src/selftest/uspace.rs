@@ -320,8 +320,8 @@ fn run_on(cpu: usize) -> ktest::TestResult {
     let t0 = arch::now_ns();
     while arch::cpu_id() != cpu {
         check!(
-            arch::now_ns() - t0 < 1_000_000_000,
-            "not moved to CPU {cpu} within 1 s"
+            arch::now_ns() - t0 < 10_000_000_000,
+            "not moved to CPU {cpu} within 10 s"
         );
         sched::yield_now();
     }
