@@ -31,11 +31,15 @@ def main():
     elf, log = sys.argv[1], sys.argv[2]
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 40
     samples = {}
+    lrs = {}
     for line in open(log, errors="replace"):
         w = line.split()
         if len(w) == 3 and w[0] == "profile":
             pc, n = int(w[1], 16), int(w[2])
             samples[pc] = samples.get(pc, 0) + n
+        elif len(w) == 3 and w[0] == "profile_lr":
+            lr, n = int(w[1], 16), int(w[2])
+            lrs[lr] = lrs.get(lr, 0) + n
     dropped = samples.pop(0, 0)
     user = samples.pop(1, 0)
     total = sum(samples.values()) + user + dropped
@@ -62,14 +66,25 @@ def main():
     for name, n in sorted(by_fn.items(), key=lambda x: -x[1])[:top]:
         print(f"{n:>8} {100*n/total:>6.2f}  {name[:150]}")
     a2l = shutil.which("llvm-addr2line") or "addr2line"
+
+    def chain(pc):
+        r = subprocess.run([a2l, "-f", "-i", "-C", "-e", elf, hex(pc)],
+                           capture_output=True, text=True).stdout.split("\n")
+        return " < ".join(f"{demangle(r[k]).split('::')[-1]}@{r[k+1].rsplit('/', 1)[-1]}"
+                          for k in range(0, len(r) - 1, 2))[:200]
+
     hot = sorted(samples.items(), key=lambda x: -x[1])[:top]
     print(f"\n{'samples':>8} {'%':>6}  pc: inline chain (innermost first)")
     for pc, n in hot:
-        r = subprocess.run([a2l, "-f", "-i", "-C", "-e", elf, hex(pc)],
-                           capture_output=True, text=True).stdout.split("\n")
-        chain = [f"{demangle(r[k]).split('::')[-1]}@{r[k+1].rsplit('/', 1)[-1]}"
-                 for k in range(0, len(r) - 1, 2)]
-        print(f"{n:>8} {100*n/total:>6.2f}  {pc:#x}: {' < '.join(chain)[:200]}")
+        print(f"{n:>8} {100*n/total:>6.2f}  {pc:#x}: {chain(pc)}")
+    if lrs:
+        # Samples taken right after an IRQ unmask: the work ran with IRQs
+        # masked and is charged to the unmask.  x30 there is the caller
+        # of a small unmask function (irq_restore behind CpuOps); for an
+        # inlined unmask it is only the last call's return address.
+        print(f"\n{'samples':>8} {'%':>6}  IRQs were masked: caller of the unmask (x30 - 4)")
+        for lr, n in sorted(lrs.items(), key=lambda x: -x[1])[:top]:
+            print(f"{n:>8} {100*n/total:>6.2f}  {lr:#x}: {chain(lr - 4)}")
     return 0
 
 

@@ -116,7 +116,7 @@ pub fn start_secondary() {
 /// EL0).  Every CPU's timer interrupt counts its own ticks (CPU 0 in
 /// `ticks()`, the others in their `cpu_ticks`) and runs the tick hook;
 /// the profile timer's counts `pc` (profile.rs).
-pub fn handle_irq(pc: u64, user: bool) {
+pub fn handle_irq(pc: u64, lr: u64, user: bool) {
     let iar = gic::ack();
     let id = iar & 0x3ff;
     if id >= 1020 {
@@ -138,7 +138,7 @@ pub fn handle_irq(pc: u64, user: bool) {
             f();
         }
     } else if id == crate::profile::PROFILE_INTID {
-        crate::profile::sample(pc, user);
+        crate::profile::sample(pc, lr, user);
         gic::eoi(iar);
     } else if id == crate::smp::IPI_SGI {
         gic::eoi(iar);

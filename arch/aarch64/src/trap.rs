@@ -217,7 +217,7 @@ fn abort_info(f: &TrapFrame) -> Option<FaultInfo> {
 extern "C" fn arch_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
         1 | 5 | 9 | 13 => {
-            crate::timer::handle_irq(frame.elr, kind >= 8);
+            crate::timer::handle_irq(frame.elr, frame.x[30], kind >= 8);
             // After the EOI and the tick hook (or the IPI hook), still
             // masked, on every CPU: may switch threads, so a reschedule
             // IPI takes effect at once.  Kinds 8.. are taken from EL0.

@@ -64,7 +64,7 @@ pub fn movers(target: &Arc<UserMm>, all: bool) -> Vec<Arc<UserMm>> {
 
 /// Whether `node` names a node with memory (Linux's `N_MEMORY`).
 pub fn has_memory(node: i32) -> bool {
-    node >= 0 && buddy().node_managed(node as usize).0 > 0
+    node >= 0 && buddy().node_has_memory(node as usize)
 }
 
 /// `move_pages(pid, count, pages, nodes, status, flags)`.

@@ -33,10 +33,15 @@ pub fn phase(begin: bool) {
     let _ = begin;
 }
 
-/// Print every sampled PC (user space as pc 0x1, dropped samples as 0x0).
+/// Print every sampled PC (user space as pc 0x1, dropped samples as 0x0),
+/// then the link registers of the samples taken right after an IRQ
+/// unmask (`profile_lr`).
 pub fn dump() {
     #[cfg(target_arch = "aarch64")]
     if crate::arch::profile::enabled() {
         crate::arch::profile::for_each(|pc, n| crate::println!("profile {pc:#x} {n}"));
+        crate::arch::profile::for_each_unmask_caller(|lr, n| {
+            crate::println!("profile_lr {lr:#x} {n}")
+        });
     }
 }

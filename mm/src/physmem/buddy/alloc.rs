@@ -51,7 +51,7 @@ impl BuddyAllocator<'_> {
         if order > PCP_MAX_ORDER || cpu >= MAX_CPUS {
             return None;
         }
-        let p = self.pcp[cpu].0.enter(cpu);
+        let p = self.pcp[cpu][0].0.enter(cpu);
         let idx = p.pop(&{ self.memmap }, mt, order)?;
         p.count_alloc(order);
         Some(idx)
@@ -60,8 +60,8 @@ impl BuddyAllocator<'_> {
     /// Allocates a folio of `order` preferring node `nid`: that node's
     /// zone, then the other nodes by distance, or with
     /// [`AllocFlags::THISNODE`] that node only.  A node beyond the
-    /// machine's means the running CPU's.  Uses the CPU's cache only when
-    /// `nid` is the CPU's own node (the cache holds only local pages).
+    /// machine's means the running CPU's.  Uses the CPU's cache of the node
+    /// it takes from (see the module docs).
     pub fn alloc_node(
         &self,
         nid: usize,
@@ -109,7 +109,7 @@ impl BuddyAllocator<'_> {
         if low == 0 {
             return true;
         }
-        let free = self.node_free(nid);
+        let free = self.node_free_relaxed(nid);
         if free < low
             && let Some(wake) = self.kswapd_hook.get()
         {
@@ -158,18 +158,25 @@ impl BuddyAllocator<'_> {
                     if !allowed[n] {
                         continue;
                     }
-                    // The cache only serves local requests for local pages
-                    // (and not interleaved ones, which count apart).
-                    let got =
-                        if n == local && pref == local && !flags.contains(AllocFlags::INTERLEAVE) {
-                            self.take_block(cpu, order, mt)
-                        } else {
-                            let got = self.take_direct(n, order, mt);
-                            if got.is_some() {
-                                self.numa_account(pref, n, local, flags);
-                            }
-                            got
-                        };
+                    // A node's cache serves what reaches that node, except
+                    // interleaved requests (which count apart) and a
+                    // fallback to the local node (a miss, counted as one
+                    // below: slot 0's allocations all count as local hits).
+                    let got = if !flags.contains(AllocFlags::INTERLEAVE)
+                        && (n != local || pref == local)
+                    {
+                        let got = self.take_block(cpu, n, order, mt);
+                        if got.is_some() && n != local {
+                            self.numa_account(pref, n, local, flags);
+                        }
+                        got
+                    } else {
+                        let got = self.take_direct(n, order, mt);
+                        if got.is_some() {
+                            self.numa_account(pref, n, local, flags);
+                        }
+                        got
+                    };
                     if let Some(idx) = got {
                         drop(irq);
                         return Ok(self.prep_new_folio(idx, order, flags, mt, cpu));
@@ -210,38 +217,42 @@ impl BuddyAllocator<'_> {
         }
     }
 
-    /// Takes a block from `cpu`'s cache (refilling it by a batch from the
-    /// CPU's own zone when empty) or, for uncached orders, from that zone.
-    /// Only the cache hit is inlined: the zone paths are out of line, so
-    /// the hit needs no callee-saved registers.
+    /// Takes a block of node `nid` from `cpu`'s cache of that node
+    /// (refilling it by a batch from the node's zone when empty) or, for
+    /// uncached orders, from that zone.  Only the cache hit is inlined: the
+    /// zone paths are out of line, so the hit needs no callee-saved
+    /// registers.  Direct takes of the local node are counted here (as
+    /// local hits); the caller counts those of a remote node.
     #[inline(always)]
-    fn take_block(&self, cpu: usize, order: u32, mt: usize) -> Option<u32> {
+    fn take_block(&self, cpu: usize, nid: usize, order: u32, mt: usize) -> Option<u32> {
         // A copy, not a reference: `self` has interior mutability, so the
         // compiler would reload the memmap's fields after every store.
         let mm = &{ self.memmap };
         if order <= PCP_MAX_ORDER && cpu < MAX_CPUS {
-            let p = self.pcp[cpu].0.enter(cpu);
+            let p = self.pcp_of(cpu, nid).enter(cpu);
             let idx = match p.pop(mm, mt, order) {
                 Some(i) => i,
-                None => self.refill(&p, self.nodes.cpu_node(cpu), order, mt)?,
+                None => self.refill(&p, nid, order, mt)?,
             };
             p.count_alloc(order);
             Some(idx)
         } else {
+            let idx = self.take_direct(nid, order, mt)?;
             let local = self.nodes.cpu_node(cpu);
-            let idx = self.take_direct(local, order, mt)?;
-            self.numa_account(local, local, local, AllocFlags::empty());
+            if nid == local {
+                self.numa_account(local, local, local, AllocFlags::empty());
+            }
             Some(idx)
         }
     }
 
     /// The cache is empty: takes a block for the caller plus up to
     /// `batch - 1` more for the cache, in one hold of node `nid`'s zone
-    /// lock (the CPU's own node).
+    /// lock (the cache's node).
     #[inline(never)]
     fn refill(&self, p: &PcpLists, nid: usize, order: u32, mt: usize) -> Option<u32> {
         let mm = &self.memmap;
-        let mut z = self.zones[nid].lock();
+        let mut z = self.lock_zone(nid);
         let first = z.rmqueue(mm, order, mt)?;
         for _ in 1..pcp_batch(order) {
             match z.rmqueue(mm, order, mt) {
@@ -259,7 +270,7 @@ impl BuddyAllocator<'_> {
     /// request for another node).
     #[inline(never)]
     fn take_direct(&self, nid: usize, order: u32, mt: usize) -> Option<u32> {
-        let mut z = self.zones[nid].lock();
+        let mut z = self.lock_zone(nid);
         let idx = z.rmqueue(&self.memmap, order, mt)?;
         z.direct_allocs[order as usize] += 1;
         Some(idx)

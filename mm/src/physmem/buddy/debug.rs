@@ -172,26 +172,42 @@ impl BuddyAllocator<'_> {
                     list_pages += n << o;
                 }
             }
+            let sum: u64 = (0..NR_MT)
+                .flat_map(|mt| (0..NR_ORDERS).map(move |o| (mt, o)))
+                .map(|(mt, o)| z.nr_free[mt][o] << o)
+                .sum();
+            if sum != z.free || self.zone_free[nid].load(Relaxed) != z.free {
+                let _ = writeln!(
+                    err,
+                    "node {nid}: lists hold {sum} pages, zone counts {}, published {}",
+                    z.free,
+                    self.zone_free[nid].load(Relaxed)
+                );
+            }
         }
         let mut pcp_pages = 0u64;
-        for (cpu, slot) in self.pcp.iter().enumerate() {
-            slot.0.for_each(mm, |mt, o, i| {
-                if self.nodes.node_of_pfn(mm.pfn_of(i)) != self.nodes.cpu_node(cpu) {
-                    let _ = writeln!(
-                        err,
-                        "cpu {cpu} caches a block of another node: {}",
-                        mm.dump(mm.pfn_of(i))
-                    );
-                }
-                let w = mm.at(i).flags.load(Relaxed);
-                if FrameState::from_word(w) != FrameState::Pcp
-                    || order_of(w) != o
-                    || list_mt(w) != mt
-                {
-                    let _ = writeln!(err, "bad pcp entry: {}", mm.dump(mm.pfn_of(i)));
-                }
-                pcp_pages += 1 << o;
-            });
+        for (cpu, slots) in self.pcp.iter().enumerate() {
+            let local = self.nodes.cpu_node(cpu);
+            for (k, slot) in slots.iter().enumerate() {
+                let nid = k ^ local;
+                slot.0.for_each(mm, |mt, o, i| {
+                    if self.nodes.node_of_pfn(mm.pfn_of(i)) != nid {
+                        let _ = writeln!(
+                            err,
+                            "cpu {cpu}'s cache of node {nid} holds a block of another node: {}",
+                            mm.dump(mm.pfn_of(i))
+                        );
+                    }
+                    let w = mm.at(i).flags.load(Relaxed);
+                    if FrameState::from_word(w) != FrameState::Pcp
+                        || order_of(w) != o
+                        || list_mt(w) != mt
+                    {
+                        let _ = writeln!(err, "bad pcp entry: {}", mm.dump(mm.pfn_of(i)));
+                    }
+                    pcp_pages += 1 << o;
+                });
+            }
         }
         let (mut free_scan, mut pcp_scan, mut alloc_scan, mut reserved_scan) =
             (0u64, 0u64, 0u64, 0u64);

@@ -89,15 +89,24 @@ impl BuddyAllocator<'_> {
             // Off the LRU first, under one LRU-lock hold per chunk.
             self.lru.del_freed_many(&mm, &self.cpu, chunk);
             let (_irq, cpu) = self.cpu.irq_guard_on_cpu();
-            let p = (cpu < MAX_CPUS).then(|| self.pcp[cpu].0.enter(cpu));
+            let p = (cpu < MAX_CPUS).then(|| self.pcp[cpu][0].0.enter(cpu));
+            let local = self.nodes.cpu_node(cpu);
             for &idx in chunk {
                 let (w, keep) = self.release_checks(&mm, idx);
                 let order = order_of(w);
                 match &p {
-                    Some(p) if order <= PCP_MAX_ORDER && self.is_local(&mm, cpu, idx) => {
+                    Some(p) if order <= PCP_MAX_ORDER => {
+                        let nid = self.node_of_block(&mm, idx);
                         let mt = Self::cache_type(w);
-                        if p.push(&mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-                            self.drain_batch(p, cpu, mt, order);
+                        if nid == local {
+                            if p.push(&mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
+                                self.drain_batch(p, nid, mt, order);
+                            }
+                        } else {
+                            let r = self.pcp_of(cpu, nid).enter(cpu);
+                            if r.push(&mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
+                                self.drain_batch(&r, nid, mt, order);
+                            }
                         }
                     }
                     _ => self.free_to_zone(&mm, idx, order),
@@ -217,45 +226,42 @@ impl BuddyAllocator<'_> {
         }
     }
 
-    /// The block at `idx` may go on `cpu`'s cache: it belongs to the
-    /// CPU's node (always, with one node).
+    /// The node of the block at `idx` (no lookup with one node).
     #[inline(always)]
-    fn is_local(&self, mm: &Memmap<'_>, cpu: usize, idx: u32) -> bool {
-        self.nodes.nr_nodes() == 1
-            || self.nodes.node_of_pfn(mm.pfn_of(idx)) == self.nodes.cpu_node(cpu)
+    fn node_of_block(&self, mm: &Memmap<'_>, idx: u32) -> usize {
+        if self.nodes.nr_nodes() == 1 {
+            0
+        } else {
+            self.nodes.node_of_pfn(mm.pfn_of(idx))
+        }
     }
 
     /// Returns the block at `idx` straight to its node's zone.
     #[inline(never)]
     fn free_to_zone(&self, mm: &Memmap<'_>, idx: u32, order: u32) {
-        self.zone_of(mm.pfn_of(idx))
-            .lock()
+        self.lock_zone_of(mm.pfn_of(idx))
             .free_block(mm, &self.nodes, idx, order);
     }
 
-    /// Parks the freed block on `cpu`'s cache (interrupts masked by the
-    /// caller), draining a batch when over the high mark; a block of
-    /// another node goes to its own zone instead (see the module docs).
+    /// Parks the freed block on `cpu`'s cache of its node (interrupts
+    /// masked by the caller), draining a batch when over the high mark.
     #[inline(always)]
     fn pcp_put(&self, mm: &Memmap<'_>, cpu: usize, idx: u32, w: u32, keep: u32) {
         let order = order_of(w);
-        if !self.is_local(mm, cpu, idx) {
-            self.free_to_zone(mm, idx, order);
-            return;
-        }
+        let nid = self.node_of_block(mm, idx);
         let mt = Self::cache_type(w);
-        let p = self.pcp[cpu].0.enter(cpu);
+        let p = self.pcp_of(cpu, nid).enter(cpu);
         if p.push(mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-            self.drain_batch(&p, cpu, mt, order);
+            self.drain_batch(&p, nid, mt, order);
         }
     }
 
-    /// A cache list of `cpu` went over its high mark: returns `batch`
-    /// blocks to the CPU's node's zone in one lock hold.
+    /// A cache list of node `nid` went over its high mark: returns
+    /// `batch` blocks to that node's zone in one lock hold.
     #[inline(never)]
-    fn drain_batch(&self, p: &PcpLists, cpu: usize, mt: usize, order: u32) {
+    fn drain_batch(&self, p: &PcpLists, nid: usize, mt: usize, order: u32) {
         let mm = &self.memmap;
-        let mut z = self.zones[self.nodes.cpu_node(cpu)].lock();
+        let mut z = self.lock_zone(nid);
         for _ in 0..pcp_batch(order) {
             match p.pop(mm, mt, order) {
                 Some(i) => z.free_block(mm, &self.nodes, i, order),
@@ -273,14 +279,16 @@ impl BuddyAllocator<'_> {
         }
         let mm = &self.memmap;
         let _irq = self.cpu.irq_guard();
-        let p = self.pcp[cpu].0.enter(cpu);
-        let mut z = self.zones[self.nodes.cpu_node(cpu)].lock();
         let mut pages = 0;
-        for mt in 0..NR_MT {
-            for o in 0..=PCP_MAX_ORDER {
-                while let Some(i) = p.pop(mm, mt, o) {
-                    z.free_block(mm, &self.nodes, i, o);
-                    pages += 1 << o;
+        for (nid, p) in self.pcps_of(cpu) {
+            let p = p.enter(cpu);
+            let mut z = self.lock_zone(nid);
+            for mt in 0..NR_MT {
+                for o in 0..=PCP_MAX_ORDER {
+                    while let Some(i) = p.pop(mm, mt, o) {
+                        z.free_block(mm, &self.nodes, i, o);
+                        pages += 1 << o;
+                    }
                 }
             }
         }

@@ -84,7 +84,7 @@ impl BuddyAllocator<'_> {
     /// [`Self::add_free_range`] for frames `[s, e)`, all on one node.
     fn add_free_run(&self, s: u64, e: u64) {
         let mm = &self.memmap;
-        let mut z = self.zones[self.nodes.node_of_pfn(s)].lock();
+        let mut z = self.lock_zone_of(s);
         for pfn in s..e {
             let idx = mm.idx_of(pfn);
             let d = mm.at(idx);

@@ -103,7 +103,7 @@ impl<'a> BuddyAllocator<'a> {
             return 0;
         }
         let _irq = self.cpu.irq_guard();
-        let mut z = self.zone_of(start).lock();
+        let mut z = self.lock_zone_of(start);
         let mut pfn = start;
         let mut scanned = 0;
         while pfn < end {
@@ -145,8 +145,7 @@ impl<'a> BuddyAllocator<'a> {
         let mm = &self.memmap;
         let _irq = self.cpu.irq_guard();
         for (pfn, order) in blocks {
-            self.zone_of(pfn)
-                .lock()
+            self.lock_zone_of(pfn)
                 .free_block(mm, &self.nodes, mm.idx_of(pfn), order);
         }
     }

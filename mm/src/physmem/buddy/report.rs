@@ -111,15 +111,14 @@ impl BuddyAllocator<'_> {
         (z.managed, z.reserved)
     }
 
-    /// Node `nid`'s free pages: its zone's lists plus the caches of its
-    /// CPUs (which hold only local pages).
+    /// Node `nid`'s free pages: its zone's lists plus every CPU's cache of
+    /// that node.
     pub fn node_free_pages(&self, nid: usize) -> u64 {
-        let pcp: u64 = self
-            .pcp
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| self.nodes.cpu_node(*c) == nid)
-            .map(|(_, slot)| slot.0.pages())
+        if nid >= self.nodes.nr_nodes() {
+            return 0;
+        }
+        let pcp: u64 = (0..self.pcp.len())
+            .map(|c| self.pcp_of(c, nid).pages())
             .sum();
         self.node_free(nid) + pcp
     }
@@ -129,14 +128,15 @@ impl BuddyAllocator<'_> {
         let Some(c) = self.numa.get(nid) else {
             return NumaStat::default();
         };
-        // Every allocation served by a CPU's cache is a local hit on the
-        // CPU's node (see the module docs).
+        // Every allocation served by a CPU's cache of its own node is a
+        // local hit on that node (see the module docs); those of the
+        // other nodes' caches were counted as they happened.
         let cached: u64 = self
             .pcp
             .iter()
             .enumerate()
             .filter(|(cpu, _)| self.nodes.cpu_node(*cpu) == nid)
-            .map(|(_, slot)| (0..NR_ORDERS).map(|o| slot.0.allocs(o)).sum::<u64>())
+            .map(|(_, slots)| (0..NR_ORDERS).map(|o| slots[0].0.allocs(o)).sum::<u64>())
             .sum();
         NumaStat {
             hit: c.hit.load(Relaxed) + cached,
@@ -247,7 +247,7 @@ impl BuddyAllocator<'_> {
     pub fn stats(&self) -> MemStats {
         let mut s = MemStats::default();
         let _irq = self.cpu.irq_guard();
-        for slot in &self.pcp {
+        for slot in self.pcp.iter().flatten() {
             s.free_pcp += slot.0.pages();
             for o in 0..NR_ORDERS {
                 s.allocs[o] += slot.0.allocs(o);

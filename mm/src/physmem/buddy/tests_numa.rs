@@ -163,24 +163,30 @@ fn thisnode_fails_instead_of_falling_back() {
 }
 
 #[test]
-fn remote_frees_go_back_to_their_own_zone() {
+fn remote_frees_go_to_their_nodes_cache() {
     with_nodes(4 * MIB, 2, &[0, 1], None, |a| {
         let free1 = a.node_free(1);
-        // CPU 0 allocates on node 1 and frees there: the pages must not
-        // end up in CPU 0's cache (check_invariants checks that too).
+        assert_eq!(a.node_free_pages(1), free1, "no cache holds anything yet");
+        // CPU 0 allocates on node 1 and frees there: the pages go to CPU
+        // 0's cache of node 1 (check_invariants checks that every cache
+        // holds only its node's pages), and back to node 1's zone when it
+        // drains.
         let v: Vec<_> = (0..64)
             .map(|i| a.alloc_node(1, i % 3, AllocFlags::USER).unwrap())
             .collect();
         assert!(v.iter().all(|f| node_of(a, f) == 1));
-        assert!(a.node_free(1) < free1);
+        assert!(a.node_free_pages(1) < free1);
         put_all(v);
-        assert_eq!(a.node_free(1), free1, "node 1's zone got everything back");
+        assert_eq!(a.node_free_pages(1), free1, "node 1 got everything back");
         check(a);
         // A THISNODE request on CPU 0 is never handed a node-1 page from
-        // its cache: exhaust node 0 while node 1 pages were freed on CPU 0.
+        // a cache: exhaust node 0 while node 1 pages sit in CPU 0's cache.
         let n0 = exhaust(a, 0);
         assert!(n0.iter().all(|f| node_of(a, f) == 0));
         put_all(n0);
+        a.drain_cpu(0);
+        assert_eq!(a.node_free(1), free1, "node 1's zone got everything back");
+        check(a);
     });
 }
 

@@ -24,6 +24,9 @@ pub(super) struct Zone {
     pub(super) head: [[u32; NR_ORDERS]; NR_MT],
     /// Blocks on each free list.
     pub(super) nr_free: [[u64; NR_ORDERS]; NR_MT],
+    /// Pages on the free lists (the sum over `nr_free`), which
+    /// [`ZoneGuard`](super::ZoneGuard) publishes when the lock is dropped.
+    pub(super) free: u64,
     /// Frames handed to the allocator by `add_free_range`.
     pub(super) managed: u64,
     /// Frames in state `Reserved`.
@@ -39,13 +42,7 @@ pub(super) struct Zone {
 impl Zone {
     /// Pages on the free lists.
     pub(super) fn free_pages(&self) -> u64 {
-        let mut n = 0;
-        for lists in &self.nr_free {
-            for (o, &c) in lists.iter().enumerate() {
-                n += c << o;
-            }
-        }
-        n
+        self.free
     }
 }
 
@@ -78,6 +75,7 @@ impl Zone {
             node,
             head: [[NO_FRAME; NR_ORDERS]; NR_MT],
             nr_free: [[0; NR_ORDERS]; NR_MT],
+            free: 0,
             managed: 0,
             reserved: 0,
             direct_allocs: [0; NR_ORDERS],
@@ -99,6 +97,7 @@ impl Zone {
         }
         self.head[mt][o] = idx;
         self.nr_free[mt][o] += 1;
+        self.free += 1 << o;
     }
 
     /// Unlinks the block at `idx` from list (`mt`, `order`); its state is
@@ -118,6 +117,7 @@ impl Zone {
             mm.at(next).link_prev.store(prev, Relaxed);
         }
         self.nr_free[mt][o] -= 1;
+        self.free -= 1 << o;
     }
 
     /// Takes a block of exactly `order` from `mt`'s lists, splitting the
