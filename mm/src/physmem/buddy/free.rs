@@ -99,14 +99,10 @@ impl BuddyAllocator<'_> {
                         let nid = self.node_of_block(&mm, idx);
                         let mt = Self::cache_type(w);
                         if nid == local {
-                            if p.push(&mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-                                self.drain_batch(p, nid, mt, order);
-                            }
+                            self.park(p, &mm, nid, mt, order, idx, keep);
                         } else {
                             let r = self.pcp_of(cpu, nid).enter(cpu);
-                            if r.push(&mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-                                self.drain_batch(&r, nid, mt, order);
-                            }
+                            self.park(&r, &mm, nid, mt, order, idx, keep);
                         }
                     }
                     _ => self.free_to_zone(&mm, idx, order),
@@ -251,8 +247,25 @@ impl BuddyAllocator<'_> {
         let nid = self.node_of_block(mm, idx);
         let mt = Self::cache_type(w);
         let p = self.pcp_of(cpu, nid).enter(cpu);
+        self.park(&p, mm, nid, mt, order, idx, keep);
+    }
+
+    /// Pushes the block at `idx` on cache `p` (of node `nid`), draining a
+    /// batch to the node's zone when over the high mark.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn park(
+        &self,
+        p: &PcpLists,
+        mm: &Memmap<'_>,
+        nid: usize,
+        mt: usize,
+        order: u32,
+        idx: u32,
+        keep: u32,
+    ) {
         if p.push(mm, mt, order, idx, keep) > PCP_HIGH[order as usize] {
-            self.drain_batch(&p, nid, mt, order);
+            self.drain_batch(p, nid, mt, order);
         }
     }
 
