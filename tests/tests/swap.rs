@@ -231,6 +231,29 @@ fn no_run_splits_and_counts<A: PagingArch>() {
     });
 }
 
+/// MADV_PAGEOUT with no aligned run of slots: the 64K folio is split
+/// (counted as a fallback) and every piece still goes out, as Linux's
+/// reclaim list takes a split folio's pieces.  (Before the retry pass in
+/// `madvise_reclaim`, the 16 pieces stayed mapped.)
+fn madvise_pageout_takes_split_pieces<A: PagingArch>() {
+    run::<A>(32 * MIB, |env| {
+        env.only_order(4);
+        // One cluster: the header makes it order-0 only.
+        swapon(env, 512);
+        let mm = env.mm();
+        let va = mm
+            .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
+            .unwrap();
+        env.fill_pages(&mm, va, 16 * K4, 5);
+        mm.madvise(va, 16 * K4, MADV_PAGEOUT).unwrap();
+        assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 1);
+        assert_eq!(mm.swapents(), 16);
+        env.check_pages(&mm, va, 16 * K4, 5);
+        env.check(&[&mm]);
+        mm.munmap(va, 16 * K4).unwrap();
+    });
+}
+
 /// MADV_PAGEOUT: covered exclusive 64K folios go out whole, a partly
 /// covered one is split first, a folio shared after fork is skipped.
 fn madvise_pageout_rules<A: PagingArch>() {
@@ -436,4 +459,5 @@ both_formats!(
     munmap_frees_slots,
     read_error_is_sigbus,
     no_run_splits_and_counts,
+    madvise_pageout_takes_split_pieces,
 );

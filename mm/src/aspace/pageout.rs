@@ -17,7 +17,7 @@ use crate::physmem::frame_flags::PageFlags;
 use crate::thp::VmEvent;
 
 use super::Mm;
-use super::swap::pageout_folio_async;
+use super::swap::{Pageout, pageout_folio_async};
 
 /// What to do with one folio of the range.
 enum Plan<'a> {
@@ -109,7 +109,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 let mut pt = self.lock_pt();
                 self.zap_swap_range(&mut pt, r.start, r.end);
             }
-            for pass in 0..2 {
+            // Pass 0 splits, pass 1 applies the advice, pass 2 (only for
+            // `MADV_PAGEOUT`, only when pass 1 left something mapped)
+            // applies it again: see `retry` below.
+            let mut retry = false;
+            for pass in 0..3 {
+                if pass == 2 && !retry {
+                    break;
+                }
                 let plan = {
                     let pt = self.lock_pt();
                     self.advice_plan(&pt, r.start, r.end, advice == Reclaim::Free)
@@ -119,15 +126,28 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         (Plan::Split(f), 0) => {
                             let _ = super::split::split_folio_to_order(&[self], *f, 0);
                         }
-                        (Plan::Whole(f, at), 1) => match advice {
+                        (Plan::Whole(f, at), 1 | 2) => match advice {
+                            // A folio split for want of an aligned run of
+                            // slots leaves its pieces mapped, and one kept
+                            // for a moment's reason (its lock or an extra
+                            // reference held by khugepaged, compaction or
+                            // another CPU's fault) stays resident: the
+                            // next pass takes the pieces, as Linux's
+                            // reclaim list takes a split folio's tails,
+                            // and tries the kept ones once more.  Pinned
+                            // or mlocked folios are only looked at again.
                             Reclaim::Pageout => {
-                                pageout_folio_async(&[self], &f);
+                                let out = pageout_folio_async(&[self], &f);
+                                retry |= matches!(out, Pageout::Split | Pageout::Kept);
                             }
                             Reclaim::Cold => self.deactivate_folio(f, at),
                             Reclaim::Free => self.lazyfree_folio(f, at),
                         },
                         _ => {}
                     }
+                }
+                if advice != Reclaim::Pageout && pass == 1 {
+                    break;
                 }
             }
         }

@@ -775,9 +775,15 @@ pub(crate) fn swap_swapoff_brings_back() -> TestResult {
     };
     let total0 = meminfo(b"\nSwapTotal:");
     let r = (|| {
+        let fb0 = stat(64, "swpout_fallback");
         ensure!(madvise(&m, MADV_PAGEOUT).is_ok(), "MADV_PAGEOUT failed");
         let l = layout(m.addr, LEN, 64)?;
-        ensure!(l.swapped == LEN / PAGE, "{} pages in swap", l.swapped);
+        ensure!(
+            l.swapped == LEN / PAGE,
+            "{} pages in swap (64K swpout_fallback {fb0:?} -> {:?})",
+            l.swapped,
+            stat(64, "swpout_fallback")
+        );
         let r = swapoff(DEV);
         ensure!(r.is_ok(), "swapoff /dev/vda: {r:?}");
         let l = layout(m.addr, LEN, 64)?;
