@@ -603,7 +603,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
         });
         let folio = match (hit, held) {
-            (Some(_), Some(f)) => f,
+            (Some(c), Some(f)) => {
+                if c.readahead {
+                    self.swap_ra_hit(va, k);
+                }
+                f
+            }
             _ => match self.swapin_read(vma, va, e, &area)? {
                 Some(f) => f,
                 None => return Ok(()),
@@ -664,6 +669,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         cands.push(0);
         for ord in cands {
+            if ord == 0
+                && let Some(r) = self.swapin_readahead(vma, va, e, area)
+            {
+                return r;
+            }
             let nr = 1u64 << ord;
             let base = align_down(va, nr * PAGE_SIZE);
             let slot0 = e.offset - (va - base) / PAGE_SIZE;

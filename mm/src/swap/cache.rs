@@ -59,6 +59,10 @@ const RUN_BITS: u32 = 11;
 /// Longest run one cache entry can cover (a PMD folio is 512 pages).
 const MAX_RUN: u64 = 1 << RUN_BITS;
 const VALID: u64 = 1 << 63;
+/// On the word of an order-0 folio swap readahead read and no fault has
+/// found yet (Linux's `PG_readahead`, kept here: the frame's flags word
+/// has no bit left).
+const READAHEAD: u64 = 1 << 62;
 
 const fn slot_word(pfn: u64, delta: u64, nr: u64) -> u64 {
     VALID | pfn | (delta << PFN_BITS) | ((nr - 1) << (PFN_BITS + RUN_BITS))
@@ -67,6 +71,7 @@ const fn slot_word(pfn: u64, delta: u64, nr: u64) -> u64 {
 /// (head PFN, distance from the first slot, pages) of a non-empty word.
 const fn unslot_word(w: u64) -> (u64, u64, u64) {
     let mask = MAX_RUN - 1;
+    let w = w & !READAHEAD;
     (
         w & ((1 << PFN_BITS) - 1),
         (w >> PFN_BITS) & mask,
@@ -215,7 +220,26 @@ impl Inner {
             pfn,
             nr,
             first: k - delta,
+            readahead: w & READAHEAD != 0,
         })
+    }
+
+    /// Sets the readahead bit of cached slot `k`'s word to `bit`
+    /// (`READAHEAD` or 0); whether it was set.
+    fn mark(&mut self, k: u64, bit: u64) -> bool {
+        let (ty, slot) = unkey(k);
+        let c = (slot / CLUSTER_SLOTS) as usize;
+        match self.by_slot.get_mut(ty as usize).and_then(|t| t.get_mut(c)) {
+            Some(Some(t)) => {
+                let w = &mut t.words[(slot % CLUSTER_SLOTS) as usize];
+                let was = *w & READAHEAD != 0;
+                if *w != 0 {
+                    *w = (*w & !READAHEAD) | bit;
+                }
+                was
+            }
+            _ => false,
+        }
     }
 
     /// Whether any of the `nr` slots from key `first` is cached (a table
@@ -332,6 +356,9 @@ pub struct Cached {
     pub nr: u64,
     /// Key of its first slot.
     pub first: u64,
+    /// Read by swap readahead and not found by a fault since
+    /// ([`SwapCache::take_readahead`]).
+    pub readahead: bool,
 }
 
 impl SwapCache {
@@ -395,6 +422,22 @@ impl SwapCache {
         g.by_pfn.insert(pfn, first);
         g.pages += nr;
         true
+    }
+
+    /// [`Self::insert`] for the order-0 folio `pfn` swap readahead reads
+    /// into slot `k`, marked readahead.
+    pub fn insert_readahead(&self, k: u64, pfn: u64) -> bool {
+        if !self.insert(k, pfn, 1) {
+            return false;
+        }
+        self.inner.lock().mark(k, READAHEAD);
+        true
+    }
+
+    /// Clears the readahead mark of slot `k`'s folio: whether it was set
+    /// (the first fault to find a readahead folio counts the hit).
+    pub fn take_readahead(&self, k: u64) -> bool {
+        self.inner.lock().mark(k, 0)
     }
 
     /// Moves the slots cached by folio `old` to folio `new` (migration),
