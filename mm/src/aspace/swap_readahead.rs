@@ -201,20 +201,19 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Result<Option<FolioRef<'a>>, Fault> {
         let ctx = self.ctx;
         let k = key(ty, slot);
-        if ctx.swap.cache.lookup(k).is_some() {
+        // The slot first: it refuses a cached slot, so no folio is
+        // allocated for a page that is in memory.
+        if !area.map.take_cache(slot, 1) {
             return Ok(None);
         }
-        let raw = ctx
-            .buddy
-            .alloc(0, AllocFlags::USER)
-            .map_err(|_| Fault::Oom)?;
+        let Ok(raw) = ctx.buddy.alloc(0, AllocFlags::USER) else {
+            area.map.put_cache(slot, 1);
+            return Err(Fault::Oom);
+        };
         let f = FolioRef::from_raw(raw);
         // Locked before the swap cache shows it (see `swapin_read`); the
         // lock is the read's from its submission on.
         let lock = f.try_lock().expect("a new folio is unlocked");
-        if !area.map.take_cache(slot, 1) {
-            return Ok(None);
-        }
         let inserted = if ra {
             ctx.swap.cache.insert_readahead(k, f.pfn())
         } else {

@@ -266,8 +266,9 @@ impl Inner {
     }
 
     /// Writes the words of the `nr` slots from key `first` (cluster by
-    /// cluster) for folio `pfn`, allocating tables as needed.
-    fn fill(&mut self, first: u64, nr: u64, pfn: u64) {
+    /// cluster) for folio `pfn`, with `mark` (0 or `READAHEAD`),
+    /// allocating tables as needed.
+    fn fill(&mut self, first: u64, nr: u64, pfn: u64, mark: u64) {
         let (ty, slot0) = unkey(first);
         let tables = {
             let ty = ty as usize;
@@ -293,7 +294,7 @@ impl Inner {
             });
             let d0 = s - slot0;
             for (i, w) in t.words[lo..lo + n].iter_mut().enumerate() {
-                *w = slot_word(pfn, d0 + i as u64, nr);
+                *w = slot_word(pfn, d0 + i as u64, nr) | mark;
             }
             t.used += n as u32;
             s += n as u64;
@@ -409,6 +410,17 @@ impl SwapCache {
     /// Returns false (and records nothing) if any of them is cached
     /// already or the folio is.
     pub fn insert(&self, first: u64, pfn: u64, nr: u64) -> bool {
+        self.insert_marked(first, pfn, nr, 0)
+    }
+
+    /// [`Self::insert`] for the order-0 folio `pfn` swap readahead reads
+    /// into slot `k`, marked readahead.
+    pub fn insert_readahead(&self, k: u64, pfn: u64) -> bool {
+        self.insert_marked(k, pfn, 1, READAHEAD)
+    }
+
+    /// [`Self::insert`] with `mark` (0 or `READAHEAD`) on the words.
+    fn insert_marked(&self, first: u64, pfn: u64, nr: u64, mark: u64) -> bool {
         let fits = (1..=MAX_RUN).contains(&nr) && pfn < 1 << PFN_BITS;
         debug_assert!(fits, "{nr} pages at PFN {pfn:#x}");
         if !fits {
@@ -418,19 +430,9 @@ impl SwapCache {
         if g.by_pfn.find(pfn).is_some() || g.any_cached(first, nr) {
             return false;
         }
-        g.fill(first, nr, pfn);
+        g.fill(first, nr, pfn, mark);
         g.by_pfn.insert(pfn, first);
         g.pages += nr;
-        true
-    }
-
-    /// [`Self::insert`] for the order-0 folio `pfn` swap readahead reads
-    /// into slot `k`, marked readahead.
-    pub fn insert_readahead(&self, k: u64, pfn: u64) -> bool {
-        if !self.insert(k, pfn, 1) {
-            return false;
-        }
-        self.inner.lock().mark(k, READAHEAD);
         true
     }
 
@@ -453,7 +455,7 @@ impl SwapCache {
         };
         let (_, _, nr) = unslot_word(g.word(first));
         g.clear(first, nr);
-        g.fill(first, nr, new);
+        g.fill(first, nr, new, 0);
         g.by_pfn.insert(new, first);
         true
     }
