@@ -514,6 +514,29 @@ mod tests {
         assert_eq!(unkey(key(5, 77)), (5, 77));
     }
 
+    /// A readahead folio is marked until the first fault takes the mark;
+    /// the mark does not disturb the run fields, and migration drops it.
+    #[test]
+    fn readahead_mark_is_taken_once() {
+        let c = SwapCache::new();
+        assert!(c.insert_readahead(key(2, 7), 3000));
+        assert!(!c.insert_readahead(key(2, 7), 3001), "slot cached");
+        let got = c.lookup(key(2, 7)).expect("cached");
+        assert_eq!((got.pfn, got.nr, got.first), (3000, 1, key(2, 7)));
+        assert!(got.readahead);
+        assert_eq!(c.slot_of(3000), Some(key(2, 7)));
+        assert!(c.take_readahead(key(2, 7)));
+        assert!(!c.take_readahead(key(2, 7)), "taken once");
+        assert!(!c.lookup(key(2, 7)).expect("still cached").readahead);
+        assert!(!c.take_readahead(key(2, 8)), "not cached");
+        assert!(c.insert_readahead(key(2, 9), 3002));
+        assert!(c.replace(3002, 3003));
+        assert!(!c.lookup(key(2, 9)).expect("moved").readahead);
+        assert_eq!(c.remove(3000), Some((key(2, 7), 1)));
+        assert_eq!(c.remove(3003), Some((key(2, 9), 1)));
+        assert_eq!(c.pages(), 0);
+    }
+
     /// Many folios in and out, in a scrambled order, against a plain
     /// list: every slot finds its folio (or none) and nothing is left.
     #[test]
@@ -565,6 +588,7 @@ mod tests {
                                 pfn: p,
                                 nr: n,
                                 first: f,
+                                readahead: false,
                             });
                         assert_eq!(c.lookup(key(ty, s)), want);
                     }
