@@ -43,7 +43,9 @@
 //! policy allows (below the PMD order, as Linux: a PMD THP comes back
 //! PTE-mapped) whose aligned block holds swap entries of consecutive,
 //! equally aligned slots with equal exclusive bits, else order 0 (Linux
-//! 6.12's `alloc_swap_folio` rules).  The folio is then mapped by all the
+//! 6.12's `alloc_swap_folio` rules).  An order-0 read also reads the swap
+//! entries around the fault, asynchronously (swap readahead,
+//! `swap_readahead.rs`).  The folio is then mapped by all the
 //! entries of its block that still name its slots (the whole folio in one
 //! go when all do, as Linux 6.11+), writable where the entry was
 //! exclusive and the VMA is writable.  Slots no entry names any more are
