@@ -118,6 +118,8 @@ pub struct Stats {
     pub errors: u64,
     /// Writes merged into another write while plugged (Linux's `wrqm`).
     pub write_merges: u64,
+    /// Reads merged likewise (swap readahead; Linux's `rrqm`).
+    pub read_merges: u64,
 }
 
 #[derive(Default)]
@@ -130,6 +132,7 @@ struct Counters {
     polled: AtomicU64,
     errors: AtomicU64,
     write_merges: AtomicU64,
+    read_merges: AtomicU64,
 }
 
 /// The end-of-I/O work of an asynchronous request, run in task context
@@ -249,7 +252,7 @@ impl Plug {
     pub fn new() -> Plug {
         let d = disk();
         if let Some(d) = d {
-            d.plug.lock().held += 1;
+            d.plug_start();
         }
         Plug(d)
     }
@@ -258,8 +261,7 @@ impl Plug {
 impl Drop for Plug {
     fn drop(&mut self) {
         if let Some(d) = self.0 {
-            d.plug.lock().held -= 1;
-            d.flush_plug();
+            d.plug_finish();
         }
     }
 }
@@ -498,7 +500,7 @@ impl Disk {
         let in_flight = self.with_dev(|q| q.in_flight());
         let f = [
             s.reads,
-            0,
+            s.read_merges,
             s.read_sectors,
             0,
             s.writes,
@@ -547,6 +549,7 @@ impl Disk {
             polled: l(&c.polled),
             errors: l(&c.errors),
             write_merges: l(&c.write_merges),
+            read_merges: l(&c.read_merges),
         }
     }
 
@@ -596,9 +599,11 @@ impl Disk {
                     .as_mut()
                     .is_some_and(|b| b.try_merge(dir, sector, buf, end, max))
                 {
-                    self.counters
-                        .write_merges
-                        .fetch_add(u64::from(dir == Dir::Write), Ordering::Relaxed);
+                    let merges = match dir {
+                        Dir::Write => &self.counters.write_merges,
+                        Dir::Read => &self.counters.read_merges,
+                    };
+                    merges.fetch_add(1, Ordering::Relaxed);
                     return Ok(true);
                 }
                 // The built request starts, this one is built on.
@@ -617,6 +622,20 @@ impl Disk {
             }
         }
         Ok(true)
+    }
+
+    /// Takes a plug ([`Plug`]; for callers that cannot hold the guard,
+    /// such as swap readahead through `SwapIo`): pair with
+    /// [`Self::plug_finish`].
+    pub fn plug_start(&self) {
+        self.plug.lock().held += 1;
+    }
+
+    /// Drops a plug taken by [`Self::plug_start`] and starts the request
+    /// being built.
+    pub fn plug_finish(&self) {
+        self.plug.lock().held -= 1;
+        self.flush_plug();
     }
 
     /// Starts the request being built under the plugs, if any.

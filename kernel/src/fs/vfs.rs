@@ -79,6 +79,9 @@ pub enum Node {
     },
     /// `/sys/block/vda/queue/rotational` (read at each read, root-writable).
     Rotational,
+    /// `/sys/kernel/mm/swap/vma_ra_enabled` (read at each read, writable):
+    /// swap readahead on or off (`mm::swap::Swap::vma_ra_enabled`).
+    VmaRaEnabled,
     /// A memfd (`fs::memfd`): its shmem object.
     Memfd(crate::fs::memfd::Object),
 }
@@ -215,6 +218,17 @@ impl File {
                 buf[..n].copy_from_slice(&t.as_bytes()[start..start + n]);
                 return Ok(n);
             }
+            Node::VmaRaEnabled => {
+                let on = crate::mem::uspace::ctx()
+                    .swap
+                    .vma_ra_enabled
+                    .load(core::sync::atomic::Ordering::Relaxed);
+                let t = if on { "true\n" } else { "false\n" };
+                let start = pos.min(t.len() as u64) as usize;
+                let n = buf.len().min(t.len() - start);
+                buf[..n].copy_from_slice(&t.as_bytes()[start..start + n]);
+                return Ok(n);
+            }
             Node::Kpageflags => {
                 return read_entries(pos, buf, |first, n| {
                     let b = crate::mem::memory::buddy();
@@ -284,6 +298,14 @@ impl File {
                 .ok_or(Errno::ENODEV)?
                 .write_rotational(data)
                 .map(|_| data.len()),
+            Node::VmaRaEnabled => {
+                let on = kstrtobool(data).ok_or(Errno::EINVAL)?;
+                crate::mem::uspace::ctx()
+                    .swap
+                    .vma_ra_enabled
+                    .store(on, core::sync::atomic::Ordering::Relaxed);
+                Ok(data.len())
+            }
             _ => Err(Errno::EBADF),
         }
     }
@@ -406,7 +428,8 @@ pub fn list_dir(path: &str) -> Result<Vec<(String, u8)>, Errno> {
         }
         QUEUE_DIR if crate::block::disk().is_some() => add(&["rotational"], DT_REG),
         "/sys/kernel" => add(&["debug", "mm"], DT_DIR),
-        "/sys/kernel/mm" => add(&["transparent_hugepage"], DT_DIR),
+        "/sys/kernel/mm" => add(&["swap", "transparent_hugepage"], DT_DIR),
+        "/sys/kernel/mm/swap" => add(&["vma_ra_enabled"], DT_REG),
         "/sys/kernel/debug" => {
             add(&["extfrag", "mthp"], DT_DIR);
             add(&["split_huge_pages"], DT_REG);
@@ -558,6 +581,7 @@ fn open_node(me: &Process, path: &str, flags: u64, mode: u32) -> Result<File, Er
         | "/sys"
         | "/sys/kernel"
         | "/sys/kernel/mm"
+        | "/sys/kernel/mm/swap"
         | "/sys/kernel/debug"
         | EXTFRAG_DIR
         | "/proc/self"
@@ -572,6 +596,7 @@ fn open_node(me: &Process, path: &str, flags: u64, mode: u32) -> Result<File, Er
         BLOCK_DIR | VDA_DIR | QUEUE_DIR if crate::block::disk().is_some() => {
             return dir_ok(&path);
         }
+        "/sys/kernel/mm/swap/vma_ra_enabled" => return Ok(mk(Node::VmaRaEnabled, 0o100644)),
         "/sys/block/vda/queue/rotational" if crate::block::disk().is_some() => {
             return Ok(mk(Node::Rotational, 0o100644));
         }
@@ -812,4 +837,16 @@ pub fn rmdir(me: &Process, path: &str) -> Result<(), Errno> {
     }
     stat_path(me, &path)?;
     Err(Errno::EROFS)
+}
+
+/// Linux's `kstrtobool`: `y`/`Y`/`1`/`on` and `n`/`N`/`0`/`off` (by their
+/// first characters, as Linux), anything else `None`.
+fn kstrtobool(data: &[u8]) -> Option<bool> {
+    match data {
+        [b'y' | b'Y' | b'1', ..] => Some(true),
+        [b'n' | b'N' | b'0', ..] => Some(false),
+        [b'o' | b'O', b'n' | b'N', ..] => Some(true),
+        [b'o' | b'O', b'f' | b'F', ..] => Some(false),
+        _ => None,
+    }
 }

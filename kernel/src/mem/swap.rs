@@ -12,7 +12,9 @@
 //! Writes from `MADV_PAGEOUT` are asynchronous ([`SwapIo::write_async`]:
 //! `block::Disk::submit_async`); their completion runs in the block
 //! layer's `kblockd` thread and hands the folio back to mm
-//! (`MmCtx::end_swap_write`).  swapoff retries while a write is in flight
+//! (`MmCtx::end_swap_write`).  Swap readahead's reads are asynchronous
+//! too ([`SwapIo::read_async`], under a plug so that consecutive slots
+//! merge into one request), completed by `MmCtx::end_swap_read`.  swapoff retries while a write is in flight
 //! (the folio is locked until it completes).
 use crate::block::{self, PAGE_SECTORS, PageRun};
 use crate::mem::uspace;
@@ -87,12 +89,41 @@ impl SwapIo for DiskSwap {
             )
             .map_err(|_| SwapIoError)
     }
+    fn read_async(
+        &self,
+        _mem: &dyn PhysMem,
+        slot: u64,
+        pa: u64,
+        pages: u64,
+    ) -> Result<bool, SwapIoError> {
+        self.0
+            .submit_async(
+                block::Dir::Read,
+                slot * PAGE_SECTORS,
+                PageRun { pa, pages },
+                end_swap_read,
+                pa,
+            )
+            .map_err(|_| SwapIoError)
+    }
+    fn plug(&self) {
+        self.0.plug_start();
+    }
+    fn unplug(&self) {
+        self.0.plug_finish();
+    }
 }
 
 /// The end of an asynchronous swap write (in `kblockd`): the folio at
 /// physical `pa` finishes its writeback.
 fn end_swap_write(pa: u64, r: Result<(), block::BlockError>) {
     uspace::ctx().end_swap_write(pa, r.is_ok());
+}
+
+/// The end of an asynchronous swap read (readahead, in `kblockd`): the
+/// folio at physical `pa` is read (or not) and unlocked.
+fn end_swap_read(pa: u64, r: Result<(), block::BlockError>) {
+    uspace::ctx().end_swap_read(pa, r.is_ok());
 }
 
 /// Reads page 0 of the disk.
@@ -329,7 +360,7 @@ mod tests {
     use super::*;
     use crate::mem::uspace::{activate, new_mm};
     use crate::selftest::testenv::{Fixture, aligned_mapping, err, fill, verify};
-    use ktest::{check_eq, ktest};
+    use ktest::{check, check_eq, ktest};
     use mm::abi::uapi::MADV_PAGEOUT;
     use mm::thp::{MthpStat, THP, VmEvent};
 
@@ -424,6 +455,88 @@ mod tests {
         verify(va, 4 * MB, 0x44)?;
         check_eq!(event(VmEvent::PswpIn), f0, "no reads after swapoff");
         fx.finish([m])
+    }
+
+    /// Pages 4 MiB of 4K folios out, reclaims until the swap cache is
+    /// empty, and reads the region back in order: with swap readahead
+    /// (page-cluster 3, Linux's default) far fewer major faults than pages,
+    /// `swap_ra` / `swap_ra_hit` move and the reads merge; with
+    /// page-cluster 0, or `vma_ra_enabled` off, one major fault per page
+    /// and no readahead.  The data survives every way.
+    fn swap_readahead_sequential_impl() -> ktest::TestResult {
+        use crate::mem::watermark::sysctl_write;
+        use mm::physmem::watermark::VmKnob;
+        let Some(ty) = format_and_swapon()? else {
+            ktest::skip!("no virtio block device");
+        };
+        let ctx = uspace::ctx();
+        let round = |seed: u64| -> Result<(u64, u64, u64, u64), ktest::String> {
+            let fx = Fixture::always(&[]);
+            let m = new_mm().map_err(err)?;
+            let va = aligned_mapping(&m, 4 * MB, 2 * MB)?;
+            activate(&m);
+            fill(va, 4 * MB, seed)?;
+            m.enter().madvise(va, 4 * MB, MADV_PAGEOUT).map_err(err)?;
+            check_eq!(m.enter().swapents(), 1024);
+            for _ in 0..200 {
+                if ctx.swap.cache.pages() == 0 {
+                    break;
+                }
+                crate::mem::kswapd::reclaim(1024, mm::aspace::vmscan::Reclaimer::Direct);
+                crate::task::sched::sleep_ms(5);
+            }
+            check_eq!(ctx.swap.cache.pages(), 0, "swap cache after reclaim");
+            let (maj0, ra0, hit0, pin0) = (
+                m.enter().faults_major(),
+                event(VmEvent::SwapRa),
+                event(VmEvent::SwapRaHit),
+                event(VmEvent::PswpIn),
+            );
+            let rm0 = block::disk().map_or(0, |d| d.stats().read_merges);
+            verify(va, 4 * MB, seed)?;
+            check_eq!(event(VmEvent::PswpIn) - pin0, 1024, "pswpin");
+            check_eq!(m.enter().swapents(), 0);
+            let r = (
+                m.enter().faults_major() - maj0,
+                event(VmEvent::SwapRa) - ra0,
+                event(VmEvent::SwapRaHit) - hit0,
+                block::disk().map_or(0, |d| d.stats().read_merges) - rm0,
+            );
+            fx.finish([m])?;
+            Ok(r)
+        };
+        let r = (|| -> ktest::TestResult {
+            let (maj, ra, hit, merges) = round(0x55)?;
+            // Linux: 514 major faults for 4096 pages (1 + 2 + 4, then 8).
+            check!(maj <= 1024 / 6, "major faults with readahead: {maj}");
+            check!(ra >= 1024 - maj - 8, "swap_ra {ra} for {maj} faults");
+            check!(
+                hit + 8 >= ra && hit <= ra,
+                "swap_ra_hit {hit}, swap_ra {ra}"
+            );
+            check!(merges >= ra / 2, "merged reads: {merges}");
+            sysctl_write(VmKnob::PageCluster, "0").map_err(err)?;
+            let off = round(0x66);
+            sysctl_write(VmKnob::PageCluster, "3").map_err(err)?;
+            let (maj, ra, hit, _) = off?;
+            check_eq!((maj, ra, hit), (1024, 0, 0), "page-cluster 0");
+            ctx.swap.vma_ra_enabled.store(false, Ordering::Relaxed);
+            let off = round(0x77);
+            ctx.swap.vma_ra_enabled.store(true, Ordering::Relaxed);
+            let (maj, ra, hit, _) = off?;
+            check_eq!((maj, ra, hit), (1024, 0, 0), "vma_ra_enabled 0");
+            let a = ctx.swap.area(ty).ok_or("area gone")?;
+            check_eq!(a.map.in_use(), 0, "slots in use after the round trips");
+            Ok(())
+        })();
+        swapoff_type(ty).map_err(err)?;
+        r
+    }
+
+    ktest! {
+        fn swap_readahead_sequential() {
+            swap_readahead_sequential_impl()
+        }
     }
 
     ktest! {

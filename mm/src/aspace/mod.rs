@@ -127,6 +127,7 @@ mod shmem_collapse;
 mod shmem_swap;
 pub mod split;
 pub mod swap;
+mod swap_readahead;
 pub mod vmscan;
 mod zap;
 
@@ -274,6 +275,10 @@ pub struct Mm<'a, A: PagingArch> {
     /// (the process's `ru_majflt`; Linux counts a fault in one of
     /// `min_flt` / `maj_flt`, so `ru_minflt` is `faults - majfaults`).
     majfaults: AtomicU64,
+    /// Swap readahead's state: the last swap fault's page, window and
+    /// readahead hits (`swap_readahead.rs`; Linux's per-VMA
+    /// `swap_readahead_info`).
+    swap_ra: AtomicU64,
     /// Registered for khugepaged (set by `MADV_HUGEPAGE` and by faults in
     /// THP-eligible VMAs; the id is then on the context's khugepaged list,
     /// see `khugepaged.rs`).
@@ -357,6 +362,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             migents: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             majfaults: AtomicU64::new(0),
+            swap_ra: AtomicU64::new(0),
             khugepaged: AtomicBool::new(false),
             thp_disabled: AtomicBool::new(false),
             numa_scan_offset: AtomicU64::new(0),

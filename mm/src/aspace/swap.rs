@@ -43,7 +43,9 @@
 //! policy allows (below the PMD order, as Linux: a PMD THP comes back
 //! PTE-mapped) whose aligned block holds swap entries of consecutive,
 //! equally aligned slots with equal exclusive bits, else order 0 (Linux
-//! 6.12's `alloc_swap_folio` rules).  The folio is then mapped by all the
+//! 6.12's `alloc_swap_folio` rules).  An order-0 read also reads the swap
+//! entries around the fault, asynchronously (swap readahead,
+//! `swap_readahead.rs`).  The folio is then mapped by all the
 //! entries of its block that still name its slots (the whole folio in one
 //! go when all do, as Linux 6.11+), writable where the entry was
 //! exclusive and the VMA is writable.  Slots no entry names any more are
@@ -603,7 +605,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
             }
         });
         let folio = match (hit, held) {
-            (Some(_), Some(f)) => f,
+            (Some(c), Some(f)) => {
+                if c.readahead {
+                    self.swap_ra_hit(va, k);
+                }
+                f
+            }
             _ => match self.swapin_read(vma, va, e, &area)? {
                 Some(f) => f,
                 None => return Ok(()),
@@ -664,6 +671,11 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         cands.push(0);
         for ord in cands {
+            if ord == 0
+                && let Some(r) = self.swapin_readahead(vma, va, e, area)
+            {
+                return r;
+            }
             let nr = 1u64 << ord;
             let base = align_down(va, nr * PAGE_SIZE);
             let slot0 = e.offset - (va - base) / PAGE_SIZE;

@@ -59,6 +59,10 @@ const RUN_BITS: u32 = 11;
 /// Longest run one cache entry can cover (a PMD folio is 512 pages).
 const MAX_RUN: u64 = 1 << RUN_BITS;
 const VALID: u64 = 1 << 63;
+/// On the word of an order-0 folio swap readahead read and no fault has
+/// found yet (Linux's `PG_readahead`, kept here: the frame's flags word
+/// has no bit left).
+const READAHEAD: u64 = 1 << 62;
 
 const fn slot_word(pfn: u64, delta: u64, nr: u64) -> u64 {
     VALID | pfn | (delta << PFN_BITS) | ((nr - 1) << (PFN_BITS + RUN_BITS))
@@ -67,6 +71,7 @@ const fn slot_word(pfn: u64, delta: u64, nr: u64) -> u64 {
 /// (head PFN, distance from the first slot, pages) of a non-empty word.
 const fn unslot_word(w: u64) -> (u64, u64, u64) {
     let mask = MAX_RUN - 1;
+    let w = w & !READAHEAD;
     (
         w & ((1 << PFN_BITS) - 1),
         (w >> PFN_BITS) & mask,
@@ -215,7 +220,26 @@ impl Inner {
             pfn,
             nr,
             first: k - delta,
+            readahead: w & READAHEAD != 0,
         })
+    }
+
+    /// Sets the readahead bit of cached slot `k`'s word to `bit`
+    /// (`READAHEAD` or 0); whether it was set.
+    fn mark(&mut self, k: u64, bit: u64) -> bool {
+        let (ty, slot) = unkey(k);
+        let c = (slot / CLUSTER_SLOTS) as usize;
+        match self.by_slot.get_mut(ty as usize).and_then(|t| t.get_mut(c)) {
+            Some(Some(t)) => {
+                let w = &mut t.words[(slot % CLUSTER_SLOTS) as usize];
+                let was = *w & READAHEAD != 0;
+                if *w != 0 {
+                    *w = (*w & !READAHEAD) | bit;
+                }
+                was
+            }
+            _ => false,
+        }
     }
 
     /// Whether any of the `nr` slots from key `first` is cached (a table
@@ -242,8 +266,9 @@ impl Inner {
     }
 
     /// Writes the words of the `nr` slots from key `first` (cluster by
-    /// cluster) for folio `pfn`, allocating tables as needed.
-    fn fill(&mut self, first: u64, nr: u64, pfn: u64) {
+    /// cluster) for folio `pfn`, with `mark` (0 or `READAHEAD`),
+    /// allocating tables as needed.
+    fn fill(&mut self, first: u64, nr: u64, pfn: u64, mark: u64) {
         let (ty, slot0) = unkey(first);
         let tables = {
             let ty = ty as usize;
@@ -269,7 +294,7 @@ impl Inner {
             });
             let d0 = s - slot0;
             for (i, w) in t.words[lo..lo + n].iter_mut().enumerate() {
-                *w = slot_word(pfn, d0 + i as u64, nr);
+                *w = slot_word(pfn, d0 + i as u64, nr) | mark;
             }
             t.used += n as u32;
             s += n as u64;
@@ -332,6 +357,9 @@ pub struct Cached {
     pub nr: u64,
     /// Key of its first slot.
     pub first: u64,
+    /// Read by swap readahead and not found by a fault since
+    /// ([`SwapCache::take_readahead`]).
+    pub readahead: bool,
 }
 
 impl SwapCache {
@@ -382,6 +410,17 @@ impl SwapCache {
     /// Returns false (and records nothing) if any of them is cached
     /// already or the folio is.
     pub fn insert(&self, first: u64, pfn: u64, nr: u64) -> bool {
+        self.insert_marked(first, pfn, nr, 0)
+    }
+
+    /// [`Self::insert`] for the order-0 folio `pfn` swap readahead reads
+    /// into slot `k`, marked readahead.
+    pub fn insert_readahead(&self, k: u64, pfn: u64) -> bool {
+        self.insert_marked(k, pfn, 1, READAHEAD)
+    }
+
+    /// [`Self::insert`] with `mark` (0 or `READAHEAD`) on the words.
+    fn insert_marked(&self, first: u64, pfn: u64, nr: u64, mark: u64) -> bool {
         let fits = (1..=MAX_RUN).contains(&nr) && pfn < 1 << PFN_BITS;
         debug_assert!(fits, "{nr} pages at PFN {pfn:#x}");
         if !fits {
@@ -391,10 +430,16 @@ impl SwapCache {
         if g.by_pfn.find(pfn).is_some() || g.any_cached(first, nr) {
             return false;
         }
-        g.fill(first, nr, pfn);
+        g.fill(first, nr, pfn, mark);
         g.by_pfn.insert(pfn, first);
         g.pages += nr;
         true
+    }
+
+    /// Clears the readahead mark of slot `k`'s folio: whether it was set
+    /// (the first fault to find a readahead folio counts the hit).
+    pub fn take_readahead(&self, k: u64) -> bool {
+        self.inner.lock().mark(k, 0)
     }
 
     /// Moves the slots cached by folio `old` to folio `new` (migration),
@@ -410,7 +455,7 @@ impl SwapCache {
         };
         let (_, _, nr) = unslot_word(g.word(first));
         g.clear(first, nr);
-        g.fill(first, nr, new);
+        g.fill(first, nr, new, 0);
         g.by_pfn.insert(new, first);
         true
     }
@@ -469,6 +514,29 @@ mod tests {
         assert_eq!(unkey(key(5, 77)), (5, 77));
     }
 
+    /// A readahead folio is marked until the first fault takes the mark;
+    /// the mark does not disturb the run fields, and migration drops it.
+    #[test]
+    fn readahead_mark_is_taken_once() {
+        let c = SwapCache::new();
+        assert!(c.insert_readahead(key(2, 7), 3000));
+        assert!(!c.insert_readahead(key(2, 7), 3001), "slot cached");
+        let got = c.lookup(key(2, 7)).expect("cached");
+        assert_eq!((got.pfn, got.nr, got.first), (3000, 1, key(2, 7)));
+        assert!(got.readahead);
+        assert_eq!(c.slot_of(3000), Some(key(2, 7)));
+        assert!(c.take_readahead(key(2, 7)));
+        assert!(!c.take_readahead(key(2, 7)), "taken once");
+        assert!(!c.lookup(key(2, 7)).expect("still cached").readahead);
+        assert!(!c.take_readahead(key(2, 8)), "not cached");
+        assert!(c.insert_readahead(key(2, 9), 3002));
+        assert!(c.replace(3002, 3003));
+        assert!(!c.lookup(key(2, 9)).expect("moved").readahead);
+        assert_eq!(c.remove(3000), Some((key(2, 7), 1)));
+        assert_eq!(c.remove(3003), Some((key(2, 9), 1)));
+        assert_eq!(c.pages(), 0);
+    }
+
     /// Many folios in and out, in a scrambled order, against a plain
     /// list: every slot finds its folio (or none) and nothing is left.
     #[test]
@@ -520,6 +588,7 @@ mod tests {
                                 pfn: p,
                                 nr: n,
                                 first: f,
+                                readahead: false,
                             });
                         assert_eq!(c.lookup(key(ty, s)), want);
                     }

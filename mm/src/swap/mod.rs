@@ -67,6 +67,29 @@ pub trait SwapIo: Send + Sync {
     ) -> Result<bool, SwapIoError> {
         self.write(mem, slot, pa, pages).map(|()| false)
     }
+    /// Starts reading slots `slot..` into the `pages` locked pages at
+    /// physical `pa` without waiting (swap readahead, Linux's
+    /// `swap_read_folio` with a plug).  `Ok(true)`: in flight, and the
+    /// I/O's owner calls
+    /// [`MmCtx::end_swap_read`](crate::aspace::ctx::MmCtx::end_swap_read)
+    /// with `pa` and the outcome later, in task context.  `Ok(false)`:
+    /// already read (the default: [`Self::read`]); the caller completes
+    /// it.  May sleep for a free request slot.
+    fn read_async(
+        &self,
+        mem: &dyn PhysMem,
+        slot: u64,
+        pa: u64,
+        pages: u64,
+    ) -> Result<bool, SwapIoError> {
+        self.read(mem, slot, pa, pages).map(|()| false)
+    }
+    /// Until [`Self::unplug`], asynchronous requests to consecutive slots
+    /// may merge into one (Linux's `blk_start_plug`); the default does
+    /// nothing.
+    fn plug(&self) {}
+    /// Ends [`Self::plug`]: the requests held back start.
+    fn unplug(&self) {}
 }
 
 /// One active swap area.
@@ -98,6 +121,9 @@ pub struct Swap {
     /// `/proc/meminfo`, `nr_writeback` in `/proc/vmstat`, as Linux counts
     /// folios under `PG_writeback`).
     writeback: AtomicU64,
+    /// `/sys/kernel/mm/swap/vma_ra_enabled`: swap readahead on (Linux's
+    /// default; `aspace::swap_readahead`).
+    pub vma_ra_enabled: core::sync::atomic::AtomicBool,
 }
 
 impl Default for Swap {
@@ -113,6 +139,7 @@ impl Swap {
             next_auto_prio: crate::sync::Mutex::new(-1),
             cache: SwapCache::new(),
             writeback: AtomicU64::new(0),
+            vma_ra_enabled: core::sync::atomic::AtomicBool::new(true),
         }
     }
 

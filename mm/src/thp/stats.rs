@@ -197,6 +197,11 @@ named_enum! {
         /// Faults that had to read from a swap device (one per fault, even
         /// for a large folio, as Linux).
         PgMajFault => "pgmajfault",
+        /// Pages swap readahead read beside a faulting one.
+        SwapRa => "swap_ra",
+        /// Faults that found a readahead page in the swap cache (its first
+        /// hit only).
+        SwapRaHit => "swap_ra_hit",
         /// Pages `MADV_FREE` marked lazyfree.
         PgLazyFree => "pglazyfree",
         /// Lazyfree pages reclaim discarded.
