@@ -62,7 +62,9 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
-use crate::paging::{Attrs, ENTRIES_PER_TABLE, Entry, PTE_LEVEL, PagingArch, SwapEntry};
+use crate::paging::{
+    Attrs, ENTRIES_PER_TABLE, Entry, PTE_LEVEL, PageTable, PagingArch, SwapEntry, Walk,
+};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
@@ -614,20 +616,81 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let r = self.map_swapped(vma, va, access, e, &area, f);
         drop(lock);
         drop(folio);
-        r?;
-        // A write to a page that came back read-only (shared after fork)
-        // copies now, in the same fault, as Linux's `do_wp_page` call.
-        if access == Access::Write {
-            let mut pt = self.lock_pt();
-            let w = pt.lookup(addr);
-            if let Entry::Leaf(l) = w.entry
-                && w.level == PTE_LEVEL
-                && !l.attrs.perms.write
-            {
-                return self.pte_fault(vma, &mut pt, addr, l, access);
-            }
+        if r? {
+            self.swapin_wp(vma, addr)?;
         }
         Ok(())
+    }
+
+    /// A write fault whose swap-in mapped the page read-only (shared after
+    /// fork) copies now, in the same fault, as Linux's `do_wp_page` call.
+    pub(super) fn swapin_wp(&self, vma: &Vma, addr: u64) -> Result<(), Fault> {
+        let mut pt = self.lock_pt();
+        let w = pt.lookup(addr);
+        if let Entry::Leaf(l) = w.entry
+            && w.level == PTE_LEVEL
+            && !l.attrs.perms.write
+        {
+            return self.pte_fault(vma, &mut pt, addr, l, Access::Write);
+        }
+        Ok(())
+    }
+
+    /// A swap-cache hit served from the fault's shared walk `w` of `pt`
+    /// (page-table lock shared, Linux's split PTL): one walk, one cache
+    /// lookup, no sleeping.  The PTE table's lock is taken, the entry
+    /// checked again under it, the folio caching `e`'s slot referenced
+    /// under the cache lock and its lock *tried* (Linux sleeps in
+    /// `folio_lock_or_retry`; a busy folio, under I/O or another fault's
+    /// swap-in, goes to [`Self::do_swap_page`], which sleeps on it).  The
+    /// folio is then mapped as there ([`Self::map_cached`]).  `None`: not
+    /// served here (a miss, a busy folio, an entry mremap moved away from
+    /// its folio), take the sleeping path.  `Some(Ok(true))`: mapped
+    /// read-only for a write, [`Self::swapin_wp`] with no lock held.
+    pub(super) fn swap_hit_shared(
+        &self,
+        vma: &Vma,
+        pt: &PageTable<'a, A>,
+        w: &Walk,
+        addr: u64,
+        access: Access,
+        e: SwapEntry,
+    ) -> Option<Result<bool, Fault>> {
+        let ctx = self.ctx;
+        let va = align_down(addr, PAGE_SIZE);
+        let _ptl = self.lock_pte_table(w.table_pa());
+        // Read before the table's lock: another fault of this table may
+        // have resolved it since.
+        if pt.pte_run_walked(w, va, va, 1)?.entry(0) != Entry::Swap(e) {
+            return Some(Ok(false));
+        }
+        let area = ctx.swap.area(e.ty)?;
+        let mut held: Option<FolioRef<'a>> = None;
+        let c = ctx.swap.cache.lookup_get(key(e.ty, e.offset), |pfn| {
+            if let Some(f) = ctx.folio(pfn) {
+                held = Some(f.get_ref());
+            }
+        })?;
+        let folio = held?;
+        let f = *folio;
+        let lock = f.try_lock()?;
+        // Under its lock a folio that still has `SWAPCACHE` caches the run
+        // the lookup saw: it could leave the cache only under its lock, and
+        // enter it again with other slots only through a swap-out, which
+        // needs its lock too.
+        if !f.test(PageFlags::SWAPCACHE) {
+            return Some(Ok(false));
+        }
+        let (_, first_slot) = unkey(c.first);
+        match self.map_cached(vma, pt, w, va, access, e, &area, f, first_slot, c.nr, 1) {
+            Ok(ro_write) => {
+                // Our reference became one of the new mappings'.
+                let _ = folio.into_raw();
+                drop(lock);
+                Some(Ok(ro_write))
+            }
+            Err(()) => None,
+        }
     }
 
     /// Reads the slots of `e` (not in the swap cache) into a new folio,
@@ -717,8 +780,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Maps the cached folio `f` (locked, referenced by the caller) for the
-    /// swap-entry fault at `va`: the whole folio when every entry of its
-    /// block still names its slots, else the faulting page.
+    /// swap-entry fault at `va` under the page-table lock, exclusive (the
+    /// sleeping path of [`Self::do_swap_page`]).  `Ok(true)`: mapped
+    /// read-only for a write access.
     fn map_swapped(
         &self,
         vma: &Vma,
@@ -727,40 +791,74 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         e: SwapEntry,
         area: &SwapArea,
         f: Folio<'a>,
-    ) -> Result<(), Fault> {
+    ) -> Result<bool, Fault> {
         let ctx = self.ctx;
         let k = key(e.ty, e.offset);
         // Still the folio caching this slot?
         let Some(c) = ctx.swap.cache.lookup(k) else {
-            return Ok(());
+            return Ok(false);
         };
         if c.pfn != f.pfn() || !f.test(PageFlags::SWAPCACHE) {
-            return Ok(());
+            return Ok(false);
         }
-        let first_slot = unkey(c.first).1;
-        let idx = e.offset - first_slot;
-        let nr = c.nr;
-        let mut pt = self.lock_pt();
+        let pt = self.lock_pt();
         let w = pt.lookup(va);
         if w.level != PTE_LEVEL || w.entry != Entry::Swap(e) {
-            return Ok(()); // resolved or changed meanwhile
+            return Ok(false); // resolved or changed meanwhile
         }
+        let first_slot = unkey(c.first).1;
+        match self.map_cached(vma, &pt, &w, va, access, e, area, f, first_slot, c.nr, 0) {
+            Ok(ro_write) => Ok(ro_write),
+            Err(()) => {
+                // mremap moved the entry away from where the folio lives:
+                // give this page a copy of its own.
+                drop(pt);
+                self.swapin_copy(vma, va, e, f.page(e.offset - first_slot).pfn())
+                    .map(|()| false)
+            }
+        }
+    }
+
+    /// Maps the locked folio `f`, cached for slots `first_slot..+nr` of
+    /// `area`, for the fault on swap entry `e` at `va`: the whole folio
+    /// when every entry of its block still names its slot, else the
+    /// faulting page; writable where the entries were exclusive and the
+    /// VMA is writable.  The caller holds the page-table lock (exclusive,
+    /// or shared with the PTE table's lock) and checked that the entry at
+    /// `va`, in the table `w` reached, is still `e`.  `handed` references
+    /// of the caller's become mappings' (0 or 1), so the refcount changes
+    /// once.  Slots no entry names any more are freed and the folio leaves
+    /// the swap cache (module docs).  `Ok(true)`: mapped read-only for a
+    /// write access; `Err(())`: the folio does not live at this address
+    /// (mremap moved the entry), nothing done.
+    #[allow(clippy::too_many_arguments)]
+    fn map_cached(
+        &self,
+        vma: &Vma,
+        pt: &PageTable<'a, A>,
+        w: &Walk,
+        va: u64,
+        access: Access,
+        e: SwapEntry,
+        area: &SwapArea,
+        f: Folio<'a>,
+        first_slot: u64,
+        nr: u64,
+        handed: u32,
+    ) -> Result<bool, ()> {
+        let ctx = self.ctx;
+        let idx = e.offset - first_slot;
         let base = va.wrapping_sub(idx * PAGE_SIZE);
-        let owner_ok = f
-            .anon_owner()
-            .is_none_or(|(_, vpn)| vpn == base >> PAGE_SHIFT);
-        if !owner_ok {
-            // mremap moved the entry away from where the folio lives: give
-            // this page a copy of its own.
-            drop(pt);
-            return self.swapin_copy(vma, va, e, f.page(idx).pfn());
+        let owner = f.anon_owner();
+        if owner.is_some_and(|(_, vpn)| vpn != base >> PAGE_SHIFT) {
+            return Err(());
         }
         // The folio's entries, read from the table the walk above reached
         // (a run never leaves it: the folio's block is naturally aligned).
         // Whole when every entry of the block still names its slot.
         let mut excl = [0u64; ENTRIES_PER_TABLE / 64];
         let whole = (nr > 1 && base >= vma.start && base + nr * PAGE_SIZE <= vma.end)
-            .then(|| pt.pte_run_walked(&w, va, base, nr as usize))
+            .then(|| pt.pte_run_walked(w, va, base, nr as usize))
             .flatten()
             .and_then(|run| run.swap_run(e.ty, first_slot, &mut excl));
         let (at, page0, n, all_excl) = match whole {
@@ -774,13 +872,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut attrs = Attrs::user(vma_perms(vma.flags));
         attrs.perms.write &= all_excl;
         attrs.dirty = access == Access::Write && attrs.perms.write;
-        pt.set_ptes_over_swap_walked(&w, va, at, f.pfn() + page0, n as usize, attrs)
+        pt.set_ptes_over_swap_walked(w, va, at, f.pfn() + page0, n as usize, attrs)
             .expect("swap entries checked above, table present");
-        if f.anon_owner().is_none() {
+        if owner.is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
         f.set_anon_exclusive_bits(page0, &excl[..n.div_ceil(64) as usize]);
-        f.get_many(n as u32);
         let now = f.add_mapcount_mm(self.id, n as i32);
         if now == n as i32 {
             ctx.thp.stats.inc(f.order(), MthpStat::NrAnon);
@@ -797,7 +894,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         self.rss_add(n);
         self.swapents_sub(n);
         let cache_only = area.map.put(first_slot + page0, n);
-        drop(pt);
         // No entry names the slots any more: free them (module docs).  A
         // whole run's `put` already says so.
         let unused = if n == nr {
@@ -805,13 +901,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         } else {
             !area.map.any_count(first_slot, nr)
         };
-        if unused && ctx.swap.cache.remove_if(f.pfn(), || true).is_some() {
+        let uncached = unused && ctx.swap.cache.remove_if(f.pfn(), || true).is_some();
+        if uncached {
             f.clear_flags(PageFlags::SWAPCACHE);
             f.set_flags(PageFlags::DIRTY);
             area.map.put_cache(first_slot, nr);
-            f.put();
         }
-        Ok(())
+        // The mappings' references, less those handed over and the
+        // cache's if it let go: one atomic, none for a whole 4K hit.
+        let refs = n as i64 - handed as i64 - uncached as i64;
+        if refs > 0 {
+            f.get_many(refs as u32);
+        } else if refs < 0 {
+            f.put_many((-refs) as u32);
+        }
+        Ok(access == Access::Write && !attrs.perms.write)
     }
 
     /// Gives the swap entry `e` at `va` a private order-0 copy of frame

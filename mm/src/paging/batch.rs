@@ -306,9 +306,14 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// lock hold): the leaves are stored over them, in the table `w`
     /// reached from `walked`, with no emptiness pass and no flush (the MMU
     /// never cached a swap entry).  `NotMapped` if the run is not in that
-    /// table.
+    /// table.  Takes the table shared: the caller holds the page-table
+    /// lock exclusive, or shared with the PTE table's lock (the swap-cache
+    /// hit of the split-lock fault path), so no other writer touches these
+    /// entries.  No `sync_tables`, as [`Self::fill_ptes_shared`]: the
+    /// entries were invalid to the walker, and an access that does not
+    /// see the store yet faults again and finds the leaf.
     pub fn set_ptes_over_swap_walked(
-        &mut self,
+        &self,
         w: &Walk,
         walked: u64,
         va: u64,
@@ -325,8 +330,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             "swap entries expected"
         );
         let cont_sets = self.store_leaves_in_table(t, idx0, va, first_pfn, n, attrs);
-        self.env.tlb.sync_tables();
-        self.stats.cont_sets += cont_sets;
+        if cont_sets != 0 {
+            self.cont_sets_shared
+                .fetch_add(cont_sets, core::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
