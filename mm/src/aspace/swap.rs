@@ -69,7 +69,7 @@ use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
 use crate::swap::SwapArea;
-use crate::swap::cache::{key, unkey};
+use crate::swap::cache::{CacheGuard, key, unkey};
 use crate::thp::{MthpStat, VmEvent};
 use crate::vma::Vma;
 
@@ -638,15 +638,16 @@ impl<'a, A: PagingArch> Mm<'a, A> {
 
     /// A swap-cache hit served from the fault's shared walk `w` of `pt`
     /// (page-table lock shared, Linux's split PTL): one walk, one cache
-    /// lookup, no sleeping.  The PTE table's lock is taken, the entry
-    /// checked again under it, the folio caching `e`'s slot referenced
+    /// lock hold, no sleeping.  The PTE table's lock is taken, the entry
+    /// checked again under it, and the folio caching `e`'s slot looked up
     /// under the cache lock and its lock *tried* (Linux sleeps in
     /// `folio_lock_or_retry`; a busy folio, under I/O or another fault's
-    /// swap-in, goes to [`Self::do_swap_page`], which sleeps on it).  The
-    /// folio is then mapped as there ([`Self::map_cached`]).  `None`: not
-    /// served here (a miss, a busy folio, an entry mremap moved away from
-    /// its folio), take the sleeping path.  `Some(Ok(true))`: mapped
-    /// read-only for a write, [`Self::swapin_wp`] with no lock held.
+    /// swap-in, goes to [`Self::do_swap_page`], which sleeps on it); it is
+    /// then mapped as there ([`Self::map_cached`]) with the cache lock
+    /// still held, so it needs no reference of ours.  `None`: not served
+    /// here (a miss, a busy folio, an entry mremap moved away from its
+    /// folio), take the sleeping path.  `Some(Ok(true))`: mapped read-only
+    /// for a write, [`Self::swapin_wp`] with no lock held.
     pub(super) fn swap_hit_shared(
         &self,
         vma: &Vma,
@@ -661,36 +662,23 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let _ptl = self.lock_pte_table(w.table_pa());
         // Read before the table's lock: another fault of this table may
         // have resolved it since.
-        if pt.pte_run_walked(w, va, va, 1)?.entry(0) != Entry::Swap(e) {
+        if pt.pte_run_walked(w, va, va, 1)?.raw(0) != A::encode(Entry::Swap(e), PTE_LEVEL) {
             return Some(Ok(false));
         }
         let area = ctx.swap.area(e.ty)?;
-        let mut held: Option<FolioRef<'a>> = None;
-        let c = ctx.swap.cache.lookup_get(key(e.ty, e.offset), |pfn| {
-            if let Some(f) = ctx.folio(pfn) {
-                held = Some(f.get_ref());
-            }
-        })?;
-        let folio = held?;
-        let f = *folio;
+        let mut cache = ctx.swap.cache.lock_nested();
+        let c = cache.lookup(key(e.ty, e.offset))?;
+        let f = ctx.folio(c.pfn)?;
         let lock = f.try_lock()?;
-        // Under its lock a folio that still has `SWAPCACHE` caches the run
-        // the lookup saw: it could leave the cache only under its lock, and
-        // enter it again with other slots only through a swap-out, which
-        // needs its lock too.
-        if !f.test(PageFlags::SWAPCACHE) {
-            return Some(Ok(false));
-        }
         let (_, first_slot) = unkey(c.first);
-        match self.map_cached(vma, pt, w, va, access, e, &area, f, first_slot, c.nr, 1) {
-            Ok(ro_write) => {
-                // Our reference became one of the new mappings'.
-                let _ = folio.into_raw();
-                drop(lock);
-                Some(Ok(ro_write))
-            }
-            Err(()) => None,
-        }
+        let r = self.map_cached(
+            vma, pt, w, va, access, e, &area, f, &mut cache, first_slot, c.nr,
+        );
+        // The folio lock last: its release may wake a sleeper.  The folio
+        // cannot go meanwhile: it leaves the cache only under its lock.
+        drop(cache);
+        drop(lock);
+        r.ok().map(Ok)
     }
 
     /// Reads the slots of `e` (not in the swap cache) into a new folio,
@@ -793,25 +781,28 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         f: Folio<'a>,
     ) -> Result<bool, Fault> {
         let ctx = self.ctx;
-        let k = key(e.ty, e.offset);
-        // Still the folio caching this slot?
-        let Some(c) = ctx.swap.cache.lookup(k) else {
-            return Ok(false);
-        };
-        if c.pfn != f.pfn() || !f.test(PageFlags::SWAPCACHE) {
-            return Ok(false);
-        }
         let pt = self.lock_pt();
         let w = pt.lookup(va);
         if w.level != PTE_LEVEL || w.entry != Entry::Swap(e) {
             return Ok(false); // resolved or changed meanwhile
         }
+        let mut cache = ctx.swap.cache.lock_nested();
+        // Still the folio caching this slot?
+        let Some(c) = cache.lookup(key(e.ty, e.offset)) else {
+            return Ok(false);
+        };
+        if c.pfn != f.pfn() {
+            return Ok(false);
+        }
         let first_slot = unkey(c.first).1;
-        match self.map_cached(vma, &pt, &w, va, access, e, area, f, first_slot, c.nr, 0) {
+        match self.map_cached(
+            vma, &pt, &w, va, access, e, area, f, &mut cache, first_slot, c.nr,
+        ) {
             Ok(ro_write) => Ok(ro_write),
             Err(()) => {
                 // mremap moved the entry away from where the folio lives:
                 // give this page a copy of its own.
+                drop(cache);
                 drop(pt);
                 self.swapin_copy(vma, va, e, f.page(e.offset - first_slot).pfn())
                     .map(|()| false)
@@ -824,13 +815,13 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// when every entry of its block still names its slot, else the
     /// faulting page; writable where the entries were exclusive and the
     /// VMA is writable.  The caller holds the page-table lock (exclusive,
-    /// or shared with the PTE table's lock) and checked that the entry at
-    /// `va`, in the table `w` reached, is still `e`.  `handed` references
-    /// of the caller's become mappings' (0 or 1), so the refcount changes
-    /// once.  Slots no entry names any more are freed and the folio leaves
-    /// the swap cache (module docs).  `Ok(true)`: mapped read-only for a
-    /// write access; `Err(())`: the folio does not live at this address
-    /// (mremap moved the entry), nothing done.
+    /// or shared with the PTE table's lock), checked that the entry at
+    /// `va`, in the table `w` reached, is still `e`, and found `f` under
+    /// the cache lock `cache`, still held.  Slots no entry names any more
+    /// are freed and the folio leaves the swap cache (module docs), its
+    /// reference becoming one of the new mappings'.  `Ok(true)`: mapped
+    /// read-only for a write access; `Err(())`: the folio does not live at
+    /// this address (mremap moved the entry), nothing done.
     #[allow(clippy::too_many_arguments)]
     fn map_cached(
         &self,
@@ -842,9 +833,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         e: SwapEntry,
         area: &SwapArea,
         f: Folio<'a>,
+        cache: &mut CacheGuard<'_>,
         first_slot: u64,
         nr: u64,
-        handed: u32,
     ) -> Result<bool, ()> {
         let ctx = self.ctx;
         let idx = e.offset - first_slot;
@@ -893,27 +884,20 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         self.rss_add(n);
         self.swapents_sub(n);
-        let cache_only = area.map.put(first_slot + page0, n);
-        // No entry names the slots any more: free them (module docs).  A
-        // whole run's `put` already says so.
-        let unused = if n == nr {
-            cache_only == nr
-        } else {
-            !area.map.any_count(first_slot, nr)
-        };
-        let uncached = unused && ctx.swap.cache.remove_if(f.pfn(), || true).is_some();
+        // No entry names the slots any more: they are freed and the folio
+        // leaves the cache (module docs), in this cache-lock hold.
+        let uncached = area.map.put_swapin(first_slot + page0, n, first_slot, nr);
         if uncached {
+            let out = cache.remove(f.pfn());
+            debug_assert!(out.is_some(), "found under this hold");
             f.clear_flags(PageFlags::SWAPCACHE);
             f.set_flags(PageFlags::DIRTY);
-            area.map.put_cache(first_slot, nr);
         }
-        // The mappings' references, less those handed over and the
-        // cache's if it let go: one atomic, none for a whole 4K hit.
-        let refs = n as i64 - handed as i64 - uncached as i64;
+        // The mappings' references, the cache's among them if it let go:
+        // one atomic, none for a whole 4K hit.
+        let refs = n as u32 - uncached as u32;
         if refs > 0 {
-            f.get_many(refs as u32);
-        } else if refs < 0 {
-            f.put_many((-refs) as u32);
+            f.get_many(refs);
         }
         Ok(access == Access::Write && !attrs.perms.write)
     }
