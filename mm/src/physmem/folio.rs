@@ -414,6 +414,21 @@ impl<'a> Folio<'a> {
         let memmap = self.alloc.memmap();
         let mut tails = false;
         for (wi, &word) in bits.iter().enumerate() {
+            let i0 = first + wi as u64 * 64;
+            if word == u64::MAX {
+                // Every page of the word (a whole run of exclusive
+                // entries): one pass over its descriptors.
+                assert!(
+                    i0 + 64 <= nr,
+                    "pages {i0}.. of an order-{} folio",
+                    self.order()
+                );
+                for d in memmap.range(self.idx + i0 as u32, 64) {
+                    d.flags.fetch_or(PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
+                }
+                tails = true;
+                continue;
+            }
             let mut b = word;
             while b != 0 {
                 let i = first + wi as u64 * 64 + b.trailing_zeros() as u64;

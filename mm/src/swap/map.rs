@@ -280,6 +280,17 @@ impl SwapMap {
     pub fn put_swapin(&self, slot: u64, n: u64, first: u64, nr: u64) -> bool {
         let mut g = self.inner.lock_nested();
         let whole = slot == first && n == nr;
+        if whole {
+            // The common case, one pass that vectorizes: every slot named
+            // by exactly the entry mapped now, besides the cache.
+            let run = &mut g.count[slot as usize..(slot + n) as usize];
+            let sole = run.iter().fold(true, |a, &c| a & (c == HAS_CACHE | 1));
+            if sole {
+                run.fill(0);
+                g.per_cluster(slot, n, |counts| counts.len() as u16);
+                return true;
+            }
+        }
         let mut cache_only = 0;
         g.per_cluster(slot, n, |counts| {
             let (mut bad, mut freed) = (false, 0);
