@@ -665,20 +665,24 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         if pt.pte_run_walked(w, va, va, 1)?.raw(0) != A::encode(Entry::Swap(e), PTE_LEVEL) {
             return Some(Ok(false));
         }
-        let area = ctx.swap.area(e.ty)?;
-        let mut cache = ctx.swap.cache.lock_nested();
-        let c = cache.lookup(key(e.ty, e.offset))?;
-        let f = ctx.folio(c.pfn)?;
-        let lock = f.try_lock()?;
-        let (_, first_slot) = unkey(c.first);
-        let r = self.map_cached(
-            vma, pt, w, va, access, e, &area, f, &mut cache, first_slot, c.nr,
-        );
-        // The folio lock last: its release may wake a sleeper.  The folio
-        // cannot go meanwhile: it leaves the cache only under its lock.
-        drop(cache);
-        drop(lock);
-        r.ok().map(Ok)
+        ctx.swap
+            .with_area(e.ty, |area| {
+                let mut cache = ctx.swap.cache.lock_nested();
+                let c = cache.lookup(key(e.ty, e.offset))?;
+                let f = ctx.folio(c.pfn)?;
+                let lock = f.try_lock()?;
+                let (_, first_slot) = unkey(c.first);
+                let r = self.map_cached(
+                    vma, pt, w, va, access, e, area, f, &mut cache, first_slot, c.nr,
+                );
+                // The folio lock last: its release may wake a sleeper.  The
+                // folio cannot go meanwhile: it leaves the cache only under
+                // its lock.
+                drop(cache);
+                drop(lock);
+                r.ok().map(Ok)
+            })
+            .flatten()
     }
 
     /// Reads the slots of `e` (not in the swap cache) into a new folio,

@@ -415,18 +415,22 @@ impl<'a> Folio<'a> {
         let mut tails = false;
         for (wi, &word) in bits.iter().enumerate() {
             let i0 = first + wi as u64 * 64;
-            if word == u64::MAX {
-                // Every page of the word (a whole run of exclusive
-                // entries): one pass over its descriptors.
+            let lo = word.trailing_zeros() % 64;
+            let len = (word >> lo).trailing_ones();
+            if word != 0 && word >> lo == u64::MAX >> (64 - len) {
+                // One run of pages (a whole run of exclusive entries: all
+                // of a 64K folio's, a word of a 2M one's): one pass over
+                // their descriptors.
+                let i = i0 + lo as u64;
                 assert!(
-                    i0 + 64 <= nr,
-                    "pages {i0}.. of an order-{} folio",
+                    i + len as u64 <= nr,
+                    "pages {i}.. of an order-{} folio",
                     self.order()
                 );
-                for d in memmap.range(self.idx + i0 as u32, 64) {
+                for d in memmap.range(self.idx + i as u32, len) {
                     d.flags.fetch_or(PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
                 }
-                tails = true;
+                tails |= i + len as u64 > 1;
                 continue;
             }
             let mut b = word;
