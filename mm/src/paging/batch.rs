@@ -435,6 +435,36 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         let mem = self.mem();
         let cont_ok = self.cont_enabled();
         let block = A::CONT_PTES.max(1);
+        if n > block && idx0.is_multiple_of(block) && n.is_multiple_of(block) {
+            // Whole aligned blocks (a large folio mapped at once): each
+            // would be one segment of `store_seg` with the same hint
+            // decision, so the entries are one encoding stepped over the
+            // run (checked linear at its end) instead of three encodings
+            // per block.
+            let cont = cont_ok && first_pfn.is_multiple_of(block as u64);
+            let enc = |i: u64| {
+                let leaf = Leaf {
+                    pfn: first_pfn + i,
+                    level: PTE_LEVEL,
+                    attrs,
+                    cont,
+                };
+                A::encode(Entry::Leaf(leaf), PTE_LEVEL)
+            };
+            let r0 = enc(0);
+            let step = enc(1).wrapping_sub(r0);
+            if enc(n as u64 - 1) == r0.wrapping_add(step.wrapping_mul(n as u64 - 1)) {
+                let mut buf = [0u64; 64];
+                for c0 in (0..n).step_by(buf.len()) {
+                    let words = &mut buf[..(n - c0).min(64)];
+                    for (j, w) in words.iter_mut().enumerate() {
+                        *w = r0.wrapping_add(step.wrapping_mul((c0 + j) as u64));
+                    }
+                    mem.store_words(t + 8 * (idx0 + c0) as u64, words);
+                }
+                return if cont { (n / block) as u64 } else { 0 };
+            }
+        }
         let mut cont_sets = 0;
         let mut done = 0;
         while done < n {
