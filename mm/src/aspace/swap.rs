@@ -38,6 +38,13 @@
 //! direct) keeps writing synchronously: it needs the memory back now.
 //!
 //! # Swap-in ([`Mm::do_swap_page`])
+//! A swap-cache hit is served from the fault's first walk, with the
+//! page-table lock shared and the PTE table's lock held (Linux's split
+//! PTL): [`Mm::swap_hit_shared`] looks the slot up, tries the folio lock
+//! and maps it ([`Mm::map_cached`]) under one cache-lock hold, which also
+//! frees the slots.  A miss, or a folio whose lock is taken (I/O, another
+//! swap-in), goes the sleeping way below.
+//!
 //! A fault on a swap entry looks in the swap cache first.  On a miss it
 //! reads the slots into a new folio: of the largest order the fault
 //! policy allows (below the PMD order, as Linux: a PMD THP comes back
