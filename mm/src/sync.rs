@@ -343,6 +343,17 @@ impl<T> SpinLock<T> {
         self.0.lock(ops)
     }
 
+    /// [`Self::lock`] for a caller that already runs with preemption off
+    /// (it holds a page-table lock): no second preemption count taken and
+    /// dropped around it, as [`lock_word_nested`].
+    pub fn lock_nested(&self) -> PtLockGuard<'_, T> {
+        let ops: &'static dyn CpuOps = match CPU_OPS.get() {
+            Some(o) => *o,
+            None => &crate::cpu::SingleCpu,
+        };
+        self.0.lock_nested(ops)
+    }
+
     /// The value, through exclusive access to the lock (teardown).
     pub fn get_mut(&mut self) -> &mut T {
         self.0.get_mut()
@@ -375,9 +386,21 @@ impl<T> PtLock<T> {
     /// Lock, spinning (and answering other CPUs) while another CPU holds it.
     pub fn lock<'l>(&'l self, ops: &'l dyn CpuOps) -> PtLockGuard<'l, T> {
         ops.preempt_disable();
+        let mut g = self.lock_nested(ops);
+        g.preempt = true;
+        g
+    }
+
+    /// [`Self::lock`] with preemption already off (the caller holds a
+    /// page-table lock): the guard leaves it off.
+    pub fn lock_nested<'l>(&'l self, ops: &'l dyn CpuOps) -> PtLockGuard<'l, T> {
         loop {
             if let Some(g) = self.lock.try_lock() {
-                return PtLockGuard { g: Some(g), ops };
+                return PtLockGuard {
+                    g: Some(g),
+                    ops,
+                    preempt: false,
+                };
             }
             while self.lock.is_locked() {
                 ops.relax();
@@ -390,6 +413,9 @@ impl<T> PtLock<T> {
 pub struct PtLockGuard<'l, T> {
     g: Option<MutexGuard<'l, T>>,
     ops: &'l dyn CpuOps,
+    /// Taken by [`PtLock::lock`], which disabled preemption: enabled again
+    /// on drop.
+    preempt: bool,
 }
 
 impl<T> Deref for PtLockGuard<'_, T> {
@@ -408,7 +434,9 @@ impl<T> DerefMut for PtLockGuard<'_, T> {
 impl<T> Drop for PtLockGuard<'_, T> {
     fn drop(&mut self) {
         self.g = None;
-        self.ops.preempt_enable();
+        if self.preempt {
+            self.ops.preempt_enable();
+        }
     }
 }
 

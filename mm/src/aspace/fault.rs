@@ -259,14 +259,21 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 drop(guard);
                 return Some(self.fault_shared_pmd(vma, addr, prep));
             }
-            // A swap entry: straight to the swap-in (which takes the lock
-            // again itself), without the exclusive walk of `fault_locked`.
+            // A swap entry: a swap-cache hit is mapped here, under this
+            // walk; anything else goes straight to the swap-in (which
+            // takes the lock again itself), without the exclusive walk of
+            // `fault_locked`.
             if let Entry::Swap(e) = w.entry
                 && w.level == PTE_LEVEL
                 && e.is_swap()
             {
+                let hit = self.swap_hit_shared(vma, pt, &w, addr, access, e);
                 drop(guard);
-                return Some(self.do_swap_page(vma, addr, access, e));
+                return Some(match hit {
+                    Some(Ok(true)) => self.swapin_wp(vma, addr),
+                    Some(r) => r.map(|_| ()),
+                    None => self.do_swap_page(vma, addr, access, e),
+                });
             }
             if w.level != PTE_LEVEL || !matches!(w.entry, Entry::Absent) {
                 return None;

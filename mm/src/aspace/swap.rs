@@ -38,6 +38,13 @@
 //! direct) keeps writing synchronously: it needs the memory back now.
 //!
 //! # Swap-in ([`Mm::do_swap_page`])
+//! A swap-cache hit is served from the fault's first walk, with the
+//! page-table lock shared and the PTE table's lock held (Linux's split
+//! PTL): [`Mm::swap_hit_shared`] looks the slot up, tries the folio lock
+//! and maps it ([`Mm::map_cached`]) under one cache-lock hold, which also
+//! frees the slots.  A miss, or a folio whose lock is taken (I/O, another
+//! swap-in), goes the sleeping way below.
+//!
 //! A fault on a swap entry looks in the swap cache first.  On a miss it
 //! reads the slots into a new folio: of the largest order the fault
 //! policy allows (below the PMD order, as Linux: a PMD THP comes back
@@ -64,12 +71,14 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PMD_ORDER, PMD_SIZE, align_down};
-use crate::paging::{Attrs, ENTRIES_PER_TABLE, Entry, PTE_LEVEL, PagingArch, SwapEntry};
+use crate::paging::{
+    Attrs, ENTRIES_PER_TABLE, Entry, PTE_LEVEL, PageTable, PagingArch, SwapEntry, Walk,
+};
 use crate::physmem::buddy::AllocFlags;
 use crate::physmem::folio::{Folio, FolioLockGuard, FolioRef};
 use crate::physmem::frame_flags::PageFlags;
 use crate::swap::SwapArea;
-use crate::swap::cache::{key, unkey};
+use crate::swap::cache::{CacheGuard, key, unkey};
 use crate::thp::{MthpStat, VmEvent};
 use crate::vma::Vma;
 
@@ -621,20 +630,79 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let r = self.map_swapped(vma, va, access, e, &area, f);
         drop(lock);
         drop(folio);
-        r?;
-        // A write to a page that came back read-only (shared after fork)
-        // copies now, in the same fault, as Linux's `do_wp_page` call.
-        if access == Access::Write {
-            let mut pt = self.lock_pt();
-            let w = pt.lookup(addr);
-            if let Entry::Leaf(l) = w.entry
-                && w.level == PTE_LEVEL
-                && !l.attrs.perms.write
-            {
-                return self.pte_fault(vma, &mut pt, addr, l, access);
-            }
+        if r? {
+            self.swapin_wp(vma, addr)?;
         }
         Ok(())
+    }
+
+    /// A write fault whose swap-in mapped the page read-only (shared after
+    /// fork) copies now, in the same fault, as Linux's `do_wp_page` call.
+    pub(super) fn swapin_wp(&self, vma: &Vma, addr: u64) -> Result<(), Fault> {
+        let mut pt = self.lock_pt();
+        let w = pt.lookup(addr);
+        if let Entry::Leaf(l) = w.entry
+            && w.level == PTE_LEVEL
+            && !l.attrs.perms.write
+        {
+            return self.pte_fault(vma, &mut pt, addr, l, Access::Write);
+        }
+        Ok(())
+    }
+
+    /// A swap-cache hit served from the fault's shared walk `w` of `pt`
+    /// (page-table lock shared, Linux's split PTL): one walk, one cache
+    /// lock hold, no sleeping.  The PTE table's lock is taken, the entry
+    /// checked again under it, and the folio caching `e`'s slot looked up
+    /// under the cache lock and its lock *tried* (Linux sleeps in
+    /// `folio_lock_or_retry`; a busy folio, under I/O or another fault's
+    /// swap-in, goes to [`Self::do_swap_page`], which sleeps on it); it is
+    /// then mapped as there ([`Self::map_cached`]) with the cache lock
+    /// still held, so it needs no reference of ours.  `None`: not served
+    /// here (a miss, a busy folio, an entry mremap moved away from its
+    /// folio), take the sleeping path.  `Some(Ok(true))`: mapped read-only
+    /// for a write, [`Self::swapin_wp`] with no lock held.
+    pub(super) fn swap_hit_shared(
+        &self,
+        vma: &Vma,
+        pt: &PageTable<'a, A>,
+        w: &Walk,
+        addr: u64,
+        access: Access,
+        e: SwapEntry,
+    ) -> Option<Result<bool, Fault>> {
+        let ctx = self.ctx;
+        let va = align_down(addr, PAGE_SIZE);
+        let _ptl = self.lock_pte_table(w.table_pa());
+        // Read before the table's lock: another fault of this table may
+        // have resolved it since.
+        if pt.pte_run_walked(w, va, va, 1)?.raw(0) != A::encode(Entry::Swap(e), PTE_LEVEL) {
+            return Some(Ok(false));
+        }
+        ctx.swap
+            .with_area(e.ty, |area| {
+                let mut cache = ctx.swap.cache.lock_nested();
+                let c = cache.lookup(key(e.ty, e.offset))?;
+                let f = ctx.folio(c.pfn)?;
+                let lock = f.try_lock()?;
+                // A readahead folio's first hit (the mark goes under this
+                // hold, before `map_cached` may take it out of the cache).
+                let ra_hit = c.readahead && cache.take_readahead(key(e.ty, e.offset));
+                let (_, first_slot) = unkey(c.first);
+                let r = self.map_cached(
+                    vma, pt, w, va, access, e, area, f, &mut cache, first_slot, c.nr,
+                );
+                // The folio lock last: its release may wake a sleeper.  The
+                // folio cannot go meanwhile: it leaves the cache only under
+                // its lock.
+                drop(cache);
+                drop(lock);
+                if ra_hit {
+                    self.count_ra_hit(va);
+                }
+                r.ok().map(Ok)
+            })
+            .flatten()
     }
 
     /// Reads the slots of `e` (not in the swap cache) into a new folio,
@@ -729,8 +797,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     }
 
     /// Maps the cached folio `f` (locked, referenced by the caller) for the
-    /// swap-entry fault at `va`: the whole folio when every entry of its
-    /// block still names its slots, else the faulting page.
+    /// swap-entry fault at `va` under the page-table lock, exclusive (the
+    /// sleeping path of [`Self::do_swap_page`]).  `Ok(true)`: mapped
+    /// read-only for a write access.
     fn map_swapped(
         &self,
         vma: &Vma,
@@ -739,40 +808,77 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         e: SwapEntry,
         area: &SwapArea,
         f: Folio<'a>,
-    ) -> Result<(), Fault> {
+    ) -> Result<bool, Fault> {
         let ctx = self.ctx;
-        let k = key(e.ty, e.offset);
-        // Still the folio caching this slot?
-        let Some(c) = ctx.swap.cache.lookup(k) else {
-            return Ok(());
-        };
-        if c.pfn != f.pfn() || !f.test(PageFlags::SWAPCACHE) {
-            return Ok(());
-        }
-        let first_slot = unkey(c.first).1;
-        let idx = e.offset - first_slot;
-        let nr = c.nr;
-        let mut pt = self.lock_pt();
+        let pt = self.lock_pt();
         let w = pt.lookup(va);
         if w.level != PTE_LEVEL || w.entry != Entry::Swap(e) {
-            return Ok(()); // resolved or changed meanwhile
+            return Ok(false); // resolved or changed meanwhile
         }
+        let mut cache = ctx.swap.cache.lock_nested();
+        // Still the folio caching this slot?
+        let Some(c) = cache.lookup(key(e.ty, e.offset)) else {
+            return Ok(false);
+        };
+        if c.pfn != f.pfn() {
+            return Ok(false);
+        }
+        let first_slot = unkey(c.first).1;
+        match self.map_cached(
+            vma, &pt, &w, va, access, e, area, f, &mut cache, first_slot, c.nr,
+        ) {
+            Ok(ro_write) => Ok(ro_write),
+            Err(()) => {
+                // mremap moved the entry away from where the folio lives:
+                // give this page a copy of its own.
+                drop(cache);
+                drop(pt);
+                self.swapin_copy(vma, va, e, f.page(e.offset - first_slot).pfn())
+                    .map(|()| false)
+            }
+        }
+    }
+
+    /// Maps the locked folio `f`, cached for slots `first_slot..+nr` of
+    /// `area`, for the fault on swap entry `e` at `va`: the whole folio
+    /// when every entry of its block still names its slot, else the
+    /// faulting page; writable where the entries were exclusive and the
+    /// VMA is writable.  The caller holds the page-table lock (exclusive,
+    /// or shared with the PTE table's lock), checked that the entry at
+    /// `va`, in the table `w` reached, is still `e`, and found `f` under
+    /// the cache lock `cache`, still held.  Slots no entry names any more
+    /// are freed and the folio leaves the swap cache (module docs), its
+    /// reference becoming one of the new mappings'.  `Ok(true)`: mapped
+    /// read-only for a write access; `Err(())`: the folio does not live at
+    /// this address (mremap moved the entry), nothing done.
+    #[allow(clippy::too_many_arguments)]
+    fn map_cached(
+        &self,
+        vma: &Vma,
+        pt: &PageTable<'a, A>,
+        w: &Walk,
+        va: u64,
+        access: Access,
+        e: SwapEntry,
+        area: &SwapArea,
+        f: Folio<'a>,
+        cache: &mut CacheGuard<'_>,
+        first_slot: u64,
+        nr: u64,
+    ) -> Result<bool, ()> {
+        let ctx = self.ctx;
+        let idx = e.offset - first_slot;
         let base = va.wrapping_sub(idx * PAGE_SIZE);
-        let owner_ok = f
-            .anon_owner()
-            .is_none_or(|(_, vpn)| vpn == base >> PAGE_SHIFT);
-        if !owner_ok {
-            // mremap moved the entry away from where the folio lives: give
-            // this page a copy of its own.
-            drop(pt);
-            return self.swapin_copy(vma, va, e, f.page(idx).pfn());
+        let owner = f.anon_owner();
+        if owner.is_some_and(|(_, vpn)| vpn != base >> PAGE_SHIFT) {
+            return Err(());
         }
         // The folio's entries, read from the table the walk above reached
         // (a run never leaves it: the folio's block is naturally aligned).
         // Whole when every entry of the block still names its slot.
         let mut excl = [0u64; ENTRIES_PER_TABLE / 64];
         let whole = (nr > 1 && base >= vma.start && base + nr * PAGE_SIZE <= vma.end)
-            .then(|| pt.pte_run_walked(&w, va, base, nr as usize))
+            .then(|| pt.pte_run_walked(w, va, base, nr as usize))
             .flatten()
             .and_then(|run| run.swap_run(e.ty, first_slot, &mut excl));
         let (at, page0, n, all_excl) = match whole {
@@ -786,13 +892,12 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         let mut attrs = Attrs::user(vma_perms(vma.flags));
         attrs.perms.write &= all_excl;
         attrs.dirty = access == Access::Write && attrs.perms.write;
-        pt.set_ptes_over_swap_walked(&w, va, at, f.pfn() + page0, n as usize, attrs)
+        pt.set_ptes_over_swap_walked(w, va, at, f.pfn() + page0, n as usize, attrs)
             .expect("swap entries checked above, table present");
-        if f.anon_owner().is_none() {
+        if owner.is_none() {
             f.set_anon_owner(self.id, base >> PAGE_SHIFT);
         }
         f.set_anon_exclusive_bits(page0, &excl[..n.div_ceil(64) as usize]);
-        f.get_many(n as u32);
         let now = f.add_mapcount_mm(self.id, n as i32);
         if now == n as i32 {
             ctx.thp.stats.inc(f.order(), MthpStat::NrAnon);
@@ -808,22 +913,22 @@ impl<'a, A: PagingArch> Mm<'a, A> {
         }
         self.rss_add(n);
         self.swapents_sub(n);
-        let cache_only = area.map.put(first_slot + page0, n);
-        drop(pt);
-        // No entry names the slots any more: free them (module docs).  A
-        // whole run's `put` already says so.
-        let unused = if n == nr {
-            cache_only == nr
-        } else {
-            !area.map.any_count(first_slot, nr)
-        };
-        if unused && ctx.swap.cache.remove_if(f.pfn(), || true).is_some() {
+        // No entry names the slots any more: they are freed and the folio
+        // leaves the cache (module docs), in this cache-lock hold.
+        let uncached = area.map.put_swapin(first_slot + page0, n, first_slot, nr);
+        if uncached {
+            let out = cache.remove(f.pfn());
+            debug_assert!(out.is_some(), "found under this hold");
             f.clear_flags(PageFlags::SWAPCACHE);
             f.set_flags(PageFlags::DIRTY);
-            area.map.put_cache(first_slot, nr);
-            f.put();
         }
-        Ok(())
+        // The mappings' references, the cache's among them if it let go:
+        // one atomic, none for a whole 4K hit.
+        let refs = n as u32 - uncached as u32;
+        if refs > 0 {
+            f.get_many(refs);
+        }
+        Ok(access == Access::Write && !attrs.perms.write)
     }
 
     /// Gives the swap entry `e` at `va` a private order-0 copy of frame

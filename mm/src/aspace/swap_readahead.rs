@@ -245,9 +245,15 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     /// `va`: the first one counts `swap_ra_hit` and a hit for the window
     /// (Linux's `swap_cache_get_folio`).
     pub(super) fn swap_ra_hit(&self, va: u64, k: u64) {
-        if !self.ctx.swap.cache.take_readahead(k) {
-            return;
+        if self.ctx.swap.cache.take_readahead(k) {
+            self.count_ra_hit(va);
         }
+    }
+
+    /// Counts a first hit at `va` on a readahead folio whose mark the
+    /// caller took (`swap_ra_hit`, or the swap-cache-hit fast path under
+    /// its cache hold).
+    pub(super) fn count_ra_hit(&self, va: u64) {
         self.ctx.thp.stats.count(VmEvent::SwapRaHit);
         let (_, win, hits) = ra_unval(self.swap_ra.load(Relaxed));
         self.swap_ra.store(

@@ -306,9 +306,14 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// lock hold): the leaves are stored over them, in the table `w`
     /// reached from `walked`, with no emptiness pass and no flush (the MMU
     /// never cached a swap entry).  `NotMapped` if the run is not in that
-    /// table.
+    /// table.  Takes the table shared: the caller holds the page-table
+    /// lock exclusive, or shared with the PTE table's lock (the swap-cache
+    /// hit of the split-lock fault path), so no other writer touches these
+    /// entries.  No `sync_tables`, as [`Self::fill_ptes_shared`]: the
+    /// entries were invalid to the walker, and an access that does not
+    /// see the store yet faults again and finds the leaf.
     pub fn set_ptes_over_swap_walked(
-        &mut self,
+        &self,
         w: &Walk,
         walked: u64,
         va: u64,
@@ -325,8 +330,10 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
             "swap entries expected"
         );
         let cont_sets = self.store_leaves_in_table(t, idx0, va, first_pfn, n, attrs);
-        self.env.tlb.sync_tables();
-        self.stats.cont_sets += cont_sets;
+        if cont_sets != 0 {
+            self.cont_sets_shared
+                .fetch_add(cont_sets, core::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -428,6 +435,36 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
         let mem = self.mem();
         let cont_ok = self.cont_enabled();
         let block = A::CONT_PTES.max(1);
+        if n > block && idx0.is_multiple_of(block) && n.is_multiple_of(block) {
+            // Whole aligned blocks (a large folio mapped at once): each
+            // would be one segment of `store_seg` with the same hint
+            // decision, so the entries are one encoding stepped over the
+            // run (checked linear at its end) instead of three encodings
+            // per block.
+            let cont = cont_ok && first_pfn.is_multiple_of(block as u64);
+            let enc = |i: u64| {
+                let leaf = Leaf {
+                    pfn: first_pfn + i,
+                    level: PTE_LEVEL,
+                    attrs,
+                    cont,
+                };
+                A::encode(Entry::Leaf(leaf), PTE_LEVEL)
+            };
+            let r0 = enc(0);
+            let step = enc(1).wrapping_sub(r0);
+            if enc(n as u64 - 1) == r0.wrapping_add(step.wrapping_mul(n as u64 - 1)) {
+                let mut buf = [0u64; 64];
+                for c0 in (0..n).step_by(buf.len()) {
+                    let words = &mut buf[..(n - c0).min(64)];
+                    for (j, w) in words.iter_mut().enumerate() {
+                        *w = r0.wrapping_add(step.wrapping_mul((c0 + j) as u64));
+                    }
+                    mem.store_words(t + 8 * (idx0 + c0) as u64, words);
+                }
+                return if cont { (n / block) as u64 } else { 0 };
+            }
+        }
         let mut cont_sets = 0;
         let mut done = 0;
         while done < n {

@@ -214,7 +214,8 @@ pub struct PageTable<'a, A: PagingArch> {
     /// a PMD leaf and withdraw its deposit.
     pub(crate) deposits: crate::sync::Mutex<Deposits>,
     pub(crate) stats: PtStats,
-    /// `cont_sets` added by [`PageTable::fill_ptes_shared`], which runs
+    /// `cont_sets` added by [`PageTable::fill_ptes_shared`] and
+    /// [`PageTable::set_ptes_over_swap_walked`], which may run
     /// with the table shared (split page-table locks) and so cannot touch
     /// `stats`.
     pub(crate) cont_sets_shared: core::sync::atomic::AtomicU64,

@@ -179,30 +179,45 @@ impl<'a, A: PagingArch> PteRun<'a, A> {
             && step & xbit == 0
             && rl == r0.wrapping_add(step.wrapping_mul(n - 1))
             && rlx == rl | xbit;
+        // 64 words at a time, one word of `excl`: a branch-free pass
+        // against the stepped encoding, the decoding one only for a chunk
+        // where some word differs beyond the exclusive bit.
+        // The exclusive bit's value in a non-exclusive entry; an expected
+        // word whose bit differs (the offset field carried into it) is
+        // left to the decoding pass.
+        let x0 = r0 & xbit;
         let mut all = true;
-        let mut buf = [0u64; 16];
-        let mut expect = r0;
+        let mut buf = [0u64; 64];
         for c0 in (0..self.len).step_by(buf.len()) {
-            let words = &mut buf[..(self.len - c0).min(16)];
+            let words = &mut buf[..(self.len - c0).min(64)];
             self.raw_words(c0, words);
-            for (j, &w) in words.iter().enumerate() {
-                let i = c0 + j;
-                let x = if linear && w & !xbit == expect {
-                    w & xbit != 0
-                } else {
+            let mut bits = 0u64;
+            let mut bad = !linear as u64;
+            if linear {
+                let mut expect = r0.wrapping_add(step.wrapping_mul(c0 as u64));
+                for (j, &w) in words.iter().enumerate() {
+                    let d = w ^ expect;
+                    bad |= (d & !xbit) | ((expect & xbit) ^ x0);
+                    bits |= ((d & xbit != 0) as u64) << j;
+                    expect = expect.wrapping_add(step);
+                }
+            }
+            if bad != 0 {
+                bits = 0;
+                for (j, &w) in words.iter().enumerate() {
                     match A::decode(w, PTE_LEVEL) {
                         Entry::Swap(e)
-                            if e.is_swap() && e.ty == ty && e.offset == slot0 + i as u64 =>
+                            if e.is_swap() && e.ty == ty && e.offset == slot0 + (c0 + j) as u64 =>
                         {
-                            e.exclusive
+                            bits |= (e.exclusive as u64) << j;
                         }
                         _ => return None,
                     }
-                };
-                excl[i / 64] |= (x as u64) << (i % 64);
-                all &= x;
-                expect = expect.wrapping_add(step);
+                }
             }
+            let full = u64::MAX >> (64 - words.len());
+            excl[c0 / 64] |= bits;
+            all &= bits == full;
         }
         Some(all)
     }

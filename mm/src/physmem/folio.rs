@@ -414,6 +414,25 @@ impl<'a> Folio<'a> {
         let memmap = self.alloc.memmap();
         let mut tails = false;
         for (wi, &word) in bits.iter().enumerate() {
+            let i0 = first + wi as u64 * 64;
+            let lo = word.trailing_zeros() % 64;
+            let len = (word >> lo).trailing_ones();
+            if word != 0 && word >> lo == u64::MAX >> (64 - len) {
+                // One run of pages (a whole run of exclusive entries: all
+                // of a 64K folio's, a word of a 2M one's): one pass over
+                // their descriptors.
+                let i = i0 + lo as u64;
+                assert!(
+                    i + len as u64 <= nr,
+                    "pages {i}.. of an order-{} folio",
+                    self.order()
+                );
+                for d in memmap.range(self.idx + i as u32, len) {
+                    d.flags.fetch_or(PageFlags::ANON_EXCLUSIVE.bits(), Relaxed);
+                }
+                tails |= i + len as u64 > 1;
+                continue;
+            }
             let mut b = word;
             while b != 0 {
                 let i = first + wi as u64 * 64 + b.trailing_zeros() as u64;

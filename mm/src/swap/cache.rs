@@ -337,6 +337,27 @@ impl Inner {
     }
 }
 
+/// The cache lock held ([`SwapCache::lock_nested`]).
+pub struct CacheGuard<'l>(crate::sync::PtLockGuard<'l, Inner>);
+
+impl CacheGuard<'_> {
+    /// [`SwapCache::lookup`] under this hold.
+    #[inline]
+    pub fn lookup(&self, k: u64) -> Option<Cached> {
+        self.0.lookup(k)
+    }
+
+    /// [`SwapCache::remove`] under this hold.
+    pub fn remove(&mut self, pfn: u64) -> Option<(u64, u64)> {
+        self.0.remove(pfn)
+    }
+
+    /// [`SwapCache::take_readahead`] under this hold.
+    pub fn take_readahead(&mut self, k: u64) -> bool {
+        self.0.mark(k, 0)
+    }
+}
+
 /// The swap cache of every swap area.
 pub struct SwapCache {
     inner: Mutex<Inner>,
@@ -377,6 +398,15 @@ impl SwapCache {
     /// The folio caching slot `k` (a key), if any.
     pub fn lookup(&self, k: u64) -> Option<Cached> {
         self.inner.lock().lookup(k)
+    }
+
+    /// The cache lock for a caller that holds a page-table lock (so runs
+    /// with preemption off already): the swap-in of a cache hit, which
+    /// looks its folio up, maps it and takes it out of the cache in one
+    /// hold, so the folio cannot leave meanwhile and needs no reference
+    /// of the caller's.
+    pub fn lock_nested(&self) -> CacheGuard<'_> {
+        CacheGuard(self.inner.lock_nested())
     }
 
     /// [`Self::lookup`], running `get` on the folio's head PFN under the

@@ -270,6 +270,55 @@ impl SwapMap {
         cache_only
     }
 
+    /// The swap-in of a cached folio of slots `first..first + nr`: drops
+    /// one entry reference from each of the `n` slots from `slot` (the
+    /// entries it mapped) and, if no entry names any slot of the run any
+    /// more, the cache's hold too, so they become free, returning true
+    /// (the caller, holding the cache lock, then takes the folio out of
+    /// the cache: [`Self::put`], the check and [`Self::put_cache`] in one
+    /// hold).  The caller holds a page-table lock (preemption off).
+    pub fn put_swapin(&self, slot: u64, n: u64, first: u64, nr: u64) -> bool {
+        let mut g = self.inner.lock_nested();
+        let whole = slot == first && n == nr;
+        if whole {
+            // The common case, one pass that vectorizes: every slot named
+            // by exactly the entry mapped now, besides the cache.
+            let run = &mut g.count[slot as usize..(slot + n) as usize];
+            let sole = run.iter().fold(true, |a, &c| a & (c == HAS_CACHE | 1));
+            if sole {
+                run.fill(0);
+                g.per_cluster(slot, n, |counts| counts.len() as u16);
+                return true;
+            }
+        }
+        let mut cache_only = 0;
+        g.per_cluster(slot, n, |counts| {
+            let (mut bad, mut freed) = (false, 0);
+            for c in counts {
+                bad |= *c & COUNT_MASK == 0 || *c == BAD;
+                *c = c.wrapping_sub(1);
+                cache_only += (*c == HAS_CACHE) as u64;
+                freed += (*c == 0) as u16;
+            }
+            assert!(!bad, "a swap slot of {slot}..+{n} put too often");
+            freed
+        });
+        let unused = if whole {
+            cache_only == nr
+        } else {
+            g.count[first as usize..(first + nr) as usize]
+                .iter()
+                .all(|&c| c == HAS_CACHE)
+        };
+        if unused {
+            g.per_cluster(first, nr, |counts| {
+                counts.fill(0);
+                counts.len() as u16
+            });
+        }
+        unused
+    }
+
     /// The swap cache lets go of `nr` slots from `slot`; slots no entry
     /// names any more become free.
     pub fn put_cache(&self, slot: u64, nr: u64) {

@@ -163,6 +163,15 @@ impl Swap {
         self.areas.read().get(ty as usize)?.clone()
     }
 
+    /// Runs `f` on the area of type `ty`, if active, under the areas'
+    /// lock (read): [`Self::area`] without the reference count's two
+    /// atomics, for the swap-cache hit.  `f` must not activate or remove
+    /// an area.
+    pub fn with_area<R>(&self, ty: u8, f: impl FnOnce(&SwapArea) -> R) -> Option<R> {
+        let g = self.areas.read();
+        Some(f(g.get(ty as usize)?.as_ref()?))
+    }
+
     /// Active areas as (type, area), in type order.
     pub fn areas(&self) -> Vec<(u8, Arc<SwapArea>)> {
         self.areas
