@@ -4,9 +4,13 @@
 //! whole, never split; a folio the range covers only partly is split to
 //! order 0 first if it is exclusive to this space, else skipped; a folio
 //! mapped more than once (after fork) is skipped.  `MADV_PAGEOUT` writes
-//! the folios out now ([`super::swap::pageout_folio_async`], ignoring how
-//! recently they were used, without waiting for the disk); `MADV_COLD` clears their young bits and moves
-//! them to the inactive list so reclaim takes them first.
+//! the folios out now (ignoring how recently they were used, without
+//! waiting for the disk), up to [`PAGEOUT_BATCH`] at a time: they are
+//! unmapped one by one ([`super::swap::pageout_unmap`]), then one TLB
+//! flush covers the batch, and only then are their writes submitted
+//! ([`super::swap::pageout_write`]) — Linux's deferred
+//! `try_to_unmap_flush` before `pageout`.  `MADV_COLD` clears their young
+//! bits and moves them to the inactive list so reclaim takes them first.
 
 use alloc::vec::Vec;
 
@@ -17,7 +21,32 @@ use crate::physmem::frame_flags::PageFlags;
 use crate::thp::VmEvent;
 
 use super::Mm;
-use super::swap::pageout_folio_async;
+use super::ctx::MmCtx;
+use super::swap::{DeferredFlush, Unmap, Unmapped, pageout_unmap, pageout_write};
+
+/// Folios `MADV_PAGEOUT` unmaps before one TLB flush and their writes:
+/// as many as one reclaim batch of Linux's (`SWAP_CLUSTER_MAX`).
+pub(crate) const PAGEOUT_BATCH: usize = 32;
+
+/// Folios `MADV_PAGEOUT` unmapped in this space (each locked and held)
+/// whose cleared entries wait in `flush` for one TLB flush.
+struct PageoutBatch<'a> {
+    flush: DeferredFlush<'a>,
+    held: Vec<(Unmapped<'a>, FolioRef<'a>)>,
+}
+
+impl<'a> PageoutBatch<'a> {
+    /// Flushes the batch's cleared entries from every TLB, then writes
+    /// its folios out: no CPU can change a folio through a stale entry
+    /// while (or after) its data goes to disk.
+    fn write(&mut self, ctx: &MmCtx<'a>) {
+        self.flush.gather.flush_now();
+        for (u, f) in self.held.drain(..) {
+            pageout_write(ctx, u, true);
+            drop(f);
+        }
+    }
+}
 
 /// What to do with one folio of the range.
 enum Plan<'a> {
@@ -110,9 +139,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 self.zap_swap_range(&mut pt, r.start, r.end);
             }
             for pass in 0..2 {
-                let plan = {
+                let (plan, gather) = {
                     let pt = self.lock_pt();
-                    self.advice_plan(&pt, r.start, r.end, advice == Reclaim::Free)
+                    let plan = self.advice_plan(&pt, r.start, r.end, advice == Reclaim::Free);
+                    (plan, pt.gather())
+                };
+                let mut batch = PageoutBatch {
+                    flush: DeferredFlush {
+                        mm: self.id,
+                        gather,
+                    },
+                    held: Vec::new(),
                 };
                 for p in plan {
                     match (p, pass) {
@@ -121,7 +158,14 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         }
                         (Plan::Whole(f, at), 1) => match advice {
                             Reclaim::Pageout => {
-                                pageout_folio_async(&[self], &f);
+                                if let Unmap::Unmapped(u) =
+                                    pageout_unmap(&[self], &f, Some(&mut batch.flush))
+                                {
+                                    batch.held.push((u, f));
+                                    if batch.held.len() == PAGEOUT_BATCH {
+                                        batch.write(self.ctx);
+                                    }
+                                }
                             }
                             Reclaim::Cold => self.deactivate_folio(f, at),
                             Reclaim::Free => self.lazyfree_folio(f, at),
@@ -129,6 +173,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         _ => {}
                     }
                 }
+                batch.write(self.ctx);
+                batch.flush.gather.finish();
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::aspace::Mm;
 use crate::aspace::ctx::MmCtx;
 use crate::paging::{
     Attrs, BatchMatch, Entry, FolioSpan, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step,
-    SwapEntry,
+    SwapEntry, TlbGather,
 };
 use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
@@ -40,10 +40,13 @@ pub(crate) struct SavedPte {
 /// gets (space index, space, its table, the run's address, its first page
 /// in the folio, the entries' attributes before the clear with the
 /// young/dirty bits of the cleared block ORed in).  One gathered flush per
-/// space, after all its runs.  Returns the entries cleared.
+/// space, after all its runs — except in the space `deferred` names (its
+/// id), whose cleared entries go to that gather for the caller to flush.
+/// Returns the entries cleared.
 fn clear_folio_ptes<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
+    mut deferred: Option<(u64, &mut TlbGather<'a>)>,
     mut on_run: impl FnMut(usize, &Mm<'a, A>, &mut PageTable<'a, A>, u64, u64, &[Attrs]),
 ) -> u32 {
     let va = walk.va;
@@ -64,7 +67,11 @@ fn clear_folio_ptes<'a, A: PagingArch>(
         }
         // Table by table: a folio moved by mremap to an address that is not
         // a multiple of its size may straddle two PTE tables.
-        let mut g = pt.gather();
+        let mut local = None;
+        let g: &mut TlbGather<'a> = match deferred.as_mut() {
+            Some((id, g)) if *id == m.id() => g,
+            _ => local.insert(pt.gather()),
+        };
         for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
             let Step::Ptes(run) = step else { continue };
             let mut i = 0;
@@ -87,7 +94,7 @@ fn clear_folio_ptes<'a, A: PagingArch>(
                 for (j, a) in attrs.iter_mut().enumerate() {
                     *a = run.leaf(i + j).expect("in the batch").attrs;
                 }
-                let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
+                let r = pt.get_and_clear_ptes(run.va(i), b.nr, g);
                 // A contiguous block records young/dirty once for all entries.
                 for a in attrs.iter_mut() {
                     a.young |= r.young;
@@ -98,7 +105,9 @@ fn clear_folio_ptes<'a, A: PagingArch>(
                 i += b.nr;
             }
         }
-        g.finish();
+        if let Some(g) = local {
+            g.finish();
+        }
     }
     cleared
 }
@@ -114,7 +123,7 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
     folio: Folio<'a>,
 ) -> Vec<SavedPte> {
     let mut saved: Vec<SavedPte> = Vec::new();
-    let maps = clear_folio_ptes(walk, folio, |k, m, _, _, page, attrs| {
+    let maps = clear_folio_ptes(walk, folio, None, |k, m, _, _, page, attrs| {
         folio.add_mapcount_mm(m.id, -(attrs.len() as i32));
         saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
             mm: k,
@@ -139,16 +148,19 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
 /// page was anon-exclusive (the page then stops being so), and each entry
 /// takes a reference on its slot.  RSS moves to the swap-entry count; the
 /// mappings' references and large mapcount are dropped.  Returns whether
-/// any cleared entry (or contiguous block) was dirty.
+/// any cleared entry (or contiguous block) was dirty.  With `deferred`
+/// (a space id and a gather of that space's), the flush of that space's
+/// cleared entries is left to the caller (see [`clear_folio_ptes`]).
 pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
     ty: u8,
     slot: u64,
     map: &crate::swap::SwapMap,
+    deferred: Option<(u64, &mut TlbGather<'a>)>,
 ) -> bool {
     let mut dirty = false;
-    let entries = clear_folio_ptes(walk, folio, |_, m, pt, at, page, attrs| {
+    let entries = clear_folio_ptes(walk, folio, deferred, |_, m, pt, at, page, attrs| {
         let n = attrs.len();
         dirty |= attrs.iter().any(|a| a.dirty);
         let excl = |k: usize| folio.page(page + k as u64).is_anon_exclusive();
@@ -303,7 +315,7 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
         }));
         m.migents_add(folio.nr_pages());
     }
-    clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
+    clear_folio_ptes(walk, folio, None, |k, m, pt, at, page, attrs| {
         set_migration_run(m, pt, at, folio, page, attrs);
         saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
             mm: k,
