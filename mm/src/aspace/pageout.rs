@@ -120,8 +120,7 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         mapped_in_place(pt, fva, f.pfn(), nr)
                     };
                 let covered = in_place && fva >= start && fva + nr * PAGE_SIZE <= end;
-                let shared_ok =
-                    free && !f.test(PageFlags::DIRTY) && !f.test(PageFlags::SWAPCACHE);
+                let shared_ok = free && !f.test(PageFlags::DIRTY) && !f.test(PageFlags::SWAPCACHE);
                 if covered && (f.large_mapcount() as u64 == nr || shared_ok) {
                     out.push(Plan::Whole(f.get_ref(), fva));
                 } else if nr > 1 && !covered && f.is_anon() && f.mapped_exclusively_by(self.id) {

@@ -107,7 +107,11 @@ impl Areas {
             // Insertion: after every type of higher or equal priority.
             let at = self.order[..n]
                 .iter()
-                .position(|&o| self.by_type[o as usize].as_ref().is_some_and(|b| b.prio < a.prio))
+                .position(|&o| {
+                    self.by_type[o as usize]
+                        .as_ref()
+                        .is_some_and(|b| b.prio < a.prio)
+                })
                 .unwrap_or(n);
             self.order.copy_within(at..n, at + 1);
             self.order[at] = t as u8;
