@@ -73,70 +73,15 @@ fn count_in_place<'a, A: PagingArch>(pt: &PageTable<'a, A>, folio: Folio<'a>, va
     )
 }
 
-/// A list that holds one element without a heap allocation: the walk's
-/// spaces and locks, which are one of each for nearly every folio (an
-/// unshared one), on the per-folio swap-out path.  Reads as a slice.
-pub(crate) enum Few<T> {
-    Empty,
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<T> Few<T> {
-    pub(crate) fn push(&mut self, x: T) {
-        *self = match core::mem::replace(self, Few::Empty) {
-            Few::Empty => Few::One(x),
-            Few::One(a) => Few::Many(alloc::vec![a, x]),
-            Few::Many(mut v) => {
-                v.push(x);
-                Few::Many(v)
-            }
-        };
-    }
-
-    pub(crate) fn clear(&mut self) {
-        *self = Few::Empty;
-    }
-}
-
-impl<T> Extend<T> for Few<T> {
-    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
-        for x in iter {
-            self.push(x);
-        }
-    }
-}
-
-impl<T> core::ops::Deref for Few<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        match self {
-            Few::Empty => &[],
-            Few::One(x) => core::slice::from_ref(x),
-            Few::Many(v) => v,
-        }
-    }
-}
-
-impl<T> core::ops::DerefMut for Few<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        match self {
-            Few::Empty => &mut [],
-            Few::One(x) => core::slice::from_mut(x),
-            Few::Many(v) => v,
-        }
-    }
-}
-
 /// The address spaces that map a folio, with their page-table locks held
 /// (taken in ascending mm-id order), and every mapping of the folio found
 /// in them: until this is dropped, no mapping of the folio can appear,
 /// vanish or change.
 pub(crate) struct RmapWalk<'m, 'a, A: PagingArch> {
     /// The spaces mapping the folio, ascending mm id.
-    pub(crate) mappers: Few<&'m Mm<'a, A>>,
+    pub(crate) mappers: Vec<&'m Mm<'a, A>>,
     /// Their page-table locks, index for index with `mappers`.
-    pub(crate) guards: Few<PtGuard<'m, 'a, A>>,
+    pub(crate) guards: Vec<PtGuard<'m, 'a, A>>,
     /// Where the folio's first page is mapped (its rmap owner address).
     pub(crate) va: u64,
 }
@@ -168,9 +113,9 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
             return Err(Errno::EBUSY);
         }
         let (mappers, guards) = if found > 0 {
-            (Few::One(*m), Few::One(g))
+            (alloc::vec![*m], alloc::vec![g])
         } else {
-            (Few::Empty, Few::Empty)
+            (Vec::new(), Vec::new())
         };
         return Ok(RmapWalk {
             mappers,
@@ -186,7 +131,7 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
     }
     mappers.sort_by_key(|m| m.id);
     mappers.dedup_by_key(|m| m.id);
-    let mut guards = Few::Empty;
+    let mut guards: Vec<PtGuard<'m, 'a, A>> = Vec::with_capacity(mappers.len());
     for &m in &mappers {
         guards.push(m.lock_pt());
     }
@@ -194,10 +139,8 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
     if found != folio.large_mapcount() as u64 {
         return Err(Errno::EBUSY);
     }
-    let mut few = Few::Empty;
-    few.extend(mappers);
     Ok(RmapWalk {
-        mappers: few,
+        mappers,
         guards,
         va,
     })
