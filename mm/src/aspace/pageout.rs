@@ -4,20 +4,49 @@
 //! whole, never split; a folio the range covers only partly is split to
 //! order 0 first if it is exclusive to this space, else skipped; a folio
 //! mapped more than once (after fork) is skipped.  `MADV_PAGEOUT` writes
-//! the folios out now ([`super::swap::pageout_folio_async`], ignoring how
-//! recently they were used, without waiting for the disk); `MADV_COLD` clears their young bits and moves
-//! them to the inactive list so reclaim takes them first.
+//! the folios out now (ignoring how recently they were used, without
+//! waiting for the disk), up to [`PAGEOUT_BATCH`] at a time: they are
+//! unmapped one by one ([`super::swap::pageout_unmap`]), then one TLB
+//! flush covers the batch, and only then are their writes submitted
+//! ([`super::swap::pageout_write`]) — Linux's deferred
+//! `try_to_unmap_flush` before `pageout`.  `MADV_COLD` clears their young
+//! bits and moves them to the inactive list so reclaim takes them first.
 
 use alloc::vec::Vec;
 
-use crate::addr::{PAGE_SIZE, PMD_SIZE, align_down};
-use crate::paging::{PMD_LEVEL, PageTable, PagingArch, level_size};
+use crate::addr::{PAGE_SIZE, PMD_SIZE};
+use crate::paging::{PMD_LEVEL, PageTable, PagingArch, Step};
 use crate::physmem::folio::FolioRef;
 use crate::physmem::frame_flags::PageFlags;
 use crate::thp::VmEvent;
 
 use super::Mm;
-use super::swap::{Pageout, pageout_folio_async};
+use super::ctx::MmCtx;
+use super::swap::{DeferredFlush, Pageout, Unmap, Unmapped, pageout_unmap, pageout_write};
+
+/// Folios `MADV_PAGEOUT` unmaps before one TLB flush and their writes:
+/// as many as one reclaim batch of Linux's (`SWAP_CLUSTER_MAX`).
+pub(crate) const PAGEOUT_BATCH: usize = 32;
+
+/// Folios `MADV_PAGEOUT` unmapped in this space (each locked and held)
+/// whose cleared entries wait in `flush` for one TLB flush.
+struct PageoutBatch<'a> {
+    flush: DeferredFlush<'a>,
+    held: Vec<(Unmapped<'a>, FolioRef<'a>)>,
+}
+
+impl<'a> PageoutBatch<'a> {
+    /// Flushes the batch's cleared entries from every TLB, then writes
+    /// its folios out: no CPU can change a folio through a stale entry
+    /// while (or after) its data goes to disk.
+    fn write(&mut self, ctx: &MmCtx<'a>) {
+        self.flush.gather.flush_now();
+        for (u, f) in self.held.drain(..) {
+            pageout_write(ctx, u, true);
+            drop(f);
+        }
+    }
+}
 
 /// What to do with one folio of the range.
 enum Plan<'a> {
@@ -41,60 +70,67 @@ impl<'a, A: PagingArch> Mm<'a, A> {
     ) -> Vec<Plan<'a>> {
         let ctx = self.ctx;
         let mut out = Vec::new();
-        let mut va = start;
-        while va < end {
-            let w = pt.lookup(va);
-            let Some(l) = w.entry.leaf() else {
-                let step = level_size(w.level);
-                va = align_down(va, step) + step;
-                continue;
-            };
-            let next_page = va + PAGE_SIZE;
-            // Shmem folios too, for `MADV_PAGEOUT` and `MADV_COLD` (Linux
-            // reclaims them through `shmem_writepage`); never split here.
-            let f = match (!ctx.is_zero_pfn(l.pfn))
-                .then(|| ctx.folio(l.pfn))
+        // Shmem folios too, for `MADV_PAGEOUT` and `MADV_COLD` (Linux
+        // reclaims them through `shmem_writepage`); never split here.
+        let folio_of = |pfn: u64| {
+            (!ctx.is_zero_pfn(pfn))
+                .then(|| ctx.folio(pfn))
                 .flatten()
-            {
-                Some(f) if f.is_anon() || (f.is_shmem() && !free) => f,
-                _ => {
-                    va = if w.level == PMD_LEVEL {
-                        align_down(va, PMD_SIZE) + PMD_SIZE
-                    } else {
-                        next_page
-                    };
+                .filter(|f| f.is_anon() || (f.is_shmem() && !free))
+        };
+        // One descent per PTE table (not per page): the entries of each
+        // table the range reaches are read in a row.
+        let mut next = start; // below this, folios were handled already
+        for step in pt.walk_range(start, end) {
+            let run = match step {
+                Step::Leaf(h) if h.level == PMD_LEVEL => {
+                    let base = h.base();
+                    if let Some(f) = folio_of(h.leaf.pfn) {
+                        let once = f.large_mapcount() == 1;
+                        if once && base >= start && base + PMD_SIZE <= end {
+                            out.push(Plan::Whole(f.get_ref(), base));
+                        } else if once && f.is_anon() {
+                            out.push(Plan::Split(f.get_ref()));
+                        }
+                    }
+                    next = base + PMD_SIZE;
                     continue;
                 }
+                Step::Ptes(run) => run,
+                _ => continue,
             };
-            if w.level == PMD_LEVEL {
-                let base = align_down(va, PMD_SIZE);
-                let once = f.large_mapcount() == 1;
-                if once && base >= start && base + PMD_SIZE <= end {
-                    out.push(Plan::Whole(f.get_ref(), base));
-                } else if once && f.is_anon() {
+            let mut i = (next.max(run.start()) - run.start()) / PAGE_SIZE;
+            while (i as usize) < run.len() {
+                let va = run.va(i as usize);
+                i += 1;
+                let Some(l) = run.leaf(i as usize - 1) else {
+                    continue;
+                };
+                let Some(f) = folio_of(l.pfn) else { continue };
+                let nr = f.nr_pages();
+                let fva = va - (l.pfn - f.pfn()) * PAGE_SIZE;
+                // A single page is in place where it is mapped; a folio
+                // inside this table is read from the run at hand.
+                let in_place = nr == 1
+                    || if fva >= run.start() && fva + nr * PAGE_SIZE <= run.end() {
+                        let k = ((fva - run.start()) / PAGE_SIZE) as usize;
+                        (0..nr as usize)
+                            .all(|j| run.leaf(k + j).is_some_and(|m| m.pfn == f.pfn() + j as u64))
+                    } else {
+                        mapped_in_place(pt, fva, f.pfn(), nr)
+                    };
+                let covered = in_place && fva >= start && fva + nr * PAGE_SIZE <= end;
+                let shared_ok = free && !f.test(PageFlags::DIRTY) && !f.test(PageFlags::SWAPCACHE);
+                if covered && (f.large_mapcount() as u64 == nr || shared_ok) {
+                    out.push(Plan::Whole(f.get_ref(), fva));
+                } else if nr > 1 && !covered && f.is_anon() && f.mapped_exclusively_by(self.id) {
                     out.push(Plan::Split(f.get_ref()));
                 }
-                va = base + PMD_SIZE;
-                continue;
+                if in_place {
+                    next = next.max(fva + nr * PAGE_SIZE);
+                    i = i.max((next.min(run.end()) - run.start()) / PAGE_SIZE);
+                }
             }
-            let nr = f.nr_pages();
-            let fva = va - (l.pfn - f.pfn()) * PAGE_SIZE;
-            let in_place = mapped_in_place(pt, fva, f.pfn(), nr);
-            let covered = in_place && fva >= start && fva + nr * PAGE_SIZE <= end;
-            let shared_ok = free && !f.test(PageFlags::DIRTY) && !f.test(PageFlags::SWAPCACHE);
-            if covered && (f.large_mapcount() as u64 == nr || shared_ok) {
-                out.push(Plan::Whole(f.get_ref(), fva));
-                va = fva + nr * PAGE_SIZE;
-                continue;
-            }
-            if nr > 1 && !covered && f.is_anon() && f.mapped_exclusively_by(self.id) {
-                out.push(Plan::Split(f.get_ref()));
-            }
-            va = if in_place {
-                (fva + nr * PAGE_SIZE).max(next_page)
-            } else {
-                next_page
-            };
         }
         out
     }
@@ -117,9 +153,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 if pass == 2 && !retry {
                     break;
                 }
-                let plan = {
+                let (plan, gather) = {
                     let pt = self.lock_pt();
-                    self.advice_plan(&pt, r.start, r.end, advice == Reclaim::Free)
+                    let plan = self.advice_plan(&pt, r.start, r.end, advice == Reclaim::Free);
+                    (plan, pt.gather())
+                };
+                let mut batch = PageoutBatch {
+                    flush: DeferredFlush {
+                        mm: self.id,
+                        gather,
+                    },
+                    held: Vec::new(),
                 };
                 for p in plan {
                     match (p, pass) {
@@ -137,8 +181,17 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                             // and tries the kept ones once more.  Pinned
                             // or mlocked folios are only looked at again.
                             Reclaim::Pageout => {
-                                let out = pageout_folio_async(&[self], &f);
-                                retry |= matches!(out, Pageout::Split | Pageout::Kept);
+                                match pageout_unmap(&[self], &f, Some(&mut batch.flush)) {
+                                    Unmap::Unmapped(u) => {
+                                        batch.held.push((u, f));
+                                        if batch.held.len() == PAGEOUT_BATCH {
+                                            batch.write(self.ctx);
+                                        }
+                                    }
+                                    Unmap::Done(out) => {
+                                        retry |= matches!(out, Pageout::Split | Pageout::Kept);
+                                    }
+                                }
                             }
                             Reclaim::Cold => self.deactivate_folio(f, at),
                             Reclaim::Free => self.lazyfree_folio(f, at),
@@ -146,6 +199,8 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                         _ => {}
                     }
                 }
+                batch.write(self.ctx);
+                batch.flush.gather.finish();
                 if advice != Reclaim::Pageout && pass == 1 {
                     break;
                 }

@@ -19,10 +19,12 @@
 //!    back by that fault.  A write error keeps it cached: the entries then
 //!    bring it back from memory, so no wrong data is ever read.
 //!
-//! # Asynchronous writeback ([`pageout_folio_async`], `MADV_PAGEOUT`)
+//! # Asynchronous writeback (`MADV_PAGEOUT`)
 //! `MADV_PAGEOUT` does not wait for the disk, as Linux (whose `pageout`
-//! submits the bio and returns): step 4 is split at the write.  The
-//! request is queued ([`SwapIo::write_async`](crate::swap::SwapIo::write_async))
+//! submits the bio and returns): step 4 is split at the write, and step
+//! 3's TLB flush is shared by a batch of folios
+//! ([`pageout_unmap`] each, one flush, then [`pageout_write`] each:
+//! `aspace/pageout.rs`).  The request is queued ([`SwapIo::write_async`](crate::swap::SwapIo::write_async))
 //! and the caller goes on with the next folio while the device writes
 //! this one; the I/O holds a reference of its own and the folio stays
 //! locked, unmapped, in the swap cache until the write's completion
@@ -102,7 +104,8 @@ pub enum Pageout {
     /// The write failed: the folio stays in the swap cache, mapped by
     /// swap entries that bring it back from memory.
     IoError,
-    /// Unmapped and its write is in flight ([`pageout_folio_async`]): the
+    /// Unmapped and its write is in flight (`MADV_PAGEOUT`'s
+    /// [`pageout_write`] without waiting): the
     /// I/O holds a reference and the folio lock until its completion.
     Writeback,
 }
@@ -114,51 +117,89 @@ pub enum Pageout {
 /// the last one: dropping it frees the folio.  On [`Pageout::Split`] it
 /// names the first piece.
 pub fn pageout_folio<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>) -> Pageout {
-    pageout(mms, folio, false)
+    match pageout_unmap(mms, folio, None) {
+        Unmap::Done(p) => p,
+        Unmap::Unmapped(u) => pageout_write(mms[0].ctx, u, false),
+    }
 }
 
-/// [`pageout_folio`] without waiting for the write (`MADV_PAGEOUT`; see
-/// the module docs): [`Pageout::Writeback`] when the write is in flight.
-pub fn pageout_folio_async<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>) -> Pageout {
-    pageout(mms, folio, true)
+/// A folio [`pageout_unmap`] left locked, in the swap cache at `slot` of
+/// `area`, with no mapping left in any page table: what
+/// [`pageout_write`] needs to finish its swap-out.
+pub(crate) struct Unmapped<'a> {
+    f: Folio<'a>,
+    lock: FolioLockGuard<'a>,
+    area: alloc::sync::Arc<SwapArea>,
+    slot: u64,
 }
 
-fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: bool) -> Pageout {
+/// What [`pageout_unmap`] did.
+pub(crate) enum Unmap<'a> {
+    /// Nothing more to do: the outcome.
+    Done(Pageout),
+    /// Unmapped: write it out (or release it) with [`pageout_write`] —
+    /// once no TLB holds its old mappings any more.
+    Unmapped(Unmapped<'a>),
+}
+
+/// A batch of unmaps whose TLB flush is still pending, in the one space
+/// `MADV_PAGEOUT` works on: its cleared entries are gathered here instead
+/// of being flushed folio by folio (Linux's deferred `try_to_unmap_flush`).
+pub(crate) struct DeferredFlush<'a> {
+    /// The id of the space whose entries `gather` collects.
+    pub(crate) mm: u64,
+    pub(crate) gather: crate::paging::TlbGather<'a>,
+}
+
+/// Steps 1–3 of a swap-out (module docs): lock, slots and swap cache,
+/// unmap everywhere.  With `deferred`, entries cleared in its space are
+/// flushed only when the caller finishes its gather, which it must do
+/// before [`pageout_write`] (a CPU could otherwise still write the folio
+/// through a stale TLB entry while it is written out, or after it is
+/// freed); the caller then also vouches that the space's VMA at the
+/// folio is not `VM_LOCKED` (`MADV_PAGEOUT` refuses locked VMAs and holds
+/// the mmap lock for reading).
+pub(crate) fn pageout_unmap<'a, A: PagingArch>(
+    mms: &[&Mm<'a, A>],
+    folio: &FolioRef<'a>,
+    deferred: Option<&mut DeferredFlush<'a>>,
+) -> Unmap<'a> {
+    use Unmap::Done;
     let Some(first) = mms.first() else {
-        return Pageout::Kept;
+        return Done(Pageout::Kept);
     };
     let ctx = first.ctx;
     let f: Folio<'a> = **folio;
     if f.is_shmem() {
-        return super::shmem_swap::shmem_pageout(mms, folio);
+        return Done(super::shmem_swap::shmem_pageout(mms, folio));
     }
     if !f.is_anon() || f.test(PageFlags::ZERO_PAGE) || ctx.is_zero_pfn(f.pfn()) {
-        return Pageout::Kept;
+        return Done(Pageout::Kept);
     }
     let order = f.order();
     let nr = f.nr_pages();
     let Some(lock) = f.try_lock() else {
-        return Pageout::Kept;
+        return Done(Pageout::Kept);
     };
     // Never reclaim mlocked memory (notes §4.2), whole folios or pages
     // mapped in a locked VMA that only partly covers a folio.
     if f.is_mlocked() {
-        return Pageout::Kept;
+        return Done(Pageout::Kept);
     }
     if f.test(PageFlags::LAZYFREE) {
-        return discard_lazyfree(mms, f, lock);
+        return Done(discard_lazyfree(mms, f, lock));
     }
     let cached = f.test(PageFlags::SWAPCACHE);
     let (ty, slot) = if cached {
         match ctx.swap.cache.slot_of(f.pfn()) {
             Some(k) => unkey(k),
-            None => return Pageout::Kept,
+            None => return Done(Pageout::Kept),
         }
     } else {
         // Partly mapped: split now, the unmapped pages need no I/O.
         if order > 0 && f.entire_mapcount() == 0 && (f.large_mapcount() as u64) < nr {
             drop(lock);
-            return split_for_swap(mms, f, false);
+            return Done(split_for_swap(mms, f, false));
         }
         match ctx.swap.alloc(order) {
             Some(s) => s,
@@ -166,18 +207,18 @@ fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: 
                 // No aligned run (or no swap at all: Linux's MADV_PAGEOUT
                 // still splits then, §0.5 of the notes).
                 drop(lock);
-                return split_for_swap(mms, f, true);
+                return Done(split_for_swap(mms, f, true));
             }
-            None => return Pageout::Kept,
+            None => return Done(Pageout::Kept),
         }
     };
     let Some(area) = ctx.swap.area(ty) else {
-        return Pageout::Kept;
+        return Done(Pageout::Kept);
     };
     if !cached {
         if !ctx.swap.cache.insert(key(ty, slot), f.pfn(), nr) {
             area.map.put_cache(slot, nr);
-            return Pageout::Kept;
+            return Done(Pageout::Kept);
         }
         f.get(); // the swap cache's reference
         f.set_flags(PageFlags::SWAPCACHE | PageFlags::DIRTY);
@@ -188,15 +229,18 @@ fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: 
             .anon_owner()
             .map(|(_, vpn)| vpn << PAGE_SHIFT)
             .unwrap_or(0);
+        let vma_checked = deferred.is_some();
         let unmapped = match rmap_walk(mms, f, va) {
             // Ours, the cache's and one per mapping: anything more is a pin.
             Ok(mut walk)
-                if f.extra_refs() == 2 && !walk.mappers.iter().any(|m| m.maybe_locked_at(va)) =>
+                if f.extra_refs() == 2
+                    && (vma_checked || !walk.mappers.iter().any(|m| m.maybe_locked_at(va))) =>
             {
                 // Under the walk's locks: an unmap that ran since the check
                 // above took the last mappings and uncounted the folio.
                 let mapped = f.large_mapcount() > 0;
-                if try_to_unmap_swap(&mut walk, f, ty, slot, &area.map) {
+                let g = deferred.map(|d| (d.mm, &mut d.gather));
+                if try_to_unmap_swap(&mut walk, f, ty, slot, &area.map, g) {
                     f.set_flags(PageFlags::DIRTY);
                 }
                 if mapped {
@@ -210,10 +254,31 @@ fn pageout<'a, A: PagingArch>(mms: &[&Mm<'a, A>], folio: &FolioRef<'a>, nowait: 
             if !cached {
                 leave_cache(ctx, &area, f, slot);
             }
-            return Pageout::Kept;
+            return Done(Pageout::Kept);
         }
     }
-    // Write.
+    Unmap::Unmapped(Unmapped {
+        f,
+        lock,
+        area,
+        slot,
+    })
+}
+
+/// Step 4 of a swap-out (module docs) for a folio [`pageout_unmap`]
+/// unmapped, whose old mappings no TLB holds any more: the write (not
+/// waited for with `nowait`), or the release of a clean folio.
+pub(crate) fn pageout_write<'a>(
+    ctx: &super::ctx::MmCtx<'a>,
+    u: Unmapped<'a>,
+    nowait: bool,
+) -> Pageout {
+    let Unmapped {
+        f,
+        lock,
+        area,
+        slot,
+    } = u;
     if f.test(PageFlags::DIRTY) {
         if nowait {
             match swap_writepage_async(ctx, &area, slot, f) {

@@ -327,6 +327,28 @@ impl<'a, A: PagingArch> Iterator for RangeWalk<'a, A> {
 }
 
 impl<'a, A: PagingArch> PageTable<'a, A> {
+    /// Writes the swap entries `entry(0..n)` over entries `i..i + n` of
+    /// `run`, a run of this table walked under the same lock hold whose
+    /// entries the caller has just cleared (reclaim's unmap): the
+    /// [`set_swap_entries`](Self::set_swap_entries) of the per-folio
+    /// swap-out path, without descending again (the emptiness is checked
+    /// in debug builds only).
+    pub(crate) fn set_swap_entries_in_run(
+        &mut self,
+        run: &PteRun<'a, A>,
+        i: usize,
+        n: usize,
+        entry: impl Fn(usize) -> SwapEntry,
+    ) {
+        debug_assert!(i + n <= run.len);
+        let mem = self.mem();
+        for k in 0..n {
+            let slot = run.first + 8 * (i + k) as u64;
+            debug_assert_eq!(mem.load(slot), 0, "swap entry over a live PTE");
+            mem.store(slot, A::encode(Entry::Swap(entry(k)), PTE_LEVEL));
+        }
+    }
+
     /// A cursor over `[start, end)` (page aligned, in the lower half): see
     /// the module documentation.  Never allocates.
     pub fn walk_range(&self, start: u64, end: u64) -> RangeWalk<'a, A> {

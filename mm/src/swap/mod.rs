@@ -110,9 +110,43 @@ pub struct SwapArea {
     pub closing: core::sync::atomic::AtomicBool,
 }
 
+/// The active areas by type, and their types in allocation order.
+struct Areas {
+    by_type: [Option<Arc<SwapArea>>; MAX_SWAPFILES],
+    /// The active types by priority descending, type ascending (the order
+    /// [`Swap::alloc`] tries them in), `len` of them: kept by swapon and
+    /// swapoff so the per-folio allocation reads a short list instead of
+    /// scanning every type for the best priority.
+    order: [u8; MAX_SWAPFILES],
+    len: usize,
+}
+
+impl Areas {
+    /// Rebuilds `order` after `by_type` changed.
+    fn reorder(&mut self) {
+        let mut n = 0;
+        for (t, a) in self.by_type.iter().enumerate() {
+            let Some(a) = a else { continue };
+            // Insertion: after every type of higher or equal priority.
+            let at = self.order[..n]
+                .iter()
+                .position(|&o| {
+                    self.by_type[o as usize]
+                        .as_ref()
+                        .is_some_and(|b| b.prio < a.prio)
+                })
+                .unwrap_or(n);
+            self.order.copy_within(at..n, at + 1);
+            self.order[at] = t as u8;
+            n += 1;
+        }
+        self.len = n;
+    }
+}
+
 /// The active swap areas, by type (the index in swap entries).
 pub struct Swap {
-    areas: RwLock<[Option<Arc<SwapArea>>; MAX_SWAPFILES]>,
+    areas: RwLock<Areas>,
     /// The next automatic priority (Linux 6.12: -2, -3, …).
     next_auto_prio: crate::sync::Mutex<i32>,
     /// The swap cache of all areas.
@@ -135,7 +169,11 @@ impl Default for Swap {
 impl Swap {
     pub const fn new() -> Self {
         Swap {
-            areas: RwLock::new([const { None }; MAX_SWAPFILES]),
+            areas: RwLock::new(Areas {
+                by_type: [const { None }; MAX_SWAPFILES],
+                order: [0; MAX_SWAPFILES],
+                len: 0,
+            }),
             next_auto_prio: crate::sync::Mutex::new(-1),
             cache: SwapCache::new(),
             writeback: AtomicU64::new(0),
@@ -160,7 +198,7 @@ impl Swap {
 
     /// The area of type `ty`, if active.
     pub fn area(&self, ty: u8) -> Option<Arc<SwapArea>> {
-        self.areas.read().get(ty as usize)?.clone()
+        self.areas.read().by_type.get(ty as usize)?.clone()
     }
 
     /// Runs `f` on the area of type `ty`, if active, under the areas'
@@ -169,13 +207,14 @@ impl Swap {
     /// an area.
     pub fn with_area<R>(&self, ty: u8, f: impl FnOnce(&SwapArea) -> R) -> Option<R> {
         let g = self.areas.read();
-        Some(f(g.get(ty as usize)?.as_ref()?))
+        Some(f(g.by_type.get(ty as usize)?.as_ref()?))
     }
 
     /// Active areas as (type, area), in type order.
     pub fn areas(&self) -> Vec<(u8, Arc<SwapArea>)> {
         self.areas
             .read()
+            .by_type
             .iter()
             .enumerate()
             .filter_map(|(t, a)| a.clone().map(|a| (t as u8, a)))
@@ -184,13 +223,14 @@ impl Swap {
 
     /// Any area active (anon reclaim is pointless without one).
     pub fn active(&self) -> bool {
-        self.areas.read().iter().any(|a| a.is_some())
+        self.areas.read().len > 0
     }
 
     /// `SwapTotal` and `SwapFree` in pages.
     pub fn totals(&self) -> (u64, u64) {
         self.areas
             .read()
+            .by_type
             .iter()
             .flatten()
             .fold((0, 0), |(t, f), a| (t + a.map.usable(), f + a.map.free()))
@@ -207,8 +247,9 @@ impl Swap {
     /// if all [`MAX_SWAPFILES`] are in use (swapon's EPERM).
     pub fn activate(&self, area: SwapArea) -> Option<u8> {
         let mut g = self.areas.write();
-        let t = g.iter().position(|a| a.is_none())?;
-        g[t] = Some(Arc::new(area));
+        let t = g.by_type.iter().position(|a| a.is_none())?;
+        g.by_type[t] = Some(Arc::new(area));
+        g.reorder();
         Some(t as u8)
     }
 
@@ -216,7 +257,8 @@ impl Swap {
     /// automatic priorities below it move up by one, as Linux.
     pub fn deactivate(&self, ty: u8) -> Option<Arc<SwapArea>> {
         let mut g = self.areas.write();
-        let a = g.get_mut(ty as usize)?.take()?;
+        let a = g.by_type.get_mut(ty as usize)?.take()?;
+        g.reorder();
         if a.auto_prio {
             *self.next_auto_prio.lock() += 1;
         }
@@ -228,25 +270,12 @@ impl Swap {
     /// type first; Linux rotates them).  Returns (type, first slot).
     pub fn alloc(&self, order: u32) -> Option<(u8, u64)> {
         let g = self.areas.read();
-        // Areas in (priority descending, type ascending) order, picked one
-        // by one: no allocation on this per-folio path.
-        let mut tried = 0u32;
-        loop {
-            let mut best: Option<(i32, usize)> = None;
-            for (t, a) in g.iter().enumerate() {
-                let Some(a) = a else { continue };
-                if tried & (1 << t) != 0 || a.closing.load(core::sync::atomic::Ordering::Acquire) {
-                    continue;
-                }
-                if best.is_none_or(|(p, _)| a.prio > p) {
-                    best = Some((a.prio, t));
-                }
+        g.order[..g.len].iter().find_map(|&t| {
+            let a = g.by_type[t as usize].as_ref()?;
+            if a.closing.load(Ordering::Acquire) {
+                return None;
             }
-            let (_, t) = best?;
-            tried |= 1 << t;
-            if let Some(s) = g[t].as_ref()?.map.alloc(order) {
-                return Some((t as u8, s));
-            }
-        }
+            a.map.alloc(order).map(|s| (t, s))
+        })
     }
 }

@@ -14,8 +14,8 @@ use crate::addr::PAGE_SIZE;
 use crate::aspace::Mm;
 use crate::aspace::ctx::MmCtx;
 use crate::paging::{
-    Attrs, BatchMatch, Entry, FolioSpan, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, Step,
-    SwapEntry,
+    Attrs, BatchMatch, Entry, FolioSpan, Leaf, PMD_LEVEL, PTE_LEVEL, PageTable, PagingArch, PteRun,
+    Step, SwapEntry, TlbGather,
 };
 use crate::physmem::folio::Folio;
 use crate::thp::VmEvent;
@@ -33,6 +33,19 @@ pub(crate) struct SavedPte {
     pub(crate) attrs: Attrs,
 }
 
+/// Where [`clear_folio_ptes`] cleared a run: entry `i` of `run`, the PTE
+/// table it lies in (still hooked in under the same lock hold).
+struct RunAt<'r, 'a, A: PagingArch> {
+    run: &'r PteRun<'a, A>,
+    i: usize,
+}
+
+impl<A: PagingArch> RunAt<'_, '_, A> {
+    fn va(&self) -> u64 {
+        self.run.va(self.i)
+    }
+}
+
 /// The one walk both unmaps share: in every space of `walk`, a PMD
 /// mapping of `folio` is split into PTEs first (its deposit makes that
 /// infallible), then each run of PTEs mapping consecutive pages of the
@@ -40,11 +53,14 @@ pub(crate) struct SavedPte {
 /// gets (space index, space, its table, the run's address, its first page
 /// in the folio, the entries' attributes before the clear with the
 /// young/dirty bits of the cleared block ORed in).  One gathered flush per
-/// space, after all its runs.  Returns the entries cleared.
+/// space, after all its runs — except in the space `deferred` names (its
+/// id), whose cleared entries go to that gather for the caller to flush.
+/// Returns the entries cleared.
 fn clear_folio_ptes<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
-    mut on_run: impl FnMut(usize, &Mm<'a, A>, &mut PageTable<'a, A>, u64, u64, &[Attrs]),
+    mut deferred: Option<(u64, &mut TlbGather<'a>)>,
+    mut on_run: impl FnMut(usize, &Mm<'a, A>, &mut PageTable<'a, A>, RunAt<'_, 'a, A>, u64, &[Attrs]),
 ) -> u32 {
     let va = walk.va;
     let nr = folio.nr_pages();
@@ -58,15 +74,28 @@ fn clear_folio_ptes<'a, A: PagingArch>(
     let mut small = [Attrs::default(); 16];
     let mut big: Vec<Attrs> = Vec::new();
     for (k, (m, pt)) in walk.mappers.iter().zip(walk.guards.iter_mut()).enumerate() {
-        let w = pt.lookup(va);
-        if w.level == PMD_LEVEL && w.entry.leaf().is_some() {
-            m.split_pmd_locked(pt, va);
-        }
         // Table by table: a folio moved by mremap to an address that is not
         // a multiple of its size may straddle two PTE tables.
-        let mut g = pt.gather();
-        for step in pt.walk_range(va, va + nr * PAGE_SIZE) {
-            let Step::Ptes(run) = step else { continue };
+        let mut local = None;
+        let g: &mut TlbGather<'a> = match deferred.as_mut() {
+            Some((id, g)) if *id == m.id() => g,
+            _ => local.insert(pt.gather()),
+        };
+        let mut steps = pt.walk_range(va, va + nr * PAGE_SIZE);
+        let mut split = false;
+        while let Some(step) = steps.next() {
+            let run = match step {
+                // The folio mapped by a PMD at `va`: into PTEs first, then
+                // the same step again, as its PTE table.
+                Step::Leaf(h) if h.level == PMD_LEVEL && h.start == va && !split => {
+                    m.split_pmd_locked(pt, va);
+                    split = true;
+                    steps.again();
+                    continue;
+                }
+                Step::Ptes(run) => run,
+                _ => continue,
+            };
             let mut i = 0;
             while i < run.len() {
                 let page = (run.va(i) - va) / PAGE_SIZE;
@@ -87,18 +116,20 @@ fn clear_folio_ptes<'a, A: PagingArch>(
                 for (j, a) in attrs.iter_mut().enumerate() {
                     *a = run.leaf(i + j).expect("in the batch").attrs;
                 }
-                let r = pt.get_and_clear_ptes(run.va(i), b.nr, &mut g);
+                let r = pt.get_and_clear_ptes(run.va(i), b.nr, g);
                 // A contiguous block records young/dirty once for all entries.
                 for a in attrs.iter_mut() {
                     a.young |= r.young;
                     a.dirty |= r.dirty;
                 }
-                on_run(k, m, pt, run.va(i), page, attrs);
+                on_run(k, m, pt, RunAt { run: &run, i }, page, attrs);
                 cleared += b.nr as u32;
                 i += b.nr;
             }
         }
-        g.finish();
+        if let Some(g) = local {
+            g.finish();
+        }
     }
     cleared
 }
@@ -114,7 +145,7 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
     folio: Folio<'a>,
 ) -> Vec<SavedPte> {
     let mut saved: Vec<SavedPte> = Vec::new();
-    let maps = clear_folio_ptes(walk, folio, |k, m, _, _, page, attrs| {
+    let maps = clear_folio_ptes(walk, folio, None, |k, m, _, _, page, attrs| {
         folio.add_mapcount_mm(m.id, -(attrs.len() as i32));
         saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
             mm: k,
@@ -139,23 +170,27 @@ pub(crate) fn try_to_unmap<'a, A: PagingArch>(
 /// page was anon-exclusive (the page then stops being so), and each entry
 /// takes a reference on its slot.  RSS moves to the swap-entry count; the
 /// mappings' references and large mapcount are dropped.  Returns whether
-/// any cleared entry (or contiguous block) was dirty.
+/// any cleared entry (or contiguous block) was dirty.  With `deferred`
+/// (a space id and a gather of that space's), the flush of that space's
+/// cleared entries is left to the caller (see [`clear_folio_ptes`]).
 pub(crate) fn try_to_unmap_swap<'a, A: PagingArch>(
     walk: &mut RmapWalk<'_, 'a, A>,
     folio: Folio<'a>,
     ty: u8,
     slot: u64,
     map: &crate::swap::SwapMap,
+    deferred: Option<(u64, &mut TlbGather<'a>)>,
 ) -> bool {
     let mut dirty = false;
-    let entries = clear_folio_ptes(walk, folio, |_, m, pt, at, page, attrs| {
+    let entries = clear_folio_ptes(walk, folio, deferred, |_, m, pt, at, page, attrs| {
         let n = attrs.len();
         dirty |= attrs.iter().any(|a| a.dirty);
         let excl = |k: usize| folio.page(page + k as u64).is_anon_exclusive();
-        pt.set_swap_entries(at, n, |k| {
+        // Into the entries just cleared, through the run the walk reached.
+        pt.set_swap_entries_in_run(at.run, at.i, n, |k| {
             SwapEntry::swap(ty, slot + page + k as u64, excl(k))
-        })
-        .expect("entries cleared above, table present");
+                .expect("a swap slot fits a swap entry")
+        });
         for k in 0..n as u64 {
             folio.page(page + k).clear_anon_exclusive();
         }
@@ -303,8 +338,8 @@ pub(crate) fn try_to_migrate<'a, A: PagingArch>(
         }));
         m.migents_add(folio.nr_pages());
     }
-    clear_folio_ptes(walk, folio, |k, m, pt, at, page, attrs| {
-        set_migration_run(m, pt, at, folio, page, attrs);
+    clear_folio_ptes(walk, folio, None, |k, m, pt, at, page, attrs| {
+        set_migration_run(m, pt, at.va(), folio, page, attrs);
         saved.extend(attrs.iter().enumerate().map(|(j, &a)| SavedPte {
             mm: k,
             page: page + j as u64,
