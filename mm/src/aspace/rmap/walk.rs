@@ -73,15 +73,102 @@ fn count_in_place<'a, A: PagingArch>(pt: &PageTable<'a, A>, folio: Folio<'a>, va
     )
 }
 
+/// A list whose first element lives inline: the walk of a folio that one
+/// space maps (reclaim, migration and `MADV_PAGEOUT` of private memory,
+/// the common case) allocates nothing; each of its two vectors had cost
+/// an allocation and a free per folio (6.5% of a 4K swap-out).  Elements
+/// are kept, iterated and dropped in push order, as in a `Vec`.
+pub(crate) struct Few<T> {
+    /// Element 0; `None` only when the list is empty.
+    first: Option<T>,
+    /// Elements 1 and on.
+    rest: Vec<T>,
+}
+
+impl<T> Few<T> {
+    pub(crate) const fn new() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, v: T) {
+        if self.first.is_none() {
+            debug_assert!(self.rest.is_empty());
+            self.first = Some(v);
+        } else {
+            self.rest.push(v);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.first.iter_mut().chain(self.rest.iter_mut())
+    }
+
+    /// Drops every element, in push order.
+    pub(crate) fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+}
+
+impl<T> Extend<T> for Few<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, items: I) {
+        for v in items {
+            self.push(v);
+        }
+    }
+}
+
+impl<T> FromIterator<T> for Few<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
+        let mut few = Few::new();
+        few.extend(items);
+        few
+    }
+}
+
+impl<T> core::ops::Index<usize> for Few<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        match i {
+            0 => self.first.as_ref().expect("index within the list"),
+            _ => &self.rest[i - 1],
+        }
+    }
+}
+
+impl<T> core::ops::IndexMut<usize> for Few<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        match i {
+            0 => self.first.as_mut().expect("index within the list"),
+            _ => &mut self.rest[i - 1],
+        }
+    }
+}
+
 /// The address spaces that map a folio, with their page-table locks held
 /// (taken in ascending mm-id order), and every mapping of the folio found
 /// in them: until this is dropped, no mapping of the folio can appear,
 /// vanish or change.
 pub(crate) struct RmapWalk<'m, 'a, A: PagingArch> {
     /// The spaces mapping the folio, ascending mm id.
-    pub(crate) mappers: Vec<&'m Mm<'a, A>>,
+    pub(crate) mappers: Few<&'m Mm<'a, A>>,
     /// Their page-table locks, index for index with `mappers`.
-    pub(crate) guards: Vec<PtGuard<'m, 'a, A>>,
+    pub(crate) guards: Few<PtGuard<'m, 'a, A>>,
     /// Where the folio's first page is mapped (its rmap owner address).
     pub(crate) va: u64,
 }
@@ -112,11 +199,11 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
         if found != folio.large_mapcount() as u64 {
             return Err(Errno::EBUSY);
         }
-        let (mappers, guards) = if found > 0 {
-            (alloc::vec![*m], alloc::vec![g])
-        } else {
-            (Vec::new(), Vec::new())
-        };
+        let (mut mappers, mut guards) = (Few::new(), Few::new());
+        if found > 0 {
+            mappers.push(*m);
+            guards.push(g);
+        }
         return Ok(RmapWalk {
             mappers,
             guards,
@@ -131,16 +218,13 @@ pub(crate) fn rmap_walk<'m, 'a, A: PagingArch>(
     }
     mappers.sort_by_key(|m| m.id);
     mappers.dedup_by_key(|m| m.id);
-    let mut guards: Vec<PtGuard<'m, 'a, A>> = Vec::with_capacity(mappers.len());
-    for &m in &mappers {
-        guards.push(m.lock_pt());
-    }
+    let guards: Few<PtGuard<'m, 'a, A>> = mappers.iter().map(|m| m.lock_pt()).collect();
     let found: u64 = guards.iter().map(|g| count_in_place(g, folio, va)).sum();
     if found != folio.large_mapcount() as u64 {
         return Err(Errno::EBUSY);
     }
     Ok(RmapWalk {
-        mappers,
+        mappers: mappers.into_iter().collect(),
         guards,
         va,
     })
