@@ -99,32 +99,42 @@ fn clear_folio_ptes<'a, A: PagingArch>(
             let mut i = 0;
             while i < run.len() {
                 let page = (run.va(i) - va) / PAGE_SIZE;
-                let Some(b) = run
-                    .leaf(i)
-                    .filter(|l| l.pfn == folio.pfn() + page)
-                    .and_then(|_| run.folio_pte_batch(i, span, BatchMatch::Frames))
-                else {
+                let Some(l) = run.leaf(i).filter(|l| l.pfn == folio.pfn() + page) else {
                     i += 1;
                     continue;
                 };
-                let attrs: &mut [Attrs] = if b.nr <= small.len() {
-                    &mut small[..b.nr]
+                // A one-page folio's batch is its one entry (it is in no
+                // contiguous block: those map 16 pages of one folio).
+                let b_nr = if nr == 1 {
+                    1
                 } else {
-                    big.resize(b.nr, Attrs::default());
+                    match run.folio_pte_batch(i, span, BatchMatch::Frames) {
+                        Some(b) => b.nr,
+                        None => {
+                            i += 1;
+                            continue;
+                        }
+                    }
+                };
+                let attrs: &mut [Attrs] = if b_nr <= small.len() {
+                    &mut small[..b_nr]
+                } else {
+                    big.resize(b_nr, Attrs::default());
                     &mut big[..]
                 };
-                for (j, a) in attrs.iter_mut().enumerate() {
+                attrs[0] = l.attrs;
+                for (j, a) in attrs.iter_mut().enumerate().skip(1) {
                     *a = run.leaf(i + j).expect("in the batch").attrs;
                 }
-                let r = pt.get_and_clear_ptes(run.va(i), b.nr, g);
+                let r = pt.get_and_clear_ptes(run.va(i), b_nr, g);
                 // A contiguous block records young/dirty once for all entries.
                 for a in attrs.iter_mut() {
                     a.young |= r.young;
                     a.dirty |= r.dirty;
                 }
                 on_run(k, m, pt, RunAt { run: &run, i }, page, attrs);
-                cleared += b.nr as u32;
-                i += b.nr;
+                cleared += b_nr as u32;
+                i += b_nr;
             }
         }
         if let Some(g) = local {
