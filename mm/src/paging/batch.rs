@@ -624,8 +624,35 @@ impl<'a, A: PagingArch> PageTable<'a, A> {
     /// builds assert).  Takes `&self`: a zap under split page-table locks
     /// runs it with the table shared and the PTE table's own lock held.
     pub fn get_and_clear_ptes(&self, va: u64, n: usize, g: &mut TlbGather<'a>) -> ClearResult {
+        self.get_and_clear_ptes_from(va, n, None, g)
+    }
+
+    /// [`Self::get_and_clear_ptes`] of entries `i..i + n` of `run`, a run
+    /// of this table walked under the same lock hold (reclaim's and
+    /// migration's unmap): no descent to find the table again, which had
+    /// been a third of a 4K folio's unmap walks.
+    pub fn get_and_clear_ptes_in_run(
+        &self,
+        run: &super::walk::PteRun<'a, A>,
+        i: usize,
+        n: usize,
+        g: &mut TlbGather<'a>,
+    ) -> ClearResult {
+        debug_assert!(i + n <= run.len());
+        let va = run.va(i);
+        let base = va & !(super::arch::level_size(PTE_LEVEL + 1) - 1);
+        self.get_and_clear_ptes_from(va, n, Some((base, TableAt::Table(run.table_pa()))), g)
+    }
+
+    fn get_and_clear_ptes_from(
+        &self,
+        va: u64,
+        n: usize,
+        known: Option<(u64, TableAt)>,
+        g: &mut TlbGather<'a>,
+    ) -> ClearResult {
         let mut r = ClearResult::default();
-        let mut segs = SegCursor::new(va, n, None);
+        let mut segs = SegCursor::new(va, n, known);
         while let Some(s) = segs.next(self) {
             let t = match s.table {
                 TableAt::Table(t) => t,

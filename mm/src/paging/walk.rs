@@ -246,8 +246,9 @@ impl<'a, A: PagingArch> PteRun<'a, A> {
     pub(super) fn table_index(&self, i: usize) -> usize {
         level_index(self.va(i), PTE_LEVEL)
     }
-    /// Physical address of the PTE table the run lies in: only to take its
-    /// split lock (`Mm::lock_pte_table`), never to address entries.
+    /// Physical address of the PTE table the run lies in: outside `paging`
+    /// only to take its split lock (`Mm::lock_pte_table`), never to address
+    /// entries (`get_and_clear_ptes_in_run` starts its segments from it).
     pub fn table_pa(&self) -> u64 {
         self.first - 8 * self.table_index(0) as u64
     }

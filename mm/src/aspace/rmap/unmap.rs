@@ -126,7 +126,7 @@ fn clear_folio_ptes<'a, A: PagingArch>(
                 for (j, a) in attrs.iter_mut().enumerate().skip(1) {
                     *a = run.leaf(i + j).expect("in the batch").attrs;
                 }
-                let r = pt.get_and_clear_ptes(run.va(i), b_nr, g);
+                let r = pt.get_and_clear_ptes_in_run(&run, i, b_nr, g);
                 // A contiguous block records young/dirty once for all entries.
                 for a in attrs.iter_mut() {
                     a.young |= r.young;
