@@ -334,10 +334,21 @@ fn idle_object_body(fd: isize) -> Result<(), mthp_user::Msg> {
     }
     let want = swap_free + (shmem0 - shmem1).min(idle_kb) - 1024;
     let v = swap_free_reaching(want);
-    ensure!(
-        v >= want,
-        "SwapFree {swap_free} -> {v} kB after reading back the {} kB that went out",
-        shmem0 - shmem1
-    );
+    // Linux 6.12 (x86, 2026-12-06) gave back only about half of them
+    // within the 2 s `swap_free_reaching` waits (118524 -> 124412 kB for
+    // 12284 kB out; docs/linux-differences.md): printed there, checked
+    // here.
+    if on_mthp() {
+        ensure!(
+            v >= want,
+            "SwapFree {swap_free} -> {v} kB after reading back the {} kB that went out",
+            shmem0 - shmem1
+        );
+    } else if v < want {
+        println!(
+            "  SwapFree {swap_free} -> {v} kB after reading back the {} kB that went out",
+            shmem0 - shmem1
+        );
+    }
     Ok(())
 }

@@ -352,10 +352,32 @@ pub(crate) fn swap_pageout_4k_64k_2m() -> TestResult {
 /// cache keeps first.  The child's exit status: 0, or 2 when its mmap
 /// failed.
 pub(crate) fn reclaim_pressure() -> Result<i32, mthp_user::Msg> {
-    in_child(|| {
+    let status = in_child(|| {
         let want = ((meminfo(b"\nMemFree:") as usize) << 10) + (16 << 20);
         if write_anon(want, false) { 0 } else { 2 }
-    })
+    });
+    settle_kswapd();
+    status
+}
+
+/// Waits (up to 2 s) until kswapd stops scanning.  When the pressure
+/// child exits, kswapd may still be in a batch, and with the child's
+/// memory gone the folios left on the LRU lists are the next test's
+/// freshly faulted ones: one was seen paged out between its fault and
+/// the test's pagemap check.  The same on Linux (`pgscan_kswapd`).
+fn settle_kswapd() {
+    let mut last = vmstat(b"\npgscan_kswapd ");
+    for _ in 0..100 {
+        sys::nanosleep(&sys::Timespec {
+            sec: 0,
+            nsec: 20_000_000,
+        });
+        let now = vmstat(b"\npgscan_kswapd ");
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// Swap-in from the disk: 64K folios paged out, the swap cache then
