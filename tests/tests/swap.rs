@@ -214,17 +214,26 @@ fn read_error_is_sigbus<A: PagingArch>() {
     });
 }
 
+/// A 64K folio filled with `salt` at a fixed address, on a swap area of
+/// one cluster, which the header makes order-0 only: no aligned run.
+fn one_64k_folio_no_run<'a, A: PagingArch>(
+    env: &Env<'a, A>,
+    salt: u64,
+) -> (mm::aspace::Mm<'a, A>, u64) {
+    env.only_order(4);
+    swapon(env, 512);
+    let mm = env.mm();
+    let va = mm
+        .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
+        .unwrap();
+    env.fill_pages(&mm, va, 16 * K4, salt);
+    (mm, va)
+}
+
 /// No aligned run of slots for a 64K folio: it is split and counted.
 fn no_run_splits_and_counts<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
-        env.only_order(4);
-        // One cluster: the header makes it order-0 only.
-        swapon(env, 512);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, 16 * K4, 3);
+        let (mm, va) = one_64k_folio_no_run(env, 3);
         let f = env.folio_at(&mm, va).unwrap();
         assert_eq!(pageout_folio(&[&mm], &f.get_ref()), Pageout::Split);
         assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 1);
@@ -243,14 +252,7 @@ fn no_run_splits_and_counts<A: PagingArch>() {
 /// `madvise_reclaim`, the 16 pieces stayed mapped.)
 fn madvise_pageout_takes_split_pieces<A: PagingArch>() {
     run::<A>(32 * MIB, |env| {
-        env.only_order(4);
-        // One cluster: the header makes it order-0 only.
-        swapon(env, 512);
-        let mm = env.mm();
-        let va = mm
-            .mmap(0x7000_0000_0000, 16 * K4, RW, ANON | MAP_FIXED)
-            .unwrap();
-        env.fill_pages(&mm, va, 16 * K4, 5);
+        let (mm, va) = one_64k_folio_no_run(env, 5);
         mm.madvise(va, 16 * K4, MADV_PAGEOUT).unwrap();
         assert_eq!(env.mthp(4, MthpStat::SwpoutFallback), 1);
         assert_eq!(mm.swapents(), 16);

@@ -145,9 +145,9 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 let mut pt = self.lock_pt();
                 self.zap_swap_range(&mut pt, r.start, r.end);
             }
-            // Pass 0 splits, pass 1 applies the advice, pass 2 (only for
-            // `MADV_PAGEOUT`, only when pass 1 left something mapped)
-            // applies it again: see `retry` below.
+            // Pass 0 splits, pass 1 applies the advice, pass 2 (only when
+            // `MADV_PAGEOUT`'s pass 1 left something mapped) applies it
+            // again: see `retry` below.
             let mut retry = false;
             // Pass 0's plan when it had nothing to split: pass 1 takes it
             // as it is instead of walking the range again (every folio's
@@ -214,9 +214,6 @@ impl<'a, A: PagingArch> Mm<'a, A> {
                 }
                 batch.write(self.ctx);
                 batch.flush.gather.finish();
-                if advice != Reclaim::Pageout && pass == 1 {
-                    break;
-                }
             }
         }
     }

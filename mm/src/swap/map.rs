@@ -254,20 +254,7 @@ impl SwapMap {
     /// Returns how many of them are now held by the swap cache only (the
     /// caller may then drop the cached folio).
     pub fn put(&self, slot: u64, nr: u64) -> u64 {
-        let mut g = self.inner.lock();
-        let mut cache_only = 0;
-        g.per_cluster(slot, nr, |counts| {
-            let (mut bad, mut freed) = (false, 0);
-            for c in counts {
-                bad |= *c & COUNT_MASK == 0 || *c == BAD;
-                *c = c.wrapping_sub(1);
-                cache_only += (*c == HAS_CACHE) as u64;
-                freed += (*c == 0) as u16;
-            }
-            assert!(!bad, "a swap slot of {slot}..+{nr} put too often");
-            freed
-        });
-        cache_only
+        self.inner.lock().put(slot, nr)
     }
 
     /// The swap-in of a cached folio of slots `first..first + nr`: drops
@@ -291,18 +278,7 @@ impl SwapMap {
                 return true;
             }
         }
-        let mut cache_only = 0;
-        g.per_cluster(slot, n, |counts| {
-            let (mut bad, mut freed) = (false, 0);
-            for c in counts {
-                bad |= *c & COUNT_MASK == 0 || *c == BAD;
-                *c = c.wrapping_sub(1);
-                cache_only += (*c == HAS_CACHE) as u64;
-                freed += (*c == 0) as u16;
-            }
-            assert!(!bad, "a swap slot of {slot}..+{n} put too often");
-            freed
-        });
+        let cache_only = g.put(slot, n);
         let unused = if whole {
             cache_only == nr
         } else {
@@ -393,6 +369,23 @@ impl SwapMap {
 }
 
 impl Inner {
+    /// [`SwapMap::put`] under the map's lock.
+    fn put(&mut self, slot: u64, nr: u64) -> u64 {
+        let mut cache_only = 0;
+        self.per_cluster(slot, nr, |counts| {
+            let (mut bad, mut freed) = (false, 0);
+            for c in counts {
+                bad |= *c & COUNT_MASK == 0 || *c == BAD;
+                *c = c.wrapping_sub(1);
+                cache_only += (*c == HAS_CACHE) as u64;
+                freed += (*c == 0) as u16;
+            }
+            assert!(!bad, "a swap slot of {slot}..+{nr} put too often");
+            freed
+        });
+        cache_only
+    }
+
     /// Runs `f` on the counts of the `nr` slots from `slot`, a cluster's
     /// part at a time (one part for a folio's run), and releases the slots
     /// it says became free in that part.
